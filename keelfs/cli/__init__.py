@@ -1,0 +1,1 @@
+"""The ``keelfs`` command: one module per subcommand group."""
