@@ -120,7 +120,7 @@ def _choose(rng: random.Random, stores: dict[str, RocksLogStorage]) -> dict[str,
     if r < 0.10 and snap.index >= s.first_index():
         return {"op": "compact", "g": g, "index": rng.randint(s.first_index(), snap.index)}
     if r < 0.13:
-        index = rng.randint(hs.commit + 1, last + 5)
+        index = rng.randint(max(hs.commit, s.first_index() - 1) + 1, last + 5)
         if index <= last and rng.random() < 0.5:
             return {"op": "install", "g": g, "index": index, "term": s.term(index)}
         return {"op": "install", "g": g, "index": index, "term": term + 1}
@@ -130,16 +130,19 @@ def _choose(rng: random.Random, stores: dict[str, RocksLogStorage]) -> dict[str,
         hs, last = s.hard_state, s.last_index()
         term = max(hs.term, s.term(last))
         change: dict[str, Any] = {}
-        if last > hs.commit and rng.random() < 0.1:
+        floor = max(hs.commit, s.first_index() - 1)
+        if last > floor and rng.random() < 0.1:
             # a new leader overwrites the uncommitted suffix from ``lo`` on
-            lo = rng.randint(hs.commit + 1, last)
+            lo = rng.randint(floor + 1, last)
             term += 1
             change["append"] = [lo, rng.randint(1, 8), term]
+            change["overwrite"] = True  # informational: lets the test see it was exercised
         else:
             n = rng.randint(0, 12)
             change["append"] = [last + 1, n, term] if n else None
         new_last = change["append"][0] + change["append"][1] - 1 if change["append"] else last
-        commit = rng.randint(hs.commit, max(hs.commit, new_last))
+        low = max(hs.commit, s.snapshot_meta().index)  # as after an InstallSnapshot
+        commit = rng.randint(low, max(low, new_last))
         change["hs"] = [term, rng.randint(0, 3), commit]
         if rng.random() < 0.05:
             change["members"] = {str(i): f"10.0.0.{i}:{rng.randint(7000, 7999)}"

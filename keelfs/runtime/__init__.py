@@ -1,0 +1,13 @@
+"""The asyncio runtime that turns the pure Raft core into running, durable Raft groups.
+
+``RaftHost`` is one process's multi-raft host: one RocksDB engine, one transport, one tick
+timer and one ready loop for every group it holds. ``RaftGroup`` is one group's member on this
+host: proposals return futures resolved with the state machine's result.
+"""
+
+from keelfs.runtime.errors import NotLeader, RuntimeUnavailable
+from keelfs.runtime.group import RaftGroup
+from keelfs.runtime.host import HostConfig, RaftHost
+from keelfs.runtime.statemachine import StateMachine
+
+__all__ = ["HostConfig", "NotLeader", "RaftGroup", "RaftHost", "RuntimeUnavailable", "StateMachine"]

@@ -1,0 +1,18 @@
+"""Errors a caller of the runtime sees. Both are retryable, against another node or later."""
+
+from __future__ import annotations
+
+
+class RuntimeUnavailable(Exception):
+    """Retryable: no leader yet, queue full, leadership changed under the request, timeout."""
+
+
+class NotLeader(RuntimeUnavailable):
+    """This member does not lead its group; ``leader_id``/``leader_address`` may know better."""
+
+    def __init__(self, group_id: str, leader_id: int, leader_address: str | None) -> None:
+        where = f"node {leader_id} at {leader_address}" if leader_id else "unknown"
+        super().__init__(f"not the leader of {group_id}; leader: {where}")
+        self.group_id = group_id
+        self.leader_id = leader_id
+        self.leader_address = leader_address

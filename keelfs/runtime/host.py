@@ -1,0 +1,213 @@
+"""``RaftHost``: one process's multi-raft runtime.
+
+One asyncio loop drives every group the process holds:
+
+- a **tick task** turns wall time into ``tick()`` calls (``tick_ms`` per tick);
+- inbound messages from the transport are stepped into their groups as they arrive;
+- the **ready loop** wakes whenever anything happened and, for all groups at once:
+  proposes what callers queued (one batch per group), takes every group's ``Ready``, installs
+  received snapshots, makes hard states and entries of *all* groups durable with **one synced
+  RocksDB write** (group commit), and only then sends messages, applies committed entries,
+  answers reads, and advances.
+
+The durable write runs on the loop thread: the core and the storage caches are not shared with
+another thread, and while the loop waits on ``fsync`` new messages queue up in the transport
+and are all handled, and persisted together, in the next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from keelfs.raft.messages import ConfState, Message
+from keelfs.raft.rawnode import Ready
+from keelfs.runtime.errors import RuntimeUnavailable
+from keelfs.runtime.group import RaftGroup
+from keelfs.runtime.statemachine import StateMachine
+from keelfs.storage.rocks import RocksEngine
+from keelfs.transport.base import OnMessages, Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HostConfig:
+    tick_ms: float = 15.0
+    """One Raft tick. With ``election_tick=10`` the election timeout is 150-300 ms (seed 001)."""
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    max_inflight_msgs: int = 256
+    snapshot_chunk_size: int = 1 << 20
+    snapshot_every: int = 20_000
+    """Take a snapshot once this many entries were applied since the last one."""
+    keep_after_snapshot: int = 2_000
+    """Entries kept behind a snapshot so slightly lagging followers need no InstallSnapshot."""
+    max_pending: int = 65_536
+    """Back-pressure: proposals queued or in flight per group before callers get an error."""
+    request_timeout: float = 5.0
+
+
+TransportFactory = Callable[[OnMessages], Transport]
+
+
+class RaftHost:
+    def __init__(
+        self,
+        node_id: int,
+        data_dir: str | Path,
+        transport_factory: TransportFactory,
+        config: HostConfig | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.config = config or HostConfig()
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = RocksEngine(self.data_dir / "raft")
+        self.transport = transport_factory(self._on_messages)
+        self.groups: dict[str, RaftGroup] = {}
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self.rounds = 0
+        """Ready-loop rounds that persisted something (one synced write each)."""
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.transport.start()
+        self._running = True
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name=f"raft-tick-{self.node_id}"),
+            asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.node_id}"),
+        ]
+
+    async def stop(self) -> None:
+        self._running = False
+        self.wake()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        for g in self.groups.values():
+            g.fail_all(RuntimeUnavailable("node shutting down"))
+        await self.transport.stop()
+        self.engine.close()
+
+    def open_group(
+        self, group_id: str, sm: StateMachine, peers: Mapping[int, str] | None = None
+    ) -> RaftGroup:
+        """Open (or create) this node's member of ``group_id``.
+
+        ``peers`` (node id -> Raft address, this node included) is needed only the first time a
+        group is created here, to bootstrap it; afterwards the membership is read from disk
+        (sticky, as SeaweedFS masters keep theirs). A node created without ``peers`` starts with
+        an empty log and waits for the leader to add it (as a learner) and catch it up.
+        """
+        if group_id in self.groups:
+            raise ValueError(f"group {group_id} is already open")
+        exists = group_id in self.engine.group_ids()
+        if not exists and peers is not None:
+            if self.node_id not in peers:
+                raise ValueError(f"node {self.node_id} is not among the peers {sorted(peers)}")
+            storage = self.engine.group(group_id, ConfState(frozenset(peers)))
+            storage.set_membership(peers)
+        else:
+            storage = self.engine.group(group_id)
+        group = RaftGroup(self, group_id, storage, sm)
+        for node_id, address in group.addresses.items():
+            self.set_peer_address(node_id, address)
+        self.groups[group_id] = group
+        self.wake()
+        return group
+
+    def set_peer_address(self, node_id: int, address: str) -> None:
+        if node_id != self.node_id:
+            self.transport.set_peer_address(node_id, address)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    # ------------------------------------------------------------------ inputs
+    def _on_messages(self, batch: list[tuple[str, Message]]) -> None:
+        groups = self.groups
+        for group_id, m in batch:
+            g = groups.get(group_id)
+            if g is not None:
+                g.node.step(m)
+        self._wakeup.set()
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.config.tick_ms / 1000
+        next_at = loop.time() + period
+        while self._running:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += period
+            if loop.time() - next_at > 10 * period:
+                next_at = loop.time() + period  # we were frozen (SIGSTOP): don't burst ticks
+            for g in self.groups.values():
+                g.node.tick()
+            self._wakeup.set()
+
+    # ------------------------------------------------------------------ the ready loop
+    async def _ready_loop(self) -> None:
+        while self._running:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                self._round()
+            except Exception:
+                log.exception("raft ready loop failed; stopping this node's groups")
+                raise
+            await asyncio.sleep(0)  # let transports and callers run between rounds
+
+    def _round(self) -> None:
+        readies: list[tuple[RaftGroup, Ready]] = []
+        for g in self.groups.values():
+            g._flush()
+            if g.node.has_ready():
+                readies.append((g, g.node.ready()))
+        if not readies:
+            return
+        # 1. durable first: snapshots, then one synced write for every group's log and state
+        for g, rd in readies:
+            for c in rd.snapshot_chunks:
+                g.storage.write_snapshot_chunk(c.meta, c.offset, c.data)
+            if rd.snapshot is not None:
+                g.install_snapshot(rd)
+        batch = self.engine.write_batch()
+        for g, rd in readies:
+            if rd.hard_state is not None:
+                batch.set_hard_state(g.storage, rd.hard_state)
+            if rd.entries:
+                batch.append(g.storage, rd.entries)
+                if g.membership_changed_by(rd.entries):
+                    batch.set_membership(g.storage, g.addresses)
+        if len(batch):
+            batch.commit()
+            self.rounds += 1
+        else:
+            batch.discard()
+        # 2. then the world may hear about it
+        send = self.transport.send
+        for g, rd in readies:
+            for m in rd.messages:
+                send(g.group_id, m)
+        # 3. apply, answer, advance
+        for g, rd in readies:
+            if rd.committed_entries:
+                g.apply(rd.committed_entries)
+            if rd.read_states:
+                g.on_read_states(rd)
+            g.on_soft_state(rd)
+            g.node.advance(rd)
+            g.after_ready()
+            if g.node.has_ready():
+                self._wakeup.set()
