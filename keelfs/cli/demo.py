@@ -49,8 +49,9 @@ def run_demo(seconds: float, seed: int, kill_every: float, realtime: bool) -> in
             sim.crash(ld, "(demo: kill -9 the leader)")
             crashed.append(ld.id)
             killed_at = tick
-            click.secho(f"[{tick * TICK_MS / 1000:6.2f}s] kill -9 node {ld.id} (the leader)",
-                        fg="red")
+            click.secho(
+                f"[{tick * TICK_MS / 1000:6.2f}s] kill -9 node {ld.id} (the leader)", fg="red"
+            )
         if crashed and tick % kill_ticks == kill_ticks // 2:
             node_id = crashed.pop(0)
             sim.restart(sim.nodes[node_id])

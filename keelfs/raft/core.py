@@ -58,9 +58,12 @@ class ReadOnlyOption(enum.Enum):
     SAFE = "safe"
     """Every read waits for a heartbeat round that started after it arrived."""
     LEASE_BASED = "lease"
-    """The leader answers at once while its CheckQuorum lease holds. Assumes clocks on all nodes
-    advance at nearly the same rate (bounded drift, no pauses longer than the election timeout
-    that go unnoticed); a frozen leader that wakes up inside its lease may serve a stale read."""
+    """The leader answers at once while its lease holds: a majority answered heartbeats it sent
+    less than ``election_tick - lease_margin_ticks`` ticks ago (``read_only.py``). Assumes that
+    every node's ticks advance at nearly the same rate (drift within the margin), that a node
+    does not restart and vote within an election timeout of acknowledging the leader, and it is
+    given up for the rest of a term once the leader sends TimeoutNow (a forced election ignores
+    leases). When the lease does not hold, the read falls back to a ReadIndex round."""
 
 
 @dataclass
@@ -83,6 +86,8 @@ class Config:
     snapshot_window: int = 4
     """Snapshot chunks in flight to one follower."""
     read_only_option: ReadOnlyOption = ReadOnlyOption.SAFE
+    lease_margin_ticks: int = 2
+    """Ticks of clock drift the lease allows for."""
     max_learner_lag: int = 64
     """A learner is promoted only once it is within this many entries of the commit index."""
     applied: int = 0
@@ -157,6 +162,9 @@ class Raft:
         self.read_only = ReadOnly()
         self.pending_reads: list[Message] = []  # arrived before this term's first commit
         self.receiving: _Receiving | None = None
+        self.ticks_in_term = 0
+        self.acked_round: dict[int, int] = {}
+        self.timeout_now_sent = False
         self.ignored = 0
         """Messages dropped as malformed, misaddressed or from unknown peers."""
 
@@ -293,6 +301,9 @@ class Raft:
         self.uncommitted_size = 0
         self.read_only = ReadOnly()
         self.pending_reads = []
+        self.ticks_in_term = 0
+        self.acked_round = {}
+        self.timeout_now_sent = False
 
     def _become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
@@ -343,6 +354,7 @@ class Raft:
             self.step(Message(MT.HUP, self.id, self.id))
 
     def _tick_heartbeat(self) -> None:
+        self.ticks_in_term += 1
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         if self.election_elapsed >= self.cfg.election_tick:
@@ -466,12 +478,15 @@ class Raft:
                 prev_term = e.term
                 if e.type is EntryType.CONF_CHANGE:
                     try:
-                        ConfChange.decode(e.data)
+                        if ConfChange.decode(e.data).node_id <= NO_NODE:
+                            return False
                     except ValueError:
                         return False
+        elif m.type in (MT.VOTE, MT.PRE_VOTE):
+            return m.log_term <= m.term
         elif m.type is MT.SNAP:
-            return m.snapshot is not None and m.snapshot.index > 0
-        elif m.type in (MT.APP_RESP, MT.HEARTBEAT_RESP, MT.SNAP_RESP, MT.READ_INDEX):
+            return m.snapshot is not None and m.snapshot.index > 0 and m.snapshot.term <= m.term
+        elif m.type in _MEMBERS_ONLY:
             # Responses and read requests only from current members (a leader holds no
             # progress for anybody else).
             return m.frm in self.conf.voters or m.frm in self.conf.learners
@@ -519,7 +534,9 @@ class Raft:
             raise NotLeaderError(self.lead)
         elif t is MT.TRANSFER_LEADER:
             if self.lead == NO_NODE:
-                raise NotLeaderError(NO_NODE, "no leader to transfer from")
+                if m.frm == self.id:
+                    raise NotLeaderError(NO_NODE, "no leader to transfer from")
+                return  # a peer's forwarded request that found no leader here: drop it
             self._send(Message(MT.TRANSFER_LEADER, self.lead, self.id, self.term, index=m.index))
         elif t is MT.TIMEOUT_NOW:
             self._hup(transfer=True)
@@ -788,6 +805,12 @@ class Raft:
             if pr.match + 1 >= self.log.first_index():
                 pr.become_probe()
                 pr.become_replicate()
+            else:
+                # The follower installed a snapshot we have since compacted past: send the
+                # current one right away instead of waiting for a stalled round.
+                pr.become_snapshot(self.log.storage.snapshot_meta())
+                self._pump_snapshot(m.frm, pr)
+                return
         else:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
@@ -814,8 +837,13 @@ class Raft:
                 pr.inflights.free_first()  # an append may have been lost: make room to retry
             if pr.match < self.log.last_index():
                 self._send_append(m.frm)
+        if m.read_seq > self.read_only.last_round():
+            self.ignored += 1  # answers a round we never sent
+            return
+        if m.read_seq > self.acked_round.get(m.frm, 0):
+            self.acked_round[m.frm] = m.read_seq
         if m.read_seq and m.frm in self.conf.voters:
-            for rs in self.read_only.ack(m.frm, m.read_seq, self.conf.voters, self.id):
+            for rs in self.read_only.ack(m.frm, m.read_seq, self.conf.voters):
                 self._respond_read(rs.requester, rs.index, rs.context)
 
     def _on_snap_resp(self, m: Message, pr: Progress) -> None:
@@ -921,7 +949,7 @@ class Raft:
             pr.snap_done_sent = done
 
     def _bcast_heartbeat(self) -> None:
-        seq = self.read_only.last_seq()
+        seq = self.read_only.next_round(self.ticks_in_term)
         for i, pr in self.prs.items():
             if i != self.id:
                 self._send(
@@ -937,6 +965,7 @@ class Raft:
 
     def _send_timeout_now(self, to: int) -> None:
         self._send(Message(MT.TIMEOUT_NOW, to, self.id, self.term))
+        self.timeout_now_sent = True
         if self.id not in self.conf.voters:
             self._become_follower(self.term, NO_NODE)
 
@@ -950,11 +979,22 @@ class Raft:
             # Our commit index may be behind until an entry of this term commits (§6.4).
             self.pending_reads.append(m)
             return
-        if self.cfg.read_only_option is ReadOnlyOption.LEASE_BASED:
+        if self.cfg.read_only_option is ReadOnlyOption.LEASE_BASED and self._lease_valid():
             self._respond_read(requester, self.log.committed, m.context)
             return
         self.read_only.add(self.log.committed, requester, m.context, self.id)
         self._bcast_heartbeat()
+
+    def _lease_valid(self) -> bool:
+        if self.lead_transferee != NO_NODE or self.timeout_now_sent:
+            return False  # a forced election may already be under way elsewhere
+        return self.read_only.lease_valid(
+            self.ticks_in_term,
+            self.cfg.election_tick - self.cfg.lease_margin_ticks,
+            self.conf.voters,
+            self.id,
+            self.acked_round,
+        )
 
     def _respond_read(self, requester: int, index: int, context: bytes) -> None:
         if requester == self.id:
@@ -980,6 +1020,10 @@ class Raft:
         else:
             self._send_append(target)
 
+
+_MEMBERS_ONLY = frozenset(
+    {MT.APP_RESP, MT.HEARTBEAT_RESP, MT.SNAP_RESP, MT.READ_INDEX, MT.READ_INDEX_RESP}
+)
 
 _LOCAL_INPUTS = frozenset({MT.HUP, MT.BEAT, MT.PROP, MT.READ_INDEX, MT.TRANSFER_LEADER})
 

@@ -199,7 +199,10 @@ class Message:
         if t is MessageType.APP_RESP or t is MessageType.READ_INDEX_RESP:
             parts.append(f"Index:{self.index}")
         if self.reject:
-            parts.append(f"Rejected (Hint: {self.reject_hint}/{self.log_term})")
+            if t is MessageType.APP_RESP:
+                parts.append(f"Rejected (Hint: {self.reject_hint}/{self.log_term})")
+            else:
+                parts.append("Rejected")
         if self.read_seq:
             parts.append(f"ReadSeq:{self.read_seq}")
         if self.context:

@@ -1,9 +1,10 @@
 """Durable Raft log storage: one RocksDB per process, shared by every Raft group it hosts.
 
 ``RocksEngine(path)`` owns the database (``path/db``) and the snapshot files
-(``path/snapshots/g-<group>/``, see ``RocksEngine.snapshot_dir``); ``engine.group(group_id)`` hands out a ``RocksLogStorage``,
-which offers exactly the read protocol (``keelfs.raft.storage.LogStorage``) and write side of
-``MemoryStorage``: same names, same index conventions, same errors.
+(``path/snapshots/g-<group>/``, see ``RocksEngine.snapshot_dir``); ``engine.group(group_id)``
+hands out a ``RocksLogStorage``, which offers exactly the read protocol
+(``keelfs.raft.storage.LogStorage``) and write side of ``MemoryStorage``: same names, same
+index conventions, same errors.
 
 Why one database for many groups: a process hosts many small Raft groups (one per metadata
 shard). With a database, and so a write-ahead log, per group, every group would pay its own
@@ -303,7 +304,8 @@ class LogBatch:
                     wb.put(s._key(_K_HARD), _HARD_STATE.pack(hs.term, hs.vote, hs.commit))
                 if st.membership is not None:
                     wb.put(s._key(_K_MEMBERS), encode_membership(st.membership))
-            self._engine._write(wb)
+            if len(wb):
+                self._engine._write(wb)
             for st in staged:
                 st.store._apply(st)
 
@@ -334,7 +336,13 @@ class RocksLogStorage:
     engine.
     """
 
-    def __init__(self, engine: RocksEngine, group_id: str, conf: ConfState | None) -> None:
+    def __init__(
+        self,
+        engine: RocksEngine,
+        group_id: str,
+        conf: ConfState | None,
+        addresses: Mapping[int, str] | None = None,
+    ) -> None:
         self._engine = engine
         self._db = engine._db
         self.group_id = group_id
@@ -344,16 +352,20 @@ class RocksLogStorage:
         self._closed = False
         self.snapshots = SnapshotStore(engine.snapshot_dir(group_id), verify=engine.verify)
         if self._db.get(_REGISTRY + group_id.encode()) is None:
-            self._create(conf)
+            self._create(conf, addresses)
         self._load()
         self._check_snapshot()
 
-    def _create(self, conf: ConfState | None) -> None:
+    def _create(self, conf: ConfState | None, addresses: Mapping[int, str] | None) -> None:
         """Register a new group; with ``conf``, bootstrapped exactly as ``MemoryStorage(conf)``:
         from the (empty) snapshot ``bootstrap_meta(conf)``, with its term and index committed.
-        The empty image file is written before RocksDB names it, as for any snapshot."""
+        The empty image file is written before RocksDB names it, as for any snapshot. The
+        registry key, the bootstrap state and ``addresses`` go in one write, so a crash never
+        leaves a group that exists but lacks its peers' addresses."""
         wb = WriteBatch(raw_mode=True)
         wb.put(_REGISTRY + self.group_id.encode(), b"")
+        if addresses is not None:
+            wb.put(self._key(_K_MEMBERS), encode_membership(addresses))
         if conf is not None:
             meta = bootstrap_meta(conf)
             self.snapshots.create(meta, b"")
@@ -415,8 +427,9 @@ class RocksLogStorage:
         tail.reverse()
         self._terms = _TermRuns(lo)
         self._terms.splice(lo, tail)
-        for a, b in zip([self._dummy_term, *(e.term for e in tail)], (e.term for e in tail),
-                        strict=False):
+        for a, b in zip(
+            [self._dummy_term, *(e.term for e in tail)], (e.term for e in tail), strict=False
+        ):
             if b < a:
                 raise StorageCorruptedError(f"group {self.group_id!r}: log terms decrease")
 
@@ -672,6 +685,7 @@ class RocksLogStorage:
 
     def _close(self) -> None:
         self._closed = True
+        self._version += 1  # a batch staged against this object must not commit any more
         self.snapshots.close()
 
 
@@ -704,19 +718,25 @@ class RocksEngine:
             name = "h-" + hashlib.sha256(group_id.encode()).hexdigest()
         return self.path / "snapshots" / name
 
-    def group(self, group_id: str, conf: ConfState | None = None) -> RocksLogStorage:
+    def group(
+        self,
+        group_id: str,
+        conf: ConfState | None = None,
+        addresses: Mapping[int, str] | None = None,
+    ) -> RocksLogStorage:
         """The storage of ``group_id``; a new group is created as ``MemoryStorage(conf)`` is.
 
-        ``conf`` is only used when the group does not exist yet (an empty log, or with ``conf``
-        the bootstrap snapshot); an existing group's membership comes from its snapshot meta.
-        The same object is returned on every call.
+        ``conf`` and ``addresses`` (the ``set_membership`` map) are only used when the group does
+        not exist yet, and are then written atomically with its creation; an existing group's
+        membership comes from its snapshot meta and stored addresses. The same object is
+        returned on every call.
         """
         if self._closed:
             raise RuntimeError("engine is closed")
         with self._lock:
             store = self._groups.get(group_id)
             if store is None:
-                store = self._groups[group_id] = RocksLogStorage(self, group_id, conf)
+                store = self._groups[group_id] = RocksLogStorage(self, group_id, conf, addresses)
             return store
 
     def group_ids(self) -> list[str]:

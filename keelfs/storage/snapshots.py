@@ -53,7 +53,7 @@ class ByteSink(Protocol):
     def write(self, data: bytes, /) -> int: ...
 
 
-SnapshotSource = Callable[[ByteSink], None] | Iterable[bytes] | bytes
+SnapshotSource = Callable[[ByteSink], object] | Iterable[bytes] | bytes
 """A snapshot image: a callable that writes it into a sink, an iterable of chunks, or bytes."""
 
 
@@ -139,8 +139,9 @@ def _decode_meta(raw: bytes) -> tuple[SnapshotMeta, list[tuple[int, int]]]:
     body = json.loads(text)
     if body.get("version") != _META_VERSION:
         raise ValueError(f"unknown meta version {body.get('version')!r}")
-    conf = ConfState(frozenset(int(v) for v in body["voters"]),
-                     frozenset(int(v) for v in body["learners"]))
+    conf = ConfState(
+        frozenset(int(v) for v in body["voters"]), frozenset(int(v) for v in body["learners"])
+    )
     meta = SnapshotMeta(int(body["index"]), int(body["term"]), conf)
     accept = [(int(body["size"]), int(body["crc32c"]))]
     if "alt" in body:

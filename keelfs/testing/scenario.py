@@ -5,7 +5,11 @@ on its own: time passes only when a command ticks a node, and a message moves on
 delivers it. Every node has its own queue of messages addressed to it; ``process-ready`` puts the
 messages a node sends on their recipients' queues, ``deliver-msgs`` feeds a queue to its node.
 Everything is deterministic (node *i* draws its randomized election timeouts from
-``random.Random(i)``), so a script's output can be kept as a golden file.
+``random.Random(i)``, also after a restart), so a script's output can be kept as a golden file.
+
+Each node's state machine is the list of the DATA words of the normal entries it applied; its
+snapshot image is those words joined by spaces, which is what ``compact`` stores and what a
+follower restores when it installs a snapshot.
 
 Script files use the datadriven format::
 
@@ -36,6 +40,8 @@ Node ids are positive integers; a list is written ``(1,2,3)`` or ``(1 2 3)``.
     The node starts an election (pre-vote first when enabled), as if its timer had fired.
 ``tick-heartbeat ID``
     Tick the node ``heartbeat`` times.
+``tick ID N``
+    Tick the node N times; prints where its election timer stands afterwards.
 ``tick-election ID``
     Tick the node exactly as many times as it takes for its election timer to fire: a
     follower or candidate ticks until ``election_elapsed`` reaches its *randomized* timeout
@@ -57,24 +63,30 @@ Node ids are positive integers; a list is written ``(1,2,3)`` or ``(1 2 3)``.
     storage and drop the log up to INDEX.
 ``crash ID`` / ``restart ID``
     Crash the node: its in-memory state, including anything not yet handed out in a Ready,
-    is lost; messages delivered to it while down are dropped. Restart builds a new RawNode
-    from its storage and restores the state machine from the stored snapshot.
+    is lost; messages delivered to it while down are dropped (``(dropped: ID is down)``).
+    Restart builds a new RawNode from its storage, restores the state machine from the stored
+    snapshot (so committed entries after it are applied again) and prints its state.
 ``process-ready ID...``
-    For each node: take one Ready, print it (soft state, hard state, entries to persist,
-    snapshot chunks to stage, snapshot to install, messages, committed entries, read
-    states), persist it, queue its messages, apply its committed entries, advance.
+    For each node: take one Ready; persist it (hard state, snapshot chunks, snapshot, entries,
+    in that order); print it (soft state, hard state, entries, snapshot chunks, the installed
+    snapshot with the image restored from it, messages, committed entries, read states);
+    queue its messages; apply its committed entries; advance. A node with nothing to do
+    prints ``> ID has no Ready``.
 ``deliver-msgs [drop=ID|(..)] [count=N] [ID...]``
     Step every message queued for each node ID into that node, printing it; with ``drop``
     discard the messages queued for those nodes instead. ``count`` takes only the first N
     messages of each named queue.
 ``stabilize [ID...]``
-    Repeat process-ready and deliver-msgs on the named nodes (default: all) until no node has
-    a Ready and no queue holds a message, printing everything.
+    Repeat rounds until nothing happens, printing everything: each round handles one Ready of
+    every named node (default: all) that has one, then delivers the queue of every named node,
+    in id order. Down nodes handle no Ready, and messages delivered to them are dropped;
+    messages queued for nodes not named stay queued.
 ``partition (..) (..) ...`` / ``heal``
-    Cut every link between nodes of different groups (nodes left out keep all their links);
-    ``heal`` restores all links. A message sent, or delivered, over a cut link is dropped.
+    Cut every link between nodes of different groups (nodes left out keep all their links;
+    a new partition replaces the previous one); ``heal`` restores all links. A message sent,
+    or delivered, over a cut link is dropped, and marked ``(dropped: partitioned)``.
 ``raft-state``
-    One line per node: role, term, leader, commit, applied, last index, configuration.
+    One line per node: role, term, vote, leader, commit, applied, last index, configuration.
 ``raft-log ID``
     The node's durable log: its snapshot, then its entries.
 ``status ID``
@@ -108,7 +120,7 @@ from keelfs.raft.messages import (
     EntryType,
     Message,
 )
-from keelfs.raft.rawnode import Ready, RawNode
+from keelfs.raft.rawnode import RawNode, Ready
 from keelfs.raft.storage import MemoryStorage
 
 MAX_STABILIZE_ROUNDS = 1000
@@ -257,6 +269,7 @@ class Scenario:
             "campaign": self._campaign,
             "tick-heartbeat": self._tick_heartbeat,
             "tick-election": self._tick_election,
+            "tick": self._tick_n,
             "propose": self._propose,
             "propose-conf-change": self._propose_conf_change,
             "read-index": self._read_index,
@@ -389,6 +402,21 @@ class Scenario:
         out.append(f"{sn.id} ticks {n} times ({what} {timeout})")
         self._tick(raw, n, out)
 
+    def _tick_n(self, cmd: Command, out: list[str]) -> None:
+        self._want(cmd, 2)
+        sn, raw = self._up(cmd.pos[0])
+        n = _int(cmd.pos[1], "N")
+        self._tick(raw, n, out)
+        r = raw.raft
+        if r.state is StateType.LEADER:
+            timeout, what = sn.opts.election, "election timeout"
+        else:
+            timeout, what = r.randomized_election_timeout, "randomized election timeout"
+        out.append(
+            f"{sn.id} ticks {n} times (now {_state_name(r.state)}, election elapsed "
+            f"{r.election_elapsed}, {what} {timeout})"
+        )
+
     def _propose(self, cmd: Command, out: list[str]) -> None:
         self._want(cmd, 2)
         _, raw = self._up(cmd.pos[0])
@@ -463,18 +491,20 @@ class Scenario:
 
     def _process_ready(self, sn: ScenarioNode, raw: RawNode, out: list[str]) -> None:
         rd = raw.ready()
-        out.append(f"> {sn.id} handling Ready")
-        self._print_ready(rd, out)
         st = sn.storage
         # persist
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
         for c in rd.snapshot_chunks:
             st.write_snapshot_chunk(c.meta, c.offset, c.data)
+        image = b""
         if rd.snapshot is not None:
-            sn.restore(rd.snapshot.index, st.install_snapshot(rd.snapshot))
+            image = st.install_snapshot(rd.snapshot)
+            sn.restore(rd.snapshot.index, image)
         if rd.entries:
             st.append(rd.entries)
+        out.append(f"> {sn.id} handling Ready")
+        self._print_ready(rd, image, out)
         # send
         for m in rd.messages:
             if (m.frm, m.to) in self.cut:
@@ -489,7 +519,7 @@ class Scenario:
                 sn.applied.append((e.index, e.data))
         raw.advance(rd)
 
-    def _print_ready(self, rd: Ready, out: list[str]) -> None:
+    def _print_ready(self, rd: Ready, image: bytes, out: list[str]) -> None:
         if rd.soft_state is not None:
             out.append(f"  Lead:{rd.soft_state.lead} State:{_state_name(rd.soft_state.state)}")
         if rd.hard_state is not None:
@@ -502,11 +532,10 @@ class Scenario:
             for c in rd.snapshot_chunks:
                 done = " Done" if c.done else ""
                 out.append(
-                    f"    {c.meta.describe()} {c.offset}+{len(c.data)} "
-                    f"{_show_bytes(c.data)}{done}"
+                    f"    {c.meta.describe()} {c.offset}+{len(c.data)} {_show_bytes(c.data)}{done}"
                 )
         if rd.snapshot is not None:
-            out.append(f"  Snapshot: {rd.snapshot.describe()}")
+            out.append(f"  Snapshot: {rd.snapshot.describe()} data={_show_bytes(image)}")
         if rd.messages:
             out.append("  Messages:")
             for m in rd.messages:

@@ -26,8 +26,15 @@ import random
 import sys
 from typing import Any
 
-from keelfs.raft.messages import ConfChange, ConfChangeType, ConfState, Entry, EntryType
-from keelfs.raft.messages import HardState, SnapshotMeta
+from keelfs.raft.messages import (
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    SnapshotMeta,
+)
 from keelfs.storage.rocks import RocksEngine, RocksLogStorage
 
 GROUPS = ("meta-0", "meta-1", "chunks")
@@ -59,8 +66,12 @@ def gen_snapshot(group: str, index: int, term: int) -> bytes:
     return _stream(f"{group}/{index}/{term}/snapshot", (index * 7919 + term) % 20_000)
 
 
-def apply_op(stores: dict[str, Any], members: dict[str, dict[int, str]], op: dict[str, Any],
-             chunk_sizes: random.Random | None = None) -> None:
+def apply_op(
+    stores: dict[str, Any],
+    members: dict[str, dict[int, str]],
+    op: dict[str, Any],
+    chunk_sizes: random.Random | None = None,
+) -> None:
     """Apply ``op`` to stores with the MemoryStorage write API (durable ones or the model)."""
     kind = op["op"]
     if kind == "batch":
@@ -145,8 +156,9 @@ def _choose(rng: random.Random, stores: dict[str, RocksLogStorage]) -> dict[str,
         commit = rng.randint(low, max(low, new_last))
         change["hs"] = [term, rng.randint(0, 3), commit]
         if rng.random() < 0.05:
-            change["members"] = {str(i): f"10.0.0.{i}:{rng.randint(7000, 7999)}"
-                                 for i in range(1, rng.randint(2, 5))}
+            change["members"] = {
+                str(i): f"10.0.0.{i}:{rng.randint(7000, 7999)}" for i in range(1, rng.randint(2, 5))
+            }
         groups[g] = change
     return {"op": "batch", "groups": groups}
 

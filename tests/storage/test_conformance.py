@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,7 @@ from keelfs.raft.messages import ConfState, Entry, EntryType, HardState, Snapsho
 from keelfs.raft.storage import MemoryStorage, limit_size
 from keelfs.storage import rocks
 from keelfs.storage.errors import SnapshotCorruptedError, StorageCorruptedError
-from keelfs.storage.rocks import RocksEngine, RocksLogStorage
+from keelfs.storage.rocks import RocksEngine
 from keelfs.storage.snapshots import SnapshotStore
 
 CONF = ConfState(frozenset({1, 2, 3}))
@@ -40,8 +41,9 @@ def ents(lo: int, hi: int, term: int, size: int = 3) -> list[Entry]:
 def log_of(s: Store) -> list[tuple[int, int, bytes]]:
     if s.last_index() < s.first_index():
         return []
-    return [(e.index, e.term, e.data) for e in s.entries(s.first_index(), s.last_index() + 1,
-                                                          1 << 40)]
+    return [
+        (e.index, e.term, e.data) for e in s.entries(s.first_index(), s.last_index() + 1, 1 << 40)
+    ]
 
 
 def stream(s: Store, meta: SnapshotMeta, step: int) -> bytes:
@@ -323,15 +325,30 @@ def test_entry_types_and_binary_payloads(store: Store) -> None:
 
 # -- differential property test ----------------------------------------------------------------
 _OPS = [  # (weight, strategy)
-    (40, st.tuples(st.just("append"), st.integers(-4, 1), st.integers(0, 6), st.integers(0, 2),
-                   st.binary(max_size=40))),
-    (15, st.tuples(st.just("read"), st.integers(-1, 10), st.integers(0, 12),
-                   st.integers(0, 120))),
+    (
+        40,
+        st.tuples(
+            st.just("append"),
+            st.integers(-4, 1),
+            st.integers(0, 6),
+            st.integers(0, 2),
+            st.binary(max_size=40),
+        ),
+    ),
+    (15, st.tuples(st.just("read"), st.integers(-1, 10), st.integers(0, 12), st.integers(0, 120))),
     (10, st.tuples(st.just("hs"), st.integers(0, 9), st.integers(0, 3), st.integers(0, 30))),
     (10, st.tuples(st.just("snap"), st.integers(-1, 6), st.binary(max_size=30))),
     (10, st.tuples(st.just("compact"), st.integers(-6, 1))),
-    (7, st.tuples(st.just("install"), st.integers(-5, 5), st.integers(0, 2),
-                  st.binary(max_size=30), st.integers(1, 9))),
+    (
+        7,
+        st.tuples(
+            st.just("install"),
+            st.integers(-5, 5),
+            st.integers(0, 2),
+            st.binary(max_size=30),
+            st.integers(1, 9),
+        ),
+    ),
     (8, st.just(("reopen",))),
 ]
 _op = st.sampled_from([strategy for weight, strategy in _OPS for _ in range(weight)]).flatmap(
@@ -348,8 +365,16 @@ def _observe(s: Store) -> tuple[object, ...]:
         except (CompactedError, UnavailableError) as e:
             terms.append(type(e).__name__)
     meta = s.snapshot_meta()
-    return (s.first_index(), s.last_index(), log_of(s), terms, s.initial_state(), meta,
-            s.snapshot_data(), stream(s, meta, 4))
+    return (
+        s.first_index(),
+        s.last_index(),
+        log_of(s),
+        terms,
+        s.initial_state(),
+        meta,
+        s.snapshot_data(),
+        stream(s, meta, 4),
+    )
 
 
 def _apply(s: Store, op: tuple[Any, ...]) -> object:
@@ -379,11 +404,13 @@ def _apply(s: Store, op: tuple[Any, ...]) -> object:
         return type(e)
 
 
-@settings(max_examples=100, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(bootstrap=st.booleans(), ops=st.lists(_op, min_size=5, max_size=40))
-def test_differential_against_memory_storage(tmp_path_factory: pytest.TempPathFactory,
-                                             bootstrap: bool, ops: list[tuple[Any, ...]]) -> None:
+def test_differential_against_memory_storage(
+    tmp_path_factory: pytest.TempPathFactory, bootstrap: bool, ops: list[tuple[Any, ...]]
+) -> None:
     """Same ops, same results, same observable state; and the same again after any reopen."""
     conf = CONF if bootstrap else None
     path = tmp_path_factory.mktemp("diff")
@@ -425,6 +452,17 @@ def test_reopen_keeps_everything(tmp_path: Path) -> None:
         assert g.entries(16, 46, 1 << 20) == ents(16, 30, 1) + ents(31, 37, 2) + ents(38, 45, 3)
         path_ = g.snapshot_path()
         assert path_ is not None and path_.read_bytes() == b"image" * 1000
+
+
+def test_group_created_with_addresses_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "node"
+    with RocksEngine(path) as e:
+        g = e.group("m", CONF, {1: "a:1", 2: "b:2", 3: "c:3"})
+        assert g.membership() == {1: "a:1", 2: "b:2", 3: "c:3"}
+    with RocksEngine(path) as e:
+        g = e.group("m", ConfState(frozenset({7})), {7: "ignored:7"})  # exists: args ignored
+        assert g.membership() == {1: "a:1", 2: "b:2", 3: "c:3"}
+        assert g.initial_state() == (HardState(1, 0, 1), CONF)
 
 
 def test_reopen_after_install_and_empty_log(tmp_path: Path) -> None:
@@ -619,17 +657,19 @@ def test_damaged_current_snapshot_is_corruption(tmp_path: Path, damage: str) -> 
         image.unlink()
     else:
         image.with_name(image.name + ".meta").unlink()
-    expected = {"flip": "crc32c", "truncate": "size", "delete": "without its image",
-                "delete-meta": "half-written"}[damage]
+    expected = {
+        "flip": "crc32c",
+        "truncate": "size",
+        "delete": "without its image",
+        "delete-meta": "half-written",
+    }[damage]
     with RocksEngine(path) as e, pytest.raises(SnapshotCorruptedError, match=expected):
         e.group("g")
     if damage in ("flip", "truncate"):  # kept aside for inspection, never used again
         assert (image.parent / "snap-1-5.corrupt").exists()
 
 
-def test_missing_log_entry_is_corruption(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_log_entry_is_corruption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "node"
     with RocksEngine(path) as e:
         g = e.group("g")
@@ -638,8 +678,10 @@ def test_missing_log_entry_is_corruption(
     with RocksEngine(path) as e, pytest.raises(StorageCorruptedError, match="first stored"):
         e.group("g")
     with RocksEngine(path) as e:
-        e._db.put(rocks._group_prefix("g") + b"e" + (1).to_bytes(8, "big"),
-                  rocks.encode_entry(Entry(1, 1, b"1@1")))
+        e._db.put(
+            rocks._group_prefix("g") + b"e" + (1).to_bytes(8, "big"),
+            rocks.encode_entry(Entry(1, 1, b"1@1")),
+        )
         e._db.delete(rocks._group_prefix("g") + b"e" + (5).to_bytes(8, "big"))
     with RocksEngine(path) as e, pytest.raises(StorageCorruptedError, match="entry 5 missing"):
         e.group("g")  # found while loading the tail of terms
@@ -712,7 +754,8 @@ def test_snapshot_store_api(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         s2.create(SnapshotMeta(50, 2, CONF), _failing_chunks())
     assert sorted(os.listdir(tmp_path / "snaps")) == sorted(
-        ["snap-1-30", "snap-1-30.meta", "snap-2-40", "snap-2-40.meta"])
+        ["snap-1-30", "snap-1-30.meta", "snap-2-40", "snap-2-40.meta"]
+    )
 
 
 def _failing_chunks() -> Iterator[bytes]:
@@ -729,7 +772,7 @@ def test_interrupted_replacement_is_recovered(tmp_path: Path) -> None:
     meta = SnapshotMeta(5, 1, CONF)
     s.create(meta, b"old image")
     old = s.list()[0]
-    new_crc = __import__("google_crc32c").value(b"new image!")
+    new_crc = google_crc32c.value(b"new image!")
     # crash after widening the meta, before the rename: old image, widened meta
     _write_durably(tmp_path / "snap-1-5.meta", [_encode_meta(meta, 10, new_crc, (9, old.crc32c))])
     assert SnapshotStore(tmp_path).read_all(meta) == b"old image"

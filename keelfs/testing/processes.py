@@ -1,0 +1,542 @@
+"""Real-process clusters of ``keelfs.runtime.server`` for tests: kill -9, SIGSTOP, restarts.
+
+::
+
+    with ProcessCluster(tmp_path, n=3) as cluster:       # starts 3 OS processes, waits READY
+        client = cluster.client()                        # a KVClient over every node
+        client.put("k", "v")
+        old = cluster.leader()
+        cluster.kill9(old)
+        cluster.restart(old)                             # same id, addresses and data
+        cluster.restart(2, wipe=True)                    # empty data dir: re-joins (snapshot)
+
+Every node gets two fixed 127.0.0.1 ports (Raft and client API), picked free at construction
+and kept across restarts. Processes run in their own session; stdout (for the ``READY`` line)
+and stderr (logs) go to files under ``tmpdir/nN/``. Everything the cluster started is killed
+by pid in ``stop_all()`` (called by ``__exit__``), and by an ``atexit`` hook as a safety net.
+
+:class:`NetnsNetwork` puts each node in its own network namespace (root only), joined by a
+bridge in a hub namespace, on a private /24 that exists only there; nodes then serve clients on
+unix sockets, which the test process reaches from the root namespace. ``isolate(id)`` cuts a
+node off (its veth port on the bridge goes down) and ``heal(id)`` reconnects it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from keelfs.runtime.client import KVClient
+
+__all__ = ["ClusterError", "NetnsNetwork", "NodeSpec", "ProcessCluster", "free_ports"]
+
+T = TypeVar("T")
+
+_LIVE: dict[int, subprocess.Popen[bytes]] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def _kill_leftovers() -> None:
+    with _LIVE_LOCK:
+        procs = list(_LIVE.values())
+        _LIVE.clear()
+    for p in procs:
+        _hard_kill(p)
+
+
+atexit.register(_kill_leftovers)
+
+
+def _hard_kill(p: subprocess.Popen[bytes]) -> None:
+    """SIGKILL one process we started (and its process group: it leads its own session)."""
+    if p.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            p.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        p.wait(timeout=10)
+
+
+class ClusterError(RuntimeError):
+    """A node did not start, or the cluster did not reach the awaited state in time."""
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports that were free a moment ago (bound together, then released)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class NodeSpec:
+    node_id: int
+    raft_address: str
+    client_address: str
+    directory: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "stderr.log"
+
+
+@dataclass
+class _Running:
+    proc: subprocess.Popen[bytes]
+    stopped: bool = False
+    ready: dict[str, Any] = field(default_factory=dict)
+
+
+class ProcessCluster:
+    """``n`` server processes forming one KV Raft group; see the module docstring.
+
+    ``server_args`` are appended to every server command line (e.g. ``--snapshot-every``).
+    """
+
+    def __init__(
+        self,
+        tmpdir: str | os.PathLike[str],
+        n: int = 3,
+        *,
+        tick_ms: float = 15.0,
+        election_tick: int = 10,
+        server_args: tuple[str, ...] = (),
+        netns: NetnsNetwork | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.root = Path(tmpdir)
+        self.n = n
+        self.tick_ms = tick_ms
+        self.election_tick = election_tick
+        self.server_args = tuple(server_args)
+        self.netns = netns
+        self.start_timeout = start_timeout
+        self.nodes: dict[int, NodeSpec] = {}
+        self._running: dict[int, _Running] = {}
+        self._clients: list[KVClient] = []
+        for i in range(1, n + 1):
+            self._define(i)
+
+    # -- layout -----------------------------------------------------------------------------
+    def _define(self, node_id: int) -> NodeSpec:
+        directory = self.root / f"n{node_id}"
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.netns is not None:
+            raft = f"{self.netns.ip(node_id)}:7000"
+            client = f"unix:{self.netns.socket_dir / f'n{node_id}.sock'}"
+        else:
+            raft_port, client_port = free_ports(2)
+            raft = f"127.0.0.1:{raft_port}"
+            client = f"127.0.0.1:{client_port}"
+        spec = self.nodes[node_id] = NodeSpec(node_id, raft, client, directory)
+        return spec
+
+    def peers_arg(self, ids: list[int] | None = None) -> str:
+        ids = sorted(self.nodes) if ids is None else ids
+        return ",".join(f"{i}={self.nodes[i].raft_address}" for i in ids)
+
+    @property
+    def client_addresses(self) -> list[str]:
+        return [self.nodes[i].client_address for i in sorted(self.nodes)]
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> ProcessCluster:
+        """Bootstrap every defined node (``--peers``) and wait until all are READY."""
+        peers = self.peers_arg()
+        for i in sorted(self.nodes):
+            self._spawn(i, ["--peers", peers])
+        for i in sorted(self.nodes):
+            self._await_ready(i)
+        return self
+
+    def __enter__(self) -> ProcessCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop_all()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_all()
+
+    def _command(self, node_id: int, extra: list[str]) -> list[str]:
+        spec = self.nodes[node_id]
+        cmd = [
+            sys.executable,
+            "-m",
+            "keelfs.runtime.server",
+            "--id",
+            str(node_id),
+            "--listen",
+            spec.raft_address,
+            "--client-listen",
+            spec.client_address,
+            "--data",
+            str(spec.data_dir),
+            "--tick-ms",
+            str(self.tick_ms),
+            "--election-tick",
+            str(self.election_tick),
+            *self.server_args,
+            *extra,
+        ]
+        if self.netns is not None:
+            cmd = [*self.netns.exec_prefix(node_id), *cmd]
+        return cmd
+
+    def _spawn(self, node_id: int, extra: list[str]) -> None:
+        if node_id in self._running and self._running[node_id].proc.poll() is None:
+            raise ClusterError(f"node {node_id} is already running")
+        spec = self.nodes[node_id]
+        out = spec.directory / "stdout.log"
+        env = dict(os.environ)
+        src = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONUNBUFFERED"] = "1"
+        with out.open("wb") as fout, spec.log_path.open("ab") as ferr:
+            ferr.write(f"\n=== start {' '.join(extra)} at {time.time():.3f}\n".encode())
+            ferr.flush()
+            proc = subprocess.Popen(
+                self._command(node_id, extra),
+                stdin=subprocess.DEVNULL,
+                stdout=fout,
+                stderr=ferr,
+                env=env,
+                start_new_session=True,
+            )
+        with _LIVE_LOCK:
+            _LIVE[proc.pid] = proc
+        self._running[node_id] = _Running(proc)
+
+    def _await_ready(self, node_id: int) -> dict[str, Any]:
+        run = self._running[node_id]
+        out = self.nodes[node_id].directory / "stdout.log"
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            for line in out.read_text(errors="replace").splitlines():
+                if line.startswith("READY "):
+                    run.ready = json.loads(line[len("READY ") :])
+                    return run.ready
+            if run.proc.poll() is not None:
+                raise ClusterError(
+                    f"node {node_id} exited with {run.proc.returncode} before READY:\n"
+                    + self.log_tail(node_id)
+                )
+            time.sleep(0.02)
+        raise ClusterError(
+            f"node {node_id} not READY in {self.start_timeout} s\n{self.log_tail(node_id)}"
+        )
+
+    def add_node(self, node_id: int | None = None) -> NodeSpec:
+        """Define and start a new, empty node with ``--join`` (then call ``AddMember``)."""
+        node_id = node_id if node_id is not None else max(self.nodes) + 1
+        members = sorted(self.nodes)
+        spec = self._define(node_id)
+        self._spawn(node_id, ["--join", "--peers", self.peers_arg([*members, node_id])])
+        self._await_ready(node_id)
+        return spec
+
+    def kill9(self, node_id: int) -> None:
+        run = self._running.get(node_id)
+        if run is None:
+            return
+        _hard_kill(run.proc)
+        with _LIVE_LOCK:
+            _LIVE.pop(run.proc.pid, None)
+        del self._running[node_id]
+
+    def terminate(self, node_id: int, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit status (SIGKILL after ``timeout``)."""
+        run = self._running.get(node_id)
+        if run is None:
+            return 0
+        if run.stopped:
+            self.sigcont(node_id)
+        run.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = run.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _hard_kill(run.proc)
+            rc = run.proc.returncode
+        with _LIVE_LOCK:
+            _LIVE.pop(run.proc.pid, None)
+        del self._running[node_id]
+        return rc
+
+    def sigstop(self, node_id: int) -> None:
+        run = self._running[node_id]
+        run.proc.send_signal(signal.SIGSTOP)
+        run.stopped = True
+
+    def sigcont(self, node_id: int) -> None:
+        run = self._running[node_id]
+        run.proc.send_signal(signal.SIGCONT)
+        run.stopped = False
+
+    def restart(self, node_id: int, wipe: bool = False) -> dict[str, Any]:
+        """Kill -9 ``node_id`` if running, then start it again with the same id and addresses.
+
+        Without ``wipe`` it restarts from its data directory with no ``--peers`` (sticky
+        membership). With ``wipe`` the node lost its disk, and Raft's rule for that is followed:
+        it is removed from the group, started empty with ``--join`` and added back (as a learner
+        caught up by the leader, by InstallSnapshot once the log is compacted, then promoted).
+        Re-using it in place would be unsafe (it forgot its votes and the entries it
+        acknowledged) and would not even work: the leader's progress still records the old
+        match index, so it reads the empty node's rejections as stale and never backs up.
+        """
+        self.kill9(node_id)
+        spec = self.nodes[node_id]
+        if not wipe:
+            self._spawn(node_id, [])
+            return self._await_ready(node_id)
+        admin = self._admin()
+        admin.remove_member(node_id)
+        shutil.rmtree(spec.data_dir, ignore_errors=True)
+        self._spawn(node_id, ["--join", "--peers", self.peers_arg()])
+        ready = self._await_ready(node_id)
+        admin.add_member(node_id, spec.raft_address)
+        return ready
+
+    def stop_all(self) -> None:
+        """Kill every process this cluster started (SIGKILL, by pid) and close clients."""
+        for client in self._clients:
+            with contextlib.suppress(Exception):
+                client.close()
+        self._clients = []
+        for node_id in list(self._running):
+            self.kill9(node_id)
+
+    # -- observation ------------------------------------------------------------------------
+    def running(self) -> list[int]:
+        """Ids of started processes that were not killed (stopped ones included)."""
+        return sorted(i for i, r in self._running.items() if r.proc.poll() is None)
+
+    def is_stopped(self, node_id: int) -> bool:
+        run = self._running.get(node_id)
+        return run is not None and run.stopped
+
+    def pid(self, node_id: int) -> int:
+        return self._running[node_id].proc.pid
+
+    def client(self, node_ids: list[int] | None = None, **kwargs: Any) -> KVClient:
+        """A ``KVClient`` over the given nodes' client addresses (default: all), closed by
+        ``stop_all``."""
+        ids = sorted(self.nodes) if node_ids is None else node_ids
+        c = KVClient([self.nodes[i].client_address for i in ids], **kwargs)
+        self._clients.append(c)
+        return c
+
+    def _admin(self) -> KVClient:
+        if not self._clients:
+            self.client()
+        return self._clients[0]
+
+    def status(self, node_id: int, timeout: float = 2.0) -> dict[str, Any]:
+        """``Status`` of one node (raises ``grpc.RpcError`` if it does not answer)."""
+        return self._admin().status(self.nodes[node_id].client_address, timeout=timeout)
+
+    def group_status(self, node_id: int, timeout: float = 2.0) -> dict[str, Any]:
+        st: dict[str, Any] = self.status(node_id, timeout)["groups"]["kv"]
+        return st
+
+    def statuses(self, timeout: float = 1.0) -> dict[int, dict[str, Any]]:
+        """Group status of every running, not stopped node that answers."""
+        out: dict[int, dict[str, Any]] = {}
+        for i in self.running():
+            if self.is_stopped(i):
+                continue
+            try:
+                out[i] = self.group_status(i, timeout)
+            except Exception:
+                continue
+        return out
+
+    def leader(self, timeout: float = 15.0, exclude: tuple[int, ...] = ()) -> int:
+        """Wait for a leader among the running, not stopped nodes (not in ``exclude``) that a
+        majority of the answering voters agree on; return its id."""
+
+        def probe() -> int | None:
+            sts = {i: s for i, s in self.statuses().items() if i not in exclude}
+            leaders = [(s["term"], i) for i, s in sts.items() if s["state"] == "leader"]
+            if not leaders:
+                return None
+            term, lead = max(leaders)
+            voters = sts[lead]["voters"]
+            agree = sum(1 for s in sts.values() if s["leader"] == lead and s["term"] == term)
+            return lead if agree * 2 > len(voters) else None
+
+        return self.wait_for(probe, timeout, f"no leader within {timeout} s")
+
+    def wait_for(self, probe: Callable[[], T | None], timeout: float, what: str) -> T:
+        """Poll ``probe`` until it returns something other than None or False (an exception
+        counts as not yet)."""
+        deadline = time.monotonic() + timeout
+        last_error = ""
+        while True:
+            try:
+                result = probe()
+            except Exception as exc:
+                result, last_error = None, f"; last error: {type(exc).__name__}: {exc}"
+            if result is not None and result is not False:
+                return result
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"{what}{last_error}; statuses: {self._brief()}")
+            time.sleep(0.05)
+
+    def _brief(self) -> str:
+        parts = []
+        for i, s in sorted(self.statuses(0.5).items()):
+            parts.append(
+                f"n{i}:{s['state']} t{s['term']} lead={s['leader']} "
+                f"commit={s['commit']} applied={s['applied']} voters={s['voters']}"
+            )
+        return "; ".join(parts) or "(none answered)"
+
+    def log_tail(self, node_id: int, lines: int = 40) -> str:
+        path = self.nodes[node_id].log_path
+        if not path.exists():
+            return "(no log)"
+        text = path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+class NetnsNetwork:
+    """One network namespace per node on a bridge in a hub namespace (needs root).
+
+    Addresses are ``{subnet}.{node_id}/24`` and exist only inside these namespaces; nothing
+    is configured in the namespace the tests run in. Use as a context manager: namespaces are
+    deleted (with their interfaces) on exit. Raises ``ClusterError`` if setup fails.
+    """
+
+    def __init__(self, node_ids: list[int], subnet: str = "10.77.0", tag: str | None = None):
+        self.tag = tag or secrets.token_hex(2)
+        self.subnet = subnet
+        self.hub = f"kfs{self.tag}hub"
+        self.node_ids = list(node_ids)
+        self.socket_dir = Path(f"/tmp/kfs-{self.tag}")
+        self._created: list[str] = []
+
+    def ip(self, node_id: int) -> str:
+        return f"{self.subnet}.{node_id}"
+
+    def ns(self, node_id: int) -> str:
+        return f"kfs{self.tag}n{node_id}"
+
+    def _veth(self, node_id: int) -> str:
+        return f"kv{self.tag}{node_id}"
+
+    def exec_prefix(self, node_id: int) -> list[str]:
+        return ["ip", "netns", "exec", self.ns(node_id)]
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            raise ClusterError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+    def create(self) -> NetnsNetwork:
+        try:
+            self.socket_dir.mkdir(mode=0o700, exist_ok=False)
+            self._ip("netns", "add", self.hub)
+            self._created.append(self.hub)
+            self._ip("-n", self.hub, "link", "set", "lo", "up")
+            self._ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+            self._ip("-n", self.hub, "link", "set", "br0", "up")
+            for i in self.node_ids:
+                self.add_node(i)
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def add_node(self, node_id: int) -> None:
+        ns, hub_end = self.ns(node_id), self._veth(node_id)
+        self._ip("netns", "add", ns)
+        self._created.append(ns)
+        self._ip("-n", ns, "link", "set", "lo", "up")
+        # create the pair inside the hub namespace, then move the node end into its own
+        self._ip("-n", self.hub, "link", "add", hub_end, "type", "veth", "peer", "name", "eth0")
+        self._ip("-n", self.hub, "link", "set", "eth0", "netns", ns)
+        self._ip("-n", self.hub, "link", "set", hub_end, "master", "br0")
+        self._ip("-n", self.hub, "link", "set", hub_end, "up")
+        self._ip("-n", ns, "addr", "add", f"{self.ip(node_id)}/24", "dev", "eth0")
+        self._ip("-n", ns, "link", "set", "eth0", "up")
+
+    def isolate(self, node_id: int) -> None:
+        self._ip("-n", self.hub, "link", "set", self._veth(node_id), "down")
+
+    def heal(self, node_id: int) -> None:
+        self._ip("-n", self.hub, "link", "set", self._veth(node_id), "up")
+
+    def destroy(self) -> None:
+        for name in reversed(self._created):
+            with contextlib.suppress(Exception):
+                subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+        self._created = []
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    def __enter__(self) -> NetnsNetwork:
+        return self.create()
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    @staticmethod
+    def available() -> tuple[bool, str]:
+        """Whether network namespaces can be used here, and why not."""
+        if os.geteuid() != 0:
+            return False, "network namespaces need root"
+        if shutil.which("ip") is None:
+            return False, "iproute2 (ip) is not installed"
+        probe = NetnsNetwork([], tag=secrets.token_hex(2))
+        try:
+            probe.create()
+        except Exception as exc:
+            return False, f"cannot create network namespaces: {exc}"
+        finally:
+            probe.destroy()
+        return True, ""
+
+
+@contextlib.contextmanager
+def netns_cluster(
+    tmpdir: str | os.PathLike[str], n: int = 3, **kwargs: Any
+) -> Iterator[tuple[ProcessCluster, NetnsNetwork]]:
+    """A :class:`ProcessCluster` whose nodes live in their own network namespaces."""
+    with (
+        NetnsNetwork(list(range(1, n + 1))) as net,
+        ProcessCluster(tmpdir, n, netns=net, **kwargs) as cluster,
+    ):
+        yield cluster, net
