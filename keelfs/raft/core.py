@@ -86,6 +86,12 @@ class Config:
     snapshot_window: int = 4
     """Snapshot chunks in flight to one follower."""
     read_only_option: ReadOnlyOption = ReadOnlyOption.SAFE
+    quiesce_after_ticks: int = 0
+    """A leader with nothing to do for this many ticks (every member caught up, nothing
+    pending) sends a quiescing heartbeat and stops heartbeating; its followers stop their
+    election timers. 0 disables it. Any activity wakes the group. A quiesced follower cannot
+    notice a dead leader by itself: the runtime must call ``RawNode.wake(leader_unreachable=
+    True)`` when its failure detector (the transport) loses the leader's node."""
     lease_margin_ticks: int = 2
     """Ticks of clock drift the lease allows for."""
     max_learner_lag: int = 64
@@ -165,6 +171,8 @@ class Raft:
         self.ticks_in_term = 0
         self.acked_round: dict[int, int] = {}
         self.timeout_now_sent = False
+        self.quiesced = False
+        self.idle_ticks = 0
         self.ignored = 0
         """Messages dropped as malformed, misaddressed or from unknown peers."""
 
@@ -304,6 +312,8 @@ class Raft:
         self.ticks_in_term = 0
         self.acked_round = {}
         self.timeout_now_sent = False
+        self.quiesced = False
+        self.idle_ticks = 0
 
     def _become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
@@ -348,12 +358,24 @@ class Raft:
         _TICK[self.state](self)
 
     def _tick_election(self) -> None:
+        if self.quiesced:
+            return
         self.election_elapsed += 1
         if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self.step(Message(MT.HUP, self.id, self.id))
 
     def _tick_heartbeat(self) -> None:
+        if self.quiesced:
+            return
+        q = self.cfg.quiesce_after_ticks
+        if q and self._idle():
+            self.idle_ticks += 1
+            if self.idle_ticks >= q:
+                self._quiesce()
+                return
+        else:
+            self.idle_ticks = 0
         self.ticks_in_term += 1
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
@@ -367,6 +389,57 @@ class Raft:
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
             self._bcast_heartbeat()
+
+    # ------------------------------------------------------------------ quiescence
+    def _idle(self) -> bool:
+        last = self.log.last_index()
+        if (
+            self.log.committed != last
+            or self.lead_transferee != NO_NODE
+            or self.pending_reads
+            or self.read_only.pending_count()
+        ):
+            return False
+        return all(
+            pr.match == last and pr.state is ProgressState.REPLICATE for pr in self.prs.values()
+        )
+
+    def _quiesce(self) -> None:
+        self.quiesced = True
+        for i in self.prs:
+            if i != self.id:
+                self._send(
+                    Message(
+                        MT.HEARTBEAT,
+                        i,
+                        self.id,
+                        self.term,
+                        commit=self.log.committed,
+                        quiesce=True,
+                    )
+                )
+
+    def wake(self, leader_unreachable: bool = False, lease_expired: bool = False) -> None:
+        """Leave quiescence. A follower that suspects its leader (``leader_unreachable``)
+        also gives up the leader's lease so that it and its peers can elect a new one."""
+        if not self.quiesced:
+            return
+        self.quiesced = False
+        self.idle_ticks = 0
+        if self.state is StateType.LEADER:
+            self.heartbeat_elapsed = self.election_elapsed = 0
+            self.acked_round = {}  # no ticks passed while quiesced: the lease must be re-earned
+            self._bcast_heartbeat()
+            return
+        if leader_unreachable or lease_expired:
+            self.election_elapsed = self.cfg.election_tick
+        else:
+            self.election_elapsed = 0
+            if self.lead != NO_NODE:
+                # Wake the leader too, or we would time out waiting for its heartbeats.
+                self._send(
+                    Message(MT.APP_RESP, self.lead, self.id, self.term, index=self.log.last_index())
+                )
 
     def _quorum_active(self) -> bool:
         active = {i for i, pr in self.prs.items() if pr.recent_active or i == self.id}
@@ -422,6 +495,8 @@ class Raft:
         if not self._valid(m):
             self.ignored += 1
             return
+        if self.quiesced:
+            self._maybe_wake_for(m)
         if m.type is MT.HUP and m.term == 0:
             if self.state is not StateType.LEADER:
                 self._hup(transfer=False)
@@ -457,6 +532,15 @@ class Raft:
             self._handle_vote_request(m)
             return
         _STEP[self.state](self, m)
+
+    def _maybe_wake_for(self, m: Message) -> None:
+        t = m.type
+        if self.state is StateType.LEADER:
+            if t is not MT.HEARTBEAT_RESP:
+                self.wake()
+        elif not (t is MT.HEARTBEAT and m.quiesce):
+            # A (pre-)vote means a peer suspects the leader: don't shield the leader's lease.
+            self.wake(lease_expired=t in (MT.VOTE, MT.PRE_VOTE))
 
     def _valid(self, m: Message) -> bool:
         """Reject what no correct peer would send; such messages change nothing."""
@@ -591,6 +675,9 @@ class Raft:
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(min(m.commit, self.log.last_index()))
+        if m.quiesce and self.log.committed == self.log.last_index() == m.commit:
+            self.quiesced = True
+            return  # the leader expects no answer
         self._send(Message(MT.HEARTBEAT_RESP, m.frm, self.id, self.term, read_seq=m.read_seq))
 
     def _handle_snapshot_chunk(self, m: Message) -> None:

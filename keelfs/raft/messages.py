@@ -188,6 +188,9 @@ class Message:
     """SNAP: this chunk is the last. SNAP_RESP: the whole snapshot is installed."""
     force: bool = False
     """VOTE/PRE_VOTE sent after TIMEOUT_NOW: voters ignore their leader lease."""
+    quiesce: bool = False
+    """HEARTBEAT: the group is idle and every follower is caught up; the follower may stop its
+    election timer until anything else arrives (see ``Raft`` quiescence)."""
 
     def describe(self) -> str:
         parts = [f"{self.frm}->{self.to} {_SHORT_NAMES[self.type]} Term:{self.term}"]
@@ -209,6 +212,8 @@ class Message:
             parts.append(f"Ctx:{self.context.decode('utf-8', 'backslashreplace')}")
         if self.force:
             parts.append("Force")
+        if self.quiesce:
+            parts.append("Quiesce")
         if self.snapshot is not None:
             parts.append(f"Snapshot:{self.snapshot.describe()}")
             if t is MessageType.SNAP:

@@ -128,6 +128,11 @@ class RawNode:
         r = self.raft
         r.step(Message(MessageType.READ_INDEX, r.id, r.id, context=context))
 
+    def wake(self, leader_unreachable: bool = False) -> None:
+        """Leave quiescence (see ``Config.quiesce_after_ticks``): call it when a client uses
+        this member, or with ``leader_unreachable=True`` when the leader's node is lost."""
+        self.raft.wake(leader_unreachable=leader_unreachable)
+
     def transfer_leader(self, target: int) -> None:
         r = self.raft
         r.step(Message(MessageType.TRANSFER_LEADER, r.id, r.id, index=target))

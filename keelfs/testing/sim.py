@@ -107,8 +107,8 @@ class FaultRates:
             snapshot=rng.choice([0.0, 0.005, 0.02]),
             transfer=rng.choice([0.0, 0.002]),
             membership=rng.choice([0.0, 0.001, 0.003]),
-            propose=rng.choice([0.1, 0.3, 0.6]),
-            read=rng.choice([0.0, 0.05]),
+            propose=rng.choice([0.005, 0.1, 0.3, 0.6]),
+            read=rng.choice([0.0, 0.005, 0.05]),
             delay_ready=rng.choice([0.0, 0.1, 0.3]),
         )
 
@@ -192,6 +192,7 @@ class Simulator:
         self.queue: list[tuple[int, int, Message]] = []
         self.qseq = 0
         self.cut: set[tuple[int, int]] = set()  # (frm, to) pairs that cannot talk
+        self.quiesce_after = self.rng.choice([0, 0, 6])
         n = nodes or self.rng.choice([3, 3, 5])
         conf = ConfState(frozenset(range(1, n + 1)))
         self.nodes: dict[int, SimNode] = {}
@@ -220,6 +221,7 @@ class Simulator:
                 "partitions",
                 "conf_changes",
                 "transfers",
+                "quiesced_steps",
             )
         }
 
@@ -243,6 +245,7 @@ class Simulator:
             snapshot_chunk_size=self.rng.choice([16, 64, 4096]),
             snapshot_window=self.rng.choice([1, 3]),
             max_learner_lag=8,
+            quiesce_after_ticks=self.quiesce_after,
             applied=snap.index,
         )
         sn.node = RawNode(cfg, sn.storage)
@@ -567,6 +570,7 @@ class Simulator:
                 sn.node.tick()
         if faults:
             self._random_events()
+        self._failure_detector()
         self.deliver_due()
         self.client_ops()
         for sn in self.live():
@@ -574,6 +578,22 @@ class Simulator:
                 continue
             self.handle_ready(sn)
         self._check_one_leader_per_term()
+
+    def _failure_detector(self) -> None:
+        """What the runtime's transport does for quiesced followers: wake them when the link
+        to their leader's node is gone (the node crashed, retired or is cut off)."""
+        for sn in self.live():
+            assert sn.node is not None
+            r = sn.node.raft
+            if not r.quiesced:
+                continue
+            if r.state is StateType.LEADER:
+                self.stats["quiesced_steps"] += 1
+                continue
+            ld = self.nodes.get(r.lead)
+            if ld is None or ld.node is None or ld.retired or (r.lead, sn.id) in self.cut:
+                self.trace(f"node {sn.id} wakes: its leader {r.lead} is unreachable")
+                sn.node.wake(leader_unreachable=True)
 
     def calm(self) -> None:
         """Stop faults: heal the network, restart crashed nodes, stop losing messages."""

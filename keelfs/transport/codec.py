@@ -103,6 +103,8 @@ def _fill_message(p: pb.Message, m: Message) -> None:
         p.snap_done = True
     if m.force:
         p.force = True
+    if m.quiesce:
+        p.quiesce = True
 
 
 def decode(env: pb.RaftEnvelope) -> tuple[str, Message]:
@@ -145,4 +147,5 @@ def decode_message(p: pb.Message) -> Message:
         snap_data=p.snap_data,
         snap_done=p.snap_done,
         force=p.force,
+        quiesce=p.quiesce,
     )

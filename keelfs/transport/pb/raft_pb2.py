@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19keelfs/raft/v1/raft.proto\x12\x0ekeelfs.raft.v1\"[\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\'\n\x04type\x18\x04 \x01(\x0e\x32\x19.keelfs.raft.v1.EntryType\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"T\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\'\n\x04\x63onf\x18\x03 \x01(\x0b\x32\x19.keelfs.raft.v1.ConfState\"\xf6\x02\n\x07Message\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.keelfs.raft.v1.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0b\n\x03\x66rm\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12&\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x15.keelfs.raft.v1.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x0b \x01(\x0c\x12\x10\n\x08read_seq\x18\x0c \x01(\x04\x12.\n\x08snapshot\x18\r \x01(\x0b\x32\x1c.keelfs.raft.v1.SnapshotMeta\x12\x13\n\x0bsnap_offset\x18\x0e \x01(\x04\x12\x11\n\tsnap_data\x18\x0f \x01(\x0c\x12\x11\n\tsnap_done\x18\x10 \x01(\x08\x12\r\n\x05\x66orce\x18\x11 \x01(\x08\"F\n\x0cRaftEnvelope\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12$\n\x03msg\x18\x02 \x01(\x0b\x32\x17.keelfs.raft.v1.Message\"O\n\tRaftBatch\x12\x11\n\tfrom_node\x18\x01 \x01(\x04\x12/\n\tenvelopes\x18\x02 \x03(\x0b\x32\x1c.keelfs.raft.v1.RaftEnvelope\"\x1a\n\x07RaftAck\x12\x0f\n\x07node_id\x18\x01 \x01(\x04*\xe4\x02\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07MSG_HUP\x10\x01\x12\x0c\n\x08MSG_BEAT\x10\x02\x12\x0c\n\x08MSG_PROP\x10\x03\x12\x0b\n\x07MSG_APP\x10\x04\x12\x10\n\x0cMSG_APP_RESP\x10\x05\x12\x11\n\rMSG_HEARTBEAT\x10\x06\x12\x16\n\x12MSG_HEARTBEAT_RESP\x10\x07\x12\x10\n\x0cMSG_PRE_VOTE\x10\x08\x12\x15\n\x11MSG_PRE_VOTE_RESP\x10\t\x12\x0c\n\x08MSG_VOTE\x10\n\x12\x11\n\rMSG_VOTE_RESP\x10\x0b\x12\x0c\n\x08MSG_SNAP\x10\x0c\x12\x11\n\rMSG_SNAP_RESP\x10\r\x12\x12\n\x0eMSG_READ_INDEX\x10\x0e\x12\x17\n\x13MSG_READ_INDEX_RESP\x10\x0f\x12\x17\n\x13MSG_TRANSFER_LEADER\x10\x10\x12\x13\n\x0fMSG_TIMEOUT_NOW\x10\x11*>\n\tEntryType\x12\x15\n\x11\x45NTRY_TYPE_NORMAL\x10\x00\x12\x1a\n\x16\x45NTRY_TYPE_CONF_CHANGE\x10\x01\x32Q\n\rRaftTransport\x12@\n\x06Stream\x12\x19.keelfs.raft.v1.RaftBatch\x1a\x17.keelfs.raft.v1.RaftAck(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19keelfs/raft/v1/raft.proto\x12\x0ekeelfs.raft.v1\"[\n\x05\x45ntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\'\n\x04type\x18\x04 \x01(\x0e\x32\x19.keelfs.raft.v1.EntryType\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"T\n\x0cSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\'\n\x04\x63onf\x18\x03 \x01(\x0b\x32\x19.keelfs.raft.v1.ConfState\"\x87\x03\n\x07Message\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.keelfs.raft.v1.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0b\n\x03\x66rm\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12&\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x15.keelfs.raft.v1.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x0b \x01(\x0c\x12\x10\n\x08read_seq\x18\x0c \x01(\x04\x12.\n\x08snapshot\x18\r \x01(\x0b\x32\x1c.keelfs.raft.v1.SnapshotMeta\x12\x13\n\x0bsnap_offset\x18\x0e \x01(\x04\x12\x11\n\tsnap_data\x18\x0f \x01(\x0c\x12\x11\n\tsnap_done\x18\x10 \x01(\x08\x12\r\n\x05\x66orce\x18\x11 \x01(\x08\x12\x0f\n\x07quiesce\x18\x12 \x01(\x08\"F\n\x0cRaftEnvelope\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12$\n\x03msg\x18\x02 \x01(\x0b\x32\x17.keelfs.raft.v1.Message\"O\n\tRaftBatch\x12\x11\n\tfrom_node\x18\x01 \x01(\x04\x12/\n\tenvelopes\x18\x02 \x03(\x0b\x32\x1c.keelfs.raft.v1.RaftEnvelope\"\x1a\n\x07RaftAck\x12\x0f\n\x07node_id\x18\x01 \x01(\x04*\xe4\x02\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07MSG_HUP\x10\x01\x12\x0c\n\x08MSG_BEAT\x10\x02\x12\x0c\n\x08MSG_PROP\x10\x03\x12\x0b\n\x07MSG_APP\x10\x04\x12\x10\n\x0cMSG_APP_RESP\x10\x05\x12\x11\n\rMSG_HEARTBEAT\x10\x06\x12\x16\n\x12MSG_HEARTBEAT_RESP\x10\x07\x12\x10\n\x0cMSG_PRE_VOTE\x10\x08\x12\x15\n\x11MSG_PRE_VOTE_RESP\x10\t\x12\x0c\n\x08MSG_VOTE\x10\n\x12\x11\n\rMSG_VOTE_RESP\x10\x0b\x12\x0c\n\x08MSG_SNAP\x10\x0c\x12\x11\n\rMSG_SNAP_RESP\x10\r\x12\x12\n\x0eMSG_READ_INDEX\x10\x0e\x12\x17\n\x13MSG_READ_INDEX_RESP\x10\x0f\x12\x17\n\x13MSG_TRANSFER_LEADER\x10\x10\x12\x13\n\x0fMSG_TIMEOUT_NOW\x10\x11*>\n\tEntryType\x12\x15\n\x11\x45NTRY_TYPE_NORMAL\x10\x00\x12\x1a\n\x16\x45NTRY_TYPE_CONF_CHANGE\x10\x01\x32Q\n\rRaftTransport\x12@\n\x06Stream\x12\x19.keelfs.raft.v1.RaftBatch\x1a\x17.keelfs.raft.v1.RaftAck(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'keelfs.raft.v1.raft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MESSAGETYPE']._serialized_start=830
-  _globals['_MESSAGETYPE']._serialized_end=1186
-  _globals['_ENTRYTYPE']._serialized_start=1188
-  _globals['_ENTRYTYPE']._serialized_end=1250
+  _globals['_MESSAGETYPE']._serialized_start=847
+  _globals['_MESSAGETYPE']._serialized_end=1203
+  _globals['_ENTRYTYPE']._serialized_start=1205
+  _globals['_ENTRYTYPE']._serialized_end=1267
   _globals['_ENTRY']._serialized_start=45
   _globals['_ENTRY']._serialized_end=136
   _globals['_CONFSTATE']._serialized_start=138
@@ -42,13 +42,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SNAPSHOTMETA']._serialized_start=185
   _globals['_SNAPSHOTMETA']._serialized_end=269
   _globals['_MESSAGE']._serialized_start=272
-  _globals['_MESSAGE']._serialized_end=646
-  _globals['_RAFTENVELOPE']._serialized_start=648
-  _globals['_RAFTENVELOPE']._serialized_end=718
-  _globals['_RAFTBATCH']._serialized_start=720
-  _globals['_RAFTBATCH']._serialized_end=799
-  _globals['_RAFTACK']._serialized_start=801
-  _globals['_RAFTACK']._serialized_end=827
-  _globals['_RAFTTRANSPORT']._serialized_start=1252
-  _globals['_RAFTTRANSPORT']._serialized_end=1333
+  _globals['_MESSAGE']._serialized_end=663
+  _globals['_RAFTENVELOPE']._serialized_start=665
+  _globals['_RAFTENVELOPE']._serialized_end=735
+  _globals['_RAFTBATCH']._serialized_start=737
+  _globals['_RAFTBATCH']._serialized_end=816
+  _globals['_RAFTACK']._serialized_start=818
+  _globals['_RAFTACK']._serialized_end=844
+  _globals['_RAFTTRANSPORT']._serialized_start=1269
+  _globals['_RAFTTRANSPORT']._serialized_end=1350
 # @@protoc_insertion_point(module_scope)

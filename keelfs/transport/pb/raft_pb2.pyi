@@ -86,7 +86,7 @@ class SnapshotMeta(_message.Message):
     def __init__(self, index: _Optional[int] = ..., term: _Optional[int] = ..., conf: _Optional[_Union[ConfState, _Mapping]] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("type", "to", "frm", "term", "log_term", "index", "entries", "commit", "reject", "reject_hint", "context", "read_seq", "snapshot", "snap_offset", "snap_data", "snap_done", "force")
+    __slots__ = ("type", "to", "frm", "term", "log_term", "index", "entries", "commit", "reject", "reject_hint", "context", "read_seq", "snapshot", "snap_offset", "snap_data", "snap_done", "force", "quiesce")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     FRM_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +104,7 @@ class Message(_message.Message):
     SNAP_DATA_FIELD_NUMBER: _ClassVar[int]
     SNAP_DONE_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    QUIESCE_FIELD_NUMBER: _ClassVar[int]
     type: MessageType
     to: int
     frm: int
@@ -121,7 +122,8 @@ class Message(_message.Message):
     snap_data: bytes
     snap_done: bool
     force: bool
-    def __init__(self, type: _Optional[_Union[MessageType, str]] = ..., to: _Optional[int] = ..., frm: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., context: _Optional[bytes] = ..., read_seq: _Optional[int] = ..., snapshot: _Optional[_Union[SnapshotMeta, _Mapping]] = ..., snap_offset: _Optional[int] = ..., snap_data: _Optional[bytes] = ..., snap_done: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
+    quiesce: bool
+    def __init__(self, type: _Optional[_Union[MessageType, str]] = ..., to: _Optional[int] = ..., frm: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., context: _Optional[bytes] = ..., read_seq: _Optional[int] = ..., snapshot: _Optional[_Union[SnapshotMeta, _Mapping]] = ..., snap_offset: _Optional[int] = ..., snap_data: _Optional[bytes] = ..., snap_done: _Optional[bool] = ..., force: _Optional[bool] = ..., quiesce: _Optional[bool] = ...) -> None: ...
 
 class RaftEnvelope(_message.Message):
     __slots__ = ("group_id", "msg")
