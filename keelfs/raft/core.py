@@ -693,41 +693,35 @@ class Raft:
         rc = self.receiving
         if rc is None or rc.meta != meta:
             if m.snap_offset != 0:
-                self._send(
-                    Message(MT.SNAP_RESP, m.frm, self.id, self.term, snapshot=meta, reject=True)
-                )
+                self._snap_resp(m.frm, meta, 0, reject=True)  # start over from the beginning
                 return
             rc = self.receiving = _Receiving(meta)
         if m.snap_offset != rc.next_offset:
-            self._send(
-                Message(
-                    MT.SNAP_RESP,
-                    m.frm,
-                    self.id,
-                    self.term,
-                    snapshot=meta,
-                    snap_offset=rc.next_offset,
-                    reject=True,
-                )
-            )
+            self._snap_resp(m.frm, meta, rc.next_offset, reject=True)  # resume where we are
             return
         self.snapshot_chunks.append(SnapshotChunk(meta, m.snap_offset, m.snap_data, m.snap_done))
         rc.next_offset += len(m.snap_data)
         if not m.snap_done:
-            self._send(
-                Message(
-                    MT.SNAP_RESP,
-                    m.frm,
-                    self.id,
-                    self.term,
-                    snapshot=meta,
-                    snap_offset=rc.next_offset,
-                )
-            )
+            self._snap_resp(m.frm, meta, rc.next_offset)
             return
         self.receiving = None
         self._restore(meta)
         self._send(Message(MT.APP_RESP, m.frm, self.id, self.term, index=self.log.last_index()))
+
+    def _snap_resp(
+        self, to: int, meta: SnapshotMeta, next_offset: int, reject: bool = False
+    ) -> None:
+        self._send(
+            Message(
+                MT.SNAP_RESP,
+                to,
+                self.id,
+                self.term,
+                snapshot=meta,
+                snap_offset=next_offset,
+                reject=reject,
+            )
+        )
 
     def _restore(self, meta: SnapshotMeta) -> None:
         if self.log.match_term(meta.index, meta.term):
