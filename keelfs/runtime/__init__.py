@@ -5,9 +5,17 @@ timer and one ready loop for every group it holds. ``RaftGroup`` is one group's 
 host: proposals return futures resolved with the state machine's result.
 """
 
-from keelfs.runtime.errors import NotLeader, RuntimeUnavailable
+from keelfs.runtime.errors import NotLeader, OutcomeUnknown, RuntimeUnavailable
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.host import HostConfig, RaftHost
 from keelfs.runtime.statemachine import StateMachine
 
-__all__ = ["HostConfig", "NotLeader", "RaftGroup", "RaftHost", "RuntimeUnavailable", "StateMachine"]
+__all__ = [
+    "HostConfig",
+    "NotLeader",
+    "OutcomeUnknown",
+    "RaftGroup",
+    "RaftHost",
+    "RuntimeUnavailable",
+    "StateMachine",
+]

@@ -1,4 +1,8 @@
-"""Errors a caller of the runtime sees. Both are retryable, against another node or later."""
+"""Errors a caller of the runtime sees. All are retryable, against another node or later.
+
+``NotLeader`` and a plain ``RuntimeUnavailable`` mean the request was certainly not applied;
+``OutcomeUnknown`` means a proposal may or may not have been (or may still be) applied.
+"""
 
 from __future__ import annotations
 
@@ -16,3 +20,9 @@ class NotLeader(RuntimeUnavailable):
         self.group_id = group_id
         self.leader_id = leader_id
         self.leader_address = leader_address
+
+
+class OutcomeUnknown(RuntimeUnavailable):
+    """A proposal was handed to Raft but its fate is unknown (timeout, shutdown, snapshot).
+
+    Retrying a non-idempotent command after this may apply it twice."""

@@ -18,7 +18,7 @@ from keelfs.raft.core import Config, StateType
 from keelfs.raft.errors import NotLeaderError, ProposalDropped
 from keelfs.raft.messages import ConfChange, ConfChangeType, Entry, EntryType
 from keelfs.raft.rawnode import RawNode, Ready
-from keelfs.runtime.errors import NotLeader, RuntimeUnavailable
+from keelfs.runtime.errors import NotLeader, OutcomeUnknown, RuntimeUnavailable
 from keelfs.runtime.statemachine import StateMachine
 from keelfs.storage.rocks import RocksLogStorage
 
@@ -56,11 +56,17 @@ class RaftGroup:
         self._queue: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._read_views: dict[bytes, tuple[int, int, StateType]] = {}
+        """(term, leader, role) when each pending read was issued."""
         self._apply_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._read_ids = itertools.count(1)
         self._waiter_ids = itertools.count()
         self.removed = False
         self.leader_changes: asyncio.Event = asyncio.Event()
+        self.snapshots_installed = 0
+        """Snapshots received from a leader and installed (not counting our own)."""
+        self.proposals_lost = 0
+        """Proposals accepted while leading, then overwritten by another leader's entries."""
 
     # ------------------------------------------------------------------ queries
     @property
@@ -92,7 +98,32 @@ class RaftGroup:
             "learners": sorted(st.conf.learners),
             "progress": st.progress,
             "members": {str(k): v for k, v in sorted(self.addresses.items())},
+            "snapshot_index": self.storage.snapshot_meta().index,
+            "first_index": self.storage.first_index(),
+            "snapshots_installed": self.snapshots_installed,
+            "proposals_lost": self.proposals_lost,
+            "removed": self.removed,
         }
+
+    def voters(self) -> frozenset[int]:
+        return self.node.raft.conf.voters
+
+    def learners(self) -> frozenset[int]:
+        return self.node.raft.conf.learners
+
+    def match_index(self, node_id: int) -> int | None:
+        """On the leader: the highest index known replicated on ``node_id`` (None elsewhere)."""
+        if not self.is_leader:
+            return None
+        pr = self.node.raft.prs.get(node_id)
+        return None if pr is None else pr.match
+
+    def commit_index(self) -> int:
+        return self.node.raft.log.committed
+
+    def not_leader_error(self) -> NotLeader:
+        """The error a follower answers with, naming the leader it knows of."""
+        return self._not_leader()
 
     def _not_leader(self) -> NotLeader:
         return NotLeader(self.group_id, self.leader_id, self.leader_address())
@@ -102,9 +133,15 @@ class RaftGroup:
         """Replicate ``data``; returns what the state machine's ``apply`` returned.
 
         Raises ``NotLeader`` at once on a follower, ``RuntimeUnavailable`` when the queue is
-        full (back-pressure) or when the entry was lost to a leader change; on timeout the
-        outcome is unknown (the entry may still commit), which is why clients carry request ids.
+        full (back-pressure) or when the entry was lost to a leader change; on timeout it raises
+        ``OutcomeUnknown`` (the entry may still commit), which is why clients carry request ids.
         """
+        return (await self.propose_entry(data, timeout))[0]
+
+    async def propose_entry(
+        self, data: bytes, timeout: float | None = None
+    ) -> tuple[Any, int, int]:
+        """``propose``, also returning the ``(index, term)`` the entry was committed at."""
         if self.removed:
             raise RuntimeUnavailable(f"this node was removed from {self.group_id}")
         if not self.is_leader:
@@ -115,9 +152,12 @@ class RaftGroup:
         self._queue.append((data, fut))
         self.host.wake()
         try:
-            return await asyncio.wait_for(fut, timeout or self.host.config.request_timeout)
+            result: tuple[Any, int, int] = await asyncio.wait_for(
+                fut, timeout or self.host.config.request_timeout
+            )
         except TimeoutError:
-            raise RuntimeUnavailable("proposal timed out; its outcome is unknown") from None
+            raise OutcomeUnknown("proposal timed out; its outcome is unknown") from None
+        return result
 
     def _flush(self) -> None:
         """Propose everything queued as one batch (one append, one message per follower)."""
@@ -135,7 +175,7 @@ class RaftGroup:
             err = RuntimeUnavailable(str(e))
         else:
             for (_, fut), (index, term) in zip(live, stamps, strict=True):
-                self._pending[index] = (term, fut)
+                self._track(index, term, fut)
             return
         for _, fut in live:
             fut.set_exception(err)
@@ -149,6 +189,8 @@ class RaftGroup:
         ctx = f"{self.host.node_id}:{next(self._read_ids)}".encode()
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._reads[ctx] = fut
+        raft = self.node.raft
+        self._read_views[ctx] = (raft.term, raft.lead, raft.state)
         try:
             try:
                 self.node.read_index(ctx)
@@ -162,6 +204,7 @@ class RaftGroup:
             raise RuntimeUnavailable("read timed out (leadership may have changed)") from None
         finally:
             self._reads.pop(ctx, None)
+            self._read_views.pop(ctx, None)
 
     async def wait_applied(self, index: int) -> None:
         if self.applied_index() >= index:
@@ -197,12 +240,22 @@ class RaftGroup:
         except ProposalDropped as e:
             raise RuntimeUnavailable(str(e)) from None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[index] = (term, fut)
+        self._track(index, term, fut)
         self.host.wake()
         try:
             await asyncio.wait_for(fut, self.host.config.request_timeout)
         except TimeoutError:
-            raise RuntimeUnavailable("membership change timed out; outcome unknown") from None
+            raise OutcomeUnknown("membership change timed out; outcome unknown") from None
+
+    def _track(self, index: int, term: int, fut: asyncio.Future[Any]) -> None:
+        """Wait for ``index`` to apply. An older proposal at the same index (from an earlier
+        term of ours) was cut from our log when that index was overwritten: it is lost."""
+        old = self._pending.get(index)
+        if old is not None and old[0] != term:
+            self.proposals_lost += 1
+        if old is not None and not old[1].done():
+            old[1].set_exception(RuntimeUnavailable("lost to a leader change; retry"))
+        self._pending[index] = (term, fut)
 
     def _learn_address(self, cc: ConfChange) -> bool:
         if cc.type is not ConfChangeType.ADD_LEARNER or not cc.context:
@@ -233,7 +286,8 @@ class RaftGroup:
         for index in [i for i in self._pending if i <= rd.snapshot.index]:
             _, fut = self._pending.pop(index)
             if not fut.done():
-                fut.set_exception(RuntimeUnavailable("outcome unknown: replaced by a snapshot"))
+                fut.set_exception(OutcomeUnknown("outcome unknown: replaced by a snapshot"))
+        self.snapshots_installed += 1
 
     def apply(self, entries: list[Entry]) -> None:
         for e in entries:
@@ -250,6 +304,8 @@ class RaftGroup:
             waiting = self._pending.pop(e.index, None)
             if waiting is not None:
                 term, fut = waiting
+                if term != e.term:
+                    self.proposals_lost += 1
                 if fut.done():
                     continue
                 if term != e.term:
@@ -257,7 +313,7 @@ class RaftGroup:
                 elif error is not None:
                     fut.set_exception(error)
                 else:
-                    fut.set_result(result)
+                    fut.set_result((result, e.index, e.term))
         applied = entries[-1].index if entries else self.applied_index()
         while self._apply_waiters and self._apply_waiters[0][0] <= applied:
             _, _, fut = heapq.heappop(self._apply_waiters)
@@ -265,10 +321,17 @@ class RaftGroup:
                 fut.set_result(None)
 
     def _apply_conf_change(self, cc: ConfChange) -> None:
+        if cc.node_id == self.host.node_id and cc.type is not ConfChangeType.REMOVE:
+            # Added (back): a member removed earlier and re-added, or one that replays its
+            # own removal from the log before its re-addition.
+            self.removed = False
         if cc.type is ConfChangeType.REMOVE:
             if cc.node_id == self.host.node_id:
                 self.removed = True
-            elif cc.node_id in self.addresses:
+            elif cc.node_id in self.addresses and cc.node_id not in (
+                self.voters() | self.learners()
+            ):
+                # (unless a later entry, already appended, added it back: keep its address)
                 del self.addresses[cc.node_id]
                 self.storage.set_membership(self.addresses)
 
@@ -289,6 +352,14 @@ class RaftGroup:
                 if not fut.done():
                     fut.set_exception(err)
             self._queue = []
+        # A leader that stepped down forgot its pending ReadIndex requests, and a request a
+        # follower forwarded to its old leader may never be answered: fail the reads issued
+        # under another term, leader or role (safe: reads can be retried) rather than leaving
+        # the callers to time out.
+        now = (self.node.raft.term, rd.soft_state.lead, rd.soft_state.state)
+        for ctx, fut2 in self._reads.items():
+            if not fut2.done() and self._read_views.get(ctx) != now:
+                fut2.set_exception(RuntimeUnavailable("leadership changed during a read; retry"))
 
     def after_ready(self) -> None:
         """Take a snapshot and compact when the log has grown past the threshold."""
@@ -303,6 +374,8 @@ class RaftGroup:
         self.storage.snapshots.delete_older_than(applied)
 
     def fail_all(self, err: Exception) -> None:
+        """Fail every caller (shutdown): proposals already handed to Raft get ``err`` too,
+        so pass an ``OutcomeUnknown``."""
         for _, fut in self._queue:
             if not fut.done():
                 fut.set_exception(err)

@@ -18,6 +18,7 @@ and are all handled, and persisted together, in the next round.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from keelfs.raft.messages import ConfState, Message
 from keelfs.raft.rawnode import Ready
-from keelfs.runtime.errors import RuntimeUnavailable
+from keelfs.runtime.errors import OutcomeUnknown
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.statemachine import StateMachine
 from keelfs.storage.rocks import RocksEngine
@@ -84,19 +85,23 @@ class RaftHost:
             asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.node_id}"),
         ]
 
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The tick and ready tasks; one that finishes while running means the node died
+        (the ready loop re-raises what broke it), and the process should stop."""
+        return list(self._tasks)
+
     async def stop(self) -> None:
         self._running = False
         self.wake()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-            except (asyncio.CancelledError, Exception):
-                pass
         self._tasks = []
         for g in self.groups.values():
-            g.fail_all(RuntimeUnavailable("node shutting down"))
+            g.fail_all(OutcomeUnknown("node shutting down"))
         await self.transport.stop()
         self.engine.close()
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from keelfs.runtime import HostConfig, NotLeader, RaftGroup, RaftHost
-from keelfs.runtime import kv
+from keelfs.runtime import HostConfig, NotLeader, RaftGroup, RaftHost, kv
 from keelfs.runtime.kv import KVStateMachine
 from keelfs.transport.local import LocalNetwork
 

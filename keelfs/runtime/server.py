@@ -1,0 +1,531 @@
+"""A replicated key-value server: one process, one Raft member, real gRPC (issue [2]'s proof).
+
+Usage::
+
+    python -m keelfs.runtime.server --id 1 --listen 127.0.0.1:7001 --data /var/kv/1 \\
+        --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003      # first start only
+    python -m keelfs.runtime.server --id 1 --listen 127.0.0.1:7001 --data /var/kv/1  # restarts
+    python -m keelfs.runtime.server --id 4 --listen 127.0.0.1:7004 --data /var/kv/4 --join \\
+        --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003      # then AddMember(4, ...)
+
+Two listeners
+-------------
+``GrpcTransport`` creates and owns its gRPC server (it cannot be handed a shared one), so the
+Raft transport listens on ``--listen`` and the client API (``proto/kv.proto``, service
+``keelfs.kv.v1.KV``) on ``--client-listen``: by default the same host with port + 1, and also
+a ``unix:/path`` socket (the partition tests reach servers in other network namespaces that
+way). Membership stores Raft addresses only; each new leader records its *client* address in
+the replicated KV directory (``KVStateMachine.nodes``) so that followers can send clients there.
+
+Membership is sticky: ``--peers`` bootstraps the group the first time; afterwards the members
+and their addresses come from ``--data`` and ``--peers`` is ignored. ``--join`` starts an empty
+member that waits for the leader to add it (``AddMember``); with it, ``--peers`` only lists the
+current members' Raft addresses so that the new member can answer them before it learns the
+membership from the log (a snapshot carries member ids, not addresses).
+
+Errors
+------
+A follower refuses writes, membership changes and transfers with ``FAILED_PRECONDITION``; the
+trailing metadata ``keelfs-leader-id``, ``keelfs-leader-addr`` (client address) and
+``keelfs-leader-raft-addr`` name the leader when known. ``ABORTED`` means certainly not
+applied, ``UNAVAILABLE`` an unknown outcome (see ``proto/kv.proto``). Linearizable reads are
+served by any member (ReadIndex, forwarded to the leader by followers).
+
+Lifecycle: when serving, one line ``READY {json}`` (id, raft and client addresses, pid) is
+printed on stdout; logs go to stderr. SIGTERM or SIGINT stop the node cleanly (exit status 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from keelfs.raft.errors import ProposalDropped
+from keelfs.runtime import kv
+from keelfs.runtime.errors import NotLeader, OutcomeUnknown, RuntimeUnavailable
+from keelfs.runtime.group import RaftGroup
+from keelfs.runtime.host import HostConfig, RaftHost
+from keelfs.runtime.kv import KVStateMachine
+from keelfs.runtime.kvwire import (
+    DEFAULT_GROUP,
+    LEADER_ADDR_KEY,
+    LEADER_ID_KEY,
+    LEADER_RAFT_ADDR_KEY,
+)
+from keelfs.runtime.pb import kv_pb2 as pb
+from keelfs.runtime.pb import kv_pb2_grpc as _pb_grpc
+from keelfs.transport.base import OnMessages, Transport
+from keelfs.transport.grpc_transport import GrpcTransport
+
+__all__ = [
+    "KVServer",
+    "NodeFailed",
+    "ServerConfig",
+    "main",
+    "parse_peers",
+]
+
+log = logging.getLogger("keelfs.runtime.server")
+
+pb_grpc: Any = _pb_grpc  # generated, untyped
+
+
+_MEMBERSHIP_TIMEOUT = 30.0
+_LEARNER_CAUGHT_UP = 16
+"""A learner within this many entries of the commit index is promoted."""
+
+T = TypeVar("T")
+
+
+@dataclass
+class ServerConfig:
+    node_id: int
+    listen: str
+    data_dir: Path
+    client_listen: str = ""
+    """Empty: the host of ``listen`` with its port + 1 (0 if ``listen`` asks for any port)."""
+    peers: dict[int, str] | None = None
+    join: bool = False
+    host: HostConfig = field(default_factory=HostConfig)
+
+    def client_address(self) -> str:
+        if self.client_listen:
+            return self.client_listen
+        host, _, port = self.listen.rpartition(":")
+        return f"{host}:{int(port) + 1 if int(port) else 0}"
+
+
+def parse_peers(text: str) -> dict[int, str]:
+    """``"1=host:port,2=host:port"`` -> ``{1: "host:port", 2: "host:port"}``."""
+    peers: dict[int, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        node, sep, address = item.partition("=")
+        if not sep or not node.strip().isdigit() or not address.strip():
+            raise ValueError(f"bad peer {item!r}: expected ID=HOST:PORT")
+        peers[int(node)] = address.strip()
+    return peers
+
+
+class NodeFailed(Exception):
+    """The Raft runtime of this node died; the process exits with status 1."""
+
+
+class KVServer:
+    """The node: a ``RaftHost`` with one KV group, and the gRPC client API in front of it."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.host: RaftHost | None = None
+        self.group: RaftGroup | None = None
+        self.sm = KVStateMachine()
+        self.client_address = config.client_address()
+        self._server: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _transport(self, on_messages: OnMessages) -> Transport:
+        return GrpcTransport(self.node_id, self.config.listen, on_messages)
+
+    @property
+    def raft_address(self) -> str:
+        assert self.host is not None
+        transport = self.host.transport
+        return transport.address if isinstance(transport, GrpcTransport) else self.config.listen
+
+    async def start(self) -> None:
+        cfg = self.config
+        host = self.host = RaftHost(cfg.node_id, cfg.data_dir, self._transport, cfg.host)
+        await host.start()
+        exists = DEFAULT_GROUP in host.engine.group_ids()
+        if exists:
+            if cfg.peers:
+                log.info("membership comes from %s; --peers ignored", cfg.data_dir)
+            group = host.open_group(DEFAULT_GROUP, self.sm)
+        elif cfg.join:
+            group = host.open_group(DEFAULT_GROUP, self.sm)
+            if cfg.peers:
+                # The address book of a member-to-be: who to answer until the log tells more.
+                group.set_addresses(cfg.peers)
+                for node_id, address in cfg.peers.items():
+                    host.set_peer_address(node_id, address)
+                group.storage.set_membership(group.addresses)
+        elif cfg.peers:
+            group = host.open_group(DEFAULT_GROUP, self.sm, cfg.peers)
+        else:
+            raise SystemExit(f"{cfg.data_dir} holds no group: pass --peers (bootstrap) or --join")
+        self.group = group
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_KVServicer_to_server(_KVServicer(self), server)
+        try:
+            port = server.add_insecure_port(self.client_address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {self.client_address}: {exc}") from exc
+        if port == 0:
+            raise OSError(f"cannot listen on {self.client_address}")
+        if not self.client_address.startswith("unix:"):
+            self.client_address = f"{self.client_address.rpartition(':')[0]}:{port}"
+        await server.start()
+        self._server = server
+        self._tasks.append(asyncio.create_task(self._announce_loop(), name="announce"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._server is not None:
+            await self._server.stop(0.2)
+            self._server = None
+        if self.host is not None:
+            await self.host.stop()
+            self.host = None
+
+    def ready_info(self) -> dict[str, Any]:
+        return {
+            "id": self.node_id,
+            "raft": self.raft_address,
+            "client": self.client_address,
+            "pid": os.getpid(),
+            "data": str(self.config.data_dir),
+        }
+
+    async def _announce_loop(self) -> None:
+        """Whenever this node leads, make sure the directory has its client address."""
+        group = self.group
+        assert group is not None
+        while True:
+            changed = group.leader_changes
+            if group.is_leader and self.sm.nodes.get(self.node_id) != self.client_address:
+                try:
+                    await group.propose(kv.node(self.node_id, self.client_address))
+                except RuntimeUnavailable:
+                    await asyncio.sleep(0.1)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 1.0)
+
+    def status(self) -> dict[str, Any]:
+        assert self.host is not None
+        transport = self.host.transport
+        peers: dict[str, Any] = {}
+        if isinstance(transport, GrpcTransport):
+            for peer in transport.peers():
+                st = transport.peer_status(peer)
+                if st is not None:
+                    peers[str(peer)] = {"address": st.address, "connected": st.connected}
+        return {
+            **self.ready_info(),
+            "groups": {gid: g.status() for gid, g in self.host.groups.items()},
+            "directory": {str(k): v for k, v in sorted(self.sm.nodes.items())},
+            "peers": peers,
+            "rounds": self.host.rounds,
+        }
+
+
+class _KVServicer:
+    """The ``keelfs.kv.v1.KV`` service (duck-typed against the generated servicer)."""
+
+    def __init__(self, server: KVServer) -> None:
+        self._s = server
+
+    # -- helpers ----------------------------------------------------------------------------
+    async def _group(self, name: str, context: Any) -> RaftGroup:
+        name = name or DEFAULT_GROUP
+        assert self._s.host is not None
+        group = self._s.host.groups.get(name)
+        if group is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no group {name!r} here")
+        assert group is not None
+        return group
+
+    def _timeout(self, context: Any, default: float | None = None) -> float:
+        assert self._s.host is not None
+        limit = default if default is not None else self._s.host.config.request_timeout
+        remaining = context.time_remaining()
+        if remaining is None:
+            return limit
+        return max(0.01, min(limit, remaining - 0.05))
+
+    async def _abort(self, context: Any, group: RaftGroup, exc: BaseException) -> NoReturn:
+        if isinstance(exc, NotLeader):
+            md: list[tuple[str, str]] = [(LEADER_ID_KEY, str(exc.leader_id))]
+            client = self._s.sm.nodes.get(exc.leader_id) if exc.leader_id else None
+            if client:
+                md.append((LEADER_ADDR_KEY, client))
+            if exc.leader_address:
+                md.append((LEADER_RAFT_ADDR_KEY, exc.leader_address))
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc), tuple(md))
+        if isinstance(exc, OutcomeUnknown):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        if isinstance(exc, RuntimeUnavailable | ProposalDropped):
+            await context.abort(grpc.StatusCode.ABORTED, str(exc))
+        if isinstance(exc, ValueError):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        raise exc
+
+    async def _call(self, context: Any, group: RaftGroup, work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except (RuntimeUnavailable, ProposalDropped, ValueError) as exc:
+            await self._abort(context, group, exc)
+
+    def _info(self, index: int, term: int) -> pb.WriteInfo:
+        return pb.WriteInfo(term=term, index=index, node_id=self._s.node_id)
+
+    # -- data -------------------------------------------------------------------------------
+    async def Put(self, request: pb.PutRequest, context: Any) -> pb.PutReply:  # noqa: N802
+        group = await self._group(request.group, context)
+        cmd = kv.put(request.key, request.value)
+        prev, index, term = await self._call(
+            context, group, group.propose_entry(cmd, self._timeout(context))
+        )
+        reply = pb.PutReply(info=self._info(index, term))
+        if prev is not None:
+            reply.previous = prev
+        return reply
+
+    async def Cas(self, request: pb.CasRequest, context: Any) -> pb.CasReply:  # noqa: N802
+        group = await self._group(request.group, context)
+        expected = request.expected if request.HasField("expected") else None
+        cmd = kv.cas(request.key, expected, request.new_value)
+        swapped, index, term = await self._call(
+            context, group, group.propose_entry(cmd, self._timeout(context))
+        )
+        return pb.CasReply(swapped=bool(swapped), info=self._info(index, term))
+
+    async def Get(self, request: pb.GetRequest, context: Any) -> pb.GetReply:  # noqa: N802
+        group = await self._group(request.group, context)
+        linearizable = request.linearizable if request.HasField("linearizable") else True
+        if linearizable:
+            await self._call(context, group, group.read_barrier(self._timeout(context)))
+        value = self._s.sm.get(request.key)
+        reply = pb.GetReply(applied_index=group.applied_index(), node_id=self._s.node_id)
+        if value is not None:
+            reply.value = value
+        return reply
+
+    # -- administration ---------------------------------------------------------------------
+    async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusReply:  # noqa: N802
+        return pb.StatusReply(json=json.dumps(self._s.status(), sort_keys=True))
+
+    async def TransferLeader(  # noqa: N802
+        self, request: pb.TransferLeaderRequest, context: Any
+    ) -> pb.TransferLeaderReply:
+        group = await self._group(request.group, context)
+        target = request.target
+        if not group.is_leader:
+            await self._abort(context, group, group.not_leader_error())
+        if target not in group.voters():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{target} is not a voter")
+        if target != self._s.node_id:
+            try:
+                group.transfer_leader(target)
+            except RuntimeUnavailable as exc:
+                await self._abort(context, group, exc)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout(context)
+        while group.leader_id != target:
+            changed = group.leader_changes
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                await context.abort(
+                    grpc.StatusCode.ABORTED,
+                    f"transfer to {target} did not complete (leader: {group.leader_id or '?'})",
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(remaining, 0.05))
+        return pb.TransferLeaderReply(leader=target, term=group.node.raft.term)
+
+    async def AddMember(  # noqa: N802
+        self, request: pb.AddMemberRequest, context: Any
+    ) -> pb.MembershipReply:
+        group = await self._group(request.group, context)
+        node_id, address = request.node_id, request.raft_address
+        if not address:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "raft_address is required")
+
+        async def step() -> bool:
+            if node_id in group.voters():
+                return True
+            if node_id not in group.learners():
+                await group.add_learner(node_id, address)
+                return False
+            match = group.match_index(node_id)
+            if match is None:
+                raise group.not_leader_error()
+            if match + _LEARNER_CAUGHT_UP >= group.commit_index():
+                await group.promote(node_id)
+            return False
+
+        await self._membership(context, group, step)
+        return self._members(group)
+
+    async def RemoveMember(  # noqa: N802
+        self, request: pb.RemoveMemberRequest, context: Any
+    ) -> pb.MembershipReply:
+        group = await self._group(request.group, context)
+        node_id = request.node_id
+
+        async def step() -> bool:
+            if node_id not in group.voters() | group.learners():
+                return True
+            await group.remove_member(node_id)
+            return False
+
+        await self._membership(context, group, step)
+        return self._members(group)
+
+    async def _membership(
+        self, context: Any, group: RaftGroup, step: Callable[[], Awaitable[bool]]
+    ) -> None:
+        """Run ``step`` until it reports done; it must be idempotent (it re-reads the
+        configuration each time), so busy errors and unknown outcomes are simply retried."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout(context, _MEMBERSHIP_TIMEOUT)
+        while True:
+            if not group.is_leader:
+                await self._abort(context, group, group.not_leader_error())
+            try:
+                if await step():
+                    return
+            except NotLeader as exc:
+                await self._abort(context, group, exc)
+            except (RuntimeUnavailable, ProposalDropped) as exc:
+                if loop.time() >= deadline:
+                    await self._abort(context, group, exc)
+                await asyncio.sleep(0.05)
+            except ValueError as exc:
+                await self._abort(context, group, exc)
+            else:
+                if loop.time() >= deadline:
+                    await context.abort(grpc.StatusCode.ABORTED, "membership change timed out")
+                await asyncio.sleep(0.02)
+
+    @staticmethod
+    def _members(group: RaftGroup) -> pb.MembershipReply:
+        return pb.MembershipReply(voters=sorted(group.voters()), learners=sorted(group.learners()))
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m keelfs.runtime.server",
+        description="Run one member of a replicated key-value Raft group.",
+    )
+    p.add_argument("--id", type=int, required=True, help="this node's id (positive)")
+    p.add_argument("--listen", required=True, help="Raft transport address HOST:PORT")
+    p.add_argument(
+        "--client-listen",
+        default="",
+        help="client API address HOST:PORT or unix:PATH (default: --listen's port + 1)",
+    )
+    p.add_argument("--data", required=True, type=Path, help="data directory")
+    p.add_argument(
+        "--peers",
+        default="",
+        help="ID=HOST:PORT,... every initial member's Raft address (first start only)",
+    )
+    p.add_argument("--join", action="store_true", help="start empty and wait to be added")
+    p.add_argument("--tick-ms", type=float, default=15.0, help="Raft tick (default 15 ms)")
+    p.add_argument("--election-tick", type=int, default=10, help="ticks per election timeout")
+    p.add_argument(
+        "--snapshot-every", type=int, default=20_000, help="entries applied between snapshots"
+    )
+    p.add_argument("--keep-log", type=int, default=2_000, help="entries kept behind a snapshot")
+    p.add_argument(
+        "--request-timeout", type=float, default=5.0, help="server-side limit per request (s)"
+    )
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> ServerConfig:
+    ns = _parser().parse_args(argv)
+    if ns.id <= 0:
+        raise SystemExit("--id must be positive")
+    try:
+        peers = parse_peers(ns.peers) if ns.peers else None
+    except ValueError as exc:
+        raise SystemExit(f"--peers: {exc}") from None
+    if peers is not None and not ns.join and ns.id not in peers:
+        raise SystemExit(f"--peers must include this node ({ns.id})")
+    logging.basicConfig(
+        level=ns.log_level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s n{ns.id} %(levelname)s %(name)s: %(message)s",
+    )
+    host = HostConfig(
+        tick_ms=ns.tick_ms,
+        election_tick=ns.election_tick,
+        snapshot_every=ns.snapshot_every,
+        keep_after_snapshot=ns.keep_log,
+        request_timeout=ns.request_timeout,
+    )
+    return ServerConfig(
+        node_id=ns.id,
+        listen=ns.listen,
+        data_dir=ns.data,
+        client_listen=ns.client_listen,
+        peers=peers,
+        join=ns.join,
+        host=host,
+    )
+
+
+async def serve(config: ServerConfig) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = KVServer(config)
+    try:
+        await server.start()
+        assert server.host is not None
+        print("READY " + json.dumps(server.ready_info(), sort_keys=True), flush=True)
+        log.info("node %d serving: %s", config.node_id, server.ready_info())
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait(
+            [stopping, *server.host.tasks], return_when=asyncio.FIRST_COMPLETED
+        )
+        if stopping not in done:
+            # Fail-stop: a node whose Raft loop died must not keep answering clients.
+            stopping.cancel()
+            failed = next(iter(done))
+            exc = None if failed.cancelled() else failed.exception()
+            raise NodeFailed(f"the Raft runtime stopped: {exc!r}") from exc
+        log.info("node %d stopping", config.node_id)
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = config_from_args(argv)
+    try:
+        asyncio.run(serve(config))
+    except NodeFailed as exc:
+        log.critical("%s", exc, exc_info=exc.__cause__)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
