@@ -136,10 +136,3 @@ def test_out_of_range_integers_are_refused_when_encoding() -> None:
         codec.encode("g", Message(MessageType.APP, to=1, frm=2, term=-1))
     with pytest.raises(ValueError):
         codec.encode("g", Message(MessageType.APP, to=1, frm=2, commit=2**64))
-
-
-def test_generated_code_matches_the_proto() -> None:
-    pytest.importorskip("grpc_tools")
-    from keelfs.transport import codegen
-
-    assert codegen.is_up_to_date(), "run: python -m keelfs.transport.codegen"

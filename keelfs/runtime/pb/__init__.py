@@ -2,7 +2,7 @@
 
 Do not edit the ``kv_pb2*`` files by hand. Regenerate them after changing the .proto with::
 
-    python -m keelfs.runtime.codegen
+    python -m keelfs.codegen
 
 (``--check`` verifies that the committed files match the .proto.) ``kv_pb2_grpc.py`` imports
 ``keelfs.runtime.pb.kv_pb2`` by its absolute path. Ruff skips the generated files (the
