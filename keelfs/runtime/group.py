@@ -48,6 +48,7 @@ class RaftGroup:
                 check_quorum=True,
                 max_inflight_msgs=cfg.max_inflight_msgs,
                 snapshot_chunk_size=cfg.snapshot_chunk_size,
+                quiesce_after_ticks=cfg.quiesce_after_ticks,
                 applied=max(snap.index, min(sm.applied_index(), storage.initial_state()[0].commit)),
             ),
             storage,

@@ -50,6 +50,10 @@ class HostConfig:
     max_pending: int = 65_536
     """Back-pressure: proposals queued or in flight per group before callers get an error."""
     request_timeout: float = 5.0
+    quiesce_after_ticks: int = 20
+    """An idle group goes quiet after this many ticks (see ``Config.quiesce_after_ticks``);
+    0 keeps every group heartbeating. The tick loop wakes a quiesced follower whose leader's
+    node the transport reports unreachable."""
 
 
 TransportFactory = Callable[[OnMessages], Transport]
@@ -157,7 +161,11 @@ class RaftHost:
             next_at += period
             if loop.time() - next_at > 10 * period:
                 next_at = loop.time() + period  # we were frozen (SIGSTOP): don't burst ticks
+            unreachable = self.transport.unreachable
             for g in self.groups.values():
+                r = g.node.raft
+                if r.quiesced and r.lead != self.node_id and r.lead and unreachable(r.lead):
+                    g.node.wake(leader_unreachable=True)
                 g.node.tick()
             self._wakeup.set()
 

@@ -67,7 +67,7 @@ from keelfs.runtime.kvwire import (
 from keelfs.runtime.pb import kv_pb2 as pb
 from keelfs.runtime.pb import kv_pb2_grpc as _pb_grpc
 from keelfs.transport.base import OnMessages, Transport
-from keelfs.transport.grpc_transport import GrpcTransport
+from keelfs.transport.grpc_transport import GrpcTransport, GrpcTransportConfig
 
 __all__ = [
     "KVServer",
@@ -139,7 +139,10 @@ class KVServer:
         self._tasks: list[asyncio.Task[None]] = []
 
     def _transport(self, on_messages: OnMessages) -> Transport:
-        return GrpcTransport(self.node_id, self.config.listen, on_messages)
+        # Ping idle links every second: quiesced groups learn of a frozen or vanished leader
+        # node from the link, since they exchange no Raft messages.
+        tcfg = GrpcTransportConfig(keepalive_time_ms=1_000, keepalive_timeout_ms=1_000)
+        return GrpcTransport(self.node_id, self.config.listen, on_messages, config=tcfg)
 
     @property
     def raft_address(self) -> str:
