@@ -1,0 +1,350 @@
+"""The errors a keelfs caller sees: one tree, one stable code per class.
+
+::
+
+    KeelError                                   code
+    ├── RetryableError          try again: elsewhere, or later, or after re-routing
+    │   ├── NotLeader           NOT_LEADER           group_id, leader_id, leader_address
+    │   ├── Redirect            REDIRECT             path, shard_id, map_version, addresses
+    │   └── Unavailable         UNAVAILABLE          reason
+    └── OperationError          the request is wrong for the input or the current state;
+        │                       the same request will fail the same way
+        ├── InvalidArgument     INVALID_ARGUMENT     argument
+        │   └── InvalidPath     INVALID_PATH         path, reason
+        ├── NotFound            NOT_FOUND            kind, name
+        ├── AlreadyExists       ALREADY_EXISTS       kind, name
+        ├── NotADirectory       NOT_A_DIRECTORY      path
+        ├── IsADirectory        IS_A_DIRECTORY       path
+        ├── DirectoryNotEmpty   DIRECTORY_NOT_EMPTY  path
+        ├── LeaseConflict       LEASE_CONFLICT       path, holder
+        └── SessionExpired      SESSION_EXPIRED      session_id
+
+Every class has a class attribute ``code`` (a stable string, never renamed: it crosses the wire)
+and a fixed set of structured ``detail_fields``. ``err.to_details()`` is a JSON-safe ``dict``
+(``code``, ``message`` and the detail fields); ``KeelError.from_details(d)`` rebuilds an
+instance of the right class, so the gRPC boundary (and the metadata state machine's reply cache,
+which stores error replies) can carry errors without pickling. Unknown detail fields are
+dropped and an unknown ``code`` becomes a plain ``KeelError`` that keeps the code, so an older
+peer can read a newer one's errors.
+
+``SessionExpired`` is not a retryable condition although retrying is what the client does next:
+the client must open a *new* session, and a command it sent on the expired one may or may not
+have been applied (Raft dissertation §6.3), so the client has to find out (e.g. stat the file)
+before it retries a non-idempotent command.
+
+``LeaseConflict`` means another client session holds the writer lease on the file; it clears
+when that session completes the file or its lease expires.
+
+The names avoid Python's built-in ``NotADirectoryError``/``IsADirectoryError`` on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+__all__ = [
+    "AlreadyExists",
+    "DirectoryNotEmpty",
+    "InvalidArgument",
+    "InvalidPath",
+    "IsADirectory",
+    "KeelError",
+    "LeaseConflict",
+    "NotADirectory",
+    "NotFound",
+    "NotLeader",
+    "OperationError",
+    "Redirect",
+    "RetryableError",
+    "SessionExpired",
+    "Unavailable",
+]
+
+Detail = str | int | bool | None | list[str] | dict[str, str]
+"""What a detail field may hold: JSON-safe values only."""
+
+_BY_CODE: dict[str, type[KeelError]] = {}
+
+
+class KeelError(Exception):
+    """Base of every keelfs error. ``code`` is stable; ``details`` holds the structured fields."""
+
+    code: ClassVar[str] = "UNKNOWN"
+    retryable: ClassVar[bool] = False
+    detail_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        self.message = message or self.code
+        self.details: dict[str, Any] = {k: details.get(k) for k in self.detail_fields}
+        super().__init__(self.message)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            if cls.code in _BY_CODE:
+                raise TypeError(f"error code {cls.code} defined twice")
+            _BY_CODE[cls.code] = cls
+
+    def to_details(self) -> dict[str, Any]:
+        """JSON-safe form: ``{"code": ..., "message": ..., <detail fields>}``."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        out.update(self.details)
+        return out
+
+    @staticmethod
+    def from_details(details: Mapping[str, Any]) -> KeelError:
+        """Rebuild the error ``to_details()`` described (of the class its code names)."""
+        code = str(details.get("code", "UNKNOWN"))
+        cls = _BY_CODE.get(code)
+        message = str(details.get("message", ""))
+        if cls is None:
+            err = KeelError(message)
+            err.code = code  # type: ignore[misc]  # keep the unknown code on the instance
+            return err
+        err = cls.__new__(cls)
+        KeelError.__init__(err, message, **{k: details.get(k) for k in cls.detail_fields})
+        return err
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, KeelError)
+            and type(other) is type(self)
+            and other.to_details() == self.to_details()
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.message))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.details.items())
+        return f"{type(self).__name__}({self.message!r}{', ' if fields else ''}{fields})"
+
+
+# -- retryable -----------------------------------------------------------------------------------
+class RetryableError(KeelError):
+    """The request was not applied; it may succeed on another node, shard or a bit later."""
+
+    retryable = True
+
+
+class NotLeader(RetryableError):
+    """This member does not lead its Raft group; ``leader_id``/``leader_address`` are a hint
+    (``leader_id`` 0 and no address when it does not know one)."""
+
+    code = "NOT_LEADER"
+    detail_fields = ("group_id", "leader_id", "leader_address")
+
+    def __init__(
+        self,
+        group_id: str = "",
+        leader_id: int = 0,
+        leader_address: str | None = None,
+        *,
+        message: str = "",
+    ) -> None:
+        where = f"node {leader_id} at {leader_address}" if leader_id else "unknown"
+        super().__init__(
+            message or f"not the leader of {group_id}; leader: {where}",
+            group_id=group_id,
+            leader_id=leader_id,
+            leader_address=leader_address,
+        )
+
+    @property
+    def leader_id(self) -> int:
+        return int(self.details["leader_id"] or 0)
+
+    @property
+    def leader_address(self) -> str | None:
+        addr = self.details["leader_address"]
+        return None if addr is None else str(addr)
+
+
+class Redirect(RetryableError):
+    """Another shard owns ``path`` in ShardMap ``map_version``: ask ``shard_id`` (its members'
+    addresses in ``addresses``, node id as a string -> address), refreshing the cached map if it
+    is older than ``map_version``."""
+
+    code = "REDIRECT"
+    detail_fields = ("path", "shard_id", "map_version", "addresses")
+
+    def __init__(
+        self,
+        path: str = "",
+        shard_id: str = "",
+        map_version: int = 0,
+        addresses: Mapping[str, str] | None = None,
+        *,
+        message: str = "",
+    ) -> None:
+        super().__init__(
+            message or f"{path} is owned by shard {shard_id} (map version {map_version})",
+            path=path,
+            shard_id=shard_id,
+            map_version=map_version,
+            addresses=dict(addresses or {}),
+        )
+
+    @property
+    def shard_id(self) -> str:
+        return str(self.details["shard_id"])
+
+    @property
+    def map_version(self) -> int:
+        return int(self.details["map_version"] or 0)
+
+
+class Unavailable(RetryableError):
+    """No leader, overloaded, shutting down, a map change in progress: try again later."""
+
+    code = "UNAVAILABLE"
+    detail_fields = ("reason",)
+
+    def __init__(self, reason: str = "", *, message: str = "") -> None:
+        super().__init__(message or f"unavailable: {reason}", reason=reason)
+
+
+# -- the request is wrong -------------------------------------------------------------------------
+class OperationError(KeelError):
+    """The request cannot succeed as it stands; nothing was changed."""
+
+
+class InvalidArgument(OperationError):
+    """An argument is malformed or out of range (``argument`` names it when there is one)."""
+
+    code = "INVALID_ARGUMENT"
+    detail_fields: ClassVar[tuple[str, ...]] = ("argument",)
+
+    def __init__(self, message: str = "", argument: str = "", **details: Any) -> None:
+        super().__init__(message or f"invalid argument {argument}", argument=argument, **details)
+
+
+class InvalidPath(InvalidArgument):
+    """``path`` is not a valid absolute keelfs path; ``reason`` says which rule it breaks."""
+
+    code = "INVALID_PATH"
+    detail_fields = ("argument", "path", "reason")
+
+    def __init__(
+        self, path: str = "", reason: str = "", *, argument: str = "path", message: str = ""
+    ) -> None:
+        super().__init__(
+            message or f"invalid path {path!r}: {reason}",
+            argument=argument,
+            path=path,
+            reason=reason,
+        )
+
+    @property
+    def path(self) -> str:
+        return str(self.details["path"])
+
+    @property
+    def reason(self) -> str:
+        return str(self.details["reason"])
+
+
+class NotFound(OperationError):
+    """The named thing does not exist. ``kind``: ``path``, ``directory``, ``shard``, ``node``,
+    ``chunk server``, ...; ``name``: its path or id."""
+
+    code = "NOT_FOUND"
+    detail_fields = ("kind", "name")
+
+    def __init__(self, name: str = "", kind: str = "path", *, message: str = "") -> None:
+        super().__init__(message or f"no such {kind}: {name}", kind=kind, name=name)
+
+    @property
+    def name(self) -> str:
+        return str(self.details["name"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.details["kind"])
+
+
+class AlreadyExists(OperationError):
+    """The target exists and the request did not allow replacing it."""
+
+    code = "ALREADY_EXISTS"
+    detail_fields = ("kind", "name")
+
+    def __init__(self, name: str = "", kind: str = "path", *, message: str = "") -> None:
+        super().__init__(message or f"{kind} already exists: {name}", kind=kind, name=name)
+
+    @property
+    def name(self) -> str:
+        return str(self.details["name"])
+
+
+class NotADirectory(OperationError):
+    """``path`` (the target or one of its ancestors) is a file where a directory is needed."""
+
+    code = "NOT_A_DIRECTORY"
+    detail_fields = ("path",)
+
+    def __init__(self, path: str = "", *, message: str = "") -> None:
+        super().__init__(message or f"not a directory: {path}", path=path)
+
+    @property
+    def path(self) -> str:
+        return str(self.details["path"])
+
+
+class IsADirectory(OperationError):
+    """``path`` is a directory where a file is needed."""
+
+    code = "IS_A_DIRECTORY"
+    detail_fields = ("path",)
+
+    def __init__(self, path: str = "", *, message: str = "") -> None:
+        super().__init__(message or f"is a directory: {path}", path=path)
+
+    @property
+    def path(self) -> str:
+        return str(self.details["path"])
+
+
+class DirectoryNotEmpty(OperationError):
+    """A non-recursive delete (or an overwriting rename) met a directory with entries."""
+
+    code = "DIRECTORY_NOT_EMPTY"
+    detail_fields = ("path",)
+
+    def __init__(self, path: str = "", *, message: str = "") -> None:
+        super().__init__(message or f"directory not empty: {path}", path=path)
+
+    @property
+    def path(self) -> str:
+        return str(self.details["path"])
+
+
+class LeaseConflict(OperationError):
+    """Another session (``holder``; 0 when none) holds the writer lease on ``path``, or the
+    caller needed a lease it does not hold."""
+
+    code = "LEASE_CONFLICT"
+    detail_fields = ("path", "holder")
+
+    def __init__(self, path: str = "", holder: int = 0, *, message: str = "") -> None:
+        super().__init__(
+            message or f"{path} is being written by session {holder}", path=path, holder=holder
+        )
+
+    @property
+    def holder(self) -> int:
+        return int(self.details["holder"] or 0)
+
+
+class SessionExpired(OperationError):
+    """The client session is unknown: expired, closed, or never registered (see module doc)."""
+
+    code = "SESSION_EXPIRED"
+    detail_fields = ("session_id",)
+
+    def __init__(self, session_id: int = 0, *, message: str = "") -> None:
+        super().__init__(
+            message or f"client session {session_id} is unknown or expired",
+            session_id=session_id,
+        )

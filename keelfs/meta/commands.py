@@ -1,0 +1,700 @@
+"""The commands of the metadata state machines, their wire form, and their results.
+
+A command is a small frozen dataclass; what goes into the Raft log is an ``Envelope``: the
+command plus the proposer's clock (``now_ms``, the leader's wall clock in milliseconds, which is
+the ONLY source of time inside ``apply``) and optionally the client session ``(session_id,
+seq)`` that makes it exactly-once. The encoding is compact JSON, versioned::
+
+    {"a": {<the command's fields>}, "now": 1700000000000, "op": "create", "seq": 7,
+     "sid": 42, "v": 1}
+
+JSON was chosen over a binary layout because commands are small and rare next to the data they
+describe, and a readable log is worth more when debugging a replica than the bytes saved; keys
+are sorted so one command always encodes to the same bytes.
+
+Decoding (``decode_envelope``) checks everything: the version, the op, each field's type (from
+the dataclass annotations), unknown or missing fields, and then the command's own ``validate()``
+(ranges, path syntax). Any problem is an ``InvalidArgument``/``InvalidPath``, which the state
+machine turns into an error result without touching its state. Clients can call
+``validate()`` before proposing to fail fast; the state machine validates anyway, since the log
+may carry anything a buggy or hostile proposer wrote.
+
+``Result`` is what ``apply`` returns: a JSON-safe ``value`` or an error (as
+``KeelError.to_details()``), encodable so that session reply caches can store it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import types
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+
+from keelfs.errors import InvalidArgument, KeelError
+from keelfs.meta import paths
+
+__all__ = [
+    "CONFIG_COMMANDS",
+    "SESSION_COMMANDS",
+    "SHARD_COMMANDS",
+    "AddBlock",
+    "AddShard",
+    "CloseSession",
+    "Command",
+    "CompleteFile",
+    "Create",
+    "Delete",
+    "DequeueBlockDeletes",
+    "Envelope",
+    "IssueTxIds",
+    "KeepAlive",
+    "Mkdir",
+    "MkdirSelf",
+    "RegisterChunkServer",
+    "RegisterMaster",
+    "RegisterSession",
+    "RemoveShard",
+    "Rename",
+    "RenewLease",
+    "Result",
+    "SetOwner",
+    "SetPermission",
+    "SetReplication",
+    "SetShardMembers",
+    "SetTimes",
+    "Tick",
+    "UnregisterChunkServer",
+    "decode_envelope",
+]
+
+ENCODING_VERSION = 1
+MAX_COMMAND_BYTES = 1 << 20
+MAX_INT = 2**63 - 1
+MAX_REPLICATION = 512
+MIN_BLOCK_SIZE = 64 * 1024
+MAX_BLOCK_SIZE = 4 * 1024**3
+BLOCK_SIZE_MULTIPLE = 64 * 1024
+"""Block sizes are multiples of the 64 KiB checksum chunk (DESIGN §2.9)."""
+DEFAULT_BLOCK_SIZE = 64 * 1024**2
+DEFAULT_REPLICATION = 3
+DEFAULT_OWNER = "keelfs"
+DEFAULT_GROUP = "keelfs"
+MAX_PRINCIPAL_BYTES = 256
+MAX_BATCH_IDS = 10_000
+_ADDRESS = re.compile(r"^[A-Za-z0-9_.:\[\]%-]{1,255}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+# -- argument checks (shared by the commands and the state machines) -------------------------
+def check_path(value: str, argument: str = "path") -> str:
+    try:
+        return paths.normalize(value)
+    except KeelError as e:
+        e.details["argument"] = argument
+        raise
+
+
+def check_range(value: int, lo: int, hi: int, argument: str) -> int:
+    if not lo <= value <= hi:
+        raise InvalidArgument(f"{argument} must be in {lo}..{hi}, not {value}", argument)
+    return value
+
+
+def check_mode(mode: int) -> int:
+    if not 0 <= mode <= 0o7777:
+        raise InvalidArgument(f"mode must be in 0..0o7777, not {mode:#o}", "mode")
+    return mode
+
+
+def check_principal(value: str, argument: str) -> str:
+    """An owner or group name: non-empty, no control characters, no ':' or '/'."""
+    if value == "" or any(ch in value for ch in ":/") or not value.isprintable():
+        raise InvalidArgument(f"{argument} {value!r} is not a valid name", argument)
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{argument} is not valid UTF-8", argument) from None
+    if size > MAX_PRINCIPAL_BYTES:
+        raise InvalidArgument(f"{argument} longer than {MAX_PRINCIPAL_BYTES} bytes", argument)
+    return value
+
+
+def check_block_size(block_size: int) -> int:
+    if not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE or block_size % BLOCK_SIZE_MULTIPLE:
+        raise InvalidArgument(
+            f"block_size must be a multiple of {BLOCK_SIZE_MULTIPLE} in "
+            f"{MIN_BLOCK_SIZE}..{MAX_BLOCK_SIZE}, not {block_size}",
+            "block_size",
+        )
+    return block_size
+
+
+def check_id(value: str, argument: str) -> str:
+    """A shard or chunk-server id: 1-64 of ``[A-Za-z0-9._-]``, starting alphanumeric."""
+    if not _ID.match(value):
+        raise InvalidArgument(f"{argument} {value!r} is not a valid id", argument)
+    return value
+
+
+def check_address(value: str, argument: str = "address") -> str:
+    """``host:port`` (or any 1-255 characters of host-name, IPv6 and port syntax)."""
+    if not _ADDRESS.match(value):
+        raise InvalidArgument(f"{argument} {value!r} is not a valid address", argument)
+    return value
+
+
+def check_node_ids(members: tuple[int, ...], argument: str = "members") -> tuple[int, ...]:
+    if not members:
+        raise InvalidArgument("a shard needs at least one member", argument)
+    if len(set(members)) != len(members):
+        raise InvalidArgument("duplicate node id in members", argument)
+    for node_id in members:
+        check_range(node_id, 1, MAX_INT, argument)
+    return members
+
+
+# -- commands -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Base of every command. ``op`` names it on the wire; ``needs_session``: it must carry a
+    client session (it acts for that session, e.g. as the holder of a writer lease)."""
+
+    op: ClassVar[str] = ""
+    needs_session: ClassVar[bool] = False
+
+    def validate(self) -> None:
+        """Raise ``InvalidArgument``/``InvalidPath`` if an argument is out of its domain."""
+
+    def args(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def digest(self) -> str:
+        """A short fingerprint of the op and its arguments: a session's reply cache keeps it
+        to tell a genuine retry from a different command that reuses a ``seq`` by mistake."""
+        body = json.dumps([self.op, self.args()], separators=(",", ":"), sort_keys=True)
+        return hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+# session management and time (both state machines)
+@dataclass(frozen=True, slots=True)
+class RegisterSession(Command):
+    """Open a client session; its id is the log index of this command (unique, never reused).
+    Not itself exactly-once: a retried registration opens a second session, and the unused
+    one expires."""
+
+    op: ClassVar[str] = "register_session"
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive(Command):
+    """Keep the envelope's session alive (any command carrying it does the same)."""
+
+    op: ClassVar[str] = "keep_alive"
+    needs_session: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSession(Command):
+    """End the envelope's session; its writer leases are released. Its reply is not kept (the
+    session is gone), so a retry of it gets ``SessionExpired``, which for a close is success."""
+
+    op: ClassVar[str] = "close_session"
+    needs_session: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Tick(Command):
+    """Carries only the leader's clock: lets sessions and leases expire when nothing else is
+    proposed."""
+
+    op: ClassVar[str] = "tick"
+
+
+# namespace (data shards)
+@dataclass(frozen=True, slots=True)
+class Mkdir(Command):
+    """Create directory ``path``: its entry (in its parent's directory, whose self-record must
+    be here) and, with ``self_record``, its self-record too (the proposer sets it when the
+    directory itself also maps to this shard). With ``parents``, missing ancestors are
+    created as well (each with both records: all must be local), and an existing directory at
+    ``path`` is success."""
+
+    op: ClassVar[str] = "mkdir"
+    path: str
+    mode: int = 0o755
+    owner: str = DEFAULT_OWNER
+    group: str = DEFAULT_GROUP
+    parents: bool = False
+    self_record: bool = True
+
+    def validate(self) -> None:
+        check_path(self.path)
+        check_mode(self.mode)
+        check_principal(self.owner, "owner")
+        check_principal(self.group, "group")
+
+
+@dataclass(frozen=True, slots=True)
+class MkdirSelf(Command):
+    """Create only the self-record of directory ``path`` on this shard: for the root when a
+    namespace is formatted, and for the shard that owns a directory created by another shard
+    (cross-shard mkdir)."""
+
+    op: ClassVar[str] = "mkdir_self"
+    path: str
+    mode: int = 0o755
+    owner: str = DEFAULT_OWNER
+    group: str = DEFAULT_GROUP
+
+    def validate(self) -> None:
+        check_path(self.path)
+        check_mode(self.mode)
+        check_principal(self.owner, "owner")
+        check_principal(self.group, "group")
+
+
+@dataclass(frozen=True, slots=True)
+class Create(Command):
+    """Create file ``path`` under construction, with the writer lease held by the envelope's
+    session. Exclusive unless ``overwrite``; never over a file another live session writes."""
+
+    op: ClassVar[str] = "create"
+    needs_session: ClassVar[bool] = True
+    path: str
+    mode: int = 0o644
+    owner: str = DEFAULT_OWNER
+    group: str = DEFAULT_GROUP
+    replication: int = DEFAULT_REPLICATION
+    block_size: int = DEFAULT_BLOCK_SIZE
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if check_path(self.path) == paths.ROOT:
+            raise InvalidArgument("cannot create a file at /", "path")
+        check_mode(self.mode)
+        check_principal(self.owner, "owner")
+        check_principal(self.group, "group")
+        check_range(self.replication, 1, MAX_REPLICATION, "replication")
+        check_block_size(self.block_size)
+
+
+@dataclass(frozen=True, slots=True)
+class AddBlock(Command):
+    """Append block ``block_id`` (generation stamp ``gen_stamp``, length 0) to a file whose
+    lease the session holds; ``previous_length`` is the final length of the block before it.
+    Block ids are chosen by the proposer (allocation and placement are the block layer's)."""
+
+    op: ClassVar[str] = "add_block"
+    needs_session: ClassVar[bool] = True
+    path: str
+    block_id: int
+    gen_stamp: int
+    previous_length: int | None = None
+
+    def validate(self) -> None:
+        check_path(self.path)
+        check_range(self.block_id, 1, MAX_INT, "block_id")
+        check_range(self.gen_stamp, 0, MAX_INT, "gen_stamp")
+        if self.previous_length is not None:
+            check_range(self.previous_length, 0, MAX_BLOCK_SIZE, "previous_length")
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteFile(Command):
+    """Close a file the session writes: sets the last block's length, clears the
+    under-construction flag and releases the lease."""
+
+    op: ClassVar[str] = "complete"
+    needs_session: ClassVar[bool] = True
+    path: str
+    last_length: int | None = None
+
+    def validate(self) -> None:
+        check_path(self.path)
+        if self.last_length is not None:
+            check_range(self.last_length, 0, MAX_BLOCK_SIZE, "last_length")
+
+
+@dataclass(frozen=True, slots=True)
+class RenewLease(Command):
+    """Extend every writer lease the envelope's session holds."""
+
+    op: ClassVar[str] = "renew_lease"
+    needs_session: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Delete(Command):
+    """Delete a file, an empty directory, or (``recursive``) a directory and everything under
+    it that this shard holds. Deleted files' blocks are queued for deletion."""
+
+    op: ClassVar[str] = "delete"
+    path: str
+    recursive: bool = False
+
+    def validate(self) -> None:
+        if check_path(self.path) == paths.ROOT:
+            raise InvalidArgument("cannot delete /", "path")
+
+
+@dataclass(frozen=True, slots=True)
+class Rename(Command):
+    """Move ``src`` to ``dst`` atomically within this shard (HDFS ``rename2``): refuses an
+    existing ``dst`` unless ``overwrite``, and then only a file by a file or an empty
+    directory by a directory."""
+
+    op: ClassVar[str] = "rename"
+    src: str
+    dst: str
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if check_path(self.src, "src") == paths.ROOT:
+            raise InvalidArgument("cannot rename /", "src")
+        check_path(self.dst, "dst")
+
+
+@dataclass(frozen=True, slots=True)
+class SetReplication(Command):
+    op: ClassVar[str] = "set_replication"
+    path: str
+    replication: int
+
+    def validate(self) -> None:
+        check_path(self.path)
+        check_range(self.replication, 1, MAX_REPLICATION, "replication")
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimes(Command):
+    """Set modification and/or access time (milliseconds since the epoch); ``None`` keeps."""
+
+    op: ClassVar[str] = "set_times"
+    path: str
+    mtime: int | None = None
+    atime: int | None = None
+
+    def validate(self) -> None:
+        check_path(self.path)
+        if self.mtime is None and self.atime is None:
+            raise InvalidArgument("set_times needs mtime or atime", "mtime")
+        for name in ("mtime", "atime"):
+            value = getattr(self, name)
+            if value is not None:
+                check_range(value, 0, MAX_INT, name)
+
+
+@dataclass(frozen=True, slots=True)
+class SetPermission(Command):
+    op: ClassVar[str] = "set_permission"
+    path: str
+    mode: int
+
+    def validate(self) -> None:
+        check_path(self.path)
+        check_mode(self.mode)
+
+
+@dataclass(frozen=True, slots=True)
+class SetOwner(Command):
+    """Set owner and/or group; ``None`` keeps."""
+
+    op: ClassVar[str] = "set_owner"
+    path: str
+    owner: str | None = None
+    group: str | None = None
+
+    def validate(self) -> None:
+        check_path(self.path)
+        if self.owner is None and self.group is None:
+            raise InvalidArgument("set_owner needs owner or group", "owner")
+        if self.owner is not None:
+            check_principal(self.owner, "owner")
+        if self.group is not None:
+            check_principal(self.group, "group")
+
+
+@dataclass(frozen=True, slots=True)
+class DequeueBlockDeletes(Command):
+    """Forget queued block deletions that chunk servers have carried out."""
+
+    op: ClassVar[str] = "dequeue_block_deletes"
+    block_ids: tuple[int, ...]
+
+    def validate(self) -> None:
+        check_range(len(self.block_ids), 1, MAX_BATCH_IDS, "block_ids")
+        for block_id in self.block_ids:
+            check_range(block_id, 1, MAX_INT, "block_ids")
+
+
+# config group
+@dataclass(frozen=True, slots=True)
+class RegisterMaster(Command):
+    """Record (or update) master ``node_id``'s client address."""
+
+    op: ClassVar[str] = "register_master"
+    node_id: int
+    address: str
+
+    def validate(self) -> None:
+        check_range(self.node_id, 1, MAX_INT, "node_id")
+        check_address(self.address)
+
+
+@dataclass(frozen=True, slots=True)
+class AddShard(Command):
+    """Add shard ``shard_id`` served by registered masters ``members`` to the map and ring."""
+
+    op: ClassVar[str] = "add_shard"
+    shard_id: str
+    members: tuple[int, ...]
+
+    def validate(self) -> None:
+        check_id(self.shard_id, "shard_id")
+        check_node_ids(self.members)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveShard(Command):
+    """Remove a shard from the map and ring (moving its data is the resharding layer's)."""
+
+    op: ClassVar[str] = "remove_shard"
+    shard_id: str
+
+    def validate(self) -> None:
+        check_id(self.shard_id, "shard_id")
+
+
+@dataclass(frozen=True, slots=True)
+class SetShardMembers(Command):
+    """Replace the member list of a shard (after a Raft membership change)."""
+
+    op: ClassVar[str] = "set_shard_members"
+    shard_id: str
+    members: tuple[int, ...]
+
+    def validate(self) -> None:
+        check_id(self.shard_id, "shard_id")
+        check_node_ids(self.members)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterChunkServer(Command):
+    op: ClassVar[str] = "register_chunk_server"
+    server_id: str
+    address: str
+    rack: str = "/default-rack"
+
+    def validate(self) -> None:
+        check_id(self.server_id, "server_id")
+        check_address(self.address)
+        if not self.rack.startswith("/") or not self.rack.isprintable() or len(self.rack) > 255:
+            raise InvalidArgument(f"rack {self.rack!r} is not a valid rack path", "rack")
+
+
+@dataclass(frozen=True, slots=True)
+class UnregisterChunkServer(Command):
+    op: ClassVar[str] = "unregister_chunk_server"
+    server_id: str
+
+    def validate(self) -> None:
+        check_id(self.server_id, "server_id")
+
+
+@dataclass(frozen=True, slots=True)
+class IssueTxIds(Command):
+    """Reserve ``count`` consecutive cluster-wide transaction ids."""
+
+    op: ClassVar[str] = "issue_tx_ids"
+    count: int = 1
+
+    def validate(self) -> None:
+        check_range(self.count, 1, MAX_BATCH_IDS, "count")
+
+
+def _registry(*classes: type[Command]) -> dict[str, type[Command]]:
+    return {cls.op: cls for cls in classes}
+
+
+SESSION_COMMANDS = _registry(RegisterSession, KeepAlive, CloseSession, Tick)
+SHARD_COMMANDS = SESSION_COMMANDS | _registry(
+    Mkdir,
+    MkdirSelf,
+    Create,
+    AddBlock,
+    CompleteFile,
+    RenewLease,
+    Delete,
+    Rename,
+    SetReplication,
+    SetTimes,
+    SetPermission,
+    SetOwner,
+    DequeueBlockDeletes,
+)
+CONFIG_COMMANDS = SESSION_COMMANDS | _registry(
+    RegisterMaster,
+    AddShard,
+    RemoveShard,
+    SetShardMembers,
+    RegisterChunkServer,
+    UnregisterChunkServer,
+    IssueTxIds,
+)
+
+
+# -- envelope -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What one Raft entry carries. ``now_ms`` is set by the proposing leader from its clock;
+    ``session_id``/``seq`` (both 0 for none) make the command exactly-once: a command with the
+    session's last ``seq`` again gets the recorded reply instead of being applied again.
+    ``seq`` 0 with a session id only keeps the session alive (no reply is recorded)."""
+
+    command: Command
+    now_ms: int
+    session_id: int = 0
+    seq: int = 0
+
+    def encode(self) -> bytes:
+        body = {
+            "v": ENCODING_VERSION,
+            "op": self.command.op,
+            "now": self.now_ms,
+            "sid": self.session_id,
+            "seq": self.seq,
+            "a": self.command.args(),
+        }
+        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+_HINTS: dict[type[Command], dict[str, Any]] = {}
+
+
+def _hints(cls: type[Command]) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = get_type_hints(cls)
+    return hints
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [t for t in options if t is not type(None)]
+        return _coerce(value, inner, name)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise InvalidArgument(f"{name} must be a list", name)
+        (inner, _) = get_args(tp)
+        return tuple(_coerce(v, inner, name) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise InvalidArgument(f"{name} must be true or false", name)
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidArgument(f"{name} must be an integer", name)
+        if not -MAX_INT - 1 <= value <= MAX_INT:
+            raise InvalidArgument(f"{name} out of the 64-bit range", name)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise InvalidArgument(f"{name} must be a string", name)
+        return value
+    raise TypeError(f"unsupported field type {tp!r}")  # a bug in a command definition
+
+
+def _int_field(body: Mapping[str, Any], key: str, default: int | None = None) -> int:
+    value = body.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT:
+        raise InvalidArgument(f"envelope field {key!r} must be an integer in 0..2^63-1", key)
+    return value
+
+
+def decode_envelope(data: bytes, registry: Mapping[str, type[Command]]) -> Envelope:
+    """Parse and validate one log entry; ``InvalidArgument`` (never anything else) if bad."""
+    if len(data) > MAX_COMMAND_BYTES:
+        raise InvalidArgument(f"command of {len(data)} bytes (at most {MAX_COMMAND_BYTES})")
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        raise InvalidArgument("command is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("command is not a JSON object")
+    if type(body.get("v")) is not int or body["v"] != ENCODING_VERSION:
+        raise InvalidArgument(f"unsupported command encoding version {body.get('v')!r}", "v")
+    op = body.get("op")
+    cls = registry.get(op) if isinstance(op, str) else None
+    if cls is None:
+        raise InvalidArgument(f"unknown command {op!r}", "op")
+    now = _int_field(body, "now")
+    sid = _int_field(body, "sid", 0)
+    seq = _int_field(body, "seq", 0)
+    if seq and not sid:
+        raise InvalidArgument("seq without a session id", "seq")
+    raw_args = body.get("a", {})
+    if not isinstance(raw_args, dict):
+        raise InvalidArgument("command arguments are not an object", "a")
+    hints = _hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw_args) - set(known))
+    if unknown:
+        raise InvalidArgument(f"unknown argument {unknown[0]!r} for {op}", unknown[0])
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        if name in raw_args:
+            kwargs[name] = _coerce(raw_args[name], hints[name], name)
+        elif f.default is MISSING:
+            raise InvalidArgument(f"missing argument {name!r} for {op}", name)
+    command = cls(**kwargs)
+    command.validate()
+    return Envelope(command, now, sid, seq)
+
+
+# -- results --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome of one command: ``value`` (JSON-safe) on success, else ``error`` (the
+    error's ``to_details()``)."""
+
+    value: Any = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def success(cls, value: Any = None) -> Result:
+        return cls(value, None)
+
+    @classmethod
+    def failure(cls, error: KeelError) -> Result:
+        return cls(None, error.to_details())
+
+    def exception(self) -> KeelError | None:
+        return None if self.error is None else KeelError.from_details(self.error)
+
+    @property
+    def code(self) -> str | None:
+        return None if self.error is None else str(self.error["code"])
+
+    def unwrap(self) -> Any:
+        """The value, or raise the error."""
+        if self.error is not None:
+            raise KeelError.from_details(self.error)
+        return self.value
+
+    def to_json(self) -> dict[str, Any]:
+        return {"e": self.error} if self.error is not None else {"v": self.value}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Result:
+        return cls(None, dict(obj["e"])) if "e" in obj else cls(obj.get("v"), None)

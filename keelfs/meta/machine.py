@@ -1,0 +1,278 @@
+"""What both metadata state machines share: applying envelopes, time, sessions, snapshots.
+
+``MetaStateMachine`` implements ``keelfs.runtime.statemachine.StateMachine`` over a
+``KVStore``. One ``apply(index, data)``:
+
+1. decodes the envelope (a bad one becomes an error result; only the applied index moves);
+2. advances the clock to ``max(clock, envelope.now_ms)``;
+3. housekeeping: expires idle sessions and whatever the subclass ties to time (leases);
+4. checks the session: unknown -> ``SessionExpired``; a repeated ``seq`` -> the recorded
+   reply, without applying again (``InvalidArgument`` if that ``seq`` answered a different
+   command); an older ``seq`` -> ``InvalidArgument``;
+5. runs the command's handler in a nested ``Txn``: a ``KeelError`` drops that stage (the state
+   is untouched by the command) and becomes the error result;
+6. records the reply in the session, and writes everything staged plus the applied index in
+   ONE atomic store write.
+
+So ``apply`` never raises for a bad command, and every replica ends in the same state whatever
+the command was. It may raise for a bug in a handler (a non-``KeelError``): then nothing of that
+entry is written, which is the same on every replica too.
+
+Nothing in ``apply`` reads a wall clock, a random source, or iterates an unordered container
+into the state: time comes from the envelope, ids from the log index.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar
+
+from keelfs.errors import InvalidArgument, KeelError, SessionExpired
+from keelfs.meta import sessions
+from keelfs.meta.commands import (
+    CloseSession,
+    Command,
+    Envelope,
+    KeepAlive,
+    RegisterSession,
+    Result,
+    Tick,
+    decode_envelope,
+)
+from keelfs.meta.kvstore import (
+    DEFAULT_CHUNK_BYTES,
+    KEY_END,
+    REPLICATED_START,
+    KVStore,
+    SnapshotReader,
+    Txn,
+    encode_snapshot,
+)
+from keelfs.storage.errors import SnapshotCorruptedError
+
+__all__ = ["Context", "MetaStateMachine"]
+
+_U64 = struct.Struct(">Q")
+K_APPLIED = b"\x00applied"
+K_RESTORING = b"\x00restoring"
+"""Present while a restore is under way; found at open, it means the restore was cut short."""
+K_CLOCK = b"\x01clock"
+
+DEFAULT_SESSION_TTL_MS = 120_000
+_RESTORE_BATCH_BYTES = 4 << 20
+
+Handler = Callable[[Txn, Any, "Context"], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a handler knows besides its command: the entry's index, the state machine's clock
+    (the largest leader timestamp applied so far) and the envelope's session (0: none)."""
+
+    index: int
+    now: int
+    session_id: int
+
+
+class MetaStateMachine:
+    """Base of ``ShardStateMachine`` and ``ConfigStateMachine`` (see the module doc).
+
+    Subclasses set ``commands`` (op -> class) and define a handler ``_op_<op>(txn, cmd, ctx)``
+    for each op, returning a JSON-safe value or raising ``KeelError``. ``session_ttl_ms`` is
+    part of the replicated semantics: every member must be built with the same value.
+    """
+
+    commands: ClassVar[Mapping[str, type[Command]]]
+
+    def __init__(self, store: KVStore, *, session_ttl_ms: int = DEFAULT_SESSION_TTL_MS) -> None:
+        if session_ttl_ms <= 0:
+            raise ValueError("session_ttl_ms must be positive")
+        self._store = store
+        self.session_ttl_ms = session_ttl_ms
+        self._handlers: dict[str, Handler] = {
+            op: getattr(self, f"_op_{op}") for op in self.commands
+        }
+        if store.get(K_RESTORING) is not None:
+            # a restore was cut short: what is here is partial; start from nothing (the runtime
+            # sees applied index 0 and restores its snapshot again)
+            store.write({K_APPLIED: None, K_RESTORING: None}, clear_replicated=True)
+        raw = store.get(K_APPLIED)
+        self._applied = 0 if raw is None else _U64.unpack(raw)[0]
+
+    # -- StateMachine protocol -----------------------------------------------------------------
+    def apply(self, index: int, data: bytes) -> Result:
+        """Apply one committed entry; returns its ``Result`` (see the module doc)."""
+        if index <= self._applied:
+            return Result.failure(
+                InvalidArgument(f"entry {index} is at or below the applied index {self._applied}")
+            )
+        txn = Txn(self._store)
+        try:
+            envelope = decode_envelope(data, self.commands)
+        except KeelError as e:
+            result = Result.failure(e)
+        else:
+            result = self._apply_envelope(txn, envelope, index)
+        txn.put(K_APPLIED, _U64.pack(index))
+        self._store.write(txn.writes)
+        self._applied = index
+        self._changed()
+        return result
+
+    def applied_index(self) -> int:
+        return self._applied
+
+    def snapshot(self) -> bytes:
+        """The whole state as one ``bytes`` (the joined ``snapshot_chunks()``)."""
+        return b"".join(self.snapshot_chunks())
+
+    def restore(self, data: bytes, index: int) -> None:
+        """Replace the state with ``data`` from ``snapshot()`` (empty: the empty state)."""
+        self.restore_chunks([data] if data else None, index)
+
+    # -- streamed snapshots --------------------------------------------------------------------
+    def snapshot_chunks(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
+        """The state as of this call (``applied_index()`` now), streamed in chunks.
+
+        The view is fixed when this is called (a RocksDB iterator's implicit snapshot), so the
+        caller may consume it while later entries are applied; nothing of the state is held in
+        Python beyond one chunk."""
+        items = self._store.frozen_scan(REPLICATED_START, KEY_END)
+        return encode_snapshot(items, self._applied, chunk_bytes)
+
+    def restore_chunks(self, chunks: Iterable[bytes] | None, index: int) -> None:
+        """Replace the state with a stream from ``snapshot_chunks()`` taken at ``index``
+        (``None``: the empty state).
+
+        The old state is cleared and a restore marker set in one write, the records follow in
+        batches, and the last batch sets the applied index and clears the marker; a crash in
+        between leaves the marker, and the next open starts from the empty state with applied
+        index 0, so the runtime restores again. A damaged stream raises
+        ``SnapshotCorruptedError`` and leaves the same state as a crash would."""
+        self._applied = 0
+        self._store.write({K_RESTORING: b"1", K_APPLIED: None}, clear_replicated=True)
+        self._changed()
+        if chunks is not None:
+            batch: dict[bytes, bytes | None] = {}
+            size = 0
+            for key, value in SnapshotReader(chunks):
+                if not REPLICATED_START <= key < KEY_END:
+                    raise SnapshotCorruptedError(f"snapshot holds a local key {key!r}")
+                batch[key] = value
+                size += len(key) + len(value)
+                if size >= _RESTORE_BATCH_BYTES:
+                    self._store.write(batch)
+                    batch, size = {}, 0
+            self._store.write(batch)
+        self._store.write({K_APPLIED: _U64.pack(index), K_RESTORING: None})
+        self._applied = index
+        self._changed()
+
+    # -- reads ----------------------------------------------------------------------------------
+    def clock_ms(self) -> int:
+        """The state machine's clock: the largest leader timestamp applied so far."""
+        raw = self._store.get(K_CLOCK)
+        return 0 if raw is None else _U64.unpack(raw)[0]
+
+    def session(self, session_id: int) -> sessions.SessionInfo | None:
+        return sessions.info(self._store, session_id)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> MetaStateMachine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the apply pipeline ----------------------------------------------------------------------
+    def _apply_envelope(self, txn: Txn, envelope: Envelope, index: int) -> Result:
+        raw = txn.get(K_CLOCK)
+        clock = max(0 if raw is None else _U64.unpack(raw)[0], envelope.now_ms)
+        txn.put(K_CLOCK, _U64.pack(clock))
+        for session_id in sessions.expire(txn, clock, self.session_ttl_ms):
+            self._session_ended(txn, session_id)
+        self._housekeeping(txn, clock)
+
+        command, sid, seq = envelope.command, envelope.session_id, envelope.seq
+        if sid:
+            record = sessions.load(txn, sid)
+            if record is None:
+                return Result.failure(SessionExpired(sid))
+            if seq and seq <= record.seq:
+                if seq == record.seq and record.reply is not None:
+                    if record.digest != command.digest():
+                        return Result.failure(
+                            InvalidArgument(
+                                f"seq {seq} of session {sid} was used for a different command",
+                                "seq",
+                            )
+                        )
+                    sessions.save(txn, sid, _touched(record, clock), record)
+                    return record.reply
+                return Result.failure(
+                    InvalidArgument(
+                        f"seq {seq} of session {sid} is older than its last command "
+                        f"({record.seq}); its reply is no longer kept",
+                        "seq",
+                    )
+                )
+            sessions.save(txn, sid, _touched(record, clock), record)
+        elif command.needs_session:
+            return Result.failure(
+                InvalidArgument(f"{command.op} must be sent in a client session", "session_id")
+            )
+
+        stage = txn.child()
+        try:
+            value = self._handlers[command.op](stage, command, Context(index, clock, sid))
+        except KeelError as e:
+            result = Result.failure(e)
+        else:
+            stage.commit()
+            result = Result.success(value)
+        if sid and seq:
+            record = sessions.load(txn, sid)
+            if record is not None:  # gone if the command closed its own session
+                updated = sessions.SessionRecord(record.last_active, seq, result, command.digest())
+                sessions.save(txn, sid, updated, record)
+        return result
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def _housekeeping(self, txn: Txn, clock: int) -> None:
+        """Expire what the subclass ties to the clock (after sessions have been expired)."""
+
+    def _session_ended(self, txn: Txn, session_id: int) -> None:
+        """A session expired or was closed: release what it held."""
+
+    def _changed(self) -> None:
+        """The store changed (an apply or a restore): drop derived caches."""
+
+    # -- session commands ------------------------------------------------------------------------
+    def _op_register_session(self, txn: Txn, cmd: RegisterSession, ctx: Context) -> Any:
+        sessions.save(txn, ctx.index, sessions.SessionRecord(ctx.now), None)
+        return {"session_id": ctx.index}
+
+    def _op_keep_alive(self, txn: Txn, cmd: KeepAlive, ctx: Context) -> Any:
+        return {"clock": ctx.now}
+
+    def _op_close_session(self, txn: Txn, cmd: CloseSession, ctx: Context) -> Any:
+        self._session_ended(txn, ctx.session_id)
+        sessions.delete(txn, ctx.session_id)
+        return {}
+
+    def _op_tick(self, txn: Txn, cmd: Tick, ctx: Context) -> Any:
+        return {"clock": ctx.now}
+
+
+def _touched(record: sessions.SessionRecord, clock: int) -> sessions.SessionRecord:
+    return sessions.SessionRecord(clock, record.seq, record.reply, record.digest)

@@ -1,0 +1,671 @@
+"""The data shard's state machine: its part of the namespace, kept in RocksDB.
+
+Placement (DESIGN §2.5). A path's entry lives on the shard that owns its PARENT directory on
+the ring, so one directory's entries are together and ``ls`` is one read. A directory also has
+a *self-record* on the shard that owns the directory itself (where its children are): a create
+checks its parent there, locally, and listing, emptiness checks and child-count changes need
+nothing from another shard. When both records of a directory are on one shard they are kept
+identical; keeping them in step across shards is the cross-shard layer's work (issue [4]).
+
+This state machine does not know the ring: the proposer (the master service) checks that every
+record a command touches is owned by this shard before proposing it. If a record the command
+needs is not here, the command fails with ``NotFound`` (``kind`` "directory record" when it is
+a directory's self-record that lives elsewhere) and changes nothing.
+
+Keys (paths as UTF-8; the NUL separator cannot occur in a name, so ``E<dir>\\x00`` is exactly
+the prefix of ``dir``'s children, sorted by name, and ``E<dir>/`` the prefix of everything
+deeper)::
+
+    D <dir path>                             self-record of a directory (an Inode)
+    E <parent path> \\x00 <name>              entry: file or directory (an Inode)
+    H <u64 session>                          lease holder: u64 expiry (log time, ms)
+    X <u64 expiry> <u64 session>             lease expiry index (empty)
+    L <u64 session> <path>                   a file the session holds the lease of (empty)
+    Q <u64 block id>                         block queued for deletion: [gen stamp, length]
+
+plus the shared keys of ``keelfs.meta.machine`` (applied index, clock, sessions). Nothing per
+file is held in Python: the object holds the store handle and a few settings, and every read
+and write goes to RocksDB, so a shard may hold more files than fit in memory.
+
+Writer leases (HDFS-style, one holder per file): ``Create`` gives the envelope's session the
+lease of the new file; ``AddBlock`` and ``RenewLease`` extend every lease the session holds to
+``clock + lease_ttl_ms``; ``CompleteFile`` releases it. A lease past its expiry (by log time)
+is released during the next apply, as is every lease of a session that expires or closes: the
+file stays under construction with no holder, so a new writer may take it over with
+``Create(overwrite=True)``; recovering its last block is the block layer's work.
+
+Deleted files' blocks go to a queue (``Q``) that the block layer drains after the chunk
+servers have deleted the replicas (``DequeueBlockDeletes``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from keelfs.errors import (
+    AlreadyExists,
+    DirectoryNotEmpty,
+    InvalidArgument,
+    IsADirectory,
+    KeelError,
+    LeaseConflict,
+    NotADirectory,
+    NotFound,
+)
+from keelfs.meta import paths
+from keelfs.meta.commands import (
+    MAX_INT,
+    SHARD_COMMANDS,
+    AddBlock,
+    CompleteFile,
+    Create,
+    Delete,
+    DequeueBlockDeletes,
+    Mkdir,
+    MkdirSelf,
+    Rename,
+    RenewLease,
+    SetOwner,
+    SetPermission,
+    SetReplication,
+    SetTimes,
+    check_range,
+)
+from keelfs.meta.kvstore import KVStore, MemoryStore, RocksStore, Txn, prefix_end
+from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS, Context, MetaStateMachine
+from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo, Inode, Listing
+
+__all__ = ["DEFAULT_LEASE_TTL_MS", "MAX_LIST_LIMIT", "ShardStateMachine"]
+
+DEFAULT_LEASE_TTL_MS = 60_000
+MAX_LIST_LIMIT = 10_000
+
+_U64 = struct.Struct(">Q")
+_SELF = b"D"
+_ENTRY = b"E"
+_HOLDER = b"H"
+_LEASE_EXPIRY = b"X"
+_LEASE = b"L"
+_DELETE_QUEUE = b"Q"
+
+
+class _Reader(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+# -- keys ---------------------------------------------------------------------------------------
+def _b(text: str) -> bytes:
+    return text.encode("utf-8")
+
+
+def _self_key(path: str) -> bytes:
+    return _SELF + _b(path)
+
+
+def _entry_key(path: str) -> bytes:
+    return _ENTRY + _b(paths.parent(path)) + b"\x00" + _b(paths.name(path))
+
+
+def _children_prefix(directory: str) -> bytes:
+    return _ENTRY + _b(directory) + b"\x00"
+
+
+def _entry_path(key: bytes) -> str:
+    parent, _, name = key[len(_ENTRY) :].partition(b"\x00")
+    return paths.join(parent.decode(), name.decode())
+
+
+def _subtree_entry_ranges(directory: str) -> list[tuple[bytes, bytes]]:
+    """Key ranges holding the entries of everything below ``directory``."""
+    if directory == paths.ROOT:
+        return [(_ENTRY + b"/", prefix_end(_ENTRY + b"/"))]
+    children = _children_prefix(directory)
+    deeper = _ENTRY + _b(directory) + b"/"
+    return [(children, prefix_end(children)), (deeper, prefix_end(deeper))]
+
+
+def _subtree_self_range(directory: str) -> tuple[bytes, bytes]:
+    """The self-records of the directories strictly below ``directory`` (not the root)."""
+    start = _SELF + _b(directory) + b"/"
+    return start, prefix_end(start)
+
+
+def _holder_key(session_id: int) -> bytes:
+    return _HOLDER + _U64.pack(session_id)
+
+
+def _lease_expiry_key(expiry: int, session_id: int) -> bytes:
+    return _LEASE_EXPIRY + _U64.pack(expiry) + _U64.pack(session_id)
+
+
+def _lease_key(session_id: int, path: str) -> bytes:
+    return _LEASE + _U64.pack(session_id) + _b(path)
+
+
+def _queue_key(block_id: int) -> bytes:
+    return _DELETE_QUEUE + _U64.pack(block_id)
+
+
+def _first(kv: _Reader, start: bytes, end: bytes) -> tuple[bytes, bytes] | None:
+    return next(iter(kv.scan(start, end)), None)
+
+
+class ShardStateMachine(MetaStateMachine):
+    """One data shard member's namespace state (``keelfs.runtime.StateMachine``).
+
+    ``path``: the RocksDB directory of this member (``None``: in memory, for tests).
+    ``session_ttl_ms`` and ``lease_ttl_ms`` are replicated semantics: every member of the
+    shard must use the same values. Commands: ``keelfs.meta.commands.SHARD_COMMANDS``. Reads
+    (``stat``, ``list_dir``, ``content_summary``, ``pending_block_deletes``, ``lease_expiry``,
+    ``session``, ``clock_ms``) are not commands: call them after a ReadIndex barrier.
+    """
+
+    commands = SHARD_COMMANDS
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        shard_id: str = "",
+        session_ttl_ms: int = DEFAULT_SESSION_TTL_MS,
+        lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
+    ) -> None:
+        if lease_ttl_ms <= 0:
+            raise ValueError("lease_ttl_ms must be positive")
+        store: KVStore = MemoryStore() if path is None else RocksStore(path)
+        self.shard_id = shard_id
+        self.lease_ttl_ms = lease_ttl_ms
+        super().__init__(store, session_ttl_ms=session_ttl_ms)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def stat(self, path: str) -> FileInfo:
+        """GetFileInfo: the attributes of ``path`` (``NotFound``/``NotADirectory`` if none)."""
+        path = paths.normalize(path)
+        inode = self._lookup(self._store, path)
+        if inode is None:
+            raise self._missing(self._store, path)
+        return inode.info(path)
+
+    def exists(self, path: str) -> bool:
+        return self._lookup(self._store, paths.normalize(path)) is not None
+
+    def list_dir(self, path: str, start_after: str | None = None, limit: int = 1000) -> Listing:
+        """ListDir: up to ``limit`` entries of directory ``path`` with names after
+        ``start_after``, sorted by name. A file lists as itself (as in HDFS)."""
+        path = paths.normalize(path)
+        check_range(limit, 1, MAX_LIST_LIMIT, "limit")
+        if start_after is not None:
+            paths.validate_name(start_after)
+        store = self._store
+        if store.get(_self_key(path)) is None:
+            inode = self._entry(store, path)
+            if inode is not None and not inode.is_dir:
+                return Listing((inode.info(path),), None)
+            self._require_dir(store, path)  # raises the right error
+        prefix = _children_prefix(path)
+        start = prefix if start_after is None else prefix + _b(start_after) + b"\x00"
+        entries: list[FileInfo] = []
+        for key, raw in store.scan(start, prefix_end(prefix)):
+            if len(entries) == limit:
+                return Listing(tuple(entries), entries[-1].name)
+            entries.append(Inode.decode(raw).info(_entry_path(key)))
+        return Listing(tuple(entries), None)
+
+    def content_summary(self, path: str) -> ContentSummary:
+        """du over what this shard holds at and under ``path``."""
+        path = paths.normalize(path)
+        inode = self._lookup(self._store, path)
+        if inode is None:
+            raise self._missing(self._store, path)
+        if not inode.is_dir:
+            return ContentSummary(inode.length, 1, 0, inode.length * inode.replication)
+        length = files = space = 0
+        dirs = 1
+        for start, end in _subtree_entry_ranges(path):
+            for _, raw in self._store.scan(start, end):
+                child = Inode.decode(raw)
+                if child.is_dir:
+                    dirs += 1
+                else:
+                    files += 1
+                    length += child.length
+                    space += child.length * child.replication
+        return ContentSummary(length, files, dirs, space)
+
+    def pending_block_deletes(self, limit: int = 1000, start_after: int = 0) -> list[BlockInfo]:
+        """Blocks of deleted files whose replicas are still to be deleted, by block id."""
+        check_range(limit, 1, MAX_LIST_LIMIT, "limit")
+        check_range(start_after, 0, MAX_INT - 1, "start_after")
+        out: list[BlockInfo] = []
+        start = _queue_key(start_after + 1) if start_after else _DELETE_QUEUE
+        for key, raw in self._store.scan(start, prefix_end(_DELETE_QUEUE)):
+            gen, length = json.loads(raw)
+            out.append(BlockInfo(_U64.unpack_from(key, 1)[0], gen, length))
+            if len(out) == limit:
+                break
+        return out
+
+    def lease_expiry(self, session_id: int) -> int | None:
+        """When the writer leases of ``session_id`` expire (log time, ms); None: it holds none."""
+        raw = self._store.get(_holder_key(session_id))
+        return None if raw is None else _U64.unpack(raw)[0]
+
+    # -- lookups ----------------------------------------------------------------------------------
+    @staticmethod
+    def _inode(kv: _Reader, key: bytes) -> Inode | None:
+        raw = kv.get(key)
+        return None if raw is None else Inode.decode(raw)
+
+    def _entry(self, kv: _Reader, path: str) -> Inode | None:
+        return None if path == paths.ROOT else self._inode(kv, _entry_key(path))
+
+    def _lookup(self, kv: _Reader, path: str) -> Inode | None:
+        """The record stat shows: the entry, or for the root its self-record."""
+        if path == paths.ROOT:
+            return self._inode(kv, _self_key(path))
+        return self._entry(kv, path)
+
+    def _missing(self, kv: _Reader, path: str) -> KeelError:
+        """The error for a path that is not here: ``NotADirectory`` if an ancestor is a file,
+        else ``NotFound``."""
+        for ancestor in paths.ancestors(path)[1:]:
+            inode = self._entry(kv, ancestor)
+            if inode is None:
+                break
+            if not inode.is_dir:
+                return NotADirectory(ancestor)
+        return NotFound(path, "directory" if path == paths.ROOT else "path")
+
+    def _require_dir(self, kv: _Reader, directory: str) -> Inode:
+        """The self-record of ``directory``, or the error saying why there is none here."""
+        record = self._inode(kv, _self_key(directory))
+        if record is not None:
+            return record
+        inode = self._entry(kv, directory)
+        if inode is None:
+            raise self._missing(kv, directory)
+        if not inode.is_dir:
+            raise NotADirectory(directory)
+        raise _not_local(directory)
+
+    # -- writes -------------------------------------------------------------------------------
+    def _put(self, txn: Txn, path: str, inode: Inode) -> None:
+        """Write ``path``'s record(s) (its entry exists): the entry, and the self-record of a
+        directory when that is here too (the two are kept identical)."""
+        if path != paths.ROOT:
+            txn.put(_entry_key(path), inode.encode())
+        if inode.is_dir and (path == paths.ROOT or txn.get(_self_key(path)) is not None):
+            txn.put(_self_key(path), inode.encode())
+
+    def _touch_dir(self, txn: Txn, directory: str, now: int) -> None:
+        """A child of ``directory`` was added, removed or renamed: its mtime is now."""
+        keys = [_self_key(directory)]
+        if directory != paths.ROOT:
+            keys.append(_entry_key(directory))
+        for key in keys:  # only the records that are here
+            record = self._inode(txn, key)
+            if record is not None and record.is_dir:
+                txn.put(key, record.evolve(mtime=now).encode())
+
+    def _queue_blocks(self, txn: Txn, inode: Inode) -> int:
+        for block in inode.blocks:
+            txn.put(
+                _queue_key(block.block_id), json.dumps([block.gen_stamp, block.length]).encode()
+            )
+        return len(inode.blocks)
+
+    # -- leases -------------------------------------------------------------------------------
+    def _renew(self, txn: Txn, session_id: int, now: int) -> None:
+        old = txn.get(_holder_key(session_id))
+        if old is not None:
+            txn.delete(_lease_expiry_key(_U64.unpack(old)[0], session_id))
+        expiry = now + self.lease_ttl_ms
+        txn.put(_holder_key(session_id), _U64.pack(expiry))
+        txn.put(_lease_expiry_key(expiry, session_id), b"")
+
+    def _drop_lease(self, txn: Txn, session_id: int, path: str) -> None:
+        """``session_id`` no longer holds ``path``; with nothing left, it is no holder at all."""
+        txn.delete(_lease_key(session_id, path))
+        self._drop_lease_if_idle(txn, session_id)
+
+    def _drop_lease_if_idle(self, txn: Txn, session_id: int) -> None:
+        prefix = _LEASE + _U64.pack(session_id)
+        if _first(txn, prefix, prefix_end(prefix)) is None:
+            self._forget_holder(txn, session_id)
+
+    def _forget_holder(self, txn: Txn, session_id: int) -> None:
+        old = txn.get(_holder_key(session_id))
+        if old is not None:
+            txn.delete(_lease_expiry_key(_U64.unpack(old)[0], session_id))
+            txn.delete(_holder_key(session_id))
+
+    def _release_holder(self, txn: Txn, session_id: int) -> None:
+        """Release every lease of ``session_id``: its files stay under construction, unheld."""
+        prefix = _LEASE + _U64.pack(session_id)
+        for key, _ in list(txn.scan(prefix, prefix_end(prefix))):
+            path = key[len(prefix) :].decode()
+            inode = self._entry(txn, path)
+            if inode is not None and inode.lease_holder == session_id:
+                self._put(txn, path, inode.evolve(lease_holder=0))
+            txn.delete(key)
+        self._forget_holder(txn, session_id)
+
+    def _holds_lease(self, kv: _Reader, session_id: int) -> bool:
+        # housekeeping at the start of every apply removes expired holders, so a holder
+        # record that exists is a live lease
+        return session_id != 0 and kv.get(_holder_key(session_id)) is not None
+
+    def _housekeeping(self, txn: Txn, clock: int) -> None:
+        start, end = _LEASE_EXPIRY, _LEASE_EXPIRY + _U64.pack(clock)
+        for key, _ in list(txn.scan(start, end)):
+            self._release_holder(txn, _U64.unpack_from(key, len(_LEASE_EXPIRY) + 8)[0])
+
+    def _session_ended(self, txn: Txn, session_id: int) -> None:
+        self._release_holder(txn, session_id)
+
+    def _writer_file(self, txn: Txn, path: str, session_id: int) -> Inode:
+        """The file at ``path``, which ``session_id`` must be writing."""
+        inode = self._lookup(txn, path)
+        if inode is None:
+            raise self._missing(txn, path)
+        if inode.is_dir:
+            raise IsADirectory(path)
+        if not inode.under_construction or inode.lease_holder != session_id:
+            raise LeaseConflict(
+                path,
+                inode.lease_holder,
+                message=f"session {session_id} holds no writer lease on {path}",
+            )
+        return inode
+
+    # -- subtrees -----------------------------------------------------------------------------
+    def _subtree(self, txn: Txn, directory: str) -> list[tuple[str, Inode]]:
+        """Every entry below ``directory`` (on this shard), after checking that each directory
+        among them has its self-record here too (else the subtree is not all local)."""
+        out: list[tuple[str, Inode]] = []
+        for start, end in _subtree_entry_ranges(directory):
+            for key, raw in txn.scan(start, end):
+                path, inode = _entry_path(key), Inode.decode(raw)
+                if inode.is_dir and txn.get(_self_key(path)) is None:
+                    raise _not_local(path)
+                out.append((path, inode))
+        return out
+
+    # -- commands -------------------------------------------------------------------------------
+    def _op_mkdir(self, txn: Txn, cmd: Mkdir, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        attrs = Inode(DIRECTORY, cmd.mode, cmd.owner, cmd.group, ctx.now, ctx.now)
+        if path == paths.ROOT:
+            self._require_dir(txn, path)
+            if cmd.parents:
+                return {"created": []}
+            raise AlreadyExists(path)
+        if not cmd.parents:
+            self._require_dir(txn, paths.parent(path))
+            if self._entry(txn, path) is not None:
+                raise AlreadyExists(path)
+            self._make_dir(txn, path, attrs, cmd.self_record, ctx.now)
+            return {"created": [path]}
+        self._require_dir(txn, paths.ROOT)
+        created: list[str] = []
+        for p in [*paths.ancestors(path)[1:], path]:
+            last = p == path
+            inode = self._entry(txn, p)
+            if inode is None:
+                self._make_dir(txn, p, attrs, cmd.self_record or not last, ctx.now)
+                created.append(p)
+            elif not inode.is_dir:
+                raise AlreadyExists(p) if last else NotADirectory(p)
+            elif not last:
+                self._require_dir(txn, p)
+        return {"created": created}
+
+    def _make_dir(self, txn: Txn, path: str, attrs: Inode, self_record: bool, now: int) -> None:
+        if self_record:
+            if txn.get(_self_key(path)) is not None:
+                raise AlreadyExists(path, "directory record")
+            txn.put(_self_key(path), attrs.encode())
+        txn.put(_entry_key(path), attrs.encode())
+        self._touch_dir(txn, paths.parent(path), now)
+
+    def _op_mkdir_self(self, txn: Txn, cmd: MkdirSelf, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        if txn.get(_self_key(path)) is not None:
+            raise AlreadyExists(path, "directory record")
+        entry = self._entry(txn, path)
+        if entry is not None and not entry.is_dir:
+            raise AlreadyExists(path, message=f"{path} is a file here")
+        attrs = Inode(DIRECTORY, cmd.mode, cmd.owner, cmd.group, ctx.now, ctx.now)
+        txn.put(_self_key(path), attrs.encode())
+        return {}
+
+    def _op_create(self, txn: Txn, cmd: Create, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        parent = paths.parent(path)
+        self._require_dir(txn, parent)
+        sid = ctx.session_id
+        existing = self._entry(txn, path)
+        if existing is not None:
+            if existing.is_dir:
+                raise IsADirectory(path) if cmd.overwrite else AlreadyExists(path)
+            holder = existing.lease_holder
+            if holder != sid and self._holds_lease(txn, holder):
+                raise LeaseConflict(path, holder)
+            if not cmd.overwrite:
+                raise AlreadyExists(path)
+            self._queue_blocks(txn, existing)
+            if holder:
+                self._drop_lease(txn, holder, path)
+        inode = Inode(
+            FILE,
+            cmd.mode,
+            cmd.owner,
+            cmd.group,
+            ctx.now,
+            ctx.now,
+            replication=cmd.replication,
+            block_size=cmd.block_size,
+            under_construction=True,
+            lease_holder=sid,
+        )
+        txn.put(_entry_key(path), inode.encode())
+        txn.put(_lease_key(sid, path), b"")
+        self._renew(txn, sid, ctx.now)
+        self._touch_dir(txn, parent, ctx.now)
+        return inode.info(path).to_dict()
+
+    def _op_add_block(self, txn: Txn, cmd: AddBlock, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        inode = self._writer_file(txn, path, ctx.session_id)
+        blocks = list(inode.blocks)
+        if any(b.block_id == cmd.block_id for b in blocks):
+            raise AlreadyExists(str(cmd.block_id), "block")
+        if cmd.previous_length is not None:
+            if not blocks:
+                raise InvalidArgument(
+                    f"{path} has no block to set the length of", "previous_length"
+                )
+            check_range(cmd.previous_length, 0, inode.block_size, "previous_length")
+            last = blocks[-1]
+            blocks[-1] = BlockInfo(last.block_id, last.gen_stamp, cmd.previous_length)
+        blocks.append(BlockInfo(cmd.block_id, cmd.gen_stamp, 0))
+        inode = inode.evolve(blocks=tuple(blocks), mtime=ctx.now)
+        txn.put(_entry_key(path), inode.encode())
+        self._renew(txn, ctx.session_id, ctx.now)
+        return inode.info(path).to_dict()
+
+    def _op_complete(self, txn: Txn, cmd: CompleteFile, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        inode = self._writer_file(txn, path, ctx.session_id)
+        blocks = list(inode.blocks)
+        if cmd.last_length is not None:
+            if blocks:
+                check_range(cmd.last_length, 0, inode.block_size, "last_length")
+                last = blocks[-1]
+                blocks[-1] = BlockInfo(last.block_id, last.gen_stamp, cmd.last_length)
+            elif cmd.last_length:
+                raise InvalidArgument(f"{path} has no block to set the length of", "last_length")
+        inode = inode.evolve(
+            blocks=tuple(blocks), under_construction=False, lease_holder=0, mtime=ctx.now
+        )
+        txn.put(_entry_key(path), inode.encode())
+        self._drop_lease(txn, ctx.session_id, path)
+        return inode.info(path).to_dict()
+
+    def _op_renew_lease(self, txn: Txn, cmd: RenewLease, ctx: Context) -> Any:
+        if not self._holds_lease(txn, ctx.session_id):
+            return {"renewed": False}
+        self._renew(txn, ctx.session_id, ctx.now)
+        return {"renewed": True, "expiry": ctx.now + self.lease_ttl_ms}
+
+    def _op_delete(self, txn: Txn, cmd: Delete, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        inode = self._entry(txn, path)
+        if inode is None:
+            raise self._missing(txn, path)
+        files = dirs = blocks = 0
+        if inode.is_dir:
+            self._require_dir(txn, path)
+            prefix = _children_prefix(path)
+            if not cmd.recursive and _first(txn, prefix, prefix_end(prefix)) is not None:
+                raise DirectoryNotEmpty(path)
+            holders: set[int] = set()
+            for child_path, child in self._subtree(txn, path):
+                if child.is_dir:
+                    dirs += 1
+                else:
+                    files += 1
+                    blocks += self._queue_blocks(txn, child)
+                    if child.lease_holder:
+                        # per holder below, not per file: each check scans the staged writes
+                        holders.add(child.lease_holder)
+                        txn.delete(_lease_key(child.lease_holder, child_path))
+                txn.delete(_entry_key(child_path))
+            for holder in sorted(holders):
+                self._drop_lease_if_idle(txn, holder)
+            start, end = _subtree_self_range(path)
+            for key, _ in list(txn.scan(start, end)):
+                txn.delete(key)
+            txn.delete(_self_key(path))
+            dirs += 1
+        else:
+            blocks += self._remove_file_state(txn, path, inode)
+            files += 1
+        txn.delete(_entry_key(path))
+        self._touch_dir(txn, paths.parent(path), ctx.now)
+        return {"files": files, "directories": dirs, "blocks": blocks}
+
+    def _remove_file_state(self, txn: Txn, path: str, inode: Inode) -> int:
+        """Queue a deleted file's blocks and drop its lease; the number of blocks queued."""
+        if inode.lease_holder:
+            self._drop_lease(txn, inode.lease_holder, path)
+        return self._queue_blocks(txn, inode)
+
+    def _op_rename(self, txn: Txn, cmd: Rename, ctx: Context) -> Any:
+        src, dst = paths.normalize(cmd.src), paths.normalize(cmd.dst)
+        inode = self._entry(txn, src)
+        if inode is None:
+            raise self._missing(txn, src)
+        if inode.is_dir and paths.is_ancestor(src, dst):
+            raise InvalidArgument(f"cannot move {src} into itself ({dst})", "dst")
+        if src == dst or dst == paths.ROOT:
+            raise AlreadyExists(dst)
+        dst_parent = paths.parent(dst)
+        self._require_dir(txn, dst_parent)
+        if inode.is_dir:
+            self._require_dir(txn, src)
+        target = self._entry(txn, dst)
+        if target is not None:
+            if not cmd.overwrite:
+                raise AlreadyExists(dst)
+            if inode.is_dir and not target.is_dir:
+                raise NotADirectory(dst)
+            if not inode.is_dir and target.is_dir:
+                raise IsADirectory(dst)
+            if target.is_dir:
+                self._require_dir(txn, dst)
+                prefix = _children_prefix(dst)
+                if _first(txn, prefix, prefix_end(prefix)) is not None:
+                    raise DirectoryNotEmpty(dst)
+                txn.delete(_self_key(dst))
+            else:
+                self._remove_file_state(txn, dst, target)
+        moved = self._subtree(txn, src) if inode.is_dir else []
+        txn.delete(_entry_key(src))
+        txn.put(_entry_key(dst), inode.encode())
+        if inode.lease_holder:
+            txn.delete(_lease_key(inode.lease_holder, src))
+            txn.put(_lease_key(inode.lease_holder, dst), b"")
+        if inode.is_dir:
+            record = txn.get(_self_key(src))
+            assert record is not None  # checked by _require_dir above
+            txn.delete(_self_key(src))
+            txn.put(_self_key(dst), record)
+            for old, child in moved:
+                new = dst + old[len(src) :]
+                txn.delete(_entry_key(old))
+                txn.put(_entry_key(new), child.encode())
+                if child.is_dir:
+                    child_record = txn.get(_self_key(old))
+                    assert child_record is not None  # checked by _subtree
+                    txn.delete(_self_key(old))
+                    txn.put(_self_key(new), child_record)
+                elif child.lease_holder:
+                    txn.delete(_lease_key(child.lease_holder, old))
+                    txn.put(_lease_key(child.lease_holder, new), b"")
+        self._touch_dir(txn, paths.parent(src), ctx.now)
+        self._touch_dir(txn, dst_parent, ctx.now)
+        return {}
+
+    def _modify(self, txn: Txn, path: str, **changes: Any) -> Inode:
+        inode = self._lookup(txn, path)
+        if inode is None:
+            raise self._missing(txn, path)
+        inode = inode.evolve(**changes)
+        self._put(txn, path, inode)
+        return inode
+
+    def _op_set_replication(self, txn: Txn, cmd: SetReplication, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        inode = self._lookup(txn, path)
+        if inode is not None and inode.is_dir:
+            raise IsADirectory(path)
+        return self._modify(txn, path, replication=cmd.replication).info(path).to_dict()
+
+    def _op_set_times(self, txn: Txn, cmd: SetTimes, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        changes = {k: v for k, v in (("mtime", cmd.mtime), ("atime", cmd.atime)) if v is not None}
+        return self._modify(txn, path, **changes).info(path).to_dict()
+
+    def _op_set_permission(self, txn: Txn, cmd: SetPermission, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        return self._modify(txn, path, mode=cmd.mode).info(path).to_dict()
+
+    def _op_set_owner(self, txn: Txn, cmd: SetOwner, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        changes = {k: v for k, v in (("owner", cmd.owner), ("group", cmd.group)) if v is not None}
+        return self._modify(txn, path, **changes).info(path).to_dict()
+
+    def _op_dequeue_block_deletes(self, txn: Txn, cmd: DequeueBlockDeletes, ctx: Context) -> Any:
+        removed = 0
+        for block_id in sorted(set(cmd.block_ids)):
+            if txn.get(_queue_key(block_id)) is not None:
+                txn.delete(_queue_key(block_id))
+                removed += 1
+        return {"removed": removed}
+
+
+def _not_local(directory: str) -> NotFound:
+    return NotFound(
+        directory,
+        "directory record",
+        message=(
+            f"the self-record of directory {directory} is not on this shard (it lives on the "
+            "shard owning the directory; cross-shard operations go through the coordinator)"
+        ),
+    )

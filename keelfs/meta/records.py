@@ -1,0 +1,212 @@
+"""Namespace records as stored, and the views reads return.
+
+``Inode`` is what one key of the namespace holds: a file or a directory's attributes, and for
+a file its block list, under-construction flag and lease holder. It is stored as a compact
+JSON array whose first element is a format version, so fields can be added later without
+rewriting a shard.
+
+``FileInfo`` (stat), ``Listing`` (a page of a directory) and ``ContentSummary`` (du) are the
+read views; each has ``to_dict``/``from_dict`` for command results and the RPC layer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+__all__ = ["BlockInfo", "ContentSummary", "FileInfo", "Inode", "Listing"]
+
+FILE: Literal["file"] = "file"
+DIRECTORY: Literal["dir"] = "dir"
+_KIND_CODE = {FILE: "f", DIRECTORY: "d"}
+_CODE_KIND: dict[str, Literal["file", "dir"]] = {"f": FILE, "d": DIRECTORY}
+_RECORD_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class BlockInfo:
+    block_id: int
+    gen_stamp: int
+    length: int
+
+    def to_list(self) -> list[int]:
+        return [self.block_id, self.gen_stamp, self.length]
+
+
+@dataclass(frozen=True, slots=True)
+class Inode:
+    """One file or directory. Times are milliseconds since the epoch, from the log clock."""
+
+    kind: Literal["file", "dir"]
+    mode: int
+    owner: str
+    group: str
+    mtime: int
+    atime: int
+    replication: int = 0
+    block_size: int = 0
+    blocks: tuple[BlockInfo, ...] = ()
+    under_construction: bool = False
+    lease_holder: int = 0
+    """The session holding the writer lease (0: none). A file can stay under construction
+    with no holder after its lease expired, until a writer takes it over or it is recovered."""
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == DIRECTORY
+
+    @property
+    def length(self) -> int:
+        return sum(b.length for b in self.blocks)
+
+    def evolve(self, **changes: Any) -> Inode:
+        return replace(self, **changes)
+
+    def encode(self) -> bytes:
+        body = [
+            _RECORD_VERSION,
+            _KIND_CODE[self.kind],
+            self.mode,
+            self.owner,
+            self.group,
+            self.mtime,
+            self.atime,
+            self.replication,
+            self.block_size,
+            [b.to_list() for b in self.blocks],
+            int(self.under_construction),
+            self.lease_holder,
+        ]
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Inode:
+        body = json.loads(raw)
+        if body[0] != _RECORD_VERSION:
+            raise ValueError(f"unknown inode record version {body[0]!r}")
+        return cls(
+            kind=_CODE_KIND[body[1]],
+            mode=body[2],
+            owner=body[3],
+            group=body[4],
+            mtime=body[5],
+            atime=body[6],
+            replication=body[7],
+            block_size=body[8],
+            blocks=tuple(BlockInfo(*b) for b in body[9]),
+            under_construction=bool(body[10]),
+            lease_holder=body[11],
+        )
+
+    def info(self, path: str) -> FileInfo:
+        return FileInfo(
+            path=path,
+            kind=self.kind,
+            length=self.length,
+            mode=self.mode,
+            owner=self.owner,
+            group=self.group,
+            mtime=self.mtime,
+            atime=self.atime,
+            replication=self.replication,
+            block_size=self.block_size,
+            blocks=self.blocks,
+            under_construction=self.under_construction,
+            lease_holder=self.lease_holder,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What stat shows. Directories have length, replication and block size 0."""
+
+    path: str
+    kind: Literal["file", "dir"]
+    length: int
+    mode: int
+    owner: str
+    group: str
+    mtime: int
+    atime: int
+    replication: int
+    block_size: int
+    blocks: tuple[BlockInfo, ...] = ()
+    under_construction: bool = False
+    lease_holder: int = 0
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == DIRECTORY
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "length": self.length,
+            "mode": self.mode,
+            "owner": self.owner,
+            "group": self.group,
+            "mtime": self.mtime,
+            "atime": self.atime,
+            "replication": self.replication,
+            "block_size": self.block_size,
+            "blocks": [b.to_list() for b in self.blocks],
+            "under_construction": self.under_construction,
+            "lease_holder": self.lease_holder,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FileInfo:
+        kind = _CODE_KIND[_KIND_CODE[d["kind"]]]  # validates it, typed as the Literal
+        return cls(
+            path=d["path"],
+            kind=kind,
+            length=d["length"],
+            mode=d["mode"],
+            owner=d["owner"],
+            group=d["group"],
+            mtime=d["mtime"],
+            atime=d["atime"],
+            replication=d["replication"],
+            block_size=d["block_size"],
+            blocks=tuple(BlockInfo(*b) for b in d["blocks"]),
+            under_construction=d["under_construction"],
+            lease_holder=d["lease_holder"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One page of a directory, sorted by name (UTF-8 byte order). ``cursor`` is the name to
+    pass as ``start_after`` for the next page, ``None`` when this is the last page."""
+
+    entries: tuple[FileInfo, ...] = field(default_factory=tuple)
+    cursor: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"entries": [e.to_dict() for e in self.entries], "cursor": self.cursor}
+
+
+@dataclass(frozen=True, slots=True)
+class ContentSummary:
+    """du: totals over what this shard holds under a path (the path itself included)."""
+
+    length: int = 0
+    file_count: int = 0
+    directory_count: int = 0
+    space_consumed: int = 0
+    """Sum of length x replication."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "length": self.length,
+            "file_count": self.file_count,
+            "directory_count": self.directory_count,
+            "space_consumed": self.space_consumed,
+        }

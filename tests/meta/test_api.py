@@ -1,0 +1,55 @@
+"""The public surface of keelfs.meta, and the command names, which are a wire format."""
+
+from __future__ import annotations
+
+import keelfs.meta
+from keelfs.meta.commands import CONFIG_COMMANDS, SESSION_COMMANDS, SHARD_COMMANDS
+
+
+def test_public_api() -> None:
+    assert sorted(keelfs.meta.__all__) == [
+        "BlockInfo",
+        "ConfigStateMachine",
+        "ContentSummary",
+        "Envelope",
+        "FileInfo",
+        "HashRing",
+        "Listing",
+        "Result",
+        "ShardMap",
+        "ShardStateMachine",
+    ]
+    for name in keelfs.meta.__all__:
+        assert getattr(keelfs.meta, name) is not None
+
+
+def test_command_names_are_stable() -> None:
+    """Renaming an op breaks every log that holds it: these strings are forever."""
+    assert sorted(SESSION_COMMANDS) == ["close_session", "keep_alive", "register_session", "tick"]
+    assert sorted(set(SHARD_COMMANDS) - set(SESSION_COMMANDS)) == [
+        "add_block",
+        "complete",
+        "create",
+        "delete",
+        "dequeue_block_deletes",
+        "mkdir",
+        "mkdir_self",
+        "rename",
+        "renew_lease",
+        "set_owner",
+        "set_permission",
+        "set_replication",
+        "set_times",
+    ]
+    assert sorted(set(CONFIG_COMMANDS) - set(SESSION_COMMANDS)) == [
+        "add_shard",
+        "issue_tx_ids",
+        "register_chunk_server",
+        "register_master",
+        "remove_shard",
+        "set_shard_members",
+        "unregister_chunk_server",
+    ]
+    for ops in (SHARD_COMMANDS, CONFIG_COMMANDS):
+        for op, cls in ops.items():
+            assert cls.op == op

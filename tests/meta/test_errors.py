@@ -1,0 +1,127 @@
+"""The error tree: stable codes, structured details, and the round trip through details."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from keelfs import errors
+from keelfs.errors import (
+    AlreadyExists,
+    DirectoryNotEmpty,
+    InvalidArgument,
+    InvalidPath,
+    IsADirectory,
+    KeelError,
+    LeaseConflict,
+    NotADirectory,
+    NotFound,
+    NotLeader,
+    OperationError,
+    Redirect,
+    RetryableError,
+    SessionExpired,
+    Unavailable,
+)
+
+EXAMPLES: list[KeelError] = [
+    NotLeader("shard-1", 3, "10.0.0.3:7000"),
+    NotLeader("shard-1"),
+    Redirect("/a/b", "shard-2", 17, {"4": "10.0.0.4:7000"}),
+    Unavailable("no leader yet"),
+    InvalidArgument("replication must be in 1..512", "replication"),
+    InvalidPath("a/b", "not absolute"),
+    NotFound("/x"),
+    NotFound("shard-9", "shard"),
+    AlreadyExists("/x"),
+    NotADirectory("/f"),
+    IsADirectory("/d"),
+    DirectoryNotEmpty("/d"),
+    LeaseConflict("/f", 42),
+    SessionExpired(42),
+]
+
+CODES = {
+    NotLeader: "NOT_LEADER",
+    Redirect: "REDIRECT",
+    Unavailable: "UNAVAILABLE",
+    InvalidArgument: "INVALID_ARGUMENT",
+    InvalidPath: "INVALID_PATH",
+    NotFound: "NOT_FOUND",
+    AlreadyExists: "ALREADY_EXISTS",
+    NotADirectory: "NOT_A_DIRECTORY",
+    IsADirectory: "IS_A_DIRECTORY",
+    DirectoryNotEmpty: "DIRECTORY_NOT_EMPTY",
+    LeaseConflict: "LEASE_CONFLICT",
+    SessionExpired: "SESSION_EXPIRED",
+}
+
+
+def test_codes_are_stable_and_unique() -> None:
+    for cls, code in CODES.items():
+        assert cls.code == code
+    assert len({cls.code for cls in CODES}) == len(CODES)
+
+
+def test_every_concrete_error_class_is_covered() -> None:
+    concrete = {
+        obj
+        for obj in vars(errors).values()
+        if isinstance(obj, type)
+        and issubclass(obj, KeelError)
+        and obj is not KeelError
+        and "code" in vars(obj)
+    }
+    assert concrete == set(CODES)
+    assert {type(e) for e in EXAMPLES} == set(CODES)
+
+
+def test_tree_shape() -> None:
+    for cls in (NotLeader, Redirect, Unavailable):
+        assert issubclass(cls, RetryableError) and cls.retryable
+    for cls in set(CODES) - {NotLeader, Redirect, Unavailable}:
+        assert issubclass(cls, OperationError) and not cls.retryable
+    assert issubclass(InvalidPath, InvalidArgument)
+    # the tree is drawn in the module docstring, with every code
+    for code in CODES.values():
+        assert code in (errors.__doc__ or "")
+
+
+@pytest.mark.parametrize("err", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_details_round_trip_through_json(err: KeelError) -> None:
+    details = err.to_details()
+    assert details["code"] == err.code
+    assert details["message"] == str(err)
+    wire = json.loads(json.dumps(details))
+    back = KeelError.from_details(wire)
+    assert type(back) is type(err)
+    assert back == err
+    assert back.to_details() == details
+
+
+def test_structured_details() -> None:
+    e = NotLeader("shard-1", 3, "10.0.0.3:7000")
+    assert (e.leader_id, e.leader_address) == (3, "10.0.0.3:7000")
+    assert "node 3" in str(e)
+    r = Redirect("/a/b", "shard-2", 17)
+    assert (r.shard_id, r.map_version) == ("shard-2", 17)
+    p = InvalidPath("a", "not absolute")
+    assert (p.path, p.reason, p.details["argument"]) == ("a", "not absolute", "path")
+    assert LeaseConflict("/f", 42).holder == 42
+    assert NotFound("shard-9", "shard").kind == "shard"
+
+
+def test_unknown_fields_are_dropped_and_unknown_codes_kept() -> None:
+    back = KeelError.from_details({"code": "NOT_FOUND", "message": "m", "name": "/x", "new": 1})
+    assert isinstance(back, NotFound) and "new" not in back.details
+    other = KeelError.from_details({"code": "FROM_THE_FUTURE", "message": "hello"})
+    assert type(other) is KeelError
+    assert other.code == "FROM_THE_FUTURE" and str(other) == "hello"
+
+
+def test_errors_are_catchable_by_branch() -> None:
+    with pytest.raises(RetryableError):
+        raise KeelError.from_details(Unavailable("x").to_details())
+    with pytest.raises(OperationError):
+        raise KeelError.from_details(DirectoryNotEmpty("/d").to_details())

@@ -1,0 +1,143 @@
+"""The store layer: both stores behave alike, Txn overlays merge correctly, and the snapshot
+stream survives any re-chunking and detects damage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keelfs.meta.kvstore import (
+    KEY_END,
+    REPLICATED_START,
+    KVStore,
+    MemoryStore,
+    RocksStore,
+    SnapshotReader,
+    Txn,
+    encode_snapshot,
+)
+from keelfs.storage.errors import SnapshotCorruptedError
+
+
+@pytest.fixture(params=["memory", "rocks"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KVStore]:
+    s: KVStore = MemoryStore() if request.param == "memory" else RocksStore(tmp_path / "db")
+    yield s
+    s.close()
+
+
+def test_store_basics(store: KVStore) -> None:
+    store.write({b"\x01b": b"2", b"\x01a": b"1", b"\x00local": b"x", b"\x01c": b"3"})
+    assert store.get(b"\x01a") == b"1"
+    assert store.get(b"\x01zz") is None
+    assert list(store.scan(b"\x01a", b"\x01c")) == [(b"\x01a", b"1"), (b"\x01b", b"2")]
+    store.write({b"\x01a": None, b"\x01d": b"4"})
+    assert [k for k, _ in store.scan(b"", KEY_END)] == [b"\x00local", b"\x01b", b"\x01c", b"\x01d"]
+    store.write({b"\x01e": b"5"}, clear_replicated=True)
+    assert list(store.scan(b"", KEY_END)) == [(b"\x00local", b"x"), (b"\x01e", b"5")]
+
+
+def test_frozen_scan_ignores_later_writes(store: KVStore) -> None:
+    store.write({b"\x01%03d" % i: b"v" for i in range(100)})
+    frozen = store.frozen_scan(REPLICATED_START, KEY_END)
+    store.write({b"\x01%03d" % i: None for i in range(50)} | {b"\x01zzz": b"new"})
+    store.write({}, clear_replicated=True)
+    assert [k for k, _ in frozen] == [b"\x01%03d" % i for i in range(100)]
+    assert list(store.scan(REPLICATED_START, KEY_END)) == []
+
+
+_keys = st.binary(min_size=1, max_size=3).map(lambda b: b"\x01" + b.replace(b"\xff", b"\xfe"))
+_ops = st.lists(st.tuples(_keys, st.one_of(st.none(), st.binary(max_size=3))), max_size=30)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(base=_ops, outer=_ops, inner=_ops, lo=_keys, hi=_keys)
+def test_txn_overlays_match_a_dict(
+    base: list[tuple[bytes, bytes | None]],
+    outer: list[tuple[bytes, bytes | None]],
+    inner: list[tuple[bytes, bytes | None]],
+    lo: bytes,
+    hi: bytes,
+) -> None:
+    store = MemoryStore()
+    model: dict[bytes, bytes] = {}
+
+    def apply(ops: list[tuple[bytes, bytes | None]], txn: Txn | None) -> None:
+        for k, v in ops:
+            if v is None:
+                model.pop(k, None)
+                if txn is not None:
+                    txn.delete(k)
+            else:
+                model[k] = v
+                if txn is not None:
+                    txn.put(k, v)
+
+    store.write(dict(base))
+    apply(base, None)
+    t = Txn(store)
+    apply(outer, t)
+    child = t.child()
+    apply(inner, child)
+    lo, hi = min(lo, hi), max(lo, hi)
+    want = sorted((k, v) for k, v in model.items() if lo <= k < hi)
+    assert list(child.scan(lo, hi)) == want
+    for k in {k for k, _ in base + outer + inner}:
+        assert child.get(k) == model.get(k)
+    child.commit()
+    assert list(t.scan(lo, hi)) == want
+    store.write(t.writes)
+    assert list(store.scan(lo, hi)) == want
+
+
+def test_top_level_txn_cannot_commit() -> None:
+    with pytest.raises(TypeError):
+        Txn(MemoryStore()).commit()
+
+
+ITEMS = [(b"\x01k%05d" % i, b"value-%d" % i * (i % 7)) for i in range(2000)]
+
+
+def read(chunks: list[bytes]) -> tuple[list[tuple[bytes, bytes]], int | None]:
+    reader = SnapshotReader(chunks)
+    return list(reader), reader.index
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 100, 4096, 1 << 20])
+def test_snapshot_stream_round_trip(chunk_bytes: int) -> None:
+    chunks = list(encode_snapshot(ITEMS, 77, chunk_bytes))
+    assert (len(chunks) > 1) == (chunk_bytes < 1 << 20)
+    assert read(chunks) == (ITEMS, 77)
+    # any re-chunking of the same bytes reads the same
+    blob = b"".join(chunks)
+    assert read([blob]) == (ITEMS, 77)
+    assert read([blob[i : i + 333] for i in range(0, len(blob), 333)]) == (ITEMS, 77)
+    assert read([bytes([b]) for b in blob[:5000]] + [blob[5000:]]) == (ITEMS, 77)
+
+
+def test_empty_snapshot_stream() -> None:
+    assert read(list(encode_snapshot([], 5))) == ([], 5)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[:-1],  # truncated trailer
+        lambda b: b[: len(b) // 2],  # truncated in the middle
+        lambda b: b[:3],  # truncated header
+        lambda b: b"XXXX" + b[4:],  # bad magic
+        lambda b: b + b"\x00",  # trailing garbage
+        lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:],  # a flipped bit
+        lambda b: b"",
+    ],
+)
+def test_damaged_snapshot_stream_is_detected(damage: object) -> None:
+    blob = b"".join(encode_snapshot(ITEMS[:50], 3))
+    with pytest.raises(SnapshotCorruptedError):
+        read([damage(blob)])  # type: ignore[operator]
