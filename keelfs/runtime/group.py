@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from keelfs.raft.core import Config, StateType
 from keelfs.raft.errors import NotLeaderError, ProposalDropped
-from keelfs.raft.messages import ConfChange, ConfChangeType, Entry, EntryType
+from keelfs.raft.messages import ConfChange, ConfChangeType, Entry, EntryType, SnapshotMeta
 from keelfs.raft.rawnode import RawNode, Ready
 from keelfs.runtime.errors import NotLeader, OutcomeUnknown, RuntimeUnavailable
-from keelfs.runtime.statemachine import StateMachine
+from keelfs.runtime.statemachine import StateMachine, StreamingStateMachine
 from keelfs.storage.rocks import RocksLogStorage
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class RaftGroup:
         cfg = host.config
         snap = storage.snapshot_meta()
         if snap.index > sm.applied_index():
-            sm.restore(storage.snapshot_data(), snap.index)
+            self._restore_from_storage(snap)
         self.node = RawNode(
             Config(
                 id=host.node_id,
@@ -280,10 +280,21 @@ class RaftGroup:
                 changed |= self._learn_address(ConfChange.decode(e.data))
         return changed
 
+    def _restore_from_storage(self, meta: SnapshotMeta) -> None:
+        """Rebuild the state machine from the stored snapshot ``meta``, streaming if it can."""
+        sm = self.sm
+        if isinstance(sm, StreamingStateMachine):
+            chunks = self.storage.open_snapshot_chunks(meta)
+            first = next(chunks, b"")
+            # An empty image (a new group's bootstrap snapshot) is the empty state.
+            sm.restore_chunks(itertools.chain([first], chunks) if first else None, meta.index)
+        else:
+            sm.restore(self.storage.snapshot_data(), meta.index)
+
     def install_snapshot(self, rd: Ready) -> None:
         assert rd.snapshot is not None
-        data = self.storage.install_snapshot(rd.snapshot)
-        self.sm.restore(data, rd.snapshot.index)
+        self.storage.install_snapshot_path(rd.snapshot)
+        self._restore_from_storage(rd.snapshot)
         for index in [i for i in self._pending if i <= rd.snapshot.index]:
             _, fut = self._pending.pop(index)
             if not fut.done():
@@ -370,7 +381,11 @@ class RaftGroup:
         if applied - snap.index < cfg.snapshot_every:
             return
         conf = self.node.conf_state_at(applied)
-        self.storage.create_snapshot(applied, conf, self.sm.snapshot())
+        sm = self.sm
+        if isinstance(sm, StreamingStateMachine):
+            self.storage.create_snapshot_from_chunks(applied, conf, sm.snapshot_chunks())
+        else:
+            self.storage.create_snapshot(applied, conf, sm.snapshot())
         self.storage.compact(max(self.storage.first_index() - 1, applied - cfg.keep_after_snapshot))
         self.storage.snapshots.delete_older_than(applied)
 

@@ -31,6 +31,10 @@ trailing metadata ``keelfs-leader-id``, ``keelfs-leader-addr`` (client address) 
 applied, ``UNAVAILABLE`` an unknown outcome (see ``proto/kv.proto``). Linearizable reads are
 served by any member (ReadIndex, forwarded to the leader by followers).
 
+Benchmarks: ``--groups N`` also hosts N more KV groups, ``g0`` .. ``g{N-1}``, each with its own
+state machine and the same members (``keelfs bench idle``); ``LoadTest`` proposes puts from
+inside the leader's process (``keelfs bench raft``).
+
 Lifecycle: when serving, one line ``READY {json}`` (id, raft and client addresses, pid) is
 printed on stdout; logs go to stderr. SIGTERM or SIGINT stop the node cleanly (exit status 0).
 """
@@ -45,6 +49,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +103,8 @@ class ServerConfig:
     """Empty: the host of ``listen`` with its port + 1 (0 if ``listen`` asks for any port)."""
     peers: dict[int, str] | None = None
     join: bool = False
+    groups: int = 0
+    """Extra KV groups ``g0`` .. ``g{groups-1}`` besides the default one (benchmarks)."""
     host: HostConfig = field(default_factory=HostConfig)
 
     def client_address(self) -> str:
@@ -134,6 +141,8 @@ class KVServer:
         self.host: RaftHost | None = None
         self.group: RaftGroup | None = None
         self.sm = KVStateMachine()
+        self.sms: dict[str, KVStateMachine] = {DEFAULT_GROUP: self.sm}
+        """Each hosted group's state machine."""
         self.client_address = config.client_address()
         self._server: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -154,24 +163,10 @@ class KVServer:
         cfg = self.config
         host = self.host = RaftHost(cfg.node_id, cfg.data_dir, self._transport, cfg.host)
         await host.start()
-        exists = DEFAULT_GROUP in host.engine.group_ids()
-        if exists:
-            if cfg.peers:
-                log.info("membership comes from %s; --peers ignored", cfg.data_dir)
-            group = host.open_group(DEFAULT_GROUP, self.sm)
-        elif cfg.join:
-            group = host.open_group(DEFAULT_GROUP, self.sm)
-            if cfg.peers:
-                # The address book of a member-to-be: who to answer until the log tells more.
-                group.set_addresses(cfg.peers)
-                for node_id, address in cfg.peers.items():
-                    host.set_peer_address(node_id, address)
-                group.storage.set_membership(group.addresses)
-        elif cfg.peers:
-            group = host.open_group(DEFAULT_GROUP, self.sm, cfg.peers)
-        else:
-            raise SystemExit(f"{cfg.data_dir} holds no group: pass --peers (bootstrap) or --join")
-        self.group = group
+        self.group = self._open_group(DEFAULT_GROUP, self.sm)
+        for i in range(cfg.groups):
+            self.sms[f"g{i}"] = sm = KVStateMachine()
+            self._open_group(f"g{i}", sm)
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_KVServicer_to_server(_KVServicer(self), server)
         try:
@@ -185,6 +180,27 @@ class KVServer:
         await server.start()
         self._server = server
         self._tasks.append(asyncio.create_task(self._announce_loop(), name="announce"))
+
+    def _open_group(self, group_id: str, sm: KVStateMachine) -> RaftGroup:
+        cfg, host = self.config, self.host
+        assert host is not None
+        exists = group_id in host.engine.group_ids()
+        if exists:
+            if cfg.peers and group_id == DEFAULT_GROUP:
+                log.info("membership comes from %s; --peers ignored", cfg.data_dir)
+            return host.open_group(group_id, sm)
+        if cfg.join:
+            group = host.open_group(group_id, sm)
+            if cfg.peers:
+                # The address book of a member-to-be: who to answer until the log tells more.
+                group.set_addresses(cfg.peers)
+                for node_id, address in cfg.peers.items():
+                    host.set_peer_address(node_id, address)
+                group.storage.set_membership(group.addresses)
+            return group
+        if cfg.peers:
+            return host.open_group(group_id, sm, cfg.peers)
+        raise SystemExit(f"{cfg.data_dir} holds no group: pass --peers (bootstrap) or --join")
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -317,11 +333,50 @@ class _KVServicer:
         linearizable = request.linearizable if request.HasField("linearizable") else True
         if linearizable:
             await self._call(context, group, group.read_barrier(self._timeout(context)))
-        value = self._s.sm.get(request.key)
+        value = self._s.sms[group.group_id].get(request.key)
         reply = pb.GetReply(applied_index=group.applied_index(), node_id=self._s.node_id)
         if value is not None:
             reply.value = value
         return reply
+
+    async def LoadTest(  # noqa: N802
+        self, request: pb.LoadTestRequest, context: Any
+    ) -> pb.LoadTestReply:
+        """Propose ``count`` puts on this leader, ``inflight`` at a time (see kv.proto)."""
+        group = await self._group(request.group, context)
+        if not group.is_leader:
+            await self._abort(context, group, group.not_leader_error())
+        host = self._s.host
+        assert host is not None
+        left = request.count
+        inflight = max(1, min(request.inflight or 1024, left or 1))
+        value = "x" * request.value_bytes
+        committed = failed = 0
+
+        async def worker(w: int) -> None:
+            nonlocal left, committed, failed
+            cmd = kv.put(f"load/{w}", value)  # a bounded key space: each worker its own key
+            while left > 0:
+                left -= 1
+                try:
+                    await group.propose(cmd)
+                except RuntimeUnavailable:
+                    failed += 1
+                    if not group.is_leader:
+                        return
+                else:
+                    committed += 1
+
+        rounds0, cpu0, t0 = host.rounds, time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(inflight)))
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        return pb.LoadTestReply(
+            committed=committed,
+            failed=failed,
+            elapsed_seconds=elapsed,
+            cpu_seconds=cpu,
+            synced_writes=host.rounds - rounds0,
+        )
 
     # -- administration ---------------------------------------------------------------------
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusReply:  # noqa: N802
@@ -457,6 +512,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--request-timeout", type=float, default=5.0, help="server-side limit per request (s)"
     )
+    p.add_argument(
+        "--quiesce-after-ticks",
+        type=int,
+        default=HostConfig.quiesce_after_ticks,
+        help="idle ticks before a group goes quiet (0: never)",
+    )
+    p.add_argument(
+        "--groups", type=int, default=0, help="also host N KV groups g0..g{N-1} (benchmarks)"
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -465,6 +529,8 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
     ns = _parser().parse_args(argv)
     if ns.id <= 0:
         raise SystemExit("--id must be positive")
+    if ns.groups < 0:
+        raise SystemExit("--groups must not be negative")
     try:
         peers = parse_peers(ns.peers) if ns.peers else None
     except ValueError as exc:
@@ -482,6 +548,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         snapshot_every=ns.snapshot_every,
         keep_after_snapshot=ns.keep_log,
         request_timeout=ns.request_timeout,
+        quiesce_after_ticks=ns.quiesce_after_ticks,
     )
     return ServerConfig(
         node_id=ns.id,
@@ -490,6 +557,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         client_listen=ns.client_listen,
         peers=peers,
         join=ns.join,
+        groups=ns.groups,
         host=host,
     )
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol, runtime_checkable
 
 
 class StateMachine(Protocol):
@@ -24,4 +25,21 @@ class StateMachine(Protocol):
 
     def restore(self, data: bytes, index: int) -> None:
         """Replace the whole state with ``data`` (from ``snapshot()``), taken at ``index``."""
+        ...
+
+
+@runtime_checkable
+class StreamingStateMachine(StateMachine, Protocol):
+    """Optional capability: snapshot images streamed in chunks, never whole in memory.
+
+    The runtime prefers these methods when a state machine has them (a namespace of millions
+    of files must not become one bytes object).
+    """
+
+    def snapshot_chunks(self) -> Iterator[bytes]:
+        """The state as of ``applied_index()`` at the call, in chunks."""
+        ...
+
+    def restore_chunks(self, chunks: Iterable[bytes] | None, index: int) -> None:
+        """Replace the state from a stream of ``snapshot_chunks()`` (None: the empty state)."""
         ...

@@ -390,6 +390,9 @@ class GrpcTransport:
             return
         out: list[tuple[str, Message]] = []
         me = self._node_id
+        sender = batch.from_node
+        if sender and batch.from_address and sender != me and sender not in self._peers:
+            self.set_peer_address(sender, batch.from_address)  # a joiner learns who calls it
         for env in batch.envelopes:
             try:
                 item = decode(env)
@@ -510,7 +513,7 @@ class GrpcTransport:
             items = queue.take(max_batch)
             if not items:
                 continue
-            batch = pb.RaftBatch(from_node=self._node_id)
+            batch = pb.RaftBatch(from_node=self._node_id, from_address=self.address)
             envelopes = batch.envelopes
             nbytes = 0
             n = 0

@@ -222,6 +222,8 @@ class LocalTransport:
         if not self.running:  # stopped while the message was in flight
             self._network.stats.dropped += 1
             return
+        if msg.frm != self._node_id and msg.frm not in self._peers:
+            self._peers[msg.frm] = f"local://{msg.frm}"  # as GrpcTransport learns from a batch
         self._inbox.append((group_id, msg))
         if not self._flush_scheduled:
             self._flush_scheduled = True

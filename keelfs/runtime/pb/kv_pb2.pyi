@@ -135,3 +135,29 @@ class MembershipReply(_message.Message):
     voters: _containers.RepeatedScalarFieldContainer[int]
     learners: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LoadTestRequest(_message.Message):
+    __slots__ = ("group", "count", "inflight", "value_bytes")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    INFLIGHT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    count: int
+    inflight: int
+    value_bytes: int
+    def __init__(self, group: _Optional[str] = ..., count: _Optional[int] = ..., inflight: _Optional[int] = ..., value_bytes: _Optional[int] = ...) -> None: ...
+
+class LoadTestReply(_message.Message):
+    __slots__ = ("committed", "failed", "elapsed_seconds", "cpu_seconds", "synced_writes")
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_WRITES_FIELD_NUMBER: _ClassVar[int]
+    committed: int
+    failed: int
+    elapsed_seconds: float
+    cpu_seconds: float
+    synced_writes: int
+    def __init__(self, committed: _Optional[int] = ..., failed: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., cpu_seconds: _Optional[float] = ..., synced_writes: _Optional[int] = ...) -> None: ...

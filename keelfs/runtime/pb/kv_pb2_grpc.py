@@ -71,6 +71,11 @@ class KVStub:
                 request_serializer=keelfs_dot_kv_dot_v1_dot_kv__pb2.RemoveMemberRequest.SerializeToString,
                 response_deserializer=keelfs_dot_kv_dot_v1_dot_kv__pb2.MembershipReply.FromString,
                 _registered_method=True)
+        self.LoadTest = channel.unary_unary(
+                '/keelfs.kv.v1.KV/LoadTest',
+                request_serializer=keelfs_dot_kv_dot_v1_dot_kv__pb2.LoadTestRequest.SerializeToString,
+                response_deserializer=keelfs_dot_kv_dot_v1_dot_kv__pb2.LoadTestReply.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -121,6 +126,15 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadTest(self, request, context):
+        """Benchmark (`keelfs bench raft`): on the leader, propose `count` puts through the Raft
+        runtime with at most `inflight` outstanding, in the server's own process (no client RPC per
+        write). FAILED_PRECONDITION (with the leader hint) on a follower.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +172,11 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.RemoveMember,
                     request_deserializer=keelfs_dot_kv_dot_v1_dot_kv__pb2.RemoveMemberRequest.FromString,
                     response_serializer=keelfs_dot_kv_dot_v1_dot_kv__pb2.MembershipReply.SerializeToString,
+            ),
+            'LoadTest': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadTest,
+                    request_deserializer=keelfs_dot_kv_dot_v1_dot_kv__pb2.LoadTestRequest.FromString,
+                    response_serializer=keelfs_dot_kv_dot_v1_dot_kv__pb2.LoadTestReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -349,6 +368,33 @@ class KV:
             '/keelfs.kv.v1.KV/RemoveMember',
             keelfs_dot_kv_dot_v1_dot_kv__pb2.RemoveMemberRequest.SerializeToString,
             keelfs_dot_kv_dot_v1_dot_kv__pb2.MembershipReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadTest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.kv.v1.KV/LoadTest',
+            keelfs_dot_kv_dot_v1_dot_kv__pb2.LoadTestRequest.SerializeToString,
+            keelfs_dot_kv_dot_v1_dot_kv__pb2.LoadTestReply.FromString,
             options,
             channel_credentials,
             insecure,

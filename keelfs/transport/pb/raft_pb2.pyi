@@ -134,12 +134,14 @@ class RaftEnvelope(_message.Message):
     def __init__(self, group_id: _Optional[str] = ..., msg: _Optional[_Union[Message, _Mapping]] = ...) -> None: ...
 
 class RaftBatch(_message.Message):
-    __slots__ = ("from_node", "envelopes")
+    __slots__ = ("from_node", "envelopes", "from_address")
     FROM_NODE_FIELD_NUMBER: _ClassVar[int]
     ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     from_node: int
     envelopes: _containers.RepeatedCompositeFieldContainer[RaftEnvelope]
-    def __init__(self, from_node: _Optional[int] = ..., envelopes: _Optional[_Iterable[_Union[RaftEnvelope, _Mapping]]] = ...) -> None: ...
+    from_address: str
+    def __init__(self, from_node: _Optional[int] = ..., envelopes: _Optional[_Iterable[_Union[RaftEnvelope, _Mapping]]] = ..., from_address: _Optional[str] = ...) -> None: ...
 
 class RaftAck(_message.Message):
     __slots__ = ("node_id",)
