@@ -51,6 +51,7 @@ class ProtoSpec:
 PROTOS = (
     ProtoSpec("raft", "keelfs/raft/v1", "keelfs.transport.pb"),
     ProtoSpec("kv", "keelfs/kv/v1", "keelfs.runtime.pb"),
+    ProtoSpec("meta", "keelfs/meta/v1", "keelfs.meta.pb"),
 )
 
 

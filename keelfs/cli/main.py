@@ -80,6 +80,208 @@ def bench_raft_core(entries: int, entry_bytes: int, batch: int, as_json: bool) -
         )
 
 
+def _ms(x: float) -> str:
+    return "-" if x != x else f"{x:.2f}"
+
+
+def _s(x: float) -> str:
+    return "-" if x != x else f"{x:.3f}"
+
+
+@bench.command("raft")
+@click.option("--ops", default=50_000, show_default=True, help="Writes per throughput run.")
+@click.option("--inflight", default=1024, show_default=True, help="Concurrent writes.")
+@click.option("--value-bytes", default=64, show_default=True)
+@click.option("--rate-ops", default=200.0, show_default=True, help="Latency run: writes/s.")
+@click.option("--duration", default=10.0, show_default=True, help="Latency run: seconds.")
+@click.option(
+    "--clients", default=1, show_default=True, help="gRPC run: client processes (1: this one)."
+)
+@click.option(
+    "--grpc-seconds", default=10.0, show_default=True, help="gRPC run: at most this long."
+)
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
+def bench_raft(
+    ops: int,
+    inflight: int,
+    value_bytes: int,
+    rate_ops: float,
+    duration: float,
+    clients: int,
+    grpc_seconds: float,
+    as_json: bool,
+) -> None:
+    """Commits/s and commit latency of 3 server processes on loopback (fsync on)."""
+    from keelfs.bench.raft import run
+
+    r = run(
+        ops=ops,
+        inflight=inflight,
+        value_bytes=value_bytes,
+        rate_ops=rate_ops,
+        duration=duration,
+        clients=clients,
+        grpc_seconds=grpc_seconds,
+    )
+    console = Console()
+    table = Table(title=f"keelfs bench raft: 3 processes, fsync on, {value_bytes}-byte values")
+    table.caption = (
+        "fsyncs: synced writes of the leader; CPU: % of one core (leader, followers, clients)"
+    )
+    for col in (
+        "client",
+        "in flight",
+        "writes",
+        "s",
+        "writes/s",
+        "fsyncs",
+        "CPU L",
+        "CPU F",
+        "CPU C",
+    ):
+        table.add_column(col, justify="right")
+    for name, t in (("in-process", r.in_process), (f"gRPC x{r.grpc.clients}", r.grpc)):
+        cpu = t.cpu_percent
+
+        def pct(prefix: str, cpu: dict[str, float] = cpu) -> str:
+            return " ".join(f"{v:.0f}" for k, v in cpu.items() if k.startswith(prefix)) or "-"
+
+        table.add_row(
+            name,
+            f"{t.inflight:,}",
+            f"{t.ops:,}" + (f" ({t.failed} failed)" if t.failed else ""),
+            f"{t.seconds:.2f}",
+            f"{t.ops_per_second:,.0f}",
+            f"{t.synced_writes:,}",
+            pct("leader"),
+            pct("follower"),
+            pct("client"),
+        )
+    console.print(table)
+    table = Table(title="commit latency at a fixed rate, open loop")
+    table.caption = "gRPC: client issue to acknowledgement; in-process: propose to applied"
+    for col in ("client", "writes/s", "s", "writes", "p50 ms", "p99 ms", "p99.9 ms", "max ms"):
+        table.add_column(col, justify="right")
+    for name, lat in (("gRPC x1", r.latency), ("in-process", r.in_process_latency)):
+        table.add_row(
+            name,
+            f"{lat.rate_ops:g}",
+            f"{lat.seconds:.1f}",
+            f"{lat.ops:,}" + (f" ({lat.failed} failed)" if lat.failed else ""),
+            _ms(lat.latency_ms.p50),
+            _ms(lat.latency_ms.p99),
+            _ms(lat.p999_ms),
+            _ms(lat.latency_ms.max),
+        )
+    console.print(table)
+    if as_json:
+        print(json.dumps(r.as_json()))
+
+
+@bench.command("failover")
+@click.option("--trials", default=20, show_default=True, help="Trials per mode.")
+@click.option(
+    "--mode",
+    type=click.Choice(["kill", "stop", "both"]),
+    default="both",
+    show_default=True,
+    help="kill -9 the leader, SIGSTOP it, or both (one after the other).",
+)
+@click.option(
+    "--write-interval-ms", default=10.0, show_default=True, help="A new write every ... ms."
+)
+@click.option(
+    "--attempt-timeout", default=0.2, show_default=True, help="Client: seconds per attempt."
+)
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
+def bench_failover(
+    trials: int, mode: str, write_interval_ms: float, attempt_timeout: float, as_json: bool
+) -> None:
+    """Time from killing (or freezing) the leader to the first commit of a later write."""
+    from keelfs.bench.failover import Trial, run
+
+    err = Console(stderr=True)
+
+    def progress(n: int, t: Trial) -> None:
+        err.print(
+            f"{t.mode} #{n}: node {t.old_leader} -> {t.new_leader or '?'}: "
+            f"{t.failover * 1000:.0f} ms (elected after {t.elected * 1000:.0f} ms)"
+        )
+
+    r = run(
+        trials=trials,
+        mode=mode,
+        interval=write_interval_ms / 1000,
+        attempt_timeout=attempt_timeout,
+        progress=progress,
+    )
+    table = Table(
+        title="keelfs bench failover: 3 processes, election timeout 150-300 ms, "
+        "leader fault -> first commit of a write submitted after it (s)"
+    )
+    for col in (
+        "fault",
+        "trials",
+        "p50",
+        "p99",
+        "min",
+        "max",
+        "mean",
+        "election p50",
+        "client p50",
+    ):
+        table.add_column(col, justify="right")
+    for m in r.modes:
+        f = m.failover
+        table.add_row(
+            "kill -9" if m.mode == "kill" else "SIGSTOP",
+            str(f.n),
+            _s(f.p50),
+            _s(f.p99),
+            _s(f.min),
+            _s(f.max),
+            _s(f.mean),
+            _s(m.elected.p50),
+            _s(m.client.p50),
+        )
+    Console().print(table)
+    if as_json:
+        print(json.dumps(r.as_json()))
+
+
+@bench.command("idle")
+@click.option("--groups", default=100, show_default=True, help="Idle groups per process.")
+@click.option("--seconds", default=10.0, show_default=True, help="Measurement window.")
+@click.option(
+    "--quiesce",
+    type=click.Choice(["on", "off", "both"]),
+    default="both",
+    show_default=True,
+    help="Quiescence on (20 idle ticks), off, or one run of each.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
+def bench_idle(groups: int, seconds: float, quiesce: str, as_json: bool) -> None:
+    """CPU use of 3 processes that each host a member of many idle Raft groups."""
+    from keelfs.bench.idle import run
+
+    r = run(groups=groups, seconds=seconds, quiesce=quiesce)
+    table = Table(
+        title=f"keelfs bench idle: 3 processes x {groups} idle groups (+ the kv group), "
+        f"CPU over {seconds:g} s"
+    )
+    for col in ("quiescence", "groups / process", "node", "leads", "CPU % of a core"):
+        table.add_column(col, justify="right")
+    for run_ in r.runs:
+        label = f"on ({run_.quiesce_after_ticks} ticks)" if run_.quiesce_after_ticks else "off"
+        for node, pct in sorted(run_.cpu_percent.items()):
+            table.add_row(
+                label, str(run_.groups), str(node), str(run_.leaders.get(node, 0)), f"{pct:.1f}"
+            )
+    Console().print(table)
+    if as_json:
+        print(json.dumps(r.as_json()))
+
+
 def main() -> None:
     cli()
 

@@ -69,13 +69,10 @@ class Ready:
     soft_state: SoftState | None = None
     """Set when leader or role changed since the last Ready."""
 
-    def must_sync(self) -> bool:
-        return bool(
-            self.hard_state is not None
-            or self.entries
-            or self.snapshot_chunks
-            or self.snapshot is not None
-        )
+    must_sync: bool = False
+    """Whether persisting this Ready needs a synced write: new entries, or a new term or vote.
+    A hard state that only moved the commit index may be written without sync (as etcd's
+    MustSync): a commit index lost in a crash is learnt again from the leader."""
 
 
 class RawNode:
@@ -167,7 +164,9 @@ class RawNode:
         hs = r.hard_state()
         if hs != self._prev_hs:
             rd.hard_state = hs
+            rd.must_sync = hs.term != self._prev_hs.term or hs.vote != self._prev_hs.vote
             self._prev_hs = hs
+        rd.must_sync = rd.must_sync or bool(rd.entries)
         ss = SoftState(r.lead, r.state)
         if ss != self._prev_ss:
             rd.soft_state = ss

@@ -151,7 +151,7 @@ class RaftGroup:
             raise RuntimeUnavailable("too many proposals in flight; retry later")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((data, fut))
-        self.host.wake()
+        self.host.wake(self)
         try:
             result: tuple[Any, int, int] = await asyncio.wait_for(
                 fut, timeout or self.host.config.request_timeout
@@ -197,7 +197,7 @@ class RaftGroup:
                 self.node.read_index(ctx)
             except ProposalDropped:
                 raise self._not_leader() from None
-            self.host.wake()
+            self.host.wake(self)
             t = timeout or self.host.config.request_timeout
             index = await asyncio.wait_for(fut, t)
             await asyncio.wait_for(self.wait_applied(index), t)
@@ -220,7 +220,7 @@ class RaftGroup:
             self.node.transfer_leader(target)
         except ProposalDropped:
             raise self._not_leader() from None
-        self.host.wake()
+        self.host.wake(self)
 
     async def add_learner(self, node_id: int, address: str) -> None:
         await self._conf_change(ConfChange(ConfChangeType.ADD_LEARNER, node_id, address.encode()))
@@ -242,7 +242,7 @@ class RaftGroup:
             raise RuntimeUnavailable(str(e)) from None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._track(index, term, fut)
-        self.host.wake()
+        self.host.wake(self)
         try:
             await asyncio.wait_for(fut, self.host.config.request_timeout)
         except TimeoutError:

@@ -75,6 +75,8 @@ class RaftHost:
         self.transport = transport_factory(self._on_messages)
         self.groups: dict[str, RaftGroup] = {}
         self._wakeup = asyncio.Event()
+        self._dirty: set[str] = set()
+        """Groups that may have a Ready: stepped, ticked, proposed to since the last round."""
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self.rounds = 0
@@ -140,16 +142,23 @@ class RaftHost:
         if node_id != self.node_id:
             self.transport.set_peer_address(node_id, address)
 
-    def wake(self) -> None:
+    def wake(self, group: RaftGroup | None = None) -> None:
+        """Run a ready round soon; ``group`` names the group that changed (None: all)."""
+        if group is None:
+            self._dirty.update(self.groups)
+        else:
+            self._dirty.add(group.group_id)
         self._wakeup.set()
 
     # ------------------------------------------------------------------ inputs
     def _on_messages(self, batch: list[tuple[str, Message]]) -> None:
         groups = self.groups
+        dirty = self._dirty
         for group_id, m in batch:
             g = groups.get(group_id)
             if g is not None:
                 g.node.step(m)
+                dirty.add(group_id)
         self._wakeup.set()
 
     async def _tick_loop(self) -> None:
@@ -164,9 +173,13 @@ class RaftHost:
             unreachable = self.transport.unreachable
             for g in self.groups.values():
                 r = g.node.raft
-                if r.quiesced and r.lead != self.node_id and r.lead and unreachable(r.lead):
-                    g.node.wake(leader_unreachable=True)
+                if r.quiesced:
+                    if r.lead != self.node_id and r.lead and unreachable(r.lead):
+                        g.node.wake(leader_unreachable=True)
+                    else:
+                        continue  # a quiesced group's tick changes nothing: skip its round
                 g.node.tick()
+                self._dirty.add(g.group_id)
             self._wakeup.set()
 
     # ------------------------------------------------------------------ the ready loop
@@ -175,39 +188,50 @@ class RaftHost:
             await self._wakeup.wait()
             self._wakeup.clear()
             try:
-                self._round()
+                await self._round()
             except Exception:
                 log.exception("raft ready loop failed; stopping this node's groups")
                 raise
             await asyncio.sleep(0)  # let transports and callers run between rounds
 
-    def _round(self) -> None:
+    async def _round(self) -> None:
+        dirty, self._dirty = self._dirty, set()
         readies: list[tuple[RaftGroup, Ready]] = []
-        for g in self.groups.values():
+        for group_id in dirty:
+            g = self.groups.get(group_id)
+            if g is None:
+                continue
             g._flush()
             if g.node.has_ready():
                 readies.append((g, g.node.ready()))
         if not readies:
             return
-        # 1. durable first: snapshots, then one synced write for every group's log and state
+        # 1. durable first: snapshots, then one write for every group's log and state
         for g, rd in readies:
             for c in rd.snapshot_chunks:
                 g.storage.write_snapshot_chunk(c.meta, c.offset, c.data)
             if rd.snapshot is not None:
                 g.install_snapshot(rd)
         batch = self.engine.write_batch()
+        sync = False
         for g, rd in readies:
+            sync = sync or rd.must_sync
             if rd.hard_state is not None:
                 batch.set_hard_state(g.storage, rd.hard_state)
             if rd.entries:
                 batch.append(g.storage, rd.entries)
                 if g.membership_changed_by(rd.entries):
                     batch.set_membership(g.storage, g.addresses)
-        if len(batch):
-            batch.commit()
-            self.rounds += 1
-        else:
-            batch.discard()
+        wb = batch.prepare()
+        if wb is not None:
+            if sync:
+                # fsync off the loop: while it runs, RPCs and Raft messages keep arriving and
+                # are handled (and persisted together) in the next round.
+                await asyncio.get_running_loop().run_in_executor(None, batch.write, wb, True)
+                self.rounds += 1
+            else:
+                batch.write(wb, False)
+        batch.finish()
         # 2. then the world may hear about it
         send = self.transport.send
         for g, rd in readies:
@@ -223,4 +247,4 @@ class RaftHost:
             g.node.advance(rd)
             g.after_ready()
             if g.node.has_ready():
-                self._wakeup.set()
+                self.wake(g)

@@ -352,6 +352,7 @@ class _KVServicer:
         inflight = max(1, min(request.inflight or 1024, left or 1))
         value = "x" * request.value_bytes
         committed = failed = 0
+        latencies: list[float] = []
 
         async def worker(w: int) -> None:
             nonlocal left, committed, failed
@@ -367,8 +368,31 @@ class _KVServicer:
                 else:
                     committed += 1
 
+        async def one(i: int) -> None:
+            nonlocal committed, failed
+            t = time.perf_counter()
+            try:
+                await group.propose(kv.put(f"load/{i % 1024}", value))
+            except RuntimeUnavailable:
+                failed += 1
+            else:
+                latencies.append((time.perf_counter() - t) * 1000)
+                committed += 1
+
+        async def open_loop(count: int, rate: float) -> None:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            tasks = []
+            for i in range(count):
+                await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+                tasks.append(asyncio.create_task(one(i)))
+            await asyncio.gather(*tasks)
+
         rounds0, cpu0, t0 = host.rounds, time.process_time(), time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(inflight)))
+        if request.rate_ops > 0:
+            await open_loop(request.count, request.rate_ops)
+        else:
+            await asyncio.gather(*(worker(w) for w in range(inflight)))
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         return pb.LoadTestReply(
             committed=committed,
@@ -376,6 +400,7 @@ class _KVServicer:
             elapsed_seconds=elapsed,
             cpu_seconds=cpu,
             synced_writes=host.rounds - rounds0,
+            latencies_ms=latencies,
         )
 
     # -- administration ---------------------------------------------------------------------

@@ -279,35 +279,54 @@ class LogBatch:
         self._staged.clear()
         self._done = True
 
-    def commit(self) -> None:
+    def commit(self, sync: bool = True) -> None:
         """Make everything staged durable with one synced write, then update the caches."""
+        wb = self.prepare()
+        if wb is not None:
+            self.write(wb, sync)
+        self.finish()
+
+    # The three steps of ``commit``, for a runtime that syncs off its event loop: ``prepare``
+    # and ``finish`` must run on the thread that owns the groups; ``write`` may run on another
+    # (the engine lock serialises it with every other write). Until ``finish``, the groups'
+    # caches still describe the old state, which stays readable: a batch only adds entries
+    # beyond the cached last index or replaces ones the Raft core no longer reads from storage.
+    def prepare(self) -> WriteBatch | None:
+        """Validate and encode what is staged; None when there is nothing to write."""
         if self._done:
             raise RuntimeError("batch already committed or discarded")
         self._done = True
         staged = list(self._staged.values())
-        if not staged:
-            return
+        wb = WriteBatch(raw_mode=True)
+        for st in staged:
+            s = st.store
+            if s._version != st.version:
+                raise RuntimeError(f"group {s.group_id!r} was written after being staged")
+            if st.lo is not None:
+                for e in st.entries:
+                    wb.put(s._ekey(e.index), encode_entry(e))
+                new_last = st.last_index()
+                if new_last < s._last:
+                    s._delete_entries(wb, new_last + 1, s._last + 1)
+            if st.hard_state is not None:
+                hs = st.hard_state
+                wb.put(s._key(_K_HARD), _HARD_STATE.pack(hs.term, hs.vote, hs.commit))
+            if st.membership is not None:
+                wb.put(s._key(_K_MEMBERS), encode_membership(st.membership))
+        return wb if len(wb) else None
+
+    def write(self, wb: WriteBatch, sync: bool = True) -> None:
+        """The durable write itself (thread-safe). ``sync=False`` only for writes whose loss
+        is harmless, such as a hard state that moved nothing but the commit index."""
         with self._engine._lock:
-            wb = WriteBatch(raw_mode=True)
-            for st in staged:
-                s = st.store
-                if s._version != st.version:
-                    raise RuntimeError(f"group {s.group_id!r} was written after being staged")
-                if st.lo is not None:
-                    for e in st.entries:
-                        wb.put(s._ekey(e.index), encode_entry(e))
-                    new_last = st.last_index()
-                    if new_last < s._last:
-                        s._delete_entries(wb, new_last + 1, s._last + 1)
-                if st.hard_state is not None:
-                    hs = st.hard_state
-                    wb.put(s._key(_K_HARD), _HARD_STATE.pack(hs.term, hs.vote, hs.commit))
-                if st.membership is not None:
-                    wb.put(s._key(_K_MEMBERS), encode_membership(st.membership))
-            if len(wb):
-                self._engine._write(wb)
-            for st in staged:
-                st.store._apply(st)
+            self._engine._write(wb, sync)
+
+    def finish(self) -> None:
+        """Update the groups' caches once ``write`` has returned."""
+        for st in self._staged.values():
+            if st.store._version != st.version:
+                raise RuntimeError(f"group {st.store.group_id!r} was written during the batch")
+            st.store._apply(st)
 
     def __enter__(self) -> LogBatch:
         return self
@@ -707,6 +726,7 @@ class RocksEngine:
         self._db = Rdict(str(self.path / "db"), opts)
         self._sync = WriteOptions()
         self._sync.sync = True
+        self._nosync = WriteOptions()
         self._lock = threading.RLock()
         self._groups: dict[str, RocksLogStorage] = {}
         self._closed = False
@@ -766,10 +786,10 @@ class RocksEngine:
         """A group-commit batch (see ``LogBatch``)."""
         return LogBatch(self)
 
-    def _write(self, wb: WriteBatch) -> None:
+    def _write(self, wb: WriteBatch, sync: bool = True) -> None:
         if self._closed:
             raise RuntimeError("engine is closed")
-        self._db.write(wb, self._sync)
+        self._db.write(wb, self._sync if sync else self._nosync)
 
     def close(self) -> None:
         if self._closed:

@@ -43,7 +43,16 @@ from typing import Any, TypeVar
 
 from keelfs.runtime.client import KVClient
 
-__all__ = ["ClusterError", "NetnsNetwork", "NodeSpec", "ProcessCluster", "free_ports"]
+__all__ = [
+    "ClusterError",
+    "NetnsNetwork",
+    "NodeSpec",
+    "ProcessCluster",
+    "free_ports",
+    "hard_kill",
+    "read_ready_line",
+    "spawn_tracked",
+]
 
 T = TypeVar("T")
 
@@ -71,6 +80,48 @@ def _hard_kill(p: subprocess.Popen[bytes]) -> None:
             p.kill()
     with contextlib.suppress(subprocess.TimeoutExpired):
         p.wait(timeout=10)
+
+
+def spawn_tracked(
+    cmd: list[str], stdout_path: Path, stderr_path: Path, banner: str = ""
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session with this checkout on ``PYTHONPATH``: stdout replaces
+    ``stdout_path``, stderr is appended to ``stderr_path`` after ``banner``. The process is
+    tracked: the ``atexit`` hook kills it if nobody did (use :func:`hard_kill`)."""
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    with stdout_path.open("wb") as fout, stderr_path.open("ab") as ferr:
+        ferr.write(f"\n=== {banner} at {time.time():.3f}\n".encode())
+        ferr.flush()
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=fout,
+            stderr=ferr,
+            env=env,
+            start_new_session=True,
+        )
+    with _LIVE_LOCK:
+        _LIVE[proc.pid] = proc
+    return proc
+
+
+def hard_kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started by :func:`spawn_tracked` (and its group), and forget it."""
+    _hard_kill(proc)
+    with _LIVE_LOCK:
+        _LIVE.pop(proc.pid, None)
+
+
+def read_ready_line(stdout_path: Path) -> dict[str, Any] | None:
+    """The JSON of the ``READY {json}`` line a server printed, if it has."""
+    for line in stdout_path.read_text(errors="replace").splitlines():
+        if line.startswith("READY "):
+            ready: dict[str, Any] = json.loads(line[len("READY ") :])
+            return ready
+    return None
 
 
 class ClusterError(RuntimeError):

@@ -536,7 +536,7 @@ def test_group_commit_across_groups(tmp_path: Path) -> None:
         groups[0].append(ents(1, 5, 1))
         writes: list[int] = []
         real_write = e._write
-        e._write = lambda wb: (writes.append(len(wb)), real_write(wb))[1]  # type: ignore
+        e._write = lambda wb, sync=True: (writes.append(len(wb)), real_write(wb, sync))[1]  # type: ignore
         with e.write_batch() as b:
             for i, g in enumerate(groups):
                 b.append(g, ents(g.last_index() + 1, g.last_index() + 3, 2))
@@ -573,7 +573,7 @@ def test_group_commit_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.Monk
         assert (a.last_index(), b.last_index()) == (2, 0)
 
         # a failing write leaves the caches untouched
-        def fail(_: object) -> None:
+        def fail(_: object, sync: bool = True) -> None:
             raise OSError("disk on fire")
 
         monkeypatch.setattr(e, "_write", fail)

@@ -137,27 +137,31 @@ class MembershipReply(_message.Message):
     def __init__(self, voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class LoadTestRequest(_message.Message):
-    __slots__ = ("group", "count", "inflight", "value_bytes")
+    __slots__ = ("group", "count", "inflight", "value_bytes", "rate_ops")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     INFLIGHT_FIELD_NUMBER: _ClassVar[int]
     VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RATE_OPS_FIELD_NUMBER: _ClassVar[int]
     group: str
     count: int
     inflight: int
     value_bytes: int
-    def __init__(self, group: _Optional[str] = ..., count: _Optional[int] = ..., inflight: _Optional[int] = ..., value_bytes: _Optional[int] = ...) -> None: ...
+    rate_ops: float
+    def __init__(self, group: _Optional[str] = ..., count: _Optional[int] = ..., inflight: _Optional[int] = ..., value_bytes: _Optional[int] = ..., rate_ops: _Optional[float] = ...) -> None: ...
 
 class LoadTestReply(_message.Message):
-    __slots__ = ("committed", "failed", "elapsed_seconds", "cpu_seconds", "synced_writes")
+    __slots__ = ("committed", "failed", "elapsed_seconds", "cpu_seconds", "synced_writes", "latencies_ms")
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SYNCED_WRITES_FIELD_NUMBER: _ClassVar[int]
+    LATENCIES_MS_FIELD_NUMBER: _ClassVar[int]
     committed: int
     failed: int
     elapsed_seconds: float
     cpu_seconds: float
     synced_writes: int
-    def __init__(self, committed: _Optional[int] = ..., failed: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., cpu_seconds: _Optional[float] = ..., synced_writes: _Optional[int] = ...) -> None: ...
+    latencies_ms: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, committed: _Optional[int] = ..., failed: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., cpu_seconds: _Optional[float] = ..., synced_writes: _Optional[int] = ..., latencies_ms: _Optional[_Iterable[float]] = ...) -> None: ...

@@ -1,0 +1,59 @@
+"""Smoke tests of the real-process benchmarks: each runs with tiny parameters and must print
+one JSON object with the expected keys as its last line. No figure is checked (timings on a
+shared machine are not test material)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from keelfs.cli.main import cli
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(cli, ["bench", *args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    out: dict[str, Any] = json.loads(last)
+    return out
+
+
+def test_bench_raft_smoke() -> None:
+    out = _run(
+        "raft",
+        "--ops", "300",
+        "--inflight", "64",
+        "--rate-ops", "50",
+        "--duration", "1",
+        "--grpc-seconds", "1",
+    )  # fmt: skip
+    assert out["bench"] == "raft"
+    for phase in ("in_process", "grpc"):
+        assert {"ops", "ops_per_second", "inflight", "seconds", "cpu_percent"} <= set(out[phase])
+        assert out[phase]["ops"] > 0
+    for phase in ("latency", "in_process_latency"):
+        assert {"p50_ms", "p99_ms", "ops"} <= set(out[phase])
+        assert out[phase]["ops"] > 0
+
+
+def test_bench_failover_smoke() -> None:
+    out = _run("failover", "--trials", "1", "--mode", "both")
+    assert out["bench"] == "failover"
+    for mode in ("kill", "stop"):
+        assert out[mode]["trials"] == 1
+        assert {"p50", "p99", "min", "max"} <= set(out[mode]["failover_s"])
+        assert out[mode]["failover_s"]["p50"] > 0
+
+
+def test_bench_idle_smoke() -> None:
+    out = _run("idle", "--groups", "3", "--seconds", "1", "--quiesce", "on")
+    assert out["bench"] == "idle"
+    (run,) = out["runs"]
+    assert run["groups_per_process"] == 4
+    assert set(run["cpu_percent"]) == {"1", "2", "3"}
+    assert sum(run["leaders"].values()) == 4
