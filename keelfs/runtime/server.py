@@ -7,6 +7,8 @@ Usage::
     python -m keelfs.runtime.server --id 1 --listen 127.0.0.1:7001 --data /var/kv/1  # restarts
     python -m keelfs.runtime.server --id 4 --listen 127.0.0.1:7004 --data /var/kv/4 --join \\
         --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003      # then AddMember(4, ...)
+    python -m keelfs.runtime.server --id 5 --listen 127.0.0.1:7005 --data /var/kv/5 \
+        --join-via 127.0.0.1:7002     # any member's client address: it gets us added
 
 Two listeners
 -------------
@@ -103,6 +105,8 @@ class ServerConfig:
     """Empty: the host of ``listen`` with its port + 1 (0 if ``listen`` asks for any port)."""
     peers: dict[int, str] | None = None
     join: bool = False
+    join_via: str = ""
+    """A client address of any current member: ask it (and so the leader) to add this node."""
     groups: int = 0
     """Extra KV groups ``g0`` .. ``g{groups-1}`` besides the default one (benchmarks)."""
     host: HostConfig = field(default_factory=HostConfig)
@@ -180,6 +184,28 @@ class KVServer:
         await server.start()
         self._server = server
         self._tasks.append(asyncio.create_task(self._announce_loop(), name="announce"))
+        if cfg.join_via and not self.group.voters() and not self.group.learners():
+            self._tasks.append(asyncio.create_task(self._join_via(cfg.join_via), name="join"))
+
+    async def _join_via(self, member: str) -> None:
+        """Join by naming any one member (seed 003): it points us at the leader, which adds
+        this node as a learner, catches it up and promotes it."""
+        from keelfs.runtime.client import AsyncKVClient
+
+        assert self.host is not None
+        raft_address = self.raft_address
+        client = AsyncKVClient([member])
+        try:
+            while True:
+                try:
+                    await client.add_member(self.config.node_id, raft_address)
+                    log.info("joined through %s", member)
+                    return
+                except Exception as exc:  # the cluster may be electing: keep asking
+                    log.warning("join through %s failed (%s); retrying", member, exc)
+                    await asyncio.sleep(1.0)
+        finally:
+            await client.close()
 
     def _open_group(self, group_id: str, sm: KVStateMachine) -> RaftGroup:
         cfg, host = self.config, self.host
@@ -528,6 +554,12 @@ def _parser() -> argparse.ArgumentParser:
         help="ID=HOST:PORT,... every initial member's Raft address (first start only)",
     )
     p.add_argument("--join", action="store_true", help="start empty and wait to be added")
+    p.add_argument(
+        "--join-via",
+        default="",
+        metavar="HOST:PORT",
+        help="start empty and ask this member (its client address) to add us; implies --join",
+    )
     p.add_argument("--tick-ms", type=float, default=15.0, help="Raft tick (default 15 ms)")
     p.add_argument("--election-tick", type=int, default=10, help="ticks per election timeout")
     p.add_argument(
@@ -581,7 +613,8 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         data_dir=ns.data,
         client_listen=ns.client_listen,
         peers=peers,
-        join=ns.join,
+        join=ns.join or bool(ns.join_via),
+        join_via=ns.join_via,
         groups=ns.groups,
         host=host,
     )

@@ -319,6 +319,15 @@ class ProcessCluster:
         self._await_ready(node_id)
         return spec
 
+    def add_node_via(self, member: int, node_id: int | None = None) -> NodeSpec:
+        """Start a new, empty node that joins by naming one member (``--join-via``)."""
+        node_id = node_id if node_id is not None else max(self.nodes) + 1
+        via = self.nodes[member].client_address
+        spec = self._define(node_id)
+        self._spawn(node_id, ["--join-via", via])
+        self._await_ready(node_id)
+        return spec
+
     def kill9(self, node_id: int) -> None:
         run = self._running.get(node_id)
         if run is None:

@@ -222,6 +222,28 @@ def test_wiped_follower_rejoins_by_snapshot(make_cluster: MakeCluster) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_new_node_joins_by_naming_one_member(make_cluster: MakeCluster) -> None:
+    """Seed 003: a new master needs no list of peers, only one member to ask."""
+    cluster = make_cluster(3)
+    client = cluster.client(deadline=15.0)
+    for i in range(20):
+        client.put(f"j{i}", "1")
+    follower = next(i for i in (1, 2, 3) if i != cluster.leader())
+    cluster.add_node_via(follower, 4)  # the follower points it at the leader
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = cluster.group_status(4)
+        if status and 4 in status["voters"]:
+            break
+        time.sleep(0.1)
+    assert cluster.group_status(4)["voters"] == [1, 2, 3, 4]
+    wait_caught_up(cluster, 4)
+    cluster.kill9(cluster.leader())  # the new member now counts for the quorum and elections
+    assert client.put("after-join", "1").node_id != 0
+    assert client.get("j19") == "1"
+
+
+@pytest.mark.timeout(120)
 def test_membership_add_transfer_remove(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(3)
     client = cluster.client(deadline=15.0)
