@@ -1,0 +1,578 @@
+"""The client's routing, retry and session logic, without I/O.
+
+A request is run by a *plan*: a generator that yields actions (:class:`Call` an RPC,
+:class:`Sleep`, :class:`WaitSession`) and receives their results; ``Client`` drives plans
+with blocking gRPC calls and ``AsyncClient`` with ``grpc.aio``, so the two share every
+decision (h11's sans-I/O shape). :class:`Core` holds what plans share, behind one lock:
+
+- the ShardMap (fetched from any config server, refreshed on ``REDIRECT``), the node registry
+  and the config servers' addresses;
+- the leader last seen for each group (``"config"`` or a shard id);
+- per group, a pool of client sessions with their sequence numbers.
+
+The retry policy of one request (:meth:`Core.plan`), within its deadline:
+
+==========================  ==================================================================
+answer                      what the plan does
+==========================  ==================================================================
+``NOT_LEADER``              remember the hinted leader; retry there at once (then back off)
+``REDIRECT``                refresh the ShardMap if the redirect's version is newer, else back
+                            off; retry on the owner shard
+``UNAVAILABLE``             forget the leader, back off, retry on the next member
+outcome unknown             same, noting that a write may have been applied: retrying it with
+(gRPC failures, timeouts)   the same session and seq returns the first outcome (exactly-once)
+``SESSION_EXPIRED``         open a new session and retry, unless an earlier attempt of this
+                            request on that session had an unknown outcome (then raise)
+anything else               raise it (``keelfs.errors``)
+==========================  ==================================================================
+
+When the deadline passes, :class:`OutcomeUnknown` is raised if a write attempt's outcome was
+unknown, else ``Unavailable``.
+
+Sessions (Raft dissertation 6.3; ``keelfs.meta.sessions``): a session allows one outstanding
+command, so each group has a pool of up to ``max_sessions`` sessions; a request takes an idle
+one (or registers a new one), numbers its command with the session's next ``seq`` and keeps
+that (session, seq) for all its retries, and returns it when done. A session idle for more than
+half its TTL is dropped from the pool rather than reused (the server will expire it), so idle
+clients need no keep-alive traffic. A file's writer lease belongs to the session that created
+it: ``complete`` uses that session again.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from keelfs.errors import (
+    InvalidArgument,
+    NotLeader,
+    OperationError,
+    Redirect,
+    SessionExpired,
+    Unavailable,
+)
+from keelfs.master.grpc_errors import error_from_rpc, is_outcome_unknown, transport_failure
+from keelfs.master.wire import CONFIG_GROUP, shard_map_from_pb
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.shardmap import ShardMap
+
+__all__ = [
+    "Call",
+    "Core",
+    "Op",
+    "OutcomeUnknown",
+    "Route",
+    "Sleep",
+    "WaitSession",
+]
+
+BACKOFF_INITIAL = 0.02
+BACKOFF_MAX = 0.5
+
+
+class OutcomeUnknown(Unavailable):
+    """A write may or may not have been applied (its deadline passed after an attempt whose
+    outcome is unknown, or its session expired meanwhile). Its ``code`` is ``UNAVAILABLE``."""
+
+
+# -- actions a plan yields ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Invoke ``service.method(request)`` on ``address``; the result sent back is the reply
+    or the ``grpc.RpcError``."""
+
+    address: str
+    service: str
+    method: str
+    request: Any
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSession:
+    """Wait (at most ``timeout``) for a session of ``pool`` to be returned."""
+
+    pool: SessionPool
+    timeout: float
+
+
+Action = Call | Sleep | WaitSession
+Plan = Generator[Action, Any, Any]
+
+
+# -- what a request is ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a request goes: ``entry`` (the shard of the path's parent directory), ``dir``
+    (the shard of the directory itself), ``shard`` (by id) or ``config``."""
+
+    kind: str
+    key: str = ""
+
+
+CONFIG_ROUTE = Route("config")
+
+
+@dataclass(frozen=True)
+class Op:
+    service: str
+    method: str
+    route: Route
+    build: Callable[[pb.RequestHeader], Any]
+    write: bool = False
+    """Proposes a command: leader only, and its outcome may be unknown after a failure."""
+    session: bool = False
+    """Carries a client session and seq (exactly-once)."""
+    pin_session: int = 0
+    """Use this session id if the pool has it (the holder of a writer lease)."""
+
+
+def reply_info(reply: Any) -> pb.ReplyInfo | None:
+    if isinstance(reply, pb.FileInfoReply):
+        return reply.reply
+    info = getattr(reply, "info", None)
+    return info if isinstance(info, pb.ReplyInfo) else None
+
+
+# -- sessions -------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Session:
+    session_id: int
+    group: str
+    ttl_ms: int
+    seq: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+
+class SessionPool:
+    """The sessions of one group. Thread-safe; ``cond`` is notified when one is returned."""
+
+    def __init__(self, group: str, max_sessions: int) -> None:
+        self.group = group
+        self.max_sessions = max_sessions
+        self.cond = threading.Condition()
+        self._idle: list[Session] = []
+        self._all: dict[int, Session] = {}
+        self._busy: set[int] = set()
+        self._growing = 0
+
+    def take(self, pin: int = 0) -> Session | None | bool:
+        """An idle session (``pin``'s if it is here), None if the caller should register a new
+        one (it then must call ``add`` or ``abandon_growth``), False if it must wait."""
+        with self.cond:
+            now = time.monotonic()
+            for s in list(self._idle):
+                if now - s.last_used > s.ttl_ms / 2000:
+                    self._idle.remove(s)  # may have expired on the server: let it
+                    del self._all[s.session_id]
+            if pin and pin in self._all:
+                s = self._all[pin]
+                if pin in self._busy:
+                    return False
+                self._idle.remove(s)
+                self._busy.add(pin)
+                return s
+            if self._idle:
+                s = self._idle.pop()
+                self._busy.add(s.session_id)
+                return s
+            if len(self._all) + self._growing < self.max_sessions:
+                self._growing += 1
+                return None
+            return False
+
+    def add(self, session_id: int, ttl_ms: int) -> Session:
+        with self.cond:
+            self._growing -= 1
+            s = Session(session_id, self.group, ttl_ms or 60_000)
+            self._all[session_id] = s
+            self._busy.add(session_id)
+            return s
+
+    def abandon_growth(self) -> None:
+        with self.cond:
+            self._growing -= 1
+            self.cond.notify()
+
+    def release(self, s: Session) -> None:
+        with self.cond:
+            if s.session_id in self._busy:
+                self._busy.discard(s.session_id)
+                s.last_used = time.monotonic()
+                if s.session_id in self._all:
+                    self._idle.append(s)
+            self.cond.notify()
+
+    def discard(self, s: Session) -> None:
+        with self.cond:
+            self._busy.discard(s.session_id)
+            self._all.pop(s.session_id, None)
+            if s in self._idle:
+                self._idle.remove(s)
+            self.cond.notify()
+
+    def idle(self) -> list[Session]:
+        with self.cond:
+            return list(self._idle)
+
+    def __len__(self) -> int:
+        with self.cond:
+            return len(self._all)
+
+
+# -- one request's attempts ---------------------------------------------------------------------
+class _Attempt:
+    __slots__ = ("deadline", "unknown", "last_error", "hinted", "_b")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = time.monotonic() + deadline
+        self.unknown = False
+        self.last_error = "no attempt made"
+        self.hinted = False
+        self._b = BACKOFF_INITIAL
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def backoff(self) -> Sleep:
+        b = self._b * random.uniform(0.5, 1.0)
+        self._b = min(self._b * 2, BACKOFF_MAX)
+        return Sleep(max(0.0, min(b, self.remaining())))
+
+    def give_up(self) -> Unavailable:
+        if self.unknown:
+            return OutcomeUnknown(
+                "outcome unknown", message=f"deadline passed; last error: {self.last_error}"
+            )
+        return Unavailable(f"deadline passed; last error: {self.last_error}")
+
+
+# -- the shared state -----------------------------------------------------------------------------
+class Core:
+    """Routing caches, session pools and the plans (see the module doc). Thread-safe."""
+
+    def __init__(
+        self,
+        config_servers: Iterable[str],
+        *,
+        deadline: float,
+        attempt_timeout: float,
+        max_sessions: int,
+    ) -> None:
+        seeds = [a.strip() for a in config_servers if a and a.strip()]
+        if not seeds:
+            raise InvalidArgument("need at least one config server address", "config_servers")
+        if max_sessions < 1:
+            raise InvalidArgument("max_sessions must be at least 1", "max_sessions")
+        self.deadline = deadline
+        self.attempt_timeout = attempt_timeout
+        self.max_sessions = max_sessions
+        self._lock = threading.Lock()
+        self._config: list[str] = list(dict.fromkeys(seeds))
+        self._map: ShardMap | None = None
+        self._nodes: dict[int, str] = {}
+        self._leaders: dict[str, str] = {}
+        self._turn: dict[str, int] = {}
+        self._pools: dict[str, SessionPool] = {}
+        self.writers: dict[str, tuple[str, int]] = {}
+        """Files this client created and has not completed: path -> (group, session id)."""
+        self.stats = {"calls": 0, "retries": 0, "unknown_outcomes": 0, "redirects": 0}
+
+    # -- caches ------------------------------------------------------------------------------
+    @property
+    def shard_map(self) -> ShardMap | None:
+        with self._lock:
+            return self._map
+
+    @property
+    def nodes(self) -> dict[int, str]:
+        with self._lock:
+            return dict(self._nodes)
+
+    @property
+    def config_addresses(self) -> list[str]:
+        with self._lock:
+            return list(self._config)
+
+    def leader(self, group: str) -> str | None:
+        with self._lock:
+            return self._leaders.get(group)
+
+    def pool(self, group: str) -> SessionPool:
+        with self._lock:
+            pool = self._pools.get(group)
+            if pool is None:
+                pool = self._pools[group] = SessionPool(group, self.max_sessions)
+            return pool
+
+    def pools(self) -> list[SessionPool]:
+        with self._lock:
+            return list(self._pools.values())
+
+    def install(self, reply: pb.FetchShardMapReply) -> None:
+        if reply.unchanged:
+            return
+        new = shard_map_from_pb(reply.map)
+        with self._lock:
+            if self._map is None or new.version >= self._map.version:
+                self._map = new
+            self._nodes = {int(k): v for k, v in reply.nodes.items()}
+            for node_id in reply.config_members:
+                address = self._nodes.get(int(node_id))
+                if address and address not in self._config:
+                    self._config.append(address)
+
+    def _group_of(self, route: Route) -> str:
+        if route.kind == "config":
+            return CONFIG_GROUP
+        if route.kind == "shard":
+            return route.key
+        with self._lock:
+            m = self._map
+        assert m is not None
+        if route.kind == "dir":
+            return m.shard_for_directory(route.key)
+        return m.shard_for_path(route.key)
+
+    def _members(self, group: str) -> list[str]:
+        with self._lock:
+            if group == CONFIG_GROUP:
+                return list(self._config)
+            m = self._map
+            if m is None or group not in m.shards:
+                return []
+            return [a for _, a in sorted(m.shards[group].items())]
+
+    def _target(self, group: str) -> str | None:
+        leader = self.leader(group)
+        if leader is not None:
+            return leader
+        members = self._members(group)
+        if not members:
+            return None
+        with self._lock:
+            turn = self._turn.get(group, random.randrange(len(members)))
+            self._turn[group] = turn + 1
+        return members[turn % len(members)]
+
+    def _forget(self, group: str, address: str) -> None:
+        with self._lock:
+            if self._leaders.get(group) == address:
+                del self._leaders[group]
+
+    def _learn_leader(self, group: str, address: str | None) -> None:
+        with self._lock:
+            if address:
+                self._leaders[group] = address
+            else:
+                self._leaders.pop(group, None)
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.stats[key] += 1
+
+    # -- plans -------------------------------------------------------------------------------
+    def plan(self, op: Op, deadline: float | None = None) -> Plan:
+        """Run ``op`` to its reply (the plan's return value) or raise a ``KeelError``."""
+        attempt = _Attempt(self.deadline if deadline is None else deadline)
+        session: Session | None = None
+        pool: SessionPool | None = None
+        seq = 0
+        session_unknown = False
+        try:
+            while True:
+                if attempt.remaining() <= 0:
+                    raise attempt.give_up()
+                if op.route.kind in ("entry", "dir") and self.shard_map is None:
+                    yield from self._refresh(attempt)
+                try:
+                    group = self._group_of(op.route)
+                except Unavailable as exc:  # a map without shards
+                    attempt.last_error = str(exc)
+                    yield attempt.backoff()
+                    yield from self._refresh(attempt)
+                    continue
+                if op.session and (session is None or session.group != group):
+                    if session is not None and pool is not None:
+                        pool.release(session)
+                    pool = self.pool(group)
+                    session = yield from self._acquire(pool, op.pin_session, attempt)
+                    seq, session_unknown = session.next_seq(), False
+                address = self._target(group)
+                if address is None:
+                    attempt.last_error = f"no known member of {group}"
+                    yield attempt.backoff()
+                    yield from self._refresh(attempt)
+                    continue
+                m = self.shard_map
+                header = pb.RequestHeader(
+                    session_id=session.session_id if session is not None else 0,
+                    seq=seq if session is not None else 0,
+                    map_version=m.version if m is not None else 0,
+                )
+                self._count("calls")
+                timeout = max(0.01, min(self.attempt_timeout, attempt.remaining()))
+                result = yield Call(address, op.service, op.method, op.build(header), timeout)
+                if not isinstance(result, grpc.RpcError):
+                    info = reply_info(result)
+                    if info is not None and info.leader:
+                        self._learn_leader(group, address)
+                    return result
+                self._count("retries")
+                err = error_from_rpc(result)
+                if err is None:
+                    failure = transport_failure(result, address, op.method)
+                    if failure.error is not None:
+                        raise failure.error
+                    self._forget(group, address)
+                    attempt.last_error = f"{address}: {failure.code.name}: {failure.message}"
+                    if op.write and not failure.never_sent:
+                        attempt.unknown = session_unknown = True
+                        self._count("unknown_outcomes")
+                    yield attempt.backoff()
+                    continue
+                attempt.last_error = f"{address}: {err.code}: {err.message}"
+                if isinstance(err, NotLeader):
+                    hint = err.leader_address if err.leader_address != address else None
+                    self._learn_leader(group, hint)
+                    if hint and not attempt.hinted:
+                        attempt.hinted = True
+                        continue
+                    attempt.hinted = False
+                    yield attempt.backoff()
+                elif isinstance(err, Redirect):
+                    self._count("redirects")
+                    self._forget(group, address)
+                    current = m.version if m is not None else 0
+                    if err.map_version >= current:
+                        yield from self._refresh(attempt, at_least=err.map_version)
+                    if err.map_version <= current:
+                        yield attempt.backoff()
+                elif is_outcome_unknown(err):
+                    self._forget(group, address)
+                    if op.write:
+                        attempt.unknown = session_unknown = True
+                        self._count("unknown_outcomes")
+                    yield attempt.backoff()
+                elif isinstance(err, Unavailable):
+                    self._forget(group, address)
+                    yield attempt.backoff()
+                elif isinstance(err, SessionExpired) and session is not None and pool is not None:
+                    pool.discard(session)
+                    session = None
+                    if session_unknown:
+                        raise OutcomeUnknown(
+                            "session expired",
+                            message=f"the session expired after an attempt of unknown "
+                            f"outcome; the {op.method} may or may not have been applied",
+                        )
+                else:
+                    raise err
+        finally:
+            if session is not None and pool is not None:
+                pool.release(session)
+
+    def _acquire(
+        self, pool: SessionPool, pin: int, attempt: _Attempt
+    ) -> Generator[Action, Any, Session]:
+        while True:
+            got = pool.take(pin)
+            if isinstance(got, Session):
+                return got
+            if got is None:
+                try:
+                    reply = yield from self.plan(
+                        register_session_op(pool.group), attempt.remaining()
+                    )
+                except BaseException:
+                    pool.abandon_growth()
+                    raise
+                return pool.add(int(reply.session_id), int(reply.ttl_ms))
+            if attempt.remaining() <= 0:
+                raise Unavailable(f"no free session for {pool.group} within the deadline")
+            yield WaitSession(pool, min(0.1, attempt.remaining()))
+
+    def _refresh(self, attempt: _Attempt, at_least: int = 0) -> Plan:
+        """Fetch the ShardMap (linearizable) from any config server, until its version is at
+        least ``at_least``."""
+        while True:
+            op = fetch_map_op(None, stale_ok=False)
+            reply = yield from self._config_read(op, attempt)
+            self.install(reply)
+            m = self.shard_map
+            if m is not None and m.version >= at_least:
+                return
+            attempt.last_error = f"config group has map version {m and m.version} < {at_least}"
+            yield attempt.backoff()
+
+    def _config_read(self, op: Op, attempt: _Attempt) -> Plan:
+        """One read from any config server, retried over them within ``attempt``."""
+        while True:
+            if attempt.remaining() <= 0:
+                raise attempt.give_up()
+            address = self._target(CONFIG_GROUP)
+            assert address is not None
+            timeout = max(0.01, min(self.attempt_timeout, attempt.remaining()))
+            request = op.build(pb.RequestHeader())
+            result = yield Call(address, op.service, op.method, request, timeout)
+            if not isinstance(result, grpc.RpcError):
+                return result
+            err = error_from_rpc(result)
+            if err is None:
+                failure = transport_failure(result, address, op.method)
+                if failure.error is not None:
+                    raise failure.error
+                attempt.last_error = f"{address}: {failure.code.name}: {failure.message}"
+            elif isinstance(err, OperationError) or not err.retryable:
+                raise err
+            else:
+                attempt.last_error = f"{address}: {err.code}: {err.message}"
+            self._forget(CONFIG_GROUP, address)
+            yield attempt.backoff()
+
+    def fetch_map_plan(
+        self, since_version: int | None, stale_ok: bool, deadline: float | None
+    ) -> Plan:
+        attempt = _Attempt(self.deadline if deadline is None else deadline)
+        reply = yield from self._config_read(fetch_map_op(since_version, stale_ok), attempt)
+        self.install(reply)
+        return reply
+
+    def refresh_plan(self, deadline: float | None) -> Plan:
+        attempt = _Attempt(self.deadline if deadline is None else deadline)
+        yield from self._refresh(attempt)
+        return self.shard_map
+
+
+# -- op builders (shared by both clients) ----------------------------------------------------------
+def register_session_op(group: str) -> Op:
+    service = "Config" if group == CONFIG_GROUP else "Namespace"
+    route = CONFIG_ROUTE if group == CONFIG_GROUP else Route("shard", group)
+    return Op(
+        service, "RegisterSession", route, lambda h: pb.RegisterSessionRequest(group=group), True
+    )
+
+
+def fetch_map_op(since_version: int | None, stale_ok: bool) -> Op:
+    def build(h: pb.RequestHeader) -> pb.FetchShardMapRequest:
+        req = pb.FetchShardMapRequest(stale_ok=stale_ok)
+        if since_version is not None:
+            req.since_version = since_version
+        return req
+
+    return Op("Config", "FetchShardMap", CONFIG_ROUTE, build)

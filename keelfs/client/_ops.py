@@ -1,0 +1,244 @@
+"""One function per verb: its argument checks, the ``Op`` it sends, and how its reply reads.
+
+Both clients call these, so a verb means the same thing in ``Client`` and ``AsyncClient``.
+Paths are checked here, before anything is sent (``keelfs.meta.paths``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from keelfs.client._core import CONFIG_ROUTE, Op, Route
+from keelfs.errors import InvalidArgument
+from keelfs.meta import paths
+from keelfs.meta.commands import MAX_INT, check_mode, check_principal, check_range
+from keelfs.meta.pb import meta_pb2 as pb
+
+__all__ = ["DeleteResult", "norm"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    """What a delete removed (on the shard that held it)."""
+
+    files: int
+    directories: int
+    blocks: int
+
+
+def norm(path: str, argument: str = "path") -> str:
+    try:
+        return paths.normalize(path)
+    except InvalidArgument as exc:
+        exc.details["argument"] = argument
+        raise
+
+
+def _principals(owner: str | None, group: str | None) -> None:
+    """Owner and group names are checked here too: one that is not valid UTF-8 could not even
+    be encoded into a request."""
+    if owner:
+        check_principal(owner, "owner")
+    if group:
+        check_principal(group, "group")
+
+
+def _entry(path: str) -> Route:
+    return Route("entry", path)
+
+
+def _ns(method: str, route: Route, build: object, *, write: bool, session: bool) -> Op:
+    return Op("Namespace", method, route, build, write, session)  # type: ignore[arg-type]
+
+
+def mkdir(path: str, parents: bool, mode: int | None, owner: str, group: str) -> Op:
+    path = norm(path)
+    if mode is not None:
+        check_mode(mode)
+    _principals(owner, group)
+
+    def build(h: pb.RequestHeader) -> pb.MkdirRequest:
+        req = pb.MkdirRequest(header=h, path=path, owner=owner, group=group, parents=parents)
+        if mode is not None:
+            req.mode = mode
+        return req
+
+    return _ns("Mkdir", _entry(path), build, write=True, session=True)
+
+
+def mkdir_self(path: str, mode: int | None, owner: str, group: str) -> Op:
+    path = norm(path)
+    _principals(owner, group)
+
+    def build(h: pb.RequestHeader) -> pb.MkdirSelfRequest:
+        req = pb.MkdirSelfRequest(header=h, path=path, owner=owner, group=group)
+        if mode is not None:
+            req.mode = mode
+        return req
+
+    return _ns("MkdirSelf", Route("dir", path), build, write=True, session=False)
+
+
+def create(
+    path: str,
+    overwrite: bool,
+    mode: int | None,
+    owner: str,
+    group: str,
+    replication: int,
+    block_size: int,
+) -> Op:
+    path = norm(path)
+    if mode is not None:
+        check_mode(mode)
+    if replication:
+        check_range(replication, 1, 512, "replication")
+    if block_size:
+        check_range(block_size, 1, MAX_INT, "block_size")
+    _principals(owner, group)
+
+    def build(h: pb.RequestHeader) -> pb.CreateRequest:
+        req = pb.CreateRequest(
+            header=h,
+            path=path,
+            owner=owner,
+            group=group,
+            replication=replication,
+            block_size=block_size,
+            overwrite=overwrite,
+        )
+        if mode is not None:
+            req.mode = mode
+        return req
+
+    return _ns("Create", _entry(path), build, write=True, session=True)
+
+
+def complete(path: str, pin: int) -> Op:
+    path = norm(path)
+    build = lambda h: pb.CompleteRequest(header=h, path=path)  # noqa: E731
+    return Op("Namespace", "Complete", _entry(path), build, True, True, pin)
+
+
+def renew_lease(shard_id: str) -> Op:
+    build = lambda h: pb.RenewLeaseRequest(header=h, group=shard_id)  # noqa: E731
+    return _ns("RenewLease", Route("shard", shard_id), build, write=True, session=True)
+
+
+def keep_alive(group: str, session_id: int) -> Op:
+    service = "Config" if group == "config" else "Namespace"
+    route = CONFIG_ROUTE if group == "config" else Route("shard", group)
+    build = lambda h: pb.KeepAliveRequest(group=group, session_id=session_id)  # noqa: E731
+    return Op(service, "KeepAlive", route, build, True, False)
+
+
+def stat(path: str, stale_ok: bool) -> Op:
+    path = norm(path)
+    build = lambda h: pb.GetFileInfoRequest(header=h, path=path, stale_ok=stale_ok)  # noqa: E731
+    return _ns("GetFileInfo", _entry(path), build, write=False, session=False)
+
+
+def list_dir(path: str, start_after: str | None, limit: int, stale_ok: bool) -> Op:
+    path = norm(path)
+    check_range(limit, 1, 10_000, "limit")
+
+    def build(h: pb.RequestHeader) -> pb.ListDirRequest:
+        req = pb.ListDirRequest(header=h, path=path, limit=limit, stale_ok=stale_ok)
+        if start_after is not None:
+            req.start_after = start_after
+        return req
+
+    return _ns("ListDir", Route("dir", path), build, write=False, session=False)
+
+
+def content_summary(path: str, stale_ok: bool) -> Op:
+    path = norm(path)
+    build = lambda h: pb.ContentSummaryRequest(header=h, path=path, stale_ok=stale_ok)  # noqa: E731
+    return _ns("ContentSummary", _entry(path), build, write=False, session=False)
+
+
+def delete(path: str, recursive: bool) -> Op:
+    path = norm(path)
+    build = lambda h: pb.DeleteRequest(header=h, path=path, recursive=recursive)  # noqa: E731
+    return _ns("Delete", _entry(path), build, write=True, session=True)
+
+
+def rename(src: str, dst: str, overwrite: bool) -> Op:
+    src, dst = norm(src, "src"), norm(dst, "dst")
+    build = lambda h: pb.RenameRequest(header=h, src=src, dst=dst, overwrite=overwrite)  # noqa: E731
+    return _ns("Rename", _entry(src), build, write=True, session=True)
+
+
+def set_replication(path: str, replication: int) -> Op:
+    path = norm(path)
+    check_range(replication, 1, 512, "replication")
+    build = lambda h: pb.SetReplicationRequest(header=h, path=path, replication=replication)  # noqa: E731
+    return _ns("SetReplication", _entry(path), build, write=True, session=True)
+
+
+def set_times(path: str, mtime: int | None, atime: int | None) -> Op:
+    path = norm(path)
+    if mtime is None and atime is None:
+        raise InvalidArgument("set_times needs mtime or atime", "mtime")
+
+    def build(h: pb.RequestHeader) -> pb.SetTimesRequest:
+        req = pb.SetTimesRequest(header=h, path=path)
+        if mtime is not None:
+            req.mtime = check_range(mtime, 0, MAX_INT, "mtime")
+        if atime is not None:
+            req.atime = check_range(atime, 0, MAX_INT, "atime")
+        return req
+
+    return _ns("SetTimes", _entry(path), build, write=True, session=True)
+
+
+def chmod(path: str, mode: int) -> Op:
+    path = norm(path)
+    check_mode(mode)
+    build = lambda h: pb.SetPermissionRequest(header=h, path=path, mode=mode)  # noqa: E731
+    return _ns("SetPermission", _entry(path), build, write=True, session=True)
+
+
+def chown(path: str, owner: str | None, group: str | None) -> Op:
+    path = norm(path)
+    if owner is None and group is None:
+        raise InvalidArgument("chown needs owner or group", "owner")
+    if owner is not None:
+        check_principal(owner, "owner")
+    if group is not None:
+        check_principal(group, "group")
+
+    def build(h: pb.RequestHeader) -> pb.SetOwnerRequest:
+        req = pb.SetOwnerRequest(header=h, path=path)
+        if owner is not None:
+            req.owner = owner
+        if group is not None:
+            req.group = group
+        return req
+
+    return _ns("SetOwner", _entry(path), build, write=True, session=True)
+
+
+def format_root() -> Op:
+    build = lambda h: pb.FormatRequest(header=h)  # noqa: E731
+    return _ns("Format", _entry(paths.ROOT), build, write=True, session=False)
+
+
+def add_shard(shard_id: str, members: Sequence[int]) -> Op:
+    build = lambda h: pb.AddShardRequest(header=h, shard_id=shard_id, members=list(members))  # noqa: E731
+    return Op("Config", "AddShard", CONFIG_ROUTE, build, True, True)
+
+
+def remove_shard(shard_id: str) -> Op:
+    build = lambda h: pb.RemoveShardRequest(header=h, shard_id=shard_id)  # noqa: E731
+    return Op("Config", "RemoveShard", CONFIG_ROUTE, build, True, True)
+
+
+def register_master(node_id: int, address: str) -> Op:
+    build = lambda h: pb.RegisterMasterRequest(header=h, node_id=node_id, address=address)  # noqa: E731
+    return Op("Config", "RegisterMaster", CONFIG_ROUTE, build, True, False)
+
+
+def delete_result(reply: pb.DeleteReply) -> DeleteResult:
+    return DeleteResult(reply.files, reply.directories, reply.blocks)

@@ -1,0 +1,334 @@
+"""``AsyncClient``: the ``grpc.aio`` twin of :class:`keelfs.client.Client`.
+
+Same verbs and options, as coroutines (``ls`` is an async iterator); the routing, retries and
+sessions are the same plans (``keelfs.client._core``) driven with ``await``. Create and use it
+on one event loop, and ``await close()`` (or ``async with``) when done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import grpc
+
+from keelfs.client import _ops as ops
+from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
+from keelfs.client.sync import CHANNEL_OPTIONS
+from keelfs.errors import NotFound
+from keelfs.master.wire import file_info_from_pb, summary_from_pb
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.pb import meta_pb2_grpc as _pb_grpc
+from keelfs.meta.records import ContentSummary, FileInfo
+from keelfs.meta.shardmap import ShardMap
+
+__all__ = ["AsyncClient"]
+
+pb_grpc: Any = _pb_grpc
+_STUBS = {"Config": "ConfigStub", "Namespace": "NamespaceStub", "Node": "NodeStub"}
+
+
+class AsyncClient:
+    """See :class:`keelfs.client.Client` for the options and the verbs' meaning."""
+
+    def __init__(
+        self,
+        config_servers: str | Iterable[str],
+        *,
+        deadline: float = 30.0,
+        attempt_timeout: float = 2.0,
+        max_sessions: int = 16,
+    ) -> None:
+        seeds = config_servers.split(",") if isinstance(config_servers, str) else config_servers
+        self._core = Core(
+            seeds, deadline=deadline, attempt_timeout=attempt_timeout, max_sessions=max_sessions
+        )
+        self._channels: dict[str, Any] = {}
+        self._stubs: dict[tuple[str, str], Any] = {}
+        self._closed = False
+
+    # -- driving plans ------------------------------------------------------------------------
+    def _stub(self, address: str, service: str) -> Any:
+        if self._closed:
+            raise RuntimeError("client is closed")
+        stub = self._stubs.get((address, service))
+        if stub is None:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                self._channels[address] = channel
+            stub = self._stubs[(address, service)] = getattr(pb_grpc, _STUBS[service])(channel)
+        return stub
+
+    async def _drive(self, plan: Plan) -> Any:
+        try:
+            action = next(plan)
+            while True:
+                result: Any = None
+                if isinstance(action, Call):
+                    method = getattr(self._stub(action.address, action.service), action.method)
+                    try:
+                        result = await method(action.request, timeout=action.timeout)
+                    except grpc.RpcError as err:
+                        result = err
+                elif isinstance(action, Sleep):
+                    await asyncio.sleep(action.seconds)
+                elif isinstance(action, WaitSession):
+                    await asyncio.sleep(min(action.timeout, 0.002))
+                action = plan.send(result)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            plan.close()
+
+    async def _run(self, op: Op, deadline: float | None) -> Any:
+        return await self._drive(self._core.plan(op, deadline))
+
+    # -- namespace ----------------------------------------------------------------------------
+    async def mkdir(
+        self,
+        path: str,
+        *,
+        parents: bool = False,
+        mode: int | None = None,
+        owner: str = "",
+        group: str = "",
+        deadline: float | None = None,
+    ) -> list[str]:
+        reply = await self._run(ops.mkdir(path, parents, mode, owner, group), deadline)
+        return list(reply.created)
+
+    async def mkdir_self(
+        self,
+        path: str,
+        *,
+        mode: int | None = None,
+        owner: str = "",
+        group: str = "",
+        deadline: float | None = None,
+    ) -> None:
+        """Internal (masters' cross-shard mkdir): create only ``path``'s self-record on the
+        shard owning the directory."""
+        await self._run(ops.mkdir_self(path, mode, owner, group), deadline)
+
+    async def create(
+        self,
+        path: str,
+        *,
+        overwrite: bool = False,
+        mode: int | None = None,
+        owner: str = "",
+        group: str = "",
+        replication: int = 0,
+        block_size: int = 0,
+        deadline: float | None = None,
+    ) -> FileInfo:
+        op = ops.create(path, overwrite, mode, owner, group, replication, block_size)
+        reply = await self._run(op, deadline)
+        info = file_info_from_pb(reply.info)
+        self._core.writers[info.path] = (reply.reply.group, info.lease_holder)
+        return info
+
+    async def complete(self, path: str, *, deadline: float | None = None) -> FileInfo:
+        path = ops.norm(path)
+        _, session_id = self._core.writers.get(path, ("", 0))
+        reply = await self._run(ops.complete(path, session_id), deadline)
+        self._core.writers.pop(path, None)
+        return file_info_from_pb(reply.info)
+
+    async def stat(
+        self, path: str, *, stale_ok: bool = False, deadline: float | None = None
+    ) -> FileInfo:
+        return file_info_from_pb((await self._run(ops.stat(path, stale_ok), deadline)).info)
+
+    async def exists(
+        self, path: str, *, stale_ok: bool = False, deadline: float | None = None
+    ) -> bool:
+        try:
+            await self.stat(path, stale_ok=stale_ok, deadline=deadline)
+        except NotFound:
+            return False
+        return True
+
+    async def ls(
+        self,
+        path: str,
+        *,
+        page_size: int = 1000,
+        stale_ok: bool = False,
+        deadline: float | None = None,
+    ) -> AsyncIterator[FileInfo]:
+        path = ops.norm(path)
+        cursor: str | None = None
+        while True:
+            try:
+                reply = await self._run(ops.list_dir(path, cursor, page_size, stale_ok), deadline)
+            except NotFound:
+                if cursor is not None:
+                    raise
+                info = await self.stat(path, stale_ok=stale_ok, deadline=deadline)
+                if info.is_dir:
+                    raise
+                yield info
+                return
+            for entry in reply.entries:
+                yield file_info_from_pb(entry)
+            if not reply.HasField("cursor"):
+                return
+            cursor = reply.cursor
+
+    async def delete(
+        self, path: str, *, recursive: bool = False, deadline: float | None = None
+    ) -> ops.DeleteResult:
+        return ops.delete_result(await self._run(ops.delete(path, recursive), deadline))
+
+    async def rename(
+        self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None
+    ) -> None:
+        await self._run(ops.rename(src, dst, overwrite), deadline)
+
+    async def set_replication(
+        self, path: str, replication: int, *, deadline: float | None = None
+    ) -> FileInfo:
+        reply = await self._run(ops.set_replication(path, replication), deadline)
+        return file_info_from_pb(reply.info)
+
+    async def set_times(
+        self,
+        path: str,
+        *,
+        mtime: int | None = None,
+        atime: int | None = None,
+        deadline: float | None = None,
+    ) -> FileInfo:
+        return file_info_from_pb(
+            (await self._run(ops.set_times(path, mtime, atime), deadline)).info
+        )
+
+    async def chmod(self, path: str, mode: int, *, deadline: float | None = None) -> FileInfo:
+        return file_info_from_pb((await self._run(ops.chmod(path, mode), deadline)).info)
+
+    async def chown(
+        self,
+        path: str,
+        owner: str | None = None,
+        group: str | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> FileInfo:
+        return file_info_from_pb((await self._run(ops.chown(path, owner, group), deadline)).info)
+
+    async def du(self, path: str, *, deadline: float | None = None) -> ContentSummary:
+        path = ops.norm(path)
+        m = self._core.shard_map or await self.shard_map()
+        if len(m.shards) == 1:
+            reply = await self._run(ops.content_summary(path, False), deadline)
+            return summary_from_pb(reply.summary)
+        info = await self.stat(path, deadline=deadline)
+        if not info.is_dir:
+            return ContentSummary(info.length, 1, 0, info.length * info.replication)
+        length = files = dirs = space = 0
+        stack = [path]
+        while stack:
+            directory = stack.pop()
+            dirs += 1
+            async for e in self.ls(directory, deadline=deadline):
+                if e.is_dir:
+                    stack.append(e.path)
+                else:
+                    files += 1
+                    length += e.length
+                    space += e.length * e.replication
+        return ContentSummary(length, files, dirs, space)
+
+    async def shard_content_summary(self, path: str, *, stale_ok: bool = False) -> ContentSummary:
+        return summary_from_pb((await self._run(ops.content_summary(path, stale_ok), None)).summary)
+
+    async def format(self, *, deadline: float | None = None) -> bool:
+        return bool((await self._run(ops.format_root(), deadline)).created)
+
+    async def keep_alive(self, *, deadline: float | None = None) -> int:
+        n = 0
+        for pool in self._core.pools():
+            for s in pool.idle():
+                await self._run(ops.keep_alive(s.group, s.session_id), deadline)
+                s.last_used = time.monotonic()
+                n += 1
+        return n
+
+    async def renew_lease(self, shard_id: str, *, deadline: float | None = None) -> bool:
+        renewed = False
+        for group, session_id in set(self._core.writers.values()):
+            if group == shard_id:
+                op = ops.renew_lease(shard_id)
+                pinned = Op(op.service, op.method, op.route, op.build, True, True, session_id)
+                renewed |= bool((await self._run(pinned, deadline)).renewed)
+        return renewed
+
+    # -- config -------------------------------------------------------------------------------
+    async def shard_map(self, *, deadline: float | None = None) -> ShardMap:
+        m = await self._drive(self._core.refresh_plan(deadline))
+        assert m is not None
+        return m
+
+    async def fetch_shard_map(
+        self,
+        since_version: int | None = None,
+        *,
+        stale_ok: bool = False,
+        deadline: float | None = None,
+    ) -> tuple[ShardMap, dict[int, str]] | None:
+        reply = await self._drive(self._core.fetch_map_plan(since_version, stale_ok, deadline))
+        if reply.unchanged:
+            return None
+        m = self._core.shard_map
+        assert m is not None
+        return m, {int(k): v for k, v in reply.nodes.items()}
+
+    async def add_shard(
+        self, shard_id: str, members: Sequence[int], *, deadline: float | None = None
+    ) -> int:
+        version = int((await self._run(ops.add_shard(shard_id, members), deadline)).map_version)
+        await self.shard_map()
+        return version
+
+    async def remove_shard(self, shard_id: str, *, deadline: float | None = None) -> int:
+        version = int((await self._run(ops.remove_shard(shard_id), deadline)).map_version)
+        await self.shard_map()
+        return version
+
+    async def register_master(
+        self, node_id: int, address: str, *, deadline: float | None = None
+    ) -> int:
+        reply = await self._run(ops.register_master(node_id, address), deadline)
+        return int(reply.map_version)
+
+    async def nodes(self) -> dict[int, str]:
+        if self._core.shard_map is None:
+            await self.shard_map()
+        return self._core.nodes
+
+    # -- administration -----------------------------------------------------------------------
+    async def status(self, address: str, *, timeout: float = 2.0) -> dict[str, Any]:
+        reply = await self._stub(address, "Node").Status(pb.StatusRequest(), timeout=timeout)
+        st: dict[str, Any] = json.loads(reply.json)
+        return st
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(self._core.stats)
+
+    async def close(self) -> None:
+        self._closed = True
+        channels, self._channels, self._stubs = self._channels, {}, {}
+        for channel in channels.values():
+            await channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,353 @@
+"""``Client``: the synchronous keelfs metadata client (thread-safe; share one per process)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import grpc
+
+from keelfs.client import _ops as ops
+from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
+from keelfs.errors import NotFound
+from keelfs.master.wire import file_info_from_pb, summary_from_pb
+from keelfs.meta.pb import meta_pb2_grpc as _pb_grpc
+from keelfs.meta.records import ContentSummary, FileInfo
+from keelfs.meta.shardmap import ShardMap
+
+__all__ = ["CHANNEL_OPTIONS", "Client"]
+
+pb_grpc: Any = _pb_grpc  # generated, untyped
+
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_metadata_size", 64 << 10),
+    ("grpc.use_local_subchannel_pool", 1),
+]
+_STUBS = {"Config": "ConfigStub", "Namespace": "NamespaceStub", "Node": "NodeStub"}
+
+
+class Client:
+    """The keelfs metadata client; every verb raises the ``keelfs.errors`` tree.
+
+    ``config_servers``: the client address of ANY config server (or several, comma-separated
+    or as a list); the client learns the rest, the ShardMap and each group's leader from there.
+
+    ==================  =========  ============================================================
+    option              default    meaning
+    ==================  =========  ============================================================
+    ``deadline``        30 s       a verb's total time, retries included (per-call ``deadline``
+                                   overrides it)
+    ``attempt_timeout`` 2 s        one RPC attempt (a frozen node costs at most this much)
+    ``max_sessions``    16         client sessions per group, i.e. concurrent writes per shard
+    ==================  =========  ============================================================
+
+    Writes are exactly-once across retries and failovers (sessions, see ``keelfs.client._core``).
+    """
+
+    def __init__(
+        self,
+        config_servers: str | Iterable[str],
+        *,
+        deadline: float = 30.0,
+        attempt_timeout: float = 2.0,
+        max_sessions: int = 16,
+    ) -> None:
+        seeds = config_servers.split(",") if isinstance(config_servers, str) else config_servers
+        self._core = Core(
+            seeds, deadline=deadline, attempt_timeout=attempt_timeout, max_sessions=max_sessions
+        )
+        self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- driving plans ------------------------------------------------------------------------
+    def _stub(self, address: str, service: str) -> Any:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("client is closed")
+            stub = self._stubs.get((address, service))
+            if stub is None:
+                channel = self._channels.get(address)
+                if channel is None:
+                    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                    self._channels[address] = channel
+                stub = self._stubs[(address, service)] = getattr(pb_grpc, _STUBS[service])(channel)
+            return stub
+
+    def _drive(self, plan: Plan) -> Any:
+        try:
+            action = next(plan)
+            while True:
+                result: Any = None
+                if isinstance(action, Call):
+                    method = getattr(self._stub(action.address, action.service), action.method)
+                    try:
+                        result = method(action.request, timeout=action.timeout)
+                    except grpc.RpcError as err:
+                        result = err
+                elif isinstance(action, Sleep):
+                    time.sleep(action.seconds)
+                elif isinstance(action, WaitSession):
+                    with action.pool.cond:
+                        action.pool.cond.wait(action.timeout)
+                action = plan.send(result)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            plan.close()
+
+    def _run(self, op: Op, deadline: float | None) -> Any:
+        return self._drive(self._core.plan(op, deadline))
+
+    # -- namespace ----------------------------------------------------------------------------
+    def mkdir(
+        self,
+        path: str,
+        *,
+        parents: bool = False,
+        mode: int | None = None,
+        owner: str = "",
+        group: str = "",
+        deadline: float | None = None,
+    ) -> list[str]:
+        """Create directory ``path`` (``parents``: and missing ancestors; then an existing
+        directory is success). Returns the directories created."""
+        reply = self._run(ops.mkdir(path, parents, mode, owner, group), deadline)
+        return list(reply.created)
+
+    def create(
+        self,
+        path: str,
+        *,
+        overwrite: bool = False,
+        mode: int | None = None,
+        owner: str = "",
+        group: str = "",
+        replication: int = 0,
+        block_size: int = 0,
+        deadline: float | None = None,
+    ) -> FileInfo:
+        """Create file ``path`` (exclusive unless ``overwrite``), under construction with this
+        client's writer lease; ``complete`` closes it."""
+        op = ops.create(path, overwrite, mode, owner, group, replication, block_size)
+        reply = self._run(op, deadline)
+        info = file_info_from_pb(reply.info)
+        self._core.writers[info.path] = (reply.reply.group, info.lease_holder)
+        return info
+
+    def complete(self, path: str, *, deadline: float | None = None) -> FileInfo:
+        """Close a file this client created (releases its writer lease)."""
+        path = ops.norm(path)
+        _, session_id = self._core.writers.get(path, ("", 0))
+        reply = self._run(ops.complete(path, session_id), deadline)
+        self._core.writers.pop(path, None)
+        return file_info_from_pb(reply.info)
+
+    def stat(self, path: str, *, stale_ok: bool = False, deadline: float | None = None) -> FileInfo:
+        return file_info_from_pb(self._run(ops.stat(path, stale_ok), deadline).info)
+
+    def exists(self, path: str, *, stale_ok: bool = False, deadline: float | None = None) -> bool:
+        try:
+            self.stat(path, stale_ok=stale_ok, deadline=deadline)
+        except NotFound:
+            return False
+        return True
+
+    def ls(
+        self,
+        path: str,
+        *,
+        page_size: int = 1000,
+        stale_ok: bool = False,
+        deadline: float | None = None,
+    ) -> Iterator[FileInfo]:
+        """The entries of directory ``path`` sorted by name, fetched a page at a time (a file
+        lists as itself). Each page is one linearizable read unless ``stale_ok``."""
+        path = ops.norm(path)
+        cursor: str | None = None
+        while True:
+            try:
+                reply = self._run(ops.list_dir(path, cursor, page_size, stale_ok), deadline)
+            except NotFound:
+                if cursor is not None:
+                    raise
+                info = self.stat(path, stale_ok=stale_ok, deadline=deadline)
+                if info.is_dir:
+                    raise
+                yield info
+                return
+            for entry in reply.entries:
+                yield file_info_from_pb(entry)
+            if not reply.HasField("cursor"):
+                return
+            cursor = reply.cursor
+
+    def delete(
+        self, path: str, *, recursive: bool = False, deadline: float | None = None
+    ) -> ops.DeleteResult:
+        return ops.delete_result(self._run(ops.delete(path, recursive), deadline))
+
+    def rename(
+        self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None
+    ) -> None:
+        self._run(ops.rename(src, dst, overwrite), deadline)
+
+    def set_replication(
+        self, path: str, replication: int, *, deadline: float | None = None
+    ) -> FileInfo:
+        return file_info_from_pb(self._run(ops.set_replication(path, replication), deadline).info)
+
+    def set_times(
+        self,
+        path: str,
+        *,
+        mtime: int | None = None,
+        atime: int | None = None,
+        deadline: float | None = None,
+    ) -> FileInfo:
+        """Set modification and/or access time (ms since the epoch)."""
+        return file_info_from_pb(self._run(ops.set_times(path, mtime, atime), deadline).info)
+
+    def chmod(self, path: str, mode: int, *, deadline: float | None = None) -> FileInfo:
+        return file_info_from_pb(self._run(ops.chmod(path, mode), deadline).info)
+
+    def chown(
+        self,
+        path: str,
+        owner: str | None = None,
+        group: str | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> FileInfo:
+        return file_info_from_pb(self._run(ops.chown(path, owner, group), deadline).info)
+
+    def du(self, path: str, *, deadline: float | None = None) -> ContentSummary:
+        """Totals under ``path``. A directory's entries spread over every shard, so this walks
+        the tree (one ListDir per page per directory); with one shard it is one request."""
+        path = ops.norm(path)
+        m = self._core.shard_map or self.shard_map()
+        if len(m.shards) == 1:
+            return summary_from_pb(self._run(ops.content_summary(path, False), deadline).summary)
+        info = self.stat(path, deadline=deadline)
+        if not info.is_dir:
+            return ContentSummary(info.length, 1, 0, info.length * info.replication)
+        length = files = dirs = space = 0
+        stack = [path]
+        while stack:
+            directory = stack.pop()
+            dirs += 1
+            for e in self.ls(directory, deadline=deadline):
+                if e.is_dir:
+                    stack.append(e.path)
+                else:
+                    files += 1
+                    length += e.length
+                    space += e.length * e.replication
+        return ContentSummary(length, files, dirs, space)
+
+    def shard_content_summary(self, path: str, *, stale_ok: bool = False) -> ContentSummary:
+        """The ContentSummary RPC as is: what the shard holding ``path``'s entry has under it."""
+        return summary_from_pb(self._run(ops.content_summary(path, stale_ok), None).summary)
+
+    def format(self, *, deadline: float | None = None) -> bool:
+        """Create the root directory if the cluster has none (True if it did). Idempotent."""
+        return bool(self._run(ops.format_root(), deadline).created)
+
+    def keep_alive(self, *, deadline: float | None = None) -> int:
+        """Keep every idle session of this client alive; returns how many were renewed."""
+        n = 0
+        for pool in self._core.pools():
+            for s in pool.idle():
+                self._run(ops.keep_alive(s.group, s.session_id), deadline)
+                s.last_used = time.monotonic()
+                n += 1
+        return n
+
+    def renew_lease(self, shard_id: str, *, deadline: float | None = None) -> bool:
+        """Extend the writer leases this client's sessions hold on ``shard_id``."""
+        renewed = False
+        for group, session_id in set(self._core.writers.values()):
+            if group == shard_id:
+                op = ops.renew_lease(shard_id)
+                pinned = Op(op.service, op.method, op.route, op.build, True, True, session_id)
+                renewed |= bool(self._run(pinned, deadline).renewed)
+        return renewed
+
+    # -- config -------------------------------------------------------------------------------
+    def shard_map(self, *, deadline: float | None = None) -> ShardMap:
+        """The current ShardMap, fetched linearizably (and cached)."""
+        m = self._drive(self._core.refresh_plan(deadline))
+        assert m is not None
+        return m
+
+    def fetch_shard_map(
+        self,
+        since_version: int | None = None,
+        *,
+        stale_ok: bool = False,
+        deadline: float | None = None,
+    ) -> tuple[ShardMap, dict[int, str]] | None:
+        """FetchShardMap as is: None when ``since_version`` is current, else (map, registry)."""
+        reply = self._drive(self._core.fetch_map_plan(since_version, stale_ok, deadline))
+        if reply.unchanged:
+            return None
+        m = self._core.shard_map
+        assert m is not None
+        return m, {int(k): v for k, v in reply.nodes.items()}
+
+    def add_shard(
+        self, shard_id: str, members: Sequence[int], *, deadline: float | None = None
+    ) -> int:
+        """Add a shard served by registered nodes; returns the new map version."""
+        version = int(self._run(ops.add_shard(shard_id, members), deadline).map_version)
+        self.shard_map()
+        return version
+
+    def remove_shard(self, shard_id: str, *, deadline: float | None = None) -> int:
+        version = int(self._run(ops.remove_shard(shard_id), deadline).map_version)
+        self.shard_map()
+        return version
+
+    def register_master(self, node_id: int, address: str, *, deadline: float | None = None) -> int:
+        return int(self._run(ops.register_master(node_id, address), deadline).map_version)
+
+    def nodes(self) -> dict[int, str]:
+        """The node registry as last fetched (node id -> client address)."""
+        if self._core.shard_map is None:
+            self.shard_map()
+        return self._core.nodes
+
+    # -- administration -----------------------------------------------------------------------
+    def status(self, address: str, *, timeout: float = 2.0) -> dict[str, Any]:
+        """``Node.Status`` of one metadata node (one attempt; raises ``grpc.RpcError``)."""
+        from keelfs.meta.pb import meta_pb2 as pb
+
+        reply = self._stub(address, "Node").Status(pb.StatusRequest(), timeout=timeout)
+        st: dict[str, Any] = json.loads(reply.json)
+        return st
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: calls, retries, unknown outcomes, redirects."""
+        return dict(self._core.stats)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            channels, self._channels, self._stubs = self._channels, {}, {}
+        for channel in channels.values():
+            channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,386 @@
+"""A metadata cluster of real processes on 127.0.0.1 (tests, benchmarks, a local cluster).
+
+::
+
+    with MetaCluster(tmp_path) as cluster:      # starts, registers, adds shards, formats
+        fs = cluster.client()                   # a keelfs.client.Client (closed by stop_all)
+        fs.mkdir("/a")
+        leader = cluster.leader("shard-1")
+        cluster.kill9(leader)
+        cluster.restart(leader)                 # same id, addresses and data
+
+Two layouts (``layout=``):
+
+- ``"cohosted"`` (default): 3 processes (``python -m keelfs.master.master --config-member``),
+  each hosting a config-group member and a member of every shard: ids 1..3. Light enough for
+  two cores; killing a process kills one member of every group.
+- ``"separate"``: one role per process as in production: 3 ``config_server`` (ids 1..3) and 3
+  ``master`` per shard (ids ``10*k+1..10*k+3`` for the k-th shard).
+
+Every node gets two fixed ports (Raft and client API), kept across restarts. Processes run in
+their own session, stdout (``READY``) and stderr (logs) go to ``root/n<id>/``, and every one is
+killed by pid in ``stop_all()`` (and by ``keelfs.testing.processes``' ``atexit`` safety net).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from keelfs.client import Client
+from keelfs.errors import AlreadyExists, KeelError, NotFound
+from keelfs.testing.processes import (
+    ClusterError,
+    free_ports,
+    hard_kill,
+    read_ready_line,
+    spawn_tracked,
+)
+
+__all__ = ["MetaCluster", "MetaNodeSpec"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class MetaNodeSpec:
+    node_id: int
+    module: str  # "keelfs.master.master" or "keelfs.master.config_server"
+    raft_address: str
+    client_address: str
+    directory: Path
+    groups: tuple[str, ...]
+    """Raft groups it hosts ("config" and/or shard ids)."""
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "stderr.log"
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.directory / "stdout.log"
+
+
+class MetaCluster:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        layout: str = "cohosted",
+        shards: Iterable[str] = ("shard-1", "shard-2"),
+        tick_ms: float = 15.0,
+        election_tick: int = 10,
+        node_args: tuple[str, ...] = (),
+        start_timeout: float = 30.0,
+    ) -> None:
+        if layout not in ("cohosted", "separate"):
+            raise ValueError(f"unknown layout {layout!r}")
+        self.root = Path(root)
+        self.layout = layout
+        self.shard_ids = tuple(shards)
+        self.tick_ms = tick_ms
+        self.election_tick = election_tick
+        self.node_args = tuple(node_args)
+        self.start_timeout = start_timeout
+        self.nodes: dict[int, MetaNodeSpec] = {}
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._stopped: set[int] = set()
+        self._clients: list[Client] = []
+        self._admin: Client | None = None
+        self._define()
+
+    # -- layout -------------------------------------------------------------------------------
+    def _node(self, node_id: int, module: str, groups: tuple[str, ...]) -> MetaNodeSpec:
+        directory = self.root / f"n{node_id}"
+        directory.mkdir(parents=True, exist_ok=True)
+        raft_port, client_port = free_ports(2)
+        spec = MetaNodeSpec(
+            node_id,
+            module,
+            f"127.0.0.1:{raft_port}",
+            f"127.0.0.1:{client_port}",
+            directory,
+            groups,
+        )
+        self.nodes[node_id] = spec
+        return spec
+
+    def _define(self) -> None:
+        if self.layout == "cohosted":
+            for i in (1, 2, 3):
+                self._node(i, "keelfs.master.master", ("config", *self.shard_ids))
+            for spec in self.nodes.values():
+                spec.args = ["--config-member", *self._shard_flags(self.shard_ids)]
+            return
+        for i in (1, 2, 3):
+            self._node(i, "keelfs.master.config_server", ("config",))
+        for k, shard in enumerate(self.shard_ids, start=1):
+            for j in (1, 2, 3):
+                self._node(10 * k + j, "keelfs.master.master", (shard,)).args = [
+                    *self._shard_flags((shard,))
+                ]
+
+    @staticmethod
+    def _shard_flags(shards: Iterable[str]) -> list[str]:
+        out: list[str] = []
+        for s in shards:
+            out += ["--shard", s]
+        return out
+
+    def members(self, group: str) -> list[int]:
+        """Ids of the nodes hosting a member of ``group``."""
+        return sorted(i for i, s in self.nodes.items() if group in s.groups)
+
+    @property
+    def config_addresses(self) -> list[str]:
+        return [self.nodes[i].client_address for i in self.members("config")]
+
+    def _peers(self, node_id: int) -> str:
+        """Every node sharing a group with ``node_id`` (each process's groups share members)."""
+        groups = set(self.nodes[node_id].groups)
+        ids = sorted(i for i, s in self.nodes.items() if groups & set(s.groups))
+        return ",".join(f"{i}={self.nodes[i].raft_address}" for i in ids)
+
+    def _command(self, node_id: int, extra: list[str]) -> list[str]:
+        spec = self.nodes[node_id]
+        cmd = [
+            sys.executable,
+            "-m",
+            spec.module,
+            "--id",
+            str(node_id),
+            "--listen",
+            spec.raft_address,
+            "--client-listen",
+            spec.client_address,
+            "--data",
+            str(spec.data_dir),
+            "--tick-ms",
+            str(self.tick_ms),
+            "--election-tick",
+            str(self.election_tick),
+            *spec.args,
+            *self.node_args,
+            *extra,
+        ]
+        if spec.module == "keelfs.master.master":
+            cmd += ["--config-servers", ",".join(self.config_addresses)]
+        else:
+            others = [a for a in self.config_addresses if a != spec.client_address]
+            cmd += ["--config-servers", ",".join(others)]
+        return cmd
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self, *, setup: bool = True) -> MetaCluster:
+        """Bootstrap every node (``--peers``), wait until all are READY, then (``setup``) add
+        every shard to the map once its members registered, and format the namespace."""
+        for i in sorted(self.nodes):
+            self._spawn(i, ["--peers", self._peers(i)])
+        for i in sorted(self.nodes):
+            self._await_ready(i)
+        if setup:
+            self.setup()
+        return self
+
+    def setup(self, timeout: float = 60.0) -> None:
+        admin = self.admin()
+        for shard in self.shard_ids:
+            members = self.members(shard)
+
+            def add(shard: str = shard, members: list[int] = members) -> bool:
+                try:
+                    admin.add_shard(shard, members, deadline=5.0)
+                except AlreadyExists:
+                    pass
+                except NotFound:
+                    return False  # a member has not registered yet
+                return True
+
+            self.wait_for(add, timeout, f"could not add {shard}")
+        self.wait_for(lambda: admin.format(deadline=10.0) or True, timeout, "format failed")
+        version = admin.shard_map().version
+        self.wait_for(
+            lambda: all(self.status(i)["map_version"] >= version for i in self.running()),
+            timeout,
+            "nodes did not learn the shard map",
+        )
+
+    def __enter__(self) -> MetaCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop_all()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_all()
+
+    def _spawn(self, node_id: int, extra: list[str]) -> None:
+        proc = self._procs.get(node_id)
+        if proc is not None and proc.poll() is None:
+            raise ClusterError(f"node {node_id} is already running")
+        spec = self.nodes[node_id]
+        self._procs[node_id] = spawn_tracked(
+            self._command(node_id, extra),
+            spec.stdout_path,
+            spec.log_path,
+            f"start {' '.join(extra)}",
+        )
+        self._stopped.discard(node_id)
+
+    def _await_ready(self, node_id: int) -> dict[str, Any]:
+        proc = self._procs[node_id]
+        spec = self.nodes[node_id]
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            ready = read_ready_line(spec.stdout_path)
+            if ready is not None:
+                return ready
+            if proc.poll() is not None:
+                raise ClusterError(
+                    f"node {node_id} exited with {proc.returncode} before READY:\n"
+                    + self.log_tail(node_id)
+                )
+            time.sleep(0.02)
+        raise ClusterError(
+            f"node {node_id} not READY in {self.start_timeout} s\n{self.log_tail(node_id)}"
+        )
+
+    def kill9(self, node_id: int) -> None:
+        proc = self._procs.pop(node_id, None)
+        if proc is not None:
+            hard_kill(proc)
+        self._stopped.discard(node_id)
+
+    def terminate(self, node_id: int, timeout: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit status (SIGKILL after ``timeout``)."""
+        proc = self._procs.get(node_id)
+        if proc is None:
+            return 0
+        if node_id in self._stopped:
+            self.sigcont(node_id)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = -9
+        self.kill9(node_id)
+        return rc
+
+    def sigstop(self, node_id: int) -> None:
+        self._procs[node_id].send_signal(signal.SIGSTOP)
+        self._stopped.add(node_id)
+
+    def sigcont(self, node_id: int) -> None:
+        self._procs[node_id].send_signal(signal.SIGCONT)
+        self._stopped.discard(node_id)
+
+    def restart(self, node_id: int) -> dict[str, Any]:
+        """Kill -9 ``node_id`` if running, then start it again from its data directory (same
+        id and addresses, no ``--peers``: membership is sticky)."""
+        self.kill9(node_id)
+        self._spawn(node_id, [])
+        return self._await_ready(node_id)
+
+    def stop_all(self) -> None:
+        """Kill every process this cluster started (SIGKILL, by pid) and close clients."""
+        for client in self._clients:
+            with contextlib.suppress(Exception):
+                client.close()
+        self._clients = []
+        self._admin = None
+        for node_id in list(self._procs):
+            self.kill9(node_id)
+
+    # -- clients and observation --------------------------------------------------------------
+    def client(self, addresses: list[str] | None = None, **kwargs: Any) -> Client:
+        """A ``Client`` given ``addresses`` (default: every config server), closed by
+        ``stop_all``."""
+        c = Client(addresses or self.config_addresses, **kwargs)
+        self._clients.append(c)
+        return c
+
+    def admin(self) -> Client:
+        if self._admin is None:
+            self._admin = self.client(deadline=15.0)
+        return self._admin
+
+    def running(self) -> list[int]:
+        return sorted(i for i, p in self._procs.items() if p.poll() is None)
+
+    def pid(self, node_id: int) -> int:
+        return self._procs[node_id].pid
+
+    def status(self, node_id: int, timeout: float = 2.0) -> dict[str, Any]:
+        """``Node.Status`` of one node (raises ``grpc.RpcError`` if it does not answer)."""
+        return self.admin().status(self.nodes[node_id].client_address, timeout=timeout)
+
+    def group_statuses(self, group: str, timeout: float = 1.0) -> dict[int, dict[str, Any]]:
+        """``group``'s status on every running, not stopped member that answers."""
+        out: dict[int, dict[str, Any]] = {}
+        for i in self.members(group):
+            if i not in self.running() or i in self._stopped:
+                continue
+            try:
+                out[i] = self.status(i, timeout)["groups"][group]
+            except Exception:
+                continue
+        return out
+
+    def leader(self, group: str, timeout: float = 15.0, exclude: tuple[int, ...] = ()) -> int:
+        """Wait for a leader of ``group`` that a majority of the answering members agree on."""
+
+        def probe() -> int | None:
+            sts = {i: s for i, s in self.group_statuses(group).items() if i not in exclude}
+            leaders = [(s["term"], i) for i, s in sts.items() if s["state"] == "leader"]
+            if not leaders:
+                return None
+            term, lead = max(leaders)
+            agree = sum(1 for s in sts.values() if s["leader"] == lead and s["term"] == term)
+            return lead if agree * 2 > len(sts[lead]["voters"]) else None
+
+        return self.wait_for(probe, timeout, f"no leader of {group} within {timeout} s")
+
+    def follower(self, group: str) -> int:
+        lead = self.leader(group)
+        return next(i for i in self.members(group) if i != lead and i in self.running())
+
+    def wait_for(self, probe: Callable[[], T | None], timeout: float, what: str) -> T:
+        """Poll ``probe`` until it returns something other than None or False (an exception
+        counts as not yet)."""
+        deadline = time.monotonic() + timeout
+        last_error = ""
+        while True:
+            try:
+                result = probe()
+            except (KeelError, Exception) as exc:
+                result, last_error = None, f"; last error: {type(exc).__name__}: {exc}"
+            if result is not None and result is not False:
+                return result
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"{what}{last_error}")
+            time.sleep(0.05)
+
+    def log_tail(self, node_id: int, lines: int = 40) -> str:
+        path = self.nodes[node_id].log_path
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,120 @@
+"""The ``keelfs.meta.v1.Config`` service: the config group's API (``proto/meta.proto``).
+
+Routing per RPC: ``FetchShardMap`` is a read served by any member (ReadIndex barrier unless
+``stale_ok``); every other RPC proposes a command and is served by the leader only, a follower
+answering ``NOT_LEADER`` with the leader's client address from the node registry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keelfs.errors import InvalidArgument
+from keelfs.master.node import Member, MetaNode, check_header
+from keelfs.master.servicer import ServicerBase
+from keelfs.master.wire import CONFIG_GROUP, shard_map_to_pb
+from keelfs.meta.commands import (
+    AddShard,
+    Command,
+    KeepAlive,
+    RegisterMaster,
+    RegisterSession,
+    RemoveShard,
+)
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.shardmap import ConfigStateMachine
+
+__all__ = ["ConfigServicer"]
+
+
+class ConfigServicer(ServicerBase):
+    def __init__(self, node: MetaNode) -> None:
+        super().__init__(node)
+        assert node.config_member is not None
+        self.member: Member = node.config_member
+        self.sm: ConfigStateMachine = node.config_member.sm
+
+    async def _write(
+        self, context: Any, command: Command, header: pb.RequestHeader | None
+    ) -> pb.ConfigWriteReply:
+        async def work() -> pb.ConfigWriteReply:
+            if header is not None:
+                check_header(header)
+            result, index, term = await self.node.propose(
+                self.member, command, header, self.timeout(context)
+            )
+            value = result.unwrap()
+            self.node.poke_map_refresh()
+            return pb.ConfigWriteReply(
+                map_version=int(value.get("version", self.sm.shard_map().version)),
+                info=self.node.reply_info(self.member, index, term),
+            )
+
+        return await self.serve(context, CONFIG_GROUP, work())
+
+    async def FetchShardMap(  # noqa: N802
+        self, request: pb.FetchShardMapRequest, context: Any
+    ) -> pb.FetchShardMapReply:
+        async def work() -> pb.FetchShardMapReply:
+            await self.node.read(self.member, request.stale_ok, self.timeout(context))
+            since = request.since_version if request.HasField("since_version") else None
+            current = self.sm.fetch_shard_map(since)
+            info = self.node.reply_info(self.member)
+            if current is None:
+                return pb.FetchShardMapReply(unchanged=True, info=info)
+            return pb.FetchShardMapReply(
+                map=shard_map_to_pb(current),
+                nodes=self.sm.masters(),
+                config_members=sorted(self.member.group.voters()),
+                info=info,
+            )
+
+        return await self.serve(context, CONFIG_GROUP, work())
+
+    async def RegisterSession(  # noqa: N802
+        self, request: pb.RegisterSessionRequest, context: Any
+    ) -> pb.RegisterSessionReply:
+        async def work() -> pb.RegisterSessionReply:
+            if request.group not in ("", CONFIG_GROUP):
+                raise InvalidArgument("Config sessions are in group 'config'", "group")
+            result, index, term = await self.node.propose(
+                self.member, RegisterSession(), None, self.timeout(context)
+            )
+            sid = int(result.unwrap()["session_id"])
+            return pb.RegisterSessionReply(
+                session_id=sid,
+                ttl_ms=self.sm.session_ttl_ms,
+                info=self.node.reply_info(self.member, index, term),
+            )
+
+        return await self.serve(context, CONFIG_GROUP, work())
+
+    async def KeepAlive(  # noqa: N802
+        self, request: pb.KeepAliveRequest, context: Any
+    ) -> pb.KeepAliveReply:
+        async def work() -> pb.KeepAliveReply:
+            header = pb.RequestHeader(session_id=request.session_id)
+            result, index, term = await self.node.propose(
+                self.member, KeepAlive(), header, self.timeout(context)
+            )
+            result.unwrap()
+            return pb.KeepAliveReply(info=self.node.reply_info(self.member, index, term))
+
+        return await self.serve(context, CONFIG_GROUP, work())
+
+    async def AddShard(  # noqa: N802
+        self, request: pb.AddShardRequest, context: Any
+    ) -> pb.ConfigWriteReply:
+        cmd = AddShard(request.shard_id, tuple(request.members))
+        return await self._write(context, cmd, request.header)
+
+    async def RemoveShard(  # noqa: N802
+        self, request: pb.RemoveShardRequest, context: Any
+    ) -> pb.ConfigWriteReply:
+        return await self._write(context, RemoveShard(request.shard_id), request.header)
+
+    async def RegisterMaster(  # noqa: N802
+        self, request: pb.RegisterMasterRequest, context: Any
+    ) -> pb.ConfigWriteReply:
+        cmd = RegisterMaster(request.node_id, request.address)
+        return await self._write(context, cmd, request.header)

@@ -1,0 +1,221 @@
+"""The one place where keelfs errors meet gRPC, in both directions.
+
+Server side: every refusal is a ``keelfs.errors.KeelError``; :func:`abort` ends the RPC with
+the status code from :data:`STATUS_OF_CODE` and trailing metadata ``keelfs-error`` holding the
+error's ``to_details()`` as ASCII JSON (strings clipped so that the trailer stays well under
+gRPC's 8 KiB metadata limit). :func:`from_runtime` translates the Raft runtime's errors
+(``keelfs.runtime.errors``) into the tree first.
+
+Client side: :func:`error_from_rpc` rebuilds the ``KeelError`` from the trailer, and gives the
+gRPC-level failures that carry none (a connection that broke, a deadline, a request over the
+size limit) their meaning for a caller: :func:`transport_failure`.
+
+The runtime's ``OutcomeUnknown`` (a proposal handed to Raft whose fate is unknown) has no class
+of its own in ``keelfs.errors``: it travels as ``Unavailable`` with ``reason`` ``"outcome_unknown"``
+(:func:`outcome_unknown`, :func:`is_outcome_unknown`); every other ``Unavailable`` means the
+request was certainly not applied.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import grpc
+
+from keelfs.errors import (
+    AlreadyExists,
+    DirectoryNotEmpty,
+    InvalidArgument,
+    InvalidPath,
+    IsADirectory,
+    KeelError,
+    LeaseConflict,
+    NotADirectory,
+    NotFound,
+    NotLeader,
+    Redirect,
+    SessionExpired,
+    Unavailable,
+)
+from keelfs.raft.errors import ProposalDropped
+from keelfs.runtime import errors as rt
+
+__all__ = [
+    "ERROR_KEY",
+    "INTERNAL_CODE",
+    "OUTCOME_UNKNOWN",
+    "STATUS_OF_CODE",
+    "TransportFailure",
+    "abort",
+    "encode_error",
+    "error_from_rpc",
+    "from_runtime",
+    "is_outcome_unknown",
+    "outcome_unknown",
+    "status_of",
+    "transport_failure",
+]
+
+ERROR_KEY = "keelfs-error"
+"""Trailing metadata key of a refusal: JSON of ``KeelError.to_details()``."""
+OUTCOME_UNKNOWN = "outcome_unknown"
+"""``Unavailable.reason`` of a write that may or may not have been applied."""
+INTERNAL_CODE = "INTERNAL"
+"""The code of an unexpected server-side failure (a bug); not retried by clients."""
+
+_MAX_STRING = 512
+_MAX_MESSAGE = 1024
+
+STATUS_OF_CODE: dict[str, grpc.StatusCode] = {
+    NotLeader.code: grpc.StatusCode.FAILED_PRECONDITION,
+    Redirect.code: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable.code: grpc.StatusCode.UNAVAILABLE,
+    InvalidArgument.code: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidPath.code: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound.code: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists.code: grpc.StatusCode.ALREADY_EXISTS,
+    NotADirectory.code: grpc.StatusCode.FAILED_PRECONDITION,
+    IsADirectory.code: grpc.StatusCode.FAILED_PRECONDITION,
+    DirectoryNotEmpty.code: grpc.StatusCode.FAILED_PRECONDITION,
+    LeaseConflict.code: grpc.StatusCode.FAILED_PRECONDITION,
+    SessionExpired.code: grpc.StatusCode.FAILED_PRECONDITION,
+}
+"""keelfs error code -> gRPC status code; any other code (a bug) is ``INTERNAL``."""
+
+
+def status_of(err: KeelError) -> grpc.StatusCode:
+    return STATUS_OF_CODE.get(err.code, grpc.StatusCode.INTERNAL)
+
+
+def outcome_unknown(message: str) -> Unavailable:
+    return Unavailable(OUTCOME_UNKNOWN, message=message)
+
+
+def is_outcome_unknown(err: KeelError) -> bool:
+    return isinstance(err, Unavailable) and err.details.get("reason") == OUTCOME_UNKNOWN
+
+
+# -- server side ------------------------------------------------------------------------------
+def from_runtime(
+    exc: BaseException, client_address: Callable[[int], str | None] = lambda _: None
+) -> KeelError:
+    """The ``KeelError`` for an error of the Raft runtime (``client_address`` maps the leader's
+    node id to its client address, for ``NOT_LEADER`` hints); ``KeelError`` passes through."""
+    if isinstance(exc, KeelError):
+        return exc
+    if isinstance(exc, rt.NotLeader):
+        address = client_address(exc.leader_id) if exc.leader_id else None
+        return NotLeader(exc.group_id, exc.leader_id, address)
+    if isinstance(exc, rt.OutcomeUnknown):
+        return outcome_unknown(f"outcome unknown: {exc}")
+    if isinstance(exc, rt.RuntimeUnavailable | ProposalDropped):
+        return Unavailable(str(exc))
+    if isinstance(exc, TimeoutError):
+        return Unavailable("timed out")
+    err = KeelError(f"internal error: {type(exc).__name__}: {exc}")
+    err.code = INTERNAL_CODE  # type: ignore[misc]  # an instance-level code, as from_details does
+    return err
+
+
+def _clip_string(value: str, limit: int) -> str:
+    """``value`` cut so that its ASCII JSON form stays within about ``limit`` bytes (a non-ASCII
+    or control character takes up to 12)."""
+    if len(value) <= limit and value.isascii() and value.isprintable():
+        return value
+    size = 0
+    for i, ch in enumerate(value):
+        size += 1 if " " <= ch <= "~" else len(json.dumps(ch)) - 2
+        if size > limit:
+            return value[:i] + f"...({len(value) - i} more)"
+    return value
+
+
+def _clip(value: Any, limit: int = _MAX_STRING) -> Any:
+    if isinstance(value, str):
+        return _clip_string(value, limit)
+    if isinstance(value, list):
+        return [_clip(v, limit) for v in value[:64]]
+    if isinstance(value, dict):
+        return {str(_clip(k, 128)): _clip(v, limit) for k, v in list(value.items())[:64]}
+    return value
+
+
+def encode_error(err: KeelError) -> str:
+    """The ``keelfs-error`` trailer value: printable-ASCII JSON with long strings clipped."""
+    details = err.to_details()
+    out = {k: _clip(v, _MAX_MESSAGE if k == "message" else _MAX_STRING) for k, v in details.items()}
+    return json.dumps(out, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+
+
+async def abort(context: Any, err: KeelError) -> NoReturn:
+    """End the RPC with ``err`` (a ``grpc.aio`` servicer context)."""
+    await context.abort(
+        status_of(err), _clip(err.message, _MAX_MESSAGE), ((ERROR_KEY, encode_error(err)),)
+    )
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+# -- client side ------------------------------------------------------------------------------
+def _trailer(err: grpc.RpcError) -> str | None:
+    try:
+        md = err.trailing_metadata()
+    except Exception:
+        return None
+    for key, value in md or ():
+        if key == ERROR_KEY:
+            return value if isinstance(value, str) else bytes(value).decode("ascii", "replace")
+    return None
+
+
+def error_from_rpc(err: grpc.RpcError) -> KeelError | None:
+    """The ``KeelError`` a keelfs server refused with, or None when gRPC itself failed the call
+    (no ``keelfs-error`` trailer): see :func:`transport_failure` for those."""
+    raw = _trailer(err)
+    if raw is None:
+        return None
+    try:
+        details = json.loads(raw)
+    except ValueError:
+        details = None
+    if not isinstance(details, dict):
+        bad = KeelError(f"unreadable {ERROR_KEY} trailer: {raw[:200]!r}")
+        bad.code = INTERNAL_CODE  # type: ignore[misc]
+        return bad
+    return KeelError.from_details(details)
+
+
+class TransportFailure:
+    """What a gRPC-level failure (no ``keelfs-error``) means for the caller.
+
+    ``error`` is raised at once when it is not None (the request can never succeed as sent);
+    otherwise the failure is transient: ``never_sent`` tells whether the request certainly did
+    not reach a server (so a write was certainly not applied)."""
+
+    __slots__ = ("code", "message", "error", "never_sent")
+
+    def __init__(
+        self, code: grpc.StatusCode, message: str, error: KeelError | None, never_sent: bool
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.error = error
+        self.never_sent = never_sent
+
+
+def transport_failure(err: grpc.RpcError, address: str, method: str) -> TransportFailure:
+    code = err.code()
+    message = str(err.details() or "")
+    error: KeelError | None = None
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        error = InvalidArgument(
+            f"request too large for {address} ({method}): {message}", argument="request"
+        )
+    elif code is grpc.StatusCode.UNIMPLEMENTED:
+        error = InvalidArgument(
+            f"{address} does not serve {method} (is it the right kind of node?)",
+            argument="address",
+        )
+    never_sent = code is grpc.StatusCode.UNAVAILABLE and "failed to connect" in message.lower()
+    return TransportFailure(code, message, error, never_sent)

@@ -1,0 +1,479 @@
+"""The ``keelfs.meta.v1.Namespace`` service of a master, and the ``Node`` status service.
+
+Routing per RPC (also in ``proto/meta.proto``)
+----------------------------------------------
+Every request is first checked for bad input (paths through ``keelfs.meta.paths``, argument
+ranges through each command's ``validate()``), which is refused before anything is proposed.
+Then the shard that must serve it is found in this node's ShardMap:
+
+- by the path's ENTRY (the owner of its parent directory, DESIGN 2.5): every write,
+  ``GetFileInfo`` and ``ContentSummary``;
+- by the DIRECTORY itself (the owner of its self-record and children): ``ListDir`` and the
+  internal ``MkdirSelf``;
+- by shard id: ``RegisterSession``, ``KeepAlive``, ``RenewLease``.
+
+If this node holds no member of that shard, or the request was routed by an OLDER map than
+ours, the answer is ``REDIRECT`` (owner shard, its members' client addresses, map version). A
+request stamped with a NEWER map makes us fetch the map first.
+
+Writes are proposed by the leader only; a follower answers ``NOT_LEADER`` naming the leader's
+node id and client address. Reads are served by any member, linearizably by default (a
+ReadIndex barrier on the member itself, which works on followers: no redirect needed); with
+``stale_ok`` from the member's applied state at once, with no barrier.
+
+Nothing stateful is checked before proposing a command that carries a client session: a
+retried command must reach the state machine to get its recorded reply (exactly-once), so
+answering "already exists" from a pre-check would turn a retried create's success into a
+failure. The pre-checks below happen only where a command is coordinated across shards.
+
+Cross-shard work (issue [4] adds transactions; until then)
+-----------------------------------------------------------
+- ``Mkdir`` of a directory whose own shard differs from its parent's: if the parent is here and
+  the target is not (leader, after a barrier), the directory's self-record is first created on
+  its shard (``MkdirSelf`` through the internal client); then its entry is proposed here,
+  carrying the client's session, and the state machine decides (and refuses, or replays a
+  retried request's first reply). ``parents`` creates each missing ancestor the same way,
+  through the shard owning it. A failure between the two steps can leave an unused self-record
+  behind, which a retry of the mkdir adopts; nothing visible is half-made.
+- ``Rename`` needs the source and the target entries on this shard, and for a directory every
+  directory of the moved subtree must still hash to this shard under its new name; otherwise
+  ``INVALID_ARGUMENT`` "cross-shard rename not supported yet". The check and the proposal run
+  under the shard's structure lock held exclusively (mkdir proposals hold it shared), so no
+  subdirectory appears between them on this leader; renames on one shard are serialized.
+- ``Delete`` of a directory whose children live on another shard is refused the same way
+  ("cross-shard delete not supported yet"): the state machine cannot remove it alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from keelfs.errors import AlreadyExists, InvalidArgument, KeelError, NotADirectory, NotFound
+from keelfs.master.node import Member, MetaNode
+from keelfs.master.servicer import ServicerBase
+from keelfs.master.wire import file_info_to_pb, summary_to_pb
+from keelfs.meta import paths
+from keelfs.meta.commands import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_GROUP,
+    DEFAULT_OWNER,
+    DEFAULT_REPLICATION,
+    Command,
+    CompleteFile,
+    Create,
+    Delete,
+    KeepAlive,
+    Mkdir,
+    MkdirSelf,
+    RegisterSession,
+    Rename,
+    RenewLease,
+    SetOwner,
+    SetPermission,
+    SetReplication,
+    SetTimes,
+    check_path,
+)
+from keelfs.meta.namespace import MAX_LIST_LIMIT, ShardStateMachine
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.records import FileInfo
+
+__all__ = ["NamespaceServicer", "NodeServicer"]
+
+DEFAULT_LIST_LIMIT = 1000
+MAX_PAGE_BYTES = 4 << 20
+"""A ListDir page is cut when its entries exceed this (the cursor continues after them)."""
+
+
+def _cross_shard(err: KeelError, what: str) -> KeelError:
+    """The state machine refuses with NotFound("directory record") when a directory it must
+    handle whole has its self-record on another shard: say so plainly."""
+    if isinstance(err, NotFound) and err.kind == "directory record":
+        return InvalidArgument(
+            f"cross-shard {what} not supported yet: directory {err.name} has its children on "
+            "another shard (cross-shard transactions are issue [4])",
+            "path",
+        )
+    return err
+
+
+def _dir_record_error(sm: ShardStateMachine, directory: str) -> KeelError | None:
+    """None if ``directory``'s self-record is here, else the error a create in it would get."""
+    try:
+        listing = sm.list_dir(directory, limit=1)
+    except KeelError as exc:
+        return exc
+    first = listing.entries[0] if listing.entries else None
+    if first is not None and first.path == directory and not first.is_dir:
+        return NotADirectory(directory)
+    return None
+
+
+def _subdirectories(sm: ShardStateMachine, top: str) -> Iterator[str]:
+    """Every directory below ``top`` reachable through self-records held here."""
+    stack = [top]
+    while stack:
+        current = stack.pop()
+        cursor: str | None = None
+        while True:
+            try:
+                page = sm.list_dir(current, start_after=cursor, limit=MAX_LIST_LIMIT)
+            except KeelError:
+                break  # its children are elsewhere: the state machine refuses the move
+            for entry in page.entries:
+                if entry.is_dir and entry.path != current:
+                    yield entry.path
+                    stack.append(entry.path)
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+
+
+class NamespaceServicer(ServicerBase):
+    def __init__(self, node: MetaNode) -> None:
+        super().__init__(node)
+
+    # ------------------------------------------------------------------ helpers
+    def _reply(self, member: Member, index: int = 0, term: int = 0) -> pb.ReplyInfo:
+        return self.node.reply_info(member, index, term)
+
+    async def _info_write(
+        self,
+        context: Any,
+        header: pb.RequestHeader,
+        path: str,
+        build: Callable[[str], Command],
+    ) -> pb.FileInfoReply:
+        """Check ``path``, route by its entry, propose ``build(path)``, answer with the
+        FileInfo the state machine returned."""
+
+        async def work() -> pb.FileInfoReply:
+            normal = self._path(path)
+            command = build(normal)
+            command.validate()
+            member = await self.node.route(header, normal, by_directory=False)
+            result, index, term = await self.node.propose(
+                member, command, header, self.timeout(context)
+            )
+            info = FileInfo.from_dict(result.unwrap())
+            return pb.FileInfoReply(
+                info=file_info_to_pb(info), reply=self._reply(member, index, term)
+            )
+
+        return await self.serve(context, "", work())
+
+    @staticmethod
+    def _path(value: str, argument: str = "path") -> str:
+        return check_path(value, argument)
+
+    # ------------------------------------------------------------------ sessions
+    async def RegisterSession(  # noqa: N802
+        self, request: pb.RegisterSessionRequest, context: Any
+    ) -> pb.RegisterSessionReply:
+        async def work() -> pb.RegisterSessionReply:
+            member = await self.node.shard_member(pb.RequestHeader(), request.group)
+            result, index, term = await self.node.propose(
+                member, RegisterSession(), None, self.timeout(context)
+            )
+            return pb.RegisterSessionReply(
+                session_id=int(result.unwrap()["session_id"]),
+                ttl_ms=member.sm.session_ttl_ms,
+                info=self._reply(member, index, term),
+            )
+
+        return await self.serve(context, request.group, work())
+
+    async def KeepAlive(  # noqa: N802
+        self, request: pb.KeepAliveRequest, context: Any
+    ) -> pb.KeepAliveReply:
+        async def work() -> pb.KeepAliveReply:
+            header = pb.RequestHeader(session_id=request.session_id)
+            member = await self.node.shard_member(header, request.group)
+            result, index, term = await self.node.propose(
+                member, KeepAlive(), header, self.timeout(context)
+            )
+            result.unwrap()
+            return pb.KeepAliveReply(info=self._reply(member, index, term))
+
+        return await self.serve(context, request.group, work())
+
+    async def RenewLease(  # noqa: N802
+        self, request: pb.RenewLeaseRequest, context: Any
+    ) -> pb.RenewLeaseReply:
+        async def work() -> pb.RenewLeaseReply:
+            member = await self.node.shard_member(request.header, request.group)
+            result, index, term = await self.node.propose(
+                member, RenewLease(), request.header, self.timeout(context)
+            )
+            renewed = bool(result.unwrap()["renewed"])
+            return pb.RenewLeaseReply(renewed=renewed, info=self._reply(member, index, term))
+
+        return await self.serve(context, request.group, work())
+
+    # ------------------------------------------------------------------ the root
+    async def Format(self, request: pb.FormatRequest, context: Any) -> pb.FormatReply:  # noqa: N802
+        async def work() -> pb.FormatReply:
+            member = await self.node.route(request.header, paths.ROOT, by_directory=False)
+            result, index, term = await self.node.propose(
+                member, MkdirSelf(paths.ROOT), None, self.timeout(context)
+            )
+            err = result.exception()
+            if err is not None and not isinstance(err, AlreadyExists):
+                raise err
+            return pb.FormatReply(created=err is None, info=self._reply(member, index, term))
+
+        return await self.serve(context, "", work())
+
+    # ------------------------------------------------------------------ directories
+    async def MkdirSelf(  # noqa: N802
+        self, request: pb.MkdirSelfRequest, context: Any
+    ) -> pb.MkdirSelfReply:
+        async def work() -> pb.MkdirSelfReply:
+            path = self._path(request.path)
+            cmd = MkdirSelf(
+                path,
+                request.mode if request.HasField("mode") else 0o755,
+                request.owner or DEFAULT_OWNER,
+                request.group or DEFAULT_GROUP,
+            )
+            cmd.validate()
+            member = await self.node.route(request.header, path, by_directory=True)
+            result, index, term = await self.node.propose(
+                member, cmd, request.header, self.timeout(context)
+            )
+            result.unwrap()
+            return pb.MkdirSelfReply(info=self._reply(member, index, term))
+
+        return await self.serve(context, "", work())
+
+    async def Mkdir(self, request: pb.MkdirRequest, context: Any) -> pb.MkdirReply:  # noqa: N802
+        return await self.serve(context, "", self._mkdir(request, context))
+
+    async def _mkdir(self, request: pb.MkdirRequest, context: Any) -> pb.MkdirReply:
+        node, header = self.node, request.header
+        path = self._path(request.path)
+        mode = request.mode if request.HasField("mode") else 0o755
+        owner, group = request.owner or DEFAULT_OWNER, request.group or DEFAULT_GROUP
+        Mkdir(path, mode, owner, group, request.parents).validate()
+        member = await node.route(header, path, by_directory=False)
+        sm: ShardStateMachine = member.sm
+        timeout = self.timeout(context)
+        created: list[str] = []
+        if path == paths.ROOT:  # the state machine knows what to say
+            result, index, term = await node.propose(
+                member, Mkdir(path, mode, owner, group, request.parents), header, timeout
+            )
+            created += result.unwrap()["created"]
+            return pb.MkdirReply(created=created, info=self._reply(member, index, term))
+        parent = paths.parent(path)
+        own_shard = node.shard_map.shard_for_directory(path) == member.group_id
+        if request.parents and parent != paths.ROOT and _dir_record_error(sm, parent):
+            node.require_leader(member)
+            await node.read(member, False, timeout)
+            if _dir_record_error(sm, parent) is not None:
+                created += await node.internal.mkdir(
+                    parent, parents=True, mode=mode, owner=owner, group=group,
+                    deadline=self.timeout(context),
+                )  # fmt: skip
+        if not own_shard:
+            # Make the self-record on its shard first, only if the mkdir can succeed; any
+            # refusal is left to the state machine below, which also replays the first reply
+            # to a retried request (exactly-once).
+            node.require_leader(member)
+            await node.read(member, False, timeout)
+            if _dir_record_error(sm, parent) is None and not sm.exists(path):
+                with contextlib.suppress(AlreadyExists):  # left by an earlier attempt: adopt it
+                    await node.internal.mkdir_self(
+                        path, mode=mode, owner=owner, group=group, deadline=self.timeout(context)
+                    )
+        command = Mkdir(path, mode, owner, group, False, own_shard)
+        async with member.structure.shared():
+            result, index, term = await node.propose(member, command, header, self.timeout(context))
+        err = result.exception()
+        if err is None:
+            created += result.value["created"]
+        elif not (request.parents and isinstance(err, AlreadyExists) and sm.stat(path).is_dir):
+            raise err
+        return pb.MkdirReply(created=created, info=self._reply(member, index, term))
+
+    # ------------------------------------------------------------------ files
+    async def Create(self, request: pb.CreateRequest, context: Any) -> pb.FileInfoReply:  # noqa: N802
+        def build(path: str) -> Command:
+            return Create(
+                path,
+                request.mode if request.HasField("mode") else 0o644,
+                request.owner or DEFAULT_OWNER,
+                request.group or DEFAULT_GROUP,
+                request.replication or DEFAULT_REPLICATION,
+                request.block_size or DEFAULT_BLOCK_SIZE,
+                request.overwrite,
+            )
+
+        return await self._info_write(context, request.header, request.path, build)
+
+    async def Complete(  # noqa: N802
+        self, request: pb.CompleteRequest, context: Any
+    ) -> pb.FileInfoReply:
+        return await self._info_write(context, request.header, request.path, CompleteFile)
+
+    async def SetReplication(  # noqa: N802
+        self, request: pb.SetReplicationRequest, context: Any
+    ) -> pb.FileInfoReply:
+        def build(path: str) -> Command:
+            return SetReplication(path, request.replication)
+
+        return await self._info_write(context, request.header, request.path, build)
+
+    async def SetTimes(  # noqa: N802
+        self, request: pb.SetTimesRequest, context: Any
+    ) -> pb.FileInfoReply:
+        def build(path: str) -> Command:
+            return SetTimes(
+                path,
+                request.mtime if request.HasField("mtime") else None,
+                request.atime if request.HasField("atime") else None,
+            )
+
+        return await self._info_write(context, request.header, request.path, build)
+
+    async def SetPermission(  # noqa: N802
+        self, request: pb.SetPermissionRequest, context: Any
+    ) -> pb.FileInfoReply:
+        def build(path: str) -> Command:
+            return SetPermission(path, request.mode)
+
+        return await self._info_write(context, request.header, request.path, build)
+
+    async def SetOwner(  # noqa: N802
+        self, request: pb.SetOwnerRequest, context: Any
+    ) -> pb.FileInfoReply:
+        def build(path: str) -> Command:
+            return SetOwner(
+                path,
+                request.owner if request.HasField("owner") else None,
+                request.group if request.HasField("group") else None,
+            )
+
+        return await self._info_write(context, request.header, request.path, build)
+
+    async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteReply:  # noqa: N802
+        async def work() -> pb.DeleteReply:
+            path = self._path(request.path)
+            cmd = Delete(path, request.recursive)
+            cmd.validate()
+            member = await self.node.route(request.header, path, by_directory=False)
+            result, index, term = await self.node.propose(
+                member, cmd, request.header, self.timeout(context)
+            )
+            err = result.exception()
+            if err is not None:
+                raise _cross_shard(err, "delete")
+            v = result.value
+            return pb.DeleteReply(
+                files=v["files"],
+                directories=v["directories"],
+                blocks=v["blocks"],
+                info=self._reply(member, index, term),
+            )
+
+        return await self.serve(context, "", work())
+
+    async def Rename(self, request: pb.RenameRequest, context: Any) -> pb.RenameReply:  # noqa: N802
+        async def work() -> pb.RenameReply:
+            node, header = self.node, request.header
+            src, dst = self._path(request.src, "src"), self._path(request.dst, "dst")
+            cmd = Rename(src, dst, request.overwrite)
+            cmd.validate()
+            member = await node.route(header, src, by_directory=False)
+            shard, m = member.group_id, node.shard_map
+            if m.shard_for_path(dst) != shard:
+                raise InvalidArgument(
+                    f"cross-shard rename not supported yet: {dst} belongs to shard "
+                    f"{m.shard_for_path(dst)}, {src} to {shard} (issue [4])",
+                    "dst",
+                )
+            node.require_leader(member)
+            timeout = self.timeout(context)
+            async with member.structure.exclusive():
+                await node.read(member, False, timeout)
+                sm: ShardStateMachine = member.sm
+                if sm.exists(src) and sm.stat(src).is_dir:
+                    for d in [src, *_subdirectories(sm, src)]:
+                        new = dst + d[len(src) :]
+                        if m.shard_for_directory(d) != shard or m.shard_for_directory(new) != shard:
+                            raise InvalidArgument(
+                                f"cross-shard rename not supported yet: directory {new} would "
+                                f"belong to shard {m.shard_for_directory(new)} (issue [4])",
+                                "dst",
+                            )
+                result, index, term = await node.propose(member, cmd, header, timeout)
+            err = result.exception()
+            if err is not None:
+                raise _cross_shard(err, "rename")
+            return pb.RenameReply(info=self._reply(member, index, term))
+
+        return await self.serve(context, "", work())
+
+    # ------------------------------------------------------------------ reads
+    async def GetFileInfo(  # noqa: N802
+        self, request: pb.GetFileInfoRequest, context: Any
+    ) -> pb.FileInfoReply:
+        async def work() -> pb.FileInfoReply:
+            path = self._path(request.path)
+            member = await self.node.route(request.header, path, by_directory=False)
+            await self.node.read(member, request.stale_ok, self.timeout(context))
+            info = member.sm.stat(path)
+            return pb.FileInfoReply(info=file_info_to_pb(info), reply=self._reply(member))
+
+        return await self.serve(context, "", work())
+
+    async def ListDir(self, request: pb.ListDirRequest, context: Any) -> pb.ListDirReply:  # noqa: N802
+        async def work() -> pb.ListDirReply:
+            path = self._path(request.path)
+            start_after = request.start_after if request.HasField("start_after") else None
+            limit = request.limit or DEFAULT_LIST_LIMIT
+            if limit > MAX_LIST_LIMIT:
+                raise InvalidArgument(f"limit must be in 1..{MAX_LIST_LIMIT}, not {limit}", "limit")
+            if start_after is not None:
+                paths.validate_name(start_after)
+            member = await self.node.route(request.header, path, by_directory=True)
+            await self.node.read(member, request.stale_ok, self.timeout(context))
+            listing = member.sm.list_dir(path, start_after, limit)
+            entries: list[pb.FileInfo] = []
+            cursor = listing.cursor
+            size = 0
+            for e in listing.entries:
+                m = file_info_to_pb(e)
+                size += m.ByteSize() + 8
+                if entries and size > MAX_PAGE_BYTES:
+                    cursor = entries[-1].path.rsplit("/", 1)[-1]
+                    break
+                entries.append(m)
+            reply = pb.ListDirReply(entries=entries, info=self._reply(member))
+            if cursor is not None:
+                reply.cursor = cursor
+            return reply
+
+        return await self.serve(context, "", work())
+
+    async def ContentSummary(  # noqa: N802
+        self, request: pb.ContentSummaryRequest, context: Any
+    ) -> pb.ContentSummaryReply:
+        async def work() -> pb.ContentSummaryReply:
+            path = self._path(request.path)
+            member = await self.node.route(request.header, path, by_directory=False)
+            await self.node.read(member, request.stale_ok, self.timeout(context))
+            summary = member.sm.content_summary(path)
+            return pb.ContentSummaryReply(summary=summary_to_pb(summary), info=self._reply(member))
+
+        return await self.serve(context, "", work())
+
+
+class NodeServicer(ServicerBase):
+    """``keelfs.meta.v1.Node``: status of this process."""
+
+    async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusReply:  # noqa: N802
+        return pb.StatusReply(json=json.dumps(self.node.status(), sort_keys=True))

@@ -1,0 +1,463 @@
+"""``MetaNode``: one metadata process hosting config-group and/or data-shard Raft members.
+
+Shape (as ``keelfs.runtime.server``): one ``RaftHost`` whose ``GrpcTransport`` listens on
+``--listen`` for Raft, and a second gRPC server on the client address for the metadata API
+(``proto/meta.proto``): ``Config`` when the node holds a config-group member, ``Namespace``
+when it holds data-shard members, ``Node`` (status) always. Both entry points,
+``keelfs.master.config_server`` and ``keelfs.master.master``, build one of these; a process
+may host a config member and several shards' members at once (multi-raft: one host, one
+transport, one synced write per round for all of them).
+
+What a node keeps besides its groups:
+
+- **the ShardMap**, as last fetched from the config group (its own member or the
+  ``--config-servers``): polled every ``map_refresh_s`` with the cheap ``since_version`` form
+  (a stale-ok read, so the poll does not wake a quiet config group), and re-fetched
+  linearizably, at once, when a request carries a NEWER map version than the node knows;
+- **its registration**: at start it records its client address in the config group's node
+  registry (``RegisterMaster``), retrying until that succeeds; config servers register too, so
+  that a follower can name the config leader's client address in ``NOT_LEADER``;
+- **an internal** ``AsyncClient`` for what one master asks of another (cross-shard mkdir).
+
+Node ids must be unique among ALL metadata nodes (config servers and masters): the registry
+is keyed by node id. Time: every command is wrapped in an ``Envelope`` stamped with this
+node's wall clock when it proposes (``now_ms``); nothing reads a clock inside ``apply``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
+from keelfs.master import grpc_errors
+from keelfs.master.shard_store import open_shard
+from keelfs.master.wire import CONFIG_GROUP, MAX_REQUEST_BYTES
+from keelfs.meta.commands import MAX_COMMAND_BYTES, MAX_INT, Command, Envelope, Result
+from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS
+from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.ring import DEFAULT_VNODES
+from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
+from keelfs.runtime.group import RaftGroup
+from keelfs.runtime.host import HostConfig, RaftHost
+from keelfs.transport.base import OnMessages, Transport
+from keelfs.transport.grpc_transport import GrpcTransport, GrpcTransportConfig
+
+__all__ = ["Member", "MetaNode", "NodeConfig", "NodeFailed", "StructureLock", "now_ms"]
+
+log = logging.getLogger("keelfs.master")
+
+
+def now_ms() -> int:
+    """The proposer's wall clock in milliseconds: what every command's envelope carries."""
+    return time.time_ns() // 1_000_000
+
+
+class NodeFailed(Exception):
+    """The Raft runtime of this node died; the process exits with status 1 (fail-stop)."""
+
+
+@dataclass
+class NodeConfig:
+    node_id: int
+    listen: str
+    data_dir: Path
+    client_listen: str = ""
+    """Empty: the host of ``listen`` with its port + 1 (0 if ``listen`` asks for any port)."""
+    peers: dict[int, str] | None = None
+    """Raft addresses of every initial member, for groups bootstrapped by this start."""
+    config_member: bool = False
+    shards: tuple[str, ...] = ()
+    config_servers: tuple[str, ...] = ()
+    """Client addresses of config servers (any subset; more are learned from them)."""
+    host: HostConfig = field(default_factory=HostConfig)
+    session_ttl_ms: int = DEFAULT_SESSION_TTL_MS
+    lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS
+    vnodes: int = DEFAULT_VNODES
+    map_refresh_s: float = 1.0
+
+    def client_address(self) -> str:
+        if self.client_listen:
+            return self.client_listen
+        host, _, port = self.listen.rpartition(":")
+        return f"{host}:{int(port) + 1 if int(port) else 0}"
+
+
+class StructureLock:
+    """Orders directory-structure proposals on one shard leader: mkdirs hold it shared (they
+    run concurrently), a rename holds it exclusively from its placement check to its apply,
+    so no directory appears in a subtree between the two. Waiting renames block new mkdirs."""
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._writer and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        async with self._cond:
+            self._writers_waiting += 1
+            try:
+                await self._cond.wait_for(lambda: not self._writer and not self._readers)
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+@dataclass
+class Member:
+    """This node's member of one group: the Raft group, its state machine, and (for a shard)
+    the lock that orders directory-structure proposals (see ``namespace_service``)."""
+
+    group_id: str
+    group: RaftGroup
+    sm: Any  # ShardStateMachine | ConfigStateMachine
+    structure: StructureLock = field(default_factory=StructureLock)
+
+
+class MetaNode:
+    def __init__(self, config: NodeConfig) -> None:
+        if not config.config_member and not config.shards:
+            raise ValueError("a node hosts the config group, some shards, or both")
+        self.config = config
+        self.node_id = config.node_id
+        self.client_address = config.client_address()
+        self.host: RaftHost | None = None
+        self.config_member: Member | None = None
+        self.shards: dict[str, Member] = {}
+        self.shard_map = ShardMap(0, {}, config.vnodes)
+        self.nodes: dict[int, str] = {}
+        """The node registry as last fetched (node id -> client address)."""
+        self.registered = False
+        self.internal: Any = None  # keelfs.client.AsyncClient, created on the loop in start()
+        self._server: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._refresh: asyncio.Task[None] | None = None
+        self._map_changed = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    def _transport(self, on_messages: OnMessages) -> Transport:
+        # Ping idle links every second: quiesced groups learn of a frozen or vanished leader
+        # node from the link, since they exchange no Raft messages.
+        tcfg = GrpcTransportConfig(keepalive_time_ms=1_000, keepalive_timeout_ms=1_000)
+        return GrpcTransport(self.node_id, self.config.listen, on_messages, config=tcfg)
+
+    @property
+    def raft_address(self) -> str:
+        assert self.host is not None
+        transport = self.host.transport
+        return transport.address if isinstance(transport, GrpcTransport) else self.config.listen
+
+    async def start(self) -> None:
+        from keelfs.client import AsyncClient  # the client imports this package's wire modules
+        from keelfs.master.config_service import ConfigServicer
+        from keelfs.master.namespace_service import NamespaceServicer, NodeServicer
+
+        cfg = self.config
+        host = self.host = RaftHost(cfg.node_id, cfg.data_dir, self._transport, cfg.host)
+        await host.start()
+        if cfg.config_member:
+            csm = ConfigStateMachine(
+                None, vnodes=cfg.vnodes, session_ttl_ms=cfg.session_ttl_ms
+            )  # small: in memory, rebuilt from the snapshot and the log on restart
+            self.config_member = Member(CONFIG_GROUP, self._open(CONFIG_GROUP, csm), csm)
+        for shard_id in cfg.shards:
+            ssm = open_shard(
+                cfg.data_dir / "shards" / shard_id,
+                shard_id=shard_id,
+                session_ttl_ms=cfg.session_ttl_ms,
+                lease_ttl_ms=cfg.lease_ttl_ms,
+            )
+            self.shards[shard_id] = Member(shard_id, self._open(shard_id, ssm), ssm)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                ("grpc.max_send_message_length", 64 << 20),
+            ]
+        )
+        from keelfs.meta.pb import meta_pb2_grpc
+
+        grpc_mod: Any = meta_pb2_grpc
+        grpc_mod.add_NodeServicer_to_server(NodeServicer(self), server)
+        if self.config_member is not None:
+            grpc_mod.add_ConfigServicer_to_server(ConfigServicer(self), server)
+        if self.shards:
+            grpc_mod.add_NamespaceServicer_to_server(NamespaceServicer(self), server)
+        try:
+            port = server.add_insecure_port(self.client_address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {self.client_address}: {exc}") from exc
+        if port == 0:
+            raise OSError(f"cannot listen on {self.client_address}")
+        self.client_address = f"{self.client_address.rpartition(':')[0]}:{port}"
+        await server.start()
+        self._server = server
+        seeds = list(cfg.config_servers)
+        if self.config_member is not None and self.client_address not in seeds:
+            seeds.insert(0, self.client_address)
+        if not seeds:
+            raise ValueError("a master needs --config-servers")
+        self.internal = AsyncClient(seeds, deadline=10.0, attempt_timeout=2.0)
+        self._tasks = [
+            asyncio.create_task(self._register_loop(), name="register"),
+            asyncio.create_task(self._map_loop(), name="shard-map"),
+        ]
+
+    def _open(self, group_id: str, sm: Any) -> RaftGroup:
+        host = self.host
+        assert host is not None
+        if group_id in host.engine.group_ids():
+            return host.open_group(group_id, sm)
+        peers = self.config.peers
+        if not peers:
+            raise SystemExit(
+                f"{self.config.data_dir} holds no member of {group_id}: pass --peers (bootstrap)"
+            )
+        return host.open_group(group_id, sm, peers)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+        if self.internal is not None:
+            with contextlib.suppress(Exception):
+                await self.internal.close()
+        if self._server is not None:
+            await self._server.stop(0.2)
+            self._server = None
+        if self.host is not None:
+            await self.host.stop()
+            self.host = None
+        for m in self.shards.values():
+            m.sm.close()
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return self.host.tasks if self.host is not None else []
+
+    def ready_info(self) -> dict[str, Any]:
+        return {
+            "id": self.node_id,
+            "raft": self.raft_address,
+            "client": self.client_address,
+            "pid": os.getpid(),
+            "data": str(self.config.data_dir),
+            "config_member": self.config_member is not None,
+            "shards": sorted(self.shards),
+        }
+
+    def status(self) -> dict[str, Any]:
+        assert self.host is not None
+        groups = {gid: g.status() for gid, g in self.host.groups.items()}
+        return {
+            **self.ready_info(),
+            "groups": groups,
+            "map_version": self.shard_map.version,
+            "registered": self.registered,
+            "rounds": self.host.rounds,
+        }
+
+    # ------------------------------------------------------------------ background work
+    async def _register_loop(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self.internal.register_master(self.node_id, self.client_address)
+            except KeelError as exc:
+                log.info("registration with the config group failed (%s); retrying", exc)
+            else:
+                self.registered = True
+                log.info("registered node %d at %s", self.node_id, self.client_address)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _map_loop(self) -> None:
+        while True:
+            with contextlib.suppress(KeelError):
+                await self.refresh_map(linearizable=False)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._map_changed.wait(), self.config.map_refresh_s)
+            self._map_changed.clear()
+
+    def poke_map_refresh(self) -> None:
+        """The map may have changed (a config write here): refresh soon."""
+        self._map_changed.set()
+
+    async def refresh_map(self, *, linearizable: bool) -> ShardMap:
+        """Fetch the map if newer (concurrent callers share one linearizable fetch)."""
+        if not linearizable:
+            await self._fetch(stale_ok=True)
+            return self.shard_map
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.create_task(self._fetch(stale_ok=False))
+        await asyncio.shield(self._refresh)
+        return self.shard_map
+
+    async def _fetch(self, *, stale_ok: bool) -> None:
+        fetched = await self.internal.fetch_shard_map(
+            since_version=self.shard_map.version, stale_ok=stale_ok, deadline=3.0
+        )
+        if fetched is None:
+            return
+        new_map, nodes = fetched
+        if new_map.version > self.shard_map.version:
+            log.info("shard map version %d -> %d", self.shard_map.version, new_map.version)
+            self.shard_map = new_map
+        self.nodes = dict(nodes)
+
+    # ------------------------------------------------------------------ routing
+    async def map_for(self, wanted: int) -> ShardMap:
+        """The map to route by, at least as new as ``wanted`` (the client's version); with no
+        shard in ours yet (just started), we ask the config group first."""
+        if wanted > self.shard_map.version or not self.shard_map.shards:
+            with contextlib.suppress(KeelError):
+                await asyncio.wait_for(self.refresh_map(linearizable=True), 3.0)
+            if wanted > self.shard_map.version or not self.shard_map.shards:
+                raise Unavailable(
+                    f"shard map version {wanted} is not known here yet "
+                    f"(this node has {self.shard_map.version})"
+                )
+        return self.shard_map
+
+    def redirect(self, m: ShardMap, path: str, owner: str) -> Redirect:
+        addresses = {str(k): v for k, v in sorted(m.shards.get(owner, {}).items())}
+        return Redirect(path, owner, m.version, addresses)
+
+    async def route(self, header: pb.RequestHeader, path: str, *, by_directory: bool) -> Member:
+        """The local member of the shard that must serve ``path``: the owner of its entry
+        (its parent directory's shard), or with ``by_directory`` the owner of the directory
+        itself (its self-record and children). ``REDIRECT`` if that is not here, or if the
+        client's map is older than ours."""
+        check_header(header)
+        m = await self.map_for(header.map_version)
+        owner = m.shard_for_directory(path) if by_directory else m.shard_for_path(path)
+        member = self.shards.get(owner)
+        if member is None or (header.map_version and header.map_version < m.version):
+            raise self.redirect(m, path, owner)
+        return member
+
+    async def shard_member(self, header: pb.RequestHeader, shard_id: str) -> Member:
+        """The local member of ``shard_id`` (session RPCs name their shard)."""
+        check_header(header)
+        m = await self.map_for(header.map_version)
+        member = self.shards.get(shard_id)
+        if shard_id not in m.shards:
+            if member is not None:  # hosted, but not (yet) in the map: serve it anyway
+                return member
+            raise NotFound(shard_id, "shard")
+        if member is None:
+            raise self.redirect(m, "", shard_id)
+        return member
+
+    def client_address_of(self, group_id: str, node_id: int) -> str | None:
+        """A leader hint: the client address of ``node_id`` (a member of ``group_id``)."""
+        if group_id == CONFIG_GROUP and self.config_member is not None:
+            address = self.config_member.sm.masters().get(node_id)
+            if address:
+                return str(address)
+        members = self.shard_map.shards.get(group_id, {})
+        return members.get(node_id) or self.nodes.get(node_id)
+
+    def keel_error(self, group_id: str, exc: BaseException) -> KeelError:
+        return grpc_errors.from_runtime(exc, lambda n: self.client_address_of(group_id, n))
+
+    # ------------------------------------------------------------------ proposing and reading
+    async def propose(
+        self,
+        member: Member,
+        command: Command,
+        header: pb.RequestHeader | None,
+        timeout: float,
+    ) -> tuple[Result, int, int]:
+        """Validate ``command`` (stateless), wrap it with this node's clock and the request's
+        session, replicate it, and return the state machine's ``Result`` and where it
+        committed. Raises ``KeelError`` (runtime errors translated, ``NOT_LEADER`` with a
+        hint) when it could not be applied."""
+        command.validate()
+        sid, seq = (header.session_id, header.seq) if header is not None else (0, 0)
+        if command.needs_session and not sid:
+            raise InvalidArgument(f"{command.op} must be sent in a client session", "session_id")
+        data = Envelope(command, now_ms(), sid, seq).encode()
+        if len(data) > MAX_COMMAND_BYTES:
+            raise InvalidArgument(f"command of {len(data)} bytes (at most {MAX_COMMAND_BYTES})")
+        if not member.group.is_leader:
+            raise self.keel_error(member.group_id, member.group.not_leader_error())
+        try:
+            result, index, term = await member.group.propose_entry(data, timeout)
+        except KeelError:
+            raise
+        except Exception as exc:
+            raise self.keel_error(member.group_id, exc) from exc
+        assert isinstance(result, Result)
+        return result, index, term
+
+    async def read(self, member: Member, stale_ok: bool, timeout: float) -> None:
+        """Linearizable unless ``stale_ok``: a ReadIndex barrier on this member (leader or
+        follower), after which its applied state reflects every acknowledged write."""
+        if stale_ok:
+            return
+        try:
+            await member.group.read_barrier(timeout)
+        except Exception as exc:
+            raise self.keel_error(member.group_id, exc) from exc
+
+    def require_leader(self, member: Member) -> None:
+        if not member.group.is_leader:
+            raise self.keel_error(member.group_id, member.group.not_leader_error())
+
+    def not_leader(self, member: Member) -> NotLeader:
+        err = self.keel_error(member.group_id, member.group.not_leader_error())
+        assert isinstance(err, NotLeader)
+        return err
+
+    def reply_info(self, member: Member, index: int = 0, term: int = 0) -> pb.ReplyInfo:
+        g = member.group
+        return pb.ReplyInfo(
+            node_id=self.node_id,
+            group=member.group_id,
+            map_version=self.shard_map.version,
+            term=term or g.node.raft.term,
+            index=index or g.applied_index(),
+            leader=g.is_leader,
+        )
+
+
+def check_header(header: pb.RequestHeader) -> None:
+    if header.session_id > MAX_INT or header.seq > MAX_INT or header.map_version > MAX_INT:
+        raise InvalidArgument("header fields must be below 2^63", "header")
+    if header.seq and not header.session_id:
+        raise InvalidArgument("seq without a session id", "seq")

@@ -1,0 +1,205 @@
+"""Command lines and the process lifecycle shared by ``config_server`` and ``master``.
+
+Lifecycle (as ``keelfs.runtime.server``): once serving, one line ``READY {json}`` (id, Raft and
+client addresses, pid, hosted groups) is printed on stdout; logs go to stderr. SIGTERM or
+SIGINT stop the node cleanly (exit status 0). If the Raft runtime dies the process exits with
+status 1 at once (fail-stop: a node whose log is not being written must not answer).
+
+Membership is sticky: ``--peers`` bootstraps the groups this start creates (every one of them
+with the same members); afterwards members and addresses come from ``--data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from keelfs.errors import InvalidArgument
+from keelfs.master.node import MetaNode, NodeConfig, NodeFailed
+from keelfs.meta.commands import check_id
+from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS
+from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS
+from keelfs.meta.ring import DEFAULT_VNODES
+from keelfs.runtime.host import HostConfig
+from keelfs.runtime.server import parse_peers
+
+__all__ = ["config_from_args", "main", "serve"]
+
+log = logging.getLogger("keelfs.master")
+
+
+def _parser(role: str) -> argparse.ArgumentParser:
+    if role == "config":
+        p = argparse.ArgumentParser(
+            prog="python -m keelfs.master.config_server",
+            description="Run one member of the keelfs config group (the ShardMap).",
+        )
+    else:
+        p = argparse.ArgumentParser(
+            prog="python -m keelfs.master.master",
+            description="Run a keelfs master: members of one or more data shards' Raft groups.",
+        )
+    p.add_argument("--id", type=int, required=True, help="node id, unique among all meta nodes")
+    p.add_argument("--listen", required=True, help="Raft transport address HOST:PORT")
+    p.add_argument(
+        "--client-listen",
+        default="",
+        help="client API address HOST:PORT (default: --listen's port + 1)",
+    )
+    p.add_argument("--data", required=True, type=Path, help="data directory")
+    p.add_argument(
+        "--peers",
+        default="",
+        help="ID=HOST:PORT,... every initial member's Raft address (first start only)",
+    )
+    if role == "config":
+        p.add_argument(
+            "--shard",
+            action="append",
+            default=[],
+            help="also host a member of this data shard (repeatable)",
+        )
+        p.add_argument(
+            "--config-servers",
+            default="",
+            help="client addresses of the other config servers (optional: helps them register)",
+        )
+    else:
+        p.add_argument(
+            "--shard",
+            action="append",
+            required=True,
+            help="host a member of this data shard, e.g. shard-1 (repeatable)",
+        )
+        p.add_argument(
+            "--config-servers",
+            default="",
+            help="client addresses of config servers ADDR,... (any of them)",
+        )
+        p.add_argument(
+            "--config-member",
+            action="store_true",
+            help="also host a member of the config group in this process",
+        )
+    p.add_argument("--tick-ms", type=float, default=15.0, help="Raft tick (default 15 ms)")
+    p.add_argument("--election-tick", type=int, default=10, help="ticks per election timeout")
+    p.add_argument(
+        "--snapshot-every", type=int, default=20_000, help="entries applied between snapshots"
+    )
+    p.add_argument("--keep-log", type=int, default=2_000, help="entries kept behind a snapshot")
+    p.add_argument(
+        "--request-timeout", type=float, default=5.0, help="server-side limit per request (s)"
+    )
+    p.add_argument(
+        "--quiesce-after-ticks",
+        type=int,
+        default=HostConfig.quiesce_after_ticks,
+        help="idle ticks before a group goes quiet (0: never)",
+    )
+    p.add_argument(
+        "--session-ttl-ms",
+        type=int,
+        default=DEFAULT_SESSION_TTL_MS,
+        help="client session lifetime when idle (same on every member)",
+    )
+    p.add_argument(
+        "--lease-ttl-ms",
+        type=int,
+        default=DEFAULT_LEASE_TTL_MS,
+        help="writer lease lifetime (same on every member)",
+    )
+    p.add_argument(
+        "--vnodes", type=int, default=DEFAULT_VNODES, help="ring points per shard (config group)"
+    )
+    p.add_argument("--map-refresh", type=float, default=1.0, help="seconds between ShardMap polls")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def config_from_args(role: str, argv: list[str] | None = None) -> NodeConfig:
+    ns = _parser(role).parse_args(argv)
+    if ns.id <= 0:
+        raise SystemExit("--id must be positive")
+    try:
+        peers = parse_peers(ns.peers) if ns.peers else None
+    except ValueError as exc:
+        raise SystemExit(f"--peers: {exc}") from None
+    if peers is not None and ns.id not in peers:
+        raise SystemExit(f"--peers must include this node ({ns.id})")
+    shards = tuple(dict.fromkeys(ns.shard))
+    for shard in shards:
+        try:
+            check_id(shard, "shard")
+        except InvalidArgument as exc:
+            raise SystemExit(f"--shard: {exc}") from None
+        if shard == "config":
+            raise SystemExit("--shard: 'config' is the config group's name")
+    config_member = role == "config" or ns.config_member
+    servers = tuple(a.strip() for a in ns.config_servers.split(",") if a.strip())
+    if not config_member and not servers:
+        raise SystemExit("--config-servers is required (or --config-member)")
+    logging.basicConfig(
+        level=ns.log_level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s n{ns.id} %(levelname)s %(name)s: %(message)s",
+    )
+    host = HostConfig(
+        tick_ms=ns.tick_ms,
+        election_tick=ns.election_tick,
+        snapshot_every=ns.snapshot_every,
+        keep_after_snapshot=ns.keep_log,
+        request_timeout=ns.request_timeout,
+        quiesce_after_ticks=ns.quiesce_after_ticks,
+    )
+    return NodeConfig(
+        node_id=ns.id,
+        listen=ns.listen,
+        data_dir=ns.data,
+        client_listen=ns.client_listen,
+        peers=peers,
+        config_member=config_member,
+        shards=shards,
+        config_servers=servers,
+        host=host,
+        session_ttl_ms=ns.session_ttl_ms,
+        lease_ttl_ms=ns.lease_ttl_ms,
+        vnodes=ns.vnodes,
+        map_refresh_s=ns.map_refresh,
+    )
+
+
+async def serve(config: NodeConfig) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    node = MetaNode(config)
+    try:
+        await node.start()
+        print("READY " + json.dumps(node.ready_info(), sort_keys=True), flush=True)
+        log.info("node %d serving: %s", config.node_id, node.ready_info())
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopping, *node.tasks], return_when=asyncio.FIRST_COMPLETED)
+        if stopping not in done:
+            stopping.cancel()
+            failed = next(iter(done))
+            exc = None if failed.cancelled() else failed.exception()
+            raise NodeFailed(f"the Raft runtime stopped: {exc!r}") from exc
+        log.info("node %d stopping", config.node_id)
+    finally:
+        await node.stop()
+
+
+def main(role: str, argv: list[str] | None = None) -> int:
+    config = config_from_args(role, argv)
+    try:
+        asyncio.run(serve(config))
+    except NodeFailed as exc:
+        log.critical("%s", exc, exc_info=exc.__cause__)
+        return 1
+    return 0

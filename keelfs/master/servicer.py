@@ -1,0 +1,44 @@
+"""What every metadata servicer shares: per-request time limits and the error boundary."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from keelfs.errors import KeelError
+from keelfs.master import grpc_errors
+
+if TYPE_CHECKING:
+    from keelfs.master.node import MetaNode
+
+log = logging.getLogger("keelfs.master")
+
+T = TypeVar("T")
+
+
+class ServicerBase:
+    def __init__(self, node: MetaNode) -> None:
+        self.node = node
+
+    def timeout(self, context: Any) -> float:
+        """How long this request may wait inside the node: the runtime's request timeout,
+        cut to the client's remaining deadline (minus a margin to answer in)."""
+        host = self.node.host
+        limit = host.config.request_timeout if host is not None else 5.0
+        remaining = context.time_remaining()
+        if remaining is None:
+            return limit
+        return max(0.01, min(limit, remaining - 0.05))
+
+    async def serve(self, context: Any, group_id: str, work: Awaitable[T]) -> T:
+        """Run one request's ``work``; any failure leaves through ``grpc_errors.abort``."""
+        try:
+            return await work
+        except KeelError as exc:
+            err = exc
+        except Exception as exc:  # runtime errors are translated; anything else is a bug
+            err = self.node.keel_error(group_id, exc)
+            if err.code == grpc_errors.INTERNAL_CODE:
+                log.exception("request failed unexpectedly")
+        await grpc_errors.abort(context, err)

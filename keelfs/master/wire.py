@@ -1,0 +1,104 @@
+"""Conversions between ``proto/meta.proto`` messages and the metadata records, both ways.
+
+Shared by the master services and the client library, so that one function defines each
+message's meaning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo
+from keelfs.meta.ring import DEFAULT_VNODES
+from keelfs.meta.shardmap import ShardMap
+
+__all__ = [
+    "CONFIG_GROUP",
+    "MAX_REQUEST_BYTES",
+    "file_info_from_pb",
+    "file_info_to_pb",
+    "shard_map_from_pb",
+    "shard_map_to_pb",
+    "summary_from_pb",
+    "summary_to_pb",
+]
+
+CONFIG_GROUP = "config"
+"""The Raft group id (and session group name) of the config group."""
+
+MAX_REQUEST_BYTES = 1 << 20
+"""gRPC receive limit of the metadata services: no metadata request needs more (a command is
+at most ``keelfs.meta.commands.MAX_COMMAND_BYTES``); larger ones get RESOURCE_EXHAUSTED."""
+
+_KIND_TO_PB = {FILE: pb.FILE, DIRECTORY: pb.DIRECTORY}
+_KIND_FROM_PB: dict[int, Any] = {pb.FILE: FILE, pb.DIRECTORY: DIRECTORY}
+
+
+def file_info_to_pb(info: FileInfo) -> pb.FileInfo:
+    return pb.FileInfo(
+        path=info.path,
+        kind=_KIND_TO_PB[info.kind],
+        length=info.length,
+        mode=info.mode,
+        owner=info.owner,
+        group=info.group,
+        mtime=info.mtime,
+        atime=info.atime,
+        replication=info.replication,
+        block_size=info.block_size,
+        blocks=[pb.BlockInfo(block_id=b.block_id, gen_stamp=b.gen_stamp, length=b.length)
+                for b in info.blocks],
+        under_construction=info.under_construction,
+        lease_holder=info.lease_holder,
+    )  # fmt: skip
+
+
+def file_info_from_pb(m: pb.FileInfo) -> FileInfo:
+    kind = _KIND_FROM_PB.get(m.kind)
+    if kind is None:
+        raise ValueError(f"file info of {m.path!r} has no kind")
+    return FileInfo(
+        path=m.path,
+        kind=kind,
+        length=m.length,
+        mode=m.mode,
+        owner=m.owner,
+        group=m.group,
+        mtime=m.mtime,
+        atime=m.atime,
+        replication=m.replication,
+        block_size=m.block_size,
+        blocks=tuple(BlockInfo(b.block_id, b.gen_stamp, b.length) for b in m.blocks),
+        under_construction=m.under_construction,
+        lease_holder=m.lease_holder,
+    )
+
+
+def summary_to_pb(s: ContentSummary) -> pb.ContentSummary:
+    return pb.ContentSummary(
+        length=s.length,
+        file_count=s.file_count,
+        directory_count=s.directory_count,
+        space_consumed=s.space_consumed,
+    )
+
+
+def summary_from_pb(m: pb.ContentSummary) -> ContentSummary:
+    return ContentSummary(m.length, m.file_count, m.directory_count, m.space_consumed)
+
+
+def shard_map_to_pb(m: ShardMap) -> pb.ShardMap:
+    return pb.ShardMap(
+        version=m.version,
+        vnodes=m.vnodes,
+        shards={sid: pb.ShardMembers(members=dict(members)) for sid, members in m.shards.items()},
+    )
+
+
+def shard_map_from_pb(m: pb.ShardMap) -> ShardMap:
+    shards = {
+        sid: {int(n): str(a) for n, a in members.members.items()}
+        for sid, members in m.shards.items()
+    }
+    return ShardMap(m.version, shards, m.vnodes or DEFAULT_VNODES)

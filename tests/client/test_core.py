@@ -1,0 +1,267 @@
+"""The client's routing, retry and session decisions, driven without any network.
+
+``keelfs.client._core`` plans yield ``Call``/``Sleep``/``WaitSession`` actions; here a scripted
+fake cluster answers the calls, so each decision (follow a NOT_LEADER hint, refresh the map on
+REDIRECT, keep (session, seq) across an unknown outcome, replace an expired session, give up
+at the deadline with the right error) is checked call by call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from keelfs.client import OutcomeUnknown
+from keelfs.client import _ops as ops
+from keelfs.client._core import Call, Core, Plan, SessionPool, Sleep, WaitSession
+from keelfs.errors import (
+    InvalidPath,
+    KeelError,
+    NotFound,
+    NotLeader,
+    Redirect,
+    SessionExpired,
+    Unavailable,
+)
+from keelfs.master import grpc_errors
+from keelfs.master.wire import shard_map_to_pb
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.shardmap import ShardMap
+
+A1, A2, A3 = "10.0.0.1:7001", "10.0.0.2:7001", "10.0.0.3:7001"
+
+
+class RpcFailure(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str, md: tuple[Any, ...] = ()) -> None:
+        self._code, self._details, self._md = code, details, md
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[Any, ...]:
+        return self._md
+
+
+def refusal(err: KeelError) -> RpcFailure:
+    md = ((grpc_errors.ERROR_KEY, grpc_errors.encode_error(err)),)
+    return RpcFailure(grpc_errors.status_of(err), err.message, md)
+
+
+Answer = Any  # a reply, a KeelError to refuse with, an RpcFailure, or a callable(call)
+
+
+class FakeCluster:
+    """One shard (``shard-1``) on A1..A3 with leader ``leader``; ``script[method]`` is a list
+    of answers used first (then the default behaviour)."""
+
+    def __init__(self, leader: str = A2, version: int = 1) -> None:
+        self.leader = leader
+        self.map = ShardMap(version, {"shard-1": {1: A1, 2: A2, 3: A3}})
+        self.script: dict[str, list[Answer]] = {}
+        self.calls: list[Call] = []
+        self.sessions = 100
+
+    def answer(self, call: Call) -> Any:
+        self.calls.append(call)
+        queue = self.script.get(call.method)
+        if queue:
+            a = queue.pop(0)
+            a = a(call) if callable(a) else a
+            return refusal(a) if isinstance(a, KeelError) else a
+        if call.method == "FetchShardMap":
+            return pb.FetchShardMapReply(map=shard_map_to_pb(self.map))
+        leader_reply = pb.ReplyInfo(node_id=2, group="shard-1", leader=True)
+        if call.method in ("GetFileInfo", "ListDir"):
+            return pb.FileInfoReply(info=pb.FileInfo(path="/x", kind=pb.FILE))
+        if call.address != self.leader:
+            return refusal(NotLeader("shard-1", 2, self.leader))
+        if call.method == "RegisterSession":
+            self.sessions += 1
+            return pb.RegisterSessionReply(
+                session_id=self.sessions, ttl_ms=60_000, info=leader_reply
+            )
+        return pb.FileInfoReply(info=pb.FileInfo(path="/x", kind=pb.FILE), reply=leader_reply)
+
+    def of(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+
+def run(plan: Plan, answer: Callable[[Call], Any]) -> tuple[Any, list[Any]]:
+    """Drive ``plan``; returns its value and the non-call actions (sleeps, waits)."""
+    others: list[Any] = []
+    try:
+        action = next(plan)
+        while True:
+            result = answer(action) if isinstance(action, Call) else None
+            if not isinstance(action, Call):
+                others.append(action)
+            if isinstance(action, Sleep):
+                time.sleep(action.seconds)  # deadlines are real time
+            action = plan.send(result)
+    except StopIteration as stop:
+        return stop.value, others
+
+
+def core(**kwargs: Any) -> Core:
+    opts = {"deadline": 5.0, "attempt_timeout": 1.0, "max_sessions": 4, **kwargs}
+    return Core([A1], **opts)
+
+
+def test_first_request_fetches_the_map_then_follows_the_leader_hint() -> None:
+    fake, c = FakeCluster(leader=A3), core()
+    c._turn["shard-1"] = 0  # start at A1, a follower
+    reply, _ = run(c.plan(ops.create("/x", False, None, "", "", 0, 0)), fake.answer)
+    assert reply.info.path == "/x"
+    methods = [(x.method, x.address) for x in fake.calls]
+    assert methods[0] == ("FetchShardMap", A1)
+    assert ("RegisterSession", A1) in methods and ("RegisterSession", A3) in methods
+    creates = fake.of("Create")
+    assert [x.address for x in creates] == [A3]  # the leader is known by now
+    assert c.leader("shard-1") == A3
+
+
+def test_a_hint_is_followed_at_once_and_the_leader_remembered() -> None:
+    fake, c = FakeCluster(leader=A3), core()
+    run(c.plan(ops.delete("/x", False)), fake.answer)  # loads the map, opens a session
+    c._learn_leader("shard-1", A1)  # stale belief
+    fake.script["Mkdir"] = [NotLeader("shard-1", 3, A3)]
+    run(c.plan(ops.mkdir("/d", False, None, "", "")), fake.answer)
+    assert [x.address for x in fake.of("Mkdir")] == [A1, A3]
+    assert c.leader("shard-1") == A3
+
+
+def test_unknown_outcome_is_retried_with_the_same_session_and_seq() -> None:
+    fake, c = FakeCluster(), core()
+    fake.script["Create"] = [
+        RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"),
+        grpc_errors.outcome_unknown("proposal timed out"),
+    ]
+    run(c.plan(ops.create("/x", False, None, "", "", 0, 0)), fake.answer)
+    creates = fake.of("Create")
+    assert len(creates) >= 3  # (a retry may meet a follower first: it is not the leader)
+    headers = {(x.request.header.session_id, x.request.header.seq) for x in creates}
+    assert len(headers) == 1 and next(iter(headers))[1] == 1
+    assert c.stats["unknown_outcomes"] == 2
+    # the next request on the session uses the next seq
+    run(c.plan(ops.create("/y", False, None, "", "", 0, 0)), fake.answer)
+    assert fake.of("Create")[-1].request.header.seq == 2
+
+
+def test_redirect_to_a_newer_map_refreshes_it_and_retries() -> None:
+    fake, c = FakeCluster(), core()
+    run(c.plan(ops.stat("/x", False)), fake.answer)
+    assert c.shard_map is not None and c.shard_map.version == 1
+    newer = ShardMap(2, {"shard-1": {1: A1, 2: A2, 3: A3}})
+
+    def redirect(call: Call) -> KeelError:
+        fake.map = newer
+        return Redirect("/x", "shard-1", 2, {"2": A2})
+
+    fake.script["GetFileInfo"] = [redirect]
+    run(c.plan(ops.stat("/x", False)), fake.answer)
+    assert c.shard_map is not None and c.shard_map.version == 2
+    stats = fake.of("GetFileInfo")
+    assert [x.request.header.map_version for x in stats[-2:]] == [1, 2]
+
+
+def test_session_expired_on_a_fresh_session_opens_a_new_one() -> None:
+    fake, c = FakeCluster(), core()
+    fake.script["Delete"] = [SessionExpired(101)]
+    run(c.plan(ops.delete("/x", False)), fake.answer)
+    deletes = fake.of("Delete")
+    assert [x.request.header.session_id for x in deletes] == [101, 102]
+    assert [x.request.header.seq for x in deletes] == [1, 1]
+
+
+def test_session_expired_after_an_unknown_outcome_is_outcome_unknown() -> None:
+    fake, c = FakeCluster(), core()
+    fake.script["Delete"] = [
+        RpcFailure(grpc.StatusCode.UNAVAILABLE, "Socket closed"),
+        SessionExpired(101),
+    ]
+    with pytest.raises(OutcomeUnknown):
+        run(c.plan(ops.delete("/x", False)), fake.answer)
+
+
+def test_operation_errors_are_raised_without_retrying() -> None:
+    fake, c = FakeCluster(), core()
+    fake.script["GetFileInfo"] = [NotFound("/x")]
+    with pytest.raises(NotFound):
+        run(c.plan(ops.stat("/x", False)), fake.answer)
+    assert len(fake.of("GetFileInfo")) == 1
+
+
+def test_bad_paths_fail_before_anything_is_sent() -> None:
+    for bad in ("", "rel", "/a/../b", "/a\x00b", "/a//b", "/" + "x" * 5000):
+        with pytest.raises(InvalidPath):
+            ops.create(bad, False, None, "", "", 0, 0)
+    with pytest.raises(InvalidPath) as info:
+        ops.rename("/a", "b", False)
+    assert info.value.details["argument"] == "dst"
+
+
+def test_deadline_gives_unavailable_or_outcome_unknown() -> None:
+    fake, c = FakeCluster(), core(deadline=0.3)
+    fake.script["GetFileInfo"] = [Unavailable("no leader")] * 1000
+    with pytest.raises(Unavailable) as info:
+        run(c.plan(ops.stat("/x", False)), fake.answer)
+    assert not isinstance(info.value, OutcomeUnknown)
+    fake2, c2 = FakeCluster(), core(deadline=0.3)
+    fake2.script["Create"] = [RpcFailure(grpc.StatusCode.UNAVAILABLE, "Socket closed")] * 1000
+    with pytest.raises(OutcomeUnknown):
+        run(c2.plan(ops.create("/x", False, None, "", "", 0, 0)), fake2.answer)
+
+
+def test_retries_back_off() -> None:
+    fake, c = FakeCluster(), core()
+    fake.script["GetFileInfo"] = [Unavailable("no leader")] * 4
+    _, others = run(c.plan(ops.stat("/x", False)), fake.answer)
+    sleeps = [a.seconds for a in others if isinstance(a, Sleep)]
+    assert len(sleeps) == 4 and sleeps[-1] > sleeps[0]
+
+
+def test_session_pool_limits_and_reuse() -> None:
+    pool = SessionPool("shard-1", max_sessions=2)
+    assert pool.take() is None  # register one
+    s1 = pool.add(1, 60_000)
+    assert pool.take() is None
+    s2 = pool.add(2, 60_000)
+    assert pool.take() is False  # both busy, at the limit: wait
+    pool.release(s1)
+    assert pool.take() is s1
+    assert pool.take(pin=2) is False  # pinned session busy
+    pool.release(s2)
+    assert pool.take(pin=2) is s2
+    pool.release(s2)
+    s2.last_used -= 31.0  # idle for more than half its TTL: not reused
+    assert pool.take() is None
+    assert len(pool) == 1
+
+
+def test_requests_wait_for_a_session_when_the_pool_is_full() -> None:
+    fake, c = FakeCluster(), core(max_sessions=1)
+    first = c.plan(ops.delete("/a", False))
+    action = next(first)  # fetch map
+    while not (isinstance(action, Call) and action.method == "Delete"):
+        assert isinstance(action, Call)  # (no sleeps on this path)
+        action = first.send(fake.answer(action))
+    second = c.plan(ops.delete("/b", False))
+    action2 = next(second)
+    while isinstance(action2, Call):
+        action2 = second.send(fake.answer(action2))
+    assert isinstance(action2, WaitSession)
+    assert isinstance(action, Call)
+    with contextlib.suppress(StopIteration):
+        first.send(fake.answer(action))
+    action2 = second.send(None)
+    assert isinstance(action2, Call) and action2.method == "Delete"
+    assert action2.request.header.seq == 2  # the same session, its next seq
+    second.close()

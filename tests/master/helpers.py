@@ -1,0 +1,72 @@
+"""Helpers for the metadata service tests: raw stubs, placement-aware names, tree snapshots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from keelfs.client import Client
+from keelfs.errors import KeelError
+from keelfs.master import grpc_errors
+from keelfs.master.cluster import MetaCluster
+from keelfs.meta import paths
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.pb import meta_pb2_grpc as _pb_grpc
+from keelfs.meta.shardmap import ShardMap
+
+pb_grpc: Any = _pb_grpc
+
+__all__ = ["RawError", "call_raw", "child", "stub", "tree"]
+
+
+def stub(cluster: MetaCluster, node_id: int, service: str = "Namespace") -> Any:
+    """A raw stub of ``service`` on ``node_id`` (its channel lives as long as the stub)."""
+    channel = grpc.insecure_channel(cluster.nodes[node_id].client_address)
+    return getattr(pb_grpc, f"{service}Stub")(channel)
+
+
+class RawError(Exception):
+    def __init__(self, rpc: grpc.RpcError) -> None:
+        self.rpc = rpc
+        self.status = rpc.code()
+        self.keel: KeelError | None = grpc_errors.error_from_rpc(rpc)
+        super().__init__(f"{self.status}: {self.keel!r}")
+
+
+def call_raw(method: Any, request: Any, timeout: float = 10.0) -> Any:
+    """Call a raw stub method; a refusal becomes ``RawError`` (status + rebuilt KeelError)."""
+    try:
+        return method(request, timeout=timeout)
+    except grpc.RpcError as rpc:
+        raise RawError(rpc) from None
+
+
+def child(m: ShardMap, parent: str, prefix: str, *, same_shard: bool) -> str:
+    """A path ``parent/<prefix><n>`` whose own shard is (``same_shard``) or is not the shard of
+    its parent directory, i.e. whose children do or do not live with its entry."""
+    for i in range(10_000):
+        p = paths.join(parent, f"{prefix}{i}")
+        if (m.shard_for_directory(p) == m.shard_for_directory(parent)) == same_shard:
+            return p
+    raise AssertionError("no such name")
+
+
+def tree(fs: Client, top: str = "/") -> list[tuple[Any, ...]]:
+    """Every entry under ``top`` with its attributes (times included), depth first."""
+    out: list[tuple[Any, ...]] = []
+    stack = [top]
+    while stack:
+        d = stack.pop()
+        for e in fs.ls(d):
+            out.append(
+                (e.path, e.kind, e.mode, e.owner, e.group, e.mtime, e.replication,
+                 e.under_construction, e.lease_holder)
+            )  # fmt: skip
+            if e.is_dir:
+                stack.append(e.path)
+    return sorted(out)
+
+
+def header(session_id: int = 0, seq: int = 0, map_version: int = 0) -> pb.RequestHeader:
+    return pb.RequestHeader(session_id=session_id, seq=seq, map_version=map_version)
