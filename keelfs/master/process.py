@@ -25,7 +25,7 @@ from keelfs.meta.commands import check_id
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS
 from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS
 from keelfs.meta.ring import DEFAULT_VNODES
-from keelfs.runtime.host import HostConfig
+from keelfs.runtime.host import add_host_arguments, host_config_from_args
 from keelfs.runtime.server import parse_peers
 
 __all__ = ["config_from_args", "main", "serve"]
@@ -86,21 +86,7 @@ def _parser(role: str) -> argparse.ArgumentParser:
             action="store_true",
             help="also host a member of the config group in this process",
         )
-    p.add_argument("--tick-ms", type=float, default=15.0, help="Raft tick (default 15 ms)")
-    p.add_argument("--election-tick", type=int, default=10, help="ticks per election timeout")
-    p.add_argument(
-        "--snapshot-every", type=int, default=20_000, help="entries applied between snapshots"
-    )
-    p.add_argument("--keep-log", type=int, default=2_000, help="entries kept behind a snapshot")
-    p.add_argument(
-        "--request-timeout", type=float, default=5.0, help="server-side limit per request (s)"
-    )
-    p.add_argument(
-        "--quiesce-after-ticks",
-        type=int,
-        default=HostConfig.quiesce_after_ticks,
-        help="idle ticks before a group goes quiet (0: never)",
-    )
+    add_host_arguments(p)
     p.add_argument(
         "--session-ttl-ms",
         type=int,
@@ -148,14 +134,7 @@ def config_from_args(role: str, argv: list[str] | None = None) -> NodeConfig:
         stream=sys.stderr,
         format=f"%(asctime)s n{ns.id} %(levelname)s %(name)s: %(message)s",
     )
-    host = HostConfig(
-        tick_ms=ns.tick_ms,
-        election_tick=ns.election_tick,
-        snapshot_every=ns.snapshot_every,
-        keep_after_snapshot=ns.keep_log,
-        request_timeout=ns.request_timeout,
-        quiesce_after_ticks=ns.quiesce_after_ticks,
-    )
+    host = host_config_from_args(ns)
     return NodeConfig(
         node_id=ns.id,
         listen=ns.listen,

@@ -17,6 +17,7 @@ and are all handled, and persisted together, in the next round.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -54,6 +55,36 @@ class HostConfig:
     """An idle group goes quiet after this many ticks (see ``Config.quiesce_after_ticks``);
     0 keeps every group heartbeating. The tick loop wakes a quiesced follower whose leader's
     node the transport reports unreachable."""
+
+
+def add_host_arguments(p: argparse.ArgumentParser) -> None:
+    """The Raft host's command-line flags, shared by every process that runs groups."""
+    p.add_argument("--tick-ms", type=float, default=15.0, help="Raft tick (default 15 ms)")
+    p.add_argument("--election-tick", type=int, default=10, help="ticks per election timeout")
+    p.add_argument(
+        "--snapshot-every", type=int, default=20_000, help="entries applied between snapshots"
+    )
+    p.add_argument("--keep-log", type=int, default=2_000, help="entries kept behind a snapshot")
+    p.add_argument(
+        "--request-timeout", type=float, default=5.0, help="server-side limit per request (s)"
+    )
+    p.add_argument(
+        "--quiesce-after-ticks",
+        type=int,
+        default=HostConfig.quiesce_after_ticks,
+        help="idle ticks before a group goes quiet (0: never)",
+    )
+
+
+def host_config_from_args(ns: argparse.Namespace) -> HostConfig:
+    return HostConfig(
+        tick_ms=ns.tick_ms,
+        election_tick=ns.election_tick,
+        snapshot_every=ns.snapshot_every,
+        keep_after_snapshot=ns.keep_log,
+        request_timeout=ns.request_timeout,
+        quiesce_after_ticks=ns.quiesce_after_ticks,
+    )
 
 
 TransportFactory = Callable[[OnMessages], Transport]

@@ -63,7 +63,7 @@ from keelfs.raft.errors import ProposalDropped
 from keelfs.runtime import kv
 from keelfs.runtime.errors import NotLeader, OutcomeUnknown, RuntimeUnavailable
 from keelfs.runtime.group import RaftGroup
-from keelfs.runtime.host import HostConfig, RaftHost
+from keelfs.runtime.host import HostConfig, RaftHost, add_host_arguments, host_config_from_args
 from keelfs.runtime.kv import KVStateMachine
 from keelfs.runtime.kvwire import (
     DEFAULT_GROUP,
@@ -560,21 +560,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="start empty and ask this member (its client address) to add us; implies --join",
     )
-    p.add_argument("--tick-ms", type=float, default=15.0, help="Raft tick (default 15 ms)")
-    p.add_argument("--election-tick", type=int, default=10, help="ticks per election timeout")
-    p.add_argument(
-        "--snapshot-every", type=int, default=20_000, help="entries applied between snapshots"
-    )
-    p.add_argument("--keep-log", type=int, default=2_000, help="entries kept behind a snapshot")
-    p.add_argument(
-        "--request-timeout", type=float, default=5.0, help="server-side limit per request (s)"
-    )
-    p.add_argument(
-        "--quiesce-after-ticks",
-        type=int,
-        default=HostConfig.quiesce_after_ticks,
-        help="idle ticks before a group goes quiet (0: never)",
-    )
+    add_host_arguments(p)
     p.add_argument(
         "--groups", type=int, default=0, help="also host N KV groups g0..g{N-1} (benchmarks)"
     )
@@ -599,14 +585,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         stream=sys.stderr,
         format=f"%(asctime)s n{ns.id} %(levelname)s %(name)s: %(message)s",
     )
-    host = HostConfig(
-        tick_ms=ns.tick_ms,
-        election_tick=ns.election_tick,
-        snapshot_every=ns.snapshot_every,
-        keep_after_snapshot=ns.keep_log,
-        request_timeout=ns.request_timeout,
-        quiesce_after_ticks=ns.quiesce_after_ticks,
-    )
+    host = host_config_from_args(ns)
     return ServerConfig(
         node_id=ns.id,
         listen=ns.listen,
