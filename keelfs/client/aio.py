@@ -17,6 +17,7 @@ import grpc
 
 from keelfs.client import _ops as ops
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
+from keelfs.client.batching import BATCHED_METHODS, Batcher
 from keelfs.client.sync import CHANNEL_OPTIONS
 from keelfs.errors import NotFound
 from keelfs.master.wire import file_info_from_pb, summary_from_pb
@@ -41,6 +42,7 @@ class AsyncClient:
         deadline: float = 30.0,
         attempt_timeout: float = 2.0,
         max_sessions: int = 16,
+        batching: bool = True,
     ) -> None:
         seeds = config_servers.split(",") if isinstance(config_servers, str) else config_servers
         self._core = Core(
@@ -48,6 +50,8 @@ class AsyncClient:
         )
         self._channels: dict[str, Any] = {}
         self._stubs: dict[tuple[str, str], Any] = {}
+        self._batching = batching
+        self._batchers: dict[str, Batcher] = {}
         self._closed = False
 
     # -- driving plans ------------------------------------------------------------------------
@@ -69,11 +73,7 @@ class AsyncClient:
             while True:
                 result: Any = None
                 if isinstance(action, Call):
-                    method = getattr(self._stub(action.address, action.service), action.method)
-                    try:
-                        result = await method(action.request, timeout=action.timeout)
-                    except grpc.RpcError as err:
-                        result = err
+                    result = await self._call(action)
                 elif isinstance(action, Sleep):
                     await asyncio.sleep(action.seconds)
                 elif isinstance(action, WaitSession):
@@ -83,6 +83,21 @@ class AsyncClient:
             return stop.value
         finally:
             plan.close()
+
+    async def _call(self, call: Call) -> Any:
+        """The reply of ``call``, or the ``grpc.RpcError`` it failed with."""
+        if self._batching and call.service == "Namespace" and call.method in BATCHED_METHODS:
+            batcher = self._batchers.get(call.address)
+            if batcher is None:
+                address = call.address
+                batcher = Batcher(lambda: self._stub(address, "Namespace"))
+                self._batchers[address] = batcher
+            return await batcher.call(call.method, call.request, call.timeout)
+        method = getattr(self._stub(call.address, call.service), call.method)
+        try:
+            return await method(call.request, timeout=call.timeout)
+        except grpc.RpcError as err:
+            return err
 
     async def _run(self, op: Op, deadline: float | None) -> Any:
         return await self._drive(self._core.plan(op, deadline))
@@ -323,6 +338,9 @@ class AsyncClient:
 
     async def close(self) -> None:
         self._closed = True
+        batchers, self._batchers = self._batchers, {}
+        for batcher in batchers.values():
+            await batcher.close()
         channels, self._channels, self._stubs = self._channels, {}, {}
         for channel in channels.values():
             await channel.close()

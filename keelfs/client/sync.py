@@ -46,6 +46,8 @@ class Client:
                                    overrides it)
     ``attempt_timeout`` 2 s        one RPC attempt (a frozen node costs at most this much)
     ``max_sessions``    16         client sessions per group, i.e. concurrent writes per shard
+    ``batching``        on         (``AsyncClient`` only) concurrent requests to one master
+                                   travel together in ``Batch`` RPCs (``keelfs.client.batching``)
     ==================  =========  ============================================================
 
     Writes are exactly-once across retries and failovers (sessions, see ``keelfs.client._core``).

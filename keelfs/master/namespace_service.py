@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from keelfs.errors import AlreadyExists, InvalidArgument, KeelError, NotADirectory, NotFound
+from keelfs.master.batch import serve_batch
 from keelfs.master.node import Member, MetaNode
 from keelfs.master.servicer import ServicerBase
 from keelfs.master.wire import file_info_to_pb, summary_to_pb
@@ -470,6 +471,12 @@ class NamespaceServicer(ServicerBase):
             return pb.ContentSummaryReply(summary=summary_to_pb(summary), info=self._reply(member))
 
         return await self.serve(context, "", work())
+
+
+    # ------------------------------------------------------------------ batches
+    async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchReply:  # noqa: N802
+        """Each item served as its own RPC would be (``keelfs.master.batch``)."""
+        return await serve_batch(self, request, context)
 
 
 class NodeServicer(ServicerBase):

@@ -40,11 +40,10 @@ import grpc
 
 from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
 from keelfs.master import grpc_errors
-from keelfs.master.shard_store import open_shard
 from keelfs.master.wire import CONFIG_GROUP, MAX_REQUEST_BYTES
 from keelfs.meta.commands import MAX_COMMAND_BYTES, MAX_INT, Command, Envelope, Result
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS
-from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS
+from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS, ShardStateMachine
 from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
@@ -191,7 +190,7 @@ class MetaNode:
             )  # small: in memory, rebuilt from the snapshot and the log on restart
             self.config_member = Member(CONFIG_GROUP, self._open(CONFIG_GROUP, csm), csm)
         for shard_id in cfg.shards:
-            ssm = open_shard(
+            ssm = ShardStateMachine(
                 cfg.data_dir / "shards" / shard_id,
                 shard_id=shard_id,
                 session_ttl_ms=cfg.session_ttl_ms,

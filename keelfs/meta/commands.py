@@ -29,7 +29,7 @@ import hashlib
 import json
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
@@ -157,6 +157,9 @@ def check_node_ids(members: tuple[int, ...], argument: str = "members") -> tuple
 
 
 # -- commands -----------------------------------------------------------------------------------
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """Base of every command. ``op`` names it on the wire; ``needs_session``: it must carry a
@@ -169,7 +172,10 @@ class Command:
         """Raise ``InvalidArgument``/``InvalidPath`` if an argument is out of its domain."""
 
     def args(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))
+        return {name: getattr(self, name) for name in names}
 
     def digest(self) -> str:
         """A short fingerprint of the op and its arguments: a session's reply cache keeps it
@@ -571,44 +577,70 @@ class Envelope:
         return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
-_HINTS: dict[type[Command], dict[str, Any]] = {}
+_Coercer = Callable[[Any], Any]
 
 
-def _hints(cls: type[Command]) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = get_type_hints(cls)
-    return hints
-
-
-def _coerce(value: Any, tp: Any, name: str) -> Any:
+def _compile(tp: Any, name: str) -> _Coercer:
+    """A function that checks and converts one decoded JSON value to the field type ``tp``."""
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [t for t in options if t is not type(None)]
-        return _coerce(value, inner, name)
+        (inner_tp,) = [t for t in options if t is not type(None)]
+        inner = _compile(inner_tp, name)
+        if type(None) not in options:
+            return inner
+        return lambda value: None if value is None else inner(value)
     if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise InvalidArgument(f"{name} must be a list", name)
-        (inner, _) = get_args(tp)
-        return tuple(_coerce(v, inner, name) for v in value)
+        item = _compile(get_args(tp)[0], name)
+
+        def as_tuple(value: Any) -> Any:
+            if not isinstance(value, list | tuple):
+                raise InvalidArgument(f"{name} must be a list", name)
+            return tuple(item(v) for v in value)
+
+        return as_tuple
     if tp is bool:
-        if not isinstance(value, bool):
-            raise InvalidArgument(f"{name} must be true or false", name)
-        return value
+
+        def as_bool(value: Any) -> Any:
+            if not isinstance(value, bool):
+                raise InvalidArgument(f"{name} must be true or false", name)
+            return value
+
+        return as_bool
     if tp is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidArgument(f"{name} must be an integer", name)
-        if not -MAX_INT - 1 <= value <= MAX_INT:
-            raise InvalidArgument(f"{name} out of the 64-bit range", name)
-        return value
+
+        def as_int(value: Any) -> Any:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidArgument(f"{name} must be an integer", name)
+            if not -MAX_INT - 1 <= value <= MAX_INT:
+                raise InvalidArgument(f"{name} out of the 64-bit range", name)
+            return value
+
+        return as_int
     if tp is str:
-        if not isinstance(value, str):
-            raise InvalidArgument(f"{name} must be a string", name)
-        return value
+
+        def as_str(value: Any) -> Any:
+            if not isinstance(value, str):
+                raise InvalidArgument(f"{name} must be a string", name)
+            return value
+
+        return as_str
     raise TypeError(f"unsupported field type {tp!r}")  # a bug in a command definition
+
+
+_DECODERS: dict[type[Command], tuple[tuple[str, _Coercer, bool], ...]] = {}
+
+
+def _decoder(cls: type[Command]) -> tuple[tuple[str, _Coercer, bool], ...]:
+    """Per field of ``cls``: its name, its coercer, whether it is required (compiled once per
+    class: decoding runs for every applied entry)."""
+    decoder = _DECODERS.get(cls)
+    if decoder is None:
+        hints = get_type_hints(cls)
+        decoder = _DECODERS[cls] = tuple(
+            (f.name, _compile(hints[f.name], f.name), f.default is MISSING) for f in fields(cls)
+        )
+    return decoder
 
 
 def _int_field(body: Mapping[str, Any], key: str, default: int | None = None) -> int:
@@ -642,17 +674,16 @@ def decode_envelope(data: bytes, registry: Mapping[str, type[Command]]) -> Envel
     raw_args = body.get("a", {})
     if not isinstance(raw_args, dict):
         raise InvalidArgument("command arguments are not an object", "a")
-    hints = _hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw_args) - set(known))
-    if unknown:
-        raise InvalidArgument(f"unknown argument {unknown[0]!r} for {op}", unknown[0])
+    decoder = _decoder(cls)
     kwargs: dict[str, Any] = {}
-    for name, f in known.items():
+    for name, coerce, required in decoder:
         if name in raw_args:
-            kwargs[name] = _coerce(raw_args[name], hints[name], name)
-        elif f.default is MISSING:
+            kwargs[name] = coerce(raw_args[name])
+        elif required:
             raise InvalidArgument(f"missing argument {name!r} for {op}", name)
+    if len(kwargs) != len(raw_args):
+        unknown = sorted(set(raw_args) - {name for name, _, _ in decoder})
+        raise InvalidArgument(f"unknown argument {unknown[0]!r} for {op}", unknown[0])
     command = cls(**kwargs)
     command.validate()
     return Envelope(command, now, sid, seq)

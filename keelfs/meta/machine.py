@@ -101,6 +101,11 @@ class MetaStateMachine:
             store.write({K_APPLIED: None, K_RESTORING: None}, clear_replicated=True)
         raw = store.get(K_APPLIED)
         self._applied = 0 if raw is None else _U64.unpack(raw)[0]
+        self.expiry_floors: dict[bytes, int] = {}
+        """Per time index (sessions, leases), a cutoff below which it is known to be empty:
+        where the next expiry scan starts (a cache of what is applied; empty after a restore
+        or a restart, when scans start from the beginning again)."""
+        self._staged_floors: dict[bytes, int] = {}
 
     # -- StateMachine protocol -----------------------------------------------------------------
     def apply(self, index: int, data: bytes) -> Result:
@@ -110,6 +115,7 @@ class MetaStateMachine:
                 InvalidArgument(f"entry {index} is at or below the applied index {self._applied}")
             )
         txn = Txn(self._store)
+        self._staged_floors.clear()
         try:
             envelope = decode_envelope(data, self.commands)
         except KeelError as e:
@@ -119,6 +125,7 @@ class MetaStateMachine:
         txn.put(K_APPLIED, _U64.pack(index))
         self._store.write(txn.writes)
         self._applied = index
+        self.expiry_floors.update(self._staged_floors)
         self._changed()
         return result
 
@@ -153,6 +160,7 @@ class MetaStateMachine:
         index 0, so the runtime restores again. A damaged stream raises
         ``SnapshotCorruptedError`` and leaves the same state as a crash would."""
         self._applied = 0
+        self.expiry_floors.clear()
         self._store.write({K_RESTORING: b"1", K_APPLIED: None}, clear_replicated=True)
         self._changed()
         if chunks is not None:
@@ -199,8 +207,10 @@ class MetaStateMachine:
         raw = txn.get(K_CLOCK)
         clock = max(0 if raw is None else _U64.unpack(raw)[0], envelope.now_ms)
         txn.put(K_CLOCK, _U64.pack(clock))
-        for session_id in sessions.expire(txn, clock, self.session_ttl_ms):
+        floor = self.expiry_floors.get(b"session", 0)
+        for session_id in sessions.expire(txn, clock, self.session_ttl_ms, floor):
             self._session_ended(txn, session_id)
+        self.raise_floor(b"session", clock - self.session_ttl_ms)
         self._housekeeping(txn, clock)
 
         command, sid, seq = envelope.command, envelope.session_id, envelope.seq
@@ -226,7 +236,8 @@ class MetaStateMachine:
                         "seq",
                     )
                 )
-            sessions.save(txn, sid, _touched(record, clock), record)
+            if not seq:  # with a seq, the reply written below touches it too
+                sessions.save(txn, sid, _touched(record, clock), record)
         elif command.needs_session:
             return Result.failure(
                 InvalidArgument(f"{command.op} must be sent in a client session", "session_id")
@@ -240,12 +251,16 @@ class MetaStateMachine:
         else:
             stage.commit()
             result = Result.success(value)
-        if sid and seq:
-            record = sessions.load(txn, sid)
-            if record is not None:  # gone if the command closed its own session
-                updated = sessions.SessionRecord(record.last_active, seq, result, command.digest())
-                sessions.save(txn, sid, updated, record)
+        if sid and seq and sessions.exists(txn, sid):  # gone if it closed its own session
+            updated = sessions.SessionRecord(clock, seq, result, command.digest())
+            sessions.save(txn, sid, updated, record)
         return result
+
+    def raise_floor(self, index: bytes, cutoff: int) -> None:
+        """Remember (once this apply is written) that the time index ``index`` holds nothing
+        below ``cutoff`` any more, so its next expiry scan may start there."""
+        if cutoff > self.expiry_floors.get(index, 0):
+            self._staged_floors[index] = cutoff
 
     # -- hooks ----------------------------------------------------------------------------------
     def _housekeeping(self, txn: Txn, clock: int) -> None:

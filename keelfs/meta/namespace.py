@@ -361,9 +361,14 @@ class ShardStateMachine(MetaStateMachine):
         return session_id != 0 and kv.get(_holder_key(session_id)) is not None
 
     def _housekeeping(self, txn: Txn, clock: int) -> None:
-        start, end = _LEASE_EXPIRY, _LEASE_EXPIRY + _U64.pack(clock)
+        floor = self.expiry_floors.get(_LEASE_EXPIRY, 0)
+        if clock <= floor:
+            return
+        start, end = _LEASE_EXPIRY + _U64.pack(floor), _LEASE_EXPIRY + _U64.pack(clock)
         for key, _ in list(txn.scan(start, end)):
+            # releasing the holder deletes its expiry key: nothing stays below ``clock``
             self._release_holder(txn, _U64.unpack_from(key, len(_LEASE_EXPIRY) + 8)[0])
+        self.raise_floor(_LEASE_EXPIRY, clock)
 
     def _session_ended(self, txn: Txn, session_id: int) -> None:
         self._release_holder(txn, session_id)

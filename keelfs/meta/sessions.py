@@ -32,7 +32,7 @@ from typing import Any
 from keelfs.meta.commands import Result
 from keelfs.meta.kvstore import KVStore, Txn
 
-__all__ = ["SessionInfo", "SessionRecord", "load", "save", "delete", "expire", "info"]
+__all__ = ["SessionInfo", "SessionRecord", "exists", "load", "save", "delete", "expire", "info"]
 
 _U64 = struct.Struct(">Q")
 _SESSION = b"\x01s"
@@ -81,6 +81,10 @@ def load(txn: Txn | KVStore, session_id: int) -> SessionRecord | None:
     return None if raw is None else SessionRecord.decode(raw)
 
 
+def exists(txn: Txn | KVStore, session_id: int) -> bool:
+    return txn.get(_session_key(session_id)) is not None
+
+
 def save(txn: Txn, session_id: int, record: SessionRecord, old: SessionRecord | None) -> None:
     """Write ``record`` (``old``: what was there, to move the expiry index entry)."""
     if old is not None and old.last_active != record.last_active:
@@ -98,13 +102,20 @@ def delete(txn: Txn, session_id: int) -> bool:
     return True
 
 
-def expire(txn: Txn, clock: int, ttl_ms: int) -> list[int]:
-    """Delete every session idle since before ``clock - ttl_ms``; their ids, oldest first."""
+def expire(txn: Txn, clock: int, ttl_ms: int, floor: int = 0) -> list[int]:
+    """Delete every session idle since before ``clock - ttl_ms``; their ids, oldest first.
+
+    ``floor``: a cutoff this replica already expired everything below (the caller's memory of
+    its previous call). The scan starts there instead of at the index's beginning, so it never
+    steps over the tombstones that earlier expiries and touches left below it; the result is
+    the same, since no record below an applied cutoff can exist (new records are stamped with
+    the clock, which only grows)."""
     cutoff = clock - ttl_ms
-    if cutoff <= 0:
+    if cutoff <= max(floor, 0):
         return []
     gone: list[int] = []
-    for key, _ in list(txn.scan(_EXPIRY, _EXPIRY + _U64.pack(cutoff))):
+    start = _EXPIRY + _U64.pack(max(floor, 0))
+    for key, _ in list(txn.scan(start, _EXPIRY + _U64.pack(cutoff))):
         session_id = _U64.unpack_from(key, len(_EXPIRY) + _U64.size)[0]
         txn.delete(key)
         txn.delete(_session_key(session_id))

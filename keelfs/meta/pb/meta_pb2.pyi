@@ -449,6 +449,38 @@ class SetOwnerRequest(_message.Message):
     group: str
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., owner: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
 
+class BatchItem(_message.Message):
+    __slots__ = ("method", "request")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    request: bytes
+    def __init__(self, method: _Optional[str] = ..., request: _Optional[bytes] = ...) -> None: ...
+
+class BatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[BatchItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[BatchItem, _Mapping]]] = ...) -> None: ...
+
+class BatchItemReply(_message.Message):
+    __slots__ = ("reply", "status", "message", "error")
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    reply: bytes
+    status: int
+    message: str
+    error: str
+    def __init__(self, reply: _Optional[bytes] = ..., status: _Optional[int] = ..., message: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class BatchReply(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[BatchItemReply]
+    def __init__(self, items: _Optional[_Iterable[_Union[BatchItemReply, _Mapping]]] = ...) -> None: ...
+
 class ContentSummaryRequest(_message.Message):
     __slots__ = ("header", "path", "stale_ok")
     HEADER_FIELD_NUMBER: _ClassVar[int]

@@ -424,6 +424,11 @@ class NamespaceStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ContentSummaryRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ContentSummaryReply.FromString,
                 _registered_method=True)
+        self.Batch = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/Batch',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BatchRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BatchReply.FromString,
+                _registered_method=True)
         self.MkdirSelf = channel.unary_unary(
                 '/keelfs.meta.v1.Namespace/MkdirSelf',
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MkdirSelfRequest.SerializeToString,
@@ -551,6 +556,18 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Batch(self, request, context):
+        """Many of the RPCs above in one call (the client library coalesces concurrent requests to
+        the same master while one batch is in flight). Each item is served exactly as its own RPC
+        would be: same routing, session, exactly-once and errors, answered in order; one item's
+        failure does not affect the others. Items run concurrently, so a batch carries no ordering
+        between its items (the client only batches requests that were concurrent anyway).
+        INVALID_ARGUMENT for the whole call when it holds more than 1,024 items.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def MkdirSelf(self, request, context):
         """Internal, between masters (cross-shard mkdir): leader of the shard owning the directory.
         Creates only the directory's self-record; ALREADY_EXISTS (kind "directory record") if there.
@@ -641,6 +658,11 @@ def add_NamespaceServicer_to_server(servicer, server):
                     servicer.ContentSummary,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ContentSummaryRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ContentSummaryReply.SerializeToString,
+            ),
+            'Batch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Batch,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BatchRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BatchReply.SerializeToString,
             ),
             'MkdirSelf': grpc.unary_unary_rpc_method_handler(
                     servicer.MkdirSelf,
@@ -1083,6 +1105,33 @@ class Namespace:
             '/keelfs.meta.v1.Namespace/ContentSummary',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.ContentSummaryRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.ContentSummaryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Batch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/Batch',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.BatchRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.BatchReply.FromString,
             options,
             channel_credentials,
             insecure,
