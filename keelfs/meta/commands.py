@@ -66,6 +66,11 @@ __all__ = [
     "SetShardMembers",
     "SetTimes",
     "Tick",
+    "TxnAcked",
+    "TxnBegin",
+    "TxnDecide",
+    "TxnFinish",
+    "TxnPrepare",
     "UnregisterChunkServer",
     "decode_envelope",
 ]
@@ -521,6 +526,103 @@ class IssueTxIds(Command):
         check_range(self.count, 1, MAX_BATCH_IDS, "count")
 
 
+# cross-shard transactions (keelfs.meta.transactions explains them)
+def _check_part(part: str) -> None:
+    from keelfs.meta.transactions import decode_part  # the step codec lives with the records
+
+    if not decode_part(part):
+        raise InvalidArgument("a transaction part needs at least one step", "part")
+
+
+def _check_participants(text: str) -> dict[str, str]:
+    try:
+        parts = json.loads(text)
+    except ValueError:
+        raise InvalidArgument("participants is not JSON", "participants") from None
+    if not isinstance(parts, dict) or not all(isinstance(v, str) for v in parts.values()):
+        raise InvalidArgument("participants maps shard ids to parts", "participants")
+    for shard, part in parts.items():
+        check_id(shard, "participants")
+        _check_part(part)
+    return parts
+
+
+@dataclass(frozen=True, slots=True)
+class TxnBegin(Command):
+    """Coordinator: check and lock this shard's ``part``, record the transaction as pending
+    with the other shards' parts. ``result`` (JSON) is what the client gets if it commits."""
+
+    op: ClassVar[str] = "txn_begin"
+    txn_id: int
+    part: str
+    participants: str
+    kind: str = ""
+    result: str = "null"
+
+    def validate(self) -> None:
+        check_range(self.txn_id, 1, MAX_INT, "txn_id")
+        _check_part(self.part)
+        if not _check_participants(self.participants):
+            raise InvalidArgument("a transaction needs at least one participant", "participants")
+        try:
+            json.loads(self.result)
+        except ValueError:
+            raise InvalidArgument("result is not JSON", "result") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TxnPrepare(Command):
+    """Participant: check and lock ``part`` for ``coordinator``'s transaction ``txn_id``."""
+
+    op: ClassVar[str] = "txn_prepare"
+    txn_id: int
+    coordinator: str
+    part: str
+
+    def validate(self) -> None:
+        check_range(self.txn_id, 1, MAX_INT, "txn_id")
+        check_id(self.coordinator, "coordinator")
+        _check_part(self.part)
+
+
+@dataclass(frozen=True, slots=True)
+class TxnDecide(Command):
+    """Coordinator: the decision (the first one recorded wins). ``error``: why it aborts."""
+
+    op: ClassVar[str] = "txn_decide"
+    txn_id: int
+    commit: bool
+    error: str = ""
+
+    def validate(self) -> None:
+        check_range(self.txn_id, 1, MAX_INT, "txn_id")
+
+
+@dataclass(frozen=True, slots=True)
+class TxnFinish(Command):
+    """Participant: apply the coordinator's decision to its prepared part."""
+
+    op: ClassVar[str] = "txn_finish"
+    txn_id: int
+    commit: bool
+
+    def validate(self) -> None:
+        check_range(self.txn_id, 1, MAX_INT, "txn_id")
+
+
+@dataclass(frozen=True, slots=True)
+class TxnAcked(Command):
+    """Coordinator: ``shard`` applied the decision."""
+
+    op: ClassVar[str] = "txn_acked"
+    txn_id: int
+    shard: str
+
+    def validate(self) -> None:
+        check_range(self.txn_id, 1, MAX_INT, "txn_id")
+        check_id(self.shard, "shard")
+
+
 def _registry(*classes: type[Command]) -> dict[str, type[Command]]:
     return {cls.op: cls for cls in classes}
 
@@ -540,6 +642,11 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     SetPermission,
     SetOwner,
     DequeueBlockDeletes,
+    TxnBegin,
+    TxnPrepare,
+    TxnDecide,
+    TxnFinish,
+    TxnAcked,
 )
 CONFIG_COMMANDS = SESSION_COMMANDS | _registry(
     RegisterMaster,

@@ -214,6 +214,7 @@ class MetaStateMachine:
         self._housekeeping(txn, clock)
 
         command, sid, seq = envelope.command, envelope.session_id, envelope.seq
+        record: sessions.SessionRecord | None = None
         if sid:
             record = sessions.load(txn, sid)
             if record is None:
@@ -251,8 +252,13 @@ class MetaStateMachine:
         else:
             stage.commit()
             result = Result.success(value)
-        if sid and seq and sessions.exists(txn, sid):  # gone if it closed its own session
-            updated = sessions.SessionRecord(clock, seq, result, command.digest())
+        if record is not None and seq and sessions.exists(txn, sid):  # gone if it closed it
+            if result.code == "UNAVAILABLE":
+                # refused for now (a transaction's lock): nothing was applied, so the same
+                # seq may come again and must then be applied, not answered from the cache
+                updated = _touched(record, clock)
+            else:
+                updated = sessions.SessionRecord(clock, seq, result, command.digest())
             sessions.save(txn, sid, updated, record)
         return result
 

@@ -55,8 +55,10 @@ from keelfs.errors import (
     LeaseConflict,
     NotADirectory,
     NotFound,
+    Unavailable,
 )
 from keelfs.meta import paths
+from keelfs.meta import transactions as tx
 from keelfs.meta.commands import (
     MAX_INT,
     SHARD_COMMANDS,
@@ -73,15 +75,27 @@ from keelfs.meta.commands import (
     SetPermission,
     SetReplication,
     SetTimes,
+    TxnAcked,
+    TxnBegin,
+    TxnDecide,
+    TxnFinish,
+    TxnPrepare,
     check_range,
 )
 from keelfs.meta.kvstore import KVStore, MemoryStore, RocksStore, Txn, prefix_end
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS, Context, MetaStateMachine
 from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo, Inode, Listing
 
-__all__ = ["DEFAULT_LEASE_TTL_MS", "MAX_LIST_LIMIT", "ShardStateMachine"]
+__all__ = [
+    "DEFAULT_LEASE_TTL_MS",
+    "DEFAULT_TXN_RETENTION_MS",
+    "MAX_LIST_LIMIT",
+    "ShardStateMachine",
+]
 
 DEFAULT_LEASE_TTL_MS = 60_000
+DEFAULT_TXN_RETENTION_MS = 3_600_000
+"""How long finished transaction records are kept (the seed's hour)."""
 MAX_LIST_LIMIT = 10_000
 
 _U64 = struct.Struct(">Q")
@@ -174,12 +188,16 @@ class ShardStateMachine(MetaStateMachine):
         shard_id: str = "",
         session_ttl_ms: int = DEFAULT_SESSION_TTL_MS,
         lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
+        txn_retention_ms: int = DEFAULT_TXN_RETENTION_MS,
     ) -> None:
         if lease_ttl_ms <= 0:
             raise ValueError("lease_ttl_ms must be positive")
+        if txn_retention_ms < 0:
+            raise ValueError("txn_retention_ms must not be negative")
         store: KVStore = MemoryStore() if path is None else RocksStore(path)
         self.shard_id = shard_id
         self.lease_ttl_ms = lease_ttl_ms
+        self.txn_retention_ms = txn_retention_ms
         super().__init__(store, session_ttl_ms=session_ttl_ms)
 
     # -- reads ----------------------------------------------------------------------------------
@@ -369,12 +387,17 @@ class ShardStateMachine(MetaStateMachine):
             # releasing the holder deletes its expiry key: nothing stays below ``clock``
             self._release_holder(txn, _U64.unpack_from(key, len(_LEASE_EXPIRY) + 8)[0])
         self.raise_floor(_LEASE_EXPIRY, clock)
+        for key, txn_id in tx.due_for_forgetting(txn, self.expiry_floors.get(tx.GC, 0), clock):
+            txn.delete(key)
+            txn.delete(tx.txn_key(txn_id))
+        self.raise_floor(tx.GC, clock)
 
     def _session_ended(self, txn: Txn, session_id: int) -> None:
         self._release_holder(txn, session_id)
 
     def _writer_file(self, txn: Txn, path: str, session_id: int) -> Inode:
         """The file at ``path``, which ``session_id`` must be writing."""
+        self._check_unlocked(txn, path, parent=False)
         inode = self._lookup(txn, path)
         if inode is None:
             raise self._missing(txn, path)
@@ -411,6 +434,7 @@ class ShardStateMachine(MetaStateMachine):
                 return {"created": []}
             raise AlreadyExists(path)
         if not cmd.parents:
+            self._check_unlocked(txn, path)
             self._require_dir(txn, paths.parent(path))
             if self._entry(txn, path) is not None:
                 raise AlreadyExists(path)
@@ -422,6 +446,7 @@ class ShardStateMachine(MetaStateMachine):
             last = p == path
             inode = self._entry(txn, p)
             if inode is None:
+                self._check_unlocked(txn, p)
                 self._make_dir(txn, p, attrs, cmd.self_record or not last, ctx.now)
                 created.append(p)
             elif not inode.is_dir:
@@ -440,6 +465,7 @@ class ShardStateMachine(MetaStateMachine):
 
     def _op_mkdir_self(self, txn: Txn, cmd: MkdirSelf, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
+        self._check_unlocked(txn, path, parent=False)
         if txn.get(_self_key(path)) is not None:
             raise AlreadyExists(path, "directory record")
         entry = self._entry(txn, path)
@@ -452,6 +478,7 @@ class ShardStateMachine(MetaStateMachine):
     def _op_create(self, txn: Txn, cmd: Create, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
         parent = paths.parent(path)
+        self._check_unlocked(txn, path)
         self._require_dir(txn, parent)
         sid = ctx.session_id
         existing = self._entry(txn, path)
@@ -533,6 +560,9 @@ class ShardStateMachine(MetaStateMachine):
         inode = self._entry(txn, path)
         if inode is None:
             raise self._missing(txn, path)
+        self._check_unlocked(txn, path)
+        if inode.is_dir:
+            self._check_subtree_unlocked(txn, path)
         files = dirs = blocks = 0
         if inode.is_dir:
             self._require_dir(txn, path)
@@ -576,6 +606,10 @@ class ShardStateMachine(MetaStateMachine):
         inode = self._entry(txn, src)
         if inode is None:
             raise self._missing(txn, src)
+        self._check_unlocked(txn, src)
+        self._check_unlocked(txn, dst)
+        if inode.is_dir:
+            self._check_subtree_unlocked(txn, src)
         if inode.is_dir and paths.is_ancestor(src, dst):
             raise InvalidArgument(f"cannot move {src} into itself ({dst})", "dst")
         if src == dst or dst == paths.ROOT:
@@ -628,6 +662,7 @@ class ShardStateMachine(MetaStateMachine):
         return {}
 
     def _modify(self, txn: Txn, path: str, **changes: Any) -> Inode:
+        self._check_unlocked(txn, path, parent=False)
         inode = self._lookup(txn, path)
         if inode is None:
             raise self._missing(txn, path)
@@ -663,6 +698,173 @@ class ShardStateMachine(MetaStateMachine):
                 txn.delete(_queue_key(block_id))
                 removed += 1
         return {"removed": removed}
+
+    # -- cross-shard transactions (keelfs.meta.transactions) ------------------------------------
+    def transaction(self, txn_id: int) -> tx.TxnRecord | None:
+        """The record of transaction ``txn_id`` here (None: none, or forgotten)."""
+        return tx.load(self._store, txn_id)
+
+    def transactions(self) -> list[tx.TxnRecord]:
+        """Every transaction record this shard holds (recovery scans these)."""
+        return tx.records(self._store)
+
+    def lock_holder(self, path: str) -> int:
+        """The transaction locking ``path`` here (0: none): reads of it wait."""
+        return tx.locked_by(self._store, paths.normalize(path))
+
+    def _check_unlocked(self, kv: _Reader, path: str, *, parent: bool = True) -> None:
+        """Refuse (``Unavailable`` "locked") a change of ``path`` while a transaction locks it,
+        or while one moves or removes its parent directory."""
+        holder = tx.locked_by(kv, path)
+        if holder:
+            raise tx.locked_error(path, holder)
+        if parent and path != paths.ROOT:
+            up = paths.parent(path)
+            holder = tx.locked_by(kv, up, shared_too=False)
+            if holder:
+                raise tx.locked_error(up, holder)
+
+    def _check_subtree_unlocked(self, kv: _Reader, directory: str) -> None:
+        holder = tx.locked_below(kv, directory)
+        if holder:
+            raise tx.locked_error(directory, holder)
+
+    def _check_steps(self, txn: Txn, steps: tuple[tx.Step, ...], txn_id: int) -> None:
+        conflict = tx.lock_conflict(txn, steps, txn_id)
+        if conflict is not None:
+            raise conflict
+        for step in steps:
+            path, kind = step.path, step.kind
+            if kind == "absent" and self._entry(txn, path) is not None:
+                raise AlreadyExists(path)
+            if kind in ("entry", "self"):
+                key = _entry_key(path) if kind == "entry" else _self_key(path)
+                if txn.get(key) != step.record.encode():
+                    raise Unavailable(
+                        "changed", message=f"{path} changed while the transaction was built"
+                    )
+            if kind == "dir":
+                self._require_dir(txn, path)
+            if kind == "empty":
+                prefix = _children_prefix(path)
+                if _first(txn, prefix, prefix_end(prefix)) is not None:
+                    raise DirectoryNotEmpty(path)
+            if kind == "replaceable":
+                existing = self._entry(txn, path)
+                if existing is not None:
+                    if existing.is_dir:
+                        raise IsADirectory(path)
+                    if self._holds_lease(txn, existing.lease_holder):
+                        raise LeaseConflict(path, existing.lease_holder)
+
+    def _apply_steps(self, txn: Txn, steps: tuple[tx.Step, ...], now: int) -> None:
+        for step in steps:
+            path, kind = step.path, step.kind
+            if kind == "put_entry":
+                txn.put(_entry_key(path), step.record.encode())
+            elif kind == "del_entry":
+                txn.delete(_entry_key(path))
+            elif kind == "put_self":
+                txn.put(_self_key(path), step.record.encode())
+            elif kind == "del_self":
+                txn.delete(_self_key(path))
+            elif kind == "touch":
+                self._touch_dir(txn, path, now)
+            elif kind == "replace":
+                existing = self._entry(txn, path)
+                if existing is not None and not existing.is_dir:
+                    self._remove_file_state(txn, path, existing)
+                    txn.delete(_entry_key(path))
+
+    def _forget_later(self, txn: Txn, record: tx.TxnRecord, now: int) -> None:
+        tx.schedule_forget(txn, record, now + self.txn_retention_ms)
+
+    def _op_txn_begin(self, txn: Txn, cmd: TxnBegin, ctx: Context) -> Any:
+        record = tx.load(txn, cmd.txn_id)
+        if record is not None:
+            return record.to_dict()
+        steps = tx.decode_part(cmd.part)
+        self._check_steps(txn, steps, cmd.txn_id)
+        tx.lock(txn, steps, cmd.txn_id)
+        record = tx.TxnRecord(
+            cmd.txn_id,
+            "coordinator",
+            "pending",
+            self.shard_id,
+            cmd.part,
+            ctx.now,
+            participants=json.loads(cmd.participants),
+            result=json.loads(cmd.result),
+            kind=cmd.kind,
+        )
+        tx.save(txn, record)
+        return record.to_dict()
+
+    def _op_txn_prepare(self, txn: Txn, cmd: TxnPrepare, ctx: Context) -> Any:
+        record = tx.load(txn, cmd.txn_id)
+        if record is not None:
+            return record.to_dict()
+        steps = tx.decode_part(cmd.part)
+        record = tx.TxnRecord(
+            cmd.txn_id, "participant", "prepared", cmd.coordinator, cmd.part, ctx.now
+        )
+        stage = txn.child()
+        try:
+            self._check_steps(stage, steps, cmd.txn_id)
+        except KeelError as refused:  # recorded, so that a repeated prepare gets this answer
+            record.state, record.error = "aborted", refused.to_details()
+            self._forget_later(txn, record, ctx.now)
+        else:
+            tx.lock(txn, steps, cmd.txn_id)
+        tx.save(txn, record)
+        return record.to_dict()
+
+    def _op_txn_decide(self, txn: Txn, cmd: TxnDecide, ctx: Context) -> Any:
+        record = tx.load(txn, cmd.txn_id)
+        if record is None or record.role != "coordinator":
+            raise NotFound(str(cmd.txn_id), "transaction")
+        if record.decided:
+            return record.to_dict()
+        steps = tx.decode_part(record.part)
+        if cmd.commit:
+            self._apply_steps(txn, steps, ctx.now)
+            record.state = "committed"
+        else:
+            record.state = "aborted"
+            record.error = json.loads(cmd.error) if cmd.error else None
+        tx.unlock(txn, steps, cmd.txn_id)
+        if not record.unacked:
+            self._forget_later(txn, record, ctx.now)
+        tx.save(txn, record)
+        return record.to_dict()
+
+    def _op_txn_finish(self, txn: Txn, cmd: TxnFinish, ctx: Context) -> Any:
+        record = tx.load(txn, cmd.txn_id)
+        if record is None:  # never prepared here, or finished and forgotten long ago
+            return {"txn_id": cmd.txn_id, "state": "unknown"}
+        if record.role != "participant":
+            raise InvalidArgument(f"transaction {cmd.txn_id} is coordinated here", "txn_id")
+        if record.decided:
+            return record.to_dict()
+        steps = tx.decode_part(record.part)
+        if cmd.commit:
+            self._apply_steps(txn, steps, ctx.now)
+        record.state = "committed" if cmd.commit else "aborted"
+        tx.unlock(txn, steps, cmd.txn_id)
+        self._forget_later(txn, record, ctx.now)
+        tx.save(txn, record)
+        return record.to_dict()
+
+    def _op_txn_acked(self, txn: Txn, cmd: TxnAcked, ctx: Context) -> Any:
+        record = tx.load(txn, cmd.txn_id)
+        if record is None or record.role != "coordinator" or not record.decided:
+            return {"txn_id": cmd.txn_id, "state": "unknown" if record is None else record.state}
+        if cmd.shard in record.participants and cmd.shard not in record.acked:
+            record.acked.append(cmd.shard)
+            if not record.unacked:
+                self._forget_later(txn, record, ctx.now)
+            tx.save(txn, record)
+        return record.to_dict()
 
 
 def _not_local(directory: str) -> NotFound:

@@ -40,6 +40,11 @@ def test_command_names_are_stable() -> None:
         "set_permission",
         "set_replication",
         "set_times",
+        "txn_acked",
+        "txn_begin",
+        "txn_decide",
+        "txn_finish",
+        "txn_prepare",
     ]
     assert sorted(set(CONFIG_COMMANDS) - set(SESSION_COMMANDS)) == [
         "add_shard",
