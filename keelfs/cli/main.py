@@ -282,6 +282,149 @@ def bench_idle(groups: int, seconds: float, quiesce: str, as_json: bool) -> None
         print(json.dumps(r.as_json()))
 
 
+@bench.command("meta")
+@click.option("--seconds", default=10.0, show_default=True, help="Length of each timed run.")
+@click.option("--clients", default=4, show_default=True, help="Client worker processes.")
+@click.option(
+    "--concurrency", default=64, show_default=True, help="Operations in flight (all clients)."
+)
+@click.option("--list-entries", default=10_000, show_default=True, help="Directory to list.")
+@click.option("--list-page", default=1_000, show_default=True, help="Entries per list page.")
+@click.option(
+    "--fill",
+    default=100_000,
+    show_default=True,
+    help="Fill the shard to this many files (memory, restart); takes FILL / creates-per-s.",
+)
+@click.option("--skip-fill", is_flag=True, help="No fill: memory not measured.")
+@click.option("--skip-two-shards", is_flag=True, help="No two-shard creates run.")
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
+def bench_meta(
+    seconds: float,
+    clients: int,
+    concurrency: int,
+    list_entries: int,
+    list_page: int,
+    fill: int,
+    skip_fill: bool,
+    skip_two_shards: bool,
+    as_json: bool,
+) -> None:
+    """Metadata service: creates/s, stats/s, listing, memory per file, restart time."""
+    from keelfs.bench.meta import (
+        TARGET_BYTES_PER_FILE,
+        TARGET_CREATES,
+        TARGET_RESTART_S,
+        TARGET_STATS,
+        Throughput,
+        run,
+    )
+
+    err = Console(stderr=True)
+    r = run(
+        seconds=seconds,
+        clients=clients,
+        concurrency=concurrency,
+        list_entries=list_entries,
+        list_page=list_page,
+        fill=fill,
+        skip_fill=skip_fill,
+        skip_two_shards=skip_two_shards,
+        progress=lambda msg: err.print(msg, highlight=False),
+    )
+    console = Console()
+    table = Table(
+        title=f"keelfs bench meta: 3 config servers + 3 masters per shard, fsync on, "
+        f"{r.clients} client processes, {r.concurrency} in flight"
+    )
+    for col in ("phase", "result", "target", "p50 ms", "p99 ms", "details"):
+        table.add_column(col, justify="left" if col in ("phase", "details") else "right")
+
+    def tp_row(name: str, t: Throughput, target: str) -> None:
+        table.add_row(
+            name,
+            f"{t.ops_per_second:,.0f}/s",
+            target,
+            _ms(t.latency_ms.p50),
+            _ms(t.latency_ms.p99),
+            f"{t.ops:,} in {t.seconds:.1f} s"
+            + (f", {t.failed} failed" if t.failed else "")
+            + (", leader changed" if t.extra.get("leader_changed") else ""),
+        )
+
+    tp_row("creates, 1 shard", r.creates, f">= {TARGET_CREATES:,}/s")
+    tp_row("stats, linearizable", r.stats, f">= {TARGET_STATS:,}/s")
+    tp_row("stats, stale ok", r.stats_stale, "-")
+    lst = r.listing
+    table.add_row(
+        f"list {lst.entries:,} entries",
+        f"{lst.best_s:.3f} s",
+        "-",
+        "-",
+        "-",
+        f"{lst.entries_per_second:,.0f} entries/s; median {lst.median_s:.3f} s, "
+        f"pages of {lst.page_size:,}",
+    )
+    if r.fill is None:
+        table.add_row(
+            "memory per file",
+            "not run",
+            f"<= {TARGET_BYTES_PER_FILE} B",
+            "-",
+            "-",
+            r.fill_skipped,
+        )
+    else:
+        f = r.fill
+        top = f.max_bytes_per_file
+        per = ", ".join(
+            f"{i}{'L' if f.roles.get(i) == 'leader' else ''}: {b:,.0f}"
+            for i, b in sorted(f.bytes_per_file().items())
+            if b is not None
+        )
+        table.add_row(
+            "memory per file",
+            "-" if top is None else f"{top:,.0f} B",
+            f"<= {TARGET_BYTES_PER_FILE} B",
+            "-",
+            "-",
+            f"RSS growth / {f.files_added:,} files added ({f.files_after:,} in all, "
+            f"{f.creates_per_second:,.0f} creates/s); per master: {per}"
+            + ("; leader changed" if f.leader_changed else ""),
+        )
+    rs = r.restart
+    table.add_row(
+        "restart to serving",
+        f"{rs.first_stat_s:.2f} s",
+        f"<= {TARGET_RESTART_S:g} s",
+        "-",
+        "-",
+        f"{rs.files:,} files; all 3 READY after {rs.all_ready_s:.2f} s; "
+        f"{rs.verified}/{rs.sampled} sampled files found",
+    )
+    if r.two_shards is None:
+        table.add_row("creates, 2 shards", "not run", "-", "-", "-", "--skip-two-shards")
+    else:
+        tp_row("creates, 2 shards", r.two_shards, "-")
+    console.print(table)
+
+    cpu = Table(title="CPU during the timed runs, % of one core per process")
+    for col in ("phase", "shard leaders", "followers", "config servers", "clients"):
+        cpu.add_column(col, justify="left" if col == "phase" else "right")
+    runs = [("creates, 1 shard", r.creates), ("stats", r.stats), ("stats, stale", r.stats_stale)]
+    if r.two_shards is not None:
+        runs.append(("creates, 2 shards", r.two_shards))
+    for name, t in runs:
+
+        def pct(prefix: str, c: dict[str, float] = t.cpu_percent) -> str:
+            return " ".join(f"{v:.0f}" for k, v in c.items() if k.startswith(prefix)) or "-"
+
+        cpu.add_row(name, pct("leader"), pct("follower"), pct("config"), pct("client"))
+    console.print(cpu)
+    if as_json:
+        print(json.dumps(r.as_json()))
+
+
 def main() -> None:
     cli()
 

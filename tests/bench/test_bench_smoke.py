@@ -57,3 +57,38 @@ def test_bench_idle_smoke() -> None:
     assert run["groups_per_process"] == 4
     assert set(run["cpu_percent"]) == {"1", "2", "3"}
     assert sum(run["leaders"].values()) == 4
+
+
+@pytest.mark.timeout(600)
+def test_bench_meta_smoke() -> None:
+    out = _run(
+        "meta",
+        "--seconds", "1",
+        "--clients", "2",
+        "--concurrency", "8",
+        "--list-entries", "50",
+        "--fill", "3000",
+    )  # fmt: skip
+    assert out["bench"] == "meta"
+    keys = {"ops", "ops_per_second", "failed", "p50_ms", "p99_ms", "cpu_percent", "clients"}
+    for phase in ("creates", "stats", "stats_stale", "two_shards"):
+        assert keys <= set(out[phase]), phase
+        assert out[phase]["ops"] > 0, phase
+        assert any(k.startswith("leader-") for k in out[phase]["cpu_percent"]), phase
+    assert out["two_shards"]["shards"] == 2
+    assert out["list"]["entries"] == out["list"]["listed"] == 50
+    assert len(out["list"]["runs_s"]) == 3
+    fill = out["fill"]
+    if fill is None:  # the timed creates alone made 3,000 files (a fast machine)
+        assert "already held" in out["fill_skipped"]
+    else:
+        assert out["fill_skipped"] is None
+        assert fill["files_after"] == 3000
+        assert fill["files_added"] > 0
+        assert len(fill["masters"]) == 3
+    restart = out["restart"]
+    assert restart["files"] >= 3000
+    assert restart["sampled"] > 0
+    assert restart["verified"] == restart["sampled"]
+    assert restart["first_stat_s"] > 0
+    assert set(restart["ready_s"]) == {"11", "12", "13"}
