@@ -242,3 +242,28 @@ def register_master(node_id: int, address: str) -> Op:
 
 def delete_result(reply: pb.DeleteReply) -> DeleteResult:
     return DeleteResult(reply.files, reply.directories, reply.blocks)
+
+
+# -- internal: the cross-shard transaction protocol between masters ----------------------------
+def issue_txn_ids(count: int) -> Op:
+    build = lambda h: pb.IssueTxnIdsRequest(header=h, count=count)  # noqa: E731
+    return Op("Config", "IssueTxnIds", CONFIG_ROUTE, build, True, False)
+
+
+def txn_prepare(group: str, txn_id: int, coordinator: str, part: str) -> Op:
+    def build(h: pb.RequestHeader) -> pb.TxnPrepareRequest:
+        return pb.TxnPrepareRequest(
+            header=h, group=group, txn_id=txn_id, coordinator=coordinator, part=part
+        )
+
+    return _ns("TxnPrepare", Route("shard", group), build, write=True, session=False)
+
+
+def txn_finish(group: str, txn_id: int, commit: bool) -> Op:
+    build = lambda h: pb.TxnFinishRequest(header=h, group=group, txn_id=txn_id, commit=commit)  # noqa: E731
+    return _ns("TxnFinish", Route("shard", group), build, write=True, session=False)
+
+
+def txn_status(group: str, txn_id: int) -> Op:
+    build = lambda h: pb.TxnStatusRequest(header=h, group=group, txn_id=txn_id)  # noqa: E731
+    return _ns("TxnStatus", Route("shard", group), build, write=False, session=False)

@@ -283,6 +283,27 @@ class AsyncClient:
                 renewed |= bool((await self._run(pinned, deadline)).renewed)
         return renewed
 
+    # -- internal: cross-shard transactions (masters only) -------------------------------------
+    async def issue_txn_ids(self, count: int, *, deadline: float | None = None) -> int:
+        """The first of ``count`` fresh cluster-wide transaction ids."""
+        reply = await self._run(ops.issue_txn_ids(count), deadline)
+        return int(reply.first)
+
+    async def txn_prepare(
+        self, group: str, txn_id: int, coordinator: str, part: str, *, deadline: float | None = None
+    ) -> pb.TxnReply:
+        return await self._run(ops.txn_prepare(group, txn_id, coordinator, part), deadline)
+
+    async def txn_finish(
+        self, group: str, txn_id: int, commit: bool, *, deadline: float | None = None
+    ) -> pb.TxnReply:
+        return await self._run(ops.txn_finish(group, txn_id, commit), deadline)
+
+    async def txn_status(
+        self, group: str, txn_id: int, *, deadline: float | None = None
+    ) -> pb.TxnReply:
+        return await self._run(ops.txn_status(group, txn_id), deadline)
+
     # -- config -------------------------------------------------------------------------------
     async def shard_map(self, *, deadline: float | None = None) -> ShardMap:
         m = await self._drive(self._core.refresh_plan(deadline))

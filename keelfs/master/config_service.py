@@ -16,6 +16,7 @@ from keelfs.master.wire import CONFIG_GROUP, shard_map_to_pb
 from keelfs.meta.commands import (
     AddShard,
     Command,
+    IssueTxIds,
     KeepAlive,
     RegisterMaster,
     RegisterSession,
@@ -118,3 +119,20 @@ class ConfigServicer(ServicerBase):
     ) -> pb.ConfigWriteReply:
         cmd = RegisterMaster(request.node_id, request.address)
         return await self._write(context, cmd, request.header)
+
+    async def IssueTxnIds(  # noqa: N802
+        self, request: pb.IssueTxnIdsRequest, context: Any
+    ) -> pb.IssueTxnIdsReply:
+        async def work() -> pb.IssueTxnIdsReply:
+            check_header(request.header)
+            result, index, term = await self.node.propose(
+                self.member, IssueTxIds(request.count or 1), request.header, self.timeout(context)
+            )
+            value = result.unwrap()
+            return pb.IssueTxnIdsReply(
+                first=int(value["first"]),
+                count=int(value["count"]),
+                info=self.node.reply_info(self.member, index, term),
+            )
+
+        return await self.serve(context, CONFIG_GROUP, work())

@@ -51,7 +51,16 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from keelfs.errors import AlreadyExists, InvalidArgument, KeelError, NotADirectory, NotFound
+from keelfs import failpoints
+from keelfs.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    KeelError,
+    LeaseConflict,
+    NotADirectory,
+    NotFound,
+    Unavailable,
+)
 from keelfs.master.batch import serve_batch
 from keelfs.master.node import Member, MetaNode
 from keelfs.master.servicer import ServicerBase
@@ -76,11 +85,14 @@ from keelfs.meta.commands import (
     SetPermission,
     SetReplication,
     SetTimes,
+    TxnFinish,
+    TxnPrepare,
     check_path,
 )
 from keelfs.meta.namespace import MAX_LIST_LIMIT, ShardStateMachine
 from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.records import FileInfo
+from keelfs.meta.transactions import Step, TxnRecord
 
 __all__ = ["NamespaceServicer", "NodeServicer"]
 
@@ -131,6 +143,15 @@ def _subdirectories(sm: ShardStateMachine, top: str) -> Iterator[str]:
             if page.cursor is None:
                 break
             cursor = page.cursor
+
+
+def _txn_reply(value: dict[str, Any], info: pb.ReplyInfo) -> pb.TxnReply:
+    error = value.get("error")
+    return pb.TxnReply(
+        state=str(value.get("state", "unknown")),
+        error=json.dumps(error) if error else "",
+        info=info,
+    )
 
 
 class NamespaceServicer(ServicerBase):
@@ -390,14 +411,12 @@ class NamespaceServicer(ServicerBase):
             cmd.validate()
             member = await node.route(header, src, by_directory=False)
             shard, m = member.group_id, node.shard_map
-            if m.shard_for_path(dst) != shard:
-                raise InvalidArgument(
-                    f"cross-shard rename not supported yet: {dst} belongs to shard "
-                    f"{m.shard_for_path(dst)}, {src} to {shard} (issue [4])",
-                    "dst",
-                )
             node.require_leader(member)
             timeout = self.timeout(context)
+            if m.shard_for_path(dst) != shard:
+                return await self._rename_across(
+                    member, src, dst, request.overwrite, header, timeout
+                )
             async with member.structure.exclusive():
                 await node.read(member, False, timeout)
                 sm: ShardStateMachine = member.sm
@@ -418,6 +437,62 @@ class NamespaceServicer(ServicerBase):
 
         return await self.serve(context, "", work())
 
+    async def _rename_across(
+        self,
+        member: Member,
+        src: str,
+        dst: str,
+        overwrite: bool,
+        header: pb.RequestHeader,
+        timeout: float,
+    ) -> pb.RenameReply:
+        """Rename a file to a path another shard holds: a transaction coordinated here (the
+        source's shard), the target's shard participating."""
+        node = self.node
+        await node.read(member, False, timeout)
+        sm: ShardStateMachine = member.sm
+        target = node.shard_map.shard_for_path(dst)
+        request = {"src": src, "dst": dst, "overwrite": overwrite}
+        record = sm.entry_record(src)
+        if record is None:
+            # Not here (any more): still proposed, since a retry of a rename that committed
+            # must get its recorded success; anything else fails the check with NOT_FOUND.
+            missing = [Step("present", src)]
+            outcome = await node.txns.run(
+                member, "rename", missing, {target: missing}, header, timeout, request
+            )
+            return self._txn_outcome(member, outcome, f"rename {src} -> {dst}")
+        info = sm.stat(src)
+        if info.is_dir:
+            raise InvalidArgument(
+                f"cross-shard rename of a directory is not supported yet: {dst} belongs to "
+                f"shard {node.shard_map.shard_for_path(dst)}, {src} to {member.group_id}",
+                "dst",
+            )
+        if info.under_construction:
+            raise LeaseConflict(
+                src, info.lease_holder, message=f"{src} is open for writing: close it first"
+            )
+        dst_dir = paths.parent(dst)
+        own = [Step("entry", src, record), Step("del_entry", src), Step("touch", paths.parent(src))]
+        theirs = [Step("dir", dst_dir)]
+        if overwrite:
+            theirs += [Step("replaceable", dst), Step("replace", dst)]
+        else:
+            theirs.append(Step("absent", dst))
+        theirs += [Step("put_entry", dst, record), Step("touch", dst_dir)]
+        outcome = await node.txns.run(
+            member, "rename", own, {target: theirs}, header, timeout, request
+        )
+        return self._txn_outcome(member, outcome, f"rename {src} -> {dst}")
+
+    def _txn_outcome(self, member: Member, outcome: TxnRecord, what: str) -> pb.RenameReply:
+        if outcome.state != "committed":
+            if outcome.error:
+                raise KeelError.from_details(outcome.error)
+            raise Unavailable("aborted", message=f"{what} was aborted; retry")
+        return pb.RenameReply(info=self._reply(member))
+
     # ------------------------------------------------------------------ reads
     async def GetFileInfo(  # noqa: N802
         self, request: pb.GetFileInfoRequest, context: Any
@@ -426,6 +501,8 @@ class NamespaceServicer(ServicerBase):
             path = self._path(request.path)
             member = await self.node.route(request.header, path, by_directory=False)
             await self.node.read(member, request.stale_ok, self.timeout(context))
+            if not request.stale_ok:
+                await self.node.wait_unlocked(member, path, self.timeout(context))
             info = member.sm.stat(path)
             return pb.FileInfoReply(info=file_info_to_pb(info), reply=self._reply(member))
 
@@ -442,6 +519,8 @@ class NamespaceServicer(ServicerBase):
                 paths.validate_name(start_after)
             member = await self.node.route(request.header, path, by_directory=True)
             await self.node.read(member, request.stale_ok, self.timeout(context))
+            if not request.stale_ok:
+                await self.node.wait_unlocked(member, path, self.timeout(context))
             listing = member.sm.list_dir(path, start_after, limit)
             entries: list[pb.FileInfo] = []
             cursor = listing.cursor
@@ -472,6 +551,46 @@ class NamespaceServicer(ServicerBase):
 
         return await self.serve(context, "", work())
 
+    # ------------------------------------------------------------------ transactions (internal)
+    async def TxnPrepare(  # noqa: N802
+        self, request: pb.TxnPrepareRequest, context: Any
+    ) -> pb.TxnReply:
+        async def work() -> pb.TxnReply:
+            member = await self.node.shard_member(request.header, request.group)
+            cmd = TxnPrepare(request.txn_id, request.coordinator, request.part)
+            result, index, term = await self.node.propose(member, cmd, None, self.timeout(context))
+            value = result.unwrap()
+            failpoints.hit("txn.prepared_recorded")
+            return _txn_reply(value, self._reply(member, index, term))
+
+        return await self.serve(context, request.group, work())
+
+    async def TxnFinish(  # noqa: N802
+        self, request: pb.TxnFinishRequest, context: Any
+    ) -> pb.TxnReply:
+        async def work() -> pb.TxnReply:
+            member = await self.node.shard_member(request.header, request.group)
+            result, index, term = await self.node.propose(
+                member, TxnFinish(request.txn_id, request.commit), None, self.timeout(context)
+            )
+            value = result.unwrap()
+            failpoints.hit("txn.decision_applied")
+            return _txn_reply(value, self._reply(member, index, term))
+
+        return await self.serve(context, request.group, work())
+
+    async def TxnStatus(  # noqa: N802
+        self, request: pb.TxnStatusRequest, context: Any
+    ) -> pb.TxnReply:
+        async def work() -> pb.TxnReply:
+            member = await self.node.shard_member(request.header, request.group)
+            self.node.require_leader(member)
+            await self.node.read(member, False, self.timeout(context))
+            record = member.sm.transaction(request.txn_id)
+            value = {"state": "unknown"} if record is None else record.to_dict()
+            return _txn_reply(value, self._reply(member))
+
+        return await self.serve(context, request.group, work())
 
     # ------------------------------------------------------------------ batches
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchReply:  # noqa: N802
@@ -484,3 +603,15 @@ class NodeServicer(ServicerBase):
 
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusReply:  # noqa: N802
         return pb.StatusReply(json=json.dumps(self.node.status(), sort_keys=True))
+
+    async def SetFailpoint(  # noqa: N802
+        self, request: pb.SetFailpointRequest, context: Any
+    ) -> pb.SetFailpointReply:
+        async def work() -> pb.SetFailpointReply:
+            try:
+                failpoints.arm(request.name, request.action)
+            except ValueError as exc:
+                raise InvalidArgument(str(exc), "name") from None
+            return pb.SetFailpointReply()
+
+        return await self.serve(context, "", work())

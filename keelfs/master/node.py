@@ -40,10 +40,15 @@ import grpc
 
 from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
 from keelfs.master import grpc_errors
+from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS, TxnManager
 from keelfs.master.wire import CONFIG_GROUP, MAX_REQUEST_BYTES
 from keelfs.meta.commands import MAX_COMMAND_BYTES, MAX_INT, Command, Envelope, Result
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS
-from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS, ShardStateMachine
+from keelfs.meta.namespace import (
+    DEFAULT_LEASE_TTL_MS,
+    DEFAULT_TXN_RETENTION_MS,
+    ShardStateMachine,
+)
 from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
@@ -55,6 +60,10 @@ from keelfs.transport.grpc_transport import GrpcTransport, GrpcTransportConfig
 __all__ = ["Member", "MetaNode", "NodeConfig", "NodeFailed", "StructureLock", "now_ms"]
 
 log = logging.getLogger("keelfs.master")
+
+
+_LOCK_POLL_S = 0.005
+_LOCK_POLL_MAX_S = 0.1
 
 
 def now_ms() -> int:
@@ -82,6 +91,8 @@ class NodeConfig:
     host: HostConfig = field(default_factory=HostConfig)
     session_ttl_ms: int = DEFAULT_SESSION_TTL_MS
     lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS
+    txn_prepare_timeout_ms: int = DEFAULT_PREPARE_TIMEOUT_MS
+    txn_retention_ms: int = DEFAULT_TXN_RETENTION_MS
     vnodes: int = DEFAULT_VNODES
     map_refresh_s: float = 1.0
 
@@ -162,6 +173,7 @@ class MetaNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh: asyncio.Task[None] | None = None
         self._map_changed = asyncio.Event()
+        self.txns = TxnManager(self, prepare_timeout_ms=config.txn_prepare_timeout_ms)
 
     # ------------------------------------------------------------------ lifecycle
     def _transport(self, on_messages: OnMessages) -> Transport:
@@ -195,6 +207,7 @@ class MetaNode:
                 shard_id=shard_id,
                 session_ttl_ms=cfg.session_ttl_ms,
                 lease_ttl_ms=cfg.lease_ttl_ms,
+                txn_retention_ms=cfg.txn_retention_ms,
             )
             self.shards[shard_id] = Member(shard_id, self._open(shard_id, ssm), ssm)
         server = grpc.aio.server(
@@ -231,6 +244,8 @@ class MetaNode:
             asyncio.create_task(self._register_loop(), name="register"),
             asyncio.create_task(self._map_loop(), name="shard-map"),
         ]
+        if self.shards:
+            self._tasks.append(asyncio.create_task(self.txns.recovery_loop(), name="txn-recovery"))
 
     def _open(self, group_id: str, sm: Any) -> RaftGroup:
         host = self.host
@@ -410,19 +425,44 @@ class MetaNode:
         sid, seq = (header.session_id, header.seq) if header is not None else (0, 0)
         if command.needs_session and not sid:
             raise InvalidArgument(f"{command.op} must be sent in a client session", "session_id")
-        data = Envelope(command, now_ms(), sid, seq).encode()
-        if len(data) > MAX_COMMAND_BYTES:
-            raise InvalidArgument(f"command of {len(data)} bytes (at most {MAX_COMMAND_BYTES})")
-        if not member.group.is_leader:
-            raise self.keel_error(member.group_id, member.group.not_leader_error())
-        try:
-            result, index, term = await member.group.propose_entry(data, timeout)
-        except KeelError:
-            raise
-        except Exception as exc:
-            raise self.keel_error(member.group_id, exc) from exc
-        assert isinstance(result, Result)
-        return result, index, term
+        deadline = time.monotonic() + timeout
+        delay = _LOCK_POLL_S
+        while True:
+            data = Envelope(command, now_ms(), sid, seq).encode()
+            if len(data) > MAX_COMMAND_BYTES:
+                raise InvalidArgument(f"command of {len(data)} bytes (at most {MAX_COMMAND_BYTES})")
+            if not member.group.is_leader:
+                raise self.keel_error(member.group_id, member.group.not_leader_error())
+            try:
+                result, index, term = await member.group.propose_entry(data, timeout)
+            except KeelError:
+                raise
+            except Exception as exc:
+                raise self.keel_error(member.group_id, exc) from exc
+            assert isinstance(result, Result)
+            if not _locked(result) or deadline - time.monotonic() <= delay:
+                return result, index, term
+            # a cross-shard transaction holds the path: nothing was applied (nor the seq
+            # used up); propose again once it has had time to finish
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _LOCK_POLL_MAX_S)
+            timeout = max(0.01, deadline - time.monotonic())
+
+    async def wait_unlocked(self, member: Member, path: str, timeout: float) -> None:
+        """Wait while a cross-shard transaction locks ``path`` on this member (its outcome is
+        not applied here yet); ``Unavailable`` (reason "locked") if it outlasts ``timeout``."""
+        deadline = time.monotonic() + timeout
+        delay = _LOCK_POLL_S
+        while True:
+            holder = member.sm.lock_holder(path)
+            if not holder:
+                return
+            if deadline - time.monotonic() <= delay:
+                raise Unavailable(
+                    "locked", message=f"{path} is locked by cross-shard transaction {holder}"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _LOCK_POLL_MAX_S)
 
     async def read(self, member: Member, stale_ok: bool, timeout: float) -> None:
         """Linearizable unless ``stale_ok``: a ReadIndex barrier on this member (leader or
@@ -453,6 +493,10 @@ class MetaNode:
             index=index or g.applied_index(),
             leader=g.is_leader,
         )
+
+
+def _locked(result: Result) -> bool:
+    return result.error is not None and result.error.get("reason") == "locked"
 
 
 def check_header(header: pb.RequestHeader) -> None:

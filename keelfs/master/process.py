@@ -21,9 +21,10 @@ from pathlib import Path
 
 from keelfs.errors import InvalidArgument
 from keelfs.master.node import MetaNode, NodeConfig, NodeFailed
+from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS
 from keelfs.meta.commands import check_id
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS
-from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS
+from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS, DEFAULT_TXN_RETENTION_MS
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.runtime.host import add_host_arguments, host_config_from_args
 from keelfs.runtime.server import parse_peers
@@ -100,6 +101,19 @@ def _parser(role: str) -> argparse.ArgumentParser:
         help="writer lease lifetime (same on every member)",
     )
     p.add_argument(
+        "--txn-prepare-timeout-ms",
+        type=int,
+        default=DEFAULT_PREPARE_TIMEOUT_MS,
+        help="a cross-shard transaction whose participants did not all prepare within this "
+        "(log time) is aborted",
+    )
+    p.add_argument(
+        "--txn-retention-ms",
+        type=int,
+        default=DEFAULT_TXN_RETENTION_MS,
+        help="how long finished transaction records are kept (same on every member)",
+    )
+    p.add_argument(
         "--vnodes", type=int, default=DEFAULT_VNODES, help="ring points per shard (config group)"
     )
     p.add_argument("--map-refresh", type=float, default=1.0, help="seconds between ShardMap polls")
@@ -147,6 +161,8 @@ def config_from_args(role: str, argv: list[str] | None = None) -> NodeConfig:
         host=host,
         session_ttl_ms=ns.session_ttl_ms,
         lease_ttl_ms=ns.lease_ttl_ms,
+        txn_prepare_timeout_ms=ns.txn_prepare_timeout_ms,
+        txn_retention_ms=ns.txn_retention_ms,
         vnodes=ns.vnodes,
         map_refresh_s=ns.map_refresh,
     )

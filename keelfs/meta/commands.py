@@ -558,6 +558,16 @@ class TxnBegin(Command):
     participants: str
     kind: str = ""
     result: str = "null"
+    request: str = ""
+    """The client's request this transaction carries out (its arguments, as JSON): what a
+    retry of that request is recognised by (``digest``), since a retry builds a new
+    transaction id and maybe new parts, and must get the first attempt's outcome."""
+
+    def digest(self) -> str:
+        if not self.request:
+            return Command.digest(self)
+        body = json.dumps([self.op, self.kind, self.request], separators=(",", ":"))
+        return hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
     def validate(self) -> None:
         check_range(self.txn_id, 1, MAX_INT, "txn_id")

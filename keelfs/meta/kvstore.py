@@ -41,9 +41,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from keelfs.storage.errors import SnapshotCorruptedError
+from keelfs.storage.rocks import bounded_options
 
 __all__ = [
     "KEY_END",
@@ -153,10 +154,7 @@ class RocksStore(KVStore):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        opts = Options(raw_mode=True)
-        opts.create_if_missing(True)
-        opts.set_keep_log_file_num(4)
-        self._db = Rdict(str(self.path), opts)
+        self._db = Rdict(str(self.path), bounded_options())
         self._write_opts = WriteOptions()
         self._write_opts.sync = False
         self._closed = False

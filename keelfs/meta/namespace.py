@@ -705,8 +705,21 @@ class ShardStateMachine(MetaStateMachine):
         return tx.load(self._store, txn_id)
 
     def transactions(self) -> list[tx.TxnRecord]:
-        """Every transaction record this shard holds (recovery scans these)."""
+        """Every transaction record this shard holds."""
         return tx.records(self._store)
+
+    def open_transactions(self) -> list[tx.TxnRecord]:
+        """The records that still need work here (what recovery drives)."""
+        return tx.open_records(self._store)
+
+    def entry_record(self, path: str) -> str | None:
+        """The encoded entry of ``path`` (what a transaction step checks against)."""
+        raw = self._store.get(_entry_key(paths.normalize(path)))
+        return None if raw is None else bytes(raw).decode()
+
+    def self_record(self, path: str) -> str | None:
+        raw = self._store.get(_self_key(paths.normalize(path)))
+        return None if raw is None else bytes(raw).decode()
 
     def lock_holder(self, path: str) -> int:
         """The transaction locking ``path`` here (0: none): reads of it wait."""
@@ -737,6 +750,8 @@ class ShardStateMachine(MetaStateMachine):
             path, kind = step.path, step.kind
             if kind == "absent" and self._entry(txn, path) is not None:
                 raise AlreadyExists(path)
+            if kind == "present" and self._entry(txn, path) is None:
+                raise self._missing(txn, path)
             if kind in ("entry", "self"):
                 key = _entry_key(path) if kind == "entry" else _self_key(path)
                 if txn.get(key) != step.record.encode():
@@ -786,6 +801,7 @@ class ShardStateMachine(MetaStateMachine):
         steps = tx.decode_part(cmd.part)
         self._check_steps(txn, steps, cmd.txn_id)
         tx.lock(txn, steps, cmd.txn_id)
+        tx.set_open(txn, cmd.txn_id, True)
         record = tx.TxnRecord(
             cmd.txn_id,
             "coordinator",
@@ -816,6 +832,7 @@ class ShardStateMachine(MetaStateMachine):
             self._forget_later(txn, record, ctx.now)
         else:
             tx.lock(txn, steps, cmd.txn_id)
+            tx.set_open(txn, cmd.txn_id, True)
         tx.save(txn, record)
         return record.to_dict()
 
@@ -834,6 +851,7 @@ class ShardStateMachine(MetaStateMachine):
             record.error = json.loads(cmd.error) if cmd.error else None
         tx.unlock(txn, steps, cmd.txn_id)
         if not record.unacked:
+            tx.set_open(txn, cmd.txn_id, False)
             self._forget_later(txn, record, ctx.now)
         tx.save(txn, record)
         return record.to_dict()
@@ -851,6 +869,7 @@ class ShardStateMachine(MetaStateMachine):
             self._apply_steps(txn, steps, ctx.now)
         record.state = "committed" if cmd.commit else "aborted"
         tx.unlock(txn, steps, cmd.txn_id)
+        tx.set_open(txn, cmd.txn_id, False)
         self._forget_later(txn, record, ctx.now)
         tx.save(txn, record)
         return record.to_dict()
@@ -862,6 +881,7 @@ class ShardStateMachine(MetaStateMachine):
         if cmd.shard in record.participants and cmd.shard not in record.acked:
             record.acked.append(cmd.shard)
             if not record.unacked:
+                tx.set_open(txn, cmd.txn_id, False)
                 self._forget_later(txn, record, ctx.now)
             tx.save(txn, record)
         return record.to_dict()

@@ -37,6 +37,7 @@ Keys::
     T <u64 txn id>                   the record (JSON, below)
     K <path>                         lock: {"x": txn id or 0, "s": [txn ids sharing it]}
     G <u64 delete after ms> <u64 id> retention index (empty)
+    O <u64 txn id>                   open: the record still needs work here (empty)
 """
 
 from __future__ import annotations
@@ -68,11 +69,12 @@ _U64 = struct.Struct(">Q")
 TXN = b"T"
 LOCK = b"K"
 GC = b"G"
+OPEN = b"O"
 
-CHECKS = frozenset({"absent", "entry", "self", "dir", "empty", "replaceable"})
+CHECKS = frozenset({"absent", "present", "entry", "self", "dir", "empty", "replaceable"})
 """Step kinds that only check (evaluated at begin/prepare, under the part's locks):
 
-- ``absent``: no entry at ``path``;
+- ``absent``: no entry at ``path``; ``present``: there is one (else ``NotFound``);
 - ``entry`` / ``self``: the entry / self-record of ``path`` is exactly ``record`` (its
   encoding): nothing changed it since the coordinator read it;
 - ``dir``: the self-record of directory ``path`` is here (a child may be put in it);
@@ -222,6 +224,24 @@ def load(kv: Any, txn_id: int) -> TxnRecord | None:
 
 def save(txn: Txn, record: TxnRecord) -> None:
     txn.put(txn_key(record.txn_id), record.encode())
+
+
+def set_open(txn: Txn, txn_id: int, is_open: bool) -> None:
+    """Mark a record as needing work here (coordinator: undecided or unacknowledged;
+    participant: prepared): what recovery looks at, without reading every kept record."""
+    if is_open:
+        txn.put(OPEN + _U64.pack(txn_id), b"")
+    else:
+        txn.delete(OPEN + _U64.pack(txn_id))
+
+
+def open_records(kv: Any) -> list[TxnRecord]:
+    out = []
+    for key, _ in kv.scan(OPEN, prefix_end(OPEN)):
+        record = load(kv, _U64.unpack_from(key, 1)[0])
+        if record is not None:
+            out.append(record)
+    return out
 
 
 def records(kv: Any) -> list[TxnRecord]:

@@ -50,7 +50,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
-from rocksdict import Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
 from keelfs.raft.errors import CompactedError, SnapshotOutOfDateError, UnavailableError
 from keelfs.raft.messages import ConfState, Entry, EntryType, HardState, SnapshotMeta
@@ -709,6 +709,24 @@ class RocksLogStorage:
 
 
 # -- the engine --------------------------------------------------------------------------------
+def bounded_options(write_buffer_mb: int = 16, block_cache_mb: int = 32) -> Options:
+    """RocksDB options with a fixed memory budget: at most two memtables of
+    ``write_buffer_mb`` and a block cache of ``block_cache_mb`` (the defaults would let a
+    process grow by 64 MiB memtables and an unbounded table cache as a shard fills; a master
+    holds one Raft-log engine and one database per shard it serves)."""
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.set_keep_log_file_num(4)
+    opts.set_write_buffer_size(write_buffer_mb << 20)
+    opts.set_max_write_buffer_number(2)
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(block_cache_mb << 20))
+    table.set_cache_index_and_filter_blocks(True)
+    opts.set_block_based_table_factory(table)
+    opts.set_max_open_files(256)
+    return opts
+
+
 class RocksEngine:
     """The process's RocksDB (WAL on, every write synced) and snapshot directories.
 
@@ -720,10 +738,7 @@ class RocksEngine:
         self.path = Path(path)
         self.verify = verify_snapshots
         self.path.mkdir(parents=True, exist_ok=True)
-        opts = Options(raw_mode=True)
-        opts.create_if_missing(True)
-        opts.set_keep_log_file_num(4)
-        self._db = Rdict(str(self.path / "db"), opts)
+        self._db = Rdict(str(self.path / "db"), bounded_options())
         self._sync = WriteOptions()
         self._sync.sync = True
         self._nosync = WriteOptions()

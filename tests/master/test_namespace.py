@@ -138,6 +138,8 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(shared_cluster: MetaCl
     fs.mkdir(remote)
     fs.create(d + "/file")
     fs.complete(d + "/file")
+    fs.create(remote + "/taken")
+    fs.complete(remote + "/taken")
     fs.create(d + "/busy")  # under construction: fs's session holds the lease
     fs.mkdir(d + "/sub")
     fs.create(d + "/sub/x")
@@ -180,8 +182,11 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(shared_cluster: MetaCl
         other.create(d + "/busy", overwrite=True)
     with pytest.raises(LeaseConflict):
         other.complete(d + "/busy")
-    with pytest.raises(InvalidArgument, match="cross-shard rename"):
-        fs.rename(d + "/file", remote + "/file")
+    with pytest.raises(InvalidArgument, match="cross-shard rename of a directory"):
+        fs.rename(d + "/sub", remote + "/sub")
+    with pytest.raises(AlreadyExists):  # across shards too: the target's shard refuses
+        fs.rename(d + "/file", remote + "/taken")
+    assert fs.stat(d + "/file").path == d + "/file"
     with pytest.raises(InvalidArgument, match="cross-shard delete"):
         fs.delete(base, recursive=True)
     with pytest.raises(InvalidArgument):

@@ -156,6 +156,24 @@ class KeepAliveReply(_message.Message):
     info: ReplyInfo
     def __init__(self, info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
+class IssueTxnIdsRequest(_message.Message):
+    __slots__ = ("header", "count")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    count: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class IssueTxnIdsReply(_message.Message):
+    __slots__ = ("first", "count", "info")
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    first: int
+    count: int
+    info: ReplyInfo
+    def __init__(self, first: _Optional[int] = ..., count: _Optional[int] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+
 class FetchShardMapRequest(_message.Message):
     __slots__ = ("since_version", "stale_ok")
     SINCE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -449,6 +467,52 @@ class SetOwnerRequest(_message.Message):
     group: str
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., owner: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
 
+class TxnPrepareRequest(_message.Message):
+    __slots__ = ("header", "group", "txn_id", "coordinator", "part")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    group: str
+    txn_id: int
+    coordinator: str
+    part: str
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., group: _Optional[str] = ..., txn_id: _Optional[int] = ..., coordinator: _Optional[str] = ..., part: _Optional[str] = ...) -> None: ...
+
+class TxnFinishRequest(_message.Message):
+    __slots__ = ("header", "group", "txn_id", "commit")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    group: str
+    txn_id: int
+    commit: bool
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., group: _Optional[str] = ..., txn_id: _Optional[int] = ..., commit: _Optional[bool] = ...) -> None: ...
+
+class TxnStatusRequest(_message.Message):
+    __slots__ = ("header", "group", "txn_id")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    group: str
+    txn_id: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., group: _Optional[str] = ..., txn_id: _Optional[int] = ...) -> None: ...
+
+class TxnReply(_message.Message):
+    __slots__ = ("state", "error", "info")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    error: str
+    info: ReplyInfo
+    def __init__(self, state: _Optional[str] = ..., error: _Optional[str] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+
 class BatchItem(_message.Message):
     __slots__ = ("method", "request")
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -498,6 +562,18 @@ class ContentSummaryReply(_message.Message):
     summary: ContentSummary
     info: ReplyInfo
     def __init__(self, summary: _Optional[_Union[ContentSummary, _Mapping]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+
+class SetFailpointRequest(_message.Message):
+    __slots__ = ("name", "action")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    action: str
+    def __init__(self, name: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class SetFailpointReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

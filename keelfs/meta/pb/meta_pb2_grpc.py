@@ -69,6 +69,11 @@ class ConfigStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RegisterMasterRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.FromString,
                 _registered_method=True)
+        self.IssueTxnIds = channel.unary_unary(
+                '/keelfs.meta.v1.Config/IssueTxnIds',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.IssueTxnIdsRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.IssueTxnIdsReply.FromString,
+                _registered_method=True)
 
 
 class ConfigServicer:
@@ -122,6 +127,14 @@ class ConfigServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueTxnIds(self, request, context):
+        """leader. Reserve `count` consecutive cluster-wide transaction ids (masters coordinating
+        cross-shard operations take them in blocks).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +167,11 @@ def add_ConfigServicer_to_server(servicer, server):
                     servicer.RegisterMaster,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RegisterMasterRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.SerializeToString,
+            ),
+            'IssueTxnIds': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueTxnIds,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.IssueTxnIdsRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.IssueTxnIdsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -331,6 +349,33 @@ class Config:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def IssueTxnIds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Config/IssueTxnIds',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.IssueTxnIdsRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.IssueTxnIdsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class NamespaceStub:
     """---------------------------------------------------------------------------------------------
@@ -428,6 +473,21 @@ class NamespaceStub:
                 '/keelfs.meta.v1.Namespace/Batch',
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BatchRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BatchReply.FromString,
+                _registered_method=True)
+        self.TxnPrepare = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/TxnPrepare',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnPrepareRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.FromString,
+                _registered_method=True)
+        self.TxnFinish = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/TxnFinish',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnFinishRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.FromString,
+                _registered_method=True)
+        self.TxnStatus = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/TxnStatus',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnStatusRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.FromString,
                 _registered_method=True)
         self.MkdirSelf = channel.unary_unary(
                 '/keelfs.meta.v1.Namespace/MkdirSelf',
@@ -568,6 +628,28 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TxnPrepare(self, request, context):
+        """Internal, between masters: the cross-shard transaction protocol (keelfs.meta.transactions).
+        Leader of `group`. Idempotent by `txn_id`; the reply is the record's state there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TxnFinish(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TxnStatus(self, request, context):
+        """Leader of the coordinator shard `group`, linearizable: "unknown" when it holds no record
+        (presumed abort).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def MkdirSelf(self, request, context):
         """Internal, between masters (cross-shard mkdir): leader of the shard owning the directory.
         Creates only the directory's self-record; ALREADY_EXISTS (kind "directory record") if there.
@@ -663,6 +745,21 @@ def add_NamespaceServicer_to_server(servicer, server):
                     servicer.Batch,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BatchRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BatchReply.SerializeToString,
+            ),
+            'TxnPrepare': grpc.unary_unary_rpc_method_handler(
+                    servicer.TxnPrepare,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnPrepareRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.SerializeToString,
+            ),
+            'TxnFinish': grpc.unary_unary_rpc_method_handler(
+                    servicer.TxnFinish,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnFinishRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.SerializeToString,
+            ),
+            'TxnStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.TxnStatus,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnStatusRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.SerializeToString,
             ),
             'MkdirSelf': grpc.unary_unary_rpc_method_handler(
                     servicer.MkdirSelf,
@@ -1143,6 +1240,87 @@ class Namespace:
             _registered_method=True)
 
     @staticmethod
+    def TxnPrepare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/TxnPrepare',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnPrepareRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TxnFinish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/TxnFinish',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnFinishRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TxnStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/TxnStatus',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnStatusRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def MkdirSelf(request,
             target,
             options=(),
@@ -1187,6 +1365,11 @@ class NodeStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.StatusRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.SetFailpoint = channel.unary_unary(
+                '/keelfs.meta.v1.Node/SetFailpoint',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetFailpointRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetFailpointReply.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -1202,6 +1385,14 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetFailpoint(self, request, context):
+        """Tests only: arm a named failpoint in this process (keelfs.failpoints). Refused with
+        INVALID_ARGUMENT unless the process was started with KEELFS_FAILPOINTS in its environment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1209,6 +1400,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.StatusRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.StatusReply.SerializeToString,
+            ),
+            'SetFailpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFailpoint,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetFailpointRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetFailpointReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1241,6 +1437,33 @@ class Node:
             '/keelfs.meta.v1.Node/Status',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.StatusRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFailpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Node/SetFailpoint',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.SetFailpointRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.SetFailpointReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,81 @@
+"""Named failpoints: fault injection at protocol steps, for tests with real processes.
+
+A process reads ``KEELFS_FAILPOINTS`` once, at import: a comma-separated list of
+``name=action`` (more can be armed later through ``Node.SetFailpoint``). Actions:
+
+- ``crash``: the process ends at once with status 137, as after ``kill -9`` (no cleanup, no
+  flush: what was not yet durable is lost, exactly the case the protocol must survive);
+- ``stall:SECONDS``: the whole process freezes that long (the event loop blocks: timers,
+  heartbeats and RPCs stop, as under ``SIGSTOP``), then goes on.
+
+Each failpoint fires once per process. Code marks a step with ``hit("txn.begin_recorded")``;
+with no ``KEELFS_FAILPOINTS`` set this is one dictionary lookup. The names in use are listed
+in :data:`KNOWN` so that a misspelt one in a test is an error, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+__all__ = ["ENABLED", "KNOWN", "arm", "hit", "parse"]
+
+log = logging.getLogger("keelfs.failpoints")
+
+KNOWN = frozenset(
+    {
+        # coordinator (the source shard's leader)
+        "txn.begin_recorded",
+        "txn.prepare_sent",
+        "txn.decision_recorded",
+        "txn.decision_sent",
+        # participant (another shard's leader)
+        "txn.prepared_recorded",
+        "txn.decision_applied",
+    }
+)
+
+
+def parse(spec: str) -> dict[str, str]:
+    """``"a=crash,b=stall:2"`` -> ``{"a": "crash", "b": "stall:2"}``; ValueError if bad."""
+    out: dict[str, str] = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        name, sep, action = item.partition("=")
+        if not sep or name not in KNOWN:
+            raise ValueError(f"unknown failpoint {name!r} (known: {', '.join(sorted(KNOWN))})")
+        if action != "crash" and not (
+            action.startswith("stall:") and action[6:].replace(".", "", 1).isdigit()
+        ):
+            raise ValueError(f"failpoint {name}: action must be crash or stall:SECONDS")
+        out[name] = action
+    return out
+
+
+ENABLED = "KEELFS_FAILPOINTS" in os.environ
+"""Only a process started with ``KEELFS_FAILPOINTS`` set (even to nothing) accepts
+:func:`arm` (the ``Node.SetFailpoint`` RPC): a production process cannot be told to crash."""
+_ARMED = parse(os.environ.get("KEELFS_FAILPOINTS", ""))
+
+
+def arm(name: str, action: str) -> None:
+    """Arm failpoint ``name`` with ``action`` from now on (ValueError if not allowed)."""
+    if not ENABLED:
+        raise ValueError("failpoints are disabled (start the process with KEELFS_FAILPOINTS set)")
+    _ARMED.update(parse(f"{name}={action}"))
+
+
+def hit(name: str) -> None:
+    """Fire failpoint ``name`` if this process armed it (once)."""
+    if not _ARMED:
+        return
+    assert name in KNOWN, name
+    action = _ARMED.pop(name, None)
+    if action is None:
+        return
+    log.warning("failpoint %s: %s", name, action)
+    sys.stderr.flush()
+    if action == "crash":
+        os._exit(137)
+    time.sleep(float(action[6:]))

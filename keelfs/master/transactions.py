@@ -1,0 +1,254 @@
+"""Running cross-shard transactions from the masters (the records: ``keelfs.meta.transactions``).
+
+The coordinator is the leader of the shard that received the client's request:
+
+1. ``TxnBegin`` in its own log (with the client's session: a retried request finds the same
+   transaction), checking and locking its own part;
+2. ``TxnPrepare`` to every participant's leader, concurrently;
+3. ``TxnDecide``: commit if all prepared; abort if one refused; while some cannot be reached,
+   prepares are re-sent until ``prepare_timeout_ms`` (log time) has passed, then abort;
+4. ``TxnFinish`` to every participant, each acknowledgement recorded with ``TxnAcked``.
+
+The client is answered once the decision is recorded and one round of step 4 was tried. Any
+step may be cut short by a crash or a lost leadership: the **recovery loop** of each shard
+leader picks up every open record and drives it on, coordinator records from where the log
+says they are, participant records by asking the coordinator's shard (``TxnStatus``, which
+answers "unknown" for a transaction it holds no record of: presumed abort). Each step is
+idempotent, so a step done twice (an old leader and a new one) changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from keelfs import failpoints
+from keelfs.errors import KeelError, NotLeader, Unavailable
+from keelfs.meta.commands import TxnAcked, TxnBegin, TxnDecide, TxnFinish
+from keelfs.meta.transactions import Step, TxnRecord, encode_part
+
+if TYPE_CHECKING:
+    from keelfs.master.node import Member, MetaNode
+
+__all__ = ["DEFAULT_PREPARE_TIMEOUT_MS", "TxnManager"]
+
+log = logging.getLogger("keelfs.master.txn")
+
+DEFAULT_PREPARE_TIMEOUT_MS = 10_000
+_ID_BLOCK = 64
+_RETRY_S = 0.1
+_RPC_DEADLINE_S = 3.0
+
+
+class TxnManager:
+    def __init__(
+        self, node: MetaNode, *, prepare_timeout_ms: int = DEFAULT_PREPARE_TIMEOUT_MS
+    ) -> None:
+        self.node = node
+        self.prepare_timeout_ms = prepare_timeout_ms
+        self._ids: list[int] = []
+        self._id_lock = asyncio.Lock()
+        self._driving: dict[tuple[str, int], asyncio.Task[Any]] = {}
+
+    # -- ids --------------------------------------------------------------------------------
+    async def next_id(self) -> int:
+        async with self._id_lock:
+            if not self._ids:
+                first = await self.node.internal.issue_txn_ids(_ID_BLOCK, deadline=5.0)
+                self._ids = list(range(first + _ID_BLOCK - 1, first - 1, -1))
+            return self._ids.pop()
+
+    # -- the coordinator ----------------------------------------------------------------------
+    async def run(
+        self,
+        member: Member,
+        kind: str,
+        own: Sequence[Step],
+        parts: Mapping[str, Sequence[Step]],
+        header: Any,
+        timeout: float,
+        request: Mapping[str, Any],
+        result: Any = None,
+    ) -> TxnRecord:
+        """Begin a transaction on ``member``'s shard (the leader) and drive it to a decision;
+        the decided record. ``request``: the client's request (what a retry is recognised by).
+        Raises what the begin refused with (the coordinator's own checks),
+        or ``Unavailable`` when no decision was reached in ``timeout`` (it goes on in the
+        background; a retry of the client's request finds it)."""
+        txn_id = await self.next_id()
+        command = TxnBegin(
+            txn_id,
+            encode_part(own),
+            json.dumps({shard: encode_part(steps) for shard, steps in parts.items()}),
+            kind,
+            json.dumps(result),
+            json.dumps(dict(request), sort_keys=True, separators=(",", ":")),
+        )
+        value, _, _ = await self.node.propose(member, command, header, timeout)
+        txn_id = int(value.unwrap()["txn_id"])  # a retried request: the first attempt's
+        failpoints.hit("txn.begin_recorded")
+        task = self._drive(member, txn_id)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            raise Unavailable(
+                "transaction", message=f"transaction {txn_id} undecided yet; retry the request"
+            ) from None
+        record = member.sm.transaction(txn_id)
+        if record is None or not record.decided:
+            raise Unavailable("transaction", message=f"transaction {txn_id} is not decided")
+        return record
+
+    def _drive(self, member: Member, txn_id: int) -> asyncio.Task[Any]:
+        """The one task that drives ``txn_id`` on this node (started if none runs)."""
+        key = (member.group_id, txn_id)
+        task = self._driving.get(key)
+        if task is None or task.done():
+            task = asyncio.create_task(self._coordinate(member, txn_id), name=f"txn-{txn_id}")
+            self._driving[key] = task
+            task.add_done_callback(lambda _t: self._driving.pop(key, None))
+        return task
+
+    async def _coordinate(self, member: Member, txn_id: int) -> None:
+        """Decide, then deliver the decision to every participant; returns early (after one
+        round of deliveries) so that the client is answered; recovery finishes the rest."""
+        decided_here = False
+        while True:
+            if not member.group.is_leader:
+                return
+            record = member.sm.transaction(txn_id)
+            if record is None or record.role != "coordinator":
+                return
+            if record.state == "pending":
+                await self._decide(member, record)
+                decided_here = True
+                continue
+            if record.unacked:
+                delivered = await self._deliver(member, record)
+                if not delivered and not decided_here:
+                    await asyncio.sleep(_RETRY_S)
+                    continue
+            return
+
+    async def _decide(self, member: Member, record: TxnRecord) -> None:
+        commit, error = await self._prepare_all(member, record)
+        while commit is None:  # someone unreachable: keep trying until the timeout
+            age = member.sm.clock_ms() - record.started_ms
+            if age >= self.prepare_timeout_ms:
+                commit, error = (
+                    False,
+                    Unavailable(
+                        "timeout",
+                        message=f"transaction {record.txn_id}: participants did not prepare in "
+                        f"{self.prepare_timeout_ms} ms",
+                    ),
+                )
+                break
+            await asyncio.sleep(_RETRY_S)
+            if not member.group.is_leader:
+                return
+            commit, error = await self._prepare_all(member, record)
+        failpoints.hit("txn.prepare_sent")
+        details = json.dumps(error.to_details()) if error is not None else ""
+        await self.node.propose(
+            member, TxnDecide(record.txn_id, commit, details), None, _RPC_DEADLINE_S
+        )
+        failpoints.hit("txn.decision_recorded")
+
+    async def _prepare_all(
+        self, member: Member, record: TxnRecord
+    ) -> tuple[bool | None, KeelError | None]:
+        """(True, None): all prepared; (False, why): one refused; (None, None): some did not
+        answer."""
+
+        async def one(shard: str, part: str) -> Any:
+            return await self.node.internal.txn_prepare(
+                shard, record.txn_id, member.group_id, part, deadline=_RPC_DEADLINE_S
+            )
+
+        shards = sorted(record.participants)
+        replies = await asyncio.gather(
+            *(one(s, record.participants[s]) for s in shards), return_exceptions=True
+        )
+        unreachable = False
+        for shard, reply in zip(shards, replies, strict=True):
+            if isinstance(reply, BaseException):
+                log.info("txn %d: prepare on %s failed: %s", record.txn_id, shard, reply)
+                if isinstance(reply, KeelError) and not isinstance(reply, Unavailable | NotLeader):
+                    return False, reply  # refused as a request (a bug, or a removed shard)
+                unreachable = True
+            elif reply.state != "prepared":
+                return False, _error_of(reply)
+        return (None, None) if unreachable else (True, None)
+
+    async def _deliver(self, member: Member, record: TxnRecord) -> bool:
+        """Send the decision to every participant that has not acknowledged it; True when all
+        have."""
+        commit = record.state == "committed"
+
+        async def one(shard: str) -> bool:
+            try:
+                await self.node.internal.txn_finish(
+                    shard, record.txn_id, commit, deadline=_RPC_DEADLINE_S
+                )
+            except KeelError as exc:
+                log.info("txn %d: finish on %s failed: %s", record.txn_id, shard, exc)
+                return False
+            return True
+
+        unacked = record.unacked
+        done = await asyncio.gather(*(one(s) for s in unacked))
+        failpoints.hit("txn.decision_sent")
+        for shard, ok in zip(unacked, done, strict=True):
+            if ok:
+                await self.node.propose(
+                    member, TxnAcked(record.txn_id, shard), None, _RPC_DEADLINE_S
+                )
+        return all(done)
+
+    # -- the participant ------------------------------------------------------------------------
+    async def _resolve(self, member: Member, record: TxnRecord) -> None:
+        """A prepared record here: ask its coordinator, apply the answer when there is one."""
+        try:
+            reply = await self.node.internal.txn_status(
+                record.coordinator, record.txn_id, deadline=_RPC_DEADLINE_S
+            )
+        except KeelError as exc:
+            log.info("txn %d: status from %s failed: %s", record.txn_id, record.coordinator, exc)
+            return
+        if reply.state in ("committed", "aborted", "unknown"):
+            commit = reply.state == "committed"
+            await self.node.propose(member, TxnFinish(record.txn_id, commit), None, _RPC_DEADLINE_S)
+
+    # -- recovery -------------------------------------------------------------------------------
+    async def recovery_loop(self, interval_s: float = 0.5) -> None:
+        """Forever: on every shard this node leads, drive each open record one step on."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for member in list(self.node.shards.values()):
+                if not member.group.is_leader:
+                    continue
+                with contextlib.suppress(Exception):
+                    await self._recover(member)
+
+    async def _recover(self, member: Member) -> None:
+        await self.node.read(member, False, _RPC_DEADLINE_S)  # see every applied record
+        waits: list[Any] = []
+        for record in member.sm.open_transactions():
+            if record.role == "coordinator":
+                waits.append(self._drive(member, record.txn_id))
+            elif record.state == "prepared":
+                waits.append(self._resolve(member, record))
+        if waits:
+            await asyncio.gather(*waits, return_exceptions=True)
+
+
+def _error_of(reply: Any) -> KeelError:
+    if reply.error:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return KeelError.from_details(json.loads(reply.error))
+    return Unavailable("transaction", message=f"participant answered {reply.state}")

@@ -1,0 +1,178 @@
+"""Cross-shard renames as transactions, with real processes (3 config servers and 3 masters per
+shard, one role per process, so the coordinator's and the participant's leaders are different
+processes). A failpoint crashes (or freezes) a leader right after each protocol step; after
+recovery the file exists exactly once, under exactly one name, with its attributes, and no
+lock is left behind."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from helpers import child
+
+from keelfs.client import Client
+from keelfs.errors import AlreadyExists, KeelError, NotFound
+from keelfs.master.cluster import MetaCluster
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.pb import meta_pb2_grpc as pb_grpc
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KEELFS_FAILPOINTS", "")  # the processes accept Node.SetFailpoint
+        c = MetaCluster(
+            tmp_path_factory.mktemp("txn"),
+            layout="separate",
+            node_args=("--txn-prepare-timeout-ms", "3000"),
+        )
+        try:
+            c.start()
+            yield c
+        except BaseException:
+            for node_id in sorted(c.nodes):
+                print(f"----- node {node_id} log (tail) -----\n{c.log_tail(node_id, 30)}")
+            raise
+        finally:
+            c.stop_all()
+
+
+_counter = iter(range(10_000))
+
+
+def _dirs(fs: Client) -> tuple[str, str, str, str]:
+    """Two fresh directories whose children live on different shards, and the shards."""
+    m = fs.shard_map()
+    base = f"/t{next(_counter)}"
+    fs.mkdir(base)
+    a = child(m, base, "a", same_shard=True)
+    b = child(m, base, "b", same_shard=False)
+    fs.mkdir(a)
+    fs.mkdir(b)
+    sa, sb = m.shard_for_directory(a), m.shard_for_directory(b)
+    assert sa != sb
+    return a, b, sa, sb
+
+
+def _file(fs: Client, path: str) -> Any:
+    fs.create(path, replication=2, mode=0o600)
+    fs.complete(path)
+    fs.chown(path, owner="alice", group="staff")
+    return fs.stat(path)
+
+
+def _same_file(before: Any, after: Any) -> None:
+    for attr in ("kind", "mode", "owner", "group", "replication", "block_size", "length"):
+        assert getattr(after, attr) == getattr(before, attr), attr
+    assert after.blocks == before.blocks
+
+
+def _exactly_one(fs: Client, src: str, dst: str) -> str:
+    found = [p for p in (src, dst) if fs.exists(p)]
+    assert len(found) == 1, f"found {found}"
+    return found[0]
+
+
+def test_a_file_moves_to_another_shard_and_back(cluster: MetaCluster) -> None:
+    fs = cluster.client()
+    a, b, _, _ = _dirs(fs)
+    before = _file(fs, a + "/f")
+    fs.rename(a + "/f", b + "/g")
+    _same_file(before, fs.stat(b + "/g"))
+    with pytest.raises(NotFound):
+        fs.stat(a + "/f")
+    assert [e.name for e in fs.ls(b)] == ["g"] and list(fs.ls(a)) == []
+    fs.rename(b + "/g", a + "/f")
+    _same_file(before, fs.stat(a + "/f"))
+    assert list(fs.ls(b)) == []
+
+
+def test_refusals_change_nothing(cluster: MetaCluster) -> None:
+    fs = cluster.client()
+    a, b, _, _ = _dirs(fs)
+    _file(fs, a + "/f")
+    _file(fs, b + "/taken")
+    with pytest.raises(AlreadyExists):
+        fs.rename(a + "/f", b + "/taken")
+    with pytest.raises(NotFound):
+        fs.rename(a + "/f", b + "/missing-dir/g")
+    fs.create(a + "/open")  # still being written: its lease does not move across shards
+    with pytest.raises(KeelError, match="open for writing"):
+        fs.rename(a + "/open", b + "/open")
+    assert fs.exists(a + "/f") and fs.exists(b + "/taken") and not fs.exists(b + "/open")
+    fs.rename(a + "/f", b + "/taken", overwrite=True)
+    assert not fs.exists(a + "/f") and fs.stat(b + "/taken").mode == 0o600
+    # no lock was left: both directories take new files at once
+    fs.create(a + "/after")
+    fs.create(b + "/after")
+
+
+def _arm(cluster: MetaCluster, node_id: int, name: str, action: str) -> None:
+    with grpc.insecure_channel(cluster.nodes[node_id].client_address) as channel:
+        pb_grpc.NodeStub(channel).SetFailpoint(
+            pb.SetFailpointRequest(name=name, action=action), timeout=5
+        )
+
+
+def _wait_exit(cluster: MetaCluster, node_id: int, timeout: float = 30.0) -> int:
+    proc = cluster._procs[node_id]
+    return proc.wait(timeout=timeout)
+
+
+def _no_open_transactions(cluster: MetaCluster, fs: Client, paths: list[str]) -> None:
+    """Wait until every path answers a linearizable stat without waiting on a lock."""
+    deadline = time.monotonic() + 30
+    for p in paths:
+        while True:
+            try:
+                fs.exists(p)
+                break
+            except KeelError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+COORDINATOR_STEPS = ["txn.begin_recorded", "txn.prepare_sent", "txn.decision_recorded",
+                     "txn.decision_sent"]  # fmt: skip
+PARTICIPANT_STEPS = ["txn.prepared_recorded", "txn.decision_applied"]
+
+
+@pytest.mark.parametrize(
+    ("step", "action"),
+    [(s, "crash") for s in COORDINATOR_STEPS + PARTICIPANT_STEPS]
+    + [("txn.decision_recorded", "stall:2.5"), ("txn.prepared_recorded", "stall:2.5")],
+)
+def test_a_leader_failing_after_each_step_loses_and_doubles_nothing(
+    cluster: MetaCluster, step: str, action: str
+) -> None:
+    fs = cluster.client(deadline=60.0)
+    a, b, sa, sb = _dirs(fs)
+    before = _file(fs, a + "/f")
+    victim = cluster.leader(sa if step in COORDINATOR_STEPS else sb)
+    _arm(cluster, victim, step, action)
+    try:
+        fs.rename(a + "/f", b + "/f")
+        renamed = True
+    except KeelError as exc:
+        print("rename failed:", repr(exc))
+        renamed = False  # an abort is a correct outcome too; the file must then be at a/f
+    if action == "crash":
+        assert _wait_exit(cluster, victim) == 137, cluster.log_tail(victim)
+        cluster.restart(victim)
+    _no_open_transactions(cluster, fs, [a + "/f", b + "/f"])
+    where = _exactly_one(fs, a + "/f", b + "/f")
+    assert where == (b + "/f" if renamed else a + "/f")
+    _same_file(before, fs.stat(where))
+    # every lock is gone on both shards: new files in both directories, a second move
+    fs.create(a + "/next")
+    fs.create(b + "/next")
+    other = a + "/f" if where == b + "/f" else b + "/f"
+    fs.rename(where, other)
+    assert _exactly_one(fs, a + "/f", b + "/f") == other
