@@ -46,7 +46,6 @@ Cross-shard work (issue [4] adds transactions; until then)
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -54,6 +53,7 @@ from typing import Any
 from keelfs import failpoints
 from keelfs.errors import (
     AlreadyExists,
+    DirectoryNotEmpty,
     InvalidArgument,
     KeelError,
     LeaseConflict,
@@ -62,10 +62,10 @@ from keelfs.errors import (
     Unavailable,
 )
 from keelfs.master.batch import serve_batch
-from keelfs.master.node import Member, MetaNode
+from keelfs.master.node import Member, MetaNode, now_ms
 from keelfs.master.servicer import ServicerBase
 from keelfs.master.wire import file_info_to_pb, summary_to_pb
-from keelfs.meta import paths
+from keelfs.meta import commands, paths
 from keelfs.meta.commands import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_GROUP,
@@ -91,7 +91,7 @@ from keelfs.meta.commands import (
 )
 from keelfs.meta.namespace import MAX_LIST_LIMIT, ShardStateMachine
 from keelfs.meta.pb import meta_pb2 as pb
-from keelfs.meta.records import FileInfo
+from keelfs.meta.records import DIRECTORY, FileInfo, Inode
 from keelfs.meta.transactions import Step, TxnRecord
 
 __all__ = ["NamespaceServicer", "NodeServicer"]
@@ -300,18 +300,29 @@ class NamespaceServicer(ServicerBase):
                     parent, parents=True, mode=mode, owner=owner, group=group,
                     deadline=self.timeout(context),
                 )  # fmt: skip
-        if not own_shard:
-            # Make the self-record on its shard first, only if the mkdir can succeed; any
-            # refusal is left to the state machine below, which also replays the first reply
-            # to a retried request (exactly-once).
-            node.require_leader(member)
-            await node.read(member, False, timeout)
-            if _dir_record_error(sm, parent) is None and not sm.exists(path):
-                with contextlib.suppress(AlreadyExists):  # left by an earlier attempt: adopt it
-                    await node.internal.mkdir_self(
-                        path, mode=mode, owner=owner, group=group, deadline=self.timeout(context)
-                    )
         command = Mkdir(path, mode, owner, group, False, own_shard)
+        if not own_shard:
+            # the entry here, the self-record on the directory's own shard: a transaction
+            node.require_leader(member)
+            record = Inode(DIRECTORY, mode, owner, group, now_ms(), now_ms()).encode().decode()
+            own = [
+                Step("dir", parent),
+                Step("absent", path),
+                Step("put_entry", path, record),
+                Step("touch", parent),
+            ]
+            target = node.shard_map.shard_for_directory(path)
+            theirs = [Step("put_self", path, record)]
+            try:
+                outcome = await node.txns.run(
+                    member, "mkdir", own, {target: theirs}, header, timeout, command,
+                    {"created": [path]},
+                )  # fmt: skip
+                created += self._txn_outcome(outcome, f"mkdir {path}")["created"]
+            except AlreadyExists:
+                if not (request.parents and sm.stat(path).is_dir):
+                    raise
+            return pb.MkdirReply(created=created, info=self._reply(member))
         async with member.structure.shared():
             result, index, term = await node.propose(member, command, header, self.timeout(context))
         err = result.exception()
@@ -386,14 +397,23 @@ class NamespaceServicer(ServicerBase):
             path = self._path(request.path)
             cmd = Delete(path, request.recursive)
             cmd.validate()
-            member = await self.node.route(request.header, path, by_directory=False)
-            result, index, term = await self.node.propose(
-                member, cmd, request.header, self.timeout(context)
-            )
+            node, timeout = self.node, self.timeout(context)
+            member = await node.route(request.header, path, by_directory=False)
+            if node.shard_map.shard_for_directory(path) != member.group_id:
+                node.require_leader(member)
+                await node.read(member, False, timeout)
+                record = member.sm.entry_record(path)
+                if record is None or member.sm.stat(path).is_dir:
+                    v = await self._rmdir_across(member, cmd, record, request.header, timeout)
+                    return pb.DeleteReply(info=self._reply(member), **v)
+            result, index, term = await node.propose(member, cmd, request.header, timeout)
             err = result.exception()
             if err is not None:
                 raise _cross_shard(err, "delete")
             v = result.value
+            if "txn_id" in v:  # a retry of a request whose first attempt was a transaction
+                done = await node.txns.outcome(member, int(v["txn_id"]), timeout)
+                v = self._txn_outcome(done, f"delete {path}")
             return pb.DeleteReply(
                 files=v["files"],
                 directories=v["directories"],
@@ -437,6 +457,46 @@ class NamespaceServicer(ServicerBase):
 
         return await self.serve(context, "", work())
 
+    async def _rmdir_across(
+        self,
+        member: Member,
+        cmd: commands.Delete,
+        record: str | None,
+        header: pb.RequestHeader,
+        timeout: float,
+    ) -> dict[str, int]:
+        """Delete a directory whose entry is here and whose self-record (and children) are on
+        its own shard: a transaction; that shard checks it is empty and drops the record."""
+        path = cmd.path
+        target = self.node.shard_map.shard_for_directory(path)
+        if record is None:  # gone: proposed anyway, so that a retry gets its first reply
+            missing = [Step("present", path)]
+            outcome = await self.node.txns.run(
+                member, "delete", missing, {target: missing}, header, timeout, cmd
+            )
+        else:
+            own = [
+                Step("entry", path, record),
+                Step("del_entry", path),
+                Step("touch", paths.parent(path)),
+            ]
+            theirs = [Step("empty", path), Step("del_self", path)]
+            result = {"files": 0, "directories": 1, "blocks": 0}
+            outcome = await self.node.txns.run(
+                member, "delete", own, {target: theirs}, header, timeout, cmd, result
+            )
+        try:
+            value: dict[str, int] = self._txn_outcome(outcome, f"delete {path}")
+        except DirectoryNotEmpty:
+            if cmd.recursive:
+                raise InvalidArgument(
+                    f"cross-shard recursive delete not supported yet: the children of {path} "
+                    "live on another shard than its entry; delete them first",
+                    "path",
+                ) from None
+            raise
+        return {k: int(value[k]) for k in ("files", "directories", "blocks")}
+
     async def _rename_across(
         self,
         member: Member,
@@ -452,7 +512,7 @@ class NamespaceServicer(ServicerBase):
         await node.read(member, False, timeout)
         sm: ShardStateMachine = member.sm
         target = node.shard_map.shard_for_path(dst)
-        request = {"src": src, "dst": dst, "overwrite": overwrite}
+        request = Rename(src, dst, overwrite)
         record = sm.entry_record(src)
         if record is None:
             # Not here (any more): still proposed, since a retry of a rename that committed
@@ -461,7 +521,8 @@ class NamespaceServicer(ServicerBase):
             outcome = await node.txns.run(
                 member, "rename", missing, {target: missing}, header, timeout, request
             )
-            return self._txn_outcome(member, outcome, f"rename {src} -> {dst}")
+            self._txn_outcome(outcome, f"rename {src} -> {dst}")
+            return pb.RenameReply(info=self._reply(member))
         info = sm.stat(src)
         if info.is_dir:
             raise InvalidArgument(
@@ -484,14 +545,20 @@ class NamespaceServicer(ServicerBase):
         outcome = await node.txns.run(
             member, "rename", own, {target: theirs}, header, timeout, request
         )
-        return self._txn_outcome(member, outcome, f"rename {src} -> {dst}")
+        self._txn_outcome(outcome, f"rename {src} -> {dst}")
+        return pb.RenameReply(info=self._reply(member))
 
-    def _txn_outcome(self, member: Member, outcome: TxnRecord, what: str) -> pb.RenameReply:
+    @staticmethod
+    def _txn_outcome(outcome: TxnRecord | dict[str, Any], what: str) -> Any:
+        """What a transaction's client is told: its ``result`` when it committed (or the
+        reply of a first attempt that needed none), else the error it aborted with."""
+        if isinstance(outcome, dict):
+            return outcome
         if outcome.state != "committed":
             if outcome.error:
                 raise KeelError.from_details(outcome.error)
             raise Unavailable("aborted", message=f"{what} was aborted; retry")
-        return pb.RenameReply(info=self._reply(member))
+        return outcome.result
 
     # ------------------------------------------------------------------ reads
     async def GetFileInfo(  # noqa: N802

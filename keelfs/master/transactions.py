@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from keelfs import failpoints
 from keelfs.errors import KeelError, NotLeader, Unavailable
-from keelfs.meta.commands import TxnAcked, TxnBegin, TxnDecide, TxnFinish
+from keelfs.meta.commands import Command, TxnAcked, TxnBegin, TxnDecide, TxnFinish
 from keelfs.meta.transactions import Step, TxnRecord, encode_part
 
 if TYPE_CHECKING:
@@ -71,14 +71,16 @@ class TxnManager:
         parts: Mapping[str, Sequence[Step]],
         header: Any,
         timeout: float,
-        request: Mapping[str, Any],
+        request: Command,
         result: Any = None,
-    ) -> TxnRecord:
+    ) -> TxnRecord | dict[str, Any]:
         """Begin a transaction on ``member``'s shard (the leader) and drive it to a decision;
-        the decided record. ``request``: the client's request (what a retry is recognised by).
-        Raises what the begin refused with (the coordinator's own checks),
-        or ``Unavailable`` when no decision was reached in ``timeout`` (it goes on in the
-        background; a retry of the client's request finds it)."""
+        the decided record. ``request``: the client's command this carries out; a retry of it
+        (same session and seq) finds the first attempt's outcome: that transaction's record,
+        or, when the first attempt was not a transaction, its reply (a ``dict``).
+        Raises what the begin refused with (the coordinator's own checks), or ``Unavailable``
+        when no decision was reached in ``timeout`` (it goes on in the background; a retry of
+        the client's request finds it)."""
         txn_id = await self.next_id()
         command = TxnBegin(
             txn_id,
@@ -86,11 +88,17 @@ class TxnManager:
             json.dumps({shard: encode_part(steps) for shard, steps in parts.items()}),
             kind,
             json.dumps(result),
-            json.dumps(dict(request), sort_keys=True, separators=(",", ":")),
+            request.digest_body(),
         )
         value, _, _ = await self.node.propose(member, command, header, timeout)
-        txn_id = int(value.unwrap()["txn_id"])  # a retried request: the first attempt's
+        reply = value.unwrap()
+        if "txn_id" not in reply:
+            return dict(reply)
         failpoints.hit("txn.begin_recorded")
+        return await self.outcome(member, int(reply["txn_id"]), timeout)
+
+    async def outcome(self, member: Member, txn_id: int, timeout: float) -> TxnRecord:
+        """Drive transaction ``txn_id`` (coordinated here) and wait for its decided record."""
         task = self._drive(member, txn_id)
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)

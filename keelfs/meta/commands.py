@@ -162,6 +162,10 @@ def check_node_ids(members: tuple[int, ...], argument: str = "members") -> tuple
 
 
 # -- commands -----------------------------------------------------------------------------------
+def _fingerprint(body: str) -> str:
+    return hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
@@ -185,8 +189,10 @@ class Command:
     def digest(self) -> str:
         """A short fingerprint of the op and its arguments: a session's reply cache keeps it
         to tell a genuine retry from a different command that reuses a ``seq`` by mistake."""
-        body = json.dumps([self.op, self.args()], separators=(",", ":"), sort_keys=True)
-        return hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+        return _fingerprint(self.digest_body())
+
+    def digest_body(self) -> str:
+        return json.dumps([self.op, self.args()], separators=(",", ":"), sort_keys=True)
 
 
 # session management and time (both state machines)
@@ -559,15 +565,13 @@ class TxnBegin(Command):
     kind: str = ""
     result: str = "null"
     request: str = ""
-    """The client's request this transaction carries out (its arguments, as JSON): what a
-    retry of that request is recognised by (``digest``), since a retry builds a new
-    transaction id and maybe new parts, and must get the first attempt's outcome."""
+    """``digest_body()`` of the client's command this transaction carries out. The digest
+    is that command's, so a retry of the request (same session and seq) is recognised
+    whether the first attempt was this transaction or the plain command: a retry builds a
+    new transaction id and maybe new parts, and must get the first attempt's outcome."""
 
     def digest(self) -> str:
-        if not self.request:
-            return Command.digest(self)
-        body = json.dumps([self.op, self.kind, self.request], separators=(",", ":"))
-        return hashlib.blake2b(body.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+        return _fingerprint(self.request) if self.request else Command.digest(self)
 
     def validate(self) -> None:
         check_range(self.txn_id, 1, MAX_INT, "txn_id")

@@ -104,10 +104,21 @@ def test_every_operation(shared_cluster: MetaCluster) -> None:
 
     result = fs.delete(moved, recursive=True)
     assert (result.files, result.directories) == (12, 1)
+    fs.create(remote + "/g")
+    with pytest.raises(DirectoryNotEmpty):  # its children are on its own shard: still seen
+        fs.delete(remote)
+    with pytest.raises(InvalidArgument, match="cross-shard recursive delete"):
+        fs.delete(remote, recursive=True)
     fs.delete(remote + "/f")
-    with pytest.raises(InvalidArgument, match="cross-shard delete"):
-        fs.delete(remote)  # empty, but its entry and its self-record are on two shards
+    fs.delete(remote + "/g")
+    result = fs.delete(remote)  # its entry and its self-record on two shards: a transaction
+    assert (result.files, result.directories) == (0, 1)
+    with pytest.raises(NotFound):
+        fs.stat(remote)
+    fs.mkdir(remote)  # and back, through a transaction again, with nothing left over
     assert fs.stat(remote).is_dir and list(fs.ls(remote)) == []
+    fs.create(remote + "/f")
+    assert [e.name for e in fs.ls(remote)] == ["f"]
 
 
 def _walk(fs: Client, top: str) -> list[Any]:

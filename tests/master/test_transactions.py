@@ -176,3 +176,41 @@ def test_a_leader_failing_after_each_step_loses_and_doubles_nothing(
     other = a + "/f" if where == b + "/f" else b + "/f"
     fs.rename(where, other)
     assert _exactly_one(fs, a + "/f", b + "/f") == other
+
+
+def _survive(cluster: MetaCluster, victim: int, step: str, action: Any) -> None:
+    """Arm ``step`` on ``victim``, run ``action`` (it must succeed, retrying through the
+    failure), and bring the victim back if it crashed."""
+    _arm(cluster, victim, step, "crash")
+    action()
+    assert _wait_exit(cluster, victim) == 137, cluster.log_tail(victim)
+    cluster.restart(victim)
+
+
+@pytest.mark.parametrize("role", ["coordinator", "participant"])
+def test_cross_shard_mkdir_and_rmdir_survive_a_crashed_leader(
+    cluster: MetaCluster, role: str
+) -> None:
+    fs = cluster.client(deadline=60.0)
+    m = fs.shard_map()
+    base = f"/m{next(_counter)}"
+    fs.mkdir(base)
+    d = child(m, base, "d", same_shard=False)  # entry on base's shard, children elsewhere
+    entry_shard, own_shard = m.shard_for_directory(base), m.shard_for_directory(d)
+    step = "txn.decision_recorded" if role == "coordinator" else "txn.prepared_recorded"
+    shard = entry_shard if role == "coordinator" else own_shard
+
+    _survive(cluster, cluster.leader(shard), step, lambda: fs.mkdir(d))
+    assert fs.stat(d).is_dir and list(fs.ls(d)) == []
+    fs.create(d + "/f")
+    assert [e.name for e in fs.ls(d)] == ["f"]
+    with pytest.raises(AlreadyExists):
+        fs.mkdir(d)
+
+    fs.delete(d + "/f")
+    _survive(cluster, cluster.leader(shard), step, lambda: fs.delete(d))
+    with pytest.raises(NotFound):
+        fs.stat(d)
+    assert [e.name for e in fs.ls(base)] == []
+    fs.mkdir(d)  # nothing of the old directory is left on either shard
+    assert list(fs.ls(d)) == []
