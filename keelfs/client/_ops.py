@@ -267,3 +267,15 @@ def txn_finish(group: str, txn_id: int, commit: bool) -> Op:
 def txn_status(group: str, txn_id: int) -> Op:
     build = lambda h: pb.TxnStatusRequest(header=h, group=group, txn_id=txn_id)  # noqa: E731
     return _ns("TxnStatus", Route("shard", group), build, write=False, session=False)
+
+
+def list_records(path: str, start_after: str | None) -> Op:
+    """A page of directory ``path`` with the stored records, from its shard's leader."""
+
+    def build(h: pb.RequestHeader) -> pb.ListDirRequest:
+        req = pb.ListDirRequest(header=h, path=path, limit=1000, records=True)
+        if start_after is not None:
+            req.start_after = start_after
+        return req
+
+    return _ns("ListDir", Route("dir", path), build, write=True, session=False)

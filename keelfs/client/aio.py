@@ -299,6 +299,23 @@ class AsyncClient:
     ) -> pb.TxnReply:
         return await self._run(ops.txn_finish(group, txn_id, commit), deadline)
 
+    async def list_records(
+        self, path: str, *, deadline: float | None = None
+    ) -> tuple[str, list[tuple[FileInfo, str]]]:
+        """Directory ``path``'s self-record and every entry with its stored record, read on
+        its shard's leader (what a master needs to build a transaction over a subtree)."""
+        out: list[tuple[FileInfo, str]] = []
+        cursor: str | None = None
+        dir_record = ""
+        while True:
+            reply = await self._run(ops.list_records(path, cursor), deadline)
+            dir_record = reply.dir_record
+            for entry, record in zip(reply.entries, reply.records, strict=True):
+                out.append((file_info_from_pb(entry), record))
+            if not reply.HasField("cursor"):
+                return dir_record, out
+            cursor = reply.cursor
+
     async def txn_status(
         self, group: str, txn_id: int, *, deadline: float | None = None
     ) -> pb.TxnReply:

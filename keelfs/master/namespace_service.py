@@ -61,6 +61,7 @@ from keelfs.errors import (
     NotFound,
     Unavailable,
 )
+from keelfs.master import subtree
 from keelfs.master.batch import serve_batch
 from keelfs.master.node import Member, MetaNode, now_ms
 from keelfs.master.servicer import ServicerBase
@@ -399,11 +400,20 @@ class NamespaceServicer(ServicerBase):
             cmd.validate()
             node, timeout = self.node, self.timeout(context)
             member = await node.route(request.header, path, by_directory=False)
-            if node.shard_map.shard_for_directory(path) != member.group_id:
+            m, sm = node.shard_map, member.sm
+            if m.shard_for_directory(path) != member.group_id or request.recursive:
                 node.require_leader(member)
                 await node.read(member, False, timeout)
-                record = member.sm.entry_record(path)
-                if record is None or member.sm.stat(path).is_dir:
+                record = sm.entry_record(path)
+                is_dir = record is not None and sm.stat(path).is_dir
+                spans = is_dir and any(
+                    m.shard_for_directory(d) != member.group_id
+                    for d in [path, *_subdirectories(sm, path)]
+                )
+                if request.recursive and spans:
+                    v = await self._delete_tree_across(member, cmd, record, request.header, timeout)
+                    return pb.DeleteReply(info=self._reply(member), **v)
+                if m.shard_for_directory(path) != member.group_id and (record is None or is_dir):
                     v = await self._rmdir_across(member, cmd, record, request.header, timeout)
                     return pb.DeleteReply(info=self._reply(member), **v)
             result, index, term = await node.propose(member, cmd, request.header, timeout)
@@ -440,22 +450,60 @@ class NamespaceServicer(ServicerBase):
             async with member.structure.exclusive():
                 await node.read(member, False, timeout)
                 sm: ShardStateMachine = member.sm
+                if sm.exists(src) and sm.stat(src).is_dir and paths.is_ancestor(src, dst):
+                    raise InvalidArgument(f"cannot move {src} into itself ({dst})", "dst")
                 if sm.exists(src) and sm.stat(src).is_dir:
                     for d in [src, *_subdirectories(sm, src)]:
                         new = dst + d[len(src) :]
                         if m.shard_for_directory(d) != shard or m.shard_for_directory(new) != shard:
-                            raise InvalidArgument(
-                                f"cross-shard rename not supported yet: directory {new} would "
-                                f"belong to shard {m.shard_for_directory(new)} (issue [4])",
-                                "dst",
-                            )
+                            break  # the subtree spans shards, or will: a transaction
+                    else:
+                        d = ""
+                    if d:
+                        return await self._rename_across(
+                            member, src, dst, request.overwrite, header, timeout
+                        )
                 result, index, term = await node.propose(member, cmd, header, timeout)
             err = result.exception()
             if err is not None:
                 raise _cross_shard(err, "rename")
+            if "txn_id" in (result.value or {}):  # a retry; the first attempt was a transaction
+                done = await node.txns.outcome(member, int(result.value["txn_id"]), timeout)
+                self._txn_outcome(done, f"rename {src} -> {dst}")
             return pb.RenameReply(info=self._reply(member, index, term))
 
         return await self.serve(context, "", work())
+
+    async def _delete_tree_across(
+        self,
+        member: Member,
+        cmd: commands.Delete,
+        record: str | None,
+        header: pb.RequestHeader,
+        timeout: float,
+    ) -> dict[str, int]:
+        """Recursive delete of a directory whose subtree spans shards: one transaction over
+        every record of it (``keelfs.master.subtree``)."""
+        path, node = cmd.path, self.node
+        assert record is not None
+        dirs = await subtree.walk(node.internal, path)
+        parts, files, subdirs = subtree.delete_parts(node.shard_map, dirs)
+        own = parts.pop(member.group_id, [])
+        own += [
+            Step("entry", path, record),
+            Step("del_entry", path),
+            Step("touch", paths.parent(path)),
+        ]
+        blocks = sum(
+            len(Inode.decode(rec.encode()).blocks)
+            for d in dirs
+            for _, rec, is_dir in d.children
+            if not is_dir
+        )
+        result = {"files": files, "directories": subdirs + 1, "blocks": blocks}
+        outcome = await node.txns.run(member, "delete", own, parts, header, timeout, cmd, result)
+        value: dict[str, int] = self._txn_outcome(outcome, f"delete {path}")
+        return {k: int(value[k]) for k in ("files", "directories", "blocks")}
 
     async def _rmdir_across(
         self,
@@ -497,6 +545,40 @@ class NamespaceServicer(ServicerBase):
             raise
         return {k: int(value[k]) for k in ("files", "directories", "blocks")}
 
+    async def _move_tree_across(
+        self,
+        member: Member,
+        request: commands.Rename,
+        record: str,
+        header: pb.RequestHeader,
+        timeout: float,
+    ) -> pb.RenameReply:
+        """Move a directory whose subtree spans shards (or will, under its new name): one
+        transaction over every record of it. The target must not exist (an empty directory
+        is not replaced across shards, unlike a same-shard rename with ``overwrite``)."""
+        node, src, dst = self.node, request.src, request.dst
+        if paths.is_ancestor(src, dst) or src == dst:
+            raise InvalidArgument(f"cannot move {src} into itself ({dst})", "dst")
+        m = node.shard_map
+        dirs = await subtree.walk(node.internal, src)
+        parts = subtree.move_parts(m, dirs, src, dst)
+        dst_dir = paths.parent(dst)
+        parts.setdefault(m.shard_for_path(src), []).extend(
+            [Step("entry", src, record), Step("del_entry", src), Step("touch", paths.parent(src))]
+        )
+        parts.setdefault(m.shard_for_path(dst), []).extend(
+            [
+                Step("dir", dst_dir),
+                Step("absent", dst),
+                Step("put_entry", dst, record),
+                Step("touch", dst_dir),
+            ]
+        )
+        own = parts.pop(member.group_id)
+        outcome = await node.txns.run(member, "rename", own, parts, header, timeout, request)
+        self._txn_outcome(outcome, f"rename {src} -> {dst}")
+        return pb.RenameReply(info=self._reply(member))
+
     async def _rename_across(
         self,
         member: Member,
@@ -525,10 +607,8 @@ class NamespaceServicer(ServicerBase):
             return pb.RenameReply(info=self._reply(member))
         info = sm.stat(src)
         if info.is_dir:
-            raise InvalidArgument(
-                f"cross-shard rename of a directory is not supported yet: {dst} belongs to "
-                f"shard {node.shard_map.shard_for_path(dst)}, {src} to {member.group_id}",
-                "dst",
+            return await self._move_tree_across(
+                member, Rename(src, dst, overwrite), record, header, timeout
             )
         if info.under_construction:
             raise LeaseConflict(
@@ -602,6 +682,10 @@ class NamespaceServicer(ServicerBase):
             reply = pb.ListDirReply(entries=entries, info=self._reply(member))
             if cursor is not None:
                 reply.cursor = cursor
+            if request.records:
+                sm: ShardStateMachine = member.sm
+                reply.dir_record = sm.self_record(path) or ""
+                reply.records.extend(sm.entry_record(e.path) or "" for e in entries)
             return reply
 
         return await self.serve(context, "", work())

@@ -214,3 +214,93 @@ def test_cross_shard_mkdir_and_rmdir_survive_a_crashed_leader(
     assert [e.name for e in fs.ls(base)] == []
     fs.mkdir(d)  # nothing of the old directory is left on either shard
     assert list(fs.ls(d)) == []
+
+
+def _make_tree(fs: Client, top: str) -> list[str]:
+    """A small tree whose directories spread over both shards (with 2 shards and a handful
+    of directories, some hash to each); its file paths."""
+    made = []
+    fs.mkdir(top)
+    for i in range(3):
+        sub = f"{top}/s{i}"
+        fs.mkdir(sub)
+        for j in range(2):
+            made.append(f"{sub}/f{j}")
+            _file(fs, made[-1])
+        deeper = f"{sub}/deep"
+        fs.mkdir(deeper)
+        made.append(f"{deeper}/g")
+        _file(fs, made[-1])
+    made.append(f"{top}/top-file")
+    _file(fs, made[-1])
+    return made
+
+
+def _listing(fs: Client, top: str) -> list[tuple[str, str, int]]:
+    out = []
+    stack = [top]
+    while stack:
+        d = stack.pop()
+        for e in fs.ls(d):
+            out.append((e.path[len(top) :], e.kind, e.mode))
+            if e.is_dir:
+                stack.append(e.path)
+    return sorted(out)
+
+
+def test_a_directory_tree_spanning_shards_moves_and_is_deleted_whole(
+    cluster: MetaCluster,
+) -> None:
+    fs = cluster.client()
+    m = fs.shard_map()
+    base = f"/tree{next(_counter)}"
+    fs.mkdir(base)
+    src = child(m, base, "src", same_shard=False)
+    files = _make_tree(fs, src)
+    shards = {m.shard_for_directory(p.rsplit("/", 1)[0]) for p in files}
+    assert len(shards) == 2, "the tree should span both shards"
+    before = _listing(fs, src)
+    dst = base + "/moved/dst"
+    fs.mkdir(base + "/moved")
+    fs.rename(src, dst)
+    assert _listing(fs, dst) == before
+    with pytest.raises(NotFound):
+        fs.stat(src)
+    for p in files:
+        with pytest.raises(NotFound):
+            fs.stat(p)
+        _same_file(fs.stat(files[0].replace(src, dst)), fs.stat(p.replace(src, dst)))
+    with pytest.raises(KeelError, match="into itself"):
+        fs.rename(dst, dst + "/s0/inside")
+    with pytest.raises(AlreadyExists):
+        fs.rename(dst, base + "/moved")
+    # nothing was left behind: the old name takes a new, empty directory
+    fs.mkdir(src)
+    assert list(fs.ls(src)) == []
+    result = fs.delete(dst, recursive=True)
+    assert (result.files, result.directories) == (len(files), 7)
+    with pytest.raises(NotFound):
+        fs.stat(dst)
+    assert [e.name for e in fs.ls(base + "/moved")] == []
+    fs.mkdir(dst + "/s0", parents=True)  # and no record of the old tree is in the way
+    assert list(fs.ls(dst + "/s0")) == []
+
+
+@pytest.mark.parametrize("role", ["coordinator", "participant"])
+def test_a_tree_move_survives_a_crashed_leader(cluster: MetaCluster, role: str) -> None:
+    fs = cluster.client(deadline=60.0)
+    m = fs.shard_map()
+    base = f"/tcrash{next(_counter)}"
+    fs.mkdir(base)
+    src = child(m, base, "src", same_shard=False)
+    _make_tree(fs, src)
+    before = _listing(fs, src)
+    dst = child(m, base, "dst", same_shard=True)
+    coordinator = m.shard_for_directory(base)
+    other = next(s for s in m.shards if s != coordinator)
+    step = "txn.decision_recorded" if role == "coordinator" else "txn.prepared_recorded"
+    victim = cluster.leader(coordinator if role == "coordinator" else other)
+    _survive(cluster, victim, step, lambda: fs.rename(src, dst))
+    _no_open_transactions(cluster, fs, [src, dst])
+    assert _listing(fs, dst) == before
+    assert not fs.exists(src)

@@ -51,6 +51,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 THREADS = 4
 OPS_PER_THREAD = 40  # the run without faults
 NAMES = ("x", "y")  # in each of the two directories: 4 paths in all
+CLIENT_DEADLINE_S = 10.0
 BUSY = "busy"  # a rename refused with LEASE_CONFLICT (recorded as stat(src) -> True)
 
 
@@ -109,7 +110,7 @@ class Workload:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self.clients = [
-            self.cluster.client(deadline=15.0, attempt_timeout=1.0) for _ in range(THREADS)
+            self.cluster.client(deadline=CLIENT_DEADLINE_S, attempt_timeout=1.0) for _ in range(THREADS)
         ]
         self.threads = [
             threading.Thread(target=self._loop, args=(c,), daemon=True) for c in range(THREADS)
@@ -142,11 +143,11 @@ class Workload:
         src_dir, dst_dir = (self.a, self.b) if rng.random() < 0.5 else (self.b, self.a)
         p = f"{src_dir}/{rng.choice(NAMES)}"
         r = rng.random()
-        if r < 0.25:
+        if r < 0.3:
             return ("create", p)
         if r < 0.5:
             return ("delete", p)
-        if r < 0.75:
+        if r < 0.85:
             return ("rename", p, f"{dst_dir}/{rng.choice(NAMES)}")
         return ("stat", p)
 

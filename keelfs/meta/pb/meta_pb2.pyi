@@ -360,28 +360,34 @@ class GetFileInfoRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., stale_ok: _Optional[bool] = ...) -> None: ...
 
 class ListDirRequest(_message.Message):
-    __slots__ = ("header", "path", "start_after", "limit", "stale_ok")
+    __slots__ = ("header", "path", "start_after", "limit", "stale_ok", "records")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     START_AFTER_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     STALE_OK_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     path: str
     start_after: str
     limit: int
     stale_ok: bool
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., start_after: _Optional[str] = ..., limit: _Optional[int] = ..., stale_ok: _Optional[bool] = ...) -> None: ...
+    records: bool
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., start_after: _Optional[str] = ..., limit: _Optional[int] = ..., stale_ok: _Optional[bool] = ..., records: _Optional[bool] = ...) -> None: ...
 
 class ListDirReply(_message.Message):
-    __slots__ = ("entries", "cursor", "info")
+    __slots__ = ("entries", "cursor", "info", "records", "dir_record")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    DIR_RECORD_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[FileInfo]
     cursor: str
     info: ReplyInfo
-    def __init__(self, entries: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ..., cursor: _Optional[str] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+    records: _containers.RepeatedScalarFieldContainer[str]
+    dir_record: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[FileInfo, _Mapping]]] = ..., cursor: _Optional[str] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ..., records: _Optional[_Iterable[str]] = ..., dir_record: _Optional[str] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("header", "path", "recursive")

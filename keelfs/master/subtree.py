@@ -1,0 +1,109 @@
+"""Building transactions over a directory subtree that spans shards (move or delete).
+
+A directory ``D``'s self-record and its children's entries live on ``D``'s own shard; its own
+entry on its parent's shard. Moving ``D`` to ``D'`` moves every record of every directory in
+the subtree to the shard that owns the new path; deleting it removes them. The master reads
+the subtree first (:func:`walk`, linearizable reads of the stored records), then writes steps
+that CHECK every record is still exactly what it read (``entry``/``self``: a child added or
+removed changes the directory's self-record, an attribute change the entry) and CHANGE them.
+Anything that changed in between makes a shard refuse its part, the transaction aborts and
+the client's retry reads again. The whole transaction is one log entry on the coordinator, so
+a subtree is limited to what fits in one (:data:`MAX_ENTRIES`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from keelfs.errors import InvalidArgument, LeaseConflict
+from keelfs.meta import paths
+from keelfs.meta.shardmap import ShardMap
+from keelfs.meta.transactions import Step
+
+__all__ = ["MAX_ENTRIES", "DirRecords", "delete_parts", "move_parts", "walk"]
+
+MAX_ENTRIES = 2_000
+"""Records a cross-shard subtree operation may touch (one command carries them all)."""
+
+
+@dataclass(frozen=True)
+class DirRecords:
+    path: str
+    self_record: str
+    children: tuple[tuple[str, str, bool], ...]
+    """(path, stored record, is a directory) of every child."""
+
+
+async def walk(client: Any, top: str) -> list[DirRecords]:
+    """Every directory of the subtree at ``top`` with its records, parents before children.
+    ``client``: the master's internal ``AsyncClient``."""
+    out: list[DirRecords] = []
+    pending = [top]
+    count = 0
+    while pending:
+        directory = pending.pop(0)
+        self_record, entries = await client.list_records(directory)
+        children = []
+        for info, record in entries:
+            if info.under_construction:
+                raise LeaseConflict(
+                    info.path,
+                    info.lease_holder,
+                    message=f"{info.path} is open for writing: close it first",
+                )
+            children.append((info.path, record, info.is_dir))
+            if info.is_dir:
+                pending.append(info.path)
+        count += 1 + len(children)
+        if count > MAX_ENTRIES:
+            raise InvalidArgument(
+                f"{top} holds more than {MAX_ENTRIES} entries spread over shards: too large "
+                "to move or delete in one transaction",
+                "path",
+            )
+        out.append(DirRecords(directory, self_record, tuple(children)))
+    return out
+
+
+def _moved(path: str, src: str, dst: str) -> str:
+    return dst + path[len(src) :]
+
+
+def move_parts(m: ShardMap, dirs: list[DirRecords], src: str, dst: str) -> dict[str, list[Step]]:
+    """Per shard, the steps that move the subtree ``src`` (walked into ``dirs``) to ``dst``
+    (its top entry excluded: the caller moves that)."""
+    parts: dict[str, list[Step]] = defaultdict(list)
+    for d in dirs:
+        old, new = m.shard_for_directory(d.path), m.shard_for_directory(_moved(d.path, src, dst))
+        parts[old].append(Step("self", d.path, d.self_record))
+        parts[old].append(Step("del_self", d.path))
+        parts[new].append(Step("put_self", _moved(d.path, src, dst), d.self_record))
+        for path, record, _ in d.children:
+            parts[old] += [Step("entry", path, record), Step("del_entry", path)]
+            parts[new].append(Step("put_entry", _moved(path, src, dst), record))
+    return dict(parts)
+
+
+def delete_parts(m: ShardMap, dirs: list[DirRecords]) -> tuple[dict[str, list[Step]], int, int]:
+    """Per shard, the steps that delete the walked subtree (its top entry excluded); the
+    numbers of files and directories below the top."""
+    parts: dict[str, list[Step]] = defaultdict(list)
+    files = subdirs = 0
+    for d in dirs:
+        shard = m.shard_for_directory(d.path)
+        parts[shard] += [Step("self", d.path, d.self_record), Step("del_self", d.path)]
+        for path, record, is_dir in d.children:
+            parts[shard].append(Step("entry", path, record))
+            # a file's entry goes with its blocks queued and its lease dropped
+            parts[shard].append(Step("del_entry" if is_dir else "replace", path))
+            if is_dir:
+                subdirs += 1
+            else:
+                files += 1
+    return dict(parts), files, subdirs
+
+
+def top_parent(path: str) -> str:
+    return paths.parent(path)
