@@ -92,3 +92,31 @@ def test_bench_meta_smoke() -> None:
     assert restart["verified"] == restart["sampled"]
     assert restart["first_stat_s"] > 0
     assert set(restart["ready_s"]) == {"11", "12", "13"}
+
+
+@pytest.mark.timeout(600)
+def test_bench_txn_smoke() -> None:
+    out = _run(
+        "txn",
+        "--seconds", "1",
+        "--concurrency", "4",
+        "--clients", "1",
+        "--tree-files", "10",
+        "--tree-moves", "2",
+    )  # fmt: skip
+    assert out["bench"] == "txn"
+    assert out["shards"] == 2
+    keys = {"ops", "ops_per_second", "failed", "p50_ms", "p99_ms", "max_ms", "cpu_percent"}
+    for phase in ("same_shard", "cross_shard"):
+        assert keys <= set(out[phase]), phase
+        assert out[phase]["ops"] > 0, phase
+        assert out[phase]["misplaced"] == 0, phase
+        assert any(k.startswith("leader-") for k in out[phase]["cpu_percent"]), phase
+    assert len(set(out["same_shard"]["dirs"].values())) == 1
+    assert len(set(out["cross_shard"]["dirs"].values())) == 2
+    tree = out["tree_move"]
+    assert {"moves_per_second", "entries_per_second", "p50_ms", "p99_ms"} <= set(tree)
+    assert tree["moves"] == 2
+    assert tree["entries"] == 10 + tree["directories"]
+    assert tree["listed_files"] == 10
+    assert all(len(shards) == 2 for shards in tree["shards"].values())
