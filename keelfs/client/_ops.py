@@ -67,19 +67,6 @@ def mkdir(path: str, parents: bool, mode: int | None, owner: str, group: str) ->
     return _ns("Mkdir", _entry(path), build, write=True, session=True)
 
 
-def mkdir_self(path: str, mode: int | None, owner: str, group: str) -> Op:
-    path = norm(path)
-    _principals(owner, group)
-
-    def build(h: pb.RequestHeader) -> pb.MkdirSelfRequest:
-        req = pb.MkdirSelfRequest(header=h, path=path, owner=owner, group=group)
-        if mode is not None:
-            req.mode = mode
-        return req
-
-    return _ns("MkdirSelf", Route("dir", path), build, write=True, session=False)
-
-
 def create(
     path: str,
     overwrite: bool,

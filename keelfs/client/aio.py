@@ -116,19 +116,6 @@ class AsyncClient:
         reply = await self._run(ops.mkdir(path, parents, mode, owner, group), deadline)
         return list(reply.created)
 
-    async def mkdir_self(
-        self,
-        path: str,
-        *,
-        mode: int | None = None,
-        owner: str = "",
-        group: str = "",
-        deadline: float | None = None,
-    ) -> None:
-        """Internal (masters' cross-shard mkdir): create only ``path``'s self-record on the
-        shard owning the directory."""
-        await self._run(ops.mkdir_self(path, mode, owner, group), deadline)
-
     async def create(
         self,
         path: str,

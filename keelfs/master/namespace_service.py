@@ -8,8 +8,7 @@ Then the shard that must serve it is found in this node's ShardMap:
 
 - by the path's ENTRY (the owner of its parent directory, DESIGN 2.5): every write,
   ``GetFileInfo`` and ``ContentSummary``;
-- by the DIRECTORY itself (the owner of its self-record and children): ``ListDir`` and the
-  internal ``MkdirSelf``;
+- by the DIRECTORY itself (the owner of its self-record and children): ``ListDir``;
 - by shard id: ``RegisterSession``, ``KeepAlive``, ``RenewLease``.
 
 If this node holds no member of that shard, or the request was routed by an OLDER map than
@@ -26,22 +25,31 @@ retried command must reach the state machine to get its recorded reply (exactly-
 answering "already exists" from a pre-check would turn a retried create's success into a
 failure. The pre-checks below happen only where a command is coordinated across shards.
 
-Cross-shard work (issue [4] adds transactions; until then)
------------------------------------------------------------
-- ``Mkdir`` of a directory whose own shard differs from its parent's: if the parent is here and
-  the target is not (leader, after a barrier), the directory's self-record is first created on
-  its shard (``MkdirSelf`` through the internal client); then its entry is proposed here,
-  carrying the client's session, and the state machine decides (and refuses, or replays a
-  retried request's first reply). ``parents`` creates each missing ancestor the same way,
-  through the shard owning it. A failure between the two steps can leave an unused self-record
-  behind, which a retry of the mkdir adopts; nothing visible is half-made.
-- ``Rename`` needs the source and the target entries on this shard, and for a directory every
-  directory of the moved subtree must still hash to this shard under its new name; otherwise
-  ``INVALID_ARGUMENT`` "cross-shard rename not supported yet". The check and the proposal run
-  under the shard's structure lock held exclusively (mkdir proposals hold it shared), so no
-  subdirectory appears between them on this leader; renames on one shard are serialized.
-- ``Delete`` of a directory whose children live on another shard is refused the same way
-  ("cross-shard delete not supported yet"): the state machine cannot remove it alone.
+Cross-shard work: transactions (``keelfs.master.transactions``)
+--------------------------------------------------------------
+When the records an operation changes live on more than one shard, the leader that received
+it (the shard of the path's entry, or of ``src``) coordinates a transaction; the plain
+command is used whenever one shard holds everything:
+
+- ``Rename`` of a file whose target entry is on another shard; of a directory when any
+  directory of its subtree is, or will be under its new name, on another shard than the
+  entries (every record of the subtree is read, checked unchanged and moved:
+  ``keelfs.master.subtree``, at most ``subtree.MAX_ENTRIES`` records). Files being written
+  are not moved across shards (their lease would have to move too): close them first.
+- ``Mkdir`` of a directory whose own shard is not its parent's: the entry here, the
+  self-record there. ``parents`` creates each missing ancestor through the shard owning it.
+- ``Delete`` of a directory whose self-record is on another shard (that shard checks it is
+  empty), and a recursive delete whose subtree spans shards (every record checked and
+  removed, the files' blocks queued).
+
+A retried request (same session and seq) is recognised whichever way its first attempt went:
+the transaction's begin record carries the client command's digest, and a plain command that
+finds a transaction's reply in the session cache waits for that transaction's outcome. So
+nothing stateful is checked before proposing in a way that could turn a retried success into
+a failure: a path that is gone is still proposed (its check fails with NOT_FOUND unless the
+session remembers the first attempt). Ordinary commands on a path a transaction has locked
+are re-proposed until it is released (``MetaNode.propose``); reads of it wait
+(``MetaNode.wait_unlocked``).
 """
 
 from __future__ import annotations
@@ -104,11 +112,12 @@ MAX_PAGE_BYTES = 4 << 20
 
 def _cross_shard(err: KeelError, what: str) -> KeelError:
     """The state machine refuses with NotFound("directory record") when a directory it must
-    handle whole has its self-record on another shard: say so plainly."""
+    handle whole has its self-record on another shard: the subtree changed between the
+    leader's check (which sends such requests through a transaction) and the apply."""
     if isinstance(err, NotFound) and err.kind == "directory record":
         return InvalidArgument(
-            f"cross-shard {what} not supported yet: directory {err.name} has its children on "
-            "another shard (cross-shard transactions are issue [4])",
+            f"{what}: directory {err.name} got children on another shard while the request "
+            "ran; try again",
             "path",
         )
     return err
@@ -251,27 +260,6 @@ class NamespaceServicer(ServicerBase):
         return await self.serve(context, "", work())
 
     # ------------------------------------------------------------------ directories
-    async def MkdirSelf(  # noqa: N802
-        self, request: pb.MkdirSelfRequest, context: Any
-    ) -> pb.MkdirSelfReply:
-        async def work() -> pb.MkdirSelfReply:
-            path = self._path(request.path)
-            cmd = MkdirSelf(
-                path,
-                request.mode if request.HasField("mode") else 0o755,
-                request.owner or DEFAULT_OWNER,
-                request.group or DEFAULT_GROUP,
-            )
-            cmd.validate()
-            member = await self.node.route(request.header, path, by_directory=True)
-            result, index, term = await self.node.propose(
-                member, cmd, request.header, self.timeout(context)
-            )
-            result.unwrap()
-            return pb.MkdirSelfReply(info=self._reply(member, index, term))
-
-        return await self.serve(context, "", work())
-
     async def Mkdir(self, request: pb.MkdirRequest, context: Any) -> pb.MkdirReply:  # noqa: N802
         return await self.serve(context, "", self._mkdir(request, context))
 
@@ -486,7 +474,7 @@ class NamespaceServicer(ServicerBase):
         every record of it (``keelfs.master.subtree``)."""
         path, node = cmd.path, self.node
         assert record is not None
-        dirs = await subtree.walk(node.internal, path)
+        dirs = await subtree.walk(node.internal, path, moving=False)
         parts, files, subdirs = subtree.delete_parts(node.shard_map, dirs)
         own = parts.pop(member.group_id, [])
         own += [
@@ -560,7 +548,7 @@ class NamespaceServicer(ServicerBase):
         if paths.is_ancestor(src, dst) or src == dst:
             raise InvalidArgument(f"cannot move {src} into itself ({dst})", "dst")
         m = node.shard_map
-        dirs = await subtree.walk(node.internal, src)
+        dirs = await subtree.walk(node.internal, src, moving=True)
         parts = subtree.move_parts(m, dirs, src, dst)
         dst_dir = paths.parent(dst)
         parts.setdefault(m.shard_for_path(src), []).extend(

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from keelfs.errors import InvalidArgument, LeaseConflict
-from keelfs.meta import paths
 from keelfs.meta.shardmap import ShardMap
 from keelfs.meta.transactions import Step
 
@@ -36,9 +35,10 @@ class DirRecords:
     """(path, stored record, is a directory) of every child."""
 
 
-async def walk(client: Any, top: str) -> list[DirRecords]:
+async def walk(client: Any, top: str, *, moving: bool) -> list[DirRecords]:
     """Every directory of the subtree at ``top`` with its records, parents before children.
-    ``client``: the master's internal ``AsyncClient``."""
+    ``client``: the master's internal ``AsyncClient``. ``moving``: refuse files being
+    written (their leases are kept by path and stay on their shard); a delete takes them."""
     out: list[DirRecords] = []
     pending = [top]
     count = 0
@@ -47,7 +47,7 @@ async def walk(client: Any, top: str) -> list[DirRecords]:
         self_record, entries = await client.list_records(directory)
         children = []
         for info, record in entries:
-            if info.under_construction:
+            if moving and info.under_construction:
                 raise LeaseConflict(
                     info.path,
                     info.lease_holder,
@@ -103,7 +103,3 @@ def delete_parts(m: ShardMap, dirs: list[DirRecords]) -> tuple[dict[str, list[St
             else:
                 files += 1
     return dict(parts), files, subdirs
-
-
-def top_parent(path: str) -> str:
-    return paths.parent(path)

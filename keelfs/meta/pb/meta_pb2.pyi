@@ -277,26 +277,6 @@ class MkdirReply(_message.Message):
     info: ReplyInfo
     def __init__(self, created: _Optional[_Iterable[str]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
-class MkdirSelfRequest(_message.Message):
-    __slots__ = ("header", "path", "mode", "owner", "group")
-    HEADER_FIELD_NUMBER: _ClassVar[int]
-    PATH_FIELD_NUMBER: _ClassVar[int]
-    MODE_FIELD_NUMBER: _ClassVar[int]
-    OWNER_FIELD_NUMBER: _ClassVar[int]
-    GROUP_FIELD_NUMBER: _ClassVar[int]
-    header: RequestHeader
-    path: str
-    mode: int
-    owner: str
-    group: str
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., mode: _Optional[int] = ..., owner: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
-
-class MkdirSelfReply(_message.Message):
-    __slots__ = ("info",)
-    INFO_FIELD_NUMBER: _ClassVar[int]
-    info: ReplyInfo
-    def __init__(self, info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
-
 class CreateRequest(_message.Message):
     __slots__ = ("header", "path", "mode", "owner", "group", "replication", "block_size", "overwrite")
     HEADER_FIELD_NUMBER: _ClassVar[int]

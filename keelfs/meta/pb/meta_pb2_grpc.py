@@ -489,11 +489,6 @@ class NamespaceStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnStatusRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.FromString,
                 _registered_method=True)
-        self.MkdirSelf = channel.unary_unary(
-                '/keelfs.meta.v1.Namespace/MkdirSelf',
-                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MkdirSelfRequest.SerializeToString,
-                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MkdirSelfReply.FromString,
-                _registered_method=True)
 
 
 class NamespaceServicer:
@@ -525,8 +520,12 @@ class NamespaceServicer:
 
     def Mkdir(self, request, context):
         """leader of the shard owning the path's entry (the parent directory's shard), for all writes.
-        Mkdir coordinates the new directory's self-record on the shard owning the directory itself
-        (and, with `parents`, each missing ancestor, through the owning shards).
+        Whatever spans shards is one cross-shard transaction coordinated by that leader: Mkdir of a
+        directory whose self-record goes to another shard (and, with `parents`, each missing
+        ancestor through the shard owning it), Delete of such a directory (or of a subtree that
+        spans shards, `recursive`), Rename of a file to another shard or of a directory whose
+        subtree spans shards now or under its new name (at most 2,000 records; the target must not
+        exist; files being written are not moved across shards).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -560,10 +559,7 @@ class NamespaceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Rename(self, request, context):
-        """Same shard only: INVALID_ARGUMENT "cross-shard rename not supported yet" otherwise (issue
-        [4]: transactions). Moving a directory is cross-shard when any directory of the moved
-        subtree would hash to another shard under its new name.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -645,14 +641,6 @@ class NamespaceServicer:
     def TxnStatus(self, request, context):
         """Leader of the coordinator shard `group`, linearizable: "unknown" when it holds no record
         (presumed abort).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def MkdirSelf(self, request, context):
-        """Internal, between masters (cross-shard mkdir): leader of the shard owning the directory.
-        Creates only the directory's self-record; ALREADY_EXISTS (kind "directory record") if there.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -760,11 +748,6 @@ def add_NamespaceServicer_to_server(servicer, server):
                     servicer.TxnStatus,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnStatusRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.SerializeToString,
-            ),
-            'MkdirSelf': grpc.unary_unary_rpc_method_handler(
-                    servicer.MkdirSelf,
-                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MkdirSelfRequest.FromString,
-                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MkdirSelfReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1310,33 +1293,6 @@ class Namespace:
             '/keelfs.meta.v1.Namespace/TxnStatus',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnStatusRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def MkdirSelf(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/keelfs.meta.v1.Namespace/MkdirSelf',
-            keelfs_dot_meta_dot_v1_dot_meta__pb2.MkdirSelfRequest.SerializeToString,
-            keelfs_dot_meta_dot_v1_dot_meta__pb2.MkdirSelfReply.FromString,
             options,
             channel_credentials,
             insecure,
