@@ -164,6 +164,16 @@ def _txn_reply(value: dict[str, Any], info: pb.ReplyInfo) -> pb.TxnReply:
     )
 
 
+def _spans(m: Any, shard: str, src: str, dst: str, sm: ShardStateMachine) -> bool:
+    """Whether moving directory ``src`` to ``dst`` touches another shard than ``shard``: a
+    directory of its subtree lives elsewhere now, or would under its new name."""
+    for d in [src, *_subdirectories(sm, src)]:
+        new = dst + d[len(src) :]
+        if m.shard_for_directory(d) != shard or m.shard_for_directory(new) != shard:
+            return True
+    return False
+
+
 class NamespaceServicer(ServicerBase):
     def __init__(self, node: MetaNode) -> None:
         super().__init__(node)
@@ -435,23 +445,20 @@ class NamespaceServicer(ServicerBase):
                 return await self._rename_across(
                     member, src, dst, request.overwrite, header, timeout
                 )
-            async with member.structure.exclusive():
-                await node.read(member, False, timeout)
-                sm: ShardStateMachine = member.sm
-                if sm.exists(src) and sm.stat(src).is_dir and paths.is_ancestor(src, dst):
-                    raise InvalidArgument(f"cannot move {src} into itself ({dst})", "dst")
-                if sm.exists(src) and sm.stat(src).is_dir:
-                    for d in [src, *_subdirectories(sm, src)]:
-                        new = dst + d[len(src) :]
-                        if m.shard_for_directory(d) != shard or m.shard_for_directory(new) != shard:
-                            break  # the subtree spans shards, or will: a transaction
-                    else:
-                        d = ""
-                    if d:
+            sm: ShardStateMachine = member.sm
+            if not (sm.exists(src) and sm.stat(src).is_dir):
+                # a file (as far as this member knows): nothing below it to place
+                result, index, term = await node.propose(member, cmd, header, timeout)
+            else:
+                async with member.structure.exclusive():
+                    await node.read(member, False, timeout)
+                    if sm.exists(src) and sm.stat(src).is_dir and paths.is_ancestor(src, dst):
+                        raise InvalidArgument(f"cannot move {src} into itself ({dst})", "dst")
+                    if sm.exists(src) and sm.stat(src).is_dir and _spans(m, shard, src, dst, sm):
                         return await self._rename_across(
                             member, src, dst, request.overwrite, header, timeout
                         )
-                result, index, term = await node.propose(member, cmd, header, timeout)
+                    result, index, term = await node.propose(member, cmd, header, timeout)
             err = result.exception()
             if err is not None:
                 raise _cross_shard(err, "rename")

@@ -105,8 +105,9 @@ class NodeConfig:
 
 class StructureLock:
     """Orders directory-structure proposals on one shard leader: mkdirs hold it shared (they
-    run concurrently), a rename holds it exclusively from its placement check to its apply,
-    so no directory appears in a subtree between the two. Waiting renames block new mkdirs."""
+    run concurrently), a directory rename holds it exclusively from its placement check to its
+    apply, so no directory appears in its subtree between the two (file renames take no part).
+    Waiting renames block new mkdirs."""
 
     def __init__(self) -> None:
         self._cond = asyncio.Condition()
