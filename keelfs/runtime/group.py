@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from keelfs.raft.core import Config, StateType
-from keelfs.raft.errors import NotLeaderError, ProposalDropped
+from keelfs.raft.errors import NotLeaderError, ProposalDropped, SnapshotOutOfDateError
 from keelfs.raft.messages import ConfChange, ConfChangeType, Entry, EntryType, SnapshotMeta
 from keelfs.raft.rawnode import RawNode, Ready
 from keelfs.runtime.errors import NotLeader, OutcomeUnknown, RuntimeUnavailable
@@ -24,6 +25,8 @@ from keelfs.storage.rocks import RocksLogStorage
 
 if TYPE_CHECKING:
     from keelfs.runtime.host import RaftHost
+
+log = logging.getLogger("keelfs.runtime")
 
 
 class RaftGroup:
@@ -57,6 +60,9 @@ class RaftGroup:
         self._queue: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._snapshotting: asyncio.Task[None] | None = None
+        self._image: tuple[SnapshotMeta, int] | None = None
+        """A snapshot image written in the background, waiting to be adopted."""
         self._read_views: dict[bytes, tuple[int, int, StateType]] = {}
         """(term, leader, role) when each pending read was issued."""
         self._apply_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -374,20 +380,51 @@ class RaftGroup:
                 fut2.set_exception(RuntimeUnavailable("leadership changed during a read; retry"))
 
     def after_ready(self) -> None:
-        """Take a snapshot and compact when the log has grown past the threshold."""
+        """Take a snapshot and compact when the log has grown past the threshold (called
+        between rounds, when no write of this node is in flight)."""
+        if self._image is not None:  # written by the background thread: adopt it now
+            meta, version = self._image
+            self._image = None
+            try:
+                self.storage.adopt_snapshot(meta, version)
+                self._compact_to(meta.index)
+            except SnapshotOutOfDateError:
+                pass  # a newer snapshot was installed meanwhile
         cfg = self.host.config
         applied = self.applied_index()
         snap = self.storage.snapshot_meta()
-        if applied - snap.index < cfg.snapshot_every:
+        if applied - snap.index < cfg.snapshot_every or self._snapshotting is not None:
             return
         conf = self.node.conf_state_at(applied)
         sm = self.sm
         if isinstance(sm, StreamingStateMachine):
-            self.storage.create_snapshot_from_chunks(applied, conf, sm.snapshot_chunks())
-        else:
-            self.storage.create_snapshot(applied, conf, sm.snapshot())
-        self.storage.compact(max(self.storage.first_index() - 1, applied - cfg.keep_after_snapshot))
-        self.storage.snapshots.delete_older_than(applied)
+            # A state in RocksDB may be large (a shard with a million files): its image is
+            # written by another thread, from a view fixed now, while this loop goes on
+            # applying and answering; it is adopted (and the log compacted) at a later round.
+            meta, version = self.storage.plan_snapshot(applied, conf)
+            chunks = sm.snapshot_chunks()
+            self._snapshotting = asyncio.create_task(
+                self._write_image(meta, version, chunks), name=f"snapshot-{self.group_id}"
+            )
+            return
+        self.storage.create_snapshot(applied, conf, sm.snapshot())
+        self._compact_to(applied)
+
+    def _compact_to(self, index: int) -> None:
+        keep = self.host.config.keep_after_snapshot
+        self.storage.compact(max(self.storage.first_index() - 1, index - keep))
+        self.storage.snapshots.delete_older_than(index)
+
+    async def _write_image(self, meta: SnapshotMeta, version: int, chunks: Any) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.storage.snapshots.create, meta, chunks
+            )
+            self._image = (meta, version)
+        except Exception:
+            log.exception("snapshot of %s at %d failed; the log is kept", self.group_id, meta.index)
+        finally:
+            self._snapshotting = None
 
     def fail_all(self, err: Exception) -> None:
         """Fail every caller (shutdown): proposals already handed to Raft get ``err`` too,

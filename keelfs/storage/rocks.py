@@ -586,21 +586,32 @@ class RocksLogStorage:
         image file is written and synced first, then RocksDB is pointed at it (one synced
         write), then older snapshot files are deleted: a crash at any point leaves RocksDB
         naming a complete snapshot, and an unreferenced file that the next open removes.
+        The same in three steps, for a caller that writes the image in another thread:
+        :meth:`plan_snapshot`, ``snapshots.create(meta, chunks)``, :meth:`adopt_snapshot`.
         """
+        meta, version = self.plan_snapshot(index, conf)
+        self.snapshots.create(meta, chunks)
+        return self.adopt_snapshot(meta, version)
+
+    def plan_snapshot(self, index: int, conf: ConfState) -> tuple[SnapshotMeta, int]:
+        """The metadata of a snapshot at ``index`` and the storage version it was planned at
+        (raises if ``index`` is not newer than the snapshot, or not in the log)."""
         with self._engine._lock:
             if index <= self._snapshot.index:
                 raise SnapshotOutOfDateError(index)
             if index > self._last:
                 raise UnavailableError(index)
-            meta = SnapshotMeta(index, self.term(index), conf)
-            version = self._version
-        # the (possibly long) file write happens outside the engine lock: other groups'
-        # commits must not wait for this group's state machine to serialise itself
-        self.snapshots.create(meta, chunks)
+            return SnapshotMeta(index, self.term(index), conf), self._version
+
+    def adopt_snapshot(self, meta: SnapshotMeta, version: int) -> SnapshotMeta:
+        """Point RocksDB at the written image of ``meta`` (planned at ``version``) and delete
+        older images. Must not run while a ``LogBatch`` of this engine is in flight (the
+        runtime calls it between rounds); raises ``SnapshotOutOfDateError`` (and deletes the
+        image) when the log moved past it meanwhile."""
         with self._engine._lock:
             if self._version != version and not self._still_fits(meta):
                 self.snapshots.delete(meta)
-                raise SnapshotOutOfDateError(index)
+                raise SnapshotOutOfDateError(meta.index)
             wb = WriteBatch(raw_mode=True)
             wb.put(self._key(_K_SNAP), encode_snapshot_meta(meta))
             self._engine._write(wb)
