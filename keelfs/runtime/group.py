@@ -64,6 +64,9 @@ class RaftGroup:
         self._image: tuple[SnapshotMeta, int] | None = None
         """A snapshot image written in the background, waiting to be adopted."""
         self._read_views: dict[bytes, tuple[int, int, StateType]] = {}
+        self._read_waiters: dict[bytes, int] = {}
+        self._open_read: tuple[tuple[Any, ...], bytes] | None = None
+        """The newest ReadIndex request and the state it was asked in (see read_barrier)."""
         """(term, leader, role) when each pending read was issued."""
         self._apply_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._read_ids = itertools.count(1)
@@ -192,26 +195,54 @@ class RaftGroup:
         """Return once this member's state reflects every write acknowledged before the call.
 
         ReadIndex on the leader or forwarded from a follower, then a wait until applied.
+        Barriers asked for while nothing could have changed between them (no round has sent
+        messages since, same commit index, term and leader) share one ReadIndex request: the
+        index it returns is the one each would have got, and the heartbeats confirming it
+        leave after all of them arrived.
         """
-        ctx = f"{self.host.node_id}:{next(self._read_ids)}".encode()
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._reads[ctx] = fut
         raft = self.node.raft
-        self._read_views[ctx] = (raft.term, raft.lead, raft.state)
-        try:
+        view = (raft.term, raft.lead, raft.state)
+        key = (self.host.send_rounds, raft.log.committed, *view)
+        shared = self._open_read
+        if (
+            shared is not None
+            and shared[0] == key
+            and shared[1] in self._reads
+            and not self._reads[shared[1]].done()
+        ):
+            ctx = shared[1]
+            fut = self._reads[ctx]
+        else:
+            ctx = f"{self.host.node_id}:{next(self._read_ids)}".encode()
+            fut = asyncio.get_running_loop().create_future()
+            self._reads[ctx] = fut
+            self._read_views[ctx] = view
+            self._read_waiters[ctx] = 0
             try:
                 self.node.read_index(ctx)
             except ProposalDropped:
+                self._forget_read(ctx)
                 raise self._not_leader() from None
+            self._open_read = (key, ctx)
             self.host.wake(self)
+        self._read_waiters[ctx] += 1
+        try:
             t = timeout or self.host.config.request_timeout
-            index = await asyncio.wait_for(fut, t)
+            index = await asyncio.wait_for(asyncio.shield(fut), t)
             await asyncio.wait_for(self.wait_applied(index), t)
         except TimeoutError:
             raise RuntimeUnavailable("read timed out (leadership may have changed)") from None
         finally:
-            self._reads.pop(ctx, None)
-            self._read_views.pop(ctx, None)
+            self._read_waiters[ctx] -= 1
+            if not self._read_waiters[ctx]:
+                self._forget_read(ctx)
+
+    def _forget_read(self, ctx: bytes) -> None:
+        self._reads.pop(ctx, None)
+        self._read_views.pop(ctx, None)
+        self._read_waiters.pop(ctx, None)
+        if self._open_read is not None and self._open_read[1] == ctx:
+            self._open_read = None
 
     async def wait_applied(self, index: int) -> None:
         if self.applied_index() >= index:

@@ -111,6 +111,9 @@ class RaftHost:
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self.rounds = 0
+        self.send_rounds = 0
+        """Rounds that reached their sending step: a ReadIndex request issued since the last
+        one can still share the heartbeat round of an earlier one (``RaftGroup.read_barrier``)."""
         """Ready-loop rounds that persisted something (one synced write each)."""
 
     # ------------------------------------------------------------------ lifecycle
@@ -264,6 +267,7 @@ class RaftHost:
                 batch.write(wb, False)
         batch.finish()
         # 2. then the world may hear about it
+        self.send_rounds += 1
         send = self.transport.send
         for g, rd in readies:
             for m in rd.messages:

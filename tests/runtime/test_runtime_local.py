@@ -89,3 +89,30 @@ def test_restart_keeps_everything(tmp_path: Path) -> None:
                 await h.stop()
 
     asyncio.run(main())
+
+
+def test_concurrent_read_barriers_share_readindex_requests_and_stay_linearizable(
+    tmp_path: Path,
+) -> None:
+    """Barriers asked for together share one ReadIndex request; one asked for after a write
+    was acknowledged never shares a request made before it, so it always sees the write."""
+
+    async def main() -> None:
+        net = LocalNetwork()
+        async with cluster(tmp_path, net) as hosts:
+            leader = await wait_leader(hosts)
+            follower = next(h.groups["g"] for h in hosts.values() if h.groups["g"] is not leader)
+            for g in (leader, follower):
+                before = next(g._read_ids)
+                await asyncio.gather(*(g.read_barrier() for _ in range(50)))
+                asked = next(g._read_ids) - before - 1
+                assert 1 <= asked < 10, f"{asked} ReadIndex requests for 50 barriers"
+                assert g._reads == {} and g._read_waiters == {}
+            for i in range(30):  # interleaved: a write acknowledged, then reads from both
+                reads = [asyncio.ensure_future(follower.read_barrier()) for _ in range(3)]
+                await leader.propose(kv.put("x", str(i)))
+                await asyncio.gather(*reads)
+                await asyncio.gather(follower.read_barrier(), follower.read_barrier())
+                assert follower.sm.get("x") == str(i)  # type: ignore[attr-defined]
+
+    asyncio.run(main())
