@@ -9,8 +9,19 @@ like one atomic map of names, i.e. a rename is never seen half done (both names 
 present) and never answered before it took effect.
 
 Run twice on one cluster (``layout="separate"``: one role per process): without faults, and
-while the leader of the source directory's shard is killed (-9) and restarted and, later, the
-other shard's leader is frozen (SIGSTOP) for 1.5 s.
+while the leader of one directory's shard is killed (-9) and restarted, later the other
+shard's leader is frozen (SIGSTOP) for 1.5 s, and finally a coordinator freezes right after
+recording a commit (failpoint ``txn.decision_recorded``) while two readers watch the file's
+two names (see :meth:`Workload.probe_frozen_coordinator`).
+
+A third test (``test_a_file_arriving_by_rename_is_there_for_writers``) targets one moment: a
+file's arrival by a cross-shard rename is committed but not yet applied on its new shard; a
+delete or rename of it must wait and find it. It found a bug and is marked ``xfail`` until
+that is fixed.
+
+Besides single operations, a thread sometimes stats every path back to back, one directory
+then the other, and stats both names right after a rename: that is what catches a rename seen
+half done (its source gone, then its target not there yet).
 
 How each answer is recorded:
 
@@ -19,8 +30,10 @@ How each answer is recorded:
   completing changes no name (it may fail when someone else deleted or recreated the name).
 - ``rename`` refused with ``LEASE_CONFLICT`` (the source is still being written: its lease
   does not move across shards) is recorded as what it observed, ``stat(src) -> True``.
-- a write that raised a retryable error (``OutcomeUnknown``, ``Unavailable``: the transaction
-  may still be decided later) is recorded with an unknown outcome; a failed read is dropped.
+- a write that raised a retryable error is recorded with an unknown outcome, plain
+  ``Unavailable`` included (unlike ``test_faults``): a rename's transaction may still commit
+  after the client gave up with ``Unavailable`` ("transaction N undecided yet"); a failed read
+  is dropped.
 """
 
 from __future__ import annotations
@@ -29,16 +42,19 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import pytest
 from helpers import child
 
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, KeelError, LeaseConflict, NotFound, RetryableError
 from keelfs.master.cluster import MetaCluster
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.pb import meta_pb2_grpc as pb_grpc
 from keelfs.testing.linearizability import (
     FileNamespaceModel,
     HistoryRecorder,
@@ -49,28 +65,45 @@ from keelfs.testing.linearizability import (
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 THREADS = 4
-OPS_PER_THREAD = 40  # the run without faults
+OPS_PER_THREAD = 50  # the run without faults
 NAMES = ("x", "y")  # in each of the two directories: 4 paths in all
 CLIENT_DEADLINE_S = 10.0
+"""A rename aborted because another transaction held one of its paths answers UNAVAILABLE
+"locked"; its retries (same session and seq) find the same aborted transaction, so such a
+rename spins until this deadline. Kept short so that the run stays short."""
 BUSY = "busy"  # a rename refused with LEASE_CONFLICT (recorded as stat(src) -> True)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
-    c = MetaCluster(
-        tmp_path_factory.mktemp("txnlin"),
-        layout="separate",
-        node_args=("--txn-prepare-timeout-ms", "3000"),
-    )
-    try:
-        c.start()
-        yield c
-    except BaseException:
-        for node_id in sorted(c.nodes):
-            print(f"----- node {node_id} log (tail) -----\n{c.log_tail(node_id, 30)}")
-        raise
-    finally:
-        c.stop_all()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KEELFS_FAILPOINTS", "")  # the processes accept Node.SetFailpoint
+        c = MetaCluster(
+            tmp_path_factory.mktemp("txnlin"),
+            layout="separate",
+            node_args=("--txn-prepare-timeout-ms", "3000"),
+        )
+        try:
+            c.start()
+            yield c
+        except BaseException:
+            for node_id in sorted(c.nodes):
+                print(f"----- node {node_id} log (tail) -----\n{c.log_tail(node_id, 30)}")
+            raise
+        finally:
+            c.stop_all()
+
+
+def _arm(cluster: MetaCluster, node_id: int, name: str, action: str) -> None:
+    with grpc.insecure_channel(cluster.nodes[node_id].client_address) as channel:
+        pb_grpc.NodeStub(channel).SetFailpoint(
+            pb.SetFailpointRequest(name=name, action=action), timeout=5
+        )
+
+
+def _fired(cluster: MetaCluster, node_id: int, name: str) -> bool:
+    log = cluster.nodes[node_id].log_path
+    return log.exists() and f"failpoint {name}:" in log.read_text(errors="replace")
 
 
 _counter = iter(range(10_000))
@@ -90,6 +123,34 @@ def _dirs(fs: Client) -> tuple[str, str, str, str]:
     return a, b, sa, sb
 
 
+def _perform(fs: Client, op: tuple[Any, ...]) -> Any:
+    """Run ``op``; its output as the model writes it. Raises what the model has no answer
+    for (``RetryableError``: outcome unknown; any other ``KeelError``: a bug)."""
+    kind = op[0]
+    try:
+        if kind == "create":
+            fs.create(op[1])
+        elif kind == "delete":
+            fs.delete(op[1])
+        elif kind == "rename":
+            fs.rename(op[1], op[2])
+        else:
+            return fs.exists(op[1])
+    except (AlreadyExists, LeaseConflict) as exc:
+        if kind == "create":
+            return "exists"
+        if isinstance(exc, LeaseConflict) and kind == "rename":
+            return BUSY
+        if isinstance(exc, AlreadyExists) and kind == "rename":
+            return "exists"
+        raise
+    except NotFound:
+        if kind in ("delete", "rename"):
+            return "not_found"
+        raise
+    return "ok"
+
+
 @dataclass
 class Workload:
     """``THREADS`` client threads on the paths ``<a>/x, <a>/y, <b>/x, <b>/y``."""
@@ -101,6 +162,7 @@ class Workload:
     seed: int = 0
     rec: HistoryRecorder = field(default_factory=HistoryRecorder)
     stop: threading.Event = field(default_factory=threading.Event)
+    running: threading.Event = field(default_factory=threading.Event)
     failures: list[str] = field(default_factory=list)
     retryable: list[str] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -109,8 +171,10 @@ class Workload:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self.running.set()
         self.clients = [
-            self.cluster.client(deadline=CLIENT_DEADLINE_S, attempt_timeout=1.0) for _ in range(THREADS)
+            self.cluster.client(deadline=CLIENT_DEADLINE_S, attempt_timeout=1.0)
+            for _ in range(THREADS)
         ]
         self.threads = [
             threading.Thread(target=self._loop, args=(c,), daemon=True) for c in range(THREADS)
@@ -119,70 +183,53 @@ class Workload:
     # -- one thread ---------------------------------------------------------------------------
     def _loop(self, c: int) -> None:
         rng = random.Random(self.seed * 1000 + c)
-        fs = self.clients[c]
-        follow: str | None = None  # after a rename, look at one of its names at once
+        try:
+            self._ops(c, self.clients[c], rng)
+        except Exception as exc:  # noqa: BLE001  # reported by check(), not lost in a thread
+            with self._lock:
+                self.failures.append(f"client {c} died: {exc!r}")
+
+    def _ops(self, c: int, fs: Client, rng: random.Random) -> None:
+        plan: list[tuple[Any, ...]] = []  # operations to run back to back
         for _ in range(self.max_ops):
+            self.running.wait(timeout=60)
             if self.stop.is_set():
                 return
-            if follow is not None:
-                op: tuple[Any, ...] = ("stat", follow)
-                follow = None
-            else:
-                op = self._pick(rng)
+            if not plan:
+                plan = self._pick(rng)
+            op = plan.pop(0)
             t0 = time.monotonic()
             out = self._run(c, fs, op)
             with self._lock:
                 self.done += 1
                 self.outcomes[f"{op[0]} -> {out}"] += 1
                 self.latency[op[0]] = max(self.latency.get(op[0], 0.0), time.monotonic() - t0)
-            if op[0] == "rename" and rng.random() < 0.6:
-                follow = rng.choice(op[1:])
-            time.sleep(rng.uniform(0.0, 0.02))
+            if op[0] == "rename" and (out == "ok" or rng.random() < 0.3):
+                plan = [("stat", op[1]), ("stat", op[2])]  # both names, at once
+            if not plan:
+                time.sleep(rng.uniform(0.0, 0.02))
 
-    def _pick(self, rng: random.Random) -> tuple[Any, ...]:
+    def _pick(self, rng: random.Random) -> list[tuple[Any, ...]]:
+        """The next operation, or a scan: a stat of every path back to back, one directory
+        then the other (a rename between them must never be seen half done: its source
+        gone, then its target not there yet)."""
         src_dir, dst_dir = (self.a, self.b) if rng.random() < 0.5 else (self.b, self.a)
-        p = f"{src_dir}/{rng.choice(NAMES)}"
+        p, q = f"{src_dir}/{rng.choice(NAMES)}", f"{dst_dir}/{rng.choice(NAMES)}"
         r = rng.random()
         if r < 0.3:
-            return ("create", p)
-        if r < 0.5:
-            return ("delete", p)
+            return [("create", p)]
+        if r < 0.45:
+            return [("delete", p)]
         if r < 0.85:
-            return ("rename", p, f"{dst_dir}/{rng.choice(NAMES)}")
-        return ("stat", p)
+            return [("rename", p, q)]
+        return [("stat", f"{d}/{n}") for d in (src_dir, dst_dir) for n in NAMES]
 
-    def _run(self, c: int, fs: Client, op: tuple[Any, ...]) -> str:
+    def _run(self, c: Hashable, fs: Client, op: tuple[Any, ...]) -> str:
         """Run ``op``, record it, and say how it ended (for the summary)."""
         kind = op[0]
         h = self.rec.invoke(c, op)
         try:
-            if kind == "create":
-                try:
-                    fs.create(op[1])
-                except (AlreadyExists, LeaseConflict):
-                    out: Any = "exists"
-                else:
-                    out = "ok"
-            elif kind == "delete":
-                try:
-                    fs.delete(op[1])
-                except NotFound:
-                    out = "not_found"
-                else:
-                    out = "ok"
-            elif kind == "rename":
-                try:
-                    fs.rename(op[1], op[2])
-                except NotFound:
-                    out = "not_found"
-                except AlreadyExists:
-                    out = "exists"
-                except LeaseConflict:
-                    out = BUSY
-                else:
-                    out = "ok"
-            else:
-                out = fs.exists(op[1])
+            out = _perform(fs, op)
         except RetryableError as exc:  # OutcomeUnknown is an Unavailable
             if kind == "stat":
                 self.rec.fail_definite(h)  # a read changes nothing
@@ -218,6 +265,7 @@ class Workload:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
+        self.running.set()
         for th in self.threads:
             th.join(timeout=60)
         assert not any(th.is_alive() for th in self.threads), "a client thread hangs"
@@ -238,25 +286,65 @@ class Workload:
             th.join(timeout=timeout)
         assert not any(th.is_alive() for th in self.threads), "a client thread hangs"
 
+    def probe_frozen_coordinator(self, stalled: int, name: str = "w") -> None:
+        """With the clients paused, move ``<a>/<name>`` to ``<b>/<name>`` while the source
+        shard's leader ``stalled`` freezes right after recording the commit, and two readers
+        stat the source and the target again and again. Until the new leader (or the
+        participant's recovery) delivers the decision, the source is gone and the target not
+        yet put: the target's shard must make readers wait (its lock), never answer "absent"
+        (a stat of the source answering False, then one of the target, is a violation)."""
+        self.running.clear()
+        time.sleep(0.3)  # let what is in flight end: the next decision on it is the probe's
+        try:
+            fs = self.cluster.client(deadline=CLIENT_DEADLINE_S, attempt_timeout=1.0)
+            src, dst = f"{self.a}/{name}", f"{self.b}/{name}"
+            assert self._run("probe", fs, ("create", src)) == "ok"
+            _arm(self.cluster, stalled, "txn.decision_recorded", "stall:1.5")
+            watching = threading.Event()
+            watching.set()
+
+            def watch(path: str) -> None:
+                # short attempts: it must find the new leader quickly, while the window is open
+                wfs = self.cluster.client(deadline=CLIENT_DEADLINE_S, attempt_timeout=0.15)
+                try:
+                    while watching.is_set():
+                        self._run(f"watch {path}", wfs, ("stat", path))
+                except Exception as exc:  # noqa: BLE001
+                    self.failures.append(f"watcher of {path} died: {exc!r}")
+
+            watchers = [threading.Thread(target=watch, args=(p,), daemon=True) for p in (src, dst)]
+            for th in watchers:
+                th.start()
+            try:
+                time.sleep(0.05)
+                assert self._run("probe", fs, ("rename", src, dst)) == "ok"
+                time.sleep(0.5)
+            finally:
+                watching.clear()
+                for th in watchers:
+                    th.join(timeout=60)
+            assert _fired(self.cluster, stalled, "txn.decision_recorded")
+        finally:
+            self.running.set()
+
     # -- checking -----------------------------------------------------------------------------
     def final_stats(self, fs: Client) -> None:
         """Once every client stopped: stat every path (recorded), waiting out any transaction
         still being decided or delivered (a locked path answers UNAVAILABLE after a while)."""
-        for d in (self.a, self.b):
-            for name in NAMES:
-                path = f"{d}/{name}"
-                deadline = time.monotonic() + 30
-                while True:
-                    h = self.rec.invoke("final", ("stat", path))
-                    try:
-                        exists = fs.exists(path)
-                    except RetryableError:
-                        self.rec.fail_definite(h)
-                        assert time.monotonic() < deadline, f"{path} stays unavailable"
-                        time.sleep(0.2)
-                        continue
-                    self.rec.complete(h, exists)
-                    break
+        paths = {p for op in self.rec.history() for p in op.input[1:]}
+        for path in sorted(paths):
+            deadline = time.monotonic() + 30
+            while True:
+                h = self.rec.invoke("final", ("stat", path))
+                try:
+                    exists = fs.exists(path)
+                except RetryableError:
+                    self.rec.fail_definite(h)
+                    assert time.monotonic() < deadline, f"{path} stays unavailable"
+                    time.sleep(0.2)
+                    continue
+                self.rec.complete(h, exists)
+                break
 
     def history(self) -> list[Operation]:
         """The recorded history; a ``busy`` rename becomes the read it made: ``stat(src)``."""
@@ -283,7 +371,7 @@ class Workload:
         print("max latency (s):", {k: round(v, 2) for k, v in sorted(self.latency.items())})
         assert not result.timed_out, result.explanation
         assert result.ok, result.explanation
-        assert self.outcomes["rename -> ok"] >= 5, "too few cross-shard renames succeeded"
+        assert self.outcomes["rename -> ok"] >= 2, "hardly any cross-shard rename succeeded"
         assert known >= min_known, f"only {known} operations completed"
 
 
@@ -307,7 +395,7 @@ def test_cross_shard_renames_are_linearizable_across_failovers(cluster: MetaClus
     def note(what: str) -> None:
         events.append(f"{time.monotonic() - t0:6.2f} s  {what}")
 
-    with Workload(cluster, a, b, max_ops=400, seed=2) as load:
+    with Workload(cluster, a, b, max_ops=1000, seed=2) as load:
         load.wait_for_more(30)
         victim = cluster.leader(sa)  # the source directory's shard: coordinator of a -> b
         note(f"kill -9 node {victim} (leader of {sa})")
@@ -326,8 +414,98 @@ def test_cross_shard_renames_are_linearizable_across_failovers(cluster: MetaClus
             cluster.sigcont(frozen)
         note(f"SIGCONT node {frozen}")
         load.wait_for_more(30)
+        stalled = cluster.leader(sa)
+        note(f"clients paused; node {stalled} (leader of {sa}) to freeze 1.5 s after a commit")
+        load.probe_frozen_coordinator(stalled)
+        note("clients resumed")
+        load.wait_for_more(30)
         note(f"stopping after {load.count()} operations")
     load.final_stats(fs)
     print("\n".join(events))
     print(f"workload: {time.monotonic() - t0:.1f} s")
     load.check(min_known=80)
+
+
+# -------------------------------------------------------------------------------------------
+# A file arriving by a cross-shard rename: committed (gone at its source), not yet put at its
+# target, whose shard holds the target path locked until the decision reaches it. Readers wait
+# for the lock there; writers must too, and must then find the file.
+
+
+def _record(rec: HistoryRecorder, who: str, fs: Client, op: tuple[Any, ...]) -> Any:
+    h = rec.invoke(who, op)
+    try:
+        out = _perform(fs, op)
+    except RetryableError:
+        if op[0] == "stat":
+            rec.fail_definite(h)
+        else:
+            rec.fail_unknown(h)
+        return None
+    rec.complete(h, out)
+    return out
+
+
+def _stat_until_known(rec: HistoryRecorder, fs: Client, path: str) -> None:
+    deadline = time.monotonic() + 30
+    while _record(rec, "final", fs, ("stat", path)) is None:
+        assert time.monotonic() < deadline, f"{path} stays unavailable"
+        time.sleep(0.2)
+
+
+@pytest.mark.xfail(
+    reason="known bug (reported): a delete or rename of a file whose arrival by a cross-shard "
+    "rename is committed but not yet applied on its shard answers NOT_FOUND instead of waiting "
+    "for the path's lock: the Delete and Rename commands check existence before locks, and the "
+    "Delete handler and _rename_across read the entry record without waiting for its lock",
+    strict=False,
+)
+@pytest.mark.parametrize("writer", ["delete", "rename within its shard", "rename across shards"])
+def test_a_file_arriving_by_rename_is_there_for_writers(cluster: MetaCluster, writer: str) -> None:
+    """``X = rename(<b>/z, <a>/y)`` commits on ``<b>``'s shard, whose leader then freezes for
+    1.5 s (failpoint ``txn.decision_recorded``) before telling ``<a>``'s shard. A reader sees
+    ``<b>/z`` gone (X took effect); right after that, a writer deletes or renames ``<a>/y``:
+    it must find the file there, not answer NOT_FOUND. Up to four tries: the reader must reach
+    the new leader before the decision is delivered (recovery loops, every 0.5 s)."""
+    fs = cluster.client(deadline=30.0)
+    a, b, _, sb = _dirs(fs)
+    for trial in range(4):
+        rec = HistoryRecorder()
+        z, y = f"{b}/z{trial}", f"{a}/y{trial}"
+        if writer == "delete":
+            write: tuple[Any, ...] = ("delete", y)
+        else:
+            write = ("rename", y, f"{a if 'within' in writer else b}/q{trial}")
+        assert _record(rec, "setup", fs, ("create", z)) == "ok"
+        fs.complete(z)
+        stalled = cluster.leader(sb)
+        _arm(cluster, stalled, "txn.decision_recorded", "stall:1.5")
+        outcome: list[Any] = []
+
+        def watch_then_write(
+            rec: HistoryRecorder = rec,
+            outcome: list[Any] = outcome,
+            z: str = z,
+            write: tuple[Any, ...] = write,
+        ) -> None:
+            reader = cluster.client(deadline=CLIENT_DEADLINE_S, attempt_timeout=0.15)
+            writer_fs = cluster.client(deadline=CLIENT_DEADLINE_S, attempt_timeout=2.0)
+            deadline = time.monotonic() + 20
+            while _record(rec, "reader", reader, ("stat", z)) is not False:
+                if time.monotonic() > deadline:
+                    return
+            outcome.append(_record(rec, "writer", writer_fs, write))
+
+        th = threading.Thread(target=watch_then_write, daemon=True)
+        th.start()
+        time.sleep(0.05)
+        mover = cluster.client(deadline=CLIENT_DEADLINE_S, attempt_timeout=1.0)
+        assert _record(rec, "X", mover, ("rename", z, y)) == "ok"
+        th.join(timeout=60)
+        assert not th.is_alive()
+        assert _fired(cluster, stalled, "txn.decision_recorded")
+        for path in sorted({p for op in rec.history() for p in op.input[1:]}):
+            _stat_until_known(rec, fs, path)
+        result = check(FileNamespaceModel(), rec.history(), timeout_s=30)
+        print(f"try {trial}: writer {write} -> {outcome}; linearizable: {result.ok}")
+        assert result.ok, result.explanation
