@@ -402,6 +402,7 @@ class NamespaceServicer(ServicerBase):
             if m.shard_for_directory(path) != member.group_id or request.recursive:
                 node.require_leader(member)
                 await node.read(member, False, timeout)
+                await node.wait_unlocked(member, path, timeout)
                 record = sm.entry_record(path)
                 is_dir = record is not None and sm.stat(path).is_dir
                 spans = is_dir and any(
@@ -587,6 +588,7 @@ class NamespaceServicer(ServicerBase):
         source's shard), the target's shard participating."""
         node = self.node
         await node.read(member, False, timeout)
+        await node.wait_unlocked(member, src, timeout)  # a transaction may be moving it
         sm: ShardStateMachine = member.sm
         target = node.shard_map.shard_for_path(dst)
         request = Rename(src, dst, overwrite)

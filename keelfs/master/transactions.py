@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from keelfs import failpoints
 from keelfs.errors import KeelError, NotLeader, Unavailable
+from keelfs.master.grpc_errors import outcome_unknown
 from keelfs.meta.commands import Command, TxnAcked, TxnBegin, TxnDecide, TxnFinish
 from keelfs.meta.transactions import Step, TxnRecord, encode_part
 
@@ -103,12 +104,12 @@ class TxnManager:
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
-            raise Unavailable(
-                "transaction", message=f"transaction {txn_id} undecided yet; retry the request"
+            raise outcome_unknown(
+                f"transaction {txn_id} undecided yet; retry the request (same session and seq)"
             ) from None
         record = member.sm.transaction(txn_id)
         if record is None or not record.decided:
-            raise Unavailable("transaction", message=f"transaction {txn_id} is not decided")
+            raise outcome_unknown(f"transaction {txn_id} is not decided yet; retry the request")
         return record
 
     def _drive(self, member: Member, txn_id: int) -> asyncio.Task[Any]:

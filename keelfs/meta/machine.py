@@ -70,11 +70,13 @@ Handler = Callable[[Txn, Any, "Context"], Any]
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a handler knows besides its command: the entry's index, the state machine's clock
-    (the largest leader timestamp applied so far) and the envelope's session (0: none)."""
+    (the largest leader timestamp applied so far) and the envelope's session and sequence
+    number (0: none)."""
 
     index: int
     now: int
     session_id: int
+    seq: int = 0
 
 
 class MetaStateMachine:
@@ -246,7 +248,7 @@ class MetaStateMachine:
 
         stage = txn.child()
         try:
-            value = self._handlers[command.op](stage, command, Context(index, clock, sid))
+            value = self._handlers[command.op](stage, command, Context(index, clock, sid, seq))
         except KeelError as e:
             result = Result.failure(e)
         else:

@@ -57,7 +57,7 @@ from keelfs.errors import (
     NotFound,
     Unavailable,
 )
-from keelfs.meta import paths
+from keelfs.meta import paths, sessions
 from keelfs.meta import transactions as tx
 from keelfs.meta.commands import (
     MAX_INT,
@@ -557,10 +557,10 @@ class ShardStateMachine(MetaStateMachine):
 
     def _op_delete(self, txn: Txn, cmd: Delete, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
+        self._check_unlocked(txn, path)  # first: a transaction may be bringing it here
         inode = self._entry(txn, path)
         if inode is None:
             raise self._missing(txn, path)
-        self._check_unlocked(txn, path)
         if inode.is_dir:
             self._check_subtree_unlocked(txn, path)
         files = dirs = blocks = 0
@@ -603,11 +603,11 @@ class ShardStateMachine(MetaStateMachine):
 
     def _op_rename(self, txn: Txn, cmd: Rename, ctx: Context) -> Any:
         src, dst = paths.normalize(cmd.src), paths.normalize(cmd.dst)
+        self._check_unlocked(txn, src)  # first: a transaction may be bringing it here
+        self._check_unlocked(txn, dst)
         inode = self._entry(txn, src)
         if inode is None:
             raise self._missing(txn, src)
-        self._check_unlocked(txn, src)
-        self._check_unlocked(txn, dst)
         if inode.is_dir:
             self._check_subtree_unlocked(txn, src)
         if inode.is_dir and paths.is_ancestor(src, dst):
@@ -812,9 +812,29 @@ class ShardStateMachine(MetaStateMachine):
             participants=json.loads(cmd.participants),
             result=json.loads(cmd.result),
             kind=cmd.kind,
+            session=ctx.session_id,
+            seq=ctx.seq,
         )
         tx.save(txn, record)
         return record.to_dict()
+
+    def _release_request(self, txn: Txn, record: tx.TxnRecord) -> None:
+        """An abort worth retrying (a lock, a timeout): nothing was applied, so the client's
+        request may run again with the same seq as a new transaction, instead of being
+        answered this abort from the session's reply cache forever."""
+        if not record.session or not record.seq:
+            return
+        current = sessions.load(txn, record.session)
+        reply = current.reply if current is not None else None
+        if (
+            current is not None
+            and current.seq == record.seq
+            and reply is not None
+            and isinstance(reply.value, dict)
+            and reply.value.get("txn_id") == record.txn_id
+        ):
+            released = sessions.SessionRecord(current.last_active, record.seq - 1)
+            sessions.save(txn, record.session, released, current)
 
     def _op_txn_prepare(self, txn: Txn, cmd: TxnPrepare, ctx: Context) -> Any:
         record = tx.load(txn, cmd.txn_id)
@@ -849,6 +869,8 @@ class ShardStateMachine(MetaStateMachine):
         else:
             record.state = "aborted"
             record.error = json.loads(cmd.error) if cmd.error else None
+            if record.error is not None and record.error.get("code") == "UNAVAILABLE":
+                self._release_request(txn, record)
         tx.unlock(txn, steps, cmd.txn_id)
         if not record.unacked:
             tx.set_open(txn, cmd.txn_id, False)

@@ -156,6 +156,10 @@ class TxnRecord:
     """What the client is told when it commits."""
     kind: str = ""
     """What the transaction does ("rename", ...), for people."""
+    session: int = 0
+    seq: int = 0
+    """coordinator: the client request it carries out (its reply is that request's, in the
+    session's reply cache, unless it aborts for a reason worth retrying)."""
 
     @property
     def decided(self) -> bool:
@@ -178,6 +182,8 @@ class TxnRecord:
             "error": self.error,
             "result": self.result,
             "kind": self.kind,
+            "sid": self.session,
+            "seq": self.seq,
         }
         return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
@@ -196,6 +202,8 @@ class TxnRecord:
             b["error"],
             b["result"],
             str(b["kind"]),
+            int(b.get("sid", 0)),
+            int(b.get("seq", 0)),
         )
 
     def to_dict(self) -> dict[str, Any]:

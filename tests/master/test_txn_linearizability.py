@@ -16,8 +16,8 @@ two names (see :meth:`Workload.probe_frozen_coordinator`).
 
 A third test (``test_a_file_arriving_by_rename_is_there_for_writers``) targets one moment: a
 file's arrival by a cross-shard rename is committed but not yet applied on its new shard; a
-delete or rename of it must wait and find it. It found a bug and is marked ``xfail`` until
-that is fixed.
+delete or rename of it must wait and find it. (It found a bug: such writers checked
+existence before the transaction's lock and answered NOT_FOUND.)
 
 Besides single operations, a thread sometimes stats every path back to back, one directory
 then the other, and stats both names right after a rename: that is what catches a rename seen
@@ -31,9 +31,9 @@ How each answer is recorded:
 - ``rename`` refused with ``LEASE_CONFLICT`` (the source is still being written: its lease
   does not move across shards) is recorded as what it observed, ``stat(src) -> True``.
 - a write that raised a retryable error is recorded with an unknown outcome, plain
-  ``Unavailable`` included (unlike ``test_faults``): a rename's transaction may still commit
-  after the client gave up with ``Unavailable`` ("transaction N undecided yet"); a failed read
-  is dropped.
+  ``Unavailable`` included (stricter than ``test_faults``; an undecided transaction is
+  reported as outcome-unknown, but a strict record costs nothing here); a failed read is
+  dropped.
 """
 
 from __future__ import annotations
@@ -453,13 +453,6 @@ def _stat_until_known(rec: HistoryRecorder, fs: Client, path: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.xfail(
-    reason="known bug (reported): a delete or rename of a file whose arrival by a cross-shard "
-    "rename is committed but not yet applied on its shard answers NOT_FOUND instead of waiting "
-    "for the path's lock: the Delete and Rename commands check existence before locks, and the "
-    "Delete handler and _rename_across read the entry record without waiting for its lock",
-    strict=False,
-)
 @pytest.mark.parametrize("writer", ["delete", "rename within its shard", "rename across shards"])
 def test_a_file_arriving_by_rename_is_there_for_writers(cluster: MetaCluster, writer: str) -> None:
     """``X = rename(<b>/z, <a>/y)`` commits on ``<b>``'s shard, whose leader then freezes for

@@ -181,3 +181,37 @@ def test_parts_round_trip() -> None:
     record = Inode("file", 0o644, "u", "g", 1, 1).encode().decode()
     steps = (Step("put_entry", "/a/b", record), Step("touch", "/a"))
     assert decode_part(encode_part(steps)) == steps
+
+
+def test_an_abort_worth_retrying_lets_the_same_request_run_again() -> None:
+    a, _ = _shards()
+    s = a.session()
+    own, theirs = _rename_parts(a, "/src/f", "/dst/g")
+    request = '["rename",{"dst":"/dst/g","overwrite":false,"src":"/src/f"}]'
+
+    def begin(txn_id: int) -> dict:  # type: ignore[type-arg]
+        cmd = TxnBegin(txn_id, own, json.dumps({"shard-b": theirs}), "rename", "{}", request)
+        return a.ok(cmd, s, 5)  # type: ignore[no-any-return]
+
+    assert begin(20)["txn_id"] == 20
+    assert begin(21)["txn_id"] == 20  # a retry: the first attempt's transaction
+    locked = {"code": "UNAVAILABLE", "reason": "locked", "message": "locked"}
+    a.ok(TxnDecide(20, False, json.dumps(locked)))
+    assert begin(22)["txn_id"] == 22  # released: the retry is a new transaction
+    a.ok(TxnDecide(22, False, json.dumps({"code": "ALREADY_EXISTS", "message": "x"})))
+    assert begin(23)["txn_id"] == 22  # a definite answer stays the request's answer
+
+
+def test_writers_wait_for_a_file_a_transaction_is_bringing() -> None:
+    a, b = _shards()
+    theirs = _begin(a, 30)
+    b.ok(TxnPrepare(30, "shard-a", theirs))
+    from keelfs.meta.commands import Rename
+
+    for cmd in (Delete("/dst/g"), Rename("/dst/g", "/dst/h")):
+        refused = b.apply(cmd)
+        assert refused.code == "UNAVAILABLE", refused  # not NOT_FOUND: it is on its way
+    a.ok(TxnDecide(30, True))
+    b.ok(TxnFinish(30, True))
+    b.ok(Rename("/dst/g", "/dst/h"))
+    assert b.ok(Delete("/dst/h"))["files"] == 1
