@@ -337,9 +337,12 @@ def _server_roles(cluster: MetaCluster, leaders: dict[str, int]) -> dict[str, in
 
 
 class _Workers:
-    """``n`` client processes sharing ``concurrency`` operations in flight, for one cluster."""
+    """``n`` client processes sharing ``concurrency`` operations in flight, for one cluster
+    (``python -m <module> --worker SPEC``: this module's worker, or another benchmark's)."""
 
-    def __init__(self, addresses: list[str], n: int, concurrency: int) -> None:
+    def __init__(
+        self, addresses: list[str], n: int, concurrency: int, module: str = "keelfs.bench.meta"
+    ) -> None:
         self.n = max(1, min(n, concurrency))
         self.concurrency = concurrency
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -355,7 +358,7 @@ class _Workers:
                 share = concurrency // self.n + (k < concurrency % self.n)
                 spec = {"addresses": addresses, "index": k, "concurrency": share}
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "keelfs.bench.meta", "--worker", json.dumps(spec)],
+                    [sys.executable, "-m", module, "--worker", json.dumps(spec)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     env=env,

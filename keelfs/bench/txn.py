@@ -38,16 +38,11 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import queue
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from keelfs.bench.common import Summary, machine
@@ -160,35 +155,7 @@ class _RenameWorkers(_Workers):
     worker: each owns one file per rename slot and moves it between two directories."""
 
     def __init__(self, addresses: list[str], n: int, concurrency: int) -> None:
-        self.n = max(1, min(n, concurrency))
-        self.concurrency = concurrency
-        self.procs = []
-        self._lines = []
-        self.progress = []
-        env = dict(os.environ)
-        env["PYTHONPATH"] = (
-            str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
-        )
-        env["PYTHONUNBUFFERED"] = "1"
-        try:
-            for k in range(self.n):
-                share = concurrency // self.n + (k < concurrency % self.n)
-                spec = {"addresses": addresses, "index": k, "concurrency": share}
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "keelfs.bench.txn", "--worker", json.dumps(spec)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    env=env,
-                    start_new_session=True,
-                )
-                self.procs.append(proc)
-                lines: queue.Queue[str | None] = queue.Queue()
-                self._lines.append(lines)
-                self.progress.append(0)
-                threading.Thread(target=self._reader, args=(k, proc, lines), daemon=True).start()
-        except BaseException:
-            self.close()
-            raise
+        super().__init__(addresses, n, concurrency, module="keelfs.bench.txn")
 
     def renames(
         self, name: str, tag: str, a: str, b: str, seconds: float, meter_pids: dict[str, int]

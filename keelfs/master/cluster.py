@@ -323,6 +323,18 @@ class MetaCluster:
             self._admin = self.client(deadline=15.0)
         return self._admin
 
+    def set_failpoint(self, node_id: int, name: str, action: str) -> None:
+        """Arm failpoint ``name`` (``keelfs.failpoints``) in one node; its processes must have
+        been started with ``KEELFS_FAILPOINTS`` in their environment."""
+        import grpc
+
+        from keelfs.meta.pb import meta_pb2 as pb
+        from keelfs.meta.pb import meta_pb2_grpc as pb_grpc
+
+        with grpc.insecure_channel(self.nodes[node_id].client_address) as channel:
+            stub: Any = pb_grpc.NodeStub(channel)
+            stub.SetFailpoint(pb.SetFailpointRequest(name=name, action=action), timeout=5)
+
     def running(self) -> list[int]:
         return sorted(i for i, p in self._procs.items() if p.poll() is None)
 

@@ -50,6 +50,28 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaClu
         cluster.stop_all()
 
 
+@pytest.fixture(scope="module")
+def failpoint_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
+    """3 config servers and 3 masters per shard, one role per process (a coordinator's and a
+    participant's leaders are different processes), accepting ``Node.SetFailpoint``, with a
+    3 s prepare timeout for cross-shard transactions."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KEELFS_FAILPOINTS", "")
+        cluster = MetaCluster(
+            tmp_path_factory.mktemp("txn"),
+            layout="separate",
+            node_args=("--txn-prepare-timeout-ms", "3000"),
+        )
+        try:
+            cluster.start()
+            yield cluster
+        except BaseException:
+            _dump(cluster)
+            raise
+        finally:
+            cluster.stop_all()
+
+
 @pytest.fixture
 def make_cluster(
     tmp_path: Path, request: pytest.FixtureRequest

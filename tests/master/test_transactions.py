@@ -7,40 +7,21 @@ lock is left behind."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import grpc
 import pytest
 from helpers import child
 
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, KeelError, NotFound
 from keelfs.master.cluster import MetaCluster
-from keelfs.meta.pb import meta_pb2 as pb
-from keelfs.meta.pb import meta_pb2_grpc as pb_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KEELFS_FAILPOINTS", "")  # the processes accept Node.SetFailpoint
-        c = MetaCluster(
-            tmp_path_factory.mktemp("txn"),
-            layout="separate",
-            node_args=("--txn-prepare-timeout-ms", "3000"),
-        )
-        try:
-            c.start()
-            yield c
-        except BaseException:
-            for node_id in sorted(c.nodes):
-                print(f"----- node {node_id} log (tail) -----\n{c.log_tail(node_id, 30)}")
-            raise
-        finally:
-            c.stop_all()
+def cluster(failpoint_cluster: MetaCluster) -> MetaCluster:
+    return failpoint_cluster
 
 
 _counter = iter(range(10_000))
@@ -113,13 +94,6 @@ def test_refusals_change_nothing(cluster: MetaCluster) -> None:
     fs.create(b + "/after")
 
 
-def _arm(cluster: MetaCluster, node_id: int, name: str, action: str) -> None:
-    with grpc.insecure_channel(cluster.nodes[node_id].client_address) as channel:
-        pb_grpc.NodeStub(channel).SetFailpoint(
-            pb.SetFailpointRequest(name=name, action=action), timeout=5
-        )
-
-
 def _wait_exit(cluster: MetaCluster, node_id: int, timeout: float = 30.0) -> int:
     proc = cluster._procs[node_id]
     return proc.wait(timeout=timeout)
@@ -156,7 +130,7 @@ def test_a_leader_failing_after_each_step_loses_and_doubles_nothing(
     a, b, sa, sb = _dirs(fs)
     before = _file(fs, a + "/f")
     victim = cluster.leader(sa if step in COORDINATOR_STEPS else sb)
-    _arm(cluster, victim, step, action)
+    cluster.set_failpoint(victim, step, action)
     try:
         fs.rename(a + "/f", b + "/f")
         renamed = True
@@ -181,7 +155,7 @@ def test_a_leader_failing_after_each_step_loses_and_doubles_nothing(
 def _survive(cluster: MetaCluster, victim: int, step: str, action: Any) -> None:
     """Arm ``step`` on ``victim``, run ``action`` (it must succeed, retrying through the
     failure), and bring the victim back if it crashed."""
-    _arm(cluster, victim, step, "crash")
+    cluster.set_failpoint(victim, step, "crash")
     action()
     assert _wait_exit(cluster, victim) == 137, cluster.log_tail(victim)
     cluster.restart(victim)

@@ -42,19 +42,16 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import pytest
 from helpers import child
 
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, KeelError, LeaseConflict, NotFound, RetryableError
 from keelfs.master.cluster import MetaCluster
-from keelfs.meta.pb import meta_pb2 as pb
-from keelfs.meta.pb import meta_pb2_grpc as pb_grpc
 from keelfs.testing.linearizability import (
     FileNamespaceModel,
     HistoryRecorder,
@@ -75,30 +72,8 @@ BUSY = "busy"  # a rename refused with LEASE_CONFLICT (recorded as stat(src) -> 
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KEELFS_FAILPOINTS", "")  # the processes accept Node.SetFailpoint
-        c = MetaCluster(
-            tmp_path_factory.mktemp("txnlin"),
-            layout="separate",
-            node_args=("--txn-prepare-timeout-ms", "3000"),
-        )
-        try:
-            c.start()
-            yield c
-        except BaseException:
-            for node_id in sorted(c.nodes):
-                print(f"----- node {node_id} log (tail) -----\n{c.log_tail(node_id, 30)}")
-            raise
-        finally:
-            c.stop_all()
-
-
-def _arm(cluster: MetaCluster, node_id: int, name: str, action: str) -> None:
-    with grpc.insecure_channel(cluster.nodes[node_id].client_address) as channel:
-        pb_grpc.NodeStub(channel).SetFailpoint(
-            pb.SetFailpointRequest(name=name, action=action), timeout=5
-        )
+def cluster(failpoint_cluster: MetaCluster) -> MetaCluster:
+    return failpoint_cluster
 
 
 def _fired(cluster: MetaCluster, node_id: int, name: str) -> bool:
@@ -299,7 +274,7 @@ class Workload:
             fs = self.cluster.client(deadline=CLIENT_DEADLINE_S, attempt_timeout=1.0)
             src, dst = f"{self.a}/{name}", f"{self.b}/{name}"
             assert self._run("probe", fs, ("create", src)) == "ok"
-            _arm(self.cluster, stalled, "txn.decision_recorded", "stall:1.5")
+            self.cluster.set_failpoint(stalled, "txn.decision_recorded", "stall:1.5")
             watching = threading.Event()
             watching.set()
 
@@ -472,7 +447,7 @@ def test_a_file_arriving_by_rename_is_there_for_writers(cluster: MetaCluster, wr
         assert _record(rec, "setup", fs, ("create", z)) == "ok"
         fs.complete(z)
         stalled = cluster.leader(sb)
-        _arm(cluster, stalled, "txn.decision_recorded", "stall:1.5")
+        cluster.set_failpoint(stalled, "txn.decision_recorded", "stall:1.5")
         outcome: list[Any] = []
 
         def watch_then_write(
