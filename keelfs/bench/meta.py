@@ -528,8 +528,12 @@ class _Workers:
 
 
 @contextlib.contextmanager
-def _cluster(shards: tuple[str, ...], tmpdir: str | None) -> Iterator[MetaCluster]:
-    with tempfile.TemporaryDirectory(prefix="keelfs-bench-meta-", dir=tmpdir) as tmp:
+def _cluster(
+    shards: tuple[str, ...], tmpdir: str | None, prefix: str = "keelfs-bench-meta-"
+) -> Iterator[MetaCluster]:
+    """A started ``separate``-layout cluster in a temporary directory, killed and removed
+    whatever happens (also used by ``keelfs bench txn``)."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=tmpdir) as tmp:
         cluster = MetaCluster(tmp, layout="separate", shards=shards, start_timeout=60.0)
         try:
             cluster.start()

@@ -39,14 +39,13 @@ import asyncio
 import contextlib
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from keelfs.bench.common import Summary, machine
-from keelfs.bench.meta import Throughput, _CpuMeter, _leaders, _server_roles, _Workers
+from keelfs.bench.meta import Throughput, _cluster, _CpuMeter, _leaders, _server_roles, _Workers
 from keelfs.client import AsyncClient, Client
 from keelfs.errors import KeelError
 from keelfs.master.cluster import MetaCluster
@@ -194,15 +193,8 @@ class _RenameWorkers(_Workers):
         )
 
 
-@contextlib.contextmanager
-def _cluster(tmpdir: str | None) -> Iterator[MetaCluster]:
-    with tempfile.TemporaryDirectory(prefix="keelfs-bench-txn-", dir=tmpdir) as tmp:
-        cluster = MetaCluster(tmp, layout="separate", shards=SHARDS, start_timeout=60.0)
-        try:
-            cluster.start()
-            yield cluster
-        finally:
-            cluster.stop_all()
+def _txn_cluster(tmpdir: str | None) -> contextlib.AbstractContextManager[MetaCluster]:
+    return _cluster(SHARDS, tmpdir, prefix="keelfs-bench-txn-")
 
 
 @contextlib.contextmanager
@@ -336,7 +328,7 @@ def run(
 
     info = machine()
     say("starting 3 config servers + 2 shards x 3 masters")
-    with _cluster(tmpdir) as cluster:
+    with _txn_cluster(tmpdir) as cluster:
         admin = cluster.client(deadline=60.0)
         m = admin.shard_map()
         same_pair = _pair(m, "/bench/same", same_shard=True)

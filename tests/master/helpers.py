@@ -52,6 +52,23 @@ def child(m: ShardMap, parent: str, prefix: str, *, same_shard: bool) -> str:
     raise AssertionError("no such name")
 
 
+_fresh = iter(range(1_000_000))
+
+
+def dirs_on_two_shards(fs: Client, prefix: str = "/t") -> tuple[str, str, str, str]:
+    """Two fresh directories whose children live on different shards, and those shards."""
+    m = fs.shard_map()
+    base = f"{prefix}{next(_fresh)}"
+    fs.mkdir(base)
+    a = child(m, base, "a", same_shard=True)
+    b = child(m, base, "b", same_shard=False)
+    fs.mkdir(a)
+    fs.mkdir(b)
+    sa, sb = m.shard_for_directory(a), m.shard_for_directory(b)
+    assert sa != sb
+    return a, b, sa, sb
+
+
 def tree(fs: Client, top: str = "/") -> list[tuple[Any, ...]]:
     """Every entry under ``top`` with its attributes (times included), depth first."""
     out: list[tuple[Any, ...]] = []

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from helpers import child
+from helpers import child, dirs_on_two_shards
 
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, KeelError, NotFound
@@ -25,20 +25,6 @@ def cluster(failpoint_cluster: MetaCluster) -> MetaCluster:
 
 
 _counter = iter(range(10_000))
-
-
-def _dirs(fs: Client) -> tuple[str, str, str, str]:
-    """Two fresh directories whose children live on different shards, and the shards."""
-    m = fs.shard_map()
-    base = f"/t{next(_counter)}"
-    fs.mkdir(base)
-    a = child(m, base, "a", same_shard=True)
-    b = child(m, base, "b", same_shard=False)
-    fs.mkdir(a)
-    fs.mkdir(b)
-    sa, sb = m.shard_for_directory(a), m.shard_for_directory(b)
-    assert sa != sb
-    return a, b, sa, sb
 
 
 def _file(fs: Client, path: str) -> Any:
@@ -62,7 +48,7 @@ def _exactly_one(fs: Client, src: str, dst: str) -> str:
 
 def test_a_file_moves_to_another_shard_and_back(cluster: MetaCluster) -> None:
     fs = cluster.client()
-    a, b, _, _ = _dirs(fs)
+    a, b, _, _ = dirs_on_two_shards(fs, "/t")
     before = _file(fs, a + "/f")
     fs.rename(a + "/f", b + "/g")
     _same_file(before, fs.stat(b + "/g"))
@@ -76,7 +62,7 @@ def test_a_file_moves_to_another_shard_and_back(cluster: MetaCluster) -> None:
 
 def test_refusals_change_nothing(cluster: MetaCluster) -> None:
     fs = cluster.client()
-    a, b, _, _ = _dirs(fs)
+    a, b, _, _ = dirs_on_two_shards(fs, "/t")
     _file(fs, a + "/f")
     _file(fs, b + "/taken")
     with pytest.raises(AlreadyExists):
@@ -127,7 +113,7 @@ def test_a_leader_failing_after_each_step_loses_and_doubles_nothing(
     cluster: MetaCluster, step: str, action: str
 ) -> None:
     fs = cluster.client(deadline=60.0)
-    a, b, sa, sb = _dirs(fs)
+    a, b, sa, sb = dirs_on_two_shards(fs, "/t")
     before = _file(fs, a + "/f")
     victim = cluster.leader(sa if step in COORDINATOR_STEPS else sb)
     cluster.set_failpoint(victim, step, action)

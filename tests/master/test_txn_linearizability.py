@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from helpers import child
+from helpers import dirs_on_two_shards
 
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, KeelError, LeaseConflict, NotFound, RetryableError
@@ -82,20 +82,6 @@ def _fired(cluster: MetaCluster, node_id: int, name: str) -> bool:
 
 
 _counter = iter(range(10_000))
-
-
-def _dirs(fs: Client) -> tuple[str, str, str, str]:
-    """Two fresh directories whose children live on different shards, and those shards."""
-    m = fs.shard_map()
-    base = f"/lin{next(_counter)}"
-    fs.mkdir(base)
-    a = child(m, base, "a", same_shard=True)
-    b = child(m, base, "b", same_shard=False)
-    fs.mkdir(a)
-    fs.mkdir(b)
-    sa, sb = m.shard_for_directory(a), m.shard_for_directory(b)
-    assert sa != sb
-    return a, b, sa, sb
 
 
 def _perform(fs: Client, op: tuple[Any, ...]) -> Any:
@@ -352,7 +338,7 @@ class Workload:
 
 def test_cross_shard_renames_are_linearizable(cluster: MetaCluster) -> None:
     fs = cluster.client(deadline=30.0)
-    a, b, _, _ = _dirs(fs)
+    a, b, _, _ = dirs_on_two_shards(fs, "/lin")
     t0 = time.monotonic()
     with Workload(cluster, a, b, max_ops=OPS_PER_THREAD, seed=1) as load:
         load.join()
@@ -363,7 +349,7 @@ def test_cross_shard_renames_are_linearizable(cluster: MetaCluster) -> None:
 
 def test_cross_shard_renames_are_linearizable_across_failovers(cluster: MetaCluster) -> None:
     fs = cluster.client(deadline=30.0)
-    a, b, sa, sb = _dirs(fs)
+    a, b, sa, sb = dirs_on_two_shards(fs, "/lin")
     t0 = time.monotonic()
     events: list[str] = []
 
@@ -436,7 +422,7 @@ def test_a_file_arriving_by_rename_is_there_for_writers(cluster: MetaCluster, wr
     it must find the file there, not answer NOT_FOUND. Up to four tries: the reader must reach
     the new leader before the decision is delivered (recovery loops, every 0.5 s)."""
     fs = cluster.client(deadline=30.0)
-    a, b, _, sb = _dirs(fs)
+    a, b, _, sb = dirs_on_two_shards(fs, "/lin")
     for trial in range(4):
         rec = HistoryRecorder()
         z, y = f"{b}/z{trial}", f"{a}/y{trial}"
