@@ -245,6 +245,8 @@ class TxnManager:
                     await self._recover(member)
 
     async def _recover(self, member: Member) -> None:
+        if not member.sm.open_transactions():
+            return  # nothing to do, and no read barrier: an idle shard stays quiescent
         await self.node.read(member, False, _RPC_DEADLINE_S)  # see every applied record
         waits: list[Any] = []
         for record in member.sm.open_transactions():
