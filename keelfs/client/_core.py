@@ -136,6 +136,9 @@ class Op:
     """Carries a client session and seq (exactly-once)."""
     pin_session: int = 0
     """Use this session id if the pool has it (the holder of a writer lease)."""
+    any_member: bool = False
+    """A read any member answers at once (``stale_ok``): spread over the group's members,
+    followers included, instead of sent to the leader."""
 
 
 def reply_info(reply: Any) -> pb.ReplyInfo | None:
@@ -370,6 +373,16 @@ class Core:
             self._turn[group] = turn + 1
         return members[turn % len(members)]
 
+    def _spread(self, group: str) -> str | None:
+        """The next member of ``group`` in turn (leader or not)."""
+        members = self._members(group)
+        if not members:
+            return self.leader(group)
+        with self._lock:
+            turn = self._turn.get(group, random.randrange(len(members)))
+            self._turn[group] = turn + 1
+        return members[turn % len(members)]
+
     def _forget(self, group: str, address: str) -> None:
         with self._lock:
             if self._leaders.get(group) == address:
@@ -413,7 +426,7 @@ class Core:
                     pool = self.pool(group)
                     session = yield from self._acquire(pool, op.pin_session, attempt)
                     seq, session_unknown = session.next_seq(), False
-                address = self._target(group)
+                address = self._spread(group) if op.any_member else self._target(group)
                 if address is None:
                     attempt.last_error = f"no known member of {group}"
                     yield attempt.backoff()

@@ -48,8 +48,16 @@ def _entry(path: str) -> Route:
     return Route("entry", path)
 
 
-def _ns(method: str, route: Route, build: object, *, write: bool, session: bool) -> Op:
-    return Op("Namespace", method, route, build, write, session)  # type: ignore[arg-type]
+def _ns(
+    method: str,
+    route: Route,
+    build: object,
+    *,
+    write: bool,
+    session: bool,
+    any_member: bool = False,
+) -> Op:
+    return Op("Namespace", method, route, build, write, session, any_member=any_member)  # type: ignore[arg-type]
 
 
 def mkdir(path: str, parents: bool, mode: int | None, owner: str, group: str) -> Op:
@@ -123,7 +131,7 @@ def keep_alive(group: str, session_id: int) -> Op:
 def stat(path: str, stale_ok: bool) -> Op:
     path = norm(path)
     build = lambda h: pb.GetFileInfoRequest(header=h, path=path, stale_ok=stale_ok)  # noqa: E731
-    return _ns("GetFileInfo", _entry(path), build, write=False, session=False)
+    return _ns("GetFileInfo", _entry(path), build, write=False, session=False, any_member=stale_ok)
 
 
 def list_dir(path: str, start_after: str | None, limit: int, stale_ok: bool) -> Op:
@@ -136,13 +144,17 @@ def list_dir(path: str, start_after: str | None, limit: int, stale_ok: bool) -> 
             req.start_after = start_after
         return req
 
-    return _ns("ListDir", Route("dir", path), build, write=False, session=False)
+    return _ns(
+        "ListDir", Route("dir", path), build, write=False, session=False, any_member=stale_ok
+    )
 
 
 def content_summary(path: str, stale_ok: bool) -> Op:
     path = norm(path)
     build = lambda h: pb.ContentSummaryRequest(header=h, path=path, stale_ok=stale_ok)  # noqa: E731
-    return _ns("ContentSummary", _entry(path), build, write=False, session=False)
+    return _ns(
+        "ContentSummary", _entry(path), build, write=False, session=False, any_member=stale_ok
+    )
 
 
 def delete(path: str, recursive: bool) -> Op:

@@ -265,3 +265,17 @@ def test_requests_wait_for_a_session_when_the_pool_is_full() -> None:
     assert isinstance(action2, Call) and action2.method == "Delete"
     assert action2.request.header.seq == 2  # the same session, its next seq
     second.close()
+
+
+def test_stale_reads_are_spread_over_every_member_and_fresh_reads_go_to_the_leader() -> None:
+    fake, c = FakeCluster(leader=A2), core()
+    run(c.plan(ops.create("/x", False, None, "", "", 0, 0)), fake.answer)  # learns the leader
+    assert c.leader("shard-1") == A2
+    fake.calls.clear()
+    for _ in range(6):
+        run(c.plan(ops.stat("/x", stale_ok=True)), fake.answer)
+    assert sorted({x.address for x in fake.of("GetFileInfo")}) == [A1, A2, A3]
+    fake.calls.clear()
+    for _ in range(3):
+        run(c.plan(ops.stat("/x", stale_ok=False)), fake.answer)
+    assert {x.address for x in fake.of("GetFileInfo")} == {A2}
