@@ -291,6 +291,8 @@ class Core:
         self._nodes: dict[int, str] = {}
         self._leaders: dict[str, str] = {}
         self._turn: dict[str, int] = {}
+        self._readers: dict[str, str] = {}
+        """Per group, the member ``stale_ok`` reads go to (see ``_spread``)."""
         self._pools: dict[str, SessionPool] = {}
         self.writers: dict[str, tuple[str, int]] = {}
         """Files this client created and has not completed: path -> (group, session id)."""
@@ -374,19 +376,24 @@ class Core:
         return members[turn % len(members)]
 
     def _spread(self, group: str) -> str | None:
-        """The next member of ``group`` in turn (leader or not)."""
+        """The member of ``group`` this client reads from at once (``stale_ok``): one picked
+        at random and kept until it fails, so that clients spread over the members, leader
+        or not, while each client's reads still travel together (batching)."""
         members = self._members(group)
         if not members:
             return self.leader(group)
         with self._lock:
-            turn = self._turn.get(group, random.randrange(len(members)))
-            self._turn[group] = turn + 1
-        return members[turn % len(members)]
+            chosen = self._readers.get(group)
+            if chosen not in members:
+                chosen = self._readers[group] = random.choice(members)
+        return chosen
 
     def _forget(self, group: str, address: str) -> None:
         with self._lock:
             if self._leaders.get(group) == address:
                 del self._leaders[group]
+            if self._readers.get(group) == address:
+                del self._readers[group]
 
     def _learn_leader(self, group: str, address: str | None) -> None:
         with self._lock:
