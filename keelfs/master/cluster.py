@@ -20,30 +20,48 @@ Two layouts (``layout=``):
 Every node gets two fixed ports (Raft and client API), kept across restarts. Processes run in
 their own session, stdout (``READY``) and stderr (logs) go to ``root/n<id>/``, and every one is
 killed by pid in ``stop_all()`` (and by ``keelfs.testing.processes``' ``atexit`` safety net).
+
+With ``network=`` (a created ``NetnsNetwork`` with ``gateway=True``; root only) every node runs
+in its own network namespace (``ip netns exec``), with its Raft address at ``<ip>:7000`` and its
+client address at ``<ip>:7001`` on the namespaces' bridge; the test process reaches them over
+the network's gateway port. Client addresses are TCP, not unix sockets, because masters reach
+each other through them (transaction prepares and decisions, the config group): a partition
+must cut those too. ``cut(a, b)``/``uncut(a, b)`` and ``isolate(id)``/``heal()`` partition the
+nodes from each other, never from the test process::
+
+    with NetnsNetwork([], "10.78.0", gateway=True) as net:
+        with MetaCluster(tmp_path, layout="separate", network=net) as cluster:
+            cluster.cut(cluster.leader("shard-1"), cluster.leader("shard-2"))
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, KeelError, NotFound
 from keelfs.testing.processes import (
     ClusterError,
+    NetnsNetwork,
     free_ports,
     hard_kill,
     read_ready_line,
     spawn_tracked,
 )
+
+if TYPE_CHECKING:
+    from keelfs.meta.transactions import TxnRecord
 
 __all__ = ["MetaCluster", "MetaNodeSpec"]
 
@@ -74,6 +92,27 @@ class MetaNodeSpec:
         return self.directory / "stdout.log"
 
 
+class _ReadOnlyStore:
+    """The read half of ``KVStore`` over an open ``Rdict`` (raw mode)."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        raw = self._db.get(key)
+        return None if raw is None else bytes(raw)
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        it = self._db.iter()
+        it.seek(start)
+        while it.valid():
+            key = bytes(it.key())
+            if key >= end:
+                return
+            yield key, bytes(it.value())
+            it.next()
+
+
 class MetaCluster:
     def __init__(
         self,
@@ -85,9 +124,13 @@ class MetaCluster:
         election_tick: int = 10,
         node_args: tuple[str, ...] = (),
         start_timeout: float = 30.0,
+        network: NetnsNetwork | None = None,
     ) -> None:
         if layout not in ("cohosted", "separate"):
             raise ValueError(f"unknown layout {layout!r}")
+        if network is not None and not network.gateway:
+            raise ValueError("network= needs a NetnsNetwork with gateway=True")
+        self.network = network
         self.root = Path(root)
         self.layout = layout
         self.shard_ids = tuple(shards)
@@ -106,15 +149,15 @@ class MetaCluster:
     def _node(self, node_id: int, module: str, groups: tuple[str, ...]) -> MetaNodeSpec:
         directory = self.root / f"n{node_id}"
         directory.mkdir(parents=True, exist_ok=True)
-        raft_port, client_port = free_ports(2)
-        spec = MetaNodeSpec(
-            node_id,
-            module,
-            f"127.0.0.1:{raft_port}",
-            f"127.0.0.1:{client_port}",
-            directory,
-            groups,
-        )
+        if self.network is not None:
+            if node_id not in self.network.node_ids:
+                self.network.add_node(node_id)
+            ip = self.network.ip(node_id)
+            raft, client = f"{ip}:7000", f"{ip}:7001"
+        else:
+            raft_port, client_port = free_ports(2)
+            raft, client = f"127.0.0.1:{raft_port}", f"127.0.0.1:{client_port}"
+        spec = MetaNodeSpec(node_id, module, raft, client, directory, groups)
         self.nodes[node_id] = spec
         return spec
 
@@ -181,6 +224,8 @@ class MetaCluster:
         else:
             others = [a for a in self.config_addresses if a != spec.client_address]
             cmd += ["--config-servers", ",".join(others)]
+        if self.network is not None:
+            cmd = [*self.network.exec_prefix(node_id), *cmd]
         return cmd
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -309,6 +354,58 @@ class MetaCluster:
         self._admin = None
         for node_id in list(self._procs):
             self.kill9(node_id)
+
+    # -- network partitions (``network=``) ---------------------------------------------------
+    def _net(self) -> NetnsNetwork:
+        if self.network is None:
+            raise ClusterError("this cluster was not started with network=NetnsNetwork(...)")
+        return self.network
+
+    def cut(self, a: int, b: int) -> None:
+        """Drop everything nodes ``a`` and ``b`` send each other (both ways, silently); both
+        still reach, and are reached by, every other node and the test process."""
+        self._net().cut(a, b)
+
+    def uncut(self, a: int, b: int) -> None:
+        self._net().uncut(a, b)
+
+    def isolate(self, node_id: int, others: Iterable[int] | None = None) -> None:
+        """Cut ``node_id`` from ``others`` (default: every other node); the test process still
+        reaches it (its status, its logs' view of the world)."""
+        for other in sorted(self.nodes) if others is None else others:
+            if other != node_id:
+                self.cut(node_id, other)
+
+    def heal(self, node_id: int | None = None) -> None:
+        """Undo every cut involving ``node_id`` (default: every cut)."""
+        net = self._net()
+        for pair in sorted(net.cuts(), key=sorted):
+            if node_id is None or node_id in pair:
+                self.uncut(*sorted(pair))
+
+    def open_transactions(self, node_id: int, shard: str) -> list[TxnRecord]:
+        """The transaction records still open (``ShardStateMachine.open_transactions``) in
+        ``node_id``'s replica of ``shard``, as of what that replica applied: read from its
+        RocksDB as a secondary instance, so the node may be running, stopped or dead."""
+        from rocksdict import AccessType, Options, Rdict
+
+        from keelfs.meta import transactions as tx
+
+        path = self.nodes[node_id].data_dir / "shards" / shard
+        if not (path / "CURRENT").exists():
+            raise ClusterError(f"node {node_id} holds no replica of {shard} at {path}")
+        secondary = Path(tempfile.mkdtemp(prefix="secondary-", dir=self.nodes[node_id].directory))
+        try:
+            db = Rdict(
+                str(path), Options(raw_mode=True), access_type=AccessType.secondary(str(secondary))
+            )
+            try:
+                db.try_catch_up_with_primary()
+                return tx.open_records(_ReadOnlyStore(db))
+            finally:
+                db.close()
+        finally:
+            shutil.rmtree(secondary, ignore_errors=True)
 
     # -- clients and observation --------------------------------------------------------------
     def client(self, addresses: list[str] | None = None, **kwargs: Any) -> Client:
