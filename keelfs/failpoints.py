@@ -6,7 +6,8 @@ A process reads ``KEELFS_FAILPOINTS`` once, at import: a comma-separated list of
 - ``crash``: the process ends at once with status 137, as after ``kill -9`` (no cleanup, no
   flush: what was not yet durable is lost, exactly the case the protocol must survive);
 - ``stall:SECONDS``: the whole process freezes that long (the event loop blocks: timers,
-  heartbeats and RPCs stop, as under ``SIGSTOP``), then goes on.
+  heartbeats and RPCs stop, as under ``SIGSTOP``), then goes on;
+- ``off`` (through ``arm`` only): disarm it.
 
 Each failpoint fires once per process. Code marks a step with ``hit("txn.begin_recorded")``;
 with no ``KEELFS_FAILPOINTS`` set this is one dictionary lookup. The names in use are listed
@@ -34,6 +35,11 @@ KNOWN = frozenset(
         # participant (another shard's leader)
         "txn.prepared_recorded",
         "txn.decision_applied",
+        # resharding driver (the config group's leader)
+        "reshard.frozen",
+        "reshard.copied",
+        "reshard.switched",
+        "reshard.source_settled",
     }
 )
 
@@ -45,10 +51,10 @@ def parse(spec: str) -> dict[str, str]:
         name, sep, action = item.partition("=")
         if not sep or name not in KNOWN:
             raise ValueError(f"unknown failpoint {name!r} (known: {', '.join(sorted(KNOWN))})")
-        if action != "crash" and not (
+        if action not in ("crash", "off") and not (
             action.startswith("stall:") and action[6:].replace(".", "", 1).isdigit()
         ):
-            raise ValueError(f"failpoint {name}: action must be crash or stall:SECONDS")
+            raise ValueError(f"failpoint {name}: action must be crash, stall:SECONDS or off")
         out[name] = action
     return out
 
@@ -63,7 +69,11 @@ def arm(name: str, action: str) -> None:
     """Arm failpoint ``name`` with ``action`` from now on (ValueError if not allowed)."""
     if not ENABLED:
         raise ValueError("failpoints are disabled (start the process with KEELFS_FAILPOINTS set)")
-    _ARMED.update(parse(f"{name}={action}"))
+    for key, value in parse(f"{name}={action}").items():
+        if value == "off":
+            _ARMED.pop(key, None)
+        else:
+            _ARMED[key] = value
 
 
 def hit(name: str) -> None:

@@ -26,8 +26,11 @@ phases:
    (directories and files) moved per second, latency (p50, p99, max); then the tree is listed
    to check that nothing was lost.
 
-Not measured: resharding (moving a directory's records when the shard map changes is not
-implemented yet), and how long one file is unavailable during a cross-shard rename.
+4. **online resharding** (``keelfs.bench.reshard``): ``reshard_files`` files in
+   ``reshard_dirs`` directories, then a third shard added while a probe keeps creating files:
+   records moved per second and the longest a create waited on a moving directory.
+
+Not measured: how long one file is unavailable during a cross-shard rename.
 
 Every process is killed by pid when the run ends, whatever happens.
 """
@@ -46,13 +49,14 @@ from typing import Any
 
 from keelfs.bench.common import Summary, machine
 from keelfs.bench.meta import Throughput, _cluster, _CpuMeter, _leaders, _server_roles, _Workers
+from keelfs.bench.reshard import ReshardResult, add_shard_under_load
 from keelfs.client import AsyncClient, Client
 from keelfs.errors import KeelError
 from keelfs.master.cluster import MetaCluster
 from keelfs.meta import paths
 from keelfs.meta.shardmap import ShardMap
 
-__all__ = ["TreeResult", "TxnBenchResult", "run"]
+__all__ = ["ReshardResult", "TreeResult", "TxnBenchResult", "run"]
 
 SHARDS = ("shard-1", "shard-2")
 TREE_DIRS = 4
@@ -119,6 +123,7 @@ class TxnBenchResult:
     same_shard: Throughput
     cross_shard: Throughput
     tree: TreeResult
+    reshard: ReshardResult | None
     machine: dict[str, object]
 
     def as_json(self) -> dict[str, Any]:
@@ -140,7 +145,7 @@ class TxnBenchResult:
             "cross_shard": cross.as_json(),
             "cross_over_same_throughput": ratio,
             "tree_move": self.tree.as_json(),
-            "resharding": "not implemented yet",
+            "resharding": None if self.reshard is None else self.reshard.as_json(),
             "machine": self.machine,
         }
 
@@ -317,6 +322,8 @@ def run(
     concurrency: int = 16,
     tree_files: int = 50,
     tree_moves: int = 10,
+    reshard_files: int = 5000,
+    reshard_dirs: int = 100,
     tmpdir: str | None = None,
     progress: Progress | None = None,
 ) -> TxnBenchResult:
@@ -345,6 +352,14 @@ def run(
         say(f"tree moves: {tree_files} files in {TREE_DIRS} subdirectories, {tree_moves} moves")
         tree = _tree_moves(admin, m, "/bench/tree", tree_files, tree_moves)
         say(f"tree moves: {tree.moves_per_second:,.1f}/s, {tree.entries_per_second:,.0f} entries/s")
+        reshard = None
+        if reshard_files:
+            say(f"resharding: {reshard_files} files in {reshard_dirs} directories, add shard-3")
+            reshard = add_shard_under_load(cluster, reshard_files, reshard_dirs)
+            say(
+                f"resharding: {reshard.records_moved} records in {reshard.seconds:.1f} s, "
+                f"longest create {reshard.probe_ms.max:.0f} ms"
+            )
     return TxnBenchResult(
         clients=same.clients,
         concurrency=concurrency,
@@ -352,6 +367,7 @@ def run(
         same_shard=same,
         cross_shard=cross,
         tree=tree,
+        reshard=reshard,
         machine=info,
     )
 

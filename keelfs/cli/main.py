@@ -433,6 +433,15 @@ def bench_meta(
 )
 @click.option("--tree-files", default=50, show_default=True, help="Files of the moved tree.")
 @click.option("--tree-moves", default=10, show_default=True, help="Moves of the tree.")
+@click.option(
+    "--reshard-files",
+    default=5000,
+    show_default=True,
+    help="Files in place when a third shard is added (0: skip resharding).",
+)
+@click.option(
+    "--reshard-dirs", default=100, show_default=True, help="Directories holding those files."
+)
 @click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
 def bench_txn(
     seconds: float,
@@ -440,6 +449,8 @@ def bench_txn(
     concurrency: int,
     tree_files: int,
     tree_moves: int,
+    reshard_files: int,
+    reshard_dirs: int,
     as_json: bool,
 ) -> None:
     """Renames within a shard vs across shards (2PC), and cross-shard directory moves."""
@@ -455,6 +466,8 @@ def bench_txn(
         concurrency=concurrency,
         tree_files=tree_files,
         tree_moves=tree_moves,
+        reshard_files=reshard_files,
+        reshard_dirs=reshard_dirs,
         progress=lambda msg: err.print(msg, highlight=False),
     )
     console = Console()
@@ -507,11 +520,35 @@ def bench_txn(
         _ms(t.latency_ms.p99),
         _ms(t.latency_ms.max),
     )
-    tree.caption = (
-        f"{t.listed_files}/{t.files} files found after the last move; resharding: not measured "
-        "(not implemented yet)"
-    )
+    tree.caption = f"{t.listed_files}/{t.files} files found after the last move"
     console.print(tree)
+    rs = r.reshard
+    if rs is not None:
+        reshard = Table(
+            title=f"online resharding: shard-3 added to 2 shards holding {rs.files:,} files in "
+            f"{rs.dirs} directories, a probe creating files in them meanwhile"
+        )
+        for col in (
+            "records moved", "moves", "s", "records/s", "longest freeze ms",
+            "probe creates", "probe p50 ms", "probe max ms", "files after",
+        ):  # fmt: skip
+            reshard.add_column(col, justify="right")
+        reshard.add_row(
+            f"{rs.records_moved:,}",
+            str(rs.moves),
+            f"{rs.seconds:.2f}",
+            f"{rs.records_per_second:,.0f}",
+            f"{rs.longest_freeze_s * 1000:.0f}",
+            f"{rs.probe_ms.n}" + (f" ({rs.probe_failed} failed)" if rs.probe_failed else ""),
+            _ms(rs.probe_ms.p50),
+            _ms(rs.probe_ms.max),
+            f"{rs.files_after:,}/{rs.files:,}",
+        )
+        reshard.caption = (
+            "longest freeze: from a move's freeze to both shards settled (writes wait); probe "
+            "max: the longest one create waited"
+        )
+        console.print(reshard)
     if as_json:
         print(json.dumps(r.as_json()))
 

@@ -268,6 +268,26 @@ def txn_status(group: str, txn_id: int) -> Op:
     return _ns("TxnStatus", Route("shard", group), build, write=False, session=False)
 
 
+def seal_ring() -> Op:
+    build = lambda h: pb.SealRingRequest(header=h)  # noqa: E731
+    return Op("Config", "SealRing", CONFIG_ROUTE, build, True, False)
+
+
+def move_command(group: str, op: str, args: str) -> Op:
+    build = lambda h: pb.MoveRequest(header=h, group=group, op=op, args=args)  # noqa: E731
+    return _ns("Move", Route("shard", group), build, write=True, session=False)
+
+
+def move_read(group: str, txn_id: int, start_after: bytes | None, limit: int) -> Op:
+    def build(h: pb.RequestHeader) -> pb.MoveReadRequest:
+        req = pb.MoveReadRequest(header=h, group=group, txn_id=txn_id, limit=limit)
+        if start_after is not None:
+            req.start_after = start_after
+        return req
+
+    return _ns("MoveRead", Route("shard", group), build, write=True, session=False)
+
+
 def list_records(path: str, start_after: str | None) -> Op:
     """A page of directory ``path`` with the stored records, from its shard's leader."""
 

@@ -303,6 +303,32 @@ class AsyncClient:
                 return dir_record, out
             cursor = reply.cursor
 
+    async def seal_ring(self, *, deadline: float | None = None) -> int:
+        """Mark the namespace as existing (``Format`` does it): shards added or removed from
+        now on move their directories."""
+        return int((await self._run(ops.seal_ring(), deadline)).map_version)
+
+    async def move_command(
+        self, group: str, op: str, args: dict[str, Any], *, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """Propose a resharding move command on shard ``group`` (its leader); its result."""
+        body = json.dumps(args, separators=(",", ":"))
+        reply = await self._run(ops.move_command(group, op, body), deadline)
+        return dict(json.loads(reply.result))
+
+    async def move_read(
+        self,
+        group: str,
+        txn_id: int,
+        start_after: bytes | None = None,
+        limit: int = 1000,
+        *,
+        deadline: float | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        """A page of the records in move ``txn_id``'s ranges on shard ``group`` (its leader)."""
+        reply = await self._run(ops.move_read(group, txn_id, start_after, limit), deadline)
+        return list(zip(reply.keys, reply.values, strict=True))
+
     async def txn_status(
         self, group: str, txn_id: int, *, deadline: float | None = None
     ) -> pb.TxnReply:

@@ -385,11 +385,27 @@ class MetaCluster:
 
     def open_transactions(self, node_id: int, shard: str) -> list[TxnRecord]:
         """The transaction records still open (``ShardStateMachine.open_transactions``) in
-        ``node_id``'s replica of ``shard``, as of what that replica applied: read from its
-        RocksDB as a secondary instance, so the node may be running, stopped or dead."""
-        from rocksdict import AccessType, Options, Rdict
-
+        ``node_id``'s replica of ``shard``, as of what that replica applied."""
         from keelfs.meta import transactions as tx
+
+        return self._read_replica(node_id, shard, tx.open_records)
+
+    def entry_paths(self, node_id: int, shard: str) -> set[str]:
+        """Every path with an entry record in ``node_id``'s replica of ``shard``."""
+
+        def read(store: _ReadOnlyStore) -> set[str]:
+            out: set[str] = set()
+            for key, _ in store.scan(b"E", b"F"):
+                parent, _, name = key[1:].partition(b"\x00")
+                out.add(f"{parent.decode().rstrip('/')}/{name.decode()}")
+            return out
+
+        return self._read_replica(node_id, shard, read)
+
+    def _read_replica(self, node_id: int, shard: str, read: Callable[[Any], T]) -> T:
+        """``read`` over ``node_id``'s replica of ``shard`` as of what it applied: its RocksDB
+        opened as a secondary instance, so the node may be running, stopped or dead."""
+        from rocksdict import AccessType, Options, Rdict
 
         path = self.nodes[node_id].data_dir / "shards" / shard
         if not (path / "CURRENT").exists():
@@ -401,7 +417,7 @@ class MetaCluster:
             )
             try:
                 db.try_catch_up_with_primary()
-                return tx.open_records(_ReadOnlyStore(db))
+                return read(_ReadOnlyStore(db))
             finally:
                 db.close()
         finally:
@@ -493,3 +509,37 @@ class MetaCluster:
         if not path.exists():
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- online resharding --------------------------------------------------------------------
+    def start_shard(self, shard: str, node_ids: Iterable[int] | None = None) -> list[int]:
+        """Start three new master processes forming ``shard`` (a new Raft group; not yet in
+        the map: ``add_shard`` puts it there) and wait until they are READY and registered."""
+        ids = list(node_ids or [])
+        if not ids:
+            base = max(self.nodes) // 10 * 10 + 10
+            ids = [base + 1, base + 2, base + 3]
+        for i in ids:
+            self._node(i, "keelfs.master.master", (shard,)).args = self._shard_flags((shard,))
+        self.shard_ids = (*self.shard_ids, shard)
+        for i in ids:
+            self._spawn(i, ["--peers", self._peers(i)])
+        for i in ids:
+            self._await_ready(i)
+        admin = self.admin()
+
+        def registered() -> bool:
+            fetched = admin.fetch_shard_map()
+            return fetched is not None and all(i in fetched[1] for i in ids)
+
+        self.wait_for(registered, 30, f"{shard}'s masters did not register")
+        return ids
+
+    def wait_resharded(self, timeout: float = 120.0) -> int:
+        """Wait until no resharding is under way; the final map version."""
+        admin = self.admin()
+
+        def done() -> int | None:
+            m = admin.shard_map()
+            return None if m.resharding else m.version
+
+        return self.wait_for(done, timeout, "resharding did not finish")

@@ -21,6 +21,7 @@ from keelfs.meta.commands import (
     RegisterMaster,
     RegisterSession,
     RemoveShard,
+    SealRing,
 )
 from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.shardmap import ConfigStateMachine
@@ -113,6 +114,11 @@ class ConfigServicer(ServicerBase):
         self, request: pb.RemoveShardRequest, context: Any
     ) -> pb.ConfigWriteReply:
         return await self._write(context, RemoveShard(request.shard_id), request.header)
+
+    async def SealRing(  # noqa: N802
+        self, request: pb.SealRingRequest, context: Any
+    ) -> pb.ConfigWriteReply:
+        return await self._write(context, SealRing(), request.header)
 
     async def RegisterMaster(  # noqa: N802
         self, request: pb.RegisterMasterRequest, context: Any

@@ -259,6 +259,9 @@ class NamespaceServicer(ServicerBase):
     async def Format(self, request: pb.FormatRequest, context: Any) -> pb.FormatReply:  # noqa: N802
         async def work() -> pb.FormatReply:
             member = await self.node.route(request.header, paths.ROOT, by_directory=False)
+            self.node.require_leader(member)
+            # first: from now on shards join or leave by moving directories
+            await self.node.internal.seal_ring(deadline=self.timeout(context))
             result, index, term = await self.node.propose(
                 member, MkdirSelf(paths.ROOT), None, self.timeout(context)
             )
@@ -645,6 +648,7 @@ class NamespaceServicer(ServicerBase):
             path = self._path(request.path)
             member = await self.node.route(request.header, path, by_directory=False)
             await self.node.read(member, request.stale_ok, self.timeout(context))
+            await self.node.check_moves(member, path, False, self.timeout(context))
             if not request.stale_ok:
                 await self.node.wait_unlocked(member, path, self.timeout(context))
             info = member.sm.stat(path)
@@ -663,6 +667,7 @@ class NamespaceServicer(ServicerBase):
                 paths.validate_name(start_after)
             member = await self.node.route(request.header, path, by_directory=True)
             await self.node.read(member, request.stale_ok, self.timeout(context))
+            await self.node.check_moves(member, path, True, self.timeout(context))
             if not request.stale_ok:
                 await self.node.wait_unlocked(member, path, self.timeout(context))
             listing = member.sm.list_dir(path, start_after, limit)
@@ -694,6 +699,7 @@ class NamespaceServicer(ServicerBase):
             path = self._path(request.path)
             member = await self.node.route(request.header, path, by_directory=False)
             await self.node.read(member, request.stale_ok, self.timeout(context))
+            await self.node.check_moves(member, path, False, self.timeout(context))
             summary = member.sm.content_summary(path)
             return pb.ContentSummaryReply(summary=summary_to_pb(summary), info=self._reply(member))
 
@@ -737,6 +743,41 @@ class NamespaceServicer(ServicerBase):
             record = member.sm.transaction(request.txn_id)
             value = {"state": "unknown"} if record is None else record.to_dict()
             return _txn_reply(value, self._reply(member))
+
+        return await self.serve(context, request.group, work())
+
+    # ------------------------------------------------------------------ resharding (internal)
+    async def Move(self, request: pb.MoveRequest, context: Any) -> pb.MoveReply:  # noqa: N802
+        async def work() -> pb.MoveReply:
+            if not request.op.startswith("move_"):
+                raise InvalidArgument(f"{request.op!r} is not a move command", "op")
+            command = commands.decode_command(request.op, request.args, commands.SHARD_COMMANDS)
+            member = await self.node.shard_member(request.header, request.group)
+            result, index, term = await self.node.propose(
+                member, command, None, self.timeout(context)
+            )
+            return pb.MoveReply(
+                result=json.dumps(result.unwrap()), info=self._reply(member, index, term)
+            )
+
+        return await self.serve(context, request.group, work())
+
+    async def MoveRead(  # noqa: N802
+        self, request: pb.MoveReadRequest, context: Any
+    ) -> pb.MoveReadReply:
+        async def work() -> pb.MoveReadReply:
+            member = await self.node.shard_member(request.header, request.group)
+            await self.node.read(member, False, self.timeout(context))
+            sm: ShardStateMachine = member.sm
+            if sm.move_state(request.txn_id) is None:
+                raise NotFound(str(request.txn_id), "move")
+            after = request.start_after if request.HasField("start_after") else None
+            records = sm.move_records(request.txn_id, after, request.limit or 1000)
+            return pb.MoveReadReply(
+                keys=[k for k, _ in records],
+                values=[v for _, v in records],
+                info=self._reply(member),
+            )
 
         return await self.serve(context, request.group, work())
 

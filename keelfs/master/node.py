@@ -40,8 +40,10 @@ import grpc
 
 from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
 from keelfs.master import grpc_errors
+from keelfs.master.resharding import Resharder
 from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS, TxnManager
 from keelfs.master.wire import CONFIG_GROUP, MAX_REQUEST_BYTES
+from keelfs.meta import paths
 from keelfs.meta.commands import MAX_COMMAND_BYTES, MAX_INT, Command, Envelope, Result
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS
 from keelfs.meta.namespace import (
@@ -50,6 +52,7 @@ from keelfs.meta.namespace import (
     ShardStateMachine,
 )
 from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.ranges import FROZEN, MOVED
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
 from keelfs.runtime.group import RaftGroup
@@ -175,6 +178,7 @@ class MetaNode:
         self._refresh: asyncio.Task[None] | None = None
         self._map_changed = asyncio.Event()
         self.txns = TxnManager(self, prepare_timeout_ms=config.txn_prepare_timeout_ms)
+        self.resharder = Resharder(self)
 
     # ------------------------------------------------------------------ lifecycle
     def _transport(self, on_messages: OnMessages) -> Transport:
@@ -247,6 +251,8 @@ class MetaNode:
         ]
         if self.shards:
             self._tasks.append(asyncio.create_task(self.txns.recovery_loop(), name="txn-recovery"))
+        if self.config_member is not None:
+            self._tasks.append(asyncio.create_task(self.resharder.loop(), name="resharding"))
 
     def _open(self, group_id: str, sm: Any) -> RaftGroup:
         host = self.host
@@ -302,6 +308,7 @@ class MetaNode:
             "groups": groups,
             "map_version": self.shard_map.version,
             "registered": self.registered,
+            "resharding": self.resharder.status(),
             "rounds": self.host.rounds,
         }
 
@@ -383,7 +390,31 @@ class MetaNode:
         member = self.shards.get(owner)
         if member is None or (header.map_version and header.map_version < m.version):
             raise self.redirect(m, path, owner)
+        await self.check_moves(member, path, by_directory, 3.0)
         return member
+
+    async def check_moves(
+        self, member: Member, path: str, by_directory: bool, timeout: float
+    ) -> None:
+        """What this shard's own state says of ``path`` while shards are added or removed
+        (``keelfs.meta.moves``): ``REDIRECT`` if its directory has moved away (whatever our
+        map says), a wait while it is moving here. Called when routing, and by reads again
+        after their barrier (a move may have committed in between)."""
+        directory = path if by_directory or path == paths.ROOT else paths.parent(path)
+        deadline = time.monotonic() + timeout
+        delay = _LOCK_POLL_S
+        while True:
+            state = member.sm.range_of(directory)
+            if state is None or state.state == FROZEN:
+                return
+            if state.state == MOVED:
+                m = await self.map_for(state.version)
+                owner = m.shard_for_directory(path) if by_directory else m.shard_for_path(path)
+                raise self.redirect(m, path, owner)
+            if deadline - time.monotonic() <= delay:
+                raise Unavailable("locked", message=f"{directory} is moving to this shard; retry")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _LOCK_POLL_MAX_S)
 
     async def shard_member(self, header: pb.RequestHeader, shard_id: str) -> Member:
         """The local member of ``shard_id`` (session RPCs name their shard)."""

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from keelfs import failpoints
 from keelfs.errors import KeelError, NotLeader, Unavailable
 from keelfs.master.grpc_errors import outcome_unknown
-from keelfs.meta.commands import Command, TxnAcked, TxnBegin, TxnDecide, TxnFinish
+from keelfs.meta.commands import Command, Tick, TxnAcked, TxnBegin, TxnDecide, TxnFinish
 from keelfs.meta.transactions import Step, TxnRecord, encode_part
 
 if TYPE_CHECKING:
@@ -146,6 +146,10 @@ class TxnManager:
     async def _decide(self, member: Member, record: TxnRecord) -> None:
         commit, error = await self._prepare_all(member, record)
         while commit is None:  # someone unreachable: keep trying until the timeout
+            # the timeout is measured in log time, which moves only with new entries: on an
+            # otherwise idle shard a Tick carries the leader's clock into the log
+            with contextlib.suppress(KeelError):
+                await self.node.propose(member, Tick(), None, _RPC_DEADLINE_S)
             age = member.sm.clock_ms() - record.started_ms
             if age >= self.prepare_timeout_ms:
                 commit, error = (

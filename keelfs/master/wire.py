@@ -93,6 +93,9 @@ def shard_map_to_pb(m: ShardMap) -> pb.ShardMap:
         version=m.version,
         vnodes=m.vnodes,
         shards={sid: pb.ShardMembers(members=dict(members)) for sid, members in m.shards.items()},
+        ring_set=m.ring_members is not None,
+        ring=sorted(m.ring_members or ()),
+        overrides=[pb.HashOverride(first=f, last=la, shard_id=o) for f, la, o in m.overrides],
     )
 
 
@@ -101,4 +104,10 @@ def shard_map_from_pb(m: pb.ShardMap) -> ShardMap:
         sid: {int(n): str(a) for n, a in members.members.items()}
         for sid, members in m.shards.items()
     }
-    return ShardMap(m.version, shards, m.vnodes or DEFAULT_VNODES)
+    return ShardMap(
+        m.version,
+        shards,
+        m.vnodes or DEFAULT_VNODES,
+        tuple(sorted(m.ring)) if m.ring_set else None,
+        tuple(sorted((o.first, o.last, o.shard_id) for o in m.overrides)),
+    )

@@ -42,6 +42,7 @@ __all__ = [
     "SHARD_COMMANDS",
     "AddBlock",
     "AddShard",
+    "BeginMove",
     "CloseSession",
     "Command",
     "CompleteFile",
@@ -49,10 +50,15 @@ __all__ = [
     "Delete",
     "DequeueBlockDeletes",
     "Envelope",
+    "FinishMove",
     "IssueTxIds",
     "KeepAlive",
     "Mkdir",
     "MkdirSelf",
+    "MoveDrop",
+    "MoveFreeze",
+    "MoveIngest",
+    "MoveSettle",
     "RegisterChunkServer",
     "RegisterMaster",
     "RegisterSession",
@@ -60,11 +66,13 @@ __all__ = [
     "Rename",
     "RenewLease",
     "Result",
+    "SealRing",
     "SetOwner",
     "SetPermission",
     "SetReplication",
     "SetShardMembers",
     "SetTimes",
+    "SwitchMove",
     "Tick",
     "TxnAcked",
     "TxnBegin",
@@ -72,6 +80,7 @@ __all__ = [
     "TxnFinish",
     "TxnPrepare",
     "UnregisterChunkServer",
+    "decode_command",
     "decode_envelope",
 ]
 
@@ -532,6 +541,135 @@ class IssueTxIds(Command):
         check_range(self.count, 1, MAX_BATCH_IDS, "count")
 
 
+@dataclass(frozen=True, slots=True)
+class SealRing(Command):
+    """The namespace exists: from now on shards join or leave the ring only by moving their
+    directories (``AddShard``/``RemoveShard`` start a resharding plan)."""
+
+    op: ClassVar[str] = "seal_ring"
+
+
+@dataclass(frozen=True, slots=True)
+class BeginMove(Command):
+    """Resharding: move ``index`` of the plan is attempted as transaction ``txn_id`` (any
+    earlier attempt of it is aborted)."""
+
+    op: ClassVar[str] = "begin_move"
+    index: int
+    txn_id: int
+
+    def validate(self) -> None:
+        check_range(self.index, 0, MAX_INT, "index")
+        check_range(self.txn_id, 1, MAX_INT, "txn_id")
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchMove(Command):
+    """Resharding's decision: move ``index`` (attempt ``txn_id``) has copied everything; its
+    ranges now belong to the target (a new ShardMap version)."""
+
+    op: ClassVar[str] = "switch_move"
+    index: int
+    txn_id: int
+
+    def validate(self) -> None:
+        check_range(self.index, 0, MAX_INT, "index")
+        check_range(self.txn_id, 1, MAX_INT, "txn_id")
+
+
+@dataclass(frozen=True, slots=True)
+class FinishMove(Command):
+    """Both shards applied move ``index``'s switch and the source dropped its copies; after
+    the last move the new ring replaces the old one."""
+
+    op: ClassVar[str] = "finish_move"
+    index: int
+    txn_id: int
+
+    def validate(self) -> None:
+        check_range(self.index, 0, MAX_INT, "index")
+        check_range(self.txn_id, 1, MAX_INT, "txn_id")
+
+
+# resharding, in the data shards (keelfs.meta.ranges explains the range states)
+def _check_ranges(flat: tuple[str, ...]) -> None:
+    from keelfs.meta.ranges import pairs
+
+    pairs(flat)
+
+
+@dataclass(frozen=True, slots=True)
+class MoveFreeze(Command):
+    """Source side of move ``txn_id``: ``ranges`` ("first:last" hashes) stop changing here
+    while they are copied to ``peer``."""
+
+    op: ClassVar[str] = "move_freeze"
+    txn_id: int
+    ranges: tuple[str, ...]
+    peer: str
+
+    def validate(self) -> None:
+        check_range(self.txn_id, 1, MAX_INT, "txn_id")
+        _check_ranges(self.ranges)
+        check_id(self.peer, "peer")
+
+
+@dataclass(frozen=True, slots=True)
+class MoveIngest(Command):
+    """Target side of move ``txn_id``: take in copied records (base64 keys and values) of
+    ``ranges`` from ``peer``; the ranges stay invisible here until the move commits."""
+
+    op: ClassVar[str] = "move_ingest"
+    txn_id: int
+    ranges: tuple[str, ...]
+    peer: str
+    keys: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        check_range(self.txn_id, 1, MAX_INT, "txn_id")
+        _check_ranges(self.ranges)
+        check_id(self.peer, "peer")
+        if len(self.keys) != len(self.values):
+            raise InvalidArgument("keys and values must pair up", "values")
+
+
+@dataclass(frozen=True, slots=True)
+class MoveSettle(Command):
+    """The outcome of move ``txn_id`` reaches this shard: ``commit`` (ShardMap ``version``
+    gave the ranges to the target) or abort. ``source`` says which side this shard is."""
+
+    op: ClassVar[str] = "move_settle"
+    txn_id: int
+    ranges: tuple[str, ...]
+    peer: str
+    source: bool
+    commit: bool
+    version: int = 0
+
+    def validate(self) -> None:
+        check_range(self.txn_id, 1, MAX_INT, "txn_id")
+        _check_ranges(self.ranges)
+        check_id(self.peer, "peer")
+        check_range(self.version, 0, MAX_INT, "version")
+
+
+@dataclass(frozen=True, slots=True)
+class MoveDrop(Command):
+    """Delete leftover records (base64 keys) of move ``txn_id``'s ranges: the source's copies
+    after a commit, the target's after an abort (``final``: the last batch, after which the
+    target's ranges stop being invisible)."""
+
+    op: ClassVar[str] = "move_drop"
+    txn_id: int
+    keys: tuple[str, ...]
+    final: bool = False
+
+    def validate(self) -> None:
+        check_range(self.txn_id, 1, MAX_INT, "txn_id")
+        check_range(len(self.keys), 0 if self.final else 1, MAX_BATCH_IDS, "keys")
+
+
 # cross-shard transactions (keelfs.meta.transactions explains them)
 def _check_part(part: str) -> None:
     from keelfs.meta.transactions import decode_part  # the step codec lives with the records
@@ -661,6 +799,10 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     TxnDecide,
     TxnFinish,
     TxnAcked,
+    MoveFreeze,
+    MoveIngest,
+    MoveSettle,
+    MoveDrop,
 )
 CONFIG_COMMANDS = SESSION_COMMANDS | _registry(
     RegisterMaster,
@@ -670,6 +812,10 @@ CONFIG_COMMANDS = SESSION_COMMANDS | _registry(
     RegisterChunkServer,
     UnregisterChunkServer,
     IssueTxIds,
+    SealRing,
+    BeginMove,
+    SwitchMove,
+    FinishMove,
 )
 
 
@@ -808,6 +954,17 @@ def decode_envelope(data: bytes, registry: Mapping[str, type[Command]]) -> Envel
     command = cls(**kwargs)
     command.validate()
     return Envelope(command, now, sid, seq)
+
+
+def decode_command(op: str, args: str, registry: Mapping[str, type[Command]]) -> Command:
+    """A command from its op and JSON arguments (an internal RPC's), checked like a log
+    entry's; ``InvalidArgument`` if bad."""
+    try:
+        parsed = json.loads(args or "{}")
+    except (ValueError, RecursionError):
+        raise InvalidArgument("arguments are not valid JSON", "args") from None
+    body = {"v": ENCODING_VERSION, "op": op, "now": 0, "a": parsed}
+    return decode_envelope(json.dumps(body).encode(), registry).command
 
 
 # -- results --------------------------------------------------------------------------------------

@@ -246,7 +246,7 @@ class MetaStateMachine:
                 InvalidArgument(f"{command.op} must be sent in a client session", "session_id")
             )
 
-        stage = txn.child()
+        stage = self._stage(txn, command)
         try:
             value = self._handlers[command.op](stage, command, Context(index, clock, sid, seq))
         except KeelError as e:
@@ -271,6 +271,10 @@ class MetaStateMachine:
             self._staged_floors[index] = cutoff
 
     # -- hooks ----------------------------------------------------------------------------------
+    def _stage(self, txn: Txn, command: Command) -> Txn:
+        """The nested stage ``command``'s handler runs in (a subclass may guard it)."""
+        return txn.child()
+
     def _housekeeping(self, txn: Txn, clock: int) -> None:
         """Expire what the subclass ties to the clock (after sessions have been expired)."""
 

@@ -40,6 +40,7 @@ servers have deleted the replicas (``DequeueBlockDeletes``).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import struct
@@ -57,7 +58,7 @@ from keelfs.errors import (
     NotFound,
     Unavailable,
 )
-from keelfs.meta import paths, sessions
+from keelfs.meta import moves, paths, sessions
 from keelfs.meta import transactions as tx
 from keelfs.meta.commands import (
     MAX_INT,
@@ -69,6 +70,10 @@ from keelfs.meta.commands import (
     DequeueBlockDeletes,
     Mkdir,
     MkdirSelf,
+    MoveDrop,
+    MoveFreeze,
+    MoveIngest,
+    MoveSettle,
     Rename,
     RenewLease,
     SetOwner,
@@ -84,7 +89,9 @@ from keelfs.meta.commands import (
 )
 from keelfs.meta.kvstore import KVStore, MemoryStore, RocksStore, Txn, prefix_end
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS, Context, MetaStateMachine
+from keelfs.meta.ranges import FROZEN, INCOMING, MOVED, RangeState, RangeTable, pairs
 from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo, Inode, Listing
+from keelfs.meta.ring import key_hash
 
 __all__ = [
     "DEFAULT_LEASE_TTL_MS",
@@ -198,7 +205,76 @@ class ShardStateMachine(MetaStateMachine):
         self.shard_id = shard_id
         self.lease_ttl_ms = lease_ttl_ms
         self.txn_retention_ms = txn_retention_ms
+        self._table: RangeTable | None = None
         super().__init__(store, session_ttl_ms=session_ttl_ms)
+
+    # -- resharding (keelfs.meta.moves) ----------------------------------------------------------
+    @property
+    def ranges(self) -> RangeTable:
+        """The hash ranges this shard is moving or has moved (cached; reloaded after a move
+        command or a restore)."""
+        if self._table is None:
+            self._table = moves.load_table(self._store)
+        return self._table
+
+    def range_of(self, directory: str) -> RangeState | None:
+        """The move state of ``directory``'s records here (None: plainly owned or not)."""
+        table = self.ranges
+        return table.lookup(key_hash(directory)) if table else None
+
+    def move_state(self, txn_id: int) -> dict[str, object] | None:
+        return moves.load_move(self._store, txn_id)
+
+    def move_records(
+        self, txn_id: int, start_after: bytes | None = None, limit: int = 1000
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` namespace records (key, value) in the ranges of move ``txn_id``
+        here, in key order after ``start_after``: what the move copies, or drops after."""
+        check_range(limit, 1, MAX_LIST_LIMIT, "limit")
+        spans = [(r.first, r.last) for r in self.ranges.of_txn(txn_id)]
+        out: list[tuple[bytes, bytes]] = []
+        if not spans:
+            return out
+        for prefix in moves.RECORD_PREFIXES:
+            start = prefix
+            if start_after is not None:
+                if start_after[:1] > prefix:
+                    continue
+                if start_after[:1] == prefix:
+                    start = start_after + b"\x00"
+            for key, value in self._store.scan(start, prefix_end(prefix)):
+                directory = moves.routing_dir(key)
+                assert directory is not None
+                h = key_hash(directory)
+                if any(first <= h <= last for first, last in spans):
+                    out.append((bytes(key), bytes(value)))
+                    if len(out) == limit:
+                        return out
+        return out
+
+    def _stage(self, txn: Txn, command: Any) -> Txn:
+        table = self.ranges
+        if not table or command.op.startswith("move_"):
+            return txn.child()
+        homes: set[str] = set()
+        for attr in ("path", "src", "dst"):
+            value = getattr(command, attr, None)
+            if isinstance(value, str) and value:
+                try:
+                    normal = paths.normalize(value)
+                except KeelError:
+                    continue  # the handler refuses it
+                homes.add(normal)
+                if normal != paths.ROOT:
+                    homes.add(paths.parent(normal))
+        return moves.GuardedTxn(txn, table, frozenset(homes) if homes else None)
+
+    def restore_chunks(self, chunks: Any, index: int) -> None:
+        self._table = None
+        try:
+            super().restore_chunks(chunks, index)
+        finally:
+            self._table = None
 
     # -- reads ----------------------------------------------------------------------------------
     def stat(self, path: str) -> FileInfo:
@@ -907,6 +983,123 @@ class ShardStateMachine(MetaStateMachine):
                 self._forget_later(txn, record, ctx.now)
             tx.save(txn, record)
         return record.to_dict()
+
+    # -- resharding commands (keelfs.meta.moves) --------------------------------------------------
+    def _set_table(self, txn: Txn, table: RangeTable) -> None:
+        moves.save_table(txn, table)
+        self._table = None  # reloaded from the store once this apply is written
+
+    def _undecided_move(self, txn: Txn, txn_id: int, state: str) -> bool:
+        """True if move ``txn_id`` is already ``state`` here; refuses a decided move."""
+        record = moves.load_move(txn, txn_id)
+        if record is None:
+            return False
+        if record["state"] in (moves.COMMITTED, moves.ABORTED):
+            raise InvalidArgument(f"move {txn_id} is {record['state']} here", "txn_id")
+        return record["state"] == state
+
+    def _op_move_freeze(self, txn: Txn, cmd: MoveFreeze, ctx: Context) -> Any:
+        if self._undecided_move(txn, cmd.txn_id, FROZEN):
+            return {"state": FROZEN}
+        spans = pairs(cmd.ranges)
+        for key, raw in txn.scan(tx.LOCK, prefix_end(tx.LOCK)):
+            path = key[len(tx.LOCK) :].decode()
+            for d in {path, paths.parent(path)}:
+                h = key_hash(d)
+                if any(first <= h <= last for first, last in spans):
+                    holder = json.loads(raw)
+                    raise tx.locked_error(path, int(holder["x"]) or int(holder["s"][0]))
+        table = moves.load_table(txn)
+        for first, last in spans:
+            for r in table:
+                if r.first <= last and first <= r.last:
+                    raise InvalidArgument(
+                        f"hash range {first}..{last} is {r.state} (move {r.txn_id}) here",
+                        "ranges",
+                    )
+            table = table.with_state(first, last, FROZEN, cmd.txn_id, cmd.peer)
+        self._set_table(txn, table)
+        moves.save_move(txn, cmd.txn_id, FROZEN, True)
+        return {"state": FROZEN}
+
+    def _op_move_ingest(self, txn: Txn, cmd: MoveIngest, ctx: Context) -> Any:
+        spans = pairs(cmd.ranges)
+        if not self._undecided_move(txn, cmd.txn_id, INCOMING):
+            table = moves.load_table(txn)
+            for first, last in spans:  # whatever this shard knew of them is superseded
+                table = table.with_state(first, last, INCOMING, cmd.txn_id, cmd.peer)
+            self._set_table(txn, table)
+            moves.save_move(txn, cmd.txn_id, INCOMING, False)
+        for key_text, value_text in zip(cmd.keys, cmd.values, strict=True):
+            key, value = _unb64(key_text, "keys"), _unb64(value_text, "values")
+            moves.check_in(spans, key)
+            inode = Inode.decode(value)
+            if inode.lease_holder:  # the writer's session is the source's, not ours
+                value = inode.evolve(lease_holder=0).encode()
+            txn.put(key, value)
+        return {"state": INCOMING, "records": len(cmd.keys)}
+
+    def _op_move_settle(self, txn: Txn, cmd: MoveSettle, ctx: Context) -> Any:
+        outcome = moves.COMMITTED if cmd.commit else moves.ABORTED
+        record = moves.load_move(txn, cmd.txn_id)
+        if record is not None and record["state"] in (moves.COMMITTED, moves.ABORTED):
+            if record["state"] != outcome:
+                raise InvalidArgument(f"move {cmd.txn_id} is {record['state']} here", "commit")
+            return {"state": outcome}
+        spans = pairs(cmd.ranges)
+        table = moves.load_table(txn)
+        if cmd.source and cmd.commit:
+            for first, last in spans:
+                table = table.with_state(first, last, MOVED, cmd.txn_id, cmd.peer, cmd.version)
+            self._release_leases_in(txn, spans)
+        elif cmd.source or cmd.commit:  # source aborted; target committed: simply owned
+            for r in table.of_txn(cmd.txn_id):
+                table = table.without(r.first, r.last)
+            if cmd.commit:
+                for first, last in spans:  # older marks (it once moved them out) are void
+                    table = table.without(first, last)
+        # target aborted: the ranges stay incoming (invisible) until MoveDrop(final) has
+        # removed what was copied here
+        self._set_table(txn, table)
+        moves.save_move(txn, cmd.txn_id, outcome, cmd.source)
+        return {"state": outcome}
+
+    def _release_leases_in(self, txn: Txn, spans: list[tuple[int, int]]) -> None:
+        """Files moving away lose their writer's lease here (the target has no such session)."""
+        for key, _ in list(txn.scan(_LEASE, prefix_end(_LEASE))):
+            session_id = _U64.unpack_from(key, len(_LEASE))[0]
+            path = key[len(_LEASE) + 8 :].decode()
+            h = key_hash(paths.parent(path))
+            if any(first <= h <= last for first, last in spans):
+                self._drop_lease(txn, session_id, path)
+
+    def _op_move_drop(self, txn: Txn, cmd: MoveDrop, ctx: Context) -> Any:
+        record = moves.load_move(txn, cmd.txn_id)
+        committed_source = record == {"state": moves.COMMITTED, "source": True}
+        aborted_target = record == {"state": moves.ABORTED, "source": False}
+        if not (committed_source or aborted_target):
+            raise InvalidArgument(f"move {cmd.txn_id} has nothing to drop here", "txn_id")
+        table = moves.load_table(txn)
+        spans = [(r.first, r.last) for r in table.of_txn(cmd.txn_id)]
+        dropped = 0
+        for key_text in cmd.keys:
+            key = _unb64(key_text, "keys")
+            if spans:
+                moves.check_in(spans, key)
+                txn.delete(key)
+                dropped += 1
+        if cmd.final and aborted_target:
+            for first, last in spans:
+                table = table.without(first, last)
+            self._set_table(txn, table)
+        return {"dropped": dropped}
+
+
+def _unb64(text: str, argument: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise InvalidArgument(f"{argument} must be base64", argument) from None
 
 
 def _not_local(directory: str) -> NotFound:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -34,16 +35,22 @@ from keelfs.errors import AlreadyExists, InvalidArgument, NotFound, Redirect
 from keelfs.meta.commands import (
     CONFIG_COMMANDS,
     AddShard,
+    BeginMove,
+    FinishMove,
     IssueTxIds,
     RegisterChunkServer,
     RegisterMaster,
     RemoveShard,
+    SealRing,
     SetShardMembers,
+    SwitchMove,
     UnregisterChunkServer,
 )
 from keelfs.meta.kvstore import KVStore, MemoryStore, RocksStore, Txn, prefix_end
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS, Context, MetaStateMachine
-from keelfs.meta.ring import DEFAULT_VNODES, MAX_VNODES, HashRing
+from keelfs.meta.paths import routing_key
+from keelfs.meta.reshard_plan import DONE, PENDING, SWITCHED, Move, ReshardPlan
+from keelfs.meta.ring import DEFAULT_VNODES, MAX_VNODES, HashRing, key_hash
 
 __all__ = ["ChunkServerInfo", "ConfigStateMachine", "ShardMap"]
 
@@ -52,27 +59,54 @@ _MAP = b"M"
 _MASTER = b"N"
 _CHUNK_SERVER = b"W"
 _NEXT_TX = b"I"
+_SEALED = b"R"
+_PLAN = b"P"
 
 
 @dataclass(frozen=True)
 class ShardMap:
-    """Shard id -> {node id: address}, the ring over the shard ids, and the map's version."""
+    """Shard id -> {node id: address}, the ring over the shard ids, and the map's version.
+
+    While shards are being added or removed (online resharding, ``keelfs.master.resharding``)
+    the ring is the OLD one (``ring_members``: the shards on it, set exactly while a plan is
+    under way; ``None`` means every shard) and ``overrides`` name the hash ranges already
+    switched to their new owner, one move at a time. When every range has moved the ring
+    becomes the new one and the overrides go."""
 
     version: int = 0
     shards: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
     vnodes: int = DEFAULT_VNODES
+    ring_members: tuple[str, ...] | None = None
+    overrides: tuple[tuple[int, int, str], ...] = ()
 
     @cached_property
     def ring(self) -> HashRing:
-        return HashRing(self.shards, self.vnodes)
+        members = self.shards if self.ring_members is None else self.ring_members
+        return HashRing(members, self.vnodes)
+
+    @cached_property
+    def _override_firsts(self) -> list[int]:
+        return [o[0] for o in self.overrides]
+
+    @property
+    def resharding(self) -> bool:
+        """Whether a shard is being added or removed (some ranges may not have moved yet)."""
+        return self.ring_members is not None
+
+    def owner_of_hash(self, h: int) -> str:
+        if self.overrides:
+            i = bisect_right(self._override_firsts, h) - 1
+            if i >= 0 and self.overrides[i][0] <= h <= self.overrides[i][1]:
+                return self.overrides[i][2]
+        return self.ring.owner_of_hash(h)
 
     def shard_for_path(self, path: str) -> str:
         """The shard holding ``path``'s entry (the owner of its parent directory)."""
-        return self.ring.shard_for_path(path)
+        return self.owner_of_hash(key_hash(routing_key(path)))
 
     def shard_for_directory(self, directory: str) -> str:
         """The shard holding ``directory``'s self-record and its children."""
-        return self.ring.lookup(directory)
+        return self.owner_of_hash(key_hash(directory))
 
     def members(self, shard_id: str) -> dict[int, str]:
         members = self.shards.get(shard_id)
@@ -87,7 +121,7 @@ class ShardMap:
         return Redirect(path, owner, self.version, addresses)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "version": self.version,
             "vnodes": self.vnodes,
             "shards": {
@@ -95,6 +129,11 @@ class ShardMap:
                 for sid, m in sorted(self.shards.items())
             },
         }
+        if self.ring_members is not None:
+            d["ring"] = sorted(self.ring_members)
+        if self.overrides:
+            d["overrides"] = [list(o) for o in self.overrides]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ShardMap:
@@ -102,7 +141,15 @@ class ShardMap:
             str(sid): {int(n): str(a) for n, a in members.items()}
             for sid, members in d["shards"].items()
         }
-        return cls(int(d["version"]), shards, int(d["vnodes"]))
+        ring = d.get("ring")
+        overrides = tuple(sorted((int(f), int(la), str(o)) for f, la, o in d.get("overrides", ())))
+        return cls(
+            int(d["version"]),
+            shards,
+            int(d["vnodes"]),
+            None if ring is None else tuple(sorted(str(s) for s in ring)),
+            overrides,
+        )
 
     def encode(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
@@ -165,6 +212,14 @@ class ConfigStateMachine(MetaStateMachine):
             out[sid] = ChunkServerInfo(sid, d["address"], d["rack"], d["registered"])
         return out
 
+    def reshard_plan(self) -> ReshardPlan | None:
+        """The resharding under way, if any."""
+        raw = self._store.get(_PLAN)
+        return None if raw is None else ReshardPlan.decode(raw)
+
+    def ring_sealed(self) -> bool:
+        return self._store.get(_SEALED) is not None
+
     def next_tx_id(self) -> int:
         """The first transaction id ``IssueTxIds`` will hand out next."""
         raw = self._store.get(_NEXT_TX)
@@ -178,10 +233,48 @@ class ConfigStateMachine(MetaStateMachine):
         raw = kv.get(_MAP)
         return ShardMap(0, {}, self.vnodes) if raw is None else ShardMap.decode(raw)
 
-    def _save_map(self, txn: Txn, old: ShardMap, shards: Mapping[str, Mapping[int, str]]) -> int:
-        new = ShardMap(old.version + 1, shards, old.vnodes)
+    def _save_map(
+        self,
+        txn: Txn,
+        old: ShardMap,
+        shards: Mapping[str, Mapping[int, str]],
+        *,
+        ring: tuple[str, ...] | None | bool = True,
+        overrides: tuple[tuple[int, int, str], ...] | None = None,
+    ) -> int:
+        """Write the next version: ``ring``/``overrides`` as given, or (``True``/``None``)
+        kept as they are."""
+        new = ShardMap(
+            old.version + 1,
+            shards,
+            old.vnodes,
+            old.ring_members if ring is True else ring,  # type: ignore[arg-type]
+            old.overrides if overrides is None else overrides,
+        )
         txn.put(_MAP, new.encode())
         return new.version
+
+    def _load_plan(self, txn: Txn) -> ReshardPlan | None:
+        raw = txn.get(_PLAN)
+        return None if raw is None else ReshardPlan.decode(raw)
+
+    def _start_plan(
+        self, txn: Txn, current: ShardMap, kind: str, shard: str, target: tuple[str, ...]
+    ) -> tuple[ReshardPlan, tuple[str, ...]]:
+        if txn.get(_PLAN) is not None:
+            raise InvalidArgument(
+                "a shard is being added or removed already; wait until it finishes", "shard_id"
+            )
+        old = current.ring.shards
+        plan = ReshardPlan.build(kind, shard, old, target, current.vnodes)
+        txn.put(_PLAN, plan.encode())
+        return plan, old
+
+    def _plan_move(self, txn: Txn, index: int) -> tuple[ReshardPlan, Move]:
+        plan = self._load_plan(txn)
+        if plan is None or index >= len(plan.moves):
+            raise NotFound(str(index), "move", message=f"no resharding move {index}")
+        return plan, plan.moves[index]
 
     def _member_addresses(self, txn: Txn, members: tuple[int, ...]) -> dict[int, str]:
         out: dict[int, str] = {}
@@ -210,7 +303,12 @@ class ConfigStateMachine(MetaStateMachine):
             raise AlreadyExists(cmd.shard_id, "shard")
         shards = dict(current.shards)
         shards[cmd.shard_id] = self._member_addresses(txn, cmd.members)
-        return {"version": self._save_map(txn, current, shards)}
+        if txn.get(_SEALED) is None or not current.shards:
+            return {"version": self._save_map(txn, current, shards)}
+        target = (*current.ring.shards, cmd.shard_id)
+        plan, old = self._start_plan(txn, current, "add", cmd.shard_id, target)
+        version = self._save_map(txn, current, shards, ring=old)
+        return {"version": version, "moves": len(plan.moves)}
 
     def _op_remove_shard(self, txn: Txn, cmd: RemoveShard, ctx: Context) -> Any:
         current = self._load_map(txn)
@@ -218,8 +316,59 @@ class ConfigStateMachine(MetaStateMachine):
             raise NotFound(cmd.shard_id, "shard")
         if len(current.shards) == 1:
             raise InvalidArgument("cannot remove the last shard", "shard_id")
-        shards = {k: v for k, v in current.shards.items() if k != cmd.shard_id}
-        return {"version": self._save_map(txn, current, shards)}
+        if txn.get(_SEALED) is None:
+            shards = {k: v for k, v in current.shards.items() if k != cmd.shard_id}
+            return {"version": self._save_map(txn, current, shards)}
+        if cmd.shard_id not in current.ring.shards:
+            raise InvalidArgument(f"shard {cmd.shard_id} is not on the ring", "shard_id")
+        target = tuple(s for s in current.ring.shards if s != cmd.shard_id)
+        plan, old = self._start_plan(txn, current, "remove", cmd.shard_id, target)
+        version = self._save_map(txn, current, current.shards, ring=old)
+        return {"version": version, "moves": len(plan.moves)}
+
+    def _op_seal_ring(self, txn: Txn, cmd: SealRing, ctx: Context) -> Any:
+        txn.put(_SEALED, b"1")
+        return {"version": self._load_map(txn).version}
+
+    def _op_begin_move(self, txn: Txn, cmd: BeginMove, ctx: Context) -> Any:
+        plan, move = self._plan_move(txn, cmd.index)
+        if move.state != PENDING:
+            raise InvalidArgument(f"move {cmd.index} is {move.state}, not pending", "index")
+        if move.txn_id != cmd.txn_id:
+            txn.put(_PLAN, plan.with_move(cmd.index, _evolve(move, txn_id=cmd.txn_id)).encode())
+        return {"previous": move.txn_id, "version": self._load_map(txn).version}
+
+    def _op_switch_move(self, txn: Txn, cmd: SwitchMove, ctx: Context) -> Any:
+        plan, move = self._plan_move(txn, cmd.index)
+        if move.txn_id != cmd.txn_id:
+            raise InvalidArgument(
+                f"move {cmd.index} is attempted as {move.txn_id}, not {cmd.txn_id}", "txn_id"
+            )
+        if move.state != PENDING:
+            return {"version": move.version}
+        current = self._load_map(txn)
+        overrides = tuple(
+            sorted([*current.overrides, *((f, la, move.target) for f, la in move.ranges)])
+        )
+        version = self._save_map(txn, current, current.shards, overrides=overrides)
+        moved = _evolve(move, state=SWITCHED, version=version)
+        txn.put(_PLAN, plan.with_move(cmd.index, moved).encode())
+        return {"version": version}
+
+    def _op_finish_move(self, txn: Txn, cmd: FinishMove, ctx: Context) -> Any:
+        plan, move = self._plan_move(txn, cmd.index)
+        if move.txn_id != cmd.txn_id or move.state == PENDING:
+            raise InvalidArgument(f"move {cmd.index} attempt {cmd.txn_id} did not switch", "index")
+        plan = plan.with_move(cmd.index, _evolve(move, state=DONE))
+        current = self._load_map(txn)
+        if not plan.finished:
+            txn.put(_PLAN, plan.encode())
+            return {"version": current.version, "finished": False}
+        # every range has moved: the new ring says what the overrides said
+        shards = {k: v for k, v in current.shards.items() if k in plan.target}
+        txn.delete(_PLAN)
+        version = self._save_map(txn, current, shards, ring=None, overrides=())
+        return {"version": version, "finished": True}
 
     def _op_set_shard_members(self, txn: Txn, cmd: SetShardMembers, ctx: Context) -> Any:
         current = self._load_map(txn)
@@ -254,3 +403,9 @@ class ConfigStateMachine(MetaStateMachine):
         first = 1 if raw is None else _U64.unpack(raw)[0]
         txn.put(_NEXT_TX, _U64.pack(first + cmd.count))
         return {"first": first, "count": cmd.count}
+
+
+def _evolve(move: Move, **changes: Any) -> Move:
+    from dataclasses import replace
+
+    return replace(move, **changes)

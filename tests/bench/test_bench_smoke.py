@@ -103,6 +103,8 @@ def test_bench_txn_smoke() -> None:
         "--clients", "1",
         "--tree-files", "10",
         "--tree-moves", "2",
+        "--reshard-files", "200",
+        "--reshard-dirs", "10",
     )  # fmt: skip
     assert out["bench"] == "txn"
     assert out["shards"] == 2
@@ -120,3 +122,6 @@ def test_bench_txn_smoke() -> None:
     assert tree["entries"] == 10 + tree["directories"]
     assert tree["listed_files"] == 10
     assert all(len(shards) == 2 for shards in tree["shards"].values())
+    reshard = out["resharding"]
+    assert reshard["files_after"] == 200 and reshard["records_moved"] > 0
+    assert reshard["probe_creates"] > 0 and reshard["probe_failed"] == 0

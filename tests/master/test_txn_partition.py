@@ -387,12 +387,6 @@ def test_participant_leader_cut_off_after_prepare_its_successor_finishes(
     _rename_back_works(cluster, fs, where, src if where == dst else dst, before, (sa, sb))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the prepare timeout counts log time, which stands still on an idle "
-    "coordinator shard (no leader proposes Tick), so a transaction whose participant cannot be "
-    "reached stays pending, its source locked, for as long as the partition lasts",
-)
 def test_coordinator_gives_up_on_an_unreachable_participant_after_the_prepare_timeout(
     cluster: MetaCluster,
 ) -> None:

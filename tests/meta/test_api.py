@@ -34,6 +34,10 @@ def test_command_names_are_stable() -> None:
         "dequeue_block_deletes",
         "mkdir",
         "mkdir_self",
+        "move_drop",
+        "move_freeze",
+        "move_ingest",
+        "move_settle",
         "rename",
         "renew_lease",
         "set_owner",
@@ -48,11 +52,15 @@ def test_command_names_are_stable() -> None:
     ]
     assert sorted(set(CONFIG_COMMANDS) - set(SESSION_COMMANDS)) == [
         "add_shard",
+        "begin_move",
+        "finish_move",
         "issue_tx_ids",
         "register_chunk_server",
         "register_master",
         "remove_shard",
+        "seal_ring",
         "set_shard_members",
+        "switch_move",
         "unregister_chunk_server",
     ]
     for ops in (SHARD_COMMANDS, CONFIG_COMMANDS):

@@ -58,7 +58,7 @@ class ShardMembers(_message.Message):
     def __init__(self, members: _Optional[_Mapping[int, str]] = ...) -> None: ...
 
 class ShardMap(_message.Message):
-    __slots__ = ("version", "vnodes", "shards")
+    __slots__ = ("version", "vnodes", "shards", "ring_set", "ring", "overrides")
     class ShardsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,10 +69,26 @@ class ShardMap(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VNODES_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    RING_SET_FIELD_NUMBER: _ClassVar[int]
+    RING_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     version: int
     vnodes: int
     shards: _containers.MessageMap[str, ShardMembers]
-    def __init__(self, version: _Optional[int] = ..., vnodes: _Optional[int] = ..., shards: _Optional[_Mapping[str, ShardMembers]] = ...) -> None: ...
+    ring_set: bool
+    ring: _containers.RepeatedScalarFieldContainer[str]
+    overrides: _containers.RepeatedCompositeFieldContainer[HashOverride]
+    def __init__(self, version: _Optional[int] = ..., vnodes: _Optional[int] = ..., shards: _Optional[_Mapping[str, ShardMembers]] = ..., ring_set: _Optional[bool] = ..., ring: _Optional[_Iterable[str]] = ..., overrides: _Optional[_Iterable[_Union[HashOverride, _Mapping]]] = ...) -> None: ...
+
+class HashOverride(_message.Message):
+    __slots__ = ("first", "last", "shard_id")
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    first: int
+    last: int
+    shard_id: str
+    def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ..., shard_id: _Optional[str] = ...) -> None: ...
 
 class BlockInfo(_message.Message):
     __slots__ = ("block_id", "gen_stamp", "length")
@@ -155,6 +171,12 @@ class KeepAliveReply(_message.Message):
     INFO_FIELD_NUMBER: _ClassVar[int]
     info: ReplyInfo
     def __init__(self, info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+
+class SealRingRequest(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
 
 class IssueTxnIdsRequest(_message.Message):
     __slots__ = ("header", "count")
@@ -488,6 +510,50 @@ class TxnStatusRequest(_message.Message):
     group: str
     txn_id: int
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., group: _Optional[str] = ..., txn_id: _Optional[int] = ...) -> None: ...
+
+class MoveRequest(_message.Message):
+    __slots__ = ("header", "group", "op", "args")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    group: str
+    op: str
+    args: str
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., group: _Optional[str] = ..., op: _Optional[str] = ..., args: _Optional[str] = ...) -> None: ...
+
+class MoveReply(_message.Message):
+    __slots__ = ("result", "info")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    result: str
+    info: ReplyInfo
+    def __init__(self, result: _Optional[str] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+
+class MoveReadRequest(_message.Message):
+    __slots__ = ("header", "group", "txn_id", "start_after", "limit")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    group: str
+    txn_id: int
+    start_after: bytes
+    limit: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., group: _Optional[str] = ..., txn_id: _Optional[int] = ..., start_after: _Optional[bytes] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class MoveReadReply(_message.Message):
+    __slots__ = ("keys", "values", "info")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    info: ReplyInfo
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
 class TxnReply(_message.Message):
     __slots__ = ("state", "error", "info")

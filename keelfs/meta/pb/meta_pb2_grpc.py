@@ -74,6 +74,11 @@ class ConfigStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.IssueTxnIdsRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.IssueTxnIdsReply.FromString,
                 _registered_method=True)
+        self.SealRing = channel.unary_unary(
+                '/keelfs.meta.v1.Config/SealRing',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SealRingRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.FromString,
+                _registered_method=True)
 
 
 class ConfigServicer:
@@ -135,6 +140,14 @@ class ConfigServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SealRing(self, request, context):
+        """Leader. Internal (Format calls it first): the namespace exists, so from now on AddShard
+        and RemoveShard move directories (online resharding) instead of only changing the ring.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +185,11 @@ def add_ConfigServicer_to_server(servicer, server):
                     servicer.IssueTxnIds,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.IssueTxnIdsRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.IssueTxnIdsReply.SerializeToString,
+            ),
+            'SealRing': grpc.unary_unary_rpc_method_handler(
+                    servicer.SealRing,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SealRingRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -376,6 +394,33 @@ class Config:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def SealRing(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Config/SealRing',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.SealRingRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class NamespaceStub:
     """---------------------------------------------------------------------------------------------
@@ -488,6 +533,16 @@ class NamespaceStub:
                 '/keelfs.meta.v1.Namespace/TxnStatus',
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnStatusRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.FromString,
+                _registered_method=True)
+        self.Move = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/Move',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReply.FromString,
+                _registered_method=True)
+        self.MoveRead = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/MoveRead',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadReply.FromString,
                 _registered_method=True)
 
 
@@ -646,6 +701,22 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Move(self, request, context):
+        """Internal (online resharding, keelfs.master.resharding): one of the move commands
+        (move_freeze, move_ingest, move_settle, move_drop) proposed on data shard `group`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveRead(self, request, context):
+        """Internal: a page of the namespace records in the ranges of a move on data shard `group`
+        (served by any member that has applied the move's first command).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NamespaceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -748,6 +819,16 @@ def add_NamespaceServicer_to_server(servicer, server):
                     servicer.TxnStatus,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnStatusRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.SerializeToString,
+            ),
+            'Move': grpc.unary_unary_rpc_method_handler(
+                    servicer.Move,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReply.SerializeToString,
+            ),
+            'MoveRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveRead,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1293,6 +1374,60 @@ class Namespace:
             '/keelfs.meta.v1.Namespace/TxnStatus',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnStatusRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Move(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/Move',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/MoveRead',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadReply.FromString,
             options,
             channel_credentials,
             insecure,
