@@ -52,6 +52,7 @@ PROTOS = (
     ProtoSpec("raft", "keelfs/raft/v1", "keelfs.transport.pb"),
     ProtoSpec("kv", "keelfs/kv/v1", "keelfs.runtime.pb"),
     ProtoSpec("meta", "keelfs/meta/v1", "keelfs.meta.pb"),
+    ProtoSpec("chunk", "keelfs/chunk/v1", "keelfs.chunk.pb"),
 )
 
 

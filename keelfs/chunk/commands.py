@@ -1,0 +1,115 @@
+"""Commands a shard's leader gives a chunk server, and the one function that executes them.
+
+Today the commands arrive as RPCs (``DeleteBlocks``, ``ReplicateBlock``); later they will also
+come back in heartbeat replies. Either way they go through :meth:`CommandExecutor.execute`,
+which first admits the command's fence (``keelfs.chunk.fencing``: an older epoch of the shard
+is refused with ``Fenced`` and nothing is done), then dispatches on the command's type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, overload
+
+from keelfs.chunk.client import AsyncChunkClient
+from keelfs.chunk.fencing import EpochTable
+from keelfs.chunk.protocol import Target, WriteResult
+from keelfs.chunk.reader import ReplicaReader
+from keelfs.chunk.replica import ReplicaState, check_block_id, check_gen
+from keelfs.chunk.store import BlockStore, DeleteResult
+from keelfs.errors import InvalidArgument
+
+__all__ = ["Command", "CommandExecutor", "DeleteBlocks", "Fence", "ReplicateBlock"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    shard_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteBlocks:
+    fence: Fence
+    blocks: tuple[tuple[int, int], ...]
+    """``(block_id, gen)``: delete the replica if its stamp is ``gen`` or older (0: any)."""
+
+    def describe(self) -> str:
+        return f"delete {len(self.blocks)} blocks ({self.fence.shard_id}@{self.fence.epoch})"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicateBlock:
+    fence: Fence
+    block_id: int
+    gen: int
+    targets: tuple[Target, ...]
+    """The pipeline the copy is written through."""
+
+    def describe(self) -> str:
+        to = ",".join(t.address for t in self.targets)
+        return f"replicate blk_{self.block_id}_{self.gen} to {to} ({self.fence.shard_id}@{self.fence.epoch})"  # noqa: E501
+
+
+Command = DeleteBlocks | ReplicateBlock
+
+
+class CommandExecutor:
+    """Executes commands against ``store`` after checking their fence in ``epochs``; copies go
+    out through ``client``."""
+
+    def __init__(self, store: BlockStore, epochs: EpochTable, client: AsyncChunkClient) -> None:
+        self.store = store
+        self.epochs = epochs
+        self.client = client
+        self._handlers: dict[type[Any], Callable[[Any], Awaitable[Any]]] = {
+            DeleteBlocks: self._delete,
+            ReplicateBlock: self._replicate,
+        }
+
+    @overload
+    async def execute(self, command: DeleteBlocks) -> list[DeleteResult]: ...
+    @overload
+    async def execute(self, command: ReplicateBlock) -> WriteResult: ...
+    async def execute(self, command: Command) -> list[DeleteResult] | WriteResult:
+        await self.epochs.admit_async(command.fence.shard_id, command.fence.epoch)
+        result: list[DeleteResult] | WriteResult = await self._handlers[type(command)](command)
+        return result
+
+    async def _delete(self, command: DeleteBlocks) -> list[DeleteResult]:
+        def run() -> list[DeleteResult]:
+            return [self.store.delete(block_id, gen) for block_id, gen in command.blocks]
+
+        return await asyncio.to_thread(run)
+
+    async def _replicate(self, command: ReplicateBlock) -> WriteResult:
+        check_block_id(command.block_id)
+        check_gen(command.gen)
+        if not command.targets:
+            raise InvalidArgument("replicate to no target", "targets")
+        reader = await asyncio.to_thread(self.store.open_reader, command.block_id, command.gen)
+        try:
+            if reader.info.state is not ReplicaState.FINALIZED:
+                raise InvalidArgument(
+                    f"{reader.info.name} is being written: only finalized replicas are copied",
+                    "block_id",
+                )
+            return await self.client.write_block(
+                command.targets,
+                command.block_id,
+                command.gen,
+                _pieces(reader),
+                command.fence.shard_id,
+                command.fence.epoch,
+                chunk_size=reader.info.chunk_size,
+            )
+        finally:
+            reader.close()
+
+
+async def _pieces(reader: ReplicaReader) -> AsyncIterator[bytes]:
+    """The replica's verified bytes, read in a worker thread piece by piece."""
+    while (piece := await asyncio.to_thread(reader.read_piece)) is not None:
+        yield piece[1]

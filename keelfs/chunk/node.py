@@ -1,0 +1,207 @@
+"""``ChunkNode``: one chunk server (store, fencing, pipeline, commands, scanner, gRPC service).
+
+The process wrapper is ``keelfs.chunk.server``; tests and an all-in-one server can run a node
+inside their own event loop.
+
+What the heartbeat to the config group and masters (DESIGN 2.8) will use, without touching the
+parts directly:
+
+- :meth:`ChunkNode.status` — identity, rack, capacity and usage (``ServerStatus``);
+- :meth:`ChunkNode.block_report` — every replica (a full block report);
+- :meth:`ChunkNode.take_events` — replicas received, finalized, deleted or found corrupt since
+  the last call (an incremental report; ``overflowed`` asks for a full report instead);
+- :meth:`ChunkNode.execute` — run a command a master sent back (fenced like the RPCs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+import grpc
+
+from keelfs.chunk.client import AsyncChunkClient
+from keelfs.chunk.commands import CommandExecutor, DeleteBlocks, ReplicateBlock
+from keelfs.chunk.events import EventBatch
+from keelfs.chunk.fencing import EpochTable
+from keelfs.chunk.layout import Layout, write_atomically
+from keelfs.chunk.pipeline import PipelineConfig
+from keelfs.chunk.protocol import ServerStatus, WriteResult
+from keelfs.chunk.replica import ReplicaInfo, check_shard_id
+from keelfs.chunk.scanner import BlockScanner
+from keelfs.chunk.store import BlockStore, DeleteResult
+from keelfs.chunk.wire import GRPC_OPTIONS, AsyncChannels, pb_grpc
+from keelfs.errors import InvalidArgument
+
+__all__ = ["DEFAULT_RACK", "ChunkNode", "ChunkNodeConfig", "load_server_id"]
+
+log = logging.getLogger("keelfs.chunk.node")
+
+DEFAULT_RACK = "/default-rack"
+
+
+@dataclass(frozen=True)
+class ChunkNodeConfig:
+    """=====================  ============  ====================================================
+    field                  default       meaning
+    =====================  ============  ====================================================
+    ``data_dir``           (required)    where the replicas live
+    ``listen``             127.0.0.1:0   gRPC address (port 0: any free port)
+    ``server_id``          ""            "" = the id stored in ``data_dir``, or a new one
+    ``rack``               /default-rack for placement
+    ``fsync_on_close``     True          fsync replicas when finalized (off: tests, benches)
+    ``scan_interval_s``    21600         seconds between scanner passes (0: no scanner)
+    ``scan_rate_bytes_s``  32 MiB/s      scanner read rate
+    ``ack_timeout_s``      60            pipeline: wait for the next node's ack at most this
+    ``rbw_expiry_s``       3600          abandoned being-written replicas are removed after
+    ``io_threads``         16            worker threads for disk I/O
+    =====================  ============  ====================================================
+    """
+
+    data_dir: Path
+    listen: str = "127.0.0.1:0"
+    server_id: str = ""
+    rack: str = DEFAULT_RACK
+    fsync_on_close: bool = True
+    scan_interval_s: float = 6 * 3600.0
+    scan_rate_bytes_s: float = 32 * 1024 * 1024
+    ack_timeout_s: float = 60.0
+    rbw_expiry_s: float = 3600.0
+    io_threads: int = 16
+
+
+def load_server_id(layout: Layout, wanted: str) -> str:
+    """The server's id, kept in ``server.json`` from the first start on: ``wanted`` ("" for a
+    generated one) the first time; afterwards ``wanted`` must be "" or the same."""
+    path = layout.identity_file
+    if path.exists():
+        stored = str(json.loads(path.read_text())["server_id"])
+        if wanted and wanted != stored:
+            raise InvalidArgument(
+                f"{layout.root} belongs to chunk server {stored!r}, not {wanted!r}", "server_id"
+            )
+        return stored
+    server_id = check_shard_id(wanted) if wanted else f"cs-{secrets.token_hex(4)}"
+    layout.root.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps({"server_id": server_id}).encode())
+    return server_id
+
+
+class ChunkNode:
+    """See the module docstring. ``await start()``, then ``await stop()``."""
+
+    def __init__(self, config: ChunkNodeConfig) -> None:
+        self.config = config
+        self.pipeline_config = PipelineConfig(
+            ack_timeout_s=config.ack_timeout_s, fsync_on_close=config.fsync_on_close
+        )
+        self.server_id = ""
+        self.address = config.listen
+        self.store: BlockStore
+        self.epochs: EpochTable
+        self.executor: CommandExecutor
+        self.scanner: BlockScanner | None = None
+        self.channels = AsyncChannels()
+        self.tasks: list[asyncio.Task[None]] = []
+        self._server: grpc.aio.Server | None = None
+        self._client: AsyncChunkClient | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(cfg.io_threads, thread_name_prefix="chunk-io")
+        )
+        layout = Layout(Path(cfg.data_dir))
+        self.server_id = await asyncio.to_thread(load_server_id, layout, cfg.server_id)
+        self.store = await asyncio.to_thread(BlockStore.open, layout.root, fsync=cfg.fsync_on_close)
+        self.epochs = EpochTable(layout.epochs_file, layout.tmp)
+        self._client = AsyncChunkClient(ack_timeout_s=cfg.ack_timeout_s)
+        self.executor = CommandExecutor(self.store, self.epochs, self._client)
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS])
+        from keelfs.chunk.service import ChunkServicer  # the servicer imports this module
+
+        pb_grpc.add_ChunkServerServicer_to_server(ChunkServicer(self), server)
+        try:
+            port = server.add_insecure_port(cfg.listen)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {cfg.listen}: {exc}") from exc
+        if port == 0:
+            raise OSError(f"cannot listen on {cfg.listen}")
+        self.address = f"{cfg.listen.rpartition(':')[0]}:{port}"
+        await server.start()
+        self._server = server
+        if cfg.scan_interval_s > 0:
+            self.scanner = BlockScanner(
+                self.store, interval_s=cfg.scan_interval_s, rate_bytes_s=cfg.scan_rate_bytes_s
+            )
+            self.tasks.append(asyncio.create_task(self.scanner.run(), name="scanner"))
+        self.tasks.append(asyncio.create_task(self._expiry_loop(), name="rbw-expiry"))
+
+    async def _expiry_loop(self) -> None:
+        period = max(1.0, min(60.0, self.config.rbw_expiry_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            for info in await asyncio.to_thread(
+                self.store.expire_abandoned, self.config.rbw_expiry_s
+            ):
+                log.info("removed abandoned replica %s", info.describe())
+
+    async def stop(self, grace_s: float = 1.0) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks = []
+        if self._server is not None:
+            await self._server.stop(grace_s)
+            self._server = None
+        if self._client is not None:
+            await self._client.close()
+        await self.channels.close()
+        if hasattr(self, "store"):
+            await asyncio.to_thread(self.store.close)
+
+    def ready_info(self) -> dict[str, Any]:
+        return {
+            "server_id": self.server_id,
+            "address": self.address,
+            "rack": self.config.rack,
+            "data_dir": str(self.config.data_dir),
+            "pid": os.getpid(),
+        }
+
+    # -- the heartbeat's interface --------------------------------------------------------------
+    def status(self) -> ServerStatus:
+        u = self.store.usage()
+        return ServerStatus(
+            server_id=self.server_id,
+            address=self.address,
+            rack=self.config.rack,
+            capacity_bytes=u.capacity_bytes,
+            available_bytes=u.available_bytes,
+            used_bytes=u.used_bytes,
+            finalized=u.finalized,
+            being_written=u.being_written,
+            corrupt=u.corrupt,
+            epochs=self.epochs.snapshot(),
+        )
+
+    def block_report(self) -> list[ReplicaInfo]:
+        return self.store.block_report()
+
+    def take_events(self, max_events: int | None = None) -> EventBatch:
+        return self.store.events.take(max_events)
+
+    @overload
+    async def execute(self, command: DeleteBlocks) -> list[DeleteResult]: ...
+    @overload
+    async def execute(self, command: ReplicateBlock) -> WriteResult: ...
+    async def execute(self, command: DeleteBlocks | ReplicateBlock) -> Any:
+        return await self.executor.execute(command)

@@ -1,0 +1,122 @@
+"""Ranged, verified reads of one replica.
+
+A :class:`ReplicaReader` (made by ``BlockStore.open_reader``, which opens the files) returns the
+range in pieces of about ``piece_size`` bytes. Each piece is read from disk aligned to whole
+chunks, every chunk it touches is checked against the stored CRC32C, and only then is the
+requested part of it returned. A mismatch (or a file shorter than the replica's length) calls
+``on_corrupt`` (the store marks the replica corrupt and reports it) and raises
+``CorruptReplica``: a corrupt byte is never returned.
+
+Blocking: use from a worker thread, one piece at a time. :meth:`ReplicaReader.close` waits for
+a read in progress (so that a stream cancelled mid-read never has its descriptors closed, and
+their numbers reused, under a running ``pread``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+from keelfs.chunk.checksums import CRC_SIZE, chunk_count, first_mismatch
+from keelfs.chunk.errors import CorruptReplica
+from keelfs.chunk.layout import HEADER_SIZE
+from keelfs.chunk.replica import ReplicaInfo
+
+__all__ = ["DEFAULT_PIECE_SIZE", "ReplicaReader", "pread_all"]
+
+DEFAULT_PIECE_SIZE = 1 << 20
+
+
+def pread_all(fd: int, n: int, offset: int) -> bytes:
+    """Up to ``n`` bytes at ``offset`` (fewer only at the end of the file)."""
+    data = os.pread(fd, n, offset)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = os.pread(fd, n - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+class ReplicaReader:
+    """Bytes ``[offset, end)`` of the replica ``info`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        info: ReplicaInfo,
+        data_fd: int,
+        meta_fd: int,
+        offset: int,
+        end: int,
+        on_corrupt: Callable[[ReplicaInfo, int, str], None],
+        piece_size: int = DEFAULT_PIECE_SIZE,
+    ) -> None:
+        self.info = info
+        self.position = offset
+        self.end = end
+        self._data_fd = data_fd
+        self._meta_fd = meta_fd
+        self._on_corrupt = on_corrupt
+        cs = info.chunk_size
+        self._piece = max(cs, piece_size // cs * cs)
+        self._lock = threading.Lock()
+
+    def read_piece(self) -> tuple[int, bytes] | None:
+        """The next verified piece as ``(offset, data)``, or None when the range is done."""
+        with self._lock:
+            if self._data_fd < 0:
+                raise ValueError("read from a closed replica reader")
+            return self._read_piece()
+
+    def _read_piece(self) -> tuple[int, bytes] | None:
+        pos, end = self.position, self.end
+        if pos >= end:
+            return None
+        cs = self.info.chunk_size
+        start = pos - pos % cs
+        stop = min(start + self._piece, -(-end // cs) * cs, self.info.length)
+        data = pread_all(self._data_fd, stop - start, start)
+        if len(data) != stop - start:
+            self._corrupt(start + len(data), "data file shorter than the replica")
+        first = start // cs
+        n = chunk_count(stop - start, cs)
+        crcs = pread_all(self._meta_fd, n * CRC_SIZE, HEADER_SIZE + first * CRC_SIZE)
+        if len(crcs) != n * CRC_SIZE:
+            self._corrupt(start, "checksum file shorter than the replica")
+        bad = first_mismatch(data, crcs, cs)
+        if bad >= 0:
+            self._corrupt(start + bad * cs, f"CRC32C mismatch in chunk {first + bad}")
+        stop_at = min(end, stop)
+        self.position = stop_at
+        if pos == start and stop_at == stop:
+            return pos, data
+        return pos, data[pos - start : stop_at - start]
+
+    def _corrupt(self, offset: int, reason: str) -> None:
+        self._on_corrupt(self.info, offset, reason)
+        raise CorruptReplica(self.info.block_id, self.info.gen, offset, reason)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in (self._data_fd, self._meta_fd):
+                if fd >= 0:
+                    os.close(fd)
+            self._data_fd = self._meta_fd = -1
+
+    def __enter__(self) -> ReplicaReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

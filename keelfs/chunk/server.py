@@ -1,0 +1,137 @@
+"""``python -m keelfs.chunk.server``: one chunk server process.
+
+Lifecycle (as the master processes): once serving, one line ``READY {json}`` (server id,
+address, rack, data directory, pid) is printed on stdout; logs go to stderr. SIGTERM or SIGINT
+stop it cleanly (exit status 0). If a background task dies (the scanner, the expiry of
+abandoned replicas) the process exits with status 1 at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from keelfs.chunk.memory import tune_malloc
+from keelfs.chunk.node import DEFAULT_RACK, ChunkNode, ChunkNodeConfig
+
+__all__ = ["config_from_args", "main", "serve"]
+
+log = logging.getLogger("keelfs.chunk.server")
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = ChunkNodeConfig(Path("."))
+    p = argparse.ArgumentParser(
+        prog="python -m keelfs.chunk.server",
+        description="Run a keelfs chunk server: stores block replicas, serves the data path.",
+    )
+    p.add_argument("--data", required=True, type=Path, help="data directory")
+    p.add_argument("--listen", required=True, help="gRPC address HOST:PORT (port 0: any)")
+    p.add_argument(
+        "--server-id", default="", help="id on first start (default: generated; then stored)"
+    )
+    p.add_argument("--rack", default=DEFAULT_RACK, help="rack, for replica placement")
+    p.add_argument(
+        "--scan-interval-s",
+        type=float,
+        default=d.scan_interval_s,
+        help="seconds between block scanner passes (0: no scanner)",
+    )
+    p.add_argument(
+        "--scan-rate-mb",
+        type=float,
+        default=d.scan_rate_bytes_s / 2**20,
+        help="block scanner read rate, MiB/s",
+    )
+    p.add_argument(
+        "--fsync-on-close",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fsync a replica when it is finalized (--no-fsync-on-close: tests, benchmarks)",
+    )
+    p.add_argument(
+        "--ack-timeout-s",
+        type=float,
+        default=d.ack_timeout_s,
+        help="pipeline: a next node silent this long is declared failed",
+    )
+    p.add_argument(
+        "--rbw-expiry-s",
+        type=float,
+        default=d.rbw_expiry_s,
+        help="abandoned being-written replicas are removed after this long",
+    )
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> ChunkNodeConfig:
+    ns = _parser().parse_args(argv)
+    if ns.scan_interval_s < 0 or ns.scan_rate_mb <= 0:
+        raise SystemExit("--scan-interval-s must be >= 0 and --scan-rate-mb > 0")
+    logging.basicConfig(
+        level=ns.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s chunk %(levelname)s %(name)s: %(message)s",
+    )
+    return ChunkNodeConfig(
+        data_dir=ns.data,
+        listen=ns.listen,
+        server_id=ns.server_id,
+        rack=ns.rack,
+        fsync_on_close=ns.fsync_on_close,
+        scan_interval_s=ns.scan_interval_s,
+        scan_rate_bytes_s=ns.scan_rate_mb * 2**20,
+        ack_timeout_s=ns.ack_timeout_s,
+        rbw_expiry_s=ns.rbw_expiry_s,
+    )
+
+
+class _Failed(Exception):
+    pass
+
+
+async def serve(config: ChunkNodeConfig) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    node = ChunkNode(config)
+    try:
+        await node.start()
+        print("READY " + json.dumps(node.ready_info(), sort_keys=True), flush=True)
+        log.info("chunk server serving: %s", node.ready_info())
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopping, *node.tasks], return_when=asyncio.FIRST_COMPLETED)
+        if stopping not in done:
+            stopping.cancel()
+            failed = next(iter(done))
+            exc = None if failed.cancelled() else failed.exception()
+            raise _Failed(f"background task {failed.get_name()} stopped: {exc!r}") from exc
+        log.info("chunk server stopping")
+    finally:
+        await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = config_from_args(argv)
+    if not tune_malloc():
+        log.info("not glibc: malloc thresholds left as they are")
+    try:
+        asyncio.run(serve(config))
+    except _Failed as exc:
+        log.critical("%s", exc, exc_info=exc.__cause__)
+        return 1
+    except OSError as exc:
+        log.critical("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The gRPC handlers of ``keelfs.chunk.v1.ChunkServer`` (proto/chunk.proto).
+
+Each handler translates: proto in, a call on the node's parts (store, pipeline, command
+executor), proto out; a ``KeelError`` becomes the RPC's status and ``keelfs-error`` trailer
+(``keelfs.chunk.wire.abort``), anything else is logged as a bug and answered ``INTERNAL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from keelfs.chunk.checksums import crc32c
+from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock
+from keelfs.chunk.pipeline import serve_write
+from keelfs.chunk.protocol import Target
+from keelfs.chunk.reader import ReplicaReader
+from keelfs.chunk.store import DeleteOutcome
+from keelfs.chunk.wire import abort, internal_error, pb, pb_grpc, replica_to_pb
+from keelfs.errors import InvalidArgument, KeelError, NotFound
+
+if TYPE_CHECKING:
+    from keelfs.chunk.node import ChunkNode
+
+__all__ = ["ChunkServicer"]
+
+log = logging.getLogger("keelfs.chunk.service")
+
+_OUTCOME = {
+    DeleteOutcome.DELETED: pb.DELETED,
+    DeleteOutcome.NOT_FOUND: pb.DELETE_NOT_FOUND,
+    DeleteOutcome.KEPT_NEWER: pb.KEPT_NEWER,
+}
+
+
+def _fence(msg: Any, has_fence: bool) -> Fence:
+    if not has_fence:
+        raise InvalidArgument("a command needs a fence (shard id and epoch)", "fence")
+    return Fence(msg.shard_id, msg.epoch)
+
+
+def _failure(exc: Exception, what: str) -> KeelError:
+    if isinstance(exc, KeelError):
+        return exc
+    log.exception("%s failed", what)
+    return internal_error(exc)
+
+
+def _next_piece(reader: ReplicaReader) -> tuple[int, bytes, int] | None:
+    piece = reader.read_piece()
+    if piece is None:
+        return None
+    return piece[0], piece[1], crc32c(piece[1])
+
+
+class ChunkServicer(pb_grpc.ChunkServerServicer):
+    def __init__(self, node: ChunkNode) -> None:
+        self.node = node
+
+    async def WriteBlock(self, request_iterator: Any, context: Any) -> None:
+        node = self.node
+        try:
+            await serve_write(
+                context,
+                store=node.store,
+                epochs=node.epochs,
+                me=Target(node.address, node.server_id),
+                channels=node.channels,
+                config=node.pipeline_config,
+            )
+            return
+        except Exception as exc:
+            err = _failure(exc, "WriteBlock")
+        await abort(context, err)
+
+    async def ReadBlock(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        store = self.node.store
+        try:
+            reader = await asyncio.to_thread(
+                store.open_reader,
+                request.block_id,
+                request.gen,
+                request.offset,
+                request.length or None,
+            )
+        except Exception as exc:
+            await abort(context, _failure(exc, "ReadBlock"))
+        error: KeelError | None = None
+        ahead: asyncio.Future[tuple[int, bytes, int] | None] | None = None
+        try:
+            # one piece read ahead, in a worker thread, while the previous one is sent
+            ahead = asyncio.ensure_future(asyncio.to_thread(_next_piece, reader))
+            while (piece := await ahead) is not None:
+                ahead = asyncio.ensure_future(asyncio.to_thread(_next_piece, reader))
+                yield pb.ReadResponse(offset=piece[0], data=piece[1], crc32c=piece[2])
+        except Exception as exc:
+            error = _failure(exc, "ReadBlock")
+        finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
+            await asyncio.to_thread(reader.close)  # waits for a read still running
+        if error is not None:
+            await abort(context, error)
+
+    async def BlockInfo(self, request: Any, context: Any) -> Any:
+        replicas = self.node.store.replicas(request.block_id)
+        if not replicas:
+            await abort(context, NotFound(f"blk_{request.block_id}", "replica"))
+        return pb.BlockInfoResponse(replicas=[replica_to_pb(r) for r in replicas])
+
+    async def ListBlocks(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        size = request.batch_size or 1000
+        report = self.node.store.block_report()
+        for i in range(0, len(report), size):
+            yield pb.ListBlocksResponse(replicas=[replica_to_pb(r) for r in report[i : i + size]])
+
+    async def DeleteBlocks(self, request: Any, context: Any) -> Any:
+        try:
+            command = DeleteBlocks(
+                _fence(request.fence, request.HasField("fence")),
+                tuple((b.block_id, b.gen) for b in request.blocks),
+            )
+            results = await self.node.executor.execute(command)
+            return pb.DeleteBlocksResponse(
+                results=[
+                    pb.DeleteResult(block_id=r.block_id, outcome=_OUTCOME[r.outcome], gen=r.gen)
+                    for r in results
+                ]
+            )
+        except Exception as exc:
+            err = _failure(exc, "DeleteBlocks")
+        await abort(context, err)
+
+    async def ReplicateBlock(self, request: Any, context: Any) -> Any:
+        try:
+            command = ReplicateBlock(
+                _fence(request.fence, request.HasField("fence")),
+                request.block_id,
+                request.gen,
+                tuple(Target(t.address, t.server_id) for t in request.targets),
+            )
+            result = await self.node.executor.execute(command)
+            nodes = [
+                pb.NodeResult(
+                    address=n.address, server_id=n.server_id, state=pb.NODE_OK, length=n.length
+                )
+                for n in result.nodes
+            ]
+            return pb.ReplicateBlockResponse(length=result.length, nodes=nodes)
+        except Exception as exc:
+            err = _failure(exc, "ReplicateBlock")
+        await abort(context, err)
+
+    async def ServerInfo(self, request: Any, context: Any) -> Any:
+        st = self.node.status()
+        return pb.ServerInfoResponse(
+            server_id=st.server_id,
+            address=st.address,
+            rack=st.rack,
+            capacity_bytes=st.capacity_bytes,
+            available_bytes=st.available_bytes,
+            used_bytes=st.used_bytes,
+            finalized=st.finalized,
+            being_written=st.being_written,
+            corrupt=st.corrupt,
+            epochs=st.epochs,
+        )

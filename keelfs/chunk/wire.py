@@ -1,0 +1,190 @@
+"""Where the chunk server meets gRPC: status codes, message limits, proto <-> record conversions,
+and the pool of channels a node or client keeps to other chunk servers.
+
+Errors travel as everywhere in keelfs (``keelfs.master.grpc_errors``): the gRPC status is a
+coarse category and the trailing metadata ``keelfs-error`` holds the ``KeelError``'s details;
+:func:`abort` is the server side, :func:`error_of` the client side (it also names the gRPC-level
+failures that carry no trailer: a connection lost, a deadline).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+import grpc
+
+from keelfs.chunk.errors import (
+    ChecksumMismatch,
+    CorruptReplica,
+    Fenced,
+    PipelineBroken,
+    StaleGeneration,
+)
+from keelfs.chunk.pb import chunk_pb2 as pb
+from keelfs.chunk.pb import chunk_pb2_grpc as _pb_grpc
+from keelfs.chunk.replica import ReplicaInfo, ReplicaState
+from keelfs.errors import KeelError, Unavailable
+from keelfs.master.grpc_errors import (
+    ERROR_KEY,
+    INTERNAL_CODE,
+    STATUS_OF_CODE,
+    encode_error,
+    error_from_rpc,
+)
+
+__all__ = [
+    "GRPC_OPTIONS",
+    "MAX_MESSAGE_BYTES",
+    "MAX_PACKET_BYTES",
+    "AsyncChannels",
+    "abort",
+    "decode_node_error",
+    "error_of",
+    "internal_error",
+    "pb",
+    "pb_grpc",
+    "replica_from_pb",
+    "replica_to_pb",
+    "status_of",
+]
+
+log = logging.getLogger("keelfs.chunk.wire")
+
+pb_grpc: Any = _pb_grpc  # generated, untyped
+
+MAX_PACKET_BYTES = 4 << 20
+"""Largest ``Packet.data`` (the default packet is 1 MiB)."""
+MAX_MESSAGE_BYTES = MAX_PACKET_BYTES + (256 << 10)
+"""gRPC message limit both ways: a largest packet with its checksums and framing."""
+
+GRPC_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_metadata_size", 64 << 10),
+]
+"""Options of the chunk server and of every channel to one."""
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    *GRPC_OPTIONS,
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.use_local_subchannel_pool", 1),
+]
+
+_STATUS = {
+    **STATUS_OF_CODE,
+    Fenced.code: grpc.StatusCode.FAILED_PRECONDITION,
+    StaleGeneration.code: grpc.StatusCode.FAILED_PRECONDITION,
+    CorruptReplica.code: grpc.StatusCode.DATA_LOSS,
+    ChecksumMismatch.code: grpc.StatusCode.DATA_LOSS,
+    PipelineBroken.code: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_of(err: KeelError) -> grpc.StatusCode:
+    return _STATUS.get(err.code, grpc.StatusCode.INTERNAL)
+
+
+def internal_error(exc: BaseException) -> KeelError:
+    """A ``KeelError`` with code ``INTERNAL`` for an unexpected exception (a bug)."""
+    err = KeelError(f"internal error: {type(exc).__name__}: {exc}")
+    err.code = INTERNAL_CODE  # type: ignore[misc]  # an instance-level code, as from_details does
+    return err
+
+
+async def abort(context: Any, err: KeelError) -> NoReturn:
+    """End the RPC with ``err`` (a ``grpc.aio`` servicer context)."""
+    await context.abort(status_of(err), err.message[:1024], ((ERROR_KEY, encode_error(err)),))
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def error_of(exc: BaseException, address: str) -> KeelError:
+    """What a failed call to the chunk server at ``address`` means, as a ``KeelError``: the
+    server's refusal, or ``Unavailable`` for a gRPC-level failure."""
+    if isinstance(exc, KeelError):
+        return exc
+    if isinstance(exc, grpc.RpcError):
+        refused = error_from_rpc(exc)
+        if refused is not None:
+            return refused
+        code = exc.code() if hasattr(exc, "code") else None
+        name = code.name if code is not None else "UNKNOWN"
+        details = exc.details() if hasattr(exc, "details") else ""
+        return Unavailable(f"{address}: {name}: {details}")
+    if isinstance(exc, TimeoutError):
+        return Unavailable(f"{address}: no answer in time")
+    return Unavailable(f"{address}: {type(exc).__name__}: {exc}")
+
+
+def decode_node_error(raw: str) -> KeelError | None:
+    """``NodeResult.error`` (the ``keelfs-error`` JSON) back into a ``KeelError``."""
+    if not raw:
+        return None
+    try:
+        details = json.loads(raw)
+    except ValueError:
+        details = None
+    if not isinstance(details, dict):
+        return internal_error(ValueError(f"unreadable node error {raw[:200]!r}"))
+    return KeelError.from_details(details)
+
+
+_STATE_TO_PB = {
+    ReplicaState.FINALIZED: pb.REPLICA_FINALIZED,
+    ReplicaState.BEING_WRITTEN: pb.REPLICA_BEING_WRITTEN,
+}
+_STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
+
+
+def replica_to_pb(info: ReplicaInfo) -> Any:
+    return pb.Replica(
+        block_id=info.block_id,
+        gen=info.gen,
+        length=info.length,
+        state=_STATE_TO_PB[info.state],
+        corrupt=info.corrupt,
+        shard_id=info.shard_id,
+        chunk_size=info.chunk_size,
+    )
+
+
+def replica_from_pb(msg: Any) -> ReplicaInfo:
+    return ReplicaInfo(
+        block_id=msg.block_id,
+        gen=msg.gen,
+        length=msg.length,
+        state=_STATE_FROM_PB[msg.state],
+        shard_id=msg.shard_id,
+        chunk_size=msg.chunk_size,
+        corrupt=msg.corrupt,
+    )
+
+
+class AsyncChannels:
+    """One ``grpc.aio`` channel per chunk-server address, shared by every call to it."""
+
+    def __init__(self, options: Iterable[tuple[str, Any]] = CHANNEL_OPTIONS) -> None:
+        self._options = list(options)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, Any] = {}
+
+    def stub(self, address: str) -> Any:
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address, options=self._options)
+            self._channels[address] = channel
+            stub = self._stubs[address] = pb_grpc.ChunkServerStub(channel)
+        return stub
+
+    async def close(self) -> None:
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._stubs.clear()
+        for channel in channels:
+            try:
+                await channel.close()
+            except Exception:  # closing is best effort
+                log.debug("closing a channel failed", exc_info=True)

@@ -1,0 +1,74 @@
+"""Fixtures for the chunk server tests: real processes on 127.0.0.1, always cleaned up.
+
+``trio`` (module-scoped) is three chunk servers shared by the tests that kill nothing (each
+test uses its own block ids); ``make_servers(n, *args)`` starts fresh ones for one test. Every
+process is killed by pid at teardown, and when a test failed the tail of each server's log is
+printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from keelfs.chunk.client import ChunkClient
+from keelfs.chunk.local import LocalChunkServers
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None]:
+    rep = yield
+    setattr(item, "rep_" + rep.when, rep)
+    return rep
+
+
+def _dump(servers: LocalChunkServers) -> None:
+    for i in range(len(servers.addresses)):
+        print(f"----- chunk server {i} log (tail) -----")
+        print(servers.log_tail(i, 30))
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalChunkServers]:
+    servers = LocalChunkServers(tmp_path_factory.mktemp("trio"), 3)
+    try:
+        servers.start()
+        yield servers
+    except BaseException:
+        _dump(servers)
+        raise
+    finally:
+        servers.stop_all()
+
+
+@pytest.fixture
+def make_servers(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., LocalChunkServers]]:
+    made: list[LocalChunkServers] = []
+
+    def make(n: int = 3, *args: str) -> LocalChunkServers:
+        servers = LocalChunkServers(tmp_path / f"set{len(made)}", n, server_args=args)
+        made.append(servers)
+        return servers.start()
+
+    try:
+        yield make
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        if rep is None or rep.failed:
+            for servers in made:
+                _dump(servers)
+        for servers in made:
+            servers.stop_all()
+
+
+@pytest.fixture
+def client() -> Iterator[ChunkClient]:
+    c = ChunkClient(ack_timeout_s=30.0)
+    try:
+        yield c
+    finally:
+        c.close()
