@@ -268,6 +268,13 @@ def txn_status(group: str, txn_id: int) -> Op:
     return _ns("TxnStatus", Route("shard", group), build, write=False, session=False)
 
 
+def blocks_known(group: str, block_ids: Sequence[int]) -> Op:
+    def build(h: pb.RequestHeader) -> pb.BlocksKnownRequest:
+        return pb.BlocksKnownRequest(header=h, group=group, block_ids=list(block_ids))
+
+    return _ns("BlocksKnown", Route("shard", group), build, write=True, session=False)
+
+
 def seal_ring() -> Op:
     build = lambda h: pb.SealRingRequest(header=h)  # noqa: E731
     return Op("Config", "SealRing", CONFIG_ROUTE, build, True, False)

@@ -303,6 +303,13 @@ class AsyncClient:
                 return dir_record, out
             cursor = reply.cursor
 
+    async def blocks_known(
+        self, group: str, block_ids: Sequence[int], *, deadline: float | None = None
+    ) -> list[int]:
+        """Which of ``block_ids`` a file of shard ``group`` references (its leader's view)."""
+        reply = await self._run(ops.blocks_known(group, block_ids), deadline)
+        return [int(b) for b in reply.known]
+
     async def seal_ring(self, *, deadline: float | None = None) -> int:
         """Mark the namespace as existing (``Format`` does it): shards added or removed from
         now on move their directories."""

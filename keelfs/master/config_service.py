@@ -18,6 +18,7 @@ from keelfs.meta.commands import (
     Command,
     IssueTxIds,
     KeepAlive,
+    RegisterChunkServer,
     RegisterMaster,
     RegisterSession,
     RemoveShard,
@@ -119,6 +120,27 @@ class ConfigServicer(ServicerBase):
         self, request: pb.SealRingRequest, context: Any
     ) -> pb.ConfigWriteReply:
         return await self._write(context, SealRing(), request.header)
+
+    async def RegisterChunkServer(  # noqa: N802
+        self, request: pb.RegisterChunkServerRequest, context: Any
+    ) -> pb.ConfigWriteReply:
+        cmd = RegisterChunkServer(
+            request.server_id, request.address, request.rack or "/default-rack"
+        )
+        return await self._write(context, cmd, request.header)
+
+    async def ListChunkServers(  # noqa: N802
+        self, request: pb.ListChunkServersRequest, context: Any
+    ) -> pb.ListChunkServersReply:
+        async def work() -> pb.ListChunkServersReply:
+            await self.node.read(self.member, request.stale_ok, self.timeout(context))
+            servers = [
+                pb.ChunkLocation(server_id=s.server_id, address=s.address, rack=s.rack)
+                for s in self.sm.chunk_servers().values()
+            ]
+            return pb.ListChunkServersReply(servers=servers, info=self.node.reply_info(self.member))
+
+        return await self.serve(context, CONFIG_GROUP, work())
 
     async def RegisterMaster(  # noqa: N802
         self, request: pb.RegisterMasterRequest, context: Any

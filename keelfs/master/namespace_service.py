@@ -71,6 +71,7 @@ from keelfs.errors import (
 )
 from keelfs.master import subtree
 from keelfs.master.batch import serve_batch
+from keelfs.master.block_service import BlockServiceMixin, locate
 from keelfs.master.node import Member, MetaNode, now_ms
 from keelfs.master.servicer import ServicerBase
 from keelfs.master.wire import file_info_to_pb, summary_to_pb
@@ -81,7 +82,6 @@ from keelfs.meta.commands import (
     DEFAULT_OWNER,
     DEFAULT_REPLICATION,
     Command,
-    CompleteFile,
     Create,
     Delete,
     KeepAlive,
@@ -174,7 +174,7 @@ def _spans(m: Any, shard: str, src: str, dst: str, sm: ShardStateMachine) -> boo
     return False
 
 
-class NamespaceServicer(ServicerBase):
+class NamespaceServicer(BlockServiceMixin, ServicerBase):
     def __init__(self, node: MetaNode) -> None:
         super().__init__(node)
 
@@ -348,11 +348,6 @@ class NamespaceServicer(ServicerBase):
             )
 
         return await self._info_write(context, request.header, request.path, build)
-
-    async def Complete(  # noqa: N802
-        self, request: pb.CompleteRequest, context: Any
-    ) -> pb.FileInfoReply:
-        return await self._info_write(context, request.header, request.path, CompleteFile)
 
     async def SetReplication(  # noqa: N802
         self, request: pb.SetReplicationRequest, context: Any
@@ -652,7 +647,9 @@ class NamespaceServicer(ServicerBase):
             if not request.stale_ok:
                 await self.node.wait_unlocked(member, path, self.timeout(context))
             info = member.sm.stat(path)
-            return pb.FileInfoReply(info=file_info_to_pb(info), reply=self._reply(member))
+            return pb.FileInfoReply(
+                info=locate(self.node, file_info_to_pb(info)), reply=self._reply(member)
+            )
 
         return await self.serve(context, "", work())
 

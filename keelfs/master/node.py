@@ -40,6 +40,9 @@ import grpc
 
 from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
 from keelfs.master import grpc_errors
+from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
+from keelfs.master.blocks import DEFAULT_DEAD_AFTER_S, ChunkRegistry
+from keelfs.master.replication import ReplicationMonitor
 from keelfs.master.resharding import Resharder
 from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS, TxnManager
 from keelfs.master.wire import CONFIG_GROUP, MAX_REQUEST_BYTES
@@ -96,6 +99,10 @@ class NodeConfig:
     lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS
     txn_prepare_timeout_ms: int = DEFAULT_PREPARE_TIMEOUT_MS
     txn_retention_ms: int = DEFAULT_TXN_RETENTION_MS
+    min_replicas: int = DEFAULT_MIN_REPLICAS
+    """Replicas every block of a file needs reported before ``Complete`` succeeds."""
+    chunk_dead_after_s: float = DEFAULT_DEAD_AFTER_S
+    """A chunk server silent this long is dead: its replicas no longer count."""
     vnodes: int = DEFAULT_VNODES
     map_refresh_s: float = 1.0
 
@@ -179,6 +186,8 @@ class MetaNode:
         self._map_changed = asyncio.Event()
         self.txns = TxnManager(self, prepare_timeout_ms=config.txn_prepare_timeout_ms)
         self.resharder = Resharder(self)
+        self.chunks = ChunkRegistry(dead_after_s=config.chunk_dead_after_s)
+        self.replication = ReplicationMonitor(self)
 
     # ------------------------------------------------------------------ lifecycle
     def _transport(self, on_messages: OnMessages) -> Transport:
@@ -251,6 +260,7 @@ class MetaNode:
         ]
         if self.shards:
             self._tasks.append(asyncio.create_task(self.txns.recovery_loop(), name="txn-recovery"))
+            self._tasks.append(asyncio.create_task(self.replication.loop(), name="replication"))
         if self.config_member is not None:
             self._tasks.append(asyncio.create_task(self.resharder.loop(), name="resharding"))
 
@@ -309,6 +319,19 @@ class MetaNode:
             "map_version": self.shard_map.version,
             "registered": self.registered,
             "resharding": self.resharder.status(),
+            "chunk_servers": {
+                st.server_id: {
+                    "address": st.address,
+                    "rack": st.rack,
+                    "live": self.chunks.live(st.server_id),
+                    "reported": st.reported,
+                    "capacity": st.capacity,
+                    "used": st.used,
+                }
+                for st in self.chunks.servers.values()
+            },
+            "blocks": len(self.chunks.replicas),
+            "replication": dict(self.replication.stats),
             "rounds": self.host.rounds,
         }
 

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 from keelfs.errors import InvalidArgument
+from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
+from keelfs.master.blocks import DEFAULT_DEAD_AFTER_S
 from keelfs.master.node import MetaNode, NodeConfig, NodeFailed
 from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS
 from keelfs.meta.commands import check_id
@@ -114,6 +116,18 @@ def _parser(role: str) -> argparse.ArgumentParser:
         help="how long finished transaction records are kept (same on every member)",
     )
     p.add_argument(
+        "--min-replicas",
+        type=int,
+        default=DEFAULT_MIN_REPLICAS,
+        help="replicas each block needs reported before a file can be closed",
+    )
+    p.add_argument(
+        "--chunk-dead-after",
+        type=float,
+        default=DEFAULT_DEAD_AFTER_S,
+        help="seconds without a heartbeat after which a chunk server counts as dead",
+    )
+    p.add_argument(
         "--vnodes", type=int, default=DEFAULT_VNODES, help="ring points per shard (config group)"
     )
     p.add_argument("--map-refresh", type=float, default=1.0, help="seconds between ShardMap polls")
@@ -163,6 +177,8 @@ def config_from_args(role: str, argv: list[str] | None = None) -> NodeConfig:
         lease_ttl_ms=ns.lease_ttl_ms,
         txn_prepare_timeout_ms=ns.txn_prepare_timeout_ms,
         txn_retention_ms=ns.txn_retention_ms,
+        min_replicas=ns.min_replicas,
+        chunk_dead_after_s=ns.chunk_dead_after,
         vnodes=ns.vnodes,
         map_refresh_s=ns.map_refresh,
     )

@@ -64,6 +64,7 @@ __all__ = [
     "RegisterSession",
     "RemoveShard",
     "Rename",
+    "RecoverLease",
     "RenewLease",
     "Result",
     "SealRing",
@@ -80,6 +81,7 @@ __all__ = [
     "TxnFinish",
     "TxnPrepare",
     "UnregisterChunkServer",
+    "UpdateBlock",
     "decode_command",
     "decode_envelope",
 ]
@@ -342,6 +344,39 @@ class CompleteFile(Command):
         check_path(self.path)
         if self.last_length is not None:
             check_range(self.last_length, 0, MAX_BLOCK_SIZE, "last_length")
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateBlock(Command):
+    """Pipeline recovery: the last block ``block_id`` of a file the session writes gets a new
+    generation stamp (replicas with an older one are stale from now on)."""
+
+    op: ClassVar[str] = "update_block"
+    needs_session: ClassVar[bool] = True
+    path: str
+    block_id: int
+    gen_stamp: int
+
+    def validate(self) -> None:
+        check_path(self.path)
+        check_range(self.block_id, 1, MAX_INT, "block_id")
+        check_range(self.gen_stamp, 1, MAX_INT, "gen_stamp")
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverLease(Command):
+    """Lease recovery (the leader, for a file under construction whose writer is gone): close
+    it with its last block at ``last_length`` (settled from the replicas), or without that
+    block (``drop_last``: no replica of it holds data)."""
+
+    op: ClassVar[str] = "recover_lease"
+    path: str
+    last_length: int = 0
+    drop_last: bool = False
+
+    def validate(self) -> None:
+        check_path(self.path)
+        check_range(self.last_length, 0, MAX_BLOCK_SIZE, "last_length")
 
 
 @dataclass(frozen=True, slots=True)
@@ -786,6 +821,8 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     Create,
     AddBlock,
     CompleteFile,
+    UpdateBlock,
+    RecoverLease,
     RenewLease,
     Delete,
     Rename,

@@ -74,6 +74,7 @@ from keelfs.meta.commands import (
     MoveFreeze,
     MoveIngest,
     MoveSettle,
+    RecoverLease,
     Rename,
     RenewLease,
     SetOwner,
@@ -85,6 +86,7 @@ from keelfs.meta.commands import (
     TxnDecide,
     TxnFinish,
     TxnPrepare,
+    UpdateBlock,
     check_range,
 )
 from keelfs.meta.kvstore import KVStore, MemoryStore, RocksStore, Txn, prefix_end
@@ -340,6 +342,22 @@ class ShardStateMachine(MetaStateMachine):
         for key, raw in self._store.scan(start, prefix_end(_DELETE_QUEUE)):
             gen, length = json.loads(raw)
             out.append(BlockInfo(_U64.unpack_from(key, 1)[0], gen, length))
+            if len(out) == limit:
+                break
+        return out
+
+    def files_page(
+        self, start_after: str | None = None, limit: int = 1000
+    ) -> list[tuple[str, Inode]]:
+        """Up to ``limit`` files (path, inode) in key order after ``start_after`` (a path from
+        an earlier page): how the block layer walks every block this shard references."""
+        start = _ENTRY if start_after is None else _entry_key(start_after) + b"\x00"
+        out: list[tuple[str, Inode]] = []
+        for key, raw in self._store.scan(start, prefix_end(_ENTRY)):
+            inode = Inode.decode(raw)
+            if inode.is_dir:
+                continue
+            out.append((_entry_path(key), inode))
             if len(out) == limit:
                 break
         return out
@@ -623,6 +641,48 @@ class ShardStateMachine(MetaStateMachine):
         )
         txn.put(_entry_key(path), inode.encode())
         self._drop_lease(txn, ctx.session_id, path)
+        return inode.info(path).to_dict()
+
+    def _op_update_block(self, txn: Txn, cmd: UpdateBlock, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        inode = self._writer_file(txn, path, ctx.session_id)
+        blocks = list(inode.blocks)
+        if not blocks or blocks[-1].block_id != cmd.block_id:
+            raise InvalidArgument(
+                f"block {cmd.block_id} is not the last block of {path}", "block_id"
+            )
+        last = blocks[-1]
+        if cmd.gen_stamp <= last.gen_stamp:
+            raise InvalidArgument(
+                f"generation stamp {cmd.gen_stamp} is not above {last.gen_stamp}", "gen_stamp"
+            )
+        blocks[-1] = BlockInfo(last.block_id, cmd.gen_stamp, last.length)
+        inode = inode.evolve(blocks=tuple(blocks), mtime=ctx.now)
+        txn.put(_entry_key(path), inode.encode())
+        self._renew(txn, ctx.session_id, ctx.now)
+        return inode.info(path).to_dict()
+
+    def _op_recover_lease(self, txn: Txn, cmd: RecoverLease, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        self._check_unlocked(txn, path, parent=False)
+        inode = self._lookup(txn, path)
+        if inode is None:
+            raise self._missing(txn, path)
+        if inode.is_dir or not inode.under_construction:
+            return inode.info(path).to_dict()  # closed meanwhile: nothing to recover
+        if inode.lease_holder and self._holds_lease(txn, inode.lease_holder):
+            raise LeaseConflict(path, inode.lease_holder, message=f"{path} has a live writer")
+        blocks = list(inode.blocks)
+        if blocks and cmd.drop_last:
+            blocks.pop()
+        elif blocks:
+            check_range(cmd.last_length, 0, inode.block_size, "last_length")
+            last = blocks[-1]
+            blocks[-1] = BlockInfo(last.block_id, last.gen_stamp, cmd.last_length)
+        inode = inode.evolve(
+            blocks=tuple(blocks), under_construction=False, lease_holder=0, mtime=ctx.now
+        )
+        txn.put(_entry_key(path), inode.encode())
         return inode.info(path).to_dict()
 
     def _op_renew_lease(self, txn: Txn, cmd: RenewLease, ctx: Context) -> Any:

@@ -38,6 +38,7 @@ def test_command_names_are_stable() -> None:
         "move_freeze",
         "move_ingest",
         "move_settle",
+        "recover_lease",
         "rename",
         "renew_lease",
         "set_owner",
@@ -49,6 +50,7 @@ def test_command_names_are_stable() -> None:
         "txn_decide",
         "txn_finish",
         "txn_prepare",
+        "update_block",
     ]
     assert sorted(set(CONFIG_COMMANDS) - set(SESSION_COMMANDS)) == [
         "add_shard",

@@ -91,14 +91,26 @@ class HashOverride(_message.Message):
     def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ..., shard_id: _Optional[str] = ...) -> None: ...
 
 class BlockInfo(_message.Message):
-    __slots__ = ("block_id", "gen_stamp", "length")
+    __slots__ = ("block_id", "gen_stamp", "length", "locations")
     BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
     GEN_STAMP_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    LOCATIONS_FIELD_NUMBER: _ClassVar[int]
     block_id: int
     gen_stamp: int
     length: int
-    def __init__(self, block_id: _Optional[int] = ..., gen_stamp: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    locations: _containers.RepeatedCompositeFieldContainer[ChunkLocation]
+    def __init__(self, block_id: _Optional[int] = ..., gen_stamp: _Optional[int] = ..., length: _Optional[int] = ..., locations: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ...) -> None: ...
+
+class ChunkLocation(_message.Message):
+    __slots__ = ("server_id", "address", "rack")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RACK_FIELD_NUMBER: _ClassVar[int]
+    server_id: str
+    address: str
+    rack: str
+    def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ...) -> None: ...
 
 class FileInfo(_message.Message):
     __slots__ = ("path", "kind", "length", "mode", "owner", "group", "mtime", "atime", "replication", "block_size", "blocks", "under_construction", "lease_holder")
@@ -171,6 +183,32 @@ class KeepAliveReply(_message.Message):
     INFO_FIELD_NUMBER: _ClassVar[int]
     info: ReplyInfo
     def __init__(self, info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+
+class RegisterChunkServerRequest(_message.Message):
+    __slots__ = ("header", "server_id", "address", "rack")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RACK_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    server_id: str
+    address: str
+    rack: str
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., server_id: _Optional[str] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ...) -> None: ...
+
+class ListChunkServersRequest(_message.Message):
+    __slots__ = ("stale_ok",)
+    STALE_OK_FIELD_NUMBER: _ClassVar[int]
+    stale_ok: bool
+    def __init__(self, stale_ok: _Optional[bool] = ...) -> None: ...
+
+class ListChunkServersReply(_message.Message):
+    __slots__ = ("servers", "info")
+    SERVERS_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    servers: _containers.RepeatedCompositeFieldContainer[ChunkLocation]
+    info: ReplyInfo
+    def __init__(self, servers: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
 class SealRingRequest(_message.Message):
     __slots__ = ("header",)
@@ -320,12 +358,14 @@ class CreateRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., mode: _Optional[int] = ..., owner: _Optional[str] = ..., group: _Optional[str] = ..., replication: _Optional[int] = ..., block_size: _Optional[int] = ..., overwrite: _Optional[bool] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
-    __slots__ = ("header", "path")
+    __slots__ = ("header", "path", "last_length")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    LAST_LENGTH_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     path: str
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ...) -> None: ...
+    last_length: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., last_length: _Optional[int] = ...) -> None: ...
 
 class RenewLeaseRequest(_message.Message):
     __slots__ = ("header", "group")
@@ -510,6 +550,138 @@ class TxnStatusRequest(_message.Message):
     group: str
     txn_id: int
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., group: _Optional[str] = ..., txn_id: _Optional[int] = ...) -> None: ...
+
+class AllocateBlockRequest(_message.Message):
+    __slots__ = ("header", "path", "previous_length", "exclude")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    path: str
+    previous_length: int
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., previous_length: _Optional[int] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AllocateBlockReply(_message.Message):
+    __slots__ = ("block", "shard", "epoch", "info")
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    block: BlockInfo
+    shard: str
+    epoch: int
+    info: ReplyInfo
+    def __init__(self, block: _Optional[_Union[BlockInfo, _Mapping]] = ..., shard: _Optional[str] = ..., epoch: _Optional[int] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+
+class RecoverPipelineRequest(_message.Message):
+    __slots__ = ("header", "path", "block_id", "keep", "exclude")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    path: str
+    block_id: int
+    keep: _containers.RepeatedScalarFieldContainer[str]
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., block_id: _Optional[int] = ..., keep: _Optional[_Iterable[str]] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReplicaReport(_message.Message):
+    __slots__ = ("block_id", "gen_stamp", "length", "shard")
+    BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
+    GEN_STAMP_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    block_id: int
+    gen_stamp: int
+    length: int
+    shard: str
+    def __init__(self, block_id: _Optional[int] = ..., gen_stamp: _Optional[int] = ..., length: _Optional[int] = ..., shard: _Optional[str] = ...) -> None: ...
+
+class ChunkHeartbeatRequest(_message.Message):
+    __slots__ = ("server_id", "address", "rack", "capacity", "used", "load", "full_report", "replicas", "removed", "corrupt")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RACK_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    FULL_REPORT_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    CORRUPT_FIELD_NUMBER: _ClassVar[int]
+    server_id: str
+    address: str
+    rack: str
+    capacity: int
+    used: int
+    load: int
+    full_report: bool
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaReport]
+    removed: _containers.RepeatedCompositeFieldContainer[ReplicaReport]
+    corrupt: _containers.RepeatedCompositeFieldContainer[ReplicaReport]
+    def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ..., capacity: _Optional[int] = ..., used: _Optional[int] = ..., load: _Optional[int] = ..., full_report: _Optional[bool] = ..., replicas: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., corrupt: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ...) -> None: ...
+
+class ChunkCommand(_message.Message):
+    __slots__ = ("kind", "shard", "epoch", "blocks", "targets")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    shard: str
+    epoch: int
+    blocks: _containers.RepeatedCompositeFieldContainer[ReplicaReport]
+    targets: _containers.RepeatedCompositeFieldContainer[ChunkLocation]
+    def __init__(self, kind: _Optional[str] = ..., shard: _Optional[str] = ..., epoch: _Optional[int] = ..., blocks: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ...) -> None: ...
+
+class ChunkHeartbeatReply(_message.Message):
+    __slots__ = ("commands", "want_full_report", "node_id")
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    WANT_FULL_REPORT_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    commands: _containers.RepeatedCompositeFieldContainer[ChunkCommand]
+    want_full_report: bool
+    node_id: int
+    def __init__(self, commands: _Optional[_Iterable[_Union[ChunkCommand, _Mapping]]] = ..., want_full_report: _Optional[bool] = ..., node_id: _Optional[int] = ...) -> None: ...
+
+class ReportBadReplicaRequest(_message.Message):
+    __slots__ = ("server_id", "block_id", "gen_stamp", "reason")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
+    GEN_STAMP_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    server_id: str
+    block_id: int
+    gen_stamp: int
+    reason: str
+    def __init__(self, server_id: _Optional[str] = ..., block_id: _Optional[int] = ..., gen_stamp: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReportBadReplicaReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BlocksKnownRequest(_message.Message):
+    __slots__ = ("header", "group", "block_ids")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    group: str
+    block_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., group: _Optional[str] = ..., block_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class BlocksKnownReply(_message.Message):
+    __slots__ = ("known", "info")
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    known: _containers.RepeatedScalarFieldContainer[int]
+    info: ReplyInfo
+    def __init__(self, known: _Optional[_Iterable[int]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
 class MoveRequest(_message.Message):
     __slots__ = ("header", "group", "op", "args")

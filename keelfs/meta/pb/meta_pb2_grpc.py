@@ -79,6 +79,16 @@ class ConfigStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SealRingRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.FromString,
                 _registered_method=True)
+        self.RegisterChunkServer = channel.unary_unary(
+                '/keelfs.meta.v1.Config/RegisterChunkServer',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RegisterChunkServerRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.FromString,
+                _registered_method=True)
+        self.ListChunkServers = channel.unary_unary(
+                '/keelfs.meta.v1.Config/ListChunkServers',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ListChunkServersRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ListChunkServersReply.FromString,
+                _registered_method=True)
 
 
 class ConfigServicer:
@@ -148,6 +158,20 @@ class ConfigServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterChunkServer(self, request, context):
+        """Leader. A chunk server joins (or updates its address and rack); idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChunkServers(self, request, context):
+        """Any member: the chunk-server registry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -190,6 +214,16 @@ def add_ConfigServicer_to_server(servicer, server):
                     servicer.SealRing,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SealRingRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.SerializeToString,
+            ),
+            'RegisterChunkServer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterChunkServer,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RegisterChunkServerRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.SerializeToString,
+            ),
+            'ListChunkServers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChunkServers,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ListChunkServersRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ListChunkServersReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -421,6 +455,60 @@ class Config:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def RegisterChunkServer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Config/RegisterChunkServer',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.RegisterChunkServerRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChunkServers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Config/ListChunkServers',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ListChunkServersRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ListChunkServersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class NamespaceStub:
     """---------------------------------------------------------------------------------------------
@@ -533,6 +621,31 @@ class NamespaceStub:
                 '/keelfs.meta.v1.Namespace/TxnStatus',
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnStatusRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.FromString,
+                _registered_method=True)
+        self.AllocateBlock = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/AllocateBlock',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AllocateBlockRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AllocateBlockReply.FromString,
+                _registered_method=True)
+        self.RecoverPipeline = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/RecoverPipeline',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RecoverPipelineRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AllocateBlockReply.FromString,
+                _registered_method=True)
+        self.ChunkHeartbeat = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/ChunkHeartbeat',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ChunkHeartbeatRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ChunkHeartbeatReply.FromString,
+                _registered_method=True)
+        self.ReportBadReplica = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/ReportBadReplica',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ReportBadReplicaRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ReportBadReplicaReply.FromString,
+                _registered_method=True)
+        self.BlocksKnown = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/BlocksKnown',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BlocksKnownRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BlocksKnownReply.FromString,
                 _registered_method=True)
         self.Move = channel.unary_unary(
                 '/keelfs.meta.v1.Namespace/Move',
@@ -701,6 +814,47 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AllocateBlock(self, request, context):
+        """---- the block layer (keelfs.master.blocks) ----
+        Leader; the session holding `path`'s writer lease: a new last block (the previous one's
+        final length given), its generation stamp, the chunk servers to write it through in
+        pipeline order, and the shard's epoch (its Raft term) to present to them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecoverPipeline(self, request, context):
+        """Leader; the lease holder's pipeline for the last block failed: a new generation stamp and
+        a pipeline of the surviving servers given plus fresh ones (never the excluded).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChunkHeartbeat(self, request, context):
+        """Any member (chunk servers report to every member of every shard): heartbeat with capacity
+        and a full or incremental block report; the reply carries commands from the shards this
+        node leads, each with that shard's epoch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportBadReplica(self, request, context):
+        """Any member: a client found a replica corrupt or unreadable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlocksKnown(self, request, context):
+        """Internal, leader of `group`: which of these block ids a file of the shard references.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Move(self, request, context):
         """Internal (online resharding, keelfs.master.resharding): one of the move commands
         (move_freeze, move_ingest, move_settle, move_drop) proposed on data shard `group`.
@@ -819,6 +973,31 @@ def add_NamespaceServicer_to_server(servicer, server):
                     servicer.TxnStatus,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnStatusRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.SerializeToString,
+            ),
+            'AllocateBlock': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllocateBlock,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AllocateBlockRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AllocateBlockReply.SerializeToString,
+            ),
+            'RecoverPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecoverPipeline,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RecoverPipelineRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AllocateBlockReply.SerializeToString,
+            ),
+            'ChunkHeartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChunkHeartbeat,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ChunkHeartbeatRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ChunkHeartbeatReply.SerializeToString,
+            ),
+            'ReportBadReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportBadReplica,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ReportBadReplicaRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ReportBadReplicaReply.SerializeToString,
+            ),
+            'BlocksKnown': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlocksKnown,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BlocksKnownRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BlocksKnownReply.SerializeToString,
             ),
             'Move': grpc.unary_unary_rpc_method_handler(
                     servicer.Move,
@@ -1374,6 +1553,141 @@ class Namespace:
             '/keelfs.meta.v1.Namespace/TxnStatus',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnStatusRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.TxnReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AllocateBlock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/AllocateBlock',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.AllocateBlockRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.AllocateBlockReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecoverPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/RecoverPipeline',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.RecoverPipelineRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.AllocateBlockReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChunkHeartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/ChunkHeartbeat',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ChunkHeartbeatRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ChunkHeartbeatReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportBadReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/ReportBadReplica',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ReportBadReplicaRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ReportBadReplicaReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlocksKnown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/BlocksKnown',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.BlocksKnownRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.BlocksKnownReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,209 @@
+"""The block layer's RPCs on a master (``keelfs.meta.v1.Namespace``, ``proto/meta.proto``).
+
+- ``AllocateBlock`` (leader, lease holder): a cluster-wide unique block id (from the config
+  group, in blocks), generation stamp 1, ``AddBlock`` through the log, and a pipeline chosen
+  from the live, reported chunk servers (``keelfs.master.blocks``); the reply carries the
+  shard's epoch (its Raft term) that the chunk servers fence on.
+- ``RecoverPipeline`` (leader, lease holder): ``UpdateBlock`` with the next generation stamp
+  and a pipeline of the survivors plus fresh servers.
+- ``Complete``: answered only once every block has its minimum replicas reported at its
+  generation stamp (``UNAVAILABLE`` "replicas" until then: the client retries).
+- ``ChunkHeartbeat`` (any member): updates the soft state; the reply carries the commands the
+  shards led here have queued for that server (``keelfs.master.replication``).
+- ``ReportBadReplica`` (any member), ``BlocksKnown`` (internal).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from keelfs.errors import InvalidArgument, Unavailable
+from keelfs.master.blocks import Replica
+from keelfs.master.wire import file_info_to_pb
+from keelfs.meta.commands import AddBlock, CompleteFile, UpdateBlock, check_path
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.records import FileInfo
+
+if TYPE_CHECKING:
+    from keelfs.master.node import Member, MetaNode
+
+__all__ = ["BlockServiceMixin", "locate"]
+
+DEFAULT_MIN_REPLICAS = 1
+
+
+def locate(node: MetaNode, info: pb.FileInfo) -> pb.FileInfo:
+    """``info`` with each block's live, good replica locations filled in."""
+    for block in info.blocks:
+        del block.locations[:]
+        for st in node.chunks.locations(block.block_id, block.gen_stamp):
+            block.locations.add(server_id=st.server_id, address=st.address, rack=st.rack)
+    return info
+
+
+class BlockServiceMixin:
+    """Mixed into ``NamespaceServicer`` (which provides ``node``, ``serve``, ``timeout``)."""
+
+    node: MetaNode
+
+    if TYPE_CHECKING:
+
+        async def serve(self, context: Any, group: str, work: Any) -> Any: ...
+        def timeout(self, context: Any) -> float: ...
+
+    def _pipeline_reply(
+        self, member: Member, info: FileInfo, targets: list[Any], index: int, term: int
+    ) -> pb.AllocateBlockReply:
+        last = info.blocks[-1]
+        block = pb.BlockInfo(block_id=last.block_id, gen_stamp=last.gen_stamp, length=last.length)
+        for st in targets:
+            block.locations.add(server_id=st.server_id, address=st.address, rack=st.rack)
+        return pb.AllocateBlockReply(
+            block=block,
+            shard=member.group_id,
+            epoch=term or member.group.node.raft.term,
+            info=self.node.reply_info(member, index, term),
+        )
+
+    def _targets(self, replication: int, exclude: list[str], keep: list[str] = ()) -> list[Any]:
+        targets = self.node.chunks.choose(replication, exclude, keep)
+        if not targets:
+            raise Unavailable(
+                "no chunk servers",
+                message="no live chunk server has reported to this master yet; retry",
+            )
+        return targets
+
+    async def AllocateBlock(  # noqa: N802
+        self, request: pb.AllocateBlockRequest, context: Any
+    ) -> pb.AllocateBlockReply:
+        async def work() -> pb.AllocateBlockReply:
+            path = check_path(request.path)
+            member = await self.node.route(request.header, path, by_directory=False)
+            self.node.require_leader(member)
+            current = member.sm.stat(path)
+            targets = self._targets(current.replication, list(request.exclude))
+            block_id = await self.node.txns.next_id()
+            previous = request.previous_length if request.HasField("previous_length") else None
+            command = AddBlock(path, block_id, 1, previous)
+            result, index, term = await self.node.propose(
+                member, command, request.header, self.timeout(context)
+            )
+            info = FileInfo.from_dict(result.unwrap())
+            return self._pipeline_reply(member, info, targets, index, term)
+
+        return await self.serve(context, "", work())
+
+    async def RecoverPipeline(  # noqa: N802
+        self, request: pb.RecoverPipelineRequest, context: Any
+    ) -> pb.AllocateBlockReply:
+        async def work() -> pb.AllocateBlockReply:
+            path = check_path(request.path)
+            member = await self.node.route(request.header, path, by_directory=False)
+            self.node.require_leader(member)
+            current = member.sm.stat(path)
+            if not current.blocks or current.blocks[-1].block_id != request.block_id:
+                raise InvalidArgument(
+                    f"block {request.block_id} is not the last block of {path}", "block_id"
+                )
+            targets = self._targets(current.replication, list(request.exclude), list(request.keep))
+            command = UpdateBlock(path, request.block_id, current.blocks[-1].gen_stamp + 1)
+            result, index, term = await self.node.propose(
+                member, command, request.header, self.timeout(context)
+            )
+            info = FileInfo.from_dict(result.unwrap())
+            return self._pipeline_reply(member, info, targets, index, term)
+
+        return await self.serve(context, "", work())
+
+    async def Complete(  # noqa: N802
+        self, request: pb.CompleteRequest, context: Any
+    ) -> pb.FileInfoReply:
+        async def work() -> pb.FileInfoReply:
+            path = check_path(request.path)
+            last = request.last_length if request.HasField("last_length") else None
+            command = CompleteFile(path, last)
+            command.validate()
+            member = await self.node.route(request.header, path, by_directory=False)
+            current = member.sm.stat(path)
+            if current.under_construction:  # (a retry of a done Complete goes straight on)
+                self._check_min_replicas(current)
+            result, index, term = await self.node.propose(
+                member, command, request.header, self.timeout(context)
+            )
+            info = FileInfo.from_dict(result.unwrap())
+            return pb.FileInfoReply(
+                info=locate(self.node, file_info_to_pb(info)),
+                reply=self.node.reply_info(member, index, term),
+            )
+
+        return await self.serve(context, "", work())
+
+    def _check_min_replicas(self, info: FileInfo) -> None:
+        need = min(self.node.config.min_replicas, info.replication)
+        for block in info.blocks:
+            have = len(self.node.chunks.locations(block.block_id, block.gen_stamp))
+            if have < need:
+                raise Unavailable(
+                    "replicas",
+                    message=f"block {block.block_id} of {info.path} has {have} of the "
+                    f"{need} replicas it needs reported yet; retry",
+                )
+
+    async def ChunkHeartbeat(  # noqa: N802
+        self, request: pb.ChunkHeartbeatRequest, context: Any
+    ) -> pb.ChunkHeartbeatReply:
+        async def work() -> pb.ChunkHeartbeatReply:
+            reg = self.node.chunks
+            sid = request.server_id
+            if not sid or not request.address:
+                raise InvalidArgument("a heartbeat needs server_id and address", "server_id")
+            st = reg.heartbeat(
+                sid, request.address, request.rack, request.capacity, request.used, request.load
+            )
+            first = not st.reported
+            replicas = [
+                (r.block_id, Replica(r.gen_stamp, r.length, r.shard)) for r in request.replicas
+            ]
+            if request.full_report:
+                reg.full_report(sid, replicas)
+            elif not first:
+                for block_id, replica in replicas:
+                    reg.added(sid, block_id, replica)
+            for r in request.removed:
+                reg.removed(sid, r.block_id)
+            for r in request.corrupt:
+                reg.mark_corrupt(sid, r.block_id)
+            commands = self.node.replication.take_commands(sid)
+            return pb.ChunkHeartbeatReply(
+                commands=commands,
+                want_full_report=not st.reported,
+                node_id=self.node.node_id,
+            )
+
+        return await self.serve(context, "", work())
+
+    async def ReportBadReplica(  # noqa: N802
+        self, request: pb.ReportBadReplicaRequest, context: Any
+    ) -> pb.ReportBadReplicaReply:
+        async def work() -> pb.ReportBadReplicaReply:
+            self.node.chunks.mark_corrupt(request.server_id, request.block_id)
+            return pb.ReportBadReplicaReply()
+
+        return await self.serve(context, "", work())
+
+    async def BlocksKnown(  # noqa: N802
+        self, request: pb.BlocksKnownRequest, context: Any
+    ) -> pb.BlocksKnownReply:
+        async def work() -> pb.BlocksKnownReply:
+            member = await self.node.shard_member(request.header, request.group)
+            self.node.require_leader(member)
+            known = self.node.replication.known_blocks(member.group_id)
+            if known is None:
+                raise Unavailable("scanning", message="this shard's blocks are being listed")
+            return pb.BlocksKnownReply(
+                known=[b for b in request.block_ids if b in known],
+                info=self.node.reply_info(member),
+            )
+
+        return await self.serve(context, request.group, work())

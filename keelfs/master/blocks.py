@@ -1,0 +1,166 @@
+"""What a master knows of chunk servers and block replicas: soft state, never in the log.
+
+Chunk servers report to every member of every shard (DESIGN §2.8): a heartbeat every second
+with capacity, use and load, and a block report (every finalized replica on the first
+heartbeat to a master and whenever it asks; after that, what was added, removed or found
+corrupt). From that each master node keeps, for all the shards it hosts:
+
+- ``servers``: server id -> address, rack, capacity, used, load, last heartbeat (monotonic);
+- ``replicas``: block id -> {server id: (gen stamp, length)};
+- ``corrupt``: (block id, server id) pairs reported bad (by the server's scanner or a client).
+
+A newly elected leader therefore knows where every block is at once. A server is *live* while
+its last heartbeat is younger than ``dead_after_s``, and *ready* (may be chosen for new
+blocks) once it also sent a full report here: seed 003's warning, a server nobody has heard
+from is not a target, without SeaweedFS's fixed 15 s wait.
+
+Placement (``choose``): distinct live, ready servers not excluded, preferring more free space
+and fewer transfers; with racks configured, the second replica goes to another rack than the
+first and the third to the second's rack (HDFS's rule), as far as the racks allow.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+__all__ = ["DEFAULT_DEAD_AFTER_S", "ChunkRegistry", "Replica", "ServerState"]
+
+DEFAULT_DEAD_AFTER_S = 10.0
+
+
+@dataclass
+class ServerState:
+    server_id: str
+    address: str
+    rack: str
+    capacity: int = 0
+    used: int = 0
+    load: int = 0
+    last_seen: float = 0.0
+    reported: bool = False
+    """A full block report arrived at this master since the server (re)started talking."""
+
+    @property
+    def free(self) -> int:
+        return max(0, self.capacity - self.used)
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    gen_stamp: int
+    length: int
+    shard: str
+
+
+@dataclass
+class ChunkRegistry:
+    dead_after_s: float = DEFAULT_DEAD_AFTER_S
+    servers: dict[str, ServerState] = field(default_factory=dict)
+    replicas: dict[int, dict[str, Replica]] = field(default_factory=dict)
+    corrupt: set[tuple[int, str]] = field(default_factory=set)
+    clock: object = time.monotonic
+    _rng: random.Random = field(default_factory=random.Random)
+
+    def now(self) -> float:
+        return self.clock()  # type: ignore[operator,no-any-return]
+
+    # -- reports ----------------------------------------------------------------------------
+    def heartbeat(
+        self, server_id: str, address: str, rack: str, capacity: int, used: int, load: int
+    ) -> ServerState:
+        st = self.servers.get(server_id)
+        if st is None or st.address != address:
+            st = self.servers[server_id] = ServerState(server_id, address, rack or "/default-rack")
+        st.rack = rack or "/default-rack"
+        st.capacity, st.used, st.load = capacity, used, load
+        st.last_seen = self.now()
+        return st
+
+    def full_report(self, server_id: str, replicas: Iterable[tuple[int, Replica]]) -> None:
+        """Replace what ``server_id`` holds with ``replicas``."""
+        for holders in self.replicas.values():
+            holders.pop(server_id, None)
+        self.corrupt = {(b, s) for b, s in self.corrupt if s != server_id}
+        for block_id, replica in replicas:
+            self.replicas.setdefault(block_id, {})[server_id] = replica
+        self._prune()
+        self.servers[server_id].reported = True
+
+    def added(self, server_id: str, block_id: int, replica: Replica) -> None:
+        self.replicas.setdefault(block_id, {})[server_id] = replica
+        self.corrupt.discard((block_id, server_id))
+
+    def removed(self, server_id: str, block_id: int) -> None:
+        holders = self.replicas.get(block_id)
+        if holders is not None:
+            holders.pop(server_id, None)
+            if not holders:
+                del self.replicas[block_id]
+        self.corrupt.discard((block_id, server_id))
+
+    def mark_corrupt(self, server_id: str, block_id: int) -> None:
+        self.corrupt.add((block_id, server_id))
+
+    def _prune(self) -> None:
+        for block_id in [b for b, h in self.replicas.items() if not h]:
+            del self.replicas[block_id]
+
+    # -- liveness ---------------------------------------------------------------------------
+    def live(self, server_id: str) -> bool:
+        st = self.servers.get(server_id)
+        return st is not None and self.now() - st.last_seen < self.dead_after_s
+
+    def live_servers(self) -> list[ServerState]:
+        return [s for s in self.servers.values() if self.live(s.server_id)]
+
+    def dead_servers(self) -> list[ServerState]:
+        return [s for s in self.servers.values() if not self.live(s.server_id)]
+
+    def locations(self, block_id: int, gen_stamp: int) -> list[ServerState]:
+        """Live servers holding a good replica of ``block_id`` at ``gen_stamp``, most free
+        first (a stand-in for "nearest": every server is as near on one machine)."""
+        holders = self.replicas.get(block_id, {})
+        out = [
+            self.servers[s]
+            for s, r in holders.items()
+            if r.gen_stamp == gen_stamp and self.live(s) and (block_id, s) not in self.corrupt
+        ]
+        return sorted(out, key=lambda st: (-st.free, st.load, st.server_id))
+
+    # -- placement --------------------------------------------------------------------------
+    def choose(
+        self, count: int, exclude: Iterable[str] = (), keep: Iterable[str] = ()
+    ) -> list[ServerState]:
+        """Up to ``count`` distinct targets (fewer if not enough servers qualify), ``keep``
+        first (in order, if live), then fresh ones."""
+        excluded = set(exclude)
+        chosen = [
+            self.servers[s]
+            for s in keep
+            if s in self.servers and self.live(s) and s not in excluded
+        ]
+        taken = {s.server_id for s in chosen} | excluded
+        pool = [s for s in self.live_servers() if s.reported and s.server_id not in taken]
+        # more free space and fewer transfers first; ties broken at random so that equal
+        # servers share the load
+        self._rng.shuffle(pool)
+        pool.sort(key=lambda s: (-(s.free >> 26), s.load))
+        racks = {s.rack for s in self.live_servers()}
+        while len(chosen) < count and pool:
+            pick = self._pick_rack_aware(chosen, pool) if len(racks) > 1 else pool[0]
+            chosen.append(pick)
+            pool.remove(pick)
+        return chosen[:count] if len(chosen) > count else chosen
+
+    @staticmethod
+    def _pick_rack_aware(chosen: list[ServerState], pool: list[ServerState]) -> ServerState:
+        if len(chosen) == 1:  # second replica: another rack than the first
+            other = [s for s in pool if s.rack != chosen[0].rack]
+            return other[0] if other else pool[0]
+        if len(chosen) == 2:  # third: the second's rack, another server
+            same = [s for s in pool if s.rack == chosen[1].rack]
+            return same[0] if same else pool[0]
+        return pool[0]

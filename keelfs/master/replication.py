@@ -1,0 +1,241 @@
+"""Keeping every block at its replication: the shard leader's background work.
+
+Each shard this node leads is walked a few pages of files per tick (``PAGES_PER_TICK`` ×
+``PAGE`` files, so a shard of millions of files costs the event loop little at a time), and
+for every block of a closed file (the last block of a file being written is the writer's):
+
+- fewer good replicas than the file's replication (a server died: it stopped heartbeating for
+  ``dead_after_s``; a replica was found corrupt) → one holder copies it to new targets;
+- more than needed → the replicas on the fullest servers are deleted;
+- replicas with an older generation stamp (left by a failed pipeline) or corrupt ones, once
+  enough good replicas exist → deleted;
+- blocks of deleted files (the shard's delete queue) → deleted on every holder, and dequeued
+  (``DequeueBlockDeletes``) once no server reports them;
+- orphans: a block reported with this shard's tag that no file referenced during a whole
+  walk that began after it was first seen, and that no other shard knows (``BlocksKnown``:
+  a file may have been renamed to another shard) → deleted.
+
+Commands wait in per-server queues and travel in the replies to that server's heartbeats
+(the seed's ``pending_commands``), each with the shard's id and epoch (its Raft term), which
+the chunk server checks against the highest it has seen: a deposed leader's commands are
+refused. Only leaders queue commands; block locations themselves are soft state on every
+member (``keelfs.master.blocks``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from keelfs.errors import KeelError
+from keelfs.meta.commands import DequeueBlockDeletes, RecoverLease
+from keelfs.meta.pb import meta_pb2 as pb
+
+if TYPE_CHECKING:
+    from keelfs.master.node import Member, MetaNode
+
+__all__ = ["ReplicationMonitor"]
+
+log = logging.getLogger("keelfs.master.replication")
+
+PAGE = 500
+PAGES_PER_TICK = 4
+TICK_S = 0.5
+RESCHEDULE_S = 10.0
+"""A block's repair is not queued again for this long (the copy takes time to be reported)."""
+
+
+@dataclass
+class _Walk:
+    cursor: str | None = None
+    started: float = 0.0
+    seen: set[int] = field(default_factory=set)
+    known: set[int] | None = None
+    """Every block the last complete walk found referenced (None: none completed yet)."""
+    known_started: float = 0.0
+
+
+class ReplicationMonitor:
+    def __init__(self, node: MetaNode) -> None:
+        self.node = node
+        self._commands: dict[str, list[pb.ChunkCommand]] = {}
+        self._walks: dict[str, _Walk] = {}
+        self._scheduled: dict[tuple[str, int], float] = {}
+        self._unknown_since: dict[int, float] = {}
+        self.stats = {"replications": 0, "deletions": 0, "orphans": 0, "recovered": 0}
+
+    # -- what the heartbeat service asks --------------------------------------------------
+    def take_commands(self, server_id: str) -> list[pb.ChunkCommand]:
+        return self._commands.pop(server_id, [])
+
+    def known_blocks(self, shard: str) -> set[int] | None:
+        walk = self._walks.get(shard)
+        if walk is None or walk.known is None:
+            return None
+        return walk.known | walk.seen
+
+    def under_replicated(self) -> int:
+        """Blocks of closed files below their replication, as of the last walks here."""
+        return sum(1 for key in self._scheduled if key[0] == "replicate")
+
+    # -- the loop ---------------------------------------------------------------------------
+    async def loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            for member in list(self.node.shards.values()):
+                if not member.group.is_leader:
+                    self._walks.pop(member.group_id, None)
+                    continue
+                try:
+                    await self.tick(member)
+                except KeelError as exc:
+                    log.info("%s: block maintenance step failed: %s", member.group_id, exc)
+
+    def _queue(self, server_id: str, command: pb.ChunkCommand) -> None:
+        self._commands.setdefault(server_id, []).append(command)
+
+    def _due(self, kind: str, block_id: int) -> bool:
+        now = time.monotonic()
+        until = self._scheduled.get((kind, block_id), 0.0)
+        if until > now:
+            return False
+        self._scheduled[(kind, block_id)] = now + RESCHEDULE_S
+        return True
+
+    async def tick(self, member: Member) -> None:
+        shard = member.group_id
+        walk = self._walks.setdefault(shard, _Walk(started=time.monotonic()))
+        epoch = member.group.node.raft.term
+        for _ in range(PAGES_PER_TICK):
+            page = member.sm.files_page(walk.cursor, PAGE)
+            for path, inode in page:
+                self._check_file(member, shard, epoch, path, inode, walk)
+            if len(page) < PAGE:
+                self._end_walk(walk)
+                await self._orphans(member, shard, epoch, walk)
+                break
+            walk.cursor = page[-1][0]
+            await asyncio.sleep(0)
+        await self._deletions(member, shard, epoch)
+        now = time.monotonic()
+        self._scheduled = {k: v for k, v in self._scheduled.items() if v > now}
+
+    @staticmethod
+    def _end_walk(walk: _Walk) -> None:
+        walk.known, walk.known_started = walk.seen, walk.started
+        walk.seen, walk.cursor, walk.started = set(), None, time.monotonic()
+
+    def _check_file(
+        self, member: Member, shard: str, epoch: int, path: str, inode: object, walk: _Walk
+    ) -> None:
+        reg = self.node.chunks
+        blocks = inode.blocks  # type: ignore[attr-defined]
+        writing = inode.under_construction  # type: ignore[attr-defined]
+        want = inode.replication  # type: ignore[attr-defined]
+        for i, b in enumerate(blocks):
+            walk.seen.add(b.block_id)
+            if writing and i == len(blocks) - 1:
+                continue
+            holders = reg.replicas.get(b.block_id, {})
+            good = reg.locations(b.block_id, b.gen_stamp)
+            stale = [s for s, r in holders.items() if r.gen_stamp < b.gen_stamp]
+            corrupt = [s for s in holders if (b.block_id, s) in reg.corrupt]
+            ref = pb.ReplicaReport(block_id=b.block_id, gen_stamp=b.gen_stamp, length=b.length)
+            if good and len(good) < want and self._due("replicate", b.block_id):
+                targets = reg.choose(want - len(good), exclude=set(holders))
+                if targets:
+                    cmd = pb.ChunkCommand(kind="replicate", shard=shard, epoch=epoch, blocks=[ref])
+                    for t in targets:
+                        cmd.targets.add(server_id=t.server_id, address=t.address, rack=t.rack)
+                    self._queue(good[0].server_id, cmd)
+                    self.stats["replications"] += 1
+                    log.info("%s: re-replicating block %d to %s", shard, b.block_id,
+                             [t.server_id for t in targets])  # fmt: skip
+            extra = [s.server_id for s in good[want:]]  # the fullest servers' (most free first)
+            doomed = stale + extra + (corrupt if len(good) >= want else [])
+            for server_id in doomed:
+                if self._due(f"delete:{server_id}", b.block_id):
+                    gen = holders[server_id].gen_stamp if server_id in holders else b.gen_stamp
+                    bad = pb.ReplicaReport(block_id=b.block_id, gen_stamp=gen)
+                    cmd = pb.ChunkCommand(kind="delete", shard=shard, epoch=epoch, blocks=[bad])
+                    self._queue(server_id, cmd)
+                    self.stats["deletions"] += 1
+        if writing and not inode.lease_holder and self._due("recover", hash(path)):  # type: ignore[attr-defined]
+            task = asyncio.ensure_future(self._recover_lease(member, path, inode))
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _recover_lease(self, member: Member, path: str, inode: object) -> None:
+        """Close a file whose writer is gone: its last block's length is the smallest among
+        the finalized replicas reported at its generation stamp; with none, the block is
+        dropped if no server reports it at all (nothing of it was ever acknowledged)."""
+        blocks = inode.blocks  # type: ignore[attr-defined]
+        command = RecoverLease(path)
+        if blocks:
+            last = blocks[-1]
+            holders = self.node.chunks.replicas.get(last.block_id, {})
+            lengths = [r.length for r in holders.values() if r.gen_stamp == last.gen_stamp]
+            if lengths:
+                command = RecoverLease(path, min(lengths))
+            elif not holders:
+                command = RecoverLease(path, 0, drop_last=True)
+            else:
+                return  # only stale replicas: wait for the writer's recovery or reports
+        with contextlib.suppress(KeelError):
+            result, _, _ = await self.node.propose(member, command, None, 5.0)
+            if result.ok:
+                self.stats["recovered"] += 1
+                log.info("%s: lease of %s recovered", member.group_id, path)
+
+    async def _deletions(self, member: Member, shard: str, epoch: int) -> None:
+        reg = self.node.chunks
+        gone: list[int] = []
+        for block in member.sm.pending_block_deletes(limit=1000):
+            holders = reg.replicas.get(block.block_id, {})
+            if not holders:
+                gone.append(block.block_id)
+                continue
+            for server_id, replica in holders.items():
+                if self._due(f"delete:{server_id}", block.block_id):
+                    ref = pb.ReplicaReport(block_id=block.block_id, gen_stamp=replica.gen_stamp)
+                    self._queue(
+                        server_id,
+                        pb.ChunkCommand(kind="delete", shard=shard, epoch=epoch, blocks=[ref]),
+                    )
+                    self.stats["deletions"] += 1
+        if gone and all(s.reported for s in reg.live_servers()) and reg.live_servers():
+            await self.node.propose(member, DequeueBlockDeletes(tuple(gone)), None, 5.0)
+
+    async def _orphans(self, member: Member, shard: str, epoch: int, walk: _Walk) -> None:
+        reg = self.node.chunks
+        known = walk.known or set()
+        now = time.monotonic()
+        candidates: list[int] = []
+        for block_id, holders in list(reg.replicas.items()):
+            if block_id in known or not any(r.shard == shard for r in holders.values()):
+                self._unknown_since.pop(block_id, None)
+                continue
+            first = self._unknown_since.setdefault(block_id, now)
+            if first < walk.known_started:
+                candidates.append(block_id)
+        if not candidates:
+            return
+        m = self.node.shard_map
+        for other in m.shards:
+            if other == shard or not candidates:
+                continue
+            reply = await self.node.internal.blocks_known(other, candidates)
+            candidates = [b for b in candidates if b not in set(reply)]
+        for block_id in candidates:
+            for server_id, replica in reg.replicas.get(block_id, {}).items():
+                ref = pb.ReplicaReport(block_id=block_id, gen_stamp=replica.gen_stamp)
+                self._queue(
+                    server_id,
+                    pb.ChunkCommand(kind="delete", shard=shard, epoch=epoch, blocks=[ref]),
+                )
+            self._unknown_since.pop(block_id, None)
+            self.stats["orphans"] += 1
+            log.info("%s: deleting orphan block %d", shard, block_id)
