@@ -37,6 +37,7 @@ import grpc
 
 from keelfs.chunk.checksums import CHUNK_SIZE, crc32c
 from keelfs.chunk.errors import ChecksumMismatch
+from keelfs.chunk.framing import decode_read_response
 from keelfs.chunk.protocol import (
     DEFAULT_PACKET_SIZE,
     AckTracker,
@@ -140,12 +141,12 @@ class AsyncChunkClient:
         header = header_request(
             block_id, gen, shard_id, epoch, targets[1:], chunk_size=chunk_size, offset=offset
         )
-        call = self._channels.stub(targets[0].address).WriteBlock()
+        call = self._channels.write_block(targets[0].address)()
         window = asyncio.Semaphore(self.window)
         set_up = asyncio.Event()
 
         async def send() -> None:
-            await call.write(header)
+            await call.write(header.SerializeToString())
             # no packet before every node accepted the header: a write racing the end of a
             # refused call would replace the call's status with grpc.aio's INTERNAL
             await set_up.wait()
@@ -222,7 +223,7 @@ class AsyncChunkClient:
         if length == 0:
             return
         req = pb.ReadRequest(block_id=block_id, gen=gen, offset=offset, length=length or 0)
-        call = self._channels.stub(address).ReadBlock(req)
+        call = self._channels.read_block(address)(req)
         position = offset
         try:
             while True:
@@ -232,8 +233,8 @@ class AsyncChunkClient:
                     raise error_of(exc, address) from None
                 if reply is grpc.aio.EOF:
                     return
-                data = reply.data
-                if reply.offset != position or (self.verify_reads and crc32c(data) != reply.crc32c):
+                at, data, crc = decode_read_response(reply)
+                if at != position or (self.verify_reads and crc32c(data) != crc):
                     raise ChecksumMismatch(
                         block_id, position, f"read reply from {address} failed its check"
                     )

@@ -37,7 +37,7 @@ from keelfs.chunk.protocol import ServerStatus, WriteResult
 from keelfs.chunk.replica import ReplicaInfo, check_shard_id
 from keelfs.chunk.scanner import BlockScanner
 from keelfs.chunk.store import BlockStore, DeleteResult
-from keelfs.chunk.wire import GRPC_OPTIONS, AsyncChannels, pb_grpc
+from keelfs.chunk.wire import GRPC_OPTIONS, AsyncChannels
 from keelfs.errors import InvalidArgument
 
 __all__ = ["DEFAULT_RACK", "ChunkNode", "ChunkNodeConfig", "load_server_id"]
@@ -126,9 +126,9 @@ class ChunkNode:
         self._client = AsyncChunkClient(ack_timeout_s=cfg.ack_timeout_s)
         self.executor = CommandExecutor(self.store, self.epochs, self._client)
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS])
-        from keelfs.chunk.service import ChunkServicer  # the servicer imports this module
+        from keelfs.chunk.service import ChunkServicer, add_to_server  # it imports this module
 
-        pb_grpc.add_ChunkServerServicer_to_server(ChunkServicer(self), server)
+        add_to_server(ChunkServicer(self), server)
         try:
             port = server.add_insecure_port(cfg.listen)
         except RuntimeError as exc:

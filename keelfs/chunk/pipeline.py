@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from keelfs.chunk.fencing import EpochTable
+from keelfs.chunk.framing import RawPacket, decode_packet
 from keelfs.chunk.protocol import Target
 from keelfs.chunk.replica import check_block_id, check_gen
 from keelfs.chunk.store import BlockStore
@@ -103,6 +105,9 @@ class WriteSpec:
         )
 
 
+_NOT_A_PACKET = RawPacket(0, 0, memoryview(b""), b"", False, False)
+
+
 class _DownstreamFailed(Exception):
     """A packet's downstream ack will never come."""
 
@@ -122,7 +127,7 @@ class _Pending:
     end: int
     last: bool
     sync: bool
-    data: bytes | None
+    data: memoryview | None
     crcs: bytes | None
     written: asyncio.Future[int]
     down: asyncio.Future[Any] | None = None
@@ -218,8 +223,8 @@ class _Stream:
             return True
         first = self.spec.targets[0]
         try:
-            self.call = self.channels.stub(first.address).WriteBlock()
-            await self.call.write(self.spec.downstream_header())
+            self.call = self.channels.write_block(first.address)()
+            await self.call.write(self.spec.downstream_header().SerializeToString())
             ack = await asyncio.wait_for(self.call.read(), self.config.ack_timeout_s)
             if ack is grpc.aio.EOF:
                 raise Unavailable(f"{first.address} ended the stream before its setup ack")
@@ -242,17 +247,22 @@ class _Stream:
         cs = self.spec.chunk_size
         loop = asyncio.get_running_loop()
         while True:
-            req = await self.context.read()
-            if req is grpc.aio.EOF:
+            raw = await self.context.read()
+            if raw is grpc.aio.EOF:
                 if not self.broken:
                     await self.pending.put(None)
                 return
             if self.broken:
                 continue
-            p = req.packet
             error: KeelError | None = None
+            try:
+                p = decode_packet(raw) or _NOT_A_PACKET
+            except InvalidArgument as exc:
+                p, error = _NOT_A_PACKET, exc
             data, crcs = p.data, p.crcs
-            if req.WhichOneof("kind") != "packet":
+            if error is not None:
+                pass
+            elif p is _NOT_A_PACKET:
                 error = InvalidArgument("expected a packet", "packet")
             elif p.seqno != seqno or p.offset != offset:
                 error = InvalidArgument(
@@ -285,7 +295,7 @@ class _Stream:
                 continue
             if self.call is not None and not self.down_failed:
                 try:
-                    await self.call.write(req)
+                    await self.call.write(raw)  # the same bytes: a packet is the same at every hop
                 except Exception as exc:
                     self._fail_downstream(exc)
             self.disk.put_nowait(entry)
@@ -408,8 +418,14 @@ async def serve_write(
 ) -> None:
     """Serve one WriteBlock stream on a ``grpc.aio`` context (read/write API). Raises a
     ``KeelError`` when the header is refused (the caller aborts the RPC with it)."""
-    first = await context.read()
-    if first is grpc.aio.EOF or first.WhichOneof("kind") != "header":
+    raw = await context.read()
+    if raw is grpc.aio.EOF:
+        raise InvalidArgument("a WriteBlock stream starts with a header", "header")
+    try:
+        first = pb.WriteRequest.FromString(raw)
+    except DecodeError:
+        raise InvalidArgument("malformed header", "header") from None
+    if first.WhichOneof("kind") != "header":
         raise InvalidArgument("a WriteBlock stream starts with a header", "header")
     spec = WriteSpec.from_pb(first.header)
     await epochs.admit_async(spec.shard_id, spec.epoch)

@@ -23,6 +23,7 @@ from typing import Any
 
 from keelfs.chunk.checksums import CHUNK_SIZE, chunk_crcs
 from keelfs.chunk.errors import PipelineBroken
+from keelfs.chunk.framing import encode_packet
 from keelfs.chunk.wire import MAX_PACKET_BYTES, decode_node_error, error_of, pb
 from keelfs.errors import InvalidArgument, KeelError, Unavailable
 
@@ -172,8 +173,8 @@ def header_request(
 
 
 class Packetizer:
-    """Cuts a stream of byte pieces into packets (see the module docstring). A piece that is
-    exactly one packet and arrives on a packet boundary is used without copying."""
+    """Cuts a stream of byte pieces into packets (see the module docstring), each a serialized
+    ``WriteRequest`` (``keelfs.chunk.framing``)."""
 
     def __init__(
         self,
@@ -198,8 +199,8 @@ class Packetizer:
         self._buffer: list[bytes] = []
         self._buffered = 0
 
-    def feed(self, piece: bytes | bytearray | memoryview) -> list[Any]:
-        """Packets (``WriteRequest``) made complete by ``piece``."""
+    def feed(self, piece: bytes | bytearray | memoryview) -> list[bytes]:
+        """Packets made complete by ``piece``."""
         size = self.packet_size
         if not self._buffered and len(piece) == size:
             return [self._packet(bytes(piece))]
@@ -216,25 +217,19 @@ class Packetizer:
             self._buffered = len(rest)
         return out
 
-    def finish(self) -> Any:
+    def finish(self) -> bytes:
         """The last packet: whatever is buffered (possibly nothing), with ``last`` set."""
         data = b"".join(self._buffer)
         self._buffer, self._buffered = [], 0
         return self._packet(data, last=True)
 
-    def _packet(self, data: bytes, last: bool = False) -> Any:
+    def _packet(self, data: bytes, last: bool = False) -> bytes:
         self.seqno += 1
         offset = self.offset
         self.offset += len(data)
-        return pb.WriteRequest(
-            packet=pb.Packet(
-                seqno=self.seqno,
-                offset=offset,
-                data=data,
-                crcs=chunk_crcs(data, self.chunk_size),
-                last=last,
-                sync=last and self._sync_last,
-            )
+        crcs = chunk_crcs(data, self.chunk_size)
+        return encode_packet(
+            self.seqno, offset, data, crcs, last=last, sync=last and self._sync_last
         )
 
 

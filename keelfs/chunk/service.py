@@ -3,17 +3,24 @@
 Each handler translates: proto in, a call on the node's parts (store, pipeline, command
 executor), proto out; a ``KeelError`` becomes the RPC's status and ``keelfs-error`` trailer
 (``keelfs.chunk.wire.abort``), anything else is logged as a bug and answered ``INTERNAL``.
+
+:func:`add_to_server` registers the handlers as the generated ``add_ChunkServerServicer_to_server``
+would, except that WriteBlock's requests and ReadBlock's replies stay bytes, encoded and decoded
+by ``keelfs.chunk.framing`` (the data path's messages never become protobuf objects).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
+
+import grpc
 
 from keelfs.chunk.checksums import crc32c
 from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock
+from keelfs.chunk.framing import encode_read_response
 from keelfs.chunk.pipeline import serve_write
 from keelfs.chunk.protocol import Target
 from keelfs.chunk.reader import ReplicaReader
@@ -24,7 +31,7 @@ from keelfs.errors import InvalidArgument, KeelError, NotFound
 if TYPE_CHECKING:
     from keelfs.chunk.node import ChunkNode
 
-__all__ = ["ChunkServicer"]
+__all__ = ["ChunkServicer", "add_to_server"]
 
 log = logging.getLogger("keelfs.chunk.service")
 
@@ -94,7 +101,7 @@ class ChunkServicer(pb_grpc.ChunkServerServicer):
             ahead = asyncio.ensure_future(asyncio.to_thread(_next_piece, reader))
             while (piece := await ahead) is not None:
                 ahead = asyncio.ensure_future(asyncio.to_thread(_next_piece, reader))
-                yield pb.ReadResponse(offset=piece[0], data=piece[1], crc32c=piece[2])
+                yield encode_read_response(*piece)
         except Exception as exc:
             error = _failure(exc, "ReadBlock")
         finally:
@@ -167,3 +174,38 @@ class ChunkServicer(pb_grpc.ChunkServerServicer):
             corrupt=st.corrupt,
             epochs=st.epochs,
         )
+
+
+_SERVICE = "keelfs.chunk.v1.ChunkServer"
+
+
+def add_to_server(servicer: ChunkServicer, server: Any) -> None:
+    """Serve ``servicer`` on ``server`` (see the module docstring)."""
+
+    def encode(cls: Any) -> Callable[[Any], bytes] | None:
+        return None if cls is None else cls.SerializeToString
+
+    def decode(cls: Any) -> Callable[[bytes], Any] | None:
+        return None if cls is None else cls.FromString
+
+    unary, server_stream = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
+    # method: (kind, request class, reply class); None: raw bytes
+    table: dict[str, tuple[Callable[..., Any], Any, Any]] = {
+        "WriteBlock": (grpc.stream_stream_rpc_method_handler, None, pb.WriteAck),
+        "ReadBlock": (server_stream, pb.ReadRequest, None),
+        "BlockInfo": (unary, pb.BlockInfoRequest, pb.BlockInfoResponse),
+        "ListBlocks": (server_stream, pb.ListBlocksRequest, pb.ListBlocksResponse),
+        "DeleteBlocks": (unary, pb.DeleteBlocksRequest, pb.DeleteBlocksResponse),
+        "ReplicateBlock": (unary, pb.ReplicateBlockRequest, pb.ReplicateBlockResponse),
+        "ServerInfo": (unary, pb.ServerInfoRequest, pb.ServerInfoResponse),
+    }
+    handlers = {
+        name: kind(
+            getattr(servicer, name),
+            request_deserializer=decode(request),
+            response_serializer=encode(reply),
+        )
+        for name, (kind, request, reply) in table.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
+    server.add_registered_method_handlers(_SERVICE, handlers)

@@ -163,21 +163,52 @@ def replica_from_pb(msg: Any) -> ReplicaInfo:
     )
 
 
+_WRITE_BLOCK = "/keelfs.chunk.v1.ChunkServer/WriteBlock"
+_READ_BLOCK = "/keelfs.chunk.v1.ChunkServer/ReadBlock"
+
+
 class AsyncChannels:
-    """One ``grpc.aio`` channel per chunk-server address, shared by every call to it."""
+    """One ``grpc.aio`` channel per chunk-server address, shared by every call to it.
+
+    :meth:`stub` is the generated stub; :meth:`write_block` and :meth:`read_block` are the two
+    data-path methods with their data-carrying messages left as bytes (``keelfs.chunk.framing``).
+    """
 
     def __init__(self, options: Iterable[tuple[str, Any]] = CHANNEL_OPTIONS) -> None:
         self._options = list(options)
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._stubs: dict[str, Any] = {}
+        self._stubs: dict[str, tuple[Any, Any, Any]] = {}
 
-    def stub(self, address: str) -> Any:
-        stub = self._stubs.get(address)
-        if stub is None:
+    def _get(self, address: str) -> tuple[Any, Any, Any]:
+        stubs = self._stubs.get(address)
+        if stubs is None:
             channel = grpc.aio.insecure_channel(address, options=self._options)
             self._channels[address] = channel
-            stub = self._stubs[address] = pb_grpc.ChunkServerStub(channel)
-        return stub
+            stubs = self._stubs[address] = (
+                pb_grpc.ChunkServerStub(channel),
+                channel.stream_stream(
+                    _WRITE_BLOCK,
+                    request_serializer=None,
+                    response_deserializer=pb.WriteAck.FromString,
+                ),
+                channel.unary_stream(
+                    _READ_BLOCK,
+                    request_serializer=pb.ReadRequest.SerializeToString,
+                    response_deserializer=None,
+                ),
+            )
+        return stubs
+
+    def stub(self, address: str) -> Any:
+        return self._get(address)[0]
+
+    def write_block(self, address: str) -> Any:
+        """WriteBlock taking serialized ``WriteRequest`` bytes."""
+        return self._get(address)[1]
+
+    def read_block(self, address: str) -> Any:
+        """ReadBlock answering serialized ``ReadResponse`` bytes."""
+        return self._get(address)[2]
 
     async def close(self) -> None:
         channels = list(self._channels.values())

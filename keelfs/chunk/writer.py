@@ -30,7 +30,7 @@ from keelfs.errors import InvalidArgument, Unavailable
 __all__ = ["ReplicaWriter", "check_packet", "pwrite_all"]
 
 
-def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
@@ -38,7 +38,9 @@ def pwrite_all(fd: int, data: bytes, offset: int) -> None:
         offset += n
 
 
-def check_packet(block_id: int, offset: int, data: bytes, crcs: bytes, chunk_size: int) -> None:
+def check_packet(
+    block_id: int, offset: int, data: bytes | memoryview, crcs: bytes, chunk_size: int
+) -> None:
     """Raise ``ChecksumMismatch`` unless ``crcs`` are the CRC32Cs of ``data``'s chunks
     (``InvalidArgument`` when there are not one per chunk)."""
     try:
@@ -116,7 +118,14 @@ class ReplicaWriter:
         ).encode()
 
     # -- the stream's calls ---------------------------------------------------------------------
-    def write(self, data: bytes, crcs: bytes, *, sync: bool = False, verified: bool = False) -> int:
+    def write(
+        self,
+        data: bytes | memoryview,
+        crcs: bytes,
+        *,
+        sync: bool = False,
+        verified: bool = False,
+    ) -> int:
         """Check ``data`` against ``crcs`` (packed, one per chunk; skipped when the caller has
         ``verified`` them) and append it; fsync both files when ``sync``. Returns the new
         length. Raises ``ChecksumMismatch`` (nothing written)."""

@@ -13,11 +13,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from keelfs.chunk.checksums import chunk_crcs
 from keelfs.chunk.client import ChunkClient, read_block, write_block
 from keelfs.chunk.errors import CorruptReplica, Fenced, PipelineBroken, StaleGeneration
 from keelfs.chunk.layout import Layout
 from keelfs.chunk.local import LocalChunkServers
-from keelfs.chunk.protocol import NodeState, Packetizer, Target, header_request
+from keelfs.chunk.protocol import NodeState, Target, header_request
 from keelfs.chunk.replica import ReplicaState
 from keelfs.chunk.store import DeleteOutcome
 from keelfs.chunk.wire import CHANNEL_OPTIONS, decode_node_error, pb, pb_grpc
@@ -168,11 +169,12 @@ def test_corrupt_packet_is_refused_and_reported(trio: LocalChunkServers) -> None
     """A packet whose data does not match its CRCs is never acknowledged: the failure ack names
     the node that checked it."""
     a0, a1 = trio.addresses[:2]
-    packets = Packetizer(chunk_size=65536)
-    good = packets.feed(payload(MIB, 6))[0]
-    bad = pb.WriteRequest()
-    bad.CopyFrom(packets.feed(payload(MIB, 7))[0])
-    bad.packet.data = b"\x00" + bad.packet.data[1:]
+    first, second = payload(MIB, 6), payload(MIB, 7)
+    # generated protobuf classes on this side: the server's hand-written codec reads them
+    good = pb.WriteRequest(packet=pb.Packet(seqno=1, data=first, crcs=chunk_crcs(first)))
+    bad = pb.WriteRequest(
+        packet=pb.Packet(seqno=2, offset=MIB, data=b"\x00" + second[1:], crcs=chunk_crcs(second))
+    )
     header = header_request(150, 1, "shard-1", 1, [Target(a1)])
     with grpc.insecure_channel(a0, options=CHANNEL_OPTIONS) as channel:
         acks = list(pb_grpc.ChunkServerStub(channel).WriteBlock(iter([header, good, bad])))
