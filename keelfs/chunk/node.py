@@ -61,7 +61,9 @@ class ChunkNodeConfig:
     ``scan_rate_bytes_s``  32 MiB/s      scanner read rate
     ``ack_timeout_s``      60            pipeline: wait for the next node's ack at most this
     ``rbw_expiry_s``       3600          abandoned being-written replicas are removed after
-    ``io_threads``         16            worker threads for disk I/O
+    ``io_threads``         16            threads of the loop's default executor, which runs
+                                         the disk I/O (0: keep the loop's own, e.g. when the
+                                         node shares a process)
     =====================  ============  ====================================================
     """
 
@@ -115,10 +117,10 @@ class ChunkNode:
 
     async def start(self) -> None:
         cfg = self.config
-        loop = asyncio.get_running_loop()
-        loop.set_default_executor(
-            concurrent.futures.ThreadPoolExecutor(cfg.io_threads, thread_name_prefix="chunk-io")
-        )
+        if cfg.io_threads > 0:  # blocking disk work runs in asyncio.to_thread
+            asyncio.get_running_loop().set_default_executor(
+                concurrent.futures.ThreadPoolExecutor(cfg.io_threads, thread_name_prefix="chunk-io")
+            )
         layout = Layout(Path(cfg.data_dir))
         self.server_id = await asyncio.to_thread(load_server_id, layout, cfg.server_id)
         self.store = await asyncio.to_thread(BlockStore.open, layout.root, fsync=cfg.fsync_on_close)

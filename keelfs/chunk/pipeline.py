@@ -246,13 +246,14 @@ class _Stream:
         seqno, offset = 1, self.spec.offset
         cs = self.spec.chunk_size
         loop = asyncio.get_running_loop()
+        refused = False  # a packet was refused: read on until upstream closes, discarding
         while True:
             raw = await self.context.read()
             if raw is grpc.aio.EOF:
-                if not self.broken:
+                if not (self.broken or refused):
                     await self.pending.put(None)
                 return
-            if self.broken:
+            if self.broken or refused:
                 continue
             error: KeelError | None = None
             try:
@@ -286,7 +287,8 @@ class _Stream:
             if error is not None:
                 _fail(entry.written, error)
                 await self.pending.put(entry)
-                return
+                refused = True
+                continue
             if self.call is not None:
                 entry.down = loop.create_future()
                 self.by_seqno[seqno] = entry

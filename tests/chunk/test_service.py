@@ -177,7 +177,10 @@ def test_corrupt_packet_is_refused_and_reported(trio: LocalChunkServers) -> None
     )
     header = header_request(150, 1, "shard-1", 1, [Target(a1)])
     with grpc.insecure_channel(a0, options=CHANNEL_OPTIONS) as channel:
-        acks = list(pb_grpc.ChunkServerStub(channel).WriteBlock(iter([header, good, bad])))
+        # what follows the bad packet is read and dropped, and the stream ends normally
+        after = pb.WriteRequest(packet=pb.Packet(seqno=3, offset=2 * MIB, last=True))
+        stream = iter([header, good, bad, after])
+        acks = list(pb_grpc.ChunkServerStub(channel).WriteBlock(stream))
     assert [a.seqno for a in acks] == [0, 1, 1] and acks[-1].failed
     assert acks[-1].length == MIB
     failed = acks[-1].nodes[0]
