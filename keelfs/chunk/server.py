@@ -14,10 +14,12 @@ import json
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from keelfs.chunk.memory import tune_malloc
 from keelfs.chunk.node import DEFAULT_RACK, ChunkNode, ChunkNodeConfig
+from keelfs.chunk.reporting import Reporter
 
 __all__ = ["config_from_args", "main", "serve"]
 
@@ -66,11 +68,29 @@ def _parser() -> argparse.ArgumentParser:
         default=d.rbw_expiry_s,
         help="abandoned being-written replicas are removed after this long",
     )
+    p.add_argument(
+        "--config-servers",
+        default="",
+        help="comma-separated config-server addresses: register there and report to every "
+        "master (empty: a standalone server, for tests of the data path alone)",
+    )
+    p.add_argument(
+        "--heartbeat-interval-s",
+        type=float,
+        default=1.0,
+        help="seconds between heartbeats to each master (changes are reported sooner)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
 
-def config_from_args(argv: list[str] | None = None) -> ChunkNodeConfig:
+@dataclass(frozen=True)
+class ReportingConfig:
+    config_servers: tuple[str, ...] = ()
+    interval_s: float = 1.0
+
+
+def config_from_args(argv: list[str] | None = None) -> tuple[ChunkNodeConfig, ReportingConfig]:
     ns = _parser().parse_args(argv)
     if ns.scan_interval_s < 0 or ns.scan_rate_mb <= 0:
         raise SystemExit("--scan-interval-s must be >= 0 and --scan-rate-mb > 0")
@@ -78,6 +98,9 @@ def config_from_args(argv: list[str] | None = None) -> ChunkNodeConfig:
         level=ns.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s chunk %(levelname)s %(name)s: %(message)s",
+    )
+    reporting = ReportingConfig(
+        tuple(a for a in ns.config_servers.split(",") if a), ns.heartbeat_interval_s
     )
     return ChunkNodeConfig(
         data_dir=ns.data,
@@ -89,25 +112,32 @@ def config_from_args(argv: list[str] | None = None) -> ChunkNodeConfig:
         scan_rate_bytes_s=ns.scan_rate_mb * 2**20,
         ack_timeout_s=ns.ack_timeout_s,
         rbw_expiry_s=ns.rbw_expiry_s,
-    )
+    ), reporting
 
 
 class _Failed(Exception):
     pass
 
 
-async def serve(config: ChunkNodeConfig) -> None:
+async def serve(config: ChunkNodeConfig, reporting: ReportingConfig | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     node = ChunkNode(config)
+    extra: list[asyncio.Task[None]] = []
     try:
         await node.start()
+        if reporting is not None and reporting.config_servers:
+            reporter = Reporter(
+                node, list(reporting.config_servers), interval_s=reporting.interval_s
+            )
+            extra.append(asyncio.create_task(reporter.run(), name="reporting"))
+        tasks = [*node.tasks, *extra]
         print("READY " + json.dumps(node.ready_info(), sort_keys=True), flush=True)
         log.info("chunk server serving: %s", node.ready_info())
         stopping = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopping, *node.tasks], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
         if stopping not in done:
             stopping.cancel()
             failed = next(iter(done))
@@ -115,15 +145,18 @@ async def serve(config: ChunkNodeConfig) -> None:
             raise _Failed(f"background task {failed.get_name()} stopped: {exc!r}") from exc
         log.info("chunk server stopping")
     finally:
+        for t in extra:
+            t.cancel()
+        await asyncio.gather(*extra, return_exceptions=True)
         await node.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = config_from_args(argv)
+    config, reporting = config_from_args(argv)
     if not tune_malloc():
         log.info("not glibc: malloc thresholds left as they are")
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, reporting))
     except _Failed as exc:
         log.critical("%s", exc, exc_info=exc.__cause__)
         return 1

@@ -239,6 +239,20 @@ def register_master(node_id: int, address: str) -> Op:
     return Op("Config", "RegisterMaster", CONFIG_ROUTE, build, True, False)
 
 
+def register_chunk_server(server_id: str, address: str, rack: str) -> Op:
+    def build(h: pb.RequestHeader) -> pb.RegisterChunkServerRequest:
+        return pb.RegisterChunkServerRequest(
+            header=h, server_id=server_id, address=address, rack=rack
+        )
+
+    return Op("Config", "RegisterChunkServer", CONFIG_ROUTE, build, True, False)
+
+
+def list_chunk_servers() -> Op:
+    build = lambda h: pb.ListChunkServersRequest()  # noqa: E731
+    return Op("Config", "ListChunkServers", CONFIG_ROUTE, build, False, False)
+
+
 def delete_result(reply: pb.DeleteReply) -> DeleteResult:
     return DeleteResult(reply.files, reply.directories, reply.blocks)
 

@@ -373,6 +373,19 @@ class AsyncClient:
         await self.shard_map()
         return version
 
+    async def register_chunk_server(
+        self, server_id: str, address: str, rack: str, *, deadline: float | None = None
+    ) -> None:
+        """Add (or update) a chunk server in the config group's registry."""
+        await self._run(ops.register_chunk_server(server_id, address, rack), deadline)
+
+    async def chunk_servers(self, *, deadline: float | None = None) -> list[dict[str, str]]:
+        """The registered chunk servers (id, address, rack)."""
+        reply = await self._run(ops.list_chunk_servers(), deadline)
+        return [
+            {"server_id": s.server_id, "address": s.address, "rack": s.rack} for s in reply.servers
+        ]
+
     async def register_master(
         self, node_id: int, address: str, *, deadline: float | None = None
     ) -> int:

@@ -61,6 +61,7 @@ from keelfs.testing.processes import (
 )
 
 if TYPE_CHECKING:
+    from keelfs.chunk.local import LocalChunkServers
     from keelfs.meta.transactions import TxnRecord
 
 __all__ = ["MetaCluster", "MetaNodeSpec"]
@@ -143,6 +144,7 @@ class MetaCluster:
         self._stopped: set[int] = set()
         self._clients: list[Client] = []
         self._admin: Client | None = None
+        self._chunk_servers: list[LocalChunkServers] = []
         self._define()
 
     # -- layout -------------------------------------------------------------------------------
@@ -354,6 +356,9 @@ class MetaCluster:
         self._admin = None
         for node_id in list(self._procs):
             self.kill9(node_id)
+        for servers in self._chunk_servers:
+            servers.stop_all()
+        self._chunk_servers = []
 
     # -- network partitions (``network=``) ---------------------------------------------------
     def _net(self) -> NetnsNetwork:
@@ -543,3 +548,39 @@ class MetaCluster:
             return None if m.resharding else m.version
 
         return self.wait_for(done, timeout, "resharding did not finish")
+
+    # -- chunk servers --------------------------------------------------------------------------
+    def start_chunk_servers(
+        self, n: int = 3, *args: str, wait_reported: bool = True
+    ) -> LocalChunkServers:
+        """Start ``n`` chunk server processes reporting to this cluster (stopped by
+        ``stop_all``); with ``wait_reported``, wait until every shard leader has their full
+        block reports (so that they are chosen for new blocks)."""
+        from keelfs.chunk.local import LocalChunkServers
+
+        k = len(self._chunk_servers)
+        servers = LocalChunkServers(
+            self.root / f"chunks{k}",
+            n,
+            server_args=(
+                "--config-servers",
+                ",".join(self.config_addresses),
+                "--heartbeat-interval-s",
+                "0.5",
+                *args,
+            ),
+        )
+        self._chunk_servers.append(servers)
+        servers.start()
+        if wait_reported:
+            ids = {r["server_id"] for r in servers.ready}
+            self.wait_for(lambda: self.chunk_servers_reported(ids), 30, "chunk servers unreported")
+        return servers
+
+    def chunk_servers_reported(self, ids: set[str]) -> bool:
+        """Whether every shard's leader counts ``ids`` as live, reported chunk servers."""
+        for shard in self.shard_ids:
+            st = self.status(self.leader(shard))["chunk_servers"]
+            if not all(i in st and st[i]["live"] and st[i]["reported"] for i in ids):
+                return False
+        return True

@@ -1,0 +1,215 @@
+"""A chunk server's heartbeats and block reports to every master, and the commands they bring.
+
+DESIGN §2.8: a chunk server reports to **every member of every shard**, not only to leaders, so
+that a newly elected master knows where every block is at once. The :class:`Reporter`:
+
+1. registers the server with the config group (``RegisterChunkServer``; retried until it
+   succeeds) and learns the masters from the ShardMap (every shard's members), refreshed on
+   every round;
+2. every ``interval_s`` (and sooner, ``eager_s`` after a replica was finalized, deleted or
+   found corrupt, so that a writer's ``Complete`` is not held up for a whole interval) sends
+   each master a ``ChunkHeartbeat``: capacity, use and load, plus a **full** block report the
+   first time, whenever that master asks (``want_full_report``: it restarted) or after a
+   failed heartbeat to it (it may have missed increments), else the **increments** since;
+3. executes the commands in the replies (``ChunkNode.execute``: fenced by the shard's epoch, so
+   a deposed leader's commands are refused), one at a time per server, in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import grpc
+
+from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock
+from keelfs.chunk.events import EventKind
+from keelfs.chunk.node import ChunkNode
+from keelfs.chunk.protocol import Target
+from keelfs.chunk.replica import ReplicaInfo, ReplicaState
+from keelfs.errors import KeelError
+from keelfs.meta.pb import meta_pb2 as mpb
+from keelfs.meta.pb import meta_pb2_grpc as mpb_grpc
+from keelfs.meta.shardmap import ShardMap
+
+__all__ = ["Reporter"]
+
+log = logging.getLogger("keelfs.chunk.reporting")
+
+
+def _report(info: ReplicaInfo) -> mpb.ReplicaReport:
+    return mpb.ReplicaReport(
+        block_id=info.block_id, gen_stamp=info.gen, length=info.length, shard=info.shard_id
+    )
+
+
+class Reporter:
+    def __init__(
+        self,
+        node: ChunkNode,
+        config_servers: list[str],
+        *,
+        interval_s: float = 1.0,
+        eager_s: float = 0.05,
+        rpc_timeout_s: float = 2.0,
+    ) -> None:
+        from keelfs.client import AsyncClient  # the metadata client
+
+        self.node = node
+        self.meta = AsyncClient(config_servers, deadline=5.0, attempt_timeout=2.0)
+        self.interval_s = interval_s
+        self.eager_s = eager_s
+        self.rpc_timeout_s = rpc_timeout_s
+        self.registered = False
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._map: ShardMap | None = None
+        self._needs_full: set[str] = set()
+        self._known: set[str] = set()
+        self._commands: asyncio.Queue[mpb.ChunkCommand] = asyncio.Queue()
+        self.stats = {"heartbeats": 0, "failures": 0, "commands": 0, "refused": 0}
+
+    async def run(self) -> None:
+        worker = asyncio.create_task(self._execute_commands(), name="chunk-commands")
+        try:
+            await self._register()
+            next_full_round = 0.0
+            loop = asyncio.get_running_loop()
+            pending: list[Any] = []
+            while True:
+                batch = self.node.take_events()
+                pending.extend(batch.events)
+                now = loop.time()
+                if batch.overflowed:
+                    self._needs_full |= self._known
+                if pending or now >= next_full_round:
+                    events, pending = pending, []
+                    await self._round(events)
+                    next_full_round = now + self.interval_s
+                await asyncio.sleep(self.eager_s)
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+            await self.close()
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        with contextlib.suppress(Exception):
+            await self.meta.close()
+
+    async def _register(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self.meta.register_chunk_server(
+                    self.node.server_id, self.node.address, self.node.config.rack
+                )
+            except KeelError as exc:
+                log.info("registration with the config group failed (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            self.registered = True
+            log.info("registered chunk server %s at %s", self.node.server_id, self.node.address)
+            return
+
+    async def _masters(self) -> list[str]:
+        since = self._map.version if self._map is not None else None
+        with contextlib.suppress(KeelError):
+            fetched = await self.meta.fetch_shard_map(since, stale_ok=True, deadline=2.0)
+            if fetched is not None:
+                self._map = fetched[0]
+        if self._map is None:
+            return []
+        return sorted({a for members in self._map.shards.values() for a in members.values()})
+
+    def _stub(self, address: str) -> Any:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                address, options=[("grpc.max_receive_message_length", 64 << 20)]
+            )
+        return mpb_grpc.NamespaceStub(channel)
+
+    async def _round(self, events: list[Any]) -> None:
+        masters = await self._masters()
+        if not masters:
+            return
+        st = self.node.status()
+        base = {
+            "server_id": st.server_id,
+            "address": st.address,
+            "rack": st.rack,
+            "capacity": st.capacity_bytes,
+            "used": st.used_bytes,
+            "load": st.being_written,
+        }
+        added = [
+            _report(e.replica)
+            for e in events
+            if e.kind is EventKind.FINALIZED and e.replica.state is ReplicaState.FINALIZED
+        ]
+        removed = [_report(e.replica) for e in events if e.kind is EventKind.DELETED]
+        corrupt = [_report(e.replica) for e in events if e.kind is EventKind.CORRUPT]
+        full: list[mpb.ReplicaReport] | None = None
+        sends = []
+        for address in masters:
+            if address not in self._known or address in self._needs_full:
+                if full is None:
+                    full = [
+                        _report(r)
+                        for r in self.node.block_report()
+                        if r.state is ReplicaState.FINALIZED and not r.corrupt
+                    ]
+                req = mpb.ChunkHeartbeatRequest(
+                    **base, full_report=True, replicas=full, corrupt=corrupt
+                )
+            else:
+                req = mpb.ChunkHeartbeatRequest(
+                    **base, replicas=added, removed=removed, corrupt=corrupt
+                )
+            sends.append(self._send(address, req))
+        await asyncio.gather(*sends)
+
+    async def _send(self, address: str, req: mpb.ChunkHeartbeatRequest) -> None:
+        try:
+            reply = await self._stub(address).ChunkHeartbeat(req, timeout=self.rpc_timeout_s)
+        except grpc.RpcError as exc:
+            self.stats["failures"] += 1
+            self._needs_full.add(address)  # it may miss these increments: start over there
+            log.debug("heartbeat to %s failed: %s", address, exc.code())
+            return
+        self.stats["heartbeats"] += 1
+        self._known.add(address)
+        if reply.want_full_report:
+            self._needs_full.add(address)
+        elif req.full_report:
+            self._needs_full.discard(address)
+        for command in reply.commands:
+            self._commands.put_nowait(command)
+
+    async def _execute_commands(self) -> None:
+        while True:
+            cmd = await self._commands.get()
+            fence = Fence(cmd.shard, cmd.epoch)
+            try:
+                if cmd.kind == "delete":
+                    blocks = tuple((b.block_id, b.gen_stamp) for b in cmd.blocks)
+                    await self.node.execute(DeleteBlocks(fence, blocks))
+                elif cmd.kind == "replicate":
+                    targets = tuple(Target(t.address, t.server_id) for t in cmd.targets)
+                    for b in cmd.blocks:
+                        await self.node.execute(
+                            ReplicateBlock(fence, b.block_id, b.gen_stamp, targets)
+                        )
+                else:
+                    log.warning("unknown command %r from a master", cmd.kind)
+                    continue
+                self.stats["commands"] += 1
+            except KeelError as exc:
+                self.stats["refused"] += 1
+                log.info("command %s from %s@%d not done: %s", cmd.kind, cmd.shard, cmd.epoch, exc)
