@@ -1,0 +1,193 @@
+"""The masters' block layer with real chunk servers: placement, minimum replicas on close,
+re-replication after a chunk server dies, deletion of deleted files' blocks and of orphans,
+and fencing of a deposed leader's epoch. Files are written here block by block through the
+raw RPCs (AllocateBlock, the chunk pipeline, Complete), the way the client's writer does."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keelfs.chunk.client import ChunkClient
+from keelfs.chunk.errors import Fenced
+from keelfs.client import Client
+from keelfs.client._core import Op, Route
+from keelfs.master.cluster import MetaCluster
+from keelfs.meta.pb import meta_pb2 as pb
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+BLOCK = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("blocks")
+    c = MetaCluster(root, shards=("shard-1",), node_args=("--chunk-dead-after", "2"))
+    with c:
+        servers = c.start_chunk_servers(4, "--no-fsync-on-close")
+        yield c, servers
+
+
+def _pinned(method: str, path: str, build: Any, session: int) -> Op:
+    return Op("Namespace", method, Route("entry", path), build, True, True, session)
+
+
+def write_file(
+    fs: Client, chunks: ChunkClient, path: str, data: bytes, replication: int = 3
+) -> Any:
+    """Create ``path`` and write ``data`` in blocks of ``BLOCK`` bytes; the closed FileInfo."""
+    info = fs.create(path, replication=replication, block_size=BLOCK)
+    sid = info.lease_holder
+    previous: int | None = None
+    for start in range(0, len(data), BLOCK):
+        piece = data[start : start + BLOCK]
+
+        def alloc(h: pb.RequestHeader, prev: int | None = previous) -> pb.AllocateBlockRequest:
+            req = pb.AllocateBlockRequest(header=h, path=path)
+            if prev is not None:
+                req.previous_length = prev
+            return req
+
+        reply = fs._run(_pinned("AllocateBlock", path, alloc, sid), None)
+        pipeline = [loc.address for loc in reply.block.locations]
+        assert len(pipeline) == replication
+        assert len({loc.server_id for loc in reply.block.locations}) == replication
+        chunks.write_block(
+            pipeline, reply.block.block_id, reply.block.gen_stamp, piece, reply.shard, reply.epoch
+        )
+        previous = len(piece)
+
+    def complete(h: pb.RequestHeader) -> pb.CompleteRequest:
+        req = pb.CompleteRequest(header=h, path=path)
+        if previous is not None:
+            req.last_length = previous
+        return req
+
+    return fs._run(_pinned("Complete", path, complete, sid), None)
+
+
+def located(fs: Client, path: str) -> list[pb.BlockInfo]:
+    return list(fs._run(_info_op(path), None).info.blocks)
+
+
+def _info_op(path: str) -> Op:
+    return Op(
+        "Namespace",
+        "GetFileInfo",
+        Route("entry", path),
+        lambda h: pb.GetFileInfoRequest(header=h, path=path),
+    )
+
+
+def read_file(fs: Client, chunks: ChunkClient, path: str) -> bytes:
+    out = b""
+    for b in located(fs, path):
+        assert b.locations, f"block {b.block_id} has no live replica"
+        out += chunks.read_block(b.locations[0].address, b.block_id, b.gen_stamp, 0, b.length)
+    return out
+
+
+def replica_files(servers: Any, block_id: int) -> list[Path]:
+    found = []
+    for i in range(len(servers.addresses)):
+        found += [p for p in servers.data_dir(i).rglob(f"blk_{block_id}_*") if p.is_file()]
+    return found
+
+
+def test_blocks_are_placed_replicated_and_located(cluster: Any) -> None:
+    c, servers = cluster
+    fs = c.client()
+    fs.mkdir("/data", parents=True)
+    data = os.urandom(int(2.5 * BLOCK))
+    with ChunkClient() as chunks:
+        info = write_file(fs, chunks, "/data/a", data)
+        assert not info.info.under_construction and info.info.length == len(data)
+        blocks = located(fs, "/data/a")
+        assert [b.length for b in blocks] == [BLOCK, BLOCK, len(data) - 2 * BLOCK]
+        c.wait_for(
+            lambda: all(len(located(fs, "/data/a")[i].locations) == 3 for i in range(3)),
+            10,
+            "replicas not all reported",
+        )
+        assert hashlib.md5(read_file(fs, chunks, "/data/a")).digest() == hashlib.md5(data).digest()
+
+
+def test_a_dead_chunk_servers_blocks_are_re_replicated(cluster: Any) -> None:
+    c, servers = cluster
+    fs = c.client()
+    fs.mkdir("/rr", parents=True)
+    data = os.urandom(2 * BLOCK)
+    with ChunkClient() as chunks:
+        write_file(fs, chunks, "/rr/f", data)
+        c.wait_for(
+            lambda: all(len(b.locations) == 3 for b in located(fs, "/rr/f")), 10, "not reported"
+        )
+        victim_id = located(fs, "/rr/f")[0].locations[0].server_id
+        victim = next(i for i, r in enumerate(servers.ready) if r["server_id"] == victim_id)
+        servers.kill9(victim)
+        try:
+
+            def healed() -> bool:
+                blocks = located(fs, "/rr/f")
+                return all(
+                    len(b.locations) == 3
+                    and victim_id not in {loc.server_id for loc in b.locations}
+                    for b in blocks
+                )
+
+            c.wait_for(healed, 60, "blocks were not re-replicated to 3 live servers")
+            got = read_file(fs, chunks, "/rr/f")
+            assert hashlib.md5(got).digest() == hashlib.md5(data).digest()
+        finally:
+            servers.restart(victim)
+
+
+def test_deleted_files_lose_their_blocks_and_orphans_are_removed(cluster: Any) -> None:
+    c, servers = cluster
+    fs = c.client()
+    fs.mkdir("/del", parents=True)
+    with ChunkClient() as chunks:
+        write_file(fs, chunks, "/del/f", os.urandom(BLOCK + 10))
+        ids = [b.block_id for b in located(fs, "/del/f")]
+        c.wait_for(lambda: all(len(replica_files(servers, b)) >= 3 for b in ids), 10, "no files")
+        fs.delete("/del/f")
+        c.wait_for(
+            lambda: all(not replica_files(servers, b) for b in ids),
+            30,
+            "blocks of a deleted file are still on disk",
+        )
+        # an orphan: a block no file references, written straight to a chunk server
+        orphan = 987_654_321
+        term = c.status(c.leader("shard-1"))["groups"]["shard-1"]["term"]
+        chunks.write_block([servers.addresses[0]], orphan, 1, b"x" * 1000, "shard-1", term)
+        assert replica_files(servers, orphan)
+        c.wait_for(lambda: not replica_files(servers, orphan), 60, "the orphan was not removed")
+
+
+def test_a_deposed_leaders_epoch_is_refused(cluster: Any) -> None:
+    c, servers = cluster
+    fs = c.client()
+    fs.mkdir("/fence", parents=True)
+    with ChunkClient() as chunks:
+        write_file(fs, chunks, "/fence/f", b"y" * 100)
+        old = c.leader("shard-1")
+        old_term = c.status(old)["groups"]["shard-1"]["term"]
+        c.sigstop(old)
+        try:
+            c.leader("shard-1", exclude=(old,))
+        finally:
+            c.sigcont(old)
+        # the new leader's writes carry its epoch to the chunk servers...
+        for i in range(3):
+            write_file(fs, chunks, f"/fence/g{i}", b"z" * 100)
+        block = located(fs, "/fence/f")[0]
+        holder = block.locations[0].address
+        # ... so a command in the old leader's epoch is refused and changes nothing
+        with pytest.raises(Fenced):
+            chunks.delete_blocks(holder, [(block.block_id, block.gen_stamp)], "shard-1", old_term)
+        assert read_file(fs, chunks, "/fence/f") == b"y" * 100
