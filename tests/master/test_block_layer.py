@@ -29,7 +29,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("blocks")
     c = MetaCluster(root, shards=("shard-1",), node_args=("--chunk-dead-after", "2"))
     with c:
-        servers = c.start_chunk_servers(4, "--no-fsync-on-close")
+        servers = c.start_chunk_servers(
+            4, "--no-fsync-on-close", "--scan-interval-s", "1", "--scan-rate-mb", "64"
+        )
         yield c, servers
 
 
@@ -191,3 +193,30 @@ def test_a_deposed_leaders_epoch_is_refused(cluster: Any) -> None:
         with pytest.raises(Fenced):
             chunks.delete_blocks(holder, [(block.block_id, block.gen_stamp)], "shard-1", old_term)
         assert read_file(fs, chunks, "/fence/f") == b"y" * 100
+
+
+def test_a_corrupt_replica_is_found_by_the_scanner_and_replaced(cluster: Any) -> None:
+    c, servers = cluster
+    fs = c.client()
+    fs.mkdir("/rot", parents=True)
+    data = os.urandom(BLOCK)
+    with ChunkClient() as chunks:
+        write_file(fs, chunks, "/rot/f", data)
+        c.wait_for(
+            lambda: len(located(fs, "/rot/f")[0].locations) == 3, 10, "replicas not reported"
+        )
+        block = located(fs, "/rot/f")[0]
+        bad_id = block.locations[0].server_id
+        bad = next(i for i, r in enumerate(servers.ready) if r["server_id"] == bad_id)
+        (replica,) = servers.data_dir(bad).rglob(f"blk_{block.block_id}_*.data")
+        raw = bytearray(replica.read_bytes())
+        raw[1000] ^= 0xFF  # a flipped byte on disk; nobody reads the block
+        replica.write_bytes(bytes(raw))
+
+        def replaced() -> bool:
+            holders = {loc.server_id for loc in located(fs, "/rot/f")[0].locations}
+            return len(holders) == 3 and bad_id not in holders
+
+        c.wait_for(replaced, 60, "the corrupt replica was not replaced")
+        c.wait_for(lambda: not replica.exists(), 30, "the corrupt replica is still on disk")
+        assert read_file(fs, chunks, "/rot/f") == data
