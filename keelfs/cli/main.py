@@ -553,6 +553,11 @@ def bench_txn(
         print(json.dumps(r.as_json()))
 
 
+from keelfs.cli.admin import admin as _admin  # noqa: E402
+
+cli.add_command(_admin)
+
+
 def main() -> None:
     cli()
 

@@ -23,6 +23,7 @@ from keelfs.meta.commands import (
     RegisterSession,
     RemoveShard,
     SealRing,
+    SetShardMembers,
 )
 from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.shardmap import ConfigStateMachine
@@ -164,3 +165,9 @@ class ConfigServicer(ServicerBase):
             )
 
         return await self.serve(context, CONFIG_GROUP, work())
+
+    async def SetShardMembers(  # noqa: N802
+        self, request: pb.SetShardMembersRequest, context: Any
+    ) -> pb.ConfigWriteReply:
+        cmd = SetShardMembers(request.shard_id, tuple(request.members))
+        return await self._write(context, cmd, request.header)

@@ -801,3 +801,38 @@ class NodeServicer(ServicerBase):
             return pb.SetFailpointReply()
 
         return await self.serve(context, "", work())
+
+    # -- administration (keelfs admin; keelfs.master.admin) ---------------------------------
+    async def TransferLeader(  # noqa: N802
+        self, request: pb.TransferLeaderRequest, context: Any
+    ) -> pb.TransferLeaderReply:
+        from keelfs.master import admin
+
+        work = admin.transfer_leader(self.node, request, self.timeout(context))
+        return await self.serve(context, request.group, work)
+
+    async def AddMember(  # noqa: N802
+        self, request: pb.AddMemberRequest, context: Any
+    ) -> pb.MembershipReply:
+        from keelfs.master import admin
+
+        work = admin.add_member(self.node, request, admin.admin_timeout(context))
+        return await self.serve(context, request.group, work)
+
+    async def RemoveMember(  # noqa: N802
+        self, request: pb.RemoveMemberRequest, context: Any
+    ) -> pb.MembershipReply:
+        from keelfs.master import admin
+
+        work = admin.remove_member(self.node, request, admin.admin_timeout(context))
+        return await self.serve(context, request.group, work)
+
+    async def Registry(  # noqa: N802
+        self, request: pb.RegistryRequest, context: Any
+    ) -> pb.RegistryReply:
+        from keelfs.master import admin
+
+        async def work() -> pb.RegistryReply:
+            return admin.registry(self.node)
+
+        return await self.serve(context, "", work())

@@ -808,3 +808,76 @@ class StatusReply(_message.Message):
     JSON_FIELD_NUMBER: _ClassVar[int]
     json: str
     def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class SetShardMembersRequest(_message.Message):
+    __slots__ = ("header", "shard_id", "members")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    shard_id: str
+    members: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., shard_id: _Optional[str] = ..., members: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class TransferLeaderRequest(_message.Message):
+    __slots__ = ("group", "target")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    target: int
+    def __init__(self, group: _Optional[str] = ..., target: _Optional[int] = ...) -> None: ...
+
+class TransferLeaderReply(_message.Message):
+    __slots__ = ("leader", "term", "previous")
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    leader: int
+    term: int
+    previous: int
+    def __init__(self, leader: _Optional[int] = ..., term: _Optional[int] = ..., previous: _Optional[int] = ...) -> None: ...
+
+class AddMemberRequest(_message.Message):
+    __slots__ = ("group", "node_id", "raft_address")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    node_id: int
+    raft_address: str
+    def __init__(self, group: _Optional[str] = ..., node_id: _Optional[int] = ..., raft_address: _Optional[str] = ...) -> None: ...
+
+class RemoveMemberRequest(_message.Message):
+    __slots__ = ("group", "node_id")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    node_id: int
+    def __init__(self, group: _Optional[str] = ..., node_id: _Optional[int] = ...) -> None: ...
+
+class MembershipReply(_message.Message):
+    __slots__ = ("voters", "learners")
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    LEARNERS_FIELD_NUMBER: _ClassVar[int]
+    voters: _containers.RepeatedScalarFieldContainer[int]
+    learners: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RegistryRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RegistryReply(_message.Message):
+    __slots__ = ("nodes", "config_servers")
+    class NodesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.ScalarMap[int, str]
+    config_servers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, nodes: _Optional[_Mapping[int, str]] = ..., config_servers: _Optional[_Iterable[str]] = ...) -> None: ...

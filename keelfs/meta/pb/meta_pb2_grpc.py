@@ -89,6 +89,11 @@ class ConfigStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ListChunkServersRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ListChunkServersReply.FromString,
                 _registered_method=True)
+        self.SetShardMembers = channel.unary_unary(
+                '/keelfs.meta.v1.Config/SetShardMembers',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetShardMembersRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.FromString,
+                _registered_method=True)
 
 
 class ConfigServicer:
@@ -172,6 +177,14 @@ class ConfigServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetShardMembers(self, request, context):
+        """Leader. Replace a shard's member list in the ShardMap after a Raft membership change
+        (`keelfs admin add-member|remove-member`); NOT_FOUND for an unknown shard or node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -224,6 +237,11 @@ def add_ConfigServicer_to_server(servicer, server):
                     servicer.ListChunkServers,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ListChunkServersRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ListChunkServersReply.SerializeToString,
+            ),
+            'SetShardMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetShardMembers,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetShardMembersRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -499,6 +517,33 @@ class Config:
             '/keelfs.meta.v1.Config/ListChunkServers',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.ListChunkServersRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.ListChunkServersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetShardMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Config/SetShardMembers',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.SetShardMembersRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1775,6 +1820,26 @@ class NodeStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetFailpointRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetFailpointReply.FromString,
                 _registered_method=True)
+        self.TransferLeader = channel.unary_unary(
+                '/keelfs.meta.v1.Node/TransferLeader',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TransferLeaderRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TransferLeaderReply.FromString,
+                _registered_method=True)
+        self.AddMember = channel.unary_unary(
+                '/keelfs.meta.v1.Node/AddMember',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AddMemberRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MembershipReply.FromString,
+                _registered_method=True)
+        self.RemoveMember = channel.unary_unary(
+                '/keelfs.meta.v1.Node/RemoveMember',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RemoveMemberRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MembershipReply.FromString,
+                _registered_method=True)
+        self.Registry = channel.unary_unary(
+                '/keelfs.meta.v1.Node/Registry',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RegistryRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RegistryReply.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -1798,6 +1863,38 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TransferLeader(self, request, context):
+        """Admin, on the leader of `group` (NOT_LEADER with a hint elsewhere): hand leadership to
+        voter `target`, or with target 0 to the most up-to-date other voter (step down); answers
+        once this node sees the new leader.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddMember(self, request, context):
+        """Admin, on the leader: add `node_id` as a learner, wait until it has caught up, then
+        promote it to voter (one server at a time, docs/membership.md). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveMember(self, request, context):
+        """Admin, on the leader: remove a voter or learner of `group`. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Registry(self, request, context):
+        """Admin: the node registry as this node last fetched it, and the config servers it knows
+        (how a tool given any node's address finds the config group).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1810,6 +1907,26 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.SetFailpoint,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetFailpointRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetFailpointReply.SerializeToString,
+            ),
+            'TransferLeader': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferLeader,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TransferLeaderRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TransferLeaderReply.SerializeToString,
+            ),
+            'AddMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddMember,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AddMemberRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MembershipReply.SerializeToString,
+            ),
+            'RemoveMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveMember,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RemoveMemberRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MembershipReply.SerializeToString,
+            ),
+            'Registry': grpc.unary_unary_rpc_method_handler(
+                    servicer.Registry,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RegistryRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RegistryReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1869,6 +1986,114 @@ class Node:
             '/keelfs.meta.v1.Node/SetFailpoint',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.SetFailpointRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.SetFailpointReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferLeader(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Node/TransferLeader',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.TransferLeaderRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.TransferLeaderReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Node/AddMember',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.AddMemberRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.MembershipReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Node/RemoveMember',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.RemoveMemberRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.MembershipReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Registry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Node/Registry',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.RegistryRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.RegistryReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,921 @@
+"""``keelfs admin``: look after a running cluster (HDFS ``dfsadmin``/``haadmin``/``fsck``).
+
+Every command but ``format`` talks to the cluster through ``--address``: the client address of
+ANY metadata node, config server or master (default ``$KEELFS_ADDRESS``, else
+``127.0.0.1:7001``). From that node's ``Node.Registry`` the tool learns the config servers and
+the node registry; from the config group the ShardMap; from every node's ``Node.Status`` what
+each group looks like there. Leadership and membership RPCs (``Node.TransferLeader``,
+``AddMember``, ``RemoveMember``) go to the group's leader, following ``NOT_LEADER`` hints.
+
+Output: rich tables for people, or with ``--json`` one JSON object on stdout. Exit status: 0 done
+(``fsck``: healthy), 1 the operation failed or the namespace has missing blocks, 2 bad input
+(an unknown group, node or shard, a data directory that must not be erased). Errors are one
+line on stderr naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import grpc
+from rich.console import Console
+from rich.table import Table
+
+from keelfs.errors import KeelError, NotLeader
+from keelfs.master import grpc_errors
+from keelfs.master.wire import CONFIG_GROUP
+
+__all__ = ["DEFAULT_ADDRESS", "AdminError", "BadInput", "admin"]
+
+DEFAULT_ADDRESS = "127.0.0.1:7001"
+"""Where a node listens for clients when started with ``--listen 127.0.0.1:7000``."""
+_MATCH = re.compile(r"match=(\d+)")
+
+
+class AdminError(click.ClickException):
+    """The operation failed: one line on stderr, exit status 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"keelfs admin: {self.format_message()}", err=True)
+
+
+class BadInput(AdminError):
+    """An unknown group, node or shard, or a directory that must not be erased: status 2."""
+
+    exit_code = 2
+
+
+def _bad(message: str) -> NoReturn:
+    raise BadInput(message)
+
+
+def _fail(message: str) -> NoReturn:
+    raise AdminError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# talking to the cluster
+
+
+@dataclass
+class Member:
+    node: int
+    role: str  # leader, follower, learner, candidate, ..., or "down"
+    term: int = 0
+    commit: int = 0
+    applied: int = 0
+    lag: int | None = None
+    raft_address: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Group:
+    group: str
+    leader: int = 0
+    term: int = 0
+    voters: list[int] = field(default_factory=list)
+    learners: list[int] = field(default_factory=list)
+    members: dict[int, Member] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "leader": self.leader,
+            "term": self.term,
+            "voters": self.voters,
+            "learners": self.learners,
+            "members": {str(i): m.as_json() for i, m in sorted(self.members.items())},
+        }
+
+
+class Cluster:
+    """The cluster as seen from ``address``: its registry, the ShardMap, every node's status."""
+
+    def __init__(self, address: str, *, deadline: float = 15.0) -> None:
+        from keelfs.client import Client
+        from keelfs.meta.pb import meta_pb2 as pb
+
+        self.address = address
+        self.deadline = deadline
+        self._channels: dict[str, grpc.Channel] = {}
+        reg = self.node_call(address, "Registry", pb.RegistryRequest(), 3.0)
+        self.registry: dict[int, str] = {int(k): v for k, v in reg.nodes.items()}
+        seeds = list(reg.config_servers) or [address]
+        self.client = Client(seeds, deadline=deadline, attempt_timeout=2.0)
+        self.statuses: dict[int, dict[str, Any]] = {}
+        self.unreachable: dict[int, str] = {}
+
+    def close(self) -> None:
+        self.client.close()
+        for channel in self._channels.values():
+            channel.close()
+
+    # -- RPCs ---------------------------------------------------------------------------------
+    def node_call(self, address: str, method: str, request: Any, timeout: float) -> Any:
+        """One ``Node`` RPC; refusals raise their ``KeelError``, transport failures
+        ``AdminError`` naming the address."""
+        from keelfs.meta.pb import meta_pb2_grpc as pb_grpc
+
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.insecure_channel(address)
+        stub: Any = pb_grpc.NodeStub(channel)
+        try:
+            return getattr(stub, method)(request, timeout=timeout)
+        except grpc.RpcError as err:
+            keel = grpc_errors.error_from_rpc(err)
+            if keel is not None:
+                raise keel from None
+            failure = grpc_errors.transport_failure(err, address, method)
+            if failure.error is not None:
+                raise failure.error from None
+            _fail(f"metadata node at {address} did not answer {method}: {failure.message}")
+
+    def load(self) -> Cluster:
+        """Fetch the ShardMap, the registry and every registered node's status."""
+        fetched = self.client.fetch_shard_map()
+        assert fetched is not None
+        self.shard_map, nodes = fetched
+        self.registry.update(nodes)
+        self.statuses, self.unreachable = {}, {}
+        for node_id, address in sorted(self.registry.items()):
+            try:
+                self.statuses[node_id] = self.client.status(address, timeout=2.0)
+            except grpc.RpcError as err:
+                self.unreachable[node_id] = f"{address}: {err.code().name}"
+        return self
+
+    # -- groups -------------------------------------------------------------------------------
+    def groups(self) -> dict[str, Group]:
+        views: dict[str, dict[int, dict[str, Any]]] = {}
+        for node_id, st in self.statuses.items():
+            for gid, gs in st.get("groups", {}).items():
+                if not gs.get("removed"):
+                    views.setdefault(gid, {})[node_id] = gs
+        out: dict[str, Group] = {}
+        for gid in sorted(views, key=lambda g: (g != CONFIG_GROUP, g)):
+            seen = views[gid]
+            leaders = [(s["term"], i) for i, s in seen.items() if s["state"] == "leader"]
+            g = Group(gid)
+            if leaders:
+                g.term, g.leader = max(leaders)
+                ref = seen[g.leader]
+            else:
+                ref = max(seen.values(), key=lambda s: (s["term"], s["commit"]))
+                g.term = ref["term"]
+            g.voters, g.learners = list(ref["voters"]), list(ref["learners"])
+            addresses = {int(k): v for k, v in ref.get("members", {}).items()}
+            top_commit = max(s["commit"] for s in seen.values())
+            for node_id in sorted({*g.voters, *g.learners}):
+                s = seen.get(node_id)
+                address = addresses.get(node_id, "")
+                if s is None:
+                    g.members[node_id] = Member(node_id, "down", raft_address=address)
+                    continue
+                role = s["state"] if node_id in g.voters else "learner"
+                if g.leader and node_id != g.leader:
+                    m = _MATCH.search(str(ref.get("progress", {}).get(str(node_id), "")))
+                    lag = ref["last_index"] - int(m.group(1)) if m else None
+                elif g.leader:
+                    lag = 0
+                else:
+                    lag = max(0, top_commit - s["applied"])
+                g.members[node_id] = Member(
+                    node_id, role, s["term"], s["commit"], s["applied"], lag, address
+                )
+            out[gid] = g
+        return out
+
+    def group(self, name: str) -> Group:
+        groups = self.groups()
+        if name not in groups:
+            known = ", ".join(groups) or "none"
+            _bad(f"unknown group {name!r} (groups: {known})")
+        return groups[name]
+
+    def wait_leader(self, name: str, timeout: float, accept: Callable[[int], bool] = bool) -> Group:
+        """Reload until ``name`` has a leader that ``accept``s and every answering voter
+        agrees on."""
+        deadline = time.monotonic() + timeout
+        while True:
+            g = self.load().group(name)
+            agreed = g.leader and all(
+                m.role == "down" or self.statuses[i]["groups"][name]["leader"] == g.leader
+                for i, m in g.members.items()
+                if i in g.voters
+            )
+            if agreed and accept(g.leader):
+                return g
+            if time.monotonic() >= deadline:
+                _fail(f"{name} has no agreed leader after {timeout:g} s (last seen: {g.leader})")
+            time.sleep(0.1)
+
+    def call_leader(self, name: str, method: str, request: Any, timeout: float) -> Any:
+        """A ``Node`` RPC on the leader of group ``name``, following ``NOT_LEADER`` hints and
+        waiting out elections until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        address: str | None = None
+        while True:
+            if address is None:
+                g = self.wait_leader(name, max(0.5, deadline - time.monotonic()))
+                address = self.registry.get(g.leader)
+                if address is None:
+                    _fail(f"leader {g.leader} of {name} is not in the node registry")
+            left = deadline - time.monotonic()
+            try:
+                return self.node_call(address, method, request, max(1.0, left))
+            except NotLeader as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                address = exc.leader_address or None
+                time.sleep(0.05)
+            except KeelError as exc:
+                if not exc.retryable or time.monotonic() >= deadline:
+                    raise
+                address = None
+                time.sleep(0.1)
+
+
+def _connect(address: str) -> Cluster:
+    try:
+        return Cluster(address)
+    except KeelError as exc:
+        _fail(f"cannot use metadata node at {address}: {exc}")
+
+
+def _run(address: str, body: Callable[[Cluster], None]) -> None:
+    cluster = _connect(address)
+    try:
+        body(cluster)
+    except KeelError as exc:
+        _fail(str(exc))
+    finally:
+        cluster.close()
+
+
+def _emit(as_json: bool, obj: dict[str, Any], human: str | Callable[[Console], None]) -> None:
+    """``obj`` as one JSON line, or for people ``human``: a line, or a function printing."""
+    if as_json:
+        click.echo(json.dumps(obj, sort_keys=True))
+    elif isinstance(human, str):
+        Console().print(human, highlight=False)
+    else:
+        human(Console())
+
+
+def common(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")(f)
+    return click.option(
+        "--address",
+        envvar="KEELFS_ADDRESS",
+        default=DEFAULT_ADDRESS,
+        show_default=True,
+        help="Client address of any metadata node (env KEELFS_ADDRESS).",
+    )(f)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+@click.group("admin")
+def admin() -> None:
+    """Administer a running cluster: groups, leaders, members, shards, data directories."""
+
+
+@admin.command("status")
+@common
+def status_cmd(address: str, as_json: bool) -> None:
+    """Every group (config and each shard): members, leader, term, commit/applied, lag; and
+    the chunk servers as the masters see them."""
+
+    def body(c: Cluster) -> None:
+        c.load()
+        groups = c.groups()
+        servers = _chunk_servers(c)
+        obj = {
+            "map_version": c.shard_map.version,
+            "resharding": c.shard_map.resharding,
+            "groups": {gid: g.as_json() for gid, g in groups.items()},
+            "chunk_servers": servers,
+            "unreachable": {str(k): v for k, v in c.unreachable.items()},
+        }
+
+        def human(con: Console) -> None:
+            t = Table(title=f"keelfs groups (ShardMap version {c.shard_map.version})")
+            for col in ("group", "node", "role", "term", "commit", "applied", "lag", "raft"):
+                t.add_column(
+                    col, justify="right" if col in ("term", "commit", "applied") else "left"
+                )
+            for gid, g in groups.items():
+                first = True
+                for m in g.members.values():
+                    style = (
+                        "bold green" if m.role == "leader" else "red" if m.role == "down" else ""
+                    )
+                    t.add_row(
+                        gid if first else "",
+                        str(m.node),
+                        m.role,
+                        str(m.term) if m.role != "down" else "-",
+                        str(m.commit) if m.role != "down" else "-",
+                        str(m.applied) if m.role != "down" else "-",
+                        "-" if m.lag is None else str(m.lag),
+                        m.raft_address,
+                        style=style,
+                    )
+                    first = False
+                if not g.leader:
+                    t.add_row(gid, "-", "NO LEADER", "", "", "", "", "", style="bold red")
+            con.print(t)
+            if c.shard_map.resharding:
+                con.print("[yellow]resharding under way[/yellow]")
+            _print_servers(con, servers)
+            for node_id, why in c.unreachable.items():
+                con.print(f"[red]node {node_id} unreachable ({why})[/red]")
+
+        _emit(as_json, obj, human)
+
+    _run(address, body)
+
+
+def _chunk_servers(c: Cluster) -> dict[str, dict[str, Any]]:
+    """Every chunk server some master knows, merged over the nodes hosting shards: live if
+    any of them heard from it lately."""
+    out: dict[str, dict[str, Any]] = {}
+    for node_id, st in sorted(c.statuses.items()):
+        if not st.get("shards"):
+            continue
+        for sid, cs in st.get("chunk_servers", {}).items():
+            row = out.setdefault(
+                sid,
+                {
+                    "address": cs["address"],
+                    "rack": cs["rack"],
+                    "live": False,
+                    "reported": False,
+                    "capacity": 0,
+                    "used": 0,
+                    "seen_by": [],
+                },
+            )
+            row["live"] |= bool(cs["live"])
+            row["reported"] |= bool(cs["reported"])
+            row["capacity"] = max(row["capacity"], int(cs["capacity"]))
+            row["used"] = max(row["used"], int(cs["used"]))
+            row["seen_by"].append(node_id)
+    return out
+
+
+def _print_servers(con: Console, servers: dict[str, dict[str, Any]]) -> None:
+    t = Table(title="chunk servers (as the masters see them)")
+    for col in ("server", "address", "rack", "state", "capacity", "used", "reported"):
+        t.add_column(col, justify="right" if col in ("capacity", "used") else "left")
+    for sid, s in sorted(servers.items()):
+        t.add_row(
+            sid,
+            s["address"],
+            s["rack"],
+            "live" if s["live"] else "DEAD",
+            _size(s["capacity"]),
+            _size(s["used"]),
+            "yes" if s["reported"] else "no",
+            style="" if s["live"] else "red",
+        )
+    if not servers:
+        t.caption = "no chunk server has reported"
+    con.print(t)
+
+
+def _transfer(address: str, group: str, to: int | None, as_json: bool) -> None:
+    from keelfs.meta.pb import meta_pb2 as pb
+
+    def body(c: Cluster) -> None:
+        g = c.load().group(group)
+        if to is not None and to not in g.voters:
+            voters = ", ".join(map(str, g.voters))
+            _bad(f"node {to} is not a voter of {group} (voters: {voters})")
+        if to is None and len(g.voters) < 2:
+            _bad(f"{group} has no other voter to hand leadership to")
+        old = c.wait_leader(group, 10.0).leader
+        if to == old:
+            new, term = old, g.term
+        else:
+            reply = c.call_leader(
+                group, "TransferLeader", pb.TransferLeaderRequest(group=group, target=to or 0), 10
+            )
+            old = reply.previous or old
+            want = int(reply.leader)
+            new = c.wait_leader(group, 10.0, lambda lead: lead == want).leader
+            term = c.group(group).term
+        obj = {"group": group, "previous": old, "leader": new, "term": term}
+        msg = (
+            f"{group}: node {new} already leads (term {term})"
+            if new == old
+            else f"{group}: leadership moved from node {old} to node {new} (term {term})"
+        )
+        _emit(as_json, obj, msg)
+
+    _run(address, body)
+
+
+@admin.command("transfer-leader")
+@click.argument("group")
+@click.option("--to", "to", type=int, default=None, help="Node id of the voter to lead next.")
+@common
+def transfer_leader_cmd(group: str, to: int | None, address: str, as_json: bool) -> None:
+    """Make a node the leader of GROUP (default: the most up-to-date other voter); ≈ haadmin
+    -transitionToActive."""
+    if to is not None and to <= 0:
+        _bad(f"node ids are positive, not {to}")
+    _transfer(address, group, to, as_json)
+
+
+@admin.command("step-down")
+@click.argument("group")
+@common
+def step_down_cmd(group: str, address: str, as_json: bool) -> None:
+    """Make the leader of GROUP hand over to the most up-to-date other voter; ≈ haadmin
+    -transitionToBackup."""
+    _transfer(address, group, None, as_json)
+
+
+def _set_shard_members(c: Cluster, shard: str, voters: list[int]) -> int:
+    from keelfs.client._core import CONFIG_ROUTE, Op
+    from keelfs.meta.pb import meta_pb2 as pb
+
+    def build(h: pb.RequestHeader) -> pb.SetShardMembersRequest:
+        return pb.SetShardMembersRequest(header=h, shard_id=shard, members=voters)
+
+    op = Op("Config", "SetShardMembers", CONFIG_ROUTE, build, True, True)
+    reply = c.client._run(op, None)
+    return int(reply.map_version)
+
+
+def _membership(c: Cluster, group: str, method: str, request: Any, as_json: bool) -> None:
+    reply = c.call_leader(group, method, request, 60.0)
+    voters, learners = sorted(reply.voters), sorted(reply.learners)
+    version = None
+    if group in c.shard_map.shards:
+        try:
+            version = _set_shard_members(c, group, voters)
+        except KeelError as exc:
+            _fail(
+                f"{group}'s Raft members are now {voters}, but the ShardMap was not updated: {exc}"
+            )
+    obj = {"group": group, "voters": voters, "learners": learners, "map_version": version}
+    msg = f"{group}: voters {', '.join(map(str, voters))}" + (
+        f"; learners {', '.join(map(str, learners))}" if learners else ""
+    )
+    if version is not None:
+        msg += f" (ShardMap version {version})"
+    _emit(as_json, obj, msg)
+
+
+@admin.command("add-member")
+@click.argument("group")
+@click.argument("node", type=int)
+@click.argument("raft_address", metavar="ADDRESS")
+@common
+def add_member_cmd(group: str, node: int, raft_address: str, address: str, as_json: bool) -> None:
+    """Add NODE (its Raft transport at ADDRESS) to GROUP: a learner first, promoted to voter
+    once caught up. The node must already run and host a member of GROUP."""
+    from keelfs.meta.pb import meta_pb2 as pb
+
+    if node <= 0:
+        _bad(f"node ids are positive, not {node}")
+    host, _, port = raft_address.rpartition(":")
+    if not host or not port.isdigit():
+        _bad(f"{raft_address!r} is not a HOST:PORT Raft address")
+
+    def body(c: Cluster) -> None:
+        g = c.load().group(group)
+        if node in g.voters:
+            obj = {"group": group, "voters": g.voters, "learners": g.learners}
+            _emit(as_json, obj, f"{group}: node {node} is already a voter")
+            return
+        req = pb.AddMemberRequest(group=group, node_id=node, raft_address=raft_address)
+        _membership(c, group, "AddMember", req, as_json)
+
+    _run(address, body)
+
+
+@admin.command("remove-member")
+@click.argument("group")
+@click.argument("node", type=int)
+@common
+def remove_member_cmd(group: str, node: int, address: str, as_json: bool) -> None:
+    """Remove NODE (voter or learner) from GROUP; a leader removing itself hands over first."""
+    from keelfs.meta.pb import meta_pb2 as pb
+
+    def body(c: Cluster) -> None:
+        g = c.load().group(group)
+        members = sorted({*g.voters, *g.learners})
+        if node not in members:
+            _bad(
+                f"node {node} is not a member of {group} (members: {', '.join(map(str, members))})"
+            )
+        if members == [node]:
+            _bad(f"node {node} is the last member of {group}")
+        req = pb.RemoveMemberRequest(group=group, node_id=node)
+        _membership(c, group, "RemoveMember", req, as_json)
+
+    _run(address, body)
+
+
+def _parse_members(text: str) -> list[int]:
+    try:
+        ids = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _bad(f"--members {text!r}: expected node ids like 1,2,3")
+    if not ids or any(i <= 0 for i in ids):
+        _bad(f"--members {text!r}: expected positive node ids like 1,2,3")
+    return ids
+
+
+def _wait_resharding(c: Cluster, what: str, timeout: float, as_json: bool) -> dict[str, Any]:
+    """Poll the map until no resharding is under way, with a spinner showing the config
+    leader's progress."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    deadline = time.monotonic() + timeout
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=as_json,
+        transient=True,
+    )
+    state: dict[str, Any] = {}
+    with progress:
+        task = progress.add_task(what)
+        while True:
+            m = c.client.shard_map()
+            if not m.resharding:
+                return {"map_version": m.version, **state}
+            if time.monotonic() >= deadline:
+                _fail(f"{what}: still resharding after {timeout:g} s (map version {m.version})")
+            with_leader = _config_leaders(c)
+            if with_leader:
+                state = dict(with_leader[0].get("resharding", {}))
+                progress.update(
+                    task,
+                    description=f"{what}: {state.get('moves_done', 0)} moves, "
+                    f"{state.get('records_moved', 0)} records moved",
+                )
+            time.sleep(0.2)
+
+
+def _config_leaders(c: Cluster) -> list[dict[str, Any]]:
+    out = []
+    for address in c.registry.values():
+        try:
+            st = c.client.status(address, timeout=1.0)
+        except grpc.RpcError:
+            continue
+        if st.get("groups", {}).get(CONFIG_GROUP, {}).get("state") == "leader":
+            out.append(st)
+    return out
+
+
+@admin.command("add-shard")
+@click.argument("shard")
+@click.option("--members", required=True, help="Node ids of its masters, e.g. 11,12,13.")
+@click.option("--no-wait", is_flag=True, help="Return once the map names it (data moves later).")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for moves.")
+@common
+def add_shard_cmd(
+    shard: str, members: str, no_wait: bool, timeout: float, address: str, as_json: bool
+) -> None:
+    """Add SHARD (its masters already running and registered) and move its directories to
+    it online."""
+    ids = _parse_members(members)
+
+    def body(c: Cluster) -> None:
+        c.load()
+        if shard in c.shard_map.shards:
+            _bad(f"shard {shard} already exists")
+        missing = [i for i in ids if i not in c.registry]
+        if missing:
+            _bad(
+                f"node {missing[0]} is not registered with the config group "
+                f"(registered: {', '.join(map(str, sorted(c.registry)))})"
+            )
+        version = c.client.add_shard(shard, ids)
+        obj: dict[str, Any] = {"shard": shard, "members": ids, "map_version": version}
+        if not no_wait:
+            obj.update(_wait_resharding(c, f"adding {shard}", timeout, as_json))
+        listed = ", ".join(map(str, ids))
+        _emit(as_json, obj, f"{shard} added (members {listed}); map version {obj['map_version']}")
+
+    _run(address, body)
+
+
+@admin.command("remove-shard")
+@click.argument("shard")
+@click.option("--no-wait", is_flag=True, help="Return once removal has begun.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for moves.")
+@common
+def remove_shard_cmd(
+    shard: str, no_wait: bool, timeout: float, address: str, as_json: bool
+) -> None:
+    """Move SHARD's directories to the other shards online, then drop it from the map."""
+
+    def body(c: Cluster) -> None:
+        c.load()
+        if shard not in c.shard_map.shards:
+            _bad(f"unknown shard {shard!r} (shards: {', '.join(sorted(c.shard_map.shards))})")
+        version = c.client.remove_shard(shard)
+        obj: dict[str, Any] = {"shard": shard, "map_version": version}
+        if not no_wait:
+            obj.update(_wait_resharding(c, f"removing {shard}", timeout, as_json))
+        _emit(as_json, obj, f"{shard} removed; ShardMap version {obj['map_version']}")
+
+    _run(address, body)
+
+
+# -- data directories ---------------------------------------------------------------------------
+_STATE_DIRS = ("raft", "shards")
+"""What a metadata node keeps in its data directory: the Raft engine (every group's log,
+hard state and snapshots) and each shard's state machine."""
+
+
+def _locked_inodes() -> set[tuple[int, int, int]]:
+    """(major, minor, inode) of every file some process holds a lock on (Linux)."""
+    out: set[tuple[int, int, int]] = set()
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        for part in line.split():
+            bits = part.split(":")
+            if len(bits) == 3 and all(bits):
+                try:
+                    out.add((int(bits[0], 16), int(bits[1], 16), int(bits[2])))
+                except ValueError:
+                    continue
+    return out
+
+
+def _in_use(directory: Path) -> bool:
+    """Whether a running process holds the lock of a RocksDB database in ``directory`` (the
+    Raft engine's ``raft/db``, each shard's ``shards/<id>``)."""
+    locks = [p for p in directory.rglob("LOCK") if p.is_file()]
+    if not locks:
+        return False
+    held = _locked_inodes()
+    for lock in locks:
+        st = lock.stat()
+        if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in held:
+            return True
+        with open(lock, "rb+") as f:
+            try:
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.lockf(f, fcntl.LOCK_UN)
+    return False
+
+
+@admin.command("format")
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Erase whatever DATA_DIR holds (Raft state included).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def format_cmd(data_dir: Path, force: bool, as_json: bool) -> None:
+    """Prepare DATA_DIR for a node's first start (with --peers); ≈ namenode -formatHA. Refuses
+    to erase existing data without --force, and a directory a running node uses always."""
+    if data_dir.exists() and not data_dir.is_dir():
+        _bad(f"{data_dir} exists and is not a directory")
+    erased: list[str] = []
+    if data_dir.exists():
+        entries = sorted(p.name for p in data_dir.iterdir())
+        if entries:
+            state = [e for e in entries if e in _STATE_DIRS]
+            if _in_use(data_dir):
+                _bad(f"{data_dir} is in use by a running node; stop it first")
+            if not force:
+                what = (
+                    f"holds Raft state ({', '.join(state)})"
+                    if state
+                    else f"is not empty ({len(entries)} entries)"
+                )
+                _bad(f"{data_dir} {what}; pass --force to erase it")
+            for name in entries:
+                p = data_dir / name
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+            erased = entries
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".keelfs-format-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        _fail(f"{data_dir} cannot be used: {exc.strerror or exc}")
+    obj = {"data_dir": str(data_dir.resolve()), "erased": erased}
+    msg = f"{data_dir} is ready for a first start with --peers" + (
+        f" (erased {len(erased)} entries)" if erased else ""
+    )
+    _emit(as_json, obj, msg)
+
+
+@admin.command("format-namespace")
+@common
+def format_namespace_cmd(address: str, as_json: bool) -> None:
+    """Create the root directory of the namespace if the cluster has none (idempotent)."""
+
+    def body(c: Cluster) -> None:
+        created = c.client.format()
+        msg = "namespace formatted: / created" if created else "namespace already formatted"
+        _emit(as_json, {"created": created}, msg)
+
+    _run(address, body)
+
+
+# -- health -------------------------------------------------------------------------------------
+@admin.command("report")
+@common
+def report_cmd(address: str, as_json: bool) -> None:
+    """Capacity, live and dead chunk servers, blocks and replication work, as the shard
+    leaders see them (per-file block health: ``keelfs admin fsck``)."""
+
+    def body(c: Cluster) -> None:
+        c.load()
+        servers = _chunk_servers(c)
+        live = [s for s in servers.values() if s["live"]]
+        capacity = sum(s["capacity"] for s in live)
+        used = sum(s["used"] for s in live)
+        leaders = sorted(
+            {g.leader for gid, g in c.groups().items() if gid != CONFIG_GROUP and g.leader}
+        )
+        replication: dict[str, int] = {}
+        blocks = 0
+        for node_id in leaders:
+            st = c.statuses.get(node_id, {})
+            blocks += int(st.get("blocks", 0))
+            for k, v in st.get("replication", {}).items():
+                replication[k] = replication.get(k, 0) + int(v)
+        obj = {
+            "capacity": capacity,
+            "used": used,
+            "remaining": max(0, capacity - used),
+            "live": sorted(s for s, v in servers.items() if v["live"]),
+            "dead": sorted(s for s, v in servers.items() if not v["live"]),
+            "blocks_with_replicas": blocks,
+            "replication": replication,
+            "chunk_servers": servers,
+            "shard_leaders": leaders,
+        }
+
+        def human(con: Console) -> None:
+            t = Table(title="keelfs report", show_header=False)
+            t.add_column("what")
+            t.add_column("value", justify="right")
+            pct = f" ({100 * used / capacity:.1f}%)" if capacity else ""
+            t.add_row("configured capacity (live)", _size(capacity))
+            t.add_row("used", _size(used) + pct)
+            t.add_row("remaining", _size(max(0, capacity - used)))
+            t.add_row("live chunk servers", str(len(obj["live"])))
+            t.add_row(
+                "dead chunk servers", str(len(obj["dead"])), style="red" if obj["dead"] else ""
+            )
+            t.add_row("blocks with known replicas", str(blocks))
+            for k, v in sorted(replication.items()):
+                t.add_row(f"replication: {k}", str(v))
+            con.print(t)
+            _print_servers(con, servers)
+
+        _emit(as_json, obj, human)
+
+    _run(address, body)
+
+
+@dataclass
+class FsckResult:
+    files: int = 0
+    dirs: int = 0
+    blocks: int = 0
+    missing: int = 0
+    under_replicated: int = 0
+    open_files: int = 0
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _fsck(c: Cluster, root: str) -> FsckResult:
+    from keelfs.client import _ops as ops
+
+    res = FsckResult()
+    pending = [root]
+    first = True
+    while pending:
+        path = pending.pop()
+        if first:
+            info = c.client.stat(path)
+            first = False
+            if not info.is_dir:
+                _check_file(c, ops, path, res)
+                continue
+        res.dirs += 1
+        for entry in c.client.ls(path):
+            if entry.is_dir:
+                pending.append(entry.path)
+            else:
+                _check_file(c, ops, entry.path, res)
+    return res
+
+
+def _check_file(c: Cluster, ops: Any, path: str, res: FsckResult) -> None:
+    info = c.client._run(ops.stat(path, False), None).info
+    res.files += 1
+    if info.under_construction:
+        res.open_files += 1
+    missing = under = 0
+    for i, block in enumerate(info.blocks):
+        res.blocks += 1
+        n = len(block.locations)
+        if info.under_construction and i == len(info.blocks) - 1:
+            continue  # the block being written: its replicas are reported as it fills
+        if n == 0:
+            missing += 1
+        elif n < info.replication:
+            under += 1
+    res.missing += missing
+    res.under_replicated += under
+    if missing or under:
+        res.problems.append(
+            {
+                "path": path,
+                "blocks": len(info.blocks),
+                "missing": missing,
+                "under_replicated": under,
+                "replication": info.replication,
+            }
+        )
+
+
+@admin.command("fsck")
+@click.argument("path", default="/")
+@common
+def fsck_cmd(path: str, address: str, as_json: bool) -> None:
+    """Check every file under PATH: blocks with no replica (missing) or fewer than the file's
+    replication (under-replicated). Exit status 1 if any block is missing."""
+
+    def body(c: Cluster) -> None:
+        res = _fsck(c, path)
+        healthy = res.missing == 0
+        obj = {**res.__dict__, "path": path, "healthy": healthy}
+
+        def human(con: Console) -> None:
+            if res.problems:
+                t = Table(title=f"fsck {path}: files with block problems")
+                for col in ("path", "blocks", "missing", "under-replicated", "replication"):
+                    t.add_column(col, justify="left" if col == "path" else "right")
+                for p in res.problems:
+                    t.add_row(
+                        p["path"],
+                        str(p["blocks"]),
+                        str(p["missing"]),
+                        str(p["under_replicated"]),
+                        str(p["replication"]),
+                        style="red" if p["missing"] else "yellow",
+                    )
+                con.print(t)
+            verdict = "[green]HEALTHY[/green]" if healthy else "[red]CORRUPT[/red]"
+            con.print(
+                f"{path}: {res.dirs} directories, {res.files} files ({res.open_files} open), "
+                f"{res.blocks} blocks: {res.missing} missing, {res.under_replicated} "
+                f"under-replicated; {verdict}"
+            )
+
+        _emit(as_json, obj, human)
+        if not healthy:
+            raise SystemExit(1)
+
+    _run(address, body)

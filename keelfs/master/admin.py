@@ -1,0 +1,211 @@
+"""What the ``Node`` service does for ``keelfs admin``: leadership transfer and single-server
+membership changes of any group a metadata node hosts (config or shard), and its registry.
+
+Each function runs on the node that received the RPC and works on ITS member of the group:
+transfers and membership changes need that member to lead (else ``NOT_LEADER`` naming the
+leader's client address, so the tool retries there). Membership goes one server at a time
+(``docs/membership.md``): a new node enters as a learner, is promoted once caught up; each step
+re-reads the configuration, so a retried request (or one repeated after an unknown outcome)
+just finishes the change. The ShardMap's member list is the tool's to update afterwards
+(``Config.SetShardMembers``): the Raft group is the truth for replication, the map for routing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from keelfs.errors import InvalidArgument, NotFound, Unavailable
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.raft.errors import ProposalDropped
+from keelfs.runtime import errors as rt
+
+if TYPE_CHECKING:
+    from keelfs.master.node import MetaNode
+    from keelfs.runtime.group import RaftGroup
+
+__all__ = [
+    "LEARNER_CAUGHT_UP",
+    "add_member",
+    "admin_timeout",
+    "registry",
+    "remove_member",
+    "transfer_leader",
+]
+
+LEARNER_CAUGHT_UP = 16
+"""A learner within this many entries of the commit index is promoted to voter."""
+_MATCH = re.compile(r"match=(\d+)")
+
+
+def admin_timeout(context: Any, default: float = 30.0) -> float:
+    """The client's remaining deadline (minus a margin to answer in), else ``default``:
+    membership changes wait for a learner to catch up, longer than a request timeout."""
+    remaining = context.time_remaining()
+    return default if remaining is None else max(0.05, remaining - 0.1)
+
+
+def _group(node: MetaNode, group_id: str) -> RaftGroup:
+    if not group_id:
+        raise InvalidArgument("name a group: 'config' or a shard id", "group")
+    host = node.host
+    group = host.groups.get(group_id) if host is not None else None
+    if group is None:
+        raise NotFound(
+            group_id, "group", message=f"node {node.node_id} hosts no member of group {group_id}"
+        )
+    return group
+
+
+def _require_leader(node: MetaNode, group: RaftGroup) -> None:
+    if not group.is_leader:
+        raise node.keel_error(group.group_id, group.not_leader_error())
+
+
+def _successor(node: MetaNode, group: RaftGroup) -> int:
+    """The most up-to-date voter other than this leader (the one a step-down hands to)."""
+    progress = group.node.status().progress
+    best: tuple[int, int] | None = None
+    for voter in sorted(group.voters()):
+        if voter == node.node_id:
+            continue
+        m = _MATCH.search(progress.get(voter, ""))
+        match = int(m.group(1)) if m else 0
+        if best is None or match > best[0]:
+            best = (match, voter)
+    if best is None:
+        raise InvalidArgument(
+            f"{group.group_id} has no other voter to hand leadership to", "target"
+        )
+    return best[1]
+
+
+async def transfer_leader(
+    node: MetaNode, request: pb.TransferLeaderRequest, timeout: float
+) -> pb.TransferLeaderReply:
+    group = _group(node, request.group)
+    _require_leader(node, group)
+    target = request.target or _successor(node, group)
+    if target not in group.voters():
+        raise InvalidArgument(
+            f"node {target} is not a voter of {group.group_id} "
+            f"(voters: {', '.join(map(str, sorted(group.voters())))})",
+            "target",
+        )
+    if target != node.node_id:
+        group.transfer_leader(target)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while group.leader_id != target:
+        changed = group.leader_changes
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise Unavailable(
+                "timed out",
+                message=f"transfer of {group.group_id} to node {target} did not complete "
+                f"(leader now: {group.leader_id or 'none'})",
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), min(remaining, 0.05))
+    return pb.TransferLeaderReply(leader=target, term=group.node.raft.term, previous=node.node_id)
+
+
+async def _membership(
+    node: MetaNode, group: RaftGroup, step: Callable[[], Awaitable[bool]], timeout: float
+) -> pb.MembershipReply:
+    """Run ``step`` until it reports done; it re-reads the configuration each time, so busy
+    errors and unknown outcomes are simply retried until ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        _require_leader(node, group)
+        try:
+            if await step():
+                return pb.MembershipReply(
+                    voters=sorted(group.voters()), learners=sorted(group.learners())
+                )
+        except rt.NotLeader:
+            raise
+        except (rt.RuntimeUnavailable, ProposalDropped):
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.05)
+        except ValueError as exc:
+            raise InvalidArgument(f"{group.group_id}: {exc}", "node_id") from None
+        else:
+            if loop.time() >= deadline:
+                raise Unavailable(
+                    "timed out", message=f"membership change of {group.group_id} timed out"
+                )
+            await asyncio.sleep(0.02)
+
+
+async def add_member(
+    node: MetaNode, request: pb.AddMemberRequest, timeout: float
+) -> pb.MembershipReply:
+    group = _group(node, request.group)
+    node_id, address = request.node_id, request.raft_address
+    if node_id <= 0:
+        raise InvalidArgument("node ids are positive", "node_id")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidArgument(f"raft address {address!r} is not HOST:PORT", "raft_address")
+    _require_leader(node, group)
+
+    async def step() -> bool:
+        if node_id in group.voters():
+            return True
+        if node_id not in group.learners():
+            await group.add_learner(node_id, address)
+            return False
+        match = group.match_index(node_id)
+        if match is None:
+            raise group.not_leader_error()
+        if match + LEARNER_CAUGHT_UP >= group.commit_index():
+            await group.promote(node_id)
+        return False
+
+    return await _membership(node, group, step, timeout)
+
+
+async def remove_member(
+    node: MetaNode, request: pb.RemoveMemberRequest, timeout: float
+) -> pb.MembershipReply:
+    group = _group(node, request.group)
+    node_id = request.node_id
+    _require_leader(node, group)
+    members = group.voters() | group.learners()
+    if node_id not in members:
+        raise NotFound(
+            str(node_id),
+            "node",
+            message=f"node {node_id} is not a member of {group.group_id} "
+            f"(members: {', '.join(map(str, sorted(members)))})",
+        )
+    if members == {node_id}:
+        raise InvalidArgument(f"node {node_id} is the last member of {group.group_id}", "node_id")
+
+    async def step() -> bool:
+        if node_id not in group.voters() | group.learners():
+            return True
+        await group.remove_member(node_id)
+        return False
+
+    return await _membership(node, group, step, timeout)
+
+
+def registry(node: MetaNode) -> pb.RegistryReply:
+    config = list(node.config.config_servers)
+    if node.config_member is not None:
+        config.insert(0, node.client_address)
+        registered = node.config_member.sm.masters()
+        voters = node.config_member.group.voters()
+        config += [str(a) for i, a in sorted(registered.items()) if i in voters]
+    nodes = dict(node.nodes)
+    if node.config_member is not None:
+        nodes.update({int(k): str(v) for k, v in node.config_member.sm.masters().items()})
+    nodes.setdefault(node.node_id, node.client_address)
+    return pb.RegistryReply(nodes=nodes, config_servers=list(dict.fromkeys(config)))
