@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from keelfs.errors import KeelError
-from keelfs.meta.commands import DequeueBlockDeletes, RecoverLease
+from keelfs.meta.commands import DequeueBlockDeletes, RecoverLease, Tick
 from keelfs.meta.pb import meta_pb2 as pb
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class ReplicationMonitor:
         self._walks: dict[str, _Walk] = {}
         self._scheduled: dict[tuple[str, int], float] = {}
         self._unknown_since: dict[int, float] = {}
+        self._tick_due = False
         self.stats = {"replications": 0, "deletions": 0, "orphans": 0, "recovered": 0}
 
     # -- what the heartbeat service asks --------------------------------------------------
@@ -121,6 +122,9 @@ class ReplicationMonitor:
             walk.cursor = page[-1][0]
             await asyncio.sleep(0)
         await self._deletions(member, shard, epoch)
+        if self._tick_due:
+            self._tick_due = False
+            await self.node.propose(member, Tick(), None, 5.0)
         now = time.monotonic()
         self._scheduled = {k: v for k, v in self._scheduled.items() if v > now}
 
@@ -164,7 +168,18 @@ class ReplicationMonitor:
                     cmd = pb.ChunkCommand(kind="delete", shard=shard, epoch=epoch, blocks=[bad])
                     self._queue(server_id, cmd)
                     self.stats["deletions"] += 1
-        if writing and not inode.lease_holder and self._due("recover", hash(path)):  # type: ignore[attr-defined]
+        if not writing:
+            return
+        holder = inode.lease_holder  # type: ignore[attr-defined]
+        if holder:
+            from keelfs.master.node import now_ms  # (node imports this module)
+
+            expiry = member.sm.lease_expiry(holder)
+            if expiry is None or expiry < now_ms():
+                # expired by the clock but not yet by the log (nothing was applied since):
+                # a Tick carries the time into the log, which releases the lease
+                self._tick_due = True
+        elif self._due("recover", hash(path)):
             task = asyncio.ensure_future(self._recover_lease(member, path, inode))
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 

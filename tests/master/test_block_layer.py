@@ -27,7 +27,11 @@ BLOCK = 1 << 20
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("blocks")
-    c = MetaCluster(root, shards=("shard-1",), node_args=("--chunk-dead-after", "2"))
+    c = MetaCluster(
+        root,
+        shards=("shard-1",),
+        node_args=("--chunk-dead-after", "2", "--lease-ttl-ms", "3000"),
+    )
     with c:
         servers = c.start_chunk_servers(
             4, "--no-fsync-on-close", "--scan-interval-s", "1", "--scan-rate-mb", "64"
@@ -220,3 +224,40 @@ def test_a_corrupt_replica_is_found_by_the_scanner_and_replaced(cluster: Any) ->
         c.wait_for(replaced, 60, "the corrupt replica was not replaced")
         c.wait_for(lambda: not replica.exists(), 30, "the corrupt replica is still on disk")
         assert read_file(fs, chunks, "/rot/f") == data
+
+
+def test_a_dead_writers_file_is_closed_by_lease_recovery(cluster: Any) -> None:
+    """The writer wrote one whole block and half of a second, then vanished (its lease is not
+    renewed): the leader settles the last block's length from the replicas and closes it."""
+    c, servers = cluster
+    fs = c.client()
+    fs.mkdir("/lost", parents=True)
+    with ChunkClient() as chunks:
+        info = fs.create("/lost/f", block_size=BLOCK)
+        sid = info.lease_holder
+        lengths = [BLOCK, BLOCK // 2]
+        previous: int | None = None
+        for n in lengths:
+
+            def alloc(h: pb.RequestHeader, prev: int | None = previous) -> Any:
+                req = pb.AllocateBlockRequest(header=h, path="/lost/f")
+                if prev is not None:
+                    req.previous_length = prev
+                return req
+
+            reply = fs._run(_pinned("AllocateBlock", "/lost/f", alloc, sid), None)
+            pipeline = [loc.address for loc in reply.block.locations]
+            chunks.write_block(
+                pipeline, reply.block.block_id, 1, b"q" * n, reply.shard, reply.epoch
+            )
+            previous = n
+        # no Complete, no RenewLease: the lease expires after 3 s of log time
+
+        def closed() -> bool:
+            got = fs.stat("/lost/f")
+            return not got.under_construction
+
+        c.wait_for(closed, 60, "the file was not recovered")
+        got = fs.stat("/lost/f")
+        assert got.length == BLOCK + BLOCK // 2
+        assert read_file(fs, chunks, "/lost/f") == b"q" * (BLOCK + BLOCK // 2)
