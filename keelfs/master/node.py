@@ -327,11 +327,13 @@ class MetaNode:
                     "reported": st.reported,
                     "capacity": st.capacity,
                     "used": st.used,
+                    "last_heartbeat_s_ago": round(self.chunks.now() - st.last_seen, 3),
                 }
                 for st in self.chunks.servers.values()
             },
             "blocks": len(self.chunks.replicas),
             "replication": dict(self.replication.stats),
+            "block_health": {k: dict(v) for k, v in self.replication.health.items()},
             "rounds": self.host.rounds,
         }
 

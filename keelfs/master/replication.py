@@ -57,6 +57,8 @@ class _Walk:
     known: set[int] | None = None
     """Every block the last complete walk found referenced (None: none completed yet)."""
     known_started: float = 0.0
+    under: int = 0
+    missing: int = 0
 
 
 class ReplicationMonitor:
@@ -67,6 +69,9 @@ class ReplicationMonitor:
         self._scheduled: dict[tuple[str, int], float] = {}
         self._unknown_since: dict[int, float] = {}
         self._tick_due = False
+        self.health: dict[str, dict[str, int]] = {}
+        """Per shard led here, as of its last complete walk: blocks of closed files with fewer
+        good replicas than wanted (``under_replicated``) and with none (``missing``)."""
         self.stats = {"replications": 0, "deletions": 0, "orphans": 0, "recovered": 0}
 
     # -- what the heartbeat service asks --------------------------------------------------
@@ -79,10 +84,6 @@ class ReplicationMonitor:
             return None
         return walk.known | walk.seen
 
-    def under_replicated(self) -> int:
-        """Blocks of closed files below their replication, as of the last walks here."""
-        return sum(1 for key in self._scheduled if key[0] == "replicate")
-
     # -- the loop ---------------------------------------------------------------------------
     async def loop(self) -> None:
         while True:
@@ -90,6 +91,7 @@ class ReplicationMonitor:
             for member in list(self.node.shards.values()):
                 if not member.group.is_leader:
                     self._walks.pop(member.group_id, None)
+                    self.health.pop(member.group_id, None)
                     continue
                 try:
                     await self.tick(member)
@@ -116,6 +118,11 @@ class ReplicationMonitor:
             for path, inode in page:
                 self._check_file(member, shard, epoch, path, inode, walk)
             if len(page) < PAGE:
+                self.health[shard] = {
+                    "under_replicated": walk.under,
+                    "missing": walk.missing,
+                    "corrupt_replicas": sum(1 for _ in self.node.chunks.corrupt),
+                }
                 self._end_walk(walk)
                 await self._orphans(member, shard, epoch, walk)
                 break
@@ -132,6 +139,7 @@ class ReplicationMonitor:
     def _end_walk(walk: _Walk) -> None:
         walk.known, walk.known_started = walk.seen, walk.started
         walk.seen, walk.cursor, walk.started = set(), None, time.monotonic()
+        walk.under = walk.missing = 0
 
     def _check_file(
         self, member: Member, shard: str, epoch: int, path: str, inode: object, walk: _Walk
@@ -149,6 +157,8 @@ class ReplicationMonitor:
             stale = [s for s, r in holders.items() if r.gen_stamp < b.gen_stamp]
             corrupt = [s for s in holders if (b.block_id, s) in reg.corrupt]
             ref = pb.ReplicaReport(block_id=b.block_id, gen_stamp=b.gen_stamp, length=b.length)
+            walk.under += len(good) < want
+            walk.missing += not good
             if good and len(good) < want and self._due("replicate", b.block_id):
                 targets = reg.choose(want - len(good), exclude=set(holders))
                 if targets:
