@@ -16,10 +16,12 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from keelfs.chunk.memory import tune_malloc
 from keelfs.chunk.node import DEFAULT_RACK, ChunkNode, ChunkNodeConfig
 from keelfs.chunk.reporting import Reporter
+from keelfs.web.listen import add_http_argument, check_http_listen
 
 __all__ = ["config_from_args", "main", "serve"]
 
@@ -80,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="seconds between heartbeats to each master (changes are reported sooner)",
     )
+    add_http_argument(p)
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -91,7 +94,14 @@ class ReportingConfig:
 
 
 def config_from_args(argv: list[str] | None = None) -> tuple[ChunkNodeConfig, ReportingConfig]:
+    config, reporting, _ = _parse(argv)
+    return config, reporting
+
+
+def _parse(argv: list[str] | None) -> tuple[ChunkNodeConfig, ReportingConfig, str]:
+    """The node's config, its reporting, and ``--http-listen`` (empty: no HTTP server)."""
     ns = _parser().parse_args(argv)
+    http_listen = check_http_listen(ns.http_listen)
     if ns.scan_interval_s < 0 or ns.scan_rate_mb <= 0:
         raise SystemExit("--scan-interval-s must be >= 0 and --scan-rate-mb > 0")
     logging.basicConfig(
@@ -102,40 +112,57 @@ def config_from_args(argv: list[str] | None = None) -> tuple[ChunkNodeConfig, Re
     reporting = ReportingConfig(
         tuple(a for a in ns.config_servers.split(",") if a), ns.heartbeat_interval_s
     )
-    return ChunkNodeConfig(
-        data_dir=ns.data,
-        listen=ns.listen,
-        server_id=ns.server_id,
-        rack=ns.rack,
-        fsync_on_close=ns.fsync_on_close,
-        scan_interval_s=ns.scan_interval_s,
-        scan_rate_bytes_s=ns.scan_rate_mb * 2**20,
-        ack_timeout_s=ns.ack_timeout_s,
-        rbw_expiry_s=ns.rbw_expiry_s,
-    ), reporting
+    return (
+        ChunkNodeConfig(
+            data_dir=ns.data,
+            listen=ns.listen,
+            server_id=ns.server_id,
+            rack=ns.rack,
+            fsync_on_close=ns.fsync_on_close,
+            scan_interval_s=ns.scan_interval_s,
+            scan_rate_bytes_s=ns.scan_rate_mb * 2**20,
+            ack_timeout_s=ns.ack_timeout_s,
+            rbw_expiry_s=ns.rbw_expiry_s,
+        ),
+        reporting,
+        http_listen,
+    )
 
 
 class _Failed(Exception):
     pass
 
 
-async def serve(config: ChunkNodeConfig, reporting: ReportingConfig | None = None) -> None:
+async def serve(
+    config: ChunkNodeConfig, reporting: ReportingConfig | None = None, http_listen: str = ""
+) -> None:
+    """Run the server until SIGTERM/SIGINT; with ``http_listen``, also its HTTP side
+    (``keelfs.web``: health, metrics), started before READY."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     node = ChunkNode(config)
     extra: list[asyncio.Task[None]] = []
+    web: Any = None
     try:
         await node.start()
+        reporter: Reporter | None = None
         if reporting is not None and reporting.config_servers:
             reporter = Reporter(
                 node, list(reporting.config_servers), interval_s=reporting.interval_s
             )
             extra.append(asyncio.create_task(reporter.run(), name="reporting"))
         tasks = [*node.tasks, *extra]
-        print("READY " + json.dumps(node.ready_info(), sort_keys=True), flush=True)
-        log.info("chunk server serving: %s", node.ready_info())
+        info = node.ready_info()
+        if http_listen:
+            from keelfs.web.app import chunk_web_server  # aiohttp loads only when asked for
+
+            web = chunk_web_server(node, http_listen, reporter)
+            await web.start()
+            info["http"] = web.address
+        print("READY " + json.dumps(info, sort_keys=True), flush=True)
+        log.info("chunk server serving: %s", info)
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
         if stopping not in done:
@@ -145,6 +172,8 @@ async def serve(config: ChunkNodeConfig, reporting: ReportingConfig | None = Non
             raise _Failed(f"background task {failed.get_name()} stopped: {exc!r}") from exc
         log.info("chunk server stopping")
     finally:
+        if web is not None:
+            await web.stop()
         for t in extra:
             t.cancel()
         await asyncio.gather(*extra, return_exceptions=True)
@@ -152,11 +181,11 @@ async def serve(config: ChunkNodeConfig, reporting: ReportingConfig | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, reporting = config_from_args(argv)
+    config, reporting, http_listen = _parse(argv)
     if not tune_malloc():
         log.info("not glibc: malloc thresholds left as they are")
     try:
-        asyncio.run(serve(config, reporting))
+        asyncio.run(serve(config, reporting, http_listen))
     except _Failed as exc:
         log.critical("%s", exc, exc_info=exc.__cause__)
         return 1

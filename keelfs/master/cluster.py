@@ -145,6 +145,8 @@ class MetaCluster:
         self._clients: list[Client] = []
         self._admin: Client | None = None
         self._chunk_servers: list[LocalChunkServers] = []
+        self.http_addresses: dict[int, str] = {}
+        """Node id -> ``--http-listen`` address, for nodes given one (``enable_http``)."""
         self._define()
 
     # -- layout -------------------------------------------------------------------------------
@@ -584,3 +586,17 @@ class MetaCluster:
             if not all(i in st and st[i]["live"] and st[i]["reported"] for i in ids):
                 return False
         return True
+
+    # -- HTTP (keelfs.web) --------------------------------------------------------------------
+    def enable_http(self) -> dict[int, str]:
+        """Give every node defined so far its own ``--http-listen`` port on 127.0.0.1 (call
+        before ``start``; kept across restarts); returns node id -> ``HOST:PORT``, also kept
+        in ``http_addresses``."""
+        if self.network is not None:
+            raise ClusterError("enable_http needs the 127.0.0.1 layout (no network=)")
+        pending = [i for i in sorted(self.nodes) if i not in self.http_addresses]
+        for i, port in zip(pending, free_ports(len(pending)), strict=True):
+            address = f"127.0.0.1:{port}"
+            self.nodes[i].args += ["--http-listen", address]
+            self.http_addresses[i] = address
+        return dict(self.http_addresses)

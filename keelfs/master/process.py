@@ -18,6 +18,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from keelfs.errors import InvalidArgument
 from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
@@ -30,6 +31,7 @@ from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS, DEFAULT_TXN_RETENTION_MS
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.runtime.host import add_host_arguments, host_config_from_args
 from keelfs.runtime.server import parse_peers
+from keelfs.web.listen import add_http_argument, check_http_listen
 
 __all__ = ["config_from_args", "main", "serve"]
 
@@ -131,12 +133,19 @@ def _parser(role: str) -> argparse.ArgumentParser:
         "--vnodes", type=int, default=DEFAULT_VNODES, help="ring points per shard (config group)"
     )
     p.add_argument("--map-refresh", type=float, default=1.0, help="seconds between ShardMap polls")
+    add_http_argument(p)
     p.add_argument("--log-level", default="INFO")
     return p
 
 
 def config_from_args(role: str, argv: list[str] | None = None) -> NodeConfig:
+    return _parse(role, argv)[0]
+
+
+def _parse(role: str, argv: list[str] | None) -> tuple[NodeConfig, str]:
+    """The node's config and ``--http-listen`` (empty: no HTTP server)."""
     ns = _parser(role).parse_args(argv)
+    http_listen = check_http_listen(ns.http_listen)
     if ns.id <= 0:
         raise SystemExit("--id must be positive")
     try:
@@ -181,19 +190,29 @@ def config_from_args(role: str, argv: list[str] | None = None) -> NodeConfig:
         chunk_dead_after_s=ns.chunk_dead_after,
         vnodes=ns.vnodes,
         map_refresh_s=ns.map_refresh,
-    )
+    ), http_listen
 
 
-async def serve(config: NodeConfig) -> None:
+async def serve(config: NodeConfig, http_listen: str = "") -> None:
+    """Run the node until SIGTERM/SIGINT; with ``http_listen``, also its HTTP side
+    (``keelfs.web``: health, metrics, Raft state, the dashboard), started before READY."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     node = MetaNode(config)
+    web: Any = None
     try:
         await node.start()
-        print("READY " + json.dumps(node.ready_info(), sort_keys=True), flush=True)
-        log.info("node %d serving: %s", config.node_id, node.ready_info())
+        info = node.ready_info()
+        if http_listen:
+            from keelfs.web.app import meta_web_server  # aiohttp loads only when asked for
+
+            web = meta_web_server(node, http_listen)
+            await web.start()
+            info["http"] = web.address
+        print("READY " + json.dumps(info, sort_keys=True), flush=True)
+        log.info("node %d serving: %s", config.node_id, info)
         stopping = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopping, *node.tasks], return_when=asyncio.FIRST_COMPLETED)
         if stopping not in done:
@@ -203,13 +222,15 @@ async def serve(config: NodeConfig) -> None:
             raise NodeFailed(f"the Raft runtime stopped: {exc!r}") from exc
         log.info("node %d stopping", config.node_id)
     finally:
+        if web is not None:
+            await web.stop()
         await node.stop()
 
 
 def main(role: str, argv: list[str] | None = None) -> int:
-    config = config_from_args(role, argv)
+    config, http_listen = _parse(role, argv)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, http_listen))
     except NodeFailed as exc:
         log.critical("%s", exc, exc_info=exc.__cause__)
         return 1

@@ -1,0 +1,195 @@
+"""``WebServer``: the HTTP side of a keelfs process, on the process's own asyncio loop.
+
+Every process started with ``--http-listen HOST:PORT`` (loopback only; port 0: any free port)
+serves:
+
+=================  ==================================================================
+``/health``        200 and ``{"status": "ok", ...}`` while the node serves, else 503
+``/metrics``       Prometheus text (``keelfs.web.metrics``; a registry per process)
+``/raft/state``    JSON: every Raft group on this node (``RaftGroup.status()``)
+``/``              the dashboard (masters and config servers only)
+``/api/cluster``   the dashboard's JSON: the whole cluster (``keelfs.web.dashboard``)
+``/api/node``      JSON: this node's own status
+=================  ==================================================================
+
+``start()`` binds (raising ``OSError`` if it cannot) and ``stop()`` closes it; ``address``
+is the bound ``HOST:PORT``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from keelfs.web.dashboard import cluster_view
+from keelfs.web.listen import parse_http_listen
+from keelfs.web.metrics import CONTENT_TYPE, ChunkMetrics, MetaMetrics, Metrics
+
+if TYPE_CHECKING:
+    from keelfs.chunk.node import ChunkNode
+    from keelfs.chunk.reporting import Reporter
+    from keelfs.master.node import MetaNode
+
+__all__ = ["STATIC", "WebServer", "chunk_web_server", "meta_web_server"]
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, sort_keys=True, default=str),
+        status=status,
+        content_type="application/json",
+    )
+
+
+class WebServer:
+    """An aiohttp application on ``listen`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        listen: str,
+        *,
+        metrics: Metrics,
+        health: Callable[[], dict[str, Any] | None],
+        raft_state: Callable[[], dict[str, Any]],
+        node_status: Callable[[], dict[str, Any]],
+        cluster: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    ) -> None:
+        self.host, self.port = parse_http_listen(listen)
+        self.metrics = metrics
+        self._health = health
+        self._raft_state = raft_state
+        self._node_status = node_status
+        self._cluster = cluster
+        self._runner: web.AppRunner | None = None
+        self.address = ""
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/health", self._get_health)
+        app.router.add_get("/metrics", self._get_metrics)
+        app.router.add_get("/raft/state", self._get_raft_state)
+        app.router.add_get("/api/node", self._get_node)
+        if self._cluster is not None:
+            app.router.add_get("/", self._get_index)
+            app.router.add_get("/api/cluster", self._get_cluster)
+            app.router.add_static("/static/", STATIC)
+        return app
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound = runner.addresses  # the port actually bound, when asked for port 0
+        port = int(bound[0][1]) if bound else self.port
+        self.address = f"{self.host}:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- handlers -------------------------------------------------------------------------------
+    async def _get_health(self, request: web.Request) -> web.Response:
+        info = self._health()
+        if info is None:
+            return _json({"status": "stopped"}, status=503)
+        return _json({"status": "ok", **info})
+
+    async def _get_metrics(self, request: web.Request) -> web.Response:
+        body = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def _get_raft_state(self, request: web.Request) -> web.Response:
+        return _json(self._raft_state())
+
+    async def _get_node(self, request: web.Request) -> web.Response:
+        return _json(self._node_status())
+
+    async def _get_cluster(self, request: web.Request) -> web.Response:
+        assert self._cluster is not None
+        return _json(await self._cluster())
+
+    async def _get_index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+
+def meta_web_server(node: MetaNode, listen: str) -> WebServer:
+    """The HTTP side of a started master or config server."""
+    metrics = MetaMetrics(node)
+    metrics.instrument()
+
+    def health() -> dict[str, Any] | None:
+        host = node.host
+        if host is None:
+            return None
+        return {
+            "role": metrics.role,
+            "id": node.node_id,
+            "client": node.client_address,
+            "registered": node.registered,
+            "groups": {
+                gid: {"leader": g.is_leader, "term": g.node.raft.term}
+                for gid, g in sorted(host.groups.items())
+            },
+        }
+
+    def raft_state() -> dict[str, Any]:
+        host = node.host
+        groups = {} if host is None else {gid: g.status() for gid, g in host.groups.items()}
+        return {"id": node.node_id, "groups": groups}
+
+    return WebServer(
+        listen,
+        metrics=metrics,
+        health=health,
+        raft_state=raft_state,
+        node_status=node.status,
+        cluster=lambda: cluster_view(node),
+    )
+
+
+def chunk_web_server(node: ChunkNode, listen: str, reporter: Reporter | None = None) -> WebServer:
+    """The HTTP side of a started chunk server (no Raft groups: ``/raft/state`` is empty)."""
+    metrics = ChunkMetrics(node, reporter)
+    metrics.instrument()
+
+    def status() -> dict[str, Any]:
+        st = node.status()
+        out: dict[str, Any] = {
+            "server_id": st.server_id,
+            "address": st.address,
+            "rack": st.rack,
+            "capacity_bytes": st.capacity_bytes,
+            "available_bytes": st.available_bytes,
+            "used_bytes": st.used_bytes,
+            "finalized": st.finalized,
+            "being_written": st.being_written,
+            "corrupt": st.corrupt,
+        }
+        if reporter is not None:
+            out["registered"] = reporter.registered
+            out["reporter"] = dict(reporter.stats)
+        return out
+
+    def health() -> dict[str, Any] | None:
+        return {"role": "chunk", "id": node.server_id, "address": node.address}
+
+    return WebServer(
+        listen,
+        metrics=metrics,
+        health=health,
+        raft_state=lambda: {"id": node.server_id, "groups": {}},
+        node_status=status,
+    )
