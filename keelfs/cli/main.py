@@ -558,6 +558,52 @@ from keelfs.cli.admin import admin as _admin  # noqa: E402
 cli.add_command(_admin)
 
 
+@bench.command("data")
+@click.option("--large-mib", default=256, show_default=True, help="Size of the large file.")
+@click.option("--small-count", default=2000, show_default=True, help="Small files written.")
+@click.option("--small-kib", default=4, show_default=True, help="Size of each small file.")
+@click.option("--concurrency", default=16, show_default=True, help="Small files in flight.")
+@click.option("--trials", default=3, show_default=True, help="Leader kills for the stall.")
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
+def bench_data(
+    large_mib: int, small_count: int, small_kib: int, concurrency: int, trials: int, as_json: bool
+) -> None:
+    """Large-file and small-file throughput through 3 chunk servers, and the write stall
+    when the shard leader is killed."""
+    from keelfs.bench.data import run
+
+    err = Console(stderr=True)
+    r = run(
+        large_mib=large_mib,
+        small_count=small_count,
+        small_kib=small_kib,
+        concurrency=concurrency,
+        trials=trials,
+        progress=lambda msg: err.print(msg, highlight=False),
+    )
+    table = Table(
+        title="keelfs bench data: 3 masters, 3 chunk servers, replication 3, fsync on finalize"
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row(f"write {r.large_mib} MiB file (MB/s)", f"{r.write_mb_s:,.1f}")
+    table.add_row(f"read {r.large_mib} MiB file (MB/s)", f"{r.read_mb_s:,.1f}")
+    table.add_row("large file intact (MD5)", "yes" if r.large_md5_ok else "NO")
+    table.add_row(
+        f"{r.small_kib} KiB writes/s ({r.concurrency} in flight)", f"{r.small_writes_s:,.0f}"
+    )
+    table.add_row(
+        f"{r.small_kib} KiB reads/s ({r.concurrency} in flight)", f"{r.small_reads_s:,.0f}"
+    )
+    table.add_row("small-file failures", str(r.small_failed))
+    table.add_row(
+        "write stall at leader kill (s)", " ".join(f"{s:.2f}" for s in r.stall_s) or "-"
+    )
+    Console().print(table)
+    if as_json:
+        print(json.dumps(r.as_json()))
+
+
 def main() -> None:
     cli()
 

@@ -1,0 +1,211 @@
+"""``keelfs bench data``: the data path, end to end, on one machine.
+
+One shard × 3 masters (co-hosted with the config group: 3 processes) and 3 chunk servers, each a
+real process on 127.0.0.1, replicas fsynced when finalized, replication 3. From this process,
+one :class:`~keelfs.client.AsyncClient`:
+
+1. **large files**: ``large_mib`` MiB written as one file (64 MiB blocks through the 3-server
+   pipeline), then read back whole: MB/s each way (MB = 10^6 bytes, as the issue's targets);
+   the MD5 of what was read is compared with what was written.
+2. **small files**: ``small_count`` files of ``small_kib`` KiB created with ``concurrency`` in
+   flight (each: create, allocate a block, write it through the pipeline, close), then read back
+   with the same concurrency: files per second each way.
+3. **write stall at failover**: small files are written one after another while the shard's
+   leader is killed (kill -9); the stall is the longest gap between two acknowledged writes
+   (the time to elect a new leader and for the client to find it). Measured ``trials`` times.
+
+Every process is killed by pid when the run ends, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keelfs.bench.common import Summary, machine
+from keelfs.client import AsyncClient
+from keelfs.errors import KeelError
+from keelfs.master.cluster import MetaCluster
+
+__all__ = ["DataBenchResult", "run"]
+
+MB = 1_000_000
+
+
+@dataclass
+class DataBenchResult:
+    large_mib: int
+    write_mb_s: float
+    read_mb_s: float
+    large_md5_ok: bool
+    small_kib: int
+    small_count: int
+    concurrency: int
+    small_writes_s: float
+    small_reads_s: float
+    small_failed: int
+    stall_s: list[float]
+    machine: dict[str, object]
+
+    def as_json(self) -> dict[str, Any]:
+        stall = Summary.of(self.stall_s).as_dict(digits=3)
+        return {
+            "bench": "data",
+            "replication": 3,
+            "fsync": True,
+            "large_mib": self.large_mib,
+            "large_write_mb_s": round(self.write_mb_s, 1),
+            "large_read_mb_s": round(self.read_mb_s, 1),
+            "large_md5_ok": self.large_md5_ok,
+            "small_kib": self.small_kib,
+            "small_count": self.small_count,
+            "concurrency": self.concurrency,
+            "small_writes_s": round(self.small_writes_s, 1),
+            "small_reads_s": round(self.small_reads_s, 1),
+            "small_failed": self.small_failed,
+            "failover_write_stall_s": stall,
+            "machine": self.machine,
+        }
+
+
+async def _large(fs: AsyncClient, mib: int) -> tuple[float, float, bool]:
+    piece = os.urandom(1 << 20)
+    digest = hashlib.md5()
+    t0 = time.perf_counter()
+    async with await fs.open("/bench/large", "wb", overwrite=True) as w:
+        for _ in range(mib):
+            await w.write(piece)
+            digest.update(piece)
+    wrote = time.perf_counter() - t0
+    got = hashlib.md5()
+    t0 = time.perf_counter()
+    async with await fs.open("/bench/large", "rb") as r:
+        while True:
+            data = await r.read(8 << 20)
+            if not data:
+                break
+            got.update(data)
+    read = time.perf_counter() - t0
+    size = mib << 20
+    return size / wrote / MB, size / read / MB, got.digest() == digest.digest()
+
+
+async def _small(
+    fs: AsyncClient, count: int, kib: int, concurrency: int
+) -> tuple[float, float, int]:
+    data = os.urandom(kib << 10)
+    sem = asyncio.Semaphore(concurrency)
+    failed = 0
+
+    async def put(i: int) -> None:
+        nonlocal failed
+        async with sem:
+            try:
+                await fs.write_bytes(f"/bench/small/f{i}", data, overwrite=True)
+            except KeelError:
+                failed += 1
+
+    async def get(i: int) -> None:
+        nonlocal failed
+        async with sem:
+            try:
+                if await fs.read_bytes(f"/bench/small/f{i}") != data:
+                    failed += 1
+            except KeelError:
+                failed += 1
+
+    await fs.mkdir("/bench/small", parents=True)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(put(i) for i in range(count)))
+    writes = count / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(get(i) for i in range(count)))
+    reads = count / (time.perf_counter() - t0)
+    return writes, reads, failed
+
+
+async def _stall(fs: AsyncClient, cluster: MetaCluster, trial: int) -> float:
+    """Longest gap between acknowledged small writes while the shard leader is killed."""
+    stop = asyncio.Event()
+    acked: list[float] = []
+
+    async def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                await fs.write_bytes(f"/bench/stall{trial}/f{i}", b"s" * 4096)
+            except KeelError:
+                continue
+            acked.append(time.perf_counter())
+            i += 1
+
+    await fs.mkdir(f"/bench/stall{trial}", parents=True)
+    task = asyncio.create_task(writer())
+    await asyncio.sleep(1.0)
+    victim = await asyncio.to_thread(cluster.leader, "shard-1")
+    await asyncio.to_thread(cluster.kill9, victim)
+    await asyncio.sleep(3.0)
+    stop.set()
+    await task
+    await asyncio.to_thread(cluster.restart, victim)
+    gaps = [b - a for a, b in zip(acked, acked[1:], strict=False)]
+    return max(gaps) if gaps else float("nan")
+
+
+def run(
+    *,
+    large_mib: int = 256,
+    small_count: int = 2000,
+    small_kib: int = 4,
+    concurrency: int = 16,
+    trials: int = 3,
+    tmpdir: str | None = None,
+    progress: Any = None,
+) -> DataBenchResult:
+    def say(msg: str) -> None:
+        if progress is not None:
+            progress(msg)
+
+    info = machine()
+    with tempfile.TemporaryDirectory(prefix="keelfs-bench-data-", dir=tmpdir) as root:
+        say("starting 3 masters (config group + shard-1) and 3 chunk servers")
+        with MetaCluster(Path(root), shards=("shard-1",)) as cluster:
+            cluster.start_chunk_servers(3)
+            result: dict[str, Any] = {}
+
+            async def main() -> None:
+                async with AsyncClient(cluster.config_addresses, deadline=60.0) as fs:
+                    await fs.mkdir("/bench", parents=True)
+                    say(f"large file: {large_mib} MiB")
+                    result["large"] = await _large(fs, large_mib)
+                    say(f"small files: {small_count} x {small_kib} KiB, {concurrency} in flight")
+                    result["small"] = await _small(fs, small_count, small_kib, concurrency)
+                    stalls = []
+                    for t in range(trials):
+                        say(f"write stall at failover: trial {t + 1}/{trials}")
+                        stalls.append(await _stall(fs, cluster, t))
+                    result["stall"] = stalls
+
+            asyncio.run(main())
+    write_mb_s, read_mb_s, md5_ok = result["large"]
+    writes, reads, failed = result["small"]
+    return DataBenchResult(
+        large_mib=large_mib,
+        write_mb_s=write_mb_s,
+        read_mb_s=read_mb_s,
+        large_md5_ok=md5_ok,
+        small_kib=small_kib,
+        small_count=small_count,
+        concurrency=concurrency,
+        small_writes_s=writes,
+        small_reads_s=reads,
+        small_failed=failed,
+        stall_s=result["stall"],
+        machine=info,
+    )
