@@ -763,8 +763,9 @@ def format_namespace_cmd(address: str, as_json: bool) -> None:
 @admin.command("report")
 @common
 def report_cmd(address: str, as_json: bool) -> None:
-    """Capacity, live and dead chunk servers, blocks and replication work, as the shard
-    leaders see them (per-file block health: ``keelfs admin fsck``)."""
+    """Capacity, live and dead chunk servers, under-replicated and missing blocks (as of each
+    shard leader's last walk) and corrupt replicas, and replication work (per file:
+    ``keelfs admin fsck``)."""
 
     def body(c: Cluster) -> None:
         c.load()
@@ -776,12 +777,19 @@ def report_cmd(address: str, as_json: bool) -> None:
             {g.leader for gid, g in c.groups().items() if gid != CONFIG_GROUP and g.leader}
         )
         replication: dict[str, int] = {}
+        health = {"under_replicated": 0, "missing": 0, "corrupt_replicas": 0}
         blocks = 0
         for node_id in leaders:
             st = c.statuses.get(node_id, {})
-            blocks += int(st.get("blocks", 0))
+            blocks = max(blocks, int(st.get("blocks", 0)))  # each master sees every replica
             for k, v in st.get("replication", {}).items():
                 replication[k] = replication.get(k, 0) + int(v)
+            for shard_health in st.get("block_health", {}).values():
+                for k in ("under_replicated", "missing"):
+                    health[k] += int(shard_health.get(k, 0))
+                health["corrupt_replicas"] = max(
+                    health["corrupt_replicas"], int(shard_health.get("corrupt_replicas", 0))
+                )
         obj = {
             "capacity": capacity,
             "used": used,
@@ -789,6 +797,7 @@ def report_cmd(address: str, as_json: bool) -> None:
             "live": sorted(s for s, v in servers.items() if v["live"]),
             "dead": sorted(s for s, v in servers.items() if not v["live"]),
             "blocks_with_replicas": blocks,
+            **health,
             "replication": replication,
             "chunk_servers": servers,
             "shard_leaders": leaders,
@@ -807,6 +816,9 @@ def report_cmd(address: str, as_json: bool) -> None:
                 "dead chunk servers", str(len(obj["dead"])), style="red" if obj["dead"] else ""
             )
             t.add_row("blocks with known replicas", str(blocks))
+            for k in ("under_replicated", "missing", "corrupt_replicas"):
+                n = health[k]
+                t.add_row(k.replace("_", " "), str(n), style="red" if n else "")
             for k, v in sorted(replication.items()):
                 t.add_row(f"replication: {k}", str(v))
             con.print(t)
