@@ -110,15 +110,64 @@ def create(
     return _ns("Create", _entry(path), build, write=True, session=True)
 
 
-def complete(path: str, pin: int) -> Op:
+def complete(path: str, pin: int, last_length: int | None = None) -> Op:
+    """Close ``path`` on the lease holder's session ``pin``; ``last_length`` is the final
+    length of its last block (None: the file has no block)."""
     path = norm(path)
-    build = lambda h: pb.CompleteRequest(header=h, path=path)  # noqa: E731
+
+    def build(h: pb.RequestHeader) -> pb.CompleteRequest:
+        req = pb.CompleteRequest(header=h, path=path)
+        if last_length is not None:
+            req.last_length = last_length
+        return req
+
     return Op("Namespace", "Complete", _entry(path), build, True, True, pin)
 
 
-def renew_lease(shard_id: str) -> Op:
+def renew_lease(shard_id: str, pin: int = 0) -> Op:
+    """Extend the writer leases of a session on ``shard_id`` (``pin``: that session)."""
     build = lambda h: pb.RenewLeaseRequest(header=h, group=shard_id)  # noqa: E731
-    return _ns("RenewLease", Route("shard", shard_id), build, write=True, session=True)
+    return Op("Namespace", "RenewLease", Route("shard", shard_id), build, True, True, pin)
+
+
+# -- the block layer (the writer's lease session ``pin``; keelfs.client.files) --------------------
+def allocate_block(path: str, previous_length: int | None, exclude: Sequence[str], pin: int) -> Op:
+    """A new last block for ``path`` (leader, lease holder): its id, stamp, pipeline, epoch."""
+    path = norm(path)
+
+    def build(h: pb.RequestHeader) -> pb.AllocateBlockRequest:
+        req = pb.AllocateBlockRequest(header=h, path=path, exclude=list(exclude))
+        if previous_length is not None:
+            req.previous_length = previous_length
+        return req
+
+    return Op("Namespace", "AllocateBlock", _entry(path), build, True, True, pin)
+
+
+def recover_pipeline(
+    path: str, block_id: int, keep: Sequence[str], exclude: Sequence[str], pin: int
+) -> Op:
+    """A new generation stamp and pipeline (``keep`` + fresh servers) for the last block."""
+    path = norm(path)
+
+    def build(h: pb.RequestHeader) -> pb.RecoverPipelineRequest:
+        return pb.RecoverPipelineRequest(
+            header=h, path=path, block_id=block_id, keep=list(keep), exclude=list(exclude)
+        )
+
+    return Op("Namespace", "RecoverPipeline", _entry(path), build, True, True, pin)
+
+
+def report_bad_replica(path: str, server_id: str, block_id: int, gen_stamp: int, reason: str) -> Op:
+    """Tell the shard of ``path`` (its leader when known) that a replica failed its checks."""
+    path = norm(path)
+
+    def build(h: pb.RequestHeader) -> pb.ReportBadReplicaRequest:
+        return pb.ReportBadReplicaRequest(
+            server_id=server_id, block_id=block_id, gen_stamp=gen_stamp, reason=reason[:500]
+        )
+
+    return _ns("ReportBadReplica", _entry(path), build, write=False, session=False)
 
 
 def keep_alive(group: str, session_id: int) -> Op:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import grpc
 
+from keelfs.chunk.client import AsyncChunkClient
 from keelfs.client import _ops as ops
+from keelfs.client import files
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.client.batching import BATCHED_METHODS, Batcher
 from keelfs.client.sync import CHANNEL_OPTIONS
@@ -53,6 +56,15 @@ class AsyncClient:
         self._batching = batching
         self._batchers: dict[str, Batcher] = {}
         self._closed = False
+        self._chunks: AsyncChunkClient | None = None
+
+    @classmethod
+    def _sharing(cls, core: Core) -> AsyncClient:
+        """An ``AsyncClient`` on ``core`` (another client's sessions, leases and caches): how
+        the synchronous ``Client`` runs its data path (``keelfs.client.files.IOThread``)."""
+        client = cls(core.config_addresses, batching=False)
+        client._core = core
+        return client
 
     # -- driving plans ------------------------------------------------------------------------
     def _stub(self, address: str, service: str) -> Any:
@@ -270,6 +282,132 @@ class AsyncClient:
                 renewed |= bool((await self._run(pinned, deadline)).renewed)
         return renewed
 
+    # -- file data (keelfs.client.files) -------------------------------------------------------
+    def _chunk_client(self) -> AsyncChunkClient:
+        if self._closed:
+            raise RuntimeError("client is closed")
+        if self._chunks is None:
+            self._chunks = AsyncChunkClient()
+        return self._chunks
+
+    @overload
+    async def open(
+        self,
+        path: str,
+        mode: Literal["rb", "r"] = "rb",
+        *,
+        replication: int | None = None,
+        block_size: int | None = None,
+        overwrite: bool = False,
+        fsync: bool = False,
+    ) -> files.AsyncFileReader: ...
+
+    @overload
+    async def open(
+        self,
+        path: str,
+        mode: Literal["wb", "w"],
+        *,
+        replication: int | None = None,
+        block_size: int | None = None,
+        overwrite: bool = False,
+        fsync: bool = False,
+    ) -> files.AsyncFileWriter: ...
+
+    async def open(
+        self,
+        path: str,
+        mode: str = "rb",
+        *,
+        replication: int | None = None,
+        block_size: int | None = None,
+        overwrite: bool = False,
+        fsync: bool = False,
+    ) -> files.AsyncFileReader | files.AsyncFileWriter:
+        """Open file ``path`` for reading (``"rb"``) or create it for writing (``"wb"``:
+        exclusive unless ``overwrite``; ``replication``, ``block_size``: None for the
+        cluster's defaults; ``fsync``: each block's last packet is fsynced on every node).
+        ``async with await fs.open(...) as f``. See ``keelfs.client.files``."""
+        if files.check_mode(mode):
+            return await files.open_writer(
+                self,
+                self._chunk_client(),
+                path,
+                replication=replication,
+                block_size=block_size,
+                overwrite=overwrite,
+                fsync=fsync,
+            )
+        return await files.open_reader(self, self._chunk_client(), path)
+
+    async def read_bytes(self, path: str) -> bytes:
+        """The whole content of file ``path``."""
+        async with await files.open_reader(self, self._chunk_client(), path) as r:
+            return await r.read()
+
+    async def write_bytes(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        overwrite: bool = False,
+        replication: int | None = None,
+        block_size: int | None = None,
+        fsync: bool = False,
+    ) -> int:
+        """Create file ``path`` holding ``data`` (closed when this returns)."""
+        w = await files.open_writer(
+            self,
+            self._chunk_client(),
+            path,
+            replication=replication,
+            block_size=block_size,
+            overwrite=overwrite,
+            fsync=fsync,
+        )
+        try:
+            await w.write(data)
+        except BaseException:
+            await w.abort()
+            raise
+        await w.close()
+        return len(data)
+
+    async def put(
+        self,
+        local: str | os.PathLike[str],
+        remote: str,
+        *,
+        overwrite: bool = False,
+        replication: int | None = None,
+        block_size: int | None = None,
+        fsync: bool = False,
+        progress: files.Progress | None = None,
+    ) -> int:
+        """Copy local file ``local`` to ``remote``; ``progress(bytes_done)`` after each piece.
+        Returns the bytes copied."""
+        return await files.put_async(
+            self,
+            self._chunk_client(),
+            local,
+            remote,
+            progress,
+            replication=replication,
+            block_size=block_size,
+            overwrite=overwrite,
+            fsync=fsync,
+        )
+
+    async def get(
+        self,
+        remote: str,
+        local: str | os.PathLike[str],
+        *,
+        progress: files.Progress | None = None,
+    ) -> int:
+        """Copy file ``remote`` to local file ``local`` (complete or not at all)."""
+        return await files.get_async(self, self._chunk_client(), remote, local, progress)
+
     # -- internal: cross-shard transactions (masters only) -------------------------------------
     async def issue_txn_ids(self, count: int, *, deadline: float | None = None) -> int:
         """The first of ``count`` fresh cluster-wide transaction ids."""
@@ -412,6 +550,9 @@ class AsyncClient:
         batchers, self._batchers = self._batchers, {}
         for batcher in batchers.values():
             await batcher.close()
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            await chunks.close()
         channels, self._channels, self._stubs = self._channels, {}, {}
         for channel in channels.values():
             await channel.close()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import grpc
 
 from keelfs.client import _ops as ops
+from keelfs.client import files
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.errors import NotFound
 from keelfs.master.wire import file_info_from_pb, summary_from_pb
@@ -69,6 +71,7 @@ class Client:
         self._stubs: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._io: files.IOThread | None = None
 
     # -- driving plans ------------------------------------------------------------------------
     def _stub(self, address: str, service: str) -> Any:
@@ -283,6 +286,164 @@ class Client:
                 renewed |= bool(self._run(pinned, deadline).renewed)
         return renewed
 
+    # -- file data (keelfs.client.files) -------------------------------------------------------
+    def _io_thread(self) -> files.IOThread:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("client is closed")
+            if self._io is None:
+                self._io = files.IOThread(self._core)
+            return self._io
+
+    @overload
+    def open(
+        self,
+        path: str,
+        mode: Literal["rb", "r"] = "rb",
+        *,
+        replication: int | None = None,
+        block_size: int | None = None,
+        overwrite: bool = False,
+        fsync: bool = False,
+    ) -> files.FileReader: ...
+
+    @overload
+    def open(
+        self,
+        path: str,
+        mode: Literal["wb", "w"],
+        *,
+        replication: int | None = None,
+        block_size: int | None = None,
+        overwrite: bool = False,
+        fsync: bool = False,
+    ) -> files.FileWriter: ...
+
+    def open(
+        self,
+        path: str,
+        mode: str = "rb",
+        *,
+        replication: int | None = None,
+        block_size: int | None = None,
+        overwrite: bool = False,
+        fsync: bool = False,
+    ) -> files.FileReader | files.FileWriter:
+        """Open file ``path`` for reading (``"rb"``: a seekable ``io.RawIOBase``) or create it
+        for writing (``"wb"``: an ``io.BufferedIOBase``; exclusive unless ``overwrite``;
+        ``replication``, ``block_size``: None for the cluster's defaults; ``fsync``: each
+        block's last packet is fsynced on every node). Use it in a ``with`` block; closing a
+        writer completes the file. See ``keelfs.client.files`` (durability, failures)."""
+        io_thread = self._io_thread()
+        if files.check_mode(mode):
+            writer = io_thread.run(
+                files.open_writer(
+                    io_thread.fs,
+                    io_thread.chunks,
+                    path,
+                    replication=replication,
+                    block_size=block_size,
+                    overwrite=overwrite,
+                    fsync=fsync,
+                )
+            )
+            return files.FileWriter(io_thread, writer)
+        reader = io_thread.run(files.open_reader(io_thread.fs, io_thread.chunks, path))
+        return files.FileReader(io_thread, reader)
+
+    def read_bytes(self, path: str) -> bytes:
+        """The whole content of file ``path``."""
+        with self.open(path, "rb") as f:
+            return f.read()
+
+    def write_bytes(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        overwrite: bool = False,
+        replication: int | None = None,
+        block_size: int | None = None,
+        fsync: bool = False,
+    ) -> int:
+        """Create file ``path`` holding ``data`` (closed when this returns)."""
+        f = self.open(
+            path,
+            "wb",
+            overwrite=overwrite,
+            replication=replication,
+            block_size=block_size,
+            fsync=fsync,
+        )
+        try:
+            f.write(data)
+        except BaseException:
+            f.abort()
+            raise
+        f.close()
+        return len(data)
+
+    def put(
+        self,
+        local: str | os.PathLike[str],
+        remote: str,
+        *,
+        overwrite: bool = False,
+        replication: int | None = None,
+        block_size: int | None = None,
+        fsync: bool = False,
+        progress: files.Progress | None = None,
+    ) -> int:
+        """Copy local file ``local`` to ``remote``; ``progress(bytes_done)`` after each piece
+        (in this thread). Returns the bytes copied. On failure the remote file is left under
+        construction (its lease lapses) and the error raised."""
+        done = 0
+        with open(local, "rb") as src:
+            f = self.open(
+                remote,
+                "wb",
+                overwrite=overwrite,
+                replication=replication,
+                block_size=block_size,
+                fsync=fsync,
+            )
+            try:
+                while piece := src.read(files.TRANSFER_PIECE):
+                    f.write(piece)
+                    done += len(piece)
+                    if progress is not None:
+                        progress(done)
+            except BaseException:
+                f.abort()
+                raise
+            f.close()
+        return done
+
+    def get(
+        self,
+        remote: str,
+        local: str | os.PathLike[str],
+        *,
+        progress: files.Progress | None = None,
+    ) -> int:
+        """Copy file ``remote`` to local file ``local`` (written as ``local.part`` and renamed
+        into place when complete); ``progress(bytes_done)`` after each piece (in this thread)."""
+        part = f"{os.fspath(local)}.part"
+        done = 0
+        try:
+            with self.open(remote, "rb") as src, open(part, "wb") as dst:
+                while piece := src.read(files.TRANSFER_PIECE):
+                    dst.write(piece)
+                    done += len(piece)
+                    if progress is not None:
+                        progress(done)
+            os.replace(part, local)
+        except BaseException:
+            if os.path.exists(part):
+                os.unlink(part)
+            raise
+        return done
+
     # -- config -------------------------------------------------------------------------------
     def shard_map(self, *, deadline: float | None = None) -> ShardMap:
         """The current ShardMap, fetched linearizably (and cached)."""
@@ -342,6 +503,10 @@ class Client:
         return dict(self._core.stats)
 
     def close(self) -> None:
+        with self._lock:
+            io_thread, self._io = self._io, None
+        if io_thread is not None:
+            io_thread.close()
         with self._lock:
             self._closed = True
             channels, self._channels, self._stubs = self._channels, {}, {}

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from keelfs.chunk.local import LocalChunkServers
 from keelfs.master.cluster import MetaCluster
 
 
@@ -16,6 +17,28 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
     try:
         c.start()
         yield c
+    except BaseException:
+        for node_id in sorted(c.nodes):
+            print(f"----- node {node_id} log (tail) -----\n{c.log_tail(node_id, 30)}")
+        raise
+    finally:
+        c.stop_all()
+
+
+@pytest.fixture(scope="module")
+def data_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[MetaCluster, LocalChunkServers]]:
+    """One shard on 3 co-hosted masters plus 4 chunk servers reporting to them (a dead one is
+    declared dead after 2 s): the data path's process tests (``test_files``,
+    ``test_data_faults``)."""
+    c = MetaCluster(
+        tmp_path_factory.mktemp("data"), shards=("shard-1",), node_args=("--chunk-dead-after", "2")
+    )
+    try:
+        c.start()
+        servers = c.start_chunk_servers(4, "--no-fsync-on-close")
+        yield c, servers
     except BaseException:
         for node_id in sorted(c.nodes):
             print(f"----- node {node_id} log (tail) -----\n{c.log_tail(node_id, 30)}")

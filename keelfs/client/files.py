@@ -1,0 +1,912 @@
+"""File data: the writer and reader behind ``Client.open`` / ``AsyncClient.open``.
+
+::
+
+    with fs.open("/data/log", "wb", block_size=8 << 20) as f:   # Client (synchronous)
+        f.write(b"...")
+    with fs.open("/data/log", "rb") as f:
+        f.seek(100)
+        head = f.read(10)
+
+    async with await afs.open("/data/log", "wb") as f:            # AsyncClient
+        await f.write(b"...")
+
+Writing (:class:`AsyncFileWriter`; :class:`FileWriter` is its ``io`` twin)
+-------------------------------------------------------------------------
+``Create`` gives the client's session the file's writer lease; every later metadata call of the
+writer (``AllocateBlock``, ``RecoverPipeline``, ``RenewLease``, ``Complete``) uses that session
+(``Op.pin_session``). The file is written a block at a time: the first byte of a block
+allocates it (``AllocateBlock`` with the previous block's final length) and opens its pipeline
+(``keelfs.chunk.client.AsyncChunkClient.write_block``), which streams the bytes as they are
+written, packet by packet, while the caller goes on writing. A block is finished when it is
+full (its last packet finalizes every replica) before the next one starts. The current block's
+bytes stay in memory until every node has finalized it, so a writer holds at most one block
+plus the pieces of one ``write`` call (the synchronous twin adds one packet of its own).
+
+A broken pipeline (``PipelineBroken``: a chunk server died, a checksum failed at a hop, a node
+stopped answering) is repaired at once, while the caller keeps writing: ``RecoverPipeline``
+with the survivors (``keep``) and the failed nodes (``exclude``) gives a new generation stamp
+and a pipeline. When that pipeline is exactly survivors, their replicas are continued from the
+length every node acknowledged (``offset``); when it has fresh servers (which hold nothing), the
+block is re-sent from its start under the new stamp, so that it has its full replication again
+at once. A refusal of the pipeline's header (``Fenced`` after a shard leader change,
+``StaleGeneration``, ...) is repaired the same way, with a fresh stamp and epoch. After
+``max_recoveries`` failed attempts for one block the write fails (the writer is then broken:
+every call raises; the file stays under construction until its lease expires and the masters
+recover it).
+
+Chunk servers need no master in the middle of a block: a write in progress goes on while the
+shard's leader fails over; only ``AllocateBlock``, ``RecoverPipeline`` and ``Complete`` need a
+leader, and the client core retries them through ``NOT_LEADER`` and ``UNAVAILABLE``
+(exactly-once: they carry the lease session's sequence numbers).
+
+``close()`` finishes the last block and sends ``Complete`` with its final length; the masters
+answer ``UNAVAILABLE`` ("replicas") until the chunk servers have reported the minimum number of
+replicas, and the client core retries that within the deadline. While a writer is open it
+renews its lease in the background every ``lease_renew_s`` (a third of the masters' default
+lease TTL).
+
+Durability:
+
+- ``flush()`` hands buffered bytes to the pipeline; it does not wait.
+- ``hflush()``: every byte written so far is acknowledged by every node of the pipeline and
+  visible to readers. The chunk protocol carries whole checksum chunks except in a block's last
+  packet, so ``hflush`` ends the current block there (every replica is finalized at its current
+  length) and allocates the next one, which records the length on the masters: a reader that
+  opens the file afterwards sees those bytes. Each ``hflush`` therefore costs a (short) block.
+- ``fsync=True`` (``open``): each block's last packet is fsynced on every node before its ack
+  (``write_block(sync=True)``), so a closed file survives a power loss of every chunk server.
+  Chunk servers fsync finalized replicas anyway unless run with ``--no-fsync-on-close``.
+
+Reading (:class:`AsyncFileReader`; :class:`FileReader`)
+-------------------------------------------------------
+``open(path, "rb")`` fetches the file's blocks with their replica locations (``GetFileInfo``,
+nearest first). Reads stream byte ranges of each block from its first location; the chunk
+client verifies every reply's CRC32C (and the chunk server checks the stored checksums). On any
+failure the read goes on from the same byte on the next replica; a replica that failed a
+checksum (``ChecksumMismatch``, ``CorruptReplica``) is reported to the shard
+(``ReportBadReplica``, in the background). When every replica of a block failed, the locations
+are fetched again once (the masters may have re-replicated it meanwhile); after that the read
+raises the last error. Reads need no master once the file is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from keelfs.chunk.client import AsyncChunkClient
+from keelfs.chunk.errors import ChecksumMismatch, CorruptReplica, PipelineBroken
+from keelfs.chunk.protocol import DEFAULT_PACKET_SIZE, Target, WriteResult
+from keelfs.client import _ops as ops
+from keelfs.errors import InvalidArgument, IsADirectory, KeelError, Unavailable
+from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS
+from keelfs.meta.pb import meta_pb2 as pb
+
+if TYPE_CHECKING:
+    from keelfs.client._core import Core
+    from keelfs.client.aio import AsyncClient
+
+__all__ = [
+    "AsyncFileReader",
+    "AsyncFileWriter",
+    "FileReader",
+    "FileWriter",
+    "Progress",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Progress = Callable[[int], None]
+"""``progress(done)``: bytes transferred so far (``put``/``get``)."""
+
+LEASE_RENEW_S = DEFAULT_LEASE_TTL_MS / 3000
+MAX_RECOVERIES = 8
+"""Pipeline attempts of one block before the write fails."""
+MAX_UNACKED = 16 * DEFAULT_PACKET_SIZE
+"""Bytes of the current block written but not yet acknowledged by every node before ``write``
+waits (the pipeline's window)."""
+TRANSFER_PIECE = 4 << 20
+"""Bytes per piece of ``put``/``get``/``read_bytes``."""
+_READ_MODES = ("r", "rb")
+_WRITE_MODES = ("w", "wb")
+
+
+def check_mode(mode: str) -> bool:
+    """True for a write mode, False for a read mode (binary only)."""
+    if mode in _READ_MODES:
+        return False
+    if mode in _WRITE_MODES:
+        return True
+    raise InvalidArgument(f"mode {mode!r}: use 'rb' or 'wb' (files are binary)", "mode")
+
+
+# -- writing ------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Block:
+    """The block being written: its identity, pipeline and every byte written to it so far."""
+
+    block_id: int
+    gen: int
+    shard: str
+    epoch: int
+    pipeline: list[Target]
+    start: int
+    """Its offset in the file."""
+    pieces: list[bytes] = field(default_factory=list)
+    size: int = 0
+    sealed: bool = False
+    """No more bytes come: the attempt's last packet finalizes the replicas."""
+    acked: int = 0
+    """Bytes every node of the current attempt's pipeline acknowledged."""
+    attempts: int = 0
+    task: asyncio.Task[WriteResult] | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when bytes are added, the block is sealed or an ack arrives."""
+
+    def servers(self) -> dict[str, str]:
+        return {t.address: t.server_id for t in self.pipeline}
+
+    async def source(self, at: int) -> AsyncIterator[bytes]:
+        """Bytes ``[at, ...)`` of the block as they are written, until it is sealed."""
+        i, skip = 0, at
+        while i < len(self.pieces) and skip >= len(self.pieces[i]):
+            skip -= len(self.pieces[i])
+            i += 1
+        while True:
+            while i < len(self.pieces):
+                piece = self.pieces[i]
+                i += 1
+                if skip:
+                    piece, skip = piece[skip:], 0
+                if piece:
+                    yield piece
+            if self.sealed:
+                return
+            self.changed.clear()
+            await self.changed.wait()
+
+
+class AsyncFileWriter:
+    """A file being written (see the module docstring). Make it with ``AsyncClient.open``."""
+
+    def __init__(
+        self,
+        fs: AsyncClient,
+        chunks: AsyncChunkClient,
+        path: str,
+        *,
+        group: str,
+        session_id: int,
+        block_size: int,
+        fsync: bool = False,
+        lease_renew_s: float = LEASE_RENEW_S,
+        max_recoveries: int = MAX_RECOVERIES,
+        max_unacked: int = MAX_UNACKED,
+        on_ack: Progress | None = None,
+    ) -> None:
+        self.path = path
+        self.group = group
+        self.session_id = session_id
+        self.block_size = block_size
+        self.fsync = fsync
+        self.max_recoveries = max_recoveries
+        self.max_unacked = max_unacked
+        self.on_ack = on_ack
+        """Called (on the event loop) with the bytes of the file every node acknowledged."""
+        self.recoveries = 0
+        """Pipeline recoveries so far (all blocks)."""
+        self.resumed = 0
+        """Recoveries that continued the survivors' replicas (the others re-sent the block)."""
+        self._failed_servers: set[str] = set()
+        """Chunk servers that failed in this writer's pipelines: not asked for again (the
+        masters take a while to declare a dead server dead)."""
+        self._acked_before = 0
+        """Bytes of the finished blocks."""
+        self._fs = fs
+        self._chunks = chunks
+        self._position = 0
+        self._block: _Block | None = None
+        self._last_length: int | None = None
+        """Final length of the last finished block (None: no block yet)."""
+        self._closed = False
+        self._broken: BaseException | None = None
+        self._renewer = (
+            asyncio.create_task(self._renew(lease_renew_s)) if lease_renew_s > 0 else None
+        )
+
+    # -- the io-like surface --------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def tell(self) -> int:
+        return self._position
+
+    @property
+    def acked(self) -> int:
+        """Bytes of the file every node of the pipeline acknowledged so far."""
+        block = self._block
+        return block.start + block.acked if block is not None else self._acked_before
+
+    @property
+    def pipeline(self) -> list[Target]:
+        """The current block's pipeline (empty between blocks): for tests and tools."""
+        return list(self._block.pipeline) if self._block is not None else []
+
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data``; returns its length. Waits while the pipeline is behind by more
+        than ``max_unacked`` bytes, and at each block's end until the block is finalized."""
+        self._check_usable()
+        view = memoryview(data).cast("B")
+        n, off = len(view), 0
+        try:
+            while off < n:
+                if self._block is None:
+                    await self._start_block()
+                block = self._block
+                assert block is not None
+                take = min(n - off, self.block_size - block.size)
+                block.pieces.append(bytes(view[off : off + take]))
+                block.size += take
+                block.changed.set()
+                off += take
+                self._position += take
+                if block.size >= self.block_size:
+                    await self._finish_block()
+                else:
+                    await self._keep_up(block)
+        except BaseException as exc:
+            self._break(exc)
+            raise
+        return n
+
+    async def flush(self) -> None:
+        """Bytes written are already handed to the pipeline: nothing to do."""
+        self._check_usable()
+
+    async def hflush(self) -> None:
+        """Wait until every byte written so far is finalized on every node of the pipeline
+        and recorded on the masters (see the module docstring)."""
+        self._check_usable()
+        try:
+            if self._block is not None and self._block.size > 0:
+                await self._finish_block()
+                await self._start_block()
+        except BaseException as exc:
+            self._break(exc)
+            raise
+
+    async def close(self) -> None:
+        """Finish the last block and close the file (``Complete``). A broken writer is
+        only aborted: its file stays under construction until the masters recover it."""
+        if self._closed:
+            return
+        if self._broken is not None:
+            await self.abort()
+            return
+        try:
+            if self._block is not None:
+                await self._finish_block()
+            op = ops.complete(self.path, self.session_id, self._last_length)
+            await self._fs._run(op, None)
+            self._fs._core.writers.pop(self.path, None)
+        except BaseException as exc:
+            self._break(exc)
+            await self.abort()
+            raise
+        finally:
+            self._closed = True
+            await self._stop_renewer()
+
+    async def abort(self) -> None:
+        """Stop writing without closing the file (its lease lapses; the masters recover it)."""
+        self._closed = True
+        block, self._block = self._block, None
+        if block is not None and block.task is not None and not block.task.done():
+            block.task.cancel()
+            await asyncio.gather(block.task, return_exceptions=True)
+        await self._stop_renewer()
+
+    async def __aenter__(self) -> AsyncFileWriter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- blocks ---------------------------------------------------------------------------------
+    def _check_usable(self) -> None:
+        if self._broken is not None:
+            raise Unavailable(
+                "writer broken", message=f"{self.path}: an earlier write failed: {self._broken}"
+            )
+        if self._closed:
+            raise ValueError("I/O operation on closed file")
+
+    def _break(self, exc: BaseException) -> None:
+        if self._broken is None:
+            self._broken = exc
+
+    async def _start_block(self) -> None:
+        exclude = sorted(self._failed_servers)
+        op = ops.allocate_block(self.path, self._last_length, exclude, self.session_id)
+        reply = await self._fs._run(op, None)
+        self._block = _Block(
+            block_id=reply.block.block_id,
+            gen=reply.block.gen_stamp,
+            shard=reply.shard,
+            epoch=reply.epoch,
+            pipeline=_targets(reply.block.locations),
+            start=self._position,
+        )
+        self._attempt(self._block, 0)
+
+    def _attempt(self, block: _Block, offset: int) -> None:
+        """Start writing ``block`` through its pipeline from ``offset``."""
+        block.attempts += 1
+        block.acked = offset
+
+        def acked(length: int) -> None:
+            block.acked = length
+            block.changed.set()
+            if self.on_ack is not None:
+                self.on_ack(block.start + length)
+
+        block.task = asyncio.create_task(
+            self._chunks.write_block(
+                block.pipeline,
+                block.block_id,
+                block.gen,
+                block.source(offset),
+                block.shard,
+                block.epoch,
+                offset=offset,
+                sync=self.fsync,
+                on_ack=acked,
+            )
+        )
+        block.task.add_done_callback(lambda _: block.changed.set())
+
+    async def _keep_up(self, block: _Block) -> None:
+        """Let the pipeline run; repair it if it broke; wait while it is far behind."""
+        await asyncio.sleep(0)
+        while True:
+            task = block.task
+            assert task is not None
+            if task.done():
+                if task.cancelled() or task.exception() is None:
+                    return  # (cannot finish before the block is sealed)
+                await self._recover(block, task.exception())  # type: ignore[arg-type]
+                continue
+            if block.size - block.acked <= self.max_unacked:
+                return
+            block.changed.clear()
+            await block.changed.wait()
+
+    async def _finish_block(self) -> None:
+        block = self._block
+        assert block is not None
+        block.sealed = True
+        block.changed.set()
+        while True:
+            task = block.task
+            assert task is not None
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise  # we are cancelled, not the write
+                raise Unavailable(f"{self.path}: block {block.block_id}: write cancelled") from None
+            except KeelError as exc:
+                await self._recover(block, exc)
+                continue
+            break
+        self._last_length = block.size
+        self._acked_before = block.start + block.size
+        self._block = None
+
+    async def _recover(self, block: _Block, exc: BaseException) -> None:
+        """A new stamp and pipeline for ``block`` after ``exc``, and the next attempt."""
+        if not isinstance(exc, KeelError):
+            raise exc
+        if block.attempts >= self.max_recoveries:
+            raise exc
+        self.recoveries += 1
+        ids = block.servers()
+        if isinstance(exc, PipelineBroken) and exc.result is not None:
+            keep = [n.server_id or ids.get(n.address, "") for n in exc.result.survivors]
+            exclude = [n.server_id or ids.get(n.address, "") for n in exc.result.failed]
+            acked = exc.acked_length
+        else:  # the header was refused (a stale epoch or stamp, ...): the nodes are fine
+            keep, exclude, acked = [t.server_id for t in block.pipeline], [], 0
+        keep, exclude = [k for k in keep if k], [e for e in exclude if e]
+        self._failed_servers.update(exclude)
+        log.info(
+            "%s: block %d: pipeline recovery %d after: %s (keep %s, exclude %s)",
+            self.path,
+            block.block_id,
+            block.attempts,
+            exc,
+            keep,
+            exclude,
+        )
+        if block.attempts > 1:
+            await asyncio.sleep(min(1.0, 0.05 * 2**block.attempts))
+        op = ops.recover_pipeline(self.path, block.block_id, keep, exclude, self.session_id)
+        reply = await self._fs._run(op, None)
+        block.gen = reply.block.gen_stamp
+        block.shard, block.epoch = reply.shard, reply.epoch
+        block.pipeline = _targets(reply.block.locations)
+        fresh = [t for t in block.pipeline if t.server_id not in keep]
+        if not fresh and acked:
+            self.resumed += 1
+        self._attempt(block, 0 if fresh else acked)
+
+    async def _renew(self, every: float) -> None:
+        op = ops.renew_lease(self.group, self.session_id)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                reply = await self._fs._run(op, every)
+                if not reply.renewed:
+                    log.warning("%s: the writer lease was not renewed", self.path)
+            except KeelError as exc:
+                log.warning("%s: lease renewal failed: %s", self.path, exc)
+
+    async def _stop_renewer(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+            self._renewer = None
+
+
+def _targets(locations: Any) -> list[Target]:
+    return [Target(loc.address, loc.server_id) for loc in locations]
+
+
+# -- reading ------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Located:
+    block_id: int
+    gen: int
+    length: int
+    start: int
+    locations: list[tuple[str, str]]
+    """(server id, address), nearest first."""
+
+
+def _located(info: pb.FileInfo) -> list[_Located]:
+    out, start = [], 0
+    for b in info.blocks:
+        locations = [(loc.server_id, loc.address) for loc in b.locations]
+        out.append(_Located(b.block_id, b.gen_stamp, b.length, start, locations))
+        start += b.length
+    return out
+
+
+class AsyncFileReader:
+    """A file opened for reading (see the module docstring). Make it with ``AsyncClient.open``."""
+
+    def __init__(
+        self, fs: AsyncClient, chunks: AsyncChunkClient, path: str, info: pb.FileInfo
+    ) -> None:
+        self.path = path
+        self._fs = fs
+        self._chunks = chunks
+        self._blocks = _located(info)
+        self.length = sum(b.length for b in self._blocks)
+        self._position = 0
+        self._closed = False
+        self._reports: set[asyncio.Task[Any]] = set()
+        self.bad_replicas: list[tuple[str, int, int]] = []
+        """(server id, block id, gen stamp) of every replica this reader found corrupt."""
+        self.failovers = 0
+        """Reads that went on from another replica."""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_SET:
+            position = offset
+        elif whence == os.SEEK_CUR:
+            position = self._position + offset
+        elif whence == os.SEEK_END:
+            position = self.length + offset
+        else:
+            raise InvalidArgument(f"whence {whence}", "whence")
+        if position < 0:
+            raise InvalidArgument(f"negative position {position}", "offset")
+        self._position = position
+        return position
+
+    async def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes from the current position (all the rest if negative)."""
+        self._check_open()
+        start = self._position
+        end = self.length if size is None or size < 0 else min(self.length, start + size)
+        if end <= start:
+            return b""
+        parts = [piece async for piece in self.iter_range(start, end)]
+        self._position = end
+        return b"".join(parts)
+
+    async def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = await self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    async def iter_range(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` of the file in pieces (as the chunk servers send them); does
+        not move the position."""
+        self._check_open()
+        end = min(end, self.length)
+        for index, b in enumerate(self._blocks):
+            if b.start + b.length <= start or b.length == 0:
+                continue
+            if b.start >= end:
+                break
+            lo = max(start, b.start) - b.start
+            hi = min(end, b.start + b.length) - b.start
+            async for piece in self._block_range(index, lo, hi - lo):
+                yield piece
+
+    async def _block_range(self, index: int, offset: int, length: int) -> AsyncIterator[bytes]:
+        b = self._blocks[index]
+        failed: set[str] = set()
+        refetched = False
+        last: KeelError | None = None
+        while length > 0:
+            candidates = [loc for loc in b.locations if loc[1] not in failed]
+            if not candidates:
+                if refetched:
+                    raise last or Unavailable(
+                        f"{self.path}: block {b.block_id} has no live replica"
+                    )
+                refetched = True
+                await self._refetch()
+                b = self._blocks[index]
+                bad = {sid for sid, block_id, _ in self.bad_replicas if block_id == b.block_id}
+                failed = {address for sid, address in b.locations if sid in bad}
+                continue
+            server_id, address = candidates[0]
+            try:
+                async for piece in self._chunks.iter_block(
+                    address, b.block_id, b.gen, offset, length
+                ):
+                    offset += len(piece)
+                    length -= len(piece)
+                    yield piece
+                if length > 0:
+                    raise Unavailable(
+                        f"{address}: replica of block {b.block_id} ended {length} bytes early"
+                    )
+            except KeelError as exc:
+                last = exc
+                failed.add(address)
+                self.failovers += 1
+                log.info("%s: block %d at %s: %s", self.path, b.block_id, address, exc)
+                if isinstance(exc, ChecksumMismatch | CorruptReplica):
+                    self._report(server_id, b, exc)
+
+    def _report(self, server_id: str, b: _Located, exc: KeelError) -> None:
+        self.bad_replicas.append((server_id, b.block_id, b.gen))
+        op = ops.report_bad_replica(self.path, server_id, b.block_id, b.gen, str(exc))
+
+        async def send() -> None:
+            try:
+                await self._fs._run(op, 5.0)
+            except KeelError as err:
+                log.warning("%s: could not report a bad replica: %s", self.path, err)
+
+        task = asyncio.create_task(send())
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _refetch(self) -> None:
+        reply = await self._fs._run(ops.stat(self.path, False), None)
+        fresh = {b.block_id: b for b in _located(reply.info)}
+        for b in self._blocks:
+            new = fresh.get(b.block_id)
+            if new is not None:
+                b.gen, b.locations = new.gen, new.locations
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("I/O operation on closed file")
+
+    async def close(self) -> None:
+        """Close; waits (briefly) for the bad-replica reports to go out."""
+        self._closed = True
+        if self._reports:
+            await asyncio.wait(set(self._reports), timeout=5.0)
+
+    async def __aenter__(self) -> AsyncFileReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+# -- the verbs, for AsyncClient -----------------------------------------------------------------
+async def open_reader(fs: AsyncClient, chunks: AsyncChunkClient, path: str) -> AsyncFileReader:
+    reply = await fs._run(ops.stat(path, False), None)
+    if reply.info.kind == pb.DIRECTORY:
+        raise IsADirectory(reply.info.path)
+    return AsyncFileReader(fs, chunks, reply.info.path, reply.info)
+
+
+async def open_writer(
+    fs: AsyncClient,
+    chunks: AsyncChunkClient,
+    path: str,
+    *,
+    replication: int | None = None,
+    block_size: int | None = None,
+    overwrite: bool = False,
+    fsync: bool = False,
+    lease_renew_s: float = LEASE_RENEW_S,
+) -> AsyncFileWriter:
+    info = await fs.create(
+        path, overwrite=overwrite, replication=replication or 0, block_size=block_size or 0
+    )
+    group, session_id = fs._core.writers[info.path]
+    return AsyncFileWriter(
+        fs,
+        chunks,
+        info.path,
+        group=group,
+        session_id=session_id,
+        block_size=info.block_size,
+        fsync=fsync,
+        lease_renew_s=lease_renew_s,
+    )
+
+
+async def put_async(
+    fs: AsyncClient,
+    chunks: AsyncChunkClient,
+    local: str | os.PathLike[str],
+    remote: str,
+    progress: Progress | None,
+    **options: Any,
+) -> int:
+    """Copy local file ``local`` to ``remote``; the bytes copied. On failure the remote file
+    is left under construction (aborted) and the error raised."""
+    done = 0
+    with open(local, "rb") as src:  # noqa: ASYNC230 (local reads go to a thread below)
+        w = await open_writer(fs, chunks, remote, **options)
+        try:
+            while True:
+                piece = await asyncio.to_thread(src.read, TRANSFER_PIECE)
+                if not piece:
+                    break
+                await w.write(piece)
+                done += len(piece)
+                if progress is not None:
+                    progress(done)
+        except BaseException:
+            await w.abort()
+            raise
+        await w.close()
+    return done
+
+
+async def get_async(
+    fs: AsyncClient,
+    chunks: AsyncChunkClient,
+    remote: str,
+    local: str | os.PathLike[str],
+    progress: Progress | None,
+) -> int:
+    """Copy ``remote`` to local file ``local`` (written as ``local.part`` and renamed into
+    place when complete); the bytes copied."""
+    r = await open_reader(fs, chunks, remote)
+    part = f"{os.fspath(local)}.part"
+    done = 0
+    try:
+        with open(part, "wb") as dst:  # noqa: ASYNC230
+            gathered: list[bytes] = []
+            size = 0
+            async for piece in r.iter_range(0, r.length):
+                gathered.append(piece)
+                size += len(piece)
+                if size >= TRANSFER_PIECE or done + size == r.length:
+                    await asyncio.to_thread(dst.write, b"".join(gathered))
+                    done += size
+                    gathered, size = [], 0
+                    if progress is not None:
+                        progress(done)
+        os.replace(part, local)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        raise
+    finally:
+        await r.close()
+    return done
+
+
+# -- the synchronous twins ----------------------------------------------------------------------
+class IOThread:
+    """A private event loop on a daemon thread that runs a synchronous ``Client``'s data path:
+    an ``AsyncClient`` sharing the ``Client``'s core (its sessions, leases and caches) and an
+    ``AsyncChunkClient``."""
+
+    def __init__(self, core: Core, **chunk_options: Any) -> None:
+        from keelfs.client.aio import AsyncClient
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="keelfs-client-io", daemon=True
+        )
+        self._thread.start()
+
+        async def make() -> tuple[AsyncClient, AsyncChunkClient]:
+            return AsyncClient._sharing(core), AsyncChunkClient(**chunk_options)
+
+        self.fs, self.chunks = self.run(make())
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for its result (in the calling thread)."""
+        if self._loop.is_closed():
+            raise Unavailable("the client is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+
+        async def shut() -> None:
+            await self.chunks.close()
+            await self.fs.close()
+
+        try:
+            self.run(shut())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+
+class FileWriter(io.BufferedIOBase):
+    """A writable binary file (``Client.open(path, "wb")``): the ``io`` twin of
+    :class:`AsyncFileWriter` (same semantics; writes smaller than a packet are gathered here
+    first). ``hflush()`` and ``abort()`` as there."""
+
+    def __init__(self, io_thread: IOThread, writer: AsyncFileWriter) -> None:
+        super().__init__()
+        self._io = io_thread
+        self._writer = writer
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._gather = DEFAULT_PACKET_SIZE
+        self.path = writer.path
+
+    @property
+    def writer(self) -> AsyncFileWriter:
+        return self._writer
+
+    @property
+    def acked(self) -> int:
+        """Bytes of the file every node of the pipeline acknowledged so far."""
+        return self._writer.acked
+
+    @property
+    def pipeline(self) -> list[Target]:
+        return self._writer.pipeline
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._writer.tell() + self._pending_size
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        piece = bytes(data)
+        n = len(piece)
+        if n >= self._gather and not self._pending:
+            self._io.run(self._writer.write(piece))
+            return n
+        self._pending.append(piece)
+        self._pending_size += n
+        if self._pending_size >= self._gather:
+            self._hand_over()
+        return n
+
+    def _hand_over(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending, self._pending_size = [], 0
+            self._io.run(self._writer.write(data))
+
+    def flush(self) -> None:
+        if not self.closed:
+            self._hand_over()
+
+    def hflush(self) -> None:
+        self._hand_over()
+        self._io.run(self._writer.hflush())
+
+    def abort(self) -> None:
+        self._pending, self._pending_size = [], 0
+        if not self.closed:
+            try:
+                self._io.run(self._writer.abort())
+            finally:
+                super().close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._hand_over()
+            self._io.run(self._writer.close())
+        except BaseException:
+            self._pending, self._pending_size = [], 0
+            super().close()
+            raise
+        super().close()
+
+
+class FileReader(io.RawIOBase):
+    """A readable, seekable binary file (``Client.open(path, "rb")``): the ``io`` twin of
+    :class:`AsyncFileReader`."""
+
+    def __init__(self, io_thread: IOThread, reader: AsyncFileReader) -> None:
+        super().__init__()
+        self._io = io_thread
+        self._reader = reader
+        self.path = reader.path
+        self.length = reader.length
+
+    @property
+    def reader(self) -> AsyncFileReader:
+        return self._reader
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._reader.tell()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._reader.seek(offset, whence)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        return self._io.run(self._reader.read(-1 if size is None else size))
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._io.run(self._reader.close())
+            finally:
+                super().close()

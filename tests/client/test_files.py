@@ -1,0 +1,175 @@
+"""The data path through the client library, on real processes (3 masters, 4 chunk servers):
+files written with ``open(path, "wb")`` and read back with ``open(path, "rb")``, compared by
+MD5, at the sizes that matter (empty, one byte, one block exactly, several blocks and a short
+one), with ranged reads across block boundaries, the sync and asyncio clients, ``put``/``get``
+and ``hflush``."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keelfs.client import AsyncClient
+from keelfs.errors import AlreadyExists, InvalidArgument, IsADirectory, NotFound
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+MiB = 1 << 20
+BLOCK = MiB
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def fs(data_cluster: Any) -> Any:
+    c, _ = data_cluster
+    client = c.client()
+    client.mkdir("/f", parents=True)
+    return client
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, 65_535, BLOCK, BLOCK + 1, int(5.5 * BLOCK)],
+    ids=["empty", "1B", "chunk-1", "1block", "1block+1", "5.5blocks"],
+)
+def test_round_trip(fs: Any, size: int) -> None:
+    data = os.urandom(size)
+    path = f"/f/rt-{size}"
+    with fs.open(path, "wb", block_size=BLOCK) as f:
+        # pieces of odd sizes, so that writes straddle packets and blocks
+        at, steps = 0, [1, 7, 70_000, 3 * MiB, 65_536, MiB - 1]
+        while at < size:
+            n = min(steps[0], size - at)
+            steps.append(steps.pop(0))
+            assert f.write(data[at : at + n]) == n
+            at += n
+        assert f.tell() == size
+    info = fs.stat(path)
+    assert not info.under_construction and info.length == size
+    assert len(info.blocks) == -(-size // BLOCK)
+    assert all(b.length == BLOCK for b in info.blocks[:-1])
+    got = fs.read_bytes(path)
+    assert md5(got) == md5(data)
+
+
+def test_ranged_reads_across_block_boundaries(fs: Any) -> None:
+    data = os.urandom(3 * BLOCK + 12_345)
+    fs.write_bytes("/f/ranged", data, block_size=BLOCK)
+    with fs.open("/f/ranged", "rb") as f:
+        assert f.length == len(data) and f.seekable()
+        for start, n in [
+            (0, 10),
+            (BLOCK - 5, 10),  # across the first boundary
+            (BLOCK, BLOCK),  # exactly one block
+            (BLOCK - 1, 2 * BLOCK + 2),  # spans a whole block and two boundaries
+            (3 * BLOCK + 12_000, 1000),  # past the end: cut
+            (len(data), 10),  # at the end: empty
+        ]:
+            assert f.seek(start) == start
+            assert f.read(n) == data[start : start + n]
+            assert f.tell() == min(len(data), start + n)
+        f.seek(-100, io.SEEK_END)
+        assert f.read() == data[-100:]
+        f.seek(10)
+        f.seek(5, io.SEEK_CUR)
+        buf = bytearray(20)
+        assert f.readinto(buf) == 20 and bytes(buf) == data[15:35]
+        # a buffered reader on top works as usual
+    with io.BufferedReader(fs.open("/f/ranged", "rb"), buffer_size=100_000) as b:
+        b.seek(BLOCK - 3)
+        assert b.read(6) == data[BLOCK - 3 : BLOCK + 3]
+
+
+def test_put_and_get_report_progress(fs: Any, tmp_path: Path) -> None:
+    data = os.urandom(int(9.5 * MiB))
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    seen: list[int] = []
+    assert fs.put(src, "/f/put", block_size=4 * BLOCK, progress=seen.append) == len(data)
+    assert seen and seen[-1] == len(data) and seen == sorted(seen)
+    dst = tmp_path / "dst.bin"
+    got: list[int] = []
+    assert fs.get("/f/put", dst, progress=got.append) == len(data)
+    assert got[-1] == len(data)
+    assert md5(dst.read_bytes()) == md5(data)
+    assert not (tmp_path / "dst.bin.part").exists()
+    assert [b.length for b in fs.stat("/f/put").blocks] == [4 * MiB, 4 * MiB, int(1.5 * MiB)]
+
+
+def test_hflush_makes_bytes_visible_before_close(fs: Any) -> None:
+    first, second = os.urandom(300_000), os.urandom(200_000)
+    with fs.open("/f/hflush", "wb", block_size=BLOCK) as f:
+        f.write(first)
+        f.hflush()
+        info = fs.stat("/f/hflush")
+        assert info.under_construction and info.length == len(first)
+        assert fs.read_bytes("/f/hflush") == first
+        f.write(second)
+    assert fs.read_bytes("/f/hflush") == first + second
+    # an hflush with nothing new before close leaves an empty last block: still readable
+    with fs.open("/f/hflush2", "wb", block_size=BLOCK) as f:
+        f.write(first)
+        f.hflush()
+    assert fs.read_bytes("/f/hflush2") == first
+    assert fs.stat("/f/hflush2").length == len(first)
+
+
+def test_fsync_and_overwrite(fs: Any) -> None:
+    fs.write_bytes("/f/ow", b"old contents", fsync=True)
+    with pytest.raises(AlreadyExists):
+        fs.open("/f/ow", "wb")
+    fs.write_bytes("/f/ow", b"new", overwrite=True, fsync=True)
+    assert fs.read_bytes("/f/ow") == b"new"
+
+
+def test_bad_modes_and_paths(fs: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        fs.open("/f/x", "a")
+    with pytest.raises(InvalidArgument):
+        fs.open("/f/x", "r+")
+    with pytest.raises(NotFound):
+        fs.open("/f/missing", "rb")
+    with pytest.raises(IsADirectory):
+        fs.open("/f", "rb")
+    with pytest.raises(NotFound):
+        fs.open("/nodir/x", "wb")
+    f = fs.open("/f/closed", "wb")
+    f.close()
+    with pytest.raises(ValueError):
+        f.write(b"x")
+    f.close()  # twice is fine
+
+
+def test_async_client_round_trip(data_cluster: Any, tmp_path: Path) -> None:
+    c, _ = data_cluster
+    data = os.urandom(int(2.5 * BLOCK))
+
+    async def main() -> None:
+        async with AsyncClient(c.config_addresses) as afs:
+            await afs.mkdir("/af", parents=True)
+            async with await afs.open("/af/a", "wb", block_size=BLOCK) as w:
+                for i in range(0, len(data), 300_000):
+                    await w.write(data[i : i + 300_000])
+                assert w.tell() == len(data)
+            assert md5(await afs.read_bytes("/af/a")) == md5(data)
+            async with await afs.open("/af/a", "rb") as r:
+                r.seek(BLOCK - 10)
+                assert await r.read(20) == data[BLOCK - 10 : BLOCK + 10]
+            assert await afs.write_bytes("/af/b", b"") == 0
+            assert await afs.read_bytes("/af/b") == b""
+            src = tmp_path / "a.bin"
+            src.write_bytes(data)
+            assert await afs.put(src, "/af/c", block_size=BLOCK) == len(data)
+            assert await afs.get("/af/c", tmp_path / "c.bin") == len(data)
+            assert md5((tmp_path / "c.bin").read_bytes()) == md5(data)
+
+    asyncio.run(main())
