@@ -1,4 +1,4 @@
-"""``keelfs demo``: a live, simulated 3-node Raft group that narrates what happens.
+"""``keelfs demo-raft``: a live, simulated 3-node Raft group that narrates what happens.
 
 It drives the real Raft core through the deterministic simulator: clients write, the leader is
 killed every few seconds, a new one is elected, the old one restarts and catches up. Every
@@ -27,7 +27,7 @@ def run_demo(seconds: float, seed: int, kill_every: float, realtime: bool) -> in
     killed_at: int | None = None
     crashed: list[int] = []
     last_report = 0
-    click.echo(f"keelfs demo: 3 simulated masters, one Raft tick = {TICK_MS} ms, seed {seed}")
+    click.echo(f"keelfs demo-raft: 3 simulated masters, one Raft tick = {TICK_MS} ms, seed {seed}")
     for tick in range(ticks):
         for _ in range(SUBSTEPS_PER_TICK):
             sim.step(faults=False)

@@ -16,7 +16,7 @@ def cli() -> None:
     """keelfs: a distributed file system whose masters never stop being available."""
 
 
-@cli.command()
+@cli.command("demo-raft")
 @click.option("--seconds", default=10.0, show_default=True, help="How long to run.")
 @click.option("--seed", default=1, show_default=True, help="Simulation seed (replays exactly).")
 @click.option("--kill-every", default=3.0, show_default=True, help="Seconds between leader kills.")
@@ -556,6 +556,9 @@ def bench_txn(
 from keelfs.cli.admin import admin as _admin  # noqa: E402
 
 cli.add_command(_admin)
+from keelfs.cli.server_cmd import register as _register_server  # noqa: E402
+
+_register_server(cli)  # server, local-cluster, demo
 
 
 @bench.command("data")
@@ -596,9 +599,7 @@ def bench_data(
         f"{r.small_kib} KiB reads/s ({r.concurrency} in flight)", f"{r.small_reads_s:,.0f}"
     )
     table.add_row("small-file failures", str(r.small_failed))
-    table.add_row(
-        "write stall at leader kill (s)", " ".join(f"{s:.2f}" for s in r.stall_s) or "-"
-    )
+    table.add_row("write stall at leader kill (s)", " ".join(f"{s:.2f}" for s in r.stall_s) or "-")
     Console().print(table)
     if as_json:
         print(json.dumps(r.as_json()))

@@ -80,7 +80,6 @@ from keelfs.meta.commands import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_GROUP,
     DEFAULT_OWNER,
-    DEFAULT_REPLICATION,
     Command,
     Create,
     Delete,
@@ -342,7 +341,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 request.mode if request.HasField("mode") else 0o644,
                 request.owner or DEFAULT_OWNER,
                 request.group or DEFAULT_GROUP,
-                request.replication or DEFAULT_REPLICATION,
+                request.replication or self.node.config.default_replication,
                 request.block_size or DEFAULT_BLOCK_SIZE,
                 request.overwrite,
             )

@@ -47,7 +47,14 @@ from keelfs.master.resharding import Resharder
 from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS, TxnManager
 from keelfs.master.wire import CONFIG_GROUP, MAX_REQUEST_BYTES
 from keelfs.meta import paths
-from keelfs.meta.commands import MAX_COMMAND_BYTES, MAX_INT, Command, Envelope, Result
+from keelfs.meta.commands import (
+    DEFAULT_REPLICATION,
+    MAX_COMMAND_BYTES,
+    MAX_INT,
+    Command,
+    Envelope,
+    Result,
+)
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS
 from keelfs.meta.namespace import (
     DEFAULT_LEASE_TTL_MS,
@@ -101,6 +108,9 @@ class NodeConfig:
     txn_retention_ms: int = DEFAULT_TXN_RETENTION_MS
     min_replicas: int = DEFAULT_MIN_REPLICAS
     """Replicas every block of a file needs reported before ``Complete`` succeeds."""
+    default_replication: int = DEFAULT_REPLICATION
+    """Replication of a file created without one (the client sent 0): 3, or 1 for the
+    all-in-one ``keelfs server`` with its single chunk server."""
     chunk_dead_after_s: float = DEFAULT_DEAD_AFTER_S
     """A chunk server silent this long is dead: its replicas no longer count."""
     vnodes: int = DEFAULT_VNODES

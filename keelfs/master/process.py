@@ -25,7 +25,7 @@ from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
 from keelfs.master.blocks import DEFAULT_DEAD_AFTER_S
 from keelfs.master.node import MetaNode, NodeConfig, NodeFailed
 from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS
-from keelfs.meta.commands import check_id
+from keelfs.meta.commands import DEFAULT_REPLICATION, check_id
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS
 from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS, DEFAULT_TXN_RETENTION_MS
 from keelfs.meta.ring import DEFAULT_VNODES
@@ -124,6 +124,12 @@ def _parser(role: str) -> argparse.ArgumentParser:
         help="replicas each block needs reported before a file can be closed",
     )
     p.add_argument(
+        "--default-replication",
+        type=int,
+        default=DEFAULT_REPLICATION,
+        help="replication of files created without one (the client asks for the default)",
+    )
+    p.add_argument(
         "--chunk-dead-after",
         type=float,
         default=DEFAULT_DEAD_AFTER_S,
@@ -162,6 +168,8 @@ def _parse(role: str, argv: list[str] | None) -> tuple[NodeConfig, str]:
             raise SystemExit(f"--shard: {exc}") from None
         if shard == "config":
             raise SystemExit("--shard: 'config' is the config group's name")
+    if not 1 <= ns.default_replication <= 512:
+        raise SystemExit("--default-replication must be between 1 and 512")
     config_member = role == "config" or ns.config_member
     servers = tuple(a.strip() for a in ns.config_servers.split(",") if a.strip())
     if not config_member and not servers:
@@ -187,6 +195,7 @@ def _parse(role: str, argv: list[str] | None) -> tuple[NodeConfig, str]:
         txn_prepare_timeout_ms=ns.txn_prepare_timeout_ms,
         txn_retention_ms=ns.txn_retention_ms,
         min_replicas=ns.min_replicas,
+        default_replication=ns.default_replication,
         chunk_dead_after_s=ns.chunk_dead_after,
         vnodes=ns.vnodes,
         map_refresh_s=ns.map_refresh,

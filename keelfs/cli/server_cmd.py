@@ -1,0 +1,322 @@
+"""``keelfs server``, ``keelfs local-cluster up|down|status`` and ``keelfs demo``.
+
+``register(cli)`` adds them to the ``keelfs`` command. The flags of ``server`` and
+``local-cluster`` are generated from the settings tables of ``keelfs.server.settings`` (each
+flag also read from a TOML file and from ``KEELFS_*``; ``docs/configuration.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from keelfs.server.settings import (
+    CONFIG_ENV,
+    LOCAL_CLUSTER_SETTINGS,
+    SERVER_SETTINGS,
+    ConfigError,
+    Resolved,
+    Setting,
+    resolve,
+)
+
+__all__ = ["demo", "local_cluster", "register", "server"]
+
+_CLICK_TYPES: dict[type, Any] = {
+    str: click.STRING,
+    int: click.INT,
+    float: click.FLOAT,
+    Path: click.Path(path_type=Path),
+}
+
+
+def _options(settings: tuple[Setting, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One click option per setting, default None (so that a flag not given is told apart
+    from one given with the default value) and the default and env var in the help."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for s in reversed(settings):
+            default = "" if s.default == "" else f" [default: {s.default}]"
+            help_text = f"{s.help}.{default} [env {s.env}]"
+            if s.kind is bool:
+                name = s.flag[2:]
+                f = click.option(f"--{name}/--no-{name}", s.name, default=None, help=help_text)(f)
+            else:
+                f = click.option(
+                    s.flag, s.name, type=_CLICK_TYPES[s.kind], default=None, help=help_text
+                )(f)
+        return click.option(
+            "--config",
+            "config_file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help=f"TOML file of settings (flags win over it, it wins over {CONFIG_ENV} and "
+            "KEELFS_* variables) [env KEELFS_CONFIG]",
+        )(f)
+
+    return decorate
+
+
+def _resolve(
+    settings: tuple[Setting, ...], section: str, flags: dict[str, Any], config_file: Path | None
+) -> Resolved:
+    try:
+        return resolve(settings, section, flags, config_file)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# keelfs server
+
+
+@click.command("server")
+@_options(SERVER_SETTINGS)
+def server(config_file: Path | None, **flags: Any) -> None:
+    """Run all of keelfs in one process on one data directory: a single-node config group
+    and shard-1, one chunk server, the dashboard. Restart it on the same --data to carry on."""
+    from keelfs.server.embedded import ServerConfig, run
+
+    resolved = _resolve(SERVER_SETTINGS, "server", flags, config_file)
+    try:
+        config = ServerConfig.from_resolved(resolved)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(run(config))
+
+
+# ---------------------------------------------------------------------------------------------
+# keelfs local-cluster
+
+
+@click.group("local-cluster")
+def local_cluster() -> None:
+    """A cluster of separate processes on 127.0.0.1: 3 config servers, shard-1 and shard-2 of
+    3 masters each, 3 chunk servers. They run in the background until `down`."""
+
+
+def _cluster_settings(config_file: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
+    return _resolve(LOCAL_CLUSTER_SETTINGS, "local-cluster", flags, config_file).values
+
+
+def _fail(message: str) -> None:
+    click.echo(f"keelfs local-cluster: {message}", err=True)
+    sys.exit(1)
+
+
+def _print_status(st: dict[str, Any]) -> None:
+    con = Console()
+    groups = Table(title=f"keelfs local cluster in {st['directory']}")
+    for col in ("group", "leader", "term", "commit", "members"):
+        groups.add_column(col)
+    for gid, g in st["groups"].items():
+        members = " ".join(f"{i}:{role}" for i, role in g["members"].items()) or "-"
+        leader = f"n{g['leader']}" if g["leader"] else "NO LEADER"
+        groups.add_row(
+            gid, leader, str(g["term"]), str(g["commit"]), members,
+            style="" if g["leader"] else "bold red",
+        )  # fmt: skip
+    con.print(groups)
+    procs = Table(title="processes")
+    for col in ("name", "role", "pid", "address", "groups", "http"):
+        procs.add_column(col)
+    for name, p in st["processes"].items():
+        procs.add_row(
+            name,
+            p["role"],
+            str(p["pid"]) if p["alive"] else "down",
+            p["address"],
+            ",".join(p["groups"]),
+            f"http://{p['http']}/" if p["http"] and p["alive"] else "",
+            style="" if p["alive"] else "red",
+        )
+    con.print(procs)
+
+
+def _status_json(st: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in st.items() if k != "nodes"}
+
+
+@local_cluster.command("up")
+@_options(LOCAL_CLUSTER_SETTINGS)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the status).")
+def local_cluster_up(config_file: Path | None, as_json: bool, **flags: Any) -> None:
+    """Start the cluster in the background (or restart a stopped one on the same data)."""
+    from keelfs.server.local_cluster import LocalClusterError, cluster_status, up
+
+    s = _cluster_settings(config_file, flags)
+    err = Console(stderr=True)
+    try:
+        state = up(
+            s["dir"],
+            chunk_servers=s["chunk_servers"],
+            http_port=s["http_port"],
+            progress=lambda msg: err.print(msg, highlight=False),
+        )
+        st = cluster_status(state)
+    except LocalClusterError as exc:
+        _fail(f"{exc}\n(whatever started is recorded: `keelfs local-cluster down` stops it)")
+        return
+    if as_json:
+        click.echo(json.dumps(_status_json(st), sort_keys=True))
+        return
+    _print_status(st)
+    config = ",".join(p.address for p in state.processes if p.role == "config")
+    click.echo(f"clients connect to {config}   e.g. keelfs.client.Client({config!r})")
+    click.echo(f"stop it with: keelfs local-cluster down --dir {s['dir']}")
+
+
+@local_cluster.command("down")
+@_options(LOCAL_CLUSTER_SETTINGS[:1])
+@click.option("--wipe", is_flag=True, help="Also delete the directory (every node's data).")
+def local_cluster_down(config_file: Path | None, wipe: bool, **flags: Any) -> None:
+    """Stop exactly the processes `up` started (SIGTERM, then SIGKILL after 10 s)."""
+    from keelfs.server.local_cluster import LocalClusterError, down
+
+    s = _cluster_settings(config_file, flags)
+    try:
+        stopped = down(s["dir"], wipe=wipe)
+    except LocalClusterError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"stopped {len(stopped)} processes" + (f": {' '.join(stopped)}" if stopped else ""))
+
+
+@local_cluster.command("status")
+@_options(LOCAL_CLUSTER_SETTINGS[:1])
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def local_cluster_status(config_file: Path | None, as_json: bool, **flags: Any) -> None:
+    """Who leads config, shard-1 and shard-2, and every recorded process. Exit status 1 if a
+    process is down or a group has no leader."""
+    from keelfs.server.local_cluster import LocalClusterError, cluster_status, load_state
+
+    s = _cluster_settings(config_file, flags)
+    try:
+        state = load_state(Path(s["dir"]).resolve())
+    except LocalClusterError as exc:
+        _fail(str(exc))
+        return
+    if state is None:
+        _fail(f"no local cluster in {s['dir']}")
+        return
+    st = cluster_status(state)
+    if as_json:
+        click.echo(json.dumps(_status_json(st), sort_keys=True))
+    else:
+        _print_status(st)
+    healthy = all(p["alive"] for p in st["processes"].values()) and all(
+        g["leader"] for g in st["groups"].values()
+    )
+    sys.exit(0 if healthy else 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# keelfs demo
+
+
+def _start_server(
+    data: Path, ports: list[int], log_path: Path
+) -> tuple[subprocess.Popen[bytes], Any]:
+    """``keelfs server`` as a child process (client, Raft and chunk ports); its READY info
+    once it serves."""
+    client, raft, chunk = (f"127.0.0.1:{p}" for p in ports)
+    log = log_path.open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keelfs.cli.main", "server", "--data", str(data)]
+        + ["--listen", client, "--raft-listen", raft, "--chunk-listen", chunk]
+        + ["--http-listen", "off", "--log-level", "WARNING"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=log,
+    )
+    log.close()
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip()
+        if line.startswith("READY "):
+            return proc, json.loads(line[len("READY ") :])
+        click.echo(f"  | {line}")
+    proc.wait()
+    raise click.ClickException(
+        f"keelfs server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}"
+    )
+
+
+def _stop_server(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+@click.command("demo")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Data directory of the demo server (default: a temporary one, removed after).",
+)
+def demo(data: Path | None) -> None:
+    """Start `keelfs server`, put a file and get it back, restart the server on the same
+    data and read the file again."""
+    from keelfs.client import Client
+    from keelfs.testing.processes import free_ports
+
+    scratch = Path(tempfile.mkdtemp(prefix="keelfs-demo-"))
+    data = data or scratch / "data"
+    ports = free_ports(3)
+    payload = b"hello from keelfs\n" * 1000
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        click.echo(f"$ keelfs server --data {data} --listen 127.0.0.1:{ports[0]} ...")
+        proc, info = _start_server(data, ports, scratch / "server.log")
+        address = info["client"]
+        with Client(address, deadline=30.0) as fs:
+            t0 = time.monotonic()
+            fs.mkdir("/demo", parents=True)
+            fs.write_bytes("/demo/hello.txt", payload, overwrite=True)
+            took = time.monotonic() - t0
+            st = fs.stat("/demo/hello.txt")
+            click.echo(
+                f"put /demo/hello.txt: {st.length:,} bytes, replication {st.replication} "
+                f"({took * 1000:.0f} ms)"
+            )
+            back = fs.read_bytes("/demo/hello.txt")
+            click.echo(f"get /demo/hello.txt: {len(back):,} bytes, identical: {back == payload}")
+            if back != payload:
+                raise click.ClickException("the file read back differs from the file written")
+        rc = _stop_server(proc)
+        proc = None
+        click.echo(f"server stopped (SIGTERM, exit status {rc}); starting it again on {data}")
+        proc, info = _start_server(data, ports, scratch / "server.log")
+        with Client(info["client"], deadline=30.0) as fs:
+            again = fs.read_bytes("/demo/hello.txt")
+            names = [e.path for e in fs.ls("/demo")]
+        click.echo(f"after restart: ls /demo -> {names}; content identical: {again == payload}")
+        if again != payload:
+            raise click.ClickException("the file read after the restart differs")
+        click.echo("done: run your own with `keelfs server` (data in ./keelfs-data)")
+    finally:
+        if proc is not None:
+            _stop_server(proc)
+        shutil.rmtree(scratch, ignore_errors=True)  # a --data given elsewhere is kept
+
+
+def register(cli: click.Group) -> None:
+    """Add ``server``, ``local-cluster`` and ``demo`` to the ``keelfs`` command."""
+    for command in (server, local_cluster, demo):
+        cli.add_command(command)

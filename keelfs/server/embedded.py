@@ -1,0 +1,322 @@
+"""``keelfs server``: the whole file system in one process, on one data directory.
+
+One asyncio loop runs:
+
+- a :class:`~keelfs.master.node.MetaNode` (node 1) hosting the config group and ``shard-1``,
+  each a single-member Raft group (its log is fsynced like any other: an acknowledged write
+  survives a crash);
+- a :class:`~keelfs.chunk.node.ChunkNode` sharing the loop's executor (``io_threads=0``) and
+  its :class:`~keelfs.chunk.reporting.Reporter`, which registers it and heartbeats to the
+  master as a separate chunk server process would;
+- optionally the HTTP side of the master (``keelfs.web``: the dashboard, ``/health``,
+  ``/metrics``, ``/raft/state``).
+
+Files created without a replication get ``replication`` (default 1: there is one chunk
+server; the master's ``default_replication``), and a block is complete with one replica
+(``min_replicas=1``). More chunk servers may join later (``python -m keelfs.chunk.server
+--config-servers <client address>``); files asking for more replicas then get them.
+
+Data directory::
+
+    <data>/meta/     the master: RocksDB (both groups' Raft logs), shards/shard-1/ (namespace)
+    <data>/chunks/   the chunk server's replicas (server.json holds its id)
+    <data>/server.lock  held while a server runs (a second one on the same data stops at once)
+
+First start and restart are the same code: the groups are bootstrapped with this node as
+their only member when ``<data>/meta`` holds none (membership is sticky afterwards, so later
+starts need nothing), then ``shard-1`` is added to the ShardMap unless it is there and the
+namespace formatted unless it is (both idempotent, so a first start interrupted half-way is
+finished by the next one). Once the chunk server's first block report has reached the master
+one ``READY {json}`` line is printed on stdout (after the human-readable banner), as every
+keelfs process does. SIGTERM or SIGINT stop everything cleanly (exit status 0); if the Raft
+runtime or a background task dies, the process exits with status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keelfs.chunk.node import ChunkNode, ChunkNodeConfig
+from keelfs.chunk.reporting import Reporter
+from keelfs.errors import AlreadyExists, KeelError, NotFound
+from keelfs.master.node import MetaNode, NodeConfig
+from keelfs.runtime.host import HostConfig
+from keelfs.server.settings import SERVER_SETTINGS, ConfigError, Resolved
+from keelfs.web.listen import parse_http_listen
+
+__all__ = ["NODE_ID", "SHARD", "ServerConfig", "ServerFailed", "run", "serve"]
+
+log = logging.getLogger("keelfs.server")
+
+NODE_ID = 1
+SHARD = "shard-1"
+_SETUP_TIMEOUT_S = 60.0
+_REPORT_TIMEOUT_S = 30.0
+
+
+class ServerFailed(Exception):
+    """A part of the server stopped on its own: the process exits with status 1."""
+
+
+def _split(address: str, what: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+def _neighbour(address: str, offset: int) -> str:
+    """The host of ``address`` with its port + ``offset`` (port 0 stays 0: any free port)."""
+    host, port = _split(address, "listen")
+    if port and not 0 < port + offset <= 65535:
+        raise ConfigError(f"cannot derive a port {offset:+d} from {address}: set it explicitly")
+    return f"{host}:{port + offset if port else 0}"
+
+
+def _lock_data(data: Path) -> int:
+    """Hold ``<data>/server.lock`` (an exclusive ``flock``, released when the process exits)
+    so that a second server on the same data stops at once with a clear message; the file
+    descriptor."""
+    data.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data / "server.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise OSError(f"{data} is in use by another keelfs server (pid {holder})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What ``keelfs server`` runs (every field is a row of
+    :data:`keelfs.server.settings.SERVER_SETTINGS`; ``docs/configuration.md`` lists them)."""
+
+    data: Path = Path("keelfs-data")
+    listen: str = "127.0.0.1:7001"
+    raft_listen: str = ""
+    chunk_listen: str = ""
+    http_listen: str = "127.0.0.1:7080"
+    replication: int = 1
+    fsync_on_close: bool = True
+    scan_interval_s: float = 6 * 3600.0
+    heartbeat_interval_s: float = 1.0
+    tick_ms: float = 15.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_resolved(cls, resolved: Resolved) -> ServerConfig:
+        """The config of resolved settings, every value checked (``ConfigError``) and the
+        derived addresses filled in."""
+        v = dict(resolved.values)
+        unknown = set(v) - {s.name for s in SERVER_SETTINGS}
+        if unknown:
+            raise ConfigError(f"unknown settings {sorted(unknown)}")
+        _split(v["listen"], "listen")
+        if not v["raft_listen"]:
+            v["raft_listen"] = _neighbour(v["listen"], -1)
+        if not v["chunk_listen"]:
+            v["chunk_listen"] = _neighbour(v["listen"], +1)
+        _split(v["raft_listen"], "raft_listen")
+        _split(v["chunk_listen"], "chunk_listen")
+        if str(v["http_listen"]).lower() == "off":
+            v["http_listen"] = ""
+        if v["http_listen"]:
+            try:
+                parse_http_listen(v["http_listen"])
+            except ValueError as exc:
+                raise ConfigError(f"http_listen: {exc}") from None
+        if not 1 <= v["replication"] <= 512:
+            raise ConfigError(f"replication must be between 1 and 512, not {v['replication']}")
+        if v["scan_interval_s"] < 0 or v["heartbeat_interval_s"] <= 0 or v["tick_ms"] <= 0:
+            raise ConfigError("scan_interval_s must be >= 0, heartbeat_interval_s and tick_ms > 0")
+        level = str(v["log_level"]).upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"log_level: unknown level {v['log_level']!r}")
+        v["log_level"] = level
+        v["data"] = Path(v["data"])
+        return cls(**v)
+
+    @property
+    def meta_dir(self) -> Path:
+        return self.data / "meta"
+
+    @property
+    def chunk_dir(self) -> Path:
+        return self.data / "chunks"
+
+    def node_config(self, raft_address: str) -> NodeConfig:
+        return NodeConfig(
+            node_id=NODE_ID,
+            listen=raft_address,
+            data_dir=self.meta_dir,
+            client_listen=self.listen,
+            peers={NODE_ID: raft_address},  # used only when a group does not exist yet
+            config_member=True,
+            shards=(SHARD,),
+            host=HostConfig(tick_ms=self.tick_ms),
+            min_replicas=1,
+            default_replication=self.replication,
+        )
+
+    def chunk_config(self) -> ChunkNodeConfig:
+        return ChunkNodeConfig(
+            data_dir=self.chunk_dir,
+            listen=self.chunk_listen,
+            fsync_on_close=self.fsync_on_close,
+            scan_interval_s=self.scan_interval_s,
+            io_threads=0,  # one process: the loop's own executor runs the disk I/O
+        )
+
+
+async def _set_up(node: MetaNode, deadline: float) -> bool:
+    """Put ``shard-1`` in the ShardMap and format the namespace, each unless done; True if
+    this call formatted it (a first start)."""
+    from keelfs.client import AsyncClient
+
+    client = AsyncClient([node.client_address], deadline=10.0, attempt_timeout=2.0)
+    try:
+        while True:
+            try:
+                m = await client.shard_map()
+                if SHARD not in m.shards:
+                    with contextlib.suppress(AlreadyExists):
+                        await client.add_shard(SHARD, [NODE_ID])
+                return await client.format()
+            except (NotFound, KeelError) as exc:
+                # NotFound: the node has not registered itself yet; others are retryable
+                if time.monotonic() >= deadline or not (isinstance(exc, NotFound) or exc.retryable):
+                    raise
+                log.info("setting up %s: %s; retrying", SHARD, exc)
+                await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+
+
+async def _wait_reported(node: MetaNode, server_id: str, deadline: float) -> bool:
+    """Wait until the master counts the chunk server live and fully reported (new blocks may
+    go there); False if it did not happen by ``deadline``."""
+    while time.monotonic() < deadline:
+        st = node.chunks.servers.get(server_id)
+        if st is not None and st.reported and node.chunks.live(server_id):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def serve(config: ServerConfig, on_ready: Any = None) -> None:
+    """Run the server until SIGTERM/SIGINT (see the module docstring). ``on_ready(info)`` is
+    called once everything serves (default: print the banner and the READY line)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    raft = config.raft_listen
+    host, port = _split(raft, "raft_listen")
+    if port == 0:  # the address is stored in the group's membership: give it a real port
+        raft = f"{host}:{_free_port(host)}"
+    lock = _lock_data(config.data)
+    first_start = not config.meta_dir.exists()
+    meta = MetaNode(config.node_config(raft))
+    chunk = ChunkNode(config.chunk_config())
+    extra: list[asyncio.Task[None]] = []
+    web: Any = None
+    try:
+        await meta.start()
+        deadline = time.monotonic() + _SETUP_TIMEOUT_S
+        formatted = await _set_up(meta, deadline)
+        await chunk.start()
+        reporter = Reporter(chunk, [meta.client_address], interval_s=config.heartbeat_interval_s)
+        extra.append(asyncio.create_task(reporter.run(), name="reporting"))
+        if not await _wait_reported(meta, chunk.server_id, time.monotonic() + _REPORT_TIMEOUT_S):
+            log.warning("the chunk server has not reported to the master yet; serving anyway")
+        info: dict[str, Any] = {
+            **meta.ready_info(),
+            "data": str(config.data),
+            "chunk": chunk.address,
+            "chunk_server_id": chunk.server_id,
+            "replication": config.replication,
+            "first_start": first_start,
+            "formatted": formatted,
+        }
+        if config.http_listen:
+            from keelfs.web.app import meta_web_server  # aiohttp loads only when asked for
+
+            web = meta_web_server(meta, config.http_listen)
+            await web.start()
+            info["http"] = web.address
+        (on_ready or _print_ready)(info)
+        log.info("keelfs server serving: %s", info)
+        tasks = [*meta.tasks, *chunk.tasks, *extra]
+        stopping = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if stopping not in done:
+            stopping.cancel()
+            failed = next(iter(done))
+            exc = None if failed.cancelled() else failed.exception()
+            raise ServerFailed(f"{failed.get_name()} stopped: {exc!r}") from exc
+        log.info("keelfs server stopping")
+    finally:
+        if web is not None:
+            await web.stop()
+        for t in extra:
+            t.cancel()
+        await asyncio.gather(*extra, return_exceptions=True)
+        await chunk.stop()
+        await meta.stop()
+        os.close(lock)
+
+
+def _print_ready(info: dict[str, Any]) -> None:
+    state = "new, formatted" if info["formatted"] else "reopened"
+    lines = [
+        f"keelfs server: data in {info['data']} ({state}), pid {info['pid']}",
+        f"  clients connect to   {info['client']}    e.g. keelfs.client.Client({info['client']!r})",
+        f"  chunk server         {info['chunk']} ({info['chunk_server_id']})",
+        f"  default replication  {info['replication']}",
+    ]
+    if info.get("http"):
+        lines.append(f"  dashboard            http://{info['http']}/")
+    lines.append("  stop with Ctrl-C (or SIGTERM)")
+    print("\n".join(lines), flush=True)
+    print("READY " + json.dumps(info, sort_keys=True), flush=True)
+
+
+def run(config: ServerConfig) -> int:
+    """Run the server in this process; the exit status."""
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s server %(levelname)s %(name)s: %(message)s",
+    )
+    from keelfs.chunk.memory import tune_malloc
+
+    tune_malloc()
+    try:
+        asyncio.run(serve(config))
+    except ServerFailed as exc:
+        log.critical("%s", exc, exc_info=exc.__cause__)
+        return 1
+    except OSError as exc:
+        log.critical("%s", exc)
+        return 1
+    return 0

@@ -1,0 +1,415 @@
+"""``keelfs local-cluster up|down|status``: a production-shaped cluster on 127.0.0.1.
+
+One role per process, as ``keelfs.master.cluster.MetaCluster(layout="separate")`` lays it
+out: 3 config servers (node ids 1..3), 2 shards of 3 masters each (``shard-1``: 11..13,
+``shard-2``: 21..23) and ``chunk_servers`` chunk servers (``cs0``...). Unlike ``MetaCluster``
+(a test fixture that kills its processes when the test ends) the processes are **daemons**:
+each runs in its own session, detached from the terminal, and outlives the command.
+
+Everything lives under ``--dir``::
+
+    cluster.json        the state file: every process's pid, its start time (so that a reused
+                        pid is never taken for ours), addresses, command line and directory
+    n<id>/, cs<i>/      each process's data/, stdout.log (its READY line), stderr.log (logs)
+
+``up`` bootstraps the groups (``--peers``), adds both shards to the map, formats the
+namespace and starts the chunk servers, writing the state file after every process it starts
+(a failed ``up`` is cleaned up by ``down``). With a state file whose processes are all gone
+(after ``down``), ``up`` restarts the same nodes on the same addresses and data, without
+``--peers`` (membership is sticky). ``down`` sends SIGTERM to exactly the recorded pids, then
+SIGKILL to any still alive after a grace period; ``--wipe`` also removes the directory.
+``status`` asks every metadata node for its ``Node.Status`` and names each group's leader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from keelfs.errors import AlreadyExists, KeelError, NotFound
+
+__all__ = [
+    "SHARDS",
+    "STATE_FILE",
+    "LocalClusterError",
+    "ProcessRecord",
+    "State",
+    "cluster_status",
+    "down",
+    "load_state",
+    "up",
+]
+
+STATE_FILE = "cluster.json"
+SHARDS = ("shard-1", "shard-2")
+_START_TIMEOUT_S = 60.0
+_TERM_GRACE_S = 10.0
+
+T = TypeVar("T")
+
+
+class LocalClusterError(RuntimeError):
+    """The cluster could not be started, stopped or read (the message says which node)."""
+
+
+@dataclass
+class ProcessRecord:
+    name: str
+    """``n<id>`` for a metadata node, ``cs<i>`` for a chunk server."""
+    role: str
+    """``config``, ``master`` or ``chunk``."""
+    command: list[str]
+    directory: str
+    address: str
+    """Client address (metadata nodes) or data-path address (chunk servers)."""
+    node_id: int = 0
+    raft_address: str = ""
+    groups: list[str] = field(default_factory=list)
+    http: str = ""
+    pid: int = 0
+    start_time: str = ""
+    """The kernel's start time of ``pid`` (``/proc/<pid>/stat``): a recycled pid differs."""
+
+    def alive(self) -> bool:
+        return self.pid > 0 and _start_time(self.pid) == self.start_time
+
+
+@dataclass
+class State:
+    directory: str
+    processes: list[ProcessRecord] = field(default_factory=list)
+
+    def save(self) -> None:
+        path = Path(self.directory) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+    @property
+    def meta(self) -> list[ProcessRecord]:
+        return [p for p in self.processes if p.role != "chunk"]
+
+    @property
+    def config_addresses(self) -> list[str]:
+        return [p.address for p in self.processes if p.role == "config"]
+
+    def alive(self) -> list[ProcessRecord]:
+        return [p for p in self.processes if p.alive()]
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of ``/proc/<pid>/stat`` (None: no such process, or a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if fields[0] == "Z":
+        return None
+    return fields[19]
+
+
+def load_state(directory: Path) -> State | None:
+    path = directory / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        procs = [ProcessRecord(**p) for p in raw["processes"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LocalClusterError(f"{path} is not a local-cluster state file: {exc}") from None
+    return State(str(directory), procs)
+
+
+# ---------------------------------------------------------------------------------------------
+# layout
+
+
+def _free_ports(n: int) -> list[int]:
+    from keelfs.testing.processes import free_ports
+
+    return free_ports(n)
+
+
+def _layout(directory: Path, chunk_servers: int, http_port: int) -> State:
+    state = State(str(directory))
+    python = sys.executable
+    ports = iter(_free_ports(2 * (3 + 3 * len(SHARDS)) + chunk_servers + 1))
+
+    def meta(node_id: int, role: str, groups: list[str]) -> ProcessRecord:
+        raft, client = f"127.0.0.1:{next(ports)}", f"127.0.0.1:{next(ports)}"
+        name = f"n{node_id}"
+        return ProcessRecord(name, role, [], str(directory / name), client, node_id, raft, groups)
+
+    config = [meta(i, "config", ["config"]) for i in (1, 2, 3)]
+    masters = [
+        meta(10 * k + j, "master", [shard])
+        for k, shard in enumerate(SHARDS, start=1)
+        for j in (1, 2, 3)
+    ]
+    config_clients = [p.address for p in config]
+    if http_port >= 0:
+        config[0].http = f"127.0.0.1:{http_port or next(ports)}"
+    for p in [*config, *masters]:
+        module = "keelfs.master.config_server" if p.role == "config" else "keelfs.master.master"
+        cmd = [python, "-m", module, "--id", str(p.node_id), "--listen", p.raft_address]
+        cmd += ["--client-listen", p.address, "--data", str(Path(p.directory) / "data")]
+        if p.role == "config":
+            others = [a for a in config_clients if a != p.address]
+            cmd += ["--config-servers", ",".join(others)]
+        else:
+            cmd += ["--shard", p.groups[0], "--config-servers", ",".join(config_clients)]
+        if p.http:
+            cmd += ["--http-listen", p.http]
+        p.command = cmd
+    chunks = []
+    for i in range(chunk_servers):
+        name = f"cs{i}"
+        address = f"127.0.0.1:{next(ports)}"
+        cmd = [python, "-m", "keelfs.chunk.server", "--data", str(directory / name / "data")]
+        cmd += ["--listen", address, "--server-id", name]
+        cmd += ["--config-servers", ",".join(config_clients)]
+        chunks.append(ProcessRecord(name, "chunk", cmd, str(directory / name), address))
+    state.processes = [*config, *masters, *chunks]
+    return state
+
+
+def _peers(state: State, p: ProcessRecord) -> str:
+    """``--peers`` of a first start: every node sharing a group with ``p``."""
+    ids = sorted(q.node_id for q in state.meta if set(q.groups) & set(p.groups) and q.node_id > 0)
+    by_id = {q.node_id: q.raft_address for q in state.meta}
+    return ",".join(f"{i}={by_id[i]}" for i in ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+
+
+def _spawn(p: ProcessRecord, extra: list[str]) -> None:
+    """Start ``p`` as a daemon: its own session, no terminal, output to its log files."""
+    directory = Path(p.directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    with (directory / "stdout.log").open("wb") as out, (directory / "stderr.log").open("ab") as err:
+        err.write(f"\n=== local-cluster start {' '.join(extra)} at {time.time():.3f}\n".encode())
+        err.flush()
+        proc = subprocess.Popen(
+            [*p.command, *extra],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    p.pid = proc.pid
+    # the Popen object is dropped on purpose: the process must outlive this command. Its
+    # start time identifies it from now on (a zombie until this command exits reads as gone).
+    p.start_time = _start_time(proc.pid) or ""
+
+
+def _ready(p: ProcessRecord, deadline: float) -> dict[str, Any]:
+    from keelfs.testing.processes import read_ready_line
+
+    stdout = Path(p.directory) / "stdout.log"
+    while True:
+        ready = read_ready_line(stdout)
+        if ready is not None:
+            return ready
+        if not p.alive():
+            raise LocalClusterError(f"{p.name} exited before READY:\n{_log_tail(p)}")
+        if time.monotonic() >= deadline:
+            raise LocalClusterError(f"{p.name} not READY in time:\n{_log_tail(p)}")
+        time.sleep(0.05)
+
+
+def _log_tail(p: ProcessRecord, lines: int = 20) -> str:
+    path = Path(p.directory) / "stderr.log"
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_for(probe: Callable[[], T | None], deadline: float, what: str) -> T:
+    last = ""
+    while True:
+        try:
+            result = probe()
+        except (KeelError, Exception) as exc:
+            result, last = None, f" (last error: {type(exc).__name__}: {exc})"
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() >= deadline:
+            raise LocalClusterError(f"{what}{last}")
+        time.sleep(0.1)
+
+
+def _set_up(state: State, deadline: float) -> None:
+    """Add both shards to the map (each once its masters registered) and format: idempotent."""
+    from keelfs.client import Client
+
+    with Client(state.config_addresses, deadline=10.0) as admin:
+        for shard in SHARDS:
+            members = [p.node_id for p in state.meta if shard in p.groups]
+
+            def add(shard: str = shard, members: list[int] = members) -> bool:
+                if shard in admin.shard_map().shards:
+                    return True
+                try:
+                    admin.add_shard(shard, members, deadline=5.0)
+                except AlreadyExists:
+                    pass
+                except NotFound:
+                    return False  # a member has not registered yet
+                return True
+
+            _wait_for(add, deadline, f"could not add {shard} to the shard map")
+        _wait_for(lambda: admin.format(deadline=10.0) or True, deadline, "format failed")
+
+
+def _chunks_reported(state: State, deadline: float) -> None:
+    """Wait until every shard leader counts every chunk server live and fully reported."""
+    ids = {p.name for p in state.processes if p.role == "chunk"}
+
+    def probe() -> bool:
+        st = cluster_status(state)
+        for shard in SHARDS:
+            leader = st["groups"].get(shard, {}).get("leader")
+            node = st["nodes"].get(f"n{leader}") if leader else None
+            if node is None:
+                return False
+            servers = node.get("chunk_servers", {})
+            if not all(servers.get(i, {}).get("live") and servers[i]["reported"] for i in ids):
+                return False
+        return True
+
+    _wait_for(probe, deadline, "chunk servers did not report to every shard leader")
+
+
+def up(
+    directory: Path,
+    *,
+    chunk_servers: int = 3,
+    http_port: int = 0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> State:
+    """Start the cluster (see the module docstring); returns its state once it serves."""
+    directory = directory.resolve()
+    state = load_state(directory)
+    if state is not None and state.alive():
+        names = ", ".join(p.name for p in state.alive())
+        raise LocalClusterError(
+            f"a local cluster in {directory} is running ({names}): `keelfs local-cluster down`"
+        )
+    first = state is None
+    if state is None:
+        if chunk_servers < 1:
+            raise LocalClusterError("a local cluster needs at least one chunk server")
+        directory.mkdir(parents=True, exist_ok=True)
+        state = _layout(directory, chunk_servers, http_port)
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    progress(f"{'starting' if first else 'restarting'} {len(state.meta)} metadata nodes")
+    for p in state.meta:
+        _spawn(p, ["--peers", _peers(state, p)] if first else [])
+        state.save()
+    for p in state.meta:
+        _ready(p, deadline)
+    progress("adding shard-1 and shard-2 to the map, formatting")
+    _set_up(state, deadline)
+    chunks = [p for p in state.processes if p.role == "chunk"]
+    progress(f"starting {len(chunks)} chunk servers")
+    for p in chunks:
+        _spawn(p, [])
+        state.save()
+    for p in chunks:
+        _ready(p, deadline)
+    _chunks_reported(state, deadline)
+    return state
+
+
+def down(directory: Path, *, wipe: bool = False, grace_s: float = _TERM_GRACE_S) -> list[str]:
+    """Stop exactly the recorded processes (SIGTERM, SIGKILL after ``grace_s``); the names of
+    those that were running. With ``wipe``, remove the directory too."""
+    directory = directory.resolve()
+    state = load_state(directory)
+    if state is None:
+        raise LocalClusterError(f"no local cluster in {directory} ({STATE_FILE} not found)")
+    running = state.alive()
+    for p in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(p.alive() for p in running) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for p in running:
+        if p.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while any(p.alive() for p in running) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [p.name for p in running if p.alive()]
+    if left:
+        raise LocalClusterError(f"still running after SIGKILL: {', '.join(left)}")
+    for p in state.processes:
+        p.pid, p.start_time = 0, ""
+    if wipe:
+        shutil.rmtree(directory)
+    else:
+        state.save()
+    return [p.name for p in running]
+
+
+def cluster_status(state: State, timeout: float = 2.0) -> dict[str, Any]:
+    """Every process (alive or not) and every group's leader as the nodes report it."""
+    from keelfs.client import Client
+
+    nodes: dict[str, dict[str, Any]] = {}
+    views: dict[str, dict[int, dict[str, Any]]] = {}
+    processes: dict[str, dict[str, Any]] = {}
+    with Client(state.config_addresses or ["127.0.0.1:1"], deadline=timeout) as client:
+        for p in state.processes:
+            alive = p.alive()
+            processes[p.name] = {
+                "role": p.role,
+                "pid": p.pid if alive else None,
+                "alive": alive,
+                "address": p.address,
+                "groups": p.groups,
+                "http": p.http,
+            }
+            if not alive or p.role == "chunk":
+                continue
+            try:
+                st = client.status(p.address, timeout=timeout)
+            except Exception as exc:
+                processes[p.name]["error"] = f"{type(exc).__name__}"
+                continue
+            nodes[p.name] = st
+            for gid, gs in st.get("groups", {}).items():
+                views.setdefault(gid, {})[p.node_id] = gs
+    groups: dict[str, dict[str, Any]] = {}
+    for gid in ("config", *SHARDS):
+        seen = views.get(gid, {})
+        leaders = [(s["term"], i) for i, s in seen.items() if s["state"] == "leader"]
+        term, leader = max(leaders) if leaders else (0, 0)
+        groups[gid] = {
+            "leader": leader or None,
+            "term": term,
+            "members": {str(i): s["state"] for i, s in sorted(seen.items())},
+            "commit": max((s["commit"] for s in seen.values()), default=0),
+        }
+    return {"directory": state.directory, "processes": processes, "groups": groups, "nodes": nodes}
