@@ -140,14 +140,14 @@ class Reporter:
         if not masters:
             return
         st = self.node.status()
-        base = {
-            "server_id": st.server_id,
-            "address": st.address,
-            "rack": st.rack,
-            "capacity": st.capacity_bytes,
-            "used": st.used_bytes,
-            "load": st.being_written,
-        }
+        base = mpb.ChunkHeartbeatRequest(
+            server_id=st.server_id,
+            address=st.address,
+            rack=st.rack,
+            capacity=st.capacity_bytes,
+            used=st.used_bytes,
+            load=st.being_written,
+        )
         added = [
             _report(e.replica)
             for e in events
@@ -165,13 +165,10 @@ class Reporter:
                         for r in self.node.block_report()
                         if r.state is ReplicaState.FINALIZED and not r.corrupt
                     ]
-                req = mpb.ChunkHeartbeatRequest(
-                    **base, full_report=True, replicas=full, corrupt=corrupt
-                )
+                req = mpb.ChunkHeartbeatRequest(full_report=True, replicas=full, corrupt=corrupt)
             else:
-                req = mpb.ChunkHeartbeatRequest(
-                    **base, replicas=added, removed=removed, corrupt=corrupt
-                )
+                req = mpb.ChunkHeartbeatRequest(replicas=added, removed=removed, corrupt=corrupt)
+            req.MergeFrom(base)
             sends.append(self._send(address, req))
         await asyncio.gather(*sends)
 

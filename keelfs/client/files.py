@@ -103,6 +103,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_REFETCHES = 6
+"""Location lookups a read makes for one block before it gives up (about 3 s in all)."""
 T = TypeVar("T")
 
 Progress = Callable[[int], None]
@@ -566,16 +569,21 @@ class AsyncFileReader:
     async def _block_range(self, index: int, offset: int, length: int) -> AsyncIterator[bytes]:
         b = self._blocks[index]
         failed: set[str] = set()
-        refetched = False
+        refetches = 0
         last: KeelError | None = None
         while length > 0:
             candidates = [loc for loc in b.locations if loc[1] not in failed]
             if not candidates:
-                if refetched:
+                # every replica failed, or none is known yet: a block just written (or
+                # hflushed) is located once its servers' reports reach the masters, within a
+                # heartbeat; ask again a few times before giving up
+                if refetches == _REFETCHES:
                     raise last or Unavailable(
                         f"{self.path}: block {b.block_id} has no live replica"
                     )
-                refetched = True
+                if refetches:
+                    await asyncio.sleep(min(0.05 * 2**refetches, 1.0))
+                refetches += 1
                 await self._refetch()
                 b = self._blocks[index]
                 bad = {sid for sid, block_id, _ in self.bad_replicas if block_id == b.block_id}

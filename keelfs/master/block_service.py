@@ -65,7 +65,9 @@ class BlockServiceMixin:
             info=self.node.reply_info(member, index, term),
         )
 
-    def _targets(self, replication: int, exclude: list[str], keep: list[str] = ()) -> list[Any]:
+    def _targets(
+        self, replication: int, exclude: list[str], keep: tuple[str, ...] | list[str] = ()
+    ) -> list[Any]:
         targets = self.node.chunks.choose(replication, exclude, keep)
         if not targets:
             raise Unavailable(
@@ -125,6 +127,7 @@ class BlockServiceMixin:
             command = CompleteFile(path, last)
             command.validate()
             member = await self.node.route(request.header, path, by_directory=False)
+            self.node.require_leader(member)  # a follower may not have applied the Create yet
             current = member.sm.stat(path)
             if current.under_construction:  # (a retry of a done Complete goes straight on)
                 self._check_min_replicas(current)
@@ -171,7 +174,7 @@ class BlockServiceMixin:
                 for block_id, replica in replicas:
                     reg.added(sid, block_id, replica)
             for r in request.removed:
-                reg.removed(sid, r.block_id)
+                reg.removed(sid, r.block_id, r.gen_stamp)
             for r in request.corrupt:
                 reg.mark_corrupt(sid, r.block_id)
             commands = self.node.replication.take_commands(sid)

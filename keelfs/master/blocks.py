@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 __all__ = ["DEFAULT_DEAD_AFTER_S", "ChunkRegistry", "Replica", "ServerState"]
@@ -61,11 +61,11 @@ class ChunkRegistry:
     servers: dict[str, ServerState] = field(default_factory=dict)
     replicas: dict[int, dict[str, Replica]] = field(default_factory=dict)
     corrupt: set[tuple[int, str]] = field(default_factory=set)
-    clock: object = time.monotonic
+    clock: Callable[[], float] = time.monotonic
     _rng: random.Random = field(default_factory=random.Random)
 
     def now(self) -> float:
-        return self.clock()  # type: ignore[operator,no-any-return]
+        return self.clock()
 
     # -- reports ----------------------------------------------------------------------------
     def heartbeat(
@@ -93,12 +93,19 @@ class ChunkRegistry:
         self.replicas.setdefault(block_id, {})[server_id] = replica
         self.corrupt.discard((block_id, server_id))
 
-    def removed(self, server_id: str, block_id: int) -> None:
+    def removed(self, server_id: str, block_id: int, gen_stamp: int = 0) -> None:
+        """``server_id`` deleted its replica of ``block_id`` stamped ``gen_stamp`` (0: any).
+        A replica it holds with a newer stamp stays: a pipeline recovery continues a replica
+        under a new stamp and reports the new one finalized and the old one gone together."""
         holders = self.replicas.get(block_id)
-        if holders is not None:
-            holders.pop(server_id, None)
-            if not holders:
-                del self.replicas[block_id]
+        if holders is None:
+            return
+        current = holders.get(server_id)
+        if current is None or (gen_stamp and current.gen_stamp > gen_stamp):
+            return
+        del holders[server_id]
+        if not holders:
+            del self.replicas[block_id]
         self.corrupt.discard((block_id, server_id))
 
     def mark_corrupt(self, server_id: str, block_id: int) -> None:

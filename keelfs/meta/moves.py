@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
+from typing import Protocol
 
 from keelfs.errors import InvalidArgument, Redirect, Unavailable
 from keelfs.meta.kvstore import Txn
@@ -59,8 +60,12 @@ def routing_dir(key: bytes) -> str | None:
     return None
 
 
-def load_table(kv: Txn | object) -> RangeTable:
-    return RangeTable.decode(kv.get(RANGES))  # type: ignore[attr-defined]
+class _Getter(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+
+def load_table(kv: _Getter) -> RangeTable:
+    return RangeTable.decode(kv.get(RANGES))
 
 
 def save_table(txn: Txn, table: RangeTable) -> None:
@@ -74,8 +79,8 @@ def _move_key(txn_id: int) -> bytes:
     return MOVE + _U64.pack(txn_id)
 
 
-def load_move(kv: Txn | object, txn_id: int) -> dict[str, object] | None:
-    raw = kv.get(_move_key(txn_id))  # type: ignore[attr-defined]
+def load_move(kv: _Getter, txn_id: int) -> dict[str, object] | None:
+    raw = kv.get(_move_key(txn_id))
     return None if raw is None else dict(json.loads(raw))
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from keelfs.errors import InvalidArgument
@@ -96,7 +96,7 @@ class RangeTable:
     def __bool__(self) -> bool:
         return bool(self._items)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[RangeState]:
         return iter(self._items)
 
     def __len__(self) -> int:

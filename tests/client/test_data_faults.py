@@ -116,10 +116,9 @@ def test_a_pipeline_of_survivors_is_continued(data_cluster: Any, fs: Any) -> Non
         dead = servers.ready[victims[0]]["server_id"]
 
         def survivors_reported() -> bool:
-            # (at least one: the masters do not always take the continued replicas' reports
-            # yet; see the data-path report)
+            # the three survivors' continued replicas (new stamp), not the dead server
             first = locations(fs, "/faults/continue")[0]
-            return len(first) >= 1 and dead not in first
+            return len(first) >= 3 and dead not in first
 
         c.wait_for(survivors_reported, 30, "the continued replicas were not reported")
     finally:

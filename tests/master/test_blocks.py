@@ -65,3 +65,12 @@ def test_locations_are_good_live_replicas_at_the_generation_stamp() -> None:
     reg.heartbeat("cs0", "127.0.0.1:7000", "/r1", 1, 0, 0)
     reg.full_report("cs0", [])
     assert 7 not in reg.replicas or "cs0" not in reg.replicas[7]
+
+
+def test_a_continued_replica_survives_the_report_of_its_old_stamp_gone() -> None:
+    reg, _ = registry(2)
+    reg.added("cs0", 5, Replica(2, 100, "s1"))  # continued under stamp 2 ...
+    reg.removed("cs0", 5, 1)  # ... reported with stamp 1 gone in the same heartbeat
+    assert [s.server_id for s in reg.locations(5, 2)] == ["cs0"]
+    reg.removed("cs0", 5, 2)
+    assert reg.locations(5, 2) == []
