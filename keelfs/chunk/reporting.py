@@ -52,7 +52,7 @@ class Reporter:
         config_servers: list[str],
         *,
         interval_s: float = 1.0,
-        eager_s: float = 0.05,
+        eager_s: float = 0.01,
         rpc_timeout_s: float = 2.0,
     ) -> None:
         from keelfs.client import AsyncClient  # the metadata client

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from keelfs.errors import InvalidArgument, Unavailable
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["BlockServiceMixin", "locate"]
 
 DEFAULT_MIN_REPLICAS = 1
+_REPORT_WAIT_S = 2.0
+"""How long Complete waits for replica reports before answering UNAVAILABLE ("replicas")."""
 
 
 def locate(node: MetaNode, info: pb.FileInfo) -> pb.FileInfo:
@@ -130,7 +133,13 @@ class BlockServiceMixin:
             self.node.require_leader(member)  # a follower may not have applied the Create yet
             current = member.sm.stat(path)
             if current.under_construction:  # (a retry of a done Complete goes straight on)
-                self._check_min_replicas(current)
+                # the pipeline's servers report the finalized replicas at once: wait for
+                # them here rather than make the client come back
+                deadline = time.monotonic() + min(self.timeout(context), _REPORT_WAIT_S)
+                while (missing := self._missing_replicas(current)) is not None:
+                    if time.monotonic() >= deadline:
+                        raise missing
+                    await self.node.chunks.wait_reports(deadline - time.monotonic())
             result, index, term = await self.node.propose(
                 member, command, request.header, self.timeout(context)
             )
@@ -142,16 +151,18 @@ class BlockServiceMixin:
 
         return await self.serve(context, "", work())
 
-    def _check_min_replicas(self, info: FileInfo) -> None:
+    def _missing_replicas(self, info: FileInfo) -> Unavailable | None:
+        """None if every block has its minimum replicas reported, else the error saying not."""
         need = min(self.node.config.min_replicas, info.replication)
         for block in info.blocks:
             have = len(self.node.chunks.locations(block.block_id, block.gen_stamp))
             if have < need:
-                raise Unavailable(
+                return Unavailable(
                     "replicas",
                     message=f"block {block.block_id} of {info.path} has {have} of the "
                     f"{need} replicas it needs reported yet; retry",
                 )
+        return None
 
     async def ChunkHeartbeat(  # noqa: N802
         self, request: pb.ChunkHeartbeatRequest, context: Any

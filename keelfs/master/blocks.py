@@ -21,6 +21,8 @@ first and the third to the second's rack (HDFS's rule), as far as the racks allo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -63,6 +65,7 @@ class ChunkRegistry:
     corrupt: set[tuple[int, str]] = field(default_factory=set)
     clock: Callable[[], float] = time.monotonic
     _rng: random.Random = field(default_factory=random.Random)
+    _waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     def now(self) -> float:
         return self.clock()
@@ -88,10 +91,25 @@ class ChunkRegistry:
             self.replicas.setdefault(block_id, {})[server_id] = replica
         self._prune()
         self.servers[server_id].reported = True
+        self._notify()
 
     def added(self, server_id: str, block_id: int, replica: Replica) -> None:
         self.replicas.setdefault(block_id, {})[server_id] = replica
         self.corrupt.discard((block_id, server_id))
+        self._notify()
+
+    def _notify(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def wait_reports(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until some replica is reported added."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, timeout)
 
     def removed(self, server_id: str, block_id: int, gen_stamp: int = 0) -> None:
         """``server_id`` deleted its replica of ``block_id`` stamped ``gen_stamp`` (0: any).
