@@ -79,18 +79,24 @@ class BlockServiceMixin:
             )
         return targets
 
-    async def AllocateBlock(  # noqa: N802
-        self, request: pb.AllocateBlockRequest, context: Any
+    async def _new_pipeline(
+        self,
+        request: Any,
+        context: Any,
+        command_for: Any,
+        keep: list[str],
     ) -> pb.AllocateBlockReply:
+        """Route to the leader of ``request.path``'s shard, choose targets (``keep`` first,
+        never ``request.exclude``), propose ``command_for(path, current FileInfo)`` with the
+        writer's session, and answer with the last block and its pipeline."""
+
         async def work() -> pb.AllocateBlockReply:
             path = check_path(request.path)
             member = await self.node.route(request.header, path, by_directory=False)
             self.node.require_leader(member)
             current = member.sm.stat(path)
-            targets = self._targets(current.replication, list(request.exclude))
-            block_id = await self.node.txns.next_id()
-            previous = request.previous_length if request.HasField("previous_length") else None
-            command = AddBlock(path, block_id, 1, previous)
+            targets = self._targets(current.replication, list(request.exclude), keep)
+            command = await command_for(path, current)
             result, index, term = await self.node.propose(
                 member, command, request.header, self.timeout(context)
             )
@@ -98,28 +104,28 @@ class BlockServiceMixin:
             return self._pipeline_reply(member, info, targets, index, term)
 
         return await self.serve(context, "", work())
+
+    async def AllocateBlock(  # noqa: N802
+        self, request: pb.AllocateBlockRequest, context: Any
+    ) -> pb.AllocateBlockReply:
+        async def add_block(path: str, current: FileInfo) -> AddBlock:
+            block_id = await self.node.txns.next_id()  # cluster-wide unique ids
+            previous = request.previous_length if request.HasField("previous_length") else None
+            return AddBlock(path, block_id, 1, previous)
+
+        return await self._new_pipeline(request, context, add_block, [])
 
     async def RecoverPipeline(  # noqa: N802
         self, request: pb.RecoverPipelineRequest, context: Any
     ) -> pb.AllocateBlockReply:
-        async def work() -> pb.AllocateBlockReply:
-            path = check_path(request.path)
-            member = await self.node.route(request.header, path, by_directory=False)
-            self.node.require_leader(member)
-            current = member.sm.stat(path)
+        async def update_block(path: str, current: FileInfo) -> UpdateBlock:
             if not current.blocks or current.blocks[-1].block_id != request.block_id:
                 raise InvalidArgument(
                     f"block {request.block_id} is not the last block of {path}", "block_id"
                 )
-            targets = self._targets(current.replication, list(request.exclude), list(request.keep))
-            command = UpdateBlock(path, request.block_id, current.blocks[-1].gen_stamp + 1)
-            result, index, term = await self.node.propose(
-                member, command, request.header, self.timeout(context)
-            )
-            info = FileInfo.from_dict(result.unwrap())
-            return self._pipeline_reply(member, info, targets, index, term)
+            return UpdateBlock(path, request.block_id, current.blocks[-1].gen_stamp + 1)
 
-        return await self.serve(context, "", work())
+        return await self._new_pipeline(request, context, update_block, list(request.keep))
 
     async def Complete(  # noqa: N802
         self, request: pb.CompleteRequest, context: Any
