@@ -21,6 +21,7 @@ from typing import Any
 from keelfs.chunk.memory import tune_malloc
 from keelfs.chunk.node import DEFAULT_RACK, ChunkNode, ChunkNodeConfig
 from keelfs.chunk.reporting import Reporter
+from keelfs.runtime.lifecycle import until_stopped
 from keelfs.web.listen import add_http_argument, check_http_listen
 
 __all__ = ["config_from_args", "main", "serve"]
@@ -163,13 +164,9 @@ async def serve(
             info["http"] = web.address
         print("READY " + json.dumps(info, sort_keys=True), flush=True)
         log.info("chunk server serving: %s", info)
-        stopping = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        if stopping not in done:
-            stopping.cancel()
-            failed = next(iter(done))
-            exc = None if failed.cancelled() else failed.exception()
-            raise _Failed(f"background task {failed.get_name()} stopped: {exc!r}") from exc
+        failed = await until_stopped(stop, tasks)
+        if failed is not None:
+            raise _Failed(f"background task {failed[0]} stopped: {failed[1]!r}") from failed[1]
         log.info("chunk server stopping")
     finally:
         if web is not None:

@@ -30,6 +30,7 @@ from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS
 from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS, DEFAULT_TXN_RETENTION_MS
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.runtime.host import add_host_arguments, host_config_from_args
+from keelfs.runtime.lifecycle import until_stopped
 from keelfs.runtime.server import parse_peers
 from keelfs.web.listen import add_http_argument, check_http_listen
 
@@ -222,13 +223,9 @@ async def serve(config: NodeConfig, http_listen: str = "") -> None:
             info["http"] = web.address
         print("READY " + json.dumps(info, sort_keys=True), flush=True)
         log.info("node %d serving: %s", config.node_id, info)
-        stopping = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopping, *node.tasks], return_when=asyncio.FIRST_COMPLETED)
-        if stopping not in done:
-            stopping.cancel()
-            failed = next(iter(done))
-            exc = None if failed.cancelled() else failed.exception()
-            raise NodeFailed(f"the Raft runtime stopped: {exc!r}") from exc
+        failed = await until_stopped(stop, node.tasks)
+        if failed is not None:
+            raise NodeFailed(f"the Raft runtime stopped: {failed[1]!r}") from failed[1]
         log.info("node %d stopping", config.node_id)
     finally:
         if web is not None:

@@ -71,6 +71,7 @@ from keelfs.runtime.kvwire import (
     LEADER_ID_KEY,
     LEADER_RAFT_ADDR_KEY,
 )
+from keelfs.runtime.lifecycle import until_stopped
 from keelfs.runtime.pb import kv_pb2 as pb
 from keelfs.runtime.pb import kv_pb2_grpc as _pb_grpc
 from keelfs.transport.base import OnMessages, Transport
@@ -610,16 +611,9 @@ async def serve(config: ServerConfig) -> None:
         assert server.host is not None
         print("READY " + json.dumps(server.ready_info(), sort_keys=True), flush=True)
         log.info("node %d serving: %s", config.node_id, server.ready_info())
-        stopping = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait(
-            [stopping, *server.host.tasks], return_when=asyncio.FIRST_COMPLETED
-        )
-        if stopping not in done:
-            # Fail-stop: a node whose Raft loop died must not keep answering clients.
-            stopping.cancel()
-            failed = next(iter(done))
-            exc = None if failed.cancelled() else failed.exception()
-            raise NodeFailed(f"the Raft runtime stopped: {exc!r}") from exc
+        failed = await until_stopped(stop, server.host.tasks)
+        if failed is not None:
+            raise NodeFailed(f"the Raft runtime stopped: {failed[1]!r}") from failed[1]
         log.info("node %d stopping", config.node_id)
     finally:
         await server.stop()

@@ -52,6 +52,7 @@ from keelfs.chunk.reporting import Reporter
 from keelfs.errors import AlreadyExists, KeelError, NotFound
 from keelfs.master.node import MetaNode, NodeConfig
 from keelfs.runtime.host import HostConfig
+from keelfs.runtime.lifecycle import until_stopped
 from keelfs.server.settings import SERVER_SETTINGS, ConfigError, Resolved
 from keelfs.web.listen import parse_http_listen
 
@@ -268,13 +269,9 @@ async def serve(config: ServerConfig, on_ready: Any = None) -> None:
         (on_ready or _print_ready)(info)
         log.info("keelfs server serving: %s", info)
         tasks = [*meta.tasks, *chunk.tasks, *extra]
-        stopping = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        if stopping not in done:
-            stopping.cancel()
-            failed = next(iter(done))
-            exc = None if failed.cancelled() else failed.exception()
-            raise ServerFailed(f"{failed.get_name()} stopped: {exc!r}") from exc
+        failed = await until_stopped(stop, tasks)
+        if failed is not None:
+            raise ServerFailed(f"{failed[0]} stopped: {failed[1]!r}") from failed[1]
         log.info("keelfs server stopping")
     finally:
         if web is not None:
