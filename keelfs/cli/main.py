@@ -605,6 +605,12 @@ def bench_data(
         print(json.dumps(r.as_json()))
 
 
+from keelfs.cli.fs_cmd import FILE_COMMANDS  # noqa: E402
+
+for _command in FILE_COMMANDS:
+    cli.add_command(_command)
+
+
 def main() -> None:
     cli()
 

@@ -1,0 +1,289 @@
+"""The file commands of the CLI: ``keelfs put|get|cat|ls|mkdir|rm|mv|stat|du|setrep``.
+
+Each takes ``--address`` (any config server or master; env ``KEELFS_ADDRESS``: the client finds
+the rest through the node registry) and ``--json`` (one JSON object per result, for scripts).
+Exit codes: 0 done, 1 the operation failed (one line: the path and what is wrong), 2 usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from keelfs.cli.admin import DEFAULT_ADDRESS
+from keelfs.errors import KeelError
+from keelfs.meta.records import FileInfo
+
+__all__ = ["FILE_COMMANDS"]
+
+_MESSAGES = {
+    "NOT_FOUND": "no such file or directory",
+    "ALREADY_EXISTS": "already exists",
+    "NOT_A_DIRECTORY": "not a directory",
+    "IS_A_DIRECTORY": "is a directory",
+    "DIRECTORY_NOT_EMPTY": "directory not empty (use -r)",
+    "LEASE_CONFLICT": "being written by another client",
+}
+
+
+class Failed(click.ClickException):
+    """The operation failed: one line on stderr (``keelfs: PATH: what is wrong``), status 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"keelfs: {self.format_message()}", err=True)
+
+
+def _options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--json", "as_json", is_flag=True, help="Print JSON instead.")(f)
+    return click.option(
+        "--address",
+        envvar="KEELFS_ADDRESS",
+        default=DEFAULT_ADDRESS,
+        show_default=True,
+        help="Any config server or master (env KEELFS_ADDRESS).",
+    )(f)
+
+
+@contextmanager
+def _client(address: str, path: str = "") -> Iterator[Any]:
+    """A connected client; a ``KeelError`` becomes one line and exit status 1."""
+    from keelfs.cli.admin import Cluster
+
+    try:
+        cluster = Cluster(address)  # resolves the config servers from any metadata node
+    except KeelError as exc:
+        raise Failed(f"cannot reach keelfs at {address}: {exc}") from None
+    try:
+        yield cluster.client
+    except KeelError as exc:
+        what = _MESSAGES.get(exc.code)
+        where = exc.details.get("path") or exc.details.get("name") or path
+        line = f"{where}: {what}" if what and where else str(exc)
+        raise Failed(line) from None
+    finally:
+        cluster.close()
+
+
+def _info(i: FileInfo) -> dict[str, Any]:
+    d = asdict(i)
+    d["blocks"] = [asdict(b) for b in i.blocks]
+    return d
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _mode(i: FileInfo) -> str:
+    bits = "".join(c if i.mode & (1 << (8 - n)) else "-" for n, c in enumerate("rwxrwxrwx"))
+    return ("d" if i.is_dir else "-") + bits
+
+
+def _bar() -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+@click.command("put")
+@click.argument("local", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("remote")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing file.")
+@click.option("--replication", type=click.IntRange(1, 32), default=None)
+@_options
+def put_cmd(
+    local: Path, remote: str, force: bool, replication: int | None, address: str, as_json: bool
+) -> None:
+    """Copy a local file into keelfs."""
+    with _client(address, remote) as fs, _bar() as bar:
+        task = bar.add_task(f"put {remote}", total=local.stat().st_size)
+        n = fs.put(
+            local,
+            remote,
+            overwrite=force,
+            replication=replication,
+            progress=lambda done: bar.update(task, completed=done),
+        )
+    click.echo(json.dumps({"path": remote, "bytes": n}) if as_json else f"{remote}: {n} bytes")
+
+
+@click.command("get")
+@click.argument("remote")
+@click.argument("local", type=click.Path(dir_okay=False, path_type=Path))
+@_options
+def get_cmd(remote: str, local: Path, address: str, as_json: bool) -> None:
+    """Copy a file out of keelfs."""
+    with _client(address, remote) as fs:
+        size = fs.stat(remote).length
+        with _bar() as bar:
+            task = bar.add_task(f"get {remote}", total=size)
+            n = fs.get(remote, local, progress=lambda done: bar.update(task, completed=done))
+    click.echo(json.dumps({"path": str(local), "bytes": n}) if as_json else f"{local}: {n} bytes")
+
+
+@click.command("cat")
+@click.argument("path")
+@click.option("--address", envvar="KEELFS_ADDRESS", default=DEFAULT_ADDRESS, show_default=True)
+def cat_cmd(path: str, address: str) -> None:
+    """Write a file's content to standard output."""
+    with _client(address, path) as fs, fs.open(path, "rb") as f:
+        out = sys.stdout.buffer
+        while piece := f.read(1 << 20):
+            out.write(piece)
+        out.flush()
+
+
+@click.command("ls")
+@click.argument("path", default="/")
+@click.option("-l", "long", is_flag=True, help="Long form: mode, replication, size, time.")
+@click.option("-R", "recursive", is_flag=True, help="Everything below, directory by directory.")
+@_options
+def ls_cmd(path: str, long: bool, recursive: bool, address: str, as_json: bool) -> None:
+    """List a directory (a file lists as itself)."""
+    with _client(address, path) as fs:
+        todo = [path]
+        while todo:
+            directory = todo.pop(0)
+            entries = list(fs.ls(directory))
+            if recursive:
+                todo += [e.path for e in entries if e.is_dir and e.path != directory]
+            if as_json:
+                for e in entries:
+                    click.echo(json.dumps(_info(e), sort_keys=True))
+                continue
+            if recursive:
+                click.echo(f"{directory}:")
+            if not long:
+                for e in entries:
+                    click.echo(e.name + ("/" if e.is_dir else ""))
+                continue
+            table = Table(box=None, show_header=False, pad_edge=False)
+            for _ in range(6):
+                table.add_column()
+            for e in entries:
+                rep = "-" if e.is_dir else str(e.replication)
+                table.add_row(
+                    _mode(e), rep, e.owner, str(e.length), _when(e.mtime),
+                    e.name + ("/" if e.is_dir else ""),
+                )  # fmt: skip
+            Console().print(table, highlight=False)
+
+
+@click.command("mkdir")
+@click.argument("path")
+@click.option("-p", "parents", is_flag=True, help="Create missing parents; no error if it exists.")
+@_options
+def mkdir_cmd(path: str, parents: bool, address: str, as_json: bool) -> None:
+    """Create a directory."""
+    with _client(address, path) as fs:
+        created = fs.mkdir(path, parents=parents)
+    click.echo(json.dumps({"created": created}) if as_json else "\n".join(created))
+
+
+@click.command("rm")
+@click.argument("path")
+@click.option("-r", "recursive", is_flag=True, help="A directory and everything in it.")
+@_options
+def rm_cmd(path: str, recursive: bool, address: str, as_json: bool) -> None:
+    """Delete a file or a directory."""
+    with _client(address, path) as fs:
+        result = fs.delete(path, recursive=recursive)
+    if as_json:
+        click.echo(json.dumps({"path": path, **asdict(result)}, sort_keys=True))
+
+
+@click.command("mv")
+@click.argument("src")
+@click.argument("dst")
+@_options
+def mv_cmd(src: str, dst: str, address: str, as_json: bool) -> None:
+    """Rename a file or directory (atomic, across shards too)."""
+    with _client(address, src) as fs:
+        fs.rename(src, dst)
+    if as_json:
+        click.echo(json.dumps({"src": src, "dst": dst}))
+
+
+@click.command("stat")
+@click.argument("path")
+@_options
+def stat_cmd(path: str, address: str, as_json: bool) -> None:
+    """A file's or directory's attributes and blocks."""
+    with _client(address, path) as fs:
+        i = fs.stat(path)
+    if as_json:
+        click.echo(json.dumps(_info(i), sort_keys=True))
+        return
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("path", i.path), ("kind", i.kind), ("size", str(i.length)), ("mode", _mode(i)),
+        ("owner", f"{i.owner}:{i.group}"), ("modified", _when(i.mtime)),
+        ("replication", str(i.replication)), ("block size", str(i.block_size)),
+        ("blocks", str(len(i.blocks))),
+        ("being written", "yes" if i.under_construction else "no"),
+    ]  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table, highlight=False)
+
+
+@click.command("du")
+@click.argument("path", default="/")
+@_options
+def du_cmd(path: str, address: str, as_json: bool) -> None:
+    """Bytes, files and directories under a path (and the space their replicas take)."""
+    with _client(address, path) as fs:
+        s = fs.du(path)
+    if as_json:
+        click.echo(json.dumps({"path": path, **asdict(s)}, sort_keys=True))
+    else:
+        click.echo(
+            f"{s.length} bytes in {s.file_count} files, {s.directory_count} directories "
+            f"({s.space_consumed} bytes with replicas)  {path}"
+        )
+
+
+@click.command("setrep")
+@click.argument("replication", type=click.IntRange(1, 32))
+@click.argument("path")
+@_options
+def setrep_cmd(replication: int, path: str, address: str, as_json: bool) -> None:
+    """Set a file's replication (the masters copy or delete replicas to match)."""
+    with _client(address, path) as fs:
+        i = fs.set_replication(path, replication)
+    if as_json:
+        click.echo(json.dumps(_info(i), sort_keys=True))
+    else:
+        click.echo(f"{path}: replication {i.replication}")
+
+
+FILE_COMMANDS = [
+    put_cmd, get_cmd, cat_cmd, ls_cmd, mkdir_cmd, rm_cmd, mv_cmd, stat_cmd, du_cmd, setrep_cmd,
+]  # fmt: skip

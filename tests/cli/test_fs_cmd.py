@@ -1,0 +1,108 @@
+"""The file commands of the CLI against a real cluster (3 co-hosted masters serving 2 shards,
+3 chunk servers): what a person types, what comes back, and exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from keelfs.cli.main import cli
+from keelfs.master.cluster import MetaCluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    c = MetaCluster(tmp_path_factory.mktemp("fscli"))
+    with c:
+        c.start_chunk_servers(3, "--no-fsync-on-close")
+        yield c
+
+
+def run(cluster: MetaCluster, *args: str, node: int = 2) -> Result:
+    # any master's address will do: the CLI finds the config servers from it
+    return CliRunner().invoke(cli, [*args, "--address", cluster.nodes[node].client_address])
+
+
+def ok(cluster: MetaCluster, *args: str) -> str:
+    r = run(cluster, *args)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_put_get_cat_stat_round_trip(cluster: MetaCluster, tmp_path: Path) -> None:
+    data = os.urandom(3 * (1 << 20) + 17)
+    src = tmp_path / "in.bin"
+    src.write_bytes(data)
+    ok(cluster, "mkdir", "-p", "/cli/a/b")
+    out = ok(cluster, "put", str(src), "/cli/a/b/f.bin")
+    assert str(len(data)) in out
+    dst = tmp_path / "out.bin"
+    ok(cluster, "get", "/cli/a/b/f.bin", str(dst))
+    assert hashlib.md5(dst.read_bytes()).digest() == hashlib.md5(data).digest()
+    st = json.loads(ok(cluster, "stat", "/cli/a/b/f.bin", "--json"))
+    assert st["length"] == len(data) and st["kind"] == "file" and st["replication"] == 3
+    small = tmp_path / "hello.txt"
+    small.write_bytes(b"hello keelfs\n")
+    ok(cluster, "put", str(small), "/cli/hello.txt")
+    assert ok(cluster, "cat", "/cli/hello.txt") == "hello keelfs\n"
+    r = run(cluster, "put", str(small), "/cli/hello.txt")  # exists: refused, one line
+    assert r.exit_code == 1 and r.output.strip() == "keelfs: /cli/hello.txt: already exists"
+    ok(cluster, "put", "-f", str(small), "/cli/hello.txt")
+
+
+def test_ls_mv_du_setrep_rm(cluster: MetaCluster, tmp_path: Path) -> None:
+    ok(cluster, "mkdir", "-p", "/tree/x/y")
+    f = tmp_path / "f"
+    f.write_bytes(b"z" * 1000)
+    for name in ("/tree/one", "/tree/x/two", "/tree/x/y/three"):
+        ok(cluster, "put", str(f), name)
+    assert ok(cluster, "ls", "/tree").split() == ["one", "x/"]
+    long = ok(cluster, "ls", "-l", "/tree")
+    assert "-rw-r--r--" in long and "1000" in long and "drwxr-xr-x" in long
+    rec = ok(cluster, "ls", "-R", "/tree")
+    assert "/tree/x/y:" in rec and "three" in rec
+    listed = [
+        json.loads(line)["path"]
+        for line in ok(cluster, "ls", "-R", "/tree", "--json").split("\n")
+        if line
+    ]
+    assert sorted(listed) == ["/tree/one", "/tree/x", "/tree/x/two", "/tree/x/y", "/tree/x/y/three"]
+    ok(cluster, "mv", "/tree/x", "/tree/moved")  # a directory tree, possibly across shards
+    assert ok(cluster, "ls", "/tree").split() == ["moved/", "one"]
+    du = json.loads(ok(cluster, "du", "/tree", "--json"))
+    assert du["length"] == 3000 and du["file_count"] == 3
+    rep = json.loads(ok(cluster, "setrep", "2", "/tree/one", "--json"))
+    assert rep["replication"] == 2
+    r = run(cluster, "rm", "/tree/moved")
+    assert r.exit_code == 1 and "/tree/moved" in r.output and "not empty" in r.output
+    ok(cluster, "rm", "-r", "/tree/moved")
+    assert ok(cluster, "ls", "/tree").split() == ["one"]
+
+
+def test_errors_are_one_line_with_the_path(cluster: MetaCluster) -> None:
+    r = run(cluster, "stat", "/no/such/file")
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines() == ["keelfs: /no/such/file: no such file or directory"]
+    r = run(cluster, "cat", "/no/such/file")
+    assert r.exit_code == 1 and "no such file" in r.output
+    usage = CliRunner().invoke(cli, ["setrep", "zero", "/x"])
+    assert usage.exit_code == 2
+    unreachable = CliRunner().invoke(cli, ["ls", "/", "--address", "127.0.0.1:1"])
+    assert unreachable.exit_code == 1 and "127.0.0.1:1" in unreachable.output
+
+
+def test_connect_from_any_master_address(cluster: MetaCluster) -> None:
+    import keelfs
+
+    with keelfs.connect(cluster.nodes[3].client_address) as fs:
+        fs.write_bytes("/cli/connected", b"via a master")
+        assert fs.read_bytes("/cli/connected") == b"via a master"
+        assert set(fs._core.config_addresses) == set(cluster.config_addresses)
