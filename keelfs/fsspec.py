@@ -1,0 +1,210 @@
+"""keelfs as an fsspec filesystem: ``fsspec.filesystem("keelfs")``, ``keelfs://`` URLs.
+
+Registered under the protocol ``keelfs`` through the ``fsspec.specs`` entry point, so every
+tool that reads files through fsspec (pandas, dask, pyarrow, xarray, ...) can use it::
+
+    import pandas as pd
+    df = pd.read_csv("keelfs://127.0.0.1:7001/data/table.csv")
+
+A URL names any metadata node (config server or master) as ``host:port``; ``keelfs:///path``
+uses ``$KEELFS_ADDRESS`` (default ``127.0.0.1:7001``). ``mv`` is keelfs's atomic rename (across
+shards too); files are streamed (``Client.open``), reads are seekable.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from fsspec import AbstractFileSystem
+from fsspec.utils import infer_storage_options
+
+import keelfs
+from keelfs.errors import AlreadyExists, DirectoryNotEmpty, NotFound
+from keelfs.meta.records import FileInfo
+
+__all__ = ["KeelFileSystem"]
+
+
+class KeelFileSystem(AbstractFileSystem):
+    protocol = "keelfs"
+    root_marker = "/"
+
+    def __init__(self, address: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.address = address
+        self.client = keelfs.connect(address)
+
+    # -- paths --------------------------------------------------------------------------------
+    @classmethod
+    def _strip_protocol(cls, path: str | list[str]) -> Any:
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        path = str(path)
+        if path.startswith("keelfs://"):
+            path = path[len("keelfs://") :]
+            path = path[path.find("/") :] if "/" in path else "/"
+        path = "/" + path.strip("/")
+        return path
+
+    @staticmethod
+    def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
+        host = infer_storage_options(path).get("host")
+        port = infer_storage_options(path).get("port")
+        return {"address": f"{host}:{port}"} if host and port else {}
+
+    # -- metadata -----------------------------------------------------------------------------
+    @staticmethod
+    def _entry(i: FileInfo) -> dict[str, Any]:
+        return {
+            "name": i.path,
+            "size": 0 if i.is_dir else i.length,
+            "type": "directory" if i.is_dir else "file",
+            "mtime": i.mtime / 1000,
+            "replication": i.replication,
+            "mode": i.mode,
+        }
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        path = self._strip_protocol(path)
+        try:
+            entries = [self._entry(e) for e in self.client.ls(path)]
+        except NotFound:
+            raise FileNotFoundError(path) from None
+        return entries if detail else [e["name"] for e in entries]
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        path = self._strip_protocol(path)
+        try:
+            return self._entry(self.client.stat(path))
+        except NotFound:
+            raise FileNotFoundError(path) from None
+
+    def modified(self, path: str) -> Any:
+        import datetime
+
+        return datetime.datetime.fromtimestamp(self.info(path)["mtime"], datetime.UTC)
+
+    created = modified
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        path = self._strip_protocol(path)
+        try:
+            self.client.mkdir(path, parents=create_parents)
+        except AlreadyExists:
+            raise FileExistsError(path) from None
+        except NotFound:
+            raise FileNotFoundError(path) from None
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        path = self._strip_protocol(path)
+        if self.exists(path):
+            if not exist_ok:
+                raise FileExistsError(path)
+            if not self.isdir(path):
+                raise FileExistsError(path)
+            return
+        self.client.mkdir(path, parents=True)
+
+    def rmdir(self, path: str) -> None:
+        path = self._strip_protocol(path)
+        try:
+            self.client.delete(path)
+        except NotFound:
+            raise FileNotFoundError(path) from None
+        except DirectoryNotEmpty:
+            raise OSError(f"{path}: directory not empty") from None
+
+    def rm_file(self, path: str) -> None:
+        path = self._strip_protocol(path)
+        try:
+            self.client.delete(path)
+        except NotFound:
+            raise FileNotFoundError(path) from None
+
+    _rm = rm_file
+
+    def rm(
+        self, path: str | list[str], recursive: bool = False, maxdepth: int | None = None
+    ) -> None:
+        if maxdepth is None and recursive:
+            for p in [path] if isinstance(path, str) else path:
+                p = self._strip_protocol(p)
+                expanded = self.expand_path(p, recursive=False)
+                for q in expanded:
+                    try:
+                        self.client.delete(q, recursive=True)
+                    except NotFound:
+                        raise FileNotFoundError(q) from None
+            return
+        super().rm(path, recursive=recursive, maxdepth=maxdepth)
+
+    def mv(self, path1: str, path2: str, recursive: bool = False, **kwargs: Any) -> None:
+        """Atomic rename (the whole tree for a directory)."""
+        src, dst = self._strip_protocol(path1), self._strip_protocol(path2)
+        try:
+            self.client.rename(src, dst)
+        except NotFound:
+            raise FileNotFoundError(src) from None
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        src, dst = self._strip_protocol(path1), self._strip_protocol(path2)
+        if self.isdir(src):
+            self.makedirs(dst, exist_ok=True)
+            return
+        self._parents(dst)
+        with self.client.open(src, "rb") as fin, self.client.open(dst, "wb", overwrite=True) as fo:
+            while piece := fin.read(1 << 22):
+                fo.write(piece)
+
+    def _parents(self, path: str) -> None:
+        """Writing a file creates its missing parent directories (as fsspec's other
+        filesystems do when they write)."""
+        parent = path.rsplit("/", 1)[0] or "/"
+        if parent != "/":
+            self.client.mkdir(parent, parents=True)
+
+    # -- data ---------------------------------------------------------------------------------
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> io.IOBase:
+        path = self._strip_protocol(path)
+        if "r" in mode:
+            try:
+                return self.client.open(path, "rb")
+            except NotFound:
+                raise FileNotFoundError(path) from None
+        if "a" in mode or "x" in mode and self.exists(path):
+            raise (FileExistsError(path) if "x" in mode else NotImplementedError("append"))
+        self._parents(path)
+        try:
+            return self.client.open(path, "wb", overwrite=True)
+        except NotFound:
+            raise FileNotFoundError(path) from None
+
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        path = self._strip_protocol(path)
+        try:
+            with self.client.open(path, "rb") as f:
+                size = f.length
+                lo = 0 if start is None else (start if start >= 0 else max(0, size + start))
+                hi = size if end is None else (end if end >= 0 else max(0, size + end))
+                f.seek(lo)
+                return f.read(max(0, hi - lo))
+        except NotFound:
+            raise FileNotFoundError(path) from None
+
+    def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        path = self._strip_protocol(path)
+        if mode == "create" and self.exists(path):
+            raise FileExistsError(path)
+        self._parents(path)
+        self.client.write_bytes(path, value, overwrite=True)
