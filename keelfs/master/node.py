@@ -111,6 +111,8 @@ class NodeConfig:
     default_replication: int = DEFAULT_REPLICATION
     """Replication of a file created without one (the client sent 0): 3, or 1 for the
     all-in-one ``keelfs server`` with its single chunk server."""
+    join: bool = False
+    """Groups this node holds no member of start empty, waiting to be added (no ``peers``)."""
     chunk_dead_after_s: float = DEFAULT_DEAD_AFTER_S
     """A chunk server silent this long is dead: its replicas no longer count."""
     vnodes: int = DEFAULT_VNODES
@@ -281,8 +283,11 @@ class MetaNode:
             return host.open_group(group_id, sm)
         peers = self.config.peers
         if not peers:
+            if self.config.join:  # an empty member: the leader adds it (keelfs admin add-member)
+                return host.open_group(group_id, sm)
             raise SystemExit(
-                f"{self.config.data_dir} holds no member of {group_id}: pass --peers (bootstrap)"
+                f"{self.config.data_dir} holds no member of {group_id}: pass --peers (bootstrap) "
+                "or --join (wait to be added with keelfs admin add-member)"
             )
         return host.open_group(group_id, sm, peers)
 

@@ -119,6 +119,12 @@ def _parser(role: str) -> argparse.ArgumentParser:
         help="how long finished transaction records are kept (same on every member)",
     )
     p.add_argument(
+        "--join",
+        action="store_true",
+        help="host empty members of the groups this data directory lacks, waiting to be added "
+        "(keelfs admin add-member GROUP NODE ADDRESS)",
+    )
+    p.add_argument(
         "--min-replicas",
         type=int,
         default=DEFAULT_MIN_REPLICAS,
@@ -196,6 +202,7 @@ def _parse(role: str, argv: list[str] | None) -> tuple[NodeConfig, str]:
         txn_prepare_timeout_ms=ns.txn_prepare_timeout_ms,
         txn_retention_ms=ns.txn_retention_ms,
         min_replicas=ns.min_replicas,
+        join=ns.join,
         default_replication=ns.default_replication,
         chunk_dead_after_s=ns.chunk_dead_after,
         vnodes=ns.vnodes,

@@ -97,6 +97,29 @@ def test_remove_and_add_member_round_trip(cluster: MetaCluster) -> None:
     assert fs.exists("/after-membership")
 
 
+def test_a_new_master_joins_a_shard(cluster: MetaCluster) -> None:
+    """A brand-new master (empty data directory, ``--join``) becomes a voter of shard-1 with
+    add-member, catches up, and leaves again with remove-member."""
+    spec = cluster._node(4, "keelfs.master.master", ("shard-1",))
+    spec.args = ["--shard", "shard-1", "--join"]
+    cluster._spawn(4, [])
+    cluster._await_ready(4)
+    fs = cluster.client()
+    fs.mkdir("/before-join", parents=True)
+    r = admin_json(cluster, "add-member", "shard-1", "4", spec.raft_address)
+    assert 4 in r["voters"]
+    assert 4 in cluster.admin().shard_map().shards["shard-1"]
+    cluster.wait_for(
+        lambda: cluster.status(4)["groups"]["shard-1"]["applied"]
+        >= cluster.status(cluster.leader("shard-1"))["groups"]["shard-1"]["commit"],
+        30,
+        "the new member did not catch up",
+    )
+    r = admin_json(cluster, "remove-member", "shard-1", "4")
+    assert r["voters"] == [1, 2, 3]
+    cluster.kill9(4)
+
+
 def test_wrong_group_node_or_address_is_one_clear_line(
     cluster: MetaCluster, tmp_path: Path
 ) -> None:
