@@ -180,8 +180,10 @@ class KeelFileSystem(AbstractFileSystem):
                 return self.client.open(path, "rb")
             except NotFound:
                 raise FileNotFoundError(path) from None
-        if "a" in mode or "x" in mode and self.exists(path):
-            raise (FileExistsError(path) if "x" in mode else NotImplementedError("append"))
+        if "a" in mode:
+            raise ValueError(f"mode {mode!r}: keelfs files are written once, not appended to")
+        if "x" in mode and self.exists(path):
+            raise FileExistsError(path)
         self._parents(path)
         try:
             return self.client.open(path, "wb", overwrite=True)
