@@ -20,7 +20,7 @@ from fsspec import AbstractFileSystem
 from fsspec.utils import infer_storage_options
 
 import keelfs
-from keelfs.errors import AlreadyExists, DirectoryNotEmpty, NotFound
+from keelfs.errors import AlreadyExists, DirectoryNotEmpty, IsADirectory, NotFound
 from keelfs.meta.records import FileInfo
 
 __all__ = ["KeelFileSystem"]
@@ -98,13 +98,16 @@ class KeelFileSystem(AbstractFileSystem):
 
     def makedirs(self, path: str, exist_ok: bool = False) -> None:
         path = self._strip_protocol(path)
-        if self.exists(path):
-            if not exist_ok:
-                raise FileExistsError(path)
-            if not self.isdir(path):
-                raise FileExistsError(path)
+        try:
+            there = self.client.stat(path)  # one read (put and copy call this for every file)
+        except NotFound:
+            try:
+                self.client.mkdir(path, parents=True)  # a directory there by now is success
+            except AlreadyExists:  # a file took the name meanwhile
+                raise FileExistsError(path) from None
             return
-        self.client.mkdir(path, parents=True)
+        if not exist_ok or not there.is_dir:
+            raise FileExistsError(path)
 
     def rmdir(self, path: str) -> None:
         path = self._strip_protocol(path)
@@ -149,20 +152,31 @@ class KeelFileSystem(AbstractFileSystem):
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         src, dst = self._strip_protocol(path1), self._strip_protocol(path2)
-        if self.isdir(src):
+        try:
+            fin = self.client.open(src, "rb")
+        except IsADirectory:
             self.makedirs(dst, exist_ok=True)
             return
-        self._parents(dst)
-        with self.client.open(src, "rb") as fin, self.client.open(dst, "wb", overwrite=True) as fo:
-            while piece := fin.read(1 << 22):
-                fo.write(piece)
+        except NotFound:
+            raise FileNotFoundError(src) from None
+        with fin:
+            self._parents(dst)
+            with self.client.open(dst, "wb", overwrite=True) as fo:
+                while piece := fin.read(1 << 22):
+                    fo.write(piece)
 
     def _parents(self, path: str) -> None:
         """Writing a file creates its missing parent directories (as fsspec's other
         filesystems do when they write)."""
         parent = path.rsplit("/", 1)[0] or "/"
-        if parent != "/":
-            self.client.mkdir(parent, parents=True)
+        if parent == "/":
+            return
+        try:
+            if self.client.stat(parent).is_dir:
+                return  # a read: cheaper than mkdir's Raft commit when it is there already
+        except NotFound:
+            pass
+        self.client.mkdir(parent, parents=True)
 
     # -- data ---------------------------------------------------------------------------------
     def _open(
@@ -180,6 +194,8 @@ class KeelFileSystem(AbstractFileSystem):
                 return self.client.open(path, "rb")
             except NotFound:
                 raise FileNotFoundError(path) from None
+            except IsADirectory:
+                raise IsADirectoryError(path) from None
         if "a" in mode:
             raise ValueError(f"mode {mode!r}: keelfs files are written once, not appended to")
         if "x" in mode and self.exists(path):

@@ -19,13 +19,19 @@ from keelfs.master.cluster import MetaCluster  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
+_SCENARIOS: dict[str, str] = {}
+"""Scenario name -> its source tree on the module's cluster (built on first use)."""
+
+
 @pytest.fixture(scope="module")
 def keel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeelFileSystem]:
     c = MetaCluster(tmp_path_factory.mktemp("fsspec"), shards=("shard-1",))
     with c:
         c.start_chunk_servers(3, "--no-fsync-on-close")
         fs = KeelFileSystem(c.config_addresses[0], skip_instance_cache=True)
+        _SCENARIOS.clear()
         yield fs
+        _SCENARIOS.clear()
         fs.client.close()
 
 
@@ -44,6 +50,30 @@ class KeelFixtures(abstract.AbstractFixtures):  # type: ignore[misc]
         keel.mkdir(path)
         yield path
         keel.rm(path, recursive=True)
+
+    # The suite reads its remote source trees and never changes them (copies go to fs_target):
+    # each is built once per module, not before every test (a file create is three Raft
+    # commits and a pipeline write; rebuilding them made the suite three times slower).
+    def _scenario(self, fs: KeelFileSystem, name: str, build: Any) -> str:
+        if name not in _SCENARIOS:
+            _SCENARIOS[name] = build(fs, posixpath.join, f"/scenarios/{name}")
+        return _SCENARIOS[name]
+
+    @pytest.fixture
+    def fs_bulk_operations_scenario_0(self, keel: KeelFileSystem) -> str:
+        return self._scenario(keel, "bulk0", self._bulk_operations_scenario_0)
+
+    @pytest.fixture
+    def fs_glob_edge_cases_files(self, keel: KeelFileSystem) -> str:
+        return self._scenario(keel, "glob", self._glob_edge_cases_files)
+
+    @pytest.fixture
+    def fs_dir_and_file_with_same_name_prefix(self, keel: KeelFileSystem) -> str:
+        return self._scenario(keel, "prefix", self._dir_and_file_with_same_name_prefix)
+
+    @pytest.fixture
+    def fs_10_files_with_hashed_names(self, keel: KeelFileSystem) -> str:
+        return self._scenario(keel, "hashed", self._10_files_with_hashed_names)
 
 
 class TestKeelCopy(abstract.AbstractCopyTests, KeelFixtures):  # type: ignore[misc]
@@ -74,3 +104,24 @@ def test_registered_protocol_and_pandas(keel: KeelFileSystem, tmp_path: Path) ->
     pd = pytest.importorskip("pandas")
     df = pd.read_csv(f"keelfs://{address}/pd/table.csv")
     assert df["b"].sum() == 6
+
+
+def test_url_without_host_uses_keelfs_address(
+    keel: KeelFileSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEELFS_ADDRESS", keel.address)
+    with fsspec.open("keelfs:///env/a.txt", "wb", skip_instance_cache=True) as f:
+        f.write(b"from the environment")
+    with fsspec.open(f"keelfs://{keel.address}/env/a.txt", "rb") as f:
+        assert f.read() == b"from the environment"
+    of = fsspec.open("keelfs:///env/a.txt", "rb", skip_instance_cache=True)
+    assert of.fs.client is not keel.client and of.path == "/env/a.txt"
+    with of as f:
+        f.seek(5)
+        assert f.read(3) == b"the"
+    keel.mv("/env/a.txt", "/env/b.txt")  # keelfs's atomic rename
+    assert keel.ls("/env", detail=False) == ["/env/b.txt"]
+    assert keel.modified("/env/b.txt").year >= 2024
+    with pytest.raises(FileNotFoundError):
+        keel.cat_file("/env/a.txt")
+    assert keel.cat_file("/env/b.txt", start=-11) == b"environment"
