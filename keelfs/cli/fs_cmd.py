@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 the operation failed (one line: the path and what is wrong
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from keelfs.cli.admin import DEFAULT_ADDRESS
-from keelfs.errors import KeelError
+from keelfs.errors import InvalidPath, KeelError
 from keelfs.meta.records import FileInfo
 
 __all__ = ["FILE_COMMANDS"]
@@ -40,6 +41,7 @@ _MESSAGES = {
     "IS_A_DIRECTORY": "is a directory",
     "DIRECTORY_NOT_EMPTY": "directory not empty (use -r)",
     "LEASE_CONFLICT": "being written by another client",
+    "SESSION_EXPIRED": "the write's lease expired (another client may have taken over)",
 }
 
 
@@ -74,11 +76,16 @@ def _client(address: str, path: str = "") -> Iterator[Any]:
         raise Failed(f"cannot reach keelfs at {address}: {exc}") from None
     try:
         yield cluster.client
+    except InvalidPath as exc:
+        raise Failed(f"{exc.path or path}: invalid path ({exc.reason})") from None
     except KeelError as exc:
         what = _MESSAGES.get(exc.code)
         where = exc.details.get("path") or exc.details.get("name") or path
         line = f"{where}: {what}" if what and where else str(exc)
         raise Failed(line) from None
+    except OSError as exc:  # the local side of put/get: a missing directory, no permission
+        where = exc.filename if exc.filename is not None else path
+        raise Failed(f"{where}: {(exc.strerror or str(exc)).lower()}") from None
     finally:
         cluster.close()
 
@@ -138,6 +145,8 @@ def put_cmd(
 @_options
 def get_cmd(remote: str, local: Path, address: str, as_json: bool) -> None:
     """Copy a file out of keelfs."""
+    if not local.absolute().parent.is_dir():  # before any transfer, naming what is missing
+        raise Failed(f"{local.absolute().parent}: no such file or directory")
     with _client(address, remote) as fs:
         size = fs.stat(remote).length
         with _bar() as bar:
@@ -148,10 +157,16 @@ def get_cmd(remote: str, local: Path, address: str, as_json: bool) -> None:
 
 @click.command("cat")
 @click.argument("path")
-@click.option("--address", envvar="KEELFS_ADDRESS", default=DEFAULT_ADDRESS, show_default=True)
-def cat_cmd(path: str, address: str) -> None:
-    """Write a file's content to standard output."""
+@_options
+def cat_cmd(path: str, address: str, as_json: bool) -> None:
+    """Write a file's content to standard output (with --json: one object, the content as
+    base64)."""
     with _client(address, path) as fs, fs.open(path, "rb") as f:
+        if as_json:
+            data = f.read()
+            b64 = base64.b64encode(data).decode()
+            click.echo(json.dumps({"path": path, "length": len(data), "base64": b64}))
+            return
         out = sys.stdout.buffer
         while piece := f.read(1 << 20):
             out.write(piece)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -53,6 +54,8 @@ def test_put_get_cat_stat_round_trip(cluster: MetaCluster, tmp_path: Path) -> No
     small.write_bytes(b"hello keelfs\n")
     ok(cluster, "put", str(small), "/cli/hello.txt")
     assert ok(cluster, "cat", "/cli/hello.txt") == "hello keelfs\n"
+    cat = json.loads(ok(cluster, "cat", "/cli/hello.txt", "--json"))
+    assert cat["length"] == 13 and base64.b64decode(cat["base64"]) == b"hello keelfs\n"
     r = run(cluster, "put", str(small), "/cli/hello.txt")  # exists: refused, one line
     assert r.exit_code == 1 and r.output.strip() == "keelfs: /cli/hello.txt: already exists"
     ok(cluster, "put", "-f", str(small), "/cli/hello.txt")
@@ -93,8 +96,17 @@ def test_errors_are_one_line_with_the_path(cluster: MetaCluster) -> None:
     assert r.output.strip().splitlines() == ["keelfs: /no/such/file: no such file or directory"]
     r = run(cluster, "cat", "/no/such/file")
     assert r.exit_code == 1 and "no such file" in r.output
+    r = run(cluster, "stat", "relative/name")
+    assert r.exit_code == 1 and r.output.startswith("keelfs: relative/name: invalid path")
+    r = run(cluster, "get", "/cli/hello.txt", "/no/such/local/dir/x")  # the local side
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines() == [
+        "keelfs: /no/such/local/dir: no such file or directory"
+    ]
     usage = CliRunner().invoke(cli, ["setrep", "zero", "/x"])
     assert usage.exit_code == 2
+    assert CliRunner().invoke(cli, ["mv", "/only-one"]).exit_code == 2
+    assert CliRunner().invoke(cli, ["ls", "--no-such-flag"]).exit_code == 2
     unreachable = CliRunner().invoke(cli, ["ls", "/", "--address", "127.0.0.1:1"])
     assert unreachable.exit_code == 1 and "127.0.0.1:1" in unreachable.output
 
