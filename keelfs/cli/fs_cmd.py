@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from keelfs.cli.admin import DEFAULT_ADDRESS
-from keelfs.errors import InvalidPath, KeelError
+from keelfs.errors import InvalidPath, KeelError, NotFound
 from keelfs.meta.records import FileInfo
 
 __all__ = ["FILE_COMMANDS"]
@@ -106,14 +106,17 @@ def _mode(i: FileInfo) -> str:
 
 
 def _bar() -> Progress:
+    """A progress bar on stderr, shown only on a terminal (no stray lines in pipes and logs)."""
+    console = Console(stderr=True)
     return Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
+        disable=not console.is_terminal,
     )
 
 
@@ -192,7 +195,8 @@ def ls_cmd(path: str, long: bool, recursive: bool, address: str, as_json: bool) 
                     click.echo(json.dumps(_info(e), sort_keys=True))
                 continue
             if recursive:
-                click.echo(f"{directory}:")
+                gap = "" if directory == path else "\n"  # a blank line between directories
+                click.echo(f"{gap}{directory}:")
             if not long:
                 for e in entries:
                     click.echo(e.name + ("/" if e.is_dir else ""))
@@ -237,8 +241,15 @@ def rm_cmd(path: str, recursive: bool, address: str, as_json: bool) -> None:
 @click.argument("dst")
 @_options
 def mv_cmd(src: str, dst: str, address: str, as_json: bool) -> None:
-    """Rename a file or directory (atomic, across shards too)."""
+    """Rename a file or directory (atomic, across shards too); into DST when DST is an
+    existing directory, as mv does."""
     with _client(address, src) as fs:
+        try:
+            into = fs.stat(dst).is_dir
+        except NotFound:
+            into = False
+        if into:
+            dst = dst.rstrip("/") + "/" + src.rstrip("/").rsplit("/", 1)[-1]
         fs.rename(src, dst)
     if as_json:
         click.echo(json.dumps({"src": src, "dst": dst}))

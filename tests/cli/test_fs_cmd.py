@@ -88,6 +88,9 @@ def test_ls_mv_du_setrep_rm(cluster: MetaCluster, tmp_path: Path) -> None:
     assert r.exit_code == 1 and "/tree/moved" in r.output and "not empty" in r.output
     ok(cluster, "rm", "-r", "/tree/moved")
     assert ok(cluster, "ls", "/tree").split() == ["one"]
+    ok(cluster, "mkdir", "/tree/into")
+    ok(cluster, "mv", "/tree/one", "/tree/into")  # into an existing directory, as mv does
+    assert ok(cluster, "ls", "-R", "/tree").split("\n\n") == ["/tree:\ninto/", "/tree/into:\none\n"]
 
 
 def test_errors_are_one_line_with_the_path(cluster: MetaCluster) -> None:
