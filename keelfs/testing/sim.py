@@ -688,7 +688,9 @@ def sweep(
     started = time.monotonic()
     work = [(s, steps) for s in seeds]
     if jobs > 1:
-        with multiprocessing.Pool(jobs) as pool:
+        # spawn, not fork: the caller may hold threads (gRPC, a test session's clients) that a
+        # forked child would inherit in an arbitrary state
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
             results = pool.imap_unordered(_run_seed_args, work, chunksize=8)
             for seed, err, stats in results:
                 _tally(seed, err, stats, totals, failures, steps, out)
