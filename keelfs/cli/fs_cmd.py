@@ -67,13 +67,22 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextmanager
 def _client(address: str, path: str = "") -> Iterator[Any]:
-    """A connected client; a ``KeelError`` becomes one line and exit status 1."""
-    from keelfs.cli.admin import Cluster
+    """A connected client; a ``KeelError`` becomes one line and exit status 1. ``address``:
+    any metadata node, or several separated by commas (the first that answers is used)."""
+    from keelfs.cli.admin import AdminError, Cluster
 
-    try:
-        cluster = Cluster(address)  # resolves the config servers from any metadata node
-    except KeelError as exc:
-        raise Failed(f"cannot reach keelfs at {address}: {exc}") from None
+    cluster = None
+    for seed in [a.strip() for a in address.split(",") if a.strip()]:
+        try:
+            cluster = Cluster(seed)  # resolves the config servers from any metadata node
+            break
+        except (AdminError, KeelError):
+            continue
+    if cluster is None:
+        raise Failed(
+            f"cannot reach keelfs at {address} (is it running? --address or KEELFS_ADDRESS "
+            "names any config server or master)"
+        )
     try:
         yield cluster.client
     except InvalidPath as exc:

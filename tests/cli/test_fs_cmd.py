@@ -111,7 +111,13 @@ def test_errors_are_one_line_with_the_path(cluster: MetaCluster) -> None:
     assert CliRunner().invoke(cli, ["mv", "/only-one"]).exit_code == 2
     assert CliRunner().invoke(cli, ["ls", "--no-such-flag"]).exit_code == 2
     unreachable = CliRunner().invoke(cli, ["ls", "/", "--address", "127.0.0.1:1"])
-    assert unreachable.exit_code == 1 and "127.0.0.1:1" in unreachable.output
+    assert unreachable.exit_code == 1
+    assert unreachable.output.startswith("keelfs: cannot reach keelfs at 127.0.0.1:1 (")
+    assert len(unreachable.output.strip().splitlines()) == 1
+    # several addresses: the first that answers is used
+    seeds = f"127.0.0.1:1,{cluster.nodes[1].client_address}"
+    listed = CliRunner().invoke(cli, ["ls", "/cli", "--address", seeds])
+    assert listed.exit_code == 0 and "hello.txt" in listed.output
 
 
 def test_connect_from_any_master_address(cluster: MetaCluster) -> None:
