@@ -443,10 +443,12 @@ class AsyncClient:
 
     async def blocks_known(
         self, group: str, block_ids: Sequence[int], *, deadline: float | None = None
-    ) -> list[int]:
-        """Which of ``block_ids`` a file of shard ``group`` references (its leader's view)."""
+    ) -> tuple[list[int], int]:
+        """Which of ``block_ids`` a record of shard ``group`` references (read linearizably
+        on its leader), and the shard's count of references that arrived from elsewhere
+        (``keelfs.master.orphans`` says why both)."""
         reply = await self._run(ops.blocks_known(group, block_ids), deadline)
-        return [int(b) for b in reply.known]
+        return [int(b) for b in reply.known], int(reply.gained)
 
     async def seal_ring(self, *, deadline: float | None = None) -> int:
         """Mark the namespace as existing (``Format`` does it): shards added or removed from

@@ -10,7 +10,8 @@
   generation stamp (``UNAVAILABLE`` "replicas" until then: the client retries).
 - ``ChunkHeartbeat`` (any member): updates the soft state; the reply carries the commands the
   shards led here have queued for that server (``keelfs.master.replication``).
-- ``ReportBadReplica`` (any member), ``BlocksKnown`` (internal).
+- ``ReportBadReplica`` (any member), ``BlocksKnown`` (internal: the leader's linearizable
+  answer from the shard's block index, for ``keelfs.master.orphans``).
 """
 
 from __future__ import annotations
@@ -215,14 +216,18 @@ class BlockServiceMixin:
     async def BlocksKnown(  # noqa: N802
         self, request: pb.BlocksKnownRequest, context: Any
     ) -> pb.BlocksKnownReply:
+        """Which of the blocks a record of this shard references, from its block index after
+        a ReadIndex barrier: the authoritative answer orphan deletion rests on
+        (``keelfs.master.orphans``)."""
+
         async def work() -> pb.BlocksKnownReply:
             member = await self.node.shard_member(request.header, request.group)
             self.node.require_leader(member)
-            known = self.node.replication.known_blocks(member.group_id)
-            if known is None:
-                raise Unavailable("scanning", message="this shard's blocks are being listed")
+            await self.node.read(member, False, self.timeout(context))
+            sm = member.sm
             return pb.BlocksKnownReply(
-                known=[b for b in request.block_ids if b in known],
+                known=sorted(sm.referenced_blocks(request.block_ids)),
+                gained=sm.blocks_gained(),
                 info=self.node.reply_info(member),
             )
 

@@ -11,9 +11,11 @@ for every block of a closed file (the last block of a file being written is the 
   enough good replicas exist → deleted;
 - blocks of deleted files (the shard's delete queue) → deleted on every holder, and dequeued
   (``DequeueBlockDeletes``) once no server reports them;
-- orphans: a block reported with this shard's tag that no file referenced during a whole
-  walk that began after it was first seen, and that no other shard knows (``BlocksKnown``:
-  a file may have been renamed to another shard) → deleted.
+- orphans (blocks no shard references at all) are ``keelfs.master.orphans``' work: the walk's
+  memory is never evidence that a block is unreferenced, only the shards' block indexes are.
+
+Each shard led here is maintained in its own task (walk ticks, deletions, lease ticks, orphan
+rounds), so a shard that cannot reach a quorum or another shard holds up only its own work.
 
 Commands wait in per-server queues and travel in the replies to that server's heartbeats
 (the seed's ``pending_commands``), each with the shard's id and epoch (its Raft term), which
@@ -28,10 +30,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keelfs.errors import KeelError
+from keelfs.master.orphans import OrphanCollector
 from keelfs.meta.commands import DequeueBlockDeletes, RecoverLease, Tick
 from keelfs.meta.pb import meta_pb2 as pb
 
@@ -52,11 +55,6 @@ RESCHEDULE_S = 10.0
 @dataclass
 class _Walk:
     cursor: str | None = None
-    started: float = 0.0
-    seen: set[int] = field(default_factory=set)
-    known: set[int] | None = None
-    """Every block the last complete walk found referenced (None: none completed yet)."""
-    known_started: float = 0.0
     under: int = 0
     missing: int = 0
 
@@ -67,8 +65,8 @@ class ReplicationMonitor:
         self._commands: dict[str, list[pb.ChunkCommand]] = {}
         self._walks: dict[str, _Walk] = {}
         self._scheduled: dict[tuple[str, int], float] = {}
-        self._unknown_since: dict[int, float] = {}
         self._tick_due = False
+        self.orphans = OrphanCollector(node, self._queue_orphan_delete)
         self.health: dict[str, dict[str, int]] = {}
         """Per shard led here, as of its last complete walk: blocks of closed files with fewer
         good replicas than wanted (``under_replicated``) and with none (``missing``)."""
@@ -78,25 +76,37 @@ class ReplicationMonitor:
     def take_commands(self, server_id: str) -> list[pb.ChunkCommand]:
         return self._commands.pop(server_id, [])
 
-    def known_blocks(self, shard: str) -> set[int] | None:
-        walk = self._walks.get(shard)
-        if walk is None or walk.known is None:
-            return None
-        return walk.known | walk.seen
-
     # -- the loop ---------------------------------------------------------------------------
     async def loop(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            for member in list(self.node.shards.values()):
-                if not member.group.is_leader:
-                    self._walks.pop(member.group_id, None)
-                    self.health.pop(member.group_id, None)
-                    continue
+        """Start a maintenance task for each shard as this node comes to lead it."""
+        tasks: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                for member in list(self.node.shards.values()):
+                    task = tasks.get(member.group_id)
+                    if member.group.is_leader and (task is None or task.done()):
+                        tasks[member.group_id] = asyncio.create_task(
+                            self._lead(member), name=f"maintain-{member.group_id}"
+                        )
+                await asyncio.sleep(TICK_S)
+        finally:
+            for task in tasks.values():
+                task.cancel()
+
+    async def _lead(self, member: Member) -> None:
+        """Maintain ``member``'s shard while this node leads it."""
+        orphans = asyncio.create_task(self.orphans.run(member))
+        try:
+            while member.group.is_leader:
                 try:
                     await self.tick(member)
                 except KeelError as exc:
                     log.info("%s: block maintenance step failed: %s", member.group_id, exc)
+                await asyncio.sleep(TICK_S)
+        finally:
+            orphans.cancel()
+            self._walks.pop(member.group_id, None)
+            self.health.pop(member.group_id, None)
 
     def _queue(self, server_id: str, command: pb.ChunkCommand) -> None:
         self._commands.setdefault(server_id, []).append(command)
@@ -111,7 +121,7 @@ class ReplicationMonitor:
 
     async def tick(self, member: Member) -> None:
         shard = member.group_id
-        walk = self._walks.setdefault(shard, _Walk(started=time.monotonic()))
+        walk = self._walks.setdefault(shard, _Walk())
         epoch = member.group.node.raft.term
         for _ in range(PAGES_PER_TICK):
             page = member.sm.files_page(walk.cursor, PAGE)
@@ -123,8 +133,7 @@ class ReplicationMonitor:
                     "missing": walk.missing,
                     "corrupt_replicas": sum(1 for _ in self.node.chunks.corrupt),
                 }
-                self._end_walk(walk)
-                await self._orphans(member, shard, epoch, walk)
+                walk.cursor, walk.under, walk.missing = None, 0, 0
                 break
             walk.cursor = page[-1][0]
             await asyncio.sleep(0)
@@ -135,12 +144,6 @@ class ReplicationMonitor:
         now = time.monotonic()
         self._scheduled = {k: v for k, v in self._scheduled.items() if v > now}
 
-    @staticmethod
-    def _end_walk(walk: _Walk) -> None:
-        walk.known, walk.known_started = walk.seen, walk.started
-        walk.seen, walk.cursor, walk.started = set(), None, time.monotonic()
-        walk.under = walk.missing = 0
-
     def _check_file(
         self, member: Member, shard: str, epoch: int, path: str, inode: object, walk: _Walk
     ) -> None:
@@ -149,7 +152,6 @@ class ReplicationMonitor:
         writing = inode.under_construction  # type: ignore[attr-defined]
         want = inode.replication  # type: ignore[attr-defined]
         for i, b in enumerate(blocks):
-            walk.seen.add(b.block_id)
             if writing and i == len(blocks) - 1:
                 continue
             holders = reg.replicas.get(b.block_id, {})
@@ -234,33 +236,16 @@ class ReplicationMonitor:
         if gone and all(s.reported for s in reg.live_servers()) and reg.live_servers():
             await self.node.propose(member, DequeueBlockDeletes(tuple(gone)), None, 5.0)
 
-    async def _orphans(self, member: Member, shard: str, epoch: int, walk: _Walk) -> None:
-        reg = self.node.chunks
-        known = walk.known or set()
-        now = time.monotonic()
-        candidates: list[int] = []
-        for block_id, holders in list(reg.replicas.items()):
-            if block_id in known or not any(r.shard == shard for r in holders.values()):
-                self._unknown_since.pop(block_id, None)
-                continue
-            first = self._unknown_since.setdefault(block_id, now)
-            if first < walk.known_started:
-                candidates.append(block_id)
-        if not candidates:
-            return
-        m = self.node.shard_map
-        for other in m.shards:
-            if other == shard or not candidates:
-                continue
-            reply = await self.node.internal.blocks_known(other, candidates)
-            candidates = [b for b in candidates if b not in set(reply)]
-        for block_id in candidates:
-            for server_id, replica in reg.replicas.get(block_id, {}).items():
-                ref = pb.ReplicaReport(block_id=block_id, gen_stamp=replica.gen_stamp)
-                self._queue(
-                    server_id,
-                    pb.ChunkCommand(kind="delete", shard=shard, epoch=epoch, blocks=[ref]),
-                )
-            self._unknown_since.pop(block_id, None)
-            self.stats["orphans"] += 1
-            log.info("%s: deleting orphan block %d", shard, block_id)
+    def _queue_orphan_delete(self, member: Member, block_id: int) -> int:
+        """Queue the deletion of every reported replica of orphan ``block_id`` under
+        ``member``'s epoch; how many were queued."""
+        epoch = member.group.node.raft.term
+        holders = self.node.chunks.replicas.get(block_id, {})
+        for server_id, replica in holders.items():
+            ref = pb.ReplicaReport(block_id=block_id, gen_stamp=replica.gen_stamp)
+            self._queue(
+                server_id,
+                pb.ChunkCommand(kind="delete", shard=member.group_id, epoch=epoch, blocks=[ref]),
+            )
+        self.stats["orphans"] += 1 if holders else 0
+        return len(holders)

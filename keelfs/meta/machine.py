@@ -124,6 +124,7 @@ class MetaStateMachine:
             result = Result.failure(e)
         else:
             result = self._apply_envelope(txn, envelope, index)
+        self._derive(txn)
         txn.put(K_APPLIED, _U64.pack(index))
         self._store.write(txn.writes)
         self._applied = index
@@ -283,6 +284,10 @@ class MetaStateMachine:
 
     def _changed(self) -> None:
         """The store changed (an apply or a restore): drop derived caches."""
+
+    def _derive(self, txn: Txn) -> None:
+        """Add to ``txn`` what the subclass derives from an apply's writes (indexes kept in
+        the same atomic write as the records they index)."""
 
     # -- session commands ------------------------------------------------------------------------
     def _op_register_session(self, txn: Txn, cmd: RegisterSession, ctx: Context) -> Any:

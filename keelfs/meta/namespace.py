@@ -58,7 +58,7 @@ from keelfs.errors import (
     NotFound,
     Unavailable,
 )
-from keelfs.meta import moves, paths, sessions
+from keelfs.meta import blockrefs, moves, paths, sessions
 from keelfs.meta import transactions as tx
 from keelfs.meta.commands import (
     MAX_INT,
@@ -208,7 +208,10 @@ class ShardStateMachine(MetaStateMachine):
         self.lease_ttl_ms = lease_ttl_ms
         self.txn_retention_ms = txn_retention_ms
         self._table: RangeTable | None = None
+        self._fresh_blocks: list[int] = []
+        """Block ids this apply's ``AddBlock`` brought into the cluster (``blockrefs``)."""
         super().__init__(store, session_ttl_ms=session_ttl_ms)
+        blockrefs.ensure(store)
 
     # -- resharding (keelfs.meta.moves) ----------------------------------------------------------
     @property
@@ -275,8 +278,24 @@ class ShardStateMachine(MetaStateMachine):
         self._table = None
         try:
             super().restore_chunks(chunks, index)
+            blockrefs.ensure(self._store, restored=True)
         finally:
             self._table = None
+
+    def _derive(self, txn: Txn) -> None:
+        fresh, self._fresh_blocks = self._fresh_blocks, []
+        txn.writes.update(blockrefs.index_writes(self._store, txn.writes, fresh))
+
+    # -- block references (keelfs.meta.blockrefs) ------------------------------------------------
+    def referenced_blocks(self, block_ids: Any) -> set[int]:
+        """Those of ``block_ids`` that a record here references (an entry, an undecided
+        transaction record, a moved-in copy). Linearizable after a ReadIndex barrier."""
+        return blockrefs.referenced(self._store, block_ids)
+
+    def blocks_gained(self) -> int:
+        """How many times a block reference arrived here from elsewhere (a rename, a move):
+        the orphan collector's check that nothing travelled between its reads."""
+        return blockrefs.gained(self._store)
 
     # -- reads ----------------------------------------------------------------------------------
     def stat(self, path: str) -> FileInfo:
@@ -620,6 +639,7 @@ class ShardStateMachine(MetaStateMachine):
             last = blocks[-1]
             blocks[-1] = BlockInfo(last.block_id, last.gen_stamp, cmd.previous_length)
         blocks.append(BlockInfo(cmd.block_id, cmd.gen_stamp, 0))
+        self._fresh_blocks.append(cmd.block_id)
         inode = inode.evolve(blocks=tuple(blocks), mtime=ctx.now)
         txn.put(_entry_key(path), inode.encode())
         self._renew(txn, ctx.session_id, ctx.now)

@@ -676,12 +676,14 @@ class BlocksKnownRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., group: _Optional[str] = ..., block_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class BlocksKnownReply(_message.Message):
-    __slots__ = ("known", "info")
+    __slots__ = ("known", "info", "gained")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
+    GAINED_FIELD_NUMBER: _ClassVar[int]
     known: _containers.RepeatedScalarFieldContainer[int]
     info: ReplyInfo
-    def __init__(self, known: _Optional[_Iterable[int]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+    gained: int
+    def __init__(self, known: _Optional[_Iterable[int]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ..., gained: _Optional[int] = ...) -> None: ...
 
 class MoveRequest(_message.Message):
     __slots__ = ("header", "group", "op", "args")
