@@ -30,7 +30,7 @@ from keelfs.master.cluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-BIG_FILES = int(os.environ.get("KEELFS_ORPHAN_TEST_FILES", "16000"))
+BIG_FILES = int(os.environ.get("KEELFS_ORPHAN_TEST_FILES", "6000"))
 RENAMED = 6
 WATCH_S = 25.0
 
