@@ -40,6 +40,7 @@ from keelfs.client import Client, OutcomeUnknown
 from keelfs.errors import KeelError
 from keelfs.master.cluster import MetaCluster
 from keelfs.master.grpc_errors import is_outcome_unknown
+from keelfs.testing.environment import cannot_run
 from keelfs.testing.processes import NetnsNetwork
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
@@ -71,7 +72,7 @@ def _free_subnet() -> str:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
     ok, why = NetnsNetwork.available(gateway=True)
     if not ok:
-        pytest.skip(f"needs network namespaces: {why}")
+        cannot_run(f"needs network namespaces: {why}")
     with (
         pytest.MonkeyPatch.context() as mp,
         NetnsNetwork([], _free_subnet(), gateway=True) as net,

@@ -29,6 +29,7 @@ from keelfs.runtime.client import (
 )
 from keelfs.runtime.kvwire import LEADER_ADDR_KEY, LEADER_ID_KEY, LEADER_RAFT_ADDR_KEY
 from keelfs.runtime.pb import kv_pb2, kv_pb2_grpc
+from keelfs.testing.environment import cannot_run
 from keelfs.testing.linearizability import HistoryRecorder, KVModel, check
 from keelfs.testing.processes import NetnsNetwork, ProcessCluster, netns_cluster
 
@@ -288,7 +289,7 @@ def test_membership_add_transfer_remove(make_cluster: MakeCluster) -> None:
 def test_partition_with_network_namespaces(tmp_path: Any) -> None:
     ok, why = NetnsNetwork.available()
     if not ok:
-        pytest.skip(why)
+        cannot_run(why)
     with netns_cluster(tmp_path, 3) as (cluster, net):
         try:
             client = cluster.client(deadline=10.0)

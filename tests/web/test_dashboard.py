@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from keelfs.chunk.client import ChunkClient
 from keelfs.chunk.local import LocalChunkServers
 from keelfs.master.cluster import MetaCluster
+from keelfs.testing.environment import cannot_run
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -198,10 +199,13 @@ def test_chunk_server_endpoints(web_cluster: tuple[MetaCluster, LocalChunkServer
 
 def _browser() -> Any:
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.skip(
+        cannot_run(
             f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
         )
-    webdriver = pytest.importorskip("selenium.webdriver")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        cannot_run("needs selenium (the dev extra)")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
