@@ -53,10 +53,12 @@ ROUND_S = 5.0
 """Between two orphan rounds of one shard."""
 BATCH = 1000
 """Candidates asked about in one round."""
+LOCAL_CHECKS = 20_000
+"""Reported blocks checked against this shard's own index in one round."""
 ASK_TIMEOUT_S = 5.0
 RECHECK_S = 600.0
-"""A block another shard was found to reference is not asked about again for this long (it
-is deleted through that shard's delete queue if its file goes)."""
+"""A block found referenced (here or by another shard) is not looked at again for this long
+(if its file is deleted, the delete queue of the file's shard deletes it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,7 @@ class OrphanCollector:
     def __init__(self, node: MetaNode, queue_delete: Callable[[Member, int], int]) -> None:
         self.node = node
         self._queue_delete = queue_delete
-        self._known_elsewhere: dict[int, float] = {}
+        self._referenced_until: dict[int, float] = {}
         self.deleted = 0
 
     async def run(self, member: Member) -> None:
@@ -126,22 +128,32 @@ class OrphanCollector:
             await asyncio.sleep(ROUND_S)
 
     def candidates(self, member: Member) -> list[int]:
-        """Reported blocks this shard is to look at that it does not reference itself (its
-        own applied state, without a barrier: it only narrows the list; the rounds decide)."""
+        """Up to ``BATCH`` reported blocks this shard is to look at that it does not reference
+        itself. The own check reads the applied state without a barrier: it only narrows the
+        list (the rounds decide), and a block found referenced is not looked at again for
+        ``RECHECK_S`` (if its file is deleted, the delete queue deletes it). At most
+        ``LOCAL_CHECKS`` index reads per round, so a master with millions of blocks spreads
+        the first pass over many rounds."""
         shard = member.group_id
         shards = self.node.shard_map.shards
         fallback = min(shards) if shards else shard
         now = time.monotonic()
         out: list[int] = []
+        checked = 0
         for block_id, holders in list(self.node.chunks.replicas.items()):
-            if self._known_elsewhere.get(block_id, 0.0) > now:
+            if self._referenced_until.get(block_id, 0.0) > now:
                 continue
             tags = {r.shard for r in holders.values()}
             if shard not in tags and not (shard == fallback and tags - set(shards)):
                 continue
-            out.append(block_id)
-        out = sorted(set(out) - member.sm.referenced_blocks(out))
-        return out[:BATCH]
+            if checked == LOCAL_CHECKS or len(out) == BATCH:
+                break
+            checked += 1
+            if member.sm.referenced_blocks([block_id]):
+                self._referenced_until[block_id] = now + RECHECK_S
+            else:
+                out.append(block_id)
+        return sorted(out)
 
     async def round(self, member: Member) -> int:
         """One round for ``member``'s shard: the number of orphan blocks queued for deletion."""
@@ -158,14 +170,14 @@ class OrphanCollector:
         def remember(blocks: set[int]) -> None:
             until = time.monotonic() + RECHECK_S
             for b in blocks:
-                self._known_elsewhere[b] = until
+                self._referenced_until[b] = until
 
         orphans = await unreferenced(candidates, shards, self._ask, known_elsewhere=remember)
         after = await self.node.refresh_map(linearizable=True)
         if after.version != m.version or not member.group.is_leader:
             return 0  # the shards changed while we asked: the answer covers the old set
         now = time.monotonic()
-        self._known_elsewhere = {b: t for b, t in self._known_elsewhere.items() if t > now}
+        self._referenced_until = {b: t for b, t in self._referenced_until.items() if t > now}
         for block_id in sorted(orphans):
             if self._queue_delete(member, block_id):
                 self.deleted += 1
