@@ -38,6 +38,17 @@ __all__ = ["Reporter"]
 
 log = logging.getLogger("keelfs.chunk.reporting")
 
+_MASTER_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    # a restarted master hears from this server within a second or two, not after gRPC's
+    # default reconnect backoff (up to two minutes): until then it cannot tell this server
+    # from a dead one, and waits for it before dropping a block nobody reports
+    # (``ChunkRegistry.complete``)
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
 
 def _report(info: ReplicaInfo) -> mpb.ReplicaReport:
     return mpb.ReplicaReport(
@@ -131,7 +142,7 @@ class Reporter:
         channel = self._channels.get(address)
         if channel is None:
             channel = self._channels[address] = grpc.aio.insecure_channel(
-                address, options=[("grpc.max_receive_message_length", 64 << 20)]
+                address, options=_MASTER_CHANNEL_OPTIONS
             )
         return mpb_grpc.NamespaceStub(channel)
 

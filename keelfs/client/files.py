@@ -54,6 +54,9 @@ Durability:
   packet, so ``hflush`` ends the current block there (every replica is finalized at its current
   length) and allocates the next one, which records the length on the masters: a reader that
   opens the file afterwards sees those bytes. Each ``hflush`` therefore costs a (short) block.
+  At an exact block boundary the full block is already finalized, and ``hflush`` allocates
+  the next block only to record its length; with nothing written since the last ``hflush``
+  it does nothing.
 - ``fsync=True`` (``open``): each block's last packet is fsynced on every node before its ack
   (``write_block(sync=True)``), so a closed file survives a power loss of every chunk server.
   Chunk servers fsync finalized replicas anyway unless run with ``--no-fsync-on-close``.
@@ -278,11 +281,17 @@ class AsyncFileWriter:
 
     async def hflush(self) -> None:
         """Wait until every byte written so far is finalized on every node of the pipeline
-        and recorded on the masters (see the module docstring)."""
+        and recorded on the masters (see the module docstring).
+
+        A block is finished by the write that fills it, but its length reaches the masters
+        only with the next ``AllocateBlock`` (or ``Complete``): when the last write ended
+        exactly at a block's end, there is no current block, and the next one is allocated
+        here all the same, or readers would see that block as empty."""
         self._check_usable()
         try:
             if self._block is not None and self._block.size > 0:
                 await self._finish_block()
+            if self._block is None and self._last_length is not None:
                 await self._start_block()
         except BaseException as exc:
             self._break(exc)

@@ -6,6 +6,17 @@
   shard's epoch (its Raft term) that the chunk servers fence on.
 - ``RecoverPipeline`` (leader, lease holder): ``UpdateBlock`` with the next generation stamp
   and a pipeline of the survivors plus fresh servers.
+
+  Both are exactly-once like every session command, although each attempt builds its command
+  afresh (a new block id; the stamp after the *current* one): the block id and the stamp are
+  the proposer's choice, not the request's, so they are left out of the command's digest
+  (``Command.chosen_by_proposer``). A retry after a lost reply (same session and seq) is then
+  answered from the session's reply cache with the first attempt's block and stamp, and the
+  new command is not applied: the file never gets a second block, the stamp never moves twice.
+  This holds too when the retry reaches a new leader, or arrives while the first attempt is
+  still in the log (checking the cache here, before proposing, could not see that one). The
+  pipeline in the reply is chosen again for the retry: the writer never saw the first one and
+  wrote nothing through it.
 - ``Complete``: answered only once every block has its minimum replicas reported at its
   generation stamp (``UNAVAILABLE`` "replicas" until then: the client retries).
 - ``ChunkHeartbeat`` (any member): updates the soft state; the reply carries the commands the
@@ -89,7 +100,9 @@ class BlockServiceMixin:
     ) -> pb.AllocateBlockReply:
         """Route to the leader of ``request.path``'s shard, choose targets (``keep`` first,
         never ``request.exclude``), propose ``command_for(path, current FileInfo)`` with the
-        writer's session, and answer with the last block and its pipeline."""
+        writer's session, and answer with the last block and its pipeline. A retried request
+        is answered with its first outcome (see the module doc): the last block is then the
+        one that attempt added or re-stamped."""
 
         async def work() -> pb.AllocateBlockReply:
             path = check_path(request.path)

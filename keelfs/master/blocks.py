@@ -14,6 +14,14 @@ its last heartbeat is younger than ``dead_after_s``, and *ready* (may be chosen 
 blocks) once it also sent a full report here: seed 003's warning, a server nobody has heard
 from is not a target, without SeaweedFS's fixed 15 s wait.
 
+That no server reports a block proves something only once the registry is *complete*
+(``complete()``): every live server's full report is in, and ``dead_after_s`` has passed
+since a server last became live here (was first heard of, or heard again after it counted
+as dead). A master that just started, or was paused or cut off from the chunk servers, is
+heard from again by one server after another; until every server alive has had the time to
+come back, one not heard from yet may hold the block. Lease recovery drops a last block
+nobody reports only then.
+
 Placement (``choose``): distinct live, ready servers not excluded, preferring more free space
 and fewer transfers; with racks configured, the second replica goes to another rack than the
 first and the third to the second's rack (HDFS's rule), as far as the racks allow.
@@ -66,6 +74,8 @@ class ChunkRegistry:
     clock: Callable[[], float] = time.monotonic
     _rng: random.Random = field(default_factory=random.Random)
     _waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    joined_at: float | None = None
+    """When a server last became live here (None: none ever did)."""
 
     def now(self) -> float:
         return self.clock()
@@ -74,6 +84,8 @@ class ChunkRegistry:
     def heartbeat(
         self, server_id: str, address: str, rack: str, capacity: int, used: int, load: int
     ) -> ServerState:
+        if not self.live(server_id):
+            self.joined_at = self.now()
         st = self.servers.get(server_id)
         if st is None or st.address != address:
             st = self.servers[server_id] = ServerState(server_id, address, rack or "/default-rack")
@@ -143,6 +155,16 @@ class ChunkRegistry:
 
     def dead_servers(self) -> list[ServerState]:
         return [s for s in self.servers.values() if not self.live(s.server_id)]
+
+    def complete(self) -> bool:
+        """Whether the replicas known here are every finalized replica on the live servers:
+        some server is live, each live server's full report is in (its increments follow it),
+        and no server became live here for ``dead_after_s``, so that no server alive is still
+        on its way back (it would have heartbeated within that time)."""
+        if self.joined_at is None or self.now() - self.joined_at < self.dead_after_s:
+            return False
+        live = self.live_servers()
+        return bool(live) and all(s.reported for s in live)
 
     def locations(self, block_id: int, gen_stamp: int) -> list[ServerState]:
         """Live servers holding a good replica of ``block_id`` at ``gen_stamp``, most free

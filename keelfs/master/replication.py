@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ from keelfs.errors import KeelError
 from keelfs.master.orphans import OrphanCollector
 from keelfs.meta.commands import DequeueBlockDeletes, RecoverLease, Tick
 from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.records import BlockInfo
 
 if TYPE_CHECKING:
     from keelfs.master.node import Member, MetaNode
@@ -198,24 +200,35 @@ class ReplicationMonitor:
     async def _recover_lease(self, member: Member, path: str, inode: object) -> None:
         """Close a file whose writer is gone: its last block's length is the smallest among
         the finalized replicas reported at its generation stamp; with none, the block is
-        dropped if no server reports it at all (nothing of it was ever acknowledged)."""
-        blocks = inode.blocks  # type: ignore[attr-defined]
-        command = RecoverLease(path)
-        if blocks:
-            last = blocks[-1]
-            holders = self.node.chunks.replicas.get(last.block_id, {})
-            lengths = [r.length for r in holders.values() if r.gen_stamp == last.gen_stamp]
-            if lengths:
-                command = RecoverLease(path, min(lengths))
-            elif not holders:
-                command = RecoverLease(path, 0, drop_last=True)
-            else:
-                return  # only stale replicas: wait for the writer's recovery or reports
+        dropped if no server reports it at all (nothing of it was ever acknowledged) and
+        that absence means something: every live server's full report is in here (see
+        ``ChunkRegistry.complete``). Otherwise it waits (and is tried again later): right
+        after a failover or a restart the registry is still filling, and the block may be a
+        finalized one holding data the writer hflushed."""
+        command = self._lease_recovery(path, inode.blocks)  # type: ignore[attr-defined]
+        if command is None:
+            return
         with contextlib.suppress(KeelError):
             result, _, _ = await self.node.propose(member, command, None, 5.0)
             if result.ok:
                 self.stats["recovered"] += 1
                 log.info("%s: lease of %s recovered", member.group_id, path)
+
+    def _lease_recovery(self, path: str, blocks: Sequence[BlockInfo]) -> RecoverLease | None:
+        """The command that closes ``path`` (last block ``blocks[-1]``), or None to wait."""
+        if not blocks:
+            return RecoverLease(path)
+        reg = self.node.chunks
+        last = blocks[-1]
+        holders = reg.replicas.get(last.block_id, {})
+        lengths = [r.length for r in holders.values() if r.gen_stamp == last.gen_stamp]
+        if lengths:
+            return RecoverLease(path, min(lengths))
+        if not holders and reg.complete():
+            return RecoverLease(path, 0, drop_last=True)
+        # only stale replicas (the writer's recovery may be under way), or replicas this
+        # master may not have heard of yet: wait
+        return None
 
     async def _deletions(self, member: Member, shard: str, epoch: int) -> None:
         reg = self.node.chunks

@@ -187,6 +187,11 @@ class Command:
 
     op: ClassVar[str] = ""
     needs_session: ClassVar[bool] = False
+    chosen_by_proposer: ClassVar[tuple[str, ...]] = ()
+    """Fields the proposer fills in afresh for each attempt of one client request (a new
+    block id, the next generation stamp), not from the request: left out of ``digest()``,
+    so that a retry of the request (same session and seq) after a lost reply is recognised
+    as the same command and gets the first attempt's reply."""
 
     def validate(self) -> None:
         """Raise ``InvalidArgument``/``InvalidPath`` if an argument is out of its domain."""
@@ -203,7 +208,10 @@ class Command:
         return _fingerprint(self.digest_body())
 
     def digest_body(self) -> str:
-        return json.dumps([self.op, self.args()], separators=(",", ":"), sort_keys=True)
+        args = self.args()
+        for name in self.chosen_by_proposer:
+            del args[name]
+        return json.dumps([self.op, args], separators=(",", ":"), sort_keys=True)
 
 
 # session management and time (both state machines)
@@ -313,10 +321,13 @@ class Create(Command):
 class AddBlock(Command):
     """Append block ``block_id`` (generation stamp ``gen_stamp``, length 0) to a file whose
     lease the session holds; ``previous_length`` is the final length of the block before it.
-    Block ids are chosen by the proposer (allocation and placement are the block layer's)."""
+    Block ids are chosen by the proposer (allocation and placement are the block layer's):
+    each attempt of an ``AllocateBlock`` takes a new one, so the id and the stamp are not
+    part of the digest, and a retry gets the block the first attempt added."""
 
     op: ClassVar[str] = "add_block"
     needs_session: ClassVar[bool] = True
+    chosen_by_proposer: ClassVar[tuple[str, ...]] = ("block_id", "gen_stamp")
     path: str
     block_id: int
     gen_stamp: int
@@ -349,10 +360,13 @@ class CompleteFile(Command):
 @dataclass(frozen=True, slots=True)
 class UpdateBlock(Command):
     """Pipeline recovery: the last block ``block_id`` of a file the session writes gets a new
-    generation stamp (replicas with an older one are stale from now on)."""
+    generation stamp (replicas with an older one are stale from now on). The proposer sets
+    ``gen_stamp`` to the current one + 1 at each attempt of a ``RecoverPipeline``, so it is not
+    part of the digest: a retry after the first attempt applied gets that attempt's stamp."""
 
     op: ClassVar[str] = "update_block"
     needs_session: ClassVar[bool] = True
+    chosen_by_proposer: ClassVar[tuple[str, ...]] = ("gen_stamp",)
     path: str
     block_id: int
     gen_stamp: int

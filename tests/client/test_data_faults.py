@@ -1,16 +1,22 @@
 """The data path under faults, on real processes (3 masters, 4 chunk servers): a chunk server
 killed (-9) in the middle of a write, a replica corrupted on disk, the shard leader killed (-9)
-during a large write and during a large read. Every file is compared by MD5."""
+during a large write and during a large read, the replies of the block RPCs lost. Every file
+is compared by MD5."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+
+from keelfs.chunk.errors import StaleGeneration
+from keelfs.client import AsyncClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -196,3 +202,79 @@ def test_the_shard_leader_killed_during_a_large_read(data_cluster: Any, fs: Any)
         assert md5(fs.read_bytes("/faults/leader-r")) == md5(data)
     finally:
         c.restart(killed)
+
+
+class LostReply(grpc.RpcError):
+    """What the client sees when a reply is lost on the way back: a deadline, outcome
+    unknown (the request was applied)."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def details(self) -> str:
+        return "reply lost (test)"
+
+    def trailing_metadata(self) -> tuple[Any, ...]:
+        return ()
+
+
+def lose_first_replies(afs: AsyncClient, methods: set[str]) -> dict[str, Any]:
+    """Make ``afs`` lose the first reply of each of ``methods`` after the masters applied the
+    request (the client core then retries it with the same session and seq); the lost
+    replies by method."""
+    lost: dict[str, Any] = {}
+    real = afs._call
+
+    async def call(action: Any) -> Any:
+        result = await real(action)
+        if action.method in methods - lost.keys() and not isinstance(result, grpc.RpcError):
+            lost[action.method] = result
+            return LostReply()
+        return result
+
+    afs._call = call  # type: ignore[method-assign]
+    return lost
+
+
+def refuse_first_pipeline(afs: AsyncClient) -> None:
+    """The first block write's header is refused (as a chunk server refuses a stale stamp):
+    the writer asks for a new stamp (``RecoverPipeline``)."""
+    chunks = afs._chunk_client()
+    real = chunks.write_block
+    refused: list[int] = []
+
+    async def write_block(pipeline: Any, block_id: int, gen: int, *args: Any, **kw: Any) -> Any:
+        if not refused:
+            refused.append(block_id)
+            raise StaleGeneration(block_id, gen, gen + 1)
+        return await real(pipeline, block_id, gen, *args, **kw)
+
+    chunks.write_block = write_block  # type: ignore[method-assign]
+
+
+def test_lost_block_replies_are_retried_exactly_once(data_cluster: Any, fs: Any) -> None:
+    """The replies of the first AllocateBlock and of a RecoverPipeline are lost after the
+    masters applied them: each retry (same session and seq) gets the first outcome, the same
+    block and the same generation stamp, and the file is written whole, with no extra block."""
+    c, _ = data_cluster
+    data = os.urandom(MiB + 4321)
+    path = "/faults/lost-replies"
+
+    async def main() -> None:
+        async with AsyncClient(c.config_addresses) as afs:
+            lost = lose_first_replies(afs, {"AllocateBlock", "RecoverPipeline"})
+            refuse_first_pipeline(afs)
+            async with await afs.open(path, "wb", block_size=MiB) as w:
+                await w.write(data)
+                assert w.recoveries == 1
+            assert lost.keys() == {"AllocateBlock", "RecoverPipeline"}
+            first = lost["AllocateBlock"].block
+            recovered = lost["RecoverPipeline"].block
+            assert recovered.block_id == first.block_id and recovered.gen_stamp == 2
+            info = await afs.stat(path)
+            assert [b.block_id for b in info.blocks][0] == first.block_id
+            assert [b.gen_stamp for b in info.blocks] == [2, 1]
+            assert [b.length for b in info.blocks] == [MiB, 4321]
+            assert md5(await afs.read_bytes(path)) == md5(data)
+
+    asyncio.run(main())

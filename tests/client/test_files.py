@@ -123,6 +123,22 @@ def test_hflush_makes_bytes_visible_before_close(fs: Any) -> None:
     assert fs.stat("/f/hflush2").length == len(first)
 
 
+def test_hflush_at_a_block_boundary_makes_the_full_block_visible(fs: Any) -> None:
+    """A write that ends exactly at a block's end finishes that block, but its length reaches
+    the masters only with the next block (or the close): hflush there must record it."""
+    data = os.urandom(BLOCK)
+    with fs.open("/f/hflush-boundary", "wb", block_size=BLOCK) as f:
+        f.write(data)
+        f.hflush()
+        info = fs.stat("/f/hflush-boundary")
+        assert info.under_construction and info.length == len(data)
+        assert md5(fs.read_bytes("/f/hflush-boundary")) == md5(data)
+        f.hflush()  # nothing new: nothing more to do
+        assert fs.stat("/f/hflush-boundary").length == len(data)
+        f.write(b"tail")
+    assert md5(fs.read_bytes("/f/hflush-boundary")) == md5(data + b"tail")
+
+
 def test_fsync_and_overwrite(fs: Any) -> None:
     fs.write_bytes("/f/ow", b"old contents", fsync=True)
     with pytest.raises(AlreadyExists):

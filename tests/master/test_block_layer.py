@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from keelfs.meta.pb import meta_pb2 as pb
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 BLOCK = 1 << 20
+LEASE_TTL_S = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     c = MetaCluster(
         root,
         shards=("shard-1",),
-        node_args=("--chunk-dead-after", "2", "--lease-ttl-ms", "3000"),
+        node_args=("--chunk-dead-after", "2", "--lease-ttl-ms", str(int(LEASE_TTL_S * 1000))),
     )
     with c:
         servers = c.start_chunk_servers(
@@ -261,3 +264,52 @@ def test_a_dead_writers_file_is_closed_by_lease_recovery(cluster: Any) -> None:
         got = fs.stat("/lost/f")
         assert got.length == BLOCK + BLOCK // 2
         assert read_file(fs, chunks, "/lost/f") == b"q" * (BLOCK + BLOCK // 2)
+
+
+def test_a_finalized_last_block_survives_lease_recovery_by_masters_that_just_restarted(
+    cluster: Any,
+) -> None:
+    """The writer finished a whole block (every replica finalized: what an hflush at a block's
+    end leaves) and vanished before its length reached the masters. Then every master
+    restarts while the chunk servers are paused: the new leader has no report from any of
+    them. Lease recovery must wait for their full reports and settle the block from them,
+    not drop it because nobody reported it."""
+    c, servers = cluster
+    fs = c.client()
+    fs.mkdir("/restart", parents=True)
+    path, data = "/restart/f", os.urandom(BLOCK)
+    with ChunkClient() as chunks:
+        info = fs.create(path, block_size=BLOCK)
+
+        def alloc(h: pb.RequestHeader) -> pb.AllocateBlockRequest:
+            return pb.AllocateBlockRequest(header=h, path=path)
+
+        reply = fs._run(_pinned("AllocateBlock", path, alloc, info.lease_holder), None)
+        lease_end = time.monotonic() + LEASE_TTL_S  # never renewed from here on
+        pipeline = [loc.address for loc in reply.block.locations]
+        chunks.write_block(pipeline, reply.block.block_id, 1, data, reply.shard, reply.epoch)
+        c.wait_for(lambda: len(located(fs, path)[0].locations) == 3, 10, "replicas unreported")
+    paused = [servers.pid(i) for i in range(len(servers.addresses))]
+    masters = c.running()
+    try:
+        for pid in paused:
+            os.kill(pid, signal.SIGSTOP)
+        for node_id in masters:
+            c.kill9(node_id)
+        time.sleep(max(0.0, lease_end - time.monotonic()))  # the lease ends while they are down
+        for node_id in masters:
+            c.restart(node_id)
+        c.wait_for(lambda: fs.stat(path).lease_holder == 0, 30, "the lease did not expire")
+        # the leader now recovers the lease at its next maintenance tick: with no server
+        # heard from, it must leave the file open
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and fs.stat(path).under_construction:
+            time.sleep(0.05)
+        assert fs.stat(path).under_construction
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+    c.wait_for(lambda: not fs.stat(path).under_construction, 60, "the file was not recovered")
+    assert fs.stat(path).length == BLOCK
+    with ChunkClient() as chunks:
+        assert read_file(fs, chunks, path) == data

@@ -15,6 +15,7 @@ from keelfs.meta.commands import (
     Rename,
     RenewLease,
     Tick,
+    UpdateBlock,
 )
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS
 from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS, ShardStateMachine
@@ -70,6 +71,34 @@ def test_seq_reused_for_another_command_is_refused(shard: Driver) -> None:
     assert r.error is not None and "different command" in r.error["message"]
     assert state(shard.sm) == before
     assert shard.apply(Mkdir("/a"), s, 1).ok  # the genuine retry still gets its reply
+
+
+def test_a_retried_block_allocation_gets_the_first_block(shard: Driver) -> None:
+    """AllocateBlock takes a fresh block id for every attempt, so the retry of a request
+    whose reply was lost carries another id: it is the same request, and gets the first
+    attempt's block (the file never gets two)."""
+    s = shard.session()
+    shard.ok(Create("/f"), s, 1)
+    first = shard.apply(AddBlock("/f", 10, 1), s, 2)
+    assert first.ok
+    assert shard.apply(AddBlock("/f", 11, 1), s, 2) == first
+    assert [b.block_id for b in shard.sm.stat("/f").blocks] == [10]
+    # another file, or another previous length, is another request: still refused
+    assert shard.apply(AddBlock("/g", 12, 1), s, 2).code == "INVALID_ARGUMENT"
+    assert shard.apply(AddBlock("/f", 12, 1, 5), s, 2).code == "INVALID_ARGUMENT"
+
+
+def test_a_retried_pipeline_recovery_gets_the_first_stamp(shard: Driver) -> None:
+    """RecoverPipeline proposes the current stamp + 1, so a retry after a lost reply (the
+    first attempt applied) proposes one more: it gets the first attempt's stamp."""
+    s = shard.session()
+    shard.ok(Create("/f"), s, 1)
+    shard.ok(AddBlock("/f", 10, 1), s, 2)
+    first = shard.apply(UpdateBlock("/f", 10, 2), s, 3)
+    assert first.ok
+    assert shard.apply(UpdateBlock("/f", 10, 3), s, 3) == first
+    assert [b.gen_stamp for b in shard.sm.stat("/f").blocks] == [2]
+    assert shard.apply(UpdateBlock("/f", 99, 4), s, 3).code == "INVALID_ARGUMENT"
 
 
 def test_older_seq_and_unknown_session(shard: Driver) -> None:
