@@ -246,7 +246,7 @@ class ReplicationMonitor:
                         pb.ChunkCommand(kind="delete", shard=shard, epoch=epoch, blocks=[ref]),
                     )
                     self.stats["deletions"] += 1
-        if gone and all(s.reported for s in reg.live_servers()) and reg.live_servers():
+        if gone and reg.complete():  # no live server still on its way back with a replica
             await self.node.propose(member, DequeueBlockDeletes(tuple(gone)), None, 5.0)
 
     def _queue_orphan_delete(self, member: Member, block_id: int) -> int:
