@@ -194,12 +194,15 @@ class _ReplyLost(grpc.RpcError):
 
 
 class LosesOneReply(Client):
-    """A client whose first ``method`` call is applied but its reply lost: ``meanwhile`` runs
-    before the client sees the loss (and then retries as it always does)."""
+    """A client whose first ``method`` call is applied but its reply lost (with ``sent``
+    False: the request itself is lost, never sent): ``meanwhile`` runs before the client sees
+    the loss (and then retries as it always does)."""
 
-    def __init__(self, cluster: MetaCluster, method: str, meanwhile: Callable[[], None]) -> None:
+    def __init__(
+        self, cluster: MetaCluster, method: str, meanwhile: Callable[[], None], sent: bool = True
+    ) -> None:
         super().__init__(cluster.config_addresses, deadline=90.0)
-        self.method, self.meanwhile, self.lost = method, meanwhile, False
+        self.method, self.meanwhile, self.sent, self.lost = method, meanwhile, sent, False
 
     def _run(self, op: Op, deadline: float | None) -> Any:
         return self._drive(self._losing(self._core.plan(op, deadline)))
@@ -207,12 +210,15 @@ class LosesOneReply(Client):
     def _losing(self, plan: Plan) -> Plan:
         action = next(plan)
         while True:
-            result = yield action
             if isinstance(action, Call) and action.method == self.method and not self.lost:
-                assert not isinstance(result, grpc.RpcError), result
                 self.lost = True
+                if self.sent:
+                    result = yield action
+                    assert not isinstance(result, grpc.RpcError), result
                 self.meanwhile()
                 result = _ReplyLost()
+            else:
+                result = yield action
             try:
                 action = plan.send(result)
             except StopIteration as stop:
@@ -233,7 +239,7 @@ def test_a_retry_after_a_lost_reply_and_a_move_is_not_applied_again(tmp_path: Pa
     with MetaCluster(tmp_path, shards=("shard-1",)) as cluster:
         admin = cluster.admin()
         admin.mkdir(moving, parents=True)
-        for name in ("victim", "src", "dst"):
+        for name in ("victim", "src", "dst", "gone"):
             admin.create(f"{moving}/{name}")
         other = cluster.client()
 
@@ -254,13 +260,19 @@ def test_a_retry_after_a_lost_reply_and_a_move_is_not_applied_again(tmp_path: Pa
             lambda: renamer.rename(f"{moving}/src", f"{moving}/dst", overwrite=True),
         )
         creator = LosesOneReply(cluster, "Create", lambda: deleter.delete(f"{moving}/victim"))
-        try:
+        # and a delete that never reached the source: the source says so, the new shard does it
+
+        def create_over() -> None:
             info = creator.create(f"{moving}/new", overwrite=True, owner="first")
             assert info.owner == "first"  # the first outcome
-            assert creator.lost and deleter.lost and renamer.lost
+
+        unsent = LosesOneReply(cluster, "Delete", create_over, sent=False)
+        try:
+            assert unsent.delete(f"{moving}/gone").files == 1
+            assert unsent.lost and creator.lost and deleter.lost and renamer.lost
             names = sorted(e.name for e in other.ls(moving))
             assert names == ["dst", "new", "src", "victim"]  # the other client's files survived
             assert other.stat(f"{moving}/new").owner == "other"
         finally:
-            for c in (creator, deleter, renamer):
+            for c in (unsent, creator, deleter, renamer):
                 c.close()
