@@ -23,6 +23,12 @@ outcome unknown             same, noting that a write may have been applied: ret
 (gRPC failures, timeouts)   the same session and seq returns the first outcome (exactly-once)
 ``SESSION_EXPIRED``         open a new session and retry, unless an earlier attempt of this
                             request on that session had an unknown outcome (then raise)
+map moved the path          after an unknown outcome, no new session on the new owner: the
+(to another shard)          same (session, seq) goes back to its own shard as a *replay*
+                            (``RequestHeader.session_shard``), which answers from its reply
+                            cache (the first outcome) or says ``REDIRECT``: never applied,
+                            and now never will be; only then is the write sent to the new
+                            owner in a session there. ``OutcomeUnknown`` if that shard is gone
 anything else               raise it (``keelfs.errors``)
 ==========================  ==================================================================
 
@@ -51,6 +57,7 @@ import grpc
 
 from keelfs.errors import (
     InvalidArgument,
+    NotFound,
     NotLeader,
     OperationError,
     Redirect,
@@ -139,6 +146,12 @@ class Op:
     any_member: bool = False
     """A read any member answers at once (``stale_ok``): spread over the group's members,
     followers included, instead of sent to the leader."""
+    replayable: bool = True
+    """After an unknown outcome and a move of its path, the session's own shard is asked
+    first (a *replay*, see the module doc). Not for commands the server builds anew on each
+    attempt (a new block id, the next generation stamp): no reply cache could match them.
+    Those need the writer's lease, which does not move with the file, so the new shard
+    refuses them (``LEASE_CONFLICT``): they are not applied twice either."""
 
 
 def reply_info(reply: Any) -> pb.ReplyInfo | None:
@@ -427,6 +440,15 @@ class Core:
                     yield attempt.backoff()
                     yield from self._refresh(attempt)
                     continue
+                replay = (
+                    op.replayable
+                    and session_unknown
+                    and session is not None
+                    and session.group != group
+                )
+                if replay:
+                    assert session is not None
+                    group = self._replay_group(session, op.method)
                 if op.session and (session is None or session.group != group):
                     if session is not None and pool is not None:
                         pool.release(session)
@@ -444,6 +466,7 @@ class Core:
                     session_id=session.session_id if session is not None else 0,
                     seq=seq if session is not None else 0,
                     map_version=m.version if m is not None else 0,
+                    session_shard=group if replay else "",
                 )
                 self._count("calls")
                 timeout = max(0.01, min(self.attempt_timeout, attempt.remaining()))
@@ -475,6 +498,16 @@ class Core:
                         continue
                     attempt.hinted = False
                     yield attempt.backoff()
+                elif replay and isinstance(err, Redirect) and err.shard_id != group:
+                    # the session's own shard never applied it, and now never will: from
+                    # here on a new request, sent where the map says in a session there
+                    self._count("redirects")
+                    attempt.unknown = session_unknown = False
+                    if session is not None and pool is not None:
+                        pool.release(session)
+                    session = None
+                elif replay and isinstance(err, NotFound) and err.details.get("kind") == "shard":
+                    raise self._shard_gone(group, op.method)
                 elif isinstance(err, Redirect):
                     self._count("redirects")
                     self._forget(group, address)
@@ -506,6 +539,24 @@ class Core:
         finally:
             if session is not None and pool is not None:
                 pool.release(session)
+
+    def _replay_group(self, session: Session, method: str) -> str:
+        """Where a write of unknown outcome goes once the map places its path on another
+        shard: back to its session's shard, which alone can tell whether it applied (the
+        new owner has no record of this session); ``OutcomeUnknown`` if that shard is gone."""
+        with self._lock:
+            m = self._map
+        if m is None or session.group not in m.shards:
+            raise self._shard_gone(session.group, method)
+        return session.group
+
+    @staticmethod
+    def _shard_gone(group: str, method: str) -> OutcomeUnknown:
+        return OutcomeUnknown(
+            "shard removed",
+            message=f"the {method} may or may not have been applied on shard {group}, which "
+            "is no longer in the shard map",
+        )
 
     def _acquire(
         self, pool: SessionPool, pin: int, attempt: _Attempt

@@ -141,7 +141,7 @@ def allocate_block(path: str, previous_length: int | None, exclude: Sequence[str
             req.previous_length = previous_length
         return req
 
-    return Op("Namespace", "AllocateBlock", _entry(path), build, True, True, pin)
+    return Op("Namespace", "AllocateBlock", _entry(path), build, True, True, pin, replayable=False)
 
 
 def recover_pipeline(
@@ -155,7 +155,9 @@ def recover_pipeline(
             header=h, path=path, block_id=block_id, keep=list(keep), exclude=list(exclude)
         )
 
-    return Op("Namespace", "RecoverPipeline", _entry(path), build, True, True, pin)
+    return Op(
+        "Namespace", "RecoverPipeline", _entry(path), build, True, True, pin, replayable=False
+    )
 
 
 def report_bad_replica(path: str, server_id: str, block_id: int, gen_stamp: int, reason: str) -> Op:

@@ -151,10 +151,12 @@ class BlockServiceMixin:
             command.validate()
             member = await self.node.route(request.header, path, by_directory=False)
             self.node.require_leader(member)  # a follower may not have applied the Create yet
-            current = member.sm.stat(path)
-            if current.under_construction:  # (a retry of a done Complete goes straight on)
-                # the pipeline's servers report the finalized replicas at once: wait for
-                # them here rather than make the client come back
+            # a replay (MetaNode.route) is answered from the reply cache: nothing to wait for
+            current = None if request.header.session_shard else member.sm.stat(path)
+            if current is not None and current.under_construction:
+                # (a retry of a done Complete goes straight on) the pipeline's servers
+                # report the finalized replicas at once: wait for them here rather than
+                # make the client come back
                 deadline = time.monotonic() + min(self.timeout(context), _REPORT_WAIT_S)
                 while (missing := self._missing_replicas(current)) is not None:
                     if time.monotonic() >= deadline:

@@ -50,6 +50,11 @@ a failure: a path that is gone is still proposed (its check fails with NOT_FOUND
 session remembers the first attempt). Ordinary commands on a path a transaction has locked
 are re-proposed until it is released (``MetaNode.propose``); reads of it wait
 (``MetaNode.wait_unlocked``).
+
+A *replay* (``RequestHeader.session_shard``: a write of unknown outcome whose path has moved
+to another shard since, ``keelfs.client._core``) skips all of that: it is routed to its
+session's shard and proposed as it is, answered from the reply cache or with ``REDIRECT``
+(never applied there), see ``_replayed``.
 """
 
 from __future__ import annotations
@@ -206,6 +211,23 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
 
         return await self.serve(context, "", work())
 
+    async def _replayed(
+        self, member: Member, command: Command, header: pb.RequestHeader, timeout: float
+    ) -> tuple[Any, int, int]:
+        """A replayed write (``header.session_shard``, ``MetaNode.route``): the value its
+        shard's reply cache holds (a transaction's: its outcome, waited for), or the error it
+        holds; ``REDIRECT`` if it was never applied here. Nothing is planned or checked first,
+        as for a new request: the map may not place the path on this shard any more."""
+        result, index, term = await self.node.propose(member, command, header, timeout)
+        err = result.exception()
+        if err is not None:
+            raise _cross_shard(err, command.op)
+        value = result.value
+        if isinstance(value, dict) and "txn_id" in value:
+            done = await self.node.txns.outcome(member, int(value["txn_id"]), timeout)
+            value = self._txn_outcome(done, f"{command.op} (a retried request)")
+        return value, index, term
+
     @staticmethod
     def _path(value: str, argument: str = "path") -> str:
         return check_path(value, argument)
@@ -282,6 +304,8 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         owner, group = request.owner or DEFAULT_OWNER, request.group or DEFAULT_GROUP
         Mkdir(path, mode, owner, group, request.parents).validate()
         member = await node.route(header, path, by_directory=False)
+        if header.session_shard:
+            return await self._mkdir_replayed(member, request, path, self.timeout(context))
         sm: ShardStateMachine = member.sm
         timeout = self.timeout(context)
         created: list[str] = []
@@ -332,6 +356,33 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         elif not (request.parents and isinstance(err, AlreadyExists) and sm.stat(path).is_dir):
             raise err
         return pb.MkdirReply(created=created, info=self._reply(member, index, term))
+
+    async def _mkdir_replayed(
+        self, member: Member, request: pb.MkdirRequest, path: str, timeout: float
+    ) -> pb.MkdirReply:
+        """A replayed mkdir: the first attempt's answer, as ``_mkdir`` would have given it
+        (an existing directory is no error with ``parents``). The first attempt's command had
+        ``self_record`` set by the map of its time (whether the directory was this shard's
+        too), which the reply cache's digest holds: the other form is tried if this one is
+        not it (a mismatch records nothing)."""
+        mode = request.mode if request.HasField("mode") else 0o755
+        owner, group = request.owner or DEFAULT_OWNER, request.group or DEFAULT_GROUP
+        guess = self.node.shard_map.shard_for_directory(path) == member.group_id
+        header = request.header
+        try:
+            try:
+                command = Mkdir(path, mode, owner, group, False, guess)
+                value, index, term = await self._replayed(member, command, header, timeout)
+            except InvalidArgument as e:
+                if e.details.get("argument") != "seq":
+                    raise
+                command = Mkdir(path, mode, owner, group, False, not guess)
+                value, index, term = await self._replayed(member, command, header, timeout)
+        except AlreadyExists:
+            if not (request.parents and (await self.node.internal.stat(path)).is_dir):
+                raise
+            return pb.MkdirReply(info=self._reply(member))
+        return pb.MkdirReply(created=value["created"], info=self._reply(member, index, term))
 
     # ------------------------------------------------------------------ files
     async def Create(self, request: pb.CreateRequest, context: Any) -> pb.FileInfoReply:  # noqa: N802
@@ -396,6 +447,10 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             node, timeout = self.node, self.timeout(context)
             member = await node.route(request.header, path, by_directory=False)
             m, sm = node.shard_map, member.sm
+            if request.header.session_shard:
+                v, index, term = await self._replayed(member, cmd, request.header, timeout)
+                counts = {k: int(v[k]) for k in ("files", "directories", "blocks")}
+                return pb.DeleteReply(info=self._reply(member, index, term), **counts)
             if m.shard_for_directory(path) != member.group_id or request.recursive:
                 node.require_leader(member)
                 await node.read(member, False, timeout)
@@ -439,6 +494,9 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             shard, m = member.group_id, node.shard_map
             node.require_leader(member)
             timeout = self.timeout(context)
+            if header.session_shard:
+                _, index, term = await self._replayed(member, cmd, header, timeout)
+                return pb.RenameReply(info=self._reply(member, index, term))
             if m.shard_for_path(dst) != shard:
                 return await self._rename_across(
                     member, src, dst, request.overwrite, header, timeout

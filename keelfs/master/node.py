@@ -423,8 +423,14 @@ class MetaNode:
         """The local member of the shard that must serve ``path``: the owner of its entry
         (its parent directory's shard), or with ``by_directory`` the owner of the directory
         itself (its self-record and children). ``REDIRECT`` if that is not here, or if the
-        client's map is older than ours."""
+        client's map is older than ours.
+
+        A replay (``header.session_shard``, see ``keelfs.meta.commands.Envelope.replay``) is
+        not routed by path: it goes to the shard whose session it carries, whatever the maps
+        and ranges say, since only that shard's reply cache knows whether it applied."""
         check_header(header)
+        if header.session_shard:
+            return await self.shard_member(header, header.session_shard)
         m = await self.map_for(header.map_version)
         owner = m.shard_for_directory(path) if by_directory else m.shard_for_path(path)
         member = self.shards.get(owner)
@@ -500,7 +506,8 @@ class MetaNode:
         deadline = time.monotonic() + timeout
         delay = _LOCK_POLL_S
         while True:
-            data = Envelope(command, now_ms(), sid, seq).encode()
+            replay = header is not None and bool(header.session_shard)
+            data = Envelope(command, now_ms(), sid, seq, replay).encode()
             if len(data) > MAX_COMMAND_BYTES:
                 raise InvalidArgument(f"command of {len(data)} bytes (at most {MAX_COMMAND_BYTES})")
             if not member.group.is_leader:
@@ -576,3 +583,5 @@ def check_header(header: pb.RequestHeader) -> None:
         raise InvalidArgument("header fields must be below 2^63", "header")
     if header.seq and not header.session_id:
         raise InvalidArgument("seq without a session id", "seq")
+    if header.session_shard and not header.seq:
+        raise InvalidArgument("session_shard without a session's seq", "session_shard")

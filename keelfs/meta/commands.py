@@ -876,12 +876,19 @@ class Envelope:
     """What one Raft entry carries. ``now_ms`` is set by the proposing leader from its clock;
     ``session_id``/``seq`` (both 0 for none) make the command exactly-once: a command with the
     session's last ``seq`` again gets the recorded reply instead of being applied again.
-    ``seq`` 0 with a session id only keeps the session alive (no reply is recorded)."""
+    ``seq`` 0 with a session id only keeps the session alive (no reply is recorded).
+
+    ``replay``: answer only from the reply cache; a ``seq`` the session has not answered is
+    not applied but answered (and recorded) as ``REDIRECT``, so that it never applies here
+    later either. A client sends this for a write of unknown outcome whose path has moved to
+    another shard since (``keelfs.client._core``): only this shard can tell whether the first
+    attempt applied, and the write may go to the new owner only once this one said no."""
 
     command: Command
     now_ms: int
     session_id: int = 0
     seq: int = 0
+    replay: bool = False
 
     def encode(self) -> bytes:
         body = {
@@ -892,6 +899,8 @@ class Envelope:
             "seq": self.seq,
             "a": self.command.args(),
         }
+        if self.replay:  # absent otherwise: every other entry encodes as before
+            body["replay"] = True
         return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -989,6 +998,9 @@ def decode_envelope(data: bytes, registry: Mapping[str, type[Command]]) -> Envel
     seq = _int_field(body, "seq", 0)
     if seq and not sid:
         raise InvalidArgument("seq without a session id", "seq")
+    replay = body.get("replay", False)
+    if replay is not False and (replay is not True or not seq):
+        raise InvalidArgument("replay must be true, and only with a session's seq", "replay")
     raw_args = body.get("a", {})
     if not isinstance(raw_args, dict):
         raise InvalidArgument("command arguments are not an object", "a")
@@ -1004,7 +1016,7 @@ def decode_envelope(data: bytes, registry: Mapping[str, type[Command]]) -> Envel
         raise InvalidArgument(f"unknown argument {unknown[0]!r} for {op}", unknown[0])
     command = cls(**kwargs)
     command.validate()
-    return Envelope(command, now, sid, seq)
+    return Envelope(command, now, sid, seq, replay)
 
 
 def decode_command(op: str, args: str, registry: Mapping[str, type[Command]]) -> Command:

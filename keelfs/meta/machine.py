@@ -8,7 +8,8 @@
 3. housekeeping: expires idle sessions and whatever the subclass ties to time (leases);
 4. checks the session: unknown -> ``SessionExpired``; a repeated ``seq`` -> the recorded
    reply, without applying again (``InvalidArgument`` if that ``seq`` answered a different
-   command); an older ``seq`` -> ``InvalidArgument``;
+   command); an older ``seq`` -> ``InvalidArgument``; a new ``seq`` in a ``replay`` envelope
+   -> ``REDIRECT``, recorded as that ``seq``'s reply, without applying (``Envelope.replay``);
 5. runs the command's handler in a nested ``Txn``: a ``KeelError`` drops that stage (the state
    is untouched by the command) and becomes the error result;
 6. records the reply in the session, and writes everything staged plus the applied index in
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
 
-from keelfs.errors import InvalidArgument, KeelError, SessionExpired
+from keelfs.errors import InvalidArgument, KeelError, Redirect, SessionExpired
 from keelfs.meta import sessions
 from keelfs.meta.commands import (
     CloseSession,
@@ -242,6 +243,12 @@ class MetaStateMachine:
                 )
             if not seq:  # with a seq, the reply written below touches it too
                 sessions.save(txn, sid, _touched(record, clock), record)
+            if envelope.replay:  # not answered from the cache above: never applied here
+                result = Result.failure(_not_applied(sid, seq))
+                sessions.save(
+                    txn, sid, sessions.SessionRecord(clock, seq, result, command.digest()), record
+                )
+                return result
         elif command.needs_session:
             return Result.failure(
                 InvalidArgument(f"{command.op} must be sent in a client session", "session_id")
@@ -304,6 +311,16 @@ class MetaStateMachine:
 
     def _op_tick(self, txn: Txn, cmd: Tick, ctx: Context) -> Any:
         return {"clock": ctx.now}
+
+
+def _not_applied(session_id: int, seq: int) -> Redirect:
+    """The answer to a replayed ``seq`` this shard never applied (``Envelope.replay``): go
+    where the shard map says. Recorded like any reply, so the first attempt, should it still
+    arrive, gets this too instead of being applied."""
+    return Redirect(
+        message=f"seq {seq} of session {session_id} was not applied on this shard; "
+        "send it to the shard the current map names"
+    )
 
 
 def _touched(record: sessions.SessionRecord, clock: int) -> sessions.SessionRecord:

@@ -31,6 +31,7 @@ from keelfs.errors import (
 from keelfs.master import grpc_errors
 from keelfs.master.wire import shard_map_to_pb
 from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.ring import HASH_MAX
 from keelfs.meta.shardmap import ShardMap
 
 A1, A2, A3 = "10.0.0.1:7001", "10.0.0.2:7001", "10.0.0.3:7001"
@@ -291,3 +292,122 @@ def test_stale_reads_go_to_one_member_per_client_spread_over_all_of_them() -> No
     run(c.plan(ops.stat("/x", stale_ok=True)), fake.answer)
     calls = [x.address for x in fake.of("GetFileInfo")]
     assert calls[0] == first and len(calls) == 2  # retried, and not necessarily there again
+
+
+B1, B2, B3 = "10.0.1.1:7001", "10.0.1.2:7001", "10.0.1.3:7001"
+TWO_SHARDS = {"shard-1": {1: A1, 2: A2, 3: A3}, "shard-2": {4: B1, 5: B2, 6: B3}}
+
+
+class MovingCluster(FakeCluster):
+    """``shard-1`` (leader A2) and ``shard-2`` (leader B2); every directory is on shard-1 until
+    ``move()``, then on shard-2 (map version 2). Before the move is known to the client, a
+    write's reply is lost; the next attempt meets the new map (a REDIRECT from routing, before
+    anything reaches a state machine)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.map = ShardMap(1, TWO_SHARDS, ring_members=("shard-1",))
+
+    def move(self) -> None:
+        self.map = ShardMap(2, TWO_SHARDS, overrides=((0, HASH_MAX, "shard-2"),))
+
+    def answer(self, call: Call) -> Any:
+        if call.address in (B1, B2, B3) and call.method != "FetchShardMap":
+            self.calls.append(call)
+            queue = self.script.get(call.method)
+            if queue:
+                a = queue.pop(0)
+                return refusal(a) if isinstance(a, KeelError) else a
+            if call.address != B2:
+                return refusal(NotLeader("shard-2", 5, B2))
+            info = pb.ReplyInfo(node_id=5, group="shard-2", leader=True)
+            if call.method == "RegisterSession":
+                self.sessions += 1
+                return pb.RegisterSessionReply(session_id=self.sessions, ttl_ms=60_000, info=info)
+            return pb.DeleteReply(files=1, info=info)
+        return super().answer(call)
+
+    def lose_reply_then_move(self, method: str) -> None:
+        def lost(call: Call) -> RpcFailure:
+            self.move()
+            return RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+        def routed_away(call: Call) -> KeelError:
+            return Redirect("/d/f", "shard-2", 2, {"5": B2})
+
+        self.script[method] = [lost, routed_away]
+
+
+def _started(fake: MovingCluster) -> Core:
+    c = core()
+    run(c.plan(ops.stat("/d", False)), fake.answer)  # loads the map
+    c._learn_leader("shard-1", A2)
+    c._learn_leader("shard-2", B2)
+    return c
+
+
+def test_a_write_of_unknown_outcome_asks_its_own_shard_again_after_a_move() -> None:
+    """The delete may have been applied on shard-1 before its directory moved: only
+    shard-1's reply cache knows. So the retry goes there, in the same session and seq,
+    marked to be answered from the cache only; shard-2 never sees it."""
+    fake = MovingCluster()
+    c = _started(fake)
+    fake.lose_reply_then_move("Delete")
+    reply, _ = run(c.plan(ops.delete("/d/f", False)), fake.answer)
+    deletes = fake.of("Delete")
+    assert [x.address for x in deletes if x.address in (B1, B2, B3)] == []
+    assert fake.of("RegisterSession")[-1].address == A2  # no session opened on shard-2
+    assert len({(x.request.header.session_id, x.request.header.seq) for x in deletes}) == 1
+    marks = [x.request.header.session_shard for x in deletes]
+    assert marks[:2] == ["", ""] and set(marks[2:]) == {"shard-1"}  # (a follower may answer)
+    assert isinstance(reply, pb.FileInfoReply)  # shard-1's answer (the first outcome)
+    assert c.stats["unknown_outcomes"] == 1
+
+
+def test_a_write_its_own_shard_never_applied_goes_to_the_new_owner() -> None:
+    """Shard-1 answers the replayed seq with REDIRECT from its state machine: it was never
+    applied there (and now never will be: the seq is answered). Then, and only then, the
+    write is sent to the new owner, in a session of that shard."""
+    fake = MovingCluster()
+    c = _started(fake)
+    fake.lose_reply_then_move("Delete")
+    fake.script["Delete"].append(Redirect(message="seq 1 of session 101 was not applied here"))
+    reply, _ = run(c.plan(ops.delete("/d/f", False)), fake.answer)
+    assert reply.files == 1
+    deletes = fake.of("Delete")
+    replays = [x for x in deletes if x.request.header.session_shard == "shard-1"]
+    assert replays and all(x.address in (A1, A2, A3) for x in replays)
+    after = deletes[deletes.index(replays[-1]) + 1 :]
+    assert after and all(x.address in (B1, B2, B3) for x in after)
+    assert all(not x.request.header.session_shard for x in after)
+    assert fake.of("RegisterSession")[-1].address == B2
+    assert after[-1].request.header.seq == 1  # a fresh session of shard-2
+    assert after[-1].request.header.session_id != deletes[0].request.header.session_id
+    assert c.stats["unknown_outcomes"] == 1
+
+
+def test_a_write_of_unknown_outcome_whose_shard_is_gone_is_outcome_unknown() -> None:
+    fake = MovingCluster()
+    c = _started(fake)
+
+    def lost(call: Call) -> RpcFailure:
+        fake.map = ShardMap(2, {"shard-2": TWO_SHARDS["shard-2"]})  # shard-1 was removed
+        return RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    fake.script["Delete"] = [lost, Redirect("/d/f", "shard-2", 2, {"5": B2})]
+    with pytest.raises(OutcomeUnknown, match="shard-1"):
+        run(c.plan(ops.delete("/d/f", False)), fake.answer)
+    assert all(x.address in (A1, A2, A3) for x in fake.of("Delete"))
+
+
+def test_a_block_allocation_is_not_replayed_its_lease_guards_it() -> None:
+    """``AllocateBlock`` builds a new block id on every attempt: no reply cache could match
+    it, so it is not replayed; it follows the move (where the file has no writer's lease
+    any more, so it is refused rather than applied twice)."""
+    fake = MovingCluster()
+    c = _started(fake)
+    fake.lose_reply_then_move("AllocateBlock")
+    run(c.plan(ops.allocate_block("/d/f", None, (), 0)), fake.answer)
+    calls = fake.of("AllocateBlock")
+    assert all(not x.request.header.session_shard for x in calls)
+    assert calls[-1].address in (B1, B2, B3)

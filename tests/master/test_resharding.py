@@ -9,14 +9,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
-from keelfs.client._core import OutcomeUnknown
+from keelfs.client import Client
+from keelfs.client._core import Call, Op, OutcomeUnknown, Plan
 from keelfs.errors import KeelError, LeaseConflict
 from keelfs.master.cluster import MetaCluster
+from keelfs.meta.shardmap import ShardMap
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -174,3 +178,101 @@ def test_a_driver_crash_at_each_step_resumes_or_rolls_back(
             cluster.wait_resharded()
         assert load.failed == []
         assert_each_file_once(cluster, load)
+
+
+class _ReplyLost(grpc.RpcError):
+    """What a client sees when a reply never came back: its deadline passed."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def details(self) -> str:
+        return "Deadline Exceeded"
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
+class LosesOneReply(Client):
+    """A client whose first ``method`` call is applied but its reply lost (with ``sent``
+    False: the request itself is lost, never sent): ``meanwhile`` runs before the client sees
+    the loss (and then retries as it always does)."""
+
+    def __init__(
+        self, cluster: MetaCluster, method: str, meanwhile: Callable[[], None], sent: bool = True
+    ) -> None:
+        super().__init__(cluster.config_addresses, deadline=90.0)
+        self.method, self.meanwhile, self.sent, self.lost = method, meanwhile, sent, False
+
+    def _run(self, op: Op, deadline: float | None) -> Any:
+        return self._drive(self._losing(self._core.plan(op, deadline)))
+
+    def _losing(self, plan: Plan) -> Plan:
+        action = next(plan)
+        while True:
+            if isinstance(action, Call) and action.method == self.method and not self.lost:
+                self.lost = True
+                if self.sent:
+                    result = yield action
+                    assert not isinstance(result, grpc.RpcError), result
+                self.meanwhile()
+                result = _ReplyLost()
+            else:
+                result = yield action
+            try:
+                action = plan.send(result)
+            except StopIteration as stop:
+                return stop.value
+
+
+def test_a_retry_after_a_lost_reply_and_a_move_is_not_applied_again(tmp_path: Path) -> None:
+    """An overwriting create, a delete and an overwriting rename are applied on the source
+    shard, their replies are lost, the directory moves to a new shard, where another client
+    creates the names again; the retries (same session and seq) must get the first outcome,
+    not apply once more on the new shard (replacing, deleting, renaming the other client's
+    new files)."""
+    moving = next(
+        f"/w/d{i}"
+        for i in range(64)
+        if ShardMap(0, {"shard-1": {}, "shard-2": {}}).shard_for_directory(f"/w/d{i}") == "shard-2"
+    )
+    with MetaCluster(tmp_path, shards=("shard-1",)) as cluster:
+        admin = cluster.admin()
+        admin.mkdir(moving, parents=True)
+        for name in ("victim", "src", "dst", "gone"):
+            admin.create(f"{moving}/{name}")
+        other = cluster.client()
+
+        def reshard() -> None:
+            admin.add_shard("shard-2", cluster.start_shard("shard-2"))
+            cluster.wait_resharded()
+            assert admin.shard_map().shard_for_path(f"{moving}/victim") == "shard-2"
+            # someone else's new files, on the new shard
+            other.create(f"{moving}/new", overwrite=True, owner="other")
+            other.complete(f"{moving}/new")
+            other.create(f"{moving}/victim")
+            other.create(f"{moving}/src")
+
+        renamer = LosesOneReply(cluster, "Rename", reshard)
+        deleter = LosesOneReply(
+            cluster,
+            "Delete",
+            lambda: renamer.rename(f"{moving}/src", f"{moving}/dst", overwrite=True),
+        )
+        creator = LosesOneReply(cluster, "Create", lambda: deleter.delete(f"{moving}/victim"))
+        # and a delete that never reached the source: the source says so, the new shard does it
+
+        def create_over() -> None:
+            info = creator.create(f"{moving}/new", overwrite=True, owner="first")
+            assert info.owner == "first"  # the first outcome
+
+        unsent = LosesOneReply(cluster, "Delete", create_over, sent=False)
+        try:
+            assert unsent.delete(f"{moving}/gone").files == 1
+            assert unsent.lost and creator.lost and deleter.lost and renamer.lost
+            names = sorted(e.name for e in other.ls(moving))
+            assert names == ["dst", "new", "src", "victim"]  # the other client's files survived
+            assert other.stat(f"{moving}/new").owner == "other"
+        finally:
+            for c in (unsent, creator, deleter, renamer):
+                c.close()

@@ -18,6 +18,8 @@ from keelfs.meta.commands import (
     AddShard,
     BeginMove,
     Create,
+    Delete,
+    Envelope,
     FinishMove,
     Mkdir,
     MoveDrop,
@@ -288,3 +290,38 @@ def test_a_create_only_needs_its_own_directory_to_stay(pair: tuple[Driver, Drive
     Writer(src).ok(Create("/d/sub/file"))  # its home, /d/sub, is still here
     assert src.sm.exists("/d/sub/file")
     Writer(src).err(Create("/d/other"), "REDIRECT")  # its home, /d, is not
+
+
+def _move_out(src: Driver, dst: Driver, directory: str, txn_id: int) -> None:
+    ranges = around(directory)
+    src.ok(MoveFreeze(txn_id, ranges, "dst"))
+    copy(src, dst, txn_id, ranges)
+    src.ok(MoveSettle(txn_id, ranges, "dst", True, True, 42))
+    dst.ok(MoveSettle(txn_id, ranges, "src", False, True, 42))
+    drop(src, txn_id)
+
+
+def test_a_replayed_seq_after_a_move_gets_its_first_reply_or_never_applies(
+    pair: tuple[Driver, Driver],
+) -> None:
+    """A client whose delete's reply was lost asks the source again once the directory has
+    moved (``Envelope.replay``): an applied seq gets its recorded reply, not a REDIRECT; a seq
+    never applied is answered REDIRECT, and that answer sticks: the first attempt, arriving
+    late, is not applied either."""
+    src, dst = pair
+    w = Writer(src)
+    applied = w.ok(Delete("/d/f1"))
+    _move_out(src, dst, "/d", 9)
+    replayed = src.raw(Envelope(Delete("/d/f1"), src.now, w.sid, w.seq, replay=True).encode())
+    assert replayed.ok and replayed.value == applied
+    # a seq the source never saw: not applied, and never will be
+    late = Envelope(Delete("/d/f2"), src.now, w.sid, w.seq + 1)
+    result = src.raw(Envelope(late.command, src.now, w.sid, w.seq + 1, replay=True).encode())
+    assert result.code == "REDIRECT" and "not applied" in result.error["message"]
+    assert src.raw(late.encode()).code == "REDIRECT"
+    assert dst.sm.exists("/d/f2")  # the new owner still has it, for the client to delete
+    # the replay mark travels in the entry only when set; it needs a session's seq
+    assert b"replay" not in late.encode()
+    bad = json.loads(Envelope(Delete("/d/f3"), src.now).encode())
+    bad["replay"] = True
+    assert src.raw(json.dumps(bad).encode()).code == "INVALID_ARGUMENT"

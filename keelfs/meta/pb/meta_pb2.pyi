@@ -19,14 +19,16 @@ FILE: FileKind
 DIRECTORY: FileKind
 
 class RequestHeader(_message.Message):
-    __slots__ = ("session_id", "seq", "map_version")
+    __slots__ = ("session_id", "seq", "map_version", "session_shard")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_SHARD_FIELD_NUMBER: _ClassVar[int]
     session_id: int
     seq: int
     map_version: int
-    def __init__(self, session_id: _Optional[int] = ..., seq: _Optional[int] = ..., map_version: _Optional[int] = ...) -> None: ...
+    session_shard: str
+    def __init__(self, session_id: _Optional[int] = ..., seq: _Optional[int] = ..., map_version: _Optional[int] = ..., session_shard: _Optional[str] = ...) -> None: ...
 
 class ReplyInfo(_message.Message):
     __slots__ = ("node_id", "group", "map_version", "term", "index", "leader")
