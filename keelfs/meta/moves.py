@@ -22,7 +22,7 @@ import struct
 from collections.abc import Iterator
 from typing import Protocol
 
-from keelfs.errors import InvalidArgument, Redirect, Unavailable
+from keelfs.errors import InvalidArgument, KeelError, Redirect, Unavailable
 from keelfs.meta.kvstore import Txn
 from keelfs.meta.ranges import FROZEN, INCOMING, MOVED, RangeState, RangeTable
 from keelfs.meta.ring import key_hash
@@ -89,7 +89,7 @@ def save_move(txn: Txn, txn_id: int, state: str, source: bool) -> None:
     txn.put(_move_key(txn_id), json.dumps(body, separators=(",", ":")).encode())
 
 
-def range_error(state: RangeState, directory: str, *, write: bool) -> Exception | None:
+def range_error(state: RangeState, directory: str, *, write: bool) -> KeelError | None:
     """What touching a record of ``directory`` in ``state`` raises (None: allowed)."""
     if state.state == MOVED:
         return Redirect(directory, state.peer, state.version)
