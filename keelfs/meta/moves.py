@@ -12,7 +12,11 @@ remember so that its state machine, not a master's cached map, decides what it m
 ``GuardedTxn`` is the stage every ordinary command runs in while the table is not empty: each
 namespace record it reads, writes or scans is looked up by its directory's hash, and a record
 of a ``moved`` range raises ``REDIRECT``, of an ``incoming`` range "locked" (the master
-re-proposes), and a change in a ``frozen`` range "locked" too.
+re-proposes), and a change in a ``frozen`` range "locked" too. A transaction's commands are
+guarded by their part's homes (``transactions.home_dirs``); a part may not even be locked in a
+range that is moving, nor may a range start to move under an undecided part
+(``ShardStateMachine._part_range_error`` and the freeze's check), since its decision must be
+applied where it was locked.
 """
 
 from __future__ import annotations
