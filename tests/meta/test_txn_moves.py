@@ -210,17 +210,6 @@ def test_a_decision_applies_when_a_touched_parent_entry_has_moved_away() -> None
     assert b.sm.exists("/y/dst/g") and not a.sm.exists("/x/src/f")  # type: ignore[attr-defined]
 
 
-def test_a_part_needing_a_moved_directory_is_refused_with_redirect() -> None:
-    a, b, t = shards()
-    b.ok(MoveFreeze(57, around("/y/dst"), "shard-t"))
-    move(b, t, 57, around("/y/dst"))
-    own, theirs = rename_parts(a, "/x/src/f", "/y/dst/g")
-    begin(a, 18, own, theirs)
-    out = b.ok(TxnPrepare(18, "shard-a", theirs))
-    assert out["state"] == "aborted" and out["error"]["code"] == "REDIRECT"
-    assert out["error"]["shard_id"] == "shard-t" and b.sm.lock_holder("/y/dst/g") == 0  # type: ignore[attr-defined]
-
-
 def test_a_request_aborted_because_its_target_moved_runs_again_when_retried() -> None:
     """The client is told REDIRECT (it refreshes its map); its retry, same session and seq,
     must run as a new transaction routed by the new map, not get the abort again forever."""
