@@ -42,6 +42,9 @@ log = logging.getLogger("keelfs.master.txn")
 DEFAULT_PREPARE_TIMEOUT_MS = 10_000
 _ID_BLOCK = 64
 _RETRY_S = 0.1
+_RETRY_MAX_S = 5.0
+"""The longest wait between two tries of a step that keeps failing (doubling from
+``_RETRY_S``)."""
 _RPC_DEADLINE_S = 3.0
 
 
@@ -119,13 +122,20 @@ class TxnManager:
         if task is None or task.done():
             task = asyncio.create_task(self._coordinate(member, txn_id), name=f"txn-{txn_id}")
             self._driving[key] = task
-            task.add_done_callback(lambda _t: self._driving.pop(key, None))
+            task.add_done_callback(lambda t: self._driven(key, t))
         return task
+
+    def _driven(self, key: tuple[str, int], task: asyncio.Task[Any]) -> None:
+        self._driving.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:  # recovery awaits none
+            log.info("txn %d: driving it stopped: %s", key[1], task.exception())
 
     async def _coordinate(self, member: Member, txn_id: int) -> None:
         """Decide, then deliver the decision to every participant; returns early (after one
-        round of deliveries) so that the client is answered; recovery finishes the rest."""
+        round of deliveries) so that the client is answered; recovery finishes the rest.
+        A step that fails is tried again after a wait that doubles up to ``_RETRY_MAX_S``."""
         decided_here = False
+        failures = 0
         while True:
             if not member.group.is_leader:
                 return
@@ -133,17 +143,22 @@ class TxnManager:
             if record is None or record.role != "coordinator":
                 return
             if record.state == "pending":
-                await self._decide(member, record)
-                decided_here = True
+                if await self._decide(member, record):
+                    decided_here, failures = True, 0
+                else:
+                    failures += 1
+                    await asyncio.sleep(_backoff(failures))
                 continue
             if record.unacked:
                 delivered = await self._deliver(member, record)
                 if not delivered and not decided_here:
-                    await asyncio.sleep(_RETRY_S)
+                    failures += 1
+                    await asyncio.sleep(_backoff(failures))
                     continue
             return
 
-    async def _decide(self, member: Member, record: TxnRecord) -> None:
+    async def _decide(self, member: Member, record: TxnRecord) -> bool:
+        """Prepare every participant and record the decision; whether one is recorded."""
         commit, error = await self._prepare_all(member, record)
         while commit is None:  # someone unreachable: keep trying until the timeout
             # the timeout is measured in log time, which moves only with new entries: on an
@@ -163,14 +178,34 @@ class TxnManager:
                 break
             await asyncio.sleep(_RETRY_S)
             if not member.group.is_leader:
-                return
+                return False
             commit, error = await self._prepare_all(member, record)
         failpoints.hit("txn.prepare_sent")
+        refused = await self._record_decision(member, record, commit, error)
+        if refused is not None and commit:
+            # Not recorded, so nobody was told to commit: the transaction may still abort
+            # (presumed abort), which releases every lock here and on the participants and
+            # tells the client why, instead of proposing a commit that cannot apply forever.
+            log.warning(
+                "txn %d: its commit cannot be applied on %s (%s); aborting it",
+                record.txn_id, member.group_id, refused,
+            )  # fmt: skip
+            refused = await self._record_decision(member, record, False, refused)
+        if refused is not None:
+            log.warning("txn %d: no decision could be recorded: %s", record.txn_id, refused)
+            return False
+        failpoints.hit("txn.decision_recorded")
+        return True
+
+    async def _record_decision(
+        self, member: Member, record: TxnRecord, commit: bool, error: KeelError | None
+    ) -> KeelError | None:
+        """Propose the decision; why the shard refused it (None: recorded)."""
         details = json.dumps(error.to_details()) if error is not None else ""
-        await self.node.propose(
+        result, _, _ = await self.node.propose(
             member, TxnDecide(record.txn_id, commit, details), None, _RPC_DEADLINE_S
         )
-        failpoints.hit("txn.decision_recorded")
+        return result.exception()
 
     async def _prepare_all(
         self, member: Member, record: TxnRecord
@@ -209,7 +244,10 @@ class TxnManager:
                     shard, record.txn_id, commit, deadline=_RPC_DEADLINE_S
                 )
             except KeelError as exc:
-                log.info("txn %d: finish on %s failed: %s", record.txn_id, shard, exc)
+                # a refusal as a request (not "try later") is a bug to see: it repeats
+                later = isinstance(exc, Unavailable | NotLeader)
+                level = logging.INFO if later else logging.WARNING
+                log.log(level, "txn %d: finish on %s failed: %s", record.txn_id, shard, exc)
                 return False
             return True
 
@@ -252,14 +290,21 @@ class TxnManager:
         if not member.sm.open_transactions():
             return  # nothing to do, and no read barrier: an idle shard stays quiescent
         await self.node.read(member, False, _RPC_DEADLINE_S)  # see every applied record
-        waits: list[Any] = []
+        resolves: list[Any] = []
         for record in member.sm.open_transactions():
             if record.role == "coordinator":
-                waits.append(self._drive(member, record.txn_id))
+                # runs on by itself (backing off while a participant refuses): not awaited,
+                # so that one stuck transaction holds up no other
+                self._drive(member, record.txn_id)
             elif record.state == "prepared":
-                waits.append(self._resolve(member, record))
-        if waits:
-            await asyncio.gather(*waits, return_exceptions=True)
+                resolves.append(self._resolve(member, record))
+        if resolves:
+            await asyncio.gather(*resolves, return_exceptions=True)
+
+
+def _backoff(failures: int) -> float:
+    """The wait after ``failures`` failed tries in a row."""
+    return float(min(_RETRY_S * 2 ** min(failures - 1, 16), _RETRY_MAX_S))
 
 
 def _error_of(reply: Any) -> KeelError:

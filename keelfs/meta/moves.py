@@ -12,7 +12,11 @@ remember so that its state machine, not a master's cached map, decides what it m
 ``GuardedTxn`` is the stage every ordinary command runs in while the table is not empty: each
 namespace record it reads, writes or scans is looked up by its directory's hash, and a record
 of a ``moved`` range raises ``REDIRECT``, of an ``incoming`` range "locked" (the master
-re-proposes), and a change in a ``frozen`` range "locked" too.
+re-proposes), and a change in a ``frozen`` range "locked" too. A transaction's commands are
+guarded by their part's homes (``transactions.home_dirs``); a part may not even be locked in a
+range that is moving, nor may a range start to move under an undecided part
+(``ShardStateMachine._part_range_error`` and the freeze's check), since its decision must be
+applied where it was locked.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import struct
 from collections.abc import Iterator
 from typing import Protocol
 
-from keelfs.errors import InvalidArgument, Redirect, Unavailable
+from keelfs.errors import InvalidArgument, KeelError, Redirect, Unavailable
 from keelfs.meta.kvstore import Txn
 from keelfs.meta.ranges import FROZEN, INCOMING, MOVED, RangeState, RangeTable
 from keelfs.meta.ring import key_hash
@@ -89,7 +93,7 @@ def save_move(txn: Txn, txn_id: int, state: str, source: bool) -> None:
     txn.put(_move_key(txn_id), json.dumps(body, separators=(",", ":")).encode())
 
 
-def range_error(state: RangeState, directory: str, *, write: bool) -> Exception | None:
+def range_error(state: RangeState, directory: str, *, write: bool) -> KeelError | None:
     """What touching a record of ``directory`` in ``state`` raises (None: allowed)."""
     if state.state == MOVED:
         return Redirect(directory, state.peer, state.version)

@@ -106,6 +106,8 @@ DEFAULT_LEASE_TTL_MS = 60_000
 DEFAULT_TXN_RETENTION_MS = 3_600_000
 """How long finished transaction records are kept (the seed's hour)."""
 MAX_LIST_LIMIT = 10_000
+_RETRY_ANEW = frozenset({"UNAVAILABLE", "REDIRECT"})
+"""Error codes of a transaction's abort after which the client's request may run again."""
 
 _U64 = struct.Struct(">Q")
 _SELF = b"D"
@@ -261,6 +263,8 @@ class ShardStateMachine(MetaStateMachine):
         table = self.ranges
         if not table or command.op.startswith("move_"):
             return txn.child()
+        if isinstance(command, TxnBegin | TxnPrepare | TxnDecide | TxnFinish):
+            return moves.GuardedTxn(txn, table, tx.home_dirs(self._part_of(txn, command)))
         homes: set[str] = set()
         for attr in ("path", "src", "dst"):
             value = getattr(command, attr, None)
@@ -273,6 +277,22 @@ class ShardStateMachine(MetaStateMachine):
                 if normal != paths.ROOT:
                     homes.add(paths.parent(normal))
         return moves.GuardedTxn(txn, table, frozenset(homes) if homes else None)
+
+    @staticmethod
+    def _part_of(
+        kv: _Reader, command: TxnBegin | TxnPrepare | TxnDecide | TxnFinish
+    ) -> tuple[tx.Step, ...]:
+        """This shard's steps of the transaction ``command`` is about (none if unknown or
+        malformed: the handler says why)."""
+        if isinstance(command, TxnBegin | TxnPrepare):
+            text: str | None = command.part
+        else:
+            record = tx.load(kv, command.txn_id)
+            text = None if record is None else record.part
+        try:
+            return () if text is None else tx.decode_part(text)
+        except KeelError:
+            return ()
 
     def restore_chunks(self, chunks: Any, index: int) -> None:
         self._table = None
@@ -898,6 +918,28 @@ class ShardStateMachine(MetaStateMachine):
         if holder:
             raise tx.locked_error(directory, holder)
 
+    def _part_range_error(self, steps: tuple[tx.Step, ...]) -> KeelError | None:
+        """Why ``steps`` may not be locked here now, because of a move (None: they may).
+
+        A part locked here is applied here when the decision comes, so every range it
+        reaches must stay here until then: none of them may be moving (frozen: the copy
+        would miss the change; incoming: not ours yet), which is "locked" (retry when the
+        move is over), and a record it needs may not have moved away (``REDIRECT``: it
+        never will be here). ``_op_move_freeze`` is the other half: no range an undecided
+        part reaches starts to move."""
+        table = self.ranges
+        if not table:
+            return None
+        for directory in sorted(tx.home_dirs(steps)):
+            state = table.lookup(key_hash(directory))
+            if state is not None and state.state == MOVED:
+                return moves.range_error(state, directory, write=True)
+        for directory in sorted(tx.reach_dirs(steps)):
+            state = table.lookup(key_hash(directory))
+            if state is not None and state.state in (FROZEN, INCOMING):
+                return moves.range_error(state, directory, write=True)
+        return None
+
     def _check_steps(self, txn: Txn, steps: tuple[tx.Step, ...], txn_id: int) -> None:
         conflict = tx.lock_conflict(txn, steps, txn_id)
         if conflict is not None:
@@ -955,6 +997,9 @@ class ShardStateMachine(MetaStateMachine):
         if record is not None:
             return record.to_dict()
         steps = tx.decode_part(cmd.part)
+        moving = self._part_range_error(steps)
+        if moving is not None:  # not recorded: the client's request waits and comes again
+            raise moving
         self._check_steps(txn, steps, cmd.txn_id)
         tx.lock(txn, steps, cmd.txn_id)
         tx.set_open(txn, cmd.txn_id, True)
@@ -975,8 +1020,9 @@ class ShardStateMachine(MetaStateMachine):
         return record.to_dict()
 
     def _release_request(self, txn: Txn, record: tx.TxnRecord) -> None:
-        """An abort worth retrying (a lock, a timeout): nothing was applied, so the client's
-        request may run again with the same seq as a new transaction, instead of being
+        """An abort worth retrying (a lock, a timeout, a participant whose range moved away):
+        nothing was applied, so the client's request may run again with the same seq as a new
+        transaction (routed by the client's newer map after a ``REDIRECT``), instead of being
         answered this abort from the session's reply cache forever."""
         if not record.session or not record.seq:
             return
@@ -1000,8 +1046,13 @@ class ShardStateMachine(MetaStateMachine):
         record = tx.TxnRecord(
             cmd.txn_id, "participant", "prepared", cmd.coordinator, cmd.part, ctx.now
         )
+        moving = self._part_range_error(steps)
+        if isinstance(moving, Unavailable):
+            raise moving  # not recorded: the coordinator prepares again until its timeout
         stage = txn.child()
         try:
+            if moving is not None:
+                raise moving
             self._check_steps(stage, steps, cmd.txn_id)
         except KeelError as refused:  # recorded, so that a repeated prepare gets this answer
             record.state, record.error = "aborted", refused.to_details()
@@ -1025,7 +1076,7 @@ class ShardStateMachine(MetaStateMachine):
         else:
             record.state = "aborted"
             record.error = json.loads(cmd.error) if cmd.error else None
-            if record.error is not None and record.error.get("code") == "UNAVAILABLE":
+            if record.error is not None and record.error.get("code") in _RETRY_ANEW:
                 self._release_request(txn, record)
         tx.unlock(txn, steps, cmd.txn_id)
         if not record.unacked:
@@ -1082,13 +1133,7 @@ class ShardStateMachine(MetaStateMachine):
         if self._undecided_move(txn, cmd.txn_id, FROZEN):
             return {"state": FROZEN}
         spans = pairs(cmd.ranges)
-        for key, raw in txn.scan(tx.LOCK, prefix_end(tx.LOCK)):
-            path = key[len(tx.LOCK) :].decode()
-            for d in {path, paths.parent(path)}:
-                h = key_hash(d)
-                if any(first <= h <= last for first, last in spans):
-                    holder = json.loads(raw)
-                    raise tx.locked_error(path, int(holder["x"]) or int(holder["s"][0]))
+        self._check_no_undecided_part_in(txn, spans)
         table = moves.load_table(txn)
         for first, last in spans:
             for r in table:
@@ -1101,6 +1146,20 @@ class ShardStateMachine(MetaStateMachine):
         self._set_table(txn, table)
         moves.save_move(txn, cmd.txn_id, FROZEN, True)
         return {"state": FROZEN}
+
+    @staticmethod
+    def _check_no_undecided_part_in(txn: Txn, spans: list[tuple[int, int]]) -> None:
+        """Refuse ("locked": the driver retries) to freeze ranges that a transaction not yet
+        decided here reaches (``tx.reach_dirs``: its locks, the records it changes, and the
+        entry of a directory it touches, in the grandparent's range): its decision must be
+        applied here, and the copy must see it."""
+        for record in tx.open_records(txn):
+            if record.decided:  # a coordinator still delivering: its part is applied
+                continue
+            for directory in sorted(tx.reach_dirs(tx.decode_part(record.part))):
+                h = key_hash(directory)
+                if any(first <= h <= last for first, last in spans):
+                    raise tx.locked_error(directory, record.txn_id)
 
     def _op_move_ingest(self, txn: Txn, cmd: MoveIngest, ctx: Context) -> Any:
         spans = pairs(cmd.ranges)

@@ -59,9 +59,11 @@ __all__ = [
     "TxnRecord",
     "decode_part",
     "encode_part",
+    "home_dirs",
     "lock",
     "lock_conflict",
     "locked_by",
+    "reach_dirs",
     "unlock",
 ]
 
@@ -91,6 +93,10 @@ CHANGES = frozenset({"put_entry", "del_entry", "put_self", "del_self", "touch", 
 """
 _SHARED = frozenset({"dir"})
 _UNLOCKED = frozenset({"touch"})
+_SELF_STEPS = frozenset({"self", "dir", "empty", "put_self", "del_self"})
+"""Steps about a directory's self-record (or its children, ``empty``): placed by the
+directory's own hash. Every other step but ``touch`` is about an entry, placed by its
+parent's hash."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,34 @@ def decode_part(text: str) -> tuple[Step, ...]:
         step.validate()
         steps.append(step)
     return tuple(steps)
+
+
+def home_dirs(steps: Iterable[Step]) -> frozenset[str]:
+    """The directories whose records ``steps`` need on this shard (what a guarded stage
+    treats as the transaction's homes, ``keelfs.meta.moves``): a self-record step's own
+    directory, an entry step's parent. A ``touch`` adds none: it changes its directory's
+    records only where they are here, like the mtime update of an ordinary command."""
+    homes: set[str] = set()
+    for s in steps:
+        if s.kind in _SELF_STEPS:
+            homes.add(s.path)
+        elif s.kind not in _UNLOCKED and s.path != paths.ROOT:
+            homes.add(paths.parent(s.path))
+    return frozenset(homes)
+
+
+def reach_dirs(steps: Iterable[Step]) -> frozenset[str]:
+    """Every directory whose hash range holds a record ``steps`` may read, lock or change:
+    each step's path and its parent (a ``touch`` of a directory changes its entry, which
+    lives in the range of *its* parent, the grandparent of the entry that was renamed).
+    A superset, on purpose: while a part is undecided none of these ranges may start to
+    move, and none that is moving may be locked by a new part."""
+    reach: set[str] = set()
+    for s in steps:
+        reach.add(s.path)
+        if s.path != paths.ROOT:
+            reach.add(paths.parent(s.path))
+    return frozenset(reach)
 
 
 # -- records --------------------------------------------------------------------------------------
