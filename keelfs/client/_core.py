@@ -511,6 +511,11 @@ class Core:
                 elif isinstance(err, Redirect):
                     self._count("redirects")
                     self._forget(group, address)
+                    if session is not None and not session_unknown:
+                        # a definite "not applied", which the shard may have kept as this
+                        # seq's reply: the next attempt (whose command a master may build
+                        # differently under a newer map) is a new request with its own seq
+                        seq = session.next_seq()
                     current = m.version if m is not None else 0
                     if err.map_version >= current:
                         yield from self._refresh(attempt, at_least=err.map_version)

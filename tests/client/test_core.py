@@ -173,6 +173,29 @@ def test_redirect_to_a_newer_map_refreshes_it_and_retries() -> None:
     assert [x.request.header.map_version for x in stats[-2:]] == [1, 2]
 
 
+def test_a_write_redirected_to_the_same_shard_is_retried_under_a_new_seq() -> None:
+    """A shard's state machine keeps a REDIRECT as the seq's reply; the retry, which a master
+    with a newer map may build as another command (a cross-shard mkdir), must not reuse that
+    seq ("seq N was used for a different command")."""
+    fake, c = FakeCluster(), core()
+    fake.script["Mkdir"] = [Redirect("/d", "shard-1", 1, {"2": A2})]
+    run(c.plan(ops.mkdir("/d", False, None, "", "")), fake.answer)
+    mkdirs = [x.request.header for x in fake.of("Mkdir")]
+    first, last = mkdirs[0], mkdirs[-1]
+    assert last.session_id == first.session_id and last.seq == first.seq + 1
+
+
+def test_a_redirect_after_an_unknown_outcome_keeps_the_seq() -> None:
+    """After an attempt of unknown outcome the seq must stay: that attempt may have applied."""
+    fake, c = FakeCluster(), core()
+    fake.script["Delete"] = [
+        RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"),
+        Redirect("/d/f", "shard-1", 1, {"2": A2}),
+    ]
+    run(c.plan(ops.delete("/d/f", False)), fake.answer)
+    assert len({x.request.header.seq for x in fake.of("Delete")}) == 1
+
+
 def test_session_expired_on_a_fresh_session_opens_a_new_one() -> None:
     fake, c = FakeCluster(), core()
     fake.script["Delete"] = [SessionExpired(101)]
