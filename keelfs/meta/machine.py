@@ -15,8 +15,11 @@
    ONE atomic store write.
 
 So ``apply`` never raises for a bad command, and every replica ends in the same state whatever
-the command was. It may raise for a bug in a handler (a non-``KeelError``): then nothing of that
-entry is written, which is the same on every replica too.
+the command was. It raises for a bug in a handler (a non-``KeelError``) or a failing store:
+then nothing of that entry is written (neither its stage, nor the clock, nor the applied
+index), and the runtime stops the node with the entry unapplied (``RaftGroup._apply_failed``):
+answering the error and going on would let this replica's applied index pass an entry the
+others applied, or one a transient fault failed here only.
 
 Nothing in ``apply`` reads a wall clock, a random source, or iterates an unordered container
 into the state: time comes from the envelope, ids from the log index.
