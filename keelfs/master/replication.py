@@ -223,12 +223,11 @@ class ReplicationMonitor:
             return
         holder = inode.lease_holder  # type: ignore[attr-defined]
         if holder:
-            from keelfs.master.node import now_ms  # (node imports this module)
-
             expiry = member.sm.lease_expiry(holder)
-            if expiry is None or expiry < now_ms():
-                # expired by the clock but not yet by the log (nothing was applied since):
-                # a Tick carries the time into the log, which releases the lease
+            if expiry is None or expiry < member.log_time():
+                # expired by the time this leader would propose but not yet by the log
+                # (nothing was applied since): a Tick carries it into the log, which releases
+                # the lease (the wall clock would be wrong here: log time is not wall time)
                 self._tick_due = True
         elif self._due("recover", hash(path)):
             task = asyncio.ensure_future(self._recover_lease(member, path, inode))
