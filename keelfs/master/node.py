@@ -125,7 +125,9 @@ class LogClock:
       off the wall clock is. That keeps log time near calendar time (file times) after the
       whole cluster was down, when nothing observed can say for how long;
     - a group whose log never carried a time (clock 0: new, no lease or session yet) starts
-      at the wall clock.
+      at the wall clock. A member that has observed no time but has committed entries left
+      to apply (an in-memory state machine rebuilding from the log after a restart) stamps
+      0 until it has: apply keeps the log's clock for such an entry.
 
     A wall clock behind log time changes nothing (log time never goes back). Local state of
     this node, neither replicated nor read by ``apply``. ``wall_ms``/``monotonic_ms`` are the
@@ -154,12 +156,15 @@ class LogClock:
         if self._offset is None or offset > self._offset:
             self._offset = offset
 
-    def now(self, term: int) -> int:
-        """The log time to propose an entry with, leading at ``term``."""
+    def now(self, term: int, caught_up: bool = True) -> int:
+        """The log time to propose an entry with, leading at ``term``; ``caught_up``: every
+        committed entry known here is applied."""
         mono, wall = self._monotonic(), self._wall()
         if term != self._term:  # no slew earned while another node led
             self._term, self._slew_from, self._slew_carry = term, mono, 0.0
         if self._offset is None:
+            if not caught_up:
+                return 0
             self._offset = wall - mono
         estimate = mono + self._offset
         if wall > estimate:
@@ -275,7 +280,8 @@ class Member:
 
     def log_time(self) -> int:
         """The log time to stamp a proposal with now (see ``LogClock``)."""
-        return self.clock.now(self.group.node.raft.term)
+        g = self.group
+        return self.clock.now(g.node.raft.term, g.applied_index() >= g.commit_index())
 
 
 class MetaNode:

@@ -19,8 +19,11 @@ Commands wait in per-server queues and travel in the replies to that server's he
 (the seed's ``pending_commands``), each with the shard's id and epoch (its Raft term), which
 the chunk server checks against the highest it has seen: a deposed leader's commands are
 refused; and a command leaves this node only while it still leads that shard at that epoch
-(``take_commands``). Only leaders queue commands; block locations themselves are soft state on every
-member (``keelfs.master.blocks``).
+(``take_commands``). Only leaders queue commands; block locations themselves are soft state
+on every member (``keelfs.master.blocks``).
+
+While a directory moves between shards, only the shard serving it maintains its files'
+blocks (``_maintains``); the other only counts them as referenced.
 """
 
 from __future__ import annotations

@@ -52,6 +52,12 @@ class LogGroup:
     def node(self) -> Any:
         return SimpleNamespace(raft=SimpleNamespace(term=self.log.term))
 
+    def applied_index(self) -> int:
+        return self.log.index
+
+    def commit_index(self) -> int:
+        return self.log.index
+
     async def propose_entry(self, data: bytes, timeout: float) -> tuple[Any, int, int]:
         assert self.is_leader
         self.log.index += 1
@@ -258,3 +264,11 @@ def test_log_clock_slews_under_frequent_proposals_and_saves_nothing_for_a_jump()
     t.wall += HOUR_MS  # then jumps an hour ahead
     t.advance(1_000)
     assert clock.now(1) - last <= 1_100
+
+
+def test_a_member_that_has_not_applied_the_log_yet_does_not_start_it_at_its_wall_clock() -> None:
+    t = FakeTime()
+    clock = node_module.LogClock(lambda: t.wall + HOUR_MS, lambda: t.mono)
+    assert clock.now(3, caught_up=False) == 0  # apply keeps the log's clock for this entry
+    clock.observe(t.wall)  # the backlog applied
+    assert clock.now(3) == t.wall
