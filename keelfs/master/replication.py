@@ -20,8 +20,13 @@ rounds), so a shard that cannot reach a quorum or another shard holds up only it
 Commands wait in per-server queues and travel in the replies to that server's heartbeats
 (the seed's ``pending_commands``), each with the shard's id and epoch (its Raft term), which
 the chunk server checks against the highest it has seen: a deposed leader's commands are
-refused. Only leaders queue commands; block locations themselves are soft state on every
-member (``keelfs.master.blocks``).
+refused; and a command leaves this node only while it still leads that shard at that epoch
+(``take_commands``). Only leaders queue commands; block locations themselves are soft state
+on every member (``keelfs.master.blocks``).
+
+While a directory moves between shards, only the shard serving it maintains its files'
+blocks (``_maintains``); both reference them (``keelfs.meta.blockrefs``), so neither lets
+them be taken for orphans.
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ from typing import TYPE_CHECKING
 
 from keelfs.errors import KeelError
 from keelfs.master.orphans import OrphanCollector
+from keelfs.meta import paths
 from keelfs.meta.commands import DequeueBlockDeletes, RecoverLease, Tick
 from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.ranges import FROZEN
 from keelfs.meta.records import BlockInfo
 
 if TYPE_CHECKING:
@@ -76,7 +83,28 @@ class ReplicationMonitor:
 
     # -- what the heartbeat service asks --------------------------------------------------
     def take_commands(self, server_id: str) -> list[pb.ChunkCommand]:
-        return self._commands.pop(server_id, [])
+        """The commands queued for ``server_id`` that this node may still send: those of a
+        shard it leads now, at the term it leads it in. The rest are dropped.
+
+        The chunk server's fence (``keelfs.chunk.fencing``) is not enough on its own: it
+        refuses an epoch older than the highest it has *seen* from the shard, and it sees a
+        successor's epoch only once that successor has written to it or sent it a command.
+        Until then a deposed leader's command passes, decided from a view the successor may
+        already have acted against (a replica it re-replicated elsewhere, then trimmed here).
+        A leader deposed and elected again (term 3, then 5) is not fenced at all by its own
+        older commands, yet what it decided at term 3 may have been undone at term 4. So a
+        command leaves only with the term it was decided in, while that term is current. What
+        remains is the moment a deposed leader has not yet noticed it lost (``check_quorum``
+        bounds it to an election timeout), and the fence covers that once the successor
+        reaches the server."""
+        queued = self._commands.pop(server_id, [])
+        return [c for c in queued if self._leads_at(c.shard, c.epoch)]
+
+    def _leads_at(self, shard: str, epoch: int) -> bool:
+        member = self.node.shards.get(shard)
+        if member is None or not member.group.is_leader:
+            return False
+        return bool(member.group.node.raft.term == epoch)
 
     # -- the loop ---------------------------------------------------------------------------
     async def loop(self) -> None:
@@ -146,6 +174,20 @@ class ReplicationMonitor:
         now = time.monotonic()
         self._scheduled = {k: v for k, v in self._scheduled.items() if v > now}
 
+    @staticmethod
+    def _maintains(member: Member, path: str) -> bool:
+        """Whether this shard keeps ``path``'s blocks at their replication (repairs, trims,
+        recovers the lease) now.
+
+        While a directory moves between shards (``keelfs.meta.ranges``) both hold its files'
+        records, and two leaders trimming "excess" replicas on their own would delete too
+        many. Exactly one maintains: the source while the range is ``frozen`` (it still
+        serves it), the target once the move committed; nobody maintains a target's
+        ``incoming`` copy or a source's ``moved`` leftover. Between the source's settle and
+        the target's, neither does: a repair waits a moment, nothing is deleted twice."""
+        state = member.sm.range_of(paths.parent(path))
+        return state is None or state.state == FROZEN
+
     def _check_file(
         self, member: Member, shard: str, epoch: int, path: str, inode: object, walk: _Walk
     ) -> None:
@@ -153,6 +195,8 @@ class ReplicationMonitor:
         blocks = inode.blocks  # type: ignore[attr-defined]
         writing = inode.under_construction  # type: ignore[attr-defined]
         want = inode.replication  # type: ignore[attr-defined]
+        if not self._maintains(member, path):
+            return
         for i, b in enumerate(blocks):
             if writing and i == len(blocks) - 1:
                 continue
@@ -186,12 +230,11 @@ class ReplicationMonitor:
             return
         holder = inode.lease_holder  # type: ignore[attr-defined]
         if holder:
-            from keelfs.master.node import now_ms  # (node imports this module)
-
             expiry = member.sm.lease_expiry(holder)
-            if expiry is None or expiry < now_ms():
-                # expired by the clock but not yet by the log (nothing was applied since):
-                # a Tick carries the time into the log, which releases the lease
+            if expiry is None or expiry < member.log_time():
+                # expired by the time this leader would propose but not yet by the log
+                # (nothing was applied since): a Tick carries it into the log, which releases
+                # the lease (the wall clock would be wrong here: log time is not wall time)
                 self._tick_due = True
         elif self._due("recover", hash(path)):
             task = asyncio.ensure_future(self._recover_lease(member, path, inode))

@@ -4,7 +4,9 @@
 ``KVStore``. One ``apply(index, data)``:
 
 1. decodes the envelope (a bad one becomes an error result; only the applied index moves);
-2. advances the clock to ``max(clock, envelope.now_ms)``;
+2. advances the clock to ``max(clock, envelope.now_ms)`` (the proposer's log time: how a
+   leader reckons it so that a wrong wall clock cannot make it jump is
+   ``keelfs.master.node.LogClock``'s story; here it only never goes back);
 3. housekeeping: expires idle sessions and whatever the subclass ties to time (leases);
 4. checks the session: unknown -> ``SessionExpired``; a repeated ``seq`` -> the recorded
    reply, without applying again (``InvalidArgument`` if that ``seq`` answered a different
@@ -16,8 +18,11 @@
    ONE atomic store write.
 
 So ``apply`` never raises for a bad command, and every replica ends in the same state whatever
-the command was. It may raise for a bug in a handler (a non-``KeelError``): then nothing of that
-entry is written, which is the same on every replica too.
+the command was. It raises for a bug in a handler (a non-``KeelError``) or a failing store:
+then nothing of that entry is written (neither its stage, nor the clock, nor the applied
+index), and the runtime stops the node with the entry unapplied (``RaftGroup._apply_failed``):
+answering the error and going on would let this replica's applied index pass an entry the
+others applied, or one a transient fault failed here only.
 
 Nothing in ``apply`` reads a wall clock, a random source, or iterates an unordered container
 into the state: time comes from the envelope, ids from the log index.
@@ -104,6 +109,10 @@ class MetaStateMachine:
             store.write({K_APPLIED: None, K_RESTORING: None}, clear_replicated=True)
         raw = store.get(K_APPLIED)
         self._applied = 0 if raw is None else _U64.unpack(raw)[0]
+        self.clock_listener: Callable[[int], None] | None = None
+        """Told the clock after each entry is applied and after a restore (the proposer's
+        ``LogClock`` learns log time from it); local, it changes nothing replicated."""
+        self._entry_clock = 0
         self.expiry_floors: dict[bytes, int] = {}
         """Per time index (sessions, leases), a cutoff below which it is known to be empty:
         where the next expiry scan starts (a cache of what is applied; empty after a restore
@@ -119,6 +128,7 @@ class MetaStateMachine:
             )
         txn = Txn(self._store)
         self._staged_floors.clear()
+        self._entry_clock = 0
         try:
             envelope = decode_envelope(data, self.commands)
         except KeelError as e:
@@ -131,6 +141,8 @@ class MetaStateMachine:
         self._applied = index
         self.expiry_floors.update(self._staged_floors)
         self._changed()
+        if self.clock_listener is not None and self._entry_clock:
+            self.clock_listener(self._entry_clock)
         return result
 
     def applied_index(self) -> int:
@@ -182,6 +194,8 @@ class MetaStateMachine:
         self._store.write({K_APPLIED: _U64.pack(index), K_RESTORING: None})
         self._applied = index
         self._changed()
+        if self.clock_listener is not None:
+            self.clock_listener(self.clock_ms())
 
     # -- reads ----------------------------------------------------------------------------------
     def clock_ms(self) -> int:
@@ -211,6 +225,7 @@ class MetaStateMachine:
         raw = txn.get(K_CLOCK)
         clock = max(0 if raw is None else _U64.unpack(raw)[0], envelope.now_ms)
         txn.put(K_CLOCK, _U64.pack(clock))
+        self._entry_clock = clock
         floor = self.expiry_floors.get(b"session", 0)
         for session_id in sessions.expire(txn, clock, self.session_ttl_ms, floor):
             self._session_ended(txn, session_id)

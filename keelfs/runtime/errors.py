@@ -26,3 +26,8 @@ class OutcomeUnknown(RuntimeUnavailable):
     """A proposal was handed to Raft but its fate is unknown (timeout, shutdown, snapshot).
 
     Retrying a non-idempotent command after this may apply it twice."""
+
+
+class ApplyFailed(Exception):
+    """Applying a committed entry raised: this node stopped rather than diverge (not retryable
+    here; the process must exit, and a restart applies the entry again)."""

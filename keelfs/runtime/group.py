@@ -19,7 +19,7 @@ from keelfs.raft.core import Config, StateType
 from keelfs.raft.errors import NotLeaderError, ProposalDropped, SnapshotOutOfDateError
 from keelfs.raft.messages import ConfChange, ConfChangeType, Entry, EntryType, SnapshotMeta
 from keelfs.raft.rawnode import RawNode, Ready
-from keelfs.runtime.errors import NotLeader, OutcomeUnknown, RuntimeUnavailable
+from keelfs.runtime.errors import ApplyFailed, NotLeader, OutcomeUnknown, RuntimeUnavailable
 from keelfs.runtime.statemachine import StateMachine, StreamingStateMachine
 from keelfs.storage.rocks import RocksLogStorage
 
@@ -154,6 +154,7 @@ class RaftGroup:
         """``propose``, also returning the ``(index, term)`` the entry was committed at."""
         if self.removed:
             raise RuntimeUnavailable(f"this node was removed from {self.group_id}")
+        self.host.check_running()
         if not self.is_leader:
             raise self._not_leader()
         if len(self._pending) + len(self._queue) >= self.host.config.max_pending:
@@ -200,6 +201,7 @@ class RaftGroup:
         index it returns is the one each would have got, and the heartbeats confirming it
         leave after all of them arrived.
         """
+        self.host.check_running()
         raft = self.node.raft
         view = (raft.term, raft.lead, raft.state)
         key = (self.host.send_rounds, raft.log.committed, *view)
@@ -341,13 +343,12 @@ class RaftGroup:
     def apply(self, entries: list[Entry]) -> None:
         for e in entries:
             result: Any = None
-            error: Exception | None = None
             if e.type is EntryType.NORMAL:
                 if e.data:
                     try:
                         result = self.sm.apply(e.index, e.data)
-                    except Exception as exc:  # a bad command fails its proposer, not the node
-                        error = exc
+                    except Exception as exc:
+                        raise self._apply_failed(e, exc) from exc
             else:
                 self._apply_conf_change(ConfChange.decode(e.data))
             waiting = self._pending.pop(e.index, None)
@@ -359,8 +360,6 @@ class RaftGroup:
                     continue
                 if term != e.term:
                     fut.set_exception(RuntimeUnavailable("lost to a leader change; retry"))
-                elif error is not None:
-                    fut.set_exception(error)
                 else:
                     fut.set_result((result, e.index, e.term))
         applied = entries[-1].index if entries else self.applied_index()
@@ -368,6 +367,26 @@ class RaftGroup:
             _, _, fut = heapq.heappop(self._apply_waiters)
             if not fut.done():
                 fut.set_result(None)
+
+    def _apply_failed(self, entry: Entry, exc: Exception) -> ApplyFailed:
+        """The error that stops this node when applying a committed ``entry`` raised.
+
+        The other members applied that entry (or will): were this one to answer its proposer
+        with the error and go on, as a failed command, its applied index would move past an
+        entry its state does not reflect, and it would diverge for good, serving reads and
+        snapshots of a state no other member has. A state machine answers a refused command in
+        its return value (``MetaStateMachine`` turns every ``KeelError`` into a ``Result``); an
+        exception is a bug or a failing disk, which only a stop can contain: the applied index
+        stays before ``entry``, the ready loop ends with this error, and the process exits (as
+        etcd panics). A restart applies the entry again: a transient fault heals, a
+        deterministic bug stops every member at the same entry, and nothing diverges."""
+        message = (
+            f"{self.group_id}: applying committed entry {entry.index} (term {entry.term}) "
+            f"raised {exc!r}; stopping this node so that it cannot diverge from the members "
+            f"that applied it (applied index stays {self.applied_index()})"
+        )
+        log.critical("%s", message, exc_info=exc)
+        return ApplyFailed(message)
 
     def _apply_conf_change(self, cc: ConfChange) -> None:
         if cc.node_id == self.host.node_id and cc.type is not ConfChangeType.REMOVE:
@@ -469,4 +488,7 @@ class RaftGroup:
         for fut2 in self._reads.values():
             if not fut2.done():
                 fut2.set_exception(err)
-        self._queue, self._pending = [], {}
+        for _, _, fut3 in self._apply_waiters:
+            if not fut3.done():
+                fut3.set_exception(err)
+        self._queue, self._pending, self._apply_waiters = [], {}, []

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from keelfs.raft.messages import ConfState, Message
 from keelfs.raft.rawnode import Ready
-from keelfs.runtime.errors import OutcomeUnknown
+from keelfs.runtime.errors import ApplyFailed, OutcomeUnknown, RuntimeUnavailable
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.statemachine import StateMachine
 from keelfs.storage.rocks import RocksEngine
@@ -110,6 +110,8 @@ class RaftHost:
         """Groups that may have a Ready: stepped, ticked, proposed to since the last round."""
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        self.failed: Exception | None = None
+        """What stopped the ready loop (None while it runs or was stopped cleanly)."""
         self.rounds = 0
         self.send_rounds = 0
         """Rounds that reached their sending step: a ReadIndex request issued since the last
@@ -223,10 +225,28 @@ class RaftHost:
             self._wakeup.clear()
             try:
                 await self._round()
-            except Exception:
+            except ApplyFailed as exc:
+                self._fail(exc)  # (the group logged why, once)
+                raise
+            except Exception as exc:
                 log.exception("raft ready loop failed; stopping this node's groups")
+                self._fail(exc)
                 raise
             await asyncio.sleep(0)  # let transports and callers run between rounds
+
+    def _fail(self, exc: Exception) -> None:
+        """The ready loop died: nothing of this node may be persisted, sent or applied any
+        more. Its callers fail now (rather than time out) and later calls are refused; the
+        owner sees the ready task end (``tasks``) and stops the process."""
+        self.failed = exc
+        self._running = False  # the tick loop ends too
+        for g in self.groups.values():
+            g.fail_all(OutcomeUnknown(f"this node stopped: {exc}"))
+
+    def check_running(self) -> None:
+        """Raise ``RuntimeUnavailable`` if this node's ready loop died (see ``_fail``)."""
+        if self.failed is not None:
+            raise RuntimeUnavailable(f"this node stopped after a fatal error: {self.failed}")
 
     async def _round(self) -> None:
         dirty, self._dirty = self._dirty, set()

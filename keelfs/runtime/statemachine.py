@@ -12,6 +12,9 @@ class StateMachine(Protocol):
 
         Must be deterministic: every member applies the same entries in the same order and
         must reach the same state. Entries with empty ``data`` (leaders' no-ops) are not passed.
+        A command that must be refused is answered in the return value; an exception is fatal:
+        the node stops with that entry not applied (``RaftGroup._apply_failed``), so it must
+        leave no trace of the entry in the state.
         """
         ...
 

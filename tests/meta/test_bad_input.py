@@ -238,3 +238,30 @@ def test_apply_never_raises(populated: tuple[Driver, int], garbage: bytes) -> No
         "DIRECTORY_NOT_EMPTY",
         "LEASE_CONFLICT",
     )
+
+
+def test_a_handler_that_raises_a_non_keel_error_writes_nothing_and_propagates(
+    populated: tuple[Driver, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a handler (not a refusal) is not answered as an error: ``apply`` raises, and
+    nothing of the entry (the command's stage, the clock, session housekeeping, the applied
+    index) reaches the store, so the runtime can stop the node with that entry unapplied and
+    a restart applies it again."""
+    d, sid = populated
+    sm = d.sm
+    assert isinstance(sm, ShardStateMachine)
+    before, applied, clock = state(sm), sm.applied_index(), sm.clock_ms()
+
+    def broken(txn: Any, cmd: Any, ctx: Any) -> Any:
+        txn.put(b"Ebroken", b"half-done")
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(sm._handlers, "mkdir", broken)
+    entry = Envelope(Mkdir("/late"), T0 + 3_600_000, 0, 0).encode()
+    with pytest.raises(RuntimeError, match="a bug"):
+        sm.apply(applied + 1, entry)
+    assert state(sm) == before
+    assert (sm.applied_index(), sm.clock_ms()) == (applied, clock)
+    monkeypatch.undo()
+    assert sm.apply(applied + 1, entry).ok  # applied again (a restart), it takes effect once
+    assert sm.exists("/late") and sm.applied_index() == applied + 1

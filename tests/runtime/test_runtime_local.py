@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from keelfs.runtime import HostConfig, NotLeader, RaftGroup, RaftHost, kv
+from keelfs.runtime import HostConfig, NotLeader, RaftGroup, RaftHost, RuntimeUnavailable, kv
+from keelfs.runtime.errors import ApplyFailed
 from keelfs.runtime.kv import KVStateMachine
 from keelfs.transport.local import LocalNetwork
 
@@ -114,5 +117,62 @@ def test_concurrent_read_barriers_share_readindex_requests_and_stay_linearizable
                 await asyncio.gather(*reads)
                 await asyncio.gather(follower.read_barrier(), follower.read_barrier())
                 assert follower.sm.get("x") == str(i)  # type: ignore[attr-defined]
+
+    asyncio.run(main())
+
+
+class FlakyKV(KVStateMachine):
+    """A KV state machine whose ``apply`` raises on key ``fail_on`` (a full disk, a bug that
+    strikes one replica): what the runtime does then is under test."""
+
+    fail_on: str | None = None
+
+    def apply(self, index: int, data: bytes) -> Any:
+        if self.fail_on is not None and self.fail_on.encode() in data:
+            raise OSError(f"no space left on device (entry {index})")
+        return super().apply(index, data)
+
+
+def test_an_apply_that_raises_stops_the_node_instead_of_skipping_the_entry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica whose ``apply`` raises must not move its applied index past that entry
+    (the others applied it: it would diverge); it stops, as etcd panics, with one clear
+    line, and the rest of the group goes on."""
+
+    async def main() -> None:
+        net = LocalNetwork()
+        hosts: dict[int, RaftHost] = {}
+        try:
+            for i in PEERS:
+                hosts[i] = RaftHost(i, tmp_path / f"n{i}", lambda cb, i=i: net.add(i, cb))
+                await hosts[i].start()
+                hosts[i].open_group("g", FlakyKV(), PEERS)
+            leader = await wait_leader(hosts)
+            flaky = next(h for h in hosts.values() if h.groups["g"] is not leader)
+            group = flaky.groups["g"]
+            sm = group.sm
+            assert isinstance(sm, FlakyKV)
+            sm.fail_on = "boom"
+            _, boom, _ = await leader.propose_entry(kv.put("boom", "1"))
+            _, after, _ = await leader.propose_entry(kv.put("after", "2"))
+            ready = flaky.tasks[1]
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5.0
+            while not ready.done() and group.applied_index() < after and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert group.applied_index() < boom, "the failed entry counts as applied"
+            assert sm.get("after") is None, "an entry after the failed one was applied"
+            assert ready.done() and isinstance(ready.exception(), ApplyFailed)
+            with pytest.raises(RuntimeUnavailable, match="stopped"):
+                await group.propose(kv.put("x", "y"), timeout=1.0)
+            fatal = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+            assert len(fatal) == 1 and f"entry {boom}" in fatal[0].getMessage()
+            assert "no space left" in fatal[0].getMessage()
+            # the others go on: a majority is left
+            assert await leader.propose(kv.put("later", "3")) is None
+        finally:
+            for h in hosts.values():
+                await h.stop()
 
     asyncio.run(main())

@@ -1,0 +1,188 @@
+"""The shard leader's block maintenance (``keelfs.master.replication``), in process.
+
+A ``ReplicationMonitor`` is driven with a small stand-in for its ``MetaNode``: real shard
+state machines (``keelfs.meta``, in memory), a real ``ChunkRegistry`` fed with heartbeats and
+block reports, and Raft groups reduced to "leader or not, at which term".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_META_TESTS = Path(__file__).resolve().parent.parent / "meta"
+if str(_META_TESTS) not in sys.path:
+    sys.path.insert(0, str(_META_TESTS))
+
+from meta_helpers import Driver, formatted  # noqa: E402
+
+from keelfs.master.blocks import ChunkRegistry, Replica  # noqa: E402
+from keelfs.master.node import Member  # noqa: E402
+from keelfs.master.replication import ReplicationMonitor  # noqa: E402
+from keelfs.meta.commands import (  # noqa: E402
+    AddBlock,
+    CompleteFile,
+    Create,
+    Mkdir,
+    MoveFreeze,
+    MoveIngest,
+    MoveSettle,
+)
+from keelfs.meta.namespace import ShardStateMachine  # noqa: E402
+from keelfs.meta.pb import meta_pb2 as pb  # noqa: E402
+from keelfs.meta.ring import key_hash  # noqa: E402
+
+
+@dataclass
+class _Raft:
+    term: int = 1
+
+
+@dataclass
+class _RawNode:
+    raft: _Raft = field(default_factory=_Raft)
+
+
+@dataclass
+class FakeGroup:
+    """What the monitor reads of a Raft group: whether this node leads it, and the term."""
+
+    is_leader: bool = True
+    node: _RawNode = field(default_factory=_RawNode)
+
+
+class FakeNode:
+    """The parts of ``MetaNode`` the monitor uses."""
+
+    def __init__(self, *members: Member) -> None:
+        self.shards = {m.group_id: m for m in members}
+        self.chunks = ChunkRegistry()
+        self.proposed: list[Any] = []
+
+    async def propose(self, member: Member, command: Any, header: Any, timeout: float) -> Any:
+        self.proposed.append(command)
+        raise AssertionError(f"unexpected proposal {command}")
+
+
+def _member(shard: str, sm: Any, term: int = 1) -> Member:
+    return Member(shard, FakeGroup(node=_RawNode(_Raft(term))), sm)  # type: ignore[arg-type]
+
+
+def _report(reg: ChunkRegistry, servers: list[str], blocks: list[tuple[int, Replica]]) -> None:
+    for i, sid in enumerate(servers):
+        reg.heartbeat(sid, f"127.0.0.1:{7000 + i}", "", 1 << 40, i << 20, 0)
+        reg.full_report(sid, blocks)
+
+
+# -- (a) a deposed leader's queued commands --------------------------------------------------
+def _delete(shard: str, epoch: int, block_id: int = 5) -> pb.ChunkCommand:
+    ref = pb.ReplicaReport(block_id=block_id, gen_stamp=1)
+    return pb.ChunkCommand(kind="delete", shard=shard, epoch=epoch, blocks=[ref])
+
+
+def test_a_deposed_leaders_queued_commands_are_never_handed_out() -> None:
+    member = _member("shard-1", None, term=3)
+    monitor = ReplicationMonitor(FakeNode(member))  # type: ignore[arg-type]
+    monitor._queue("cs-1", _delete("shard-1", 3))
+    assert [c.epoch for c in monitor.take_commands("cs-1")] == [3]  # still the leader at 3
+
+    monitor._queue("cs-1", _delete("shard-1", 3))
+    member.group.is_leader = False  # deposed before cs-1 heartbeated
+    assert monitor.take_commands("cs-1") == []
+
+    # leader again, at a later term: what was decided at term 3 is not sent at term 5 either
+    monitor._queue("cs-1", _delete("shard-1", 3))
+    member.group.is_leader, member.group.node.raft.term = True, 5
+    monitor._queue("cs-1", _delete("shard-1", 5, block_id=6))
+    assert [(c.epoch, c.blocks[0].block_id) for c in monitor.take_commands("cs-1")] == [(5, 6)]
+    assert monitor.take_commands("cs-1") == []  # dropped, not kept for later
+
+    monitor._queue("cs-1", _delete("shard-9", 5))  # a shard this node does not host
+    assert monitor.take_commands("cs-1") == []
+
+
+# -- (b) a file whose directory is being moved between shards --------------------------------
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _excess_deletes(member: Member, servers: list[str], block: int) -> list[str]:
+    """The servers a fresh monitor of ``member``'s shard (its leader) tells to delete
+    ``block`` after one walk, all four servers holding it."""
+    node = FakeNode(member)
+    _report(node.chunks, servers, [(block, Replica(1, 10, "src"))])
+    monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
+    asyncio.run(monitor.tick(member))
+    return [
+        sid
+        for sid in servers
+        for c in monitor.take_commands(sid)
+        if c.kind == "delete" and c.blocks[0].block_id == block
+    ]
+
+
+def test_during_a_move_exactly_one_shard_maintains_a_files_blocks() -> None:
+    """Both shards hold the file's record from the copy until the source drops its leftover;
+    had both leaders trimmed the excess replica on their own, two of four would be deleted
+    from a file that wants three."""
+    src = formatted(ShardStateMachine(shard_id="src"))
+    dst = Driver(ShardStateMachine(shard_id="dst"))
+    src.ok(Mkdir("/d"))
+    sid = src.session()
+    src.ok(Create("/d/f", replication=3), sid, 1)
+    src.ok(AddBlock("/d/f", 77, 1), sid, 2)
+    src.ok(CompleteFile("/d/f", 10), sid, 3)
+    servers = ["cs-1", "cs-2", "cs-3", "cs-4"]
+    s_member, d_member = _member("src", src.sm), _member("dst", dst.sm)
+    assert len(_excess_deletes(s_member, servers, 77)) == 1  # one replica too many
+
+    h = key_hash("/d")
+    ranges = (f"{h}:{h}",)
+    src.ok(MoveFreeze(7, ranges, "dst"))
+    page = src.sm.move_records(7)  # type: ignore[attr-defined]
+    keys, values = tuple(_b64(k) for k, _ in page), tuple(_b64(v) for _, v in page)
+    dst.ok(MoveIngest(7, ranges, "src", keys, values))
+    # copying: the source (frozen, still serving) trims; the target's copy is invisible
+    assert len(_excess_deletes(s_member, servers, 77)) == 1
+    assert _excess_deletes(d_member, servers, 77) == []
+
+    src.ok(MoveSettle(7, ranges, "dst", True, True, 42))
+    # between the two settles neither trims (a repair waits; nothing is deleted twice)
+    assert _excess_deletes(s_member, servers, 77) == []
+    assert _excess_deletes(d_member, servers, 77) == []
+
+    dst.ok(MoveSettle(7, ranges, "src", False, True, 42))
+    # switched: the target maintains; the source's leftover record (MOVED) is not its business
+    assert _excess_deletes(s_member, servers, 77) == []
+    assert len(_excess_deletes(d_member, servers, 77)) == 1
+
+
+def test_during_a_move_only_the_serving_shard_re_replicates() -> None:
+    src = formatted(ShardStateMachine(shard_id="src"))
+    dst = Driver(ShardStateMachine(shard_id="dst"))
+    src.ok(Mkdir("/d"))
+    sid = src.session()
+    src.ok(Create("/d/f", replication=3), sid, 1)
+    src.ok(AddBlock("/d/f", 78, 1), sid, 2)
+    src.ok(CompleteFile("/d/f", 10), sid, 3)
+    h = key_hash("/d")
+    ranges = (f"{h}:{h}",)
+    src.ok(MoveFreeze(8, ranges, "dst"))
+    page = src.sm.move_records(8)  # type: ignore[attr-defined]
+    keys, values = tuple(_b64(k) for k, _ in page), tuple(_b64(v) for _, v in page)
+    dst.ok(MoveIngest(8, ranges, "src", keys, values))
+
+    def replications(member: Member) -> int:
+        node = FakeNode(member)
+        _report(node.chunks, ["cs-1"], [(78, Replica(1, 10, "src"))])
+        _report(node.chunks, ["cs-2", "cs-3", "cs-4"], [])
+        monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
+        asyncio.run(monitor.tick(member))
+        return sum(c.kind == "replicate" for c in monitor.take_commands("cs-1"))
+
+    assert replications(_member("src", src.sm)) == 1
+    assert replications(_member("dst", dst.sm)) == 0
