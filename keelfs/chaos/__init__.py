@@ -309,7 +309,11 @@ def _check(
     def observe(path: str) -> tuple[str, int]:
         deadline = min(time.monotonic() + _READ_RETRY_S, give_up)
         while True:
+            # the stat's short deadline bounds a name that stays unavailable (a lock held
+            # for ever): once the budget is spent each such name costs a second
+            left = max(1.0, min(_READ_DEADLINE_S, deadline - time.monotonic()))
             try:
+                fs.stat(path, deadline=left)
                 data = fs.read_bytes(path)
             except NotFound:
                 return ABSENT, 0
@@ -334,12 +338,13 @@ def _walk(fs: Client, root: str, give_up: float) -> list[str]:
     """Every file under ``root`` (listed again on a transient failure)."""
     deadline = min(time.monotonic() + _READ_RETRY_S, give_up)
     while True:
+        left = max(1.0, min(_READ_DEADLINE_S, deadline - time.monotonic()))
         try:
             out: list[str] = []
             todo = [root]
             while todo:
                 d = todo.pop()
-                for e in fs.ls(d):
+                for e in fs.ls(d, deadline=left):
                     path = e.path if e.path.startswith("/") else f"{d}/{e.path}"
                     (todo if e.is_dir else out).append(path)
             return out

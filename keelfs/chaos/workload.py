@@ -17,6 +17,7 @@ the same bytes (except empty files).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -36,9 +37,9 @@ from keelfs.chaos.model import (
     Outcome,
     md5,
 )
-from keelfs.errors import AlreadyExists, LeaseConflict, OperationError, SessionExpired
+from keelfs.errors import AlreadyExists, OperationError, SessionExpired
 
-__all__ = ["Stats", "Worker", "classify", "classify_write", "make_workers"]
+__all__ = ["Stats", "Worker", "classify", "make_workers", "put_file"]
 
 DIRS_PER_WORKER = 4
 CONTENDED_DIRS = ("a", "b")
@@ -57,15 +58,28 @@ def classify(exc: BaseException | None) -> tuple[Outcome, str]:
     return UNKNOWN, name
 
 
-def classify_write(exc: BaseException | None) -> tuple[Outcome, str]:
-    """A file write's outcome: only the refusals of its ``Create`` (the name exists, another
-    writer holds it) mean nothing happened; after the create any failure may leave part of
-    the file."""
-    if exc is None:
-        return OK, ""
-    if isinstance(exc, AlreadyExists | LeaseConflict):
-        return FAILED, type(exc).__name__
-    return UNKNOWN, type(exc).__name__
+def put_file(
+    fs: Any, path: str, data: bytes, *, overwrite: bool, block_size: int | None = None
+) -> tuple[Outcome, str, BaseException | None]:
+    """Create file ``path`` holding ``data``, and the outcome: a refusal of its ``Create``
+    (an ``OperationError``: the name exists, another writer holds it) means nothing happened;
+    any failure after the create (even a refusal, e.g. of a block allocation after the file
+    moved to another shard) may have left part of the file."""
+    try:
+        f = fs.open(path, "wb", overwrite=overwrite, block_size=block_size)
+    except Exception as exc:
+        return (*classify(exc), exc)
+    try:
+        try:
+            f.write(data)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                f.abort()
+            raise
+        f.close()
+    except Exception as exc:
+        return UNKNOWN, type(exc).__name__, exc
+    return OK, "", None
 
 
 @dataclass
@@ -189,13 +203,10 @@ class Worker:
     def write(self, path: str, *, overwrite: bool, size: int | None = None) -> Outcome:
         n = self.size() if size is None else size
         data = self.payload(n)
-        exc: BaseException | None = None
         self.in_flight = (path,)
-        try:
-            self.fs.write_bytes(path, data, overwrite=overwrite, block_size=self.block_size(n))
-        except Exception as e:
-            exc = e
-        outcome, error = classify_write(exc)
+        outcome, error, exc = put_file(
+            self.fs, path, data, overwrite=overwrite, block_size=self.block_size(n)
+        )
         kind = "overwrite" if overwrite else "create"
         self.stats.count(kind, outcome, error, len(data) if outcome == OK else 0, exc)
         self.expected.write(path, md5(data), outcome, error)
@@ -331,12 +342,7 @@ class Contender(Worker):
         if r < 0.45:
             overwrite = r >= 0.20
             data = self.payload(self.rng.choice((16, 4096, self.rng.randint(16, 200 << 10))))
-            exc: BaseException | None = None
-            try:
-                self.fs.write_bytes(name, data, overwrite=overwrite)
-            except Exception as e:
-                exc = e
-            outcome, error = classify_write(exc)
+            outcome, error, exc = put_file(self.fs, name, data, overwrite=overwrite)
             op = ContendedOp("write", name, start, time.monotonic(), outcome, md5(data))
             kind = "contended_overwrite" if overwrite else "contended_create"
         elif r < 0.75:
