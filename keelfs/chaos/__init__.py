@@ -118,6 +118,8 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> d
     fs = Client(config, deadline=20.0, attempt_timeout=2.0, max_sessions=32)
     admin = Client(config, deadline=30.0, attempt_timeout=2.0)
     reader = Client(config, deadline=_READ_DEADLINE_S, attempt_timeout=2.0)
+    injector: FaultInjector | None = None
+    healed = False
     try:
         workers = make_workers(
             fs,
@@ -152,12 +154,15 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> d
         progress("chaos: healing every fault")
         settle_by = time.monotonic() + options.settle_timeout_s
         injector.heal(options.settle_timeout_s)
+        healed = True
         progress("chaos: waiting for the cluster to settle")
         settled = _settle(admin, state, settle_by)
         progress("chaos: reading back every acknowledged file")
         check_by = time.monotonic() + options.settle_timeout_s
         report = _check(reader, root, workers, contended, stragglers, started, check_by)
     finally:
+        if injector is not None and not healed:  # interrupted: leave nothing frozen or down
+            injector.heal(30.0)
         fs.close()
         admin.close()
         reader.close()
@@ -184,7 +189,7 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> d
             "not_available": unavailable,
             "events": log.events,
             "errors": log.errors,
-            "crashed_processes": injector.crashed,
+            "crashed_processes": injector.crashed if injector else [],
         },
         "stragglers": [w.name for w in stragglers],
         "settled": settled,

@@ -163,7 +163,9 @@ class FaultInjector:
 
     def _pick(self) -> ProcessRecord | None:
         assert self.state is not None
+        # a group with a member down (ours, or one that died on its own) is left alone
         busy = {self._group_of(d.record) for d in self.down.values()}
+        busy |= {self._group_of(p) for p in self.state.processes if not p.alive()}
         candidates = [
             p for p in self.state.processes if p.alive() and self._group_of(p) not in busy
         ]
@@ -228,6 +230,8 @@ class FaultInjector:
                 del self.down[name]
             elif self._start("kill", d.record) or all_:
                 del self.down[name]
+            else:
+                d.until = now + 2.0  # try again, not at every tick
 
     # -- admin faults ---------------------------------------------------------------------------
     def _in_background(self, kind: str, body: Callable[[], None]) -> None:
@@ -306,12 +310,14 @@ class FaultInjector:
         process that died on its own (named in :attr:`crashed`), let a running reshard finish
         and add a removed shard back."""
         self._give_up_at = time.monotonic() + timeout
+        ours = set(self.down)
         self._end_due(time.monotonic(), all_=True)
         if self.state is not None:
             for p in self.state.processes:
                 if not p.alive():
-                    self.crashed.append(p.name)
-                    self.log.error("crash", p.name, "found dead (no fault killed it)")
+                    if p.name not in ours:
+                        self.crashed.append(p.name)
+                        self.log.error("crash", p.name, "found dead (no fault killed it)")
                     self._start("heal", p)
         for kind, thread in self._admin_threads.items():
             thread.join(max(0.0, self._give_up_at - time.monotonic()))

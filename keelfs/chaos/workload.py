@@ -275,10 +275,16 @@ class _OwnDirs(Worker):
 
 
 class Writer(_OwnDirs):
+    KEEP_AT_MOST = 100
+    """Files a writer keeps (it deletes instead of creating beyond): a long run's disk use
+    and final check stay bounded."""
+
     def step(self) -> None:
         present = self.present()
         r = self.rng.random()
-        if r < 0.55 or not present:
+        if r < 0.55 and len(present) >= self.KEEP_AT_MOST:
+            self.delete(self.rng.choice(present))
+        elif r < 0.55 or not present:
             self.write(self.new_name(), overwrite=False)
         elif r < 0.65:
             self.write(self.rng.choice(present), overwrite=True)
