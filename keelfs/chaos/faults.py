@@ -260,7 +260,7 @@ class FaultInjector:
         self.rng.shuffle(addresses)
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline:
-            reply = _transfer_on(addresses, group)
+            reply = _transfer_on(list(addresses), group)
             if reply is not None:
                 self.log.injected("transfer")
                 detail = f"node {reply.previous} -> node {reply.leader}"
