@@ -605,6 +605,9 @@ def bench_data(
         print(json.dumps(r.as_json()))
 
 
+from keelfs.cli.chaos_cmd import chaos as _chaos  # noqa: E402
+
+cli.add_command(_chaos)
 from keelfs.cli.fs_cmd import FILE_COMMANDS  # noqa: E402
 
 for _command in FILE_COMMANDS:

@@ -47,6 +47,7 @@ __all__ = [
     "cluster_status",
     "down",
     "load_state",
+    "restart_process",
     "up",
 ]
 
@@ -338,6 +339,21 @@ def up(
         _ready(p, deadline)
     _chunks_reported(state, deadline)
     return state
+
+
+def restart_process(state: State, name: str, *, timeout: float = _START_TIMEOUT_S) -> ProcessRecord:
+    """Start the recorded process ``name`` again as ``up`` restarts a stopped cluster (same
+    command, addresses and data, no ``--peers``), record its new pid in the state file and
+    wait for its READY line. For ``keelfs chaos``, which kills and restarts single nodes."""
+    p = next((q for q in state.processes if q.name == name), None)
+    if p is None:
+        raise LocalClusterError(f"no process {name!r} in {state.directory}")
+    if p.alive():
+        raise LocalClusterError(f"{name} is running (pid {p.pid})")
+    _spawn(p, [])
+    state.save()
+    _ready(p, time.monotonic() + timeout)
+    return p
 
 
 def down(directory: Path, *, wipe: bool = False, grace_s: float = _TERM_GRACE_S) -> list[str]:

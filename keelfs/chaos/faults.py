@@ -1,0 +1,373 @@
+"""The faults of ``keelfs chaos``, on a schedule drawn from the run's seed.
+
+============  ==================================================================================
+kind          what it does
+============  ==================================================================================
+``kill``      ``kill -9`` a master, config server or chunk server; start it again 1-5 s later
+``stop``      ``SIGSTOP`` one (a frozen node: its peers see silence, not a closed socket);
+              ``SIGCONT`` 1-4 s later
+``restart``   ``SIGTERM`` one, then start it again at once (a rolling restart)
+``transfer``  move a group's leadership (config or a shard) to another voter
+``reshard``   remove the last shard of the map, then add it back with the same masters, under
+              load (two full resharding plans)
+============  ==================================================================================
+
+``kill``, ``stop`` and ``restart`` need the processes: the state file of ``keelfs
+local-cluster`` (``--cluster-dir``) names each one's pid and command line, and a restart runs
+it exactly as ``local-cluster up`` does (``keelfs.server.local_cluster.restart_process``).
+At most one process of each group (and one chunk server) is down or frozen at a time, so
+every group keeps a majority. Half the process faults pick the group's leader.
+
+Partitions are not injected: the local cluster runs every process in the host's network
+namespace, so no link between two of them can be cut without also cutting the client's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from keelfs.errors import AlreadyExists, NotLeader
+from keelfs.master import grpc_errors
+from keelfs.master.wire import CONFIG_GROUP
+from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.meta.pb import meta_pb2_grpc as _pb_grpc
+from keelfs.server.local_cluster import ProcessRecord, State, restart_process
+
+pb_grpc: Any = _pb_grpc  # generated, untyped
+
+__all__ = ["ALL_FAULTS", "PARTITIONS_UNAVAILABLE", "FaultInjector", "PROCESS_FAULTS"]
+
+PROCESS_FAULTS = ("kill", "stop", "restart")
+ADMIN_FAULTS = ("transfer", "reshard")
+ALL_FAULTS = (*PROCESS_FAULTS, *ADMIN_FAULTS)
+PARTITIONS_UNAVAILABLE = (
+    "not injected: keelfs local-cluster runs every process in the host's network namespace "
+    "(no per-process namespaces whose links could be cut)"
+)
+_RESHARD_TIMEOUT_S = 180.0
+
+
+@dataclass
+class _Down:
+    record: ProcessRecord
+    how: str  # "killed" or "stopped"
+    until: float
+
+
+@dataclass
+class FaultLog:
+    started: float
+    counts: Counter[str] = field(default_factory=Counter)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def event(self, kind: str, target: str, detail: str = "") -> None:
+        with self._lock:
+            self.events.append(
+                {"t": round(time.monotonic() - self.started, 2), "kind": kind, "target": target}
+                | ({"detail": detail} if detail else {})
+            )
+
+    def injected(self, kind: str) -> None:
+        with self._lock:
+            self.counts[kind] += 1
+
+    def error(self, kind: str, target: str, exc: BaseException | str) -> None:
+        message = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self.errors.append(
+                {
+                    "t": round(time.monotonic() - self.started, 2),
+                    "kind": kind,
+                    "target": target,
+                    "error": message,
+                }
+            )
+
+
+class FaultInjector:
+    """Injects the enabled faults until ``stop`` is set, then :meth:`heal` undoes them."""
+
+    def __init__(
+        self,
+        kinds: tuple[str, ...],
+        rng: random.Random,
+        admin: Any,
+        config_addresses: list[str],
+        state: State | None,
+        log: FaultLog,
+        *,
+        every_s: tuple[float, float] = (1.5, 4.0),
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.kinds = kinds
+        self.rng = rng
+        self.admin = admin
+        """A client used for leadership and shard changes (apart from the workload's)."""
+        self.config_addresses = config_addresses
+        self.state = state
+        self.log = log
+        self.every_s = every_s
+        self.progress = progress
+        self.down: dict[str, _Down] = {}
+        self.crashed: list[str] = []
+        """Processes found dead that no fault killed (reported, and restarted by heal)."""
+        self._admin_threads: dict[str, threading.Thread] = {}
+        self._removed: tuple[str, list[int]] | None = None
+        """A shard removed by ``reshard`` and not yet added back."""
+        self._give_up_at = float("inf")
+        """When waits for resharding stop (set by :meth:`heal`)."""
+
+    # -- the schedule ---------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """The first faults cover every enabled kind once (in an order drawn from the seed),
+        so that even a short run sees each; then each is drawn at random."""
+        first = list(self.kinds)
+        self.rng.shuffle(first)
+        next_at = time.monotonic() + self.rng.uniform(*self.every_s) / 2
+        while not stop.is_set():
+            self._end_due(time.monotonic())
+            if time.monotonic() >= next_at:
+                kind = first.pop(0) if first else self.rng.choice(self.kinds)
+                try:
+                    self._inject(kind)
+                except Exception as exc:
+                    self.log.error(kind, "", exc)
+                next_at = time.monotonic() + self.rng.uniform(*self.every_s)
+            stop.wait(0.1)
+
+    def _inject(self, kind: str) -> None:
+        if kind in PROCESS_FAULTS:
+            self._process_fault(kind)
+        elif kind == "transfer":
+            self._in_background(kind, self._transfer)
+        elif kind == "reshard":
+            self._in_background(kind, self._reshard)
+
+    # -- process faults -------------------------------------------------------------------------
+    @staticmethod
+    def _group_of(p: ProcessRecord) -> str:
+        return p.groups[0] if p.groups else p.role
+
+    def _pick(self) -> ProcessRecord | None:
+        assert self.state is not None
+        # a group with a member down (ours, or one that died on its own) is left alone
+        busy = {self._group_of(d.record) for d in self.down.values()}
+        busy |= {self._group_of(p) for p in self.state.processes if not p.alive()}
+        candidates = [
+            p for p in self.state.processes if p.alive() and self._group_of(p) not in busy
+        ]
+        if not candidates:
+            return None
+        target = self.rng.choice(candidates)
+        if target.role != "chunk" and self.rng.random() < 0.5:
+            leader = self._leader(self._group_of(target), candidates)
+            if leader is not None:
+                target = leader
+        return target
+
+    def _leader(self, group: str, candidates: list[ProcessRecord]) -> ProcessRecord | None:
+        """The member of ``group`` that some member names as leader, if it is a candidate."""
+        members = [p for p in candidates if group in p.groups]
+        for p in members:
+            try:
+                st = self.admin.status(p.address, timeout=1.0)
+            except Exception:
+                continue
+            leader = st.get("groups", {}).get(group, {}).get("leader")
+            return next((q for q in members if q.node_id == leader), None)
+        return None
+
+    def _process_fault(self, kind: str) -> None:
+        p = self._pick()
+        if p is None:
+            self.log.error(kind, "", "no process to fault (every group has one down)")
+            return
+        if kind == "kill":
+            _signal(p, signal.SIGKILL)
+            _wait_gone(p, 10.0)
+            self.down[p.name] = _Down(p, "killed", time.monotonic() + self.rng.uniform(1, 5))
+        elif kind == "stop":
+            _signal(p, signal.SIGSTOP)
+            self.down[p.name] = _Down(p, "stopped", time.monotonic() + self.rng.uniform(1, 4))
+        else:
+            _signal(p, signal.SIGTERM)
+            if not _wait_gone(p, 10.0):
+                _signal(p, signal.SIGKILL)
+                _wait_gone(p, 5.0)
+            self._start(kind, p)
+        self.log.injected(kind)
+        self.log.event(kind, p.name, f"{p.role} {','.join(p.groups)}".strip())
+        self.progress(f"fault: {kind} {p.name} ({p.role})")
+
+    def _start(self, kind: str, p: ProcessRecord) -> bool:
+        assert self.state is not None
+        try:
+            restart_process(self.state, p.name)
+        except Exception as exc:
+            self.log.error(kind, p.name, exc)
+            return False
+        return True
+
+    def _end_due(self, now: float, *, all_: bool = False) -> None:
+        for name, d in list(self.down.items()):
+            if not all_ and now < d.until:
+                continue
+            if d.how == "stopped":
+                _signal(d.record, signal.SIGCONT)
+                del self.down[name]
+            elif self._start("kill", d.record) or all_:
+                del self.down[name]
+            else:
+                d.until = now + 2.0  # try again, not at every tick
+
+    # -- admin faults ---------------------------------------------------------------------------
+    def _in_background(self, kind: str, body: Callable[[], None]) -> None:
+        """Leadership and shard changes wait on the cluster: they run beside the process
+        faults, one of each kind at a time (another while one runs is skipped)."""
+        running = self._admin_threads.get(kind)
+        if running is not None and running.is_alive():
+            self.log.error(kind, "", f"skipped: the previous {kind} is still running")
+            return
+
+        def guarded() -> None:
+            try:
+                body()
+            except Exception as exc:
+                self.log.error(kind, "", exc)
+
+        thread = threading.Thread(target=guarded, name=f"chaos-{kind}", daemon=True)
+        self._admin_threads[kind] = thread
+        thread.start()
+
+    def _transfer(self) -> None:
+        m = self.admin.shard_map()
+        group = self.rng.choice([CONFIG_GROUP, *sorted(m.shards)])
+        members = self.config_addresses if group == CONFIG_GROUP else m.shards[group].values()
+        addresses = list(members)
+        self.rng.shuffle(addresses)
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
+            reply = _transfer_on(list(addresses), group)
+            if reply is not None:
+                self.log.injected("transfer")
+                detail = f"node {reply.previous} -> node {reply.leader}"
+                self.log.event("transfer", group, detail)
+                self.progress(f"fault: transfer {group} leadership, {detail}")
+                return
+            time.sleep(0.2)
+        self.log.error("transfer", group, "no leader accepted the transfer in 15 s")
+
+    def _reshard(self) -> None:
+        m = self.admin.shard_map()
+        if m.resharding or len(m.shards) < 2:
+            self.log.error("reshard", "", "skipped: resharding under way or a single shard")
+            return
+        shard = sorted(m.shards)[-1]
+        members = sorted(int(n) for n in m.shards[shard])
+        self._removed = (shard, members)
+        self.log.injected("reshard")
+        self.log.event("reshard", shard, f"remove-shard, then add-shard with {members}")
+        self.progress(f"fault: reshard: removing {shard}")
+        self.admin.remove_shard(shard)
+        self._wait_resharded(shard)
+        self.progress(f"fault: reshard: adding {shard} back ({members})")
+        self._add_back()
+
+    def _add_back(self) -> None:
+        if self._removed is None:
+            return
+        shard, members = self._removed
+        with contextlib.suppress(AlreadyExists):
+            self.admin.add_shard(shard, members)
+        self._removed = None
+        self._wait_resharded(shard)
+
+    def _wait_resharded(self, shard: str) -> None:
+        started = time.monotonic()
+        deadline = min(started + _RESHARD_TIMEOUT_S, self._give_up_at)
+        while self.admin.shard_map().resharding:
+            if time.monotonic() >= min(deadline, self._give_up_at):
+                waited = time.monotonic() - started
+                raise TimeoutError(f"resharding ({shard}) not done after {waited:.0f} s")
+            time.sleep(0.3)
+
+    # -- healing --------------------------------------------------------------------------------
+    def heal(self, timeout: float) -> None:
+        """Undo every fault within ``timeout``: SIGCONT the frozen, start the killed and any
+        process that died on its own (named in :attr:`crashed`), let a running reshard finish
+        and add a removed shard back."""
+        self._give_up_at = time.monotonic() + timeout
+        ours = set(self.down)
+        self._end_due(time.monotonic(), all_=True)
+        if self.state is not None:
+            for p in self.state.processes:
+                if not p.alive():
+                    if p.name not in ours:
+                        self.crashed.append(p.name)
+                        self.log.error("crash", p.name, "found dead (no fault killed it)")
+                    self._start("heal", p)
+        for kind, thread in self._admin_threads.items():
+            thread.join(max(0.0, self._give_up_at - time.monotonic()))
+            if thread.is_alive():
+                self.log.error("heal", kind, f"the {kind} still runs after {timeout:g} s")
+        if self._removed is not None:
+            shard = self._removed[0]
+            try:
+                self._add_back()
+            except Exception as exc:
+                self.log.error("heal", shard, exc)
+
+
+def _transfer_on(addresses: list[str], group: str) -> Any:
+    """``Node.TransferLeader`` of ``group`` (to the most up-to-date other voter) on the first
+    of ``addresses`` that leads it, following ``NOT_LEADER`` hints; None if none did."""
+    tried: set[str] = set()
+    while addresses:
+        address = addresses.pop(0)
+        if address in tried:
+            continue
+        tried.add(address)
+        with grpc.insecure_channel(address) as channel:
+            stub: Any = pb_grpc.NodeStub(channel)
+            try:
+                return stub.TransferLeader(
+                    pb.TransferLeaderRequest(group=group, target=0), timeout=5.0
+                )
+            except grpc.RpcError as err:
+                keel = grpc_errors.error_from_rpc(err)
+                if isinstance(keel, NotLeader) and keel.leader_address:
+                    addresses.insert(0, keel.leader_address)
+    return None
+
+
+def _signal(p: ProcessRecord, sig: signal.Signals) -> None:
+    if p.alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, sig)
+
+
+def _wait_gone(p: ProcessRecord, timeout: float) -> bool:
+    """Wait for ``p`` to exit (reaping it when this process started it)."""
+    deadline = time.monotonic() + timeout
+    while p.alive():
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(p.pid, os.WNOHANG)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(p.pid, os.WNOHANG)
+    return True
