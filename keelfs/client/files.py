@@ -89,7 +89,7 @@ from keelfs.chunk.client import AsyncChunkClient
 from keelfs.chunk.errors import ChecksumMismatch, CorruptReplica, PipelineBroken
 from keelfs.chunk.protocol import DEFAULT_PACKET_SIZE, Target, WriteResult
 from keelfs.client import _ops as ops
-from keelfs.errors import InvalidArgument, IsADirectory, KeelError, Unavailable
+from keelfs.errors import InvalidArgument, IsADirectory, KeelError, LeaseConflict, Unavailable
 from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS
 from keelfs.meta.pb import meta_pb2 as pb
 
@@ -344,8 +344,12 @@ class AsyncFileWriter:
             raise ValueError("I/O operation on closed file")
 
     def _break(self, exc: BaseException) -> None:
+        """The writer cannot go on: later calls raise, and its lease is no longer renewed
+        (it lapses, and the masters recover the file)."""
         if self._broken is None:
             self._broken = exc
+        if self._renewer is not None and self._renewer is not asyncio.current_task():
+            self._renewer.cancel()
 
     async def _start_block(self) -> None:
         exclude = sorted(self._failed_servers)
@@ -463,15 +467,29 @@ class AsyncFileWriter:
         self._attempt(block, 0 if fresh else acked)
 
     async def _renew(self, every: float) -> None:
+        """Renew the lease every ``every`` seconds until closed. A shard that answers "not
+        renewed" no longer holds a lease of this session (it expired, or the file moved to
+        another shard): it cannot come back, so the writer breaks (its next call says so)
+        instead of renewing nothing for ever."""
         op = ops.renew_lease(self.group, self.session_id)
         while True:
             await asyncio.sleep(every)
             try:
                 reply = await self._fs._run(op, every)
-                if not reply.renewed:
-                    log.warning("%s: the writer lease was not renewed", self.path)
             except KeelError as exc:
                 log.warning("%s: lease renewal failed: %s", self.path, exc)
+                continue
+            if not reply.renewed:
+                log.warning("%s: the writer lease is gone; this writer stops", self.path)
+                self._break(
+                    LeaseConflict(
+                        self.path,
+                        0,
+                        message=f"{self.path}: the writer lease was lost (expired, or the "
+                        "file moved to another shard); write it again",
+                    )
+                )
+                return
 
     async def _stop_renewer(self) -> None:
         if self._renewer is not None:

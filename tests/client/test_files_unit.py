@@ -1,5 +1,5 @@
 """Pieces of ``keelfs.client.files`` without processes: where a pipeline attempt resumes in the
-current block's buffered bytes, and the modes ``open`` takes."""
+current block's buffered bytes, the modes ``open`` takes, and a writer whose lease is gone."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import asyncio
 
 import pytest
 
-from keelfs.client.files import _Block, check_mode
-from keelfs.errors import InvalidArgument
+from keelfs.client.files import AsyncFileWriter, _Block, check_mode
+from keelfs.errors import InvalidArgument, KeelError
+from keelfs.meta.pb import meta_pb2 as pb
 
 
 def _block(pieces: list[bytes]) -> _Block:
@@ -56,3 +57,40 @@ def test_modes() -> None:
     for bad in ("a", "r+", "rt", "x", ""):
         with pytest.raises(InvalidArgument):
             check_mode(bad)
+
+
+class _LeaseGone:
+    """An ``AsyncClient`` stand-in whose shard no longer holds the writer's lease."""
+
+    def __init__(self) -> None:
+        self.renewals = 0
+
+    async def _run(self, op: object, deadline: object) -> object:
+        self.renewals += 1
+        return pb.RenewLeaseReply(renewed=False)
+
+
+def test_a_writer_whose_lease_is_gone_stops_renewing_and_says_why() -> None:
+    async def main() -> tuple[int, BaseException | None, bool]:
+        fs = _LeaseGone()
+        w = AsyncFileWriter(
+            fs,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            "/d/f",
+            group="shard-1",
+            session_id=7,
+            block_size=1 << 20,
+            lease_renew_s=0.01,
+        )
+        await asyncio.sleep(0.2)  # time for many renewals, were it still renewing
+        assert w._renewer is not None
+        done = w._renewer.done()
+        try:
+            await w.write(b"x")
+        except KeelError as exc:
+            return fs.renewals, exc, done
+        return fs.renewals, None, done
+
+    renewals, error, stopped = asyncio.run(main())
+    assert renewals == 1 and stopped
+    assert error is not None and "lease was lost" in str(error)
