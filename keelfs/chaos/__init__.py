@@ -34,14 +34,12 @@ from keelfs.chaos.faults import (
 from keelfs.chaos.model import ABSENT, ContendedLog, Expected, Violation, md5, verify
 from keelfs.chaos.workload import Stats, Worker, make_workers
 from keelfs.client import Client
+from keelfs.client.connect import config_servers_of
 from keelfs.errors import KeelError, NotFound
-from keelfs.meta.pb import meta_pb2 as pb
-from keelfs.meta.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.server.local_cluster import State, cluster_status, load_state
 
 __all__ = ["ALL_FAULTS", "ChaosError", "Options", "run"]
 
-pb_grpc: Any = _pb_grpc  # generated, untyped
 
 _READ_RETRY_S = 30.0
 """How long the check retries reading one name (all names together: the settle timeout)."""
@@ -73,15 +71,10 @@ class Options:
 def _config_servers(address: str) -> list[str]:
     """The config servers, from any metadata node's registry (as ``keelfs.connect`` does)."""
     seeds = [a.strip() for a in address.split(",") if a.strip()]
-    for seed in seeds:
-        try:
-            with grpc.insecure_channel(seed) as channel:
-                stub: Any = pb_grpc.NodeStub(channel)
-                reply = stub.Registry(pb.RegistryRequest(), timeout=3.0)
-        except grpc.RpcError:
-            continue
-        return list(reply.config_servers) or [seed]
-    raise ChaosError(f"no metadata node answers at {address} (is the cluster running?)")
+    found = config_servers_of(seeds)
+    if found is None:
+        raise ChaosError(f"no metadata node answers at {address} (is the cluster running?)")
+    return found or seeds[:1]
 
 
 def _state(options: Options) -> State | None:

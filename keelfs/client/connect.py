@@ -23,8 +23,13 @@ def connect(address: str | None = None, **options: Any) -> Client:
     ``127.0.0.1:7001``. ``options`` go to :class:`keelfs.client.Client`."""
     where = address or os.environ.get("KEELFS_ADDRESS") or DEFAULT_ADDRESS
     seeds = [a.strip() for a in where.split(",") if a.strip()]
-    # any metadata node knows the config servers (Node.Registry): a master's address works too
-    config_servers: list[str] = []
+    return Client(config_servers_of(seeds) or seeds, **options)
+
+
+def config_servers_of(seeds: list[str]) -> list[str] | None:
+    """The config servers' client addresses, asked of the first of ``seeds`` that answers:
+    any metadata node knows them (``Node.Registry``), so a master's address works too. None
+    if no seed answers; a node that knows none gives an empty list."""
     for seed in seeds:
         try:
             with grpc.insecure_channel(seed) as channel:
@@ -32,6 +37,5 @@ def connect(address: str | None = None, **options: Any) -> Client:
                 reply = stub.Registry(pb.RegistryRequest(), timeout=3.0)
         except grpc.RpcError:
             continue
-        config_servers = list(reply.config_servers)
-        break
-    return Client(config_servers or seeds, **options)
+        return list(reply.config_servers)
+    return None
