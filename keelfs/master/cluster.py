@@ -50,7 +50,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keelfs.client import Client
-from keelfs.errors import AlreadyExists, KeelError, NotFound
+from keelfs.errors import AlreadyExists, NotFound
 from keelfs.testing.processes import (
     ClusterError,
     NetnsNetwork,
@@ -497,13 +497,16 @@ class MetaCluster:
 
     def wait_for(self, probe: Callable[[], T | None], timeout: float, what: str) -> T:
         """Poll ``probe`` until it returns something other than None or False (an exception
-        counts as not yet)."""
+        counts as not yet, except a failed ``assert``: that is the probe's verdict, and is
+        raised at once rather than swallowed by the wait)."""
         deadline = time.monotonic() + timeout
         last_error = ""
         while True:
             try:
                 result = probe()
-            except (KeelError, Exception) as exc:
+            except AssertionError:
+                raise
+            except Exception as exc:
                 result, last_error = None, f"; last error: {type(exc).__name__}: {exc}"
             if result is not None and result is not False:
                 return result

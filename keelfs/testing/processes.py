@@ -463,12 +463,14 @@ class ProcessCluster:
 
     def wait_for(self, probe: Callable[[], T | None], timeout: float, what: str) -> T:
         """Poll ``probe`` until it returns something other than None or False (an exception
-        counts as not yet)."""
+        counts as not yet, except a failed ``assert``: the probe's verdict, raised at once)."""
         deadline = time.monotonic() + timeout
         last_error = ""
         while True:
             try:
                 result = probe()
+            except AssertionError:
+                raise
             except Exception as exc:
                 result, last_error = None, f"; last error: {type(exc).__name__}: {exc}"
             if result is not None and result is not False:
