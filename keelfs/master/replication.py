@@ -74,7 +74,8 @@ class ReplicationMonitor:
         self._commands: dict[str, list[pb.ChunkCommand]] = {}
         self._walks: dict[str, _Walk] = {}
         self._scheduled: dict[tuple[str, int], float] = {}
-        self._tick_due = False
+        self._tick_due: set[str] = set()
+        """Shards whose log time must be carried forward (an expired lease to release)."""
         self.orphans = OrphanCollector(node, self._queue_orphan_delete)
         self.health: dict[str, dict[str, int]] = {}
         """Per shard led here, as of its last complete walk: blocks of closed files with fewer
@@ -168,8 +169,8 @@ class ReplicationMonitor:
             walk.cursor = page[-1][0]
             await asyncio.sleep(0)
         await self._deletions(member, shard, epoch)
-        if self._tick_due:
-            self._tick_due = False
+        if shard in self._tick_due:
+            self._tick_due.discard(shard)
             await self.node.propose(member, Tick(), None, 5.0)
         now = time.monotonic()
         self._scheduled = {k: v for k, v in self._scheduled.items() if v > now}
@@ -235,7 +236,7 @@ class ReplicationMonitor:
                 # expired by the time this leader would propose but not yet by the log
                 # (nothing was applied since): a Tick carries it into the log, which releases
                 # the lease (the wall clock would be wrong here: log time is not wall time)
-                self._tick_due = True
+                self._tick_due.add(shard)
         elif self._due("recover", hash(path)):
             task = asyncio.ensure_future(self._recover_lease(member, path, inode))
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
