@@ -85,6 +85,15 @@ class TxnManager:
         Raises what the begin refused with (the coordinator's own checks), or ``Unavailable``
         when no decision was reached in ``timeout`` (it goes on in the background; a retry of
         the client's request finds it)."""
+        if member.group_id in parts:
+            # planned under a map that changed while the planner waited (a shard removed: the
+            # other side is here now); as a transaction with itself this shard would never
+            # prepare (its record is the coordinator's) and never finish. Nothing is proposed,
+            # so the client's retry, planned afresh, runs as a same-shard operation.
+            raise Unavailable(
+                "map changed",
+                message=f"the shard map changed while this {kind} was planned; retry",
+            )
         txn_id = await self.next_id()
         command = TxnBegin(
             txn_id,
@@ -239,6 +248,11 @@ class TxnManager:
         commit = record.state == "committed"
 
         async def one(shard: str) -> bool:
+            if shard == member.group_id:
+                # a record planned with its own shard as a participant (before ``run`` refused
+                # that): its prepare was answered by this coordinator record, never
+                # "prepared", so it aborted and nothing is held there to release
+                return True
             try:
                 await self.node.internal.txn_finish(
                     shard, record.txn_id, commit, deadline=_RPC_DEADLINE_S

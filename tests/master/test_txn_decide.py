@@ -194,3 +194,46 @@ def test_a_participant_refusing_the_decision_does_not_stall_recovery() -> None:
         return still_trying
 
     assert asyncio.run(main())  # recovery returned while the delivery goes on by itself
+
+
+def test_a_transaction_with_its_own_shard_as_participant_is_never_begun() -> None:
+    """A rename planned while a shard was removed can find both names on its own shard: it
+    must not become a transaction with itself (it would abort and then deliver its decision
+    to itself for ever, "transaction N is coordinated here"); the client retries."""
+    node, a, _, _ = _rename_in_flight()
+    manager = TxnManager(node)  # type: ignore[arg-type]
+    proposed = len(node.proposed)
+    steps = [Step("present", "/src/f")]
+
+    async def main() -> None:
+        await manager.run(a, "rename", steps, {"shard-a": steps}, None, 5.0, Mkdir("/x"))  # type: ignore[arg-type]
+
+    with pytest.raises(Unavailable, match="map changed"):
+        asyncio.run(main())
+    assert len(node.proposed) == proposed
+
+
+def test_a_recorded_transaction_with_itself_as_participant_ends() -> None:
+    """Such records exist in clusters that ran the old planner: they are aborted and their
+    delivery to themselves is acknowledged, so they leave the open set."""
+    node, a, _, _ = _rename_in_flight()
+    a.driver.ok(Create("/src/h"), a.driver.session(), 1)
+    part = encode_part([Step("dir", "/src"), Step("absent", "/src/k")])
+    a.driver.ok(
+        TxnBegin(
+            9,
+            encode_part([Step("present", "/src/h")]),
+            json.dumps({"shard-a": part}),
+            "rename",
+            "{}",
+        )
+    )
+    manager = TxnManager(node)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        await asyncio.wait_for(manager._coordinate(a, 9), 10)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    record = a.sm.transaction(9)
+    assert record is not None and record.state == "aborted" and not record.unacked
+    assert all(r.txn_id != 9 for r in a.sm.open_transactions())
