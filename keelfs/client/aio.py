@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Literal, overload
 
@@ -57,6 +58,8 @@ class AsyncClient:
         self._batchers: dict[str, Batcher] = {}
         self._closed = False
         self._chunks: AsyncChunkClient | None = None
+        self.open_writers: weakref.WeakSet[Any] = weakref.WeakSet()
+        """Writers opened through this client and not closed yet (``close`` aborts them)."""
 
     @classmethod
     def _sharing(cls, core: Core) -> AsyncClient:
@@ -548,6 +551,10 @@ class AsyncClient:
         return dict(self._core.stats)
 
     async def close(self) -> None:
+        """Close the client. Writers still open are aborted first (their files stay under
+        construction until their leases lapse and the masters recover them)."""
+        for writer in list(self.open_writers):
+            await writer.abort()
         self._closed = True
         batchers, self._batchers = self._batchers, {}
         for batcher in batchers.values():

@@ -317,11 +317,13 @@ class AsyncFileWriter:
             raise
         finally:
             self._closed = True
+            self._fs.open_writers.discard(self)
             await self._stop_renewer()
 
     async def abort(self) -> None:
         """Stop writing without closing the file (its lease lapses; the masters recover it)."""
         self._closed = True
+        self._fs.open_writers.discard(self)
         block, self._block = self._block, None
         if block is not None and block.task is not None and not block.task.done():
             block.task.cancel()
@@ -698,7 +700,7 @@ async def open_writer(
         path, overwrite=overwrite, replication=replication or 0, block_size=block_size or 0
     )
     group, session_id = fs._core.writers[info.path]
-    return AsyncFileWriter(
+    writer = AsyncFileWriter(
         fs,
         chunks,
         info.path,
@@ -708,6 +710,8 @@ async def open_writer(
         fsync=fsync,
         lease_renew_s=lease_renew_s,
     )
+    fs.open_writers.add(writer)
+    return writer
 
 
 async def put_async(

@@ -189,3 +189,23 @@ def test_async_client_round_trip(data_cluster: Any, tmp_path: Path) -> None:
             assert md5((tmp_path / "c.bin").read_bytes()) == md5(data)
 
     asyncio.run(main())
+
+
+def test_closing_the_client_aborts_the_writers_left_open(data_cluster: Any) -> None:
+    """A writer its caller never closed stops with the client: its lease renewal does not
+    outlive the client ("client is closed" errors, "Task was destroyed but it is pending")."""
+    c, _ = data_cluster
+
+    async def main() -> tuple[bool, list[asyncio.Task[Any]]]:
+        afs = AsyncClient(c.config_addresses)
+        await afs.mkdir("/left", parents=True)
+        w = await afs.open("/left/open", "wb", block_size=BLOCK)
+        await w.write(b"x" * 1000)
+        await afs.close()
+        renewing = [
+            t for t in asyncio.all_tasks() if not t.done() and "_renew" in repr(t.get_coro())
+        ]
+        return w.closed, renewing
+
+    closed, renewing = asyncio.run(main())
+    assert closed and renewing == []

@@ -64,6 +64,7 @@ class _LeaseGone:
 
     def __init__(self) -> None:
         self.renewals = 0
+        self.open_writers: set[object] = set()
 
     async def _run(self, op: object, deadline: object) -> object:
         self.renewals += 1
