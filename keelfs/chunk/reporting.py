@@ -9,8 +9,10 @@ that a newly elected master knows where every block is at once. The :class:`Repo
 2. every ``interval_s`` (and sooner, ``eager_s`` after a replica was finalized, deleted or
    found corrupt, so that a writer's ``Complete`` is not held up for a whole interval) sends
    each master a ``ChunkHeartbeat``: capacity, use and load, plus a **full** block report the
-   first time, whenever that master asks (``want_full_report``: it restarted) or after a
-   failed heartbeat to it (it may have missed increments), else the **increments** since;
+   first time, whenever that master asks (``want_full_report``: it restarted, or heard
+   nothing from this server for a while), after a failed heartbeat to it, or when it was left
+   out of the rounds meanwhile (its shard left the map): it may have missed increments; else
+   the **increments** since;
 3. executes the commands in the replies (``ChunkNode.execute``: fenced by the shard's epoch, so
    a deposed leader's commands are refused), one at a time per server, in the background.
 """
@@ -78,6 +80,8 @@ class Reporter:
         self._map: ShardMap | None = None
         self._needs_full: set[str] = set()
         self._known: set[str] = set()
+        self._last_round: set[str] = set()
+        """The masters the last round reported to."""
         self._commands: asyncio.Queue[mpb.ChunkCommand] = asyncio.Queue()
         self.stats = {"heartbeats": 0, "failures": 0, "commands": 0, "refused": 0}
 
@@ -168,6 +172,10 @@ class Reporter:
         corrupt = [_report(e.replica) for e in events if e.kind is EventKind.CORRUPT]
         full: list[mpb.ReplicaReport] | None = None
         sends = []
+        # a master this server did not report to last round (its shard left the map and came
+        # back, say) missed the increments meanwhile: it gets a full report again
+        self._needs_full |= self._known - self._last_round
+        self._last_round = set(masters)
         for address in masters:
             if address not in self._known or address in self._needs_full:
                 if full is None:

@@ -84,11 +84,17 @@ class ChunkRegistry:
     def heartbeat(
         self, server_id: str, address: str, rack: str, capacity: int, used: int, load: int
     ) -> ServerState:
-        if not self.live(server_id):
+        back = not self.live(server_id)
+        if back:
             self.joined_at = self.now()
         st = self.servers.get(server_id)
         if st is None or st.address != address:
             st = self.servers[server_id] = ServerState(server_id, address, rack or "/default-rack")
+        elif back:
+            # silent for ``dead_after_s``: what it holds may have changed in every way since
+            # its last report (increments sent meanwhile went elsewhere or nowhere), so its
+            # next heartbeat must be a full report, and increments wait for it
+            st.reported = False
         st.rack = rack or "/default-rack"
         st.capacity, st.used, st.load = capacity, used, load
         st.last_seen = self.now()

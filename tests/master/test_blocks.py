@@ -32,6 +32,8 @@ def test_only_live_reported_servers_are_chosen_distinct_and_emptiest_first() -> 
     assert [s.server_id for s in reg.choose(3, exclude=["cs0"])] == ["cs1", "cs2", "cs3"]
     clock.t += 11  # cs* stop heartbeating: dead
     reg.heartbeat("cs3", "127.0.0.1:7003", "/r1", 100 << 30, 0, 0)
+    assert reg.choose(3) == []  # back, but not chosen before its full block report
+    reg.full_report("cs3", [])
     assert [s.server_id for s in reg.choose(3)] == ["cs3"]  # fewer than asked, never a dead one
 
 
@@ -74,3 +76,19 @@ def test_a_continued_replica_survives_the_report_of_its_old_stamp_gone() -> None
     assert [s.server_id for s in reg.locations(5, 2)] == ["cs0"]
     reg.removed("cs0", 5, 2)
     assert reg.locations(5, 2) == []
+
+
+def test_a_server_heard_again_after_counting_as_dead_must_report_in_full() -> None:
+    """Silent for ``dead_after_s``, a server's replicas may have changed in every way (its
+    increments went nowhere meanwhile): increments are not trusted until a full report."""
+    reg, clock = registry(2)
+    assert reg.servers["cs0"].reported
+    clock.t += 11
+    st = reg.heartbeat("cs0", "127.0.0.1:7000", "/r1", 100, 0, 0)
+    assert not st.reported  # the heartbeat reply asks for a full report
+    reg.full_report("cs0", [(5, Replica(1, 10, "s"))])
+    assert st.reported and [s.server_id for s in reg.locations(5, 1)] == ["cs0"]
+    reg.heartbeat("cs1", "127.0.0.1:7001", "/r1", 100, 0, 0)
+    reg.full_report("cs1", [])
+    clock.t += 5  # a heartbeat within dead_after_s changes nothing
+    assert reg.heartbeat("cs1", "127.0.0.1:7001", "/r1", 100, 0, 0).reported
