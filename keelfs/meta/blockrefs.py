@@ -69,6 +69,8 @@ def _block_prefix(block_id: int) -> bytes:
 
 
 def _inode_blocks(record: str | bytes) -> set[int]:
+    if (b"[[" if isinstance(record, bytes) else "[[") not in record:
+        return set()  # no block list entry (``[[id, gen, length], ...]``): nothing to decode
     body = json.loads(record)
     if body[1] != _INODE_FILE:
         return set()
