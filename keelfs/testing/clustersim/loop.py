@@ -1,0 +1,113 @@
+"""A deterministic asyncio event loop on virtual time.
+
+``SimLoop`` is asyncio's own selector loop with a selector that never waits: when nothing is
+ready, the loop asks the selector to wait until the next timer, and the selector instead moves
+the virtual clock there. So a run does in milliseconds what takes seconds of timers, and, with
+no thread and no socket involved, the order in which callbacks run depends only on what the
+code does: the same program with the same seeds runs the same way every time.
+
+- ``run_in_executor`` (and so ``asyncio.to_thread``) runs the function at once, on the loop;
+- ``virtual_clock(loop)`` patches ``time.monotonic``/``time.time`` (and their ``_ns`` twins,
+  ``perf_counter``) to the loop's clock while the simulation runs: keelfs code reads them
+  directly (lease and session times, chunk-server liveness, deadlines);
+- a loop that has nothing ready and no timer is stuck for good: ``Deadlock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import selectors
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["Deadlock", "SimLoop", "virtual_clock"]
+
+EPOCH_S = 1_780_000_000.0
+"""What the virtual wall clock reads at virtual time 0 (a fixed calendar instant)."""
+
+
+class Deadlock(RuntimeError):
+    """Nothing is ready and no timer is set: the simulated world cannot move any more."""
+
+
+class _NoWaitSelector(selectors.BaseSelector):
+    """Registers what the loop asks (its self-pipe) and never reports an event; a wait is a
+    jump of the virtual clock."""
+
+    def __init__(self) -> None:
+        self._keys: dict[Any, selectors.SelectorKey] = {}
+        self.advance: Callable[[float], None] = lambda _s: None
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        self._keys[fd] = key
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        return self._keys.pop(fd)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None:
+            raise Deadlock("no callback is ready and no timer is set")
+        if timeout > 0:
+            self.advance(timeout)
+        return []
+
+    def get_map(self) -> Any:
+        return self._keys
+
+    def close(self) -> None:
+        self._keys.clear()
+
+
+class SimLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        selector = _NoWaitSelector()
+        super().__init__(selector)
+        self._now = 0.0
+        self._clock_resolution = 1e-6
+        selector.advance = self._advance
+        self.jumps = 0
+
+    def _advance(self, seconds: float) -> None:
+        self._now += seconds
+        self.jumps += 1
+
+    def time(self) -> float:
+        return self._now
+
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Callable[..., Any], *args: Any
+    ) -> Any:
+        fut = self.create_future()
+        try:
+            fut.set_result(func(*args))
+        except BaseException as exc:  # noqa: BLE001  # handed to the awaiting caller
+            fut.set_exception(exc)
+        return fut
+
+
+@contextlib.contextmanager
+def virtual_clock(loop: SimLoop) -> Iterator[None]:
+    """Make the ``time`` module read ``loop``'s virtual clock until the block ends."""
+    names = ("monotonic", "monotonic_ns", "time", "time_ns", "perf_counter", "perf_counter_ns")
+    saved = {name: getattr(time, name) for name in names}
+    patched: dict[str, Callable[[], Any]] = {
+        "monotonic": lambda: loop._now,
+        "monotonic_ns": lambda: int(loop._now * 1e9),
+        "time": lambda: EPOCH_S + loop._now,
+        "time_ns": lambda: int((EPOCH_S + loop._now) * 1e9),
+        "perf_counter": lambda: loop._now,
+        "perf_counter_ns": lambda: int(loop._now * 1e9),
+    }
+    for name, fn in patched.items():
+        setattr(time, name, fn)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(time, name, fn)

@@ -1,0 +1,203 @@
+"""One simulated run: build the cluster, run workload and nemesis, heal, check.
+
+``run_seed(seed, params)`` is the whole of it; everything it does is decided by ``seed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import tempfile
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from keelfs.errors import AlreadyExists, NotFound
+from keelfs.testing.clustersim.checks import Violation, check_final
+from keelfs.testing.clustersim.cluster import SimCluster, wait_until
+from keelfs.testing.clustersim.loop import SimLoop, virtual_clock
+from keelfs.testing.clustersim.nemesis import Nemesis
+from keelfs.testing.clustersim.workload import NamespaceWorkload
+
+__all__ = ["Params", "SeedResult", "run_seed"]
+
+SHARDS: dict[str, tuple[int, ...]] = {"shard-1": (1, 2, 3), "shard-2": (1, 2, 3)}
+
+
+@dataclass
+class Params:
+    seconds: float = 8.0
+    """Virtual seconds of workload under faults (then healing and the final checks)."""
+    ns_clients: int = 3
+    faults: bool = True
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    error: str | None
+    digest: str
+    virtual_s: float
+    wall_s: float
+    faults: dict[str, int] = field(default_factory=dict)
+    ops: int = 0
+    trace: list[str] = field(default_factory=list)
+
+
+class World:
+    def __init__(self, seed: int, params: Params, keep_trace: bool) -> None:
+        self.seed = seed
+        self.params = params
+        self.rng = random.Random(seed)
+        self.faults: Counter[str] = Counter()
+        self.lines: list[str] = []
+        self.keep_trace = keep_trace
+        self._digest = hashlib.sha256()
+        self.root = Path(tempfile.mkdtemp(prefix=f"clustersim-{seed}-", dir=_tmpfs()))
+        self.cluster = SimCluster(self.root, self.rng, SHARDS, self.trace, self.faults)
+
+    def trace(self, line: str) -> None:
+        loop = asyncio.get_running_loop()
+        stamped = f"{loop.time():10.4f} {line}"
+        self._digest.update(stamped.encode())
+        if self.keep_trace:
+            self.lines.append(stamped)
+
+    @property
+    def digest(self) -> str:
+        return self._digest.hexdigest()[:16]
+
+    async def setup(self) -> None:
+        c = self.cluster
+        c.network.set_faults(delay=0.001, jitter=0.004)
+        for node_id in sorted({i for ids in SHARDS.values() for i in ids} | set(c.CONFIG_NODES)):
+            await c.start(node_id)
+        admin = self.admin = c.client(deadline=20.0, attempt_timeout=1.0)
+        for shard, members in SHARDS.items():
+
+            async def add(shard: str = shard, members: tuple[int, ...] = members) -> bool:
+                try:
+                    await admin.add_shard(shard, list(members))
+                except AlreadyExists:
+                    pass
+                except NotFound:
+                    return False
+                return True
+
+            while not await add():
+                await asyncio.sleep(0.1)
+        await admin.format()
+        m = await admin.shard_map()
+        dirs: dict[str, str] = {}
+        for i in range(64):
+            dirs.setdefault(m.shard_for_directory(f"/d{i}"), f"/d{i}")
+        if len(dirs) < 2:
+            raise RuntimeError("no two directories on different shards")
+        self.a, self.b = dirs["shard-1"], dirs["shard-2"]
+        for d in (self.a, self.b):
+            await admin.mkdir(d)
+        self.trace(f"setup done: {self.a} on shard-1, {self.b} on shard-2")
+
+    async def main(self) -> None:
+        await self.setup()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.params.seconds
+        ns = self.ns = NamespaceWorkload(self.a, self.b, loop.time, self.trace)
+        tasks = [
+            asyncio.create_task(
+                ns.client_loop(
+                    c,
+                    self.cluster.client(deadline=5.0, attempt_timeout=0.5),
+                    random.Random(self.rng.getrandbits(64)),
+                    until,
+                )
+            )
+            for c in range(self.params.ns_clients)
+        ]
+        if self.params.faults:
+            nemesis = Nemesis(
+                self.cluster, random.Random(self.rng.getrandbits(64)), self.faults, self.trace
+            )
+            tasks.append(asyncio.create_task(nemesis.run(until)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+        await self.heal()
+        await ns.final_stats(self.admin, timeout=30.0)
+        await check_final(self)
+
+    async def heal(self) -> None:
+        c = self.cluster
+        c.network.heal()
+        c.network.set_faults(drop_rate=0.0, delay=0.001, jitter=0.004)
+        for node_id in sorted(c.down):
+            await c.start(node_id)
+        self.trace("healed")
+        for group in ("config", *sorted(c.shards)):
+            await wait_until(partial(c.leader_of, group), 30.0, f"no leader of {group}")
+
+
+def _tmpfs() -> str | None:
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() else None
+
+
+def run_seed(seed: int, params: Params | None = None, keep_trace: bool = False) -> SeedResult:
+    params = params or Params()
+    logging.getLogger("keelfs").setLevel(logging.CRITICAL)
+    started = time.perf_counter()
+    loop = SimLoop()
+    world = World(seed, params, keep_trace)
+    error: str | None = None
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        with virtual_clock(loop):
+            try:
+                loop.run_until_complete(_guarded(world))
+            except Violation as exc:
+                error = str(exc)
+            except Exception as exc:  # noqa: BLE001  # a crash of the run fails this seed
+                error = f"{type(exc).__name__}: {exc}"
+                if keep_trace:
+                    world.lines.append(traceback.format_exc())
+            finally:
+                virtual_s = loop.time()
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(world.cluster.stop_all())
+                _cancel_all(loop)
+                loop.close()
+    finally:
+        random.setstate(state)
+    ops = len(world.ns.rec.history()) if hasattr(world, "ns") else 0
+    return SeedResult(
+        seed,
+        error,
+        world.digest,
+        virtual_s,
+        time.perf_counter() - started,
+        dict(world.faults),
+        ops,
+        world.lines,
+    )
+
+
+async def _guarded(world: World) -> None:
+    await world.main()
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = asyncio.all_tasks(loop)
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
