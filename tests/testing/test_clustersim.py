@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,26 @@ def test_a_seed_replays_exactly() -> None:
     first, second = _digest(7), _digest(7)
     assert first == second
     assert _digest(8) != first
+
+
+def test_a_planted_orphan_bug_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Orphan collection that takes every reported block of its shard for garbage (no local
+    check, no question to the shards) deletes blocks files still reference: the chunk
+    servers' delete check must fire."""
+    from keelfs.master import orphans
+
+    async def everything_unreferenced(candidates: Any, *_: Any, **__: Any) -> set[int]:
+        return set(candidates)
+
+    def every_block_of_the_shard(self: orphans.OrphanCollector, member: Any) -> list[int]:
+        replicas = self.node.chunks.replicas
+        return sorted(
+            b
+            for b, holders in replicas.items()
+            if member.group_id in {r.shard for r in holders.values()}
+        )
+
+    monkeypatch.setattr(orphans, "unreferenced", everything_unreferenced)
+    monkeypatch.setattr(orphans.OrphanCollector, "candidates", every_block_of_the_shard)
+    r = run_seed(0, Params(seconds=3.0))
+    assert r.error is not None and "its last good replica" in r.error, r.error

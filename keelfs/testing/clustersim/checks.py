@@ -34,6 +34,8 @@ class Violation(AssertionError):
 
 async def check_final(world: World) -> None:
     c = world.cluster
+    if world.violations:
+        raise Violation("; ".join(world.violations[:3]))
     await _bounded(world, lambda: _open_transactions(world), "transactions stay undecided")
     await _bounded(world, lambda: _map_lag(world), "the shard map does not converge")
     ns = world.ns
@@ -43,7 +45,16 @@ async def check_final(world: World) -> None:
     result = check(FileNamespaceModel(), history, timeout_s=60)
     if not result.ok:
         raise Violation(f"namespace history is not linearizable:\n{result.explanation}")
-    world.trace(f"final: {len(history)} namespace operations linearizable; {len(c.nodes)} nodes")
+    lost = await world.data.check_readable(world.admin, timeout=30.0)
+    if lost:
+        raise Violation(f"acknowledged files do not read back: {lost[:3]}")
+    if world.violations:
+        raise Violation("; ".join(world.violations[:3]))
+    world.trace(
+        f"final: {len(history)} namespace operations linearizable; {len(world.data.files)} "
+        f"acknowledged files read back; {len(c.nodes)} nodes; data {world.data.stats}; "
+        f"blocks {world.fleet.stats}"
+    )
 
 
 async def _bounded(world: World, problem: Any, what: str) -> None:

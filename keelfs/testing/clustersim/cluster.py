@@ -51,6 +51,8 @@ class SimMetaNode(MetaNode):
     def __init__(self, config: NodeConfig, cluster: SimCluster) -> None:
         super().__init__(config)
         self.cluster = cluster
+        # placement breaks ties between equal chunk servers at random: seeded here
+        self.chunks._rng = random.Random(cluster.rng.getrandbits(64))
 
     def _raft_host(self) -> RaftHost:
         cfg = self.config

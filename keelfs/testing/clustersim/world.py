@@ -20,6 +20,7 @@ from pathlib import Path
 
 from keelfs.errors import AlreadyExists, NotFound
 from keelfs.testing.clustersim.checks import Violation, check_final
+from keelfs.testing.clustersim.chunks import ChunkFleet, DataWorkload
 from keelfs.testing.clustersim.cluster import SimCluster, wait_until
 from keelfs.testing.clustersim.loop import SimLoop, virtual_clock
 from keelfs.testing.clustersim.nemesis import Nemesis
@@ -35,6 +36,8 @@ class Params:
     seconds: float = 8.0
     """Virtual seconds of workload under faults (then healing and the final checks)."""
     ns_clients: int = 3
+    writers: int = 2
+    chunk_servers: int = 4
     faults: bool = True
 
 
@@ -61,6 +64,11 @@ class World:
         self._digest = hashlib.sha256()
         self.root = Path(tempfile.mkdtemp(prefix=f"clustersim-{seed}-", dir=_tmpfs()))
         self.cluster = SimCluster(self.root, self.rng, SHARDS, self.trace, self.faults)
+        self.violations: list[str] = []
+        """Invariants found broken while the run went on (checked again at the end)."""
+        self.fleet = ChunkFleet(
+            self.cluster, self.root / "chunks", params.chunk_servers, self.trace, self.violations
+        )
 
     def trace(self, line: str) -> None:
         loop = asyncio.get_running_loop()
@@ -100,8 +108,11 @@ class World:
         if len(dirs) < 2:
             raise RuntimeError("no two directories on different shards")
         self.a, self.b = dirs["shard-1"], dirs["shard-2"]
-        for d in (self.a, self.b):
+        self.big = "/big"
+        self.data_dirs = [f"/w{i}" for i in range(4)]
+        for d in (self.a, self.b, self.big, *self.data_dirs):
             await admin.mkdir(d)
+        self.fleet.start()
         self.trace(f"setup done: {self.a} on shard-1, {self.b} on shard-2")
 
     async def main(self) -> None:
@@ -120,11 +131,21 @@ class World:
             )
             for c in range(self.params.ns_clients)
         ]
+        data = self.data = DataWorkload(self.fleet, self.data_dirs, self.big, self.trace)
+        for c in range(self.params.writers):
+            writer = self.cluster.client(deadline=5.0, attempt_timeout=0.5)
+            wrng = random.Random(self.rng.getrandbits(64))
+            tasks.append(asyncio.create_task(data.writer_loop(c, writer, wrng, until)))
         if self.params.faults:
             nemesis = Nemesis(
-                self.cluster, random.Random(self.rng.getrandbits(64)), self.faults, self.trace
+                self.cluster,
+                random.Random(self.rng.getrandbits(64)),
+                self.faults,
+                self.trace,
+                extra={"corrupt": self.corrupt},
             )
             tasks.append(asyncio.create_task(nemesis.run(until)))
+        tasks.append(asyncio.create_task(self._watch(until)))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -133,6 +154,20 @@ class World:
         await self.heal()
         await ns.final_stats(self.admin, timeout=30.0)
         await check_final(self)
+
+    async def _watch(self, until: float) -> None:
+        """Fail the run as soon as an invariant checked on the way broke (the trace then ends
+        right after it)."""
+        loop = asyncio.get_running_loop()
+        while loop.time() < until:
+            if self.violations:
+                raise Violation("; ".join(self.violations[:3]))
+            await asyncio.sleep(0.05)
+
+    async def corrupt(self) -> None:
+        """Flip a byte of a replica on one chunk server (one that has a good copy elsewhere)."""
+        server = self.rng.choice(self.fleet.servers)
+        server.corrupt_one(self.rng)
 
     async def heal(self) -> None:
         c = self.cluster
