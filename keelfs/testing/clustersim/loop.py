@@ -10,19 +10,27 @@ code does: the same program with the same seeds runs the same way every time.
 - ``virtual_clock(loop)`` patches ``time.monotonic``/``time.time`` (and their ``_ns`` twins,
   ``perf_counter``) to the loop's clock while the simulation runs: keelfs code reads them
   directly (lease and session times, chunk-server liveness, deadlines);
-- a loop that has nothing ready and no timer is stuck for good: ``Deadlock``.
+- a loop that has nothing ready and no timer is stuck for good: ``Deadlock``;
+- the cyclic garbage collector runs only at fixed points of the run (every
+  ``COLLECT_EVERY`` loop iterations; ``deterministic_gc`` turns automatic collection off
+  meanwhile): what a collection finalizes (an abandoned async generator's ``aclose``, for
+  one) schedules callbacks, and automatic collections come after a count of allocations that
+  differs with what the process did before the run (compiling modules, say).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import selectors
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["Deadlock", "SimLoop", "virtual_clock"]
+__all__ = ["Deadlock", "SimLoop", "deterministic_gc", "virtual_clock"]
+
+COLLECT_EVERY = 5_000
 
 EPOCH_S = 1_780_000_000.0
 """What the virtual wall clock reads at virtual time 0 (a fixed calendar instant)."""
@@ -72,6 +80,7 @@ class SimLoop(asyncio.SelectorEventLoop):
         self._clock_resolution = 1e-6
         selector.advance = self._advance
         self.jumps = 0
+        self.iterations = 0
 
     def _advance(self, seconds: float) -> None:
         self._now += seconds
@@ -79,6 +88,12 @@ class SimLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._now
+
+    def _run_once(self) -> None:
+        self.iterations += 1
+        if self.iterations % COLLECT_EVERY == 0:
+            gc.collect()
+        super()._run_once()  # type: ignore[misc]
 
     def run_in_executor(  # type: ignore[override]
         self, executor: Any, func: Callable[..., Any], *args: Any
@@ -111,3 +126,16 @@ def virtual_clock(loop: SimLoop) -> Iterator[None]:
     finally:
         for name, fn in saved.items():
             setattr(time, name, fn)
+
+
+@contextlib.contextmanager
+def deterministic_gc() -> Iterator[None]:
+    """Collect now and let only ``SimLoop`` collect (at fixed points) until the block ends."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

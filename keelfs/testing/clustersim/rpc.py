@@ -59,7 +59,8 @@ def rpc_error(code: grpc.StatusCode, details: str, trailers: Any = ()) -> grpc.a
 class _Server:
     node_id: int
     services: dict[str, Any]
-    handling: set[asyncio.Task[Any]] = field(default_factory=set)
+    handling: dict[asyncio.Task[Any], None] = field(default_factory=dict)
+    """In-flight handlers, in arrival order (a set's order would follow their addresses)."""
 
 
 class RpcNet:
@@ -109,8 +110,8 @@ class RpcNet:
         method = getattr(server.services[call.service], call.method)
         request = type(call.request).FromString(call.request.SerializeToString())
         task = asyncio.ensure_future(method(request, _Context(deadline)))
-        server.handling.add(task)
-        task.add_done_callback(server.handling.discard)
+        server.handling[task] = None
+        task.add_done_callback(lambda t: server.handling.pop(t, None))
         try:
             reply = await asyncio.wait_for(task, max(0.0, deadline - loop.time()))
         except TimeoutError:

@@ -14,15 +14,16 @@ import tempfile
 import time
 import traceback
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from keelfs.errors import AlreadyExists, NotFound
+from keelfs.errors import AlreadyExists, KeelError, NotFound
 from keelfs.testing.clustersim.checks import Violation, check_final
 from keelfs.testing.clustersim.chunks import ChunkFleet, DataWorkload
 from keelfs.testing.clustersim.cluster import SimCluster, wait_until
-from keelfs.testing.clustersim.loop import SimLoop, virtual_clock
+from keelfs.testing.clustersim.loop import SimLoop, deterministic_gc, virtual_clock
 from keelfs.testing.clustersim.nemesis import Nemesis
 from keelfs.testing.clustersim.workload import NamespaceWorkload
 
@@ -64,6 +65,7 @@ class World:
         self._digest = hashlib.sha256()
         self.root = Path(tempfile.mkdtemp(prefix=f"clustersim-{seed}-", dir=_tmpfs()))
         self.cluster = SimCluster(self.root, self.rng, SHARDS, self.trace, self.faults)
+        self.removed = False
         self.violations: list[str] = []
         """Invariants found broken while the run went on (checked again at the end)."""
         self.fleet = ChunkFleet(
@@ -142,7 +144,7 @@ class World:
                 random.Random(self.rng.getrandbits(64)),
                 self.faults,
                 self.trace,
-                extra={"corrupt": self.corrupt},
+                extra={"corrupt": self.corrupt, "reshard": self.reshard},
             )
             tasks.append(asyncio.create_task(nemesis.run(until)))
         tasks.append(asyncio.create_task(self._watch(until)))
@@ -169,6 +171,39 @@ class World:
         server = self.rng.choice(self.fleet.servers)
         server.corrupt_one(self.rng)
 
+    async def reshard(self) -> None:
+        """Add a shard (three new masters) the first time, remove it the second; later
+        calls do nothing. The request's outcome may be unknown: the map says what happened."""
+        c = self.cluster
+        loop = asyncio.get_running_loop()
+        if "shard-3" not in c.shards:
+            c.shards["shard-3"] = (4, 5, 6)
+            for node_id in (4, 5, 6):
+                await c.start(node_id)
+            deadline = loop.time() + 5.0
+            while loop.time() < deadline:
+                try:
+                    await self.admin.add_shard("shard-3", [4, 5, 6], deadline=2.0)
+                except NotFound:  # a new master has not registered yet
+                    await asyncio.sleep(0.2)
+                    continue
+                except KeelError as exc:
+                    self.trace(f"  add shard-3: {exc!r}")
+                break
+            self.trace("  added shard-3")
+        elif not self.removed:
+            try:
+                if (await self.admin.shard_map(deadline=2.0)).resharding:
+                    return  # the add is still moving directories: remove it later
+            except KeelError:
+                return
+            self.removed = True
+            try:
+                await self.admin.remove_shard("shard-3", deadline=3.0)
+            except KeelError as exc:
+                self.trace(f"  remove shard-3: {exc!r}")
+            self.trace("  removed shard-3")
+
     async def heal(self) -> None:
         c = self.cluster
         c.network.heal()
@@ -185,7 +220,18 @@ def _tmpfs() -> str | None:
     return str(shm) if shm.is_dir() else None
 
 
-def run_seed(seed: int, params: Params | None = None, keep_trace: bool = False) -> SeedResult:
+Scenario = Callable[["World"], Awaitable[None]]
+
+
+def run_seed(
+    seed: int,
+    params: Params | None = None,
+    keep_trace: bool = False,
+    scenario: Scenario | None = None,
+) -> SeedResult:
+    """Run ``seed``: the workload under faults, then the checks (``World.main``), or what
+    ``scenario`` does with the world (a test's own story on the same simulated cluster).
+    Whatever the run raised is the result's ``error``."""
     params = params or Params()
     logging.getLogger("keelfs").setLevel(logging.CRITICAL)
     started = time.perf_counter()
@@ -195,9 +241,9 @@ def run_seed(seed: int, params: Params | None = None, keep_trace: bool = False) 
     state = random.getstate()
     random.seed(seed)
     try:
-        with virtual_clock(loop):
+        with virtual_clock(loop), deterministic_gc():
             try:
-                loop.run_until_complete(_guarded(world))
+                loop.run_until_complete((scenario or World.main)(world))
             except Violation as exc:
                 error = str(exc)
             except Exception as exc:  # noqa: BLE001  # a crash of the run fails this seed
@@ -206,6 +252,8 @@ def run_seed(seed: int, params: Params | None = None, keep_trace: bool = False) 
                     world.lines.append(traceback.format_exc())
             finally:
                 virtual_s = loop.time()
+                if world.fleet.lost_to_corruption:
+                    world.faults["blocks_lost_to_corruption"] = len(world.fleet.lost_to_corruption)
                 with contextlib.suppress(Exception):
                     loop.run_until_complete(world.cluster.stop_all())
                 _cancel_all(loop)
@@ -223,10 +271,6 @@ def run_seed(seed: int, params: Params | None = None, keep_trace: bool = False) 
         ops,
         world.lines,
     )
-
-
-async def _guarded(world: World) -> None:
-    await world.main()
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
