@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import random
 import shutil
 from collections import Counter
@@ -23,7 +24,9 @@ from keelfs.client import AsyncClient
 from keelfs.client._core import Call
 from keelfs.master.node import MetaNode, NodeConfig
 from keelfs.meta.namespace import ShardStateMachine
+from keelfs.raft.messages import Message
 from keelfs.runtime.host import HostConfig, RaftHost
+from keelfs.testing.clustersim.loop import NODE
 from keelfs.testing.clustersim.rpc import RpcNet
 from keelfs.transport.base import OnMessages, Transport
 from keelfs.transport.local import LocalNetwork
@@ -60,7 +63,17 @@ class SimMetaNode(MetaNode):
         return RaftHost(cfg.node_id, cfg.data_dir, self._transport, cfg.host, rng=rng)
 
     def _transport(self, on_messages: OnMessages) -> Transport:
-        return self.cluster.network.add(self.node_id, on_messages)
+        transport = self.cluster.network.add(self.node_id, on_messages)
+        # a message arrives in this node's context (NODE), so that it waits while the node
+        # is paused, as it would in a stopped process's socket
+        arrive, ctx = transport._arrive, contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+
+        def arrive_here(group_id: str, msg: Message) -> None:
+            loop.call_soon(arrive, group_id, msg, context=ctx)
+
+        transport._arrive = arrive_here  # type: ignore[method-assign]
+        return transport
 
     def _shard_state_machine(self, shard_id: str) -> ShardStateMachine:
         cfg = self.config
@@ -152,10 +165,12 @@ class SimCluster:
         cfg = self.configs.get(node_id)
         if cfg is None:
             cfg = self.configs[node_id] = self._config(node_id)
-        node = SimMetaNode(cfg, self)
+        ctx = contextvars.copy_context()
+        ctx.run(NODE.set, node_id)  # the node's tasks run (and are paused) as this node
+        node = ctx.run(SimMetaNode, cfg, self)
         self.nodes[node_id] = node
         self.down.discard(node_id)
-        await node.start()
+        await asyncio.get_running_loop().create_task(node.start(), context=ctx)
         self.network.connect_all()
 
     async def crash(self, node_id: int) -> None:

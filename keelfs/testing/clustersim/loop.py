@@ -11,6 +11,10 @@ code does: the same program with the same seeds runs the same way every time.
   ``perf_counter``) to the loop's clock while the simulation runs: keelfs code reads them
   directly (lease and session times, chunk-server liveness, deadlines);
 - a loop that has nothing ready and no timer is stuck for good: ``Deadlock``;
+- ``pause(node)`` freezes a simulated process as ``SIGSTOP`` would: every callback that runs
+  in that node's context (``NODE``: its tasks, its timers, the messages and requests that
+  arrive for it) is held, and ``resume(node)`` lets them run, in their order, as if no time
+  had passed for it (a paused leader wakes up still believing it leads);
 - the cyclic garbage collector runs only at fixed points of the run (every
   ``COLLECT_EVERY`` loop iterations; ``deterministic_gc`` turns automatic collection off
   meanwhile): what a collection finalizes (an abandoned async generator's ``aclose``, for
@@ -22,13 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import selectors
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["Deadlock", "SimLoop", "deterministic_gc", "virtual_clock"]
+__all__ = ["NODE", "Deadlock", "SimLoop", "deterministic_gc", "virtual_clock"]
+
+NODE: contextvars.ContextVar[int] = contextvars.ContextVar("clustersim_node", default=0)
+"""The simulated process a callback belongs to (0: none, never paused). A node's tasks are
+started in a context that sets it, and inherit it."""
 
 COLLECT_EVERY = 5_000
 
@@ -81,6 +90,9 @@ class SimLoop(asyncio.SelectorEventLoop):
         selector.advance = self._advance
         self.jumps = 0
         self.iterations = 0
+        self._paused: dict[
+            int, list[tuple[Callable[..., Any], tuple[Any, ...], contextvars.Context]]
+        ] = {}
 
     def _advance(self, seconds: float) -> None:
         self._now += seconds
@@ -94,6 +106,43 @@ class SimLoop(asyncio.SelectorEventLoop):
         if self.iterations % COLLECT_EVERY == 0:
             gc.collect()
         super()._run_once()  # type: ignore[misc]
+
+    # -- pausing a node ---------------------------------------------------------------------
+    def pause(self, node: int) -> None:
+        self._paused.setdefault(node, [])
+
+    def resume(self, node: int) -> None:
+        for callback, args, ctx in self._paused.pop(node, []):
+            super().call_soon(self._gated, callback, args, ctx, context=ctx)
+
+    @property
+    def paused(self) -> list[int]:
+        return sorted(self._paused)
+
+    def _gated(
+        self, callback: Callable[..., Any], args: tuple[Any, ...], ctx: contextvars.Context
+    ) -> None:
+        held = self._paused.get(NODE.get()) if self._paused else None
+        if held is not None:
+            held.append((callback, args, ctx))
+        else:
+            callback(*args)
+
+    def call_soon(  # type: ignore[override]
+        self, callback: Callable[..., Any], *args: Any, context: contextvars.Context | None = None
+    ) -> asyncio.Handle:
+        ctx = context if context is not None else contextvars.copy_context()
+        return super().call_soon(self._gated, callback, args, ctx, context=ctx)
+
+    def call_at(  # type: ignore[override]
+        self,
+        when: float,
+        callback: Callable[..., Any],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        ctx = context if context is not None else contextvars.copy_context()
+        return super().call_at(when, self._gated, callback, args, ctx, context=ctx)
 
     def run_in_executor(  # type: ignore[override]
         self, executor: Any, func: Callable[..., Any], *args: Any

@@ -1,7 +1,8 @@
 """The seeded fault schedule: one fault at a time, each lifted before the next.
 
 Kinds: ``crash`` (a metadata node is killed and restarted a little later: what its Raft log
-synced survives, its memory does not), ``partition`` (one node cut off from the rest, or a
+synced survives, its memory does not), ``pause`` (a node frozen, as by SIGSTOP, then let go
+on), ``partition`` (one node cut off from the rest, or a
 one-way cut), ``loss`` (every message and RPC lost with some probability), ``delay`` (every
 message and RPC delayed and reordered by jitter), ``transfer`` (a group's leadership moved to
 another member). Data faults (replica corruption) and resharding faults are scheduled by the
@@ -16,6 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from keelfs.testing.clustersim.cluster import SimCluster
+from keelfs.testing.clustersim.loop import SimLoop
 
 __all__ = ["Nemesis"]
 
@@ -39,6 +41,7 @@ class Nemesis:
             "loss": self.loss,
             "delay": self.delay,
             "transfer": self.transfer,
+            "pause": self.pause,
             **(extra or {}),
         }
 
@@ -72,6 +75,18 @@ class Nemesis:
         await asyncio.sleep(self._hold())
         self.trace(f"  restart n{victim}")
         await self.cluster.start(victim)
+
+    async def pause(self) -> None:
+        """Freeze a node (SIGSTOP: nothing of it runs, what arrives for it waits), then let
+        it go on as if no time had passed for it."""
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, SimLoop)
+        victim = self._victim()
+        self.trace(f"  pause n{victim}")
+        loop.pause(victim)
+        await asyncio.sleep(self._hold())
+        self.trace(f"  resume n{victim}")
+        loop.resume(victim)
 
     async def partition(self) -> None:
         net = self.cluster.network

@@ -15,6 +15,7 @@ rate, delay and jitter, from its seeded rng), so a partition cuts RPCs and Raft 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,8 @@ def rpc_error(code: grpc.StatusCode, details: str, trailers: Any = ()) -> grpc.a
 class _Server:
     node_id: int
     services: dict[str, Any]
+    context: contextvars.Context
+    """The node's context: its handlers run (and are paused) as that node."""
     handling: dict[asyncio.Task[Any], None] = field(default_factory=dict)
     """In-flight handlers, in arrival order (a set's order would follow their addresses)."""
 
@@ -71,7 +74,7 @@ class RpcNet:
         self.lost = 0
 
     def serve(self, address: str, node_id: int, services: dict[str, Any]) -> None:
-        self._servers[address] = _Server(node_id, services)
+        self._servers[address] = _Server(node_id, services, contextvars.copy_context())
 
     def crash(self, address: str) -> None:
         """The node at ``address`` is gone: nothing reaches it, its handlers stop mid-way."""
@@ -109,7 +112,7 @@ class RpcNet:
             return rpc_error(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
         method = getattr(server.services[call.service], call.method)
         request = type(call.request).FromString(call.request.SerializeToString())
-        task = asyncio.ensure_future(method(request, _Context(deadline)))
+        task = loop.create_task(method(request, _Context(deadline)), context=server.context.copy())
         server.handling[task] = None
         task.add_done_callback(lambda t: server.handling.pop(t, None))
         try:

@@ -206,6 +206,10 @@ class World:
 
     async def heal(self) -> None:
         c = self.cluster
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, SimLoop)
+        for node_id in loop.paused:
+            loop.resume(node_id)
         c.network.heal()
         c.network.set_faults(drop_rate=0.0, delay=0.001, jitter=0.004)
         for node_id in sorted(c.down):
@@ -252,6 +256,8 @@ def run_seed(
                     world.lines.append(traceback.format_exc())
             finally:
                 virtual_s = loop.time()
+                for node_id in loop.paused:
+                    loop.resume(node_id)
                 if world.fleet.lost_to_corruption:
                     world.faults["blocks_lost_to_corruption"] = len(world.fleet.lost_to_corruption)
                 with contextlib.suppress(Exception):
