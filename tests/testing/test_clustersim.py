@@ -18,7 +18,7 @@ from keelfs.testing.clustersim.rpc import rpc_error
 from keelfs.testing.clustersim.world import Params, World, run_seed
 
 ROOT = Path(__file__).resolve().parents[2]
-SWEEP_SEEDS = range(12)
+SWEEP_SEEDS = range(24)
 SECONDS = 2.0
 
 
