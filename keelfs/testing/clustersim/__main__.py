@@ -15,14 +15,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from keelfs.testing.clustersim.world import Params, SeedResult, run_seed
+from keelfs.testing.clustersim.world import Params, SeedResult, run_seed, run_seed_args
 
 __all__ = ["main", "sweep"]
-
-
-def _run(args: tuple[int, float, bool]) -> SeedResult:
-    seed, seconds, faults = args
-    return run_seed(seed, Params(seconds=seconds, faults=faults))
 
 
 def sweep(
@@ -38,12 +33,12 @@ def sweep(
     work = [(s, seconds, faults) for s in seeds]
     if jobs > 1:
         with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=20) as pool:
-            for r in pool.imap_unordered(_run, work):
+            for r in pool.imap_unordered(run_seed_args, work):
                 _report(r, seconds, out)
                 results.append(r)
     else:
         for args in work:
-            r = _run(args)
+            r = run_seed_args(args)
             _report(r, seconds, out)
             results.append(r)
     for r in results:

@@ -10,7 +10,8 @@ code does: the same program with the same seeds runs the same way every time.
 - ``virtual_clock(loop)`` patches ``time.monotonic``/``time.time`` (and their ``_ns`` twins,
   ``perf_counter``) to the loop's clock while the simulation runs: keelfs code reads them
   directly (lease and session times, chunk-server liveness, deadlines);
-- a loop that has nothing ready and no timer is stuck for good: ``Deadlock``;
+- a loop that has nothing ready and no timer is stuck for good: ``Deadlock``; so is one that
+  runs ``LIVELOCK_ITERATIONS`` iterations without its clock moving;
 - ``pause(node)`` freezes a simulated process as ``SIGSTOP`` would: every callback that runs
   in that node's context (``NODE``: its tasks, its timers, the messages and requests that
   arrive for it) is held, and ``resume(node)`` lets them run, in their order, as if no time
@@ -40,6 +41,9 @@ NODE: contextvars.ContextVar[int] = contextvars.ContextVar("clustersim_node", de
 started in a context that sets it, and inherit it."""
 
 COLLECT_EVERY = 5_000
+LIVELOCK_ITERATIONS = 1_000_000
+"""Loop iterations without virtual time moving: something spins (a busy retry without a
+sleep), which on virtual time never ends. The run fails with ``Deadlock``."""
 
 EPOCH_S = 1_780_000_000.0
 """What the virtual wall clock reads at virtual time 0 (a fixed calendar instant)."""
@@ -90,6 +94,8 @@ class SimLoop(asyncio.SelectorEventLoop):
         selector.advance = self._advance
         self.jumps = 0
         self.iterations = 0
+        self._still_at = 0.0
+        self._still_for = 0
         self._paused: dict[
             int, list[tuple[Callable[..., Any], tuple[Any, ...], contextvars.Context]]
         ] = {}
@@ -105,6 +111,11 @@ class SimLoop(asyncio.SelectorEventLoop):
         self.iterations += 1
         if self.iterations % COLLECT_EVERY == 0:
             gc.collect()
+        if self._now != self._still_at:
+            self._still_at, self._still_for = self._now, 0
+        self._still_for += 1
+        if self._still_for > LIVELOCK_ITERATIONS:
+            raise Deadlock(f"livelock: {LIVELOCK_ITERATIONS} loop iterations at t={self._now:.6f}")
         super()._run_once()  # type: ignore[misc]
 
     # -- pausing a node ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ from keelfs.testing.clustersim.loop import SimLoop, deterministic_gc, virtual_cl
 from keelfs.testing.clustersim.nemesis import Nemesis
 from keelfs.testing.clustersim.workload import NamespaceWorkload
 
-__all__ = ["Params", "SeedResult", "run_seed"]
+__all__ = ["Params", "SeedResult", "run_seed", "run_seed_args"]
 
 SHARDS: dict[str, tuple[int, ...]] = {"shard-1": (1, 2, 3), "shard-2": (1, 2, 3)}
 
@@ -286,3 +286,10 @@ def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
     if tasks:
         with contextlib.suppress(Exception):
             loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def run_seed_args(args: tuple[int, float, bool]) -> SeedResult:
+    """``run_seed(seed, Params(seconds, faults))`` for a worker pool (a picklable callable
+    defined outside ``__main__``: spawned workers import it by name)."""
+    seed, seconds, faults = args
+    return run_seed(seed, Params(seconds=seconds, faults=faults))
