@@ -142,6 +142,10 @@ class ReplicationMonitor:
     def _queue(self, server_id: str, command: pb.ChunkCommand) -> None:
         self._commands.setdefault(server_id, []).append(command)
 
+    def _pending(self, kind: str, block_id: int) -> bool:
+        """Whether ``kind`` was done for ``block_id`` less than ``RESCHEDULE_S`` ago."""
+        return self._scheduled.get((kind, block_id), 0.0) > time.monotonic()
+
     def _due(self, kind: str, block_id: int) -> bool:
         now = time.monotonic()
         until = self._scheduled.get((kind, block_id), 0.0)
@@ -218,7 +222,11 @@ class ReplicationMonitor:
                     self.stats["replications"] += 1
                     log.info("%s: re-replicating block %d to %s", shard, b.block_id,
                              [t.server_id for t in targets])  # fmt: skip
-            extra = [s.server_id for s in good[want:]]  # the fullest servers' (most free first)
+            # the fullest servers' (most free first), among those not already told to delete
+            # theirs: until they report it, a walk that ranked the servers anew (their use
+            # changed) would otherwise pick the replicas it kept last time as extra too
+            kept = [s for s in good if not self._pending(f"delete:{s.server_id}", b.block_id)]
+            extra = [s.server_id for s in kept[want:]]
             doomed = stale + extra + (corrupt if len(good) >= want else [])
             for server_id in doomed:
                 if self._due(f"delete:{server_id}", b.block_id):
