@@ -7,7 +7,9 @@ What is simplified, honestly:
   ``keelfs.chunk.store`` in one number (corruption flips a byte and leaves the checksum, so
   the next scan or read finds it). Replicas are written whole (no packets, no partial
   replicas, no hflush) and finalized at once; chunk servers do not crash (their replicas
-  would survive anyway), only the metadata nodes do;
+  would survive anyway): a server can be down for a while (``outage``: no heartbeats, reads
+  or writes; back up, it reports everything again), which makes the masters re-replicate
+  and then trim the excess;
 - its epoch fencing is the real ``keelfs.chunk.fencing.EpochTable`` (a file per server);
 - its reporting is ``keelfs.chunk.reporting.Reporter``'s protocol, rewritten small: a
   ``ChunkHeartbeat`` to every member of every shard of the map (fetched, stale-ok, by its own
@@ -60,6 +62,10 @@ SCAN_S = 1.0
 BLOCK_SIZE = 64 * 1024
 
 
+class ServerDown(Exception):
+    """The chunk server is down: a write to it fails (the pipeline is broken)."""
+
+
 @dataclass
 class StoredReplica:
     block_id: int
@@ -105,10 +111,13 @@ class SimChunkServer:
         self._commands: asyncio.Queue[pb.ChunkCommand] = asyncio.Queue()
         self._masters: list[str] = []
         self._map_version = -1
+        self.down = False
 
     # -- the store ----------------------------------------------------------------------------
     def store(self, block_id: int, gen: int, data: bytes, shard: str, epoch: int) -> None:
         """Write a finalized replica, fenced by ``(shard, epoch)`` (``Fenced`` if older)."""
+        if self.down:
+            raise ServerDown(self.server_id)
         self.epochs.admit(shard, epoch)
         old = self.replicas.get(block_id)
         if old is not None and old.gen > gen:
@@ -120,7 +129,7 @@ class SimChunkServer:
 
     def read(self, block_id: int, gen: int) -> bytes | None:
         r = self.replicas.get(block_id)
-        if r is None or r.gen != gen:
+        if self.down or r is None or r.gen != gen:
             return None
         if not r.good():
             self._found_corrupt(r)
@@ -150,9 +159,27 @@ class SimChunkServer:
         return True
 
     # -- commands -----------------------------------------------------------------------------
+    async def outage(self, seconds: float) -> None:
+        """The server is down for ``seconds`` (its replicas stay on its disk, as do its
+        epochs): no heartbeats, no reads or writes, the commands it had not run are lost.
+        Back up, it sends every master a full report again."""
+        self.down = True
+        self.fleet.trace(f"{self.server_id}: down")
+        while not self._commands.empty():
+            self._commands.get_nowait()
+        await asyncio.sleep(seconds)
+        self._known.clear()
+        self._needs_full.clear()
+        self._added, self._removed, self._corrupt = [], [], []
+        self.down = False
+        self._changed.set()
+        self.fleet.trace(f"{self.server_id}: up")
+
     async def _execute_loop(self) -> None:
         while True:
             command = await self._commands.get()
+            if self.down:
+                continue
             try:
                 await self._execute(command)
             except Fenced as exc:
@@ -188,7 +215,7 @@ class SimChunkServer:
                 target = self.fleet.by_id.get(t.server_id)
                 if target is None:
                     continue
-                with contextlib.suppress(Fenced, ValueError):
+                with contextlib.suppress(Fenced, ValueError, ServerDown):
                     target.store(b.block_id, b.gen_stamp, data, command.shard, command.epoch)
                     self.fleet.stats["replicated"] += 1
 
@@ -199,6 +226,9 @@ class SimChunkServer:
             loop = asyncio.get_running_loop()
             next_round = next_scan = 0.0
             while True:
+                if self.down:
+                    await asyncio.sleep(HEARTBEAT_S)
+                    continue
                 now = loop.time()
                 if now >= next_scan:
                     for _, r in sorted(self.replicas.items()):
@@ -416,7 +446,7 @@ class DataWorkload:
                 server = self.fleet.by_id[loc.server_id]
                 try:
                     server.store(block.block_id, block.gen_stamp, piece, reply.shard, reply.epoch)
-                except (Fenced, ValueError) as exc:
+                except (Fenced, ValueError, ServerDown) as exc:
                     self._count("pipeline_failed")
                     self.trace(f"data {path}: pipeline refused: {exc}")
                     return

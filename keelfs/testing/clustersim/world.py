@@ -144,7 +144,11 @@ class World:
                 random.Random(self.rng.getrandbits(64)),
                 self.faults,
                 self.trace,
-                extra={"corrupt": self.corrupt, "reshard": self.reshard},
+                extra={
+                    "corrupt": self.corrupt,
+                    "reshard": self.reshard,
+                    "chunk_down": self.chunk_down,
+                },
             )
             tasks.append(asyncio.create_task(nemesis.run(until)))
         tasks.append(asyncio.create_task(self._watch(until)))
@@ -170,6 +174,11 @@ class World:
         """Flip a byte of a replica on one chunk server (one that has a good copy elsewhere)."""
         server = self.rng.choice(self.fleet.servers)
         server.corrupt_one(self.rng)
+
+    async def chunk_down(self) -> None:
+        """A chunk server down for up to twice the masters' ``chunk_dead_after_s``."""
+        server = self.rng.choice(self.fleet.servers)
+        await server.outage(self.rng.uniform(0.5, 6.0))
 
     async def reshard(self) -> None:
         """Add a shard (three new masters) the first time, remove it the second; later
