@@ -5,7 +5,9 @@ its Raft host talks over a ``LocalNetwork`` endpoint and draws election timeouts
 simulation's rng, its shards' state machines live in memory (rebuilt from the Raft log and
 snapshot on restart, as the config group's always are), its servicers are registered on the
 ``RpcNet`` instead of a gRPC server, and its internal client calls other nodes through the
-``RpcNet`` too. The Raft log is the real ``RocksEngine``, in a directory on tmpfs.
+``RpcNet`` too. The Raft log is the real ``RocksEngine``, in a directory on tmpfs, whose
+unsynced writes are held back until the next synced one (``_lose_unsynced_on_crash``), so that
+a crash loses them as a power cut would.
 """
 
 from __future__ import annotations
@@ -54,13 +56,17 @@ class SimMetaNode(MetaNode):
     def __init__(self, config: NodeConfig, cluster: SimCluster) -> None:
         super().__init__(config)
         self.cluster = cluster
+        self.unsynced: list[Any] = []
+        """Writes the Raft host has made but not synced yet (lost if the node crashes)."""
         # placement breaks ties between equal chunk servers at random: seeded here
         self.chunks._rng = random.Random(cluster.rng.getrandbits(64))
 
     def _raft_host(self) -> RaftHost:
         cfg = self.config
         rng = random.Random(self.cluster.rng.getrandbits(64))
-        return RaftHost(cfg.node_id, cfg.data_dir, self._transport, cfg.host, rng=rng)
+        host = RaftHost(cfg.node_id, cfg.data_dir, self._transport, cfg.host, rng=rng)
+        self.unsynced = _lose_unsynced_on_crash(host)
+        return host
 
     def _transport(self, on_messages: OnMessages) -> Transport:
         transport = self.cluster.network.add(self.node_id, on_messages)
@@ -90,6 +96,28 @@ class SimMetaNode(MetaNode):
 
     def _internal_client(self, seeds: list[str]) -> Any:
         return SimClient(self.cluster.rpc, self.node_id, seeds, deadline=10.0, attempt_timeout=2.0)
+
+
+def _lose_unsynced_on_crash(host: RaftHost) -> list[Any]:
+    """Model the page cache: a write the runtime does not sync (a hard state that moved only
+    the commit index) reaches the disk with the next synced write, and is lost if the node
+    crashes before (its caches saw it at once, as reads of a page-cache write would). Without
+    this, RocksDB's WAL would keep it: a process crash loses nothing, only a power cut does."""
+    engine = host.engine
+    write = engine._write
+    unsynced: list[Any] = []
+
+    def write_as_a_disk_would(wb: Any, sync: bool = True) -> None:
+        if not sync:
+            unsynced.append(wb)
+            return
+        for earlier in unsynced:
+            write(earlier, False)
+        unsynced.clear()
+        write(wb, True)
+
+    engine._write = write_as_a_disk_would  # type: ignore[method-assign]
+    return unsynced
 
 
 def raft_address(node_id: int) -> str:
@@ -178,6 +206,9 @@ class SimCluster:
         last written (what was synced survives), everything in memory is lost."""
         node = self.nodes.pop(node_id)
         self.down.add(node_id)
+        if node.unsynced:
+            self.faults["unsynced_writes_lost"] += len(node.unsynced)
+            node.unsynced.clear()
         self.rpc.crash(node.client_address)
         await node.stop()
 
