@@ -18,7 +18,9 @@ What is simplified, honestly:
   (delete, replicate) run one at a time, each admitted by its fence first;
 - a writer creates a file, asks ``AllocateBlock`` for each block, writes the replicas to the
   pipeline's servers directly (fenced by the reply's shard and epoch) and calls ``Complete``
-  with the last block's length. A pipeline with a server that refuses is abandoned (the file
+  with the last block's length; or, like a writer that hflushed and died, never completes
+  it (the data is acknowledged: lease recovery must close the file with all of it). A
+  pipeline with a server that refuses is abandoned (the file
   is not acknowledged): no ``RecoverPipeline``.
 
 Invariants: **no referenced block loses its last good replica** — checked by the chunk server
@@ -60,6 +62,8 @@ HEARTBEAT_S = 0.5
 EAGER_S = 0.02
 SCAN_S = 1.0
 BLOCK_SIZE = 64 * 1024
+HFLUSH_AND_DIE = 0.15
+"""Of the files written, those whose writer stops after its last hflush (no Complete)."""
 
 
 class ServerDown(Exception):
@@ -451,6 +455,14 @@ class DataWorkload:
                     self.trace(f"data {path}: pipeline refused: {exc}")
                     return
             previous = len(piece)
+        if rng.random() < HFLUSH_AND_DIE:
+            # every block written to all its replicas: what hflush acknowledges. The writer
+            # then dies: lease recovery must close the file with all of it.
+            fs._core.writers.pop(path, None)
+            self.files[path] = ExpectedFile([path], data)
+            self._count("hflushed")
+            self.trace(f"data hflushed {path} ({len(data)} bytes), writer gone")
+            return
         await fs._run(ops.complete(path, pin, previous), None)
         fs._core.writers.pop(path, None)
         self.files[path] = ExpectedFile([path], data)
@@ -540,6 +552,11 @@ class DataWorkload:
             return None if f.maybe_gone else f"acknowledged file is gone (names {f.paths})"
         if len(found) > 1:
             return f"acknowledged file exists under {len(found)} names {f.paths}"
+        info = found[0]
+        if info.under_construction:
+            return "still open (its writer is gone: lease recovery should close it)"
+        if info.length != len(f.data):
+            return f"closed with {info.length} bytes, {len(f.data)} acknowledged"
         data = b""
         if any(b.block_id in self.fleet.lost_to_corruption for b in found[0].blocks):
             return None  # lost to the nemesis (see ChunkFleet.check_delete)

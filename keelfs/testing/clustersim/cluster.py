@@ -98,6 +98,11 @@ class SimMetaNode(MetaNode):
         return SimClient(self.cluster.rpc, self.node_id, seeds, deadline=10.0, attempt_timeout=2.0)
 
 
+LEASE_TTL_MS = 3_000
+"""Short, so that files whose writer died are recovered within a run (the simulated writers
+do not renew their leases: a write that takes longer is not acknowledged)."""
+
+
 def _lose_unsynced_on_crash(host: RaftHost) -> list[Any]:
     """Model the page cache: a write the runtime does not sync (a hard state that moved only
     the commit index) reaches the disk with the next synced write, and is lost if the node
@@ -179,6 +184,7 @@ class SimCluster:
             ),
             min_replicas=1,
             chunk_dead_after_s=3.0,
+            lease_ttl_ms=LEASE_TTL_MS,
         )
 
     @property
