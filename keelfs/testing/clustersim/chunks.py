@@ -52,7 +52,7 @@ from keelfs.chunk.errors import Fenced
 from keelfs.chunk.fencing import EpochTable
 from keelfs.client import _ops as ops
 from keelfs.client._core import Call
-from keelfs.errors import KeelError, NotFound, RetryableError
+from keelfs.errors import KeelError, LeaseConflict, NotFound, RetryableError
 from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.testing.clustersim.cluster import SimClient, SimCluster
 
@@ -425,6 +425,11 @@ class DataWorkload:
             except RetryableError as exc:
                 self._count("unavailable")
                 self.trace(f"data c{c}: {type(exc).__name__}")
+            except (LeaseConflict, NotFound) as exc:
+                # the write lost its lease (expired while it was slow; or its directory moved
+                # to another shard, where the lease does not follow it): not acknowledged
+                self._count("lease_lost")
+                self.trace(f"data c{c}: {exc!r}")
             await asyncio.sleep(rng.uniform(0.0, 0.1))
 
     async def _write(self, fs: SimClient, rng: random.Random, directory: str, c: int) -> None:
