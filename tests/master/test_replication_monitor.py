@@ -27,6 +27,7 @@ from keelfs.meta.commands import (  # noqa: E402
     AddBlock,
     CompleteFile,
     Create,
+    Delete,
     Mkdir,
     MoveFreeze,
     MoveIngest,
@@ -218,3 +219,26 @@ def test_excess_trims_in_flight_are_not_chosen_again_from_other_replicas() -> No
         node.chunks.heartbeat(s, f"127.0.0.1:{7000 + i}", "", 1 << 40, i << 20, 0)
     walk()
     assert len(told) == 2, f"every replica of a referenced block told to go: {sorted(told)}"
+
+
+def test_a_trim_is_not_handed_out_for_a_block_the_shard_no_longer_references() -> None:
+    """Found by the whole-cluster simulator: a shard trims an excess replica of a file, the
+    command waits for its server (down for a while), and meanwhile the file is renamed to
+    another shard, whose leader trims the same block's replicas its own way. Handed out
+    late, the first shard's command deleted the last replica. A maintenance delete leaves
+    only while its shard still references the block (else the new owner maintains it)."""
+    sm = formatted(ShardStateMachine(shard_id="src"))
+    sm.ok(Mkdir("/d"))
+    sid = sm.session()
+    sm.ok(Create("/d/f", replication=1), sid, 1)
+    sm.ok(AddBlock("/d/f", 81, 1), sid, 2)
+    sm.ok(CompleteFile("/d/f", 10), sid, 3)
+    member = _member("src", sm.sm)
+    node = FakeNode(member)
+    _report(node.chunks, ["cs-1", "cs-2"], [(81, Replica(1, 10, "src"))])
+    monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
+    asyncio.run(monitor.tick(member))
+    (trimmed,) = [s for s in ("cs-1", "cs-2") if monitor._commands.get(s)]
+    sm.ok(Delete("/d/f"), sid, 4)  # the file is no longer this shard's (renamed away)
+    assert not sm.sm.referenced_blocks([81])
+    assert monitor.take_commands(trimmed) == []
