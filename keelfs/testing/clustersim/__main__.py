@@ -60,9 +60,10 @@ def _report(r: SeedResult, seconds: float, out: Callable[[str], None]) -> None:
         replay = f"python -m keelfs.testing.clustersim --seed {r.seed} --seconds {seconds}"
         out(f"  replay: {replay} --trace")
     else:
+        faults = ",".join(f"{k}={v}" for k, v in sorted(r.faults.items()))
         out(
             f"ok   seed {r.seed}: {r.virtual_s:.1f} s virtual, {r.ops} ops, "
-            f"{r.wall_s:.1f} s wall, digest {r.digest}"
+            f"{r.wall_s:.1f} s wall, digest {r.digest}, faults {faults or '-'}"
         )
 
 
