@@ -168,7 +168,7 @@ class Session:
     group: str
     ttl_ms: int
     seq: int = 0
-    last_used: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=lambda: time.monotonic())  # (looked up at each call)
 
     def next_seq(self) -> int:
         self.seq += 1

@@ -71,7 +71,7 @@ class ChunkRegistry:
     servers: dict[str, ServerState] = field(default_factory=dict)
     replicas: dict[int, dict[str, Replica]] = field(default_factory=dict)
     corrupt: set[tuple[int, str]] = field(default_factory=set)
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = lambda: time.monotonic()  # (looked up at each call)
     _rng: random.Random = field(default_factory=random.Random)
     _waiters: list[asyncio.Future[None]] = field(default_factory=list)
     joined_at: float | None = None

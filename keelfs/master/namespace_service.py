@@ -114,6 +114,15 @@ MAX_PAGE_BYTES = 4 << 20
 """A ListDir page is cut when its entries exceed this (the cursor continues after them)."""
 
 
+def _seq_applied(sm: ShardStateMachine, header: pb.RequestHeader) -> bool:
+    """Whether this shard applied the request's (session, seq) already: the request is a
+    retry, answered from the session's reply cache (read after a barrier)."""
+    if not header.session_id or not header.seq:
+        return False
+    session = sm.session(header.session_id)
+    return session is not None and session.last_seq >= header.seq
+
+
 def _cross_shard(err: KeelError, what: str) -> KeelError:
     """The state machine refuses with NotFound("directory record") when a directory it must
     handle whole has its self-record on another shard: the subtree changed between the
@@ -648,9 +657,12 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         target = node.shard_map.shard_for_path(dst)
         request = Rename(src, dst, overwrite)
         record = sm.entry_record(src)
-        if record is None:
+        if record is None or _seq_applied(sm, header):
             # Not here (any more): still proposed, since a retry of a rename that committed
             # must get its recorded success; anything else fails the check with NOT_FOUND.
+            # Likewise a retry whose (session, seq) was applied while ``src`` is here again
+            # (created anew since by someone else): only the recorded reply may answer it,
+            # never a fresh look at the new file (it may be open: LEASE_CONFLICT).
             missing = [Step("present", src)]
             outcome = await node.txns.run(
                 member, "rename", missing, {target: missing}, header, timeout, request

@@ -322,12 +322,11 @@ class MetaNode:
         return transport.address if isinstance(transport, GrpcTransport) else self.config.listen
 
     async def start(self) -> None:
-        from keelfs.client import AsyncClient  # the client imports this package's wire modules
         from keelfs.master.config_service import ConfigServicer
         from keelfs.master.namespace_service import NamespaceServicer, NodeServicer
 
         cfg = self.config
-        host = self.host = RaftHost(cfg.node_id, cfg.data_dir, self._transport, cfg.host)
+        host = self.host = self._raft_host()
         await host.start()
         if cfg.config_member:
             csm = ConfigStateMachine(
@@ -335,44 +334,20 @@ class MetaNode:
             )  # small: in memory, rebuilt from the snapshot and the log on restart
             self.config_member = Member(CONFIG_GROUP, self._open(CONFIG_GROUP, csm), csm)
         for shard_id in cfg.shards:
-            ssm = ShardStateMachine(
-                cfg.data_dir / "shards" / shard_id,
-                shard_id=shard_id,
-                session_ttl_ms=cfg.session_ttl_ms,
-                lease_ttl_ms=cfg.lease_ttl_ms,
-                txn_retention_ms=cfg.txn_retention_ms,
-            )
+            ssm = self._shard_state_machine(shard_id)
             self.shards[shard_id] = Member(shard_id, self._open(shard_id, ssm), ssm)
-        server = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-                ("grpc.max_send_message_length", 64 << 20),
-            ]
-        )
-        from keelfs.meta.pb import meta_pb2_grpc
-
-        grpc_mod: Any = meta_pb2_grpc
-        grpc_mod.add_NodeServicer_to_server(NodeServicer(self), server)
+        servicers: dict[str, Any] = {"Node": NodeServicer(self)}
         if self.config_member is not None:
-            grpc_mod.add_ConfigServicer_to_server(ConfigServicer(self), server)
+            servicers["Config"] = ConfigServicer(self)
         if self.shards:
-            grpc_mod.add_NamespaceServicer_to_server(NamespaceServicer(self), server)
-        try:
-            port = server.add_insecure_port(self.client_address)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {self.client_address}: {exc}") from exc
-        if port == 0:
-            raise OSError(f"cannot listen on {self.client_address}")
-        self.client_address = f"{self.client_address.rpartition(':')[0]}:{port}"
-        await server.start()
-        self._server = server
+            servicers["Namespace"] = NamespaceServicer(self)
+        await self._serve(servicers)
         seeds = list(cfg.config_servers)
         if self.config_member is not None and self.client_address not in seeds:
             seeds.insert(0, self.client_address)
         if not seeds:
             raise ValueError("a master needs --config-servers")
-        self.internal = AsyncClient(seeds, deadline=10.0, attempt_timeout=2.0)
+        self.internal = self._internal_client(seeds)
         self._tasks = [
             asyncio.create_task(self._register_loop(), name="register"),
             asyncio.create_task(self._map_loop(), name="shard-map"),
@@ -382,6 +357,54 @@ class MetaNode:
             self._tasks.append(asyncio.create_task(self.replication.loop(), name="replication"))
         if self.config_member is not None:
             self._tasks.append(asyncio.create_task(self.resharder.loop(), name="resharding"))
+
+    # The parts of a node that touch the outside world, one method each, so that an in-process
+    # simulation (keelfs.testing.clustersim) can run this same node over an in-memory network
+    # with in-process calls: the Raft host (and through _transport its network), the state
+    # machine of a shard, where the servicers are served, and the client for other nodes.
+    def _raft_host(self) -> RaftHost:
+        cfg = self.config
+        return RaftHost(cfg.node_id, cfg.data_dir, self._transport, cfg.host)
+
+    def _shard_state_machine(self, shard_id: str) -> ShardStateMachine:
+        cfg = self.config
+        return ShardStateMachine(
+            cfg.data_dir / "shards" / shard_id,
+            shard_id=shard_id,
+            session_ttl_ms=cfg.session_ttl_ms,
+            lease_ttl_ms=cfg.lease_ttl_ms,
+            txn_retention_ms=cfg.txn_retention_ms,
+        )
+
+    async def _serve(self, servicers: dict[str, Any]) -> None:
+        """Serve ``servicers`` (service name -> servicer) on the client address, with gRPC."""
+        from keelfs.meta.pb import meta_pb2_grpc
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                ("grpc.max_send_message_length", 64 << 20),
+            ]
+        )
+        grpc_mod: Any = meta_pb2_grpc
+        for name, servicer in servicers.items():
+            getattr(grpc_mod, f"add_{name}Servicer_to_server")(servicer, server)
+        try:
+            port = server.add_insecure_port(self.client_address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {self.client_address}: {exc}") from exc
+        if port == 0:
+            raise OSError(f"cannot listen on {self.client_address}")
+        self.client_address = f"{self.client_address.rpartition(':')[0]}:{port}"
+        await server.start()
+        self._server = server
+
+    def _internal_client(self, seeds: list[str]) -> Any:
+        """The client this node asks other nodes with (``seeds``: config servers)."""
+        from keelfs.client import AsyncClient  # the client imports this package's wire modules
+
+        return AsyncClient(seeds, deadline=10.0, attempt_timeout=2.0)
 
     def _open(self, group_id: str, sm: Any) -> RaftGroup:
         host = self.host

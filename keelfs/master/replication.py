@@ -74,6 +74,8 @@ class ReplicationMonitor:
         self._commands: dict[str, list[pb.ChunkCommand]] = {}
         self._walks: dict[str, _Walk] = {}
         self._scheduled: dict[tuple[str, int], float] = {}
+        self._trims: set[tuple[str, int]] = set()
+        """(server, block) of the trims queued (see ``take_commands``)."""
         self._tick_due: set[str] = set()
         """Shards whose log time must be carried forward (an expired lease to release)."""
         self.orphans = OrphanCollector(node, self._queue_orphan_delete)
@@ -97,9 +99,30 @@ class ReplicationMonitor:
         command leaves only with the term it was decided in, while that term is current. What
         remains is the moment a deposed leader has not yet noticed it lost (``check_quorum``
         bounds it to an election timeout), and the fence covers that once the successor
-        reaches the server."""
+        reaches the server.
+
+        A trim (a replica deleted to maintain a file's blocks: excess, stale or corrupt)
+        leaves only while its shard still references the block: a command may wait long for
+        its server (down, or slow to heartbeat), and if the file went to another shard
+        meanwhile (a cross-shard rename), that shard maintains it now and trims in its own
+        way; both trims together could delete every replica."""
         queued = self._commands.pop(server_id, [])
-        return [c for c in queued if self._leads_at(c.shard, c.epoch)]
+        return [
+            c
+            for c in queued
+            if self._still_trims(server_id, c) and self._leads_at(c.shard, c.epoch)
+        ]
+
+    def _still_trims(self, server_id: str, command: pb.ChunkCommand) -> bool:
+        """False for a trim of a block its shard no longer references (see take_commands)."""
+        if command.kind != "delete":
+            return True
+        block_id = command.blocks[0].block_id
+        if (server_id, block_id) not in self._trims:
+            return True  # the delete queue's or an orphan's: unreferenced by design
+        self._trims.discard((server_id, block_id))
+        member = self.node.shards.get(command.shard)
+        return member is not None and bool(member.sm.referenced_blocks([block_id]))
 
     def _leads_at(self, shard: str, epoch: int) -> bool:
         member = self.node.shards.get(shard)
@@ -141,6 +164,10 @@ class ReplicationMonitor:
 
     def _queue(self, server_id: str, command: pb.ChunkCommand) -> None:
         self._commands.setdefault(server_id, []).append(command)
+
+    def _pending(self, kind: str, block_id: int) -> bool:
+        """Whether ``kind`` was done for ``block_id`` less than ``RESCHEDULE_S`` ago."""
+        return self._scheduled.get((kind, block_id), 0.0) > time.monotonic()
 
     def _due(self, kind: str, block_id: int) -> bool:
         now = time.monotonic()
@@ -218,7 +245,11 @@ class ReplicationMonitor:
                     self.stats["replications"] += 1
                     log.info("%s: re-replicating block %d to %s", shard, b.block_id,
                              [t.server_id for t in targets])  # fmt: skip
-            extra = [s.server_id for s in good[want:]]  # the fullest servers' (most free first)
+            # the fullest servers' (most free first), among those not already told to delete
+            # theirs: until they report it, a walk that ranked the servers anew (their use
+            # changed) would otherwise pick the replicas it kept last time as extra too
+            kept = [s for s in good if not self._pending(f"delete:{s.server_id}", b.block_id)]
+            extra = [s.server_id for s in kept[want:]]
             doomed = stale + extra + (corrupt if len(good) >= want else [])
             for server_id in doomed:
                 if self._due(f"delete:{server_id}", b.block_id):
@@ -226,6 +257,7 @@ class ReplicationMonitor:
                     bad = pb.ReplicaReport(block_id=b.block_id, gen_stamp=gen)
                     cmd = pb.ChunkCommand(kind="delete", shard=shard, epoch=epoch, blocks=[bad])
                     self._queue(server_id, cmd)
+                    self._trims.add((server_id, b.block_id))
                     self.stats["deletions"] += 1
         if not writing:
             return

@@ -44,7 +44,7 @@ class RaftGroup:
         self.node = RawNode(
             Config(
                 id=host.node_id,
-                rng=random.Random(),
+                rng=random.Random(host.rng.getrandbits(64)),
                 election_tick=cfg.election_tick,
                 heartbeat_tick=cfg.heartbeat_tick,
                 pre_vote=True,

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +98,12 @@ class RaftHost:
         data_dir: str | Path,
         transport_factory: TransportFactory,
         config: HostConfig | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.node_id = node_id
+        self.rng = rng or random.Random()
+        """Where each group's Raft core draws its election timeouts from (a simulation seeds
+        it, so that a run replays exactly)."""
         self.config = config or HostConfig()
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)

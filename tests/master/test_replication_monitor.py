@@ -27,6 +27,7 @@ from keelfs.meta.commands import (  # noqa: E402
     AddBlock,
     CompleteFile,
     Create,
+    Delete,
     Mkdir,
     MoveFreeze,
     MoveIngest,
@@ -186,3 +187,58 @@ def test_during_a_move_only_the_serving_shard_re_replicates() -> None:
 
     assert replications(_member("src", src.sm)) == 1
     assert replications(_member("dst", dst.sm)) == 0
+
+
+def test_excess_trims_in_flight_are_not_chosen_again_from_other_replicas() -> None:
+    """Found by the whole-cluster simulator (keelfs.testing.clustersim): a file set to one
+    replica has three; the first walk tells the two fullest servers to delete theirs, and
+    before they have reported the deletions the servers' use changes, so the next walk ranks
+    them differently. It must not pick the replica it kept as "extra" too: all three
+    would be gone."""
+    sm = formatted(ShardStateMachine(shard_id="src"))
+    sm.ok(Mkdir("/d"))
+    sid = sm.session()
+    sm.ok(Create("/d/f", replication=1), sid, 1)
+    sm.ok(AddBlock("/d/f", 79, 1), sid, 2)
+    sm.ok(CompleteFile("/d/f", 10), sid, 3)
+    member = _member("src", sm.sm)
+    node = FakeNode(member)
+    servers = ["cs-1", "cs-2", "cs-3"]
+    _report(node.chunks, servers, [(79, Replica(1, 10, "src"))])
+    monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
+    told: set[str] = set()
+
+    def walk() -> None:
+        asyncio.run(monitor.tick(member))
+        for s in servers:
+            told.update(s for c in monitor.take_commands(s) if c.kind == "delete")
+
+    walk()
+    assert len(told) == 2
+    for i, s in enumerate(reversed(servers)):  # the use of each server changes: a new order
+        node.chunks.heartbeat(s, f"127.0.0.1:{7000 + i}", "", 1 << 40, i << 20, 0)
+    walk()
+    assert len(told) == 2, f"every replica of a referenced block told to go: {sorted(told)}"
+
+
+def test_a_trim_is_not_handed_out_for_a_block_the_shard_no_longer_references() -> None:
+    """Found by the whole-cluster simulator: a shard trims an excess replica of a file, the
+    command waits for its server (down for a while), and meanwhile the file is renamed to
+    another shard, whose leader trims the same block's replicas its own way. Handed out
+    late, the first shard's command deleted the last replica. A maintenance delete leaves
+    only while its shard still references the block (else the new owner maintains it)."""
+    sm = formatted(ShardStateMachine(shard_id="src"))
+    sm.ok(Mkdir("/d"))
+    sid = sm.session()
+    sm.ok(Create("/d/f", replication=1), sid, 1)
+    sm.ok(AddBlock("/d/f", 81, 1), sid, 2)
+    sm.ok(CompleteFile("/d/f", 10), sid, 3)
+    member = _member("src", sm.sm)
+    node = FakeNode(member)
+    _report(node.chunks, ["cs-1", "cs-2"], [(81, Replica(1, 10, "src"))])
+    monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
+    asyncio.run(monitor.tick(member))
+    (trimmed,) = [s for s in ("cs-1", "cs-2") if monitor._commands.get(s)]
+    sm.ok(Delete("/d/f"), sid, 4)  # the file is no longer this shard's (renamed away)
+    assert not sm.sm.referenced_blocks([81])
+    assert monitor.take_commands(trimmed) == []
