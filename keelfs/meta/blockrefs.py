@@ -69,9 +69,10 @@ def _block_prefix(block_id: int) -> bytes:
 
 
 def _inode_blocks(record: str | bytes) -> set[int]:
-    if (b"[[" if isinstance(record, bytes) else "[[") not in record:
+    text = record.decode() if isinstance(record, bytes) else record
+    if "[[" not in text:
         return set()  # no block list entry (``[[id, gen, length], ...]``): nothing to decode
-    body = json.loads(record)
+    body = json.loads(text)
     if body[1] != _INODE_FILE:
         return set()
     return {int(b[0]) for b in body[9]}
