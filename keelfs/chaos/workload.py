@@ -21,6 +21,7 @@ import contextlib
 import random
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,8 +149,8 @@ class ShardView:
             return str(self._map.shard_for_directory(directory))
 
 
-class Worker:
-    """One thread of the workload; ``step`` does one operation."""
+class Worker(ABC):
+    """One thread of the workload; ``step`` (each kind of worker's own) does one operation."""
 
     def __init__(
         self,
@@ -247,11 +248,12 @@ class Worker:
             return (*classify(exc), exc)
         return OK, "", None
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 (a hook: most workers have nothing to set up)
         """Create the worker's directories (retried: faults may already be running)."""
 
+    @abstractmethod
     def step(self) -> None:
-        raise NotImplementedError
+        """Do one operation and record its outcome."""
 
 
 class _OwnDirs(Worker):
