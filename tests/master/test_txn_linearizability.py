@@ -52,6 +52,7 @@ from helpers import dirs_on_two_shards
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, KeelError, LeaseConflict, NotFound, RetryableError
 from keelfs.master.cluster import MetaCluster
+from keelfs.testing.clustersim.workload import BUSY, refusal_outcome
 from keelfs.testing.linearizability import (
     FileNamespaceModel,
     HistoryRecorder,
@@ -68,7 +69,6 @@ CLIENT_DEADLINE_S = 10.0
 """A rename aborted because another transaction held one of its paths answers UNAVAILABLE
 "locked"; its retries (same session and seq) find the same aborted transaction, so such a
 rename spins until this deadline. Kept short so that the run stays short."""
-BUSY = "busy"  # a rename refused with LEASE_CONFLICT (recorded as stat(src) -> True)
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,6 @@ _counter = iter(range(10_000))
 
 
 def _perform(fs: Client, op: tuple[Any, ...]) -> Any:
-    """Run ``op``; its output as the model writes it. Raises what the model has no answer
-    for (``RetryableError``: outcome unknown; any other ``KeelError``: a bug)."""
     kind = op[0]
     try:
         if kind == "create":
@@ -97,18 +95,11 @@ def _perform(fs: Client, op: tuple[Any, ...]) -> Any:
             fs.rename(op[1], op[2])
         else:
             return fs.exists(op[1])
-    except (AlreadyExists, LeaseConflict) as exc:
-        if kind == "create":
-            return "exists"
-        if isinstance(exc, LeaseConflict) and kind == "rename":
-            return BUSY
-        if isinstance(exc, AlreadyExists) and kind == "rename":
-            return "exists"
-        raise
-    except NotFound:
-        if kind in ("delete", "rename"):
-            return "not_found"
-        raise
+    except (AlreadyExists, LeaseConflict, NotFound) as exc:
+        outcome = refusal_outcome(kind, exc)
+        if outcome is None:
+            raise
+        return outcome
     return "ok"
 
 

@@ -24,10 +24,25 @@ from keelfs.client import AsyncClient
 from keelfs.errors import AlreadyExists, KeelError, LeaseConflict, NotFound, RetryableError
 from keelfs.testing.linearizability import HistoryRecorder, Operation
 
-__all__ = ["NamespaceWorkload"]
+__all__ = ["BUSY", "NamespaceWorkload", "refusal_outcome"]
 
 NAMES = ("x", "y")
 BUSY = "busy"
+
+
+def refusal_outcome(kind: str, exc: KeelError) -> str | None:
+    """What a namespace operation refused with ``exc`` records in the history for
+    ``FileNamespaceModel`` (None: not an outcome of the model: the caller re-raises). A rename
+    refused with ``LEASE_CONFLICT`` is ``BUSY`` (recorded as ``stat(src) -> True``)."""
+    if isinstance(exc, AlreadyExists) and kind in ("create", "rename"):
+        return "exists"
+    if isinstance(exc, LeaseConflict) and kind == "create":
+        return "exists"
+    if isinstance(exc, LeaseConflict) and kind == "rename":
+        return BUSY
+    if isinstance(exc, NotFound) and kind in ("delete", "rename"):
+        return "not_found"
+    return None
 
 
 async def _perform(fs: AsyncClient, op: tuple[Any, ...]) -> Any:
@@ -41,18 +56,11 @@ async def _perform(fs: AsyncClient, op: tuple[Any, ...]) -> Any:
             await fs.rename(op[1], op[2])
         else:
             return await fs.exists(op[1])
-    except (AlreadyExists, LeaseConflict) as exc:
-        if kind == "create":
-            return "exists"
-        if isinstance(exc, LeaseConflict) and kind == "rename":
-            return BUSY
-        if isinstance(exc, AlreadyExists) and kind == "rename":
-            return "exists"
-        raise
-    except NotFound:
-        if kind in ("delete", "rename"):
-            return "not_found"
-        raise
+    except (AlreadyExists, LeaseConflict, NotFound) as exc:
+        outcome = refusal_outcome(kind, exc)
+        if outcome is None:
+            raise
+        return outcome
     return "ok"
 
 
