@@ -169,6 +169,15 @@ class ReplicationMonitor:
         """Whether ``kind`` was done for ``block_id`` less than ``RESCHEDULE_S`` ago."""
         return self._scheduled.get((kind, block_id), 0.0) > time.monotonic()
 
+    def _queue_delete(
+        self, server_id: str, shard: str, epoch: int, block_id: int, gen_stamp: int
+    ) -> None:
+        """Queue the deletion of ``server_id``'s replica of ``block_id`` at ``gen_stamp``."""
+        ref = pb.ReplicaReport(block_id=block_id, gen_stamp=gen_stamp)
+        self._queue(
+            server_id, pb.ChunkCommand(kind="delete", shard=shard, epoch=epoch, blocks=[ref])
+        )
+
     def _due(self, kind: str, block_id: int) -> bool:
         now = time.monotonic()
         until = self._scheduled.get((kind, block_id), 0.0)
@@ -254,9 +263,7 @@ class ReplicationMonitor:
             for server_id in doomed:
                 if self._due(f"delete:{server_id}", b.block_id):
                     gen = holders[server_id].gen_stamp if server_id in holders else b.gen_stamp
-                    bad = pb.ReplicaReport(block_id=b.block_id, gen_stamp=gen)
-                    cmd = pb.ChunkCommand(kind="delete", shard=shard, epoch=epoch, blocks=[bad])
-                    self._queue(server_id, cmd)
+                    self._queue_delete(server_id, shard, epoch, b.block_id, gen)
                     self._trims.add((server_id, b.block_id))
                     self.stats["deletions"] += 1
         if not writing:
@@ -316,11 +323,7 @@ class ReplicationMonitor:
                 continue
             for server_id, replica in holders.items():
                 if self._due(f"delete:{server_id}", block.block_id):
-                    ref = pb.ReplicaReport(block_id=block.block_id, gen_stamp=replica.gen_stamp)
-                    self._queue(
-                        server_id,
-                        pb.ChunkCommand(kind="delete", shard=shard, epoch=epoch, blocks=[ref]),
-                    )
+                    self._queue_delete(server_id, shard, epoch, block.block_id, replica.gen_stamp)
                     self.stats["deletions"] += 1
         if gone and reg.complete():  # no live server still on its way back with a replica
             await self.node.propose(member, DequeueBlockDeletes(tuple(gone)), None, 5.0)
@@ -331,10 +334,6 @@ class ReplicationMonitor:
         epoch = member.group.node.raft.term
         holders = self.node.chunks.replicas.get(block_id, {})
         for server_id, replica in holders.items():
-            ref = pb.ReplicaReport(block_id=block_id, gen_stamp=replica.gen_stamp)
-            self._queue(
-                server_id,
-                pb.ChunkCommand(kind="delete", shard=member.group_id, epoch=epoch, blocks=[ref]),
-            )
+            self._queue_delete(server_id, member.group_id, epoch, block_id, replica.gen_stamp)
         self.stats["orphans"] += 1 if holders else 0
         return len(holders)
