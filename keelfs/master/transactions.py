@@ -119,6 +119,16 @@ class TxnManager:
             raise outcome_unknown(
                 f"transaction {txn_id} undecided yet; retry the request (same session and seq)"
             ) from None
+        except Exception as exc:  # noqa: BLE001  # whatever stopped this drive
+            # The transaction began, so it goes on without this drive (the recovery loop of
+            # whoever leads next) and may still commit: the client must not be told anything
+            # definite (a plain UNAVAILABLE lets it send the request afresh elsewhere after a
+            # map change, where it would apply a second time or answer NOT_FOUND for its own
+            # rename).
+            raise outcome_unknown(
+                f"transaction {txn_id}: driving it stopped ({exc}); retry the request "
+                "(same session and seq)"
+            ) from exc
         record = member.sm.transaction(txn_id)
         if record is None or not record.decided:
             raise outcome_unknown(f"transaction {txn_id} is not decided yet; retry the request")

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from keelfs.client._core import Call
+from keelfs.master.grpc_errors import error_from_rpc, is_outcome_unknown
 from keelfs.testing.clustersim.rpc import rpc_error
 from keelfs.testing.clustersim.world import Params, World, run_seed
 
@@ -107,6 +108,57 @@ def test_a_retried_cross_shard_rename_answers_its_first_outcome() -> None:
         fs._call = lose_first_rename_reply  # type: ignore[method-assign]
         await fs.rename(src, dst)  # raised LeaseConflict before the fix
         assert lost and await fs.exists(dst)
+
+    r = run_seed(0, Params(faults=False), scenario=scenario)
+    assert r.error is None, r.error
+
+
+def test_a_rename_whose_transaction_began_is_never_answered_a_definite_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by the simulator (seed 20836 of the second sweep): the coordinator's drive of a
+    cross-shard rename stopped after ``TxnBegin`` (its leadership was being transferred) and
+    the client was answered a plain UNAVAILABLE, which says "not applied". The range moved to
+    a new shard just then, so the client sent the rename afresh there — and was answered
+    NOT_FOUND while the first attempt committed through recovery. A transaction that began
+    must be answered by its decision or "outcome unknown", nothing else."""
+    from keelfs.errors import Unavailable
+    from keelfs.master.transactions import TxnManager
+
+    record_decision = TxnManager._record_decision
+    armed, stopped = [False], list[int]()
+
+    async def stop_the_first_drive(self: TxnManager, member: Any, record: Any, *a: Any) -> Any:
+        if armed[0] and not stopped:
+            stopped.append(record.txn_id)
+            raise Unavailable("transfer", message="leadership transfer to 3 in progress")
+        return await record_decision(self, member, record, *a)
+
+    monkeypatch.setattr(TxnManager, "_record_decision", stop_the_first_drive)
+
+    async def scenario(world: World) -> None:
+        await world.setup()
+        fs = world.cluster.client(deadline=20.0, attempt_timeout=2.0)
+        src, dst = f"{world.a}/x", f"{world.b}/x"
+        await fs.create(src)
+        await fs.complete(src)
+        call_through = fs._call
+        answers: list[Any] = []
+
+        async def keep_rename_answers(call: Call) -> Any:
+            reply = await call_through(call)
+            if call.method == "Rename":
+                answers.append(reply)
+            return reply
+
+        fs._call = keep_rename_answers  # type: ignore[method-assign]
+        armed[0] = True
+        await fs.rename(src, dst)
+        assert stopped and await fs.exists(dst) and not await fs.exists(src)
+        first = answers[0]
+        assert isinstance(first, grpc.RpcError), first
+        err = error_from_rpc(first)
+        assert err is not None and is_outcome_unknown(err), err  # was a plain UNAVAILABLE
 
     r = run_seed(0, Params(faults=False), scenario=scenario)
     assert r.error is None, r.error

@@ -8,6 +8,7 @@ printed with the command that replays it with its trace.
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing
 import os
 import sys
@@ -89,11 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-faults", action="store_true", help="workload only")
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1) // 2))
     p.add_argument("--trace", action="store_true", help="print the run's trace (with --seed)")
+    p.add_argument(
+        "--log",
+        choices=["DEBUG", "INFO", "WARNING"],
+        help="with --trace: keelfs's log records of this level and above in the trace",
+    )
     a = p.parse_args(argv)
     if argv is None:
         _ensure_hash_seed()
     if a.seed is not None:
-        r = run_seed(a.seed, Params(seconds=a.seconds, faults=not a.no_faults), keep_trace=a.trace)
+        r = run_seed(
+            a.seed,
+            Params(seconds=a.seconds, faults=not a.no_faults),
+            keep_trace=a.trace,
+            log_level=getattr(logging, a.log) if a.log else None,
+        )
         if a.trace:
             print("\n".join(r.trace))
         _report(r, a.seconds, print)

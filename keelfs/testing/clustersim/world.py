@@ -241,15 +241,18 @@ def run_seed(
     params: Params | None = None,
     keep_trace: bool = False,
     scenario: Scenario | None = None,
+    log_level: int | None = None,
 ) -> SeedResult:
     """Run ``seed``: the workload under faults, then the checks (``World.main``), or what
     ``scenario`` does with the world (a test's own story on the same simulated cluster).
-    Whatever the run raised is the result's ``error``."""
+    Whatever the run raised is the result's ``error``. ``log_level``: keelfs's own log
+    records of that level and above go into the kept trace, stamped with virtual time (they
+    are left out of the digest, so a seed's digest is the same with or without them)."""
     params = params or Params()
-    logging.getLogger("keelfs").setLevel(logging.CRITICAL)
     started = time.perf_counter()
     loop = SimLoop()
     world = World(seed, params, keep_trace)
+    _route_logs(world, loop, log_level if keep_trace else None)
     error: str | None = None
     state = random.getstate()
     random.seed(seed)
@@ -286,6 +289,29 @@ def run_seed(
         ops,
         world.lines,
     )
+
+
+class _TraceHandler(logging.Handler):
+    def __init__(self, world: World, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.world, self.loop = world, loop
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.world.lines.append(
+            f"{self.loop.time():10.4f}   log {record.name}: {record.getMessage()}"
+        )
+
+
+def _route_logs(world: World, loop: asyncio.AbstractEventLoop, level: int | None) -> None:
+    """Silence keelfs's logs (a simulated crash is not news), or send them into the trace."""
+    logger = logging.getLogger("keelfs")
+    for h in [h for h in logger.handlers if isinstance(h, _TraceHandler)]:
+        logger.removeHandler(h)
+    if level is None:
+        logger.setLevel(logging.CRITICAL)
+        return
+    logger.setLevel(level)
+    logger.addHandler(_TraceHandler(world, loop))
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
