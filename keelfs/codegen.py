@@ -51,8 +51,8 @@ class ProtoSpec:
 PROTOS = (
     ProtoSpec("raft", "keelfs/raft/v1", "keelfs.transport.pb"),
     ProtoSpec("kv", "keelfs/kv/v1", "keelfs.runtime.pb"),
-    ProtoSpec("meta", "keelfs/meta/v1", "keelfs.meta.pb"),
-    ProtoSpec("chunk", "keelfs/chunk/v1", "keelfs.chunk.pb"),
+    ProtoSpec("meta", "keelfs/meta/v1", "keelfs.rpc.pb"),
+    ProtoSpec("chunk", "keelfs/chunk/v1", "keelfs.rpc.pb"),
 )
 
 

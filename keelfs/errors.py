@@ -6,7 +6,8 @@
     ├── RetryableError          try again: elsewhere, or later, or after re-routing
     │   ├── NotLeader           NOT_LEADER           group_id, leader_id, leader_address
     │   ├── Redirect            REDIRECT             path, shard_id, map_version, addresses
-    │   └── Unavailable         UNAVAILABLE          reason
+    │   ├── Unavailable         UNAVAILABLE          reason
+    │   └── PipelineBroken      PIPELINE_BROKEN      block_id, acked_length, failed, reason
     └── OperationError          the request is wrong for the input or the current state;
         │                       the same request will fail the same way
         ├── InvalidArgument     INVALID_ARGUMENT     argument
@@ -17,7 +18,12 @@
         ├── IsADirectory        IS_A_DIRECTORY       path
         ├── DirectoryNotEmpty   DIRECTORY_NOT_EMPTY  path
         ├── LeaseConflict       LEASE_CONFLICT       path, holder
-        └── SessionExpired      SESSION_EXPIRED      session_id
+        ├── SessionExpired      SESSION_EXPIRED      session_id
+        │                       of the chunk servers (the data path):
+        ├── Fenced              FENCED               shard_id, epoch, current_epoch
+        ├── StaleGeneration     STALE_GENERATION     block_id, gen, replica_gen
+        ├── CorruptReplica      CORRUPT_REPLICA      block_id, gen, offset, reason
+        └── ChecksumMismatch    CHECKSUM_MISMATCH    block_id, offset, reason
 
 Every class has a class attribute ``code`` (a stable string, never renamed: it crosses the wire)
 and a fixed set of structured ``detail_fields``. ``err.to_details()`` is a JSON-safe ``dict``
@@ -35,6 +41,12 @@ before it retries a non-idempotent command.
 ``LeaseConflict`` means another client session holds the writer lease on the file; it clears
 when that session completes the file or its lease expires.
 
+A chunk server answers with its own codes above and with the general ``NotFound`` (kind
+``replica``), ``AlreadyExists`` (kind ``replica``), ``InvalidArgument`` and ``Unavailable``.
+``CorruptReplica`` is about data at rest (a stored checksum does not match what the disk
+returns: the replica is marked corrupt and no longer served); ``ChecksumMismatch`` about data in
+flight (a packet or a read reply whose checksum does not match its bytes).
+
 The names avoid Python's built-in ``NotADirectoryError``/``IsADirectoryError`` on purpose.
 """
 
@@ -45,7 +57,10 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AlreadyExists",
+    "ChecksumMismatch",
+    "CorruptReplica",
     "DirectoryNotEmpty",
+    "Fenced",
     "InvalidArgument",
     "InvalidPath",
     "IsADirectory",
@@ -55,9 +70,11 @@ __all__ = [
     "NotFound",
     "NotLeader",
     "OperationError",
+    "PipelineBroken",
     "Redirect",
     "RetryableError",
     "SessionExpired",
+    "StaleGeneration",
     "Unavailable",
 ]
 
@@ -348,3 +365,127 @@ class SessionExpired(OperationError):
             message or f"client session {session_id} is unknown or expired",
             session_id=session_id,
         )
+
+
+class Fenced(OperationError):
+    """``shard_id`` sent ``epoch`` but this chunk server has already seen ``current_epoch`` from
+    that shard: the sender is a deposed leader (or replays an old command). Nothing was done."""
+
+    code = "FENCED"
+    detail_fields = ("shard_id", "epoch", "current_epoch")
+
+    def __init__(
+        self, shard_id: str = "", epoch: int = 0, current_epoch: int = 0, *, message: str = ""
+    ) -> None:
+        super().__init__(
+            message
+            or f"fenced: shard {shard_id} epoch {epoch} is older than epoch {current_epoch}",
+            shard_id=shard_id,
+            epoch=epoch,
+            current_epoch=current_epoch,
+        )
+
+    @property
+    def current_epoch(self) -> int:
+        return int(self.details["current_epoch"] or 0)
+
+
+class StaleGeneration(OperationError):
+    """The replica of ``block_id`` here has stamp ``replica_gen``, not the ``gen`` asked for (to
+    read it), or a newer one than ``gen`` (to write it). A stale stamp is never served."""
+
+    code = "STALE_GENERATION"
+    detail_fields = ("block_id", "gen", "replica_gen")
+
+    def __init__(
+        self, block_id: int = 0, gen: int = 0, replica_gen: int = 0, *, message: str = ""
+    ) -> None:
+        super().__init__(
+            message or f"block {block_id}: generation stamp {gen} asked, replica has {replica_gen}",
+            block_id=block_id,
+            gen=gen,
+            replica_gen=replica_gen,
+        )
+
+
+class CorruptReplica(OperationError):
+    """The stored replica failed a check at ``offset`` (a chunk's CRC32C, or its files disagree
+    on the length). It is marked corrupt, reported, and never served again."""
+
+    code = "CORRUPT_REPLICA"
+    detail_fields = ("block_id", "gen", "offset", "reason")
+
+    def __init__(
+        self,
+        block_id: int = 0,
+        gen: int = 0,
+        offset: int = 0,
+        reason: str = "",
+        *,
+        message: str = "",
+    ) -> None:
+        super().__init__(
+            message or f"replica {block_id}_{gen} is corrupt at offset {offset}: {reason}",
+            block_id=block_id,
+            gen=gen,
+            offset=offset,
+            reason=reason,
+        )
+
+
+class ChecksumMismatch(OperationError):
+    """Bytes that arrived at ``offset`` of ``block_id`` do not match the CRC32C sent with them."""
+
+    code = "CHECKSUM_MISMATCH"
+    detail_fields = ("block_id", "offset", "reason")
+
+    def __init__(
+        self, block_id: int = 0, offset: int = 0, reason: str = "", *, message: str = ""
+    ) -> None:
+        super().__init__(
+            message or f"block {block_id}: checksum mismatch at offset {offset}: {reason}",
+            block_id=block_id,
+            offset=offset,
+            reason=reason,
+        )
+
+
+class PipelineBroken(RetryableError):
+    """A write pipeline lost nodes: ``failed`` lists their addresses, every node still holds
+    bytes ``[0, acked_length)``. Retry with a new pipeline and a new generation stamp (from
+    ``acked_length`` on the survivors, or from 0). ``result`` (not sent on the wire) is the
+    :class:`keelfs.datapath.protocol.WriteResult` with each node's state and error."""
+
+    code = "PIPELINE_BROKEN"
+    detail_fields = ("block_id", "acked_length", "failed", "reason")
+    result: Any = None  # also when rebuilt by ``KeelError.from_details``
+
+    def __init__(
+        self,
+        block_id: int = 0,
+        acked_length: int = 0,
+        failed: list[str] | None = None,
+        reason: str = "",
+        *,
+        message: str = "",
+        result: Any = None,
+    ) -> None:
+        failed = list(failed or [])
+        super().__init__(
+            message
+            or f"block {block_id}: pipeline broken at {', '.join(failed) or '?'} after "
+            f"{acked_length} bytes: {reason}",
+            block_id=block_id,
+            acked_length=acked_length,
+            failed=failed,
+            reason=reason,
+        )
+        self.result = result
+
+    @property
+    def acked_length(self) -> int:
+        return int(self.details["acked_length"] or 0)
+
+    @property
+    def failed(self) -> list[str]:
+        return list(self.details["failed"] or [])

@@ -1,7 +1,7 @@
 """Chunk server data path: MB/s of one block written through a pipeline of 3 chunk servers and
 read back from one.
 
-Three ``keelfs.chunk.server`` processes on 127.0.0.1 (fsync on finalize, as in production,
+Three ``keelfs.server.chunkserver`` processes on 127.0.0.1 (fsync on finalize, as in production,
 unless ``--no-fsync``); this process is the client (``AsyncChunkClient``). The write is timed
 from the first byte handed to the client to the final ack (every replica finalized: written,
 fsync'ed, renamed); the read streams the whole replica from the first server, checksums
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from keelfs.bench.common import cpu_seconds
-from keelfs.chunk.client import AsyncChunkClient
-from keelfs.chunk.local import LocalChunkServers
 from keelfs.chunk.memory import tune_malloc
+from keelfs.datapath.client import AsyncChunkClient
+from keelfs.server.chunkservers import LocalChunkServers
 
 __all__ = ["ChunkBenchResult", "Phase", "main", "run"]
 

@@ -31,7 +31,7 @@ from typing import Any
 from keelfs.bench.common import Summary, machine
 from keelfs.client import AsyncClient
 from keelfs.errors import KeelError
-from keelfs.master.cluster import MetaCluster
+from keelfs.server.metacluster import MetaCluster
 
 __all__ = ["DataBenchResult", "run"]
 

@@ -33,7 +33,8 @@ from keelfs.bench.common import Summary, cluster, machine
 from keelfs.runtime.client import AsyncKVClient, KVError
 from keelfs.runtime.pb import kv_pb2 as pb
 from keelfs.runtime.pb import kv_pb2_grpc as _pb_grpc
-from keelfs.testing.processes import ClusterError, ProcessCluster
+from keelfs.runtime.processes import ClusterError
+from keelfs.testing.processes import ProcessCluster
 
 pb_grpc: Any = _pb_grpc  # generated, untyped
 

@@ -1,6 +1,6 @@
 """``keelfs bench meta``: the metadata service with real processes, fsync on.
 
-A :class:`~keelfs.master.cluster.MetaCluster` in the ``separate`` layout (3 config servers, 3
+A :class:`~keelfs.server.metacluster.MetaCluster` in the ``separate`` layout (3 config servers, 3
 masters per shard, one role per process, every Raft write synced) on 127.0.0.1, driven over
 gRPC by ``clients`` worker processes (``python -m keelfs.bench.meta --worker JSON``), each an
 :class:`~keelfs.client.AsyncClient` with its share of ``concurrency`` operations in flight (and
@@ -65,7 +65,7 @@ from typing import Any
 from keelfs.bench.common import Summary, cpu_seconds, machine
 from keelfs.client import AsyncClient, Client
 from keelfs.errors import AlreadyExists, KeelError
-from keelfs.master.cluster import MetaCluster
+from keelfs.server.metacluster import MetaCluster
 
 __all__ = ["MetaBenchResult", "run"]
 

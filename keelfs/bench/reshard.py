@@ -23,7 +23,7 @@ from typing import Any
 from keelfs.bench.common import Summary
 from keelfs.client import AsyncClient
 from keelfs.errors import KeelError
-from keelfs.master.cluster import MetaCluster
+from keelfs.server.metacluster import MetaCluster
 
 __all__ = ["ReshardResult", "add_shard_under_load"]
 

@@ -1,6 +1,6 @@
 """``keelfs bench txn``: renames within a shard and across shards (2PC), fsync on.
 
-One :class:`~keelfs.master.cluster.MetaCluster` in the ``separate`` layout with two shards (3
+One :class:`~keelfs.server.metacluster.MetaCluster` in the ``separate`` layout with two shards (3
 config servers, 3 masters per shard, one role per process, every Raft write synced) on
 127.0.0.1, driven over gRPC by ``clients`` worker processes (``python -m keelfs.bench.txn
 --worker JSON``, the pattern of ``keelfs bench meta``: commands on stdin, a ``READY`` after the
@@ -52,9 +52,9 @@ from keelfs.bench.meta import Throughput, _cluster, _CpuMeter, _leaders, _server
 from keelfs.bench.reshard import ReshardResult, add_shard_under_load
 from keelfs.client import AsyncClient, Client
 from keelfs.errors import KeelError
-from keelfs.master.cluster import MetaCluster
 from keelfs.meta import paths
 from keelfs.meta.shardmap import ShardMap
+from keelfs.server.metacluster import MetaCluster
 
 __all__ = ["ReshardResult", "TreeResult", "TxnBenchResult", "run"]
 

@@ -38,10 +38,10 @@ from typing import Any
 import grpc
 
 from keelfs.errors import AlreadyExists, NotLeader
-from keelfs.master import grpc_errors
-from keelfs.master.wire import CONFIG_GROUP
-from keelfs.meta.pb import meta_pb2 as pb
-from keelfs.meta.pb import meta_pb2_grpc as _pb_grpc
+from keelfs.rpc import grpc_errors
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
+from keelfs.rpc.wire import CONFIG_GROUP
 from keelfs.server.local_cluster import ProcessRecord, State, restart_process
 
 pb_grpc: Any = _pb_grpc  # generated, untyped

@@ -1,6 +1,6 @@
 """The chunk server (data node): block replicas on disk, the write pipeline, verified reads.
 
-Run one with ``python -m keelfs.chunk.server --data DIR --listen HOST:PORT``; the API is
+Run one with ``python -m keelfs.server.chunkserver --data DIR --listen HOST:PORT``; the API is
 ``proto/chunk.proto`` (service ``keelfs.chunk.v1.ChunkServer``).
 
 Modules, each with one job:
@@ -18,8 +18,8 @@ Modules, each with one job:
   interface the heartbeat to masters uses (``status``, ``block_report``, ``take_events``,
   ``execute``); ``server`` — the process;
 - ``protocol`` — the writer's half of the pipeline protocol and the result types;
-  ``client`` — :class:`~keelfs.chunk.client.AsyncChunkClient` and
-  :class:`~keelfs.chunk.client.ChunkClient`;
+  ``client`` — :class:`~keelfs.datapath.client.AsyncChunkClient` and
+  :class:`~keelfs.datapath.client.ChunkClient`;
 - ``local`` — chunk server processes on 127.0.0.1 for tests and benchmarks; ``memory`` — the
   malloc tuning a data-moving process applies.
 

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, overload
 
-from keelfs.chunk.client import AsyncChunkClient
 from keelfs.chunk.fencing import EpochTable
-from keelfs.chunk.protocol import Target, WriteResult
 from keelfs.chunk.reader import ReplicaReader
-from keelfs.chunk.replica import ReplicaState, check_block_id, check_gen
-from keelfs.chunk.store import BlockStore, DeleteResult
+from keelfs.chunk.store import BlockStore
+from keelfs.datapath.client import AsyncChunkClient
+from keelfs.datapath.protocol import Target, WriteResult
+from keelfs.datapath.replica import DeleteResult, ReplicaState, check_block_id, check_gen
 from keelfs.errors import InvalidArgument
 
 __all__ = ["Command", "CommandExecutor", "DeleteBlocks", "Fence", "ReplicateBlock"]

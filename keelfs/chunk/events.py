@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from keelfs.chunk.replica import ReplicaInfo
+from keelfs.datapath.replica import ReplicaInfo
 
 __all__ = ["EventBatch", "EventKind", "EventQueue", "ReplicaEvent"]
 

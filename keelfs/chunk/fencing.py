@@ -20,10 +20,9 @@ import logging
 import threading
 from pathlib import Path
 
-from keelfs.chunk.errors import Fenced
 from keelfs.chunk.layout import write_atomically
-from keelfs.chunk.replica import MAX_UINT64, check_shard_id
-from keelfs.errors import InvalidArgument
+from keelfs.datapath.replica import MAX_UINT64, check_shard_id
+from keelfs.errors import Fenced, InvalidArgument
 
 __all__ = ["EpochTable"]
 

@@ -12,7 +12,7 @@
       tmp/                          scratch for atomic rewrites
 
 A replica is two files: ``.data`` (the bytes) and the sidecar ``.meta``: a 128-byte header
-(:class:`SidecarHeader`) followed by one CRC32C per chunk (``keelfs.chunk.checksums``). The
+(:class:`SidecarHeader`) followed by one CRC32C per chunk (``keelfs.datapath.checksums``). The
 generation stamp is in both names and in the header.
 
 Commit point. A replica is finalized by fsyncing both files in ``rbw/``, renaming the ``.meta``
@@ -33,7 +33,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from keelfs.chunk.checksums import crc32c
+from keelfs.datapath.checksums import crc32c
 
 __all__ = [
     "HEADER_SIZE",

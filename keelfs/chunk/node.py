@@ -1,6 +1,6 @@
 """``ChunkNode``: one chunk server (store, fencing, pipeline, commands, scanner, gRPC service).
 
-The process wrapper is ``keelfs.chunk.server``; tests and an all-in-one server can run a node
+The process wrapper is ``keelfs.server.chunkserver``; tests and an all-in-one server can run a node
 inside their own event loop.
 
 What the heartbeat to the config group and masters (DESIGN 2.8) will use, without touching the
@@ -27,17 +27,17 @@ from typing import Any, overload
 
 import grpc
 
-from keelfs.chunk.client import AsyncChunkClient
 from keelfs.chunk.commands import CommandExecutor, DeleteBlocks, ReplicateBlock
 from keelfs.chunk.events import EventBatch
 from keelfs.chunk.fencing import EpochTable
 from keelfs.chunk.layout import Layout, write_atomically
 from keelfs.chunk.pipeline import PipelineConfig
-from keelfs.chunk.protocol import ServerStatus, WriteResult
-from keelfs.chunk.replica import ReplicaInfo, check_shard_id
 from keelfs.chunk.scanner import BlockScanner
-from keelfs.chunk.store import BlockStore, DeleteResult
-from keelfs.chunk.wire import GRPC_OPTIONS, AsyncChannels
+from keelfs.chunk.store import BlockStore
+from keelfs.datapath.client import AsyncChunkClient
+from keelfs.datapath.protocol import ServerStatus, WriteResult
+from keelfs.datapath.replica import DeleteResult, ReplicaInfo, check_shard_id
+from keelfs.datapath.wire import GRPC_OPTIONS, AsyncChannels
 from keelfs.errors import InvalidArgument
 
 __all__ = ["DEFAULT_RACK", "ChunkNode", "ChunkNodeConfig", "load_server_id"]

@@ -37,14 +37,14 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from keelfs.chunk.fencing import EpochTable
-from keelfs.chunk.framing import RawPacket, decode_packet
-from keelfs.chunk.protocol import Target
-from keelfs.chunk.replica import check_block_id, check_gen
 from keelfs.chunk.store import BlockStore
-from keelfs.chunk.wire import MAX_PACKET_BYTES, AsyncChannels, error_of, internal_error, pb
 from keelfs.chunk.writer import ReplicaWriter, check_packet
+from keelfs.datapath.framing import RawPacket, decode_packet
+from keelfs.datapath.protocol import Target
+from keelfs.datapath.replica import check_block_id, check_gen
+from keelfs.datapath.wire import MAX_PACKET_BYTES, AsyncChannels, error_of, internal_error, pb
 from keelfs.errors import InvalidArgument, KeelError, Unavailable
-from keelfs.master.grpc_errors import encode_error
+from keelfs.rpc.grpc_errors import encode_error
 
 __all__ = ["PipelineConfig", "WriteSpec", "serve_write"]
 

@@ -19,10 +19,10 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from keelfs.chunk.checksums import CRC_SIZE, chunk_count, first_mismatch
-from keelfs.chunk.errors import CorruptReplica
 from keelfs.chunk.layout import HEADER_SIZE
-from keelfs.chunk.replica import ReplicaInfo
+from keelfs.datapath.checksums import CRC_SIZE, chunk_count, first_mismatch
+from keelfs.datapath.replica import ReplicaInfo
+from keelfs.errors import CorruptReplica
 
 __all__ = ["DEFAULT_PIECE_SIZE", "ReplicaReader", "pread_all"]
 

@@ -29,12 +29,12 @@ import grpc
 from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock
 from keelfs.chunk.events import EventKind
 from keelfs.chunk.node import ChunkNode
-from keelfs.chunk.protocol import Target
-from keelfs.chunk.replica import ReplicaInfo, ReplicaState
+from keelfs.datapath.protocol import Target
+from keelfs.datapath.replica import ReplicaInfo, ReplicaState
 from keelfs.errors import KeelError
-from keelfs.meta.pb import meta_pb2 as mpb
-from keelfs.meta.pb import meta_pb2_grpc as mpb_grpc
 from keelfs.meta.shardmap import ShardMap
+from keelfs.rpc.pb import meta_pb2 as mpb
+from keelfs.rpc.pb import meta_pb2_grpc as mpb_grpc
 
 __all__ = ["Reporter"]
 

@@ -16,10 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from keelfs.chunk.errors import CorruptReplica
-from keelfs.chunk.replica import ReplicaInfo
 from keelfs.chunk.store import BlockStore
-from keelfs.errors import OperationError
+from keelfs.datapath.replica import ReplicaInfo
+from keelfs.errors import CorruptReplica, OperationError
 
 __all__ = ["BlockScanner", "ScanPass"]
 

@@ -2,11 +2,11 @@
 
 Each handler translates: proto in, a call on the node's parts (store, pipeline, command
 executor), proto out; a ``KeelError`` becomes the RPC's status and ``keelfs-error`` trailer
-(``keelfs.chunk.wire.abort``), anything else is logged as a bug and answered ``INTERNAL``.
+(``keelfs.datapath.wire.abort``), anything else is logged as a bug and answered ``INTERNAL``.
 
 :func:`add_to_server` registers the handlers as the generated ``add_ChunkServerServicer_to_server``
 would, except that WriteBlock's requests and ReadBlock's replies stay bytes, encoded and decoded
-by ``keelfs.chunk.framing`` (the data path's messages never become protobuf objects).
+by ``keelfs.datapath.framing`` (the data path's messages never become protobuf objects).
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from keelfs.chunk.checksums import crc32c
 from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock
-from keelfs.chunk.framing import encode_read_response
 from keelfs.chunk.pipeline import serve_write
-from keelfs.chunk.protocol import Target
 from keelfs.chunk.reader import ReplicaReader
-from keelfs.chunk.store import DeleteOutcome
-from keelfs.chunk.wire import abort, internal_error, pb, pb_grpc, replica_to_pb
+from keelfs.datapath.checksums import crc32c
+from keelfs.datapath.framing import encode_read_response
+from keelfs.datapath.protocol import Target
+from keelfs.datapath.replica import DeleteOutcome
+from keelfs.datapath.wire import abort, internal_error, pb, pb_grpc, replica_to_pb
 from keelfs.errors import InvalidArgument, KeelError, NotFound
 
 if TYPE_CHECKING:

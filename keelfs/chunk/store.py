@@ -26,7 +26,6 @@ Reporting (for the heartbeat, DESIGN 2.8): :meth:`block_report` (a full report),
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import os
 import shutil
@@ -35,39 +34,25 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from keelfs.chunk.checksums import CHUNK_SIZE, CRC_SIZE, MAX_CHUNK_SIZE, chunk_count, chunk_crcs
-from keelfs.chunk.errors import CorruptReplica, StaleGeneration
 from keelfs.chunk.events import EventKind, EventQueue, ReplicaEvent
 from keelfs.chunk.layout import HEADER_SIZE, Layout, SidecarHeader, fsync_dir, parse_name
 from keelfs.chunk.reader import DEFAULT_PIECE_SIZE, ReplicaReader, pread_all
-from keelfs.chunk.replica import (
+from keelfs.chunk.writer import ReplicaWriter
+from keelfs.datapath.checksums import CHUNK_SIZE, CRC_SIZE, MAX_CHUNK_SIZE, chunk_count, chunk_crcs
+from keelfs.datapath.replica import (
+    DeleteOutcome,
+    DeleteResult,
     ReplicaInfo,
     ReplicaState,
     check_block_id,
     check_gen,
     check_shard_id,
 )
-from keelfs.chunk.writer import ReplicaWriter
-from keelfs.errors import AlreadyExists, InvalidArgument, NotFound
+from keelfs.errors import AlreadyExists, CorruptReplica, InvalidArgument, NotFound, StaleGeneration
 
-__all__ = ["BlockStore", "DeleteOutcome", "DeleteResult", "StoreUsage"]
+__all__ = ["BlockStore", "StoreUsage"]
 
 log = logging.getLogger("keelfs.chunk.store")
-
-
-class DeleteOutcome(enum.Enum):
-    DELETED = "deleted"
-    NOT_FOUND = "not_found"
-    KEPT_NEWER = "kept_newer"
-    """The replica's stamp is newer than the one the delete named."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteResult:
-    block_id: int
-    outcome: DeleteOutcome
-    gen: int = 0
-    """The stamp of the replica deleted or kept (0 when none)."""
 
 
 @dataclass(frozen=True, slots=True)

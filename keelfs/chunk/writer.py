@@ -21,11 +21,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from keelfs.chunk.checksums import CRC_SIZE, first_mismatch
-from keelfs.chunk.errors import ChecksumMismatch, StaleGeneration
 from keelfs.chunk.layout import HEADER_SIZE, SidecarHeader
-from keelfs.chunk.replica import ReplicaInfo, ReplicaState
-from keelfs.errors import InvalidArgument, Unavailable
+from keelfs.datapath.checksums import CRC_SIZE, first_mismatch
+from keelfs.datapath.replica import ReplicaInfo, ReplicaState
+from keelfs.errors import ChecksumMismatch, InvalidArgument, StaleGeneration, Unavailable
 
 __all__ = ["ReplicaWriter", "check_packet", "pwrite_all"]
 

@@ -32,8 +32,8 @@ from rich.console import Console
 from rich.table import Table
 
 from keelfs.errors import KeelError, NotLeader
-from keelfs.master import grpc_errors
-from keelfs.master.wire import CONFIG_GROUP
+from keelfs.rpc import grpc_errors
+from keelfs.rpc.wire import CONFIG_GROUP
 
 __all__ = ["DEFAULT_ADDRESS", "AdminError", "BadInput", "admin"]
 
@@ -107,7 +107,7 @@ class Cluster:
 
     def __init__(self, address: str, *, deadline: float = 15.0) -> None:
         from keelfs.client import Client
-        from keelfs.meta.pb import meta_pb2 as pb
+        from keelfs.rpc.pb import meta_pb2 as pb
 
         self.address = address
         self.deadline = deadline
@@ -128,7 +128,7 @@ class Cluster:
     def node_call(self, address: str, method: str, request: Any, timeout: float) -> Any:
         """One ``Node`` RPC; refusals raise their ``KeelError``, transport failures
         ``AdminError`` naming the address."""
-        from keelfs.meta.pb import meta_pb2_grpc as pb_grpc
+        from keelfs.rpc.pb import meta_pb2_grpc as pb_grpc
 
         channel = self._channels.get(address)
         if channel is None:
@@ -411,7 +411,7 @@ def _print_servers(con: Console, servers: dict[str, dict[str, Any]]) -> None:
 
 
 def _transfer(address: str, group: str, to: int | None, as_json: bool) -> None:
-    from keelfs.meta.pb import meta_pb2 as pb
+    from keelfs.rpc.pb import meta_pb2 as pb
 
     def body(c: Cluster) -> None:
         g = c.load().group(group)
@@ -465,7 +465,7 @@ def step_down_cmd(group: str, address: str, as_json: bool) -> None:
 
 def _set_shard_members(c: Cluster, shard: str, voters: list[int]) -> int:
     from keelfs.client._core import CONFIG_ROUTE, Op
-    from keelfs.meta.pb import meta_pb2 as pb
+    from keelfs.rpc.pb import meta_pb2 as pb
 
     def build(h: pb.RequestHeader) -> pb.SetShardMembersRequest:
         return pb.SetShardMembersRequest(header=h, shard_id=shard, members=voters)
@@ -503,7 +503,7 @@ def _membership(c: Cluster, group: str, method: str, request: Any, as_json: bool
 def add_member_cmd(group: str, node: int, raft_address: str, address: str, as_json: bool) -> None:
     """Add NODE (its Raft transport at ADDRESS) to GROUP: a learner first, promoted to voter
     once caught up. The node must already run and host a member of GROUP."""
-    from keelfs.meta.pb import meta_pb2 as pb
+    from keelfs.rpc.pb import meta_pb2 as pb
 
     if node <= 0:
         _bad(f"node ids are positive, not {node}")
@@ -529,7 +529,7 @@ def add_member_cmd(group: str, node: int, raft_address: str, address: str, as_js
 @common
 def remove_member_cmd(group: str, node: int, address: str, as_json: bool) -> None:
     """Remove NODE (voter or learner) from GROUP; a leader removing itself hands over first."""
-    from keelfs.meta.pb import meta_pb2 as pb
+    from keelfs.rpc.pb import meta_pb2 as pb
 
     def body(c: Cluster) -> None:
         g = c.load().group(group)

@@ -12,7 +12,7 @@ import time
 import click
 
 from keelfs.raft.core import StateType
-from keelfs.testing.sim import SUBSTEPS_PER_TICK, FaultRates, Simulator, Violation
+from keelfs.raft.sim import SUBSTEPS_PER_TICK, FaultRates, Simulator, Violation
 
 TICK_MS = 15  # one Raft tick; the election timeout of 10-20 ticks is the seed's 150-300 ms
 

@@ -31,8 +31,8 @@ def demo(seconds: float, seed: int, kill_every: float, fast: bool) -> None:
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def sim(args: tuple[str, ...]) -> None:
-    """Run the deterministic Raft simulator (same flags as python -m keelfs.testing.sim)."""
-    from keelfs.testing.sim import main as sim_main
+    """Run the deterministic Raft simulator (same flags as python -m keelfs.raft.sim)."""
+    from keelfs.raft.sim import main as sim_main
 
     sys.exit(sim_main(list(args)))
 

@@ -274,7 +274,7 @@ def demo(data: Path | None) -> None:
     """Start `keelfs server`, put a file and get it back, restart the server on the same
     data and read the file again."""
     from keelfs.client import Client
-    from keelfs.testing.processes import free_ports
+    from keelfs.runtime.processes import free_ports
 
     scratch = Path(tempfile.mkdtemp(prefix="keelfs-demo-"))
     data = data or scratch / "data"

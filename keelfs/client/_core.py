@@ -64,10 +64,10 @@ from keelfs.errors import (
     SessionExpired,
     Unavailable,
 )
-from keelfs.master.grpc_errors import error_from_rpc, is_outcome_unknown, transport_failure
-from keelfs.master.wire import CONFIG_GROUP, shard_map_from_pb
-from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.shardmap import ShardMap
+from keelfs.rpc.grpc_errors import error_from_rpc, is_outcome_unknown, transport_failure
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import CONFIG_GROUP, shard_map_from_pb
 
 __all__ = [
     "Call",

@@ -13,7 +13,7 @@ from keelfs.client._core import CONFIG_ROUTE, Op, Route
 from keelfs.errors import InvalidArgument
 from keelfs.meta import paths
 from keelfs.meta.commands import MAX_INT, check_mode, check_principal, check_range
-from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.rpc.pb import meta_pb2 as pb
 
 __all__ = ["DeleteResult", "norm"]
 

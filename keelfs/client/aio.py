@@ -17,18 +17,18 @@ from typing import Any, Literal, overload
 
 import grpc
 
-from keelfs.chunk.client import AsyncChunkClient
 from keelfs.client import _ops as ops
 from keelfs.client import files
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.client.batching import BATCHED_METHODS, Batcher
 from keelfs.client.sync import CHANNEL_OPTIONS
+from keelfs.datapath.client import AsyncChunkClient
 from keelfs.errors import NotFound
-from keelfs.master.wire import file_info_from_pb, summary_from_pb
-from keelfs.meta.pb import meta_pb2 as pb
-from keelfs.meta.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.meta.records import ContentSummary, FileInfo
 from keelfs.meta.shardmap import ShardMap
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
+from keelfs.rpc.wire import file_info_from_pb, summary_from_pb
 
 __all__ = ["AsyncClient"]
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import grpc
 
-from keelfs.master.grpc_errors import ERROR_KEY
-from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.rpc.grpc_errors import ERROR_KEY
+from keelfs.rpc.pb import meta_pb2 as pb
 
 __all__ = ["BATCHED_METHODS", "Batcher", "ItemError"]
 

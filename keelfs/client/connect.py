@@ -8,8 +8,8 @@ from typing import Any
 import grpc
 
 from keelfs.client.sync import Client
-from keelfs.meta.pb import meta_pb2 as pb
-from keelfs.meta.pb import meta_pb2_grpc as pb_grpc
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.pb import meta_pb2_grpc as pb_grpc
 
 __all__ = ["DEFAULT_ADDRESS", "connect"]
 

@@ -17,7 +17,7 @@ Writing (:class:`AsyncFileWriter`; :class:`FileWriter` is its ``io`` twin)
 writer (``AllocateBlock``, ``RecoverPipeline``, ``RenewLease``, ``Complete``) uses that session
 (``Op.pin_session``). The file is written a block at a time: the first byte of a block
 allocates it (``AllocateBlock`` with the previous block's final length) and opens its pipeline
-(``keelfs.chunk.client.AsyncChunkClient.write_block``), which streams the bytes as they are
+(``keelfs.datapath.client.AsyncChunkClient.write_block``), which streams the bytes as they are
 written, packet by packet, while the caller goes on writing. A block is finished when it is
 full (its last packet finalizes every replica) before the next one starts. The current block's
 bytes stay in memory until every node has finalized it, so a writer holds at most one block
@@ -85,13 +85,21 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from keelfs.chunk.client import AsyncChunkClient
-from keelfs.chunk.errors import ChecksumMismatch, CorruptReplica, PipelineBroken
-from keelfs.chunk.protocol import DEFAULT_PACKET_SIZE, Target, WriteResult
 from keelfs.client import _ops as ops
-from keelfs.errors import InvalidArgument, IsADirectory, KeelError, LeaseConflict, Unavailable
+from keelfs.datapath.client import AsyncChunkClient
+from keelfs.datapath.protocol import DEFAULT_PACKET_SIZE, Target, WriteResult
+from keelfs.errors import (
+    ChecksumMismatch,
+    CorruptReplica,
+    InvalidArgument,
+    IsADirectory,
+    KeelError,
+    LeaseConflict,
+    PipelineBroken,
+    Unavailable,
+)
 from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS
-from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.rpc.pb import meta_pb2 as pb
 
 if TYPE_CHECKING:
     from keelfs.client._core import Core

@@ -15,10 +15,10 @@ from keelfs.client import _ops as ops
 from keelfs.client import files
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.errors import NotFound
-from keelfs.master.wire import file_info_from_pb, summary_from_pb
-from keelfs.meta.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.meta.records import ContentSummary, FileInfo
 from keelfs.meta.shardmap import ShardMap
+from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
+from keelfs.rpc.wire import file_info_from_pb, summary_from_pb
 
 __all__ = ["CHANNEL_OPTIONS", "Client"]
 
@@ -491,7 +491,7 @@ class Client:
     # -- administration -----------------------------------------------------------------------
     def status(self, address: str, *, timeout: float = 2.0) -> dict[str, Any]:
         """``Node.Status`` of one metadata node (one attempt; raises ``grpc.RpcError``)."""
-        from keelfs.meta.pb import meta_pb2 as pb
+        from keelfs.rpc.pb import meta_pb2 as pb
 
         reply = self._stub(address, "Node").Status(pb.StatusRequest(), timeout=timeout)
         st: dict[str, Any] = json.loads(reply.json)

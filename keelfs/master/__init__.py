@@ -1,8 +1,8 @@
 """The metadata service: the config group's and the data shards' gRPC services and processes.
 
-- ``python -m keelfs.master.config_server``: a config-group member (the ShardMap, the node
+- ``python -m keelfs.server.config_server``: a config-group member (the ShardMap, the node
   registry);
-- ``python -m keelfs.master.master``: data-shard members (``--shard``, repeatable; with
+- ``python -m keelfs.server.master``: data-shard members (``--shard``, repeatable; with
   ``--config-member`` the same process also hosts a config-group member);
 - ``node.MetaNode``: the process core both build (multi-raft host, client API, map cache);
 - ``config_service`` / ``namespace_service``: the RPC handlers (``proto/meta.proto``);
@@ -14,7 +14,7 @@ each shard to the map once (``Client.add_shard``, after its masters registered),
 the namespace once (``Client.format`` / ``Namespace.Format``): the leader of the shard owning
 "/" creates the root's self-record. Formatting is explicit rather than automatic on first
 leadership so that a shard that comes to own "/" later (resharding) never invents an empty
-root; it is idempotent and never erases anything. ``keelfs.master.cluster.MetaCluster`` does
+root; it is idempotent and never erases anything. ``keelfs.server.metacluster.MetaCluster`` does
 all of this for tests and local clusters.
 
 Nothing is imported here, so that clients can use ``grpc_errors`` and ``wire`` cheaply.

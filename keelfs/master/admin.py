@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from keelfs.errors import InvalidArgument, NotFound, Unavailable
-from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.raft.errors import ProposalDropped
+from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.runtime import errors as rt
 
 if TYPE_CHECKING:

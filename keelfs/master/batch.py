@@ -17,8 +17,8 @@ from typing import Any, NoReturn
 import grpc
 
 from keelfs.errors import InvalidArgument
-from keelfs.master import grpc_errors
-from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.rpc import grpc_errors
+from keelfs.rpc.pb import meta_pb2 as pb
 
 __all__ = ["MAX_BATCH_ITEMS", "BATCHABLE", "serve_batch"]
 

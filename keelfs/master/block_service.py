@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from keelfs.errors import InvalidArgument, Unavailable
 from keelfs.master.blocks import Replica
-from keelfs.master.wire import file_info_to_pb
 from keelfs.meta.commands import AddBlock, CompleteFile, UpdateBlock, check_path
-from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.records import FileInfo
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import file_info_to_pb
 
 if TYPE_CHECKING:
     from keelfs.master.node import Member, MetaNode

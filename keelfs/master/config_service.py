@@ -12,7 +12,6 @@ from typing import Any
 from keelfs.errors import InvalidArgument
 from keelfs.master.node import Member, MetaNode, check_header
 from keelfs.master.servicer import ServicerBase
-from keelfs.master.wire import CONFIG_GROUP, shard_map_to_pb
 from keelfs.meta.commands import (
     AddShard,
     Command,
@@ -25,8 +24,9 @@ from keelfs.meta.commands import (
     SealRing,
     SetShardMembers,
 )
-from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.shardmap import ConfigStateMachine
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import CONFIG_GROUP, shard_map_to_pb
 
 __all__ = ["ConfigServicer"]
 

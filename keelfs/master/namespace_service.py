@@ -79,7 +79,6 @@ from keelfs.master.batch import serve_batch
 from keelfs.master.block_service import BlockServiceMixin, locate
 from keelfs.master.node import Member, MetaNode, now_ms
 from keelfs.master.servicer import ServicerBase
-from keelfs.master.wire import file_info_to_pb, summary_to_pb
 from keelfs.meta import commands, paths
 from keelfs.meta.commands import (
     DEFAULT_BLOCK_SIZE,
@@ -103,9 +102,10 @@ from keelfs.meta.commands import (
     check_path,
 )
 from keelfs.meta.namespace import MAX_LIST_LIMIT, ShardStateMachine
-from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.records import DIRECTORY, FileInfo, Inode
 from keelfs.meta.transactions import Step, TxnRecord
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import file_info_to_pb, summary_to_pb
 
 __all__ = ["NamespaceServicer", "NodeServicer"]
 

@@ -4,7 +4,7 @@ Shape (as ``keelfs.runtime.server``): one ``RaftHost`` whose ``GrpcTransport`` l
 ``--listen`` for Raft, and a second gRPC server on the client address for the metadata API
 (``proto/meta.proto``): ``Config`` when the node holds a config-group member, ``Namespace``
 when it holds data-shard members, ``Node`` (status) always. Both entry points,
-``keelfs.master.config_server`` and ``keelfs.master.master``, build one of these; a process
+``keelfs.server.config_server`` and ``keelfs.server.master``, build one of these; a process
 may host a config member and several shards' members at once (multi-raft: one host, one
 transport, one synced write per round for all of them).
 
@@ -41,13 +41,11 @@ from typing import Any
 import grpc
 
 from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
-from keelfs.master import grpc_errors
 from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
 from keelfs.master.blocks import DEFAULT_DEAD_AFTER_S, ChunkRegistry
 from keelfs.master.replication import ReplicationMonitor
 from keelfs.master.resharding import Resharder
 from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS, TxnManager
-from keelfs.master.wire import CONFIG_GROUP, MAX_REQUEST_BYTES
 from keelfs.meta import paths
 from keelfs.meta.commands import (
     DEFAULT_REPLICATION,
@@ -63,10 +61,12 @@ from keelfs.meta.namespace import (
     DEFAULT_TXN_RETENTION_MS,
     ShardStateMachine,
 )
-from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.ranges import FROZEN, MOVED
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
+from keelfs.rpc import grpc_errors
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import CONFIG_GROUP, MAX_REQUEST_BYTES
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.host import HostConfig, RaftHost
 from keelfs.transport.base import OnMessages, Transport
@@ -378,7 +378,7 @@ class MetaNode:
 
     async def _serve(self, servicers: dict[str, Any]) -> None:
         """Serve ``servicers`` (service name -> servicer) on the client address, with gRPC."""
-        from keelfs.meta.pb import meta_pb2_grpc
+        from keelfs.rpc.pb import meta_pb2_grpc
 
         server = grpc.aio.server(
             options=[

@@ -43,9 +43,9 @@ from keelfs.errors import KeelError
 from keelfs.master.orphans import OrphanCollector
 from keelfs.meta import paths
 from keelfs.meta.commands import DequeueBlockDeletes, RecoverLease, Tick
-from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.ranges import FROZEN
 from keelfs.meta.records import BlockInfo
+from keelfs.rpc.pb import meta_pb2 as pb
 
 if TYPE_CHECKING:
     from keelfs.master.node import Member, MetaNode

@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keelfs.errors import KeelError
-from keelfs.master import grpc_errors
+from keelfs.rpc import grpc_errors
 
 if TYPE_CHECKING:
     from keelfs.master.node import MetaNode

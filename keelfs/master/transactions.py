@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from keelfs import failpoints
 from keelfs.errors import KeelError, NotLeader, Unavailable
-from keelfs.master.grpc_errors import outcome_unknown
 from keelfs.meta.commands import Command, Tick, TxnAcked, TxnBegin, TxnDecide, TxnFinish
 from keelfs.meta.transactions import Step, TxnRecord, encode_part
+from keelfs.rpc.grpc_errors import outcome_unknown
 
 if TYPE_CHECKING:
     from keelfs.master.node import Member, MetaNode

@@ -1,6 +1,6 @@
 """``keelfs local-cluster up|down|status``: a production-shaped cluster on 127.0.0.1.
 
-One role per process, as ``keelfs.master.cluster.MetaCluster(layout="separate")`` lays it
+One role per process, as ``keelfs.server.metacluster.MetaCluster(layout="separate")`` lays it
 out: 3 config servers (node ids 1..3), 2 shards of 3 masters each (``shard-1``: 11..13,
 ``shard-2``: 21..23) and ``chunk_servers`` chunk servers (``cs0``...). Unlike ``MetaCluster``
 (a test fixture that kills its processes when the test ends) the processes are **daemons**:
@@ -137,7 +137,7 @@ def load_state(directory: Path) -> State | None:
 
 
 def _free_ports(n: int) -> list[int]:
-    from keelfs.testing.processes import free_ports
+    from keelfs.runtime.processes import free_ports
 
     return free_ports(n)
 
@@ -162,7 +162,7 @@ def _layout(directory: Path, chunk_servers: int, http_port: int) -> State:
     if http_port >= 0:
         config[0].http = f"127.0.0.1:{http_port or next(ports)}"
     for p in [*config, *masters]:
-        module = "keelfs.master.config_server" if p.role == "config" else "keelfs.master.master"
+        module = "keelfs.server.config_server" if p.role == "config" else "keelfs.server.master"
         cmd = [python, "-m", module, "--id", str(p.node_id), "--listen", p.raft_address]
         cmd += ["--client-listen", p.address, "--data", str(Path(p.directory) / "data")]
         if p.role == "config":
@@ -177,7 +177,7 @@ def _layout(directory: Path, chunk_servers: int, http_port: int) -> State:
     for i in range(chunk_servers):
         name = f"cs{i}"
         address = f"127.0.0.1:{next(ports)}"
-        cmd = [python, "-m", "keelfs.chunk.server", "--data", str(directory / name / "data")]
+        cmd = [python, "-m", "keelfs.server.chunkserver", "--data", str(directory / name / "data")]
         cmd += ["--listen", address, "--server-id", name]
         cmd += ["--config-servers", ",".join(config_clients)]
         chunks.append(ProcessRecord(name, "chunk", cmd, str(directory / name), address))
@@ -223,7 +223,7 @@ def _spawn(p: ProcessRecord, extra: list[str]) -> None:
 
 
 def _ready(p: ProcessRecord, deadline: float) -> dict[str, Any]:
-    from keelfs.testing.processes import read_ready_line
+    from keelfs.runtime.processes import read_ready_line
 
     stdout = Path(p.directory) / "stdout.log"
     while True:

@@ -25,17 +25,14 @@ nodes send each other and ``uncut(a, b)`` restores it.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,104 +41,16 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from keelfs.runtime.client import KVClient
+from keelfs.runtime.processes import (
+    ClusterError,
+    free_ports,
+    hard_kill,
+    spawn_tracked,
+)
 
-__all__ = [
-    "ClusterError",
-    "NetnsNetwork",
-    "NodeSpec",
-    "ProcessCluster",
-    "free_ports",
-    "hard_kill",
-    "read_ready_line",
-    "spawn_tracked",
-]
+__all__ = ["NetnsNetwork", "NodeSpec", "ProcessCluster"]
 
 T = TypeVar("T")
-
-_LIVE: dict[int, subprocess.Popen[bytes]] = {}
-_LIVE_LOCK = threading.Lock()
-
-
-def _kill_leftovers() -> None:
-    with _LIVE_LOCK:
-        procs = list(_LIVE.values())
-        _LIVE.clear()
-    for p in procs:
-        _hard_kill(p)
-
-
-atexit.register(_kill_leftovers)
-
-
-def _hard_kill(p: subprocess.Popen[bytes]) -> None:
-    """SIGKILL one process we started (and its process group: it leads its own session)."""
-    if p.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(p.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            p.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        p.wait(timeout=10)
-
-
-def spawn_tracked(
-    cmd: list[str], stdout_path: Path, stderr_path: Path, banner: str = ""
-) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session with this checkout on ``PYTHONPATH``: stdout replaces
-    ``stdout_path``, stderr is appended to ``stderr_path`` after ``banner``. The process is
-    tracked: the ``atexit`` hook kills it if nobody did (use :func:`hard_kill`)."""
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    with stdout_path.open("wb") as fout, stderr_path.open("ab") as ferr:
-        ferr.write(f"\n=== {banner} at {time.time():.3f}\n".encode())
-        ferr.flush()
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=fout,
-            stderr=ferr,
-            env=env,
-            start_new_session=True,
-        )
-    with _LIVE_LOCK:
-        _LIVE[proc.pid] = proc
-    return proc
-
-
-def hard_kill(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a process started by :func:`spawn_tracked` (and its group), and forget it."""
-    _hard_kill(proc)
-    with _LIVE_LOCK:
-        _LIVE.pop(proc.pid, None)
-
-
-def read_ready_line(stdout_path: Path) -> dict[str, Any] | None:
-    """The JSON of the ``READY {json}`` line a server printed, if it has."""
-    for line in stdout_path.read_text(errors="replace").splitlines():
-        if line.startswith("READY "):
-            ready: dict[str, Any] = json.loads(line[len("READY ") :])
-            return ready
-    return None
-
-
-class ClusterError(RuntimeError):
-    """A node did not start, or the cluster did not reach the awaited state in time."""
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports that were free a moment ago (bound together, then released)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
@@ -274,23 +183,9 @@ class ProcessCluster:
             raise ClusterError(f"node {node_id} is already running")
         spec = self.nodes[node_id]
         out = spec.directory / "stdout.log"
-        env = dict(os.environ)
-        src = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-        env["PYTHONUNBUFFERED"] = "1"
-        with out.open("wb") as fout, spec.log_path.open("ab") as ferr:
-            ferr.write(f"\n=== start {' '.join(extra)} at {time.time():.3f}\n".encode())
-            ferr.flush()
-            proc = subprocess.Popen(
-                self._command(node_id, extra),
-                stdin=subprocess.DEVNULL,
-                stdout=fout,
-                stderr=ferr,
-                env=env,
-                start_new_session=True,
-            )
-        with _LIVE_LOCK:
-            _LIVE[proc.pid] = proc
+        proc = spawn_tracked(
+            self._command(node_id, extra), out, spec.log_path, banner=f"start {' '.join(extra)}"
+        )
         self._running[node_id] = _Running(proc)
 
     def _await_ready(self, node_id: int) -> dict[str, Any]:
@@ -334,9 +229,7 @@ class ProcessCluster:
         run = self._running.get(node_id)
         if run is None:
             return
-        _hard_kill(run.proc)
-        with _LIVE_LOCK:
-            _LIVE.pop(run.proc.pid, None)
+        hard_kill(run.proc)
         del self._running[node_id]
 
     def terminate(self, node_id: int, timeout: float = 10.0) -> int:
@@ -350,10 +243,9 @@ class ProcessCluster:
         try:
             rc = run.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _hard_kill(run.proc)
+            hard_kill(run.proc)
             rc = run.proc.returncode
-        with _LIVE_LOCK:
-            _LIVE.pop(run.proc.pid, None)
+        hard_kill(run.proc)  # exited: forgets it
         del self._running[node_id]
         return rc
 

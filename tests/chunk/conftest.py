@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from keelfs.chunk.client import ChunkClient
-from keelfs.chunk.local import LocalChunkServers
+from keelfs.datapath.client import ChunkClient
+from keelfs.server.chunkservers import LocalChunkServers
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -10,13 +10,12 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from keelfs.chunk.client import AsyncChunkClient, ChunkClient
-from keelfs.chunk.errors import CorruptReplica, Fenced, PipelineBroken
 from keelfs.chunk.layout import Layout
-from keelfs.chunk.local import LocalChunkServers
-from keelfs.chunk.protocol import NodeState
-from keelfs.chunk.replica import ReplicaState
-from keelfs.chunk.store import DeleteOutcome
+from keelfs.datapath.client import AsyncChunkClient, ChunkClient
+from keelfs.datapath.protocol import NodeState
+from keelfs.datapath.replica import DeleteOutcome, ReplicaState
+from keelfs.errors import CorruptReplica, Fenced, PipelineBroken
+from keelfs.server.chunkservers import LocalChunkServers
 
 MIB = 1 << 20
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from keelfs.chunk.errors import Fenced
 from keelfs.chunk.fencing import EpochTable
-from keelfs.errors import InvalidArgument, KeelError
+from keelfs.errors import Fenced, InvalidArgument, KeelError
 
 
 def test_epochs_are_kept_per_shard_and_survive_a_restart(tmp_path: Path) -> None:

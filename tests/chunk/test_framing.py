@@ -6,15 +6,15 @@ import random
 
 import pytest
 
-from keelfs.chunk.checksums import chunk_crcs
-from keelfs.chunk.framing import (
+from keelfs.datapath.checksums import chunk_crcs
+from keelfs.datapath.framing import (
     decode_packet,
     decode_read_response,
     encode_packet,
     encode_read_response,
 )
-from keelfs.chunk.protocol import Packetizer
-from keelfs.chunk.wire import pb
+from keelfs.datapath.protocol import Packetizer
+from keelfs.datapath.wire import pb
 from keelfs.errors import InvalidArgument
 
 CASES = [

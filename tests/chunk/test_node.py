@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from keelfs.chunk.client import AsyncChunkClient
 from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock
-from keelfs.chunk.errors import Fenced
 from keelfs.chunk.events import EventKind
 from keelfs.chunk.node import ChunkNode, ChunkNodeConfig
-from keelfs.chunk.protocol import Target
-from keelfs.chunk.replica import ReplicaState
-from keelfs.chunk.store import DeleteOutcome
-from keelfs.errors import InvalidArgument
+from keelfs.datapath.client import AsyncChunkClient
+from keelfs.datapath.protocol import Target
+from keelfs.datapath.replica import DeleteOutcome, ReplicaState
+from keelfs.errors import Fenced, InvalidArgument
 
 
 def test_node_reporting_and_commands(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from keelfs.chunk.reporting import Reporter
-from keelfs.meta.pb import meta_pb2 as mpb
+from keelfs.rpc.pb import meta_pb2 as mpb
 
 
 class _Node:

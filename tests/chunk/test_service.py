@@ -13,16 +13,22 @@ from pathlib import Path
 import grpc
 import pytest
 
-from keelfs.chunk.checksums import chunk_crcs
-from keelfs.chunk.client import ChunkClient, read_block, write_block
-from keelfs.chunk.errors import CorruptReplica, Fenced, PipelineBroken, StaleGeneration
 from keelfs.chunk.layout import Layout
-from keelfs.chunk.local import LocalChunkServers
-from keelfs.chunk.protocol import NodeState, Target, header_request
-from keelfs.chunk.replica import ReplicaState
-from keelfs.chunk.store import DeleteOutcome
-from keelfs.chunk.wire import CHANNEL_OPTIONS, decode_node_error, pb, pb_grpc
-from keelfs.errors import AlreadyExists, InvalidArgument, NotFound
+from keelfs.datapath.checksums import chunk_crcs
+from keelfs.datapath.client import ChunkClient, read_block, write_block
+from keelfs.datapath.protocol import NodeState, Target, header_request
+from keelfs.datapath.replica import DeleteOutcome, ReplicaState
+from keelfs.datapath.wire import CHANNEL_OPTIONS, decode_node_error, pb, pb_grpc
+from keelfs.errors import (
+    AlreadyExists,
+    CorruptReplica,
+    Fenced,
+    InvalidArgument,
+    NotFound,
+    PipelineBroken,
+    StaleGeneration,
+)
+from keelfs.server.chunkservers import LocalChunkServers
 
 MIB = 1 << 20
 

@@ -9,13 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from keelfs.chunk.checksums import CHUNK_SIZE, chunk_crcs, first_mismatch
-from keelfs.chunk.errors import ChecksumMismatch, CorruptReplica, StaleGeneration
 from keelfs.chunk.events import EventKind, EventQueue, ReplicaEvent
 from keelfs.chunk.layout import HEADER_SIZE, Layout, SidecarHeader
-from keelfs.chunk.replica import ReplicaInfo, ReplicaState
-from keelfs.chunk.store import BlockStore, DeleteOutcome
-from keelfs.errors import AlreadyExists, InvalidArgument, NotFound
+from keelfs.chunk.store import BlockStore
+from keelfs.datapath.checksums import CHUNK_SIZE, chunk_crcs, first_mismatch
+from keelfs.datapath.replica import DeleteOutcome, ReplicaInfo, ReplicaState
+from keelfs.errors import (
+    AlreadyExists,
+    ChecksumMismatch,
+    CorruptReplica,
+    InvalidArgument,
+    NotFound,
+    StaleGeneration,
+)
 
 CS = 4096  # small chunks: many chunk boundaries in little data
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from keelfs.chunk.client import ChunkClient
 from keelfs.cli.main import cli
 from keelfs.client._core import Op, Route
-from keelfs.master.cluster import MetaCluster
-from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.datapath.client import ChunkClient
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -100,7 +100,7 @@ def test_remove_and_add_member_round_trip(cluster: MetaCluster) -> None:
 def test_a_new_master_joins_a_shard(cluster: MetaCluster) -> None:
     """A brand-new master (empty data directory, ``--join``) becomes a voter of shard-1 with
     add-member, catches up, and leaves again with remove-member."""
-    spec = cluster._node(4, "keelfs.master.master", ("shard-1",))
+    spec = cluster._node(4, "keelfs.server.master", ("shard-1",))
     spec.args = ["--shard", "shard-1", "--join"]
     cluster._spawn(4, [])
     cluster._await_ready(4)

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from keelfs.cli.main import cli
-from keelfs.master.cluster import MetaCluster
+from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -18,9 +18,9 @@ from click.testing import CliRunner
 
 from keelfs.cli.main import cli
 from keelfs.client import Client
+from keelfs.runtime.processes import free_ports, hard_kill, read_ready_line, spawn_tracked
 from keelfs.server.embedded import ServerConfig
 from keelfs.server.settings import LOCAL_CLUSTER_SETTINGS, SERVER_SETTINGS, ConfigError, resolve
-from keelfs.testing.processes import free_ports, hard_kill, read_ready_line, spawn_tracked
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -239,7 +239,7 @@ def test_keelfs_demo_puts_and_gets_a_file_across_a_restart() -> None:
 
 
 def test_masters_take_a_default_replication_flag(tmp_path: Path) -> None:
-    from keelfs.master.process import config_from_args
+    from keelfs.server.master_process import config_from_args
 
     base = ["--id", "1", "--listen", "127.0.0.1:7000", "--data", str(tmp_path)]
     base += ["--shard", "shard-1", "--config-member"]

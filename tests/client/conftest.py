@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from keelfs.chunk.local import LocalChunkServers
-from keelfs.master.cluster import MetaCluster
+from keelfs.server.chunkservers import LocalChunkServers
+from keelfs.server.metacluster import MetaCluster
 
 
 @pytest.fixture(scope="module")

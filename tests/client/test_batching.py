@@ -12,10 +12,10 @@ import pytest
 from keelfs.client import AsyncClient
 from keelfs.errors import AlreadyExists, InvalidPath, NotFound
 from keelfs.master.batch import MAX_BATCH_ITEMS
-from keelfs.master.cluster import MetaCluster
-from keelfs.master.grpc_errors import error_from_rpc
-from keelfs.meta.pb import meta_pb2 as pb
-from keelfs.meta.pb import meta_pb2_grpc as pb_grpc
+from keelfs.rpc.grpc_errors import error_from_rpc
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.pb import meta_pb2_grpc as pb_grpc
+from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

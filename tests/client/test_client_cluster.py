@@ -10,8 +10,8 @@ import pytest
 
 from keelfs.client import AsyncClient, Client
 from keelfs.errors import AlreadyExists, InvalidArgument, NotFound
-from keelfs.master.cluster import MetaCluster
 from keelfs.meta.shardmap import ShardMap
+from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

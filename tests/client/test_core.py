@@ -28,11 +28,11 @@ from keelfs.errors import (
     SessionExpired,
     Unavailable,
 )
-from keelfs.master import grpc_errors
-from keelfs.master.wire import shard_map_to_pb
-from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.ring import HASH_MAX
 from keelfs.meta.shardmap import ShardMap
+from keelfs.rpc import grpc_errors
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import shard_map_to_pb
 
 A1, A2, A3 = "10.0.0.1:7001", "10.0.0.2:7001", "10.0.0.3:7001"
 

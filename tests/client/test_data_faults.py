@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 import pytest
 
-from keelfs.chunk.errors import StaleGeneration
 from keelfs.client import AsyncClient
+from keelfs.errors import StaleGeneration
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

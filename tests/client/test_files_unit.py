@@ -9,7 +9,7 @@ import pytest
 
 from keelfs.client.files import AsyncFileWriter, _Block, check_mode
 from keelfs.errors import InvalidArgument, KeelError
-from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.rpc.pb import meta_pb2 as pb
 
 
 def _block(pieces: list[bytes]) -> _Block:

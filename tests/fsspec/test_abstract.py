@@ -14,7 +14,7 @@ fsspec = pytest.importorskip("fsspec")
 from fsspec.tests import abstract  # noqa: E402
 
 from keelfs.fsspec import KeelFileSystem  # noqa: E402
-from keelfs.master.cluster import MetaCluster  # noqa: E402
+from keelfs.server.metacluster import MetaCluster  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

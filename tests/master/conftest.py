@@ -19,7 +19,7 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
-from keelfs.master.cluster import MetaCluster  # noqa: E402
+from keelfs.server.metacluster import MetaCluster  # noqa: E402
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -8,12 +8,12 @@ import grpc
 
 from keelfs.client import Client
 from keelfs.errors import KeelError
-from keelfs.master import grpc_errors
-from keelfs.master.cluster import MetaCluster
 from keelfs.meta import paths
-from keelfs.meta.pb import meta_pb2 as pb
-from keelfs.meta.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.meta.shardmap import ShardMap
+from keelfs.rpc import grpc_errors
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
+from keelfs.server.metacluster import MetaCluster
 
 pb_grpc: Any = _pb_grpc
 

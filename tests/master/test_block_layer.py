@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from keelfs.chunk.client import ChunkClient
-from keelfs.chunk.errors import Fenced
 from keelfs.client import Client
 from keelfs.client._core import Op, Route
-from keelfs.master.cluster import MetaCluster
-from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.datapath.client import ChunkClient
+from keelfs.errors import Fenced
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

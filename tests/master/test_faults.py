@@ -28,7 +28,7 @@ from keelfs.errors import (
     NotFound,
     Unavailable,
 )
-from keelfs.master.cluster import MetaCluster
+from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.linearizability import FileNamespaceModel, HistoryRecorder, check
 
 pytestmark = pytest.mark.slow

@@ -25,8 +25,8 @@ from keelfs.errors import (
     SessionExpired,
     Unavailable,
 )
-from keelfs.master import grpc_errors
 from keelfs.raft.errors import ProposalDropped
+from keelfs.rpc import grpc_errors
 from keelfs.runtime import errors as rt
 
 EXAMPLES: list[KeelError] = [

@@ -20,7 +20,7 @@ from keelfs.master import node as node_module
 from keelfs.master.node import Member, MetaNode, NodeConfig
 from keelfs.meta.commands import Command, Create, MkdirSelf, RegisterSession, Tick
 from keelfs.meta.namespace import ShardStateMachine
-from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.rpc.pb import meta_pb2 as pb
 
 HOUR_MS = 3_600_000
 LEASE_TTL_MS = 60_000

@@ -20,8 +20,8 @@ import pytest
 from helpers import call_raw, stub
 
 from keelfs.client import AsyncClient
-from keelfs.master.cluster import MetaCluster
-from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.server.metacluster import MetaCluster
 
 pytestmark = pytest.mark.slow
 

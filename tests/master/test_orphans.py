@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from keelfs.chunk.client import ChunkClient
 from keelfs.client import AsyncClient
-from keelfs.master.cluster import MetaCluster
+from keelfs.datapath.client import ChunkClient
+from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -1,4 +1,4 @@
-"""Command lines of ``keelfs.master.config_server`` and ``keelfs.master.master``."""
+"""Command lines of ``keelfs.server.config_server`` and ``keelfs.server.master``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from keelfs.master.process import config_from_args
+from keelfs.server.master_process import config_from_args
 
 BASE = ["--id", "1", "--listen", "127.0.0.1:7000", "--data", "/tmp/x"]
 

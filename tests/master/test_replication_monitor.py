@@ -34,8 +34,8 @@ from keelfs.meta.commands import (  # noqa: E402
     MoveSettle,
 )
 from keelfs.meta.namespace import ShardStateMachine  # noqa: E402
-from keelfs.meta.pb import meta_pb2 as pb  # noqa: E402
 from keelfs.meta.ring import key_hash  # noqa: E402
+from keelfs.rpc.pb import meta_pb2 as pb  # noqa: E402
 
 
 @dataclass

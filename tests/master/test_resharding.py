@@ -19,8 +19,8 @@ import pytest
 from keelfs.client import Client
 from keelfs.client._core import Call, Op, OutcomeUnknown, Plan
 from keelfs.errors import KeelError, LeaseConflict
-from keelfs.master.cluster import MetaCluster
 from keelfs.meta.shardmap import ShardMap
+from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

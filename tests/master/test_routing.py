@@ -10,8 +10,8 @@ import pytest
 from helpers import RawError, call_raw, header, stub
 
 from keelfs.errors import NotLeader, Redirect, Unavailable
-from keelfs.master.cluster import MetaCluster
-from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

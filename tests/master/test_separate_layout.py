@@ -11,9 +11,9 @@ import pytest
 from helpers import RawError, call_raw, stub
 
 from keelfs.errors import Redirect
-from keelfs.master.cluster import MetaCluster
-from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.shardmap import ShardMap
+from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 

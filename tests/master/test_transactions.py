@@ -14,7 +14,7 @@ from helpers import child, dirs_on_two_shards
 
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, KeelError, NotFound
-from keelfs.master.cluster import MetaCluster
+from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -51,7 +51,7 @@ from helpers import dirs_on_two_shards
 
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, KeelError, LeaseConflict, NotFound, RetryableError
-from keelfs.master.cluster import MetaCluster
+from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.clustersim.workload import BUSY, refusal_outcome
 from keelfs.testing.linearizability import (
     FileNamespaceModel,

@@ -38,8 +38,8 @@ from helpers import dirs_on_two_shards
 
 from keelfs.client import Client, OutcomeUnknown
 from keelfs.errors import KeelError
-from keelfs.master.cluster import MetaCluster
-from keelfs.master.grpc_errors import is_outcome_unknown
+from keelfs.rpc.grpc_errors import is_outcome_unknown
+from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.environment import cannot_run
 from keelfs.testing.processes import NetnsNetwork
 

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from keelfs.client._core import Call
-from keelfs.master.grpc_errors import error_from_rpc, is_outcome_unknown
+from keelfs.rpc.grpc_errors import error_from_rpc, is_outcome_unknown
 from keelfs.testing.clustersim.rpc import rpc_error
 from keelfs.testing.clustersim.world import Params, World, run_seed
 

@@ -10,10 +10,9 @@ import os
 
 import pytest
 
-from keelfs.raft import core
+from keelfs.raft import core, sim
 from keelfs.raft.core import Raft
 from keelfs.raft.messages import Message
-from keelfs.testing import sim
 
 CI_SEEDS = int(os.environ.get("KEELFS_SIM_SEEDS", "800"))
 

@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from keelfs.chunk.client import ChunkClient
-from keelfs.chunk.local import LocalChunkServers
-from keelfs.master.cluster import MetaCluster
+from keelfs.datapath.client import ChunkClient
+from keelfs.server.chunkservers import LocalChunkServers
+from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.environment import cannot_run
 
 pytestmark = [pytest.mark.timeout(120)]

@@ -48,12 +48,11 @@ from typing import Any
 
 import grpc
 
-from keelfs.chunk.errors import Fenced
 from keelfs.chunk.fencing import EpochTable
 from keelfs.client import _ops as ops
 from keelfs.client._core import Call
-from keelfs.errors import KeelError, LeaseConflict, NotFound, RetryableError
-from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.errors import Fenced, KeelError, LeaseConflict, NotFound, RetryableError
+from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.testing.clustersim.cluster import SimClient, SimCluster
 
 __all__ = ["ChunkFleet", "DataWorkload", "SimChunkServer"]

@@ -4,7 +4,7 @@ A client's ``Call`` (``keelfs.client._core``) reaches the servicer registered at
 as ``servicer.<Method>(request, context)``, with the request and the reply copied through
 their wire encoding (nothing is shared between caller and callee). The answer comes back as
 gRPC would give it: the reply, or an ``AioRpcError`` carrying the ``keelfs-error`` trailer
-the servicer aborted with (``keelfs.master.grpc_errors.abort``), ``UNAVAILABLE`` "failed to
+the servicer aborted with (``keelfs.rpc.grpc_errors.abort``), ``UNAVAILABLE`` "failed to
 connect" when the node is down (never sent), ``DEADLINE_EXCEEDED`` when the request or its
 reply is lost or slow, and ``UNAVAILABLE`` when the server crashed while handling it.
 

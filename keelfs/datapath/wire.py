@@ -1,7 +1,7 @@
 """Where the chunk server meets gRPC: status codes, message limits, proto <-> record conversions,
 and the pool of channels a node or client keeps to other chunk servers.
 
-Errors travel as everywhere in keelfs (``keelfs.master.grpc_errors``): the gRPC status is a
+Errors travel as everywhere in keelfs (``keelfs.rpc.grpc_errors``): the gRPC status is a
 coarse category and the trailing metadata ``keelfs-error`` holds the ``KeelError``'s details;
 :func:`abort` is the server side, :func:`error_of` the client side (it also names the gRPC-level
 failures that carry no trailer: a connection lost, a deadline).
@@ -16,24 +16,25 @@ from typing import Any, NoReturn
 
 import grpc
 
-from keelfs.chunk.errors import (
+from keelfs.datapath.replica import ReplicaInfo, ReplicaState
+from keelfs.errors import (
     ChecksumMismatch,
     CorruptReplica,
     Fenced,
+    KeelError,
     PipelineBroken,
     StaleGeneration,
+    Unavailable,
 )
-from keelfs.chunk.pb import chunk_pb2 as pb
-from keelfs.chunk.pb import chunk_pb2_grpc as _pb_grpc
-from keelfs.chunk.replica import ReplicaInfo, ReplicaState
-from keelfs.errors import KeelError, Unavailable
-from keelfs.master.grpc_errors import (
+from keelfs.rpc.grpc_errors import (
     ERROR_KEY,
     INTERNAL_CODE,
     STATUS_OF_CODE,
     encode_error,
     error_from_rpc,
 )
+from keelfs.rpc.pb import chunk_pb2 as pb
+from keelfs.rpc.pb import chunk_pb2_grpc as _pb_grpc
 
 __all__ = [
     "GRPC_OPTIONS",
@@ -51,7 +52,7 @@ __all__ = [
     "status_of",
 ]
 
-log = logging.getLogger("keelfs.chunk.wire")
+log = logging.getLogger("keelfs.datapath.wire")
 
 pb_grpc: Any = _pb_grpc  # generated, untyped
 
@@ -171,7 +172,7 @@ class AsyncChannels:
     """One ``grpc.aio`` channel per chunk-server address, shared by every call to it.
 
     :meth:`stub` is the generated stub; :meth:`write_block` and :meth:`read_block` are the two
-    data-path methods with their data-carrying messages left as bytes (``keelfs.chunk.framing``).
+    data-path methods with their data-carrying messages left as bytes (``keelfs.datapath.framing``).
     """
 
     def __init__(self, options: Iterable[tuple[str, Any]] = CHANNEL_OPTIONS) -> None:

@@ -1,8 +1,8 @@
-"""A master: ``python -m keelfs.master.master``, members of one or more data shards.
+"""A master: ``python -m keelfs.server.master``, members of one or more data shards.
 
 ::
 
-    python -m keelfs.master.master --shard shard-1 --id 11 --listen 127.0.0.1:7110 \\
+    python -m keelfs.server.master --shard shard-1 --id 11 --listen 127.0.0.1:7110 \\
         --client-listen 127.0.0.1:7111 --data /var/keelfs/m11 \\
         --config-servers 127.0.0.1:7101,127.0.0.1:7201 \\
         --peers 11=127.0.0.1:7110,12=127.0.0.1:7120,13=127.0.0.1:7130   # first start only
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-from keelfs.master.process import main
+from keelfs.server.master_process import main
 
 if __name__ == "__main__":
     sys.exit(main("master"))

@@ -19,7 +19,7 @@ After every simulated step the checker verifies:
 - ReadIndex: a read's index is at least the index of every write acknowledged before the read
   was issued.
 
-Run a sweep with ``python -m keelfs.testing.sim --seeds N --steps M``; a failing seed prints a
+Run a sweep with ``python -m keelfs.raft.sim --seeds N --steps M``; a failing seed prints a
 one-line command that replays it with a full trace.
 """
 
@@ -719,12 +719,12 @@ def _tally(
     if err is not None:
         failures.append((seed, err))
         out(f"FAIL seed {seed}: {err}")
-        out(f"  replay: python -m keelfs.testing.sim --seed {seed} --steps {steps} --trace")
+        out(f"  replay: python -m keelfs.raft.sim --seed {seed} --steps {steps} --trace")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m keelfs.testing.sim", description=__doc__.split("\n")[0]
+        prog="python -m keelfs.raft.sim", description=__doc__.split("\n")[0]
     )
     p.add_argument("--seeds", type=int, default=100, help="number of seeds to run")
     p.add_argument("--start", type=int, default=0, help="first seed")

@@ -2,8 +2,8 @@
 synchronous twin, which runs the asyncio one on a private event-loop thread), plus the one-shot
 functions :func:`write_block` and :func:`read_block`.
 
-Every method raises the ``keelfs.errors`` tree (``keelfs.chunk.errors`` included). Writes follow
-``keelfs.chunk.protocol``: the result says which nodes hold the block; a broken pipeline raises
+Every method raises the ``keelfs.errors`` tree (``keelfs.errors`` included). Writes follow
+``keelfs.datapath.protocol``: the result says which nodes hold the block; a broken pipeline raises
 ``PipelineBroken`` carrying the same information, for the caller to rebuild the pipeline.
 
 ==================  ===========  =============================================================
@@ -35,10 +35,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from keelfs.chunk.checksums import CHUNK_SIZE, crc32c
-from keelfs.chunk.errors import ChecksumMismatch
-from keelfs.chunk.framing import decode_read_response
-from keelfs.chunk.protocol import (
+from keelfs.datapath.checksums import CHUNK_SIZE, crc32c
+from keelfs.datapath.framing import decode_read_response
+from keelfs.datapath.protocol import (
     DEFAULT_PACKET_SIZE,
     AckTracker,
     NodeResult,
@@ -49,10 +48,9 @@ from keelfs.chunk.protocol import (
     header_request,
     targets_of,
 )
-from keelfs.chunk.replica import ReplicaInfo
-from keelfs.chunk.store import DeleteOutcome, DeleteResult
-from keelfs.chunk.wire import AsyncChannels, error_of, pb, replica_from_pb
-from keelfs.errors import Unavailable
+from keelfs.datapath.replica import DeleteOutcome, DeleteResult, ReplicaInfo
+from keelfs.datapath.wire import AsyncChannels, error_of, pb, replica_from_pb
+from keelfs.errors import ChecksumMismatch, Unavailable
 
 __all__ = ["AsyncChunkClient", "ChunkClient", "read_block", "write_block"]
 

@@ -5,7 +5,7 @@
 import grpc
 import warnings
 
-from keelfs.chunk.pb import chunk_pb2 as keelfs_dot_chunk_dot_v1_dot_chunk__pb2
+from keelfs.rpc.pb import chunk_pb2 as keelfs_dot_chunk_dot_v1_dot_chunk__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

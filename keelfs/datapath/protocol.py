@@ -21,11 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from keelfs.chunk.checksums import CHUNK_SIZE, chunk_crcs
-from keelfs.chunk.errors import PipelineBroken
-from keelfs.chunk.framing import encode_packet
-from keelfs.chunk.wire import MAX_PACKET_BYTES, decode_node_error, error_of, pb
-from keelfs.errors import InvalidArgument, KeelError, Unavailable
+from keelfs.datapath.checksums import CHUNK_SIZE, chunk_crcs
+from keelfs.datapath.framing import encode_packet
+from keelfs.datapath.wire import MAX_PACKET_BYTES, decode_node_error, error_of, pb
+from keelfs.errors import InvalidArgument, KeelError, PipelineBroken, Unavailable
 
 __all__ = [
     "DEFAULT_PACKET_SIZE",
@@ -174,7 +173,7 @@ def header_request(
 
 class Packetizer:
     """Cuts a stream of byte pieces into packets (see the module docstring), each a serialized
-    ``WriteRequest`` (``keelfs.chunk.framing``)."""
+    ``WriteRequest`` (``keelfs.datapath.framing``)."""
 
     def __init__(
         self,

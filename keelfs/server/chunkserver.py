@@ -1,4 +1,4 @@
-"""``python -m keelfs.chunk.server``: one chunk server process.
+"""``python -m keelfs.server.chunkserver``: one chunk server process.
 
 Lifecycle (as the master processes): once serving, one line ``READY {json}`` (server id,
 address, rack, data directory, pid) is printed on stdout; logs go to stderr. SIGTERM or SIGINT
@@ -26,13 +26,13 @@ from keelfs.web.listen import add_http_argument, check_http_listen
 
 __all__ = ["config_from_args", "main", "serve"]
 
-log = logging.getLogger("keelfs.chunk.server")
+log = logging.getLogger("keelfs.server.chunkserver")
 
 
 def _parser() -> argparse.ArgumentParser:
     d = ChunkNodeConfig(Path("."))
     p = argparse.ArgumentParser(
-        prog="python -m keelfs.chunk.server",
+        prog="python -m keelfs.server.chunkserver",
         description="Run a keelfs chunk server: stores block replicas, serves the data path.",
     )
     p.add_argument("--data", required=True, type=Path, help="data directory")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from keelfs.meta.pb import meta_pb2 as pb
 from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.shardmap import ShardMap
+from keelfs.rpc.pb import meta_pb2 as pb
 
 __all__ = [
     "CONFIG_GROUP",

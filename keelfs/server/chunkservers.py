@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from keelfs.testing.processes import (
+from keelfs.runtime.processes import (
     ClusterError,
     free_ports,
     hard_kill,
@@ -71,7 +71,7 @@ class LocalChunkServers:
         cmd = [
             sys.executable,
             "-m",
-            "keelfs.chunk.server",
+            "keelfs.server.chunkserver",
             "--data",
             str(self.data_dir(i)),
             "--listen",

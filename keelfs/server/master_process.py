@@ -42,12 +42,12 @@ log = logging.getLogger("keelfs.master")
 def _parser(role: str) -> argparse.ArgumentParser:
     if role == "config":
         p = argparse.ArgumentParser(
-            prog="python -m keelfs.master.config_server",
+            prog="python -m keelfs.server.config_server",
             description="Run one member of the keelfs config group (the ShardMap).",
         )
     else:
         p = argparse.ArgumentParser(
-            prog="python -m keelfs.master.master",
+            prog="python -m keelfs.server.master",
             description="Run a keelfs master: members of one or more data shards' Raft groups.",
         )
     p.add_argument("--id", type=int, required=True, help="node id, unique among all meta nodes")

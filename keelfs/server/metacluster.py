@@ -11,7 +11,7 @@
 
 Two layouts (``layout=``):
 
-- ``"cohosted"`` (default): 3 processes (``python -m keelfs.master.master --config-member``),
+- ``"cohosted"`` (default): 3 processes (``python -m keelfs.server.master --config-member``),
   each hosting a config-group member and a member of every shard: ids 1..3. Light enough for
   two cores; killing a process kills one member of every group.
 - ``"separate"``: one role per process as in production: 3 ``config_server`` (ids 1..3) and 3
@@ -51,18 +51,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, NotFound
-from keelfs.testing.processes import (
+from keelfs.runtime.processes import (
     ClusterError,
-    NetnsNetwork,
     free_ports,
     hard_kill,
     read_ready_line,
     spawn_tracked,
 )
+from keelfs.testing.processes import NetnsNetwork
 
 if TYPE_CHECKING:
-    from keelfs.chunk.local import LocalChunkServers
     from keelfs.meta.transactions import TxnRecord
+    from keelfs.server.chunkservers import LocalChunkServers
 
 __all__ = ["MetaCluster", "MetaNodeSpec"]
 
@@ -72,7 +72,7 @@ T = TypeVar("T")
 @dataclass
 class MetaNodeSpec:
     node_id: int
-    module: str  # "keelfs.master.master" or "keelfs.master.config_server"
+    module: str  # "keelfs.server.master" or "keelfs.server.config_server"
     raft_address: str
     client_address: str
     directory: Path
@@ -168,15 +168,15 @@ class MetaCluster:
     def _define(self) -> None:
         if self.layout == "cohosted":
             for i in (1, 2, 3):
-                self._node(i, "keelfs.master.master", ("config", *self.shard_ids))
+                self._node(i, "keelfs.server.master", ("config", *self.shard_ids))
             for spec in self.nodes.values():
                 spec.args = ["--config-member", *self._shard_flags(self.shard_ids)]
             return
         for i in (1, 2, 3):
-            self._node(i, "keelfs.master.config_server", ("config",))
+            self._node(i, "keelfs.server.config_server", ("config",))
         for k, shard in enumerate(self.shard_ids, start=1):
             for j in (1, 2, 3):
-                self._node(10 * k + j, "keelfs.master.master", (shard,)).args = [
+                self._node(10 * k + j, "keelfs.server.master", (shard,)).args = [
                     *self._shard_flags((shard,))
                 ]
 
@@ -223,7 +223,7 @@ class MetaCluster:
             *self.node_args,
             *extra,
         ]
-        if spec.module == "keelfs.master.master":
+        if spec.module == "keelfs.server.master":
             cmd += ["--config-servers", ",".join(self.config_addresses)]
         else:
             others = [a for a in self.config_addresses if a != spec.client_address]
@@ -448,8 +448,8 @@ class MetaCluster:
         been started with ``KEELFS_FAILPOINTS`` in their environment."""
         import grpc
 
-        from keelfs.meta.pb import meta_pb2 as pb
-        from keelfs.meta.pb import meta_pb2_grpc as pb_grpc
+        from keelfs.rpc.pb import meta_pb2 as pb
+        from keelfs.rpc.pb import meta_pb2_grpc as pb_grpc
 
         with grpc.insecure_channel(self.nodes[node_id].client_address) as channel:
             stub: Any = pb_grpc.NodeStub(channel)
@@ -529,7 +529,7 @@ class MetaCluster:
             base = max(self.nodes) // 10 * 10 + 10
             ids = [base + 1, base + 2, base + 3]
         for i in ids:
-            self._node(i, "keelfs.master.master", (shard,)).args = self._shard_flags((shard,))
+            self._node(i, "keelfs.server.master", (shard,)).args = self._shard_flags((shard,))
         self.shard_ids = (*self.shard_ids, shard)
         for i in ids:
             self._spawn(i, ["--peers", self._peers(i)])
@@ -561,7 +561,7 @@ class MetaCluster:
         """Start ``n`` chunk server processes reporting to this cluster (stopped by
         ``stop_all``); with ``wait_reported``, wait until every shard leader has their full
         block reports (so that they are chosen for new blocks)."""
-        from keelfs.chunk.local import LocalChunkServers
+        from keelfs.server.chunkservers import LocalChunkServers
 
         k = len(self._chunk_servers)
         servers = LocalChunkServers(

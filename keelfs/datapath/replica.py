@@ -10,6 +10,8 @@ from keelfs.errors import InvalidArgument
 
 __all__ = [
     "MAX_UINT64",
+    "DeleteOutcome",
+    "DeleteResult",
     "ReplicaInfo",
     "ReplicaState",
     "check_block_id",
@@ -67,3 +69,18 @@ def check_shard_id(shard_id: str) -> str:
     if not _ID.match(shard_id):
         raise InvalidArgument(f"shard id {shard_id!r} is not a valid id", "shard_id")
     return shard_id
+
+
+class DeleteOutcome(enum.Enum):
+    DELETED = "deleted"
+    NOT_FOUND = "not_found"
+    KEPT_NEWER = "kept_newer"
+    """The replica's stamp is newer than the one the delete named."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    block_id: int
+    outcome: DeleteOutcome
+    gen: int = 0
+    """The stamp of the replica deleted or kept (0 when none)."""

@@ -1,0 +1,114 @@
+"""Processes a keelfs command starts and must end: spawned in their own session, tracked
+by pid, killed (with their process group) by whoever started them or, failing that, when this
+process exits; and the ``READY {json}`` line by which a server says it is serving.
+
+Used by every launcher of real processes: ``keelfs local-cluster``, the benchmarks and the
+test fixtures.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ClusterError",
+    "free_ports",
+    "hard_kill",
+    "read_ready_line",
+    "spawn_tracked",
+]
+
+_LIVE: dict[int, subprocess.Popen[bytes]] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def _kill_leftovers() -> None:
+    with _LIVE_LOCK:
+        procs = list(_LIVE.values())
+        _LIVE.clear()
+    for p in procs:
+        _hard_kill(p)
+
+
+atexit.register(_kill_leftovers)
+
+
+def _hard_kill(p: subprocess.Popen[bytes]) -> None:
+    """SIGKILL one process we started (and its process group: it leads its own session)."""
+    if p.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            p.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        p.wait(timeout=10)
+
+
+def spawn_tracked(
+    cmd: list[str], stdout_path: Path, stderr_path: Path, banner: str = ""
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session with this checkout on ``PYTHONPATH``: stdout replaces
+    ``stdout_path``, stderr is appended to ``stderr_path`` after ``banner``. The process is
+    tracked: the ``atexit`` hook kills it if nobody did (use :func:`hard_kill`)."""
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    with stdout_path.open("wb") as fout, stderr_path.open("ab") as ferr:
+        ferr.write(f"\n=== {banner} at {time.time():.3f}\n".encode())
+        ferr.flush()
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=fout,
+            stderr=ferr,
+            env=env,
+            start_new_session=True,
+        )
+    with _LIVE_LOCK:
+        _LIVE[proc.pid] = proc
+    return proc
+
+
+def hard_kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started by :func:`spawn_tracked` (and its group), and forget it."""
+    _hard_kill(proc)
+    with _LIVE_LOCK:
+        _LIVE.pop(proc.pid, None)
+
+
+def read_ready_line(stdout_path: Path) -> dict[str, Any] | None:
+    """The JSON of the ``READY {json}`` line a server printed, if it has."""
+    for line in stdout_path.read_text(errors="replace").splitlines():
+        if line.startswith("READY "):
+            ready: dict[str, Any] = json.loads(line[len("READY ") :])
+            return ready
+    return None
+
+
+class ClusterError(RuntimeError):
+    """A node did not start, or the cluster did not reach the awaited state in time."""
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports that were free a moment ago (bound together, then released)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
