@@ -51,9 +51,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, NotFound
+from keelfs.runtime.netns import NetnsNetwork
 from keelfs.testing.processes import (
     ClusterError,
-    NetnsNetwork,
     free_ports,
     hard_kill,
     read_ready_line,
