@@ -2,8 +2,10 @@
 and contenders while it kills, freezes and restarts processes, moves leaders and removes and
 re-adds a shard; the JSON report counts operations and each fault kind, has checked
 acknowledged files, and finds no violation; every process is up again afterwards (restarts
-are recorded in the state file). Every recorded process is killed at the end, whatever
-happened. The checker's own ability to fail is tested in ``tests/chaos``."""
+are recorded in the state file). Against a ``--netns`` cluster (root) it also partitions the
+processes and leaves no partition behind. Every recorded process is killed (and every
+namespace deleted) at the end, whatever happened. The checker's own ability to fail is tested
+in ``tests/chaos``, the partition schedule in process in ``tests/chaos/test_chaos_partitions``."""
 
 from __future__ import annotations
 

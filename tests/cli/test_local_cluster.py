@@ -1,8 +1,9 @@
 """``keelfs local-cluster``: ``up`` leaves 3 config servers, 2 shards of 3 masters and 3 chunk
 servers running after the command exits; ``status`` names a leader of config, shard-1 and
 shard-2; a file round-trips through them; ``down`` leaves none of the recorded processes alive;
-a second ``up`` restarts the same nodes on the same data. Every recorded pid is killed in the
-end whatever happened."""
+a second ``up`` restarts the same nodes on the same data. With ``--netns`` (root) each process
+runs in its own network namespace and ``down`` leaves none of them, nor a link, behind. Every
+recorded pid is killed in the end whatever happened (and every namespace deleted)."""
 
 from __future__ import annotations
 
@@ -199,6 +200,10 @@ def test_netns_needs_root_and_a_cluster_made_with_it(
     with pytest.raises(LocalClusterError, match="--netns needs root"):
         up(tmp_path / "c", netns=True)
     assert not (tmp_path / "c" / STATE_FILE).exists()  # nothing recorded, nothing started
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(LocalClusterError, match="no dashboard with --netns"):
+        up(tmp_path / "c", netns=True, http_port=8080)
+    assert not (tmp_path / "c").exists()
     State(str(tmp_path)).save()  # a cluster laid out on 127.0.0.1
     with pytest.raises(LocalClusterError, match="was created without --netns"):
         up(tmp_path, netns=True)
