@@ -26,10 +26,10 @@ import grpc
 
 from keelfs.chaos.faults import (
     ALL_FAULTS,
-    PARTITIONS_UNAVAILABLE,
     PROCESS_FAULTS,
     FaultInjector,
     FaultLog,
+    partitions_unavailable,
 )
 from keelfs.chaos.model import ABSENT, ContendedLog, Expected, Violation, md5, verify
 from keelfs.chaos.workload import Stats, Worker, make_workers
@@ -87,7 +87,10 @@ def _state(options: Options) -> State | None:
 
 
 def _unavailable(options: Options, state: State | None) -> dict[str, str]:
-    out = {"partition": PARTITIONS_UNAVAILABLE}
+    out: dict[str, str] = {}
+    why_no_partitions = partitions_unavailable(state)
+    if why_no_partitions:
+        out["partition"] = why_no_partitions
     if state is None:
         for kind in PROCESS_FAULTS:
             if kind in options.faults:

@@ -10,16 +10,25 @@ kind          what it does
 ``transfer``  move a group's leadership (config or a shard) to another voter
 ``reshard``   remove the last shard of the map, then add it back with the same masters, under
               load (two full resharding plans)
+``partition`` either isolate one process (its link to the bridge down: nobody reaches it, not
+              even the clients) or split the processes into two sides that cannot reach each
+              other (every pair across dropped, silently; clients still reach both sides);
+              healed 1-5 s later. Only for a cluster started with ``keelfs local-cluster up
+              --netns``, and as root
 ============  ==================================================================================
 
 ``kill``, ``stop`` and ``restart`` need the processes: the state file of ``keelfs
 local-cluster`` (``--cluster-dir``) names each one's pid and command line, and a restart runs
 it exactly as ``local-cluster up`` does (``keelfs.server.local_cluster.restart_process``).
 At most one process of each group (and one chunk server) is down or frozen at a time, so
-every group keeps a majority. Half the process faults pick the group's leader.
+every group keeps a majority (an isolated process counts as down). Half the process faults
+and isolations pick the group's leader.
 
-Partitions are not injected: the local cluster runs every process in the host's network
-namespace, so no link between two of them can be cut without also cutting the client's.
+Partitions need each process in its own network namespace (``--netns``): in the host's one, no
+link between two processes could be cut without also cutting the client's. One partition is in
+place at a time. :meth:`FaultInjector.heal` (also run when the run is interrupted) heals the
+whole network as the namespaces show it, whatever this run remembers; so does the start of a
+run, in case an earlier one was killed before it could heal.
 """
 
 from __future__ import annotations
@@ -42,26 +51,57 @@ from keelfs.rpc import grpc_errors
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.rpc.wire import CONFIG_GROUP
-from keelfs.server.local_cluster import ProcessRecord, State, restart_process
+from keelfs.runtime.netns import NetnsNetwork
+from keelfs.server.local_cluster import ProcessRecord, State, network_of, restart_process
 
 pb_grpc: Any = _pb_grpc  # generated, untyped
 
-__all__ = ["ALL_FAULTS", "PARTITIONS_UNAVAILABLE", "FaultInjector", "PROCESS_FAULTS"]
+__all__ = [
+    "ALL_FAULTS",
+    "FaultInjector",
+    "NETWORK_FAULTS",
+    "PROCESS_FAULTS",
+    "partitions_unavailable",
+]
 
 PROCESS_FAULTS = ("kill", "stop", "restart")
 ADMIN_FAULTS = ("transfer", "reshard")
-ALL_FAULTS = (*PROCESS_FAULTS, *ADMIN_FAULTS)
-PARTITIONS_UNAVAILABLE = (
-    "not injected: keelfs local-cluster runs every process in the host's network namespace "
-    "(no per-process namespaces whose links could be cut)"
-)
+NETWORK_FAULTS = ("partition",)
+ALL_FAULTS = (*PROCESS_FAULTS, *ADMIN_FAULTS, *NETWORK_FAULTS)
+
+
+def partitions_unavailable(state: State | None) -> str:
+    """Why partitions cannot be injected into this cluster ("" if they can)."""
+    if state is None:
+        return (
+            "not injected: needs --cluster-dir of a cluster started with "
+            "`keelfs local-cluster up --netns` (each process in its own network namespace)"
+        )
+    if state.network is None:
+        return (
+            "not injected: this local cluster runs every process in the host's network "
+            "namespace (no link between two of them can be cut); start it with "
+            "`keelfs local-cluster up --netns` (root) to partition it"
+        )
+    if os.geteuid() != 0:
+        return "not injected: changing the cluster's network namespaces needs root"
+    return ""
+
+
 _RESHARD_TIMEOUT_S = 180.0
 
 
 @dataclass
 class _Down:
     record: ProcessRecord
-    how: str  # "killed" or "stopped"
+    how: str  # "killed", "stopped" or "isolated"
+    until: float
+
+
+@dataclass
+class _Split:
+    pairs: list[tuple[int, int]]
+    """Host numbers of every pair cut apart (one on each side)."""
     until: float
 
 
@@ -129,6 +169,11 @@ class FaultInjector:
         """A shard removed by ``reshard`` and not yet added back."""
         self._give_up_at = float("inf")
         """When waits for resharding stop (set by :meth:`heal`)."""
+        self.network: NetnsNetwork | None = None
+        if state is not None and "partition" in kinds:
+            self.network = network_of(state)
+        self._split: _Split | None = None
+        self._heal_network()  # an earlier run may have been killed before it healed
 
     # -- the schedule ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -155,6 +200,8 @@ class FaultInjector:
             self._in_background(kind, self._transfer)
         elif kind == "reshard":
             self._in_background(kind, self._reshard)
+        elif kind == "partition":
+            self._partition()
 
     # -- process faults -------------------------------------------------------------------------
     @staticmethod
@@ -212,6 +259,88 @@ class FaultInjector:
         self.log.event(kind, p.name, f"{p.role} {','.join(p.groups)}".strip())
         self.progress(f"fault: {kind} {p.name} ({p.role})")
 
+    # -- partitions -----------------------------------------------------------------------------
+    def _host(self, p: ProcessRecord) -> int:
+        assert self.state is not None and self.state.network is not None
+        return self.state.network.hosts[p.name]
+
+    def _partition(self) -> None:
+        if self.network is None:
+            return
+        if self._split is not None or any(d.how == "isolated" for d in self.down.values()):
+            self.log.error("partition", "", "skipped: a partition is in place")
+            return
+        if self.rng.random() < 0.5:
+            self._isolate(self.network)
+        else:
+            self._split_in_two(self.network)
+
+    def _isolate(self, net: NetnsNetwork) -> None:
+        p = self._pick()
+        if p is None:
+            self.log.error("partition", "", "no process to isolate (every group has one down)")
+            return
+        seconds = self.rng.uniform(1, 5)
+        net.isolate(self._host(p))
+        self.down[p.name] = _Down(p, "isolated", time.monotonic() + seconds)
+        self.log.injected("partition")
+        detail = f"isolate {p.role} {','.join(p.groups)}".strip() + f" for {seconds:.1f} s"
+        self.log.event("partition", p.name, detail)
+        self.progress(f"fault: partition: isolate {p.name} ({p.role}) for {seconds:.1f} s")
+
+    def _split_in_two(self, net: NetnsNetwork) -> None:
+        assert self.state is not None
+        names = [p.name for p in self.state.processes]
+        self.rng.shuffle(names)
+        cut_at = self.rng.randint(1, len(names) - 1)
+        side_a, side_b = sorted(names[:cut_at]), sorted(names[cut_at:])
+        by_name = {p.name: p for p in self.state.processes}
+        pairs = [(self._host(by_name[a]), self._host(by_name[b])) for a in side_a for b in side_b]
+        seconds = self.rng.uniform(1, 5)
+        self._split = _Split([], time.monotonic() + seconds)
+        for a, b in pairs:  # recorded one by one: a failure half-way still heals what was cut
+            self._split.pairs.append((a, b))
+            net.cut(a, b)
+        self.log.injected("partition")
+        detail = f"split {' '.join(side_a)} | {' '.join(side_b)} for {seconds:.1f} s"
+        self.log.event("partition", "split", detail)
+        self.progress(f"fault: partition: {detail}")
+
+    def _end_split(self, now: float, *, all_: bool = False) -> None:
+        split, net = self._split, self.network
+        if split is None or net is None or (now < split.until and not all_):
+            return
+        try:
+            for a, b in split.pairs:
+                net.uncut(a, b)
+        except Exception as exc:
+            self.log.error("partition", "split", exc)
+            split.until = now + 2.0  # try again, not at every tick (heal() heals it all)
+            return
+        self._split = None
+
+    def _reconnect(self, p: ProcessRecord) -> bool:
+        assert self.network is not None
+        try:
+            self.network.heal(self._host(p))
+        except Exception as exc:
+            self.log.error("partition", p.name, exc)
+            return False
+        return True
+
+    def _heal_network(self) -> None:
+        """Undo every partition, as the namespaces show them (not only what this run did)."""
+        if self.network is None:
+            return
+        try:
+            self.network.heal_all()
+        except Exception as exc:
+            self.log.error("heal", "network", exc)
+        self._split = None
+        for name, d in list(self.down.items()):
+            if d.how == "isolated":
+                del self.down[name]
+
     def _start(self, kind: str, p: ProcessRecord) -> bool:
         assert self.state is not None
         try:
@@ -222,12 +351,18 @@ class FaultInjector:
         return True
 
     def _end_due(self, now: float, *, all_: bool = False) -> None:
+        self._end_split(now, all_=all_)
         for name, d in list(self.down.items()):
             if not all_ and now < d.until:
                 continue
             if d.how == "stopped":
                 _signal(d.record, signal.SIGCONT)
                 del self.down[name]
+            elif d.how == "isolated":
+                if self._reconnect(d.record) or all_:
+                    del self.down[name]
+                else:
+                    d.until = now + 2.0
             elif self._start("kill", d.record) or all_:
                 del self.down[name]
             else:
@@ -310,6 +445,7 @@ class FaultInjector:
         process that died on its own (named in :attr:`crashed`), let a running reshard finish
         and add a removed shard back."""
         self._give_up_at = time.monotonic() + timeout
+        self._heal_network()
         ours = set(self.down)
         self._end_due(time.monotonic(), all_=True)
         if self.state is not None:

@@ -43,7 +43,8 @@ def _faults(text: str) -> tuple[str, ...]:
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
     help="Directory of a `keelfs local-cluster`: lets chaos kill, freeze and restart its "
-    "processes (without it: leadership transfers and resharding only).",
+    "processes, and partition them if it was started with --netns (root) (without it: "
+    "leadership transfers and resharding only).",
 )
 @click.option("--writers", type=int, default=4, show_default=True, help="Writer threads.")
 @click.option("--renamers", type=int, default=2, show_default=True, help="Renamer threads.")
@@ -53,9 +54,10 @@ def _faults(text: str) -> tuple[str, ...]:
 @click.option(
     "--faults",
     "faults_text",
-    default="kill,stop,restart,transfer,reshard",
+    default="kill,stop,restart,transfer,reshard,partition",
     show_default=True,
-    help="Fault kinds to inject.",
+    help="Fault kinds to inject (those the cluster does not allow are listed in the "
+    "report's faults.not_available, with the reason).",
 )
 @click.option("--no-faults", is_flag=True, help="Run the workload only.")
 @click.option(
@@ -90,7 +92,8 @@ def chaos(
     report_path: Path | None,
 ) -> None:
     """Soak-test a running cluster: writers, renamers and racing contenders for --minutes
-    while killing, freezing and restarting processes, moving leaders and resharding; then heal,
+    while killing, freezing and restarting processes, partitioning them (a cluster started with
+    `keelfs local-cluster up --netns`, as root), moving leaders and resharding; then heal,
     read back every acknowledged file (MD5) and print a JSON report. Exit status 1 if any
     acknowledged write was lost or changed, or a deleted name reappeared."""
     from keelfs.chaos import ChaosError, Options, run

@@ -163,6 +163,7 @@ def local_cluster_up(config_file: Path | None, as_json: bool, **flags: Any) -> N
             s["dir"],
             chunk_servers=s["chunk_servers"],
             http_port=s["http_port"],
+            netns=s["netns"],
             progress=lambda msg: err.print(msg, highlight=False),
         )
         st = cluster_status(state)

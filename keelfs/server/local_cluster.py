@@ -19,6 +19,15 @@ namespace and starts the chunk servers, writing the state file after every proce
 ``--peers`` (membership is sticky). ``down`` sends SIGTERM to exactly the recorded pids, then
 SIGKILL to any still alive after a grace period; ``--wipe`` also removes the directory.
 ``status`` asks every metadata node for its ``Node.Status`` and names each group's leader.
+
+With ``netns`` (root only) every process runs in its own network namespace
+(``keelfs.runtime.netns.NetnsNetwork``) on a private /24 (``10.2xx.y``, one no route of the host
+uses), all joined by a bridge, with a gateway link into the host's namespace through which
+clients there reach them: metadata nodes at ``<ip>:7000`` (Raft) and ``<ip>:7001``, chunk
+servers at ``<ip>:7001``; there is no dashboard (it serves on loopback only, which would be
+the namespace's own). ``keelfs chaos`` can then partition them. The state file records the
+network (its tag, subnet and each process's address on it) before anything is created, so
+``down`` deletes every namespace and link of it even after ``up`` crashed half-way.
 """
 
 from __future__ import annotations
@@ -37,16 +46,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from keelfs.errors import AlreadyExists, KeelError, NotFound
+from keelfs.runtime.netns import NetnsError, NetnsNetwork, free_subnet
 
 __all__ = [
     "SHARDS",
     "STATE_FILE",
     "LocalClusterError",
+    "NetworkRecord",
     "ProcessRecord",
     "State",
     "cluster_status",
     "down",
     "load_state",
+    "network_of",
     "restart_process",
     "up",
 ]
@@ -55,6 +67,10 @@ STATE_FILE = "cluster.json"
 SHARDS = ("shard-1", "shard-2")
 _START_TIMEOUT_S = 60.0
 _TERM_GRACE_S = 10.0
+_CHUNK_HOST_BASE = 100
+"""A chunk server ``cs<i>`` is host ``100 + i`` of a netns cluster's /24 (masters: their id)."""
+_NETNS_SUBNETS = range(200, 250)
+"""``10.x.y`` with x here: apart from the tests' networks (10.77/10.78, 10.100-199)."""
 
 T = TypeVar("T")
 
@@ -86,9 +102,24 @@ class ProcessRecord:
 
 
 @dataclass
+class NetworkRecord:
+    """The network namespaces of a cluster started with ``netns`` (see the module docstring)."""
+
+    tag: str
+    subnet: str
+    hosts: dict[str, int]
+    """Process name -> its host number on the /24 (and in its namespace's name)."""
+    namespaces: list[str] = field(default_factory=list)
+    """Every namespace by name, the hub first (for the reader; ``down`` derives them)."""
+    gateway_link: str = ""
+    """The link in the host's namespace (its address is ``<subnet>.254``)."""
+
+
+@dataclass
 class State:
     directory: str
     processes: list[ProcessRecord] = field(default_factory=list)
+    network: NetworkRecord | None = None
 
     def save(self) -> None:
         path = Path(self.directory) / STATE_FILE
@@ -127,9 +158,19 @@ def load_state(directory: Path) -> State | None:
     try:
         raw = json.loads(path.read_text())
         procs = [ProcessRecord(**p) for p in raw["processes"]]
+        network = NetworkRecord(**raw["network"]) if raw.get("network") else None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LocalClusterError(f"{path} is not a local-cluster state file: {exc}") from None
-    return State(str(directory), procs)
+    return State(str(directory), procs, network)
+
+
+def network_of(state: State) -> NetnsNetwork | None:
+    """The namespaces of a cluster started with ``netns`` (None without), to partition its
+    processes or remove them; nothing is created or changed."""
+    net = state.network
+    if net is None:
+        return None
+    return NetnsNetwork(sorted(net.hosts.values()), net.subnet, net.tag, gateway=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,14 +183,42 @@ def _free_ports(n: int) -> list[int]:
     return free_ports(n)
 
 
-def _layout(directory: Path, chunk_servers: int, http_port: int) -> State:
-    state = State(str(directory))
+def _new_network(chunk_servers: int) -> NetworkRecord:
+    """A network for a new netns cluster: a fresh tag, a free subnet, every process's host."""
+    if chunk_servers > 252 - _CHUNK_HOST_BASE:
+        raise LocalClusterError(f"--netns allows at most {252 - _CHUNK_HOST_BASE} chunk servers")
+    hosts = {f"n{i}": i for i in (1, 2, 3)}
+    hosts |= {f"n{10 * k + j}": 10 * k + j for k in range(1, len(SHARDS) + 1) for j in (1, 2, 3)}
+    hosts |= {f"cs{i}": _CHUNK_HOST_BASE + i for i in range(chunk_servers)}
+    try:
+        subnet = free_subnet(second=_NETNS_SUBNETS)
+    except NetnsError as exc:
+        raise LocalClusterError(str(exc)) from None
+    tag = NetnsNetwork([]).tag
+    record = NetworkRecord(tag, subnet, hosts)
+    net = network_of(State("", [], record))
+    assert net is not None
+    record.namespaces, record.gateway_link = net.namespaces(), net.gateway_link
+    return record
+
+
+def _layout(
+    directory: Path, chunk_servers: int, http_port: int, network: NetworkRecord | None = None
+) -> State:
+    state = State(str(directory), network=network)
     python = sys.executable
-    ports = iter(_free_ports(2 * (3 + 3 * len(SHARDS)) + chunk_servers + 1))
+    net = network_of(state)
+    needed = 2 * (3 + 3 * len(SHARDS)) + chunk_servers + 1
+    ports = iter(_free_ports(needed) if net is None else [])
+
+    def address(name: str, netns_port: int) -> str:
+        if net is None or network is None:
+            return f"127.0.0.1:{next(ports)}"
+        return f"{net.ip(network.hosts[name])}:{netns_port}"
 
     def meta(node_id: int, role: str, groups: list[str]) -> ProcessRecord:
-        raft, client = f"127.0.0.1:{next(ports)}", f"127.0.0.1:{next(ports)}"
         name = f"n{node_id}"
+        raft, client = address(name, 7000), address(name, 7001)
         return ProcessRecord(name, role, [], str(directory / name), client, node_id, raft, groups)
 
     config = [meta(i, "config", ["config"]) for i in (1, 2, 3)]
@@ -159,7 +228,7 @@ def _layout(directory: Path, chunk_servers: int, http_port: int) -> State:
         for j in (1, 2, 3)
     ]
     config_clients = [p.address for p in config]
-    if http_port >= 0:
+    if http_port >= 0 and net is None:  # netns: no dashboard (it listens on loopback only)
         config[0].http = f"127.0.0.1:{http_port or next(ports)}"
     for p in [*config, *masters]:
         module = "keelfs.server.config_server" if p.role == "config" else "keelfs.server.master"
@@ -176,12 +245,15 @@ def _layout(directory: Path, chunk_servers: int, http_port: int) -> State:
     chunks = []
     for i in range(chunk_servers):
         name = f"cs{i}"
-        address = f"127.0.0.1:{next(ports)}"
+        listen = address(name, 7001)
         cmd = [python, "-m", "keelfs.server.chunkserver", "--data", str(directory / name / "data")]
-        cmd += ["--listen", address, "--server-id", name]
+        cmd += ["--listen", listen, "--server-id", name]
         cmd += ["--config-servers", ",".join(config_clients)]
-        chunks.append(ProcessRecord(name, "chunk", cmd, str(directory / name), address))
+        chunks.append(ProcessRecord(name, "chunk", cmd, str(directory / name), listen))
     state.processes = [*config, *masters, *chunks]
+    if net is not None and network is not None:
+        for p in state.processes:
+            p.command = [*net.exec_prefix(network.hosts[p.name]), *p.command]
     return state
 
 
@@ -305,9 +377,12 @@ def up(
     *,
     chunk_servers: int = 3,
     http_port: int = 0,
+    netns: bool = False,
     progress: Callable[[str], None] = lambda _: None,
 ) -> State:
-    """Start the cluster (see the module docstring); returns its state once it serves."""
+    """Start the cluster (see the module docstring); returns its state once it serves.
+
+    ``netns`` applies to a new cluster; a stopped one restarts as it was laid out."""
     directory = directory.resolve()
     state = load_state(directory)
     if state is not None and state.alive():
@@ -315,12 +390,30 @@ def up(
         raise LocalClusterError(
             f"a local cluster in {directory} is running ({names}): `keelfs local-cluster down`"
         )
+    if state is not None and netns and state.network is None:
+        raise LocalClusterError(
+            f"the local cluster in {directory} was created without --netns (its processes "
+            "listen on 127.0.0.1): start it without --netns, or `down --wipe` it first"
+        )
     first = state is None
     if state is None:
         if chunk_servers < 1:
             raise LocalClusterError("a local cluster needs at least one chunk server")
+        if netns:
+            _check_netns_possible()
+            if http_port > 0:
+                raise LocalClusterError(
+                    "no dashboard with --netns: it listens on loopback only, which would be "
+                    "n1's own namespace (leave --http-port out, or give -1)"
+                )
         directory.mkdir(parents=True, exist_ok=True)
-        state = _layout(directory, chunk_servers, http_port)
+        network = _new_network(chunk_servers) if netns else None
+        state = _layout(directory, chunk_servers, http_port, network)
+        state.save()  # the network is on record before any of it exists
+    if state.network is not None:
+        _check_netns_possible()
+        progress(f"creating {len(state.network.hosts)} network namespaces")
+        _create_network(state)
     deadline = time.monotonic() + _START_TIMEOUT_S
     progress(f"{'starting' if first else 'restarting'} {len(state.meta)} metadata nodes")
     for p in state.meta:
@@ -339,6 +432,25 @@ def up(
         _ready(p, deadline)
     _chunks_reported(state, deadline)
     return state
+
+
+def _check_netns_possible() -> None:
+    if os.geteuid() != 0:
+        raise LocalClusterError("--netns needs root (it creates network namespaces)")
+    if shutil.which("ip") is None:
+        raise LocalClusterError("--netns needs iproute2's `ip` command, which is not installed")
+
+
+def _create_network(state: State) -> None:
+    """Create the recorded namespaces afresh (removing any left by a crashed ``up``)."""
+    net = network_of(state)
+    assert net is not None
+    net.remove_all()
+    try:
+        net.create()
+    except NetnsError as exc:
+        net.remove_all()
+        raise LocalClusterError(f"cannot create the network namespaces: {exc}") from None
 
 
 def restart_process(state: State, name: str, *, timeout: float = _START_TIMEOUT_S) -> ProcessRecord:
@@ -380,6 +492,7 @@ def down(directory: Path, *, wipe: bool = False, grace_s: float = _TERM_GRACE_S)
     left = [p.name for p in running if p.alive()]
     if left:
         raise LocalClusterError(f"still running after SIGKILL: {', '.join(left)}")
+    _remove_network(state)
     for p in state.processes:
         p.pid, p.start_time = 0, ""
     if wipe:
@@ -387,6 +500,17 @@ def down(directory: Path, *, wipe: bool = False, grace_s: float = _TERM_GRACE_S)
     else:
         state.save()
     return [p.name for p in running]
+
+
+def _remove_network(state: State) -> None:
+    """Delete every namespace and link of a netns cluster (idempotent: none is not an error)."""
+    net = network_of(state)
+    if net is None:
+        return
+    net.remove_all()
+    left = net.leftovers()
+    if left:
+        raise LocalClusterError(f"could not remove {', '.join(left)} (`ip netns del` as root)")
 
 
 def cluster_status(state: State, timeout: float = 2.0) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, NotFound
+from keelfs.runtime.netns import NetnsNetwork
 from keelfs.runtime.processes import (
     ClusterError,
     free_ports,
@@ -58,7 +59,6 @@ from keelfs.runtime.processes import (
     read_ready_line,
     spawn_tracked,
 )
-from keelfs.testing.processes import NetnsNetwork
 
 if TYPE_CHECKING:
     from keelfs.meta.transactions import TxnRecord

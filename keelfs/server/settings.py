@@ -159,6 +159,14 @@ LOCAL_CLUSTER_SETTINGS: tuple[Setting, ...] = (
         "dashboard port of config server 1 on 127.0.0.1 (0: any free port; -1: none)",
         "KEELFS_CLUSTER_",
     ),
+    Setting(
+        "netns",
+        bool,
+        False,
+        "run every process in its own network namespace, reached through a gateway link, so "
+        "that `keelfs chaos` can partition them (root only; first `up`)",
+        "KEELFS_CLUSTER_",
+    ),
 )
 
 

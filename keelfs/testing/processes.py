@@ -15,12 +15,9 @@ and kept across restarts. Processes run in their own session; stdout (for the ``
 and stderr (logs) go to files under ``tmpdir/nN/``. Everything the cluster started is killed
 by pid in ``stop_all()`` (called by ``__exit__``), and by an ``atexit`` hook as a safety net.
 
-:class:`NetnsNetwork` puts each node in its own network namespace (root only), joined by a
-bridge in a hub namespace, on a private /24 that exists only there; nodes then serve clients on
-unix sockets, which the test process reaches from the root namespace (or, with ``gateway``,
-over TCP through one more port on the bridge). ``isolate(id)`` cuts a node off (its veth port
-on the bridge goes down) and ``heal(id)`` reconnects it; ``cut(a, b)`` silently drops what two
-nodes send each other and ``uncut(a, b)`` restores it.
+:func:`netns_cluster` puts each node in its own network namespace (root only) with
+``keelfs.runtime.netns.NetnsNetwork``; nodes then serve clients on unix sockets, which the test
+process reaches from the root namespace.
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -41,14 +37,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from keelfs.runtime.client import KVClient
-from keelfs.runtime.processes import (
-    ClusterError,
-    free_ports,
-    hard_kill,
-    spawn_tracked,
-)
+from keelfs.runtime.netns import NetnsNetwork
+from keelfs.runtime.processes import ClusterError, free_ports, hard_kill, spawn_tracked
 
-__all__ = ["NetnsNetwork", "NodeSpec", "ProcessCluster"]
+__all__ = ["NodeSpec", "ProcessCluster"]
 
 T = TypeVar("T")
 
@@ -386,194 +378,6 @@ class ProcessCluster:
             return "(no log)"
         text = path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
-
-
-class NetnsNetwork:
-    """One network namespace per node on a bridge in a hub namespace (needs root).
-
-    Addresses are ``{subnet}.{node_id}/24`` (node ids 1..252) and exist only inside these
-    namespaces; nothing is configured in the namespace the tests run in unless ``gateway`` is
-    set: then one more veth joins the bridge to the test's namespace at ``{subnet}.254``, so
-    the test process reaches every node over TCP (for nodes that talk to each other through
-    the addresses clients use, as the metadata masters do: unix sockets would bypass any
-    partition). Use as a context manager: namespaces are deleted (with their interfaces) on
-    exit. Raises ``ClusterError`` if setup fails.
-
-    Faults: ``isolate(id)`` takes a node's port on the bridge down (nobody reaches it, the test
-    process included) and ``heal(id)`` brings it back; ``cut(a, b)`` silently drops every
-    packet between two nodes, both ways, leaving both reachable from everyone else (each
-    namespace routes the other's address via ``{subnet}.253``, a gateway whose permanent
-    neighbour entry is a MAC nobody has: frames leave and are never received, and no error
-    reaches either side's sockets, as in a real partition), and ``uncut(a, b)`` restores it.
-    """
-
-    GATEWAY_HOST = 254
-    _NOWHERE_HOST = 253
-    _NOWHERE_MAC = "02:00:00:00:00:00"
-
-    def __init__(
-        self,
-        node_ids: list[int],
-        subnet: str = "10.77.0",
-        tag: str | None = None,
-        *,
-        gateway: bool = False,
-    ):
-        self.tag = tag or secrets.token_hex(2)
-        self.subnet = subnet
-        self.hub = f"kfs{self.tag}hub"
-        self.node_ids = list(node_ids)
-        self.socket_dir = Path(f"/tmp/kfs-{self.tag}")
-        self.gateway = gateway
-        self._created: list[str] = []
-        self._gateway_link = ""
-        self._cuts: set[tuple[int, int]] = set()
-        self._blackholed: set[int] = set()
-
-    def ip(self, node_id: int) -> str:
-        if not 1 <= node_id < self._NOWHERE_HOST:
-            raise ValueError(f"node id {node_id} has no address on a /24 (1..252)")
-        return f"{self.subnet}.{node_id}"
-
-    @property
-    def gateway_ip(self) -> str:
-        """The test namespace's address on the bridge (``gateway=True``)."""
-        return f"{self.subnet}.{self.GATEWAY_HOST}"
-
-    def ns(self, node_id: int) -> str:
-        return f"kfs{self.tag}n{node_id}"
-
-    def _veth(self, node_id: int) -> str:
-        return f"kv{self.tag}{node_id}"
-
-    def exec_prefix(self, node_id: int) -> list[str]:
-        return ["ip", "netns", "exec", self.ns(node_id)]
-
-    @staticmethod
-    def _ip(*args: str) -> None:
-        r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-        if r.returncode != 0:
-            raise ClusterError(f"ip {' '.join(args)}: {r.stderr.strip()}")
-
-    def create(self) -> NetnsNetwork:
-        try:
-            self.socket_dir.mkdir(mode=0o700, exist_ok=False)
-            self._ip("netns", "add", self.hub)
-            self._created.append(self.hub)
-            self._ip("-n", self.hub, "link", "set", "lo", "up")
-            self._ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
-            self._ip("-n", self.hub, "link", "set", "br0", "up")
-            if self.gateway:
-                self._add_gateway()
-            for i in list(self.node_ids):
-                self.add_node(i)
-        except BaseException:
-            self.destroy()
-            raise
-        return self
-
-    def _add_gateway(self) -> None:
-        link, hub_end = f"kfs{self.tag}gw", f"kg{self.tag}"
-        self._ip("link", "add", link, "type", "veth", "peer", "name", hub_end, "netns", self.hub)
-        self._gateway_link = link
-        self._ip("-n", self.hub, "link", "set", hub_end, "master", "br0")
-        self._ip("-n", self.hub, "link", "set", hub_end, "up")
-        self._ip("addr", "add", f"{self.gateway_ip}/24", "dev", link)
-        self._ip("link", "set", link, "up")
-
-    def add_node(self, node_id: int) -> None:
-        """Create ``node_id``'s namespace on the bridge (also after ``create``)."""
-        ns, hub_end = self.ns(node_id), self._veth(node_id)
-        address = self.ip(node_id)
-        self._ip("netns", "add", ns)
-        self._created.append(ns)
-        if node_id not in self.node_ids:
-            self.node_ids.append(node_id)
-        self._ip("-n", ns, "link", "set", "lo", "up")
-        # create the pair inside the hub namespace, then move the node end into its own
-        self._ip("-n", self.hub, "link", "add", hub_end, "type", "veth", "peer", "name", "eth0")
-        self._ip("-n", self.hub, "link", "set", "eth0", "netns", ns)
-        self._ip("-n", self.hub, "link", "set", hub_end, "master", "br0")
-        self._ip("-n", self.hub, "link", "set", hub_end, "up")
-        self._ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
-        self._ip("-n", ns, "link", "set", "eth0", "up")
-
-    def isolate(self, node_id: int) -> None:
-        self._ip("-n", self.hub, "link", "set", self._veth(node_id), "down")
-
-    def heal(self, node_id: int) -> None:
-        self._ip("-n", self.hub, "link", "set", self._veth(node_id), "up")
-
-    def _drop_towards(self, node_id: int, peer: int) -> None:
-        ns, nowhere = self.ns(node_id), f"{self.subnet}.{self._NOWHERE_HOST}"
-        if node_id not in self._blackholed:
-            self._ip("-n", ns, "neigh", "replace", nowhere, "lladdr", self._NOWHERE_MAC,
-                     "dev", "eth0", "nud", "permanent")  # fmt: skip
-            self._blackholed.add(node_id)
-        self._ip("-n", ns, "route", "replace", f"{self.ip(peer)}/32", "via", nowhere)
-
-    def cut(self, a: int, b: int) -> None:
-        """Drop every packet between nodes ``a`` and ``b``, both ways (idempotent)."""
-        if a == b:
-            raise ValueError("a node cannot be cut from itself")
-        self._drop_towards(a, b)
-        self._cuts.add((a, b))
-        self._drop_towards(b, a)
-        self._cuts.add((b, a))
-
-    def uncut(self, a: int, b: int) -> None:
-        """Undo ``cut(a, b)`` (idempotent)."""
-        for x, y in ((a, b), (b, a)):
-            if (x, y) in self._cuts:
-                self._ip("-n", self.ns(x), "route", "del", f"{self.ip(y)}/32")
-                self._cuts.discard((x, y))
-
-    def cuts(self) -> set[frozenset[int]]:
-        """The pairs currently cut apart."""
-        return {frozenset(p) for p in self._cuts}
-
-    def uncut_all(self) -> None:
-        for a, b in sorted(self._cuts):
-            self.uncut(a, b)
-
-    def destroy(self) -> None:
-        if self._gateway_link:  # at once: a namespace's interfaces vanish asynchronously
-            with contextlib.suppress(Exception):
-                subprocess.run(
-                    ["ip", "link", "del", self._gateway_link], capture_output=True, timeout=10
-                )
-            self._gateway_link = ""
-        for name in reversed(self._created):
-            with contextlib.suppress(Exception):
-                subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
-        self._created = []
-        self._cuts.clear()
-        self._blackholed.clear()
-        shutil.rmtree(self.socket_dir, ignore_errors=True)
-
-    def __enter__(self) -> NetnsNetwork:
-        return self.create()
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
-
-    @staticmethod
-    def available(*, gateway: bool = False) -> tuple[bool, str]:
-        """Whether network namespaces (with ``gateway``: and a port into the test's own
-        namespace) can be used here, and why not."""
-        if os.geteuid() != 0:
-            return False, "network namespaces need root"
-        if shutil.which("ip") is None:
-            return False, "iproute2 (ip) is not installed"
-        subnet = f"10.{secrets.choice(range(100, 200))}.{secrets.randbelow(256)}"
-        probe = NetnsNetwork([], subnet, tag=secrets.token_hex(2), gateway=gateway)
-        try:
-            probe.create()
-        except Exception as exc:
-            return False, f"cannot create network namespaces: {exc}"
-        finally:
-            probe.destroy()
-        return True, ""
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
 """``keelfs local-cluster``: ``up`` leaves 3 config servers, 2 shards of 3 masters and 3 chunk
 servers running after the command exits; ``status`` names a leader of config, shard-1 and
 shard-2; a file round-trips through them; ``down`` leaves none of the recorded processes alive;
-a second ``up`` restarts the same nodes on the same data. Every recorded pid is killed in the
-end whatever happened."""
+a second ``up`` restarts the same nodes on the same data. With ``--netns`` (root) each process
+runs in its own network namespace and ``down`` leaves none of them, nor a link, behind. Every
+recorded pid is killed in the end whatever happened (and every namespace deleted)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,16 @@ from typing import Any
 import pytest
 
 from keelfs.client import Client
-from keelfs.server.local_cluster import STATE_FILE, load_state
+from keelfs.runtime.netns import NetnsNetwork
+from keelfs.server.local_cluster import (
+    STATE_FILE,
+    LocalClusterError,
+    State,
+    load_state,
+    network_of,
+    up,
+)
+from keelfs.testing.environment import cannot_run
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -117,3 +127,83 @@ def test_down_and_status_without_a_cluster(tmp_path: Path) -> None:
         assert out.returncode == 1
         assert "no local cluster" in out.stderr
     assert not (tmp_path / STATE_FILE).exists()
+
+
+def namespaces_with(tag: str) -> list[str]:
+    """Every network namespace whose name carries ``tag``."""
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return sorted(line.split()[0] for line in names.splitlines() if tag in line)
+
+
+def links_with(tag: str) -> list[str]:
+    """Every link of this (the host's) namespace whose name carries ``tag``."""
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    names = (line.split(":")[1].strip().split("@")[0] for line in links.splitlines())
+    return sorted(name for name in names if tag in name)
+
+
+def remove_network(directory: Path) -> None:
+    """Kill what the state file names, then delete its namespaces (the test's own cleanup)."""
+    kill_recorded(directory)
+    with contextlib.suppress(Exception):
+        state = load_state(directory)
+        net = network_of(state) if state is not None else None
+        if net is not None:
+            net.remove_all()
+
+
+def test_netns_up_put_get_partitionable_and_down_removes_every_namespace(tmp_path: Path) -> None:
+    """``up --netns``: each process in its own namespace on a bridge, reached from here through
+    the gateway link; ``put``/``get`` through the CLI; after a crash (every process killed, as
+    if ``up`` died) ``down`` removes every namespace and link, and again finds nothing to do."""
+    ok, why = NetnsNetwork.available(gateway=True)
+    if not ok:
+        cannot_run(f"needs network namespaces: {why}")
+    directory = (tmp_path / "cluster").resolve()
+    try:
+        out = keelfs("local-cluster", "up", "--netns", "--dir", str(directory), "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        state = load_state(directory)
+        assert state is not None and state.network is not None
+        tag = state.network.tag
+        assert namespaces_with(tag) == sorted(state.network.namespaces)
+        assert len(state.network.namespaces) == 1 + 12  # the hub and one per process
+        assert links_with(tag) == [state.network.gateway_link]
+        subnet = state.network.subnet
+        assert all(p.address.startswith(f"{subnet}.") for p in state.processes)
+        assert all(p.command[:3] == ["ip", "netns", "exec"] for p in state.processes)
+
+        source = tmp_path / "in.bin"
+        source.write_bytes(os.urandom(300_000))
+        address = state.config_addresses[0]
+        out = keelfs("put", str(source), "/f.bin", "--address", address)
+        assert out.returncode == 0, out.stdout + out.stderr
+        out = keelfs("get", "/f.bin", str(tmp_path / "out.bin"), "--address", address)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert (tmp_path / "out.bin").read_bytes() == source.read_bytes()
+
+        kill_recorded(directory)  # as if `up` and everything it started had crashed
+        assert namespaces_with(tag) and links_with(tag)
+        out = keelfs("local-cluster", "down", "--dir", str(directory))
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert namespaces_with(tag) == [] and links_with(tag) == []
+        out = keelfs("local-cluster", "down", "--dir", str(directory))
+        assert out.returncode == 0 and "stopped 0 processes" in out.stdout, out.stderr
+    finally:
+        remove_network(directory)
+
+
+def test_netns_needs_root_and_a_cluster_made_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(LocalClusterError, match="--netns needs root"):
+        up(tmp_path / "c", netns=True)
+    assert not (tmp_path / "c" / STATE_FILE).exists()  # nothing recorded, nothing started
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(LocalClusterError, match="no dashboard with --netns"):
+        up(tmp_path / "c", netns=True, http_port=8080)
+    assert not (tmp_path / "c").exists()
+    State(str(tmp_path)).save()  # a cluster laid out on 127.0.0.1
+    with pytest.raises(LocalClusterError, match="was created without --netns"):
+        up(tmp_path, netns=True)

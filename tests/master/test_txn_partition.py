@@ -25,8 +25,6 @@ shard, and renaming it back works.
 
 from __future__ import annotations
 
-import secrets
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -39,9 +37,9 @@ from helpers import dirs_on_two_shards
 from keelfs.client import Client, OutcomeUnknown
 from keelfs.errors import KeelError
 from keelfs.rpc.grpc_errors import is_outcome_unknown
+from keelfs.runtime.netns import NetnsNetwork, free_subnet
 from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.environment import cannot_run
-from keelfs.testing.processes import NetnsNetwork
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -58,16 +56,6 @@ SETTLE_S = 30.0
 during the partition are part of it)."""
 
 
-def _free_subnet() -> str:
-    """A 10.x.y /24 that no route of this namespace uses (the gateway port adds one)."""
-    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
-    for _ in range(100):
-        subnet = f"10.{secrets.choice(range(100, 200))}.{secrets.randbelow(256)}"
-        if f"{subnet}." not in routes:
-            return subnet
-    raise RuntimeError("no free 10.x.y.0/24")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
     ok, why = NetnsNetwork.available(gateway=True)
@@ -75,7 +63,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
         cannot_run(f"needs network namespaces: {why}")
     with (
         pytest.MonkeyPatch.context() as mp,
-        NetnsNetwork([], _free_subnet(), gateway=True) as net,
+        NetnsNetwork([], free_subnet(), gateway=True) as net,
     ):
         mp.setenv("KEELFS_FAILPOINTS", "")
         c = MetaCluster(

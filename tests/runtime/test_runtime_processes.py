@@ -28,10 +28,11 @@ from keelfs.runtime.client import (
     WriteResult,
 )
 from keelfs.runtime.kvwire import LEADER_ADDR_KEY, LEADER_ID_KEY, LEADER_RAFT_ADDR_KEY
+from keelfs.runtime.netns import NetnsNetwork
 from keelfs.runtime.pb import kv_pb2, kv_pb2_grpc
 from keelfs.testing.environment import cannot_run
 from keelfs.testing.linearizability import HistoryRecorder, KVModel, check
-from keelfs.testing.processes import NetnsNetwork, ProcessCluster, netns_cluster
+from keelfs.testing.processes import ProcessCluster, netns_cluster
 
 pytestmark = pytest.mark.slow
 
