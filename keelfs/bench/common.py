@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from keelfs.testing.processes import ProcessCluster
+from keelfs.server.kvcluster import ProcessCluster
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from keelfs.bench.common import cluster, cpu_seconds, machine
 from keelfs.runtime.host import HostConfig
-from keelfs.testing.processes import ProcessCluster
+from keelfs.server.kvcluster import ProcessCluster
 
 
 @dataclass

@@ -37,7 +37,7 @@ from keelfs.bench.common import Summary, cluster, cpu_seconds, machine, percenti
 from keelfs.runtime.client import AsyncKVClient, KVError
 from keelfs.runtime.pb import kv_pb2 as pb
 from keelfs.runtime.pb import kv_pb2_grpc as _pb_grpc
-from keelfs.testing.processes import ProcessCluster
+from keelfs.server.kvcluster import ProcessCluster
 
 pb_grpc: Any = _pb_grpc  # generated, untyped
 

@@ -1,6 +1,6 @@
 """Fixtures for the runtime tests: real-process clusters that are always cleaned up.
 
-``make_cluster(n=3, **kwargs)`` starts a :class:`~keelfs.testing.processes.ProcessCluster`
+``make_cluster(n=3, **kwargs)`` starts a :class:`~keelfs.server.kvcluster.ProcessCluster`
 under the test's ``tmp_path``; at teardown every process is killed, and when the test failed
 the tail of each node's log is printed (pytest shows it with the failure).
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from keelfs.testing.processes import ProcessCluster
+from keelfs.server.kvcluster import ProcessCluster
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -30,9 +30,9 @@ from keelfs.runtime.client import (
 from keelfs.runtime.kvwire import LEADER_ADDR_KEY, LEADER_ID_KEY, LEADER_RAFT_ADDR_KEY
 from keelfs.runtime.netns import NetnsNetwork
 from keelfs.runtime.pb import kv_pb2, kv_pb2_grpc
+from keelfs.server.kvcluster import ProcessCluster, netns_cluster
 from keelfs.testing.environment import cannot_run
 from keelfs.testing.linearizability import HistoryRecorder, KVModel, check
-from keelfs.testing.processes import ProcessCluster, netns_cluster
 
 pytestmark = pytest.mark.slow
 

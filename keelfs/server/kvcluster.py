@@ -1,4 +1,5 @@
-"""Real-process clusters of ``keelfs.runtime.server`` for tests: kill -9, SIGSTOP, restarts.
+"""Real-process clusters of the replicated KV server (``keelfs.runtime.server``), for the Raft
+layer's benchmarks (``keelfs bench raft|failover|idle``) and tests: kill -9, SIGSTOP, restarts.
 
 ::
 
