@@ -18,8 +18,9 @@ What is simplified, honestly:
   (delete, replicate) run one at a time, each admitted by its fence first;
 - a writer creates a file, asks ``AllocateBlock`` for each block, writes the replicas to the
   pipeline's servers directly (fenced by the reply's shard and epoch) and calls ``Complete``
-  with the last block's length; or, like a writer that hflushed and died, never completes
-  it (the data is acknowledged: lease recovery must close the file with all of it). A
+  with the last block's length; or, like a writer that hflushed and died, allocates one more
+  block (which records the last one's length, as ``hflush`` does) and never completes the
+  file (the data is acknowledged: lease recovery must close the file with all of it). A
   pipeline with a server that refuses is abandoned (the file
   is not acknowledged): no ``RecoverPipeline``.
 
@@ -460,8 +461,11 @@ class DataWorkload:
                     return
             previous = len(piece)
         if rng.random() < HFLUSH_AND_DIE:
-            # every block written to all its replicas: what hflush acknowledges. The writer
-            # then dies: lease recovery must close the file with all of it.
+            # every block written to all its replicas, and (as the real writer's hflush does)
+            # the next block allocated, which records the last one's length on the masters:
+            # what hflush acknowledges. The writer then dies: lease recovery must close the
+            # file with all of it (the empty block it allocated last may go).
+            await fs._run(ops.allocate_block(path, previous, [], pin), None)
             fs._core.writers.pop(path, None)
             self.files[path] = ExpectedFile([path], data)
             self._count("hflushed")
