@@ -33,6 +33,7 @@ from keelfs.chunk.fencing import EpochTable
 from keelfs.chunk.layout import Layout, write_atomically
 from keelfs.chunk.pipeline import PipelineConfig
 from keelfs.chunk.scanner import BlockScanner
+from keelfs.chunk.service import ChunkServicer, add_to_server
 from keelfs.chunk.store import BlockStore
 from keelfs.datapath.client import AsyncChunkClient
 from keelfs.datapath.protocol import ServerStatus, WriteResult
@@ -128,8 +129,6 @@ class ChunkNode:
         self._client = AsyncChunkClient(ack_timeout_s=cfg.ack_timeout_s)
         self.executor = CommandExecutor(self.store, self.epochs, self._client)
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS])
-        from keelfs.chunk.service import ChunkServicer, add_to_server  # it imports this module
-
         add_to_server(ChunkServicer(self), server)
         try:
             port = server.add_insecure_port(cfg.listen)

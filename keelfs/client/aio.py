@@ -21,11 +21,11 @@ from keelfs.client import _ops as ops
 from keelfs.client import files
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.client.batching import BATCHED_METHODS, Batcher
-from keelfs.client.sync import CHANNEL_OPTIONS
 from keelfs.datapath.client import AsyncChunkClient
 from keelfs.errors import NotFound
 from keelfs.meta.records import ContentSummary, FileInfo
 from keelfs.meta.shardmap import ShardMap
+from keelfs.rpc.channels import METADATA_CHANNEL_OPTIONS
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.rpc.wire import file_info_from_pb, summary_from_pb
@@ -64,7 +64,7 @@ class AsyncClient:
     @classmethod
     def _sharing(cls, core: Core) -> AsyncClient:
         """An ``AsyncClient`` on ``core`` (another client's sessions, leases and caches): how
-        the synchronous ``Client`` runs its data path (``keelfs.client.files.IOThread``)."""
+        the synchronous ``Client`` runs its data path (``keelfs.client.sync_files.IOThread``)."""
         client = cls(core.config_addresses, batching=False)
         client._core = core
         return client
@@ -77,7 +77,7 @@ class AsyncClient:
         if stub is None:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                channel = grpc.aio.insecure_channel(address, options=METADATA_CHANNEL_OPTIONS)
                 self._channels[address] = channel
             stub = self._stubs[(address, service)] = getattr(pb_grpc, _STUBS[service])(channel)
         return stub

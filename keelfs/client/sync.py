@@ -12,26 +12,19 @@ from typing import Any, Literal, overload
 import grpc
 
 from keelfs.client import _ops as ops
-from keelfs.client import files
+from keelfs.client import files, sync_files
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.errors import NotFound
 from keelfs.meta.records import ContentSummary, FileInfo
 from keelfs.meta.shardmap import ShardMap
+from keelfs.rpc.channels import METADATA_CHANNEL_OPTIONS
 from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.rpc.wire import file_info_from_pb, summary_from_pb
 
-__all__ = ["CHANNEL_OPTIONS", "Client"]
+__all__ = ["Client"]
 
 pb_grpc: Any = _pb_grpc  # generated, untyped
 
-CHANNEL_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
-    ("grpc.max_reconnect_backoff_ms", 500),
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_metadata_size", 64 << 10),
-    ("grpc.use_local_subchannel_pool", 1),
-]
 _STUBS = {"Config": "ConfigStub", "Namespace": "NamespaceStub", "Node": "NodeStub"}
 
 
@@ -71,7 +64,7 @@ class Client:
         self._stubs: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self._io: files.IOThread | None = None
+        self._io: sync_files.IOThread | None = None
 
     # -- driving plans ------------------------------------------------------------------------
     def _stub(self, address: str, service: str) -> Any:
@@ -82,7 +75,7 @@ class Client:
             if stub is None:
                 channel = self._channels.get(address)
                 if channel is None:
-                    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                    channel = grpc.insecure_channel(address, options=METADATA_CHANNEL_OPTIONS)
                     self._channels[address] = channel
                 stub = self._stubs[(address, service)] = getattr(pb_grpc, _STUBS[service])(channel)
             return stub
@@ -287,12 +280,12 @@ class Client:
         return renewed
 
     # -- file data (keelfs.client.files) -------------------------------------------------------
-    def _io_thread(self) -> files.IOThread:
+    def _io_thread(self) -> sync_files.IOThread:
         with self._lock:
             if self._closed:
                 raise RuntimeError("client is closed")
             if self._io is None:
-                self._io = files.IOThread(self._core)
+                self._io = sync_files.IOThread(self._core)
             return self._io
 
     @overload
@@ -305,7 +298,7 @@ class Client:
         block_size: int | None = None,
         overwrite: bool = False,
         fsync: bool = False,
-    ) -> files.FileReader: ...
+    ) -> sync_files.FileReader: ...
 
     @overload
     def open(
@@ -317,7 +310,7 @@ class Client:
         block_size: int | None = None,
         overwrite: bool = False,
         fsync: bool = False,
-    ) -> files.FileWriter: ...
+    ) -> sync_files.FileWriter: ...
 
     def open(
         self,
@@ -328,7 +321,7 @@ class Client:
         block_size: int | None = None,
         overwrite: bool = False,
         fsync: bool = False,
-    ) -> files.FileReader | files.FileWriter:
+    ) -> sync_files.FileReader | sync_files.FileWriter:
         """Open file ``path`` for reading (``"rb"``: a seekable ``io.RawIOBase``) or create it
         for writing (``"wb"``: an ``io.BufferedIOBase``; exclusive unless ``overwrite``;
         ``replication``, ``block_size``: None for the cluster's defaults; ``fsync``: each
@@ -347,9 +340,9 @@ class Client:
                     fsync=fsync,
                 )
             )
-            return files.FileWriter(io_thread, writer)
+            return sync_files.FileWriter(io_thread, writer)
         reader = io_thread.run(files.open_reader(io_thread.fs, io_thread.chunks, path))
-        return files.FileReader(io_thread, reader)
+        return sync_files.FileReader(io_thread, reader)
 
     def read_bytes(self, path: str) -> bytes:
         """The whole content of file ``path``."""

@@ -38,7 +38,8 @@ from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import file_info_to_pb
 
 if TYPE_CHECKING:
-    from keelfs.master.node import Member, MetaNode
+    from keelfs.master.member import Member
+    from keelfs.master.node import MetaNode
 
 __all__ = ["BlockServiceMixin", "locate"]
 

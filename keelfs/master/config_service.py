@@ -7,10 +7,10 @@ answering ``NOT_LEADER`` with the leader's client address from the node registry
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keelfs.errors import InvalidArgument
-from keelfs.master.node import Member, MetaNode, check_header
+from keelfs.master.member import Member
 from keelfs.master.servicer import ServicerBase
 from keelfs.meta.commands import (
     AddShard,
@@ -26,7 +26,10 @@ from keelfs.meta.commands import (
 )
 from keelfs.meta.shardmap import ConfigStateMachine
 from keelfs.rpc.pb import meta_pb2 as pb
-from keelfs.rpc.wire import CONFIG_GROUP, shard_map_to_pb
+from keelfs.rpc.wire import CONFIG_GROUP, check_header, shard_map_to_pb
+
+if TYPE_CHECKING:
+    from keelfs.master.node import MetaNode
 
 __all__ = ["ConfigServicer"]
 

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keelfs import failpoints
 from keelfs.errors import (
@@ -77,7 +77,7 @@ from keelfs.errors import (
 from keelfs.master import subtree
 from keelfs.master.batch import serve_batch
 from keelfs.master.block_service import BlockServiceMixin, locate
-from keelfs.master.node import Member, MetaNode, now_ms
+from keelfs.master.member import Member, now_ms
 from keelfs.master.servicer import ServicerBase
 from keelfs.meta import commands, paths
 from keelfs.meta.commands import (
@@ -106,6 +106,9 @@ from keelfs.meta.records import DIRECTORY, FileInfo, Inode
 from keelfs.meta.transactions import Step, TxnRecord
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import file_info_to_pb, summary_to_pb
+
+if TYPE_CHECKING:
+    from keelfs.master.node import MetaNode
 
 __all__ = ["NamespaceServicer", "NodeServicer"]
 

@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING
 from keelfs.errors import KeelError
 
 if TYPE_CHECKING:
-    from keelfs.master.node import Member, MetaNode
+    from keelfs.master.member import Member
+    from keelfs.master.node import MetaNode
 
 __all__ = ["OrphanCollector", "ShardAnswer", "unreferenced"]
 

@@ -48,7 +48,8 @@ from keelfs.meta.records import BlockInfo
 from keelfs.rpc.pb import meta_pb2 as pb
 
 if TYPE_CHECKING:
-    from keelfs.master.node import Member, MetaNode
+    from keelfs.master.member import Member
+    from keelfs.master.node import MetaNode
 
 __all__ = ["ReplicationMonitor"]
 

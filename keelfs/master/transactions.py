@@ -33,7 +33,8 @@ from keelfs.meta.transactions import Step, TxnRecord, encode_part
 from keelfs.rpc.grpc_errors import outcome_unknown
 
 if TYPE_CHECKING:
-    from keelfs.master.node import Member, MetaNode
+    from keelfs.master.member import Member
+    from keelfs.master.node import MetaNode
 
 __all__ = ["DEFAULT_PREPARE_TIMEOUT_MS", "TxnManager"]
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from keelfs.errors import InvalidArgument
+from keelfs.meta.commands import MAX_INT
 from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.shardmap import ShardMap
@@ -16,6 +18,7 @@ from keelfs.rpc.pb import meta_pb2 as pb
 __all__ = [
     "CONFIG_GROUP",
     "MAX_REQUEST_BYTES",
+    "check_header",
     "file_info_from_pb",
     "file_info_to_pb",
     "shard_map_from_pb",
@@ -111,3 +114,13 @@ def shard_map_from_pb(m: pb.ShardMap) -> ShardMap:
         tuple(sorted(m.ring)) if m.ring_set else None,
         tuple(sorted((o.first, o.last, o.shard_id) for o in m.overrides)),
     )
+
+
+def check_header(header: pb.RequestHeader) -> None:
+    """Refuse a request header no client could have meant (every service checks it first)."""
+    if header.session_id > MAX_INT or header.seq > MAX_INT or header.map_version > MAX_INT:
+        raise InvalidArgument("header fields must be below 2^63", "header")
+    if header.seq and not header.session_id:
+        raise InvalidArgument("seq without a session id", "seq")
+    if header.session_shard and not header.seq:
+        raise InvalidArgument("session_shard without a session's seq", "session_shard")

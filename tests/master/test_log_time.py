@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from keelfs.master import node as node_module
-from keelfs.master.node import Member, MetaNode, NodeConfig
+from keelfs.master.member import Member
+from keelfs.master.node import MetaNode, NodeConfig
 from keelfs.meta.commands import Command, Create, MkdirSelf, RegisterSession, Tick
 from keelfs.meta.namespace import ShardStateMachine
 from keelfs.rpc.pb import meta_pb2 as pb

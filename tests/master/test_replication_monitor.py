@@ -21,7 +21,7 @@ if str(_META_TESTS) not in sys.path:
 from meta_helpers import Driver, formatted  # noqa: E402
 
 from keelfs.master.blocks import ChunkRegistry, Replica  # noqa: E402
-from keelfs.master.node import Member  # noqa: E402
+from keelfs.master.member import Member  # noqa: E402
 from keelfs.master.replication import ReplicationMonitor  # noqa: E402
 from keelfs.meta.commands import (  # noqa: E402
     AddBlock,

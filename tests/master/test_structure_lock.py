@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from keelfs.master.node import StructureLock
+from keelfs.master.member import StructureLock
 
 
 def test_shared_holders_run_together_and_exclusive_waits_for_them() -> None:
