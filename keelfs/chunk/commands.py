@@ -1,7 +1,7 @@
 """Commands a shard's leader gives a chunk server, and the one function that executes them.
 
-Today the commands arrive as RPCs (``DeleteBlocks``, ``ReplicateBlock``); later they will also
-come back in heartbeat replies. Either way they go through :meth:`CommandExecutor.execute`,
+The commands arrive as RPCs (``DeleteBlocks``, ``ReplicateBlock``) or in heartbeat replies
+(those two and ``VerifyBlock``). Either way they go through :meth:`CommandExecutor.execute`,
 which first admits the command's fence (``keelfs.chunk.fencing``: an older epoch of the shard
 is refused with ``Fenced`` and nothing is done), then dispatches on the command's type.
 """
@@ -18,10 +18,16 @@ from keelfs.chunk.reader import ReplicaReader
 from keelfs.chunk.store import BlockStore
 from keelfs.datapath.client import AsyncChunkClient
 from keelfs.datapath.protocol import Target, WriteResult
-from keelfs.datapath.replica import DeleteResult, ReplicaState, check_block_id, check_gen
+from keelfs.datapath.replica import (
+    DeleteResult,
+    ReplicaInfo,
+    ReplicaState,
+    check_block_id,
+    check_gen,
+)
 from keelfs.errors import InvalidArgument
 
-__all__ = ["Command", "CommandExecutor", "DeleteBlocks", "Fence", "ReplicateBlock"]
+__all__ = ["Command", "CommandExecutor", "DeleteBlocks", "Fence", "ReplicateBlock", "VerifyBlock"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +59,22 @@ class ReplicateBlock:
         return f"replicate blk_{self.block_id}_{self.gen} to {to} ({self.fence.shard_id}@{self.fence.epoch})"  # noqa: E501
 
 
-Command = DeleteBlocks | ReplicateBlock
+@dataclass(frozen=True, slots=True)
+class VerifyBlock:
+    """Re-read ``blk_<block_id>_<gen>`` from disk now and check every chunk's checksum: a
+    master keeps this replica and trims others, and will not on the word of a scan that may
+    be months old. Returns the replica verified; a failed check marks it corrupt (reported
+    by the next heartbeat, like the scanner's findings) and raises ``CorruptReplica``."""
+
+    fence: Fence
+    block_id: int
+    gen: int
+
+    def describe(self) -> str:
+        return f"verify blk_{self.block_id}_{self.gen} ({self.fence.shard_id}@{self.fence.epoch})"
+
+
+Command = DeleteBlocks | ReplicateBlock | VerifyBlock
 
 
 class CommandExecutor:
@@ -67,15 +88,20 @@ class CommandExecutor:
         self._handlers: dict[type[Any], Callable[[Any], Awaitable[Any]]] = {
             DeleteBlocks: self._delete,
             ReplicateBlock: self._replicate,
+            VerifyBlock: self._verify,
         }
 
     @overload
     async def execute(self, command: DeleteBlocks) -> list[DeleteResult]: ...
     @overload
     async def execute(self, command: ReplicateBlock) -> WriteResult: ...
-    async def execute(self, command: Command) -> list[DeleteResult] | WriteResult:
+    @overload
+    async def execute(self, command: VerifyBlock) -> ReplicaInfo: ...
+    async def execute(self, command: Command) -> list[DeleteResult] | WriteResult | ReplicaInfo:
         await self.epochs.admit_async(command.fence.shard_id, command.fence.epoch)
-        result: list[DeleteResult] | WriteResult = await self._handlers[type(command)](command)
+        result: list[DeleteResult] | WriteResult | ReplicaInfo = await self._handlers[
+            type(command)
+        ](command)
         return result
 
     async def _delete(self, command: DeleteBlocks) -> list[DeleteResult]:
@@ -83,6 +109,22 @@ class CommandExecutor:
             return [self.store.delete(block_id, gen) for block_id, gen in command.blocks]
 
         return await asyncio.to_thread(run)
+
+    async def _verify(self, command: VerifyBlock) -> ReplicaInfo:
+        check_block_id(command.block_id)
+        check_gen(command.gen)
+        reader = await asyncio.to_thread(self.store.open_reader, command.block_id, command.gen)
+        try:
+            if reader.info.state is not ReplicaState.FINALIZED:
+                raise InvalidArgument(
+                    f"{reader.info.name} is being written: only finalized replicas are verified",
+                    "block_id",
+                )
+            async for _ in _pieces(reader):  # each piece's checksums checked as it is read
+                pass
+            return reader.info
+        finally:
+            reader.close()
 
     async def _replicate(self, command: ReplicateBlock) -> WriteResult:
         check_block_id(command.block_id)

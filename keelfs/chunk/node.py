@@ -27,7 +27,7 @@ from typing import Any, overload
 
 import grpc
 
-from keelfs.chunk.commands import CommandExecutor, DeleteBlocks, ReplicateBlock
+from keelfs.chunk.commands import CommandExecutor, DeleteBlocks, ReplicateBlock, VerifyBlock
 from keelfs.chunk.events import EventBatch
 from keelfs.chunk.fencing import EpochTable
 from keelfs.chunk.layout import Layout, write_atomically
@@ -204,5 +204,7 @@ class ChunkNode:
     async def execute(self, command: DeleteBlocks) -> list[DeleteResult]: ...
     @overload
     async def execute(self, command: ReplicateBlock) -> WriteResult: ...
-    async def execute(self, command: DeleteBlocks | ReplicateBlock) -> Any:
+    @overload
+    async def execute(self, command: VerifyBlock) -> ReplicaInfo: ...
+    async def execute(self, command: DeleteBlocks | ReplicateBlock | VerifyBlock) -> Any:
         return await self.executor.execute(command)

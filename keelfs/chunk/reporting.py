@@ -14,7 +14,10 @@ that a newly elected master knows where every block is at once. The :class:`Repo
    out of the rounds meanwhile (its shard left the map): it may have missed increments; else
    the **increments** since;
 3. executes the commands in the replies (``ChunkNode.execute``: fenced by the shard's epoch, so
-   a deposed leader's commands are refused), one at a time per server, in the background.
+   a deposed leader's commands are refused), one at a time per server, in the background. A
+   ``verify`` (a master will trim other replicas of a block and keep this one) re-reads the
+   replica now: found good, the next round tells every master so (``verified``, with the
+   command's token); found corrupt, it is reported corrupt like the scanner's findings.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 import grpc
 
-from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock
+from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock, VerifyBlock
 from keelfs.chunk.events import EventKind
 from keelfs.chunk.node import ChunkNode
 from keelfs.datapath.protocol import Target
@@ -83,6 +86,8 @@ class Reporter:
         self._last_round: set[str] = set()
         """The masters the last round reported to."""
         self._commands: asyncio.Queue[mpb.ChunkCommand] = asyncio.Queue()
+        self._verified: list[mpb.VerifiedReplica] = []
+        """Replicas verified good on a master's request since the last round."""
         self.stats = {"heartbeats": 0, "failures": 0, "commands": 0, "refused": 0}
 
     async def run(self) -> None:
@@ -98,7 +103,7 @@ class Reporter:
                 now = loop.time()
                 if batch.overflowed:
                     self._needs_full |= self._known
-                if pending or now >= next_full_round:
+                if pending or self._verified or now >= next_full_round:
                     events, pending = pending, []
                     await self._round(events)
                     next_full_round = now + self.interval_s
@@ -170,6 +175,7 @@ class Reporter:
         ]
         removed = [_report(e.replica) for e in events if e.kind is EventKind.DELETED]
         corrupt = [_report(e.replica) for e in events if e.kind is EventKind.CORRUPT]
+        verified, self._verified = self._verified, []
         full: list[mpb.ReplicaReport] | None = None
         sends = []
         # a master this server did not report to last round (its shard left the map and came
@@ -187,6 +193,7 @@ class Reporter:
                 req = mpb.ChunkHeartbeatRequest(full_report=True, replicas=full, corrupt=corrupt)
             else:
                 req = mpb.ChunkHeartbeatRequest(replicas=added, removed=removed, corrupt=corrupt)
+            req.verified.extend(verified)
             req.MergeFrom(base)
             sends.append(self._send(address, req))
         await asyncio.gather(*sends)
@@ -208,6 +215,12 @@ class Reporter:
         for command in reply.commands:
             self._commands.put_nowait(command)
 
+    async def _verify(self, fence: Fence, block_id: int, gen: int, token: int) -> None:
+        """Verify one replica; a good one is noted for the next round. A corrupt one raises
+        ``CorruptReplica`` after the store marked it (its CORRUPT event is the report)."""
+        await self.node.execute(VerifyBlock(fence, block_id, gen))
+        self._verified.append(mpb.VerifiedReplica(block_id=block_id, gen_stamp=gen, token=token))
+
     async def _execute_commands(self) -> None:
         while True:
             cmd = await self._commands.get()
@@ -222,6 +235,9 @@ class Reporter:
                         await self.node.execute(
                             ReplicateBlock(fence, b.block_id, b.gen_stamp, targets)
                         )
+                elif cmd.kind == "verify":
+                    for b in cmd.blocks:
+                        await self._verify(fence, b.block_id, b.gen_stamp, cmd.token)
                 else:
                     log.warning("unknown command %r from a master", cmd.kind)
                     continue

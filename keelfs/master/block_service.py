@@ -19,8 +19,9 @@
   wrote nothing through it.
 - ``Complete``: answered only once every block has its minimum replicas reported at its
   generation stamp (``UNAVAILABLE`` "replicas" until then: the client retries).
-- ``ChunkHeartbeat`` (any member): updates the soft state; the reply carries the commands the
-  shards led here have queued for that server (``keelfs.master.replication``).
+- ``ChunkHeartbeat`` (any member): updates the soft state, passes the server's verified notes
+  (answers to ``verify`` commands) to the trims waiting for them; the reply carries the
+  commands the shards led here have queued for that server (``keelfs.master.replication``).
 - ``ReportBadReplica`` (any member), ``BlocksKnown`` (internal: the leader's linearizable
   answer from the shard's block index, for ``keelfs.master.orphans``).
 """
@@ -211,6 +212,8 @@ class BlockServiceMixin:
                 reg.removed(sid, r.block_id, r.gen_stamp)
             for r in request.corrupt:
                 reg.mark_corrupt(sid, r.block_id)
+            for v in request.verified:
+                self.node.replication.verified(sid, v.block_id, v.gen_stamp, v.token)
             commands = self.node.replication.take_commands(sid)
             return pb.ChunkHeartbeatReply(
                 commands=commands,

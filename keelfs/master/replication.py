@@ -6,7 +6,14 @@ for every block of a closed file (the last block of a file being written is the 
 
 - fewer good replicas than the file's replication (a server died: it stopped heartbeating for
   ``dead_after_s``; a replica was found corrupt) → one holder copies it to new targets;
-- more than needed → the replicas on the fullest servers are deleted;
+- more than needed → the replicas on the fullest servers are deleted, but only once every
+  replica that stays has been *verified* since that was decided: its server re-read it from
+  disk and checked its checksums (a ``verify`` command, answered in a heartbeat's
+  ``verified`` notes, or by a corrupt report). A replica reported good may have rotted
+  silently since its last scan; trimming the others on its word would delete the last good
+  copy (DESIGN 2.12: when in doubt, keep data). Until every kept replica has answered, the
+  trim waits (each walk asks again every ``RESCHEDULE_S``); a kept replica found corrupt
+  makes the next walk decide anew;
 - replicas with an older generation stamp (left by a failed pipeline) or corrupt ones, once
   enough good replicas exist → deleted;
 - blocks of deleted files (the shard's delete queue) → deleted on every holder, and dequeued
@@ -26,7 +33,10 @@ on every member (``keelfs.master.blocks``).
 
 While a directory moves between shards, only the shard serving it maintains its files'
 blocks (``_maintains``); both reference them (``keelfs.meta.blockrefs``), so neither lets
-them be taken for orphans.
+them be taken for orphans. Likewise a file locked by a cross-shard transaction here (a
+rename or a directory move not yet applied on this shard) is not trimmed here: once the
+decision is applied elsewhere, its new shard holds the file too and trims it its own way
+(``_trims_here``).
 """
 
 from __future__ import annotations
@@ -34,9 +44,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from keelfs.errors import KeelError
@@ -62,11 +73,41 @@ RESCHEDULE_S = 10.0
 """A block's repair is not queued again for this long (the copy takes time to be reported)."""
 
 
+def _new_token() -> int:
+    """A verify command's token, unique among those the masters of a cluster issue (random:
+    a note answering another node's or an older decision must never match)."""
+    return random.getrandbits(63) | 1
+
+
 @dataclass
 class _Walk:
     cursor: str | None = None
     under: int = 0
     missing: int = 0
+    excess: set[int] = field(default_factory=set)
+    """Blocks found with more good replicas than wanted in this walk."""
+
+
+@dataclass
+class _TrimDecision:
+    """An excess trim decided for a block of ``shard``'s: the replicas it keeps, and those
+    of them whose servers have verified their replica since (answering ``token``)."""
+
+    shard: str
+    gen_stamp: int
+    keep: frozenset[str]
+    token: int
+    verified: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Trim:
+    """A queued maintenance delete of a replica of a block of ``path``'s at ``gen_stamp``;
+    ``keep``: the replicas an excess trim relies on (empty for a stale or corrupt one)."""
+
+    path: str
+    gen_stamp: int
+    keep: frozenset[str]
 
 
 class ReplicationMonitor:
@@ -75,15 +116,23 @@ class ReplicationMonitor:
         self._commands: dict[str, list[pb.ChunkCommand]] = {}
         self._walks: dict[str, _Walk] = {}
         self._scheduled: dict[tuple[str, int], float] = {}
-        self._trims: set[tuple[str, int]] = set()
+        self._trims: dict[tuple[str, int], _Trim] = {}
         """(server, block) of the trims queued (see ``take_commands``)."""
+        self._decisions: dict[int, _TrimDecision] = {}
+        """Block -> its excess trim waiting for the kept replicas' verification."""
         self._tick_due: set[str] = set()
         """Shards whose log time must be carried forward (an expired lease to release)."""
         self.orphans = OrphanCollector(node, self._queue_orphan_delete)
         self.health: dict[str, dict[str, int]] = {}
         """Per shard led here, as of its last complete walk: blocks of closed files with fewer
         good replicas than wanted (``under_replicated``) and with none (``missing``)."""
-        self.stats = {"replications": 0, "deletions": 0, "orphans": 0, "recovered": 0}
+        self.stats = {
+            "replications": 0,
+            "deletions": 0,
+            "orphans": 0,
+            "recovered": 0,
+            "verifications": 0,
+        }
 
     # -- what the heartbeat service asks --------------------------------------------------
     def take_commands(self, server_id: str) -> list[pb.ChunkCommand]:
@@ -103,10 +152,12 @@ class ReplicationMonitor:
         reaches the server.
 
         A trim (a replica deleted to maintain a file's blocks: excess, stale or corrupt)
-        leaves only while its shard still references the block: a command may wait long for
-        its server (down, or slow to heartbeat), and if the file went to another shard
-        meanwhile (a cross-shard rename), that shard maintains it now and trims in its own
-        way; both trims together could delete every replica."""
+        leaves only while its shard still references the block and no cross-shard
+        transaction locks the file here: a command may wait long for its server (down, or
+        slow to heartbeat), and if the file went to another shard meanwhile (a cross-shard
+        rename), that shard maintains it now and trims in its own way; both trims together
+        could delete every replica. An excess trim leaves only while every replica it keeps
+        is still good here (not reported corrupt since its verification, its server alive)."""
         queued = self._commands.pop(server_id, [])
         return [
             c
@@ -115,15 +166,43 @@ class ReplicationMonitor:
         ]
 
     def _still_trims(self, server_id: str, command: pb.ChunkCommand) -> bool:
-        """False for a trim of a block its shard no longer references (see take_commands)."""
+        """False for a trim that may no longer be done (see take_commands)."""
         if command.kind != "delete":
             return True
         block_id = command.blocks[0].block_id
-        if (server_id, block_id) not in self._trims:
+        trim = self._trims.pop((server_id, block_id), None)
+        if trim is None:
             return True  # the delete queue's or an orphan's: unreferenced by design
-        self._trims.discard((server_id, block_id))
         member = self.node.shards.get(command.shard)
-        return member is not None and bool(member.sm.referenced_blocks([block_id]))
+        if (
+            member is not None
+            and member.sm.referenced_blocks([block_id])
+            and not member.sm.lock_holder(trim.path)
+            and self._still_good(block_id, trim.gen_stamp, trim.keep)
+        ):
+            return True
+        # dropped: the next walk decides again from what it sees then
+        self._scheduled.pop((f"delete:{server_id}", block_id), None)
+        return False
+
+    def _still_good(self, block_id: int, gen_stamp: int, servers: frozenset[str]) -> bool:
+        """Whether every one of ``servers`` holds a good replica of ``block_id`` as far as
+        this node knows now."""
+        good = {s.server_id for s in self.node.chunks.locations(block_id, gen_stamp)}
+        return servers <= good
+
+    def verified(self, server_id: str, block_id: int, gen_stamp: int, token: int) -> None:
+        """``server_id`` re-read its replica of ``block_id`` at ``gen_stamp`` and found it
+        good, answering the verify command ``token`` (a note for another decision, another
+        node's or an older one, is ignored: only a check made after this decision counts)."""
+        decision = self._decisions.get(block_id)
+        if (
+            decision is not None
+            and decision.token == token
+            and decision.gen_stamp == gen_stamp
+            and server_id in decision.keep
+        ):
+            decision.verified.add(server_id)
 
     def _leads_at(self, shard: str, epoch: int) -> bool:
         member = self.node.shards.get(shard)
@@ -196,12 +275,14 @@ class ReplicationMonitor:
             for path, inode in page:
                 self._check_file(member, shard, epoch, path, inode, walk)
             if len(page) < PAGE:
+                self._forget_decisions(shard, walk.excess)
                 self.health[shard] = {
                     "under_replicated": walk.under,
                     "missing": walk.missing,
                     "corrupt_replicas": sum(1 for _ in self.node.chunks.corrupt),
                 }
                 walk.cursor, walk.under, walk.missing = None, 0, 0
+                walk.excess = set()
                 break
             walk.cursor = page[-1][0]
             await asyncio.sleep(0)
@@ -226,6 +307,72 @@ class ReplicationMonitor:
         state = member.sm.range_of(paths.parent(path))
         return state is None or state.state == FROZEN
 
+    @staticmethod
+    def _trims_here(member: Member, path: str) -> bool:
+        """Whether this shard may delete replicas of ``path``'s blocks now: not while a
+        cross-shard transaction locks the file here.
+
+        A file renamed to another shard is held by both from the moment the shard that
+        gains it applies the decision until the shard that loses it applies it too (in a
+        directory move both are participants, finishing in any order); the losing shard
+        keeps its lock on the file until then, and the gaining one trims. While the
+        transaction is undecided the file stays where it is, locked, and nobody trims it:
+        it may be aborted (kept here) or committed (trimmed there)."""
+        return not member.sm.lock_holder(path)
+
+    def _excess(
+        self, shard: str, epoch: int, block: BlockInfo, kept: list[str], want: int, walk: _Walk
+    ) -> tuple[list[str], frozenset[str]]:
+        """The replicas of ``block`` to trim as excess now (of ``kept``, its good replicas
+        not already being deleted), and those that the trim keeps.
+
+        A trim is decided once (the ``want`` replicas on the servers with most free space
+        stay) and asks each kept replica's server to verify it; it is done only when every
+        one of them has answered "good" since. A decision holds while its kept replicas
+        stay good here; one reported corrupt, dead or gone makes the next walk decide anew."""
+        if len(kept) <= want:
+            self._decisions.pop(block.block_id, None)
+            return [], frozenset()
+        walk.excess.add(block.block_id)
+        decision = self._decisions.get(block.block_id)
+        if (
+            decision is None
+            or decision.shard != shard
+            or decision.gen_stamp != block.gen_stamp
+            or not decision.keep <= set(kept)
+        ):
+            keep = frozenset(kept[:want])
+            decision = _TrimDecision(shard, block.gen_stamp, keep, _new_token())
+            self._decisions[block.block_id] = decision
+            for server_id in keep:  # asked at once, whatever an older decision asked
+                self._scheduled.pop((f"verify:{server_id}", block.block_id), None)
+        unverified = sorted(decision.keep - decision.verified)
+        if not unverified:
+            del self._decisions[block.block_id]
+            return [s for s in kept if s not in decision.keep], decision.keep
+        for server_id in unverified:
+            if self._due(f"verify:{server_id}", block.block_id):
+                self._queue_verify(server_id, shard, epoch, block, decision.token)
+        return [], decision.keep
+
+    def _queue_verify(
+        self, server_id: str, shard: str, epoch: int, block: BlockInfo, token: int
+    ) -> None:
+        """Ask ``server_id`` to re-read its replica of ``block`` now and answer ``token``."""
+        ref = pb.ReplicaReport(block_id=block.block_id, gen_stamp=block.gen_stamp)
+        command = pb.ChunkCommand(kind="verify", shard=shard, epoch=epoch, blocks=[ref])
+        command.token = token
+        self._queue(server_id, command)
+        self.stats["verifications"] += 1
+
+    def _forget_decisions(self, shard: str, excess: set[int]) -> None:
+        """Drop ``shard``'s trim decisions for blocks a whole walk found no excess of (the
+        file was deleted, moved away, or a replica went)."""
+        for block_id in [
+            b for b, d in self._decisions.items() if d.shard == shard and b not in excess
+        ]:
+            del self._decisions[block_id]
+
     def _check_file(
         self, member: Member, shard: str, epoch: int, path: str, inode: object, walk: _Walk
     ) -> None:
@@ -235,6 +382,7 @@ class ReplicationMonitor:
         want = inode.replication  # type: ignore[attr-defined]
         if not self._maintains(member, path):
             return
+        trims = self._trims_here(member, path)
         for i, b in enumerate(blocks):
             if writing and i == len(blocks) - 1:
                 continue
@@ -255,17 +403,22 @@ class ReplicationMonitor:
                     self.stats["replications"] += 1
                     log.info("%s: re-replicating block %d to %s", shard, b.block_id,
                              [t.server_id for t in targets])  # fmt: skip
+            if not trims:
+                continue
             # the fullest servers' (most free first), among those not already told to delete
             # theirs: until they report it, a walk that ranked the servers anew (their use
             # changed) would otherwise pick the replicas it kept last time as extra too
-            kept = [s for s in good if not self._pending(f"delete:{s.server_id}", b.block_id)]
-            extra = [s.server_id for s in kept[want:]]
-            doomed = stale + extra + (corrupt if len(good) >= want else [])
-            for server_id in doomed:
+            kept = [
+                s.server_id for s in good if not self._pending(f"delete:{s.server_id}", b.block_id)
+            ]
+            extra, keep = self._excess(shard, epoch, b, kept, want, walk)
+            plain = stale + (corrupt if len(good) >= want else [])
+            for server_id in plain + extra:
                 if self._due(f"delete:{server_id}", b.block_id):
                     gen = holders[server_id].gen_stamp if server_id in holders else b.gen_stamp
                     self._queue_delete(server_id, shard, epoch, b.block_id, gen)
-                    self._trims.add((server_id, b.block_id))
+                    relies_on = keep if server_id in extra else frozenset()
+                    self._trims[(server_id, b.block_id)] = _Trim(path, b.gen_stamp, relies_on)
                     self.stats["deletions"] += 1
         if not writing:
             return

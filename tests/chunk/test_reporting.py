@@ -7,10 +7,15 @@ located there ("block N has no live replica" once its shard served the file agai
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from keelfs.chunk.events import EventKind
+from keelfs.chunk.node import ChunkNode, ChunkNodeConfig
 from keelfs.chunk.reporting import Reporter
+from keelfs.datapath.client import AsyncChunkClient
 from keelfs.rpc.pb import meta_pb2 as mpb
 
 
@@ -60,3 +65,61 @@ def test_a_master_left_out_of_some_rounds_gets_a_full_report_again() -> None:
     assert by_round[0] == {"m1": True, "m2": True}  # first contact: full
     assert by_round[1] == {"m1": False} and by_round[2] == {"m1": False}
     assert by_round[3] == {"m1": False, "m2": True}  # m2 is back: full again
+
+
+def _verify(block_id: int, token: int) -> mpb.ChunkCommand:
+    ref = mpb.ReplicaReport(block_id=block_id, gen_stamp=1)
+    return mpb.ChunkCommand(kind="verify", shard="shard-1", epoch=3, blocks=[ref], token=token)
+
+
+def test_a_verify_command_rereads_the_replica_and_reports_what_it_found(tmp_path: Path) -> None:
+    """Issue 12: before a master trims the other replicas of a block it asks the server of
+    each replica it keeps to verify it. The server re-reads it now (the scanner may not come
+    to it for hours): a replica rotted on disk is found corrupt and reported as such; a good
+    one is noted, with the command's token, for every master in the next round."""
+    sent: list[mpb.ChunkHeartbeatRequest] = []
+
+    async def main() -> None:
+        node = ChunkNode(ChunkNodeConfig(tmp_path, server_id="a", io_threads=0, scan_interval_s=0))
+        await node.start()
+        reporter = Reporter(node, ["127.0.0.1:9"])
+        try:
+            async with AsyncChunkClient() as client:
+                for block_id in (7, 8):
+                    data = bytes([block_id]) * 100_000
+                    await client.write_block([node.address], block_id, 1, data, "shard-1", 3)
+            node.take_events()
+            rotten = node.store._finalized[8].data_path  # a byte flips; its checksum stays
+            raw = bytearray(rotten.read_bytes())
+            raw[4242] ^= 0xFF
+            rotten.write_bytes(bytes(raw))
+
+            worker = asyncio.create_task(reporter._execute_commands())
+            reporter._commands.put_nowait(_verify(7, 71))
+            reporter._commands.put_nowait(_verify(8, 81))
+            deadline = time.monotonic() + 10.0
+            while reporter.stats["commands"] + reporter.stats["refused"] < 2:
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.01)
+            worker.cancel()
+            events = node.take_events().events
+            assert [(e.kind, e.replica.block_id) for e in events] == [(EventKind.CORRUPT, 8)]
+
+            async def masters() -> list[str]:
+                return ["m1"]
+
+            async def send(address: str, req: mpb.ChunkHeartbeatRequest) -> None:
+                sent.append(req)
+
+            reporter._masters = masters  # type: ignore[method-assign]
+            reporter._send = send  # type: ignore[method-assign]
+            await reporter._round(list(events))
+        finally:
+            await reporter.meta.close()
+            await node.stop()
+
+    asyncio.run(main())
+    [req] = sent
+    assert [(v.block_id, v.gen_stamp, v.token) for v in req.verified] == [(7, 1, 71)]
+    assert [r.block_id for r in req.corrupt] == [8]

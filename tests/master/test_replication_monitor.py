@@ -32,9 +32,13 @@ from keelfs.meta.commands import (  # noqa: E402
     MoveFreeze,
     MoveIngest,
     MoveSettle,
+    SetReplication,
+    TxnFinish,
+    TxnPrepare,
 )
-from keelfs.meta.namespace import ShardStateMachine  # noqa: E402
+from keelfs.meta.namespace import ShardStateMachine, _entry_key  # noqa: E402
 from keelfs.meta.ring import key_hash  # noqa: E402
+from keelfs.meta.transactions import Step, encode_part  # noqa: E402
 from keelfs.rpc.pb import meta_pb2 as pb  # noqa: E402
 
 
@@ -79,6 +83,35 @@ def _report(reg: ChunkRegistry, servers: list[str], blocks: list[tuple[int, Repl
         reg.full_report(sid, blocks)
 
 
+Commands = dict[str, list[pb.ChunkCommand]]
+
+
+def _walk(monitor: ReplicationMonitor, member: Member, servers: list[str]) -> Commands:
+    """One walk of ``member``'s shard, and the commands each server then gets."""
+    asyncio.run(monitor.tick(member))
+    return {s: monitor.take_commands(s) for s in servers}
+
+
+def _deleted(commands: Commands, block: int) -> list[str]:
+    return sorted(
+        s
+        for s, cs in commands.items()
+        for c in cs
+        if c.kind == "delete" and c.blocks[0].block_id == block
+    )
+
+
+def _verifies(commands: Commands) -> list[tuple[str, pb.ChunkCommand]]:
+    return [(s, c) for s, cs in commands.items() for c in cs if c.kind == "verify"]
+
+
+def _answer_good(monitor: ReplicationMonitor, commands: Commands) -> None:
+    """Every server asked to verify a replica finds it good and says so."""
+    for server_id, c in _verifies(commands):
+        for b in c.blocks:
+            monitor.verified(server_id, b.block_id, b.gen_stamp, c.token)
+
+
 # -- (a) a deposed leader's queued commands --------------------------------------------------
 def _delete(shard: str, epoch: int, block_id: int = 5) -> pb.ChunkCommand:
     ref = pb.ReplicaReport(block_id=block_id, gen_stamp=1)
@@ -113,17 +146,14 @@ def _b64(data: bytes) -> str:
 
 def _excess_deletes(member: Member, servers: list[str], block: int) -> list[str]:
     """The servers a fresh monitor of ``member``'s shard (its leader) tells to delete
-    ``block`` after one walk, all four servers holding it."""
+    ``block`` within two walks (the kept replicas verified good in between), all the
+    ``servers`` holding it."""
     node = FakeNode(member)
     _report(node.chunks, servers, [(block, Replica(1, 10, "src"))])
     monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
-    asyncio.run(monitor.tick(member))
-    return [
-        sid
-        for sid in servers
-        for c in monitor.take_commands(sid)
-        if c.kind == "delete" and c.blocks[0].block_id == block
-    ]
+    first = _walk(monitor, member, servers)
+    _answer_good(monitor, first)
+    return _deleted(first, block) + _deleted(_walk(monitor, member, servers), block)
 
 
 def test_during_a_move_exactly_one_shard_maintains_a_files_blocks() -> None:
@@ -209,9 +239,10 @@ def test_excess_trims_in_flight_are_not_chosen_again_from_other_replicas() -> No
     told: set[str] = set()
 
     def walk() -> None:
-        asyncio.run(monitor.tick(member))
-        for s in servers:
-            told.update(s for c in monitor.take_commands(s) if c.kind == "delete")
+        for _ in range(2):  # the second walk acts on the verification asked by the first
+            commands = _walk(monitor, member, servers)
+            _answer_good(monitor, commands)
+            told.update(_deleted(commands, 79))
 
     walk()
     assert len(told) == 2
@@ -237,8 +268,123 @@ def test_a_trim_is_not_handed_out_for_a_block_the_shard_no_longer_references() -
     node = FakeNode(member)
     _report(node.chunks, ["cs-1", "cs-2"], [(81, Replica(1, 10, "src"))])
     monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
+    _answer_good(monitor, _walk(monitor, member, ["cs-1", "cs-2"]))
     asyncio.run(monitor.tick(member))
-    (trimmed,) = [s for s in ("cs-1", "cs-2") if monitor._commands.get(s)]
+    (trimmed,) = [
+        s for s in ("cs-1", "cs-2") if any(c.kind == "delete" for c in monitor._commands.get(s, []))
+    ]
     sm.ok(Delete("/d/f"), sid, 4)  # the file is no longer this shard's (renamed away)
     assert not sm.sm.referenced_blocks([81])
     assert monitor.take_commands(trimmed) == []
+
+
+# -- (c) an excess trim relies on the replicas it keeps: they are verified first ------------
+def _file_with_one_block(shard: str, block: int, replication: int) -> Driver:
+    d = formatted(ShardStateMachine(shard_id=shard))
+    d.ok(Mkdir("/d"))
+    sid = d.session()
+    d.ok(Create("/d/f", replication=3), sid, 1)
+    d.ok(AddBlock("/d/f", block, 1), sid, 2)
+    d.ok(CompleteFile("/d/f", 10), sid, 3)
+    if replication != 3:
+        d.ok(SetReplication("/d/f", replication), sid, 4)  # setrep down: excess replicas
+    return d
+
+
+def test_an_excess_trim_waits_until_the_kept_replica_is_verified() -> None:
+    """Issue 12, the last data-loss window: a file set to one replica has two, both reported
+    good, and the one the walk keeps (on the server with most free space) has rotted
+    silently (its server's scanner has not come to it yet). Trimming the other on the word
+    of the last report deletes the only good copy. The trim waits until the kept replica's
+    server has re-read it; it finds it corrupt, and the good copy stays."""
+    d = _file_with_one_block("src", 83, 1)
+    member = _member("src", d.sm)
+    node = FakeNode(member)
+    servers = ["cs-1", "cs-2"]
+    _report(node.chunks, servers, [(83, Replica(1, 10, "src"))])  # cs-1 has the most free
+    monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
+
+    first = _walk(monitor, member, servers)
+    assert _deleted(first, 83) == [], (
+        f"excess replica told to go while the kept one is unverified: {_deleted(first, 83)}"
+    )
+    assert [(s, [b.block_id for b in c.blocks]) for s, c in _verifies(first)] == [("cs-1", [83])]
+    node.chunks.mark_corrupt("cs-1", 83)  # cs-1's scan of the replica fails: reported
+    second = _walk(monitor, member, servers)
+    assert _deleted(second, 83) == ["cs-1"]  # the corrupt one goes; cs-2's, the good one, stays
+    assert _verifies(second) == []
+
+
+def test_an_excess_trim_is_done_once_every_kept_replica_answered_its_verify() -> None:
+    d = _file_with_one_block("src", 84, 1)
+    member = _member("src", d.sm)
+    node = FakeNode(member)
+    servers = ["cs-1", "cs-2", "cs-3"]
+    _report(node.chunks, servers, [(84, Replica(1, 10, "src"))])
+    monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
+    [(asked, verify)] = _verifies(_walk(monitor, member, servers))
+    assert asked == "cs-1"
+    monitor.verified("cs-1", 84, 1, verify.token ^ 2)  # a note for another decision
+    monitor.verified("cs-2", 84, 1, verify.token)  # not a replica the trim keeps
+    monitor.verified("cs-1", 84, 2, verify.token)  # another stamp
+    again = _walk(monitor, member, servers)
+    assert _deleted(again, 84) == [] and _verifies(again) == []  # asked recently: waits
+    monitor.verified("cs-1", 84, 1, verify.token)
+    assert _deleted(_walk(monitor, member, servers), 84) == ["cs-2", "cs-3"]
+
+
+def test_an_excess_trim_does_not_leave_once_its_kept_replica_is_reported_corrupt() -> None:
+    """The kept replica verified good, the trims were queued, and before the servers to
+    trim heartbeat the kept one is reported corrupt: the trims are not handed out."""
+    d = _file_with_one_block("src", 86, 1)
+    member = _member("src", d.sm)
+    node = FakeNode(member)
+    servers = ["cs-1", "cs-2"]
+    _report(node.chunks, servers, [(86, Replica(1, 10, "src"))])
+    monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
+    asyncio.run(monitor.tick(member))
+    _answer_good(monitor, {"cs-1": monitor.take_commands("cs-1")})
+    asyncio.run(monitor.tick(member))  # cs-2's trim is queued, waiting for its heartbeat
+    node.chunks.mark_corrupt("cs-1", 86)
+    assert _deleted({"cs-2": monitor.take_commands("cs-2")}, 86) == []
+    # the next walk sees one good replica, wanted: nothing of cs-2's is deleted
+    assert "cs-2" not in _deleted(_walk(monitor, member, servers), 86)
+
+
+def test_a_file_a_directory_move_brings_here_is_trimmed_by_one_shard_only() -> None:
+    """A cross-shard directory move has every shard of the subtree as a participant: the
+    shard gaining a file may apply the commit before the shard losing it. Until the loser
+    applies it too, both hold the file's entry; had both trimmed its excess replicas on
+    their own, two of four would go from a file that wants three. The loser's entry is
+    locked by the transaction until then: it does not trim (nor hands out a trim it queued
+    before); the gainer does."""
+    old = _file_with_one_block("old", 85, 3)
+    new = formatted(ShardStateMachine(shard_id="new"))
+    new.ok(Mkdir("/e"))
+    servers = ["cs-1", "cs-2", "cs-3", "cs-4"]
+    o_member, n_member = _member("old", old.sm), _member("new", new.sm)
+
+    early = FakeNode(o_member)  # the loser's leader queued a trim before the move began
+    _report(early.chunks, servers, [(85, Replica(1, 10, "src"))])
+    early_monitor = ReplicationMonitor(early)  # type: ignore[arg-type]
+    _answer_good(early_monitor, _walk(early_monitor, o_member, servers))
+    asyncio.run(early_monitor.tick(o_member))
+
+    sm: Any = old.sm
+    record = bytes(sm._store.get(_entry_key("/d/f")) or b"").decode()
+    loses = encode_part([Step("entry", "/d/f", record), Step("del_entry", "/d/f")])
+    gains = encode_part([Step("dir", "/e"), Step("put_entry", "/e/f", record)])
+    old.ok(TxnPrepare(11, "coord", loses))
+    new.ok(TxnPrepare(11, "coord", gains))
+    new.ok(TxnFinish(11, True))  # the gainer applied the commit first
+    assert old.sm.referenced_blocks([85]) and new.sm.referenced_blocks([85])  # type: ignore[attr-defined]
+
+    assert _deleted({s: early_monitor.take_commands(s) for s in servers}, 85) == []
+    assert _excess_deletes(o_member, servers, 85) == []
+    loser = FakeNode(o_member)
+    _report(loser.chunks, servers, [(85, Replica(1, 10, "src"))])
+    walked = _walk(ReplicationMonitor(loser), o_member, servers)  # type: ignore[arg-type]
+    assert _verifies(walked) == []  # no trim even begins there
+    assert len(_excess_deletes(n_member, servers, 85)) == 1
+    old.ok(TxnFinish(11, True))
+    assert not old.sm.referenced_blocks([85])  # type: ignore[attr-defined]

@@ -13,8 +13,11 @@ from typing import Any
 import grpc
 import pytest
 
+from keelfs.client import _ops as ops
 from keelfs.client._core import Call
 from keelfs.rpc.grpc_errors import error_from_rpc, is_outcome_unknown
+from keelfs.testing.clustersim import chunks
+from keelfs.testing.clustersim.cluster import wait_until
 from keelfs.testing.clustersim.rpc import rpc_error
 from keelfs.testing.clustersim.world import Params, World, run_seed
 
@@ -159,6 +162,48 @@ def test_a_rename_whose_transaction_began_is_never_answered_a_definite_unavailab
         assert isinstance(first, grpc.RpcError), first
         err = error_from_rpc(first)
         assert err is not None and is_outcome_unknown(err), err  # was a plain UNAVAILABLE
+
+    r = run_seed(0, Params(faults=False), scenario=scenario)
+    assert r.error is None, r.error
+
+
+def test_setrep_down_keeps_the_good_replica_when_the_kept_one_rotted_silently(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 12, the last data-loss window: a file has two replicas, the one the master
+    would keep (on the server with most free space) rots without its server noticing (no
+    scan comes), and the file is set to one replica. Trimming the other as excess deleted
+    the only good copy; the kept one must be verified first, is found corrupt, and the good
+    one stays (the corrupt one is what goes)."""
+    monkeypatch.setattr(chunks, "SCAN_S", 1e9)  # the rot stays silent until someone reads
+
+    async def scenario(world: World) -> None:
+        await world.setup()
+        fs = world.cluster.client(deadline=10.0, attempt_timeout=1.0)
+        path = f"{world.data_dirs[0]}/f"
+        await fs.create(path, replication=2, block_size=chunks.BLOCK_SIZE)
+        _, pin = fs._core.writers.get(path, ("", 0))
+        reply = await fs._run(ops.allocate_block(path, None, [], pin), None)
+        block, data = reply.block, b"keep me" * 100
+        holders = [world.fleet.by_id[loc.server_id] for loc in block.locations]
+        assert len(holders) == 2
+        for server in holders:
+            server.store(block.block_id, block.gen_stamp, data, reply.shard, reply.epoch)
+        await fs._run(ops.complete(path, pin, len(data)), None)
+        fs._core.writers.pop(path, None)
+
+        leader = world.cluster.nodes[world.cluster.leader_of(reply.shard) or 0]
+        ranked = leader.chunks.locations(block.block_id, block.gen_stamp)
+        kept, other = (world.fleet.by_id[st.server_id] for st in ranked)
+        kept.replicas[block.block_id].data[0] ^= 0xFF  # silently: its checksum stays
+        await fs.set_replication(path, 1)
+
+        def settled() -> bool:  # one of the two replicas went
+            return block.block_id not in kept.replicas or block.block_id not in other.replicas
+
+        await wait_until(settled, 20.0, "the corrupt kept replica was never dealt with")
+        assert other.read(block.block_id, block.gen_stamp) == data, "the good copy was trimmed"
+        assert not world.violations, world.violations
 
     r = run_seed(0, Params(faults=False), scenario=scenario)
     assert r.error is None, r.error

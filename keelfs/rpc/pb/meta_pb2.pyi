@@ -604,7 +604,7 @@ class ReplicaReport(_message.Message):
     def __init__(self, block_id: _Optional[int] = ..., gen_stamp: _Optional[int] = ..., length: _Optional[int] = ..., shard: _Optional[str] = ...) -> None: ...
 
 class ChunkHeartbeatRequest(_message.Message):
-    __slots__ = ("server_id", "address", "rack", "capacity", "used", "load", "full_report", "replicas", "removed", "corrupt")
+    __slots__ = ("server_id", "address", "rack", "capacity", "used", "load", "full_report", "replicas", "removed", "corrupt", "verified")
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RACK_FIELD_NUMBER: _ClassVar[int]
@@ -615,6 +615,7 @@ class ChunkHeartbeatRequest(_message.Message):
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     CORRUPT_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
     server_id: str
     address: str
     rack: str
@@ -625,21 +626,34 @@ class ChunkHeartbeatRequest(_message.Message):
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaReport]
     removed: _containers.RepeatedCompositeFieldContainer[ReplicaReport]
     corrupt: _containers.RepeatedCompositeFieldContainer[ReplicaReport]
-    def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ..., capacity: _Optional[int] = ..., used: _Optional[int] = ..., load: _Optional[int] = ..., full_report: _Optional[bool] = ..., replicas: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., corrupt: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ...) -> None: ...
+    verified: _containers.RepeatedCompositeFieldContainer[VerifiedReplica]
+    def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ..., capacity: _Optional[int] = ..., used: _Optional[int] = ..., load: _Optional[int] = ..., full_report: _Optional[bool] = ..., replicas: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., corrupt: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., verified: _Optional[_Iterable[_Union[VerifiedReplica, _Mapping]]] = ...) -> None: ...
+
+class VerifiedReplica(_message.Message):
+    __slots__ = ("block_id", "gen_stamp", "token")
+    BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
+    GEN_STAMP_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    block_id: int
+    gen_stamp: int
+    token: int
+    def __init__(self, block_id: _Optional[int] = ..., gen_stamp: _Optional[int] = ..., token: _Optional[int] = ...) -> None: ...
 
 class ChunkCommand(_message.Message):
-    __slots__ = ("kind", "shard", "epoch", "blocks", "targets")
+    __slots__ = ("kind", "shard", "epoch", "blocks", "targets", "token")
     KIND_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     kind: str
     shard: str
     epoch: int
     blocks: _containers.RepeatedCompositeFieldContainer[ReplicaReport]
     targets: _containers.RepeatedCompositeFieldContainer[ChunkLocation]
-    def __init__(self, kind: _Optional[str] = ..., shard: _Optional[str] = ..., epoch: _Optional[int] = ..., blocks: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ...) -> None: ...
+    token: int
+    def __init__(self, kind: _Optional[str] = ..., shard: _Optional[str] = ..., epoch: _Optional[int] = ..., blocks: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., token: _Optional[int] = ...) -> None: ...
 
 class ChunkHeartbeatReply(_message.Message):
     __slots__ = ("commands", "want_full_report", "node_id")

@@ -15,7 +15,9 @@ What is simplified, honestly:
   ``ChunkHeartbeat`` to every member of every shard of the map (fetched, stale-ok, by its own
   client) every ``HEARTBEAT_S`` and ``EAGER_S`` after a change; a full report the first time,
   when a master asks, and after a failed heartbeat to it; the commands in the replies
-  (delete, replicate) run one at a time, each admitted by its fence first;
+  (delete, replicate, verify) run one at a time, each admitted by its fence first. A verify
+  checks the replica at once: corrupt, it is reported corrupt; good, the next heartbeats
+  carry a ``verified`` note with the command's token (and the replica remembers when);
 - a writer creates a file, asks ``AllocateBlock`` for each block, writes the replicas to the
   pipeline's servers directly (fenced by the reply's shard and epoch) and calls ``Complete``
   with the last block's length; or, like a writer that hflushed and died, allocates one more
@@ -28,12 +30,17 @@ Invariants: **no referenced block loses its last good replica** — checked by t
 at the moment it executes a delete: if the most advanced member of some shard references the
 block (``ShardStateMachine.referenced_blocks``), another server must hold a good replica of it
 at this stamp or newer; and **every acknowledged file reads back** with its content at the end.
-One exception: the other replicas were corrupted by the nemesis (it flips a byte only where
-another good copy exists, but a ``setrep`` down to 1 can then trim that copy as an excess
-one). The master trims believing the others good: it decided before a scan found the
-corruption, or the scan's report reached it after the command was queued (an excess delete is
-not checked again when it leaves the master). Such a block is counted
-as lost to the nemesis (``lost_to_corruption``) and its file is not read back.
+
+One exception, two independent failures: the masters trim an excess replica only after every
+replica they keep was verified by its server since the trim was decided, so a good replica
+may still go as the last one if each other copy rotted *after* its last verification (the
+nemesis flipped a byte between the verify and the delete). The nemesis flips a byte only
+where another good copy exists, so that takes two flips in that short window. Such a block is
+counted (``lost_to_rot_after_verify``, the run's fault ``blocks_lost_to_rot_after_verify``)
+and its file is not read back (it cannot be). It is excused only when every other copy is
+either that, or one its server had already found corrupt and reported (no trim relies on
+such a copy); another copy rotted and never verified since makes the delete a violation: the
+trim relied on an unverified replica.
 """
 
 from __future__ import annotations
@@ -78,7 +85,18 @@ class StoredReplica:
     checksum: int
     shard: str
     corrupt: bool = False
-    """Found corrupt by a scan or a read (and reported)."""
+    """Found corrupt by a scan, a read or a verify (and reported)."""
+    verified_at: float | None = None
+    """When a master's verify command last found it good (virtual time)."""
+    rotted_at: float | None = None
+    """When the nemesis flipped one of its bytes (virtual time)."""
+
+    def rotted_after_verify(self) -> bool:
+        return (
+            self.verified_at is not None
+            and self.rotted_at is not None
+            and self.rotted_at > self.verified_at
+        )
 
     def good(self) -> bool:
         return not self.corrupt and zlib.crc32(self.data) == self.checksum
@@ -109,6 +127,7 @@ class SimChunkServer:
         self._added: list[StoredReplica] = []
         self._removed: list[StoredReplica] = []
         self._corrupt: list[StoredReplica] = []
+        self._verified: list[pb.VerifiedReplica] = []
         self._known: set[str] = set()
         self._needs_full: set[str] = set()
         self._changed = asyncio.Event()
@@ -159,6 +178,7 @@ class SimChunkServer:
             return False
         r = rng.choice(choices)
         r.data[rng.randrange(len(r.data))] ^= 0xFF
+        r.rotted_at = asyncio.get_running_loop().time()
         self.fleet.trace(f"{self.server_id}: corrupted blk_{r.block_id}_{r.gen}")
         return True
 
@@ -174,7 +194,7 @@ class SimChunkServer:
         await asyncio.sleep(seconds)
         self._known.clear()
         self._needs_full.clear()
-        self._added, self._removed, self._corrupt = [], [], []
+        self._added, self._removed, self._corrupt, self._verified = [], [], [], []
         self.down = False
         self._changed.set()
         self.fleet.trace(f"{self.server_id}: up")
@@ -208,6 +228,25 @@ class SimChunkServer:
             self._changed.set()
         elif command.kind == "replicate":
             await self._replicate(command)
+        elif command.kind == "verify":
+            self._verify(command)
+
+    def _verify(self, command: pb.ChunkCommand) -> None:
+        """Check the replicas now (``keelfs.chunk.commands.VerifyBlock``): a corrupt one is
+        reported corrupt, a good one noted verified for the masters, with the token."""
+        for b in command.blocks:
+            r = self.replicas.get(b.block_id)
+            if r is None or r.gen != b.gen_stamp or r.corrupt:
+                continue  # gone, another stamp, or already reported corrupt
+            if not r.good():
+                self._found_corrupt(r)
+                continue
+            r.verified_at = asyncio.get_running_loop().time()
+            self._verified.append(
+                pb.VerifiedReplica(block_id=r.block_id, gen_stamp=r.gen, token=command.token)
+            )
+            self.fleet.trace(f"{self.server_id}: verified blk_{r.block_id}_{r.gen}")
+        self._changed.set()
 
     async def _replicate(self, command: pb.ChunkCommand) -> None:
         for b in command.blocks:
@@ -263,6 +302,7 @@ class SimChunkServer:
         added, self._added = self._added, []
         removed, self._removed = self._removed, []
         corrupt, self._corrupt = self._corrupt, []
+        verified, self._verified = self._verified, []
         base: dict[str, Any] = dict(
             server_id=self.server_id,
             address=self.address,
@@ -277,13 +317,18 @@ class SimChunkServer:
         async def beat(address: str) -> None:
             if address not in self._known or address in self._needs_full:
                 req = pb.ChunkHeartbeatRequest(
-                    full_report=True, replicas=full, corrupt=corrupt_reports, **base
+                    full_report=True,
+                    replicas=full,
+                    corrupt=corrupt_reports,
+                    verified=verified,
+                    **base,
                 )
             else:
                 req = pb.ChunkHeartbeatRequest(
                     replicas=[_report(r) for r in added if self.replicas.get(r.block_id) is r],
                     removed=[_report(r) for r in removed],
                     corrupt=corrupt_reports,
+                    verified=verified,
                     **base,
                 )
             call = Call(address, "Namespace", "ChunkHeartbeat", req, 1.0)
@@ -318,8 +363,9 @@ class ChunkFleet:
         self.servers = [SimChunkServer(self, i) for i in range(1, count + 1)]
         self.by_id = {s.server_id: s for s in self.servers}
         self.stats: dict[str, int] = {"deleted": 0, "replicated": 0, "fenced": 0}
-        self.lost_to_corruption: set[int] = set()
-        """Blocks whose last good replica went while the others were silently corrupt."""
+        self.lost_to_rot_after_verify: set[int] = set()
+        """Blocks whose last good replica was trimmed while every other copy had rotted since
+        its last verification (see the module doc)."""
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -337,13 +383,16 @@ class ChunkFleet:
                 n += 1
         return n
 
-    def _corrupt_copies(self, block_id: int, gen: int, besides: SimChunkServer) -> int:
-        n = 0
+    def _other_copies(
+        self, block_id: int, gen: int, besides: SimChunkServer
+    ) -> list[StoredReplica]:
+        """The replicas of ``block_id`` at ``gen`` or newer on servers but ``besides``."""
+        out = []
         for s in self.servers:
             r = s.replicas.get(block_id)
-            if s is not besides and r is not None and r.gen >= gen and not r.good():
-                n += 1
-        return n
+            if s is not besides and r is not None and r.gen >= gen:
+                out.append(r)
+        return out
 
     def referenced_by(self, block_id: int) -> list[str]:
         """The shards whose most advanced member references ``block_id`` now."""
@@ -363,12 +412,14 @@ class ChunkFleet:
         shards = self.referenced_by(r.block_id)
         if not shards or self.good_copies(r.block_id, r.gen, server) > 0:
             return
-        if self._corrupt_copies(r.block_id, r.gen, server):
-            # the only other copies were corrupted by the nemesis, and the master decided
-            # this (excess) deletion before a scan had found it: it trimmed believing them
-            # good. Data lost to the nemesis (see the module doc).
-            self.lost_to_corruption.add(r.block_id)
-            self.trace(f"blk_{r.block_id}_{r.gen}: last good replica trimmed (silent corruption)")
+        others = self._other_copies(r.block_id, r.gen, server)
+        if any(o.rotted_after_verify() for o in others) and all(
+            o.rotted_after_verify() or o.corrupt for o in others
+        ):
+            # every copy kept was verified good since the trim was decided, and rotted
+            # after that: two independent failures (see the module doc)
+            self.lost_to_rot_after_verify.add(r.block_id)
+            self.trace(f"blk_{r.block_id}_{r.gen}: last good replica trimmed (rot after verify)")
         else:
             self.violations.append(
                 f"{server.server_id} deletes blk_{r.block_id}_{r.gen}, its last good replica, "
@@ -566,8 +617,8 @@ class DataWorkload:
         if info.length != len(f.data):
             return f"closed with {info.length} bytes, {len(f.data)} acknowledged"
         data = b""
-        if any(b.block_id in self.fleet.lost_to_corruption for b in found[0].blocks):
-            return None  # lost to the nemesis (see ChunkFleet.check_delete)
+        if any(b.block_id in self.fleet.lost_to_rot_after_verify for b in found[0].blocks):
+            return None  # two independent failures (see ChunkFleet.check_delete)
         for block in found[0].blocks:
             piece = self.fleet.read_block(block)
             if piece is None:

@@ -270,8 +270,9 @@ def run_seed(
                 virtual_s = loop.time()
                 for node_id in loop.paused:
                     loop.resume(node_id)
-                if world.fleet.lost_to_corruption:
-                    world.faults["blocks_lost_to_corruption"] = len(world.fleet.lost_to_corruption)
+                lost = world.fleet.lost_to_rot_after_verify
+                if lost:
+                    world.faults["blocks_lost_to_rot_after_verify"] = len(lost)
                 with contextlib.suppress(Exception):
                     loop.run_until_complete(world.cluster.stop_all())
                 _cancel_all(loop)
