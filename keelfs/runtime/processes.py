@@ -17,11 +17,14 @@ import socket
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 __all__ = [
     "ClusterError",
+    "Launcher",
     "free_ports",
     "hard_kill",
     "read_ready_line",
@@ -112,3 +115,29 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+class Launcher(ABC):
+    """Something that starts real processes: used as a context manager it starts them and
+    ends every one it started when the block ends, also when starting failed half-way."""
+
+    @abstractmethod
+    def start(self) -> Self: ...
+
+    @abstractmethod
+    def stop_all(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop_all()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_all()

@@ -19,11 +19,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from keelfs.runtime.processes import (
     ClusterError,
+    Launcher,
     free_ports,
     hard_kill,
     read_ready_line,
@@ -33,7 +33,7 @@ from keelfs.runtime.processes import (
 __all__ = ["LocalChunkServers"]
 
 
-class LocalChunkServers:
+class LocalChunkServers(Launcher):
     """``n`` chunk server processes (see the module docstring)."""
 
     def __init__(
@@ -134,18 +134,3 @@ class LocalChunkServers:
         if not path.exists():
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-    def __enter__(self) -> LocalChunkServers:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop_all()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop_all()

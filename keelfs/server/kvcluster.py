@@ -34,12 +34,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 from keelfs.runtime.client import KVClient
 from keelfs.runtime.netns import NetnsNetwork
-from keelfs.runtime.processes import ClusterError, free_ports, hard_kill, spawn_tracked
+from keelfs.runtime.processes import ClusterError, Launcher, free_ports, hard_kill, spawn_tracked
 
 __all__ = ["NodeSpec", "ProcessCluster"]
 
@@ -69,7 +68,7 @@ class _Running:
     ready: dict[str, Any] = field(default_factory=dict)
 
 
-class ProcessCluster:
+class ProcessCluster(Launcher):
     """``n`` server processes forming one KV Raft group; see the module docstring.
 
     ``server_args`` are appended to every server command line (e.g. ``--snapshot-every``).
@@ -130,21 +129,6 @@ class ProcessCluster:
         for i in sorted(self.nodes):
             self._await_ready(i)
         return self
-
-    def __enter__(self) -> ProcessCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop_all()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop_all()
 
     def _command(self, node_id: int, extra: list[str]) -> list[str]:
         spec = self.nodes[node_id]

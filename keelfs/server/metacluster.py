@@ -46,7 +46,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keelfs.client import Client
@@ -54,6 +53,7 @@ from keelfs.errors import AlreadyExists, NotFound
 from keelfs.runtime.netns import NetnsNetwork
 from keelfs.runtime.processes import (
     ClusterError,
+    Launcher,
     free_ports,
     hard_kill,
     read_ready_line,
@@ -114,7 +114,7 @@ class _ReadOnlyStore:
             it.next()
 
 
-class MetaCluster:
+class MetaCluster(Launcher):
     def __init__(
         self,
         root: str | Path,
@@ -266,21 +266,6 @@ class MetaCluster:
             timeout,
             "nodes did not learn the shard map",
         )
-
-    def __enter__(self) -> MetaCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop_all()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop_all()
 
     def _spawn(self, node_id: int, extra: list[str]) -> None:
         proc = self._procs.get(node_id)
