@@ -17,7 +17,8 @@ What a node keeps besides its groups:
 - **its registration**: at start it records its client address in the config group's node
   registry (``RegisterMaster``), retrying until that succeeds; config servers register too, so
   that a follower can name the config leader's client address in ``NOT_LEADER``;
-- **an internal** ``AsyncClient`` for what one master asks of another (cross-shard mkdir).
+- **an internal** ``PeerClient`` (``keelfs.master.peers``) for what one master asks of another
+  (transactions, moves, orphan checks, cross-shard mkdir).
 
 Node ids must be unique among ALL metadata nodes (config servers and masters): the registry
 is keyed by node id. Time: every command is wrapped in an ``Envelope`` stamped, when it is
@@ -43,6 +44,7 @@ from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redir
 from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
 from keelfs.master.blocks import DEFAULT_DEAD_AFTER_S, ChunkRegistry
 from keelfs.master.member import LogClock, Member, StructureLock, now_ms
+from keelfs.master.peers import PeerClient
 from keelfs.master.replication import ReplicationMonitor
 from keelfs.master.resharding import Resharder
 from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS, TxnManager
@@ -143,7 +145,7 @@ class MetaNode:
         self.nodes: dict[int, str] = {}
         """The node registry as last fetched (node id -> client address)."""
         self.registered = False
-        self.internal: Any = None  # keelfs.client.AsyncClient, created on the loop in start()
+        self.internal: PeerClient = None  # type: ignore[assignment]  # made on the loop in start()
         self._server: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh: asyncio.Task[None] | None = None
@@ -245,11 +247,9 @@ class MetaNode:
         await server.start()
         self._server = server
 
-    def _internal_client(self, seeds: list[str]) -> Any:
+    def _internal_client(self, seeds: list[str]) -> PeerClient:
         """The client this node asks other nodes with (``seeds``: config servers)."""
-        from keelfs.client import AsyncClient  # the client imports this package's wire modules
-
-        return AsyncClient(seeds, deadline=10.0, attempt_timeout=2.0)
+        return PeerClient(seeds, deadline=10.0, attempt_timeout=2.0)
 
     def _open(self, group_id: str, sm: Any) -> RaftGroup:
         host = self.host

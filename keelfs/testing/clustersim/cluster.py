@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from keelfs.client import AsyncClient
 from keelfs.client._core import Call
 from keelfs.master.node import MetaNode, NodeConfig
+from keelfs.master.peers import PeerClient
 from keelfs.meta.namespace import ShardStateMachine
 from keelfs.raft.messages import Message
 from keelfs.runtime.host import HostConfig, RaftHost
@@ -36,8 +36,9 @@ from keelfs.transport.local import LocalNetwork
 __all__ = ["SimClient", "SimCluster", "SimMetaNode"]
 
 
-class SimClient(AsyncClient):
-    """The real ``AsyncClient`` (routing, retries, sessions) with its calls made in-process
+class SimClient(PeerClient):
+    """The real ``AsyncClient`` (routing, retries, sessions; with the masters' internal verbs:
+    ``keelfs.master.peers``) with its calls made in-process
     from node ``origin`` (0: a client outside every node)."""
 
     def __init__(self, rpc: RpcNet, origin: int, seeds: Iterable[str], **kwargs: Any) -> None:
@@ -94,7 +95,7 @@ class SimMetaNode(MetaNode):
     async def _serve(self, servicers: dict[str, Any]) -> None:
         self.cluster.rpc.serve(self.client_address, self.node_id, servicers)
 
-    def _internal_client(self, seeds: list[str]) -> Any:
+    def _internal_client(self, seeds: list[str]) -> PeerClient:
         return SimClient(self.cluster.rpc, self.node_id, seeds, deadline=10.0, attempt_timeout=2.0)
 
 
