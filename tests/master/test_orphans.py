@@ -1,4 +1,4 @@
-"""Orphan deletion never touches a block a file references (issue "trust the data", item 1).
+"""Orphan deletion never touches a block a file references.
 
 The pattern that lost data: write files in a small staging directory, rename them into a big
 directory that lives on another shard. The old shard no longer references the blocks (the
