@@ -139,6 +139,13 @@ def test_wrong_group_node_or_address_is_one_clear_line(
     one_line_error(r, 1, "127.0.0.1:1")
 
 
+def test_admin_takes_an_address_list_as_the_file_commands_do(cluster: MetaCluster) -> None:
+    seeds = f"127.0.0.1:1,{cluster.nodes[2].client_address}"  # the first that answers is used
+    for command in (["admin", "status", "--json"], ["ls", "/"]):
+        r = CliRunner().invoke(cli, [*command, "--address", seeds])
+        assert r.exit_code == 0, r.output
+
+
 def test_format_refuses_existing_data_without_force(cluster: MetaCluster, tmp_path: Path) -> None:
     fresh = tmp_path / "new" / "n9"
     assert admin(None, "format", str(fresh)).exit_code == 0
