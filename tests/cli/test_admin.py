@@ -17,11 +17,13 @@ from keelfs.cli.main import cli
 from keelfs.client._core import Op, Route
 from keelfs.master.cluster import MetaCluster
 from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.testing.tiers import starts_processes
 
 pytestmark = [pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     c = MetaCluster(tmp_path_factory.mktemp("admin"), shards=("shard-1",))
     with c:

@@ -19,7 +19,7 @@ import pytest
 
 from keelfs.server.local_cluster import load_state
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.timeout(300)]
 
 FAULTS = ("kill", "stop", "restart", "transfer", "reshard")
 

@@ -21,7 +21,7 @@ from keelfs.client import Client
 from keelfs.client.connect import local_cluster_record
 from keelfs.server.local_cluster import STATE_FILE, load_state
 
-pytestmark = [pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.process, pytest.mark.timeout(300)]
 
 
 def keelfs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

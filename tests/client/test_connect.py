@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,10 +25,7 @@ def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "state"
 
 
-def a_dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
+NO_SUCH_PID = 2**22 + 1  # above Linux's largest pid_max: no process has it
 
 
 def test_a_comma_list_is_several_addresses() -> None:
@@ -54,7 +49,7 @@ def test_the_flag_then_the_environment_then_the_local_cluster_then_the_default(
 
 
 def test_a_local_cluster_that_stopped_is_not_used(state_home: Path, tmp_path: Path) -> None:
-    record_local_cluster(tmp_path / "c", ["127.0.0.1:5001"], [a_dead_pid()])
+    record_local_cluster(tmp_path / "c", ["127.0.0.1:5001"], [NO_SUCH_PID])
     assert resolve_seeds(None).addresses == [DEFAULT_ADDRESS]
 
 

@@ -20,6 +20,7 @@ from keelfs.client import Client
 from keelfs.client._core import Op, Route
 from keelfs.master.cluster import MetaCluster
 from keelfs.meta.pb import meta_pb2 as pb
+from keelfs.testing.tiers import starts_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -28,6 +29,7 @@ LEASE_TTL_S = 3.0
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("blocks")
     c = MetaCluster(

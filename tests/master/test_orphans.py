@@ -28,7 +28,7 @@ from keelfs.chunk.client import ChunkClient
 from keelfs.client import AsyncClient
 from keelfs.master.cluster import MetaCluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.timeout(300)]
 
 BIG_FILES = int(os.environ.get("KEELFS_ORPHAN_TEST_FILES", "6000"))
 RENAMED = 6

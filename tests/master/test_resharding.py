@@ -22,7 +22,7 @@ from keelfs.errors import KeelError, LeaseConflict
 from keelfs.master.cluster import MetaCluster
 from keelfs.meta.shardmap import ShardMap
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.timeout(300)]
 
 DIRS = 24
 

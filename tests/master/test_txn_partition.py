@@ -42,6 +42,7 @@ from keelfs.master.cluster import MetaCluster
 from keelfs.master.grpc_errors import is_outcome_unknown
 from keelfs.testing.environment import cannot_run
 from keelfs.testing.processes import NetnsNetwork
+from keelfs.testing.tiers import starts_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -69,6 +70,7 @@ def _free_subnet() -> str:
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
     ok, why = NetnsNetwork.available(gateway=True)
     if not ok:

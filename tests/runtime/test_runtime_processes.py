@@ -33,7 +33,7 @@ from keelfs.testing.environment import cannot_run
 from keelfs.testing.linearizability import HistoryRecorder, KVModel, check
 from keelfs.testing.processes import NetnsNetwork, ProcessCluster, netns_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.process]
 
 MakeCluster = Callable[..., ProcessCluster]
 
