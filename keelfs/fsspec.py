@@ -7,7 +7,8 @@ tool that reads files through fsspec (pandas, dask, pyarrow, xarray, ...) can us
     df = pd.read_csv("keelfs://127.0.0.1:7001/data/table.csv")
 
 A URL names any metadata node (config server or master) as ``host:port``; ``keelfs:///path``
-uses ``$KEELFS_ADDRESS`` (default ``127.0.0.1:7001``). ``mv`` is keelfs's atomic rename (across
+uses what ``keelfs.connect`` finds: ``$KEELFS_ADDRESS``, else the running ``keelfs
+local-cluster``, else ``127.0.0.1:7001``. ``mv`` is keelfs's atomic rename (across
 shards too); files are streamed (``Client.open``), reads are seekable.
 """
 

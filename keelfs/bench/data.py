@@ -5,7 +5,7 @@ real process on 127.0.0.1, replicas fsynced when finalized, replication 3. From 
 one :class:`~keelfs.client.AsyncClient`:
 
 1. **large files**: ``large_mib`` MiB written as one file (64 MiB blocks through the 3-server
-   pipeline), then read back whole: MB/s each way (MB = 10^6 bytes, as the issue's targets);
+   pipeline), then read back whole: MB/s each way (MB = 10^6 bytes, as the targets are stated);
    the MD5 of what was read is compared with what was written.
 2. **small files**: ``small_count`` files of ``small_kib`` KiB created with ``concurrency`` in
    flight (each: create, allocate a block, write it through the pipeline, close), then read back

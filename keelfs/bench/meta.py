@@ -27,7 +27,7 @@ results. The phases, one shard first:
    by the files added. It includes everything a master grows by while it fills (RocksDB
    memtables and block cache, the Raft log kept in memory, gRPC buffers), so small fills
    overstate it. Filling takes ``fill`` / creates per second: on 2 cores at about 1,100
-   creates/s, 100,000 files (the default) take a minute and a half, the issue's 1,000,000 a
+   creates/s, 100,000 files (the default) take a minute and a half, the targeted 1,000,000 a
    quarter of an hour or more. When the earlier phases already made ``fill`` files there is
    no fill (``fill_skipped`` says why).
 5. **restart**: all three masters of the shard are killed (SIGKILL) and started again at once

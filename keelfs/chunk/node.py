@@ -3,8 +3,8 @@
 The process wrapper is ``keelfs.server.chunkserver``; tests and an all-in-one server can run a node
 inside their own event loop.
 
-What the heartbeat to the config group and masters (DESIGN 2.8) will use, without touching the
-parts directly:
+What the heartbeats and block reports to the masters (``keelfs.chunk.reporting``, DESIGN 2.8)
+use, without touching the parts directly:
 
 - :meth:`ChunkNode.status` — identity, rack, capacity and usage (``ServerStatus``);
 - :meth:`ChunkNode.block_report` — every replica (a full block report);

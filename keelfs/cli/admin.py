@@ -1,11 +1,13 @@
 """``keelfs admin``: look after a running cluster (HDFS ``dfsadmin``/``haadmin``/``fsck``).
 
-Every command but ``format`` talks to the cluster through ``--address``: the client address of
-ANY metadata node, config server or master (default ``$KEELFS_ADDRESS``, else
-``127.0.0.1:7001``). From that node's ``Node.Registry`` the tool learns the config servers and
-the node registry; from the config group the ShardMap; from every node's ``Node.Status`` what
-each group looks like there. Leadership and membership RPCs (``Node.TransferLeader``,
-``AddMember``, ``RemoveMember``) go to the group's leader, following ``NOT_LEADER`` hints.
+Every command but ``format`` talks to the cluster through ``--address``, as the file commands
+do: the client address of ANY metadata node, config server or master, or several separated by
+commas (the first that answers is used); without it ``$KEELFS_ADDRESS``, else the running
+``keelfs local-cluster``, else ``127.0.0.1:7001`` (``keelfs.client.connect``). From that
+node's ``Node.Registry`` the tool learns the config servers and the node registry; from the
+config group the ShardMap; from every node's ``Node.Status`` what each group looks like there.
+Leadership and membership RPCs (``Node.TransferLeader``, ``AddMember``, ``RemoveMember``) go to
+the group's leader, following ``NOT_LEADER`` hints.
 
 Output: rich tables for people, or with ``--json`` one JSON object on stdout. Exit status: 0 done
 (``fsck``: healthy), 1 the operation failed or the namespace has missing blocks, 2 bad input
@@ -31,14 +33,13 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from keelfs.client.connect import resolve_seeds
 from keelfs.errors import KeelError, NotLeader
 from keelfs.rpc import grpc_errors
 from keelfs.rpc.wire import CONFIG_GROUP
 
-__all__ = ["DEFAULT_ADDRESS", "AdminError", "BadInput", "admin"]
+__all__ = ["AdminError", "BadInput", "Unreachable", "address_option", "admin", "open_cluster"]
 
-DEFAULT_ADDRESS = "127.0.0.1:7001"
-"""Where a node listens for clients when started with ``--listen 127.0.0.1:7000``."""
 _MATCH = re.compile(r"match=(\d+)")
 
 
@@ -250,14 +251,40 @@ class Cluster:
                 time.sleep(0.1)
 
 
-def _connect(address: str) -> Cluster:
+class Unreachable(Exception):
+    """No address answered; the message says which were tried and where they came from."""
+
+
+def open_cluster(address: str | None) -> Cluster:
+    """The cluster through the first of the addresses ``--address`` resolves to that answers
+    (``keelfs.client.connect.resolve_seeds``: the flag, ``$KEELFS_ADDRESS``, the running local
+    cluster, the default). The file commands and ``keelfs admin`` both connect here."""
     try:
-        return Cluster(address)
-    except KeelError as exc:
-        _fail(f"cannot use metadata node at {address}: {exc}")
+        seeds = resolve_seeds(address)
+    except ValueError as exc:
+        raise Unreachable(str(exc)) from None
+    why = ""
+    for seed in seeds.addresses:
+        try:
+            return Cluster(seed)  # resolves the config servers from any metadata node
+        except AdminError as exc:
+            why = exc.format_message()
+        except KeelError as exc:
+            why = f"metadata node at {seed}: {exc}"
+    raise Unreachable(
+        f"cannot reach keelfs at {seeds} ({seeds.origin}): {why} (is it running? --address or "
+        "KEELFS_ADDRESS names any config server or master)"
+    )
 
 
-def _run(address: str, body: Callable[[Cluster], None]) -> None:
+def _connect(address: str | None) -> Cluster:
+    try:
+        return open_cluster(address)
+    except Unreachable as exc:
+        _fail(str(exc))
+
+
+def _run(address: str | None, body: Callable[[Cluster], None]) -> None:
     cluster = _connect(address)
     try:
         body(cluster)
@@ -277,15 +304,20 @@ def _emit(as_json: bool, obj: dict[str, Any], human: str | Callable[[Console], N
         human(Console())
 
 
-def common(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")(f)
+def address_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--address``, the same on every command that talks to the cluster."""
     return click.option(
         "--address",
-        envvar="KEELFS_ADDRESS",
-        default=DEFAULT_ADDRESS,
-        show_default=True,
-        help="Client address of any metadata node (env KEELFS_ADDRESS).",
+        default=None,
+        help="Client address of any config server or master, or several separated by commas "
+        "(the first that answers is used). Without it: $KEELFS_ADDRESS, else the running "
+        "`keelfs local-cluster`, else 127.0.0.1:7001.",
     )(f)
+
+
+def common(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")(f)
+    return address_option(f)
 
 
 def _size(n: int) -> str:
@@ -308,7 +340,7 @@ def admin() -> None:
 
 @admin.command("status")
 @common
-def status_cmd(address: str, as_json: bool) -> None:
+def status_cmd(address: str | None, as_json: bool) -> None:
     """Every group (config and each shard): members, leader, term, commit/applied, lag; and
     the chunk servers as the masters see them."""
 
@@ -410,7 +442,7 @@ def _print_servers(con: Console, servers: dict[str, dict[str, Any]]) -> None:
     con.print(t)
 
 
-def _transfer(address: str, group: str, to: int | None, as_json: bool) -> None:
+def _transfer(address: str | None, group: str, to: int | None, as_json: bool) -> None:
     from keelfs.rpc.pb import meta_pb2 as pb
 
     def body(c: Cluster) -> None:
@@ -446,7 +478,7 @@ def _transfer(address: str, group: str, to: int | None, as_json: bool) -> None:
 @click.argument("group")
 @click.option("--to", "to", type=int, default=None, help="Node id of the voter to lead next.")
 @common
-def transfer_leader_cmd(group: str, to: int | None, address: str, as_json: bool) -> None:
+def transfer_leader_cmd(group: str, to: int | None, address: str | None, as_json: bool) -> None:
     """Make a node the leader of GROUP (default: the most up-to-date other voter); ≈ haadmin
     -transitionToActive."""
     if to is not None and to <= 0:
@@ -457,7 +489,7 @@ def transfer_leader_cmd(group: str, to: int | None, address: str, as_json: bool)
 @admin.command("step-down")
 @click.argument("group")
 @common
-def step_down_cmd(group: str, address: str, as_json: bool) -> None:
+def step_down_cmd(group: str, address: str | None, as_json: bool) -> None:
     """Make the leader of GROUP hand over to the most up-to-date other voter; ≈ haadmin
     -transitionToBackup."""
     _transfer(address, group, None, as_json)
@@ -500,7 +532,9 @@ def _membership(c: Cluster, group: str, method: str, request: Any, as_json: bool
 @click.argument("node", type=int)
 @click.argument("raft_address", metavar="ADDRESS")
 @common
-def add_member_cmd(group: str, node: int, raft_address: str, address: str, as_json: bool) -> None:
+def add_member_cmd(
+    group: str, node: int, raft_address: str, address: str | None, as_json: bool
+) -> None:
     """Add NODE (its Raft transport at ADDRESS) to GROUP: a learner first, promoted to voter
     once caught up. The node must already run and host a member of GROUP."""
     from keelfs.rpc.pb import meta_pb2 as pb
@@ -527,7 +561,7 @@ def add_member_cmd(group: str, node: int, raft_address: str, address: str, as_js
 @click.argument("group")
 @click.argument("node", type=int)
 @common
-def remove_member_cmd(group: str, node: int, address: str, as_json: bool) -> None:
+def remove_member_cmd(group: str, node: int, address: str | None, as_json: bool) -> None:
     """Remove NODE (voter or learner) from GROUP; a leader removing itself hands over first."""
     from keelfs.rpc.pb import meta_pb2 as pb
 
@@ -609,7 +643,7 @@ def _config_leaders(c: Cluster) -> list[dict[str, Any]]:
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for moves.")
 @common
 def add_shard_cmd(
-    shard: str, members: str, no_wait: bool, timeout: float, address: str, as_json: bool
+    shard: str, members: str, no_wait: bool, timeout: float, address: str | None, as_json: bool
 ) -> None:
     """Add SHARD (its masters already running and registered) and move its directories to
     it online."""
@@ -641,7 +675,7 @@ def add_shard_cmd(
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for moves.")
 @common
 def remove_shard_cmd(
-    shard: str, no_wait: bool, timeout: float, address: str, as_json: bool
+    shard: str, no_wait: bool, timeout: float, address: str | None, as_json: bool
 ) -> None:
     """Move SHARD's directories to the other shards online, then drop it from the map."""
 
@@ -748,7 +782,7 @@ def format_cmd(data_dir: Path, force: bool, as_json: bool) -> None:
 
 @admin.command("format-namespace")
 @common
-def format_namespace_cmd(address: str, as_json: bool) -> None:
+def format_namespace_cmd(address: str | None, as_json: bool) -> None:
     """Create the root directory of the namespace if the cluster has none (idempotent)."""
 
     def body(c: Cluster) -> None:
@@ -762,7 +796,7 @@ def format_namespace_cmd(address: str, as_json: bool) -> None:
 # -- health -------------------------------------------------------------------------------------
 @admin.command("report")
 @common
-def report_cmd(address: str, as_json: bool) -> None:
+def report_cmd(address: str | None, as_json: bool) -> None:
     """Capacity, live and dead chunk servers, under-replicated and missing blocks (as of each
     shard leader's last walk) and corrupt replicas, and replication work (per file:
     ``keelfs admin fsck``)."""
@@ -895,7 +929,7 @@ def _check_file(c: Cluster, ops: Any, path: str, res: FsckResult) -> None:
 @admin.command("fsck")
 @click.argument("path", default="/")
 @common
-def fsck_cmd(path: str, address: str, as_json: bool) -> None:
+def fsck_cmd(path: str, address: str | None, as_json: bool) -> None:
     """Check every file under PATH: blocks with no replica (missing) or fewer than the file's
     replication (under-replicated). Exit status 1 if any block is missing."""
 

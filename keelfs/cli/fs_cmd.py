@@ -1,7 +1,9 @@
 """The file commands of the CLI: ``keelfs put|get|cat|ls|mkdir|rm|mv|stat|du|setrep``.
 
-Each takes ``--address`` (any config server or master; env ``KEELFS_ADDRESS``: the client finds
-the rest through the node registry) and ``--json`` (one JSON object per result, for scripts).
+Each takes ``--address`` (any config server or master, or several separated by commas; without
+it ``$KEELFS_ADDRESS``, else the running ``keelfs local-cluster``, else ``127.0.0.1:7001``: the
+client finds the rest through the node registry; ``keelfs.client.connect``) and ``--json``
+(one JSON object per result, for scripts).
 Exit codes: 0 done, 1 the operation failed (one line: the path and what is wrong), 2 usage.
 """
 
@@ -28,7 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from keelfs.cli.admin import DEFAULT_ADDRESS
+from keelfs.cli.admin import Unreachable, address_option, open_cluster
 from keelfs.errors import InvalidPath, KeelError, NotFound
 from keelfs.meta.records import FileInfo
 
@@ -56,33 +58,17 @@ class Failed(click.ClickException):
 
 def _options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--json", "as_json", is_flag=True, help="Print JSON instead.")(f)
-    return click.option(
-        "--address",
-        envvar="KEELFS_ADDRESS",
-        default=DEFAULT_ADDRESS,
-        show_default=True,
-        help="Any config server or master (env KEELFS_ADDRESS).",
-    )(f)
+    return address_option(f)
 
 
 @contextmanager
-def _client(address: str, path: str = "") -> Iterator[Any]:
-    """A connected client; a ``KeelError`` becomes one line and exit status 1. ``address``:
-    any metadata node, or several separated by commas (the first that answers is used)."""
-    from keelfs.cli.admin import AdminError, Cluster
-
-    cluster = None
-    for seed in [a.strip() for a in address.split(",") if a.strip()]:
-        try:
-            cluster = Cluster(seed)  # resolves the config servers from any metadata node
-            break
-        except (AdminError, KeelError):
-            continue
-    if cluster is None:
-        raise Failed(
-            f"cannot reach keelfs at {address} (is it running? --address or KEELFS_ADDRESS "
-            "names any config server or master)"
-        )
+def _client(address: str | None, path: str = "") -> Iterator[Any]:
+    """A connected client (``open_cluster``: the same ``--address`` as ``keelfs admin``); a
+    ``KeelError`` becomes one line and exit status 1."""
+    try:
+        cluster = open_cluster(address)
+    except Unreachable as exc:
+        raise Failed(str(exc)) from None
     try:
         yield cluster.client
     except InvalidPath as exc:
@@ -136,7 +122,12 @@ def _bar() -> Progress:
 @click.option("--replication", type=click.IntRange(1, 32), default=None)
 @_options
 def put_cmd(
-    local: Path, remote: str, force: bool, replication: int | None, address: str, as_json: bool
+    local: Path,
+    remote: str,
+    force: bool,
+    replication: int | None,
+    address: str | None,
+    as_json: bool,
 ) -> None:
     """Copy a local file into keelfs."""
     with _client(address, remote) as fs, _bar() as bar:
@@ -155,7 +146,7 @@ def put_cmd(
 @click.argument("remote")
 @click.argument("local", type=click.Path(dir_okay=False, path_type=Path))
 @_options
-def get_cmd(remote: str, local: Path, address: str, as_json: bool) -> None:
+def get_cmd(remote: str, local: Path, address: str | None, as_json: bool) -> None:
     """Copy a file out of keelfs."""
     if not local.absolute().parent.is_dir():  # before any transfer, naming what is missing
         raise Failed(f"{local.absolute().parent}: no such file or directory")
@@ -170,7 +161,7 @@ def get_cmd(remote: str, local: Path, address: str, as_json: bool) -> None:
 @click.command("cat")
 @click.argument("path")
 @_options
-def cat_cmd(path: str, address: str, as_json: bool) -> None:
+def cat_cmd(path: str, address: str | None, as_json: bool) -> None:
     """Write a file's content to standard output (with --json: one object, the content as
     base64)."""
     with _client(address, path) as fs, fs.open(path, "rb") as f:
@@ -190,7 +181,7 @@ def cat_cmd(path: str, address: str, as_json: bool) -> None:
 @click.option("-l", "long", is_flag=True, help="Long form: mode, replication, size, time.")
 @click.option("-R", "recursive", is_flag=True, help="Everything below, directory by directory.")
 @_options
-def ls_cmd(path: str, long: bool, recursive: bool, address: str, as_json: bool) -> None:
+def ls_cmd(path: str, long: bool, recursive: bool, address: str | None, as_json: bool) -> None:
     """List a directory (a file lists as itself)."""
     with _client(address, path) as fs:
         todo = [path]
@@ -226,7 +217,7 @@ def ls_cmd(path: str, long: bool, recursive: bool, address: str, as_json: bool) 
 @click.argument("path")
 @click.option("-p", "parents", is_flag=True, help="Create missing parents; no error if it exists.")
 @_options
-def mkdir_cmd(path: str, parents: bool, address: str, as_json: bool) -> None:
+def mkdir_cmd(path: str, parents: bool, address: str | None, as_json: bool) -> None:
     """Create a directory."""
     with _client(address, path) as fs:
         created = fs.mkdir(path, parents=parents)
@@ -237,7 +228,7 @@ def mkdir_cmd(path: str, parents: bool, address: str, as_json: bool) -> None:
 @click.argument("path")
 @click.option("-r", "recursive", is_flag=True, help="A directory and everything in it.")
 @_options
-def rm_cmd(path: str, recursive: bool, address: str, as_json: bool) -> None:
+def rm_cmd(path: str, recursive: bool, address: str | None, as_json: bool) -> None:
     """Delete a file or a directory."""
     with _client(address, path) as fs:
         result = fs.delete(path, recursive=recursive)
@@ -249,7 +240,7 @@ def rm_cmd(path: str, recursive: bool, address: str, as_json: bool) -> None:
 @click.argument("src")
 @click.argument("dst")
 @_options
-def mv_cmd(src: str, dst: str, address: str, as_json: bool) -> None:
+def mv_cmd(src: str, dst: str, address: str | None, as_json: bool) -> None:
     """Rename a file or directory (atomic, across shards too); into DST when DST is an
     existing directory, as mv does."""
     with _client(address, src) as fs:
@@ -267,7 +258,7 @@ def mv_cmd(src: str, dst: str, address: str, as_json: bool) -> None:
 @click.command("stat")
 @click.argument("path")
 @_options
-def stat_cmd(path: str, address: str, as_json: bool) -> None:
+def stat_cmd(path: str, address: str | None, as_json: bool) -> None:
     """A file's or directory's attributes and blocks."""
     with _client(address, path) as fs:
         i = fs.stat(path)
@@ -292,7 +283,7 @@ def stat_cmd(path: str, address: str, as_json: bool) -> None:
 @click.command("du")
 @click.argument("path", default="/")
 @_options
-def du_cmd(path: str, address: str, as_json: bool) -> None:
+def du_cmd(path: str, address: str | None, as_json: bool) -> None:
     """Bytes, files and directories under a path (and the space their replicas take)."""
     with _client(address, path) as fs:
         s = fs.du(path)
@@ -309,7 +300,7 @@ def du_cmd(path: str, address: str, as_json: bool) -> None:
 @click.argument("replication", type=click.IntRange(1, 32))
 @click.argument("path")
 @_options
-def setrep_cmd(replication: int, path: str, address: str, as_json: bool) -> None:
+def setrep_cmd(replication: int, path: str, address: str | None, as_json: bool) -> None:
     """Set a file's replication (the masters copy or delete replicas to match)."""
     with _client(address, path) as fs:
         i = fs.set_replication(path, replication)

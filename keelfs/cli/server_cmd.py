@@ -22,6 +22,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from keelfs.client.connect import forget_local_cluster, record_local_cluster
 from keelfs.server.settings import (
     CONFIG_ENV,
     LOCAL_CLUSTER_SETTINGS,
@@ -104,7 +105,9 @@ def server(config_file: Path | None, **flags: Any) -> None:
 @click.group("local-cluster")
 def local_cluster() -> None:
     """A cluster of separate processes on 127.0.0.1: 3 config servers, shard-1 and shard-2 of
-    3 masters each, 3 chunk servers. They run in the background until `down`."""
+    3 masters each, 3 chunk servers. They run in the background until `down`; meanwhile the
+    other commands (`keelfs ls /`, `keelfs admin status`, ...) connect to it without
+    --address (`up` records it in $XDG_STATE_HOME/keelfs/local-cluster.json)."""
 
 
 def _cluster_settings(config_file: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
@@ -170,12 +173,17 @@ def local_cluster_up(config_file: Path | None, as_json: bool, **flags: Any) -> N
     except LocalClusterError as exc:
         _fail(f"{exc}\n(whatever started is recorded: `keelfs local-cluster down` stops it)")
         return
+    config_servers = [p for p in state.processes if p.role == "config"]
+    record_local_cluster(
+        Path(state.directory), [p.address for p in config_servers], [p.pid for p in config_servers]
+    )
     if as_json:
         click.echo(json.dumps(_status_json(st), sort_keys=True))
         return
     _print_status(st)
-    config = ",".join(p.address for p in state.processes if p.role == "config")
+    config = ",".join(p.address for p in config_servers)
     click.echo(f"clients connect to {config}   e.g. keelfs.client.Client({config!r})")
+    click.echo("while it runs, `keelfs ls /` and the other commands find it without --address")
     click.echo(f"stop it with: keelfs local-cluster down --dir {s['dir']}")
 
 
@@ -192,6 +200,7 @@ def local_cluster_down(config_file: Path | None, wipe: bool, **flags: Any) -> No
     except LocalClusterError as exc:
         _fail(str(exc))
         return
+    forget_local_cluster(Path(s["dir"]).resolve())
     click.echo(f"stopped {len(stopped)} processes" + (f": {' '.join(stopped)}" if stopped else ""))
 
 

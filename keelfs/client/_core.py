@@ -3,7 +3,8 @@
 A request is run by a *plan*: a generator that yields actions (:class:`Call` an RPC,
 :class:`Sleep`, :class:`WaitSession`) and receives their results; ``Client`` drives plans
 with blocking gRPC calls and ``AsyncClient`` with ``grpc.aio``, so the two share every
-decision (h11's sans-I/O shape). :class:`Core` holds what plans share, behind one lock:
+decision (h11's sans-I/O shape). The clock and the random draws are the caller's too
+(``Core(clock=..., rng=...)``). :class:`Core` holds what plans share, behind one lock:
 
 - the ShardMap (fetched from any config server, refreshed on ``REDIRECT``), the node registry
   and the config servers' addresses;
@@ -50,7 +51,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -167,8 +168,9 @@ class Session:
     session_id: int
     group: str
     ttl_ms: int
+    last_used: float
+    """When the session was last returned to its pool or kept alive (the core's clock)."""
     seq: int = 0
-    last_used: float = field(default_factory=lambda: time.monotonic())  # (looked up at each call)
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -176,11 +178,15 @@ class Session:
 
 
 class SessionPool:
-    """The sessions of one group. Thread-safe; ``cond`` is notified when one is returned."""
+    """The sessions of one group. Thread-safe; ``cond`` is notified when one is returned.
+    ``clock`` (seconds, monotonic) tells how long a session has been idle."""
 
-    def __init__(self, group: str, max_sessions: int) -> None:
+    def __init__(
+        self, group: str, max_sessions: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.group = group
         self.max_sessions = max_sessions
+        self.clock = clock
         self.cond = threading.Condition()
         self._idle: list[Session] = []
         self._all: dict[int, Session] = {}
@@ -191,7 +197,7 @@ class SessionPool:
         """An idle session (``pin``'s if it is here), None if the caller should register a new
         one (it then must call ``add`` or ``abandon_growth``), False if it must wait."""
         with self.cond:
-            now = time.monotonic()
+            now = self.clock()
             for s in list(self._idle):
                 if now - s.last_used > s.ttl_ms / 2000:
                     self._idle.remove(s)  # may have expired on the server: let it
@@ -215,7 +221,7 @@ class SessionPool:
     def add(self, session_id: int, ttl_ms: int) -> Session:
         with self.cond:
             self._growing -= 1
-            s = Session(session_id, self.group, ttl_ms or 60_000)
+            s = Session(session_id, self.group, ttl_ms or 60_000, self.clock())
             self._all[session_id] = s
             self._busy.add(session_id)
             return s
@@ -229,7 +235,7 @@ class SessionPool:
         with self.cond:
             if s.session_id in self._busy:
                 self._busy.discard(s.session_id)
-                s.last_used = time.monotonic()
+                s.last_used = self.clock()
                 if s.session_id in self._all:
                     self._idle.append(s)
             self.cond.notify()
@@ -242,6 +248,11 @@ class SessionPool:
                 self._idle.remove(s)
             self.cond.notify()
 
+    def kept_alive(self, s: Session) -> None:
+        """``s`` was just kept alive on the server: its idle time starts again."""
+        with self.cond:
+            s.last_used = self.clock()
+
     def idle(self) -> list[Session]:
         with self.cond:
             return list(self._idle)
@@ -253,20 +264,22 @@ class SessionPool:
 
 # -- one request's attempts ---------------------------------------------------------------------
 class _Attempt:
-    __slots__ = ("deadline", "unknown", "last_error", "hinted", "_b")
+    __slots__ = ("deadline", "unknown", "last_error", "hinted", "_b", "_clock", "_rng")
 
-    def __init__(self, deadline: float) -> None:
-        self.deadline = time.monotonic() + deadline
+    def __init__(self, deadline: float, clock: Callable[[], float], rng: random.Random) -> None:
+        self._clock = clock
+        self._rng = rng
+        self.deadline = clock() + deadline
         self.unknown = False
         self.last_error = "no attempt made"
         self.hinted = False
         self._b = BACKOFF_INITIAL
 
     def remaining(self) -> float:
-        return self.deadline - time.monotonic()
+        return self.deadline - self._clock()
 
     def backoff(self) -> Sleep:
-        b = self._b * random.uniform(0.5, 1.0)
+        b = self._b * self._rng.uniform(0.5, 1.0)
         self._b = min(self._b * 2, BACKOFF_MAX)
         return Sleep(max(0.0, min(b, self.remaining())))
 
@@ -280,7 +293,11 @@ class _Attempt:
 
 # -- the shared state -----------------------------------------------------------------------------
 class Core:
-    """Routing caches, session pools and the plans (see the module doc). Thread-safe."""
+    """Routing caches, session pools and the plans (see the module doc). Thread-safe.
+
+    Time and chance come from the caller: ``clock`` (seconds, monotonic) measures deadlines
+    and sessions' idle time, ``rng`` draws back-off jitter and the member tried first, so that
+    a test drives every decision with a fake clock and a seed, without waiting."""
 
     def __init__(
         self,
@@ -289,6 +306,8 @@ class Core:
         deadline: float,
         attempt_timeout: float,
         max_sessions: int,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         seeds = [a.strip() for a in config_servers if a and a.strip()]
         if not seeds:
@@ -298,6 +317,8 @@ class Core:
         self.deadline = deadline
         self.attempt_timeout = attempt_timeout
         self.max_sessions = max_sessions
+        self.clock = clock
+        self._rng = rng if rng is not None else random.Random()
         self._lock = threading.Lock()
         self._config: list[str] = list(dict.fromkeys(seeds))
         self._map: ShardMap | None = None
@@ -335,7 +356,7 @@ class Core:
         with self._lock:
             pool = self._pools.get(group)
             if pool is None:
-                pool = self._pools[group] = SessionPool(group, self.max_sessions)
+                pool = self._pools[group] = SessionPool(group, self.max_sessions, self.clock)
             return pool
 
     def pools(self) -> list[SessionPool]:
@@ -384,7 +405,7 @@ class Core:
         if not members:
             return None
         with self._lock:
-            turn = self._turn.get(group, random.randrange(len(members)))
+            turn = self._turn.get(group, self._rng.randrange(len(members)))
             self._turn[group] = turn + 1
         return members[turn % len(members)]
 
@@ -398,7 +419,7 @@ class Core:
         with self._lock:
             chosen = self._readers.get(group)
             if chosen not in members:
-                chosen = self._readers[group] = random.choice(members)
+                chosen = self._readers[group] = self._rng.choice(members)
         return chosen
 
     def _forget(self, group: str, address: str) -> None:
@@ -420,9 +441,12 @@ class Core:
             self.stats[key] += 1
 
     # -- plans -------------------------------------------------------------------------------
+    def _attempt(self, deadline: float | None) -> _Attempt:
+        return _Attempt(self.deadline if deadline is None else deadline, self.clock, self._rng)
+
     def plan(self, op: Op, deadline: float | None = None) -> Plan:
         """Run ``op`` to its reply (the plan's return value) or raise a ``KeelError``."""
-        attempt = _Attempt(self.deadline if deadline is None else deadline)
+        attempt = self._attempt(deadline)
         session: Session | None = None
         pool: SessionPool | None = None
         seq = 0
@@ -624,13 +648,13 @@ class Core:
     def fetch_map_plan(
         self, since_version: int | None, stale_ok: bool, deadline: float | None
     ) -> Plan:
-        attempt = _Attempt(self.deadline if deadline is None else deadline)
+        attempt = self._attempt(deadline)
         reply = yield from self._config_read(fetch_map_op(since_version, stale_ok), attempt)
         self.install(reply)
         return reply
 
     def refresh_plan(self, deadline: float | None) -> Plan:
-        attempt = _Attempt(self.deadline if deadline is None else deadline)
+        attempt = self._attempt(deadline)
         yield from self._refresh(attempt)
         return self.shard_map
 

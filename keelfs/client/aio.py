@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Literal, overload
@@ -272,7 +271,7 @@ class AsyncClient:
         for pool in self._core.pools():
             for s in pool.idle():
                 await self._run(ops.keep_alive(s.group, s.session_id), deadline)
-                s.last_used = time.monotonic()
+                pool.kept_alive(s)
                 n += 1
         return n
 

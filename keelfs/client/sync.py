@@ -265,7 +265,7 @@ class Client:
         for pool in self._core.pools():
             for s in pool.idle():
                 self._run(ops.keep_alive(s.group, s.session_id), deadline)
-                s.last_used = time.monotonic()
+                pool.kept_alive(s)
                 n += 1
         return n
 

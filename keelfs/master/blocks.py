@@ -159,9 +159,6 @@ class ChunkRegistry:
     def live_servers(self) -> list[ServerState]:
         return [s for s in self.servers.values() if self.live(s.server_id)]
 
-    def dead_servers(self) -> list[ServerState]:
-        return [s for s in self.servers.values() if not self.live(s.server_id)]
-
     def complete(self) -> bool:
         """Whether the replicas known here are every finalized replica on the live servers:
         some server is live, each live server's full report is in (its increments follow it),

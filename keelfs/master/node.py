@@ -40,7 +40,7 @@ from typing import Any
 
 import grpc
 
-from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
+from keelfs.errors import InvalidArgument, KeelError, NotFound, Redirect, Unavailable
 from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
 from keelfs.master.blocks import DEFAULT_DEAD_AFTER_S, ChunkRegistry
 from keelfs.master.member import LogClock, Member, StructureLock, now_ms
@@ -531,11 +531,6 @@ class MetaNode:
     def require_leader(self, member: Member) -> None:
         if not member.group.is_leader:
             raise self.keel_error(member.group_id, member.group.not_leader_error())
-
-    def not_leader(self, member: Member) -> NotLeader:
-        err = self.keel_error(member.group_id, member.group.not_leader_error())
-        assert isinstance(err, NotLeader)
-        return err
 
     def reply_info(self, member: Member, index: int = 0, term: int = 0) -> pb.ReplyInfo:
         g = member.group

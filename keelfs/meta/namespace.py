@@ -5,7 +5,8 @@ the ring, so one directory's entries are together and ``ls`` is one read. A dire
 a *self-record* on the shard that owns the directory itself (where its children are): a create
 checks its parent there, locally, and listing, emptiness checks and child-count changes need
 nothing from another shard. When both records of a directory are on one shard they are kept
-identical; keeping them in step across shards is the cross-shard layer's work (issue [4]).
+identical; keeping them in step across shards is the cross-shard transactions' work
+(``keelfs.meta.transactions``, ``keelfs.master.transactions``).
 
 This state machine does not know the ring: the proposer (the master service) checks that every
 record a command touches is owned by this shard before proposing it. If a record the command

@@ -217,9 +217,6 @@ class ConfigStateMachine(MetaStateMachine):
         raw = self._store.get(_PLAN)
         return None if raw is None else ReshardPlan.decode(raw)
 
-    def ring_sealed(self) -> bool:
-        return self._store.get(_SEALED) is not None
-
     def next_tx_id(self) -> int:
         """The first transaction id ``IssueTxIds`` will hand out next."""
         raw = self._store.get(_NEXT_TX)

@@ -190,21 +190,6 @@ class RaftLog:
             index -= 1
         return 0, 0
 
-    def maybe_append(
-        self, index: int, log_term: int, committed: int, ents: tuple[Entry, ...]
-    ) -> int | None:
-        """Append ``ents`` after ``index`` if our log matches there; return the last new index."""
-        if not self.match_term(index, log_term):
-            return None
-        last_new = index + len(ents)
-        ci = self.find_conflict(ents)
-        if ci:
-            if ci <= self.committed:
-                raise InvariantViolation(f"entry {ci} conflicts with committed {self.committed}")
-            self.append(list(ents[ci - index - 1 :]))
-        self.commit_to(min(committed, last_new))
-        return last_new
-
     def append(self, ents: list[Entry]) -> int:
         if not ents:
             return self.last_index()

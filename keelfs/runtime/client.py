@@ -18,8 +18,9 @@ What a failed attempt means for a write:
 With ``retry_unknown=True`` (the default) writes are retried after unknown outcomes too. A
 retried ``put`` is idempotent for the KV model as long as nobody else writes the key meanwhile
 (it writes the same value again); a retried ``cas`` may report ``swapped=False`` when the first
-attempt did swap. Exactly-once application is the job of the session layer (issue [3]); every
-write already carries ``(client_id, seq)`` for it. With ``retry_unknown=False`` a write raises
+attempt did swap. This demo KV service does not deduplicate; exactly-once application is what
+the metadata service's sessions add (``keelfs.meta.sessions``), and every write here carries
+``(client_id, seq)`` as theirs do. With ``retry_unknown=False`` a write raises
 :class:`OutcomeUnknownError` at the first unknown outcome instead, which is what a history
 checker needs. When the deadline passes, :class:`OutcomeUnknownError` is raised if any attempt
 had an unknown outcome, :class:`KVUnavailableError` (certainly not applied) otherwise.

@@ -10,9 +10,10 @@ One asyncio loop drives every group the process holds:
   RocksDB write** (group commit), and only then sends messages, applies committed entries,
   answers reads, and advances.
 
-The durable write runs on the loop thread: the core and the storage caches are not shared with
-another thread, and while the loop waits on ``fsync`` new messages queue up in the transport
-and are all handled, and persisted together, in the next round.
+The synced write itself runs in a worker thread, off the loop; the batch is encoded before it on
+the loop and the storage caches are updated after it on the loop, so the core and the caches are
+never shared with another thread. While the write waits on ``fsync`` the loop keeps handling
+RPCs and Raft messages, which are persisted together in the next round.
 """
 
 from __future__ import annotations

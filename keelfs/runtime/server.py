@@ -1,4 +1,7 @@
-"""A replicated key-value server: one process, one Raft member, real gRPC (issue [2]'s proof).
+"""A replicated key-value server: one process, one Raft member, real gRPC.
+
+It proves the Raft runtime with real processes (kill -9, partitions, restarts) apart from the
+file system built on it.
 
 Usage::
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from keelfs.cli.main import cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.process]
 
 
 def _run(*args: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import pytest
 
 from keelfs.datapath.client import ChunkClient
 from keelfs.server.chunkservers import LocalChunkServers
+from keelfs.testing.tiers import starts_processes
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -31,6 +32,7 @@ def _dump(servers: LocalChunkServers) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalChunkServers]:
     servers = LocalChunkServers(tmp_path_factory.mktemp("trio"), 3)
     try:
@@ -44,6 +46,7 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalChunkServers
 
 
 @pytest.fixture
+@starts_processes
 def make_servers(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., LocalChunkServers]]:

@@ -11,6 +11,7 @@ import pytest
 from keelfs.bench import chunk
 
 
+@pytest.mark.process  # three chunk server processes
 def test_chunk_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert chunk.main(["--block-mib", "3", "--no-fsync", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -17,11 +17,13 @@ from keelfs.client._core import Op, Route
 from keelfs.datapath.client import ChunkClient
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.server.metacluster import MetaCluster
+from keelfs.testing.tiers import starts_processes
 
 pytestmark = [pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     c = MetaCluster(tmp_path_factory.mktemp("admin"), shards=("shard-1",))
     with c:
@@ -137,6 +139,13 @@ def test_wrong_group_node_or_address_is_one_clear_line(
     one_line_error(admin(cluster, "add-member", "shard-1", "7", "nowhere"), 2, "HOST:PORT")
     r = CliRunner().invoke(cli, ["admin", "status", "--address", "127.0.0.1:1"])
     one_line_error(r, 1, "127.0.0.1:1")
+
+
+def test_admin_takes_an_address_list_as_the_file_commands_do(cluster: MetaCluster) -> None:
+    seeds = f"127.0.0.1:1,{cluster.nodes[2].client_address}"  # the first that answers is used
+    for command in (["admin", "status", "--json"], ["ls", "/"]):
+        r = CliRunner().invoke(cli, [*command, "--address", seeds])
+        assert r.exit_code == 0, r.output
 
 
 def test_format_refuses_existing_data_without_force(cluster: MetaCluster, tmp_path: Path) -> None:

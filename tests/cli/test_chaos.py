@@ -23,7 +23,7 @@ from keelfs.runtime.netns import NetnsNetwork
 from keelfs.server.local_cluster import load_state, network_of
 from keelfs.testing.environment import cannot_run
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.timeout(300)]
 
 FAULTS = ("kill", "stop", "restart", "transfer", "reshard")
 

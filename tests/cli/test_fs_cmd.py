@@ -15,11 +15,13 @@ from click.testing import CliRunner, Result
 
 from keelfs.cli.main import cli
 from keelfs.server.metacluster import MetaCluster
+from keelfs.testing.tiers import starts_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     c = MetaCluster(tmp_path_factory.mktemp("fscli"))
     with c:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from keelfs.client import Client
+from keelfs.client.connect import local_cluster_record
 from keelfs.runtime.netns import NetnsNetwork
 from keelfs.server.local_cluster import (
     STATE_FILE,
@@ -30,7 +31,7 @@ from keelfs.server.local_cluster import (
 )
 from keelfs.testing.environment import cannot_run
 
-pytestmark = [pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.process, pytest.mark.timeout(300)]
 
 
 def keelfs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -93,6 +94,14 @@ def test_up_status_round_trip_down_and_up_again(tmp_path: Path) -> None:
             shards = {fs.shard_map().shard_for_directory(d) for d in ("/a", "/b", "/c", "/d")}
             assert shards <= {"shard-1", "shard-2"}
 
+        # no address given, none in the environment: the CLI finds the cluster `up` started
+        assert "KEELFS_ADDRESS" not in os.environ
+        out = keelfs("ls", "/")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert {"a/", "b/", "c/", "d/"} <= set(out.stdout.split())
+        out = keelfs("admin", "status", "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+
         out = keelfs("local-cluster", "up", "--dir", str(directory))
         assert out.returncode == 1 and "is running" in out.stderr  # one cluster per --dir
 
@@ -100,6 +109,7 @@ def test_up_status_round_trip_down_and_up_again(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stdout + out.stderr
         assert "stopped 12 processes" in out.stdout
         assert not any(p.alive() for p in state.processes)  # a zombie counts as gone
+        assert not local_cluster_record().exists()  # nothing points at the stopped cluster
 
         out = keelfs("local-cluster", "status", "--dir", str(directory), "--json")
         assert out.returncode == 1

@@ -157,6 +157,7 @@ class Server:
             self.proc = None
 
 
+@pytest.mark.process
 def test_server_round_trip_sigterm_and_restart(tmp_path: Path) -> None:
     server = Server(tmp_path, tmp_path / "data")
     payload = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit: two packets
@@ -192,6 +193,7 @@ def test_server_round_trip_sigterm_and_restart(tmp_path: Path) -> None:
         server.kill()
 
 
+@pytest.mark.process
 def test_second_server_on_the_same_data_is_refused(tmp_path: Path) -> None:
     first = Server(tmp_path / "one", tmp_path / "data")
     second = Server(tmp_path / "two", tmp_path / "data")
@@ -224,6 +226,7 @@ def test_every_setting_is_documented() -> None:
             assert f"`{s.name}`" in row and f"`{s.env}`" in row, row
 
 
+@pytest.mark.process
 def test_keelfs_demo_puts_and_gets_a_file_across_a_restart() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "keelfs.cli.main", "demo"],

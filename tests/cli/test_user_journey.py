@@ -22,7 +22,7 @@ import pytest
 import keelfs as keelfs_lib
 from keelfs.server.local_cluster import load_state
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.timeout(300)]
 
 
 def kill_recorded(directory: Path) -> None:

@@ -9,9 +9,11 @@ import pytest
 
 from keelfs.server.chunkservers import LocalChunkServers
 from keelfs.server.metacluster import MetaCluster
+from keelfs.testing.tiers import starts_processes
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
     c = MetaCluster(tmp_path_factory.mktemp("meta"))
     try:
@@ -26,6 +28,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def data_cluster(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[MetaCluster, LocalChunkServers]]:

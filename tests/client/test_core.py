@@ -3,12 +3,15 @@
 ``keelfs.client._core`` plans yield ``Call``/``Sleep``/``WaitSession`` actions; here a scripted
 fake cluster answers the calls, so each decision (follow a NOT_LEADER hint, refresh the map on
 REDIRECT, keep (session, seq) across an unknown outcome, replace an expired session, give up
-at the deadline with the right error) is checked call by call.
+at the deadline with the right error) is checked call by call. Time is a fake clock that a
+``Sleep`` moves forward, and chance a seeded generator: nothing here waits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -95,6 +98,24 @@ class FakeCluster:
         return [c for c in self.calls if c.method == method]
 
 
+class FakeClock:
+    """Seconds that pass only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+CLOCK = FakeClock()
+"""The clock of every ``Core`` made here; a ``Sleep`` that ``run`` meets advances it."""
+SEEDS = itertools.count(1)
+
+
 def run(plan: Plan, answer: Callable[[Call], Any]) -> tuple[Any, list[Any]]:
     """Drive ``plan``; returns its value and the non-call actions (sleeps, waits)."""
     others: list[Any] = []
@@ -105,15 +126,16 @@ def run(plan: Plan, answer: Callable[[Call], Any]) -> tuple[Any, list[Any]]:
             if not isinstance(action, Call):
                 others.append(action)
             if isinstance(action, Sleep):
-                time.sleep(action.seconds)  # deadlines are real time
+                CLOCK.advance(action.seconds)
             action = plan.send(result)
     except StopIteration as stop:
         return stop.value, others
 
 
 def core(**kwargs: Any) -> Core:
+    """A core on the fake clock, with a generator of its own (each seeded differently)."""
     opts = {"deadline": 5.0, "attempt_timeout": 1.0, "max_sessions": 4, **kwargs}
-    return Core([A1], **opts)
+    return Core([A1], clock=CLOCK, rng=random.Random(next(SEEDS)), **opts)
 
 
 def test_first_request_fetches_the_map_then_follows_the_leader_hint() -> None:
@@ -244,6 +266,31 @@ def test_deadline_gives_unavailable_or_outcome_unknown() -> None:
         run(c2.plan(ops.create("/x", False, None, "", "", 0, 0)), fake2.answer)
 
 
+def test_the_deadline_is_kept_on_the_callers_clock() -> None:
+    """A minute's deadline of back-offs passes on the core's clock, not the wall's."""
+    fake, c = FakeCluster(), core(deadline=60.0)
+    fake.script["GetFileInfo"] = [Unavailable("no leader")] * 10_000
+    started, wall = CLOCK(), time.monotonic()
+    with pytest.raises(Unavailable):
+        run(c.plan(ops.stat("/x", False)), fake.answer)
+    assert CLOCK() - started >= 60.0
+    assert time.monotonic() - wall < 5.0  # (generous: a loaded machine)
+
+
+def test_same_seed_same_jitter_and_first_member() -> None:
+    def attempts(seed: int) -> tuple[list[float], str]:
+        c = Core([A1], deadline=5.0, attempt_timeout=1.0, max_sessions=4, clock=CLOCK,
+                 rng=random.Random(seed))  # fmt: skip
+        fake = FakeCluster()
+        fake.script["GetFileInfo"] = [Unavailable("no leader")] * 4
+        _, others = run(c.plan(ops.stat("/x", False)), fake.answer)
+        sleeps = [a.seconds for a in others if isinstance(a, Sleep)]
+        return sleeps, fake.of("GetFileInfo")[0].address
+
+    assert attempts(7) == attempts(7)
+    assert attempts(7) != attempts(8)
+
+
 def test_retries_back_off() -> None:
     fake, c = FakeCluster(), core()
     fake.script["GetFileInfo"] = [Unavailable("no leader")] * 4
@@ -253,7 +300,8 @@ def test_retries_back_off() -> None:
 
 
 def test_session_pool_limits_and_reuse() -> None:
-    pool = SessionPool("shard-1", max_sessions=2)
+    clock = FakeClock()
+    pool = SessionPool("shard-1", max_sessions=2, clock=clock)
     assert pool.take() is None  # register one
     s1 = pool.add(1, 60_000)
     assert pool.take() is None
@@ -265,7 +313,7 @@ def test_session_pool_limits_and_reuse() -> None:
     pool.release(s2)
     assert pool.take(pin=2) is s2
     pool.release(s2)
-    s2.last_used -= 31.0  # idle for more than half its TTL: not reused
+    clock.advance(31.0)  # idle for more than half its TTL: not reused
     assert pool.take() is None
     assert len(pool) == 1
 

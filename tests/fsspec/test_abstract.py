@@ -15,6 +15,7 @@ from fsspec.tests import abstract  # noqa: E402
 
 from keelfs.fsspec import KeelFileSystem  # noqa: E402
 from keelfs.server.metacluster import MetaCluster  # noqa: E402
+from keelfs.testing.tiers import starts_processes  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -24,6 +25,7 @@ _SCENARIOS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def keel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeelFileSystem]:
     c = MetaCluster(tmp_path_factory.mktemp("fsspec"), shards=("shard-1",))
     with c:

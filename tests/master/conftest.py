@@ -20,6 +20,7 @@ if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 from keelfs.server.metacluster import MetaCluster  # noqa: E402
+from keelfs.testing.tiers import starts_processes  # noqa: E402
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -38,6 +39,7 @@ def _dump(cluster: MetaCluster) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
     cluster = MetaCluster(tmp_path_factory.mktemp("meta"))
     try:
@@ -51,6 +53,7 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaClu
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def failpoint_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
     """3 config servers and 3 masters per shard, one role per process (a coordinator's and a
     participant's leaders are different processes), accepting ``Node.SetFailpoint``, with a
@@ -73,6 +76,7 @@ def failpoint_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Meta
 
 
 @pytest.fixture
+@starts_processes
 def make_cluster(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., MetaCluster]]:

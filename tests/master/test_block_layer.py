@@ -20,6 +20,7 @@ from keelfs.datapath.client import ChunkClient
 from keelfs.errors import Fenced
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.server.metacluster import MetaCluster
+from keelfs.testing.tiers import starts_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -28,6 +29,7 @@ LEASE_TTL_S = 3.0
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("blocks")
     c = MetaCluster(

@@ -153,6 +153,7 @@ def test_sigstop_shard_leader_during_creates(make_cluster: MakeCluster) -> None:
 
 # -------------------------------------------------------------------------------------------
 NAMES = ("a", "b", "c")
+PHASE_OPS = 25  # operations completed in each phase of the fault schedule (so > 100 in all)
 
 
 def _namespace_op(fs: Client, directory: str, rng: random.Random) -> tuple[Any, Callable[[], Any]]:
@@ -225,29 +226,39 @@ def test_namespace_history_is_linearizable_across_failovers(make_cluster: MakeCl
                 rec.complete(h, out)
             time.sleep(rng.uniform(0.01, 0.05))
 
+    def known() -> int:
+        return sum(1 for op in rec.history() if op.outcome_known)
+
+    def progress(n: int, phase: str) -> None:
+        """Wait until the clients complete ``n`` more operations (with a known outcome)."""
+        target = known() + n
+        cluster.wait_for(lambda: known() >= target, 60, f"fewer than {n} operations {phase}")
+
     threads = [threading.Thread(target=client_loop, args=(c,), daemon=True) for c in range(4)]
     for th in threads:
         th.start()
     try:
-        time.sleep(1.0)
+        progress(PHASE_OPS, "before any fault")
         victim = cluster.leader(shard)
         cluster.kill9(victim)
-        time.sleep(1.5)
+        progress(PHASE_OPS, "after the leader was killed")
         cluster.restart(victim)
-        time.sleep(0.5)
+        progress(PHASE_OPS, "after the killed node restarted")
         frozen = cluster.leader(shard)
         cluster.sigstop(frozen)
-        time.sleep(2.0)
-        cluster.sigcont(frozen)
-        time.sleep(1.0)
+        try:
+            progress(PHASE_OPS, "while the leader was frozen")
+        finally:
+            cluster.sigcont(frozen)
+        progress(PHASE_OPS, "after the frozen leader woke")
     finally:
         stop.set()
         for th in threads:
             th.join(timeout=60)
     history = rec.history()
     assert not failures, failures[:5]
-    known = sum(1 for op in history if op.outcome_known)
-    assert known > 100, f"only {known} operations completed"
+    known_ops = sum(1 for op in history if op.outcome_known)
+    assert known_ops >= 5 * PHASE_OPS, f"only {known_ops} operations completed"
     result = check(FileNamespaceModel(), history, timeout_s=90)
     assert result.ok, result.explanation
-    print(f"{len(history)} operations ({known} with known outcome): linearizable")
+    print(f"{len(history)} operations ({known_ops} with known outcome): linearizable")

@@ -1,7 +1,8 @@
 """A shard holding many files survives its masters' restarts and loses nothing.
 
-``KEELFS_MANY_FILES`` sets the number of files (default 20,000 to keep the suite quick; the
-report of issue [3] gives a run at 100,000); ``KEELFS_MANY_FILES_ARGS`` adds master flags.
+``KEELFS_MANY_FILES`` sets the number of files (default 20,000 to keep the suite quick; 100,000
+is a longer run worth doing after a change to the state machine's storage);
+``KEELFS_MANY_FILES_ARGS`` adds master flags.
 Snapshots are taken every 5,000 entries, so a restarted master recovers from its RocksDB state
 (the applied index is kept with it), its snapshot and the log tail. First the leader of the
 fullest shard is killed and restarted and must serve everything itself; then all three
@@ -66,8 +67,8 @@ def _count_on(cluster: MetaCluster, node: int, directory: str) -> int:
 @pytest.mark.timeout(max(300, N_FILES // 40))
 def test_restarted_masters_serve_every_file(make_cluster: Callable[..., MetaCluster]) -> None:
     # Long session and lease lifetimes: this test is about restarts, and past one lifetime of
-    # continuous writes the state machine's expiry scans slow down with every command (see the
-    # issue [3] report: RocksDB tombstones in keelfs.meta's expiry indexes).
+    # continuous writes the state machine's expiry scans slow down with every command (RocksDB
+    # tombstones pile up in keelfs.meta's expiry indexes).
     args = ["--snapshot-every", "5000", "--keep-log", "1000"]
     args += ["--session-ttl-ms", "3600000", "--lease-ttl-ms", "1800000"]
     cluster = make_cluster(node_args=(*args, *os.environ.get("KEELFS_MANY_FILES_ARGS", "").split()))

@@ -1,4 +1,4 @@
-"""Orphan deletion never touches a block a file references (issue "trust the data", item 1).
+"""Orphan deletion never touches a block a file references.
 
 The pattern that lost data: write files in a small staging directory, rename them into a big
 directory that lives on another shard. The old shard no longer references the blocks (the
@@ -28,7 +28,7 @@ from keelfs.client import AsyncClient
 from keelfs.datapath.client import ChunkClient
 from keelfs.server.metacluster import MetaCluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.timeout(300)]
 
 BIG_FILES = int(os.environ.get("KEELFS_ORPHAN_TEST_FILES", "6000"))
 RENAMED = 6

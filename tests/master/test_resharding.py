@@ -22,7 +22,7 @@ from keelfs.errors import KeelError, LeaseConflict
 from keelfs.meta.shardmap import ShardMap
 from keelfs.server.metacluster import MetaCluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.timeout(300)]
 
 DIRS = 24
 

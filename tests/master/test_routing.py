@@ -3,7 +3,7 @@ stale maps, and the config service (FetchShardMap's cheap form, the node registr
 
 from __future__ import annotations
 
-import time
+from functools import partial
 
 import grpc
 import pytest
@@ -56,12 +56,17 @@ def test_followers_serve_linearizable_and_stale_reads(shared_cluster: MetaCluste
             assert got.info.path == f"/reads/f{i}" and not got.reply.leader
             listing = call_raw(ns.ListDir, pb.ListDirRequest(path="/reads"))
             assert len(listing.entries) == i + 1
-    time.sleep(0.2)
-    for node in shared_cluster.members(shard):
+
+    def stale_listing_caught_up(node: int) -> bool:
         ns = stub(shared_cluster, node)
         stale = call_raw(ns.ListDir, pb.ListDirRequest(path="/reads", stale_ok=True))
-        assert len(stale.entries) <= 5  # never more than exists; caught up after a moment
-        assert len(stale.entries) == 5
+        assert len(stale.entries) <= 5  # never more than exists
+        return len(stale.entries) == 5
+
+    for node in shared_cluster.members(shard):
+        shared_cluster.wait_for(
+            partial(stale_listing_caught_up, node), 10, f"node {node}'s stale read lags"
+        )
 
 
 def test_stale_and_future_map_versions(shared_cluster: MetaCluster) -> None:

@@ -40,6 +40,7 @@ from keelfs.rpc.grpc_errors import is_outcome_unknown
 from keelfs.runtime.netns import NetnsNetwork, free_subnet
 from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.environment import cannot_run
+from keelfs.testing.tiers import starts_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -57,6 +58,7 @@ during the partition are part of it)."""
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetaCluster]:
     ok, why = NetnsNetwork.available(gateway=True)
     if not ok:

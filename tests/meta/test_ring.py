@@ -27,6 +27,7 @@ def counts(ring: HashRing, keys: list[str]) -> dict[str, int]:
     return out
 
 
+@pytest.mark.process
 def test_hash_is_stable_across_processes() -> None:
     """Not Python's salted hash(): another interpreter computes the same positions."""
     code = (

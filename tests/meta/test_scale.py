@@ -7,6 +7,7 @@ import gc
 import time
 from pathlib import Path
 
+import pytest
 from meta_helpers import formatted
 
 from keelfs.meta.commands import Create, Delete, Mkdir
@@ -16,6 +17,7 @@ from keelfs.meta.records import FileInfo, Inode
 N = 20_000
 
 
+@pytest.mark.slow
 def test_twenty_thousand_files(tmp_path: Path) -> None:
     sm = ShardStateMachine(tmp_path / "db")
     d = formatted(sm)

@@ -73,6 +73,7 @@ def test_restart_keeps_applied_index_and_namespace(tmp_path: Path) -> None:
     sm.close()
 
 
+@pytest.mark.process
 def test_crash_without_close_replays_only_the_tail(tmp_path: Path) -> None:
     """A process that dies without closing RocksDB (unsynced writes, WAL in the page cache)
     leaves a state that is exactly 'after entry applied_index()'."""

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from keelfs.server.kvcluster import ProcessCluster
+from keelfs.testing.tiers import starts_processes
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -23,6 +24,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
+@starts_processes
 def make_cluster(
     tmp_path: Any, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., ProcessCluster]]:

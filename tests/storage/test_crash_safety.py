@@ -153,6 +153,7 @@ def _replay(model: Model, lines: list[str]) -> tuple[Model, dict[str, Any] | Non
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_kill9_never_loses_acknowledged_writes(tmp_path: Path) -> None:
     path = tmp_path / "node"
     rng = random.Random(SEED)

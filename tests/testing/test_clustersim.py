@@ -41,6 +41,7 @@ def _clustersim(*args: str, pycache: Path | None = None) -> subprocess.Completed
     )
 
 
+@pytest.mark.process
 @pytest.mark.timeout(900)
 def test_a_short_sweep_is_clean() -> None:
     done = _clustersim("--seeds", str(SWEEP_SEEDS), "--seconds", str(SECONDS), "--jobs", "2")
@@ -55,6 +56,7 @@ def _digest(seed: int, pycache: Path | None = None) -> str:
     return m.group(1)
 
 
+@pytest.mark.process
 def test_a_seed_replays_exactly(tmp_path: Path) -> None:
     first, second = _digest(7), _digest(7, tmp_path)
     assert first == second

@@ -17,6 +17,7 @@ from keelfs.raft.messages import Message
 CI_SEEDS = int(os.environ.get("KEELFS_SIM_SEEDS", "800"))
 
 
+@pytest.mark.slow
 def test_sweep_finds_no_violation() -> None:
     """Safety and liveness across a few hundred seeds of every fault kind (about 2 minutes)."""
     lines: list[str] = []

@@ -147,7 +147,12 @@ def test_peer_down_at_first_gets_queued_messages_once_up() -> None:
             a.set_peer_address(2, address)
             for i in range(5):
                 a.send("g", msg(1, 2, term=i))
-            await asyncio.sleep(0.3)  # several failed connection attempts
+
+            def failed_twice() -> bool:
+                status = a.peer_status(2)
+                return status is not None and status.consecutive_failures >= 2
+
+            await eventually(failed_twice, what="two failed connection attempts")
             assert a.unreachable(2)
             status = a.peer_status(2)
             assert status is not None and status.consecutive_failures >= 2

@@ -7,7 +7,7 @@ import random
 from contextlib import AsyncExitStack
 
 import pytest
-from transport_helpers import Inbox, run
+from transport_helpers import Inbox, eventually, run
 
 from keelfs.raft.messages import Message, MessageType
 from keelfs.transport.base import Transport
@@ -131,7 +131,8 @@ def test_partition_and_heal() -> None:
                 for to in (1, 2, 3):
                     if frm != to:
                         nodes[frm][0].send("g", msg(frm, to))
-            await asyncio.sleep(0.01)
+            await nodes[2][1].wait_for(1)
+            await nodes[3][1].wait_for(1)
             assert [m.frm for _, m in nodes[1][1].messages] == []
             assert sorted(m.frm for _, m in nodes[2][1].messages) == [3]
             assert sorted(m.frm for _, m in nodes[3][1].messages) == [2]
@@ -203,7 +204,7 @@ def test_stopped_endpoint_loses_messages_in_flight_and_can_rejoin() -> None:
             nodes[1][0].send("g", msg(1, 2))
             await nodes[2][0].stop()
             assert nodes[1][0].unreachable(2)
-            await asyncio.sleep(0.05)
+            await eventually(lambda: net.stats.dropped == 1, what="the message in flight lost")
             assert nodes[2][1].messages == [] and net.stats.dropped == 1
             nodes[1][0].send("g", msg(1, 2))  # nobody there
             assert nodes[1][0].stats().dropped == 1

@@ -26,6 +26,7 @@ from keelfs.datapath.client import ChunkClient
 from keelfs.server.chunkservers import LocalChunkServers
 from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.environment import cannot_run
+from keelfs.testing.tiers import starts_processes
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -36,6 +37,7 @@ CHROMEDRIVER = os.environ.get("KEELFS_CHROMEDRIVER", "/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
+@starts_processes
 def web_cluster(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[MetaCluster, LocalChunkServers]]:
