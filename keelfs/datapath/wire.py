@@ -18,20 +18,15 @@ import grpc
 
 from keelfs.datapath.replica import ReplicaInfo, ReplicaState
 from keelfs.errors import (
-    ChecksumMismatch,
-    CorruptReplica,
-    Fenced,
     KeelError,
-    PipelineBroken,
-    StaleGeneration,
     Unavailable,
 )
 from keelfs.rpc.grpc_errors import (
     ERROR_KEY,
     INTERNAL_CODE,
-    STATUS_OF_CODE,
     encode_error,
     error_from_rpc,
+    status_of,
 )
 from keelfs.rpc.pb import chunk_pb2 as pb
 from keelfs.rpc.pb import chunk_pb2_grpc as _pb_grpc
@@ -74,19 +69,6 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.use_local_subchannel_pool", 1),
 ]
-
-_STATUS = {
-    **STATUS_OF_CODE,
-    Fenced.code: grpc.StatusCode.FAILED_PRECONDITION,
-    StaleGeneration.code: grpc.StatusCode.FAILED_PRECONDITION,
-    CorruptReplica.code: grpc.StatusCode.DATA_LOSS,
-    ChecksumMismatch.code: grpc.StatusCode.DATA_LOSS,
-    PipelineBroken.code: grpc.StatusCode.UNAVAILABLE,
-}
-
-
-def status_of(err: KeelError) -> grpc.StatusCode:
-    return _STATUS.get(err.code, grpc.StatusCode.INTERNAL)
 
 
 def internal_error(exc: BaseException) -> KeelError:

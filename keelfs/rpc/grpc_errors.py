@@ -26,7 +26,10 @@ import grpc
 
 from keelfs.errors import (
     AlreadyExists,
+    ChecksumMismatch,
+    CorruptReplica,
     DirectoryNotEmpty,
+    Fenced,
     InvalidArgument,
     InvalidPath,
     IsADirectory,
@@ -35,8 +38,10 @@ from keelfs.errors import (
     NotADirectory,
     NotFound,
     NotLeader,
+    PipelineBroken,
     Redirect,
     SessionExpired,
+    StaleGeneration,
     Unavailable,
 )
 from keelfs.raft.errors import ProposalDropped
@@ -81,8 +86,15 @@ STATUS_OF_CODE: dict[str, grpc.StatusCode] = {
     DirectoryNotEmpty.code: grpc.StatusCode.FAILED_PRECONDITION,
     LeaseConflict.code: grpc.StatusCode.FAILED_PRECONDITION,
     SessionExpired.code: grpc.StatusCode.FAILED_PRECONDITION,
+    # the chunk servers' (the data path)
+    Fenced.code: grpc.StatusCode.FAILED_PRECONDITION,
+    StaleGeneration.code: grpc.StatusCode.FAILED_PRECONDITION,
+    CorruptReplica.code: grpc.StatusCode.DATA_LOSS,
+    ChecksumMismatch.code: grpc.StatusCode.DATA_LOSS,
+    PipelineBroken.code: grpc.StatusCode.UNAVAILABLE,
 }
-"""keelfs error code -> gRPC status code; any other code (a bug) is ``INTERNAL``."""
+"""keelfs error code -> gRPC status code, for every service; any other code (a bug) is
+``INTERNAL``."""
 
 
 def status_of(err: KeelError) -> grpc.StatusCode:

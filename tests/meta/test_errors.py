@@ -9,7 +9,10 @@ import pytest
 from keelfs import errors
 from keelfs.errors import (
     AlreadyExists,
+    ChecksumMismatch,
+    CorruptReplica,
     DirectoryNotEmpty,
+    Fenced,
     InvalidArgument,
     InvalidPath,
     IsADirectory,
@@ -19,9 +22,11 @@ from keelfs.errors import (
     NotFound,
     NotLeader,
     OperationError,
+    PipelineBroken,
     Redirect,
     RetryableError,
     SessionExpired,
+    StaleGeneration,
     Unavailable,
 )
 
@@ -40,6 +45,11 @@ EXAMPLES: list[KeelError] = [
     DirectoryNotEmpty("/d"),
     LeaseConflict("/f", 42),
     SessionExpired(42),
+    Fenced("shard-1", 3, 4),
+    StaleGeneration(7, 2, 3),
+    CorruptReplica(7, 2, 65536, "crc mismatch"),
+    ChecksumMismatch(7, 0, "packet 1"),
+    PipelineBroken(7, 1024, ["10.0.0.5:9000"], "timeout"),
 ]
 
 CODES = {
@@ -55,6 +65,11 @@ CODES = {
     DirectoryNotEmpty: "DIRECTORY_NOT_EMPTY",
     LeaseConflict: "LEASE_CONFLICT",
     SessionExpired: "SESSION_EXPIRED",
+    Fenced: "FENCED",
+    StaleGeneration: "STALE_GENERATION",
+    CorruptReplica: "CORRUPT_REPLICA",
+    ChecksumMismatch: "CHECKSUM_MISMATCH",
+    PipelineBroken: "PIPELINE_BROKEN",
 }
 
 
@@ -78,9 +93,10 @@ def test_every_concrete_error_class_is_covered() -> None:
 
 
 def test_tree_shape() -> None:
-    for cls in (NotLeader, Redirect, Unavailable):
+    retryable = {NotLeader, Redirect, Unavailable, PipelineBroken}
+    for cls in retryable:
         assert issubclass(cls, RetryableError) and cls.retryable
-    for cls in set(CODES) - {NotLeader, Redirect, Unavailable}:
+    for cls in set(CODES) - retryable:
         assert issubclass(cls, OperationError) and not cls.retryable
     assert issubclass(InvalidPath, InvalidArgument)
     # the tree is drawn in the module docstring, with every code
