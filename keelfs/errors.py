@@ -7,7 +7,10 @@
     │   ├── NotLeader           NOT_LEADER           group_id, leader_id, leader_address
     │   ├── Redirect            REDIRECT             path, shard_id, map_version, addresses
     │   ├── Unavailable         UNAVAILABLE          reason
+    │   │   └── OutcomeUnknown  (UNAVAILABLE)        a write that may or may not have applied
     │   └── PipelineBroken      PIPELINE_BROKEN      block_id, acked_length, failed, reason
+    ├── Internal                INTERNAL             a server failed unexpectedly (a bug); not
+    │                                                retried
     └── OperationError          the request is wrong for the input or the current state;
         │                       the same request will fail the same way
         ├── InvalidArgument     INVALID_ARGUMENT     argument
@@ -61,6 +64,7 @@ __all__ = [
     "CorruptReplica",
     "DirectoryNotEmpty",
     "Fenced",
+    "Internal",
     "InvalidArgument",
     "InvalidPath",
     "IsADirectory",
@@ -70,6 +74,7 @@ __all__ = [
     "NotFound",
     "NotLeader",
     "OperationError",
+    "OutcomeUnknown",
     "PipelineBroken",
     "Redirect",
     "RetryableError",
@@ -220,6 +225,20 @@ class Unavailable(RetryableError):
 
     def __init__(self, reason: str = "", *, message: str = "") -> None:
         super().__init__(message or f"unavailable: {reason}", reason=reason)
+
+
+class OutcomeUnknown(Unavailable):
+    """A write may or may not have been applied (its deadline passed after an attempt whose
+    outcome is unknown, or its session expired meanwhile, or its shard is gone): the client
+    library's last word on such a write. It has no code of its own: it travels, and is
+    caught, as ``Unavailable``; find out (e.g. stat the file) before doing it again."""
+
+
+class Internal(KeelError):
+    """A server failed in a way it did not expect (a bug): the request may not be retried
+    blindly, and the server's log has the traceback."""
+
+    code = "INTERNAL"
 
 
 # -- the request is wrong -------------------------------------------------------------------------

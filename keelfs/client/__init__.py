@@ -13,13 +13,13 @@
 Both take the address of ANY config server, fetch and cache the ShardMap and each group's
 leader, follow ``NOT_LEADER`` hints and ``REDIRECT``s, retry retryable failures with back-off
 within a deadline, and make writes exactly-once with client sessions (``keelfs.client._core``
-describes the policy). Errors are the ``keelfs.errors`` tree, plus :class:`OutcomeUnknown`
-(an ``Unavailable``) for a write that may or may not have been applied.
+describes the policy). Errors are the ``keelfs.errors`` tree; a write that may or may not
+have been applied raises its ``OutcomeUnknown`` (an ``Unavailable``), also exported here.
 """
 
-from keelfs.client._core import OutcomeUnknown
 from keelfs.client._ops import DeleteResult
 from keelfs.client.aio import AsyncClient
 from keelfs.client.sync import Client
+from keelfs.errors import OutcomeUnknown
 
 __all__ = ["AsyncClient", "Client", "DeleteResult", "OutcomeUnknown"]

@@ -61,6 +61,7 @@ from keelfs.errors import (
     NotFound,
     NotLeader,
     OperationError,
+    OutcomeUnknown,
     Redirect,
     SessionExpired,
     Unavailable,
@@ -74,7 +75,6 @@ __all__ = [
     "Call",
     "Core",
     "Op",
-    "OutcomeUnknown",
     "Route",
     "Sleep",
     "WaitSession",
@@ -82,11 +82,6 @@ __all__ = [
 
 BACKOFF_INITIAL = 0.02
 BACKOFF_MAX = 0.5
-
-
-class OutcomeUnknown(Unavailable):
-    """A write may or may not have been applied (its deadline passed after an attempt whose
-    outcome is unknown, or its session expired meanwhile). Its ``code`` is ``UNAVAILABLE``."""
 
 
 # -- actions a plan yields ----------------------------------------------------------------------

@@ -18,12 +18,12 @@ import grpc
 
 from keelfs.datapath.replica import ReplicaInfo, ReplicaState
 from keelfs.errors import (
+    Internal,
     KeelError,
     Unavailable,
 )
 from keelfs.rpc.grpc_errors import (
     ERROR_KEY,
-    INTERNAL_CODE,
     encode_error,
     error_from_rpc,
     status_of,
@@ -73,9 +73,7 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 
 def internal_error(exc: BaseException) -> KeelError:
     """A ``KeelError`` with code ``INTERNAL`` for an unexpected exception (a bug)."""
-    err = KeelError(f"internal error: {type(exc).__name__}: {exc}")
-    err.code = INTERNAL_CODE  # type: ignore[misc]  # an instance-level code, as from_details does
-    return err
+    return Internal(f"internal error: {type(exc).__name__}: {exc}")
 
 
 async def abort(context: Any, err: KeelError) -> NoReturn:

@@ -30,6 +30,7 @@ from keelfs.errors import (
     CorruptReplica,
     DirectoryNotEmpty,
     Fenced,
+    Internal,
     InvalidArgument,
     InvalidPath,
     IsADirectory,
@@ -67,7 +68,7 @@ ERROR_KEY = "keelfs-error"
 """Trailing metadata key of a refusal: JSON of ``KeelError.to_details()``."""
 OUTCOME_UNKNOWN = "outcome_unknown"
 """``Unavailable.reason`` of a write that may or may not have been applied."""
-INTERNAL_CODE = "INTERNAL"
+INTERNAL_CODE = Internal.code
 """The code of an unexpected server-side failure (a bug); not retried by clients."""
 
 _MAX_STRING = 512
@@ -92,6 +93,7 @@ STATUS_OF_CODE: dict[str, grpc.StatusCode] = {
     CorruptReplica.code: grpc.StatusCode.DATA_LOSS,
     ChecksumMismatch.code: grpc.StatusCode.DATA_LOSS,
     PipelineBroken.code: grpc.StatusCode.UNAVAILABLE,
+    Internal.code: grpc.StatusCode.INTERNAL,
 }
 """keelfs error code -> gRPC status code, for every service; any other code (a bug) is
 ``INTERNAL``."""
@@ -126,9 +128,7 @@ def from_runtime(
         return Unavailable(str(exc))
     if isinstance(exc, TimeoutError):
         return Unavailable("timed out")
-    err = KeelError(f"internal error: {type(exc).__name__}: {exc}")
-    err.code = INTERNAL_CODE  # type: ignore[misc]  # an instance-level code, as from_details does
-    return err
+    return Internal(f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _clip_string(value: str, limit: int) -> str:
@@ -192,9 +192,7 @@ def error_from_rpc(err: grpc.RpcError) -> KeelError | None:
     except ValueError:
         details = None
     if not isinstance(details, dict):
-        bad = KeelError(f"unreadable {ERROR_KEY} trailer: {raw[:200]!r}")
-        bad.code = INTERNAL_CODE  # type: ignore[misc]
-        return bad
+        return Internal(f"unreadable {ERROR_KEY} trailer: {raw[:200]!r}")
     return KeelError.from_details(details)
 
 

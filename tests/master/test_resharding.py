@@ -17,8 +17,8 @@ import grpc
 import pytest
 
 from keelfs.client import Client
-from keelfs.client._core import Call, Op, OutcomeUnknown, Plan
-from keelfs.errors import KeelError, LeaseConflict
+from keelfs.client._core import Call, Op, Plan
+from keelfs.errors import KeelError, LeaseConflict, OutcomeUnknown
 from keelfs.meta.shardmap import ShardMap
 from keelfs.server.metacluster import MetaCluster
 

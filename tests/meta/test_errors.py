@@ -13,6 +13,7 @@ from keelfs.errors import (
     CorruptReplica,
     DirectoryNotEmpty,
     Fenced,
+    Internal,
     InvalidArgument,
     InvalidPath,
     IsADirectory,
@@ -50,6 +51,7 @@ EXAMPLES: list[KeelError] = [
     CorruptReplica(7, 2, 65536, "crc mismatch"),
     ChecksumMismatch(7, 0, "packet 1"),
     PipelineBroken(7, 1024, ["10.0.0.5:9000"], "timeout"),
+    Internal("internal error: KeyError: 'x'"),
 ]
 
 CODES = {
@@ -70,6 +72,7 @@ CODES = {
     CorruptReplica: "CORRUPT_REPLICA",
     ChecksumMismatch: "CHECKSUM_MISMATCH",
     PipelineBroken: "PIPELINE_BROKEN",
+    Internal: "INTERNAL",
 }
 
 
@@ -96,7 +99,8 @@ def test_tree_shape() -> None:
     retryable = {NotLeader, Redirect, Unavailable, PipelineBroken}
     for cls in retryable:
         assert issubclass(cls, RetryableError) and cls.retryable
-    for cls in set(CODES) - retryable:
+    assert not Internal.retryable and not issubclass(Internal, OperationError)
+    for cls in set(CODES) - retryable - {Internal}:
         assert issubclass(cls, OperationError) and not cls.retryable
     assert issubclass(InvalidPath, InvalidArgument)
     # the tree is drawn in the module docstring, with every code
