@@ -20,7 +20,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -39,8 +38,6 @@ from keelfs.rpc import grpc_errors
 from keelfs.rpc.wire import CONFIG_GROUP
 
 __all__ = ["AdminError", "BadInput", "Unreachable", "address_option", "admin", "open_cluster"]
-
-_MATCH = re.compile(r"match=(\d+)")
 
 
 class AdminError(click.ClickException):
@@ -189,8 +186,8 @@ class Cluster:
                     continue
                 role = s["state"] if node_id in g.voters else "learner"
                 if g.leader and node_id != g.leader:
-                    m = _MATCH.search(str(ref.get("progress", {}).get(str(node_id), "")))
-                    lag = ref["last_index"] - int(m.group(1)) if m else None
+                    follower = ref.get("progress", {}).get(str(node_id))
+                    lag = ref["last_index"] - int(follower["match"]) if follower else None
                 elif g.leader:
                     lag = 0
                 else:

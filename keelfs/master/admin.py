@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,6 @@ __all__ = [
 
 LEARNER_CAUGHT_UP = 16
 """A learner within this many entries of the commit index is promoted to voter."""
-_MATCH = re.compile(r"match=(\d+)")
 
 
 def admin_timeout(context: Any, default: float = 30.0) -> float:
@@ -72,8 +70,7 @@ def _successor(node: MetaNode, group: RaftGroup) -> int:
     for voter in sorted(group.voters()):
         if voter == node.node_id:
             continue
-        m = _MATCH.search(progress.get(voter, ""))
-        match = int(m.group(1)) if m else 0
+        match = progress[voter].match if voter in progress else 0
         if best is None or match > best[0]:
             best = (match, voter)
     if best is None:

@@ -126,6 +126,22 @@ class _Receiving:
     next_offset: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class FollowerProgress:
+    """What a leader knows of one member's log (``Status.progress``): its replication state
+    (``probe``, ``replicate`` or ``snapshot``), the highest index known replicated there
+    (``match``) and the next one to send. ``str()`` is the one-line form of golden tests."""
+
+    state: str
+    match: int
+    next: int
+    paused: bool
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 @dataclass
 class Status:
     id: int
@@ -138,7 +154,8 @@ class Status:
     last_index: int
     conf: ConfState
     lead_transferee: int
-    progress: dict[int, str] = field(default_factory=dict)
+    progress: dict[int, FollowerProgress] = field(default_factory=dict)
+    """On the leader: every member's progress."""
 
 
 class Raft:
@@ -218,7 +235,12 @@ class Raft:
             self.lead_transferee,
         )
         if self.state is StateType.LEADER:
-            st.progress = {i: pr.describe() for i, pr in sorted(self.prs.items())}
+            st.progress = {
+                i: FollowerProgress(
+                    pr.state.name.lower(), pr.match, pr.next, pr.probe_sent, pr.describe()
+                )
+                for i, pr in sorted(self.prs.items())
+            }
         return st
 
     # ------------------------------------------------------------------ membership

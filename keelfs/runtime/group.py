@@ -106,7 +106,10 @@ class RaftGroup:
             "last_index": st.last_index,
             "voters": sorted(st.conf.voters),
             "learners": sorted(st.conf.learners),
-            "progress": st.progress,
+            "progress": {
+                str(i): {"state": pr.state, "match": pr.match, "next": pr.next}
+                for i, pr in st.progress.items()
+            },
             "members": {str(k): v for k, v in sorted(self.addresses.items())},
             "snapshot_index": self.storage.snapshot_meta().index,
             "first_index": self.storage.first_index(),
