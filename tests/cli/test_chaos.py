@@ -11,38 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from keelfs.runtime.netns import NetnsNetwork
 from keelfs.server.local_cluster import load_state, network_of
+from keelfs.testing.commands import keelfs_command as keelfs
+from keelfs.testing.commands import kill_recorded
 from keelfs.testing.environment import cannot_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.timeout(300)]
 
 FAULTS = ("kill", "stop", "restart", "transfer", "reshard")
-
-
-def kill_recorded(directory: Path) -> None:
-    state = load_state(directory)
-    for p in state.alive() if state is not None else []:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p.pid, signal.SIGKILL)
-
-
-def keelfs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keelfs.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_chaos_half_a_minute_every_fault_no_violation(tmp_path: Path) -> None:

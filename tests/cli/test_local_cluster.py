@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,36 +27,17 @@ from keelfs.server.local_cluster import (
     network_of,
     up,
 )
+from keelfs.testing.commands import keelfs_command as keelfs
+from keelfs.testing.commands import kill_recorded
 from keelfs.testing.environment import cannot_run
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(300)]
-
-
-def keelfs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keelfs.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def last_json(out: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert out.stdout.strip(), out.stderr
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
-
-
-def kill_recorded(directory: Path) -> None:
-    """SIGKILL every process the state file names that is still that process."""
-    try:
-        state = load_state(directory)
-    except Exception:
-        return
-    for p in state.alive() if state is not None else []:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p.pid, signal.SIGKILL)
 
 
 def test_up_status_round_trip_down_and_up_again(tmp_path: Path) -> None:

@@ -5,13 +5,10 @@ back. Every process the cluster recorded is killed at the end, whatever happened
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,25 +18,10 @@ import pytest
 
 import keelfs as keelfs_lib
 from keelfs.server.local_cluster import load_state
+from keelfs.testing.commands import keelfs_command as keelfs
+from keelfs.testing.commands import kill_recorded
 
 pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.timeout(300)]
-
-
-def kill_recorded(directory: Path) -> None:
-    state = load_state(directory)
-    for p in state.alive() if state is not None else []:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p.pid, signal.SIGKILL)
-
-
-def keelfs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keelfs.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def ok(*args: str) -> str:
