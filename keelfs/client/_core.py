@@ -50,9 +50,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -79,6 +79,26 @@ __all__ = [
     "Sleep",
     "WaitSession",
 ]
+
+T = TypeVar("T")
+
+
+def monotonic() -> float:
+    """``time.monotonic()``, looked up at each call (the default clock: a simulation that
+    replaces ``time.monotonic`` is obeyed by clients made before it did)."""
+    return time.monotonic()
+
+
+class Randomness(Protocol):
+    """The draws a ``Core`` makes: a ``random.Random``, or the ``random`` module itself (the
+    default, so that a run that seeds it, as the whole-cluster simulator does, replays)."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int: ...
+
+    def choice(self, seq: Sequence[T]) -> T: ...
+
 
 BACKOFF_INITIAL = 0.02
 BACKOFF_MAX = 0.5
@@ -177,11 +197,11 @@ class SessionPool:
     ``clock`` (seconds, monotonic) tells how long a session has been idle."""
 
     def __init__(
-        self, group: str, max_sessions: int, clock: Callable[[], float] = time.monotonic
+        self, group: str, max_sessions: int, clock: Callable[[], float] | None = None
     ) -> None:
         self.group = group
         self.max_sessions = max_sessions
-        self.clock = clock
+        self.clock = clock or monotonic
         self.cond = threading.Condition()
         self._idle: list[Session] = []
         self._all: dict[int, Session] = {}
@@ -261,7 +281,7 @@ class SessionPool:
 class _Attempt:
     __slots__ = ("deadline", "unknown", "last_error", "hinted", "_b", "_clock", "_rng")
 
-    def __init__(self, deadline: float, clock: Callable[[], float], rng: random.Random) -> None:
+    def __init__(self, deadline: float, clock: Callable[[], float], rng: Randomness) -> None:
         self._clock = clock
         self._rng = rng
         self.deadline = clock() + deadline
@@ -301,8 +321,8 @@ class Core:
         deadline: float,
         attempt_timeout: float,
         max_sessions: int,
-        clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
+        clock: Callable[[], float] | None = None,
+        rng: Randomness | None = None,
     ) -> None:
         seeds = [a.strip() for a in config_servers if a and a.strip()]
         if not seeds:
@@ -312,8 +332,8 @@ class Core:
         self.deadline = deadline
         self.attempt_timeout = attempt_timeout
         self.max_sessions = max_sessions
-        self.clock = clock
-        self._rng = rng if rng is not None else random.Random()
+        self.clock = clock or monotonic
+        self._rng: Randomness = rng if rng is not None else random
         self._lock = threading.Lock()
         self._config: list[str] = list(dict.fromkeys(seeds))
         self._map: ShardMap | None = None
