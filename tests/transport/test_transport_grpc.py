@@ -220,7 +220,7 @@ def test_large_snapshot_chunks_pass() -> None:
             assert snaps[-1].snap_done and snaps[0].snapshot == meta
             assert a.stats().dropped == 0
 
-    run(body)
+    run(body, timeout=60.0)  # 7 MiB: ~1 s alone, once over 10 s beside the whole suite
 
 
 def test_stalled_peer_does_not_block_others() -> None:
