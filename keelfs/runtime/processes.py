@@ -18,9 +18,10 @@ import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 __all__ = [
     "ClusterError",
@@ -29,7 +30,10 @@ __all__ = [
     "hard_kill",
     "read_ready_line",
     "spawn_tracked",
+    "wait_until",
 ]
+
+T = TypeVar("T")
 
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
 _LIVE_LOCK = threading.Lock()
@@ -141,3 +145,31 @@ class Launcher(ABC):
         tb: TracebackType | None,
     ) -> None:
         self.stop_all()
+
+
+def wait_until(
+    probe: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    context: Callable[[], str] = lambda: "",
+) -> T:
+    """Poll ``probe`` until it returns something other than None or False, and return that.
+
+    An exception from the probe counts as "not yet" (a node still starting), except a failed
+    ``assert``: that is the probe's verdict, raised at once rather than swallowed by the wait.
+    After ``timeout`` seconds: ``ClusterError(what)``, with the probe's last error and
+    ``context()`` (e.g. every node's state) appended."""
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while True:
+        try:
+            result = probe()
+        except AssertionError:
+            raise
+        except Exception as exc:  # noqa: BLE001  # not yet: see the docstring
+            result, last_error = None, f"; last error: {type(exc).__name__}: {exc}"
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() >= deadline:
+            raise ClusterError(f"{what}{last_error}{context()}")
+        time.sleep(0.05)

@@ -38,7 +38,14 @@ from typing import Any, TypeVar
 
 from keelfs.runtime.client import KVClient
 from keelfs.runtime.netns import NetnsNetwork
-from keelfs.runtime.processes import ClusterError, Launcher, free_ports, hard_kill, spawn_tracked
+from keelfs.runtime.processes import (
+    ClusterError,
+    Launcher,
+    free_ports,
+    hard_kill,
+    spawn_tracked,
+    wait_until,
+)
 
 __all__ = ["NodeSpec", "ProcessCluster"]
 
@@ -331,22 +338,8 @@ class ProcessCluster(Launcher):
         return self.wait_for(probe, timeout, f"no leader within {timeout} s")
 
     def wait_for(self, probe: Callable[[], T | None], timeout: float, what: str) -> T:
-        """Poll ``probe`` until it returns something other than None or False (an exception
-        counts as not yet, except a failed ``assert``: the probe's verdict, raised at once)."""
-        deadline = time.monotonic() + timeout
-        last_error = ""
-        while True:
-            try:
-                result = probe()
-            except AssertionError:
-                raise
-            except Exception as exc:
-                result, last_error = None, f"; last error: {type(exc).__name__}: {exc}"
-            if result is not None and result is not False:
-                return result
-            if time.monotonic() >= deadline:
-                raise ClusterError(f"{what}{last_error}; statuses: {self._brief()}")
-            time.sleep(0.05)
+        """``runtime.processes.wait_until``, every node's state in the error."""
+        return wait_until(probe, timeout, what, lambda: f"; statuses: {self._brief()}")
 
     def _brief(self) -> str:
         parts = []

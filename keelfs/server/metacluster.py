@@ -58,6 +58,7 @@ from keelfs.runtime.processes import (
     hard_kill,
     read_ready_line,
     spawn_tracked,
+    wait_until,
 )
 
 if TYPE_CHECKING:
@@ -481,23 +482,9 @@ class MetaCluster(Launcher):
         return next(i for i in self.members(group) if i != lead and i in self.running())
 
     def wait_for(self, probe: Callable[[], T | None], timeout: float, what: str) -> T:
-        """Poll ``probe`` until it returns something other than None or False (an exception
-        counts as not yet, except a failed ``assert``: that is the probe's verdict, and is
-        raised at once rather than swallowed by the wait)."""
-        deadline = time.monotonic() + timeout
-        last_error = ""
-        while True:
-            try:
-                result = probe()
-            except AssertionError:
-                raise
-            except Exception as exc:
-                result, last_error = None, f"; last error: {type(exc).__name__}: {exc}"
-            if result is not None and result is not False:
-                return result
-            if time.monotonic() >= deadline:
-                raise ClusterError(f"{what}{last_error}")
-            time.sleep(0.05)
+        """``runtime.processes.wait_until``: poll until ``probe`` answers; a failed
+        ``assert`` in it is raised at once."""
+        return wait_until(probe, timeout, what)
 
     def log_tail(self, node_id: int, lines: int = 40) -> str:
         path = self.nodes[node_id].log_path
