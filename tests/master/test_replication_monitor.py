@@ -36,8 +36,9 @@ from keelfs.meta.commands import (  # noqa: E402
     TxnFinish,
     TxnPrepare,
 )
-from keelfs.meta.namespace import ShardStateMachine, _entry_key  # noqa: E402
+from keelfs.meta.namespace import ShardStateMachine  # noqa: E402
 from keelfs.meta.ring import key_hash  # noqa: E402
+from keelfs.meta.shard_records import _entry_key  # noqa: E402
 from keelfs.meta.transactions import Step, encode_part  # noqa: E402
 from keelfs.rpc.pb import meta_pb2 as pb  # noqa: E402
 

@@ -23,7 +23,8 @@ from keelfs.meta.commands import (
     TxnFinish,
     TxnPrepare,
 )
-from keelfs.meta.namespace import ShardStateMachine, _entry_key
+from keelfs.meta.namespace import ShardStateMachine
+from keelfs.meta.shard_records import _entry_key
 from keelfs.meta.transactions import Step, encode_part
 
 

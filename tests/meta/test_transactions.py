@@ -42,7 +42,7 @@ def _shards() -> tuple[Driver, Driver]:
 
 
 def _entry(d: Driver, path: str) -> str:
-    from keelfs.meta.namespace import _entry_key
+    from keelfs.meta.shard_records import _entry_key
 
     raw = d.sm._store.get(_entry_key(path))  # type: ignore[attr-defined]
     assert raw is not None
