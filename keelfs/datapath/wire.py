@@ -9,23 +9,22 @@ failures that carry no trailer: a connection lost, a deadline).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
 from keelfs.datapath.replica import ReplicaInfo, ReplicaState
 from keelfs.errors import (
-    Internal,
     KeelError,
     Unavailable,
 )
 from keelfs.rpc.grpc_errors import (
-    ERROR_KEY,
-    encode_error,
+    abort,
+    decode_error,
     error_from_rpc,
+    internal_error,
     status_of,
 )
 from keelfs.rpc.pb import chunk_pb2 as pb
@@ -71,17 +70,6 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-def internal_error(exc: BaseException) -> KeelError:
-    """A ``KeelError`` with code ``INTERNAL`` for an unexpected exception (a bug)."""
-    return Internal(f"internal error: {type(exc).__name__}: {exc}")
-
-
-async def abort(context: Any, err: KeelError) -> NoReturn:
-    """End the RPC with ``err`` (a ``grpc.aio`` servicer context)."""
-    await context.abort(status_of(err), err.message[:1024], ((ERROR_KEY, encode_error(err)),))
-    raise AssertionError("context.abort returned")  # pragma: no cover
-
-
 def error_of(exc: BaseException, address: str) -> KeelError:
     """What a failed call to the chunk server at ``address`` means, as a ``KeelError``: the
     server's refusal, or ``Unavailable`` for a gRPC-level failure."""
@@ -102,15 +90,7 @@ def error_of(exc: BaseException, address: str) -> KeelError:
 
 def decode_node_error(raw: str) -> KeelError | None:
     """``NodeResult.error`` (the ``keelfs-error`` JSON) back into a ``KeelError``."""
-    if not raw:
-        return None
-    try:
-        details = json.loads(raw)
-    except ValueError:
-        details = None
-    if not isinstance(details, dict):
-        return internal_error(ValueError(f"unreadable node error {raw[:200]!r}"))
-    return KeelError.from_details(details)
+    return decode_error(raw) if raw else None
 
 
 _STATE_TO_PB = {

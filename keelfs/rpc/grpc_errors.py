@@ -55,9 +55,11 @@ __all__ = [
     "STATUS_OF_CODE",
     "TransportFailure",
     "abort",
+    "decode_error",
     "encode_error",
     "error_from_rpc",
     "from_runtime",
+    "internal_error",
     "is_outcome_unknown",
     "outcome_unknown",
     "status_of",
@@ -128,6 +130,11 @@ def from_runtime(
         return Unavailable(str(exc))
     if isinstance(exc, TimeoutError):
         return Unavailable("timed out")
+    return internal_error(exc)
+
+
+def internal_error(exc: BaseException) -> Internal:
+    """The ``INTERNAL`` error for an exception a server did not expect (a bug)."""
     return Internal(f"internal error: {type(exc).__name__}: {exc}")
 
 
@@ -185,8 +192,12 @@ def error_from_rpc(err: grpc.RpcError) -> KeelError | None:
     """The ``KeelError`` a keelfs server refused with, or None when gRPC itself failed the call
     (no ``keelfs-error`` trailer): see :func:`transport_failure` for those."""
     raw = _trailer(err)
-    if raw is None:
-        return None
+    return None if raw is None else decode_error(raw)
+
+
+def decode_error(raw: str) -> KeelError:
+    """The ``KeelError`` of a ``keelfs-error`` JSON (``Internal`` when it cannot be read):
+    from a trailer, or from a chunk pipeline's per-node result."""
     try:
         details = json.loads(raw)
     except ValueError:
