@@ -29,6 +29,7 @@ __all__ = [
     "free_ports",
     "hard_kill",
     "read_ready_line",
+    "spawn",
     "spawn_tracked",
     "wait_until",
 ]
@@ -61,12 +62,13 @@ def _hard_kill(p: subprocess.Popen[bytes]) -> None:
         p.wait(timeout=10)
 
 
-def spawn_tracked(
+def spawn(
     cmd: list[str], stdout_path: Path, stderr_path: Path, banner: str = ""
 ) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session with this checkout on ``PYTHONPATH``: stdout replaces
-    ``stdout_path``, stderr is appended to ``stderr_path`` after ``banner``. The process is
-    tracked: the ``atexit`` hook kills it if nobody did (use :func:`hard_kill`)."""
+    """Start ``cmd`` in its own session, with no terminal and this checkout on
+    ``PYTHONPATH``: stdout replaces ``stdout_path``, stderr is appended to ``stderr_path``
+    after ``banner``. Nobody ends it but its caller (``keelfs local-cluster`` starts daemons
+    this way); :func:`spawn_tracked` for a process this one must not outlive."""
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
@@ -74,7 +76,7 @@ def spawn_tracked(
     with stdout_path.open("wb") as fout, stderr_path.open("ab") as ferr:
         ferr.write(f"\n=== {banner} at {time.time():.3f}\n".encode())
         ferr.flush()
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=fout,
@@ -82,6 +84,14 @@ def spawn_tracked(
             env=env,
             start_new_session=True,
         )
+
+
+def spawn_tracked(
+    cmd: list[str], stdout_path: Path, stderr_path: Path, banner: str = ""
+) -> subprocess.Popen[bytes]:
+    """:func:`spawn`, tracked: the ``atexit`` hook kills it if nobody did (use
+    :func:`hard_kill`)."""
+    proc = spawn(cmd, stdout_path, stderr_path, banner)
     with _LIVE_LOCK:
         _LIVE[proc.pid] = proc
     return proc

@@ -8,7 +8,7 @@
         cs.restart(1)                # same id, port and data directory
 
 Each server ``i`` lives in ``root/cs<i>/`` (``data/``, ``stdout.log`` with the READY line,
-``stderr.log``). Processes are started with ``keelfs.server.kvcluster.spawn_tracked`` and
+``stderr.log``). Processes are started with ``keelfs.runtime.processes.spawn_tracked`` and
 killed by pid in ``stop_all()`` (called by ``__exit__``, also when the block raised).
 """
 

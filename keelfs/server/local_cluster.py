@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from typing import Any, TypeVar
 
 from keelfs.errors import AlreadyExists, KeelError, NotFound
 from keelfs.runtime.netns import NetnsError, NetnsNetwork, free_subnet
+from keelfs.runtime.processes import free_ports, read_ready_line, spawn
 
 __all__ = [
     "SHARDS",
@@ -177,12 +177,6 @@ def network_of(state: State) -> NetnsNetwork | None:
 # layout
 
 
-def _free_ports(n: int) -> list[int]:
-    from keelfs.runtime.processes import free_ports
-
-    return free_ports(n)
-
-
 def _new_network(chunk_servers: int) -> NetworkRecord:
     """A network for a new netns cluster: a fresh tag, a free subnet, every process's host."""
     if chunk_servers > 252 - _CHUNK_HOST_BASE:
@@ -209,7 +203,7 @@ def _layout(
     python = sys.executable
     net = network_of(state)
     needed = 2 * (3 + 3 * len(SHARDS)) + chunk_servers + 1
-    ports = iter(_free_ports(needed) if net is None else [])
+    ports = iter(free_ports(needed) if net is None else [])
 
     def address(name: str, netns_port: int) -> str:
         if net is None or network is None:
@@ -272,22 +266,12 @@ def _spawn(p: ProcessRecord, extra: list[str]) -> None:
     """Start ``p`` as a daemon: its own session, no terminal, output to its log files."""
     directory = Path(p.directory)
     directory.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    with (directory / "stdout.log").open("wb") as out, (directory / "stderr.log").open("ab") as err:
-        err.write(f"\n=== local-cluster start {' '.join(extra)} at {time.time():.3f}\n".encode())
-        err.flush()
-        proc = subprocess.Popen(
-            [*p.command, *extra],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
+    proc = spawn(
+        [*p.command, *extra],
+        directory / "stdout.log",
+        directory / "stderr.log",
+        banner=f"local-cluster start {' '.join(extra)}",
+    )
     p.pid = proc.pid
     # the Popen object is dropped on purpose: the process must outlive this command. Its
     # start time identifies it from now on (a zombie until this command exits reads as gone).
@@ -295,8 +279,6 @@ def _spawn(p: ProcessRecord, extra: list[str]) -> None:
 
 
 def _ready(p: ProcessRecord, deadline: float) -> dict[str, Any]:
-    from keelfs.runtime.processes import read_ready_line
-
     stdout = Path(p.directory) / "stdout.log"
     while True:
         ready = read_ready_line(stdout)

@@ -19,7 +19,7 @@ Two layouts (``layout=``):
 
 Every node gets two fixed ports (Raft and client API), kept across restarts. Processes run in
 their own session, stdout (``READY``) and stderr (logs) go to ``root/n<id>/``, and every one is
-killed by pid in ``stop_all()`` (and by ``keelfs.server.kvcluster``' ``atexit`` safety net).
+killed by pid in ``stop_all()`` (and by ``keelfs.runtime.processes``' ``atexit`` safety net).
 
 With ``network=`` (a created ``NetnsNetwork`` with ``gateway=True``; root only) every node runs
 in its own network namespace (``ip netns exec``), with its Raft address at ``<ip>:7000`` and its
