@@ -48,7 +48,7 @@ def _entry(path: str) -> Route:
     return Route("entry", path)
 
 
-def _ns(
+def namespace_op(
     method: str,
     route: Route,
     build: object,
@@ -57,6 +57,8 @@ def _ns(
     session: bool,
     any_member: bool = False,
 ) -> Op:
+    """The ``Op`` of a ``Namespace`` RPC (the masters' internal verbs use it too:
+    ``keelfs.master.peers``)."""
     return Op("Namespace", method, route, build, write, session, any_member=any_member)  # type: ignore[arg-type]
 
 
@@ -72,7 +74,7 @@ def mkdir(path: str, parents: bool, mode: int | None, owner: str, group: str) ->
             req.mode = mode
         return req
 
-    return _ns("Mkdir", _entry(path), build, write=True, session=True)
+    return namespace_op("Mkdir", _entry(path), build, write=True, session=True)
 
 
 def create(
@@ -107,7 +109,7 @@ def create(
             req.mode = mode
         return req
 
-    return _ns("Create", _entry(path), build, write=True, session=True)
+    return namespace_op("Create", _entry(path), build, write=True, session=True)
 
 
 def complete(path: str, pin: int, last_length: int | None = None) -> Op:
@@ -169,7 +171,7 @@ def report_bad_replica(path: str, server_id: str, block_id: int, gen_stamp: int,
             server_id=server_id, block_id=block_id, gen_stamp=gen_stamp, reason=reason[:500]
         )
 
-    return _ns("ReportBadReplica", _entry(path), build, write=False, session=False)
+    return namespace_op("ReportBadReplica", _entry(path), build, write=False, session=False)
 
 
 def keep_alive(group: str, session_id: int) -> Op:
@@ -182,7 +184,9 @@ def keep_alive(group: str, session_id: int) -> Op:
 def stat(path: str, stale_ok: bool) -> Op:
     path = norm(path)
     build = lambda h: pb.GetFileInfoRequest(header=h, path=path, stale_ok=stale_ok)  # noqa: E731
-    return _ns("GetFileInfo", _entry(path), build, write=False, session=False, any_member=stale_ok)
+    return namespace_op(
+        "GetFileInfo", _entry(path), build, write=False, session=False, any_member=stale_ok
+    )
 
 
 def list_dir(path: str, start_after: str | None, limit: int, stale_ok: bool) -> Op:
@@ -195,7 +199,7 @@ def list_dir(path: str, start_after: str | None, limit: int, stale_ok: bool) -> 
             req.start_after = start_after
         return req
 
-    return _ns(
+    return namespace_op(
         "ListDir", Route("dir", path), build, write=False, session=False, any_member=stale_ok
     )
 
@@ -203,7 +207,7 @@ def list_dir(path: str, start_after: str | None, limit: int, stale_ok: bool) -> 
 def content_summary(path: str, stale_ok: bool) -> Op:
     path = norm(path)
     build = lambda h: pb.ContentSummaryRequest(header=h, path=path, stale_ok=stale_ok)  # noqa: E731
-    return _ns(
+    return namespace_op(
         "ContentSummary", _entry(path), build, write=False, session=False, any_member=stale_ok
     )
 
@@ -211,20 +215,20 @@ def content_summary(path: str, stale_ok: bool) -> Op:
 def delete(path: str, recursive: bool) -> Op:
     path = norm(path)
     build = lambda h: pb.DeleteRequest(header=h, path=path, recursive=recursive)  # noqa: E731
-    return _ns("Delete", _entry(path), build, write=True, session=True)
+    return namespace_op("Delete", _entry(path), build, write=True, session=True)
 
 
 def rename(src: str, dst: str, overwrite: bool) -> Op:
     src, dst = norm(src, "src"), norm(dst, "dst")
     build = lambda h: pb.RenameRequest(header=h, src=src, dst=dst, overwrite=overwrite)  # noqa: E731
-    return _ns("Rename", _entry(src), build, write=True, session=True)
+    return namespace_op("Rename", _entry(src), build, write=True, session=True)
 
 
 def set_replication(path: str, replication: int) -> Op:
     path = norm(path)
     check_range(replication, 1, 512, "replication")
     build = lambda h: pb.SetReplicationRequest(header=h, path=path, replication=replication)  # noqa: E731
-    return _ns("SetReplication", _entry(path), build, write=True, session=True)
+    return namespace_op("SetReplication", _entry(path), build, write=True, session=True)
 
 
 def set_times(path: str, mtime: int | None, atime: int | None) -> Op:
@@ -240,14 +244,14 @@ def set_times(path: str, mtime: int | None, atime: int | None) -> Op:
             req.atime = check_range(atime, 0, MAX_INT, "atime")
         return req
 
-    return _ns("SetTimes", _entry(path), build, write=True, session=True)
+    return namespace_op("SetTimes", _entry(path), build, write=True, session=True)
 
 
 def chmod(path: str, mode: int) -> Op:
     path = norm(path)
     check_mode(mode)
     build = lambda h: pb.SetPermissionRequest(header=h, path=path, mode=mode)  # noqa: E731
-    return _ns("SetPermission", _entry(path), build, write=True, session=True)
+    return namespace_op("SetPermission", _entry(path), build, write=True, session=True)
 
 
 def chown(path: str, owner: str | None, group: str | None) -> Op:
@@ -267,12 +271,12 @@ def chown(path: str, owner: str | None, group: str | None) -> Op:
             req.group = group
         return req
 
-    return _ns("SetOwner", _entry(path), build, write=True, session=True)
+    return namespace_op("SetOwner", _entry(path), build, write=True, session=True)
 
 
 def format_root() -> Op:
     build = lambda h: pb.FormatRequest(header=h)  # noqa: E731
-    return _ns("Format", _entry(paths.ROOT), build, write=True, session=False)
+    return namespace_op("Format", _entry(paths.ROOT), build, write=True, session=False)
 
 
 def add_shard(shard_id: str, members: Sequence[int]) -> Op:

@@ -11,27 +11,17 @@ verbs added; each master holds one (``MetaNode.internal``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from keelfs.client import AsyncClient
 from keelfs.client._core import CONFIG_ROUTE, Op, Route
+from keelfs.client._ops import namespace_op
 from keelfs.meta.records import FileInfo
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import file_info_from_pb
 
 __all__ = ["PeerClient"]
-
-
-def _shard_op(
-    method: str,
-    route: Route,
-    build: Callable[[pb.RequestHeader], Any],
-    *,
-    write: bool,
-    session: bool,
-) -> Op:
-    return Op("Namespace", method, route, build, write, session)
 
 
 # -- the requests ------------------------------------------------------------------------------
@@ -46,24 +36,24 @@ def txn_prepare(group: str, txn_id: int, coordinator: str, part: str) -> Op:
             header=h, group=group, txn_id=txn_id, coordinator=coordinator, part=part
         )
 
-    return _shard_op("TxnPrepare", Route("shard", group), build, write=True, session=False)
+    return namespace_op("TxnPrepare", Route("shard", group), build, write=True, session=False)
 
 
 def txn_finish(group: str, txn_id: int, commit: bool) -> Op:
     build = lambda h: pb.TxnFinishRequest(header=h, group=group, txn_id=txn_id, commit=commit)  # noqa: E731
-    return _shard_op("TxnFinish", Route("shard", group), build, write=True, session=False)
+    return namespace_op("TxnFinish", Route("shard", group), build, write=True, session=False)
 
 
 def txn_status(group: str, txn_id: int) -> Op:
     build = lambda h: pb.TxnStatusRequest(header=h, group=group, txn_id=txn_id)  # noqa: E731
-    return _shard_op("TxnStatus", Route("shard", group), build, write=False, session=False)
+    return namespace_op("TxnStatus", Route("shard", group), build, write=False, session=False)
 
 
 def blocks_known(group: str, block_ids: Sequence[int]) -> Op:
     def build(h: pb.RequestHeader) -> pb.BlocksKnownRequest:
         return pb.BlocksKnownRequest(header=h, group=group, block_ids=list(block_ids))
 
-    return _shard_op("BlocksKnown", Route("shard", group), build, write=True, session=False)
+    return namespace_op("BlocksKnown", Route("shard", group), build, write=True, session=False)
 
 
 def seal_ring() -> Op:
@@ -73,7 +63,7 @@ def seal_ring() -> Op:
 
 def move_command(group: str, op: str, args: str) -> Op:
     build = lambda h: pb.MoveRequest(header=h, group=group, op=op, args=args)  # noqa: E731
-    return _shard_op("Move", Route("shard", group), build, write=True, session=False)
+    return namespace_op("Move", Route("shard", group), build, write=True, session=False)
 
 
 def move_read(group: str, txn_id: int, start_after: bytes | None, limit: int) -> Op:
@@ -83,7 +73,7 @@ def move_read(group: str, txn_id: int, start_after: bytes | None, limit: int) ->
             req.start_after = start_after
         return req
 
-    return _shard_op("MoveRead", Route("shard", group), build, write=True, session=False)
+    return namespace_op("MoveRead", Route("shard", group), build, write=True, session=False)
 
 
 def list_records(path: str, start_after: str | None) -> Op:
@@ -95,7 +85,7 @@ def list_records(path: str, start_after: str | None) -> Op:
             req.start_after = start_after
         return req
 
-    return _shard_op("ListDir", Route("dir", path), build, write=True, session=False)
+    return namespace_op("ListDir", Route("dir", path), build, write=True, session=False)
 
 
 class PeerClient(AsyncClient):
