@@ -177,7 +177,7 @@ class ReplicationMonitor:
         if (
             member is not None
             and member.sm.referenced_blocks([block_id])
-            and not member.sm.lock_holder(trim.path)
+            and self._trims_here(member, trim.path)
             and self._still_good(block_id, trim.gen_stamp, trim.keep)
         ):
             return True
@@ -259,11 +259,11 @@ class ReplicationMonitor:
         )
 
     def _due(self, kind: str, block_id: int) -> bool:
-        now = time.monotonic()
-        until = self._scheduled.get((kind, block_id), 0.0)
-        if until > now:
+        """Whether ``kind`` may be done for ``block_id`` now (then it is not again for
+        ``RESCHEDULE_S``)."""
+        if self._pending(kind, block_id):
             return False
-        self._scheduled[(kind, block_id)] = now + RESCHEDULE_S
+        self._scheduled[(kind, block_id)] = time.monotonic() + RESCHEDULE_S
         return True
 
     async def tick(self, member: Member) -> None:
@@ -408,8 +408,11 @@ class ReplicationMonitor:
             # the fullest servers' (most free first), among those not already told to delete
             # theirs: until they report it, a walk that ranked the servers anew (their use
             # changed) would otherwise pick the replicas it kept last time as extra too
+            # (with no more good replicas than wanted there is no excess: skip the lookups)
             kept = [
-                s.server_id for s in good if not self._pending(f"delete:{s.server_id}", b.block_id)
+                s.server_id
+                for s in (good if len(good) > want else [])
+                if not self._pending(f"delete:{s.server_id}", b.block_id)
             ]
             extra, keep = self._excess(shard, epoch, b, kept, want, walk)
             plain = stale + (corrupt if len(good) >= want else [])

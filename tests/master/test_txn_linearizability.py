@@ -52,7 +52,7 @@ from helpers import dirs_on_two_shards
 from keelfs.client import Client
 from keelfs.errors import AlreadyExists, KeelError, LeaseConflict, NotFound, RetryableError
 from keelfs.server.metacluster import MetaCluster
-from keelfs.testing.clustersim.workload import BUSY, refusal_outcome
+from keelfs.testing.clustersim.workload import busy_as_stat, refusal_outcome
 from keelfs.testing.linearizability import (
     FileNamespaceModel,
     HistoryRecorder,
@@ -300,12 +300,7 @@ class Workload:
 
     def history(self) -> list[Operation]:
         """The recorded history; a ``busy`` rename becomes the read it made: ``stat(src)``."""
-        out = []
-        for op in self.rec.history():
-            if op.outcome_known and op.input[0] == "rename" and op.output == BUSY:
-                op = Operation(op.client_id, op.call, op.ret, ("stat", op.input[1]), True)
-            out.append(op)
-        return out
+        return busy_as_stat(self.rec.history())
 
     def check(self, min_known: int) -> None:
         history = self.history()

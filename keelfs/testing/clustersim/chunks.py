@@ -376,12 +376,7 @@ class ChunkFleet:
             t.cancel()
 
     def good_copies(self, block_id: int, gen: int, besides: SimChunkServer) -> int:
-        n = 0
-        for s in self.servers:
-            r = s.replicas.get(block_id)
-            if s is not besides and r is not None and r.gen >= gen and r.good():
-                n += 1
-        return n
+        return sum(r.good() for r in self._other_copies(block_id, gen, besides))
 
     def _other_copies(
         self, block_id: int, gen: int, besides: SimChunkServer
@@ -410,9 +405,9 @@ class ChunkFleet:
         if not r.good():
             return
         shards = self.referenced_by(r.block_id)
-        if not shards or self.good_copies(r.block_id, r.gen, server) > 0:
-            return
         others = self._other_copies(r.block_id, r.gen, server)
+        if not shards or any(o.good() for o in others):
+            return
         if any(o.rotted_after_verify() for o in others) and all(
             o.rotted_after_verify() or o.corrupt for o in others
         ):

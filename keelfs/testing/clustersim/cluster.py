@@ -225,20 +225,21 @@ class SimCluster:
                 await self.crash(node_id)
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def member(self, node_id: int, group: str) -> Any:
+        """Node ``node_id``'s member of ``group`` ("config" or a shard id), or None."""
+        node = self.nodes[node_id]
+        return node.config_member if group == "config" else node.shards.get(group)
+
     def leader_of(self, group: str) -> int | None:
-        for node_id, node in sorted(self.nodes.items()):
-            member = node.config_member if group == "config" else node.shards.get(group)
+        for node_id in sorted(self.nodes):
+            member = self.member(node_id, group)
             if member is not None and member.group.is_leader:
                 return node_id
         return None
 
     def members(self, group: str) -> list[Any]:
-        out = []
-        for _, node in sorted(self.nodes.items()):
-            member = node.config_member if group == "config" else node.shards.get(group)
-            if member is not None:
-                out.append(member)
-        return out
+        found = (self.member(node_id, group) for node_id in sorted(self.nodes))
+        return [m for m in found if m is not None]
 
 
 async def wait_until(

@@ -129,9 +129,7 @@ class Nemesis:
             return
         target = self.rng.choice(members)
         self.trace(f"  transfer {group} n{leader} -> n{target}")
-        member = (
-            c.nodes[leader].config_member if group == "config" else c.nodes[leader].shards[group]
-        )
+        member = c.member(leader, group)
         if member is not None:
             try:
                 member.group.transfer_leader(target)

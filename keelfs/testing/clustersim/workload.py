@@ -24,10 +24,20 @@ from keelfs.client import AsyncClient
 from keelfs.errors import AlreadyExists, KeelError, LeaseConflict, NotFound, RetryableError
 from keelfs.testing.linearizability import HistoryRecorder, Operation
 
-__all__ = ["BUSY", "NamespaceWorkload", "refusal_outcome"]
+__all__ = ["BUSY", "NamespaceWorkload", "busy_as_stat", "refusal_outcome"]
 
 NAMES = ("x", "y")
 BUSY = "busy"
+
+
+def busy_as_stat(history: list[Operation]) -> list[Operation]:
+    """``history`` with each ``busy`` rename as the read it made: ``stat(src)``."""
+    out = []
+    for op in history:
+        if op.outcome_known and op.input[0] == "rename" and op.output == BUSY:
+            op = Operation(op.client_id, op.call, op.ret, ("stat", op.input[1]), True)
+        out.append(op)
+    return out
 
 
 def refusal_outcome(kind: str, exc: KeelError) -> str | None:
@@ -156,9 +166,4 @@ class NamespaceWorkload:
                 break
 
     def history(self) -> list[Operation]:
-        out = []
-        for op in self.rec.history():
-            if op.outcome_known and op.input[0] == "rename" and op.output == BUSY:
-                op = Operation(op.client_id, op.call, op.ret, ("stat", op.input[1]), True)
-            out.append(op)
-        return out
+        return busy_as_stat(self.rec.history())
