@@ -294,8 +294,9 @@ class FaultInjector:
         self.rng.shuffle(names)
         cut_at = self.rng.randint(1, len(names) - 1)
         side_a, side_b = sorted(names[:cut_at]), sorted(names[cut_at:])
-        by_name = {p.name: p for p in self.state.processes}
-        pairs = [(self._host(by_name[a]), self._host(by_name[b])) for a in side_a for b in side_b]
+        assert self.state.network is not None
+        hosts = self.state.network.hosts
+        pairs = [(hosts[a], hosts[b]) for a in side_a for b in side_b]
         seconds = self.rng.uniform(1, 5)
         self._split = _Split([], time.monotonic() + seconds)
         for a, b in pairs:  # recorded one by one: a failure half-way still heals what was cut

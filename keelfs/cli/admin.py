@@ -32,7 +32,6 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
-from keelfs.client.connect import resolve_seeds
 from keelfs.errors import KeelError, NotLeader
 from keelfs.rpc import grpc_errors
 from keelfs.rpc.wire import CONFIG_GROUP
@@ -257,6 +256,8 @@ def open_cluster(address: str | None) -> Cluster:
     (``keelfs.client.connect.resolve_seeds``: the flag, ``$KEELFS_ADDRESS``, the running local
     cluster, the default). The file commands and ``keelfs admin`` both connect here."""
     try:
+        from keelfs.client.connect import resolve_seeds  # loads the client: not at start-up
+
         seeds = resolve_seeds(address)
     except ValueError as exc:
         raise Unreachable(str(exc)) from None

@@ -22,7 +22,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from keelfs.client.connect import forget_local_cluster, record_local_cluster
 from keelfs.server.settings import (
     CONFIG_ENV,
     LOCAL_CLUSTER_SETTINGS,
@@ -173,6 +172,8 @@ def local_cluster_up(config_file: Path | None, as_json: bool, **flags: Any) -> N
     except LocalClusterError as exc:
         _fail(f"{exc}\n(whatever started is recorded: `keelfs local-cluster down` stops it)")
         return
+    from keelfs.client.connect import record_local_cluster
+
     config_servers = [p for p in state.processes if p.role == "config"]
     record_local_cluster(
         Path(state.directory), [p.address for p in config_servers], [p.pid for p in config_servers]
@@ -200,6 +201,8 @@ def local_cluster_down(config_file: Path | None, wipe: bool, **flags: Any) -> No
     except LocalClusterError as exc:
         _fail(str(exc))
         return
+    from keelfs.client.connect import forget_local_cluster
+
     forget_local_cluster(Path(s["dir"]).resolve())
     click.echo(f"stopped {len(stopped)} processes" + (f": {' '.join(stopped)}" if stopped else ""))
 

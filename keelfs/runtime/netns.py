@@ -18,7 +18,6 @@ so that ``down`` and ``keelfs chaos`` rebuild the same object) and by the test f
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
@@ -231,10 +230,10 @@ class NetnsNetwork:
     def destroy(self) -> None:
         """Delete what this object created (never a namespace that existed before)."""
         if self._gateway_link:  # at once: a namespace's interfaces vanish asynchronously
-            _quiet(["ip", "link", "del", self._gateway_link])
+            _run(["ip", "link", "del", self._gateway_link])
             self._gateway_link = ""
         for name in reversed(self._created):
-            _quiet(["ip", "netns", "del", name])
+            _run(["ip", "netns", "del", name])
         self._created = []
         self._forget()
 
@@ -242,9 +241,9 @@ class NetnsNetwork:
         """Delete every namespace and link this network's names denote, whoever created them
         (a network recorded by a process that may have crashed half-way): idempotent."""
         if self.gateway:
-            _quiet(["ip", "link", "del", self.gateway_link])
+            _run(["ip", "link", "del", self.gateway_link])
         for name in reversed(self.namespaces()):
-            _quiet(["ip", "netns", "del", name])
+            _run(["ip", "netns", "del", name])
         self._created, self._gateway_link = [], ""
         self._forget()
 
@@ -276,8 +275,7 @@ class NetnsNetwork:
             return False, "network namespaces need root"
         if shutil.which("ip") is None:
             return False, "iproute2 (ip) is not installed"
-        subnet = f"10.{secrets.choice(range(100, 200))}.{secrets.randbelow(256)}"
-        probe = NetnsNetwork([], subnet, tag=secrets.token_hex(2), gateway=gateway)
+        probe = NetnsNetwork([], free_subnet(), tag=secrets.token_hex(2), gateway=gateway)
         try:
             probe.create()
         except Exception as exc:
@@ -285,9 +283,3 @@ class NetnsNetwork:
         finally:
             probe.destroy()
         return True, ""
-
-
-def _quiet(cmd: list[str]) -> None:
-    """Run a teardown command; a thing already gone is not an error."""
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(cmd, capture_output=True, timeout=10)

@@ -44,9 +44,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from keelfs.errors import AlreadyExists, KeelError, NotFound
+from keelfs.errors import AlreadyExists, NotFound
 from keelfs.runtime.netns import NetnsError, NetnsNetwork, free_subnet
-from keelfs.runtime.processes import free_ports, read_ready_line, spawn
+from keelfs.runtime.processes import ClusterError, free_ports, read_ready_line, spawn, wait_until
 
 __all__ = [
     "SHARDS",
@@ -188,12 +188,8 @@ def _new_network(chunk_servers: int) -> NetworkRecord:
         subnet = free_subnet(second=_NETNS_SUBNETS)
     except NetnsError as exc:
         raise LocalClusterError(str(exc)) from None
-    tag = NetnsNetwork([]).tag
-    record = NetworkRecord(tag, subnet, hosts)
-    net = network_of(State("", [], record))
-    assert net is not None
-    record.namespaces, record.gateway_link = net.namespaces(), net.gateway_link
-    return record
+    net = NetnsNetwork(sorted(hosts.values()), subnet, gateway=True)  # a fresh tag
+    return NetworkRecord(net.tag, subnet, hosts, net.namespaces(), net.gateway_link)
 
 
 def _layout(
@@ -299,17 +295,11 @@ def _log_tail(p: ProcessRecord, lines: int = 20) -> str:
 
 
 def _wait_for(probe: Callable[[], T | None], deadline: float, what: str) -> T:
-    last = ""
-    while True:
-        try:
-            result = probe()
-        except (KeelError, Exception) as exc:
-            result, last = None, f" (last error: {type(exc).__name__}: {exc})"
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() >= deadline:
-            raise LocalClusterError(f"{what}{last}")
-        time.sleep(0.1)
+    """``runtime.processes.wait_until`` by ``deadline`` (monotonic), as this module's error."""
+    try:
+        return wait_until(probe, max(0.0, deadline - time.monotonic()), what)
+    except ClusterError as exc:
+        raise LocalClusterError(str(exc)) from None
 
 
 def _set_up(state: State, deadline: float) -> None:
