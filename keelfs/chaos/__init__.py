@@ -34,7 +34,7 @@ from keelfs.chaos.faults import (
 from keelfs.chaos.model import ABSENT, ContendedLog, Expected, Violation, md5, verify
 from keelfs.chaos.workload import Stats, Worker, make_workers
 from keelfs.client import Client
-from keelfs.client.connect import config_servers_of
+from keelfs.client.connect import config_servers_of, parse_addresses
 from keelfs.errors import KeelError, NotFound
 from keelfs.server.local_cluster import State, cluster_status, load_state
 
@@ -70,7 +70,10 @@ class Options:
 
 def _config_servers(address: str) -> list[str]:
     """The config servers, from any metadata node's registry (as ``keelfs.connect`` does)."""
-    seeds = [a.strip() for a in address.split(",") if a.strip()]
+    try:
+        seeds = parse_addresses(address)
+    except ValueError as exc:
+        raise ChaosError(str(exc)) from None
     found = config_servers_of(seeds)
     if found is None:
         raise ChaosError(f"no metadata node answers at {address} (is the cluster running?)")
