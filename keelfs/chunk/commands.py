@@ -9,6 +9,7 @@ is refused with ``Fenced`` and nothing is done), then dispatches on the command'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, overload
@@ -111,33 +112,15 @@ class CommandExecutor:
         return await asyncio.to_thread(run)
 
     async def _verify(self, command: VerifyBlock) -> ReplicaInfo:
-        check_block_id(command.block_id)
-        check_gen(command.gen)
-        reader = await asyncio.to_thread(self.store.open_reader, command.block_id, command.gen)
-        try:
-            if reader.info.state is not ReplicaState.FINALIZED:
-                raise InvalidArgument(
-                    f"{reader.info.name} is being written: only finalized replicas are verified",
-                    "block_id",
-                )
+        async with self._finalized_reader(command.block_id, command.gen, "verified") as reader:
             async for _ in _pieces(reader):  # each piece's checksums checked as it is read
                 pass
             return reader.info
-        finally:
-            reader.close()
 
     async def _replicate(self, command: ReplicateBlock) -> WriteResult:
-        check_block_id(command.block_id)
-        check_gen(command.gen)
         if not command.targets:
             raise InvalidArgument("replicate to no target", "targets")
-        reader = await asyncio.to_thread(self.store.open_reader, command.block_id, command.gen)
-        try:
-            if reader.info.state is not ReplicaState.FINALIZED:
-                raise InvalidArgument(
-                    f"{reader.info.name} is being written: only finalized replicas are copied",
-                    "block_id",
-                )
+        async with self._finalized_reader(command.block_id, command.gen, "copied") as reader:
             return await self.client.write_block(
                 command.targets,
                 command.block_id,
@@ -147,6 +130,23 @@ class CommandExecutor:
                 command.fence.epoch,
                 chunk_size=reader.info.chunk_size,
             )
+
+    @contextlib.asynccontextmanager
+    async def _finalized_reader(
+        self, block_id: int, gen: int, verb: str
+    ) -> AsyncIterator[ReplicaReader]:
+        """A reader of the finalized replica ``block_id`` at ``gen`` (``InvalidArgument`` for
+        one being written: only finalized replicas are ``verb``), closed after the block."""
+        check_block_id(block_id)
+        check_gen(gen)
+        reader = await asyncio.to_thread(self.store.open_reader, block_id, gen)
+        try:
+            if reader.info.state is not ReplicaState.FINALIZED:
+                raise InvalidArgument(
+                    f"{reader.info.name} is being written: only finalized replicas are {verb}",
+                    "block_id",
+                )
+            yield reader
         finally:
             reader.close()
 
