@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keelfs.datapath.checksums import crc32c
+from keelfs.storage.private import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, private_dir
 
 __all__ = [
     "HEADER_SIZE",
@@ -121,8 +122,9 @@ class Layout:
         self.identity_file = root / "server.json"
 
     def create_dirs(self) -> None:
-        for d in (self.root, self.finalized, self.rbw, self.tmp):
-            d.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        for d in (self.finalized, self.rbw, self.tmp):
+            d.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
 
     def finalized_dir(self, block_id: int) -> Path:
         return self.finalized / f"{block_id & 0xFF:02x}"
@@ -149,7 +151,7 @@ def write_atomically(path: Path, data: bytes, tmp_dir: Path | None = None) -> No
     ``tmp_dir`` must be on the same file system (default: ``path``'s directory)."""
     tmp = (tmp_dir or path.parent) / f".{path.name}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
         try:
             view = memoryview(data)
             while view:

@@ -49,6 +49,7 @@ from keelfs.datapath.replica import (
     check_shard_id,
 )
 from keelfs.errors import AlreadyExists, CorruptReplica, InvalidArgument, NotFound, StaleGeneration
+from keelfs.storage.private import PRIVATE_DIR_MODE
 
 __all__ = ["BlockStore", "StoreUsage"]
 
@@ -297,7 +298,7 @@ class BlockStore:
         """Called by ``writer.finalize`` (its files synced and closed): move it into place."""
         block_id = writer.block_id
         directory = self.layout.finalized_dir(block_id)
-        directory.mkdir(exist_ok=True)
+        directory.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
         data, meta = Layout.files(directory, block_id, writer.gen)
         info = replace(writer.info(), state=ReplicaState.FINALIZED)
         with self._lock:

@@ -25,6 +25,7 @@ from keelfs.chunk.layout import HEADER_SIZE, SidecarHeader
 from keelfs.datapath.checksums import CRC_SIZE, first_mismatch
 from keelfs.datapath.replica import ReplicaInfo, ReplicaState
 from keelfs.errors import ChecksumMismatch, InvalidArgument, StaleGeneration, Unavailable
+from keelfs.storage.private import PRIVATE_FILE_MODE
 
 __all__ = ["ReplicaWriter", "check_packet", "pwrite_all"]
 
@@ -97,8 +98,9 @@ class ReplicaWriter:
     # -- set-up (by the store, before anyone else sees the files) ------------------------------
     def create_files(self) -> None:
         """Start an empty replica: a new ``.data`` and a ``.meta`` holding only the header."""
-        self._data_fd = os.open(self.data_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._meta_fd = os.open(self.meta_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        create = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        self._data_fd = os.open(self.data_path, create, PRIVATE_FILE_MODE)
+        self._meta_fd = os.open(self.meta_path, create, PRIVATE_FILE_MODE)
         pwrite_all(self._meta_fd, self._header(finalized=False), 0)
 
     def adopt_files(self, offset: int) -> None:

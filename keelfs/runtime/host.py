@@ -32,6 +32,7 @@ from keelfs.raft.rawnode import Ready
 from keelfs.runtime.errors import ApplyFailed, OutcomeUnknown, RuntimeUnavailable
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.statemachine import StateMachine
+from keelfs.storage.private import private_dir
 from keelfs.storage.rocks import RocksEngine
 from keelfs.transport.base import OnMessages, Transport
 
@@ -106,8 +107,7 @@ class RaftHost:
         """Where each group's Raft core draws its election timeouts from (a simulation seeds
         it, so that a run replays exactly)."""
         self.config = config or HostConfig()
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = private_dir(data_dir)
         self.engine = RocksEngine(self.data_dir / "raft")
         self.transport = transport_factory(self._on_messages)
         self.groups: dict[str, RaftGroup] = {}

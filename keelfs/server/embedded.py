@@ -54,6 +54,7 @@ from keelfs.master.node import MetaNode, NodeConfig
 from keelfs.runtime.host import HostConfig
 from keelfs.runtime.lifecycle import until_stopped
 from keelfs.server.settings import SERVER_SETTINGS, ConfigError, Resolved
+from keelfs.storage.private import PRIVATE_FILE_MODE, private_dir
 from keelfs.web.listen import parse_http_listen
 
 __all__ = ["NODE_ID", "SHARD", "ServerConfig", "ServerFailed", "run", "serve"]
@@ -89,8 +90,8 @@ def _lock_data(data: Path) -> int:
     """Hold ``<data>/server.lock`` (an exclusive ``flock``, released when the process exits)
     so that a second server on the same data stops at once with a clear message; the file
     descriptor."""
-    data.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data / "server.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    private_dir(data)
+    fd = os.open(data / "server.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -56,6 +56,7 @@ from keelfs.raft.errors import CompactedError, SnapshotOutOfDateError, Unavailab
 from keelfs.raft.messages import ConfState, Entry, EntryType, HardState, SnapshotMeta
 from keelfs.raft.storage import bootstrap_meta
 from keelfs.storage.errors import SnapshotCorruptedError, StorageCorruptedError
+from keelfs.storage.private import private_dir
 from keelfs.storage.snapshots import DEFAULT_CHUNK, SnapshotSource, SnapshotStore
 
 __all__ = ["LogBatch", "RocksEngine", "RocksLogStorage"]
@@ -748,7 +749,7 @@ class RocksEngine:
     def __init__(self, path: str | os.PathLike[str], *, verify_snapshots: bool = True) -> None:
         self.path = Path(path)
         self.verify = verify_snapshots
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = private_dir(path)
         self._db = Rdict(str(self.path / "db"), bounded_options())
         self._sync = WriteOptions()
         self._sync.sync = True

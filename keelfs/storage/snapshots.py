@@ -38,6 +38,7 @@ import google_crc32c
 
 from keelfs.raft.errors import SnapshotOutOfDateError
 from keelfs.raft.messages import ConfState, SnapshotMeta
+from keelfs.storage.private import create_private
 
 TMP_SUFFIX = ".tmp"
 META_SUFFIX = ".meta"
@@ -104,7 +105,7 @@ class _HashingFile:
 def _write_durably(path: Path, chunks: Iterable[bytes]) -> None:
     """Write a small file through tmp + fsync + rename + directory fsync."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
+    with create_private(tmp) as f:
         for chunk in chunks:
             f.write(chunk)
         f.flush()
@@ -322,7 +323,7 @@ class SnapshotStore:
         final = self.image_path(meta)
         tmp = final.with_name(final.name + TMP_SUFFIX)
         try:
-            with open(tmp, "wb") as raw:
+            with create_private(tmp) as raw:
                 sink = _HashingFile(raw)
                 if isinstance(source, bytes | bytearray | memoryview):
                     sink.write(bytes(source))
@@ -406,7 +407,7 @@ class SnapshotStore:
         """Start staging ``meta``'s image, discarding whatever was being received."""
         self.abort_receive()
         path = self.directory / f"recv-{meta.term}-{meta.index}{TMP_SUFFIX}"
-        raw = open(path, "wb")  # noqa: SIM115 - kept open across chunks
+        raw = create_private(path)  # kept open across chunks
         self._receiving = _Receiving(meta, path, _HashingFile(raw), raw)
 
     def write_chunk(self, meta: SnapshotMeta, offset: int, data: bytes) -> None:
