@@ -14,6 +14,12 @@ serves:
 
 ``start()`` binds (raising ``OSError`` if it cannot) and ``stop()`` closes it; ``address``
 is the bound ``HOST:PORT``.
+
+Browsers are the hostile clients here (the server is on loopback, but a web page the operator
+visits can make their browser send requests to it). So a request whose ``Host`` is not a
+loopback name is refused with 421 — a DNS-rebinding page reaches 127.0.0.1 under its own host
+name, which the browser then sends — and every answer carries ``X-Content-Type-Options:
+nosniff``, a Content-Security-Policy allowing this origin's own files only, and no framing.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from keelfs.web.dashboard import cluster_view
-from keelfs.web.listen import parse_http_listen
+from keelfs.web.listen import is_loopback_host, parse_http_listen
 from keelfs.web.metrics import CONTENT_TYPE, ChunkMetrics, MetaMetrics, Metrics
 
 if TYPE_CHECKING:
@@ -45,6 +51,45 @@ def _json(data: Any, status: int = 200) -> web.Response:
         status=status,
         content_type="application/json",
     )
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _host_of(header: str) -> str:
+    """The host name of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``)."""
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else ""
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+@web.middleware
+async def _guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Refuse a request addressed to a non-loopback host name; add the security headers."""
+    host = _host_of(request.headers.get("Host", ""))
+    if not is_loopback_host(host):
+        raise web.HTTPMisdirectedRequest(
+            text=f"this server answers loopback host names only, not {host!r}\n",
+            headers=SECURITY_HEADERS,
+        )
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(SECURITY_HEADERS)
+        raise
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 class WebServer:
@@ -70,7 +115,7 @@ class WebServer:
         self.address = ""
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[_guard])
         app.router.add_get("/health", self._get_health)
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/raft/state", self._get_raft_state)

@@ -6,9 +6,19 @@ from __future__ import annotations
 import argparse
 import ipaddress
 
-__all__ = ["add_http_argument", "check_http_listen", "parse_http_listen"]
+__all__ = ["add_http_argument", "check_http_listen", "is_loopback_host", "parse_http_listen"]
 
 _LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an IP address, no port) is ``localhost`` or a loopback IP."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_http_listen(value: str) -> tuple[str, int]:
@@ -17,13 +27,8 @@ def parse_http_listen(value: str) -> tuple[str, int]:
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
-    if host not in _LOOPBACK_NAMES:
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise ValueError(f"the HTTP server listens on loopback only (127.0.0.1), not {host}")
+    if not is_loopback_host(host):
+        raise ValueError(f"the HTTP server listens on loopback only (127.0.0.1), not {host}")
     return host, int(port_text)
 
 
