@@ -8,6 +8,7 @@ import click
 
 from keelfs.cli.admin import admin as _admin
 from keelfs.cli.bench_cmd import bench as _bench
+from keelfs.cli.certs_cmd import certs as _certs
 from keelfs.cli.chaos_cmd import chaos as _chaos
 from keelfs.cli.fs_cmd import FILE_COMMANDS
 from keelfs.cli.server_cmd import register as _register_server
@@ -42,6 +43,7 @@ def sim(args: tuple[str, ...]) -> None:
 
 cli.add_command(_admin)
 cli.add_command(_bench)
+cli.add_command(_certs)
 cli.add_command(_chaos)
 _register_server(cli)  # server, local-cluster, demo
 for _command in FILE_COMMANDS:
