@@ -127,7 +127,7 @@ def add_shard_under_load(cluster: MetaCluster, files: int, dirs: int) -> Reshard
     seconds = time.monotonic() - t0
     time.sleep(0.5)
     probe.stop()
-    statuses = [cluster.status(i)["resharding"] for i in cluster.members("config")]
+    statuses = [cluster.status(i).resharding for i in cluster.members("config")]
     listed = 0
     for d in names:
         listed += sum(1 for e in admin.ls(d) if e.name.startswith("f"))
@@ -135,9 +135,9 @@ def add_shard_under_load(cluster: MetaCluster, files: int, dirs: int) -> Reshard
         files=files,
         dirs=dirs,
         seconds=seconds,
-        records_moved=sum(s["records_moved"] for s in statuses),
-        moves=sum(s["moves_done"] for s in statuses),
-        longest_freeze_s=max(s["longest_freeze_s"] for s in statuses),
+        records_moved=sum(s.records_moved for s in statuses),
+        moves=sum(s.moves_done for s in statuses),
+        longest_freeze_s=max(s.longest_freeze_s for s in statuses),
         probe_ms=Summary.of(probe.latencies_ms),
         probe_failed=probe.failed,
         files_after=listed,

@@ -280,9 +280,10 @@ def _unsettled(fs: Client, state: State | None) -> str:
             return f"{gid} has no leader"
         if gid == "config":
             continue
-        servers = st["nodes"].get(f"n{g['leader']}", {}).get("chunk_servers", {})
+        leader = st["nodes"].get(f"n{g['leader']}")
+        servers = leader.chunk_servers if leader is not None else {}
         missing = [
-            c for c in chunks if not (servers.get(c, {}).get("live") and servers[c]["reported"])
+            c for c in chunks if not (c in servers and servers[c].live and servers[c].reported)
         ]
         if missing:
             return f"{gid} leader has no report from {', '.join(sorted(missing))}"

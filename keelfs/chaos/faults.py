@@ -233,7 +233,8 @@ class FaultInjector:
                 st = self.admin.status(p.address, timeout=1.0)
             except Exception:
                 continue
-            leader = st.get("groups", {}).get(group, {}).get("leader")
+            g = st.groups.get(group)
+            leader = g.leader if g is not None else None
             return next((q for q in members if q.node_id == leader), None)
         return None
 

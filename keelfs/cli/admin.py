@@ -3,11 +3,11 @@
 Every command but ``format`` talks to the cluster through ``--address``, as the file commands
 do: the client address of ANY metadata node, config server or master, or several separated by
 commas (the first that answers is used); without it ``$KEELFS_ADDRESS``, else the running
-``keelfs local-cluster``, else ``127.0.0.1:7001`` (``keelfs.client.connect``). From that
-node's ``Node.Registry`` the tool learns the config servers and the node registry; from the
-config group the ShardMap; from every node's ``Node.Status`` what each group looks like there.
-Leadership and membership RPCs (``Node.TransferLeader``, ``AddMember``, ``RemoveMember``) go to
-the group's leader, following ``NOT_LEADER`` hints.
+``keelfs local-cluster``, else ``127.0.0.1:7001`` (``keelfs.client.connect``). Talking to the
+cluster is ``keelfs.client.admin_client`` (registry, ShardMap, leader RPCs) and
+``keelfs.client.cluster_view`` (every node's ``Node.Status`` folded into groups, members, lag
+and chunk servers, as the dashboard shows them too); this module is the commands and their
+rendering.
 
 Output: rich tables for people, or with ``--json`` one JSON object on stdout. Exit status: 0 done
 (``fsck``: healthy), 1 the operation failed or the namespace has missing blocks, 2 bad input
@@ -25,18 +25,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import grpc
 from rich.console import Console
 from rich.table import Table
 
-from keelfs.errors import KeelError, NotLeader
-from keelfs.rpc import grpc_errors
+from keelfs.errors import KeelError
 from keelfs.rpc.wire import CONFIG_GROUP
 
-__all__ = ["AdminError", "BadInput", "Unreachable", "address_option", "admin", "open_cluster"]
+if TYPE_CHECKING:
+    from keelfs.client.admin_client import AdminClient
+    from keelfs.client.cluster_view import ChunkServerView, GroupView, MemberView
+
+__all__ = ["AdminError", "BadInput", "address_option", "admin", "open_cluster"]
 
 
 class AdminError(click.ClickException):
@@ -63,230 +65,35 @@ def _fail(message: str) -> NoReturn:
 
 
 # ---------------------------------------------------------------------------------------------
-# talking to the cluster
+# talking to the cluster (keelfs.client.admin_client; imported when a command runs, so that
+# `keelfs` starts without loading the client library)
 
 
-@dataclass
-class Member:
-    node: int
-    role: str  # leader, follower, learner, candidate, ..., or "down"
-    term: int = 0
-    commit: int = 0
-    applied: int = 0
-    lag: int | None = None
-    raft_address: str = ""
+def open_cluster(address: str | None) -> AdminClient:
+    """``keelfs.client.admin_client.open_cluster``: the file commands connect here too."""
+    from keelfs.client.admin_client import open_cluster as connect
 
-    def as_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    return connect(address)
 
 
-@dataclass
-class Group:
-    group: str
-    leader: int = 0
-    term: int = 0
-    voters: list[int] = field(default_factory=list)
-    learners: list[int] = field(default_factory=list)
-    members: dict[int, Member] = field(default_factory=dict)
+def _connect(address: str | None) -> AdminClient:
+    from keelfs.client.admin_client import Unreachable
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "leader": self.leader,
-            "term": self.term,
-            "voters": self.voters,
-            "learners": self.learners,
-            "members": {str(i): m.as_json() for i, m in sorted(self.members.items())},
-        }
-
-
-class Cluster:
-    """The cluster as seen from ``address``: its registry, the ShardMap, every node's status."""
-
-    def __init__(self, address: str, *, deadline: float = 15.0) -> None:
-        from keelfs.client import Client
-        from keelfs.rpc.pb import meta_pb2 as pb
-
-        self.address = address
-        self.deadline = deadline
-        self._channels: dict[str, grpc.Channel] = {}
-        reg = self.node_call(address, "Registry", pb.RegistryRequest(), 3.0)
-        self.registry: dict[int, str] = {int(k): v for k, v in reg.nodes.items()}
-        seeds = list(reg.config_servers) or [address]
-        self.client = Client(seeds, deadline=deadline, attempt_timeout=2.0)
-        self.statuses: dict[int, dict[str, Any]] = {}
-        self.unreachable: dict[int, str] = {}
-
-    def close(self) -> None:
-        self.client.close()
-        for channel in self._channels.values():
-            channel.close()
-
-    # -- RPCs ---------------------------------------------------------------------------------
-    def node_call(self, address: str, method: str, request: Any, timeout: float) -> Any:
-        """One ``Node`` RPC; refusals raise their ``KeelError``, transport failures
-        ``AdminError`` naming the address."""
-        from keelfs.rpc.pb import meta_pb2_grpc as pb_grpc
-
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = self._channels[address] = grpc.insecure_channel(address)
-        stub: Any = pb_grpc.NodeStub(channel)
-        try:
-            return getattr(stub, method)(request, timeout=timeout)
-        except grpc.RpcError as err:
-            keel = grpc_errors.error_from_rpc(err)
-            if keel is not None:
-                raise keel from None
-            failure = grpc_errors.transport_failure(err, address, method)
-            if failure.error is not None:
-                raise failure.error from None
-            _fail(f"metadata node at {address} did not answer {method}: {failure.message}")
-
-    def load(self) -> Cluster:
-        """Fetch the ShardMap, the registry and every registered node's status."""
-        fetched = self.client.fetch_shard_map()
-        assert fetched is not None
-        self.shard_map, nodes = fetched
-        self.registry.update(nodes)
-        self.statuses, self.unreachable = {}, {}
-        for node_id, address in sorted(self.registry.items()):
-            try:
-                self.statuses[node_id] = self.client.status(address, timeout=2.0)
-            except grpc.RpcError as err:
-                self.unreachable[node_id] = f"{address}: {err.code().name}"
-        return self
-
-    # -- groups -------------------------------------------------------------------------------
-    def groups(self) -> dict[str, Group]:
-        views: dict[str, dict[int, dict[str, Any]]] = {}
-        for node_id, st in self.statuses.items():
-            for gid, gs in st.get("groups", {}).items():
-                if not gs.get("removed"):
-                    views.setdefault(gid, {})[node_id] = gs
-        out: dict[str, Group] = {}
-        for gid in sorted(views, key=lambda g: (g != CONFIG_GROUP, g)):
-            seen = views[gid]
-            leaders = [(s["term"], i) for i, s in seen.items() if s["state"] == "leader"]
-            g = Group(gid)
-            if leaders:
-                g.term, g.leader = max(leaders)
-                ref = seen[g.leader]
-            else:
-                ref = max(seen.values(), key=lambda s: (s["term"], s["commit"]))
-                g.term = ref["term"]
-            g.voters, g.learners = list(ref["voters"]), list(ref["learners"])
-            addresses = {int(k): v for k, v in ref.get("members", {}).items()}
-            top_commit = max(s["commit"] for s in seen.values())
-            for node_id in sorted({*g.voters, *g.learners}):
-                s = seen.get(node_id)
-                address = addresses.get(node_id, "")
-                if s is None:
-                    g.members[node_id] = Member(node_id, "down", raft_address=address)
-                    continue
-                role = s["state"] if node_id in g.voters else "learner"
-                if g.leader and node_id != g.leader:
-                    follower = ref.get("progress", {}).get(str(node_id))
-                    lag = ref["last_index"] - int(follower["match"]) if follower else None
-                elif g.leader:
-                    lag = 0
-                else:
-                    lag = max(0, top_commit - s["applied"])
-                g.members[node_id] = Member(
-                    node_id, role, s["term"], s["commit"], s["applied"], lag, address
-                )
-            out[gid] = g
-        return out
-
-    def group(self, name: str) -> Group:
-        groups = self.groups()
-        if name not in groups:
-            known = ", ".join(groups) or "none"
-            _bad(f"unknown group {name!r} (groups: {known})")
-        return groups[name]
-
-    def wait_leader(self, name: str, timeout: float, accept: Callable[[int], bool] = bool) -> Group:
-        """Reload until ``name`` has a leader that ``accept``s and every answering voter
-        agrees on."""
-        deadline = time.monotonic() + timeout
-        while True:
-            g = self.load().group(name)
-            agreed = g.leader and all(
-                m.role == "down" or self.statuses[i]["groups"][name]["leader"] == g.leader
-                for i, m in g.members.items()
-                if i in g.voters
-            )
-            if agreed and accept(g.leader):
-                return g
-            if time.monotonic() >= deadline:
-                _fail(f"{name} has no agreed leader after {timeout:g} s (last seen: {g.leader})")
-            time.sleep(0.1)
-
-    def call_leader(self, name: str, method: str, request: Any, timeout: float) -> Any:
-        """A ``Node`` RPC on the leader of group ``name``, following ``NOT_LEADER`` hints and
-        waiting out elections until ``timeout``."""
-        deadline = time.monotonic() + timeout
-        address: str | None = None
-        while True:
-            if address is None:
-                g = self.wait_leader(name, max(0.5, deadline - time.monotonic()))
-                address = self.registry.get(g.leader)
-                if address is None:
-                    _fail(f"leader {g.leader} of {name} is not in the node registry")
-            left = deadline - time.monotonic()
-            try:
-                return self.node_call(address, method, request, max(1.0, left))
-            except NotLeader as exc:
-                if time.monotonic() >= deadline:
-                    raise
-                address = exc.leader_address or None
-                time.sleep(0.05)
-            except KeelError as exc:
-                if not exc.retryable or time.monotonic() >= deadline:
-                    raise
-                address = None
-                time.sleep(0.1)
-
-
-class Unreachable(Exception):
-    """No address answered; the message says which were tried and where they came from."""
-
-
-def open_cluster(address: str | None) -> Cluster:
-    """The cluster through the first of the addresses ``--address`` resolves to that answers
-    (``keelfs.client.connect.resolve_seeds``: the flag, ``$KEELFS_ADDRESS``, the running local
-    cluster, the default). The file commands and ``keelfs admin`` both connect here."""
-    try:
-        from keelfs.client.connect import resolve_seeds  # loads the client: not at start-up
-
-        seeds = resolve_seeds(address)
-    except ValueError as exc:
-        raise Unreachable(str(exc)) from None
-    why = ""
-    for seed in seeds.addresses:
-        try:
-            return Cluster(seed)  # resolves the config servers from any metadata node
-        except AdminError as exc:
-            why = exc.format_message()
-        except KeelError as exc:
-            why = f"metadata node at {seed}: {exc}"
-    raise Unreachable(
-        f"cannot reach keelfs at {seeds} ({seeds.origin}): {why} (is it running? --address or "
-        "KEELFS_ADDRESS names any config server or master)"
-    )
-
-
-def _connect(address: str | None) -> Cluster:
     try:
         return open_cluster(address)
     except Unreachable as exc:
         _fail(str(exc))
 
 
-def _run(address: str | None, body: Callable[[Cluster], None]) -> None:
+def _run(address: str | None, body: Callable[[AdminClient], None]) -> None:
+    from keelfs.client.admin_client import AdminClientError, UnknownGroup
+
     cluster = _connect(address)
     try:
         body(cluster)
-    except KeelError as exc:
+    except UnknownGroup as exc:
+        _bad(str(exc))
+    except (AdminClientError, KeelError) as exc:
         _fail(str(exc))
     finally:
         cluster.close()
@@ -342,16 +149,16 @@ def status_cmd(address: str | None, as_json: bool) -> None:
     """Every group (config and each shard): members, leader, term, commit/applied, lag; and
     the chunk servers as the masters see them."""
 
-    def body(c: Cluster) -> None:
+    def body(c: AdminClient) -> None:
         c.load()
-        groups = c.groups()
+        groups = c.groups
         servers = _chunk_servers(c)
         obj = {
             "map_version": c.shard_map.version,
             "resharding": c.shard_map.resharding,
-            "groups": {gid: g.as_json() for gid, g in groups.items()},
+            "groups": {gid: _group_json(g) for gid, g in groups.items()},
             "chunk_servers": servers,
-            "unreachable": {str(k): v for k, v in c.unreachable.items()},
+            "unreachable": {str(k): v for k, v in c.view.unreachable().items()},
         }
 
         def human(con: Console) -> None:
@@ -384,7 +191,7 @@ def status_cmd(address: str | None, as_json: bool) -> None:
             if c.shard_map.resharding:
                 con.print("[yellow]resharding under way[/yellow]")
             _print_servers(con, servers)
-            for node_id, why in c.unreachable.items():
+            for node_id, why in c.view.unreachable().items():
                 con.print(f"[red]node {node_id} unreachable ({why})[/red]")
 
         _emit(as_json, obj, human)
@@ -392,32 +199,44 @@ def status_cmd(address: str | None, as_json: bool) -> None:
     _run(address, body)
 
 
-def _chunk_servers(c: Cluster) -> dict[str, dict[str, Any]]:
+def _member_json(m: MemberView) -> dict[str, Any]:
+    return {
+        "node": m.node,
+        "role": m.role,
+        "term": m.term,
+        "commit": m.commit,
+        "applied": m.applied,
+        "lag": m.lag,
+        "raft_address": m.raft_address,
+    }
+
+
+def _group_json(g: GroupView) -> dict[str, Any]:
+    return {
+        "leader": g.leader,
+        "term": g.term,
+        "voters": g.voters,
+        "learners": g.learners,
+        "members": {str(i): _member_json(m) for i, m in sorted(g.members.items())},
+    }
+
+
+def _server_json(cs: ChunkServerView) -> dict[str, Any]:
+    return {
+        "address": cs.address,
+        "rack": cs.rack,
+        "live": cs.live,
+        "reported": cs.reported,
+        "capacity": cs.capacity,
+        "used": cs.used,
+        "seen_by": cs.seen_by,
+    }
+
+
+def _chunk_servers(c: AdminClient) -> dict[str, dict[str, Any]]:
     """Every chunk server some master knows, merged over the nodes hosting shards: live if
     any of them heard from it lately."""
-    out: dict[str, dict[str, Any]] = {}
-    for node_id, st in sorted(c.statuses.items()):
-        if not st.get("shards"):
-            continue
-        for sid, cs in st.get("chunk_servers", {}).items():
-            row = out.setdefault(
-                sid,
-                {
-                    "address": cs["address"],
-                    "rack": cs["rack"],
-                    "live": False,
-                    "reported": False,
-                    "capacity": 0,
-                    "used": 0,
-                    "seen_by": [],
-                },
-            )
-            row["live"] |= bool(cs["live"])
-            row["reported"] |= bool(cs["reported"])
-            row["capacity"] = max(row["capacity"], int(cs["capacity"]))
-            row["used"] = max(row["used"], int(cs["used"]))
-            row["seen_by"].append(node_id)
-    return out
+    return {sid: _server_json(cs) for sid, cs in c.view.chunk_servers.items()}
 
 
 def _print_servers(con: Console, servers: dict[str, dict[str, Any]]) -> None:
@@ -443,7 +262,7 @@ def _print_servers(con: Console, servers: dict[str, dict[str, Any]]) -> None:
 def _transfer(address: str | None, group: str, to: int | None, as_json: bool) -> None:
     from keelfs.rpc.pb import meta_pb2 as pb
 
-    def body(c: Cluster) -> None:
+    def body(c: AdminClient) -> None:
         g = c.load().group(group)
         if to is not None and to not in g.voters:
             voters = ", ".join(map(str, g.voters))
@@ -493,25 +312,13 @@ def step_down_cmd(group: str, address: str | None, as_json: bool) -> None:
     _transfer(address, group, None, as_json)
 
 
-def _set_shard_members(c: Cluster, shard: str, voters: list[int]) -> int:
-    from keelfs.client._core import CONFIG_ROUTE, Op
-    from keelfs.rpc.pb import meta_pb2 as pb
-
-    def build(h: pb.RequestHeader) -> pb.SetShardMembersRequest:
-        return pb.SetShardMembersRequest(header=h, shard_id=shard, members=voters)
-
-    op = Op("Config", "SetShardMembers", CONFIG_ROUTE, build, True, True)
-    reply = c.client._run(op, None)
-    return int(reply.map_version)
-
-
-def _membership(c: Cluster, group: str, method: str, request: Any, as_json: bool) -> None:
+def _membership(c: AdminClient, group: str, method: str, request: Any, as_json: bool) -> None:
     reply = c.call_leader(group, method, request, 60.0)
     voters, learners = sorted(reply.voters), sorted(reply.learners)
     version = None
     if group in c.shard_map.shards:
         try:
-            version = _set_shard_members(c, group, voters)
+            version = c.set_shard_members(group, voters)
         except KeelError as exc:
             _fail(
                 f"{group}'s Raft members are now {voters}, but the ShardMap was not updated: {exc}"
@@ -543,7 +350,7 @@ def add_member_cmd(
     if not host or not port.isdigit():
         _bad(f"{raft_address!r} is not a HOST:PORT Raft address")
 
-    def body(c: Cluster) -> None:
+    def body(c: AdminClient) -> None:
         g = c.load().group(group)
         if node in g.voters:
             obj = {"group": group, "voters": g.voters, "learners": g.learners}
@@ -563,7 +370,7 @@ def remove_member_cmd(group: str, node: int, address: str | None, as_json: bool)
     """Remove NODE (voter or learner) from GROUP; a leader removing itself hands over first."""
     from keelfs.rpc.pb import meta_pb2 as pb
 
-    def body(c: Cluster) -> None:
+    def body(c: AdminClient) -> None:
         g = c.load().group(group)
         members = sorted({*g.voters, *g.learners})
         if node not in members:
@@ -588,7 +395,7 @@ def _parse_members(text: str) -> list[int]:
     return ids
 
 
-def _wait_resharding(c: Cluster, what: str, timeout: float, as_json: bool) -> dict[str, Any]:
+def _wait_resharding(c: AdminClient, what: str, timeout: float, as_json: bool) -> dict[str, Any]:
     """Poll the map until no resharding is under way, with a spinner showing the config
     leader's progress."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -611,27 +418,21 @@ def _wait_resharding(c: Cluster, what: str, timeout: float, as_json: bool) -> di
                 return {"map_version": m.version, **state}
             if time.monotonic() >= deadline:
                 _fail(f"{what}: still resharding after {timeout:g} s (map version {m.version})")
-            with_leader = _config_leaders(c)
-            if with_leader:
-                state = dict(with_leader[0].get("resharding", {}))
+            leader = c.config_leader_status()
+            if leader is not None:
+                r = leader.resharding
+                state = {
+                    "moves_done": r.moves_done,
+                    "records_moved": r.records_moved,
+                    "longest_freeze_s": r.longest_freeze_s,
+                    "last_error": r.last_error,
+                }
                 progress.update(
                     task,
                     description=f"{what}: {state.get('moves_done', 0)} moves, "
                     f"{state.get('records_moved', 0)} records moved",
                 )
             time.sleep(0.2)
-
-
-def _config_leaders(c: Cluster) -> list[dict[str, Any]]:
-    out = []
-    for address in c.registry.values():
-        try:
-            st = c.client.status(address, timeout=1.0)
-        except grpc.RpcError:
-            continue
-        if st.get("groups", {}).get(CONFIG_GROUP, {}).get("state") == "leader":
-            out.append(st)
-    return out
 
 
 @admin.command("add-shard")
@@ -647,7 +448,7 @@ def add_shard_cmd(
     it online."""
     ids = _parse_members(members)
 
-    def body(c: Cluster) -> None:
+    def body(c: AdminClient) -> None:
         c.load()
         if shard in c.shard_map.shards:
             _bad(f"shard {shard} already exists")
@@ -677,7 +478,7 @@ def remove_shard_cmd(
 ) -> None:
     """Move SHARD's directories to the other shards online, then drop it from the map."""
 
-    def body(c: Cluster) -> None:
+    def body(c: AdminClient) -> None:
         c.load()
         if shard not in c.shard_map.shards:
             _bad(f"unknown shard {shard!r} (shards: {', '.join(sorted(c.shard_map.shards))})")
@@ -783,7 +584,7 @@ def format_cmd(data_dir: Path, force: bool, as_json: bool) -> None:
 def format_namespace_cmd(address: str | None, as_json: bool) -> None:
     """Create the root directory of the namespace if the cluster has none (idempotent)."""
 
-    def body(c: Cluster) -> None:
+    def body(c: AdminClient) -> None:
         created = c.client.format()
         msg = "namespace formatted: / created" if created else "namespace already formatted"
         _emit(as_json, {"created": created}, msg)
@@ -799,28 +600,31 @@ def report_cmd(address: str | None, as_json: bool) -> None:
     shard leader's last walk) and corrupt replicas, and replication work (per file:
     ``keelfs admin fsck``)."""
 
-    def body(c: Cluster) -> None:
+    def body(c: AdminClient) -> None:
         c.load()
         servers = _chunk_servers(c)
         live = [s for s in servers.values() if s["live"]]
         capacity = sum(s["capacity"] for s in live)
         used = sum(s["used"] for s in live)
         leaders = sorted(
-            {g.leader for gid, g in c.groups().items() if gid != CONFIG_GROUP and g.leader}
+            {g.leader for gid, g in c.groups.items() if gid != CONFIG_GROUP and g.leader}
         )
+        statuses = c.view.statuses()
         replication: dict[str, int] = {}
         health = {"under_replicated": 0, "missing": 0, "corrupt_replicas": 0}
         blocks = 0
         for node_id in leaders:
-            st = c.statuses.get(node_id, {})
-            blocks = max(blocks, int(st.get("blocks", 0)))  # each master sees every replica
-            for k, v in st.get("replication", {}).items():
-                replication[k] = replication.get(k, 0) + int(v)
-            for shard_health in st.get("block_health", {}).values():
-                for k in ("under_replicated", "missing"):
-                    health[k] += int(shard_health.get(k, 0))
+            st = statuses.get(node_id)
+            if st is None:
+                continue
+            blocks = max(blocks, st.blocks)  # each master sees every replica
+            for k, v in st.replication.items():
+                replication[k] = replication.get(k, 0) + v
+            for shard_health in st.block_health.values():
+                health["under_replicated"] += shard_health.under_replicated
+                health["missing"] += shard_health.missing
                 health["corrupt_replicas"] = max(
-                    health["corrupt_replicas"], int(shard_health.get("corrupt_replicas", 0))
+                    health["corrupt_replicas"], shard_health.corrupt_replicas
                 )
         obj = {
             "capacity": capacity,
@@ -872,9 +676,7 @@ class FsckResult:
     problems: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _fsck(c: Cluster, root: str) -> FsckResult:
-    from keelfs.client import _ops as ops
-
+def _fsck(c: AdminClient, root: str) -> FsckResult:
     res = FsckResult()
     pending = [root]
     first = True
@@ -884,19 +686,19 @@ def _fsck(c: Cluster, root: str) -> FsckResult:
             info = c.client.stat(path)
             first = False
             if not info.is_dir:
-                _check_file(c, ops, path, res)
+                _check_file(c, path, res)
                 continue
         res.dirs += 1
         for entry in c.client.ls(path):
             if entry.is_dir:
                 pending.append(entry.path)
             else:
-                _check_file(c, ops, entry.path, res)
+                _check_file(c, entry.path, res)
     return res
 
 
-def _check_file(c: Cluster, ops: Any, path: str, res: FsckResult) -> None:
-    info = c.client._run(ops.stat(path, False), None).info
+def _check_file(c: AdminClient, path: str, res: FsckResult) -> None:
+    info = c.file_info_with_locations(path)
     res.files += 1
     if info.under_construction:
         res.open_files += 1
@@ -931,7 +733,7 @@ def fsck_cmd(path: str, address: str | None, as_json: bool) -> None:
     """Check every file under PATH: blocks with no replica (missing) or fewer than the file's
     replication (under-replicated). Exit status 1 if any block is missing."""
 
-    def body(c: Cluster) -> None:
+    def body(c: AdminClient) -> None:
         res = _fsck(c, path)
         healthy = res.missing == 0
         obj = {**res.__dict__, "path": path, "healthy": healthy}

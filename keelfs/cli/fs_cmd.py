@@ -30,7 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from keelfs.cli.admin import Unreachable, address_option, open_cluster
+from keelfs.cli.admin import address_option, open_cluster
 from keelfs.errors import InvalidPath, KeelError, NotFound
 from keelfs.meta.records import FileInfo
 
@@ -65,6 +65,8 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
 def _client(address: str | None, path: str = "") -> Iterator[Any]:
     """A connected client (``open_cluster``: the same ``--address`` as ``keelfs admin``); a
     ``KeelError`` becomes one line and exit status 1."""
+    from keelfs.client.admin_client import Unreachable
+
     try:
         cluster = open_cluster(address)
     except Unreachable as exc:

@@ -168,6 +168,9 @@ class Op:
     attempt (a new block id, the next generation stamp): no reply cache could match them.
     Those need the writer's lease, which does not move with the file, so the new shard
     refuses them (``LEASE_CONFLICT``): they are not applied twice either."""
+    attempt_timeout: float | None = None
+    """One attempt's limit when not the client's: an RPC that waits on the server (a new
+    member catching up) needs longer than a request."""
 
 
 def reply_info(reply: Any) -> pb.ReplyInfo | None:
@@ -508,7 +511,8 @@ class Core:
                     session_shard=group if replay else "",
                 )
                 self._count("calls")
-                timeout = max(0.01, min(self.attempt_timeout, attempt.remaining()))
+                limit = self.attempt_timeout if op.attempt_timeout is None else op.attempt_timeout
+                timeout = max(0.01, min(limit, attempt.remaining()))
                 result = yield Call(address, op.service, op.method, op.build(header), timeout)
                 if not isinstance(result, grpc.RpcError):
                     info = reply_info(result)

@@ -8,7 +8,6 @@ on one event loop, and ``await close()`` (or ``async with``) when done.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -467,10 +466,12 @@ class AsyncClient:
         return self._core.nodes
 
     # -- administration -----------------------------------------------------------------------
-    async def status(self, address: str, *, timeout: float = 2.0) -> dict[str, Any]:
-        reply = await self._stub(address, "Node").Status(pb.StatusRequest(), timeout=timeout)
-        st: dict[str, Any] = json.loads(reply.json)
-        return st
+    async def status(self, address: str, *, timeout: float = 2.0) -> pb.StatusReply:
+        """``Node.Status`` of one metadata node (one attempt; raises ``grpc.RpcError``)."""
+        reply: pb.StatusReply = await self._stub(address, "Node").Status(
+            pb.StatusRequest(), timeout=timeout
+        )
+        return reply
 
     @property
     def stats(self) -> dict[str, int]:

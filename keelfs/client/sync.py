@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -18,6 +17,7 @@ from keelfs.errors import NotFound
 from keelfs.meta.records import ContentSummary, FileInfo
 from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc.channels import METADATA_CHANNEL_OPTIONS
+from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.rpc.wire import file_info_from_pb, summary_from_pb
 
@@ -482,13 +482,12 @@ class Client:
         return self._core.nodes
 
     # -- administration -----------------------------------------------------------------------
-    def status(self, address: str, *, timeout: float = 2.0) -> dict[str, Any]:
+    def status(self, address: str, *, timeout: float = 2.0) -> pb.StatusReply:
         """``Node.Status`` of one metadata node (one attempt; raises ``grpc.RpcError``)."""
-        from keelfs.rpc.pb import meta_pb2 as pb
-
-        reply = self._stub(address, "Node").Status(pb.StatusRequest(), timeout=timeout)
-        st: dict[str, Any] = json.loads(reply.json)
-        return st
+        reply: pb.StatusReply = self._stub(address, "Node").Status(
+            pb.StatusRequest(), timeout=timeout
+        )
+        return reply
 
     @property
     def stats(self) -> dict[str, int]:

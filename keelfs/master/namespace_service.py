@@ -860,7 +860,7 @@ class NodeServicer(ServicerBase):
     """``keelfs.meta.v1.Node``: status of this process."""
 
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.StatusReply:  # noqa: N802
-        return pb.StatusReply(json=json.dumps(self.node.status(), sort_keys=True))
+        return self.node.status()
 
     async def SetFailpoint(  # noqa: N802
         self, request: pb.SetFailpointRequest, context: Any

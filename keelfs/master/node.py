@@ -67,7 +67,7 @@ from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
 from keelfs.rpc import grpc_errors
 from keelfs.rpc.pb import meta_pb2 as pb
-from keelfs.rpc.wire import CONFIG_GROUP, MAX_REQUEST_BYTES, check_header
+from keelfs.rpc.wire import CONFIG_GROUP, MAX_REQUEST_BYTES, check_header, group_status_to_pb
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.host import HostConfig, RaftHost
 from keelfs.transport.base import OnMessages, Transport
@@ -300,32 +300,42 @@ class MetaNode:
             "shards": sorted(self.shards),
         }
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> pb.StatusReply:
+        """This node's answer to ``Node.Status`` (see ``proto/meta.proto``)."""
         assert self.host is not None
-        groups = {gid: g.status() for gid, g in self.host.groups.items()}
-        return {
-            **self.ready_info(),
-            "groups": groups,
-            "map_version": self.shard_map.version,
-            "registered": self.registered,
-            "resharding": self.resharder.status(),
-            "chunk_servers": {
-                st.server_id: {
-                    "address": st.address,
-                    "rack": st.rack,
-                    "live": self.chunks.live(st.server_id),
-                    "reported": st.reported,
-                    "capacity": st.capacity,
-                    "used": st.used,
-                    "last_heartbeat_s_ago": round(self.chunks.now() - st.last_seen, 3),
-                }
+        now = self.chunks.now()
+        resharding = self.resharder.status()
+        return pb.StatusReply(
+            id=self.node_id,
+            raft_address=self.raft_address,
+            client_address=self.client_address,
+            pid=os.getpid(),
+            data_dir=str(self.config.data_dir),
+            config_member=self.config_member is not None,
+            shards=sorted(self.shards),
+            groups={gid: group_status_to_pb(g.status()) for gid, g in self.host.groups.items()},
+            map_version=self.shard_map.version,
+            registered=self.registered,
+            resharding=pb.ReshardingStatus(**resharding),
+            chunk_servers={
+                st.server_id: pb.ChunkServerStatus(
+                    address=st.address,
+                    rack=st.rack,
+                    live=self.chunks.live(st.server_id),
+                    reported=st.reported,
+                    capacity=st.capacity,
+                    used=st.used,
+                    last_heartbeat_s_ago=round(now - st.last_seen, 3),
+                )
                 for st in self.chunks.servers.values()
             },
-            "blocks": len(self.chunks.replicas),
-            "replication": dict(self.replication.stats),
-            "block_health": {k: dict(v) for k, v in self.replication.health.items()},
-            "rounds": self.host.rounds,
-        }
+            blocks=len(self.chunks.replicas),
+            replication=self.replication.stats,
+            block_health={
+                shard: pb.BlockHealth(**health) for shard, health in self.replication.health.items()
+            },
+            rounds=self.host.rounds,
+        )
 
     # ------------------------------------------------------------------ background work
     async def _register_loop(self) -> None:

@@ -14,6 +14,7 @@ from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, File
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.runtime.status import GroupStatus
 
 __all__ = [
     "CONFIG_GROUP",
@@ -21,6 +22,7 @@ __all__ = [
     "check_header",
     "file_info_from_pb",
     "file_info_to_pb",
+    "group_status_to_pb",
     "shard_map_from_pb",
     "shard_map_to_pb",
     "summary_from_pb",
@@ -124,3 +126,28 @@ def check_header(header: pb.RequestHeader) -> None:
         raise InvalidArgument("seq without a session id", "seq")
     if header.session_shard and not header.seq:
         raise InvalidArgument("session_shard without a session's seq", "session_shard")
+
+
+def group_status_to_pb(st: GroupStatus) -> pb.GroupStatus:
+    """One Raft group's state on this node, for ``Node.Status``."""
+    return pb.GroupStatus(
+        group=st.group,
+        state=st.state,
+        term=st.term,
+        leader=st.leader,
+        commit=st.commit,
+        applied=st.applied,
+        last_index=st.last_index,
+        voters=st.voters,
+        learners=st.learners,
+        members=st.members,
+        progress={
+            i: pb.MemberProgress(state=p.state, match=p.match, next=p.next, lag=p.lag)
+            for i, p in st.progress.items()
+        },
+        snapshot_index=st.snapshot_index,
+        first_index=st.first_index,
+        snapshots_installed=st.snapshots_installed,
+        proposals_lost=st.proposals_lost,
+        removed=st.removed,
+    )

@@ -21,6 +21,7 @@ from keelfs.raft.messages import ConfChange, ConfChangeType, Entry, EntryType, S
 from keelfs.raft.rawnode import RawNode, Ready
 from keelfs.runtime.errors import ApplyFailed, NotLeader, OutcomeUnknown, RuntimeUnavailable
 from keelfs.runtime.statemachine import StateMachine, StreamingStateMachine
+from keelfs.runtime.status import GroupStatus, MemberProgress, lag
 from keelfs.storage.rocks import RocksLogStorage
 
 if TYPE_CHECKING:
@@ -93,30 +94,30 @@ class RaftGroup:
     def applied_index(self) -> int:
         return self.node.raft.log.applied
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> GroupStatus:
         st = self.node.status()
-        return {
-            "group": self.group_id,
-            "id": st.id,
-            "state": st.state.name.lower(),
-            "term": st.term,
-            "leader": st.lead,
-            "commit": st.commit,
-            "applied": st.applied,
-            "last_index": st.last_index,
-            "voters": sorted(st.conf.voters),
-            "learners": sorted(st.conf.learners),
-            "progress": {
-                str(i): {"state": pr.state, "match": pr.match, "next": pr.next}
-                for i, pr in st.progress.items()
+        return GroupStatus(
+            group=self.group_id,
+            id=st.id,
+            state=st.state.name.lower(),
+            term=st.term,
+            leader=st.lead,
+            commit=st.commit,
+            applied=st.applied,
+            last_index=st.last_index,
+            voters=sorted(st.conf.voters),
+            learners=sorted(st.conf.learners),
+            members=dict(sorted(self.addresses.items())),
+            snapshot_index=self.storage.snapshot_meta().index,
+            first_index=self.storage.first_index(),
+            snapshots_installed=self.snapshots_installed,
+            proposals_lost=self.proposals_lost,
+            removed=self.removed,
+            progress={
+                i: MemberProgress(pr.state, pr.match, pr.next, lag(st.last_index, pr.match))
+                for i, pr in sorted(st.progress.items())
             },
-            "members": {str(k): v for k, v in sorted(self.addresses.items())},
-            "snapshot_index": self.storage.snapshot_meta().index,
-            "first_index": self.storage.first_index(),
-            "snapshots_installed": self.snapshots_installed,
-            "proposals_lost": self.proposals_lost,
-            "removed": self.removed,
-        }
+        )
 
     def voters(self) -> frozenset[int]:
         return self.node.raft.conf.voters

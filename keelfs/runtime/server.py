@@ -280,7 +280,7 @@ class KVServer:
                     peers[str(peer)] = {"address": st.address, "connected": st.connected}
         return {
             **self.ready_info(),
-            "groups": {gid: g.status() for gid, g in self.host.groups.items()},
+            "groups": {gid: g.status().as_dict() for gid, g in self.host.groups.items()},
             "directory": {str(k): v for k, v in sorted(self.sm.nodes.items())},
             "peers": peers,
             "rounds": self.host.rounds,

@@ -336,8 +336,8 @@ def _chunks_reported(state: State, deadline: float) -> None:
             node = st["nodes"].get(f"n{leader}") if leader else None
             if node is None:
                 return False
-            servers = node.get("chunk_servers", {})
-            if not all(servers.get(i, {}).get("live") and servers[i]["reported"] for i in ids):
+            servers = node.chunk_servers
+            if not all(i in servers and servers[i].live and servers[i].reported for i in ids):
                 return False
         return True
 
@@ -486,11 +486,13 @@ def _remove_network(state: State) -> None:
 
 
 def cluster_status(state: State, timeout: float = 2.0) -> dict[str, Any]:
-    """Every process (alive or not) and every group's leader as the nodes report it."""
+    """Every process (alive or not) and every group's leader as the nodes report it
+    (``keelfs.client.cluster_view``, as ``keelfs admin status`` sees them)."""
     from keelfs.client import Client
+    from keelfs.client.cluster_view import NodeView, fold
 
-    nodes: dict[str, dict[str, Any]] = {}
-    views: dict[str, dict[int, dict[str, Any]]] = {}
+    nodes: dict[str, Any] = {}  # process name -> its Node.Status (pb.StatusReply)
+    answered: dict[int, NodeView] = {}
     processes: dict[str, dict[str, Any]] = {}
     with Client(state.config_addresses or ["127.0.0.1:1"], deadline=timeout) as client:
         for p in state.processes:
@@ -511,17 +513,16 @@ def cluster_status(state: State, timeout: float = 2.0) -> dict[str, Any]:
                 processes[p.name]["error"] = f"{type(exc).__name__}"
                 continue
             nodes[p.name] = st
-            for gid, gs in st.get("groups", {}).items():
-                views.setdefault(gid, {})[p.node_id] = gs
+            answered[p.node_id] = NodeView(p.node_id, p.address, st)
+    view = fold(answered)
     groups: dict[str, dict[str, Any]] = {}
     for gid in ("config", *SHARDS):
-        seen = views.get(gid, {})
-        leaders = [(s["term"], i) for i, s in seen.items() if s["state"] == "leader"]
-        term, leader = max(leaders) if leaders else (0, 0)
+        g = view.groups.get(gid)
+        members = {} if g is None else {i: m for i, m in g.members.items() if m.up}
         groups[gid] = {
-            "leader": leader or None,
-            "term": term,
-            "members": {str(i): s["state"] for i, s in sorted(seen.items())},
-            "commit": max((s["commit"] for s in seen.values()), default=0),
+            "leader": (g.leader if g else 0) or None,
+            "term": g.term if g else 0,
+            "members": {str(i): m.role for i, m in members.items()},
+            "commit": g.commit if g else 0,
         }
     return {"directory": state.directory, "processes": processes, "groups": groups, "nodes": nodes}

@@ -63,6 +63,7 @@ from keelfs.runtime.processes import (
 
 if TYPE_CHECKING:
     from keelfs.meta.transactions import TxnRecord
+    from keelfs.rpc.pb import meta_pb2 as pb
     from keelfs.server.chunkservers import LocalChunkServers
 
 __all__ = ["MetaCluster", "MetaNodeSpec"]
@@ -263,7 +264,7 @@ class MetaCluster(Launcher):
         self.wait_for(lambda: admin.format(deadline=10.0) or True, timeout, "format failed")
         version = admin.shard_map().version
         self.wait_for(
-            lambda: all(self.status(i)["map_version"] >= version for i in self.running()),
+            lambda: all(self.status(i).map_version >= version for i in self.running()),
             timeout,
             "nodes did not learn the shard map",
         )
@@ -447,18 +448,18 @@ class MetaCluster(Launcher):
     def pid(self, node_id: int) -> int:
         return self._procs[node_id].pid
 
-    def status(self, node_id: int, timeout: float = 2.0) -> dict[str, Any]:
+    def status(self, node_id: int, timeout: float = 2.0) -> pb.StatusReply:
         """``Node.Status`` of one node (raises ``grpc.RpcError`` if it does not answer)."""
         return self.admin().status(self.nodes[node_id].client_address, timeout=timeout)
 
-    def group_statuses(self, group: str, timeout: float = 1.0) -> dict[int, dict[str, Any]]:
+    def group_statuses(self, group: str, timeout: float = 1.0) -> dict[int, pb.GroupStatus]:
         """``group``'s status on every running, not stopped member that answers."""
-        out: dict[int, dict[str, Any]] = {}
+        out: dict[int, pb.GroupStatus] = {}
         for i in self.members(group):
             if i not in self.running() or i in self._stopped:
                 continue
             try:
-                out[i] = self.status(i, timeout)["groups"][group]
+                out[i] = self.status(i, timeout).groups[group]
             except Exception:
                 continue
         return out
@@ -468,12 +469,12 @@ class MetaCluster(Launcher):
 
         def probe() -> int | None:
             sts = {i: s for i, s in self.group_statuses(group).items() if i not in exclude}
-            leaders = [(s["term"], i) for i, s in sts.items() if s["state"] == "leader"]
+            leaders = [(s.term, i) for i, s in sts.items() if s.state == "leader"]
             if not leaders:
                 return None
             term, lead = max(leaders)
-            agree = sum(1 for s in sts.values() if s["leader"] == lead and s["term"] == term)
-            return lead if agree * 2 > len(sts[lead]["voters"]) else None
+            agree = sum(1 for s in sts.values() if s.leader == lead and s.term == term)
+            return lead if agree * 2 > len(sts[lead].voters) else None
 
         return self.wait_for(probe, timeout, f"no leader of {group} within {timeout} s")
 
@@ -557,8 +558,8 @@ class MetaCluster(Launcher):
     def chunk_servers_reported(self, ids: set[str]) -> bool:
         """Whether every shard's leader counts ``ids`` as live, reported chunk servers."""
         for shard in self.shard_ids:
-            st = self.status(self.leader(shard))["chunk_servers"]
-            if not all(i in st and st[i]["live"] and st[i]["reported"] for i in ids):
+            st = self.status(self.leader(shard)).chunk_servers
+            if not all(i in st and st[i].live and st[i].reported for i in ids):
                 return False
         return True
 

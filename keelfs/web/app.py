@@ -9,7 +9,7 @@ serves:
 ``/raft/state``    JSON: every Raft group on this node (``RaftGroup.status()``)
 ``/``              the dashboard (masters and config servers only)
 ``/api/cluster``   the dashboard's JSON: the whole cluster (``keelfs.web.dashboard``)
-``/api/node``      JSON: this node's own status
+``/api/node``      JSON: this node's own status (a master's: its ``Node.Status``)
 =================  ==================================================================
 
 ``start()`` binds (raising ``OSError`` if it cannot) and ``stop()`` closes it; ``address``
@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from google.protobuf import json_format
 
-from keelfs.web.dashboard import cluster_view
+from keelfs.web.dashboard import cluster_json
 from keelfs.web.listen import is_loopback_host, parse_http_listen
 from keelfs.web.metrics import CONTENT_TYPE, ChunkMetrics, MetaMetrics, Metrics
 
@@ -170,6 +171,16 @@ class WebServer:
         return web.FileResponse(STATIC / "index.html")
 
 
+def _status_json(node: MetaNode) -> dict[str, Any]:
+    """``Node.Status`` in protobuf's JSON mapping (64-bit numbers as strings), every field."""
+    out: dict[str, Any] = json_format.MessageToDict(
+        node.status(),
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+    )
+    return out
+
+
 def meta_web_server(node: MetaNode, listen: str) -> WebServer:
     """The HTTP side of a started master or config server."""
     metrics = MetaMetrics(node)
@@ -192,16 +203,19 @@ def meta_web_server(node: MetaNode, listen: str) -> WebServer:
 
     def raft_state() -> dict[str, Any]:
         host = node.host
-        groups = {} if host is None else {gid: g.status() for gid, g in host.groups.items()}
-        return {"id": node.node_id, "groups": groups}
+        groups = {} if host is None else host.groups
+        return {
+            "id": node.node_id,
+            "groups": {gid: g.status().as_dict() for gid, g in groups.items()},
+        }
 
     return WebServer(
         listen,
         metrics=metrics,
         health=health,
         raft_state=raft_state,
-        node_status=node.status,
-        cluster=lambda: cluster_view(node),
+        node_status=lambda: _status_json(node),
+        cluster=lambda: cluster_json(node),
     )
 
 

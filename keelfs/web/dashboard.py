@@ -1,146 +1,117 @@
-"""The cluster view behind the dashboard (``/api/cluster``): every metadata node's status.
+"""The dashboard's JSON (``/api/cluster``): ``keelfs.client.cluster_view`` as the page reads it.
 
 The serving node knows its own status and, from the config group's node registry (refreshed
 with the ShardMap), every registered node's client address; it asks each of them for
-``Node.Status`` concurrently, with a short timeout, and folds the answers into one JSON-able
-dict:
+``Node.Status`` concurrently, with a short timeout (``gather_async``), and renders the one
+cluster view that ``keelfs admin status`` shows too:
 
-- ``groups``: per Raft group (config first, then shards by name) the leader and its term
-  (the leader with the highest term among the answers), and every voter with its state,
-  term, commit and applied index and its lag (the leader's commit minus what it applied;
-  None when it did not answer);
+- ``groups``: per Raft group (config first, then shards by name) the leader (None: no leader)
+  and its term and commit index, and every voter and learner with its state, term, commit and
+  applied index and its lag (``MemberProgress.lag`` as the leader reports it; None without a
+  leader or for a member that did not answer, whose state is ``unreachable``);
 - ``nodes``: each node's address, whether it answered, and its groups;
-- ``chunk_servers``: every chunk server some master knows of, in the freshest view (the one
-  with the most recent heartbeat), with capacity, used bytes and heartbeat age;
+- ``chunk_servers``: every chunk server the masters know, merged over them (live if any of
+  them heard from it lately, the freshest heartbeat), with capacity and used bytes;
 - ``blocks``: per answering master, the blocks it knows replicas of, its repair counters and,
   where the master reports it (``block_health``: shards it leads, as of their last walk),
   the under-replicated and missing blocks per shard.
-
-A node that does not answer is shown as such; nothing here raises for a dead node.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
+
+from keelfs.client.cluster_view import ClusterView, gather_async, group_order
 
 if TYPE_CHECKING:
     from keelfs.master.node import MetaNode
 
-__all__ = ["cluster_view", "fold"]
+__all__ = ["cluster_json", "dashboard_json"]
 
 STATUS_TIMEOUT_S = 0.5
 
 
-async def _status(node: MetaNode, address: str) -> dict[str, Any] | None:
-    try:
-        st: dict[str, Any] = await node.internal.status(address, timeout=STATUS_TIMEOUT_S)
-    except Exception:
-        return None
-    return st
-
-
-async def cluster_view(node: MetaNode) -> dict[str, Any]:
+async def cluster_json(node: MetaNode) -> dict[str, Any]:
     """Ask every registered node for its status (see the module docstring)."""
     addresses = dict(node.nodes)
     addresses[node.node_id] = node.client_address
     if node.config_member is not None:
         for nid, address in node.config_member.sm.masters().items():
             addresses.setdefault(int(nid), str(address))
-    others = sorted(i for i in addresses if i != node.node_id)
-    answers = await asyncio.gather(*(_status(node, addresses[i]) for i in others))
-    statuses: dict[int, dict[str, Any] | None] = dict(zip(others, answers, strict=True))
-    statuses[node.node_id] = node.status()
-    view = fold(statuses, addresses)
-    view["served_by"] = node.node_id
-    view["map_version"] = node.shard_map.version
-    view["time"] = time.time()
-    return view
+    view = await gather_async(
+        node.internal, addresses, timeout=STATUS_TIMEOUT_S, known={node.node_id: node.status()}
+    )
+    out = dashboard_json(view)
+    out["served_by"] = node.node_id
+    out["map_version"] = node.shard_map.version
+    out["time"] = time.time()
+    return out
 
 
-def _group_order(gid: str) -> tuple[int, str]:
-    return (0 if gid == "config" else 1, gid)
-
-
-def fold(statuses: dict[int, dict[str, Any] | None], addresses: dict[int, str]) -> dict[str, Any]:
-    """Fold node statuses (None: did not answer) into the dashboard's view."""
-    answered = {i: s for i, s in statuses.items() if s is not None}
-    nodes = [
-        {
-            "id": i,
-            "address": addresses.get(i, ""),
-            "up": statuses.get(i) is not None,
-            "groups": sorted(answered[i]["groups"], key=_group_order) if i in answered else [],
-        }
-        for i in sorted(set(statuses) | set(addresses))
-    ]
-    members: dict[str, dict[int, dict[str, Any]]] = {}
-    for i, st in answered.items():
-        for gid, g in st.get("groups", {}).items():
-            members.setdefault(gid, {})[i] = g
-    groups = []
-    for gid in sorted(members, key=_group_order):
-        by_node = members[gid]
-        leaders = [(g["term"], i) for i, g in by_node.items() if g["state"] == "leader"]
-        leader = max(leaders)[1] if leaders else None
-        ref = by_node[leader] if leader is not None else max(by_node.values(), key=_term)
-        voters = sorted(set(ref.get("voters", [])) | set(by_node))
-        commit = ref["commit"] if leader is not None else max(g["commit"] for g in by_node.values())
-        rows = []
-        for i in voters:
-            g = by_node.get(i)
-            rows.append(
-                {
-                    "id": i,
-                    "up": g is not None,
-                    "state": g["state"] if g else "unreachable",
-                    "term": g["term"] if g else None,
-                    "commit": g["commit"] if g else None,
-                    "applied": g["applied"] if g else None,
-                    "lag": max(0, commit - g["applied"]) if g else None,
-                }
-            )
-        groups.append(
-            {
-                "id": gid,
-                "leader": leader,
-                "term": ref["term"],
-                "commit": commit,
-                "members": rows,
-            }
-        )
-    chunk_servers: dict[str, dict[str, Any]] = {}
-    for st in answered.values():
-        for sid, cs in st.get("chunk_servers", {}).items():
-            seen = chunk_servers.get(sid)
-            age = cs.get("last_heartbeat_s_ago")
-            if seen is None or _fresher(age, seen.get("last_heartbeat_s_ago")):
-                chunk_servers[sid] = {"id": sid, **cs}
-    blocks = [
-        {
-            "node": i,
-            "shards": st.get("shards", []),
-            "blocks": st.get("blocks", 0),
-            "replication": st.get("replication", {}),
-            "health": st.get("block_health", {}),
-        }
-        for i, st in sorted(answered.items())
-        if st.get("shards")
-    ]
+def dashboard_json(view: ClusterView) -> dict[str, Any]:
+    """``view`` as the dashboard page reads it."""
+    statuses = view.statuses()
     return {
-        "nodes": nodes,
-        "groups": groups,
-        "chunk_servers": [chunk_servers[k] for k in sorted(chunk_servers)],
-        "blocks": blocks,
+        "nodes": [
+            {
+                "id": n.id,
+                "address": n.address,
+                "up": n.up,
+                "groups": sorted(n.status.groups, key=group_order) if n.status else [],
+            }
+            for n in view.nodes.values()
+        ],
+        "groups": [
+            {
+                "id": g.group,
+                "leader": g.leader or None,
+                "term": g.term,
+                "commit": g.commit,
+                "members": [
+                    {
+                        "id": m.node,
+                        "up": m.up,
+                        "state": m.role if m.up else "unreachable",
+                        "term": m.term if m.up else None,
+                        "commit": m.commit if m.up else None,
+                        "applied": m.applied if m.up else None,
+                        "lag": m.lag,
+                    }
+                    for m in g.members.values()
+                ],
+            }
+            for g in view.groups.values()
+        ],
+        "chunk_servers": [
+            {
+                "id": c.id,
+                "address": c.address,
+                "rack": c.rack,
+                "live": c.live,
+                "reported": c.reported,
+                "capacity": c.capacity,
+                "used": c.used,
+                "last_heartbeat_s_ago": c.last_heartbeat_s_ago,
+            }
+            for c in view.chunk_servers.values()
+        ],
+        "blocks": [
+            {
+                "node": i,
+                "shards": list(st.shards),
+                "blocks": st.blocks,
+                "replication": dict(st.replication),
+                "health": {
+                    shard: {
+                        "under_replicated": h.under_replicated,
+                        "missing": h.missing,
+                        "corrupt_replicas": h.corrupt_replicas,
+                    }
+                    for shard, h in sorted(st.block_health.items())
+                },
+            }
+            for i, st in statuses.items()
+            if st.shards
+        ],
     }
-
-
-def _term(g: dict[str, Any]) -> int:
-    return int(g["term"])
-
-
-def _fresher(age: float | None, than: float | None) -> bool:
-    if age is None:
-        return False
-    return than is None or age < than

@@ -171,19 +171,19 @@ class MetaMetrics(Metrics):
         for gid, group in sorted(host.groups.items()):
             st = group.status()
             values = {
-                "term": st["term"],
-                "commit": st["commit"],
-                "applied": st["applied"],
-                "last_index": st["last_index"],
-                "leader": 1 if st["state"] == "leader" else 0,
-                "voters": len(st["voters"]),
+                "term": st.term,
+                "commit": st.commit,
+                "applied": st.applied,
+                "last_index": st.last_index,
+                "leader": 1 if st.state == "leader" else 0,
+                "voters": len(st.voters),
             }
             for key, fam in fams.items():
                 fam.add_metric([n, gid], float(values[key]))
-            first = self._first_term.setdefault(gid, st["term"])
-            elections.add_metric([n, gid], float(max(0, st["term"] - first)))
-            snapshots.add_metric([n, gid], float(st["snapshots_installed"]))
-            lost.add_metric([n, gid], float(st["proposals_lost"]))
+            first = self._first_term.setdefault(gid, st.term)
+            elections.add_metric([n, gid], float(max(0, st.term - first)))
+            snapshots.add_metric([n, gid], float(st.snapshots_installed))
+            lost.add_metric([n, gid], float(st.proposals_lost))
         yield from fams.values()
         yield elections
         yield snapshots

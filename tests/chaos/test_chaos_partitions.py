@@ -70,7 +70,7 @@ def _state() -> State:
 
 
 class NoAdmin:
-    def status(self, address: str, timeout: float) -> dict[str, object]:
+    def status(self, address: str, timeout: float) -> object:
         raise ConnectionError("unreachable")
 
 

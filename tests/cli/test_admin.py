@@ -113,8 +113,8 @@ def test_a_new_master_joins_a_shard(cluster: MetaCluster) -> None:
     assert 4 in cluster.admin().shard_map().shards["shard-1"]
     cluster.wait_for(
         lambda: (
-            cluster.status(4)["groups"]["shard-1"]["applied"]
-            >= cluster.status(cluster.leader("shard-1"))["groups"]["shard-1"]["commit"]
+            cluster.status(4).groups["shard-1"].applied
+            >= cluster.status(cluster.leader("shard-1")).groups["shard-1"].commit
         ),
         30,
         "the new member did not catch up",

@@ -81,7 +81,7 @@ def test_async_client_has_every_verb(cluster: MetaCluster) -> None:
             assert (await fs.shard_map()).version >= 2
             assert await fs.keep_alive() >= 1
             st = await fs.status(cluster.config_addresses[0])
-            assert st["id"] in (1, 2, 3)
+            assert st.id in (1, 2, 3)
 
     asyncio.run(main())
 

@@ -174,7 +174,7 @@ def test_deleted_files_lose_their_blocks_and_orphans_are_removed(cluster: Any) -
         )
         # an orphan: a block no file references, written straight to a chunk server
         orphan = 987_654_321
-        term = c.status(c.leader("shard-1"))["groups"]["shard-1"]["term"]
+        term = c.status(c.leader("shard-1")).groups["shard-1"].term
         chunks.write_block([servers.addresses[0]], orphan, 1, b"x" * 1000, "shard-1", term)
         assert replica_files(servers, orphan)
         c.wait_for(lambda: not replica_files(servers, orphan), 60, "the orphan was not removed")
@@ -187,7 +187,7 @@ def test_a_deposed_leaders_epoch_is_refused(cluster: Any) -> None:
     with ChunkClient() as chunks:
         write_file(fs, chunks, "/fence/f", b"y" * 100)
         old = c.leader("shard-1")
-        old_term = c.status(old)["groups"]["shard-1"]["term"]
+        old_term = c.status(old).groups["shard-1"].term
         c.sigstop(old)
         try:
             c.leader("shard-1", exclude=(old,))

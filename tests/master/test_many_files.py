@@ -89,9 +89,9 @@ def test_restarted_masters_serve_every_file(make_cluster: Callable[..., MetaClus
     cluster.restart(victim)
     ready = time.monotonic() - t0
     leader = cluster.leader(fullest)
-    target = cluster.status(leader)["groups"][fullest]["commit"]
+    target = cluster.status(leader).groups[fullest].commit
     cluster.wait_for(
-        lambda: cluster.status(victim)["groups"][fullest]["applied"] >= target,
+        lambda: cluster.status(victim).groups[fullest].applied >= target,
         60,
         "the restarted master did not catch up",
     )
@@ -115,7 +115,7 @@ def test_restarted_masters_serve_every_file(make_cluster: Callable[..., MetaClus
         assert len(names) == n and names == sorted(names)
     total = fs2.du("/many")
     assert (total.file_count, total.directory_count) == (N_FILES, 1 + DIRS)
-    st = cluster.status(1)["groups"]
-    snapshots = {g: s["snapshot_index"] for g, s in st.items()}
+    st = cluster.status(1).groups
+    snapshots = {g: s.snapshot_index for g, s in st.items()}
     print(f"all masters: serving again {serving:.1f} s after the restart; snapshots {snapshots}")
     assert any(i > 0 for g, i in snapshots.items() if g != "config")

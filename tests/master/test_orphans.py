@@ -99,7 +99,7 @@ def test_files_renamed_into_a_big_directory_on_another_shard_keep_their_blocks(
         # a real orphan, tagged with the staging shard: the collector must remove it
         orphan = 987_000_001
         stage_shard = fs.shard_map().shard_for_directory(staging[0])
-        term = cluster.status(cluster.leader(stage_shard))["groups"][stage_shard]["term"]
+        term = cluster.status(cluster.leader(stage_shard)).groups[stage_shard].term
         with ChunkClient() as chunks:
             chunks.write_block([servers.addresses[0]], orphan, 1, b"x" * 1000, stage_shard, term)
         assert _replica_files(servers, orphan)

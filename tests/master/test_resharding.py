@@ -117,8 +117,8 @@ def test_adding_and_removing_a_shard_under_writes(tmp_path: Path) -> None:
         assert_each_file_once(cluster, load)
         fs = cluster.client()
         assert sorted(e.name for e in fs.ls("/w")) == sorted(f"d{d}" for d in range(DIRS))
-        statuses = [cluster.status(i)["resharding"] for i in cluster.members("config")]
-        assert sum(s["moves_done"] for s in statuses) > 0
+        statuses = [cluster.status(i).resharding for i in cluster.members("config")]
+        assert sum(s.moves_done for s in statuses) > 0
 
 
 STEPS = ["reshard.frozen", "reshard.copied", "reshard.switched", "reshard.source_settled"]

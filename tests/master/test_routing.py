@@ -116,6 +116,24 @@ def test_config_service(shared_cluster: MetaCluster) -> None:
 
 def test_node_status(shared_cluster: MetaCluster) -> None:
     st = shared_cluster.status(1)
-    assert st["id"] == 1 and st["config_member"] and st["shards"] == ["shard-1", "shard-2"]
-    assert set(st["groups"]) == {"config", "shard-1", "shard-2"}
-    assert st["registered"] and st["map_version"] >= 2
+    assert st.id == 1 and st.config_member and st.shards == ["shard-1", "shard-2"]
+    assert set(st.groups) == {"config", "shard-1", "shard-2"}
+    assert st.registered and st.map_version >= 2
+
+
+def test_node_status_is_typed_with_each_members_progress_on_the_leader(
+    shared_cluster: MetaCluster,
+) -> None:
+    """``Node.Status`` answers messages: a leader reports every member's progress and its lag
+    (the leader's last index minus the member's match), a follower reports none."""
+    leader = shared_cluster.leader("shard-1")
+    g = shared_cluster.status(leader).groups["shard-1"]
+    assert g.state == "leader" and g.leader == leader and g.commit <= g.last_index
+    assert set(g.progress) == {*g.voters, *g.learners} and set(g.members) >= set(g.voters)
+    for node_id, p in g.progress.items():
+        assert p.state in ("probe", "replicate", "snapshot") and p.next > p.match
+        assert p.lag == g.last_index - p.match, (node_id, p)
+    assert g.progress[leader].lag == 0
+    for other in (i for i in g.voters if i != leader):
+        f = shared_cluster.status(other).groups["shard-1"]
+        assert f.state != "leader" and not f.progress, (other, f)

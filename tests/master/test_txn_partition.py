@@ -358,8 +358,8 @@ def test_participant_leader_cut_off_after_prepare_its_successor_finishes(
     where = _settled(cluster, fs, src, dst, outcome)
     others = [i for i in masters if i != lb]
     _no_open_records(cluster, (sa, sb), others)
-    old = cluster.status(lb)["groups"][sb]
-    assert old["state"] != "leader" or old["term"] < cluster.status(new)["groups"][sb]["term"]
+    old = cluster.status(lb).groups[sb]
+    assert old.state != "leader" or old.term < cluster.status(new).groups[sb].term
     still_open = _open_records(cluster, [lb], (sb,))
     assert cluster.network is not None and cluster.network.cuts(), "healed too early"
 

@@ -66,7 +66,7 @@ def test_namespace_snapshots_stream_and_rebuild_a_wiped_member(tmp_path: Path) -
                 if g7.applied_index() >= leader.applied_index():
                     break
                 await asyncio.sleep(0.01)
-            assert g7.status()["snapshots_installed"] >= 1, (str(g7.status()), str(leader.status()))
+            assert g7.status().snapshots_installed >= 1, (g7.status(), leader.status())
             assert sm7.stat("/f119").path == "/f119"
         finally:
             for h in hosts.values():

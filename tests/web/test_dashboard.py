@@ -111,6 +111,8 @@ def test_master_endpoints(web_cluster: tuple[MetaCluster, LocalChunkServers]) ->
         assert set(state["groups"]) == {"config", "shard-1"}
         for g in state["groups"].values():
             assert {"term", "commit", "applied", "leader", "voters", "state"} <= set(g)
+        node = get_json(http[node_id], "/api/node")  # Node.Status in protobuf's JSON mapping
+        assert node["id"] == str(node_id) and set(node["groups"]) == {"config", "shard-1"}
         assert get(http[node_id], "/nowhere")[0] == 404
 
     lead = cluster.leader("shard-1")

@@ -822,10 +822,170 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("json",)
-    JSON_FIELD_NUMBER: _ClassVar[int]
-    json: str
-    def __init__(self, json: _Optional[str] = ...) -> None: ...
+    __slots__ = ("id", "raft_address", "client_address", "pid", "data_dir", "config_member", "shards", "groups", "map_version", "registered", "resharding", "chunk_servers", "blocks", "replication", "block_health", "rounds")
+    class GroupsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: GroupStatus
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[GroupStatus, _Mapping]] = ...) -> None: ...
+    class ChunkServersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ChunkServerStatus
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ChunkServerStatus, _Mapping]] = ...) -> None: ...
+    class ReplicationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class BlockHealthEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: BlockHealth
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[BlockHealth, _Mapping]] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    DATA_DIR_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_MEMBER_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    RESHARDING_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_HEALTH_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    raft_address: str
+    client_address: str
+    pid: int
+    data_dir: str
+    config_member: bool
+    shards: _containers.RepeatedScalarFieldContainer[str]
+    groups: _containers.MessageMap[str, GroupStatus]
+    map_version: int
+    registered: bool
+    resharding: ReshardingStatus
+    chunk_servers: _containers.MessageMap[str, ChunkServerStatus]
+    blocks: int
+    replication: _containers.ScalarMap[str, int]
+    block_health: _containers.MessageMap[str, BlockHealth]
+    rounds: int
+    def __init__(self, id: _Optional[int] = ..., raft_address: _Optional[str] = ..., client_address: _Optional[str] = ..., pid: _Optional[int] = ..., data_dir: _Optional[str] = ..., config_member: _Optional[bool] = ..., shards: _Optional[_Iterable[str]] = ..., groups: _Optional[_Mapping[str, GroupStatus]] = ..., map_version: _Optional[int] = ..., registered: _Optional[bool] = ..., resharding: _Optional[_Union[ReshardingStatus, _Mapping]] = ..., chunk_servers: _Optional[_Mapping[str, ChunkServerStatus]] = ..., blocks: _Optional[int] = ..., replication: _Optional[_Mapping[str, int]] = ..., block_health: _Optional[_Mapping[str, BlockHealth]] = ..., rounds: _Optional[int] = ...) -> None: ...
+
+class GroupStatus(_message.Message):
+    __slots__ = ("group", "state", "term", "leader", "commit", "applied", "last_index", "voters", "learners", "members", "progress", "snapshot_index", "first_index", "snapshots_installed", "proposals_lost", "removed")
+    class MembersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
+    class ProgressEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: MemberProgress
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[_Union[MemberProgress, _Mapping]] = ...) -> None: ...
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    LEARNERS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOTS_INSTALLED_FIELD_NUMBER: _ClassVar[int]
+    PROPOSALS_LOST_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    state: str
+    term: int
+    leader: int
+    commit: int
+    applied: int
+    last_index: int
+    voters: _containers.RepeatedScalarFieldContainer[int]
+    learners: _containers.RepeatedScalarFieldContainer[int]
+    members: _containers.ScalarMap[int, str]
+    progress: _containers.MessageMap[int, MemberProgress]
+    snapshot_index: int
+    first_index: int
+    snapshots_installed: int
+    proposals_lost: int
+    removed: bool
+    def __init__(self, group: _Optional[str] = ..., state: _Optional[str] = ..., term: _Optional[int] = ..., leader: _Optional[int] = ..., commit: _Optional[int] = ..., applied: _Optional[int] = ..., last_index: _Optional[int] = ..., voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ..., members: _Optional[_Mapping[int, str]] = ..., progress: _Optional[_Mapping[int, MemberProgress]] = ..., snapshot_index: _Optional[int] = ..., first_index: _Optional[int] = ..., snapshots_installed: _Optional[int] = ..., proposals_lost: _Optional[int] = ..., removed: _Optional[bool] = ...) -> None: ...
+
+class MemberProgress(_message.Message):
+    __slots__ = ("state", "match", "next", "lag")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    match: int
+    next: int
+    lag: int
+    def __init__(self, state: _Optional[str] = ..., match: _Optional[int] = ..., next: _Optional[int] = ..., lag: _Optional[int] = ...) -> None: ...
+
+class ReshardingStatus(_message.Message):
+    __slots__ = ("moves_done", "records_moved", "longest_freeze_s", "last_error")
+    MOVES_DONE_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_MOVED_FIELD_NUMBER: _ClassVar[int]
+    LONGEST_FREEZE_S_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    moves_done: int
+    records_moved: int
+    longest_freeze_s: float
+    last_error: str
+    def __init__(self, moves_done: _Optional[int] = ..., records_moved: _Optional[int] = ..., longest_freeze_s: _Optional[float] = ..., last_error: _Optional[str] = ...) -> None: ...
+
+class ChunkServerStatus(_message.Message):
+    __slots__ = ("address", "rack", "live", "reported", "capacity", "used", "last_heartbeat_s_ago")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RACK_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_S_AGO_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    rack: str
+    live: bool
+    reported: bool
+    capacity: int
+    used: int
+    last_heartbeat_s_ago: float
+    def __init__(self, address: _Optional[str] = ..., rack: _Optional[str] = ..., live: _Optional[bool] = ..., reported: _Optional[bool] = ..., capacity: _Optional[int] = ..., used: _Optional[int] = ..., last_heartbeat_s_ago: _Optional[float] = ...) -> None: ...
+
+class BlockHealth(_message.Message):
+    __slots__ = ("under_replicated", "missing", "corrupt_replicas")
+    UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    CORRUPT_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    under_replicated: int
+    missing: int
+    corrupt_replicas: int
+    def __init__(self, under_replicated: _Optional[int] = ..., missing: _Optional[int] = ..., corrupt_replicas: _Optional[int] = ...) -> None: ...
 
 class SetShardMembersRequest(_message.Message):
     __slots__ = ("header", "shard_id", "members")

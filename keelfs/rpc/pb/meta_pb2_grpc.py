@@ -1849,7 +1849,8 @@ class NodeServicer:
     """
 
     def Status(self, request, context):
-        """JSON: this node's id, addresses, ShardMap version, and every hosted group's status.
+        """This node: its id and addresses, ShardMap version, every Raft group it hosts (with each
+        member's progress on the groups it leads), the chunk servers it knows and its block work.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
