@@ -634,7 +634,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps, PermissionChecks):
         guard = None
         if needs_guard(cmd.mode):
             guard = Guard(depth(path), cmd.owner, cmd.group, cmd.mode)
-        return {"directories": self._spread_guard(txn, path, guard)}
+        return {"records": self._spread_guard(txn, path, guard)}
 
     def _op_dequeue_block_deletes(self, txn: Txn, cmd: DequeueBlockDeletes, ctx: Context) -> Any:
         removed = 0

@@ -97,7 +97,7 @@ class Caller:
             raise InvalidArgument("who must be [user, [groups]]", "who")
         if len(groups) > MAX_GROUPS or not all(isinstance(g, str) for g in groups):
             raise InvalidArgument(f"who names at most {MAX_GROUPS} groups, as strings", "who")
-        if len(raw) == 3 and raw[2] != 1:
+        if len(raw) == 3 and (type(raw[2]) is not int or raw[2] != 1):
             raise InvalidArgument("who's superuser flag must be 1", "who")
         check_principal(user, "who")
         for group in groups:
