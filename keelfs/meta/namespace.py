@@ -46,7 +46,6 @@ from keelfs.meta.commands import (
 from keelfs.meta.kvstore import Txn, prefix_end
 from keelfs.meta.machine import Context
 from keelfs.meta.move_steps import MoveSteps
-from keelfs.meta.permission_checks import PermissionChecks
 from keelfs.meta.principals import (
     EXECUTE,
     READ,
@@ -89,7 +88,7 @@ __all__ = [
 ]
 
 
-class ShardStateMachine(TransactionSteps, MoveSteps, PermissionChecks):
+class ShardStateMachine(TransactionSteps, MoveSteps):
     """One data shard member's namespace state (``keelfs.runtime.StateMachine``).
 
     ``path``: the RocksDB directory of this member (``None``: in memory, for tests).

@@ -40,10 +40,13 @@ from keelfs.meta.commands import (
     SetReplication,
     SetTimes,
     SetTraverseGuard,
+    TxnBegin,
+    TxnPrepare,
     decode_envelope,
 )
 from keelfs.meta.namespace import ShardStateMachine
 from keelfs.meta.principals import READ, WRITE, Caller
+from keelfs.meta.transactions import Step, decode_part, encode_part, may_step
 
 ALICE = Caller("alice", ("staff",))
 BOB = Caller("bob", ("users",))
@@ -366,3 +369,32 @@ def test_permission_denied_round_trips(d: Driver) -> None:
     assert isinstance(err, PermissionDenied)
     assert (err.path, err.details["user"]) == ("/home/alice", "bob")
     assert WRITE  # the constants are part of the API the master uses
+
+
+# -- cross-shard operations ---------------------------------------------------------------------
+def test_a_transaction_checks_its_callers_rights_where_the_directory_is(d: Driver) -> None:
+    """A cross-shard rename's parts carry ``may`` steps: the coordinator refuses to begin one
+    whose caller may not remove the source (nothing recorded), a participant records its
+    refusal, and a caller with the rights gets the parts prepared and locked."""
+    src_dir = [may_step("/home/alice/docs", BOB, WRITE, "f")]
+    own = encode_part([*src_dir, Step("del_entry", "/home/alice/docs/f")])
+    before = state(d.sm)
+    result = d.err(TxnBegin(1, own, json.dumps({"shard-2": own})), "PERMISSION_DENIED")
+    assert result.error is not None and result.error["path"] == "/home/alice"
+    assert state(d.sm) == before
+    prepared = d.ok(TxnPrepare(2, "shard-2", own))
+    assert prepared["state"] == "aborted" and prepared["error"]["code"] == "PERMISSION_DENIED"
+    sid = d.session()
+    d.ok(Create("/tmp/a"), sid, caller=ALICE)
+    sticky = encode_part([may_step("/tmp", BOB, WRITE, "a"), Step("del_entry", "/tmp/a")])
+    assert d.ok(TxnPrepare(3, "shard-2", sticky))["error"]["code"] == "PERMISSION_DENIED"
+    allowed = encode_part([may_step("/tmp", ALICE, WRITE, "a"), Step("del_entry", "/tmp/a")])
+    assert d.ok(TxnPrepare(4, "shard-2", allowed))["state"] == "prepared"
+    assert sm(d).lock_holder("/tmp") == 4  # shared: a chmod of /tmp waits for the decision
+    d.err(SetPermission("/tmp", 0o700), "UNAVAILABLE")
+
+
+@pytest.mark.parametrize("record", ['[["bob",[]],8,""]', '[["bob",[]],2,"a/b"]', '"x"', "[1,2]"])
+def test_a_malformed_may_step_is_refused(record: str) -> None:
+    with pytest.raises(KeelError):
+        decode_part(json.dumps([["may", "/tmp", record]]))
