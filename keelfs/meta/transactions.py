@@ -26,11 +26,11 @@ Rules that make it safe (the seed's timer-abort corrected):
   every participant acknowledged; participant: the decision applied), by log time.
 
 Locks: every path a part changes is locked exclusively, every directory it only requires
-(``dir``) is locked shared, from prepare (or begin) until the decision is applied. Ordinary
-commands on a locked path are refused with ``Unavailable`` (reason ``locked``), which is not
-kept as a session's reply: the command can be sent again with the same sequence number once
-the lock is gone (the master waits for that); reads of a locked path wait the same way, so
-nobody sees a half-made transaction.
+(``dir``) or checks the rights on (``may``) is locked shared, from prepare (or begin) until
+the decision is applied. Ordinary commands on a locked path are refused with ``Unavailable``
+(reason ``locked``), which is not kept as a session's reply: the command can be sent again
+with the same sequence number once the lock is gone (the master waits for that); reads of a
+locked path wait the same way, so nobody sees a half-made transaction.
 
 Keys::
 
