@@ -51,7 +51,7 @@ from typing import Any
 from keelfs.errors import InvalidArgument, Unavailable
 from keelfs.meta import paths
 from keelfs.meta.kvstore import Txn, prefix_end
-from keelfs.meta.principals import Caller
+from keelfs.meta.principals import Caller, Guard
 
 __all__ = [
     "CHANGES",
@@ -123,25 +123,48 @@ class Step:
             decode_may(self.record)
 
 
-def may_step(directory: str, caller: Caller, access: int, child: str = "") -> Step:
+def may_step(
+    directory: str,
+    caller: Caller,
+    access: int,
+    child: str = "",
+    child_guards: tuple[Guard, ...] | None = None,
+) -> Step:
     """The ``may`` step checking that ``caller`` has ``access`` (``principals.READ``...,
     ``EXECUTE`` implied) on ``directory`` and, with ``child`` (a name), may remove or replace
-    that entry of it if the directory is sticky."""
-    body = [caller.encode(), access, child]
+    that entry of it if the directory is sticky.
+
+    ``child_guards``: the traverse guards the coordinator wrote into the records of a new or
+    moved directory in ``directory`` (``principals.guards_below`` of what it read): the
+    step also checks that ``directory`` still gives its children exactly these, else
+    ``Unavailable`` "changed" (a chmod of an ancestor came first; the retry reads anew)."""
+    body: list[Any] = [caller.encode(), access, child]
+    if child_guards is not None:
+        body.append([g.to_text() for g in child_guards])
     return Step("may", directory, json.dumps(body, separators=(",", ":")))
 
 
-def decode_may(record: str) -> tuple[Caller, int, str]:
-    """A ``may`` step's caller, access bits and child name; ``InvalidArgument`` if bad."""
+def decode_may(record: str) -> tuple[Caller, int, str, tuple[Guard, ...] | None]:
+    """A ``may`` step's caller, access bits, child name and child guards (None: not
+    checked); ``InvalidArgument`` if bad."""
     try:
-        who, access, child = json.loads(record)
-    except (ValueError, TypeError):
-        raise InvalidArgument("a may step is [who, access, child]", "part") from None
+        body = json.loads(record)
+        if not isinstance(body, list) or len(body) not in (3, 4):
+            raise ValueError(record)
+        who, access, child = body[:3]
+        guards = body[3] if len(body) == 4 else None
+    except ValueError:
+        raise InvalidArgument("a may step is [who, access, child, guards?]", "part") from None
     if type(access) is not int or not 0 <= access <= 7 or not isinstance(child, str):
         raise InvalidArgument("a may step's access is 0..7 and its child a name", "part")
     if child:
         paths.validate_name(child)
-    return Caller.decode(who), access, child
+    if guards is not None and (
+        not isinstance(guards, list) or not all(isinstance(g, str) for g in guards)
+    ):
+        raise InvalidArgument("a may step's guards are a list of guards", "part")
+    parsed = None if guards is None else tuple(Guard.from_text(g) for g in guards)
+    return Caller.decode(who), access, child, parsed
 
 
 def encode_part(steps: Iterable[Step]) -> str:

@@ -114,12 +114,20 @@ class TransactionSteps(PermissionChecks):
                         raise LeaseConflict(path, existing.lease_holder)
 
     def _check_may(self, txn: Txn, directory: str, record: str) -> None:
-        caller, access, child = tx.decode_may(record)
+        caller, access, child, child_guards = tx.decode_may(record)
         self._check_dir(txn, caller, directory, access | EXECUTE)
         if child:
             entry = self._entry(txn, paths.join(directory, child))
             if entry is not None:
                 self._check_sticky(txn, caller, paths.join(directory, child), entry)
+        if child_guards is not None:
+            here = self._child_guards(directory, self._require_dir(txn, directory))
+            if here != child_guards:
+                raise Unavailable(
+                    "changed",
+                    message=f"the permissions above {directory} changed while the "
+                    "transaction was built",
+                )
 
     def _apply_steps(self, txn: Txn, steps: tuple[tx.Step, ...], now: int) -> None:
         for step in steps:

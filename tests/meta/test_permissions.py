@@ -41,11 +41,12 @@ from keelfs.meta.commands import (
     SetTimes,
     SetTraverseGuard,
     TxnBegin,
+    TxnFinish,
     TxnPrepare,
     decode_envelope,
 )
 from keelfs.meta.namespace import ShardStateMachine
-from keelfs.meta.principals import READ, WRITE, Caller
+from keelfs.meta.principals import READ, WRITE, Caller, Guard
 from keelfs.meta.transactions import Step, decode_part, encode_part, may_step
 
 ALICE = Caller("alice", ("staff",))
@@ -394,7 +395,33 @@ def test_a_transaction_checks_its_callers_rights_where_the_directory_is(d: Drive
     d.err(SetPermission("/tmp", 0o700), "UNAVAILABLE")
 
 
-@pytest.mark.parametrize("record", ['[["bob",[]],8,""]', '[["bob",[]],2,"a/b"]', '"x"', "[1,2]"])
+def test_a_may_step_refuses_guards_built_before_an_ancestors_chmod(d: Driver) -> None:
+    """A new directory's records carry the guards its coordinator read: if a chmod above
+    changed them since, the step refuses ("changed": the retry reads anew)."""
+    read = (Guard(2, "alice", "staff", 0o700),)  # what /home/alice/docs gives its children
+    part = encode_part([may_step("/home/alice/docs", ALICE, WRITE, "", read)])
+    assert d.ok(TxnPrepare(1, "shard-2", part))["state"] == "prepared"
+    d.ok(TxnFinish(1, False))
+    d.ok(SetPermission("/home/alice", 0o755), caller=ALICE)
+    refused_part = d.ok(TxnPrepare(2, "shard-2", part))
+    assert refused_part["state"] == "aborted"
+    assert refused_part["error"]["reason"] == "changed"
+    fresh = encode_part([may_step("/home/alice/docs", ALICE, WRITE, "", ())])
+    assert d.ok(TxnPrepare(3, "shard-2", fresh))["state"] == "prepared"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        '[["bob",[]],8,""]',
+        '[["bob",[]],2,"a/b"]',
+        '"x"',
+        "[1,2]",
+        '[["bob",[]],2,"",["x"]]',
+        '[["bob",[]],2,"",[],5]',
+        '{"a":1}',
+    ],
+)
 def test_a_malformed_may_step_is_refused(record: str) -> None:
     with pytest.raises(KeelError):
         decode_part(json.dumps([["may", "/tmp", record]]))
