@@ -502,12 +502,21 @@ class SetTraverseGuard(Command):
     takes them, and every directory record below it here gets its traverse guard for
     ``path`` set (or dropped, when ``mode`` lets everyone through).
 
-    A chmod or chown of a directory changes its own records on the shard of its entry (and
-    the guards of the directories below it there); the master sends this to every other shard
-    before it answers (``keelfs.meta.principals``). Until all have applied it, a tightening
-    is not yet in force everywhere, and a loosening partly applied only refuses more, never
-    lets more through. The master must not run two of one directory at once: the last one
-    applied wins on each shard."""
+    A chmod or chown of a directory changes its records on the shard of its entry (its
+    self-record too if it is there, and the guards of the directories below it there); the
+    master sends this to every shard before it answers, also when no guard changes, since the
+    directory's self-record elsewhere holds the bits its children are checked against. Until
+    all have applied it a tightening is not in force everywhere; a loosening partly applied
+    only refuses more, never lets more through.
+
+    A shard answers "locked" while a transaction locks something below ``path`` there or a
+    move of hash ranges is under way there: the master retries it. After every shard applied
+    it, the master sends it to every shard once more: a transaction that began before the
+    change may have written records with the old guards on a shard the first pass had
+    already visited, and it has finished (or holds a lock there, "locked") by the second.
+    Transactions that begin later are refused if they carry the old guards (``may`` steps
+    with ``child_guards``). The master must not run two of one directory at once: the last
+    one applied wins on each shard."""
 
     op: ClassVar[str] = "set_traverse_guard"
     servers_only: ClassVar[bool] = True
