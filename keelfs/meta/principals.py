@@ -41,10 +41,13 @@ __all__ = [
     "Guard",
     "allows",
     "check_principal",
+    "denied",
     "depth",
+    "describe",
     "guards_below",
     "needs_guard",
     "rebase",
+    "with_guard",
 ]
 
 READ = 4
