@@ -6,7 +6,9 @@ the ONLY source of time inside ``apply``) and optionally the client session ``(s
 seq)`` that makes it exactly-once. The encoding is compact JSON, versioned::
 
     {"a": {<the command's fields>}, "now": 1700000000000, "op": "create", "seq": 7,
-     "sid": 42, "v": 1}
+     "sid": 42, "v": 1, "who": ["alice", ["staff"]]}
+
+(``who``, the caller, only when the proposer names one: ``Envelope.caller``.)
 
 JSON was chosen over a binary layout because commands are small and rare next to the data they
 describe, and a readable log is worth more when debugging a replica than the bytes saved; keys
@@ -35,6 +37,14 @@ from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from keelfs.errors import InvalidArgument, KeelError
 from keelfs.meta import paths
+from keelfs.meta.principals import (
+    DEFAULT_GROUP,
+    DEFAULT_OWNER,
+    SUPERUSER,
+    Caller,
+    Guard,
+    check_principal,
+)
 
 __all__ = [
     "CONFIG_COMMANDS",
@@ -73,6 +83,7 @@ __all__ = [
     "SetReplication",
     "SetShardMembers",
     "SetTimes",
+    "SetTraverseGuard",
     "SwitchMove",
     "Tick",
     "TxnAcked",
@@ -96,9 +107,6 @@ BLOCK_SIZE_MULTIPLE = 64 * 1024
 """Block sizes are multiples of the 64 KiB checksum chunk (DESIGN §2.9)."""
 DEFAULT_BLOCK_SIZE = 64 * 1024**2
 DEFAULT_REPLICATION = 3
-DEFAULT_OWNER = "keelfs"
-DEFAULT_GROUP = "keelfs"
-MAX_PRINCIPAL_BYTES = 256
 MAX_BATCH_IDS = 10_000
 _ADDRESS = re.compile(r"^[A-Za-z0-9_.:\[\]%-]{1,255}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -123,19 +131,6 @@ def check_mode(mode: int) -> int:
     if not 0 <= mode <= 0o7777:
         raise InvalidArgument(f"mode must be in 0..0o7777, not {mode:#o}", "mode")
     return mode
-
-
-def check_principal(value: str, argument: str) -> str:
-    """An owner or group name: non-empty, no control characters, no ':' or '/'."""
-    if value == "" or any(ch in value for ch in ":/") or not value.isprintable():
-        raise InvalidArgument(f"{argument} {value!r} is not a valid name", argument)
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"{argument} is not valid UTF-8", argument) from None
-    if size > MAX_PRINCIPAL_BYTES:
-        raise InvalidArgument(f"{argument} longer than {MAX_PRINCIPAL_BYTES} bytes", argument)
-    return value
 
 
 def check_block_size(block_size: int) -> int:
@@ -187,6 +182,9 @@ class Command:
 
     op: ClassVar[str] = ""
     needs_session: ClassVar[bool] = False
+    servers_only: ClassVar[bool] = False
+    """Proposed by masters for themselves (transactions, moves, the block layer, the config
+    group), never for a client: refused for a caller that is not a superuser."""
     chosen_by_proposer: ClassVar[tuple[str, ...]] = ()
     """Fields the proposer fills in afresh for each attempt of one client request (a new
     block id, the next generation stamp), not from the request: left out of ``digest()``,
@@ -280,16 +278,21 @@ class MkdirSelf(Command):
     (cross-shard mkdir)."""
 
     op: ClassVar[str] = "mkdir_self"
+    servers_only: ClassVar[bool] = True
     path: str
     mode: int = 0o755
     owner: str = DEFAULT_OWNER
     group: str = DEFAULT_GROUP
+    guards: tuple[str, ...] = ()
+    """The directory's traverse guards (``Guard.to_text``), from its parent's self-record."""
 
     def validate(self) -> None:
         check_path(self.path)
         check_mode(self.mode)
         check_principal(self.owner, "owner")
         check_principal(self.group, "group")
+        for text in self.guards:
+            Guard.from_text(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +387,7 @@ class RecoverLease(Command):
     block (``drop_last``: no replica of it holds data)."""
 
     op: ClassVar[str] = "recover_lease"
+    servers_only: ClassVar[bool] = True
     path: str
     last_length: int = 0
     drop_last: bool = False
@@ -493,10 +497,47 @@ class SetOwner(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class SetTraverseGuard(Command):
+    """Directory ``path`` now has ``owner``, ``group`` and ``mode``: its self-record here
+    takes them, and every directory record below it here gets its traverse guard for
+    ``path`` set (or dropped, when ``mode`` lets everyone through).
+
+    A chmod or chown of a directory changes its records on the shard of its entry (its
+    self-record too if it is there, and the guards of the directories below it there); the
+    master sends this to every shard before it answers, also when no guard changes, since the
+    directory's self-record elsewhere holds the bits its children are checked against. Until
+    all have applied it a tightening is not in force everywhere; a loosening partly applied
+    only refuses more, never lets more through.
+
+    A shard answers "locked" while a transaction locks something below ``path`` there or a
+    move of hash ranges is under way there: the master retries it. After every shard applied
+    it, the master sends it to every shard once more: a transaction that began before the
+    change may have written records with the old guards on a shard the first pass had
+    already visited, and it has finished (or holds a lock there, "locked") by the second.
+    Transactions that begin later are refused if they carry the old guards (``may`` steps
+    with ``child_guards``). The master must not run two of one directory at once: the last
+    one applied wins on each shard."""
+
+    op: ClassVar[str] = "set_traverse_guard"
+    servers_only: ClassVar[bool] = True
+    path: str
+    owner: str
+    group: str
+    mode: int
+
+    def validate(self) -> None:
+        check_path(self.path)
+        check_principal(self.owner, "owner")
+        check_principal(self.group, "group")
+        check_mode(self.mode)
+
+
+@dataclass(frozen=True, slots=True)
 class DequeueBlockDeletes(Command):
     """Forget queued block deletions that chunk servers have carried out."""
 
     op: ClassVar[str] = "dequeue_block_deletes"
+    servers_only: ClassVar[bool] = True
     block_ids: tuple[int, ...]
 
     def validate(self) -> None:
@@ -511,6 +552,7 @@ class RegisterMaster(Command):
     """Record (or update) master ``node_id``'s client address."""
 
     op: ClassVar[str] = "register_master"
+    servers_only: ClassVar[bool] = True
     node_id: int
     address: str
 
@@ -524,6 +566,7 @@ class AddShard(Command):
     """Add shard ``shard_id`` served by registered masters ``members`` to the map and ring."""
 
     op: ClassVar[str] = "add_shard"
+    servers_only: ClassVar[bool] = True
     shard_id: str
     members: tuple[int, ...]
 
@@ -537,6 +580,7 @@ class RemoveShard(Command):
     """Remove a shard from the map and ring (moving its data is the resharding layer's)."""
 
     op: ClassVar[str] = "remove_shard"
+    servers_only: ClassVar[bool] = True
     shard_id: str
 
     def validate(self) -> None:
@@ -548,6 +592,7 @@ class SetShardMembers(Command):
     """Replace the member list of a shard (after a Raft membership change)."""
 
     op: ClassVar[str] = "set_shard_members"
+    servers_only: ClassVar[bool] = True
     shard_id: str
     members: tuple[int, ...]
 
@@ -559,6 +604,7 @@ class SetShardMembers(Command):
 @dataclass(frozen=True, slots=True)
 class RegisterChunkServer(Command):
     op: ClassVar[str] = "register_chunk_server"
+    servers_only: ClassVar[bool] = True
     server_id: str
     address: str
     rack: str = "/default-rack"
@@ -573,6 +619,7 @@ class RegisterChunkServer(Command):
 @dataclass(frozen=True, slots=True)
 class UnregisterChunkServer(Command):
     op: ClassVar[str] = "unregister_chunk_server"
+    servers_only: ClassVar[bool] = True
     server_id: str
 
     def validate(self) -> None:
@@ -584,6 +631,7 @@ class IssueTxIds(Command):
     """Reserve ``count`` consecutive cluster-wide transaction ids."""
 
     op: ClassVar[str] = "issue_tx_ids"
+    servers_only: ClassVar[bool] = True
     count: int = 1
 
     def validate(self) -> None:
@@ -596,6 +644,7 @@ class SealRing(Command):
     directories (``AddShard``/``RemoveShard`` start a resharding plan)."""
 
     op: ClassVar[str] = "seal_ring"
+    servers_only: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,6 +653,7 @@ class BeginMove(Command):
     earlier attempt of it is aborted)."""
 
     op: ClassVar[str] = "begin_move"
+    servers_only: ClassVar[bool] = True
     index: int
     txn_id: int
 
@@ -618,6 +668,7 @@ class SwitchMove(Command):
     ranges now belong to the target (a new ShardMap version)."""
 
     op: ClassVar[str] = "switch_move"
+    servers_only: ClassVar[bool] = True
     index: int
     txn_id: int
 
@@ -632,6 +683,7 @@ class FinishMove(Command):
     the last move the new ring replaces the old one."""
 
     op: ClassVar[str] = "finish_move"
+    servers_only: ClassVar[bool] = True
     index: int
     txn_id: int
 
@@ -653,6 +705,7 @@ class MoveFreeze(Command):
     while they are copied to ``peer``."""
 
     op: ClassVar[str] = "move_freeze"
+    servers_only: ClassVar[bool] = True
     txn_id: int
     ranges: tuple[str, ...]
     peer: str
@@ -669,6 +722,7 @@ class MoveIngest(Command):
     ``ranges`` from ``peer``; the ranges stay invisible here until the move commits."""
 
     op: ClassVar[str] = "move_ingest"
+    servers_only: ClassVar[bool] = True
     txn_id: int
     ranges: tuple[str, ...]
     peer: str
@@ -689,6 +743,7 @@ class MoveSettle(Command):
     gave the ranges to the target) or abort. ``source`` says which side this shard is."""
 
     op: ClassVar[str] = "move_settle"
+    servers_only: ClassVar[bool] = True
     txn_id: int
     ranges: tuple[str, ...]
     peer: str
@@ -710,6 +765,7 @@ class MoveDrop(Command):
     target's ranges stop being invisible)."""
 
     op: ClassVar[str] = "move_drop"
+    servers_only: ClassVar[bool] = True
     txn_id: int
     keys: tuple[str, ...]
     final: bool = False
@@ -746,6 +802,7 @@ class TxnBegin(Command):
     with the other shards' parts. ``result`` (JSON) is what the client gets if it commits."""
 
     op: ClassVar[str] = "txn_begin"
+    servers_only: ClassVar[bool] = True
     txn_id: int
     part: str
     participants: str
@@ -776,6 +833,7 @@ class TxnPrepare(Command):
     """Participant: check and lock ``part`` for ``coordinator``'s transaction ``txn_id``."""
 
     op: ClassVar[str] = "txn_prepare"
+    servers_only: ClassVar[bool] = True
     txn_id: int
     coordinator: str
     part: str
@@ -791,6 +849,7 @@ class TxnDecide(Command):
     """Coordinator: the decision (the first one recorded wins). ``error``: why it aborts."""
 
     op: ClassVar[str] = "txn_decide"
+    servers_only: ClassVar[bool] = True
     txn_id: int
     commit: bool
     error: str = ""
@@ -804,6 +863,7 @@ class TxnFinish(Command):
     """Participant: apply the coordinator's decision to its prepared part."""
 
     op: ClassVar[str] = "txn_finish"
+    servers_only: ClassVar[bool] = True
     txn_id: int
     commit: bool
 
@@ -816,6 +876,7 @@ class TxnAcked(Command):
     """Coordinator: ``shard`` applied the decision."""
 
     op: ClassVar[str] = "txn_acked"
+    servers_only: ClassVar[bool] = True
     txn_id: int
     shard: str
 
@@ -844,6 +905,7 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     SetTimes,
     SetPermission,
     SetOwner,
+    SetTraverseGuard,
     DequeueBlockDeletes,
     TxnBegin,
     TxnPrepare,
@@ -889,6 +951,9 @@ class Envelope:
     session_id: int = 0
     seq: int = 0
     replay: bool = False
+    caller: Caller | None = None
+    """Who the command acts for (``keelfs.meta.principals``), set by the master from the
+    authenticated identity; ``None`` (absent on the wire): ``SUPERUSER``."""
 
     def encode(self) -> bytes:
         body = {
@@ -901,7 +966,13 @@ class Envelope:
         }
         if self.replay:  # absent otherwise: every other entry encodes as before
             body["replay"] = True
+        if self.caller is not None:  # likewise
+            body["who"] = self.caller.encode()
         return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+    @property
+    def acting_for(self) -> Caller:
+        return SUPERUSER if self.caller is None else self.caller
 
 
 _Coercer = Callable[[Any], Any]
@@ -1016,7 +1087,8 @@ def decode_envelope(data: bytes, registry: Mapping[str, type[Command]]) -> Envel
         raise InvalidArgument(f"unknown argument {unknown[0]!r} for {op}", unknown[0])
     command = cls(**kwargs)
     command.validate()
-    return Envelope(command, now, sid, seq, replay)
+    caller = Caller.decode(body["who"]) if "who" in body else None
+    return Envelope(command, now, sid, seq, replay, caller)
 
 
 def decode_command(op: str, args: str, registry: Mapping[str, type[Command]]) -> Command:

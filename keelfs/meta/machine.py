@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
 
-from keelfs.errors import InvalidArgument, KeelError, Redirect, SessionExpired
+from keelfs.errors import InvalidArgument, KeelError, PermissionDenied, Redirect, SessionExpired
 from keelfs.meta import sessions
 from keelfs.meta.commands import (
     CloseSession,
@@ -57,6 +57,7 @@ from keelfs.meta.kvstore import (
     Txn,
     encode_snapshot,
 )
+from keelfs.meta.principals import SUPERUSER, Caller
 from keelfs.storage.errors import SnapshotCorruptedError
 
 __all__ = ["Context", "MetaStateMachine"]
@@ -76,13 +77,14 @@ Handler = Callable[[Txn, Any, "Context"], Any]
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a handler knows besides its command: the entry's index, the state machine's clock
-    (the largest leader timestamp applied so far) and the envelope's session and sequence
-    number (0: none)."""
+    (the largest leader timestamp applied so far), the envelope's session and sequence
+    number (0: none) and who it acts for (``keelfs.meta.principals``)."""
 
     index: int
     now: int
     session_id: int
     seq: int = 0
+    caller: Caller = SUPERUSER
 
 
 class MetaStateMachine:
@@ -269,9 +271,19 @@ class MetaStateMachine:
                 InvalidArgument(f"{command.op} must be sent in a client session", "session_id")
             )
 
+        caller = envelope.acting_for
+        if command.servers_only and not caller.superuser:
+            return Result.failure(
+                PermissionDenied(
+                    command.op,
+                    caller.user,
+                    message=f"{command.op} is for metadata servers only, not {caller.user}",
+                )
+            )
         stage = self._stage(txn, command)
         try:
-            value = self._handlers[command.op](stage, command, Context(index, clock, sid, seq))
+            context = Context(index, clock, sid, seq, caller)
+            value = self._handlers[command.op](stage, command, context)
         except KeelError as e:
             result = Result.failure(e)
         else:

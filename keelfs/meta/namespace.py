@@ -10,6 +10,7 @@ recovery) and the reads a master serves, cross-shard transactions'
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from keelfs.errors import (
@@ -38,12 +39,25 @@ from keelfs.meta.commands import (
     SetPermission,
     SetReplication,
     SetTimes,
+    SetTraverseGuard,
     UpdateBlock,
     check_range,
 )
 from keelfs.meta.kvstore import Txn, prefix_end
 from keelfs.meta.machine import Context
 from keelfs.meta.move_steps import MoveSteps
+from keelfs.meta.principals import (
+    EXECUTE,
+    READ,
+    SUPERUSER,
+    WRITE,
+    Caller,
+    Guard,
+    denied,
+    depth,
+    needs_guard,
+    rebase,
+)
 from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo, Inode, Listing
 from keelfs.meta.shard_records import (
     _DELETE_QUEUE,
@@ -82,13 +96,17 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
     shard must use the same values. Commands: ``keelfs.meta.commands.SHARD_COMMANDS``. Reads
     (``stat``, ``list_dir``, ``content_summary``, ``pending_block_deletes``, ``lease_expiry``,
     ``session``, ``clock_ms``) are not commands: call them after a ReadIndex barrier.
+    The reads a client asks for take its ``caller`` and check its permissions as the
+    commands do (``keelfs.meta.permission_checks``); left out, it is the superuser.
     """
 
     commands = SHARD_COMMANDS
 
-    def stat(self, path: str) -> FileInfo:
-        """GetFileInfo: the attributes of ``path`` (``NotFound``/``NotADirectory`` if none)."""
+    def stat(self, path: str, *, caller: Caller = SUPERUSER) -> FileInfo:
+        """GetFileInfo: the attributes of ``path`` (``NotFound``/``NotADirectory`` if none).
+        The caller must be able to reach it (``x`` on every ancestor)."""
         path = paths.normalize(path)
+        self._check_reach(self._store, caller, path)
         inode = self._lookup(self._store, path)
         if inode is None:
             raise self._missing(self._store, path)
@@ -97,19 +115,43 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
     def exists(self, path: str) -> bool:
         return self._lookup(self._store, paths.normalize(path)) is not None
 
-    def list_dir(self, path: str, start_after: str | None = None, limit: int = 1000) -> Listing:
+    def check_access(self, path: str, access: int, *, caller: Caller = SUPERUSER) -> FileInfo:
+        """What stat shows of ``path``, after checking that ``caller`` reaches it and has
+        ``access`` (``principals.READ``...) on it: e.g. ``READ`` before the block layer
+        gives the locations of a file's blocks."""
+        path = paths.normalize(path)
+        info = self.stat(path, caller=caller)
+        inode = self._lookup(self._store, path)
+        assert inode is not None  # stat found it
+        if not caller.superuser:
+            self._check_inode(caller, path, inode, access)
+        return info
+
+    def list_dir(
+        self,
+        path: str,
+        start_after: str | None = None,
+        limit: int = 1000,
+        *,
+        caller: Caller = SUPERUSER,
+    ) -> Listing:
         """ListDir: up to ``limit`` entries of directory ``path`` with names after
-        ``start_after``, sorted by name. A file lists as itself (as in HDFS)."""
+        ``start_after``, sorted by name. A file lists as itself (as in HDFS). The caller
+        needs ``r`` and ``x`` on the directory (a file: to reach it)."""
         path = paths.normalize(path)
         check_range(limit, 1, MAX_LIST_LIMIT, "limit")
         if start_after is not None:
             paths.validate_name(start_after)
         store = self._store
-        if store.get(_self_key(path)) is None:
+        record = self._self_record_here(store, path)
+        if record is None:
             inode = self._entry(store, path)
             if inode is not None and not inode.is_dir:
+                self._check_reach(store, caller, path)
                 return Listing((inode.info(path),), None)
             self._require_dir(store, path)  # raises the right error
+        else:
+            self._check_record(caller, path, record, READ | EXECUTE)
         prefix = _children_prefix(path)
         start = prefix if start_after is None else prefix + _b(start_after) + b"\x00"
         entries: list[FileInfo] = []
@@ -119,20 +161,26 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
             entries.append(Inode.decode(raw).info(_entry_path(key)))
         return Listing(tuple(entries), None)
 
-    def content_summary(self, path: str) -> ContentSummary:
-        """du over what this shard holds at and under ``path``."""
+    def content_summary(self, path: str, *, caller: Caller = SUPERUSER) -> ContentSummary:
+        """du over what this shard holds at and under ``path``; the caller needs ``r`` and
+        ``x`` on every directory of it (HDFS)."""
         path = paths.normalize(path)
+        self._check_reach(self._store, caller, path)
         inode = self._lookup(self._store, path)
         if inode is None:
             raise self._missing(self._store, path)
+        if inode.is_dir and not caller.superuser:
+            self._check_inode(caller, path, inode, READ | EXECUTE)
         if not inode.is_dir:
             return ContentSummary(inode.length, 1, 0, inode.length * inode.replication)
         length = files = space = 0
         dirs = 1
         for start, end in _subtree_entry_ranges(path):
-            for _, raw in self._store.scan(start, end):
+            for key, raw in self._store.scan(start, end):
                 child = Inode.decode(raw)
                 if child.is_dir:
+                    if not caller.superuser:
+                        self._check_inode(caller, _entry_path(key), child, READ | EXECUTE)
                     dirs += 1
                 else:
                     files += 1
@@ -176,7 +224,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
 
     def _op_mkdir(self, txn: Txn, cmd: Mkdir, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
-        attrs = Inode(DIRECTORY, cmd.mode, cmd.owner, cmd.group, ctx.now, ctx.now)
+        caller = ctx.caller
         if path == paths.ROOT:
             self._require_dir(txn, path)
             if cmd.parents:
@@ -184,25 +232,42 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
             raise AlreadyExists(path)
         if not cmd.parents:
             self._check_unlocked(txn, path)
-            self._require_dir(txn, paths.parent(path))
+            parent = paths.parent(path)
+            record = self._require_dir(txn, parent)
+            self._check_record(caller, parent, record, WRITE | EXECUTE)
             if self._entry(txn, path) is not None:
                 raise AlreadyExists(path)
+            attrs = self._new_dir(cmd, caller, parent, record, ctx.now)
             self._make_dir(txn, path, attrs, cmd.self_record, ctx.now)
             return {"created": [path]}
-        self._require_dir(txn, paths.ROOT)
+        record = self._require_dir(txn, paths.ROOT)
         created: list[str] = []
         for p in [*paths.ancestors(path)[1:], path]:
             last = p == path
+            parent = paths.parent(p)
             inode = self._entry(txn, p)
             if inode is None:
+                if not created:  # under the deepest existing directory: the caller's right
+                    self._check_record(caller, parent, record, WRITE | EXECUTE)
                 self._check_unlocked(txn, p)
+                attrs = self._new_dir(cmd, caller, parent, record, ctx.now)
                 self._make_dir(txn, p, attrs, cmd.self_record or not last, ctx.now)
                 created.append(p)
+                record = attrs
             elif not inode.is_dir:
+                self._check_record(caller, parent, record, EXECUTE)
                 raise AlreadyExists(p) if last else NotADirectory(p)
             elif not last:
-                self._require_dir(txn, p)
+                record = self._require_dir(txn, p)
+            else:
+                self._check_record(caller, parent, record, EXECUTE)
         return {"created": created}
+
+    def _new_dir(self, cmd: Mkdir, caller: Caller, parent: str, record: Inode, now: int) -> Inode:
+        """A new directory in ``parent`` (whose self-record is ``record``) for ``caller``."""
+        owner, group = self._ownership(caller, cmd.owner, cmd.group, record)
+        guards = self._child_guards(parent, record)
+        return Inode(DIRECTORY, cmd.mode, owner, group, now, now, guards=guards)
 
     def _make_dir(self, txn: Txn, path: str, attrs: Inode, self_record: bool, now: int) -> None:
         if self_record:
@@ -220,7 +285,8 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         entry = self._entry(txn, path)
         if entry is not None and not entry.is_dir:
             raise AlreadyExists(path, message=f"{path} is a file here")
-        attrs = Inode(DIRECTORY, cmd.mode, cmd.owner, cmd.group, ctx.now, ctx.now)
+        guards = tuple(Guard.from_text(text) for text in cmd.guards)
+        attrs = Inode(DIRECTORY, cmd.mode, cmd.owner, cmd.group, ctx.now, ctx.now, guards=guards)
         txn.put(_self_key(path), attrs.encode())
         return {}
 
@@ -228,12 +294,16 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         path = paths.normalize(cmd.path)
         parent = paths.parent(path)
         self._check_unlocked(txn, path)
-        self._require_dir(txn, parent)
+        record = self._require_dir(txn, parent)
+        caller = ctx.caller
+        self._check_record(caller, parent, record, WRITE | EXECUTE)
         sid = ctx.session_id
         existing = self._entry(txn, path)
         if existing is not None:
             if existing.is_dir:
                 raise IsADirectory(path) if cmd.overwrite else AlreadyExists(path)
+            if cmd.overwrite and not caller.superuser:
+                self._check_inode(caller, path, existing, WRITE)
             holder = existing.lease_holder
             if holder != sid and self._holds_lease(txn, holder):
                 raise LeaseConflict(path, holder)
@@ -242,11 +312,12 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
             self._queue_blocks(txn, existing)
             if holder:
                 self._drop_lease(txn, holder, path)
+        owner, group = self._ownership(caller, cmd.owner, cmd.group, record)
         inode = Inode(
             FILE,
             cmd.mode,
-            cmd.owner,
-            cmd.group,
+            owner,
+            group,
             ctx.now,
             ctx.now,
             replication=cmd.replication,
@@ -260,9 +331,20 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         self._touch_dir(txn, parent, ctx.now)
         return inode.info(path).to_dict()
 
+    def _written_file(self, txn: Txn, path: str, ctx: Context) -> Inode:
+        """The file at ``path`` that the envelope's session writes, for a caller who reaches
+        it and owns it or may write it. Its creator owns it, so this ties the lease to the
+        identity as well as to the session (a session id is no secret: stat shows it)."""
+        self._check_unlocked(txn, path, parent=False)
+        self._check_reach(txn, ctx.caller, path)
+        inode = self._writer_file(txn, path, ctx.session_id)
+        if not ctx.caller.superuser and ctx.caller.user != inode.owner:
+            self._check_inode(ctx.caller, path, inode, WRITE)
+        return inode
+
     def _op_add_block(self, txn: Txn, cmd: AddBlock, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
-        inode = self._writer_file(txn, path, ctx.session_id)
+        inode = self._written_file(txn, path, ctx)
         blocks = list(inode.blocks)
         if any(b.block_id == cmd.block_id for b in blocks):
             raise AlreadyExists(str(cmd.block_id), "block")
@@ -283,7 +365,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
 
     def _op_complete(self, txn: Txn, cmd: CompleteFile, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
-        inode = self._writer_file(txn, path, ctx.session_id)
+        inode = self._written_file(txn, path, ctx)
         blocks = list(inode.blocks)
         if cmd.last_length is not None:
             if blocks:
@@ -301,7 +383,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
 
     def _op_update_block(self, txn: Txn, cmd: UpdateBlock, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
-        inode = self._writer_file(txn, path, ctx.session_id)
+        inode = self._written_file(txn, path, ctx)
         blocks = list(inode.blocks)
         if not blocks or blocks[-1].block_id != cmd.block_id:
             raise InvalidArgument(
@@ -350,9 +432,12 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
     def _op_delete(self, txn: Txn, cmd: Delete, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
         self._check_unlocked(txn, path)  # first: a transaction may be bringing it here
+        caller = ctx.caller
+        self._check_reach(txn, caller, path, WRITE)
         inode = self._entry(txn, path)
         if inode is None:
             raise self._missing(txn, path)
+        self._check_sticky(txn, caller, path, inode)
         if inode.is_dir:
             self._check_subtree_unlocked(txn, path)
         files = dirs = blocks = 0
@@ -361,6 +446,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
             prefix = _children_prefix(path)
             if not cmd.recursive and _first(txn, prefix, prefix_end(prefix)) is not None:
                 raise DirectoryNotEmpty(path)
+            self._check_subtree_access(txn, caller, path)
             holders: set[int] = set()
             for child_path, child in self._subtree(txn, path):
                 if child.is_dir:
@@ -391,9 +477,12 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         src, dst = paths.normalize(cmd.src), paths.normalize(cmd.dst)
         self._check_unlocked(txn, src)  # first: a transaction may be bringing it here
         self._check_unlocked(txn, dst)
+        caller = ctx.caller
+        self._check_reach(txn, caller, src, WRITE)
         inode = self._entry(txn, src)
         if inode is None:
             raise self._missing(txn, src)
+        self._check_sticky(txn, caller, src, inode)
         if inode.is_dir:
             self._check_subtree_unlocked(txn, src)
         if inode.is_dir and paths.is_ancestor(src, dst):
@@ -401,13 +490,15 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         if src == dst or dst == paths.ROOT:
             raise AlreadyExists(dst)
         dst_parent = paths.parent(dst)
-        self._require_dir(txn, dst_parent)
+        dst_record = self._require_dir(txn, dst_parent)
+        self._check_record(caller, dst_parent, dst_record, WRITE | EXECUTE)
         if inode.is_dir:
             self._require_dir(txn, src)
         target = self._entry(txn, dst)
         if target is not None:
             if not cmd.overwrite:
                 raise AlreadyExists(dst)
+            self._check_sticky(txn, caller, dst, target)
             if inode.is_dir and not target.is_dir:
                 raise NotADirectory(dst)
             if not inode.is_dir and target.is_dir:
@@ -421,25 +512,26 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
             else:
                 self._remove_file_state(txn, dst, target)
         moved = self._subtree(txn, src) if inode.is_dir else []
+        top_guards = self._child_guards(dst_parent, dst_record)
+
+        def regarded(directory: Inode) -> Inode:
+            """A moved directory with its traverse guards of the new place."""
+            guards = rebase(directory.guards, depth(src), depth(dst), top_guards)
+            return directory if guards == directory.guards else directory.evolve(guards=guards)
+
         txn.delete(_entry_key(src))
-        txn.put(_entry_key(dst), inode.encode())
+        txn.put(_entry_key(dst), (regarded(inode) if inode.is_dir else inode).encode())
         if inode.lease_holder:
             txn.delete(_lease_key(inode.lease_holder, src))
             txn.put(_lease_key(inode.lease_holder, dst), b"")
         if inode.is_dir:
-            record = txn.get(_self_key(src))
-            assert record is not None  # checked by _require_dir above
-            txn.delete(_self_key(src))
-            txn.put(_self_key(dst), record)
+            self._move_self_record(txn, src, dst, regarded)
             for old, child in moved:
                 new = dst + old[len(src) :]
                 txn.delete(_entry_key(old))
-                txn.put(_entry_key(new), child.encode())
+                txn.put(_entry_key(new), (regarded(child) if child.is_dir else child).encode())
                 if child.is_dir:
-                    child_record = txn.get(_self_key(old))
-                    assert child_record is not None  # checked by _subtree
-                    txn.delete(_self_key(old))
-                    txn.put(_self_key(new), child_record)
+                    self._move_self_record(txn, old, new, regarded)
                 elif child.lease_holder:
                     txn.delete(_lease_key(child.lease_holder, old))
                     txn.put(_lease_key(child.lease_holder, new), b"")
@@ -447,35 +539,101 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         self._touch_dir(txn, dst_parent, ctx.now)
         return {}
 
-    def _modify(self, txn: Txn, path: str, **changes: Any) -> Inode:
+    @staticmethod
+    def _move_self_record(txn: Txn, old: str, new: str, regarded: Callable[[Inode], Inode]) -> None:
+        """Move directory ``old``'s self-record (here: checked before) to ``new``, with its
+        guards of the new place; its bytes unchanged if they stay the same."""
+        raw = txn.get(_self_key(old))
+        assert raw is not None  # checked by _require_dir / _subtree
+        record = Inode.decode(raw)
+        moved = regarded(record)
+        txn.delete(_self_key(old))
+        txn.put(_self_key(new), raw if moved is record else moved.encode())
+
+    def _modify(
+        self,
+        txn: Txn,
+        path: str,
+        ctx: Context,
+        allowed: Callable[[Inode], None],
+        **changes: Any,
+    ) -> Inode:
+        """Change attributes of ``path`` for ``ctx.caller``, who must reach it and pass
+        ``allowed(inode)``. A directory whose guard changes (chmod, chown) rewrites it in the
+        directories below it here; the master tells the other shards
+        (``SetTraverseGuard``)."""
         self._check_unlocked(txn, path, parent=False)
+        self._check_reach(txn, ctx.caller, path)
         inode = self._lookup(txn, path)
         if inode is None:
             raise self._missing(txn, path)
-        inode = inode.evolve(**changes)
-        self._put(txn, path, inode)
-        return inode
+        if not ctx.caller.superuser:
+            allowed(inode)
+        changed = inode.evolve(**changes)
+        self._put(txn, path, changed)
+        if changed.is_dir:
+            self._respread(txn, path, inode, changed)
+        return changed
 
     def _op_set_replication(self, txn: Txn, cmd: SetReplication, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
         inode = self._lookup(txn, path)
         if inode is not None and inode.is_dir:
             raise IsADirectory(path)
-        return self._modify(txn, path, replication=cmd.replication).info(path).to_dict()
+
+        def allowed(inode: Inode) -> None:
+            self._check_inode(ctx.caller, path, inode, WRITE)
+
+        changed = self._modify(txn, path, ctx, allowed, replication=cmd.replication)
+        return changed.info(path).to_dict()
 
     def _op_set_times(self, txn: Txn, cmd: SetTimes, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
         changes = {k: v for k, v in (("mtime", cmd.mtime), ("atime", cmd.atime)) if v is not None}
-        return self._modify(txn, path, **changes).info(path).to_dict()
+
+        def allowed(inode: Inode) -> None:  # the owner, or whoever may write it
+            if ctx.caller.user != inode.owner:
+                self._check_inode(ctx.caller, path, inode, WRITE)
+
+        return self._modify(txn, path, ctx, allowed, **changes).info(path).to_dict()
 
     def _op_set_permission(self, txn: Txn, cmd: SetPermission, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
-        return self._modify(txn, path, mode=cmd.mode).info(path).to_dict()
+
+        def allowed(inode: Inode) -> None:
+            self._check_owner(ctx.caller, path, inode, "OWNER (chmod)")
+
+        return self._modify(txn, path, ctx, allowed, mode=cmd.mode).info(path).to_dict()
 
     def _op_set_owner(self, txn: Txn, cmd: SetOwner, ctx: Context) -> Any:
+        """chown is the superuser's; chgrp the owner's too, to a group the owner is in."""
         path = paths.normalize(cmd.path)
         changes = {k: v for k, v in (("owner", cmd.owner), ("group", cmd.group)) if v is not None}
-        return self._modify(txn, path, **changes).info(path).to_dict()
+        caller = ctx.caller
+
+        def allowed(inode: Inode) -> None:
+            attrs = (inode.owner, inode.group, inode.mode)
+            if cmd.owner is not None and cmd.owner != caller.user:
+                raise denied(caller, path, *attrs, "SUPERUSER (chown)")
+            self._check_owner(caller, path, inode, "OWNER (chgrp)")
+            if cmd.group is not None and not caller.in_group(cmd.group):
+                raise denied(caller, path, *attrs, f"MEMBER OF {cmd.group} (chgrp)")
+
+        return self._modify(txn, path, ctx, allowed, **changes).info(path).to_dict()
+
+    def _op_set_traverse_guard(self, txn: Txn, cmd: SetTraverseGuard, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        self._check_unlocked(txn, path, parent=False)
+        attrs = {"owner": cmd.owner, "group": cmd.group, "mode": cmd.mode}
+        record = self._self_record_here(txn, path)
+        if record is not None:
+            updated = record.evolve(**attrs)
+            if updated != record:
+                txn.put(_self_key(path), updated.encode())
+        guard = None
+        if needs_guard(cmd.mode):
+            guard = Guard(depth(path), cmd.owner, cmd.group, cmd.mode)
+        return {"records": self._spread_guard(txn, path, guard)}
 
     def _op_dequeue_block_deletes(self, txn: Txn, cmd: DequeueBlockDeletes, ctx: Context) -> Any:
         removed = 0

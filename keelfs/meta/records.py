@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from keelfs.meta.principals import Guard
+
 __all__ = ["BlockInfo", "ContentSummary", "FileInfo", "Inode", "Listing"]
 
 FILE: Literal["file"] = "file"
@@ -52,6 +54,10 @@ class Inode:
     lease_holder: int = 0
     """The session holding the writer lease (0: none). A file can stay under construction
     with no holder after its lease expired, until a writer takes it over or it is recovered."""
+    guards: tuple[Guard, ...] = ()
+    """A directory's traverse guards: the ancestors that refuse someone ``x``
+    (``keelfs.meta.principals``). Encoded only when there are some, so a record without
+    any is byte for byte what it was before guards existed."""
 
     @property
     def is_dir(self) -> bool:
@@ -79,6 +85,8 @@ class Inode:
             int(self.under_construction),
             self.lease_holder,
         ]
+        if self.guards:
+            body.append([g.to_list() for g in self.guards])
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -98,6 +106,7 @@ class Inode:
             blocks=tuple(BlockInfo(*b) for b in body[9]),
             under_construction=bool(body[10]),
             lease_holder=body[11],
+            guards=tuple(Guard.from_list(g) for g in body[12]) if len(body) > 12 else (),
         )
 
     def info(self, path: str) -> FileInfo:

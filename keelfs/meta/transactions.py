@@ -26,11 +26,11 @@ Rules that make it safe (the seed's timer-abort corrected):
   every participant acknowledged; participant: the decision applied), by log time.
 
 Locks: every path a part changes is locked exclusively, every directory it only requires
-(``dir``) is locked shared, from prepare (or begin) until the decision is applied. Ordinary
-commands on a locked path are refused with ``Unavailable`` (reason ``locked``), which is not
-kept as a session's reply: the command can be sent again with the same sequence number once
-the lock is gone (the master waits for that); reads of a locked path wait the same way, so
-nobody sees a half-made transaction.
+(``dir``) or checks the rights on (``may``) is locked shared, from prepare (or begin) until
+the decision is applied. Ordinary commands on a locked path are refused with ``Unavailable``
+(reason ``locked``), which is not kept as a session's reply: the command can be sent again
+with the same sequence number once the lock is gone (the master waits for that); reads of a
+locked path wait the same way, so nobody sees a half-made transaction.
 
 Keys::
 
@@ -51,6 +51,7 @@ from typing import Any
 from keelfs.errors import InvalidArgument, Unavailable
 from keelfs.meta import paths
 from keelfs.meta.kvstore import Txn, prefix_end
+from keelfs.meta.principals import Caller, Guard
 
 __all__ = [
     "CHANGES",
@@ -63,6 +64,7 @@ __all__ = [
     "lock",
     "lock_conflict",
     "locked_by",
+    "may_step",
     "reach_dirs",
     "unlock",
 ]
@@ -73,7 +75,7 @@ LOCK = b"K"
 GC = b"G"
 OPEN = b"O"
 
-CHECKS = frozenset({"absent", "present", "entry", "self", "dir", "empty", "replaceable"})
+CHECKS = frozenset({"absent", "present", "entry", "self", "dir", "empty", "replaceable", "may"})
 """Step kinds that only check (evaluated at begin/prepare, under the part's locks):
 
 - ``absent``: no entry at ``path``; ``present``: there is one (else ``NotFound``);
@@ -81,7 +83,11 @@ CHECKS = frozenset({"absent", "present", "entry", "self", "dir", "empty", "repla
   encoding): nothing changed it since the coordinator read it;
 - ``dir``: the self-record of directory ``path`` is here (a child may be put in it);
 - ``empty``: directory ``path`` has no children here;
-- ``replaceable``: no entry at ``path``, or a file nobody is writing (an overwrite target).
+- ``replaceable``: no entry at ``path``, or a file nobody is writing (an overwrite target);
+- ``may``: the caller ``record`` names (``may_step``) reaches directory ``path`` and has the
+  access it names on it, and may remove the entry it names there (the sticky bit): the
+  permission checks of a cross-shard operation, made where the directory's self-record is,
+  under the part's locks (a chmod of a locked directory waits), like an ordinary command's.
 """
 CHANGES = frozenset({"put_entry", "del_entry", "put_self", "del_self", "touch", "replace"})
 """Step kinds that change (applied when the transaction commits):
@@ -91,9 +97,9 @@ CHANGES = frozenset({"put_entry", "del_entry", "put_self", "del_self", "touch", 
 - ``touch``: set directory ``path``'s mtime to the commit's log time (if its records are here);
 - ``replace``: delete the file entry at ``path`` if there is one, queueing its blocks.
 """
-_SHARED = frozenset({"dir"})
+_SHARED = frozenset({"dir", "may"})
 _UNLOCKED = frozenset({"touch"})
-_SELF_STEPS = frozenset({"self", "dir", "empty", "put_self", "del_self"})
+_SELF_STEPS = frozenset({"self", "dir", "empty", "put_self", "del_self", "may"})
 """Steps about a directory's self-record (or its children, ``empty``): placed by the
 directory's own hash. Every other step but ``touch`` is about an entry, placed by its
 parent's hash."""
@@ -110,9 +116,55 @@ class Step:
         if self.kind not in CHECKS | CHANGES:
             raise InvalidArgument(f"unknown transaction step {self.kind!r}", "part")
         paths.validate(self.path)
-        needs_record = self.kind in ("entry", "self", "put_entry", "put_self")
+        needs_record = self.kind in ("entry", "self", "put_entry", "put_self", "may")
         if needs_record != bool(self.record):
             raise InvalidArgument(f"step {self.kind} {self.path}: record mismatch", "part")
+        if self.kind == "may":
+            decode_may(self.record)
+
+
+def may_step(
+    directory: str,
+    caller: Caller,
+    access: int,
+    child: str = "",
+    child_guards: tuple[Guard, ...] | None = None,
+) -> Step:
+    """The ``may`` step checking that ``caller`` has ``access`` (``principals.READ``...,
+    ``EXECUTE`` implied) on ``directory`` and, with ``child`` (a name), may remove or replace
+    that entry of it if the directory is sticky.
+
+    ``child_guards``: the traverse guards the coordinator wrote into the records of a new or
+    moved directory in ``directory`` (``principals.guards_below`` of what it read): the
+    step also checks that ``directory`` still gives its children exactly these, else
+    ``Unavailable`` "changed" (a chmod of an ancestor came first; the retry reads anew)."""
+    body: list[Any] = [caller.encode(), access, child]
+    if child_guards is not None:
+        body.append([g.to_text() for g in child_guards])
+    return Step("may", directory, json.dumps(body, separators=(",", ":")))
+
+
+def decode_may(record: str) -> tuple[Caller, int, str, tuple[Guard, ...] | None]:
+    """A ``may`` step's caller, access bits, child name and child guards (None: not
+    checked); ``InvalidArgument`` if bad."""
+    try:
+        body = json.loads(record)
+        if not isinstance(body, list) or len(body) not in (3, 4):
+            raise ValueError(record)
+        who, access, child = body[:3]
+        guards = body[3] if len(body) == 4 else None
+    except ValueError:
+        raise InvalidArgument("a may step is [who, access, child, guards?]", "part") from None
+    if type(access) is not int or not 0 <= access <= 7 or not isinstance(child, str):
+        raise InvalidArgument("a may step's access is 0..7 and its child a name", "part")
+    if child:
+        paths.validate_name(child)
+    if guards is not None and (
+        not isinstance(guards, list) or not all(isinstance(g, str) for g in guards)
+    ):
+        raise InvalidArgument("a may step's guards are a list of guards", "part")
+    parsed = None if guards is None else tuple(Guard.from_text(g) for g in guards)
+    return Caller.decode(who), access, child, parsed
 
 
 def encode_part(steps: Iterable[Step]) -> str:

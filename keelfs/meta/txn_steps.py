@@ -18,7 +18,7 @@ from keelfs.errors import (
     NotFound,
     Unavailable,
 )
-from keelfs.meta import moves, sessions
+from keelfs.meta import moves, paths, sessions
 from keelfs.meta import transactions as tx
 from keelfs.meta.commands import (
     TxnAcked,
@@ -29,11 +29,12 @@ from keelfs.meta.commands import (
 )
 from keelfs.meta.kvstore import Txn, prefix_end
 from keelfs.meta.machine import Context
+from keelfs.meta.permission_checks import PermissionChecks
+from keelfs.meta.principals import EXECUTE
 from keelfs.meta.ranges import FROZEN, INCOMING, MOVED
 from keelfs.meta.ring import key_hash
 from keelfs.meta.shard_records import (
     _RETRY_ANEW,
-    ShardRecords,
     _children_prefix,
     _entry_key,
     _first,
@@ -43,7 +44,7 @@ from keelfs.meta.shard_records import (
 __all__ = ["TransactionSteps"]
 
 
-class TransactionSteps(ShardRecords):
+class TransactionSteps(PermissionChecks):
     """The transaction commands of ``ShardStateMachine`` and the reads of its records."""
 
     def transaction(self, txn_id: int) -> tx.TxnRecord | None:
@@ -102,6 +103,8 @@ class TransactionSteps(ShardRecords):
                 prefix = _children_prefix(path)
                 if _first(txn, prefix, prefix_end(prefix)) is not None:
                     raise DirectoryNotEmpty(path)
+            if kind == "may":
+                self._check_may(txn, path, step.record)
             if kind == "replaceable":
                 existing = self._entry(txn, path)
                 if existing is not None:
@@ -109,6 +112,22 @@ class TransactionSteps(ShardRecords):
                         raise IsADirectory(path)
                     if self._holds_lease(txn, existing.lease_holder):
                         raise LeaseConflict(path, existing.lease_holder)
+
+    def _check_may(self, txn: Txn, directory: str, record: str) -> None:
+        caller, access, child, child_guards = tx.decode_may(record)
+        self._check_dir(txn, caller, directory, access | EXECUTE)
+        if child:
+            entry = self._entry(txn, paths.join(directory, child))
+            if entry is not None:
+                self._check_sticky(txn, caller, paths.join(directory, child), entry)
+        if child_guards is not None:
+            here = self._child_guards(directory, self._require_dir(txn, directory))
+            if here != child_guards:
+                raise Unavailable(
+                    "changed",
+                    message=f"the permissions above {directory} changed while the "
+                    "transaction was built",
+                )
 
     def _apply_steps(self, txn: Txn, steps: tuple[tx.Step, ...], now: int) -> None:
         for step in steps:

@@ -14,6 +14,7 @@ from keelfs.meta.commands import Command, Envelope, MkdirSelf, RegisterSession, 
 from keelfs.meta.kvstore import SnapshotReader
 from keelfs.meta.machine import MetaStateMachine
 from keelfs.meta.namespace import ShardStateMachine
+from keelfs.meta.principals import Caller
 
 T0 = 1_700_000_000_000
 """A plausible leader clock (ms) to start from."""
@@ -31,20 +32,40 @@ class Driver:
         self.log.append((self.index, data))
         return self.sm.apply(self.index, data)
 
-    def apply(self, cmd: Command, session: int = 0, seq: int = 0, now: int | None = None) -> Result:
+    def apply(
+        self,
+        cmd: Command,
+        session: int = 0,
+        seq: int = 0,
+        now: int | None = None,
+        caller: Caller | None = None,
+    ) -> Result:
         if now is not None:
             self.now = now
-        return self.raw(Envelope(cmd, self.now, session, seq).encode())
+        return self.raw(Envelope(cmd, self.now, session, seq, caller=caller).encode())
 
-    def ok(self, cmd: Command, session: int = 0, seq: int = 0, now: int | None = None) -> Any:
-        result = self.apply(cmd, session, seq, now)
+    def ok(
+        self,
+        cmd: Command,
+        session: int = 0,
+        seq: int = 0,
+        now: int | None = None,
+        caller: Caller | None = None,
+    ) -> Any:
+        result = self.apply(cmd, session, seq, now, caller)
         assert result.ok, result.error
         return result.value
 
     def err(
-        self, cmd: Command, code: str, session: int = 0, seq: int = 0, now: int | None = None
+        self,
+        cmd: Command,
+        code: str,
+        session: int = 0,
+        seq: int = 0,
+        now: int | None = None,
+        caller: Caller | None = None,
     ) -> Result:
-        result = self.apply(cmd, session, seq, now)
+        result = self.apply(cmd, session, seq, now, caller)
         assert result.code == code, result
         return result
 

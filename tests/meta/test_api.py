@@ -45,6 +45,7 @@ def test_command_names_are_stable() -> None:
         "set_permission",
         "set_replication",
         "set_times",
+        "set_traverse_guard",
         "txn_acked",
         "txn_begin",
         "txn_decide",
