@@ -242,7 +242,7 @@ def test_keelfs_demo_puts_and_gets_a_file_across_a_restart() -> None:
 
 
 def test_masters_take_a_default_replication_flag(tmp_path: Path) -> None:
-    from keelfs.server.master_process import config_from_args
+    from keelfs.server.roles import config_from_args
 
     base = ["--id", "1", "--listen", "127.0.0.1:7000", "--data", str(tmp_path)]
     base += ["--shard", "shard-1", "--config-member"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from keelfs.server.master_process import config_from_args
+from keelfs.server.roles import config_from_args
 from keelfs.web.dashboard import fold
 from keelfs.web.listen import parse_http_listen
 
