@@ -13,7 +13,7 @@ One asyncio loop runs:
 
 Files created without a replication get ``replication`` (default 1: there is one chunk
 server; the master's ``default_replication``), and a block is complete with one replica
-(``min_replicas=1``). More chunk servers may join later (``python -m keelfs.server.chunkserver
+(``min_replicas=1``). More chunk servers may join later (``keelfs chunkserver
 --config-servers <client address>``); files asking for more replicas then get them.
 
 Data directory::

@@ -20,7 +20,15 @@ from keelfs.cli.main import cli
 from keelfs.client import Client
 from keelfs.runtime.processes import free_ports, hard_kill, read_ready_line, spawn_tracked
 from keelfs.server.embedded import ServerConfig
-from keelfs.server.settings import LOCAL_CLUSTER_SETTINGS, SERVER_SETTINGS, ConfigError, resolve
+from keelfs.server.settings import (
+    CHUNKSERVER_SETTINGS,
+    CONFIG_SERVER_SETTINGS,
+    LOCAL_CLUSTER_SETTINGS,
+    MASTER_SETTINGS,
+    SERVER_SETTINGS,
+    ConfigError,
+    resolve,
+)
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -218,6 +226,9 @@ def test_every_setting_is_documented() -> None:
     for settings, command in (
         (SERVER_SETTINGS, "server"),
         (LOCAL_CLUSTER_SETTINGS, "local-cluster"),
+        (MASTER_SETTINGS, "master"),
+        (CONFIG_SERVER_SETTINGS, "config-server"),
+        (CHUNKSERVER_SETTINGS, "chunkserver"),
     ):
         for s in settings:
             prefix = f"| `keelfs {command}` | `{s.flag}`"
