@@ -576,17 +576,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(argv: list[str] | None = None) -> ServerConfig:
-    ns = _parser().parse_args(argv)
+    """The node's config; bad flags end the process with status 2 and the usage, before
+    anything starts (``keelfs.runtime.lifecycle``)."""
+    parser = _parser()
+    ns = parser.parse_args(argv)
     if ns.id <= 0:
-        raise SystemExit("--id must be positive")
+        parser.error("--id must be positive")
     if ns.groups < 0:
-        raise SystemExit("--groups must not be negative")
+        parser.error("--groups must not be negative")
     try:
         peers = parse_peers(ns.peers) if ns.peers else None
     except ValueError as exc:
-        raise SystemExit(f"--peers: {exc}") from None
+        parser.error(f"--peers: {exc}")
     if peers is not None and not ns.join and ns.id not in peers:
-        raise SystemExit(f"--peers must include this node ({ns.id})")
+        parser.error(f"--peers must include this node ({ns.id})")
     configure_logging(ns.log_level, f"n{ns.id}")
     host = host_config_from_args(ns)
     return ServerConfig(

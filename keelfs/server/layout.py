@@ -36,6 +36,7 @@ __all__ = [
     "NetnsAddresses",
     "ProcessSpec",
     "metadata_layout",
+    "peers_arg",
 ]
 
 COMMANDS = {"config": "config-server", "master": "master", "chunk": "chunkserver"}
@@ -185,10 +186,8 @@ class Layout:
         return [self.node(i).client_address for i in self.members("config")]
 
     def peers(self, spec: ProcessSpec) -> str:
-        """``--peers`` of a first start: every node sharing a group with ``spec`` (each
-        process's groups have the same members)."""
-        ids = sorted(p.node_id for p in self.meta if set(p.groups) & set(spec.groups))
-        return ",".join(f"{i}={self.node(i).raft_address}" for i in ids)
+        """``--peers`` of ``spec``'s first start."""
+        return peers_arg(spec.groups, ((p.node_id, p.groups, p.raft_address) for p in self.meta))
 
     def command(self, spec: ProcessSpec, extra: Iterable[str] = ()) -> list[str]:
         """The command line that runs ``spec``: its ``keelfs`` role command and flags, then
@@ -212,6 +211,15 @@ class Layout:
         if spec.http:
             cmd += ["--http-listen", spec.http]
         return [*cmd, *spec.args, *extra]
+
+
+def peers_arg(groups: Iterable[str], nodes: Iterable[tuple[int, Iterable[str], str]]) -> str:
+    """``--peers`` of a first start of a node hosting ``groups``: ``ID=RAFT,...`` of every
+    node of ``nodes`` (id, groups, Raft address) sharing a group with it (each process's groups
+    have the same members)."""
+    wanted = set(groups)
+    chosen = sorted((i, raft) for i, hosted, raft in nodes if wanted & set(hosted))
+    return ",".join(f"{i}={raft}" for i, raft in chosen)
 
 
 def metadata_layout(

@@ -55,6 +55,7 @@ from keelfs.server.layout import (
     NetnsAddresses,
     ProcessSpec,
     metadata_layout,
+    peers_arg,
 )
 
 __all__ = [
@@ -238,10 +239,8 @@ def _record(spec: ProcessSpec, command: list[str]) -> ProcessRecord:
 
 
 def _peers(state: State, p: ProcessRecord) -> str:
-    """``--peers`` of a first start: every node sharing a group with ``p``."""
-    ids = sorted(q.node_id for q in state.meta if set(q.groups) & set(p.groups) and q.node_id > 0)
-    by_id = {q.node_id: q.raft_address for q in state.meta}
-    return ",".join(f"{i}={by_id[i]}" for i in ids)
+    """``--peers`` of a first start (as ``Layout.peers``, from the records)."""
+    return peers_arg(p.groups, ((q.node_id, q.groups, q.raft_address) for q in state.meta))
 
 
 # ---------------------------------------------------------------------------------------------

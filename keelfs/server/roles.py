@@ -20,6 +20,7 @@ translates it.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -113,7 +114,10 @@ def chunkserver(config_file: Path | None, **flags: Any) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(values["log_level"], "chunk")
-    tune_malloc()
+    if not tune_malloc():
+        logging.getLogger("keelfs.server.chunkserver").info(
+            "not glibc: malloc thresholds left as they are"
+        )
     sys.exit(run_process("chunkserver", lambda: serve(config, reporting, http_listen)))
 
 

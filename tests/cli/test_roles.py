@@ -289,3 +289,13 @@ def test_every_role_fails_with_status_1_and_a_one_line_reason(role: str, tmp_pat
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith(f"keelfs {role}: failed: "), out.stderr
     assert str(tmp_path / "data") in last, last
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("role", ROLES)
+def test_every_role_refuses_bad_settings_with_status_2(role: str, tmp_path: Path) -> None:
+    bad = {"server": ["--replication", "0"], "chunkserver": ["--listen", "nowhere"]}
+    cmd = [*_standalone(role, tmp_path), *bad.get(role, ["--id", "0"])]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "READY" not in out.stdout and not (tmp_path / "data").exists()

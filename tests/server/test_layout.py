@@ -10,7 +10,7 @@ from pathlib import Path
 
 from keelfs.server.chunkservers import LocalChunkServers
 from keelfs.server.layout import COMMANDS, Layout, LoopbackAddresses, metadata_layout
-from keelfs.server.local_cluster import SHARDS, ProcessRecord, State, _layout, load_state
+from keelfs.server.local_cluster import SHARDS, ProcessRecord, State, _layout, _peers, load_state
 from keelfs.server.master_process import node_config
 from keelfs.server.metacluster import MetaCluster
 from keelfs.server.roles import (
@@ -64,6 +64,10 @@ def test_each_command_says_what_the_layout_meant(tmp_path: Path) -> None:
         assert list(node.config_servers) == others
         assert http == (p.http if p.name == "n1" else "")
     assert state.processes[0].http  # the dashboard of n1
+    by_name = {p.name: p for p in state.processes}
+    assert _peers(state, by_name["n12"]) == ",".join(
+        f"{i}={by_name[f'n{i}'].raft_address}" for i in (11, 12, 13)
+    )
 
 
 def test_cohosted_masters_host_the_config_group_and_every_shard(tmp_path: Path) -> None:
