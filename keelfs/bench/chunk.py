@@ -1,7 +1,7 @@
 """Chunk server data path: MB/s of one block written through a pipeline of 3 chunk servers and
 read back from one.
 
-Three ``keelfs.server.chunkserver`` processes on 127.0.0.1 (fsync on finalize, as in production,
+Three ``keelfs chunkserver`` processes on 127.0.0.1 (fsync on finalize, as in production,
 unless ``--no-fsync``); this process is the client (``AsyncChunkClient``). The write is timed
 from the first byte handed to the client to the final ack (every replica finalized: written,
 fsync'ed, renamed); the read streams the whole replica from the first server, checksums

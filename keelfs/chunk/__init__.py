@@ -1,6 +1,6 @@
 """The chunk server (data node): block replicas on disk, the write pipeline, verified reads.
 
-Run one with ``python -m keelfs.server.chunkserver --data DIR --listen HOST:PORT``; the API is
+Run one with ``keelfs chunkserver --data DIR --listen HOST:PORT``; the API is
 ``proto/chunk.proto`` (service ``keelfs.chunk.v1.ChunkServer``).
 
 Modules, each with one job:

@@ -1,7 +1,7 @@
 """``ChunkNode``: one chunk server (store, fencing, pipeline, commands, scanner, gRPC service).
 
-The process wrapper is ``keelfs.server.chunkserver``; tests and an all-in-one server can run a node
-inside their own event loop.
+The process is ``keelfs chunkserver`` (``keelfs.server.chunk_process``); tests and an
+all-in-one server can run a node inside their own event loop.
 
 What the heartbeats and block reports to the masters (``keelfs.chunk.reporting``, DESIGN 2.8)
 use, without touching the parts directly:

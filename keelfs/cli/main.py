@@ -45,7 +45,7 @@ cli.add_command(_admin)
 cli.add_command(_bench)
 cli.add_command(_certs)
 cli.add_command(_chaos)
-_register_server(cli)  # server, local-cluster, demo
+_register_server(cli)  # server, master, config-server, chunkserver, local-cluster, demo
 for _command in FILE_COMMANDS:
     cli.add_command(_command)
 

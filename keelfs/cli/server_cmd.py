@@ -1,4 +1,5 @@
-"""``keelfs server``, ``keelfs local-cluster up|down|status`` and ``keelfs demo``.
+"""``keelfs server``, the role commands, ``keelfs local-cluster up|down|status`` and
+``keelfs demo``.
 
 ``register(cli)`` adds them to the ``keelfs`` command. The flags of ``server`` and
 ``local-cluster`` are generated from the settings tables of ``keelfs.server.settings`` (each
@@ -14,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,51 +22,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from keelfs.server.roles import ROLE_COMMANDS
 from keelfs.server.settings import (
-    CONFIG_ENV,
     LOCAL_CLUSTER_SETTINGS,
     SERVER_SETTINGS,
     ConfigError,
     Resolved,
     Setting,
+    click_options,
     resolve,
 )
 
 __all__ = ["demo", "local_cluster", "register", "server"]
-
-_CLICK_TYPES: dict[type, Any] = {
-    str: click.STRING,
-    int: click.INT,
-    float: click.FLOAT,
-    Path: click.Path(path_type=Path),
-}
-
-
-def _options(settings: tuple[Setting, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """One click option per setting, default None (so that a flag not given is told apart
-    from one given with the default value) and the default and env var in the help."""
-
-    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
-        for s in reversed(settings):
-            default = "" if s.default == "" else f" [default: {s.default}]"
-            help_text = f"{s.help}.{default} [env {s.env}]"
-            if s.kind is bool:
-                name = s.flag[2:]
-                f = click.option(f"--{name}/--no-{name}", s.name, default=None, help=help_text)(f)
-            else:
-                f = click.option(
-                    s.flag, s.name, type=_CLICK_TYPES[s.kind], default=None, help=help_text
-                )(f)
-        return click.option(
-            "--config",
-            "config_file",
-            type=click.Path(path_type=Path, dir_okay=False),
-            default=None,
-            help=f"TOML file of settings (flags win over it, it wins over {CONFIG_ENV} and "
-            "KEELFS_* variables) [env KEELFS_CONFIG]",
-        )(f)
-
-    return decorate
 
 
 def _resolve(
@@ -83,7 +50,7 @@ def _resolve(
 
 
 @click.command("server")
-@_options(SERVER_SETTINGS)
+@click_options(SERVER_SETTINGS)
 def server(config_file: Path | None, **flags: Any) -> None:
     """Run all of keelfs in one process on one data directory: a single-node config group
     and shard-1, one chunk server, the dashboard. Restart it on the same --data to carry on."""
@@ -152,7 +119,7 @@ def _status_json(st: dict[str, Any]) -> dict[str, Any]:
 
 
 @local_cluster.command("up")
-@_options(LOCAL_CLUSTER_SETTINGS)
+@click_options(LOCAL_CLUSTER_SETTINGS)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the status).")
 def local_cluster_up(config_file: Path | None, as_json: bool, **flags: Any) -> None:
     """Start the cluster in the background (or restart a stopped one on the same data)."""
@@ -189,7 +156,7 @@ def local_cluster_up(config_file: Path | None, as_json: bool, **flags: Any) -> N
 
 
 @local_cluster.command("down")
-@_options(LOCAL_CLUSTER_SETTINGS[:1])
+@click_options(LOCAL_CLUSTER_SETTINGS[:1])
 @click.option("--wipe", is_flag=True, help="Also delete the directory (every node's data).")
 def local_cluster_down(config_file: Path | None, wipe: bool, **flags: Any) -> None:
     """Stop exactly the processes `up` started (SIGTERM, then SIGKILL after 10 s)."""
@@ -208,7 +175,7 @@ def local_cluster_down(config_file: Path | None, wipe: bool, **flags: Any) -> No
 
 
 @local_cluster.command("status")
-@_options(LOCAL_CLUSTER_SETTINGS[:1])
+@click_options(LOCAL_CLUSTER_SETTINGS[:1])
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def local_cluster_status(config_file: Path | None, as_json: bool, **flags: Any) -> None:
     """Who leads config, shard-1 and shard-2, and every recorded process. Exit status 1 if a
@@ -330,6 +297,7 @@ def demo(data: Path | None) -> None:
 
 
 def register(cli: click.Group) -> None:
-    """Add ``server``, ``local-cluster`` and ``demo`` to the ``keelfs`` command."""
-    for command in (server, local_cluster, demo):
+    """Add ``server``, the role commands (``master``, ``config-server``, ``chunkserver``),
+    ``local-cluster`` and ``demo`` to the ``keelfs`` command."""
+    for command in (server, *ROLE_COMMANDS, local_cluster, demo):
         cli.add_command(command)

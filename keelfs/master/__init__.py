@@ -1,9 +1,8 @@
 """The metadata service: the config group's and the data shards' gRPC services and processes.
 
-- ``python -m keelfs.server.config_server``: a config-group member (the ShardMap, the node
-  registry);
-- ``python -m keelfs.server.master``: data-shard members (``--shard``, repeatable; with
-  ``--config-member`` the same process also hosts a config-group member);
+- ``keelfs config-server``: a config-group member (the ShardMap, the node registry);
+- ``keelfs master``: data-shard members (``--shard``, repeatable; with ``--config-member`` the
+  same process also hosts a config-group member);
 - ``node.MetaNode``: the process core both build (multi-raft host, client API, map cache);
 - ``config_service`` / ``namespace_service``: the RPC handlers (``proto/meta.proto``);
 - ``grpc_errors``: the one boundary between ``keelfs.errors`` and gRPC statuses;

@@ -1,10 +1,10 @@
 """``MetaNode``: one metadata process hosting config-group and/or data-shard Raft members.
 
 Shape (as ``keelfs.runtime.server``): one ``RaftHost`` whose ``GrpcTransport`` listens on
-``--listen`` for Raft, and a second gRPC server on the client address for the metadata API
+the Raft address, and a second gRPC server on the client address for the metadata API
 (``proto/meta.proto``): ``Config`` when the node holds a config-group member, ``Namespace``
-when it holds data-shard members, ``Node`` (status) always. Both entry points,
-``keelfs.server.config_server`` and ``keelfs.server.master``, build one of these; a process
+when it holds data-shard members, ``Node`` (status) always. Both role commands,
+``keelfs config-server`` and ``keelfs master``, build one of these; a process
 may host a config member and several shards' members at once (multi-raft: one host, one
 transport, one synced write per round for all of them).
 

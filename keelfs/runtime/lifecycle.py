@@ -1,17 +1,84 @@
-"""How every keelfs process waits out its life: until asked to stop, or until a task it cannot
-live without ends (fail-stop: a node whose Raft loop or reporting died must not keep answering
-clients as if all were well)."""
+"""The one lifecycle of every keelfs process that serves (``keelfs server``, ``master``,
+``config-server``, ``chunkserver`` and the replicated KV server):
+
+- logs go to stderr (:func:`configure_logging`, one format with the process's tag);
+- once it serves, one line ``READY {json}`` on stdout (:func:`announce_ready`): the json holds
+  at least its ``pid``; launchers wait for it (``keelfs.runtime.processes.read_ready_line``);
+- SIGTERM or SIGINT stop it gracefully (:func:`stop_on_signals`): it stops serving, closes its
+  stores and exits with status 0;
+- if a task it cannot live without ends (fail-stop: a node whose Raft loop or reporting died
+  must not keep answering clients as if all were well), or it cannot start at all, it exits
+  with status 1 and the last line on stderr is ``keelfs <role>: failed: <one-line reason>``
+  (the traceback is logged above it);
+- settings it cannot use stop it before anything starts, with status 2 (the command line's
+  usage error).
+
+:func:`run_process` runs a process's ``serve`` coroutine under these rules.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
-__all__ = ["until_stopped"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "READY_PREFIX",
+    "ProcessFailed",
+    "announce_ready",
+    "configure_logging",
+    "one_line_reason",
+    "run_process",
+    "serve_until_stopped",
+    "stop_on_signals",
+    "until_stopped",
+]
+
+READY_PREFIX = "READY "
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+"""Bad settings, before anything started (click's and argparse's usage-error status)."""
+
+log = logging.getLogger("keelfs.runtime.lifecycle")
+
+
+class ProcessFailed(Exception):
+    """The process cannot go on (a task it needs ended, or it could not start): exit 1."""
+
+
+def configure_logging(level: str, tag: str) -> None:
+    """Logs to stderr, each line ``<time> <tag> <LEVEL> <logger>: <message>``."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s {tag} %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def announce_ready(info: dict[str, Any]) -> None:
+    """Print the ``READY {json}`` line (keys sorted) and flush it."""
+    print(READY_PREFIX + json.dumps(info, sort_keys=True), flush=True)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM and SIGINT set: the running loop's request to stop gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 async def until_stopped(
-    stop: asyncio.Event, tasks: Iterable[asyncio.Task[object]]
+    stop: asyncio.Event, tasks: Iterable[asyncio.Task[Any]]
 ) -> tuple[str, BaseException | None] | None:
     """Wait until ``stop`` is set (None) or one of ``tasks`` ends: then its name and the
     exception it ended with (None if it returned or was cancelled)."""
@@ -22,3 +89,32 @@ async def until_stopped(
     stopping.cancel()
     failed = next(iter(done))
     return failed.get_name(), None if failed.cancelled() else failed.exception()
+
+
+async def serve_until_stopped(stop: asyncio.Event, tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Return when ``stop`` is set; :class:`ProcessFailed` (caused by what the task raised)
+    if one of ``tasks`` ends first."""
+    failed = await until_stopped(stop, tasks)
+    if failed is not None:
+        name, exc = failed
+        raise ProcessFailed(f"{name} stopped: {exc!r}") from exc
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """What went wrong, on one line: the message of a :class:`ProcessFailed` or an
+    ``OSError`` (an address in use, a data directory held), else the type and message."""
+    text = str(exc) if isinstance(exc, ProcessFailed | OSError) else f"{type(exc).__name__}: {exc}"
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip()) or repr(exc)
+
+
+def run_process(role: str, serve: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run ``serve()`` to its end; the exit status: 0 when it returned (a graceful stop), 1
+    when it raised (the traceback logged, then ``keelfs <role>: failed: <reason>`` as the
+    last line on stderr)."""
+    try:
+        asyncio.run(serve())
+    except Exception as exc:  # noqa: BLE001  # every failure ends the process the same way
+        log.critical("%s stopped on a failure", role, exc_info=exc)
+        print(f"keelfs {role}: failed: {one_line_reason(exc)}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    return EXIT_OK

@@ -40,8 +40,10 @@ Benchmarks: ``--groups N`` also hosts N more KV groups, ``g0`` .. ``g{N-1}``, ea
 state machine and the same members (``keelfs bench idle``); ``LoadTest`` proposes puts from
 inside the leader's process (``keelfs bench raft``).
 
-Lifecycle: when serving, one line ``READY {json}`` (id, raft and client addresses, pid) is
-printed on stdout; logs go to stderr. SIGTERM or SIGINT stop the node cleanly (exit status 0).
+Lifecycle: ``keelfs.runtime.lifecycle``, as every keelfs server: when serving, one line
+``READY {json}`` (id, raft and client addresses, pid) on stdout; logs go to stderr; SIGTERM or
+SIGINT stop the node cleanly (exit status 0); a failure exits with status 1 and a one-line
+reason as the last line of stderr.
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -74,7 +75,14 @@ from keelfs.runtime.kvwire import (
     LEADER_ID_KEY,
     LEADER_RAFT_ADDR_KEY,
 )
-from keelfs.runtime.lifecycle import until_stopped
+from keelfs.runtime.lifecycle import (
+    ProcessFailed,
+    announce_ready,
+    configure_logging,
+    run_process,
+    serve_until_stopped,
+    stop_on_signals,
+)
 from keelfs.runtime.pb import kv_pb2 as pb
 from keelfs.runtime.pb import kv_pb2_grpc as _pb_grpc
 from keelfs.transport.base import OnMessages, Transport
@@ -82,7 +90,6 @@ from keelfs.transport.grpc_transport import GrpcTransport, GrpcTransportConfig
 
 __all__ = [
     "KVServer",
-    "NodeFailed",
     "ServerConfig",
     "main",
     "parse_peers",
@@ -134,10 +141,6 @@ def parse_peers(text: str) -> dict[int, str]:
             raise ValueError(f"bad peer {item!r}: expected ID=HOST:PORT")
         peers[int(node)] = address.strip()
     return peers
-
-
-class NodeFailed(Exception):
-    """The Raft runtime of this node died; the process exits with status 1."""
 
 
 class KVServer:
@@ -230,7 +233,7 @@ class KVServer:
             return group
         if cfg.peers:
             return host.open_group(group_id, sm, cfg.peers)
-        raise SystemExit(f"{cfg.data_dir} holds no group: pass --peers (bootstrap) or --join")
+        raise ProcessFailed(f"{cfg.data_dir} holds no group: pass --peers (bootstrap) or --join")
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -573,22 +576,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(argv: list[str] | None = None) -> ServerConfig:
-    ns = _parser().parse_args(argv)
+    """The node's config; bad flags end the process with status 2 and the usage, before
+    anything starts (``keelfs.runtime.lifecycle``)."""
+    parser = _parser()
+    ns = parser.parse_args(argv)
     if ns.id <= 0:
-        raise SystemExit("--id must be positive")
+        parser.error("--id must be positive")
     if ns.groups < 0:
-        raise SystemExit("--groups must not be negative")
+        parser.error("--groups must not be negative")
     try:
         peers = parse_peers(ns.peers) if ns.peers else None
     except ValueError as exc:
-        raise SystemExit(f"--peers: {exc}") from None
+        parser.error(f"--peers: {exc}")
     if peers is not None and not ns.join and ns.id not in peers:
-        raise SystemExit(f"--peers must include this node ({ns.id})")
-    logging.basicConfig(
-        level=ns.log_level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s n{ns.id} %(levelname)s %(name)s: %(message)s",
-    )
+        parser.error(f"--peers must include this node ({ns.id})")
+    configure_logging(ns.log_level, f"n{ns.id}")
     host = host_config_from_args(ns)
     return ServerConfig(
         node_id=ns.id,
@@ -604,19 +606,15 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
 
 
 async def serve(config: ServerConfig) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    """Run the node until SIGTERM/SIGINT (``keelfs.runtime.lifecycle``)."""
+    stop = stop_on_signals()
     server = KVServer(config)
     try:
         await server.start()
         assert server.host is not None
-        print("READY " + json.dumps(server.ready_info(), sort_keys=True), flush=True)
+        announce_ready(server.ready_info())
         log.info("node %d serving: %s", config.node_id, server.ready_info())
-        failed = await until_stopped(stop, server.host.tasks)
-        if failed is not None:
-            raise NodeFailed(f"the Raft runtime stopped: {failed[1]!r}") from failed[1]
+        await serve_until_stopped(stop, server.host.tasks)
         log.info("node %d stopping", config.node_id)
     finally:
         await server.stop()
@@ -624,12 +622,7 @@ async def serve(config: ServerConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     config = config_from_args(argv)
-    try:
-        asyncio.run(serve(config))
-    except NodeFailed as exc:
-        log.critical("%s", exc, exc_info=exc.__cause__)
-        return 1
-    return 0
+    return run_process("kv-server", lambda: serve(config))
 
 
 if __name__ == "__main__":

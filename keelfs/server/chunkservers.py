@@ -7,16 +7,18 @@
         cs.kill9(1)                  # SIGKILL server 1 (0-based)
         cs.restart(1)                # same id, port and data directory
 
-Each server ``i`` lives in ``root/cs<i>/`` (``data/``, ``stdout.log`` with the READY line,
-``stderr.log``). Processes are started with ``keelfs.runtime.processes.spawn_tracked`` and
-killed by pid in ``stop_all()`` (called by ``__exit__``, also when the block raised).
+Each server ``i`` is ``cs<i>`` of a ``keelfs.server.layout.Layout`` (its own, or that of the
+metadata cluster it reports to: :meth:`LocalChunkServers.in_layout`), living in
+``root/cs<i>/`` (``data/``, ``stdout.log`` with the READY line, ``stderr.log``) and started by
+the layout's command (``keelfs chunkserver``). Processes are started with
+``keelfs.runtime.processes.spawn_tracked`` and killed by pid in ``stop_all()`` (called by
+``__exit__``, also when the block raised).
 """
 
 from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,11 @@ from typing import Any
 from keelfs.runtime.processes import (
     ClusterError,
     Launcher,
-    free_ports,
     hard_kill,
     read_ready_line,
     spawn_tracked,
 )
+from keelfs.server.layout import Layout, LoopbackAddresses, ProcessSpec
 
 __all__ = ["LocalChunkServers"]
 
@@ -43,53 +45,50 @@ class LocalChunkServers(Launcher):
         *,
         server_args: tuple[str, ...] = (),
         start_timeout_s: float = 30.0,
+        layout: Layout | None = None,
     ) -> None:
-        self.root = Path(root)
-        self.server_args = tuple(server_args)
+        """``n`` servers of ``layout`` (default: a layout of their own in ``root`` on
+        127.0.0.1, reporting to no master); ``server_args`` are added to every command."""
+        self.layout = layout or Layout(Path(root), LoopbackAddresses())
+        self.root = self.layout.root
         self.start_timeout_s = start_timeout_s
-        self.addresses = [f"127.0.0.1:{p}" for p in free_ports(n)]
+        self.specs: list[ProcessSpec] = self.layout.add_chunk_servers(n, server_args)
+        self.addresses = [spec.client_address for spec in self.specs]
         self.ready: list[dict[str, Any]] = [{} for _ in range(n)]
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
+    @classmethod
+    def in_layout(
+        cls, layout: Layout, n: int = 3, *, server_args: tuple[str, ...] = ()
+    ) -> LocalChunkServers:
+        """``n`` more chunk servers of ``layout`` (they report to its config servers)."""
+        return cls(layout.root, n, server_args=server_args, layout=layout)
+
     def directory(self, i: int) -> Path:
-        return self.root / f"cs{i}"
+        return self.specs[i].directory
 
     def data_dir(self, i: int) -> Path:
-        return self.directory(i) / "data"
+        return self.specs[i].data_dir
 
     def start(self, extra_args: dict[int, tuple[str, ...]] | None = None) -> LocalChunkServers:
         extra_args = extra_args or {}
-        for i in range(len(self.addresses)):
+        for i in range(len(self.specs)):
             self._spawn(i, extra_args.get(i, ()))
-        for i in range(len(self.addresses)):
+        for i in range(len(self.specs)):
             self._await_ready(i)
         return self
 
     def _spawn(self, i: int, extra: tuple[str, ...] = ()) -> None:
-        directory = self.directory(i)
-        directory.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "keelfs.server.chunkserver",
-            "--data",
-            str(self.data_dir(i)),
-            "--listen",
-            self.addresses[i],
-            "--server-id",
-            f"cs{i}",
-            *self.server_args,
-            *extra,
-        ]
-        self._procs[i] = spawn_tracked(
-            cmd, directory / "stdout.log", directory / "stderr.log", " ".join(cmd[3:])
-        )
+        spec = self.specs[i]
+        spec.directory.mkdir(parents=True, exist_ok=True)
+        cmd = self.layout.command(spec, extra)
+        self._procs[i] = spawn_tracked(cmd, spec.stdout_path, spec.log_path, " ".join(cmd[3:]))
 
     def _await_ready(self, i: int) -> dict[str, Any]:
         proc = self._procs[i]
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
-            ready = read_ready_line(self.directory(i) / "stdout.log")
+            ready = read_ready_line(self.specs[i].stdout_path)
             if ready is not None:
                 self.ready[i] = ready
                 return ready
@@ -130,7 +129,7 @@ class LocalChunkServers(Launcher):
             self.kill9(i)
 
     def log_tail(self, i: int, lines: int = 40) -> str:
-        path = self.directory(i) / "stderr.log"
+        path = self.specs[i].log_path
         if not path.exists():
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

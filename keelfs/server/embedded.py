@@ -13,7 +13,7 @@ One asyncio loop runs:
 
 Files created without a replication get ``replication`` (default 1: there is one chunk
 server; the master's ``default_replication``), and a block is complete with one replica
-(``min_replicas=1``). More chunk servers may join later (``python -m keelfs.server.chunkserver
+(``min_replicas=1``). More chunk servers may join later (``keelfs chunkserver
 --config-servers <client address>``); files asking for more replicas then get them.
 
 Data directory::
@@ -29,7 +29,8 @@ namespace formatted unless it is (both idempotent, so a first start interrupted 
 finished by the next one). Once the chunk server's first block report has reached the master
 one ``READY {json}`` line is printed on stdout (after the human-readable banner), as every
 keelfs process does. SIGTERM or SIGINT stop everything cleanly (exit status 0); if the Raft
-runtime or a background task dies, the process exits with status 1.
+runtime or a background task dies, the process exits with status 1
+(``keelfs.runtime.lifecycle``).
 """
 
 from __future__ import annotations
@@ -37,10 +38,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -52,12 +51,25 @@ from keelfs.chunk.reporting import Reporter
 from keelfs.errors import AlreadyExists, KeelError, NotFound
 from keelfs.master.node import MetaNode, NodeConfig
 from keelfs.runtime.host import HostConfig
-from keelfs.runtime.lifecycle import until_stopped
-from keelfs.server.settings import SERVER_SETTINGS, ConfigError, Resolved
+from keelfs.runtime.lifecycle import (
+    announce_ready,
+    configure_logging,
+    run_process,
+    serve_until_stopped,
+    stop_on_signals,
+)
+from keelfs.server.settings import (
+    SERVER_SETTINGS,
+    ConfigError,
+    Resolved,
+    checked_http_listen,
+    checked_log_level,
+    neighbour_address,
+    split_address,
+)
 from keelfs.storage.private import PRIVATE_FILE_MODE, private_dir
-from keelfs.web.listen import parse_http_listen
 
-__all__ = ["NODE_ID", "SHARD", "ServerConfig", "ServerFailed", "run", "serve"]
+__all__ = ["NODE_ID", "SHARD", "ServerConfig", "run", "serve"]
 
 log = logging.getLogger("keelfs.server")
 
@@ -65,25 +77,6 @@ NODE_ID = 1
 SHARD = "shard-1"
 _SETUP_TIMEOUT_S = 60.0
 _REPORT_TIMEOUT_S = 30.0
-
-
-class ServerFailed(Exception):
-    """A part of the server stopped on its own: the process exits with status 1."""
-
-
-def _split(address: str, what: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{what}: expected HOST:PORT, got {address!r}")
-    return host, int(port)
-
-
-def _neighbour(address: str, offset: int) -> str:
-    """The host of ``address`` with its port + ``offset`` (port 0 stays 0: any free port)."""
-    host, port = _split(address, "listen")
-    if port and not 0 < port + offset <= 65535:
-        raise ConfigError(f"cannot derive a port {offset:+d} from {address}: set it explicitly")
-    return f"{host}:{port + offset if port else 0}"
 
 
 def _lock_data(data: Path) -> int:
@@ -134,28 +127,19 @@ class ServerConfig:
         unknown = set(v) - {s.name for s in SERVER_SETTINGS}
         if unknown:
             raise ConfigError(f"unknown settings {sorted(unknown)}")
-        _split(v["listen"], "listen")
+        split_address(v["listen"], "listen")
         if not v["raft_listen"]:
-            v["raft_listen"] = _neighbour(v["listen"], -1)
+            v["raft_listen"] = neighbour_address(v["listen"], -1, "listen")
         if not v["chunk_listen"]:
-            v["chunk_listen"] = _neighbour(v["listen"], +1)
-        _split(v["raft_listen"], "raft_listen")
-        _split(v["chunk_listen"], "chunk_listen")
-        if str(v["http_listen"]).lower() == "off":
-            v["http_listen"] = ""
-        if v["http_listen"]:
-            try:
-                parse_http_listen(v["http_listen"])
-            except ValueError as exc:
-                raise ConfigError(f"http_listen: {exc}") from None
+            v["chunk_listen"] = neighbour_address(v["listen"], +1, "listen")
+        split_address(v["raft_listen"], "raft_listen")
+        split_address(v["chunk_listen"], "chunk_listen")
+        v["http_listen"] = checked_http_listen(v["http_listen"])
         if not 1 <= v["replication"] <= 512:
             raise ConfigError(f"replication must be between 1 and 512, not {v['replication']}")
         if v["scan_interval_s"] < 0 or v["heartbeat_interval_s"] <= 0 or v["tick_ms"] <= 0:
             raise ConfigError("scan_interval_s must be >= 0, heartbeat_interval_s and tick_ms > 0")
-        level = str(v["log_level"]).upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(f"log_level: unknown level {v['log_level']!r}")
-        v["log_level"] = level
+        v["log_level"] = checked_log_level(v["log_level"])
         v["data"] = Path(v["data"])
         return cls(**v)
 
@@ -229,12 +213,9 @@ async def _wait_reported(node: MetaNode, server_id: str, deadline: float) -> boo
 async def serve(config: ServerConfig, on_ready: Any = None) -> None:
     """Run the server until SIGTERM/SIGINT (see the module docstring). ``on_ready(info)`` is
     called once everything serves (default: print the banner and the READY line)."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     raft = config.raft_listen
-    host, port = _split(raft, "raft_listen")
+    host, port = split_address(raft, "raft_listen")
     if port == 0:  # the address is stored in the group's membership: give it a real port
         raft = f"{host}:{_free_port(host)}"
     lock = _lock_data(config.data)
@@ -270,9 +251,7 @@ async def serve(config: ServerConfig, on_ready: Any = None) -> None:
         (on_ready or _print_ready)(info)
         log.info("keelfs server serving: %s", info)
         tasks = [*meta.tasks, *chunk.tasks, *extra]
-        failed = await until_stopped(stop, tasks)
-        if failed is not None:
-            raise ServerFailed(f"{failed[0]} stopped: {failed[1]!r}") from failed[1]
+        await serve_until_stopped(stop, tasks)
         log.info("keelfs server stopping")
     finally:
         if web is not None:
@@ -297,24 +276,13 @@ def _print_ready(info: dict[str, Any]) -> None:
         lines.append(f"  dashboard            http://{info['http']}/")
     lines.append("  stop with Ctrl-C (or SIGTERM)")
     print("\n".join(lines), flush=True)
-    print("READY " + json.dumps(info, sort_keys=True), flush=True)
+    announce_ready(info)
 
 
 def run(config: ServerConfig) -> int:
-    """Run the server in this process; the exit status."""
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s server %(levelname)s %(name)s: %(message)s",
-    )
+    """Run the server in this process; the exit status (``keelfs.runtime.lifecycle``)."""
     from keelfs.chunk.memory import tune_malloc
 
+    configure_logging(config.log_level, "server")
     tune_malloc()
-    try:
-        asyncio.run(serve(config))
-    except ServerFailed as exc:
-        log.critical("%s", exc, exc_info=exc.__cause__)
-        return 1
-    except OSError as exc:
-        log.critical("%s", exc)
-        return 1
-    return 0
+    return run_process("server", lambda: serve(config))

@@ -1,8 +1,10 @@
 """``keelfs local-cluster up|down|status``: a production-shaped cluster on 127.0.0.1.
 
-One role per process, as ``keelfs.server.metacluster.MetaCluster(layout="separate")`` lays it
-out: 3 config servers (node ids 1..3), 2 shards of 3 masters each (``shard-1``: 11..13,
-``shard-2``: 21..23) and ``chunk_servers`` chunk servers (``cs0``...). Unlike ``MetaCluster``
+One role per process, laid out by ``keelfs.server.layout`` as the test fixtures' separate
+layout is: 3 config servers (node ids 1..3), 2 shards of 3 masters each (``shard-1``:
+11..13, ``shard-2``: 21..23) and ``chunk_servers`` chunk servers (``cs0``...), each started by
+its ``keelfs`` role command (``keelfs config-server``, ``master``, ``chunkserver``). Unlike
+``MetaCluster``
 (a test fixture that kills its processes when the test ends) the processes are **daemons**:
 each runs in its own session, detached from the terminal, and outlives the command.
 
@@ -37,7 +39,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -46,7 +47,16 @@ from typing import Any, TypeVar
 
 from keelfs.errors import AlreadyExists, NotFound
 from keelfs.runtime.netns import NetnsError, NetnsNetwork, free_subnet
-from keelfs.runtime.processes import ClusterError, free_ports, read_ready_line, spawn, wait_until
+from keelfs.runtime.processes import ClusterError, read_ready_line, spawn, wait_until
+from keelfs.server.layout import (
+    Addresses,
+    Layout,
+    LoopbackAddresses,
+    NetnsAddresses,
+    ProcessSpec,
+    metadata_layout,
+    peers_arg,
+)
 
 __all__ = [
     "SHARDS",
@@ -196,62 +206,41 @@ def _layout(
     directory: Path, chunk_servers: int, http_port: int, network: NetworkRecord | None = None
 ) -> State:
     state = State(str(directory), network=network)
-    python = sys.executable
     net = network_of(state)
-    needed = 2 * (3 + 3 * len(SHARDS)) + chunk_servers + 1
-    ports = iter(free_ports(needed) if net is None else [])
-
-    def address(name: str, netns_port: int) -> str:
-        if net is None or network is None:
-            return f"127.0.0.1:{next(ports)}"
-        return f"{net.ip(network.hosts[name])}:{netns_port}"
-
-    def meta(node_id: int, role: str, groups: list[str]) -> ProcessRecord:
-        name = f"n{node_id}"
-        raft, client = address(name, 7000), address(name, 7001)
-        return ProcessRecord(name, role, [], str(directory / name), client, node_id, raft, groups)
-
-    config = [meta(i, "config", ["config"]) for i in (1, 2, 3)]
-    masters = [
-        meta(10 * k + j, "master", [shard])
-        for k, shard in enumerate(SHARDS, start=1)
-        for j in (1, 2, 3)
-    ]
-    config_clients = [p.address for p in config]
-    if http_port >= 0 and net is None:  # netns: no dashboard (it listens on loopback only)
-        config[0].http = f"127.0.0.1:{http_port or next(ports)}"
-    for p in [*config, *masters]:
-        module = "keelfs.server.config_server" if p.role == "config" else "keelfs.server.master"
-        cmd = [python, "-m", module, "--id", str(p.node_id), "--listen", p.raft_address]
-        cmd += ["--client-listen", p.address, "--data", str(Path(p.directory) / "data")]
-        if p.role == "config":
-            others = [a for a in config_clients if a != p.address]
-            cmd += ["--config-servers", ",".join(others)]
-        else:
-            cmd += ["--shard", p.groups[0], "--config-servers", ",".join(config_clients)]
-        if p.http:
-            cmd += ["--http-listen", p.http]
-        p.command = cmd
-    chunks = []
-    for i in range(chunk_servers):
-        name = f"cs{i}"
-        listen = address(name, 7001)
-        cmd = [python, "-m", "keelfs.server.chunkserver", "--data", str(directory / name / "data")]
-        cmd += ["--listen", listen, "--server-id", name]
-        cmd += ["--config-servers", ",".join(config_clients)]
-        chunks.append(ProcessRecord(name, "chunk", cmd, str(directory / name), listen))
-    state.processes = [*config, *masters, *chunks]
+    loopback = LoopbackAddresses()
+    addresses: Addresses = loopback
     if net is not None and network is not None:
-        for p in state.processes:
-            p.command = [*net.exec_prefix(network.hosts[p.name]), *p.command]
+        addresses = NetnsAddresses(net.ip, network.hosts.__getitem__)
+    layout = Layout(directory, addresses)
+    metadata_layout(layout, SHARDS)
+    layout.add_chunk_servers(chunk_servers)
+    if http_port >= 0 and net is None:  # netns: no dashboard (it listens on loopback only)
+        layout.node(1).http = f"127.0.0.1:{http_port}" if http_port else loopback.http()
+    for spec in layout.processes.values():
+        command = layout.command(spec)
+        if net is not None and network is not None:
+            command = [*net.exec_prefix(network.hosts[spec.name]), *command]
+        state.processes.append(_record(spec, command))
     return state
 
 
+def _record(spec: ProcessSpec, command: list[str]) -> ProcessRecord:
+    return ProcessRecord(
+        spec.name,
+        spec.role,
+        command,
+        str(spec.directory),
+        spec.client_address,
+        spec.node_id,
+        spec.raft_address,
+        list(spec.groups),
+        spec.http,
+    )
+
+
 def _peers(state: State, p: ProcessRecord) -> str:
-    """``--peers`` of a first start: every node sharing a group with ``p``."""
-    ids = sorted(q.node_id for q in state.meta if set(q.groups) & set(p.groups) and q.node_id > 0)
-    by_id = {q.node_id: q.raft_address for q in state.meta}
-    return ",".join(f"{i}={by_id[i]}" for i in ids)
+    """``--peers`` of a first start (as ``Layout.peers``, from the records)."""
+    return peers_arg(p.groups, ((q.node_id, q.groups, q.raft_address) for q in state.meta))
 
 
 # ---------------------------------------------------------------------------------------------

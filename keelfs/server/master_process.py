@@ -1,222 +1,133 @@
-"""Command lines and the process lifecycle shared by ``config_server`` and ``master``.
+"""What ``keelfs config-server`` and ``keelfs master`` run: the node's config from its
+resolved settings (:data:`~keelfs.server.settings.CONFIG_SERVER_SETTINGS`,
+:data:`~keelfs.server.settings.MASTER_SETTINGS`), and its life.
 
-Lifecycle (as ``keelfs.runtime.server``): once serving, one line ``READY {json}`` (id, Raft and
-client addresses, pid, hosted groups) is printed on stdout; logs go to stderr. SIGTERM or
-SIGINT stop the node cleanly (exit status 0). If the Raft runtime dies the process exits with
-status 1 at once (fail-stop: a node whose log is not being written must not answer).
+Lifecycle: ``keelfs.runtime.lifecycle`` (``READY {json}`` with the id, Raft and client
+addresses, pid and hosted groups; SIGTERM/SIGINT stop it with status 0; if the Raft runtime
+dies the process exits with status 1 at once: a node whose log is not being written must not
+answer).
 
-Membership is sticky: ``--peers`` bootstraps the groups this start creates (every one of them
-with the same members); afterwards members and addresses come from ``--data``.
+Membership is sticky: ``peers`` bootstraps the groups this start creates (every one of them
+with the same members); afterwards members and addresses come from ``data``.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import logging
-import signal
-import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from keelfs.errors import InvalidArgument
-from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
-from keelfs.master.blocks import DEFAULT_DEAD_AFTER_S
-from keelfs.master.node import MetaNode, NodeConfig, NodeFailed
-from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS
-from keelfs.meta.commands import DEFAULT_REPLICATION, check_id
-from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS
-from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS, DEFAULT_TXN_RETENTION_MS
-from keelfs.meta.ring import DEFAULT_VNODES
-from keelfs.runtime.host import add_host_arguments, host_config_from_args
-from keelfs.runtime.lifecycle import until_stopped
+from keelfs.master.node import MetaNode, NodeConfig
+from keelfs.meta.commands import check_id
+from keelfs.runtime.host import HostConfig
+from keelfs.runtime.lifecycle import announce_ready, serve_until_stopped, stop_on_signals
 from keelfs.runtime.server import parse_peers
-from keelfs.web.listen import add_http_argument, check_http_listen
+from keelfs.server.settings import (
+    ConfigError,
+    checked_http_listen,
+    neighbour_address,
+    split_address,
+)
 
-__all__ = ["config_from_args", "main", "serve"]
+__all__ = ["ROLES", "node_config", "serve"]
 
 log = logging.getLogger("keelfs.master")
 
-
-def _parser(role: str) -> argparse.ArgumentParser:
-    if role == "config":
-        p = argparse.ArgumentParser(
-            prog="python -m keelfs.server.config_server",
-            description="Run one member of the keelfs config group (the ShardMap).",
-        )
-    else:
-        p = argparse.ArgumentParser(
-            prog="python -m keelfs.server.master",
-            description="Run a keelfs master: members of one or more data shards' Raft groups.",
-        )
-    p.add_argument("--id", type=int, required=True, help="node id, unique among all meta nodes")
-    p.add_argument("--listen", required=True, help="Raft transport address HOST:PORT")
-    p.add_argument(
-        "--client-listen",
-        default="",
-        help="client API address HOST:PORT (default: --listen's port + 1)",
-    )
-    p.add_argument("--data", required=True, type=Path, help="data directory")
-    p.add_argument(
-        "--peers",
-        default="",
-        help="ID=HOST:PORT,... every initial member's Raft address (first start only)",
-    )
-    if role == "config":
-        p.add_argument(
-            "--shard",
-            action="append",
-            default=[],
-            help="also host a member of this data shard (repeatable)",
-        )
-        p.add_argument(
-            "--config-servers",
-            default="",
-            help="client addresses of the other config servers (optional: helps them register)",
-        )
-    else:
-        p.add_argument(
-            "--shard",
-            action="append",
-            required=True,
-            help="host a member of this data shard, e.g. shard-1 (repeatable)",
-        )
-        p.add_argument(
-            "--config-servers",
-            default="",
-            help="client addresses of config servers ADDR,... (any of them)",
-        )
-        p.add_argument(
-            "--config-member",
-            action="store_true",
-            help="also host a member of the config group in this process",
-        )
-    add_host_arguments(p)
-    p.add_argument(
-        "--session-ttl-ms",
-        type=int,
-        default=DEFAULT_SESSION_TTL_MS,
-        help="client session lifetime when idle (same on every member)",
-    )
-    p.add_argument(
-        "--lease-ttl-ms",
-        type=int,
-        default=DEFAULT_LEASE_TTL_MS,
-        help="writer lease lifetime (same on every member)",
-    )
-    p.add_argument(
-        "--txn-prepare-timeout-ms",
-        type=int,
-        default=DEFAULT_PREPARE_TIMEOUT_MS,
-        help="a cross-shard transaction whose participants did not all prepare within this "
-        "(log time) is aborted",
-    )
-    p.add_argument(
-        "--txn-retention-ms",
-        type=int,
-        default=DEFAULT_TXN_RETENTION_MS,
-        help="how long finished transaction records are kept (same on every member)",
-    )
-    p.add_argument(
-        "--join",
-        action="store_true",
-        help="host empty members of the groups this data directory lacks, waiting to be added "
-        "(keelfs admin add-member GROUP NODE ADDRESS)",
-    )
-    p.add_argument(
-        "--min-replicas",
-        type=int,
-        default=DEFAULT_MIN_REPLICAS,
-        help="replicas each block needs reported before a file can be closed",
-    )
-    p.add_argument(
-        "--default-replication",
-        type=int,
-        default=DEFAULT_REPLICATION,
-        help="replication of files created without one (the client asks for the default)",
-    )
-    p.add_argument(
-        "--chunk-dead-after",
-        type=float,
-        default=DEFAULT_DEAD_AFTER_S,
-        help="seconds without a heartbeat after which a chunk server counts as dead",
-    )
-    p.add_argument(
-        "--vnodes", type=int, default=DEFAULT_VNODES, help="ring points per shard (config group)"
-    )
-    p.add_argument("--map-refresh", type=float, default=1.0, help="seconds between ShardMap polls")
-    add_http_argument(p)
-    p.add_argument("--log-level", default="INFO")
-    return p
+ROLES = ("config", "master")
+"""``config``: a config-group member (``keelfs config-server``); ``master``: members of data
+shards (``keelfs master``), and of the config group too with ``config_member``."""
 
 
-def config_from_args(role: str, argv: list[str] | None = None) -> NodeConfig:
-    return _parse(role, argv)[0]
+def _addresses(values: Mapping[str, Any]) -> tuple[str, str]:
+    """``(raft, client)``: each given, or derived from the other (Raft = client port - 1)."""
+    raft, client = values["raft_listen"], values["listen"]
+    if not raft and not client:
+        raise ConfigError("listen (the client address) or raft_listen is required")
+    if not raft:
+        raft = neighbour_address(client, -1, "listen")
+    if not client:
+        client = neighbour_address(raft, +1, "raft_listen")
+    split_address(raft, "raft_listen")
+    split_address(client, "listen")
+    return raft, client
 
 
-def _parse(role: str, argv: list[str] | None) -> tuple[NodeConfig, str]:
-    """The node's config and ``--http-listen`` (empty: no HTTP server)."""
-    ns = _parser(role).parse_args(argv)
-    http_listen = check_http_listen(ns.http_listen)
-    if ns.id <= 0:
-        raise SystemExit("--id must be positive")
-    try:
-        peers = parse_peers(ns.peers) if ns.peers else None
-    except ValueError as exc:
-        raise SystemExit(f"--peers: {exc}") from None
-    if peers is not None and ns.id not in peers:
-        raise SystemExit(f"--peers must include this node ({ns.id})")
-    shards = tuple(dict.fromkeys(ns.shard))
+def _shards(values: Mapping[str, Any]) -> tuple[str, ...]:
+    shards = tuple(dict.fromkeys(values["shard"]))
     for shard in shards:
         try:
             check_id(shard, "shard")
         except InvalidArgument as exc:
-            raise SystemExit(f"--shard: {exc}") from None
+            raise ConfigError(f"shard: {exc}") from None
         if shard == "config":
-            raise SystemExit("--shard: 'config' is the config group's name")
-    if not 1 <= ns.default_replication <= 512:
-        raise SystemExit("--default-replication must be between 1 and 512")
-    config_member = role == "config" or ns.config_member
-    servers = tuple(a.strip() for a in ns.config_servers.split(",") if a.strip())
+            raise ConfigError("shard: 'config' is the config group's name")
+    return shards
+
+
+def _peers(values: Mapping[str, Any], node_id: int) -> dict[int, str] | None:
+    if not values["peers"]:
+        return None
+    try:
+        peers = parse_peers(values["peers"])
+    except ValueError as exc:
+        raise ConfigError(f"peers: {exc}") from None
+    if node_id not in peers:
+        raise ConfigError(f"peers must include this node ({node_id})")
+    return peers
+
+
+def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, str]:
+    """The node's config and its HTTP address (empty: none) from resolved settings, every
+    value checked (``ConfigError``)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    node_id = values["id"]
+    if node_id <= 0:
+        raise ConfigError(f"id must be positive, not {node_id}")
+    raft, client = _addresses(values)
+    http_listen = checked_http_listen(values["http_listen"])
+    if not 1 <= values["default_replication"] <= 512:
+        raise ConfigError("default_replication must be between 1 and 512")
+    config_member = role == "config" or values["config_member"]
+    servers = tuple(a.strip() for a in values["config_servers"].split(",") if a.strip())
     if not config_member and not servers:
-        raise SystemExit("--config-servers is required (or --config-member)")
-    logging.basicConfig(
-        level=ns.log_level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s n{ns.id} %(levelname)s %(name)s: %(message)s",
-    )
-    host = host_config_from_args(ns)
+        raise ConfigError("config_servers is required (or config_member)")
     return NodeConfig(
-        node_id=ns.id,
-        listen=ns.listen,
-        data_dir=ns.data,
-        client_listen=ns.client_listen,
-        peers=peers,
+        node_id=node_id,
+        listen=raft,
+        data_dir=Path(values["data"]),
+        client_listen=client,
+        peers=_peers(values, node_id),
         config_member=config_member,
-        shards=shards,
+        shards=_shards(values),
         config_servers=servers,
-        host=host,
-        session_ttl_ms=ns.session_ttl_ms,
-        lease_ttl_ms=ns.lease_ttl_ms,
-        txn_prepare_timeout_ms=ns.txn_prepare_timeout_ms,
-        txn_retention_ms=ns.txn_retention_ms,
-        min_replicas=ns.min_replicas,
-        join=ns.join,
-        default_replication=ns.default_replication,
-        chunk_dead_after_s=ns.chunk_dead_after,
-        vnodes=ns.vnodes,
-        map_refresh_s=ns.map_refresh,
+        host=HostConfig(
+            tick_ms=values["tick_ms"],
+            election_tick=values["election_tick"],
+            snapshot_every=values["snapshot_every"],
+            keep_after_snapshot=values["keep_log"],
+            request_timeout=values["request_timeout"],
+            quiesce_after_ticks=values["quiesce_after_ticks"],
+        ),
+        session_ttl_ms=values["session_ttl_ms"],
+        lease_ttl_ms=values["lease_ttl_ms"],
+        txn_prepare_timeout_ms=values["txn_prepare_timeout_ms"],
+        txn_retention_ms=values["txn_retention_ms"],
+        min_replicas=values["min_replicas"],
+        join=values["join"],
+        default_replication=values["default_replication"],
+        chunk_dead_after_s=values["chunk_dead_after"],
+        vnodes=values["vnodes"],
+        map_refresh_s=values["map_refresh"],
     ), http_listen
 
 
 async def serve(config: NodeConfig, http_listen: str = "") -> None:
     """Run the node until SIGTERM/SIGINT; with ``http_listen``, also its HTTP side
     (``keelfs.web``: health, metrics, Raft state, the dashboard), started before READY."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     node = MetaNode(config)
     web: Any = None
     try:
@@ -228,23 +139,11 @@ async def serve(config: NodeConfig, http_listen: str = "") -> None:
             web = meta_web_server(node, http_listen)
             await web.start()
             info["http"] = web.address
-        print("READY " + json.dumps(info, sort_keys=True), flush=True)
+        announce_ready(info)
         log.info("node %d serving: %s", config.node_id, info)
-        failed = await until_stopped(stop, node.tasks)
-        if failed is not None:
-            raise NodeFailed(f"the Raft runtime stopped: {failed[1]!r}") from failed[1]
+        await serve_until_stopped(stop, node.tasks)
         log.info("node %d stopping", config.node_id)
     finally:
         if web is not None:
             await web.stop()
         await node.stop()
-
-
-def main(role: str, argv: list[str] | None = None) -> int:
-    config, http_listen = _parse(role, argv)
-    try:
-        asyncio.run(serve(config, http_listen))
-    except NodeFailed as exc:
-        log.critical("%s", exc, exc_info=exc.__cause__)
-        return 1
-    return 0

@@ -9,17 +9,19 @@
         cluster.kill9(leader)
         cluster.restart(leader)                 # same id, addresses and data
 
-Two layouts (``layout=``):
+The processes are laid out by ``keelfs.server.layout`` (as ``keelfs local-cluster`` lays out
+its own), in one of its two metadata layouts (``layout=``):
 
-- ``"cohosted"`` (default): 3 processes (``python -m keelfs.server.master --config-member``),
-  each hosting a config-group member and a member of every shard: ids 1..3. Light enough for
-  two cores; killing a process kills one member of every group.
-- ``"separate"``: one role per process as in production: 3 ``config_server`` (ids 1..3) and 3
-  ``master`` per shard (ids ``10*k+1..10*k+3`` for the k-th shard).
+- ``"cohosted"`` (default): 3 ``keelfs master --config-member`` processes, each hosting a
+  config-group member and a member of every shard: ids 1..3. Light enough for two cores;
+  killing a process kills one member of every group.
+- ``"separate"``: one role per process as in production: 3 ``keelfs config-server`` (ids
+  1..3) and 3 ``keelfs master`` per shard (ids ``10*k+1..10*k+3`` for the k-th shard).
 
 Every node gets two fixed ports (Raft and client API), kept across restarts. Processes run in
 their own session, stdout (``READY``) and stderr (logs) go to ``root/n<id>/``, and every one is
 killed by pid in ``stop_all()`` (and by ``keelfs.runtime.processes``' ``atexit`` safety net).
+Chunk servers (``start_chunk_servers``) are ``cs<i>`` of the same layout, in ``root/cs<i>/``.
 
 With ``network=`` (a created ``NetnsNetwork`` with ``gateway=True``; root only) every node runs
 in its own network namespace (``ip netns exec``), with its Raft address at ``<ip>:7000`` and its
@@ -40,11 +42,9 @@ import contextlib
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -60,39 +60,22 @@ from keelfs.runtime.processes import (
     spawn_tracked,
     wait_until,
 )
+from keelfs.server.layout import (
+    Layout,
+    LoopbackAddresses,
+    NetnsAddresses,
+    ProcessSpec,
+    metadata_layout,
+)
 
 if TYPE_CHECKING:
     from keelfs.meta.transactions import TxnRecord
     from keelfs.rpc.pb import meta_pb2 as pb
     from keelfs.server.chunkservers import LocalChunkServers
 
-__all__ = ["MetaCluster", "MetaNodeSpec"]
+__all__ = ["MetaCluster"]
 
 T = TypeVar("T")
-
-
-@dataclass
-class MetaNodeSpec:
-    node_id: int
-    module: str  # "keelfs.server.master" or "keelfs.server.config_server"
-    raft_address: str
-    client_address: str
-    directory: Path
-    groups: tuple[str, ...]
-    """Raft groups it hosts ("config" and/or shard ids)."""
-    args: list[str] = field(default_factory=list)
-
-    @property
-    def data_dir(self) -> Path:
-        return self.directory / "data"
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / "stderr.log"
-
-    @property
-    def stdout_path(self) -> Path:
-        return self.directory / "stdout.log"
 
 
 class _ReadOnlyStore:
@@ -116,6 +99,13 @@ class _ReadOnlyStore:
             it.next()
 
 
+class _NetnsMetadata(NetnsAddresses):
+    """Metadata nodes in their namespaces; chunk servers on 127.0.0.1 of the test's own."""
+
+    def chunk(self, name: str) -> str:
+        return LoopbackAddresses().chunk(name)
+
+
 class MetaCluster(Launcher):
     def __init__(
         self,
@@ -135,13 +125,15 @@ class MetaCluster(Launcher):
             raise ValueError("network= needs a NetnsNetwork with gateway=True")
         self.network = network
         self.root = Path(root)
-        self.layout = layout
         self.shard_ids = tuple(shards)
         self.tick_ms = tick_ms
         self.election_tick = election_tick
         self.node_args = tuple(node_args)
         self.start_timeout = start_timeout
-        self.nodes: dict[int, MetaNodeSpec] = {}
+        self.layout = Layout(self.root, self._addresses())
+        """Which process has which id, addresses and directory (``keelfs.server.layout``)."""
+        self.nodes: dict[int, ProcessSpec] = {}
+        """Node id -> its process (``client_address``, ``raft_address``, ``data_dir``, ...)."""
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._stopped: set[int] = set()
         self._clients: list[Client] = []
@@ -149,87 +141,47 @@ class MetaCluster(Launcher):
         self._chunk_servers: list[LocalChunkServers] = []
         self.http_addresses: dict[int, str] = {}
         """Node id -> ``--http-listen`` address, for nodes given one (``enable_http``)."""
-        self._define()
+        for spec in metadata_layout(self.layout, self.shard_ids, cohosted=layout == "cohosted"):
+            self._define(spec)
 
     # -- layout -------------------------------------------------------------------------------
-    def _node(self, node_id: int, module: str, groups: tuple[str, ...]) -> MetaNodeSpec:
-        directory = self.root / f"n{node_id}"
-        directory.mkdir(parents=True, exist_ok=True)
-        if self.network is not None:
-            if node_id not in self.network.node_ids:
-                self.network.add_node(node_id)
-            ip = self.network.ip(node_id)
-            raft, client = f"{ip}:7000", f"{ip}:7001"
-        else:
-            raft_port, client_port = free_ports(2)
-            raft, client = f"127.0.0.1:{raft_port}", f"127.0.0.1:{client_port}"
-        spec = MetaNodeSpec(node_id, module, raft, client, directory, groups)
-        self.nodes[node_id] = spec
+    def _addresses(self) -> LoopbackAddresses | _NetnsMetadata:
+        network = self.network
+        if network is None:
+            return LoopbackAddresses()
+
+        def host_of(name: str) -> int:  # a metadata node is host <id> of the network
+            node_id = int(name[1:])
+            if node_id not in network.node_ids:
+                network.add_node(node_id)
+            return node_id
+
+        return _NetnsMetadata(network.ip, host_of)
+
+    def _define(self, spec: ProcessSpec) -> ProcessSpec:
+        spec.directory.mkdir(parents=True, exist_ok=True)
+        self.nodes[spec.node_id] = spec
         return spec
 
-    def _define(self) -> None:
-        if self.layout == "cohosted":
-            for i in (1, 2, 3):
-                self._node(i, "keelfs.server.master", ("config", *self.shard_ids))
-            for spec in self.nodes.values():
-                spec.args = ["--config-member", *self._shard_flags(self.shard_ids)]
-            return
-        for i in (1, 2, 3):
-            self._node(i, "keelfs.server.config_server", ("config",))
-        for k, shard in enumerate(self.shard_ids, start=1):
-            for j in (1, 2, 3):
-                self._node(10 * k + j, "keelfs.server.master", (shard,)).args = [
-                    *self._shard_flags((shard,))
-                ]
-
-    @staticmethod
-    def _shard_flags(shards: Iterable[str]) -> list[str]:
-        out: list[str] = []
-        for s in shards:
-            out += ["--shard", s]
-        return out
+    def add_master(self, node_id: int, shard: str, *args: str) -> ProcessSpec:
+        """Define (not start) master ``node_id`` hosting a member of ``shard``; ``args`` are
+        more flags for it (``--join``: an empty member waiting to be added)."""
+        return self._define(self.layout.add_metadata(node_id, "master", (shard,), args))
 
     def members(self, group: str) -> list[int]:
         """Ids of the nodes hosting a member of ``group``."""
-        return sorted(i for i, s in self.nodes.items() if group in s.groups)
+        return self.layout.members(group)
 
     @property
     def config_addresses(self) -> list[str]:
-        return [self.nodes[i].client_address for i in self.members("config")]
+        return self.layout.config_addresses
 
     def _peers(self, node_id: int) -> str:
-        """Every node sharing a group with ``node_id`` (each process's groups share members)."""
-        groups = set(self.nodes[node_id].groups)
-        ids = sorted(i for i, s in self.nodes.items() if groups & set(s.groups))
-        return ",".join(f"{i}={self.nodes[i].raft_address}" for i in ids)
+        return self.layout.peers(self.nodes[node_id])
 
     def _command(self, node_id: int, extra: list[str]) -> list[str]:
-        spec = self.nodes[node_id]
-        cmd = [
-            sys.executable,
-            "-m",
-            spec.module,
-            "--id",
-            str(node_id),
-            "--listen",
-            spec.raft_address,
-            "--client-listen",
-            spec.client_address,
-            "--data",
-            str(spec.data_dir),
-            "--tick-ms",
-            str(self.tick_ms),
-            "--election-tick",
-            str(self.election_tick),
-            *spec.args,
-            *self.node_args,
-            *extra,
-        ]
-        if spec.module == "keelfs.server.master":
-            cmd += ["--config-servers", ",".join(self.config_addresses)]
-        else:
-            others = [a for a in self.config_addresses if a != spec.client_address]
-            cmd += ["--config-servers", ",".join(others)]
+        flags = ["--tick-ms", str(self.tick_ms), "--election-tick", str(self.election_tick)]
+        cmd = self.layout.command(self.nodes[node_id], [*flags, *self.node_args, *extra])
         if self.network is not None:
             cmd = [*self.network.exec_prefix(node_id), *cmd]
         return cmd
@@ -502,7 +454,7 @@ class MetaCluster(Launcher):
             base = max(self.nodes) // 10 * 10 + 10
             ids = [base + 1, base + 2, base + 3]
         for i in ids:
-            self._node(i, "keelfs.server.master", (shard,)).args = self._shard_flags((shard,))
+            self.add_master(i, shard)
         self.shard_ids = (*self.shard_ids, shard)
         for i in ids:
             self._spawn(i, ["--peers", self._peers(i)])
@@ -536,17 +488,8 @@ class MetaCluster(Launcher):
         block reports (so that they are chosen for new blocks)."""
         from keelfs.server.chunkservers import LocalChunkServers
 
-        k = len(self._chunk_servers)
-        servers = LocalChunkServers(
-            self.root / f"chunks{k}",
-            n,
-            server_args=(
-                "--config-servers",
-                ",".join(self.config_addresses),
-                "--heartbeat-interval-s",
-                "0.5",
-                *args,
-            ),
+        servers = LocalChunkServers.in_layout(
+            self.layout, n, server_args=("--heartbeat-interval-s", "0.5", *args)
         )
         self._chunk_servers.append(servers)
         servers.start()
@@ -573,6 +516,6 @@ class MetaCluster(Launcher):
         pending = [i for i in sorted(self.nodes) if i not in self.http_addresses]
         for i, port in zip(pending, free_ports(len(pending)), strict=True):
             address = f"127.0.0.1:{port}"
-            self.nodes[i].args += ["--http-listen", address]
+            self.nodes[i].http = address
             self.http_addresses[i] = address
         return dict(self.http_addresses)

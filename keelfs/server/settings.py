@@ -13,25 +13,47 @@ The TOML file holds one table per command (``[server]``, ``[local-cluster]``); a
 not know, or a value of the wrong type, is an error naming the file and the key (nothing
 starts). :func:`resolve` does the whole job without side effects, so it is tested without
 processes.
+
+The role commands (``keelfs master``, ``keelfs config-server``, ``keelfs chunkserver``) are
+built the same way from :data:`MASTER_SETTINGS`, :data:`CONFIG_SERVER_SETTINGS` and
+:data:`CHUNKSERVER_SETTINGS` (TOML tables ``[master]``, ``[config-server]``,
+``[chunkserver]``). A role's table is the rows it uses; rows every process shares (``data``,
+``log_level``, ...) are one :class:`Setting` each, put in several tables, so that a new
+setting of every node (TLS, say) is one row added to :data:`NODE_SETTINGS`.
+:func:`click_options` turns a table into the command's flags.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
+from keelfs.web.listen import parse_http_listen
+
 __all__ = [
+    "CHUNKSERVER_SETTINGS",
     "CONFIG_ENV",
+    "CONFIG_SERVER_SETTINGS",
     "LOCAL_CLUSTER_SETTINGS",
+    "MASTER_SETTINGS",
+    "NODE_SETTINGS",
     "SERVER_SETTINGS",
     "ConfigError",
     "Resolved",
     "Setting",
+    "checked_http_listen",
+    "checked_log_level",
+    "click_options",
+    "neighbour_address",
     "resolve",
+    "split_address",
 ]
 
 CONFIG_ENV = "KEELFS_CONFIG"
@@ -56,6 +78,11 @@ class Setting:
     help: str
     env_prefix: str = "KEELFS_"
     """``env`` is this followed by the name in capitals."""
+    required: bool = False
+    """No default: one of the sources must give it (``default`` is then unused)."""
+    repeated: bool = False
+    """A tuple of ``kind``: the flag may be repeated, the TOML value is an array, the
+    environment variable a comma-separated list."""
 
     @property
     def flag(self) -> str:
@@ -67,6 +94,11 @@ class Setting:
 
     def parse_env(self, text: str) -> Any:
         """The value of the environment variable's ``text``."""
+        if self.repeated:
+            return tuple(self._parse_one(t.strip()) for t in text.split(",") if t.strip())
+        return self._parse_one(text)
+
+    def _parse_one(self, text: str) -> Any:
         try:
             if self.kind is bool:
                 low = text.strip().lower()
@@ -79,6 +111,13 @@ class Setting:
 
     def check_toml(self, value: Any, where: str) -> Any:
         """``value`` from the TOML file, checked against the setting's type."""
+        if not self.repeated:
+            return self._check_one(value, where)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: {self.name} must be an array, not {value!r}")
+        return tuple(self._check_one(v, where) for v in value)
+
+    def _check_one(self, value: Any, where: str) -> Any:
         if self.kind is Path and isinstance(value, str):
             return Path(value)
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -88,9 +127,61 @@ class Setting:
         want = "string" if self.kind in (str, Path) else self.kind.__name__
         raise ConfigError(f"{where}: {self.name} must be a {want}, not {value!r}")
 
+    def default_text(self) -> str:
+        """The default as ``--help`` and the docs show it (empty: none worth showing)."""
+        if self.default in ("", ()):
+            return ""
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        return str(self.default)
+
+    def but(self, **changes: Any) -> Setting:
+        """This row with some fields changed (a role's own default or help)."""
+        return dataclasses.replace(self, **changes)
+
+
+# The defaults below are the code's own (``HostConfig``, ``NodeConfig``, ``ChunkNodeConfig``),
+# written out so that the `keelfs` command starts without importing the servers;
+# tests/cli/test_roles.py checks that they agree.
+
+# -- rows every process that runs a node shares --------------------------------------------------
+
+_DATA = Setting("data", Path, Path("keelfs-data"), "data directory (created on first start)")
+_LOG_LEVEL = Setting("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR (logs go to stderr)")
+_HTTP_LISTEN = Setting(
+    "http_listen",
+    str,
+    "",
+    "dashboard, /health, /metrics on this loopback HOST:PORT (empty or `off`: none)",
+)
+_TICK_MS = Setting(
+    "tick_ms", float, 15.0, "one Raft tick in ms (the election timeout is 10-20 ticks)"
+)
+_FSYNC_ON_CLOSE = Setting(
+    "fsync_on_close",
+    bool,
+    True,
+    "fsync a block replica when it is finalized (Raft's log is always fsynced)",
+)
+_SCAN_INTERVAL_S = Setting(
+    "scan_interval_s",
+    float,
+    6 * 3600.0,
+    "seconds between block scanner passes over the replicas (0: no scanner)",
+)
+_HEARTBEAT_INTERVAL_S = Setting(
+    "heartbeat_interval_s",
+    float,
+    1.0,
+    "seconds between the chunk server's heartbeats to the master",
+)
+
+NODE_SETTINGS: tuple[Setting, ...] = (_LOG_LEVEL,)
+"""Rows of every node's table (``server``, ``master``, ``config-server``, ``chunkserver``)
+besides their own: a setting every process has goes here."""
 
 SERVER_SETTINGS: tuple[Setting, ...] = (
-    Setting("data", Path, Path("keelfs-data"), "data directory (created on first start)"),
+    _DATA,
     Setting(
         "listen",
         str,
@@ -109,38 +200,200 @@ SERVER_SETTINGS: tuple[Setting, ...] = (
         "",
         "chunk server (data path) address (empty: the host of --listen, its port + 1)",
     ),
-    Setting(
-        "http_listen",
-        str,
-        "127.0.0.1:7080",
-        "dashboard, /health, /metrics on this loopback HOST:PORT (empty or `off`: none)",
-    ),
+    _HTTP_LISTEN.but(default="127.0.0.1:7080"),
     Setting(
         "replication",
         int,
         1,
         "replication of files created without one (1: the embedded chunk server alone)",
     ),
+    _FSYNC_ON_CLOSE,
+    _SCAN_INTERVAL_S,
+    _HEARTBEAT_INTERVAL_S,
+    _TICK_MS,
+    *NODE_SETTINGS,
+)
+
+# -- the metadata roles: keelfs config-server, keelfs master -------------------------------------
+
+_META_ADDRESSES: tuple[Setting, ...] = (
+    Setting("id", int, 0, "node id, unique among all metadata nodes (positive)", required=True),
+    _DATA.but(required=True, default=None),
     Setting(
-        "fsync_on_close",
+        "listen",
+        str,
+        "",
+        "client API address HOST:PORT (empty: the host of --raft-listen, its port + 1)",
+    ),
+    Setting(
+        "raft_listen",
+        str,
+        "",
+        "Raft transport address (empty: the host of --listen, its port - 1); "
+        "one of the two is needed",
+    ),
+    Setting(
+        "peers",
+        str,
+        "",
+        "ID=HOST:PORT,... every initial member's Raft address (first start only: "
+        "membership is kept in --data afterwards)",
+    ),
+)
+
+_RAFT_HOST: tuple[Setting, ...] = (
+    _TICK_MS,
+    Setting("election_tick", int, 10, "ticks per election timeout"),
+    Setting("snapshot_every", int, 20_000, "entries applied between snapshots"),
+    Setting("keep_log", int, 2_000, "entries kept behind a snapshot"),
+    Setting("request_timeout", float, 5.0, "server-side limit per request (s)"),
+    Setting(
+        "quiesce_after_ticks",
+        int,
+        20,
+        "idle ticks before a group goes quiet (0: never)",
+    ),
+)
+
+_META_TUNING: tuple[Setting, ...] = (
+    Setting(
+        "join",
         bool,
-        True,
-        "fsync a block replica when it is finalized (Raft's log is always fsynced)",
+        False,
+        "host empty members of the groups --data lacks, waiting to be added "
+        "(keelfs admin add-member GROUP NODE ADDRESS)",
     ),
     Setting(
-        "scan_interval_s",
-        float,
-        6 * 3600.0,
-        "seconds between block scanner passes over the replicas (0: no scanner)",
+        "session_ttl_ms",
+        int,
+        120_000,
+        "client session lifetime when idle (same on every member)",
+    ),
+    Setting("lease_ttl_ms", int, 60_000, "writer lease lifetime (same on every member)"),
+    Setting(
+        "txn_prepare_timeout_ms",
+        int,
+        10_000,
+        "a cross-shard transaction whose participants did not all prepare within this "
+        "(log time) is aborted",
     ),
     Setting(
-        "heartbeat_interval_s",
-        float,
-        1.0,
-        "seconds between the chunk server's heartbeats to the master",
+        "txn_retention_ms",
+        int,
+        3_600_000,
+        "how long finished transaction records are kept (same on every member)",
     ),
-    Setting("tick_ms", float, 15.0, "one Raft tick in ms (the election timeout is 10-20 ticks)"),
-    Setting("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR (logs go to stderr)"),
+    Setting(
+        "min_replicas",
+        int,
+        1,
+        "replicas each block needs reported before a file can be closed",
+    ),
+    Setting(
+        "default_replication",
+        int,
+        3,
+        "replication of files created without one (the client asks for the default)",
+    ),
+    Setting(
+        "chunk_dead_after",
+        float,
+        10.0,
+        "seconds without a heartbeat after which a chunk server counts as dead",
+    ),
+    Setting("vnodes", int, 64, "ring points per shard (config group)"),
+    Setting("map_refresh", float, 1.0, "seconds between ShardMap polls"),
+    _HTTP_LISTEN,
+)
+
+CONFIG_SERVER_SETTINGS: tuple[Setting, ...] = (
+    *_META_ADDRESSES,
+    Setting(
+        "shard",
+        str,
+        (),
+        "also host a member of this data shard (repeatable)",
+        repeated=True,
+    ),
+    Setting(
+        "config_servers",
+        str,
+        "",
+        "client addresses of the other config servers ADDR,... (optional: helps them register)",
+    ),
+    *_RAFT_HOST,
+    *_META_TUNING,
+    *NODE_SETTINGS,
+)
+
+MASTER_SETTINGS: tuple[Setting, ...] = (
+    *_META_ADDRESSES,
+    Setting(
+        "shard",
+        str,
+        (),
+        "host a member of this data shard, e.g. shard-1 (repeatable; at least one)",
+        repeated=True,
+        required=True,
+    ),
+    Setting(
+        "config_servers",
+        str,
+        "",
+        "client addresses of config servers ADDR,... (any of them; needed unless --config-member)",
+    ),
+    Setting(
+        "config_member",
+        bool,
+        False,
+        "also host a member of the config group in this process",
+    ),
+    *_RAFT_HOST,
+    *_META_TUNING,
+    *NODE_SETTINGS,
+)
+
+# -- keelfs chunkserver ---------------------------------------------------------------------------
+
+CHUNKSERVER_SETTINGS: tuple[Setting, ...] = (
+    _DATA.but(required=True, default=None),
+    Setting("listen", str, "", "data-path address HOST:PORT (port 0: any)", required=True),
+    Setting("server_id", str, "", "id on first start (empty: generated; then stored in --data)"),
+    Setting("rack", str, "/default-rack", "rack, for replica placement"),
+    Setting(
+        "config_servers",
+        str,
+        "",
+        "config-server addresses ADDR,...: register there and report to every master "
+        "(empty: a standalone server, for tests of the data path alone)",
+    ),
+    _SCAN_INTERVAL_S,
+    Setting(
+        "scan_rate_mb",
+        float,
+        32.0,
+        "block scanner read rate, MiB/s",
+    ),
+    _FSYNC_ON_CLOSE.but(
+        help="fsync a replica when it is finalized (--no-fsync-on-close: tests, benchmarks)"
+    ),
+    Setting(
+        "ack_timeout_s",
+        float,
+        60.0,
+        "pipeline: a next node silent this long is declared failed",
+    ),
+    Setting(
+        "rbw_expiry_s",
+        float,
+        3600.0,
+        "abandoned being-written replicas are removed after this long",
+    ),
+    _HEARTBEAT_INTERVAL_S.but(
+        help="seconds between heartbeats to each master (changes are reported sooner)"
+    ),
+    _HTTP_LISTEN,
+    *NODE_SETTINGS,
 )
 
 LOCAL_CLUSTER_SETTINGS: tuple[Setting, ...] = (
@@ -221,12 +474,99 @@ def resolve(
     sources: dict[str, str] = {}
     for s in settings:
         flag = flags.get(s.name)
-        if flag is not None:
-            values[s.name], sources[s.name] = flag, "flag"
+        if flag is not None and flag != ():  # a repeatable flag not given reads as ()
+            values[s.name], sources[s.name] = tuple(flag) if s.repeated else flag, "flag"
         elif s.name in from_file:
             values[s.name], sources[s.name] = from_file[s.name], str(config_file)
         elif s.env in env:
             values[s.name], sources[s.name] = s.parse_env(env[s.env]), "env"
+        elif s.required:
+            raise ConfigError(
+                f"{s.name} is required: give {s.flag}, {s.name} in [{section}] of the config "
+                f"file, or {s.env}"
+            )
         else:
             values[s.name], sources[s.name] = s.default, "default"
     return Resolved(values, sources, config_file)
+
+
+# -- checks of values that several roles share ----------------------------------------------------
+
+
+def split_address(address: str, what: str) -> tuple[str, int]:
+    """``(host, port)`` of ``HOST:PORT``; ``ConfigError`` naming ``what`` otherwise."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+def neighbour_address(address: str, offset: int, what: str) -> str:
+    """The host of ``address`` with its port + ``offset`` (port 0 stays 0: any free port)."""
+    host, port = split_address(address, what)
+    if port and not 0 < port + offset <= 65535:
+        raise ConfigError(f"cannot derive a port {offset:+d} from {address}: set it explicitly")
+    return f"{host}:{port + offset if port else 0}"
+
+
+def checked_log_level(value: str) -> str:
+    level = str(value).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"log_level: unknown level {value!r}")
+    return level
+
+
+def checked_http_listen(value: str) -> str:
+    """``value`` if a loopback ``HOST:PORT``; empty for empty or ``off`` (no HTTP server)."""
+    if not value or str(value).lower() == "off":
+        return ""
+    try:
+        parse_http_listen(value)
+    except ValueError as exc:
+        raise ConfigError(f"http_listen: {exc}") from None
+    return value
+
+
+_CLICK_TYPES: dict[type, Any] = {
+    str: click.STRING,
+    int: click.INT,
+    float: click.FLOAT,
+    Path: click.Path(path_type=Path),
+}
+
+
+def click_options(
+    settings: tuple[Setting, ...],
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One click option per setting, plus ``--config FILE``. Every option defaults to None
+    (so that a flag not given is told apart from one given with the default value); its
+    help ends with the default and the environment variable. The command receives
+    ``config_file`` and one keyword per setting: :func:`resolve`'s ``flags``."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for s in reversed(settings):
+            default = s.default_text()
+            shown = " [required]" if s.required else f" [default: {default}]" if default else ""
+            help_text = f"{s.help}.{shown} [env {s.env}]"
+            if s.kind is bool:
+                name = s.flag[2:]
+                f = click.option(f"--{name}/--no-{name}", s.name, default=None, help=help_text)(f)
+            else:
+                f = click.option(
+                    s.flag,
+                    s.name,
+                    type=_CLICK_TYPES[s.kind],
+                    default=None,
+                    multiple=s.repeated,
+                    help=help_text,
+                )(f)
+        return click.option(
+            "--config",
+            "config_file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help=f"TOML file of settings (flags win over it, it wins over KEELFS_* variables) "
+            f"[env {CONFIG_ENV}]",
+        )(f)
+
+    return decorate

@@ -102,8 +102,7 @@ def test_remove_and_add_member_round_trip(cluster: MetaCluster) -> None:
 def test_a_new_master_joins_a_shard(cluster: MetaCluster) -> None:
     """A brand-new master (empty data directory, ``--join``) becomes a voter of shard-1 with
     add-member, catches up, and leaves again with remove-member."""
-    spec = cluster._node(4, "keelfs.server.master", ("shard-1",))
-    spec.args = ["--shard", "shard-1", "--join"]
+    spec = cluster.add_master(4, "shard-1", "--join")
     cluster._spawn(4, [])
     cluster._await_ready(4)
     fs = cluster.client()

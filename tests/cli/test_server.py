@@ -20,7 +20,15 @@ from keelfs.cli.main import cli
 from keelfs.client import Client
 from keelfs.runtime.processes import free_ports, hard_kill, read_ready_line, spawn_tracked
 from keelfs.server.embedded import ServerConfig
-from keelfs.server.settings import LOCAL_CLUSTER_SETTINGS, SERVER_SETTINGS, ConfigError, resolve
+from keelfs.server.settings import (
+    CHUNKSERVER_SETTINGS,
+    CONFIG_SERVER_SETTINGS,
+    LOCAL_CLUSTER_SETTINGS,
+    MASTER_SETTINGS,
+    SERVER_SETTINGS,
+    ConfigError,
+    resolve,
+)
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -218,6 +226,9 @@ def test_every_setting_is_documented() -> None:
     for settings, command in (
         (SERVER_SETTINGS, "server"),
         (LOCAL_CLUSTER_SETTINGS, "local-cluster"),
+        (MASTER_SETTINGS, "master"),
+        (CONFIG_SERVER_SETTINGS, "config-server"),
+        (CHUNKSERVER_SETTINGS, "chunkserver"),
     ):
         for s in settings:
             prefix = f"| `keelfs {command}` | `{s.flag}`"
@@ -242,7 +253,7 @@ def test_keelfs_demo_puts_and_gets_a_file_across_a_restart() -> None:
 
 
 def test_masters_take_a_default_replication_flag(tmp_path: Path) -> None:
-    from keelfs.server.master_process import config_from_args
+    from keelfs.server.roles import config_from_args
 
     base = ["--id", "1", "--listen", "127.0.0.1:7000", "--data", str(tmp_path)]
     base += ["--shard", "shard-1", "--config-member"]

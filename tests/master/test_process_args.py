@@ -1,4 +1,5 @@
-"""Command lines of ``keelfs.server.config_server`` and ``keelfs.server.master``."""
+"""Command lines of ``python -m keelfs.server.config_server`` and ``.master`` (their own
+spelling: ``--listen`` is the Raft address, ``--client-listen`` the client address)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from keelfs.server.master_process import config_from_args
+from keelfs.server.roles import config_from_args
 
 BASE = ["--id", "1", "--listen", "127.0.0.1:7000", "--data", "/tmp/x"]
 
@@ -35,11 +36,11 @@ def test_config_server_flags() -> None:
 @pytest.mark.parametrize(
     ("role", "args", "message"),
     [
-        ("master", [*BASE, "--shard", "s1"], "--config-servers is required"),
-        ("master", [*BASE, "--shard", "bad id!", "--config-member"], "--shard"),
+        ("master", [*BASE, "--shard", "s1"], "config_servers is required"),
+        ("master", [*BASE, "--shard", "bad id!", "--config-member"], "shard"),
         ("master", [*BASE, "--shard", "config", "--config-member"], "config group"),
         ("config", [*BASE, "--peers", "2=h:1,3=h:2"], "must include this node"),
-        ("config", [*BASE, "--peers", "x"], "--peers"),
+        ("config", [*BASE, "--peers", "x"], "peers: bad peer"),
         ("config", ["--id", "0", "--listen", "h:1", "--data", "/tmp/x"], "positive"),
     ],
 )

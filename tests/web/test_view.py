@@ -8,7 +8,7 @@ from keelfs.cli.admin import _group_json
 from keelfs.client.cluster_view import NodeView, fold
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.runtime.status import lag
-from keelfs.server.master_process import config_from_args
+from keelfs.server.roles import config_from_args
 from keelfs.web.dashboard import dashboard_json
 from keelfs.web.listen import parse_http_listen
 
