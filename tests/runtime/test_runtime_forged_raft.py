@@ -25,6 +25,7 @@ from keelfs.runtime.kv import KVStateMachine
 from keelfs.transport.grpc_transport import GrpcTransport, GrpcTransportConfig
 from keelfs.transport.pb import raft_pb2 as pb
 from keelfs.transport.pb import raft_pb2_grpc as _pb_grpc
+from keelfs.transport.sendqueue import QueueLimits
 from tests.transport.transport_helpers import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -183,3 +184,20 @@ def test_forged_append_from_a_member_that_is_not_the_leader_changes_nothing(
             assert victim.storage.term(last + 1) == leader.storage.term(last + 1)
 
     asyncio.run(main())
+
+
+def test_host_refuses_snapshot_chunks_the_transport_cannot_carry(tmp_path: Path) -> None:
+    """A snapshot chunk above the transport's largest message would be dropped at every try
+    and a follower needing the snapshot would never catch up: refused when the host is built."""
+    small = GrpcTransportConfig(
+        queue=QueueLimits(max_bytes=1 << 20, max_snapshot_bytes=1 << 20),
+        max_batch_bytes=1 << 20,
+        max_grpc_message_bytes=4 << 20,
+    )
+
+    def transport(cb: Any) -> GrpcTransport:
+        return GrpcTransport(1, "127.0.0.1:0", cb, config=small)
+
+    with pytest.raises(ValueError, match="snapshot_chunk_size=2097152"):
+        RaftHost(1, tmp_path / "n1", transport, HostConfig(snapshot_chunk_size=2 << 20))
+    RaftHost(1, tmp_path / "n1", transport, HostConfig(snapshot_chunk_size=1 << 19)).engine.close()
