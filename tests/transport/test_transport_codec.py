@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import cast
 
 import pytest
@@ -11,6 +13,7 @@ from google.protobuf import message as protobuf_message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keelfs.raft.core import Config
 from keelfs.raft.messages import (
     MAX_WIRE_INT,
     ConfChange,
@@ -22,6 +25,8 @@ from keelfs.raft.messages import (
     MessageType,
     SnapshotMeta,
 )
+from keelfs.raft.rawnode import RawNode
+from keelfs.raft.storage import MemoryStorage
 from keelfs.transport import codec
 from keelfs.transport.pb import raft_pb2 as pb
 
@@ -271,3 +276,7 @@ def test_any_uint64_values_decode_or_fail_with_decode_error(
         return
     assert wanted_ok
     assert max(m.term, m.index, m.commit, m.frm, m.to) <= MAX_WIRE_INT
+    # What the codec lets through is safe to step: the receive loop must not die on it.
+    node = RawNode(Config(1, random.Random(0)), MemoryStorage(ConfState(frozenset({1, 2, 3}))))
+    node.step(replace(m, to=1))
+    assert node.raft.term <= MAX_WIRE_INT
