@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from keelfs.client._core import CONFIG_ROUTE, Op, Route
 from keelfs.errors import InvalidArgument
 from keelfs.meta import paths
-from keelfs.meta.commands import MAX_INT, check_mode, check_principal, check_range
+from keelfs.meta.commands import MAX_INT, check_mode, check_range
+from keelfs.meta.principals import check_principal
 from keelfs.rpc.pb import meta_pb2 as pb
 
 __all__ = ["DeleteResult", "norm"]

@@ -82,8 +82,6 @@ from keelfs.master.servicer import ServicerBase
 from keelfs.meta import commands, paths
 from keelfs.meta.commands import (
     DEFAULT_BLOCK_SIZE,
-    DEFAULT_GROUP,
-    DEFAULT_OWNER,
     Command,
     Create,
     Delete,
@@ -102,6 +100,7 @@ from keelfs.meta.commands import (
     check_path,
 )
 from keelfs.meta.namespace import MAX_LIST_LIMIT, ShardStateMachine
+from keelfs.meta.principals import DEFAULT_GROUP, DEFAULT_OWNER
 from keelfs.meta.records import DIRECTORY, FileInfo, Inode
 from keelfs.meta.transactions import Step, TxnRecord
 from keelfs.rpc.pb import meta_pb2 as pb

@@ -28,6 +28,7 @@ from keelfs.raft.errors import (
 )
 from keelfs.raft.log import RaftLog
 from keelfs.raft.messages import (
+    MAX_WIRE_INT,
     NO_NODE,
     ConfChange,
     ConfChangeType,
@@ -514,7 +515,7 @@ class Raft:
     # ------------------------------------------------------------------ step
     def step(self, m: Message) -> None:
         """Feed one message (local or from a peer) into the state machine."""
-        if not self._valid(m):
+        if not self._valid(m) or not self._accepts_sender(m):
             self.ignored += 1
             return
         if self.quiesced:
@@ -570,10 +571,10 @@ class Raft:
             return m.to == self.id and m.frm == self.id
         if m.to != self.id or m.frm <= NO_NODE or m.frm == self.id or m.term <= 0:
             return False
-        if m.type not in _REMOTE_TYPES:
+        if m.type not in _REMOTE_TYPES or not _in_range(m):
             return False
-        if m.index < 0 or m.commit < 0 or m.log_term < 0 or m.snap_offset < 0:
-            return False
+        if m.entries and m.type is not MT.APP:
+            return False  # only appends carry entries
         if m.type is MT.APP:
             if m.log_term > m.term:
                 return False
@@ -584,19 +585,64 @@ class Raft:
                 prev_term = e.term
                 if e.type is EntryType.CONF_CHANGE:
                     try:
-                        if ConfChange.decode(e.data).node_id <= NO_NODE:
+                        if not _valid_node_id(ConfChange.decode(e.data).node_id):
                             return False
                     except ValueError:
                         return False
         elif m.type in (MT.VOTE, MT.PRE_VOTE):
             return m.log_term <= m.term
         elif m.type is MT.SNAP:
-            return m.snapshot is not None and m.snapshot.index > 0 and m.snapshot.term <= m.term
-        elif m.type in _MEMBERS_ONLY:
-            # Responses and read requests only from current members (a leader holds no
-            # progress for anybody else).
-            return m.frm in self.conf.voters or m.frm in self.conf.learners
+            s = m.snapshot
+            return (
+                s is not None
+                and s.index > 0
+                and s.term <= m.term
+                and all(_valid_node_id(i) for i in s.conf.voters | s.conf.learners)
+            )
         return True
+
+    def _accepts_sender(self, m: Message) -> bool:
+        """Whether ``m`` (already ``_valid``) comes from a node that may send it.
+
+        - At our current term, what only a leader sends is taken only from the leader we know:
+          there is at most one leader per term, so an append from anybody else (a forged one,
+          or a confused peer's) would let two logs diverge silently.
+        - Everything else must come from a member: a voter or learner of our latest
+          configuration or of the one our commit index has reached (a leader removing itself
+          is still a member of the committed one until its removal commits), so a removed
+          node cannot disrupt the group with votes and no stranger can bump our term with
+          one. A candidate whose membership entry our log lacks gets no vote from us, as in
+          etcd; it can win with the votes of the members whose logs are as long as its own.
+        - Except a leader's own traffic (append, heartbeat, snapshot) from a node no
+          configuration of ours names: our log may simply be behind the entry that made it a
+          member (a node added after our last entry, or after the snapshot it sent us, or any
+          node when we are a joiner that knows no configuration yet), and refusing it would
+          leave us behind for good. It is refused only from a node our log shows removed.
+          Telling a new member from a stranger here is the transport's job: it checks that
+          ``frm`` is the authenticated peer (``keelfs.transport.grpc_transport``).
+        """
+        t = m.type
+        if m.frm == self.id:
+            return True  # a local input (checked in _valid)
+        if t in _FROM_OUR_LEADER and m.term == self.term and self.lead != NO_NODE:
+            return m.frm == self.lead
+        if self._is_member(m.frm):
+            return True
+        return t in _LEADER_TRAFFIC and m.frm not in self._removed()
+
+    def _is_member(self, node_id: int) -> bool:
+        c = self.conf
+        if node_id in c.voters or node_id in c.learners:
+            return True
+        committed = self.conf_state_at(self.log.committed)
+        return node_id in committed.voters or node_id in committed.learners
+
+    def _removed(self) -> set[int]:
+        """Nodes that a configuration our log still shows named, and that are gone now."""
+        seen = set(self.snapshot_conf.voters | self.snapshot_conf.learners)
+        for _, c in self.conf_history:
+            seen |= c.voters | c.learners
+        return {i for i in seen if not self._is_member(i)}
 
     def _hup(self, transfer: bool) -> None:
         if not self.promotable():
@@ -1124,9 +1170,32 @@ class Raft:
             self._send_append(target)
 
 
-_MEMBERS_ONLY = frozenset(
-    {MT.APP_RESP, MT.HEARTBEAT_RESP, MT.SNAP_RESP, MT.READ_INDEX, MT.READ_INDEX_RESP}
-)
+_LEADER_TRAFFIC = frozenset({MT.APP, MT.HEARTBEAT, MT.SNAP})
+"""What a leader sends to bring a follower up to date (see ``Raft._accepts_sender``)."""
+
+_FROM_OUR_LEADER = _LEADER_TRAFFIC | {MT.TIMEOUT_NOW, MT.READ_INDEX_RESP}
+"""What only the leader of a term sends."""
+
+
+def _valid_node_id(node_id: int) -> bool:
+    return NO_NODE < node_id <= MAX_WIRE_INT
+
+
+def _in_range(m: Message) -> bool:
+    """Every integer ``m`` carries is in [0, MAX_WIRE_INT] (see ``messages.MAX_WIRE_INT``).
+
+    Of the entries only the last index is checked here: ``_valid`` then checks that an
+    append's entries count up from ``index`` with terms between ``log_term`` and ``term``, and
+    that no other kind of message carries entries.
+    """
+    ints = (m.to, m.frm, m.term, m.log_term, m.index, m.commit, m.reject_hint, m.read_seq)
+    if min(ints) < 0 or max(ints) > MAX_WIRE_INT or not 0 <= m.snap_offset <= MAX_WIRE_INT:
+        return False
+    if m.entries and m.entries[-1].index > MAX_WIRE_INT:
+        return False
+    s = m.snapshot
+    return s is None or (0 <= s.index <= MAX_WIRE_INT and 0 <= s.term <= MAX_WIRE_INT)
+
 
 _LOCAL_INPUTS = frozenset({MT.HUP, MT.BEAT, MT.PROP, MT.READ_INDEX, MT.TRANSFER_LEADER})
 

@@ -15,6 +15,12 @@ from dataclasses import dataclass, field
 NO_NODE = 0
 """Node id meaning "nobody" (no vote cast, no leader known). Real node ids are positive."""
 
+MAX_WIRE_INT = 2**63 - 1
+"""The largest term, index, offset or node id a message may carry. The wire format has room for
+2**64 - 1, but a node that adopted such a term could never campaign (``term + 1``) nor store it
+in a signed 64-bit field; the core drops a message with any integer above this bound, and the
+codec refuses to decode one (``keelfs.transport.codec.DecodeError``)."""
+
 
 class MessageType(enum.IntEnum):
     """Kinds of message. Local kinds never leave a node; the rest travel between peers."""

@@ -17,7 +17,13 @@ After every simulated step the checker verifies:
   index, and nodes apply indexes in order with no gap;
 - no committed entry lost: an index once known committed never changes term;
 - ReadIndex: a read's index is at least the index of every write acknowledged before the read
-  was issued.
+  was issued;
+- forged messages change nothing: some seeds hand nodes messages no honest member sends (an
+  integer out of range, a vote or response from a node no configuration names, an append,
+  heartbeat or snapshot at the current term from somebody other than the term's leader), and
+  the node must drop each one (``Raft.ignored``) with its term, vote, log and commit unchanged.
+  Forgeries draw from their own random stream and change nothing, so a seed replays the same
+  run with or without them.
 
 Run a sweep with ``python -m keelfs.raft.sim --seeds N --steps M``; a failing seed prints a
 one-line command that replays it with a full trace.
@@ -37,16 +43,29 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from keelfs.raft.core import Config, StateType
+from keelfs.raft.core import Config, Raft, StateType
 from keelfs.raft.errors import (
     InvariantViolation,
     ProposalDropped,
 )
-from keelfs.raft.messages import ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message
+from keelfs.raft.messages import (
+    MAX_WIRE_INT,
+    NO_NODE,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    MessageType,
+    SnapshotMeta,
+)
 from keelfs.raft.rawnode import RawNode, Ready
 from keelfs.raft.storage import MemoryStorage
 
 SUBSTEPS_PER_TICK = 4
+STRANGERS = 1_000_000
+"""Forged messages claim node ids from here up: no simulated node ever has one."""
 ELECTION_TICK = 10
 HEARTBEAT_TICK = 1
 
@@ -202,6 +221,8 @@ class Simulator:
             self._start(sn)
         self.next_id = n + 1
         self.next_op = 0
+        self.forge_rng = random.Random(f"forge-{seed}")
+        self.forge_rate = self.forge_rng.choice([0.0, 0.02, 0.1])
         # checker state
         self.leader_of_term: dict[int, int] = {}
         self.entry_facts: dict[tuple[int, int], tuple[bytes, int]] = {}
@@ -222,6 +243,7 @@ class Simulator:
                 "conf_changes",
                 "transfers",
                 "quiesced_steps",
+                "forgeries",
             )
         }
 
@@ -572,12 +594,102 @@ class Simulator:
             self._random_events()
         self._failure_detector()
         self.deliver_due()
+        if self.forge_rate and self.forge_rng.random() < self.forge_rate:
+            self.forge()
         self.client_ops()
         for sn in self.live():
             if faults and self.rng.random() < self.rates.delay_ready:
                 continue
             self.handle_ready(sn)
         self._check_one_leader_per_term()
+
+    # ------------------------------------------------------------------ forged messages
+    def forge(self) -> None:
+        """Hand one live node a forged message and check that it changed nothing."""
+        live = self.live()
+        if not live:
+            return
+        sn = self.forge_rng.choice(live)
+        assert sn.node is not None
+        r = sn.node.raft
+        m = self._forged_message(r)
+        if m is None:
+            return
+        before = self._forgery_view(sn)
+        ignored = r.ignored
+        self.trace(f"forged to node {sn.id}: {m.describe()}")
+        sn.node.step(m)
+        self.stats["forgeries"] += 1
+        if r.ignored != ignored + 1 or self._forgery_view(sn) != before:
+            raise Violation(f"forged message accepted by node {sn.id}: {m.describe()}")
+
+    @staticmethod
+    def _forgery_view(sn: SimNode) -> tuple[object, ...]:
+        assert sn.node is not None
+        r = sn.node.raft
+        return (
+            r.hard_state(),
+            r.log.last_index(),
+            r.log.last_term(),
+            r.lead,
+            r.state,
+            r.conf,
+            len(r.msgs),
+            len(r.read_states),
+        )
+
+    def _forged_message(self, r: Raft) -> Message | None:
+        """One of the forgeries the core must drop on its own (the module docstring)."""
+        rng = self.forge_rng
+        kind = rng.choice(["out-of-range", "stranger", "impostor"])
+        last, last_term = r.log.last_index(), r.log.last_term()
+        stranger = STRANGERS + rng.randrange(1000)
+        huge = rng.choice([MAX_WIRE_INT + 1, 2**64 - 1])
+        if kind == "out-of-range":
+            frm = rng.choice([stranger, *sorted((r.conf.voters | r.conf.learners) - {r.id})])
+            field = rng.choice(["term", "index", "commit", "entry"])
+            term = huge if field == "term" else max(r.term, 1)
+            return Message(
+                rng.choice([MessageType.HEARTBEAT, MessageType.APP, MessageType.VOTE]),
+                r.id,
+                frm,
+                term,
+                log_term=min(last_term, term),
+                index=huge if field == "index" else last,
+                commit=huge if field == "commit" else 0,
+                entries=(Entry(huge, last + 1),) if field == "entry" else (),
+            )
+        if kind == "stranger":
+            t = rng.choice(sorted(_STRANGER_TYPES))
+            term = r.term + rng.randrange(0, 3) or 1
+            return Message(
+                t,
+                r.id,
+                stranger,
+                term,
+                log_term=min(last_term, term),
+                index=last + 5,
+                snapshot=SnapshotMeta(last, min(last_term, term)) if t is MT_SNAP_RESP else None,
+            )
+        if r.lead == NO_NODE or not r.term:
+            return None  # an impostor needs a known leader to impersonate against
+        members = sorted((r.conf.voters | r.conf.learners | {stranger}) - {r.lead, r.id})
+        frm = rng.choice(members)
+        t = rng.choice(sorted(_IMPOSTOR_TYPES))
+        if t is MessageType.SNAP:
+            meta = SnapshotMeta(last + 10, r.term, r.conf)
+            return Message(t, r.id, frm, r.term, snapshot=meta, snap_data=b"forged", snap_done=True)
+        return Message(
+            t,
+            r.id,
+            frm,
+            r.term,
+            log_term=last_term,
+            index=last,
+            entries=(Entry(r.term, last + 1, b"forged"),) if t is MessageType.APP else (),
+            commit=last + 1 if t is MessageType.APP else last,
+            context=b"forged",
+        )
 
     def _failure_detector(self) -> None:
         """What the runtime's transport does for quiesced followers: wake them when the link
@@ -660,6 +772,30 @@ class Simulator:
                 return
             self.step(faults=False)
         raise Violation("liveness: members did not converge after calm")
+
+
+MT_SNAP_RESP = MessageType.SNAP_RESP
+_STRANGER_TYPES = frozenset(MessageType) - {
+    MessageType.HUP,
+    MessageType.BEAT,
+    MessageType.PROP,
+    MessageType.APP,
+    MessageType.HEARTBEAT,
+    MessageType.SNAP,
+}
+"""What a node takes only from members: everything but a leader's own traffic (which a node
+whose log is behind must take from a member it does not know yet; see ``Raft._accepts_sender``)."""
+
+_IMPOSTOR_TYPES = frozenset(
+    {
+        MessageType.APP,
+        MessageType.HEARTBEAT,
+        MessageType.SNAP,
+        MessageType.TIMEOUT_NOW,
+        MessageType.READ_INDEX_RESP,
+    }
+)
+"""What only the leader of a term sends."""
 
 
 def run_seed(seed: int, steps: int, trace: bool = False) -> tuple[int, str | None, dict[str, int]]:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from keelfs.raft.messages import ConfState, Message
+from keelfs.raft.messages import ConfState, Message, MessageType, message_size
 from keelfs.raft.rawnode import Ready
 from keelfs.runtime.errors import ApplyFailed, OutcomeUnknown, RuntimeUnavailable
 from keelfs.runtime.group import RaftGroup
@@ -93,6 +93,18 @@ def host_config_from_args(ns: argparse.Namespace) -> HostConfig:
 TransportFactory = Callable[[OnMessages], Transport]
 
 
+def _check_fits_transport(config: HostConfig, transport: Transport) -> None:
+    """A snapshot chunk must fit the transport's largest message: one that does not is dropped
+    every time it is sent, and a follower that needs the snapshot never catches up."""
+    largest = transport.max_message_bytes
+    chunk = message_size(Message(MessageType.SNAP, 1, 1)) + config.snapshot_chunk_size
+    if chunk > largest:
+        raise ValueError(
+            f"snapshot_chunk_size={config.snapshot_chunk_size}: a chunk of {chunk} bytes does "
+            f"not fit the transport's largest message ({largest} bytes)"
+        )
+
+
 class RaftHost:
     def __init__(
         self,
@@ -108,8 +120,9 @@ class RaftHost:
         it, so that a run replays exactly)."""
         self.config = config or HostConfig()
         self.data_dir = private_dir(data_dir)
-        self.engine = RocksEngine(self.data_dir / "raft")
         self.transport = transport_factory(self._on_messages)
+        _check_fits_transport(self.config, self.transport)
+        self.engine = RocksEngine(self.data_dir / "raft")
         self.groups: dict[str, RaftGroup] = {}
         self._wakeup = asyncio.Event()
         self._dirty: set[str] = set()

@@ -76,6 +76,15 @@ Node ids are positive integers; a list is written ``(1,2,3)`` or ``(1 2 3)``.
     Step every message queued for each node ID into that node, printing it; with ``drop``
     discard the messages queued for those nodes instead. ``count`` takes only the first N
     messages of each named queue.
+``send-msg FROM TO TYPE [term=N] [log-term=N] [index=N] [commit=N] [entries=(T/I ...)]
+[snapshot=T/I] [reject=true] [data=WORD]``
+    Queue a message for TO as if FROM had sent it, however no correct node would: forged
+    messages, for the tests of what the core drops. TYPE is the message type's name without
+    ``Msg`` (``Heartbeat``, ``App``, ``Vote``, ...); integers may be any size. Each entry is
+    ``term/index``, with DATA (default ``forged``) as its data; ``snapshot`` names the
+    snapshot of a ``Snap`` (carrying FROM's configuration, one chunk of DATA, done). Prints
+    the message. A message that the recipient then drops is marked ``(ignored)`` when
+    delivered.
 ``stabilize [ID...]``
     Repeat rounds until nothing happens, printing everything: each round handles one Ready of
     every named node (default: all) that has one, then delivers the queue of every named node,
@@ -117,8 +126,11 @@ from keelfs.raft.messages import (
     ConfChange,
     ConfChangeType,
     ConfState,
+    Entry,
     EntryType,
     Message,
+    MessageType,
+    SnapshotMeta,
 )
 from keelfs.raft.rawnode import RawNode, Ready
 from keelfs.raft.storage import MemoryStorage
@@ -280,6 +292,7 @@ class Scenario:
             "process-ready": self._process_ready_cmd,
             "deliver-msgs": self._deliver_msgs_cmd,
             "stabilize": self._stabilize,
+            "send-msg": self._send_msg,
             "partition": self._partition,
             "heal": self._heal,
             "raft-state": self._raft_state,
@@ -579,8 +592,53 @@ class Scenario:
                 out.append(f"  {m.describe()} (dropped: partitioned)")
             else:
                 out.append(f"  {m.describe()}")
+                ignored = sn.raw.raft.ignored
                 self._core(out, partial(sn.raw.step, m), indent="  ")
+                if sn.raw.raft.ignored > ignored:
+                    out[-1] += " (ignored)"
         return True
+
+    def _send_msg(self, cmd: Command, out: list[str]) -> None:
+        keys = ["term", "log-term", "index", "commit", "entries", "snapshot", "reject", "data"]
+        self._want(cmd, 3, keys)
+        frm, to = _int(cmd.pos[0], "FROM"), self._node(cmd.pos[1]).id
+        names = {t.name.replace("_", "").lower(): t for t in MessageType}
+        mtype = names.get(cmd.pos[2].lower())
+        if mtype is None:
+            raise ScenarioError(f"unknown message type {cmd.pos[2]!r}")
+        kw = cmd.kw
+        data = kw.get("data", "forged").encode()
+
+        def num(key: str) -> int:
+            return _int(kw[key], key) if key in kw else 0
+
+        entries = tuple(
+            Entry(_int(t, "entries"), _int(i, "entries"), data)
+            for t, _, i in (e.partition("/") for e in kw.get("entries", "()").strip("()").split())
+        )
+
+        snapshot = None
+        if "snapshot" in kw:
+            term, index = (_int(x, "snapshot") for x in kw["snapshot"].split("/"))
+            sender = self.nodes.get(frm)
+            conf = sender.raw.raft.conf if sender and sender.raw else ConfState()
+            snapshot = SnapshotMeta(index, term, conf)
+        m = Message(
+            mtype,
+            to,
+            frm,
+            num("term"),
+            log_term=num("log-term"),
+            index=num("index"),
+            entries=entries,
+            commit=num("commit"),
+            reject=_bool(kw.get("reject", "false"), "reject"),
+            snapshot=snapshot,
+            snap_data=data if snapshot is not None else b"",
+            snap_done=snapshot is not None,
+        )
+        self.queues.setdefault(to, []).append(m)
+        out.append(m.describe())
 
     def _stabilize(self, cmd: Command, out: list[str]) -> None:
         self._want(cmd, len(cmd.pos))

@@ -41,7 +41,7 @@ class TransportStats:
     ``dropped`` when given up on the sending side for any reason (unknown peer, queue overflow,
     oversized, link failed mid-write, transport stopped, fault injection), ``received`` when
     passed to ``on_messages``, ``rejected`` when an arriving message was discarded instead
-    (addressed to another node, undecodable).
+    (addressed to another node, undecodable, or forged: see ``forged``).
     """
 
     sent: int = 0
@@ -56,6 +56,9 @@ class TransportStats:
     """Links (re)established to peers."""
     connect_failures: int = 0
     """Attempts to establish a link that failed, and established links that broke."""
+    forged: int = 0
+    """Of the ``rejected``: messages whose ``frm`` was not the node that the stream they came
+    on authenticated as (a peer speaking for another node)."""
 
     def copy(self) -> TransportStats:
         return TransportStats(
@@ -68,6 +71,7 @@ class TransportStats:
             bytes_sent=self.bytes_sent,
             connects=self.connects,
             connect_failures=self.connect_failures,
+            forged=self.forged,
         )
 
 
@@ -110,4 +114,11 @@ class Transport(Protocol):
 
     def stats(self) -> TransportStats:
         """A snapshot of the counters."""
+        ...
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest message (by :func:`keelfs.raft.messages.message_size`) this transport
+        is sure to carry, of any kind. The runtime keeps snapshot chunks and appends below it:
+        a larger one would be dropped every time it is sent, and never arrive."""
         ...

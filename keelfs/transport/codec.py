@@ -2,8 +2,13 @@
 
 The core's values are frozen dataclasses with Python ints and enums; the wire format is
 ``keelfs.raft.v1`` (``proto/raft.proto``). ``decode(encode(g, m)) == (g, m)`` holds for every
-message whose integers fit in uint64, which the tests check with hypothesis. Two details keep
-that true:
+message whose integers are in [0, 2**63-1] (``keelfs.raft.messages.MAX_WIRE_INT``), which the
+tests check with hypothesis. The wire's uint64 fields could carry more, but no correct node
+sends a term, index, offset or node id above that bound (the reported attack was a heartbeat
+with term 2**64-1, which the node adopted and then could neither store nor increase), so both
+directions refuse one: the encoder with ``ValueError``, the decoder with ``DecodeError`` naming
+the field, which the transport counts as rejected and skips. Two details keep the round trip
+lossless:
 
 - ``Message.snapshot is None`` maps to an *absent* ``snapshot`` field (proto3 message fields have
   presence), not to an all-zero one, so "no snapshot" and "the empty snapshot" stay distinct.
@@ -18,6 +23,7 @@ from __future__ import annotations
 from typing import cast
 
 from keelfs.raft.messages import (
+    MAX_WIRE_INT,
     ConfState,
     Entry,
     EntryType,
@@ -31,7 +37,8 @@ __all__ = ["DecodeError", "decode", "decode_message", "encode", "encode_into"]
 
 
 class DecodeError(ValueError):
-    """A well-formed protobuf that does not describe a valid core Message (e.g. type 0)."""
+    """A well-formed protobuf that does not describe a valid core Message (e.g. type 0, or an
+    integer above ``MAX_WIRE_INT``)."""
 
 
 _MESSAGE_TYPES = {int(t): t for t in MessageType}
@@ -48,8 +55,11 @@ def encode(group_id: str, msg: Message) -> pb.RaftEnvelope:
 def encode_into(env: pb.RaftEnvelope, group_id: str, msg: Message) -> None:
     """Fill an empty envelope in place: lets a batch ``envelopes.add()`` without a copy.
 
-    Raises ``ValueError`` for integers outside uint64 (negative ids, for instance).
+    Raises ``ValueError`` for integers outside [0, MAX_WIRE_INT] (negative ids, for instance).
     """
+    bad = _out_of_range(msg)
+    if bad is not None:
+        raise ValueError(f"cannot encode {msg.type.name}: {bad}")
     if group_id:
         env.group_id = group_id
     _fill_message(env.msg, msg)
@@ -107,6 +117,50 @@ def _fill_message(p: pb.Message, m: Message) -> None:
         p.quiesce = True
 
 
+_TOP_LEVEL_INTS = (
+    "to",
+    "frm",
+    "term",
+    "log_term",
+    "index",
+    "commit",
+    "reject_hint",
+    "read_seq",
+    "snap_offset",
+)
+
+
+def _out_of_range(m: Message) -> str | None:
+    """The first integer of ``m`` outside [0, MAX_WIRE_INT], described; None if there is none.
+
+    On the hot path (every message both ways), so the common case is one min and one max."""
+    top = (m.to, m.frm, m.term, m.log_term, m.index, m.commit, m.reject_hint, m.read_seq)
+    if min(top) < 0 or max(top) > MAX_WIRE_INT or not 0 <= m.snap_offset <= MAX_WIRE_INT:
+        values = (*top, m.snap_offset)
+        return next(
+            _describe(f, v)
+            for f, v in zip(_TOP_LEVEL_INTS, values, strict=True)
+            if not 0 <= v <= MAX_WIRE_INT
+        )
+    for i, e in enumerate(m.entries):
+        if not (0 <= e.term <= MAX_WIRE_INT and 0 <= e.index <= MAX_WIRE_INT):
+            bad, value = ("term", e.term) if not 0 <= e.term <= MAX_WIRE_INT else ("index", e.index)
+            return _describe(f"entries[{i}].{bad}", value)
+    s = m.snapshot
+    if s is not None:
+        for f, v in (("snapshot.index", s.index), ("snapshot.term", s.term)):
+            if not 0 <= v <= MAX_WIRE_INT:
+                return _describe(f, v)
+        for v in s.conf.voters | s.conf.learners:
+            if not 0 <= v <= MAX_WIRE_INT:
+                return _describe("snapshot.conf node id", v)
+    return None
+
+
+def _describe(field: str, value: int) -> str:
+    return f"{field}={value} is outside [0, 2**63-1]"
+
+
 def decode(env: pb.RaftEnvelope) -> tuple[str, Message]:
     """Inverse of :func:`encode`. Raises :class:`DecodeError` for an invalid message."""
     return env.group_id, decode_message(env.msg)
@@ -129,7 +183,7 @@ def decode_message(p: pb.Message) -> Message:
         ps = p.snapshot
         conf = ConfState(frozenset(ps.conf.voters), frozenset(ps.conf.learners))
         snapshot = SnapshotMeta(ps.index, ps.term, conf)
-    return Message(
+    m = Message(
         type=mtype,
         to=p.to,
         frm=p.frm,
@@ -149,3 +203,7 @@ def decode_message(p: pb.Message) -> Message:
         force=p.force,
         quiesce=p.quiesce,
     )
+    bad = _out_of_range(m)
+    if bad is not None:
+        raise DecodeError(f"{mtype.name} from node {p.frm}: {bad}")
+    return m

@@ -26,6 +26,17 @@ to ``backoff_max``, reset once a stream is up again). The receiver opens every s
 sending a ``RaftAck`` naming itself: that marks the link up, and a link that reaches the wrong
 node (an address reused after a node was replaced) is refused rather than fed its messages.
 
+Authenticated senders
+---------------------
+Every message names its sender (``Message.frm``), and the Raft core trusts that name: it is
+how it tells the term's leader from a follower and a member from a stranger. With mutual TLS
+the certificate of an inbound stream names the node at the other end; given
+``authenticated_node`` (a function of the stream's ``grpc.aio.ServicerContext`` returning that
+node id, or None where the stream is not authenticated), the receiver drops every message
+whose ``frm`` differs from it (counted in ``TransportStats.forged`` and ``rejected``) and
+learns no address from a batch whose ``from_node`` differs. Without it (insecure mode, and
+whenever it returns None) nothing is checked.
+
 Idle links stay up
 ------------------
 Connections are opened as soon as a peer is known and are never torn down for being idle: after
@@ -45,7 +56,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +69,7 @@ from keelfs.transport.pb import raft_pb2 as pb
 from keelfs.transport.pb import raft_pb2_grpc as _pb_grpc
 from keelfs.transport.sendqueue import MiB, PeerQueue, QueueLimits
 
-__all__ = ["GrpcTransport", "GrpcTransportConfig", "PeerStatus"]
+__all__ = ["AuthenticatedNode", "GrpcTransport", "GrpcTransportConfig", "PeerStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +77,11 @@ log = logging.getLogger(__name__)
 pb_grpc: Any = _pb_grpc
 
 _NODE_ID_METADATA = "keelfs-node-id"
+
+AuthenticatedNode = Callable[[Any], int | None]
+"""Given an inbound stream's ``grpc.aio.ServicerContext``: the node id its peer proved (with
+mutual TLS, the one its certificate names), or None if the stream is not authenticated (then
+its messages are not checked). Called once per stream, when it opens; it must not raise."""
 _INT_MAX = 2**31 - 1
 
 
@@ -77,8 +93,11 @@ class GrpcTransportConfig:
     max_batch_bytes: int = 4 * MiB
     """Soft bound of one stream write; see ``PeerQueue.take`` for the exact guarantee."""
     max_grpc_message_bytes: int = 64 * MiB
-    """gRPC's hard per-message limit, both directions. Must exceed the largest possible batch,
-    or one oversized write would kill the stream that every group shares."""
+    """gRPC's hard per-message limit, both directions, set explicitly on the server and on
+    every channel (``grpc.max_receive_message_length``): a peer that writes a bigger batch gets
+    its stream refused (RESOURCE_EXHAUSTED) before anything is decoded. Must exceed the
+    largest possible batch, or one oversized write would kill the stream that every group
+    shares; the runtime keeps snapshot chunks under ``GrpcTransport.max_message_bytes``."""
     backoff_initial: float = 0.05
     backoff_max: float = 1.0
     connect_timeout: float = 2.0
@@ -147,6 +166,10 @@ class _Peer:
         self.batches_sent = 0
 
 
+def _unauthenticated(context: Any) -> int | None:
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
@@ -167,9 +190,11 @@ class _Servicer:
     async def Stream(  # noqa: N802 - the RPC's name
         self, request_iterator: AsyncIterator[pb.RaftBatch], context: Any
     ) -> AsyncIterator[pb.RaftAck]:
-        yield pb.RaftAck(node_id=self._transport.node_id)
+        transport = self._transport
+        peer = transport._authenticated_node(context)
+        yield pb.RaftAck(node_id=transport.node_id)
         async for batch in request_iterator:
-            self._transport._deliver_batch(batch)
+            transport._deliver_batch(batch, peer)
 
 
 class GrpcTransport:
@@ -178,7 +203,9 @@ class GrpcTransport:
     ``listen_address`` is ``host:port``; port 0 picks a free port, readable from
     :attr:`address` after :meth:`start` (which keeps the host as given, so listen on an address
     peers can dial, not a wildcard, if that value is to be advertised). ``rng`` jitters the
-    reconnect back-off. All methods must be called on the event loop that ran :meth:`start`.
+    reconnect back-off. ``authenticated_node`` names the peer of an inbound stream (see
+    "Authenticated senders" in the module docstring). All methods must be called on the event
+    loop that ran :meth:`start`.
     """
 
     def __init__(
@@ -189,10 +216,12 @@ class GrpcTransport:
         *,
         config: GrpcTransportConfig | None = None,
         rng: random.Random | None = None,
+        authenticated_node: AuthenticatedNode | None = None,
     ) -> None:
         if node_id <= 0:
             raise ValueError("node ids are positive")
         self._node_id = node_id
+        self._authenticated_node: AuthenticatedNode = authenticated_node or _unauthenticated
         self._listen_address = listen_address
         self._address = listen_address
         self._on_messages = on_messages
@@ -249,6 +278,13 @@ class GrpcTransport:
     def address(self) -> str:
         """The address peers should use: the listen address with the bound port filled in."""
         return self._address
+
+    @property
+    def max_message_bytes(self) -> int:
+        """What both send-queue lanes accept; ``GrpcTransportConfig`` makes sure that a batch
+        holding such a message fits under gRPC's message limit, both ways."""
+        q = self._cfg.queue
+        return min(q.max_bytes, q.max_snapshot_bytes)
 
     async def start(self) -> None:
         if self._running or self._stopped:
@@ -384,15 +420,24 @@ class GrpcTransport:
 
     # -- inbound --------------------------------------------------------------------------------
 
-    def _deliver_batch(self, batch: pb.RaftBatch) -> None:
-        """Decode a batch and hand it to ``on_messages``. Bad envelopes are counted, skipped."""
+    def _deliver_batch(self, batch: pb.RaftBatch, peer: int | None = None) -> None:
+        """Decode a batch and hand it to ``on_messages``. Bad envelopes are counted, skipped.
+
+        ``peer`` is the node the stream authenticated as (None: not authenticated)."""
         if not self._running:
             return
         out: list[tuple[str, Message]] = []
         me = self._node_id
         sender = batch.from_node
-        if sender and batch.from_address and sender != me and sender not in self._peers:
+        if (
+            sender
+            and batch.from_address
+            and sender != me
+            and sender not in self._peers
+            and peer in (None, sender)
+        ):
             self.set_peer_address(sender, batch.from_address)  # a joiner learns who calls it
+        forged = 0
         for env in batch.envelopes:
             try:
                 item = decode(env)
@@ -404,7 +449,19 @@ class GrpcTransport:
                 # A peer with a stale address book; delivering would corrupt another node's view.
                 self._stats.rejected += 1
                 continue
+            if peer is not None and item[1].frm != peer:
+                forged += 1
+                continue
             out.append(item)
+        if forged:
+            self._stats.rejected += forged
+            self._stats.forged += forged
+            log.warning(
+                "node %d: dropped %d messages from authenticated node %d in another's name",
+                me,
+                forged,
+                peer,
+            )
         self._stats.batches_received += 1
         if out:
             self._stats.received += len(out)

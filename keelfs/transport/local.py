@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 from collections.abc import Iterable
 
 from keelfs.raft.messages import Message
@@ -172,6 +173,10 @@ class LocalTransport:
     @property
     def address(self) -> str:
         return f"local://{self._node_id}"
+
+    @property
+    def max_message_bytes(self) -> int:
+        return sys.maxsize  # nothing is serialized: no limit
 
     async def start(self) -> None:
         if self.running or self._stopped:

@@ -14,6 +14,7 @@ from core_helpers import ELECTION, MT, Network, config, fingerprint, storage_wit
 from keelfs.raft.core import Raft, StateType
 from keelfs.raft.errors import InvariantViolation
 from keelfs.raft.messages import (
+    MAX_WIRE_INT,
     ConfChange,
     ConfChangeType,
     ConfState,
@@ -24,6 +25,7 @@ from keelfs.raft.messages import (
     SnapshotMeta,
 )
 from keelfs.raft.rawnode import RawNode
+from keelfs.raft.storage import MemoryStorage
 
 TERM = 3
 
@@ -332,3 +334,161 @@ def test_core_invariant_violation_ready_protocol() -> None:
     node.advance(rd)
     with pytest.raises(InvariantViolation):
         node.advance(rd)
+
+
+# ---------------------------------------------------------------------------- issue [9]
+HUGE = 2**64 - 1
+FIRST_OUT_OF_RANGE = MAX_WIRE_INT + 1
+
+OUT_OF_RANGE = {
+    "heartbeat-term-2^64-1-from-stranger": Message(MT.HEARTBEAT, 1, 99, HUGE, commit=100),
+    "heartbeat-term-2^63-from-member": Message(MT.HEARTBEAT, 1, 2, FIRST_OUT_OF_RANGE),
+    "vote-term-2^63": Message(MT.VOTE, 1, 2, FIRST_OUT_OF_RANGE, log_term=TERM, index=9),
+    "append-index-2^63": _app(index=FIRST_OUT_OF_RANGE, entries=()),
+    "append-commit-2^63": _app(commit=FIRST_OUT_OF_RANGE),
+    "append-entry-index-2^63": _app(
+        index=MAX_WIRE_INT, log_term=TERM, entries=(Entry(TERM, FIRST_OUT_OF_RANGE),)
+    ),
+    "heartbeat-commit-2^63": Message(MT.HEARTBEAT, 1, 2, TERM, commit=FIRST_OUT_OF_RANGE),
+    "heartbeat-carrying-entries": Message(MT.HEARTBEAT, 1, 2, TERM, entries=(Entry(HUGE, 5),)),
+    "from-node-2^63": _app(frm=FIRST_OUT_OF_RANGE),
+    "negative-reject-hint": Message(MT.APP_RESP, 1, 2, TERM, reject=True, reject_hint=-1),
+    "read-seq-2^63": Message(MT.HEARTBEAT, 1, 2, TERM, read_seq=FIRST_OUT_OF_RANGE),
+    "snap-offset-2^63": Message(
+        MT.SNAP, 1, 2, TERM, snapshot=_SNAP_META, snap_offset=FIRST_OUT_OF_RANGE
+    ),
+    "snap-index-2^63": Message(MT.SNAP, 1, 2, TERM, snapshot=SnapshotMeta(FIRST_OUT_OF_RANGE, 1)),
+    "snap-conf-node-2^63": Message(
+        MT.SNAP,
+        1,
+        2,
+        TERM,
+        snapshot=SnapshotMeta(9, TERM, ConfState(frozenset({2, FIRST_OUT_OF_RANGE}))),
+        snap_done=True,
+    ),
+    "conf-change-node-2^63": _app(
+        entries=(_cc_entry(5, struct.pack(">BQ", ConfChangeType.ADD_LEARNER, 2**63)),)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OUT_OF_RANGE))
+def test_core_drops_integers_out_of_range(name: str) -> None:
+    """messages.MAX_WIRE_INT: a term (or index, commit, offset, node id) of 2**63 or more is
+    dropped from anybody. The reported attack: a heartbeat with term 2**64-1 was adopted and
+    persisted; the node could then never campaign (term + 1) nor restart (storage)."""
+    r = _follower()
+    before = fingerprint(r)
+    r.step(OUT_OF_RANGE[name])
+    assert fingerprint(r) == before
+    assert r.ignored == 1
+
+
+def _led_follower() -> Raft:
+    """Node 1 as ``_follower``, but it has heard from leader 2 in term 3."""
+    r = _follower()
+    r.step(Message(MT.HEARTBEAT, 1, 2, TERM, commit=3))
+    r.msgs.clear()
+    assert r.lead == 2 and r.ignored == 0
+    return r
+
+
+IMPOSTORS = {
+    "append": _app(frm=3),
+    "append-from-stranger": _app(frm=99),
+    "heartbeat": Message(MT.HEARTBEAT, 1, 3, TERM, commit=4),
+    "snapshot": Message(
+        MT.SNAP, 1, 3, TERM, snapshot=SnapshotMeta(9, TERM, _CONF), snap_data=b"x", snap_done=True
+    ),
+    "timeout-now": Message(MT.TIMEOUT_NOW, 1, 3, TERM),
+    "read-index-resp": Message(MT.READ_INDEX_RESP, 1, 3, TERM, index=4, context=b"r"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMPOSTORS))
+def test_core_drops_leader_messages_from_anybody_but_the_terms_leader(name: str) -> None:
+    """There is one leader per term (§5.2): at the current term, what only a leader sends is
+    taken only from the leader we know. A forged append in the name of member 3 would
+    otherwise commit an entry at 5 that leader 2's own entry 3/5 never replaces (same index
+    and term): the logs would diverge silently."""
+    r = _led_follower()
+    before = fingerprint(r)
+    r.step(IMPOSTORS[name])
+    assert fingerprint(r) == before
+    assert r.ignored == 1
+
+
+def test_core_leader_drops_append_from_another_node_in_its_term() -> None:
+    net = _leader()
+    r1 = net.raft(1)
+    last = r1.log.last_index()
+    m = Message(MT.APP, 1, 2, r1.term, log_term=r1.term, index=last, commit=last)
+    before = fingerprint(r1)
+    r1.step(m)
+    assert fingerprint(r1) == before
+    assert r1.ignored == 1
+
+
+STRANGERS = {
+    "vote-higher-term": Message(MT.VOTE, 1, 99, TERM + 2, log_term=TERM, index=9),
+    "pre-vote-higher-term": Message(MT.PRE_VOTE, 1, 99, TERM + 2, log_term=TERM, index=9),
+    "vote-resp-higher-term": Message(MT.VOTE_RESP, 1, 99, TERM + 2),
+    "pre-vote-resp": Message(MT.PRE_VOTE_RESP, 1, 99, TERM + 1),
+    "app-resp-higher-term": Message(MT.APP_RESP, 1, 99, TERM + 2, index=1),
+    "timeout-now": Message(MT.TIMEOUT_NOW, 1, 99, TERM + 1),
+    "transfer-leader": Message(MT.TRANSFER_LEADER, 1, 99, TERM, index=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRANGERS))
+def test_core_drops_votes_responses_and_requests_from_non_members(name: str) -> None:
+    """Node 99 is in no configuration: its votes, responses and requests are dropped whatever
+    their term (a higher one would otherwise depose our leader or bump our term)."""
+    r = _follower()
+    before = fingerprint(r)
+    r.step(STRANGERS[name])
+    assert fingerprint(r) == before
+    assert r.ignored == 1
+
+
+def test_core_node_without_configuration_takes_only_a_leaders_traffic() -> None:
+    """A joiner (empty storage) knows no configuration, so it cannot tell members: it takes
+    what a leader sends (how it learns the configuration) and drops the rest."""
+    r = Raft(config(4), MemoryStorage())
+    before = fingerprint(r)
+    r.step(Message(MT.VOTE, 4, 1, 2, log_term=2, index=9))
+    r.step(Message(MT.APP_RESP, 4, 1, 2, index=1))
+    assert fingerprint(r) == before and r.ignored == 2
+    r.step(Message(MT.HEARTBEAT, 4, 1, 2, commit=0))
+    assert r.ignored == 2 and r.term == 2 and r.lead == 1
+
+
+def test_core_drops_messages_from_a_removed_member() -> None:
+    """A node whose removal is in our log is no member: even a leader's kind of message from it
+    (at a higher term, as a removed node that missed its removal sends) is dropped."""
+    net = _leader()
+    net.nodes[1].propose_conf_change(ConfChange(ConfChangeType.REMOVE, 3))
+    net.deliver(lambda m: m.to != 3)
+    r2 = net.raft(2)
+    assert 3 not in r2.conf.voters and r2.log.committed == r2.log.last_index()
+    before = fingerprint(r2)
+    r2.step(Message(MT.HEARTBEAT, 2, 3, r2.term + 3, commit=1))
+    r2.step(Message(MT.PRE_VOTE, 2, 3, r2.term + 3, log_term=r2.term, index=99))
+    assert fingerprint(r2) == before
+    assert r2.ignored == 2
+
+
+def test_core_leader_removing_itself_is_followed_until_the_removal_commits() -> None:
+    """A follower's latest configuration drops the leader as soon as the removal entry is in
+    its log, but the leader stays a member of the committed configuration until the entry
+    commits, so its appends (which commit the removal) are still taken."""
+    net = _leader()
+    net.nodes[1].propose_conf_change(ConfChange(ConfChangeType.REMOVE, 1))
+    net.deliver()
+    for i in (2, 3):
+        r = net.raft(i)
+        assert 1 not in r.conf.voters
+        assert r.log.committed == r.log.last_index()
+    assert net.raft(1).state is StateType.FOLLOWER
+    net.tick([2, 3], n=3 * ELECTION)
+    assert net.leader() in (2, 3)

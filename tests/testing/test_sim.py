@@ -25,7 +25,8 @@ def test_sweep_finds_no_violation() -> None:
     assert failures == [], "\n".join(lines)
     summary = lines[-1]
     # The sweep must really have exercised the faults it claims to.
-    for kind in ("crashes", "partitions", "installs", "conf_changes", "transfers", "reads_served"):
+    kinds = ("crashes", "partitions", "installs", "conf_changes", "transfers", "reads_served")
+    for kind in (*kinds, "forgeries"):
         count = int(summary.split(f"{kind}=")[1].split(",")[0])
         assert count > 0, f"no {kind} in the sweep: {summary}"
 
@@ -71,3 +72,32 @@ def test_catches_a_group_that_never_elects(monkeypatch: pytest.MonkeyPatch) -> N
 def test_cli_replays_a_seed(capsys: pytest.CaptureFixture[str]) -> None:
     assert sim.main(["--seed", "7", "--steps", "300"]) == 0
     assert "seed 7: ok" in capsys.readouterr().out
+
+
+def test_catches_forged_messages_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take messages from any sender (no membership, no one-leader-per-term rule): the
+    simulator's forgeries must be reported as accepted."""
+    monkeypatch.setattr(Raft, "_accepts_sender", lambda self, m: True)
+    errs = _failures(range(0, 20))
+    assert any("forged message accepted" in e for e in errs), errs
+
+
+def test_catches_out_of_range_integers_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take integers of any size (the reported term 2**64-1): reported as accepted."""
+    monkeypatch.setattr(core, "_in_range", lambda m: True)
+    errs = _failures(range(0, 20))
+    assert any("forged message accepted" in e for e in errs), errs
+
+
+def test_forgeries_change_nothing_in_a_run() -> None:
+    """A seed that forges replays the same run as one that does not: every forgery is
+    dropped without a trace beyond ``Raft.ignored``."""
+    seed = next(s for s in range(100) if sim.Simulator(s).forge_rate)
+    with_forgeries = sim.Simulator(seed)
+    without = sim.Simulator(seed)
+    without.forge_rate = 0.0
+    stats = with_forgeries.run(800)
+    assert stats.pop("forgeries") > 0
+    other = without.run(800)
+    assert other.pop("forgeries") == 0
+    assert stats == other

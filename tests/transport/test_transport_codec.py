@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import random
+import re
+from collections.abc import Callable
+from dataclasses import replace
 from typing import cast
 
 import pytest
+from google.protobuf import message as protobuf_message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keelfs.raft.core import Config
 from keelfs.raft.messages import (
+    MAX_WIRE_INT,
     ConfChange,
     ConfChangeType,
     ConfState,
@@ -18,13 +25,15 @@ from keelfs.raft.messages import (
     MessageType,
     SnapshotMeta,
 )
+from keelfs.raft.rawnode import RawNode
+from keelfs.raft.storage import MemoryStorage
 from keelfs.transport import codec
 from keelfs.transport.pb import raft_pb2 as pb
 
-U64 = st.integers(min_value=0, max_value=2**64 - 1)
+WIRE = st.integers(min_value=0, max_value=MAX_WIRE_INT)
 SMALL = st.integers(min_value=0, max_value=1000)
-ints = st.one_of(SMALL, U64)  # mostly small, sometimes at the edges of uint64
-node_ids = st.integers(min_value=1, max_value=2**64 - 1)
+ints = st.one_of(SMALL, WIRE)  # mostly small, sometimes at the edge of the wire's range
+node_ids = st.integers(min_value=1, max_value=MAX_WIRE_INT)
 blobs = st.binary(max_size=64)
 
 entries = st.builds(Entry, term=ints, index=ints, data=blobs, type=st.sampled_from(EntryType))
@@ -136,3 +145,138 @@ def test_out_of_range_integers_are_refused_when_encoding() -> None:
         codec.encode("g", Message(MessageType.APP, to=1, frm=2, term=-1))
     with pytest.raises(ValueError):
         codec.encode("g", Message(MessageType.APP, to=1, frm=2, commit=2**64))
+    with pytest.raises(ValueError, match=r"term=9223372036854775808 is outside \[0, 2\*\*63-1\]"):
+        codec.encode("g", Message(MessageType.HEARTBEAT, to=1, frm=2, term=MAX_WIRE_INT + 1))
+
+
+def _raw_heartbeat() -> pb.RaftEnvelope:
+    """What an attacker writes: the wire's uint64 fields take any value up to 2**64-1."""
+    env = pb.RaftEnvelope(group_id="g")
+    env.msg.type = pb.MSG_HEARTBEAT
+    env.msg.to, env.msg.frm, env.msg.term = 1, 99, 5
+    return env
+
+
+def _set_term(p: pb.Message, v: int) -> None:
+    p.term = v
+
+
+def _set_commit(p: pb.Message, v: int) -> None:
+    p.commit = v
+
+
+def _set_from(p: pb.Message, v: int) -> None:
+    p.frm = v
+
+
+def _set_entry_term(p: pb.Message, v: int) -> None:
+    p.entries.add(term=v, index=1)
+
+
+def _set_entry_index(p: pb.Message, v: int) -> None:
+    p.entries.add(term=1, index=v)
+
+
+def _set_snapshot_index(p: pb.Message, v: int) -> None:
+    p.snapshot.index = v
+
+
+def _set_snapshot_voter(p: pb.Message, v: int) -> None:
+    p.snapshot.conf.voters.append(v)
+
+
+@pytest.mark.parametrize(
+    ("name", "set_value"),
+    [
+        ("term", _set_term),
+        ("commit", _set_commit),
+        ("frm", _set_from),
+        ("entries[0].term", _set_entry_term),
+        ("entries[0].index", _set_entry_index),
+        ("snapshot.index", _set_snapshot_index),
+        ("snapshot.conf node id", _set_snapshot_voter),
+    ],
+)
+@pytest.mark.parametrize("value", [MAX_WIRE_INT + 1, 2**64 - 1])
+def test_out_of_range_integers_are_a_decode_error(
+    name: str, set_value: Callable[[pb.Message, int], None], value: int
+) -> None:
+    """The reported attack's heartbeat (term 2**64-1) and its kin are refused by the decoder
+    with an error naming the field, which the transport counts and skips, instead of reaching
+    the core."""
+    env = _raw_heartbeat()
+    set_value(env.msg, value)
+    with pytest.raises(codec.DecodeError, match=rf"{re.escape(name)}={value} is outside"):
+        codec.decode(pb.RaftEnvelope.FromString(env.SerializeToString()))
+
+
+def test_largest_wire_values_decode() -> None:
+    env = _raw_heartbeat()
+    env.msg.term = env.msg.commit = MAX_WIRE_INT
+    _, m = codec.decode(env)
+    assert m.term == m.commit == MAX_WIRE_INT
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_decode_or_fail_with_the_documented_errors(data: bytes) -> None:
+    """Whatever arrives: protobuf refuses what is not an envelope (``message.DecodeError``,
+    raised by gRPC's deserializer before the transport sees it); anything it parses either
+    becomes a Message whose integers are all in range or fails with ``codec.DecodeError``,
+    which the transport counts and skips. Nothing else may escape."""
+    try:
+        env = pb.RaftEnvelope.FromString(data)
+    except protobuf_message.DecodeError:
+        return
+    try:
+        _, m = codec.decode(env)
+    except codec.DecodeError:
+        return
+    assert codec.decode(codec.encode(env.group_id, m)) == (env.group_id, m)
+
+
+U64 = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(list(pb.MessageType.values())),
+    st.lists(U64, min_size=8, max_size=8),
+    st.lists(st.tuples(U64, U64), max_size=3),
+    st.none() | st.tuples(U64, U64, st.lists(U64, max_size=3)),
+)
+def test_any_uint64_values_decode_or_fail_with_decode_error(
+    mtype: int,
+    values: list[int],
+    ents: list[tuple[int, int]],
+    snap: tuple[int, int, list[int]] | None,
+) -> None:
+    """Random but well-formed envelopes with any uint64 in any field: a Message in range, or
+    ``codec.DecodeError``."""
+    p = pb.Message(type=cast(pb.MessageType, mtype))
+    p.to, p.frm, p.term, p.log_term, p.index, p.commit, p.reject_hint, p.snap_offset = values
+    for t, i in ents:
+        p.entries.add(term=t, index=i)
+    if snap is not None:
+        p.snapshot.index, p.snapshot.term = snap[0], snap[1]
+        p.snapshot.conf.voters.extend(snap[2])
+    wanted_ok = mtype != 0 and all(
+        v <= MAX_WIRE_INT
+        for v in [
+            *values,
+            *(x for e in ents for x in e),
+            *(snap[:2] if snap else ()),
+            *(snap[2] if snap else ()),
+        ]
+    )
+    try:
+        _, m = codec.decode(pb.RaftEnvelope(group_id="g", msg=p))
+    except codec.DecodeError:
+        assert not wanted_ok
+        return
+    assert wanted_ok
+    assert max(m.term, m.index, m.commit, m.frm, m.to) <= MAX_WIRE_INT
+    # What the codec lets through is safe to step: the receive loop must not die on it.
+    node = RawNode(Config(1, random.Random(0)), MemoryStorage(ConfState(frozenset({1, 2, 3}))))
+    node.step(replace(m, to=1))
+    assert node.raft.term <= MAX_WIRE_INT

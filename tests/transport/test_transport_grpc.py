@@ -396,3 +396,131 @@ def test_idle_link_survives_frequent_keepalive_pings() -> None:
             assert stats.connects == 1 and stats.connect_failures == 0
 
     run(body)
+
+
+def _identity_from_metadata(context: Any) -> int | None:
+    """Stands in for the TLS helper's reading of the peer certificate: the node id a stream
+    proved, here taken from a test-only metadata entry (None: an unauthenticated stream)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "test-authenticated-node":
+            return int(value)
+    return None
+
+
+async def _raw_stream(stack: AsyncExitStack, address: str, identity: int | None) -> Any:
+    channel = grpc.aio.insecure_channel(address)
+    stack.push_async_callback(channel.close)
+    metadata = () if identity is None else (("test-authenticated-node", str(identity)),)
+    call = pb_grpc.RaftTransportStub(channel).Stream(metadata=metadata)
+    stack.callback(call.cancel)
+    assert (await call.read()).node_id == 2
+    return call
+
+
+def test_authenticated_peer_may_only_speak_for_itself() -> None:
+    """With ``authenticated_node``, a stream that proved it is node 1 delivers node 1's
+    messages only: one in node 3's name is dropped and counted as forged, and the batch's
+    claim to come from node 3 teaches no address. A stream that proved nothing (None) is not
+    checked: insecure mode keeps working as before."""
+
+    async def body() -> None:
+        async with AsyncExitStack() as stack:
+            inbox = Inbox()
+            b = GrpcTransport(
+                2, "127.0.0.1:0", inbox, config=FAST, authenticated_node=_identity_from_metadata
+            )
+            await b.start()
+            stack.push_async_callback(b.stop)
+            call = await _raw_stream(stack, b.address, identity=1)
+            batch = pb.RaftBatch(from_node=3, from_address="127.0.0.1:1")
+            batch.envelopes.append(codec.encode("g", msg(1, 2, term=1)))
+            batch.envelopes.append(codec.encode("g", msg(3, 2, term=9)))  # in node 3's name
+            batch.envelopes.append(codec.encode("h", msg(1, 2, term=2)))
+            await call.write(batch)
+            await inbox.wait_for(2)
+            await eventually(lambda: b.stats().batches_received == 1)
+            assert [(g, m.frm, m.term) for g, m in inbox.messages] == [("g", 1, 1), ("h", 1, 2)]
+            stats = b.stats()
+            assert (stats.forged, stats.rejected, stats.received) == (1, 1, 2)
+            assert b.peers() == []  # from_node 3 is not who the stream proved to be
+
+            insecure = await _raw_stream(stack, b.address, identity=None)
+            await insecure.write(pb.RaftBatch(envelopes=[codec.encode("g", msg(3, 2, term=4))]))
+            await inbox.wait_for(3)
+            assert inbox.messages[-1][1].frm == 3
+            assert b.stats().forged == 1
+
+    run(body)
+
+
+def test_authenticated_peers_exchange_messages_as_usual() -> None:
+    """Between real transports, each stream authenticated as its sender: nothing is dropped."""
+
+    async def body() -> None:
+        async with AsyncExitStack() as stack:
+            inboxes = {i: Inbox() for i in (1, 2)}
+            ts = {}
+            for i in (1, 2):
+                t = GrpcTransport(
+                    i,
+                    "127.0.0.1:0",
+                    inboxes[i],
+                    config=FAST,
+                    authenticated_node=lambda c, i=i: 3 - i,
+                )
+                await t.start()
+                stack.push_async_callback(t.stop)
+                ts[i] = t
+            mesh(ts[1], ts[2])
+            ts[1].send("g", msg(1, 2))
+            ts[2].send("g", msg(2, 1))
+            await inboxes[1].wait_for(1)
+            await inboxes[2].wait_for(1)
+            assert ts[1].stats().forged == ts[2].stats().forged == 0
+
+    run(body)
+
+
+MiB = 1 << 20
+CAPPED = GrpcTransportConfig(
+    queue=QueueLimits(max_bytes=MiB, max_snapshot_bytes=MiB),
+    max_batch_bytes=MiB,
+    max_grpc_message_bytes=4 * MiB,
+    backoff_initial=0.02,
+    backoff_max=0.2,
+    connect_timeout=0.5,
+)
+
+
+def test_batch_over_the_receive_cap_is_refused_and_the_node_keeps_serving() -> None:
+    """gRPC's receive limit is set explicitly: a peer writing a batch above it has its stream
+    refused before anything is decoded, and the node goes on serving its real peers. Snapshot
+    chunks as big as ``max_message_bytes`` still pass."""
+
+    async def body() -> None:
+        async with AsyncExitStack() as stack:
+            a, _ = await start(stack, 1, config=CAPPED)
+            b, inbox = await start(stack, 2, config=CAPPED)
+            call = await _raw_stream(stack, b.address, identity=None)
+            huge = pb.RaftBatch(from_node=1)
+            huge.envelopes.append(codec.encode("g", msg(1, 2, context=os.urandom(5 * MiB))))
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await call.write(huge)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call.read()
+            assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert b.stats().received == 0
+
+            a.set_peer_address(2, b.address)
+            limit = b.max_message_bytes
+            data = os.urandom(limit - 64)
+            meta = SnapshotMeta(9, 1, ConfState(frozenset({1, 2})))
+            chunk = Message(
+                MessageType.SNAP, 2, 1, 1, snapshot=meta, snap_data=data, snap_done=True
+            )
+            a.send("g", chunk)
+            a.send("g", Message(MessageType.HEARTBEAT, 2, 1, 1))
+            await inbox.wait_for(2)
+            assert [m.snap_data for _, m in inbox.messages if m.snap_data] == [data]
+
+    run(body, timeout=30.0)
