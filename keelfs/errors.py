@@ -22,6 +22,7 @@
         ├── DirectoryNotEmpty   DIRECTORY_NOT_EMPTY  path
         ├── LeaseConflict       LEASE_CONFLICT       path, holder
         ├── SessionExpired      SESSION_EXPIRED      session_id
+        ├── PermissionDenied    PERMISSION_DENIED    path, user
         │                       of the chunk servers (the data path):
         ├── Fenced              FENCED               shard_id, epoch, current_epoch
         ├── StaleGeneration     STALE_GENERATION     block_id, gen, replica_gen
@@ -75,6 +76,7 @@ __all__ = [
     "NotLeader",
     "OperationError",
     "OutcomeUnknown",
+    "PermissionDenied",
     "PipelineBroken",
     "Redirect",
     "RetryableError",
@@ -384,6 +386,21 @@ class SessionExpired(OperationError):
             message or f"client session {session_id} is unknown or expired",
             session_id=session_id,
         )
+
+
+class PermissionDenied(OperationError):
+    """The caller's identity may not do this to ``path`` (POSIX mode bits, owner rules:
+    ``keelfs.meta.principals``). Nothing was changed."""
+
+    code = "PERMISSION_DENIED"
+    detail_fields = ("path", "user")
+
+    def __init__(self, path: str = "", user: str = "", *, message: str = "") -> None:
+        super().__init__(message or f"permission denied: {user} on {path}", path=path, user=user)
+
+    @property
+    def path(self) -> str:
+        return str(self.details["path"])
 
 
 class Fenced(OperationError):

@@ -39,6 +39,7 @@ from keelfs.errors import (
     NotADirectory,
     NotFound,
     NotLeader,
+    PermissionDenied,
     PipelineBroken,
     Redirect,
     SessionExpired,
@@ -89,6 +90,7 @@ STATUS_OF_CODE: dict[str, grpc.StatusCode] = {
     DirectoryNotEmpty.code: grpc.StatusCode.FAILED_PRECONDITION,
     LeaseConflict.code: grpc.StatusCode.FAILED_PRECONDITION,
     SessionExpired.code: grpc.StatusCode.FAILED_PRECONDITION,
+    PermissionDenied.code: grpc.StatusCode.PERMISSION_DENIED,
     # the chunk servers' (the data path)
     Fenced.code: grpc.StatusCode.FAILED_PRECONDITION,
     StaleGeneration.code: grpc.StatusCode.FAILED_PRECONDITION,
