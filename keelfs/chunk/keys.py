@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from keelfs.chunk.layout import write_atomically
 from keelfs.datapath.tokens import BlockKey, KeyRing
 from keelfs.storage.private import private_dir
 
-__all__ = ["learn_keys", "load_keys", "provision_key", "save_keys"]
+__all__ = ["learn_keys", "load_keys", "provision_key", "save_keys", "wait_for_keys"]
 
 log = logging.getLogger("keelfs.chunk.keys")
 
@@ -52,4 +53,19 @@ def provision_key(data_dirs: Iterable[Path]) -> KeyRing:
         save_keys(private_dir(data_dir) / "block-keys.json", [key])
     ring = KeyRing()
     ring.update([key])
+    return ring
+
+
+def wait_for_keys(data_dir: Path, timeout_s: float = 30.0) -> KeyRing:
+    """The keys the chunk server of ``data_dir`` holds, once it holds any (it learns them
+    from its masters' first heartbeat replies): for a tool running beside it that must sign
+    tokens of its own, as tests planting a block do. ``TimeoutError`` after ``timeout_s``."""
+    path = data_dir / "block-keys.json"
+    deadline = time.monotonic() + timeout_s
+    while not (keys := load_keys(path)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no block keys in {data_dir} within {timeout_s} s")
+        time.sleep(0.05)
+    ring = KeyRing()
+    ring.update(keys)
     return ring

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from keelfs.chunk.keys import load_keys
+from keelfs.chunk.keys import wait_for_keys
 from keelfs.client import Client
 from keelfs.client._core import Op, Route
 from keelfs.datapath.client import ChunkClient
-from keelfs.datapath.tokens import Access, KeyRing, TokenSigner
+from keelfs.datapath.tokens import Access, TokenSigner
 from keelfs.errors import Fenced, PermissionDenied
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.server.metacluster import MetaCluster
@@ -113,9 +113,7 @@ def read_file(fs: Client, chunks: ChunkClient, path: str) -> bytes:
 def keys_signer(servers: Any) -> TokenSigner:
     """A signer with the keys chunk server 0 learned from the masters (what a test needs to
     plant a block or send a command of its own: a client gets no keys)."""
-    ring = KeyRing()
-    ring.update(load_keys(servers.data_dir(0) / "block-keys.json"))
-    return TokenSigner(ring)
+    return TokenSigner(wait_for_keys(servers.data_dir(0)))
 
 
 def replica_files(servers: Any, block_id: int) -> list[Path]:
