@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from keelfs.bench.common import cpu_seconds
+from keelfs.chunk.keys import provision_key
 from keelfs.chunk.memory import tune_malloc
 from keelfs.datapath.client import AsyncChunkClient
+from keelfs.datapath.tokens import TokenSigner
 from keelfs.server.chunkservers import LocalChunkServers
 
 __all__ = ["ChunkBenchResult", "Phase", "main", "run"]
@@ -70,7 +72,11 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
 
 
 async def _phases(
-    servers: LocalChunkServers, block_bytes: int, packet_size: int, replicas: int
+    servers: LocalChunkServers,
+    block_bytes: int,
+    packet_size: int,
+    replicas: int,
+    signer: TokenSigner,
 ) -> tuple[Phase, Phase]:
     pids = {"client": os.getpid(), **{f"cs{i}": servers.pid(i) for i in range(replicas)}}
     unit = os.urandom(_MIB)
@@ -81,7 +87,8 @@ async def _phases(
             yield unit if left >= _MIB else unit[:left]
             left -= _MIB
 
-    async with AsyncChunkClient(packet_size=packet_size) as client:
+    # the servers run without masters: this process holds their block key and signs tokens
+    async with AsyncChunkClient(packet_size=packet_size, signer=signer) as client:
         # warm-up: connections, threads, code paths
         await client.write_block(servers.addresses, 1, 1, unit, "bench", 1)
         await client.read_block(servers.addresses[0], 1, 1)
@@ -111,13 +118,15 @@ def run(
     tmpdir: str | None = None,
 ) -> ChunkBenchResult:
     args = () if fsync else ("--no-fsync-on-close",)
-    with (
-        tempfile.TemporaryDirectory(prefix="keelfs-bench-chunk-", dir=tmpdir) as tmp,
-        LocalChunkServers(
+    with tempfile.TemporaryDirectory(prefix="keelfs-bench-chunk-", dir=tmpdir) as tmp:
+        servers = LocalChunkServers(
             Path(tmp), replicas, server_args=(*args, "--scan-interval-s", "0")
-        ) as servers,
-    ):
-        write, read = asyncio.run(_phases(servers, block_mib * _MIB, packet_kib * 1024, replicas))
+        )
+        signer = TokenSigner(provision_key(servers.data_dir(i) for i in range(replicas)))
+        with servers:
+            write, read = asyncio.run(
+                _phases(servers, block_mib * _MIB, packet_kib * 1024, replicas, signer)
+            )
     return ChunkBenchResult(block_mib, packet_kib, replicas, fsync, write, read)
 
 

@@ -2,8 +2,12 @@
 
 The commands arrive as RPCs (``DeleteBlocks``, ``ReplicateBlock``) or in heartbeat replies
 (those two and ``VerifyBlock``). Either way they go through :meth:`CommandExecutor.execute`,
-which first admits the command's fence (``keelfs.chunk.fencing``: an older epoch of the shard
-is refused with ``Fenced`` and nothing is done), then dispatches on the command's type.
+which first checks the block access token of every block the command names
+(``keelfs.datapath.tokens``: signed by a master for that block, stamp, mode, shard and epoch;
+else ``PermissionDenied``), then admits the command's fence (``keelfs.chunk.fencing``: an
+older epoch of the shard is refused with ``Fenced``), and only then dispatches on the
+command's type. A refused command changes nothing, ``epochs.json`` included: a fence counts
+only inside a token signed for it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from keelfs.datapath.replica import (
     check_block_id,
     check_gen,
 )
+from keelfs.datapath.tokens import Access, TokenVerifier
 from keelfs.errors import InvalidArgument
 
 __all__ = ["Command", "CommandExecutor", "DeleteBlocks", "Fence", "ReplicateBlock", "VerifyBlock"]
@@ -42,6 +47,18 @@ class DeleteBlocks:
     fence: Fence
     blocks: tuple[tuple[int, int], ...]
     """``(block_id, gen)``: delete the replica if its stamp is ``gen`` or older (0: any)."""
+    tokens: tuple[bytes, ...] = ()
+    """The DELETE token of each of ``blocks``, in order."""
+
+    def grants(self) -> list[tuple[bytes, int, int, Access]]:
+        if not self.blocks or len(self.tokens) != len(self.blocks):
+            # refused as tokenless: a fence alone (no block, or a block without its token)
+            # must not move the epoch table
+            return [(b"", self.blocks[0][0] if self.blocks else 0, 0, Access.DELETE)]
+        return [
+            (token, block_id, gen, Access.DELETE)
+            for (block_id, gen), token in zip(self.blocks, self.tokens, strict=True)
+        ]
 
     def describe(self) -> str:
         return f"delete {len(self.blocks)} blocks ({self.fence.shard_id}@{self.fence.epoch})"
@@ -54,6 +71,11 @@ class ReplicateBlock:
     gen: int
     targets: tuple[Target, ...]
     """The pipeline the copy is written through."""
+    token: bytes = b""
+    """REPLICATE | WRITE: checked here, then passed on to the targets' WriteBlock."""
+
+    def grants(self) -> list[tuple[bytes, int, int, Access]]:
+        return [(self.token, self.block_id, self.gen, Access.REPLICATE)]
 
     def describe(self) -> str:
         to = ",".join(t.address for t in self.targets)
@@ -70,6 +92,11 @@ class VerifyBlock:
     fence: Fence
     block_id: int
     gen: int
+    token: bytes = b""
+    """READ, with the fence."""
+
+    def grants(self) -> list[tuple[bytes, int, int, Access]]:
+        return [(self.token, self.block_id, self.gen, Access.READ)]
 
     def describe(self) -> str:
         return f"verify blk_{self.block_id}_{self.gen} ({self.fence.shard_id}@{self.fence.epoch})"
@@ -79,13 +106,20 @@ Command = DeleteBlocks | ReplicateBlock | VerifyBlock
 
 
 class CommandExecutor:
-    """Executes commands against ``store`` after checking their fence in ``epochs``; copies go
-    out through ``client``."""
+    """Executes commands against ``store`` after checking their tokens with ``tokens`` and
+    their fence in ``epochs``; copies go out through ``client``."""
 
-    def __init__(self, store: BlockStore, epochs: EpochTable, client: AsyncChunkClient) -> None:
+    def __init__(
+        self,
+        store: BlockStore,
+        epochs: EpochTable,
+        client: AsyncChunkClient,
+        tokens: TokenVerifier,
+    ) -> None:
         self.store = store
         self.epochs = epochs
         self.client = client
+        self.tokens = tokens
         self._handlers: dict[type[Any], Callable[[Any], Awaitable[Any]]] = {
             DeleteBlocks: self._delete,
             ReplicateBlock: self._replicate,
@@ -99,6 +133,9 @@ class CommandExecutor:
     @overload
     async def execute(self, command: VerifyBlock) -> ReplicaInfo: ...
     async def execute(self, command: Command) -> list[DeleteResult] | WriteResult | ReplicaInfo:
+        fence = (command.fence.shard_id, command.fence.epoch)
+        for token, block_id, gen, mode in command.grants():
+            self.tokens.check(token, block_id, gen, mode, fence)
         await self.epochs.admit_async(command.fence.shard_id, command.fence.epoch)
         result: list[DeleteResult] | WriteResult | ReplicaInfo = await self._handlers[
             type(command)
@@ -129,6 +166,7 @@ class CommandExecutor:
                 command.fence.shard_id,
                 command.fence.epoch,
                 chunk_size=reader.info.chunk_size,
+                token=command.token,
             )
 
     @contextlib.asynccontextmanager

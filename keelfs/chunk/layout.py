@@ -120,6 +120,7 @@ class Layout:
         self.tmp = root / "tmp"
         self.epochs_file = root / "epochs.json"
         self.identity_file = root / "server.json"
+        self.block_keys_file = root / "block-keys.json"
 
     def create_dirs(self) -> None:
         private_dir(self.root)

@@ -10,7 +10,11 @@ use, without touching the parts directly:
 - :meth:`ChunkNode.block_report` — every replica (a full block report);
 - :meth:`ChunkNode.take_events` — replicas received, finalized, deleted or found corrupt since
   the last call (an incremental report; ``overflowed`` asks for a full report instead);
-- :meth:`ChunkNode.execute` — run a command a master sent back (fenced like the RPCs).
+- :meth:`ChunkNode.execute` — run a command a master sent back (fenced like the RPCs);
+- :meth:`ChunkNode.learn_keys` — the block-token keys a master's reply carries.
+
+Every read, write and command needs a block access token signed with one of the keys
+(``keelfs.datapath.tokens``); ``block_keys`` holds them (``keelfs.chunk.keys``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import grpc
 from keelfs.chunk.commands import CommandExecutor, DeleteBlocks, ReplicateBlock, VerifyBlock
 from keelfs.chunk.events import EventBatch
 from keelfs.chunk.fencing import EpochTable
+from keelfs.chunk.keys import learn_keys, load_keys
 from keelfs.chunk.layout import Layout, write_atomically
 from keelfs.chunk.pipeline import PipelineConfig
 from keelfs.chunk.scanner import BlockScanner
@@ -38,6 +43,7 @@ from keelfs.chunk.store import BlockStore
 from keelfs.datapath.client import AsyncChunkClient
 from keelfs.datapath.protocol import ServerStatus, WriteResult
 from keelfs.datapath.replica import DeleteResult, ReplicaInfo, check_shard_id
+from keelfs.datapath.tokens import BlockKey, KeyRing, TokenVerifier
 from keelfs.datapath.wire import GRPC_OPTIONS, AsyncChannels
 from keelfs.errors import InvalidArgument
 
@@ -112,6 +118,9 @@ class ChunkNode:
         self.executor: CommandExecutor
         self.scanner: BlockScanner | None = None
         self.channels = AsyncChannels()
+        self.block_keys = KeyRing()
+        self.tokens = TokenVerifier(self.block_keys)
+        self._layout: Layout | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self._server: grpc.aio.Server | None = None
         self._client: AsyncChunkClient | None = None
@@ -126,8 +135,10 @@ class ChunkNode:
         self.server_id = await asyncio.to_thread(load_server_id, layout, cfg.server_id)
         self.store = await asyncio.to_thread(BlockStore.open, layout.root, fsync=cfg.fsync_on_close)
         self.epochs = EpochTable(layout.epochs_file, layout.tmp)
+        self._layout = layout
+        self.block_keys.update(await asyncio.to_thread(load_keys, layout.block_keys_file))
         self._client = AsyncChunkClient(ack_timeout_s=cfg.ack_timeout_s)
-        self.executor = CommandExecutor(self.store, self.epochs, self._client)
+        self.executor = CommandExecutor(self.store, self.epochs, self._client, self.tokens)
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS])
         add_to_server(ChunkServicer(self), server)
         try:
@@ -199,6 +210,14 @@ class ChunkNode:
 
     def take_events(self, max_events: int | None = None) -> EventBatch:
         return self.store.events.take(max_events)
+
+    async def learn_keys(self, keys: list[BlockKey]) -> None:
+        """Keys from a master's heartbeat reply (kept on disk when new)."""
+        layout = self._layout
+        assert layout is not None, "learn_keys before start"
+        await asyncio.to_thread(
+            learn_keys, self.block_keys, keys, layout.block_keys_file, layout.tmp
+        )
 
     @overload
     async def execute(self, command: DeleteBlocks) -> list[DeleteResult]: ...

@@ -42,6 +42,7 @@ from keelfs.chunk.writer import ReplicaWriter, check_packet
 from keelfs.datapath.framing import RawPacket, decode_packet
 from keelfs.datapath.protocol import Target
 from keelfs.datapath.replica import check_block_id, check_gen
+from keelfs.datapath.tokens import Access, TokenVerifier
 from keelfs.datapath.wire import MAX_PACKET_BYTES, AsyncChannels, error_of, internal_error, pb
 from keelfs.errors import InvalidArgument, KeelError, Unavailable
 from keelfs.rpc.grpc_errors import encode_error
@@ -71,6 +72,7 @@ class WriteSpec:
     targets: tuple[Target, ...]
     chunk_size: int
     offset: int
+    token: bytes = b""
 
     @classmethod
     def from_pb(cls, header: Any) -> WriteSpec:
@@ -89,6 +91,7 @@ class WriteSpec:
             targets,
             header.chunk_size or 65536,
             header.offset,
+            header.token,
         )
 
     def downstream_header(self) -> Any:
@@ -101,6 +104,7 @@ class WriteSpec:
                 targets=[t.to_pb() for t in self.targets[1:]],
                 chunk_size=self.chunk_size,
                 offset=self.offset,
+                token=self.token,
             )
         )
 
@@ -414,12 +418,15 @@ async def serve_write(
     *,
     store: BlockStore,
     epochs: EpochTable,
+    tokens: TokenVerifier,
     me: Target,
     channels: AsyncChannels,
     config: PipelineConfig,
 ) -> None:
     """Serve one WriteBlock stream on a ``grpc.aio`` context (read/write API). Raises a
-    ``KeelError`` when the header is refused (the caller aborts the RPC with it)."""
+    ``KeelError`` when the header is refused (the caller aborts the RPC with it): its token
+    must allow WRITE on the block at its stamp under its fence, checked before the fence
+    touches the epoch table or anything is created."""
     raw = await context.read()
     if raw is grpc.aio.EOF:
         raise InvalidArgument("a WriteBlock stream starts with a header", "header")
@@ -430,6 +437,7 @@ async def serve_write(
     if first.WhichOneof("kind") != "header":
         raise InvalidArgument("a WriteBlock stream starts with a header", "header")
     spec = WriteSpec.from_pb(first.header)
+    tokens.check(spec.token, spec.block_id, spec.gen, Access.WRITE, (spec.shard_id, spec.epoch))
     await epochs.admit_async(spec.shard_id, spec.epoch)
     writer = await asyncio.to_thread(
         store.create, spec.block_id, spec.gen, spec.shard_id, spec.chunk_size, spec.offset

@@ -13,8 +13,11 @@ that a newly elected master knows where every block is at once. The :class:`Repo
    nothing from this server for a while), after a failed heartbeat to it, or when it was left
    out of the rounds meanwhile (its shard left the map): it may have missed increments; else
    the **increments** since;
-3. executes the commands in the replies (``ChunkNode.execute``: fenced by the shard's epoch, so
-   a deposed leader's commands are refused), one at a time per server, in the background. A
+3. learns the block-token keys the replies carry (``ChunkNode.learn_keys``: the only way keys
+   reach a chunk server, as HDFS DataNodes get block keys from the NameNode);
+4. executes the commands in the replies (``ChunkNode.execute``: each block's token checked,
+   fenced by the shard's epoch, so a deposed leader's commands are refused), one at a time
+   per server, in the background. A
    ``verify`` (a master will trim other replicas of a block and keep this one) re-reads the
    replica now: found good, the next round tells every master so (``verified``, with the
    command's token); found corrupt, it is reported corrupt like the scanner's findings.
@@ -34,6 +37,7 @@ from keelfs.chunk.events import EventKind
 from keelfs.chunk.node import ChunkNode
 from keelfs.datapath.protocol import Target
 from keelfs.datapath.replica import ReplicaInfo, ReplicaState
+from keelfs.datapath.tokens import BlockKey
 from keelfs.errors import KeelError
 from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc.pb import meta_pb2 as mpb
@@ -212,32 +216,44 @@ class Reporter:
             self._needs_full.add(address)
         elif req.full_report:
             self._needs_full.discard(address)
+        if reply.block_keys:
+            keys = [
+                BlockKey(k.key_id, k.secret, k.active_ms, k.expires_ms) for k in reply.block_keys
+            ]
+            try:
+                await self.node.learn_keys(keys)
+            except OSError as exc:
+                log.warning("could not keep the block keys: %s", exc)
         for command in reply.commands:
             self._commands.put_nowait(command)
 
-    async def _verify(self, fence: Fence, block_id: int, gen: int, token: int) -> None:
+    async def _verify(
+        self, fence: Fence, block_id: int, gen: int, token: int, access: bytes
+    ) -> None:
         """Verify one replica; a good one is noted for the next round. A corrupt one raises
         ``CorruptReplica`` after the store marked it (its CORRUPT event is the report)."""
-        await self.node.execute(VerifyBlock(fence, block_id, gen))
+        await self.node.execute(VerifyBlock(fence, block_id, gen, access))
         self._verified.append(mpb.VerifiedReplica(block_id=block_id, gen_stamp=gen, token=token))
 
     async def _execute_commands(self) -> None:
         while True:
             cmd = await self._commands.get()
             fence = Fence(cmd.shard, cmd.epoch)
+            # a block without its token gets b"" (refused)
+            tokens = [*cmd.block_tokens, *[b""] * (len(cmd.blocks) - len(cmd.block_tokens))]
             try:
                 if cmd.kind == "delete":
                     blocks = tuple((b.block_id, b.gen_stamp) for b in cmd.blocks)
-                    await self.node.execute(DeleteBlocks(fence, blocks))
+                    await self.node.execute(DeleteBlocks(fence, blocks, tuple(tokens)))
                 elif cmd.kind == "replicate":
                     targets = tuple(Target(t.address, t.server_id) for t in cmd.targets)
-                    for b in cmd.blocks:
+                    for b, access in zip(cmd.blocks, tokens, strict=False):
                         await self.node.execute(
-                            ReplicateBlock(fence, b.block_id, b.gen_stamp, targets)
+                            ReplicateBlock(fence, b.block_id, b.gen_stamp, targets, access)
                         )
                 elif cmd.kind == "verify":
-                    for b in cmd.blocks:
-                        await self._verify(fence, b.block_id, b.gen_stamp, cmd.token)
+                    for b, access in zip(cmd.blocks, tokens, strict=False):
+                        await self._verify(fence, b.block_id, b.gen_stamp, cmd.token, access)
                 else:
                     log.warning("unknown command %r from a master", cmd.kind)
                     continue

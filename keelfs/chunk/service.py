@@ -25,6 +25,7 @@ from keelfs.datapath.checksums import crc32c
 from keelfs.datapath.framing import encode_read_response
 from keelfs.datapath.protocol import Target
 from keelfs.datapath.replica import DeleteOutcome
+from keelfs.datapath.tokens import Access
 from keelfs.datapath.wire import abort, internal_error, pb, pb_grpc, replica_to_pb
 from keelfs.errors import InvalidArgument, KeelError, NotFound
 
@@ -73,6 +74,7 @@ class ChunkServicer(pb_grpc.ChunkServerServicer):
                 context,
                 store=node.store,
                 epochs=node.epochs,
+                tokens=node.tokens,
                 me=Target(node.address, node.server_id),
                 channels=node.channels,
                 config=node.pipeline_config,
@@ -85,6 +87,7 @@ class ChunkServicer(pb_grpc.ChunkServerServicer):
     async def ReadBlock(self, request: Any, context: Any) -> AsyncIterator[Any]:
         store = self.node.store
         try:
+            self.node.tokens.check(request.token, request.block_id, request.gen, Access.READ)
             reader = await asyncio.to_thread(
                 store.open_reader,
                 request.block_id,
@@ -128,6 +131,7 @@ class ChunkServicer(pb_grpc.ChunkServerServicer):
             command = DeleteBlocks(
                 _fence(request.fence, request.HasField("fence")),
                 tuple((b.block_id, b.gen) for b in request.blocks),
+                tuple(b.token for b in request.blocks),
             )
             results = await self.node.executor.execute(command)
             return pb.DeleteBlocksResponse(
@@ -147,6 +151,7 @@ class ChunkServicer(pb_grpc.ChunkServerServicer):
                 request.block_id,
                 request.gen,
                 tuple(Target(t.address, t.server_id) for t in request.targets),
+                request.token,
             )
             result = await self.node.executor.execute(command)
             nodes = [

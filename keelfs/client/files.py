@@ -150,6 +150,8 @@ class _Block:
     pipeline: list[Target]
     start: int
     """Its offset in the file."""
+    token: bytes = b""
+    """The WRITE token the master signed for this stamp (every node of the pipeline checks it)."""
     pieces: list[bytes] = field(default_factory=list)
     size: int = 0
     sealed: bool = False
@@ -367,6 +369,7 @@ class AsyncFileWriter:
             epoch=reply.epoch,
             pipeline=_targets(reply.block.locations),
             start=self._position,
+            token=reply.block.token,
         )
         self._attempt(self._block, 0)
 
@@ -392,6 +395,7 @@ class AsyncFileWriter:
                 offset=offset,
                 sync=self.fsync,
                 on_ack=acked,
+                token=block.token,
             )
         )
         block.task.add_done_callback(lambda _: block.changed.set())
@@ -465,6 +469,7 @@ class AsyncFileWriter:
         reply = await self._fs._run(op, None)
         block.gen = reply.block.gen_stamp
         block.shard, block.epoch = reply.shard, reply.epoch
+        block.token = reply.block.token
         block.pipeline = _targets(reply.block.locations)
         fresh = [t for t in block.pipeline if t.server_id not in keep]
         if not fresh and acked:
@@ -516,13 +521,16 @@ class _Located:
     start: int
     locations: list[tuple[str, str]]
     """(server id, address), nearest first."""
+    token: bytes = b""
+    """The READ token the master signed (expired or missing: every replica refuses, and the
+    reader asks for the locations, and a token, again)."""
 
 
 def _located(info: pb.FileInfo) -> list[_Located]:
     out, start = [], 0
     for b in info.blocks:
         locations = [(loc.server_id, loc.address) for loc in b.locations]
-        out.append(_Located(b.block_id, b.gen_stamp, b.length, start, locations))
+        out.append(_Located(b.block_id, b.gen_stamp, b.length, start, locations, b.token))
         start += b.length
     return out
 
@@ -624,7 +632,7 @@ class AsyncFileReader:
             server_id, address = candidates[0]
             try:
                 async for piece in self._chunks.iter_block(
-                    address, b.block_id, b.gen, offset, length
+                    address, b.block_id, b.gen, offset, length, token=b.token
                 ):
                     offset += len(piece)
                     length -= len(piece)
@@ -661,7 +669,7 @@ class AsyncFileReader:
         for b in self._blocks:
             new = fresh.get(b.block_id)
             if new is not None:
-                b.gen, b.locations = new.gen, new.locations
+                b.gen, b.locations, b.token = new.gen, new.locations, new.token
 
     def _check_open(self) -> None:
         if self._closed:

@@ -14,6 +14,10 @@ option              default      meaning
 ``ack_timeout_s``   60 s         longest wait for the next ack (a write) or reply (a read)
 ``call_timeout_s``  30 s         deadline of the unary calls
 ``verify_reads``    on           check each read reply's CRC32C
+``signer``          None         a ``TokenSigner`` holding a block key: calls given no token
+                                 sign their own (benchmarks and tests that run chunk
+                                 servers without masters; a client of a cluster passes the
+                                 tokens its masters signed)
 ==================  ===========  =============================================================
 """
 
@@ -49,6 +53,7 @@ from keelfs.datapath.protocol import (
     targets_of,
 )
 from keelfs.datapath.replica import DeleteOutcome, DeleteResult, ReplicaInfo
+from keelfs.datapath.tokens import Access, TokenSigner
 from keelfs.datapath.wire import AsyncChannels, error_of, pb, replica_from_pb
 from keelfs.errors import ChecksumMismatch, Unavailable
 
@@ -93,7 +98,9 @@ class AsyncChunkClient:
         ack_timeout_s: float = 60.0,
         call_timeout_s: float = 30.0,
         verify_reads: bool = True,
+        signer: TokenSigner | None = None,
     ) -> None:
+        self.signer = signer
         self.packet_size = packet_size
         self.window = window
         self.ack_timeout_s = ack_timeout_s
@@ -103,6 +110,13 @@ class AsyncChunkClient:
 
     async def close(self) -> None:
         await self._channels.close()
+
+    def _token(
+        self, given: bytes, block_id: int, gen: int, modes: Access, fence: tuple[str, int] = ("", 0)
+    ) -> bytes:
+        if given or self.signer is None:
+            return given
+        return self.signer.sign(block_id, gen, modes, *fence)
 
     async def __aenter__(self) -> AsyncChunkClient:
         return self
@@ -125,6 +139,7 @@ class AsyncChunkClient:
         packet_size: int | None = None,
         sync: bool = False,
         on_ack: Callable[[int], None] | None = None,
+        token: bytes = b"",
     ) -> WriteResult:
         """Write ``data`` as replica ``blk_<block_id>_<gen>`` through ``pipeline`` (the first
         node, then the nodes it forwards to) and finalize it on every node. ``offset`` > 0
@@ -134,10 +149,18 @@ class AsyncChunkClient:
         event loop after each acknowledged packet (progress: every node holds ``length``
         bytes)."""
         targets = targets_of(pipeline)
+        token = self._token(token, block_id, gen, Access.WRITE, (shard_id, epoch))
         tracker = AckTracker(block_id, gen, targets, offset)
         packets = Packetizer(packet_size or self.packet_size, chunk_size, offset, sync_last=sync)
         header = header_request(
-            block_id, gen, shard_id, epoch, targets[1:], chunk_size=chunk_size, offset=offset
+            block_id,
+            gen,
+            shard_id,
+            epoch,
+            targets[1:],
+            chunk_size=chunk_size,
+            offset=offset,
+            token=token,
         )
         call = self._channels.write_block(targets[0].address)()
         window = asyncio.Semaphore(self.window)
@@ -214,13 +237,24 @@ class AsyncChunkClient:
 
     # -- reads ----------------------------------------------------------------------------------
     async def iter_block(
-        self, address: str, block_id: int, gen: int, offset: int = 0, length: int | None = None
+        self,
+        address: str,
+        block_id: int,
+        gen: int,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        token: bytes = b"",
     ) -> AsyncGenerator[bytes, None]:
         """Bytes ``[offset, offset + length)`` of ``blk_<block_id>_<gen>`` at ``address``, in
-        pieces (``length`` None: to the end; a range past the end is cut there)."""
+        pieces (``length`` None: to the end; a range past the end is cut there). ``token``:
+        the READ token a master signed for the block."""
         if length == 0:
             return
-        req = pb.ReadRequest(block_id=block_id, gen=gen, offset=offset, length=length or 0)
+        token = self._token(token, block_id, gen, Access.READ)
+        req = pb.ReadRequest(
+            block_id=block_id, gen=gen, offset=offset, length=length or 0, token=token
+        )
         call = self._channels.read_block(address)(req)
         position = offset
         try:
@@ -242,10 +276,18 @@ class AsyncChunkClient:
             call.cancel()
 
     async def read_block(
-        self, address: str, block_id: int, gen: int, offset: int = 0, length: int | None = None
+        self,
+        address: str,
+        block_id: int,
+        gen: int,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        token: bytes = b"",
     ) -> bytes:
         """:meth:`iter_block`, joined."""
-        parts = [p async for p in self.iter_block(address, block_id, gen, offset, length)]
+        blocks = self.iter_block(address, block_id, gen, offset, length, token=token)
+        parts = [p async for p in blocks]
         return b"".join(parts)
 
     # -- reports and commands -------------------------------------------------------------------
@@ -279,11 +321,20 @@ class AsyncChunkClient:
         blocks: Sequence[int | tuple[int, int]],
         shard_id: str,
         epoch: int,
+        tokens: Sequence[bytes] = (),
     ) -> list[DeleteResult]:
         """Delete replicas: ``blocks`` holds block ids (any stamp) or ``(block_id, gen)``
-        (only a replica stamped ``gen`` or older)."""
+        (only a replica stamped ``gen`` or older); ``tokens`` the DELETE token of each."""
         pairs = [(b, 0) if isinstance(b, int) else b for b in blocks]
-        refs = [pb.BlockRef(block_id=block_id, gen=gen) for block_id, gen in pairs]
+        tokens = [*tokens, *[b""] * (len(pairs) - len(tokens))]
+        tokens = [
+            self._token(t, b, g, Access.DELETE, (shard_id, epoch))
+            for t, (b, g) in zip(tokens, pairs, strict=False)
+        ]
+        refs = [
+            pb.BlockRef(block_id=block_id, gen=gen, token=token)
+            for (block_id, gen), token in zip(pairs, tokens, strict=False)
+        ]
         req = pb.DeleteBlocksRequest(fence=pb.Fence(shard_id=shard_id, epoch=epoch), blocks=refs)
         reply = await self._unary(address, "DeleteBlocks", req)
         return [DeleteResult(r.block_id, _OUTCOME[r.outcome], r.gen) for r in reply.results]
@@ -298,9 +349,13 @@ class AsyncChunkClient:
         epoch: int,
         *,
         timeout_s: float | None = None,
+        token: bytes = b"",
     ) -> WriteResult:
-        """Have the chunk server at ``address`` copy its finalized replica to ``targets``."""
+        """Have the chunk server at ``address`` copy its finalized replica to ``targets``
+        (``token``: REPLICATE | WRITE, with the fence)."""
+        modes = Access.REPLICATE | Access.WRITE
         req = pb.ReplicateBlockRequest(
+            token=self._token(token, block_id, gen, modes, (shard_id, epoch)),
             fence=pb.Fence(shard_id=shard_id, epoch=epoch),
             block_id=block_id,
             gen=gen,
@@ -370,9 +425,16 @@ class ChunkClient:
         )
 
     def iter_block(
-        self, address: str, block_id: int, gen: int, offset: int = 0, length: int | None = None
+        self,
+        address: str,
+        block_id: int,
+        gen: int,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        token: bytes = b"",
     ) -> Iterator[bytes]:
-        pieces = self._aio.iter_block(address, block_id, gen, offset, length)
+        pieces = self._aio.iter_block(address, block_id, gen, offset, length, token=token)
         try:
             while True:
                 try:
@@ -384,9 +446,16 @@ class ChunkClient:
                 self._run(pieces.aclose())
 
     def read_block(
-        self, address: str, block_id: int, gen: int, offset: int = 0, length: int | None = None
+        self,
+        address: str,
+        block_id: int,
+        gen: int,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        token: bytes = b"",
     ) -> bytes:
-        return self._run(self._aio.read_block(address, block_id, gen, offset, length))
+        return self._run(self._aio.read_block(address, block_id, gen, offset, length, token=token))
 
     def block_info(self, address: str, block_id: int) -> list[ReplicaInfo]:
         return self._run(self._aio.block_info(address, block_id))
@@ -395,9 +464,14 @@ class ChunkClient:
         return self._run(self._aio.list_blocks(address))
 
     def delete_blocks(
-        self, address: str, blocks: Sequence[int | tuple[int, int]], shard_id: str, epoch: int
+        self,
+        address: str,
+        blocks: Sequence[int | tuple[int, int]],
+        shard_id: str,
+        epoch: int,
+        tokens: Sequence[bytes] = (),
     ) -> list[DeleteResult]:
-        return self._run(self._aio.delete_blocks(address, blocks, shard_id, epoch))
+        return self._run(self._aio.delete_blocks(address, blocks, shard_id, epoch, tokens))
 
     def replicate_block(
         self,
@@ -409,10 +483,11 @@ class ChunkClient:
         epoch: int,
         *,
         timeout_s: float | None = None,
+        token: bytes = b"",
     ) -> WriteResult:
         return self._run(
             self._aio.replicate_block(
-                address, block_id, gen, targets, shard_id, epoch, timeout_s=timeout_s
+                address, block_id, gen, targets, shard_id, epoch, timeout_s=timeout_s, token=token
             )
         )
 
@@ -435,8 +510,14 @@ def write_block(
 
 
 def read_block(
-    address: str, block_id: int, gen: int, offset: int = 0, length: int | None = None
+    address: str,
+    block_id: int,
+    gen: int,
+    offset: int = 0,
+    length: int | None = None,
+    *,
+    token: bytes = b"",
 ) -> bytes:
-    """One read with a throw-away :class:`ChunkClient`."""
+    """One read with a throw-away :class:`ChunkClient` (``token``: READ, see ``iter_block``)."""
     with ChunkClient() as client:
-        return client.read_block(address, block_id, gen, offset, length)
+        return client.read_block(address, block_id, gen, offset, length, token=token)

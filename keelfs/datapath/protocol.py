@@ -157,6 +157,7 @@ def header_request(
     *,
     chunk_size: int = CHUNK_SIZE,
     offset: int = 0,
+    token: bytes = b"",
 ) -> Any:
     """The first message of a WriteBlock stream (``downstream``: the nodes after the first)."""
     return pb.WriteRequest(
@@ -167,6 +168,7 @@ def header_request(
             targets=[t.to_pb() for t in downstream],
             chunk_size=chunk_size,
             offset=offset,
+            token=token,
         )
     )
 

@@ -21,7 +21,12 @@
   generation stamp (``UNAVAILABLE`` "replicas" until then: the client retries).
 - ``ChunkHeartbeat`` (any member): updates the soft state, passes the server's verified notes
   (answers to ``verify`` commands) to the trims waiting for them; the reply carries the
-  commands the shards led here have queued for that server (``keelfs.master.replication``).
+  commands the shards led here have queued for that server (``keelfs.master.replication``)
+  and the block-token keys (``keelfs.master.block_keys``).
+
+Block access tokens (``keelfs.datapath.tokens``): every block located for a reader carries a
+READ token, the block of a new pipeline a WRITE token naming the shard and epoch the chunk
+servers fence on; the chunk servers refuse anything else.
 - ``ReportBadReplica`` (any member), ``BlocksKnown`` (internal: the leader's linearizable
   answer from the shard's block index, for ``keelfs.master.orphans``).
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from keelfs.datapath.tokens import Access
 from keelfs.errors import InvalidArgument, Unavailable
 from keelfs.master.blocks import Replica
 from keelfs.meta.commands import AddBlock, CompleteFile, UpdateBlock, check_path
@@ -50,9 +56,11 @@ _REPORT_WAIT_S = 2.0
 
 
 def locate(node: MetaNode, info: pb.FileInfo) -> pb.FileInfo:
-    """``info`` with each block's live, good replica locations filled in."""
+    """``info`` with each block's live, good replica locations filled in, and a READ token
+    for each (none while this master has no key yet: the reader, refused, asks again)."""
     for block in info.blocks:
         del block.locations[:]
+        block.token = node.block_keys.try_sign(block.block_id, block.gen_stamp, Access.READ)
         for st in node.chunks.locations(block.block_id, block.gen_stamp):
             block.locations.add(server_id=st.server_id, address=st.address, rack=st.rack)
     return info
@@ -72,13 +80,19 @@ class BlockServiceMixin:
         self, member: Member, info: FileInfo, targets: list[Any], index: int, term: int
     ) -> pb.AllocateBlockReply:
         last = info.blocks[-1]
-        block = pb.BlockInfo(block_id=last.block_id, gen_stamp=last.gen_stamp, length=last.length)
+        epoch = term or member.group.node.raft.term
+        token = self.node.block_keys.sign(
+            last.block_id, last.gen_stamp, Access.WRITE, member.group_id, epoch
+        )
+        block = pb.BlockInfo(
+            block_id=last.block_id, gen_stamp=last.gen_stamp, length=last.length, token=token
+        )
         for st in targets:
             block.locations.add(server_id=st.server_id, address=st.address, rack=st.rack)
         return pb.AllocateBlockReply(
             block=block,
             shard=member.group_id,
-            epoch=term or member.group.node.raft.term,
+            epoch=epoch,
             info=self.node.reply_info(member, index, term),
         )
 
@@ -112,6 +126,8 @@ class BlockServiceMixin:
             self.node.require_leader(member)
             current = member.sm.stat(path)
             targets = self._targets(current.replication, list(request.exclude), keep)
+            if not self.node.block_keys.signer.ready():  # before the command is applied
+                self.node.block_keys.sign(0, 0, Access.WRITE)  # raises Unavailable
             command = await command_for(path, current)
             result, index, term = await self.node.propose(
                 member, command, request.header, self.timeout(context)
@@ -219,6 +235,7 @@ class BlockServiceMixin:
                 commands=commands,
                 want_full_report=not st.reported,
                 node_id=self.node.node_id,
+                block_keys=self.node.block_keys.to_pb(),
             )
 
         return await self.serve(context, "", work())

@@ -78,6 +78,26 @@ class ConfigServicer(ServicerBase):
 
         return await self.serve(context, CONFIG_GROUP, work())
 
+    async def FetchBlockKeys(  # noqa: N802
+        self, request: pb.FetchBlockKeysRequest, context: Any
+    ) -> pb.FetchBlockKeysReply:
+        """Internal (masters only): the block-token keys, from this member's applied state
+        (a key is fetched well before it signs: ``keelfs.master.block_keys``)."""
+
+        async def work() -> pb.FetchBlockKeysReply:
+            keys = [
+                pb.BlockKey(
+                    key_id=k.key_id,
+                    secret=k.secret,
+                    active_ms=k.active_ms,
+                    expires_ms=k.expires_ms,
+                )
+                for k in self.sm.block_keys()
+            ]
+            return pb.FetchBlockKeysReply(keys=keys, info=self.node.reply_info(self.member))
+
+        return await self.serve(context, CONFIG_GROUP, work())
+
     async def RegisterSession(  # noqa: N802
         self, request: pb.RegisterSessionRequest, context: Any
     ) -> pb.RegisterSessionReply:

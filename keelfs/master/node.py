@@ -41,6 +41,7 @@ from typing import Any
 import grpc
 
 from keelfs.errors import InvalidArgument, KeelError, NotFound, Redirect, Unavailable
+from keelfs.master.block_keys import BlockKeys
 from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
 from keelfs.master.blocks import DEFAULT_DEAD_AFTER_S, ChunkRegistry
 from keelfs.master.member import LogClock, Member, StructureLock, now_ms
@@ -154,6 +155,7 @@ class MetaNode:
         self.resharder = Resharder(self)
         self.chunks = ChunkRegistry(dead_after_s=config.chunk_dead_after_s)
         self.replication = ReplicationMonitor(self)
+        self.block_keys = BlockKeys(self)
 
     # ------------------------------------------------------------------ lifecycle
     def _transport(self, on_messages: OnMessages) -> Transport:
@@ -200,10 +202,12 @@ class MetaNode:
             asyncio.create_task(self._map_loop(), name="shard-map"),
         ]
         if self.shards:
+            self._tasks.append(asyncio.create_task(self.block_keys.refresh_loop(), name="keys"))
             self._tasks.append(asyncio.create_task(self.txns.recovery_loop(), name="txn-recovery"))
             self._tasks.append(asyncio.create_task(self.replication.loop(), name="replication"))
         if self.config_member is not None:
             self._tasks.append(asyncio.create_task(self.resharder.loop(), name="resharding"))
+            self._tasks.append(asyncio.create_task(self.block_keys.rotate_loop(), name="rotate"))
 
     # The parts of a node that touch the outside world, one method each, so that an in-process
     # simulation (keelfs.testing.clustersim) can run this same node over an in-memory network

@@ -1,6 +1,7 @@
 """What one master asks of another: the internal RPCs of cross-shard transactions, resharding
 moves and orphan collection (``TxnPrepare``/``TxnFinish``/``TxnStatus``, ``IssueTxnIds``,
-``Move``/``MoveRead``, ``BlocksKnown``, ``SealRing``, ``ListDir`` with records).
+``Move``/``MoveRead``, ``BlocksKnown``, ``SealRing``, ``ListDir`` with records), and the
+block-token keys (``FetchBlockKeys``).
 
 They are not part of the public client: an application has no business preparing a
 transaction or reading a move's pages. ``PeerClient`` is the client library's
@@ -18,6 +19,7 @@ from keelfs.client import AsyncClient
 from keelfs.client._core import CONFIG_ROUTE, Op, Route
 from keelfs.client._ops import namespace_op
 from keelfs.meta.records import FileInfo
+from keelfs.meta.shardmap import BlockKey
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import file_info_from_pb
 
@@ -54,6 +56,11 @@ def blocks_known(group: str, block_ids: Sequence[int]) -> Op:
         return pb.BlocksKnownRequest(header=h, group=group, block_ids=list(block_ids))
 
     return namespace_op("BlocksKnown", Route("shard", group), build, write=True, session=False)
+
+
+def fetch_block_keys() -> Op:
+    build = lambda h: pb.FetchBlockKeysRequest()  # noqa: E731
+    return Op("Config", "FetchBlockKeys", CONFIG_ROUTE, build, any_member=True)
 
 
 def seal_ring() -> Op:
@@ -131,6 +138,11 @@ class PeerClient(AsyncClient):
         (``keelfs.master.orphans`` says why both)."""
         reply = await self._run(blocks_known(group, block_ids), deadline)
         return [int(b) for b in reply.known], int(reply.gained)
+
+    async def fetch_block_keys(self, *, deadline: float | None = None) -> list[BlockKey]:
+        """The block-token keys from the config group (``keelfs.master.block_keys``)."""
+        reply = await self._run(fetch_block_keys(), deadline)
+        return [BlockKey(k.key_id, k.secret, k.active_ms, k.expires_ms) for k in reply.keys]
 
     async def seal_ring(self, *, deadline: float | None = None) -> int:
         """Mark the namespace as existing (``Format`` does it): shards added or removed from

@@ -28,7 +28,10 @@ Commands wait in per-server queues and travel in the replies to that server's he
 (the seed's ``pending_commands``), each with the shard's id and epoch (its Raft term), which
 the chunk server checks against the highest it has seen: a deposed leader's commands are
 refused; and a command leaves this node only while it still leads that shard at that epoch
-(``take_commands``). Only leaders queue commands; block locations themselves are soft state
+(``take_commands``). As it leaves, each of its blocks gets a block access token
+(``keelfs.datapath.tokens``) for that block, stamp, shard and epoch: delete, replicate (which
+the source passes on to its targets' writes) or read (verify); a chunk server does nothing
+without it. Only leaders queue commands; block locations themselves are soft state
 on every member (``keelfs.master.blocks``).
 
 While a directory moves between shards, only the shard serving it maintains its files'
@@ -50,6 +53,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from keelfs.datapath.tokens import Access
 from keelfs.errors import KeelError
 from keelfs.master.orphans import OrphanCollector
 from keelfs.meta import paths
@@ -71,6 +75,11 @@ PAGES_PER_TICK = 4
 TICK_S = 0.5
 RESCHEDULE_S = 10.0
 """A block's repair is not queued again for this long (the copy takes time to be reported)."""
+_COMMAND_ACCESS = {
+    "delete": Access.DELETE,
+    "replicate": Access.REPLICATE | Access.WRITE,  # the source writes to its targets with it
+    "verify": Access.READ,
+}
 
 
 def _new_token() -> int:
@@ -158,12 +167,29 @@ class ReplicationMonitor:
         rename), that shard maintains it now and trims in its own way; both trims together
         could delete every replica. An excess trim leaves only while every replica it keeps
         is still good here (not reported corrupt since its verification, its server alive)."""
+        if not self.node.block_keys.signer.ready():
+            return []  # they wait for the keys: unsigned, the server would refuse them
         queued = self._commands.pop(server_id, [])
-        return [
+        out = [
             c
             for c in queued
             if self._still_trims(server_id, c) and self._leads_at(c.shard, c.epoch)
         ]
+        for command in out:
+            self._sign(command)
+        return out
+
+    def _sign(self, command: pb.ChunkCommand) -> None:
+        """Give each block of ``command`` its access token (signed now: a command may wait
+        long for its server, longer than a token lives)."""
+        modes = _COMMAND_ACCESS.get(command.kind, Access(0))
+        del command.block_tokens[:]
+        for b in command.blocks:
+            command.block_tokens.append(
+                self.node.block_keys.sign(
+                    b.block_id, b.gen_stamp, modes, command.shard, command.epoch
+                )
+            )
 
     def _still_trims(self, server_id: str, command: pb.ChunkCommand) -> bool:
         """False for a trim that may no longer be done (see take_commands)."""

@@ -51,6 +51,7 @@ __all__ = [
     "SESSION_COMMANDS",
     "SHARD_COMMANDS",
     "AddBlock",
+    "AddBlockKey",
     "AddShard",
     "BeginMove",
     "CloseSession",
@@ -639,6 +640,28 @@ class IssueTxIds(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class AddBlockKey(Command):
+    """A new block-token key (``keelfs.meta.shardmap.BlockKey``): ``secret`` (hex, 32 random
+    bytes chosen by the proposing leader) signs from ``active_ms`` and is accepted until
+    ``expires_ms`` (wall-clock ms)."""
+
+    op: ClassVar[str] = "add_block_key"
+    secret: str
+    active_ms: int
+    expires_ms: int
+
+    def validate(self) -> None:
+        try:
+            raw = bytes.fromhex(self.secret)
+        except ValueError:
+            raise InvalidArgument("a block key's secret is hex", "secret") from None
+        if not 16 <= len(raw) <= 64:
+            raise InvalidArgument("a block key's secret is 16..64 bytes", "secret")
+        check_range(self.active_ms, 0, MAX_INT, "active_ms")
+        check_range(self.expires_ms, self.active_ms, MAX_INT, "expires_ms")
+
+
+@dataclass(frozen=True, slots=True)
 class SealRing(Command):
     """The namespace exists: from now on shards join or leave the ring only by moving their
     directories (``AddShard``/``RemoveShard`` start a resharding plan)."""
@@ -926,6 +949,7 @@ CONFIG_COMMANDS = SESSION_COMMANDS | _registry(
     UnregisterChunkServer,
     IssueTxIds,
     SealRing,
+    AddBlockKey,
     BeginMove,
     SwitchMove,
     FinishMove,

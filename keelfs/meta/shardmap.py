@@ -12,10 +12,14 @@ sessions and snapshots as a data shard, ``keelfs.meta.machine``):
 - ``AddShard``/``RemoveShard``/``SetShardMembers``: map changes (moving data is resharding's);
 - ``RegisterChunkServer``/``UnregisterChunkServer``: the chunk-server registry (their
   liveness and block reports are soft state, never in the log: DESIGN §2.8);
-- ``IssueTxIds(count)``: cluster-wide unique transaction ids for cross-shard transactions.
+- ``IssueTxIds(count)``: cluster-wide unique transaction ids for cross-shard transactions;
+- ``AddBlockKey``: a new block-token key (``keelfs.datapath.tokens``), proposed with a random
+  secret by the config leader every rotation interval (``keelfs.master.block_keys``); keys
+  past their ``expires_ms`` (log time) are dropped by the next one.
 
 Reads: ``shard_map()``, ``fetch_shard_map(since_version)``, ``masters()``,
-``chunk_servers()``, ``next_tx_id()``. Its state is small, so by default it lives in memory
+``chunk_servers()``, ``next_tx_id()``, ``block_keys()`` (secrets: served to masters only,
+never in the map). Its state is small, so by default it lives in memory
 (``path=None``) and a restart restores the latest snapshot and replays the log; give it a path
 to keep it in RocksDB like a data shard.
 """
@@ -34,6 +38,7 @@ from typing import Any
 from keelfs.errors import AlreadyExists, InvalidArgument, NotFound, Redirect
 from keelfs.meta.commands import (
     CONFIG_COMMANDS,
+    AddBlockKey,
     AddShard,
     BeginMove,
     FinishMove,
@@ -52,7 +57,7 @@ from keelfs.meta.paths import routing_key
 from keelfs.meta.reshard_plan import DONE, PENDING, SWITCHED, Move, ReshardPlan
 from keelfs.meta.ring import DEFAULT_VNODES, MAX_VNODES, HashRing, key_hash
 
-__all__ = ["ChunkServerInfo", "ConfigStateMachine", "ShardMap"]
+__all__ = ["BlockKey", "ChunkServerInfo", "ConfigStateMachine", "ShardMap"]
 
 _U64 = struct.Struct(">Q")
 _MAP = b"M"
@@ -61,6 +66,7 @@ _CHUNK_SERVER = b"W"
 _NEXT_TX = b"I"
 _SEALED = b"R"
 _PLAN = b"P"
+_BLOCK_KEY = b"K"
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,38 @@ class ShardMap:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockKey:
+    """A block-token key (``keelfs.datapath.tokens``): tokens are signed with it from
+    ``active_ms`` on and accepted until ``expires_ms`` (wall-clock ms; 0: never expires, for
+    a key an operator provisions)."""
+
+    key_id: int
+    secret: bytes = field(repr=False)
+    active_ms: int = 0
+    expires_ms: int = 0
+
+    def expired(self, now_ms: int) -> bool:
+        return bool(self.expires_ms) and self.expires_ms < now_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "secret": self.secret.hex(),
+            "active_ms": self.active_ms,
+            "expires_ms": self.expires_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BlockKey:
+        return cls(
+            int(d["key_id"]),
+            bytes.fromhex(str(d["secret"])),
+            int(d.get("active_ms", 0)),
+            int(d.get("expires_ms", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkServerInfo:
     server_id: str
     address: str
@@ -221,6 +259,14 @@ class ConfigStateMachine(MetaStateMachine):
         """The first transaction id ``IssueTxIds`` will hand out next."""
         raw = self._store.get(_NEXT_TX)
         return 1 if raw is None else _U64.unpack(raw)[0]
+
+    def block_keys(self) -> list[BlockKey]:
+        """The block-token keys, oldest first (those expired by log time included until the
+        next ``AddBlockKey`` drops them: a reader checks ``expired`` by its own clock)."""
+        return [
+            BlockKey.from_dict(json.loads(raw))
+            for _, raw in self._store.scan(_BLOCK_KEY, prefix_end(_BLOCK_KEY))
+        ]
 
     # -- helpers --------------------------------------------------------------------------------
     def _changed(self) -> None:
@@ -400,6 +446,18 @@ class ConfigStateMachine(MetaStateMachine):
         first = 1 if raw is None else _U64.unpack(raw)[0]
         txn.put(_NEXT_TX, _U64.pack(first + cmd.count))
         return {"first": first, "count": cmd.count}
+
+    def _op_add_block_key(self, txn: Txn, cmd: AddBlockKey, ctx: Context) -> Any:
+        """A new key with the next id; keys expired by the log's clock go. The secret is not
+        in the result (results are cached in session replies)."""
+        key_id = 1
+        for key, raw in list(txn.scan(_BLOCK_KEY, prefix_end(_BLOCK_KEY))):
+            key_id = max(key_id, struct.unpack_from(">I", key, 1)[0] + 1)
+            if BlockKey.from_dict(json.loads(raw)).expired(ctx.now):
+                txn.delete(key)
+        record = BlockKey(key_id, bytes.fromhex(cmd.secret), cmd.active_ms, cmd.expires_ms)
+        txn.put(_BLOCK_KEY + struct.pack(">I", key_id), json.dumps(record.to_dict()).encode())
+        return {"key_id": key_id}
 
 
 def _evolve(move: Move, **changes: Any) -> Move:

@@ -83,6 +83,7 @@ _BY_SERVICE: dict[str, dict[str, Access]] = {
         "RegisterMaster": M,  # where clients are sent: a forged one reroutes them
         "IssueTxnIds": M,
         "SealRing": M,  # the master serving Format seals the ring first
+        "FetchBlockKeys": M,  # block-token keys (chunk servers get theirs in heartbeat replies)
         "RegisterChunkServer": P,
     },
     "keelfs.meta.v1.Namespace": {

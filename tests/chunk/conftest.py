@@ -4,18 +4,29 @@
 test uses its own block ids); ``make_servers(n, *args)`` starts fresh ones for one test. Every
 process is killed by pid at teardown, and when a test failed the tail of each server's log is
 printed.
+
+The servers run without masters, so each is provisioned with the one block key of this test
+session (``BLOCK_KEYS``) and the ``client`` fixture signs its own tokens with it
+(``keelfs.datapath.tokens``); a client without a signer is refused.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 
-from keelfs.datapath.client import ChunkClient
-from keelfs.server.chunkservers import LocalChunkServers
-from keelfs.testing.tiers import starts_processes
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:  # the helpers in chunk_keys import however pytest is launched
+    sys.path.insert(0, str(_HERE))
+
+from chunk_keys import provisioned, signer  # noqa: E402
+
+from keelfs.datapath.client import ChunkClient  # noqa: E402
+from keelfs.server.chunkservers import LocalChunkServers  # noqa: E402
+from keelfs.testing.tiers import starts_processes  # noqa: E402
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -34,7 +45,7 @@ def _dump(servers: LocalChunkServers) -> None:
 @pytest.fixture(scope="module")
 @starts_processes
 def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalChunkServers]:
-    servers = LocalChunkServers(tmp_path_factory.mktemp("trio"), 3)
+    servers = provisioned(LocalChunkServers(tmp_path_factory.mktemp("trio"), 3))
     try:
         servers.start()
         yield servers
@@ -53,7 +64,7 @@ def make_servers(
     made: list[LocalChunkServers] = []
 
     def make(n: int = 3, *args: str) -> LocalChunkServers:
-        servers = LocalChunkServers(tmp_path / f"set{len(made)}", n, server_args=args)
+        servers = provisioned(LocalChunkServers(tmp_path / f"set{len(made)}", n, server_args=args))
         made.append(servers)
         return servers.start()
 
@@ -70,7 +81,7 @@ def make_servers(
 
 @pytest.fixture
 def client() -> Iterator[ChunkClient]:
-    c = ChunkClient(ack_timeout_s=30.0)
+    c = ChunkClient(ack_timeout_s=30.0, signer=signer())
     try:
         yield c
     finally:

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from chunk_keys import signer
 
 from keelfs.chunk.layout import Layout
 from keelfs.datapath.client import AsyncChunkClient, ChunkClient
@@ -45,7 +46,7 @@ def test_kill9_of_the_middle_server_during_a_write(make_servers: MakeServers) ->
     acked: list[int] = []
 
     async def scenario() -> None:
-        async with AsyncChunkClient() as client:
+        async with AsyncChunkClient(signer=signer()) as client:
             progress = asyncio.Event()
 
             def on_ack(length: int) -> None:
@@ -92,7 +93,7 @@ def test_kill9_of_the_middle_server_during_a_write(make_servers: MakeServers) ->
     asyncio.run(scenario())
     # the killed server comes back without its half-written replica
     servers.restart(1)
-    with ChunkClient() as client:
+    with ChunkClient(signer=signer()) as client:
         assert client.list_blocks(a1) == []
     assert list((servers.data_dir(1) / "rbw").iterdir()) == []
 

@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from chunk_keys import Access, provision, signer
 
 from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock
 from keelfs.chunk.events import EventKind
@@ -19,12 +20,12 @@ from keelfs.errors import Fenced, InvalidArgument
 
 def test_node_reporting_and_commands(tmp_path: Path) -> None:
     async def scenario() -> None:
-        a = ChunkNode(ChunkNodeConfig(tmp_path / "a", server_id="a", io_threads=0))
-        b = ChunkNode(ChunkNodeConfig(tmp_path / "b", rack="/r2", io_threads=0))
+        a = ChunkNode(ChunkNodeConfig(provision(tmp_path / "a"), server_id="a", io_threads=0))
+        b = ChunkNode(ChunkNodeConfig(provision(tmp_path / "b"), rack="/r2", io_threads=0))
         await a.start()
         await b.start()
         try:
-            async with AsyncChunkClient() as client:
+            async with AsyncChunkClient(signer=signer()) as client:
                 await client.write_block([a.address], 7, 2, b"x" * 100_000, "shard-1", 3)
             st = a.status()
             assert (st.server_id, st.address, st.finalized, st.epochs) == (
@@ -45,14 +46,18 @@ def test_node_reporting_and_commands(tmp_path: Path) -> None:
             assert [e.kind for e in batch.events] == [EventKind.RECEIVING, EventKind.FINALIZED]
             assert not batch.overflowed and a.take_events().events == ()
             fence = Fence("shard-1", 3)
-            copy = await a.execute(ReplicateBlock(fence, 7, 2, (Target(b.address, "b"),)))
+            sign = signer().sign
+            copying = sign(7, 2, Access.REPLICATE | Access.WRITE, "shard-1", 3)
+            copy = await a.execute(ReplicateBlock(fence, 7, 2, (Target(b.address, "b"),), copying))
             assert copy.length == 100_000 and [n.server_id for n in copy.nodes] == [b.server_id]
             assert [r.block_id for r in b.block_report()] == [7]
             with pytest.raises(Fenced):
-                await a.execute(DeleteBlocks(Fence("shard-1", 2), ((7, 0),)))
+                old = sign(7, 0, Access.DELETE, "shard-1", 2)
+                await a.execute(DeleteBlocks(Fence("shard-1", 2), ((7, 0),), (old,)))
             with pytest.raises(InvalidArgument):
-                await a.execute(ReplicateBlock(fence, 7, 2, ()))
-            [result] = await a.execute(DeleteBlocks(fence, ((7, 2),)))
+                await a.execute(ReplicateBlock(fence, 7, 2, (), copying))
+            deleting = sign(7, 2, Access.DELETE, "shard-1", 3)
+            [result] = await a.execute(DeleteBlocks(fence, ((7, 2),), (deleting,)))
             assert result.outcome is DeleteOutcome.DELETED
             assert a.block_report() == []
             assert [e.kind for e in a.take_events().events] == [EventKind.DELETED]

@@ -12,6 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from chunk_keys import Access, provision, signer
+
 from keelfs.chunk.events import EventKind
 from keelfs.chunk.node import ChunkNode, ChunkNodeConfig
 from keelfs.chunk.reporting import Reporter
@@ -69,7 +71,10 @@ def test_a_master_left_out_of_some_rounds_gets_a_full_report_again() -> None:
 
 def _verify(block_id: int, token: int) -> mpb.ChunkCommand:
     ref = mpb.ReplicaReport(block_id=block_id, gen_stamp=1)
-    return mpb.ChunkCommand(kind="verify", shard="shard-1", epoch=3, blocks=[ref], token=token)
+    access = signer().sign(block_id, 1, Access.READ, "shard-1", 3)
+    return mpb.ChunkCommand(
+        kind="verify", shard="shard-1", epoch=3, blocks=[ref], token=token, block_tokens=[access]
+    )
 
 
 def test_a_verify_command_rereads_the_replica_and_reports_what_it_found(tmp_path: Path) -> None:
@@ -80,11 +85,14 @@ def test_a_verify_command_rereads_the_replica_and_reports_what_it_found(tmp_path
     sent: list[mpb.ChunkHeartbeatRequest] = []
 
     async def main() -> None:
-        node = ChunkNode(ChunkNodeConfig(tmp_path, server_id="a", io_threads=0, scan_interval_s=0))
+        config = ChunkNodeConfig(
+            provision(tmp_path), server_id="a", io_threads=0, scan_interval_s=0
+        )
+        node = ChunkNode(config)
         await node.start()
         reporter = Reporter(node, ["127.0.0.1:9"])
         try:
-            async with AsyncChunkClient() as client:
+            async with AsyncChunkClient(signer=signer()) as client:
                 for block_id in (7, 8):
                     data = bytes([block_id]) * 100_000
                     await client.write_block([node.address], block_id, 1, data, "shard-1", 3)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from chunk_keys import Access, signer
 
 from keelfs.chunk.layout import Layout
 from keelfs.datapath.checksums import chunk_crcs
@@ -74,11 +75,14 @@ def test_pipeline_of_three_writes_identical_replicas(
 
 
 def test_one_shot_helpers_and_small_blocks(trio: LocalChunkServers) -> None:
-    result = write_block(trio.addresses[:2], 101, 3, b"hello", "shard-1", 1)
+    sign = signer().sign
+    write = sign(101, 3, Access.WRITE, "shard-1", 1)
+    result = write_block(trio.addresses[:2], 101, 3, b"hello", "shard-1", 1, token=write)
     assert result.length == 5 and len(result.nodes) == 2
-    assert read_block(trio.addresses[1], 101, 3) == b"hello"
-    assert write_block([trio.addresses[2]], 102, 1, [], "shard-1", 1).length == 0
-    assert read_block(trio.addresses[2], 102, 1) == b""
+    assert read_block(trio.addresses[1], 101, 3, token=sign(101, 3, Access.READ)) == b"hello"
+    empty = sign(102, 1, Access.WRITE, "shard-1", 1)
+    assert write_block([trio.addresses[2]], 102, 1, [], "shard-1", 1, token=empty).length == 0
+    assert read_block(trio.addresses[2], 102, 1, token=sign(102, 1, Access.READ)) == b""
 
 
 def test_stale_generation_is_never_served(trio: LocalChunkServers, client: ChunkClient) -> None:
@@ -181,7 +185,8 @@ def test_corrupt_packet_is_refused_and_reported(trio: LocalChunkServers) -> None
     bad = pb.WriteRequest(
         packet=pb.Packet(seqno=2, offset=MIB, data=b"\x00" + second[1:], crcs=chunk_crcs(second))
     )
-    header = header_request(150, 1, "shard-1", 1, [Target(a1)])
+    write = signer().sign(150, 1, Access.WRITE, "shard-1", 1)
+    header = header_request(150, 1, "shard-1", 1, [Target(a1)], token=write)
     with grpc.insecure_channel(a0, options=CHANNEL_OPTIONS) as channel:
         # what follows the bad packet is read and dropped, and the stream ends normally
         after = pb.WriteRequest(packet=pb.Packet(seqno=3, offset=2 * MIB, last=True))

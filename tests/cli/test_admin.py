@@ -187,6 +187,7 @@ def _write(cluster: MetaCluster, path: str, data: bytes) -> None:
             data,
             reply.shard,
             reply.epoch,
+            token=block.token,
         )
     fs._run(
         op("Complete", lambda h: pb.CompleteRequest(header=h, path=path, last_length=len(data))),

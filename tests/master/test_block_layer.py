@@ -1,7 +1,8 @@
 """The masters' block layer with real chunk servers: placement, minimum replicas on close,
 re-replication after a chunk server dies, deletion of deleted files' blocks and of orphans,
 and fencing of a deposed leader's epoch. Files are written here block by block through the
-raw RPCs (AllocateBlock, the chunk pipeline, Complete), the way the client's writer does."""
+raw RPCs (AllocateBlock, the chunk pipeline, Complete), the way the client's writer does,
+with the block access tokens the masters sign; a chunk request without one is refused."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from keelfs.chunk.keys import wait_for_keys
 from keelfs.client import Client
 from keelfs.client._core import Op, Route
 from keelfs.datapath.client import ChunkClient
-from keelfs.errors import Fenced
+from keelfs.datapath.tokens import Access, TokenSigner
+from keelfs.errors import Fenced, PermissionDenied
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.tiers import starts_processes
@@ -68,9 +71,12 @@ def write_file(
         pipeline = [loc.address for loc in reply.block.locations]
         assert len(pipeline) == replication
         assert len({loc.server_id for loc in reply.block.locations}) == replication
+        block = reply.block
+        assert block.token, "AllocateBlock hands out a write token"
         chunks.write_block(
-            pipeline, reply.block.block_id, reply.block.gen_stamp, piece, reply.shard, reply.epoch
-        )
+            pipeline, block.block_id, block.gen_stamp, piece, reply.shard, reply.epoch,
+            token=block.token,
+        )  # fmt: skip
         previous = len(piece)
 
     def complete(h: pb.RequestHeader) -> pb.CompleteRequest:
@@ -99,8 +105,15 @@ def read_file(fs: Client, chunks: ChunkClient, path: str) -> bytes:
     out = b""
     for b in located(fs, path):
         assert b.locations, f"block {b.block_id} has no live replica"
-        out += chunks.read_block(b.locations[0].address, b.block_id, b.gen_stamp, 0, b.length)
+        address = b.locations[0].address
+        out += chunks.read_block(address, b.block_id, b.gen_stamp, 0, b.length, token=b.token)
     return out
+
+
+def keys_signer(servers: Any) -> TokenSigner:
+    """A signer with the keys chunk server 0 learned from the masters (what a test needs to
+    plant a block or send a command of its own: a client gets no keys)."""
+    return TokenSigner(wait_for_keys(servers.data_dir(0)))
 
 
 def replica_files(servers: Any, block_id: int) -> list[Path]:
@@ -175,9 +188,42 @@ def test_deleted_files_lose_their_blocks_and_orphans_are_removed(cluster: Any) -
         # an orphan: a block no file references, written straight to a chunk server
         orphan = 987_654_321
         term = c.status(c.leader("shard-1")).groups["shard-1"].term
-        chunks.write_block([servers.addresses[0]], orphan, 1, b"x" * 1000, "shard-1", term)
+        token = keys_signer(servers).sign(orphan, 1, Access.WRITE, "shard-1", term)
+        chunks.write_block(
+            [servers.addresses[0]], orphan, 1, b"x" * 1000, "shard-1", term, token=token
+        )
         assert replica_files(servers, orphan)
         c.wait_for(lambda: not replica_files(servers, orphan), 60, "the orphan was not removed")
+
+
+def test_chunk_servers_act_only_on_the_masters_tokens(cluster: Any, tmp_path: Path) -> None:
+    """Issue [9]: with the tokens the masters sign, files go in and out through the client
+    library; without one, or with a token for another block or stamp, a chunk server reads
+    nothing and deletes nothing."""
+    c, servers = cluster
+    fs = c.client()
+    fs.mkdir("/tok", parents=True)
+    data = os.urandom(BLOCK + 100)
+    (tmp_path / "in").write_bytes(data)
+    fs.put(str(tmp_path / "in"), "/tok/f")
+    fs.put(str(tmp_path / "in"), "/tok/g")
+    fs.get("/tok/f", str(tmp_path / "out"))
+    assert (tmp_path / "out").read_bytes() == data
+    [first], [second] = located(fs, "/tok/f"), located(fs, "/tok/g")
+    assert first.token and second.token and first.locations
+    holder = first.locations[0].address
+    with ChunkClient() as chunks:
+        for token in (b"", second.token):
+            with pytest.raises(PermissionDenied):
+                chunks.read_block(holder, first.block_id, first.gen_stamp, token=token)
+        with pytest.raises(PermissionDenied):
+            chunks.read_block(holder, first.block_id, first.gen_stamp + 1, token=first.token)
+        term = c.status(c.leader("shard-1")).groups["shard-1"].term
+        ref = [(first.block_id, first.gen_stamp)]
+        for tokens in ([], [first.token]):  # none, and a READ token
+            with pytest.raises(PermissionDenied):
+                chunks.delete_blocks(holder, ref, "shard-1", term, tokens)
+        assert read_file(fs, chunks, "/tok/f") == data
 
 
 def test_a_deposed_leaders_epoch_is_refused(cluster: Any) -> None:
@@ -199,8 +245,10 @@ def test_a_deposed_leaders_epoch_is_refused(cluster: Any) -> None:
         block = located(fs, "/fence/f")[0]
         holder = block.locations[0].address
         # ... so a command in the old leader's epoch is refused and changes nothing
+        ref = [(block.block_id, block.gen_stamp)]
+        token = keys_signer(servers).sign(*ref[0], Access.DELETE, "shard-1", old_term)
         with pytest.raises(Fenced):
-            chunks.delete_blocks(holder, [(block.block_id, block.gen_stamp)], "shard-1", old_term)
+            chunks.delete_blocks(holder, ref, "shard-1", old_term, [token])
         assert read_file(fs, chunks, "/fence/f") == b"y" * 100
 
 
@@ -253,8 +301,9 @@ def test_a_dead_writers_file_is_closed_by_lease_recovery(cluster: Any) -> None:
             reply = fs._run(_pinned("AllocateBlock", "/lost/f", alloc, sid), None)
             pipeline = [loc.address for loc in reply.block.locations]
             chunks.write_block(
-                pipeline, reply.block.block_id, 1, b"q" * n, reply.shard, reply.epoch
-            )
+                pipeline, reply.block.block_id, 1, b"q" * n, reply.shard, reply.epoch,
+                token=reply.block.token,
+            )  # fmt: skip
             previous = n
         # no Complete, no RenewLease: the lease expires after 3 s of log time
 
@@ -289,7 +338,10 @@ def test_a_finalized_last_block_survives_lease_recovery_by_masters_that_just_res
         reply = fs._run(_pinned("AllocateBlock", path, alloc, info.lease_holder), None)
         lease_end = time.monotonic() + LEASE_TTL_S  # never renewed from here on
         pipeline = [loc.address for loc in reply.block.locations]
-        chunks.write_block(pipeline, reply.block.block_id, 1, data, reply.shard, reply.epoch)
+        chunks.write_block(
+            pipeline, reply.block.block_id, 1, data, reply.shard, reply.epoch,
+            token=reply.block.token,
+        )  # fmt: skip
         c.wait_for(lambda: len(located(fs, path)[0].locations) == 3, 10, "replicas unreported")
     paused = [servers.pid(i) for i in range(len(servers.addresses))]
     masters = c.running()

@@ -24,8 +24,10 @@ from typing import Any
 
 import pytest
 
+from keelfs.chunk.keys import wait_for_keys
 from keelfs.client import AsyncClient
 from keelfs.datapath.client import ChunkClient
+from keelfs.datapath.tokens import Access, TokenSigner
 from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.process, pytest.mark.timeout(300)]
@@ -100,8 +102,13 @@ def test_files_renamed_into_a_big_directory_on_another_shard_keep_their_blocks(
         orphan = 987_000_001
         stage_shard = fs.shard_map().shard_for_directory(staging[0])
         term = cluster.status(cluster.leader(stage_shard)).groups[stage_shard].term
+        # planted with a token of its own, signed with the keys the chunk server learned
+        signer = TokenSigner(wait_for_keys(servers.data_dir(0)))
+        token = signer.sign(orphan, 1, Access.WRITE, stage_shard, term)
         with ChunkClient() as chunks:
-            chunks.write_block([servers.addresses[0]], orphan, 1, b"x" * 1000, stage_shard, term)
+            chunks.write_block(
+                [servers.addresses[0]], orphan, 1, b"x" * 1000, stage_shard, term, token=token
+            )
         assert _replica_files(servers, orphan)
 
         for (dst, _), directory in zip(written.items(), staging, strict=True):

@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 _META_TESTS = Path(__file__).resolve().parent.parent / "meta"
 if str(_META_TESTS) not in sys.path:
     sys.path.insert(0, str(_META_TESTS))
 
 from meta_helpers import Driver, formatted  # noqa: E402
 
+from keelfs.datapath.tokens import Access, BlockKey, TokenVerifier  # noqa: E402
+from keelfs.errors import PermissionDenied  # noqa: E402
+from keelfs.master.block_keys import BlockKeys  # noqa: E402
 from keelfs.master.blocks import ChunkRegistry, Replica  # noqa: E402
 from keelfs.master.member import Member  # noqa: E402
 from keelfs.master.replication import ReplicationMonitor  # noqa: E402
@@ -68,6 +73,8 @@ class FakeNode:
         self.shards = {m.group_id: m for m in members}
         self.chunks = ChunkRegistry()
         self.proposed: list[Any] = []
+        self.block_keys = BlockKeys(self)  # type: ignore[arg-type]
+        self.block_keys.ring.update([BlockKey(1, bytes(32))])
 
     async def propose(self, member: Member, command: Any, header: Any, timeout: float) -> Any:
         self.proposed.append(command)
@@ -138,6 +145,27 @@ def test_a_deposed_leaders_queued_commands_are_never_handed_out() -> None:
 
     monitor._queue("cs-1", _delete("shard-9", 5))  # a shard this node does not host
     assert monitor.take_commands("cs-1") == []
+
+
+def test_commands_leave_with_a_token_for_each_block_and_wait_for_the_keys() -> None:
+    """Issue [9]: a chunk server acts only on tokens; each command gets one per block, for
+    its mode, stamp and fence, signed as it leaves (it may have waited long). Without a key
+    yet, commands stay queued rather than leave unsigned."""
+    member = _member("shard-1", None, term=3)
+    node = FakeNode(member)
+    monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
+    keys = node.block_keys.ring
+    node.block_keys.ring = type(keys)()
+    node.block_keys.signer.ring = node.block_keys.ring
+    monitor._queue("cs-1", _delete("shard-1", 3))
+    assert monitor.take_commands("cs-1") == []
+    node.block_keys.ring.update(keys.known())
+    [command] = monitor.take_commands("cs-1")
+    verifier = TokenVerifier(node.block_keys.ring)
+    [token] = command.block_tokens
+    verifier.check(token, 5, 1, Access.DELETE, ("shard-1", 3))
+    with pytest.raises(PermissionDenied):
+        verifier.check(token, 5, 1, Access.DELETE, ("shard-1", 4))
 
 
 # -- (b) a file whose directory is being moved between shards --------------------------------

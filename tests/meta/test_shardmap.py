@@ -183,3 +183,36 @@ def test_config_snapshot_restart_and_determinism(tmp_path: Path, config: Driver)
     assert fresh.chunk_servers() == config.sm.chunk_servers()
     assert fresh.next_tx_id() == 4
     assert fresh.session(s) is not None
+
+
+def test_block_keys_rotate_through_the_config_state(config: Driver) -> None:
+    """Issue [9]: the block-token keys live in the config group's replicated state; each new
+    key gets the next id, keys expired by the log's clock go, a replica replaying the log has
+    the same keys, and the command's result never carries the secret."""
+    from keelfs.master.block_keys import new_key, rotation_due
+    from keelfs.meta.commands import AddBlockKey
+
+    now = config.now
+    every, activation = 3_600_000, 30_000
+    assert config.sm.block_keys() == [] and rotation_due([], now, every, activation)
+    first = new_key([], now, every_ms=every, activation_ms=activation)
+    assert first.active_ms == now  # nothing was signed before: active at once
+    assert config.ok(first) == {"key_id": 1}
+    keys = config.sm.block_keys()
+    assert [(k.key_id, k.secret.hex(), k.active_ms) for k in keys] == [(1, first.secret, now)]
+    assert not rotation_due(keys, now + every - activation - 1, every, activation)
+    later = now + every - activation
+    assert rotation_due(keys, later, every, activation)
+    second = new_key(keys, later, every_ms=every, activation_ms=activation)
+    assert second.active_ms == later + activation and second.secret != first.secret
+    assert config.ok(second, now=later) == {"key_id": 2}
+    # the first key is accepted until the last token it signed expired, then dropped
+    assert keys[0].expires_ms >= second.active_ms + 3_600_000
+    third = new_key(config.sm.block_keys(), keys[0].expires_ms + 1)
+    assert config.ok(third, now=keys[0].expires_ms + 1) == {"key_id": 3}
+    assert [k.key_id for k in config.sm.block_keys()] == [2, 3]
+    replica = ConfigStateMachine()
+    config.replay_into(replica)
+    assert replica.block_keys() == config.sm.block_keys()
+    config.err(AddBlockKey("zz", 0, 1), "INVALID_ARGUMENT")
+    config.err(AddBlockKey("ab" * 32, 10, 5), "INVALID_ARGUMENT")

@@ -190,7 +190,9 @@ def test_setrep_down_keeps_the_good_replica_when_the_kept_one_rotted_silently(
         holders = [world.fleet.by_id[loc.server_id] for loc in block.locations]
         assert len(holders) == 2
         for server in holders:
-            server.store(block.block_id, block.gen_stamp, data, reply.shard, reply.epoch)
+            server.store(
+                block.block_id, block.gen_stamp, data, reply.shard, reply.epoch, block.token
+            )
         await fs._run(ops.complete(path, pin, len(data)), None)
         fs._core.writers.pop(path, None)
 

@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from keelfs.chunk.keys import wait_for_keys
 from keelfs.datapath.client import ChunkClient
+from keelfs.datapath.tokens import TokenSigner
 from keelfs.server.chunkservers import LocalChunkServers
 from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.environment import cannot_run
@@ -189,7 +191,9 @@ def test_chunk_server_endpoints(web_cluster: tuple[MetaCluster, LocalChunkServer
     read0 = sample(before, "keelfs_chunk_bytes_read_total", node="cs0")
     data = os.urandom(100_000)
     block_id = 7_000_000_000 + time.monotonic_ns() % 1_000_000
-    chunks = ChunkClient()
+    # the chunk server runs with masters: a block of the test's own needs a token signed with
+    # the keys it learned from them
+    chunks = ChunkClient(signer=TokenSigner(wait_for_keys(servers.data_dir(0))))
     try:
         chunks.write_block([servers.addresses[0]], block_id, 1, data, "web-test", 1)
         assert chunks.read_block(servers.addresses[0], block_id, 1) == data

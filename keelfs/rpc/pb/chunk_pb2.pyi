@@ -75,20 +75,22 @@ class Replica(_message.Message):
     def __init__(self, block_id: _Optional[int] = ..., gen: _Optional[int] = ..., length: _Optional[int] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., corrupt: _Optional[bool] = ..., shard_id: _Optional[str] = ..., chunk_size: _Optional[int] = ...) -> None: ...
 
 class WriteHeader(_message.Message):
-    __slots__ = ("block_id", "gen", "fence", "targets", "chunk_size", "offset")
+    __slots__ = ("block_id", "gen", "fence", "targets", "chunk_size", "offset", "token")
     BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
     GEN_FIELD_NUMBER: _ClassVar[int]
     FENCE_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     block_id: int
     gen: int
     fence: Fence
     targets: _containers.RepeatedCompositeFieldContainer[Target]
     chunk_size: int
     offset: int
-    def __init__(self, block_id: _Optional[int] = ..., gen: _Optional[int] = ..., fence: _Optional[_Union[Fence, _Mapping]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., chunk_size: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+    token: bytes
+    def __init__(self, block_id: _Optional[int] = ..., gen: _Optional[int] = ..., fence: _Optional[_Union[Fence, _Mapping]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., chunk_size: _Optional[int] = ..., offset: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
 
 class Packet(_message.Message):
     __slots__ = ("seqno", "offset", "data", "crcs", "last", "sync")
@@ -143,16 +145,18 @@ class WriteAck(_message.Message):
     def __init__(self, seqno: _Optional[int] = ..., length: _Optional[int] = ..., finalized: _Optional[bool] = ..., failed: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[NodeResult, _Mapping]]] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
-    __slots__ = ("block_id", "gen", "offset", "length")
+    __slots__ = ("block_id", "gen", "offset", "length", "token")
     BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
     GEN_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     block_id: int
     gen: int
     offset: int
     length: int
-    def __init__(self, block_id: _Optional[int] = ..., gen: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    token: bytes
+    def __init__(self, block_id: _Optional[int] = ..., gen: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
 
 class ReadResponse(_message.Message):
     __slots__ = ("offset", "data", "crc32c")
@@ -189,12 +193,14 @@ class ListBlocksResponse(_message.Message):
     def __init__(self, replicas: _Optional[_Iterable[_Union[Replica, _Mapping]]] = ...) -> None: ...
 
 class BlockRef(_message.Message):
-    __slots__ = ("block_id", "gen")
+    __slots__ = ("block_id", "gen", "token")
     BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
     GEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     block_id: int
     gen: int
-    def __init__(self, block_id: _Optional[int] = ..., gen: _Optional[int] = ...) -> None: ...
+    token: bytes
+    def __init__(self, block_id: _Optional[int] = ..., gen: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
 
 class DeleteBlocksRequest(_message.Message):
     __slots__ = ("fence", "blocks")
@@ -221,16 +227,18 @@ class DeleteBlocksResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[DeleteResult, _Mapping]]] = ...) -> None: ...
 
 class ReplicateBlockRequest(_message.Message):
-    __slots__ = ("fence", "block_id", "gen", "targets")
+    __slots__ = ("fence", "block_id", "gen", "targets", "token")
     FENCE_FIELD_NUMBER: _ClassVar[int]
     BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
     GEN_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     fence: Fence
     block_id: int
     gen: int
     targets: _containers.RepeatedCompositeFieldContainer[Target]
-    def __init__(self, fence: _Optional[_Union[Fence, _Mapping]] = ..., block_id: _Optional[int] = ..., gen: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ...) -> None: ...
+    token: bytes
+    def __init__(self, fence: _Optional[_Union[Fence, _Mapping]] = ..., block_id: _Optional[int] = ..., gen: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., token: _Optional[bytes] = ...) -> None: ...
 
 class ReplicateBlockResponse(_message.Message):
     __slots__ = ("length", "nodes")

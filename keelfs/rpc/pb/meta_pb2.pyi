@@ -93,16 +93,18 @@ class HashOverride(_message.Message):
     def __init__(self, first: _Optional[int] = ..., last: _Optional[int] = ..., shard_id: _Optional[str] = ...) -> None: ...
 
 class BlockInfo(_message.Message):
-    __slots__ = ("block_id", "gen_stamp", "length", "locations")
+    __slots__ = ("block_id", "gen_stamp", "length", "locations", "token")
     BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
     GEN_STAMP_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     block_id: int
     gen_stamp: int
     length: int
     locations: _containers.RepeatedCompositeFieldContainer[ChunkLocation]
-    def __init__(self, block_id: _Optional[int] = ..., gen_stamp: _Optional[int] = ..., length: _Optional[int] = ..., locations: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ...) -> None: ...
+    token: bytes
+    def __init__(self, block_id: _Optional[int] = ..., gen_stamp: _Optional[int] = ..., length: _Optional[int] = ..., locations: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., token: _Optional[bytes] = ...) -> None: ...
 
 class ChunkLocation(_message.Message):
     __slots__ = ("server_id", "address", "rack")
@@ -185,6 +187,30 @@ class KeepAliveReply(_message.Message):
     INFO_FIELD_NUMBER: _ClassVar[int]
     info: ReplyInfo
     def __init__(self, info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+
+class BlockKey(_message.Message):
+    __slots__ = ("key_id", "secret", "active_ms", "expires_ms")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    key_id: int
+    secret: bytes
+    active_ms: int
+    expires_ms: int
+    def __init__(self, key_id: _Optional[int] = ..., secret: _Optional[bytes] = ..., active_ms: _Optional[int] = ..., expires_ms: _Optional[int] = ...) -> None: ...
+
+class FetchBlockKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FetchBlockKeysReply(_message.Message):
+    __slots__ = ("keys", "info")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[BlockKey]
+    info: ReplyInfo
+    def __init__(self, keys: _Optional[_Iterable[_Union[BlockKey, _Mapping]]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
 class RegisterChunkServerRequest(_message.Message):
     __slots__ = ("header", "server_id", "address", "rack")
@@ -640,30 +666,34 @@ class VerifiedReplica(_message.Message):
     def __init__(self, block_id: _Optional[int] = ..., gen_stamp: _Optional[int] = ..., token: _Optional[int] = ...) -> None: ...
 
 class ChunkCommand(_message.Message):
-    __slots__ = ("kind", "shard", "epoch", "blocks", "targets", "token")
+    __slots__ = ("kind", "shard", "epoch", "blocks", "targets", "token", "block_tokens")
     KIND_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_TOKENS_FIELD_NUMBER: _ClassVar[int]
     kind: str
     shard: str
     epoch: int
     blocks: _containers.RepeatedCompositeFieldContainer[ReplicaReport]
     targets: _containers.RepeatedCompositeFieldContainer[ChunkLocation]
     token: int
-    def __init__(self, kind: _Optional[str] = ..., shard: _Optional[str] = ..., epoch: _Optional[int] = ..., blocks: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., token: _Optional[int] = ...) -> None: ...
+    block_tokens: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, kind: _Optional[str] = ..., shard: _Optional[str] = ..., epoch: _Optional[int] = ..., blocks: _Optional[_Iterable[_Union[ReplicaReport, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[ChunkLocation, _Mapping]]] = ..., token: _Optional[int] = ..., block_tokens: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ChunkHeartbeatReply(_message.Message):
-    __slots__ = ("commands", "want_full_report", "node_id")
+    __slots__ = ("commands", "want_full_report", "node_id", "block_keys")
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
     WANT_FULL_REPORT_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_KEYS_FIELD_NUMBER: _ClassVar[int]
     commands: _containers.RepeatedCompositeFieldContainer[ChunkCommand]
     want_full_report: bool
     node_id: int
-    def __init__(self, commands: _Optional[_Iterable[_Union[ChunkCommand, _Mapping]]] = ..., want_full_report: _Optional[bool] = ..., node_id: _Optional[int] = ...) -> None: ...
+    block_keys: _containers.RepeatedCompositeFieldContainer[BlockKey]
+    def __init__(self, commands: _Optional[_Iterable[_Union[ChunkCommand, _Mapping]]] = ..., want_full_report: _Optional[bool] = ..., node_id: _Optional[int] = ..., block_keys: _Optional[_Iterable[_Union[BlockKey, _Mapping]]] = ...) -> None: ...
 
 class ReportBadReplicaRequest(_message.Message):
     __slots__ = ("server_id", "block_id", "gen_stamp", "reason")

@@ -94,6 +94,11 @@ class ConfigStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetShardMembersRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.FromString,
                 _registered_method=True)
+        self.FetchBlockKeys = channel.unary_unary(
+                '/keelfs.meta.v1.Config/FetchBlockKeys',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FetchBlockKeysRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FetchBlockKeysReply.FromString,
+                _registered_method=True)
 
 
 class ConfigServicer:
@@ -185,6 +190,14 @@ class ConfigServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchBlockKeys(self, request, context):
+        """Any member; internal (masters only: the secrets sign block access tokens). The block-token
+        keys of the cluster, rotated by the leader (keelfs/master/block_keys.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -242,6 +255,11 @@ def add_ConfigServicer_to_server(servicer, server):
                     servicer.SetShardMembers,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetShardMembersRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.SerializeToString,
+            ),
+            'FetchBlockKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchBlockKeys,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FetchBlockKeysRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FetchBlockKeysReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -544,6 +562,33 @@ class Config:
             '/keelfs.meta.v1.Config/SetShardMembers',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.SetShardMembersRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchBlockKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Config/FetchBlockKeys',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.FetchBlockKeysRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.FetchBlockKeysReply.FromString,
             options,
             channel_credentials,
             insecure,

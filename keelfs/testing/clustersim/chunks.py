@@ -15,7 +15,11 @@ What is simplified, honestly:
   ``ChunkHeartbeat`` to every member of every shard of the map (fetched, stale-ok, by its own
   client) every ``HEARTBEAT_S`` and ``EAGER_S`` after a change; a full report the first time,
   when a master asks, and after a failed heartbeat to it; the commands in the replies
-  (delete, replicate, verify) run one at a time, each admitted by its fence first. A verify
+  (delete, replicate, verify) run one at a time, each admitted by its block access tokens
+  (``keelfs.datapath.tokens``, with the keys the heartbeat replies carry) and then its fence.
+  A token refused for any reason but a key the server has not heard of yet (right after the
+  start) is a violation: the masters signed something that does not match what they sent. A
+  verify
   checks the replica at once: corrupt, it is reported corrupt; good, the next heartbeats
   carry a ``verified`` note with the command's token (and the replica remembers when);
 - a writer creates a file, asks ``AllocateBlock`` for each block, writes the replicas to the
@@ -59,7 +63,15 @@ import grpc
 from keelfs.chunk.fencing import EpochTable
 from keelfs.client import _ops as ops
 from keelfs.client._core import Call
-from keelfs.errors import Fenced, KeelError, LeaseConflict, NotFound, RetryableError
+from keelfs.datapath.tokens import Access, BlockKey, KeyRing, TokenVerifier
+from keelfs.errors import (
+    Fenced,
+    KeelError,
+    LeaseConflict,
+    NotFound,
+    PermissionDenied,
+    RetryableError,
+)
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.testing.clustersim.cluster import SimClient, SimCluster
 
@@ -71,6 +83,9 @@ SCAN_S = 1.0
 BLOCK_SIZE = 64 * 1024
 HFLUSH_AND_DIE = 0.15
 """Of the files written, those whose writer stops after its last hflush (no Complete)."""
+
+
+_COMMAND_ACCESS = {"delete": Access.DELETE, "replicate": Access.REPLICATE, "verify": Access.READ}
 
 
 class ServerDown(Exception):
@@ -114,6 +129,8 @@ class SimChunkServer:
         self.address = f"c{index}:9000"
         self.node_id = 100 + index
         self.replicas: dict[int, StoredReplica] = {}
+        self.keys = KeyRing()
+        self.tokens = TokenVerifier(self.keys)
         directory = fleet.root / self.server_id
         directory.mkdir(parents=True, exist_ok=True)
         self.epochs = EpochTable(directory / "epochs.json")
@@ -137,10 +154,14 @@ class SimChunkServer:
         self.down = False
 
     # -- the store ----------------------------------------------------------------------------
-    def store(self, block_id: int, gen: int, data: bytes, shard: str, epoch: int) -> None:
-        """Write a finalized replica, fenced by ``(shard, epoch)`` (``Fenced`` if older)."""
+    def store(
+        self, block_id: int, gen: int, data: bytes, shard: str, epoch: int, token: bytes
+    ) -> None:
+        """Write a finalized replica with a WRITE ``token`` (``PermissionDenied`` without a
+        valid one), fenced by ``(shard, epoch)`` (``Fenced`` if older)."""
         if self.down:
             raise ServerDown(self.server_id)
+        self.check_token(token, block_id, gen, Access.WRITE, (shard, epoch))
         self.epochs.admit(shard, epoch)
         old = self.replicas.get(block_id)
         if old is not None and old.gen > gen:
@@ -149,6 +170,15 @@ class SimChunkServer:
         self.replicas[block_id] = r
         self._added.append(r)
         self._changed.set()
+
+    def check_token(
+        self, token: bytes, block_id: int, gen: int, mode: Access, fence: tuple[str, int]
+    ) -> None:
+        try:
+            self.tokens.check(token, block_id, gen, mode, fence)
+        except PermissionDenied as exc:
+            self.fleet.refused(self, exc)
+            raise
 
     def read(self, block_id: int, gen: int) -> bytes | None:
         r = self.replicas.get(block_id)
@@ -209,8 +239,14 @@ class SimChunkServer:
             except Fenced as exc:
                 self.fleet.stats["fenced"] += 1
                 self.fleet.trace(f"{self.server_id}: refused {command.kind}: {exc}")
+            except PermissionDenied:
+                pass  # counted (and judged) by check_token
 
     async def _execute(self, command: pb.ChunkCommand) -> None:
+        mode = _COMMAND_ACCESS.get(command.kind, Access(0))
+        tokens = [*command.block_tokens, *[b""] * len(command.blocks)]
+        for b, token in zip(command.blocks, tokens, strict=False):
+            self.check_token(token, b.block_id, b.gen_stamp, mode, (command.shard, command.epoch))
         self.epochs.admit(command.shard, command.epoch)
         if command.kind == "delete":
             for b in command.blocks:
@@ -249,7 +285,7 @@ class SimChunkServer:
         self._changed.set()
 
     async def _replicate(self, command: pb.ChunkCommand) -> None:
-        for b in command.blocks:
+        for b, token in zip(command.blocks, command.block_tokens, strict=False):
             data = self.read(b.block_id, b.gen_stamp)
             if data is None:
                 continue
@@ -258,8 +294,8 @@ class SimChunkServer:
                 target = self.fleet.by_id.get(t.server_id)
                 if target is None:
                     continue
-                with contextlib.suppress(Fenced, ValueError, ServerDown):
-                    target.store(b.block_id, b.gen_stamp, data, command.shard, command.epoch)
+                with contextlib.suppress(Fenced, ValueError, ServerDown, PermissionDenied):
+                    target.store(b.block_id, b.gen_stamp, data, command.shard, command.epoch, token)
                     self.fleet.stats["replicated"] += 1
 
     # -- reporting ----------------------------------------------------------------------------
@@ -341,6 +377,9 @@ class SimChunkServer:
                 self._needs_full.discard(address)
             if reply.want_full_report:
                 self._needs_full.add(address)
+            self.keys.update(
+                BlockKey(k.key_id, k.secret, k.active_ms, k.expires_ms) for k in reply.block_keys
+            )
             for command in reply.commands:
                 self._commands.put_nowait(command)
 
@@ -362,7 +401,12 @@ class ChunkFleet:
         self.violations = violations
         self.servers = [SimChunkServer(self, i) for i in range(1, count + 1)]
         self.by_id = {s.server_id: s for s in self.servers}
-        self.stats: dict[str, int] = {"deleted": 0, "replicated": 0, "fenced": 0}
+        self.stats: dict[str, int] = {
+            "deleted": 0,
+            "replicated": 0,
+            "fenced": 0,
+            "token_refused": 0,
+        }
         self.lost_to_rot_after_verify: set[int] = set()
         """Blocks whose last good replica was trimmed while every other copy had rotted since
         its last verification (see the module doc)."""
@@ -374,6 +418,14 @@ class ChunkFleet:
     def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
+
+    def refused(self, server: SimChunkServer, exc: PermissionDenied) -> None:
+        """``server`` refused a token: a key it has not heard of yet is the start's race (the
+        first key signs at once); anything else means a master signed the wrong thing."""
+        self.stats["token_refused"] += 1
+        self.trace(f"{server.server_id}: token refused: {exc}")
+        if "unknown key" not in str(exc):
+            self.violations.append(f"{server.server_id} refused a master's token: {exc}")
 
     def good_copies(self, block_id: int, gen: int, besides: SimChunkServer) -> int:
         return sum(r.good() for r in self._other_copies(block_id, gen, besides))
@@ -500,8 +552,11 @@ class DataWorkload:
             for loc in block.locations:
                 server = self.fleet.by_id[loc.server_id]
                 try:
-                    server.store(block.block_id, block.gen_stamp, piece, reply.shard, reply.epoch)
-                except (Fenced, ValueError, ServerDown) as exc:
+                    server.store(
+                        block.block_id, block.gen_stamp, piece, reply.shard, reply.epoch,
+                        block.token,
+                    )  # fmt: skip
+                except (Fenced, ValueError, ServerDown, PermissionDenied) as exc:
                     self._count("pipeline_failed")
                     self.trace(f"data {path}: pipeline refused: {exc}")
                     return
