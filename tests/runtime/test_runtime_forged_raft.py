@@ -75,7 +75,7 @@ async def settled_leader(hosts: dict[int, RaftHost]) -> tuple[RaftGroup, RaftGro
     await until(lambda: leader_of(hosts) is not None, "a leader")
     leader = leader_of(hosts)
     assert leader is not None
-    await leader.propose(kv.put("a", "1"))
+    await leader.propose(kv.put("a", "1"), timeout=10)
     lead = leader.host.node_id
     a, b = (h.groups["g"] for h in hosts.values() if h.node_id != lead)
     await until(lambda: a.node.raft.lead == b.node.raft.lead == lead, "followers know the leader")
@@ -90,12 +90,12 @@ async def send_forged(stack: AsyncExitStack, address: str, *msgs: Message) -> No
     stack.push_async_callback(channel.close)
     call = pb_grpc.RaftTransportStub(channel).Stream()
     stack.callback(call.cancel)
-    await call.read()  # the node's hello
+    await asyncio.wait_for(call.read(), 10)  # the node's hello
     batch = pb.RaftBatch(from_node=99, from_address="127.0.0.1:1")
     for m in msgs:
         env = batch.envelopes.add(group_id="g")
         raw_fill(env.msg, m)
-    await call.write(batch)
+    await asyncio.wait_for(call.write(batch), 10)
 
 
 def raw_fill(p: pb.Message, m: Message) -> None:
@@ -136,7 +136,7 @@ def test_forged_heartbeat_with_term_2_64_minus_1_changes_nothing(tmp_path: Path)
             assert victim.node.raft.hard_state() == hs
             assert victim.host.failed is None
             # The group goes on, and the victim restarts from what it persisted.
-            await leader.propose(kv.put("b", "2"))
+            await leader.propose(kv.put("b", "2"), timeout=10)
             await until(lambda: victim.sm.get("b") == "2", "victim applies b")  # type: ignore[attr-defined]
             await victim.host.stop()
             restarted = _host(me, tmp_path, peers[me])
@@ -144,7 +144,7 @@ def test_forged_heartbeat_with_term_2_64_minus_1_changes_nothing(tmp_path: Path)
             await restarted.start()
             group = restarted.groups.get("g") or restarted.open_group("g", KVStateMachine())
             assert group.node.raft.term < 2**63
-            await leader.propose(kv.put("c", "3"))
+            await leader.propose(kv.put("c", "3"), timeout=10)
             await until(lambda: group.sm.get("c") == "3", "restarted victim applies c")  # type: ignore[attr-defined]
             assert restarted.failed is None
 
@@ -178,7 +178,7 @@ def test_forged_append_from_a_member_that_is_not_the_leader_changes_nothing(
             )
             assert (r.term, r.log.last_index(), r.log.committed) == (term, last, commit)
             # The real leader's next entry lands at that index, and everyone agrees on it.
-            await leader.propose(kv.put("b", "2"))
+            await leader.propose(kv.put("b", "2"), timeout=10)
             await until(lambda: victim.sm.get("b") == "2", "victim applies b")  # type: ignore[attr-defined]
             assert victim.sm.get("evil") is None  # type: ignore[attr-defined]
             assert victim.storage.term(last + 1) == leader.storage.term(last + 1)
