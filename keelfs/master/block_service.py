@@ -65,7 +65,7 @@ class BlockServiceMixin:
 
     if TYPE_CHECKING:
 
-        async def serve(self, context: Any, group: str, work: Any) -> Any: ...
+        async def serve(self, context: Any, work: Any) -> Any: ...
         def timeout(self, context: Any) -> float: ...
 
     def _pipeline_reply(
@@ -119,7 +119,7 @@ class BlockServiceMixin:
             info = FileInfo.from_dict(result.unwrap())
             return self._pipeline_reply(member, info, targets, index, term)
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     async def AllocateBlock(  # noqa: N802
         self, request: pb.AllocateBlockRequest, context: Any
@@ -173,7 +173,7 @@ class BlockServiceMixin:
                 reply=self.node.reply_info(member, index, term),
             )
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     def _missing_replicas(self, info: FileInfo) -> Unavailable | None:
         """None if every block has its minimum replicas reported, else the error saying not."""
@@ -221,7 +221,7 @@ class BlockServiceMixin:
                 node_id=self.node.node_id,
             )
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     async def ReportBadReplica(  # noqa: N802
         self, request: pb.ReportBadReplicaRequest, context: Any
@@ -230,7 +230,7 @@ class BlockServiceMixin:
             self.node.chunks.mark_corrupt(request.server_id, request.block_id)
             return pb.ReportBadReplicaReply()
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     async def BlocksKnown(  # noqa: N802
         self, request: pb.BlocksKnownRequest, context: Any
@@ -250,4 +250,4 @@ class BlockServiceMixin:
                 info=self.node.reply_info(member),
             )
 
-        return await self.serve(context, request.group, work())
+        return await self.serve(context, work())

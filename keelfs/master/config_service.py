@@ -57,7 +57,7 @@ class ConfigServicer(ServicerBase):
                 info=self.node.reply_info(self.member, index, term),
             )
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def FetchShardMap(  # noqa: N802
         self, request: pb.FetchShardMapRequest, context: Any
@@ -76,7 +76,7 @@ class ConfigServicer(ServicerBase):
                 info=info,
             )
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def RegisterSession(  # noqa: N802
         self, request: pb.RegisterSessionRequest, context: Any
@@ -94,7 +94,7 @@ class ConfigServicer(ServicerBase):
                 info=self.node.reply_info(self.member, index, term),
             )
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def KeepAlive(  # noqa: N802
         self, request: pb.KeepAliveRequest, context: Any
@@ -107,7 +107,7 @@ class ConfigServicer(ServicerBase):
             result.unwrap()
             return pb.KeepAliveReply(info=self.node.reply_info(self.member, index, term))
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def AddShard(  # noqa: N802
         self, request: pb.AddShardRequest, context: Any
@@ -144,7 +144,7 @@ class ConfigServicer(ServicerBase):
             ]
             return pb.ListChunkServersReply(servers=servers, info=self.node.reply_info(self.member))
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def RegisterMaster(  # noqa: N802
         self, request: pb.RegisterMasterRequest, context: Any
@@ -167,7 +167,7 @@ class ConfigServicer(ServicerBase):
                 info=self.node.reply_info(self.member, index, term),
             )
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def SetShardMembers(  # noqa: N802
         self, request: pb.SetShardMembersRequest, context: Any

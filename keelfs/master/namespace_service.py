@@ -221,7 +221,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 info=file_info_to_pb(info), reply=self._reply(member, index, term)
             )
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     async def _replayed(
         self, member: Member, command: Command, header: pb.RequestHeader, timeout: float
@@ -259,7 +259,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 info=self._reply(member, index, term),
             )
 
-        return await self.serve(context, request.group, work())
+        return await self.serve(context, work())
 
     async def KeepAlive(  # noqa: N802
         self, request: pb.KeepAliveRequest, context: Any
@@ -273,7 +273,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             result.unwrap()
             return pb.KeepAliveReply(info=self._reply(member, index, term))
 
-        return await self.serve(context, request.group, work())
+        return await self.serve(context, work())
 
     async def RenewLease(  # noqa: N802
         self, request: pb.RenewLeaseRequest, context: Any
@@ -286,7 +286,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             renewed = bool(result.unwrap()["renewed"])
             return pb.RenewLeaseReply(renewed=renewed, info=self._reply(member, index, term))
 
-        return await self.serve(context, request.group, work())
+        return await self.serve(context, work())
 
     # ------------------------------------------------------------------ the root
     async def Format(self, request: pb.FormatRequest, context: Any) -> pb.FormatReply:  # noqa: N802
@@ -303,11 +303,11 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 raise err
             return pb.FormatReply(created=err is None, info=self._reply(member, index, term))
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     # ------------------------------------------------------------------ directories
     async def Mkdir(self, request: pb.MkdirRequest, context: Any) -> pb.MkdirReply:  # noqa: N802
-        return await self.serve(context, "", self._mkdir(request, context))
+        return await self.serve(context, self._mkdir(request, context))
 
     async def _mkdir(self, request: pb.MkdirRequest, context: Any) -> pb.MkdirReply:
         node, header = self.node, request.header
@@ -494,7 +494,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 info=self._reply(member, index, term),
             )
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     async def Rename(self, request: pb.RenameRequest, context: Any) -> pb.RenameReply:  # noqa: N802
         async def work() -> pb.RenameReply:
@@ -535,7 +535,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 self._txn_outcome(done, f"rename {src} -> {dst}")
             return pb.RenameReply(info=self._reply(member, index, term))
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     async def _delete_tree_across(
         self,
@@ -723,7 +723,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 info=locate(self.node, file_info_to_pb(info)), reply=self._reply(member)
             )
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     async def ListDir(self, request: pb.ListDirRequest, context: Any) -> pb.ListDirReply:  # noqa: N802
         async def work() -> pb.ListDirReply:
@@ -759,7 +759,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 reply.records.extend(sm.entry_record(e.path) or "" for e in entries)
             return reply
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     async def ContentSummary(  # noqa: N802
         self, request: pb.ContentSummaryRequest, context: Any
@@ -772,7 +772,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             summary = member.sm.content_summary(path)
             return pb.ContentSummaryReply(summary=summary_to_pb(summary), info=self._reply(member))
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     # ------------------------------------------------------------------ transactions (internal)
     async def TxnPrepare(  # noqa: N802
@@ -786,7 +786,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             failpoints.hit("txn.prepared_recorded")
             return _txn_reply(value, self._reply(member, index, term))
 
-        return await self.serve(context, request.group, work())
+        return await self.serve(context, work())
 
     async def TxnFinish(  # noqa: N802
         self, request: pb.TxnFinishRequest, context: Any
@@ -800,7 +800,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             failpoints.hit("txn.decision_applied")
             return _txn_reply(value, self._reply(member, index, term))
 
-        return await self.serve(context, request.group, work())
+        return await self.serve(context, work())
 
     async def TxnStatus(  # noqa: N802
         self, request: pb.TxnStatusRequest, context: Any
@@ -813,7 +813,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             value = {"state": "unknown"} if record is None else record.to_dict()
             return _txn_reply(value, self._reply(member))
 
-        return await self.serve(context, request.group, work())
+        return await self.serve(context, work())
 
     # ------------------------------------------------------------------ resharding (internal)
     async def Move(self, request: pb.MoveRequest, context: Any) -> pb.MoveReply:  # noqa: N802
@@ -829,7 +829,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 result=json.dumps(result.unwrap()), info=self._reply(member, index, term)
             )
 
-        return await self.serve(context, request.group, work())
+        return await self.serve(context, work())
 
     async def MoveRead(  # noqa: N802
         self, request: pb.MoveReadRequest, context: Any
@@ -848,7 +848,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 info=self._reply(member),
             )
 
-        return await self.serve(context, request.group, work())
+        return await self.serve(context, work())
 
     # ------------------------------------------------------------------ batches
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchReply:  # noqa: N802
@@ -872,7 +872,7 @@ class NodeServicer(ServicerBase):
                 raise InvalidArgument(str(exc), "name") from None
             return pb.SetFailpointReply()
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     # -- administration (keelfs admin; keelfs.master.admin) ---------------------------------
     async def TransferLeader(  # noqa: N802
@@ -881,7 +881,7 @@ class NodeServicer(ServicerBase):
         from keelfs.master import admin
 
         work = admin.transfer_leader(self.node, request, self.timeout(context))
-        return await self.serve(context, request.group, work)
+        return await self.serve(context, work)
 
     async def AddMember(  # noqa: N802
         self, request: pb.AddMemberRequest, context: Any
@@ -889,7 +889,7 @@ class NodeServicer(ServicerBase):
         from keelfs.master import admin
 
         work = admin.add_member(self.node, request, admin.admin_timeout(context))
-        return await self.serve(context, request.group, work)
+        return await self.serve(context, work)
 
     async def RemoveMember(  # noqa: N802
         self, request: pb.RemoveMemberRequest, context: Any
@@ -897,7 +897,7 @@ class NodeServicer(ServicerBase):
         from keelfs.master import admin
 
         work = admin.remove_member(self.node, request, admin.admin_timeout(context))
-        return await self.serve(context, request.group, work)
+        return await self.serve(context, work)
 
     async def Registry(  # noqa: N802
         self, request: pb.RegistryRequest, context: Any
@@ -907,4 +907,4 @@ class NodeServicer(ServicerBase):
         async def work() -> pb.RegistryReply:
             return admin.registry(self.node)
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
