@@ -43,7 +43,10 @@ import grpc
 from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
 from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
 from keelfs.master.blocks import DEFAULT_DEAD_AFTER_S, ChunkRegistry
+from keelfs.master.config_service import ConfigServicer
 from keelfs.master.member import LogClock, Member, StructureLock, now_ms
+from keelfs.master.namespace_service import NamespaceServicer
+from keelfs.master.node_service import NodeServicer
 from keelfs.master.peers import PeerClient
 from keelfs.master.replication import ReplicationMonitor
 from keelfs.master.resharding import Resharder
@@ -168,9 +171,6 @@ class MetaNode:
         return transport.address if isinstance(transport, GrpcTransport) else self.config.listen
 
     async def start(self) -> None:
-        from keelfs.master.config_service import ConfigServicer
-        from keelfs.master.namespace_service import NamespaceServicer, NodeServicer
-
         cfg = self.config
         host = self.host = self._raft_host()
         await host.start()
