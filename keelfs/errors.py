@@ -6,8 +6,9 @@
     ├── RetryableError          try again: elsewhere, or later, or after re-routing
     │   ├── NotLeader           NOT_LEADER           group_id, leader_id, leader_address
     │   ├── Redirect            REDIRECT             path, shard_id, map_version, addresses
-    │   ├── Unavailable         UNAVAILABLE          reason
-    │   │   └── OutcomeUnknown  (UNAVAILABLE)        a write that may or may not have applied
+    │   ├── Unavailable         UNAVAILABLE          reason: certainly not applied
+    │   │   └── OutcomeUnknown  OUTCOME_UNKNOWN      reason: a write that may or may not have
+    │   │                                            applied (or may still apply)
     │   └── PipelineBroken      PIPELINE_BROKEN      block_id, acked_length, failed, reason
     ├── Internal                INTERNAL             a server failed unexpectedly (a bug); not
     │                                                retried
@@ -154,10 +155,16 @@ class RetryableError(KeelError):
 
 class NotLeader(RetryableError):
     """This member does not lead its Raft group; ``leader_id``/``leader_address`` are a hint
-    (``leader_id`` 0 and no address when it does not know one)."""
+    (``leader_id`` 0 and no address when it does not know one).
+
+    ``leader_address`` is always an address a *client* can call. The Raft runtime, which knows
+    only its peers' Raft addresses, leaves it None and puts the leader's Raft address in
+    ``raft_address`` instead (kept in the process, never sent on the wire); a server that
+    answers clients fills in the client address (``MetaNode.for_clients``)."""
 
     code = "NOT_LEADER"
     detail_fields = ("group_id", "leader_id", "leader_address")
+    raft_address: str | None = None  # also when rebuilt by ``KeelError.from_details``
 
     def __init__(
         self,
@@ -165,15 +172,23 @@ class NotLeader(RetryableError):
         leader_id: int = 0,
         leader_address: str | None = None,
         *,
+        raft_address: str | None = None,
         message: str = "",
     ) -> None:
-        where = f"node {leader_id} at {leader_address}" if leader_id else "unknown"
+        where = f"node {leader_id}" if leader_id else "unknown"
+        if leader_id and (leader_address or raft_address):
+            where += f" at {leader_address or raft_address}"
         super().__init__(
             message or f"not the leader of {group_id}; leader: {where}",
             group_id=group_id,
             leader_id=leader_id,
             leader_address=leader_address,
         )
+        self.raft_address = raft_address
+
+    @property
+    def group_id(self) -> str:
+        return str(self.details["group_id"] or "")
 
     @property
     def leader_id(self) -> int:
@@ -220,7 +235,8 @@ class Redirect(RetryableError):
 
 
 class Unavailable(RetryableError):
-    """No leader, overloaded, shutting down, a map change in progress: try again later."""
+    """No leader, overloaded, shutting down, a map change in progress: try again later. The
+    request was certainly not applied (else it is an ``OutcomeUnknown``)."""
 
     code = "UNAVAILABLE"
     detail_fields = ("reason",)
@@ -230,10 +246,18 @@ class Unavailable(RetryableError):
 
 
 class OutcomeUnknown(Unavailable):
-    """A write may or may not have been applied (its deadline passed after an attempt whose
-    outcome is unknown, or its session expired meanwhile, or its shard is gone): the client
-    library's last word on such a write. It has no code of its own: it travels, and is
-    caught, as ``Unavailable``; find out (e.g. stat the file) before doing it again."""
+    """A write may or may not have been applied, or may still be: a proposal handed to Raft
+    whose fate is unknown (a timeout, a shutdown, a snapshot that replaced it), a transaction
+    not decided in time, or the client library's last word on such a write (its deadline
+    passed, or its session expired meanwhile, or its shard is gone). It has a code of its own,
+    so that ``UNAVAILABLE`` always means "not applied"; it is still an ``Unavailable`` for a
+    caller that only backs off and retries with the same session and seq (which returns the
+    first outcome). Anyone else must find out (e.g. stat the file) before doing it again."""
+
+    code = "OUTCOME_UNKNOWN"
+
+    def __init__(self, reason: str = "", *, message: str = "") -> None:
+        super().__init__(reason, message=message or f"outcome unknown: {reason}")
 
 
 class Internal(KeelError):

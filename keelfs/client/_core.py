@@ -20,8 +20,8 @@ answer                      what the plan does
 ``REDIRECT``                refresh the ShardMap if the redirect's version is newer, else back
                             off; retry on the owner shard
 ``UNAVAILABLE``             forget the leader, back off, retry on the next member
-outcome unknown             same, noting that a write may have been applied: retrying it with
-(gRPC failures, timeouts)   the same session and seq returns the first outcome (exactly-once)
+``OUTCOME_UNKNOWN``,        same, noting that a write may have been applied: retrying it with
+gRPC failures, timeouts     the same session and seq returns the first outcome (exactly-once)
 ``SESSION_EXPIRED``         open a new session and retry, unless an earlier attempt of this
                             request on that session had an unknown outcome (then raise)
 map moved the path          after an unknown outcome, no new session on the new owner: the
@@ -67,7 +67,7 @@ from keelfs.errors import (
     Unavailable,
 )
 from keelfs.meta.shardmap import ShardMap
-from keelfs.rpc.grpc_errors import error_from_rpc, is_outcome_unknown, transport_failure
+from keelfs.rpc.grpc_errors import error_from_rpc, transport_failure
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import CONFIG_GROUP, shard_map_from_pb
 
@@ -564,7 +564,7 @@ class Core:
                         yield from self._refresh(attempt, at_least=err.map_version)
                     if err.map_version <= current:
                         yield attempt.backoff()
-                elif is_outcome_unknown(err):
+                elif isinstance(err, OutcomeUnknown):
                     self._forget(group, address)
                     if op.write:
                         attempt.unknown = session_unknown = True

@@ -4,9 +4,10 @@
 - ``keelfs master``: data-shard members (``--shard``, repeatable; with ``--config-member`` the
   same process also hosts a config-group member);
 - ``node.MetaNode``: the process core both build (multi-raft host, client API, map cache);
-- ``config_service`` / ``namespace_service``: the RPC handlers (``proto/meta.proto``);
-- ``grpc_errors``: the one boundary between ``keelfs.errors`` and gRPC statuses;
-- ``wire``: proto <-> record conversions.
+- ``config_service`` / ``namespace_service`` / ``block_service`` / ``node_service``: the RPC
+  handlers (``proto/meta.proto``); ``namespace_requests`` decodes and checks the namespace
+  requests, ``cross_shard`` plans the operations that span shards as transactions, which
+  ``transactions`` coordinates.
 
 Bringing a cluster up: start the config servers and masters (``--peers`` on first start), add
 each shard to the map once (``Client.add_shard``, after its masters registered), and format
@@ -16,5 +17,5 @@ leadership so that a shard that comes to own "/" later (resharding) never invent
 root; it is idempotent and never erases anything. ``keelfs.server.metacluster.MetaCluster`` does
 all of this for tests and local clusters.
 
-Nothing is imported here, so that clients can use ``grpc_errors`` and ``wire`` cheaply.
+Nothing is imported here.
 """

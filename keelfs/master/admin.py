@@ -17,10 +17,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from keelfs.errors import InvalidArgument, NotFound, Unavailable
-from keelfs.raft.errors import ProposalDropped
+from keelfs.errors import InvalidArgument, NotFound, NotLeader, Unavailable
 from keelfs.rpc.pb import meta_pb2 as pb
-from keelfs.runtime import errors as rt
 
 if TYPE_CHECKING:
     from keelfs.master.node import MetaNode
@@ -58,9 +56,9 @@ def _group(node: MetaNode, group_id: str) -> RaftGroup:
     return group
 
 
-def _require_leader(node: MetaNode, group: RaftGroup) -> None:
+def _require_leader(group: RaftGroup) -> None:
     if not group.is_leader:
-        raise node.keel_error(group.group_id, group.not_leader_error())
+        raise group.not_leader_error()
 
 
 def _successor(node: MetaNode, group: RaftGroup) -> int:
@@ -84,7 +82,7 @@ async def transfer_leader(
     node: MetaNode, request: pb.TransferLeaderRequest, timeout: float
 ) -> pb.TransferLeaderReply:
     group = _group(node, request.group)
-    _require_leader(node, group)
+    _require_leader(group)
     target = request.target or _successor(node, group)
     if target not in group.voters():
         raise InvalidArgument(
@@ -118,15 +116,15 @@ async def _membership(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        _require_leader(node, group)
+        _require_leader(group)
         try:
             if await step():
                 return pb.MembershipReply(
                     voters=sorted(group.voters()), learners=sorted(group.learners())
                 )
-        except rt.NotLeader:
+        except NotLeader:
             raise
-        except (rt.RuntimeUnavailable, ProposalDropped):
+        except Unavailable:  # an OutcomeUnknown too: the next step re-reads the configuration
             if loop.time() >= deadline:
                 raise
             await asyncio.sleep(0.05)
@@ -150,7 +148,7 @@ async def add_member(
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise InvalidArgument(f"raft address {address!r} is not HOST:PORT", "raft_address")
-    _require_leader(node, group)
+    _require_leader(group)
 
     async def step() -> bool:
         if node_id in group.voters():
@@ -173,7 +171,7 @@ async def remove_member(
 ) -> pb.MembershipReply:
     group = _group(node, request.group)
     node_id = request.node_id
-    _require_leader(node, group)
+    _require_leader(group)
     members = group.voters() | group.learners()
     if node_id not in members:
         raise NotFound(

@@ -73,7 +73,7 @@ class BlockServiceMixin:
 
     if TYPE_CHECKING:
 
-        async def serve(self, context: Any, group: str, work: Any) -> Any: ...
+        async def serve(self, context: Any, work: Any) -> Any: ...
         def timeout(self, context: Any) -> float: ...
 
     def _pipeline_reply(
@@ -135,7 +135,7 @@ class BlockServiceMixin:
             info = FileInfo.from_dict(result.unwrap())
             return self._pipeline_reply(member, info, targets, index, term)
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     async def AllocateBlock(  # noqa: N802
         self, request: pb.AllocateBlockRequest, context: Any
@@ -189,7 +189,7 @@ class BlockServiceMixin:
                 reply=self.node.reply_info(member, index, term),
             )
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     def _missing_replicas(self, info: FileInfo) -> Unavailable | None:
         """None if every block has its minimum replicas reported, else the error saying not."""
@@ -238,7 +238,7 @@ class BlockServiceMixin:
                 block_keys=self.node.block_keys.to_pb(),
             )
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     async def ReportBadReplica(  # noqa: N802
         self, request: pb.ReportBadReplicaRequest, context: Any
@@ -247,7 +247,7 @@ class BlockServiceMixin:
             self.node.chunks.mark_corrupt(request.server_id, request.block_id)
             return pb.ReportBadReplicaReply()
 
-        return await self.serve(context, "", work())
+        return await self.serve(context, work())
 
     async def BlocksKnown(  # noqa: N802
         self, request: pb.BlocksKnownRequest, context: Any
@@ -267,4 +267,4 @@ class BlockServiceMixin:
                 info=self.node.reply_info(member),
             )
 
-        return await self.serve(context, request.group, work())
+        return await self.serve(context, work())

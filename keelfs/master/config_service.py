@@ -57,7 +57,7 @@ class ConfigServicer(ServicerBase):
                 info=self.node.reply_info(self.member, index, term),
             )
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def FetchShardMap(  # noqa: N802
         self, request: pb.FetchShardMapRequest, context: Any
@@ -76,7 +76,7 @@ class ConfigServicer(ServicerBase):
                 info=info,
             )
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def FetchBlockKeys(  # noqa: N802
         self, request: pb.FetchBlockKeysRequest, context: Any
@@ -96,7 +96,7 @@ class ConfigServicer(ServicerBase):
             ]
             return pb.FetchBlockKeysReply(keys=keys, info=self.node.reply_info(self.member))
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def RegisterSession(  # noqa: N802
         self, request: pb.RegisterSessionRequest, context: Any
@@ -114,7 +114,7 @@ class ConfigServicer(ServicerBase):
                 info=self.node.reply_info(self.member, index, term),
             )
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def KeepAlive(  # noqa: N802
         self, request: pb.KeepAliveRequest, context: Any
@@ -127,7 +127,7 @@ class ConfigServicer(ServicerBase):
             result.unwrap()
             return pb.KeepAliveReply(info=self.node.reply_info(self.member, index, term))
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def AddShard(  # noqa: N802
         self, request: pb.AddShardRequest, context: Any
@@ -164,7 +164,7 @@ class ConfigServicer(ServicerBase):
             ]
             return pb.ListChunkServersReply(servers=servers, info=self.node.reply_info(self.member))
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def RegisterMaster(  # noqa: N802
         self, request: pb.RegisterMasterRequest, context: Any
@@ -187,7 +187,7 @@ class ConfigServicer(ServicerBase):
                 info=self.node.reply_info(self.member, index, term),
             )
 
-        return await self.serve(context, CONFIG_GROUP, work())
+        return await self.serve(context, work())
 
     async def SetShardMembers(  # noqa: N802
         self, request: pb.SetShardMembersRequest, context: Any

@@ -40,11 +40,14 @@ from typing import Any
 
 import grpc
 
-from keelfs.errors import InvalidArgument, KeelError, NotFound, Redirect, Unavailable
+from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
 from keelfs.master.block_keys import BlockKeys
 from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
 from keelfs.master.blocks import DEFAULT_DEAD_AFTER_S, ChunkRegistry
+from keelfs.master.config_service import ConfigServicer
 from keelfs.master.member import LogClock, Member, StructureLock, now_ms
+from keelfs.master.namespace_service import NamespaceServicer
+from keelfs.master.node_service import NodeServicer
 from keelfs.master.peers import PeerClient
 from keelfs.master.replication import ReplicationMonitor
 from keelfs.master.resharding import Resharder
@@ -66,7 +69,6 @@ from keelfs.meta.namespace import (
 from keelfs.meta.ranges import FROZEN, MOVED
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
-from keelfs.rpc import grpc_errors
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import CONFIG_GROUP, MAX_REQUEST_BYTES, check_header, group_status_to_pb
 from keelfs.runtime.group import RaftGroup
@@ -171,9 +173,6 @@ class MetaNode:
         return transport.address if isinstance(transport, GrpcTransport) else self.config.listen
 
     async def start(self) -> None:
-        from keelfs.master.config_service import ConfigServicer
-        from keelfs.master.namespace_service import NamespaceServicer, NodeServicer
-
         cfg = self.config
         host = self.host = self._raft_host()
         await host.start()
@@ -473,8 +472,15 @@ class MetaNode:
         members = self.shard_map.shards.get(group_id, {})
         return members.get(node_id) or self.nodes.get(node_id)
 
-    def keel_error(self, group_id: str, exc: BaseException) -> KeelError:
-        return grpc_errors.from_runtime(exc, lambda n: self.client_address_of(group_id, n))
+    def for_clients(self, err: NotLeader) -> NotLeader:
+        """``err`` as a client is told it: the Raft runtime names the leader by its Raft
+        address (``raft_address``), which a client cannot call; the leader's client address
+        takes its place (None when this node does not know it). Every servicer passes its
+        ``NotLeader`` through here (``ServicerBase.serve``)."""
+        if err.leader_address is not None or not err.leader_id:
+            return err
+        address = self.client_address_of(err.group_id, err.leader_id)
+        return NotLeader(err.group_id, err.leader_id, address)
 
     # ------------------------------------------------------------------ proposing and reading
     async def propose(
@@ -486,8 +492,8 @@ class MetaNode:
     ) -> tuple[Result, int, int]:
         """Validate ``command`` (stateless), wrap it with the log time (``LogClock``) and the
         request's session, replicate it, and return the state machine's ``Result`` and where it
-        committed. Raises ``KeelError`` (runtime errors translated, ``NOT_LEADER`` with a
-        hint) when it could not be applied."""
+        committed. Raises ``KeelError`` when it could not be applied (``NotLeader`` naming the
+        leader's Raft address: see ``for_clients``)."""
         command.validate()
         sid, seq = (header.session_id, header.seq) if header is not None else (0, 0)
         if command.needs_session and not sid:
@@ -500,13 +506,8 @@ class MetaNode:
             if len(data) > MAX_COMMAND_BYTES:
                 raise InvalidArgument(f"command of {len(data)} bytes (at most {MAX_COMMAND_BYTES})")
             if not member.group.is_leader:
-                raise self.keel_error(member.group_id, member.group.not_leader_error())
-            try:
-                result, index, term = await member.group.propose_entry(data, timeout)
-            except KeelError:
-                raise
-            except Exception as exc:
-                raise self.keel_error(member.group_id, exc) from exc
+                raise member.group.not_leader_error()
+            result, index, term = await member.group.propose_entry(data, timeout)
             assert isinstance(result, Result)
             if not _locked(result) or deadline - time.monotonic() <= delay:
                 return result, index, term
@@ -537,14 +538,11 @@ class MetaNode:
         follower), after which its applied state reflects every acknowledged write."""
         if stale_ok:
             return
-        try:
-            await member.group.read_barrier(timeout)
-        except Exception as exc:
-            raise self.keel_error(member.group_id, exc) from exc
+        await member.group.read_barrier(timeout)
 
     def require_leader(self, member: Member) -> None:
         if not member.group.is_leader:
-            raise self.keel_error(member.group_id, member.group.not_leader_error())
+            raise member.group.not_leader_error()
 
     def reply_info(self, member: Member, index: int = 0, term: int = 0) -> pb.ReplyInfo:
         g = member.group

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from keelfs.errors import KeelError
+from keelfs.errors import KeelError, NotLeader
 from keelfs.rpc import grpc_errors
 
 if TYPE_CHECKING:
@@ -31,14 +31,17 @@ class ServicerBase:
             return limit
         return max(0.01, min(limit, remaining - 0.05))
 
-    async def serve(self, context: Any, group_id: str, work: Awaitable[T]) -> T:
-        """Run one request's ``work``; any failure leaves through ``grpc_errors.abort``."""
+    async def serve(self, context: Any, work: Awaitable[T]) -> T:
+        """Run one request's ``work``; any failure leaves through ``grpc_errors.abort``, a
+        ``NotLeader`` naming the leader's client address (``MetaNode.for_clients``)."""
         try:
             return await work
+        except NotLeader as exc:
+            err: KeelError = self.node.for_clients(exc)
         except KeelError as exc:
             err = exc
-        except Exception as exc:  # runtime errors are translated; anything else is a bug
-            err = self.node.keel_error(group_id, exc)
+        except Exception as exc:  # anything but a KeelError is a bug (or a stray timeout)
+            err = grpc_errors.from_exception(exc)
             if err.code == grpc_errors.INTERNAL_CODE:
                 log.exception("request failed unexpectedly")
         await grpc_errors.abort(context, err)

@@ -27,10 +27,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from keelfs import failpoints
-from keelfs.errors import KeelError, NotLeader, Unavailable
+from keelfs.errors import KeelError, NotLeader, OutcomeUnknown, Unavailable
 from keelfs.meta.commands import Command, Tick, TxnAcked, TxnBegin, TxnDecide, TxnFinish
 from keelfs.meta.transactions import Step, TxnRecord, encode_part
-from keelfs.rpc.grpc_errors import outcome_unknown
 
 if TYPE_CHECKING:
     from keelfs.master.member import Member
@@ -117,8 +116,10 @@ class TxnManager:
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
-            raise outcome_unknown(
-                f"transaction {txn_id} undecided yet; retry the request (same session and seq)"
+            raise OutcomeUnknown(
+                "transaction undecided",
+                message=f"transaction {txn_id} undecided yet; retry the request "
+                "(same session and seq)",
             ) from None
         except Exception as exc:  # noqa: BLE001  # whatever stopped this drive
             # The transaction began, so it goes on without this drive (the recovery loop of
@@ -126,13 +127,17 @@ class TxnManager:
             # definite (a plain UNAVAILABLE lets it send the request afresh elsewhere after a
             # map change, where it would apply a second time or answer NOT_FOUND for its own
             # rename).
-            raise outcome_unknown(
-                f"transaction {txn_id}: driving it stopped ({exc}); retry the request "
-                "(same session and seq)"
+            raise OutcomeUnknown(
+                "transaction undecided",
+                message=f"transaction {txn_id}: driving it stopped ({exc}); retry the request "
+                "(same session and seq)",
             ) from exc
         record = member.sm.transaction(txn_id)
         if record is None or not record.decided:
-            raise outcome_unknown(f"transaction {txn_id} is not decided yet; retry the request")
+            raise OutcomeUnknown(
+                "transaction undecided",
+                message=f"transaction {txn_id} is not decided yet; retry the request",
+            )
         return record
 
     def _drive(self, member: Member, txn_id: int) -> asyncio.Task[Any]:

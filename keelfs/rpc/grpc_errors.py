@@ -1,25 +1,25 @@
 """The one place where keelfs errors meet gRPC, in both directions.
 
-Server side: every refusal is a ``keelfs.errors.KeelError``; :func:`abort` ends the RPC with
+Server side: every refusal is a ``keelfs.errors.KeelError`` (the Raft runtime raises the tree's
+own ``NotLeader``, ``Unavailable`` and ``OutcomeUnknown``); :func:`abort` ends the RPC with
 the status code from :data:`STATUS_OF_CODE` and trailing metadata ``keelfs-error`` holding the
 error's ``to_details()`` as ASCII JSON (strings clipped so that the trailer stays well under
-gRPC's 8 KiB metadata limit). :func:`from_runtime` translates the Raft runtime's errors
-(``keelfs.runtime.errors``) into the tree first.
+gRPC's 8 KiB metadata limit). :func:`from_exception` gives any other exception that reaches a
+servicer its meaning.
 
 Client side: :func:`error_from_rpc` rebuilds the ``KeelError`` from the trailer, and gives the
 gRPC-level failures that carry none (a connection that broke, a deadline, a request over the
 size limit) their meaning for a caller: :func:`transport_failure`.
 
-The runtime's ``OutcomeUnknown`` (a proposal handed to Raft whose fate is unknown) has no class
-of its own in ``keelfs.errors``: it travels as ``Unavailable`` with ``reason`` ``"outcome_unknown"``
-(:func:`outcome_unknown`, :func:`is_outcome_unknown`); every other ``Unavailable`` means the
-request was certainly not applied.
+``UNAVAILABLE`` means one thing: the request was certainly not applied. A write that may or may
+not have been applied is ``OUTCOME_UNKNOWN`` (``keelfs.errors.OutcomeUnknown``). Both travel
+with gRPC status ``UNAVAILABLE``, gRPC's word for "transient", which says nothing about whether
+a request was applied (a connection that broke mid-call has it too).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 import grpc
@@ -39,6 +39,7 @@ from keelfs.errors import (
     NotADirectory,
     NotFound,
     NotLeader,
+    OutcomeUnknown,
     PermissionDenied,
     PipelineBroken,
     Redirect,
@@ -46,31 +47,24 @@ from keelfs.errors import (
     StaleGeneration,
     Unavailable,
 )
-from keelfs.raft.errors import ProposalDropped
-from keelfs.runtime import errors as rt
 
 __all__ = [
     "ERROR_KEY",
     "INTERNAL_CODE",
-    "OUTCOME_UNKNOWN",
     "STATUS_OF_CODE",
     "TransportFailure",
     "abort",
     "decode_error",
     "encode_error",
     "error_from_rpc",
-    "from_runtime",
+    "from_exception",
     "internal_error",
-    "is_outcome_unknown",
-    "outcome_unknown",
     "status_of",
     "transport_failure",
 ]
 
 ERROR_KEY = "keelfs-error"
 """Trailing metadata key of a refusal: JSON of ``KeelError.to_details()``."""
-OUTCOME_UNKNOWN = "outcome_unknown"
-"""``Unavailable.reason`` of a write that may or may not have been applied."""
 INTERNAL_CODE = Internal.code
 """The code of an unexpected server-side failure (a bug); not retried by clients."""
 
@@ -81,6 +75,7 @@ STATUS_OF_CODE: dict[str, grpc.StatusCode] = {
     NotLeader.code: grpc.StatusCode.FAILED_PRECONDITION,
     Redirect.code: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable.code: grpc.StatusCode.UNAVAILABLE,
+    OutcomeUnknown.code: grpc.StatusCode.UNAVAILABLE,
     InvalidArgument.code: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidPath.code: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound.code: grpc.StatusCode.NOT_FOUND,
@@ -107,29 +102,13 @@ def status_of(err: KeelError) -> grpc.StatusCode:
     return STATUS_OF_CODE.get(err.code, grpc.StatusCode.INTERNAL)
 
 
-def outcome_unknown(message: str) -> Unavailable:
-    return Unavailable(OUTCOME_UNKNOWN, message=message)
-
-
-def is_outcome_unknown(err: KeelError) -> bool:
-    return isinstance(err, Unavailable) and err.details.get("reason") == OUTCOME_UNKNOWN
-
-
 # -- server side ------------------------------------------------------------------------------
-def from_runtime(
-    exc: BaseException, client_address: Callable[[int], str | None] = lambda _: None
-) -> KeelError:
-    """The ``KeelError`` for an error of the Raft runtime (``client_address`` maps the leader's
-    node id to its client address, for ``NOT_LEADER`` hints); ``KeelError`` passes through."""
+def from_exception(exc: BaseException) -> KeelError:
+    """The ``KeelError`` a servicer answers with for ``exc``: a ``KeelError`` is itself; a
+    ``TimeoutError`` (a wait inside the server that outlasted its limit) is ``Unavailable``;
+    anything else is a bug (``INTERNAL``)."""
     if isinstance(exc, KeelError):
         return exc
-    if isinstance(exc, rt.NotLeader):
-        address = client_address(exc.leader_id) if exc.leader_id else None
-        return NotLeader(exc.group_id, exc.leader_id, address)
-    if isinstance(exc, rt.OutcomeUnknown):
-        return outcome_unknown(f"outcome unknown: {exc}")
-    if isinstance(exc, rt.RuntimeUnavailable | ProposalDropped):
-        return Unavailable(str(exc))
     if isinstance(exc, TimeoutError):
         return Unavailable("timed out")
     return internal_error(exc)

@@ -3,6 +3,12 @@
 Everything here runs on the host's event loop; the host's ready loop calls ``_flush``,
 ``_on_ready_persisted`` and friends. Callers use ``propose``, ``read_barrier``,
 ``transfer_leader`` and the membership methods.
+
+Errors a caller sees are ``keelfs.errors``' own, all retryable, against another member or
+later: ``NotLeader`` (naming the leader's id and *Raft* address, in ``raft_address``: this
+layer knows no client addresses) and a plain ``Unavailable`` mean the request was certainly
+not applied; ``OutcomeUnknown`` means a proposal may or may not have been (or may still be)
+applied. ``ApplyFailed`` is no caller's error: it stops the host (see ``_apply_failed``).
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from keelfs.errors import NotLeader, OutcomeUnknown, Unavailable
 from keelfs.raft.core import Config, StateType
 from keelfs.raft.errors import NotLeaderError, ProposalDropped, SnapshotOutOfDateError
 from keelfs.raft.messages import ConfChange, ConfChangeType, Entry, EntryType, SnapshotMeta
 from keelfs.raft.rawnode import RawNode, Ready
-from keelfs.runtime.errors import ApplyFailed, NotLeader, OutcomeUnknown, RuntimeUnavailable
 from keelfs.runtime.statemachine import StateMachine, StreamingStateMachine
 from keelfs.runtime.status import GroupStatus, MemberProgress, lag
 from keelfs.storage.rocks import RocksLogStorage
@@ -28,6 +34,11 @@ if TYPE_CHECKING:
     from keelfs.runtime.host import RaftHost
 
 log = logging.getLogger("keelfs.runtime")
+
+
+class ApplyFailed(Exception):
+    """Applying a committed entry raised: this node stopped rather than diverge (not retryable
+    here; the process must exit, and a restart applies the entry again)."""
 
 
 class RaftGroup:
@@ -140,13 +151,13 @@ class RaftGroup:
         return self._not_leader()
 
     def _not_leader(self) -> NotLeader:
-        return NotLeader(self.group_id, self.leader_id, self.leader_address())
+        return NotLeader(self.group_id, self.leader_id, raft_address=self.leader_address())
 
     # ------------------------------------------------------------------ proposals
     async def propose(self, data: bytes, timeout: float | None = None) -> Any:
         """Replicate ``data``; returns what the state machine's ``apply`` returned.
 
-        Raises ``NotLeader`` at once on a follower, ``RuntimeUnavailable`` when the queue is
+        Raises ``NotLeader`` at once on a follower, ``Unavailable`` when the queue is
         full (back-pressure) or when the entry was lost to a leader change; on timeout it raises
         ``OutcomeUnknown`` (the entry may still commit), which is why clients carry request ids.
         """
@@ -157,12 +168,12 @@ class RaftGroup:
     ) -> tuple[Any, int, int]:
         """``propose``, also returning the ``(index, term)`` the entry was committed at."""
         if self.removed:
-            raise RuntimeUnavailable(f"this node was removed from {self.group_id}")
+            raise Unavailable("removed", message=f"this node was removed from {self.group_id}")
         self.host.check_running()
         if not self.is_leader:
             raise self._not_leader()
         if len(self._pending) + len(self._queue) >= self.host.config.max_pending:
-            raise RuntimeUnavailable("too many proposals in flight; retry later")
+            raise Unavailable("busy", message="too many proposals in flight; retry later")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((data, fut))
         self.host.wake(self)
@@ -171,7 +182,9 @@ class RaftGroup:
                 fut, timeout or self.host.config.request_timeout
             )
         except TimeoutError:
-            raise OutcomeUnknown("proposal timed out; its outcome is unknown") from None
+            raise OutcomeUnknown(
+                "timed out", message="proposal timed out; its outcome is unknown"
+            ) from None
         return result
 
     def _flush(self) -> None:
@@ -187,7 +200,7 @@ class RaftGroup:
         except NotLeaderError:
             err: Exception = self._not_leader()
         except ProposalDropped as e:
-            err = RuntimeUnavailable(str(e))
+            err = Unavailable("dropped", message=str(e))
         else:
             for (_, fut), (index, term) in zip(live, stamps, strict=True):
                 self._track(index, term, fut)
@@ -237,7 +250,9 @@ class RaftGroup:
             index = await asyncio.wait_for(asyncio.shield(fut), t)
             await asyncio.wait_for(self.wait_applied(index), t)
         except TimeoutError:
-            raise RuntimeUnavailable("read timed out (leadership may have changed)") from None
+            raise Unavailable(
+                "timed out", message="read timed out (leadership may have changed)"
+            ) from None
         finally:
             self._read_waiters[ctx] -= 1
             if not self._read_waiters[ctx]:
@@ -282,14 +297,16 @@ class RaftGroup:
         try:
             index, term = self.node.propose_conf_change(cc)
         except ProposalDropped as e:
-            raise RuntimeUnavailable(str(e)) from None
+            raise Unavailable("dropped", message=str(e)) from None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._track(index, term, fut)
         self.host.wake(self)
         try:
             await asyncio.wait_for(fut, self.host.config.request_timeout)
         except TimeoutError:
-            raise OutcomeUnknown("membership change timed out; outcome unknown") from None
+            raise OutcomeUnknown(
+                "timed out", message="membership change timed out; outcome unknown"
+            ) from None
 
     def _track(self, index: int, term: int, fut: asyncio.Future[Any]) -> None:
         """Wait for ``index`` to apply. An older proposal at the same index (from an earlier
@@ -298,7 +315,9 @@ class RaftGroup:
         if old is not None and old[0] != term:
             self.proposals_lost += 1
         if old is not None and not old[1].done():
-            old[1].set_exception(RuntimeUnavailable("lost to a leader change; retry"))
+            old[1].set_exception(
+                Unavailable("leader changed", message="lost to a leader change; retry")
+            )
         self._pending[index] = (term, fut)
 
     def _learn_address(self, cc: ConfChange) -> bool:
@@ -341,7 +360,9 @@ class RaftGroup:
         for index in [i for i in self._pending if i <= rd.snapshot.index]:
             _, fut = self._pending.pop(index)
             if not fut.done():
-                fut.set_exception(OutcomeUnknown("outcome unknown: replaced by a snapshot"))
+                fut.set_exception(
+                    OutcomeUnknown("snapshot", message="outcome unknown: replaced by a snapshot")
+                )
         self.snapshots_installed += 1
 
     def apply(self, entries: list[Entry]) -> None:
@@ -363,7 +384,9 @@ class RaftGroup:
                 if fut.done():
                     continue
                 if term != e.term:
-                    fut.set_exception(RuntimeUnavailable("lost to a leader change; retry"))
+                    fut.set_exception(
+                        Unavailable("leader changed", message="lost to a leader change; retry")
+                    )
                 else:
                     fut.set_result((result, e.index, e.term))
         applied = entries[-1].index if entries else self.applied_index()
@@ -431,7 +454,9 @@ class RaftGroup:
         now = (self.node.raft.term, rd.soft_state.lead, rd.soft_state.state)
         for ctx, fut2 in self._reads.items():
             if not fut2.done() and self._read_views.get(ctx) != now:
-                fut2.set_exception(RuntimeUnavailable("leadership changed during a read; retry"))
+                fut2.set_exception(
+                    Unavailable("leader changed", message="leadership changed during a read; retry")
+                )
 
     def after_ready(self) -> None:
         """Take a snapshot and compact when the log has grown past the threshold (called

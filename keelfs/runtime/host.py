@@ -27,10 +27,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from keelfs.errors import OutcomeUnknown, Unavailable
 from keelfs.raft.messages import ConfState, Message, MessageType, message_size
 from keelfs.raft.rawnode import Ready
-from keelfs.runtime.errors import ApplyFailed, OutcomeUnknown, RuntimeUnavailable
-from keelfs.runtime.group import RaftGroup
+from keelfs.runtime.group import ApplyFailed, RaftGroup
 from keelfs.runtime.statemachine import StateMachine
 from keelfs.storage.private import private_dir
 from keelfs.storage.rocks import RocksEngine
@@ -162,7 +162,7 @@ class RaftHost:
                 await t
         self._tasks = []
         for g in self.groups.values():
-            g.fail_all(OutcomeUnknown("node shutting down"))
+            g.fail_all(OutcomeUnknown("shutdown", message="node shutting down"))
         await self.transport.stop()
         self.engine.close()
 
@@ -260,12 +260,14 @@ class RaftHost:
         self.failed = exc
         self._running = False  # the tick loop ends too
         for g in self.groups.values():
-            g.fail_all(OutcomeUnknown(f"this node stopped: {exc}"))
+            g.fail_all(OutcomeUnknown("stopped", message=f"this node stopped: {exc}"))
 
     def check_running(self) -> None:
-        """Raise ``RuntimeUnavailable`` if this node's ready loop died (see ``_fail``)."""
+        """Raise ``Unavailable`` if this node's ready loop died (see ``_fail``)."""
         if self.failed is not None:
-            raise RuntimeUnavailable(f"this node stopped after a fatal error: {self.failed}")
+            raise Unavailable(
+                "stopped", message=f"this node stopped after a fatal error: {self.failed}"
+            )
 
     async def _round(self) -> None:
         dirty, self._dirty = self._dirty, set()

@@ -63,9 +63,9 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from keelfs.errors import NotLeader, OutcomeUnknown, Unavailable
 from keelfs.raft.errors import ProposalDropped
 from keelfs.runtime import kv
-from keelfs.runtime.errors import NotLeader, OutcomeUnknown, RuntimeUnavailable
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.host import HostConfig, RaftHost, add_host_arguments, host_config_from_args
 from keelfs.runtime.kv import KVStateMachine
@@ -266,7 +266,7 @@ class KVServer:
             if group.is_leader and self.sm.nodes.get(self.node_id) != self.client_address:
                 try:
                     await group.propose(kv.node(self.node_id, self.client_address))
-                except RuntimeUnavailable:
+                except (NotLeader, Unavailable):
                     await asyncio.sleep(0.1)
                 continue
             with contextlib.suppress(TimeoutError):
@@ -320,12 +320,12 @@ class _KVServicer:
             client = self._s.sm.nodes.get(exc.leader_id) if exc.leader_id else None
             if client:
                 md.append((LEADER_ADDR_KEY, client))
-            if exc.leader_address:
-                md.append((LEADER_RAFT_ADDR_KEY, exc.leader_address))
+            if exc.raft_address:
+                md.append((LEADER_RAFT_ADDR_KEY, exc.raft_address))
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc), tuple(md))
         if isinstance(exc, OutcomeUnknown):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        if isinstance(exc, RuntimeUnavailable | ProposalDropped):
+        if isinstance(exc, Unavailable | ProposalDropped):
             await context.abort(grpc.StatusCode.ABORTED, str(exc))
         if isinstance(exc, ValueError):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -334,7 +334,7 @@ class _KVServicer:
     async def _call(self, context: Any, group: RaftGroup, work: Awaitable[T]) -> T:
         try:
             return await work
-        except (RuntimeUnavailable, ProposalDropped, ValueError) as exc:
+        except (NotLeader, Unavailable, ProposalDropped, ValueError) as exc:
             await self._abort(context, group, exc)
 
     def _info(self, index: int, term: int) -> pb.WriteInfo:
@@ -394,7 +394,7 @@ class _KVServicer:
                 left -= 1
                 try:
                     await group.propose(cmd)
-                except RuntimeUnavailable:
+                except (NotLeader, Unavailable):
                     failed += 1
                     if not group.is_leader:
                         return
@@ -406,7 +406,7 @@ class _KVServicer:
             t = time.perf_counter()
             try:
                 await group.propose(kv.put(f"load/{i % 1024}", value))
-            except RuntimeUnavailable:
+            except (NotLeader, Unavailable):
                 failed += 1
             else:
                 latencies.append((time.perf_counter() - t) * 1000)
@@ -452,7 +452,7 @@ class _KVServicer:
         if target != self._s.node_id:
             try:
                 group.transfer_leader(target)
-            except RuntimeUnavailable as exc:
+            except (NotLeader, Unavailable) as exc:
                 await self._abort(context, group, exc)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout(context)
@@ -522,7 +522,7 @@ class _KVServicer:
                     return
             except NotLeader as exc:
                 await self._abort(context, group, exc)
-            except (RuntimeUnavailable, ProposalDropped) as exc:
+            except (Unavailable, ProposalDropped) as exc:
                 if loop.time() >= deadline:
                     await self._abort(context, group, exc)
                 await asyncio.sleep(0.05)

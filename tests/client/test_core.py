@@ -165,7 +165,7 @@ def test_unknown_outcome_is_retried_with_the_same_session_and_seq() -> None:
     fake, c = FakeCluster(), core()
     fake.script["Create"] = [
         RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"),
-        grpc_errors.outcome_unknown("proposal timed out"),
+        OutcomeUnknown("timed out", message="proposal timed out"),
     ]
     run(c.plan(ops.create("/x", False, None, "", "", 0, 0)), fake.answer)
     creates = fake.of("Create")

@@ -21,20 +21,19 @@ from keelfs.errors import (
     NotADirectory,
     NotFound,
     NotLeader,
+    OutcomeUnknown,
     Redirect,
     SessionExpired,
     Unavailable,
 )
-from keelfs.raft.errors import ProposalDropped
 from keelfs.rpc import grpc_errors
-from keelfs.runtime import errors as rt
 
 EXAMPLES: list[KeelError] = [
     NotLeader("shard-1", 3, "10.0.0.3:7001"),
     NotLeader("config"),
     Redirect("/a/b", "shard-2", 17, {"4": "10.0.0.4:7001"}),
     Unavailable("no leader yet"),
-    grpc_errors.outcome_unknown("proposal timed out"),
+    OutcomeUnknown("timed out", message="proposal timed out"),
     InvalidArgument("replication must be in 1..512", "replication"),
     InvalidPath("a/b", "not absolute"),
     NotFound("/x"),
@@ -107,10 +106,13 @@ def test_status_codes_by_category() -> None:
 
 
 def test_outcome_unknown_is_told_apart_from_unavailable() -> None:
-    _, back = _through_the_wire(grpc_errors.outcome_unknown("timed out"))
-    assert back is not None and grpc_errors.is_outcome_unknown(back)
+    """``UNAVAILABLE`` means "not applied" only: a write of unknown outcome has its own code
+    (and is still an ``Unavailable`` to a caller that only backs off)."""
+    _, back = _through_the_wire(OutcomeUnknown("timed out"))
+    assert isinstance(back, OutcomeUnknown) and back.code == "OUTCOME_UNKNOWN"
+    assert isinstance(back, Unavailable)
     _, plain = _through_the_wire(Unavailable("no leader"))
-    assert plain is not None and not grpc_errors.is_outcome_unknown(plain)
+    assert plain is not None and type(plain) is Unavailable
 
 
 def test_long_details_are_clipped_to_fit_grpc_metadata() -> None:
@@ -122,18 +124,21 @@ def test_long_details_are_clipped_to_fit_grpc_metadata() -> None:
     assert grpc_errors.encode_error(InvalidPath(path, "r")).isascii()
 
 
-def test_runtime_errors_are_translated() -> None:
-    hint = {2: "10.0.0.2:7001"}
-    err = grpc_errors.from_runtime(rt.NotLeader("shard-1", 2, "10.0.0.2:7000"), hint.get)
-    assert err == NotLeader("shard-1", 2, "10.0.0.2:7001")  # the CLIENT address
-    assert grpc_errors.is_outcome_unknown(grpc_errors.from_runtime(rt.OutcomeUnknown("t")))
-    plain = grpc_errors.from_runtime(rt.RuntimeUnavailable("queue full"))
-    assert isinstance(plain, Unavailable) and not grpc_errors.is_outcome_unknown(plain)
-    assert isinstance(grpc_errors.from_runtime(ProposalDropped("x")), Unavailable)
-    bug = grpc_errors.from_runtime(ZeroDivisionError("x"))
+def test_other_exceptions_get_their_meaning() -> None:
+    assert isinstance(grpc_errors.from_exception(TimeoutError()), Unavailable)
+    bug = grpc_errors.from_exception(ZeroDivisionError("x"))
     assert bug.code == grpc_errors.INTERNAL_CODE and not bug.retryable
     same = NotFound("/x")
-    assert grpc_errors.from_runtime(same) is same
+    assert grpc_errors.from_exception(same) is same
+
+
+def test_the_raft_address_of_a_not_leader_never_crosses_the_wire() -> None:
+    """The runtime names the leader by its Raft address; that stays in the process."""
+    err = NotLeader("shard-1", 2, raft_address="10.0.0.2:7000")
+    _, back = _through_the_wire(err)
+    assert isinstance(back, NotLeader) and back.leader_id == 2
+    assert back.leader_address is None and back.raft_address is None
+    assert "10.0.0.2:7000" not in grpc_errors.encode_error(err).replace(err.message, "")
 
 
 def test_failures_without_a_trailer() -> None:

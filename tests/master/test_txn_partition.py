@@ -36,7 +36,6 @@ from helpers import dirs_on_two_shards
 
 from keelfs.client import Client, OutcomeUnknown
 from keelfs.errors import KeelError
-from keelfs.rpc.grpc_errors import is_outcome_unknown
 from keelfs.runtime.netns import NetnsNetwork, free_subnet
 from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.environment import cannot_run
@@ -203,8 +202,7 @@ class Rename(threading.Thread):
             return "renamed"
         assert self.error is not None
         assert self.error.retryable, f"rename failed with a non-retryable error: {self.error!r}"
-        unknown = isinstance(self.error, OutcomeUnknown) or is_outcome_unknown(self.error)
-        return "unknown" if unknown else "refused"
+        return "unknown" if isinstance(self.error, OutcomeUnknown) else "refused"
 
 
 def _settled(cluster: MetaCluster, fs: Client, src: str, dst: str, outcome: str) -> str:

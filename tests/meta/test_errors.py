@@ -23,6 +23,7 @@ from keelfs.errors import (
     NotFound,
     NotLeader,
     OperationError,
+    OutcomeUnknown,
     PermissionDenied,
     PipelineBroken,
     Redirect,
@@ -35,8 +36,10 @@ from keelfs.errors import (
 EXAMPLES: list[KeelError] = [
     NotLeader("shard-1", 3, "10.0.0.3:7000"),
     NotLeader("shard-1"),
+    NotLeader("shard-1", 2, raft_address="10.0.0.2:7000"),
     Redirect("/a/b", "shard-2", 17, {"4": "10.0.0.4:7000"}),
     Unavailable("no leader yet"),
+    OutcomeUnknown("timed out"),
     InvalidArgument("replication must be in 1..512", "replication"),
     InvalidPath("a/b", "not absolute"),
     NotFound("/x"),
@@ -60,6 +63,7 @@ CODES = {
     NotLeader: "NOT_LEADER",
     Redirect: "REDIRECT",
     Unavailable: "UNAVAILABLE",
+    OutcomeUnknown: "OUTCOME_UNKNOWN",
     InvalidArgument: "INVALID_ARGUMENT",
     InvalidPath: "INVALID_PATH",
     NotFound: "NOT_FOUND",
@@ -99,13 +103,14 @@ def test_every_concrete_error_class_is_covered() -> None:
 
 
 def test_tree_shape() -> None:
-    retryable = {NotLeader, Redirect, Unavailable, PipelineBroken}
+    retryable = {NotLeader, Redirect, Unavailable, OutcomeUnknown, PipelineBroken}
     for cls in retryable:
         assert issubclass(cls, RetryableError) and cls.retryable
     assert not Internal.retryable and not issubclass(Internal, OperationError)
     for cls in set(CODES) - retryable - {Internal}:
         assert issubclass(cls, OperationError) and not cls.retryable
     assert issubclass(InvalidPath, InvalidArgument)
+    assert issubclass(OutcomeUnknown, Unavailable)  # a caller that only backs off catches both
     # the tree is drawn in the module docstring, with every code
     for code in CODES.values():
         assert code in (errors.__doc__ or "")

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from keelfs.runtime import HostConfig, NotLeader, RaftGroup, RaftHost, RuntimeUnavailable, kv
-from keelfs.runtime.errors import ApplyFailed
+from keelfs.errors import NotLeader, Unavailable
+from keelfs.runtime import HostConfig, RaftGroup, RaftHost, kv
+from keelfs.runtime.group import ApplyFailed
 from keelfs.runtime.kv import KVStateMachine
 from keelfs.transport.local import LocalNetwork
 
@@ -59,6 +60,9 @@ def test_propose_read_and_follower_redirect(tmp_path: Path) -> None:
             with pytest.raises(NotLeader) as e:
                 await follower.propose(kv.put("a", "3"))
             assert e.value.leader_id == leader.host.node_id
+            # the runtime knows Raft addresses only: it never names one as a client's
+            assert e.value.leader_address is None
+            assert e.value.raft_address == follower.addresses[leader.host.node_id]
             await follower.read_barrier()  # ReadIndex forwarded to the leader
             assert follower.sm.get("a") == "2"  # type: ignore[attr-defined]
             results = await asyncio.gather(
@@ -164,7 +168,7 @@ def test_an_apply_that_raises_stops_the_node_instead_of_skipping_the_entry(
             assert group.applied_index() < boom, "the failed entry counts as applied"
             assert sm.get("after") is None, "an entry after the failed one was applied"
             assert ready.done() and isinstance(ready.exception(), ApplyFailed)
-            with pytest.raises(RuntimeUnavailable, match="stopped"):
+            with pytest.raises(Unavailable, match="stopped"):
                 await group.propose(kv.put("x", "y"), timeout=1.0)
             fatal = [r for r in caplog.records if r.levelno == logging.CRITICAL]
             assert len(fatal) == 1 and f"entry {boom}" in fatal[0].getMessage()

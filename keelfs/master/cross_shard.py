@@ -1,0 +1,344 @@
+"""Namespace operations whose records live on more than one shard, as transactions.
+
+When the records an operation changes live on more than one shard, the leader that received
+it (the shard of the path's entry, or of ``src``) coordinates a transaction
+(``keelfs.master.transactions``: this module decides *what* each shard does, as steps, that
+one *how* the shards agree); the plain command is used whenever one shard holds everything:
+
+- ``Rename`` of a file whose target entry is on another shard; of a directory when any
+  directory of its subtree is, or will be under its new name, on another shard than the
+  entries (every record of the subtree is read, checked unchanged and moved:
+  ``keelfs.master.subtree``, at most ``subtree.MAX_ENTRIES`` records). Files being written
+  are not moved across shards (their lease would have to move too): close them first.
+- ``Mkdir`` of a directory whose own shard is not its parent's: the entry here, the
+  self-record there. (``parents`` creates each missing ancestor through the shard owning it,
+  which is the servicer's: a request to a peer, no transaction.)
+- ``Delete`` of a directory whose self-record is on another shard (that shard checks it is
+  empty), and a recursive delete whose subtree spans shards (every record checked and
+  removed, the files' blocks queued).
+
+A retried request (same session and seq) is recognised whichever way its first attempt went:
+the transaction's begin record carries the client command's digest, and a plain command that
+finds a transaction's reply in the session cache waits for that transaction's outcome
+(:func:`txn_outcome`). So nothing stateful is checked before proposing in a way that could
+turn a retried success into a failure: a path that is gone is still proposed (its check fails
+with NOT_FOUND unless the session remembers the first attempt). Ordinary commands on a path a
+transaction has locked are re-proposed until it is released (``MetaNode.propose``); reads of
+it wait (``MetaNode.wait_unlocked``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from keelfs.errors import (
+    DirectoryNotEmpty,
+    InvalidArgument,
+    KeelError,
+    LeaseConflict,
+    NotFound,
+    Unavailable,
+)
+from keelfs.master import subtree
+from keelfs.master.member import Member, now_ms
+from keelfs.meta import commands, paths
+from keelfs.meta.commands import Mkdir, Rename
+from keelfs.meta.namespace import MAX_LIST_LIMIT, ShardStateMachine
+from keelfs.meta.records import DIRECTORY, Inode
+from keelfs.meta.shardmap import ShardMap
+from keelfs.meta.transactions import Step, TxnRecord
+from keelfs.rpc.pb import meta_pb2 as pb
+
+if TYPE_CHECKING:
+    from keelfs.master.node import MetaNode
+
+__all__ = [
+    "delete",
+    "mkdir",
+    "rename",
+    "spans",
+    "subtree_changed_error",
+    "txn_outcome",
+]
+
+_DELETE_COUNTS = ("files", "directories", "blocks")
+
+
+def txn_outcome(outcome: TxnRecord | dict[str, Any], what: str) -> Any:
+    """What a transaction's client is told: its ``result`` when it committed (or the reply of
+    a first attempt that needed none), else the error it aborted with."""
+    if isinstance(outcome, dict):
+        return outcome
+    if outcome.state != "committed":
+        if outcome.error:
+            raise KeelError.from_details(outcome.error)
+        raise Unavailable("aborted", message=f"{what} was aborted; retry")
+    return outcome.result
+
+
+def subtree_changed_error(err: KeelError, what: str) -> KeelError:
+    """The state machine refuses with NotFound("directory record") when a directory it must
+    handle whole has its self-record on another shard: the subtree changed between the
+    leader's check (which sends such requests through a transaction) and the apply."""
+    if isinstance(err, NotFound) and err.kind == "directory record":
+        return InvalidArgument(
+            f"{what}: directory {err.name} got children on another shard while the request "
+            "ran; try again",
+            "path",
+        )
+    return err
+
+
+def spans(m: ShardMap, shard: str, src: str, dst: str, sm: ShardStateMachine) -> bool:
+    """Whether moving directory ``src`` to ``dst`` touches another shard than ``shard``: a
+    directory of its subtree lives elsewhere now, or would under its new name."""
+    for d in [src, *_subdirectories(sm, src)]:
+        new = dst + d[len(src) :]
+        if m.shard_for_directory(d) != shard or m.shard_for_directory(new) != shard:
+            return True
+    return False
+
+
+def _subdirectories(sm: ShardStateMachine, top: str) -> Iterator[str]:
+    """Every directory below ``top`` reachable through self-records held here."""
+    stack = [top]
+    while stack:
+        current = stack.pop()
+        cursor: str | None = None
+        while True:
+            try:
+                page = sm.list_dir(current, start_after=cursor, limit=MAX_LIST_LIMIT)
+            except KeelError:
+                break  # its children are elsewhere: the state machine refuses the move
+            for entry in page.entries:
+                if entry.is_dir and entry.path != current:
+                    yield entry.path
+                    stack.append(entry.path)
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+
+
+def _seq_applied(sm: ShardStateMachine, header: pb.RequestHeader) -> bool:
+    """Whether this shard applied the request's (session, seq) already: the request is a
+    retry, answered from the session's reply cache (read after a barrier)."""
+    if not header.session_id or not header.seq:
+        return False
+    session = sm.session(header.session_id)
+    return session is not None and session.last_seq >= header.seq
+
+
+# -- mkdir ------------------------------------------------------------------------------------
+async def mkdir(
+    node: MetaNode, member: Member, command: Mkdir, header: pb.RequestHeader, timeout: float
+) -> list[str]:
+    """Make ``command.path``, whose own shard is not its parent's (``member``'s): the entry
+    here, the self-record on the directory's own shard. The directories created."""
+    node.require_leader(member)
+    path, parent = command.path, paths.parent(command.path)
+    record = (
+        Inode(DIRECTORY, command.mode, command.owner, command.group, now_ms(), now_ms())
+        .encode()
+        .decode()
+    )
+    own = [
+        Step("dir", parent),
+        Step("absent", path),
+        Step("put_entry", path, record),
+        Step("touch", parent),
+    ]
+    target = node.shard_map.shard_for_directory(path)
+    theirs = [Step("put_self", path, record)]
+    outcome = await node.txns.run(
+        member, "mkdir", own, {target: theirs}, header, timeout, command, {"created": [path]}
+    )
+    created: list[str] = txn_outcome(outcome, f"mkdir {path}")["created"]
+    return created
+
+
+# -- delete -----------------------------------------------------------------------------------
+async def delete(
+    node: MetaNode,
+    member: Member,
+    cmd: commands.Delete,
+    header: pb.RequestHeader,
+    timeout: float,
+) -> dict[str, int] | None:
+    """Run ``cmd`` as a transaction when its records span shards: a directory whose
+    self-record is on another shard, or a recursive delete of a subtree that spans shards.
+    The counts it removed; None when one shard holds everything (the plain command does)."""
+    path, m, sm = cmd.path, node.shard_map, member.sm
+    if m.shard_for_directory(path) == member.group_id and not cmd.recursive:
+        return None
+    node.require_leader(member)
+    await node.read(member, False, timeout)
+    await node.wait_unlocked(member, path, timeout)
+    record = sm.entry_record(path)
+    is_dir = record is not None and sm.stat(path).is_dir
+    spanning = is_dir and any(
+        m.shard_for_directory(d) != member.group_id for d in [path, *_subdirectories(sm, path)]
+    )
+    if cmd.recursive and spanning:
+        return await _delete_tree(node, member, cmd, record, header, timeout)
+    if m.shard_for_directory(path) != member.group_id and (record is None or is_dir):
+        return await _rmdir(node, member, cmd, record, header, timeout)
+    return None
+
+
+async def _delete_tree(
+    node: MetaNode,
+    member: Member,
+    cmd: commands.Delete,
+    record: str | None,
+    header: pb.RequestHeader,
+    timeout: float,
+) -> dict[str, int]:
+    """Recursive delete of a directory whose subtree spans shards: one transaction over
+    every record of it (``keelfs.master.subtree``)."""
+    path = cmd.path
+    assert record is not None
+    dirs = await subtree.walk(node.internal, path, moving=False)
+    parts, files, subdirs = subtree.delete_parts(node.shard_map, dirs)
+    own = parts.pop(member.group_id, [])
+    own += [
+        Step("entry", path, record),
+        Step("del_entry", path),
+        Step("touch", paths.parent(path)),
+    ]
+    blocks = sum(
+        len(Inode.decode(rec.encode()).blocks)
+        for d in dirs
+        for _, rec, is_dir in d.children
+        if not is_dir
+    )
+    result = {"files": files, "directories": subdirs + 1, "blocks": blocks}
+    outcome = await node.txns.run(member, "delete", own, parts, header, timeout, cmd, result)
+    value: dict[str, int] = txn_outcome(outcome, f"delete {path}")
+    return {k: int(value[k]) for k in _DELETE_COUNTS}
+
+
+async def _rmdir(
+    node: MetaNode,
+    member: Member,
+    cmd: commands.Delete,
+    record: str | None,
+    header: pb.RequestHeader,
+    timeout: float,
+) -> dict[str, int]:
+    """Delete a directory whose entry is here and whose self-record (and children) are on
+    its own shard: a transaction; that shard checks it is empty and drops the record."""
+    path = cmd.path
+    target = node.shard_map.shard_for_directory(path)
+    if record is None:  # gone: proposed anyway, so that a retry gets its first reply
+        missing = [Step("present", path)]
+        outcome = await node.txns.run(
+            member, "delete", missing, {target: missing}, header, timeout, cmd
+        )
+    else:
+        own = [
+            Step("entry", path, record),
+            Step("del_entry", path),
+            Step("touch", paths.parent(path)),
+        ]
+        theirs = [Step("empty", path), Step("del_self", path)]
+        result = {"files": 0, "directories": 1, "blocks": 0}
+        outcome = await node.txns.run(
+            member, "delete", own, {target: theirs}, header, timeout, cmd, result
+        )
+    try:
+        value: dict[str, int] = txn_outcome(outcome, f"delete {path}")
+    except DirectoryNotEmpty:
+        if cmd.recursive:
+            raise InvalidArgument(
+                f"cross-shard recursive delete not supported yet: the children of {path} "
+                "live on another shard than its entry; delete them first",
+                "path",
+            ) from None
+        raise
+    return {k: int(value[k]) for k in _DELETE_COUNTS}
+
+
+# -- rename -----------------------------------------------------------------------------------
+async def rename(
+    node: MetaNode,
+    member: Member,
+    src: str,
+    dst: str,
+    overwrite: bool,
+    header: pb.RequestHeader,
+    timeout: float,
+) -> None:
+    """Rename ``src`` to a path another shard holds, or a directory whose subtree spans shards
+    (:func:`spans`): a transaction coordinated here (the source's shard), the target's shard
+    participating."""
+    await node.read(member, False, timeout)
+    await node.wait_unlocked(member, src, timeout)  # a transaction may be moving it
+    sm: ShardStateMachine = member.sm
+    target = node.shard_map.shard_for_path(dst)
+    request = Rename(src, dst, overwrite)
+    record = sm.entry_record(src)
+    if record is None or _seq_applied(sm, header):
+        # Not here (any more): still proposed, since a retry of a rename that committed
+        # must get its recorded success; anything else fails the check with NOT_FOUND.
+        # Likewise a retry whose (session, seq) was applied while ``src`` is here again
+        # (created anew since by someone else): only the recorded reply may answer it,
+        # never a fresh look at the new file (it may be open: LEASE_CONFLICT).
+        missing = [Step("present", src)]
+        outcome = await node.txns.run(
+            member, "rename", missing, {target: missing}, header, timeout, request
+        )
+        txn_outcome(outcome, f"rename {src} -> {dst}")
+        return
+    info = sm.stat(src)
+    if info.is_dir:
+        await _move_tree(node, member, Rename(src, dst, overwrite), record, header, timeout)
+        return
+    if info.under_construction:
+        raise LeaseConflict(
+            src, info.lease_holder, message=f"{src} is open for writing: close it first"
+        )
+    dst_dir = paths.parent(dst)
+    own = [Step("entry", src, record), Step("del_entry", src), Step("touch", paths.parent(src))]
+    theirs = [Step("dir", dst_dir)]
+    if overwrite:
+        theirs += [Step("replaceable", dst), Step("replace", dst)]
+    else:
+        theirs.append(Step("absent", dst))
+    theirs += [Step("put_entry", dst, record), Step("touch", dst_dir)]
+    outcome = await node.txns.run(member, "rename", own, {target: theirs}, header, timeout, request)
+    txn_outcome(outcome, f"rename {src} -> {dst}")
+
+
+async def _move_tree(
+    node: MetaNode,
+    member: Member,
+    request: commands.Rename,
+    record: str,
+    header: pb.RequestHeader,
+    timeout: float,
+) -> None:
+    """Move a directory whose subtree spans shards (or will, under its new name): one
+    transaction over every record of it. The target must not exist (an empty directory
+    is not replaced across shards, unlike a same-shard rename with ``overwrite``)."""
+    src, dst = request.src, request.dst
+    if paths.is_ancestor(src, dst) or src == dst:
+        raise InvalidArgument(f"cannot move {src} into itself ({dst})", "dst")
+    m = node.shard_map
+    dirs = await subtree.walk(node.internal, src, moving=True)
+    parts = subtree.move_parts(m, dirs, src, dst)
+    dst_dir = paths.parent(dst)
+    parts.setdefault(m.shard_for_path(src), []).extend(
+        [Step("entry", src, record), Step("del_entry", src), Step("touch", paths.parent(src))]
+    )
+    parts.setdefault(m.shard_for_path(dst), []).extend(
+        [
+            Step("dir", dst_dir),
+            Step("absent", dst),
+            Step("put_entry", dst, record),
+            Step("touch", dst_dir),
+        ]
+    )
+    own = parts.pop(member.group_id)
+    outcome = await node.txns.run(member, "rename", own, parts, header, timeout, request)
+    txn_outcome(outcome, f"rename {src} -> {dst}")

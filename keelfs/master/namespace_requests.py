@@ -1,0 +1,124 @@
+"""The ``Namespace`` RPCs' requests decoded into what a master acts on, and checked.
+
+Each function turns one request message into the state machine command it asks for (or its
+arguments), applying the defaults ``proto/meta.proto`` documents for unset fields, and refuses
+bad input (``INVALID_ARGUMENT``/``INVALID_PATH``: paths through ``keelfs.meta.paths``,
+argument ranges through each command's ``validate()``) before anything is routed or proposed.
+"""
+
+from __future__ import annotations
+
+from keelfs.errors import InvalidArgument
+from keelfs.meta import commands, paths
+from keelfs.meta.commands import (
+    DEFAULT_BLOCK_SIZE,
+    Command,
+    Create,
+    Delete,
+    Rename,
+    SetOwner,
+    SetPermission,
+    SetReplication,
+    SetTimes,
+    check_path,
+)
+from keelfs.meta.namespace import MAX_LIST_LIMIT
+from keelfs.meta.principals import DEFAULT_GROUP, DEFAULT_OWNER
+from keelfs.rpc.pb import meta_pb2 as pb
+
+__all__ = [
+    "DEFAULT_LIST_LIMIT",
+    "create",
+    "delete",
+    "list_dir",
+    "mkdir_attributes",
+    "move",
+    "path",
+    "rename",
+    "set_owner",
+    "set_permission",
+    "set_replication",
+    "set_times",
+]
+
+DEFAULT_LIST_LIMIT = 1000
+"""Entries in a ListDir page when the request sets no ``limit``."""
+
+
+def path(value: str, argument: str = "path") -> str:
+    """``value`` as a normal absolute path; ``INVALID_PATH`` naming ``argument`` if it is not."""
+    return check_path(value, argument)
+
+
+def mkdir_attributes(request: pb.MkdirRequest) -> tuple[int, str, str]:
+    """The new directory's ``(mode, owner, group)``, defaults filled in."""
+    mode = request.mode if request.HasField("mode") else 0o755
+    return mode, request.owner or DEFAULT_OWNER, request.group or DEFAULT_GROUP
+
+
+def create(request: pb.CreateRequest, default_replication: int, normal: str) -> Command:
+    return Create(
+        normal,
+        request.mode if request.HasField("mode") else 0o644,
+        request.owner or DEFAULT_OWNER,
+        request.group or DEFAULT_GROUP,
+        request.replication or default_replication,
+        request.block_size or DEFAULT_BLOCK_SIZE,
+        request.overwrite,
+    )
+
+
+def set_replication(request: pb.SetReplicationRequest, normal: str) -> Command:
+    return SetReplication(normal, request.replication)
+
+
+def set_times(request: pb.SetTimesRequest, normal: str) -> Command:
+    return SetTimes(
+        normal,
+        request.mtime if request.HasField("mtime") else None,
+        request.atime if request.HasField("atime") else None,
+    )
+
+
+def set_permission(request: pb.SetPermissionRequest, normal: str) -> Command:
+    return SetPermission(normal, request.mode)
+
+
+def set_owner(request: pb.SetOwnerRequest, normal: str) -> Command:
+    return SetOwner(
+        normal,
+        request.owner if request.HasField("owner") else None,
+        request.group if request.HasField("group") else None,
+    )
+
+
+def delete(request: pb.DeleteRequest) -> Delete:
+    command = Delete(path(request.path), request.recursive)
+    command.validate()
+    return command
+
+
+def rename(request: pb.RenameRequest) -> Rename:
+    command = Rename(path(request.src, "src"), path(request.dst, "dst"), request.overwrite)
+    command.validate()
+    return command
+
+
+def list_dir(request: pb.ListDirRequest) -> tuple[str, str | None, int]:
+    """``(path, start_after, limit)`` of a ListDir: the directory, the name the page starts
+    after (None: from the first), and at most how many entries."""
+    normal = path(request.path)
+    start_after = request.start_after if request.HasField("start_after") else None
+    limit = request.limit or DEFAULT_LIST_LIMIT
+    if limit > MAX_LIST_LIMIT:
+        raise InvalidArgument(f"limit must be in 1..{MAX_LIST_LIMIT}, not {limit}", "limit")
+    if start_after is not None:
+        paths.validate_name(start_after)
+    return normal, start_after, limit
+
+
+def move(request: pb.MoveRequest) -> Command:
+    """The resharding command (``move_*``) a peer's ``Move`` carries."""
+    if not request.op.startswith("move_"):
+        raise InvalidArgument(f"{request.op!r} is not a move command", "op")
+    return commands.decode_command(request.op, request.args, commands.SHARD_COMMANDS)
