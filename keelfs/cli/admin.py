@@ -32,7 +32,6 @@ from rich.console import Console
 from rich.table import Table
 
 from keelfs.errors import KeelError
-from keelfs.rpc.wire import CONFIG_GROUP
 
 if TYPE_CHECKING:
     from keelfs.client.admin_client import AdminClient
@@ -601,6 +600,8 @@ def report_cmd(address: str | None, as_json: bool) -> None:
     ``keelfs admin fsck``)."""
 
     def body(c: AdminClient) -> None:
+        from keelfs.rpc.wire import CONFIG_GROUP  # loaded by a command, not by `keelfs` start-up
+
         c.load()
         servers = _chunk_servers(c)
         live = [s for s in servers.values() if s["live"]]
