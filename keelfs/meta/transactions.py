@@ -51,6 +51,7 @@ from typing import Any
 from keelfs.errors import InvalidArgument, Unavailable
 from keelfs.meta import paths
 from keelfs.meta.kvstore import Txn, prefix_end
+from keelfs.meta.records import decode_foreign
 
 __all__ = [
     "CHANGES",
@@ -113,6 +114,11 @@ class Step:
         needs_record = self.kind in ("entry", "self", "put_entry", "put_self")
         if needs_record != bool(self.record):
             raise InvalidArgument(f"step {self.kind} {self.path}: record mismatch", "part")
+        if needs_record:
+            try:
+                decode_foreign(self.record.encode("utf-8", "surrogatepass"))
+            except ValueError as e:
+                raise InvalidArgument(f"step {self.kind} {self.path}: {e}", "part") from None
 
 
 def encode_part(steps: Iterable[Step]) -> str:
@@ -122,7 +128,7 @@ def encode_part(steps: Iterable[Step]) -> str:
 def decode_part(text: str) -> tuple[Step, ...]:
     try:
         raw = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidArgument("transaction part is not JSON", "part") from None
     if not isinstance(raw, list):
         raise InvalidArgument("transaction part must be a list of steps", "part")
