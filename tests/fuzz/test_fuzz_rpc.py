@@ -135,6 +135,8 @@ def message_dicts(draw: st.DrawFn, descriptor: Descriptor, depth: int = 0) -> di
         # a well-formed request for this server's shard: an op and its own arguments, which
         # pass the decoder and reach the state machine
         return {"group": "shard-1", **draw(move_commands())}
+    if descriptor.name == "BatchItem" and draw(st.booleans()):
+        return draw(batch_items())
     for field in descriptor.fields:
         if depth > 3 and field.type == FD.TYPE_MESSAGE:
             continue
@@ -148,6 +150,22 @@ def message_dicts(draw: st.DrawFn, descriptor: Descriptor, depth: int = 0) -> di
         else:
             out[field.name] = draw(value)
     return out
+
+
+def batch_items() -> st.SearchStrategy[dict[str, Any]]:
+    """A batch item naming a Namespace method, with a random request of that method."""
+    service = meta_pb2.DESCRIPTOR.services_by_name["Namespace"]
+
+    def item(method: MethodDescriptor) -> st.SearchStrategy[dict[str, Any]]:
+        cls = _class_of(method.input_type)
+        return message_dicts(method.input_type, 2).map(
+            lambda values: {
+                "method": method.name,
+                "request": build(cls, values).SerializeToString(),
+            }
+        )
+
+    return st.sampled_from(list(service.methods)).flatmap(item)
 
 
 def build(cls: Any, values: dict[str, Any]) -> Any:
