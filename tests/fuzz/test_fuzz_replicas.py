@@ -213,6 +213,13 @@ NAMESPACE = [
 ]
 """What the shard holds before the random commands: most of them then find their paths."""
 
+MASTERS = [(c.RegisterMaster(n, f"h:{n}"), 0) for n in range(1, 5)] + [
+    (c.AddShard("shard-1", (1, 2, 3)), 0),
+    (c.SealRing(), 0),
+]
+"""What the config group holds before the random commands: masters to place shards on, a
+sealed ring (adding or removing a shard then plans moves)."""
+
 ADVANCE = st.sampled_from([0, 1, 30_000, 100_000])
 """Less than the session TTL: the session the commands are sent in lives on."""
 
@@ -230,7 +237,9 @@ def test_shard_replicas_stay_identical(sequence: list[tuple[c.Command, int]]) ->
 @fuzz_settings(60)
 @given(st.lists(st.tuples(config_commands(), ADVANCE), min_size=1, max_size=25))
 def test_config_replicas_stay_identical(sequence: list[tuple[c.Command, int]]) -> None:
-    run(Pair(ConfigStateMachine(None), ConfigStateMachine(None)), sequence)
+    pair = Pair(ConfigStateMachine(None), ConfigStateMachine(None))
+    run(pair, MASTERS)
+    run(pair, sequence)
 
 
 def b64(data: bytes) -> str:
