@@ -40,6 +40,8 @@ from keelfs.datapath.protocol import ServerStatus, WriteResult
 from keelfs.datapath.replica import DeleteResult, ReplicaInfo, check_shard_id
 from keelfs.datapath.wire import GRPC_OPTIONS, AsyncChannels
 from keelfs.errors import InvalidArgument
+from keelfs.rpc.access import server_interceptors
+from keelfs.tls.credentials import TlsSettings, add_port
 
 __all__ = ["DEFAULT_RACK", "ChunkNode", "ChunkNodeConfig", "load_server_id"]
 
@@ -78,6 +80,10 @@ class ChunkNodeConfig:
     ack_timeout_s: float = 60.0
     rbw_expiry_s: float = 3600.0
     io_threads: int = 16
+    tls: TlsSettings | None = None
+    """This server's TLS material: mutual TLS on its port (the access classes of
+    ``keelfs.rpc.access`` enforced) and on every channel it opens (pipeline, replication,
+    reports to the masters). None: plain gRPC."""
 
 
 def load_server_id(layout: Layout, wanted: str) -> str:
@@ -111,7 +117,7 @@ class ChunkNode:
         self.epochs: EpochTable
         self.executor: CommandExecutor
         self.scanner: BlockScanner | None = None
-        self.channels = AsyncChannels()
+        self.channels = AsyncChannels(tls=config.tls)
         self.tasks: list[asyncio.Task[None]] = []
         self._server: grpc.aio.Server | None = None
         self._client: AsyncChunkClient | None = None
@@ -126,16 +132,14 @@ class ChunkNode:
         self.server_id = await asyncio.to_thread(load_server_id, layout, cfg.server_id)
         self.store = await asyncio.to_thread(BlockStore.open, layout.root, fsync=cfg.fsync_on_close)
         self.epochs = EpochTable(layout.epochs_file, layout.tmp)
-        self._client = AsyncChunkClient(ack_timeout_s=cfg.ack_timeout_s)
+        self._client = AsyncChunkClient(ack_timeout_s=cfg.ack_timeout_s, tls=cfg.tls)
         self.executor = CommandExecutor(self.store, self.epochs, self._client)
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS])
+        server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS],
+            interceptors=server_interceptors(cfg.tls),
+        )
         add_to_server(ChunkServicer(self), server)
-        try:
-            port = server.add_insecure_port(cfg.listen)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {cfg.listen}: {exc}") from exc
-        if port == 0:
-            raise OSError(f"cannot listen on {cfg.listen}")
+        port = add_port(server, cfg.listen, cfg.tls)
         self.address = f"{cfg.listen.rpartition(':')[0]}:{port}"
         await server.start()
         self._server = server

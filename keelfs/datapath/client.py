@@ -51,6 +51,7 @@ from keelfs.datapath.protocol import (
 from keelfs.datapath.replica import DeleteOutcome, DeleteResult, ReplicaInfo
 from keelfs.datapath.wire import AsyncChannels, error_of, pb, replica_from_pb
 from keelfs.errors import ChecksumMismatch, Unavailable
+from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["AsyncChunkClient", "ChunkClient", "read_block", "write_block"]
 
@@ -93,13 +94,14 @@ class AsyncChunkClient:
         ack_timeout_s: float = 60.0,
         call_timeout_s: float = 30.0,
         verify_reads: bool = True,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.packet_size = packet_size
         self.window = window
         self.ack_timeout_s = ack_timeout_s
         self.call_timeout_s = call_timeout_s
         self.verify_reads = verify_reads
-        self._channels = AsyncChannels()
+        self._channels = AsyncChannels(tls=tls)
 
     async def close(self) -> None:
         await self._channels.close()
