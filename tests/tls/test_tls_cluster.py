@@ -17,8 +17,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from keelfs.runtime.processes import free_ports, read_ready_line, wait_until
 from keelfs.rpc.pb import chunk_pb2, chunk_pb2_grpc, meta_pb2, meta_pb2_grpc
+from keelfs.runtime.processes import free_ports, read_ready_line, wait_until
 from keelfs.server.layout import ADMIN_USER
 from keelfs.server.local_cluster import State, load_state
 from keelfs.testing.commands import keelfs_command as keelfs
