@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from keelfs.server.settings import ConfigError, split_address
+from keelfs.tls.certs import PEER_SERVER_NAME
 from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["INSECURE_WARNING", "check_listen", "is_loopback", "node_tls"]
@@ -76,7 +77,11 @@ def node_tls(values: Mapping[str, Any], role: str, node_id: str | int) -> TlsSet
         )
         if files[key]
     }
-    settings = replace(settings, **overrides)
+    # Nodes verify each other by the peer CA and the name every node certificate carries: a
+    # node is dialled at addresses its certificate may not list (its own wildcard listen
+    # address, an address registered behind NAT). Who the caller is, is still checked by the
+    # server from the caller's certificate (keelfs.rpc.access).
+    settings = replace(settings, server_name=PEER_SERVER_NAME, **overrides)
     for path in (settings.peer_ca, settings.cert, settings.key, settings.client_ca):
         if path is not None and not path.is_file():
             raise ConfigError(f"TLS: {path} does not exist (keelfs certs issue makes it)")

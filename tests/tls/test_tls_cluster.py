@@ -177,3 +177,49 @@ def test_server_starts_on_a_public_address_with_insecure(tmp_path: Path) -> None
             proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert "WARNING: --insecure" in err
+
+
+def test_server_with_tls_dir_serves_the_cli_given_a_user_certificate(tmp_path: Path) -> None:
+    """``keelfs server --tls-dir``: the CLI reaches it with ``--tls-dir DIR --user NAME``
+    and not without."""
+    certs = tmp_path / "certs"
+    for args in (
+        ("init", str(certs)),
+        ("issue", str(certs), "master/1", "--host", "127.0.0.1"),
+        ("issue", str(certs), "chunkserver/cs-1", "--host", "127.0.0.1"),
+        ("issue", str(certs), "user/bob"),
+    ):
+        out = keelfs("certs", *args)
+        assert out.returncode == 0, out.stdout + out.stderr
+    raft, client, chunk = free_ports(3)
+    log = tmp_path / "out.log"
+    with log.open("w") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "keelfs.cli.main", "server", "--data", str(tmp_path / "d"),
+             "--http-listen", "off", "--listen", f"127.0.0.1:{client}",
+             "--raft-listen", f"127.0.0.1:{raft}", "--chunk-listen", f"127.0.0.1:{chunk}",
+             "--tls-dir", str(certs), "--no-fsync-on-close"],
+            stdout=stdout, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        ready = wait_until(
+            lambda: read_ready_line(log) or (proc.poll() is not None and {"exited": 1}) or None,
+            120,
+            "keelfs server --tls-dir READY",
+        )
+        assert "exited" not in ready
+        address = ["--address", f"127.0.0.1:{client}"]
+        local = tmp_path / "in.bin"
+        local.write_bytes(b"b" * 70_000)
+        tls = ["--tls-dir", str(certs), "--user", "bob"]
+        out = keelfs("put", str(local), "/bob.bin", *address, *tls)
+        assert out.returncode == 0, out.stdout + out.stderr
+        out = keelfs("ls", "/", *address, *tls)
+        assert out.returncode == 0 and "bob.bin" in out.stdout, out.stdout + out.stderr
+        out = keelfs("ls", "/", *address, timeout=60)
+        assert out.returncode != 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert "WARNING: --insecure" not in err
