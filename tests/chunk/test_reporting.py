@@ -22,6 +22,8 @@ from keelfs.rpc.pb import meta_pb2 as mpb
 
 
 class _Node:
+    config = SimpleNamespace(tls=None, rack="")
+
     def status(self) -> Any:
         return SimpleNamespace(
             server_id="cs0",
