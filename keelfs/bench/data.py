@@ -33,7 +33,7 @@ from keelfs.client import AsyncClient
 from keelfs.errors import KeelError
 from keelfs.server.metacluster import MetaCluster
 
-__all__ = ["DataBenchResult", "run"]
+__all__ = ["DataBenchResult", "large_file", "run", "small_files"]
 
 MB = 1_000_000
 
@@ -74,8 +74,9 @@ class DataBenchResult:
         }
 
 
-async def _large(fs: AsyncClient, mib: int) -> tuple[float, float, bool]:
-    """(write MB/s, read MB/s, intact): hashing is done outside the timed parts."""
+async def large_file(fs: AsyncClient, mib: int) -> tuple[float, float, bool]:
+    """(write MB/s, read MB/s, intact): hashing is done outside the timed parts. Also the
+    keelfs column of ``keelfs bench compare``."""
     piece = os.urandom(1 << 20)
     digest = hashlib.md5()
     for _ in range(mib):
@@ -101,9 +102,10 @@ async def _large(fs: AsyncClient, mib: int) -> tuple[float, float, bool]:
     return size / wrote / MB, size / read / MB, got.digest() == digest.digest()
 
 
-async def _small(
+async def small_files(
     fs: AsyncClient, count: int, kib: int, concurrency: int
 ) -> tuple[float, float, int]:
+    """(files written/s, files read/s, failures) with ``concurrency`` in flight."""
     data = os.urandom(kib << 10)
     sem = asyncio.Semaphore(concurrency)
     failed = 0
@@ -188,9 +190,9 @@ def run(
                 async with AsyncClient(cluster.config_addresses, deadline=60.0) as fs:
                     await fs.mkdir("/bench", parents=True)
                     say(f"large file: {large_mib} MiB")
-                    result["large"] = await _large(fs, large_mib)
+                    result["large"] = await large_file(fs, large_mib)
                     say(f"small files: {small_count} x {small_kib} KiB, {concurrency} in flight")
-                    result["small"] = await _small(fs, small_count, small_kib, concurrency)
+                    result["small"] = await small_files(fs, small_count, small_kib, concurrency)
                     stalls = []
                     for t in range(trials):
                         say(f"write stall at failover: trial {t + 1}/{trials}")
