@@ -20,20 +20,25 @@ Every process is killed by pid when the run ends, whatever happens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keelfs.bench.common import Summary, machine
 from keelfs.client import AsyncClient
 from keelfs.errors import KeelError
 from keelfs.server.metacluster import MetaCluster
 
-__all__ = ["DataBenchResult", "large_file", "run", "small_files"]
+if TYPE_CHECKING:
+    from keelfs.server.chunkservers import LocalChunkServers
+
+__all__ = ["DataBenchResult", "large_file", "run", "small_files", "started_cluster"]
 
 MB = 1_000_000
 
@@ -165,6 +170,15 @@ async def _stall(fs: AsyncClient, cluster: MetaCluster, trial: int) -> float:
     return max(gaps) if gaps else float("nan")
 
 
+@contextlib.contextmanager
+def started_cluster(root: Path) -> Iterator[tuple[MetaCluster, LocalChunkServers]]:
+    """The cluster this benchmark measures (also keelfs's side of ``keelfs bench compare``):
+    one shard x 3 masters co-hosted with the config group, and 3 chunk servers, under
+    ``root``; every process killed by pid when the block ends."""
+    with MetaCluster(root, shards=("shard-1",)) as cluster:
+        yield cluster, cluster.start_chunk_servers(3)
+
+
 def run(
     *,
     large_mib: int = 256,
@@ -182,8 +196,7 @@ def run(
     info = machine()
     with tempfile.TemporaryDirectory(prefix="keelfs-bench-data-", dir=tmpdir) as root:
         say("starting 3 masters (config group + shard-1) and 3 chunk servers")
-        with MetaCluster(Path(root), shards=("shard-1",)) as cluster:
-            cluster.start_chunk_servers(3)
+        with started_cluster(Path(root)) as (cluster, _servers):
             result: dict[str, Any] = {}
 
             async def main() -> None:

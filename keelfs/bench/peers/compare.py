@@ -225,13 +225,11 @@ def machine_load(sample_s: float = 2.0) -> dict[str, Any]:
 
 
 def _measure_keelfs(root: Path, r: CompareResult, say: Callable[[str], None]) -> None:
-    from keelfs.bench.data import large_file, small_files
+    from keelfs.bench.data import large_file, small_files, started_cluster
     from keelfs.client import AsyncClient
-    from keelfs.server.metacluster import MetaCluster
 
     say("keelfs: starting 3 masters (config group + shard-1) and 3 chunk servers")
-    with MetaCluster(root, shards=("shard-1",)) as cluster:
-        servers = cluster.start_chunk_servers(3)
+    with started_cluster(root) as (cluster, servers):
 
         def pids() -> list[int]:
             return [cluster.pid(n) for n in cluster.running()] + [servers.pid(i) for i in range(3)]
