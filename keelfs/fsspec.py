@@ -9,7 +9,9 @@ tool that reads files through fsspec (pandas, dask, pyarrow, xarray, ...) can us
 A URL names any metadata node (config server or master) as ``host:port``; ``keelfs:///path``
 uses what ``keelfs.connect`` finds: ``$KEELFS_ADDRESS``, else the running ``keelfs
 local-cluster``, else ``127.0.0.1:7001``. ``mv`` is keelfs's atomic rename (across
-shards too); files are streamed (``Client.open``), reads are seekable.
+shards too); files are streamed (``Client.open``), reads are seekable. The storage option
+``user`` names the user without TLS (default: ``$KEELFS_USER``, else the OS user);
+``chmod``/``chown`` change permissions and ownership, and ``info`` shows them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from fsspec import AbstractFileSystem
 from fsspec.utils import infer_storage_options
 
 import keelfs
-from keelfs.errors import AlreadyExists, DirectoryNotEmpty, IsADirectory, NotFound
+from keelfs.errors import (
+    AlreadyExists,
+    DirectoryNotEmpty,
+    IsADirectory,
+    NotFound,
+    PermissionDenied,
+)
 from keelfs.meta.records import FileInfo
 
 __all__ = ["KeelFileSystem"]
@@ -31,10 +39,10 @@ class KeelFileSystem(AbstractFileSystem):
     protocol = "keelfs"
     root_marker = "/"
 
-    def __init__(self, address: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, address: str | None = None, user: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.address = address
-        self.client = keelfs.connect(address)
+        self.client = keelfs.connect(address, user=user)
 
     # -- paths --------------------------------------------------------------------------------
     @classmethod
@@ -64,6 +72,8 @@ class KeelFileSystem(AbstractFileSystem):
             "mtime": i.mtime / 1000,
             "replication": i.replication,
             "mode": i.mode,
+            "owner": i.owner,
+            "group": i.group,
         }
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
@@ -80,6 +90,28 @@ class KeelFileSystem(AbstractFileSystem):
             return self._entry(self.client.stat(path))
         except NotFound:
             raise FileNotFoundError(path) from None
+
+    def chmod(self, path: str, mode: int) -> None:
+        """Set the permission bits of ``path`` (owner or superuser only)."""
+        path = self._strip_protocol(path)
+        try:
+            self.client.chmod(path, mode)
+        except NotFound:
+            raise FileNotFoundError(path) from None
+        except PermissionDenied as exc:
+            raise PermissionError(str(exc)) from None
+        self.invalidate_cache(path)
+
+    def chown(self, path: str, owner: str | None = None, group: str | None = None) -> None:
+        """Set the owner (superuser only) and/or group of ``path``."""
+        path = self._strip_protocol(path)
+        try:
+            self.client.chown(path, owner, group)
+        except NotFound:
+            raise FileNotFoundError(path) from None
+        except PermissionDenied as exc:
+            raise PermissionError(str(exc)) from None
+        self.invalidate_cache(path)
 
     def modified(self, path: str) -> Any:
         import datetime

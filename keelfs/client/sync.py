@@ -13,6 +13,7 @@ import grpc
 from keelfs.client import _ops as ops
 from keelfs.client import files, sync_files
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
+from keelfs.client.identity import default_user, with_user
 from keelfs.errors import NotFound
 from keelfs.meta.records import ContentSummary, FileInfo
 from keelfs.meta.shardmap import ShardMap
@@ -55,11 +56,14 @@ class Client:
         deadline: float = 30.0,
         attempt_timeout: float = 2.0,
         max_sessions: int = 16,
+        user: str | None = None,
     ) -> None:
         seeds = config_servers.split(",") if isinstance(config_servers, str) else config_servers
         self._core = Core(
             seeds, deadline=deadline, attempt_timeout=attempt_timeout, max_sessions=max_sessions
         )
+        self.user = user if user is not None else default_user()
+        """Who this client says it is without TLS (``keelfs.client.identity``)."""
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
@@ -76,6 +80,7 @@ class Client:
                 channel = self._channels.get(address)
                 if channel is None:
                     channel = grpc.insecure_channel(address, options=METADATA_CHANNEL_OPTIONS)
+                    channel = with_user(channel, self.user)
                     self._channels[address] = channel
                 stub = self._stubs[(address, service)] = getattr(pb_grpc, _STUBS[service])(channel)
             return stub
@@ -285,7 +290,7 @@ class Client:
             if self._closed:
                 raise RuntimeError("client is closed")
             if self._io is None:
-                self._io = sync_files.IOThread(self._core)
+                self._io = sync_files.IOThread(self._core, self.user)
             return self._io
 
     @overload

@@ -41,10 +41,13 @@ from typing import Any
 import grpc
 
 from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
+from keelfs.master.audit import AuditLog
 from keelfs.master.block_keys import BlockKeys
 from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
 from keelfs.master.blocks import DEFAULT_DEAD_AFTER_S, ChunkRegistry
+from keelfs.master.callers import DEFAULT_SUPERUSER_GROUP, Callers
 from keelfs.master.config_service import ConfigServicer
+from keelfs.master.guards import GuardSpreader
 from keelfs.master.member import LogClock, Member, StructureLock, now_ms
 from keelfs.master.namespace_service import NamespaceServicer
 from keelfs.master.node_service import NodeServicer
@@ -66,6 +69,7 @@ from keelfs.meta.namespace import (
     DEFAULT_TXN_RETENTION_MS,
     ShardStateMachine,
 )
+from keelfs.meta.principals import Caller
 from keelfs.meta.ranges import FROZEN, MOVED
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
@@ -126,6 +130,10 @@ class NodeConfig:
     """A chunk server silent this long is dead: its replicas no longer count."""
     vnodes: int = DEFAULT_VNODES
     map_refresh_s: float = 1.0
+    superuser_group: str = DEFAULT_SUPERUSER_GROUP
+    """Members of this group are superusers (``keelfs.master.callers``)."""
+    audit_log: Path | None = None
+    """Where the audit log goes (``keelfs.master.audit``); None: nowhere."""
 
     def client_address(self) -> str:
         if self.client_listen:
@@ -158,6 +166,10 @@ class MetaNode:
         self.chunks = ChunkRegistry(dead_after_s=config.chunk_dead_after_s)
         self.replication = ReplicationMonitor(self)
         self.block_keys = BlockKeys(self)
+        self.callers = Callers(superuser_group=config.superuser_group)
+        """Who each request acts for; the TLS wiring sets ``callers.authenticator``."""
+        self.audit = AuditLog(config.audit_log, config.node_id)
+        self.guards = GuardSpreader(self)
 
     # ------------------------------------------------------------------ lifecycle
     def _transport(self, on_messages: OnMessages) -> Transport:
@@ -285,6 +297,7 @@ class MetaNode:
         if self.host is not None:
             await self.host.stop()
             self.host = None
+        self.audit.close()
         for m in self.shards.values():
             m.sm.close()
 
@@ -489,11 +502,13 @@ class MetaNode:
         command: Command,
         header: pb.RequestHeader | None,
         timeout: float,
+        caller: Caller | None = None,
     ) -> tuple[Result, int, int]:
         """Validate ``command`` (stateless), wrap it with the log time (``LogClock``) and the
         request's session, replicate it, and return the state machine's ``Result`` and where it
         committed. Raises ``KeelError`` when it could not be applied (``NotLeader`` naming the
-        leader's Raft address: see ``for_clients``)."""
+        leader's Raft address: see ``for_clients``). ``caller``: who the command acts for
+        (None: the master itself, a superuser)."""
         command.validate()
         sid, seq = (header.session_id, header.seq) if header is not None else (0, 0)
         if command.needs_session and not sid:
@@ -502,7 +517,7 @@ class MetaNode:
         delay = _LOCK_POLL_S
         while True:
             replay = header is not None and bool(header.session_shard)
-            data = Envelope(command, member.log_time(), sid, seq, replay).encode()
+            data = Envelope(command, member.log_time(), sid, seq, replay, caller).encode()
             if len(data) > MAX_COMMAND_BYTES:
                 raise InvalidArgument(f"command of {len(data)} bytes (at most {MAX_COMMAND_BYTES})")
             if not member.group.is_leader:
