@@ -46,7 +46,15 @@ from keelfs.master.member import Member, now_ms
 from keelfs.meta import commands, paths
 from keelfs.meta.commands import Mkdir, Rename
 from keelfs.meta.namespace import MAX_LIST_LIMIT, ShardStateMachine
-from keelfs.meta.principals import EXECUTE, READ, WRITE, Caller, Guard, guards_below
+from keelfs.meta.principals import (
+    EXECUTE,
+    READ,
+    SUPERUSER,
+    WRITE,
+    Caller,
+    Guard,
+    guards_below,
+)
 from keelfs.meta.records import DIRECTORY, Inode
 from keelfs.meta.shardmap import ShardMap
 from keelfs.meta.transactions import Step, TxnRecord
@@ -131,11 +139,13 @@ def _may(
 ) -> list[Step]:
     """The ``may`` step that checks, in the transaction, that ``caller`` may pass into
     ``directory`` with ``access`` on it (and the sticky bit for ``child``; ``guards``: that
-    the guards a new child directory was built with still hold); none for a superuser."""
-    if caller is None or caller.superuser:
+    the guards a new child directory was built with still hold). A superuser is not
+    checked: its step only pins the guards, when there are guards to pin."""
+    if guards is None and (caller is None or caller.superuser):
         return []
+    who = SUPERUSER if caller is None else caller
     texts = None if guards is None else [g.to_text() for g in guards]
-    body = [caller.encode(), access, child] + ([] if texts is None else [texts])
+    body = [who.encode(), access, child] + ([] if texts is None else [texts])
     return [Step("may", directory, json.dumps(body, separators=(",", ":")))]
 
 
@@ -391,9 +401,17 @@ async def _move_tree(
     if paths.is_ancestor(src, dst) or src == dst:
         raise InvalidArgument(f"cannot move {src} into itself ({dst})", "dst")
     m = node.shard_map
-    dirs = await subtree.walk(node.internal, src, moving=True)
-    parts = subtree.move_parts(m, dirs, src, dst)
     dst_dir = paths.parent(dst)
+    # the guards of the new place, pinned by the ``may`` step on dst's parent (a chmod
+    # above it meanwhile makes that shard refuse the part)
+    raw = await node.internal.dir_record(dst_dir, deadline=timeout)
+    parent = Inode.decode(raw.encode()) if raw else None
+    dst_guards: tuple[Guard, ...] = ()
+    if parent is not None:
+        dst_guards = guards_below(parent.guards, dst_dir, parent.owner, parent.group, parent.mode)
+    dirs = await subtree.walk(node.internal, src, moving=True)
+    parts = subtree.move_parts(m, dirs, src, dst, dst_guards)
+    moved_top = subtree.regarded(record, src, dst, dst_guards)
     parts.setdefault(m.shard_for_path(src), []).extend(
         [
             *_may(caller, paths.parent(src), WRITE, paths.name(src)),
@@ -404,10 +422,10 @@ async def _move_tree(
     )
     parts.setdefault(m.shard_for_path(dst), []).extend(
         [
-            *_may(caller, dst_dir, WRITE, paths.name(dst)),
+            *_may(caller, dst_dir, WRITE, paths.name(dst), dst_guards),
             Step("dir", dst_dir),
             Step("absent", dst),
-            Step("put_entry", dst, record),
+            Step("put_entry", dst, moved_top),
             Step("touch", dst_dir),
         ]
     )

@@ -132,6 +132,29 @@ def test_a_directory_made_across_shards_carries_the_guards_and_follows_chmod(
     _denied(lambda: bob.stat(f"{sub}/bobs"))
 
 
+def test_a_tree_moved_across_shards_takes_the_guards_of_its_new_place(
+    users: tuple[Client, Client, Client],
+) -> None:
+    root, alice, bob = users
+    m: ShardMap = root.shard_map()
+    # an open tree whose parent is on another shard than HOME: moving it is a transaction
+    # that rewrites every record of it, each with HOME's guard added
+    src = "/tmp/" + _name(
+        "from", lambda n: m.shard_for_directory(f"/tmp/{n}") != m.shard_for_directory(HOME)
+    )
+    root.mkdir(f"{src}/tree/a/b", parents=True)
+    for d in ("tree", "tree/a", "tree/a/b"):
+        root.chmod(f"{src}/{d}", 0o777)
+    assert [e.path for e in bob.ls(f"{src}/tree/a")] == [f"{src}/tree/a/b"]
+    root.rename(f"{src}/tree", f"{HOME}/tree")
+    for d in ("tree", "tree/a", "tree/a/b"):
+        _denied(lambda d=d: list(bob.ls(f"{HOME}/{d}")))
+    assert [e.path for e in alice.ls(f"{HOME}/tree/a")] == [f"{HOME}/tree/a/b"]
+    # and back out: the guard goes again
+    root.rename(f"{HOME}/tree", f"{src}/tree")
+    assert [e.path for e in bob.ls(f"{src}/tree/a")] == [f"{src}/tree/a/b"]
+
+
 def test_owner_comes_from_the_caller_and_chown_is_for_superusers(
     users: tuple[Client, Client, Client],
 ) -> None:
