@@ -229,6 +229,8 @@ class KeelFileSystem(AbstractFileSystem):
                 raise FileNotFoundError(path) from None
             except IsADirectory:
                 raise IsADirectoryError(path) from None
+            except PermissionDenied as exc:
+                raise PermissionError(str(exc)) from None
         if "a" in mode:
             raise ValueError(f"mode {mode!r}: keelfs files are written once, not appended to")
         if "x" in mode and self.exists(path):
@@ -252,6 +254,8 @@ class KeelFileSystem(AbstractFileSystem):
                 return f.read(max(0, hi - lo))
         except NotFound:
             raise FileNotFoundError(path) from None
+        except PermissionDenied as exc:
+            raise PermissionError(str(exc)) from None
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         path = self._strip_protocol(path)

@@ -74,9 +74,27 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _set_user(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """``--user``: what every client of this process names (``keelfs.client.identity``)."""
+    """``--user``: kept for ``_client``, which makes the client with it."""
     if value:
-        os.environ[USER_ENV] = value
+        ctx.meta[USER_ENV] = value
+
+
+@contextmanager
+def _acting_as(user: str | None) -> Iterator[None]:
+    """``$KEELFS_USER`` set to ``user`` while a client is made (it takes its user then:
+    ``keelfs.client.identity.default_user``), as it was afterwards."""
+    if user is None:
+        yield
+        return
+    before = os.environ.get(USER_ENV)
+    os.environ[USER_ENV] = user
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[USER_ENV]
+        else:
+            os.environ[USER_ENV] = before
 
 
 @contextmanager
@@ -85,8 +103,11 @@ def _client(address: str | None, path: str = "") -> Iterator[Any]:
     ``KeelError`` becomes one line and exit status 1."""
     from keelfs.client.admin_client import Unreachable
 
+    context = click.get_current_context(silent=True)
+    user = context.meta.get(USER_ENV) if context is not None else None
     try:
-        cluster = open_cluster(address)
+        with _acting_as(user):
+            cluster = open_cluster(address)
     except Unreachable as exc:
         raise Failed(str(exc)) from None
     try:

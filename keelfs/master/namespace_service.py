@@ -453,6 +453,8 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             if not request.stale_ok:
                 await self.node.wait_unlocked(member, path, self.timeout(context))
             info = member.sm.stat(path, caller=caller)
+            if request.read and not info.is_dir:
+                member.sm.check_access(path, READ, caller=caller)
             message = file_info_to_pb(info)
             if _may_read(member.sm, path, caller):
                 # block locations carry READ tokens: only for a reader (as HDFS's
