@@ -4,8 +4,8 @@
 Each takes ``--address`` (any config server or master, or several separated by commas; without
 it ``$KEELFS_ADDRESS``, else the running ``keelfs local-cluster``, else ``127.0.0.1:7001``: the
 client finds the rest through the node registry; ``keelfs.client.connect``) and ``--json``
-(one JSON object per result, for scripts), and ``--user`` (who to act as without TLS; else
-``$KEELFS_USER``, else the OS user: ``keelfs.client.identity``).
+(one JSON object per result, for scripts), and ``--user`` (with TLS whose certificate to
+present, without TLS who to act as; else ``$KEELFS_USER``, else the OS user).
 Exit codes: 0 done, 1 the operation failed (one line: the path and what is wrong), 2 usage.
 """
 
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -34,9 +33,10 @@ from rich.progress import (
 from rich.table import Table
 
 from keelfs.cli.admin import address_option, open_cluster
-from keelfs.client.identity import USER_ENV
 from keelfs.errors import InvalidPath, KeelError, NotFound
-from keelfs.meta.records import FileInfo
+
+if TYPE_CHECKING:
+    from keelfs.meta.records import FileInfo
 
 __all__ = ["FILE_COMMANDS"]
 
@@ -63,38 +63,7 @@ class Failed(click.ClickException):
 
 def _options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--json", "as_json", is_flag=True, help="Print JSON instead.")(f)
-    f = click.option(
-        "--user",
-        default=None,
-        expose_value=False,
-        callback=_set_user,
-        help="Act as this user (without TLS; default $KEELFS_USER, else the OS user).",
-    )(f)
     return address_option(f)
-
-
-def _set_user(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """``--user``: kept for ``_client``, which makes the client with it."""
-    if value:
-        ctx.meta[USER_ENV] = value
-
-
-@contextmanager
-def _acting_as(user: str | None) -> Iterator[None]:
-    """``$KEELFS_USER`` set to ``user`` while a client is made (it takes its user then:
-    ``keelfs.client.identity.default_user``), as it was afterwards."""
-    if user is None:
-        yield
-        return
-    before = os.environ.get(USER_ENV)
-    os.environ[USER_ENV] = user
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[USER_ENV]
-        else:
-            os.environ[USER_ENV] = before
 
 
 @contextmanager
@@ -103,11 +72,8 @@ def _client(address: str | None, path: str = "") -> Iterator[Any]:
     ``KeelError`` becomes one line and exit status 1."""
     from keelfs.client.admin_client import Unreachable
 
-    context = click.get_current_context(silent=True)
-    user = context.meta.get(USER_ENV) if context is not None else None
     try:
-        with _acting_as(user):
-            cluster = open_cluster(address)
+        cluster = open_cluster(address)
     except Unreachable as exc:
         raise Failed(str(exc)) from None
     try:

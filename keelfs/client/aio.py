@@ -28,6 +28,7 @@ from keelfs.rpc.channels import METADATA_CHANNEL_OPTIONS
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.rpc.wire import file_info_from_pb, summary_from_pb
+from keelfs.tls.credentials import TlsSettings, open_aio_channel
 
 __all__ = ["AsyncClient"]
 
@@ -47,10 +48,15 @@ class AsyncClient:
         max_sessions: int = 16,
         batching: bool = True,
         user: str | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         seeds = config_servers.split(",") if isinstance(config_servers, str) else config_servers
         self._core = Core(
-            seeds, deadline=deadline, attempt_timeout=attempt_timeout, max_sessions=max_sessions
+            seeds,
+            deadline=deadline,
+            attempt_timeout=attempt_timeout,
+            max_sessions=max_sessions,
+            tls=tls,
         )
         self.user = user if user is not None else default_user()
         """Who this client says it is without TLS (``keelfs.client.identity``)."""
@@ -79,9 +85,10 @@ class AsyncClient:
         if stub is None:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.aio.insecure_channel(
+                channel = open_aio_channel(
                     address,
-                    options=METADATA_CHANNEL_OPTIONS,
+                    self._core.tls,
+                    METADATA_CHANNEL_OPTIONS,
                     interceptors=aio_interceptors(self.user),
                 )
                 self._channels[address] = channel
@@ -298,7 +305,7 @@ class AsyncClient:
         if self._closed:
             raise RuntimeError("client is closed")
         if self._chunks is None:
-            self._chunks = AsyncChunkClient()
+            self._chunks = AsyncChunkClient(tls=self._core.tls)
         return self._chunks
 
     @overload

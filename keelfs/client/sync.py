@@ -21,6 +21,7 @@ from keelfs.rpc.channels import METADATA_CHANNEL_OPTIONS
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.rpc.wire import file_info_from_pb, summary_from_pb
+from keelfs.tls.credentials import TlsSettings, open_channel
 
 __all__ = ["Client"]
 
@@ -57,10 +58,15 @@ class Client:
         attempt_timeout: float = 2.0,
         max_sessions: int = 16,
         user: str | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         seeds = config_servers.split(",") if isinstance(config_servers, str) else config_servers
         self._core = Core(
-            seeds, deadline=deadline, attempt_timeout=attempt_timeout, max_sessions=max_sessions
+            seeds,
+            deadline=deadline,
+            attempt_timeout=attempt_timeout,
+            max_sessions=max_sessions,
+            tls=tls,
         )
         self.user = user if user is not None else default_user()
         """Who this client says it is without TLS (``keelfs.client.identity``)."""
@@ -79,7 +85,7 @@ class Client:
             if stub is None:
                 channel = self._channels.get(address)
                 if channel is None:
-                    channel = grpc.insecure_channel(address, options=METADATA_CHANNEL_OPTIONS)
+                    channel = open_channel(address, self._core.tls, METADATA_CHANNEL_OPTIONS)
                     channel = with_user(channel, self.user)
                     self._channels[address] = channel
                 stub = self._stubs[(address, service)] = getattr(pb_grpc, _STUBS[service])(channel)

@@ -12,6 +12,7 @@ from keelfs.errors import KeelError, NotLeader, PermissionDenied
 from keelfs.master.audit import client_ip
 from keelfs.meta.principals import Caller
 from keelfs.rpc import grpc_errors
+from keelfs.tls.identity import Peer
 
 if TYPE_CHECKING:
     from keelfs.master.node import MetaNode
@@ -50,6 +51,23 @@ class ServicerBase:
     def caller(self, context: Any) -> Caller:
         """Who the request of ``context`` acts for (``keelfs.master.callers``)."""
         return self.node.callers.caller_of(context)
+
+    def check_caller_is(self, context: Any, role: str, node_id: str | int) -> None:
+        """With TLS, ``PermissionDenied`` unless the call's certificate names node
+        ``role``/``node_id``: what a chunk server's heartbeat or a master's registration says
+        about itself must be what its certificate proves (a forged heartbeat with a huge
+        capacity would steer placement; a forged registration reroutes clients). Without TLS
+        there is nobody to check."""
+        authenticator = self.node.authenticator
+        if authenticator is None:
+            return
+        who = authenticator.identity_of(context)
+        if who != Peer(role, str(node_id)):
+            raise PermissionDenied(
+                f"{role}/{node_id}",
+                str(who),
+                message=f"{who} may not speak for {role} {node_id}",
+            )
 
     async def serve(self, context: Any, work: Awaitable[T], audit: Audited | None = None) -> T:
         """Run one request's ``work``; any failure leaves through ``grpc_errors.abort``, a
