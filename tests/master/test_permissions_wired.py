@@ -155,6 +155,29 @@ def test_a_tree_moved_across_shards_takes_the_guards_of_its_new_place(
     assert [e.path for e in bob.ls(f"{src}/tree/a")] == [f"{src}/tree/a/b"]
 
 
+def test_recursive_delete_across_shards_needs_rwx_on_every_nonempty_directory(
+    users: tuple[Client, Client, Client],
+) -> None:
+    root, alice, bob = users
+    m: ShardMap = root.shard_map()
+    # bob may remove the top (/tmp is 0777) but not alice's non-empty 0700 directory in it;
+    # the tree spans shards, so the delete is a transaction whose may steps check both
+    top = "/tmp/" + _name(
+        "open", lambda n: m.shard_for_directory(f"/tmp/{n}") != m.shard_for_directory("/tmp")
+    )
+    root.mkdir(top)
+    root.chmod(top, 0o777)
+    alice.mkdir(f"{top}/hers")
+    alice.create(f"{top}/hers/f")
+    alice.complete(f"{top}/hers/f")
+    alice.chmod(f"{top}/hers", 0o700)
+    _denied(lambda: bob.delete(top, recursive=True))
+    assert alice.stat(f"{top}/hers/f").owner == "alice"
+    alice.delete(f"{top}/hers", recursive=True)
+    bob.delete(top, recursive=True)  # nothing of alice's left in it
+    assert not root.exists(top)
+
+
 def test_owner_comes_from_the_caller_and_chown_is_for_superusers(
     users: tuple[Client, Client, Client],
 ) -> None:
