@@ -9,7 +9,9 @@ tool that reads files through fsspec (pandas, dask, pyarrow, xarray, ...) can us
 A URL names any metadata node (config server or master) as ``host:port``; ``keelfs:///path``
 uses what ``keelfs.connect`` finds: ``$KEELFS_ADDRESS``, else the running ``keelfs
 local-cluster``, else ``127.0.0.1:7001``. ``mv`` is keelfs's atomic rename (across
-shards too); files are streamed (``Client.open``), reads are seekable.
+shards too); files are streamed (``Client.open``), reads are seekable. The storage option
+``user`` names the user without TLS (default: ``$KEELFS_USER``, else the OS user);
+``chmod``/``chown`` change permissions and ownership, and ``info`` shows them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from fsspec.utils import infer_storage_options
 
 import keelfs
 from keelfs.client.connect import client_tls
-from keelfs.errors import AlreadyExists, DirectoryNotEmpty, IsADirectory, NotFound
+from keelfs.errors import (
+    AlreadyExists,
+    DirectoryNotEmpty,
+    IsADirectory,
+    NotFound,
+    PermissionDenied,
+)
 from keelfs.meta.records import FileInfo
 
 __all__ = ["KeelFileSystem"]
@@ -45,11 +53,12 @@ class KeelFileSystem(AbstractFileSystem):
     ) -> None:
         """``address`` as ``keelfs.connect`` takes it; the TLS storage options as the CLI's
         flags (``tls_dir`` + ``user``, or ``tls_cert``/``tls_key``/``tls_ca``; else the
-        ``KEELFS_TLS_*`` variables, else the running local cluster's record)."""
+        ``KEELFS_TLS_*`` variables, else the running local cluster's record). ``user`` is also who
+        the client says it is without TLS (default ``$KEELFS_USER``, else the OS user)."""
         super().__init__(**kwargs)
         self.address = address
         tls = client_tls(tls_dir=tls_dir, user=user, cert=tls_cert, key=tls_key, ca=tls_ca)
-        self.client = keelfs.connect(address, tls=tls)
+        self.client = keelfs.connect(address, tls=tls, user=user)
 
     # -- paths --------------------------------------------------------------------------------
     @classmethod
@@ -79,6 +88,8 @@ class KeelFileSystem(AbstractFileSystem):
             "mtime": i.mtime / 1000,
             "replication": i.replication,
             "mode": i.mode,
+            "owner": i.owner,
+            "group": i.group,
         }
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
@@ -95,6 +106,28 @@ class KeelFileSystem(AbstractFileSystem):
             return self._entry(self.client.stat(path))
         except NotFound:
             raise FileNotFoundError(path) from None
+
+    def chmod(self, path: str, mode: int) -> None:
+        """Set the permission bits of ``path`` (owner or superuser only)."""
+        path = self._strip_protocol(path)
+        try:
+            self.client.chmod(path, mode)
+        except NotFound:
+            raise FileNotFoundError(path) from None
+        except PermissionDenied as exc:
+            raise PermissionError(str(exc)) from None
+        self.invalidate_cache(path)
+
+    def chown(self, path: str, owner: str | None = None, group: str | None = None) -> None:
+        """Set the owner (superuser only) and/or group of ``path``."""
+        path = self._strip_protocol(path)
+        try:
+            self.client.chown(path, owner, group)
+        except NotFound:
+            raise FileNotFoundError(path) from None
+        except PermissionDenied as exc:
+            raise PermissionError(str(exc)) from None
+        self.invalidate_cache(path)
 
     def modified(self, path: str) -> Any:
         import datetime
@@ -212,6 +245,8 @@ class KeelFileSystem(AbstractFileSystem):
                 raise FileNotFoundError(path) from None
             except IsADirectory:
                 raise IsADirectoryError(path) from None
+            except PermissionDenied as exc:
+                raise PermissionError(str(exc)) from None
         if "a" in mode:
             raise ValueError(f"mode {mode!r}: keelfs files are written once, not appended to")
         if "x" in mode and self.exists(path):
@@ -235,6 +270,8 @@ class KeelFileSystem(AbstractFileSystem):
                 return f.read(max(0, hi - lo))
         except NotFound:
             raise FileNotFoundError(path) from None
+        except PermissionDenied as exc:
+            raise PermissionError(str(exc)) from None
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         path = self._strip_protocol(path)

@@ -22,7 +22,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -81,7 +82,26 @@ def open_cluster(address: str | None) -> AdminClient:
         tls = client_tls(**given)
     except ValueError as exc:
         raise Unreachable(str(exc)) from None
-    return connect(address, tls)
+    with _user_named(given.get("user")):
+        return connect(address, tls)
+
+
+@contextmanager
+def _user_named(user: str | None) -> Iterator[None]:
+    """``--user`` is also who the clients made meanwhile say they are without TLS (they read
+    ``$KEELFS_USER`` when made: ``keelfs.client.identity``); the variable as it was after."""
+    if not user:
+        yield
+        return
+    before = os.environ.get("KEELFS_USER")
+    os.environ["KEELFS_USER"] = user
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["KEELFS_USER"]
+        else:
+            os.environ["KEELFS_USER"] = before
 
 
 def _connect(address: str | None) -> AdminClient:
@@ -124,7 +144,11 @@ _TLS_FLAGS = (
         "tls_dir",
         "A `keelfs certs` directory: present user-USER.crt, verify by peer-ca.crt",
     ),
-    ("--user", "user", "The user whose certificate (in --tls-dir) to present"),
+    (
+        "--user",
+        "user",
+        "The user whose certificate (in --tls-dir) to present; without TLS, who to act as",
+    ),
     ("--tls-cert", "cert", "Your client certificate (instead of --tls-dir/--user)"),
     ("--tls-key", "key", "Its private key"),
     ("--tls-ca", "ca", "The cluster's peer CA certificate (verifies the servers)"),

@@ -1,9 +1,11 @@
-"""The file commands of the CLI: ``keelfs put|get|cat|ls|mkdir|rm|mv|stat|du|setrep``.
+"""The file commands of the CLI: ``keelfs put|get|cat|ls|mkdir|rm|mv|stat|du|setrep`` and
+``chmod|chown|chgrp``.
 
 Each takes ``--address`` (any config server or master, or several separated by commas; without
 it ``$KEELFS_ADDRESS``, else the running ``keelfs local-cluster``, else ``127.0.0.1:7001``: the
 client finds the rest through the node registry; ``keelfs.client.connect``) and ``--json``
-(one JSON object per result, for scripts).
+(one JSON object per result, for scripts), and ``--user`` (with TLS whose certificate to
+present, without TLS who to act as; else ``$KEELFS_USER``, else the OS user).
 Exit codes: 0 done, 1 the operation failed (one line: the path and what is wrong), 2 usage.
 """
 
@@ -46,6 +48,7 @@ _MESSAGES = {
     "DIRECTORY_NOT_EMPTY": "directory not empty (use -r)",
     "LEASE_CONFLICT": "being written by another client",
     "SESSION_EXPIRED": "the write's lease expired (another client may have taken over)",
+    "PERMISSION_DENIED": "permission denied",
 }
 
 
@@ -182,7 +185,9 @@ def cat_cmd(path: str, address: str | None, as_json: bool) -> None:
 
 @click.command("ls")
 @click.argument("path", default="/")
-@click.option("-l", "long", is_flag=True, help="Long form: mode, replication, size, time.")
+@click.option(
+    "-l", "long", is_flag=True, help="Long form: mode, replication, owner, group, size, time."
+)
 @click.option("-R", "recursive", is_flag=True, help="Everything below, directory by directory.")
 @_options
 def ls_cmd(path: str, long: bool, recursive: bool, address: str | None, as_json: bool) -> None:
@@ -206,12 +211,12 @@ def ls_cmd(path: str, long: bool, recursive: bool, address: str | None, as_json:
                     click.echo(e.name + ("/" if e.is_dir else ""))
                 continue
             table = Table(box=None, show_header=False, pad_edge=False)
-            for _ in range(6):
+            for _ in range(7):
                 table.add_column()
             for e in entries:
                 rep = "-" if e.is_dir else str(e.replication)
                 table.add_row(
-                    _mode(e), rep, e.owner, str(e.length), _when(e.mtime),
+                    _mode(e), rep, e.owner, e.group, str(e.length), _when(e.mtime),
                     e.name + ("/" if e.is_dir else ""),
                 )  # fmt: skip
             Console().print(table, highlight=False)
@@ -314,6 +319,86 @@ def setrep_cmd(replication: int, path: str, address: str | None, as_json: bool) 
         click.echo(f"{path}: replication {i.replication}")
 
 
+def _walk(fs: Any, path: str, recursive: bool) -> Iterator[str]:
+    """``path``, then with ``recursive`` everything below it (directories before what they
+    hold)."""
+    yield path
+    if not recursive or not fs.stat(path).is_dir:
+        return
+    todo = [path]
+    while todo:
+        directory = todo.pop(0)
+        for e in fs.ls(directory):
+            if e.path == directory:
+                continue
+            yield e.path
+            if e.is_dir:
+                todo.append(e.path)
+
+
+def _change(
+    address: str | None,
+    path: str,
+    recursive: bool,
+    as_json: bool,
+    change: Callable[[Any, str], FileInfo],
+) -> None:
+    with _client(address, path) as fs:
+        for each in _walk(fs, path, recursive):
+            i = change(fs, each)
+            if as_json:
+                click.echo(json.dumps(_info(i), sort_keys=True))
+
+
+def _parse_mode(value: str) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an octal mode such as 750") from None
+    if not 0 <= mode <= 0o7777:
+        raise click.BadParameter(f"{value} is not a mode (0 to 7777)")
+    return mode
+
+
+_RECURSIVE = click.option("-R", "recursive", is_flag=True, help="Everything below as well.")
+
+
+@click.command("chmod")
+@click.argument("mode")
+@click.argument("path")
+@_RECURSIVE
+@_options
+def chmod_cmd(mode: str, path: str, recursive: bool, address: str | None, as_json: bool) -> None:
+    """Set the permission bits (octal, e.g. 750); the owner or a superuser only."""
+    bits = _parse_mode(mode)
+    _change(address, path, recursive, as_json, lambda fs, p: fs.chmod(p, bits))
+
+
+@click.command("chown")
+@click.argument("owner")
+@click.argument("path")
+@_RECURSIVE
+@_options
+def chown_cmd(owner: str, path: str, recursive: bool, address: str | None, as_json: bool) -> None:
+    """Set the owner, as USER or USER:GROUP (a superuser only; HDFS's rule)."""
+    user, _, group = owner.partition(":")
+    new_owner, new_group = user or None, group or None
+    if new_owner is None and new_group is None:
+        raise click.BadParameter("give USER, USER:GROUP or :GROUP")
+    _change(address, path, recursive, as_json, lambda fs, p: fs.chown(p, new_owner, new_group))
+
+
+@click.command("chgrp")
+@click.argument("group")
+@click.argument("path")
+@_RECURSIVE
+@_options
+def chgrp_cmd(group: str, path: str, recursive: bool, address: str | None, as_json: bool) -> None:
+    """Set the group (the owner, to a group it is in, or a superuser)."""
+    _change(address, path, recursive, as_json, lambda fs, p: fs.chown(p, None, group))
+
+
 FILE_COMMANDS = [
     put_cmd, get_cmd, cat_cmd, ls_cmd, mkdir_cmd, rm_cmd, mv_cmd, stat_cmd, du_cmd, setrep_cmd,
+    chmod_cmd, chown_cmd, chgrp_cmd,
 ]  # fmt: skip

@@ -182,9 +182,10 @@ def keep_alive(group: str, session_id: int) -> Op:
     return Op(service, "KeepAlive", route, build, True, False)
 
 
-def stat(path: str, stale_ok: bool) -> Op:
+def stat(path: str, stale_ok: bool, read: bool = False) -> Op:
+    """``GetFileInfo``; ``read``: a reader's, refused without READ on the file."""
     path = norm(path)
-    build = lambda h: pb.GetFileInfoRequest(header=h, path=path, stale_ok=stale_ok)  # noqa: E731
+    build = lambda h: pb.GetFileInfoRequest(header=h, path=path, stale_ok=stale_ok, read=read)  # noqa: E731
     return namespace_op(
         "GetFileInfo", _entry(path), build, write=False, session=False, any_member=stale_ok
     )

@@ -19,6 +19,7 @@ from keelfs.client import _ops as ops
 from keelfs.client import files
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.client.batching import BATCHED_METHODS, Batcher
+from keelfs.client.identity import ACTING_FOR, aio_interceptors, default_user
 from keelfs.datapath.client import AsyncChunkClient
 from keelfs.errors import NotFound
 from keelfs.meta.records import ContentSummary, FileInfo
@@ -46,6 +47,7 @@ class AsyncClient:
         attempt_timeout: float = 2.0,
         max_sessions: int = 16,
         batching: bool = True,
+        user: str | None = None,
         tls: TlsSettings | None = None,
     ) -> None:
         seeds = config_servers.split(",") if isinstance(config_servers, str) else config_servers
@@ -56,6 +58,8 @@ class AsyncClient:
             max_sessions=max_sessions,
             tls=tls,
         )
+        self.user = user if user is not None else default_user()
+        """Who this client says it is without TLS (``keelfs.client.identity``)."""
         self._channels: dict[str, Any] = {}
         self._stubs: dict[tuple[str, str], Any] = {}
         self._batching = batching
@@ -66,10 +70,10 @@ class AsyncClient:
         """Writers opened through this client and not closed yet (``close`` aborts them)."""
 
     @classmethod
-    def _sharing(cls, core: Core) -> AsyncClient:
+    def _sharing(cls, core: Core, user: str | None = None) -> AsyncClient:
         """An ``AsyncClient`` on ``core`` (another client's sessions, leases and caches): how
         the synchronous ``Client`` runs its data path (``keelfs.client.sync_files.IOThread``)."""
-        client = cls(core.config_addresses, batching=False)
+        client = cls(core.config_addresses, batching=False, user=user)
         client._core = core
         return client
 
@@ -81,7 +85,12 @@ class AsyncClient:
         if stub is None:
             channel = self._channels.get(address)
             if channel is None:
-                channel = open_aio_channel(address, self._core.tls, METADATA_CHANNEL_OPTIONS)
+                channel = open_aio_channel(
+                    address,
+                    self._core.tls,
+                    METADATA_CHANNEL_OPTIONS,
+                    interceptors=aio_interceptors(self.user),
+                )
                 self._channels[address] = channel
             stub = self._stubs[(address, service)] = getattr(pb_grpc, _STUBS[service])(channel)
         return stub
@@ -105,7 +114,9 @@ class AsyncClient:
 
     async def _call(self, call: Call) -> Any:
         """The reply of ``call``, or the ``grpc.RpcError`` it failed with."""
-        if self._batching and call.service == "Namespace" and call.method in BATCHED_METHODS:
+        batchable = call.service == "Namespace" and call.method in BATCHED_METHODS
+        # a call acting for another caller goes alone: a batch carries one caller
+        if self._batching and batchable and ACTING_FOR.get() is None:
             batcher = self._batchers.get(call.address)
             if batcher is None:
                 address = call.address

@@ -664,7 +664,7 @@ class AsyncFileReader:
         task.add_done_callback(self._reports.discard)
 
     async def _refetch(self) -> None:
-        reply = await self._fs._run(ops.stat(self.path, False), None)
+        reply = await self._fs._run(ops.stat(self.path, False, read=True), None)
         fresh = {b.block_id: b for b in _located(reply.info)}
         for b in self._blocks:
             new = fresh.get(b.block_id)
@@ -690,7 +690,7 @@ class AsyncFileReader:
 
 # -- the verbs, for AsyncClient -----------------------------------------------------------------
 async def open_reader(fs: AsyncClient, chunks: AsyncChunkClient, path: str) -> AsyncFileReader:
-    reply = await fs._run(ops.stat(path, False), None)
+    reply = await fs._run(ops.stat(path, False, read=True), None)
     if reply.info.kind == pb.DIRECTORY:
         raise IsADirectory(reply.info.path)
     return AsyncFileReader(fs, chunks, reply.info.path, reply.info)

@@ -13,6 +13,7 @@ import grpc
 from keelfs.client import _ops as ops
 from keelfs.client import files, sync_files
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
+from keelfs.client.identity import default_user, with_user
 from keelfs.errors import NotFound
 from keelfs.meta.records import ContentSummary, FileInfo
 from keelfs.meta.shardmap import ShardMap
@@ -56,6 +57,7 @@ class Client:
         deadline: float = 30.0,
         attempt_timeout: float = 2.0,
         max_sessions: int = 16,
+        user: str | None = None,
         tls: TlsSettings | None = None,
     ) -> None:
         seeds = config_servers.split(",") if isinstance(config_servers, str) else config_servers
@@ -66,6 +68,8 @@ class Client:
             max_sessions=max_sessions,
             tls=tls,
         )
+        self.user = user if user is not None else default_user()
+        """Who this client says it is without TLS (``keelfs.client.identity``)."""
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
@@ -82,6 +86,7 @@ class Client:
                 channel = self._channels.get(address)
                 if channel is None:
                     channel = open_channel(address, self._core.tls, METADATA_CHANNEL_OPTIONS)
+                    channel = with_user(channel, self.user)
                     self._channels[address] = channel
                 stub = self._stubs[(address, service)] = getattr(pb_grpc, _STUBS[service])(channel)
             return stub
@@ -291,7 +296,7 @@ class Client:
             if self._closed:
                 raise RuntimeError("client is closed")
             if self._io is None:
-                self._io = sync_files.IOThread(self._core)
+                self._io = sync_files.IOThread(self._core, self.user)
             return self._io
 
     @overload

@@ -32,7 +32,7 @@ class IOThread:
     an ``AsyncClient`` sharing the ``Client``'s core (its sessions, leases and caches) and an
     ``AsyncChunkClient``."""
 
-    def __init__(self, core: Core, **chunk_options: Any) -> None:
+    def __init__(self, core: Core, user: str | None = None, **chunk_options: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="keelfs-client-io", daemon=True
@@ -40,7 +40,7 @@ class IOThread:
         self._thread.start()
 
         async def make() -> tuple[AsyncClient, AsyncChunkClient]:
-            return AsyncClient._sharing(core), AsyncChunkClient(tls=core.tls, **chunk_options)
+            return AsyncClient._sharing(core, user), AsyncChunkClient(tls=core.tls, **chunk_options)
 
         self.fs, self.chunks = self.run(make())
 

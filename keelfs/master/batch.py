@@ -47,8 +47,8 @@ class _Aborted(Exception):
 
 
 class ItemContext:
-    """The servicer context one batch item sees: the batch's deadline, and an ``abort`` that
-    ends only this item."""
+    """The servicer context one batch item sees: the batch's deadline and caller, and an
+    ``abort`` that ends only this item."""
 
     def __init__(self, parent: Any) -> None:
         self._parent = parent
@@ -56,6 +56,16 @@ class ItemContext:
     def time_remaining(self) -> float | None:
         remaining: float | None = self._parent.time_remaining()
         return remaining
+
+    # who is calling, and from where: the batch's (``keelfs.master.callers``, the audit log)
+    def invocation_metadata(self) -> Any:
+        return self._parent.invocation_metadata()
+
+    def auth_context(self) -> Any:
+        return self._parent.auth_context()
+
+    def peer(self) -> Any:
+        return self._parent.peer()
 
     async def abort(
         self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()

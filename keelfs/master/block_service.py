@@ -40,6 +40,7 @@ from keelfs.datapath.tokens import Access
 from keelfs.errors import InvalidArgument, Unavailable
 from keelfs.master.blocks import Replica
 from keelfs.meta.commands import AddBlock, CompleteFile, UpdateBlock, check_path
+from keelfs.meta.principals import Caller
 from keelfs.meta.records import FileInfo
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import file_info_to_pb
@@ -73,7 +74,8 @@ class BlockServiceMixin:
 
     if TYPE_CHECKING:
 
-        async def serve(self, context: Any, work: Any) -> Any: ...
+        async def serve(self, context: Any, work: Any, audit: Any = None) -> Any: ...
+        def caller(self, context: Any) -> Caller: ...
         def timeout(self, context: Any) -> float: ...
         def check_caller_is(self, context: Any, role: str, node_id: str | int) -> None: ...
 
@@ -121,17 +123,21 @@ class BlockServiceMixin:
         is answered with its first outcome (see the module doc): the last block is then the
         one that attempt added or re-stamped."""
 
+        caller = self.caller(context)
+
         async def work() -> pb.AllocateBlockReply:
             path = check_path(request.path)
             member = await self.node.route(request.header, path, by_directory=False)
             self.node.require_leader(member)
-            current = member.sm.stat(path)
+            current = member.sm.stat(path, caller=caller)
             targets = self._targets(current.replication, list(request.exclude), keep)
             if not self.node.block_keys.signer.ready():  # before the command is applied
                 self.node.block_keys.sign(0, 0, Access.WRITE)  # raises Unavailable
             command = await command_for(path, current)
+            # the state machine checks the caller may write the file before the block (and
+            # the WRITE token of the reply) exists
             result, index, term = await self.node.propose(
-                member, command, request.header, self.timeout(context)
+                member, command, request.header, self.timeout(context), caller
             )
             info = FileInfo.from_dict(result.unwrap())
             return self._pipeline_reply(member, info, targets, index, term)
@@ -163,6 +169,8 @@ class BlockServiceMixin:
     async def Complete(  # noqa: N802
         self, request: pb.CompleteRequest, context: Any
     ) -> pb.FileInfoReply:
+        caller = self.caller(context)
+
         async def work() -> pb.FileInfoReply:
             path = check_path(request.path)
             last = request.last_length if request.HasField("last_length") else None
@@ -171,7 +179,7 @@ class BlockServiceMixin:
             member = await self.node.route(request.header, path, by_directory=False)
             self.node.require_leader(member)  # a follower may not have applied the Create yet
             # a replay (MetaNode.route) is answered from the reply cache: nothing to wait for
-            current = None if request.header.session_shard else member.sm.stat(path)
+            current = None if request.header.session_shard else member.sm.stat(path, caller=caller)
             if current is not None and current.under_construction:
                 # (a retry of a done Complete goes straight on) the pipeline's servers
                 # report the finalized replicas at once: wait for them here rather than
@@ -182,7 +190,7 @@ class BlockServiceMixin:
                         raise missing
                     await self.node.chunks.wait_reports(deadline - time.monotonic())
             result, index, term = await self.node.propose(
-                member, command, request.header, self.timeout(context)
+                member, command, request.header, self.timeout(context), caller
             )
             info = FileInfo.from_dict(result.unwrap())
             return pb.FileInfoReply(

@@ -29,6 +29,7 @@ it wait (``MetaNode.wait_unlocked``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,15 @@ from keelfs.master.member import Member, now_ms
 from keelfs.meta import commands, paths
 from keelfs.meta.commands import Mkdir, Rename
 from keelfs.meta.namespace import MAX_LIST_LIMIT, ShardStateMachine
+from keelfs.meta.principals import (
+    EXECUTE,
+    READ,
+    SUPERUSER,
+    WRITE,
+    Caller,
+    Guard,
+    guards_below,
+)
 from keelfs.meta.records import DIRECTORY, Inode
 from keelfs.meta.shardmap import ShardMap
 from keelfs.meta.transactions import Step, TxnRecord
@@ -120,6 +130,25 @@ def _subdirectories(sm: ShardStateMachine, top: str) -> Iterator[str]:
             cursor = page.cursor
 
 
+def _may(
+    caller: Caller | None,
+    directory: str,
+    access: int,
+    child: str = "",
+    guards: tuple[Guard, ...] | None = None,
+) -> list[Step]:
+    """The ``may`` step that checks, in the transaction, that ``caller`` may pass into
+    ``directory`` with ``access`` on it (and the sticky bit for ``child``; ``guards``: that
+    the guards a new child directory was built with still hold). A superuser is not
+    checked: its step only pins the guards, when there are guards to pin."""
+    if guards is None and (caller is None or caller.superuser):
+        return []
+    who = SUPERUSER if caller is None else caller
+    texts = None if guards is None else [g.to_text() for g in guards]
+    body = [who.encode(), access, child] + ([] if texts is None else [texts])
+    return [Step("may", directory, json.dumps(body, separators=(",", ":")))]
+
+
 def _seq_applied(sm: ShardStateMachine, header: pb.RequestHeader) -> bool:
     """Whether this shard applied the request's (session, seq) already: the request is a
     retry, answered from the session's reply cache (read after a barrier)."""
@@ -131,18 +160,43 @@ def _seq_applied(sm: ShardStateMachine, header: pb.RequestHeader) -> bool:
 
 # -- mkdir ------------------------------------------------------------------------------------
 async def mkdir(
-    node: MetaNode, member: Member, command: Mkdir, header: pb.RequestHeader, timeout: float
+    node: MetaNode,
+    member: Member,
+    command: Mkdir,
+    header: pb.RequestHeader,
+    timeout: float,
+    caller: Caller | None = None,
 ) -> list[str]:
     """Make ``command.path``, whose own shard is not its parent's (``member``'s): the entry
-    here, the self-record on the directory's own shard. The directories created."""
+    here, the self-record on the directory's own shard. The directories created.
+
+    The record is built here, as the state machine would: owned by ``caller`` in the
+    parent's group (a superuser may name others), with the parent's traverse guards plus the
+    parent's own if it needs one; the ``may`` step checks the caller's right and that those
+    guards still hold when the transaction prepares."""
     node.require_leader(member)
     path, parent = command.path, paths.parent(command.path)
+    owner, group = command.owner, command.group
+    guards: tuple[Guard, ...] = ()
+    raw_parent = member.sm.self_record(parent)
+    if raw_parent is not None:
+        parent_record = Inode.decode(raw_parent.encode())
+        guards = guards_below(
+            parent_record.guards,
+            parent,
+            parent_record.owner,
+            parent_record.group,
+            parent_record.mode,
+        )
+        if caller is not None and not caller.superuser:
+            owner, group = caller.user, parent_record.group
     record = (
-        Inode(DIRECTORY, command.mode, command.owner, command.group, now_ms(), now_ms())
+        Inode(DIRECTORY, command.mode, owner, group, now_ms(), now_ms(), guards=guards)
         .encode()
         .decode()
     )
     own = [
+        *_may(caller, parent, WRITE, "", guards),
         Step("dir", parent),
         Step("absent", path),
         Step("put_entry", path, record),
@@ -164,6 +218,7 @@ async def delete(
     cmd: commands.Delete,
     header: pb.RequestHeader,
     timeout: float,
+    caller: Caller | None = None,
 ) -> dict[str, int] | None:
     """Run ``cmd`` as a transaction when its records span shards: a directory whose
     self-record is on another shard, or a recursive delete of a subtree that spans shards.
@@ -180,9 +235,9 @@ async def delete(
         m.shard_for_directory(d) != member.group_id for d in [path, *_subdirectories(sm, path)]
     )
     if cmd.recursive and spanning:
-        return await _delete_tree(node, member, cmd, record, header, timeout)
+        return await _delete_tree(node, member, cmd, record, header, timeout, caller)
     if m.shard_for_directory(path) != member.group_id and (record is None or is_dir):
-        return await _rmdir(node, member, cmd, record, header, timeout)
+        return await _rmdir(node, member, cmd, record, header, timeout, caller)
     return None
 
 
@@ -193,15 +248,23 @@ async def _delete_tree(
     record: str | None,
     header: pb.RequestHeader,
     timeout: float,
+    caller: Caller | None = None,
 ) -> dict[str, int]:
     """Recursive delete of a directory whose subtree spans shards: one transaction over
-    every record of it (``keelfs.master.subtree``)."""
+    every record of it (``keelfs.master.subtree``). The caller needs ``w`` on the parent
+    and ``rwx`` on every non-empty directory of the subtree (each checked where its
+    self-record is)."""
     path = cmd.path
     assert record is not None
     dirs = await subtree.walk(node.internal, path, moving=False)
     parts, files, subdirs = subtree.delete_parts(node.shard_map, dirs)
+    for d in dirs:
+        if caller is not None and not caller.superuser and d.children:
+            at = node.shard_map.shard_for_directory(d.path)
+            parts.setdefault(at, [])[:0] = _may(caller, d.path, READ | WRITE | EXECUTE)
     own = parts.pop(member.group_id, [])
     own += [
+        *_may(caller, paths.parent(path), WRITE, paths.name(path)),
         Step("entry", path, record),
         Step("del_entry", path),
         Step("touch", paths.parent(path)),
@@ -225,18 +288,22 @@ async def _rmdir(
     record: str | None,
     header: pb.RequestHeader,
     timeout: float,
+    caller: Caller | None = None,
 ) -> dict[str, int]:
     """Delete a directory whose entry is here and whose self-record (and children) are on
     its own shard: a transaction; that shard checks it is empty and drops the record."""
     path = cmd.path
     target = node.shard_map.shard_for_directory(path)
+    may = _may(caller, paths.parent(path), WRITE, paths.name(path))
     if record is None:  # gone: proposed anyway, so that a retry gets its first reply
         missing = [Step("present", path)]
+        missing = [*may, *missing]
         outcome = await node.txns.run(
             member, "delete", missing, {target: missing}, header, timeout, cmd
         )
     else:
         own = [
+            *may,
             Step("entry", path, record),
             Step("del_entry", path),
             Step("touch", paths.parent(path)),
@@ -268,6 +335,7 @@ async def rename(
     overwrite: bool,
     header: pb.RequestHeader,
     timeout: float,
+    caller: Caller | None = None,
 ) -> None:
     """Rename ``src`` to a path another shard holds, or a directory whose subtree spans shards
     (:func:`spans`): a transaction coordinated here (the source's shard), the target's shard
@@ -277,6 +345,8 @@ async def rename(
     sm: ShardStateMachine = member.sm
     target = node.shard_map.shard_for_path(dst)
     request = Rename(src, dst, overwrite)
+    src_may = _may(caller, paths.parent(src), WRITE, paths.name(src))
+    dst_may = _may(caller, paths.parent(dst), WRITE, paths.name(dst))
     record = sm.entry_record(src)
     if record is None or _seq_applied(sm, header):
         # Not here (any more): still proposed, since a retry of a rename that committed
@@ -286,21 +356,26 @@ async def rename(
         # never a fresh look at the new file (it may be open: LEASE_CONFLICT).
         missing = [Step("present", src)]
         outcome = await node.txns.run(
-            member, "rename", missing, {target: missing}, header, timeout, request
+            member, "rename", [*src_may, *missing], {target: missing}, header, timeout, request
         )
         txn_outcome(outcome, f"rename {src} -> {dst}")
         return
     info = sm.stat(src)
     if info.is_dir:
-        await _move_tree(node, member, Rename(src, dst, overwrite), record, header, timeout)
+        await _move_tree(node, member, Rename(src, dst, overwrite), record, header, timeout, caller)
         return
     if info.under_construction:
         raise LeaseConflict(
             src, info.lease_holder, message=f"{src} is open for writing: close it first"
         )
     dst_dir = paths.parent(dst)
-    own = [Step("entry", src, record), Step("del_entry", src), Step("touch", paths.parent(src))]
-    theirs = [Step("dir", dst_dir)]
+    own = [
+        *src_may,
+        Step("entry", src, record),
+        Step("del_entry", src),
+        Step("touch", paths.parent(src)),
+    ]
+    theirs = [*dst_may, Step("dir", dst_dir)]
     if overwrite:
         theirs += [Step("replaceable", dst), Step("replace", dst)]
     else:
@@ -317,6 +392,7 @@ async def _move_tree(
     record: str,
     header: pb.RequestHeader,
     timeout: float,
+    caller: Caller | None = None,
 ) -> None:
     """Move a directory whose subtree spans shards (or will, under its new name): one
     transaction over every record of it. The target must not exist (an empty directory
@@ -325,17 +401,31 @@ async def _move_tree(
     if paths.is_ancestor(src, dst) or src == dst:
         raise InvalidArgument(f"cannot move {src} into itself ({dst})", "dst")
     m = node.shard_map
-    dirs = await subtree.walk(node.internal, src, moving=True)
-    parts = subtree.move_parts(m, dirs, src, dst)
     dst_dir = paths.parent(dst)
+    # the guards of the new place, pinned by the ``may`` step on dst's parent (a chmod
+    # above it meanwhile makes that shard refuse the part)
+    raw = await node.internal.dir_record(dst_dir, deadline=timeout)
+    parent = Inode.decode(raw.encode()) if raw else None
+    dst_guards: tuple[Guard, ...] = ()
+    if parent is not None:
+        dst_guards = guards_below(parent.guards, dst_dir, parent.owner, parent.group, parent.mode)
+    dirs = await subtree.walk(node.internal, src, moving=True)
+    parts = subtree.move_parts(m, dirs, src, dst, dst_guards)
+    moved_top = subtree.regarded(record, src, dst, dst_guards)
     parts.setdefault(m.shard_for_path(src), []).extend(
-        [Step("entry", src, record), Step("del_entry", src), Step("touch", paths.parent(src))]
+        [
+            *_may(caller, paths.parent(src), WRITE, paths.name(src)),
+            Step("entry", src, record),
+            Step("del_entry", src),
+            Step("touch", paths.parent(src)),
+        ]
     )
     parts.setdefault(m.shard_for_path(dst), []).extend(
         [
+            *_may(caller, dst_dir, WRITE, paths.name(dst), dst_guards),
             Step("dir", dst_dir),
             Step("absent", dst),
-            Step("put_entry", dst, record),
+            Step("put_entry", dst, moved_top),
             Step("touch", dst_dir),
         ]
     )

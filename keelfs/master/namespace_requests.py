@@ -20,10 +20,11 @@ from keelfs.meta.commands import (
     SetPermission,
     SetReplication,
     SetTimes,
+    SetTraverseGuard,
     check_path,
 )
 from keelfs.meta.namespace import MAX_LIST_LIMIT
-from keelfs.meta.principals import DEFAULT_GROUP, DEFAULT_OWNER
+from keelfs.meta.principals import DEFAULT_GROUP, Caller
 from keelfs.rpc.pb import meta_pb2 as pb
 
 __all__ = [
@@ -50,17 +51,20 @@ def path(value: str, argument: str = "path") -> str:
     return check_path(value, argument)
 
 
-def mkdir_attributes(request: pb.MkdirRequest) -> tuple[int, str, str]:
-    """The new directory's ``(mode, owner, group)``, defaults filled in."""
+def mkdir_attributes(request: pb.MkdirRequest, caller: Caller) -> tuple[int, str, str]:
+    """The new directory's ``(mode, owner, group)``, defaults filled in: the owner is the
+    caller (the state machine honours another ``owner`` only from a superuser)."""
     mode = request.mode if request.HasField("mode") else 0o755
-    return mode, request.owner or DEFAULT_OWNER, request.group or DEFAULT_GROUP
+    return mode, request.owner or caller.user, request.group or DEFAULT_GROUP
 
 
-def create(request: pb.CreateRequest, default_replication: int, normal: str) -> Command:
+def create(
+    request: pb.CreateRequest, default_replication: int, caller: Caller, normal: str
+) -> Command:
     return Create(
         normal,
         request.mode if request.HasField("mode") else 0o644,
-        request.owner or DEFAULT_OWNER,
+        request.owner or caller.user,
         request.group or DEFAULT_GROUP,
         request.replication or default_replication,
         request.block_size or DEFAULT_BLOCK_SIZE,
@@ -118,7 +122,9 @@ def list_dir(request: pb.ListDirRequest) -> tuple[str, str | None, int]:
 
 
 def move(request: pb.MoveRequest) -> Command:
-    """The resharding command (``move_*``) a peer's ``Move`` carries."""
-    if not request.op.startswith("move_"):
+    """The command a peer's ``Move`` carries: a resharding step (``move_*``) or the
+    ``set_traverse_guard`` a master sends every shard after a chmod or chown of a directory
+    (``keelfs.master.guards``)."""
+    if not (request.op.startswith("move_") or request.op == SetTraverseGuard.op):
         raise InvalidArgument(f"{request.op!r} is not a move command", "op")
     return commands.decode_command(request.op, request.args, commands.SHARD_COMMANDS)

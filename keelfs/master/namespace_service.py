@@ -44,13 +44,21 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from keelfs import failpoints
-from keelfs.errors import AlreadyExists, InvalidArgument, KeelError, NotADirectory, NotFound
+from keelfs.client.identity import ACTING_FOR
+from keelfs.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    KeelError,
+    NotADirectory,
+    NotFound,
+    PermissionDenied,
+)
 from keelfs.master import cross_shard
 from keelfs.master import namespace_requests as requests
 from keelfs.master.batch import serve_batch
 from keelfs.master.block_service import BlockServiceMixin, locate
 from keelfs.master.member import Member
-from keelfs.master.servicer import ServicerBase
+from keelfs.master.servicer import Audited, ServicerBase
 from keelfs.meta import paths
 from keelfs.meta.commands import (
     Command,
@@ -63,6 +71,7 @@ from keelfs.meta.commands import (
     TxnPrepare,
 )
 from keelfs.meta.namespace import ShardStateMachine
+from keelfs.meta.principals import READ, Caller
 from keelfs.meta.records import FileInfo
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import file_info_to_pb, summary_to_pb
@@ -88,6 +97,14 @@ def _dir_record_error(sm: ShardStateMachine, directory: str) -> KeelError | None
     return None
 
 
+def _may_read(sm: ShardStateMachine, path: str, caller: Caller) -> bool:
+    try:
+        sm.check_access(path, READ, caller=caller)
+    except PermissionDenied:
+        return False
+    return True
+
+
 def _txn_reply(value: dict[str, Any], info: pb.ReplyInfo) -> pb.TxnReply:
     error = value.get("error")
     return pb.TxnReply(
@@ -111,9 +128,12 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         header: pb.RequestHeader,
         path: str,
         build: Callable[[str], Command],
+        audit: str,
     ) -> pb.FileInfoReply:
-        """Check ``path``, route by its entry, propose ``build(path)``, answer with the
-        FileInfo the state machine returned."""
+        """Check ``path``, route by its entry, propose ``build(path)`` for the caller, answer
+        with the FileInfo the state machine returned; ``audit``: the command's name in the
+        audit log."""
+        caller = self.caller(context)
 
         async def work() -> pb.FileInfoReply:
             normal = requests.path(path)
@@ -121,23 +141,28 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             command.validate()
             member = await self.node.route(header, normal, by_directory=False)
             result, index, term = await self.node.propose(
-                member, command, header, self.timeout(context)
+                member, command, header, self.timeout(context), caller
             )
             info = FileInfo.from_dict(result.unwrap())
             return pb.FileInfoReply(
                 info=file_info_to_pb(info), reply=self._reply(member, index, term)
             )
 
-        return await self.serve(context, work())
+        return await self.serve(context, work(), Audited(audit, path))
 
     async def _replayed(
-        self, member: Member, command: Command, header: pb.RequestHeader, timeout: float
+        self,
+        member: Member,
+        command: Command,
+        header: pb.RequestHeader,
+        timeout: float,
+        caller: Caller | None = None,
     ) -> tuple[Any, int, int]:
         """A replayed write (``header.session_shard``, ``MetaNode.route``): the value its
         shard's reply cache holds (a transaction's: its outcome, waited for), or the error it
         holds; ``REDIRECT`` if it was never applied here. Nothing is planned or checked first,
         as for a new request: the map may not place the path on this shard any more."""
-        result, index, term = await self.node.propose(member, command, header, timeout)
+        result, index, term = await self.node.propose(member, command, header, timeout, caller)
         err = result.exception()
         if err is not None:
             raise cross_shard.subtree_changed_error(err, command.op)
@@ -210,22 +235,24 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
 
     # ------------------------------------------------------------------ directories
     async def Mkdir(self, request: pb.MkdirRequest, context: Any) -> pb.MkdirReply:  # noqa: N802
-        return await self.serve(context, self._mkdir(request, context))
+        audit = Audited("mkdirs", request.path)
+        return await self.serve(context, self._mkdir(request, context), audit)
 
     async def _mkdir(self, request: pb.MkdirRequest, context: Any) -> pb.MkdirReply:
         node, header = self.node, request.header
+        caller = self.caller(context)
         path = requests.path(request.path)
-        mode, owner, group = requests.mkdir_attributes(request)
+        mode, owner, group = requests.mkdir_attributes(request, caller)
         Mkdir(path, mode, owner, group, request.parents).validate()
         member = await node.route(header, path, by_directory=False)
         if header.session_shard:
-            return await self._mkdir_replayed(member, request, path, self.timeout(context))
+            return await self._mkdir_replayed(member, request, path, self.timeout(context), caller)
         sm: ShardStateMachine = member.sm
         timeout = self.timeout(context)
         created: list[str] = []
         if path == paths.ROOT:  # the state machine knows what to say
             result, index, term = await node.propose(
-                member, Mkdir(path, mode, owner, group, request.parents), header, timeout
+                member, Mkdir(path, mode, owner, group, request.parents), header, timeout, caller
             )
             created += result.unwrap()["created"]
             return pb.MkdirReply(created=created, info=self._reply(member, index, term))
@@ -235,21 +262,28 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             node.require_leader(member)
             await node.read(member, False, timeout)
             if _dir_record_error(sm, parent) is not None:
-                created += await node.internal.mkdir(
-                    parent, parents=True, mode=mode, owner=owner, group=group,
-                    deadline=self.timeout(context),
-                )  # fmt: skip
+                # made by this master's client, acting for the caller (``ACTING_FOR``)
+                acting = ACTING_FOR.set(caller.encode())
+                try:
+                    created += await node.internal.mkdir(
+                        parent, parents=True, mode=mode, owner=owner, group=group,
+                        deadline=self.timeout(context),
+                    )  # fmt: skip
+                finally:
+                    ACTING_FOR.reset(acting)
         command = Mkdir(path, mode, owner, group, False, own_shard)
         if not own_shard:
             # the entry here, the self-record on the directory's own shard: a transaction
             try:
-                created += await cross_shard.mkdir(node, member, command, header, timeout)
+                created += await cross_shard.mkdir(node, member, command, header, timeout, caller)
             except AlreadyExists:
                 if not (request.parents and sm.stat(path).is_dir):
                     raise
             return pb.MkdirReply(created=created, info=self._reply(member))
         async with member.structure.shared():
-            result, index, term = await node.propose(member, command, header, self.timeout(context))
+            result, index, term = await node.propose(
+                member, command, header, self.timeout(context), caller
+            )
         err = result.exception()
         if err is None:
             created += result.value["created"]
@@ -258,25 +292,30 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         return pb.MkdirReply(created=created, info=self._reply(member, index, term))
 
     async def _mkdir_replayed(
-        self, member: Member, request: pb.MkdirRequest, path: str, timeout: float
+        self,
+        member: Member,
+        request: pb.MkdirRequest,
+        path: str,
+        timeout: float,
+        caller: Caller,
     ) -> pb.MkdirReply:
         """A replayed mkdir: the first attempt's answer, as ``_mkdir`` would have given it
         (an existing directory is no error with ``parents``). The first attempt's command had
         ``self_record`` set by the map of its time (whether the directory was this shard's
         too), which the reply cache's digest holds: the other form is tried if this one is
         not it (a mismatch records nothing)."""
-        mode, owner, group = requests.mkdir_attributes(request)
+        mode, owner, group = requests.mkdir_attributes(request, caller)
         guess = self.node.shard_map.shard_for_directory(path) == member.group_id
         header = request.header
         try:
             try:
                 command = Mkdir(path, mode, owner, group, False, guess)
-                value, index, term = await self._replayed(member, command, header, timeout)
+                value, index, term = await self._replayed(member, command, header, timeout, caller)
             except InvalidArgument as e:
                 if e.details.get("argument") != "seq":
                     raise
                 command = Mkdir(path, mode, owner, group, False, not guess)
-                value, index, term = await self._replayed(member, command, header, timeout)
+                value, index, term = await self._replayed(member, command, header, timeout, caller)
         except AlreadyExists:
             if not (request.parents and (await self.node.internal.stat(path)).is_dir):
                 raise
@@ -285,46 +324,57 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
 
     # ------------------------------------------------------------------ files
     async def Create(self, request: pb.CreateRequest, context: Any) -> pb.FileInfoReply:  # noqa: N802
-        build = partial(requests.create, request, self.node.config.default_replication)
-        return await self._info_write(context, request.header, request.path, build)
+        caller = self.caller(context)
+        build = partial(requests.create, request, self.node.config.default_replication, caller)
+        return await self._info_write(context, request.header, request.path, build, "create")
 
     async def SetReplication(  # noqa: N802
         self, request: pb.SetReplicationRequest, context: Any
     ) -> pb.FileInfoReply:
         build = partial(requests.set_replication, request)
-        return await self._info_write(context, request.header, request.path, build)
+        return await self._info_write(
+            context, request.header, request.path, build, "setReplication"
+        )
 
     async def SetTimes(  # noqa: N802
         self, request: pb.SetTimesRequest, context: Any
     ) -> pb.FileInfoReply:
         build = partial(requests.set_times, request)
-        return await self._info_write(context, request.header, request.path, build)
+        return await self._info_write(context, request.header, request.path, build, "setTimes")
 
     async def SetPermission(  # noqa: N802
         self, request: pb.SetPermissionRequest, context: Any
     ) -> pb.FileInfoReply:
         build = partial(requests.set_permission, request)
-        return await self._info_write(context, request.header, request.path, build)
+        reply = await self._info_write(
+            context, request.header, request.path, build, "setPermission"
+        )
+        await self.serve(context, self.node.guards.after_change(reply.info, self.timeout(context)))
+        return reply
 
     async def SetOwner(  # noqa: N802
         self, request: pb.SetOwnerRequest, context: Any
     ) -> pb.FileInfoReply:
         build = partial(requests.set_owner, request)
-        return await self._info_write(context, request.header, request.path, build)
+        reply = await self._info_write(context, request.header, request.path, build, "setOwner")
+        await self.serve(context, self.node.guards.after_change(reply.info, self.timeout(context)))
+        return reply
 
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteReply:  # noqa: N802
+        caller = self.caller(context)
+
         async def work() -> pb.DeleteReply:
             cmd = requests.delete(request)
             path, node, timeout = cmd.path, self.node, self.timeout(context)
             member = await node.route(request.header, path, by_directory=False)
             if request.header.session_shard:
-                v, index, term = await self._replayed(member, cmd, request.header, timeout)
+                v, index, term = await self._replayed(member, cmd, request.header, timeout, caller)
                 counts = {k: int(v[k]) for k in ("files", "directories", "blocks")}
                 return pb.DeleteReply(info=self._reply(member, index, term), **counts)
-            across = await cross_shard.delete(node, member, cmd, request.header, timeout)
+            across = await cross_shard.delete(node, member, cmd, request.header, timeout, caller)
             if across is not None:
                 return pb.DeleteReply(info=self._reply(member), **across)
-            result, index, term = await node.propose(member, cmd, request.header, timeout)
+            result, index, term = await node.propose(member, cmd, request.header, timeout, caller)
             err = result.exception()
             if err is not None:
                 raise cross_shard.subtree_changed_error(err, "delete")
@@ -339,9 +389,11 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 info=self._reply(member, index, term),
             )
 
-        return await self.serve(context, work())
+        return await self.serve(context, work(), Audited("delete", request.path))
 
     async def Rename(self, request: pb.RenameRequest, context: Any) -> pb.RenameReply:  # noqa: N802
+        caller = self.caller(context)
+
         async def work() -> pb.RenameReply:
             node, header = self.node, request.header
             cmd = requests.rename(request)
@@ -351,15 +403,17 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             node.require_leader(member)
             timeout = self.timeout(context)
             if header.session_shard:
-                _, index, term = await self._replayed(member, cmd, header, timeout)
+                _, index, term = await self._replayed(member, cmd, header, timeout, caller)
                 return pb.RenameReply(info=self._reply(member, index, term))
             if m.shard_for_path(dst) != shard:
-                await cross_shard.rename(node, member, src, dst, request.overwrite, header, timeout)
+                await cross_shard.rename(
+                    node, member, src, dst, request.overwrite, header, timeout, caller
+                )
                 return pb.RenameReply(info=self._reply(member))
             sm: ShardStateMachine = member.sm
             if not (sm.exists(src) and sm.stat(src).is_dir):
                 # a file (as far as this member knows): nothing below it to place
-                result, index, term = await node.propose(member, cmd, header, timeout)
+                result, index, term = await node.propose(member, cmd, header, timeout, caller)
             else:
                 async with member.structure.exclusive():
                     await node.read(member, False, timeout)
@@ -371,10 +425,10 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                         and cross_shard.spans(m, shard, src, dst, sm)
                     ):
                         await cross_shard.rename(
-                            node, member, src, dst, request.overwrite, header, timeout
+                            node, member, src, dst, request.overwrite, header, timeout, caller
                         )
                         return pb.RenameReply(info=self._reply(member))
-                    result, index, term = await node.propose(member, cmd, header, timeout)
+                    result, index, term = await node.propose(member, cmd, header, timeout, caller)
             err = result.exception()
             if err is not None:
                 raise cross_shard.subtree_changed_error(err, "rename")
@@ -383,12 +437,14 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 cross_shard.txn_outcome(done, f"rename {src} -> {dst}")
             return pb.RenameReply(info=self._reply(member, index, term))
 
-        return await self.serve(context, work())
+        return await self.serve(context, work(), Audited("rename", request.src, request.dst))
 
     # ------------------------------------------------------------------ reads
     async def GetFileInfo(  # noqa: N802
         self, request: pb.GetFileInfoRequest, context: Any
     ) -> pb.FileInfoReply:
+        caller = self.caller(context)
+
         async def work() -> pb.FileInfoReply:
             path = requests.path(request.path)
             member = await self.node.route(request.header, path, by_directory=False)
@@ -396,14 +452,21 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             await self.node.check_moves(member, path, False, self.timeout(context))
             if not request.stale_ok:
                 await self.node.wait_unlocked(member, path, self.timeout(context))
-            info = member.sm.stat(path)
-            return pb.FileInfoReply(
-                info=locate(self.node, file_info_to_pb(info)), reply=self._reply(member)
-            )
+            info = member.sm.stat(path, caller=caller)
+            if request.read and not info.is_dir:
+                member.sm.check_access(path, READ, caller=caller)
+            message = file_info_to_pb(info)
+            if _may_read(member.sm, path, caller):
+                # block locations carry READ tokens: only for a reader (as HDFS's
+                # getBlockLocations); anyone who reaches the file may stat it
+                message = locate(self.node, message)
+            return pb.FileInfoReply(info=message, reply=self._reply(member))
 
-        return await self.serve(context, work())
+        return await self.serve(context, work(), Audited("getfileinfo", request.path, change=False))
 
     async def ListDir(self, request: pb.ListDirRequest, context: Any) -> pb.ListDirReply:  # noqa: N802
+        caller = self.caller(context)
+
         async def work() -> pb.ListDirReply:
             path, start_after, limit = requests.list_dir(request)
             member = await self.node.route(request.header, path, by_directory=True)
@@ -411,7 +474,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             await self.node.check_moves(member, path, True, self.timeout(context))
             if not request.stale_ok:
                 await self.node.wait_unlocked(member, path, self.timeout(context))
-            listing = member.sm.list_dir(path, start_after, limit)
+            listing = member.sm.list_dir(path, start_after, limit, caller=caller)
             entries: list[pb.FileInfo] = []
             cursor = listing.cursor
             size = 0
@@ -431,20 +494,23 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 reply.records.extend(sm.entry_record(e.path) or "" for e in entries)
             return reply
 
-        return await self.serve(context, work())
+        return await self.serve(context, work(), Audited("listStatus", request.path, change=False))
 
     async def ContentSummary(  # noqa: N802
         self, request: pb.ContentSummaryRequest, context: Any
     ) -> pb.ContentSummaryReply:
+        caller = self.caller(context)
+
         async def work() -> pb.ContentSummaryReply:
             path = requests.path(request.path)
             member = await self.node.route(request.header, path, by_directory=False)
             await self.node.read(member, request.stale_ok, self.timeout(context))
             await self.node.check_moves(member, path, False, self.timeout(context))
-            summary = member.sm.content_summary(path)
+            summary = member.sm.content_summary(path, caller=caller)
             return pb.ContentSummaryReply(summary=summary_to_pb(summary), info=self._reply(member))
 
-        return await self.serve(context, work())
+        audit = Audited("contentSummary", request.path, change=False)
+        return await self.serve(context, work(), audit)
 
     # ------------------------------------------------------------------ transactions (internal)
     async def TxnPrepare(  # noqa: N802

@@ -42,10 +42,13 @@ import grpc
 
 from keelfs import failpoints
 from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
+from keelfs.master.audit import AuditLog
 from keelfs.master.block_keys import BlockKeys
 from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
 from keelfs.master.blocks import DEFAULT_DEAD_AFTER_S, ChunkRegistry
+from keelfs.master.callers import DEFAULT_SUPERUSER_GROUP, Callers
 from keelfs.master.config_service import ConfigServicer
+from keelfs.master.guards import GuardSpreader
 from keelfs.master.member import LogClock, Member, StructureLock, now_ms
 from keelfs.master.namespace_service import NamespaceServicer
 from keelfs.master.node_service import NodeServicer
@@ -67,6 +70,7 @@ from keelfs.meta.namespace import (
     DEFAULT_TXN_RETENTION_MS,
     ShardStateMachine,
 )
+from keelfs.meta.principals import Caller
 from keelfs.meta.ranges import FROZEN, MOVED
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
@@ -146,6 +150,10 @@ class NodeConfig:
     """A chunk server silent this long is dead: its replicas no longer count."""
     vnodes: int = DEFAULT_VNODES
     map_refresh_s: float = 1.0
+    superuser_group: str = DEFAULT_SUPERUSER_GROUP
+    """Members of this group are superusers (``keelfs.master.callers``)."""
+    audit_log: Path | None = None
+    """Where the audit log goes (``keelfs.master.audit``); None: nowhere."""
     tls: TlsSettings | None = None
     """This node's TLS material (``keelfs.tls``): mutual TLS on both ports and every channel,
     the access classes of ``keelfs.rpc.access`` enforced. None: plain gRPC (loopback, or
@@ -184,6 +192,10 @@ class MetaNode:
         self.chunks = ChunkRegistry(dead_after_s=config.chunk_dead_after_s)
         self.replication = ReplicationMonitor(self)
         self.block_keys = BlockKeys(self)
+        self.callers = Callers(self.authenticator, superuser_group=config.superuser_group)
+        """Who each request acts for (the certificate's user with TLS)."""
+        self.audit = AuditLog(config.audit_log, config.node_id)
+        self.guards = GuardSpreader(self)
 
     # ------------------------------------------------------------------ lifecycle
     def _transport(self, on_messages: OnMessages) -> Transport:
@@ -276,7 +288,15 @@ class MetaNode:
 
     def _internal_client(self, seeds: list[str]) -> PeerClient:
         """The client this node asks other nodes with (``seeds``: config servers)."""
-        return PeerClient(seeds, deadline=10.0, attempt_timeout=2.0, tls=self.config.tls)
+        # as the OS user running this master (a superuser, ``keelfs.master.callers``),
+        # whatever $KEELFS_USER says
+        return PeerClient(
+            seeds,
+            deadline=10.0,
+            attempt_timeout=2.0,
+            tls=self.config.tls,
+            user=self.callers.process_user,
+        )
 
     def _open(self, group_id: str, sm: Any) -> RaftGroup:
         host = self.host
@@ -309,6 +329,7 @@ class MetaNode:
         if self.host is not None:
             await self.host.stop()
             self.host = None
+        self.audit.close()
         for m in self.shards.values():
             m.sm.close()
 
@@ -513,11 +534,13 @@ class MetaNode:
         command: Command,
         header: pb.RequestHeader | None,
         timeout: float,
+        caller: Caller | None = None,
     ) -> tuple[Result, int, int]:
         """Validate ``command`` (stateless), wrap it with the log time (``LogClock``) and the
         request's session, replicate it, and return the state machine's ``Result`` and where it
         committed. Raises ``KeelError`` when it could not be applied (``NotLeader`` naming the
-        leader's Raft address: see ``for_clients``)."""
+        leader's Raft address: see ``for_clients``). ``caller``: who the command acts for
+        (None: the master itself, a superuser)."""
         command.validate()
         sid, seq = (header.session_id, header.seq) if header is not None else (0, 0)
         if command.needs_session and not sid:
@@ -526,7 +549,7 @@ class MetaNode:
         delay = _LOCK_POLL_S
         while True:
             replay = header is not None and bool(header.session_shard)
-            data = Envelope(command, member.log_time(), sid, seq, replay).encode()
+            data = Envelope(command, member.log_time(), sid, seq, replay, caller).encode()
             if len(data) > MAX_COMMAND_BYTES:
                 raise InvalidArgument(f"command of {len(data)} bytes (at most {MAX_COMMAND_BYTES})")
             if not member.group.is_leader:

@@ -83,11 +83,11 @@ def move_read(group: str, txn_id: int, start_after: bytes | None, limit: int) ->
     return namespace_op("MoveRead", Route("shard", group), build, write=True, session=False)
 
 
-def list_records(path: str, start_after: str | None) -> Op:
+def list_records(path: str, start_after: str | None, limit: int = 1000) -> Op:
     """A page of directory ``path`` with the stored records, from its shard's leader."""
 
     def build(h: pb.RequestHeader) -> pb.ListDirRequest:
-        req = pb.ListDirRequest(header=h, path=path, limit=1000, records=True)
+        req = pb.ListDirRequest(header=h, path=path, limit=limit, records=True)
         if start_after is not None:
             req.start_after = start_after
         return req
@@ -97,6 +97,11 @@ def list_records(path: str, start_after: str | None) -> Op:
 
 class PeerClient(AsyncClient):
     """An ``AsyncClient`` with the masters' internal verbs."""
+
+    async def dir_record(self, path: str, *, deadline: float | None = None) -> str:
+        """Directory ``path``'s stored self-record, read on its shard's leader."""
+        reply = await self._run(list_records(path, None, limit=1), deadline)
+        return str(reply.dir_record)
 
     async def issue_txn_ids(self, count: int, *, deadline: float | None = None) -> int:
         """The first of ``count`` fresh cluster-wide transaction ids."""

@@ -1,12 +1,16 @@
-"""What every metadata servicer shares: per-request time limits and the error boundary."""
+"""What every metadata servicer shares: per-request time limits, the caller, the error
+boundary and the audit log."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keelfs.errors import KeelError, NotLeader, PermissionDenied
+from keelfs.master.audit import client_ip
+from keelfs.meta.principals import Caller
 from keelfs.rpc import grpc_errors
 from keelfs.tls.identity import Peer
 
@@ -16,6 +20,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("keelfs.master")
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Audited:
+    """What the audit log says of a request (``keelfs.master.audit``): HDFS's command name,
+    its paths, and whether it changes the namespace (a change is logged when it succeeds as
+    well; any request when it is denied)."""
+
+    cmd: str
+    src: str
+    dst: str | None = None
+    change: bool = True
 
 
 class ServicerBase:
@@ -31,6 +47,10 @@ class ServicerBase:
         if remaining is None:
             return limit
         return max(0.01, min(limit, remaining - 0.05))
+
+    def caller(self, context: Any) -> Caller:
+        """Who the request of ``context`` acts for (``keelfs.master.callers``)."""
+        return self.node.callers.caller_of(context)
 
     def check_caller_is(self, context: Any, role: str, node_id: str | int) -> None:
         """With TLS, ``PermissionDenied`` unless the call's certificate names node
@@ -49,13 +69,21 @@ class ServicerBase:
                 message=f"{who} may not speak for {role} {node_id}",
             )
 
-    async def serve(self, context: Any, work: Awaitable[T]) -> T:
+    async def serve(self, context: Any, work: Awaitable[T], audit: Audited | None = None) -> T:
         """Run one request's ``work``; any failure leaves through ``grpc_errors.abort``, a
-        ``NotLeader`` naming the leader's client address (``MetaNode.for_clients``)."""
+        ``NotLeader`` naming the leader's client address (``MetaNode.for_clients``).
+        ``audit``: what to write to the audit log of it."""
         try:
-            return await work
+            reply = await work
+            if audit is not None and audit.change:
+                self._audit(context, audit, True, reply)
+            return reply
+        except PermissionDenied as exc:
+            if audit is not None:
+                self._audit(context, audit, False, None)
+            err: KeelError = exc
         except NotLeader as exc:
-            err: KeelError = self.node.for_clients(exc)
+            err = self.node.for_clients(exc)
         except KeelError as exc:
             err = exc
         except Exception as exc:  # anything but a KeelError is a bug (or a stray timeout)
@@ -63,3 +91,23 @@ class ServicerBase:
             if err.code == grpc_errors.INTERNAL_CODE:
                 log.exception("request failed unexpectedly")
         await grpc_errors.abort(context, err)
+
+    def _audit(self, context: Any, audit: Audited, allowed: bool, reply: Any) -> None:
+        log_ = self.node.audit
+        if not log_.enabled:
+            return
+        try:
+            caller = self.caller(context)
+        except KeelError:  # no usable identity: the denial said so; log who it claimed
+            caller = Caller("unknown")
+        log_.record(
+            allowed, caller, client_ip(context), audit.cmd, audit.src, audit.dst, _perm(reply)
+        )
+
+
+def _perm(reply: Any) -> str | None:
+    """``owner:group:mode`` of the file or directory a reply describes (HDFS's ``perm``)."""
+    info = getattr(reply, "info", None)
+    if info is None or not hasattr(info, "owner") or not info.owner:
+        return None
+    return f"{info.owner}:{info.group}:{info.mode:04o}"

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from keelfs.errors import InvalidArgument, LeaseConflict
+from keelfs.meta.principals import Guard, depth, rebase
+from keelfs.meta.records import Inode
 from keelfs.meta.shardmap import ShardMap
 from keelfs.meta.transactions import Step
 
-__all__ = ["MAX_ENTRIES", "DirRecords", "delete_parts", "move_parts", "walk"]
+__all__ = ["MAX_ENTRIES", "DirRecords", "delete_parts", "move_parts", "regarded", "walk"]
 
 MAX_ENTRIES = 2_000
 """Records a cross-shard subtree operation may touch (one command carries them all)."""
@@ -71,19 +73,39 @@ def _moved(path: str, src: str, dst: str) -> str:
     return dst + path[len(src) :]
 
 
-def move_parts(m: ShardMap, dirs: list[DirRecords], src: str, dst: str) -> dict[str, list[Step]]:
+def move_parts(
+    m: ShardMap,
+    dirs: list[DirRecords],
+    src: str,
+    dst: str,
+    dst_guards: tuple[Guard, ...] = (),
+) -> dict[str, list[Step]]:
     """Per shard, the steps that move the subtree ``src`` (walked into ``dirs``) to ``dst``
-    (its top entry excluded: the caller moves that)."""
+    (its top entry excluded: the caller moves that, its record through :func:`regarded`).
+    Every directory record is written with its traverse guards of the new place
+    (``dst_guards``: those of a new directory in ``dst``'s parent)."""
     parts: dict[str, list[Step]] = defaultdict(list)
     for d in dirs:
         old, new = m.shard_for_directory(d.path), m.shard_for_directory(_moved(d.path, src, dst))
         parts[old].append(Step("self", d.path, d.self_record))
         parts[old].append(Step("del_self", d.path))
-        parts[new].append(Step("put_self", _moved(d.path, src, dst), d.self_record))
-        for path, record, _ in d.children:
+        moved_self = regarded(d.self_record, src, dst, dst_guards)
+        parts[new].append(Step("put_self", _moved(d.path, src, dst), moved_self))
+        for path, record, is_dir in d.children:
             parts[old] += [Step("entry", path, record), Step("del_entry", path)]
-            parts[new].append(Step("put_entry", _moved(path, src, dst), record))
+            moved = regarded(record, src, dst, dst_guards) if is_dir else record
+            parts[new].append(Step("put_entry", _moved(path, src, dst), moved))
     return dict(parts)
+
+
+def regarded(record: str, src: str, dst: str, dst_guards: tuple[Guard, ...]) -> str:
+    """A directory record of the subtree moved from ``src`` to ``dst``, with its guards
+    rebased there (``keelfs.meta.principals.rebase``; the same-shard rename does the same)."""
+    inode = Inode.decode(record.encode())
+    guards = rebase(inode.guards, depth(src), depth(dst), dst_guards)
+    if guards == inode.guards:
+        return record
+    return inode.evolve(guards=guards).encode().decode()
 
 
 def delete_parts(m: ShardMap, dirs: list[DirRecords]) -> tuple[dict[str, list[Step]], int, int]:

@@ -124,6 +124,8 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, str]:
         chunk_dead_after_s=values["chunk_dead_after"],
         vnodes=values["vnodes"],
         map_refresh_s=values["map_refresh"],
+        superuser_group=values["superuser_group"],
+        audit_log=Path(values["audit_log"]) if values["audit_log"] else None,
         tls=tls,
     ), http_listen
 

@@ -335,6 +335,8 @@ _META_TUNING: tuple[Setting, ...] = (
     ),
     Setting("vnodes", int, 64, "ring points per shard (config group)"),
     Setting("map_refresh", float, 1.0, "seconds between ShardMap polls"),
+    Setting("superuser_group", str, "supergroup", "members of this group are superusers"),
+    Setting("audit_log", str, "", "append the audit log to this file (empty: none)"),
     _HTTP_LISTEN,
 )
 

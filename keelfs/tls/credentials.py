@@ -145,13 +145,22 @@ def open_channel(address: str, tls: TlsSettings | None, options: Options = ()) -
 
 
 def open_aio_channel(
-    address: str, tls: TlsSettings | None, options: Options = ()
+    address: str,
+    tls: TlsSettings | None,
+    options: Options = (),
+    interceptors: Sequence[Any] = (),
 ) -> grpc.aio.Channel:
-    """An asyncio channel to ``address``: mutual TLS with settings, plain otherwise."""
+    """An asyncio channel to ``address``: mutual TLS with settings, plain otherwise
+    (``interceptors``: client interceptors of every call, e.g. the caller's metadata)."""
     if tls is None:
-        return grpc.aio.insecure_channel(address, options=list(options))
+        return grpc.aio.insecure_channel(
+            address, options=list(options), interceptors=list(interceptors) or None
+        )
     return grpc.aio.secure_channel(
-        address, channel_credentials(tls), options=channel_options(tls, options)
+        address,
+        channel_credentials(tls),
+        options=channel_options(tls, options),
+        interceptors=list(interceptors) or None,
     )
 
 

@@ -129,3 +129,25 @@ def test_connect_from_any_master_address(cluster: MetaCluster) -> None:
         fs.write_bytes("/cli/connected", b"via a master")
         assert fs.read_bytes("/cli/connected") == b"via a master"
         assert set(fs._core.config_addresses) == set(cluster.config_addresses)
+
+
+def test_chmod_chown_chgrp_and_acting_as_another_user(cluster: MetaCluster) -> None:
+    # this process runs as the masters' OS user: a superuser; "ann" and "bob" are not
+    ok(cluster, "mkdir", "-p", "/perm/ann/sub")
+    ok(cluster, "chown", "-R", "ann:staff", "/perm/ann")
+    ok(cluster, "chmod", "700", "/perm/ann", "--user", "ann")
+    long = ok(cluster, "ls", "-l", "/perm")
+    assert "drwx------" in long and "ann" in long and "staff" in long
+    sub = json.loads(ok(cluster, "stat", "/perm/ann/sub", "--json"))
+    assert (sub["owner"], sub["group"]) == ("ann", "staff")  # -R reached it
+    denied = run(cluster, "ls", "/perm/ann", "--user", "bob")
+    assert denied.exit_code == 1
+    assert denied.output.strip() == "keelfs: /perm/ann: permission denied"
+    r = run(cluster, "chown", "bob", "/perm/ann", "--user", "ann")  # only a superuser
+    assert r.exit_code == 1 and "permission denied" in r.output
+    r = run(cluster, "chgrp", "other", "/perm/ann", "--user", "ann")  # not in "other"
+    assert r.exit_code == 1 and "permission denied" in r.output
+    ok(cluster, "chgrp", "other", "/perm/ann")
+    assert json.loads(ok(cluster, "stat", "/perm/ann", "--json"))["group"] == "other"
+    assert run(cluster, "chmod", "9z", "/perm/ann").exit_code == 2
+    assert "KEELFS_USER" not in os.environ  # --user changed nothing for what runs next

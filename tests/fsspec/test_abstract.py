@@ -127,3 +127,43 @@ def test_url_without_host_uses_keelfs_address(
     with pytest.raises(FileNotFoundError):
         keel.cat_file("/env/a.txt")
     assert keel.cat_file("/env/b.txt", start=-11) == b"environment"
+
+
+def test_chmod_chown_and_a_reader_without_read(keel: KeelFileSystem) -> None:
+    keel.pipe_file("/perm/f", b"only for ann")
+    keel.chown("/perm/f", "ann", "staff")
+    keel.chmod("/perm/f", 0o600)
+    info = keel.info("/perm/f")
+    assert (info["owner"], info["group"], info["mode"]) == ("ann", "staff", 0o600)
+    ann = KeelFileSystem(keel.address, user="ann", skip_instance_cache=True)
+    bob = KeelFileSystem(keel.address, user="bob", skip_instance_cache=True)
+    try:
+        assert ann.cat_file("/perm/f") == b"only for ann"
+        with pytest.raises(PermissionError):
+            bob.cat_file("/perm/f")
+        assert bob.info("/perm/f")["size"] == 12  # he reaches it: he may stat it, but ...
+        for user, readable in (("bob", False), ("ann", True)):
+            # ... its blocks come with replica locations and READ tokens to a reader only
+            blocks = _raw_stat(keel.address, "/perm/f", user).info.blocks
+            assert blocks and all(bool(b.locations and b.token) is readable for b in blocks)
+        with pytest.raises(PermissionError):
+            bob.chmod("/perm/f", 0o644)
+        with pytest.raises(PermissionError):
+            ann.chown("/perm/f", "bob")  # only a superuser gives a file away
+    finally:
+        ann.client.close()
+        bob.client.close()
+
+
+def _raw_stat(address: str, path: str, user: str) -> Any:
+    import grpc
+
+    from keelfs.client.identity import USER_METADATA_KEY
+    from keelfs.rpc.pb import meta_pb2, meta_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        return meta_pb2_grpc.NamespaceStub(channel).GetFileInfo(
+            meta_pb2.GetFileInfoRequest(path=path),
+            metadata=[(USER_METADATA_KEY, user)],
+            timeout=10,
+        )

@@ -188,6 +188,7 @@ def test_server_with_tls_dir_serves_the_cli_given_a_user_certificate(tmp_path: P
         ("issue", str(certs), "master/1", "--host", "127.0.0.1"),
         ("issue", str(certs), "chunkserver/cs-1", "--host", "127.0.0.1"),
         ("issue", str(certs), "user/bob"),
+        ("issue", str(certs), "user/ops", "--admin"),
     ):
         out = keelfs("certs", *args)
         assert out.returncode == 0, out.stdout + out.stderr
@@ -212,10 +213,18 @@ def test_server_with_tls_dir_serves_the_cli_given_a_user_certificate(tmp_path: P
         local = tmp_path / "in.bin"
         local.write_bytes(b"b" * 70_000)
         tls = ["--tls-dir", str(certs), "--user", "bob"]
+        # "/" is the superuser's: bob may not write there, an admin makes him a directory
         out = keelfs("put", str(local), "/bob.bin", *address, *tls)
+        assert out.returncode == 1 and "permission denied" in out.stderr, out.stderr
+        ops = ["--tls-dir", str(certs), "--user", "ops"]
+        for command in (("mkdir", "/bob"), ("chown", "bob", "/bob")):
+            out = keelfs(*command, *address, *ops)
+            assert out.returncode == 0, out.stdout + out.stderr
+        out = keelfs("put", str(local), "/bob/bob.bin", *address, *tls)
         assert out.returncode == 0, out.stdout + out.stderr
-        out = keelfs("ls", "/", *address, *tls)
+        out = keelfs("ls", "-l", "/bob", *address, *tls)
         assert out.returncode == 0 and "bob.bin" in out.stdout, out.stdout + out.stderr
+        assert "bob" in out.stdout.split("bob.bin")[0]  # the certificate's user owns it
         out = keelfs("ls", "/", *address, timeout=60)
         assert out.returncode != 0
     finally:

@@ -420,14 +420,16 @@ class FileInfoReply(_message.Message):
     def __init__(self, info: _Optional[_Union[FileInfo, _Mapping]] = ..., reply: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
 class GetFileInfoRequest(_message.Message):
-    __slots__ = ("header", "path", "stale_ok")
+    __slots__ = ("header", "path", "stale_ok", "read")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     STALE_OK_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     path: str
     stale_ok: bool
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., stale_ok: _Optional[bool] = ...) -> None: ...
+    read: bool
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., stale_ok: _Optional[bool] = ..., read: _Optional[bool] = ...) -> None: ...
 
 class ListDirRequest(_message.Message):
     __slots__ = ("header", "path", "start_after", "limit", "stale_ok", "records")
