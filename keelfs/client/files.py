@@ -557,6 +557,7 @@ class AsyncFileReader:
         self._stream: AsyncGenerator[bytes, None] | None = None
         self._stream_at = -1
         self._leftover = b""
+        self._reading = asyncio.Lock()  # one read at a time goes on with the stream
 
     @property
     def closed(self) -> bool:
@@ -586,7 +587,8 @@ class AsyncFileReader:
         end = self.length if size is None or size < 0 else min(self.length, start + size)
         if end <= start:
             return b""
-        parts = [piece async for piece in self._sequential(start, end)]
+        async with self._reading:
+            parts = [piece async for piece in self._sequential(start, end)]
         self._position = end
         return b"".join(parts)
 

@@ -113,6 +113,7 @@ class _Chunks:
         self.calls.append((block_id, offset, length))
         data = self.blocks[block_id][offset : None if length is None else offset + length]
         for i in range(0, len(data), self.piece):
+            await asyncio.sleep(0)  # a reply in flight: other tasks run meanwhile
             yield data[i : i + self.piece]
 
 
@@ -161,3 +162,21 @@ def test_a_seek_drops_the_stream_and_reads_from_the_new_position() -> None:
     data = blocks[1]
     assert got == [data[:50], data[500:510], data[60:70], data[70:80]]
     assert calls == [(1, 0, 1024), (1, 500, 524), (1, 60, 964)]
+
+
+def test_concurrent_reads_of_one_reader_each_get_their_range() -> None:
+    blocks = {1: bytes(range(256)) * 4}
+
+    async def main() -> list[bytes]:
+        r, _ = _reader(blocks, piece=100)
+
+        async def at(offset: int) -> bytes:
+            r.seek(offset)
+            return await r.read(300)
+
+        got = await asyncio.gather(at(0), at(300), at(600))
+        await r.close()
+        return list(got)
+
+    data = blocks[1]
+    assert asyncio.run(main()) == [data[:300], data[300:600], data[600:900]]
