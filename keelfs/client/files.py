@@ -79,7 +79,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -553,6 +553,11 @@ class AsyncFileReader:
         """(server id, block id, gen stamp) of every replica this reader found corrupt."""
         self.failovers = 0
         """Reads that went on from another replica."""
+        # the stream a sequential reader goes on with (see _sequential)
+        self._stream: AsyncGenerator[bytes, None] | None = None
+        self._stream_at = -1
+        self._leftover = b""
+        self._reading = asyncio.Lock()  # one read at a time goes on with the stream
 
     @property
     def closed(self) -> bool:
@@ -582,9 +587,54 @@ class AsyncFileReader:
         end = self.length if size is None or size < 0 else min(self.length, start + size)
         if end <= start:
             return b""
-        parts = [piece async for piece in self.iter_range(start, end)]
+        async with self._reading:
+            parts = [piece async for piece in self._sequential(start, end)]
         self._position = end
         return b"".join(parts)
+
+    async def _sequential(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` like :meth:`iter_range`, but from one stream per block that
+        stays open between calls: a read that starts where the last one stopped goes on with
+        it (no new call to the chunk server, and the server has been reading ahead meanwhile).
+        Any other position drops it."""
+        if start != self._stream_at:
+            await self._drop_stream()
+        position = start
+        try:
+            while position < end:
+                if not self._leftover:
+                    if self._stream is None:
+                        self._stream = self._block_stream(position)
+                        if self._stream is None:
+                            break
+                    try:
+                        self._leftover = await anext(self._stream)
+                    except StopAsyncIteration:
+                        self._stream = None
+                        continue
+                piece, n = self._leftover, min(len(self._leftover), end - position)
+                self._leftover = piece[n:] if n < len(piece) else b""
+                position += n
+                self._stream_at = position
+                yield piece if n == len(piece) else piece[:n]
+        except BaseException:
+            await self._drop_stream()
+            raise
+
+    def _block_stream(self, position: int) -> AsyncGenerator[bytes, None] | None:
+        """The rest of the block holding byte ``position`` (None past the end)."""
+        for index, b in enumerate(self._blocks):
+            if b.start <= position < b.start + b.length:
+                lo = position - b.start
+                return self._block_range(index, lo, b.length - lo)
+        return None
+
+    async def _drop_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        self._stream_at = -1
+        self._leftover = b""
+        if stream is not None:
+            await stream.aclose()
 
     async def readinto(self, buffer: bytearray | memoryview) -> int:
         data = await self.read(len(buffer))
@@ -606,7 +656,9 @@ class AsyncFileReader:
             async for piece in self._block_range(index, lo, hi - lo):
                 yield piece
 
-    async def _block_range(self, index: int, offset: int, length: int) -> AsyncIterator[bytes]:
+    async def _block_range(
+        self, index: int, offset: int, length: int
+    ) -> AsyncGenerator[bytes, None]:
         b = self._blocks[index]
         failed: set[str] = set()
         refetches = 0
@@ -678,6 +730,7 @@ class AsyncFileReader:
     async def close(self) -> None:
         """Close; waits (briefly) for the bad-replica reports to go out."""
         self._closed = True
+        await self._drop_stream()
         if self._reports:
             await asyncio.wait(set(self._reports), timeout=5.0)
 

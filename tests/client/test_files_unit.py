@@ -4,10 +4,12 @@ current block's buffered bytes, the modes ``open`` takes, and a writer whose lea
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import pytest
 
-from keelfs.client.files import AsyncFileWriter, _Block, check_mode
+from keelfs.client.files import AsyncFileReader, AsyncFileWriter, _Block, check_mode
 from keelfs.errors import InvalidArgument, KeelError
 from keelfs.rpc.pb import meta_pb2 as pb
 
@@ -95,3 +97,86 @@ def test_a_writer_whose_lease_is_gone_stops_renewing_and_says_why() -> None:
     renewals, error, stopped = asyncio.run(main())
     assert renewals == 1 and stopped
     assert error is not None and "lease was lost" in str(error)
+
+
+class _Chunks:
+    """A stand-in chunk client over in-memory blocks: records every stream it opens."""
+
+    def __init__(self, blocks: dict[int, bytes], piece: int) -> None:
+        self.blocks = blocks
+        self.piece = piece
+        self.calls: list[tuple[int, int, int | None]] = []
+
+    async def iter_block(
+        self, address: str, block_id: int, gen: int, offset: int, length: int | None, **_: Any
+    ) -> AsyncGenerator[bytes, None]:
+        self.calls.append((block_id, offset, length))
+        data = self.blocks[block_id][offset : None if length is None else offset + length]
+        for i in range(0, len(data), self.piece):
+            await asyncio.sleep(0)  # a reply in flight: other tasks run meanwhile
+            yield data[i : i + self.piece]
+
+
+def _reader(blocks: dict[int, bytes], piece: int) -> tuple[AsyncFileReader, _Chunks]:
+    info = pb.FileInfo(path="/f")
+    for block_id, data in blocks.items():
+        b = info.blocks.add(block_id=block_id, gen_stamp=1, length=len(data))
+        b.locations.add(server_id="s1", address="a1")
+    chunks = _Chunks(blocks, piece)
+    return AsyncFileReader(None, chunks, "/f", info), chunks  # type: ignore[arg-type]
+
+
+def test_sequential_reads_go_on_with_one_stream_per_block() -> None:
+    blocks = {1: bytes(range(256)) * 4, 2: bytes(range(255, -1, -1)) * 3}
+    whole = blocks[1] + blocks[2]
+
+    async def main() -> tuple[list[bytes], list[tuple[int, int, int | None]]]:
+        r, chunks = _reader(blocks, piece=100)
+        got = []
+        while piece := await r.read(37):
+            got.append(piece)
+        await r.close()
+        return got, chunks.calls
+
+    got, calls = asyncio.run(main())
+    assert b"".join(got) == whole
+    assert all(type(p) is bytes for p in got)
+    assert calls == [(1, 0, 1024), (2, 0, 768)]
+
+
+def test_a_seek_drops_the_stream_and_reads_from_the_new_position() -> None:
+    blocks = {1: bytes(range(256)) * 4}
+
+    async def main() -> tuple[list[bytes], list[tuple[int, int, int | None]]]:
+        r, chunks = _reader(blocks, piece=100)
+        first = await r.read(50)
+        r.seek(500)
+        second = await r.read(10)
+        r.seek(60)  # the stream stopped at 510: not here
+        third = await r.read(10)
+        fourth = await r.read(10)
+        await r.close()
+        return [first, second, third, fourth], chunks.calls
+
+    got, calls = asyncio.run(main())
+    data = blocks[1]
+    assert got == [data[:50], data[500:510], data[60:70], data[70:80]]
+    assert calls == [(1, 0, 1024), (1, 500, 524), (1, 60, 964)]
+
+
+def test_concurrent_reads_of_one_reader_each_get_their_range() -> None:
+    blocks = {1: bytes(range(256)) * 4}
+
+    async def main() -> list[bytes]:
+        r, _ = _reader(blocks, piece=100)
+
+        async def at(offset: int) -> bytes:
+            r.seek(offset)
+            return await r.read(300)
+
+        got = await asyncio.gather(at(0), at(300), at(600))
+        await r.close()
+        return list(got)
+
+    data = blocks[1]
+    assert asyncio.run(main()) == [data[:300], data[300:600], data[600:900]]
