@@ -26,7 +26,7 @@ from keelfs.meta.commands import (
 )
 from keelfs.meta.shardmap import ConfigStateMachine
 from keelfs.rpc.pb import meta_pb2 as pb
-from keelfs.rpc.wire import CONFIG_GROUP, check_header, shard_map_to_pb
+from keelfs.rpc.wire import CONFIG_GROUP, check_header, session_id_to_pb, shard_map_to_pb
 
 if TYPE_CHECKING:
     from keelfs.master.node import MetaNode
@@ -105,11 +105,11 @@ class ConfigServicer(ServicerBase):
             if request.group not in ("", CONFIG_GROUP):
                 raise InvalidArgument("Config sessions are in group 'config'", "group")
             result, index, term = await self.node.propose(
-                self.member, RegisterSession(), None, self.timeout(context)
+                self.member, RegisterSession.fresh(), None, self.timeout(context)
             )
             sid = int(result.unwrap()["session_id"])
             return pb.RegisterSessionReply(
-                session_id=sid,
+                session_id=session_id_to_pb(sid),
                 ttl_ms=self.sm.session_ttl_ms,
                 info=self.node.reply_info(self.member, index, term),
             )

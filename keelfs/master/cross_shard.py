@@ -49,6 +49,7 @@ from keelfs.meta.records import DIRECTORY, Inode
 from keelfs.meta.shardmap import ShardMap
 from keelfs.meta.transactions import Step, TxnRecord
 from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import session_id_from_pb
 
 if TYPE_CHECKING:
     from keelfs.master.node import MetaNode
@@ -125,7 +126,7 @@ def _seq_applied(sm: ShardStateMachine, header: pb.RequestHeader) -> bool:
     retry, answered from the session's reply cache (read after a barrier)."""
     if not header.session_id or not header.seq:
         return False
-    session = sm.session(header.session_id)
+    session = sm.session(session_id_from_pb(header.session_id))
     return session is not None and session.last_seq >= header.seq
 
 
@@ -296,7 +297,7 @@ async def rename(
         return
     if info.under_construction:
         raise LeaseConflict(
-            src, info.lease_holder, message=f"{src} is open for writing: close it first"
+            src, info.lease_user, message=f"{src} is open for writing: close it first"
         )
     dst_dir = paths.parent(dst)
     own = [Step("entry", src, record), Step("del_entry", src), Step("touch", paths.parent(src))]

@@ -65,7 +65,7 @@ from keelfs.meta.commands import (
 from keelfs.meta.namespace import ShardStateMachine
 from keelfs.meta.records import FileInfo
 from keelfs.rpc.pb import meta_pb2 as pb
-from keelfs.rpc.wire import file_info_to_pb, summary_to_pb
+from keelfs.rpc.wire import file_info_to_pb, session_id_from_pb, session_id_to_pb, summary_to_pb
 
 if TYPE_CHECKING:
     from keelfs.master.node import MetaNode
@@ -125,7 +125,8 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             )
             info = FileInfo.from_dict(result.unwrap())
             return pb.FileInfoReply(
-                info=file_info_to_pb(info), reply=self._reply(member, index, term)
+                info=file_info_to_pb(info, session_id_from_pb(header.session_id)),
+                reply=self._reply(member, index, term),
             )
 
         return await self.serve(context, work())
@@ -154,10 +155,10 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         async def work() -> pb.RegisterSessionReply:
             member = await self.node.shard_member(pb.RequestHeader(), request.group)
             result, index, term = await self.node.propose(
-                member, RegisterSession(), None, self.timeout(context)
+                member, RegisterSession.fresh(), None, self.timeout(context)
             )
             return pb.RegisterSessionReply(
-                session_id=int(result.unwrap()["session_id"]),
+                session_id=session_id_to_pb(int(result.unwrap()["session_id"])),
                 ttl_ms=member.sm.session_ttl_ms,
                 info=self._reply(member, index, term),
             )

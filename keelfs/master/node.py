@@ -70,7 +70,13 @@ from keelfs.meta.ranges import FROZEN, MOVED
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
 from keelfs.rpc.pb import meta_pb2 as pb
-from keelfs.rpc.wire import CONFIG_GROUP, MAX_REQUEST_BYTES, check_header, group_status_to_pb
+from keelfs.rpc.wire import (
+    CONFIG_GROUP,
+    MAX_REQUEST_BYTES,
+    check_header,
+    group_status_to_pb,
+    session_id_from_pb,
+)
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.host import HostConfig, RaftHost
 from keelfs.transport.base import OnMessages, Transport
@@ -495,7 +501,7 @@ class MetaNode:
         committed. Raises ``KeelError`` when it could not be applied (``NotLeader`` naming the
         leader's Raft address: see ``for_clients``)."""
         command.validate()
-        sid, seq = (header.session_id, header.seq) if header is not None else (0, 0)
+        sid, seq = (session_id_from_pb(header.session_id), header.seq) if header else (0, 0)
         if command.needs_session and not sid:
             raise InvalidArgument(f"{command.op} must be sent in a client session", "session_id")
         deadline = time.monotonic() + timeout

@@ -54,6 +54,9 @@ class Inode:
     lease_holder: int = 0
     """The session holding the writer lease (0: none). A file can stay under construction
     with no holder after its lease expired, until a writer takes it over or it is recovered."""
+    lease_user: str = ""
+    """The user whose session holds the writer lease (what stat shows instead of the
+    session's id, which would let anyone write with it); meaningful only with a holder."""
     guards: tuple[Guard, ...] = ()
     """A directory's traverse guards: the ancestors that refuse someone ``x``
     (``keelfs.meta.principals``). Encoded only when there are some, so a record without
@@ -85,8 +88,10 @@ class Inode:
             int(self.under_construction),
             self.lease_holder,
         ]
-        if self.guards:
+        if self.guards or (self.lease_holder and self.lease_user):
             body.append([g.to_list() for g in self.guards])
+        if self.lease_holder and self.lease_user:
+            body.append(self.lease_user)
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -107,6 +112,7 @@ class Inode:
             under_construction=bool(body[10]),
             lease_holder=body[11],
             guards=tuple(Guard.from_list(g) for g in body[12]) if len(body) > 12 else (),
+            lease_user=body[13] if len(body) > 13 else "",
         )
 
     def info(self, path: str) -> FileInfo:
@@ -124,6 +130,7 @@ class Inode:
             blocks=self.blocks,
             under_construction=self.under_construction,
             lease_holder=self.lease_holder,
+            lease_user=self.lease_user if self.lease_holder else "",
         )
 
 
@@ -144,6 +151,8 @@ class FileInfo:
     blocks: tuple[BlockInfo, ...] = ()
     under_construction: bool = False
     lease_holder: int = 0
+    """The holder's session id: servers only (the wire shows it to that session alone)."""
+    lease_user: str = ""
 
     @property
     def is_dir(self) -> bool:
@@ -168,6 +177,7 @@ class FileInfo:
             "blocks": [b.to_list() for b in self.blocks],
             "under_construction": self.under_construction,
             "lease_holder": self.lease_holder,
+            "lease_user": self.lease_user,
         }
 
     @classmethod
@@ -187,6 +197,7 @@ class FileInfo:
             blocks=tuple(BlockInfo(*b) for b in d["blocks"]),
             under_construction=d["under_construction"],
             lease_holder=d["lease_holder"],
+            lease_user=d.get("lease_user", ""),
         )
 
 

@@ -111,7 +111,7 @@ class TransactionSteps(PermissionChecks):
                     if existing.is_dir:
                         raise IsADirectory(path)
                     if self._holds_lease(txn, existing.lease_holder):
-                        raise LeaseConflict(path, existing.lease_holder)
+                        raise LeaseConflict(path, existing.lease_user)
 
     def _check_may(self, txn: Txn, directory: str, record: str) -> None:
         caller, access, child, child_guards = tx.decode_may(record)

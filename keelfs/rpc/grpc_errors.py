@@ -43,6 +43,7 @@ from keelfs.errors import (
     PermissionDenied,
     PipelineBroken,
     Redirect,
+    ResourceExhausted,
     SessionExpired,
     StaleGeneration,
     Unavailable,
@@ -86,6 +87,7 @@ STATUS_OF_CODE: dict[str, grpc.StatusCode] = {
     LeaseConflict.code: grpc.StatusCode.FAILED_PRECONDITION,
     SessionExpired.code: grpc.StatusCode.FAILED_PRECONDITION,
     PermissionDenied.code: grpc.StatusCode.PERMISSION_DENIED,
+    ResourceExhausted.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     # the chunk servers' (the data path)
     Fenced.code: grpc.StatusCode.FAILED_PRECONDITION,
     StaleGeneration.code: grpc.StatusCode.FAILED_PRECONDITION,

@@ -27,6 +27,7 @@ from keelfs.errors import (
     SessionExpired,
 )
 from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import session_id_to_pb
 from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -292,7 +293,8 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(shared_cluster: MetaCl
     assert fs.shard_map().version == m.version
     with pytest.raises(SessionExpired):
         call_raw_keel(
-            ns.KeepAlive, pb.KeepAliveRequest(group=m.shard_for_path(f), session_id=987654321)
+            ns.KeepAlive,
+            pb.KeepAliveRequest(group=m.shard_for_path(f), session_id=session_id_to_pb(987654321)),
         )
 
     assert tree(fs) == before
