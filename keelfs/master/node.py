@@ -68,6 +68,8 @@ from keelfs.meta.namespace import (
 )
 from keelfs.meta.ranges import FROZEN, MOVED
 from keelfs.meta.ring import DEFAULT_VNODES
+from keelfs.meta.sessions import DEFAULT_MAX_SESSIONS_PER_USER
+from keelfs.meta.shard_records import DEFAULT_MAX_LEASES_PER_SESSION
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import (
@@ -103,6 +105,11 @@ class NodeFailed(Exception):
     """The Raft runtime of this node died; the process exits with status 1 (fail-stop)."""
 
 
+DEFAULT_MAX_CONCURRENT_RPCS = 4096
+"""Enough for many clients' calls at once (each long-poll or stream holds one); a bound on
+the memory a flood of calls can take."""
+
+
 @dataclass
 class NodeConfig:
     node_id: int
@@ -132,6 +139,13 @@ class NodeConfig:
     """A chunk server silent this long is dead: its replicas no longer count."""
     vnodes: int = DEFAULT_VNODES
     map_refresh_s: float = 1.0
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    """Client calls in progress at once on the client address; more get RESOURCE_EXHAUSTED
+    (the client backs off and retries: the call was never started)."""
+    max_sessions_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER
+    """Replicated semantics of the shards (the same on every master)."""
+    max_leases_per_session: int = DEFAULT_MAX_LEASES_PER_SESSION
+    """Replicated semantics of the shards (the same on every master)."""
 
     def client_address(self) -> str:
         if self.client_listen:
@@ -230,6 +244,8 @@ class MetaNode:
             session_ttl_ms=cfg.session_ttl_ms,
             lease_ttl_ms=cfg.lease_ttl_ms,
             txn_retention_ms=cfg.txn_retention_ms,
+            max_sessions_per_user=cfg.max_sessions_per_user,
+            max_leases_per_session=cfg.max_leases_per_session,
         )
 
     async def _serve(self, servicers: dict[str, Any]) -> None:
@@ -241,7 +257,8 @@ class MetaNode:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                 ("grpc.max_send_message_length", 64 << 20),
-            ]
+            ],
+            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
         grpc_mod: Any = meta_pb2_grpc
         for name, servicer in servicers.items():

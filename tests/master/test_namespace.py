@@ -244,7 +244,9 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(shared_cluster: MetaCl
             "INVALID_ARGUMENT", "owner")  # fmt: skip
     refused(ns.Create, pb.CreateRequest(path=f), "INVALID_ARGUMENT", "session_id")
     refused(ns.Create, pb.CreateRequest(header=header(0, 5), path=f), "INVALID_ARGUMENT", "seq")
-    refused(ns.Create, pb.CreateRequest(header=header(2**63, 1), path=f), "INVALID_ARGUMENT")
+    # a session id is 16 bytes; an unknown one (any of the 2^128) is SESSION_EXPIRED
+    refused(ns.Create, pb.CreateRequest(header=header(b"\x80" * 8, 1), path=f), "INVALID_ARGUMENT")
+    refused(ns.Create, pb.CreateRequest(header=header(2**127, 1), path=f), "SESSION_EXPIRED")
     refused(ns.Create, pb.CreateRequest(header=header(987654321, 1), path=f), "SESSION_EXPIRED")
     refused(ns.ListDir, pb.ListDirRequest(path=d, limit=20_000), "INVALID_ARGUMENT", "limit")
     refused(ns.ListDir, pb.ListDirRequest(path=d, start_after="a/b"), "INVALID_PATH")
