@@ -69,7 +69,7 @@ from keelfs.meta.namespace import (
 from keelfs.meta.ranges import FROZEN, MOVED
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.sessions import DEFAULT_MAX_SESSIONS_PER_USER
-from keelfs.meta.shard_records import DEFAULT_MAX_LEASES_PER_SESSION
+from keelfs.meta.shard_records import DEFAULT_MAX_LEASES_PER_SESSION, DEFAULT_MAX_OPEN_TXNS
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import (
@@ -145,6 +145,8 @@ class NodeConfig:
     max_sessions_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER
     """Replicated semantics of the shards (the same on every master)."""
     max_leases_per_session: int = DEFAULT_MAX_LEASES_PER_SESSION
+    """Replicated semantics of the shards (the same on every master)."""
+    max_open_txns: int = DEFAULT_MAX_OPEN_TXNS
     """Replicated semantics of the shards (the same on every master)."""
 
     def client_address(self) -> str:
@@ -246,6 +248,7 @@ class MetaNode:
             txn_retention_ms=cfg.txn_retention_ms,
             max_sessions_per_user=cfg.max_sessions_per_user,
             max_leases_per_session=cfg.max_leases_per_session,
+            max_open_txns=cfg.max_open_txns,
         )
 
     async def _serve(self, servicers: dict[str, Any]) -> None:

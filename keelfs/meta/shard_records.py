@@ -78,6 +78,7 @@ from keelfs.meta.ring import key_hash
 
 __all__ = [
     "DEFAULT_MAX_LEASES_PER_SESSION",
+    "DEFAULT_MAX_OPEN_TXNS",
     "DEFAULT_LEASE_TTL_MS",
     "DEFAULT_TXN_RETENTION_MS",
     "MAX_LIST_LIMIT",
@@ -86,6 +87,9 @@ __all__ = [
 
 DEFAULT_LEASE_TTL_MS = 60_000
 DEFAULT_MAX_LEASES_PER_SESSION = 100_000
+DEFAULT_MAX_OPEN_TXNS = 10_000
+"""Transactions this shard may have open at once (coordinated or prepared here): each holds
+locks and is re-driven by recovery, so a flood of cross-shard requests is refused instead."""
 DEFAULT_TXN_RETENTION_MS = 3_600_000
 """How long finished transaction records are kept (the seed's hour)."""
 MAX_LIST_LIMIT = 10_000
@@ -178,7 +182,10 @@ class ShardRecords(MetaStateMachine):
         txn_retention_ms: int = DEFAULT_TXN_RETENTION_MS,
         max_sessions_per_user: int = sessions.DEFAULT_MAX_SESSIONS_PER_USER,
         max_leases_per_session: int = DEFAULT_MAX_LEASES_PER_SESSION,
+        max_open_txns: int = DEFAULT_MAX_OPEN_TXNS,
     ) -> None:
+        if max_open_txns <= 0:
+            raise ValueError("max_open_txns must be positive")
         if max_leases_per_session <= 0:
             raise ValueError("max_leases_per_session must be positive")
         if lease_ttl_ms <= 0:
@@ -190,6 +197,7 @@ class ShardRecords(MetaStateMachine):
         self.lease_ttl_ms = lease_ttl_ms
         self.txn_retention_ms = txn_retention_ms
         self.max_leases_per_session = max_leases_per_session
+        self.max_open_txns = max_open_txns
         """Replicated semantics: the same on every member."""
         self._table: RangeTable | None = None
         self._fresh_blocks: list[int] = []

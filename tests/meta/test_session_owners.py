@@ -3,11 +3,22 @@ bounded number of sessions, one session a bounded number of writer leases (issue
 
 from __future__ import annotations
 
-from meta_helpers import Driver, formatted
+import json
+from typing import Any
 
-from keelfs.meta.commands import CompleteFile, Create, Mkdir, RegisterSession, RenewLease
+from meta_helpers import Driver, formatted, state
+
+from keelfs.meta.commands import (
+    CompleteFile,
+    Create,
+    Mkdir,
+    RegisterSession,
+    RenewLease,
+    TxnBegin,
+)
 from keelfs.meta.namespace import ShardStateMachine
 from keelfs.meta.principals import Caller
+from keelfs.meta.transactions import Step, encode_part
 from keelfs.rpc.wire import file_info_from_pb, file_info_to_pb
 
 ALICE = Caller("alice", ("staff",))
@@ -88,3 +99,20 @@ def test_leases_per_session_are_limited() -> None:
     assert not shard.sm.exists("/home/c")  # refused, nothing changed
     shard.ok(CompleteFile("/home/a"), s, 4, caller=ALICE)
     shard.ok(Create("/home/c"), s, 5, caller=ALICE)
+
+
+def test_open_transactions_per_coordinator_are_limited() -> None:
+    shard = formatted(ShardStateMachine(shard_id="s1", max_open_txns=1))
+    shard.ok(Mkdir("/a"))
+    shard.ok(Mkdir("/b"))
+
+    def begin(txn_id: int, directory: str) -> Any:
+        part = encode_part([Step("dir", directory)])
+        return shard.apply(TxnBegin(txn_id, part, json.dumps({"s2": encode_part([Step("dir", "/x")])})))
+
+    assert begin(1, "/a").ok
+    before = state(shard.sm)
+    refused = begin(2, "/b")
+    assert refused.code == "RESOURCE_EXHAUSTED", refused
+    assert state(shard.sm)[1:] == before[1:]  # only the clock moved
+    assert begin(1, "/a").ok  # a retry of the open one is no new transaction
