@@ -108,7 +108,8 @@ def test_open_transactions_per_coordinator_are_limited() -> None:
 
     def begin(txn_id: int, directory: str) -> Any:
         part = encode_part([Step("dir", directory)])
-        return shard.apply(TxnBegin(txn_id, part, json.dumps({"s2": encode_part([Step("dir", "/x")])})))
+        theirs = json.dumps({"s2": encode_part([Step("dir", "/x")])})
+        return shard.apply(TxnBegin(txn_id, part, theirs))
 
     assert begin(1, "/a").ok
     before = state(shard.sm)
