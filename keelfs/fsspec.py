@@ -21,6 +21,7 @@ from fsspec import AbstractFileSystem
 from fsspec.utils import infer_storage_options
 
 import keelfs
+from keelfs.client.connect import client_tls
 from keelfs.errors import AlreadyExists, DirectoryNotEmpty, IsADirectory, NotFound
 from keelfs.meta.records import FileInfo
 
@@ -31,10 +32,24 @@ class KeelFileSystem(AbstractFileSystem):
     protocol = "keelfs"
     root_marker = "/"
 
-    def __init__(self, address: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        tls_dir: str | None = None,
+        user: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``address`` as ``keelfs.connect`` takes it; the TLS storage options as the CLI's
+        flags (``tls_dir`` + ``user``, or ``tls_cert``/``tls_key``/``tls_ca``; else the
+        ``KEELFS_TLS_*`` variables, else the running local cluster's record)."""
         super().__init__(**kwargs)
         self.address = address
-        self.client = keelfs.connect(address)
+        tls = client_tls(tls_dir=tls_dir, user=user, cert=tls_cert, key=tls_key, ca=tls_ca)
+        self.client = keelfs.connect(address, tls=tls)
 
     # -- paths --------------------------------------------------------------------------------
     @classmethod

@@ -172,7 +172,10 @@ def run(
     trials: int = 3,
     tmpdir: str | None = None,
     progress: Any = None,
+    tls: bool = False,
 ) -> DataBenchResult:
+    """See the module docstring; ``tls``: the cluster runs with mutual TLS everywhere."""
+
     def say(msg: str) -> None:
         if progress is not None:
             progress(msg)
@@ -180,12 +183,14 @@ def run(
     info = machine()
     with tempfile.TemporaryDirectory(prefix="keelfs-bench-data-", dir=tmpdir) as root:
         say("starting 3 masters (config group + shard-1) and 3 chunk servers")
-        with MetaCluster(Path(root), shards=("shard-1",)) as cluster:
+        with MetaCluster(Path(root), shards=("shard-1",), tls=tls) as cluster:
             cluster.start_chunk_servers(3)
             result: dict[str, Any] = {}
 
             async def main() -> None:
-                async with AsyncClient(cluster.config_addresses, deadline=60.0) as fs:
+                async with AsyncClient(
+                    cluster.config_addresses, deadline=60.0, tls=cluster.client_tls
+                ) as fs:
                     await fs.mkdir("/bench", parents=True)
                     say(f"large file: {large_mib} MiB")
                     result["large"] = await _large(fs, large_mib)

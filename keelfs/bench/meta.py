@@ -65,7 +65,9 @@ from typing import Any
 from keelfs.bench.common import Summary, cpu_seconds, machine
 from keelfs.client import AsyncClient, Client
 from keelfs.errors import AlreadyExists, KeelError
+from keelfs.server.layout import ADMIN_USER
 from keelfs.server.metacluster import MetaCluster
+from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["MetaBenchResult", "run"]
 
@@ -341,7 +343,12 @@ class _Workers:
     (``python -m <module> --worker SPEC``: this module's worker, or another benchmark's)."""
 
     def __init__(
-        self, addresses: list[str], n: int, concurrency: int, module: str = "keelfs.bench.meta"
+        self,
+        addresses: list[str],
+        n: int,
+        concurrency: int,
+        module: str = "keelfs.bench.meta",
+        tls_dir: Path | None = None,
     ) -> None:
         self.n = max(1, min(n, concurrency))
         self.concurrency = concurrency
@@ -356,7 +363,12 @@ class _Workers:
         try:
             for k in range(self.n):
                 share = concurrency // self.n + (k < concurrency % self.n)
-                spec = {"addresses": addresses, "index": k, "concurrency": share}
+                spec = {
+                    "addresses": addresses,
+                    "index": k,
+                    "concurrency": share,
+                    "tls_dir": str(tls_dir or ""),
+                }
                 proc = subprocess.Popen(
                     [sys.executable, "-m", module, "--worker", json.dumps(spec)],
                     stdin=subprocess.PIPE,
@@ -529,12 +541,15 @@ class _Workers:
 
 @contextlib.contextmanager
 def _cluster(
-    shards: tuple[str, ...], tmpdir: str | None, prefix: str = "keelfs-bench-meta-"
+    shards: tuple[str, ...],
+    tmpdir: str | None,
+    prefix: str = "keelfs-bench-meta-",
+    tls: bool = False,
 ) -> Iterator[MetaCluster]:
     """A started ``separate``-layout cluster in a temporary directory, killed and removed
-    whatever happens (also used by ``keelfs bench txn``)."""
+    whatever happens (also used by ``keelfs bench txn``); ``tls``: mutual TLS everywhere."""
     with tempfile.TemporaryDirectory(prefix=prefix, dir=tmpdir) as tmp:
-        cluster = MetaCluster(tmp, layout="separate", shards=shards, start_timeout=60.0)
+        cluster = MetaCluster(tmp, layout="separate", shards=shards, start_timeout=60.0, tls=tls)
         try:
             cluster.start()
             yield cluster
@@ -543,8 +558,10 @@ def _cluster(
 
 
 @contextlib.contextmanager
-def _workers(addresses: list[str], n: int, concurrency: int) -> Iterator[_Workers]:
-    w = _Workers(addresses, n, concurrency)
+def _workers(
+    addresses: list[str], n: int, concurrency: int, tls_dir: Path | None = None
+) -> Iterator[_Workers]:
+    w = _Workers(addresses, n, concurrency, tls_dir=tls_dir)
     try:
         yield w
     finally:
@@ -646,8 +663,10 @@ def run(
     skip_two_shards: bool = False,
     tmpdir: str | None = None,
     progress: Progress | None = None,
+    tls: bool = False,
 ) -> MetaBenchResult:
-    """See the module docstring."""
+    """See the module docstring; ``tls``: the clusters run with mutual TLS (the clients
+    present an admin certificate), to measure what TLS costs."""
 
     def say(msg: str) -> None:
         if progress is not None:
@@ -659,9 +678,9 @@ def run(
     fill_result: FillResult | None = None
     fill_skipped = "--skip-fill" if skip_fill else ""
     say("starting 3 config servers + 3 masters (shard-1)")
-    with _cluster(("shard-1",), tmpdir) as cluster:
+    with _cluster(("shard-1",), tmpdir, tls=tls) as cluster:
         admin = cluster.client(deadline=60.0)
-        with _workers(cluster.config_addresses, clients, concurrency) as w:
+        with _workers(cluster.config_addresses, clients, concurrency, cluster.tls_dir) as w:
             _mkdirs(admin, [*w.all_dirs(), "/bench/list"])
             _mkdirs(admin, [f"/bench/fill/d{j:02d}" for j in range(FILL_DIRS)])
             say(f"creates: {w.n} clients, {concurrency} in flight, {seconds:g} s")
@@ -721,8 +740,8 @@ def run(
     if not skip_two_shards:
         say("two shards: starting 3 config servers + 6 masters")
         with (
-            _cluster(("shard-1", "shard-2"), tmpdir) as cluster,
-            _workers(cluster.config_addresses, clients, concurrency) as w,
+            _cluster(("shard-1", "shard-2"), tmpdir, tls=tls) as cluster,
+            _workers(cluster.config_addresses, clients, concurrency, cluster.tls_dir) as w,
         ):
             admin = cluster.client(deadline=60.0)
             _mkdirs(admin, w.all_dirs())
@@ -860,8 +879,14 @@ async def _fill(state: _WorkerState, cmd: dict[str, Any]) -> dict[str, Any]:
 
 async def _worker(spec: dict[str, Any]) -> None:
     concurrency = int(spec["concurrency"])
+    tls_dir = spec.get("tls_dir")
+    tls = TlsSettings.for_user(Path(tls_dir), ADMIN_USER) if tls_dir else None
     async with AsyncClient(
-        spec["addresses"], deadline=60.0, attempt_timeout=10.0, max_sessions=concurrency
+        spec["addresses"],
+        deadline=60.0,
+        attempt_timeout=10.0,
+        max_sessions=concurrency,
+        tls=tls,
     ) as fs:
         state = _WorkerState(fs, int(spec["index"]), concurrency)
         while True:

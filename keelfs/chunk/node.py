@@ -46,6 +46,8 @@ from keelfs.datapath.replica import DeleteResult, ReplicaInfo, check_shard_id
 from keelfs.datapath.tokens import BlockKey, KeyRing, TokenVerifier
 from keelfs.datapath.wire import GRPC_OPTIONS, AsyncChannels
 from keelfs.errors import InvalidArgument
+from keelfs.rpc.access import server_interceptors
+from keelfs.tls.credentials import TlsSettings, add_port
 
 __all__ = ["DEFAULT_RACK", "ChunkNode", "ChunkNodeConfig", "load_server_id"]
 
@@ -90,6 +92,10 @@ class ChunkNodeConfig:
     max_concurrent_rpcs: int = 1024
     """Calls in progress at once (each pipeline stage holds one); more get
     RESOURCE_EXHAUSTED."""
+    tls: TlsSettings | None = None
+    """This server's TLS material: mutual TLS on its port (the access classes of
+    ``keelfs.rpc.access`` enforced) and on every channel it opens (pipeline, replication,
+    reports to the masters). None: plain gRPC."""
 
 
 def load_server_id(layout: Layout, wanted: str) -> str:
@@ -123,7 +129,7 @@ class ChunkNode:
         self.epochs: EpochTable
         self.executor: CommandExecutor
         self.scanner: BlockScanner | None = None
-        self.channels = AsyncChannels()
+        self.channels = AsyncChannels(tls=config.tls)
         self.block_keys = KeyRing()
         self.tokens = TokenVerifier(self.block_keys)
         self._layout: Layout | None = None
@@ -148,19 +154,15 @@ class ChunkNode:
         self.epochs = EpochTable(layout.epochs_file, layout.tmp)
         self._layout = layout
         self.block_keys.update(await asyncio.to_thread(load_keys, layout.block_keys_file))
-        self._client = AsyncChunkClient(ack_timeout_s=cfg.ack_timeout_s)
+        self._client = AsyncChunkClient(ack_timeout_s=cfg.ack_timeout_s, tls=cfg.tls)
         self.executor = CommandExecutor(self.store, self.epochs, self._client, self.tokens)
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS],
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+            interceptors=server_interceptors(cfg.tls),
         )
         add_to_server(ChunkServicer(self), server)
-        try:
-            port = server.add_insecure_port(cfg.listen)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {cfg.listen}: {exc}") from exc
-        if port == 0:
-            raise OSError(f"cannot listen on {cfg.listen}")
+        port = add_port(server, cfg.listen, cfg.tls)
         self.address = f"{cfg.listen.rpartition(':')[0]}:{port}"
         await server.start()
         self._server = server

@@ -42,6 +42,7 @@ from keelfs.errors import KeelError
 from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc.pb import meta_pb2 as mpb
 from keelfs.rpc.pb import meta_pb2_grpc as mpb_grpc
+from keelfs.tls.credentials import open_aio_channel
 
 __all__ = ["Reporter"]
 
@@ -78,7 +79,9 @@ class Reporter:
         from keelfs.client import AsyncClient  # the metadata client
 
         self.node = node
-        self.meta = AsyncClient(config_servers, deadline=5.0, attempt_timeout=2.0)
+        self.meta = AsyncClient(
+            config_servers, deadline=5.0, attempt_timeout=2.0, tls=node.config.tls
+        )
         self.interval_s = interval_s
         self.eager_s = eager_s
         self.rpc_timeout_s = rpc_timeout_s
@@ -154,8 +157,8 @@ class Reporter:
     def _stub(self, address: str) -> Any:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(
-                address, options=_MASTER_CHANNEL_OPTIONS
+            channel = self._channels[address] = open_aio_channel(
+                address, self.node.config.tls, _MASTER_CHANNEL_OPTIONS
             )
         return mpb_grpc.NamespaceStub(channel)
 

@@ -32,7 +32,6 @@ from rich.console import Console
 from rich.table import Table
 
 from keelfs.errors import KeelError
-from keelfs.rpc.wire import CONFIG_GROUP
 
 if TYPE_CHECKING:
     from keelfs.client.admin_client import AdminClient
@@ -70,10 +69,19 @@ def _fail(message: str) -> NoReturn:
 
 
 def open_cluster(address: str | None) -> AdminClient:
-    """``keelfs.client.admin_client.open_cluster``: the file commands connect here too."""
+    """``keelfs.client.admin_client.open_cluster`` with the command's TLS flags
+    (:func:`tls_options`): the file commands connect here too."""
+    from keelfs.client.admin_client import Unreachable
     from keelfs.client.admin_client import open_cluster as connect
+    from keelfs.client.connect import client_tls
 
-    return connect(address)
+    ctx = click.get_current_context(silent=True)
+    given = dict(ctx.meta.get(_TLS_META, {})) if ctx is not None else {}
+    try:
+        tls = client_tls(**given)
+    except ValueError as exc:
+        raise Unreachable(str(exc)) from None
+    return connect(address, tls)
 
 
 def _connect(address: str | None) -> AdminClient:
@@ -109,8 +117,40 @@ def _emit(as_json: bool, obj: dict[str, Any], human: str | Callable[[Console], N
         human(Console())
 
 
+_TLS_META = "keelfs.tls"
+_TLS_FLAGS = (
+    (
+        "--tls-dir",
+        "tls_dir",
+        "A `keelfs certs` directory: present user-USER.crt, verify by peer-ca.crt",
+    ),
+    ("--user", "user", "The user whose certificate (in --tls-dir) to present"),
+    ("--tls-cert", "cert", "Your client certificate (instead of --tls-dir/--user)"),
+    ("--tls-key", "key", "Its private key"),
+    ("--tls-ca", "ca", "The cluster's peer CA certificate (verifies the servers)"),
+)
+
+
+def tls_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The client TLS flags (``keelfs.client.connect.client_tls``; each also read from its
+    ``KEELFS_TLS_*``/``KEELFS_USER`` variable), kept in the click context for
+    :func:`open_cluster` rather than passed to every command."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            ctx.meta.setdefault(_TLS_META, {})[param.name] = value
+
+    for flag, name, text in reversed(_TLS_FLAGS):
+        f = click.option(
+            flag, name, default=None, expose_value=False, callback=remember, help=text + "."
+        )(f)
+    return f
+
+
 def address_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--address``, the same on every command that talks to the cluster."""
+    """``--address`` and the TLS flags, the same on every command that talks to the
+    cluster."""
+    f = tls_options(f)
     return click.option(
         "--address",
         default=None,
@@ -601,6 +641,8 @@ def report_cmd(address: str | None, as_json: bool) -> None:
     ``keelfs admin fsck``)."""
 
     def body(c: AdminClient) -> None:
+        from keelfs.rpc.wire import CONFIG_GROUP  # loaded by a command, not by `keelfs` start-up
+
         c.load()
         servers = _chunk_servers(c)
         live = [s for s in servers.values() if s["live"]]

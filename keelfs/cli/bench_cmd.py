@@ -276,6 +276,7 @@ def bench_idle(groups: int, seconds: float, quiesce: str, as_json: bool) -> None
 )
 @click.option("--skip-fill", is_flag=True, help="No fill: memory not measured.")
 @click.option("--skip-two-shards", is_flag=True, help="No two-shard creates run.")
+@click.option("--tls", is_flag=True, help="Run the clusters with mutual TLS (its cost).")
 @click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
 def bench_meta(
     seconds: float,
@@ -286,6 +287,7 @@ def bench_meta(
     fill: int,
     skip_fill: bool,
     skip_two_shards: bool,
+    tls: bool,
     as_json: bool,
 ) -> None:
     """Metadata service: creates/s, stats/s, listing, memory per file, restart time."""
@@ -309,11 +311,12 @@ def bench_meta(
         skip_fill=skip_fill,
         skip_two_shards=skip_two_shards,
         progress=lambda msg: err.print(msg, highlight=False),
+        tls=tls,
     )
     console = Console()
     table = Table(
         title=f"keelfs bench meta: 3 config servers + 3 masters per shard, fsync on, "
-        f"{r.clients} client processes, {r.concurrency} in flight"
+        f"{r.clients} client processes, {r.concurrency} in flight" + (", mutual TLS" if tls else "")
     )
     for col in ("phase", "result", "target", "p50 ms", "p99 ms", "details"):
         table.add_column(col, justify="left" if col in ("phase", "details") else "right")
@@ -537,9 +540,16 @@ def bench_txn(
 @click.option("--small-kib", default=4, show_default=True, help="Size of each small file.")
 @click.option("--concurrency", default=16, show_default=True, help="Small files in flight.")
 @click.option("--trials", default=3, show_default=True, help="Leader kills for the stall.")
+@click.option("--tls", is_flag=True, help="Run the cluster with mutual TLS (its cost).")
 @click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
 def bench_data(
-    large_mib: int, small_count: int, small_kib: int, concurrency: int, trials: int, as_json: bool
+    large_mib: int,
+    small_count: int,
+    small_kib: int,
+    concurrency: int,
+    trials: int,
+    tls: bool,
+    as_json: bool,
 ) -> None:
     """Large-file and small-file throughput through 3 chunk servers, and the write stall
     when the shard leader is killed."""
@@ -553,9 +563,11 @@ def bench_data(
         concurrency=concurrency,
         trials=trials,
         progress=lambda msg: err.print(msg, highlight=False),
+        tls=tls,
     )
     table = Table(
         title="keelfs bench data: 3 masters, 3 chunk servers, replication 3, fsync on finalize"
+        + (", mutual TLS" if tls else "")
     )
     table.add_column("measure")
     table.add_column("value", justify="right")

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -32,7 +32,9 @@ from rich.table import Table
 
 from keelfs.cli.admin import address_option, open_cluster
 from keelfs.errors import InvalidPath, KeelError, NotFound
-from keelfs.meta.records import FileInfo
+
+if TYPE_CHECKING:
+    from keelfs.meta.records import FileInfo
 
 __all__ = ["FILE_COMMANDS"]
 

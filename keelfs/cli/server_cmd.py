@@ -133,6 +133,7 @@ def local_cluster_up(config_file: Path | None, as_json: bool, **flags: Any) -> N
             chunk_servers=s["chunk_servers"],
             http_port=s["http_port"],
             netns=s["netns"],
+            tls=s["tls"],
             progress=lambda msg: err.print(msg, highlight=False),
         )
         st = cluster_status(state)
@@ -140,10 +141,15 @@ def local_cluster_up(config_file: Path | None, as_json: bool, **flags: Any) -> N
         _fail(f"{exc}\n(whatever started is recorded: `keelfs local-cluster down` stops it)")
         return
     from keelfs.client.connect import record_local_cluster
+    from keelfs.server.layout import ADMIN_USER
 
     config_servers = [p for p in state.processes if p.role == "config"]
     record_local_cluster(
-        Path(state.directory), [p.address for p in config_servers], [p.pid for p in config_servers]
+        Path(state.directory),
+        [p.address for p in config_servers],
+        [p.pid for p in config_servers],
+        tls_dir=Path(state.tls_dir) if state.tls_dir else None,
+        tls_user=ADMIN_USER,
     )
     if as_json:
         click.echo(json.dumps(_status_json(st), sort_keys=True))

@@ -75,6 +75,7 @@ from keelfs.rpc.wire import (
     session_id_to_pb,
     shard_map_from_pb,
 )
+from keelfs.tls.credentials import TlsSettings
 
 __all__ = [
     "Call",
@@ -331,6 +332,7 @@ class Core:
         max_sessions: int,
         clock: Callable[[], float] | None = None,
         rng: Randomness | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         seeds = [a.strip() for a in config_servers if a and a.strip()]
         if not seeds:
@@ -340,6 +342,9 @@ class Core:
         self.deadline = deadline
         self.attempt_timeout = attempt_timeout
         self.max_sessions = max_sessions
+        self.tls = tls
+        """The TLS material every channel of the clients sharing this core uses (None:
+        plain gRPC)."""
         self.clock = clock or monotonic
         self._rng: Randomness = rng if rng is not None else random
         self._lock = threading.Lock()

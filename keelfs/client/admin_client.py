@@ -26,6 +26,7 @@ from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc import grpc_errors
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import CONFIG_GROUP
+from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["AdminClient", "AdminClientError", "UnknownGroup", "Unreachable", "open_cluster"]
 
@@ -49,17 +50,19 @@ class AdminClient:
 
     ``load()`` fetches them; ``view``, ``shard_map`` and ``registry`` hold what it fetched."""
 
-    def __init__(self, address: str, *, deadline: float = 15.0) -> None:
+    def __init__(
+        self, address: str, *, deadline: float = 15.0, tls: TlsSettings | None = None
+    ) -> None:
         self.address = address
         self.deadline = deadline
-        bootstrap = Client([address], deadline=deadline, attempt_timeout=2.0)
+        bootstrap = Client([address], deadline=deadline, attempt_timeout=2.0, tls=tls)
         try:
             reg = self._node_call(bootstrap, address, "Registry", pb.RegistryRequest(), 3.0)
         finally:
             bootstrap.close()
         self.registry: dict[int, str] = {int(k): v for k, v in reg.nodes.items()}
         seeds = list(reg.config_servers) or [address]
-        self.client = Client(seeds, deadline=deadline, attempt_timeout=2.0)
+        self.client = Client(seeds, deadline=deadline, attempt_timeout=2.0, tls=tls)
         self._shard_map: ShardMap | None = None
         self.view = ClusterView({}, {}, {})
 
@@ -174,18 +177,20 @@ class AdminClient:
         return None
 
 
-def open_cluster(address: str | None) -> AdminClient:
+def open_cluster(address: str | None, tls: TlsSettings | None = None) -> AdminClient:
     """The cluster through the first of the addresses ``--address`` resolves to that answers
     (``keelfs.client.connect.resolve_seeds``: the flag, ``$KEELFS_ADDRESS``, the running local
     cluster, the default). The file commands and ``keelfs admin`` both connect here."""
     try:
-        seeds = resolve_seeds(address)
+        seeds = resolve_seeds(address, tls)
     except ValueError as exc:
         raise Unreachable(str(exc)) from None
     why = ""
     for seed in seeds.addresses:
         try:
-            return AdminClient(seed)  # resolves the config servers from any metadata node
+            return AdminClient(
+                seed, tls=seeds.tls
+            )  # resolves the config servers from any metadata node
         except AdminClientError as exc:
             why = str(exc)
         except KeelError as exc:

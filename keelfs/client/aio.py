@@ -27,6 +27,7 @@ from keelfs.rpc.channels import METADATA_CHANNEL_OPTIONS
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.rpc.wire import file_info_from_pb, summary_from_pb
+from keelfs.tls.credentials import TlsSettings, open_aio_channel
 
 __all__ = ["AsyncClient"]
 
@@ -45,10 +46,15 @@ class AsyncClient:
         attempt_timeout: float = 2.0,
         max_sessions: int = 16,
         batching: bool = True,
+        tls: TlsSettings | None = None,
     ) -> None:
         seeds = config_servers.split(",") if isinstance(config_servers, str) else config_servers
         self._core = Core(
-            seeds, deadline=deadline, attempt_timeout=attempt_timeout, max_sessions=max_sessions
+            seeds,
+            deadline=deadline,
+            attempt_timeout=attempt_timeout,
+            max_sessions=max_sessions,
+            tls=tls,
         )
         self._channels: dict[str, Any] = {}
         self._stubs: dict[tuple[str, str], Any] = {}
@@ -75,7 +81,7 @@ class AsyncClient:
         if stub is None:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.aio.insecure_channel(address, options=METADATA_CHANNEL_OPTIONS)
+                channel = open_aio_channel(address, self._core.tls, METADATA_CHANNEL_OPTIONS)
                 self._channels[address] = channel
             stub = self._stubs[(address, service)] = getattr(pb_grpc, _STUBS[service])(channel)
         return stub
@@ -288,7 +294,7 @@ class AsyncClient:
         if self._closed:
             raise RuntimeError("client is closed")
         if self._chunks is None:
-            self._chunks = AsyncChunkClient()
+            self._chunks = AsyncChunkClient(tls=self._core.tls)
         return self._chunks
 
     @overload

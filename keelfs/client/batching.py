@@ -24,17 +24,22 @@ from typing import Any
 
 import grpc
 
+from keelfs.rpc.access import ACCESS, Access
 from keelfs.rpc.grpc_errors import ERROR_KEY
 from keelfs.rpc.pb import meta_pb2 as pb
 
 __all__ = ["BATCHED_METHODS", "Batcher", "ItemError"]
 
+_NAMESPACE = pb.DESCRIPTOR.services_by_name["Namespace"]
 BATCHED_METHODS: frozenset[str] = frozenset(
     m.name
-    for m in pb.DESCRIPTOR.services_by_name["Namespace"].methods
+    for m in _NAMESPACE.methods
     if m.name not in ("Batch", "ListDir")  # listings are large: one page per call
+    and ACCESS.get(f"/{_NAMESPACE.full_name}/{m.name}") is Access.CLIENT
 )
-"""Namespace RPCs the asyncio client sends through a :class:`Batcher`."""
+"""Namespace RPCs the asyncio client sends through a :class:`Batcher`: client methods only
+(a master refuses internal ones inside a ``Batch``; the masters' ``PeerClient`` sends those
+one call each)."""
 
 _REPLY_TYPES: dict[str, type[Any]] = {
     m.name: getattr(pb, m.output_type.name)

@@ -12,6 +12,12 @@ Where the cluster is, first match wins:
 
 An address is any config server or master (the client finds the rest through the node
 registry), or several separated by commas (the first that answers is used).
+
+TLS (a cluster started with certificates), first match wins: the settings given
+(``tls=``; the CLI's ``--tls-dir DIR --user NAME`` or ``--tls-cert/--tls-key/--tls-ca``), then
+``$KEELFS_TLS_DIR`` + ``$KEELFS_USER`` or ``$KEELFS_TLS_CERT/KEY/CA`` (:func:`client_tls`), then
+the running local cluster's record when its address is the one used (``local-cluster up
+--tls`` records its certificate directory and admin user), else none: plain gRPC.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +35,12 @@ import grpc
 from keelfs.client.sync import Client
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.pb import meta_pb2_grpc as pb_grpc
+from keelfs.tls.certs import PEER_CA, authority_files
+from keelfs.tls.credentials import TlsSettings, open_channel
 
 __all__ = [
     "ADDRESS_ENV",
+    "client_tls",
     "DEFAULT_ADDRESS",
     "Seeds",
     "connect",
@@ -54,16 +63,70 @@ class Seeds:
 
     addresses: list[str]
     origin: str
+    tls: TlsSettings | None = None
+    """The TLS settings to dial them with (None: plain gRPC)."""
 
     def __str__(self) -> str:
         return ",".join(self.addresses)
 
 
-def connect(address: str | None = None, **options: Any) -> Client:
-    """A client of the cluster at ``address``, found as the module docstring says.
-    ``options`` go to :class:`keelfs.client.Client`."""
-    seeds = resolve_seeds(address).addresses
-    return Client(config_servers_of(seeds) or seeds, **options)
+def connect(
+    address: str | None = None, *, tls: TlsSettings | None = None, **options: Any
+) -> Client:
+    """A client of the cluster at ``address``, found as the module docstring says, with
+    ``tls`` (or what the module docstring says); ``options`` go to
+    :class:`keelfs.client.Client`."""
+    found = resolve_seeds(address, tls)
+    seeds = found.addresses
+    return Client(config_servers_of(seeds, found.tls) or seeds, tls=found.tls, **options)
+
+
+TLS_ENV = {
+    "tls_dir": "KEELFS_TLS_DIR",
+    "user": "KEELFS_USER",
+    "cert": "KEELFS_TLS_CERT",
+    "key": "KEELFS_TLS_KEY",
+    "ca": "KEELFS_TLS_CA",
+}
+"""The environment variables :func:`client_tls` reads for a value not given."""
+
+
+def client_tls(
+    *,
+    tls_dir: str | Path | None = None,
+    user: str | None = None,
+    cert: str | Path | None = None,
+    key: str | Path | None = None,
+    ca: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> TlsSettings | None:
+    """A user's TLS settings from a ``keelfs certs`` directory and a user name (the
+    directory's ``user-NAME.crt/.key`` and ``peer-ca.crt``), or from explicit files (``cert``,
+    ``key``; ``ca``: the peer CA, default the directory's); each value not given is read from
+    :data:`TLS_ENV`. None when nothing names any; ``ValueError`` when what is named is
+    incomplete."""
+    env = os.environ if environ is None else environ
+    given = {"tls_dir": tls_dir, "user": user, "cert": cert, "key": key, "ca": ca}
+    v = {k: (val if val else env.get(TLS_ENV[k]) or None) for k, val in given.items()}
+    if v["cert"] or v["key"]:
+        if not (v["cert"] and v["key"]):
+            raise ValueError("TLS: give both --tls-cert and --tls-key")
+        ca_path = Path(v["ca"]) if v["ca"] else _directory_ca(v["tls_dir"])
+        return TlsSettings(peer_ca=ca_path, cert=Path(v["cert"]), key=Path(v["key"]))
+    if v["tls_dir"]:
+        if not v["user"]:
+            raise ValueError("TLS: --tls-dir needs --user NAME (whose certificate to present)")
+        settings = TlsSettings.for_user(Path(v["tls_dir"]), str(v["user"]))
+        if v["ca"]:
+            settings = replace(settings, peer_ca=Path(v["ca"]))
+        return settings
+    return None
+
+
+def _directory_ca(tls_dir: str | Path | None) -> Path:
+    if not tls_dir:
+        raise ValueError("TLS: --tls-cert needs --tls-ca (the peer CA) or --tls-dir")
+    return authority_files(Path(tls_dir), PEER_CA).cert
 
 
 def parse_addresses(text: str) -> list[str]:
@@ -74,19 +137,21 @@ def parse_addresses(text: str) -> list[str]:
     return addresses
 
 
-def resolve_seeds(address: str | None = None) -> Seeds:
+def resolve_seeds(address: str | None = None, tls: TlsSettings | None = None) -> Seeds:
     """Where the cluster is: ``address``, else ``$KEELFS_ADDRESS``, else the running local
-    cluster's config servers, else :data:`DEFAULT_ADDRESS` (the module docstring)."""
+    cluster's config servers, else :data:`DEFAULT_ADDRESS`; and the TLS settings to dial it
+    with (the module docstring). ``ValueError`` for an unusable address or TLS setting."""
+    tls = tls or client_tls()
     if address:
-        return Seeds(parse_addresses(address), "--address")
+        return Seeds(parse_addresses(address), "--address", tls)
     env = os.environ.get(ADDRESS_ENV)
     if env:
-        return Seeds(parse_addresses(env), f"${ADDRESS_ENV}")
+        return Seeds(parse_addresses(env), f"${ADDRESS_ENV}", tls)
     recorded = _running_local_cluster()
     if recorded is not None:
-        addresses, directory = recorded
-        return Seeds(addresses, f"the local cluster running in {directory}")
-    return Seeds([DEFAULT_ADDRESS], "the default address")
+        addresses, directory, recorded_tls = recorded
+        return Seeds(addresses, f"the local cluster running in {directory}", tls or recorded_tls)
+    return Seeds([DEFAULT_ADDRESS], "the default address", tls)
 
 
 def local_cluster_record() -> Path:
@@ -96,13 +161,24 @@ def local_cluster_record() -> Path:
 
 
 def record_local_cluster(
-    directory: Path, config_servers: Sequence[str], pids: Sequence[int]
+    directory: Path,
+    config_servers: Sequence[str],
+    pids: Sequence[int],
+    tls_dir: Path | None = None,
+    tls_user: str = "",
 ) -> None:
     """Record the local cluster in ``directory`` (its config servers' client addresses and
-    pids, by which a reader tells that it still runs) as the one to connect to."""
+    pids, by which a reader tells that it still runs; with TLS, the ``keelfs certs``
+    directory and the user whose certificate clients present) as the one to connect to."""
     path = local_cluster_record()
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"directory": str(directory), "config_servers": list(config_servers), "pids": list(pids)}
+    body: dict[str, Any] = {
+        "directory": str(directory),
+        "config_servers": list(config_servers),
+        "pids": list(pids),
+    }
+    if tls_dir is not None:
+        body["tls"] = {"dir": str(tls_dir), "user": tls_user}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
@@ -118,8 +194,9 @@ def forget_local_cluster(directory: Path) -> None:
             path.unlink()
 
 
-def _running_local_cluster() -> tuple[list[str], str] | None:
-    """The recorded local cluster's config servers and directory, if one of them runs."""
+def _running_local_cluster() -> tuple[list[str], str, TlsSettings | None] | None:
+    """The recorded local cluster's config servers, directory and client TLS settings, if
+    one of them runs."""
     body = _read_record(local_cluster_record())
     if body is None:
         return None
@@ -127,7 +204,11 @@ def _running_local_cluster() -> tuple[list[str], str] | None:
     pids = [p for p in body.get("pids", []) if isinstance(p, int) and p > 0]
     if not addresses or not any(_alive(p) for p in pids):
         return None
-    return addresses, str(body.get("directory", "?"))
+    tls = body.get("tls")
+    settings = None
+    if isinstance(tls, dict) and tls.get("dir") and tls.get("user"):
+        settings = TlsSettings.for_user(Path(str(tls["dir"])), str(tls["user"]))
+    return addresses, str(body.get("directory", "?")), settings
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
@@ -148,13 +229,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def config_servers_of(seeds: list[str]) -> list[str] | None:
+def config_servers_of(seeds: list[str], tls: TlsSettings | None = None) -> list[str] | None:
     """The config servers' client addresses, asked of the first of ``seeds`` that answers:
     any metadata node knows them (``Node.Registry``), so a master's address works too. None
     if no seed answers; a node that knows none gives an empty list."""
     for seed in seeds:
         try:
-            with grpc.insecure_channel(seed) as channel:
+            with open_channel(seed, tls) as channel:
                 stub: Any = pb_grpc.NodeStub(channel)
                 reply = stub.Registry(pb.RegistryRequest(), timeout=3.0)
         except grpc.RpcError:

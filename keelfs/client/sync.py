@@ -20,6 +20,7 @@ from keelfs.rpc.channels import METADATA_CHANNEL_OPTIONS
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.rpc.wire import file_info_from_pb, summary_from_pb
+from keelfs.tls.credentials import TlsSettings, open_channel
 
 __all__ = ["Client"]
 
@@ -55,10 +56,15 @@ class Client:
         deadline: float = 30.0,
         attempt_timeout: float = 2.0,
         max_sessions: int = 16,
+        tls: TlsSettings | None = None,
     ) -> None:
         seeds = config_servers.split(",") if isinstance(config_servers, str) else config_servers
         self._core = Core(
-            seeds, deadline=deadline, attempt_timeout=attempt_timeout, max_sessions=max_sessions
+            seeds,
+            deadline=deadline,
+            attempt_timeout=attempt_timeout,
+            max_sessions=max_sessions,
+            tls=tls,
         )
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, str], Any] = {}
@@ -75,7 +81,7 @@ class Client:
             if stub is None:
                 channel = self._channels.get(address)
                 if channel is None:
-                    channel = grpc.insecure_channel(address, options=METADATA_CHANNEL_OPTIONS)
+                    channel = open_channel(address, self._core.tls, METADATA_CHANNEL_OPTIONS)
                     self._channels[address] = channel
                 stub = self._stubs[(address, service)] = getattr(pb_grpc, _STUBS[service])(channel)
             return stub

@@ -40,7 +40,7 @@ class IOThread:
         self._thread.start()
 
         async def make() -> tuple[AsyncClient, AsyncChunkClient]:
-            return AsyncClient._sharing(core), AsyncChunkClient(**chunk_options)
+            return AsyncClient._sharing(core), AsyncChunkClient(tls=core.tls, **chunk_options)
 
         self.fs, self.chunks = self.run(make())
 

@@ -56,6 +56,7 @@ from keelfs.datapath.replica import DeleteOutcome, DeleteResult, ReplicaInfo
 from keelfs.datapath.tokens import Access, TokenSigner
 from keelfs.datapath.wire import AsyncChannels, error_of, pb, replica_from_pb
 from keelfs.errors import ChecksumMismatch, Unavailable
+from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["AsyncChunkClient", "ChunkClient", "read_block", "write_block"]
 
@@ -99,6 +100,7 @@ class AsyncChunkClient:
         call_timeout_s: float = 30.0,
         verify_reads: bool = True,
         signer: TokenSigner | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.signer = signer
         self.packet_size = packet_size
@@ -106,7 +108,7 @@ class AsyncChunkClient:
         self.ack_timeout_s = ack_timeout_s
         self.call_timeout_s = call_timeout_s
         self.verify_reads = verify_reads
-        self._channels = AsyncChannels()
+        self._channels = AsyncChannels(tls=tls)
 
     async def close(self) -> None:
         await self._channels.close()

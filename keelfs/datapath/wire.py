@@ -29,6 +29,7 @@ from keelfs.rpc.grpc_errors import (
 )
 from keelfs.rpc.pb import chunk_pb2 as pb
 from keelfs.rpc.pb import chunk_pb2_grpc as _pb_grpc
+from keelfs.tls.credentials import TlsSettings, open_aio_channel
 
 __all__ = [
     "GRPC_OPTIONS",
@@ -135,15 +136,21 @@ class AsyncChannels:
     data-path methods with their data-carrying messages left as bytes (``keelfs.datapath.framing``).
     """
 
-    def __init__(self, options: Iterable[tuple[str, Any]] = CHANNEL_OPTIONS) -> None:
+    def __init__(
+        self,
+        options: Iterable[tuple[str, Any]] = CHANNEL_OPTIONS,
+        *,
+        tls: TlsSettings | None = None,
+    ) -> None:
         self._options = list(options)
+        self._tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, tuple[Any, Any, Any]] = {}
 
     def _get(self, address: str) -> tuple[Any, Any, Any]:
         stubs = self._stubs.get(address)
         if stubs is None:
-            channel = grpc.aio.insecure_channel(address, options=self._options)
+            channel = open_aio_channel(address, self._tls, self._options)
             self._channels[address] = channel
             stubs = self._stubs[address] = (
                 pb_grpc.ChunkServerStub(channel),

@@ -18,6 +18,7 @@ import grpc
 
 from keelfs.errors import InvalidArgument
 from keelfs.rpc import grpc_errors
+from keelfs.rpc.access import ACCESS, Access
 from keelfs.rpc.pb import meta_pb2 as pb
 
 __all__ = ["MAX_BATCH_ITEMS", "BATCHABLE", "serve_batch"]
@@ -28,9 +29,13 @@ MAX_BATCH_ITEMS = 1024
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["Namespace"]
 BATCHABLE: dict[str, type[Any]] = {
-    m.name: getattr(pb, m.input_type.name) for m in _SERVICE.methods if m.name != "Batch"
+    m.name: getattr(pb, m.input_type.name)
+    for m in _SERVICE.methods
+    if m.name != "Batch" and ACCESS.get(f"/{_SERVICE.full_name}/{m.name}") is Access.CLIENT
 }
-"""Method name → request message class, for every Namespace RPC a batch may carry."""
+"""Method name → request message class, for every Namespace RPC a batch may carry: client
+methods only (``keelfs.rpc.access``), as the access check runs on ``Batch`` itself, not on
+its items; an internal or admin method inside a batch is refused as unbatchable."""
 
 
 class _Aborted(Exception):

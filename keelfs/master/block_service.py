@@ -75,6 +75,7 @@ class BlockServiceMixin:
 
         async def serve(self, context: Any, work: Any) -> Any: ...
         def timeout(self, context: Any) -> float: ...
+        def check_caller_is(self, context: Any, role: str, node_id: str | int) -> None: ...
 
     def _pipeline_reply(
         self, member: Member, info: FileInfo, targets: list[Any], index: int, term: int
@@ -212,6 +213,7 @@ class BlockServiceMixin:
             sid = request.server_id
             if not sid or not request.address:
                 raise InvalidArgument("a heartbeat needs server_id and address", "server_id")
+            self.check_caller_is(context, "chunkserver", sid)
             st = reg.heartbeat(
                 sid, request.address, request.rack, request.capacity, request.used, request.load
             )

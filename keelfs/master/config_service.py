@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from keelfs.errors import InvalidArgument
+from keelfs.errors import InvalidArgument, PermissionDenied
 from keelfs.master.member import Member
 from keelfs.master.servicer import ServicerBase
 from keelfs.meta.commands import (
@@ -25,6 +25,7 @@ from keelfs.meta.commands import (
     SetShardMembers,
 )
 from keelfs.meta.shardmap import ConfigStateMachine
+from keelfs.rpc import grpc_errors
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import CONFIG_GROUP, check_header, session_id_to_pb, shard_map_to_pb
 
@@ -148,6 +149,10 @@ class ConfigServicer(ServicerBase):
     async def RegisterChunkServer(  # noqa: N802
         self, request: pb.RegisterChunkServerRequest, context: Any
     ) -> pb.ConfigWriteReply:
+        try:
+            self.check_caller_is(context, "chunkserver", request.server_id)
+        except PermissionDenied as exc:
+            await grpc_errors.abort(context, exc)
         cmd = RegisterChunkServer(
             request.server_id, request.address, request.rack or "/default-rack"
         )
@@ -169,6 +174,13 @@ class ConfigServicer(ServicerBase):
     async def RegisterMaster(  # noqa: N802
         self, request: pb.RegisterMasterRequest, context: Any
     ) -> pb.ConfigWriteReply:
+        try:
+            self.check_caller_is(context, "master", request.node_id)
+        except PermissionDenied:  # config servers register too: the same id, either role
+            try:
+                self.check_caller_is(context, "config", request.node_id)
+            except PermissionDenied as exc:
+                await grpc_errors.abort(context, exc)
         cmd = RegisterMaster(request.node_id, request.address)
         return await self._write(context, cmd, request.header)
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import grpc
 
+from keelfs import failpoints
 from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
 from keelfs.master.block_keys import BlockKeys
 from keelfs.master.block_service import DEFAULT_MIN_REPLICAS
@@ -71,6 +72,7 @@ from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.sessions import DEFAULT_MAX_SESSIONS_PER_USER
 from keelfs.meta.shard_records import DEFAULT_MAX_LEASES_PER_SESSION, DEFAULT_MAX_OPEN_TXNS
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
+from keelfs.rpc.access import server_interceptors
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import (
     CONFIG_GROUP,
@@ -81,6 +83,7 @@ from keelfs.rpc.wire import (
 )
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.host import HostConfig, RaftHost
+from keelfs.tls.credentials import Authenticator, TlsSettings, add_port
 from keelfs.transport.base import OnMessages, Transport
 from keelfs.transport.grpc_transport import GrpcTransport, GrpcTransportConfig
 
@@ -99,6 +102,23 @@ log = logging.getLogger("keelfs.master")
 
 _LOCK_POLL_S = 0.005
 _LOCK_POLL_MAX_S = 0.1
+
+
+def without_failpoints(servicer: Any) -> Any:
+    """``servicer`` with ``Node.SetFailpoint`` answered ``UNIMPLEMENTED`` — as gRPC answers a
+    method nobody serves — unless this process started with failpoints enabled
+    (``KEELFS_FAILPOINTS``): a production process exposes no way to make it crash."""
+    if failpoints.ENABLED:
+        return servicer
+
+    async def absent(request: Any, context: Any) -> Any:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "SetFailpoint: this process did not start with KEELFS_FAILPOINTS",
+        )
+
+    servicer.SetFailpoint = absent
+    return servicer
 
 
 class NodeFailed(Exception):
@@ -148,6 +168,10 @@ class NodeConfig:
     """Replicated semantics of the shards (the same on every master)."""
     max_open_txns: int = DEFAULT_MAX_OPEN_TXNS
     """Replicated semantics of the shards (the same on every master)."""
+    tls: TlsSettings | None = None
+    """This node's TLS material (``keelfs.tls``): mutual TLS on both ports and every channel,
+    the access classes of ``keelfs.rpc.access`` enforced. None: plain gRPC (loopback, or
+    ``--insecure``)."""
 
     def client_address(self) -> str:
         if self.client_listen:
@@ -162,6 +186,8 @@ class MetaNode:
             raise ValueError("a node hosts the config group, some shards, or both")
         self.config = config
         self.node_id = config.node_id
+        self.authenticator = None if config.tls is None else Authenticator(config.tls)
+        """Who is calling (with TLS): identities bound to what requests claim."""
         self.client_address = config.client_address()
         self.host: RaftHost | None = None
         self.config_member: Member | None = None
@@ -186,7 +212,9 @@ class MetaNode:
         # Ping idle links every second: quiesced groups learn of a frozen or vanished leader
         # node from the link, since they exchange no Raft messages.
         tcfg = GrpcTransportConfig(keepalive_time_ms=1_000, keepalive_timeout_ms=1_000)
-        return GrpcTransport(self.node_id, self.config.listen, on_messages, config=tcfg)
+        return GrpcTransport(
+            self.node_id, self.config.listen, on_messages, config=tcfg, tls=self.config.tls
+        )
 
     @property
     def raft_address(self) -> str:
@@ -206,7 +234,7 @@ class MetaNode:
         for shard_id in cfg.shards:
             ssm = self._shard_state_machine(shard_id)
             self.shards[shard_id] = Member(shard_id, self._open(shard_id, ssm), ssm)
-        servicers: dict[str, Any] = {"Node": NodeServicer(self)}
+        servicers: dict[str, Any] = {"Node": without_failpoints(NodeServicer(self))}
         if self.config_member is not None:
             servicers["Config"] = ConfigServicer(self)
         if self.shards:
@@ -262,23 +290,19 @@ class MetaNode:
                 ("grpc.max_send_message_length", 64 << 20),
             ],
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
+            interceptors=server_interceptors(self.config.tls),
         )
         grpc_mod: Any = meta_pb2_grpc
         for name, servicer in servicers.items():
             getattr(grpc_mod, f"add_{name}Servicer_to_server")(servicer, server)
-        try:
-            port = server.add_insecure_port(self.client_address)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {self.client_address}: {exc}") from exc
-        if port == 0:
-            raise OSError(f"cannot listen on {self.client_address}")
+        port = add_port(server, self.client_address, self.config.tls)
         self.client_address = f"{self.client_address.rpartition(':')[0]}:{port}"
         await server.start()
         self._server = server
 
     def _internal_client(self, seeds: list[str]) -> PeerClient:
         """The client this node asks other nodes with (``seeds``: config servers)."""
-        return PeerClient(seeds, deadline=10.0, attempt_timeout=2.0)
+        return PeerClient(seeds, deadline=10.0, attempt_timeout=2.0, tls=self.config.tls)
 
     def _open(self, group_id: str, sm: Any) -> RaftGroup:
         host = self.host

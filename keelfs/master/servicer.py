@@ -6,8 +6,9 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from keelfs.errors import KeelError, NotLeader
+from keelfs.errors import KeelError, NotLeader, PermissionDenied
 from keelfs.rpc import grpc_errors
+from keelfs.tls.identity import Peer
 
 if TYPE_CHECKING:
     from keelfs.master.node import MetaNode
@@ -30,6 +31,23 @@ class ServicerBase:
         if remaining is None:
             return limit
         return max(0.01, min(limit, remaining - 0.05))
+
+    def check_caller_is(self, context: Any, role: str, node_id: str | int) -> None:
+        """With TLS, ``PermissionDenied`` unless the call's certificate names node
+        ``role``/``node_id``: what a chunk server's heartbeat or a master's registration says
+        about itself must be what its certificate proves (a forged heartbeat with a huge
+        capacity would steer placement; a forged registration reroutes clients). Without TLS
+        there is nobody to check."""
+        authenticator = self.node.authenticator
+        if authenticator is None:
+            return
+        who = authenticator.identity_of(context)
+        if who != Peer(role, str(node_id)):
+            raise PermissionDenied(
+                f"{role}/{node_id}",
+                str(who),
+                message=f"{who} may not speak for {role} {node_id}",
+            )
 
     async def serve(self, context: Any, work: Awaitable[T]) -> T:
         """Run one request's ``work``; any failure leaves through ``grpc_errors.abort``, a

@@ -823,11 +823,17 @@ def _check_part(part: str) -> None:
         raise InvalidArgument("a transaction part needs at least one step", "part")
 
 
-def _check_participants(text: str) -> dict[str, str]:
+def _json_text(text: str, argument: str) -> Any:
+    """The value of a field that holds JSON text; ``InvalidArgument`` if it is not JSON,
+    nested deeper than the parser goes included."""
     try:
-        parts = json.loads(text)
-    except ValueError:
-        raise InvalidArgument("participants is not JSON", "participants") from None
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidArgument(f"{argument} is not JSON", argument) from None
+
+
+def _check_participants(text: str) -> dict[str, str]:
+    parts = _json_text(text, "participants")
     if not isinstance(parts, dict) or not all(isinstance(v, str) for v in parts.values()):
         raise InvalidArgument("participants maps shard ids to parts", "participants")
     for shard, part in parts.items():
@@ -862,10 +868,7 @@ class TxnBegin(Command):
         _check_part(self.part)
         if not _check_participants(self.participants):
             raise InvalidArgument("a transaction needs at least one participant", "participants")
-        try:
-            json.loads(self.result)
-        except ValueError:
-            raise InvalidArgument("result is not JSON", "result") from None
+        _json_text(self.result, "result")
 
 
 @dataclass(frozen=True, slots=True)
@@ -893,9 +896,14 @@ class TxnDecide(Command):
     txn_id: int
     commit: bool
     error: str = ""
+    """The abort's error as JSON (``KeelError.to_details()``); empty for none."""
 
     def validate(self) -> None:
         check_range(self.txn_id, 1, MAX_INT, "txn_id")
+        if self.error:
+            error = _json_text(self.error, "error")
+            if not isinstance(error, dict) or not isinstance(error.get("code"), str):
+                raise InvalidArgument("error must be an error's details (a code)", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -1184,4 +1192,12 @@ class Result:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Result:
-        return cls(None, dict(obj["e"])) if "e" in obj else cls(obj.get("v"), None)
+        """The inverse of ``to_json``; ``InvalidArgument`` for anything it does not write."""
+        if not isinstance(obj, Mapping):
+            raise InvalidArgument("a result is a JSON object")
+        if "e" not in obj:
+            return cls(obj.get("v"), None)
+        error = obj["e"]
+        if not isinstance(error, Mapping) or not isinstance(error.get("code"), str):
+            raise InvalidArgument("a result's error is an object with a code")
+        return cls(None, dict(error))

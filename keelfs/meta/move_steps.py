@@ -21,7 +21,7 @@ from keelfs.meta.commands import (
 from keelfs.meta.kvstore import Txn, prefix_end
 from keelfs.meta.machine import Context
 from keelfs.meta.ranges import FROZEN, INCOMING, MOVED, RangeTable, pairs
-from keelfs.meta.records import Inode
+from keelfs.meta.records import Inode, decode_foreign
 from keelfs.meta.ring import key_hash
 from keelfs.meta.shard_records import (
     _LEASE,
@@ -91,7 +91,7 @@ class MoveSteps(ShardRecords):
         for key_text, value_text in zip(cmd.keys, cmd.values, strict=True):
             key, value = _unb64(key_text, "keys"), _unb64(value_text, "values")
             moves.check_in(spans, key)
-            inode = Inode.decode(value)
+            inode = _copied_inode(value)
             if inode.lease_holder:  # the writer's session is the source's, not ours
                 value = inode.evolve(lease_holder=0).encode()
             txn.put(key, value)
@@ -151,3 +151,12 @@ class MoveSteps(ShardRecords):
                 table = table.without(first, last)
             self._set_table(txn, table)
         return {"dropped": dropped}
+
+
+def _copied_inode(value: bytes) -> Inode:
+    """A copied record's inode; ``InvalidArgument`` unless it is one as this version writes
+    it (what a move ingests is read by every later command here)."""
+    try:
+        return decode_foreign(value)
+    except ValueError as e:
+        raise InvalidArgument(f"a copied record is {e}", "values") from None

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from keelfs.errors import InvalidArgument, KeelError, Redirect, Unavailable
+from keelfs.meta import paths
 from keelfs.meta.kvstore import Txn
 from keelfs.meta.ranges import FROZEN, INCOMING, MOVED, RangeState, RangeTable
 from keelfs.meta.ring import key_hash
@@ -176,8 +177,17 @@ class GuardedTxn(Txn):
 
 
 def check_in(table_ranges: list[tuple[int, int]], key: bytes) -> None:
-    """``key`` must be a namespace record placed in one of ``table_ranges``."""
-    directory = routing_dir(key)
+    """``key`` must be a namespace record placed in one of ``table_ranges``: a key as the
+    shard writes it (a canonical path; an entry's name a valid name), since the records a
+    move copies are read by every later command of the shard that takes them in."""
+    try:
+        directory = routing_dir(key)
+        if directory is not None and paths.normalize(directory) != directory:
+            directory = None
+        if directory is not None and key[:1] == b"E":
+            paths.validate_name(key[1:].partition(b"\x00")[2].decode("utf-8"))
+    except (UnicodeDecodeError, KeelError):
+        directory = None
     if directory is None:
         raise InvalidArgument(f"{key!r} is not a namespace record", "keys")
     h = key_hash(directory)

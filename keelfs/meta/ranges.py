@@ -59,6 +59,12 @@ class RangeState:
         return cls(int(first), int(last), str(state), int(txn_id), str(peer), int(version))  # type: ignore[call-overload]
 
 
+def _is_hash(text: str) -> bool:
+    """1-20 ASCII decimal digits (``str.isdigit`` also takes "²" and "١", which ``int``
+    refuses or reads as other digits)."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
+
+
 def pairs(items: Sequence[str]) -> list[tuple[int, int]]:
     """``["first:last", ...]`` (how commands carry ranges: hashes exceed JSON's signed 64-bit
     integers) as checked (first, last) pairs."""
@@ -67,7 +73,7 @@ def pairs(items: Sequence[str]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for item in items:
         first_s, sep, last_s = str(item).partition(":")
-        if not (sep and first_s.isdigit() and last_s.isdigit()):
+        if not (sep and _is_hash(first_s) and _is_hash(last_s)):
             raise InvalidArgument(f"bad hash range {item!r} (want first:last)", "ranges")
         first, last = int(first_s), int(last_s)
         if not 0 <= first <= last <= HASH_MAX:

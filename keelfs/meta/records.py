@@ -18,13 +18,14 @@ from typing import Any, Literal
 
 from keelfs.meta.principals import Guard
 
-__all__ = ["BlockInfo", "ContentSummary", "FileInfo", "Inode", "Listing"]
+__all__ = ["BlockInfo", "ContentSummary", "FileInfo", "Inode", "Listing", "decode_foreign"]
 
 FILE: Literal["file"] = "file"
 DIRECTORY: Literal["dir"] = "dir"
 _KIND_CODE = {FILE: "f", DIRECTORY: "d"}
 _CODE_KIND: dict[str, Literal["file", "dir"]] = {"f": FILE, "d": DIRECTORY}
 _RECORD_VERSION = 1
+_MAX_U63 = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,28 @@ class Inode:
             lease_holder=self.lease_holder,
             lease_user=self.lease_user if self.lease_holder else "",
         )
+
+
+def decode_foreign(raw: bytes) -> Inode:
+    """``Inode.decode`` for a record that comes from outside this shard's own writes (a
+    transaction step's): ``ValueError`` unless ``raw`` is exactly what ``Inode.encode``
+    writes for an inode whose every field has its type and a non-negative 64-bit value.
+    What a step writes must be a record every later read and command can decode and use:
+    one that cannot would stop each replica of the shard on the entry that reads it."""
+    try:
+        inode = Inode.decode(raw)
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError) as e:
+        raise ValueError(f"not an inode record ({type(e).__name__})") from None
+    numbers = [inode.mode, inode.mtime, inode.atime, inode.replication, inode.block_size]
+    numbers.append(inode.lease_holder)
+    numbers.extend(n for b in inode.blocks for n in (b.block_id, b.gen_stamp, b.length))
+    if not all(type(n) is int and 0 <= n <= _MAX_U63 for n in numbers):
+        raise ValueError("an inode record's numbers are integers in 0..2^63-1")
+    if type(inode.owner) is not str or type(inode.group) is not str:
+        raise ValueError("an inode record's owner and group are strings")
+    if inode.encode() != raw:
+        raise ValueError("not an inode record as this version writes it")
+    return inode
 
 
 @dataclass(frozen=True, slots=True)

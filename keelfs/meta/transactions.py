@@ -52,6 +52,7 @@ from keelfs.errors import InvalidArgument, Unavailable
 from keelfs.meta import paths
 from keelfs.meta.kvstore import Txn, prefix_end
 from keelfs.meta.principals import Caller, Guard
+from keelfs.meta.records import decode_foreign
 
 __all__ = [
     "CHANGES",
@@ -121,6 +122,11 @@ class Step:
             raise InvalidArgument(f"step {self.kind} {self.path}: record mismatch", "part")
         if self.kind == "may":
             decode_may(self.record)
+        elif needs_record:
+            try:
+                decode_foreign(self.record.encode("utf-8", "surrogatepass"))
+            except ValueError as e:
+                raise InvalidArgument(f"step {self.kind} {self.path}: {e}", "part") from None
 
 
 def may_step(
@@ -174,7 +180,7 @@ def encode_part(steps: Iterable[Step]) -> str:
 def decode_part(text: str) -> tuple[Step, ...]:
     try:
         raw = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidArgument("transaction part is not JSON", "part") from None
     if not isinstance(raw, list):
         raise InvalidArgument("transaction part must be a list of steps", "part")

@@ -177,7 +177,7 @@ def rpc_methods() -> Iterator[str]:
 Behavior = Callable[..., Any]
 
 
-class AccessInterceptor(grpc.aio.ServerInterceptor):
+class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,unused-ignore]  # untyped grpc
     """Refuses a call whose caller's identity the method's class does not admit, before the
     servicer sees it. gRPC gives an interceptor no peer, so the check runs as the first step
     of the method's handler: the handler is wrapped (once per method, then reused). For

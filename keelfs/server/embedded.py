@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import socket
@@ -58,6 +59,7 @@ from keelfs.runtime.lifecycle import (
     serve_until_stopped,
     stop_on_signals,
 )
+from keelfs.server.security import check_listen, node_tls
 from keelfs.server.settings import (
     SERVER_SETTINGS,
     ConfigError,
@@ -68,12 +70,15 @@ from keelfs.server.settings import (
     split_address,
 )
 from keelfs.storage.private import PRIVATE_FILE_MODE, private_dir
+from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["NODE_ID", "SHARD", "ServerConfig", "run", "serve"]
 
 log = logging.getLogger("keelfs.server")
 
 NODE_ID = 1
+CHUNK_ID = "cs-1"
+"""The embedded chunk server's id on a first start with TLS (its certificate names it)."""
 SHARD = "shard-1"
 _SETUP_TIMEOUT_S = 60.0
 _REPORT_TIMEOUT_S = 30.0
@@ -118,6 +123,8 @@ class ServerConfig:
     heartbeat_interval_s: float = 1.0
     tick_ms: float = 15.0
     log_level: str = "INFO"
+    tls_dir: str = ""
+    insecure: bool = False
 
     @classmethod
     def from_resolved(cls, resolved: Resolved) -> ServerConfig:
@@ -141,7 +148,31 @@ class ServerConfig:
             raise ConfigError("scan_interval_s must be >= 0, heartbeat_interval_s and tick_ms > 0")
         v["log_level"] = checked_log_level(v["log_level"])
         v["data"] = Path(v["data"])
-        return cls(**v)
+        config = cls(**v)
+        check_listen(
+            (config.listen, config.raft_listen, config.chunk_listen),
+            config.meta_tls(),
+            config.insecure,
+        )
+        config.chunk_tls()  # its certificate must be there too
+        return config
+
+    def meta_tls(self) -> TlsSettings | None:
+        """The metadata node's TLS settings: ``master-1`` of ``tls_dir`` (None: no TLS)."""
+        return node_tls({"tls_dir": self.tls_dir}, "master", NODE_ID)
+
+    def chunk_tls(self) -> TlsSettings | None:
+        """The chunk server's: ``chunkserver-ID`` of ``tls_dir``, ID its stored id (the
+        first start stores :data:`CHUNK_ID`)."""
+        return node_tls({"tls_dir": self.tls_dir}, "chunkserver", self.chunk_server_id())
+
+    def chunk_server_id(self) -> str:
+        """The embedded chunk server's id: as stored in its data, else, with TLS,
+        :data:`CHUNK_ID` (its certificate must name it), else "" (a generated one)."""
+        stored = self.chunk_dir / "server.json"
+        if stored.exists():
+            return str(json.loads(stored.read_text())["server_id"])
+        return CHUNK_ID if self.tls_dir else ""
 
     @property
     def meta_dir(self) -> Path:
@@ -163,6 +194,7 @@ class ServerConfig:
             host=HostConfig(tick_ms=self.tick_ms),
             min_replicas=1,
             default_replication=self.replication,
+            tls=self.meta_tls(),
         )
 
     def chunk_config(self) -> ChunkNodeConfig:
@@ -172,6 +204,8 @@ class ServerConfig:
             fsync_on_close=self.fsync_on_close,
             scan_interval_s=self.scan_interval_s,
             io_threads=0,  # one process: the loop's own executor runs the disk I/O
+            server_id=self.chunk_server_id(),
+            tls=self.chunk_tls(),
         )
 
 
@@ -180,7 +214,9 @@ async def _set_up(node: MetaNode, deadline: float) -> bool:
     this call formatted it (a first start)."""
     from keelfs.client import AsyncClient
 
-    client = AsyncClient([node.client_address], deadline=10.0, attempt_timeout=2.0)
+    client = AsyncClient(
+        [node.client_address], deadline=10.0, attempt_timeout=2.0, tls=node.config.tls
+    )
     try:
         while True:
             try:

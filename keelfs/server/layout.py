@@ -27,9 +27,12 @@ from pathlib import Path
 from typing import Protocol
 
 from keelfs.runtime.processes import free_ports
+from keelfs.server.security import is_loopback
 
 __all__ = [
+    "ADMIN_USER",
     "COMMANDS",
+    "cert_name",
     "Addresses",
     "Layout",
     "LoopbackAddresses",
@@ -41,6 +44,9 @@ __all__ = [
 
 COMMANDS = {"config": "config-server", "master": "master", "chunk": "chunkserver"}
 """Role -> the ``keelfs`` command that runs it."""
+
+ADMIN_USER = "admin"
+"""The user whose certificate (an admin's) a TLS cluster's launcher issues for its clients."""
 
 NETNS_RAFT_PORT = 7000
 NETNS_CLIENT_PORT = 7001
@@ -137,6 +143,9 @@ class Layout:
     addresses: Addresses
     processes: dict[str, ProcessSpec] = field(default_factory=dict)
     python: str = sys.executable
+    tls_dir: Path | None = None
+    """A ``keelfs certs`` directory every process starts with (``--tls-dir``); None: no
+    TLS. :meth:`issue_certificates` fills it."""
 
     # -- defining processes ---------------------------------------------------------------------
     def add_metadata(
@@ -210,7 +219,48 @@ class Layout:
                 cmd += ["--config-servers", ",".join(others)]
         if spec.http:
             cmd += ["--http-listen", spec.http]
+        if self.tls_dir is not None:
+            cmd += ["--tls-dir", str(self.tls_dir)]
+        elif not is_loopback(spec.client_address):  # private netns addresses, no TLS asked
+            cmd += ["--insecure"]
         return [*cmd, *spec.args, *extra]
+
+    def issue_certificates(self, directory: Path, admin: str = ADMIN_USER) -> None:
+        """Make ``directory`` a ``keelfs certs`` directory for this cluster (the CAs unless
+        there, a certificate for every process defined that lacks one, naming the hosts it
+        listens on, and an admin user's), and start every process with it."""
+        from keelfs.tls.certs import (
+            PEER_CA,
+            authority_files,
+            init_authorities,
+            issue_client,
+            issue_node,
+            node_files,
+            user_files,
+        )
+
+        if not authority_files(directory, PEER_CA).cert.exists():
+            init_authorities(directory)
+        for spec in self.processes.values():
+            role, node_id = cert_name(spec)
+            if node_files(directory, role, node_id).cert.exists():
+                continue
+            hosts = {a.rpartition(":")[0] for a in (spec.client_address, spec.raft_address) if a}
+            issue_node(directory, role, node_id, sorted(hosts | {"localhost"}))
+        if not user_files(directory, admin).cert.exists():
+            issue_client(directory, admin, admin=True)
+        self.tls_dir = directory
+
+
+_CERT_ROLES = {"config": "config", "master": "master", "chunk": "chunkserver"}
+
+
+def cert_name(spec: ProcessSpec) -> tuple[str, str]:
+    """``(role, id)`` of the certificate ``spec`` presents: a metadata node's Raft node id,
+    a chunk server's server id (its name)."""
+    if spec.role == "chunk":
+        return "chunkserver", spec.name
+    return _CERT_ROLES[spec.role], str(spec.node_id)
 
 
 def peers_arg(groups: Iterable[str], nodes: Iterable[tuple[int, Iterable[str], str]]) -> str:

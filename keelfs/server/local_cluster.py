@@ -29,7 +29,14 @@ clients there reach them: metadata nodes at ``<ip>:7000`` (Raft) and ``<ip>:7001
 servers at ``<ip>:7001``; there is no dashboard (it serves on loopback only, which would be
 the namespace's own). ``keelfs chaos`` can then partition them. The state file records the
 network (its tag, subnet and each process's address on it) before anything is created, so
-``down`` deletes every namespace and link of it even after ``up`` crashed half-way.
+``down`` deletes every namespace and link of it even after ``up`` crashed half-way. Its
+addresses are not loopback: without ``tls`` its processes start ``--insecure`` (the namespaces
+are private to this host).
+
+With ``tls`` every process runs with mutual TLS: ``up`` makes ``<dir>/certs`` (``keelfs
+certs``: the two CAs, a certificate per process naming its addresses, an ``admin`` user's) and
+records it in the state file and in the record the CLI finds the cluster by, so that ``keelfs
+ls /`` or ``keelfs admin status`` present the admin certificate without being told.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from keelfs.errors import AlreadyExists, NotFound
 from keelfs.runtime.netns import NetnsError, NetnsNetwork, free_subnet
 from keelfs.runtime.processes import ClusterError, read_ready_line, spawn, wait_until
 from keelfs.server.layout import (
+    ADMIN_USER,
     Addresses,
     Layout,
     LoopbackAddresses,
@@ -57,6 +65,7 @@ from keelfs.server.layout import (
     metadata_layout,
     peers_arg,
 )
+from keelfs.tls.credentials import TlsSettings
 
 __all__ = [
     "SHARDS",
@@ -74,6 +83,8 @@ __all__ = [
 ]
 
 STATE_FILE = "cluster.json"
+CERTS_DIR = "certs"
+"""With ``tls``: the ``keelfs certs`` directory inside the cluster's directory."""
 SHARDS = ("shard-1", "shard-2")
 _START_TIMEOUT_S = 60.0
 _TERM_GRACE_S = 10.0
@@ -130,6 +141,15 @@ class State:
     directory: str
     processes: list[ProcessRecord] = field(default_factory=list)
     network: NetworkRecord | None = None
+    tls_dir: str = ""
+    """The ``keelfs certs`` directory of a cluster started with ``tls`` (every process runs
+    with it; clients present its admin user's certificate); empty: no TLS."""
+
+    def client_tls(self) -> TlsSettings | None:
+        """What a client of this cluster dials with: the admin user's certificate."""
+        if not self.tls_dir:
+            return None
+        return TlsSettings.for_user(Path(self.tls_dir), ADMIN_USER)
 
     def save(self) -> None:
         path = Path(self.directory) / STATE_FILE
@@ -171,7 +191,7 @@ def load_state(directory: Path) -> State | None:
         network = NetworkRecord(**raw["network"]) if raw.get("network") else None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LocalClusterError(f"{path} is not a local-cluster state file: {exc}") from None
-    return State(str(directory), procs, network)
+    return State(str(directory), procs, network, str(raw.get("tls_dir", "")))
 
 
 def network_of(state: State) -> NetnsNetwork | None:
@@ -203,7 +223,11 @@ def _new_network(chunk_servers: int) -> NetworkRecord:
 
 
 def _layout(
-    directory: Path, chunk_servers: int, http_port: int, network: NetworkRecord | None = None
+    directory: Path,
+    chunk_servers: int,
+    http_port: int,
+    network: NetworkRecord | None = None,
+    tls: bool = False,
 ) -> State:
     state = State(str(directory), network=network)
     net = network_of(state)
@@ -216,6 +240,9 @@ def _layout(
     layout.add_chunk_servers(chunk_servers)
     if http_port >= 0 and net is None:  # netns: no dashboard (it listens on loopback only)
         layout.node(1).http = f"127.0.0.1:{http_port}" if http_port else loopback.http()
+    if tls:
+        layout.issue_certificates(directory / CERTS_DIR)
+        state.tls_dir = str(directory / CERTS_DIR)
     for spec in layout.processes.values():
         command = layout.command(spec)
         if net is not None and network is not None:
@@ -295,7 +322,7 @@ def _set_up(state: State, deadline: float) -> None:
     """Add both shards to the map (each once its masters registered) and format: idempotent."""
     from keelfs.client import Client
 
-    with Client(state.config_addresses, deadline=10.0) as admin:
+    with Client(state.config_addresses, deadline=10.0, tls=state.client_tls()) as admin:
         for shard in SHARDS:
             members = [p.node_id for p in state.meta if shard in p.groups]
 
@@ -339,11 +366,12 @@ def up(
     chunk_servers: int = 3,
     http_port: int = 0,
     netns: bool = False,
+    tls: bool = False,
     progress: Callable[[str], None] = lambda _: None,
 ) -> State:
     """Start the cluster (see the module docstring); returns its state once it serves.
 
-    ``netns`` applies to a new cluster; a stopped one restarts as it was laid out."""
+    ``netns`` and ``tls`` apply to a new cluster; a stopped one restarts as it was laid out."""
     directory = directory.resolve()
     state = load_state(directory)
     if state is not None and state.alive():
@@ -355,6 +383,11 @@ def up(
         raise LocalClusterError(
             f"the local cluster in {directory} was created without --netns (its processes "
             "listen on 127.0.0.1): start it without --netns, or `down --wipe` it first"
+        )
+    if state is not None and tls and not state.tls_dir:
+        raise LocalClusterError(
+            f"the local cluster in {directory} was created without --tls: start it without "
+            "--tls, or `down --wipe` it first"
         )
     first = state is None
     if state is None:
@@ -369,7 +402,7 @@ def up(
                 )
         directory.mkdir(parents=True, exist_ok=True)
         network = _new_network(chunk_servers) if netns else None
-        state = _layout(directory, chunk_servers, http_port, network)
+        state = _layout(directory, chunk_servers, http_port, network, tls)
         state.save()  # the network is on record before any of it exists
     if state.network is not None:
         _check_netns_possible()
@@ -483,7 +516,9 @@ def cluster_status(state: State, timeout: float = 2.0) -> dict[str, Any]:
     nodes: dict[str, Any] = {}  # process name -> its Node.Status (pb.StatusReply)
     answered: dict[int, NodeView] = {}
     processes: dict[str, dict[str, Any]] = {}
-    with Client(state.config_addresses or ["127.0.0.1:1"], deadline=timeout) as client:
+    with Client(
+        state.config_addresses or ["127.0.0.1:1"], deadline=timeout, tls=state.client_tls()
+    ) as client:
         for p in state.processes:
             alive = p.alive()
             processes[p.name] = {

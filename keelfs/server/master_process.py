@@ -24,6 +24,7 @@ from keelfs.meta.commands import check_id
 from keelfs.runtime.host import HostConfig
 from keelfs.runtime.lifecycle import announce_ready, serve_until_stopped, stop_on_signals
 from keelfs.runtime.server import parse_peers
+from keelfs.server.security import check_listen, node_tls
 from keelfs.server.settings import (
     ConfigError,
     checked_http_listen,
@@ -94,6 +95,8 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, str]:
     servers = tuple(a.strip() for a in values["config_servers"].split(",") if a.strip())
     if not config_member and not servers:
         raise ConfigError("config_servers is required (or config_member)")
+    tls = node_tls(values, role, node_id)
+    check_listen((raft, client), tls, values["insecure"])
     return NodeConfig(
         node_id=node_id,
         listen=raft,
@@ -121,6 +124,7 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, str]:
         chunk_dead_after_s=values["chunk_dead_after"],
         vnodes=values["vnodes"],
         map_refresh_s=values["map_refresh"],
+        tls=tls,
     ), http_listen
 
 

@@ -61,12 +61,14 @@ from keelfs.runtime.processes import (
     wait_until,
 )
 from keelfs.server.layout import (
+    ADMIN_USER,
     Layout,
     LoopbackAddresses,
     NetnsAddresses,
     ProcessSpec,
     metadata_layout,
 )
+from keelfs.tls.credentials import TlsSettings, open_channel
 
 if TYPE_CHECKING:
     from keelfs.meta.transactions import TxnRecord
@@ -118,7 +120,10 @@ class MetaCluster(Launcher):
         node_args: tuple[str, ...] = (),
         start_timeout: float = 30.0,
         network: NetnsNetwork | None = None,
+        tls: bool = False,
     ) -> None:
+        """``tls``: every process runs with mutual TLS from ``<root>/certs`` (made here, a
+        certificate per process and an admin user's, which the clients present)."""
         if layout not in ("cohosted", "separate"):
             raise ValueError(f"unknown layout {layout!r}")
         if network is not None and not network.gateway:
@@ -132,6 +137,7 @@ class MetaCluster(Launcher):
         self.start_timeout = start_timeout
         self.layout = Layout(self.root, self._addresses())
         """Which process has which id, addresses and directory (``keelfs.server.layout``)."""
+        self.tls_dir: Path | None = self.root / "certs" if tls else None
         self.nodes: dict[int, ProcessSpec] = {}
         """Node id -> its process (``client_address``, ``raft_address``, ``data_dir``, ...)."""
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -161,7 +167,21 @@ class MetaCluster(Launcher):
     def _define(self, spec: ProcessSpec) -> ProcessSpec:
         spec.directory.mkdir(parents=True, exist_ok=True)
         self.nodes[spec.node_id] = spec
+        self._certify()
         return spec
+
+    def _certify(self) -> None:
+        """With TLS, a certificate for every process defined so far."""
+        if self.tls_dir is not None:
+            self.layout.issue_certificates(self.tls_dir)
+
+    @property
+    def client_tls(self) -> TlsSettings | None:
+        """What this cluster's clients dial with: the admin user's certificate (None: no
+        TLS)."""
+        if self.tls_dir is None:
+            return None
+        return TlsSettings.for_user(self.tls_dir, ADMIN_USER)
 
     def add_master(self, node_id: int, shard: str, *args: str) -> ProcessSpec:
         """Define (not start) master ``node_id`` hosting a member of ``shard``; ``args`` are
@@ -373,6 +393,7 @@ class MetaCluster(Launcher):
     def client(self, addresses: list[str] | None = None, **kwargs: Any) -> Client:
         """A ``Client`` given ``addresses`` (default: every config server), closed by
         ``stop_all``."""
+        kwargs.setdefault("tls", self.client_tls)
         c = Client(addresses or self.config_addresses, **kwargs)
         self._clients.append(c)
         return c
@@ -385,12 +406,10 @@ class MetaCluster(Launcher):
     def set_failpoint(self, node_id: int, name: str, action: str) -> None:
         """Arm failpoint ``name`` (``keelfs.failpoints``) in one node; its processes must have
         been started with ``KEELFS_FAILPOINTS`` in their environment."""
-        import grpc
-
         from keelfs.rpc.pb import meta_pb2 as pb
         from keelfs.rpc.pb import meta_pb2_grpc as pb_grpc
 
-        with grpc.insecure_channel(self.nodes[node_id].client_address) as channel:
+        with open_channel(self.nodes[node_id].client_address, self.client_tls) as channel:
             stub: Any = pb_grpc.NodeStub(channel)
             stub.SetFailpoint(pb.SetFailpointRequest(name=name, action=action), timeout=5)
 
@@ -491,6 +510,7 @@ class MetaCluster(Launcher):
         servers = LocalChunkServers.in_layout(
             self.layout, n, server_args=("--heartbeat-interval-s", "0.5", *args)
         )
+        self._certify()
         self._chunk_servers.append(servers)
         servers.start()
         if wait_reported:

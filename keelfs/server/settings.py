@@ -176,7 +176,33 @@ _HEARTBEAT_INTERVAL_S = Setting(
     "seconds between the chunk server's heartbeats to the master",
 )
 
-NODE_SETTINGS: tuple[Setting, ...] = (_LOG_LEVEL,)
+_TLS_DIR = Setting(
+    "tls_dir",
+    str,
+    "",
+    "a `keelfs certs` directory: its CAs and this node's certificate (found by role and id) "
+    "turn on mutual TLS on every port and channel (docs/security.md)",
+)
+_INSECURE = Setting(
+    "insecure",
+    bool,
+    False,
+    "allow listening on a non-loopback address without TLS (anyone who reaches the "
+    "ports may call every RPC)",
+)
+_TLS_FILES: tuple[Setting, ...] = (
+    Setting("tls_cert", str, "", "this node's certificate (instead of --tls-dir)"),
+    Setting("tls_key", str, "", "its private key"),
+    Setting("tls_peer_ca", str, "", "the peer CA's certificate (verifies nodes)"),
+    Setting(
+        "tls_client_ca",
+        str,
+        "",
+        "the client CA's certificate (verifies users; empty: nodes only may call)",
+    ),
+)
+
+NODE_SETTINGS: tuple[Setting, ...] = (_LOG_LEVEL, _TLS_DIR, *_TLS_FILES, _INSECURE)
 """Rows of every node's table (``server``, ``master``, ``config-server``, ``chunkserver``)
 besides their own: a setting every process has goes here."""
 
@@ -211,7 +237,13 @@ SERVER_SETTINGS: tuple[Setting, ...] = (
     _SCAN_INTERVAL_S,
     _HEARTBEAT_INTERVAL_S,
     _TICK_MS,
-    *NODE_SETTINGS,
+    _LOG_LEVEL,
+    _TLS_DIR.but(
+        help="a `keelfs certs` directory holding master-1 and chunkserver-ID certificates "
+        "(ID: the embedded chunk server's, cs-1 on a first start): mutual TLS everywhere "
+        "(docs/security.md)"
+    ),
+    _INSECURE,
 )
 
 # -- the metadata roles: keelfs config-server, keelfs master -------------------------------------
@@ -418,6 +450,14 @@ LOCAL_CLUSTER_SETTINGS: tuple[Setting, ...] = (
         False,
         "run every process in its own network namespace, reached through a gateway link, so "
         "that `keelfs chaos` can partition them (root only; first `up`)",
+        "KEELFS_CLUSTER_",
+    ),
+    Setting(
+        "tls",
+        bool,
+        False,
+        "mutual TLS everywhere: `up` makes <dir>/certs (CAs, a certificate per process, an "
+        "admin user's) and the CLI presents the admin certificate (first `up`)",
         "KEELFS_CLUSTER_",
     ),
 )

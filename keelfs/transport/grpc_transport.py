@@ -34,8 +34,11 @@ the certificate of an inbound stream names the node at the other end; given
 ``authenticated_node`` (a function of the stream's ``grpc.aio.ServicerContext`` returning that
 node id, or None where the stream is not authenticated), the receiver drops every message
 whose ``frm`` differs from it (counted in ``TransportStats.forged`` and ``rejected``) and
-learns no address from a batch whose ``from_node`` differs. Without it (insecure mode, and
-whenever it returns None) nothing is checked.
+learns no address from a batch whose ``from_node`` differs. Given ``tls`` (a
+``keelfs.tls.TlsSettings``), the port is mutual TLS for peer certificates only, channels
+present this node's certificate, ``authenticated_node`` defaults to the certificate's Raft node
+id, and a stream whose certificate names no metadata node (a chunk server's) is refused.
+Without TLS (insecure mode) nothing is checked.
 
 Idle links stay up
 ------------------
@@ -63,6 +66,7 @@ from typing import Any
 import grpc
 
 from keelfs.raft.messages import Message, message_size
+from keelfs.tls.credentials import TlsSettings, add_port, node_authenticator, open_aio_channel
 from keelfs.transport.base import OnMessages, TransportStats
 from keelfs.transport.codec import DecodeError, decode, encode_into
 from keelfs.transport.pb import raft_pb2 as pb
@@ -192,6 +196,11 @@ class _Servicer:
     ) -> AsyncIterator[pb.RaftAck]:
         transport = self._transport
         peer = transport._authenticated_node(context)
+        if peer is None and transport._tls is not None:
+            # a chunk server's certificate passes the peer-only handshake but names no Raft node
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, "the Raft port accepts metadata nodes only"
+            )
         yield pb.RaftAck(node_id=transport.node_id)
         async for batch in request_iterator:
             transport._deliver_batch(batch, peer)
@@ -217,10 +226,14 @@ class GrpcTransport:
         config: GrpcTransportConfig | None = None,
         rng: random.Random | None = None,
         authenticated_node: AuthenticatedNode | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         if node_id <= 0:
             raise ValueError("node ids are positive")
         self._node_id = node_id
+        self._tls = tls
+        if authenticated_node is None:
+            authenticated_node = node_authenticator(tls)
         self._authenticated_node: AuthenticatedNode = authenticated_node or _unauthenticated
         self._listen_address = listen_address
         self._address = listen_address
@@ -292,12 +305,8 @@ class GrpcTransport:
         self._loop = asyncio.get_running_loop()
         server = grpc.aio.server(options=self._server_options)
         pb_grpc.add_RaftTransportServicer_to_server(_Servicer(self), server)
-        try:
-            port = server.add_insecure_port(self._listen_address)
-        except RuntimeError as exc:  # grpc reports bind failures this way
-            raise OSError(f"cannot listen on {self._listen_address}: {exc}") from exc
-        if port == 0:
-            raise OSError(f"cannot listen on {self._listen_address}")
+        # peers only: a user's certificate fails the handshake on the Raft port
+        port = add_port(server, self._listen_address, self._tls, clients=False)
         host = self._listen_address.rpartition(":")[0]
         self._address = f"{host}:{port}"
         await server.start()
@@ -495,7 +504,7 @@ class GrpcTransport:
     async def _run_peer(self, peer: _Peer, address: str) -> None:
         """Keep one stream to ``peer`` open for as long as the peer is known."""
         cfg = self._cfg
-        channel = grpc.aio.insecure_channel(address, options=self._channel_options)
+        channel = open_aio_channel(address, self._tls, self._channel_options)
         stub = pb_grpc.RaftTransportStub(channel)
         backoff = cfg.backoff_initial
         try:

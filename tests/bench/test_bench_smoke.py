@@ -125,3 +125,21 @@ def test_bench_txn_smoke() -> None:
     reshard = out["resharding"]
     assert reshard["files_after"] == 200 and reshard["records_moved"] > 0
     assert reshard["probe_creates"] > 0 and reshard["probe_failed"] == 0
+
+
+@pytest.mark.timeout(600)
+def test_bench_meta_and_data_run_with_tls() -> None:
+    """``--tls``: the same benchmarks on clusters with mutual TLS (how the cost of TLS is
+    measured), every operation succeeding."""
+    out = _run(
+        "meta", "--tls", "--seconds", "1", "--clients", "1", "--concurrency", "4",
+        "--list-entries", "20", "--skip-fill", "--skip-two-shards",
+    )  # fmt: skip
+    assert out["creates"]["ops"] > 0 and out["creates"]["failed"] == 0
+    assert out["stats"]["ops"] > 0 and out["stats"]["failed"] == 0
+    out = _run(
+        "data", "--tls", "--large-mib", "2", "--small-count", "20", "--small-kib", "4",
+        "--concurrency", "4", "--trials", "0",
+    )  # fmt: skip
+    assert out["large_md5_ok"] is True
+    assert out["small_failed"] == 0

@@ -153,9 +153,9 @@ def test_the_tables_defaults_are_the_code_defaults(tmp_path: Path) -> None:
         shards=("s",),
     )  # every other field at the config's default, HostConfig's included
     chunk, reporting, _ = chunk_config(
-        resolve_args(chunkserver, ["--data", str(tmp_path), "--listen", "h:1"], {})
+        resolve_args(chunkserver, ["--data", str(tmp_path), "--listen", "localhost:1"], {})
     )
-    assert chunk == ChunkNodeConfig(data_dir=tmp_path, listen="h:1")
+    assert chunk == ChunkNodeConfig(data_dir=tmp_path, listen="localhost:1")
     assert reporting.interval_s == 1.0 and reporting.config_servers == ()
 
 

@@ -54,6 +54,7 @@ def test_command_names_are_stable() -> None:
         "update_block",
     ]
     assert sorted(set(CONFIG_COMMANDS) - set(SESSION_COMMANDS)) == [
+        "add_block_key",
         "add_shard",
         "begin_move",
         "finish_move",
