@@ -135,6 +135,10 @@ class Inode:
         )
 
 
+_SESSION_IDS = 1 << 128
+"""Session ids are 128 random bits (``keelfs.meta.sessions``)."""
+
+
 def decode_foreign(raw: bytes) -> Inode:
     """``Inode.decode`` for a record that comes from outside this shard's own writes (a
     transaction step's): ``ValueError`` unless ``raw`` is exactly what ``Inode.encode``
@@ -146,12 +150,13 @@ def decode_foreign(raw: bytes) -> Inode:
     except (ValueError, TypeError, KeyError, IndexError, RecursionError) as e:
         raise ValueError(f"not an inode record ({type(e).__name__})") from None
     numbers = [inode.mode, inode.mtime, inode.atime, inode.replication, inode.block_size]
-    numbers.append(inode.lease_holder)
     numbers.extend(n for b in inode.blocks for n in (b.block_id, b.gen_stamp, b.length))
     if not all(type(n) is int and 0 <= n <= _MAX_U63 for n in numbers):
         raise ValueError("an inode record's numbers are integers in 0..2^63-1")
-    if type(inode.owner) is not str or type(inode.group) is not str:
-        raise ValueError("an inode record's owner and group are strings")
+    if type(inode.lease_holder) is not int or not 0 <= inode.lease_holder < _SESSION_IDS:
+        raise ValueError("an inode record's lease holder is a session id (128 bits)")
+    if any(type(name) is not str for name in (inode.owner, inode.group, inode.lease_user)):
+        raise ValueError("an inode record's owner, group and writer are strings")
     if inode.encode() != raw:
         raise ValueError("not an inode record as this version writes it")
     return inode
