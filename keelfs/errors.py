@@ -24,6 +24,7 @@
         ├── LeaseConflict       LEASE_CONFLICT       path, holder
         ├── SessionExpired      SESSION_EXPIRED      session_id
         ├── PermissionDenied    PERMISSION_DENIED    path, user
+        ├── ResourceExhausted   RESOURCE_EXHAUSTED   resource, limit: a per-principal limit
         │                       of the chunk servers (the data path):
         ├── Fenced              FENCED               shard_id, epoch, current_epoch
         ├── StaleGeneration     STALE_GENERATION     block_id, gen, replica_gen
@@ -80,6 +81,7 @@ __all__ = [
     "PermissionDenied",
     "PipelineBroken",
     "Redirect",
+    "ResourceExhausted",
     "RetryableError",
     "SessionExpired",
     "StaleGeneration",
@@ -383,20 +385,20 @@ class DirectoryNotEmpty(OperationError):
 
 
 class LeaseConflict(OperationError):
-    """Another session (``holder``; 0 when none) holds the writer lease on ``path``, or the
-    caller needed a lease it does not hold."""
+    """Another session holds the writer lease on ``path`` (``holder``: the user it belongs
+    to, empty when none or unknown; never the session's id, which is its owner's secret), or
+    the caller needed a lease it does not hold."""
 
     code = "LEASE_CONFLICT"
     detail_fields = ("path", "holder")
 
-    def __init__(self, path: str = "", holder: int = 0, *, message: str = "") -> None:
-        super().__init__(
-            message or f"{path} is being written by session {holder}", path=path, holder=holder
-        )
+    def __init__(self, path: str = "", holder: str = "", *, message: str = "") -> None:
+        by = f" by {holder}" if holder else ""
+        super().__init__(message or f"{path} is being written{by}", path=path, holder=holder)
 
     @property
-    def holder(self) -> int:
-        return int(self.details["holder"] or 0)
+    def holder(self) -> str:
+        return str(self.details["holder"] or "")
 
 
 class SessionExpired(OperationError):
@@ -425,6 +427,20 @@ class PermissionDenied(OperationError):
     @property
     def path(self) -> str:
         return str(self.details["path"])
+
+
+class ResourceExhausted(OperationError):
+    """A limit on what one principal may hold (sessions per user, writer leases per session)
+    or on what a server may take (a chunk server's disk reservation) would be exceeded.
+    Nothing was changed; it clears when the holder releases something."""
+
+    code = "RESOURCE_EXHAUSTED"
+    detail_fields = ("resource", "limit")
+
+    def __init__(self, resource: str = "", limit: int = 0, *, message: str = "") -> None:
+        super().__init__(
+            message or f"limit on {resource} reached ({limit})", resource=resource, limit=limit
+        )
 
 
 class Fenced(OperationError):

@@ -73,6 +73,8 @@ class ChunkNodeConfig:
     ``io_threads``         16            threads of the loop's default executor, which runs
                                          the disk I/O (0: keep the loop's own, e.g. when the
                                          node shares a process)
+    ``reserved_bytes``     0             disk space kept free: no new block once free space
+                                         is down to it; left out of the reported capacity
     =====================  ============  ====================================================
     """
 
@@ -86,6 +88,10 @@ class ChunkNodeConfig:
     ack_timeout_s: float = 60.0
     rbw_expiry_s: float = 3600.0
     io_threads: int = 16
+    reserved_bytes: int = 0
+    max_concurrent_rpcs: int = 1024
+    """Calls in progress at once (each pipeline stage holds one); more get
+    RESOURCE_EXHAUSTED."""
     tls: TlsSettings | None = None
     """This server's TLS material: mutual TLS on its port (the access classes of
     ``keelfs.rpc.access`` enforced) and on every channel it opens (pipeline, replication,
@@ -139,7 +145,12 @@ class ChunkNode:
             )
         layout = Layout(Path(cfg.data_dir))
         self.server_id = await asyncio.to_thread(load_server_id, layout, cfg.server_id)
-        self.store = await asyncio.to_thread(BlockStore.open, layout.root, fsync=cfg.fsync_on_close)
+        self.store = await asyncio.to_thread(
+            BlockStore.open,
+            layout.root,
+            fsync=cfg.fsync_on_close,
+            reserved_bytes=cfg.reserved_bytes,
+        )
         self.epochs = EpochTable(layout.epochs_file, layout.tmp)
         self._layout = layout
         self.block_keys.update(await asyncio.to_thread(load_keys, layout.block_keys_file))
@@ -147,6 +158,7 @@ class ChunkNode:
         self.executor = CommandExecutor(self.store, self.epochs, self._client, self.tokens)
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS],
+            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
             interceptors=server_interceptors(cfg.tls),
         )
         add_to_server(ChunkServicer(self), server)

@@ -48,7 +48,14 @@ from keelfs.datapath.replica import (
     check_gen,
     check_shard_id,
 )
-from keelfs.errors import AlreadyExists, CorruptReplica, InvalidArgument, NotFound, StaleGeneration
+from keelfs.errors import (
+    AlreadyExists,
+    CorruptReplica,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    StaleGeneration,
+)
 from keelfs.storage.private import PRIVATE_DIR_MODE
 
 __all__ = ["BlockStore", "StoreUsage"]
@@ -92,10 +99,18 @@ def check_chunk_size(chunk_size: int) -> int:
 class BlockStore:
     """See the module docstring. Make one with :meth:`open`."""
 
-    def __init__(self, layout: Layout, *, fsync: bool = True, events: EventQueue) -> None:
+    def __init__(
+        self, layout: Layout, *, fsync: bool = True, events: EventQueue, reserved_bytes: int = 0
+    ) -> None:
+        if reserved_bytes < 0:
+            raise ValueError("reserved_bytes must not be negative")
         self.layout = layout
         self.fsync = fsync
         """fsync replicas when they are finalized (off only for tests and benchmarks)."""
+        self.reserved_bytes = reserved_bytes
+        """Disk space kept free for everything else on the volume (logs, the OS, other
+        tenants): no new replica starts once free space is down to it, and the capacity the
+        masters are told leaves it out, so placement sends writes elsewhere first."""
         self.events = events
         self._lock = threading.Lock()
         self._finalized: dict[int, _Stored] = {}
@@ -104,13 +119,20 @@ class BlockStore:
 
     @classmethod
     def open(
-        cls, root: Path, *, fsync: bool = True, events: EventQueue | None = None
+        cls,
+        root: Path,
+        *,
+        fsync: bool = True,
+        events: EventQueue | None = None,
+        reserved_bytes: int = 0,
     ) -> BlockStore:
         """Open (creating if needed) the store in ``root``: remove crash leftovers, then index
         every finalized replica (reading each sidecar header)."""
         layout = Layout(Path(root))
         layout.create_dirs()
-        store = cls(layout, fsync=fsync, events=events or EventQueue())
+        store = cls(
+            layout, fsync=fsync, events=events or EventQueue(), reserved_bytes=reserved_bytes
+        )
         store._recover()
         return store
 
@@ -214,6 +236,8 @@ class BlockStore:
         check_gen(gen)
         check_shard_id(shard_id)
         check_chunk_size(chunk_size)
+        if offset == 0:  # a new block; a recovery re-stamps what this server wrote already
+            self._check_room(block_id)
         with self._lock:
             stored = self._finalized.get(block_id)
             old = self._rbw.get(block_id)
@@ -516,7 +540,24 @@ class BlockStore:
         with self._lock:
             return [s.info for s in self._finalized.values() if not s.info.corrupt]
 
+    def _free_bytes(self) -> int:
+        st = os.statvfs(self.layout.root)
+        return st.f_bavail * st.f_frsize
+
+    def _check_room(self, block_id: int) -> None:
+        """``ResourceExhausted`` when the volume's free space is down to ``reserved_bytes``:
+        the writer's pipeline recovery (or the client) goes to another server."""
+        free = self._free_bytes()
+        if free <= self.reserved_bytes:
+            raise ResourceExhausted(
+                "disk",
+                self.reserved_bytes,
+                message=f"no room for block {block_id} on {self.layout.root}: {free} bytes free, "
+                f"{self.reserved_bytes} reserved",
+            )
+
     def usage(self) -> StoreUsage:
+        """Capacity and free space as the masters should see them: less the reservation."""
         st = os.statvfs(self.layout.root)
         with self._lock:
             used = self._finalized_bytes + sum(
@@ -525,8 +566,8 @@ class BlockStore:
             corrupt = sum(1 for s in self._finalized.values() if s.info.corrupt)
             counts = (len(self._finalized), len(self._rbw))
         return StoreUsage(
-            capacity_bytes=st.f_blocks * st.f_frsize,
-            available_bytes=st.f_bavail * st.f_frsize,
+            capacity_bytes=max(0, st.f_blocks * st.f_frsize - self.reserved_bytes),
+            available_bytes=max(0, st.f_bavail * st.f_frsize - self.reserved_bytes),
             used_bytes=used,
             finalized=counts[0],
             being_written=counts[1],

@@ -98,6 +98,13 @@ def _info(i: FileInfo) -> dict[str, Any]:
     return d
 
 
+def _writer(i: FileInfo) -> str:
+    """Whether the file is open for writing, and by whom (the user, never a session id)."""
+    if not i.under_construction:
+        return "no"
+    return f"yes, by {i.lease_user}" if i.lease_user else "yes"
+
+
 def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
@@ -282,7 +289,7 @@ def stat_cmd(path: str, address: str | None, as_json: bool) -> None:
         ("owner", f"{i.owner}:{i.group}"), ("modified", _when(i.mtime)),
         ("replication", str(i.replication)), ("block size", str(i.block_size)),
         ("blocks", str(len(i.blocks))),
-        ("being written", "yes" if i.under_construction else "no"),
+        ("being written", _writer(i)),
     ]  # fmt: skip
     for row in rows:
         table.add_row(*row)

@@ -69,7 +69,12 @@ from keelfs.errors import (
 from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc.grpc_errors import error_from_rpc, transport_failure
 from keelfs.rpc.pb import meta_pb2 as pb
-from keelfs.rpc.wire import CONFIG_GROUP, shard_map_from_pb
+from keelfs.rpc.wire import (
+    CONFIG_GROUP,
+    session_id_from_pb,
+    session_id_to_pb,
+    shard_map_from_pb,
+)
 from keelfs.tls.credentials import TlsSettings
 
 __all__ = [
@@ -510,7 +515,7 @@ class Core:
                     continue
                 m = self.shard_map
                 header = pb.RequestHeader(
-                    session_id=session.session_id if session is not None else 0,
+                    session_id=session_id_to_pb(session.session_id if session is not None else 0),
                     seq=seq if session is not None else 0,
                     map_version=m.version if m is not None else 0,
                     session_shard=group if replay else "",
@@ -626,7 +631,7 @@ class Core:
                 except BaseException:
                     pool.abandon_growth()
                     raise
-                return pool.add(int(reply.session_id), int(reply.ttl_ms))
+                return pool.add(session_id_from_pb(reply.session_id), int(reply.ttl_ms))
             if attempt.remaining() <= 0:
                 raise Unavailable(f"no free session for {pool.group} within the deadline")
             yield WaitSession(pool, min(0.1, attempt.remaining()))

@@ -15,6 +15,7 @@ from keelfs.meta import paths
 from keelfs.meta.commands import MAX_INT, check_mode, check_range
 from keelfs.meta.principals import check_principal
 from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import session_id_to_pb
 
 __all__ = ["DeleteResult", "norm"]
 
@@ -178,7 +179,7 @@ def report_bad_replica(path: str, server_id: str, block_id: int, gen_stamp: int,
 def keep_alive(group: str, session_id: int) -> Op:
     service = "Config" if group == "config" else "Namespace"
     route = CONFIG_ROUTE if group == "config" else Route("shard", group)
-    build = lambda h: pb.KeepAliveRequest(group=group, session_id=session_id)  # noqa: E731
+    build = lambda h: pb.KeepAliveRequest(group=group, session_id=session_id_to_pb(session_id))  # noqa: E731
     return Op(service, "KeepAlive", route, build, True, False)
 
 

@@ -494,7 +494,7 @@ class AsyncFileWriter:
                 self._break(
                     LeaseConflict(
                         self.path,
-                        0,
+                        "",
                         message=f"{self.path}: the writer lease was lost (expired, or the "
                         "file moved to another shard); write it again",
                     )

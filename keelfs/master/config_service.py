@@ -27,7 +27,7 @@ from keelfs.meta.commands import (
 from keelfs.meta.shardmap import ConfigStateMachine
 from keelfs.rpc import grpc_errors
 from keelfs.rpc.pb import meta_pb2 as pb
-from keelfs.rpc.wire import CONFIG_GROUP, check_header, shard_map_to_pb
+from keelfs.rpc.wire import CONFIG_GROUP, check_header, session_id_to_pb, shard_map_to_pb
 
 if TYPE_CHECKING:
     from keelfs.master.node import MetaNode
@@ -49,7 +49,7 @@ class ConfigServicer(ServicerBase):
             if header is not None:
                 check_header(header)
             result, index, term = await self.node.propose(
-                self.member, command, header, self.timeout(context)
+                self.member, command, header, self.timeout(context), self.caller(context)
             )
             value = result.unwrap()
             self.node.poke_map_refresh()
@@ -102,15 +102,17 @@ class ConfigServicer(ServicerBase):
     async def RegisterSession(  # noqa: N802
         self, request: pb.RegisterSessionRequest, context: Any
     ) -> pb.RegisterSessionReply:
+        caller = self.caller(context)  # a session is used by its owner only
+
         async def work() -> pb.RegisterSessionReply:
             if request.group not in ("", CONFIG_GROUP):
                 raise InvalidArgument("Config sessions are in group 'config'", "group")
             result, index, term = await self.node.propose(
-                self.member, RegisterSession(), None, self.timeout(context)
+                self.member, RegisterSession.fresh(), None, self.timeout(context), caller
             )
             sid = int(result.unwrap()["session_id"])
             return pb.RegisterSessionReply(
-                session_id=sid,
+                session_id=session_id_to_pb(sid),
                 ttl_ms=self.sm.session_ttl_ms,
                 info=self.node.reply_info(self.member, index, term),
             )
@@ -120,10 +122,12 @@ class ConfigServicer(ServicerBase):
     async def KeepAlive(  # noqa: N802
         self, request: pb.KeepAliveRequest, context: Any
     ) -> pb.KeepAliveReply:
+        caller = self.caller(context)  # a session is used by its owner only
+
         async def work() -> pb.KeepAliveReply:
             header = pb.RequestHeader(session_id=request.session_id)
             result, index, term = await self.node.propose(
-                self.member, KeepAlive(), header, self.timeout(context)
+                self.member, KeepAlive(), header, self.timeout(context), caller
             )
             result.unwrap()
             return pb.KeepAliveReply(info=self.node.reply_info(self.member, index, term))
@@ -190,7 +194,11 @@ class ConfigServicer(ServicerBase):
         async def work() -> pb.IssueTxnIdsReply:
             check_header(request.header)
             result, index, term = await self.node.propose(
-                self.member, IssueTxIds(request.count or 1), request.header, self.timeout(context)
+                self.member,
+                IssueTxIds(request.count or 1),
+                request.header,
+                self.timeout(context),
+                self.caller(context),
             )
             value = result.unwrap()
             return pb.IssueTxnIdsReply(

@@ -59,6 +59,7 @@ from keelfs.meta.records import DIRECTORY, Inode
 from keelfs.meta.shardmap import ShardMap
 from keelfs.meta.transactions import Step, TxnRecord
 from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import session_id_from_pb
 
 if TYPE_CHECKING:
     from keelfs.master.node import MetaNode
@@ -154,7 +155,7 @@ def _seq_applied(sm: ShardStateMachine, header: pb.RequestHeader) -> bool:
     retry, answered from the session's reply cache (read after a barrier)."""
     if not header.session_id or not header.seq:
         return False
-    session = sm.session(header.session_id)
+    session = sm.session(session_id_from_pb(header.session_id))
     return session is not None and session.last_seq >= header.seq
 
 
@@ -205,7 +206,15 @@ async def mkdir(
     target = node.shard_map.shard_for_directory(path)
     theirs = [Step("put_self", path, record)]
     outcome = await node.txns.run(
-        member, "mkdir", own, {target: theirs}, header, timeout, command, {"created": [path]}
+        member,
+        "mkdir",
+        own,
+        {target: theirs},
+        header,
+        timeout,
+        command,
+        {"created": [path]},
+        caller=caller,
     )
     created: list[str] = txn_outcome(outcome, f"mkdir {path}")["created"]
     return created
@@ -276,7 +285,9 @@ async def _delete_tree(
         if not is_dir
     )
     result = {"files": files, "directories": subdirs + 1, "blocks": blocks}
-    outcome = await node.txns.run(member, "delete", own, parts, header, timeout, cmd, result)
+    outcome = await node.txns.run(
+        member, "delete", own, parts, header, timeout, cmd, result, caller=caller
+    )
     value: dict[str, int] = txn_outcome(outcome, f"delete {path}")
     return {k: int(value[k]) for k in _DELETE_COUNTS}
 
@@ -299,7 +310,7 @@ async def _rmdir(
         missing = [Step("present", path)]
         missing = [*may, *missing]
         outcome = await node.txns.run(
-            member, "delete", missing, {target: missing}, header, timeout, cmd
+            member, "delete", missing, {target: missing}, header, timeout, cmd, caller=caller
         )
     else:
         own = [
@@ -311,7 +322,7 @@ async def _rmdir(
         theirs = [Step("empty", path), Step("del_self", path)]
         result = {"files": 0, "directories": 1, "blocks": 0}
         outcome = await node.txns.run(
-            member, "delete", own, {target: theirs}, header, timeout, cmd, result
+            member, "delete", own, {target: theirs}, header, timeout, cmd, result, caller=caller
         )
     try:
         value: dict[str, int] = txn_outcome(outcome, f"delete {path}")
@@ -356,7 +367,14 @@ async def rename(
         # never a fresh look at the new file (it may be open: LEASE_CONFLICT).
         missing = [Step("present", src)]
         outcome = await node.txns.run(
-            member, "rename", [*src_may, *missing], {target: missing}, header, timeout, request
+            member,
+            "rename",
+            [*src_may, *missing],
+            {target: missing},
+            header,
+            timeout,
+            request,
+            caller=caller,
         )
         txn_outcome(outcome, f"rename {src} -> {dst}")
         return
@@ -366,7 +384,7 @@ async def rename(
         return
     if info.under_construction:
         raise LeaseConflict(
-            src, info.lease_holder, message=f"{src} is open for writing: close it first"
+            src, info.lease_user, message=f"{src} is open for writing: close it first"
         )
     dst_dir = paths.parent(dst)
     own = [
@@ -381,7 +399,9 @@ async def rename(
     else:
         theirs.append(Step("absent", dst))
     theirs += [Step("put_entry", dst, record), Step("touch", dst_dir)]
-    outcome = await node.txns.run(member, "rename", own, {target: theirs}, header, timeout, request)
+    outcome = await node.txns.run(
+        member, "rename", own, {target: theirs}, header, timeout, request, caller=caller
+    )
     txn_outcome(outcome, f"rename {src} -> {dst}")
 
 
@@ -430,5 +450,7 @@ async def _move_tree(
         ]
     )
     own = parts.pop(member.group_id)
-    outcome = await node.txns.run(member, "rename", own, parts, header, timeout, request)
+    outcome = await node.txns.run(
+        member, "rename", own, parts, header, timeout, request, caller=caller
+    )
     txn_outcome(outcome, f"rename {src} -> {dst}")

@@ -74,7 +74,7 @@ from keelfs.meta.namespace import ShardStateMachine
 from keelfs.meta.principals import READ, Caller
 from keelfs.meta.records import FileInfo
 from keelfs.rpc.pb import meta_pb2 as pb
-from keelfs.rpc.wire import file_info_to_pb, summary_to_pb
+from keelfs.rpc.wire import file_info_to_pb, session_id_from_pb, session_id_to_pb, summary_to_pb
 
 if TYPE_CHECKING:
     from keelfs.master.node import MetaNode
@@ -145,7 +145,8 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             )
             info = FileInfo.from_dict(result.unwrap())
             return pb.FileInfoReply(
-                info=file_info_to_pb(info), reply=self._reply(member, index, term)
+                info=file_info_to_pb(info, session_id_from_pb(header.session_id)),
+                reply=self._reply(member, index, term),
             )
 
         return await self.serve(context, work(), Audited(audit, path))
@@ -176,13 +177,15 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
     async def RegisterSession(  # noqa: N802
         self, request: pb.RegisterSessionRequest, context: Any
     ) -> pb.RegisterSessionReply:
+        caller = self.caller(context)  # a session is used by its owner only
+
         async def work() -> pb.RegisterSessionReply:
             member = await self.node.shard_member(pb.RequestHeader(), request.group)
             result, index, term = await self.node.propose(
-                member, RegisterSession(), None, self.timeout(context)
+                member, RegisterSession.fresh(), None, self.timeout(context), caller
             )
             return pb.RegisterSessionReply(
-                session_id=int(result.unwrap()["session_id"]),
+                session_id=session_id_to_pb(int(result.unwrap()["session_id"])),
                 ttl_ms=member.sm.session_ttl_ms,
                 info=self._reply(member, index, term),
             )
@@ -192,11 +195,13 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
     async def KeepAlive(  # noqa: N802
         self, request: pb.KeepAliveRequest, context: Any
     ) -> pb.KeepAliveReply:
+        caller = self.caller(context)  # a session is used by its owner only
+
         async def work() -> pb.KeepAliveReply:
             header = pb.RequestHeader(session_id=request.session_id)
             member = await self.node.shard_member(header, request.group)
             result, index, term = await self.node.propose(
-                member, KeepAlive(), header, self.timeout(context)
+                member, KeepAlive(), header, self.timeout(context), caller
             )
             result.unwrap()
             return pb.KeepAliveReply(info=self._reply(member, index, term))
@@ -206,10 +211,12 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
     async def RenewLease(  # noqa: N802
         self, request: pb.RenewLeaseRequest, context: Any
     ) -> pb.RenewLeaseReply:
+        caller = self.caller(context)  # a session is used by its owner only
+
         async def work() -> pb.RenewLeaseReply:
             member = await self.node.shard_member(request.header, request.group)
             result, index, term = await self.node.propose(
-                member, RenewLease(), request.header, self.timeout(context)
+                member, RenewLease(), request.header, self.timeout(context), caller
             )
             renewed = bool(result.unwrap()["renewed"])
             return pb.RenewLeaseReply(renewed=renewed, info=self._reply(member, index, term))

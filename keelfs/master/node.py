@@ -73,10 +73,18 @@ from keelfs.meta.namespace import (
 from keelfs.meta.principals import Caller
 from keelfs.meta.ranges import FROZEN, MOVED
 from keelfs.meta.ring import DEFAULT_VNODES
+from keelfs.meta.sessions import DEFAULT_MAX_SESSIONS_PER_USER
+from keelfs.meta.shard_records import DEFAULT_MAX_LEASES_PER_SESSION, DEFAULT_MAX_OPEN_TXNS
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
 from keelfs.rpc.access import server_interceptors
 from keelfs.rpc.pb import meta_pb2 as pb
-from keelfs.rpc.wire import CONFIG_GROUP, MAX_REQUEST_BYTES, check_header, group_status_to_pb
+from keelfs.rpc.wire import (
+    CONFIG_GROUP,
+    MAX_REQUEST_BYTES,
+    check_header,
+    group_status_to_pb,
+    session_id_from_pb,
+)
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.host import HostConfig, RaftHost
 from keelfs.tls.credentials import Authenticator, TlsSettings, add_port
@@ -121,6 +129,11 @@ class NodeFailed(Exception):
     """The Raft runtime of this node died; the process exits with status 1 (fail-stop)."""
 
 
+DEFAULT_MAX_CONCURRENT_RPCS = 4096
+"""Enough for many clients' calls at once (each long-poll or stream holds one); a bound on
+the memory a flood of calls can take."""
+
+
 @dataclass
 class NodeConfig:
     node_id: int
@@ -154,6 +167,15 @@ class NodeConfig:
     """Members of this group are superusers (``keelfs.master.callers``)."""
     audit_log: Path | None = None
     """Where the audit log goes (``keelfs.master.audit``); None: nowhere."""
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    """Client calls in progress at once on the client address; more get RESOURCE_EXHAUSTED
+    (the client backs off and retries: the call was never started)."""
+    max_sessions_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER
+    """Replicated semantics of the shards (the same on every master)."""
+    max_leases_per_session: int = DEFAULT_MAX_LEASES_PER_SESSION
+    """Replicated semantics of the shards (the same on every master)."""
+    max_open_txns: int = DEFAULT_MAX_OPEN_TXNS
+    """Replicated semantics of the shards (the same on every master)."""
     tls: TlsSettings | None = None
     """This node's TLS material (``keelfs.tls``): mutual TLS on both ports and every channel,
     the access classes of ``keelfs.rpc.access`` enforced. None: plain gRPC (loopback, or
@@ -264,6 +286,9 @@ class MetaNode:
             session_ttl_ms=cfg.session_ttl_ms,
             lease_ttl_ms=cfg.lease_ttl_ms,
             txn_retention_ms=cfg.txn_retention_ms,
+            max_sessions_per_user=cfg.max_sessions_per_user,
+            max_leases_per_session=cfg.max_leases_per_session,
+            max_open_txns=cfg.max_open_txns,
         )
 
     async def _serve(self, servicers: dict[str, Any]) -> None:
@@ -276,6 +301,7 @@ class MetaNode:
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                 ("grpc.max_send_message_length", 64 << 20),
             ],
+            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
             interceptors=server_interceptors(self.config.tls),
         )
         grpc_mod: Any = meta_pb2_grpc
@@ -542,7 +568,7 @@ class MetaNode:
         leader's Raft address: see ``for_clients``). ``caller``: who the command acts for
         (None: the master itself, a superuser)."""
         command.validate()
-        sid, seq = (header.session_id, header.seq) if header is not None else (0, 0)
+        sid, seq = (session_id_from_pb(header.session_id), header.seq) if header else (0, 0)
         if command.needs_session and not sid:
             raise InvalidArgument(f"{command.op} must be sent in a client session", "session_id")
         deadline = time.monotonic() + timeout

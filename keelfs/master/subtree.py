@@ -52,7 +52,7 @@ async def walk(client: Any, top: str, *, moving: bool) -> list[DirRecords]:
             if moving and info.under_construction:
                 raise LeaseConflict(
                     info.path,
-                    info.lease_holder,
+                    info.lease_user,
                     message=f"{info.path} is open for writing: close it first",
                 )
             children.append((info.path, record, info.is_dir))

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from keelfs import failpoints
 from keelfs.errors import KeelError, NotLeader, OutcomeUnknown, Unavailable
 from keelfs.meta.commands import Command, Tick, TxnAcked, TxnBegin, TxnDecide, TxnFinish
+from keelfs.meta.principals import Caller
 from keelfs.meta.transactions import Step, TxnRecord, encode_part
 
 if TYPE_CHECKING:
@@ -77,11 +78,14 @@ class TxnManager:
         timeout: float,
         request: Command,
         result: Any = None,
+        caller: Caller | None = None,
     ) -> TxnRecord | dict[str, Any]:
         """Begin a transaction on ``member``'s shard (the leader) and drive it to a decision;
         the decided record. ``request``: the client's command this carries out; a retry of it
         (same session and seq) finds the first attempt's outcome: that transaction's record,
-        or, when the first attempt was not a transaction, its reply (a ``dict``).
+        or, when the first attempt was not a transaction, its reply (a ``dict``). ``caller``:
+        who the client's request acts for — the begin uses the client's session, which only its
+        owner may use (``keelfs.meta.sessions``).
         Raises what the begin refused with (the coordinator's own checks), or ``Unavailable``
         when no decision was reached in ``timeout`` (it goes on in the background; a retry of
         the client's request finds it)."""
@@ -103,7 +107,7 @@ class TxnManager:
             json.dumps(result),
             request.digest_body(),
         )
-        value, _, _ = await self.node.propose(member, command, header, timeout)
+        value, _, _ = await self.node.propose(member, command, header, timeout, caller)
         reply = value.unwrap()
         if "txn_id" not in reply:
             return dict(reply)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
@@ -101,6 +102,8 @@ __all__ = [
 ENCODING_VERSION = 1
 MAX_COMMAND_BYTES = 1 << 20
 MAX_INT = 2**63 - 1
+MAX_SESSION_ID = 2**128 - 1
+"""Session ids are 128 random bits (``keelfs.meta.sessions``)."""
 MAX_REPLICATION = 512
 MIN_BLOCK_SIZE = 64 * 1024
 MAX_BLOCK_SIZE = 4 * 1024**3
@@ -216,11 +219,25 @@ class Command:
 # session management and time (both state machines)
 @dataclass(frozen=True, slots=True)
 class RegisterSession(Command):
-    """Open a client session; its id is the log index of this command (unique, never reused).
-    Not itself exactly-once: a retried registration opens a second session, and the unused
-    one expires."""
+    """Open a client session owned by the envelope's caller. ``session_id``: its id, 128
+    random bits in hex drawn by the proposer (``fresh``; ``keelfs.meta.sessions``); empty in
+    entries from before random ids, whose id is the entry's log index. Not itself
+    exactly-once: a retried registration opens a second session, and the unused one expires."""
 
     op: ClassVar[str] = "register_session"
+    session_id: str = ""
+
+    @classmethod
+    def fresh(cls) -> RegisterSession:
+        return cls(f"{secrets.randbits(128) or 1:032x}")
+
+    def validate(self) -> None:
+        if self.session_id and (
+            len(self.session_id) != 32
+            or not all(c in "0123456789abcdef" for c in self.session_id)
+            or int(self.session_id, 16) == 0
+        ):
+            raise InvalidArgument("session_id must be 32 lower-case hex digits", "session_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -1073,10 +1090,12 @@ def _decoder(cls: type[Command]) -> tuple[tuple[str, _Coercer, bool], ...]:
     return decoder
 
 
-def _int_field(body: Mapping[str, Any], key: str, default: int | None = None) -> int:
+def _int_field(
+    body: Mapping[str, Any], key: str, default: int | None = None, limit: int = MAX_INT
+) -> int:
     value = body.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT:
-        raise InvalidArgument(f"envelope field {key!r} must be an integer in 0..2^63-1", key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+        raise InvalidArgument(f"envelope field {key!r} must be an integer in 0..{limit}", key)
     return value
 
 
@@ -1097,7 +1116,7 @@ def decode_envelope(data: bytes, registry: Mapping[str, type[Command]]) -> Envel
     if cls is None:
         raise InvalidArgument(f"unknown command {op!r}", "op")
     now = _int_field(body, "now")
-    sid = _int_field(body, "sid", 0)
+    sid = _int_field(body, "sid", 0, MAX_SESSION_ID)
     seq = _int_field(body, "seq", 0)
     if seq and not sid:
         raise InvalidArgument("seq without a session id", "seq")

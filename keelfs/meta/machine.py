@@ -97,11 +97,21 @@ class MetaStateMachine:
 
     commands: ClassVar[Mapping[str, type[Command]]]
 
-    def __init__(self, store: KVStore, *, session_ttl_ms: int = DEFAULT_SESSION_TTL_MS) -> None:
+    def __init__(
+        self,
+        store: KVStore,
+        *,
+        session_ttl_ms: int = DEFAULT_SESSION_TTL_MS,
+        max_sessions_per_user: int = sessions.DEFAULT_MAX_SESSIONS_PER_USER,
+    ) -> None:
         if session_ttl_ms <= 0:
             raise ValueError("session_ttl_ms must be positive")
+        if max_sessions_per_user <= 0:
+            raise ValueError("max_sessions_per_user must be positive")
         self._store = store
         self.session_ttl_ms = session_ttl_ms
+        self.max_sessions_per_user = max_sessions_per_user
+        """Replicated semantics like ``session_ttl_ms``: the same on every member."""
         self._handlers: dict[str, Handler] = {
             op: getattr(self, f"_op_{op}") for op in self.commands
         }
@@ -240,6 +250,10 @@ class MetaStateMachine:
             record = sessions.load(txn, sid)
             if record is None:
                 return Result.failure(SessionExpired(sid))
+            try:
+                sessions.check_owner(record, sid, envelope.acting_for.user)
+            except PermissionDenied as denied:
+                return Result.failure(denied)
             if seq and seq <= record.seq:
                 if seq == record.seq and record.reply is not None:
                     if record.digest != command.digest():
@@ -263,7 +277,7 @@ class MetaStateMachine:
             if envelope.replay:  # not answered from the cache above: never applied here
                 result = Result.failure(_not_applied(sid, seq))
                 sessions.save(
-                    txn, sid, sessions.SessionRecord(clock, seq, result, command.digest()), record
+                    txn, sid, record.answered(clock, seq, result, command.digest()), record
                 )
                 return result
         elif command.needs_session:
@@ -295,7 +309,7 @@ class MetaStateMachine:
                 # seq may come again and must then be applied, not answered from the cache
                 updated = _touched(record, clock)
             else:
-                updated = sessions.SessionRecord(clock, seq, result, command.digest())
+                updated = record.answered(clock, seq, result, command.digest())
             sessions.save(txn, sid, updated, record)
         return result
 
@@ -325,8 +339,14 @@ class MetaStateMachine:
 
     # -- session commands ------------------------------------------------------------------------
     def _op_register_session(self, txn: Txn, cmd: RegisterSession, ctx: Context) -> Any:
-        sessions.save(txn, ctx.index, sessions.SessionRecord(ctx.now), None)
-        return {"session_id": ctx.index}
+        # an entry from before random ids carries none: its index was the id then
+        session_id = int(cmd.session_id, 16) if cmd.session_id else ctx.index
+        if sessions.exists(txn, session_id):  # 2^-128 by chance; a replayed command otherwise
+            raise InvalidArgument(f"session {session_id:032x} exists already", "session_id")
+        owner = ctx.caller.user
+        sessions.check_room(txn, owner, self.max_sessions_per_user)
+        sessions.save(txn, session_id, sessions.SessionRecord(ctx.now, owner=owner), None)
+        return {"session_id": session_id}
 
     def _op_keep_alive(self, txn: Txn, cmd: KeepAlive, ctx: Context) -> Any:
         return {"clock": ctx.now}
@@ -351,4 +371,4 @@ def _not_applied(session_id: int, seq: int) -> Redirect:
 
 
 def _touched(record: sessions.SessionRecord, clock: int) -> sessions.SessionRecord:
-    return sessions.SessionRecord(clock, record.seq, record.reply, record.digest)
+    return record.touched(clock)

@@ -10,7 +10,7 @@ from typing import Any
 from keelfs.errors import (
     InvalidArgument,
 )
-from keelfs.meta import moves, paths
+from keelfs.meta import moves, paths, sessions
 from keelfs.meta import transactions as tx
 from keelfs.meta.commands import (
     MoveDrop,
@@ -25,7 +25,6 @@ from keelfs.meta.records import Inode, decode_foreign
 from keelfs.meta.ring import key_hash
 from keelfs.meta.shard_records import (
     _LEASE,
-    _U64,
     ShardRecords,
     _unb64,
 )
@@ -126,8 +125,8 @@ class MoveSteps(ShardRecords):
     def _release_leases_in(self, txn: Txn, spans: list[tuple[int, int]]) -> None:
         """Files moving away lose their writer's lease here (the target has no such session)."""
         for key, _ in list(txn.scan(_LEASE, prefix_end(_LEASE))):
-            session_id = _U64.unpack_from(key, len(_LEASE))[0]
-            path = key[len(_LEASE) + 8 :].decode()
+            session_id = sessions.unpack_id(key, len(_LEASE))
+            path = key[len(_LEASE) + sessions.ID_BYTES :].decode()
             h = key_hash(paths.parent(path))
             if any(first <= h <= last for first, last in spans):
                 self._drop_lease(txn, session_id, path)

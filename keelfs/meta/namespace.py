@@ -306,7 +306,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
                 self._check_inode(caller, path, existing, WRITE)
             holder = existing.lease_holder
             if holder != sid and self._holds_lease(txn, holder):
-                raise LeaseConflict(path, holder)
+                raise LeaseConflict(path, existing.lease_user)
             if not cmd.overwrite:
                 raise AlreadyExists(path)
             self._queue_blocks(txn, existing)
@@ -324,7 +324,9 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
             block_size=cmd.block_size,
             under_construction=True,
             lease_holder=sid,
+            lease_user=caller.user,
         )
+        self._check_lease_room(txn, sid)
         txn.put(_entry_key(path), inode.encode())
         txn.put(_lease_key(sid, path), b"")
         self._renew(txn, sid, ctx.now)
@@ -409,7 +411,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         if inode.is_dir or not inode.under_construction:
             return inode.info(path).to_dict()  # closed meanwhile: nothing to recover
         if inode.lease_holder and self._holds_lease(txn, inode.lease_holder):
-            raise LeaseConflict(path, inode.lease_holder, message=f"{path} has a live writer")
+            raise LeaseConflict(path, inode.lease_user, message=f"{path} has a live writer")
         blocks = list(inode.blocks)
         if blocks and cmd.drop_last:
             blocks.pop()

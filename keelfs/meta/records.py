@@ -55,6 +55,9 @@ class Inode:
     lease_holder: int = 0
     """The session holding the writer lease (0: none). A file can stay under construction
     with no holder after its lease expired, until a writer takes it over or it is recovered."""
+    lease_user: str = ""
+    """The user whose session holds the writer lease (what stat shows instead of the
+    session's id, which would let anyone write with it); meaningful only with a holder."""
     guards: tuple[Guard, ...] = ()
     """A directory's traverse guards: the ancestors that refuse someone ``x``
     (``keelfs.meta.principals``). Encoded only when there are some, so a record without
@@ -86,8 +89,10 @@ class Inode:
             int(self.under_construction),
             self.lease_holder,
         ]
-        if self.guards:
+        if self.guards or (self.lease_holder and self.lease_user):
             body.append([g.to_list() for g in self.guards])
+        if self.lease_holder and self.lease_user:
+            body.append(self.lease_user)
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -108,6 +113,7 @@ class Inode:
             under_construction=bool(body[10]),
             lease_holder=body[11],
             guards=tuple(Guard.from_list(g) for g in body[12]) if len(body) > 12 else (),
+            lease_user=body[13] if len(body) > 13 else "",
         )
 
     def info(self, path: str) -> FileInfo:
@@ -125,7 +131,12 @@ class Inode:
             blocks=self.blocks,
             under_construction=self.under_construction,
             lease_holder=self.lease_holder,
+            lease_user=self.lease_user if self.lease_holder else "",
         )
+
+
+_SESSION_IDS = 1 << 128
+"""Session ids are 128 random bits (``keelfs.meta.sessions``)."""
 
 
 def decode_foreign(raw: bytes) -> Inode:
@@ -139,12 +150,13 @@ def decode_foreign(raw: bytes) -> Inode:
     except (ValueError, TypeError, KeyError, IndexError, RecursionError) as e:
         raise ValueError(f"not an inode record ({type(e).__name__})") from None
     numbers = [inode.mode, inode.mtime, inode.atime, inode.replication, inode.block_size]
-    numbers.append(inode.lease_holder)
     numbers.extend(n for b in inode.blocks for n in (b.block_id, b.gen_stamp, b.length))
     if not all(type(n) is int and 0 <= n <= _MAX_U63 for n in numbers):
         raise ValueError("an inode record's numbers are integers in 0..2^63-1")
-    if type(inode.owner) is not str or type(inode.group) is not str:
-        raise ValueError("an inode record's owner and group are strings")
+    if type(inode.lease_holder) is not int or not 0 <= inode.lease_holder < _SESSION_IDS:
+        raise ValueError("an inode record's lease holder is a session id (128 bits)")
+    if any(type(name) is not str for name in (inode.owner, inode.group, inode.lease_user)):
+        raise ValueError("an inode record's owner, group and writer are strings")
     if inode.encode() != raw:
         raise ValueError("not an inode record as this version writes it")
     return inode
@@ -167,6 +179,8 @@ class FileInfo:
     blocks: tuple[BlockInfo, ...] = ()
     under_construction: bool = False
     lease_holder: int = 0
+    """The holder's session id: servers only (the wire shows it to that session alone)."""
+    lease_user: str = ""
 
     @property
     def is_dir(self) -> bool:
@@ -191,6 +205,7 @@ class FileInfo:
             "blocks": [b.to_list() for b in self.blocks],
             "under_construction": self.under_construction,
             "lease_holder": self.lease_holder,
+            "lease_user": self.lease_user,
         }
 
     @classmethod
@@ -210,6 +225,7 @@ class FileInfo:
             blocks=tuple(BlockInfo(*b) for b in d["blocks"]),
             under_construction=d["under_construction"],
             lease_holder=d["lease_holder"],
+            lease_user=d.get("lease_user", ""),
         )
 
 

@@ -59,8 +59,9 @@ from keelfs.errors import (
     LeaseConflict,
     NotADirectory,
     NotFound,
+    ResourceExhausted,
 )
-from keelfs.meta import blockrefs, moves, paths
+from keelfs.meta import blockrefs, moves, paths, sessions
 from keelfs.meta import transactions as tx
 from keelfs.meta.commands import (
     TxnBegin,
@@ -75,9 +76,20 @@ from keelfs.meta.ranges import RangeState, RangeTable
 from keelfs.meta.records import Inode
 from keelfs.meta.ring import key_hash
 
-__all__ = ["DEFAULT_LEASE_TTL_MS", "DEFAULT_TXN_RETENTION_MS", "MAX_LIST_LIMIT", "ShardRecords"]
+__all__ = [
+    "DEFAULT_MAX_LEASES_PER_SESSION",
+    "DEFAULT_MAX_OPEN_TXNS",
+    "DEFAULT_LEASE_TTL_MS",
+    "DEFAULT_TXN_RETENTION_MS",
+    "MAX_LIST_LIMIT",
+    "ShardRecords",
+]
 
 DEFAULT_LEASE_TTL_MS = 60_000
+DEFAULT_MAX_LEASES_PER_SESSION = 100_000
+DEFAULT_MAX_OPEN_TXNS = 10_000
+"""Transactions this shard may have open at once (coordinated or prepared here): each holds
+locks and is re-driven by recovery, so a flood of cross-shard requests is refused instead."""
 DEFAULT_TXN_RETENTION_MS = 3_600_000
 """How long finished transaction records are kept (the seed's hour)."""
 MAX_LIST_LIMIT = 10_000
@@ -136,15 +148,15 @@ def _subtree_self_range(directory: str) -> tuple[bytes, bytes]:
 
 
 def _holder_key(session_id: int) -> bytes:
-    return _HOLDER + _U64.pack(session_id)
+    return _HOLDER + sessions.pack_id(session_id)
 
 
 def _lease_expiry_key(expiry: int, session_id: int) -> bytes:
-    return _LEASE_EXPIRY + _U64.pack(expiry) + _U64.pack(session_id)
+    return _LEASE_EXPIRY + _U64.pack(expiry) + sessions.pack_id(session_id)
 
 
 def _lease_key(session_id: int, path: str) -> bytes:
-    return _LEASE + _U64.pack(session_id) + _b(path)
+    return _LEASE + sessions.pack_id(session_id) + _b(path)
 
 
 def _queue_key(block_id: int) -> bytes:
@@ -168,7 +180,14 @@ class ShardRecords(MetaStateMachine):
         session_ttl_ms: int = DEFAULT_SESSION_TTL_MS,
         lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS,
         txn_retention_ms: int = DEFAULT_TXN_RETENTION_MS,
+        max_sessions_per_user: int = sessions.DEFAULT_MAX_SESSIONS_PER_USER,
+        max_leases_per_session: int = DEFAULT_MAX_LEASES_PER_SESSION,
+        max_open_txns: int = DEFAULT_MAX_OPEN_TXNS,
     ) -> None:
+        if max_open_txns <= 0:
+            raise ValueError("max_open_txns must be positive")
+        if max_leases_per_session <= 0:
+            raise ValueError("max_leases_per_session must be positive")
         if lease_ttl_ms <= 0:
             raise ValueError("lease_ttl_ms must be positive")
         if txn_retention_ms < 0:
@@ -177,10 +196,15 @@ class ShardRecords(MetaStateMachine):
         self.shard_id = shard_id
         self.lease_ttl_ms = lease_ttl_ms
         self.txn_retention_ms = txn_retention_ms
+        self.max_leases_per_session = max_leases_per_session
+        self.max_open_txns = max_open_txns
+        """Replicated semantics: the same on every member."""
         self._table: RangeTable | None = None
         self._fresh_blocks: list[int] = []
         """Block ids this apply's ``AddBlock`` brought into the cluster (``blockrefs``)."""
-        super().__init__(store, session_ttl_ms=session_ttl_ms)
+        super().__init__(
+            store, session_ttl_ms=session_ttl_ms, max_sessions_per_user=max_sessions_per_user
+        )
         blockrefs.ensure(store)
 
     @property
@@ -359,7 +383,7 @@ class ShardRecords(MetaStateMachine):
         self._drop_lease_if_idle(txn, session_id)
 
     def _drop_lease_if_idle(self, txn: Txn, session_id: int) -> None:
-        prefix = _LEASE + _U64.pack(session_id)
+        prefix = _LEASE + sessions.pack_id(session_id)
         if _first(txn, prefix, prefix_end(prefix)) is None:
             self._forget_holder(txn, session_id)
 
@@ -371,7 +395,7 @@ class ShardRecords(MetaStateMachine):
 
     def _release_holder(self, txn: Txn, session_id: int) -> None:
         """Release every lease of ``session_id``: its files stay under construction, unheld."""
-        prefix = _LEASE + _U64.pack(session_id)
+        prefix = _LEASE + sessions.pack_id(session_id)
         for key, _ in list(txn.scan(prefix, prefix_end(prefix))):
             path = key[len(prefix) :].decode()
             inode = self._entry(txn, path)
@@ -379,6 +403,19 @@ class ShardRecords(MetaStateMachine):
                 self._put(txn, path, inode.evolve(lease_holder=0))
             txn.delete(key)
         self._forget_holder(txn, session_id)
+
+    def _check_lease_room(self, txn: Txn, session_id: int) -> None:
+        """``ResourceExhausted`` if ``session_id`` already writes ``max_leases_per_session``
+        files here (each open file costs the shard records and the lease scan)."""
+        prefix = _LEASE + sessions.pack_id(session_id)
+        for held, _ in enumerate(txn.scan(prefix, prefix_end(prefix)), 1):
+            if held >= self.max_leases_per_session:
+                raise ResourceExhausted(
+                    "leases",
+                    self.max_leases_per_session,
+                    message=f"this session already writes {held} files (the most one session "
+                    "may hold open): complete some first",
+                )
 
     def _holds_lease(self, kv: _Reader, session_id: int) -> bool:
         # housekeeping at the start of every apply removes expired holders, so a holder
@@ -392,7 +429,7 @@ class ShardRecords(MetaStateMachine):
         start, end = _LEASE_EXPIRY + _U64.pack(floor), _LEASE_EXPIRY + _U64.pack(clock)
         for key, _ in list(txn.scan(start, end)):
             # releasing the holder deletes its expiry key: nothing stays below ``clock``
-            self._release_holder(txn, _U64.unpack_from(key, len(_LEASE_EXPIRY) + 8)[0])
+            self._release_holder(txn, sessions.unpack_id(key, len(_LEASE_EXPIRY) + 8))
         self.raise_floor(_LEASE_EXPIRY, clock)
         for key, txn_id in tx.due_for_forgetting(txn, self.expiry_floors.get(tx.GC, 0), clock):
             txn.delete(key)
@@ -413,8 +450,8 @@ class ShardRecords(MetaStateMachine):
         if not inode.under_construction or inode.lease_holder != session_id:
             raise LeaseConflict(
                 path,
-                inode.lease_holder,
-                message=f"session {session_id} holds no writer lease on {path}",
+                inode.lease_user if inode.lease_holder else "",
+                message=f"this session holds no writer lease on {path}",
             )
         return inode
 

@@ -335,6 +335,16 @@ def set_open(txn: Txn, txn_id: int, is_open: bool) -> None:
         txn.delete(OPEN + _U64.pack(txn_id))
 
 
+def count_open(kv: Any, limit: int) -> int:
+    """How many records are open here, counting no further than ``limit``."""
+    held = 0
+    for _ in kv.scan(OPEN, prefix_end(OPEN)):
+        held += 1
+        if held >= limit:
+            break
+    return held
+
+
 def open_records(kv: Any) -> list[TxnRecord]:
     out = []
     for key, _ in kv.scan(OPEN, prefix_end(OPEN)):

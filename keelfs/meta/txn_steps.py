@@ -16,6 +16,7 @@ from keelfs.errors import (
     KeelError,
     LeaseConflict,
     NotFound,
+    ResourceExhausted,
     Unavailable,
 )
 from keelfs.meta import moves, paths, sessions
@@ -111,7 +112,7 @@ class TransactionSteps(PermissionChecks):
                     if existing.is_dir:
                         raise IsADirectory(path)
                     if self._holds_lease(txn, existing.lease_holder):
-                        raise LeaseConflict(path, existing.lease_holder)
+                        raise LeaseConflict(path, existing.lease_user)
 
     def _check_may(self, txn: Txn, directory: str, record: str) -> None:
         caller, access, child, child_guards = tx.decode_may(record)
@@ -151,10 +152,21 @@ class TransactionSteps(PermissionChecks):
     def _forget_later(self, txn: Txn, record: tx.TxnRecord, now: int) -> None:
         tx.schedule_forget(txn, record, now + self.txn_retention_ms)
 
+    def _check_txn_room(self, txn: Txn) -> None:
+        """``ResourceExhausted`` when ``max_open_txns`` transactions are open here already."""
+        if tx.count_open(txn, self.max_open_txns) >= self.max_open_txns:
+            raise ResourceExhausted(
+                "transactions",
+                self.max_open_txns,
+                message=f"shard {self.shard_id} has {self.max_open_txns} transactions open "
+                "(the most it takes at once): try again when they have finished",
+            )
+
     def _op_txn_begin(self, txn: Txn, cmd: TxnBegin, ctx: Context) -> Any:
         record = tx.load(txn, cmd.txn_id)
         if record is not None:
             return record.to_dict()
+        self._check_txn_room(txn)
         steps = tx.decode_part(cmd.part)
         moving = self._part_range_error(steps)
         if moving is not None:  # not recorded: the client's request waits and comes again

@@ -43,6 +43,7 @@ from keelfs.errors import (
     PermissionDenied,
     PipelineBroken,
     Redirect,
+    ResourceExhausted,
     SessionExpired,
     StaleGeneration,
     Unavailable,
@@ -86,6 +87,7 @@ STATUS_OF_CODE: dict[str, grpc.StatusCode] = {
     LeaseConflict.code: grpc.StatusCode.FAILED_PRECONDITION,
     SessionExpired.code: grpc.StatusCode.FAILED_PRECONDITION,
     PermissionDenied.code: grpc.StatusCode.PERMISSION_DENIED,
+    ResourceExhausted.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     # the chunk servers' (the data path)
     Fenced.code: grpc.StatusCode.FAILED_PRECONDITION,
     StaleGeneration.code: grpc.StatusCode.FAILED_PRECONDITION,
@@ -206,11 +208,18 @@ class TransportFailure:
         self.never_sent = never_sent
 
 
+_CONCURRENCY_LIMIT = "concurrent rpc limit"
+"""What gRPC's server answers (RESOURCE_EXHAUSTED) beyond ``maximum_concurrent_rpcs``."""
+
+
 def transport_failure(err: grpc.RpcError, address: str, method: str) -> TransportFailure:
     code = err.code()
     message = str(err.details() or "")
     error: KeelError | None = None
-    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+    busy = code is grpc.StatusCode.RESOURCE_EXHAUSTED and _CONCURRENCY_LIMIT in message.lower()
+    if busy:
+        pass  # the server's maximum_concurrent_rpcs: it never started the call; retry later
+    elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         error = InvalidArgument(
             f"request too large for {address} ({method}): {message}", argument="request"
         )
@@ -219,5 +228,5 @@ def transport_failure(err: grpc.RpcError, address: str, method: str) -> Transpor
             f"{address} does not serve {method} (is it the right kind of node?)",
             argument="address",
         )
-    never_sent = code is grpc.StatusCode.UNAVAILABLE and "failed to connect" in message.lower()
-    return TransportFailure(code, message, error, never_sent)
+    refused = code is grpc.StatusCode.UNAVAILABLE and "failed to connect" in message.lower()
+    return TransportFailure(code, message, error, refused or busy)

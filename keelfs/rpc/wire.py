@@ -12,6 +12,7 @@ from keelfs.errors import InvalidArgument
 from keelfs.meta.commands import MAX_INT
 from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo
 from keelfs.meta.ring import DEFAULT_VNODES
+from keelfs.meta.sessions import ID_BYTES
 from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.runtime.status import GroupStatus
@@ -22,6 +23,8 @@ __all__ = [
     "check_header",
     "file_info_from_pb",
     "file_info_to_pb",
+    "session_id_from_pb",
+    "session_id_to_pb",
     "group_status_to_pb",
     "shard_map_from_pb",
     "shard_map_to_pb",
@@ -40,7 +43,25 @@ _KIND_TO_PB = {FILE: pb.FILE, DIRECTORY: pb.DIRECTORY}
 _KIND_FROM_PB: dict[int, Any] = {pb.FILE: FILE, pb.DIRECTORY: DIRECTORY}
 
 
-def file_info_to_pb(info: FileInfo) -> pb.FileInfo:
+def session_id_to_pb(session_id: int) -> bytes:
+    """A session id on the wire: 16 bytes, big-endian; empty for none (0)."""
+    return session_id.to_bytes(ID_BYTES, "big") if session_id else b""
+
+
+def session_id_from_pb(raw: bytes) -> int:
+    """The session id of a wire field (0: none); ``InvalidArgument`` unless empty or 16 bytes."""
+    if not raw:
+        return 0
+    if len(raw) != ID_BYTES:
+        raise InvalidArgument(f"a session id is {ID_BYTES} bytes, not {len(raw)}", "session_id")
+    return int.from_bytes(raw, "big")
+
+
+def file_info_to_pb(info: FileInfo, viewer: int = 0) -> pb.FileInfo:
+    """``info`` on the wire. The writer's session id goes only to the session ``viewer`` that
+    holds the lease itself (the reply to its own Create); everyone else sees the holder's user
+    name, never an id that would let them write in its name."""
+    holder = info.lease_holder if viewer and viewer == info.lease_holder else 0
     return pb.FileInfo(
         path=info.path,
         kind=_KIND_TO_PB[info.kind],
@@ -55,7 +76,8 @@ def file_info_to_pb(info: FileInfo) -> pb.FileInfo:
         blocks=[pb.BlockInfo(block_id=b.block_id, gen_stamp=b.gen_stamp, length=b.length)
                 for b in info.blocks],
         under_construction=info.under_construction,
-        lease_holder=info.lease_holder,
+        lease_holder=session_id_to_pb(holder),
+        lease_user=info.lease_user,
     )  # fmt: skip
 
 
@@ -76,7 +98,8 @@ def file_info_from_pb(m: pb.FileInfo) -> FileInfo:
         block_size=m.block_size,
         blocks=tuple(BlockInfo(b.block_id, b.gen_stamp, b.length) for b in m.blocks),
         under_construction=m.under_construction,
-        lease_holder=m.lease_holder,
+        lease_holder=session_id_from_pb(m.lease_holder),
+        lease_user=m.lease_user,
     )
 
 
@@ -120,7 +143,8 @@ def shard_map_from_pb(m: pb.ShardMap) -> ShardMap:
 
 def check_header(header: pb.RequestHeader) -> None:
     """Refuse a request header no client could have meant (every service checks it first)."""
-    if header.session_id > MAX_INT or header.seq > MAX_INT or header.map_version > MAX_INT:
+    session_id_from_pb(header.session_id)
+    if header.seq > MAX_INT or header.map_version > MAX_INT:
         raise InvalidArgument("header fields must be below 2^63", "header")
     if header.seq and not header.session_id:
         raise InvalidArgument("seq without a session id", "seq")

@@ -35,7 +35,7 @@ from keelfs.meta.ring import HASH_MAX
 from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc import grpc_errors
 from keelfs.rpc.pb import meta_pb2 as pb
-from keelfs.rpc.wire import shard_map_to_pb
+from keelfs.rpc.wire import session_id_from_pb, session_id_to_pb, shard_map_to_pb
 
 A1, A2, A3 = "10.0.0.1:7001", "10.0.0.2:7001", "10.0.0.3:7001"
 
@@ -90,7 +90,7 @@ class FakeCluster:
         if call.method == "RegisterSession":
             self.sessions += 1
             return pb.RegisterSessionReply(
-                session_id=self.sessions, ttl_ms=60_000, info=leader_reply
+                session_id=session_id_to_pb(self.sessions), ttl_ms=60_000, info=leader_reply
             )
         return pb.FileInfoReply(info=pb.FileInfo(path="/x", kind=pb.FILE), reply=leader_reply)
 
@@ -223,7 +223,7 @@ def test_session_expired_on_a_fresh_session_opens_a_new_one() -> None:
     fake.script["Delete"] = [SessionExpired(101)]
     run(c.plan(ops.delete("/x", False)), fake.answer)
     deletes = fake.of("Delete")
-    assert [x.request.header.session_id for x in deletes] == [101, 102]
+    assert [session_id_from_pb(x.request.header.session_id) for x in deletes] == [101, 102]
     assert [x.request.header.seq for x in deletes] == [1, 1]
 
 
@@ -394,7 +394,9 @@ class MovingCluster(FakeCluster):
             info = pb.ReplyInfo(node_id=5, group="shard-2", leader=True)
             if call.method == "RegisterSession":
                 self.sessions += 1
-                return pb.RegisterSessionReply(session_id=self.sessions, ttl_ms=60_000, info=info)
+                return pb.RegisterSessionReply(
+                    session_id=session_id_to_pb(self.sessions), ttl_ms=60_000, info=info
+                )
             return pb.DeleteReply(files=1, info=info)
         return super().answer(call)
 

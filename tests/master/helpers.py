@@ -13,6 +13,7 @@ from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc import grpc_errors
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
+from keelfs.rpc.wire import session_id_to_pb
 from keelfs.server.metacluster import MetaCluster
 
 pb_grpc: Any = _pb_grpc
@@ -85,5 +86,7 @@ def tree(fs: Client, top: str = "/") -> list[tuple[Any, ...]]:
     return sorted(out)
 
 
-def header(session_id: int = 0, seq: int = 0, map_version: int = 0) -> pb.RequestHeader:
-    return pb.RequestHeader(session_id=session_id, seq=seq, map_version=map_version)
+def header(session_id: int | bytes = 0, seq: int = 0, map_version: int = 0) -> pb.RequestHeader:
+    """A request header; ``session_id`` as a number or as the wire's bytes."""
+    sid = session_id_to_pb(session_id) if isinstance(session_id, int) else session_id
+    return pb.RequestHeader(session_id=sid, seq=seq, map_version=map_version)

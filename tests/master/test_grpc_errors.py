@@ -149,6 +149,13 @@ def test_failures_without_a_trailer() -> None:
         "Create",
     )
     assert isinstance(big.error, InvalidArgument) and big.error.details["argument"] == "request"
+    # a server at its maximum_concurrent_rpcs never started the call: back off and retry
+    busy = grpc_errors.transport_failure(
+        FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"),
+        "a:1",
+        "Create",
+    )
+    assert busy.error is None and busy.never_sent
     wrong = grpc_errors.transport_failure(
         FakeRpcError(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"), "a:1", "AddShard"
     )

@@ -22,6 +22,7 @@ from keelfs.master.node import MetaNode, NodeConfig
 from keelfs.meta.commands import Command, Create, MkdirSelf, RegisterSession, Tick
 from keelfs.meta.namespace import ShardStateMachine
 from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import session_id_to_pb
 
 HOUR_MS = 3_600_000
 LEASE_TTL_MS = 60_000
@@ -89,7 +90,9 @@ class Shard:
 
     async def propose(self, command: Command, session: int = 0, seq: int = 0) -> Any:
         leader = self.log.leader
-        header = pb.RequestHeader(session_id=session, seq=seq) if session else None
+        header = (
+            pb.RequestHeader(session_id=session_id_to_pb(session), seq=seq) if session else None
+        )
         result, _, _ = await self.nodes[leader].propose(
             self.log.members[leader], command, header, 5.0
         )
@@ -99,7 +102,7 @@ class Shard:
     async def writer(self) -> int:
         """A formatted namespace and a session writing ``/f`` (holding its lease)."""
         await self.propose(MkdirSelf("/"))
-        sid = int((await self.propose(RegisterSession()))["session_id"])
+        sid = int((await self.propose(RegisterSession.fresh()))["session_id"])
         await self.propose(Create("/f"), sid, 1)
         assert self.sm().lease_expiry(sid) is not None
         return sid

@@ -28,6 +28,7 @@ from keelfs.errors import (
     SessionExpired,
 )
 from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import session_id_to_pb
 from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -63,6 +64,10 @@ def test_every_operation(shared_cluster: MetaCluster) -> None:
         "staff",
         1 << 20,
     )
+    # anyone's stat (a listing too) names the writer's user, never its session id
+    seen = shared_cluster.client().stat(f1)
+    assert seen.under_construction and seen.lease_holder == 0 and seen.lease_user == "keelfs"
+    assert [e.lease_holder for e in fs.ls(local) if e.path == f1] == [0]
     done = fs.complete(f1)
     assert not done.under_construction and done.lease_holder == 0
     assert fs.stat(f1) == done
@@ -245,7 +250,9 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(shared_cluster: MetaCl
             "INVALID_ARGUMENT", "owner")  # fmt: skip
     refused(ns.Create, pb.CreateRequest(path=f), "INVALID_ARGUMENT", "session_id")
     refused(ns.Create, pb.CreateRequest(header=header(0, 5), path=f), "INVALID_ARGUMENT", "seq")
-    refused(ns.Create, pb.CreateRequest(header=header(2**63, 1), path=f), "INVALID_ARGUMENT")
+    # a session id is 16 bytes; an unknown one (any of the 2^128) is SESSION_EXPIRED
+    refused(ns.Create, pb.CreateRequest(header=header(b"\x80" * 8, 1), path=f), "INVALID_ARGUMENT")
+    refused(ns.Create, pb.CreateRequest(header=header(2**127, 1), path=f), "SESSION_EXPIRED")
     refused(ns.Create, pb.CreateRequest(header=header(987654321, 1), path=f), "SESSION_EXPIRED")
     refused(ns.ListDir, pb.ListDirRequest(path=d, limit=20_000), "INVALID_ARGUMENT", "limit")
     refused(ns.ListDir, pb.ListDirRequest(path=d, start_after="a/b"), "INVALID_PATH")
@@ -294,7 +301,8 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(shared_cluster: MetaCl
     assert fs.shard_map().version == m.version
     with pytest.raises(SessionExpired):
         call_raw_keel(
-            ns.KeepAlive, pb.KeepAliveRequest(group=m.shard_for_path(f), session_id=987654321)
+            ns.KeepAlive,
+            pb.KeepAliveRequest(group=m.shard_for_path(f), session_id=session_id_to_pb(987654321)),
         )
 
     assert tree(fs) == before

@@ -27,6 +27,7 @@ from keelfs.errors import (
     PermissionDenied,
     PipelineBroken,
     Redirect,
+    ResourceExhausted,
     RetryableError,
     SessionExpired,
     StaleGeneration,
@@ -48,9 +49,10 @@ EXAMPLES: list[KeelError] = [
     NotADirectory("/f"),
     IsADirectory("/d"),
     DirectoryNotEmpty("/d"),
-    LeaseConflict("/f", 42),
+    LeaseConflict("/f", "alice"),
     SessionExpired(42),
     PermissionDenied("/home/alice", "bob"),
+    ResourceExhausted("sessions", 4096),
     Fenced("shard-1", 3, 4),
     StaleGeneration(7, 2, 3),
     CorruptReplica(7, 2, 65536, "crc mismatch"),
@@ -74,6 +76,7 @@ CODES = {
     LeaseConflict: "LEASE_CONFLICT",
     SessionExpired: "SESSION_EXPIRED",
     PermissionDenied: "PERMISSION_DENIED",
+    ResourceExhausted: "RESOURCE_EXHAUSTED",
     Fenced: "FENCED",
     StaleGeneration: "STALE_GENERATION",
     CorruptReplica: "CORRUPT_REPLICA",
@@ -136,7 +139,7 @@ def test_structured_details() -> None:
     assert (r.shard_id, r.map_version) == ("shard-2", 17)
     p = InvalidPath("a", "not absolute")
     assert (p.path, p.reason, p.details["argument"]) == ("a", "not absolute", "path")
-    assert LeaseConflict("/f", 42).holder == 42
+    assert LeaseConflict("/f", "alice").holder == "alice"
     assert NotFound("shard-9", "shard").kind == "shard"
 
 

@@ -62,7 +62,7 @@ def d() -> Driver:
     driver.ok(Mkdir("/home/alice", mode=0o700, owner="alice", group="staff"))
     driver.ok(Mkdir("/tmp", mode=0o1777))
     driver.ok(Mkdir("/pub", mode=0o777))
-    sid = driver.session()
+    sid = driver.session(ALICE)
     driver.ok(Create("/home/alice/g"), sid, caller=ALICE)
     driver.ok(CompleteFile("/home/alice/g"), sid, caller=ALICE)
     driver.ok(Mkdir("/home/alice/docs"), caller=ALICE)
@@ -96,7 +96,7 @@ def read_refused(read: Callable[[], Any]) -> PermissionDenied:
 def test_the_owner_is_the_caller_and_the_group_the_parents_whatever_the_request_says(
     d: Driver,
 ) -> None:
-    sid = d.session()
+    sid = d.session(BOB)
     info = d.ok(Create("/pub/x", owner="mallory", group="wheel"), sid, caller=BOB)
     assert (info["owner"], info["group"]) == ("bob", "keelfs")
     d.ok(Mkdir("/pub/dir", owner="mallory", group="wheel"), caller=BOB)
@@ -110,10 +110,10 @@ def test_the_owner_is_the_caller_and_the_group_the_parents_whatever_the_request_
 
 def test_a_superuser_may_name_owner_and_group() -> None:
     d = formatted(ShardStateMachine(None))
-    sid = d.session()
+    sid = d.session(ROOT)
     info = d.ok(Create("/x", owner="alice", group="staff"), sid, caller=ROOT)
     assert (info["owner"], info["group"]) == ("alice", "staff")
-    info = d.ok(Create("/y", owner="carol", group="staff"), sid)  # no caller: the superuser
+    info = d.ok(Create("/y", owner="carol", group="staff"), d.session())  # no caller: the superuser
     assert (info["owner"], info["group"]) == ("carol", "staff")
 
 
@@ -143,7 +143,7 @@ def test_bob_may_not_read_stat_or_list_inside_alices_private_directory(
 
 @pytest.mark.parametrize("path", INSIDE)
 def test_bob_may_not_change_anything_inside_alices_private_directory(d: Driver, path: str) -> None:
-    sid = d.session()
+    sid = d.session(BOB)
     parent = path.rsplit("/", 1)[0]
     refused(d, Create(f"{parent}/new"), BOB, sid)
     refused(d, Create(path, overwrite=True), BOB, sid)
@@ -162,8 +162,8 @@ def test_bob_may_not_change_anything_inside_alices_private_directory(d: Driver, 
 
 
 def test_alice_and_a_superuser_may_do_what_bob_may_not(d: Driver) -> None:
-    sid = d.session()
     for who, name in ((ALICE, "a"), (ROOT, "r")):
+        sid = d.session(who)
         d.ok(Create(f"/home/alice/docs/{name}"), sid, caller=who)
         d.ok(CompleteFile(f"/home/alice/docs/{name}"), sid, caller=who)
         d.ok(Rename(f"/home/alice/docs/{name}", f"/home/alice/{name}2"), caller=who)
@@ -178,7 +178,7 @@ def test_a_group_member_gets_the_group_bits(d: Driver) -> None:
     s = sm(d)
     assert s.check_access("/home/alice/g", READ, caller=CAROL).owner == "alice"
     read_refused(lambda: s.stat("/home/alice/g", caller=BOB))
-    refused(d, Create("/home/alice/carols"), CAROL, d.session())  # r-x: no w
+    refused(d, Create("/home/alice/carols"), CAROL, d.session(CAROL))  # r-x: no w
 
 
 # -- traverse guards ------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def test_set_traverse_guard_brings_a_change_to_a_shard_holding_only_deeper_recor
     after a chmod on the shard of /home/alice's entry) changes it."""
     d = formatted(ShardStateMachine(None, shard_id="shard-2"))
     d.ok(MkdirSelf("/home/alice/docs", owner="alice", group="staff", guards=("2:700:alice:staff",)))
-    sid = d.session()
+    sid = d.session(ALICE)
     d.ok(Create("/home/alice/docs/f"), sid, caller=ALICE)
     d.ok(Mkdir("/home/alice/docs/sub"), caller=ALICE)
     s = sm(d)
@@ -252,9 +252,8 @@ def test_guards_leave_records_of_open_directories_as_they_were(d: Driver) -> Non
 
 # -- sticky bit, chmod, chown ---------------------------------------------------------------------
 def test_in_a_sticky_directory_only_owners_remove_or_rename(d: Driver) -> None:
-    sid = d.session()
-    d.ok(Create("/tmp/a"), sid, caller=ALICE)
-    d.ok(Create("/tmp/b"), sid, caller=BOB)
+    d.ok(Create("/tmp/a"), d.session(ALICE), caller=ALICE)
+    d.ok(Create("/tmp/b"), d.session(BOB), caller=BOB)
     refused(d, Delete("/tmp/a"), BOB)
     refused(d, Rename("/tmp/a", "/tmp/mine"), BOB)
     refused(d, Rename("/tmp/b", "/tmp/a", overwrite=True), BOB)
@@ -295,7 +294,7 @@ def test_times_for_the_owner_or_a_writer_replication_for_a_writer(d: Driver) -> 
 
 # -- deletes and writers --------------------------------------------------------------------------
 def test_a_recursive_delete_needs_rwx_on_every_directory_that_is_not_empty(d: Driver) -> None:
-    sid = d.session()
+    sid = d.session(CAROL)
     d.ok(Mkdir("/pub/proj"), caller=ALICE)
     d.ok(SetPermission("/pub/proj", 0o777), caller=ALICE)
     d.ok(Mkdir("/pub/proj/locked", mode=0o700), caller=CAROL)
@@ -306,7 +305,7 @@ def test_a_recursive_delete_needs_rwx_on_every_directory_that_is_not_empty(d: Dr
 
 
 def test_a_writer_is_the_files_owner_not_whoever_knows_the_session(d: Driver) -> None:
-    sid = d.session()
+    sid = d.session(ALICE)
     d.ok(Create("/pub/w", mode=0o644), sid, caller=ALICE)
     refused(d, AddBlock("/pub/w", 1, 1), BOB, sid)
     refused(d, CompleteFile("/pub/w"), BOB, sid)
@@ -385,7 +384,7 @@ def test_a_transaction_checks_its_callers_rights_where_the_directory_is(d: Drive
     assert state(d.sm) == before
     prepared = d.ok(TxnPrepare(2, "shard-2", own))
     assert prepared["state"] == "aborted" and prepared["error"]["code"] == "PERMISSION_DENIED"
-    sid = d.session()
+    sid = d.session(ALICE)
     d.ok(Create("/tmp/a"), sid, caller=ALICE)
     sticky = encode_part([may_step("/tmp", BOB, WRITE, "a"), Step("del_entry", "/tmp/a")])
     assert d.ok(TxnPrepare(3, "shard-2", sticky))["error"]["code"] == "PERMISSION_DENIED"

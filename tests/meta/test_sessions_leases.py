@@ -12,6 +12,7 @@ from keelfs.meta.commands import (
     Delete,
     KeepAlive,
     Mkdir,
+    RegisterSession,
     Rename,
     RenewLease,
     Tick,
@@ -113,9 +114,11 @@ def test_older_seq_and_unknown_session(shard: Driver) -> None:
     assert state(shard.sm) == before
 
 
-def test_sessions_are_numbered_by_log_index(shard: Driver) -> None:
-    a, b = shard.session(), shard.session()
-    assert b == a + 1 == shard.index
+def test_entries_from_before_random_ids_are_numbered_by_log_index(shard: Driver) -> None:
+    a = int(shard.ok(RegisterSession())["session_id"])  # carries no id: an old log entry
+    assert a == shard.index
+    b = shard.session()
+    assert b != shard.index
     info = shard.sm.session(a)
     assert info is not None and info.last_active_ms == T0 and info.last_seq == 0
 
@@ -175,7 +178,9 @@ def test_lease_conflict_and_expiry(shard: Driver) -> None:
     a, b = shard.session(), shard.session()
     shard.ok(Create("/f"), a)
     r = shard.err(Create("/f", overwrite=True), "LEASE_CONFLICT", b)
-    assert r.error is not None and r.error["holder"] == a
+    # the holder's user, never its session id (which would let anyone write in its name)
+    assert r.error is not None and r.error["holder"] == "keelfs"
+    assert str(a) not in r.error["message"] and f"{a:x}" not in r.error["message"]
     shard.err(AddBlock("/f", 1, 1), "LEASE_CONFLICT", b)
     shard.err(CompleteFile("/f"), "LEASE_CONFLICT", b)
     assert shard.sm.lease_expiry(a) == T0 + LEASE

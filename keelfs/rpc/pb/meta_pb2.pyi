@@ -24,11 +24,11 @@ class RequestHeader(_message.Message):
     SEQ_FIELD_NUMBER: _ClassVar[int]
     MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_SHARD_FIELD_NUMBER: _ClassVar[int]
-    session_id: int
+    session_id: bytes
     seq: int
     map_version: int
     session_shard: str
-    def __init__(self, session_id: _Optional[int] = ..., seq: _Optional[int] = ..., map_version: _Optional[int] = ..., session_shard: _Optional[str] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[bytes] = ..., seq: _Optional[int] = ..., map_version: _Optional[int] = ..., session_shard: _Optional[str] = ...) -> None: ...
 
 class ReplyInfo(_message.Message):
     __slots__ = ("node_id", "group", "map_version", "term", "index", "leader")
@@ -117,7 +117,7 @@ class ChunkLocation(_message.Message):
     def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ...) -> None: ...
 
 class FileInfo(_message.Message):
-    __slots__ = ("path", "kind", "length", "mode", "owner", "group", "mtime", "atime", "replication", "block_size", "blocks", "under_construction", "lease_holder")
+    __slots__ = ("path", "kind", "length", "mode", "owner", "group", "mtime", "atime", "replication", "block_size", "blocks", "under_construction", "lease_holder", "lease_user")
     PATH_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class FileInfo(_message.Message):
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     UNDER_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     LEASE_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    LEASE_USER_FIELD_NUMBER: _ClassVar[int]
     path: str
     kind: FileKind
     length: int
@@ -143,8 +144,9 @@ class FileInfo(_message.Message):
     block_size: int
     blocks: _containers.RepeatedCompositeFieldContainer[BlockInfo]
     under_construction: bool
-    lease_holder: int
-    def __init__(self, path: _Optional[str] = ..., kind: _Optional[_Union[FileKind, str]] = ..., length: _Optional[int] = ..., mode: _Optional[int] = ..., owner: _Optional[str] = ..., group: _Optional[str] = ..., mtime: _Optional[int] = ..., atime: _Optional[int] = ..., replication: _Optional[int] = ..., block_size: _Optional[int] = ..., blocks: _Optional[_Iterable[_Union[BlockInfo, _Mapping]]] = ..., under_construction: _Optional[bool] = ..., lease_holder: _Optional[int] = ...) -> None: ...
+    lease_holder: bytes
+    lease_user: str
+    def __init__(self, path: _Optional[str] = ..., kind: _Optional[_Union[FileKind, str]] = ..., length: _Optional[int] = ..., mode: _Optional[int] = ..., owner: _Optional[str] = ..., group: _Optional[str] = ..., mtime: _Optional[int] = ..., atime: _Optional[int] = ..., replication: _Optional[int] = ..., block_size: _Optional[int] = ..., blocks: _Optional[_Iterable[_Union[BlockInfo, _Mapping]]] = ..., under_construction: _Optional[bool] = ..., lease_holder: _Optional[bytes] = ..., lease_user: _Optional[str] = ...) -> None: ...
 
 class ContentSummary(_message.Message):
     __slots__ = ("length", "file_count", "directory_count", "space_consumed")
@@ -169,18 +171,18 @@ class RegisterSessionReply(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TTL_MS_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
-    session_id: int
+    session_id: bytes
     ttl_ms: int
     info: ReplyInfo
-    def __init__(self, session_id: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[bytes] = ..., ttl_ms: _Optional[int] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
 class KeepAliveRequest(_message.Message):
     __slots__ = ("group", "session_id")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     group: str
-    session_id: int
-    def __init__(self, group: _Optional[str] = ..., session_id: _Optional[int] = ...) -> None: ...
+    session_id: bytes
+    def __init__(self, group: _Optional[str] = ..., session_id: _Optional[bytes] = ...) -> None: ...
 
 class KeepAliveReply(_message.Message):
     __slots__ = ("info",)
