@@ -848,7 +848,10 @@ class TxnBegin(Command):
     with the other shards' parts. ``result`` (JSON) is what the client gets if it commits."""
 
     op: ClassVar[str] = "txn_begin"
-    servers_only: ClassVar[bool] = True
+    # Not servers_only: only a coordinator master builds one (no RPC carries it), and it does
+    # so in the client's session on the client's behalf — a session is used by its owner only
+    # (keelfs.meta.sessions), so the envelope names the client; the client's rights are
+    # checked by the part's ``may`` steps.
     txn_id: int
     part: str
     participants: str
