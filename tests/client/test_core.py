@@ -273,7 +273,7 @@ def test_the_deadline_is_kept_on_the_callers_clock() -> None:
     started, wall = CLOCK(), time.monotonic()
     with pytest.raises(Unavailable):
         run(c.plan(ops.stat("/x", False)), fake.answer)
-    assert CLOCK() - started >= 60.0
+    assert CLOCK() - started >= 60.0 - 1e-9  # (floating-point sums of the sleeps)
     assert time.monotonic() - wall < 5.0  # (generous: a loaded machine)
 
 
