@@ -49,11 +49,21 @@ from keelfs.errors import InvalidArgument
 from keelfs.rpc.access import server_interceptors
 from keelfs.tls.credentials import TlsSettings, add_port
 
-__all__ = ["DEFAULT_RACK", "ChunkNode", "ChunkNodeConfig", "load_server_id"]
+__all__ = [
+    "DEFAULT_MAX_CONCURRENT_RPCS",
+    "DEFAULT_RACK",
+    "ChunkNode",
+    "ChunkNodeConfig",
+    "load_server_id",
+]
 
 log = logging.getLogger("keelfs.chunk.node")
 
 DEFAULT_RACK = "/default-rack"
+
+
+DEFAULT_MAX_CONCURRENT_RPCS = 1024
+"""Calls a chunk server serves at once: a pipeline stage or a read stream each holds one."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ class ChunkNodeConfig:
     rbw_expiry_s: float = 3600.0
     io_threads: int = 16
     reserved_bytes: int = 0
-    max_concurrent_rpcs: int = 1024
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
     """Calls in progress at once (each pipeline stage holds one); more get
     RESOURCE_EXHAUSTED."""
     tls: TlsSettings | None = None

@@ -30,7 +30,9 @@ and a pipeline. When that pipeline is exactly survivors, their replicas are cont
 length every node acknowledged (``offset``); when it has fresh servers (which hold nothing), the
 block is re-sent from its start under the new stamp, so that it has its full replication again
 at once. A refusal of the pipeline's header (``Fenced`` after a shard leader change,
-``StaleGeneration``, ...) is repaired the same way, with a fresh stamp and epoch. After
+``StaleGeneration``, ...) is repaired the same way, with a fresh stamp and epoch; a first node
+that has no room for the block (``ResourceExhausted``: its disk reservation) is excluded as a
+failed one is, so that another server takes its place. After
 ``max_recoveries`` failed attempts for one block the write fails (the writer is then broken:
 every call raises; the file stays under construction until its lease expires and the masters
 recover it).
@@ -94,6 +96,7 @@ from keelfs.errors import (
     KeelError,
     LeaseConflict,
     PipelineBroken,
+    ResourceExhausted,
     Unavailable,
 )
 from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS
@@ -450,6 +453,12 @@ class AsyncFileWriter:
             keep = [n.server_id or ids.get(n.address, "") for n in exc.result.survivors]
             exclude = [n.server_id or ids.get(n.address, "") for n in exc.result.failed]
             acked = exc.acked_length
+        elif isinstance(exc, ResourceExhausted) and block.pipeline:
+            # the first node refused the block (its disk is down to its reservation): it is
+            # left out as a failed one is, or the masters would hand it out again (a node
+            # behind it refusing breaks the pipeline, and is failed, above)
+            first, *rest = block.pipeline
+            keep, exclude, acked = [t.server_id for t in rest], [first.server_id], 0
         else:  # the header was refused (a stale epoch or stamp, ...): the nodes are fine
             keep, exclude, acked = [t.server_id for t in block.pipeline], [], 0
         keep, exclude = [k for k in keep if k], [e for e in exclude if e]

@@ -20,7 +20,12 @@ from keelfs.chunk.node import ChunkNode, ChunkNodeConfig
 from keelfs.chunk.reporting import Reporter
 from keelfs.runtime.lifecycle import announce_ready, serve_until_stopped, stop_on_signals
 from keelfs.server.security import check_listen, node_tls
-from keelfs.server.settings import ConfigError, checked_http_listen, split_address
+from keelfs.server.settings import (
+    ConfigError,
+    check_limits,
+    checked_http_listen,
+    split_address,
+)
 
 __all__ = ["ReportingConfig", "chunk_config", "serve"]
 
@@ -43,6 +48,8 @@ def chunk_config(
         raise ConfigError("scan_interval_s must be >= 0 and scan_rate_mb > 0")
     if values["heartbeat_interval_s"] <= 0:
         raise ConfigError("heartbeat_interval_s must be > 0")
+    check_limits(values, "max_concurrent_rpcs")
+    check_limits(values, "reserved_bytes", least=0)
     servers = tuple(a.strip() for a in values["config_servers"].split(",") if a.strip())
     tls = node_tls(values, "chunkserver", values["server_id"])
     check_listen((values["listen"],), tls, values["insecure"])
@@ -57,6 +64,8 @@ def chunk_config(
             scan_rate_bytes_s=values["scan_rate_mb"] * 2**20,
             ack_timeout_s=values["ack_timeout_s"],
             rbw_expiry_s=values["rbw_expiry_s"],
+            reserved_bytes=values["reserved_bytes"],
+            max_concurrent_rpcs=values["max_concurrent_rpcs"],
             tls=tls,
         ),
         ReportingConfig(servers, values["heartbeat_interval_s"]),

@@ -47,10 +47,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keelfs.chunk import node as chunk_node
 from keelfs.chunk.node import ChunkNode, ChunkNodeConfig
 from keelfs.chunk.reporting import Reporter
 from keelfs.errors import AlreadyExists, KeelError, NotFound
-from keelfs.master.node import MetaNode, NodeConfig
+from keelfs.master.callers import DEFAULT_SUPERUSER_GROUP
+from keelfs.master.node import DEFAULT_MAX_CONCURRENT_RPCS, MetaNode, NodeConfig
+from keelfs.meta.sessions import DEFAULT_MAX_SESSIONS_PER_USER
+from keelfs.meta.shard_records import DEFAULT_MAX_LEASES_PER_SESSION, DEFAULT_MAX_OPEN_TXNS
 from keelfs.runtime.host import HostConfig
 from keelfs.runtime.lifecycle import (
     announce_ready,
@@ -64,6 +68,7 @@ from keelfs.server.settings import (
     SERVER_SETTINGS,
     ConfigError,
     Resolved,
+    check_limits,
     checked_http_listen,
     checked_log_level,
     neighbour_address,
@@ -101,6 +106,15 @@ def _lock_data(data: Path) -> int:
     return fd
 
 
+_POSITIVE_LIMITS = (
+    "max_concurrent_rpcs",
+    "max_sessions_per_user",
+    "max_leases_per_session",
+    "max_open_txns",
+    "chunk_max_concurrent_rpcs",
+)
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -122,6 +136,14 @@ class ServerConfig:
     scan_interval_s: float = 6 * 3600.0
     heartbeat_interval_s: float = 1.0
     tick_ms: float = 15.0
+    superuser_group: str = DEFAULT_SUPERUSER_GROUP
+    audit_log: str = ""
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    max_sessions_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER
+    max_leases_per_session: int = DEFAULT_MAX_LEASES_PER_SESSION
+    max_open_txns: int = DEFAULT_MAX_OPEN_TXNS
+    chunk_max_concurrent_rpcs: int = chunk_node.DEFAULT_MAX_CONCURRENT_RPCS
+    reserved_bytes: int = 0
     log_level: str = "INFO"
     tls_dir: str = ""
     insecure: bool = False
@@ -146,6 +168,8 @@ class ServerConfig:
             raise ConfigError(f"replication must be between 1 and 512, not {v['replication']}")
         if v["scan_interval_s"] < 0 or v["heartbeat_interval_s"] <= 0 or v["tick_ms"] <= 0:
             raise ConfigError("scan_interval_s must be >= 0, heartbeat_interval_s and tick_ms > 0")
+        check_limits(v, *_POSITIVE_LIMITS)
+        check_limits(v, "reserved_bytes", least=0)
         v["log_level"] = checked_log_level(v["log_level"])
         v["data"] = Path(v["data"])
         config = cls(**v)
@@ -194,6 +218,12 @@ class ServerConfig:
             host=HostConfig(tick_ms=self.tick_ms),
             min_replicas=1,
             default_replication=self.replication,
+            superuser_group=self.superuser_group,
+            audit_log=Path(self.audit_log) if self.audit_log else None,
+            max_concurrent_rpcs=self.max_concurrent_rpcs,
+            max_sessions_per_user=self.max_sessions_per_user,
+            max_leases_per_session=self.max_leases_per_session,
+            max_open_txns=self.max_open_txns,
             tls=self.meta_tls(),
         )
 
@@ -205,6 +235,8 @@ class ServerConfig:
             scan_interval_s=self.scan_interval_s,
             io_threads=0,  # one process: the loop's own executor runs the disk I/O
             server_id=self.chunk_server_id(),
+            reserved_bytes=self.reserved_bytes,
+            max_concurrent_rpcs=self.chunk_max_concurrent_rpcs,
             tls=self.chunk_tls(),
         )
 

@@ -27,6 +27,7 @@ from keelfs.runtime.server import parse_peers
 from keelfs.server.security import check_listen, node_tls
 from keelfs.server.settings import (
     ConfigError,
+    check_limits,
     checked_http_listen,
     neighbour_address,
     split_address,
@@ -79,6 +80,15 @@ def _peers(values: Mapping[str, Any], node_id: int) -> dict[int, str] | None:
     return peers
 
 
+_LIMITS = (
+    "max_concurrent_rpcs",
+    "max_sessions_per_user",
+    "max_leases_per_session",
+    "max_open_txns",
+)
+"""Settings that are ``NodeConfig`` fields of the same name, each a positive bound."""
+
+
 def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, str]:
     """The node's config and its HTTP address (empty: none) from resolved settings, every
     value checked (``ConfigError``)."""
@@ -95,6 +105,7 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, str]:
     servers = tuple(a.strip() for a in values["config_servers"].split(",") if a.strip())
     if not config_member and not servers:
         raise ConfigError("config_servers is required (or config_member)")
+    check_limits(values, *_LIMITS)
     tls = node_tls(values, role, node_id)
     check_listen((raft, client), tls, values["insecure"])
     return NodeConfig(
@@ -126,6 +137,7 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, str]:
         map_refresh_s=values["map_refresh"],
         superuser_group=values["superuser_group"],
         audit_log=Path(values["audit_log"]) if values["audit_log"] else None,
+        **{name: values[name] for name in _LIMITS},
         tls=tls,
     ), http_listen
 

@@ -48,6 +48,7 @@ __all__ = [
     "ConfigError",
     "Resolved",
     "Setting",
+    "check_limits",
     "checked_http_listen",
     "checked_log_level",
     "click_options",
@@ -176,6 +177,50 @@ _HEARTBEAT_INTERVAL_S = Setting(
     "seconds between the chunk server's heartbeats to the master",
 )
 
+_SUPERUSER_GROUP = Setting(
+    "superuser_group", str, "supergroup", "members of this group are superusers"
+)
+_AUDIT_LOG = Setting("audit_log", str, "", "append the audit log to this file (empty: none)")
+_MAX_CONCURRENT_RPCS = Setting(
+    "max_concurrent_rpcs",
+    int,
+    4096,
+    "client calls in progress at once on the client address; more are refused with "
+    "RESOURCE_EXHAUSTED (the client backs off and retries)",
+)
+_SHARD_LIMITS: tuple[Setting, ...] = (
+    Setting(
+        "max_sessions_per_user",
+        int,
+        4096,
+        "client sessions one user may hold open on a shard (same on every member)",
+    ),
+    Setting(
+        "max_leases_per_session",
+        int,
+        100_000,
+        "files one client session may hold open for writing on a shard (same on every member)",
+    ),
+    Setting(
+        "max_open_txns",
+        int,
+        10_000,
+        "cross-shard transactions open at once on a shard (same on every member)",
+    ),
+)
+_CHUNK_MAX_CONCURRENT_RPCS = _MAX_CONCURRENT_RPCS.but(
+    default=1024,
+    help="calls in progress at once on the chunk server (each pipeline stage holds one); "
+    "more are refused with RESOURCE_EXHAUSTED",
+)
+_RESERVED_BYTES = Setting(
+    "reserved_bytes",
+    int,
+    0,
+    "bytes of the chunk server's volume kept free: no new block once free space is down to "
+    "it (the writer goes to another server); left out of the capacity reported to the masters",
+)
+
 _TLS_DIR = Setting(
     "tls_dir",
     str,
@@ -237,6 +282,16 @@ SERVER_SETTINGS: tuple[Setting, ...] = (
     _SCAN_INTERVAL_S,
     _HEARTBEAT_INTERVAL_S,
     _TICK_MS,
+    _SUPERUSER_GROUP,
+    _AUDIT_LOG,
+    _MAX_CONCURRENT_RPCS,
+    *_SHARD_LIMITS,
+    _CHUNK_MAX_CONCURRENT_RPCS.but(
+        name="chunk_max_concurrent_rpcs",
+        help="calls in progress at once on the embedded chunk server's address; more are "
+        "refused with RESOURCE_EXHAUSTED",
+    ),
+    _RESERVED_BYTES,
     _LOG_LEVEL,
     _TLS_DIR.but(
         help="a `keelfs certs` directory holding master-1 and chunkserver-ID certificates "
@@ -335,8 +390,10 @@ _META_TUNING: tuple[Setting, ...] = (
     ),
     Setting("vnodes", int, 64, "ring points per shard (config group)"),
     Setting("map_refresh", float, 1.0, "seconds between ShardMap polls"),
-    Setting("superuser_group", str, "supergroup", "members of this group are superusers"),
-    Setting("audit_log", str, "", "append the audit log to this file (empty: none)"),
+    _SUPERUSER_GROUP,
+    _AUDIT_LOG,
+    _MAX_CONCURRENT_RPCS,
+    *_SHARD_LIMITS,
     _HTTP_LISTEN,
 )
 
@@ -426,6 +483,8 @@ CHUNKSERVER_SETTINGS: tuple[Setting, ...] = (
     _HEARTBEAT_INTERVAL_S.but(
         help="seconds between heartbeats to each master (changes are reported sooner)"
     ),
+    _RESERVED_BYTES,
+    _CHUNK_MAX_CONCURRENT_RPCS,
     _HTTP_LISTEN,
     *NODE_SETTINGS,
 )
@@ -549,6 +608,13 @@ def neighbour_address(address: str, offset: int, what: str) -> str:
     if port and not 0 < port + offset <= 65535:
         raise ConfigError(f"cannot derive a port {offset:+d} from {address}: set it explicitly")
     return f"{host}:{port + offset if port else 0}"
+
+
+def check_limits(values: Mapping[str, Any], *names: str, least: int = 1) -> None:
+    """``ConfigError`` unless each setting of ``names`` is at least ``least``."""
+    for name in names:
+        if values[name] < least:
+            raise ConfigError(f"{name} must be at least {least}, not {values[name]}")
 
 
 def checked_log_level(value: str) -> str:

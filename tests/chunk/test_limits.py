@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import grpc
 import pytest
@@ -11,10 +13,12 @@ from chunk_keys import provision, signer
 
 from keelfs.chunk.node import ChunkNode, ChunkNodeConfig
 from keelfs.chunk.store import BlockStore
+from keelfs.client.files import AsyncFileWriter
 from keelfs.datapath.client import AsyncChunkClient
 from keelfs.errors import KeelError, ResourceExhausted
 from keelfs.rpc.pb import chunk_pb2 as pb
 from keelfs.rpc.pb import chunk_pb2_grpc as pb_grpc
+from keelfs.rpc.pb import meta_pb2 as meta_pb
 
 EVERYTHING = 1 << 62
 """A reservation larger than any disk: free space is always below it."""
@@ -75,5 +79,88 @@ def test_calls_beyond_max_concurrent_rpcs_are_resource_exhausted(tmp_path: Path)
                 held.cancel()
         finally:
             await node.stop()
+
+    asyncio.run(scenario())
+
+
+class _Masters:
+    """An ``AsyncClient`` stand-in for the masters of a writer: they do not know yet that the
+    first server's disk filled up (its usage reaches them with its next heartbeat), so they
+    put it first in the block's pipeline; a recovery keeps ``keep`` and adds any server
+    not excluded, as ``ChunkRegistry.choose`` does."""
+
+    def __init__(self, servers: dict[str, str], replication: int) -> None:
+        self.servers = servers  # server id -> address, in placement order
+        self.replication = replication
+        self.open_writers: set[object] = set()
+        self._core = SimpleNamespace(writers={})
+        self.excluded: list[list[str]] = []
+        self.gen = 1
+
+    def _reply(self, reply: Any, chosen: list[str]) -> Any:
+        reply.shard, reply.epoch = "shard-1", 3
+        reply.block.block_id, reply.block.gen_stamp = 7, self.gen
+        for server_id in chosen:
+            reply.block.locations.add(server_id=server_id, address=self.servers[server_id])
+        return reply
+
+    def _choose(self, keep: list[str], exclude: list[str]) -> list[str]:
+        fresh = [s for s in self.servers if s not in keep and s not in exclude]
+        return [*keep, *fresh][: self.replication]
+
+    async def _run(self, op: Any, deadline: object) -> Any:
+        req = op.build(meta_pb.RequestHeader())
+        if op.method == "AllocateBlock":
+            self.excluded.append(list(req.exclude))
+            return self._reply(meta_pb.AllocateBlockReply(), self._choose([], list(req.exclude)))
+        if op.method == "RecoverPipeline":
+            self.gen += 1
+            self.excluded.append(list(req.exclude))
+            chosen = self._choose(list(req.keep), list(req.exclude))
+            return self._reply(meta_pb.AllocateBlockReply(), chosen)
+        assert op.method == "Complete", op.method
+        return meta_pb.FileInfoReply()
+
+
+def test_a_writer_leaves_a_full_first_server_for_another(tmp_path: Path) -> None:
+    """The first node of a pipeline refusing the block (its disk reservation) is excluded
+    like a failed one: the recovery puts another server in its place and the write lands
+    there, instead of retrying the same pipeline until ``max_recoveries``."""
+    data = bytes(range(256)) * 400
+
+    async def scenario() -> None:
+        full = ChunkNode(
+            ChunkNodeConfig(provision(tmp_path / "full"), reserved_bytes=EVERYTHING, io_threads=0)
+        )
+        roomy = [
+            ChunkNode(ChunkNodeConfig(provision(tmp_path / f"r{i}"), io_threads=0))
+            for i in range(2)
+        ]
+        nodes = [full, *roomy]
+        for node in nodes:
+            await node.start()
+        try:
+            masters = _Masters({n.server_id: n.address for n in nodes}, replication=2)
+            async with AsyncChunkClient(signer=signer()) as chunks:
+                writer = AsyncFileWriter(
+                    masters,  # type: ignore[arg-type]
+                    chunks,
+                    "/d/f",
+                    group="shard-1",
+                    session_id=5,
+                    block_size=1 << 20,
+                    lease_renew_s=0,
+                    max_recoveries=3,
+                )
+                await writer.write(data)
+                await writer.close()
+                assert masters.excluded[-1] == [full.server_id], masters.excluded
+                for node in roomy:
+                    got = await chunks.read_block(node.address, 7, masters.gen, 0, len(data))
+                    assert got == data
+            assert full.block_report() == []
+        finally:
+            for node in nodes:
+                await node.stop()
 
     asyncio.run(scenario())

@@ -129,8 +129,13 @@ def test_unusable_settings_name_what_is_wrong(
         ["config-server", "--id", "1", "--listen", "h:1", "--log-level", "loud"],
         ["config-server", "--id", "1", "--listen", "h:1", "--peers", "2=h:2"],
         ["chunkserver", "--listen", "nowhere"],
+        ["master", "--id", "1", "--shard", "s1", "--config-member", "--listen", "h:1",
+         "--max-open-txns", "0"],
+        ["config-server", "--id", "1", "--listen", "h:1", "--max-concurrent-rpcs", "0"],
+        ["chunkserver", "--listen", "h:1", "--reserved-bytes", "-1"],
+        ["chunkserver", "--listen", "h:1", "--max-concurrent-rpcs", "0"],
     ],
-)
+)  # fmt: skip
 def test_bad_settings_stop_a_role_before_anything_starts(tmp_path: Path, args: list[str]) -> None:
     data = tmp_path / "d"
     r = CliRunner().invoke(cli, [*args, "--data", str(data)], env={"KEELFS_CONFIG": ""})
@@ -157,6 +162,23 @@ def test_the_tables_defaults_are_the_code_defaults(tmp_path: Path) -> None:
     )
     assert chunk == ChunkNodeConfig(data_dir=tmp_path, listen="localhost:1")
     assert reporting.interval_s == 1.0 and reporting.config_servers == ()
+
+
+def test_the_limits_reach_the_configs(tmp_path: Path) -> None:
+    """The limits of the masters (calls at once, and the shards' replicated per-principal
+    limits) and of the chunk servers (calls at once, the disk reservation) are settings."""
+    base = ["--id", "1", "--data", str(tmp_path), "--listen", "127.0.0.1:7001"]
+    toml = tmp_path / "k.toml"
+    toml.write_text("[master]\nmax_sessions_per_user = 3\nmax_leases_per_session = 4\n")
+    argv = [*base, "--shard", "s", "--config-member", "--config", str(toml)]
+    argv += ["--max-concurrent-rpcs", "16"]
+    values = resolve_args(master, argv, {"KEELFS_MAX_OPEN_TXNS": "5"})
+    config, _ = node_config("master", values)
+    assert (config.max_concurrent_rpcs, config.max_sessions_per_user) == (16, 3)
+    assert (config.max_leases_per_session, config.max_open_txns) == (4, 5)
+    argv = ["--data", str(tmp_path), "--listen", "localhost:1", "--reserved-bytes", "1000"]
+    chunk, _, _ = chunk_config(resolve_args(chunkserver, argv, {"KEELFS_MAX_CONCURRENT_RPCS": "8"}))
+    assert (chunk.reserved_bytes, chunk.max_concurrent_rpcs) == (1000, 8)
 
 
 # -- real processes ------------------------------------------------------------------------------

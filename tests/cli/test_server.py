@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from keelfs.chunk.node import ChunkNodeConfig
 from keelfs.cli.main import cli
 from keelfs.client import Client
+from keelfs.master.node import NodeConfig
 from keelfs.runtime.processes import free_ports, hard_kill, read_ready_line, spawn_tracked
 from keelfs.server.embedded import ServerConfig
 from keelfs.server.settings import (
@@ -80,6 +82,33 @@ def test_defaults_are_the_embedded_single_node_ones() -> None:
     assert config.http_listen == "127.0.0.1:7080"
 
 
+def test_the_embedded_nodes_get_the_code_defaults_and_the_limits_given(tmp_path: Path) -> None:
+    config = ServerConfig.from_resolved(resolve(SERVER_SETTINGS, "server", _flags(), environ={}))
+    node, chunk = config.node_config("127.0.0.1:7000"), config.chunk_config()
+    defaults, chunk_defaults = NodeConfig(0, "", Path()), ChunkNodeConfig(Path())
+    for name in ("superuser_group", "audit_log", *_META_LIMITS):
+        assert getattr(node, name) == getattr(defaults, name), name
+    assert chunk.reserved_bytes == chunk_defaults.reserved_bytes
+    assert chunk.max_concurrent_rpcs == chunk_defaults.max_concurrent_rpcs
+
+    given = {name: 7 + i for i, name in enumerate(_META_LIMITS)}
+    flags = _flags(**given, chunk_max_concurrent_rpcs=3, reserved_bytes=10**9)
+    env = {"KEELFS_AUDIT_LOG": str(tmp_path / "audit"), "KEELFS_SUPERUSER_GROUP": "ops"}
+    config = ServerConfig.from_resolved(resolve(SERVER_SETTINGS, "server", flags, environ=env))
+    node, chunk = config.node_config("127.0.0.1:7000"), config.chunk_config()
+    assert {name: getattr(node, name) for name in _META_LIMITS} == given
+    assert node.audit_log == tmp_path / "audit" and node.superuser_group == "ops"
+    assert (chunk.max_concurrent_rpcs, chunk.reserved_bytes) == (3, 10**9)
+
+
+_META_LIMITS = (
+    "max_concurrent_rpcs",
+    "max_sessions_per_user",
+    "max_leases_per_session",
+    "max_open_txns",
+)
+
+
 @pytest.mark.parametrize(
     ("toml", "env", "words"),
     [
@@ -109,6 +138,9 @@ def test_bad_settings_name_their_source(
         ["--listen", "nowhere"],
         ["--log-level", "loud"],
         ["--config", "/nonexistent/keelfs.toml"],
+        ["--max-sessions-per-user", "0"],
+        ["--chunk-max-concurrent-rpcs", "0"],
+        ["--reserved-bytes", "-5"],
     ],
 )
 def test_bad_flags_are_refused_before_anything_starts(tmp_path: Path, args: list[str]) -> None:
