@@ -114,9 +114,10 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> d
     stats, contended = Stats(), ContendedLog()
     started = time.monotonic()
     log = FaultLog(started)
-    fs = Client(config, deadline=20.0, attempt_timeout=2.0, max_sessions=32)
-    admin = Client(config, deadline=30.0, attempt_timeout=2.0)
-    reader = Client(config, deadline=_READ_DEADLINE_S, attempt_timeout=2.0)
+    tls = state.client_tls() if state is not None else None  # a --tls cluster: its admin's
+    fs = Client(config, deadline=20.0, attempt_timeout=2.0, max_sessions=32, tls=tls)
+    admin = Client(config, deadline=30.0, attempt_timeout=2.0, tls=tls)
+    reader = Client(config, deadline=_READ_DEADLINE_S, attempt_timeout=2.0, tls=tls)
     injector: FaultInjector | None = None
     healed = False
     try:
@@ -146,6 +147,7 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> d
             log,
             every_s=options.fault_every_s,
             progress=progress,
+            tls=tls,
         )
         stragglers = _soak(
             workers, injector if kinds else None, options.minutes * 60, stats, log, progress
