@@ -37,6 +37,7 @@ from keelfs.client import Client
 from keelfs.client.connect import config_servers_of, parse_addresses
 from keelfs.errors import KeelError, NotFound
 from keelfs.server.local_cluster import State, cluster_status, load_state
+from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["ALL_FAULTS", "ChaosError", "Options", "run"]
 
@@ -68,13 +69,13 @@ class Options:
     """Healing and settling together; a cluster not settled by then is a violation."""
 
 
-def _config_servers(address: str) -> list[str]:
+def _config_servers(address: str, tls: TlsSettings | None) -> list[str]:
     """The config servers, from any metadata node's registry (as ``keelfs.connect`` does)."""
     try:
         seeds = parse_addresses(address)
     except ValueError as exc:
         raise ChaosError(str(exc)) from None
-    found = config_servers_of(seeds)
+    found = config_servers_of(seeds, tls)
     if found is None:
         raise ChaosError(f"no metadata node answers at {address} (is the cluster running?)")
     return found or seeds[:1]
@@ -107,16 +108,17 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> d
     address = options.address
     if state is not None and not address:
         address = ",".join(state.config_addresses)
-    config = _config_servers(address)
+    tls = state.client_tls() if state is not None else None  # a --tls cluster: its admin's
+    config = _config_servers(address, tls)
     unavailable = _unavailable(options, state)
     kinds = tuple(k for k in options.faults if k not in unavailable)
     root = f"/chaos-{options.seed}-{int(time.time())}"
     stats, contended = Stats(), ContendedLog()
     started = time.monotonic()
     log = FaultLog(started)
-    fs = Client(config, deadline=20.0, attempt_timeout=2.0, max_sessions=32)
-    admin = Client(config, deadline=30.0, attempt_timeout=2.0)
-    reader = Client(config, deadline=_READ_DEADLINE_S, attempt_timeout=2.0)
+    fs = Client(config, deadline=20.0, attempt_timeout=2.0, max_sessions=32, tls=tls)
+    admin = Client(config, deadline=30.0, attempt_timeout=2.0, tls=tls)
+    reader = Client(config, deadline=_READ_DEADLINE_S, attempt_timeout=2.0, tls=tls)
     injector: FaultInjector | None = None
     healed = False
     try:
@@ -146,6 +148,7 @@ def run(options: Options, progress: Callable[[str], None] = lambda _: None) -> d
             log,
             every_s=options.fault_every_s,
             progress=progress,
+            tls=tls,
         )
         stragglers = _soak(
             workers, injector if kinds else None, options.minutes * 60, stats, log, progress

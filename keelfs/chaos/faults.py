@@ -53,6 +53,7 @@ from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.rpc.wire import CONFIG_GROUP
 from keelfs.runtime.netns import NetnsNetwork
 from keelfs.server.local_cluster import ProcessRecord, State, network_of, restart_process
+from keelfs.tls.credentials import TlsSettings, open_channel
 
 pb_grpc: Any = _pb_grpc  # generated, untyped
 
@@ -151,8 +152,12 @@ class FaultInjector:
         *,
         every_s: tuple[float, float] = (1.5, 4.0),
         progress: Callable[[str], None] = lambda _: None,
+        tls: TlsSettings | None = None,
     ) -> None:
+        """``tls``: what the injector's own calls (leadership transfers) present, as ``admin``
+        does (None: plain channels)."""
         self.kinds = kinds
+        self.tls = tls
         self.rng = rng
         self.admin = admin
         """A client used for leadership and shard changes (apart from the workload's)."""
@@ -397,7 +402,7 @@ class FaultInjector:
         self.rng.shuffle(addresses)
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline:
-            reply = _transfer_on(list(addresses), group)
+            reply = _transfer_on(list(addresses), group, self.tls)
             if reply is not None:
                 self.log.injected("transfer")
                 detail = f"node {reply.previous} -> node {reply.leader}"
@@ -469,7 +474,7 @@ class FaultInjector:
                 self.log.error("heal", shard, exc)
 
 
-def _transfer_on(addresses: list[str], group: str) -> Any:
+def _transfer_on(addresses: list[str], group: str, tls: TlsSettings | None) -> Any:
     """``Node.TransferLeader`` of ``group`` (to the most up-to-date other voter) on the first
     of ``addresses`` that leads it, following ``NOT_LEADER`` hints; None if none did."""
     tried: set[str] = set()
@@ -478,7 +483,7 @@ def _transfer_on(addresses: list[str], group: str) -> Any:
         if address in tried:
             continue
         tried.add(address)
-        with grpc.insecure_channel(address) as channel:
+        with open_channel(address, tls) as channel:
             stub: Any = pb_grpc.NodeStub(channel)
             try:
                 return stub.TransferLeader(

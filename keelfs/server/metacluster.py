@@ -39,6 +39,7 @@ nodes from each other, never from the test process::
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -108,6 +109,16 @@ class _NetnsMetadata(NetnsAddresses):
         return LoopbackAddresses().chunk(name)
 
 
+TLS_TIER_VARIABLE = "KEELFS_TEST_TLS"
+"""Set to ``1``, clusters made without an explicit ``tls=`` run with mutual TLS: the test
+suite's TLS tier (``scripts/check`` runs a subset so), existing tests unchanged."""
+
+
+def tls_by_default() -> bool:
+    """Whether a cluster not told otherwise runs with mutual TLS (``$KEELFS_TEST_TLS``)."""
+    return os.environ.get(TLS_TIER_VARIABLE, "") not in ("", "0")
+
+
 class MetaCluster(Launcher):
     def __init__(
         self,
@@ -120,10 +131,13 @@ class MetaCluster(Launcher):
         node_args: tuple[str, ...] = (),
         start_timeout: float = 30.0,
         network: NetnsNetwork | None = None,
-        tls: bool = False,
+        tls: bool | None = None,
     ) -> None:
         """``tls``: every process runs with mutual TLS from ``<root>/certs`` (made here, a
-        certificate per process and an admin user's, which the clients present)."""
+        certificate per process and an admin user's, which the clients present); unset, it
+        follows ``$KEELFS_TEST_TLS`` (:func:`tls_by_default`: the suite's TLS tier)."""
+        if tls is None:
+            tls = tls_by_default()
         if layout not in ("cohosted", "separate"):
             raise ValueError(f"unknown layout {layout!r}")
         if network is not None and not network.gateway:
@@ -182,6 +196,18 @@ class MetaCluster(Launcher):
         if self.tls_dir is None:
             return None
         return TlsSettings.for_user(self.tls_dir, ADMIN_USER)
+
+    def master_tls(self, node_id: int) -> TlsSettings | None:
+        """What master ``node_id`` presents (its certificate made unless there; None: no TLS):
+        for a test making a call only a master may make (``keelfs.rpc.access``), as that
+        master, e.g. one registering itself."""
+        if self.tls_dir is None:
+            return None
+        from keelfs.tls.certs import issue_node, node_files
+
+        if not node_files(self.tls_dir, "master", node_id).cert.exists():
+            issue_node(self.tls_dir, "master", node_id, ["localhost", "127.0.0.1"])
+        return TlsSettings.for_node(self.tls_dir, "master", node_id)
 
     def add_master(self, node_id: int, shard: str, *args: str) -> ProcessSpec:
         """Define (not start) master ``node_id`` hosting a member of ``shard``; ``args`` are

@@ -18,6 +18,7 @@ import pytest
 
 from keelfs.runtime.netns import NetnsNetwork
 from keelfs.server.local_cluster import load_state, network_of
+from keelfs.server.metacluster import tls_by_default
 from keelfs.testing.commands import keelfs_command as keelfs
 from keelfs.testing.commands import kill_recorded
 from keelfs.testing.environment import cannot_run
@@ -29,8 +30,9 @@ FAULTS = ("kill", "stop", "restart", "transfer", "reshard")
 
 def test_chaos_half_a_minute_every_fault_no_violation(tmp_path: Path) -> None:
     directory = (tmp_path / "cluster").resolve()
+    tls = ["--tls"] if tls_by_default() else []  # the suite's TLS tier: chaos reads the record
     try:
-        out = keelfs("local-cluster", "up", "--dir", str(directory), "--http-port", "-1")
+        out = keelfs("local-cluster", "up", *tls, "--dir", str(directory), "--http-port", "-1")
         assert out.returncode == 0, out.stdout + out.stderr
         out = keelfs(
             "chaos",

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 import keelfs as keelfs_lib
+from keelfs.server.layout import ADMIN_USER
 from keelfs.server.local_cluster import load_state
+from keelfs.server.metacluster import tls_by_default
 from keelfs.testing.commands import keelfs_command as keelfs
 from keelfs.testing.commands import kill_recorded
 
@@ -30,12 +32,18 @@ def ok(*args: str) -> str:
     return out.stdout
 
 
-def test_put_get_kill_the_leader_see_the_new_one(tmp_path: Path) -> None:
+def test_put_get_kill_the_leader_see_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     directory = (tmp_path / "cluster").resolve()
+    tls = ["--tls"] if tls_by_default() else []  # the suite's TLS tier
     try:
-        ok("local-cluster", "up", "--dir", str(directory))
+        ok("local-cluster", "up", *tls, "--dir", str(directory))
         state = load_state(directory)
         assert state is not None
+        if state.tls_dir:  # every command (and the library) presents the admin's certificate
+            monkeypatch.setenv("KEELFS_TLS_DIR", state.tls_dir)
+            monkeypatch.setenv("KEELFS_USER", ADMIN_USER)
         address = state.config_addresses[0]
         http = next(p.http for p in state.processes if p.name == "n1")
         assert http

@@ -18,14 +18,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 def test_one_follower_config_address_is_enough(cluster: MetaCluster) -> None:
     follower = cluster.follower("config")
-    with Client(cluster.nodes[follower].client_address) as fs:
+    with Client(cluster.nodes[follower].client_address, tls=cluster.client_tls) as fs:
         fs.mkdir("/via-follower/a", parents=True)
         fs.create("/via-follower/a/f")
         assert [e.name for e in fs.ls("/via-follower/a")] == ["f"]
         with pytest.raises(NotFound):
             fs.remove_shard("shard-9")  # a config WRITE: reached the leader through the hint
         version = fs.shard_map().version
-        assert fs.register_master(77, "127.0.0.1:1") == version  # another write, same way
+        as_77 = cluster.master_tls(77)  # only a master registers, itself
+        with Client(cluster.nodes[follower].client_address, tls=as_77) as master:
+            assert master.register_master(77, "127.0.0.1:1") == version  # another write, same way
         assert fs.fetch_shard_map()[1][77] == "127.0.0.1:1"
         assert set(fs._core.config_addresses) == set(cluster.config_addresses)
 
@@ -57,7 +59,7 @@ def test_wrong_leader_and_old_wrong_map_are_corrected(cluster: MetaCluster) -> N
 
 def test_async_client_has_every_verb(cluster: MetaCluster) -> None:
     async def main() -> None:
-        async with AsyncClient(cluster.config_addresses) as fs:
+        async with AsyncClient(cluster.config_addresses, tls=cluster.client_tls) as fs:
             assert await fs.format() is False
             assert await fs.mkdir("/async/d", parents=True) == ["/async", "/async/d"]
             info = await fs.create("/async/d/f", replication=2)

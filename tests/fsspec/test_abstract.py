@@ -3,6 +3,7 @@ cluster (3 co-hosted masters, 3 chunk servers), one for the whole module."""
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,11 @@ fsspec = pytest.importorskip("fsspec")
 from fsspec.tests import abstract  # noqa: E402
 
 from keelfs.fsspec import KeelFileSystem  # noqa: E402
+from keelfs.server.layout import ADMIN_USER  # noqa: E402
 from keelfs.server.metacluster import MetaCluster  # noqa: E402
 from keelfs.testing.tiers import starts_processes  # noqa: E402
+from keelfs.tls.certs import issue_client  # noqa: E402
+from keelfs.tls.credentials import TlsSettings, open_channel  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -28,13 +32,26 @@ _SCENARIOS: dict[str, str] = {}
 @starts_processes
 def keel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeelFileSystem]:
     c = MetaCluster(tmp_path_factory.mktemp("fsspec"), shards=("shard-1",))
-    with c:
+    with c, pytest.MonkeyPatch.context() as mp:
+        _present_certificates(c, mp)
         c.start_chunk_servers(3, "--no-fsync-on-close")
         fs = KeelFileSystem(c.config_addresses[0], skip_instance_cache=True)
         _SCENARIOS.clear()
         yield fs
         _SCENARIOS.clear()
         fs.client.close()
+
+
+def _present_certificates(cluster: MetaCluster, mp: pytest.MonkeyPatch) -> None:
+    """With TLS (the suite's TLS tier), every file system made here presents a certificate
+    from the cluster's directory: the admin's unless told a user (``$KEELFS_TLS_DIR`` and
+    ``$KEELFS_USER``, as the CLI and fsspec read them), and ann's and bob's."""
+    if cluster.tls_dir is None:
+        return
+    for user in ("ann", "bob"):
+        issue_client(cluster.tls_dir, user)
+    mp.setenv("KEELFS_TLS_DIR", str(cluster.tls_dir))
+    mp.setenv("KEELFS_USER", ADMIN_USER)
 
 
 class KeelFixtures(abstract.AbstractFixtures):  # type: ignore[misc]
@@ -156,12 +173,12 @@ def test_chmod_chown_and_a_reader_without_read(keel: KeelFileSystem) -> None:
 
 
 def _raw_stat(address: str, path: str, user: str) -> Any:
-    import grpc
-
     from keelfs.client.identity import USER_METADATA_KEY
     from keelfs.rpc.pb import meta_pb2, meta_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    tls_dir = os.environ.get("KEELFS_TLS_DIR")  # set by the fixture in the TLS tier
+    tls = TlsSettings.for_user(Path(tls_dir), user) if tls_dir else None
+    with open_channel(address, tls) as channel:
         return meta_pb2_grpc.NamespaceStub(channel).GetFileInfo(
             meta_pb2.GetFileInfoRequest(path=path),
             metadata=[(USER_METADATA_KEY, user)],

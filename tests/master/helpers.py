@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from typing import Any
 
 import grpc
@@ -14,16 +15,28 @@ from keelfs.rpc import grpc_errors
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.pb import meta_pb2_grpc as _pb_grpc
 from keelfs.rpc.wire import session_id_to_pb
+from keelfs.server.layout import ADMIN_USER
 from keelfs.server.metacluster import MetaCluster
+from keelfs.tls.credentials import open_channel
 
 pb_grpc: Any = _pb_grpc
 
-__all__ = ["RawError", "call_raw", "child", "stub", "tree"]
+__all__ = ["RawError", "call_raw", "caller", "child", "stub", "tree"]
 
 
-def stub(cluster: MetaCluster, node_id: int, service: str = "Namespace") -> Any:
-    """A raw stub of ``service`` on ``node_id`` (its channel lives as long as the stub)."""
-    channel = grpc.insecure_channel(cluster.nodes[node_id].client_address)
+def caller(cluster: MetaCluster) -> str:
+    """Who ``cluster.client()`` is to the servers: with TLS its certificate's user (the
+    admin's), else the local user it names (simple mode)."""
+    return ADMIN_USER if cluster.tls_dir is not None else getpass.getuser()
+
+
+def stub(
+    cluster: MetaCluster, node_id: int, service: str = "Namespace", *, as_master: int | None = None
+) -> Any:
+    """A raw stub of ``service`` on ``node_id`` (its channel lives as long as the stub); with
+    TLS it presents the admin's certificate, or master ``as_master``'s (masters-only calls)."""
+    tls = cluster.client_tls if as_master is None else cluster.master_tls(as_master)
+    channel = open_channel(cluster.nodes[node_id].client_address, tls)
     return getattr(pb_grpc, f"{service}Stub")(channel)
 
 

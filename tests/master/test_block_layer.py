@@ -128,7 +128,7 @@ def test_blocks_are_placed_replicated_and_located(cluster: Any) -> None:
     fs = c.client()
     fs.mkdir("/data", parents=True)
     data = os.urandom(int(2.5 * BLOCK))
-    with ChunkClient() as chunks:
+    with ChunkClient(tls=c.client_tls) as chunks:
         info = write_file(fs, chunks, "/data/a", data)
         assert not info.info.under_construction and info.info.length == len(data)
         blocks = located(fs, "/data/a")
@@ -146,7 +146,7 @@ def test_a_dead_chunk_servers_blocks_are_re_replicated(cluster: Any) -> None:
     fs = c.client()
     fs.mkdir("/rr", parents=True)
     data = os.urandom(2 * BLOCK)
-    with ChunkClient() as chunks:
+    with ChunkClient(tls=c.client_tls) as chunks:
         write_file(fs, chunks, "/rr/f", data)
         c.wait_for(
             lambda: all(len(b.locations) == 3 for b in located(fs, "/rr/f")), 10, "not reported"
@@ -175,7 +175,7 @@ def test_deleted_files_lose_their_blocks_and_orphans_are_removed(cluster: Any) -
     c, servers = cluster
     fs = c.client()
     fs.mkdir("/del", parents=True)
-    with ChunkClient() as chunks:
+    with ChunkClient(tls=c.client_tls) as chunks:
         write_file(fs, chunks, "/del/f", os.urandom(BLOCK + 10))
         ids = [b.block_id for b in located(fs, "/del/f")]
         c.wait_for(lambda: all(len(replica_files(servers, b)) >= 3 for b in ids), 10, "no files")
@@ -212,7 +212,7 @@ def test_chunk_servers_act_only_on_the_masters_tokens(cluster: Any, tmp_path: Pa
     [first], [second] = located(fs, "/tok/f"), located(fs, "/tok/g")
     assert first.token and second.token and first.locations
     holder = first.locations[0].address
-    with ChunkClient() as chunks:
+    with ChunkClient(tls=c.client_tls) as chunks:
         for token in (b"", second.token):
             with pytest.raises(PermissionDenied):
                 chunks.read_block(holder, first.block_id, first.gen_stamp, token=token)
@@ -220,17 +220,23 @@ def test_chunk_servers_act_only_on_the_masters_tokens(cluster: Any, tmp_path: Pa
             chunks.read_block(holder, first.block_id, first.gen_stamp + 1, token=first.token)
         term = c.status(c.leader("shard-1")).groups["shard-1"].term
         ref = [(first.block_id, first.gen_stamp)]
-        for tokens in ([], [first.token]):  # none, and a READ token
-            with pytest.raises(PermissionDenied):
-                chunks.delete_blocks(holder, ref, "shard-1", term, tokens)
+        with ChunkClient(tls=_as_a_master(c)) as master:
+            for tokens in ([], [first.token]):  # none, and a READ token
+                with pytest.raises(PermissionDenied):
+                    master.delete_blocks(holder, ref, "shard-1", term, tokens)
         assert read_file(fs, chunks, "/tok/f") == data
+
+
+def _as_a_master(c: MetaCluster) -> Any:
+    """What a shard-1 master presents (None without TLS): deletes are for metadata nodes."""
+    return c.master_tls(c.members("shard-1")[0])
 
 
 def test_a_deposed_leaders_epoch_is_refused(cluster: Any) -> None:
     c, servers = cluster
     fs = c.client()
     fs.mkdir("/fence", parents=True)
-    with ChunkClient() as chunks:
+    with ChunkClient(tls=c.client_tls) as chunks:
         write_file(fs, chunks, "/fence/f", b"y" * 100)
         old = c.leader("shard-1")
         old_term = c.status(old).groups["shard-1"].term
@@ -247,8 +253,8 @@ def test_a_deposed_leaders_epoch_is_refused(cluster: Any) -> None:
         # ... so a command in the old leader's epoch is refused and changes nothing
         ref = [(block.block_id, block.gen_stamp)]
         token = keys_signer(servers).sign(*ref[0], Access.DELETE, "shard-1", old_term)
-        with pytest.raises(Fenced):
-            chunks.delete_blocks(holder, ref, "shard-1", old_term, [token])
+        with ChunkClient(tls=_as_a_master(c)) as master, pytest.raises(Fenced):
+            master.delete_blocks(holder, ref, "shard-1", old_term, [token])
         assert read_file(fs, chunks, "/fence/f") == b"y" * 100
 
 
@@ -257,7 +263,7 @@ def test_a_corrupt_replica_is_found_by_the_scanner_and_replaced(cluster: Any) ->
     fs = c.client()
     fs.mkdir("/rot", parents=True)
     data = os.urandom(BLOCK)
-    with ChunkClient() as chunks:
+    with ChunkClient(tls=c.client_tls) as chunks:
         write_file(fs, chunks, "/rot/f", data)
         c.wait_for(
             lambda: len(located(fs, "/rot/f")[0].locations) == 3, 10, "replicas not reported"
@@ -285,7 +291,7 @@ def test_a_dead_writers_file_is_closed_by_lease_recovery(cluster: Any) -> None:
     c, servers = cluster
     fs = c.client()
     fs.mkdir("/lost", parents=True)
-    with ChunkClient() as chunks:
+    with ChunkClient(tls=c.client_tls) as chunks:
         info = fs.create("/lost/f", block_size=BLOCK)
         sid = info.lease_holder
         lengths = [BLOCK, BLOCK // 2]
@@ -329,7 +335,7 @@ def test_a_finalized_last_block_survives_lease_recovery_by_masters_that_just_res
     fs = c.client()
     fs.mkdir("/restart", parents=True)
     path, data = "/restart/f", os.urandom(BLOCK)
-    with ChunkClient() as chunks:
+    with ChunkClient(tls=c.client_tls) as chunks:
         info = fs.create(path, block_size=BLOCK)
 
         def alloc(h: pb.RequestHeader) -> pb.AllocateBlockRequest:
@@ -365,5 +371,5 @@ def test_a_finalized_last_block_survives_lease_recovery_by_masters_that_just_res
             os.kill(pid, signal.SIGCONT)
     c.wait_for(lambda: not fs.stat(path).under_construction, 60, "the file was not recovered")
     assert fs.stat(path).length == BLOCK
-    with ChunkClient() as chunks:
+    with ChunkClient(tls=c.client_tls) as chunks:
         assert read_file(fs, chunks, path) == data

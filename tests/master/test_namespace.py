@@ -8,12 +8,11 @@ after all of it the namespace is exactly what it was.
 
 from __future__ import annotations
 
-import getpass
 from typing import Any
 
 import grpc
 import pytest
-from helpers import RawError, call_raw, child, header, stub, tree
+from helpers import RawError, call_raw, caller, child, header, stub, tree
 
 from keelfs.client import Client
 from keelfs.errors import (
@@ -66,7 +65,7 @@ def test_every_operation(shared_cluster: MetaCluster) -> None:
     )
     # anyone's stat (a listing too) names the writer's user, never its session id
     seen = shared_cluster.client().stat(f1)
-    writer = getpass.getuser()  # the client's user (simple mode), who owns its session
+    writer = caller(shared_cluster)  # the client's user, who owns its session
     assert seen.under_construction and seen.lease_holder == 0 and seen.lease_user == writer
     assert [e.lease_holder for e in fs.ls(local) if e.path == f1] == [0]
     done = fs.complete(f1)
@@ -74,7 +73,7 @@ def test_every_operation(shared_cluster: MetaCluster) -> None:
     assert fs.stat(f1) == done
     again = fs.create(f1, overwrite=True)
     # no owner asked for: the caller, this process's OS user (a superuser: it runs the masters)
-    assert again.under_construction and again.owner == getpass.getuser()
+    assert again.under_construction and again.owner == caller(shared_cluster)
     fs.complete(f1)
 
     for i in range(12):
@@ -288,11 +287,12 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(shared_cluster: MetaCl
     )
     refused(cfg.AddShard, pb.AddShardRequest(shard_id="shard-1", members=[1]), "ALREADY_EXISTS")
     refused(cfg.RemoveShard, pb.RemoveShardRequest(shard_id="shard-9"), "NOT_FOUND")
+    # only a master may register, itself (with TLS its certificate names it, checked first)
+    as_7 = stub(shared_cluster, shared_cluster.leader("config"), "Config", as_master=7)
+    zero = "PERMISSION_DENIED" if shared_cluster.tls_dir else "INVALID_ARGUMENT"
+    refused(as_7.RegisterMaster, pb.RegisterMasterRequest(node_id=0, address="h:1"), zero)
     refused(
-        cfg.RegisterMaster, pb.RegisterMasterRequest(node_id=0, address="h:1"), "INVALID_ARGUMENT"
-    )
-    refused(
-        cfg.RegisterMaster,
+        as_7.RegisterMaster,
         pb.RegisterMasterRequest(node_id=7, address="no way!"),
         "INVALID_ARGUMENT",
     )
