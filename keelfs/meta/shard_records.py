@@ -103,6 +103,7 @@ _HOLDER = b"H"
 _LEASE_EXPIRY = b"X"
 _LEASE = b"L"
 _DELETE_QUEUE = b"Q"
+_LEASE_COUNT = b"C"
 
 
 class _Reader(Protocol):
@@ -153,6 +154,10 @@ def _holder_key(session_id: int) -> bytes:
 
 def _lease_expiry_key(expiry: int, session_id: int) -> bytes:
     return _LEASE_EXPIRY + _U64.pack(expiry) + sessions.pack_id(session_id)
+
+
+def _lease_count_key(session_id: int) -> bytes:
+    return _LEASE_COUNT + sessions.pack_id(session_id)
 
 
 def _lease_key(session_id: int, path: str) -> bytes:
@@ -392,6 +397,7 @@ class ShardRecords(MetaStateMachine):
         if old is not None:
             txn.delete(_lease_expiry_key(_U64.unpack(old)[0], session_id))
             txn.delete(_holder_key(session_id))
+        txn.delete(_lease_count_key(session_id))  # it holds nothing here any more
 
     def _release_holder(self, txn: Txn, session_id: int) -> None:
         """Release every lease of ``session_id``: its files stay under construction, unheld."""
@@ -406,16 +412,29 @@ class ShardRecords(MetaStateMachine):
 
     def _check_lease_room(self, txn: Txn, session_id: int) -> None:
         """``ResourceExhausted`` if ``session_id`` already writes ``max_leases_per_session``
-        files here (each open file costs the shard records and the lease scan)."""
-        prefix = _LEASE + sessions.pack_id(session_id)
-        for held, _ in enumerate(txn.scan(prefix, prefix_end(prefix)), 1):
-            if held >= self.max_leases_per_session:
+        files here (each open file costs the shard records and the lease scan); else count the
+        lease about to be taken.
+
+        Why not simply count the session's leases: that scan on every create made a session
+        writing N files cost O(N^2). The count kept here is an upper bound instead: each lease
+        taken adds one, leases given up are not subtracted (they leave in many places), and
+        only when the bound reaches the limit is it set to the true count by one scan. So the
+        scan runs only for a session at or near its limit, and the limit is never passed.
+        (Leases a resharding move brings in are not counted until that scan.)"""
+        key = _lease_count_key(session_id)
+        raw = txn.get(key)
+        bound = 0 if raw is None else _U64.unpack(raw)[0]
+        if bound >= self.max_leases_per_session:
+            prefix = _LEASE + sessions.pack_id(session_id)
+            bound = sum(1 for _ in txn.scan(prefix, prefix_end(prefix)))
+            if bound >= self.max_leases_per_session:
                 raise ResourceExhausted(
                     "leases",
                     self.max_leases_per_session,
-                    message=f"this session already writes {held} files (the most one session "
-                    "may hold open): complete some first",
+                    message=f"this session already writes {bound} files (the most one "
+                    "session may hold open): complete some first",
                 )
+        txn.put(key, _U64.pack(bound + 1))
 
     def _holds_lease(self, kv: _Reader, session_id: int) -> bool:
         # housekeeping at the start of every apply removes expired holders, so a holder

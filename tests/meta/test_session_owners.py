@@ -99,6 +99,7 @@ def test_leases_per_session_are_limited() -> None:
     assert not shard.sm.exists("/home/c")  # refused, nothing changed
     shard.ok(CompleteFile("/home/a"), s, 4, caller=ALICE)
     shard.ok(Create("/home/c"), s, 5, caller=ALICE)
+    shard.err(Create("/home/d"), "RESOURCE_EXHAUSTED", s, 6, caller=ALICE)  # b and c held
 
 
 def test_open_transactions_per_coordinator_are_limited() -> None:
