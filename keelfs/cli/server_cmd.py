@@ -108,7 +108,7 @@ def _print_status(st: dict[str, Any]) -> None:
             str(p["pid"]) if p["alive"] else "down",
             p["address"],
             ",".join(p["groups"]),
-            f"http://{p['http']}/" if p["http"] and p["alive"] else "",
+            p["http_url"] if p["alive"] else "",
             style="" if p["alive"] else "red",
         )
     con.print(procs)

@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -117,13 +118,43 @@ class ClusterError(RuntimeError):
     """A node did not start, or the cluster did not reach the awaited state in time."""
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports that were free a moment ago (bound together, then released)."""
-    socks: list[socket.socket] = []
+_PORT_FLOOR = 10_000  # below: ports that well-known services tend to claim
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux; a common default elsewhere)."""
     try:
-        for _ in range(n):
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports that were free a moment ago, for servers to bind soon after.
+
+    Why not port 0: the kernel hands out a free port from its ephemeral range, and between our
+    releasing it and the server binding it any outgoing connection of this machine (a client of
+    another test) may take it as its local port — "address already in use" once in a few
+    thousand starts. Ports below the ephemeral range are never taken that way, so they are
+    drawn at random from there (and checked bindable); port 0 is the fallback where that range
+    is too small.
+    """
+    low, _ = _ephemeral_range()
+    socks: list[socket.socket] = []
+    rng = random.SystemRandom()
+    try:
+        tries = 0
+        while len(socks) < n:
+            tries += 1
+            below_ephemeral = low - _PORT_FLOOR > 1000 and tries < 200
+            port = rng.randrange(_PORT_FLOOR, low) if below_ephemeral else 0
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
         return [int(s.getsockname()[1]) for s in socks]
     finally:

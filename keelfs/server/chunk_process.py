@@ -19,13 +19,13 @@ from typing import Any
 from keelfs.chunk.node import ChunkNode, ChunkNodeConfig
 from keelfs.chunk.reporting import Reporter
 from keelfs.runtime.lifecycle import announce_ready, serve_until_stopped, stop_on_signals
-from keelfs.server.security import check_listen, node_tls
+from keelfs.server.security import check_listen, http_settings, node_tls
 from keelfs.server.settings import (
     ConfigError,
     check_limits,
-    checked_http_listen,
     split_address,
 )
+from keelfs.web.listen import HttpSettings
 
 __all__ = ["ReportingConfig", "chunk_config", "serve"]
 
@@ -40,9 +40,9 @@ class ReportingConfig:
 
 def chunk_config(
     values: Mapping[str, Any],
-) -> tuple[ChunkNodeConfig, ReportingConfig, str]:
-    """The node's config, its reporting, and its HTTP address (empty: none) from resolved
-    settings, every value checked (``ConfigError``)."""
+) -> tuple[ChunkNodeConfig, ReportingConfig, HttpSettings]:
+    """The node's config, its reporting, and its HTTP side (``listen`` empty: none) from
+    resolved settings, every value checked (``ConfigError``)."""
     split_address(values["listen"], "listen")
     if values["scan_interval_s"] < 0 or values["scan_rate_mb"] <= 0:
         raise ConfigError("scan_interval_s must be >= 0 and scan_rate_mb > 0")
@@ -69,14 +69,16 @@ def chunk_config(
             tls=tls,
         ),
         ReportingConfig(servers, values["heartbeat_interval_s"]),
-        checked_http_listen(values["http_listen"]),
+        http_settings(values, tls),
     )
 
 
 async def serve(
-    config: ChunkNodeConfig, reporting: ReportingConfig | None = None, http_listen: str = ""
+    config: ChunkNodeConfig,
+    reporting: ReportingConfig | None = None,
+    http: HttpSettings | None = None,
 ) -> None:
-    """Run the server until SIGTERM/SIGINT; with ``http_listen``, also its HTTP side
+    """Run the server until SIGTERM/SIGINT; with ``http.listen``, also its HTTP side
     (``keelfs.web``: health, metrics), started before READY."""
     stop = stop_on_signals()
     node = ChunkNode(config)
@@ -92,12 +94,12 @@ async def serve(
             extra.append(asyncio.create_task(reporter.run(), name="reporting"))
         tasks = [*node.tasks, *extra]
         info = node.ready_info()
-        if http_listen:
+        if http is not None and http.listen:
             from keelfs.web.app import chunk_web_server  # aiohttp loads only when asked for
 
-            web = chunk_web_server(node, http_listen, reporter)
+            web = chunk_web_server(node, http, reporter)
             await web.start()
-            info["http"] = web.address
+            info["http"], info["http_url"] = web.address, web.url
         announce_ready(info)
         log.info("chunk server serving: %s", info)
         await serve_until_stopped(stop, tasks)

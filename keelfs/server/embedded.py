@@ -63,19 +63,19 @@ from keelfs.runtime.lifecycle import (
     serve_until_stopped,
     stop_on_signals,
 )
-from keelfs.server.security import check_listen, node_tls
+from keelfs.server.security import check_listen, http_settings, node_tls
 from keelfs.server.settings import (
     SERVER_SETTINGS,
     ConfigError,
     Resolved,
     check_limits,
-    checked_http_listen,
     checked_log_level,
     neighbour_address,
     split_address,
 )
 from keelfs.storage.private import PRIVATE_FILE_MODE, private_dir
 from keelfs.tls.credentials import TlsSettings
+from keelfs.web.listen import HttpSettings
 
 __all__ = ["NODE_ID", "SHARD", "ServerConfig", "run", "serve"]
 
@@ -131,6 +131,7 @@ class ServerConfig:
     raft_listen: str = ""
     chunk_listen: str = ""
     http_listen: str = "127.0.0.1:7080"
+    http_token_file: str = ""
     replication: int = 1
     fsync_on_close: bool = True
     scan_interval_s: float = 6 * 3600.0
@@ -163,7 +164,6 @@ class ServerConfig:
             v["chunk_listen"] = neighbour_address(v["listen"], +1, "listen")
         split_address(v["raft_listen"], "raft_listen")
         split_address(v["chunk_listen"], "chunk_listen")
-        v["http_listen"] = checked_http_listen(v["http_listen"])
         if not 1 <= v["replication"] <= 512:
             raise ConfigError(f"replication must be between 1 and 512, not {v['replication']}")
         if v["scan_interval_s"] < 0 or v["heartbeat_interval_s"] <= 0 or v["tick_ms"] <= 0:
@@ -179,7 +179,13 @@ class ServerConfig:
             config.insecure,
         )
         config.chunk_tls()  # its certificate must be there too
+        config.http()
         return config
+
+    def http(self) -> HttpSettings:
+        """The HTTP side (the metadata node's: the dashboard), checked (``ConfigError``)."""
+        values = {"http_listen": self.http_listen, "http_token_file": self.http_token_file}
+        return http_settings(values, self.meta_tls())
 
     def meta_tls(self) -> TlsSettings | None:
         """The metadata node's TLS settings: ``master-1`` of ``tls_dir`` (None: no TLS)."""
@@ -310,12 +316,13 @@ async def serve(config: ServerConfig, on_ready: Any = None) -> None:
             "first_start": first_start,
             "formatted": formatted,
         }
-        if config.http_listen:
+        http = config.http()
+        if http.listen:
             from keelfs.web.app import meta_web_server  # aiohttp loads only when asked for
 
-            web = meta_web_server(meta, config.http_listen)
+            web = meta_web_server(meta, http)
             await web.start()
-            info["http"] = web.address
+            info["http"], info["http_url"] = web.address, web.url
         (on_ready or _print_ready)(info)
         log.info("keelfs server serving: %s", info)
         tasks = [*meta.tasks, *chunk.tasks, *extra]
@@ -340,8 +347,8 @@ def _print_ready(info: dict[str, Any]) -> None:
         f"  chunk server         {info['chunk']} ({info['chunk_server_id']})",
         f"  default replication  {info['replication']}",
     ]
-    if info.get("http"):
-        lines.append(f"  dashboard            http://{info['http']}/")
+    if info.get("http_url"):
+        lines.append(f"  dashboard            {info['http_url']}/")
     lines.append("  stop with Ctrl-C (or SIGTERM)")
     print("\n".join(lines), flush=True)
     announce_ready(info)

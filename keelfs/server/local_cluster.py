@@ -528,6 +528,7 @@ def cluster_status(state: State, timeout: float = 2.0) -> dict[str, Any]:
                 "address": p.address,
                 "groups": p.groups,
                 "http": p.http,
+                "http_url": f"{'https' if state.tls_dir else 'http'}://{p.http}/" if p.http else "",
             }
             if not alive or p.role == "chunk":
                 continue

@@ -24,14 +24,14 @@ from keelfs.meta.commands import check_id
 from keelfs.runtime.host import HostConfig
 from keelfs.runtime.lifecycle import announce_ready, serve_until_stopped, stop_on_signals
 from keelfs.runtime.server import parse_peers
-from keelfs.server.security import check_listen, node_tls
+from keelfs.server.security import check_listen, http_settings, node_tls
 from keelfs.server.settings import (
     ConfigError,
     check_limits,
-    checked_http_listen,
     neighbour_address,
     split_address,
 )
+from keelfs.web.listen import HttpSettings
 
 __all__ = ["ROLES", "node_config", "serve"]
 
@@ -89,16 +89,15 @@ _LIMITS = (
 """Settings that are ``NodeConfig`` fields of the same name, each a positive bound."""
 
 
-def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, str]:
-    """The node's config and its HTTP address (empty: none) from resolved settings, every
-    value checked (``ConfigError``)."""
+def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, HttpSettings]:
+    """The node's config and its HTTP side (``listen`` empty: none) from resolved settings,
+    every value checked (``ConfigError``)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     node_id = values["id"]
     if node_id <= 0:
         raise ConfigError(f"id must be positive, not {node_id}")
     raft, client = _addresses(values)
-    http_listen = checked_http_listen(values["http_listen"])
     if not 1 <= values["default_replication"] <= 512:
         raise ConfigError("default_replication must be between 1 and 512")
     config_member = role == "config" or values["config_member"]
@@ -108,6 +107,7 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, str]:
     check_limits(values, *_LIMITS)
     tls = node_tls(values, role, node_id)
     check_listen((raft, client), tls, values["insecure"])
+    http = http_settings(values, tls)
     return NodeConfig(
         node_id=node_id,
         listen=raft,
@@ -139,11 +139,11 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, str]:
         audit_log=Path(values["audit_log"]) if values["audit_log"] else None,
         **{name: values[name] for name in _LIMITS},
         tls=tls,
-    ), http_listen
+    ), http
 
 
-async def serve(config: NodeConfig, http_listen: str = "") -> None:
-    """Run the node until SIGTERM/SIGINT; with ``http_listen``, also its HTTP side
+async def serve(config: NodeConfig, http: HttpSettings | None = None) -> None:
+    """Run the node until SIGTERM/SIGINT; with ``http.listen``, also its HTTP side
     (``keelfs.web``: health, metrics, Raft state, the dashboard), started before READY."""
     stop = stop_on_signals()
     node = MetaNode(config)
@@ -151,12 +151,12 @@ async def serve(config: NodeConfig, http_listen: str = "") -> None:
     try:
         await node.start()
         info = node.ready_info()
-        if http_listen:
+        if http is not None and http.listen:
             from keelfs.web.app import meta_web_server  # aiohttp loads only when asked for
 
-            web = meta_web_server(node, http_listen)
+            web = meta_web_server(node, http)
             await web.start()
-            info["http"] = web.address
+            info["http"], info["http_url"] = web.address, web.url
         announce_ready(info)
         log.info("node %d serving: %s", config.node_id, info)
         await serve_until_stopped(stop, node.tasks)

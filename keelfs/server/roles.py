@@ -74,11 +74,11 @@ def _run_meta(role: str, command: str, values: Mapping[str, Any]) -> None:
     from keelfs.server.master_process import node_config, serve
 
     try:
-        config, http_listen = node_config(role, values)
+        config, http = node_config(role, values)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(values["log_level"], f"n{config.node_id}")
-    sys.exit(run_process(command, lambda: serve(config, http_listen)))
+    sys.exit(run_process(command, lambda: serve(config, http)))
 
 
 @click.command("master", context_settings=_CONTEXT)
@@ -110,7 +110,7 @@ def chunkserver(config_file: Path | None, **flags: Any) -> None:
 
     values = _values(CHUNKSERVER_SETTINGS, "chunkserver", flags, config_file)
     try:
-        config, reporting, http_listen = chunk_config(values)
+        config, reporting, http = chunk_config(values)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(values["log_level"], "chunk")
@@ -118,7 +118,7 @@ def chunkserver(config_file: Path | None, **flags: Any) -> None:
         logging.getLogger("keelfs.server.chunkserver").info(
             "not glibc: malloc thresholds left as they are"
         )
-    sys.exit(run_process("chunkserver", lambda: serve(config, reporting, http_listen)))
+    sys.exit(run_process("chunkserver", lambda: serve(config, reporting, http)))
 
 
 ROLE_COMMANDS: tuple[click.Command, ...] = (master, config_server, chunkserver)

@@ -23,11 +23,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from keelfs.server.settings import ConfigError, split_address
+from keelfs.server.settings import ConfigError, checked_http_listen, split_address
 from keelfs.tls.certs import PEER_SERVER_NAME
 from keelfs.tls.credentials import TlsSettings
+from keelfs.web.listen import HttpSettings
 
-__all__ = ["INSECURE_WARNING", "check_listen", "is_loopback", "node_tls"]
+__all__ = ["INSECURE_WARNING", "check_listen", "http_settings", "is_loopback", "node_tls"]
 
 INSECURE_WARNING = (
     "WARNING: --insecure: listening on {addresses} WITHOUT TLS. Anyone who can reach these "
@@ -109,3 +110,25 @@ def check_listen(addresses: Iterable[str], tls: TlsSettings | None, insecure: bo
         "call every RPC. Give --tls-dir (see `keelfs certs` and docs/security.md), or "
         "--insecure to run without TLS anyway"
     )
+
+
+def http_settings(values: Mapping[str, Any], tls: TlsSettings | None) -> HttpSettings:
+    """The HTTP side from resolved values: ``http_listen`` (checked: loopback only without
+    TLS), the node's TLS and the bearer token of ``http_token_file``. ``ConfigError`` for a
+    token without TLS (it would cross the network in the clear) and for an unreadable or
+    empty token file."""
+    listen = checked_http_listen(values["http_listen"], tls=tls is not None)
+    token_file = str(values.get("http_token_file") or "")
+    if not token_file:
+        return HttpSettings(listen, tls)
+    if tls is None:
+        raise ConfigError("http_token_file: a token is only accepted over HTTPS: give --tls-dir")
+    try:
+        token = Path(token_file).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"http_token_file: cannot read {token_file}: {exc.strerror}") from None
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise ConfigError(
+            f"http_token_file: {token_file} must hold one token of 16 characters or more"
+        )
+    return HttpSettings(listen, tls, token)

@@ -153,7 +153,15 @@ _HTTP_LISTEN = Setting(
     "http_listen",
     str,
     "",
-    "dashboard, /health, /metrics on this loopback HOST:PORT (empty or `off`: none)",
+    "dashboard, /health, /metrics on this HOST:PORT (empty or `off`: none); loopback only, "
+    "unless with TLS: then HTTPS, other hosts authenticated (docs/security.md)",
+)
+_HTTP_TOKEN_FILE = Setting(
+    "http_token_file",
+    str,
+    "",
+    "a file holding a bearer token that HTTPS requests from other hosts may present instead "
+    "of a client certificate (e.g. Prometheus' credentials_file); TLS only",
 )
 _TICK_MS = Setting(
     "tick_ms", float, 15.0, "one Raft tick in ms (the election timeout is 10-20 ticks)"
@@ -247,7 +255,13 @@ _TLS_FILES: tuple[Setting, ...] = (
     ),
 )
 
-NODE_SETTINGS: tuple[Setting, ...] = (_LOG_LEVEL, _TLS_DIR, *_TLS_FILES, _INSECURE)
+NODE_SETTINGS: tuple[Setting, ...] = (
+    _LOG_LEVEL,
+    _TLS_DIR,
+    *_TLS_FILES,
+    _INSECURE,
+    _HTTP_TOKEN_FILE,
+)
 """Rows of every node's table (``server``, ``master``, ``config-server``, ``chunkserver``)
 besides their own: a setting every process has goes here."""
 
@@ -272,6 +286,7 @@ SERVER_SETTINGS: tuple[Setting, ...] = (
         "chunk server (data path) address (empty: the host of --listen, its port + 1)",
     ),
     _HTTP_LISTEN.but(default="127.0.0.1:7080"),
+    _HTTP_TOKEN_FILE,
     Setting(
         "replication",
         int,
@@ -624,12 +639,13 @@ def checked_log_level(value: str) -> str:
     return level
 
 
-def checked_http_listen(value: str) -> str:
-    """``value`` if a loopback ``HOST:PORT``; empty for empty or ``off`` (no HTTP server)."""
+def checked_http_listen(value: str, *, tls: bool) -> str:
+    """``value`` if a ``HOST:PORT`` the HTTP side may listen on (loopback only without
+    ``tls``); empty for empty or ``off`` (no HTTP server)."""
     if not value or str(value).lower() == "off":
         return ""
     try:
-        parse_http_listen(value)
+        parse_http_listen(value, tls=tls)
     except ValueError as exc:
         raise ConfigError(f"http_listen: {exc}") from None
     return value

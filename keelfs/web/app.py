@@ -1,7 +1,6 @@
 """``WebServer``: the HTTP side of a keelfs process, on the process's own asyncio loop.
 
-Every process started with ``--http-listen HOST:PORT`` (loopback only; port 0: any free port)
-serves:
+Every process started with ``--http-listen HOST:PORT`` (port 0: any free port) serves:
 
 =================  ==================================================================
 ``/health``        200 and ``{"status": "ok", ...}`` while the node serves, else 503
@@ -13,13 +12,15 @@ serves:
 =================  ==================================================================
 
 ``start()`` binds (raising ``OSError`` if it cannot) and ``stop()`` closes it; ``address``
-is the bound ``HOST:PORT``.
+is the bound ``HOST:PORT`` and ``url`` the base URL (``http://`` or ``https://``).
 
-Browsers are the hostile clients here (the server is on loopback, but a web page the operator
-visits can make their browser send requests to it). So a request whose ``Host`` is not a
-loopback name is refused with 421 — a DNS-rebinding page reaches 127.0.0.1 under its own host
-name, which the browser then sends — and every answer carries ``X-Content-Type-Options:
-nosniff``, a Content-Security-Policy allowing this origin's own files only, and no framing.
+Where it may listen and who may call it (plain HTTP on loopback; HTTPS with authentication
+elsewhere) is ``keelfs.web.listen``. Browsers are the hostile clients here: a web page the
+operator visits can make their browser send requests to the server. So a request whose
+``Host`` is not a loopback name, the listen address or a name of the node's certificate is
+refused with 421 — a DNS-rebinding page reaches the server under its own host name, which
+the browser then sends — and every answer carries ``X-Content-Type-Options: nosniff``, a
+Content-Security-Policy allowing this origin's own files only, and no framing.
 """
 
 from __future__ import annotations
@@ -30,10 +31,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from google.protobuf import json_format
 
 from keelfs.web.dashboard import cluster_json
-from keelfs.web.listen import is_loopback_host, parse_http_listen
+from keelfs.web.listen import (
+    OPEN_PATHS,
+    HttpSettings,
+    is_loopback_host,
+    parse_http_listen,
+)
 from keelfs.web.metrics import CONTENT_TYPE, ChunkMetrics, MetaMetrics, Metrics
 
 if TYPE_CHECKING:
@@ -73,24 +80,50 @@ def _host_of(header: str) -> str:
     return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
-@web.middleware
-async def _guard(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Refuse a request addressed to a non-loopback host name; add the security headers."""
-    host = _host_of(request.headers.get("Host", ""))
-    if not is_loopback_host(host):
-        raise web.HTTPMisdirectedRequest(
-            text=f"this server answers loopback host names only, not {host!r}\n",
-            headers=SECURITY_HEADERS,
-        )
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        exc.headers.update(SECURITY_HEADERS)
-        raise
-    response.headers.update(SECURITY_HEADERS)
-    return response
+def _guard(access: HttpSettings) -> Middleware:
+    """The middleware: refuse a request to a host name this server does not go by (421) or,
+    from another host, without credentials (401); add the security headers."""
+    names = access.server_names()
+
+    def deny(exc: type[web.HTTPException], text: str, **headers: str) -> web.HTTPException:
+        return exc(text=text + "\n", headers={**SECURITY_HEADERS, **headers})
+
+    @web.middleware
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        host = _host_of(request.headers.get("Host", ""))
+        if not (is_loopback_host(host) or host.lower() in names):
+            raise deny(
+                web.HTTPMisdirectedRequest,
+                f"this server does not answer to the host name {host!r}",
+            )
+        if not _authenticated(request, access):
+            raise deny(
+                web.HTTPUnauthorized,
+                "a client certificate of this cluster or a bearer token is needed",
+                **{"WWW-Authenticate": 'Bearer realm="keelfs"'},
+            )
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers.update(SECURITY_HEADERS)
+            raise
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    return guard
+
+
+def _authenticated(request: web.Request, access: HttpSettings) -> bool:
+    """From this host (what plain HTTP allows at all), to an open path, with a certificate
+    the handshake verified, or with the bearer token."""
+    if request.path in OPEN_PATHS or is_loopback_host(request.remote or ""):
+        return True
+    transport = request.transport
+    if transport is not None and transport.get_extra_info("peercert"):
+        return True
+    return access.token_matches(request.headers.get("Authorization", ""))
 
 
 class WebServer:
@@ -98,7 +131,7 @@ class WebServer:
 
     def __init__(
         self,
-        listen: str,
+        http: HttpSettings,
         *,
         metrics: Metrics,
         health: Callable[[], dict[str, Any] | None],
@@ -106,7 +139,8 @@ class WebServer:
         node_status: Callable[[], dict[str, Any]],
         cluster: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
-        self.host, self.port = parse_http_listen(listen)
+        self.access = http
+        self.host, self.port = parse_http_listen(http.listen, tls=http.tls is not None)
         self.metrics = metrics
         self._health = health
         self._raft_state = raft_state
@@ -116,7 +150,7 @@ class WebServer:
         self.address = ""
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_guard])
+        app = web.Application(middlewares=[_guard(self.access)])
         app.router.add_get("/health", self._get_health)
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/raft/state", self._get_raft_state)
@@ -130,7 +164,13 @@ class WebServer:
     async def start(self) -> None:
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            runner,
+            self.host,
+            self.port,
+            reuse_address=True,
+            ssl_context=self.access.ssl_context(),
+        )
         try:
             await site.start()
         except OSError:
@@ -140,6 +180,13 @@ class WebServer:
         bound = runner.addresses  # the port actually bound, when asked for port 0
         port = int(bound[0][1]) if bound else self.port
         self.address = f"{self.host}:{port}"
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` or, with TLS, ``https://HOST:PORT``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        scheme = "http" if self.access.tls is None else "https"
+        return f"{scheme}://{host}:{self.address.rpartition(':')[2]}"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -181,7 +228,7 @@ def _status_json(node: MetaNode) -> dict[str, Any]:
     return out
 
 
-def meta_web_server(node: MetaNode, listen: str) -> WebServer:
+def meta_web_server(node: MetaNode, http: HttpSettings) -> WebServer:
     """The HTTP side of a started master or config server."""
     metrics = MetaMetrics(node)
     metrics.instrument()
@@ -210,7 +257,7 @@ def meta_web_server(node: MetaNode, listen: str) -> WebServer:
         }
 
     return WebServer(
-        listen,
+        http,
         metrics=metrics,
         health=health,
         raft_state=raft_state,
@@ -219,7 +266,9 @@ def meta_web_server(node: MetaNode, listen: str) -> WebServer:
     )
 
 
-def chunk_web_server(node: ChunkNode, listen: str, reporter: Reporter | None = None) -> WebServer:
+def chunk_web_server(
+    node: ChunkNode, http: HttpSettings, reporter: Reporter | None = None
+) -> WebServer:
     """The HTTP side of a started chunk server (no Raft groups: ``/raft/state`` is empty)."""
     metrics = ChunkMetrics(node, reporter)
     metrics.instrument()
@@ -246,7 +295,7 @@ def chunk_web_server(node: ChunkNode, listen: str, reporter: Reporter | None = N
         return {"role": "chunk", "id": node.server_id, "address": node.address}
 
     return WebServer(
-        listen,
+        http,
         metrics=metrics,
         health=health,
         raft_state=lambda: {"id": node.server_id, "groups": {}},

@@ -90,7 +90,7 @@ def test_flag_beats_toml_beats_env_beats_default(tmp_path: Path) -> None:
     assert config.node_id == 11 and config.data_dir == tmp_path / "from-env"
     # addresses are named as in `keelfs server`: the Raft port is the client port - 1
     assert (config.client_address(), config.listen) == ("127.0.0.1:9101", "127.0.0.1:9100")
-    assert http == ""
+    assert http.listen == "" and http.tls is None
 
     chunk = resolve_args(chunkserver, ["--config", str(toml)], env)
     assert chunk["rack"] == "/toml" and chunk["listen"] == "127.0.0.1:9301"  # file, env

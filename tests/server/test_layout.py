@@ -62,7 +62,7 @@ def test_each_command_says_what_the_layout_meant(tmp_path: Path) -> None:
         assert set(node.shards) == set(p.groups) - {"config"}
         others = [a for a in config if a != p.address]
         assert list(node.config_servers) == others
-        assert http == (p.http if p.name == "n1" else "")
+        assert http.listen == (p.http if p.name == "n1" else "")
     assert state.processes[0].http  # the dashboard of n1
     by_name = {p.name: p for p in state.processes}
     assert _peers(state, by_name["n12"]) == ",".join(

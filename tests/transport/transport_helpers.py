@@ -9,11 +9,11 @@ assertion fails midway.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from keelfs.raft.messages import Message
+from keelfs.runtime.processes import free_ports
 
 T = TypeVar("T")
 
@@ -29,9 +29,7 @@ def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
 
 def free_port() -> int:
     """A port that was free a moment ago (for servers that must start later on a known port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 class Inbox:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from keelfs.web.app import SECURITY_HEADERS, WebServer
+from keelfs.web.listen import HttpSettings
 from keelfs.web.metrics import Metrics
 
 
@@ -40,7 +41,7 @@ def server() -> Iterator[WebServer]:
         return {"groups": {}}
 
     web = WebServer(
-        "127.0.0.1:0",
+        HttpSettings("127.0.0.1:0"),
         metrics=Metrics("test"),
         health=lambda: {"role": "test"},
         raft_state=lambda: {"groups": {}},

@@ -13,13 +13,14 @@ from keelfs.web.dashboard import dashboard_json
 from keelfs.web.listen import parse_http_listen
 
 
-def test_http_listen_is_loopback_only() -> None:
+def test_http_listen_is_loopback_only_without_tls() -> None:
     assert parse_http_listen("127.0.0.1:9100") == ("127.0.0.1", 9100)
     assert parse_http_listen("localhost:0") == ("localhost", 0)
     assert parse_http_listen("[::1]:80") == ("::1", 80)
     for bad in ("0.0.0.0:9100", "10.0.0.1:80", "example.com:80", "127.0.0.1", ":80", "1:x"):
         with pytest.raises(ValueError):
             parse_http_listen(bad)
+    assert parse_http_listen("0.0.0.0:9100", tls=True) == ("0.0.0.0", 9100)
     base = ["--id", "1", "--listen", "127.0.0.1:7000", "--data", "/tmp/x"]
     with pytest.raises(SystemExit, match="loopback"):
         config_from_args("config", [*base, "--http-listen", "0.0.0.0:9100"])
