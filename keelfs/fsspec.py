@@ -60,6 +60,14 @@ class KeelFileSystem(AbstractFileSystem):
         tls = client_tls(tls_dir=tls_dir, user=user, cert=tls_cert, key=tls_key, ca=tls_ca)
         self.client = keelfs.connect(address, tls=tls, user=user)
 
+    def close(self) -> None:
+        """Close the client (its connections, session and I/O thread) and drop this file
+        system from fsspec's instance cache, so that the next ``fsspec.filesystem("keelfs",
+        ...)`` with the same options makes a fresh one."""
+        self.client.close()
+        if type(self)._cache.get(self._fs_token) is self:
+            del type(self)._cache[self._fs_token]
+
     # -- paths --------------------------------------------------------------------------------
     @classmethod
     def _strip_protocol(cls, path: str | list[str]) -> Any:

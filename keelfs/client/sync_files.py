@@ -20,7 +20,6 @@ from keelfs.client.aio import AsyncClient
 from keelfs.client.files import AsyncFileReader, AsyncFileWriter
 from keelfs.datapath.client import AsyncChunkClient
 from keelfs.datapath.protocol import DEFAULT_PACKET_SIZE, Target
-from keelfs.errors import Unavailable
 
 __all__ = ["FileReader", "FileWriter", "IOThread"]
 
@@ -47,7 +46,7 @@ class IOThread:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait for its result (in the calling thread)."""
         if self._loop.is_closed():
-            raise Unavailable("the client is closed")
+            raise RuntimeError("client is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from keelfs.errors import (
     KeelError,
     Unavailable,
 )
+from keelfs.rpc.channels import MIN_CONNECT_TIMEOUT_MS
 from keelfs.rpc.grpc_errors import (
     abort,
     decode_error,
@@ -65,7 +66,7 @@ GRPC_OPTIONS: list[tuple[str, Any]] = [
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     *GRPC_OPTIONS,
     ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", MIN_CONNECT_TIMEOUT_MS),
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.use_local_subchannel_pool", 1),
 ]

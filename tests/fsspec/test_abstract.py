@@ -39,7 +39,10 @@ def keel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeelFileSystem]:
         _SCENARIOS.clear()
         yield fs
         _SCENARIOS.clear()
-        fs.client.close()
+        fs.close()
+        # the instances fsspec.open/filesystem made (and cached) for the tests' URLs
+        for cached in list(KeelFileSystem._cache.values()):
+            cached.close()
 
 
 def _present_certificates(cluster: MetaCluster, mp: pytest.MonkeyPatch) -> None:
@@ -129,15 +132,20 @@ def test_url_without_host_uses_keelfs_address(
     keel: KeelFileSystem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KEELFS_ADDRESS", keel.address)
-    with fsspec.open("keelfs:///env/a.txt", "wb", skip_instance_cache=True) as f:
+    writing = fsspec.open("keelfs:///env/a.txt", "wb", skip_instance_cache=True)
+    with writing as f:
         f.write(b"from the environment")
+    writing.fs.close()
     with fsspec.open(f"keelfs://{keel.address}/env/a.txt", "rb") as f:
         assert f.read() == b"from the environment"
     of = fsspec.open("keelfs:///env/a.txt", "rb", skip_instance_cache=True)
     assert of.fs.client is not keel.client and of.path == "/env/a.txt"
-    with of as f:
-        f.seek(5)
-        assert f.read(3) == b"the"
+    try:
+        with of as f:
+            f.seek(5)
+            assert f.read(3) == b"the"
+    finally:
+        of.fs.close()
     keel.mv("/env/a.txt", "/env/b.txt")  # keelfs's atomic rename
     assert keel.ls("/env", detail=False) == ["/env/b.txt"]
     assert keel.modified("/env/b.txt").year >= 2024
@@ -184,3 +192,17 @@ def _raw_stat(address: str, path: str, user: str) -> Any:
             metadata=[(USER_METADATA_KEY, user)],
             timeout=10,
         )
+
+
+def test_close_ends_the_client_and_leaves_the_instance_cache(keel: KeelFileSystem) -> None:
+    fs = fsspec.filesystem("keelfs", address=keel.address)
+    assert fsspec.filesystem("keelfs", address=keel.address) is fs  # cached
+    fs.pipe_file("/close/x", b"1")
+    fs.close()
+    with pytest.raises(RuntimeError, match="client is closed"):
+        fs.cat_file("/close/x")
+    fresh = fsspec.filesystem("keelfs", address=keel.address)
+    try:
+        assert fresh is not fs and fresh.cat_file("/close/x") == b"1"
+    finally:
+        fresh.close()
