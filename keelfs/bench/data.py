@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keelfs.bench.common import Summary, machine
+from keelfs.bench.stall import write_stall
 from keelfs.client import AsyncClient
 from keelfs.errors import KeelError
 from keelfs.server.metacluster import MetaCluster
@@ -142,34 +143,6 @@ async def small_files(
     return writes, reads, failed
 
 
-async def _stall(fs: AsyncClient, cluster: MetaCluster, trial: int) -> float:
-    """Longest gap between acknowledged small writes while the shard leader is killed."""
-    stop = asyncio.Event()
-    acked: list[float] = []
-
-    async def writer() -> None:
-        i = 0
-        while not stop.is_set():
-            try:
-                await fs.write_bytes(f"/bench/stall{trial}/f{i}", b"s" * 4096)
-            except KeelError:
-                continue
-            acked.append(time.perf_counter())
-            i += 1
-
-    await fs.mkdir(f"/bench/stall{trial}", parents=True)
-    task = asyncio.create_task(writer())
-    await asyncio.sleep(1.0)
-    victim = await asyncio.to_thread(cluster.leader, "shard-1")
-    await asyncio.to_thread(cluster.kill9, victim)
-    await asyncio.sleep(3.0)
-    stop.set()
-    await task
-    await asyncio.to_thread(cluster.restart, victim)
-    gaps = [b - a for a, b in zip(acked, acked[1:], strict=False)]
-    return max(gaps) if gaps else float("nan")
-
-
 @contextlib.contextmanager
 def started_cluster(
     root: Path, *, tls: bool = False
@@ -217,7 +190,7 @@ def run(
                     stalls = []
                     for t in range(trials):
                         say(f"write stall at failover: trial {t + 1}/{trials}")
-                        stalls.append(await _stall(fs, cluster, t))
+                        stalls.append((await write_stall(fs, cluster, "kill", t))[0])
                     result["stall"] = stalls
 
             asyncio.run(main())

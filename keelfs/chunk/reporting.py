@@ -5,14 +5,19 @@ that a newly elected master knows where every block is at once. The :class:`Repo
 
 1. registers the server with the config group (``RegisterChunkServer``; retried until it
    succeeds) and learns the masters from the ShardMap (every shard's members), refreshed on
-   every round;
+   in the background (a round never waits for it);
 2. every ``interval_s`` (and sooner, ``eager_s`` after a replica was finalized, deleted or
    found corrupt, so that a writer's ``Complete`` is not held up for a whole interval) sends
    each master a ``ChunkHeartbeat``: capacity, use and load, plus a **full** block report the
    first time, whenever that master asks (``want_full_report``: it restarted, or heard
    nothing from this server for a while), after a failed heartbeat to it, or when it was left
    out of the rounds meanwhile (its shard left the map): it may have missed increments; else
-   the **increments** since;
+   the **increments** since. Each master has its own lane: a heartbeat to one master that
+   is slow or frozen (SIGSTOP: its connection stays open and silent) holds back nothing
+   sent to the others — while it is on its way, that master's increments wait in its lane
+   and go with its next heartbeat. (A round used to wait for every master's answer, so one
+   frozen master delayed every other master's news of a finalized replica by the whole RPC
+   timeout, and writers' ``Complete`` waited with it.)
 3. learns the block-token keys the replies carry (``ChunkNode.learn_keys``: the only way keys
    reach a chunk server, as HDFS DataNodes get block keys from the NameNode);
 4. executes the commands in the replies (``ChunkNode.execute``: each block's token checked,
@@ -28,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -40,6 +46,7 @@ from keelfs.datapath.replica import ReplicaInfo, ReplicaState
 from keelfs.datapath.tokens import BlockKey
 from keelfs.errors import KeelError
 from keelfs.meta.shardmap import ShardMap
+from keelfs.rpc.channels import MIN_CONNECT_TIMEOUT_MS
 from keelfs.rpc.pb import meta_pb2 as mpb
 from keelfs.rpc.pb import meta_pb2_grpc as mpb_grpc
 from keelfs.tls.credentials import open_aio_channel
@@ -55,9 +62,51 @@ _MASTER_CHANNEL_OPTIONS = [
     # from a dead one, and waits for it before dropping a block nobody reports
     # (``ChunkRegistry.complete``)
     ("grpc.initial_reconnect_backoff_ms", 50),
-    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", MIN_CONNECT_TIMEOUT_MS),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+MAX_LANE_REPORTS = 100_000
+"""Increments owed to one master past which they are dropped for a full report instead (a
+master that has not answered for that long needs one anyway)."""
+
+
+@dataclass
+class _Lane:
+    """What one master is owed: the increments since its last heartbeat that got through,
+    and the heartbeat on its way to it, if any."""
+
+    added: list[mpb.ReplicaReport] = field(default_factory=list)
+    removed: list[mpb.ReplicaReport] = field(default_factory=list)
+    corrupt: list[mpb.ReplicaReport] = field(default_factory=list)
+    verified: list[mpb.VerifiedReplica] = field(default_factory=list)
+    sending: asyncio.Task[None] | None = None
+
+    def owe(
+        self,
+        added: list[mpb.ReplicaReport],
+        removed: list[mpb.ReplicaReport],
+        corrupt: list[mpb.ReplicaReport],
+        verified: list[mpb.VerifiedReplica],
+    ) -> None:
+        self.added += added
+        self.removed += removed
+        self.corrupt += corrupt
+        self.verified += verified
+
+    def busy(self) -> bool:
+        return self.sending is not None and not self.sending.done()
+
+    def size(self) -> int:
+        return len(self.added) + len(self.removed)
+
+    def take(self, *, full: bool) -> mpb.ChunkHeartbeatRequest:
+        """The heartbeat carrying what is owed (a full report replaces the increments)."""
+        req = mpb.ChunkHeartbeatRequest(corrupt=self.corrupt, verified=self.verified)
+        if not full:
+            req.replicas.extend(self.added)
+            req.removed.extend(self.removed)
+        self.added, self.removed, self.corrupt, self.verified = [], [], [], []
+        return req
 
 
 def _report(info: ReplicaInfo) -> mpb.ReplicaReport:
@@ -92,6 +141,8 @@ class Reporter:
         self._known: set[str] = set()
         self._last_round: set[str] = set()
         """The masters the last round reported to."""
+        self._lanes: dict[str, _Lane] = {}
+        self._map_refresh: asyncio.Task[None] | None = None
         self._commands: asyncio.Queue[mpb.ChunkCommand] = asyncio.Queue()
         self._verified: list[mpb.VerifiedReplica] = []
         """Replicas verified good on a master's request since the last round."""
@@ -122,6 +173,12 @@ class Reporter:
             await self.close()
 
     async def close(self) -> None:
+        tasks = [lane.sending for lane in self._lanes.values() if lane.sending is not None]
+        if self._map_refresh is not None:
+            tasks.append(self._map_refresh)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
@@ -145,14 +202,23 @@ class Reporter:
             return
 
     async def _masters(self) -> list[str]:
+        """Every shard's members, by the ShardMap known now. The map is refreshed in the
+        background, one fetch at a time (a member of the config group that is frozen must not
+        hold up the round); before the first map arrives, the round waits for it."""
+        if self._map_refresh is None or self._map_refresh.done():
+            self._map_refresh = asyncio.create_task(self._refresh_map(), name="chunk-map")
+        if self._map is None:
+            await asyncio.shield(self._map_refresh)
+        if self._map is None:
+            return []
+        return sorted({a for members in self._map.shards.values() for a in members.values()})
+
+    async def _refresh_map(self) -> None:
         since = self._map.version if self._map is not None else None
         with contextlib.suppress(KeelError):
             fetched = await self.meta.fetch_shard_map(since, stale_ok=True, deadline=2.0)
             if fetched is not None:
                 self._map = fetched[0]
-        if self._map is None:
-            return []
-        return sorted({a for members in self._map.shards.values() for a in members.values()})
 
     def _stub(self, address: str) -> Any:
         channel = self._channels.get(address)
@@ -184,26 +250,33 @@ class Reporter:
         corrupt = [_report(e.replica) for e in events if e.kind is EventKind.CORRUPT]
         verified, self._verified = self._verified, []
         full: list[mpb.ReplicaReport] | None = None
-        sends = []
         # a master this server did not report to last round (its shard left the map and came
         # back, say) missed the increments meanwhile: it gets a full report again
         self._needs_full |= self._known - self._last_round
         self._last_round = set(masters)
+        for gone in set(self._lanes) - self._last_round:
+            del self._lanes[gone]
         for address in masters:
-            if address not in self._known or address in self._needs_full:
+            lane = self._lanes.setdefault(address, _Lane())
+            lane.owe(added, removed, corrupt, verified)
+            if lane.size() > MAX_LANE_REPORTS:
+                self._needs_full.add(address)
+            if lane.busy():
+                continue  # its last heartbeat is still on its way: these wait in its lane
+            wants_full = address not in self._known or address in self._needs_full
+            req = lane.take(full=wants_full)
+            if wants_full:
                 if full is None:
                     full = [
                         _report(r)
                         for r in self.node.block_report()
                         if r.state is ReplicaState.FINALIZED and not r.corrupt
                     ]
-                req = mpb.ChunkHeartbeatRequest(full_report=True, replicas=full, corrupt=corrupt)
-            else:
-                req = mpb.ChunkHeartbeatRequest(replicas=added, removed=removed, corrupt=corrupt)
-            req.verified.extend(verified)
+                req.full_report = True
+                req.replicas.extend(full)
             req.MergeFrom(base)
-            sends.append(self._send(address, req))
-        await asyncio.gather(*sends)
+            lane.sending = asyncio.create_task(self._send(address, req), name="heartbeat")
+        await asyncio.sleep(0)  # let the heartbeats start
 
     async def _send(self, address: str, req: mpb.ChunkHeartbeatRequest) -> None:
         try:

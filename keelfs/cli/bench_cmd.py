@@ -592,6 +592,49 @@ def bench_data(
         print(json.dumps(r.as_json()))
 
 
+@bench.command("stall")
+@click.option(
+    "--mode",
+    type=click.Choice(["kill", "stop", "both"]),
+    default="both",
+    show_default=True,
+    help="kill -9 the shard leader, SIGSTOP it, or both (one after the other).",
+)
+@click.option("--trials", default=10, show_default=True, help="Faults per mode.")
+@click.option(
+    "--window", default=3.0, show_default=True, help="Seconds of writing after each fault."
+)
+@click.option("--tls", is_flag=True, help="Run the cluster with mutual TLS.")
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
+def bench_stall(mode: str, trials: int, window: float, tls: bool, as_json: bool) -> None:
+    """The longest pause of a small-file writer when the shard leader is killed or frozen."""
+    from keelfs.bench.common import Summary
+    from keelfs.bench.stall import MODES, run
+
+    err = Console(stderr=True)
+    r = run(
+        modes=MODES if mode == "both" else (mode,),
+        trials=trials,
+        window=window,
+        progress=lambda msg: err.print(msg, highlight=False),
+        tls=tls,
+    )
+    table = Table(
+        title="keelfs bench stall: 4 KiB files written one after another, shard leader faulted"
+        + (", mutual TLS" if tls else "")
+    )
+    for col in ("fault", "trials", "p50 (s)", "p99 (s)", "max (s)", "failed writes"):
+        table.add_column(col, justify="right")
+    for m, stalls in r.stalls.items():
+        s = Summary.of(stalls)
+        table.add_row(
+            m, str(s.n), f"{s.p50:.2f}", f"{s.p99:.2f}", f"{s.max:.2f}", str(r.failed_writes[m])
+        )
+    Console().print(table)
+    if as_json:
+        print(json.dumps(r.as_json()))
+
+
 @bench.command("compare")
 @click.argument("peer", type=click.Choice(["seaweedfs"]))
 @click.option(

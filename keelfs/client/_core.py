@@ -16,7 +16,8 @@ The retry policy of one request (:meth:`Core.plan`), within its deadline:
 ==========================  ==================================================================
 answer                      what the plan does
 ==========================  ==================================================================
-``NOT_LEADER``              remember the hinted leader; retry there at once (then back off)
+``NOT_LEADER``              remember the hinted leader; retry there at once (then back off);
+                            with no hint (an election), back off at most 0.1 s
 ``REDIRECT``                refresh the ShardMap if the redirect's version is newer, else back
                             off; retry on the owner shard
 ``UNAVAILABLE``             forget the leader, back off, retry on the next member
@@ -32,6 +33,10 @@ map moved the path          after an unknown outcome, no new session on the new 
                             owner in a session there. ``OutcomeUnknown`` if that shard is gone
 anything else               raise it (``keelfs.errors``)
 ==========================  ==================================================================
+
+An attempt waits for its answer a few times the members' usual answer time (``AnswerTimes``,
+at least 0.25 s, at most ``attempt_timeout``), doubling with each timeout of the request: a
+frozen leader is left for the next member after a fraction of a second.
 
 When the deadline passes, :class:`OutcomeUnknown` is raised if a write attempt's outcome was
 unknown, else ``Unavailable``.
@@ -108,6 +113,44 @@ class Randomness(Protocol):
 
 BACKOFF_INITIAL = 0.02
 BACKOFF_MAX = 0.5
+ELECTION_POLL_MAX = 0.1
+"""The longest back-off after a member says "not the leader" and knows no other: an election
+is under way, and the members answer such questions cheaply, so the client asks often enough
+to find the new leader within ~0.1 s of its election, not after a back-off of up to 0.5 s."""
+MIN_ATTEMPT_TIMEOUT = 0.25
+"""The shortest wait for one attempt's answer (see :class:`AnswerTimes`)."""
+
+
+class AnswerTimes:
+    """How long members take to answer, smoothed as TCP smooths round trips (RFC 6298: SRTT
+    and RTTVAR), and the wait for an answer it suggests: ``srtt + 4 * rttvar``, at least
+    :data:`MIN_ATTEMPT_TIMEOUT`, at most the client's ``attempt_timeout``.
+
+    Why: a frozen leader (SIGSTOP, a stalled disk, a VM paused) keeps its connections open and
+    silent, so the only sign is time. Waiting the whole ``attempt_timeout`` (2 s) before trying
+    another member made such a pause a 2 s stall of every writer, while the other members had
+    elected a new leader after ~0.3 s. With this, a request gives up on a member after a few
+    times its usual answer time and retries elsewhere (writes keep their session and seq, so a
+    retry is applied at most once); each further timeout of the same request doubles its wait,
+    so a request that is merely slow still gets the full ``attempt_timeout`` in the end."""
+
+    __slots__ = ("srtt", "rttvar")
+
+    def __init__(self) -> None:
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+
+    def sample(self, seconds: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = seconds, seconds / 2
+            return
+        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - seconds)
+        self.srtt = 0.875 * self.srtt + 0.125 * seconds
+
+    def wait(self, ceiling: float) -> float:
+        if self.srtt is None:
+            return ceiling
+        return min(ceiling, max(MIN_ATTEMPT_TIMEOUT, self.srtt + 4 * self.rttvar))
 
 
 # -- actions a plan yields ----------------------------------------------------------------------
@@ -302,8 +345,8 @@ class _Attempt:
     def remaining(self) -> float:
         return self.deadline - self._clock()
 
-    def backoff(self) -> Sleep:
-        b = self._b * self._rng.uniform(0.5, 1.0)
+    def backoff(self, cap: float = BACKOFF_MAX) -> Sleep:
+        b = min(self._b, cap) * self._rng.uniform(0.5, 1.0)
         self._b = min(self._b * 2, BACKOFF_MAX)
         return Sleep(max(0.0, min(b, self.remaining())))
 
@@ -359,6 +402,7 @@ class Core:
         self.writers: dict[str, tuple[str, int]] = {}
         """Files this client created and has not completed: path -> (group, session id)."""
         self.stats = {"calls": 0, "retries": 0, "unknown_outcomes": 0, "redirects": 0}
+        self.answer_times = AnswerTimes()
 
     # -- caches ------------------------------------------------------------------------------
     @property
@@ -464,6 +508,20 @@ class Core:
             else:
                 self._leaders.pop(group, None)
 
+    def _wait(self, op: Op, patience: float) -> float:
+        """How long one attempt of ``op`` waits for an answer: the op's own timeout if it has
+        one, else what the members' answer times suggest (:class:`AnswerTimes`) times the
+        request's ``patience`` (doubled by each timeout), at most ``attempt_timeout``."""
+        if op.attempt_timeout is not None:
+            return op.attempt_timeout
+        with self._lock:
+            suggested = self.answer_times.wait(self.attempt_timeout)
+        return min(self.attempt_timeout, suggested * patience)
+
+    def _answered(self, seconds: float) -> None:
+        with self._lock:
+            self.answer_times.sample(seconds)
+
     def _count(self, key: str) -> None:
         with self._lock:
             self.stats[key] += 1
@@ -479,6 +537,7 @@ class Core:
         pool: SessionPool | None = None
         seq = 0
         session_unknown = False
+        patience = 1.0
         try:
             while True:
                 if attempt.remaining() <= 0:
@@ -521,10 +580,11 @@ class Core:
                     session_shard=group if replay else "",
                 )
                 self._count("calls")
-                limit = self.attempt_timeout if op.attempt_timeout is None else op.attempt_timeout
-                timeout = max(0.01, min(limit, attempt.remaining()))
+                timeout = max(0.01, min(self._wait(op, patience), attempt.remaining()))
+                sent = self.clock()
                 result = yield Call(address, op.service, op.method, op.build(header), timeout)
                 if not isinstance(result, grpc.RpcError):
+                    self._answered(self.clock() - sent)
                     info = reply_info(result)
                     if info is not None and info.leader:
                         self._learn_leader(group, address)
@@ -535,6 +595,8 @@ class Core:
                     failure = transport_failure(result, address, op.method)
                     if failure.error is not None:
                         raise failure.error
+                    if result.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        patience *= 2  # this request waits longer on its next attempt
                     self._forget(group, address)
                     attempt.last_error = f"{address}: {failure.code.name}: {failure.message}"
                     if op.write and not failure.never_sent:
@@ -542,6 +604,7 @@ class Core:
                         self._count("unknown_outcomes")
                     yield attempt.backoff()
                     continue
+                self._answered(self.clock() - sent)  # a refusal is an answer too
                 attempt.last_error = f"{address}: {err.code}: {err.message}"
                 if isinstance(err, NotLeader):
                     hint = err.leader_address if err.leader_address != address else None
@@ -550,7 +613,7 @@ class Core:
                         attempt.hinted = True
                         continue
                     attempt.hinted = False
-                    yield attempt.backoff()
+                    yield attempt.backoff(cap=BACKOFF_MAX if hint else ELECTION_POLL_MAX)
                 elif replay and isinstance(err, Redirect) and err.shard_id != group:
                     # the session's own shard never applied it, and now never will: from
                     # here on a new request, sent where the map says in a session there

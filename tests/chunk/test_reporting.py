@@ -14,10 +14,11 @@ from typing import Any
 
 from chunk_keys import Access, provision, signer
 
-from keelfs.chunk.events import EventKind
+from keelfs.chunk.events import EventKind, ReplicaEvent
 from keelfs.chunk.node import ChunkNode, ChunkNodeConfig
 from keelfs.chunk.reporting import Reporter
 from keelfs.datapath.client import AsyncChunkClient
+from keelfs.datapath.replica import ReplicaInfo, ReplicaState
 from keelfs.rpc.pb import meta_pb2 as mpb
 
 
@@ -133,3 +134,56 @@ def test_a_verify_command_rereads_the_replica_and_reports_what_it_found(tmp_path
     [req] = sent
     assert [(v.block_id, v.gen_stamp, v.token) for v in req.verified] == [(7, 1, 71)]
     assert [r.block_id for r in req.corrupt] == [8]
+
+
+def _finalized(block_id: int) -> ReplicaEvent:
+    info = ReplicaInfo(block_id, 1, 10, ReplicaState.FINALIZED, "shard-1", 65_536)
+    return ReplicaEvent(EventKind.FINALIZED, info)
+
+
+def test_a_frozen_master_holds_back_no_report_to_the_others() -> None:
+    """A master that does not answer (SIGSTOP: its connection open and silent) must not delay
+    the other masters' news of finalized replicas: a writer's ``Complete`` waits for that news
+    at the new leader. Before, a round waited for every master's answer, so the news of block
+    2 reached m2 only after m1's heartbeat had timed out. What m1 missed meanwhile goes with
+    its next heartbeat."""
+    sent: list[tuple[str, list[int], bool]] = []
+
+    async def main() -> None:
+        reporter = Reporter(_Node(), ["127.0.0.1:9"])  # type: ignore[arg-type]
+        m1_frozen = asyncio.Event()
+
+        async def masters() -> list[str]:
+            return ["m1", "m2"]
+
+        async def send(address: str, req: mpb.ChunkHeartbeatRequest) -> None:
+            sent.append((address, [r.block_id for r in req.replicas], req.full_report))
+            if address == "m1" and len([s for s in sent if s[0] == "m1"]) == 2:
+                await m1_frozen.wait()  # its second heartbeat hangs until thawed
+            reporter._known.add(address)
+            if req.full_report:
+                reporter._needs_full.discard(address)
+
+        reporter._masters = masters  # type: ignore[method-assign]
+        reporter._send = send  # type: ignore[method-assign]
+        try:
+            async with asyncio.timeout(10):  # (a round that waits for m1 never ends)
+                await reporter._round([])  # first contact: full reports
+                await reporter._round([_finalized(1)])  # m1 freezes on this one
+                await reporter._round([_finalized(2)])
+                await reporter._round([_finalized(3)])
+            assert [s for s in sent if s[0] == "m2"][1:] == [("m2", [1], False)] + [
+                ("m2", [2], False),
+                ("m2", [3], False),
+            ]
+            m1_frozen.set()
+            await asyncio.sleep(0)
+            await reporter._round([_finalized(4)])
+            assert [s for s in sent if s[0] == "m1"][1:] == [
+                ("m1", [1], False),
+                ("m1", [2, 3, 4], False),
+            ]
+        finally:
+            await reporter.close()
+
+    asyncio.run(main())

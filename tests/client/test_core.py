@@ -21,7 +21,16 @@ import pytest
 
 from keelfs.client import OutcomeUnknown
 from keelfs.client import _ops as ops
-from keelfs.client._core import Call, Core, Plan, SessionPool, Sleep, WaitSession
+from keelfs.client._core import (
+    ELECTION_POLL_MAX,
+    MIN_ATTEMPT_TIMEOUT,
+    Call,
+    Core,
+    Plan,
+    SessionPool,
+    Sleep,
+    WaitSession,
+)
 from keelfs.errors import (
     InvalidPath,
     KeelError,
@@ -484,3 +493,70 @@ def test_a_block_allocation_is_not_replayed_its_lease_guards_it() -> None:
     calls = fake.of("AllocateBlock")
     assert all(not x.request.header.session_shard for x in calls)
     assert calls[-1].address in (B1, B2, B3)
+
+
+def _silent(call: Call) -> RpcFailure:
+    """A frozen member: the call waits its whole timeout and fails DEADLINE_EXCEEDED."""
+    CLOCK.advance(call.timeout)
+    return RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
+def test_before_any_answer_an_attempt_waits_the_whole_attempt_timeout() -> None:
+    fake, c = FakeCluster(), core(attempt_timeout=1.0)
+    fake.script["FetchShardMap"] = [_silent]
+    run(c.plan(ops.stat("/x", False)), fake.answer)
+    assert fake.of("FetchShardMap")[0].timeout == 1.0
+
+
+def test_a_frozen_leader_is_left_after_a_few_answer_times_not_the_attempt_timeout() -> None:
+    """The leader stops answering (SIGSTOP): the write's attempt there gives up after
+    ``MIN_ATTEMPT_TIMEOUT`` (the members answered at once so far), and the retry, same
+    session and seq, finds the new leader through the next member's hint."""
+    fake, c = FakeCluster(leader=A2), core(attempt_timeout=2.0)
+    run(c.plan(ops.create("/a", False, None, "", "", 0, 0)), fake.answer)  # answers: learned
+    fake.calls.clear()
+    fake.script["Create"] = [_silent]
+    fake.leader = A3  # elected meanwhile; A1 and A3 now name A3
+    started = CLOCK()
+    run(c.plan(ops.create("/b", False, None, "", "", 0, 0)), fake.answer)
+    creates = fake.of("Create")
+    assert creates[0].address == A2 and creates[0].timeout == MIN_ATTEMPT_TIMEOUT
+    assert creates[-1].address == A3
+    assert {session_id_from_pb(c.request.header.session_id) for c in creates} == {
+        session_id_from_pb(creates[0].request.header.session_id)
+    } and {c.request.header.seq for c in creates} == {creates[0].request.header.seq}
+    assert CLOCK() - started < 0.5
+
+
+def test_each_timeout_of_one_request_doubles_its_wait_up_to_the_attempt_timeout() -> None:
+    fake, c = FakeCluster(), core(attempt_timeout=1.0, deadline=5.0)
+    run(c.plan(ops.stat("/x", False)), fake.answer)  # answered at once: the wait is the least
+    fake.calls.clear()
+    fake.script["GetFileInfo"] = [_silent] * 5
+    run(c.plan(ops.stat("/x", False)), fake.answer)
+    waits = [call.timeout for call in fake.of("GetFileInfo")]
+    assert waits[:5] == [MIN_ATTEMPT_TIMEOUT, 0.5, 1.0, 1.0, 1.0]
+
+
+def test_slow_answers_lengthen_the_wait() -> None:
+    fake, c = FakeCluster(), core(attempt_timeout=2.0)
+
+    def slow(call: Call) -> Any:
+        CLOCK.advance(0.3)
+        return pb.FileInfoReply(info=pb.FileInfo(path="/x", kind=pb.FILE))
+
+    fake.script["GetFileInfo"] = [slow] * 20
+    for _ in range(20):
+        run(c.plan(ops.stat("/x", False)), fake.answer)
+    assert 0.3 <= c.answer_times.wait(2.0) < 2.0
+    assert c.answer_times.wait(2.0) > MIN_ATTEMPT_TIMEOUT
+
+
+def test_during_an_election_the_members_are_asked_often() -> None:
+    """ "Not the leader, and I know none" means an election is under way: the back-off stays
+    under ``ELECTION_POLL_MAX`` instead of growing to ``BACKOFF_MAX``."""
+    fake, c = FakeCluster(), core(deadline=10.0)
+    fake.script["GetFileInfo"] = [NotLeader("shard-1", 0, "")] * 12
+    _, others = run(c.plan(ops.stat("/x", False)), fake.answer)
+    sleeps = [a.seconds for a in others if isinstance(a, Sleep)]
+    assert len(sleeps) >= 12 and max(sleeps) <= ELECTION_POLL_MAX
