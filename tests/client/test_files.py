@@ -24,6 +24,8 @@ from keelfs.errors import (
     PermissionDenied,
 )
 from keelfs.meta.records import MAX_INLINE_BYTES
+from keelfs.tls.certs import issue_client
+from keelfs.tls.credentials import TlsSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -281,9 +283,18 @@ def test_hflush_before_the_limit_writes_blocks(fs: Any) -> None:
     assert len(fs.stat("/f/inl-hflush").blocks) >= 1
 
 
+def _user_client(c: Any, user: str) -> Any:
+    """A client acting as ``user``: named in its requests, or (the TLS tier) in its
+    certificate, where the masters take the caller from."""
+    if c.tls_dir is None:
+        return c.client(user=user)
+    issue_client(c.tls_dir, user, overwrite=True)
+    return c.client(user=user, tls=TlsSettings.for_user(c.tls_dir, user))
+
+
 def test_another_user_cannot_write_inline_in_a_private_directory(data_cluster: Any) -> None:
     c, _ = data_cluster
-    root, alice, bob = c.client(), c.client(user="alice"), c.client(user="bob")
+    root, alice, bob = c.client(), _user_client(c, "alice"), _user_client(c, "bob")
     root.mkdir("/inl-home/alice", parents=True)
     root.chown("/inl-home/alice", "alice")
     alice.chmod("/inl-home/alice", 0o700)
