@@ -787,8 +787,9 @@ class NamespaceServicer:
         directory whose self-record goes to another shard (and, with `parents`, each missing
         ancestor through the shard owning it), Delete of such a directory (or of a subtree that
         spans shards, `recursive`), Rename of a file to another shard or of a directory whose
-        subtree spans shards now or under its new name (at most 2,000 records; the target must not
-        exist; files being written are not moved across shards).
+        subtree spans shards now or under its new name (at most 2,000 records and 384 KiB of them,
+        inline files' data included; the target must not exist; files being written are not moved
+        across shards).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
