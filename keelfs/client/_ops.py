@@ -14,6 +14,7 @@ from keelfs.errors import InvalidArgument
 from keelfs.meta import paths
 from keelfs.meta.commands import MAX_INT, check_mode, check_range
 from keelfs.meta.principals import check_principal
+from keelfs.meta.records import MAX_INLINE_BYTES
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import session_id_to_pb
 
@@ -114,15 +115,57 @@ def create(
     return namespace_op("Create", _entry(path), build, write=True, session=True)
 
 
-def complete(path: str, pin: int, last_length: int | None = None) -> Op:
-    """Close ``path`` on the lease holder's session ``pin``; ``last_length`` is the final
-    length of its last block (None: the file has no block)."""
+def create_inline(
+    path: str,
+    data: bytes,
+    overwrite: bool,
+    mode: int | None,
+    owner: str,
+    group: str,
+    replication: int,
+    block_size: int,
+) -> Op:
+    """``CreateInline``: file ``path`` created complete with ``data`` (at most
+    ``MAX_INLINE_BYTES``) in its record, in one write."""
+    create(path, overwrite, mode, owner, group, replication, block_size)  # the same checks
     path = norm(path)
+    if len(data) > MAX_INLINE_BYTES:
+        raise InvalidArgument(f"inline data is at most {MAX_INLINE_BYTES} bytes", "data")
+
+    def build(h: pb.RequestHeader) -> pb.CreateInlineRequest:
+        req = pb.CreateInlineRequest(
+            header=h,
+            path=path,
+            owner=owner,
+            group=group,
+            replication=replication,
+            block_size=block_size,
+            overwrite=overwrite,
+            data=bytes(data),
+        )
+        if mode is not None:
+            req.mode = mode
+        return req
+
+    return namespace_op("CreateInline", _entry(path), build, write=True, session=True)
+
+
+def complete(
+    path: str, pin: int, last_length: int | None = None, inline_data: bytes | None = None
+) -> Op:
+    """Close ``path`` on the lease holder's session ``pin``; ``last_length`` is the final
+    length of its last block (None: the file has no block); ``inline_data``: the whole
+    content of a file that has no block, kept in its record (``CompleteInline``)."""
+    path = norm(path)
+    if inline_data is not None and len(inline_data) > MAX_INLINE_BYTES:
+        raise InvalidArgument(f"inline data is at most {MAX_INLINE_BYTES} bytes", "data")
 
     def build(h: pb.RequestHeader) -> pb.CompleteRequest:
         req = pb.CompleteRequest(header=h, path=path)
         if last_length is not None:
             req.last_length = last_length
+        if inline_data is not None:
+            req.inline_data = bytes(inline_data)
         return req
 
     return Op("Namespace", "Complete", _entry(path), build, True, True, pin)

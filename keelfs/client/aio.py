@@ -373,7 +373,19 @@ class AsyncClient:
         block_size: int | None = None,
         fsync: bool = False,
     ) -> int:
-        """Create file ``path`` holding ``data`` (closed when this returns)."""
+        """Create file ``path`` holding ``data`` (closed when this returns). At most
+        ``MAX_INLINE_BYTES`` are kept in the file's metadata record, in one write
+        (``keelfs.client.files``: small files)."""
+        if len(data) <= files.MAX_INLINE_BYTES:
+            await files.write_inline(
+                self,
+                path,
+                data,
+                replication=replication,
+                block_size=block_size,
+                overwrite=overwrite,
+            )
+            return len(data)
         w = await files.open_writer(
             self,
             self._chunk_client(),

@@ -49,6 +49,11 @@ _STATUS = {s.value[0]: s for s in grpc.StatusCode}
 
 MAX_ITEMS = 256
 MAX_BATCH_BYTES = 1 << 20
+ITEM_FRAMING_BYTES = 32
+"""What a ``BatchItem`` adds around its request in the ``BatchRequest`` (the method's name,
+three tags and lengths: at most ~26 bytes): counted per item, so that a batch filled to
+``MAX_BATCH_BYTES`` (inline writes make items of up to 64 KiB) stays within the masters'
+limit on the whole message (``keelfs.rpc.wire.MAX_REQUEST_BYTES``)."""
 
 
 class ItemError(grpc.RpcError):
@@ -114,7 +119,7 @@ class Batcher:
                 if nxt.future.done():  # its caller gave up (cancelled) before it left
                     self._queue.pop(0)
                     continue
-                size += nxt.request.ByteSize() + 16
+                size += nxt.request.ByteSize() + ITEM_FRAMING_BYTES
                 if items and size > MAX_BATCH_BYTES:
                     break
                 items.append(self._queue.pop(0))

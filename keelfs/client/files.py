@@ -63,6 +63,28 @@ Durability:
   (``write_block(sync=True)``), so a closed file survives a power loss of every chunk server.
   Chunk servers fsync finalized replicas anyway unless run with ``--no-fsync-on-close``.
 
+Small files: data inline in the metadata record
+-----------------------------------------------
+A file of at most ``MAX_INLINE_BYTES`` (64 KiB, ``keelfs.meta.records``) written whole keeps
+its bytes in its metadata record instead of in a block: one Raft write of the shard, fsynced
+on a majority of its masters before the reply (the durability of every metadata write, and
+at least that of ``fsync=True``), no chunk server involved. Which calls do it:
+
+- ``write_bytes`` and ``put`` (so ``keelfs put`` and fsspec's ``pipe``) of at most the limit:
+  ``CreateInline``, one RPC that creates the file complete with its data; nothing is under
+  construction at any moment and no lease is taken. Larger ones take the block path below.
+- ``open(path, "wb")`` keeps its semantics: ``Create`` at open (the writer lease; the file
+  is visible, under construction and empty, as before). The writer holds back the first
+  bytes instead of allocating a block at the first byte; closing it with at most the limit
+  written, no ``hflush`` made, sends them with the close (``Complete`` with ``inline_data``:
+  two Raft writes in all, no pipeline). The first write past the limit, or an ``hflush``,
+  allocates the first block and streams what was held back: from then on it is the block
+  path, byte for byte what it was.
+
+An inline file has no blocks (``stat`` shows its length and ``blocks == ()``); overwrite,
+delete and rename are unchanged. A reader gets its bytes with ``GetFileInfo`` (the masters
+send them only to a reader with ``READ``, never in listings) and calls no chunk server.
+
 Reading (:class:`AsyncFileReader`; :class:`FileReader`)
 -------------------------------------------------------
 ``open(path, "rb")`` fetches the file's blocks with their replica locations (``GetFileInfo``,
@@ -100,12 +122,14 @@ from keelfs.errors import (
     Unavailable,
 )
 from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS
+from keelfs.meta.records import MAX_INLINE_BYTES
 from keelfs.rpc.pb import meta_pb2 as pb
 
 if TYPE_CHECKING:
     from keelfs.client.aio import AsyncClient
 
 __all__ = [
+    "MAX_INLINE_BYTES",
     "AsyncFileReader",
     "AsyncFileWriter",
     "Progress",
@@ -206,6 +230,7 @@ class AsyncFileWriter:
         max_recoveries: int = MAX_RECOVERIES,
         max_unacked: int = MAX_UNACKED,
         on_ack: Progress | None = None,
+        inline_limit: int = MAX_INLINE_BYTES,
     ) -> None:
         self.path = path
         self.group = group
@@ -233,6 +258,10 @@ class AsyncFileWriter:
         """Final length of the last finished block (None: no block yet)."""
         self._closed = False
         self._broken: BaseException | None = None
+        self._inline_limit = min(inline_limit, MAX_INLINE_BYTES)
+        self._held: bytearray | None = bytearray() if self._inline_limit > 0 else None
+        """The bytes held back while the file may still close inline (None: it may not, a
+        block has been or is being written; see the module docstring)."""
         self._renewer = (
             asyncio.create_task(self._renew(lease_renew_s)) if lease_renew_s > 0 else None
         )
@@ -261,6 +290,21 @@ class AsyncFileWriter:
         than ``max_unacked`` bytes, and at each block's end until the block is finalized."""
         self._check_usable()
         view = memoryview(data).cast("B")
+        n = len(view)
+        held = self._held
+        if held is not None:
+            if len(held) + n <= self._inline_limit:
+                held += view
+                self._position += n
+                return n
+            self._held = None  # past the limit: the block path, from the first byte
+            if held:
+                self._position -= len(held)
+                await self._write_blocks(memoryview(held))
+        await self._write_blocks(view)
+        return n
+
+    async def _write_blocks(self, view: memoryview) -> None:
         n, off = len(view), 0
         try:
             while off < n:
@@ -281,7 +325,6 @@ class AsyncFileWriter:
         except BaseException as exc:
             self._break(exc)
             raise
-        return n
 
     async def flush(self) -> None:
         """Bytes written are already handed to the pipeline: nothing to do."""
@@ -296,6 +339,10 @@ class AsyncFileWriter:
         exactly at a block's end, there is no current block, and the next one is allocated
         here all the same, or readers would see that block as empty."""
         self._check_usable()
+        held, self._held = self._held, None  # what is visible is in blocks from now on
+        if held:
+            self._position -= len(held)
+            await self._write_blocks(memoryview(held))
         try:
             if self._block is not None and self._block.size > 0:
                 await self._finish_block()
@@ -316,7 +363,10 @@ class AsyncFileWriter:
         try:
             if self._block is not None:
                 await self._finish_block()
-            op = ops.complete(self.path, self.session_id, self._last_length)
+            if self._held:  # never past the limit: the bytes go with the close
+                op = ops.complete(self.path, self.session_id, inline_data=bytes(self._held))
+            else:
+                op = ops.complete(self.path, self.session_id, self._last_length)
             await self._fs._run(op, None)
             self._fs._core.writers.pop(self.path, None)
         except BaseException as exc:
@@ -331,6 +381,7 @@ class AsyncFileWriter:
     async def abort(self) -> None:
         """Stop writing without closing the file (its lease lapses; the masters recover it)."""
         self._closed = True
+        self._held = None
         self._fs.open_writers.discard(self)
         block, self._block = self._block, None
         if block is not None and block.task is not None and not block.task.done():
@@ -554,7 +605,11 @@ class AsyncFileReader:
         self._fs = fs
         self._chunks = chunks
         self._blocks = _located(info)
-        self.length = sum(b.length for b in self._blocks)
+        self._inline: bytes | None = info.inline_data if info.HasField("inline_data") else None
+        """An inline file's content (it has no blocks: no chunk server is called)."""
+        self.length = (
+            len(self._inline) if self._inline is not None else sum(b.length for b in self._blocks)
+        )
         self._position = 0
         self._closed = False
         self._reports: set[asyncio.Task[Any]] = set()
@@ -596,6 +651,9 @@ class AsyncFileReader:
         end = self.length if size is None or size < 0 else min(self.length, start + size)
         if end <= start:
             return b""
+        if self._inline is not None:
+            self._position = end
+            return self._inline[start:end]
         async with self._reading:
             parts = [piece async for piece in self._sequential(start, end)]
         self._position = end
@@ -655,6 +713,10 @@ class AsyncFileReader:
         not move the position."""
         self._check_open()
         end = min(end, self.length)
+        if self._inline is not None:
+            if start < end:
+                yield self._inline[start:end]
+            return
         for index, b in enumerate(self._blocks):
             if b.start + b.length <= start or b.length == 0:
                 continue
@@ -787,6 +849,21 @@ async def open_writer(
     return writer
 
 
+async def write_inline(
+    fs: AsyncClient,
+    path: str,
+    data: bytes,
+    *,
+    replication: int | None = None,
+    block_size: int | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Create file ``path`` complete, holding ``data`` (at most ``MAX_INLINE_BYTES``) in its
+    metadata record: one ``CreateInline`` (see the module docstring)."""
+    op = ops.create_inline(path, data, overwrite, None, "", "", replication or 0, block_size or 0)
+    await fs._run(op, None)
+
+
 async def put_async(
     fs: AsyncClient,
     chunks: AsyncChunkClient,
@@ -795,18 +872,29 @@ async def put_async(
     progress: Progress | None,
     **options: Any,
 ) -> int:
-    """Copy local file ``local`` to ``remote``; the bytes copied. On failure the remote file
+    """Copy local file ``local`` to ``remote``; the bytes copied. A file of at most
+    ``MAX_INLINE_BYTES`` goes inline (one ``CreateInline``). On failure the remote file
     is left under construction (aborted) and the error raised."""
     done = 0
     with open(local, "rb") as src:  # noqa: ASYNC230 (local reads go to a thread below)
+        head = await asyncio.to_thread(src.read, MAX_INLINE_BYTES + 1)
+        if len(head) <= MAX_INLINE_BYTES:
+            inline = {k: v for k, v in options.items() if k != "fsync"}  # Raft fsyncs it
+            await write_inline(fs, remote, head, **inline)
+            if progress is not None:
+                progress(len(head))
+            return len(head)
         w = await open_writer(fs, chunks, remote, **options)
         try:
+            piece = head
             while True:
-                piece = await asyncio.to_thread(src.read, TRANSFER_PIECE)
+                if not piece:
+                    piece = await asyncio.to_thread(src.read, TRANSFER_PIECE)
                 if not piece:
                     break
                 await w.write(piece)
                 done += len(piece)
+                piece = b""
                 if progress is not None:
                     progress(done)
         except BaseException:

@@ -370,7 +370,22 @@ class Client:
         block_size: int | None = None,
         fsync: bool = False,
     ) -> int:
-        """Create file ``path`` holding ``data`` (closed when this returns)."""
+        """Create file ``path`` holding ``data`` (closed when this returns). At most
+        ``MAX_INLINE_BYTES`` are kept in the file's metadata record, in one write
+        (``keelfs.client.files``: small files)."""
+        if len(data) <= files.MAX_INLINE_BYTES:
+            io_thread = self._io_thread()
+            io_thread.run(
+                files.write_inline(
+                    io_thread.fs,
+                    path,
+                    data,
+                    replication=replication,
+                    block_size=block_size,
+                    overwrite=overwrite,
+                )
+            )
+            return len(data)
         f = self.open(
             path,
             "wb",
@@ -400,9 +415,22 @@ class Client:
     ) -> int:
         """Copy local file ``local`` to ``remote``; ``progress(bytes_done)`` after each piece
         (in this thread). Returns the bytes copied. On failure the remote file is left under
-        construction (its lease lapses) and the error raised."""
+        construction (its lease lapses) and the error raised. A file of at most
+        ``MAX_INLINE_BYTES`` goes inline (``keelfs.client.files``: small files)."""
         done = 0
         with open(local, "rb") as src:
+            head = src.read(files.MAX_INLINE_BYTES + 1)
+            if len(head) <= files.MAX_INLINE_BYTES:
+                self.write_bytes(
+                    remote,
+                    head,
+                    overwrite=overwrite,
+                    replication=replication,
+                    block_size=block_size,
+                )
+                if progress is not None:
+                    progress(len(head))
+                return len(head)
             f = self.open(
                 remote,
                 "wb",
@@ -412,6 +440,10 @@ class Client:
                 fsync=fsync,
             )
             try:
+                f.write(head)
+                done += len(head)
+                if progress is not None:
+                    progress(done)
                 while piece := src.read(files.TRANSFER_PIECE):
                     f.write(piece)
                     done += len(piece)

@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any
 from keelfs.datapath.tokens import Access
 from keelfs.errors import InvalidArgument, Unavailable
 from keelfs.master.blocks import Replica
-from keelfs.meta.commands import AddBlock, CompleteFile, UpdateBlock, check_path
+from keelfs.meta.commands import (
+    AddBlock,
+    Command,
+    CompleteFile,
+    CompleteInline,
+    UpdateBlock,
+    check_path,
+)
 from keelfs.meta.principals import Caller
 from keelfs.meta.records import FileInfo
 from keelfs.rpc.pb import meta_pb2 as pb
@@ -174,7 +181,14 @@ class BlockServiceMixin:
         async def work() -> pb.FileInfoReply:
             path = check_path(request.path)
             last = request.last_length if request.HasField("last_length") else None
-            command = CompleteFile(path, last)
+            command: Command = CompleteFile(path, last)
+            if request.HasField("inline_data"):
+                if last is not None:
+                    raise InvalidArgument(
+                        "a file closed with inline data has no block to set the length of",
+                        "last_length",
+                    )
+                command = CompleteInline.of(path, request.inline_data)
             command.validate()
             member = await self.node.route(request.header, path, by_directory=False)
             self.node.require_leader(member)  # a follower may not have applied the Create yet

@@ -14,6 +14,7 @@ from keelfs.meta.commands import (
     DEFAULT_BLOCK_SIZE,
     Command,
     Create,
+    CreateInline,
     Delete,
     Rename,
     SetOwner,
@@ -30,6 +31,7 @@ from keelfs.rpc.pb import meta_pb2 as pb
 __all__ = [
     "DEFAULT_LIST_LIMIT",
     "create",
+    "create_inline",
     "delete",
     "list_dir",
     "mkdir_attributes",
@@ -69,6 +71,22 @@ def create(
         request.replication or default_replication,
         request.block_size or DEFAULT_BLOCK_SIZE,
         request.overwrite,
+    )
+
+
+def create_inline(
+    request: pb.CreateInlineRequest, default_replication: int, caller: Caller, normal: str
+) -> Command:
+    """``Create``'s defaults; the data is checked against the inline limit by the command."""
+    return CreateInline.of(
+        normal,
+        request.data,
+        mode=request.mode if request.HasField("mode") else 0o644,
+        owner=request.owner or caller.user,
+        group=request.group or DEFAULT_GROUP,
+        replication=request.replication or default_replication,
+        block_size=request.block_size or DEFAULT_BLOCK_SIZE,
+        overwrite=request.overwrite,
     )
 
 

@@ -335,6 +335,15 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         build = partial(requests.create, request, self.node.config.default_replication, caller)
         return await self._info_write(context, request.header, request.path, build, "create")
 
+    async def CreateInline(  # noqa: N802
+        self, request: pb.CreateInlineRequest, context: Any
+    ) -> pb.FileInfoReply:
+        caller = self.caller(context)
+        build = partial(
+            requests.create_inline, request, self.node.config.default_replication, caller
+        )
+        return await self._info_write(context, request.header, request.path, build, "create")
+
     async def SetReplication(  # noqa: N802
         self, request: pb.SetReplicationRequest, context: Any
     ) -> pb.FileInfoReply:
@@ -461,7 +470,8 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 await self.node.wait_unlocked(member, path, self.timeout(context))
             info = member.sm.stat(path, caller=caller)
             if request.read and not info.is_dir:
-                member.sm.check_access(path, READ, caller=caller)
+                # a reader: an inline file's content comes with it (READ checked)
+                info = member.sm.check_access(path, READ, caller=caller, with_data=True)
             message = file_info_to_pb(info)
             if _may_read(member.sm, path, caller):
                 # block locations carry READ tokens: only for a reader (as HDFS's
@@ -481,24 +491,28 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             await self.node.check_moves(member, path, True, self.timeout(context))
             if not request.stale_ok:
                 await self.node.wait_unlocked(member, path, self.timeout(context))
-            listing = member.sm.list_dir(path, start_after, limit, caller=caller)
+            sm: ShardStateMachine = member.sm
+            listing = sm.list_dir(path, start_after, limit, caller=caller)
             entries: list[pb.FileInfo] = []
+            records: list[str] = []
             cursor = listing.cursor
             size = 0
             for e in listing.entries:
                 m = file_info_to_pb(e)
-                size += m.ByteSize() + 8
+                # with the stored records, an inline file's data counts too
+                record = (sm.entry_record(e.path) or "") if request.records else ""
+                size += m.ByteSize() + len(record) + 8
                 if entries and size > MAX_PAGE_BYTES:
                     cursor = entries[-1].path.rsplit("/", 1)[-1]
                     break
                 entries.append(m)
+                records.append(record)
             reply = pb.ListDirReply(entries=entries, info=self._reply(member))
             if cursor is not None:
                 reply.cursor = cursor
             if request.records:
-                sm: ShardStateMachine = member.sm
                 reply.dir_record = sm.self_record(path) or ""
-                reply.records.extend(sm.entry_record(e.path) or "" for e in entries)
+                reply.records.extend(records)
             return reply
 
         return await self.serve(context, work(), Audited("listStatus", request.path, change=False))

@@ -8,7 +8,8 @@ that CHECK every record is still exactly what it read (``entry``/``self``: a chi
 removed changes the directory's self-record, an attribute change the entry) and CHANGE them.
 Anything that changed in between makes a shard refuse its part, the transaction aborts and
 the client's retry reads again. The whole transaction is one log entry on the coordinator, so
-a subtree is limited to what fits in one (:data:`MAX_ENTRIES`).
+a subtree is limited to what fits in one (:data:`MAX_ENTRIES` records, :data:`MAX_RECORD_BYTES`
+of them: inline files carry their data in their records).
 """
 
 from __future__ import annotations
@@ -23,10 +24,23 @@ from keelfs.meta.records import Inode
 from keelfs.meta.shardmap import ShardMap
 from keelfs.meta.transactions import Step
 
-__all__ = ["MAX_ENTRIES", "DirRecords", "delete_parts", "move_parts", "regarded", "walk"]
+__all__ = [
+    "MAX_ENTRIES",
+    "MAX_RECORD_BYTES",
+    "DirRecords",
+    "delete_parts",
+    "move_parts",
+    "regarded",
+    "walk",
+]
 
 MAX_ENTRIES = 2_000
 """Records a cross-shard subtree operation may touch (one command carries them all)."""
+MAX_RECORD_BYTES = 384 * 1024
+"""Bytes of stored records a cross-shard subtree operation may carry: a move's transaction
+holds each record twice (the check on the old shard, the write on the new one), and its first
+entry must stay under the 1 MiB command limit (``keelfs.meta.commands.MAX_COMMAND_BYTES``).
+Plain records are ~100 bytes (2,000 of them: ~200 KB); an inline file's is up to ~88 KB."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,7 @@ async def walk(client: Any, top: str, *, moving: bool) -> list[DirRecords]:
     written (their leases are kept by path and stay on their shard); a delete takes them."""
     out: list[DirRecords] = []
     pending = [top]
-    count = 0
+    count = size = 0
     while pending:
         directory = pending.pop(0)
         self_record, entries = await client.list_records(directory)
@@ -59,6 +73,14 @@ async def walk(client: Any, top: str, *, moving: bool) -> list[DirRecords]:
             if info.is_dir:
                 pending.append(info.path)
         count += 1 + len(children)
+        size += len(self_record) + sum(len(record) for _, record, _ in children)
+        if size > MAX_RECORD_BYTES:
+            raise InvalidArgument(
+                f"{top} holds more than {MAX_RECORD_BYTES} bytes of records spread over "
+                "shards (small files keep their data in them): too large to move or delete "
+                "in one transaction",
+                "path",
+            )
         if count > MAX_ENTRIES:
             raise InvalidArgument(
                 f"{top} holds more than {MAX_ENTRIES} entries spread over shards: too large "

@@ -27,6 +27,8 @@ may carry anything a buggy or hostile proposer wrote.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -46,6 +48,7 @@ from keelfs.meta.principals import (
     Guard,
     check_principal,
 )
+from keelfs.meta.records import MAX_INLINE_BYTES
 
 __all__ = [
     "CONFIG_COMMANDS",
@@ -58,7 +61,9 @@ __all__ = [
     "CloseSession",
     "Command",
     "CompleteFile",
+    "CompleteInline",
     "Create",
+    "CreateInline",
     "Delete",
     "DequeueBlockDeletes",
     "Envelope",
@@ -339,6 +344,42 @@ class Create(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class CreateInline(Command):
+    """Create file ``path`` complete, holding ``data`` (base64, at most
+    ``records.MAX_INLINE_BYTES`` bytes) in its record: ``Create``, the data and ``Complete``
+    in one entry, for a small file written whole (``keelfs.meta.records`` on inline files).
+    The same rules as ``Create`` (rights, ``overwrite``, never over a file another live
+    session writes); no lease is left behind. It needs a session like ``Create``: its
+    exactly-once reply is what tells a retry after a lost reply from an existing file."""
+
+    op: ClassVar[str] = "create_inline"
+    needs_session: ClassVar[bool] = True
+    path: str
+    data: str = ""
+    mode: int = 0o644
+    owner: str = DEFAULT_OWNER
+    group: str = DEFAULT_GROUP
+    replication: int = DEFAULT_REPLICATION
+    block_size: int = DEFAULT_BLOCK_SIZE
+    overwrite: bool = False
+
+    @classmethod
+    def of(cls, path: str, content: bytes, **attributes: Any) -> CreateInline:
+        return cls(path, base64.b64encode(content).decode("ascii"), **attributes)
+
+    @property
+    def content(self) -> bytes:
+        """The file's bytes (``validate`` checked that ``data`` decodes)."""
+        return base64.b64decode(self.data, validate=True)
+
+    def validate(self) -> None:
+        Create(
+            self.path, self.mode, self.owner, self.group, self.replication, self.block_size
+        ).validate()
+        _check_inline_data(self.data)
+
+
+@dataclass(frozen=True, slots=True)
 class AddBlock(Command):
     """Append block ``block_id`` (generation stamp ``gen_stamp``, length 0) to a file whose
     lease the session holds; ``previous_length`` is the final length of the block before it.
@@ -376,6 +417,45 @@ class CompleteFile(Command):
         check_path(self.path)
         if self.last_length is not None:
             check_range(self.last_length, 0, MAX_BLOCK_SIZE, "last_length")
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteInline(Command):
+    """Close a file the session writes that has no block, with ``data`` (base64, at most
+    ``records.MAX_INLINE_BYTES`` bytes) kept in its record: a writer opened with ``Create``
+    that closed before writing past the inline limit (``keelfs.client.files``)."""
+
+    op: ClassVar[str] = "complete_inline"
+    needs_session: ClassVar[bool] = True
+    path: str
+    data: str = ""
+
+    @classmethod
+    def of(cls, path: str, content: bytes) -> CompleteInline:
+        return cls(path, base64.b64encode(content).decode("ascii"))
+
+    @property
+    def content(self) -> bytes:
+        """The file's bytes (``validate`` checked that ``data`` decodes)."""
+        return base64.b64decode(self.data, validate=True)
+
+    def validate(self) -> None:
+        check_path(self.path)
+        _check_inline_data(self.data)
+
+
+def _check_inline_data(data: str) -> None:
+    """``data`` is base64 as ``base64.b64encode`` writes it, of at most the inline limit."""
+    if len(data) > 4 * ((MAX_INLINE_BYTES + 2) // 3):
+        raise InvalidArgument(f"inline data is at most {MAX_INLINE_BYTES} bytes", "data")
+    try:
+        content = base64.b64decode(data, validate=True)
+    except (ValueError, binascii.Error):
+        raise InvalidArgument("data is not base64", "data") from None
+    if base64.b64encode(content).decode("ascii") != data:
+        raise InvalidArgument("data is not base64 as the encoder writes it", "data")
+    if len(content) > MAX_INLINE_BYTES:
+        raise InvalidArgument(f"inline data is at most {MAX_INLINE_BYTES} bytes", "data")
 
 
 @dataclass(frozen=True, slots=True)
@@ -945,8 +1025,10 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     Mkdir,
     MkdirSelf,
     Create,
+    CreateInline,
     AddBlock,
     CompleteFile,
+    CompleteInline,
     UpdateBlock,
     RecoverLease,
     RenewLease,

@@ -27,7 +27,9 @@ from keelfs.meta.commands import (
     SHARD_COMMANDS,
     AddBlock,
     CompleteFile,
+    CompleteInline,
     Create,
+    CreateInline,
     Delete,
     DequeueBlockDeletes,
     Mkdir,
@@ -102,30 +104,33 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
 
     commands = SHARD_COMMANDS
 
-    def stat(self, path: str, *, caller: Caller = SUPERUSER) -> FileInfo:
+    def stat(self, path: str, *, caller: Caller = SUPERUSER, with_data: bool = False) -> FileInfo:
         """GetFileInfo: the attributes of ``path`` (``NotFound``/``NotADirectory`` if none).
-        The caller must be able to reach it (``x`` on every ancestor)."""
+        The caller must be able to reach it (``x`` on every ancestor). ``with_data``: an
+        inline file's content too (check the caller's ``READ`` first: ``check_access``)."""
         path = paths.normalize(path)
         self._check_reach(self._store, caller, path)
         inode = self._lookup(self._store, path)
         if inode is None:
             raise self._missing(self._store, path)
-        return inode.info(path)
+        return inode.info(path, with_data=with_data)
 
     def exists(self, path: str) -> bool:
         return self._lookup(self._store, paths.normalize(path)) is not None
 
-    def check_access(self, path: str, access: int, *, caller: Caller = SUPERUSER) -> FileInfo:
+    def check_access(
+        self, path: str, access: int, *, caller: Caller = SUPERUSER, with_data: bool = False
+    ) -> FileInfo:
         """What stat shows of ``path``, after checking that ``caller`` reaches it and has
         ``access`` (``principals.READ``...) on it: e.g. ``READ`` before the block layer
-        gives the locations of a file's blocks."""
+        gives the locations of a file's blocks, or (``with_data``) an inline file's content."""
         path = paths.normalize(path)
-        info = self.stat(path, caller=caller)
+        self.stat(path, caller=caller)
         inode = self._lookup(self._store, path)
         assert inode is not None  # stat found it
         if not caller.superuser:
             self._check_inode(caller, path, inode, access)
-        return info
+        return inode.info(path, with_data=with_data)
 
     def list_dir(
         self,
@@ -290,14 +295,17 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         txn.put(_self_key(path), attrs.encode())
         return {}
 
-    def _op_create(self, txn: Txn, cmd: Create, ctx: Context) -> Any:
+    def _make_room(self, txn: Txn, cmd: Create | CreateInline, ctx: Context) -> Inode:
+        """The checks of a create at ``cmd.path`` (the caller may write the parent directory;
+        an existing file is replaced only with ``overwrite``, by whoever may write it, and
+        never while another live session writes it), and the replaced file's blocks queued
+        for deletion. Returns the parent directory's self-record."""
         path = paths.normalize(cmd.path)
         parent = paths.parent(path)
         self._check_unlocked(txn, path)
         record = self._require_dir(txn, parent)
         caller = ctx.caller
         self._check_record(caller, parent, record, WRITE | EXECUTE)
-        sid = ctx.session_id
         existing = self._entry(txn, path)
         if existing is not None:
             if existing.is_dir:
@@ -305,13 +313,21 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
             if cmd.overwrite and not caller.superuser:
                 self._check_inode(caller, path, existing, WRITE)
             holder = existing.lease_holder
-            if holder != sid and self._holds_lease(txn, holder):
+            if holder != ctx.session_id and self._holds_lease(txn, holder):
                 raise LeaseConflict(path, existing.lease_user)
             if not cmd.overwrite:
                 raise AlreadyExists(path)
             self._queue_blocks(txn, existing)
             if holder:
                 self._drop_lease(txn, holder, path)
+        return record
+
+    def _op_create(self, txn: Txn, cmd: Create, ctx: Context) -> Any:
+        path = paths.normalize(cmd.path)
+        parent = paths.parent(path)
+        record = self._make_room(txn, cmd, ctx)
+        caller = ctx.caller
+        sid = ctx.session_id
         owner, group = self._ownership(caller, cmd.owner, cmd.group, record)
         inode = Inode(
             FILE,
@@ -330,6 +346,28 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         txn.put(_entry_key(path), inode.encode())
         txn.put(_lease_key(sid, path), b"")
         self._renew(txn, sid, ctx.now)
+        self._touch_dir(txn, parent, ctx.now)
+        return inode.info(path).to_dict()
+
+    def _op_create_inline(self, txn: Txn, cmd: CreateInline, ctx: Context) -> Any:
+        """A complete file holding its data in its record (``keelfs.meta.records``): no
+        blocks, no lease, in one entry."""
+        path = paths.normalize(cmd.path)
+        parent = paths.parent(path)
+        record = self._make_room(txn, cmd, ctx)
+        owner, group = self._ownership(ctx.caller, cmd.owner, cmd.group, record)
+        inode = Inode(
+            FILE,
+            cmd.mode,
+            owner,
+            group,
+            ctx.now,
+            ctx.now,
+            replication=cmd.replication,
+            block_size=cmd.block_size,
+            data=cmd.content,
+        )
+        txn.put(_entry_key(path), inode.encode())
         self._touch_dir(txn, parent, ctx.now)
         return inode.info(path).to_dict()
 
@@ -378,6 +416,19 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
                 raise InvalidArgument(f"{path} has no block to set the length of", "last_length")
         inode = inode.evolve(
             blocks=tuple(blocks), under_construction=False, lease_holder=0, mtime=ctx.now
+        )
+        txn.put(_entry_key(path), inode.encode())
+        self._drop_lease(txn, ctx.session_id, path)
+        return inode.info(path).to_dict()
+
+    def _op_complete_inline(self, txn: Txn, cmd: CompleteInline, ctx: Context) -> Any:
+        """``Complete`` of a file with no block, its content kept in its record."""
+        path = paths.normalize(cmd.path)
+        inode = self._written_file(txn, path, ctx)
+        if inode.blocks:
+            raise InvalidArgument(f"{path} has blocks: its data cannot be inline", "data")
+        inode = inode.evolve(
+            under_construction=False, lease_holder=0, mtime=ctx.now, data=cmd.content
         )
         txn.put(_entry_key(path), inode.encode())
         self._drop_lease(txn, ctx.session_id, path)

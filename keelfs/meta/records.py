@@ -1,9 +1,15 @@
 """Namespace records as stored, and the views reads return.
 
 ``Inode`` is what one key of the namespace holds: a file or a directory's attributes, and for
-a file its block list, under-construction flag and lease holder. It is stored as a compact
-JSON array whose first element is a format version, so fields can be added later without
-rewriting a shard.
+a file its block list, under-construction flag and lease holder, or (an *inline* file) its
+content itself. It is stored as a compact JSON array whose first element is a format version,
+so fields can be added later without rewriting a shard.
+
+Inline files: a small file written whole (``CreateInline``) keeps its bytes in its record
+(base64 in the JSON, at most :data:`MAX_INLINE_BYTES`) instead of in blocks, so writing it is
+one Raft entry, fsynced on a majority of the shard's masters before the reply (the durability
+of every metadata write), and reading it needs no chunk server. Such a file has no blocks, is
+never under construction, and its length is the length of its data.
 
 ``FileInfo`` (stat), ``Listing`` (a page of a directory) and ``ContentSummary`` (du) are the
 read views; each has ``to_dict``/``from_dict`` for command results and the RPC layer.
@@ -11,6 +17,8 @@ read views; each has ``to_dict``/``from_dict`` for command results and the RPC l
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -18,7 +26,15 @@ from typing import Any, Literal
 
 from keelfs.meta.principals import Guard
 
-__all__ = ["BlockInfo", "ContentSummary", "FileInfo", "Inode", "Listing", "decode_foreign"]
+__all__ = [
+    "MAX_INLINE_BYTES",
+    "BlockInfo",
+    "ContentSummary",
+    "FileInfo",
+    "Inode",
+    "Listing",
+    "decode_foreign",
+]
 
 FILE: Literal["file"] = "file"
 DIRECTORY: Literal["dir"] = "dir"
@@ -26,6 +42,14 @@ _KIND_CODE = {FILE: "f", DIRECTORY: "d"}
 _CODE_KIND: dict[str, Literal["file", "dir"]] = {"f": FILE, "d": DIRECTORY}
 _RECORD_VERSION = 1
 _MAX_U63 = 2**63 - 1
+MAX_INLINE_BYTES = 64 * 1024
+"""The largest file kept inline in its record. Why 64 KiB: such a file's entry is about
+88 KB (base64 in JSON), well under the 1 MiB command and request limits
+(``keelfs.meta.commands.MAX_COMMAND_BYTES``, ``keelfs.rpc.wire.MAX_REQUEST_BYTES``) and the
+Raft append size (1 MiB per message), with room for the envelope and a cross-shard rename's
+two copies of the record; it is one checksum chunk of a block (DESIGN §2.9), past which a
+block's streaming pays off; and a shard of many such files still fits its RocksDB and its
+snapshots (every inline byte is kept on each master of the shard)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +86,9 @@ class Inode:
     """A directory's traverse guards: the ancestors that refuse someone ``x``
     (``keelfs.meta.principals``). Encoded only when there are some, so a record without
     any is byte for byte what it was before guards existed."""
+    data: bytes | None = None
+    """An inline file's content (see the module docstring); None: its content is its blocks.
+    Encoded only when there is some, so other records are unchanged."""
 
     @property
     def is_dir(self) -> bool:
@@ -69,6 +96,8 @@ class Inode:
 
     @property
     def length(self) -> int:
+        if self.data is not None:
+            return len(self.data)
         return sum(b.length for b in self.blocks)
 
     def evolve(self, **changes: Any) -> Inode:
@@ -89,10 +118,12 @@ class Inode:
             int(self.under_construction),
             self.lease_holder,
         ]
-        if self.guards or (self.lease_holder and self.lease_user):
+        if self.guards or (self.lease_holder and self.lease_user) or self.data is not None:
             body.append([g.to_list() for g in self.guards])
-        if self.lease_holder and self.lease_user:
-            body.append(self.lease_user)
+        if (self.lease_holder and self.lease_user) or self.data is not None:
+            body.append(self.lease_user if self.lease_holder else "")
+        if self.data is not None:
+            body.append(base64.b64encode(self.data).decode("ascii"))
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -114,9 +145,12 @@ class Inode:
             lease_holder=body[11],
             guards=tuple(Guard.from_list(g) for g in body[12]) if len(body) > 12 else (),
             lease_user=body[13] if len(body) > 13 else "",
+            data=base64.b64decode(body[14], validate=True) if len(body) > 14 else None,
         )
 
-    def info(self, path: str) -> FileInfo:
+    def info(self, path: str, *, with_data: bool = False) -> FileInfo:
+        """What stat shows of it at ``path``; an inline file's content only ``with_data``
+        (a reader's request: never in listings or command results)."""
         return FileInfo(
             path=path,
             kind=self.kind,
@@ -132,6 +166,7 @@ class Inode:
             under_construction=self.under_construction,
             lease_holder=self.lease_holder,
             lease_user=self.lease_user if self.lease_holder else "",
+            data=self.data if with_data else None,
         )
 
 
@@ -147,7 +182,7 @@ def decode_foreign(raw: bytes) -> Inode:
     one that cannot would stop each replica of the shard on the entry that reads it."""
     try:
         inode = Inode.decode(raw)
-    except (ValueError, TypeError, KeyError, IndexError, RecursionError) as e:
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError, binascii.Error) as e:
         raise ValueError(f"not an inode record ({type(e).__name__})") from None
     numbers = [inode.mode, inode.mtime, inode.atime, inode.replication, inode.block_size]
     numbers.extend(n for b in inode.blocks for n in (b.block_id, b.gen_stamp, b.length))
@@ -157,9 +192,20 @@ def decode_foreign(raw: bytes) -> Inode:
         raise ValueError("an inode record's lease holder is a session id (128 bits)")
     if any(type(name) is not str for name in (inode.owner, inode.group, inode.lease_user)):
         raise ValueError("an inode record's owner, group and writer are strings")
+    if inode.data is not None:
+        _check_inline(inode)
     if inode.encode() != raw:
         raise ValueError("not an inode record as this version writes it")
     return inode
+
+
+def _check_inline(inode: Inode) -> None:
+    """An inline record is a complete file with no blocks and at most the inline limit."""
+    assert inode.data is not None
+    if inode.is_dir or inode.blocks or inode.under_construction or inode.lease_holder:
+        raise ValueError("inline data belongs to a complete file without blocks")
+    if len(inode.data) > MAX_INLINE_BYTES:
+        raise ValueError(f"an inline file holds at most {MAX_INLINE_BYTES} bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +227,9 @@ class FileInfo:
     lease_holder: int = 0
     """The holder's session id: servers only (the wire shows it to that session alone)."""
     lease_user: str = ""
+    data: bytes | None = None
+    """An inline file's content, where the request asked for it (a reader's ``GetFileInfo``);
+    never in ``to_dict`` (command results are kept in the sessions' reply caches)."""
 
     @property
     def is_dir(self) -> bool:

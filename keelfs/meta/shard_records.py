@@ -82,6 +82,7 @@ __all__ = [
     "DEFAULT_LEASE_TTL_MS",
     "DEFAULT_TXN_RETENTION_MS",
     "MAX_LIST_LIMIT",
+    "MOVE_PAGE_BYTES",
     "ShardRecords",
 ]
 
@@ -93,6 +94,9 @@ locks and is re-driven by recovery, so a flood of cross-shard requests is refuse
 DEFAULT_TXN_RETENTION_MS = 3_600_000
 """How long finished transaction records are kept (the seed's hour)."""
 MAX_LIST_LIMIT = 10_000
+MOVE_PAGE_BYTES = 256 * 1024
+"""Record bytes per page of a move (``move_records``): base64 in a ``move_ingest`` they make
+about 350 KB, under the 1 MiB command limit with room for one more inline record."""
 _RETRY_ANEW = frozenset({"UNAVAILABLE", "REDIRECT"})
 """Error codes of a transaction's abort after which the client's request may run again."""
 
@@ -229,13 +233,21 @@ class ShardRecords(MetaStateMachine):
         return moves.load_move(self._store, txn_id)
 
     def move_records(
-        self, txn_id: int, start_after: bytes | None = None, limit: int = 1000
+        self,
+        txn_id: int,
+        start_after: bytes | None = None,
+        limit: int = 1000,
+        max_bytes: int = MOVE_PAGE_BYTES,
     ) -> list[tuple[bytes, bytes]]:
         """Up to ``limit`` namespace records (key, value) in the ranges of move ``txn_id``
-        here, in key order after ``start_after``: what the move copies, or drops after."""
+        here, in key order after ``start_after``: what the move copies, or drops after. A
+        page ends once its keys and values pass ``max_bytes`` (always at least one record),
+        so that the ``move_ingest`` carrying it stays a command of sane size (inline files'
+        records are up to ~88 KB each)."""
         check_range(limit, 1, MAX_LIST_LIMIT, "limit")
         spans = [(r.first, r.last) for r in self.ranges.of_txn(txn_id)]
         out: list[tuple[bytes, bytes]] = []
+        size = 0
         if not spans:
             return out
         for prefix in moves.RECORD_PREFIXES:
@@ -251,7 +263,8 @@ class ShardRecords(MetaStateMachine):
                 h = key_hash(directory)
                 if any(first <= h <= last for first, last in spans):
                     out.append((bytes(key), bytes(value)))
-                    if len(out) == limit:
+                    size += len(key) + len(value)
+                    if len(out) == limit or size >= max_bytes:
                         return out
         return out
 

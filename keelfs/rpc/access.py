@@ -91,6 +91,7 @@ _BY_SERVICE: dict[str, dict[str, Access]] = {
         "KeepAlive": C,
         "Mkdir": C,
         "Create": C,
+        "CreateInline": C,
         "Complete": C,
         "RenewLease": C,
         "Delete": C,

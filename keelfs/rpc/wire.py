@@ -62,7 +62,7 @@ def file_info_to_pb(info: FileInfo, viewer: int = 0) -> pb.FileInfo:
     holds the lease itself (the reply to its own Create); everyone else sees the holder's user
     name, never an id that would let them write in its name."""
     holder = info.lease_holder if viewer and viewer == info.lease_holder else 0
-    return pb.FileInfo(
+    message = pb.FileInfo(
         path=info.path,
         kind=_KIND_TO_PB[info.kind],
         length=info.length,
@@ -79,6 +79,9 @@ def file_info_to_pb(info: FileInfo, viewer: int = 0) -> pb.FileInfo:
         lease_holder=session_id_to_pb(holder),
         lease_user=info.lease_user,
     )  # fmt: skip
+    if info.data is not None:
+        message.inline_data = info.data
+    return message
 
 
 def file_info_from_pb(m: pb.FileInfo) -> FileInfo:
@@ -100,6 +103,7 @@ def file_info_from_pb(m: pb.FileInfo) -> FileInfo:
         under_construction=m.under_construction,
         lease_holder=session_id_from_pb(m.lease_holder),
         lease_user=m.lease_user,
+        data=m.inline_data if m.HasField("inline_data") else None,
     )
 
 

@@ -5,16 +5,20 @@ broken batch is refused item by item or as a whole, never half-applied by accide
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import pytest
 
 from keelfs.client import AsyncClient
+from keelfs.client.batching import ITEM_FRAMING_BYTES, MAX_BATCH_BYTES, Batcher
 from keelfs.errors import AlreadyExists, InvalidPath, NotFound
 from keelfs.master.batch import MAX_BATCH_ITEMS
+from keelfs.meta.records import MAX_INLINE_BYTES
 from keelfs.rpc.grpc_errors import error_from_rpc
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.pb import meta_pb2_grpc as pb_grpc
+from keelfs.rpc.wire import MAX_REQUEST_BYTES
 from keelfs.server.metacluster import MetaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -122,3 +126,37 @@ def test_client_side_bad_path_never_reaches_a_batch(cluster: MetaCluster) -> Non
             assert not isinstance(results[1], BaseException)
 
     asyncio.run(main())
+
+
+def test_a_batch_of_inline_writes_stays_under_the_masters_request_limit() -> None:
+    """Inline writes make items of up to 64 KiB: a batch filled to the client's byte budget
+    must still be a request the masters accept (their limit is on the whole message, the
+    per-item framing included)."""
+    sent: list[pb.BatchRequest] = []
+
+    class Stub:
+        async def Batch(self, batch: pb.BatchRequest, timeout: float) -> pb.BatchReply:  # noqa: N802
+            sent.append(batch)
+            ok = pb.FileInfoReply().SerializeToString()
+            return pb.BatchReply(items=[pb.BatchItemReply(reply=ok) for _ in batch.items])
+
+        async def CreateInline(self, request: Any, timeout: float) -> pb.FileInfoReply:  # noqa: N802
+            return pb.FileInfoReply()
+
+    def request(size: int) -> pb.CreateInlineRequest:
+        return pb.CreateInlineRequest(path="/d/f", data=b"x" * size)
+
+    full = [request(MAX_INLINE_BYTES) for _ in range(15)]
+    counted = sum(r.ByteSize() + ITEM_FRAMING_BYTES for r in full)  # as the client counts
+    room = MAX_BATCH_BYTES - counted - ITEM_FRAMING_BYTES  # the last item fills it exactly
+    last = request(room - (request(room).ByteSize() - room))
+    assert counted + last.ByteSize() + ITEM_FRAMING_BYTES == MAX_BATCH_BYTES
+
+    async def main() -> None:
+        batcher = Batcher(lambda: Stub())
+        await asyncio.gather(*(batcher.call("CreateInline", r, 5.0) for r in [*full, last]))
+
+    asyncio.run(main())
+    assert sent and all(b.ByteSize() <= MAX_REQUEST_BYTES for b in sent), [
+        b.ByteSize() for b in sent
+    ]

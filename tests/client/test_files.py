@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 
 from keelfs.client import AsyncClient
-from keelfs.errors import AlreadyExists, InvalidArgument, IsADirectory, NotFound
+from keelfs.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    IsADirectory,
+    NotFound,
+    PermissionDenied,
+)
+from keelfs.meta.records import MAX_INLINE_BYTES
+from keelfs.tls.certs import issue_client
+from keelfs.tls.credentials import TlsSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -55,7 +64,8 @@ def test_round_trip(fs: Any, size: int) -> None:
         assert f.tell() == size
     info = fs.stat(path)
     assert not info.under_construction and info.length == size
-    assert len(info.blocks) == -(-size // BLOCK)
+    # up to the inline limit the data is kept in the file's record: no block
+    assert len(info.blocks) == (0 if size <= MAX_INLINE_BYTES else -(-size // BLOCK))
     assert all(b.length == BLOCK for b in info.blocks[:-1])
     got = fs.read_bytes(path)
     assert md5(got) == md5(data)
@@ -209,3 +219,111 @@ def test_closing_the_client_aborts_the_writers_left_open(data_cluster: Any) -> N
 
     closed, renewing = asyncio.run(main())
     assert closed and renewing == []
+
+
+# -- small files inline in their metadata record ----------------------------------------------
+LIMIT = MAX_INLINE_BYTES
+
+
+@pytest.mark.parametrize(
+    "size", [1, LIMIT - 1, LIMIT, LIMIT + 1], ids=["1B", "below", "at", "above"]
+)
+def test_small_files_are_kept_inline_up_to_the_limit(fs: Any, tmp_path: Path, size: int) -> None:
+    """write_bytes, put and open("wb") all keep a file of at most the limit in its record (no
+    blocks; read back with no chunk server) and write a larger one in blocks, identically."""
+    data = os.urandom(size)
+    inline = size <= LIMIT
+    src = tmp_path / "small.bin"
+    src.write_bytes(data)
+    with fs.open(f"/f/inl-open-{size}", "wb", block_size=BLOCK) as f:
+        f.write(data[:7])
+        assert fs.stat(f"/f/inl-open-{size}").under_construction  # Create at open, as before
+        f.write(data[7:])
+    fs.write_bytes(f"/f/inl-bytes-{size}", data, block_size=BLOCK)
+    got: list[int] = []
+    assert fs.put(src, f"/f/inl-put-{size}", block_size=BLOCK, progress=got.append) == size
+    assert got[-1] == size
+    for how in ("open", "bytes", "put"):
+        path = f"/f/inl-{how}-{size}"
+        info = fs.stat(path)
+        assert info.length == size and not info.under_construction
+        assert (info.blocks == ()) is inline, (how, info.blocks)
+        assert md5(fs.read_bytes(path)) == md5(data)
+        with fs.open(path, "rb") as r:  # ranged and sequential reads as for a block file
+            r.seek(size // 2)
+            assert r.read(100) == data[size // 2 : size // 2 + 100]
+            assert r.read() == data[size // 2 + 100 :]
+        assert fs.get(path, tmp_path / "out.bin") == size
+        assert md5((tmp_path / "out.bin").read_bytes()) == md5(data)
+    # listings carry the length, never the data
+    [listed] = [e for e in fs.ls("/f") if e.path == f"/f/inl-bytes-{size}"]
+    assert listed.length == size and listed.data is None
+
+
+def test_an_inline_file_is_overwritten_and_deleted_as_any_file(fs: Any) -> None:
+    fs.write_bytes("/f/inl-ow", b"x" * (LIMIT + 10), block_size=BLOCK)
+    assert len(fs.stat("/f/inl-ow").blocks) == 1
+    with pytest.raises(AlreadyExists):
+        fs.write_bytes("/f/inl-ow", b"small")
+    fs.write_bytes("/f/inl-ow", b"small", overwrite=True)
+    assert fs.read_bytes("/f/inl-ow") == b"small" and fs.stat("/f/inl-ow").blocks == ()
+    fs.write_bytes("/f/inl-ow", b"y" * (LIMIT + 1), overwrite=True, block_size=BLOCK)
+    assert fs.read_bytes("/f/inl-ow") == b"y" * (LIMIT + 1)
+    assert fs.delete("/f/inl-ow").files == 1
+
+
+def test_hflush_before_the_limit_writes_blocks(fs: Any) -> None:
+    """What an hflush made visible is in blocks: the writer holds nothing back after it."""
+    with fs.open("/f/inl-hflush", "wb", block_size=BLOCK) as f:
+        f.write(b"visible")
+        f.hflush()
+        assert fs.read_bytes("/f/inl-hflush") == b"visible"
+        f.write(b" and more")
+    assert fs.read_bytes("/f/inl-hflush") == b"visible and more"
+    assert len(fs.stat("/f/inl-hflush").blocks) >= 1
+
+
+def _user_client(c: Any, user: str) -> Any:
+    """A client acting as ``user``: named in its requests, or (the TLS tier) in its
+    certificate, where the masters take the caller from."""
+    if c.tls_dir is None:
+        return c.client(user=user)
+    issue_client(c.tls_dir, user, overwrite=True)
+    return c.client(user=user, tls=TlsSettings.for_user(c.tls_dir, user))
+
+
+def test_another_user_cannot_write_inline_in_a_private_directory(data_cluster: Any) -> None:
+    c, _ = data_cluster
+    root, alice, bob = c.client(), _user_client(c, "alice"), _user_client(c, "bob")
+    root.mkdir("/inl-home/alice", parents=True)
+    root.chown("/inl-home/alice", "alice")
+    alice.chmod("/inl-home/alice", 0o700)
+    alice.write_bytes("/inl-home/alice/mine", b"alice's")
+    with pytest.raises(PermissionDenied):
+        bob.write_bytes("/inl-home/alice/x", b"bob's")
+    with pytest.raises(PermissionDenied):
+        bob.write_bytes("/inl-home/alice/mine", b"bob's", overwrite=True)
+    with pytest.raises(PermissionDenied):
+        bob.read_bytes("/inl-home/alice/mine")
+    assert alice.read_bytes("/inl-home/alice/mine") == b"alice's"
+    assert [e.name for e in root.ls("/inl-home/alice")] == ["mine"]
+
+
+def test_an_acknowledged_inline_write_survives_the_shard_leader_killed(data_cluster: Any) -> None:
+    """The data is in the Raft entry, on a majority before the reply: kill -9 the leader at
+    once after the acknowledgement, and the new leader serves it."""
+    c, _ = data_cluster
+    fs = c.client()
+    fs.mkdir("/inl-kill", parents=True)
+    data = {f"/inl-kill/f{i}": os.urandom(1000 + i * 4000) for i in range(8)}
+    killed = c.leader("shard-1")
+    try:
+        for path, content in data.items():
+            fs.write_bytes(path, content)
+        c.kill9(killed)
+        assert c.leader("shard-1", exclude=(killed,)) != killed
+        for path, content in data.items():
+            assert fs.read_bytes(path) == content
+            assert fs.stat(path).blocks == ()
+    finally:
+        c.restart(killed)

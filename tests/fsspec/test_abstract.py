@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 fsspec = pytest.importorskip("fsspec")
 from fsspec.tests import abstract  # noqa: E402
 
 from keelfs.fsspec import KeelFileSystem  # noqa: E402
+from keelfs.meta.records import MAX_INLINE_BYTES  # noqa: E402
 from keelfs.server.layout import ADMIN_USER  # noqa: E402
 from keelfs.server.metacluster import MetaCluster  # noqa: E402
 from keelfs.testing.tiers import starts_processes  # noqa: E402
@@ -155,9 +157,11 @@ def test_url_without_host_uses_keelfs_address(
 
 
 def test_chmod_chown_and_a_reader_without_read(keel: KeelFileSystem) -> None:
-    keel.pipe_file("/perm/f", b"only for ann")
-    keel.chown("/perm/f", "ann", "staff")
-    keel.chmod("/perm/f", 0o600)
+    keel.pipe_file("/perm/f", b"only for ann")  # small: its data is inline in its record
+    keel.pipe_file("/perm/big", b"b" * (MAX_INLINE_BYTES + 1))  # in a block
+    for path in ("/perm/f", "/perm/big"):
+        keel.chown(path, "ann", "staff")
+        keel.chmod(path, 0o600)
     info = keel.info("/perm/f")
     assert (info["owner"], info["group"], info["mode"]) == ("ann", "staff", 0o600)
     ann = KeelFileSystem(keel.address, user="ann", skip_instance_cache=True)
@@ -169,8 +173,16 @@ def test_chmod_chown_and_a_reader_without_read(keel: KeelFileSystem) -> None:
         assert bob.info("/perm/f")["size"] == 12  # he reaches it: he may stat it, but ...
         for user, readable in (("bob", False), ("ann", True)):
             # ... its blocks come with replica locations and READ tokens to a reader only
-            blocks = _raw_stat(keel.address, "/perm/f", user).info.blocks
+            blocks = _raw_stat(keel.address, "/perm/big", user).info.blocks
             assert blocks and all(bool(b.locations and b.token) is readable for b in blocks)
+            # and an inline file's data only to a reader's request (which bob's is refused)
+            assert not _raw_stat(keel.address, "/perm/f", user).info.HasField("inline_data")
+        assert _raw_stat(keel.address, "/perm/f", "ann", read=True).info.inline_data == (
+            b"only for ann"
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            _raw_stat(keel.address, "/perm/f", "bob", read=True)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         with pytest.raises(PermissionError):
             bob.chmod("/perm/f", 0o644)
         with pytest.raises(PermissionError):
@@ -180,7 +192,7 @@ def test_chmod_chown_and_a_reader_without_read(keel: KeelFileSystem) -> None:
         bob.client.close()
 
 
-def _raw_stat(address: str, path: str, user: str) -> Any:
+def _raw_stat(address: str, path: str, user: str, read: bool = False) -> Any:
     from keelfs.client.identity import USER_METADATA_KEY
     from keelfs.rpc.pb import meta_pb2, meta_pb2_grpc
 
@@ -188,7 +200,7 @@ def _raw_stat(address: str, path: str, user: str) -> Any:
     tls = TlsSettings.for_user(Path(tls_dir), user) if tls_dir else None
     with open_channel(address, tls) as channel:
         return meta_pb2_grpc.NamespaceStub(channel).GetFileInfo(
-            meta_pb2.GetFileInfoRequest(path=path),
+            meta_pb2.GetFileInfoRequest(path=path, read=read),
             metadata=[(USER_METADATA_KEY, user)],
             timeout=10,
         )

@@ -8,11 +8,12 @@ after all of it the namespace is exactly what it was.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import grpc
 import pytest
-from helpers import RawError, call_raw, caller, child, header, stub, tree
+from helpers import RawError, call_raw, caller, child, dirs_on_two_shards, header, stub, tree
 
 from keelfs.client import Client
 from keelfs.errors import (
@@ -26,6 +27,7 @@ from keelfs.errors import (
     NotFound,
     SessionExpired,
 )
+from keelfs.meta.records import MAX_INLINE_BYTES
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import session_id_to_pb
 from keelfs.server.metacluster import MetaCluster
@@ -347,3 +349,36 @@ def test_a_retried_request_returns_its_first_reply(shared_cluster: MetaCluster) 
     assert list(call_raw(ns2.Mkdir, mkdir).created) == [remote]  # not ALREADY_EXISTS
     fs.create(remote + "/f")  # its self-record is on the other shard
     assert [e.name for e in fs.ls(remote)] == ["f"]
+
+
+def test_inline_files_move_between_shards_with_their_data(shared_cluster: MetaCluster) -> None:
+    """A small file's data lives in its record (CreateInline): a rename to another shard, of
+    the file or of a directory holding it, carries the data; a subtree whose records are too
+    large for one transaction is refused with a clear error, and nothing moves."""
+    fs = shared_cluster.client()
+    a, b, _, _ = dirs_on_two_shards(fs, "/inl")
+    data = os.urandom(MAX_INLINE_BYTES)
+    assert fs.write_bytes(f"{a}/f", data) == len(data)
+    info = fs.stat(f"{a}/f")
+    assert info.length == len(data) and info.blocks == () and not info.under_construction
+    fs.rename(f"{a}/f", f"{b}/f")  # a file to the other shard: a transaction
+    assert fs.read_bytes(f"{b}/f") == data
+    assert [e.length for e in fs.ls(b)] == [len(data)]
+    # a directory whose children go to the other shard with it
+    m = fs.shard_map()
+    sub = child(m, a, "s", same_shard=True)
+    fs.mkdir(sub)
+    fs.write_bytes(f"{sub}/g", b"small")
+    moved = child(m, b, "s", same_shard=True)
+    assert m.shard_for_directory(moved) != m.shard_for_directory(sub)
+    fs.rename(sub, moved)
+    assert fs.read_bytes(f"{moved}/g") == b"small"
+    # records past what one transaction may carry: refused, nothing moved
+    big = child(m, a, "big", same_shard=True)
+    fs.mkdir(big)
+    for i in range(7):
+        fs.write_bytes(f"{big}/f{i}", data)
+    target = child(m, b, "big", same_shard=True)
+    with pytest.raises(InvalidArgument, match="too large to move"):
+        fs.rename(big, target)
+    assert len(list(fs.ls(big))) == 7 and fs.read_bytes(f"{big}/f6") == data

@@ -29,7 +29,9 @@ def test_command_names_are_stable() -> None:
     assert sorted(set(SHARD_COMMANDS) - set(SESSION_COMMANDS)) == [
         "add_block",
         "complete",
+        "complete_inline",
         "create",
+        "create_inline",
         "delete",
         "dequeue_block_deletes",
         "mkdir",

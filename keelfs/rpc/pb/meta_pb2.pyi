@@ -117,7 +117,7 @@ class ChunkLocation(_message.Message):
     def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ...) -> None: ...
 
 class FileInfo(_message.Message):
-    __slots__ = ("path", "kind", "length", "mode", "owner", "group", "mtime", "atime", "replication", "block_size", "blocks", "under_construction", "lease_holder", "lease_user")
+    __slots__ = ("path", "kind", "length", "mode", "owner", "group", "mtime", "atime", "replication", "block_size", "blocks", "under_construction", "lease_holder", "lease_user", "inline_data")
     PATH_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class FileInfo(_message.Message):
     UNDER_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     LEASE_HOLDER_FIELD_NUMBER: _ClassVar[int]
     LEASE_USER_FIELD_NUMBER: _ClassVar[int]
+    INLINE_DATA_FIELD_NUMBER: _ClassVar[int]
     path: str
     kind: FileKind
     length: int
@@ -146,7 +147,8 @@ class FileInfo(_message.Message):
     under_construction: bool
     lease_holder: bytes
     lease_user: str
-    def __init__(self, path: _Optional[str] = ..., kind: _Optional[_Union[FileKind, str]] = ..., length: _Optional[int] = ..., mode: _Optional[int] = ..., owner: _Optional[str] = ..., group: _Optional[str] = ..., mtime: _Optional[int] = ..., atime: _Optional[int] = ..., replication: _Optional[int] = ..., block_size: _Optional[int] = ..., blocks: _Optional[_Iterable[_Union[BlockInfo, _Mapping]]] = ..., under_construction: _Optional[bool] = ..., lease_holder: _Optional[bytes] = ..., lease_user: _Optional[str] = ...) -> None: ...
+    inline_data: bytes
+    def __init__(self, path: _Optional[str] = ..., kind: _Optional[_Union[FileKind, str]] = ..., length: _Optional[int] = ..., mode: _Optional[int] = ..., owner: _Optional[str] = ..., group: _Optional[str] = ..., mtime: _Optional[int] = ..., atime: _Optional[int] = ..., replication: _Optional[int] = ..., block_size: _Optional[int] = ..., blocks: _Optional[_Iterable[_Union[BlockInfo, _Mapping]]] = ..., under_construction: _Optional[bool] = ..., lease_holder: _Optional[bytes] = ..., lease_user: _Optional[str] = ..., inline_data: _Optional[bytes] = ...) -> None: ...
 
 class ContentSummary(_message.Message):
     __slots__ = ("length", "file_count", "directory_count", "space_consumed")
@@ -387,15 +389,39 @@ class CreateRequest(_message.Message):
     overwrite: bool
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., mode: _Optional[int] = ..., owner: _Optional[str] = ..., group: _Optional[str] = ..., replication: _Optional[int] = ..., block_size: _Optional[int] = ..., overwrite: _Optional[bool] = ...) -> None: ...
 
+class CreateInlineRequest(_message.Message):
+    __slots__ = ("header", "path", "mode", "owner", "group", "replication", "block_size", "overwrite", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    path: str
+    mode: int
+    owner: str
+    group: str
+    replication: int
+    block_size: int
+    overwrite: bool
+    data: bytes
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., mode: _Optional[int] = ..., owner: _Optional[str] = ..., group: _Optional[str] = ..., replication: _Optional[int] = ..., block_size: _Optional[int] = ..., overwrite: _Optional[bool] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class CompleteRequest(_message.Message):
-    __slots__ = ("header", "path", "last_length")
+    __slots__ = ("header", "path", "last_length", "inline_data")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     LAST_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    INLINE_DATA_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     path: str
     last_length: int
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., last_length: _Optional[int] = ...) -> None: ...
+    inline_data: bytes
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., last_length: _Optional[int] = ..., inline_data: _Optional[bytes] = ...) -> None: ...
 
 class RenewLeaseRequest(_message.Message):
     __slots__ = ("header", "group")

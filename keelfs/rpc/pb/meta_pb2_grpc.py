@@ -637,6 +637,11 @@ class NamespaceStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.CreateRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
                 _registered_method=True)
+        self.CreateInline = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/CreateInline',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.CreateInlineRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+                _registered_method=True)
         self.Complete = channel.unary_unary(
                 '/keelfs.meta.v1.Namespace/Complete',
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.CompleteRequest.SerializeToString,
@@ -782,8 +787,9 @@ class NamespaceServicer:
         directory whose self-record goes to another shard (and, with `parents`, each missing
         ancestor through the shard owning it), Delete of such a directory (or of a subtree that
         spans shards, `recursive`), Rename of a file to another shard or of a directory whose
-        subtree spans shards now or under its new name (at most 2,000 records; the target must not
-        exist; files being written are not moved across shards).
+        subtree spans shards now or under its new name (at most 2,000 records and 384 KiB of them,
+        inline files' data included; the target must not exist; files being written are not moved
+        across shards).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -796,8 +802,18 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateInline(self, request, context):
+        """Needs a session. Create, write and close a small file in one step: its `data` (at most
+        64 KiB) is kept in its metadata record, replicated by the shard's Raft log, with no
+        blocks and no lease left. Create's rules and defaults (exclusive unless `overwrite`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Complete(self, request, context):
-        """Needs the session holding the lease: closes the file (an empty one, until the block layer).
+        """Needs the session holding the lease: closes the file (with `inline_data`: a file with no
+        block, its content kept in its record as CreateInline's).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -987,6 +1003,11 @@ def add_NamespaceServicer_to_server(servicer, server):
             'Create': grpc.unary_unary_rpc_method_handler(
                     servicer.Create,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.CreateRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.SerializeToString,
+            ),
+            'CreateInline': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateInline,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.CreateInlineRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.SerializeToString,
             ),
             'Complete': grpc.unary_unary_rpc_method_handler(
@@ -1237,6 +1258,33 @@ class Namespace:
             target,
             '/keelfs.meta.v1.Namespace/Create',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.CreateRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateInline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/CreateInline',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.CreateInlineRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
             options,
             channel_credentials,
