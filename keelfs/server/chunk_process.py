@@ -25,7 +25,7 @@ from keelfs.server.settings import (
     check_limits,
     split_address,
 )
-from keelfs.web.listen import HttpSettings
+from keelfs.web.access import HttpSettings
 
 __all__ = ["ReportingConfig", "chunk_config", "serve"]
 

@@ -75,7 +75,7 @@ from keelfs.server.settings import (
 )
 from keelfs.storage.private import PRIVATE_FILE_MODE, private_dir
 from keelfs.tls.credentials import TlsSettings
-from keelfs.web.listen import HttpSettings
+from keelfs.web.access import HttpSettings
 
 __all__ = ["NODE_ID", "SHARD", "ServerConfig", "run", "serve"]
 

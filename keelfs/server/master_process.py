@@ -31,7 +31,7 @@ from keelfs.server.settings import (
     neighbour_address,
     split_address,
 )
-from keelfs.web.listen import HttpSettings
+from keelfs.web.access import HttpSettings
 
 __all__ = ["ROLES", "node_config", "serve"]
 

@@ -26,7 +26,7 @@ from typing import Any
 from keelfs.server.settings import ConfigError, checked_http_listen, split_address
 from keelfs.tls.certs import PEER_SERVER_NAME
 from keelfs.tls.credentials import TlsSettings
-from keelfs.web.listen import HttpSettings
+from keelfs.web.access import HttpSettings
 
 __all__ = ["INSECURE_WARNING", "check_listen", "http_settings", "is_loopback", "node_tls"]
 

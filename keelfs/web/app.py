@@ -34,13 +34,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from google.protobuf import json_format
 
+from keelfs.web.access import HttpSettings
 from keelfs.web.dashboard import cluster_json
-from keelfs.web.listen import (
-    OPEN_PATHS,
-    HttpSettings,
-    is_loopback_host,
-    parse_http_listen,
-)
+from keelfs.web.listen import OPEN_PATHS, is_loopback_host, parse_http_listen
 from keelfs.web.metrics import CONTENT_TYPE, ChunkMetrics, MetaMetrics, Metrics
 
 if TYPE_CHECKING:

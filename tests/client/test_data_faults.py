@@ -261,7 +261,7 @@ def test_lost_block_replies_are_retried_exactly_once(data_cluster: Any, fs: Any)
     path = "/faults/lost-replies"
 
     async def main() -> None:
-        async with AsyncClient(c.config_addresses) as afs:
+        async with AsyncClient(c.config_addresses, tls=c.client_tls) as afs:
             lost = lose_first_replies(afs, {"AllocateBlock", "RecoverPipeline"})
             refuse_first_pipeline(afs)
             async with await afs.open(path, "wb", block_size=MiB) as w:

@@ -180,7 +180,7 @@ def test_async_client_round_trip(data_cluster: Any, tmp_path: Path) -> None:
     data = os.urandom(int(2.5 * BLOCK))
 
     async def main() -> None:
-        async with AsyncClient(c.config_addresses) as afs:
+        async with AsyncClient(c.config_addresses, tls=c.client_tls) as afs:
             await afs.mkdir("/af", parents=True)
             async with await afs.open("/af/a", "wb", block_size=BLOCK) as w:
                 for i in range(0, len(data), 300_000):
@@ -207,7 +207,7 @@ def test_closing_the_client_aborts_the_writers_left_open(data_cluster: Any) -> N
     c, _ = data_cluster
 
     async def main() -> tuple[bool, list[asyncio.Task[Any]]]:
-        afs = AsyncClient(c.config_addresses)
+        afs = AsyncClient(c.config_addresses, tls=c.client_tls)
         await afs.mkdir("/left", parents=True)
         w = await afs.open("/left/open", "wb", block_size=BLOCK)
         await w.write(b"x" * 1000)

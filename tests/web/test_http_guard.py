@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from keelfs.web.access import HttpSettings
 from keelfs.web.app import SECURITY_HEADERS, WebServer
-from keelfs.web.listen import HttpSettings
 from keelfs.web.metrics import Metrics
 
 
