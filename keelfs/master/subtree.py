@@ -8,8 +8,9 @@ that CHECK every record is still exactly what it read (``entry``/``self``: a chi
 removed changes the directory's self-record, an attribute change the entry) and CHANGE them.
 Anything that changed in between makes a shard refuse its part, the transaction aborts and
 the client's retry reads again. The whole transaction is one log entry on the coordinator, so
-a subtree is limited to what fits in one (:data:`MAX_ENTRIES` records, :data:`MAX_RECORD_BYTES`
-of them: inline files carry their data in their records).
+a subtree is limited to what fits in one (:data:`MAX_ENTRIES` records; a move also
+:data:`MAX_RECORD_BYTES` of them: inline files carry their data in their records, which the
+new shard must get).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from keelfs.errors import InvalidArgument, LeaseConflict
 from keelfs.meta.principals import Guard, depth, rebase
 from keelfs.meta.records import Inode
 from keelfs.meta.shardmap import ShardMap
-from keelfs.meta.transactions import Step
+from keelfs.meta.transactions import Step, record_digest
 
 __all__ = [
     "MAX_ENTRIES",
@@ -37,10 +38,12 @@ __all__ = [
 MAX_ENTRIES = 2_000
 """Records a cross-shard subtree operation may touch (one command carries them all)."""
 MAX_RECORD_BYTES = 384 * 1024
-"""Bytes of stored records a cross-shard subtree operation may carry: a move's transaction
-holds each record twice (the check on the old shard, the write on the new one), and its first
-entry must stay under the 1 MiB command limit (``keelfs.meta.commands.MAX_COMMAND_BYTES``).
-Plain records are ~100 bytes (2,000 of them: ~200 KB); an inline file's is up to ~88 KB."""
+"""Bytes of stored records a cross-shard subtree move may carry: its transaction holds each
+record once (written on the new shard; the old shard checks a digest, ``entry_digest``) with
+~300 bytes of steps per record besides (paths, digest), and its first entry must stay under
+the 1 MiB command limit (``keelfs.meta.commands.MAX_COMMAND_BYTES``). Plain records are ~100
+bytes (2,000 of them: ~200 KB); an inline file's is up to ~88 KB. A delete carries digests
+only: :data:`MAX_ENTRIES` bounds it."""
 
 
 @dataclass(frozen=True)
@@ -73,12 +76,13 @@ async def walk(client: Any, top: str, *, moving: bool) -> list[DirRecords]:
             if info.is_dir:
                 pending.append(info.path)
         count += 1 + len(children)
-        size += len(self_record) + sum(len(record) for _, record, _ in children)
+        if moving:  # the records are written on the new shard; checks carry digests only
+            size += len(self_record) + sum(len(record) for _, record, _ in children)
         if size > MAX_RECORD_BYTES:
             raise InvalidArgument(
                 f"{top} holds more than {MAX_RECORD_BYTES} bytes of records spread over "
-                "shards (small files keep their data in them): too large to move or delete "
-                "in one transaction",
+                "shards (small files keep their data in them): too large to move in one "
+                "transaction",
                 "path",
             )
         if count > MAX_ENTRIES:
@@ -114,7 +118,8 @@ def move_parts(
         moved_self = regarded(d.self_record, src, dst, dst_guards)
         parts[new].append(Step("put_self", _moved(d.path, src, dst), moved_self))
         for path, record, is_dir in d.children:
-            parts[old] += [Step("entry", path, record), Step("del_entry", path)]
+            check = Step("entry_digest", path, record_digest(record))
+            parts[old] += [check, Step("del_entry", path)]
             moved = regarded(record, src, dst, dst_guards) if is_dir else record
             parts[new].append(Step("put_entry", _moved(path, src, dst), moved))
     return dict(parts)
@@ -139,7 +144,7 @@ def delete_parts(m: ShardMap, dirs: list[DirRecords]) -> tuple[dict[str, list[St
         shard = m.shard_for_directory(d.path)
         parts[shard] += [Step("self", d.path, d.self_record), Step("del_self", d.path)]
         for path, record, is_dir in d.children:
-            parts[shard].append(Step("entry", path, record))
+            parts[shard].append(Step("entry_digest", path, record_digest(record)))
             # a file's entry goes with its blocks queued and its lease dropped
             parts[shard].append(Step("del_entry" if is_dir else "replace", path))
             if is_dir:

@@ -42,6 +42,7 @@ Keys::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from collections.abc import Iterable
@@ -66,6 +67,7 @@ __all__ = [
     "lock_conflict",
     "locked_by",
     "may_step",
+    "record_digest",
     "reach_dirs",
     "unlock",
 ]
@@ -76,12 +78,18 @@ LOCK = b"K"
 GC = b"G"
 OPEN = b"O"
 
-CHECKS = frozenset({"absent", "present", "entry", "self", "dir", "empty", "replaceable", "may"})
+CHECKS = frozenset(
+    {"absent", "present", "entry", "entry_digest", "self", "dir", "empty", "replaceable", "may"}
+)
 """Step kinds that only check (evaluated at begin/prepare, under the part's locks):
 
 - ``absent``: no entry at ``path``; ``present``: there is one (else ``NotFound``);
 - ``entry`` / ``self``: the entry / self-record of ``path`` is exactly ``record`` (its
   encoding): nothing changed it since the coordinator read it;
+- ``entry_digest``: the same check against ``record_digest`` of the entry (``record`` is the
+  digest): a step that removes an entry, or moves it with its record written elsewhere, need
+  not carry it twice (an inline file's record holds up to 64 KiB of data, and a transaction is
+  one log entry);
 - ``dir``: the self-record of directory ``path`` is here (a child may be put in it);
 - ``empty``: directory ``path`` has no children here;
 - ``replaceable``: no entry at ``path``, or a file nobody is writing (an overwrite target);
@@ -117,16 +125,32 @@ class Step:
         if self.kind not in CHECKS | CHANGES:
             raise InvalidArgument(f"unknown transaction step {self.kind!r}", "part")
         paths.validate(self.path)
-        needs_record = self.kind in ("entry", "self", "put_entry", "put_self", "may")
+        needs_record = self.kind in (
+            "entry",
+            "entry_digest",
+            "self",
+            "put_entry",
+            "put_self",
+            "may",
+        )
         if needs_record != bool(self.record):
             raise InvalidArgument(f"step {self.kind} {self.path}: record mismatch", "part")
-        if self.kind == "may":
+        if self.kind == "entry_digest":
+            if len(self.record) != 64 or self.record.strip("0123456789abcdef"):
+                raise InvalidArgument(f"step {self.kind} {self.path}: not a digest", "part")
+        elif self.kind == "may":
             decode_may(self.record)
         elif needs_record:
             try:
                 decode_foreign(self.record.encode("utf-8", "surrogatepass"))
             except ValueError as e:
                 raise InvalidArgument(f"step {self.kind} {self.path}: {e}", "part") from None
+
+
+def record_digest(record: str | bytes) -> str:
+    """The digest an ``entry_digest`` step names: SHA-256 of the stored record, in hex."""
+    raw = record.encode() if isinstance(record, str) else record
+    return hashlib.sha256(raw).hexdigest()
 
 
 def may_step(

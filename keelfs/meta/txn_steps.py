@@ -98,6 +98,12 @@ class TransactionSteps(PermissionChecks):
                     raise Unavailable(
                         "changed", message=f"{path} changed while the transaction was built"
                     )
+            if kind == "entry_digest":
+                stored = txn.get(_entry_key(path))
+                if stored is None or tx.record_digest(stored) != step.record:
+                    raise Unavailable(
+                        "changed", message=f"{path} changed while the transaction was built"
+                    )
             if kind == "dir":
                 self._require_dir(txn, path)
             if kind == "empty":

@@ -382,3 +382,12 @@ def test_inline_files_move_between_shards_with_their_data(shared_cluster: MetaCl
     with pytest.raises(InvalidArgument, match="too large to move"):
         fs.rename(big, target)
     assert len(list(fs.ls(big))) == 7 and fs.read_bytes(f"{big}/f6") == data
+    # a delete across shards checks digests of the records, not the records: no size limit
+    spread = child(m, a, "spread", same_shard=False)
+    fs.mkdir(spread)
+    for i in range(7):
+        fs.write_bytes(f"{spread}/f{i}", data)
+    fs.delete(spread, recursive=True)
+    assert not fs.exists(spread)
+    fs.delete(big, recursive=True)
+    assert not fs.exists(big)

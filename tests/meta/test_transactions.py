@@ -23,7 +23,7 @@ from keelfs.meta.commands import (
 )
 from keelfs.meta.namespace import ShardStateMachine
 from keelfs.meta.records import Inode
-from keelfs.meta.transactions import Step, decode_part, encode_part
+from keelfs.meta.transactions import Step, decode_part, encode_part, record_digest
 
 RETENTION = 60_000
 
@@ -151,6 +151,29 @@ def test_a_changed_source_refuses_to_begin() -> None:
     assert a.sm.transaction(14) is None  # type: ignore[attr-defined]
 
 
+def test_a_digest_check_refuses_a_changed_entry_and_passes_an_unchanged_one() -> None:
+    """``entry_digest``: the check of ``entry`` by the record's SHA-256 (a delete or a move
+    need not carry an inline file's data to check it)."""
+    from keelfs.meta.commands import SetReplication
+
+    a, b = _shards()
+    digest = record_digest(_entry(a, "/src/f"))
+    own = encode_part([Step("entry_digest", "/src/f", digest), Step("del_entry", "/src/f")])
+    theirs = encode_part([Step("dir", "/dst")])
+    a.ok(SetReplication("/src/f", 2))  # changed since the digest was taken
+    res = a.apply(TxnBegin(30, own, json.dumps({"shard-b": theirs})))
+    assert res.code == "UNAVAILABLE" and res.error is not None
+    assert res.error["reason"] == "changed"
+    own = encode_part(
+        [Step("entry_digest", "/src/f", record_digest(_entry(a, "/src/f"))),
+         Step("del_entry", "/src/f")]
+    )  # fmt: skip
+    assert a.ok(TxnBegin(31, own, json.dumps({"shard-b": theirs})))["state"] == "pending"
+    b.ok(TxnPrepare(31, "shard-a", theirs))
+    assert a.ok(TxnDecide(31, True))["state"] == "committed"
+    assert not a.sm.exists("/src/f")  # type: ignore[attr-defined]
+
+
 def test_unknown_and_repeated_finishes_change_nothing() -> None:
     a, b = _shards()
     assert b.ok(TxnFinish(99, True))["state"] == "unknown"
@@ -170,6 +193,9 @@ def test_unknown_and_repeated_finishes_change_nothing() -> None:
         '[["put_entry", "/x", ""]]',
         '[["del_entry", "relative", ""]]',
         '[["absent", "/x"]]',
+        '[["entry_digest", "/x", ""]]',
+        '[["entry_digest", "/x", "not-hex"]]',
+        '[["entry_digest", "/x", "' + "A" * 64 + '"]]',
     ],
 )
 def test_bad_parts_are_refused(part: str) -> None:
