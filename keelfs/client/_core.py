@@ -34,9 +34,10 @@ map moved the path          after an unknown outcome, no new session on the new 
 anything else               raise it (``keelfs.errors``)
 ==========================  ==================================================================
 
-An attempt waits for its answer a few times the members' usual answer time (``AnswerTimes``,
-at least 0.25 s, at most ``attempt_timeout``), doubling with each timeout of the request: a
-frozen leader is left for the next member after a fraction of a second.
+An attempt waits for its answer a few times the members' usual answer time for its method
+(``AnswerTimes``, at least 0.25 s, at most ``attempt_timeout``; all of it until the method
+was answered 8 times), doubling with each timeout of the request: a frozen leader is left for
+the next member after a fraction of a second.
 
 When the deadline passes, :class:`OutcomeUnknown` is raised if a write attempt's outcome was
 unknown, else ``Unavailable``.
@@ -121,10 +122,17 @@ MIN_ATTEMPT_TIMEOUT = 0.25
 """The shortest wait for one attempt's answer (see :class:`AnswerTimes`)."""
 
 
+MIN_ANSWER_SAMPLES = 8
+"""Answers of a method heard before its answer time is trusted (until then an attempt waits
+the whole ``attempt_timeout``): a method called rarely, or slow by nature (a ``mkdir -p`` that
+spans shards), is not cut short on the strength of a few fast answers."""
+
+
 class AnswerTimes:
-    """How long members take to answer, smoothed as TCP smooths round trips (RFC 6298: SRTT
-    and RTTVAR), and the wait for an answer it suggests: ``srtt + 4 * rttvar``, at least
-    :data:`MIN_ATTEMPT_TIMEOUT`, at most the client's ``attempt_timeout``.
+    """How long members take to answer one method, smoothed as TCP smooths round trips
+    (RFC 6298: SRTT and RTTVAR), and the wait for an answer it suggests: ``srtt + 4 *
+    rttvar``, at least :data:`MIN_ATTEMPT_TIMEOUT`, at most the client's ``attempt_timeout``
+    (all of it before :data:`MIN_ANSWER_SAMPLES` answers).
 
     Why: a frozen leader (SIGSTOP, a stalled disk, a VM paused) keeps its connections open and
     silent, so the only sign is time. Waiting the whole ``attempt_timeout`` (2 s) before trying
@@ -134,13 +142,15 @@ class AnswerTimes:
     retry is applied at most once); each further timeout of the same request doubles its wait,
     so a request that is merely slow still gets the full ``attempt_timeout`` in the end."""
 
-    __slots__ = ("srtt", "rttvar")
+    __slots__ = ("srtt", "rttvar", "samples")
 
     def __init__(self) -> None:
         self.srtt: float | None = None
         self.rttvar = 0.0
+        self.samples = 0
 
     def sample(self, seconds: float) -> None:
+        self.samples += 1
         if self.srtt is None:
             self.srtt, self.rttvar = seconds, seconds / 2
             return
@@ -148,7 +158,7 @@ class AnswerTimes:
         self.srtt = 0.875 * self.srtt + 0.125 * seconds
 
     def wait(self, ceiling: float) -> float:
-        if self.srtt is None:
+        if self.srtt is None or self.samples < MIN_ANSWER_SAMPLES:
             return ceiling
         return min(ceiling, max(MIN_ATTEMPT_TIMEOUT, self.srtt + 4 * self.rttvar))
 
@@ -402,7 +412,8 @@ class Core:
         self.writers: dict[str, tuple[str, int]] = {}
         """Files this client created and has not completed: path -> (group, session id)."""
         self.stats = {"calls": 0, "retries": 0, "unknown_outcomes": 0, "redirects": 0}
-        self.answer_times = AnswerTimes()
+        self.answer_times: dict[str, AnswerTimes] = {}
+        """Per method name, how long members take to answer it (see ``_wait``)."""
 
     # -- caches ------------------------------------------------------------------------------
     @property
@@ -515,12 +526,16 @@ class Core:
         if op.attempt_timeout is not None:
             return op.attempt_timeout
         with self._lock:
-            suggested = self.answer_times.wait(self.attempt_timeout)
+            times = self.answer_times.get(op.method)
+            suggested = self.attempt_timeout if times is None else times.wait(self.attempt_timeout)
         return min(self.attempt_timeout, suggested * patience)
 
-    def _answered(self, seconds: float) -> None:
+    def _answered(self, method: str, seconds: float) -> None:
         with self._lock:
-            self.answer_times.sample(seconds)
+            times = self.answer_times.get(method)
+            if times is None:
+                times = self.answer_times[method] = AnswerTimes()
+            times.sample(seconds)
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -584,7 +599,7 @@ class Core:
                 sent = self.clock()
                 result = yield Call(address, op.service, op.method, op.build(header), timeout)
                 if not isinstance(result, grpc.RpcError):
-                    self._answered(self.clock() - sent)
+                    self._answered(op.method, self.clock() - sent)
                     info = reply_info(result)
                     if info is not None and info.leader:
                         self._learn_leader(group, address)
@@ -604,7 +619,7 @@ class Core:
                         self._count("unknown_outcomes")
                     yield attempt.backoff()
                     continue
-                self._answered(self.clock() - sent)  # a refusal is an answer too
+                self._answered(op.method, self.clock() - sent)  # a refusal is an answer too
                 attempt.last_error = f"{address}: {err.code}: {err.message}"
                 if isinstance(err, NotLeader):
                     hint = err.leader_address if err.leader_address != address else None

@@ -66,8 +66,8 @@ def test_a_seed_replays_exactly(tmp_path: Path) -> None:
 
 def test_a_planted_orphan_bug_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Orphan collection that takes every reported block of its shard for garbage (no local
-    check, no question to the shards) deletes blocks files still reference: the chunk
-    servers' delete check must fire."""
+    check, no question to the shards) deletes blocks files still reference: the simulator's
+    checks must catch it."""
     from keelfs.master import orphans
 
     async def everything_unreferenced(candidates: Any, *_: Any, **__: Any) -> set[int]:
@@ -84,7 +84,11 @@ def test_a_planted_orphan_bug_is_caught(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(orphans, "unreferenced", everything_unreferenced)
     monkeypatch.setattr(orphans.OrphanCollector, "candidates", every_block_of_the_shard)
     r = run_seed(0, Params(seconds=3.0))
-    assert r.error is not None and "its last good replica" in r.error, r.error
+    # caught by the delete check (a server asked to delete the last good copy) or, when the
+    # copies went at the same moment on every server (each delete still saw another copy),
+    # by the end's read-back of every acknowledged file: which one depends on the timing
+    assert r.error is not None, "the planted bug went unnoticed"
+    assert "its last good replica" in r.error or "do not read back" in r.error, r.error
 
 
 def test_a_retried_cross_shard_rename_answers_its_first_outcome() -> None:
@@ -190,6 +194,11 @@ def test_setrep_down_keeps_the_good_replica_when_the_kept_one_rotted_silently(
         block, data = reply.block, b"keep me" * 100
         holders = [world.fleet.by_id[loc.server_id] for loc in block.locations]
         assert len(holders) == 2
+        # the first block key signs at once; a server learns it with its next heartbeat reply
+        # (the fleet's "start's race"): this scenario stores by hand, so it waits for that
+        await wait_until(
+            lambda: all(s.keys.known() for s in holders), 10.0, "no block key reached the servers"
+        )
         for server in holders:
             server.store(
                 block.block_id, block.gen_stamp, data, reply.shard, reply.epoch, block.token
