@@ -305,10 +305,10 @@ class ReplicationMonitor:
         has passed since the last one began.
 
         A walk decodes and checks every file, and a small shard's pass ends in a tick or two:
-        started again at once, it took half the leader's CPU on a shard of 12,000 files that
-        served reads (``keelfs bench meta``), for no gain, since what it repairs (a dead
-        server's blocks) shows up no faster than that. A shard too big for one pass in that
-        time is walked without a pause, as before."""
+        started again at once, it took half the leader's CPU on a shard of a few thousand
+        files that served reads (``keelfs bench meta``), for no gain, since what it repairs (a
+        dead server's blocks) shows up no faster than that. A shard too big for one pass in
+        that time is walked without a pause, as before."""
         walk = self._walks.get(shard)
         if walk is None or walk.cursor is not None:
             return True

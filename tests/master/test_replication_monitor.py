@@ -424,9 +424,9 @@ def test_a_small_shard_is_walked_again_only_after_a_rest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A pass over a shard that fits in a tick used to start again at the next tick (every
-    0.5 s: half the leader's CPU on a 12,000-file shard serving reads); the next one now waits
-    for half a chunk server's dead-after time since the last began. Deletions keep their
-    pace, and a pass under way goes on at every tick."""
+    0.5 s: half the leader's CPU on a shard of a few thousand files serving reads); the next
+    one now waits for half a chunk server's dead-after time since the last began. Deletions
+    keep their pace, and a pass under way goes on at every tick."""
     d = formatted(ShardStateMachine(shard_id="s"))
     d.ok(Mkdir("/d"))
     sid = d.session()
