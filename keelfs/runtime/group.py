@@ -262,8 +262,14 @@ class RaftGroup:
         if shared is not None and shared[0] == key and self._read_live(shared[1]):
             return shared[1]
         queued = self._queued_read
-        if queued is not None and self._read_live(queued) and self._read_views[queued] == view:
-            return queued
+        if queued is not None and self._read_live(queued):
+            if self._read_views[queued] == view:
+                return queued
+            # asked for under another term (the same leader re-elected: no soft state change
+            # failed it): never issued now, so fail it rather than leave it to time out
+            self._reads[queued].set_exception(
+                Unavailable("leader changed", message="leadership changed during a read; retry")
+            )
         ctx = self._new_read(view)
         if self._read_in_flight():
             self._queued_read = ctx
