@@ -1,8 +1,10 @@
 """Keeping every block at its replication: the shard leader's background work.
 
 Each shard this node leads is walked a few pages of files per tick (``PAGES_PER_TICK`` ×
-``PAGE`` files, so a shard of millions of files costs the event loop little at a time), and
-for every block of a closed file (the last block of a file being written is the writer's):
+``PAGE`` files, so a shard of millions of files costs the event loop little at a time), a new
+pass beginning no sooner than half the chunk servers' dead-after time after the last one began
+(``walk_due``), and for every block of a closed file (the last block of a file being written
+is the writer's):
 
 - fewer good replicas than the file's replication (a server died: it stopped heartbeating for
   ``dead_after_s``; a replica was found corrupt) → one holder copies it to new targets;
@@ -91,6 +93,11 @@ def _new_token() -> int:
 @dataclass
 class _Walk:
     cursor: str | None = None
+    began: float = 0.0
+    """When the pass under way began (monotonic)."""
+    last_pass: float = float("-inf")
+    """When the last complete pass began: the next one begins no sooner than the rest after
+    it (``ReplicationMonitor.walk_due``)."""
     under: int = 0
     missing: int = 0
     excess: set[int] = field(default_factory=set)
@@ -259,7 +266,7 @@ class ReplicationMonitor:
         try:
             while member.group.is_leader:
                 try:
-                    await self.tick(member)
+                    await self.tick(member, walk_files=self.walk_due(member.group_id))
                 except KeelError as exc:
                     log.info("%s: block maintenance step failed: %s", member.group_id, exc)
                 await asyncio.sleep(TICK_S)
@@ -292,10 +299,41 @@ class ReplicationMonitor:
         self._scheduled[(kind, block_id)] = time.monotonic() + RESCHEDULE_S
         return True
 
-    async def tick(self, member: Member) -> None:
+    def walk_due(self, shard: str) -> bool:
+        """Whether the next tick walks ``shard``'s files: always while a pass is under way,
+        and a new pass once half the time after which a silent chunk server is taken for dead
+        has passed since the last one began.
+
+        A walk decodes and checks every file, and a small shard's pass ends in a tick or two:
+        started again at once, it took half the leader's CPU on a shard of a few thousand
+        files that served reads (``keelfs bench meta``), for no gain, since what it repairs (a
+        dead server's blocks) shows up no faster than that. A shard too big for one pass in
+        that time is walked without a pause, as before."""
+        walk = self._walks.get(shard)
+        if walk is None or walk.cursor is not None:
+            return True
+        return time.monotonic() - walk.last_pass >= self.node.chunks.dead_after_s / 2
+
+    async def tick(self, member: Member, walk_files: bool = True) -> None:
+        """One step of ``member``'s maintenance: a few pages of the walk (unless
+        ``walk_files`` is false), the deletions, and the log time carried forward."""
+        if walk_files:
+            await self._walk_pages(member)
+        shard = member.group_id
+        epoch = member.group.node.raft.term
+        await self._deletions(member, shard, epoch)
+        if shard in self._tick_due:
+            self._tick_due.discard(shard)
+            await self.node.propose(member, Tick(), None, 5.0)
+        now = time.monotonic()
+        self._scheduled = {k: v for k, v in self._scheduled.items() if v > now}
+
+    async def _walk_pages(self, member: Member) -> None:
         shard = member.group_id
         walk = self._walks.setdefault(shard, _Walk())
         epoch = member.group.node.raft.term
+        if walk.cursor is None:
+            walk.began = time.monotonic()
         for _ in range(PAGES_PER_TICK):
             page = member.sm.files_page(walk.cursor, PAGE)
             for path, inode in page:
@@ -309,15 +347,10 @@ class ReplicationMonitor:
                 }
                 walk.cursor, walk.under, walk.missing = None, 0, 0
                 walk.excess = set()
+                walk.last_pass = walk.began
                 break
             walk.cursor = page[-1][0]
             await asyncio.sleep(0)
-        await self._deletions(member, shard, epoch)
-        if shard in self._tick_due:
-            self._tick_due.discard(shard)
-            await self.node.propose(member, Tick(), None, 5.0)
-        now = time.monotonic()
-        self._scheduled = {k: v for k, v in self._scheduled.items() if v > now}
 
     @staticmethod
     def _maintains(member: Member, path: str) -> bool:

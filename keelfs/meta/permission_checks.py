@@ -31,7 +31,7 @@ from keelfs.meta.principals import (
     with_guard,
 )
 from keelfs.meta.ranges import FROZEN, INCOMING
-from keelfs.meta.records import Inode
+from keelfs.meta.records import Inode, decode_cached
 from keelfs.meta.shard_records import (
     ShardRecords,
     _children_prefix,
@@ -176,7 +176,7 @@ class PermissionChecks(ShardRecords):
 
     def _self_record_here(self, kv: _Reader, directory: str) -> Inode | None:
         raw = kv.get(_self_key(directory))
-        return None if raw is None else Inode.decode(raw)
+        return None if raw is None else decode_cached(raw)
 
 
 def _self_records_below(directory: str) -> tuple[bytes, bytes]:

@@ -33,6 +33,7 @@ __all__ = [
     "FileInfo",
     "Inode",
     "Listing",
+    "decode_cached",
     "decode_foreign",
 ]
 
@@ -172,6 +173,28 @@ class Inode:
 
 _SESSION_IDS = 1 << 128
 """Session ids are 128 random bits (``keelfs.meta.sessions``)."""
+
+
+_DECODED: dict[bytes, Inode] = {}
+DECODED_ENTRIES = 4096
+"""Records whose decoded ``Inode`` ``decode_cached`` keeps (the memo empties when full)."""
+_DECODED_MAX_BYTES = 1024
+"""Larger records (a file of many blocks) are decoded each time rather than kept."""
+
+
+def decode_cached(raw: bytes) -> Inode:
+    """``Inode.decode(raw)``, remembered by the record's bytes: an ``Inode`` is immutable and
+    a pure function of them, and the same few records (the directories every create and
+    permission check reads, a file being written) are decoded again and again; a
+    record's JSON costs several times the lookup."""
+    inode = _DECODED.get(raw)
+    if inode is None:
+        inode = Inode.decode(raw)
+        if len(raw) <= _DECODED_MAX_BYTES:
+            if len(_DECODED) >= DECODED_ENTRIES:
+                _DECODED.clear()
+            _DECODED[bytes(raw)] = inode
+    return inode
 
 
 def decode_foreign(raw: bytes) -> Inode:

@@ -73,7 +73,7 @@ from keelfs.meta.commands import (
 from keelfs.meta.kvstore import KVStore, MemoryStore, RocksStore, Txn, prefix_end
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS, MetaStateMachine
 from keelfs.meta.ranges import RangeState, RangeTable
-from keelfs.meta.records import Inode
+from keelfs.meta.records import Inode, decode_cached
 from keelfs.meta.ring import key_hash
 
 __all__ = [
@@ -328,7 +328,7 @@ class ShardRecords(MetaStateMachine):
     @staticmethod
     def _inode(kv: _Reader, key: bytes) -> Inode | None:
         raw = kv.get(key)
-        return None if raw is None else Inode.decode(raw)
+        return None if raw is None else decode_cached(raw)
 
     def _entry(self, kv: _Reader, path: str) -> Inode | None:
         return None if path == paths.ROOT else self._inode(kv, _entry_key(path))

@@ -76,10 +76,14 @@ class RaftGroup:
         self._image: tuple[SnapshotMeta, int] | None = None
         """A snapshot image written in the background, waiting to be adopted."""
         self._read_views: dict[bytes, tuple[int, int, StateType]] = {}
+        """(term, leader, role) when each pending read was asked for."""
         self._read_waiters: dict[bytes, int] = {}
         self._open_read: tuple[tuple[Any, ...], bytes] | None = None
-        """The newest ReadIndex request and the state it was asked in (see read_barrier)."""
-        """(term, leader, role) when each pending read was issued."""
+        """The newest ReadIndex request and the state it was made in (see read_barrier)."""
+        self._issued_read: tuple[bytes, float] | None = None
+        """The ReadIndex request in flight and when it was made (loop time)."""
+        self._queued_read: bytes | None = None
+        """Barriers waiting for the request in flight to settle, to share the next one."""
         self._apply_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._read_ids = itertools.count(1)
         self._waiter_ids = itertools.count()
@@ -188,7 +192,10 @@ class RaftGroup:
         return result
 
     def _flush(self) -> None:
-        """Propose everything queued as one batch (one append, one message per follower)."""
+        """Propose everything queued as one batch (one append, one message per follower);
+        make the queued reads' ReadIndex request if the one in flight is overdue."""
+        if self._queued_read is not None:
+            self._settle_reads()
         if not self._queue:
             return
         queue, self._queue = self._queue, []
@@ -213,42 +220,28 @@ class RaftGroup:
         """Return once this member's state reflects every write acknowledged before the call.
 
         ReadIndex on the leader or forwarded from a follower, then a wait until applied.
-        Barriers asked for while nothing could have changed between them (no round has sent
-        messages since, same commit index, term and leader) share one ReadIndex request: the
-        index it returns is the one each would have got, and the heartbeats confirming it
-        leave after all of them arrived.
+        Barriers share ReadIndex requests, as etcd's read loop does, and each one is still
+        asked for after every barrier it serves arrived (so it sees what they must see):
+
+        - a barrier asked for while nothing could have changed since the newest request was
+          made (no round has sent messages since, same commit index, term and leader) shares
+          that request: the index it returns is the one each would have got, and the
+          heartbeats confirming it leave after all of them arrived;
+        - otherwise, while a request is in flight, barriers wait together for it to settle
+          and then share the next one (``_settle_reads``): one heartbeat round at a time
+          serves every barrier, however many arrive, where each round's worth of them used
+          to make a round of its own;
+        - otherwise a new request is made at once.
         """
         self.host.check_running()
-        raft = self.node.raft
-        view = (raft.term, raft.lead, raft.state)
-        key = (self.host.send_rounds, raft.log.committed, *view)
-        shared = self._open_read
-        if (
-            shared is not None
-            and shared[0] == key
-            and shared[1] in self._reads
-            and not self._reads[shared[1]].done()
-        ):
-            ctx = shared[1]
-            fut = self._reads[ctx]
-        else:
-            ctx = f"{self.host.node_id}:{next(self._read_ids)}".encode()
-            fut = asyncio.get_running_loop().create_future()
-            self._reads[ctx] = fut
-            self._read_views[ctx] = view
-            self._read_waiters[ctx] = 0
-            try:
-                self.node.read_index(ctx)
-            except ProposalDropped:
-                self._forget_read(ctx)
-                raise self._not_leader() from None
-            self._open_read = (key, ctx)
-            self.host.wake(self)
+        ctx = self._join_read()
+        fut = self._reads[ctx]
         self._read_waiters[ctx] += 1
         try:
-            t = timeout or self.host.config.request_timeout
-            index = await asyncio.wait_for(asyncio.shield(fut), t)
-            await asyncio.wait_for(self.wait_applied(index), t)
+            async with asyncio.timeout(timeout or self.host.config.request_timeout):
+                index = fut.result() if fut.done() else await asyncio.shield(fut)
+                if self.applied_index() < index:
+                    await self.wait_applied(index)
         except TimeoutError:
             raise Unavailable(
                 "timed out", message="read timed out (leadership may have changed)"
@@ -258,12 +251,86 @@ class RaftGroup:
             if not self._read_waiters[ctx]:
                 self._forget_read(ctx)
 
+    def _join_read(self) -> bytes:
+        """The context of the ReadIndex request a barrier asked for now waits on (see
+        ``read_barrier``): the newest request if it may be shared, the batch queued behind the
+        request in flight, or a request made now."""
+        raft = self.node.raft
+        view = (raft.term, raft.lead, raft.state)
+        key = (self.host.send_rounds, raft.log.committed, *view)
+        shared = self._open_read
+        if shared is not None and shared[0] == key and self._read_live(shared[1]):
+            return shared[1]
+        queued = self._queued_read
+        if queued is not None and self._read_live(queued):
+            if self._read_views[queued] == view:
+                return queued
+            # asked for under another term (the same leader re-elected: no soft state change
+            # failed it): never issued now, so fail it rather than leave it to time out
+            self._reads[queued].set_exception(
+                Unavailable("leader changed", message="leadership changed during a read; retry")
+            )
+        ctx = self._new_read(view)
+        if self._read_in_flight():
+            self._queued_read = ctx
+        else:
+            self._issue_read(ctx)
+        return ctx
+
+    def _new_read(self, view: tuple[int, int, StateType]) -> bytes:
+        ctx = f"{self.host.node_id}:{next(self._read_ids)}".encode()
+        self._reads[ctx] = asyncio.get_running_loop().create_future()
+        self._read_views[ctx] = view
+        self._read_waiters[ctx] = 0
+        return ctx
+
+    def _read_live(self, ctx: bytes) -> bool:
+        fut = self._reads.get(ctx)
+        return fut is not None and not fut.done()
+
+    def _read_in_flight(self) -> bool:
+        """Whether a ReadIndex request was made less than an election timeout ago and is
+        still unanswered (one older than that may have been lost: it holds nobody back)."""
+        issued = self._issued_read
+        if issued is None or not self._read_live(issued[0]):
+            return False
+        cfg = self.host.config
+        patience = cfg.tick_ms * cfg.election_tick / 1000
+        return asyncio.get_running_loop().time() - issued[1] < patience
+
+    def _issue_read(self, ctx: bytes) -> None:
+        """Ask Raft for a read index for ``ctx`` now (its answer comes in a Ready)."""
+        raft = self.node.raft
+        try:
+            self.node.read_index(ctx)
+        except ProposalDropped:
+            self._reads[ctx].set_exception(self._not_leader())
+            return
+        key = (self.host.send_rounds, raft.log.committed, raft.term, raft.lead, raft.state)
+        self._open_read = (key, ctx)
+        self._issued_read = (ctx, asyncio.get_running_loop().time())
+        self.host.wake(self)
+
+    def _settle_reads(self) -> None:
+        """Once no request is in flight (answered, failed, abandoned or overdue), make the
+        one the queued barriers share."""
+        if self._read_in_flight():
+            return
+        self._issued_read = None
+        queued, self._queued_read = self._queued_read, None
+        if queued is not None and self._read_live(queued):
+            self._issue_read(queued)
+
     def _forget_read(self, ctx: bytes) -> None:
         self._reads.pop(ctx, None)
         self._read_views.pop(ctx, None)
         self._read_waiters.pop(ctx, None)
         if self._open_read is not None and self._open_read[1] == ctx:
             self._open_read = None
+        if self._queued_read == ctx:
+            self._queued_read = None
+        if self._issued_read is not None and self._issued_read[0] == ctx:
+            self._settle_reads()
 
     async def wait_applied(self, index: int) -> None:
         if self.applied_index() >= index:
@@ -435,6 +502,7 @@ class RaftGroup:
             fut = self._reads.get(rs.context)
             if fut is not None and not fut.done():
                 fut.set_result(rs.index)
+        self._settle_reads()
 
     def on_soft_state(self, rd: Ready) -> None:
         if rd.soft_state is None:
@@ -457,6 +525,7 @@ class RaftGroup:
                 fut2.set_exception(
                     Unavailable("leader changed", message="leadership changed during a read; retry")
                 )
+        self._settle_reads()
 
     def after_ready(self) -> None:
         """Take a snapshot and compact when the log has grown past the threshold (called
@@ -521,3 +590,4 @@ class RaftGroup:
             if not fut3.done():
                 fut3.set_exception(err)
         self._queue, self._pending, self._apply_waiters = [], {}, []
+        self._issued_read = self._queued_read = None

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from keelfs.meta.kvstore import (
     KEY_END,
+    READ_CACHE_ENTRIES,
     REPLICATED_START,
     KVStore,
     MemoryStore,
@@ -48,6 +49,52 @@ def test_frozen_scan_ignores_later_writes(store: KVStore) -> None:
     store.write({}, clear_replicated=True)
     assert [k for k, _ in frozen] == [b"\x01%03d" % i for i in range(100)]
     assert list(store.scan(REPLICATED_START, KEY_END)) == []
+
+
+class _CountingDb:
+    """A RocksDB handle that counts point reads (everything else passes through)."""
+
+    def __init__(self, db: object) -> None:
+        self._db = db
+        self.gets = 0
+
+    def get(self, key: bytes) -> object:
+        self.gets += 1
+        return self._db.get(key)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
+def test_rocks_store_reads_what_it_read_or_wrote_from_its_cache(tmp_path: Path) -> None:
+    """An apply reads the same few keys again and again: after the first read (or a write) of
+    a key, RocksDB is not asked again, and what the cache answers is what the store holds
+    (values, deletions, absent keys, a cleared replicated range, a reopened store)."""
+    store = RocksStore(tmp_path / "db")
+    db = _CountingDb(store._db)
+    store._db = db  # type: ignore[assignment]
+    store.write({b"\x01a": b"1", b"\x00local": b"x"})
+    assert store.get(b"\x01a") == b"1" and store.get(b"\x00local") == b"x"
+    assert store.get(b"\x01absent") is None
+    assert store.get(b"\x01absent") is None
+    store.write({b"\x01a": None, b"\x01b": b"2"})
+    for _ in range(10):
+        assert store.get(b"\x01a") is None and store.get(b"\x01b") == b"2"
+    assert db.gets == 1  # only the first read of the absent key reached RocksDB
+    store.write({b"\x01c": b"3"}, clear_replicated=True)
+    assert store.get(b"\x01b") is None and store.get(b"\x00local") == b"x"
+    assert store.get(b"\x01c") == b"3"
+    for i in range(3 * READ_CACHE_ENTRIES):  # bounded: the cache empties itself, stays right
+        store.write({b"\x01k%06d" % i: b"%d" % i})
+    assert store.get(b"\x01k000000") == b"0" and store.get(b"\x01c") == b"3"
+    assert len(store._cache) <= READ_CACHE_ENTRIES
+    store._db = db._db  # type: ignore[assignment]
+    store.close()
+    reopened = RocksStore(tmp_path / "db")
+    try:
+        assert reopened.get(b"\x01c") == b"3" and reopened.get(b"\x01b") is None
+    finally:
+        reopened.close()
 
 
 _keys = st.binary(min_size=1, max_size=3).map(lambda b: b"\x01" + b.replace(b"\xff", b"\xfe"))

@@ -125,6 +125,36 @@ def test_concurrent_read_barriers_share_readindex_requests_and_stay_linearizable
     asyncio.run(main())
 
 
+def test_barriers_arriving_one_by_one_wait_for_the_request_in_flight_and_share_the_next(
+    tmp_path: Path,
+) -> None:
+    """A steady stream of barriers (each asked for after the previous one's heartbeats left)
+    makes one ReadIndex request per heartbeat round trip, not one per barrier; writes
+    acknowledged in between are still seen by every barrier asked for after them."""
+
+    async def main() -> None:
+        net = LocalNetwork()
+        async with cluster(tmp_path, net) as hosts:
+            leader = await wait_leader(hosts)
+            follower = next(h.groups["g"] for h in hosts.values() if h.groups["g"] is not leader)
+            for g in (leader, follower):
+                before = next(g._read_ids)
+                reads: list[asyncio.Future[None]] = []
+                for i in range(200):
+                    reads.append(asyncio.ensure_future(g.read_barrier()))
+                    await asyncio.sleep(0)
+                    if i % 10 == 0:
+                        await leader.propose(kv.put("x", str(i)))
+                        await g.read_barrier()
+                        assert g.sm.get("x") == str(i)  # type: ignore[attr-defined]
+                await asyncio.gather(*reads)
+                asked = next(g._read_ids) - before - 1
+                assert asked < 150, f"{asked} ReadIndex requests for 220 barriers"
+                assert g._reads == {} and g._read_waiters == {}
+
+    asyncio.run(main())
+
+
 class FlakyKV(KVStateMachine):
     """A KV state machine whose ``apply`` raises on key ``fail_on`` (a full disk, a bug that
     strikes one replica): what the runtime does then is under test."""
