@@ -80,6 +80,9 @@ class _Lane:
     corrupt: list[mpb.ReplicaReport] = field(default_factory=list)
     verified: list[mpb.VerifiedReplica] = field(default_factory=list)
     sending: asyncio.Task[None] | None = None
+    full_mark: int = 0
+    """The master's full-report mark when the full report on its way was taken (see
+    ``Reporter._want_full``)."""
 
     def owe(
         self,
@@ -98,6 +101,9 @@ class _Lane:
 
     def size(self) -> int:
         return len(self.added) + len(self.removed)
+
+    def owes(self) -> bool:
+        return bool(self.added or self.removed or self.corrupt or self.verified)
 
     def take(self, *, full: bool) -> mpb.ChunkHeartbeatRequest:
         """The heartbeat carrying what is owed (a full report replaces the increments)."""
@@ -138,6 +144,9 @@ class Reporter:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._map: ShardMap | None = None
         self._needs_full: set[str] = set()
+        self._full_marks: dict[str, int] = {}
+        """Per master, how many times a full report was asked for: a full report that was
+        taken before the last ask does not answer it (``_want_full``)."""
         self._known: set[str] = set()
         self._last_round: set[str] = set()
         """The masters the last round reported to."""
@@ -160,8 +169,8 @@ class Reporter:
                 pending.extend(batch.events)
                 now = loop.time()
                 if batch.overflowed:
-                    self._needs_full |= self._known
-                if pending or self._verified or now >= next_full_round:
+                    self._want_full(self._known)
+                if pending or self._verified or now >= next_full_round or self._owed():
                     events, pending = pending, []
                     await self._round(events)
                     next_full_round = now + self.interval_s
@@ -200,6 +209,18 @@ class Reporter:
             self.registered = True
             log.info("registered chunk server %s at %s", self.node.server_id, self.node.address)
             return
+
+    def _want_full(self, addresses: Any) -> None:
+        """Send these masters a full report next (the events since their last one may be
+        lost to them); a full report already on its way, taken before, does not count."""
+        for address in addresses:
+            self._needs_full.add(address)
+            self._full_marks[address] = self._full_marks.get(address, 0) + 1
+
+    def _owed(self) -> bool:
+        """A lane holds increments and nothing is on its way to its master: they go now, not
+        with the next round's events or the next interval."""
+        return any(lane.owes() and not lane.busy() for lane in self._lanes.values())
 
     async def _masters(self) -> list[str]:
         """Every shard's members, by the ShardMap known now. The map is refreshed in the
@@ -252,20 +273,23 @@ class Reporter:
         full: list[mpb.ReplicaReport] | None = None
         # a master this server did not report to last round (its shard left the map and came
         # back, say) missed the increments meanwhile: it gets a full report again
-        self._needs_full |= self._known - self._last_round
+        self._want_full(self._known - self._last_round)
         self._last_round = set(masters)
         for gone in set(self._lanes) - self._last_round:
-            del self._lanes[gone]
+            lane = self._lanes.pop(gone)
+            if lane.sending is not None:
+                lane.sending.cancel()
         for address in masters:
             lane = self._lanes.setdefault(address, _Lane())
             lane.owe(added, removed, corrupt, verified)
             if lane.size() > MAX_LANE_REPORTS:
-                self._needs_full.add(address)
+                self._want_full((address,))
             if lane.busy():
                 continue  # its last heartbeat is still on its way: these wait in its lane
             wants_full = address not in self._known or address in self._needs_full
             req = lane.take(full=wants_full)
             if wants_full:
+                lane.full_mark = self._full_marks.get(address, 0)
                 if full is None:
                     full = [
                         _report(r)
@@ -283,15 +307,17 @@ class Reporter:
             reply = await self._stub(address).ChunkHeartbeat(req, timeout=self.rpc_timeout_s)
         except grpc.RpcError as exc:
             self.stats["failures"] += 1
-            self._needs_full.add(address)  # it may miss these increments: start over there
+            self._want_full((address,))  # it may miss these increments: start over there
             log.debug("heartbeat to %s failed: %s", address, exc.code())
             return
         self.stats["heartbeats"] += 1
         self._known.add(address)
         if reply.want_full_report:
-            self._needs_full.add(address)
+            self._want_full((address,))
         elif req.full_report:
-            self._needs_full.discard(address)
+            lane = self._lanes.get(address)
+            if lane is not None and lane.full_mark == self._full_marks.get(address, 0):
+                self._needs_full.discard(address)  # nobody asked for another since
         if reply.block_keys:
             keys = [
                 BlockKey(k.key_id, k.secret, k.active_ms, k.expires_ms) for k in reply.block_keys

@@ -407,7 +407,8 @@ class Core:
         self._leaders: dict[str, str] = {}
         self._turn: dict[str, int] = {}
         self._readers: dict[str, str] = {}
-        """Per group, the member ``stale_ok`` reads go to (see ``_spread``)."""
+        """Per group, the member reads go to (see ``_spread``; fresh reads pass a ReadIndex
+        barrier there)."""
         self._pools: dict[str, SessionPool] = {}
         self.writers: dict[str, tuple[str, int]] = {}
         """Files this client created and has not completed: path -> (group, session id)."""
@@ -493,9 +494,10 @@ class Core:
         return members[turn % len(members)]
 
     def _spread(self, group: str) -> str | None:
-        """The member of ``group`` this client reads from at once (``stale_ok``): one picked
-        at random and kept until it fails, so that clients spread over the members, leader
-        or not, while each client's reads still travel together (batching)."""
+        """The member of ``group`` this client reads from: one picked at random and kept
+        until it fails (or, for a fresh read, says it knows no leader), so that clients
+        spread over the members, leader or not, while each client's reads still travel
+        together (batching)."""
         members = self._members(group)
         if not members:
             return self.leader(group)
@@ -509,6 +511,11 @@ class Core:
         with self._lock:
             if self._leaders.get(group) == address:
                 del self._leaders[group]
+            if self._readers.get(group) == address:
+                del self._readers[group]
+
+    def _forget_reader(self, group: str, address: str) -> None:
+        with self._lock:
             if self._readers.get(group) == address:
                 del self._readers[group]
 
@@ -624,6 +631,8 @@ class Core:
                 if isinstance(err, NotLeader):
                     hint = err.leader_address if err.leader_address != address else None
                     self._learn_leader(group, hint)
+                    if op.any_member:  # a reader that cannot reach a leader: read elsewhere
+                        self._forget_reader(group, address)
                     if hint and not attempt.hinted:
                         attempt.hinted = True
                         continue

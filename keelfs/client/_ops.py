@@ -227,11 +227,17 @@ def keep_alive(group: str, session_id: int) -> Op:
 
 
 def stat(path: str, stale_ok: bool, read: bool = False) -> Op:
-    """``GetFileInfo``; ``read``: a reader's, refused without READ on the file."""
+    """``GetFileInfo``; ``read``: a reader's, refused without READ on the file.
+
+    Reads go to any member of the shard (the one this client reads from,
+    ``Core._spread``), fresh ones too: without ``stale_ok`` a follower answers after a
+    ReadIndex barrier (it asks the leader for its commit index, confirmed by a quorum, and
+    waits until it has applied that far), so the answer is as linearizable as the leader's,
+    and the shard's members share the reads instead of the leader serving them all."""
     path = norm(path)
     build = lambda h: pb.GetFileInfoRequest(header=h, path=path, stale_ok=stale_ok, read=read)  # noqa: E731
     return namespace_op(
-        "GetFileInfo", _entry(path), build, write=False, session=False, any_member=stale_ok
+        "GetFileInfo", _entry(path), build, write=False, session=False, any_member=True
     )
 
 
@@ -246,7 +252,7 @@ def list_dir(path: str, start_after: str | None, limit: int, stale_ok: bool) -> 
         return req
 
     return namespace_op(
-        "ListDir", Route("dir", path), build, write=False, session=False, any_member=stale_ok
+        "ListDir", Route("dir", path), build, write=False, session=False, any_member=True
     )
 
 
@@ -254,7 +260,7 @@ def content_summary(path: str, stale_ok: bool) -> Op:
     path = norm(path)
     build = lambda h: pb.ContentSummaryRequest(header=h, path=path, stale_ok=stale_ok)  # noqa: E731
     return namespace_op(
-        "ContentSummary", _entry(path), build, write=False, session=False, any_member=stale_ok
+        "ContentSummary", _entry(path), build, write=False, session=False, any_member=True
     )
 
 

@@ -486,6 +486,8 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
 
         async def work() -> pb.ListDirReply:
             path, start_after, limit = requests.list_dir(request)
+            if request.records:
+                self.check_metadata_node(context, "ListDir with records")
             member = await self.node.route(request.header, path, by_directory=True)
             await self.node.read(member, request.stale_ok, self.timeout(context))
             await self.node.check_moves(member, path, True, self.timeout(context))

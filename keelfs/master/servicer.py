@@ -69,6 +69,19 @@ class ServicerBase:
                 message=f"{who} may not speak for {role} {node_id}",
             )
 
+    def check_metadata_node(self, context: Any, what: str) -> None:
+        """With TLS, ``PermissionDenied`` unless a master or config server is calling: for the
+        parts of client methods that only masters may ask for (``ListDir``'s stored records,
+        which hold inline files' data and writers' session ids, read past the permission
+        checks a client's view of them gets). Without TLS nobody is authenticated, and
+        internal methods are open as well (``docs/security.md``)."""
+        authenticator = self.node.authenticator
+        if authenticator is None:
+            return
+        who = authenticator.identity_of(context)
+        if not (isinstance(who, Peer) and who.raft_node is not None):
+            raise PermissionDenied(what, str(who), message=f"{what} is for metadata nodes only")
+
     async def serve(self, context: Any, work: Awaitable[T], audit: Audited | None = None) -> T:
         """Run one request's ``work``; any failure leaves through ``grpc_errors.abort``, a
         ``NotLeader`` naming the leader's client address (``MetaNode.for_clients``).

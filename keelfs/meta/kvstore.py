@@ -151,6 +151,9 @@ class MemoryStore(KVStore):
 READ_CACHE_ENTRIES = 4096
 """Keys whose values (or absence) ``RocksStore`` keeps in Python; the cache is emptied when it
 reaches this size (cheaper than evicting one by one, and the hot keys come back at once)."""
+READ_CACHE_VALUE_BYTES = 2048
+"""Values longer than this are not kept: the hot keys are small (clocks, sessions, directory
+records), and an inline file's record (up to ~88 KB) would make 4,096 of them ~360 MB."""
 
 
 class RocksStore(KVStore):
@@ -179,9 +182,10 @@ class RocksStore(KVStore):
             pass
         raw = self._db.get(key)
         value = None if raw is None else bytes(raw)
-        if len(cache) >= READ_CACHE_ENTRIES:
-            cache.clear()
-        cache[key] = value
+        if value is None or len(value) <= READ_CACHE_VALUE_BYTES:
+            if len(cache) >= READ_CACHE_ENTRIES:
+                cache.clear()
+            cache[key] = value
         return value
 
     def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -233,7 +237,10 @@ class RocksStore(KVStore):
         if clear_replicated or len(cache) + len(changes) > READ_CACHE_ENTRIES:
             cache.clear()
         for key, value in changes.items():
-            cache[key] = None if value is None else bytes(value)
+            if value is not None and len(value) > READ_CACHE_VALUE_BYTES:
+                cache.pop(key, None)  # not kept, and what was kept of it is stale
+            else:
+                cache[key] = None if value is None else bytes(value)
 
     def frozen_scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
         return self._iterate(start, end)

@@ -187,3 +187,46 @@ def test_a_frozen_master_holds_back_no_report_to_the_others() -> None:
             await reporter.close()
 
     asyncio.run(main())
+
+
+def test_a_full_report_taken_before_another_was_asked_for_does_not_answer_it() -> None:
+    """A full report on its way to a slow master, and meanwhile events are lost again (the
+    queue overflowed): when the old full report arrives, the master still needs a new one.
+    Before, its arrival cleared the flag and the lost events never reached that master."""
+    sent: list[bool] = []
+
+    async def main() -> None:
+        reporter = Reporter(_Node(), ["127.0.0.1:9"])  # type: ignore[arg-type]
+        slow = asyncio.Event()
+
+        class Stub:
+            async def ChunkHeartbeat(  # noqa: N802
+                self, req: mpb.ChunkHeartbeatRequest, timeout: float
+            ) -> mpb.ChunkHeartbeatReply:
+                sent.append(req.full_report)
+                if len(sent) == 2:
+                    await slow.wait()
+                return mpb.ChunkHeartbeatReply()
+
+        async def masters() -> list[str]:
+            return ["m1"]
+
+        reporter._masters = masters  # type: ignore[method-assign]
+        reporter._stub = lambda address: Stub()  # type: ignore[method-assign]
+        try:
+            async with asyncio.timeout(10):
+                await reporter._round([])  # first contact: full, answered
+                await asyncio.sleep(0)
+                reporter._want_full(reporter._known)  # events lost: a full report again
+                await reporter._round([])  # ... which is slow to arrive
+                reporter._want_full(reporter._known)  # lost again meanwhile
+                slow.set()
+                while reporter._lanes["m1"].busy():
+                    await asyncio.sleep(0.01)
+                assert "m1" in reporter._needs_full
+                await reporter._round([])
+                assert sent == [True, True, True]
+        finally:
+            await reporter.close()
+
+    asyncio.run(main())

@@ -349,10 +349,10 @@ def test_requests_wait_for_a_session_when_the_pool_is_full() -> None:
     second.close()
 
 
-def test_stale_reads_go_to_one_member_per_client_spread_over_all_of_them() -> None:
-    """Each client keeps one member (leader or not) for reads that need no barrier, so that
-    its reads batch together, and clients spread over every member; fresh reads go to the
-    leader; a member that fails is replaced."""
+def test_reads_go_to_one_member_per_client_spread_over_all_of_them() -> None:
+    """Each client keeps one member (leader or not) for its reads, so that they batch
+    together, and clients spread over every member; fresh reads go there too (a follower
+    answers them after a ReadIndex barrier); a member that fails is replaced."""
     chosen = set()
     for _ in range(40):
         fake, c = FakeCluster(leader=A2), core()
@@ -365,7 +365,7 @@ def test_stale_reads_go_to_one_member_per_client_spread_over_all_of_them() -> No
         chosen |= used
         fake.calls.clear()
         run(c.plan(ops.stat("/x", stale_ok=False)), fake.answer)
-        assert [x.address for x in fake.of("GetFileInfo")] == [A2]
+        assert [x.address for x in fake.of("GetFileInfo")] == list(used)
     assert chosen == {A1, A2, A3}
     (first,) = used
     fake.calls.clear()
@@ -578,3 +578,28 @@ def test_during_an_election_the_members_are_asked_often() -> None:
     _, others = run(c.plan(ops.stat("/x", False)), fake.answer)
     sleeps = [a.seconds for a in others if isinstance(a, Sleep)]
     assert len(sleeps) >= 12 and max(sleeps) <= ELECTION_POLL_MAX
+
+
+def test_a_reader_that_knows_no_leader_is_left_for_another_member() -> None:
+    """A follower cut off from the leader cannot pass a fresh read's barrier and says "not
+    the leader" every time: the client reads from another member instead of asking it again
+    until the deadline."""
+    for _ in range(20):
+        fake, c = FakeCluster(leader=A2), core(deadline=5.0)
+        run(c.plan(ops.stat("/x", stale_ok=True)), fake.answer)
+        (cut_off,) = {x.address for x in fake.of("GetFileInfo")}
+        if cut_off == A2:
+            continue
+
+        def answer(call: Call, fake: FakeCluster = fake, cut_off: str = cut_off) -> Any:
+            if call.method == "GetFileInfo" and call.address == cut_off:
+                fake.calls.append(call)
+                return refusal(NotLeader("shard-1", 0, ""))
+            return fake.answer(call)
+
+        fake.calls.clear()
+        reply, _ = run(c.plan(ops.stat("/x", stale_ok=False)), answer)
+        assert reply.info.path == "/x"
+        assert fake.of("GetFileInfo")[-1].address != cut_off
+        return
+    raise AssertionError("no client picked a follower in 20 tries")

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from keelfs.meta.kvstore import (
     KEY_END,
     READ_CACHE_ENTRIES,
+    READ_CACHE_VALUE_BYTES,
     REPLICATED_START,
     KVStore,
     MemoryStore,
@@ -188,3 +189,19 @@ def test_damaged_snapshot_stream_is_detected(damage: object) -> None:
     blob = b"".join(encode_snapshot(ITEMS[:50], 3))
     with pytest.raises(SnapshotCorruptedError):
         read([damage(blob)])  # type: ignore[operator]
+
+
+def test_rocks_store_keeps_no_large_value_in_its_cache(tmp_path: Path) -> None:
+    """An inline file's record is up to ~88 KB: the cache keeps small values only (4,096 of
+    the large ones would be ~360 MB), and a small value replaced by a large one is not
+    answered stale from the cache."""
+    store = RocksStore(tmp_path / "db")
+    try:
+        big = b"x" * (READ_CACHE_VALUE_BYTES + 1)
+        store.write({b"\x01small": b"s"})
+        assert store.get(b"\x01small") == b"s"
+        store.write({b"\x01small": big, b"\x01big": big})
+        assert store.get(b"\x01small") == big and store.get(b"\x01big") == big
+        assert b"\x01small" not in store._cache and b"\x01big" not in store._cache
+    finally:
+        store.close()

@@ -97,6 +97,22 @@ def test_user_certificate_refused_internal_methods(cluster: State) -> None:
                 meta_pb2.ChunkHeartbeatRequest(server_id="cs9", address="1.2.3.4:5"), timeout=5
             )
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # the stored records of a listing (inline files' data, writers' sessions: read past
+        # the permission checks) are the masters' part of a client method
+        with pytest.raises(grpc.RpcError) as err:
+            ns.ListDir(meta_pb2.ListDirRequest(path="/", records=True), timeout=5)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "metadata nodes only" in (err.value.details() or "")
+        batch = meta_pb2.BatchRequest(
+            items=[
+                meta_pb2.BatchItem(
+                    method="ListDir",
+                    request=meta_pb2.ListDirRequest(path="/", records=True).SerializeToString(),
+                )
+            ]
+        )
+        (item,) = ns.Batch(batch, timeout=5).items
+        assert item.status == grpc.StatusCode.PERMISSION_DENIED.value[0]
         # a client method is served to the same certificate
         node = meta_pb2_grpc.NodeStub(channel)
         assert node.Registry(meta_pb2.RegistryRequest(), timeout=5).config_servers
