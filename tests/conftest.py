@@ -26,6 +26,38 @@ _lift_guard: Callable[[], None] | None = None
 def pytest_configure(config: pytest.Config) -> None:
     global _lift_guard
     _lift_guard = guard_processes()
+    _keep_grpc_aio_initialised()
+
+
+def _keep_grpc_aio_initialised() -> None:
+    """Keep one grpc-aio object alive for the whole life of this (worker) process.
+
+    grpc-aio counts its objects and, when the last one goes, shuts its process-wide completion
+    queue down, waiting until every operation on it has finished. A server left running when
+    its test's event loop closed keeps operations on that queue for ever: the shutdown then
+    waits for ever, in whichever later test happens to drop the last grpc-aio object (twice
+    today: ``test_large_snapshot_chunks_pass`` hung at its start, inside
+    ``AioServer.__dealloc__ -> shutdown_grpc_aio -> PollerCompletionQueue.shutdown``). With
+    one channel that never goes, the queue is never shut down. The channel lives in a daemon
+    thread's frame, blocked on its own event loop: not even the interpreter's exit frees it
+    (which would run the same shutdown)."""
+    import asyncio
+    import threading
+
+    import grpc.aio
+
+    ready = threading.Event()
+
+    def keep() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        channel = grpc.aio.insecure_channel("127.0.0.1:9")  # never used: it only exists
+        ready.set()
+        loop.run_forever()
+        del channel  # (never reached)
+
+    threading.Thread(target=keep, name="grpc-aio-keeper", daemon=True).start()
+    ready.wait(30)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
