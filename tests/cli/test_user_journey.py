@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 import time
 import urllib.request
 from pathlib import Path
@@ -74,7 +75,14 @@ def test_put_get_kill_the_leader_see_the_new_one(
         while leader is None and time.monotonic() < deadline:
             leader = new_leader()
         assert leader is not None, f"{owner} got no new leader"
-        with urllib.request.urlopen(f"http://{http}/api/cluster", timeout=10) as r:
+        # with TLS the HTTP side is HTTPS with the node's certificate (from loopback, no
+        # credentials needed)
+        scheme, context = "http", None
+        if state.tls_dir:
+            scheme = "https"
+            context = ssl.create_default_context(cafile=str(Path(state.tls_dir) / "peer-ca.crt"))
+        url = f"{scheme}://{http}/api/cluster"
+        with urllib.request.urlopen(url, timeout=10, context=context) as r:
             seen = json.loads(r.read())
         (view,) = [g for g in seen["groups"] if g["id"] == owner]
         assert view["leader"] == leader
