@@ -10,8 +10,8 @@ and the new applied index as ONE ``write``.
 
 Key space. Keys starting with ``LOCAL_PREFIX`` (``\\x00``) belong to this replica only (the
 applied index, the restore marker) and are never in a snapshot; everything from
-``REPLICATED_START`` (``\\x01``) up to ``KEY_END`` (``\\xff``, which never occurs in UTF-8, so
-``prefix + KEY_END`` bounds any path-keyed range) is replicated state.
+``REPLICATED_START`` (``\\x01``) up to ``KEY_END`` (``\\xff``, which no key starts with) is
+replicated state; ``prefix_end`` bounds the range of one prefix.
 
 Durability. ``RocksStore`` writes with the WAL on but ``sync=False``. That is safe only because
 the Raft log, which IS synced before anything is acknowledged, is the source of durability: a
@@ -76,8 +76,14 @@ _MAX_RECORD = 64 << 20
 
 
 def prefix_end(prefix: bytes) -> bytes:
-    """An exclusive upper bound of the keys starting with ``prefix`` (keys never hold 0xFF)."""
-    return prefix + KEY_END
+    """The exclusive upper bound of the keys starting with ``prefix``: the prefix with its last
+    byte counted up (trailing 0xFF bytes dropped first). Not ``prefix + b"\\xff"``: a key part
+    after a prefix may be binary and start with 0xFF (a session id is 128 random bits), and
+    such keys are above that bound."""
+    kept = prefix.rstrip(b"\xff")
+    if not kept:
+        raise ValueError(f"no key range ends after {prefix!r}")
+    return kept[:-1] + bytes([kept[-1] + 1])
 
 
 class KVStore(ABC):

@@ -4,6 +4,7 @@ bounded number of sessions, one session a bounded number of writer leases (issue
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from meta_helpers import Driver, formatted, state
@@ -78,6 +79,16 @@ def test_sessions_per_user_are_limited() -> None:
     refused = shard.apply(RegisterSession.fresh(), caller=ALICE)
     assert refused.code == "RESOURCE_EXHAUSTED", refused
     _session(shard, BOB)  # another user is not affected
+
+
+def test_sessions_whose_ids_start_with_ff_count_towards_the_limit() -> None:
+    """The per-user index is scanned by prefix; ids are 128 random bits, and one in 256
+    starts with byte 0xFF, which a bound of ``prefix + b"\\xff"`` left out of the count."""
+    shard = formatted(ShardStateMachine(shard_id="s1", max_sessions_per_user=3))
+    for first in ("ff", "ff", "01"):
+        shard.ok(RegisterSession(first + secrets.token_hex(15)), caller=ALICE)
+    refused = shard.apply(RegisterSession("ff" + secrets.token_hex(15)), caller=ALICE)
+    assert refused.code == "RESOURCE_EXHAUSTED", refused
 
 
 def test_closed_and_expired_sessions_free_their_place() -> None:
