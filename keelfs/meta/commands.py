@@ -39,7 +39,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from keelfs.errors import InvalidArgument, KeelError
-from keelfs.meta import paths
+from keelfs.meta import jsonbytes, paths
 from keelfs.meta.principals import (
     DEFAULT_GROUP,
     DEFAULT_OWNER,
@@ -1102,7 +1102,7 @@ class Envelope:
             body["replay"] = True
         if self.caller is not None:  # likewise
             body["who"] = self.caller.encode()
-        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        return jsonbytes.dumps_sorted(body)
 
     @property
     def acting_for(self) -> Caller:
@@ -1189,7 +1189,7 @@ def decode_envelope(data: bytes, registry: Mapping[str, type[Command]]) -> Envel
     if len(data) > MAX_COMMAND_BYTES:
         raise InvalidArgument(f"command of {len(data)} bytes (at most {MAX_COMMAND_BYTES})")
     try:
-        body = json.loads(data)
+        body = jsonbytes.loads(data)
     except (ValueError, RecursionError):
         raise InvalidArgument("command is not valid JSON") from None
     if not isinstance(body, dict):

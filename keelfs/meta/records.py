@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from keelfs.meta import jsonbytes
 from keelfs.meta.principals import Guard
 
 __all__ = [
@@ -125,11 +125,11 @@ class Inode:
             body.append(self.lease_user if self.lease_holder else "")
         if self.data is not None:
             body.append(base64.b64encode(self.data).decode("ascii"))
-        return json.dumps(body, separators=(",", ":")).encode()
+        return jsonbytes.dumps(body)
 
     @classmethod
     def decode(cls, raw: bytes) -> Inode:
-        body = json.loads(raw)
+        body = jsonbytes.loads(raw)
         if body[0] != _RECORD_VERSION:
             raise ValueError(f"unknown inode record version {body[0]!r}")
         return cls(

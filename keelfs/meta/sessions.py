@@ -35,13 +35,13 @@ Records (``seq`` and the reply in JSON)::
 
 from __future__ import annotations
 
-import json
 import secrets
 import struct
 from dataclasses import dataclass
 from typing import Any
 
 from keelfs.errors import PermissionDenied, ResourceExhausted
+from keelfs.meta import jsonbytes
 from keelfs.meta.commands import MAX_SESSION_ID, Result
 from keelfs.meta.kvstore import KVStore, Txn, prefix_end
 
@@ -115,11 +115,11 @@ class SessionRecord:
         body["r"] = None if self.reply is None else self.reply.to_json()
         if self.owner is not None:
             body["u"] = self.owner
-        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        return jsonbytes.dumps_sorted(body)
 
     @classmethod
     def decode(cls, raw: bytes) -> SessionRecord:
-        body = json.loads(raw)
+        body = jsonbytes.loads(raw)
         reply = None if body["r"] is None else Result.from_json(body["r"])
         owner = body.get("u")
         return cls(int(body["t"]), int(body["q"]), reply, str(body.get("d", "")), owner)
