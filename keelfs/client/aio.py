@@ -171,6 +171,29 @@ class AsyncClient:
         self._core.writers.pop(path, None)
         return file_info_from_pb(reply.info)
 
+    async def truncate(self, path: str, length: int, *, deadline: float | None = None) -> FileInfo:
+        """Shorten file ``path`` to ``length`` bytes (``InvalidArgument`` past its end,
+        ``LeaseConflict`` while it is written). Returns when done: a cut inside a block
+        copies the kept bytes of that block into a new one first (``keelfs.meta.file_edits``)."""
+        reply = await self._run(ops.truncate(path, length), deadline)
+        info = file_info_from_pb(reply.info)
+        if not info.under_construction:
+            return info
+        self._core.writers[info.path] = (reply.reply.group, info.lease_holder)
+        try:
+            await files.finish_truncate(self, self._chunk_client(), info, length)
+        finally:
+            self._core.writers.pop(info.path, None)
+        return await self.stat(info.path, deadline=deadline)
+
+    async def concat(
+        self, target: str, sources: Sequence[str], *, deadline: float | None = None
+    ) -> FileInfo:
+        """Append the blocks of ``sources`` (in order) to ``target`` and remove the sources,
+        atomically (metadata only; every path's entry on one shard, e.g. one directory)."""
+        reply = await self._run(ops.concat(target, list(sources)), deadline)
+        return file_info_from_pb(reply.info)
+
     async def stat(
         self, path: str, *, stale_ok: bool = False, deadline: float | None = None
     ) -> FileInfo:
@@ -324,7 +347,7 @@ class AsyncClient:
     async def open(
         self,
         path: str,
-        mode: Literal["wb", "w"],
+        mode: Literal["wb", "w", "ab", "a"],
         *,
         replication: int | None = None,
         block_size: int | None = None,
@@ -342,9 +365,10 @@ class AsyncClient:
         overwrite: bool = False,
         fsync: bool = False,
     ) -> files.AsyncFileReader | files.AsyncFileWriter:
-        """Open file ``path`` for reading (``"rb"``) or create it for writing (``"wb"``:
+        """Open file ``path`` for reading (``"rb"``), create it for writing (``"wb"``:
         exclusive unless ``overwrite``; ``replication``, ``block_size``: None for the
-        cluster's defaults; ``fsync``: each block's last packet is fsynced on every node).
+        cluster's defaults; ``fsync``: each block's last packet is fsynced on every node), or
+        append to it (``"ab"``: an existing file, with a writer lease as for ``"wb"``).
         ``async with await fs.open(...) as f``. See ``keelfs.client.files``."""
         if files.check_mode(mode):
             return await files.open_writer(
@@ -355,6 +379,7 @@ class AsyncClient:
                 block_size=block_size,
                 overwrite=overwrite,
                 fsync=fsync,
+                append=files.is_append(mode),
             )
         return await files.open_reader(self, self._chunk_client(), path)
 

@@ -376,6 +376,44 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         await self.serve(context, self.node.guards.after_change(reply.info, self.timeout(context)))
         return reply
 
+    async def Append(self, request: pb.AppendRequest, context: Any) -> pb.FileInfoReply:  # noqa: N802
+        build = partial(requests.append, request)
+        return await self._info_write(context, request.header, request.path, build, "append")
+
+    async def Truncate(  # noqa: N802
+        self, request: pb.TruncateRequest, context: Any
+    ) -> pb.FileInfoReply:
+        build = partial(requests.truncate, request)
+        return await self._info_write(context, request.header, request.path, build, "truncate")
+
+    async def Concat(self, request: pb.ConcatRequest, context: Any) -> pb.FileInfoReply:  # noqa: N802
+        """One command on the target's shard. Concat across shards is refused: the entries
+        of files in one directory are always on one shard (DESIGN 2.5); others may be."""
+        caller = self.caller(context)
+
+        async def work() -> pb.FileInfoReply:
+            command = requests.concat(request)
+            member = await self.node.route(request.header, command.target, by_directory=False)
+            if not request.header.session_shard:
+                shard_map = self.node.shard_map
+                for source in command.sources:
+                    if shard_map.shard_for_path(source) != member.group_id:
+                        raise InvalidArgument(
+                            f"{source} is on another shard than {command.target}: concat "
+                            "across shards is not supported (move the sources into the "
+                            "target's directory first)",
+                            "sources",
+                        )
+            result, index, term = await self.node.propose(
+                member, command, request.header, self.timeout(context), caller
+            )
+            info = FileInfo.from_dict(result.unwrap())
+            reply = self._reply(member, index, term)
+            return pb.FileInfoReply(info=file_info_to_pb(info), reply=reply)
+
+        audit = Audited("concat", request.target, ",".join(request.sources))
+        return await self.serve(context, work(), audit)
+
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteReply:  # noqa: N802
         caller = self.caller(context)
 

@@ -1119,3 +1119,31 @@ class RegistryReply(_message.Message):
     nodes: _containers.ScalarMap[int, str]
     config_servers: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, nodes: _Optional[_Mapping[int, str]] = ..., config_servers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AppendRequest(_message.Message):
+    __slots__ = ("header", "path")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    path: str
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ...) -> None: ...
+
+class TruncateRequest(_message.Message):
+    __slots__ = ("header", "path", "length")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    path: str
+    length: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., length: _Optional[int] = ...) -> None: ...
+
+class ConcatRequest(_message.Message):
+    __slots__ = ("header", "target", "sources")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    target: str
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., target: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ...) -> None: ...
