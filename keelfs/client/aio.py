@@ -21,7 +21,7 @@ from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.client.batching import BATCHED_METHODS, Batcher
 from keelfs.client.identity import ACTING_FOR, aio_interceptors, default_user
 from keelfs.datapath.client import AsyncChunkClient
-from keelfs.errors import NotFound
+from keelfs.errors import InvalidArgument, NotFound
 from keelfs.meta.records import ContentSummary, FileInfo
 from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc.channels import METADATA_CHANNEL_OPTIONS
@@ -190,8 +190,21 @@ class AsyncClient:
         self, target: str, sources: Sequence[str], *, deadline: float | None = None
     ) -> FileInfo:
         """Append the blocks of ``sources`` (in order) to ``target`` and remove the sources,
-        atomically (metadata only; every path's entry on one shard, e.g. one directory)."""
-        reply = await self._run(ops.concat(target, list(sources)), deadline)
+        atomically (metadata only; every path's entry on one shard, e.g. one directory).
+        A small source kept inline is first rewritten in blocks when the others are in
+        blocks (``files.concat_blocks_ready``)."""
+        op = ops.concat(target, list(sources))
+        try:
+            reply = await self._run(op, deadline)
+        except InvalidArgument as exc:
+            if "inline" not in str(exc):
+                raise
+            ready = await files.concat_blocks_ready(
+                self, self._chunk_client(), target, list(sources)
+            )
+            if not ready:
+                raise
+            reply = await self._run(ops.concat(target, list(sources)), deadline)
         return file_info_from_pb(reply.info)
 
     async def stat(

@@ -837,7 +837,10 @@ async def open_writer(
     fsync: bool = False,
     lease_renew_s: float = LEASE_RENEW_S,
     append: bool = False,
+    inline: bool = True,
 ) -> AsyncFileWriter:
+    """``open(path, "wb")`` (``append``: ``"ab"``, ``open_appender``); ``inline``: False
+    to write even a small file in blocks."""
     if append:
         return await open_appender(fs, chunks, path, fsync=fsync, lease_renew_s=lease_renew_s)
     info = await fs.create(
@@ -853,9 +856,44 @@ async def open_writer(
         block_size=info.block_size,
         fsync=fsync,
         lease_renew_s=lease_renew_s,
+        inline_limit=MAX_INLINE_BYTES if inline else 0,
     )
     fs.open_writers.add(writer)
     return writer
+
+
+async def concat_blocks_ready(
+    fs: AsyncClient, chunks: AsyncChunkClient, target: str, sources: list[str]
+) -> bool:
+    """Before a retried ``Concat``, which the state machine refused for mixing files in
+    blocks with inline ones: rewrite each inline source in blocks (the target's block size
+    and replication; a source's content is unchanged, and it is removed by the concat
+    anyway). False when there is nothing to rewrite (the refusal stands: an inline target,
+    or no file in blocks at all)."""
+    infos = [(await fs._run(ops.stat(p, False), None)).info for p in [target, *sources]]
+    head, rest = infos[0], infos[1:]
+    if not any(i.blocks for i in infos) or (not head.blocks and head.length):
+        return False
+    small = [i for i in rest if not i.blocks and i.length]
+    for info in small:
+        async with await open_reader(fs, chunks, info.path) as r:
+            data = await r.read()
+        w = await open_writer(
+            fs,
+            chunks,
+            info.path,
+            replication=head.replication,
+            block_size=head.block_size,
+            overwrite=True,
+            inline=False,
+        )
+        try:
+            await w.write(data)
+        except BaseException:
+            await w.abort()
+            raise
+        await w.close()
+    return bool(small)
 
 
 async def open_appender(

@@ -219,7 +219,8 @@ class Client:
     ) -> FileInfo:
         """Append the blocks of ``sources`` to ``target`` and remove the sources, atomically:
         ``AsyncClient.concat``."""
-        return file_info_from_pb(self._run(ops.concat(target, list(sources)), deadline).info)
+        io_thread = self._io_thread()
+        return io_thread.run(io_thread.fs.concat(target, list(sources), deadline=deadline))
 
     def set_replication(
         self, path: str, replication: int, *, deadline: float | None = None
