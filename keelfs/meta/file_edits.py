@@ -27,6 +27,11 @@ splices it in place of the cut block and those after it, which are queued for de
 in one entry. A writer that dies leaves the file as it was: lease recovery rolls the truncate
 back (the copy is queued for deletion). No finalized replica is ever rewritten in place.
 
+Both record how many blocks the file had when reopened (``Inode.sealed_blocks``): until the
+close those keep their stamps and lengths (``UpdateBlock`` of one, or a length given for one,
+is refused), and lease recovery never drops or cuts one (an appender that died before its
+first block leaves the file as it was, whatever its replicas' reports say).
+
 Concat (``Concat``). The sources' blocks are appended to the target's block list and the
 sources' entries removed, in one entry: the blocks are the same, only the record referencing
 them changes (the block index follows in the same write, ``keelfs.meta.blockrefs``).
@@ -114,7 +119,8 @@ class FileEditSteps(PermissionChecks):
         inline = inode is not None and not inode.is_dir and inode.data is not None
         access = WRITE | READ if inline else WRITE
         inode = self._closed_file(txn, ctx.caller, path, access)
-        return self._take_lease(txn, path, inode, ctx).info(path).to_dict()
+        opened = self._take_lease(txn, path, inode, ctx, sealed_blocks=len(inode.blocks))
+        return opened.info(path).to_dict()
 
     def _op_truncate(self, txn: Txn, cmd: Truncate, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
@@ -139,7 +145,13 @@ class FileEditSteps(PermissionChecks):
         if not ctx.caller.superuser:  # the writer copies the kept bytes of the cut block
             self._check_inode(ctx.caller, path, inode, READ)
         opened = self._take_lease(
-            txn, path, inode, ctx, truncating=(cmd.length, len(blocks)), mtime=inode.mtime
+            txn,
+            path,
+            inode,
+            ctx,
+            truncating=(cmd.length, len(blocks)),
+            sealed_blocks=len(blocks),
+            mtime=inode.mtime,
         )
         return opened.info(path).to_dict()
 
@@ -166,6 +178,20 @@ class FileEditSteps(PermissionChecks):
         index, _ = block_at(inode.blocks[:count], length)
         return list(inode.blocks[index:count])
 
+    @staticmethod
+    def _check_unsealed(path: str, inode: Inode, length: int | None, argument: str) -> None:
+        """A reopened file's committed blocks keep their lengths: ``length``, given for its
+        last block, must be that block's length when the block is one of them."""
+        blocks = inode.blocks
+        if length is None or not blocks or len(blocks) > inode.sealed_blocks:
+            return
+        if length != blocks[-1].length:
+            raise InvalidArgument(
+                f"the last block of {path} was written before it was reopened: its length "
+                f"stays {blocks[-1].length}",
+                argument,
+            )
+
     def _rolled_back(self, txn: Txn, inode: Inode) -> Inode | None:
         """Lease recovery of a file whose append of an inline file or whose truncate did not
         finish: the file as it was (the blocks written since queued for deletion), or None
@@ -177,6 +203,8 @@ class FileEditSteps(PermissionChecks):
         if inode.data is not None:
             self._queue_list(txn, inode.blocks)
             return inode.evolve(blocks=())
+        if inode.blocks and len(inode.blocks) <= inode.sealed_blocks:
+            return inode  # reopened, nothing added: its blocks stay as they were
         return None
 
     def _op_concat(self, txn: Txn, cmd: Concat, ctx: Context) -> Any:

@@ -393,6 +393,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps):
             raise InvalidArgument(
                 f"{path} is being truncated: its kept bytes go into one new block", "path"
             )
+        self._check_unsealed(path, inode, cmd.previous_length, "previous_length")
         data = inode.data
         if cmd.previous_length is not None:
             data = None  # an appended inline file's bytes are in the finished first block
@@ -418,6 +419,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps):
             blocks = self._finish_truncate(path, inode, cmd.last_length)
             self._queue_list(txn, self._truncate_dropped(inode))
         elif cmd.last_length is not None:
+            self._check_unsealed(path, inode, cmd.last_length, "last_length")
             if blocks:
                 check_range(cmd.last_length, 0, inode.block_size, "last_length")
                 last = blocks[-1]
@@ -431,6 +433,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps):
             mtime=ctx.now,
             data=None if blocks else inode.data,  # (an appended inline file's: now in blocks)
             truncating=None,
+            sealed_blocks=0,
         )
         txn.put(_entry_key(path), inode.encode())
         self._drop_lease(txn, ctx.session_id, path)
@@ -457,6 +460,12 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps):
             raise InvalidArgument(
                 f"block {cmd.block_id} is not the last block of {path}", "block_id"
             )
+        if len(blocks) <= inode.sealed_blocks:
+            raise InvalidArgument(
+                f"block {cmd.block_id} of {path} was written before it was reopened: its "
+                "stamp does not change",
+                "block_id",
+            )
         last = blocks[-1]
         if cmd.gen_stamp <= last.gen_stamp:
             raise InvalidArgument(
@@ -480,7 +489,9 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps):
             raise LeaseConflict(path, inode.lease_user, message=f"{path} has a live writer")
         rolled_back = self._rolled_back(txn, inode)
         if rolled_back is not None:  # an unfinished truncate, or append of an inline file
-            inode = rolled_back.evolve(under_construction=False, lease_holder=0, mtime=ctx.now)
+            inode = rolled_back.evolve(
+                under_construction=False, lease_holder=0, mtime=ctx.now, sealed_blocks=0
+            )
             txn.put(_entry_key(path), inode.encode())
             return inode.info(path).to_dict()
         blocks = list(inode.blocks)
@@ -491,7 +502,11 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps):
             last = blocks[-1]
             blocks[-1] = BlockInfo(last.block_id, last.gen_stamp, cmd.last_length)
         inode = inode.evolve(
-            blocks=tuple(blocks), under_construction=False, lease_holder=0, mtime=ctx.now
+            blocks=tuple(blocks),
+            under_construction=False,
+            lease_holder=0,
+            mtime=ctx.now,
+            sealed_blocks=0,
         )
         txn.put(_entry_key(path), inode.encode())
         return inode.info(path).to_dict()

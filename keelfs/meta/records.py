@@ -96,6 +96,10 @@ class Inode:
     """A truncate inside a block in progress (``keelfs.meta.namespace``, ``Truncate``): the
     new length and how many blocks the file had when it began (the copy of the cut block's
     kept bytes is written as a block after those). Encoded only when set."""
+    sealed_blocks: int = 0
+    """While a file reopened by ``Append`` or ``Truncate`` is under construction: how many of
+    its first blocks were committed before (their lengths and stamps never change during it;
+    lease recovery never drops or cuts them). Encoded only when not 0."""
 
     @property
     def is_dir(self) -> bool:
@@ -125,7 +129,7 @@ class Inode:
             int(self.under_construction),
             self.lease_holder,
         ]
-        truncating = self.truncating is not None
+        truncating = self.truncating is not None or self.sealed_blocks != 0
         tail = self.data is not None or truncating
         if self.guards or (self.lease_holder and self.lease_user) or tail:
             body.append([g.to_list() for g in self.guards])
@@ -133,8 +137,10 @@ class Inode:
             body.append(self.lease_user if self.lease_holder else "")
         if tail:
             body.append(None if self.data is None else base64.b64encode(self.data).decode("ascii"))
-        if self.truncating is not None:
-            body.append(list(self.truncating))
+        if truncating:
+            body.append(None if self.truncating is None else list(self.truncating))
+        if self.sealed_blocks:
+            body.append(self.sealed_blocks)
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -161,7 +167,12 @@ class Inode:
                 if len(body) > 14 and body[14] is not None
                 else None
             ),
-            truncating=(int(body[15][0]), int(body[15][1])) if len(body) > 15 else None,
+            truncating=(
+                (int(body[15][0]), int(body[15][1]))
+                if len(body) > 15 and body[15] is not None
+                else None
+            ),
+            sealed_blocks=body[16] if len(body) > 16 else 0,
         )
 
     def info(self, path: str, *, with_data: bool = False) -> FileInfo:
@@ -223,6 +234,7 @@ def decode_foreign(raw: bytes) -> Inode:
     except (ValueError, TypeError, KeyError, IndexError, RecursionError, binascii.Error) as e:
         raise ValueError(f"not an inode record ({type(e).__name__})") from None
     numbers = [inode.mode, inode.mtime, inode.atime, inode.replication, inode.block_size]
+    numbers.append(inode.sealed_blocks)
     numbers.extend(n for b in inode.blocks for n in (b.block_id, b.gen_stamp, b.length))
     if not all(type(n) is int and 0 <= n <= _MAX_U63 for n in numbers):
         raise ValueError("an inode record's numbers are integers in 0..2^63-1")

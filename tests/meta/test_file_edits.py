@@ -305,8 +305,35 @@ def test_concat_rights(d: Driver) -> None:
 def test_records_with_the_new_fields_round_trip() -> None:
     inode = Inode(
         "file", 0o644, "a", "g", 1, 1, 3, BS, (BlockInfo(1, 1, 5),), True, 7, "a",
-        truncating=(3, 1),
+        truncating=(3, 1), sealed_blocks=1,
     )  # fmt: skip
     assert decode_foreign(inode.encode()) == inode
+    assert decode_foreign(inode.evolve(truncating=None).encode()).sealed_blocks == 1
     appended = Inode("file", 0o644, "a", "g", 1, 1, 3, BS, (), True, 7, "a", data=b"xy")
     assert decode_foreign(appended.encode()) == appended
+
+
+def test_the_blocks_a_reopened_file_had_stay_as_they_were(d: Driver) -> None:
+    """An appender may not change the committed last block (its stamp, its length), and
+    lease recovery of an appender that died before its first block keeps it, whatever the
+    replicas' reports say (``drop_last``: none reported)."""
+    from keelfs.meta.commands import UpdateBlock
+
+    write_file(d, "/d/f", [BS, 100], 1)
+    s = d.session()
+    d.ok(Append("/d/f"), s, 1)
+    d.err(UpdateBlock("/d/f", 2, 2), "INVALID_ARGUMENT", s, 2)
+    d.err(AddBlock("/d/f", 3, 1, 50), "INVALID_ARGUMENT", s, 3)
+    d.err(CompleteFile("/d/f", 50), "INVALID_ARGUMENT", s, 4)
+    d.ok(Tick(), now=d.now + DEFAULT_LEASE_TTL_MS + 1)
+    d.ok(RecoverLease("/d/f", 0, drop_last=True))
+    assert blocks(d, "/d/f") == [[1, 1, BS], [2, 1, 100]] and queued(d) == set()
+    s2 = d.session()
+    d.ok(Append("/d/f"), s2, 1)
+    d.ok(AddBlock("/d/f", 3, 1, 100), s2, 2)  # its own length: fine (what a writer sends)
+    d.ok(UpdateBlock("/d/f", 3, 2), s2, 3)  # the new block: a pipeline recovery as usual
+    d.ok(Tick(), now=d.now + DEFAULT_LEASE_TTL_MS + 1)
+    d.ok(RecoverLease("/d/f", 0, drop_last=True))  # the new block had nothing: dropped
+    assert blocks(d, "/d/f") == [[1, 1, BS], [2, 1, 100]]
+    raw = sm(d)._store.get(_entry_key("/d/f"))
+    assert raw is not None and decode_foreign(bytes(raw)).sealed_blocks == 0
