@@ -241,3 +241,34 @@ def test_parquet_through_pyarrow_fsspec_handler(data_cluster: Any) -> None:
         assert keel.cat_file("/ed/pq/log") == b"one"
     finally:
         keel.close()
+
+
+def test_rights_of_another_user(data_cluster: Any, fs: Any) -> None:
+    """Append and truncate need ``w`` on the file, concat ``w`` on the target and ``r`` on
+    the sources: another user is refused and nothing changes."""
+    from keelfs.errors import PermissionDenied
+    from keelfs.tls.certs import issue_client
+    from keelfs.tls.credentials import TlsSettings
+
+    c, _ = data_cluster
+
+    def as_user(user: str) -> Any:
+        if c.tls_dir is None:
+            return c.client(user=user)
+        issue_client(c.tls_dir, user, overwrite=True)
+        return c.client(user=user, tls=TlsSettings.for_user(c.tls_dir, user))
+
+    alice, bob = as_user("alice"), as_user("bob")
+    fs.mkdir("/ed/shared", parents=True)
+    fs.chmod("/ed/shared", 0o777)
+    write(alice, "/ed/shared/mine", b"a" * 100_000)  # 0644: bob may read, not write
+    write(bob, "/ed/shared/bobs", b"b" * 70_000)
+    with pytest.raises(PermissionDenied):
+        bob.open("/ed/shared/mine", "ab")
+    with pytest.raises(PermissionDenied):
+        bob.truncate("/ed/shared/mine", 5)
+    with pytest.raises(PermissionDenied):
+        bob.concat("/ed/shared/mine", ["/ed/shared/bobs"])
+    assert fs.read_bytes("/ed/shared/mine") == b"a" * 100_000
+    bob.concat("/ed/shared/bobs", ["/ed/shared/mine"])  # r on the source, w on the dir
+    assert fs.read_bytes("/ed/shared/bobs") == b"b" * 70_000 + b"a" * 100_000
