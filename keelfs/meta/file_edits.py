@@ -39,6 +39,7 @@ them changes (the block index follows in the same write, ``keelfs.meta.blockrefs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from keelfs.errors import InvalidArgument, IsADirectory, LeaseConflict
@@ -51,7 +52,7 @@ from keelfs.meta.principals import READ, WRITE, Caller
 from keelfs.meta.records import MAX_INLINE_BYTES, BlockInfo, Inode
 from keelfs.meta.shard_records import _entry_key, _lease_key
 
-__all__ = ["FileEditSteps", "block_at"]
+__all__ = ["FileEditSteps", "block_at", "join_files"]
 
 
 def block_at(blocks: tuple[BlockInfo, ...] | list[BlockInfo], length: int) -> tuple[int, int]:
@@ -64,6 +65,37 @@ def block_at(blocks: tuple[BlockInfo, ...] | list[BlockInfo], length: int) -> tu
             return index, start
         start += block.length
     return len(blocks), start
+
+
+def join_files(target: Inode, sources: Sequence[tuple[str, Inode]], now: int) -> Inode:
+    """The target of a concat once joined with ``sources`` (path, record; closed files):
+    their blocks after its own, or (every one inline) their bytes after its own. Raises
+    ``InvalidArgument`` for another block size or an inline file among files in blocks."""
+    for src, file in sources:
+        if file.block_size != target.block_size:
+            raise InvalidArgument(
+                f"{src} has block size {file.block_size}, the target {target.block_size}: "
+                "concat needs the same block size",
+                "sources",
+            )
+    files = [target, *(file for _, file in sources)]
+    if any(f.blocks for f in files):
+        if any(f.data for f in files):
+            raise InvalidArgument(
+                "concat of files in blocks with files kept inline (at most "
+                f"{MAX_INLINE_BYTES} bytes, written whole): append the inline ones instead",
+                "sources",
+            )
+        blocks = tuple(b for f in files for b in f.blocks)
+        return target.evolve(blocks=blocks, data=None, mtime=now)
+    data = b"".join(f.data or b"" for f in files)
+    if len(data) > MAX_INLINE_BYTES:
+        raise InvalidArgument(
+            f"concat of inline files makes {len(data)} bytes, more than an inline file holds "
+            f"({MAX_INLINE_BYTES}): append them instead",
+            "sources",
+        )
+    return target.evolve(data=data if data or target.data is not None else None, mtime=now)
 
 
 class FileEditSteps(PermissionChecks):
@@ -219,33 +251,8 @@ class FileEditSteps(PermissionChecks):
             if any(src == seen for seen, _ in sources):
                 raise InvalidArgument(f"{src} is named twice in sources", "sources")
             file = self._closed_file(txn, caller, src, READ, remove=True)
-            if file.block_size != inode.block_size:
-                raise InvalidArgument(
-                    f"{src} has block size {file.block_size}, the target {inode.block_size}: "
-                    "concat needs the same block size",
-                    "sources",
-                )
             sources.append((src, file))
-        files = [inode, *(file for _, file in sources)]
-        if any(f.blocks for f in files):
-            if any(f.data for f in files):
-                raise InvalidArgument(
-                    "concat of files in blocks with files kept inline (at most "
-                    f"{MAX_INLINE_BYTES} bytes, written whole): append the inline ones instead",
-                    "sources",
-                )
-            blocks = tuple(b for f in files for b in f.blocks)
-            joined = inode.evolve(blocks=blocks, data=None, mtime=ctx.now)
-        else:
-            data = b"".join(f.data or b"" for f in files)
-            if len(data) > MAX_INLINE_BYTES:
-                raise InvalidArgument(
-                    f"concat of inline files makes {len(data)} bytes, more than an inline "
-                    f"file holds ({MAX_INLINE_BYTES}): append them instead",
-                    "sources",
-                )
-            keep = data if data or inode.data is not None else None
-            joined = inode.evolve(data=keep, mtime=ctx.now)
+        joined = join_files(inode, sources, ctx.now)
         txn.put(_entry_key(target), joined.encode())
         for src, _ in sources:
             txn.delete(_entry_key(src))

@@ -74,3 +74,28 @@ def test_append_while_another_client_writes(cluster: MetaCluster, tmp_path: Path
         f.write(b"0")
         r = run(cluster, "append", str(src), "/ed2/busy")
         assert r.exit_code == 1 and "being written by another client" in r.output
+
+
+def test_concat_across_shards(cluster: MetaCluster, tmp_path: Path) -> None:
+    """Files in blocks in directories of both shards: one transaction moves the sources'
+    blocks to the target (the same blocks, read back intact) and removes the sources."""
+    fs = cluster.client()
+    m = fs.shard_map()
+    home = "/xs0"
+    away = next(
+        f"/xs{i}"
+        for i in range(1, 60)
+        if m.shard_for_path(f"/xs{i}/s") != m.shard_for_path(f"{home}/t")
+    )
+    parts = [os.urandom(n) for n in (150_000, 70_000, 200_000)]
+    paths = [f"{home}/t", f"{away}/s1", f"{away}/s2"]
+    for path, part in zip(paths, parts, strict=True):
+        fs.mkdir(path.rsplit("/", 1)[0], parents=True)
+        with fs.open(path, "wb", block_size=64 * 1024) as f:
+            f.write(part)
+    ids = [b.block_id for p in paths for b in fs.stat(p).blocks]
+    out = json.loads(ok(cluster, "concat", *paths, "--json"))
+    assert out == {"path": paths[0], "length": sum(map(len, parts))}
+    assert [b.block_id for b in fs.stat(paths[0]).blocks] == ids
+    assert fs.read_bytes(paths[0]) == b"".join(parts)
+    assert not fs.exists(paths[1]) and not fs.exists(paths[2])

@@ -1013,8 +1013,8 @@ class NamespaceServicer:
 
     def Concat(self, request, context):
         """Leader of the shard owning the target's entry: the sources' blocks appended to the
-        target and the sources removed, atomically; every path's entry must be on that shard
-        (INVALID_ARGUMENT otherwise: concat across shards is not supported).
+        target and the sources removed, atomically: one command when every source's entry is on
+        that shard, else a cross-shard transaction coordinated there.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
