@@ -3,8 +3,8 @@ client, each recording what the cluster acknowledged (``keelfs.chaos.model``).
 
 - a **writer** owns ``ROOT/w<i>/d0..d3``: it creates files of random sizes (0 B to 4 MiB,
   some with a 64-256 KiB block size so that they span many blocks), overwrites, appends to
-  (``open(path, "ab")``: the files whose bytes it remembers, at most 1 MiB) and deletes its
-  own files and reads acknowledged ones back;
+  (``open(path, "ab")``) and truncates (the files whose bytes it remembers, at most 1 MiB)
+  and deletes its own files and reads acknowledged ones back;
 - a **renamer** owns ``ROOT/r<i>/d0..d3``: it keeps a few files and moves them between its
   directories, preferring a target directory on another shard, some of the moves overwriting
   another of its files;
@@ -337,6 +337,16 @@ class Writer(_OwnDirs):
         elif outcome == OK and len(old) + len(data) <= self.REMEMBER_AT_MOST:
             self.known[path] = old + data
 
+    def truncate(self, path: str) -> None:
+        old = self.known.pop(path)
+        cut = old[: self.rng.randint(0, len(old))]
+        self.in_flight = (path,)
+        outcome, error, exc = self._call(lambda: self.fs.truncate(path, len(cut)))
+        self.stats.count("truncate", outcome, error, exc=exc)
+        self.expected.truncate(path, md5(cut), outcome, error)
+        if outcome != UNKNOWN:
+            self.known[path] = cut if outcome == OK else old
+
     def delete(self, path: str) -> None:
         self.known.pop(path, None)
         super().delete(path)
@@ -353,8 +363,10 @@ class Writer(_OwnDirs):
             self.write(self.rng.choice(present), overwrite=True)
         elif r < 0.75:
             self.delete(self.rng.choice(present))
-        elif r < 0.85 and appendable:
+        elif r < 0.82 and appendable:
             self.append(self.rng.choice(appendable))
+        elif r < 0.86 and appendable:
+            self.truncate(self.rng.choice(appendable))
         else:
             self.read_back(self.rng.choice(present))
 

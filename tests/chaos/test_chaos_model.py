@@ -254,3 +254,18 @@ def test_an_append_is_refused_only_by_its_open() -> None:
     assert taken[:2] == (FAILED, "LeaseConflict")
     late = append_file(FakeFs(fail_close=Unavailable("replicas")), "/f", b"x")
     assert late[:2] == (UNKNOWN, "Unavailable")
+
+
+def test_a_truncate_is_all_or_nothing() -> None:
+    e = Expected()
+    e.write("/w/f", md5(b"abcdef"), OK)
+    e.truncate("/w/f", md5(b"abc"), OK)
+    assert e.certain("/w/f") == md5(b"abc")
+    e.truncate("/w/f", md5(b"a"), UNKNOWN, "Unavailable")
+    assert e.get("/w/f") == {md5(b"abc"), md5(b"a")}  # the old or the new, nothing else
+    _, violations = verify(e, ContendedLog(), cluster({"/w/f": md5(b"ab")}))
+    assert kinds(violations) == [("content", "/w/f")]
+    _, violations = verify(e, ContendedLog(), cluster({"/w/f": md5(b"abc")}))
+    assert violations == []
+    e.truncate("/w/f", md5(b""), FAILED, "LeaseConflict")
+    assert e.get("/w/f") == {md5(b"abc"), md5(b"a")}
