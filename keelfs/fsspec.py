@@ -27,6 +27,7 @@ from keelfs.client.connect import client_tls
 from keelfs.errors import (
     AlreadyExists,
     DirectoryNotEmpty,
+    InvalidArgument,
     IsADirectory,
     NotFound,
     PermissionDenied,
@@ -256,7 +257,7 @@ class KeelFileSystem(AbstractFileSystem):
             except PermissionDenied as exc:
                 raise PermissionError(str(exc)) from None
         if "a" in mode:
-            raise ValueError(f"mode {mode!r}: keelfs files are written once, not appended to")
+            return self._append(path)
         if "x" in mode and self.exists(path):
             raise FileExistsError(path)
         self._parents(path)
@@ -264,6 +265,41 @@ class KeelFileSystem(AbstractFileSystem):
             return self.client.open(path, "wb", overwrite=True)
         except NotFound:
             raise FileNotFoundError(path) from None
+
+    def _append(self, path: str) -> io.IOBase:
+        """Mode ``"ab"``: append to ``path``, created (empty) first if it does not exist, as
+        Python's ``open(path, "ab")``."""
+        self._parents(path)
+        for _ in range(3):
+            try:
+                return self.client.open(path, "ab")
+            except NotFound:
+                pass
+            except IsADirectory:
+                raise IsADirectoryError(path) from None
+            except PermissionDenied as exc:
+                raise PermissionError(str(exc)) from None
+            try:
+                return self.client.open(path, "wb")
+            except AlreadyExists:
+                continue  # created meanwhile: append to it
+        raise FileExistsError(path)
+
+    def truncate(self, path: str, length: int) -> None:
+        """Shorten file ``path`` to ``length`` bytes (``Client.truncate``; ``ValueError``
+        beyond its end: a file is never grown)."""
+        path = self._strip_protocol(path)
+        try:
+            self.client.truncate(path, length)
+        except NotFound:
+            raise FileNotFoundError(path) from None
+        except IsADirectory:
+            raise IsADirectoryError(path) from None
+        except PermissionDenied as exc:
+            raise PermissionError(str(exc)) from None
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
+        self.invalidate_cache(path)
 
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any

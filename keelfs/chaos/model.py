@@ -133,6 +133,32 @@ class Expected:
         elif error == "AlreadyExists":
             self._refused(path, error, lambda s: s == {ABSENT})
 
+    def append(self, path: str, digest: str, outcome: Outcome, error: str = "") -> None:
+        """An append to ``path`` after which, acknowledged, it holds the payload ``digest``
+        (its old content and the appended bytes). An interrupted one may have left any
+        prefix of the appended bytes (or the file under construction): anything."""
+        with self.lock:
+            self._note(path, f"append -> {digest[:8]}", outcome, error)
+            if outcome == OK:
+                self.states[path] = frozenset({digest})
+            elif outcome == UNKNOWN:
+                self.states[path] = self.get(path) | {ANY}
+            elif error == "NotFound":
+                self._refused(path, error, lambda s: ABSENT not in s)
+
+    def truncate(self, path: str, digest: str, outcome: Outcome, error: str = "") -> None:
+        """A truncate of ``path`` after which, acknowledged, it holds ``digest``. It is all
+        or nothing (a cut inside a block is rolled back when its client dies), so an
+        interrupted one leaves the old content or the new, never anything else."""
+        with self.lock:
+            self._note(path, f"truncate -> {digest[:8]}", outcome, error)
+            if outcome == OK:
+                self.states[path] = frozenset({digest})
+            elif outcome == UNKNOWN:
+                self.states[path] = self.get(path) | {digest}
+            elif error == "NotFound":
+                self._refused(path, error, lambda s: ABSENT not in s)
+
     def delete(self, path: str, outcome: Outcome, error: str = "") -> None:
         with self.lock:
             self._note(path, "delete", outcome, error)

@@ -2,8 +2,9 @@
 client, each recording what the cluster acknowledged (``keelfs.chaos.model``).
 
 - a **writer** owns ``ROOT/w<i>/d0..d3``: it creates files of random sizes (0 B to 4 MiB,
-  some with a 64-256 KiB block size so that they span many blocks), overwrites and deletes its
-  own files and reads acknowledged ones back;
+  some with a 64-256 KiB block size so that they span many blocks), overwrites, appends to
+  (``open(path, "ab")``) and truncates (the files whose bytes it remembers, at most 1 MiB)
+  and deletes its own files and reads acknowledged ones back;
 - a **renamer** owns ``ROOT/r<i>/d0..d3``: it keeps a few files and moves them between its
   directories, preferring a target directory on another shard, some of the moves overwriting
   another of its files;
@@ -40,7 +41,7 @@ from keelfs.chaos.model import (
 )
 from keelfs.errors import AlreadyExists, OperationError, SessionExpired
 
-__all__ = ["Stats", "Worker", "classify", "make_workers", "put_file"]
+__all__ = ["Stats", "Worker", "append_file", "classify", "make_workers", "put_file"]
 
 DIRS_PER_WORKER = 4
 CONTENDED_DIRS = ("a", "b")
@@ -68,6 +69,27 @@ def put_file(
     moved to another shard) may have left part of the file."""
     try:
         f = fs.open(path, "wb", overwrite=overwrite, block_size=block_size)
+    except Exception as exc:
+        return (*classify(exc), exc)
+    try:
+        try:
+            f.write(data)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                f.abort()
+            raise
+        f.close()
+    except Exception as exc:
+        return UNKNOWN, type(exc).__name__, exc
+    return OK, "", None
+
+
+def append_file(fs: Any, path: str, data: bytes) -> tuple[Outcome, str, BaseException | None]:
+    """Append ``data`` to file ``path``, and the outcome: a refusal of the ``Append`` (no such
+    file, another writer holds it) means nothing happened; any failure after it may have left
+    part of the bytes appended (or the file under construction until its lease recovery)."""
+    try:
+        f = fs.open(path, "ab")
     except Exception as exc:
         return (*classify(exc), exc)
     try:
@@ -280,9 +302,58 @@ class Writer(_OwnDirs):
     KEEP_AT_MOST = 100
     """Files a writer keeps (it deletes instead of creating beyond): a long run's disk use
     and final check stay bounded."""
+    REMEMBER_AT_MOST = 1 << 20
+    """The largest file whose bytes a writer keeps, to append to it and know the result."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.known: dict[str, bytes] = {}
+        """The content of acknowledged files it may append to."""
+
+    def write(self, path: str, *, overwrite: bool, size: int | None = None) -> Outcome:
+        self.known.pop(path, None)
+        n = self.size() if size is None else size
+        data = self.payload(n)
+        self.in_flight = (path,)
+        outcome, error, exc = put_file(
+            self.fs, path, data, overwrite=overwrite, block_size=self.block_size(n)
+        )
+        kind = "overwrite" if overwrite else "create"
+        self.stats.count(kind, outcome, error, len(data) if outcome == OK else 0, exc)
+        self.expected.write(path, md5(data), outcome, error)
+        if outcome == OK and len(data) <= self.REMEMBER_AT_MOST:
+            self.known[path] = data
+        return outcome
+
+    def append(self, path: str) -> None:
+        old = self.known.pop(path)
+        data = self.payload(self.rng.choice((1, 100, self.rng.randint(1, 300 << 10))))
+        self.in_flight = (path,)
+        outcome, error, exc = append_file(self.fs, path, data)
+        self.stats.count("append", outcome, error, len(data) if outcome == OK else 0, exc)
+        self.expected.append(path, md5(old + data), outcome, error)
+        if outcome == FAILED:
+            self.known[path] = old
+        elif outcome == OK and len(old) + len(data) <= self.REMEMBER_AT_MOST:
+            self.known[path] = old + data
+
+    def truncate(self, path: str) -> None:
+        old = self.known.pop(path)
+        cut = old[: self.rng.randint(0, len(old))]
+        self.in_flight = (path,)
+        outcome, error, exc = self._call(lambda: self.fs.truncate(path, len(cut)))
+        self.stats.count("truncate", outcome, error, exc=exc)
+        self.expected.truncate(path, md5(cut), outcome, error)
+        if outcome != UNKNOWN:
+            self.known[path] = cut if outcome == OK else old
+
+    def delete(self, path: str) -> None:
+        self.known.pop(path, None)
+        super().delete(path)
 
     def step(self) -> None:
         present = self.present()
+        appendable = [p for p in present if p in self.known]
         r = self.rng.random()
         if r < 0.55 and len(present) >= self.KEEP_AT_MOST:
             self.delete(self.rng.choice(present))
@@ -290,8 +361,12 @@ class Writer(_OwnDirs):
             self.write(self.new_name(), overwrite=False)
         elif r < 0.65:
             self.write(self.rng.choice(present), overwrite=True)
-        elif r < 0.80:
+        elif r < 0.75:
             self.delete(self.rng.choice(present))
+        elif r < 0.82 and appendable:
+            self.append(self.rng.choice(appendable))
+        elif r < 0.86 and appendable:
+            self.truncate(self.rng.choice(appendable))
         else:
             self.read_back(self.rng.choice(present))
 

@@ -10,6 +10,7 @@ from keelfs.cli.admin import admin as _admin
 from keelfs.cli.bench_cmd import bench as _bench
 from keelfs.cli.certs_cmd import certs as _certs
 from keelfs.cli.chaos_cmd import chaos as _chaos
+from keelfs.cli.edit_cmd import EDIT_COMMANDS
 from keelfs.cli.fs_cmd import FILE_COMMANDS
 from keelfs.cli.server_cmd import register as _register_server
 
@@ -46,7 +47,7 @@ cli.add_command(_bench)
 cli.add_command(_certs)
 cli.add_command(_chaos)
 _register_server(cli)  # server, master, config-server, chunkserver, local-cluster, demo
-for _command in FILE_COMMANDS:
+for _command in [*FILE_COMMANDS, *EDIT_COMMANDS]:
     cli.add_command(_command)
 
 

@@ -326,6 +326,35 @@ def chown(path: str, owner: str | None, group: str | None) -> Op:
     return namespace_op("SetOwner", _entry(path), build, write=True, session=True)
 
 
+def append(path: str) -> Op:
+    """``Append``: reopen ``path`` for appending, the writer lease held by the session."""
+    path = norm(path)
+    build = lambda h: pb.AppendRequest(header=h, path=path)  # noqa: E731
+    return namespace_op("Append", _entry(path), build, write=True, session=True)
+
+
+def truncate(path: str, length: int) -> Op:
+    """``Truncate``: shorten ``path`` to ``length`` bytes."""
+    path = norm(path)
+    check_range(length, 0, MAX_INT, "length")
+    build = lambda h: pb.TruncateRequest(header=h, path=path, length=length)  # noqa: E731
+    return namespace_op("Truncate", _entry(path), build, write=True, session=True)
+
+
+def concat(target: str, sources: Sequence[str]) -> Op:
+    """``Concat``: the blocks of ``sources`` appended to ``target``, the sources removed."""
+    target = norm(target, "target")
+    normal = [norm(s, "sources") for s in sources]
+    if not normal:
+        raise InvalidArgument("concat needs at least one source", "sources")
+    if target in normal:
+        raise InvalidArgument(f"{target} is the target of the concat", "sources")
+    if len(set(normal)) != len(normal):
+        raise InvalidArgument("a source is named twice", "sources")
+    build = lambda h: pb.ConcatRequest(header=h, target=target, sources=normal)  # noqa: E731
+    return namespace_op("Concat", _entry(target), build, write=True, session=True)
+
+
 def format_root() -> Op:
     build = lambda h: pb.FormatRequest(header=h)  # noqa: E731
     return namespace_op("Format", _entry(paths.ROOT), build, write=True, session=False)

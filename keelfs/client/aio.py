@@ -21,7 +21,7 @@ from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.client.batching import BATCHED_METHODS, Batcher
 from keelfs.client.identity import ACTING_FOR, aio_interceptors, default_user
 from keelfs.datapath.client import AsyncChunkClient
-from keelfs.errors import NotFound
+from keelfs.errors import InvalidArgument, NotFound
 from keelfs.meta.records import ContentSummary, FileInfo
 from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc.channels import METADATA_CHANNEL_OPTIONS
@@ -169,6 +169,42 @@ class AsyncClient:
         _, session_id = self._core.writers.get(path, ("", 0))
         reply = await self._run(ops.complete(path, session_id), deadline)
         self._core.writers.pop(path, None)
+        return file_info_from_pb(reply.info)
+
+    async def truncate(self, path: str, length: int, *, deadline: float | None = None) -> FileInfo:
+        """Shorten file ``path`` to ``length`` bytes (``InvalidArgument`` past its end,
+        ``LeaseConflict`` while it is written). Returns when done: a cut inside a block
+        copies the kept bytes of that block into a new one first (``keelfs.meta.file_edits``)."""
+        reply = await self._run(ops.truncate(path, length), deadline)
+        info = file_info_from_pb(reply.info)
+        if not info.under_construction:
+            return info
+        self._core.writers[info.path] = (reply.reply.group, info.lease_holder)
+        try:
+            await files.finish_truncate(self, self._chunk_client(), info, length)
+        finally:
+            self._core.writers.pop(info.path, None)
+        return await self.stat(info.path, deadline=deadline)
+
+    async def concat(
+        self, target: str, sources: Sequence[str], *, deadline: float | None = None
+    ) -> FileInfo:
+        """Append the blocks of ``sources`` (in order) to ``target`` and remove the sources,
+        atomically (metadata only; every path's entry on one shard, e.g. one directory).
+        A small source kept inline is first rewritten in blocks when the others are in
+        blocks (``files.concat_blocks_ready``)."""
+        op = ops.concat(target, list(sources))
+        try:
+            reply = await self._run(op, deadline)
+        except InvalidArgument as exc:
+            if "inline" not in str(exc):
+                raise
+            ready = await files.concat_blocks_ready(
+                self, self._chunk_client(), target, list(sources)
+            )
+            if not ready:
+                raise
+            reply = await self._run(ops.concat(target, list(sources)), deadline)
         return file_info_from_pb(reply.info)
 
     async def stat(
@@ -324,7 +360,7 @@ class AsyncClient:
     async def open(
         self,
         path: str,
-        mode: Literal["wb", "w"],
+        mode: Literal["wb", "w", "ab", "a"],
         *,
         replication: int | None = None,
         block_size: int | None = None,
@@ -342,9 +378,10 @@ class AsyncClient:
         overwrite: bool = False,
         fsync: bool = False,
     ) -> files.AsyncFileReader | files.AsyncFileWriter:
-        """Open file ``path`` for reading (``"rb"``) or create it for writing (``"wb"``:
+        """Open file ``path`` for reading (``"rb"``), create it for writing (``"wb"``:
         exclusive unless ``overwrite``; ``replication``, ``block_size``: None for the
-        cluster's defaults; ``fsync``: each block's last packet is fsynced on every node).
+        cluster's defaults; ``fsync``: each block's last packet is fsynced on every node), or
+        append to it (``"ab"``: an existing file, with a writer lease as for ``"wb"``).
         ``async with await fs.open(...) as f``. See ``keelfs.client.files``."""
         if files.check_mode(mode):
             return await files.open_writer(
@@ -355,6 +392,7 @@ class AsyncClient:
                 block_size=block_size,
                 overwrite=overwrite,
                 fsync=fsync,
+                append=files.is_append(mode),
             )
         return await files.open_reader(self, self._chunk_client(), path)
 

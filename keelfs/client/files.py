@@ -122,8 +122,9 @@ from keelfs.errors import (
     Unavailable,
 )
 from keelfs.meta.namespace import DEFAULT_LEASE_TTL_MS
-from keelfs.meta.records import MAX_INLINE_BYTES
+from keelfs.meta.records import MAX_INLINE_BYTES, FileInfo
 from keelfs.rpc.pb import meta_pb2 as pb
+from keelfs.rpc.wire import file_info_from_pb
 
 if TYPE_CHECKING:
     from keelfs.client.aio import AsyncClient
@@ -154,15 +155,20 @@ TRANSFER_PIECE = 4 << 20
 """Bytes per piece of ``put``/``get``/``read_bytes``."""
 _READ_MODES = ("r", "rb")
 _WRITE_MODES = ("w", "wb")
+_APPEND_MODES = ("a", "ab")
 
 
 def check_mode(mode: str) -> bool:
-    """True for a write mode, False for a read mode (binary only)."""
+    """True for a write or append mode, False for a read mode (binary only)."""
     if mode in _READ_MODES:
         return False
-    if mode in _WRITE_MODES:
+    if mode in _WRITE_MODES or mode in _APPEND_MODES:
         return True
-    raise InvalidArgument(f"mode {mode!r}: use 'rb' or 'wb' (files are binary)", "mode")
+    raise InvalidArgument(f"mode {mode!r}: use 'rb', 'wb' or 'ab' (files are binary)", "mode")
+
+
+def is_append(mode: str) -> bool:
+    return mode in _APPEND_MODES
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -830,7 +836,13 @@ async def open_writer(
     overwrite: bool = False,
     fsync: bool = False,
     lease_renew_s: float = LEASE_RENEW_S,
+    append: bool = False,
+    inline: bool = True,
 ) -> AsyncFileWriter:
+    """``open(path, "wb")`` (``append``: ``"ab"``, ``open_appender``); ``inline``: False
+    to write even a small file in blocks."""
+    if append:
+        return await open_appender(fs, chunks, path, fsync=fsync, lease_renew_s=lease_renew_s)
     info = await fs.create(
         path, overwrite=overwrite, replication=replication or 0, block_size=block_size or 0
     )
@@ -844,9 +856,121 @@ async def open_writer(
         block_size=info.block_size,
         fsync=fsync,
         lease_renew_s=lease_renew_s,
+        inline_limit=MAX_INLINE_BYTES if inline else 0,
     )
     fs.open_writers.add(writer)
     return writer
+
+
+async def concat_blocks_ready(
+    fs: AsyncClient, chunks: AsyncChunkClient, target: str, sources: list[str]
+) -> bool:
+    """Before a retried ``Concat``, which the state machine refused for mixing files in
+    blocks with inline ones: rewrite each inline source in blocks (the target's block size
+    and replication; a source's content is unchanged, and it is removed by the concat
+    anyway). False when there is nothing to rewrite (the refusal stands: an inline target,
+    or no file in blocks at all)."""
+    infos = [(await fs._run(ops.stat(p, False), None)).info for p in [target, *sources]]
+    head, rest = infos[0], infos[1:]
+    if not any(i.blocks for i in infos) or (not head.blocks and head.length):
+        return False
+    small = [i for i in rest if not i.blocks and i.length]
+    for info in small:
+        async with await open_reader(fs, chunks, info.path) as r:
+            data = await r.read()
+        w = await open_writer(
+            fs,
+            chunks,
+            info.path,
+            replication=head.replication,
+            block_size=head.block_size,
+            overwrite=True,
+            inline=False,
+        )
+        try:
+            await w.write(data)
+        except BaseException:
+            await w.abort()
+            raise
+        await w.close()
+    return bool(small)
+
+
+async def open_appender(
+    fs: AsyncClient,
+    chunks: AsyncChunkClient,
+    path: str,
+    *,
+    fsync: bool = False,
+    lease_renew_s: float = LEASE_RENEW_S,
+) -> AsyncFileWriter:
+    """``open(path, "ab")``: ``Append`` (the writer lease, as ``Create`` gives it), then a
+    writer positioned at the file's end (``keelfs.meta.file_edits``). A file in blocks gets
+    new blocks after its own. A file without blocks (inline, or empty) is written as a new
+    one whose first bytes are its old content: it closes inline if the whole still fits,
+    else they go into its first block (the record keeps them until that block is)."""
+    reply = await fs._run(ops.append(path), None)
+    info = file_info_from_pb(reply.info)
+    fs._core.writers[info.path] = (reply.reply.group, info.lease_holder)
+    held = b""
+    if not info.blocks:
+        try:
+            current = await fs._run(ops.stat(info.path, False, read=True), None)
+        except BaseException:
+            await fs._run(ops.complete(info.path, info.lease_holder), None)  # as it was
+            raise
+        held = current.info.inline_data if current.info.HasField("inline_data") else b""
+    writer = AsyncFileWriter(
+        fs,
+        chunks,
+        info.path,
+        group=reply.reply.group,
+        session_id=info.lease_holder,
+        block_size=info.block_size,
+        fsync=fsync,
+        lease_renew_s=lease_renew_s,
+        inline_limit=0 if info.blocks else MAX_INLINE_BYTES,
+    )
+    writer._position = writer._acked_before = info.length
+    if writer._held is not None:
+        writer._held += held
+    fs.open_writers.add(writer)
+    return writer
+
+
+async def finish_truncate(
+    fs: AsyncClient, chunks: AsyncChunkClient, info: FileInfo, length: int
+) -> None:
+    """The rest of a truncate inside a block (``keelfs.meta.file_edits``): ``Truncate`` left
+    ``info``'s file under construction with this client's lease; the kept bytes of the cut
+    block are read and written as one new block, and ``Complete`` splices it in. On failure
+    the writer is aborted: lease recovery then leaves the file as it was."""
+    start = 0
+    for block in info.blocks:
+        if start + block.length > length:
+            break
+        start += block.length
+    reader = await open_reader(fs, chunks, info.path)
+    try:
+        kept = b"".join([piece async for piece in reader.iter_range(start, length)])
+    finally:
+        await reader.close()
+    writer = AsyncFileWriter(
+        fs,
+        chunks,
+        info.path,
+        group=fs._core.writers[info.path][0],
+        session_id=info.lease_holder,
+        block_size=info.block_size,
+        inline_limit=0,
+    )
+    writer._position = writer._acked_before = start
+    try:
+        await writer.write(kept)
+    except BaseException:
+        await writer.abort()
+        raise
+    await writer.close()
 
 
 async def write_inline(

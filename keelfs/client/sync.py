@@ -209,6 +209,19 @@ class Client:
     ) -> None:
         self._run(ops.rename(src, dst, overwrite), deadline)
 
+    def truncate(self, path: str, length: int, *, deadline: float | None = None) -> FileInfo:
+        """Shorten file ``path`` to ``length`` bytes: ``AsyncClient.truncate``."""
+        io_thread = self._io_thread()
+        return io_thread.run(io_thread.fs.truncate(path, length, deadline=deadline))
+
+    def concat(
+        self, target: str, sources: Sequence[str], *, deadline: float | None = None
+    ) -> FileInfo:
+        """Append the blocks of ``sources`` to ``target`` and remove the sources, atomically:
+        ``AsyncClient.concat``."""
+        io_thread = self._io_thread()
+        return io_thread.run(io_thread.fs.concat(target, list(sources), deadline=deadline))
+
     def set_replication(
         self, path: str, replication: int, *, deadline: float | None = None
     ) -> FileInfo:
@@ -315,7 +328,7 @@ class Client:
     def open(
         self,
         path: str,
-        mode: Literal["wb", "w"],
+        mode: Literal["wb", "w", "ab", "a"],
         *,
         replication: int | None = None,
         block_size: int | None = None,
@@ -336,8 +349,10 @@ class Client:
         """Open file ``path`` for reading (``"rb"``: a seekable ``io.RawIOBase``) or create it
         for writing (``"wb"``: an ``io.BufferedIOBase``; exclusive unless ``overwrite``;
         ``replication``, ``block_size``: None for the cluster's defaults; ``fsync``: each
-        block's last packet is fsynced on every node). Use it in a ``with`` block; closing a
-        writer completes the file. See ``keelfs.client.files`` (durability, failures)."""
+        block's last packet is fsynced on every node), or append to an existing file
+        (``"ab"``: the same writer, positioned at its end). Use it in a ``with`` block;
+        closing a writer completes the file. See ``keelfs.client.files`` (durability,
+        failures)."""
         io_thread = self._io_thread()
         if files.check_mode(mode):
             writer = io_thread.run(
@@ -349,6 +364,7 @@ class Client:
                     block_size=block_size,
                     overwrite=overwrite,
                     fsync=fsync,
+                    append=files.is_append(mode),
                 )
             )
             return sync_files.FileWriter(io_thread, writer)

@@ -16,6 +16,8 @@ one *how* the shards agree); the plain command is used whenever one shard holds 
 - ``Delete`` of a directory whose self-record is on another shard (that shard checks it is
   empty), and a recursive delete whose subtree spans shards (every record checked and
   removed, the files' blocks queued).
+- ``Concat`` whose sources' entries are on other shards than the target's: the target's
+  record replaced by the joined one here, each source removed on its shard.
 
 A retried request (same session and seq) is recognised whichever way its first attempt went:
 the transaction's begin record carries the client command's digest, and a plain command that
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from keelfs.errors import (
     DirectoryNotEmpty,
     InvalidArgument,
+    IsADirectory,
     KeelError,
     LeaseConflict,
     NotFound,
@@ -45,6 +48,7 @@ from keelfs.master import subtree
 from keelfs.master.member import Member, now_ms
 from keelfs.meta import commands, paths
 from keelfs.meta.commands import Mkdir, Rename
+from keelfs.meta.file_edits import join_files
 from keelfs.meta.namespace import MAX_LIST_LIMIT, ShardStateMachine
 from keelfs.meta.principals import (
     EXECUTE,
@@ -53,6 +57,9 @@ from keelfs.meta.principals import (
     WRITE,
     Caller,
     Guard,
+    allows,
+    denied,
+    describe,
     guards_below,
 )
 from keelfs.meta.records import DIRECTORY, Inode
@@ -65,6 +72,7 @@ if TYPE_CHECKING:
     from keelfs.master.node import MetaNode
 
 __all__ = [
+    "concat",
     "delete",
     "mkdir",
     "rename",
@@ -454,3 +462,92 @@ async def _move_tree(
         member, "rename", own, parts, header, timeout, request, caller=caller
     )
     txn_outcome(outcome, f"rename {src} -> {dst}")
+
+
+# -- concat -----------------------------------------------------------------------------------
+async def concat(
+    node: MetaNode,
+    member: Member,
+    request: commands.Concat,
+    header: pb.RequestHeader,
+    timeout: float,
+    caller: Caller | None = None,
+) -> Any:
+    """Concat whose sources' entries are (some of them) on other shards than the target's:
+    a transaction coordinated here (the target's shard). Each record is pinned (``entry``
+    steps: any change meanwhile aborts it), the rights are checked on the pinned records
+    here and the sources' directories by ``may`` steps on their shards; the target gets its
+    joined record (``put_entry``), each source's shard removes the source. Returns the
+    target's info as the client gets it."""
+    await node.read(member, False, timeout)
+    target = request.target
+    await node.wait_unlocked(member, target, timeout)
+    sm: ShardStateMachine = member.sm
+    m = node.shard_map
+    record = sm.entry_record(target)
+    if record is None or _seq_applied(sm, header):
+        # as for a rename: proposed all the same, so that a retry of a concat that
+        # committed gets its recorded reply; anything else fails with NOT_FOUND
+        missing = [Step("present", target)]
+        others = {m.shard_for_path(s) for s in request.sources} - {member.group_id}
+        if not others:  # the map changed meanwhile: every source is here now
+            raise Unavailable("map changed", message="the shard map changed; retry")
+        outcome = await node.txns.run(
+            member,
+            "concat",
+            missing,
+            {shard: [Step("present", target)] for shard in sorted(others)},
+            header,
+            timeout,
+            request,
+            caller=caller,
+        )
+        return txn_outcome(outcome, f"concat into {target}")
+    who = SUPERUSER if caller is None else caller
+    head = _closed_file(target, record, who, WRITE)
+    sources: list[tuple[str, Inode, str]] = []
+    for src in request.sources:
+        shard = m.shard_for_path(src)
+        if shard == member.group_id:
+            raw = sm.entry_record(src) or ""
+        else:
+            raw = await node.internal.entry_record(src, deadline=timeout)
+        if not raw:
+            raise NotFound(src, "path")
+        sources.append((src, _closed_file(src, raw, who, READ), raw))
+    joined = join_files(head, [(s, f) for s, f, _ in sources], now_ms())
+    parts: dict[str, list[Step]] = {}
+    own = parts.setdefault(member.group_id, [])
+    own += [
+        *_may(caller, paths.parent(target), 0),
+        Step("entry", target, record),
+        Step("put_entry", target, joined.encode().decode()),
+    ]
+    for src, _, raw in sources:
+        parts.setdefault(m.shard_for_path(src), []).extend(
+            [
+                *_may(caller, paths.parent(src), WRITE, paths.name(src)),
+                Step("entry", src, raw),
+                Step("del_entry", src),
+                Step("touch", paths.parent(src)),
+            ]
+        )
+    own = parts.pop(member.group_id)
+    result = joined.info(target).to_dict()
+    outcome = await node.txns.run(
+        member, "concat", own, parts, header, timeout, request, result, caller=caller
+    )
+    return txn_outcome(outcome, f"concat into {target}")
+
+
+def _closed_file(path: str, raw: str, caller: Caller, access: int) -> Inode:
+    """The file of stored record ``raw`` at ``path``, closed, on which ``caller`` has
+    ``access`` (the ``entry`` step pins the record the rights were checked on)."""
+    inode = Inode.decode(raw.encode())
+    if inode.is_dir:
+        raise IsADirectory(path)
+    if not allows(caller, inode.owner, inode.group, inode.mode, access):
+        raise denied(caller, path, inode.owner, inode.group, inode.mode, describe(access))
+    if inode.under_construction:
+        raise LeaseConflict(path, inode.lease_user, message=f"{path} is being written")
+    return inode

@@ -12,7 +12,9 @@ from keelfs.errors import InvalidArgument
 from keelfs.meta import commands, paths
 from keelfs.meta.commands import (
     DEFAULT_BLOCK_SIZE,
+    Append,
     Command,
+    Concat,
     Create,
     CreateInline,
     Delete,
@@ -22,6 +24,7 @@ from keelfs.meta.commands import (
     SetReplication,
     SetTimes,
     SetTraverseGuard,
+    Truncate,
     check_path,
 )
 from keelfs.meta.namespace import MAX_LIST_LIMIT
@@ -30,6 +33,9 @@ from keelfs.rpc.pb import meta_pb2 as pb
 
 __all__ = [
     "DEFAULT_LIST_LIMIT",
+    "append",
+    "concat",
+    "truncate",
     "create",
     "create_inline",
     "delete",
@@ -112,6 +118,22 @@ def set_owner(request: pb.SetOwnerRequest, normal: str) -> Command:
         request.owner if request.HasField("owner") else None,
         request.group if request.HasField("group") else None,
     )
+
+
+def append(request: pb.AppendRequest, normal: str) -> Command:
+    return Append(normal)
+
+
+def truncate(request: pb.TruncateRequest, normal: str) -> Command:
+    return Truncate(normal, request.length)
+
+
+def concat(request: pb.ConcatRequest) -> Concat:
+    command = Concat(
+        path(request.target, "target"), tuple(path(s, "sources") for s in request.sources)
+    )
+    command.validate()
+    return command
 
 
 def delete(request: pb.DeleteRequest) -> Delete:

@@ -376,6 +376,50 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         await self.serve(context, self.node.guards.after_change(reply.info, self.timeout(context)))
         return reply
 
+    async def Append(self, request: pb.AppendRequest, context: Any) -> pb.FileInfoReply:  # noqa: N802
+        build = partial(requests.append, request)
+        return await self._info_write(context, request.header, request.path, build, "append")
+
+    async def Truncate(  # noqa: N802
+        self, request: pb.TruncateRequest, context: Any
+    ) -> pb.FileInfoReply:
+        build = partial(requests.truncate, request)
+        return await self._info_write(context, request.header, request.path, build, "truncate")
+
+    async def Concat(self, request: pb.ConcatRequest, context: Any) -> pb.FileInfoReply:  # noqa: N802
+        """One command on the target's shard when every source's entry is there too (the
+        files of one directory always are, DESIGN 2.5); else a transaction coordinated by
+        the target's shard (``cross_shard.concat``)."""
+        caller = self.caller(context)
+
+        async def work() -> pb.FileInfoReply:
+            node, header, timeout = self.node, request.header, self.timeout(context)
+            command = requests.concat(request)
+            member = await node.route(header, command.target, by_directory=False)
+            if header.session_shard:
+                value, index, term = await self._replayed(member, command, header, timeout, caller)
+                reply = self._reply(member, index, term)
+                return pb.FileInfoReply(
+                    info=file_info_to_pb(FileInfo.from_dict(value)), reply=reply
+                )
+            shard_map = node.shard_map
+            if any(shard_map.shard_for_path(s) != member.group_id for s in command.sources):
+                node.require_leader(member)
+                value = await cross_shard.concat(node, member, command, header, timeout, caller)
+                info = FileInfo.from_dict(value)
+                return pb.FileInfoReply(info=file_info_to_pb(info), reply=self._reply(member))
+            result, index, term = await node.propose(member, command, header, timeout, caller)
+            value = result.unwrap()
+            if "txn_id" in value:  # a retry; the first attempt was a transaction
+                done = await node.txns.outcome(member, int(value["txn_id"]), timeout)
+                value = cross_shard.txn_outcome(done, f"concat into {command.target}")
+            info = FileInfo.from_dict(value)
+            reply = self._reply(member, index, term)
+            return pb.FileInfoReply(info=file_info_to_pb(info), reply=reply)
+
+        audit = Audited("concat", request.target, ",".join(request.sources))
+        return await self.serve(context, work(), audit)
+
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteReply:  # noqa: N802
         caller = self.caller(context)
 
@@ -463,7 +507,11 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
 
         async def work() -> pb.FileInfoReply:
             path = requests.path(request.path)
+            if request.record:
+                self.check_metadata_node(context, "GetFileInfo with the record")
             member = await self.node.route(request.header, path, by_directory=False)
+            if request.record:
+                self.node.require_leader(member)
             await self.node.read(member, request.stale_ok, self.timeout(context))
             await self.node.check_moves(member, path, False, self.timeout(context))
             if not request.stale_ok:
@@ -477,7 +525,10 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 # block locations carry READ tokens: only for a reader (as HDFS's
                 # getBlockLocations); anyone who reaches the file may stat it
                 message = locate(self.node, message)
-            return pb.FileInfoReply(info=message, reply=self._reply(member))
+            reply = pb.FileInfoReply(info=message, reply=self._reply(member))
+            if request.record:
+                reply.record = member.sm.entry_record(path) or ""
+            return reply
 
         return await self.serve(context, work(), Audited("getfileinfo", request.path, change=False))
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from keelfs.client import AsyncClient
 from keelfs.client._core import CONFIG_ROUTE, Op, Route
-from keelfs.client._ops import namespace_op
+from keelfs.client._ops import namespace_op, norm
+from keelfs.errors import NotFound
 from keelfs.meta.records import FileInfo
 from keelfs.meta.shardmap import BlockKey
 from keelfs.rpc.pb import meta_pb2 as pb
@@ -102,6 +103,18 @@ class PeerClient(AsyncClient):
         """Directory ``path``'s stored self-record, read on its shard's leader."""
         reply = await self._run(list_records(path, None, limit=1), deadline)
         return str(reply.dir_record)
+
+    async def entry_record(self, path: str, *, deadline: float | None = None) -> str:
+        """``path``'s stored entry record ("" when there is none), read on its shard's
+        leader after a barrier."""
+        path = norm(path)
+        build = lambda h: pb.GetFileInfoRequest(header=h, path=path, record=True)  # noqa: E731
+        op = namespace_op("GetFileInfo", Route("entry", path), build, write=True, session=False)
+        try:
+            reply = await self._run(op, deadline)
+        except NotFound:
+            return ""
+        return str(reply.record)
 
     async def issue_txn_ids(self, count: int, *, deadline: float | None = None) -> int:
         """The first of ``count`` fresh cluster-wide transaction ids."""

@@ -57,11 +57,13 @@ __all__ = [
     "AddBlock",
     "AddBlockKey",
     "AddShard",
+    "Append",
     "BeginMove",
     "CloseSession",
     "Command",
     "CompleteFile",
     "CompleteInline",
+    "Concat",
     "Create",
     "CreateInline",
     "Delete",
@@ -93,6 +95,7 @@ __all__ = [
     "SetTraverseGuard",
     "SwitchMove",
     "Tick",
+    "Truncate",
     "TxnAcked",
     "TxnBegin",
     "TxnDecide",
@@ -631,6 +634,71 @@ class SetTraverseGuard(Command):
 
 
 @dataclass(frozen=True, slots=True)
+class Append(Command):
+    """Reopen closed file ``path`` for appending (HDFS ``append`` with ``NEW_BLOCK``): it is
+    under construction again with the writer lease held by the envelope's session, as after
+    ``Create``; its blocks stay as they are, and what is appended goes into new blocks
+    (``AddBlock``). The caller needs ``w`` on the file (and ``r`` too for an inline file:
+    the writer rewrites its bytes). ``LeaseConflict`` while anyone writes it or it awaits
+    lease recovery."""
+
+    op: ClassVar[str] = "append"
+    needs_session: ClassVar[bool] = True
+    path: str
+
+    def validate(self) -> None:
+        if check_path(self.path) == paths.ROOT:
+            raise InvalidArgument("cannot append to /", "path")
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate(Command):
+    """Cut closed file ``path`` to ``length`` bytes (at most its length; HDFS refuses to grow
+    a file). At a block boundary (or for an inline file) it is done at once: the blocks past
+    it are queued for deletion. Inside a block the file is put under construction with the
+    writer lease held by the envelope's session and ``Inode.truncating`` set; the writer
+    copies the cut block's kept bytes into a new block and ``CompleteFile`` splices it in
+    place of the cut block and those after it (``keelfs.meta.namespace``)."""
+
+    op: ClassVar[str] = "truncate"
+    needs_session: ClassVar[bool] = True
+    path: str
+    length: int
+
+    def validate(self) -> None:
+        if check_path(self.path) == paths.ROOT:
+            raise InvalidArgument("cannot truncate /", "path")
+        check_range(self.length, 0, MAX_INT, "length")
+
+
+MAX_CONCAT_SOURCES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Concat(Command):
+    """Move the blocks of ``sources`` (in order) to the end of ``target`` and remove the
+    sources, in one entry (HDFS ``concat``): every file here, closed, with the target's block
+    size; the caller needs ``w`` on the target, ``r`` on each source and ``w`` on each
+    source's directory (as for a delete)."""
+
+    op: ClassVar[str] = "concat"
+    target: str
+    sources: tuple[str, ...]
+
+    def validate(self) -> None:
+        target = check_path(self.target, "target")
+        check_range(len(self.sources), 1, MAX_CONCAT_SOURCES, "sources")
+        seen: set[str] = set()
+        for source in self.sources:
+            normal = check_path(source, "sources")
+            if normal == target:
+                raise InvalidArgument(f"{normal} is the target of the concat", "sources")
+            if normal in seen:
+                raise InvalidArgument(f"{normal} is named twice in sources", "sources")
+            seen.add(normal)
+
+
+@dataclass(frozen=True, slots=True)
 class DequeueBlockDeletes(Command):
     """Forget queued block deletions that chunk servers have carried out."""
 
@@ -1040,6 +1108,9 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     SetOwner,
     SetTraverseGuard,
     DequeueBlockDeletes,
+    Append,
+    Truncate,
+    Concat,
     TxnBegin,
     TxnPrepare,
     TxnDecide,

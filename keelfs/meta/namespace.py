@@ -45,6 +45,7 @@ from keelfs.meta.commands import (
     UpdateBlock,
     check_range,
 )
+from keelfs.meta.file_edits import FileEditSteps
 from keelfs.meta.kvstore import Txn, prefix_end
 from keelfs.meta.machine import Context
 from keelfs.meta.move_steps import MoveSteps
@@ -90,7 +91,7 @@ __all__ = [
 ]
 
 
-class ShardStateMachine(TransactionSteps, MoveSteps):
+class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps):
     """One data shard member's namespace state (``keelfs.runtime.StateMachine``).
 
     ``path``: the RocksDB directory of this member (``None``: in memory, for tests).
@@ -388,7 +389,14 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         blocks = list(inode.blocks)
         if any(b.block_id == cmd.block_id for b in blocks):
             raise AlreadyExists(str(cmd.block_id), "block")
+        if inode.truncating is not None and len(blocks) != inode.truncating[1]:
+            raise InvalidArgument(
+                f"{path} is being truncated: its kept bytes go into one new block", "path"
+            )
+        self._check_unsealed(path, inode, cmd.previous_length, "previous_length")
+        data = inode.data
         if cmd.previous_length is not None:
+            data = None  # an appended inline file's bytes are in the finished first block
             if not blocks:
                 raise InvalidArgument(
                     f"{path} has no block to set the length of", "previous_length"
@@ -398,7 +406,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
             blocks[-1] = BlockInfo(last.block_id, last.gen_stamp, cmd.previous_length)
         blocks.append(BlockInfo(cmd.block_id, cmd.gen_stamp, 0))
         self._fresh_blocks.append(cmd.block_id)
-        inode = inode.evolve(blocks=tuple(blocks), mtime=ctx.now)
+        inode = inode.evolve(blocks=tuple(blocks), mtime=ctx.now, data=data)
         txn.put(_entry_key(path), inode.encode())
         self._renew(txn, ctx.session_id, ctx.now)
         return inode.info(path).to_dict()
@@ -407,7 +415,11 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         path = paths.normalize(cmd.path)
         inode = self._written_file(txn, path, ctx)
         blocks = list(inode.blocks)
-        if cmd.last_length is not None:
+        if inode.truncating is not None:
+            blocks = self._finish_truncate(path, inode, cmd.last_length)
+            self._queue_list(txn, self._truncate_dropped(inode))
+        elif cmd.last_length is not None:
+            self._check_unsealed(path, inode, cmd.last_length, "last_length")
             if blocks:
                 check_range(cmd.last_length, 0, inode.block_size, "last_length")
                 last = blocks[-1]
@@ -415,7 +427,13 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
             elif cmd.last_length:
                 raise InvalidArgument(f"{path} has no block to set the length of", "last_length")
         inode = inode.evolve(
-            blocks=tuple(blocks), under_construction=False, lease_holder=0, mtime=ctx.now
+            blocks=tuple(blocks),
+            under_construction=False,
+            lease_holder=0,
+            mtime=ctx.now,
+            data=None if blocks else inode.data,  # (an appended inline file's: now in blocks)
+            truncating=None,
+            sealed_blocks=0,
         )
         txn.put(_entry_key(path), inode.encode())
         self._drop_lease(txn, ctx.session_id, path)
@@ -425,7 +443,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         """``Complete`` of a file with no block, its content kept in its record."""
         path = paths.normalize(cmd.path)
         inode = self._written_file(txn, path, ctx)
-        if inode.blocks:
+        if inode.blocks or inode.truncating is not None:
             raise InvalidArgument(f"{path} has blocks: its data cannot be inline", "data")
         inode = inode.evolve(
             under_construction=False, lease_holder=0, mtime=ctx.now, data=cmd.content
@@ -441,6 +459,12 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
         if not blocks or blocks[-1].block_id != cmd.block_id:
             raise InvalidArgument(
                 f"block {cmd.block_id} is not the last block of {path}", "block_id"
+            )
+        if len(blocks) <= inode.sealed_blocks:
+            raise InvalidArgument(
+                f"block {cmd.block_id} of {path} was written before it was reopened: its "
+                "stamp does not change",
+                "block_id",
             )
         last = blocks[-1]
         if cmd.gen_stamp <= last.gen_stamp:
@@ -463,6 +487,13 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
             return inode.info(path).to_dict()  # closed meanwhile: nothing to recover
         if inode.lease_holder and self._holds_lease(txn, inode.lease_holder):
             raise LeaseConflict(path, inode.lease_user, message=f"{path} has a live writer")
+        rolled_back = self._rolled_back(txn, inode)
+        if rolled_back is not None:  # an unfinished truncate, or append of an inline file
+            inode = rolled_back.evolve(
+                under_construction=False, lease_holder=0, mtime=ctx.now, sealed_blocks=0
+            )
+            txn.put(_entry_key(path), inode.encode())
+            return inode.info(path).to_dict()
         blocks = list(inode.blocks)
         if blocks and cmd.drop_last:
             blocks.pop()
@@ -471,7 +502,11 @@ class ShardStateMachine(TransactionSteps, MoveSteps):
             last = blocks[-1]
             blocks[-1] = BlockInfo(last.block_id, last.gen_stamp, cmd.last_length)
         inode = inode.evolve(
-            blocks=tuple(blocks), under_construction=False, lease_holder=0, mtime=ctx.now
+            blocks=tuple(blocks),
+            under_construction=False,
+            lease_holder=0,
+            mtime=ctx.now,
+            sealed_blocks=0,
         )
         txn.put(_entry_key(path), inode.encode())
         return inode.info(path).to_dict()

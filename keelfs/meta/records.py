@@ -89,7 +89,17 @@ class Inode:
     any is byte for byte what it was before guards existed."""
     data: bytes | None = None
     """An inline file's content (see the module docstring); None: its content is its blocks.
-    Encoded only when there is some, so other records are unchanged."""
+    Encoded only when there is some, so other records are unchanged. An inline file being
+    appended keeps it while under construction, until its first block is recorded finalized
+    (``keelfs.meta.namespace``, ``Append``): readers see the old content meanwhile."""
+    truncating: tuple[int, int] | None = None
+    """A truncate inside a block in progress (``keelfs.meta.namespace``, ``Truncate``): the
+    new length and how many blocks the file had when it began (the copy of the cut block's
+    kept bytes is written as a block after those). Encoded only when set."""
+    sealed_blocks: int = 0
+    """While a file reopened by ``Append`` or ``Truncate`` is under construction: how many of
+    its first blocks were committed before (their lengths and stamps never change during it;
+    lease recovery never drops or cuts them). Encoded only when not 0."""
 
     @property
     def is_dir(self) -> bool:
@@ -119,12 +129,18 @@ class Inode:
             int(self.under_construction),
             self.lease_holder,
         ]
-        if self.guards or (self.lease_holder and self.lease_user) or self.data is not None:
+        truncating = self.truncating is not None or self.sealed_blocks != 0
+        tail = self.data is not None or truncating
+        if self.guards or (self.lease_holder and self.lease_user) or tail:
             body.append([g.to_list() for g in self.guards])
-        if (self.lease_holder and self.lease_user) or self.data is not None:
+        if (self.lease_holder and self.lease_user) or tail:
             body.append(self.lease_user if self.lease_holder else "")
-        if self.data is not None:
-            body.append(base64.b64encode(self.data).decode("ascii"))
+        if tail:
+            body.append(None if self.data is None else base64.b64encode(self.data).decode("ascii"))
+        if truncating:
+            body.append(None if self.truncating is None else list(self.truncating))
+        if self.sealed_blocks:
+            body.append(self.sealed_blocks)
         return jsonbytes.dumps(body)
 
     @classmethod
@@ -146,7 +162,17 @@ class Inode:
             lease_holder=body[11],
             guards=tuple(Guard.from_list(g) for g in body[12]) if len(body) > 12 else (),
             lease_user=body[13] if len(body) > 13 else "",
-            data=base64.b64decode(body[14], validate=True) if len(body) > 14 else None,
+            data=(
+                base64.b64decode(body[14], validate=True)
+                if len(body) > 14 and body[14] is not None
+                else None
+            ),
+            truncating=(
+                (int(body[15][0]), int(body[15][1]))
+                if len(body) > 15 and body[15] is not None
+                else None
+            ),
+            sealed_blocks=body[16] if len(body) > 16 else 0,
         )
 
     def info(self, path: str, *, with_data: bool = False) -> FileInfo:
@@ -208,6 +234,7 @@ def decode_foreign(raw: bytes) -> Inode:
     except (ValueError, TypeError, KeyError, IndexError, RecursionError, binascii.Error) as e:
         raise ValueError(f"not an inode record ({type(e).__name__})") from None
     numbers = [inode.mode, inode.mtime, inode.atime, inode.replication, inode.block_size]
+    numbers.append(inode.sealed_blocks)
     numbers.extend(n for b in inode.blocks for n in (b.block_id, b.gen_stamp, b.length))
     if not all(type(n) is int and 0 <= n <= _MAX_U63 for n in numbers):
         raise ValueError("an inode record's numbers are integers in 0..2^63-1")
@@ -215,6 +242,10 @@ def decode_foreign(raw: bytes) -> Inode:
         raise ValueError("an inode record's lease holder is a session id (128 bits)")
     if any(type(name) is not str for name in (inode.owner, inode.group, inode.lease_user)):
         raise ValueError("an inode record's owner, group and writer are strings")
+    if inode.truncating is not None and not all(
+        type(n) is int and 0 <= n <= _MAX_U63 for n in inode.truncating
+    ):
+        raise ValueError("an inode record's truncate target is two integers")
     if inode.data is not None:
         _check_inline(inode)
     if inode.encode() != raw:
@@ -223,9 +254,11 @@ def decode_foreign(raw: bytes) -> Inode:
 
 
 def _check_inline(inode: Inode) -> None:
-    """An inline record is a complete file with no blocks and at most the inline limit."""
+    """An inline record is a complete file with no blocks and at most the inline limit, or
+    such a file being appended (under construction, maybe with the first block being
+    written)."""
     assert inode.data is not None
-    if inode.is_dir or inode.blocks or inode.under_construction or inode.lease_holder:
+    if inode.is_dir or (not inode.under_construction and (inode.blocks or inode.lease_holder)):
         raise ValueError("inline data belongs to a complete file without blocks")
     if len(inode.data) > MAX_INLINE_BYTES:
         raise ValueError(f"an inline file holds at most {MAX_INLINE_BYTES} bytes")

@@ -107,6 +107,9 @@ _BY_SERVICE: dict[str, dict[str, Access]] = {
         "AllocateBlock": C,
         "RecoverPipeline": C,
         "ReportBadReplica": C,
+        "Append": C,
+        "Truncate": C,
+        "Concat": C,
         "Format": A,  # keelfs admin format-namespace, and the launchers
         "TxnPrepare": M,
         "TxnFinish": M,

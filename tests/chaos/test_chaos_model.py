@@ -17,7 +17,7 @@ from keelfs.chaos.model import (
     md5,
     verify,
 )
-from keelfs.chaos.workload import classify, put_file
+from keelfs.chaos.workload import append_file, classify, put_file
 from keelfs.client import OutcomeUnknown
 from keelfs.errors import AlreadyExists, LeaseConflict, NotFound, SessionExpired, Unavailable
 
@@ -224,3 +224,48 @@ def test_a_write_is_refused_only_by_its_create() -> None:
     assert late[:2] == (UNKNOWN, "LeaseConflict")
     lost = put_file(FakeFs(fail_close=Unavailable("replicas")), "/f", b"x", overwrite=False)
     assert lost[:2] == (UNKNOWN, "Unavailable")
+
+
+def test_an_acknowledged_append_is_checked_and_an_interrupted_one_is_not() -> None:
+    e = Expected()
+    e.write("/w/f", md5(b"a"), OK)
+    e.append("/w/f", md5(b"ab"), OK)
+    assert e.certain("/w/f") == md5(b"ab")
+    _, violations = verify(e, ContendedLog(), cluster({"/w/f": md5(b"a")}))
+    assert kinds(violations) == [("content", "/w/f")]  # the append was lost
+    assert violations[0].history[-1].endswith(f"append -> {md5(b'ab')[:8]}: ok")
+    e.append("/w/f", md5(b"abc"), FAILED, "LeaseConflict")  # refused: nothing changed
+    assert e.certain("/w/f") == md5(b"ab")
+    e.append("/w/f", md5(b"abc"), UNKNOWN, "Unavailable")
+    assert ANY in e.get("/w/f")
+    checked, violations = verify(e, ContendedLog(), cluster({"/w/f": md5(b"abx")}))
+    assert violations == [] and checked.uncertain == 1
+    e.delete("/w/g", OK)
+    e.append("/w/g", md5(b"x"), FAILED, "NotFound")
+    assert e.violations == []
+    e.write("/w/h", A, OK)
+    e.append("/w/h", md5(b"ax"), FAILED, "NotFound")  # it must exist
+    assert kinds(e.violations) == [("impossible", "/w/h")]
+
+
+def test_an_append_is_refused_only_by_its_open() -> None:
+    assert append_file(FakeFs(), "/f", b"x")[:2] == (OK, "")
+    taken = append_file(FakeFs(fail_open=LeaseConflict("/f")), "/f", b"x")
+    assert taken[:2] == (FAILED, "LeaseConflict")
+    late = append_file(FakeFs(fail_close=Unavailable("replicas")), "/f", b"x")
+    assert late[:2] == (UNKNOWN, "Unavailable")
+
+
+def test_a_truncate_is_all_or_nothing() -> None:
+    e = Expected()
+    e.write("/w/f", md5(b"abcdef"), OK)
+    e.truncate("/w/f", md5(b"abc"), OK)
+    assert e.certain("/w/f") == md5(b"abc")
+    e.truncate("/w/f", md5(b"a"), UNKNOWN, "Unavailable")
+    assert e.get("/w/f") == {md5(b"abc"), md5(b"a")}  # the old or the new, nothing else
+    _, violations = verify(e, ContendedLog(), cluster({"/w/f": md5(b"ab")}))
+    assert kinds(violations) == [("content", "/w/f")]
+    _, violations = verify(e, ContendedLog(), cluster({"/w/f": md5(b"abc")}))
+    assert violations == []
+    e.truncate("/w/f", md5(b""), FAILED, "LeaseConflict")
+    assert e.get("/w/f") == {md5(b"abc"), md5(b"a")}

@@ -159,7 +159,9 @@ def test_fsync_and_overwrite(fs: Any) -> None:
 
 def test_bad_modes_and_paths(fs: Any) -> None:
     with pytest.raises(InvalidArgument):
-        fs.open("/f/x", "a")
+        fs.open("/f/x", "a+")
+    with pytest.raises(NotFound):
+        fs.open("/f/x", "ab")  # append: to an existing file
     with pytest.raises(InvalidArgument):
         fs.open("/f/x", "r+")
     with pytest.raises(NotFound):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from keelfs.client.files import AsyncFileReader, AsyncFileWriter, _Block, check_mode
+from keelfs.client.files import AsyncFileReader, AsyncFileWriter, _Block, check_mode, is_append
 from keelfs.errors import InvalidArgument, KeelError
 from keelfs.rpc.pb import meta_pb2 as pb
 
@@ -55,8 +55,9 @@ def test_a_source_follows_bytes_written_later_until_sealed() -> None:
 
 def test_modes() -> None:
     assert check_mode("wb") and check_mode("w")
+    assert check_mode("ab") and check_mode("a") and is_append("ab") and not is_append("wb")
     assert not check_mode("rb") and not check_mode("r")
-    for bad in ("a", "r+", "rt", "x", ""):
+    for bad in ("a+", "r+", "rt", "x", ""):
         with pytest.raises(InvalidArgument):
             check_mode(bad)
 

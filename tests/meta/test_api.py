@@ -28,8 +28,10 @@ def test_command_names_are_stable() -> None:
     assert sorted(SESSION_COMMANDS) == ["close_session", "keep_alive", "register_session", "tick"]
     assert sorted(set(SHARD_COMMANDS) - set(SESSION_COMMANDS)) == [
         "add_block",
+        "append",
         "complete",
         "complete_inline",
+        "concat",
         "create",
         "create_inline",
         "delete",
@@ -48,6 +50,7 @@ def test_command_names_are_stable() -> None:
         "set_replication",
         "set_times",
         "set_traverse_guard",
+        "truncate",
         "txn_acked",
         "txn_begin",
         "txn_decide",

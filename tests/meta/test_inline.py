@@ -231,7 +231,7 @@ def test_a_rename_to_another_shard_carries_the_data() -> None:
     "change",
     [
         {"blocks": [[1, 1, 3]]},
-        {"under_construction": 1},
+        {"lease_holder": 5},  # (under construction it is a file being appended)
         {"kind": "d"},
         {"data": base64.b64encode(b"x" * (MAX_INLINE_BYTES + 1)).decode()},
         {"data": "not base64"},
@@ -241,7 +241,7 @@ def test_a_copied_inline_record_must_be_one_this_version_writes(change: dict) ->
     good = Inode("file", 0o644, "u", "g", 1, 1, data=b"abc").encode()
     assert decode_foreign(good).data == b"abc"
     body = json.loads(good)
-    positions = {"kind": 1, "blocks": 9, "under_construction": 10, "data": 14}
+    positions = {"kind": 1, "blocks": 9, "under_construction": 10, "lease_holder": 11, "data": 14}
     for name, value in change.items():
         body[positions[name]] = value
     with pytest.raises(ValueError):

@@ -103,6 +103,9 @@ def test_user_certificate_refused_internal_methods(cluster: State) -> None:
             ns.ListDir(meta_pb2.ListDirRequest(path="/", records=True), timeout=5)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "metadata nodes only" in (err.value.details() or "")
+        with pytest.raises(grpc.RpcError) as err:  # likewise a file's stored record (concat)
+            ns.GetFileInfo(meta_pb2.GetFileInfoRequest(path="/", record=True), timeout=5)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         batch = meta_pb2.BatchRequest(
             items=[
                 meta_pb2.BatchItem(

@@ -440,24 +440,28 @@ class RenewLeaseReply(_message.Message):
     def __init__(self, renewed: _Optional[bool] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
 class FileInfoReply(_message.Message):
-    __slots__ = ("info", "reply")
+    __slots__ = ("info", "reply", "record")
     INFO_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
     info: FileInfo
     reply: ReplyInfo
-    def __init__(self, info: _Optional[_Union[FileInfo, _Mapping]] = ..., reply: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+    record: str
+    def __init__(self, info: _Optional[_Union[FileInfo, _Mapping]] = ..., reply: _Optional[_Union[ReplyInfo, _Mapping]] = ..., record: _Optional[str] = ...) -> None: ...
 
 class GetFileInfoRequest(_message.Message):
-    __slots__ = ("header", "path", "stale_ok", "read")
+    __slots__ = ("header", "path", "stale_ok", "read", "record")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     STALE_OK_FIELD_NUMBER: _ClassVar[int]
     READ_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     path: str
     stale_ok: bool
     read: bool
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., stale_ok: _Optional[bool] = ..., read: _Optional[bool] = ...) -> None: ...
+    record: bool
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., stale_ok: _Optional[bool] = ..., read: _Optional[bool] = ..., record: _Optional[bool] = ...) -> None: ...
 
 class ListDirRequest(_message.Message):
     __slots__ = ("header", "path", "start_after", "limit", "stale_ok", "records")
@@ -1119,3 +1123,31 @@ class RegistryReply(_message.Message):
     nodes: _containers.ScalarMap[int, str]
     config_servers: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, nodes: _Optional[_Mapping[int, str]] = ..., config_servers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AppendRequest(_message.Message):
+    __slots__ = ("header", "path")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    path: str
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ...) -> None: ...
+
+class TruncateRequest(_message.Message):
+    __slots__ = ("header", "path", "length")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    path: str
+    length: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., length: _Optional[int] = ...) -> None: ...
+
+class ConcatRequest(_message.Message):
+    __slots__ = ("header", "target", "sources")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    target: str
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., target: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ...) -> None: ...

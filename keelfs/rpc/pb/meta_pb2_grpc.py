@@ -752,6 +752,21 @@ class NamespaceStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadReply.FromString,
                 _registered_method=True)
+        self.Append = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/Append',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AppendRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+                _registered_method=True)
+        self.Truncate = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/Truncate',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TruncateRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+                _registered_method=True)
+        self.Concat = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/Concat',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConcatRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+                _registered_method=True)
 
 
 class NamespaceServicer:
@@ -977,6 +992,34 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Append(self, request, context):
+        """---- file content edits (keelfs.meta.file_edits) ----
+        Leader of the shard owning the path's entry; needs a session, which gets the writer
+        lease: reopens a closed file for appending (new blocks after its blocks; an inline file
+        stays inline if the result fits). LEASE_CONFLICT while it is written or in recovery.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Truncate(self, request, context):
+        """Leader; needs a session. Shortens a closed file to `length` (INVALID_ARGUMENT beyond its
+        end). A cut inside a block leaves the file under construction with the session's lease:
+        the client copies the kept bytes into a new block and closes it with Complete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Concat(self, request, context):
+        """Leader of the shard owning the target's entry: the sources' blocks appended to the
+        target and the sources removed, atomically: one command when every source's entry is on
+        that shard, else a cross-shard transaction coordinated there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NamespaceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1119,6 +1162,21 @@ def add_NamespaceServicer_to_server(servicer, server):
                     servicer.MoveRead,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadReply.SerializeToString,
+            ),
+            'Append': grpc.unary_unary_rpc_method_handler(
+                    servicer.Append,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AppendRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.SerializeToString,
+            ),
+            'Truncate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Truncate,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.TruncateRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.SerializeToString,
+            ),
+            'Concat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Concat,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConcatRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1880,6 +1938,87 @@ class Namespace:
             '/keelfs.meta.v1.Namespace/MoveRead',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Append(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/Append',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.AppendRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Truncate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/Truncate',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.TruncateRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Concat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/Concat',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ConcatRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
             options,
             channel_credentials,
             insecure,
