@@ -1,4 +1,4 @@
-"""The file commands of the CLI: ``keelfs put|get|cat|ls|mkdir|rm|mv|stat|du|setrep`` and
+"""The file commands of the CLI: ``keelfs put|get|cat|ls|mkdir|rm|expunge|mv|stat|du|setrep`` and
 ``chmod|chown|chgrp``.
 
 Each takes ``--address`` (any config server or master, or several separated by commas; without
@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from keelfs.cli.admin import address_option, open_cluster
-from keelfs.errors import InvalidPath, KeelError, NotFound
+from keelfs.errors import DirectoryNotEmpty, InvalidPath, KeelError, NotFound
 
 if TYPE_CHECKING:
     from keelfs.meta.records import FileInfo
@@ -243,13 +243,51 @@ def mkdir_cmd(path: str, parents: bool, address: str | None, as_json: bool) -> N
 @click.command("rm")
 @click.argument("path")
 @click.option("-r", "recursive", is_flag=True, help="A directory and everything in it.")
+@click.option("--skip-trash", is_flag=True, help="Delete at once instead of moving to the trash.")
 @_options
-def rm_cmd(path: str, recursive: bool, address: str | None, as_json: bool) -> None:
-    """Delete a file or a directory."""
+def rm_cmd(
+    path: str, recursive: bool, skip_trash: bool, address: str | None, as_json: bool
+) -> None:
+    """Remove a file or a directory: moved to your trash (/.Trash/USER/Current/PATH, kept for
+    the cluster's trash interval; `keelfs expunge` empties it), or deleted at once with
+    --skip-trash, when the cluster has no trash, or for a path in the trash already."""
     with _client(address, path) as fs:
+        where = None if skip_trash else _to_trash(fs, path, recursive)
+        if where is not None:
+            if as_json:
+                click.echo(json.dumps({"path": path, "trash": where}, sort_keys=True))
+            else:
+                click.echo(f"{path}: moved to trash at {where}")
+            return
         result = fs.delete(path, recursive=recursive)
     if as_json:
         click.echo(json.dumps({"path": path, **asdict(result)}, sort_keys=True))
+
+
+def _to_trash(fs: Any, path: str, recursive: bool) -> str | None:
+    """Move ``path`` to the trash (None: not moved, delete it). A directory with something
+    in it needs -r, as for a delete."""
+    if not recursive and fs.stat(path).is_dir and next(iter(fs.ls(path)), None) is not None:
+        raise DirectoryNotEmpty(path)
+    where: str | None = fs.move_to_trash(path)
+    return where
+
+
+@click.command("expunge")
+@click.option(
+    "--immediate", is_flag=True, help="Delete everything in your trash now, Current included."
+)
+@_options
+def expunge_cmd(immediate: bool, address: str | None, as_json: bool) -> None:
+    """Empty your trash: delete the checkpoints older than the trash interval and make
+    Current a new checkpoint (as `hdfs dfs -expunge`); the masters do this every interval."""
+    with _client(address) as fs:
+        deleted = fs.expunge(immediate=immediate)
+    if as_json:
+        click.echo(json.dumps({"deleted": deleted}))
+    else:
+        for checkpoint in deleted:
+            click.echo(f"deleted {checkpoint}")
 
 
 @click.command("mv")
@@ -406,6 +444,6 @@ def chgrp_cmd(group: str, path: str, recursive: bool, address: str | None, as_js
 
 
 FILE_COMMANDS = [
-    put_cmd, get_cmd, cat_cmd, ls_cmd, mkdir_cmd, rm_cmd, mv_cmd, stat_cmd, du_cmd, setrep_cmd,
-    chmod_cmd, chown_cmd, chgrp_cmd,
+    put_cmd, get_cmd, cat_cmd, ls_cmd, mkdir_cmd, rm_cmd, expunge_cmd, mv_cmd, stat_cmd, du_cmd,
+    setrep_cmd, chmod_cmd, chown_cmd, chgrp_cmd,
 ]  # fmt: skip

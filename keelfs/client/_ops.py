@@ -18,7 +18,7 @@ from keelfs.meta.records import MAX_INLINE_BYTES
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import session_id_to_pb
 
-__all__ = ["DeleteResult", "norm"]
+__all__ = ["DeleteResult", "ServerDefaults", "norm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,15 @@ class DeleteResult:
     files: int
     directories: int
     blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerDefaults:
+    """What the masters tell clients to follow (HDFS's ``FsServerDefaults``)."""
+
+    trash_interval_ms: int
+    """How long the trash keeps what ``rm`` moved there; 0: no trash (``rm`` deletes)."""
+    default_replication: int
 
 
 def norm(path: str, argument: str = "path") -> str:
@@ -362,3 +371,16 @@ def list_chunk_servers() -> Op:
 
 def delete_result(reply: pb.DeleteReply) -> DeleteResult:
     return DeleteResult(reply.files, reply.directories, reply.blocks)
+
+
+def server_defaults() -> Op:
+    """``GetServerDefaults``, from any member of the shard holding ``/``."""
+    build = lambda h: pb.ServerDefaultsRequest(header=h)  # noqa: E731
+    return namespace_op(
+        "GetServerDefaults", _entry(paths.ROOT), build, write=False, session=False,
+        any_member=True,
+    )  # fmt: skip
+
+
+def server_defaults_result(reply: pb.ServerDefaultsReply) -> ServerDefaults:
+    return ServerDefaults(reply.trash_interval_ms, reply.default_replication)

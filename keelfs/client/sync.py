@@ -11,7 +11,7 @@ from typing import Any, Literal, overload
 import grpc
 
 from keelfs.client import _ops as ops
-from keelfs.client import files, sync_files
+from keelfs.client import files, sync_files, trash
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.client.identity import default_user, with_user
 from keelfs.errors import NotFound
@@ -203,6 +203,35 @@ class Client:
         self, path: str, *, recursive: bool = False, deadline: float | None = None
     ) -> ops.DeleteResult:
         return ops.delete_result(self._run(ops.delete(path, recursive), deadline))
+
+    def server_defaults(self, *, deadline: float | None = None) -> ops.ServerDefaults:
+        """What the masters tell clients to follow: the trash interval (0: no trash)."""
+        return ops.server_defaults_result(self._run(ops.server_defaults(), deadline))
+
+    def move_to_trash(self, path: str) -> str | None:
+        """Move ``path`` (a file or a whole directory) into this client's user's trash,
+        ``/.Trash/<user>/Current/<path>``, with one rename (atomic; a taken name gets the
+        time appended), as ``keelfs rm`` does (``keelfs.client.trash``). Returns where it
+        went, or None when nothing was moved: the trash is off on the cluster, or ``path``
+        is in the trash already (delete it then, as HDFS's ``rm`` does). ``delete`` itself
+        never uses the trash (as HDFS's ``FileSystem.delete``).
+
+        With TLS the certificate names the user: give ``user=`` the same name."""
+        if (self.server_defaults()).trash_interval_ms == 0:
+            return None
+        steps = trash.move_steps(self.user, path, trash.now_ms)
+        result: str | None = trash.run_sync(self, steps)
+        return result
+
+    def expunge(self, *, immediate: bool = False) -> list[str]:
+        """Empty this user's trash as ``keelfs expunge`` (HDFS's ``-expunge``): checkpoints
+        older than the trash interval are deleted, then ``Current`` becomes a new checkpoint;
+        ``immediate``: everything in the trash is deleted at once. Returns the checkpoints
+        deleted."""
+        interval = (self.server_defaults()).trash_interval_ms
+        steps = trash.expunge_steps(trash.home(self.user), interval, trash.now_ms(), immediate)
+        deleted: list[str] = trash.run_sync(self, steps)
+        return deleted
 
     def rename(
         self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None

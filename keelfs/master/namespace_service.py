@@ -44,6 +44,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from keelfs import failpoints
+from keelfs.client import trash
 from keelfs.client.identity import ACTING_FOR
 from keelfs.errors import (
     AlreadyExists,
@@ -71,7 +72,7 @@ from keelfs.meta.commands import (
     TxnPrepare,
 )
 from keelfs.meta.namespace import ShardStateMachine
-from keelfs.meta.principals import READ, Caller
+from keelfs.meta.principals import DEFAULT_GROUP, DEFAULT_OWNER, READ, Caller
 from keelfs.meta.records import FileInfo
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import file_info_to_pb, session_id_from_pb, session_id_to_pb, summary_to_pb
@@ -251,6 +252,8 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         path = requests.path(request.path)
         mode, owner, group = requests.mkdir_attributes(request, caller)
         Mkdir(path, mode, owner, group, request.parents).validate()
+        if not header.session_shard and trash.home_owner(path) == caller.user:
+            await self._trash_home(caller.user, self.timeout(context))
         member = await node.route(header, path, by_directory=False)
         if header.session_shard:
             return await self._mkdir_replayed(member, request, path, self.timeout(context), caller)
@@ -297,6 +300,25 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         elif not (request.parents and isinstance(err, AlreadyExists) and sm.stat(path).is_dir):
             raise err
         return pb.MkdirReply(created=created, info=self._reply(member, index, term))
+
+    async def _trash_home(self, user: str, timeout: float) -> None:
+        """Make ``/.Trash`` (the superuser's, 0711) and ``/.Trash/<user>`` (``user``'s, 0700)
+        if missing, as this master itself: a user may not create them (``/`` is not theirs),
+        and must not be able to make another user's (``keelfs.client.trash``). Only for a
+        mkdir of a path in the caller's own trash."""
+        internal = self.node.internal
+        home = trash.home(user)
+        if await internal.exists(home, deadline=timeout):
+            return
+        wanted = (
+            (trash.TRASH_ROOT, trash.TRASH_ROOT_MODE, DEFAULT_OWNER),
+            (home, trash.TRASH_HOME_MODE, user),
+        )
+        for directory, mode, owner in wanted:
+            await internal.mkdir(
+                directory, parents=True, mode=mode, owner=owner, group=DEFAULT_GROUP,
+                deadline=timeout,
+            )  # fmt: skip
 
     async def _mkdir_replayed(
         self,
@@ -608,6 +630,17 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             )
 
         return await self.serve(context, work())
+
+    # ------------------------------------------------------------------ settings
+    async def GetServerDefaults(  # noqa: N802
+        self, request: pb.ServerDefaultsRequest, context: Any
+    ) -> pb.ServerDefaultsReply:
+        """What clients follow (HDFS's getServerDefaults): the trash interval."""
+        config = self.node.config
+        return pb.ServerDefaultsReply(
+            trash_interval_ms=config.trash_interval_ms,
+            default_replication=config.default_replication,
+        )
 
     # ------------------------------------------------------------------ batches
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchReply:  # noqa: N802

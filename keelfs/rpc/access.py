@@ -114,6 +114,7 @@ _BY_SERVICE: dict[str, dict[str, Access]] = {
         "BlocksKnown": M,
         "Move": M,
         "MoveRead": M,
+        "GetServerDefaults": C,  # the trash interval a client's `rm` follows
         "ChunkHeartbeat": P,  # chunk servers
     },
     "keelfs.meta.v1.Node": {

@@ -1119,3 +1119,17 @@ class RegistryReply(_message.Message):
     nodes: _containers.ScalarMap[int, str]
     config_servers: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, nodes: _Optional[_Mapping[int, str]] = ..., config_servers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ServerDefaultsRequest(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+
+class ServerDefaultsReply(_message.Message):
+    __slots__ = ("trash_interval_ms", "default_replication")
+    TRASH_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    trash_interval_ms: int
+    default_replication: int
+    def __init__(self, trash_interval_ms: _Optional[int] = ..., default_replication: _Optional[int] = ...) -> None: ...

@@ -752,6 +752,11 @@ class NamespaceStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadReply.FromString,
                 _registered_method=True)
+        self.GetServerDefaults = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/GetServerDefaults',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ServerDefaultsRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ServerDefaultsReply.FromString,
+                _registered_method=True)
 
 
 class NamespaceServicer:
@@ -977,6 +982,14 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerDefaults(self, request, context):
+        """Any master: the settings a client follows (HDFS's getServerDefaults): how long the trash
+        keeps what `rm` moved there (0: no trash, `rm` deletes at once).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NamespaceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1119,6 +1132,11 @@ def add_NamespaceServicer_to_server(servicer, server):
                     servicer.MoveRead,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadReply.SerializeToString,
+            ),
+            'GetServerDefaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerDefaults,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ServerDefaultsRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ServerDefaultsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1880,6 +1898,33 @@ class Namespace:
             '/keelfs.meta.v1.Namespace/MoveRead',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.MoveReadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerDefaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/GetServerDefaults',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ServerDefaultsRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ServerDefaultsReply.FromString,
             options,
             channel_credentials,
             insecure,
