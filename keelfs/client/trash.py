@@ -48,6 +48,7 @@ __all__ = [
     "home",
     "home_owner",
     "in_trash",
+    "inside_home",
     "move_steps",
     "run_async",
     "run_sync",
@@ -76,6 +77,14 @@ def home_owner(path: str) -> str | None:
     if not paths.is_ancestor(TRASH_ROOT, path):
         return None
     return path[len(TRASH_ROOT) + 1 :].split("/", 1)[0]
+
+
+def inside_home(user: str, path: str) -> bool:
+    """Whether ``path`` (normalised) is below ``user``'s trash directory (not it)."""
+    try:
+        return paths.is_ancestor(home(user), path)
+    except InvalidArgument:
+        return False
 
 
 def in_trash(path: str) -> bool:

@@ -252,7 +252,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         path = requests.path(request.path)
         mode, owner, group = requests.mkdir_attributes(request, caller)
         Mkdir(path, mode, owner, group, request.parents).validate()
-        if not header.session_shard and trash.home_owner(path) == caller.user:
+        if not header.session_shard and trash.inside_home(caller.user, path):
             await self._trash_home(caller.user, self.timeout(context))
         member = await node.route(header, path, by_directory=False)
         if header.session_shard:
@@ -305,7 +305,8 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         """Make ``/.Trash`` (the superuser's, 0711) and ``/.Trash/<user>`` (``user``'s, 0700)
         if missing, as this master itself: a user may not create them (``/`` is not theirs),
         and must not be able to make another user's (``keelfs.client.trash``). Only for a
-        mkdir of a path in the caller's own trash."""
+        mkdir of a path inside the caller's own trash (never of those two themselves: the
+        calls below, as this master, then cannot come back here)."""
         internal = self.node.internal
         home = trash.home(user)
         if await internal.exists(home, deadline=timeout):
