@@ -233,6 +233,32 @@ class Client:
         deleted: list[str] = trash.run_sync(self, steps)
         return deleted
 
+    def set_quota(
+        self,
+        path: str,
+        *,
+        names: int | None = None,
+        space: int | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Set directory ``path``'s quota (superusers; HDFS's ``dfsadmin -setQuota`` and
+        ``-setSpaceQuota``): ``names`` files and directories in its subtree, itself included;
+        ``space`` bytes times replication. A limit left None is removed. Past it, a create,
+        mkdir, block allocation, close, replication raise or rename into the directory fails
+        with ``QuotaExceeded`` (docs/concepts.md, "Quotas", for what is exact)."""
+        clear = names is None and space is None
+        self._run(ops.set_quota(path, names, space, clear), deadline)
+
+    def clear_quota(self, path: str, *, deadline: float | None = None) -> None:
+        """Remove both of ``path``'s quotas (superusers)."""
+        self._run(ops.set_quota(path, None, None, True), deadline)
+
+    def quota(self, path: str, *, deadline: float | None = None) -> ops.QuotaSummary:
+        """``path``'s quota: its limits and what its subtree uses, summed over the shards."""
+        m = self._core.shard_map or self.shard_map()
+        replies = [self._run(ops.get_quota(path, shard), deadline) for shard in sorted(m.shards)]
+        return ops.quota_summary(path, replies)
+
     def rename(
         self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None
     ) -> None:

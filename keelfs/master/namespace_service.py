@@ -59,6 +59,7 @@ from keelfs.master import namespace_requests as requests
 from keelfs.master.batch import serve_batch
 from keelfs.master.block_service import BlockServiceMixin, locate
 from keelfs.master.member import Member
+from keelfs.master.quota_service import QuotaServiceMixin, refuse_quota_roots
 from keelfs.master.servicer import Audited, ServicerBase
 from keelfs.meta import paths
 from keelfs.meta.commands import (
@@ -115,7 +116,7 @@ def _txn_reply(value: dict[str, Any], info: pb.ReplyInfo) -> pb.TxnReply:
     )
 
 
-class NamespaceServicer(BlockServiceMixin, ServicerBase):
+class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, ServicerBase):
     def __init__(self, node: MetaNode) -> None:
         super().__init__(node)
 
@@ -410,6 +411,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 v, index, term = await self._replayed(member, cmd, request.header, timeout, caller)
                 counts = {k: int(v[k]) for k in ("files", "directories", "blocks")}
                 return pb.DeleteReply(info=self._reply(member, index, term), **counts)
+            refuse_quota_roots(member.sm, path, "delete")
             across = await cross_shard.delete(node, member, cmd, request.header, timeout, caller)
             if across is not None:
                 return pb.DeleteReply(info=self._reply(member), **across)
@@ -444,6 +446,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             if header.session_shard:
                 _, index, term = await self._replayed(member, cmd, header, timeout, caller)
                 return pb.RenameReply(info=self._reply(member, index, term))
+            refuse_quota_roots(member.sm, src, "rename")
             if m.shard_for_path(dst) != shard:
                 await cross_shard.rename(
                     node, member, src, dst, request.overwrite, header, timeout, caller

@@ -54,6 +54,7 @@ from keelfs.master.member import LogClock, Member, StructureLock, now_ms
 from keelfs.master.namespace_service import NamespaceServicer
 from keelfs.master.node_service import NodeServicer
 from keelfs.master.peers import PeerClient
+from keelfs.master.quota_service import QuotaReporter
 from keelfs.master.replication import ReplicationMonitor
 from keelfs.master.resharding import Resharder
 from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS, TxnManager
@@ -226,6 +227,7 @@ class MetaNode:
         self.audit = AuditLog(config.audit_log, config.node_id)
         self.guards = GuardSpreader(self)
         self.trash = TrashEmptier(self)
+        self.quota_reports = QuotaReporter(self)
 
     # ------------------------------------------------------------------ lifecycle
     def _transport(self, on_messages: OnMessages) -> Transport:
@@ -275,6 +277,7 @@ class MetaNode:
             self._tasks.append(asyncio.create_task(self.txns.recovery_loop(), name="txn-recovery"))
             self._tasks.append(asyncio.create_task(self.replication.loop(), name="replication"))
             self._tasks.append(asyncio.create_task(self.trash.loop(), name="trash"))
+            self._tasks.append(asyncio.create_task(self.quota_reports.loop(), name="quota-reports"))
         if self.config_member is not None:
             self._tasks.append(asyncio.create_task(self.resharder.loop(), name="resharding"))
             self._tasks.append(asyncio.create_task(self.block_keys.rotate_loop(), name="rotate"))
