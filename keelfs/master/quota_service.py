@@ -87,13 +87,29 @@ class QuotaServiceMixin:
             timeout = self.timeout(context)
             if not (await self.node.internal.stat(path, deadline=timeout)).is_dir:
                 raise NotADirectory(path)
-            for shard in sorted(self.node.shard_map.shards):
+            shards = sorted(self.node.shard_map.shards)
+            for shard in shards:
                 await self.node.internal.move_command(
                     shard, SetQuota.op, command.args(), deadline=timeout
                 )
+            if not request.clear:
+                await self._first_exchange(path, shards, timeout)
             return pb.SetQuotaReply(version=version)
 
         return await self.serve(context, work(), Audited("setQuota", request.path))
+
+    async def _first_exchange(self, path: str, shards: list[str], timeout: float) -> None:
+        """Tell every shard what the others hold under ``path`` now, before the request is
+        answered: without it each would count only its own part until the first periodic
+        reports."""
+        internal = self.node.internal
+        for shard in shards:
+            view = json.loads((await internal.get_quota_view(path, shard, timeout)).json)
+            usage = json.dumps({path: view["here"]})
+            for other in shards:
+                if other != shard:
+                    args = QuotaReport(shard, usage).args()
+                    await internal.move_command(other, QuotaReport.op, args, deadline=timeout)
 
     async def GetQuota(self, request: pb.GetQuotaRequest, context: Any) -> pb.GetQuotaReply:  # noqa: N802
         async def work() -> pb.GetQuotaReply:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from keelfs.errors import InvalidArgument
@@ -10,6 +11,7 @@ from keelfs.meta import paths, quotas
 from keelfs.meta.commands import QuotaReport, SetQuota
 from keelfs.meta.kvstore import Txn, prefix_end
 from keelfs.meta.machine import Context
+from keelfs.meta.records import decode_foreign
 from keelfs.meta.shard_records import ShardRecords, _entry_key, _subtree_entry_ranges
 
 __all__ = ["QuotaSteps"]
@@ -53,6 +55,21 @@ class QuotaSteps(ShardRecords):
             found = quotas.Limits.decode(raw)
             out[key[len(quotas.LIMIT) :].decode()] = [found.names, found.space, found.version]
         return out
+
+    def check_incoming(self, src: str, dst: str, records: Iterable[str]) -> None:
+        """``QuotaExceeded`` if moving ``records`` (encoded entries: a file, or a whole
+        subtree) from ``src`` to ``dst`` passes a quota that holds ``dst`` and not ``src``, as
+        this shard sees the usage (its own exact, the others' reports): a cross-shard
+        rename's check as a whole, before its parts are each checked where they land."""
+        roots = self.quota_limits
+        above_src = set(quotas.roots_above(src, roots))
+        gained = [r for r in quotas.roots_above(dst, roots) if r not in above_src]
+        if not gained:
+            return
+        total = quotas.Usage()
+        for record in records:
+            total = total + quotas.inode_usage(decode_foreign(record.encode()))
+        quotas.check(self._store, dict.fromkeys(gained, total), roots)
 
     def quota_roots_at_or_under(self, path: str) -> list[str]:
         """The quota directories that are ``path`` or below it."""

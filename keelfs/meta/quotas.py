@@ -263,15 +263,16 @@ def clear_reports(txn: Txn, root: str) -> None:
 def record_report(
     txn: Txn, shard: str, usage: Mapping[str, Usage], roots: Mapping[str, object]
 ) -> int:
-    """Keep ``shard``'s report for every quota directory known here; a directory it did not
-    report is taken as holding nothing there. The number of reports kept."""
+    """Keep ``shard``'s report for each quota directory in it that is known here (a report
+    may name only some: the one a new quota's first exchange is about). The number kept."""
     kept = 0
-    for root in roots:
+    for root, got in usage.items():
+        if root not in roots:
+            continue
         key = REPORT + _b(root) + b"\x00" + _b(shard)
-        got = usage.get(root, Usage())
         if got == Usage():
             txn.delete(key)
         else:
             txn.put(key, got.encode())
-            kept += 1
+        kept += 1
     return kept

@@ -170,7 +170,9 @@ def test_the_other_shards_reports_count_and_a_missed_quota_is_learned() -> None:
     s = d.session()
     refused = d.err(CreateInline.of("/q/b", b""), "QUOTA_EXCEEDED", s, 1)
     assert refused.error is not None and refused.error["used"] == 5
-    d.ok(QuotaReport("shard-2", json.dumps({})))  # nothing there now
+    d.ok(QuotaReport("shard-2", json.dumps({})))  # a report naming nothing changes nothing
+    _file(d, "/q/b", code="QUOTA_EXCEEDED")
+    d.ok(QuotaReport("shard-2", json.dumps({"/q": [0, 0]})))  # nothing there now
     _file(d, "/q/b")
     # a shard that never saw a set learns it from a report, and a newer clear wins
     fresh = _shard()
