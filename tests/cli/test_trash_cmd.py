@@ -9,6 +9,7 @@ as the OS user of the masters, so a client naming no other user is the superuser
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import time
@@ -20,9 +21,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from keelfs.cli.main import cli
-from keelfs.client import Client
+from keelfs.client import AsyncClient, Client
 from keelfs.client.identity import USER_ENV
-from keelfs.errors import NotFound, PermissionDenied
+from keelfs.errors import NotFound, PermissionDenied, QuotaExceeded
 from keelfs.meta import paths
 from keelfs.server.chunkservers import LocalChunkServers
 from keelfs.server.metacluster import MetaCluster
@@ -215,3 +216,30 @@ def test_one_users_trash_is_closed_to_others(cluster: tuple[MetaCluster, Any]) -
     assert root.stat("/.Trash/bob").owner == "bob"
     assert alice.expunge(immediate=True)
     assert not root.exists(where) and trashed(root, "bob", "/shared/b")
+
+
+def test_the_async_client_has_the_trash_and_quota_verbs(
+    cluster: tuple[MetaCluster, Any], me: str
+) -> None:
+    c, _ = cluster
+
+    async def main() -> None:
+        async with AsyncClient(c.config_addresses, tls=c.client_tls) as fs:
+            assert (await fs.server_defaults()).trash_interval_ms == INTERVAL_S * 1000
+            await fs.mkdir("/r6", parents=True)
+            await fs.write_bytes("/r6/f", b"async")
+            where = await fs.move_to_trash("/r6/f")
+            assert where == f"/.Trash/{fs.user}/Current/r6/f"
+            assert await fs.move_to_trash(where) is None  # in the trash already
+            await fs.expunge(immediate=True)
+            assert not await fs.exists(where)
+            await fs.set_quota("/r6", names=2)
+            await fs.write_bytes("/r6/one", b"")
+            with pytest.raises(QuotaExceeded):
+                await fs.write_bytes("/r6/two", b"")
+            q = await fs.quota("/r6")
+            assert (q.names_limit, q.names_used, q.names_remaining) == (2, 2, 0)
+            await fs.clear_quota("/r6")
+            await fs.write_bytes("/r6/two", b"")
+
+    asyncio.run(main())
