@@ -7,7 +7,8 @@ for a moment (a leader change during a round), the steps are idempotent: a check
 deleted twice is NOT_FOUND the second time, a ``Current`` renamed twice is gone the second
 time, and nothing is deleted that is younger than the interval.
 
-Each round, every interval, does for each user's trash what ``keelfs expunge`` does for one
+Each round, at every multiple of the interval on the wall clock (:func:`until_next_round`),
+does for each user's trash what ``keelfs expunge`` does for one
 (``keelfs.client.trash.expunge_steps``): delete the checkpoints older than the interval, then
 turn ``Current`` into a checkpoint. So what ``rm`` moved at time t is deleted between one and
 two intervals after t. The deletes go through the ordinary ``Delete`` (as this master: a
@@ -27,9 +28,17 @@ from keelfs.errors import KeelError, NotFound
 if TYPE_CHECKING:
     from keelfs.master.node import MetaNode
 
-__all__ = ["TrashEmptier"]
+__all__ = ["TrashEmptier", "until_next_round"]
 
 log = logging.getLogger(__name__)
+
+
+def until_next_round(now_ms: int, interval_ms: int) -> int:
+    """Milliseconds from ``now_ms`` to the next multiple of ``interval_ms`` of the wall clock
+    (as HDFS's emptier): rounds happen at the same times whichever master runs them and
+    however often masters restart (a countdown from each start would never end for a master
+    restarted more often than once an interval)."""
+    return interval_ms - now_ms % interval_ms
 
 
 class TrashEmptier:
@@ -49,7 +58,7 @@ class TrashEmptier:
         if interval_ms <= 0:
             return
         while True:
-            await asyncio.sleep(interval_ms / 1000)
+            await asyncio.sleep(until_next_round(trash.now_ms(), interval_ms) / 1000)
             if not self.designated():
                 continue
             try:

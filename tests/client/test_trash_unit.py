@@ -207,3 +207,11 @@ def test_checkpoint_names_and_owners() -> None:
     assert trash.home_owner("/.Trash") is None and trash.home_owner("/data") is None
     with pytest.raises(InvalidArgument):
         trash.home("a/b")
+
+
+def test_the_emptier_runs_at_multiples_of_the_interval_whenever_it_starts() -> None:
+    from keelfs.master.trash_emptier import until_next_round
+
+    assert until_next_round(DAY * 5 + 1000, DAY) == DAY - 1000
+    assert until_next_round(DAY * 5, DAY) == DAY  # just ran: the next one
+    assert until_next_round(7_500, 4_000) == 500
