@@ -38,6 +38,8 @@ class ServerDefaults:
     trash_interval_ms: int
     """How long the trash keeps what ``rm`` moved there; 0: no trash (``rm`` deletes)."""
     default_replication: int
+    user: str = ""
+    """Who the masters take this client for (with TLS: its certificate's user)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +407,7 @@ def server_defaults() -> Op:
 
 
 def server_defaults_result(reply: pb.ServerDefaultsReply) -> ServerDefaults:
-    return ServerDefaults(reply.trash_interval_ms, reply.default_replication)
+    return ServerDefaults(reply.trash_interval_ms, reply.default_replication, reply.user)
 
 
 def set_quota(path: str, names: int | None, space: int | None, clear: bool) -> Op:

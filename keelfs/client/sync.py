@@ -214,12 +214,12 @@ class Client:
         time appended), as ``keelfs rm`` does (``keelfs.client.trash``). Returns where it
         went, or None when nothing was moved: the trash is off on the cluster, or ``path``
         is in the trash already (delete it then, as HDFS's ``rm`` does). ``delete`` itself
-        never uses the trash (as HDFS's ``FileSystem.delete``).
-
-        With TLS the certificate names the user: give ``user=`` the same name."""
-        if (self.server_defaults()).trash_interval_ms == 0:
+        never uses the trash (as HDFS's ``FileSystem.delete``). The user is who the masters
+        take this client for (with TLS, its certificate's user: ``server_defaults().user``)."""
+        defaults = self.server_defaults()
+        if defaults.trash_interval_ms == 0:
             return None
-        steps = trash.move_steps(self.user, path, trash.now_ms)
+        steps = trash.move_steps(defaults.user or self.user, path, trash.now_ms)
         result: str | None = trash.run_sync(self, steps)
         return result
 
@@ -228,8 +228,9 @@ class Client:
         older than the trash interval are deleted, then ``Current`` becomes a new checkpoint;
         ``immediate``: everything in the trash is deleted at once. Returns the checkpoints
         deleted."""
-        interval = (self.server_defaults()).trash_interval_ms
-        steps = trash.expunge_steps(trash.home(self.user), interval, trash.now_ms(), immediate)
+        defaults = self.server_defaults()
+        home = trash.home(defaults.user or self.user)
+        steps = trash.expunge_steps(home, defaults.trash_interval_ms, trash.now_ms(), immediate)
         deleted: list[str] = trash.run_sync(self, steps)
         return deleted
 

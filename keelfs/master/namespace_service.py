@@ -639,11 +639,13 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, ServicerBase):
     async def GetServerDefaults(  # noqa: N802
         self, request: pb.ServerDefaultsRequest, context: Any
     ) -> pb.ServerDefaultsReply:
-        """What clients follow (HDFS's getServerDefaults): the trash interval."""
+        """What clients follow (HDFS's getServerDefaults): the trash interval; and who the
+        caller is here (whose trash ``rm`` uses: with TLS, the certificate's user)."""
         config = self.node.config
         return pb.ServerDefaultsReply(
             trash_interval_ms=config.trash_interval_ms,
             default_replication=config.default_replication,
+            user=self.caller(context).user,
         )
 
     # ------------------------------------------------------------------ batches

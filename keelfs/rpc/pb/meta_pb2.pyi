@@ -1127,12 +1127,14 @@ class ServerDefaultsRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
 
 class ServerDefaultsReply(_message.Message):
-    __slots__ = ("trash_interval_ms", "default_replication")
+    __slots__ = ("trash_interval_ms", "default_replication", "user")
     TRASH_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     trash_interval_ms: int
     default_replication: int
-    def __init__(self, trash_interval_ms: _Optional[int] = ..., default_replication: _Optional[int] = ...) -> None: ...
+    user: str
+    def __init__(self, trash_interval_ms: _Optional[int] = ..., default_replication: _Optional[int] = ..., user: _Optional[str] = ...) -> None: ...
 
 class SetQuotaRequest(_message.Message):
     __slots__ = ("header", "path", "names", "space", "clear")
