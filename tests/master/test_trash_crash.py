@@ -30,7 +30,7 @@ def _crossing_dir(fs: Client) -> tuple[str, str, str]:
     m = fs.shard_map()
     for _ in range(1000):
         d = f"/k{next(_fresh)}"
-        twin = f"/.Trash/{fs.user}/Current{d}"
+        twin = f"/.Trash/{fs.server_defaults().user}/Current{d}"
         mine, theirs = m.shard_for_directory(d), m.shard_for_directory(twin)
         if mine != theirs:
             fs.mkdir(d)
@@ -71,7 +71,7 @@ def test_a_leader_killed_mid_move_to_trash_leaves_the_file_in_exactly_one_place(
         where = None
     assert cluster._procs[victim].wait(timeout=30) == 137, cluster.log_tail(victim)
     cluster.restart(victim)
-    in_trash = f"/.Trash/{fs.user}/Current{d}/f"
+    in_trash = f"/.Trash/{fs.server_defaults().user}/Current{d}/f"
     found = _settled(fs, [f"{d}/f", in_trash])
     assert len(found) == 1, found
     assert found == ([in_trash] if where is not None else [f"{d}/f"])
