@@ -100,6 +100,9 @@ about 350 KB, under the 1 MiB command limit with room for one more inline record
 _RETRY_ANEW = frozenset({"UNAVAILABLE", "REDIRECT"})
 """Error codes of a transaction's abort after which the client's request may run again."""
 
+_WHOLE_STORE_OPS = frozenset({"set_quota", "quota_report"})
+"""Commands that see every record of the store, moving ranges' too: a quota's first count
+must count what ``_derive`` counts, every entry written here (``keelfs.meta.quotas``)."""
 _U64 = struct.Struct(">Q")
 _SELF = b"D"
 _ENTRY = b"E"
@@ -273,7 +276,7 @@ class ShardRecords(MetaStateMachine):
 
     def _stage(self, txn: Txn, command: Any) -> Txn:
         table = self.ranges
-        if not table or command.op.startswith("move_"):
+        if not table or command.op.startswith("move_") or command.op in _WHOLE_STORE_OPS:
             return txn.child()
         if isinstance(command, TxnBegin | TxnPrepare | TxnDecide | TxnFinish):
             return moves.GuardedTxn(txn, table, tx.home_dirs(self._part_of(txn, command)))

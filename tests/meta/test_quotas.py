@@ -248,3 +248,20 @@ def test_a_resharding_move_carries_the_usage_to_the_new_shard() -> None:
     dst.ok(MoveSettle(7, ranges, "src", False, True, 42))
     drop(src, 7, final=True)
     assert _used(src) == [2, 0] and _used(dst) == [4, 18]
+
+
+def test_a_quota_set_during_a_move_counts_the_records_being_moved_on_both_shards() -> None:
+    src, dst = _shard(ShardStateMachine(shard_id="src")), _shard(ShardStateMachine(shard_id="dst"))
+    src.ok(Mkdir("/q/d"))
+    for i in range(3):
+        _file(src, f"/q/d/f{i}", b"ab")
+    ranges = around("/q/d")
+    src.ok(MoveFreeze(7, ranges, "dst"))
+    copy(src, dst, 7, ranges)
+    for d in (src, dst):  # set while the records are on both shards
+        _quota(d, names=10, space=1000)
+    assert _used(src) == [5, 18] and _used(dst) == [4, 18]
+    src.ok(MoveSettle(7, ranges, "dst", True, True, 42))
+    dst.ok(MoveSettle(7, ranges, "src", False, True, 42))
+    drop(src, 7, final=True)
+    assert _used(src) == [2, 0] and _used(dst) == [4, 18]  # exact again, never below
