@@ -25,6 +25,8 @@
         ├── SessionExpired      SESSION_EXPIRED      session_id
         ├── PermissionDenied    PERMISSION_DENIED    path, user
         ├── ResourceExhausted   RESOURCE_EXHAUSTED   resource, limit: a per-principal limit
+        ├── QuotaExceeded       QUOTA_EXCEEDED       path, quota, limit, used, wanted: a
+        │                                            directory's name or space quota
         │                       of the chunk servers (the data path):
         ├── Fenced              FENCED               shard_id, epoch, current_epoch
         ├── StaleGeneration     STALE_GENERATION     block_id, gen, replica_gen
@@ -81,6 +83,7 @@ __all__ = [
     "PermissionDenied",
     "PipelineBroken",
     "Redirect",
+    "QuotaExceeded",
     "ResourceExhausted",
     "RetryableError",
     "SessionExpired",
@@ -440,6 +443,39 @@ class ResourceExhausted(OperationError):
     def __init__(self, resource: str = "", limit: int = 0, *, message: str = "") -> None:
         super().__init__(
             message or f"limit on {resource} reached ({limit})", resource=resource, limit=limit
+        )
+
+
+class QuotaExceeded(OperationError):
+    """A directory's quota would be exceeded: ``path`` the directory with the quota,
+    ``quota`` "names" (files and directories in its subtree, itself included: HDFS's
+    NSQuotaExceededException) or "space" (bytes times replication: HDFS's
+    DSQuotaExceededException), its ``limit``, what is ``used`` and what the request
+    ``wanted`` on top. Nothing was changed."""
+
+    code = "QUOTA_EXCEEDED"
+    detail_fields = ("path", "quota", "limit", "used", "wanted")
+
+    def __init__(
+        self,
+        path: str = "",
+        quota: str = "",
+        limit: int = 0,
+        used: int = 0,
+        wanted: int = 0,
+        *,
+        message: str = "",
+    ) -> None:
+        what = "name" if quota == "names" else "space"
+        super().__init__(
+            message
+            or f"the {what} quota of {path} is exceeded: limit {limit}, used {used}, "
+            f"requested {wanted} more",
+            path=path,
+            quota=quota,
+            limit=limit,
+            used=used,
+            wanted=wanted,
         )
 
 

@@ -1,5 +1,5 @@
-"""The file commands of the CLI: ``keelfs put|get|cat|ls|mkdir|rm|mv|stat|du|setrep`` and
-``chmod|chown|chgrp``.
+"""The file commands of the CLI: ``keelfs put|get|cat|ls|mkdir|rm|expunge|mv|stat|du|setrep``,
+``quota set|clear|show`` and ``chmod|chown|chgrp``.
 
 Each takes ``--address`` (any config server or master, or several separated by commas; without
 it ``$KEELFS_ADDRESS``, else the running ``keelfs local-cluster``, else ``127.0.0.1:7001``: the
@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from keelfs.cli.admin import address_option, open_cluster
-from keelfs.errors import InvalidPath, KeelError, NotFound
+from keelfs.errors import DirectoryNotEmpty, InvalidPath, KeelError, NotFound
 
 if TYPE_CHECKING:
     from keelfs.meta.records import FileInfo
@@ -243,13 +243,51 @@ def mkdir_cmd(path: str, parents: bool, address: str | None, as_json: bool) -> N
 @click.command("rm")
 @click.argument("path")
 @click.option("-r", "recursive", is_flag=True, help="A directory and everything in it.")
+@click.option("--skip-trash", is_flag=True, help="Delete at once instead of moving to the trash.")
 @_options
-def rm_cmd(path: str, recursive: bool, address: str | None, as_json: bool) -> None:
-    """Delete a file or a directory."""
+def rm_cmd(
+    path: str, recursive: bool, skip_trash: bool, address: str | None, as_json: bool
+) -> None:
+    """Remove a file or a directory: moved to your trash (/.Trash/USER/Current/PATH, kept for
+    the cluster's trash interval; `keelfs expunge` empties it), or deleted at once with
+    --skip-trash, when the cluster has no trash, or for a path in the trash already."""
     with _client(address, path) as fs:
+        where = None if skip_trash else _to_trash(fs, path, recursive)
+        if where is not None:
+            if as_json:
+                click.echo(json.dumps({"path": path, "trash": where}, sort_keys=True))
+            else:
+                click.echo(f"{path}: moved to trash at {where}")
+            return
         result = fs.delete(path, recursive=recursive)
     if as_json:
         click.echo(json.dumps({"path": path, **asdict(result)}, sort_keys=True))
+
+
+def _to_trash(fs: Any, path: str, recursive: bool) -> str | None:
+    """Move ``path`` to the trash (None: not moved, delete it). A directory with something
+    in it needs -r, as for a delete."""
+    if not recursive and fs.stat(path).is_dir and next(iter(fs.ls(path)), None) is not None:
+        raise DirectoryNotEmpty(path)
+    where: str | None = fs.move_to_trash(path)
+    return where
+
+
+@click.command("expunge")
+@click.option(
+    "--immediate", is_flag=True, help="Delete everything in your trash now, Current included."
+)
+@_options
+def expunge_cmd(immediate: bool, address: str | None, as_json: bool) -> None:
+    """Empty your trash: delete the checkpoints older than the trash interval and make
+    Current a new checkpoint (as `hdfs dfs -expunge`); the masters do this every interval."""
+    with _client(address) as fs:
+        deleted = fs.expunge(immediate=immediate)
+    if as_json:
+        click.echo(json.dumps({"deleted": deleted}))
+    else:
+        for checkpoint in deleted:
+            click.echo(f"deleted {checkpoint}")
 
 
 @click.command("mv")
@@ -300,16 +338,94 @@ def stat_cmd(path: str, address: str | None, as_json: bool) -> None:
 @click.argument("path", default="/")
 @_options
 def du_cmd(path: str, address: str | None, as_json: bool) -> None:
-    """Bytes, files and directories under a path (and the space their replicas take)."""
+    """Bytes, files and directories under a path (and the space their replicas take), and
+    the directory's quota if it has one."""
     with _client(address, path) as fs:
         s = fs.du(path)
+        quota = fs.quota(path) if s.directory_count else None
+    has_quota = quota is not None and (
+        quota.names_limit is not None or quota.space_limit is not None
+    )
     if as_json:
-        click.echo(json.dumps({"path": path, **asdict(s)}, sort_keys=True))
-    else:
-        click.echo(
-            f"{s.length} bytes in {s.file_count} files, {s.directory_count} directories "
-            f"({s.space_consumed} bytes with replicas)  {path}"
-        )
+        out: dict[str, Any] = {"path": path, **asdict(s)}
+        if has_quota:
+            out["quota"] = _quota_dict(quota)
+        click.echo(json.dumps(out, sort_keys=True))
+        return
+    click.echo(
+        f"{s.length} bytes in {s.file_count} files, {s.directory_count} directories "
+        f"({s.space_consumed} bytes with replicas)  {path}"
+    )
+    if has_quota:
+        click.echo(_quota_line(quota))
+
+
+def _quota_dict(q: Any) -> dict[str, Any]:
+    return {
+        "path": q.path,
+        "names_limit": q.names_limit,
+        "names_used": q.names_used,
+        "names_remaining": q.names_remaining,
+        "space_limit": q.space_limit,
+        "space_used": q.space_used,
+        "space_remaining": q.space_remaining,
+    }
+
+
+def _quota_line(q: Any) -> str:
+    def part(what: str, limit: int | None, used: int, left: int | None) -> str:
+        if limit is None:
+            return f"{what}: no quota ({used} used)"
+        return f"{what}: {used} of {limit} used, {left} remaining"
+
+    names = part("names", q.names_limit, q.names_used, q.names_remaining)
+    space = part("space", q.space_limit, q.space_used, q.space_remaining)
+    return f"quota of {q.path}: {names}; {space}"
+
+
+@click.group("quota")
+def quota_group() -> None:
+    """Directory quotas (HDFS's): how many names (files and directories, the directory
+    included) and how much space (bytes times replication) a directory's subtree may hold.
+    Setting and clearing them is for superusers."""
+
+
+@quota_group.command("set")
+@click.argument("path")
+@click.option("--names", type=click.IntRange(1), default=None, help="Files and directories.")
+@click.option("--space", type=click.IntRange(0), default=None, help="Bytes times replication.")
+@_options
+def quota_set_cmd(
+    path: str, names: int | None, space: int | None, address: str | None, as_json: bool
+) -> None:
+    """Set PATH's quota (a limit not given is removed)."""
+    if names is None and space is None:
+        raise click.UsageError("give --names and/or --space (or use `keelfs quota clear`)")
+    with _client(address, path) as fs:
+        fs.set_quota(path, names=names, space=space)
+        q = fs.quota(path)
+    click.echo(json.dumps(_quota_dict(q), sort_keys=True) if as_json else _quota_line(q))
+
+
+@quota_group.command("clear")
+@click.argument("path")
+@_options
+def quota_clear_cmd(path: str, address: str | None, as_json: bool) -> None:
+    """Remove PATH's name and space quotas."""
+    with _client(address, path) as fs:
+        fs.clear_quota(path)
+    if as_json:
+        click.echo(json.dumps({"path": path, "cleared": True}))
+
+
+@quota_group.command("show")
+@click.argument("path")
+@_options
+def quota_show_cmd(path: str, address: str | None, as_json: bool) -> None:
+    """PATH's quotas: limit, used and remaining (as `hdfs dfs -count -q`)."""
+    with _client(address, path) as fs:
+        q = fs.quota(path)
+    click.echo(json.dumps(_quota_dict(q), sort_keys=True) if as_json else _quota_line(q))
 
 
 @click.command("setrep")
@@ -406,6 +522,6 @@ def chgrp_cmd(group: str, path: str, recursive: bool, address: str | None, as_js
 
 
 FILE_COMMANDS = [
-    put_cmd, get_cmd, cat_cmd, ls_cmd, mkdir_cmd, rm_cmd, mv_cmd, stat_cmd, du_cmd, setrep_cmd,
-    chmod_cmd, chown_cmd, chgrp_cmd,
+    put_cmd, get_cmd, cat_cmd, ls_cmd, mkdir_cmd, rm_cmd, expunge_cmd, mv_cmd, stat_cmd, du_cmd,
+    setrep_cmd, quota_group, chmod_cmd, chown_cmd, chgrp_cmd,
 ]  # fmt: skip

@@ -53,6 +53,7 @@ it: ``complete`` uses that session again.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -62,6 +63,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from keelfs.client.identity import ACTING_FOR
 from keelfs.errors import (
     InvalidArgument,
     NotFound,
@@ -409,7 +411,7 @@ class Core:
         self._readers: dict[str, str] = {}
         """Per group, the member reads go to (see ``_spread``; fresh reads pass a ReadIndex
         barrier there)."""
-        self._pools: dict[str, SessionPool] = {}
+        self._pools: dict[tuple[str, str], SessionPool] = {}
         self.writers: dict[str, tuple[str, int]] = {}
         """Files this client created and has not completed: path -> (group, session id)."""
         self.stats = {"calls": 0, "retries": 0, "unknown_outcomes": 0, "redirects": 0}
@@ -437,10 +439,15 @@ class Core:
             return self._leaders.get(group)
 
     def pool(self, group: str) -> SessionPool:
+        """The sessions of ``group`` for whom this call acts: a master's internal client
+        acting for a user (``ACTING_FOR``) has pools apart for each, since a session may be
+        used only by the user that registered it (``keelfs.meta.sessions.check_owner``)."""
+        acting = ACTING_FOR.get()
+        key = (group, "" if acting is None else json.dumps(acting, sort_keys=True))
         with self._lock:
-            pool = self._pools.get(group)
+            pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[group] = SessionPool(group, self.max_sessions, self.clock)
+                pool = self._pools[key] = SessionPool(group, self.max_sessions, self.clock)
             return pool
 
     def pools(self) -> list[SessionPool]:

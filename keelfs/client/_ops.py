@@ -6,6 +6,7 @@ Paths are checked here, before anything is sent (``keelfs.meta.paths``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from keelfs.meta.records import MAX_INLINE_BYTES
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import session_id_to_pb
 
-__all__ = ["DeleteResult", "norm"]
+__all__ = ["DeleteResult", "QuotaSummary", "ServerDefaults", "norm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,38 @@ class DeleteResult:
     files: int
     directories: int
     blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerDefaults:
+    """What the masters tell clients to follow (HDFS's ``FsServerDefaults``)."""
+
+    trash_interval_ms: int
+    """How long the trash keeps what ``rm`` moved there; 0: no trash (``rm`` deletes)."""
+    default_replication: int
+    user: str = ""
+    """Who the masters take this client for (with TLS: its certificate's user)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSummary:
+    """A directory's quota (HDFS's ``count -q``): the limits (None: none of that kind) and
+    what its subtree uses, summed over the shards (each read linearizably, one after the
+    other: not one instant across shards)."""
+
+    path: str
+    names_limit: int | None
+    space_limit: int | None
+    names_used: int
+    space_used: int
+
+    @property
+    def names_remaining(self) -> int | None:
+        return None if self.names_limit is None else self.names_limit - self.names_used
+
+    @property
+    def space_remaining(self) -> int | None:
+        return None if self.space_limit is None else self.space_limit - self.space_used
 
 
 def norm(path: str, argument: str = "path") -> str:
@@ -391,3 +424,54 @@ def list_chunk_servers() -> Op:
 
 def delete_result(reply: pb.DeleteReply) -> DeleteResult:
     return DeleteResult(reply.files, reply.directories, reply.blocks)
+
+
+def server_defaults() -> Op:
+    """``GetServerDefaults``, from any member of the shard holding ``/``."""
+    build = lambda h: pb.ServerDefaultsRequest(header=h)  # noqa: E731
+    return namespace_op(
+        "GetServerDefaults", _entry(paths.ROOT), build, write=False, session=False,
+        any_member=True,
+    )  # fmt: skip
+
+
+def server_defaults_result(reply: pb.ServerDefaultsReply) -> ServerDefaults:
+    return ServerDefaults(reply.trash_interval_ms, reply.default_replication, reply.user)
+
+
+def set_quota(path: str, names: int | None, space: int | None, clear: bool) -> Op:
+    """``SetQuota`` (superusers): the master sets it on every shard."""
+    path = norm(path)
+    if names is not None:
+        check_range(names, 1, MAX_INT, "names")
+    if space is not None:
+        check_range(space, 0, MAX_INT, "space")
+    if not clear and names is None and space is None:
+        raise InvalidArgument("give a names or space quota (or clear it)", "names")
+
+    def build(h: pb.RequestHeader) -> pb.SetQuotaRequest:
+        req = pb.SetQuotaRequest(header=h, path=path, clear=clear)
+        if names is not None:
+            req.names = names
+        if space is not None:
+            req.space = space
+        return req
+
+    return namespace_op("SetQuota", _entry(path), build, write=False, session=False)
+
+
+def get_quota(path: str, shard_id: str) -> Op:
+    """``GetQuota`` of ``path`` as shard ``shard_id`` sees it (any member, linearizable)."""
+    path = norm(path)
+    build = lambda h: pb.GetQuotaRequest(header=h, path=path, group=shard_id)  # noqa: E731
+    return Op("Namespace", "GetQuota", Route("shard", shard_id), build, False, False,
+              any_member=True)  # fmt: skip
+
+
+def quota_summary(path: str, replies: list[pb.GetQuotaReply]) -> QuotaSummary:
+    """The shards' views of ``path``'s quota summed: the limits as the first shard has them."""
+    views = [json.loads(r.json) for r in replies]
+    first = views[0] if views else {"names": None, "space": None}
+    names = sum(int(v["here"][0]) for v in views)
+    space = sum(int(v["here"][1]) for v in views)
+    return QuotaSummary(norm(path), first["names"], first["space"], names, space)

@@ -16,7 +16,7 @@ from typing import Any, Literal, overload
 import grpc
 
 from keelfs.client import _ops as ops
-from keelfs.client import files
+from keelfs.client import files, trash
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.client.batching import BATCHED_METHODS, Batcher
 from keelfs.client.identity import ACTING_FOR, aio_interceptors, default_user
@@ -252,6 +252,64 @@ class AsyncClient:
         self, path: str, *, recursive: bool = False, deadline: float | None = None
     ) -> ops.DeleteResult:
         return ops.delete_result(await self._run(ops.delete(path, recursive), deadline))
+
+    async def server_defaults(self, *, deadline: float | None = None) -> ops.ServerDefaults:
+        """What the masters tell clients to follow: the trash interval (0: no trash)."""
+        return ops.server_defaults_result(await self._run(ops.server_defaults(), deadline))
+
+    async def move_to_trash(self, path: str) -> str | None:
+        """Move ``path`` (a file or a whole directory) into this client's user's trash,
+        ``/.Trash/<user>/Current/<path>``, with one rename (atomic; a taken name gets the
+        time appended), as ``keelfs rm`` does (``keelfs.client.trash``). Returns where it
+        went, or None when nothing was moved: the trash is off on the cluster, or ``path``
+        is in the trash already (delete it then, as HDFS's ``rm`` does). ``delete`` itself
+        never uses the trash (as HDFS's ``FileSystem.delete``). The user is who the masters
+        take this client for (with TLS, its certificate's user: ``server_defaults().user``)."""
+        defaults = await self.server_defaults()
+        if defaults.trash_interval_ms == 0:
+            return None
+        steps = trash.move_steps(defaults.user or self.user, path, trash.now_ms)
+        result: str | None = await trash.run_async(self, steps)
+        return result
+
+    async def expunge(self, *, immediate: bool = False) -> list[str]:
+        """Empty this user's trash as ``keelfs expunge`` (HDFS's ``-expunge``): checkpoints
+        older than the trash interval are deleted, then ``Current`` becomes a new checkpoint;
+        ``immediate``: everything in the trash is deleted at once. Returns the checkpoints
+        deleted."""
+        defaults = await self.server_defaults()
+        home = trash.home(defaults.user or self.user)
+        steps = trash.expunge_steps(home, defaults.trash_interval_ms, trash.now_ms(), immediate)
+        deleted: list[str] = await trash.run_async(self, steps)
+        return deleted
+
+    async def set_quota(
+        self,
+        path: str,
+        *,
+        names: int | None = None,
+        space: int | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Set directory ``path``'s quota (superusers; HDFS's ``dfsadmin -setQuota`` and
+        ``-setSpaceQuota``): ``names`` files and directories in its subtree, itself included;
+        ``space`` bytes times replication. A limit left None is removed. Past it, a create,
+        mkdir, block allocation, close, replication raise or rename into the directory fails
+        with ``QuotaExceeded`` (docs/concepts.md, "Quotas", for what is exact)."""
+        clear = names is None and space is None
+        await self._run(ops.set_quota(path, names, space, clear), deadline)
+
+    async def clear_quota(self, path: str, *, deadline: float | None = None) -> None:
+        """Remove both of ``path``'s quotas (superusers)."""
+        await self._run(ops.set_quota(path, None, None, True), deadline)
+
+    async def quota(self, path: str, *, deadline: float | None = None) -> ops.QuotaSummary:
+        """``path``'s quota: its limits and what its subtree uses, summed over the shards."""
+        m = self._core.shard_map or await self.shard_map()
+        replies = [
+            await self._run(ops.get_quota(path, shard), deadline) for shard in sorted(m.shards)
+        ]
+        return ops.quota_summary(path, replies)
 
     async def rename(
         self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None

@@ -11,7 +11,7 @@ from typing import Any, Literal, overload
 import grpc
 
 from keelfs.client import _ops as ops
-from keelfs.client import files, sync_files
+from keelfs.client import files, sync_files, trash
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.client.identity import default_user, with_user
 from keelfs.errors import NotFound
@@ -203,6 +203,62 @@ class Client:
         self, path: str, *, recursive: bool = False, deadline: float | None = None
     ) -> ops.DeleteResult:
         return ops.delete_result(self._run(ops.delete(path, recursive), deadline))
+
+    def server_defaults(self, *, deadline: float | None = None) -> ops.ServerDefaults:
+        """What the masters tell clients to follow: the trash interval (0: no trash)."""
+        return ops.server_defaults_result(self._run(ops.server_defaults(), deadline))
+
+    def move_to_trash(self, path: str) -> str | None:
+        """Move ``path`` (a file or a whole directory) into this client's user's trash,
+        ``/.Trash/<user>/Current/<path>``, with one rename (atomic; a taken name gets the
+        time appended), as ``keelfs rm`` does (``keelfs.client.trash``). Returns where it
+        went, or None when nothing was moved: the trash is off on the cluster, or ``path``
+        is in the trash already (delete it then, as HDFS's ``rm`` does). ``delete`` itself
+        never uses the trash (as HDFS's ``FileSystem.delete``). The user is who the masters
+        take this client for (with TLS, its certificate's user: ``server_defaults().user``)."""
+        defaults = self.server_defaults()
+        if defaults.trash_interval_ms == 0:
+            return None
+        steps = trash.move_steps(defaults.user or self.user, path, trash.now_ms)
+        result: str | None = trash.run_sync(self, steps)
+        return result
+
+    def expunge(self, *, immediate: bool = False) -> list[str]:
+        """Empty this user's trash as ``keelfs expunge`` (HDFS's ``-expunge``): checkpoints
+        older than the trash interval are deleted, then ``Current`` becomes a new checkpoint;
+        ``immediate``: everything in the trash is deleted at once. Returns the checkpoints
+        deleted."""
+        defaults = self.server_defaults()
+        home = trash.home(defaults.user or self.user)
+        steps = trash.expunge_steps(home, defaults.trash_interval_ms, trash.now_ms(), immediate)
+        deleted: list[str] = trash.run_sync(self, steps)
+        return deleted
+
+    def set_quota(
+        self,
+        path: str,
+        *,
+        names: int | None = None,
+        space: int | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Set directory ``path``'s quota (superusers; HDFS's ``dfsadmin -setQuota`` and
+        ``-setSpaceQuota``): ``names`` files and directories in its subtree, itself included;
+        ``space`` bytes times replication. A limit left None is removed. Past it, a create,
+        mkdir, block allocation, close, replication raise or rename into the directory fails
+        with ``QuotaExceeded`` (docs/concepts.md, "Quotas", for what is exact)."""
+        clear = names is None and space is None
+        self._run(ops.set_quota(path, names, space, clear), deadline)
+
+    def clear_quota(self, path: str, *, deadline: float | None = None) -> None:
+        """Remove both of ``path``'s quotas (superusers)."""
+        self._run(ops.set_quota(path, None, None, True), deadline)
+
+    def quota(self, path: str, *, deadline: float | None = None) -> ops.QuotaSummary:
+        """``path``'s quota: its limits and what its subtree uses, summed over the shards."""
+        m = self._core.shard_map or self.shard_map()
+        replies = [self._run(ops.get_quota(path, shard), deadline) for shard in sorted(m.shards)]
+        return ops.quota_summary(path, replies)
 
     def rename(
         self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None

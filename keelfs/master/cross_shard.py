@@ -407,6 +407,7 @@ async def rename(
     else:
         theirs.append(Step("absent", dst))
     theirs += [Step("put_entry", dst, record), Step("touch", dst_dir)]
+    sm.check_incoming(src, dst, [record])
     outcome = await node.txns.run(
         member, "rename", own, {target: theirs}, header, timeout, request, caller=caller
     )
@@ -457,6 +458,8 @@ async def _move_tree(
             Step("touch", dst_dir),
         ]
     )
+    puts = [s.record for part in parts.values() for s in part if s.kind == "put_entry"]
+    member.sm.check_incoming(src, dst, puts)
     own = parts.pop(member.group_id)
     outcome = await node.txns.run(
         member, "rename", own, parts, header, timeout, request, caller=caller

@@ -18,9 +18,11 @@ from keelfs.meta.commands import (
     Create,
     CreateInline,
     Delete,
+    QuotaReport,
     Rename,
     SetOwner,
     SetPermission,
+    SetQuota,
     SetReplication,
     SetTimes,
     SetTraverseGuard,
@@ -162,9 +164,11 @@ def list_dir(request: pb.ListDirRequest) -> tuple[str, str | None, int]:
 
 
 def move(request: pb.MoveRequest) -> Command:
-    """The command a peer's ``Move`` carries: a resharding step (``move_*``) or the
+    """The command a peer's ``Move`` carries: a resharding step (``move_*``), the
     ``set_traverse_guard`` a master sends every shard after a chmod or chown of a directory
-    (``keelfs.master.guards``)."""
-    if not (request.op.startswith("move_") or request.op == SetTraverseGuard.op):
+    (``keelfs.master.guards``), or a quota's ``set_quota``/``quota_report``
+    (``keelfs.master.quota_service``)."""
+    allowed = (SetTraverseGuard.op, SetQuota.op, QuotaReport.op)
+    if not (request.op.startswith("move_") or request.op in allowed):
         raise InvalidArgument(f"{request.op!r} is not a move command", "op")
     return commands.decode_command(request.op, request.args, commands.SHARD_COMMANDS)

@@ -44,6 +44,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from keelfs import failpoints
+from keelfs.client import trash
 from keelfs.client.identity import ACTING_FOR
 from keelfs.errors import (
     AlreadyExists,
@@ -58,6 +59,7 @@ from keelfs.master import namespace_requests as requests
 from keelfs.master.batch import serve_batch
 from keelfs.master.block_service import BlockServiceMixin, locate
 from keelfs.master.member import Member
+from keelfs.master.quota_service import QuotaServiceMixin, refuse_quota_roots
 from keelfs.master.servicer import Audited, ServicerBase
 from keelfs.meta import paths
 from keelfs.meta.commands import (
@@ -71,7 +73,7 @@ from keelfs.meta.commands import (
     TxnPrepare,
 )
 from keelfs.meta.namespace import ShardStateMachine
-from keelfs.meta.principals import READ, Caller
+from keelfs.meta.principals import DEFAULT_GROUP, DEFAULT_OWNER, READ, Caller
 from keelfs.meta.records import FileInfo
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import file_info_to_pb, session_id_from_pb, session_id_to_pb, summary_to_pb
@@ -114,7 +116,7 @@ def _txn_reply(value: dict[str, Any], info: pb.ReplyInfo) -> pb.TxnReply:
     )
 
 
-class NamespaceServicer(BlockServiceMixin, ServicerBase):
+class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, ServicerBase):
     def __init__(self, node: MetaNode) -> None:
         super().__init__(node)
 
@@ -251,6 +253,8 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         path = requests.path(request.path)
         mode, owner, group = requests.mkdir_attributes(request, caller)
         Mkdir(path, mode, owner, group, request.parents).validate()
+        if not header.session_shard and trash.inside_home(caller.user, path):
+            await self._trash_home(caller.user, self.timeout(context))
         member = await node.route(header, path, by_directory=False)
         if header.session_shard:
             return await self._mkdir_replayed(member, request, path, self.timeout(context), caller)
@@ -297,6 +301,26 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
         elif not (request.parents and isinstance(err, AlreadyExists) and sm.stat(path).is_dir):
             raise err
         return pb.MkdirReply(created=created, info=self._reply(member, index, term))
+
+    async def _trash_home(self, user: str, timeout: float) -> None:
+        """Make ``/.Trash`` (the superuser's, 0711) and ``/.Trash/<user>`` (``user``'s, 0700)
+        if missing, as this master itself: a user may not create them (``/`` is not theirs),
+        and must not be able to make another user's (``keelfs.client.trash``). Only for a
+        mkdir of a path inside the caller's own trash (never of those two themselves: the
+        calls below, as this master, then cannot come back here)."""
+        internal = self.node.internal
+        home = trash.home(user)
+        if await internal.exists(home, deadline=timeout):
+            return
+        wanted = (
+            (trash.TRASH_ROOT, trash.TRASH_ROOT_MODE, DEFAULT_OWNER),
+            (home, trash.TRASH_HOME_MODE, user),
+        )
+        for directory, mode, owner in wanted:
+            await internal.mkdir(
+                directory, parents=True, mode=mode, owner=owner, group=DEFAULT_GROUP,
+                deadline=timeout,
+            )  # fmt: skip
 
     async def _mkdir_replayed(
         self,
@@ -431,6 +455,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
                 v, index, term = await self._replayed(member, cmd, request.header, timeout, caller)
                 counts = {k: int(v[k]) for k in ("files", "directories", "blocks")}
                 return pb.DeleteReply(info=self._reply(member, index, term), **counts)
+            refuse_quota_roots(member.sm, path, "delete")
             across = await cross_shard.delete(node, member, cmd, request.header, timeout, caller)
             if across is not None:
                 return pb.DeleteReply(info=self._reply(member), **across)
@@ -465,6 +490,7 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             if header.session_shard:
                 _, index, term = await self._replayed(member, cmd, header, timeout, caller)
                 return pb.RenameReply(info=self._reply(member, index, term))
+            refuse_quota_roots(member.sm, src, "rename")
             if m.shard_for_path(dst) != shard:
                 await cross_shard.rename(
                     node, member, src, dst, request.overwrite, header, timeout, caller
@@ -659,6 +685,19 @@ class NamespaceServicer(BlockServiceMixin, ServicerBase):
             )
 
         return await self.serve(context, work())
+
+    # ------------------------------------------------------------------ settings
+    async def GetServerDefaults(  # noqa: N802
+        self, request: pb.ServerDefaultsRequest, context: Any
+    ) -> pb.ServerDefaultsReply:
+        """What clients follow (HDFS's getServerDefaults): the trash interval; and who the
+        caller is here (whose trash ``rm`` uses: with TLS, the certificate's user)."""
+        config = self.node.config
+        return pb.ServerDefaultsReply(
+            trash_interval_ms=config.trash_interval_ms,
+            default_replication=config.default_replication,
+            user=self.caller(context).user,
+        )
 
     # ------------------------------------------------------------------ batches
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchReply:  # noqa: N802

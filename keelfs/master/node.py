@@ -41,6 +41,7 @@ from typing import Any
 import grpc
 
 from keelfs import failpoints
+from keelfs.client.trash import DEFAULT_TRASH_INTERVAL_MS
 from keelfs.errors import InvalidArgument, KeelError, NotFound, NotLeader, Redirect, Unavailable
 from keelfs.master.audit import AuditLog
 from keelfs.master.block_keys import BlockKeys
@@ -53,9 +54,11 @@ from keelfs.master.member import LogClock, Member, StructureLock, now_ms
 from keelfs.master.namespace_service import NamespaceServicer
 from keelfs.master.node_service import NodeServicer
 from keelfs.master.peers import PeerClient
+from keelfs.master.quota_service import QuotaReporter
 from keelfs.master.replication import ReplicationMonitor
 from keelfs.master.resharding import Resharder
 from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS, TxnManager
+from keelfs.master.trash_emptier import TrashEmptier
 from keelfs.meta import paths
 from keelfs.meta.commands import (
     DEFAULT_REPLICATION,
@@ -176,6 +179,11 @@ class NodeConfig:
     """Replicated semantics of the shards (the same on every master)."""
     max_open_txns: int = DEFAULT_MAX_OPEN_TXNS
     """Replicated semantics of the shards (the same on every master)."""
+    trash_interval_ms: int = DEFAULT_TRASH_INTERVAL_MS
+    """How long the trash keeps what ``rm`` moved there (``keelfs.client.trash``); 0: no
+    trash. Clients learn it from ``GetServerDefaults``; the leader of the shard holding
+    ``/.Trash``'s children empties it (``keelfs.master.trash_emptier``). The same on every
+    master."""
     tls: TlsSettings | None = None
     """This node's TLS material (``keelfs.tls``): mutual TLS on both ports and every channel,
     the access classes of ``keelfs.rpc.access`` enforced. None: plain gRPC (loopback, or
@@ -218,6 +226,8 @@ class MetaNode:
         """Who each request acts for (the certificate's user with TLS)."""
         self.audit = AuditLog(config.audit_log, config.node_id)
         self.guards = GuardSpreader(self)
+        self.trash = TrashEmptier(self)
+        self.quota_reports = QuotaReporter(self)
 
     # ------------------------------------------------------------------ lifecycle
     def _transport(self, on_messages: OnMessages) -> Transport:
@@ -266,6 +276,8 @@ class MetaNode:
             self._tasks.append(asyncio.create_task(self.block_keys.refresh_loop(), name="keys"))
             self._tasks.append(asyncio.create_task(self.txns.recovery_loop(), name="txn-recovery"))
             self._tasks.append(asyncio.create_task(self.replication.loop(), name="replication"))
+            self._tasks.append(asyncio.create_task(self.trash.loop(), name="trash"))
+            self._tasks.append(asyncio.create_task(self.quota_reports.loop(), name="quota-reports"))
         if self.config_member is not None:
             self._tasks.append(asyncio.create_task(self.resharder.loop(), name="resharding"))
             self._tasks.append(asyncio.create_task(self.block_keys.rotate_loop(), name="rotate"))

@@ -17,7 +17,7 @@ from typing import Any
 
 from keelfs.client import AsyncClient
 from keelfs.client._core import CONFIG_ROUTE, Op, Route
-from keelfs.client._ops import namespace_op, norm
+from keelfs.client._ops import get_quota, namespace_op, norm
 from keelfs.errors import NotFound
 from keelfs.meta.records import FileInfo
 from keelfs.meta.shardmap import BlockKey
@@ -174,6 +174,13 @@ class PeerClient(AsyncClient):
         body = json.dumps(args, separators=(",", ":"))
         reply = await self._run(move_command(group, op, body), deadline)
         return dict(json.loads(reply.result))
+
+    async def get_quota_view(
+        self, path: str, shard: str, deadline: float | None = None
+    ) -> pb.GetQuotaReply:
+        """``path``'s quota as shard ``shard`` sees it (``GetQuota``)."""
+        reply: pb.GetQuotaReply = await self._run(get_quota(path, shard), deadline)
+        return reply
 
     async def move_read(
         self,

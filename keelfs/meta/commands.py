@@ -78,6 +78,7 @@ __all__ = [
     "MoveFreeze",
     "MoveIngest",
     "MoveSettle",
+    "QuotaReport",
     "RegisterChunkServer",
     "RegisterMaster",
     "RegisterSession",
@@ -89,6 +90,7 @@ __all__ = [
     "SealRing",
     "SetOwner",
     "SetPermission",
+    "SetQuota",
     "SetReplication",
     "SetShardMembers",
     "SetTimes",
@@ -712,6 +714,84 @@ class DequeueBlockDeletes(Command):
             check_range(block_id, 1, MAX_INT, "block_ids")
 
 
+MAX_QUOTA_ROOTS_PER_REPORT = 10_000
+
+
+def _check_reported_limits(text: str) -> None:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise InvalidArgument("limits is not JSON", "limits") from None
+    if not isinstance(body, dict) or len(body) > MAX_QUOTA_ROOTS_PER_REPORT:
+        raise InvalidArgument("limits must be an object of at most 10,000 paths", "limits")
+    for path, value in body.items():
+        check_path(path, "limits")
+        ok = isinstance(value, list) and len(value) == 3
+        if ok:
+            names, space, version = value
+            ok = (
+                (names is None or (type(names) is int and 1 <= names <= MAX_INT))
+                and (space is None or (type(space) is int and 0 <= space <= MAX_INT))
+                and type(version) is int
+                and 0 <= version <= MAX_INT
+            )
+        if not ok:
+            raise InvalidArgument(f"limits of {path} must be [names, space, version]", "limits")
+
+
+@dataclass(frozen=True, slots=True)
+class SetQuota(Command):
+    """Set the name and space quota of directory ``path`` on this shard (both None: clear
+    it). Every shard holds every quota's limits (``keelfs.meta.quotas``); the master that
+    serves a superuser's request proposes this on each. ``version`` (the master's clock then,
+    the same on every shard) orders sets: an older one arriving late changes nothing."""
+
+    op: ClassVar[str] = "set_quota"
+    servers_only: ClassVar[bool] = True
+    path: str
+    names: int | None = None
+    space: int | None = None
+    version: int = 0
+
+    def validate(self) -> None:
+        if check_path(self.path) == paths.ROOT:
+            raise InvalidArgument("a quota on / is not supported: set it on a directory", "path")
+        if self.names is not None:
+            check_range(self.names, 1, MAX_INT, "names")
+        if self.space is not None:
+            check_range(self.space, 0, MAX_INT, "space")
+        check_range(self.version, 0, MAX_INT, "version")
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaReport(Command):
+    """What shard ``shard`` holds under each quota directory, ``usage`` a JSON object
+    ``{path: [names, space]}``: kept for this shard's quota checks (``keelfs.meta.quotas``)."""
+
+    op: ClassVar[str] = "quota_report"
+    servers_only: ClassVar[bool] = True
+    shard: str
+    usage: str
+    limits: str = "{}"
+    """The reporter's quotas, cleared ones included: ``{path: [names, space, version]}``
+    (a shard added after a quota was set learns it so; the newest version wins)."""
+
+    def validate(self) -> None:
+        check_id(self.shard, "shard")
+        _check_reported_limits(self.limits)
+        try:
+            body = json.loads(self.usage)
+        except ValueError:
+            raise InvalidArgument("usage is not JSON", "usage") from None
+        if not isinstance(body, dict) or len(body) > MAX_QUOTA_ROOTS_PER_REPORT:
+            raise InvalidArgument("usage must be an object of at most 10,000 paths", "usage")
+        for path, counts in body.items():
+            check_path(path, "usage")
+            ok = isinstance(counts, list) and len(counts) == 2
+            if not ok or not all(type(c) is int and 0 <= c <= MAX_INT for c in counts):
+                raise InvalidArgument(f"usage of {path} must be [names, space]", "usage")
+
+
 # config group
 @dataclass(frozen=True, slots=True)
 class RegisterMaster(Command):
@@ -1111,6 +1191,8 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     Append,
     Truncate,
     Concat,
+    SetQuota,
+    QuotaReport,
     TxnBegin,
     TxnPrepare,
     TxnDecide,

@@ -298,6 +298,7 @@ class MetaStateMachine:
         try:
             context = Context(index, clock, sid, seq, caller)
             value = self._handlers[command.op](stage, command, context)
+            self._admit(txn, stage, command)
         except KeelError as e:
             result = Result.failure(e)
         else:
@@ -332,6 +333,11 @@ class MetaStateMachine:
 
     def _changed(self) -> None:
         """The store changed (an apply or a restore): drop derived caches."""
+
+    def _admit(self, before: Txn, stage: Txn, command: Command) -> None:
+        """Raise a ``KeelError`` to refuse what ``command`` staged in ``stage`` (over the
+        state ``before``) as a whole, once its handler has run: a check on the sum of its
+        writes (the data shards' quotas)."""
 
     def _derive(self, txn: Txn) -> None:
         """Add to ``txn`` what the subclass derives from an apply's writes (indexes kept in

@@ -4,7 +4,8 @@
 has the placement rules, the keys and the writer leases) with three sets of commands: the
 namespace's own (here: mkdir, create, blocks, complete, delete, rename, attributes, lease
 recovery) and the reads a master serves, cross-shard transactions'
-(``keelfs.meta.txn_steps``) and resharding moves' (``keelfs.meta.move_steps``).
+(``keelfs.meta.txn_steps``), resharding moves' (``keelfs.meta.move_steps``) and quotas'
+(``keelfs.meta.quota_steps``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from keelfs.meta.principals import (
     needs_guard,
     rebase,
 )
+from keelfs.meta.quota_steps import QuotaSteps
 from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo, Inode, Listing
 from keelfs.meta.shard_records import (
     _DELETE_QUEUE,
@@ -91,7 +93,7 @@ __all__ = [
 ]
 
 
-class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps):
+class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps):
     """One data shard member's namespace state (``keelfs.runtime.StateMachine``).
 
     ``path``: the RocksDB directory of this member (``None``: in memory, for tests).

@@ -61,7 +61,7 @@ from keelfs.errors import (
     NotFound,
     ResourceExhausted,
 )
-from keelfs.meta import blockrefs, moves, paths, sessions
+from keelfs.meta import blockrefs, moves, paths, quotas, sessions
 from keelfs.meta import transactions as tx
 from keelfs.meta.commands import (
     TxnBegin,
@@ -100,6 +100,9 @@ about 350 KB, under the 1 MiB command limit with room for one more inline record
 _RETRY_ANEW = frozenset({"UNAVAILABLE", "REDIRECT"})
 """Error codes of a transaction's abort after which the client's request may run again."""
 
+_WHOLE_STORE_OPS = frozenset({"set_quota", "quota_report"})
+"""Commands that see every record of the store, moving ranges' too: a quota's first count
+must count what ``_derive`` counts, every entry written here (``keelfs.meta.quotas``)."""
 _U64 = struct.Struct(">Q")
 _SELF = b"D"
 _ENTRY = b"E"
@@ -210,6 +213,9 @@ class ShardRecords(MetaStateMachine):
         """Replicated semantics: the same on every member."""
         self._table: RangeTable | None = None
         self._fresh_blocks: list[int] = []
+        self._quota_limits: dict[str, quotas.Limits] | None = None
+        self._quotas_changed = False
+        """A quota command applied: reload the limits once its write is in the store."""
         """Block ids this apply's ``AddBlock`` brought into the cluster (``blockrefs``)."""
         super().__init__(
             store, session_ttl_ms=session_ttl_ms, max_sessions_per_user=max_sessions_per_user
@@ -270,7 +276,7 @@ class ShardRecords(MetaStateMachine):
 
     def _stage(self, txn: Txn, command: Any) -> Txn:
         table = self.ranges
-        if not table or command.op.startswith("move_"):
+        if not table or command.op.startswith("move_") or command.op in _WHOLE_STORE_OPS:
             return txn.child()
         if isinstance(command, TxnBegin | TxnPrepare | TxnDecide | TxnFinish):
             return moves.GuardedTxn(txn, table, tx.home_dirs(self._part_of(txn, command)))
@@ -303,8 +309,32 @@ class ShardRecords(MetaStateMachine):
         except KeelError:
             return ()
 
+    @property
+    def quota_limits(self) -> dict[str, quotas.Limits]:
+        """The active quotas (directory -> limits), as of the store (cached)."""
+        if self._quota_limits is None:
+            self._quota_limits = quotas.limits(self._store)
+        return self._quota_limits
+
+    def _changed(self) -> None:
+        super()._changed()
+        if self._quotas_changed:
+            self._quotas_changed = False
+            self._quota_limits = None
+
+    def _admit(self, before: Txn, stage: Txn, command: Any) -> None:
+        """Quotas: a command that adds names or space under a quota directory past its limit
+        is refused (``keelfs.meta.quotas``). Not a resharding move (it carries records that
+        exist already) nor a transaction's steps (checked when its part is locked here:
+        ``_check_steps``, and then applied whatever comes)."""
+        roots = self.quota_limits
+        if not roots or command.op.startswith(("move_", "txn_")):
+            return
+        quotas.check(before, quotas.deltas(before, stage.writes, roots), roots)
+
     def restore_chunks(self, chunks: Any, index: int) -> None:
         self._table = None
+        self._quota_limits = None
         try:
             super().restore_chunks(chunks, index)
             blockrefs.ensure(self._store, restored=True)
@@ -314,6 +344,8 @@ class ShardRecords(MetaStateMachine):
     def _derive(self, txn: Txn) -> None:
         fresh, self._fresh_blocks = self._fresh_blocks, []
         txn.writes.update(blockrefs.index_writes(self._store, txn.writes, fresh))
+        if self.quota_limits:
+            txn.writes.update(quotas.usage_writes(self._store, txn.writes, self.quota_limits))
 
     def referenced_blocks(self, block_ids: Any) -> set[int]:
         """Those of ``block_ids`` that a record here references (an entry, an undecided

@@ -19,7 +19,7 @@ from keelfs.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from keelfs.meta import moves, paths, sessions
+from keelfs.meta import moves, paths, quotas, sessions
 from keelfs.meta import transactions as tx
 from keelfs.meta.commands import (
     TxnAcked,
@@ -119,6 +119,18 @@ class TransactionSteps(PermissionChecks):
                         raise IsADirectory(path)
                     if self._holds_lease(txn, existing.lease_holder):
                         raise LeaseConflict(path, existing.lease_user)
+        self._check_part_quotas(txn, steps)
+
+    def _check_part_quotas(self, txn: Txn, steps: tuple[tx.Step, ...]) -> None:
+        """A part that would bring names or space under a quota directory past its limit is
+        refused when it is locked here (its writes simulated, then dropped;
+        ``keelfs.meta.quotas``)."""
+        roots = self.quota_limits
+        if not roots or not any(s.kind in tx.CHANGES for s in steps):
+            return
+        simulated = txn.child()
+        self._apply_steps(simulated, steps, 0)
+        quotas.check(txn, quotas.deltas(txn, simulated.writes, roots), roots)
 
     def _check_may(self, txn: Txn, directory: str, record: str) -> None:
         caller, access, child, child_guards = tx.decode_may(record)

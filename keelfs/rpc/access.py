@@ -117,6 +117,9 @@ _BY_SERVICE: dict[str, dict[str, Access]] = {
         "BlocksKnown": M,
         "Move": M,
         "MoveRead": M,
+        "GetServerDefaults": C,  # the trash interval a client's `rm` follows
+        "SetQuota": C,  # the master checks the caller is a superuser
+        "GetQuota": C,
         "ChunkHeartbeat": P,  # chunk servers
     },
     "keelfs.meta.v1.Node": {

@@ -42,6 +42,7 @@ from keelfs.errors import (
     OutcomeUnknown,
     PermissionDenied,
     PipelineBroken,
+    QuotaExceeded,
     Redirect,
     ResourceExhausted,
     SessionExpired,
@@ -88,6 +89,7 @@ STATUS_OF_CODE: dict[str, grpc.StatusCode] = {
     SessionExpired.code: grpc.StatusCode.FAILED_PRECONDITION,
     PermissionDenied.code: grpc.StatusCode.PERMISSION_DENIED,
     ResourceExhausted.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    QuotaExceeded.code: grpc.StatusCode.FAILED_PRECONDITION,
     # the chunk servers' (the data path)
     Fenced.code: grpc.StatusCode.FAILED_PRECONDITION,
     StaleGeneration.code: grpc.StatusCode.FAILED_PRECONDITION,

@@ -72,6 +72,7 @@ from keelfs.server.settings import (
     checked_log_level,
     neighbour_address,
     split_address,
+    trash_interval,
 )
 from keelfs.storage.private import PRIVATE_FILE_MODE, private_dir
 from keelfs.tls.credentials import TlsSettings
@@ -137,6 +138,7 @@ class ServerConfig:
     scan_interval_s: float = 6 * 3600.0
     heartbeat_interval_s: float = 1.0
     tick_ms: float = 15.0
+    trash_interval: float = 1440.0
     superuser_group: str = DEFAULT_SUPERUSER_GROUP
     audit_log: str = ""
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
@@ -170,6 +172,7 @@ class ServerConfig:
             raise ConfigError("scan_interval_s must be >= 0, heartbeat_interval_s and tick_ms > 0")
         check_limits(v, *_POSITIVE_LIMITS)
         check_limits(v, "reserved_bytes", least=0)
+        trash_interval(v["trash_interval"])
         v["log_level"] = checked_log_level(v["log_level"])
         v["data"] = Path(v["data"])
         config = cls(**v)
@@ -225,6 +228,7 @@ class ServerConfig:
             min_replicas=1,
             default_replication=self.replication,
             superuser_group=self.superuser_group,
+            trash_interval_ms=trash_interval(self.trash_interval),
             audit_log=Path(self.audit_log) if self.audit_log else None,
             max_concurrent_rpcs=self.max_concurrent_rpcs,
             max_sessions_per_user=self.max_sessions_per_user,

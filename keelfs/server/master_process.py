@@ -30,6 +30,7 @@ from keelfs.server.settings import (
     check_limits,
     neighbour_address,
     split_address,
+    trash_interval,
 )
 from keelfs.web.access import HttpSettings
 
@@ -105,6 +106,7 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, HttpS
     if not config_member and not servers:
         raise ConfigError("config_servers is required (or config_member)")
     check_limits(values, *_LIMITS)
+    trash_interval_ms = trash_interval(values["trash_interval"])
     tls = node_tls(values, role, node_id)
     check_listen((raft, client), tls, values["insecure"])
     http = http_settings(values, tls)
@@ -137,6 +139,7 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, HttpS
         map_refresh_s=values["map_refresh"],
         superuser_group=values["superuser_group"],
         audit_log=Path(values["audit_log"]) if values["audit_log"] else None,
+        trash_interval_ms=trash_interval_ms,
         **{name: values[name] for name in _LIMITS},
         tls=tls,
     ), http

@@ -185,6 +185,13 @@ _HEARTBEAT_INTERVAL_S = Setting(
     "seconds between the chunk server's heartbeats to the master",
 )
 
+_TRASH_INTERVAL = Setting(
+    "trash_interval",
+    float,
+    1440.0,
+    "minutes the trash keeps what `keelfs rm` moved there (HDFS's fs.trash.interval; emptied "
+    "every interval); 0: no trash, rm deletes at once (same on every master)",
+)
 _SUPERUSER_GROUP = Setting(
     "superuser_group", str, "supergroup", "members of this group are superusers"
 )
@@ -297,6 +304,7 @@ SERVER_SETTINGS: tuple[Setting, ...] = (
     _SCAN_INTERVAL_S,
     _HEARTBEAT_INTERVAL_S,
     _TICK_MS,
+    _TRASH_INTERVAL,
     _SUPERUSER_GROUP,
     _AUDIT_LOG,
     _MAX_CONCURRENT_RPCS,
@@ -405,6 +413,7 @@ _META_TUNING: tuple[Setting, ...] = (
     ),
     Setting("vnodes", int, 64, "ring points per shard (config group)"),
     Setting("map_refresh", float, 1.0, "seconds between ShardMap polls"),
+    _TRASH_INTERVAL,
     _SUPERUSER_GROUP,
     _AUDIT_LOG,
     _MAX_CONCURRENT_RPCS,
@@ -630,6 +639,13 @@ def check_limits(values: Mapping[str, Any], *names: str, least: int = 1) -> None
     for name in names:
         if values[name] < least:
             raise ConfigError(f"{name} must be at least {least}, not {values[name]}")
+
+
+def trash_interval(minutes: float) -> int:
+    """The ``trash_interval`` setting (minutes, as HDFS's ``fs.trash.interval``) in ms."""
+    if not 0 <= minutes <= 10 * 365 * 24 * 60:
+        raise ConfigError(f"trash_interval must be 0 (off) to 10 years in minutes, not {minutes}")
+    return round(minutes * 60_000)
 
 
 def checked_log_level(value: str) -> str:

@@ -1151,3 +1151,57 @@ class ConcatRequest(_message.Message):
     target: str
     sources: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., target: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ServerDefaultsRequest(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ...) -> None: ...
+
+class ServerDefaultsReply(_message.Message):
+    __slots__ = ("trash_interval_ms", "default_replication", "user")
+    TRASH_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    trash_interval_ms: int
+    default_replication: int
+    user: str
+    def __init__(self, trash_interval_ms: _Optional[int] = ..., default_replication: _Optional[int] = ..., user: _Optional[str] = ...) -> None: ...
+
+class SetQuotaRequest(_message.Message):
+    __slots__ = ("header", "path", "names", "space", "clear")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    path: str
+    names: int
+    space: int
+    clear: bool
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., names: _Optional[int] = ..., space: _Optional[int] = ..., clear: _Optional[bool] = ...) -> None: ...
+
+class SetQuotaReply(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class GetQuotaRequest(_message.Message):
+    __slots__ = ("header", "path", "group")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    path: str
+    group: str
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
+
+class GetQuotaReply(_message.Message):
+    __slots__ = ("json", "info")
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    info: ReplyInfo
+    def __init__(self, json: _Optional[str] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...

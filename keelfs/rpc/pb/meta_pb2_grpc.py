@@ -767,6 +767,21 @@ class NamespaceStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConcatRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
                 _registered_method=True)
+        self.GetServerDefaults = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/GetServerDefaults',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ServerDefaultsRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ServerDefaultsReply.FromString,
+                _registered_method=True)
+        self.SetQuota = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/SetQuota',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetQuotaRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetQuotaReply.FromString,
+                _registered_method=True)
+        self.GetQuota = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/GetQuota',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.GetQuotaRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.GetQuotaReply.FromString,
+                _registered_method=True)
 
 
 class NamespaceServicer:
@@ -1020,6 +1035,31 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerDefaults(self, request, context):
+        """Any master: the settings a client follows (HDFS's getServerDefaults): how long the trash
+        keeps what `rm` moved there (0: no trash, `rm` deletes at once).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQuota(self, request, context):
+        """Any master, for superusers (HDFS's dfsadmin -setQuota/-setSpaceQuota): set or clear the
+        quota of an existing directory; the master proposes it on every shard (each holds every
+        quota's limits: keelfs.meta.quotas). Not on "/".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQuota(self, request, context):
+        """Any member of shard `group`, linearizable: `path`'s quota as that shard sees it: the
+        limits and what that shard holds under it (the client sums the shards).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NamespaceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1177,6 +1217,21 @@ def add_NamespaceServicer_to_server(servicer, server):
                     servicer.Concat,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConcatRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.SerializeToString,
+            ),
+            'GetServerDefaults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerDefaults,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ServerDefaultsRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ServerDefaultsReply.SerializeToString,
+            ),
+            'SetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQuota,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetQuotaRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetQuotaReply.SerializeToString,
+            ),
+            'GetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuota,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.GetQuotaRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.GetQuotaReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2019,6 +2074,87 @@ class Namespace:
             '/keelfs.meta.v1.Namespace/Concat',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.ConcatRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerDefaults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/GetServerDefaults',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ServerDefaultsRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ServerDefaultsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/SetQuota',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.SetQuotaRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.SetQuotaReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/GetQuota',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.GetQuotaRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.GetQuotaReply.FromString,
             options,
             channel_credentials,
             insecure,
