@@ -22,6 +22,7 @@ from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock
 from keelfs.chunk.pipeline import serve_write
 from keelfs.chunk.reader import ReplicaReader
 from keelfs.datapath.checksums import crc32c
+from keelfs.datapath.file_checksum import block_digest
 from keelfs.datapath.framing import encode_read_response
 from keelfs.datapath.protocol import Target
 from keelfs.datapath.replica import DeleteOutcome
@@ -165,6 +166,20 @@ class ChunkServicer(pb_grpc.ChunkServerServicer):
             err = _failure(exc, "ReplicateBlock")
         await abort(context, err)
 
+    async def BlockChecksum(self, request: Any, context: Any) -> Any:
+        try:
+            self.node.tokens.check(request.token, request.block_id, request.gen, Access.READ)
+            chunk_size, crcs = await asyncio.to_thread(
+                self.node.store.block_crcs, request.block_id, request.gen, request.length
+            )
+            digest = block_digest(crcs, chunk_size)
+            return pb.BlockChecksumResponse(
+                bytes_per_crc=digest.bytes_per_crc, crc_count=digest.crc_count, md5=digest.md5
+            )
+        except Exception as exc:
+            err = _failure(exc, "BlockChecksum")
+        await abort(context, err)
+
     async def ServerInfo(self, request: Any, context: Any) -> Any:
         st = self.node.status()
         return pb.ServerInfoResponse(
@@ -203,6 +218,7 @@ def add_to_server(servicer: ChunkServicer, server: Any) -> None:
         "DeleteBlocks": (unary, pb.DeleteBlocksRequest, pb.DeleteBlocksResponse),
         "ReplicateBlock": (unary, pb.ReplicateBlockRequest, pb.ReplicateBlockResponse),
         "ServerInfo": (unary, pb.ServerInfoRequest, pb.ServerInfoResponse),
+        "BlockChecksum": (unary, pb.BlockChecksumRequest, pb.BlockChecksumResponse),
     }
     handlers = {
         name: kind(
