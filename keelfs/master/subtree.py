@@ -27,6 +27,7 @@ from keelfs.meta.transactions import Step, record_digest
 
 __all__ = [
     "MAX_ENTRIES",
+    "TreeTooLarge",
     "MAX_RECORD_BYTES",
     "DirRecords",
     "delete_parts",
@@ -44,6 +45,11 @@ record once (written on the new shard; the old shard checks a digest, ``entry_di
 the 1 MiB command limit (``keelfs.meta.commands.MAX_COMMAND_BYTES``). Plain records are ~100
 bytes (2,000 of them: ~200 KB); an inline file's is up to ~88 KB. A delete carries digests
 only: :data:`MAX_ENTRIES` bounds it."""
+
+
+class TreeTooLarge(InvalidArgument):
+    """A subtree of more than :data:`MAX_ENTRIES` records: a move is refused with it; a
+    recursive delete goes on in steps (``keelfs.master.tree_delete``)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ async def walk(client: Any, top: str, *, moving: bool) -> list[DirRecords]:
                 "path",
             )
         if count > MAX_ENTRIES:
-            raise InvalidArgument(
+            raise TreeTooLarge(
                 f"{top} holds more than {MAX_ENTRIES} entries spread over shards: too large "
                 "to move or delete in one transaction",
                 "path",
