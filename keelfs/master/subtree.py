@@ -37,7 +37,8 @@ __all__ = [
 ]
 
 MAX_ENTRIES = 2_000
-"""Records a cross-shard subtree operation may touch (one command carries them all)."""
+"""Records a cross-shard subtree operation may touch (one command carries them all); a
+recursive delete of more goes in steps (``keelfs.master.tree_delete``)."""
 MAX_RECORD_BYTES = 384 * 1024
 """Bytes of stored records a cross-shard subtree move may carry: its transaction holds each
 record once (written on the new shard; the old shard checks a digest, ``entry_digest``) with
