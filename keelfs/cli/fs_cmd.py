@@ -265,16 +265,29 @@ def ls_cmd(
                 for e in entries:
                     click.echo(e.name + ("/" if e.is_dir else ""))
                 continue
-            table = Table(box=None, show_header=False, pad_edge=False)
-            for n in range(7):
-                table.add_column(justify="right" if n in (1, 4) else "left", no_wrap=True)
-            for e in entries:
-                rep = "-" if e.is_dir else str(e.replication)
-                table.add_row(
-                    _mode(e), rep, e.owner, e.group, str(e.length),
-                    _when(e.atime if access_time else e.mtime), e.name + ("/" if e.is_dir else ""),
-                )  # fmt: skip
-            Console().print(table, highlight=False)
+            for line in _long_lines(entries, access_time):
+                click.echo(line)
+
+
+def _long_lines(entries: list[FileInfo], access_time: bool) -> list[str]:
+    """``ls -l``'s lines, as ``hdfs dfs -ls``: mode, replication (- for a directory), owner,
+    group, size, time (UTC), name; columns aligned (numbers to the right), the name never cut
+    whatever the terminal's width."""
+    rows = [
+        (
+            _mode(e), "-" if e.is_dir else str(e.replication), e.owner, e.group, str(e.length),
+            _when(e.atime if access_time else e.mtime), e.name + ("/" if e.is_dir else ""),
+        )
+        for e in entries
+    ]  # fmt: skip
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(6)]
+    right = (False, True, False, False, True, False)
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = zip(row[:6], widths, right, strict=True)
+        return " ".join([*(c.rjust(w) if r else c.ljust(w) for c, w, r in cells), row[6]])
+
+    return [line(row) for row in rows]
 
 
 @click.command("mkdir")

@@ -136,6 +136,9 @@ def test_touch_creates_and_sets_times_and_ls_shows_them(cluster: MetaCluster) ->
         "/t/dir": both["mtime"],
         "/t/new": set_m["mtime"],
     }
+    long_name = "n" * 150  # never cut, whatever the terminal's width
+    ok(cluster, "touch", f"/t/{long_name}")
+    assert _row(ok(cluster, "ls", "-l", "/t"), long_name)[4] == "0"
     ok(cluster, "touch", "/t/new")  # plain touch: both times now again
     again = json.loads(ok(cluster, "stat", "/t/new", "--json"))
     assert again["mtime"] > set_m["mtime"] and again["atime"] > set_a["atime"]
