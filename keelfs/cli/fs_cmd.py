@@ -359,13 +359,19 @@ def stat_cmd(path: str, address: str | None, as_json: bool) -> None:
 
 @click.command("checksum")
 @click.argument("path")
+@click.option(
+    "--composite",
+    is_flag=True,
+    help="HDFS's COMPOSITE_CRC mode: the whole file's CRC32C, whatever the block size.",
+)
 @_options
-def checksum_cmd(path: str, address: str | None, as_json: bool) -> None:
+def checksum_cmd(path: str, composite: bool, address: str | None, as_json: bool) -> None:
     """A file's checksum: HDFS's MD5-of-MD5-of-CRC32C, as ``hdfs dfs -checksum`` and WebHDFS
     give it, from the chunk servers' stored CRCs (the data is not read). Equal files written
-    with equal block sizes have equal checksums."""
+    with equal block sizes have equal checksums; with --composite (COMPOSITE-CRC32C) equal
+    files have equal checksums whatever their block sizes."""
     with _client(address, path) as fs:
-        c = fs.checksum(path)
+        c = fs.checksum(path, mode="COMPOSITE_CRC" if composite else "MD5MD5CRC")
     if as_json:
         click.echo(json.dumps({"path": path, **c.to_json()}, sort_keys=True))
     else:

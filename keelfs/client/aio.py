@@ -439,10 +439,11 @@ class AsyncClient:
         """Copy file ``remote`` to local file ``local`` (complete or not at all)."""
         return await files.get_async(self, self._chunk_client(), remote, local, progress)
 
-    async def checksum(self, path: str) -> FileChecksum:
-        """File ``path``'s ``MD5-of-MD5-of-CRC32C`` checksum (HDFS's, as WebHDFS gives it),
-        from the chunk servers' stored CRCs, the data unread (``keelfs.client.checksums``)."""
-        return await checksums.file_checksum(self, self._chunk_client(), path)
+    async def checksum(self, path: str, *, mode: str = "MD5MD5CRC") -> FileChecksum:
+        """File ``path``'s ``MD5-of-MD5-of-CRC32C`` checksum (HDFS's, as WebHDFS gives it), or
+        with ``mode="COMPOSITE_CRC"`` its ``COMPOSITE-CRC32C``, from the chunk servers' stored
+        CRCs, the data unread (``keelfs.client.checksums``)."""
+        return await checksums.file_checksum(self, self._chunk_client(), path, mode)
 
     # -- config -------------------------------------------------------------------------------
     async def shard_map(self, *, deadline: float | None = None) -> ShardMap:

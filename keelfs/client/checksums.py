@@ -27,8 +27,8 @@ from keelfs.datapath.file_checksum import (
     BlockDigest,
     FileChecksum,
     LocalChecksummer,
+    by_mode,
     checksum_of_blocks,
-    combine,
 )
 from keelfs.errors import ChecksumMismatch, CorruptReplica, IsADirectory, KeelError, Unavailable
 from keelfs.rpc.pb import meta_pb2 as pb
@@ -78,11 +78,15 @@ def _blocks(info: pb.FileInfo) -> list[_Block]:
     ]
 
 
-async def file_checksum(fs: AsyncClient, chunks: AsyncChunkClient, path: str) -> FileChecksum:
-    """The checksum of file ``path`` (see the module docstring)."""
+async def file_checksum(
+    fs: AsyncClient, chunks: AsyncChunkClient, path: str, mode: str = "MD5MD5CRC"
+) -> FileChecksum:
+    """The checksum of file ``path`` (see the module docstring); ``mode``: ``MD5MD5CRC`` or
+    ``COMPOSITE_CRC`` (``keelfs.datapath.file_checksum``)."""
+    combine = by_mode(mode)
     info = await _file_info(fs, path)
     if info.HasField("inline_data"):
-        return checksum_of_blocks([info.inline_data] if info.inline_data else [])
+        return checksum_of_blocks([info.inline_data] if info.inline_data else [], mode=mode)
     digests: list[BlockDigest] = []
     blocks = [b for b in _blocks(info) if b.length]
     for index in range(len(blocks)):

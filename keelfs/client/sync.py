@@ -481,11 +481,13 @@ class Client:
             raise
         return done
 
-    def checksum(self, path: str) -> FileChecksum:
-        """File ``path``'s ``MD5-of-MD5-of-CRC32C`` checksum (HDFS's, as WebHDFS gives it),
-        from the chunk servers' stored CRCs, the data unread (``keelfs.client.checksums``)."""
+    def checksum(self, path: str, *, mode: str = "MD5MD5CRC") -> FileChecksum:
+        """File ``path``'s ``MD5-of-MD5-of-CRC32C`` checksum (HDFS's, as WebHDFS gives it), or
+        with ``mode="COMPOSITE_CRC"`` its ``COMPOSITE-CRC32C``, from the chunk servers' stored
+        CRCs, the data unread (``keelfs.client.checksums``)."""
         io_thread = self._io_thread()
-        return io_thread.run(checksums.file_checksum(io_thread.fs, io_thread.chunks, path))
+        coro = checksums.file_checksum(io_thread.fs, io_thread.chunks, path, mode)
+        return io_thread.run(coro)
 
     # -- config -------------------------------------------------------------------------------
     def shard_map(self, *, deadline: float | None = None) -> ShardMap:

@@ -297,11 +297,12 @@ class AsyncChunkClient:
         self, address: str, block_id: int, gen: int, length: int, *, token: bytes = b""
     ) -> BlockDigest:
         """The digest of bytes ``[0, length)`` of ``blk_<block_id>_<gen>`` at ``address`` (MD5
-        of its chunks' CRC32Cs, from the sidecar: ``keelfs.datapath.file_checksum``)."""
+        of its chunks' CRC32Cs and their combined CRC32C, from the sidecar:
+        ``keelfs.datapath.file_checksum``)."""
         token = self._token(token, block_id, gen, Access.READ)
         request = pb.BlockChecksumRequest(block_id=block_id, gen=gen, length=length, token=token)
         reply = await self._unary(address, "BlockChecksum", request)
-        return BlockDigest(reply.bytes_per_crc, reply.crc_count, reply.md5)
+        return BlockDigest(reply.bytes_per_crc, reply.crc_count, reply.md5, reply.crc32c, length)
 
     # -- reports and commands -------------------------------------------------------------------
     async def _unary(self, address: str, method: str, request: Any) -> Any:

@@ -26,6 +26,8 @@ from keelfs.datapath.file_checksum import (
     block_digest,
     checksum_of_blocks,
     combine,
+    composite,
+    crc32c_combine,
 )
 from keelfs.datapath.tokens import Access
 from keelfs.errors import CorruptReplica, InvalidArgument, NotFound, PermissionDenied
@@ -83,6 +85,31 @@ def test_the_checksum_is_hdfs_md5_of_md5_of_crc32c(size: int) -> None:
     for i in range(0, size, 777):
         local.update(data[i : i + 777])
     assert local.result() == got
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_composite_crc_is_the_whole_file_s_crc32c(size: int) -> None:
+    data = payload(size, size)
+    for block_size, bpc in ((4 * CS, CS), (2 * CS, 2 * CS), (16 * CS, 4 * CS)):
+        got = checksum_of_blocks(split(data, block_size), bpc, mode="COMPOSITE_CRC")
+        if not size:  # as HDFS: its fixed answer for a file without blocks
+            assert got == EMPTY_FILE_CHECKSUM
+            continue
+        assert got.algorithm == "COMPOSITE-CRC32C" and got.length == 4 and got.composite
+        assert got.bytes == struct.pack(">I", google_crc32c.value(data))  # any block size
+        local = LocalChecksummer([len(b) for b in split(data, block_size)], bpc, "COMPOSITE_CRC")
+        local.update(data)
+        assert local.result() == got
+
+
+def test_crc32c_combine() -> None:
+    for a_len, b_len in ((0, 0), (0, 5), (5, 0), (1, 1), (100, 65_536), (70_000, 3)):
+        a, b = payload(a_len, 1), payload(b_len, 2)
+        assert crc32c_combine(
+            google_crc32c.value(a), google_crc32c.value(b), b_len
+        ) == google_crc32c.value(a + b)
+    with pytest.raises(InvalidArgument, match="MD5MD5CRC or COMPOSITE_CRC"):
+        checksum_of_blocks([b"x"], mode="md5")
 
 
 def test_known_values() -> None:
@@ -203,11 +230,16 @@ def test_block_checksum_rpc_and_its_token(tmp_path: Path) -> None:
                     "<6I", *(google_crc32c.value(data[i : i + CS]) for i in range(0, len(data), CS))
                 ),
                 CS,
+                len(data),
             )
             assert combine([digest]) == checksum_of_blocks([data], CS)
+            assert digest.crc32c == google_crc32c.value(data) and digest.length == len(data)
             # a prefix ending inside a chunk (a file's block shorter than this replica)
             short = await client.block_checksum(node.address, 7, 2, 2 * CS + 5)
             assert combine([short]) == checksum_of_blocks([data[: 2 * CS + 5]], CS)
+            assert composite([short]).bytes == struct.pack(
+                ">I", google_crc32c.value(data[: 2 * CS + 5])
+            )
             # refusals: no token, a token for another block, another stamp, a WRITE token
             bare = AsyncChunkClient()
             try:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import pytest
 from click.testing import CliRunner, Result
 
@@ -56,6 +57,8 @@ def test_checksum_and_get_verify(cluster: MetaCluster, tmp_path: Path) -> None:
     assert re.fullmatch(r"[0-9a-f]{56}", hex_)
     as_json = json.loads(ok(cluster, "checksum", "/sum/b.bin", "--json"))
     assert as_json == {"path": "/sum/b.bin", "algorithm": algorithm, "bytes": hex_, "length": 28}
+    crc = ok(cluster, "checksum", "--composite", "/sum/a.bin").split()
+    assert crc == ["/sum/a.bin", "COMPOSITE-CRC32C", f"{google_crc32c.value(data):08x}"]
     # verified copies: in a block and inline
     small = tmp_path / "small"
     small.write_bytes(b"tiny file\n")

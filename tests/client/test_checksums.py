@@ -14,6 +14,7 @@ from typing import Any
 
 import google_crc32c
 import pytest
+from google_crc32c import value as crc32c
 
 from keelfs.client import AsyncClient
 from keelfs.client import _ops as ops
@@ -76,6 +77,8 @@ def test_checksum_of_files_in_blocks_is_hdfs_s(fs: Any, size: int) -> None:
     got = fs.checksum(path)
     assert (got.algorithm, got.hex) == hdfs_reference(data, BLOCK)
     assert got.length == 28
+    crc = fs.checksum(path, mode="COMPOSITE_CRC")  # the whole file's CRC32C
+    assert (crc.algorithm, crc.bytes) == ("COMPOSITE-CRC32C", struct.pack(">I", crc32c(data)))
 
 
 @pytest.mark.parametrize("size", [0, 1, 1000, MAX_INLINE_BYTES])
@@ -99,6 +102,10 @@ def test_equal_files_equal_checksums(data_cluster: Any, fs: Any) -> None:
     a, b = fs.checksum("/sum/eq-a"), fs.checksum("/sum/eq-b")
     assert a == b
     assert fs.checksum("/sum/eq-other-block-size") != a
+    composite = {  # whatever the block size
+        fs.checksum(f"/sum/eq-{n}", mode="COMPOSITE_CRC") for n in ("a", "b", "other-block-size")
+    }
+    assert len(composite) == 1
 
     async def from_asyncio() -> Any:
         c, _ = data_cluster

@@ -296,11 +296,13 @@ class BlockChecksumRequest(_message.Message):
     def __init__(self, block_id: _Optional[int] = ..., gen: _Optional[int] = ..., length: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
 
 class BlockChecksumResponse(_message.Message):
-    __slots__ = ("bytes_per_crc", "crc_count", "md5")
+    __slots__ = ("bytes_per_crc", "crc_count", "md5", "crc32c")
     BYTES_PER_CRC_FIELD_NUMBER: _ClassVar[int]
     CRC_COUNT_FIELD_NUMBER: _ClassVar[int]
     MD5_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
     bytes_per_crc: int
     crc_count: int
     md5: bytes
-    def __init__(self, bytes_per_crc: _Optional[int] = ..., crc_count: _Optional[int] = ..., md5: _Optional[bytes] = ...) -> None: ...
+    crc32c: int
+    def __init__(self, bytes_per_crc: _Optional[int] = ..., crc_count: _Optional[int] = ..., md5: _Optional[bytes] = ..., crc32c: _Optional[int] = ...) -> None: ...
