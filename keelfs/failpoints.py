@@ -40,6 +40,8 @@ KNOWN = frozenset(
         "reshard.copied",
         "reshard.switched",
         "reshard.source_settled",
+        # a recursive delete in steps (keelfs.master.tree_delete), after each step
+        "tree_delete.unit_deleted",
     }
 )
 

@@ -11,7 +11,8 @@ uses what ``keelfs.connect`` finds: ``$KEELFS_ADDRESS``, else the running ``keel
 local-cluster``, else ``127.0.0.1:7001``. ``mv`` is keelfs's atomic rename (across
 shards too); files are streamed (``Client.open``), reads are seekable. The storage option
 ``user`` names the user without TLS (default: ``$KEELFS_USER``, else the OS user);
-``chmod``/``chown`` change permissions and ownership, and ``info`` shows them.
+``chmod``/``chown`` change permissions and ownership, and ``info`` shows them. ``checksum``
+and ``ukey`` are the file's HDFS ``MD5-of-MD5-of-CRC32C`` (``file_checksum``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fsspec.utils import infer_storage_options
 
 import keelfs
 from keelfs.client.connect import client_tls
+from keelfs.datapath.file_checksum import FileChecksum
 from keelfs.errors import (
     AlreadyExists,
     DirectoryNotEmpty,
@@ -137,6 +139,33 @@ class KeelFileSystem(AbstractFileSystem):
         except PermissionDenied as exc:
             raise PermissionError(str(exc)) from None
         self.invalidate_cache(path)
+
+    def file_checksum(self, path: str) -> FileChecksum:
+        """The file's HDFS ``MD5-of-MD5-of-CRC32C`` (``Client.checksum``: from the chunk servers'
+        stored CRCs, the data unread)."""
+        path = self._strip_protocol(path)
+        try:
+            return self.client.checksum(path)
+        except NotFound:
+            raise FileNotFoundError(path) from None
+        except PermissionDenied as exc:
+            raise PermissionError(str(exc)) from None
+
+    def checksum(self, path: str) -> int:
+        """fsspec's "unique value for the current version of a file": the file checksum as an
+        int (equal for equal content written with equal block sizes); a directory's is
+        fsspec's default (of its ``info``)."""
+        if self.isdir(path):
+            return int(super().checksum(path))
+        return int(self.file_checksum(path).hex, 16)
+
+    def ukey(self, path: str) -> str:
+        """What tells whether a file changed (fsspec's caches): ``<algorithm>:<hex>`` of the file
+        checksum; a directory's is fsspec's default."""
+        if self.isdir(path):
+            return str(super().ukey(path))
+        c = self.file_checksum(path)
+        return f"{c.algorithm}:{c.hex}"
 
     def modified(self, path: str) -> Any:
         import datetime

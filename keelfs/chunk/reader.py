@@ -103,6 +103,11 @@ class ReplicaReader:
         self._on_corrupt(self.info, offset, reason)
         raise CorruptReplica(self.info.block_id, self.info.gen, offset, reason)
 
+    @property
+    def meta_fd(self) -> int:
+        """The sidecar's descriptor (``BlockStore.block_crcs`` reads the stored CRCs from it)."""
+        return self._meta_fd
+
     def close(self) -> None:
         with self._lock:
             for fd in (self._data_fd, self._meta_fd):

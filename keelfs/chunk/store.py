@@ -362,6 +362,35 @@ class BlockStore:
             raise
 
     # -- reading --------------------------------------------------------------------------------
+    def block_crcs(self, block_id: int, gen: int, length: int) -> tuple[int, bytes]:
+        """``(chunk size, packed CRC32Cs)`` of bytes ``[0, length)`` of ``blk_<id>_<gen>``, as a
+        file checksum needs them (``keelfs.datapath.file_checksum``): the stored CRCs of the
+        chunks, the data left unread, except when ``length`` ends inside a chunk the replica
+        has more of (a replica longer than the file's block): that chunk is read, checked
+        against its stored CRC, and the CRC of its first bytes taken. Refuses as
+        :meth:`open_reader` does (a corrupt, missing or other-stamp replica; the sidecar's
+        header and sizes checked), and ``length`` past the replica's end (``InvalidArgument``)."""
+        with self.open_reader(block_id, gen) as reader:
+            info = reader.info
+            if length > info.length:
+                raise InvalidArgument(
+                    f"{info.name} has {info.length} bytes, fewer than the {length} asked",
+                    "length",
+                )
+            cs = info.chunk_size
+            stored = chunk_count(length, cs) if length == info.length else length // cs
+            crcs = pread_all(reader.meta_fd, stored * CRC_SIZE, HEADER_SIZE)
+            if len(crcs) != stored * CRC_SIZE:
+                reason = "checksum file shorter than the replica"
+                self.mark_corrupt(info, 0, reason)
+                raise CorruptReplica(block_id, gen, 0, reason)
+            if stored * cs < length:  # a cut inside a chunk: its first bytes, verified
+                reader.position, reader.end = stored * cs, length
+                piece = reader.read_piece()
+                assert piece is not None
+                crcs += chunk_crcs(piece[1], cs)
+            return cs, crcs
+
     def open_reader(
         self,
         block_id: int,

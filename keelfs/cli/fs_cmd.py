@@ -1,5 +1,5 @@
 """The file commands of the CLI: ``keelfs put|get|cat|ls|mkdir|rm|expunge|mv|stat|du|setrep``,
-``quota set|clear|show`` and ``chmod|chown|chgrp``.
+``quota set|clear|show``, ``chmod|chown|chgrp``, ``checksum`` and ``touch``.
 
 Each takes ``--address`` (any config server or master, or several separated by commas; without
 it ``$KEELFS_ADDRESS``, else the running ``keelfs local-cluster``, else ``127.0.0.1:7001``: the
@@ -36,6 +36,7 @@ from keelfs.cli.admin import address_option, open_cluster
 from keelfs.errors import DirectoryNotEmpty, InvalidPath, KeelError, NotFound
 
 if TYPE_CHECKING:
+    from keelfs.datapath.file_checksum import FileChecksum
     from keelfs.meta.records import FileInfo
 
 __all__ = ["FILE_COMMANDS"]
@@ -159,17 +160,53 @@ def put_cmd(
 @click.command("get")
 @click.argument("remote")
 @click.argument("local", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Compare the copy's checksum with the file's (keelfs checksum); a mismatch removes "
+    "the copy and fails.",
+)
 @_options
-def get_cmd(remote: str, local: Path, address: str | None, as_json: bool) -> None:
+def get_cmd(remote: str, local: Path, verify: bool, address: str | None, as_json: bool) -> None:
     """Copy a file out of keelfs."""
     if not local.absolute().parent.is_dir():  # before any transfer, naming what is missing
         raise Failed(f"{local.absolute().parent}: no such file or directory")
     with _client(address, remote) as fs:
-        size = fs.stat(remote).length
+        info = fs.stat(remote)
         with _bar() as bar:
-            task = bar.add_task(f"get {remote}", total=size)
+            task = bar.add_task(f"get {remote}", total=info.length)
             n = fs.get(remote, local, progress=lambda done: bar.update(task, completed=done))
-    click.echo(json.dumps({"path": str(local), "bytes": n}) if as_json else f"{local}: {n} bytes")
+        checksum = _verified(fs, remote, local, info) if verify else None
+    if as_json:
+        out: dict[str, Any] = {"path": str(local), "bytes": n}
+        if checksum is not None:
+            out["checksum"] = checksum.to_json()
+        click.echo(json.dumps(out))
+    else:
+        click.echo(f"{local}: {n} bytes" + (", checksum verified" if checksum else ""))
+
+
+def _verified(fs: Any, remote: str, local: Path, info: FileInfo) -> FileChecksum:
+    """The file's checksum, once the local copy's (cut as the file's blocks were when it was
+    copied) equals it; else the copy is removed and the command fails."""
+    from keelfs.client.checksums import local_checksum
+
+    expected = fs.checksum(remote)
+    try:
+        got = local_checksum(local, info, expected.bytes_per_crc)
+    except ValueError:
+        got = None
+    if got == expected:
+        return expected
+    local.unlink(missing_ok=True)
+    changed = fs.stat(remote)
+    why = (
+        "the file changed while it was copied"
+        if (changed.length, changed.blocks, changed.mtime) != (info.length, info.blocks, info.mtime)
+        else f"{expected.algorithm} {expected.hex} expected, the copy has "
+        f"{got.hex if got else 'another length'}"
+    )
+    raise Failed(f"{remote}: checksum mismatch ({why}); {local} removed")
 
 
 @click.command("cat")
@@ -195,10 +232,21 @@ def cat_cmd(path: str, address: str | None, as_json: bool) -> None:
 @click.option(
     "-l", "long", is_flag=True, help="Long form: mode, replication, owner, group, size, time."
 )
+@click.option(
+    "-u", "access_time", is_flag=True, help="With -l: the access time instead of modification."
+)
 @click.option("-R", "recursive", is_flag=True, help="Everything below, directory by directory.")
 @_options
-def ls_cmd(path: str, long: bool, recursive: bool, address: str | None, as_json: bool) -> None:
-    """List a directory (a file lists as itself)."""
+def ls_cmd(
+    path: str,
+    long: bool,
+    access_time: bool,
+    recursive: bool,
+    address: str | None,
+    as_json: bool,
+) -> None:
+    """List a directory (a file lists as itself). With -l, as ``hdfs dfs -ls``: mode,
+    replication (- for a directory), owner, group, size, modification time (UTC), name."""
     with _client(address, path) as fs:
         todo = [path]
         while todo:
@@ -217,16 +265,29 @@ def ls_cmd(path: str, long: bool, recursive: bool, address: str | None, as_json:
                 for e in entries:
                     click.echo(e.name + ("/" if e.is_dir else ""))
                 continue
-            table = Table(box=None, show_header=False, pad_edge=False)
-            for _ in range(7):
-                table.add_column()
-            for e in entries:
-                rep = "-" if e.is_dir else str(e.replication)
-                table.add_row(
-                    _mode(e), rep, e.owner, e.group, str(e.length), _when(e.mtime),
-                    e.name + ("/" if e.is_dir else ""),
-                )  # fmt: skip
-            Console().print(table, highlight=False)
+            for line in _long_lines(entries, access_time):
+                click.echo(line)
+
+
+def _long_lines(entries: list[FileInfo], access_time: bool) -> list[str]:
+    """``ls -l``'s lines, as ``hdfs dfs -ls``: mode, replication (- for a directory), owner,
+    group, size, time (UTC), name; columns aligned (numbers to the right), the name never cut
+    whatever the terminal's width."""
+    rows = [
+        (
+            _mode(e), "-" if e.is_dir else str(e.replication), e.owner, e.group, str(e.length),
+            _when(e.atime if access_time else e.mtime), e.name + ("/" if e.is_dir else ""),
+        )
+        for e in entries
+    ]  # fmt: skip
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(6)]
+    right = (False, True, False, False, True, False)
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = zip(row[:6], widths, right, strict=True)
+        return " ".join([*(c.rjust(w) if r else c.ljust(w) for c, w, r in cells), row[6]])
+
+    return [line(row) for row in rows]
 
 
 @click.command("mkdir")
@@ -332,6 +393,87 @@ def stat_cmd(path: str, address: str | None, as_json: bool) -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table, highlight=False)
+
+
+@click.command("checksum")
+@click.argument("path")
+@click.option(
+    "--composite",
+    is_flag=True,
+    help="HDFS's COMPOSITE_CRC mode: the whole file's CRC32C, whatever the block size.",
+)
+@_options
+def checksum_cmd(path: str, composite: bool, address: str | None, as_json: bool) -> None:
+    """A file's checksum: HDFS's MD5-of-MD5-of-CRC32C, as ``hdfs dfs -checksum`` and WebHDFS
+    give it, from the chunk servers' stored CRCs (the data is not read). Equal files written
+    with equal block sizes have equal checksums; with --composite (COMPOSITE-CRC32C) equal
+    files have equal checksums whatever their block sizes."""
+    with _client(address, path) as fs:
+        c = fs.checksum(path, mode="COMPOSITE_CRC" if composite else "MD5MD5CRC")
+    if as_json:
+        click.echo(json.dumps({"path": path, **c.to_json()}, sort_keys=True))
+    else:
+        click.echo(f"{path}\t{c.algorithm}\t{c.hex}")
+
+
+def _parse_time(value: str) -> int:
+    """``now``, seconds since the epoch (``1700000000`` or ``@1700000000.5``), or ISO 8601
+    (``2024-05-01``, ``2024-05-01T12:00:00``, with an offset or ``Z``; without one: UTC, the
+    zone ``ls -l`` shows) -> ms since the epoch."""
+    text = value.strip()
+    if text == "now":
+        return int(datetime.now(UTC).timestamp() * 1000)
+    try:
+        seconds = float(text.removeprefix("@"))
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r}: give now, seconds since the epoch, or an ISO 8601 time "
+                "such as 2024-05-01T12:00:00Z"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp()
+    if not 0 <= seconds < 2**53 / 1000:
+        raise click.BadParameter(f"{value!r} is before 1970 or too far ahead")
+    return int(seconds * 1000)
+
+
+class _Time(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        return value if isinstance(value, int) else _parse_time(str(value))
+
+
+@click.command("touch")
+@click.argument("path")
+@click.option("-m", "--mtime", type=_Time(), default=None, help="Set the modification time.")
+@click.option("-a", "--atime", type=_Time(), default=None, help="Set the access time.")
+@_options
+def touch_cmd(
+    path: str, mtime: int | None, atime: int | None, address: str | None, as_json: bool
+) -> None:
+    """Create an empty file if PATH does not exist; set its times (both to now unless -m or
+    -a say which, and when). TIME: now, seconds since the epoch, or ISO 8601 (UTC unless it
+    says)."""
+    import contextlib
+
+    from keelfs.errors import AlreadyExists
+
+    if mtime is None and atime is None:
+        mtime = atime = _parse_time("now")
+    with _client(address, path) as fs:
+        try:
+            fs.stat(path)
+        except NotFound:
+            with contextlib.suppress(AlreadyExists):  # created meanwhile: touch it as it is
+                fs.write_bytes(path, b"")
+        i = fs.set_times(path, mtime=mtime, atime=atime)
+    if as_json:
+        click.echo(json.dumps(_info(i), sort_keys=True))
 
 
 @click.command("du")
@@ -525,3 +667,4 @@ FILE_COMMANDS = [
     put_cmd, get_cmd, cat_cmd, ls_cmd, mkdir_cmd, rm_cmd, expunge_cmd, mv_cmd, stat_cmd, du_cmd,
     setrep_cmd, quota_group, chmod_cmd, chown_cmd, chgrp_cmd,
 ]  # fmt: skip
+FILE_COMMANDS += [checksum_cmd, touch_cmd]

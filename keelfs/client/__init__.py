@@ -20,6 +20,7 @@ have been applied raises its ``OutcomeUnknown`` (an ``Unavailable``), also expor
 from keelfs.client._ops import DeleteResult
 from keelfs.client.aio import AsyncClient
 from keelfs.client.sync import Client
+from keelfs.datapath.file_checksum import FileChecksum
 from keelfs.errors import OutcomeUnknown
 
-__all__ = ["AsyncClient", "Client", "DeleteResult", "OutcomeUnknown"]
+__all__ = ["AsyncClient", "Client", "DeleteResult", "FileChecksum", "OutcomeUnknown"]

@@ -16,11 +16,12 @@ from typing import Any, Literal, overload
 import grpc
 
 from keelfs.client import _ops as ops
-from keelfs.client import files, trash
+from keelfs.client import checksums, files, trash
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.client.batching import BATCHED_METHODS, Batcher
 from keelfs.client.identity import ACTING_FOR, aio_interceptors, default_user
 from keelfs.datapath.client import AsyncChunkClient
+from keelfs.datapath.file_checksum import FileChecksum
 from keelfs.errors import InvalidArgument, NotFound
 from keelfs.meta.records import ContentSummary, FileInfo
 from keelfs.meta.shardmap import ShardMap
@@ -533,6 +534,12 @@ class AsyncClient:
     ) -> int:
         """Copy file ``remote`` to local file ``local`` (complete or not at all)."""
         return await files.get_async(self, self._chunk_client(), remote, local, progress)
+
+    async def checksum(self, path: str, *, mode: str = "MD5MD5CRC") -> FileChecksum:
+        """File ``path``'s ``MD5-of-MD5-of-CRC32C`` checksum (HDFS's, as WebHDFS gives it), or
+        with ``mode="COMPOSITE_CRC"`` its ``COMPOSITE-CRC32C``, from the chunk servers' stored
+        CRCs, the data unread (``keelfs.client.checksums``)."""
+        return await checksums.file_checksum(self, self._chunk_client(), path, mode)
 
     # -- config -------------------------------------------------------------------------------
     async def shard_map(self, *, deadline: float | None = None) -> ShardMap:

@@ -11,9 +11,10 @@ from typing import Any, Literal, overload
 import grpc
 
 from keelfs.client import _ops as ops
-from keelfs.client import files, sync_files, trash
+from keelfs.client import checksums, files, sync_files, trash
 from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
 from keelfs.client.identity import default_user, with_user
+from keelfs.datapath.file_checksum import FileChecksum
 from keelfs.errors import NotFound
 from keelfs.meta.records import ContentSummary, FileInfo
 from keelfs.meta.shardmap import ShardMap
@@ -551,6 +552,14 @@ class Client:
                 os.unlink(part)
             raise
         return done
+
+    def checksum(self, path: str, *, mode: str = "MD5MD5CRC") -> FileChecksum:
+        """File ``path``'s ``MD5-of-MD5-of-CRC32C`` checksum (HDFS's, as WebHDFS gives it), or
+        with ``mode="COMPOSITE_CRC"`` its ``COMPOSITE-CRC32C``, from the chunk servers' stored
+        CRCs, the data unread (``keelfs.client.checksums``)."""
+        io_thread = self._io_thread()
+        coro = checksums.file_checksum(io_thread.fs, io_thread.chunks, path, mode)
+        return io_thread.run(coro)
 
     # -- config -------------------------------------------------------------------------------
     def shard_map(self, *, deadline: float | None = None) -> ShardMap:

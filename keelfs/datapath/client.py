@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import grpc
 
 from keelfs.datapath.checksums import CHUNK_SIZE, crc32c
+from keelfs.datapath.file_checksum import BlockDigest
 from keelfs.datapath.framing import decode_read_response
 from keelfs.datapath.protocol import (
     DEFAULT_PACKET_SIZE,
@@ -292,6 +293,17 @@ class AsyncChunkClient:
         parts = [p async for p in blocks]
         return b"".join(parts)
 
+    async def block_checksum(
+        self, address: str, block_id: int, gen: int, length: int, *, token: bytes = b""
+    ) -> BlockDigest:
+        """The digest of bytes ``[0, length)`` of ``blk_<block_id>_<gen>`` at ``address`` (MD5
+        of its chunks' CRC32Cs and their combined CRC32C, from the sidecar:
+        ``keelfs.datapath.file_checksum``)."""
+        token = self._token(token, block_id, gen, Access.READ)
+        request = pb.BlockChecksumRequest(block_id=block_id, gen=gen, length=length, token=token)
+        reply = await self._unary(address, "BlockChecksum", request)
+        return BlockDigest(reply.bytes_per_crc, reply.crc_count, reply.md5, reply.crc32c, length)
+
     # -- reports and commands -------------------------------------------------------------------
     async def _unary(self, address: str, method: str, request: Any) -> Any:
         stub = self._channels.stub(address)
@@ -458,6 +470,11 @@ class ChunkClient:
         token: bytes = b"",
     ) -> bytes:
         return self._run(self._aio.read_block(address, block_id, gen, offset, length, token=token))
+
+    def block_checksum(
+        self, address: str, block_id: int, gen: int, length: int, *, token: bytes = b""
+    ) -> BlockDigest:
+        return self._run(self._aio.block_checksum(address, block_id, gen, length, token=token))
 
     def block_info(self, address: str, block_id: int) -> list[ReplicaInfo]:
         return self._run(self._aio.block_info(address, block_id))

@@ -15,7 +15,8 @@ one *how* the shards agree); the plain command is used whenever one shard holds 
   which is the servicer's: a request to a peer, no transaction.)
 - ``Delete`` of a directory whose self-record is on another shard (that shard checks it is
   empty), and a recursive delete whose subtree spans shards (every record checked and
-  removed, the files' blocks queued).
+  removed, the files' blocks queued); a subtree of more than ``subtree.MAX_ENTRIES`` records
+  is first cut down in atomic steps, leaves first (``keelfs.master.tree_delete``).
 - ``Concat`` whose sources' entries are on other shards than the target's: the target's
   record replaced by the joined one here, each source removed on its shard.
 
@@ -32,6 +33,7 @@ it wait (``MetaNode.wait_unlocked``).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -236,10 +238,13 @@ async def delete(
     header: pb.RequestHeader,
     timeout: float,
     caller: Caller | None = None,
+    cleared: dict[str, int] | None = None,
 ) -> dict[str, int] | None:
     """Run ``cmd`` as a transaction when its records span shards: a directory whose
     self-record is on another shard, or a recursive delete of a subtree that spans shards.
-    The counts it removed; None when one shard holds everything (the plain command does)."""
+    The counts it removed; None when one shard holds everything (the plain command does).
+    ``cleared``: what earlier steps of this delete removed, counted in its transaction's
+    result (so that a retry answered from that transaction gets them too)."""
     path, m, sm = cmd.path, node.shard_map, member.sm
     if m.shard_for_directory(path) == member.group_id and not cmd.recursive:
         return None
@@ -252,10 +257,32 @@ async def delete(
         m.shard_for_directory(d) != member.group_id for d in [path, *_subdirectories(sm, path)]
     )
     if cmd.recursive and spanning:
-        return await _delete_tree(node, member, cmd, record, header, timeout, caller)
+        steps, request = node.tree_deletes, (bytes(header.session_id), header.seq)
+        deadline = time.monotonic() + timeout
+        if cleared is None and steps.started(member.group_id, path, request):
+            # a retry of a delete that went on in steps: wait for them, not race them
+            cleared = await steps.clear(
+                node.internal, member.group_id, path, caller, request, timeout, again=False
+            )
+            return await delete(node, member, cmd, header, _left(deadline), caller, cleared)
+        try:
+            return await _delete_tree(
+                node, member, cmd, record, header, timeout, caller, cleared or {}
+            )
+        except subtree.TreeTooLarge:
+            # too large for one transaction: leaves first in steps, then the rest (the top
+            # entry with it) by this request, as above (``keelfs.master.tree_delete``)
+            cleared = await steps.clear(
+                node.internal, member.group_id, path, caller, request, timeout, again=True
+            )
+            return await delete(node, member, cmd, header, _left(deadline), caller, cleared)
     if m.shard_for_directory(path) != member.group_id and (record is None or is_dir):
         return await _rmdir(node, member, cmd, record, header, timeout, caller)
     return None
+
+
+def _left(deadline: float) -> float:
+    return max(0.01, deadline - time.monotonic())
 
 
 async def _delete_tree(
@@ -266,14 +293,24 @@ async def _delete_tree(
     header: pb.RequestHeader,
     timeout: float,
     caller: Caller | None = None,
+    cleared: dict[str, int] | None = None,
 ) -> dict[str, int]:
     """Recursive delete of a directory whose subtree spans shards: one transaction over
     every record of it (``keelfs.master.subtree``). The caller needs ``w`` on the parent
     and ``rwx`` on every non-empty directory of the subtree (each checked where its
-    self-record is)."""
+    self-record is). ``cleared``: counts of earlier steps, added to the result."""
     path = cmd.path
     assert record is not None
-    dirs = await subtree.walk(node.internal, path, moving=False)
+    try:
+        dirs = await subtree.walk(node.internal, path, moving=False)
+    except NotFound as gone:
+        if gone.details.get("name") in (None, path):
+            raise
+        # a directory below went while it was read (steps of a delete in steps that a
+        # killed or deposed leader sent, finishing): nothing is recorded yet, read again
+        raise Unavailable(
+            "changed", message=f"{path}: the tree changed while it was read; retry"
+        ) from None
     parts, files, subdirs = subtree.delete_parts(node.shard_map, dirs)
     for d in dirs:
         if caller is not None and not caller.superuser and d.children:
@@ -293,6 +330,8 @@ async def _delete_tree(
         if not is_dir
     )
     result = {"files": files, "directories": subdirs + 1, "blocks": blocks}
+    for k, n in (cleared or {}).items():
+        result[k] += n
     outcome = await node.txns.run(
         member, "delete", own, parts, header, timeout, cmd, result, caller=caller
     )

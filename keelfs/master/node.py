@@ -59,6 +59,7 @@ from keelfs.master.replication import ReplicationMonitor
 from keelfs.master.resharding import Resharder
 from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS, TxnManager
 from keelfs.master.trash_emptier import TrashEmptier
+from keelfs.master.tree_delete import TreeDeletes
 from keelfs.meta import paths
 from keelfs.meta.commands import (
     DEFAULT_REPLICATION,
@@ -218,6 +219,8 @@ class MetaNode:
         self._refresh: asyncio.Task[None] | None = None
         self._map_changed = asyncio.Event()
         self.txns = TxnManager(self, prepare_timeout_ms=config.txn_prepare_timeout_ms)
+        self.tree_deletes = TreeDeletes()
+        """Recursive deletes too large for one transaction, in steps (``cross_shard``)."""
         self.resharder = Resharder(self)
         self.chunks = ChunkRegistry(dead_after_s=config.chunk_dead_after_s)
         self.replication = ReplicationMonitor(self)

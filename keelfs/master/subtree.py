@@ -27,6 +27,7 @@ from keelfs.meta.transactions import Step, record_digest
 
 __all__ = [
     "MAX_ENTRIES",
+    "TreeTooLarge",
     "MAX_RECORD_BYTES",
     "DirRecords",
     "delete_parts",
@@ -36,7 +37,8 @@ __all__ = [
 ]
 
 MAX_ENTRIES = 2_000
-"""Records a cross-shard subtree operation may touch (one command carries them all)."""
+"""Records a cross-shard subtree operation may touch (one command carries them all); a
+recursive delete of more goes in steps (``keelfs.master.tree_delete``)."""
 MAX_RECORD_BYTES = 384 * 1024
 """Bytes of stored records a cross-shard subtree move may carry: its transaction holds each
 record once (written on the new shard; the old shard checks a digest, ``entry_digest``) with
@@ -44,6 +46,11 @@ record once (written on the new shard; the old shard checks a digest, ``entry_di
 the 1 MiB command limit (``keelfs.meta.commands.MAX_COMMAND_BYTES``). Plain records are ~100
 bytes (2,000 of them: ~200 KB); an inline file's is up to ~88 KB. A delete carries digests
 only: :data:`MAX_ENTRIES` bounds it."""
+
+
+class TreeTooLarge(InvalidArgument):
+    """A subtree of more than :data:`MAX_ENTRIES` records: a move is refused with it; a
+    recursive delete goes on in steps (``keelfs.master.tree_delete``)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ async def walk(client: Any, top: str, *, moving: bool) -> list[DirRecords]:
                 "path",
             )
         if count > MAX_ENTRIES:
-            raise InvalidArgument(
+            raise TreeTooLarge(
                 f"{top} holds more than {MAX_ENTRIES} entries spread over shards: too large "
                 "to move or delete in one transaction",
                 "path",

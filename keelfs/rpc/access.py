@@ -133,6 +133,7 @@ _BY_SERVICE: dict[str, dict[str, Access]] = {
     "keelfs.chunk.v1.ChunkServer": {
         "WriteBlock": C,  # clients, and chunk servers forwarding down a pipeline
         "ReadBlock": C,
+        "BlockChecksum": C,  # a block's part of a file checksum, with a READ token
         "BlockInfo": A,
         "ListBlocks": A,
         "ServerInfo": A,

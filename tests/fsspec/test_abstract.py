@@ -218,3 +218,18 @@ def test_close_ends_the_client_and_leaves_the_instance_cache(keel: KeelFileSyste
         assert fresh is not fs and fresh.cat_file("/close/x") == b"1"
     finally:
         fresh.close()
+
+
+def test_checksum_and_ukey_are_the_file_checksum(keel: KeelFileSystem) -> None:
+    data = b"c" * (MAX_INLINE_BYTES + 10)
+    keel.pipe_file("/sum/a", data)
+    keel.pipe_file("/sum/b", data)
+    keel.pipe_file("/sum/c", data[:-1] + b"d")
+    c = keel.client.checksum("/sum/a")
+    assert keel.checksum("/sum/a") == int(c.hex, 16) == keel.checksum("/sum/b")
+    assert keel.ukey("/sum/a") == f"{c.algorithm}:{c.hex}" == keel.ukey("/sum/b")
+    assert keel.checksum("/sum/c") != keel.checksum("/sum/a")
+    assert keel.ukey("/sum/c") != keel.ukey("/sum/a")
+    assert isinstance(keel.checksum("/sum"), int) and keel.ukey("/sum")  # a directory
+    with pytest.raises(FileNotFoundError):
+        keel.checksum("/sum/missing")

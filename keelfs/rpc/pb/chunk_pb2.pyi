@@ -282,3 +282,27 @@ class ServerInfoResponse(_message.Message):
     corrupt: int
     epochs: _containers.ScalarMap[str, int]
     def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., available_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., finalized: _Optional[int] = ..., being_written: _Optional[int] = ..., corrupt: _Optional[int] = ..., epochs: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class BlockChecksumRequest(_message.Message):
+    __slots__ = ("block_id", "gen", "length", "token")
+    BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
+    GEN_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    block_id: int
+    gen: int
+    length: int
+    token: bytes
+    def __init__(self, block_id: _Optional[int] = ..., gen: _Optional[int] = ..., length: _Optional[int] = ..., token: _Optional[bytes] = ...) -> None: ...
+
+class BlockChecksumResponse(_message.Message):
+    __slots__ = ("bytes_per_crc", "crc_count", "md5", "crc32c")
+    BYTES_PER_CRC_FIELD_NUMBER: _ClassVar[int]
+    CRC_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MD5_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    bytes_per_crc: int
+    crc_count: int
+    md5: bytes
+    crc32c: int
+    def __init__(self, bytes_per_crc: _Optional[int] = ..., crc_count: _Optional[int] = ..., md5: _Optional[bytes] = ..., crc32c: _Optional[int] = ...) -> None: ...

@@ -71,6 +71,11 @@ class ChunkServerStub:
                 request_serializer=keelfs_dot_chunk_dot_v1_dot_chunk__pb2.ServerInfoRequest.SerializeToString,
                 response_deserializer=keelfs_dot_chunk_dot_v1_dot_chunk__pb2.ServerInfoResponse.FromString,
                 _registered_method=True)
+        self.BlockChecksum = channel.unary_unary(
+                '/keelfs.chunk.v1.ChunkServer/BlockChecksum',
+                request_serializer=keelfs_dot_chunk_dot_v1_dot_chunk__pb2.BlockChecksumRequest.SerializeToString,
+                response_deserializer=keelfs_dot_chunk_dot_v1_dot_chunk__pb2.BlockChecksumResponse.FromString,
+                _registered_method=True)
 
 
 class ChunkServerServicer:
@@ -126,6 +131,16 @@ class ChunkServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BlockChecksum(self, request, context):
+        """The MD5 of the CRC32Cs of bytes [0, length) of the replica with generation stamp `gen`, from
+        its sidecar (the data is read only for a length that ends inside a chunk the replica has more
+        of): a block's part of a file checksum (keelfs/datapath/file_checksum.py). READ token; a
+        corrupt replica is refused (DATA_LOSS), a length past its end INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChunkServerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +178,11 @@ def add_ChunkServerServicer_to_server(servicer, server):
                     servicer.ServerInfo,
                     request_deserializer=keelfs_dot_chunk_dot_v1_dot_chunk__pb2.ServerInfoRequest.FromString,
                     response_serializer=keelfs_dot_chunk_dot_v1_dot_chunk__pb2.ServerInfoResponse.SerializeToString,
+            ),
+            'BlockChecksum': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlockChecksum,
+                    request_deserializer=keelfs_dot_chunk_dot_v1_dot_chunk__pb2.BlockChecksumRequest.FromString,
+                    response_serializer=keelfs_dot_chunk_dot_v1_dot_chunk__pb2.BlockChecksumResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +374,33 @@ class ChunkServer:
             '/keelfs.chunk.v1.ChunkServer/ServerInfo',
             keelfs_dot_chunk_dot_v1_dot_chunk__pb2.ServerInfoRequest.SerializeToString,
             keelfs_dot_chunk_dot_v1_dot_chunk__pb2.ServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlockChecksum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.chunk.v1.ChunkServer/BlockChecksum',
+            keelfs_dot_chunk_dot_v1_dot_chunk__pb2.BlockChecksumRequest.SerializeToString,
+            keelfs_dot_chunk_dot_v1_dot_chunk__pb2.BlockChecksumResponse.FromString,
             options,
             channel_credentials,
             insecure,
