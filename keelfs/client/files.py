@@ -601,6 +601,9 @@ def _located(info: pb.FileInfo) -> list[_Located]:
     return out
 
 
+_EMPTY = memoryview(b"")
+
+
 class AsyncFileReader:
     """A file opened for reading (see the module docstring). Make it with ``AsyncClient.open``."""
 
@@ -624,9 +627,9 @@ class AsyncFileReader:
         self.failovers = 0
         """Reads that went on from another replica."""
         # the stream a sequential reader goes on with (see _sequential)
-        self._stream: AsyncGenerator[bytes, None] | None = None
+        self._stream: AsyncGenerator[memoryview, None] | None = None
         self._stream_at = -1
-        self._leftover = b""
+        self._leftover = _EMPTY
         self._reading = asyncio.Lock()  # one read at a time goes on with the stream
 
     @property
@@ -663,9 +666,9 @@ class AsyncFileReader:
         async with self._reading:
             parts = [piece async for piece in self._sequential(start, end)]
         self._position = end
-        return b"".join(parts)
+        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
 
-    async def _sequential(self, start: int, end: int) -> AsyncIterator[bytes]:
+    async def _sequential(self, start: int, end: int) -> AsyncIterator[memoryview]:
         """Bytes ``[start, end)`` like :meth:`iter_range`, but from one stream per block that
         stays open between calls: a read that starts where the last one stopped goes on with
         it (no new call to the chunk server, and the server has been reading ahead meanwhile).
@@ -686,7 +689,7 @@ class AsyncFileReader:
                         self._stream = None
                         continue
                 piece, n = self._leftover, min(len(self._leftover), end - position)
-                self._leftover = piece[n:] if n < len(piece) else b""
+                self._leftover = piece[n:] if n < len(piece) else _EMPTY
                 position += n
                 self._stream_at = position
                 yield piece if n == len(piece) else piece[:n]
@@ -694,7 +697,7 @@ class AsyncFileReader:
             await self._drop_stream()
             raise
 
-    def _block_stream(self, position: int) -> AsyncGenerator[bytes, None] | None:
+    def _block_stream(self, position: int) -> AsyncGenerator[memoryview, None] | None:
         """The rest of the block holding byte ``position`` (None past the end)."""
         for index, b in enumerate(self._blocks):
             if b.start <= position < b.start + b.length:
@@ -705,7 +708,7 @@ class AsyncFileReader:
     async def _drop_stream(self) -> None:
         stream, self._stream = self._stream, None
         self._stream_at = -1
-        self._leftover = b""
+        self._leftover = _EMPTY
         if stream is not None:
             await stream.aclose()
 
@@ -717,11 +720,21 @@ class AsyncFileReader:
     async def iter_range(self, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of the file in pieces (as the chunk servers send them); does
         not move the position."""
+        views = self.iter_views(start, end)
+        try:
+            async for view in views:
+                yield bytes(view)
+        finally:
+            await views.aclose()
+
+    async def iter_views(self, start: int, end: int) -> AsyncIterator[memoryview]:
+        """:meth:`iter_range` without a copy: read-only views of the received messages (for a
+        caller that writes or joins them at once)."""
         self._check_open()
         end = min(end, self.length)
         if self._inline is not None:
             if start < end:
-                yield self._inline[start:end]
+                yield memoryview(self._inline)[start:end]
             return
         for index, b in enumerate(self._blocks):
             if b.start + b.length <= start or b.length == 0:
@@ -735,7 +748,7 @@ class AsyncFileReader:
 
     async def _block_range(
         self, index: int, offset: int, length: int
-    ) -> AsyncGenerator[bytes, None]:
+    ) -> AsyncGenerator[memoryview, None]:
         b = self._blocks[index]
         failed: set[str] = set()
         refetches = 0
@@ -760,7 +773,7 @@ class AsyncFileReader:
                 continue
             server_id, address = candidates[0]
             try:
-                async for piece in self._chunks.iter_block(
+                async for piece in self._chunks.iter_block_views(
                     address, b.block_id, b.gen, offset, length, token=b.token
                 ):
                     offset += len(piece)
@@ -1042,9 +1055,9 @@ async def get_async(
     done = 0
     try:
         with open(part, "wb") as dst:  # noqa: ASYNC230
-            gathered: list[bytes] = []
+            gathered: list[memoryview] = []
             size = 0
-            async for piece in r.iter_range(0, r.length):
+            async for piece in r.iter_views(0, r.length):
                 gathered.append(piece)
                 size += len(piece)
                 if size >= TRANSFER_PIECE or done + size == r.length:

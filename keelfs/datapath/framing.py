@@ -21,6 +21,7 @@ __all__ = [
     "RawPacket",
     "decode_packet",
     "decode_read_response",
+    "read_response_fields",
     "encode_packet",
     "encode_read_response",
 ]
@@ -150,13 +151,19 @@ def encode_read_response(offset: int, data: bytes, crc: int) -> bytes:
 
 def decode_read_response(raw: bytes) -> tuple[int, bytes, int]:
     """``(offset, data, crc32c)`` of a serialized ``ReadResponse``."""
-    offset = crc = 0
-    data = b""
+    offset, start, end, crc = read_response_fields(raw)
+    return offset, raw[start:end], crc
+
+
+def read_response_fields(raw: bytes) -> tuple[int, int, int, int]:
+    """``(offset, data start, data end, crc32c)`` of a serialized ``ReadResponse``: where its
+    data lies in ``raw``, for a reader that keeps a view of it instead of a copy."""
+    offset = crc = start = end = 0
     for field, wire, a, b in _fields(raw, 0, len(raw)):
         if field == 1 and wire == _VARINT:
             offset = a
         elif field == 2 and wire == _LENGTH:
-            data = raw[a:b]
+            start, end = a, b
         elif field == 3 and wire == _FIXED32:
             crc = a
-    return offset, data, crc
+    return offset, start, end, crc

@@ -6,12 +6,13 @@ import random
 
 import pytest
 
-from keelfs.datapath.checksums import chunk_crcs
+from keelfs.datapath.checksums import TAIL_MIN, chunk_crcs, crc32c, crc32c_tail
 from keelfs.datapath.framing import (
     decode_packet,
     decode_read_response,
     encode_packet,
     encode_read_response,
+    read_response_fields,
 )
 from keelfs.datapath.protocol import Packetizer
 from keelfs.datapath.wire import pb
@@ -93,3 +94,35 @@ def test_packetizer_cuts_whole_chunks_and_a_last_packet() -> None:
     ]
     with pytest.raises(InvalidArgument):
         Packetizer(packet_size=1000, chunk_size=512)
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, 100, TAIL_MIN - 1, TAIL_MIN, TAIL_MIN + 7, 1 << 20, 3 << 20]
+)
+@pytest.mark.parametrize("prefix", [0, 1, 9, 14])
+def test_crc_of_a_messages_tail_matches_the_crc_of_a_copy(size: int, prefix: int) -> None:
+    raw = random.Random(size * 31 + prefix).randbytes(prefix + size)
+    assert crc32c_tail(raw, prefix) == crc32c(raw[prefix:])
+
+
+def test_crc_of_a_messages_tail_sees_one_flipped_bit_in_the_data_but_not_in_the_prefix() -> None:
+    raw = bytearray(encode_read_response(1 << 20, random.Random(5).randbytes(1 << 20), 0))
+    _, start, end, _ = read_response_fields(bytes(raw))
+    good = crc32c_tail(bytes(raw), start)
+    raw[start - 1] ^= 0x10  # the prefix (the length's last byte): not part of the data
+    assert crc32c_tail(bytes(raw), start) == good
+    raw[start - 1] ^= 0x10
+    raw[end - 1] ^= 0x01
+    assert crc32c_tail(bytes(raw), start) != good
+
+
+@pytest.mark.parametrize("size", [0, 5, 1 << 20])
+def test_read_response_fields_locate_the_data_in_the_message(size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    raw = encode_read_response(77 << 20, data, crc32c(data))
+    offset, start, end, crc = read_response_fields(raw)
+    assert (offset, raw[start:end], crc) == (77 << 20, data, crc32c(data))
+    assert end == len(raw)  # the data is last: a reader sums it in place
+    generated = pb.ReadResponse(offset=3, data=data, crc32c=9).SerializeToString()
+    offset, start, end, crc = read_response_fields(generated)
+    assert (offset, generated[start:end], crc) == (3, data, 9)
