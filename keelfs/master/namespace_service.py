@@ -543,11 +543,13 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, ServicerBase):
             if not request.stale_ok:
                 await self.node.wait_unlocked(member, path, self.timeout(context))
             info = member.sm.stat(path, caller=caller)
+            readable = False
             if request.read and not info.is_dir:
                 # a reader: an inline file's content comes with it (READ checked)
                 info = member.sm.check_access(path, READ, caller=caller, with_data=True)
+                readable = True
             message = file_info_to_pb(info)
-            if _may_read(member.sm, path, caller):
+            if readable or _may_read(member.sm, path, caller):
                 # block locations carry READ tokens: only for a reader (as HDFS's
                 # getBlockLocations); anyone who reaches the file may stat it
                 message = locate(self.node, message)
