@@ -117,6 +117,13 @@ class _Chunks:
             await asyncio.sleep(0)  # a reply in flight: other tasks run meanwhile
             yield data[i : i + self.piece]
 
+    async def iter_block_views(
+        self, address: str, block_id: int, gen: int, offset: int, length: int | None, **_: Any
+    ) -> AsyncGenerator[memoryview, None]:
+        """As the real client: views of the messages (here of the pieces)."""
+        async for piece in self.iter_block(address, block_id, gen, offset, length):
+            yield memoryview(piece)
+
 
 def _reader(blocks: dict[int, bytes], piece: int) -> tuple[AsyncFileReader, _Chunks]:
     info = pb.FileInfo(path="/f")
@@ -143,6 +150,24 @@ def test_sequential_reads_go_on_with_one_stream_per_block() -> None:
     assert b"".join(got) == whole
     assert all(type(p) is bytes for p in got)
     assert calls == [(1, 0, 1024), (2, 0, 768)]
+
+
+def test_reads_and_ranges_hand_out_bytes_not_views_of_the_messages() -> None:
+    """The reader joins views of the received messages; what it returns is ``bytes`` (a read
+    of exactly one piece, several pieces, a range), equal to the file's content."""
+    blocks = {1: bytes(range(256)) * 4, 2: bytes(range(255, -1, -1)) * 3}
+    whole = blocks[1] + blocks[2]
+
+    async def main() -> tuple[list[bytes], list[bytes]]:
+        r, _ = _reader(blocks, piece=100)
+        reads = [await r.read(100), await r.read(350), await r.read()]
+        ranged = [p async for p in r.iter_range(950, 1200)]
+        await r.close()
+        return reads, ranged
+
+    reads, ranged = asyncio.run(main())
+    assert [type(p) for p in reads + ranged] == [bytes] * (len(reads) + len(ranged))
+    assert b"".join(reads) == whole and b"".join(ranged) == whole[950:1200]
 
 
 def test_a_seek_drops_the_stream_and_reads_from_the_new_position() -> None:
