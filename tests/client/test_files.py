@@ -311,6 +311,28 @@ def test_another_user_cannot_write_inline_in_a_private_directory(data_cluster: A
     assert [e.name for e in root.ls("/inl-home/alice")] == ["mine"]
 
 
+def test_a_user_who_reaches_a_file_but_may_not_read_it_stats_it_and_gets_no_content(
+    data_cluster: Any,
+) -> None:
+    """A reader's GetFileInfo checks READ once and hands the content (an inline file's) or
+    the READ tokens (a file of blocks) only after it: stat without READ shows no content."""
+    c, _ = data_cluster
+    root, alice, bob = c.client(), _user_client(c, "alice"), _user_client(c, "bob")
+    root.mkdir("/inl-open/alice", parents=True)
+    root.chown("/inl-open/alice", "alice")
+    alice.chmod("/inl-open/alice", 0o755)
+    alice.write_bytes("/inl-open/alice/small", b"alice's secret")
+    with alice.open("/inl-open/alice/big", "wb") as f:
+        f.write(b"x" * (MAX_INLINE_BYTES + 1))
+    for name in ("small", "big"):
+        alice.chmod(f"/inl-open/alice/{name}", 0o600)
+        assert bob.stat(f"/inl-open/alice/{name}").length > 0
+        with pytest.raises(PermissionDenied):
+            bob.read_bytes(f"/inl-open/alice/{name}")
+    assert alice.read_bytes("/inl-open/alice/small") == b"alice's secret"
+    assert len(alice.read_bytes("/inl-open/alice/big")) == MAX_INLINE_BYTES + 1
+
+
 def test_an_acknowledged_inline_write_survives_the_shard_leader_killed(data_cluster: Any) -> None:
     """The data is in the Raft entry, on a majority before the reply: kill -9 the leader at
     once after the acknowledgement, and the new leader serves it."""
