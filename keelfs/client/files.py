@@ -727,7 +727,7 @@ class AsyncFileReader:
         finally:
             await views.aclose()
 
-    async def iter_views(self, start: int, end: int) -> AsyncIterator[memoryview]:
+    async def iter_views(self, start: int, end: int) -> AsyncGenerator[memoryview, None]:
         """:meth:`iter_range` without a copy: read-only views of the received messages (for a
         caller that writes or joins them at once)."""
         self._check_open()
