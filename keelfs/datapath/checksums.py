@@ -13,7 +13,6 @@ only (not memoryview), so a chunk of a memoryview is copied to ``bytes`` first: 
 from __future__ import annotations
 
 import struct
-from functools import lru_cache
 
 import google_crc32c
 
@@ -24,7 +23,6 @@ __all__ = [
     "chunk_count",
     "chunk_crcs",
     "crc32c",
-    "crc32c_tail",
     "first_mismatch",
 ]
 
@@ -35,50 +33,6 @@ CRC_SIZE = 4
 
 crc32c = google_crc32c.value
 """CRC32C of one ``bytes`` object."""
-
-_MASK = 0xFFFFFFFF
-TAIL_MIN = 128 << 10
-"""Below this many bytes :func:`crc32c_tail` copies the tail (cheaper than a new shift)."""
-
-Shift = tuple[int, ...]
-"""A linear map of the 32-bit CRC register over GF(2): the image of each of its 32 bits."""
-
-
-def _apply(shift: Shift, x: int) -> int:
-    out = i = 0
-    while x:
-        if x & 1:
-            out ^= shift[i]
-        x >>= 1
-        i += 1
-    return out
-
-
-def _compose(outer: Shift, inner: Shift) -> Shift:
-    return tuple(_apply(outer, column) for column in inner)
-
-
-@lru_cache(maxsize=64)
-def _zeros_shift(n: int) -> Shift:
-    """What ``n`` zero bytes do to the raw CRC register (``A_n``: linear, as the register's
-    update over zero bytes adds nothing), built from powers of two by composition."""
-    if n == 1:
-        return tuple(~google_crc32c.extend(~(1 << i) & _MASK, b"\0") & _MASK for i in range(32))
-    half = _zeros_shift(n // 2)
-    both = _compose(half, half)
-    return _compose(_zeros_shift(1), both) if n % 2 else both
-
-
-def crc32c_tail(raw: bytes, start: int) -> int:
-    """CRC32C of ``raw[start:]`` without copying it: ``google_crc32c`` reads ``bytes`` only,
-    and a read reply's data is the tail of the received message. With ``P = raw[:start]`` and
-    ``D`` the tail of ``n`` bytes, ``crc(P + D) = crc(D) ^ A_n(crc(P))`` (CRC's linearity;
-    ``A_n`` the register's shift over ``n`` zero bytes, cached per ``n``), so one pass over
-    the whole message and one over the few bytes of its prefix give the tail's CRC."""
-    n = len(raw) - start
-    if n < TAIL_MIN:
-        return crc32c(raw[start:])
-    return crc32c(raw) ^ _apply(_zeros_shift(n), crc32c(raw[:start]))
 
 
 def chunk_count(length: int, chunk_size: int) -> int:

@@ -43,8 +43,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from keelfs.datapath.checksums import CHUNK_SIZE, crc32c, crc32c_tail
-from keelfs.datapath.file_checksum import BlockDigest
+from keelfs.datapath.checksums import CHUNK_SIZE, crc32c
+from keelfs.datapath.file_checksum import BlockDigest, crc32c_tail
 from keelfs.datapath.framing import read_response_fields
 from keelfs.datapath.memory import tune_malloc_for_client
 from keelfs.datapath.protocol import (

@@ -41,8 +41,9 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
-from keelfs.datapath.checksums import CHUNK_SIZE, CRC_SIZE, chunk_crcs
+from keelfs.datapath.checksums import CHUNK_SIZE, CRC_SIZE, chunk_crcs, crc32c
 from keelfs.errors import InvalidArgument
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "composite",
     "crc32c_combine",
     "crc32c_of_chunks",
+    "crc32c_tail",
     "FileChecksum",
     "LocalChecksummer",
     "MODES",
@@ -177,6 +179,27 @@ def _shift_by(nbytes: int) -> int:
 def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
     """The CRC32C of ``A + B`` from ``crc1 = crc32c(A)``, ``crc2 = crc32c(B)``, ``len(B)``."""
     return _multiply(_shift_by(len2), crc1) ^ crc2
+
+
+TAIL_MIN = 128 << 10
+"""Below this many bytes :func:`crc32c_tail` copies the tail (cheaper than a new shift)."""
+
+
+@lru_cache(maxsize=64)
+def _shift_cached(nbytes: int) -> int:
+    return _shift_by(nbytes)
+
+
+def crc32c_tail(raw: bytes, start: int) -> int:
+    """CRC32C of ``raw[start:]`` without copying it: ``google_crc32c`` reads ``bytes`` only,
+    and a read reply's data is the tail of the received message. With ``P = raw[:start]`` and
+    ``D`` the tail, ``crc(P + D) = crc32c_combine(crc(P), crc(D), len(D))``, so one pass over
+    the whole message and one over its few-byte prefix give the tail's CRC (the shift for
+    ``len(D)``, the same for every full piece, is kept)."""
+    n = len(raw) - start
+    if n < TAIL_MIN:
+        return crc32c(raw[start:])
+    return crc32c(raw) ^ _multiply(_shift_cached(n), crc32c(raw[:start]))
 
 
 def crc32c_of_chunks(crcs: Sequence[int], chunk_size: int, length: int) -> int:

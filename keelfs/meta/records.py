@@ -162,9 +162,7 @@ class Inode:
             lease_holder=body[11],
             guards=tuple(Guard.from_list(g) for g in body[12]) if len(body) > 12 else (),
             lease_user=body[13] if len(body) > 13 else "",
-            data=(
-                _b64decode(body[14]) if len(body) > 14 and body[14] is not None else None
-            ),
+            data=(_b64decode(body[14]) if len(body) > 14 and body[14] is not None else None),
             truncating=(
                 (int(body[15][0]), int(body[15][1]))
                 if len(body) > 15 and body[15] is not None

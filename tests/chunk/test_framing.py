@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from keelfs.datapath.checksums import TAIL_MIN, chunk_crcs, crc32c, crc32c_tail
+from keelfs.datapath.checksums import chunk_crcs, crc32c
+from keelfs.datapath.file_checksum import TAIL_MIN, crc32c_tail
 from keelfs.datapath.framing import (
     decode_packet,
     decode_read_response,
