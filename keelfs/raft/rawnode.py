@@ -87,8 +87,11 @@ class RawNode:
         self.raft.tick()
 
     def step(self, m: Message) -> None:
-        """A message from a peer. Local message types are refused here (use the methods)."""
-        if m.type in (MessageType.HUP, MessageType.BEAT, MessageType.PROP):
+        """A message from a peer. Local message types are refused here (use the methods), and
+        so is anything claiming to come from this node: the core takes a message from its own
+        id as a local request (a read or a transfer asked here), which may raise
+        ``NotLeaderError`` for the caller; from the network it is forged, and dropped."""
+        if m.type in (MessageType.HUP, MessageType.BEAT, MessageType.PROP) or m.frm == self.raft.id:
             self.raft.ignored += 1
             return
         self.raft.step(m)

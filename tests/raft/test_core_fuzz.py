@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from core_helpers import MT, Network, log_entries
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -171,3 +172,16 @@ def _in_range(m: Message) -> bool:
     if m.snapshot is not None:
         ints_ += [m.snapshot.index, m.snapshot.term]
     return all(0 <= v <= MAX_WIRE_INT for v in ints_)
+
+
+@pytest.mark.parametrize("mtype", [MT.READ_INDEX, MT.TRANSFER_LEADER])
+def test_a_peer_message_claiming_to_come_from_this_node_is_dropped(mtype: MT) -> None:
+    """Found by the fuzz above (seed 3): a follower that knows no leader took a read or a
+    transfer "from itself" off the network as a local request and raised NotLeaderError."""
+    net = _cluster("follower")
+    node = _node_of(net, "follower")
+    node.raft.lead = 0  # a follower between leaders (after a term bump it knows none)
+    before = (node.raft.hard_state(), node.raft.ignored)
+    node.step(Message(type=mtype, to=node.id, frm=node.id, term=0, context=b"x", index=1))
+    assert node.raft.ignored == before[1] + 1
+    assert node.raft.hard_state() == before[0]
