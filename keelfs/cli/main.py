@@ -11,6 +11,7 @@ from keelfs.cli.bench_cmd import bench as _bench
 from keelfs.cli.certs_cmd import certs as _certs
 from keelfs.cli.chaos_cmd import chaos as _chaos
 from keelfs.cli.fs_cmd import FILE_COMMANDS
+from keelfs.cli.s3_cmd import s3 as _s3
 from keelfs.cli.server_cmd import register as _register_server
 
 
@@ -45,6 +46,7 @@ cli.add_command(_admin)
 cli.add_command(_bench)
 cli.add_command(_certs)
 cli.add_command(_chaos)
+cli.add_command(_s3)
 _register_server(cli)  # server, master, config-server, chunkserver, local-cluster, demo
 for _command in FILE_COMMANDS:
     cli.add_command(_command)
