@@ -131,10 +131,14 @@ def parse_range(header: str | None, length: int) -> tuple[int, int] | None:
     except ValueError:
         return None
     if start < 0 or end <= start:
-        return None
+        return None if start < length else _raise(_invalid_range(length))
     if start >= length:
         raise _invalid_range(length)
     return start, min(end, length)
+
+
+def _raise(err: S3Error) -> tuple[int, int]:
+    raise err
 
 
 def _invalid_range(length: int) -> S3Error:

@@ -3,6 +3,7 @@ it listens, as every keelfs process)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ from keelfs.runtime.lifecycle import (
     serve_until_stopped,
     stop_on_signals,
 )
-from keelfs.web.listen import is_loopback_host
 
 __all__ = ["GatewayConfig", "check_listen", "run", "serve"]
 
@@ -32,6 +32,15 @@ class GatewayConfig:
     keys: dict[str, AccessKey]
     tls_dir: Path | None = None
     log_level: str = "INFO"
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_listen(listen: str, insecure: bool) -> tuple[str, int]:
