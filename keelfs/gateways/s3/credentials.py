@@ -11,12 +11,16 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
+import secrets
+import string
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AccessKey", "CredentialsError", "load_credentials"]
+__all__ = ["AccessKey", "CredentialsError", "ensure_credentials", "load_credentials"]
 
 
 class CredentialsError(ValueError):
@@ -56,3 +60,23 @@ def parse_credentials(raw: object, where: str = "credentials") -> dict[str, Acce
             raise CredentialsError(f"{where}: access key {key_id!r} names no keelfs user")
         keys[key_id] = AccessKey(key_id, secret, user)
     return keys
+
+
+def ensure_credentials(path: Path, *, create: bool) -> dict[str, AccessKey]:
+    """The keys of ``path``; ``create``: when it is not there, first write it (0600) with one
+    new key for the user running this process (``keelfs server``'s default)."""
+    if create and not path.exists():
+        alphabet = string.ascii_uppercase + string.digits
+        key_id = "KEELFS" + "".join(secrets.choice(alphabet) for _ in range(14))
+        secret = secrets.token_urlsafe(30)
+        text = (
+            "# access keys of keelfs's S3 gateway (docs/s3.md)\n"
+            f"[access_keys.{key_id}]\n"
+            f'secret = "{secret}"\n'
+            f'user = "{getpass.getuser()}"\n'
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+    return load_credentials(path)
