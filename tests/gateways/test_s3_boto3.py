@@ -495,3 +495,9 @@ def test_permissions_of_the_mapped_user(gateway: Gateway) -> None:
         bob.create_bucket(Bucket=f"bob-{next(_names)}")
     assert code_of(exc) == (403, "AccessDenied")
     assert keys_of(s3.list_objects_v2(Bucket=name)) == ["readable"]
+
+
+def test_prefix_naming_a_file_as_a_directory_lists_nothing(gateway: Gateway, listed: str) -> None:
+    s3 = gateway.client()
+    assert keys_of(s3.list_objects_v2(Bucket=listed, Prefix="b/")) == []
+    assert keys_of(s3.list_objects_v2(Bucket=listed, Prefix="f/1/", Delimiter="/")) == []

@@ -49,6 +49,8 @@ _UNSUPPORTED = frozenset(
 
 def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str]) -> Handler:
     """The operation a request names (``MethodNotAllowed`` / ``NotImplemented`` otherwise)."""
+    if method == "GET" and has_bucket and not has_key and "versioning" in query:
+        return buckets.get_bucket_versioning  # never enabled: what tools ask before deleting
     unsupported = _UNSUPPORTED.intersection(query)
     if unsupported:
         raise S3Error("NotImplemented", f"?{sorted(unsupported)[0]} is not supported by keelfs")

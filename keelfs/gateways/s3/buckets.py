@@ -20,6 +20,7 @@ __all__ = [
     "create_bucket",
     "delete_bucket",
     "get_bucket_location",
+    "get_bucket_versioning",
     "head_bucket",
     "list_buckets",
     "list_objects",
@@ -116,6 +117,12 @@ async def head_bucket(ctx: Ctx) -> web.Response:
 async def get_bucket_location(ctx: Ctx) -> web.Response:
     await store.require_bucket(ctx.fs, ctx.bucket)
     return xml_response(document("LocationConstraint"))
+
+
+async def get_bucket_versioning(ctx: Ctx) -> web.Response:
+    """Versioning is never enabled (keelfs keeps one version of each object)."""
+    await store.require_bucket(ctx.fs, ctx.bucket)
+    return xml_response(document("VersioningConfiguration"))
 
 
 def _max_keys(ctx: Ctx) -> int:

@@ -52,7 +52,7 @@ async def _entries(fs: AsyncClient, path: str, top: bool) -> list[tuple[str, Fil
     named = [
         (e.name + "/" if e.is_dir else e.name, e)
         for e in found
-        if not (top and e.name == store.HIDDEN)
+        if e.path != path and not (top and e.name == store.HIDDEN)  # ls of a file: itself
     ]
     named.sort(key=lambda pair: pair[0].encode())
     return named
