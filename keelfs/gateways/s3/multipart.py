@@ -68,14 +68,18 @@ def upload_dir(bucket: str, upload_id: str) -> str:
     return store.hidden(bucket, "uploads", upload_id)
 
 
-async def _upload(ctx: Ctx, upload_id: str) -> dict[str, object]:
-    """The upload's record (``NoSuchUpload`` if there is none for this key)."""
-    missing = S3Error(
+def _no_such_upload(upload_id: str) -> S3Error:
+    return S3Error(
         "NoSuchUpload",
         "The specified upload does not exist. The upload ID may be invalid, or the upload "
         "may have been aborted or completed.",
         UploadId=upload_id,
     )
+
+
+async def _upload(ctx: Ctx, upload_id: str) -> dict[str, object]:
+    """The upload's record (``NoSuchUpload`` if there is none for this key)."""
+    missing = _no_such_upload(upload_id)
     if not _UPLOAD_ID.match(upload_id):
         raise missing
     try:
@@ -144,10 +148,14 @@ async def upload_part(ctx: Ctx) -> web.Response:
     directory = upload_dir(ctx.bucket, upload_id)
     temp = f"{directory}/t{secrets.token_hex(16)}"
     copy_source = ctx.header("x-amz-copy-source")
-    if copy_source is not None:
-        written = await _copy_part(ctx, copy_source, temp)
-    else:
-        written = await store.write_temp(ctx.fs, ctx.bucket, ctx.body(), path=temp)
+    try:
+        if copy_source is not None:
+            written = await _copy_part(ctx, copy_source, temp)
+        else:
+            written = await store.write_temp(ctx.fs, ctx.bucket, ctx.body(), path=temp)
+    except NotFound:  # aborted meanwhile
+        raise _no_such_upload(upload_id) from None
+    if copy_source is None:
         try:
             ctx.check_digests(written)
         except S3Error:

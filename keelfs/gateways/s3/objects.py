@@ -42,7 +42,6 @@ def md5_etag(digest: bytes) -> str:
 
 async def put_object(ctx: Ctx) -> web.Response:
     store.check_key(ctx.key)
-    await store.require_bucket(ctx.fs, ctx.bucket)
     if "x-amz-copy-source" in ctx.request.headers:
         return await copy_object(ctx)
     body = ctx.body()

@@ -5,13 +5,15 @@
 - ``/b/.s3/`` is the gateway's own, never listed: ``tmp/`` (uploads being written),
   ``meta/`` (sidecars), ``uploads/`` (multipart uploads).
 - An object's ETag, Content-Type, user metadata and the few stored headers live in a
-  **sidecar** ``/b/.s3/meta/<H>/<I>``: ``H`` a hash of the key, ``I`` the object file's
+  **sidecar** ``/b/.s3/meta/<H>.<I>``: ``H`` a hash of the key, ``I`` the object file's
   identity (its mtime, length and first block id: what a rename keeps and a new write
   changes). The sidecar is written before the object is renamed into place, so the object
   and its metadata appear together; a reader looks up exactly its file's identity, so it
-  never pairs a file with another write's metadata. A file without a sidecar (written by
-  ``keelfs put``, or whose writer died between the two steps) is still an object: its
-  ETag is a hash of its identity, its type ``application/octet-stream``.
+  never pairs a file with another write's metadata. The sidecar of the object a write
+  replaces is deleted after the rename (one left behind by a race or a crash is never read).
+  A file without a sidecar (written by ``keelfs put``, or whose writer died between the two
+  steps) is still an object: its ETag is a hash of its identity, its type
+  ``application/octet-stream``.
 - Every write goes to ``/b/.s3/tmp/<random>`` first and is renamed over the key (atomic, in
   one Raft command or one cross-shard transaction): a reader sees the old object or the
   whole new one, and a failed upload leaves nothing visible.
@@ -174,8 +176,8 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-def sidecar_dir(bucket: str, key: str) -> str:
-    return hidden(bucket, "meta", key_hash(key))
+def sidecar_path(bucket: str, key: str, info: FileInfo) -> str:
+    return hidden(bucket, "meta", f"{key_hash(key)}.{identity(info)}")
 
 
 def fallback(info: FileInfo) -> Stored:
@@ -186,7 +188,7 @@ def fallback(info: FileInfo) -> Stored:
 
 async def read_sidecar(fs: AsyncClient, bucket: str, key: str, info: FileInfo) -> Stored:
     try:
-        raw = await fs.read_bytes(f"{sidecar_dir(bucket, key)}/{identity(info)}")
+        raw = await fs.read_bytes(sidecar_path(bucket, key, info))
         return Stored.decode(raw)
     except (NotFound, NotADirectory, IsADirectory, ValueError, KeyError):
         return fallback(info)
@@ -262,11 +264,20 @@ async def _mkdirs(fs: AsyncClient, path: str) -> None:
         await fs.mkdir(path, parents=True)
 
 
-async def _create_writer(fs: AsyncClient, path: str) -> Any:
+async def _make_hidden_parent(fs: AsyncClient, bucket: str, path: str) -> None:
+    """The hidden directory ``path`` goes in, in a bucket that must exist (``NoSuchBucket``:
+    ``mkdir -p`` would make the bucket too)."""
+    await require_bucket(fs, bucket)
+    await _mkdirs(fs, posixpath.dirname(path))
+
+
+async def _create_writer(fs: AsyncClient, bucket: str, path: str, make_parent: bool) -> Any:
     try:
         return await fs.open(path, "wb")
     except NotFound:
-        await _mkdirs(fs, posixpath.dirname(path))
+        if not make_parent:
+            raise
+        await _make_hidden_parent(fs, bucket, path)
         return await fs.open(path, "wb")
 
 
@@ -286,7 +297,9 @@ async def write_temp(
     fs: AsyncClient, bucket: str, chunks: AsyncIterator[bytes], *, path: str | None = None
 ) -> Written:
     """``chunks`` written to a new hidden file (complete when this returns; deleted if the
-    body fails)."""
+    body fails): ``path``, whose directory must exist (``NotFound``), else one in
+    ``.s3/tmp/``, made on first use."""
+    make_parent = path is None
     path = path or temp_path(bucket)
     md5, sha = hashlib.md5(), hashlib.sha256()
     head = bytearray()
@@ -306,10 +319,12 @@ async def write_temp(
             try:
                 await fs.write_bytes(path, bytes(head))
             except NotFound:
-                await _mkdirs(fs, posixpath.dirname(path))
+                if not make_parent:
+                    raise
+                await _make_hidden_parent(fs, bucket, path)
                 await fs.write_bytes(path, bytes(head))
             return Written(path, len(head), md5.digest(), sha.hexdigest())
-        writer = await _create_writer(fs, path)
+        writer = await _create_writer(fs, bucket, path, make_parent)
         length = len(head)
         try:
             await writer.write(bytes(head))
@@ -340,12 +355,11 @@ async def commit_object(
     """Put complete file ``temp`` in place as ``key`` with its sidecar (module doc);
     ``exclusive``: only if no object is there (``If-None-Match: *``: ``PreconditionFailed``)."""
     overwrite = not exclusive
+    target = key_path(bucket, key)
     try:
         info = await fs.stat(temp)
-        sidecars = sidecar_dir(bucket, key)
-        await _mkdirs(fs, sidecars)
-        await fs.write_bytes(f"{sidecars}/{identity(info)}", stored.encode(key), overwrite=True)
-        target = key_path(bucket, key)
+        await _write_creating_parent(fs, sidecar_path(bucket, key, info), stored.encode(key))
+        replaced = await _file_or_none(fs, target)
         try:
             await fs.rename(temp, target, overwrite=overwrite)
         except NotFound:
@@ -366,8 +380,26 @@ async def commit_object(
     except KeelError as exc:
         await discard(fs, temp)
         raise from_keel(exc, missing="NoSuchBucket", Key=key) from None
-    await _drop_stale_sidecars(fs, bucket, key, identity(info))
+    if replaced is not None and identity(replaced) != identity(info):
+        await discard(fs, sidecar_path(bucket, key, replaced))
     return ObjectInfo(key, info, stored)
+
+
+async def _file_or_none(fs: AsyncClient, path: str) -> FileInfo | None:
+    try:
+        info = await fs.stat(path)
+    except (NotFound, NotADirectory):
+        return None
+    return None if info.is_dir else info
+
+
+async def _write_creating_parent(fs: AsyncClient, path: str, data: bytes) -> None:
+    """A small file (inline: one command), its directory made on first use."""
+    try:
+        await fs.write_bytes(path, data, overwrite=True)
+    except NotFound:
+        await _mkdirs(fs, posixpath.dirname(path))
+        await fs.write_bytes(path, data, overwrite=True)
 
 
 def _conflict(key: str) -> S3Error:
@@ -384,14 +416,6 @@ async def _make_parents(fs: AsyncClient, bucket: str, key: str) -> None:
     if parent != bucket_path(bucket):
         await require_bucket(fs, bucket)
         await _mkdirs(fs, parent)
-
-
-async def _drop_stale_sidecars(fs: AsyncClient, bucket: str, key: str, keep: str) -> None:
-    """Sidecars of earlier writes of ``key`` (best effort: one left is never read)."""
-    with contextlib.suppress(KeelError):
-        async for entry in fs.ls(sidecar_dir(bucket, key)):
-            if entry.name != keep:
-                await fs.delete(entry.path)
 
 
 async def make_marker(fs: AsyncClient, bucket: str, key: str) -> ObjectInfo:
@@ -430,8 +454,7 @@ async def delete_object(fs: AsyncClient, bucket: str, key: str) -> None:
             return
         else:
             await fs.delete(path)
-            with contextlib.suppress(KeelError):
-                await fs.delete(sidecar_dir(bucket, key), recursive=True)
+            await discard(fs, sidecar_path(bucket, key, info))
     except NotFound:
         return
     except KeelError as exc:
