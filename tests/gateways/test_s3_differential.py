@@ -98,7 +98,9 @@ def _multipart(s3: Any, key: str, sizes: list[int], order: list[int] | None = No
     return {"listed": listed, "etag": done["ETag"], "object": _get(s3, Bucket=B, Key=key)}
 
 
-KEYS = ["a", "a-1", "a/b", "a/c/d", "b/x", "b/y/z", "c", "d/e/f/g", "d/e/h"]
+KEYS = ["a-1", "a/b", "a/c/d", "a0", "b/x", "b/y/z", "c", "d/e/f/g", "d/e/h"]
+"""S3's key order is not a directory walk's (``a-1`` < ``a/b`` < ``a0``); no key is both an
+object and a directory (``a`` and ``a/b``), which keelfs cannot hold (docs/s3.md)."""
 
 STEPS: list[tuple[str, Callable[[Any], Any]]] = [
     ("create bucket", lambda s3: s3.create_bucket(Bucket=B)["ResponseMetadata"]["HTTPStatusCode"]),
@@ -112,16 +114,16 @@ STEPS: list[tuple[str, Callable[[Any], Any]]] = [
     ("get", lambda s3: _get(s3, Bucket=B, Key="a/c/d")),
     ("get range", lambda s3: _get(s3, Bucket=B, Key="d/e/f/g", Range="bytes=2-5")),
     ("get suffix range", lambda s3: _get(s3, Bucket=B, Key="d/e/f/g", Range="bytes=-4")),
-    ("get range past the end", lambda s3: _get(s3, Bucket=B, Key="a", Range="bytes=2-100")),
-    ("get invalid range", lambda s3: _get(s3, Bucket=B, Key="a", Range="bytes=50-60")),
+    ("get range past the end", lambda s3: _get(s3, Bucket=B, Key="a0", Range="bytes=2-100")),
+    ("get invalid range", lambda s3: _get(s3, Bucket=B, Key="a0", Range="bytes=50-60")),
     ("get missing key", lambda s3: _get(s3, Bucket=B, Key="nope")),
     ("get from missing bucket", lambda s3: _get(s3, Bucket="diff-nobody", Key="a")),
     ("head", lambda s3: {k: v for k, v in s3.head_object(Bucket=B, Key="c").items()
                          if k in ("ContentLength", "ETag", "ContentType", "Metadata")}),
     ("head missing", lambda s3: s3.head_object(Bucket=B, Key="zz")),
-    ("if-match fails", lambda s3: _get(s3, Bucket=B, Key="a", IfMatch='"deadbeef"')),
+    ("if-match fails", lambda s3: _get(s3, Bucket=B, Key="a0", IfMatch='"deadbeef"')),
     ("if-none-match hits", lambda s3: _get(
-        s3, Bucket=B, Key="a", IfNoneMatch=s3.head_object(Bucket=B, Key="a")["ETag"])),
+        s3, Bucket=B, Key="a0", IfNoneMatch=s3.head_object(Bucket=B, Key="a0")["ETag"])),
     ("list v2", lambda s3: _pages(s3, "list_objects_v2", Bucket=B)),
     ("list v2 pages of 2 with /", lambda s3: _pages(
         s3, "list_objects_v2", Bucket=B, Delimiter="/", PaginationConfig={"PageSize": 2})),
@@ -161,12 +163,22 @@ STEPS: list[tuple[str, Callable[[Any], Any]]] = [
     ("list after deletes", lambda s3: _pages(s3, "list_objects_v2", Bucket=B, Delimiter="/")),
     ("multipart", lambda s3: _multipart(s3, "mp/obj", [5 * MiB, 1234])),
     ("multipart small part", lambda s3: _multipart(s3, "mp/small", [1000, 1000])),
-    ("multipart bad order", lambda s3: _multipart(s3, "mp/order", [5 * MiB, 10], order=[1, 0])),
+    ("multipart bad order", lambda s3: _multipart(
+        s3, "mp/order", [5 * MiB, 5 * MiB], order=[1, 0])),
     ("list parts of no upload", lambda s3: s3.list_parts(Bucket=B, Key="k", UploadId="0" * 32)),
     ("uploads", lambda s3: [
         u["Key"] for u in s3.list_multipart_uploads(Bucket=B).get("Uploads", [])]),
     ("delete non-empty bucket", lambda s3: s3.delete_bucket(Bucket=B)),
 ]  # fmt: skip
+
+
+S3_NOT_MOTO: dict[str, Any] = {
+    # S3 documents that a quiet DeleteObjects lists only the keys that failed; moto lists all
+    "delete objects quiet": ("ok", []),
+    # S3 refuses parts not in ascending order; moto sorts them and completes
+    "multipart bad order": ("error", 400, "InvalidPartOrder"),
+}
+"""Where moto departs from S3's documented answer: the gateway must give S3's."""
 
 
 def _outcome(s3: Any, step: Callable[[Any], Any]) -> Any:
@@ -183,6 +195,7 @@ def test_gateway_answers_as_moto_does(gateway: Gateway, moto_endpoint: str) -> N
     differences = []
     for name, step in STEPS:
         expected, got = _outcome(theirs, step), _outcome(ours, step)
+        expected = S3_NOT_MOTO.get(name, expected)
         if expected != got:
             differences.append(f"{name}:\n  moto:   {expected}\n  keelfs: {got}")
     assert not differences, "\n".join(differences)
