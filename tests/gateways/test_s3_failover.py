@@ -78,6 +78,7 @@ def test_put_while_the_shard_leader_is_killed(gateway: Gateway) -> None:
     writer.join(timeout=300)
     assert not writer.is_alive(), "the PUT neither completed nor failed"
     got = _get_when_served(s3, bucket, "big")
+    print(f"PUT outcome: {outcome}, object there: {got is not None}")
     if "etag" in outcome:
         assert got == body, "an acknowledged PUT must be whole"
     else:
