@@ -165,3 +165,31 @@ def test_hostile_xml_refused() -> None:
         with pytest.raises(S3Error) as exc:
             parse(body)
         assert exc.value.code == "MalformedXML"
+
+
+def test_cli_refuses_bad_setups(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from keelfs.cli.main import cli
+
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[access_keys.A]\nsecret = "s"\nuser = "ann"\n')
+    runner = CliRunner()
+    off_host = runner.invoke(cli, ["s3", "--listen", "0.0.0.0:9000", "--credentials", str(keys)])
+    assert off_host.exit_code == 2 and "--insecure" in off_host.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[access_keys.A]\nuser = 'ann'\n")
+    no_secret = runner.invoke(cli, ["s3", "--credentials", str(bad)])
+    assert no_secret.exit_code == 2 and "has no secret" in no_secret.output
+    malformed = runner.invoke(cli, ["s3", "--listen", "nohost", "--credentials", str(keys)])
+    assert malformed.exit_code == 2 and "HOST:PORT" in malformed.output
+
+
+def test_server_refuses_s3_off_the_loopback_without_insecure() -> None:
+    from keelfs.server.embedded import ServerConfig
+    from keelfs.server.settings import SERVER_SETTINGS, ConfigError, resolve
+
+    flags = {s.name: None for s in SERVER_SETTINGS}
+    flags["s3_listen"] = "0.0.0.0:7090"
+    with pytest.raises(ConfigError, match="s3_listen"):
+        ServerConfig.from_resolved(resolve(SERVER_SETTINGS, "server", flags, environ={}))
