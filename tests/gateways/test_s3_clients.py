@@ -106,13 +106,23 @@ def test_pyarrow_parquet_dataset(gateway: Gateway) -> None:
 
 
 # -- fsspec's abstract suite through s3fs ------------------------------------------------------
+_SCENARIOS: dict[str, str] = {}
+"""Scenario name -> its source tree (built on first use, in the module's bucket)."""
+
+
 @pytest.fixture(scope="module")
 def s3fs_fs(gateway: Gateway) -> Iterator[Any]:
-    yield _s3fs(gateway)
+    fs = _s3fs(gateway)
+    fs.mkdir("abstract")
+    _SCENARIOS.clear()
+    yield fs
+    _SCENARIOS.clear()
 
 
 class S3fsFixtures(abstract.AbstractFixtures):  # type: ignore[misc]
-    """As s3fs's own derived fixtures: a bucket per test, no empty directories."""
+    """As s3fs's own derived fixtures (no empty directories), each test in its own prefix of
+    one bucket. The suite reads its source trees and never changes them (copies go to
+    ``fs_target``): each is built once per module, as ``tests/fsspec`` does."""
 
     @pytest.fixture
     def fs(self, s3fs_fs: Any) -> Any:
@@ -125,14 +135,35 @@ class S3fsFixtures(abstract.AbstractFixtures):  # type: ignore[misc]
 
     @pytest.fixture
     def fs_path(self, s3fs_fs: Any) -> Iterator[str]:
-        bucket = f"abstract-{next(_names)}"
-        s3fs_fs.mkdir(bucket)
-        yield bucket
-        s3fs_fs.rm(bucket, recursive=True)
+        path = f"abstract/t-{next(_names)}"
+        yield path
+        if s3fs_fs.exists(path):
+            s3fs_fs.rm(path, recursive=True)
 
     @pytest.fixture
     def supports_empty_directories(self) -> bool:
         return False
+
+    def _scenario(self, fs: Any, name: str, build: Any) -> str:
+        if name not in _SCENARIOS:
+            _SCENARIOS[name] = build(fs, posixpath.join, f"abstract/scenarios/{name}")
+        return _SCENARIOS[name]
+
+    @pytest.fixture
+    def fs_bulk_operations_scenario_0(self, s3fs_fs: Any) -> str:
+        return self._scenario(s3fs_fs, "bulk0", self._bulk_operations_scenario_0)
+
+    @pytest.fixture
+    def fs_glob_edge_cases_files(self, s3fs_fs: Any) -> str:
+        return self._scenario(s3fs_fs, "glob", self._glob_edge_cases_files)
+
+    @pytest.fixture
+    def fs_dir_and_file_with_same_name_prefix(self, s3fs_fs: Any) -> str:
+        return self._scenario(s3fs_fs, "prefix", self._dir_and_file_with_same_name_prefix)
+
+    @pytest.fixture
+    def fs_10_files_with_hashed_names(self, s3fs_fs: Any) -> str:
+        return self._scenario(s3fs_fs, "hashed", self._10_files_with_hashed_names)
 
 
 class TestS3fsCopy(abstract.AbstractCopyTests, S3fsFixtures):  # type: ignore[misc]
