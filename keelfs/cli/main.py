@@ -12,6 +12,7 @@ from keelfs.cli.certs_cmd import certs as _certs
 from keelfs.cli.chaos_cmd import chaos as _chaos
 from keelfs.cli.edit_cmd import EDIT_COMMANDS
 from keelfs.cli.fs_cmd import FILE_COMMANDS
+from keelfs.cli.s3_cmd import s3 as _s3
 from keelfs.cli.server_cmd import register as _register_server
 
 
@@ -46,6 +47,7 @@ cli.add_command(_admin)
 cli.add_command(_bench)
 cli.add_command(_certs)
 cli.add_command(_chaos)
+cli.add_command(_s3)
 _register_server(cli)  # server, master, config-server, chunkserver, local-cluster, demo
 for _command in [*FILE_COMMANDS, *EDIT_COMMANDS]:
     cli.add_command(_command)

@@ -150,6 +150,8 @@ class ServerConfig:
     log_level: str = "INFO"
     tls_dir: str = ""
     insecure: bool = False
+    s3_listen: str = ""
+    s3_credentials: str = ""
 
     @classmethod
     def from_resolved(cls, resolved: Resolved) -> ServerConfig:
@@ -183,12 +185,26 @@ class ServerConfig:
         )
         config.chunk_tls()  # its certificate must be there too
         config.http()
+        if config.s3_listen:
+            from keelfs.gateways.s3.serve import check_listen as check_s3_listen
+
+            try:
+                check_s3_listen(config.s3_listen, config.insecure)
+            except ValueError as exc:
+                raise ConfigError(f"s3_listen: {exc}") from None
         return config
 
     def http(self) -> HttpSettings:
         """The HTTP side (the metadata node's: the dashboard), checked (``ConfigError``)."""
         values = {"http_listen": self.http_listen, "http_token_file": self.http_token_file}
         return http_settings(values, self.meta_tls())
+
+    @property
+    def s3_credentials_file(self) -> Path:
+        """The S3 gateway's access keys: ``s3_credentials``, else ``<data>/s3-credentials.toml``."""
+        return (
+            Path(self.s3_credentials) if self.s3_credentials else self.data / "s3-credentials.toml"
+        )
 
     def meta_tls(self) -> TlsSettings | None:
         """The metadata node's TLS settings: ``master-1`` of ``tls_dir`` (None: no TLS)."""
@@ -302,6 +318,7 @@ async def serve(config: ServerConfig, on_ready: Any = None) -> None:
     chunk = ChunkNode(config.chunk_config())
     extra: list[asyncio.Task[None]] = []
     web: Any = None
+    s3: Any = None
     try:
         await meta.start()
         deadline = time.monotonic() + _SETUP_TIMEOUT_S
@@ -327,12 +344,19 @@ async def serve(config: ServerConfig, on_ready: Any = None) -> None:
             web = meta_web_server(meta, http)
             await web.start()
             info["http"], info["http_url"] = web.address, web.url
+        if config.s3_listen:
+            s3 = await _start_s3(config, meta.client_address)
+            info["s3"], info["s3_url"], info["s3_credentials"] = (
+                s3.address, s3.url, str(config.s3_credentials_file),
+            )  # fmt: skip
         (on_ready or _print_ready)(info)
         log.info("keelfs server serving: %s", info)
         tasks = [*meta.tasks, *chunk.tasks, *extra]
         await serve_until_stopped(stop, tasks)
         log.info("keelfs server stopping")
     finally:
+        if s3 is not None:
+            await s3.stop()
         if web is not None:
             await web.stop()
         for t in extra:
@@ -341,6 +365,21 @@ async def serve(config: ServerConfig, on_ready: Any = None) -> None:
         await chunk.stop()
         await meta.stop()
         os.close(lock)
+
+
+async def _start_s3(config: ServerConfig, client_address: str) -> Any:
+    """The S3 gateway on ``s3_listen`` for this server (``keelfs.gateways.s3``), its access
+    keys made first if the default file is not there yet."""
+    from keelfs.gateways.s3.app import S3Gateway
+    from keelfs.gateways.s3.credentials import ensure_credentials
+    from keelfs.gateways.s3.serve import check_listen
+
+    keys = ensure_credentials(config.s3_credentials_file, create=not config.s3_credentials)
+    host, port = check_listen(config.s3_listen, config.insecure)
+    tls_dir = Path(config.tls_dir) if config.tls_dir else None
+    gateway = S3Gateway([client_address], keys, host=host, port=port, tls_dir=tls_dir)
+    await gateway.start()
+    return gateway
 
 
 def _print_ready(info: dict[str, Any]) -> None:
@@ -353,6 +392,8 @@ def _print_ready(info: dict[str, Any]) -> None:
     ]
     if info.get("http_url"):
         lines.append(f"  dashboard            {info['http_url']}/")
+    if info.get("s3_url"):
+        lines.append(f"  S3 gateway           {info['s3_url']} (keys in {info['s3_credentials']})")
     lines.append("  stop with Ctrl-C (or SIGTERM)")
     print("\n".join(lines), flush=True)
     announce_ready(info)

@@ -322,6 +322,21 @@ SERVER_SETTINGS: tuple[Setting, ...] = (
         "(docs/security.md)"
     ),
     _INSECURE,
+    Setting(
+        "s3_listen",
+        str,
+        "",
+        "serve S3 on this address HOST:PORT too (docs/s3.md; port 0: any free port; empty: "
+        "no S3 gateway)",
+    ),
+    Setting(
+        "s3_credentials",
+        str,
+        "",
+        "the S3 gateway's access keys (TOML or JSON, docs/s3.md); empty: "
+        "<data>/s3-credentials.toml, made on first use with one key for the user running "
+        "the server",
+    ),
 )
 
 # -- the metadata roles: keelfs config-server, keelfs master -------------------------------------

@@ -1,0 +1,198 @@
+"""``S3Gateway``: the S3 gateway's aiohttp server, its routing and its clients.
+
+Path-style addressing only (``http://HOST:PORT/bucket/key``). Every request is authenticated
+(``sigv4``) before anything else; the access key names a keelfs user, and the request runs
+through a client of the cluster acting as that user (one ``AsyncClient`` per user, made on
+first use), so keelfs's permissions decide what it may do:
+
+- without TLS (simple mode) the client names the user (``keelfs-user``), as any client may;
+- with TLS (``tls_dir``) each user's client presents that user's own certificate from the
+  directory (``keelfs certs issue-client``): the gateway holds the certificates of the users
+  it serves, as it holds their S3 secrets, and the masters need no proxy rule.
+
+The gateway keeps no state of its own: any number of them may serve the same cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from keelfs.client.aio import AsyncClient
+from keelfs.errors import KeelError
+from keelfs.gateways.s3 import buckets, multipart, objects, sigv4
+from keelfs.gateways.s3.context import Ctx
+from keelfs.gateways.s3.credentials import AccessKey
+from keelfs.gateways.s3.errors import S3Error, error_xml, from_keel
+from keelfs.tls.credentials import TlsSettings
+
+__all__ = ["S3Gateway"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
+_UNSUPPORTED = frozenset(
+    {
+        "acl", "policy", "cors", "lifecycle", "tagging", "website", "versioning", "versions",
+        "encryption", "replication", "logging", "notification", "object-lock", "retention",
+        "legal-hold", "accelerate", "requestPayment", "analytics", "metrics", "inventory",
+        "intelligent-tiering", "ownershipControls", "publicAccessBlock", "select", "restore",
+        "torrent", "attributes",
+    }
+)  # fmt: skip
+
+
+def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str]) -> Handler:
+    """The operation a request names (``MethodNotAllowed`` / ``NotImplemented`` otherwise)."""
+    if method == "GET" and has_bucket and not has_key and "versioning" in query:
+        return buckets.get_bucket_versioning  # never enabled: what tools ask before deleting
+    unsupported = _UNSUPPORTED.intersection(query)
+    if unsupported:
+        raise S3Error("NotImplemented", f"?{sorted(unsupported)[0]} is not supported by keelfs")
+    if not has_bucket:
+        if method == "GET":
+            return buckets.list_buckets
+    elif not has_key:
+        table: dict[str, Handler] = {
+            "PUT": buckets.create_bucket,
+            "DELETE": buckets.delete_bucket,
+            "HEAD": buckets.head_bucket,
+        }
+        if method == "GET":
+            if "uploads" in query:
+                return multipart.list_uploads
+            if "location" in query:
+                return buckets.get_bucket_location
+            return buckets.list_objects
+        if method == "POST" and "delete" in query:
+            return objects.delete_objects
+        if method in table:
+            return table[method]
+    else:
+        upload = "uploadId" in query
+        if method == "GET":
+            return multipart.list_parts if upload else objects.get_object
+        if method == "HEAD":
+            return objects.head_object
+        if method == "PUT":
+            return multipart.upload_part if upload or "partNumber" in query else objects.put_object
+        if method == "DELETE":
+            return multipart.abort_upload if upload else objects.delete_object
+        if method == "POST":
+            if "uploads" in query:
+                return multipart.create_upload
+            if upload:
+                return multipart.complete_upload
+    raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")
+
+
+class S3Gateway:
+    """The gateway on ``host:port`` for the cluster at ``seeds`` (module doc)."""
+
+    def __init__(
+        self,
+        seeds: list[str],
+        keys: Mapping[str, AccessKey],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls_dir: Path | None = None,
+    ) -> None:
+        self.seeds = list(seeds)
+        self.keys = dict(keys)
+        self.host = host
+        self.port = port
+        self.tls_dir = tls_dir
+        self.clients: dict[str, AsyncClient] = {}
+        self._runner: web.AppRunner | None = None
+        self.address = ""
+
+    def client_for(self, user: str) -> AsyncClient:
+        client = self.clients.get(user)
+        if client is None:
+            tls = TlsSettings.for_user(self.tls_dir, user) if self.tls_dir is not None else None
+            client = self.clients[user] = AsyncClient(self.seeds, user=user, tls=tls)
+        return client
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024**4)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound = runner.addresses
+        port = int(bound[0][1]) if bound else self.port
+        self.address = f"{self.host}:{port}"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.address.rpartition(':')[2]}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        clients, self.clients = self.clients, {}
+        for client in clients.values():
+            await client.close()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        request_id = secrets.token_hex(8).upper()
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        try:
+            response = await self._serve(request, raw_path, raw_query)
+        except S3Error as err:
+            response = self._error(request, err, raw_path, request_id)
+        except KeelError as exc:
+            response = self._error(request, from_keel(exc), raw_path, request_id)
+        except Exception:
+            log.exception("S3 request %s %s failed", request.method, raw_path)
+            internal = S3Error(
+                "InternalError", "We encountered an internal error. Please try again."
+            )
+            response = self._error(request, internal, raw_path, request_id)
+        if not response.prepared:
+            response.headers["x-amz-request-id"] = request_id
+            response.headers.setdefault("Server", "keelfs")
+        return response
+
+    async def _serve(
+        self, request: web.Request, raw_path: str, raw_query: str
+    ) -> web.StreamResponse:
+        signed = sigv4.authenticate(request.method, raw_path, raw_query, request.headers, self.keys)
+        bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
+        query = dict(sigv4.query_pairs(raw_query))
+        handler = _route(request.method, bool(bucket), bool(key), query)
+        ctx = Ctx(request, signed, self.client_for(signed.key.user), bucket, key, query)
+        return await handler(ctx)
+
+    def _error(
+        self, request: web.Request, err: S3Error, resource: str, request_id: str
+    ) -> web.Response:
+        if request.method == "HEAD":
+            return web.Response(status=err.status)
+        headers = {}
+        if err.code == "InvalidRange" and "ActualObjectSize" in err.extra:
+            headers["Content-Range"] = f"bytes */{err.extra['ActualObjectSize']}"
+            err.extra.pop("RangeRequested", None)
+        return web.Response(
+            body=error_xml(err, resource, request_id),
+            status=err.status,
+            content_type="application/xml",
+            headers=headers,
+        )

@@ -1,0 +1,206 @@
+"""The bucket family: ListBuckets, CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation
+and the two ListObjects (V1 and V2)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+from urllib.parse import quote
+
+from aiohttp import web
+
+from keelfs.errors import AlreadyExists, DirectoryNotEmpty, KeelError, NotFound
+from keelfs.gateways.s3 import listing, store
+from keelfs.gateways.s3.context import Ctx, xml_response
+from keelfs.gateways.s3.errors import S3Error, from_keel
+from keelfs.gateways.s3.xmlio import document, iso_time, parse, sub
+
+__all__ = [
+    "create_bucket",
+    "delete_bucket",
+    "get_bucket_location",
+    "get_bucket_versioning",
+    "head_bucket",
+    "list_buckets",
+    "list_objects",
+]
+
+MAX_KEYS = 1000
+
+
+def owner(parent: object, user: str) -> None:
+    element = sub(parent, "Owner")  # type: ignore[arg-type]
+    sub(element, "ID", user)
+    sub(element, "DisplayName", user)
+
+
+async def list_buckets(ctx: Ctx) -> web.Response:
+    root = document("ListAllMyBucketsResult")
+    owner(root, ctx.user)
+    buckets = sub(root, "Buckets")
+    try:
+        entries = [e async for e in ctx.fs.ls("/")]
+    except KeelError as exc:
+        raise from_keel(exc) from None
+    for entry in sorted(entries, key=lambda e: e.name):
+        if entry.is_dir and _valid_bucket(entry.name):
+            bucket = sub(buckets, "Bucket")
+            sub(bucket, "Name", entry.name)
+            sub(bucket, "CreationDate", iso_time(entry.mtime))
+    return xml_response(root)
+
+
+def _valid_bucket(name: str) -> bool:
+    try:
+        store.check_bucket_name(name)
+    except S3Error:
+        return False
+    return True
+
+
+async def create_bucket(ctx: Ctx) -> web.Response:
+    store.check_bucket_name(ctx.bucket)
+    body = await ctx.request.read()
+    if body.strip():
+        parse(body)  # CreateBucketConfiguration: its LocationConstraint has no meaning here
+    try:
+        await ctx.fs.mkdir(store.bucket_path(ctx.bucket))
+    except AlreadyExists:
+        info = await ctx.fs.stat(store.bucket_path(ctx.bucket))
+        if info.is_dir and info.owner == ctx.user:
+            raise S3Error(
+                "BucketAlreadyOwnedByYou",
+                "Your previous request to create the named bucket succeeded and you already "
+                "own it.",
+                BucketName=ctx.bucket,
+            ) from None
+        raise S3Error(
+            "BucketAlreadyExists",
+            "The requested bucket name is not available.",
+            BucketName=ctx.bucket,
+        ) from None
+    except KeelError as exc:
+        raise from_keel(exc, BucketName=ctx.bucket) from None
+    return web.Response(headers={"Location": "/" + ctx.bucket})
+
+
+async def delete_bucket(ctx: Ctx) -> web.Response:
+    """Refused while any object is there (``BucketNotEmpty``); the gateway's hidden directory
+    (unfinished uploads, leftovers) goes with the bucket."""
+    await store.require_bucket(ctx.fs, ctx.bucket)
+    path = store.bucket_path(ctx.bucket)
+    not_empty = S3Error(
+        "BucketNotEmpty", "The bucket you tried to delete is not empty", BucketName=ctx.bucket
+    )
+    try:
+        async for entry in ctx.fs.ls(path):
+            if entry.name != store.HIDDEN:
+                raise not_empty
+        with contextlib.suppress(NotFound):
+            await ctx.fs.delete(store.hidden(ctx.bucket), recursive=True)
+        await ctx.fs.delete(path)
+    except DirectoryNotEmpty:
+        raise not_empty from None
+    except NotFound:
+        raise S3Error("NoSuchBucket", "The specified bucket does not exist") from None
+    except KeelError as exc:
+        raise from_keel(exc, missing="NoSuchBucket", BucketName=ctx.bucket) from None
+    return web.Response(status=204)
+
+
+async def head_bucket(ctx: Ctx) -> web.Response:
+    await store.require_bucket(ctx.fs, ctx.bucket)
+    return web.Response(headers={"x-amz-bucket-region": "us-east-1"})
+
+
+async def get_bucket_location(ctx: Ctx) -> web.Response:
+    await store.require_bucket(ctx.fs, ctx.bucket)
+    return xml_response(document("LocationConstraint"))
+
+
+async def get_bucket_versioning(ctx: Ctx) -> web.Response:
+    """Versioning is never enabled (keelfs keeps one version of each object)."""
+    await store.require_bucket(ctx.fs, ctx.bucket)
+    return xml_response(document("VersioningConfiguration"))
+
+
+def _max_keys(ctx: Ctx) -> int:
+    text = ctx.query.get("max-keys", str(MAX_KEYS))
+    try:
+        value = int(text)
+    except ValueError:
+        raise S3Error("InvalidArgument", "max-keys must be an integer") from None
+    if value < 0:
+        raise S3Error("InvalidArgument", "max-keys must not be negative")
+    return min(value, MAX_KEYS)
+
+
+def _token(text: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(text.encode() + b"==").decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise S3Error("InvalidArgument", "The continuation token provided is incorrect") from None
+
+
+def _make_token(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+async def list_objects(ctx: Ctx) -> web.Response:
+    """ListObjectsV2 (``list-type=2``) or V1."""
+    v2 = ctx.query.get("list-type") == "2"
+    encoding = ctx.query.get("encoding-type")
+    if encoding is not None and encoding != "url":
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request")
+    prefix = ctx.query.get("prefix", "")
+    delimiter = ctx.query.get("delimiter", "")
+    max_keys = _max_keys(ctx)
+    if v2:
+        token = ctx.query.get("continuation-token")
+        start_after = ctx.query.get("start-after", "")
+        after = _token(token) if token is not None else start_after
+    else:
+        after = ctx.query.get("marker", "")
+    page = await listing.list_page(
+        ctx.fs, ctx.bucket, prefix=prefix, delimiter=delimiter, after=after, max_keys=max_keys
+    )
+
+    def enc(text: str) -> str:
+        return quote(text, safe="/") if encoding == "url" else text
+
+    root = document("ListBucketResult")
+    sub(root, "Name", ctx.bucket)
+    sub(root, "Prefix", enc(prefix))
+    if v2:
+        if "continuation-token" in ctx.query:
+            sub(root, "ContinuationToken", ctx.query["continuation-token"])
+        if "start-after" in ctx.query:
+            sub(root, "StartAfter", enc(ctx.query["start-after"]))
+        sub(root, "KeyCount", len(page.contents) + len(page.prefixes))
+    else:
+        sub(root, "Marker", enc(after))
+    sub(root, "MaxKeys", max_keys)
+    if delimiter:
+        sub(root, "Delimiter", enc(delimiter))
+    if encoding:
+        sub(root, "EncodingType", encoding)
+    sub(root, "IsTruncated", "true" if page.truncated else "false")
+    if page.truncated:
+        if v2:
+            sub(root, "NextContinuationToken", _make_token(page.last))
+        elif delimiter:
+            sub(root, "NextMarker", enc(page.last))
+    for entry in page.contents:
+        assert entry.info is not None and entry.stored is not None
+        item = sub(root, "Contents")
+        sub(item, "Key", enc(entry.key))
+        sub(item, "LastModified", iso_time(entry.info.mtime))
+        sub(item, "ETag", entry.stored.etag)
+        sub(item, "Size", 0 if entry.info.is_dir else entry.info.length)
+        if not v2 or ctx.query.get("fetch-owner") == "true":
+            owner(item, entry.info.owner)
+        sub(item, "StorageClass", "STANDARD")
+    for common in page.prefixes:
+        sub(sub(root, "CommonPrefixes"), "Prefix", enc(common))
+    return xml_response(root)

@@ -1,0 +1,102 @@
+"""What every operation handler gets: the request, who signed it, the keelfs client acting
+for their user, the bucket and key it names; and the helpers every family shares (the body,
+stored headers, HTTP dates, XML answers)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element
+
+from aiohttp import web
+
+from keelfs.client.aio import AsyncClient
+from keelfs.gateways.s3 import sigv4, store
+from keelfs.gateways.s3.errors import S3Error
+from keelfs.gateways.s3.xmlio import render
+
+__all__ = ["Ctx", "http_date", "xml_response"]
+
+BODY_PIECE = 1024 * 1024
+
+
+@dataclass
+class Ctx:
+    request: web.Request
+    signed: sigv4.Signed
+    fs: AsyncClient
+    bucket: str
+    key: str
+    query: dict[str, str]
+
+    @property
+    def user(self) -> str:
+        return self.signed.key.user
+
+    def header(self, name: str) -> str | None:
+        return self.request.headers.get(name)
+
+    def body(self) -> AsyncIterator[bytes]:
+        """The request's data: ``aws-chunked`` decoded and its chunks' signatures checked, or
+        the plain body."""
+        if self.signed.payload in sigv4.STREAMING:
+            return sigv4.chunked_body(self.request.content, self.signed)
+        return self.request.content.iter_chunked(BODY_PIECE)
+
+    def check_digests(self, written: store.Written) -> None:
+        """The body against ``x-amz-content-sha256`` (a signed payload), ``Content-MD5`` and
+        ``x-amz-decoded-content-length``: S3's errors if it is not what was signed/sent."""
+        payload = self.signed.payload
+        signed = payload not in sigv4.STREAMING and payload != sigv4.UNSIGNED
+        if signed and written.sha256 != payload:
+            raise S3Error(
+                "XAmzContentSHA256Mismatch",
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            )
+        md5 = self.header("Content-MD5")
+        if md5 is not None:
+            try:
+                expected = base64.b64decode(md5, validate=True)
+            except (binascii.Error, ValueError):
+                raise S3Error(
+                    "InvalidDigest", "The Content-MD5 you specified is not valid."
+                ) from None
+            if expected != written.md5:
+                raise S3Error(
+                    "BadDigest", "The Content-MD5 you specified did not match what we received."
+                )
+        decoded = self.header("x-amz-decoded-content-length")
+        announced = int(decoded) if decoded is not None and decoded.isdigit() else None
+        if payload in sigv4.STREAMING and announced not in (None, written.length):
+            raise S3Error("IncompleteBody", "the body is not the decoded length announced")
+
+    def stored_from_request(self, etag: str) -> store.Stored:
+        """The Content-Type, user metadata and stored headers a PUT (or a REPLACE copy, or a
+        multipart create) gives its object."""
+        headers = self.request.headers
+        meta = {
+            name[len("x-amz-meta-") :].lower(): value
+            for name, value in headers.items()
+            if name.lower().startswith("x-amz-meta-")
+        }
+        kept = {name: headers[name] for name in store.STORED_HEADERS if name in headers}
+        encoding = [
+            e.strip()
+            for e in kept.pop("content-encoding", "").split(",")
+            if e.strip() and e.strip() != "aws-chunked"
+        ]
+        if encoding:
+            kept["content-encoding"] = ",".join(encoding)
+        content_type = headers.get("Content-Type") or store.DEFAULT_TYPE
+        return store.Stored(etag, content_type, meta, kept)
+
+
+def http_date(ms: int) -> str:
+    return email.utils.formatdate(ms / 1000, usegmt=True)
+
+
+def xml_response(root: Element, status: int = 200) -> web.Response:
+    return web.Response(body=render(root), status=status, content_type="application/xml")

@@ -1,0 +1,303 @@
+"""The object family: PutObject, GetObject (ranges, conditionals), HeadObject, DeleteObject,
+DeleteObjects and CopyObject."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import AsyncIterator
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from keelfs.errors import KeelError
+from keelfs.gateways.s3 import store
+from keelfs.gateways.s3.context import Ctx, http_date, xml_response
+from keelfs.gateways.s3.errors import S3Error, from_keel
+from keelfs.gateways.s3.xmlio import child_text, children, document, iso_time, parse, sub
+
+__all__ = [
+    "copy_object",
+    "delete_object",
+    "delete_objects",
+    "get_object",
+    "head_object",
+    "parse_copy_source",
+    "put_object",
+]
+
+MAX_DELETE_KEYS = 1000
+_RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+
+
+def md5_etag(digest: bytes) -> str:
+    return f'"{digest.hex()}"'
+
+
+async def put_object(ctx: Ctx) -> web.Response:
+    store.check_key(ctx.key)
+    if "x-amz-copy-source" in ctx.request.headers:
+        return await copy_object(ctx)
+    body = ctx.body()
+    if ctx.key.endswith("/"):
+        data = b"".join([piece async for piece in body])
+        if data:
+            raise S3Error("InvalidArgument", "a key ending in '/' is a directory: no data")
+        obj = await store.make_marker(ctx.fs, ctx.bucket, ctx.key)
+        return web.Response(headers={"ETag": obj.etag})
+    written = await store.write_temp(ctx.fs, ctx.bucket, body)
+    try:
+        ctx.check_digests(written)
+    except S3Error:
+        await store.discard(ctx.fs, written.path)
+        raise
+    stored = ctx.stored_from_request(md5_etag(written.md5))
+    exclusive = (ctx.header("If-None-Match") or "").strip() == "*"
+    obj = await store.commit_object(
+        ctx.fs, ctx.bucket, ctx.key, written.path, stored, exclusive=exclusive
+    )
+    return web.Response(headers={"ETag": obj.etag})
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    wanted = [t.strip() for t in header.split(",")]
+    bare = etag.strip('"')
+    return any(t == "*" or t.strip('"') == bare for t in wanted)
+
+
+def _parse_http_date(text: str) -> float | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return parsed.timestamp()
+
+
+def check_conditions(ctx: Ctx, obj: store.ObjectInfo, *, prefix: str = "") -> int | None:
+    """The status GET/HEAD's conditional headers call for (304/412), None to serve: S3's
+    rules (If-Match wins over If-Unmodified-Since, If-None-Match over If-Modified-Since).
+    ``prefix``: ``x-amz-copy-source-`` for a copy's source, where both fail with 412."""
+    headers = ctx.request.headers
+    seconds = obj.mtime // 1000
+    if_match = headers.get(prefix + "If-Match")
+    if_none = headers.get(prefix + "If-None-Match")
+    if_unmodified = headers.get(prefix + "If-Unmodified-Since")
+    if_modified = headers.get(prefix + "If-Modified-Since")
+    if if_match is not None:
+        if not _etag_matches(if_match, obj.etag):
+            return 412
+    elif if_unmodified is not None:
+        when = _parse_http_date(if_unmodified)
+        if when is not None and seconds > when:
+            return 412
+    not_modified = 412 if prefix else 304
+    if if_none is not None:
+        if _etag_matches(if_none, obj.etag):
+            return not_modified
+    elif if_modified is not None:
+        when = _parse_http_date(if_modified)
+        if when is not None and seconds <= when:
+            return not_modified
+    return None
+
+
+def parse_range(header: str | None, length: int) -> tuple[int, int] | None:
+    """``[start, end)`` of a ``Range: bytes=...`` header; None: the whole object (no header,
+    one S3 ignores, or several ranges); ``InvalidRange`` when nothing of it is in the
+    object."""
+    if not header:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if not first:
+            n = int(last)
+            if n <= 0:
+                raise _invalid_range(length)
+            return max(0, length - n), length
+        start = int(first)
+        end = int(last) + 1 if last else length
+    except ValueError:
+        return None
+    if start < 0 or end <= start:
+        return None if start < length else _raise(_invalid_range(length))
+    if start >= length:
+        raise _invalid_range(length)
+    return start, min(end, length)
+
+
+def _raise(err: S3Error) -> tuple[int, int]:
+    raise err
+
+
+def _invalid_range(length: int) -> S3Error:
+    return S3Error(
+        "InvalidRange",
+        "The requested range is not satisfiable",
+        ActualObjectSize=str(length),
+        RangeRequested="",
+    )
+
+
+def object_headers(ctx: Ctx, obj: store.ObjectInfo) -> dict[str, str]:
+    headers = {
+        "ETag": obj.etag,
+        "Last-Modified": http_date(obj.mtime),
+        "Content-Type": obj.stored.content_type,
+        "Accept-Ranges": "bytes",
+    }
+    for name, value in obj.stored.headers.items():
+        headers[name.title()] = value
+    for name, value in obj.stored.meta.items():
+        headers["x-amz-meta-" + name] = value
+    if obj.stored.parts:
+        headers["x-amz-mp-parts-count"] = str(obj.stored.parts)
+    for param, header in _RESPONSE_OVERRIDES.items():
+        if param in ctx.query:
+            headers[header] = ctx.query[param]
+    return headers
+
+
+async def head_object(ctx: Ctx) -> web.StreamResponse:
+    obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    headers = object_headers(ctx, obj)
+    status = check_conditions(ctx, obj)
+    if status is not None:
+        return web.Response(status=status, headers=_condition_headers(headers, status))
+    try:
+        span = parse_range(ctx.header("Range"), obj.length)
+    except S3Error:
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{obj.length}"})
+    response = web.StreamResponse(status=200 if span is None else 206, headers=headers)
+    if span is not None:
+        response.headers["Content-Range"] = f"bytes {span[0]}-{span[1] - 1}/{obj.length}"
+    response.content_length = obj.length if span is None else span[1] - span[0]
+    return response
+
+
+def _condition_headers(headers: dict[str, str], status: int) -> dict[str, str]:
+    if status == 304:
+        return {k: v for k, v in headers.items() if k in ("ETag", "Last-Modified")}
+    return {}
+
+
+async def get_object(ctx: Ctx) -> web.StreamResponse:
+    obj, reader = await store.open_object(ctx.fs, ctx.bucket, ctx.key)
+    try:
+        headers = object_headers(ctx, obj)
+        status = check_conditions(ctx, obj)
+        if status == 412:
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
+                          "specified did not hold", Condition="If-Match")  # fmt: skip
+        if status == 304:
+            return web.Response(status=304, headers=_condition_headers(headers, 304))
+        span = parse_range(ctx.header("Range"), obj.length)
+        start, end = span if span is not None else (0, obj.length)
+        response = web.StreamResponse(status=200 if span is None else 206, headers=headers)
+        if span is not None:
+            response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{obj.length}"
+        response.content_length = end - start
+        await response.prepare(ctx.request)
+        if reader is not None and end > start:
+            async for piece in reader.iter_range(start, end):
+                await response.write(piece)
+        await response.write_eof()
+        return response
+    finally:
+        if reader is not None:
+            await reader.close()
+
+
+async def delete_object(ctx: Ctx) -> web.Response:
+    await store.delete_object(ctx.fs, ctx.bucket, ctx.key)
+    return web.Response(status=204)
+
+
+async def delete_objects(ctx: Ctx) -> web.Response:
+    root_in = parse(await ctx.request.read())
+    quiet = (child_text(root_in, "Quiet") or "").lower() == "true"
+    keys = [child_text(o, "Key") for o in children(root_in, "Object")]
+    if not keys or len(keys) > MAX_DELETE_KEYS or any(k is None for k in keys):
+        raise S3Error("MalformedXML", "a Delete names 1 to 1000 objects, each with a Key")
+    await store.require_bucket(ctx.fs, ctx.bucket)
+    root = document("DeleteResult")
+    for key in keys:
+        assert key is not None
+        try:
+            await store.delete_object(ctx.fs, ctx.bucket, key)
+        except S3Error as err:
+            error = sub(root, "Error")
+            sub(error, "Key", key)
+            sub(error, "Code", err.code)
+            sub(error, "Message", err.message)
+            continue
+        if not quiet:
+            sub(sub(root, "Deleted"), "Key", key)
+    return xml_response(root)
+
+
+def parse_copy_source(header: str) -> tuple[str, str]:
+    """(bucket, key) of ``x-amz-copy-source`` (``[/]bucket/key``, URL-encoded; a
+    ``?versionId=`` is refused: keelfs keeps no versions)."""
+    source, _, query = header.partition("?")
+    if query:
+        raise S3Error("NotImplemented", "object versions are not supported")
+    bucket, _, key = unquote(source).lstrip("/").partition("/")
+    if not bucket or not key:
+        raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key")
+    return bucket, key
+
+
+async def _source_chunks(reader: object, start: int, end: int) -> AsyncIterator[bytes]:
+    if reader is not None and end > start:
+        async for piece in reader.iter_range(start, end):  # type: ignore[attr-defined]
+            yield piece
+
+
+async def copy_object(ctx: Ctx) -> web.Response:
+    src_bucket, src_key = parse_copy_source(ctx.request.headers["x-amz-copy-source"])
+    directive = (ctx.header("x-amz-metadata-directive") or "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "Unknown metadata directive.")
+    if (src_bucket, src_key) == (ctx.bucket, ctx.key) and directive == "COPY":
+        raise S3Error(
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself "
+            "without changing the object's metadata, storage class, website redirect "
+            "location or encryption attributes.",
+        )
+    obj, reader = await store.open_object(ctx.fs, src_bucket, src_key)
+    try:
+        if check_conditions(ctx, obj, prefix="x-amz-copy-source-") is not None:
+            raise S3Error(
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+            )
+        written = await store.write_temp(ctx.fs, ctx.bucket, _source_chunks(reader, 0, obj.length))
+    finally:
+        if reader is not None:
+            await reader.close()
+    etag = md5_etag(written.md5)
+    if directive == "REPLACE":
+        stored = ctx.stored_from_request(etag)
+    else:
+        stored = store.Stored(etag, obj.stored.content_type, obj.stored.meta, obj.stored.headers)
+    done = await store.commit_object(ctx.fs, ctx.bucket, ctx.key, written.path, stored)
+    root = document("CopyObjectResult")
+    sub(root, "LastModified", iso_time(done.mtime))
+    sub(root, "ETag", done.etag)
+    return xml_response(root)
+
+
+def keel_error(exc: KeelError, key: str) -> S3Error:
+    return from_keel(exc, Key=key)

@@ -1,0 +1,479 @@
+"""Buckets and objects as keelfs paths (``docs/s3.md``: the mapping and its rules).
+
+- Bucket ``b`` is directory ``/b``; key ``k`` of it is file ``/b/k``: the key's ``/``-separated
+  parts are directories, made as needed (and pruned when their last object goes).
+- ``/b/.s3/`` is the gateway's own, never listed: ``tmp/`` (uploads being written),
+  ``meta/`` (sidecars), ``uploads/`` (multipart uploads).
+- An object's ETag, Content-Type, user metadata and the few stored headers live in a
+  **sidecar** ``/b/.s3/meta/<H>.<I>``: ``H`` a hash of the key, ``I`` the object file's
+  identity (its mtime, length and first block id: what a rename keeps and a new write
+  changes). The sidecar is written before the object is renamed into place, so the object
+  and its metadata appear together; a reader looks up exactly its file's identity, so it
+  never pairs a file with another write's metadata. The sidecar of the object a write
+  replaces is deleted after the rename (one left behind by a race or a crash is never read).
+  A file without a sidecar (written by ``keelfs put``, or whose writer died between the two
+  steps) is still an object: its ETag is a hash of its identity, its type
+  ``application/octet-stream``.
+- Every write goes to ``/b/.s3/tmp/<random>`` first and is renamed over the key (atomic, in
+  one Raft command or one cross-shard transaction): a reader sees the old object or the
+  whole new one, and a failed upload leaves nothing visible.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import posixpath
+import re
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from keelfs.client import _ops as ops
+from keelfs.client.aio import AsyncClient
+from keelfs.client.files import AsyncFileReader
+from keelfs.errors import (
+    AlreadyExists,
+    DirectoryNotEmpty,
+    IsADirectory,
+    KeelError,
+    NotADirectory,
+    NotFound,
+)
+from keelfs.gateways.s3.errors import S3Error, from_keel
+from keelfs.meta.paths import MAX_NAME_BYTES
+from keelfs.meta.records import MAX_INLINE_BYTES, FileInfo
+from keelfs.rpc.wire import file_info_from_pb
+
+__all__ = [
+    "HIDDEN",
+    "ObjectInfo",
+    "Stored",
+    "bucket_path",
+    "check_bucket_name",
+    "check_key",
+    "commit_object",
+    "delete_object",
+    "head_object",
+    "key_path",
+    "open_object",
+    "write_temp",
+]
+
+HIDDEN = ".s3"
+"""The gateway's directory in each bucket (never listed; keys under it are refused)."""
+STORED_HEADERS = (
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+)
+"""Headers of a PUT kept with the object and sent back with it (beside Content-Type)."""
+DEFAULT_TYPE = "application/octet-stream"
+EMPTY_ETAG = '"d41d8cd98f00b204e9800998ecf8427e"'
+MAX_KEY_BYTES = 1024
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def check_bucket_name(name: str) -> None:
+    """S3's bucket naming rules (``InvalidBucketName``)."""
+    if (
+        not _BUCKET_NAME.match(name)
+        or ".." in name
+        or re.match(r"^\d+\.\d+\.\d+\.\d+$", name)
+        or name == HIDDEN
+    ):
+        raise S3Error("InvalidBucketName", "The specified bucket is not valid.", BucketName=name)
+
+
+def check_key(key: str) -> None:
+    """A key keelfs can hold as a path (``docs/s3.md``): not empty, at most 1024 bytes, no
+    empty, ``.`` or ``..`` part, no NUL, not under ``.s3/``."""
+    if not key:
+        raise S3Error("InvalidArgument", "the key is empty")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise S3Error("KeyTooLongError", "Your key is too long")
+    parts = key[:-1].split("/") if key.endswith("/") else key.split("/")
+    if "\x00" in key or any(p in ("", ".", "..") for p in parts):
+        raise S3Error(
+            "InvalidArgument",
+            "keelfs keys cannot hold an empty, '.' or '..' path part, nor NUL",
+            Key=key,
+        )
+    if any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
+        raise S3Error("KeyTooLongError", f"a part of the key is over {MAX_NAME_BYTES} bytes")
+    if parts[0] == HIDDEN:
+        raise S3Error("InvalidArgument", f"keys under {HIDDEN}/ are the gateway's", Key=key)
+
+
+def bucket_path(bucket: str) -> str:
+    return "/" + bucket
+
+
+def key_path(bucket: str, key: str) -> str:
+    return f"/{bucket}/{key.rstrip('/')}"
+
+
+def hidden(bucket: str, *parts: str) -> str:
+    return posixpath.join(f"/{bucket}/{HIDDEN}", *parts)
+
+
+@dataclass
+class Stored:
+    """What a sidecar holds."""
+
+    etag: str
+    content_type: str = DEFAULT_TYPE
+    meta: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    parts: int = 0
+    """Parts of a multipart upload (0: a single PUT)."""
+
+    def encode(self, key: str) -> bytes:
+        body: dict[str, Any] = {"k": key, "e": self.etag, "t": self.content_type, "m": self.meta}
+        if self.headers:
+            body["h"] = self.headers
+        if self.parts:
+            body["p"] = self.parts
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Stored:
+        body = json.loads(raw)
+        return cls(body["e"], body["t"], body.get("m", {}), body.get("h", {}), body.get("p", 0))
+
+
+@dataclass
+class ObjectInfo:
+    key: str
+    info: FileInfo
+    stored: Stored
+
+    @property
+    def etag(self) -> str:
+        return self.stored.etag
+
+    @property
+    def length(self) -> int:
+        return self.info.length
+
+    @property
+    def mtime(self) -> int:
+        return self.info.mtime
+
+
+def identity(info: FileInfo) -> str:
+    """What tells one write of a path from another (module doc)."""
+    first = info.blocks[0].block_id if info.blocks else 0
+    return f"{info.mtime}-{info.length}-{first}"
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def sidecar_path(bucket: str, key: str, info: FileInfo) -> str:
+    return hidden(bucket, "meta", f"{key_hash(key)}.{identity(info)}")
+
+
+def fallback(info: FileInfo) -> Stored:
+    """The metadata of a file with no sidecar (module doc)."""
+    digest = hashlib.md5(f"{info.path}:{identity(info)}".encode()).hexdigest()
+    return Stored(f'"{digest}"')
+
+
+async def read_sidecar(fs: AsyncClient, bucket: str, key: str, info: FileInfo) -> Stored:
+    try:
+        raw = await fs.read_bytes(sidecar_path(bucket, key, info))
+        return Stored.decode(raw)
+    except (NotFound, NotADirectory, IsADirectory, ValueError, KeyError):
+        return fallback(info)
+
+
+async def require_bucket(fs: AsyncClient, bucket: str) -> FileInfo:
+    try:
+        info = await fs.stat(bucket_path(bucket))
+    except (NotFound, NotADirectory):
+        raise S3Error(
+            "NoSuchBucket", "The specified bucket does not exist", BucketName=bucket
+        ) from None
+    except KeelError as exc:
+        raise from_keel(exc, missing="NoSuchBucket", BucketName=bucket) from None
+    if not info.is_dir:
+        raise S3Error("NoSuchBucket", "The specified bucket does not exist", BucketName=bucket)
+    return info
+
+
+async def _missing(fs: AsyncClient, bucket: str, key: str) -> S3Error:
+    await require_bucket(fs, bucket)
+    return S3Error("NoSuchKey", "The specified key does not exist.", Key=key)
+
+
+def _marker(bucket: str, key: str, info: FileInfo) -> ObjectInfo:
+    """A directory asked for as ``key/``: an empty object (``docs/s3.md``)."""
+    empty = FileInfo(
+        info.path, "file", 0, info.mode, info.owner, info.group, info.mtime, info.atime, 0, 0
+    )
+    return ObjectInfo(key, empty, Stored(EMPTY_ETAG))
+
+
+async def head_object(fs: AsyncClient, bucket: str, key: str) -> ObjectInfo:
+    check_key(key)
+    try:
+        info = await fs.stat(key_path(bucket, key))
+    except (NotFound, NotADirectory):
+        raise await _missing(fs, bucket, key) from None
+    except KeelError as exc:
+        raise from_keel(exc, Key=key) from None
+    if info.is_dir:
+        if key.endswith("/"):
+            return _marker(bucket, key, info)
+        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=key)
+    if key.endswith("/"):
+        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=key)
+    return ObjectInfo(key, info, await read_sidecar(fs, bucket, key, info))
+
+
+async def open_object(
+    fs: AsyncClient, bucket: str, key: str
+) -> tuple[ObjectInfo, AsyncFileReader | None]:
+    """The object and a reader of exactly that file (None: a directory marker)."""
+    check_key(key)
+    path = key_path(bucket, key)
+    try:
+        reply = await fs._run(ops.stat(path, False, read=True), None)
+    except (NotFound, NotADirectory):
+        raise await _missing(fs, bucket, key) from None
+    except KeelError as exc:
+        raise from_keel(exc, Key=key) from None
+    info = file_info_from_pb(reply.info)
+    if info.is_dir or key.endswith("/"):
+        obj = await head_object(fs, bucket, key)
+        return obj, None
+    reader = AsyncFileReader(fs, fs._chunk_client(), info.path, reply.info)
+    return ObjectInfo(key, info, await read_sidecar(fs, bucket, key, info)), reader
+
+
+# -- writing ----------------------------------------------------------------------------------
+async def _mkdirs(fs: AsyncClient, path: str) -> None:
+    with contextlib.suppress(AlreadyExists):
+        await fs.mkdir(path, parents=True)
+
+
+async def _make_hidden_parent(fs: AsyncClient, bucket: str, path: str) -> None:
+    """The hidden directory ``path`` goes in, in a bucket that must exist (``NoSuchBucket``:
+    ``mkdir -p`` would make the bucket too)."""
+    await require_bucket(fs, bucket)
+    await _mkdirs(fs, posixpath.dirname(path))
+
+
+async def _create_writer(fs: AsyncClient, bucket: str, path: str, make_parent: bool) -> Any:
+    try:
+        return await fs.open(path, "wb")
+    except NotFound:
+        if not make_parent:
+            raise
+        await _make_hidden_parent(fs, bucket, path)
+        return await fs.open(path, "wb")
+
+
+def temp_path(bucket: str) -> str:
+    return hidden(bucket, "tmp", secrets.token_hex(16))
+
+
+@dataclass
+class Written:
+    path: str
+    length: int
+    md5: bytes
+    sha256: str
+
+
+async def write_temp(
+    fs: AsyncClient, bucket: str, chunks: AsyncIterator[bytes], *, path: str | None = None
+) -> Written:
+    """``chunks`` written to a new hidden file (complete when this returns; deleted if the
+    body fails): ``path``, whose directory must exist (``NotFound``), else one in
+    ``.s3/tmp/``, made on first use."""
+    make_parent = path is None
+    path = path or temp_path(bucket)
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    head = bytearray()
+    it = chunks.__aiter__()
+    exhausted = False
+    while len(head) <= MAX_INLINE_BYTES:
+        try:
+            piece = await it.__anext__()
+        except StopAsyncIteration:
+            exhausted = True
+            break
+        head += piece
+    md5.update(head)
+    sha.update(head)
+    try:
+        if exhausted:
+            try:
+                await fs.write_bytes(path, bytes(head))
+            except NotFound:
+                if not make_parent:
+                    raise
+                await _make_hidden_parent(fs, bucket, path)
+                await fs.write_bytes(path, bytes(head))
+            return Written(path, len(head), md5.digest(), sha.hexdigest())
+        writer = await _create_writer(fs, bucket, path, make_parent)
+        length = len(head)
+        try:
+            await writer.write(bytes(head))
+            async for piece in it:
+                md5.update(piece)
+                sha.update(piece)
+                length += len(piece)
+                await writer.write(piece)
+        except BaseException:
+            await writer.abort()
+            raise
+        await writer.close()
+    except BaseException:
+        await discard(fs, path)
+        raise
+    return Written(path, length, md5.digest(), sha.hexdigest())
+
+
+async def discard(fs: AsyncClient, path: str) -> None:
+    """Delete a temporary file, as best it can (a leftover is hidden, and harmless)."""
+    with contextlib.suppress(KeelError):
+        await fs.delete(path)
+
+
+async def commit_object(
+    fs: AsyncClient, bucket: str, key: str, temp: str, stored: Stored, *, exclusive: bool = False
+) -> ObjectInfo:
+    """Put complete file ``temp`` in place as ``key`` with its sidecar (module doc);
+    ``exclusive``: only if no object is there (``If-None-Match: *``: ``PreconditionFailed``)."""
+    overwrite = not exclusive
+    target = key_path(bucket, key)
+    try:
+        info = await fs.stat(temp)
+        await _write_creating_parent(fs, sidecar_path(bucket, key, info), stored.encode(key))
+        replaced = await _file_or_none(fs, target)
+        try:
+            await fs.rename(temp, target, overwrite=overwrite)
+        except NotFound:
+            await _make_parents(fs, bucket, key)
+            await fs.rename(temp, target, overwrite=overwrite)
+    except AlreadyExists:
+        await discard(fs, temp)
+        if not exclusive:
+            raise _conflict(key) from None
+        raise S3Error(
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+            Condition="If-None-Match",
+        ) from None
+    except (IsADirectory, NotADirectory, DirectoryNotEmpty):
+        await discard(fs, temp)
+        raise _conflict(key) from None
+    except KeelError as exc:
+        await discard(fs, temp)
+        raise from_keel(exc, missing="NoSuchBucket", Key=key) from None
+    if replaced is not None and identity(replaced) != identity(info):
+        await discard(fs, sidecar_path(bucket, key, replaced))
+    return ObjectInfo(key, info, stored)
+
+
+async def _file_or_none(fs: AsyncClient, path: str) -> FileInfo | None:
+    try:
+        info = await fs.stat(path)
+    except (NotFound, NotADirectory):
+        return None
+    return None if info.is_dir else info
+
+
+async def _write_creating_parent(fs: AsyncClient, path: str, data: bytes) -> None:
+    """A small file (inline: one command), its directory made on first use."""
+    try:
+        await fs.write_bytes(path, data, overwrite=True)
+    except NotFound:
+        await _mkdirs(fs, posixpath.dirname(path))
+        await fs.write_bytes(path, data, overwrite=True)
+
+
+def _conflict(key: str) -> S3Error:
+    return S3Error(
+        "InvalidRequest",
+        "keelfs cannot hold this key beside another: one of them would be both a "
+        "file and a directory (docs/s3.md)",
+        Key=key,
+    )
+
+
+async def _make_parents(fs: AsyncClient, bucket: str, key: str) -> None:
+    parent = posixpath.dirname(key_path(bucket, key))
+    if parent != bucket_path(bucket):
+        await require_bucket(fs, bucket)
+        await _mkdirs(fs, parent)
+
+
+async def make_marker(fs: AsyncClient, bucket: str, key: str) -> ObjectInfo:
+    """A zero-byte ``key/``: its directory (``docs/s3.md``)."""
+    await require_bucket(fs, bucket)
+    try:
+        await _mkdirs(fs, key_path(bucket, key))
+    except (NotADirectory, IsADirectory):
+        raise S3Error(
+            "InvalidRequest", "a file stands where the key's directory would", Key=key
+        ) from None
+    except KeelError as exc:
+        raise from_keel(exc, Key=key) from None
+    return await head_object(fs, bucket, key)
+
+
+async def delete_object(fs: AsyncClient, bucket: str, key: str) -> None:
+    """Delete ``key`` (nothing if it is not there, as S3), its sidecars, and the directories
+    its deletion left empty."""
+    check_key(key)
+    path = key_path(bucket, key)
+    try:
+        info = await fs.stat(path)
+    except (NotFound, NotADirectory):
+        await require_bucket(fs, bucket)
+        return
+    except KeelError as exc:
+        raise from_keel(exc, Key=key) from None
+    try:
+        if info.is_dir:
+            if not key.endswith("/"):
+                return
+            with contextlib.suppress(DirectoryNotEmpty):
+                await fs.delete(path)
+        elif key.endswith("/"):
+            return
+        else:
+            await fs.delete(path)
+            await discard(fs, sidecar_path(bucket, key, info))
+    except NotFound:
+        return
+    except KeelError as exc:
+        raise from_keel(exc, Key=key) from None
+    await prune_parents(fs, bucket, path)
+
+
+async def prune_parents(fs: AsyncClient, bucket: str, path: str) -> None:
+    """Delete the empty directories above ``path`` up to the bucket (one non-recursive delete
+    each: a directory that gained an entry meanwhile stays)."""
+    top = bucket_path(bucket)
+    parent = posixpath.dirname(path)
+    while parent != top and parent.startswith(top + "/"):
+        try:
+            await fs.delete(parent)
+        except KeelError:
+            return
+        parent = posixpath.dirname(parent)
+
+
+def b64md5(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
