@@ -1,0 +1,3 @@
+"""Gateways: processes that speak another protocol to the outside and are clients of the
+cluster inside (DESIGN 2.15). They keep no state of their own, so any number may run behind a
+load balancer. ``webhdfs``: Hadoop's WebHDFS REST API."""
