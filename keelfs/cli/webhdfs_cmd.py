@@ -29,7 +29,16 @@ __all__ = ["webhdfs"]
     multiple=True,
     help="A user.name allowed to act for any other user with doas= (Hadoop's proxy users).",
 )
-def webhdfs(listen: str, cluster: tuple[str, ...], proxy_users: tuple[str, ...]) -> None:
+@click.option(
+    "--ls-limit",
+    type=click.IntRange(1, 10_000),
+    default=1000,
+    show_default=True,
+    help="Entries per LISTSTATUS_BATCH page (HDFS's dfs.ls.limit).",
+)
+def webhdfs(
+    listen: str, cluster: tuple[str, ...], proxy_users: tuple[str, ...], ls_limit: int
+) -> None:
     """Serve Hadoop's WebHDFS REST API for a keelfs cluster (a stateless client of it: run
     as many as you like). Clients: HdfsCLI, fsspec's webhdfs, Hadoop's webhdfs://."""
     from keelfs.gateways.webhdfs.app import GatewaySettings, parse_listen
@@ -42,5 +51,5 @@ def webhdfs(listen: str, cluster: tuple[str, ...], proxy_users: tuple[str, ...])
         raise click.BadParameter(str(exc), param_hint="--listen") from None
     if not addresses:
         raise click.BadParameter("no address given", param_hint="--cluster")
-    settings = GatewaySettings(addresses, listen, frozenset(proxy_users))
+    settings = GatewaySettings(addresses, listen, frozenset(proxy_users), ls_limit)
     sys.exit(run(settings))

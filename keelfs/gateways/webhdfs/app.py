@@ -83,11 +83,14 @@ TOKEN_OPS = frozenset({"GETDELEGATIONTOKEN", "RENEWDELEGATIONTOKEN", "CANCELDELE
 @dataclass(frozen=True)
 class GatewaySettings:
     """``cluster``: config server (or master) addresses; ``listen``: ``HOST:PORT`` on
-    loopback (port 0: any free port); ``proxy_users``: who may act for others (``doas``)."""
+    loopback (port 0: any free port); ``proxy_users``: who may act for others (``doas``);
+    ``ls_limit``: entries per ``LISTSTATUS_BATCH`` page."""
 
     cluster: tuple[str, ...]
     listen: str = "127.0.0.1:9870"
     proxy_users: frozenset[str] = field(default_factory=frozenset)
+    ls_limit: int = LIST_PAGE
+    """Entries per ``LISTSTATUS_BATCH`` page (HDFS's ``dfs.ls.limit``), 1 to 10,000."""
 
 
 def home_directory(user: str) -> str:
@@ -240,6 +243,8 @@ class WebHdfsGateway:
     def __init__(self, settings: GatewaySettings) -> None:
         if not settings.cluster:
             raise ValueError("the gateway needs the cluster's address (--cluster)")
+        if not 1 <= settings.ls_limit <= 10_000:
+            raise ValueError(f"ls_limit must be 1..10000, not {settings.ls_limit}")
         self.settings = settings
         self.host, self.port = parse_listen(settings.listen)
         self._clients = _Clients(settings.cluster)
@@ -290,6 +295,7 @@ class WebHdfsGateway:
         return await handler(request)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = ""
         try:
             params = _Params(request.query)
             op = params.required("op").upper()
@@ -301,7 +307,7 @@ class WebHdfsGateway:
             async with self._clients.use(user) as client:
                 return await handler(self, _Call(request, path, params, user, client))
         except (KeelError, errors.HadoopError) as exc:
-            return errors.remote_exception(exc)
+            return errors.remote_exception(exc, path)
 
     def _acting_user(self, params: _Params) -> str:
         user = params.text("user.name") or ANONYMOUS_USER
@@ -366,10 +372,11 @@ class WebHdfsGateway:
         if not info.is_dir:
             page, remaining = [shapes.file_status(info)], 0
         else:
-            entries = await call.client.list_page(call.path, start_after, LIST_PAGE)
+            limit = self.settings.ls_limit
+            entries = await call.client.list_page(call.path, start_after, limit)
             page = [shapes.file_status(e, e.name) for e in entries]
             remaining = 0
-            if len(entries) == LIST_PAGE:
+            if len(entries) == limit:
                 rest = await call.client.list_page(call.path, entries[-1].name, 10_000)
                 remaining = len(rest)
         body = {

@@ -121,12 +121,16 @@ def access_denied(message: str) -> HadoopError:
     return HadoopError(ACCESS_CONTROL, message)
 
 
-def remote_exception(exc: BaseException) -> web.Response:
-    """The WebHDFS answer for ``exc`` (a ``KeelError``, a ``HadoopError``, anything else)."""
+def remote_exception(exc: BaseException, path: str = "") -> web.Response:
+    """The WebHDFS answer for ``exc`` (a ``KeelError``, a ``HadoopError``, anything else) to
+    a request about ``path``. A missing path is said in Hadoop's words (``File PATH does not
+    exist.``): clients read the message (HdfsCLI's ``upload`` looks for "does not exist")."""
     if isinstance(exc, HadoopError):
         exception, message = exc.exception, exc.message
     elif isinstance(exc, KeelError):
         exception, message = HADOOP_EXCEPTIONS.get(exc.code, INTERNAL), str(exc)
+        if exc.code == "NOT_FOUND" and path:
+            message = f"File {path} does not exist."
     else:
         exception, message = INTERNAL, f"{type(exc).__name__}: {exc}"
     body = {

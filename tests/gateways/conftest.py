@@ -1,0 +1,74 @@
+"""A real cluster (one shard on 3 co-hosted masters, 3 chunk servers) and a WebHDFS gateway
+in its own process (``keelfs webhdfs``) in front of it, shared by this directory's process
+tests. The gateway speaks plain HTTP and its cluster runs without TLS (the gateway has no TLS
+yet: ``docs/webhdfs.md``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keelfs.runtime.processes import hard_kill, read_ready_line, spawn_tracked, wait_until
+from keelfs.server.metacluster import MetaCluster
+from keelfs.testing.tiers import starts_processes
+
+
+@dataclass
+class Gateway:
+    cluster: MetaCluster
+    url: str
+    address: str
+    process: Any
+    log: Path
+
+
+def start_gateway(cluster: MetaCluster, directory: Path, *args: str) -> tuple[Any, dict[str, Any]]:
+    """``keelfs webhdfs`` on a free loopback port for ``cluster``; its process and READY info."""
+    out, err = directory / "webhdfs.out", directory / "webhdfs.err"
+    command = [
+        sys.executable,
+        "-m",
+        "keelfs.cli.main",
+        "webhdfs",
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster",
+        ",".join(cluster.config_addresses),
+        *args,
+    ]
+    process = spawn_tracked(command, out, err, "webhdfs")
+    try:
+        ready = wait_until(
+            lambda: read_ready_line(out) if process.poll() is None else None, 30, "gateway READY"
+        )
+    except BaseException:
+        print(err.read_text(errors="replace")[-3000:])
+        hard_kill(process)
+        raise
+    return process, ready
+
+
+@pytest.fixture(scope="module")
+@starts_processes
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    root = tmp_path_factory.mktemp("webhdfs")
+    c = MetaCluster(root, shards=("shard-1",), tls=False, node_args=("--chunk-dead-after", "2"))
+    process = None
+    try:
+        c.start()
+        c.start_chunk_servers(3, "--no-fsync-on-close")
+        process, ready = start_gateway(c, root, "--proxy-user", "gatekeeper", "--ls-limit", "4")
+        yield Gateway(c, ready["url"], ready["webhdfs"], process, root / "webhdfs.err")
+    except BaseException:
+        for node_id in sorted(c.nodes):
+            print(f"----- node {node_id} log (tail) -----\n{c.log_tail(node_id, 30)}")
+        raise
+    finally:
+        if process is not None:
+            hard_kill(process)
+        c.stop_all()
