@@ -33,7 +33,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from multidict import MultiDict
@@ -56,6 +56,7 @@ __all__ = [
     "trash_root",
 ]
 
+T = TypeVar("T")
 PREFIX = "/webhdfs/v1"
 ANONYMOUS_USER = "dr.who"
 """Who a request without ``user.name`` acts for (Hadoop's anonymous user)."""
@@ -444,12 +445,20 @@ class WebHdfsGateway:
         try:
             head = await _read_head(call.request, MAX_INLINE_BYTES + 1)
             if len(head) <= MAX_INLINE_BYTES:
-                await client.write_bytes(
-                    hidden, head, replication=replication, block_size=block_size
+                await _with_parents(
+                    client,
+                    directory,
+                    lambda: client.write_bytes(
+                        hidden, head, replication=replication, block_size=block_size
+                    ),
                 )
             else:
-                writer = await client.open(
-                    hidden, "wb", replication=replication, block_size=block_size
+                writer = await _with_parents(
+                    client,
+                    directory,
+                    lambda: client.open(
+                        hidden, "wb", replication=replication, block_size=block_size
+                    ),
                 )
                 try:
                     await writer.write(head)
@@ -642,6 +651,18 @@ async def _check_creatable(client: AsyncClient, path: str, overwrite: bool) -> N
         raise AlreadyExists(path, message=f"{path} already exists as a directory")
     if not overwrite:
         raise AlreadyExists(path, message=f"{path} for client already exists")
+
+
+async def _with_parents(
+    client: AsyncClient, directory: str, start: Callable[[], Awaitable[T]]
+) -> T:
+    """``start()``, after creating the missing directories above it when it finds its
+    directory missing: WebHDFS's CREATE makes the parents, as HDFS's ``createParent``."""
+    try:
+        return await start()
+    except NotFound:
+        await client.mkdir(directory, parents=True)
+        return await start()
 
 
 async def _read_head(request: web.Request, limit: int) -> bytes:
