@@ -132,6 +132,7 @@ class ServerConfig:
     chunk_listen: str = ""
     http_listen: str = "127.0.0.1:7080"
     http_token_file: str = ""
+    webhdfs_listen: str = ""
     replication: int = 1
     fsync_on_close: bool = True
     scan_interval_s: float = 6 * 3600.0
@@ -180,7 +181,25 @@ class ServerConfig:
         )
         config.chunk_tls()  # its certificate must be there too
         config.http()
+        config.webhdfs()
         return config
+
+    def webhdfs(self) -> str:
+        """The WebHDFS gateway's address (empty: none), checked (``ConfigError``)."""
+        listen = "" if self.webhdfs_listen in ("", "off") else self.webhdfs_listen
+        if not listen:
+            return ""
+        if self.tls_dir:
+            raise ConfigError(
+                "webhdfs_listen: the WebHDFS gateway has no TLS yet (docs/webhdfs.md)"
+            )
+        from keelfs.gateways.webhdfs.app import parse_listen
+
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise ConfigError(f"webhdfs_listen: {exc}") from None
+        return listen
 
     def http(self) -> HttpSettings:
         """The HTTP side (the metadata node's: the dashboard), checked (``ConfigError``)."""
@@ -298,6 +317,7 @@ async def serve(config: ServerConfig, on_ready: Any = None) -> None:
     chunk = ChunkNode(config.chunk_config())
     extra: list[asyncio.Task[None]] = []
     web: Any = None
+    gateway: Any = None
     try:
         await meta.start()
         deadline = time.monotonic() + _SETUP_TIMEOUT_S
@@ -323,12 +343,20 @@ async def serve(config: ServerConfig, on_ready: Any = None) -> None:
             web = meta_web_server(meta, http)
             await web.start()
             info["http"], info["http_url"] = web.address, web.url
+        if config.webhdfs():
+            from keelfs.gateways.webhdfs.app import GatewaySettings, WebHdfsGateway
+
+            gateway = WebHdfsGateway(GatewaySettings((meta.client_address,), config.webhdfs()))
+            await gateway.start()
+            info["webhdfs"], info["webhdfs_url"] = gateway.address, gateway.url
         (on_ready or _print_ready)(info)
         log.info("keelfs server serving: %s", info)
         tasks = [*meta.tasks, *chunk.tasks, *extra]
         await serve_until_stopped(stop, tasks)
         log.info("keelfs server stopping")
     finally:
+        if gateway is not None:
+            await gateway.stop()
         if web is not None:
             await web.stop()
         for t in extra:
@@ -349,6 +377,8 @@ def _print_ready(info: dict[str, Any]) -> None:
     ]
     if info.get("http_url"):
         lines.append(f"  dashboard            {info['http_url']}/")
+    if info.get("webhdfs_url"):
+        lines.append(f"  WebHDFS              {info['webhdfs_url']}/webhdfs/v1/")
     lines.append("  stop with Ctrl-C (or SIGTERM)")
     print("\n".join(lines), flush=True)
     announce_ready(info)
