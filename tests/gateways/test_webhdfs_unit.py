@@ -12,6 +12,7 @@ import pytest
 from keelfs import errors as keel_errors
 from keelfs.gateways.webhdfs import errors, shapes
 from keelfs.gateways.webhdfs.app import (
+    _OPERATIONS,
     ANONYMOUS_USER,
     GatewaySettings,
     WebHdfsGateway,
@@ -130,6 +131,8 @@ def test_paths_users_and_ops() -> None:
         gateway._acting_user(_Params({"user.name": "ann", "doas": "bob"}))
     assert "No enum constant NOPE" in _unknown("GET", "NOPE").message
     assert "Invalid operation MKDIRS" in _unknown("GET", "MKDIRS").message
+    for method, op in (("PUT", "SETACL"), ("GET", "GETXATTRS"), ("PUT", "CREATESNAPSHOT")):
+        assert _OPERATIONS[(method, op)] is WebHdfsGateway._unsupported
     with pytest.raises(ValueError, match="loopback"):
         parse_listen("10.0.0.1:9870")
 

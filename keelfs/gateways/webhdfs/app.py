@@ -79,6 +79,33 @@ SNAPSHOT_OPS = frozenset(
     }
 )
 TOKEN_OPS = frozenset({"GETDELEGATIONTOKEN", "RENEWDELEGATIONTOKEN", "CANCELDELEGATIONTOKEN"})
+UNBUILT_OPS: dict[str, str] = {
+    **dict.fromkeys(
+        ("SETACL", "MODIFYACLENTRIES", "REMOVEACLENTRIES", "REMOVEDEFAULTACL", "REMOVEACL"), "ACLs"
+    ),
+    **dict.fromkeys(("SETXATTR", "REMOVEXATTR", "GETXATTRS", "LISTXATTRS"), "extended attributes"),
+    **dict.fromkeys(
+        (
+            "SETSTORAGEPOLICY",
+            "UNSETSTORAGEPOLICY",
+            "GETSTORAGEPOLICY",
+            "GETALLSTORAGEPOLICY",
+            "SATISFYSTORAGEPOLICY",
+        ),
+        "storage policies",
+    ),
+    **dict.fromkeys(
+        ("ENABLEECPOLICY", "DISABLEECPOLICY", "SETECPOLICY", "GETECPOLICY", "UNSETECPOLICY"),
+        "erasure coding",
+    ),
+    **dict.fromkeys(("GETFILEBLOCKLOCATIONS", "GET_BLOCK_LOCATIONS"), "block locations"),
+    "CREATESYMLINK": "symbolic links",
+    "CHECKACCESS": "access checks without an operation",
+    "GETSERVERDEFAULTS": "server defaults",
+    "GETSTATUS": "file system status",
+}
+"""Hadoop operations keelfs does not have, each answered ``UnsupportedOperationException``
+naming what is missing (an op Hadoop does not have is an ``IllegalArgumentException``)."""
 
 
 @dataclass(frozen=True)
@@ -565,6 +592,8 @@ class WebHdfsGateway:
         op = (call.params.text("op") or "").upper()
         if op in TOKEN_OPS:
             raise errors.unsupported(f"{op}: delegation tokens are not supported by keelfs")
+        if op in UNBUILT_OPS:
+            raise errors.unsupported(f"{op}: keelfs has no {UNBUILT_OPS[op]}")
         raise errors.unsupported(f"{op}: snapshots are not supported by keelfs's WebHDFS")
 
 
@@ -590,7 +619,7 @@ _OPERATIONS: dict[tuple[str, str], Handler] = {
     ("POST", "TRUNCATE"): WebHdfsGateway._truncate,
     ("DELETE", "DELETE"): WebHdfsGateway._delete,
 }
-for _op in SNAPSHOT_OPS | TOKEN_OPS:
+for _op in SNAPSHOT_OPS | TOKEN_OPS | set(UNBUILT_OPS):
     for _method in ("GET", "PUT", "POST", "DELETE"):
         _OPERATIONS.setdefault((_method, _op), WebHdfsGateway._unsupported)
 
