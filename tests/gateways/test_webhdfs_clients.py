@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -335,3 +336,28 @@ def test_create_in_flight_while_the_shard_leader_is_killed(
     with hdfs.read("/fo/after") as reader:
         assert reader.read() == b"after"
     assert hdfs.delete("/fo", recursive=True)
+
+
+def test_create_cut_off_by_the_client_leaves_nothing(gateway: Any) -> None:
+    """A CREATE whose client goes away after part of the body (``Content-Length`` promised
+    more) leaves no file at the target and no hidden file: never half-written."""
+    first = api(gateway, "/cut/file", "CREATE", "PUT", blocksize=BS)
+    location = first.headers["Location"]
+    target = location.split("://", 1)[1].split("/", 1)[1]
+    host, port = gateway.address.rsplit(":", 1)
+    for sent in (1000, 3 * BS):  # an inline-sized head; a head and blocks
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            head = (
+                f"PUT /{target} HTTP/1.1\r\nHost: {gateway.address}\r\n"
+                f"Content-Length: {6 * BS}\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            sock.sendall(head.encode() + os.urandom(sent))
+        wait_until(
+            lambda: (
+                api(gateway, "/cut", "LISTSTATUS").status_code == 404
+                or not api(gateway, "/cut", "LISTSTATUS").json()["FileStatuses"]["FileStatus"]
+            ),
+            60,
+            "nothing left in /cut",
+        )
+    assert api(gateway, "/cut/file", "GETFILESTATUS").status_code == 404
