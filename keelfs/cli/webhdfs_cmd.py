@@ -36,8 +36,23 @@ __all__ = ["webhdfs"]
     show_default=True,
     help="Entries per LISTSTATUS_BATCH page (HDFS's dfs.ls.limit).",
 )
+@click.option(
+    "--tls-dir",
+    default=None,
+    help="A TLS cluster: the `keelfs certs` directory holding the certificate of --user.",
+)
+@click.option(
+    "--user",
+    default=None,
+    help="With --tls-dir: whose certificate to present; the gateway serves that user alone.",
+)
 def webhdfs(
-    listen: str, cluster: tuple[str, ...], proxy_users: tuple[str, ...], ls_limit: int
+    listen: str,
+    cluster: tuple[str, ...],
+    proxy_users: tuple[str, ...],
+    ls_limit: int,
+    tls_dir: str | None,
+    user: str | None,
 ) -> None:
     """Serve Hadoop's WebHDFS REST API for a keelfs cluster (a stateless client of it: run
     as many as you like). Clients: HdfsCLI, fsspec's webhdfs, Hadoop's webhdfs://."""
@@ -51,5 +66,17 @@ def webhdfs(
         raise click.BadParameter(str(exc), param_hint="--listen") from None
     if not addresses:
         raise click.BadParameter("no address given", param_hint="--cluster")
-    settings = GatewaySettings(addresses, listen, frozenset(proxy_users), ls_limit)
+    tls = None
+    if tls_dir:
+        from keelfs.client.connect import client_tls
+
+        if not user:
+            raise click.BadParameter("--tls-dir needs --user NAME", param_hint="--user")
+        try:
+            tls = client_tls(tls_dir=tls_dir, user=user, environ={})
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--tls-dir") from None
+    settings = GatewaySettings(
+        addresses, listen, frozenset(proxy_users), ls_limit, tls, (user or "") if tls else ""
+    )
     sys.exit(run(settings))

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from keelfs.runtime.processes import hard_kill, read_ready_line, spawn_tracked, wait_until
+from keelfs.server.layout import ADMIN_USER
 from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.tiers import starts_processes
 
@@ -68,6 +69,26 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         for node_id in sorted(c.nodes):
             print(f"----- node {node_id} log (tail) -----\n{c.log_tail(node_id, 30)}")
         raise
+    finally:
+        if process is not None:
+            hard_kill(process)
+        c.stop_all()
+
+
+@pytest.fixture(scope="module")
+@starts_processes
+def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A cluster with mutual TLS (one shard, one chunk server) and a gateway holding the
+    admin user's certificate (``--tls-dir --user admin``)."""
+    root = tmp_path_factory.mktemp("webhdfs-tls")
+    c = MetaCluster(root, shards=("shard-1",), tls=True)
+    process = None
+    try:
+        c.start()
+        c.start_chunk_servers(1, "--no-fsync-on-close")
+        assert c.tls_dir is not None
+        process, ready = start_gateway(c, root, "--tls-dir", str(c.tls_dir), "--user", ADMIN_USER)
+        yield Gateway(c, ready["url"], ready["webhdfs"], process, root / "webhdfs.err")
     finally:
         if process is not None:
             hard_kill(process)

@@ -150,3 +150,17 @@ def test_checksum_adapter() -> None:
     assert exc.value.exception.name == "UnsupportedOperationException"
     got = asyncio.run(file_checksum(WithChecksum(), "/f"))  # type: ignore[arg-type]
     assert got == ("MD5-of-0MD5-of-512CRC32C", "00ff", 28)
+
+
+def test_a_tls_clusters_gateway_serves_its_certificates_user_alone(tmp_path: Any) -> None:
+    from keelfs.tls.credentials import TlsSettings
+
+    tls = TlsSettings(peer_ca=tmp_path / "ca", cert=tmp_path / "c", key=tmp_path / "k")
+    settings = GatewaySettings(("127.0.0.1:1",), "127.0.0.1:0", frozenset({"px"}), 1000, tls, "ann")
+    gateway = WebHdfsGateway(settings)
+    assert gateway._acting_user(_Params({"user.name": "ann"})) == "ann"
+    for params in ({"user.name": "bob"}, {}, {"user.name": "px", "doas": "bob"}):
+        with pytest.raises(errors.HadoopError, match="acts for ann alone"):
+            gateway._acting_user(_Params(params))
+    with pytest.raises(ValueError, match="both"):
+        WebHdfsGateway(GatewaySettings(("127.0.0.1:1",), "127.0.0.1:0", tls=tls))

@@ -13,6 +13,12 @@ OTHER when ``user.name`` is a proxy user of this gateway (``--proxy-user NAME``,
 HTTP side of every keelfs process, ``keelfs.web.listen``) and refuses a request whose ``Host``
 is not a loopback name or its listen address (DNS rebinding).
 
+**A cluster with TLS** takes the user from the client's certificate and ignores the name a
+request gives; the gateway then holds one user's certificate (``--tls-dir DIR --user NAME``)
+and serves that user alone (any other ``user.name``/``doas``: ``AccessControlException``).
+Acting for many users over TLS would need the masters to trust the gateway to name them: not
+built.
+
 **Data** (CREATE, APPEND, OPEN) takes Hadoop's two steps: the first request answers ``307``
 with a ``Location`` on the data endpoint (this same gateway: the same URL plus
 ``datanode=true``), or ``200 {"Location": ...}`` with ``noredirect=true``; the second request
@@ -42,6 +48,7 @@ from keelfs.client import AsyncClient
 from keelfs.errors import AlreadyExists, InvalidArgument, KeelError, NotADirectory, NotFound
 from keelfs.gateways.webhdfs import errors, shapes
 from keelfs.meta.records import MAX_INLINE_BYTES, FileInfo
+from keelfs.tls.credentials import TlsSettings
 
 __all__ = [
     "ANONYMOUS_USER",
@@ -112,13 +119,18 @@ naming what is missing (an op Hadoop does not have is an ``IllegalArgumentExcept
 class GatewaySettings:
     """``cluster``: config server (or master) addresses; ``listen``: ``HOST:PORT`` on
     loopback (port 0: any free port); ``proxy_users``: who may act for others (``doas``);
-    ``ls_limit``: entries per ``LISTSTATUS_BATCH`` page."""
+    ``ls_limit``: entries per ``LISTSTATUS_BATCH`` page; ``tls``, ``tls_user``: a TLS
+    cluster's client certificate and its user."""
 
     cluster: tuple[str, ...]
     listen: str = "127.0.0.1:9870"
     proxy_users: frozenset[str] = field(default_factory=frozenset)
     ls_limit: int = LIST_PAGE
     """Entries per ``LISTSTATUS_BATCH`` page (HDFS's ``dfs.ls.limit``), 1 to 10,000."""
+    tls: TlsSettings | None = None
+    """A cluster with TLS: the certificate of ``tls_user``, whom the gateway then serves alone
+    (the masters take the user from the certificate, never from the request)."""
+    tls_user: str = ""
 
 
 def home_directory(user: str) -> str:
@@ -149,8 +161,11 @@ async def file_checksum(client: AsyncClient, path: str) -> tuple[str, str, int]:
 class _Clients:
     """One ``AsyncClient`` per user, closed when idle and the least recently used."""
 
-    def __init__(self, cluster: tuple[str, ...], limit: int = MAX_CLIENTS) -> None:
+    def __init__(
+        self, cluster: tuple[str, ...], tls: TlsSettings | None = None, limit: int = MAX_CLIENTS
+    ) -> None:
         self.cluster = cluster
+        self.tls = tls
         self.limit = limit
         self._clients: OrderedDict[str, AsyncClient] = OrderedDict()
         self._in_use: dict[str, int] = {}
@@ -159,7 +174,8 @@ class _Clients:
     async def use(self, user: str) -> AsyncIterator[AsyncClient]:
         client = self._clients.get(user)
         if client is None:
-            client = self._clients[user] = AsyncClient(list(self.cluster), user=user)
+            client = AsyncClient(list(self.cluster), user=user, tls=self.tls)
+            self._clients[user] = client
             await self._evict()
         self._clients.move_to_end(user)
         self._in_use[user] = self._in_use.get(user, 0) + 1
@@ -275,7 +291,9 @@ class WebHdfsGateway:
             raise ValueError(f"ls_limit must be 1..10000, not {settings.ls_limit}")
         self.settings = settings
         self.host, self.port = parse_listen(settings.listen)
-        self._clients = _Clients(settings.cluster)
+        if (settings.tls is None) != (not settings.tls_user):
+            raise ValueError("a TLS cluster's gateway needs both tls and tls_user")
+        self._clients = _Clients(settings.cluster, settings.tls)
         self._runner: web.AppRunner | None = None
         self.address = ""
 
@@ -343,7 +361,12 @@ class WebHdfsGateway:
         if doas and doas != user:
             if user not in self.settings.proxy_users:
                 raise errors.access_denied(f"User: {user} is not allowed to impersonate {doas}")
-            return doas
+            user = doas
+        only = self.settings.tls_user
+        if only and user != only:
+            raise errors.access_denied(
+                f"User: {user}: this gateway acts for {only} alone (its TLS certificate's user)"
+            )
         return user
 
     # -- the two steps of CREATE, APPEND, OPEN ---------------------------------------------------
