@@ -16,6 +16,7 @@ from keelfs.gateways.webhdfs.app import (
     ANONYMOUS_USER,
     GatewaySettings,
     WebHdfsGateway,
+    _host_of,
     _Params,
     _path,
     _unknown,
@@ -121,6 +122,7 @@ def test_params() -> None:
 
 def test_paths_users_and_ops() -> None:
     assert (_path(""), _path("/"), _path("/a/b/"), _path("a")) == ("/", "/", "/a/b", "/a")
+    assert [_host_of(h) for h in ("a:1", "a", "[::1]:9870", "[::1]")] == ["a", "a", "::1", "::1"]
     assert home_directory("ann") == "/user/ann" and trash_root("ann") == "/.Trash/ann"
     gateway = WebHdfsGateway(GatewaySettings(("127.0.0.1:1",), "127.0.0.1:0", frozenset({"px"})))
     assert gateway._acting_user(_Params({})) == ANONYMOUS_USER

@@ -332,8 +332,7 @@ class WebHdfsGateway:
     async def _host_guard(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        host = request.host.rpartition(":")[0] if request.host.count(":") == 1 else request.host
-        host = host.strip("[]")
+        host = _host_of(request.host)
         if not (is_loopback_host(host) or host == self.host):
             raise web.HTTPMisdirectedRequest(
                 text=f"this gateway does not answer to the host name {host!r}\n"
@@ -677,6 +676,13 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _host_of(header: str) -> str:
+    """The host name of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``)."""
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else ""
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
 def _path(raw: str) -> str:
