@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import logging
 import posixpath
 import uuid
 from collections import OrderedDict
@@ -63,6 +64,7 @@ __all__ = [
     "trash_root",
 ]
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 PREFIX = "/webhdfs/v1"
 ANONYMOUS_USER = "dr.who"
@@ -353,6 +355,11 @@ class WebHdfsGateway:
                 return await handler(self, _Call(request, path, params, user, client))
         except (KeelError, errors.HadoopError) as exc:
             return errors.remote_exception(exc, path)
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client went away: nobody to answer
+        except Exception as exc:  # noqa: BLE001  # a Hadoop client expects a RemoteException
+            log.exception("%s %s failed", request.method, request.path_qs)
+            return errors.remote_exception(exc, path)
 
     def _acting_user(self, params: _Params) -> str:
         user = params.text("user.name") or ANONYMOUS_USER
@@ -399,8 +406,15 @@ class WebHdfsGateway:
             response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
             response.content_length = end - offset
             await response.prepare(call.request)
-            async for piece in reader.iter_range(offset, end):
-                await response.write(piece)
+            try:
+                async for piece in reader.iter_range(offset, end):
+                    await response.write(piece)
+            except KeelError:
+                # the status line is out: cut the connection, the client sees a short body
+                log.warning("OPEN %s failed after %d bytes", call.path, offset, exc_info=True)
+                if call.request.transport is not None:
+                    call.request.transport.close()
+                return response
             await response.write_eof()
             return response
         finally:
