@@ -249,6 +249,22 @@ class AsyncClient:
                 return
             cursor = reply.cursor
 
+    async def list_page(
+        self,
+        path: str,
+        start_after: str | None = None,
+        limit: int = 1000,
+        *,
+        stale_ok: bool = False,
+        deadline: float | None = None,
+    ) -> list[FileInfo]:
+        """One page of directory ``path``: at most ``limit`` (up to 10,000) entries in name
+        order, after the name ``start_after`` (None: from the first). What a paging caller
+        that keeps its place by name uses (WebHDFS's ``LISTSTATUS_BATCH``)."""
+        op = ops.list_dir(path, start_after, limit, stale_ok)
+        reply = await self._run(op, deadline)
+        return [file_info_from_pb(entry) for entry in reply.entries]
+
     async def delete(
         self, path: str, *, recursive: bool = False, deadline: float | None = None
     ) -> ops.DeleteResult:

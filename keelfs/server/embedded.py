@@ -133,6 +133,7 @@ class ServerConfig:
     chunk_listen: str = ""
     http_listen: str = "127.0.0.1:7080"
     http_token_file: str = ""
+    webhdfs_listen: str = ""
     replication: int = 1
     fsync_on_close: bool = True
     scan_interval_s: float = 6 * 3600.0
@@ -192,7 +193,25 @@ class ServerConfig:
                 check_s3_listen(config.s3_listen, config.insecure)
             except ValueError as exc:
                 raise ConfigError(f"s3_listen: {exc}") from None
+        config.webhdfs()
         return config
+
+    def webhdfs(self) -> str:
+        """The WebHDFS gateway's address (empty: none), checked (``ConfigError``)."""
+        listen = "" if self.webhdfs_listen in ("", "off") else self.webhdfs_listen
+        if not listen:
+            return ""
+        if self.tls_dir:
+            raise ConfigError(
+                "webhdfs_listen: the WebHDFS gateway has no TLS yet (docs/webhdfs.md)"
+            )
+        from keelfs.gateways.webhdfs.app import parse_listen
+
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise ConfigError(f"webhdfs_listen: {exc}") from None
+        return listen
 
     def http(self) -> HttpSettings:
         """The HTTP side (the metadata node's: the dashboard), checked (``ConfigError``)."""
@@ -319,6 +338,7 @@ async def serve(config: ServerConfig, on_ready: Any = None) -> None:
     extra: list[asyncio.Task[None]] = []
     web: Any = None
     s3: Any = None
+    gateway: Any = None
     try:
         await meta.start()
         deadline = time.monotonic() + _SETUP_TIMEOUT_S
@@ -349,6 +369,12 @@ async def serve(config: ServerConfig, on_ready: Any = None) -> None:
             info["s3"], info["s3_url"], info["s3_credentials"] = (
                 s3.address, s3.url, str(config.s3_credentials_file),
             )  # fmt: skip
+        if config.webhdfs():
+            from keelfs.gateways.webhdfs.app import GatewaySettings, WebHdfsGateway
+
+            gateway = WebHdfsGateway(GatewaySettings((meta.client_address,), config.webhdfs()))
+            await gateway.start()
+            info["webhdfs"], info["webhdfs_url"] = gateway.address, gateway.url
         (on_ready or _print_ready)(info)
         log.info("keelfs server serving: %s", info)
         tasks = [*meta.tasks, *chunk.tasks, *extra]
@@ -357,6 +383,8 @@ async def serve(config: ServerConfig, on_ready: Any = None) -> None:
     finally:
         if s3 is not None:
             await s3.stop()
+        if gateway is not None:
+            await gateway.stop()
         if web is not None:
             await web.stop()
         for t in extra:
@@ -394,6 +422,8 @@ def _print_ready(info: dict[str, Any]) -> None:
         lines.append(f"  dashboard            {info['http_url']}/")
     if info.get("s3_url"):
         lines.append(f"  S3 gateway           {info['s3_url']} (keys in {info['s3_credentials']})")
+    if info.get("webhdfs_url"):
+        lines.append(f"  WebHDFS              {info['webhdfs_url']}/webhdfs/v1/")
     lines.append("  stop with Ctrl-C (or SIGTERM)")
     print("\n".join(lines), flush=True)
     announce_ready(info)

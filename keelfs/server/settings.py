@@ -295,6 +295,13 @@ SERVER_SETTINGS: tuple[Setting, ...] = (
     _HTTP_LISTEN.but(default="127.0.0.1:7080"),
     _HTTP_TOKEN_FILE,
     Setting(
+        "webhdfs_listen",
+        str,
+        "",
+        "the WebHDFS gateway (docs/webhdfs.md) on this HOST:PORT, loopback only (empty or "
+        "`off`: none; not with TLS)",
+    ),
+    Setting(
         "replication",
         int,
         1,
