@@ -1,4 +1,4 @@
-"""Reads only, and what they cost in CPU: ``python -m keelfs.bench.reads``.
+"""Reads only, and what they cost in CPU: ``keelfs bench reads`` (``python -m keelfs.bench.reads``).
 
 The cluster of ``keelfs bench data`` (3 masters co-hosted with the config group, 3 chunk
 servers, replication 3). One large file is written, then read back whole ``large_reads``
@@ -160,6 +160,7 @@ def run(
         "bench": "reads",
         "large_mib": large_mib,
         "small_kib": small_kib,
+        "small_count": small_count,
         **result,
         "machine": info,
     }
@@ -167,6 +168,20 @@ def run(
 
 def _median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in rows) if rows else 0.0
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    """The two lines a run is read by: medians of MB/s, files/s and CPU per read."""
+    large, small = result["large"], result["small"]
+    return [
+        f"large file {result['large_mib']} MiB read {len(large)}x: median "
+        f"{_median(large, 'mb_s'):.0f} MB/s, client CPU {_median(large, 'client_cpu_ms'):.0f} ms,"
+        f" cluster CPU {_median(large, 'cluster_cpu_ms'):.0f} ms per read",
+        f"{result['small_count']} small files read {len(small)}x: median "
+        f"{_median(small, 'reads_s'):.0f}/s, CPU per read: client "
+        f"{_median(small, 'client_cpu_us'):.0f} us, "
+        f"cluster {_median(small, 'cluster_cpu_us'):.0f} us",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,18 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         small_count=ns.small_count,
         small_rounds=ns.small_rounds,
     )
-    large, small = result["large"], result["small"]
-    print(
-        f"large file {ns.large_mib} MiB read {len(large)}x: median "
-        f"{_median(large, 'mb_s'):.0f} MB/s, client CPU {_median(large, 'client_cpu_ms'):.0f} ms,"
-        f" cluster CPU {_median(large, 'cluster_cpu_ms'):.0f} ms per read"
-    )
-    print(
-        f"{ns.small_count} small files read {len(small)}x: median "
-        f"{_median(small, 'reads_s'):.0f}/s, CPU per read: client "
-        f"{_median(small, 'client_cpu_us'):.0f} us, "
-        f"cluster {_median(small, 'cluster_cpu_us'):.0f} us"
-    )
+    for line in summary(result):
+        print(line)
     if ns.json:
         print(json.dumps(result))
     return 0

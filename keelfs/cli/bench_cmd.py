@@ -592,6 +592,31 @@ def bench_data(
         print(json.dumps(r.as_json()))
 
 
+@bench.command("reads")
+@click.option("--large-mib", default=256, show_default=True, help="Size of the large file.")
+@click.option("--large-reads", default=3, show_default=True, help="Times it is read back.")
+@click.option("--small-count", default=1000, show_default=True, help="Small files (4 KiB).")
+@click.option("--small-rounds", default=3, show_default=True, help="Times they are read back.")
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
+def bench_reads(
+    large_mib: int, large_reads: int, small_count: int, small_rounds: int, as_json: bool
+) -> None:
+    """Reads only, with the CPU each read costs the client and the cluster: the figure to
+    compare two trees by on a shared machine, where wall-clock rates move with the load."""
+    from keelfs.bench.reads import run, summary
+
+    r = run(
+        large_mib=large_mib,
+        large_reads=large_reads,
+        small_count=small_count,
+        small_rounds=small_rounds,
+    )
+    for line in summary(r):
+        click.echo(line)
+    if as_json:
+        print(json.dumps(r))
+
+
 @bench.command("stall")
 @click.option(
     "--mode",
