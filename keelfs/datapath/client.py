@@ -99,7 +99,7 @@ def _data_crc(reply: bytes, start: int, end: int) -> int:
     place)."""
     if end == len(reply):
         return crc32c_tail(reply, start)
-    return crc32c(reply[start:end])
+    return int(crc32c(reply[start:end]))
 
 
 class AsyncChunkClient:

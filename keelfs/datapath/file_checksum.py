@@ -198,8 +198,8 @@ def crc32c_tail(raw: bytes, start: int) -> int:
     ``len(D)``, the same for every full piece, is kept)."""
     n = len(raw) - start
     if n < TAIL_MIN:
-        return crc32c(raw[start:])
-    return crc32c(raw) ^ _multiply(_shift_cached(n), crc32c(raw[:start]))
+        return int(crc32c(raw[start:]))
+    return int(crc32c(raw)) ^ _multiply(_shift_cached(n), int(crc32c(raw[:start])))
 
 
 def crc32c_of_chunks(crcs: Sequence[int], chunk_size: int, length: int) -> int:
