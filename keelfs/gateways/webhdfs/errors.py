@@ -79,6 +79,10 @@ HADOOP_EXCEPTIONS: dict[str, HadoopException] = {
         "org.apache.hadoop.hdfs.server.namenode.LeaseExpiredException",
         403,
     ),
+    # HDFS throws NSQuotaExceededException or DSQuotaExceededException, both of this class
+    "QUOTA_EXCEEDED": HadoopException(
+        "QuotaExceededException", "org.apache.hadoop.hdfs.protocol.QuotaExceededException", 403
+    ),
     "RESOURCE_EXHAUSTED": RETRIABLE,
     "NOT_LEADER": RETRIABLE,
     "REDIRECT": RETRIABLE,
