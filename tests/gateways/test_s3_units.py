@@ -193,3 +193,12 @@ def test_server_refuses_s3_off_the_loopback_without_insecure() -> None:
     flags["s3_listen"] = "0.0.0.0:7090"
     with pytest.raises(ConfigError, match="s3_listen"):
         ServerConfig.from_resolved(resolve(SERVER_SETTINGS, "server", flags, environ={}))
+
+
+def test_a_quota_exceeded_is_s3s_quota_exceeded_403() -> None:
+    from keelfs.errors import QuotaExceeded
+    from keelfs.gateways.s3.errors import from_keel
+
+    error = from_keel(QuotaExceeded("/bucket", "space", 100, 90, 64))
+    assert (error.code, error.status) == ("QuotaExceeded", 403)
+    assert "/bucket" in str(error)

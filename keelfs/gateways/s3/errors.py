@@ -13,6 +13,7 @@ from keelfs.errors import (
     NotADirectory,
     NotFound,
     PermissionDenied,
+    QuotaExceeded,
     ResourceExhausted,
     RetryableError,
 )
@@ -52,6 +53,7 @@ STATUS: dict[str, int] = {
     "ServiceUnavailable": 503,
     "SignatureDoesNotMatch": 403,
     "SlowDown": 503,
+    "QuotaExceeded": 403,  # Ceph RGW's code for a bucket or user quota
     "XAmzContentSHA256Mismatch": 400,
 }
 
@@ -95,6 +97,8 @@ def from_keel(exc: KeelError, *, missing: str = "NoSuchKey", **extra: str) -> S3
         return S3Error("InvalidRequest", str(exc), **extra)
     if isinstance(exc, InvalidArgument):
         return S3Error("InvalidArgument", str(exc), **extra)
+    if isinstance(exc, QuotaExceeded):
+        return S3Error("QuotaExceeded", str(exc), **extra)
     if isinstance(exc, ResourceExhausted):
         return S3Error("SlowDown", str(exc), **extra)
     if isinstance(exc, RetryableError):
