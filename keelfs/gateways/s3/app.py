@@ -29,6 +29,7 @@ from keelfs.gateways.s3 import buckets, multipart, objects, sigv4
 from keelfs.gateways.s3.context import Ctx
 from keelfs.gateways.s3.credentials import AccessKey
 from keelfs.gateways.s3.errors import S3Error, error_xml, from_keel
+from keelfs.gateways.site import HttpSite
 from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["S3Gateway"]
@@ -109,7 +110,7 @@ class S3Gateway:
         self.port = port
         self.tls_dir = tls_dir
         self.clients: dict[str, AsyncClient] = {}
-        self._runner: web.AppRunner | None = None
+        self._site = HttpSite(self.host, self.port)
         self.address = ""
 
     def client_for(self, user: str) -> AsyncClient:
@@ -125,28 +126,14 @@ class S3Gateway:
         return app
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound = runner.addresses
-        port = int(bound[0][1]) if bound else self.port
-        self.address = f"{self.host}:{port}"
+        self.address = await self._site.start(self.app())
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.address.rpartition(':')[2]}"
+        return self._site.url
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._site.stop()
         clients, self.clients = self.clients, {}
         for client in clients.values():
             await client.close()

@@ -47,6 +47,7 @@ from multidict import MultiDict
 
 from keelfs.client import AsyncClient
 from keelfs.errors import AlreadyExists, InvalidArgument, KeelError, NotADirectory, NotFound
+from keelfs.gateways.site import HttpSite
 from keelfs.gateways.webhdfs import errors, shapes
 from keelfs.meta.records import MAX_INLINE_BYTES, FileInfo
 from keelfs.tls.credentials import TlsSettings
@@ -289,7 +290,7 @@ class WebHdfsGateway:
         if (settings.tls is None) != (not settings.tls_user):
             raise ValueError("a TLS cluster's gateway needs both tls and tls_user")
         self._clients = _Clients(settings.cluster, settings.tls)
-        self._runner: web.AppRunner | None = None
+        self._site = HttpSite(self.host, self.port)
         self.address = ""
 
     # -- serving --------------------------------------------------------------------------------
@@ -299,28 +300,14 @@ class WebHdfsGateway:
         return app
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound = runner.addresses
-        port = int(bound[0][1]) if bound else self.port
-        self.address = f"{self.host}:{port}"
+        self.address = await self._site.start(self.app())
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.address.rpartition(':')[2]}"
+        return self._site.url
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._site.stop()
         await self._clients.close()
 
     @web.middleware
