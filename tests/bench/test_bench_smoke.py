@@ -143,3 +143,20 @@ def test_bench_meta_and_data_run_with_tls() -> None:
     )  # fmt: skip
     assert out["large_md5_ok"] is True
     assert out["small_failed"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_bench_s3_smoke() -> None:
+    """keelfs's side of ``keelfs bench s3`` with tiny sizes: every figure measured, every byte
+    read back intact, no peer column."""
+    out = _run(
+        "s3", "--small-count", "20", "--concurrency", "4", "--large-mib", "5",
+        "--part-mib", "5", "--list-runs", "1",
+    )  # fmt: skip
+    assert out["bench"] == "s3" and out["peer"] is None and "seaweedfs" not in out
+    figures = out["keelfs"]
+    assert figures["failed"] == 0
+    for key in ("small_puts_s", "small_gets_s", "large_put_mb_s", "large_get_mb_s"):
+        assert figures[key] > 0, key
+    assert figures["list_keys_s"] > 0 and figures["list_pages_s"] > 0
+    assert {"loadavg_1m_at_start", "loadavg_1m_at_end", "cpus"} <= set(out["load"])

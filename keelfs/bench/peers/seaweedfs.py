@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ __all__ = [
     "cache_dir",
     "install",
     "parse_weed_benchmark",
+    "start_s3_gateway",
     "weed_benchmark",
 ]
 
@@ -257,6 +259,63 @@ class WeedCluster(Launcher):
             f"&replication={REPLICATION}"
         )
         _get_json(url, timeout=60)
+
+
+# -- the S3 gateway --------------------------------------------------------------------------
+def s3_identity(access_key: str, secret: str) -> dict[str, Any]:
+    """``weed s3``'s identity file: one key with every right (as the keelfs side's key acts
+    for a superuser)."""
+    return {
+        "identities": [
+            {
+                "name": "bench",
+                "credentials": [{"accessKey": access_key, "secretKey": secret}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+
+
+def _answers_http(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0):
+            return True
+    except urllib.error.HTTPError:  # an S3 error (AccessDenied): the gateway is serving
+        return True
+    except OSError:
+        return False
+
+
+def start_s3_gateway(cluster: WeedCluster, access_key: str, secret: str) -> str:
+    """A filer with its embedded S3 gateway (``weed filer -s3``) for the started ``cluster``:
+    its metadata in a leveldb store under the cluster's root, new files replicated
+    :data:`REPLICATION`, requests signed with ``access_key``/``secret``; the process joins
+    ``cluster``'s (killed with them). Returns the gateway's endpoint URL once it answers."""
+    filer_port, s3_port = port_pairs(2)
+    config = cluster.root / "s3-identities.json"
+    config.write_text(json.dumps(s3_identity(access_key, secret)))
+    store = cluster.root / "filer"
+    store.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(cluster.weed), "-logtostderr", "filer",
+        f"-ip={IP}", f"-ip.bind={IP}", f"-port={filer_port}", f"-master={cluster.masters}",
+        f"-defaultStoreDir={store}", f"-defaultReplicaPlacement={REPLICATION}",
+        "-s3", f"-s3.port={s3_port}", f"-s3.ip.bind={IP}", f"-s3.config={config}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
+    ]  # fmt: skip
+    cluster._launch("filer", cmd)
+    endpoint = f"http://{IP}:{s3_port}"
+
+    def serving() -> bool:
+        if cluster._dead():
+            raise AssertionError(f"SeaweedFS's filer did not start{cluster._context()}")
+        return _answers_http(endpoint + "/")
+
+    try:
+        wait_until(serving, cluster.start_timeout, "SeaweedFS's S3 gateway did not answer")
+    except AssertionError as exc:
+        raise ClusterError(str(exc)) from None
+    return endpoint
 
 
 # -- the Python client -----------------------------------------------------------------------
