@@ -501,3 +501,38 @@ def test_prefix_naming_a_file_as_a_directory_lists_nothing(gateway: Gateway, lis
     s3 = gateway.client()
     assert keys_of(s3.list_objects_v2(Bucket=listed, Prefix="b/")) == []
     assert keys_of(s3.list_objects_v2(Bucket=listed, Prefix="f/1/", Delimiter="/")) == []
+
+
+# -- versions (never kept: each object is its only version, "null") ----------------------------
+def test_list_object_versions_and_delete_by_null_version(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = new_bucket(s3, "versions")
+    for key in ("a", "d/b", "d/c"):
+        s3.put_object(Bucket=name, Key=key, Body=key.encode())
+    page = s3.list_object_versions(Bucket=name, MaxKeys=2)
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in page["Versions"]] == [
+        ("a", "null", True), ("d/b", "null", True),
+    ]  # fmt: skip
+    assert page["Versions"][0]["ETag"] == f'"{hashlib.md5(b"a").hexdigest()}"'
+    assert (page["IsTruncated"], page["NextKeyMarker"]) == (True, "d/b")
+    rest = s3.list_object_versions(Bucket=name, KeyMarker="d/b", VersionIdMarker="null")
+    assert [v["Key"] for v in rest["Versions"]] == ["d/c"] and not rest["IsTruncated"]
+    assert "DeleteMarkers" not in rest
+    grouped = s3.list_object_versions(Bucket=name, Delimiter="/")
+    assert [v["Key"] for v in grouped["Versions"]] == ["a"]
+    assert prefixes_of(grouped) == ["d/"]
+    done = s3.delete_objects(
+        Bucket=name,
+        Delete={"Objects": [{"Key": "a", "VersionId": "null"}, {"Key": "d/b", "VersionId": "v9"},
+                            {"Key": "d/c"}]},
+    )  # fmt: skip
+    assert [(d["Key"], d.get("VersionId")) for d in done["Deleted"]] == [
+        ("a", "null"), ("d/c", None),
+    ]  # fmt: skip
+    assert [(e["Key"], e["VersionId"], e["Code"]) for e in done["Errors"]] == [
+        ("d/b", "v9", "NoSuchVersion"),
+    ]  # fmt: skip
+    assert keys_of(s3.list_objects_v2(Bucket=name)) == ["d/b"]
+    with pytest.raises(ClientError) as exc:
+        s3.list_object_versions(Bucket="no-such-bucket-here")
+    assert code_of(exc) == (404, "NoSuchBucket")
