@@ -536,3 +536,19 @@ def test_list_object_versions_and_delete_by_null_version(gateway: Gateway) -> No
     with pytest.raises(ClientError) as exc:
         s3.list_object_versions(Bucket="no-such-bucket-here")
     assert code_of(exc) == (404, "NoSuchBucket")
+
+
+def test_listing_a_prefix_no_key_has_and_max_keys_zero(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = new_bucket(s3, "oddprefix")
+    for key in ("b/a/r", "b/a/c", "g"):
+        s3.put_object(Bucket=name, Key=key, Body=b"x")
+    for prefix in ("/", "b//", "b/a//"):
+        page = s3.list_objects(Bucket=name, Prefix=prefix, Delimiter="d")
+        assert (keys_of(page), prefixes_of(page)) == ([], []), prefix
+        assert keys_of(s3.list_objects_v2(Bucket=name, Prefix=prefix)) == [], prefix
+    for page in (
+        s3.list_objects(Bucket=name, MaxKeys=0),
+        s3.list_objects_v2(Bucket=name, MaxKeys=0),
+    ):
+        assert (keys_of(page), page["IsTruncated"]) == ([], False)
