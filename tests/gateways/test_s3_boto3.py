@@ -4,6 +4,7 @@ and ``keelfs s3`` in its own process (``conftest.py``)."""
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
 import itertools
 from typing import Any
@@ -552,3 +553,18 @@ def test_listing_a_prefix_no_key_has_and_max_keys_zero(gateway: Gateway) -> None
         s3.list_objects_v2(Bucket=name, MaxKeys=0),
     ):
         assert (keys_of(page), page["IsTruncated"]) == ([], False)
+
+
+def test_content_encoding_kept_as_given_less_aws_chunked(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = new_bucket(s3, "encoding")
+    for given, kept in (
+        ("gzip", "gzip"), ("deflate, gzip", "deflate, gzip"), ("gzip, aws-chunked", "gzip"),
+        ("aws-chunked, deflate, gzip", "deflate, gzip"), ("aws-chunked", None),
+    ):  # fmt: skip
+        s3.put_object(Bucket=name, Key="k", Body=b"x", ContentEncoding=given)
+        assert s3.head_object(Bucket=name, Key="k").get("ContentEncoding") == kept, given
+    gzipped = gzip.compress(b"a web page\n" * 100)  # stored as sent, never inflated
+    s3.put_object(Bucket=name, Key="page.gz", Body=gzipped, ContentEncoding="gzip")
+    got = s3.get_object(Bucket=name, Key="page.gz")
+    assert (got["ContentEncoding"], got["ContentLength"]) == ("gzip", len(gzipped))

@@ -127,7 +127,11 @@ class S3Gateway:
         return app
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        # auto_decompress off: a body sent with Content-Encoding gzip is the object's bytes
+        # (S3 stores them as sent and serves the header back), not something to inflate
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, auto_decompress=False
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:
