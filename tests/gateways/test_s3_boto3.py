@@ -510,6 +510,10 @@ def test_list_object_versions_and_delete_by_null_version(gateway: Gateway) -> No
     name = new_bucket(s3, "versions")
     for key in ("a", "d/b", "d/c"):
         s3.put_object(Bucket=name, Key=key, Body=key.encode())
+    for key in (" ", "_ "):  # spaces are a key's own: DeleteObjects must not strip them
+        s3.put_object(Bucket=name, Key=key, Body=b"x")
+    spaced = s3.delete_objects(Bucket=name, Delete={"Objects": [{"Key": " "}, {"Key": "_ "}]})
+    assert [d["Key"] for d in spaced["Deleted"]] == [" ", "_ "] and "Errors" not in spaced
     page = s3.list_object_versions(Bucket=name, MaxKeys=2)
     assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in page["Versions"]] == [
         ("a", "null", True), ("d/b", "null", True),

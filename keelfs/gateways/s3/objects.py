@@ -228,7 +228,8 @@ async def delete_objects(ctx: Ctx) -> web.Response:
     root_in = parse(await ctx.request.read())
     quiet = (child_text(root_in, "Quiet") or "").lower() == "true"
     named = [
-        (child_text(o, "Key"), child_text(o, "VersionId")) for o in children(root_in, "Object")
+        (child_text(o, "Key", strip=False), child_text(o, "VersionId"))
+        for o in children(root_in, "Object")
     ]
     if not named or len(named) > MAX_DELETE_KEYS or any(k is None for k, _ in named):
         raise S3Error("MalformedXML", "a Delete names 1 to 1000 objects, each with a Key")
