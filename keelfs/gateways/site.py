@@ -17,9 +17,12 @@ class HttpSite:
         self.address = ""
         self._runner: web.AppRunner | None = None
 
-    async def start(self, app: web.Application) -> str:
-        """Serve ``app``; returns the bound address (``OSError`` if it cannot listen)."""
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    async def start(self, app: web.Application, *, auto_decompress: bool = True) -> str:
+        """Serve ``app``; returns the bound address (``OSError`` if it cannot listen).
+        ``auto_decompress``: aiohttp inflates request bodies sent with a Content-Encoding."""
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, auto_decompress=auto_decompress
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:

@@ -4,6 +4,7 @@ and ``keelfs s3`` in its own process (``conftest.py``)."""
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
 import itertools
 from typing import Any
@@ -501,3 +502,73 @@ def test_prefix_naming_a_file_as_a_directory_lists_nothing(gateway: Gateway, lis
     s3 = gateway.client()
     assert keys_of(s3.list_objects_v2(Bucket=listed, Prefix="b/")) == []
     assert keys_of(s3.list_objects_v2(Bucket=listed, Prefix="f/1/", Delimiter="/")) == []
+
+
+# -- versions (never kept: each object is its only version, "null") ----------------------------
+def test_list_object_versions_and_delete_by_null_version(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = new_bucket(s3, "versions")
+    for key in ("a", "d/b", "d/c"):
+        s3.put_object(Bucket=name, Key=key, Body=key.encode())
+    for key in (" ", "_ "):  # spaces are a key's own: DeleteObjects must not strip them
+        s3.put_object(Bucket=name, Key=key, Body=b"x")
+    spaced = s3.delete_objects(Bucket=name, Delete={"Objects": [{"Key": " "}, {"Key": "_ "}]})
+    assert [d["Key"] for d in spaced["Deleted"]] == [" ", "_ "] and "Errors" not in spaced
+    page = s3.list_object_versions(Bucket=name, MaxKeys=2)
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in page["Versions"]] == [
+        ("a", "null", True), ("d/b", "null", True),
+    ]  # fmt: skip
+    assert page["Versions"][0]["ETag"] == f'"{hashlib.md5(b"a").hexdigest()}"'
+    assert (page["IsTruncated"], page["NextKeyMarker"]) == (True, "d/b")
+    rest = s3.list_object_versions(Bucket=name, KeyMarker="d/b", VersionIdMarker="null")
+    assert [v["Key"] for v in rest["Versions"]] == ["d/c"] and not rest["IsTruncated"]
+    assert "DeleteMarkers" not in rest
+    grouped = s3.list_object_versions(Bucket=name, Delimiter="/")
+    assert [v["Key"] for v in grouped["Versions"]] == ["a"]
+    assert prefixes_of(grouped) == ["d/"]
+    done = s3.delete_objects(
+        Bucket=name,
+        Delete={"Objects": [{"Key": "a", "VersionId": "null"}, {"Key": "d/b", "VersionId": "v9"},
+                            {"Key": "d/c"}]},
+    )  # fmt: skip
+    assert [(d["Key"], d.get("VersionId")) for d in done["Deleted"]] == [
+        ("a", "null"), ("d/c", None),
+    ]  # fmt: skip
+    assert [(e["Key"], e["VersionId"], e["Code"]) for e in done["Errors"]] == [
+        ("d/b", "v9", "NoSuchVersion"),
+    ]  # fmt: skip
+    assert keys_of(s3.list_objects_v2(Bucket=name)) == ["d/b"]
+    with pytest.raises(ClientError) as exc:
+        s3.list_object_versions(Bucket="no-such-bucket-here")
+    assert code_of(exc) == (404, "NoSuchBucket")
+
+
+def test_listing_a_prefix_no_key_has_and_max_keys_zero(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = new_bucket(s3, "oddprefix")
+    for key in ("b/a/r", "b/a/c", "g"):
+        s3.put_object(Bucket=name, Key=key, Body=b"x")
+    for prefix in ("/", "b//", "b/a//"):
+        page = s3.list_objects(Bucket=name, Prefix=prefix, Delimiter="d")
+        assert (keys_of(page), prefixes_of(page)) == ([], []), prefix
+        assert keys_of(s3.list_objects_v2(Bucket=name, Prefix=prefix)) == [], prefix
+    for page in (
+        s3.list_objects(Bucket=name, MaxKeys=0),
+        s3.list_objects_v2(Bucket=name, MaxKeys=0),
+    ):
+        assert (keys_of(page), page["IsTruncated"]) == ([], False)
+
+
+def test_content_encoding_kept_as_given_less_aws_chunked(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = new_bucket(s3, "encoding")
+    for given, kept in (
+        ("gzip", "gzip"), ("deflate, gzip", "deflate, gzip"), ("gzip, aws-chunked", "gzip"),
+        ("aws-chunked, deflate, gzip", "deflate, gzip"), ("aws-chunked", None),
+    ):  # fmt: skip
+        s3.put_object(Bucket=name, Key="k", Body=b"x", ContentEncoding=given)
+        assert s3.head_object(Bucket=name, Key="k").get("ContentEncoding") == kept, given
+    gzipped = gzip.compress(b"a web page\n" * 100)  # stored as sent, never inflated
+    s3.put_object(Bucket=name, Key="page.gz", Body=gzipped, ContentEncoding="gzip")
+    got = s3.get_object(Bucket=name, Key="page.gz")
+    assert (got["ContentEncoding"], got["ContentLength"]) == ("gzip", len(gzipped))

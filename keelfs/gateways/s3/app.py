@@ -25,7 +25,7 @@ from aiohttp import web
 
 from keelfs.client.aio import AsyncClient
 from keelfs.errors import KeelError
-from keelfs.gateways.s3 import buckets, multipart, objects, sigv4
+from keelfs.gateways.s3 import buckets, multipart, objects, sigv4, versions
 from keelfs.gateways.s3.context import Ctx
 from keelfs.gateways.s3.credentials import AccessKey
 from keelfs.gateways.s3.errors import S3Error, error_xml, from_keel
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 _UNSUPPORTED = frozenset(
     {
-        "acl", "policy", "cors", "lifecycle", "tagging", "website", "versioning", "versions",
+        "acl", "policy", "cors", "lifecycle", "tagging", "website", "versioning",
         "encryption", "replication", "logging", "notification", "object-lock", "retention",
         "legal-hold", "accelerate", "requestPayment", "analytics", "metrics", "inventory",
         "intelligent-tiering", "ownershipControls", "publicAccessBlock", "select", "restore",
@@ -67,6 +67,8 @@ def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str
         if method == "GET":
             if "uploads" in query:
                 return multipart.list_uploads
+            if "versions" in query:
+                return versions.list_object_versions
             if "location" in query:
                 return buckets.get_bucket_location
             return buckets.list_objects
@@ -126,7 +128,9 @@ class S3Gateway:
         return app
 
     async def start(self) -> None:
-        self.address = await self._site.start(self.app())
+        # auto_decompress off: a body sent with Content-Encoding gzip is the object's bytes
+        # (S3 stores them as sent and serves the header back), not something to inflate
+        self.address = await self._site.start(self.app(), auto_decompress=False)
 
     @property
     def url(self) -> str:

@@ -23,7 +23,9 @@ __all__ = [
     "get_bucket_versioning",
     "head_bucket",
     "list_buckets",
+    "list_max_keys",
     "list_objects",
+    "owner",
 ]
 
 MAX_KEYS = 1000
@@ -125,7 +127,8 @@ async def get_bucket_versioning(ctx: Ctx) -> web.Response:
     return xml_response(document("VersioningConfiguration"))
 
 
-def _max_keys(ctx: Ctx) -> int:
+def list_max_keys(ctx: Ctx) -> int:
+    """A listing's ``max-keys`` (at most 1000)."""
     text = ctx.query.get("max-keys", str(MAX_KEYS))
     try:
         value = int(text)
@@ -155,7 +158,7 @@ async def list_objects(ctx: Ctx) -> web.Response:
         raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request")
     prefix = ctx.query.get("prefix", "")
     delimiter = ctx.query.get("delimiter", "")
-    max_keys = _max_keys(ctx)
+    max_keys = list_max_keys(ctx)
     if v2:
         token = ctx.query.get("continuation-token")
         start_after = ctx.query.get("start-after", "")

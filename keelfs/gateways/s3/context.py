@@ -83,13 +83,11 @@ class Ctx:
             if name.lower().startswith("x-amz-meta-")
         }
         kept = {name: headers[name] for name in store.STORED_HEADERS if name in headers}
-        encoding = [
-            e.strip()
-            for e in kept.pop("content-encoding", "").split(",")
-            if e.strip() and e.strip() != "aws-chunked"
-        ]
-        if encoding:
-            kept["content-encoding"] = ",".join(encoding)
+        given = kept.pop("content-encoding", "")
+        encoding = [e.strip() for e in given.split(",") if e.strip() not in ("", "aws-chunked")]
+        if encoding:  # as given, less the transfer's own "aws-chunked"
+            unchanged = len(encoding) == len(given.split(","))
+            kept["content-encoding"] = given if unchanged else ", ".join(encoding)
         content_type = headers.get("Content-Type") or store.DEFAULT_TYPE
         return store.Stored(etag, content_type, meta, kept)
 

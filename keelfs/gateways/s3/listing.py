@@ -63,9 +63,13 @@ async def walk(
 ) -> AsyncIterator[Entry]:
     """The bucket's keys and common prefixes after ``after``, in order (module doc)."""
     directory, _, name_start = prefix.rpartition("/")
+    if directory and "" in directory.split("/"):
+        return  # "a//": no key has an empty path component
     start_key = directory + "/" if directory else ""
     last_prefix = ""
     async for entry in _visit(fs, bucket, start_key, name_start, prefix, delimiter, after):
+        if not entry.key.startswith(prefix):  # a prefix no walk can name exactly ("/", "a//")
+            continue
         if entry.info is None:
             if entry.key == last_prefix:
                 continue
@@ -147,7 +151,7 @@ async def list_page(
     try:
         async for entry in walk(fs, bucket, prefix, delimiter, after):
             if len(contents) + len(prefixes) >= max_keys:
-                truncated = True
+                truncated = max_keys > 0  # S3 says a page of max-keys 0 is never truncated
                 break
             if entry.info is None:
                 prefixes.append(entry.key)

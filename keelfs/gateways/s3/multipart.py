@@ -4,10 +4,10 @@ ListMultipartUploads.
 An upload is the hidden directory ``/b/.s3/uploads/<id>/``: ``upload.json`` (its key, the
 metadata it was created with, who and when) and one file per part, ``p<NNNNN>.<md5>`` (each
 part written to a temporary name in that directory first and renamed into place, its MD5
-in its name). Complete streams the chosen parts, in order, into one new hidden file, then
-puts it in place as the key exactly as a PUT does (sidecar, rename: ``store``), and deletes
-the upload: a reader sees the old object or the whole new one. (When keelfs gains
-``concat``, Complete can become metadata-only; ``docs/s3.md``.)
+in its name). Complete joins the chosen parts, in order, into one new hidden file with
+``concat`` (metadata only; a copy of the bytes only where the cluster refuses the concat:
+``_assemble``), then puts it in place as the key exactly as a PUT does (sidecar, rename:
+``store``), and deletes the upload: a reader sees the old object or the whole new one.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from keelfs.client.aio import AsyncClient
-from keelfs.errors import KeelError, NotADirectory, NotFound
+from keelfs.errors import InvalidArgument, KeelError, NotADirectory, NotFound
 from keelfs.gateways.s3 import store
 from keelfs.gateways.s3.context import Ctx, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
@@ -303,13 +303,7 @@ async def complete_upload(ctx: Ctx) -> web.Response:
                 MinSizeAllowed=str(MIN_PART_BYTES),
             )
 
-    async def assembled() -> AsyncIterator[bytes]:
-        for part in chosen:
-            async with await ctx.fs.open(part.path) as reader:
-                async for piece in reader.iter_range(0, reader.length):
-                    yield piece
-
-    written = await store.write_temp(ctx.fs, ctx.bucket, assembled())
+    assembled = await _assemble(ctx.fs, ctx.bucket, directory, chosen)
     digest = hashlib.md5(b"".join(bytes.fromhex(p.md5) for p in chosen)).hexdigest()
     etag = f'"{digest}-{len(chosen)}"'
     stored = store.Stored(
@@ -319,7 +313,7 @@ async def complete_upload(ctx: Ctx) -> web.Response:
         dict(record.get("headers") or {}),  # type: ignore[call-overload]
         parts=len(chosen),
     )
-    await store.commit_object(ctx.fs, ctx.bucket, ctx.key, written.path, stored)
+    await store.commit_object(ctx.fs, ctx.bucket, ctx.key, assembled, stored)
     with contextlib.suppress(KeelError):
         await ctx.fs.delete(directory, recursive=True)
     root = document("CompleteMultipartUploadResult")
@@ -328,6 +322,30 @@ async def complete_upload(ctx: Ctx) -> web.Response:
     sub(root, "Key", ctx.key)
     sub(root, "ETag", etag)
     return xml_response(root)
+
+
+async def _assemble(fs: AsyncClient, bucket: str, directory: str, chosen: list[Part]) -> str:
+    """The parts joined, in order, into one new hidden file (its path): by ``concat`` into
+    an empty file of the upload's directory (metadata only: the parts' blocks become the
+    file's, and the parts are gone), or, where the cluster refuses the concat (the parts'
+    block sizes differ, or inline parts that do not fit one inline file), by copying the
+    bytes into a new file as before (the parts stay until the upload is deleted)."""
+    target = f"{directory}/c{secrets.token_hex(16)}"
+    await fs.write_bytes(target, b"")
+    try:
+        await fs.concat(target, [part.path for part in chosen])
+    except InvalidArgument:
+        await store.discard(fs, target)
+    else:
+        return target
+
+    async def copied() -> AsyncIterator[bytes]:
+        for part in chosen:
+            async with await fs.open(part.path) as reader:
+                async for piece in reader.iter_range(0, reader.length):
+                    yield piece
+
+    return (await store.write_temp(fs, bucket, copied())).path
 
 
 async def abort_upload(ctx: Ctx) -> web.Response:

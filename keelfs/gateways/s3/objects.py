@@ -13,6 +13,7 @@ from keelfs.errors import KeelError
 from keelfs.gateways.s3 import store
 from keelfs.gateways.s3.context import Ctx, http_date, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
+from keelfs.gateways.s3.versions import NULL_VERSION
 from keelfs.gateways.s3.xmlio import child_text, children, document, iso_time, parse, sub
 
 __all__ = [
@@ -226,23 +227,33 @@ async def delete_object(ctx: Ctx) -> web.Response:
 async def delete_objects(ctx: Ctx) -> web.Response:
     root_in = parse(await ctx.request.read())
     quiet = (child_text(root_in, "Quiet") or "").lower() == "true"
-    keys = [child_text(o, "Key") for o in children(root_in, "Object")]
-    if not keys or len(keys) > MAX_DELETE_KEYS or any(k is None for k in keys):
+    named = [
+        (child_text(o, "Key", strip=False), child_text(o, "VersionId"))
+        for o in children(root_in, "Object")
+    ]
+    if not named or len(named) > MAX_DELETE_KEYS or any(k is None for k, _ in named):
         raise S3Error("MalformedXML", "a Delete names 1 to 1000 objects, each with a Key")
     await store.require_bucket(ctx.fs, ctx.bucket)
     root = document("DeleteResult")
-    for key in keys:
+    for key, version in named:
         assert key is not None
         try:
+            if version is not None and version != NULL_VERSION:
+                raise S3Error("NoSuchVersion", "The specified version does not exist.")
             await store.delete_object(ctx.fs, ctx.bucket, key)
         except S3Error as err:
             error = sub(root, "Error")
             sub(error, "Key", key)
+            if version is not None:
+                sub(error, "VersionId", version)
             sub(error, "Code", err.code)
             sub(error, "Message", err.message)
             continue
         if not quiet:
-            sub(sub(root, "Deleted"), "Key", key)
+            deleted = sub(root, "Deleted")
+            sub(deleted, "Key", key)
+            if version is not None:
+                sub(deleted, "VersionId", version)
     return xml_response(root)
 
 

@@ -63,8 +63,11 @@ def children(element: Element, name: str) -> list[Element]:
     return [c for c in element if tag(c) == name]
 
 
-def child_text(element: Element, name: str) -> str | None:
+def child_text(element: Element, name: str, *, strip: bool = True) -> str | None:
+    """The text of ``element``'s child ``name``; ``strip=False`` for a key, whose spaces
+    are its own (``" "`` is a key)."""
     for c in element:
         if tag(c) == name:
-            return (c.text or "").strip()
+            text = c.text or ""
+            return text.strip() if strip else text
     return None
