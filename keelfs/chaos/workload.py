@@ -71,17 +71,7 @@ def put_file(
         f = fs.open(path, "wb", overwrite=overwrite, block_size=block_size)
     except Exception as exc:
         return (*classify(exc), exc)
-    try:
-        try:
-            f.write(data)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                f.abort()
-            raise
-        f.close()
-    except Exception as exc:
-        return UNKNOWN, type(exc).__name__, exc
-    return OK, "", None
+    return _write_and_close(f, data)
 
 
 def append_file(fs: Any, path: str, data: bytes) -> tuple[Outcome, str, BaseException | None]:
@@ -92,6 +82,12 @@ def append_file(fs: Any, path: str, data: bytes) -> tuple[Outcome, str, BaseExce
         f = fs.open(path, "ab")
     except Exception as exc:
         return (*classify(exc), exc)
+    return _write_and_close(f, data)
+
+
+def _write_and_close(f: Any, data: bytes) -> tuple[Outcome, str, BaseException | None]:
+    """Write ``data`` to the open file ``f`` and close it, and the outcome: any failure here
+    may have left part of the bytes (an abort is tried; the lease recovers the rest)."""
     try:
         try:
             f.write(data)
