@@ -43,6 +43,7 @@ def last_json(out: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.timeout(600)  # three starts of 12 processes, on a loaded machine
 def test_up_status_round_trip_stop_restart_down_and_up_again(tmp_path: Path) -> None:
     directory = (tmp_path / "cluster").resolve()
     try:
@@ -219,6 +220,18 @@ def test_netns_up_put_get_partitionable_and_down_removes_every_namespace(tmp_pat
         out = keelfs("get", "/f.bin", str(tmp_path / "out.bin"), "--address", address)
         assert out.returncode == 0, out.stdout + out.stderr
         assert (tmp_path / "out.bin").read_bytes() == source.read_bytes()
+
+        # one process killed: `up` starts it again in its namespace, the network untouched
+        cs1 = next(p for p in state.processes if p.name == "cs1")
+        others = {p.name: p.pid for p in state.processes if p.name != "cs1"}
+        os.kill(cs1.pid, signal.SIGKILL)
+        wait_until(lambda: not cs1.alive() or None, 10, "cs1 did not die")
+        out = keelfs("local-cluster", "up", "--dir", str(directory), "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        again = load_state(directory)
+        assert again is not None and all(p.alive() for p in again.processes)
+        assert {p.name: p.pid for p in again.processes if p.name != "cs1"} == others
+        assert namespaces_with(tag) == sorted(state.network.namespaces)
 
         kill_recorded(directory)  # as if `up` and everything it started had crashed
         assert namespaces_with(tag) and links_with(tag)

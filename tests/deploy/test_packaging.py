@@ -34,6 +34,13 @@ from click.testing import CliRunner
 from keelfs.cli.main import cli
 from keelfs.cli.s3_cmd import s3
 from keelfs.cli.webhdfs_cmd import webhdfs
+from keelfs.runtime.processes import (
+    free_ports,
+    hard_kill,
+    read_ready_line,
+    spawn_tracked,
+    wait_until,
+)
 from keelfs.server.chunk_process import chunk_config
 from keelfs.server.master_process import node_config
 from keelfs.server.roles import chunkserver, config_server, master, resolve_args
@@ -376,3 +383,26 @@ def test_the_healthcheck_probe(health_server: http.server.HTTPServer) -> None:
         "https://127.0.0.1:7080/health"
     )
     assert health_url("[::]:7080", {}) == "http://127.0.0.1:7080/health"
+
+
+@pytest.mark.process
+def test_the_healthcheck_asks_a_tls_node_as_the_image_does(tmp_path: Path) -> None:
+    """The image's probe against a chunk server with TLS, its HTTP side on a wildcard as in
+    the compose file (``KEELFS_HTTP_LISTEN=0.0.0.0:PORT``, ``KEELFS_TLS_DIR``): healthy while
+    it serves, unhealthy once it is gone."""
+    certs = tmp_path / "certs"
+    init_authorities(certs)
+    issue_node(certs, "chunkserver", "cs-1", ["127.0.0.1"])
+    port = free_ports(1)[0]
+    env = {"KEELFS_TLS_DIR": str(certs), "KEELFS_HTTP_LISTEN": f"0.0.0.0:{port}"}
+    command = [sys.executable, "-m", "keelfs.cli.main", "chunkserver", "--data",
+               str(tmp_path / "data"), "--listen", "127.0.0.1:0", "--server-id", "cs-1",
+               "--tls-dir", str(certs), "--http-listen", f"127.0.0.1:{port}"]  # fmt: skip
+    proc = spawn_tracked(command, tmp_path / "stdout.log", tmp_path / "stderr.log")
+    try:
+        wait_until(lambda: read_ready_line(tmp_path / "stdout.log"), 60.0, "no READY")
+        assert healthcheck([], environ=env) == 0
+        assert healthcheck([f"127.0.0.1:{port}"], environ={}) == 1  # plain HTTP: refused
+    finally:
+        hard_kill(proc)
+    assert healthcheck([], environ=env) == 1
