@@ -47,6 +47,7 @@ from keelfs.datapath.tokens import BlockKey, KeyRing, TokenVerifier
 from keelfs.datapath.wire import GRPC_OPTIONS, AsyncChannels
 from keelfs.errors import InvalidArgument
 from keelfs.rpc.access import server_interceptors
+from keelfs.rpc.addresses import advertised_address
 from keelfs.tls.credentials import TlsSettings, add_port
 
 __all__ = [
@@ -85,6 +86,7 @@ class ChunkNodeConfig:
                                          node shares a process)
     ``reserved_bytes``     0             disk space kept free: no new block once free space
                                          is down to it; left out of the reported capacity
+    ``advertise``          ""            the address others are told ("": ``listen``'s)
     =====================  ============  ====================================================
     """
 
@@ -102,6 +104,9 @@ class ChunkNodeConfig:
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
     """Calls in progress at once (each pipeline stage holds one); more get
     RESOURCE_EXHAUSTED."""
+    advertise: str = ""
+    """The address registered with the config group and reported to the masters, ``HOST`` or
+    ``HOST:PORT`` (``keelfs.rpc.addresses``); empty: the address listened on."""
     tls: TlsSettings | None = None
     """This server's TLS material: mutual TLS on its port (the access classes of
     ``keelfs.rpc.access`` enforced) and on every channel it opens (pipeline, replication,
@@ -173,7 +178,7 @@ class ChunkNode:
         )
         add_to_server(ChunkServicer(self), server)
         port = add_port(server, cfg.listen, cfg.tls)
-        self.address = f"{cfg.listen.rpartition(':')[0]}:{port}"
+        self.address = advertised_address(cfg.advertise, f"{cfg.listen.rpartition(':')[0]}:{port}")
         await server.start()
         self._server = server
         if cfg.scan_interval_s > 0:

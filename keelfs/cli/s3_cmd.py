@@ -7,10 +7,13 @@ from pathlib import Path
 
 import click
 
+from keelfs.cli.config_file import config_file_option
+
 __all__ = ["s3"]
 
 
 @click.command("s3")
+@config_file_option("s3")
 @click.option(
     "--listen",
     default="127.0.0.1:7090",

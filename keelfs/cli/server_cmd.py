@@ -1,4 +1,4 @@
-"""``keelfs server``, the role commands, ``keelfs local-cluster up|down|status`` and
+"""``keelfs server``, the role commands, ``keelfs local-cluster up|down|status|stop|restart`` and
 ``keelfs demo``.
 
 ``register(cli)`` adds them to the ``keelfs`` command. The flags of ``server`` and
@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -80,7 +80,7 @@ def _cluster_settings(config_file: Path | None, flags: dict[str, Any]) -> dict[s
     return _resolve(LOCAL_CLUSTER_SETTINGS, "local-cluster", flags, config_file).values
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"keelfs local-cluster: {message}", err=True)
     sys.exit(1)
 
@@ -122,7 +122,8 @@ def _status_json(st: dict[str, Any]) -> dict[str, Any]:
 @click_options(LOCAL_CLUSTER_SETTINGS)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the status).")
 def local_cluster_up(config_file: Path | None, as_json: bool, **flags: Any) -> None:
-    """Start the cluster in the background (or restart a stopped one on the same data)."""
+    """Start the cluster in the background; on an existing one, start again on the same data
+    whichever of its processes are not running (all after `down`, or one that was killed)."""
     from keelfs.server.local_cluster import LocalClusterError, cluster_status, up
 
     s = _cluster_settings(config_file, flags)
@@ -140,6 +141,20 @@ def local_cluster_up(config_file: Path | None, as_json: bool, **flags: Any) -> N
     except LocalClusterError as exc:
         _fail(f"{exc}\n(whatever started is recorded: `keelfs local-cluster down` stops it)")
         return
+    _record_for_clients(state)
+    if as_json:
+        click.echo(json.dumps(_status_json(st), sort_keys=True))
+        return
+    _print_status(st)
+    config = ",".join(state.config_addresses)
+    click.echo(f"clients connect to {config}   e.g. keelfs.client.Client({config!r})")
+    click.echo("while it runs, `keelfs ls /` and the other commands find it without --address")
+    click.echo(f"stop it with: keelfs local-cluster down --dir {s['dir']}")
+
+
+def _record_for_clients(state: Any) -> None:
+    """Tell the other commands where the cluster runs (its config servers' addresses and
+    pids: a restarted config server has a new pid)."""
     from keelfs.client.connect import record_local_cluster
     from keelfs.server.layout import ADMIN_USER
 
@@ -151,14 +166,60 @@ def local_cluster_up(config_file: Path | None, as_json: bool, **flags: Any) -> N
         tls_dir=Path(state.tls_dir) if state.tls_dir else None,
         tls_user=ADMIN_USER,
     )
-    if as_json:
-        click.echo(json.dumps(_status_json(st), sort_keys=True))
+
+
+def _existing_state(directory: Path) -> Any:
+    """The state of the local cluster in ``directory``; exit status 1 if there is none."""
+    from keelfs.server.local_cluster import LocalClusterError, load_state
+
+    try:
+        state = load_state(directory.resolve())
+    except LocalClusterError as exc:
+        _fail(str(exc))
+    if state is None:
+        _fail(f"no local cluster in {directory}")
+    return state
+
+
+@local_cluster.command("stop")
+@click.argument("node")
+@click_options(LOCAL_CLUSTER_SETTINGS[:1])
+@click.option("--kill", is_flag=True, help="SIGKILL at once (a crash) instead of SIGTERM.")
+def local_cluster_stop(node: str, config_file: Path | None, kill: bool, **flags: Any) -> None:
+    """Stop one process of the cluster, NODE as `status` names it (n1, n11, cs0, ...): SIGTERM,
+    SIGKILL after 10 s. `up` or `restart NODE` starts it again on the same data."""
+    from keelfs.server.local_cluster import LocalClusterError, stop_process
+
+    state = _existing_state(_cluster_settings(config_file, flags)["dir"])
+    try:
+        was_running = stop_process(state, node, kill=kill)
+    except LocalClusterError as exc:
+        _fail(str(exc))
         return
-    _print_status(st)
-    config = ",".join(p.address for p in config_servers)
-    click.echo(f"clients connect to {config}   e.g. keelfs.client.Client({config!r})")
-    click.echo("while it runs, `keelfs ls /` and the other commands find it without --address")
-    click.echo(f"stop it with: keelfs local-cluster down --dir {s['dir']}")
+    if state.alive():
+        _record_for_clients(state)
+    how = "killed" if kill else "stopped"
+    click.echo(f"{how} {node}" if was_running else f"{node} was not running")
+
+
+@local_cluster.command("restart")
+@click.argument("node")
+@click_options(LOCAL_CLUSTER_SETTINGS[:1])
+@click.option("--kill", is_flag=True, help="SIGKILL it (a crash) rather than SIGTERM first.")
+def local_cluster_restart(node: str, config_file: Path | None, kill: bool, **flags: Any) -> None:
+    """Stop one process of the cluster (if running) and start it again with the same command,
+    addresses and data; waits until it serves (its READY line)."""
+    from keelfs.server.local_cluster import LocalClusterError, restart_process, stop_process
+
+    state = _existing_state(_cluster_settings(config_file, flags)["dir"])
+    try:
+        stop_process(state, node, kill=kill)
+        p = restart_process(state, node)
+    except LocalClusterError as exc:
+        _fail(str(exc))
+        return
+    _record_for_clients(state)
+    click.echo(f"restarted {node}: pid {p.pid}, {p.address}")
 
 
 @local_cluster.command("down")

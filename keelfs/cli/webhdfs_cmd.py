@@ -6,10 +6,13 @@ import sys
 
 import click
 
+from keelfs.cli.config_file import config_file_option
+
 __all__ = ["webhdfs"]
 
 
 @click.command("webhdfs")
+@config_file_option("webhdfs")
 @click.option(
     "--listen",
     default="127.0.0.1:9870",

@@ -81,6 +81,7 @@ from keelfs.meta.sessions import DEFAULT_MAX_SESSIONS_PER_USER
 from keelfs.meta.shard_records import DEFAULT_MAX_LEASES_PER_SESSION, DEFAULT_MAX_OPEN_TXNS
 from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
 from keelfs.rpc.access import server_interceptors
+from keelfs.rpc.addresses import advertised_address, split_advertise
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import (
     CONFIG_GROUP,
@@ -145,6 +146,13 @@ class NodeConfig:
     data_dir: Path
     client_listen: str = ""
     """Empty: the host of ``listen`` with its port + 1 (0 if ``listen`` asks for any port)."""
+    advertise: str = ""
+    """The client address others are told, ``HOST`` or ``HOST:PORT`` (``keelfs.rpc.addresses``):
+    registered with the config group, in ``Status`` and leader hints; its host also stands
+    for the Raft address's. Empty: the address listened on."""
+    raft_advertise: str = ""
+    """The Raft address ``Status`` reports, ``HOST`` or ``HOST:PORT``; empty: the host of
+    ``advertise`` with the Raft port (peers dial what ``--peers``/``add-member`` told them)."""
     peers: dict[int, str] | None = None
     """Raft addresses of every initial member, for groups bootstrapped by this start."""
     config_member: bool = False
@@ -245,7 +253,13 @@ class MetaNode:
     def raft_address(self) -> str:
         assert self.host is not None
         transport = self.host.transport
-        return transport.address if isinstance(transport, GrpcTransport) else self.config.listen
+        bound = transport.address if isinstance(transport, GrpcTransport) else self.config.listen
+        cfg = self.config
+        if cfg.raft_advertise:
+            return advertised_address(cfg.raft_advertise, bound)
+        if cfg.advertise:
+            return advertised_address(split_advertise(cfg.advertise)[0], bound)
+        return bound
 
     async def start(self) -> None:
         cfg = self.config
@@ -323,7 +337,8 @@ class MetaNode:
         for name, servicer in servicers.items():
             getattr(grpc_mod, f"add_{name}Servicer_to_server")(servicer, server)
         port = add_port(server, self.client_address, self.config.tls)
-        self.client_address = f"{self.client_address.rpartition(':')[0]}:{port}"
+        bound = f"{self.client_address.rpartition(':')[0]}:{port}"
+        self.client_address = advertised_address(self.config.advertise, bound)
         await server.start()
         self._server = server
 

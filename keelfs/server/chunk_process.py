@@ -23,6 +23,7 @@ from keelfs.server.security import check_listen, http_settings, node_tls
 from keelfs.server.settings import (
     ConfigError,
     check_limits,
+    checked_advertise,
     split_address,
 )
 from keelfs.web.access import HttpSettings
@@ -44,6 +45,7 @@ def chunk_config(
     """The node's config, its reporting, and its HTTP side (``listen`` empty: none) from
     resolved settings, every value checked (``ConfigError``)."""
     split_address(values["listen"], "listen")
+    advertise = checked_advertise(values["listen"], values["advertise"])
     if values["scan_interval_s"] < 0 or values["scan_rate_mb"] <= 0:
         raise ConfigError("scan_interval_s must be >= 0 and scan_rate_mb > 0")
     if values["heartbeat_interval_s"] <= 0:
@@ -57,6 +59,7 @@ def chunk_config(
         ChunkNodeConfig(
             data_dir=Path(values["data"]),
             listen=values["listen"],
+            advertise=advertise,
             server_id=values["server_id"],
             rack=values["rack"],
             fsync_on_close=values["fsync_on_close"],

@@ -18,7 +18,10 @@ Everything lives under ``--dir``::
 namespace and starts the chunk servers, writing the state file after every process it starts
 (a failed ``up`` is cleaned up by ``down``). With a state file whose processes are all gone
 (after ``down``), ``up`` restarts the same nodes on the same addresses and data, without
-``--peers`` (membership is sticky). ``down`` sends SIGTERM to exactly the recorded pids, then
+``--peers`` (membership is sticky); with some of them running (one was killed, or stopped by
+``stop``), ``up`` starts the others alone, the same way. ``stop NODE`` stops one process
+(SIGTERM, or SIGKILL at once with ``kill``: a crash) and ``restart NODE`` stops it and starts
+it again, for trying failures by hand. ``down`` sends SIGTERM to exactly the recorded pids, then
 SIGKILL to any still alive after a grace period; ``--wipe`` also removes the directory.
 ``status`` asks every metadata node for its ``Node.Status`` and names each group's leader.
 
@@ -76,9 +79,11 @@ __all__ = [
     "State",
     "cluster_status",
     "down",
+    "find_process",
     "load_state",
     "network_of",
     "restart_process",
+    "stop_process",
     "up",
 ]
 
@@ -374,11 +379,6 @@ def up(
     ``netns`` and ``tls`` apply to a new cluster; a stopped one restarts as it was laid out."""
     directory = directory.resolve()
     state = load_state(directory)
-    if state is not None and state.alive():
-        names = ", ".join(p.name for p in state.alive())
-        raise LocalClusterError(
-            f"a local cluster in {directory} is running ({names}): `keelfs local-cluster down`"
-        )
     if state is not None and netns and state.network is None:
         raise LocalClusterError(
             f"the local cluster in {directory} was created without --netns (its processes "
@@ -389,6 +389,8 @@ def up(
             f"the local cluster in {directory} was created without --tls: start it without "
             "--tls, or `down --wipe` it first"
         )
+    if state is not None and state.alive():
+        return _start_stopped(state, progress)
     first = state is None
     if state is None:
         if chunk_servers < 1:
@@ -428,6 +430,32 @@ def up(
     return state
 
 
+def _start_stopped(state: State, progress: Callable[[str], None]) -> State:
+    """``up`` on a cluster some of whose processes run: start the others again as they were
+    (same command, addresses and data, no ``--peers``), metadata nodes first, and wait until
+    the cluster serves. The network of a netns cluster is left as it is (running processes
+    are attached to it)."""
+    stopped = [p for p in state.processes if not p.alive()]
+    if not stopped:
+        progress("every process is running: nothing to start")
+        return state
+    if state.network is not None:
+        _check_netns_possible()
+    progress(f"restarting {len(stopped)} stopped processes: {' '.join(p.name for p in stopped)}")
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    for role_is_meta in (True, False):
+        batch = [p for p in stopped if (p.role != "chunk") == role_is_meta]
+        for p in batch:
+            _spawn(p, [])
+            state.save()
+        for p in batch:
+            _ready(p, deadline)
+        if role_is_meta:
+            _set_up(state, deadline)  # idempotent: finishes a first `up` that died half-way
+    _chunks_reported(state, deadline)
+    return state
+
+
 def _check_netns_possible() -> None:
     if os.geteuid() != 0:
         raise LocalClusterError("--netns needs root (it creates network namespaces)")
@@ -451,9 +479,7 @@ def restart_process(state: State, name: str, *, timeout: float = _START_TIMEOUT_
     """Start the recorded process ``name`` again as ``up`` restarts a stopped cluster (same
     command, addresses and data, no ``--peers``), record its new pid in the state file and
     wait for its READY line. For ``keelfs chaos``, which kills and restarts single nodes."""
-    p = next((q for q in state.processes if q.name == name), None)
-    if p is None:
-        raise LocalClusterError(f"no process {name!r} in {state.directory}")
+    p = find_process(state, name)
     if p.alive():
         raise LocalClusterError(f"{name} is running (pid {p.pid})")
     _spawn(p, [])
@@ -462,20 +488,41 @@ def restart_process(state: State, name: str, *, timeout: float = _START_TIMEOUT_
     return p
 
 
-def down(directory: Path, *, wipe: bool = False, grace_s: float = _TERM_GRACE_S) -> list[str]:
-    """Stop exactly the recorded processes (SIGTERM, SIGKILL after ``grace_s``); the names of
-    those that were running. With ``wipe``, remove the directory too."""
-    directory = directory.resolve()
-    state = load_state(directory)
-    if state is None:
-        raise LocalClusterError(f"no local cluster in {directory} ({STATE_FILE} not found)")
-    running = state.alive()
-    for p in running:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while any(p.alive() for p in running) and time.monotonic() < deadline:
-        time.sleep(0.05)
+def find_process(state: State, name: str) -> ProcessRecord:
+    """The recorded process ``name`` (``n11``, ``cs0``, ...); ``LocalClusterError`` naming
+    the known ones otherwise."""
+    p = next((q for q in state.processes if q.name == name), None)
+    if p is None:
+        known = " ".join(q.name for q in state.processes)
+        raise LocalClusterError(f"no process {name!r} in {state.directory} (known: {known})")
+    return p
+
+
+def stop_process(
+    state: State, name: str, *, kill: bool = False, grace_s: float = _TERM_GRACE_S
+) -> bool:
+    """Stop the recorded process ``name``: SIGTERM, then SIGKILL if still alive after
+    ``grace_s`` (``kill``: SIGKILL at once, a crash). Whether it was running; the state file
+    records it as stopped either way (``up`` or :func:`restart_process` starts it again)."""
+    p = find_process(state, name)
+    was_running = p.alive()
+    if was_running:
+        _terminate([p], grace_s=0.0 if kill else grace_s)
+    p.pid, p.start_time = 0, ""
+    state.save()
+    return was_running
+
+
+def _terminate(running: list[ProcessRecord], *, grace_s: float) -> None:
+    """SIGTERM each of ``running`` (none with ``grace_s`` 0), SIGKILL those alive after
+    ``grace_s``; ``LocalClusterError`` if any survives that."""
+    if grace_s > 0:
+        for p in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while any(p.alive() for p in running) and time.monotonic() < deadline:
+            time.sleep(0.05)
     for p in running:
         if p.alive():
             with contextlib.suppress(ProcessLookupError):
@@ -486,6 +533,17 @@ def down(directory: Path, *, wipe: bool = False, grace_s: float = _TERM_GRACE_S)
     left = [p.name for p in running if p.alive()]
     if left:
         raise LocalClusterError(f"still running after SIGKILL: {', '.join(left)}")
+
+
+def down(directory: Path, *, wipe: bool = False, grace_s: float = _TERM_GRACE_S) -> list[str]:
+    """Stop exactly the recorded processes (SIGTERM, SIGKILL after ``grace_s``); the names of
+    those that were running. With ``wipe``, remove the directory too."""
+    directory = directory.resolve()
+    state = load_state(directory)
+    if state is None:
+        raise LocalClusterError(f"no local cluster in {directory} ({STATE_FILE} not found)")
+    running = state.alive()
+    _terminate(running, grace_s=grace_s)
     _remove_network(state)
     for p in state.processes:
         p.pid, p.start_time = 0, ""

@@ -28,6 +28,7 @@ from keelfs.server.security import check_listen, http_settings, node_tls
 from keelfs.server.settings import (
     ConfigError,
     check_limits,
+    checked_advertise,
     neighbour_address,
     split_address,
     trash_interval,
@@ -99,6 +100,9 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, HttpS
     if node_id <= 0:
         raise ConfigError(f"id must be positive, not {node_id}")
     raft, client = _addresses(values)
+    advertise = checked_advertise(client, values["advertise"])
+    # the Raft address as reported: its own --raft-advertise, else the host of --advertise
+    checked_advertise(raft, values["raft_advertise"] or advertise, "raft_listen")
     if not 1 <= values["default_replication"] <= 512:
         raise ConfigError("default_replication must be between 1 and 512")
     config_member = role == "config" or values["config_member"]
@@ -115,6 +119,8 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, HttpS
         listen=raft,
         data_dir=Path(values["data"]),
         client_listen=client,
+        advertise=advertise,
+        raft_advertise=values["raft_advertise"],
         peers=_peers(values, node_id),
         config_member=config_member,
         shards=_shards(values),

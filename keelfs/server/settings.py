@@ -49,6 +49,7 @@ __all__ = [
     "Resolved",
     "Setting",
     "check_limits",
+    "checked_advertise",
     "checked_http_listen",
     "checked_log_level",
     "click_options",
@@ -371,6 +372,21 @@ _META_ADDRESSES: tuple[Setting, ...] = (
         "ID=HOST:PORT,... every initial member's Raft address (first start only: "
         "membership is kept in --data afterwards)",
     ),
+    Setting(
+        "advertise",
+        str,
+        "",
+        "HOST or HOST:PORT others reach the client address by (registered with the config "
+        "group, handed to clients); its host stands for the Raft address's too; empty: "
+        "--listen, which must then not be a wildcard such as 0.0.0.0",
+    ),
+    Setting(
+        "raft_advertise",
+        str,
+        "",
+        "HOST or HOST:PORT of the Raft address as reported (empty: the host of --advertise, "
+        "the port of --raft-listen); peers dial what --peers or add-member told them",
+    ),
 )
 
 _RAFT_HOST: tuple[Setting, ...] = (
@@ -495,6 +511,13 @@ MASTER_SETTINGS: tuple[Setting, ...] = (
 CHUNKSERVER_SETTINGS: tuple[Setting, ...] = (
     _DATA.but(required=True, default=None),
     Setting("listen", str, "", "data-path address HOST:PORT (port 0: any)", required=True),
+    Setting(
+        "advertise",
+        str,
+        "",
+        "HOST or HOST:PORT others reach the data path by (registered and reported to the "
+        "masters); empty: --listen, which must then not be a wildcard such as 0.0.0.0",
+    ),
     Setting("server_id", str, "", "id on first start (empty: generated; then stored in --data)"),
     Setting("rack", str, "/default-rack", "rack, for replica placement"),
     Setting(
@@ -654,6 +677,25 @@ def neighbour_address(address: str, offset: int, what: str) -> str:
     if port and not 0 < port + offset <= 65535:
         raise ConfigError(f"cannot derive a port {offset:+d} from {address}: set it explicitly")
     return f"{host}:{port + offset if port else 0}"
+
+
+def checked_advertise(listen: str, advertise: str, what: str = "listen") -> str:
+    """``advertise`` if usable with ``listen``: a ``HOST`` or ``HOST:PORT`` others can dial
+    (``keelfs.rpc.addresses``), required when ``listen`` is a wildcard (``0.0.0.0``)."""
+    from keelfs.rpc.addresses import is_wildcard, split_advertise
+
+    if not advertise:
+        if is_wildcard(listen):
+            raise ConfigError(
+                f"{what} {listen} takes every interface, which no one can dial: give "
+                "--advertise HOST[:PORT], the address others reach this node by"
+            )
+        return ""
+    try:
+        split_advertise(advertise)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return advertise
 
 
 def check_limits(values: Mapping[str, Any], *names: str, least: int = 1) -> None:

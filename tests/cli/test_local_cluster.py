@@ -1,15 +1,17 @@
 """``keelfs local-cluster``: ``up`` leaves 3 config servers, 2 shards of 3 masters and 3 chunk
 servers running after the command exits; ``status`` names a leader of config, shard-1 and
-shard-2; a file round-trips through them; ``down`` leaves none of the recorded processes alive;
-a second ``up`` restarts the same nodes on the same data. With ``--netns`` (root) each process
-runs in its own network namespace and ``down`` leaves none of them, nor a link, behind. Every
-recorded pid is killed in the end whatever happened (and every namespace deleted)."""
+shard-2; a file round-trips through them; ``stop NODE``, ``restart NODE`` and ``up`` after a
+kill -9 start exactly the stopped processes again; ``down`` leaves none of the recorded processes
+alive; a second ``up`` restarts the same nodes on the same data. With ``--netns`` (root) each
+process runs in its own network namespace and ``down`` leaves none of them, nor a link, behind.
+Every recorded pid is killed in the end whatever happened (and every namespace deleted)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pytest
 from keelfs.client import Client
 from keelfs.client.connect import local_cluster_record
 from keelfs.runtime.netns import NetnsNetwork
+from keelfs.runtime.processes import wait_until
 from keelfs.server.local_cluster import (
     STATE_FILE,
     LocalClusterError,
@@ -40,7 +43,8 @@ def last_json(out: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return result
 
 
-def test_up_status_round_trip_down_and_up_again(tmp_path: Path) -> None:
+@pytest.mark.timeout(600)  # three starts of 12 processes, on a loaded machine
+def test_up_status_round_trip_stop_restart_down_and_up_again(tmp_path: Path) -> None:
     directory = (tmp_path / "cluster").resolve()
     try:
         out = keelfs("local-cluster", "up", "--dir", str(directory), "--json")
@@ -82,7 +86,12 @@ def test_up_status_round_trip_down_and_up_again(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stdout + out.stderr
 
         out = keelfs("local-cluster", "up", "--dir", str(directory))
-        assert out.returncode == 1 and "is running" in out.stderr  # one cluster per --dir
+        assert out.returncode == 0 and "nothing to start" in out.stderr, out.stderr
+        assert load_state(directory) == state  # one cluster per --dir: the same processes
+
+        stop_restart_and_up_again(directory, state)
+        state = load_state(directory)
+        assert state is not None
 
         out = keelfs("local-cluster", "down", "--dir", str(directory))
         assert out.returncode == 0, out.stdout + out.stderr
@@ -108,6 +117,47 @@ def test_up_status_round_trip_down_and_up_again(tmp_path: Path) -> None:
         assert not directory.exists()
     finally:
         kill_recorded(directory)
+
+
+def stop_restart_and_up_again(directory: Path, state: State) -> None:
+    """``stop NODE``, ``restart NODE``, and ``up`` after a crash start exactly the named or
+    stopped processes again, on the same data: the cluster serves the file written before."""
+    d = ["--dir", str(directory)]
+    pids = {p.name: p.pid for p in state.processes}
+    out = keelfs("local-cluster", "stop", "n12", *d)
+    assert out.returncode == 0 and "stopped n12" in out.stdout, out.stdout + out.stderr
+    out = keelfs("local-cluster", "status", *d, "--json")
+    assert out.returncode == 1  # a process is down
+    assert not last_json(out)["processes"]["n12"]["alive"]
+    out = keelfs("local-cluster", "stop", "n12", *d)
+    assert out.returncode == 0 and "n12 was not running" in out.stdout, out.stderr
+    out = keelfs("local-cluster", "stop", "n99", *d)
+    assert out.returncode == 1 and "no process 'n99'" in out.stderr and "cs0" in out.stderr
+
+    out = keelfs("local-cluster", "restart", "n12", *d)
+    assert out.returncode == 0 and "restarted n12" in out.stdout, out.stdout + out.stderr
+    out = keelfs("local-cluster", "restart", "n1", "--kill", *d)  # a config server, SIGKILLed
+    assert out.returncode == 0 and "restarted n1" in out.stdout, out.stdout + out.stderr
+    after = load_state(directory)
+    assert after is not None and all(p.alive() for p in after.processes)
+    moved = {p.name for p in after.processes if p.pid != pids[p.name]}
+    assert moved == {"n1", "n12"}
+
+    # kill -9 a shard master and a chunk server, as a crash would: `up` starts those two only
+    by_name = {p.name: p for p in after.processes}
+    for name in ("n21", "cs1"):
+        os.kill(by_name[name].pid, signal.SIGKILL)
+    wait_until(lambda: not any(by_name[n].alive() for n in ("n21", "cs1")) or None, 10, "dead")
+    out = keelfs("local-cluster", "up", *d, "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "restarting 2 stopped processes: n21 cs1" in out.stderr
+    again = load_state(directory)
+    assert again is not None and all(p.alive() for p in again.processes)
+    assert {p.name for p in again.processes if p.pid != by_name[p.name].pid} == {"n21", "cs1"}
+    with Client(again.config_addresses, deadline=30.0) as fs:
+        assert fs.read_bytes("/a/f") == b"x" * 200_000
+    out = keelfs("ls", "/")  # the record the CLI finds the cluster by follows n1's new pid
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_down_and_status_without_a_cluster(tmp_path: Path) -> None:
@@ -170,6 +220,18 @@ def test_netns_up_put_get_partitionable_and_down_removes_every_namespace(tmp_pat
         out = keelfs("get", "/f.bin", str(tmp_path / "out.bin"), "--address", address)
         assert out.returncode == 0, out.stdout + out.stderr
         assert (tmp_path / "out.bin").read_bytes() == source.read_bytes()
+
+        # one process killed: `up` starts it again in its namespace, the network untouched
+        cs1 = next(p for p in state.processes if p.name == "cs1")
+        others = {p.name: p.pid for p in state.processes if p.name != "cs1"}
+        os.kill(cs1.pid, signal.SIGKILL)
+        wait_until(lambda: not cs1.alive() or None, 10, "cs1 did not die")
+        out = keelfs("local-cluster", "up", "--dir", str(directory), "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        again = load_state(directory)
+        assert again is not None and all(p.alive() for p in again.processes)
+        assert {p.name: p.pid for p in again.processes if p.name != "cs1"} == others
+        assert namespaces_with(tag) == sorted(state.network.namespaces)
 
         kill_recorded(directory)  # as if `up` and everything it started had crashed
         assert namespaces_with(tag) and links_with(tag)
