@@ -56,9 +56,10 @@ DEFAULT_LIST_LIMIT = 1000
 """Entries in a ListDir page when the request sets no ``limit``."""
 
 
-def path(value: str, argument: str = "path") -> str:
-    """``value`` as a normal absolute path; ``INVALID_PATH`` naming ``argument`` if it is not."""
-    return check_path(value, argument)
+def path(value: str, argument: str = "path", *, read: bool = False) -> str:
+    """``value`` as a normal absolute path; ``INVALID_PATH`` naming ``argument`` if it is not
+    (or, unless ``read``, if it is under a snapshot: those are read-only)."""
+    return check_path(value, argument, read=read)
 
 
 def mkdir_attributes(request: pb.MkdirRequest, caller: Caller) -> tuple[int, str, str]:
@@ -153,7 +154,7 @@ def rename(request: pb.RenameRequest) -> Rename:
 def list_dir(request: pb.ListDirRequest) -> tuple[str, str | None, int]:
     """``(path, start_after, limit)`` of a ListDir: the directory, the name the page starts
     after (None: from the first), and at most how many entries."""
-    normal = path(request.path)
+    normal = path(request.path, read=True)
     start_after = request.start_after if request.HasField("start_after") else None
     limit = request.limit or DEFAULT_LIST_LIMIT
     if limit > MAX_LIST_LIMIT:

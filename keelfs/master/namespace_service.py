@@ -532,7 +532,7 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, ServicerBase):
         caller = self.caller(context)
 
         async def work() -> pb.FileInfoReply:
-            path = requests.path(request.path)
+            path = requests.path(request.path, read=True)
             if request.record:
                 self.check_metadata_node(context, "GetFileInfo with the record")
             member = await self.node.route(request.header, path, by_directory=False)
@@ -604,7 +604,7 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, ServicerBase):
         caller = self.caller(context)
 
         async def work() -> pb.ContentSummaryReply:
-            path = requests.path(request.path)
+            path = requests.path(request.path, read=True)
             member = await self.node.route(request.header, path, by_directory=False)
             await self.node.read(member, request.stale_ok, self.timeout(context))
             await self.node.check_moves(member, path, False, self.timeout(context))
