@@ -26,6 +26,9 @@ from keelfs.meta.commands import (
     SetReplication,
     SetTimes,
     SetTraverseGuard,
+    SnapshotAllow,
+    SnapshotDrop,
+    SnapshotTake,
     Truncate,
     check_path,
 )
@@ -168,8 +171,16 @@ def move(request: pb.MoveRequest) -> Command:
     """The command a peer's ``Move`` carries: a resharding step (``move_*``), the
     ``set_traverse_guard`` a master sends every shard after a chmod or chown of a directory
     (``keelfs.master.guards``), or a quota's ``set_quota``/``quota_report``
-    (``keelfs.master.quota_service``)."""
-    allowed = (SetTraverseGuard.op, SetQuota.op, QuotaReport.op)
+    (``keelfs.master.quota_service``), or a snapshot's ``snapshot_allow``/``snapshot_take``/
+    ``snapshot_drop`` (``keelfs.master.snapshot_service``)."""
+    allowed = (
+        SetTraverseGuard.op,
+        SetQuota.op,
+        QuotaReport.op,
+        SnapshotAllow.op,
+        SnapshotTake.op,
+        SnapshotDrop.op,
+    )
     if not (request.op.startswith("move_") or request.op in allowed):
         raise InvalidArgument(f"{request.op!r} is not a move command", "op")
     return commands.decode_command(request.op, request.args, commands.SHARD_COMMANDS)

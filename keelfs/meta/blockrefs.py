@@ -87,7 +87,7 @@ def refs_of(key: bytes, value: bytes | None) -> set[int]:
     if value is None:
         return set()
     kind = key[:1]
-    if kind == _ENTRY or kind == _COPY:
+    if kind in (_ENTRY, _COPY):
         return _inode_blocks(value)
     if kind == _TXN:
         body = json.loads(value)
@@ -112,7 +112,7 @@ def index_writes(
     added: set[int] = set()
     for key, value in writes.items():
         kind = key[:1]
-        if kind != _ENTRY and kind != _TXN and kind != _COPY:
+        if kind not in (_ENTRY, _TXN, _COPY):
             continue
         old, new = refs_of(key, before.get(key)), refs_of(key, value)
         for block_id in old - new:

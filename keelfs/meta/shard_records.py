@@ -355,9 +355,10 @@ class ShardRecords(MetaStateMachine):
         up its own reference only. The copies' index is final in ``txn`` (after
         ``index_writes``)."""
         for key, value in list(txn.writes.items()):
-            if key[:1] == _DELETE_QUEUE and value is not None:
-                if blockrefs.held_by_snapshots(txn, _U64.unpack_from(key, 1)[0]):
-                    del txn.writes[key]
+            if key[:1] != _DELETE_QUEUE or value is None:
+                continue
+            if blockrefs.held_by_snapshots(txn, _U64.unpack_from(key, 1)[0]):
+                del txn.writes[key]
 
     def referenced_blocks(self, block_ids: Any) -> set[int]:
         """Those of ``block_ids`` that a record here references (an entry, an undecided

@@ -61,14 +61,14 @@ import copy
 import json
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
-from keelfs.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from keelfs.errors import InvalidArgument, NotFound, ResourceExhausted
 from keelfs.meta import paths
 from keelfs.meta.commands import SnapshotAllow, SnapshotDrop, SnapshotTake
 from keelfs.meta.kvstore import Txn, prefix_end
 from keelfs.meta.machine import Context
-from keelfs.meta.records import FileInfo, Listing
+from keelfs.meta.records import FileInfo, Listing, decode_cached
 from keelfs.meta.shard_records import (
     ShardRecords,
     _b,
@@ -203,7 +203,9 @@ class SnapshotSteps(ShardRecords):
     # -- reads -------------------------------------------------------------------------------
     def snapshottable(self) -> list[str]:
         """Every snapshottable directory (as this shard knows them)."""
-        return [k[len(ALLOWED) :].decode() for k, _ in self._store.scan(ALLOWED, prefix_end(ALLOWED))]
+        return [
+            k[len(ALLOWED) :].decode() for k, _ in self._store.scan(ALLOWED, prefix_end(ALLOWED))
+        ]
 
     def is_snapshottable(self, root: str) -> bool:
         return self._store.get(_allowed_key(paths.normalize(root))) is not None
@@ -257,7 +259,7 @@ class SnapshotSteps(ShardRecords):
         body: dict[str, Any] = json.loads(raw)
         return body
 
-    def _view(self, snap: paths.SnapshotPath) -> SnapshotSteps:
+    def _view(self, snap: paths.SnapshotPath) -> Self:
         """This state machine reading through ``snap``'s view (a shallow copy: reads only)."""
         assert snap.name is not None
         self._require_snapshot(snap.root, snap.name)
@@ -285,9 +287,7 @@ class SnapshotSteps(ShardRecords):
         info: FileInfo = self._view(snap)._live_stat(snap.live, **kwargs)
         return _frozen(info, _in_snapshot(snap, snap.live))
 
-    def snapshot_access(
-        self, snap: paths.SnapshotPath, access: int, **kwargs: Any
-    ) -> FileInfo:
+    def snapshot_access(self, snap: paths.SnapshotPath, access: int, **kwargs: Any) -> FileInfo:
         if snap.name is None:
             return self._snapshot_dir_info(snap, caller=kwargs.get("caller"))
         view = self._view(snap)
@@ -314,9 +314,9 @@ class SnapshotSteps(ShardRecords):
                 record = view._store.get(_self_key(snap.root))
                 if record is None:
                     continue
-                from keelfs.meta.records import decode_cached
-
-                out.append(_frozen(decode_cached(record).info(snap.root), _in_snapshot(one, snap.root)))
+                out.append(
+                    _frozen(decode_cached(record).info(snap.root), _in_snapshot(one, snap.root))
+                )
             cursor = out[-1].name if len(names) > limit and out else None
             return Listing(tuple(out), cursor)
         listing = self._view(snap)._live_list(snap.live, start_after, limit, **kwargs)
@@ -330,7 +330,8 @@ class SnapshotSteps(ShardRecords):
         if not cmd.allow:
             if txn.get(key) is None:
                 return {"changed": False}
-            count = sum(1 for _ in txn.scan(_registry_prefix(root), prefix_end(_registry_prefix(root))))
+            prefix = _registry_prefix(root)
+            count = sum(1 for _ in txn.scan(prefix, prefix_end(prefix)))
             if count:
                 raise InvalidArgument(
                     f"{root} has {count} snapshot(s): delete them before disallowing snapshots",
@@ -394,11 +395,6 @@ class SnapshotSteps(ShardRecords):
 def _frozen(info: FileInfo, path: str) -> FileInfo:
     """``info`` shown at snapshot ``path`` (a copy holds no lease)."""
     return replace(info, path=path, lease_holder=0, lease_user="")
-
-
-def refuse_duplicate(existing: list[dict[str, Any]], name: str, root: str) -> None:
-    if any(s["name"] == name for s in existing):
-        raise AlreadyExists(paths.join(paths.join(root, paths.SNAPSHOT_DIR), name))
 
 
 CURRENT = "."

@@ -68,9 +68,7 @@ def test_a_snapshot_reads_the_tree_as_it_was(d: Driver) -> None:
     inline(d, "/d/new", b"fresh")
     s = sm(d)
     assert [e.name for e in s.list_dir("/d/.snapshot/s1").entries] == ["f", "sub"]
-    assert [e.path for e in s.list_dir("/d/.snapshot/s1/sub").entries] == [
-        "/d/.snapshot/s1/sub/g"
-    ]
+    assert [e.path for e in s.list_dir("/d/.snapshot/s1/sub").entries] == ["/d/.snapshot/s1/sub/g"]
     info = s.stat("/d/.snapshot/s1/sub/g")
     assert info.path == "/d/.snapshot/s1/sub/g" and info.length == 70
     assert [b.block_id for b in info.blocks] == [10]
