@@ -2,20 +2,24 @@
 snapshot taken of a tree spanning both shards, then deleted, overwritten, truncated, appended
 and renamed across shards and deleted there; the old bytes read back from ``.snapshot`` with
 the same MD5 while the deleted control file's replicas are gone from disk; the diff; writes
-under ``.snapshot`` refused; the shard leader killed (-9) in the middle of a create; all
-masters restarted."""
+under ``.snapshot`` refused; the CLI; the shard leader killed (-9) in the middle of a create;
+all masters restarted. (No TLS, like the quota commands' test: the CLI's identity is the
+masters' OS user, a superuser.)"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from keelfs.cli.main import cli
 from keelfs.client import AsyncClient
 from keelfs.errors import AlreadyExists, InvalidArgument, InvalidPath, NotFound
 from keelfs.server.metacluster import MetaCluster
@@ -33,7 +37,9 @@ def md5(data: bytes) -> str:
 @pytest.fixture(scope="module")
 @starts_processes
 def snap_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MetaCluster, Any]]:
-    c = MetaCluster(tmp_path_factory.mktemp("snap"), node_args=("--chunk-dead-after", "2"))
+    c = MetaCluster(
+        tmp_path_factory.mktemp("snap"), node_args=("--chunk-dead-after", "2"), tls=False
+    )
     try:
         c.start()
         servers = c.start_chunk_servers(4, "--no-fsync-on-close")
@@ -192,6 +198,40 @@ def test_the_asyncio_client_and_fsspec(snap_cluster: Any) -> None:
             kfs.pipe_file(f"{path}/g", b"x")
     finally:
         kfs.close()
+
+
+def test_the_cli(snap_cluster: Any, tmp_path: Any) -> None:
+    c, _ = snap_cluster
+    fs = c.client()
+    fs.mkdir("/sc", parents=True)
+    fs.write_bytes("/sc/f", b"one")
+
+    def run(*args: str) -> str:
+        r = CliRunner().invoke(cli, [*args, "--address", c.nodes[1].client_address])
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    assert "succeeded" in run("admin", "allow-snapshot", "/sc")
+    assert "/sc" in run("snapshot", "list").split()
+    assert "Created snapshot /sc/.snapshot/c1" in run("snapshot", "create", "/sc", "c1")
+    fs.write_bytes("/sc/f", b"two", overwrite=True)
+    fs.write_bytes("/sc/g", b"new")
+    out = run("snapshot", "diff", "/sc", "c1", ".")
+    assert "M\t./f" in out and "+\t./g" in out
+    assert run("cat", "/sc/.snapshot/c1/f") == "one"
+    assert run("ls", "/sc/.snapshot/c1").split() == ["f"]
+    listed = json.loads(run("snapshot", "list", "/sc", "--json"))["snapshots"]
+    assert [s["name"] for s in listed] == ["c1"] and listed[0]["complete"]
+    local = tmp_path / "x"
+    local.write_bytes(b"x")
+    address = c.nodes[1].client_address
+    bad = CliRunner().invoke(cli, ["put", str(local), "/sc/.snapshot/c1/x", "--address", address])
+    assert bad.exit_code == 1 and "read-only" in bad.output
+    bad = CliRunner().invoke(cli, ["admin", "disallow-snapshot", "/sc", "--address", address])
+    assert bad.exit_code == 1 and "snapshot" in bad.output
+    run("snapshot", "delete", "/sc", "c1")
+    assert run("snapshot", "list", "/sc") == ""
+    run("admin", "disallow-snapshot", "/sc")
 
 
 def test_the_shard_leader_killed_during_create(snap_cluster: Any) -> None:
