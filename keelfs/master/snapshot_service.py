@@ -12,8 +12,9 @@ asks every shard for its part of a read ("view") and joins the answers:
 - ``list``: a snapshot is ``complete`` when every shard holds its part;
 - ``diff``: each shard's entries of both sides, joined, then ``keelfs.meta.snapshots.diff``.
 
-A directory that has snapshots (or holds one that has) cannot be deleted or renamed
-(:func:`refuse_snapshot_roots`): its snapshots are kept by its path on every shard.
+A snapshottable directory (or one holding one) cannot be deleted or renamed
+(:func:`refuse_snapshot_roots`): its snapshots and its mark are kept by its path on every
+shard.
 """
 
 from __future__ import annotations
@@ -45,15 +46,9 @@ _ACTIONS = ("allow", "disallow", "create", "delete", "list", "diff", "view")
 
 
 def refuse_snapshot_roots(sm: ShardStateMachine, path: str, what: str) -> None:
-    """``InvalidArgument`` if ``path`` is or holds a directory that has snapshots (HDFS
-    refuses to delete one; here a rename is refused too: snapshots are kept by path)."""
-    roots = sm.snapshots_under(paths.normalize(path))
-    if roots:
-        raise InvalidArgument(
-            f"cannot {what} {path}: {roots[0]} has snapshots "
-            f"(keelfs snapshot delete {roots[0]} NAME for each first)",
-            "path",
-        )
+    """``InvalidArgument`` if ``path`` is or holds a snapshottable directory (the shard
+    checks again when it applies: ``SnapshotSteps.refuse_snapshottable``)."""
+    sm.refuse_snapshottable(None, path, what)
 
 
 class SnapshotServiceMixin:
@@ -167,16 +162,39 @@ class SnapshotServiceMixin:
     async def _snapshot_allow(
         self, path: str, name: str, to: str, caller: Caller, timeout: float
     ) -> dict[str, Any]:
-        await self._directory(path, caller, timeout, owner=True)
         command = SnapshotAllow(path, True)
         command.validate()
+        await self._existing_or_unmark(path, caller, timeout, owner=True)
         await self._propose_everywhere(SnapshotAllow.op, command.args(), timeout)
+        # a rename or delete of the directory that passed its checks before the mark reached
+        # its shard: the directory is gone from here now, and the mark must go too
+        await self._existing_or_unmark(path, caller, timeout, owner=False)
         return {"path": path}
+
+    async def _existing_or_unmark(
+        self, path: str, caller: Caller, timeout: float, *, owner: bool
+    ) -> None:
+        """``_directory``; where ``path`` is gone, first remove a mark an earlier attempt of
+        an ``allow`` left there (it lost a race with a rename: the shards' checks refuse a
+        rename once every shard has the mark, so the mark is there with no directory only
+        while no snapshot can have been taken)."""
+        try:
+            await self._directory(path, caller, timeout, owner=owner)
+        except (NotFound, NotADirectory):
+            if path in await self._snapshottable(timeout):
+                undo = SnapshotAllow(path, False)
+                await self._propose_everywhere(SnapshotAllow.op, undo.args(), timeout)
+            raise
 
     async def _snapshot_disallow(
         self, path: str, name: str, to: str, caller: Caller, timeout: float
     ) -> dict[str, Any]:
-        await self._directory(path, caller, timeout, owner=True)
+        try:
+            await self._directory(path, caller, timeout, owner=True)
+        except NotFound:
+            # a mark left at a path whose directory is gone: a superuser may clear it
+            if not caller.superuser or path not in await self._snapshottable(timeout):
+                raise
         existing = await self._listing(path, timeout)
         if existing:
             raise InvalidArgument(

@@ -564,6 +564,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps, 
         self._check_sticky(txn, caller, path, inode)
         if inode.is_dir:
             self._check_subtree_unlocked(txn, path)
+            self.refuse_snapshottable(txn, path, "delete")
         files = dirs = blocks = 0
         if inode.is_dir:
             self._require_dir(txn, path)
@@ -609,6 +610,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps, 
         self._check_sticky(txn, caller, src, inode)
         if inode.is_dir:
             self._check_subtree_unlocked(txn, src)
+            self.refuse_snapshottable(txn, src, "rename")
         if inode.is_dir and paths.is_ancestor(src, dst):
             raise InvalidArgument(f"cannot move {src} into itself ({dst})", "dst")
         if src == dst or dst == paths.ROOT:

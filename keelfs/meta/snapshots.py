@@ -61,7 +61,7 @@ import copy
 import json
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from keelfs.errors import InvalidArgument, NotFound, ResourceExhausted
 from keelfs.meta import paths
@@ -85,6 +85,7 @@ __all__ = [
     "REGISTRY",
     "SnapshotSteps",
     "SnapshotView",
+    "refuse_snapshottable",
 ]
 
 ALLOWED = b"\x01nA"
@@ -160,6 +161,32 @@ def live_records(kv: _Reader, root: str) -> Iterator[tuple[bytes, bytes]]:
         yield from kv.scan(start, end)
 
 
+def refuse_snapshottable(kv: _Reader, path: str, what: str) -> None:
+    """``InvalidArgument`` if ``path`` is or holds a snapshottable directory: one with
+    snapshots cannot go (as HDFS), and none can move or go while snapshottable, since its
+    snapshots and its mark are kept by its path on every shard. Checked by the master before
+    it plans a delete or rename, and again by the shard's apply (``Delete``, ``Rename``, a
+    transaction's removing steps), so an ``allow`` racing a rename either lands first (the
+    rename is refused) or finds the directory gone (``keelfs.master.snapshot_service``)."""
+    path = paths.normalize(path)
+    for key, _ in kv.scan(ALLOWED, prefix_end(ALLOWED)):
+        root = key[len(ALLOWED) :].decode()
+        if not _in_tree(path, root):
+            continue
+        prefix = _registry_prefix(root)
+        if next(iter(kv.scan(prefix, prefix_end(prefix))), None) is not None:
+            raise InvalidArgument(
+                f"cannot {what} {path}: {root} has snapshots "
+                f"(keelfs snapshot delete {root} NAME for each first)",
+                "path",
+            )
+        raise InvalidArgument(
+            f"cannot {what} {path}: {root} is snapshottable "
+            f"(keelfs admin disallow-snapshot {root} first)",
+            "path",
+        )
+
+
 class SnapshotView:
     """The store as snapshot ``name`` of ``root`` shows it: namespace records at or under
     ``root`` are the snapshot's copies, everything else (the ancestors above ``root``) the
@@ -198,7 +225,16 @@ def _in_snapshot(snap: paths.SnapshotPath, live: str) -> str:
 
 class SnapshotSteps(ShardRecords):
     """The snapshot commands (``snapshot_allow``, ``snapshot_take``, ``snapshot_drop``) and
-    the reads through ``.snapshot`` paths (see the module doc)."""
+    the reads through ``.snapshot`` paths (see the module doc). The reads of live paths it
+    runs over a snapshot's view are the namespace's (``ShardStateMachine``)."""
+
+    if TYPE_CHECKING:
+
+        def _live_stat(self, path: str, **kwargs: Any) -> FileInfo: ...
+        def _live_access(self, path: str, access: int, **kwargs: Any) -> FileInfo: ...
+        def _live_list(
+            self, path: str, start_after: str | None, limit: int, **kw: Any
+        ) -> Listing: ...
 
     # -- reads -------------------------------------------------------------------------------
     def snapshottable(self) -> list[str]:
@@ -218,15 +254,9 @@ class SnapshotSteps(ShardRecords):
             out.append({"name": key[len(prefix) :].decode(), **json.loads(raw)})
         return out
 
-    def snapshots_under(self, path: str) -> list[str]:
-        """Snapshottable directories at or under ``path`` that hold snapshots (what a delete
-        or rename of ``path`` must not take away)."""
-        path = paths.normalize(path)
-        out: list[str] = []
-        for root in self.snapshottable():
-            if _in_tree(path, root) and self.snapshots(root):
-                out.append(root)
-        return out
+    def refuse_snapshottable(self, kv: _Reader | None, path: str, what: str) -> None:
+        """``refuse_snapshottable`` over ``kv`` (default: the store)."""
+        refuse_snapshottable(self._store if kv is None else kv, path, what)
 
     def has_snapshots(self) -> bool:
         return next(iter(self._store.scan(REGISTRY, prefix_end(REGISTRY))), None) is not None
@@ -278,9 +308,6 @@ class SnapshotSteps(ShardRecords):
         live = self._live_stat(snap.root, **reach)
         return replace(live, path=paths.join(snap.root, paths.SNAPSHOT_DIR))
 
-    def _live_stat(self, path: str, **kwargs: Any) -> FileInfo:
-        raise NotImplementedError  # the namespace's ``stat`` (ShardStateMachine)
-
     def snapshot_stat(self, snap: paths.SnapshotPath, **kwargs: Any) -> FileInfo:
         if snap.name is None:
             return self._snapshot_dir_info(snap, caller=kwargs.get("caller"))
@@ -293,12 +320,6 @@ class SnapshotSteps(ShardRecords):
         view = self._view(snap)
         info: FileInfo = view._live_access(snap.live, access, **kwargs)
         return _frozen(info, _in_snapshot(snap, snap.live))
-
-    def _live_access(self, path: str, access: int, **kwargs: Any) -> FileInfo:
-        raise NotImplementedError  # the namespace's ``check_access``
-
-    def _live_list(self, path: str, start_after: str | None, limit: int, **kw: Any) -> Listing:
-        raise NotImplementedError  # the namespace's ``list_dir``
 
     def snapshot_list(
         self, snap: paths.SnapshotPath, start_after: str | None, limit: int, **kwargs: Any

@@ -166,7 +166,10 @@ def test_old_bytes_read_back_from_the_snapshot(snap_cluster: Any) -> None:
     assert fs.list_snapshots("/sa") == []
     with pytest.raises(NotFound):
         fs.stat(f"/sa/.snapshot/s1{rel}/deleted")
+    with pytest.raises(InvalidArgument, match="is snapshottable"):
+        fs.rename("/sa", "/sa-elsewhere")
     fs.disallow_snapshot("/sa")
+    fs.rename("/sa", "/sa-elsewhere")
 
 
 def test_the_asyncio_client_and_fsspec(snap_cluster: Any) -> None:
@@ -274,6 +277,53 @@ def test_the_shard_leader_killed_during_create(snap_cluster: Any) -> None:
             assert fs.read_bytes(path.replace("/sk/", "/sk/.snapshot/k1/", 1)) == content
     finally:
         c.restart(victim)
+
+
+def test_a_directory_renamed_while_it_becomes_snapshottable(snap_cluster: Any) -> None:
+    """Decided: a snapshottable directory cannot be renamed or deleted (its snapshots and
+    its mark are kept by its path). Racing a rename, allow-snapshot + create either lose
+    (``NOT_FOUND``, and no mark is left behind) or win (the rename is refused, the snapshot
+    is whole)."""
+    c, _ = snap_cluster
+    renamer, snapper = c.client(), c.client()
+    for i in range(6):
+        src, dst = f"/rr{i}", f"/rr{i}-moved"
+        renamer.mkdir(src)
+        renamer.write_bytes(f"{src}/f", b"x" * (i + 1))
+        results: dict[str, str] = {}
+
+        def rename(src: str = src, dst: str = dst) -> None:
+            try:
+                renamer.rename(src, dst)
+                results["rename"] = "done"
+            except InvalidArgument as exc:
+                assert "snapshottable" in str(exc) or "snapshots" in str(exc)
+                results["rename"] = "refused"
+
+        def snap(src: str = src) -> None:
+            try:
+                snapper.allow_snapshot(src)
+                snapper.create_snapshot(src, "s")
+                results["snapshot"] = "taken"
+            except NotFound:
+                results["snapshot"] = "gone"
+
+        threads = [threading.Thread(target=rename), threading.Thread(target=snap)]
+        for t in threads if i % 2 else reversed(threads):
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert results in (
+            {"rename": "done", "snapshot": "gone"},
+            {"rename": "refused", "snapshot": "taken"},
+        ), results
+        marked = snapper.snapshottable_directories()
+        if results["rename"] == "done":
+            assert src not in marked and dst not in marked
+            assert renamer.read_bytes(f"{dst}/f") == b"x" * (i + 1)
+        else:
+            assert src in marked
+            assert renamer.read_bytes(f"{src}/.snapshot/s/f") == b"x" * (i + 1)
 
 
 def test_snapshots_survive_a_restart_of_every_master(snap_cluster: Any) -> None:

@@ -226,3 +226,21 @@ def test_snapshot_paths() -> None:
         from keelfs.meta.commands import check_path
 
         check_path("/a/.snapshot")
+
+
+def test_a_snapshottable_directory_cannot_move_or_go(d: Driver) -> None:
+    """Checked by the apply too (a rename that passed the master's check before the mark
+    reached this shard is refused here): with snapshots, and without while snapshottable;
+    an ancestor of one neither."""
+    d.ok(Mkdir("/top"))
+    d.ok(Mkdir("/top/in"))
+    d.ok(SnapshotAllow("/top/in"))
+    for cmd in (Rename("/d", "/top/d"), Delete("/d", recursive=True), Rename("/top", "/t2")):
+        assert "is snapshottable" in str(d.err(cmd, "INVALID_ARGUMENT").error)
+    take(d)
+    for cmd in (Rename("/d", "/top/d"), Delete("/d", recursive=True)):
+        assert "has snapshots" in str(d.err(cmd, "INVALID_ARGUMENT").error)
+    d.ok(Rename("/d/sub", "/d/sub2"))  # inside it: as usual
+    d.ok(SnapshotDrop("/d", "s1"))
+    d.ok(SnapshotAllow("/d", allow=False))
+    d.ok(Rename("/d", "/top/d"))
