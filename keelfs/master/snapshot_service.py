@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from keelfs import failpoints
 from keelfs.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -218,7 +219,11 @@ class SnapshotServiceMixin:
         created = now_ms() if found is None else int(found["created"])
         command = SnapshotTake(path, name, created)
         command.validate()
-        await self._propose_everywhere(SnapshotTake.op, command.args(), timeout)
+        for shard in self._shards():
+            await self.node.internal.move_command(
+                shard, SnapshotTake.op, command.args(), deadline=timeout
+            )
+            failpoints.hit("snapshot.part_taken")
         return {
             "path": paths.join(paths.join(path, paths.SNAPSHOT_DIR), name),
             "name": name,

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from keelfs.cli.main import cli
 from keelfs.client import AsyncClient
-from keelfs.errors import AlreadyExists, InvalidArgument, InvalidPath, NotFound
+from keelfs.errors import AlreadyExists, InvalidArgument, InvalidPath, KeelError, NotFound
 from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.tiers import starts_processes
 
@@ -41,7 +41,9 @@ def snap_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Met
         tmp_path_factory.mktemp("snap"), node_args=("--chunk-dead-after", "2"), tls=False
     )
     try:
-        c.start()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("KEELFS_FAILPOINTS", "")  # the masters accept Node.SetFailpoint
+            c.start()
         servers = c.start_chunk_servers(4, "--no-fsync-on-close")
         yield c, servers
     except BaseException:
@@ -238,10 +240,13 @@ def test_the_cli(snap_cluster: Any, tmp_path: Any) -> None:
 
 
 def test_the_shard_leader_killed_during_create(snap_cluster: Any) -> None:
-    """Either the create succeeds (the client retries to the new leader) or it fails and
-    leaves no listed snapshot; running it again then gives the whole snapshot."""
+    """The master serving a create (the leader of the directory's entry's shard, which every
+    process co-hosts) dies (as kill -9) right after the first shard took its part: the
+    client's retry reaches another master, whose create finishes the snapshot (the shard
+    that has its part keeps it); a snapshot is listed complete only when whole, and its
+    files read back from every shard."""
     c, _ = snap_cluster
-    fs = c.client()
+    fs = c.client(deadline=60.0)
     here, there = two_shard_dirs(fs, "/sk")
     contents: dict[str, bytes] = {}
     for d in (here, there):
@@ -250,27 +255,17 @@ def test_the_shard_leader_killed_during_create(snap_cluster: Any) -> None:
             contents[f"{d}/f{i}"] = os.urandom(100 + i)
             fs.write_bytes(f"{d}/f{i}", contents[f"{d}/f{i}"])
     fs.allow_snapshot("/sk")
-    shard = fs.shard_map().shard_for_path(f"{there}/x")
-    victim = c.leader(shard)
-    outcome: list[BaseException | str] = []
-
-    def create() -> None:
-        try:
-            outcome.append(fs.create_snapshot("/sk", "k1", deadline=30))
-        except BaseException as exc:  # noqa: BLE001 - judged below
-            outcome.append(exc)
-
-    worker = threading.Thread(target=create)
-    worker.start()
-    c.kill9(victim)
-    worker.join(60)
+    victim = c.leader(fs.shard_map().shard_for_path("/sk"))
+    c.set_failpoint(victim, "snapshot.part_taken", "crash")
     try:
-        assert outcome, "the create never returned"
+        try:
+            fs.create_snapshot("/sk", "k1")
+        except KeelError as exc:  # a failed create leaves no complete snapshot: finish it
+            assert all(not s.complete for s in fs.list_snapshots("/sk")), exc
+            fs.create_snapshot("/sk", "k1")
+        c.wait_for(lambda: victim not in c.running() or None, 30, "the serving master died")
         listed = fs.list_snapshots("/sk")
-        assert all(s.complete for s in listed)  # never a half snapshot listed
-        if isinstance(outcome[0], BaseException):
-            assert listed == []
-            fs.create_snapshot("/sk", "k1")  # finishes (or takes) it
+        assert [(s.name, s.complete) for s in listed] == [("k1", True)]
         for d in (here, there):
             fs.delete(d, recursive=True)
         for path, content in contents.items():
@@ -292,7 +287,7 @@ def test_a_directory_renamed_while_it_becomes_snapshottable(snap_cluster: Any) -
         renamer.write_bytes(f"{src}/f", b"x" * (i + 1))
         results: dict[str, str] = {}
 
-        def rename(src: str = src, dst: str = dst) -> None:
+        def rename(src: str = src, dst: str = dst, results: dict[str, str] = results) -> None:
             try:
                 renamer.rename(src, dst)
                 results["rename"] = "done"
@@ -300,7 +295,7 @@ def test_a_directory_renamed_while_it_becomes_snapshottable(snap_cluster: Any) -
                 assert "snapshottable" in str(exc) or "snapshots" in str(exc)
                 results["rename"] = "refused"
 
-        def snap(src: str = src) -> None:
+        def snap(src: str = src, results: dict[str, str] = results) -> None:
             try:
                 snapper.allow_snapshot(src)
                 snapper.create_snapshot(src, "s")
