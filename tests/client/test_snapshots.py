@@ -118,7 +118,7 @@ def test_old_bytes_read_back_from_the_snapshot(snap_cluster: Any) -> None:
     moved_to = f"{there}/moved-here"
     fs.delete(f"{here}/deleted")
     fs.write_bytes(f"{here}/overwritten", b"new", overwrite=True)
-    fs.truncate(f"{there}/truncated", BS)
+    fs.truncate(f"{there}/truncated", BS + 100)  # inside a block: copy-on-truncate
     with fs.open(f"{there}/appended", "ab") as f:
         f.write(b"more")
     fs.rename(f"{here}/moved", moved_to)  # to the other shard, then deleted there

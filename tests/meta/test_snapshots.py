@@ -12,6 +12,7 @@ from test_file_edits import write_file
 from keelfs.errors import InvalidPath, NotFound
 from keelfs.meta import snapshots
 from keelfs.meta.commands import (
+    AddBlock,
     Append,
     CompleteFile,
     Create,
@@ -119,6 +120,17 @@ def test_truncate_and_append_keep_the_snapshot_blocks(d: Driver) -> None:
     write_file(d, "/d/h", [5], 20)
     d.ok(Delete("/d/h"))
     assert queued(d) == {20}
+
+
+def test_a_truncate_inside_a_block_keeps_the_cut_block_for_the_snapshot(d: Driver) -> None:
+    take(d)
+    s = d.session()
+    d.ok(Truncate("/d/f", 30), s, 1)  # inside block 1: its kept bytes copied to block 5
+    d.ok(AddBlock("/d/f", 5, 1, None), s, 2)
+    d.ok(CompleteFile("/d/f", 30), s, 3)
+    assert [b.block_id for b in sm(d).stat("/d/f").blocks] == [5]
+    assert [b.block_id for b in sm(d).stat("/d/.snapshot/s1/f").blocks] == [1, 2]
+    assert queued(d) == set() and held(d, 1, 2) == {1, 2}
 
 
 def test_two_snapshots_hold_blocks_until_both_are_gone(d: Driver) -> None:
