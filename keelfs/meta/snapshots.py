@@ -92,7 +92,7 @@ ALLOWED = b"\x01nA"
 REGISTRY = b"\x01nN"
 COPY = b"S"
 _SEP = b"\x01"
-MAX_RECORDS_PER_SHARD = 200_000
+MAX_RECORDS_PER_SHARD = 100_000
 """The most records one shard copies for one snapshot (one apply writes them all)."""
 
 
