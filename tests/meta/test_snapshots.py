@@ -256,3 +256,13 @@ def test_a_snapshottable_directory_cannot_move_or_go(d: Driver) -> None:
     d.ok(SnapshotDrop("/d", "s1"))
     d.ok(SnapshotAllow("/d", allow=False))
     d.ok(Rename("/d", "/top/d"))
+
+
+def test_a_part_too_large_is_refused_whole(d: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(snapshots, "MAX_RECORDS_PER_SHARD", 3)
+    before = state(sm(d))
+    result = d.apply(SnapshotTake("/d", "big", 1))
+    assert result.code == "RESOURCE_EXHAUSTED" and "more than 3 records" in str(result.error)
+    after = [kv for kv in state(sm(d)) if not kv[0].startswith(b"\x01")]
+    assert after == [kv for kv in before if not kv[0].startswith(b"\x01")]
+    assert sm(d).snapshots("/d") == []
