@@ -42,6 +42,8 @@ KNOWN = frozenset(
         "reshard.source_settled",
         # a recursive delete in steps (keelfs.master.tree_delete), after each step
         "tree_delete.unit_deleted",
+        # a snapshot create (keelfs.master.snapshot_service), after each shard's part
+        "snapshot.part_taken",
     }
 )
 

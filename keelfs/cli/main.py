@@ -14,6 +14,7 @@ from keelfs.cli.edit_cmd import EDIT_COMMANDS
 from keelfs.cli.fs_cmd import FILE_COMMANDS
 from keelfs.cli.s3_cmd import s3 as _s3
 from keelfs.cli.server_cmd import register as _register_server
+from keelfs.cli.snapshot_cmd import SNAPSHOT_COMMANDS
 from keelfs.cli.webhdfs_cmd import webhdfs as _webhdfs
 
 
@@ -51,7 +52,7 @@ cli.add_command(_chaos)
 cli.add_command(_s3)
 cli.add_command(_webhdfs)
 _register_server(cli)  # server, master, config-server, chunkserver, local-cluster, demo
-for _command in [*FILE_COMMANDS, *EDIT_COMMANDS]:
+for _command in [*FILE_COMMANDS, *EDIT_COMMANDS, *SNAPSHOT_COMMANDS]:
     cli.add_command(_command)
 
 

@@ -19,7 +19,7 @@ from keelfs.meta.records import MAX_INLINE_BYTES
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import session_id_to_pb
 
-__all__ = ["DeleteResult", "QuotaSummary", "ServerDefaults", "norm"]
+__all__ = ["DeleteResult", "QuotaSummary", "ServerDefaults", "SnapshotInfo", "norm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,20 @@ class QuotaSummary:
     @property
     def space_remaining(self) -> int | None:
         return None if self.space_limit is None else self.space_limit - self.space_used
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """One snapshot of a directory (``keelfs.meta.snapshots``)."""
+
+    name: str
+    path: str
+    """Where it is read: ``dir/.snapshot/name``."""
+    created: int
+    """When it was taken (ms since the epoch, the master's clock)."""
+    complete: bool
+    """Whether every shard holds its part (a create that failed half-way leaves an incomplete
+    one: run the same create again, or delete it)."""
 
 
 def norm(path: str, argument: str = "path") -> str:
@@ -475,3 +489,47 @@ def quota_summary(path: str, replies: list[pb.GetQuotaReply]) -> QuotaSummary:
     names = sum(int(v["here"][0]) for v in views)
     space = sum(int(v["here"][1]) for v in views)
     return QuotaSummary(norm(path), first["names"], first["space"], names, space)
+
+
+def default_snapshot_name(now: float) -> str:
+    """HDFS's default snapshot name: ``s`` and the local time, ``s20260412-151029.033``."""
+    import time
+
+    millis = int(now * 1000) % 1000
+    return time.strftime("s%Y%m%d-%H%M%S", time.localtime(now)) + f".{millis:03d}"
+
+
+def snapshot(action: str, path: str, name: str = "", to: str = "") -> Op:
+    """``Snapshot``: one of the snapshot actions, served by any master (which fans out to
+    the shards): ``allow``, ``disallow``, ``create``, ``delete``, ``list``, ``diff``."""
+    path = norm(path) if path else ""
+    for value, argument in ((name, "name"), (to, "to")):
+        if value and value != ".":
+            try:
+                paths.validate_name(value)
+            except InvalidArgument as exc:
+                exc.details["argument"] = argument
+                raise
+    build = lambda h: pb.SnapshotRequest(  # noqa: E731
+        header=h, action=action, path=path, name=name, to=to
+    )
+    return namespace_op("Snapshot", _entry(path or paths.ROOT), build, write=False, session=False)
+
+
+def snapshot_view(path: str, name: str, to: str, shard_id: str) -> Op:
+    """Shard ``shard_id``'s part of ``path``'s snapshots (any member, linearizable): the
+    masters' fan-out."""
+    path = norm(path) if path else ""
+    build = lambda h: pb.SnapshotRequest(  # noqa: E731
+        header=h, action="view", path=path, name=name, to=to, group=shard_id
+    )
+    return Op("Namespace", "Snapshot", Route("shard", shard_id), build, False, False,
+              any_member=True)  # fmt: skip
+
+
+def snapshot_infos(directory: str, reply: pb.SnapshotReply) -> list[SnapshotInfo]:
+    base = paths.join(norm(directory), paths.SNAPSHOT_DIR)
+    return [
+        SnapshotInfo(s["name"], paths.join(base, s["name"]), int(s["created"]), s["complete"])
+        for s in json.loads(reply.json)
+    ]

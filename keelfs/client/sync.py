@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -260,6 +261,49 @@ class Client:
         m = self._core.shard_map or self.shard_map()
         replies = [self._run(ops.get_quota(path, shard), deadline) for shard in sorted(m.shards)]
         return ops.quota_summary(path, replies)
+
+    # -- snapshots (keelfs.meta.snapshots; docs/data.md, "Snapshots") ------------------------
+    def allow_snapshot(self, path: str, *, deadline: float | None = None) -> None:
+        """Make directory ``path`` snapshottable (its owner or a superuser; HDFS's
+        ``dfsadmin -allowSnapshot``). Snapshottable directories do not nest."""
+        self._run(ops.snapshot("allow", path), deadline)
+
+    def disallow_snapshot(self, path: str, *, deadline: float | None = None) -> None:
+        """Make ``path`` not snapshottable; refused while it has snapshots."""
+        self._run(ops.snapshot("disallow", path), deadline)
+
+    def create_snapshot(
+        self, path: str, name: str | None = None, *, deadline: float | None = None
+    ) -> str:
+        """Take snapshot ``name`` (default ``sYYYYMMDD-HHMMSS.mmm``, as HDFS) of snapshottable
+        directory ``path`` (its owner or a superuser); returns where it is read,
+        ``path/.snapshot/name``. ``AlreadyExists`` if it exists; running it again after a
+        failure finishes the snapshot."""
+        chosen = name or ops.default_snapshot_name(time.time())
+        reply = self._run(ops.snapshot("create", path, chosen), deadline)
+        return str(json.loads(reply.json)["path"])
+
+    def delete_snapshot(self, path: str, name: str, *, deadline: float | None = None) -> None:
+        """Delete snapshot ``name`` of ``path``; the blocks only it held are released."""
+        self._run(ops.snapshot("delete", path, name), deadline)
+
+    def list_snapshots(self, path: str, *, deadline: float | None = None) -> list[ops.SnapshotInfo]:
+        """The snapshots of directory ``path``, by name (HDFS's ``lsSnapshot``)."""
+        return ops.snapshot_infos(path, self._run(ops.snapshot("list", path), deadline))
+
+    def snapshottable_directories(self, *, deadline: float | None = None) -> list[str]:
+        """Every snapshottable directory (HDFS's ``lsSnapshottableDir``)."""
+        reply = self._run(ops.snapshot("list", ""), deadline)
+        return [str(p) for p in json.loads(reply.json)]
+
+    def snapshot_diff(
+        self, path: str, from_name: str, to_name: str, *, deadline: float | None = None
+    ) -> list[dict[str, str]]:
+        """What changed under ``path`` from snapshot ``from_name`` to ``to_name`` ("." for
+        the live tree), as HDFS's ``snapshotDiff``: ``{"type": "+"|"-"|"M"|"R", "path"[,
+        "to"]}`` with paths relative to ``path`` (``./a``)."""
+        reply = self._run(ops.snapshot("diff", path, from_name, to_name), deadline)
+        return list(json.loads(reply.json)["diff"])
 
     def rename(
         self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None

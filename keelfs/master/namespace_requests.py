@@ -26,6 +26,9 @@ from keelfs.meta.commands import (
     SetReplication,
     SetTimes,
     SetTraverseGuard,
+    SnapshotAllow,
+    SnapshotDrop,
+    SnapshotTake,
     Truncate,
     check_path,
 )
@@ -56,9 +59,10 @@ DEFAULT_LIST_LIMIT = 1000
 """Entries in a ListDir page when the request sets no ``limit``."""
 
 
-def path(value: str, argument: str = "path") -> str:
-    """``value`` as a normal absolute path; ``INVALID_PATH`` naming ``argument`` if it is not."""
-    return check_path(value, argument)
+def path(value: str, argument: str = "path", *, read: bool = False) -> str:
+    """``value`` as a normal absolute path; ``INVALID_PATH`` naming ``argument`` if it is not
+    (or, unless ``read``, if it is under a snapshot: those are read-only)."""
+    return check_path(value, argument, read=read)
 
 
 def mkdir_attributes(request: pb.MkdirRequest, caller: Caller) -> tuple[int, str, str]:
@@ -153,7 +157,7 @@ def rename(request: pb.RenameRequest) -> Rename:
 def list_dir(request: pb.ListDirRequest) -> tuple[str, str | None, int]:
     """``(path, start_after, limit)`` of a ListDir: the directory, the name the page starts
     after (None: from the first), and at most how many entries."""
-    normal = path(request.path)
+    normal = path(request.path, read=True)
     start_after = request.start_after if request.HasField("start_after") else None
     limit = request.limit or DEFAULT_LIST_LIMIT
     if limit > MAX_LIST_LIMIT:
@@ -167,8 +171,16 @@ def move(request: pb.MoveRequest) -> Command:
     """The command a peer's ``Move`` carries: a resharding step (``move_*``), the
     ``set_traverse_guard`` a master sends every shard after a chmod or chown of a directory
     (``keelfs.master.guards``), or a quota's ``set_quota``/``quota_report``
-    (``keelfs.master.quota_service``)."""
-    allowed = (SetTraverseGuard.op, SetQuota.op, QuotaReport.op)
+    (``keelfs.master.quota_service``), or a snapshot's ``snapshot_allow``/``snapshot_take``/
+    ``snapshot_drop`` (``keelfs.master.snapshot_service``)."""
+    allowed = (
+        SetTraverseGuard.op,
+        SetQuota.op,
+        QuotaReport.op,
+        SnapshotAllow.op,
+        SnapshotTake.op,
+        SnapshotDrop.op,
+    )
     if not (request.op.startswith("move_") or request.op in allowed):
         raise InvalidArgument(f"{request.op!r} is not a move command", "op")
     return commands.decode_command(request.op, request.args, commands.SHARD_COMMANDS)

@@ -61,6 +61,7 @@ from keelfs.master.block_service import BlockServiceMixin, locate
 from keelfs.master.member import Member
 from keelfs.master.quota_service import QuotaServiceMixin, refuse_quota_roots
 from keelfs.master.servicer import Audited, ServicerBase
+from keelfs.master.snapshot_service import SnapshotServiceMixin, refuse_snapshot_roots
 from keelfs.meta import paths
 from keelfs.meta.commands import (
     Command,
@@ -116,7 +117,7 @@ def _txn_reply(value: dict[str, Any], info: pb.ReplyInfo) -> pb.TxnReply:
     )
 
 
-class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, ServicerBase):
+class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMixin, ServicerBase):
     def __init__(self, node: MetaNode) -> None:
         super().__init__(node)
 
@@ -456,6 +457,7 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, ServicerBase):
                 counts = {k: int(v[k]) for k in ("files", "directories", "blocks")}
                 return pb.DeleteReply(info=self._reply(member, index, term), **counts)
             refuse_quota_roots(member.sm, path, "delete")
+            refuse_snapshot_roots(member.sm, path, "delete")
             across = await cross_shard.delete(node, member, cmd, request.header, timeout, caller)
             if across is not None:
                 return pb.DeleteReply(info=self._reply(member), **across)
@@ -491,6 +493,7 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, ServicerBase):
                 _, index, term = await self._replayed(member, cmd, header, timeout, caller)
                 return pb.RenameReply(info=self._reply(member, index, term))
             refuse_quota_roots(member.sm, src, "rename")
+            refuse_snapshot_roots(member.sm, src, "rename")
             if m.shard_for_path(dst) != shard:
                 await cross_shard.rename(
                     node, member, src, dst, request.overwrite, header, timeout, caller
@@ -532,7 +535,7 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, ServicerBase):
         caller = self.caller(context)
 
         async def work() -> pb.FileInfoReply:
-            path = requests.path(request.path)
+            path = requests.path(request.path, read=True)
             if request.record:
                 self.check_metadata_node(context, "GetFileInfo with the record")
             member = await self.node.route(request.header, path, by_directory=False)
@@ -604,7 +607,7 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, ServicerBase):
         caller = self.caller(context)
 
         async def work() -> pb.ContentSummaryReply:
-            path = requests.path(request.path)
+            path = requests.path(request.path, read=True)
             member = await self.node.route(request.header, path, by_directory=False)
             await self.node.read(member, request.stale_ok, self.timeout(context))
             await self.node.check_moves(member, path, False, self.timeout(context))

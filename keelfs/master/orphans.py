@@ -185,6 +185,10 @@ class OrphanCollector:
                 log.info("%s: deleting orphan block %d", member.group_id, block_id)
         return len(orphans)
 
+    async def ask(self, shard: str, blocks: list[int]) -> ShardAnswer:
+        """Which of ``blocks`` shard ``shard`` references (linearizable), and its count."""
+        return await self._ask(shard, blocks)
+
     async def _ask(self, shard: str, blocks: list[int]) -> ShardAnswer:
         known, gained = await asyncio.wait_for(
             self.node.internal.blocks_known(shard, blocks, deadline=ASK_TIMEOUT_S),

@@ -17,7 +17,7 @@ from typing import Any
 
 from keelfs.client import AsyncClient
 from keelfs.client._core import CONFIG_ROUTE, Op, Route
-from keelfs.client._ops import get_quota, namespace_op, norm
+from keelfs.client._ops import get_quota, namespace_op, norm, snapshot_view
 from keelfs.errors import NotFound
 from keelfs.meta.records import FileInfo
 from keelfs.meta.shardmap import BlockKey
@@ -181,6 +181,13 @@ class PeerClient(AsyncClient):
         """``path``'s quota as shard ``shard`` sees it (``GetQuota``)."""
         reply: pb.GetQuotaReply = await self._run(get_quota(path, shard), deadline)
         return reply
+
+    async def snapshot_view(
+        self, path: str, name: str, to: str, shard: str, deadline: float | None = None
+    ) -> dict[str, Any]:
+        """Shard ``shard``'s part of ``path``'s snapshots (``Snapshot`` "view")."""
+        reply: pb.SnapshotReply = await self._run(snapshot_view(path, name, to, shard), deadline)
+        return dict(json.loads(reply.json))
 
     async def move_read(
         self,

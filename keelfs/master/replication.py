@@ -532,7 +532,17 @@ class ReplicationMonitor:
     async def _deletions(self, member: Member, shard: str, epoch: int) -> None:
         reg = self.node.chunks
         gone: list[int] = []
-        for block in member.sm.pending_block_deletes(limit=1000):
+        pending = member.sm.pending_block_deletes(limit=1000)
+        if pending and member.sm.has_snapshots():
+            held = await self._held_elsewhere(member, [b.block_id for b in pending])
+            if held is None:
+                return  # a shard did not answer: delete nothing this time
+            # held by another shard's record (a snapshot's copy of a file that moved here
+            # after it was taken): not this queue's to delete any more; the orphan collector
+            # deletes it once nothing references it
+            gone += sorted(held)
+            pending = [b for b in pending if b.block_id not in held]
+        for block in pending:
             holders = reg.replicas.get(block.block_id, {})
             if not holders:
                 gone.append(block.block_id)
@@ -543,6 +553,24 @@ class ReplicationMonitor:
                     self.stats["deletions"] += 1
         if gone and reg.complete():  # no live server still on its way back with a replica
             await self.node.propose(member, DequeueBlockDeletes(tuple(gone)), None, 5.0)
+
+    async def _held_elsewhere(self, member: Member, block_ids: list[int]) -> set[int] | None:
+        """Those of ``block_ids`` (queued for deletion here) that another shard references,
+        asked only where snapshots exist (``keelfs.meta.snapshots``): a snapshot's copy stays
+        on the shard the file was on when it was taken, so a file renamed to another shard
+        and deleted there is queued on a shard that does not hold the copy. None: some shard
+        did not answer. One round suffices: a queued block is referenced by no live record,
+        and a copy never travels (it is made from a live record, and dropped)."""
+        others = [s for s in sorted(self.node.shard_map.shards) if s != member.group_id]
+        held: set[int] = set()
+        try:
+            for other in others:
+                answer = await self.orphans.ask(other, block_ids)
+                held |= answer.known
+        except (TimeoutError, KeelError) as exc:
+            log.info("%s: deletions wait, a shard did not answer: %s", member.group_id, exc)
+            return None
+        return held
 
     def _queue_orphan_delete(self, member: Member, block_id: int) -> int:
         """Queue the deletion of every reported replica of orphan ``block_id`` under

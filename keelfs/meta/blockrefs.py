@@ -15,7 +15,8 @@ A record references a block when it is:
 - a transaction record ``T...`` that is not decided yet, for every file record in any of its
   parts (a participant's prepared record holds the file that will land here; a coordinator's
   pending record the parts it hands out). A decided record has applied its own part here (or
-  kept the original), so it no longer needs to hold anything.
+  kept the original), so it no longer needs to hold anything;
+- a snapshot's copy ``S...`` of an entry holding such a file (``keelfs.meta.snapshots``).
 
 Besides the index, ``\\x01blockrefs-gained`` counts the times a block went from unreferenced to
 referenced here by anything but ``AddBlock`` of a new block (a rename or a move bringing a file
@@ -42,6 +43,7 @@ __all__ = [
     "INDEX",
     "ensure",
     "gained",
+    "held_by_snapshots",
     "index_writes",
     "referenced",
     "refs_of",
@@ -54,6 +56,8 @@ VERSION = b"\x00blockrefs-version"
 _VERSION_1 = b"1"
 _ENTRY = b"E"
 _TXN = b"T"
+_COPY = b"S"
+"""A snapshot's copy of a record (``keelfs.meta.snapshots``): references its file's blocks."""
 _U64 = struct.Struct(">Q")
 _INODE_FILE = "f"
 """``keelfs.meta.records``' kind code of a file (an inode record is a JSON list)."""
@@ -83,7 +87,7 @@ def refs_of(key: bytes, value: bytes | None) -> set[int]:
     if value is None:
         return set()
     kind = key[:1]
-    if kind == _ENTRY:
+    if kind in (_ENTRY, _COPY):
         return _inode_blocks(value)
     if kind == _TXN:
         body = json.loads(value)
@@ -108,7 +112,7 @@ def index_writes(
     added: set[int] = set()
     for key, value in writes.items():
         kind = key[:1]
-        if kind != _ENTRY and kind != _TXN:
+        if kind not in (_ENTRY, _TXN, _COPY):
             continue
         old, new = refs_of(key, before.get(key)), refs_of(key, value)
         for block_id in old - new:
@@ -133,6 +137,12 @@ def referenced(kv: _Reader, block_ids: Iterable[int]) -> set[int]:
     return {b for b in block_ids if _any(kv, b)}
 
 
+def held_by_snapshots(kv: _Reader, block_id: int) -> bool:
+    """Whether a snapshot's copy of a record here references ``block_id``."""
+    prefix = _block_prefix(block_id) + _COPY
+    return next(iter(kv.scan(prefix, prefix_end(prefix))), None) is not None
+
+
 def gained(kv: _Reader) -> int:
     raw = kv.get(GAINED)
     return 0 if raw is None else int(_U64.unpack(raw)[0])
@@ -145,7 +155,7 @@ def ensure(store: KVStore, *, restored: bool = False) -> None:
     if not restored and store.get(VERSION) == _VERSION_1:
         return
     batch: dict[bytes, bytes | None] = {}
-    for prefix in (_ENTRY, _TXN):
+    for prefix in (_ENTRY, _TXN, _COPY):
         for key, value in store.scan(prefix, prefix_end(prefix)):
             for block_id in refs_of(key, value):
                 batch[_block_prefix(block_id) + bytes(key)] = b""

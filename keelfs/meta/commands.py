@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
-from keelfs.errors import InvalidArgument, KeelError
+from keelfs.errors import InvalidArgument, InvalidPath, KeelError
 from keelfs.meta import jsonbytes, paths
 from keelfs.meta.principals import (
     DEFAULT_GROUP,
@@ -127,12 +127,20 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 # -- argument checks (shared by the commands and the state machines) -------------------------
-def check_path(value: str, argument: str = "path") -> str:
+def check_path(value: str, argument: str = "path", *, read: bool = False) -> str:
+    """``value`` normalised; unless ``read``, refused under a snapshot (a change's path)."""
     try:
-        return paths.normalize(value)
+        path = paths.normalize(value)
     except KeelError as e:
         e.details["argument"] = argument
         raise
+    if not read and paths.snapshot_path(path) is not None:
+        raise InvalidPath(
+            path,
+            f"'{paths.SNAPSHOT_DIR}' is reserved: snapshots are read-only, and no entry may "
+            f"be named {paths.SNAPSHOT_DIR}",
+        )
+    return path
 
 
 def check_range(value: int, lo: int, hi: int, argument: str) -> int:
@@ -792,6 +800,60 @@ class QuotaReport(Command):
                 raise InvalidArgument(f"usage of {path} must be [names, space]", "usage")
 
 
+MAX_SNAPSHOT_NAME_BYTES = 255
+
+
+def _check_snapshot_name(name: str) -> None:
+    paths.validate_name(name)
+    if name == paths.SNAPSHOT_DIR:
+        raise InvalidArgument(f"a snapshot may not be named {paths.SNAPSHOT_DIR}", "name")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotAllow(Command):
+    """Make directory ``path`` snapshottable (``allow``) or not any more, on this shard
+    (every shard holds the list: ``keelfs.meta.snapshots``)."""
+
+    op: ClassVar[str] = "snapshot_allow"
+    servers_only: ClassVar[bool] = True
+    path: str
+    allow: bool = True
+
+    def validate(self) -> None:
+        check_path(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotTake(Command):
+    """This shard's part of snapshot ``name`` of ``path``: copy its records under ``path``
+    as they are now (``created``: the master's clock, the same on every shard)."""
+
+    op: ClassVar[str] = "snapshot_take"
+    servers_only: ClassVar[bool] = True
+    path: str
+    name: str
+    created: int = 0
+
+    def validate(self) -> None:
+        check_path(self.path)
+        _check_snapshot_name(self.name)
+        check_range(self.created, 0, MAX_INT, "created")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotDrop(Command):
+    """Drop this shard's part of snapshot ``name`` of ``path`` (absent: nothing to do)."""
+
+    op: ClassVar[str] = "snapshot_drop"
+    servers_only: ClassVar[bool] = True
+    path: str
+    name: str
+
+    def validate(self) -> None:
+        check_path(self.path)
+        _check_snapshot_name(self.name)
+
+
 # config group
 @dataclass(frozen=True, slots=True)
 class RegisterMaster(Command):
@@ -1193,6 +1255,9 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     Concat,
     SetQuota,
     QuotaReport,
+    SnapshotAllow,
+    SnapshotTake,
+    SnapshotDrop,
     TxnBegin,
     TxnPrepare,
     TxnDecide,

@@ -19,6 +19,7 @@ from keelfs.errors import (
     DirectoryNotEmpty,
     InvalidArgument,
     IsADirectory,
+    KeelError,
     LeaseConflict,
     NotADirectory,
 )
@@ -83,6 +84,7 @@ from keelfs.meta.shard_records import (
     _subtree_entry_ranges,
     _subtree_self_range,
 )
+from keelfs.meta.snapshots import SnapshotSteps
 from keelfs.meta.txn_steps import TransactionSteps
 
 __all__ = [
@@ -93,7 +95,7 @@ __all__ = [
 ]
 
 
-class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps):
+class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps, SnapshotSteps):
     """One data shard member's namespace state (``keelfs.runtime.StateMachine``).
 
     ``path``: the RocksDB directory of this member (``None``: in memory, for tests).
@@ -112,14 +114,28 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps):
         The caller must be able to reach it (``x`` on every ancestor). ``with_data``: an
         inline file's content too (check the caller's ``READ`` first: ``check_access``)."""
         path = paths.normalize(path)
+        snap = paths.snapshot_path(path)
+        if snap is not None:  # through a snapshot (keelfs.meta.snapshots)
+            return self.snapshot_stat(snap, caller=caller, with_data=with_data)
+        return self._live_stat(path, caller=caller, with_data=with_data)
+
+    def _live_stat(self, path: str, **kwargs: Any) -> FileInfo:
+        caller: Caller = kwargs.get("caller") or SUPERUSER
         self._check_reach(self._store, caller, path)
         inode = self._lookup(self._store, path)
         if inode is None:
             raise self._missing(self._store, path)
-        return inode.info(path, with_data=with_data)
+        return inode.info(path, with_data=bool(kwargs.get("with_data")))
 
     def exists(self, path: str) -> bool:
-        return self._lookup(self._store, paths.normalize(path)) is not None
+        path = paths.normalize(path)
+        if paths.snapshot_path(path) is not None:
+            try:
+                self.stat(path)
+            except KeelError:
+                return False
+            return True
+        return self._lookup(self._store, path) is not None
 
     def check_access(
         self, path: str, access: int, *, caller: Caller = SUPERUSER, with_data: bool = False
@@ -128,7 +144,15 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps):
         ``access`` (``principals.READ``...) on it: e.g. ``READ`` before the block layer
         gives the locations of a file's blocks, or (``with_data``) an inline file's content."""
         path = paths.normalize(path)
-        self.stat(path, caller=caller)
+        snap = paths.snapshot_path(path)
+        if snap is not None:
+            return self.snapshot_access(snap, access, caller=caller, with_data=with_data)
+        return self._live_access(path, access, caller=caller, with_data=with_data)
+
+    def _live_access(self, path: str, access: int, **kwargs: Any) -> FileInfo:
+        caller: Caller = kwargs.get("caller") or SUPERUSER
+        with_data = bool(kwargs.get("with_data"))
+        self._live_stat(path, caller=caller)
         inode = self._lookup(self._store, path)
         assert inode is not None  # stat found it
         if not caller.superuser:
@@ -150,6 +174,13 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps):
         check_range(limit, 1, MAX_LIST_LIMIT, "limit")
         if start_after is not None:
             paths.validate_name(start_after)
+        snap = paths.snapshot_path(path)
+        if snap is not None:
+            return self.snapshot_list(snap, start_after, limit, caller=caller)
+        return self._live_list(path, start_after, limit, caller=caller)
+
+    def _live_list(self, path: str, start_after: str | None, limit: int, **kw: Any) -> Listing:
+        caller: Caller = kw.get("caller") or SUPERUSER
         store = self._store
         record = self._self_record_here(store, path)
         if record is None:
@@ -173,6 +204,9 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps):
         """du over what this shard holds at and under ``path``; the caller needs ``r`` and
         ``x`` on every directory of it (HDFS)."""
         path = paths.normalize(path)
+        snap = paths.snapshot_path(path)
+        if snap is not None and snap.name is not None:
+            return self._view(snap).content_summary(snap.live, caller=caller)
         self._check_reach(self._store, caller, path)
         inode = self._lookup(self._store, path)
         if inode is None:
@@ -530,6 +564,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps):
         self._check_sticky(txn, caller, path, inode)
         if inode.is_dir:
             self._check_subtree_unlocked(txn, path)
+            self.refuse_snapshottable(txn, path, "delete")
         files = dirs = blocks = 0
         if inode.is_dir:
             self._require_dir(txn, path)
@@ -575,6 +610,7 @@ class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps):
         self._check_sticky(txn, caller, src, inode)
         if inode.is_dir:
             self._check_subtree_unlocked(txn, src)
+            self.refuse_snapshottable(txn, src, "rename")
         if inode.is_dir and paths.is_ancestor(src, dst):
             raise InvalidArgument(f"cannot move {src} into itself ({dst})", "dst")
         if src == dst or dst == paths.ROOT:

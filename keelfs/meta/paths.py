@@ -19,6 +19,7 @@ helpers expect a normalised path.
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 from functools import lru_cache
 
 from keelfs.errors import InvalidPath
@@ -27,20 +28,27 @@ __all__ = [
     "MAX_NAME_BYTES",
     "MAX_PATH_BYTES",
     "ROOT",
+    "SNAPSHOT_DIR",
+    "SnapshotPath",
     "ancestors",
     "is_ancestor",
     "is_root",
     "join",
+    "live_path",
     "name",
     "normalize",
     "parent",
     "routing_key",
+    "snapshot_path",
     "split",
     "validate",
     "validate_name",
 ]
 
 ROOT = "/"
+SNAPSHOT_DIR = ".snapshot"
+"""The reserved name under a snapshottable directory through which its snapshots are read
+(HDFS's ``/dir/.snapshot/<name>/...``): no entry may be named so (``keelfs.meta.snapshots``)."""
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 
@@ -158,3 +166,38 @@ def routing_key(path: str) -> str:
     """The string the hash ring places ``path`` by: its parent directory (so one directory's
     entries share a shard), and for the root itself, ``/``."""
     return ROOT if path == ROOT else parent(path)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPath:
+    """A normalised path that reads through a snapshot: ``root/.snapshot`` (``name`` None:
+    the list of ``root``'s snapshots) or ``root/.snapshot/name[/rest]``; ``live`` is the path
+    the record had when the snapshot was taken (``root/rest``, or ``root``)."""
+
+    root: str
+    name: str | None
+    live: str
+
+
+def snapshot_path(path: str) -> SnapshotPath | None:
+    """The snapshot ``path`` reads through (its first ``.snapshot`` component), or None for
+    an ordinary path (normalised)."""
+    if "/" + SNAPSHOT_DIR not in path:
+        return None
+    parts = split(path)
+    if SNAPSHOT_DIR not in parts:
+        return None
+    i = parts.index(SNAPSHOT_DIR)
+    root = "/" + "/".join(parts[:i])
+    if len(parts) == i + 1:
+        return SnapshotPath(root, None, root)
+    live = "/" + "/".join(parts[:i] + parts[i + 2 :])
+    return SnapshotPath(root, parts[i + 1], live)
+
+
+def live_path(path: str) -> str:
+    """Where the records ``path`` reads are placed: a snapshot path's ``live`` path (the
+    copies of a snapshot stay on the shards of the paths they were taken from), else
+    ``path`` itself."""
+    snap = snapshot_path(path)
+    return path if snap is None else snap.live

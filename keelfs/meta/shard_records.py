@@ -344,8 +344,21 @@ class ShardRecords(MetaStateMachine):
     def _derive(self, txn: Txn) -> None:
         fresh, self._fresh_blocks = self._fresh_blocks, []
         txn.writes.update(blockrefs.index_writes(self._store, txn.writes, fresh))
+        self._keep_snapshot_blocks(txn)
         if self.quota_limits:
             txn.writes.update(quotas.usage_writes(self._store, txn.writes, self.quota_limits))
+
+    @staticmethod
+    def _keep_snapshot_blocks(txn: Txn) -> None:
+        """Unqueue the deletion of every block a snapshot's copy here still references
+        (``keelfs.meta.snapshots``): a delete, overwrite or truncate of the live file gives
+        up its own reference only. The copies' index is final in ``txn`` (after
+        ``index_writes``)."""
+        for key, value in list(txn.writes.items()):
+            if key[:1] != _DELETE_QUEUE or value is None:
+                continue
+            if blockrefs.held_by_snapshots(txn, _U64.unpack_from(key, 1)[0]):
+                del txn.writes[key]
 
     def referenced_blocks(self, block_ids: Any) -> set[int]:
         """Those of ``block_ids`` that a record here references (an entry, an undecided

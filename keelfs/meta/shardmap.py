@@ -53,7 +53,7 @@ from keelfs.meta.commands import (
 )
 from keelfs.meta.kvstore import KVStore, MemoryStore, RocksStore, Txn, prefix_end
 from keelfs.meta.machine import DEFAULT_SESSION_TTL_MS, Context, MetaStateMachine
-from keelfs.meta.paths import routing_key
+from keelfs.meta.paths import live_path, routing_key
 from keelfs.meta.reshard_plan import DONE, PENDING, SWITCHED, Move, ReshardPlan
 from keelfs.meta.ring import DEFAULT_VNODES, MAX_VNODES, HashRing, key_hash
 
@@ -108,11 +108,11 @@ class ShardMap:
 
     def shard_for_path(self, path: str) -> str:
         """The shard holding ``path``'s entry (the owner of its parent directory)."""
-        return self.owner_of_hash(key_hash(routing_key(path)))
+        return self.owner_of_hash(key_hash(routing_key(live_path(path))))
 
     def shard_for_directory(self, directory: str) -> str:
         """The shard holding ``directory``'s self-record and its children."""
-        return self.owner_of_hash(key_hash(directory))
+        return self.owner_of_hash(key_hash(live_path(directory)))
 
     def members(self, shard_id: str) -> dict[int, str]:
         members = self.shards.get(shard_id)

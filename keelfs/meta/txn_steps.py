@@ -19,7 +19,7 @@ from keelfs.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from keelfs.meta import moves, paths, quotas, sessions
+from keelfs.meta import moves, paths, quotas, sessions, snapshots
 from keelfs.meta import transactions as tx
 from keelfs.meta.commands import (
     TxnAcked,
@@ -86,8 +86,11 @@ class TransactionSteps(PermissionChecks):
         conflict = tx.lock_conflict(txn, steps, txn_id)
         if conflict is not None:
             raise conflict
+        marked = next(iter(txn.scan(snapshots.ALLOWED, prefix_end(snapshots.ALLOWED))), None)
         for step in steps:
             path, kind = step.path, step.kind
+            if marked is not None and kind in ("del_entry", "del_self"):
+                snapshots.refuse_snapshottable(txn, path, "move or delete")  # as _op_rename's
             if kind == "absent" and self._entry(txn, path) is not None:
                 raise AlreadyExists(path)
             if kind == "present" and self._entry(txn, path) is None:

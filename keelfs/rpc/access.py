@@ -120,6 +120,7 @@ _BY_SERVICE: dict[str, dict[str, Access]] = {
         "GetServerDefaults": C,  # the trash interval a client's `rm` follows
         "SetQuota": C,  # the master checks the caller is a superuser
         "GetQuota": C,
+        "Snapshot": C,  # the master checks the owner / superuser per action
         "ChunkHeartbeat": P,  # chunk servers
     },
     "keelfs.meta.v1.Node": {

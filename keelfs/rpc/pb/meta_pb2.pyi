@@ -1205,3 +1205,27 @@ class GetQuotaReply(_message.Message):
     json: str
     info: ReplyInfo
     def __init__(self, json: _Optional[str] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ("header", "action", "path", "name", "to", "group")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    action: str
+    path: str
+    name: str
+    to: str
+    group: str
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., action: _Optional[str] = ..., path: _Optional[str] = ..., name: _Optional[str] = ..., to: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
+
+class SnapshotReply(_message.Message):
+    __slots__ = ("json", "info")
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    info: ReplyInfo
+    def __init__(self, json: _Optional[str] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...

@@ -782,6 +782,11 @@ class NamespaceStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.GetQuotaRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.GetQuotaReply.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/Snapshot',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SnapshotReply.FromString,
+                _registered_method=True)
 
 
 class NamespaceServicer:
@@ -1060,6 +1065,18 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """Snapshots of a directory (keelfs.meta.snapshots), any master. `action`: "allow" and
+        "disallow" (the directory's owner or a superuser; proposed on every shard), "create"
+        and "delete" of snapshot `name` (the owner or a superuser), "list" (the snapshots of
+        `path`; empty path: the snapshottable directories), "diff" (from `name` to `to`, "."
+        the live tree), and "view" with `group`: that shard's part (any member, linearizable;
+        the masters' fan-out).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NamespaceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1232,6 +1249,11 @@ def add_NamespaceServicer_to_server(servicer, server):
                     servicer.GetQuota,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.GetQuotaRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.GetQuotaReply.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SnapshotRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SnapshotReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2155,6 +2177,33 @@ class Namespace:
             '/keelfs.meta.v1.Namespace/GetQuota',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.GetQuotaRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.GetQuotaReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/Snapshot',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.SnapshotRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.SnapshotReply.FromString,
             options,
             channel_credentials,
             insecure,
