@@ -242,7 +242,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     fails the test."""
     exe = shutil.which("systemd-analyze")
     if exe is None:
-        cannot_run("systemd-analyze is not installed (Debian: systemd): the units were parsed above")
+        cannot_run("systemd-analyze is not installed (Debian: systemd)")
     keelfs = Path(sys.executable).with_name("keelfs")
     if not keelfs.exists():
         keelfs = Path(shutil.which("true") or "/bin/true")
