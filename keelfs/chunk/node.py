@@ -169,7 +169,7 @@ class ChunkNode:
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS],
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
-            interceptors=server_interceptors(cfg.tls),
+            interceptors=server_interceptors(cfg.tls, self.server_id),
         )
         add_to_server(ChunkServicer(self), server)
         port = add_port(server, cfg.listen, cfg.tls)

@@ -317,7 +317,7 @@ class MetaNode:
                 ("grpc.max_send_message_length", 64 << 20),
             ],
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
-            interceptors=server_interceptors(self.config.tls),
+            interceptors=server_interceptors(self.config.tls, str(self.node_id)),
         )
         grpc_mod: Any = meta_pb2_grpc
         for name, servicer in servicers.items():
