@@ -47,6 +47,7 @@ from keelfs.datapath.tokens import BlockKey, KeyRing, TokenVerifier
 from keelfs.datapath.wire import GRPC_OPTIONS, AsyncChannels
 from keelfs.errors import InvalidArgument
 from keelfs.rpc.access import server_interceptors
+from keelfs.storage.format import check_data_format
 from keelfs.tls.credentials import TlsSettings, add_port
 
 __all__ = [
@@ -153,6 +154,7 @@ class ChunkNode:
             asyncio.get_running_loop().set_default_executor(
                 concurrent.futures.ThreadPoolExecutor(cfg.io_threads, thread_name_prefix="chunk-io")
             )
+        await asyncio.to_thread(check_data_format, Path(cfg.data_dir))  # before opening it
         layout = Layout(Path(cfg.data_dir))
         self.server_id = await asyncio.to_thread(load_server_id, layout, cfg.server_id)
         self.store = await asyncio.to_thread(

@@ -130,6 +130,7 @@ _BY_SERVICE: dict[str, dict[str, Access]] = {
         "TransferLeader": A,
         "AddMember": A,
         "RemoveMember": A,
+        "Backup": A,  # the whole state, block-token keys included
     },
     "keelfs.chunk.v1.ChunkServer": {
         "WriteBlock": C,  # clients, and chunk servers forwarding down a pipeline
