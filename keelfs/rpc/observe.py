@@ -19,6 +19,7 @@ serves metrics, and costs one observation per call where it does not.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -72,6 +73,26 @@ def _method_label(full: str) -> str:
     return f"{service.rpartition('.')[2]}/{method}"
 
 
+class _Outcome:
+    """How one call ended where its context does not say: a handler that raised (not an
+    abort, which sets the context's code) ends UNKNOWN, as gRPC answers it; a cancelled one
+    CANCELLED."""
+
+    __slots__ = ("code",)
+
+    def __init__(self) -> None:
+        self.code: str | None = None
+
+    def raised(self, exc: BaseException) -> None:
+        self.code = "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN"
+
+    def code_of(self, context: Any) -> str:
+        set_code = context.code()
+        if set_code is not None or self.code is None:
+            return status_name(set_code)
+        return self.code
+
+
 class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,unused-ignore]  # untyped grpc
     """See the module docstring; ``node`` is the label of the server's node."""
 
@@ -95,23 +116,25 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,unu
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    def _start(self, label: str, context: Any) -> None:
+    def _start(self, label: str, context: Any) -> _Outcome:
         """Take the call's request id and arrange for its observation when it is done."""
         rid = request_id_from_metadata(context.invocation_metadata())
         if rid is not None:
             REQUEST_ID.set(rid)  # this call's own task: its context alone
+        outcome = _Outcome()
         histogram = RPC_SECONDS
         node = self.node
         t0 = time.perf_counter()
 
         def done(ctx: Any) -> None:
             seconds = time.perf_counter() - t0
-            code = status_name(ctx.code())
+            code = outcome.code_of(ctx)
             histogram.labels(node, label, code).observe(seconds)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s %.1f ms", label, code, seconds * 1000, extra={"request_id": rid})
 
         context.add_done_callback(done)
+        return outcome
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         label = _method_label(method)
@@ -119,9 +142,13 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,unu
 
         def unary(behavior: Behavior) -> Behavior:
             async def observed(request: Any, context: Any) -> Any:
-                start(label, context)
-                reply = behavior(request, context)
-                return (await reply) if inspect.isawaitable(reply) else reply
+                outcome = start(label, context)
+                try:
+                    reply = behavior(request, context)
+                    return (await reply) if inspect.isawaitable(reply) else reply
+                except BaseException as exc:
+                    outcome.raised(exc)
+                    raise
 
             return observed
 
@@ -130,14 +157,18 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,unu
                 return unary(behavior)  # writes through context.write
 
             async def observed(request: Any, context: Any) -> AsyncIterator[Any]:
-                start(label, context)
-                replies = behavior(request, context)
-                if inspect.isasyncgen(replies):
-                    async for reply in replies:
-                        yield reply
-                else:
-                    for reply in replies:
-                        yield reply
+                outcome = start(label, context)
+                try:
+                    replies = behavior(request, context)
+                    if inspect.isasyncgen(replies):
+                        async for reply in replies:
+                            yield reply
+                    else:
+                        for reply in replies:
+                            yield reply
+                except BaseException as exc:
+                    outcome.raised(exc)
+                    raise
 
             return observed
 
