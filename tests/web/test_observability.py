@@ -47,8 +47,11 @@ Observed = tuple[MetaCluster, tuple[LocalChunkServers, LocalChunkServers]]
 def observed(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Observed]:
-    cluster = MetaCluster(
-        tmp_path_factory.mktemp("obs"), shards=("shard-1",), node_args=("--log-level", "DEBUG")
+    cluster = MetaCluster(  # plain HTTP on loopback, also in the TLS tier (scraped so)
+        tmp_path_factory.mktemp("obs"),
+        shards=("shard-1",),
+        node_args=("--log-level", "DEBUG"),
+        tls=False,
     )
     cluster.enable_http()
     try:
