@@ -48,6 +48,7 @@ from keelfs.datapath.wire import GRPC_OPTIONS, AsyncChannels
 from keelfs.errors import InvalidArgument
 from keelfs.rpc.access import server_interceptors
 from keelfs.rpc.addresses import advertised_address
+from keelfs.storage.format import check_data_format
 from keelfs.tls.credentials import TlsSettings, add_port
 
 __all__ = [
@@ -158,6 +159,7 @@ class ChunkNode:
             asyncio.get_running_loop().set_default_executor(
                 concurrent.futures.ThreadPoolExecutor(cfg.io_threads, thread_name_prefix="chunk-io")
             )
+        await asyncio.to_thread(check_data_format, Path(cfg.data_dir))  # before opening it
         layout = Layout(Path(cfg.data_dir))
         self.server_id = await asyncio.to_thread(load_server_id, layout, cfg.server_id)
         self.store = await asyncio.to_thread(
@@ -174,7 +176,7 @@ class ChunkNode:
         server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0), *GRPC_OPTIONS],
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
-            interceptors=server_interceptors(cfg.tls),
+            interceptors=server_interceptors(cfg.tls, self.server_id),
         )
         add_to_server(ChunkServicer(self), server)
         port = add_port(server, cfg.listen, cfg.tls)

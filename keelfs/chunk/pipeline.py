@@ -46,6 +46,7 @@ from keelfs.datapath.tokens import Access, TokenVerifier
 from keelfs.datapath.wire import MAX_PACKET_BYTES, AsyncChannels, error_of, internal_error, pb
 from keelfs.errors import InvalidArgument, KeelError, Unavailable
 from keelfs.rpc.grpc_errors import encode_error
+from keelfs.runtime.requests import request_metadata
 
 __all__ = ["PipelineConfig", "WriteSpec", "serve_write"]
 
@@ -227,7 +228,7 @@ class _Stream:
             return True
         first = self.spec.targets[0]
         try:
-            self.call = self.channels.write_block(first.address)()
+            self.call = self.channels.write_block(first.address)(metadata=request_metadata())
             await self.call.write(self.spec.downstream_header().SerializeToString())
             ack = await asyncio.wait_for(self.call.read(), self.config.ack_timeout_s)
             if ack is grpc.aio.EOF:

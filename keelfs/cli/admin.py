@@ -643,6 +643,84 @@ def format_cmd(data_dir: Path, force: bool, as_json: bool) -> None:
     _emit(as_json, obj, msg)
 
 
+@admin.command("backup")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds per group's image.")
+@common
+def backup_cmd(dest: Path, timeout: float, address: str | None, as_json: bool) -> None:
+    """Write a backup of the metadata to DEST (absent or empty): every shard's and the config
+    group's state, each at one committed index, and a manifest with indexes and checksums
+    (docs/operations.md). DEST holds the block-token keys: keep it private."""
+    from keelfs.server.backup import BackupError, take_backup
+
+    def body(c: AdminClient) -> None:
+        try:
+            manifest = take_backup(c, dest, timeout=timeout)
+        except BackupError as exc:
+            _fail(str(exc))
+        groups = {
+            g: {"index": i.index, "term": i.term, "bytes": i.size, "sha256": i.sha256}
+            for g, i in manifest.groups.items()
+        }
+        obj = {"dest": str(dest.resolve()), "groups": groups, "map_version": manifest.map_version}
+        lines = [f"backup of {len(groups)} groups in {dest}:"] + [
+            f"  {g:<12} index {i.index:<10} {_size(i.size)}" for g, i in manifest.groups.items()
+        ]
+        _emit(as_json, obj, "\n".join(lines))
+
+    _run(address, body)
+
+
+@admin.command("restore")
+@click.argument("src", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The new node's data directory (absent or empty).",
+)
+@click.option("--id", "node_id", required=True, type=int, help="The new node's id.")
+@click.option(
+    "--peers",
+    required=True,
+    help="ID=HOST:PORT,... the Raft addresses of every member of the groups restored "
+    "here (this node's too): the same on every member.",
+)
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    help="A group this node hosts (`config` or a shard id; repeatable). Default: "
+    "every group of the backup (a co-hosted layout).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def restore_cmd(
+    src: Path,
+    data_dir: Path,
+    node_id: int,
+    peers: str,
+    groups: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Build the data directory of one metadata node of a NEW cluster from the backup in SRC
+    (run once per node, then start each with the same --id and no --peers). Offline: no
+    cluster is contacted."""
+    from keelfs.runtime.server import parse_peers
+    from keelfs.server.backup import BackupError, restore_node
+
+    try:
+        members = parse_peers(peers)
+    except ValueError as exc:
+        _bad(str(exc))
+    try:
+        done = restore_node(src, data_dir, node_id, members, list(groups) or None)
+    except BackupError as exc:
+        _bad(str(exc))
+    obj = {"data_dir": str(data_dir.resolve()), "id": node_id, "groups": done}
+    _emit(as_json, obj, f"{data_dir}: node {node_id} restored with {', '.join(done)}")
+
+
 @admin.command("format-namespace")
 @common
 def format_namespace_cmd(address: str | None, as_json: bool) -> None:

@@ -54,6 +54,7 @@ it: ``complete`` uses that session again.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
@@ -83,9 +84,13 @@ from keelfs.rpc.wire import (
     session_id_to_pb,
     shard_map_from_pb,
 )
+from keelfs.runtime.requests import REQUEST_ID
 from keelfs.tls.credentials import TlsSettings
 
+_calls_log = logging.getLogger("keelfs.client.calls")
+
 __all__ = [
+    "log_call",
     "Call",
     "Core",
     "Op",
@@ -176,6 +181,21 @@ class Call:
     method: str
     request: Any
     timeout: float
+
+
+def log_call(call: Call, result: Any) -> None:
+    """One DEBUG line per call on ``keelfs.client.calls``: method, address and outcome (the
+    request id follows as on every line under one, ``keelfs.runtime.requests``)."""
+    if _calls_log.isEnabledFor(logging.DEBUG):
+        code = result.code().name if isinstance(result, grpc.RpcError) else "OK"
+        _calls_log.debug(
+            "%s/%s at %s: %s",
+            call.service,
+            call.method,
+            call.address,
+            code,
+            extra={"request_id": REQUEST_ID.get()},
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import grpc
 
 from keelfs.client import _ops as ops
 from keelfs.client import checksums, files, trash
-from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
+from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession, log_call
 from keelfs.client.batching import BATCHED_METHODS, Batcher
 from keelfs.client.identity import ACTING_FOR, aio_interceptors, default_user
 from keelfs.datapath.client import AsyncChunkClient
@@ -105,6 +105,7 @@ class AsyncClient:
                 result: Any = None
                 if isinstance(action, Call):
                     result = await self._call(action)
+                    log_call(action, result)
                 elif isinstance(action, Sleep):
                     await asyncio.sleep(action.seconds)
                 elif isinstance(action, WaitSession):

@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 import grpc
 import grpc.aio
 
+from keelfs.runtime.requests import with_request_id
+
 __all__ = [
     "ACTING_FOR",
     "CALLER_METADATA_KEY",
@@ -51,7 +53,7 @@ def default_user() -> str:
 
 
 def _metadata(user: str | None, existing: Any) -> list[tuple[str, str]]:
-    metadata = list(existing or ())
+    metadata = with_request_id(list(existing or ()))
     acting = ACTING_FOR.get()
     if acting is not None:
         metadata.append((CALLER_METADATA_KEY, json.dumps(acting, separators=(",", ":"))))

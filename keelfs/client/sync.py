@@ -13,7 +13,7 @@ import grpc
 
 from keelfs.client import _ops as ops
 from keelfs.client import checksums, files, sync_files, trash
-from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession
+from keelfs.client._core import Call, Core, Op, Plan, Sleep, WaitSession, log_call
 from keelfs.client.identity import default_user, with_user
 from keelfs.datapath.file_checksum import FileChecksum
 from keelfs.errors import NotFound
@@ -104,6 +104,7 @@ class Client:
                         result = method(action.request, timeout=action.timeout)
                     except grpc.RpcError as err:
                         result = err
+                    log_call(action, result)
                 elif isinstance(action, Sleep):
                     time.sleep(action.seconds)
                 elif isinstance(action, WaitSession):

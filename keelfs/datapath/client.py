@@ -62,6 +62,7 @@ from keelfs.datapath.replica import DeleteOutcome, DeleteResult, ReplicaInfo
 from keelfs.datapath.tokens import Access, TokenSigner
 from keelfs.datapath.wire import AsyncChannels, error_of, pb, replica_from_pb
 from keelfs.errors import ChecksumMismatch, Unavailable
+from keelfs.runtime.requests import request_metadata
 from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["AsyncChunkClient", "ChunkClient", "read_block", "write_block"]
@@ -179,7 +180,7 @@ class AsyncChunkClient:
             offset=offset,
             token=token,
         )
-        call = self._channels.write_block(targets[0].address)()
+        call = self._channels.write_block(targets[0].address)(metadata=request_metadata())
         window = asyncio.Semaphore(self.window)
         set_up = asyncio.Event()
 
@@ -293,7 +294,7 @@ class AsyncChunkClient:
         req = pb.ReadRequest(
             block_id=block_id, gen=gen, offset=offset, length=length or 0, token=token
         )
-        call = self._channels.read_block(address)(req)
+        call = self._channels.read_block(address)(req, metadata=request_metadata())
         position = offset
         try:
             while True:
@@ -343,7 +344,9 @@ class AsyncChunkClient:
     async def _unary(self, address: str, method: str, request: Any) -> Any:
         stub = self._channels.stub(address)
         try:
-            return await getattr(stub, method)(request, timeout=self.call_timeout_s)
+            return await getattr(stub, method)(
+                request, timeout=self.call_timeout_s, metadata=request_metadata()
+            )
         except grpc.RpcError as exc:
             raise error_of(exc, address) from None
 
@@ -354,7 +357,7 @@ class AsyncChunkClient:
 
     async def list_blocks(self, address: str) -> list[ReplicaInfo]:
         call = self._channels.stub(address).ListBlocks(
-            pb.ListBlocksRequest(), timeout=self.call_timeout_s
+            pb.ListBlocksRequest(), timeout=self.call_timeout_s, metadata=request_metadata()
         )
         out: list[ReplicaInfo] = []
         try:
@@ -412,7 +415,7 @@ class AsyncChunkClient:
         )
         stub = self._channels.stub(address)
         try:
-            reply = await stub.ReplicateBlock(req, timeout=timeout_s)
+            reply = await stub.ReplicateBlock(req, timeout=timeout_s, metadata=request_metadata())
         except grpc.RpcError as exc:
             raise error_of(exc, address) from None
         nodes = tuple(NodeResult.from_pb(n) for n in reply.nodes)

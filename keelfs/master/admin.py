@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from keelfs.errors import InvalidArgument, NotFound, NotLeader, Unavailable
@@ -25,13 +26,18 @@ if TYPE_CHECKING:
     from keelfs.runtime.group import RaftGroup
 
 __all__ = [
+    "BACKUP_PIECE_BYTES",
     "LEARNER_CAUGHT_UP",
     "add_member",
     "admin_timeout",
+    "backup",
     "registry",
     "remove_member",
     "transfer_leader",
 ]
+
+BACKUP_PIECE_BYTES = 1 << 20
+"""Image bytes per ``BackupChunk`` message (well under gRPC's message limit)."""
 
 LEARNER_CAUGHT_UP = 16
 """A learner within this many entries of the commit index is promoted to voter."""
@@ -204,3 +210,49 @@ def registry(node: MetaNode) -> pb.RegistryReply:
         nodes.update({int(k): str(v) for k, v in node.config_member.sm.masters().items()})
     nodes.setdefault(node.node_id, node.client_address)
     return pb.RegistryReply(nodes=nodes, config_servers=list(dict.fromkeys(config)))
+
+
+async def backup(
+    node: MetaNode, request: pb.BackupRequest, timeout: float
+) -> AsyncIterator[pb.BackupChunk]:
+    """The messages of ``Node.Backup``: the group's state-machine image at one committed index.
+
+    On the leader, a read barrier makes the state hold every write acknowledged before the
+    call; the index, its term, the members and the image's view are then taken with no await
+    in between (the image's view is fixed when ``snapshot_chunks`` is called: a RocksDB
+    snapshot, or a copy of the config group's small in-memory state), so they describe one
+    state. The image is read off the event loop, piece by piece, while the group goes on."""
+    group = _group(node, request.group)
+    _require_leader(group)
+    await group.read_barrier(timeout)
+    _require_leader(group)
+    index = group.applied_index()
+    term = group.node.raft.log.term(index)
+    conf = group.node.conf_state_at(index)
+    sm: Any = group.sm
+    chunks = iter(sm.snapshot_chunks())
+    yield pb.BackupChunk(
+        group=group.group_id,
+        index=index,
+        term=term,
+        voters=sorted(conf.voters),
+        learners=sorted(conf.learners),
+    )
+    digest = hashlib.sha256()
+    size = 0
+    pending = b""
+    while True:
+        chunk = await asyncio.to_thread(next, chunks, None)
+        if chunk is None:
+            break
+        pending += chunk
+        while len(pending) >= BACKUP_PIECE_BYTES:
+            piece, pending = pending[:BACKUP_PIECE_BYTES], pending[BACKUP_PIECE_BYTES:]
+            digest.update(piece)
+            size += len(piece)
+            yield pb.BackupChunk(data=piece)
+    if pending:
+        digest.update(pending)
+        size += len(pending)
+        yield pb.BackupChunk(data=pending)
+    yield pb.BackupChunk(last=True, size=size, sha256=digest.hexdigest())

@@ -92,6 +92,7 @@ from keelfs.rpc.wire import (
 )
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.host import HostConfig, RaftHost
+from keelfs.storage.format import check_data_format
 from keelfs.tls.credentials import Authenticator, TlsSettings, add_port
 from keelfs.transport.base import OnMessages, Transport
 from keelfs.transport.grpc_transport import GrpcTransport, GrpcTransportConfig
@@ -305,6 +306,7 @@ class MetaNode:
     # machine of a shard, where the servicers are served, and the client for other nodes.
     def _raft_host(self) -> RaftHost:
         cfg = self.config
+        check_data_format(cfg.data_dir)  # before anything in it is opened (docs/operations.md)
         return RaftHost(cfg.node_id, cfg.data_dir, self._transport, cfg.host)
 
     def _shard_state_machine(self, shard_id: str) -> ShardStateMachine:
@@ -331,7 +333,7 @@ class MetaNode:
                 ("grpc.max_send_message_length", 64 << 20),
             ],
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
-            interceptors=server_interceptors(self.config.tls),
+            interceptors=server_interceptors(self.config.tls, str(self.node_id)),
         )
         grpc_mod: Any = meta_pb2_grpc
         for name, servicer in servicers.items():

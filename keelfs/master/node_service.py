@@ -58,3 +58,13 @@ class NodeServicer(ServicerBase):
             return admin.registry(self.node)
 
         return await self.serve(context, work())
+
+    async def Backup(self, request: pb.BackupRequest, context: Any) -> None:  # noqa: N802
+        """Streamed through ``context.write`` (so that a failure, before or during the
+        stream, leaves through ``serve`` as every other answer does)."""
+
+        async def work() -> None:
+            async for message in admin.backup(self.node, request, admin.admin_timeout(context)):
+                await context.write(message)
+
+        await self.serve(context, work())

@@ -30,7 +30,7 @@ import json
 import os
 import struct
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -57,7 +57,13 @@ from keelfs.meta.paths import live_path, routing_key
 from keelfs.meta.reshard_plan import DONE, PENDING, SWITCHED, Move, ReshardPlan
 from keelfs.meta.ring import DEFAULT_VNODES, MAX_VNODES, HashRing, key_hash
 
-__all__ = ["BlockKey", "ChunkServerInfo", "ConfigStateMachine", "ShardMap"]
+__all__ = [
+    "BlockKey",
+    "ChunkServerInfo",
+    "ConfigStateMachine",
+    "ShardMap",
+    "advance_tx_ids",
+]
 
 _U64 = struct.Struct(">Q")
 _MAP = b"M"
@@ -67,6 +73,26 @@ _NEXT_TX = b"I"
 _SEALED = b"R"
 _PLAN = b"P"
 _BLOCK_KEY = b"K"
+
+
+def advance_tx_ids(
+    records: Iterator[tuple[bytes, bytes]], gap: int
+) -> Iterator[tuple[bytes, bytes]]:
+    """A config state's records (a snapshot's, in key order) with the next cluster-wide id
+    (transaction and block ids, ``IssueTxIds``) moved ``gap`` ahead: a cluster restored from a
+    backup must not hand out again the ids the old one issued after it (``keelfs.server.
+    backup``)."""
+    placed = False
+    for key, value in records:
+        if not placed and key >= _NEXT_TX:
+            placed = True
+            first = _U64.unpack(value)[0] if key == _NEXT_TX else 1
+            yield _NEXT_TX, _U64.pack(first + gap)
+            if key == _NEXT_TX:
+                continue
+        yield key, value
+    if not placed:
+        yield _NEXT_TX, _U64.pack(1 + gap)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import grpc
 import grpc.aio
 from google.protobuf.descriptor import FileDescriptor
 
+from keelfs.rpc.observe import ObservingInterceptor
 from keelfs.tls.credentials import Authenticator, TlsSettings
 from keelfs.tls.identity import Anonymous, Client, Identity, Peer
 
@@ -130,6 +131,7 @@ _BY_SERVICE: dict[str, dict[str, Access]] = {
         "TransferLeader": A,
         "AddMember": A,
         "RemoveMember": A,
+        "Backup": A,  # the whole state, block-token keys included
     },
     "keelfs.chunk.v1.ChunkServer": {
         "WriteBlock": C,  # clients, and chunk servers forwarding down a pipeline
@@ -269,7 +271,14 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,unused
         return grpc.stream_stream_rpc_method_handler(guard_stream(h.stream_stream), **codec)
 
 
-def server_interceptors(tls: TlsSettings | None) -> list[grpc.aio.ServerInterceptor]:
-    """What to pass as ``grpc.aio.server(interceptors=...)``: the access check with TLS,
-    nothing without (insecure mode: no identities, today's behaviour)."""
-    return [] if tls is None else [AccessInterceptor(Authenticator(tls))]
+def server_interceptors(
+    tls: TlsSettings | None, node: str | None = None
+) -> list[grpc.aio.ServerInterceptor]:
+    """What to pass as ``grpc.aio.server(interceptors=...)``: with ``node`` (the server's
+    label in metrics) first the observing interceptor (``keelfs.rpc.observe``: latency by
+    method and code, request ids), then the access check with TLS (none without: insecure
+    mode has no identities)."""
+    out: list[grpc.aio.ServerInterceptor] = [] if node is None else [ObservingInterceptor(node)]
+    if tls is not None:
+        out.append(AccessInterceptor(Authenticator(tls)))
+    return out

@@ -26,6 +26,8 @@ import sys
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
+from keelfs.runtime.requests import formatter
+
 __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
@@ -54,13 +56,13 @@ class ProcessFailed(Exception):
     """The process cannot go on (a task it needs ended, or it could not start): exit 1."""
 
 
-def configure_logging(level: str, tag: str) -> None:
-    """Logs to stderr, each line ``<time> <tag> <LEVEL> <logger>: <message>``."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s {tag} %(levelname)s %(name)s: %(message)s",
-    )
+def configure_logging(level: str, tag: str, log_format: str = "text") -> None:
+    """Logs to stderr, each line ``<time> <tag> <LEVEL> <logger>: <message>`` (``text``, with
+    `` [rid=ID]`` under a request id) or one JSON object (``json``); ``keelfs.runtime.requests``
+    has both formats."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format, tag))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def announce_ready(info: dict[str, Any]) -> None:

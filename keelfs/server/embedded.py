@@ -69,6 +69,7 @@ from keelfs.server.settings import (
     ConfigError,
     Resolved,
     check_limits,
+    checked_log_format,
     checked_log_level,
     neighbour_address,
     split_address,
@@ -149,6 +150,7 @@ class ServerConfig:
     chunk_max_concurrent_rpcs: int = chunk_node.DEFAULT_MAX_CONCURRENT_RPCS
     reserved_bytes: int = 0
     log_level: str = "INFO"
+    log_format: str = "text"
     tls_dir: str = ""
     insecure: bool = False
     s3_listen: str = ""
@@ -177,6 +179,7 @@ class ServerConfig:
         check_limits(v, "reserved_bytes", least=0)
         trash_interval(v["trash_interval"])
         v["log_level"] = checked_log_level(v["log_level"])
+        v["log_format"] = checked_log_format(v["log_format"])
         v["data"] = Path(v["data"])
         config = cls(**v)
         check_listen(
@@ -433,6 +436,6 @@ def run(config: ServerConfig) -> int:
     """Run the server in this process; the exit status (``keelfs.runtime.lifecycle``)."""
     from keelfs.chunk.memory import tune_malloc
 
-    configure_logging(config.log_level, "server")
+    configure_logging(config.log_level, "server", config.log_format)
     tune_malloc()
     return run_process("server", lambda: serve(config))

@@ -526,16 +526,24 @@ class MetaCluster(Launcher):
 
     # -- chunk servers --------------------------------------------------------------------------
     def start_chunk_servers(
-        self, n: int = 3, *args: str, wait_reported: bool = True
+        self,
+        n: int = 3,
+        *args: str,
+        wait_reported: bool = True,
+        data_from: tuple[Path, ...] = (),
     ) -> LocalChunkServers:
         """Start ``n`` chunk server processes reporting to this cluster (stopped by
         ``stop_all``); with ``wait_reported``, wait until every shard leader has their full
-        block reports (so that they are chosen for new blocks)."""
+        block reports (so that they are chosen for new blocks). ``data_from``: data
+        directories of stopped chunk servers (of another cluster: a restored one's), copied in
+        as the first ones' data, ids and replicas included."""
         from keelfs.server.chunkservers import LocalChunkServers
 
         servers = LocalChunkServers.in_layout(
             self.layout, n, server_args=("--heartbeat-interval-s", "0.5", *args)
         )
+        for i, source in enumerate(data_from):
+            shutil.copytree(source, servers.data_dir(i), symlinks=True)
         self._certify()
         self._chunk_servers.append(servers)
         servers.start()

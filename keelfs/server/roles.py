@@ -35,6 +35,7 @@ from keelfs.server.settings import (
     MASTER_SETTINGS,
     ConfigError,
     Setting,
+    checked_log_format,
     checked_log_level,
     click_options,
     resolve,
@@ -65,6 +66,7 @@ def _values(
     try:
         values = dict(resolve(settings, section, flags, config_file).values)
         values["log_level"] = checked_log_level(values["log_level"])
+        values["log_format"] = checked_log_format(values["log_format"])
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     return values
@@ -77,7 +79,7 @@ def _run_meta(role: str, command: str, values: Mapping[str, Any]) -> None:
         config, http = node_config(role, values)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    configure_logging(values["log_level"], f"n{config.node_id}")
+    configure_logging(values["log_level"], f"n{config.node_id}", values["log_format"])
     sys.exit(run_process(command, lambda: serve(config, http)))
 
 
@@ -113,7 +115,7 @@ def chunkserver(config_file: Path | None, **flags: Any) -> None:
         config, reporting, http = chunk_config(values)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    configure_logging(values["log_level"], "chunk")
+    configure_logging(values["log_level"], "chunk", values["log_format"])
     if not tune_malloc():
         logging.getLogger("keelfs.server.chunkserver").info(
             "not glibc: malloc thresholds left as they are"

@@ -51,6 +51,7 @@ __all__ = [
     "check_limits",
     "checked_advertise",
     "checked_http_listen",
+    "checked_log_format",
     "checked_log_level",
     "click_options",
     "neighbour_address",
@@ -150,6 +151,13 @@ class Setting:
 
 _DATA = Setting("data", Path, Path("keelfs-data"), "data directory (created on first start)")
 _LOG_LEVEL = Setting("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR (logs go to stderr)")
+_LOG_FORMAT = Setting(
+    "log_format",
+    str,
+    "text",
+    "text (one line each, `[rid=ID]` under a request id) or json (one object per line: ts, "
+    "level, logger, process, msg, request_id)",
+)
 _HTTP_LISTEN = Setting(
     "http_listen",
     str,
@@ -265,6 +273,7 @@ _TLS_FILES: tuple[Setting, ...] = (
 
 NODE_SETTINGS: tuple[Setting, ...] = (
     _LOG_LEVEL,
+    _LOG_FORMAT,
     _TLS_DIR,
     *_TLS_FILES,
     _INSECURE,
@@ -324,6 +333,7 @@ SERVER_SETTINGS: tuple[Setting, ...] = (
     ),
     _RESERVED_BYTES,
     _LOG_LEVEL,
+    _LOG_FORMAT,
     _TLS_DIR.but(
         help="a `keelfs certs` directory holding master-1 and chunkserver-ID certificates "
         "(ID: the embedded chunk server's, cs-1 on a first start): mutual TLS everywhere "
@@ -710,6 +720,13 @@ def trash_interval(minutes: float) -> int:
     if not 0 <= minutes <= 10 * 365 * 24 * 60:
         raise ConfigError(f"trash_interval must be 0 (off) to 10 years in minutes, not {minutes}")
     return round(minutes * 60_000)
+
+
+def checked_log_format(value: str) -> str:
+    fmt = str(value).lower()
+    if fmt not in ("text", "json"):
+        raise ConfigError(f"log_format: unknown format {value!r} (expected text or json)")
+    return fmt
 
 
 def checked_log_level(value: str) -> str:

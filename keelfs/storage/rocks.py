@@ -786,6 +786,40 @@ class RocksEngine:
                 store = self._groups[group_id] = RocksLogStorage(self, group_id, conf, addresses)
             return store
 
+    def restore_group(
+        self,
+        group_id: str,
+        meta: SnapshotMeta,
+        image: SnapshotSource,
+        addresses: Mapping[int, str],
+    ) -> RocksLogStorage:
+        """Create ``group_id`` from a snapshot (a restored backup): ``image`` becomes its
+        snapshot ``meta`` (index, term, membership), with an empty log after it, the hard
+        state at that term with ``meta.index`` committed, and ``addresses`` its members'
+        Raft addresses. As any snapshot: the image is written durably first, then one
+        RocksDB write names it. The state machine is rebuilt from it when the group is opened
+        (``RaftGroup``: a snapshot newer than the machine's applied index). A group that
+        exists already is a ``ValueError``."""
+        if self._closed:
+            raise RuntimeError("engine is closed")
+        with self._lock:
+            if group_id in self._groups or group_id in self.group_ids():
+                raise ValueError(f"group {group_id!r} exists already")
+            snapshots = SnapshotStore(self.snapshot_dir(group_id), verify=self.verify)
+            try:
+                snapshots.create(meta, image)
+            finally:
+                snapshots.close()
+            prefix = _group_prefix(group_id)
+            wb = WriteBatch(raw_mode=True)
+            wb.put(_REGISTRY + group_id.encode(), b"")
+            wb.put(prefix + _K_MEMBERS, encode_membership(addresses))
+            wb.put(prefix + _K_SNAP, encode_snapshot_meta(meta))
+            wb.put(prefix + _K_DUMMY, _DUMMY.pack(meta.index, meta.term))
+            wb.put(prefix + _K_HARD, _HARD_STATE.pack(meta.term, 0, meta.index))
+            self._write(wb)
+        return self.group(group_id)
+
     def group_ids(self) -> list[str]:
         """Every group stored in this database (created and not destroyed)."""
         out: list[str] = []

@@ -5,9 +5,12 @@ Two sources, one per kind of process:
 - :class:`MetaMetrics` for a master or config server (a ``MetaNode``): per Raft group
   (label ``group``) the term, commit, applied and last index, whether this member leads,
   the elections this member has seen (term increases since the web server started),
-  snapshots installed and proposals lost; the proposal latency of every group and the
-  latency of the host's synced log writes (one fsync per round for every group); the chunk
-  servers and blocks this master knows of, and the block health of the shards it leads;
+  snapshots installed and proposals lost, and on a leader each member's lag; the proposal
+  latency of every group and the latency of the host's synced log writes (one fsync per
+  round for every group); the chunk servers and blocks this master knows of, and the block
+  health of the shards it leads;
+- in both, ``keelfs_rpc_server_seconds``: the gRPC calls the process served, by method and
+  status code (``keelfs.rpc.observe``);
 - :class:`ChunkMetrics` for a chunk server (a ``ChunkNode``): capacity, used and available
   bytes, replicas by state, the bytes of replica data written (received) and read (sent,
   including the block scanner's reads), and the heartbeat reporter's counters.
@@ -29,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from keelfs.rpc.observe import RPC_SECONDS
 
 if TYPE_CHECKING:
     from keelfs.chunk.node import ChunkNode
@@ -55,6 +60,7 @@ class Metrics(Collector):
         self.node_label = node_label
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        self.registry.register(RPC_SECONDS)  # the process's gRPC calls (keelfs.rpc.observe)
 
     def collect(self) -> Iterator[Metric]:
         g = _gauge("keelfs_process_role", "This process's role (always 1)", ["node", "role"])
@@ -168,6 +174,12 @@ class MetaMetrics(Metrics):
         lost = CounterMetricFamily(
             "keelfs_raft_proposals_lost", "Proposals lost to leader changes", labels=labels
         )
+        member_lag = _gauge(
+            "keelfs_raft_member_lag",
+            "On a group's leader: entries each member has not acknowledged yet (last index "
+            "minus its match; keelfs.runtime.status.lag)",
+            ["node", "group", "member"],
+        )
         for gid, group in sorted(host.groups.items()):
             st = group.status()
             values = {
@@ -184,10 +196,13 @@ class MetaMetrics(Metrics):
             elections.add_metric([n, gid], float(max(0, st.term - first)))
             snapshots.add_metric([n, gid], float(st.snapshots_installed))
             lost.add_metric([n, gid], float(st.proposals_lost))
+            for member, progress in sorted(st.progress.items()):
+                member_lag.add_metric([n, gid, str(member)], float(progress.lag))
         yield from fams.values()
         yield elections
         yield snapshots
         yield lost
+        yield member_lag
         rounds = CounterMetricFamily(
             "keelfs_raft_synced_rounds", "Ready rounds that made one synced write", labels=["node"]
         )

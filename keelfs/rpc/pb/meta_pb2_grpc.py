@@ -2257,6 +2257,11 @@ class NodeStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RegistryRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RegistryReply.FromString,
                 _registered_method=True)
+        self.Backup = channel.unary_stream(
+                '/keelfs.meta.v1.Node/Backup',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BackupRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BackupChunk.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -2313,6 +2318,16 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backup(self, request, context):
+        """Admin, on the leader of `group`: its state machine's image at one committed index (a
+        read barrier first, so the image holds every write acknowledged before the call),
+        streamed: a first message with the index, term and members, the image in pieces, a last
+        message with its size and SHA-256 (`keelfs admin backup`, docs/operations.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -2345,6 +2360,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Registry,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RegistryRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.RegistryReply.SerializeToString,
+            ),
+            'Backup': grpc.unary_stream_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BackupRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BackupChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2512,6 +2532,33 @@ class Node:
             '/keelfs.meta.v1.Node/Registry',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.RegistryRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.RegistryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/keelfs.meta.v1.Node/Backup',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.BackupRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.BackupChunk.FromString,
             options,
             channel_credentials,
             insecure,
