@@ -60,10 +60,10 @@ def status_name(code: Any) -> str:
     if code is None:
         return "OK"
     if isinstance(code, grpc.StatusCode):
-        return code.name
+        return str(code.name)
     for member in grpc.StatusCode:
         if member.value[0] == code:
-            return member.name
+            return str(member.name)
     return str(code)
 
 
