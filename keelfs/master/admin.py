@@ -28,6 +28,7 @@ __all__ = [
     "LEARNER_CAUGHT_UP",
     "add_member",
     "admin_timeout",
+    "balance_step",
     "registry",
     "remove_member",
     "transfer_leader",
@@ -204,3 +205,32 @@ def registry(node: MetaNode) -> pb.RegistryReply:
         nodes.update({int(k): str(v) for k, v in node.config_member.sm.masters().items()})
     nodes.setdefault(node.node_id, node.client_address)
     return pb.RegistryReply(nodes=nodes, config_servers=list(dict.fromkeys(config)))
+
+
+def balance_step(node: MetaNode, request: pb.BalanceStepRequest) -> pb.BalanceStepReply:
+    """One step of ``keelfs admin balance`` for shard ``request.group``, on its leader
+    (``ReplicationMonitor.balance_step``)."""
+    group = _group(node, request.group)
+    _require_leader(group)
+    member = node.shards.get(request.group)
+    if member is None:
+        raise InvalidArgument(f"{request.group} is not a shard", "group")
+    if request.max_bytes <= 0:
+        raise InvalidArgument("max_bytes must be positive", "max_bytes")
+    unknown = sorted(
+        s for s in (*request.sources, *request.targets) if s not in node.chunks.servers
+    )
+    if unknown:
+        raise NotFound(
+            unknown[0], "chunk server", message=f"unknown chunk server(s): {', '.join(unknown)}"
+        )
+    moves, in_flight = node.replication.balance_step(
+        member, list(request.sources), list(request.targets), request.max_bytes
+    )
+    return pb.BalanceStepReply(
+        moves=[
+            pb.BalanceMove(block_id=m.block_id, source=m.source, target=m.target, bytes=m.length)
+            for m in moves
+        ],
+        in_flight=in_flight,
+    )
