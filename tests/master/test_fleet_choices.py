@@ -52,8 +52,7 @@ def _hold(reg: ChunkRegistry, block: int, servers: list[str], gen: int = 1) -> N
 
 def _admin(reg: ChunkRegistry, **states: str | tuple[str, int]) -> None:
     reg.set_admin_states(
-        ServerAdminState(sid, *(v if isinstance(v, tuple) else (v, 0)))
-        for sid, v in states.items()
+        ServerAdminState(sid, *(v if isinstance(v, tuple) else (v, 0))) for sid, v in states.items()
     )
 
 
