@@ -29,7 +29,14 @@ from dataclasses import dataclass
 from keelfs.master.blocks import DECOMMISSIONING, IN_SERVICE, MAINTENANCE, ChunkRegistry
 from keelfs.meta.records import BlockInfo
 
-__all__ = ["Move", "choose_moves", "counted_replicas", "leaving_holders", "trimmable"]
+__all__ = [
+    "Move",
+    "choose_moves",
+    "counted_replicas",
+    "leaving_holders",
+    "projected_use",
+    "trimmable",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +87,14 @@ def choose_moves(
     targets: Sequence[str],
     max_bytes: int,
     busy: Iterable[int] = (),
+    in_flight: Iterable[Move] = (),
 ) -> list[Move]:
     """Moves of replicas of ``blocks`` (each with its wanted replication) from ``sources`` to
     ``targets``, at most ``max_bytes`` in all (at least one move if any qualifies), by the
-    rules of the module doc; ``busy``: blocks with a move under way."""
-    used = {s.server_id: s.used for s in reg.servers.values()}
+    rules of the module doc; ``busy``: blocks with a move under way; ``in_flight``: moves
+    not finished, whose effect on the servers' use is counted as done (their copy not yet
+    reported, their source not yet trimmed), so that a later step does not overshoot."""
+    used = projected_use(reg, in_flight)
     eligible = [
         t
         for t in targets
@@ -116,6 +126,19 @@ def choose_moves(
             total += block.length
             break
     return moves
+
+
+def projected_use(reg: ChunkRegistry, in_flight: Iterable[Move]) -> dict[str, int]:
+    """Each server's use as reported, plus what ``in_flight`` moves will still add to their
+    targets and take from their sources."""
+    used = {s.server_id: s.used for s in reg.servers.values()}
+    for move in in_flight:
+        holders = reg.replicas.get(move.block_id, {})
+        if move.target not in holders:
+            used[move.target] = used.get(move.target, 0) + move.length
+        if move.source in holders:
+            used[move.source] = used.get(move.source, 0) - move.length
+    return used
 
 
 def _target_for(

@@ -599,7 +599,8 @@ class ReplicationMonitor:
                 for b in inode.blocks
             ]
             busy = set(self._moves) | set(self._decisions)
-            for move in choose_moves(reg, candidates, sources, targets, budget, busy):
+            flying = [m.move for m in self._moves.values()]  # every shard's: one registry
+            for move in choose_moves(reg, candidates, sources, targets, budget, busy, flying):
                 ref = pb.ReplicaReport(
                     block_id=move.block_id, gen_stamp=move.gen_stamp, length=move.length
                 )

@@ -19,6 +19,7 @@ from click.testing import CliRunner, Result
 from keelfs.cli.main import cli
 from keelfs.client.sync import Client
 from keelfs.server.chunkservers import LocalChunkServers
+from keelfs.server.layout import ADMIN_USER
 from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.tiers import starts_processes
 
@@ -274,3 +275,38 @@ def test_bad_input_is_refused_and_changes_nothing(fleet: tuple[MetaCluster, Any]
     after = servers_state(c)
     assert {s: v["state"] for s, v in after.items()} == {s: v["state"] for s, v in before.items()}
     assert c.admin().shard_map().version == version
+
+
+# -- who may: a TLS cluster --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+@starts_processes
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MetaCluster, str]]:
+    c = MetaCluster(tmp_path_factory.mktemp("fleet-tls"), shards=("shard-1",), tls=True)
+    with c:
+        servers = c.start_chunk_servers(1, "--no-fsync-on-close")
+        yield c, server_id(servers, 0)
+
+
+def test_a_user_who_is_not_an_admin_is_refused_and_nothing_changes(
+    tls_cluster: tuple[MetaCluster, str],
+) -> None:
+    from keelfs.tls.certs import issue_client
+
+    c, cs = tls_cluster
+    assert c.tls_dir is not None
+    issue_client(c.tls_dir, "alice")
+    as_alice = ["--tls-dir", str(c.tls_dir), "--user", "alice"]
+    for args in (("decommission", cs), ("maintenance", cs, "--for", "1h"), ("balance",)):
+        r = admin(c, *args, *as_alice)
+        assert r.exit_code == 1, (args, r.output)
+        assert "admin method" in r.output, r.output
+    version = c.admin().shard_map().version
+    as_root = ["--tls-dir", str(c.tls_dir), "--user", ADMIN_USER]
+    r = admin(c, "servers", "--json", *as_root)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["servers"][cs]["state"] == "in_service"
+    assert c.admin().shard_map().version == version
+    # an admin may
+    assert admin(c, "decommission", cs, *as_root).exit_code == 0
+    assert admin(c, "recommission", cs, *as_root).exit_code == 0
+    assert c.admin().shard_map().version == version + 2

@@ -264,3 +264,24 @@ def test_a_block_being_written_is_never_moved() -> None:
         node.chunks.full_report(server, [(91, Replica(1, 10, "s"))] if i < 2 else [])
     monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
     assert monitor.balance_step(member, ["a", "b"], ["e"], 1 << 30) == ([], 0)
+
+
+def test_moves_in_flight_count_as_done_so_a_later_step_does_not_overshoot() -> None:
+    reg = _registry({"a": "/r", "b": "/r", "e": "/r"}, used={"a": 40 << 20, "b": 40 << 20})
+    for i in range(1, 9):
+        _hold(reg, i, ["a", "b"])
+    first = choose_moves(reg, _blocks(8), ["a", "b"], ["e"], max_bytes=1 << 40)
+    assert first  # e fills up to about the others' use, then no move narrows the gap
+    again = choose_moves(
+        reg,
+        _blocks(8),
+        ["a", "b"],
+        ["e"],
+        1 << 40,
+        busy=[m.block_id for m in first],
+        in_flight=first,
+    )
+    assert again == []  # without the moves in flight counted, e would be filled twice
+    assert choose_moves(
+        reg, _blocks(8), ["a", "b"], ["e"], 1 << 40, busy=[m.block_id for m in first]
+    )
