@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from keelfs.client._core import CONFIG_ROUTE, Op, fetch_map_op
-from keelfs.client.admin_client import AdminClient
+from keelfs.client.admin_client import AdminClient, AdminClientError
 from keelfs.rpc.pb import meta_pb2 as pb
 
 __all__ = [
@@ -106,6 +106,9 @@ def server_rows(c: AdminClient, now_ms: int | None = None) -> dict[str, ServerRo
     """Every chunk server some master knows or the config group has a state for (``load()``
     the client first)."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if not c.view.statuses():  # e.g. a user who may not ask Node.Status (an admin method)
+        why = "; ".join(f"node {i}: {w}" for i, w in c.view.unreachable().items())
+        raise AdminClientError(f"no metadata node answered Node.Status ({why or 'none known'})")
     rows: dict[str, ServerRow] = {}
     for sid, cs in c.view.chunk_servers.items():
         rows[sid] = ServerRow(sid, cs.address, cs.rack, cs.live, cs.capacity, cs.used)

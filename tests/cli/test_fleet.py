@@ -299,7 +299,7 @@ def test_a_user_who_is_not_an_admin_is_refused_and_nothing_changes(
     for args in (("decommission", cs), ("maintenance", cs, "--for", "1h"), ("balance",)):
         r = admin(c, *args, *as_alice)
         assert r.exit_code == 1, (args, r.output)
-        assert "admin method" in r.output, r.output
+        assert "admin method" in r.output or "PERMISSION_DENIED" in r.output, r.output
     version = c.admin().shard_map().version
     as_root = ["--tls-dir", str(c.tls_dir), "--user", ADMIN_USER]
     r = admin(c, "servers", "--json", *as_root)
