@@ -149,6 +149,7 @@ def test_decommission_under_writes_and_a_leader_kill_then_stop_and_recommission(
     writer.start()
     try:
         c.wait_for(lambda: writer.count >= 3 or None, 60, "the writer did not start")
+        began = time.monotonic()
         r = admin(c, "decommission", leaving)
         assert r.exit_code == 0, r.output
         assert servers_state(c)[leaving]["state"] in ("decommissioning", "decommissioned")
@@ -168,6 +169,7 @@ def test_decommission_under_writes_and_a_leader_kill_then_stop_and_recommission(
         180,
         f"{leaving} never decommissioned: {servers_state(c).get(leaving)}",
     )
+    print(f"decommissioned {leaving} ({len(files.md5)} files) {time.monotonic() - began:.1f} s")
     paths = sorted(files.md5)
     for (path, i), holders in block_holders(c, fs, paths).items():
         assert len(holders - {leaving}) >= 3, f"{path} block {i}: only {holders}"
@@ -240,7 +242,10 @@ def test_balance_moves_replicas_to_an_empty_server_and_every_file_reads(
     fs = c.admin()
     [new] = [r["server_id"] for r in c.start_chunk_servers(1, "--no-fsync-on-close").ready]
     assert servers_state(c)[new]["used"] == 0
+    began = time.monotonic()
     out = admin_json(c, "balance", "--threshold", "0", "--rate", "50", "--timeout", "240")
+    print(f"balance: {len(out['moves'])} moves, {out['bytes']} bytes, "
+          f"{time.monotonic() - began:.1f} s: {out['result']}")  # fmt: skip
     assert new in {m["to"] for m in out["moves"]}, out
     paths = sorted(files.md5)
     want = {p: 4 if p == "/a/everywhere" else 3 for p in paths}
