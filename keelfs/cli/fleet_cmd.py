@@ -199,17 +199,28 @@ def servers_cmd(address: str | None, as_json: bool) -> None:
 )
 @click.option("--rate", default=10.0, show_default=True, help="MB/s to move, at most.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds to run at most.")
+@click.option(
+    "--min-block-size",
+    default=1 << 20,
+    show_default=True,
+    help="Blocks smaller than this many bytes are not moved.",
+)
 @common
 def balance_cmd(
-    threshold: float, rate: float, timeout: float, address: str | None, as_json: bool
+    threshold: float,
+    rate: float,
+    timeout: float,
+    min_block_size: int,
+    address: str | None,
+    as_json: bool,
 ) -> None:
     """Move replicas from servers above the mean utilisation + THRESHOLD to those below the
     mean, at most RATE MB/s, until balanced: a copy to the target first, the source's replica
     deleted only once the copy is recorded; blocks being written are never moved, racks kept."""
     from keelfs.client.fleet import BalanceRound, balance
 
-    if threshold < 0 or rate <= 0 or timeout <= 0:
-        _bad("--threshold must be >= 0, --rate and --timeout > 0")
+    if threshold < 0 or rate <= 0 or timeout <= 0 or min_block_size < 0:
+        _bad("--threshold and --min-block-size must be >= 0, --rate and --timeout > 0")
 
     def body(c: AdminClient) -> None:
         moved: list[dict[str, Any]] = []
@@ -233,6 +244,7 @@ def balance_cmd(
             threshold=threshold,
             rate_bytes=int(rate * 1_000_000),
             timeout=timeout,
+            min_block_bytes=min_block_size,
             on_round=on_round,
         )
         total = sum(m["bytes"] for m in moved)

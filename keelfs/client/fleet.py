@@ -167,6 +167,7 @@ def balance(
     rate_bytes: int = 10 << 20,
     round_s: float = 2.0,
     timeout: float = 3600.0,
+    min_block_bytes: int = 1 << 20,
     on_round: Callable[[BalanceRound], None] = lambda _: None,
 ) -> str:
     """Drive the balancer until done (module doc); why it stopped."""
@@ -183,7 +184,11 @@ def balance(
         in_flight = 0
         for shard in shards:
             request = pb.BalanceStepRequest(
-                group=shard, sources=plan.sources, targets=plan.targets, max_bytes=share
+                group=shard,
+                sources=plan.sources,
+                targets=plan.targets,
+                max_bytes=share,
+                min_block_bytes=min_block_bytes,
             )
             reply = c.call_leader(shard, "BalanceStep", request, 10.0)
             moves.extend(reply.moves)

@@ -225,7 +225,11 @@ def balance_step(node: MetaNode, request: pb.BalanceStepRequest) -> pb.BalanceSt
             unknown[0], "chunk server", message=f"unknown chunk server(s): {', '.join(unknown)}"
         )
     moves, in_flight = node.replication.balance_step(
-        member, list(request.sources), list(request.targets), request.max_bytes
+        member,
+        list(request.sources),
+        list(request.targets),
+        request.max_bytes,
+        request.min_block_bytes,
     )
     return pb.BalanceStepReply(
         moves=[

@@ -12,13 +12,14 @@ gets its full replication elsewhere (``ReplicationMonitor``); they are not trimm
 (``trimmable``), so a decommission never lowers a block's redundancy.
 
 **Balancing** (``choose_moves``). The balancer (``keelfs admin balance``,
-``keelfs.client.balance``) names the servers above the mean utilisation plus the threshold
+``keelfs.client.fleet``) names the servers above the mean utilisation plus the threshold
 (sources) and below the mean (targets); each shard's leader picks, among the blocks of its
 closed files, replicas on a source to copy to a target: the block healthy (fully replicated,
-no move of it under way), the target in service, live, reported and not holding it, the move
-keeping the block on as many racks as before, and narrowing the gap between the two servers'
-use (the source's use minus the target's exceeds the block's length, as projected after the
-moves already chosen): the balancer converges instead of moving a block back and forth.
+no move of it under way) and not too small to be worth a move, the target in service, live,
+reported and not holding it, the move keeping the block on as many racks as before, and
+narrowing the gap between the two servers' use (the source's use minus the target's exceeds
+the block's length, as projected after the moves already chosen and those in flight): the
+balancer converges instead of moving a block back and forth.
 """
 
 from __future__ import annotations
@@ -88,12 +89,15 @@ def choose_moves(
     max_bytes: int,
     busy: Iterable[int] = (),
     in_flight: Iterable[Move] = (),
+    min_length: int = 0,
 ) -> list[Move]:
     """Moves of replicas of ``blocks`` (each with its wanted replication) from ``sources`` to
     ``targets``, at most ``max_bytes`` in all (at least one move if any qualifies), by the
     rules of the module doc; ``busy``: blocks with a move under way; ``in_flight``: moves
     not finished, whose effect on the servers' use is counted as done (their copy not yet
-    reported, their source not yet trimmed), so that a later step does not overshoot."""
+    reported, their source not yet trimmed), so that a later step does not overshoot. Blocks
+    shorter than ``min_length`` are not moved: a move of a few bytes narrows the gap by as
+    little, and thousands of them would be needed (HDFS's balancer skips small blocks too)."""
     used = projected_use(reg, in_flight)
     eligible = [
         t
@@ -107,7 +111,7 @@ def choose_moves(
     for block, want in blocks:
         if total >= max_bytes or not eligible:
             break
-        if block.block_id in skip:
+        if block.block_id in skip or block.length < min_length:
             continue
         counted = counted_replicas(reg, block)
         if len(counted) < want:

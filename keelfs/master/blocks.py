@@ -99,8 +99,6 @@ class ChunkRegistry:
     """When a server last became live here (None: none ever did)."""
     admin: dict[str, ServerAdminState] = field(default_factory=dict)
     """Servers not simply in service, as the config group last said (``set_admin_states``)."""
-    admin_since: dict[str, float] = field(default_factory=dict)
-    """Server -> when (``now()``) this master learned of its current administrative state."""
     wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)
 
     def now(self) -> float:
@@ -180,14 +178,7 @@ class ChunkRegistry:
     # -- administrative states ------------------------------------------------------------------
     def set_admin_states(self, states: Iterable[ServerAdminState]) -> None:
         """The states the config group holds now (every server not named is in service)."""
-        new = {a.server_id: a for a in states}
-        for sid, a in new.items():
-            old = self.admin.get(sid)
-            if old is None or (old.state, old.until_ms) != (a.state, a.until_ms):
-                self.admin_since[sid] = self.now()
-        for sid in set(self.admin) - set(new):
-            self.admin_since.pop(sid, None)
-        self.admin = new
+        self.admin = {a.server_id: a for a in states}
 
     def admin_state(self, server_id: str) -> str:
         """``decommissioning``, ``maintenance`` (until its deadline) or ``in_service``."""

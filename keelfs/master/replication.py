@@ -23,6 +23,17 @@ is the writer's):
 - orphans (blocks no shard references at all) are ``keelfs.master.orphans``' work: the walk's
   memory is never evidence that a block is unreferenced, only the shards' block indexes are.
 
+Chunk servers' administrative states (``keelfs.master.balancer``): the replicas that count
+towards a block's replication are those on live servers in service, and those on servers in
+maintenance while one of the first kind exists; a repair copies until they are enough (the
+first new copy on another rack if they are all on one). Replicas on a decommissioning server
+never count and are never trimmed as excess; each complete walk records, per decommissioning
+server, how many of the shard's blocks it holds still lack copies elsewhere (``drains``,
+served in ``Node.Status`` as ``drain``: ``keelfs admin servers`` shows "decommissioned" once
+every shard's leader reports none left). Balancer moves (``balance_step``, driven by ``keelfs
+admin balance``) are a copy to the target, then the ordinary excess trim with the move's
+source ranked first to go: it still waits for every kept replica's verification.
+
 Each shard led here is maintained in its own task (walk ticks, deletions, lease ticks, orphan
 rounds), so a shard that cannot reach a quorum or another shard holds up only its own work.
 
@@ -574,7 +585,12 @@ class ReplicationMonitor:
 
     # -- the balancer -------------------------------------------------------------------------
     def balance_step(
-        self, member: Member, sources: Sequence[str], targets: Sequence[str], max_bytes: int
+        self,
+        member: Member,
+        sources: Sequence[str],
+        targets: Sequence[str],
+        max_bytes: int,
+        min_block_bytes: int = 0,
     ) -> tuple[list[Move], int]:
         """Begin moves of ``member``'s replicas from ``sources`` to ``targets`` (see
         ``keelfs.master.balancer``): at most ``max_bytes`` in flight for this shard, these
@@ -600,7 +616,10 @@ class ReplicationMonitor:
             ]
             busy = set(self._moves) | set(self._decisions)
             flying = [m.move for m in self._moves.values()]  # every shard's: one registry
-            for move in choose_moves(reg, candidates, sources, targets, budget, busy, flying):
+            chosen = choose_moves(
+                reg, candidates, sources, targets, budget, busy, flying, min_block_bytes
+            )
+            for move in chosen:
                 ref = pb.ReplicaReport(
                     block_id=move.block_id, gen_stamp=move.gen_stamp, length=move.length
                 )

@@ -235,17 +235,44 @@ def test_a_maintenance_restart_copies_nothing_but_a_death_after_the_deadline_doe
 
 
 # -- the balancer -----------------------------------------------------------------------------
-def test_balance_moves_replicas_to_an_empty_server_and_every_file_reads(
+def test_balance_under_writes_and_a_leader_kill_fills_an_empty_server_and_every_file_reads(
     fleet: tuple[MetaCluster, Any], files: Files
 ) -> None:
+    """The balancer runs while a writer writes and the shards' leader is killed once moves
+    are in flight: the new leader trims the copies it did not plan as any excess; in the end
+    every block has exactly its replication, the new server holds some, every file reads."""
     c, servers = fleet
     fs = c.admin()
     [new] = [r["server_id"] for r in c.start_chunk_servers(1, "--no-fsync-on-close").ready]
     assert servers_state(c)[new]["used"] == 0
+    fs.mkdir("/load2", parents=True)
+    writer = Writer(c.client(deadline=30.0), files, "/load2")
+    killed: list[int] = []
+
+    def kill_a_leader_mid_move() -> None:
+        victim = c.leader("shard-1")
+        c.wait_for(lambda: c.status(victim).replication["moves"] > 0 or None, 120, "no move began")
+        c.kill9(victim)
+        killed.append(victim)
+        c.leader("shard-1", exclude=(victim,))
+        c.restart(victim)
+
+    killer = threading.Thread(target=kill_a_leader_mid_move, daemon=True)
+    writer.start()
+    killer.start()
     began = time.monotonic()
-    out = admin_json(c, "balance", "--threshold", "0", "--rate", "50", "--timeout", "240")
+    try:
+        out = admin_json(
+            c, "balance", "--threshold", "0", "--rate", "50", "--timeout", "240",
+            "--min-block-size", str(BLOCK),
+        )  # fmt: skip
+    finally:
+        writer.stop.set()
+        writer.join(60)
+        killer.join(120)
     print(f"balance: {len(out['moves'])} moves, {out['bytes']} bytes, "
           f"{time.monotonic() - began:.1f} s: {out['result']}")  # fmt: skip
+    assert killed and not writer.errors, (killed, writer.errors)
     assert new in {m["to"] for m in out["moves"]}, out
     paths = sorted(files.md5)
     want = {p: 4 if p == "/a/everywhere" else 3 for p in paths}
@@ -256,7 +283,7 @@ def test_balance_moves_replicas_to_an_empty_server_and_every_file_reads(
         exact = all(len(h) == want[p] for (p, _), h in holders.items())
         return (on_new > 0 and exact) or None
 
-    c.wait_for(settled, 120, "the moves' sources were not trimmed back to 3 replicas")
+    c.wait_for(settled, 180, "the moves' sources were not trimmed back to 3 replicas")
     files.check(fs)
 
 

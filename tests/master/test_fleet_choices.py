@@ -285,3 +285,12 @@ def test_moves_in_flight_count_as_done_so_a_later_step_does_not_overshoot() -> N
     assert choose_moves(
         reg, _blocks(8), ["a", "b"], ["e"], 1 << 40, busy=[m.block_id for m in first]
     )
+
+
+def test_blocks_too_small_to_be_worth_a_move_stay() -> None:
+    reg = _registry({"a": "/r", "b": "/r", "e": "/r"}, used={"a": 10 * GB, "b": 10 * GB})
+    _hold(reg, 1, ["a", "b"])
+    _hold(reg, 2, ["a", "b"])
+    blocks = [(BlockInfo(1, 1, 7), 2), (BlockInfo(2, 1, 1 << 20), 2)]
+    moves = choose_moves(reg, blocks, ["a", "b"], ["e"], 1 << 40, min_length=1 << 20)
+    assert [m.block_id for m in moves] == [2]

@@ -896,16 +896,18 @@ class ContentSummaryReply(_message.Message):
     def __init__(self, summary: _Optional[_Union[ContentSummary, _Mapping]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
 class BalanceStepRequest(_message.Message):
-    __slots__ = ("group", "sources", "targets", "max_bytes")
+    __slots__ = ("group", "sources", "targets", "max_bytes", "min_block_bytes")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MIN_BLOCK_BYTES_FIELD_NUMBER: _ClassVar[int]
     group: str
     sources: _containers.RepeatedScalarFieldContainer[str]
     targets: _containers.RepeatedScalarFieldContainer[str]
     max_bytes: int
-    def __init__(self, group: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., targets: _Optional[_Iterable[str]] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+    min_block_bytes: int
+    def __init__(self, group: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., targets: _Optional[_Iterable[str]] = ..., max_bytes: _Optional[int] = ..., min_block_bytes: _Optional[int] = ...) -> None: ...
 
 class BalanceMove(_message.Message):
     __slots__ = ("block_id", "source", "target", "bytes")
