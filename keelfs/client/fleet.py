@@ -11,17 +11,20 @@ enough copies elsewhere, and nothing being written there: it can then be stopped
 moment of reduced redundancy.
 
 **The balancer** (``balance``) is a one-shot driver run by the admin tool, not a task of the
-masters: each round it reads every server's use from the masters' status (``plan_balance``:
-the servers above the mean utilisation plus the threshold are sources, those below the mean
-targets; only live servers in service take part) and asks each shard's leader for a step
-(``Node.BalanceStep``) with that round's share of the byte budget (``rate`` × the round's
-length). A shard's leader has at most that much in flight: a move is a copy to the target,
-and the source's replica is deleted only once the copy is reported and every replica kept
-re-verified (the excess trim of ``keelfs.master.replication``, DESIGN §2.12); moves a leader
-loses with its leadership are finished by the next leader's walk as an ordinary excess. It
-stops when no server is above the threshold, when two rounds running began no move and have
-none in flight (nothing more would help), or at its deadline. Stopping it (Ctrl-C) leaves the
-moves in flight to finish or be forgotten; nothing is left half done.
+masters. It works in waves: it waits until no shard has a move in flight, reads every server's
+use from the masters' status (``plan_balance``: the servers above the mean utilisation plus the
+threshold are sources, each with the bytes it is above the mean; those below the mean are
+targets, each with the bytes it may take up to it; only live servers in service take part),
+then asks each shard's leader in turn for a step (``Node.BalanceStep``) within the wave's
+bytes (``rate`` × 2 s) and what the shards before it left of each server's room and excess:
+several shards moving at once never overshoot the mean, so the waves converge. A move is a
+copy to the target, and the source's replica is deleted only once the copy is reported and
+every replica kept re-verified (the excess trim of ``keelfs.master.replication``, DESIGN
+§2.12); moves a leader loses with its leadership are finished by the next leader's walk as an
+ordinary excess, and a move whose copy never arrives is forgotten after two minutes. It stops
+when no server is above the threshold, when two waves running began no move (nothing more
+would help), or at its deadline. Stopping it (Ctrl-C) leaves the moves in flight to finish
+or be forgotten; nothing is left half done.
 """
 
 from __future__ import annotations
@@ -136,12 +139,17 @@ class BalancePlan:
     """Mean utilisation (percent of capacity) of the servers taking part."""
     sources: list[str]
     targets: list[str]
+    excess: dict[str, int] = field(default_factory=dict)
+    """Source -> bytes it is above the mean."""
+    room: dict[str, int] = field(default_factory=dict)
+    """Target -> bytes it is below the mean."""
 
 
 def plan_balance(rows: Mapping[str, ServerRow], threshold: float) -> BalancePlan:
     """Sources: servers above the mean utilisation + ``threshold`` (percentage points),
-    fullest first; targets: servers below the mean, emptiest first. Only live servers in
-    service with a known capacity take part."""
+    fullest first, each with the bytes it is above the mean; targets: servers below the
+    mean, emptiest first, each with the bytes it may take up to the mean. Only live servers
+    in service with a known capacity take part."""
     taking = [r for r in rows.values() if r.live and r.state == IN_SERVICE and r.capacity > 0]
     if not taking:
         return BalancePlan(0.0, [], [])
@@ -150,7 +158,17 @@ def plan_balance(rows: Mapping[str, ServerRow], threshold: float) -> BalancePlan
         (r for r in taking if r.utilisation > mean + threshold), key=lambda r: -r.utilisation
     )
     under = sorted((r for r in taking if r.utilisation < mean), key=lambda r: r.utilisation)
-    return BalancePlan(mean, [r.server_id for r in over], [r.server_id for r in under])
+
+    def bytes_off(r: ServerRow) -> int:
+        return int(abs(r.utilisation - mean) / 100.0 * r.capacity)
+
+    return BalancePlan(
+        mean,
+        [r.server_id for r in over],
+        [r.server_id for r in under],
+        {r.server_id: bytes_off(r) for r in over},
+        {r.server_id: bytes_off(r) for r in under},
+    )
 
 
 @dataclass
@@ -158,6 +176,32 @@ class BalanceRound:
     plan: BalancePlan
     moves: list[pb.BalanceMove]
     in_flight: int
+
+
+def _step(
+    c: AdminClient, shard: str, plan: BalancePlan, max_bytes: int, min_block_bytes: int
+) -> pb.BalanceStepReply:
+    request = pb.BalanceStepRequest(
+        group=shard,
+        sources=plan.sources,
+        targets=plan.targets,
+        max_bytes=max_bytes,
+        min_block_bytes=min_block_bytes,
+        room=plan.room,
+        excess=plan.excess,
+    )
+    reply: pb.BalanceStepReply = c.call_leader(shard, "BalanceStep", request, 10.0)
+    return reply
+
+
+def _wait_wave(c: AdminClient, shards: list[str], deadline: float, round_s: float) -> None:
+    """Until no shard has a move in flight (or ``deadline``): each wave is planned from use
+    that the last wave's moves are already part of."""
+    idle = BalancePlan(0.0, [], [])
+    while time.monotonic() < deadline:
+        if all(_step(c, shard, idle, 0, 0).in_flight == 0 for shard in shards):
+            return
+        time.sleep(round_s / 4)
 
 
 def balance(
@@ -175,28 +219,30 @@ def balance(
     idle = 0
     while True:
         c.load()
-        plan = plan_balance(server_rows(c), threshold)
+        shards = sorted(c.shard_map.shards)
+        _wait_wave(c, shards, deadline, round_s)
+        time.sleep(round_s / 2)  # the servers' last heartbeats carry the wave's effect
+        plan = plan_balance(server_rows(c.load()), threshold)
         if not plan.sources or not plan.targets:
             return "balanced: no server is above the mean utilisation + threshold"
-        shards = sorted(c.shard_map.shards)
-        share = max(1, int(rate_bytes * round_s) // max(1, len(shards)))
+        budget = max(1, int(rate_bytes * round_s))
         moves: list[pb.BalanceMove] = []
         in_flight = 0
-        for shard in shards:
-            request = pb.BalanceStepRequest(
-                group=shard,
-                sources=plan.sources,
-                targets=plan.targets,
-                max_bytes=share,
-                min_block_bytes=min_block_bytes,
-            )
-            reply = c.call_leader(shard, "BalanceStep", request, 10.0)
+        for shard in shards:  # one after another, each within what the others left
+            reply = _step(c, shard, plan, budget, min_block_bytes)
+            for m in reply.moves:
+                plan.room[m.target] = max(0, plan.room.get(m.target, 0) - m.bytes)
+                plan.excess[m.source] = max(0, plan.excess.get(m.source, 0) - m.bytes)
+                budget -= m.bytes
             moves.extend(reply.moves)
             in_flight += reply.in_flight
+            if budget <= 0:
+                break
         on_round(BalanceRound(plan, moves, in_flight))
-        idle = idle + 1 if not moves and not in_flight else 0
+        idle = idle + 1 if not moves else 0
         if idle >= 2:
             return "done: no move would narrow the gap any more"
         if time.monotonic() >= deadline:
             return f"stopped after {timeout:g} s (moves in flight finish on their own)"
-        time.sleep(round_s)
+        moved = sum(m.bytes for m in moves)
+        time.sleep(max(round_s, moved / rate_bytes))  # at most rate_bytes a second

@@ -215,11 +215,9 @@ def balance_step(node: MetaNode, request: pb.BalanceStepRequest) -> pb.BalanceSt
     member = node.shards.get(request.group)
     if member is None:
         raise InvalidArgument(f"{request.group} is not a shard", "group")
-    if request.max_bytes <= 0:
-        raise InvalidArgument("max_bytes must be positive", "max_bytes")
-    unknown = sorted(
-        s for s in (*request.sources, *request.targets) if s not in node.chunks.servers
-    )
+
+    named = (*request.sources, *request.targets, *request.room, *request.excess)
+    unknown = sorted({s for s in named if s not in node.chunks.servers})
     if unknown:
         raise NotFound(
             unknown[0], "chunk server", message=f"unknown chunk server(s): {', '.join(unknown)}"
@@ -230,6 +228,8 @@ def balance_step(node: MetaNode, request: pb.BalanceStepRequest) -> pb.BalanceSt
         list(request.targets),
         request.max_bytes,
         request.min_block_bytes,
+        dict(request.room) if request.room else None,
+        dict(request.excess) if request.excess else None,
     )
     return pb.BalanceStepReply(
         moves=[

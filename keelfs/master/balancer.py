@@ -24,7 +24,7 @@ balancer converges instead of moving a block back and forth.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from keelfs.master.blocks import DECOMMISSIONING, IN_SERVICE, MAINTENANCE, ChunkRegistry
@@ -90,6 +90,8 @@ def choose_moves(
     busy: Iterable[int] = (),
     in_flight: Iterable[Move] = (),
     min_length: int = 0,
+    room: Mapping[str, int] | None = None,
+    excess: Mapping[str, int] | None = None,
 ) -> list[Move]:
     """Moves of replicas of ``blocks`` (each with its wanted replication) from ``sources`` to
     ``targets``, at most ``max_bytes`` in all (at least one move if any qualifies), by the
@@ -97,7 +99,9 @@ def choose_moves(
     not finished, whose effect on the servers' use is counted as done (their copy not yet
     reported, their source not yet trimmed), so that a later step does not overshoot. Blocks
     shorter than ``min_length`` are not moved: a move of a few bytes narrows the gap by as
-    little, and thousands of them would be needed (HDFS's balancer skips small blocks too)."""
+    little, and thousands of them would be needed (HDFS's balancer skips small blocks too).
+    ``room``/``excess`` (when given): bytes each target may still take and each source may
+    still shed, so that moves chosen by several shards at once never overshoot the mean."""
     used = projected_use(reg, in_flight)
     eligible = [
         t
@@ -106,6 +110,8 @@ def choose_moves(
     ]
     from_set = set(sources)
     skip = set(busy)
+    take = None if room is None else dict(room)
+    shed = None if excess is None else dict(excess)
     moves: list[Move] = []
     total = 0
     for block, want in blocks:
@@ -118,12 +124,22 @@ def choose_moves(
             continue  # repairs first; a block short of copies is not moved
         holders = set(reg.replicas.get(block.block_id, {}))
         movable = [
-            s for s in counted if s in from_set and reg.live(s) and reg.placeable(s)
-        ]  # a source in service and up (a resting replica is not moved)
+            s
+            for s in counted
+            if s in from_set
+            and reg.live(s)
+            and reg.placeable(s)  # a source in service and up (a resting replica stays)
+            and (shed is None or shed.get(s, 0) >= block.length)
+        ]
+        fits = [t for t in eligible if take is None or take.get(t, 0) >= block.length]
         for source in sorted(movable, key=lambda s: (-used.get(s, 0), s)):
-            target = _target_for(reg, block, source, holders, eligible, used)
+            target = _target_for(reg, block, source, holders, fits, used)
             if target is None:
                 continue
+            if take is not None:
+                take[target] -= block.length
+            if shed is not None:
+                shed[source] -= block.length
             moves.append(Move(block.block_id, block.gen_stamp, block.length, source, target))
             used[source] = used.get(source, 0) - block.length
             used[target] = used.get(target, 0) + block.length

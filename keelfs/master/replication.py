@@ -62,7 +62,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -591,6 +591,8 @@ class ReplicationMonitor:
         targets: Sequence[str],
         max_bytes: int,
         min_block_bytes: int = 0,
+        room: Mapping[str, int] | None = None,
+        excess: Mapping[str, int] | None = None,
     ) -> tuple[list[Move], int]:
         """Begin moves of ``member``'s replicas from ``sources`` to ``targets`` (see
         ``keelfs.master.balancer``): at most ``max_bytes`` in flight for this shard, these
@@ -601,6 +603,8 @@ class ReplicationMonitor:
         mine = [m for m in self._moves.values() if m.shard == shard]
         budget = max_bytes - sum(m.move.length for m in mine)
         begun: list[Move] = []
+        take = None if room is None else dict(room)
+        shed = None if excess is None else dict(excess)
         cursor = self._balance_cursor.get(shard)
         for _ in range(BALANCE_PAGES):
             if budget <= 0:
@@ -617,9 +621,14 @@ class ReplicationMonitor:
             busy = set(self._moves) | set(self._decisions)
             flying = [m.move for m in self._moves.values()]  # every shard's: one registry
             chosen = choose_moves(
-                reg, candidates, sources, targets, budget, busy, flying, min_block_bytes
-            )
+                reg, candidates, sources, targets, budget, busy, flying, min_block_bytes,
+                take, shed,
+            )  # fmt: skip
             for move in chosen:
+                if take is not None:
+                    take[move.target] -= move.length
+                if shed is not None:
+                    shed[move.source] -= move.length
                 ref = pb.ReplicaReport(
                     block_id=move.block_id, gen_stamp=move.gen_stamp, length=move.length
                 )

@@ -294,3 +294,43 @@ def test_blocks_too_small_to_be_worth_a_move_stay() -> None:
     blocks = [(BlockInfo(1, 1, 7), 2), (BlockInfo(2, 1, 1 << 20), 2)]
     moves = choose_moves(reg, blocks, ["a", "b"], ["e"], 1 << 40, min_length=1 << 20)
     assert [m.block_id for m in moves] == [2]
+
+
+def test_room_and_excess_bound_what_moves_to_and_from_each_server() -> None:
+    """Several shards choose moves in one wave: each within what the others left, so that
+    together they never fill a target past the mean nor empty a source below it."""
+    mib = 1 << 20
+    reg = _registry({"a": "/r", "b": "/r", "e": "/r"}, used={"a": 100 * mib, "b": 100 * mib})
+    for i in range(1, 21):
+        _hold(reg, i, ["a", "b"])
+    blocks = [(BlockInfo(i, 1, mib), 2) for i in range(1, 21)]
+    moves = choose_moves(
+        reg,
+        blocks,
+        ["a", "b"],
+        ["e"],
+        1 << 40,
+        room={"e": 5 * mib},
+        excess={"a": 2 * mib, "b": 10 * mib},
+    )
+    assert len(moves) == 5  # e's room
+    assert sum(1 for m in moves if m.source == "a") <= 2  # a's excess
+    assert choose_moves(reg, blocks, ["a"], ["e"], 1 << 40, room={"e": mib - 1}) == []
+
+
+def test_the_plan_names_sources_targets_and_how_far_each_is_from_the_mean() -> None:
+    from keelfs.client.fleet import ServerRow, plan_balance
+
+    cap = 1000 * GB
+    rows = {
+        "full": ServerRow("full", live=True, capacity=cap, used=300 * GB),
+        "mid": ServerRow("mid", live=True, capacity=cap, used=200 * GB),
+        "empty": ServerRow("empty", live=True, capacity=cap, used=100 * GB),
+        "gone": ServerRow("gone", live=False, capacity=cap, used=900 * GB),
+        "leaving": ServerRow("leaving", live=True, capacity=cap, used=0, state="decommissioning"),
+    }
+    plan = plan_balance(rows, threshold=5.0)
+    assert plan.mean == 20.0
+    assert (plan.sources, plan.targets) == (["full"], ["empty"])
+    assert plan.excess == {"full": 100 * GB} and plan.room == {"empty": 100 * GB}
+    assert plan_balance(rows, threshold=15.0).sources == []  # within the threshold

@@ -896,18 +896,36 @@ class ContentSummaryReply(_message.Message):
     def __init__(self, summary: _Optional[_Union[ContentSummary, _Mapping]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
 class BalanceStepRequest(_message.Message):
-    __slots__ = ("group", "sources", "targets", "max_bytes", "min_block_bytes")
+    __slots__ = ("group", "sources", "targets", "max_bytes", "min_block_bytes", "room", "excess")
+    class RoomEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ExcessEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     GROUP_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     MIN_BLOCK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_FIELD_NUMBER: _ClassVar[int]
     group: str
     sources: _containers.RepeatedScalarFieldContainer[str]
     targets: _containers.RepeatedScalarFieldContainer[str]
     max_bytes: int
     min_block_bytes: int
-    def __init__(self, group: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., targets: _Optional[_Iterable[str]] = ..., max_bytes: _Optional[int] = ..., min_block_bytes: _Optional[int] = ...) -> None: ...
+    room: _containers.ScalarMap[str, int]
+    excess: _containers.ScalarMap[str, int]
+    def __init__(self, group: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., targets: _Optional[_Iterable[str]] = ..., max_bytes: _Optional[int] = ..., min_block_bytes: _Optional[int] = ..., room: _Optional[_Mapping[str, int]] = ..., excess: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class BalanceMove(_message.Message):
     __slots__ = ("block_id", "source", "target", "bytes")

@@ -2319,8 +2319,10 @@ class NodeServicer:
     def BalanceStep(self, request, context):
         """Admin, on the leader of shard `group`: the balancer's step (`keelfs admin balance`). Move
         up to `max_bytes` of the shard's replicas (blocks of closed files only) from `sources` to
-        `targets`: each a copy to the target, then the source's replica deleted once the copy is
-        reported and every replica kept re-verified. Answers the moves begun now and in flight.
+        `targets` (no target given more than its `room`, no source shedding more than its
+        `excess`): each a copy to the target, then the source's replica deleted once the copy is
+        reported and every replica kept re-verified. Answers the moves begun now and in flight;
+        with max_bytes 0 it begins none (how the tool waits for a wave to finish).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
