@@ -118,19 +118,26 @@ class Writer(threading.Thread):
 
 
 def block_holders(c: MetaCluster, fs: Client, paths: list[str]) -> dict[tuple[str, int], set[str]]:
-    """(path, block index) -> the servers the shard's leader reports a good replica on."""
-    from keelfs.client.admin_client import AdminClient
+    """(path, block index) -> the chunk servers holding a good finalized replica of it at its
+    stamp, as the servers themselves list them (``ListBlocks``): the truth on disk, not a
+    master's soft state (a master just restarted may not have every report yet)."""
+    from keelfs.datapath.client import ChunkClient
+    from keelfs.datapath.replica import ReplicaState
 
-    ac = AdminClient(c.nodes[1].client_address, tls=c.client_tls)
-    try:
-        out: dict[tuple[str, int], set[str]] = {}
-        for path in paths:
-            info = ac.file_info_with_locations(path)
-            for i, b in enumerate(info.blocks):
-                out[(path, i)] = {loc.server_id for loc in b.locations}
-        return out
-    finally:
-        ac.close()
+    on_disk: dict[tuple[int, int], set[str]] = {}
+    with ChunkClient(tls=c.client_tls) as chunks:
+        for group in c._chunk_servers:
+            for i, ready in enumerate(group.ready):
+                if i not in group._procs:
+                    continue  # stopped
+                for r in chunks.list_blocks(ready["address"]):
+                    if r.state is ReplicaState.FINALIZED and not r.corrupt:
+                        on_disk.setdefault((r.block_id, r.gen), set()).add(ready["server_id"])
+    out: dict[tuple[str, int], set[str]] = {}
+    for path in paths:
+        for i, b in enumerate(fs.stat(path).blocks):
+            out[(path, i)] = on_disk.get((b.block_id, b.gen_stamp), set())
+    return out
 
 
 def replication_counters(c: MetaCluster) -> int:
