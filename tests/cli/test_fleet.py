@@ -141,7 +141,9 @@ def block_holders(c: MetaCluster, fs: Client, paths: list[str]) -> dict[tuple[st
 
 
 def replication_counters(c: MetaCluster) -> int:
-    return sum(c.status(c.leader(shard)).replication["replications"] for shard in c.shard_ids)
+    """Re-replications queued so far by every master (each node's count only grows, whoever
+    leads: summing the current leaders' would change with a leadership change)."""
+    return sum(c.status(n).replication["replications"] for n in c.running())
 
 
 # -- decommission -----------------------------------------------------------------------------
