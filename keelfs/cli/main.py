@@ -11,6 +11,7 @@ from keelfs.cli.bench_cmd import bench as _bench
 from keelfs.cli.certs_cmd import certs as _certs
 from keelfs.cli.chaos_cmd import chaos as _chaos
 from keelfs.cli.edit_cmd import EDIT_COMMANDS
+from keelfs.cli.fleet_cmd import FLEET_COMMANDS
 from keelfs.cli.fs_cmd import FILE_COMMANDS
 from keelfs.cli.s3_cmd import s3 as _s3
 from keelfs.cli.server_cmd import register as _register_server
@@ -45,6 +46,8 @@ def sim(args: tuple[str, ...]) -> None:
     sys.exit(sim_main(list(args)))
 
 
+for _fleet_command in FLEET_COMMANDS:  # decommission, maintenance, servers, balance
+    _admin.add_command(_fleet_command)
 cli.add_command(_admin)
 cli.add_command(_bench)
 cli.add_command(_certs)

@@ -618,12 +618,26 @@ class AsyncClient:
         stale_ok: bool = False,
         deadline: float | None = None,
     ) -> tuple[ShardMap, dict[int, str]] | None:
-        reply = await self._drive(self._core.fetch_map_plan(since_version, stale_ok, deadline))
+        reply = await self.fetch_map_reply(since_version, stale_ok=stale_ok, deadline=deadline)
         if reply.unchanged:
             return None
         m = self._core.shard_map
         assert m is not None
         return m, {int(k): v for k, v in reply.nodes.items()}
+
+    async def fetch_map_reply(
+        self,
+        since_version: int | None = None,
+        *,
+        stale_ok: bool = False,
+        deadline: float | None = None,
+    ) -> pb.FetchShardMapReply:
+        """FetchShardMap's reply as it came (the map is installed here as by
+        ``fetch_shard_map``): with the chunk servers' administrative states too."""
+        reply: pb.FetchShardMapReply = await self._drive(
+            self._core.fetch_map_plan(since_version, stale_ok, deadline)
+        )
+        return reply
 
     async def add_shard(
         self, shard_id: str, members: Sequence[int], *, deadline: float | None = None

@@ -31,6 +31,7 @@ __all__ = [
     "add_member",
     "admin_timeout",
     "backup",
+    "balance_step",
     "registry",
     "remove_member",
     "transfer_leader",
@@ -256,3 +257,36 @@ async def backup(
         size += len(pending)
         yield pb.BackupChunk(data=pending)
     yield pb.BackupChunk(last=True, size=size, sha256=digest.hexdigest())
+
+
+def balance_step(node: MetaNode, request: pb.BalanceStepRequest) -> pb.BalanceStepReply:
+    """One step of ``keelfs admin balance`` for shard ``request.group``, on its leader
+    (``ReplicationMonitor.balance_step``)."""
+    group = _group(node, request.group)
+    _require_leader(group)
+    member = node.shards.get(request.group)
+    if member is None:
+        raise InvalidArgument(f"{request.group} is not a shard", "group")
+
+    named = (*request.sources, *request.targets, *request.room, *request.excess)
+    unknown = sorted({s for s in named if s not in node.chunks.servers})
+    if unknown:
+        raise NotFound(
+            unknown[0], "chunk server", message=f"unknown chunk server(s): {', '.join(unknown)}"
+        )
+    moves, in_flight = node.replication.balance_step(
+        member,
+        list(request.sources),
+        list(request.targets),
+        request.max_bytes,
+        request.min_block_bytes,
+        dict(request.room) if request.room else None,
+        dict(request.excess) if request.excess else None,
+    )
+    return pb.BalanceStepReply(
+        moves=[
+            pb.BalanceMove(block_id=m.block_id, source=m.source, target=m.target, bytes=m.length)
+            for m in moves
+        ],
+        in_flight=in_flight,
+    )

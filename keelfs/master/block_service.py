@@ -109,8 +109,16 @@ class BlockServiceMixin:
     def _targets(
         self, replication: int, exclude: list[str], keep: tuple[str, ...] | list[str] = ()
     ) -> list[Any]:
-        targets = self.node.chunks.choose(replication, exclude, keep)
+        reg = self.node.chunks
+        targets = reg.choose(replication, exclude, keep)
         if not targets:
+            ready = [s for s in reg.live_servers() if s.reported]
+            if ready and not any(reg.placeable(s.server_id) for s in ready):
+                raise Unavailable(
+                    "no chunk servers",
+                    message="every live chunk server is decommissioning or in maintenance "
+                    "(keelfs admin servers; recommission one)",
+                )
             raise Unavailable(
                 "no chunk servers",
                 message="no live chunk server has reported to this master yet; retry",

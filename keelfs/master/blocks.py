@@ -22,9 +22,16 @@ heard from again by one server after another; until every server alive has had t
 come back, one not heard from yet may hold the block. Lease recovery drops a last block
 nobody reports only then.
 
-Placement (``choose``): distinct live, ready servers not excluded, preferring more free space
-and fewer transfers; with racks configured, the second replica goes to another rack than the
-first and the third to the second's rack (HDFS's rule), as far as the racks allow.
+Placement (``choose``): distinct live, ready servers in service and not excluded, preferring
+more free space and fewer transfers; with racks configured, the second replica goes to another
+rack than the first and the third to the second's rack (HDFS's rule), as far as the racks
+allow. A repair (``survivors``: the racks of the replicas left) puts its first new replica on
+another rack when the survivors are all on one.
+
+Administrative states (``admin``, from the config group with the ShardMap: ``keelfs admin
+decommission|maintenance``, ``keelfs.meta.shardmap``): a server *decommissioning* or *in
+maintenance* (until its deadline, by this master's wall clock) is never a target for new
+replicas; what that means for repairs is ``keelfs.master.replication``'s.
 """
 
 from __future__ import annotations
@@ -36,7 +43,21 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_DEAD_AFTER_S", "ChunkRegistry", "Replica", "ServerState"]
+from keelfs.meta.shardmap import ServerAdminState
+
+__all__ = [
+    "DECOMMISSIONING",
+    "DEFAULT_DEAD_AFTER_S",
+    "IN_SERVICE",
+    "MAINTENANCE",
+    "ChunkRegistry",
+    "Replica",
+    "ServerState",
+]
+
+IN_SERVICE = "in_service"
+DECOMMISSIONING = "decommissioning"
+MAINTENANCE = "maintenance"
 
 DEFAULT_DEAD_AFTER_S = 10.0
 
@@ -76,6 +97,9 @@ class ChunkRegistry:
     _waiters: list[asyncio.Future[None]] = field(default_factory=list)
     joined_at: float | None = None
     """When a server last became live here (None: none ever did)."""
+    admin: dict[str, ServerAdminState] = field(default_factory=dict)
+    """Servers not simply in service, as the config group last said (``set_admin_states``)."""
+    wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)
 
     def now(self) -> float:
         return self.clock()
@@ -151,6 +175,24 @@ class ChunkRegistry:
         for block_id in [b for b, h in self.replicas.items() if not h]:
             del self.replicas[block_id]
 
+    # -- administrative states ------------------------------------------------------------------
+    def set_admin_states(self, states: Iterable[ServerAdminState]) -> None:
+        """The states the config group holds now (every server not named is in service)."""
+        self.admin = {a.server_id: a for a in states}
+
+    def admin_state(self, server_id: str) -> str:
+        """``decommissioning``, ``maintenance`` (until its deadline) or ``in_service``."""
+        a = self.admin.get(server_id)
+        if a is None:
+            return IN_SERVICE
+        if a.state == MAINTENANCE and a.until_ms <= self.wall_ms():
+            return IN_SERVICE  # the maintenance is over: a server down now is down
+        return a.state
+
+    def placeable(self, server_id: str) -> bool:
+        """Whether new replicas may go to ``server_id`` (its administrative state allows)."""
+        return self.admin_state(server_id) == IN_SERVICE
+
     # -- liveness ---------------------------------------------------------------------------
     def live(self, server_id: str) -> bool:
         st = self.servers.get(server_id)
@@ -182,28 +224,51 @@ class ChunkRegistry:
 
     # -- placement --------------------------------------------------------------------------
     def choose(
-        self, count: int, exclude: Iterable[str] = (), keep: Iterable[str] = ()
+        self,
+        count: int,
+        exclude: Iterable[str] = (),
+        keep: Iterable[str] = (),
+        survivors: Iterable[str] = (),
     ) -> list[ServerState]:
         """Up to ``count`` distinct targets (fewer if not enough servers qualify), ``keep``
-        first (in order, if live), then fresh ones."""
+        first (in order, if live), then fresh ones in service. ``survivors``: the servers
+        holding the block already (a repair): their racks count as the racks it is on."""
         excluded = set(exclude)
+        on_racks = {self.servers[s].rack for s in survivors if s in self.servers}
         chosen = [
             self.servers[s]
             for s in keep
             if s in self.servers and self.live(s) and s not in excluded
         ]
         taken = {s.server_id for s in chosen} | excluded
-        pool = [s for s in self.live_servers() if s.reported and s.server_id not in taken]
+        pool = [
+            s
+            for s in self.live_servers()
+            if s.reported and s.server_id not in taken and self.placeable(s.server_id)
+        ]
         # more free space and fewer transfers first; ties broken at random so that equal
         # servers share the load
         self._rng.shuffle(pool)
         pool.sort(key=lambda s: (-(s.free >> 26), s.load))
         racks = {s.rack for s in self.live_servers()}
         while len(chosen) < count and pool:
-            pick = self._pick_rack_aware(chosen, pool) if len(racks) > 1 else pool[0]
+            if len(racks) <= 1:
+                pick = pool[0]
+            elif on_racks:
+                pick = self._pick_for_repair(on_racks | {s.rack for s in chosen}, pool)
+            else:
+                pick = self._pick_rack_aware(chosen, pool)
             chosen.append(pick)
             pool.remove(pick)
         return chosen[:count] if len(chosen) > count else chosen
+
+    @staticmethod
+    def _pick_for_repair(on_racks: set[str], pool: list[ServerState]) -> ServerState:
+        """A repair's next target: while the block is on one rack only, another rack's."""
+        if len(on_racks) == 1:
+            other = [s for s in pool if s.rack not in on_racks]
+            return other[0] if other else pool[0]
+        return pool[0]
 
     @staticmethod
     def _pick_rack_aware(chosen: list[ServerState], pool: list[ServerState]) -> ServerState:

@@ -22,6 +22,7 @@ from keelfs.meta.commands import (
     RegisterSession,
     RemoveShard,
     SealRing,
+    SetServerAdminState,
     SetShardMembers,
 )
 from keelfs.meta.shardmap import ConfigStateMachine
@@ -75,6 +76,15 @@ class ConfigServicer(ServicerBase):
                 nodes=self.sm.masters(),
                 config_members=sorted(self.member.group.voters()),
                 info=info,
+                server_states=[
+                    pb.ServerAdminState(
+                        server_id=a.server_id,
+                        state=a.state,
+                        until_ms=a.until_ms,
+                        since_ms=a.since_ms,
+                    )
+                    for a in self.sm.server_admin_states().values()
+                ],
             )
 
         return await self.serve(context, work())
@@ -213,4 +223,10 @@ class ConfigServicer(ServicerBase):
         self, request: pb.SetShardMembersRequest, context: Any
     ) -> pb.ConfigWriteReply:
         cmd = SetShardMembers(request.shard_id, tuple(request.members))
+        return await self._write(context, cmd, request.header)
+
+    async def SetServerAdminState(  # noqa: N802
+        self, request: pb.SetServerAdminStateRequest, context: Any
+    ) -> pb.ConfigWriteReply:
+        cmd = SetServerAdminState(request.server_id, request.state, request.until_ms)
         return await self._write(context, cmd, request.header)

@@ -79,7 +79,7 @@ from keelfs.meta.ranges import FROZEN, MOVED
 from keelfs.meta.ring import DEFAULT_VNODES
 from keelfs.meta.sessions import DEFAULT_MAX_SESSIONS_PER_USER
 from keelfs.meta.shard_records import DEFAULT_MAX_LEASES_PER_SESSION, DEFAULT_MAX_OPEN_TXNS
-from keelfs.meta.shardmap import ConfigStateMachine, ShardMap
+from keelfs.meta.shardmap import ConfigStateMachine, ServerAdminState, ShardMap
 from keelfs.rpc.access import server_interceptors
 from keelfs.rpc.addresses import advertised_address, split_advertise
 from keelfs.rpc.pb import meta_pb2 as pb
@@ -89,6 +89,7 @@ from keelfs.rpc.wire import (
     check_header,
     group_status_to_pb,
     session_id_from_pb,
+    shard_map_from_pb,
 )
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.host import HostConfig, RaftHost
@@ -441,6 +442,7 @@ class MetaNode:
                 shard: pb.BlockHealth(**health) for shard, health in self.replication.health.items()
             },
             rounds=self.host.rounds,
+            drain=self.replication.drain_status(),
         )
 
     # ------------------------------------------------------------------ background work
@@ -481,12 +483,20 @@ class MetaNode:
         return self.shard_map
 
     async def _fetch(self, *, stale_ok: bool) -> None:
-        fetched = await self.internal.fetch_shard_map(
+        reply = await self.internal.fetch_map_reply(
             since_version=self.shard_map.version, stale_ok=stale_ok, deadline=3.0
         )
-        if fetched is None:
+        if reply.unchanged:
             return
-        new_map, nodes = fetched
+        new_map = shard_map_from_pb(reply.map)
+        nodes = {int(k): v for k, v in reply.nodes.items()}
+        if new_map.version >= self.shard_map.version:
+            # the chunk servers' administrative states travel with the map (each change of
+            # them is a new map version): keelfs.master.blocks
+            self.chunks.set_admin_states(
+                ServerAdminState(a.server_id, a.state, a.until_ms, a.since_ms)
+                for a in reply.server_states
+            )
         if new_map.version > self.shard_map.version:
             log.info("shard map version %d -> %d", self.shard_map.version, new_map.version)
             self.shard_map = new_map

@@ -68,3 +68,11 @@ class NodeServicer(ServicerBase):
                 await context.write(message)
 
         await self.serve(context, work())
+
+    async def BalanceStep(  # noqa: N802
+        self, request: pb.BalanceStepRequest, context: Any
+    ) -> pb.BalanceStepReply:
+        async def work() -> pb.BalanceStepReply:
+            return admin.balance_step(self.node, request)
+
+        return await self.serve(context, work())

@@ -23,6 +23,17 @@ is the writer's):
 - orphans (blocks no shard references at all) are ``keelfs.master.orphans``' work: the walk's
   memory is never evidence that a block is unreferenced, only the shards' block indexes are.
 
+Chunk servers' administrative states (``keelfs.master.balancer``): the replicas that count
+towards a block's replication are those on live servers in service, and those on servers in
+maintenance while one of the first kind exists; a repair copies until they are enough (the
+first new copy on another rack if they are all on one). Replicas on a decommissioning server
+never count and are never trimmed as excess; each complete walk records, per decommissioning
+server, how many of the shard's blocks it holds still lack copies elsewhere (``drains``,
+served in ``Node.Status`` as ``drain``: ``keelfs admin servers`` shows "decommissioned" once
+every shard's leader reports none left). Balancer moves (``balance_step``, driven by ``keelfs
+admin balance``) are a copy to the target, then the ordinary excess trim with the move's
+source ranked first to go: it still waits for every kept replica's verification.
+
 Each shard led here is maintained in its own task (walk ticks, deletions, lease ticks, orphan
 rounds), so a shard that cannot reach a quorum or another shard holds up only its own work.
 
@@ -51,12 +62,20 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from keelfs.datapath.tokens import Access
 from keelfs.errors import KeelError
+from keelfs.master.balancer import (
+    Move,
+    choose_moves,
+    counted_replicas,
+    leaving_holders,
+    trimmable,
+)
+from keelfs.master.blocks import DECOMMISSIONING, Replica, ServerState
 from keelfs.master.orphans import OrphanCollector
 from keelfs.meta import paths
 from keelfs.meta.commands import DequeueBlockDeletes, RecoverLease, Tick
@@ -77,6 +96,10 @@ PAGES_PER_TICK = 4
 TICK_S = 0.5
 RESCHEDULE_S = 10.0
 """A block's repair is not queued again for this long (the copy takes time to be reported)."""
+MOVE_TIMEOUT_S = 120.0
+"""A balancer move whose copy is not reported by then is forgotten (the next step may retry)."""
+BALANCE_PAGES = 8
+"""Pages of files one balancer step looks through at most (it goes on where it stopped)."""
 _COMMAND_ACCESS = {
     "delete": Access.DELETE,
     "replicate": Access.REPLICATE | Access.WRITE,  # the source writes to its targets with it
@@ -102,6 +125,31 @@ class _Walk:
     missing: int = 0
     excess: set[int] = field(default_factory=set)
     """Blocks found with more good replicas than wanted in this walk."""
+    leaving: dict[str, int] = field(default_factory=dict)
+    """Decommissioning server -> blocks of this walk's it holds without enough copies
+    elsewhere (or of a file being written)."""
+    leaving_ready: set[str] = field(default_factory=set)
+    """The decommissioning servers known as such, with their full report in here, when this
+    pass began: only for those does a pass that found nothing left prove anything."""
+
+
+@dataclass
+class _Drain:
+    """A decommissioning server as one shard's last complete walk left it."""
+
+    blocks_left: int
+    confirmed: bool
+    """The walk began after this master knew of the decommission and had the server's full
+    report, and found nothing of the shard's that still needs the server."""
+
+
+@dataclass
+class _Moving:
+    """A balancer move under way: ``move`` copied, then the source's replica trimmed."""
+
+    shard: str
+    move: Move
+    deadline: float
 
 
 @dataclass
@@ -139,6 +187,11 @@ class ReplicationMonitor:
         self._tick_due: set[str] = set()
         """Shards whose log time must be carried forward (an expired lease to release)."""
         self.orphans = OrphanCollector(node, self._queue_orphan_delete)
+        self.drains: dict[str, dict[str, _Drain]] = {}
+        """Per shard led here: each decommissioning server as the last complete walk saw it."""
+        self._moves: dict[int, _Moving] = {}
+        """Block -> the balancer move under way for it."""
+        self._balance_cursor: dict[str, str | None] = {}
         self.health: dict[str, dict[str, int]] = {}
         """Per shard led here, as of its last complete walk: blocks of closed files with fewer
         good replicas than wanted (``under_replicated``) and with none (``missing``)."""
@@ -148,6 +201,7 @@ class ReplicationMonitor:
             "orphans": 0,
             "recovered": 0,
             "verifications": 0,
+            "moves": 0,
         }
 
     # -- what the heartbeat service asks --------------------------------------------------
@@ -274,6 +328,9 @@ class ReplicationMonitor:
             orphans.cancel()
             self._walks.pop(member.group_id, None)
             self.health.pop(member.group_id, None)
+            self.drains.pop(member.group_id, None)
+            for block_id in [b for b, m in self._moves.items() if m.shard == member.group_id]:
+                del self._moves[block_id]
 
     def _queue(self, server_id: str, command: pb.ChunkCommand) -> None:
         self._commands.setdefault(server_id, []).append(command)
@@ -334,6 +391,8 @@ class ReplicationMonitor:
         epoch = member.group.node.raft.term
         if walk.cursor is None:
             walk.began = time.monotonic()
+            walk.leaving_ready = self._leaving_ready()
+            walk.leaving = {}
         for _ in range(PAGES_PER_TICK):
             page = member.sm.files_page(walk.cursor, PAGE)
             for path, inode in page:
@@ -345,6 +404,7 @@ class ReplicationMonitor:
                     "missing": walk.missing,
                     "corrupt_replicas": sum(1 for _ in self.node.chunks.corrupt),
                 }
+                self.drains[shard] = self._drain_report(walk)
                 walk.cursor, walk.under, walk.missing = None, 0, 0
                 walk.excess = set()
                 walk.last_pass = walk.began
@@ -380,7 +440,14 @@ class ReplicationMonitor:
         return not member.sm.lock_holder(path)
 
     def _excess(
-        self, shard: str, epoch: int, block: BlockInfo, kept: list[str], want: int, walk: _Walk
+        self,
+        shard: str,
+        epoch: int,
+        block: BlockInfo,
+        kept: list[str],
+        want: int,
+        walk: _Walk,
+        drop: str | None = None,
     ) -> tuple[list[str], frozenset[str]]:
         """The replicas of ``block`` to trim as excess now (of ``kept``, its good replicas
         not already being deleted), and those that the trim keeps.
@@ -400,7 +467,9 @@ class ReplicationMonitor:
             or decision.gen_stamp != block.gen_stamp
             or not decision.keep <= set(kept)
         ):
-            keep = frozenset(kept[:want])
+            # a balancer move's source goes, whatever its free space says
+            ranked = [s for s in kept if s != drop] + [s for s in kept if s == drop]
+            keep = frozenset(ranked[:want])
             decision = _TrimDecision(shard, block.gen_stamp, keep, _new_token())
             self._decisions[block.block_id] = decision
             for server_id in keep:  # asked at once, whatever an older decision asked
@@ -413,6 +482,166 @@ class ReplicationMonitor:
             if self._due(f"verify:{server_id}", block.block_id):
                 self._queue_verify(server_id, shard, epoch, block, decision.token)
         return [], decision.keep
+
+    def _repair(
+        self,
+        shard: str,
+        epoch: int,
+        block: BlockInfo,
+        ref: pb.ReplicaReport,
+        good: list[ServerState],
+        counted: list[str],
+        holders: dict[str, Replica],
+        want: int,
+    ) -> None:
+        """Copy ``block`` from a live good replica to enough new servers in service that
+        ``counted`` reaches ``want``; the first new one on another rack if the replicas that
+        count are all on one (``ChunkRegistry.choose``)."""
+        reg = self.node.chunks
+        targets = reg.choose(want - len(counted), exclude=set(holders), survivors=counted)
+        if not targets:
+            return
+        self._queue_replicate(shard, epoch, ref, good[0].server_id, targets)
+        log.info("%s: re-replicating block %d to %s", shard, block.block_id,
+                 [t.server_id for t in targets])  # fmt: skip
+
+    def _queue_replicate(
+        self,
+        shard: str,
+        epoch: int,
+        ref: pb.ReplicaReport,
+        source: str,
+        targets: Sequence[ServerState],
+    ) -> None:
+        cmd = pb.ChunkCommand(kind="replicate", shard=shard, epoch=epoch, blocks=[ref])
+        for t in targets:
+            cmd.targets.add(server_id=t.server_id, address=t.address, rack=t.rack)
+        self._queue(source, cmd)
+        self.stats["replications"] += 1
+
+    def _moved_source(self, block: BlockInfo, kept: list[str]) -> str | None:
+        """The source of ``block``'s balancer move, once its copy is reported on the target
+        and both replicas are good here (then the trim drops the source); None otherwise.
+        A move whose source's replica is gone is done; one whose block changed or that took
+        too long is forgotten."""
+        moving = self._moves.get(block.block_id)
+        if moving is None:
+            return None
+        move = moving.move
+        holders = self.node.chunks.replicas.get(block.block_id, {})
+        if (
+            move.gen_stamp != block.gen_stamp
+            or move.source not in holders
+            or time.monotonic() > moving.deadline
+        ):
+            del self._moves[block.block_id]
+            return None
+        return move.source if move.target in kept and move.source in kept else None
+
+    # -- decommissioning ----------------------------------------------------------------------
+    def _leaving_ready(self) -> set[str]:
+        """The decommissioning servers live here with their full report in."""
+        reg = self.node.chunks
+        return {
+            sid
+            for sid in reg.admin
+            if reg.admin_state(sid) == DECOMMISSIONING
+            and sid in reg.servers
+            and reg.servers[sid].reported
+            and reg.live(sid)
+        }
+
+    def _drain_report(self, walk: _Walk) -> dict[str, _Drain]:
+        reg = self.node.chunks
+        out: dict[str, _Drain] = {}
+        for sid in reg.admin:
+            if reg.admin_state(sid) != DECOMMISSIONING:
+                continue
+            left = walk.leaving.get(sid, 0)
+            out[sid] = _Drain(left, left == 0 and sid in walk.leaving_ready)
+        return out
+
+    def drain_status(self) -> list[pb.DrainReport]:
+        """Per shard led here, per decommissioning server: what the last complete walk found.
+        ``done`` also needs nothing being written on the server now (its last heartbeat's
+        load): a pipeline opened before the decommission may still go through it."""
+        reg = self.node.chunks
+        out: list[pb.DrainReport] = []
+        for shard, drains in sorted(self.drains.items()):
+            for sid, drain in sorted(drains.items()):
+                if reg.admin_state(sid) != DECOMMISSIONING:
+                    continue
+                st = reg.servers.get(sid)
+                idle = st is not None and reg.live(sid) and st.load == 0
+                out.append(
+                    pb.DrainReport(
+                        shard=shard,
+                        server_id=sid,
+                        blocks_left=drain.blocks_left,
+                        done=drain.confirmed and idle,
+                    )
+                )
+        return out
+
+    # -- the balancer -------------------------------------------------------------------------
+    def balance_step(
+        self,
+        member: Member,
+        sources: Sequence[str],
+        targets: Sequence[str],
+        max_bytes: int,
+        min_block_bytes: int = 0,
+        room: Mapping[str, int] | None = None,
+        excess: Mapping[str, int] | None = None,
+    ) -> tuple[list[Move], int]:
+        """Begin moves of ``member``'s replicas from ``sources`` to ``targets`` (see
+        ``keelfs.master.balancer``): at most ``max_bytes`` in flight for this shard, these
+        included. Returns the moves begun and how many of the shard's are in flight."""
+        shard = member.group_id
+        epoch = member.group.node.raft.term
+        reg = self.node.chunks
+        mine = [m for m in self._moves.values() if m.shard == shard]
+        budget = max_bytes - sum(m.move.length for m in mine)
+        begun: list[Move] = []
+        take = None if room is None else dict(room)
+        shed = None if excess is None else dict(excess)
+        cursor = self._balance_cursor.get(shard)
+        for _ in range(BALANCE_PAGES):
+            if budget <= 0:
+                break
+            page = member.sm.files_page(cursor, PAGE)
+            candidates = [
+                (b, inode.replication)
+                for path, inode in page
+                if not inode.under_construction
+                and self._maintains(member, path)
+                and self._trims_here(member, path)
+                for b in inode.blocks
+            ]
+            busy = set(self._moves) | set(self._decisions)
+            flying = [m.move for m in self._moves.values()]  # every shard's: one registry
+            chosen = choose_moves(
+                reg, candidates, sources, targets, budget, busy, flying, min_block_bytes,
+                take, shed,
+            )  # fmt: skip
+            for move in chosen:
+                if take is not None:
+                    take[move.target] -= move.length
+                if shed is not None:
+                    shed[move.source] -= move.length
+                ref = pb.ReplicaReport(
+                    block_id=move.block_id, gen_stamp=move.gen_stamp, length=move.length
+                )
+                self._queue_replicate(shard, epoch, ref, move.source, [reg.servers[move.target]])
+                self._moves[move.block_id] = _Moving(shard, move, time.monotonic() + MOVE_TIMEOUT_S)
+                self.stats["moves"] += 1
+                budget -= move.length
+                begun.append(move)
+            cursor = page[-1][0] if len(page) == PAGE else None
+            if cursor is None:
+                break
+        self._balance_cursor[shard] = cursor
+        return begun, sum(1 for m in self._moves.values() if m.shard == shard)
 
     def _queue_verify(
         self, server_id: str, shard: str, epoch: int, block: BlockInfo, token: int
@@ -444,36 +673,37 @@ class ReplicationMonitor:
         trims = self._trims_here(member, path)
         for i, b in enumerate(blocks):
             if writing and i == len(blocks) - 1:
+                for server_id in leaving_holders(reg, b.block_id):  # it waits for the close
+                    walk.leaving[server_id] = walk.leaving.get(server_id, 0) + 1
+                self._moves.pop(b.block_id, None)  # a block being written is never moved
                 continue
             holders = reg.replicas.get(b.block_id, {})
             good = reg.locations(b.block_id, b.gen_stamp)
+            counted = counted_replicas(reg, b)
             stale = [s for s, r in holders.items() if r.gen_stamp < b.gen_stamp]
             corrupt = [s for s in holders if (b.block_id, s) in reg.corrupt]
             ref = pb.ReplicaReport(block_id=b.block_id, gen_stamp=b.gen_stamp, length=b.length)
-            walk.under += len(good) < want
+            walk.under += len(counted) < want
             walk.missing += not good
-            if good and len(good) < want and self._due("replicate", b.block_id):
-                targets = reg.choose(want - len(good), exclude=set(holders))
-                if targets:
-                    cmd = pb.ChunkCommand(kind="replicate", shard=shard, epoch=epoch, blocks=[ref])
-                    for t in targets:
-                        cmd.targets.add(server_id=t.server_id, address=t.address, rack=t.rack)
-                    self._queue(good[0].server_id, cmd)
-                    self.stats["replications"] += 1
-                    log.info("%s: re-replicating block %d to %s", shard, b.block_id,
-                             [t.server_id for t in targets])  # fmt: skip
+            if len(counted) < want:
+                for server_id in leaving_holders(reg, b.block_id):
+                    walk.leaving[server_id] = walk.leaving.get(server_id, 0) + 1
+            if good and len(counted) < want and self._due("replicate", b.block_id):
+                self._repair(shard, epoch, b, ref, good, counted, holders, want)
             if not trims:
                 continue
             # the fullest servers' (most free first), among those not already told to delete
             # theirs: until they report it, a walk that ranked the servers anew (their use
             # changed) would otherwise pick the replicas it kept last time as extra too
             # (with no more good replicas than wanted there is no excess: skip the lookups)
+            trim_pool = [s for s in good if trimmable(reg, s.server_id)]
             kept = [
                 s.server_id
-                for s in (good if len(good) > want else [])
+                for s in (trim_pool if len(trim_pool) > want else [])
                 if not self._pending(f"delete:{s.server_id}", b.block_id)
             ]
-            extra, keep = self._excess(shard, epoch, b, kept, want, walk)
+            drop = self._moved_source(b, kept)
+            extra, keep = self._excess(shard, epoch, b, kept, want, walk, drop)
             plain = stale + (corrupt if len(good) >= want else [])
             for server_id in plain + extra:
                 if self._due(f"delete:{server_id}", b.block_id):

@@ -52,6 +52,7 @@ from keelfs.meta.records import MAX_INLINE_BYTES
 
 __all__ = [
     "CONFIG_COMMANDS",
+    "SERVER_ADMIN_STATES",
     "SESSION_COMMANDS",
     "SHARD_COMMANDS",
     "AddBlock",
@@ -92,6 +93,7 @@ __all__ = [
     "SetPermission",
     "SetQuota",
     "SetReplication",
+    "SetServerAdminState",
     "SetShardMembers",
     "SetTimes",
     "SetTraverseGuard",
@@ -934,6 +936,34 @@ class UnregisterChunkServer(Command):
         check_id(self.server_id, "server_id")
 
 
+SERVER_ADMIN_STATES = ("in_service", "decommissioning", "maintenance")
+"""A chunk server's administrative states (``keelfs.master.blocks``): ``in_service`` is the
+default (no record kept)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetServerAdminState(Command):
+    """Put registered chunk server ``server_id`` in ``state`` (``keelfs admin decommission``,
+    ``recommission``, ``maintenance``); ``until_ms`` (wall-clock ms) ends a maintenance."""
+
+    op: ClassVar[str] = "set_server_admin_state"
+    servers_only: ClassVar[bool] = True
+    server_id: str
+    state: str
+    until_ms: int = 0
+
+    def validate(self) -> None:
+        check_id(self.server_id, "server_id")
+        if self.state not in SERVER_ADMIN_STATES:
+            raise InvalidArgument(
+                f"state {self.state!r} is not one of {', '.join(SERVER_ADMIN_STATES)}", "state"
+            )
+        if not 0 <= self.until_ms <= MAX_INT:
+            raise InvalidArgument("until_ms out of range", "until_ms")
+        if (self.state == "maintenance") != (self.until_ms > 0):
+            raise InvalidArgument("a maintenance, and only a maintenance, has an end", "until_ms")
+
+
 @dataclass(frozen=True, slots=True)
 class IssueTxIds(Command):
     """Reserve ``count`` consecutive cluster-wide transaction ids."""
@@ -1277,6 +1307,7 @@ CONFIG_COMMANDS = SESSION_COMMANDS | _registry(
     UnregisterChunkServer,
     IssueTxIds,
     SealRing,
+    SetServerAdminState,
     AddBlockKey,
     BeginMove,
     SwitchMove,

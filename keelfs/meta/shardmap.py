@@ -12,6 +12,10 @@ sessions and snapshots as a data shard, ``keelfs.meta.machine``):
 - ``AddShard``/``RemoveShard``/``SetShardMembers``: map changes (moving data is resharding's);
 - ``RegisterChunkServer``/``UnregisterChunkServer``: the chunk-server registry (their
   liveness and block reports are soft state, never in the log: DESIGN §2.8);
+- ``SetServerAdminState``: a chunk server's administrative state (decommissioning, in
+  maintenance until a time; in service is no record), durable here so that every master of
+  every shard learns it with the ShardMap: each change increments the map's version, and
+  ``FetchShardMap`` carries the states (``keelfs.master.blocks``);
 - ``IssueTxIds(count)``: cluster-wide unique transaction ids for cross-shard transactions;
 - ``AddBlockKey``: a new block-token key (``keelfs.datapath.tokens``), proposed with a random
   secret by the config leader every rotation interval (``keelfs.master.block_keys``); keys
@@ -47,6 +51,7 @@ from keelfs.meta.commands import (
     RegisterMaster,
     RemoveShard,
     SealRing,
+    SetServerAdminState,
     SetShardMembers,
     SwitchMove,
     UnregisterChunkServer,
@@ -61,6 +66,7 @@ __all__ = [
     "BlockKey",
     "ChunkServerInfo",
     "ConfigStateMachine",
+    "ServerAdminState",
     "ShardMap",
     "advance_tx_ids",
 ]
@@ -73,6 +79,7 @@ _NEXT_TX = b"I"
 _SEALED = b"R"
 _PLAN = b"P"
 _BLOCK_KEY = b"K"
+_ADMIN_STATE = b"D"
 
 
 def advance_tx_ids(
@@ -231,6 +238,18 @@ class ChunkServerInfo:
     registered_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class ServerAdminState:
+    """A chunk server's administrative state as the config group records it: ``state`` is
+    ``decommissioning`` or ``maintenance`` (``until_ms``: its end, wall-clock ms); ``since_ms``
+    is when it was set (log time)."""
+
+    server_id: str
+    state: str
+    until_ms: int = 0
+    since_ms: int = 0
+
+
 class ConfigStateMachine(MetaStateMachine):
     """The config group's state machine (see the module doc). ``vnodes`` and
     ``session_ttl_ms`` are replicated semantics: every member must use the same values."""
@@ -274,6 +293,15 @@ class ConfigStateMachine(MetaStateMachine):
             d = json.loads(raw)
             sid = key[1:].decode()
             out[sid] = ChunkServerInfo(sid, d["address"], d["rack"], d["registered"])
+        return out
+
+    def server_admin_states(self) -> dict[str, ServerAdminState]:
+        """Every chunk server not simply in service: server id -> its state."""
+        out: dict[str, ServerAdminState] = {}
+        for key, raw in self._store.scan(_ADMIN_STATE, prefix_end(_ADMIN_STATE)):
+            d = json.loads(raw)
+            sid = key[1:].decode()
+            out[sid] = ServerAdminState(sid, d["state"], d["until"], d["since"])
         return out
 
     def reshard_plan(self) -> ReshardPlan | None:
@@ -465,7 +493,33 @@ class ConfigStateMachine(MetaStateMachine):
         if txn.get(key) is None:
             raise NotFound(cmd.server_id, "chunk server")
         txn.delete(key)
+        txn.delete(_ADMIN_STATE + cmd.server_id.encode())
         return {}
+
+    def _op_set_server_admin_state(self, txn: Txn, cmd: SetServerAdminState, ctx: Context) -> Any:
+        """Record the state (none for ``in_service``) and increment the map version, so that
+        every master's cheap map poll brings it. An unregistered server is NOT_FOUND; setting
+        the state it already has changes nothing (a retried command)."""
+        if txn.get(_CHUNK_SERVER + cmd.server_id.encode()) is None:
+            raise NotFound(cmd.server_id, "chunk server")
+        key = _ADMIN_STATE + cmd.server_id.encode()
+        old = txn.get(key)
+        current = self._load_map(txn)
+        if cmd.state == "in_service":
+            if old is None:
+                return {"version": current.version}
+            txn.delete(key)
+        else:
+            before = None if old is None else json.loads(old)
+            if before is not None and (before["state"], before["until"]) == (
+                cmd.state,
+                cmd.until_ms,
+            ):
+                return {"version": current.version}
+            since = before["since"] if before and before["state"] == cmd.state else ctx.now
+            record = {"state": cmd.state, "until": cmd.until_ms, "since": since}
+            txn.put(key, json.dumps(record, separators=(",", ":"), sort_keys=True).encode())
+        return {"version": self._save_map(txn, current, current.shards)}
 
     def _op_issue_tx_ids(self, txn: Txn, cmd: IssueTxIds, ctx: Context) -> Any:
         raw = txn.get(_NEXT_TX)

@@ -86,6 +86,7 @@ _BY_SERVICE: dict[str, dict[str, Access]] = {
         "SealRing": M,  # the master serving Format seals the ring first
         "FetchBlockKeys": M,  # block-token keys (chunk servers get theirs in heartbeat replies)
         "RegisterChunkServer": P,
+        "SetServerAdminState": A,  # keelfs admin decommission|recommission|maintenance
     },
     "keelfs.meta.v1.Namespace": {
         "RegisterSession": C,
@@ -132,6 +133,7 @@ _BY_SERVICE: dict[str, dict[str, Access]] = {
         "AddMember": A,
         "RemoveMember": A,
         "Backup": A,  # the whole state, block-token keys included
+        "BalanceStep": A,  # keelfs admin balance
     },
     "keelfs.chunk.v1.ChunkServer": {
         "WriteBlock": C,  # clients, and chunk servers forwarding down a pipeline

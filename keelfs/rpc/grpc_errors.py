@@ -225,10 +225,15 @@ def transport_failure(err: grpc.RpcError, address: str, method: str) -> Transpor
         error = InvalidArgument(
             f"request too large for {address} ({method}): {message}", argument="request"
         )
+    elif code is grpc.StatusCode.PERMISSION_DENIED:
+        # a TLS port's access interceptor (keelfs.rpc.access) refused the method before any
+        # handler ran: final, asking again cannot help
+        error = PermissionDenied(message=f"{address} refused {method}: {message}")
     elif code is grpc.StatusCode.UNIMPLEMENTED:
         error = InvalidArgument(
             f"{address} does not serve {method} (is it the right kind of node?)",
             argument="address",
         )
     refused = code is grpc.StatusCode.UNAVAILABLE and "failed to connect" in message.lower()
-    return TransportFailure(code, message, error, refused or busy)
+    denied = code is grpc.StatusCode.PERMISSION_DENIED
+    return TransportFailure(code, message, error, refused or busy or denied)

@@ -22,6 +22,7 @@ from keelfs.errors import (
     NotFound,
     NotLeader,
     OutcomeUnknown,
+    PermissionDenied,
     Redirect,
     SessionExpired,
     Unavailable,
@@ -177,3 +178,20 @@ def test_an_unreadable_trailer_is_an_internal_error() -> None:
     md = ((grpc_errors.ERROR_KEY, json.dumps({"code": "FROM_THE_FUTURE", "message": "m"})),)
     err = grpc_errors.error_from_rpc(FakeRpcError(grpc.StatusCode.INTERNAL, "x", md))
     assert err is not None and err.code == "FROM_THE_FUTURE" and err.message == "m"
+
+
+def test_a_refusal_by_the_access_interceptor_is_final() -> None:
+    """A TLS port's interceptor (``keelfs.rpc.access``) refuses a method the caller's class
+    may not call with a bare PERMISSION_DENIED (no ``keelfs-error`` trailer): asking again
+    cannot help. It used to be taken for a transient failure and retried until the deadline
+    (``keelfs admin decommission`` as a non-admin user: 15 s, then "deadline passed")."""
+    refused = grpc_errors.transport_failure(
+        FakeRpcError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "/keelfs.meta.v1.Config/SetServerAdminState is an admin method: not user alice",
+        ),
+        "a:1",
+        "SetServerAdminState",
+    )
+    assert isinstance(refused.error, PermissionDenied)
+    assert "not user alice" in refused.error.message and refused.never_sent

@@ -145,6 +145,8 @@ def test_internal_methods_the_issue_names_are_not_open_to_clients() -> None:
         "/keelfs.meta.v1.Node/SetFailpoint",
         "/keelfs.meta.v1.Namespace/Format",
         "/keelfs.meta.v1.Config/SetShardMembers",
+        "/keelfs.meta.v1.Config/SetServerAdminState",
+        "/keelfs.meta.v1.Node/BalanceStep",
     ]
     assert all(ACCESS[m] in (Access.PEER, Access.METADATA) for m in internal)
     assert all(ACCESS[m] is Access.ADMIN for m in admin)

@@ -192,6 +192,30 @@ class KeepAliveReply(_message.Message):
     info: ReplyInfo
     def __init__(self, info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
+class SetServerAdminStateRequest(_message.Message):
+    __slots__ = ("header", "server_id", "state", "until_ms")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    server_id: str
+    state: str
+    until_ms: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., server_id: _Optional[str] = ..., state: _Optional[str] = ..., until_ms: _Optional[int] = ...) -> None: ...
+
+class ServerAdminState(_message.Message):
+    __slots__ = ("server_id", "state", "until_ms", "since_ms")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_MS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    server_id: str
+    state: str
+    until_ms: int
+    since_ms: int
+    def __init__(self, server_id: _Optional[str] = ..., state: _Optional[str] = ..., until_ms: _Optional[int] = ..., since_ms: _Optional[int] = ...) -> None: ...
+
 class BlockKey(_message.Message):
     __slots__ = ("key_id", "secret", "active_ms", "expires_ms")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -275,7 +299,7 @@ class FetchShardMapRequest(_message.Message):
     def __init__(self, since_version: _Optional[int] = ..., stale_ok: _Optional[bool] = ...) -> None: ...
 
 class FetchShardMapReply(_message.Message):
-    __slots__ = ("unchanged", "map", "nodes", "config_members", "info")
+    __slots__ = ("unchanged", "map", "nodes", "config_members", "info", "server_states")
     class NodesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -288,12 +312,14 @@ class FetchShardMapReply(_message.Message):
     NODES_FIELD_NUMBER: _ClassVar[int]
     CONFIG_MEMBERS_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
+    SERVER_STATES_FIELD_NUMBER: _ClassVar[int]
     unchanged: bool
     map: ShardMap
     nodes: _containers.ScalarMap[int, str]
     config_members: _containers.RepeatedScalarFieldContainer[int]
     info: ReplyInfo
-    def __init__(self, unchanged: _Optional[bool] = ..., map: _Optional[_Union[ShardMap, _Mapping]] = ..., nodes: _Optional[_Mapping[int, str]] = ..., config_members: _Optional[_Iterable[int]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
+    server_states: _containers.RepeatedCompositeFieldContainer[ServerAdminState]
+    def __init__(self, unchanged: _Optional[bool] = ..., map: _Optional[_Union[ShardMap, _Mapping]] = ..., nodes: _Optional[_Mapping[int, str]] = ..., config_members: _Optional[_Iterable[int]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ..., server_states: _Optional[_Iterable[_Union[ServerAdminState, _Mapping]]] = ...) -> None: ...
 
 class AddShardRequest(_message.Message):
     __slots__ = ("header", "shard_id", "members")
@@ -869,6 +895,58 @@ class ContentSummaryReply(_message.Message):
     info: ReplyInfo
     def __init__(self, summary: _Optional[_Union[ContentSummary, _Mapping]] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
+class BalanceStepRequest(_message.Message):
+    __slots__ = ("group", "sources", "targets", "max_bytes", "min_block_bytes", "room", "excess")
+    class RoomEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ExcessEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MIN_BLOCK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ROOM_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    max_bytes: int
+    min_block_bytes: int
+    room: _containers.ScalarMap[str, int]
+    excess: _containers.ScalarMap[str, int]
+    def __init__(self, group: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., targets: _Optional[_Iterable[str]] = ..., max_bytes: _Optional[int] = ..., min_block_bytes: _Optional[int] = ..., room: _Optional[_Mapping[str, int]] = ..., excess: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class BalanceMove(_message.Message):
+    __slots__ = ("block_id", "source", "target", "bytes")
+    BLOCK_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    block_id: int
+    source: str
+    target: str
+    bytes: int
+    def __init__(self, block_id: _Optional[int] = ..., source: _Optional[str] = ..., target: _Optional[str] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class BalanceStepReply(_message.Message):
+    __slots__ = ("moves", "in_flight")
+    MOVES_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    moves: _containers.RepeatedCompositeFieldContainer[BalanceMove]
+    in_flight: int
+    def __init__(self, moves: _Optional[_Iterable[_Union[BalanceMove, _Mapping]]] = ..., in_flight: _Optional[int] = ...) -> None: ...
+
 class SetFailpointRequest(_message.Message):
     __slots__ = ("name", "action")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -886,7 +964,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("id", "raft_address", "client_address", "pid", "data_dir", "config_member", "shards", "groups", "map_version", "registered", "resharding", "chunk_servers", "blocks", "replication", "block_health", "rounds")
+    __slots__ = ("id", "raft_address", "client_address", "pid", "data_dir", "config_member", "shards", "groups", "map_version", "registered", "resharding", "chunk_servers", "blocks", "replication", "block_health", "rounds", "drain")
     class GroupsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -931,6 +1009,7 @@ class StatusReply(_message.Message):
     REPLICATION_FIELD_NUMBER: _ClassVar[int]
     BLOCK_HEALTH_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
     id: int
     raft_address: str
     client_address: str
@@ -947,7 +1026,20 @@ class StatusReply(_message.Message):
     replication: _containers.ScalarMap[str, int]
     block_health: _containers.MessageMap[str, BlockHealth]
     rounds: int
-    def __init__(self, id: _Optional[int] = ..., raft_address: _Optional[str] = ..., client_address: _Optional[str] = ..., pid: _Optional[int] = ..., data_dir: _Optional[str] = ..., config_member: _Optional[bool] = ..., shards: _Optional[_Iterable[str]] = ..., groups: _Optional[_Mapping[str, GroupStatus]] = ..., map_version: _Optional[int] = ..., registered: _Optional[bool] = ..., resharding: _Optional[_Union[ReshardingStatus, _Mapping]] = ..., chunk_servers: _Optional[_Mapping[str, ChunkServerStatus]] = ..., blocks: _Optional[int] = ..., replication: _Optional[_Mapping[str, int]] = ..., block_health: _Optional[_Mapping[str, BlockHealth]] = ..., rounds: _Optional[int] = ...) -> None: ...
+    drain: _containers.RepeatedCompositeFieldContainer[DrainReport]
+    def __init__(self, id: _Optional[int] = ..., raft_address: _Optional[str] = ..., client_address: _Optional[str] = ..., pid: _Optional[int] = ..., data_dir: _Optional[str] = ..., config_member: _Optional[bool] = ..., shards: _Optional[_Iterable[str]] = ..., groups: _Optional[_Mapping[str, GroupStatus]] = ..., map_version: _Optional[int] = ..., registered: _Optional[bool] = ..., resharding: _Optional[_Union[ReshardingStatus, _Mapping]] = ..., chunk_servers: _Optional[_Mapping[str, ChunkServerStatus]] = ..., blocks: _Optional[int] = ..., replication: _Optional[_Mapping[str, int]] = ..., block_health: _Optional[_Mapping[str, BlockHealth]] = ..., rounds: _Optional[int] = ..., drain: _Optional[_Iterable[_Union[DrainReport, _Mapping]]] = ...) -> None: ...
+
+class DrainReport(_message.Message):
+    __slots__ = ("shard", "server_id", "blocks_left", "done")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    shard: str
+    server_id: str
+    blocks_left: int
+    done: bool
+    def __init__(self, shard: _Optional[str] = ..., server_id: _Optional[str] = ..., blocks_left: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
 
 class GroupStatus(_message.Message):
     __slots__ = ("group", "state", "term", "leader", "commit", "applied", "last_index", "voters", "learners", "members", "progress", "snapshot_index", "first_index", "snapshots_installed", "proposals_lost", "removed")

@@ -99,6 +99,11 @@ class ConfigStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FetchBlockKeysRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FetchBlockKeysReply.FromString,
                 _registered_method=True)
+        self.SetServerAdminState = channel.unary_unary(
+                '/keelfs.meta.v1.Config/SetServerAdminState',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetServerAdminStateRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.FromString,
+                _registered_method=True)
 
 
 class ConfigServicer:
@@ -198,6 +203,16 @@ class ConfigServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetServerAdminState(self, request, context):
+        """Leader; admin. Put a registered chunk server in an administrative state: "decommissioning"
+        (no new blocks; its blocks copied elsewhere), "maintenance" until `until_ms` (down without
+        re-replication), "in_service" (undoes either). NOT_FOUND for an unregistered server.
+        Every change increments the map version; FetchShardMap carries the states.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +275,11 @@ def add_ConfigServicer_to_server(servicer, server):
                     servicer.FetchBlockKeys,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FetchBlockKeysRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FetchBlockKeysReply.SerializeToString,
+            ),
+            'SetServerAdminState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetServerAdminState,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SetServerAdminStateRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -589,6 +609,33 @@ class Config:
             '/keelfs.meta.v1.Config/FetchBlockKeys',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.FetchBlockKeysRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.FetchBlockKeysReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetServerAdminState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Config/SetServerAdminState',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.SetServerAdminStateRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.ConfigWriteReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2262,6 +2309,11 @@ class NodeStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BackupRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BackupChunk.FromString,
                 _registered_method=True)
+        self.BalanceStep = channel.unary_unary(
+                '/keelfs.meta.v1.Node/BalanceStep',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BalanceStepRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BalanceStepReply.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -2328,6 +2380,18 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BalanceStep(self, request, context):
+        """Admin, on the leader of shard `group`: the balancer's step (`keelfs admin balance`). Move
+        up to `max_bytes` of the shard's replicas (blocks of closed files only) from `sources` to
+        `targets` (no target given more than its `room`, no source shedding more than its
+        `excess`): each a copy to the target, then the source's replica deleted once the copy is
+        reported and every replica kept re-verified. Answers the moves begun now and in flight;
+        with max_bytes 0 it begins none (how the tool waits for a wave to finish).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -2365,6 +2429,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Backup,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BackupRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BackupChunk.SerializeToString,
+            ),
+            'BalanceStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.BalanceStep,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BalanceStepRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.BalanceStepReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2559,6 +2628,33 @@ class Node:
             '/keelfs.meta.v1.Node/Backup',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.BackupRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.BackupChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BalanceStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Node/BalanceStep',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.BalanceStepRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.BalanceStepReply.FromString,
             options,
             channel_credentials,
             insecure,
