@@ -42,6 +42,10 @@ KNOWN = frozenset(
         "reshard.source_settled",
         # a recursive delete in steps (keelfs.master.tree_delete), after each step
         "tree_delete.unit_deleted",
+        # a tree moved across shards in steps (keelfs.master.tree_move), on its coordinator
+        "tree_move.fenced",
+        "tree_move.copied",
+        "tree_move.switched",
     }
 )
 

@@ -83,6 +83,7 @@ from keelfs.meta.shard_records import (
     _subtree_entry_ranges,
     _subtree_self_range,
 )
+from keelfs.meta.tree_move_steps import TreeMoveSteps
 from keelfs.meta.txn_steps import TransactionSteps
 
 __all__ = [
@@ -93,7 +94,7 @@ __all__ = [
 ]
 
 
-class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps):
+class ShardStateMachine(TransactionSteps, MoveSteps, TreeMoveSteps, FileEditSteps, QuotaSteps):
     """One data shard member's namespace state (``keelfs.runtime.StateMachine``).
 
     ``path``: the RocksDB directory of this member (``None``: in memory, for tests).
