@@ -75,9 +75,11 @@ __all__ = [
 
 log = logging.getLogger("keelfs.master.tree_move")
 
-PAGE_RECORDS = subtree.MAX_ENTRIES
-"""Records one ``move_tree_stage`` (or ``move_tree_drop``) command carries at most."""
-PAGE_BYTES = 512 * 1024
+PAGE_RECORDS = 250
+"""Records one ``move_tree_stage`` (or ``move_tree_drop``) command carries at most: small
+log entries, each applied quickly, so that a shard's leader keeps up its heartbeats while a
+large tree streams through its log."""
+PAGE_BYTES = 64 * 1024
 """Bytes of records one ``move_tree_stage`` carries at most (a command is at most 1 MiB:
 ``keelfs.meta.commands.MAX_COMMAND_BYTES``); a single larger record goes alone."""
 SWITCH_TIMEOUT_S = 30.0
@@ -250,12 +252,14 @@ class TreeMoves:
                 outcome = await self._switch(
                     member, move_id, request, header, caller, shards, switch_steps
                 )
-            except RetryableError:
+            except RetryableError as exc:
                 # a leader changed (here or there), or the switch's outcome is unknown: the
                 # fences stay for the client's retry to take the move over (it goes on where
                 # this one stopped), or for the recovery to abort once nobody drives it
+                log.info("tree move %d: stopped (%s), left for a retry", move_id, exc)
                 raise
-            except BaseException:
+            except BaseException as exc:
+                log.info("tree move %d: aborted: %r", move_id, exc)
                 await self._abort_quietly(member, move_id, shards)
                 raise
             if not (isinstance(outcome, TxnRecord) and outcome.state == "committed"):
