@@ -141,6 +141,15 @@ def test_a_large_tree_moves_across_shards_whole(cluster: MetaCluster) -> None:
     _check_whole(cluster, fs, f"{base}/keep/again")
 
 
+def test_rm_of_a_large_tree_moves_it_to_the_trash_whole(cluster: MetaCluster) -> None:
+    fs, base, top, _ = _setup(cluster)
+    where = fs.move_to_trash(top)  # keelfs rm -r: a rename into /.Trash/<user>/Current
+    assert where is not None and where.endswith(top), where
+    _check_whole(cluster, fs, where)
+    _check_gone(fs, top)
+    fs.delete(where, recursive=True)
+
+
 @pytest.mark.parametrize("step", ["tree_move.copied", "tree_move.switched"])
 def test_a_killed_coordinator_leaves_one_whole_tree(cluster: MetaCluster, step: str) -> None:
     fs, base, top, target = _setup(cluster)
