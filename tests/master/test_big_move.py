@@ -2,7 +2,9 @@
 ``subtree.MAX_ENTRIES`` records), with real processes (3 masters per shard, one role per
 process): moved in steps (``keelfs.master.tree_move``) and seen whole under one name; a kill -9
 of the coordinating leader before or after the switch ends in one whole tree; a create inside
-the moving tree waits, and gets UNAVAILABLE ("locked") if its deadline ends first."""
+the moving tree waits, and gets UNAVAILABLE ("locked", "being moved") if its deadline ends
+first, else NOT_FOUND once the tree has gone to its new name; ``rm`` into the trash of a large
+tree."""
 
 from __future__ import annotations
 
@@ -190,29 +192,45 @@ def _rename_into(fs: Client, src: str, dst: str, errors: list[BaseException]) ->
 
 def test_a_create_inside_the_moving_tree_waits_or_is_refused(cluster: MetaCluster) -> None:
     fs, base, top, target = _setup(cluster)
-    members = cluster.members(fs.shard_map().shard_for_path(top))
-    for node_id in members:  # the driver holds the fence up a while after setting it
-        cluster.set_failpoint(node_id, "tree_move.fenced", "stall:2")
+    m = fs.shard_map()
+    coordinator = m.shard_for_path(top)
+    # a directory of the tree whose records another shard keeps: its masters go on serving
+    # while the coordinator's driver is held up, fence set, by the failpoint
+    sub = next(
+        f"d{i}" for i in range(SUBDIRS) if m.shard_for_directory(f"{top}/d{i}") != coordinator
+    )
+    members = cluster.members(coordinator)
+    for node_id in members:
+        cluster.set_failpoint(node_id, "tree_move.fenced", "stall:4")
     errors: list[BaseException] = []
     mover = threading.Thread(target=_rename_into(fs, top, target, errors))
     mover.start()
-    short = cluster.client(deadline=1.0)
-    deadline = time.monotonic() + 30
+    short = cluster.client(deadline=3.0, attempt_timeout=1.0)
+    deadline = time.monotonic() + 60
     refused: Unavailable | None = None
+    tried: list[str] = []  # created before the fence went up (or maybe): they move along
+    seen: list[str] = []
     while refused is None and time.monotonic() < deadline and mover.is_alive():
+        tried.append(f"new{len(tried)}")
         try:
-            short.write_bytes(f"{top}/d1/new", b"x")
+            short.write_bytes(f"{top}/{sub}/{tried[-1]}", b"x")
         except Unavailable as exc:
-            refused = exc
-        else:
-            short.delete(f"{top}/d1/new")  # the fence was not up yet: try again
-    assert refused is not None and "moved" in str(refused), refused
+            seen.append(repr(exc))
+            if "being moved" in str(exc):
+                refused = exc  # the documented answer, and certainly not applied
+                tried.pop()
+    assert refused is not None, ("no create met the fence", len(tried), seen)
     patient = cluster.client(deadline=120.0)
     with pytest.raises(NotFound):  # waits for the move; then the directory is elsewhere
-        patient.write_bytes(f"{top}/d1/late", b"x")
+        patient.write_bytes(f"{top}/{sub}/late", b"x")
     mover.join(timeout=180)
     for node_id in members:
         cluster.set_failpoint(node_id, "tree_move.fenced", "off")
     assert not mover.is_alive() and not errors, errors
+    assert not fs.exists(f"{target}/{sub}/late")
+    for name in tried:
+        if fs.exists(f"{target}/{sub}/{name}"):
+            assert fs.read_bytes(f"{target}/{sub}/{name}") == b"x"
+            fs.delete(f"{target}/{sub}/{name}")
     _check_whole(cluster, fs, target)
     _check_gone(fs, top)
