@@ -493,6 +493,13 @@ async def _move_tree(
     ]
     try:
         dirs = await subtree.walk(node.internal, src, moving=True)
+    except NotFound:
+        # a directory went while it was read: this request's own move in steps, begun by an
+        # earlier attempt, switched meanwhile (its retry is answered from that transaction),
+        # or someone else's change; nothing is recorded yet: read again
+        raise Unavailable(
+            "changed", message=f"{src}: the tree changed while it was read; retry"
+        ) from None
     except subtree.TreeTooLarge:
         # too large for one transaction: moved in steps (``keelfs.master.tree_move``)
         await node.tree_moves.move(

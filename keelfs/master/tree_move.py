@@ -258,8 +258,18 @@ class TreeMoves:
                 # this one stopped), or for the recovery to abort once nobody drives it
                 log.info("tree move %d: stopped (%s), left for a retry", move_id, exc)
                 raise
-            except BaseException as exc:
+            except KeelError as exc:
+                if await self._decided_meanwhile(member, move_id):
+                    # another driver's switch (this request's, begun before a leader change)
+                    # committed while this one read a tree that had gone: the client's retry
+                    # is answered from that transaction
+                    raise Unavailable(
+                        "changed", message=f"the move of {src} was decided meanwhile; retry"
+                    ) from exc
                 log.info("tree move %d: aborted: %r", move_id, exc)
+                await self._abort_quietly(member, move_id, shards)
+                raise
+            except BaseException:
                 await self._abort_quietly(member, move_id, shards)
                 raise
             if not (isinstance(outcome, TxnRecord) and outcome.state == "committed"):
@@ -281,6 +291,15 @@ class TreeMoves:
             if same and fence.state == tf.COPYING and fence.move_id not in self._driving:
                 return fence
         return None
+
+    async def _decided_meanwhile(self, member: Member, move_id: int) -> bool:
+        """Whether move ``move_id`` is no longer copying on the coordinator's shard."""
+        await self.node.read(member, False, _STEP_DEADLINE_S)
+        fences = {f.move_id: f for f in member.sm.tree_fences()}
+        fence = fences.get(move_id)
+        if fence is None:
+            return bool(member.sm.tree_move_settled(move_id))  # else: never fenced here
+        return fence.state != tf.COPYING
 
     async def _command(self, member: Member, group: str, command: commands.Command) -> Any:
         """Propose ``command`` on shard ``group``: here, or through its leader."""

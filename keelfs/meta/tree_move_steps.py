@@ -57,6 +57,11 @@ class TreeMoveSteps(ShardRecords):
         """The moves fenced here (what the masters' recovery drives)."""
         return tf.active(self._store)
 
+    def tree_move_settled(self, move_id: int) -> bool:
+        """Whether move ``move_id`` was fenced here and is over (switched or aborted, and
+        its leftovers dropped)."""
+        return tf.settled(self._store, move_id)
+
     def _live_fence(self, txn: Txn, move_id: int) -> tf.Fence:
         fence = tf.load(txn, move_id)
         if fence is None:
