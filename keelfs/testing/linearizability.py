@@ -55,8 +55,10 @@ Usage
 Built-in models: :class:`KVModel` (a map of registers with put/get/cas/delete, partitioned per
 key) and :class:`FileNamespaceModel` (exclusive create, delete, no-overwrite rename, stat and
 list over a few names; not partitioned, so keep those histories to a few hundred operations
-with modest concurrency). New deterministic models are easiest to write by subclassing
-:class:`DeterministicModel` and implementing ``init`` and ``apply``.
+with modest concurrency) and :class:`FileSizeModel` (files and their sizes under create,
+append, truncate, concat, trash move and restore; not partitioned either). New
+deterministic models are easiest to write by subclassing :class:`DeterministicModel` and
+implementing ``init`` and ``apply``.
 """
 
 from __future__ import annotations
