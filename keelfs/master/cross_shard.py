@@ -477,26 +477,38 @@ async def _move_tree(
     dst_guards: tuple[Guard, ...] = ()
     if parent is not None:
         dst_guards = guards_below(parent.guards, dst_dir, parent.owner, parent.group, parent.mode)
-    dirs = await subtree.walk(node.internal, src, moving=True)
-    parts = subtree.move_parts(m, dirs, src, dst, dst_guards)
     moved_top = subtree.regarded(record, src, dst, dst_guards)
-    parts.setdefault(m.shard_for_path(src), []).extend(
-        [
-            *_may(caller, paths.parent(src), WRITE, paths.name(src)),
-            Step("entry", src, record),
-            Step("del_entry", src),
-            Step("touch", paths.parent(src)),
-        ]
-    )
-    parts.setdefault(m.shard_for_path(dst), []).extend(
-        [
-            *_may(caller, dst_dir, WRITE, paths.name(dst), dst_guards),
-            Step("dir", dst_dir),
-            Step("absent", dst),
-            Step("put_entry", dst, moved_top),
-            Step("touch", dst_dir),
-        ]
-    )
+    src_steps = [
+        *_may(caller, paths.parent(src), WRITE, paths.name(src)),
+        Step("entry", src, record),
+        Step("del_entry", src),
+        Step("touch", paths.parent(src)),
+    ]
+    dst_steps = [
+        *_may(caller, dst_dir, WRITE, paths.name(dst), dst_guards),
+        Step("dir", dst_dir),
+        Step("absent", dst),
+        Step("put_entry", dst, moved_top),
+        Step("touch", dst_dir),
+    ]
+    try:
+        dirs = await subtree.walk(node.internal, src, moving=True)
+    except NotFound:
+        # a directory went while it was read: this request's own move in steps, begun by an
+        # earlier attempt, switched meanwhile (its retry is answered from that transaction),
+        # or someone else's change; nothing is recorded yet: read again
+        raise Unavailable(
+            "changed", message=f"{src}: the tree changed while it was read; retry"
+        ) from None
+    except subtree.TreeTooLarge:
+        # too large for one transaction: moved in steps (``keelfs.master.tree_move``)
+        await node.tree_moves.move(
+            member, request, header, timeout, caller, dst_guards, (src_steps, dst_steps)
+        )
+        return
+    parts = subtree.move_parts(m, dirs, src, dst, dst_guards)
+    parts.setdefault(m.shard_for_path(src), []).extend(src_steps)
+    parts.setdefault(m.shard_for_path(dst), []).extend(dst_steps)
     puts = [s.record for part in parts.values() for s in part if s.kind == "put_entry"]
     member.sm.check_incoming(src, dst, puts)
     own = parts.pop(member.group_id)

@@ -60,6 +60,7 @@ from keelfs.master.resharding import Resharder
 from keelfs.master.transactions import DEFAULT_PREPARE_TIMEOUT_MS, TxnManager
 from keelfs.master.trash_emptier import TrashEmptier
 from keelfs.master.tree_delete import TreeDeletes
+from keelfs.master.tree_move import TreeMoves
 from keelfs.meta import paths
 from keelfs.meta.commands import (
     DEFAULT_REPLICATION,
@@ -230,6 +231,7 @@ class MetaNode:
         self._map_changed = asyncio.Event()
         self.txns = TxnManager(self, prepare_timeout_ms=config.txn_prepare_timeout_ms)
         self.tree_deletes = TreeDeletes()
+        self.tree_moves = TreeMoves(self)
         """Recursive deletes too large for one transaction, in steps (``cross_shard``)."""
         self.resharder = Resharder(self)
         self.chunks = ChunkRegistry(dead_after_s=config.chunk_dead_after_s)
@@ -294,6 +296,9 @@ class MetaNode:
         if self.shards:
             self._tasks.append(asyncio.create_task(self.block_keys.refresh_loop(), name="keys"))
             self._tasks.append(asyncio.create_task(self.txns.recovery_loop(), name="txn-recovery"))
+            self._tasks.append(
+                asyncio.create_task(self.tree_moves.recovery_loop(), name="tree-move-recovery")
+            )
             self._tasks.append(asyncio.create_task(self.replication.loop(), name="replication"))
             self._tasks.append(asyncio.create_task(self.trash.loop(), name="trash"))
             self._tasks.append(asyncio.create_task(self.quota_reports.loop(), name="quota-reports"))

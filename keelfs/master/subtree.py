@@ -49,8 +49,9 @@ only: :data:`MAX_ENTRIES` bounds it."""
 
 
 class TreeTooLarge(InvalidArgument):
-    """A subtree of more than :data:`MAX_ENTRIES` records: a move is refused with it; a
-    recursive delete goes on in steps (``keelfs.master.tree_delete``)."""
+    """A subtree of more than :data:`MAX_ENTRIES` records (or, moving, :data:`MAX_RECORD_BYTES`
+    of them): a move goes on in steps (``keelfs.master.tree_move``), a recursive delete too
+    (``keelfs.master.tree_delete``)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ async def walk(client: Any, top: str, *, moving: bool) -> list[DirRecords]:
         if moving:  # the records are written on the new shard; checks carry digests only
             size += len(self_record) + sum(len(record) for _, record, _ in children)
         if size > MAX_RECORD_BYTES:
-            raise InvalidArgument(
+            raise TreeTooLarge(
                 f"{top} holds more than {MAX_RECORD_BYTES} bytes of records spread over "
                 "shards (small files keep their data in them): too large to move in one "
                 "transaction",

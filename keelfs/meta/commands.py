@@ -76,6 +76,10 @@ __all__ = [
     "Mkdir",
     "MkdirSelf",
     "MoveDrop",
+    "MoveTreeAbort",
+    "MoveTreeDrop",
+    "MoveTreeFence",
+    "MoveTreeStage",
     "MoveFreeze",
     "MoveIngest",
     "MoveSettle",
@@ -1135,6 +1139,71 @@ class MoveDrop(Command):
         check_range(len(self.keys), 0 if self.final else 1, MAX_BATCH_IDS, "keys")
 
 
+# directory trees moved across shards in steps (keelfs.meta.tree_fences explains them)
+@dataclass(frozen=True, slots=True)
+class MoveTreeFence(Command):
+    """Fence the trees ``src`` and ``dst`` here for move ``move_id`` (coordinated by shard
+    ``coordinator``; ``shards``: every shard fenced, on the coordinator's record)."""
+
+    op: ClassVar[str] = "move_tree_fence"
+    servers_only: ClassVar[bool] = True
+    move_id: int
+    src: str
+    dst: str
+    coordinator: str
+    shards: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        check_range(self.move_id, 1, MAX_INT, "move_id")
+        check_path(self.src, "src")
+        check_path(self.dst, "dst")
+        check_id(self.coordinator, "coordinator")
+        for shard in self.shards:
+            check_id(shard, "shards")
+
+
+@dataclass(frozen=True, slots=True)
+class MoveTreeStage(Command):
+    """Records of move ``move_id`` written here under their new names (``put_entry`` and
+    ``put_self`` steps, encoded as a transaction part), hidden until the switch."""
+
+    op: ClassVar[str] = "move_tree_stage"
+    servers_only: ClassVar[bool] = True
+    move_id: int
+    part: str
+
+    def validate(self) -> None:
+        check_range(self.move_id, 1, MAX_INT, "move_id")
+        _check_part(self.part)
+
+
+@dataclass(frozen=True, slots=True)
+class MoveTreeAbort(Command):
+    """Move ``move_id`` will not switch: its copies here are dropped, the source stays."""
+
+    op: ClassVar[str] = "move_tree_abort"
+    servers_only: ClassVar[bool] = True
+    move_id: int
+
+    def validate(self) -> None:
+        check_range(self.move_id, 1, MAX_INT, "move_id")
+
+
+@dataclass(frozen=True, slots=True)
+class MoveTreeDrop(Command):
+    """Delete up to ``limit`` records that move ``move_id`` left behind here; once none is
+    left, the fence goes."""
+
+    op: ClassVar[str] = "move_tree_drop"
+    servers_only: ClassVar[bool] = True
+    move_id: int
+    limit: int = 2_000
+
+    def validate(self) -> None:
+        check_range(self.move_id, 1, MAX_INT, "move_id")
+        check_range(self.limit, 1, MAX_BATCH_IDS, "limit")
+
+
 # cross-shard transactions (keelfs.meta.transactions explains them)
 def _check_part(part: str) -> None:
     from keelfs.meta.transactions import decode_part  # the step codec lives with the records
@@ -1297,6 +1366,10 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     MoveIngest,
     MoveSettle,
     MoveDrop,
+    MoveTreeFence,
+    MoveTreeStage,
+    MoveTreeAbort,
+    MoveTreeDrop,
 )
 CONFIG_COMMANDS = SESSION_COMMANDS | _registry(
     RegisterMaster,

@@ -85,6 +85,7 @@ from keelfs.meta.shard_records import (
     _subtree_self_range,
 )
 from keelfs.meta.snapshots import SnapshotSteps
+from keelfs.meta.tree_move_steps import TreeMoveSteps
 from keelfs.meta.txn_steps import TransactionSteps
 
 __all__ = [
@@ -95,7 +96,9 @@ __all__ = [
 ]
 
 
-class ShardStateMachine(TransactionSteps, MoveSteps, FileEditSteps, QuotaSteps, SnapshotSteps):
+class ShardStateMachine(
+    TransactionSteps, MoveSteps, TreeMoveSteps, FileEditSteps, QuotaSteps, SnapshotSteps
+):
     """One data shard member's namespace state (``keelfs.runtime.StateMachine``).
 
     ``path``: the RocksDB directory of this member (``None``: in memory, for tests).

@@ -63,6 +63,7 @@ from keelfs.errors import (
 )
 from keelfs.meta import blockrefs, moves, paths, quotas, sessions
 from keelfs.meta import transactions as tx
+from keelfs.meta import tree_fences as tf
 from keelfs.meta.commands import (
     TxnBegin,
     TxnDecide,
@@ -560,8 +561,10 @@ class ShardRecords(MetaStateMachine):
         return None if raw is None else bytes(raw).decode()
 
     def lock_holder(self, path: str) -> int:
-        """The transaction locking ``path`` here (0: none): reads of it wait."""
-        return tx.locked_by(self._store, paths.normalize(path))
+        """The transaction locking ``path`` here (0: none), or the tree move hiding it
+        (``keelfs.meta.tree_fences``): reads of it wait."""
+        normal = paths.normalize(path)
+        return tx.locked_by(self._store, normal) or tf.hidden_by(self._store, normal, tx.locked_by)
 
     def _check_unlocked(self, kv: _Reader, path: str, *, parent: bool = True) -> None:
         """Refuse (``Unavailable`` "locked") a change of ``path`` while a transaction locks it,
@@ -569,6 +572,9 @@ class ShardRecords(MetaStateMachine):
         holder = tx.locked_by(kv, path)
         if holder:
             raise tx.locked_error(path, holder)
+        fenced = tf.write_error(kv, path)
+        if fenced is not None:
+            raise fenced
         if parent and path != paths.ROOT:
             up = paths.parent(path)
             holder = tx.locked_by(kv, up, shared_too=False)
@@ -579,6 +585,9 @@ class ShardRecords(MetaStateMachine):
         holder = tx.locked_below(kv, directory)
         if holder:
             raise tx.locked_error(directory, holder)
+        fenced = tf.fence_below(kv, directory)
+        if fenced is not None:
+            raise fenced
 
 
 def _unb64(text: str, argument: str) -> bytes:

@@ -98,13 +98,18 @@ CHECKS = frozenset(
   permission checks of a cross-shard operation, made where the directory's self-record is,
   under the part's locks (a chmod of a locked directory waits), like an ordinary command's.
 """
-CHANGES = frozenset({"put_entry", "del_entry", "put_self", "del_self", "touch", "replace"})
+CHANGES = frozenset(
+    {"put_entry", "del_entry", "put_self", "del_self", "touch", "replace", "tree_switch"}
+)
 """Step kinds that change (applied when the transaction commits):
 
 - ``put_entry`` / ``put_self``: write ``record`` as ``path``'s entry / self-record;
 - ``del_entry`` / ``del_self``: delete it;
 - ``touch``: set directory ``path``'s mtime to the commit's log time (if its records are here);
-- ``replace``: delete the file entry at ``path`` if there is one, queueing its blocks.
+- ``replace``: delete the file entry at ``path`` if there is one, queueing its blocks;
+- ``tree_switch``: the fence of tree move ``record`` (its id), moving ``path``, turns from
+  copying to switched here (``keelfs.meta.tree_fences``): checked at prepare (the fence is
+  here, copying), and it exempts this part's other steps from that fence.
 """
 _SHARED = frozenset({"dir", "may"})
 _UNLOCKED = frozenset({"touch"})
@@ -132,6 +137,7 @@ class Step:
             "put_entry",
             "put_self",
             "may",
+            "tree_switch",
         )
         if needs_record != bool(self.record):
             raise InvalidArgument(f"step {self.kind} {self.path}: record mismatch", "part")
@@ -140,6 +146,9 @@ class Step:
                 raise InvalidArgument(f"step {self.kind} {self.path}: not a digest", "part")
         elif self.kind == "may":
             decode_may(self.record)
+        elif self.kind == "tree_switch":
+            if not self.record.isdigit() or len(self.record) > 19:
+                raise InvalidArgument(f"step {self.kind} {self.path}: not a move id", "part")
         elif needs_record:
             try:
                 decode_foreign(self.record.encode("utf-8", "surrogatepass"))

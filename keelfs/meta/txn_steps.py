@@ -21,6 +21,7 @@ from keelfs.errors import (
 )
 from keelfs.meta import moves, paths, quotas, sessions, snapshots
 from keelfs.meta import transactions as tx
+from keelfs.meta import tree_fences as tf
 from keelfs.meta.commands import (
     TxnAcked,
     TxnBegin,
@@ -87,6 +88,7 @@ class TransactionSteps(PermissionChecks):
         if conflict is not None:
             raise conflict
         marked = next(iter(txn.scan(snapshots.ALLOWED, prefix_end(snapshots.ALLOWED))), None)
+        self._check_fences(txn, steps)
         for step in steps:
             path, kind = step.path, step.kind
             if marked is not None and kind in ("del_entry", "del_self"):
@@ -123,6 +125,25 @@ class TransactionSteps(PermissionChecks):
                     if self._holds_lease(txn, existing.lease_holder):
                         raise LeaseConflict(path, existing.lease_user)
         self._check_part_quotas(txn, steps)
+
+    @staticmethod
+    def _check_fences(txn: Txn, steps: tuple[tx.Step, ...]) -> None:
+        """No step may reach into a tree being moved in steps (``keelfs.meta.tree_fences``)
+        but the switch transaction's own: its ``tree_switch`` step finds its fence copying."""
+        switching = frozenset(int(s.record) for s in steps if s.kind == "tree_switch")
+        for move_id in switching:
+            fence = tf.load(txn, move_id)
+            if fence is None or fence.state != tf.COPYING:
+                state = "settled" if fence is None else fence.state
+                raise Unavailable(
+                    "changed", message=f"tree move {move_id} is {state} here: not switched"
+                )
+        for step in steps:
+            if step.kind == "touch":
+                continue
+            err = tf.write_error(txn, step.path, exempt=switching)
+            if err is not None:
+                raise err
 
     def _check_part_quotas(self, txn: Txn, steps: tuple[tx.Step, ...]) -> None:
         """A part that would bring names or space under a quota directory past its limit is
@@ -164,6 +185,10 @@ class TransactionSteps(PermissionChecks):
                 txn.delete(_self_key(path))
             elif kind == "touch":
                 self._touch_dir(txn, path, now)
+            elif kind == "tree_switch":
+                fence = tf.load(txn, int(step.record))
+                if fence is not None and fence.state == tf.COPYING:
+                    tf.save(txn, fence.evolve(tf.SWITCHED))
             elif kind == "replace":
                 existing = self._entry(txn, path)
                 if existing is not None and not existing.is_dir:

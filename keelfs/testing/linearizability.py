@@ -55,8 +55,10 @@ Usage
 Built-in models: :class:`KVModel` (a map of registers with put/get/cas/delete, partitioned per
 key) and :class:`FileNamespaceModel` (exclusive create, delete, no-overwrite rename, stat and
 list over a few names; not partitioned, so keep those histories to a few hundred operations
-with modest concurrency). New deterministic models are easiest to write by subclassing
-:class:`DeterministicModel` and implementing ``init`` and ``apply``.
+with modest concurrency) and :class:`FileSizeModel` (files and their sizes under create,
+append, truncate, concat, trash move and restore; not partitioned either). New
+deterministic models are easiest to write by subclassing :class:`DeterministicModel` and
+implementing ``init`` and ``apply``.
 """
 
 from __future__ import annotations
@@ -71,8 +73,11 @@ from typing import Any, Final, Generic, Protocol, TypeVar, final, runtime_checka
 __all__ = [
     "UNKNOWN",
     "CheckResult",
+    "BUSY",
     "DeterministicModel",
     "FileNamespaceModel",
+    "FileSizeModel",
+    "TRASHED_ELSEWHERE",
     "HistoryRecorder",
     "KVModel",
     "Model",
@@ -425,6 +430,116 @@ class FileNamespaceModel(DeterministicModel[NamespaceState]):
 
     def describe_state(self, state: NamespaceState) -> str:
         return "{" + ", ".join(repr(n) for n in sorted(state)) + "}"
+
+
+FileSizeState = frozenset[tuple[str, str, int]]
+"""``("live", name, size)`` and ``("trash", name, size)`` items."""
+
+BUSY: Final = "busy"
+"""The output of an operation refused because a file it needs is being written
+(``LEASE_CONFLICT``): it changed nothing, and such a file exists."""
+TRASHED_ELSEWHERE: Final = "ok_suffixed"
+"""The output of a trash move that found the trash's name for the file taken and used another
+(the name with the time appended)."""
+
+
+class FileSizeModel(DeterministicModel[FileSizeState]):
+    """A few files and their sizes, with the file operations of HDFS, and a trash holding one
+    copy of each name.
+
+    Inputs and outputs (sizes in bytes; ``n``, ``t`` names):
+
+    - ``("create", n, size)``: exclusive; ``"ok"`` or ``"exists"``;
+    - ``("append", n, k)``: ``"ok"`` (``k`` bytes more) or ``"not_found"``;
+    - ``("truncate", n, length)``: ``"ok"``, ``"not_found"``, or ``"too_long"`` when
+      ``length`` is beyond the end;
+    - ``("concat", t, (n, ...))``: ``"ok"`` (the sources' bytes after ``t``'s, the sources
+      gone) or ``"not_found"`` when ``t`` or a source is missing;
+    - ``("trash", n)``: the file moves to the trash: ``"ok"`` (its trash name was free: it is
+      there now), :data:`TRASHED_ELSEWHERE` (another trash name, not followed further), or
+      ``"not_found"``;
+    - ``("restore", n)``: the trash's copy back to ``n``, never overwriting: ``"ok"``,
+      ``"not_found"`` (no copy in the trash) or ``"exists"``;
+    - ``("stat", n)`` / ``("stat_trash", n)``: the size, or ``None``.
+
+    :data:`BUSY` is accepted for ``append``, ``truncate`` and ``trash`` when ``n`` exists,
+    for ``concat`` when any of its files does, and changes nothing. Not partitioned: concat
+    and the trash couple names.
+    """
+
+    def __init__(self, initial: Iterable[tuple[str, int]] = ()) -> None:
+        self._initial: FileSizeState = frozenset(("live", n, size) for n, size in initial)
+
+    def init(self) -> FileSizeState:
+        return self._initial
+
+    @staticmethod
+    def _size(state: FileSizeState, where: str, name: str) -> int | None:
+        for w, n, size in state:
+            if w == where and n == name:
+                return size
+        return None
+
+    @staticmethod
+    def _set(state: FileSizeState, where: str, name: str, size: int | None) -> FileSizeState:
+        kept = frozenset(item for item in state if item[:2] != (where, name))
+        return kept if size is None else kept | {(where, name, size)}
+
+    def apply(self, state: FileSizeState, input: Any) -> tuple[Any, FileSizeState]:
+        kind, name = input[0], input[1]
+        size = self._size(state, "live", name)
+        if kind in ("stat", "stat_trash"):
+            return self._size(state, "live" if kind == "stat" else "trash", name), state
+        if kind == "create":
+            if size is not None:
+                return "exists", state
+            return "ok", self._set(state, "live", name, input[2])
+        if kind == "restore":
+            kept = self._size(state, "trash", name)
+            if kept is None:
+                return "not_found", state
+            if size is not None:
+                return "exists", state
+            return "ok", self._set(self._set(state, "trash", name, None), "live", name, kept)
+        if kind == "concat":
+            sizes = [self._size(state, "live", n) for n in input[2]]
+            if size is None or None in sizes:
+                return "not_found", state
+            for n in input[2]:
+                state = self._set(state, "live", n, None)
+            total = size + sum(s for s in sizes if s is not None)
+            return "ok", self._set(state, "live", name, total)
+        if size is None:
+            if kind in ("append", "truncate", "trash"):
+                return "not_found", state
+            raise ValueError(f"unknown file operation {input!r}")
+        if kind == "append":
+            return "ok", self._set(state, "live", name, size + input[2])
+        if kind == "truncate":
+            if input[2] > size:
+                return "too_long", state
+            return "ok", self._set(state, "live", name, input[2])
+        if kind == "trash":
+            if self._size(state, "trash", name) is not None:
+                return TRASHED_ELSEWHERE, self._set(state, "live", name, None)
+            return "ok", self._set(self._set(state, "live", name, None), "trash", name, size)
+        raise ValueError(f"unknown file operation {input!r}")
+
+    def step(self, state: FileSizeState, input: Any, output: Any) -> tuple[bool, FileSizeState]:
+        kind = input[0]
+        if output == BUSY:
+            names = [input[1], *(input[2] if kind == "concat" else ())]
+            exists = any(self._size(state, "live", n) is not None for n in names)
+            return exists, state
+        if kind == "trash" and output == TRASHED_ELSEWHERE:
+            size = self._size(state, "live", input[1])
+            if size is None:
+                return False, state
+            return True, self._set(state, "live", input[1], None)
+        return super().step(state, input, output)
+
+    def describe_state(self, state: FileSizeState) -> str:
+        return "{" + ", ".join(f"{w}:{n}={size}" for w, n, size in sorted(state)) + "}"
 
 
 # --------------------------------------------------------------------------------------------
