@@ -278,6 +278,12 @@ def test_three_hosts_survive_a_lost_host_and_a_cut_off_one(hosts: Hosts) -> None
         assert {int(i): a for i, a in members.items()} == {
             10 + h: f"{cluster.ip(h)}:{MASTER_CLIENT}" for h in HOSTS
         }
+
+        def config_servers_registered() -> bool:  # each registers on its own after READY
+            admin.shard_map()
+            return all(h in admin.nodes() for h in HOSTS)
+
+        wait_until(config_servers_registered, 60.0, "a config server never registered")
         nodes = admin.nodes()
         assert all(nodes[h] == f"{cluster.ip(h)}:{CONFIG_CLIENT}" for h in HOSTS), nodes
     cluster.start([f"cs{h}" for h in HOSTS])
