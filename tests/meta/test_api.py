@@ -77,6 +77,7 @@ def test_command_names_are_stable() -> None:
         "register_master",
         "remove_shard",
         "seal_ring",
+        "set_server_admin_state",
         "set_shard_members",
         "switch_move",
         "unregister_chunk_server",
