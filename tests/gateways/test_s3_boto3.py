@@ -483,9 +483,13 @@ def _presigned_in_the_past(gateway: Gateway, bucket: str) -> str:
 def test_permissions_of_the_mapped_user(gateway: Gateway) -> None:
     s3 = gateway.client()
     name = new_bucket(s3, "perm")
-    s3.put_object(Bucket=name, Key="readable", Body=b"r")
+    s3.put_object(Bucket=name, Key="readable", Body=b"r", ACL="authenticated-read")
+    s3.put_object(Bucket=name, Key="private", Body=b"p")  # S3's default ACL: private
     bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
     assert bob.get_object(Bucket=name, Key="readable")["Body"].read() == b"r"
+    with pytest.raises(ClientError) as exc:
+        bob.get_object(Bucket=name, Key="private")
+    assert code_of(exc) == (403, "AccessDenied")
     with pytest.raises(ClientError) as exc:
         bob.put_object(Bucket=name, Key="mine", Body=b"x")
     assert code_of(exc) == (403, "AccessDenied")
@@ -495,7 +499,7 @@ def test_permissions_of_the_mapped_user(gateway: Gateway) -> None:
     with pytest.raises(ClientError) as exc:
         bob.create_bucket(Bucket=f"bob-{next(_names)}")
     assert code_of(exc) == (403, "AccessDenied")
-    assert keys_of(s3.list_objects_v2(Bucket=name)) == ["readable"]
+    assert keys_of(s3.list_objects_v2(Bucket=name)) == ["private", "readable"]
 
 
 def test_prefix_naming_a_file_as_a_directory_lists_nothing(gateway: Gateway, listed: str) -> None:

@@ -25,9 +25,9 @@ from aiohttp import web
 
 from keelfs.client.aio import AsyncClient
 from keelfs.errors import KeelError
-from keelfs.gateways.s3 import buckets, multipart, objects, sigv4, versions
+from keelfs.gateways.s3 import acl_ops, buckets, multipart, objects, sigv4, versions
 from keelfs.gateways.s3.context import Ctx
-from keelfs.gateways.s3.credentials import AccessKey
+from keelfs.gateways.s3.credentials import AccessKey, KeyTable
 from keelfs.gateways.s3.errors import S3Error, error_xml, from_keel
 from keelfs.gateways.site import HttpSite
 from keelfs.tls.credentials import TlsSettings
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 _UNSUPPORTED = frozenset(
     {
-        "acl", "policy", "cors", "lifecycle", "tagging", "website", "versioning",
+        "policy", "cors", "lifecycle", "tagging", "website", "versioning",
         "encryption", "replication", "logging", "notification", "object-lock", "retention",
         "legal-hold", "accelerate", "requestPayment", "analytics", "metrics", "inventory",
         "intelligent-tiering", "ownershipControls", "publicAccessBlock", "select", "restore",
@@ -52,6 +52,10 @@ def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str
     """The operation a request names (``MethodNotAllowed`` / ``NotImplemented`` otherwise)."""
     if method == "GET" and has_bucket and not has_key and "versioning" in query:
         return buckets.get_bucket_versioning  # never enabled: what tools ask before deleting
+    if "acl" in query and has_bucket and method in ("GET", "PUT"):
+        if has_key:
+            return acl_ops.get_object_acl if method == "GET" else acl_ops.put_object_acl
+        return acl_ops.get_bucket_acl if method == "GET" else acl_ops.put_bucket_acl
     unsupported = _UNSUPPORTED.intersection(query)
     if unsupported:
         raise S3Error("NotImplemented", f"?{sorted(unsupported)[0]} is not supported by keelfs")
@@ -105,9 +109,14 @@ class S3Gateway:
         host: str = "127.0.0.1",
         port: int = 0,
         tls_dir: Path | None = None,
+        anonymous_user: str | None = None,
     ) -> None:
         self.seeds = list(seeds)
         self.keys = dict(keys)
+        table = keys if isinstance(keys, KeyTable) else KeyTable(keys)
+        self.names = table.display_names()
+        self.anonymous_user = table.anonymous_user if anonymous_user is None else anonymous_user
+        """The keelfs user unsigned requests act as where an ACL allows ("": refused)."""
         self.host = host
         self.port = port
         self.tls_dir = tls_dir
@@ -165,11 +174,20 @@ class S3Gateway:
     async def _serve(
         self, request: web.Request, raw_path: str, raw_query: str
     ) -> web.StreamResponse:
-        signed = sigv4.authenticate(request.method, raw_path, raw_query, request.headers, self.keys)
+        anonymous = bool(self.anonymous_user) and sigv4.is_unsigned(raw_query, request.headers)
+        if anonymous:
+            signed = sigv4.anonymous(self.anonymous_user)
+        else:
+            signed = sigv4.authenticate(
+                request.method, raw_path, raw_query, request.headers, self.keys
+            )
         bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
         query = dict(sigv4.query_pairs(raw_query))
         handler = _route(request.method, bool(bucket), bool(key), query)
-        ctx = Ctx(request, signed, self.client_for(signed.key.user), bucket, key, query)
+        client = self.client_for(signed.key.user)
+        ctx = Ctx(request, signed, client, bucket, key, query, self.names, anonymous)
+        if anonymous:
+            await acl_ops.admit_anonymous(ctx, handler)
         return await handler(ctx)
 
     def _error(

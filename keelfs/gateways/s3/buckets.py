@@ -11,6 +11,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from keelfs.errors import AlreadyExists, DirectoryNotEmpty, KeelError, NotFound
+from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import listing, store
 from keelfs.gateways.s3.context import Ctx, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
@@ -31,15 +32,15 @@ __all__ = [
 MAX_KEYS = 1000
 
 
-def owner(parent: object, user: str) -> None:
+def owner(parent: object, user: str, names: dict[str, str] | None = None) -> None:
     element = sub(parent, "Owner")  # type: ignore[arg-type]
     sub(element, "ID", user)
-    sub(element, "DisplayName", user)
+    sub(element, "DisplayName", (names or {}).get(user, user))
 
 
 async def list_buckets(ctx: Ctx) -> web.Response:
     root = document("ListAllMyBucketsResult")
-    owner(root, ctx.user)
+    owner(root, ctx.user, ctx.names)
     buckets = sub(root, "Buckets")
     try:
         entries = [e async for e in ctx.fs.ls("/")]
@@ -62,12 +63,16 @@ def _valid_bucket(name: str) -> bool:
 
 
 async def create_bucket(ctx: Ctx) -> web.Response:
+    """The bucket's directory with the mode its ACL gives (private: ``0711``), then the
+    ACL's anonymous mark if it grants unsigned requests anything (``acl``)."""
     store.check_bucket_name(ctx.bucket)
     body = await ctx.request.read()
     if body.strip():
         parse(body)  # CreateBucketConfiguration: its LocationConstraint has no meaning here
+    chosen = acls.from_request(ctx.request.headers, b"", owner=ctx.user, is_bucket=True)
+    chosen = chosen or acls.PRIVATE
     try:
-        await ctx.fs.mkdir(store.bucket_path(ctx.bucket))
+        await ctx.fs.mkdir(store.bucket_path(ctx.bucket), mode=acls.dir_mode(chosen))
     except AlreadyExists:
         info = await ctx.fs.stat(store.bucket_path(ctx.bucket))
         if info.is_dir and info.owner == ctx.user:
@@ -84,6 +89,11 @@ async def create_bucket(ctx: Ctx) -> web.Response:
         ) from None
     except KeelError as exc:
         raise from_keel(exc, BucketName=ctx.bucket) from None
+    if chosen.anonymous:
+        try:
+            await acls.write_bucket_mark(ctx.fs, ctx.bucket, chosen.anonymous)
+        except KeelError as exc:
+            raise from_keel(exc, BucketName=ctx.bucket) from None
     return web.Response(headers={"Location": "/" + ctx.bucket})
 
 
@@ -202,7 +212,7 @@ async def list_objects(ctx: Ctx) -> web.Response:
         sub(item, "ETag", entry.stored.etag)
         sub(item, "Size", 0 if entry.info.is_dir else entry.info.length)
         if not v2 or ctx.query.get("fetch-owner") == "true":
-            owner(item, entry.info.owner)
+            owner(item, entry.info.owner, ctx.names)
         sub(item, "StorageClass", "STANDARD")
     for common in page.prefixes:
         sub(sub(root, "CommonPrefixes"), "Prefix", enc(common))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import posixpath
 import re
 import secrets
 import time
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from keelfs.client.aio import AsyncClient
 from keelfs.errors import InvalidArgument, KeelError, NotADirectory, NotFound
+from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import store
 from keelfs.gateways.s3.context import Ctx, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
@@ -98,6 +100,7 @@ async def _upload(ctx: Ctx, upload_id: str) -> dict[str, object]:
 async def create_upload(ctx: Ctx) -> web.Response:
     store.check_key(ctx.key)
     await store.require_bucket(ctx.fs, ctx.bucket)
+    chosen = await ctx.object_acl_of_request()
     upload_id = secrets.token_hex(16)
     stored = ctx.stored_from_request("")
     record = {
@@ -107,10 +110,12 @@ async def create_upload(ctx: Ctx) -> web.Response:
         "type": stored.content_type,
         "meta": stored.meta,
         "headers": stored.headers,
+        "acl": {"others": sorted(chosen.others), "anonymous": sorted(chosen.anonymous)},
     }
     directory = upload_dir(ctx.bucket, upload_id)
     try:
-        await ctx.fs.mkdir(directory, parents=True)
+        await store.make_hidden_dir(ctx.fs, ctx.bucket, posixpath.dirname(directory))
+        await ctx.fs.mkdir(directory, mode=0o700)
         await ctx.fs.write_bytes(directory + "/upload.json", json.dumps(record).encode())
     except KeelError as exc:
         raise from_keel(exc, missing="NoSuchBucket") from None
@@ -313,7 +318,9 @@ async def complete_upload(ctx: Ctx) -> web.Response:
         dict(record.get("headers") or {}),  # type: ignore[call-overload]
         parts=len(chosen),
     )
-    await store.commit_object(ctx.fs, ctx.bucket, ctx.key, assembled, stored)
+    await store.commit_object(
+        ctx.fs, ctx.bucket, ctx.key, assembled, stored, acl=_recorded_acl(record)
+    )
     with contextlib.suppress(KeelError):
         await ctx.fs.delete(directory, recursive=True)
     root = document("CompleteMultipartUploadResult")
@@ -322,6 +329,14 @@ async def complete_upload(ctx: Ctx) -> web.Response:
     sub(root, "Key", ctx.key)
     sub(root, "ETag", etag)
     return xml_response(root)
+
+
+def _recorded_acl(record: dict[str, object]) -> acls.Acl:
+    """The ACL its create asked for (private for an upload begun before ACLs were kept)."""
+    chosen = record.get("acl")
+    if not isinstance(chosen, dict):
+        return acls.PRIVATE
+    return acls.Acl(frozenset(chosen.get("others", ())), frozenset(chosen.get("anonymous", ())))
 
 
 async def _assemble(fs: AsyncClient, bucket: str, directory: str, chosen: list[Part]) -> str:

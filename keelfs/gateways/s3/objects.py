@@ -10,6 +10,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from keelfs.errors import KeelError
+from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import store
 from keelfs.gateways.s3.context import Ctx, http_date, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
@@ -45,6 +46,7 @@ async def put_object(ctx: Ctx) -> web.Response:
     store.check_key(ctx.key)
     if "x-amz-copy-source" in ctx.request.headers:
         return await copy_object(ctx)
+    chosen = await ctx.object_acl_of_request()
     body = ctx.body()
     if ctx.key.endswith("/"):
         data = b"".join([piece async for piece in body])
@@ -52,7 +54,7 @@ async def put_object(ctx: Ctx) -> web.Response:
             raise S3Error("InvalidArgument", "a key ending in '/' is a directory: no data")
         obj = await store.make_marker(ctx.fs, ctx.bucket, ctx.key)
         return web.Response(headers={"ETag": obj.etag})
-    written = await store.write_temp(ctx.fs, ctx.bucket, body)
+    written = await store.write_temp(ctx.fs, ctx.bucket, body, mode=acls.file_mode(chosen))
     try:
         ctx.check_digests(written)
     except S3Error:
@@ -61,7 +63,7 @@ async def put_object(ctx: Ctx) -> web.Response:
     stored = ctx.stored_from_request(md5_etag(written.md5))
     exclusive = (ctx.header("If-None-Match") or "").strip() == "*"
     obj = await store.commit_object(
-        ctx.fs, ctx.bucket, ctx.key, written.path, stored, exclusive=exclusive
+        ctx.fs, ctx.bucket, ctx.key, written.path, stored, exclusive=exclusive, acl=chosen
     )
     return web.Response(headers={"ETag": obj.etag})
 
@@ -287,6 +289,7 @@ async def copy_object(ctx: Ctx) -> web.Response:
             "without changing the object's metadata, storage class, website redirect "
             "location or encryption attributes.",
         )
+    chosen = await ctx.object_acl_of_request()
     obj, reader = await store.open_object(ctx.fs, src_bucket, src_key)
     try:
         if check_conditions(ctx, obj, prefix="x-amz-copy-source-") is not None:
@@ -294,7 +297,8 @@ async def copy_object(ctx: Ctx) -> web.Response:
                 "PreconditionFailed",
                 "At least one of the pre-conditions you specified did not hold",
             )
-        written = await store.write_temp(ctx.fs, ctx.bucket, _source_chunks(reader, 0, obj.length))
+        source = _source_chunks(reader, 0, obj.length)
+        written = await store.write_temp(ctx.fs, ctx.bucket, source, mode=acls.file_mode(chosen))
     finally:
         if reader is not None:
             await reader.close()
@@ -303,7 +307,7 @@ async def copy_object(ctx: Ctx) -> web.Response:
         stored = ctx.stored_from_request(etag)
     else:
         stored = store.Stored(etag, obj.stored.content_type, obj.stored.meta, obj.stored.headers)
-    done = await store.commit_object(ctx.fs, ctx.bucket, ctx.key, written.path, stored)
+    done = await store.commit_object(ctx.fs, ctx.bucket, ctx.key, written.path, stored, acl=chosen)
     root = document("CopyObjectResult")
     sub(root, "LastModified", iso_time(done.mtime))
     sub(root, "ETag", done.etag)

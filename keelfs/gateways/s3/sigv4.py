@@ -31,7 +31,9 @@ __all__ = [
     "STREAMING_SIGNED",
     "UNSIGNED",
     "Signed",
+    "anonymous",
     "authenticate",
+    "is_unsigned",
     "chunked_body",
     "signing_key",
 ]
@@ -149,6 +151,19 @@ def authenticate(
     if "Signature" in query or "AWSAccessKeyId" in query:
         raise S3Error("AccessDenied", "only AWS Signature Version 4 is supported")
     raise S3Error("AccessDenied", "Anonymous access is not allowed; sign the request")
+
+
+def is_unsigned(raw_query: str, headers: Headers) -> bool:
+    """No signature of either version: an anonymous request."""
+    if headers.get("Authorization") is not None:
+        return False
+    names = {name for name, _ in query_pairs(raw_query)}
+    return not names & {"X-Amz-Signature", "X-Amz-Credential", "Signature", "AWSAccessKeyId"}
+
+
+def anonymous(user: str) -> Signed:
+    """What an unsigned request is, acting as ``user``: its body unsigned."""
+    return Signed(AccessKey("", "", user), UNSIGNED, "", "", "", b"")
 
 
 def _header_auth(
