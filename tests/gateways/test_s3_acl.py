@@ -95,6 +95,18 @@ def test_new_bucket_and_object_are_private(gateway: Gateway) -> None:
     assert _anonymous(gateway, "GET", f"{name}/d/k").status_code == 403
 
 
+def test_list_buckets_lists_the_callers_own(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    mine = _bucket(s3, "mine", ACL="public-read")
+    with gateway.cluster.client() as fs:
+        fs.mkdir(f"/acl-bobs-{next(_names)}", owner=OTHER_USER)
+    bobs = [b["Name"] for b in bob.list_buckets()["Buckets"]]
+    assert mine not in bobs and len(bobs) == 1 and bobs[0].startswith("acl-bobs-")
+    assert mine in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert bobs[0] not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
 def test_canned_bucket_acls_at_create_and_put(gateway: Gateway) -> None:
     s3 = gateway.client()
     me = (gateway.user, "FULL_CONTROL")

@@ -39,6 +39,7 @@ def owner(parent: object, user: str, names: dict[str, str] | None = None) -> Non
 
 
 async def list_buckets(ctx: Ctx) -> web.Response:
+    """The caller's buckets (S3's: those it owns), not every top-level directory."""
     root = document("ListAllMyBucketsResult")
     owner(root, ctx.user, ctx.names)
     buckets = sub(root, "Buckets")
@@ -47,7 +48,7 @@ async def list_buckets(ctx: Ctx) -> web.Response:
     except KeelError as exc:
         raise from_keel(exc) from None
     for entry in sorted(entries, key=lambda e: e.name):
-        if entry.is_dir and _valid_bucket(entry.name):
+        if entry.is_dir and entry.owner == ctx.user and _valid_bucket(entry.name):
             bucket = sub(buckets, "Bucket")
             sub(bucket, "Name", entry.name)
             sub(bucket, "CreationDate", iso_time(entry.mtime))

@@ -49,6 +49,7 @@ from keelfs.client import AsyncClient
 from keelfs.errors import AlreadyExists, InvalidArgument, KeelError, NotADirectory, NotFound
 from keelfs.gateways.site import HttpSite
 from keelfs.gateways.webhdfs import errors, shapes
+from keelfs.gateways.webhdfs.https import HttpsSettings, certificate_user
 from keelfs.meta.records import MAX_INLINE_BYTES, FileInfo
 from keelfs.tls.credentials import TlsSettings
 
@@ -134,6 +135,13 @@ class GatewaySettings:
     """A cluster with TLS: the certificate of ``tls_user``, whom the gateway then serves alone
     (the masters take the user from the certificate, never from the request)."""
     tls_user: str = ""
+    https: HttpsSettings | None = None
+    """Serve HTTPS (``keelfs.gateways.webhdfs.https``: with a client CA, callers are their
+    certificates' users, and the gateway may listen off the loopback)."""
+
+    @property
+    def authenticates_callers(self) -> bool:
+        return self.https is not None and self.https.client_ca is not None
 
 
 def home_directory(user: str) -> str:
@@ -286,7 +294,10 @@ class WebHdfsGateway:
         if not 1 <= settings.ls_limit <= 10_000:
             raise ValueError(f"ls_limit must be 1..10000, not {settings.ls_limit}")
         self.settings = settings
-        self.host, self.port = parse_listen(settings.listen)
+        self.host, self.port = parse_listen(
+            settings.listen, off_loopback=settings.authenticates_callers
+        )
+        self._names = settings.https.host_names() if settings.https is not None else frozenset()
         if (settings.tls is None) != (not settings.tls_user):
             raise ValueError("a TLS cluster's gateway needs both tls and tls_user")
         self._clients = _Clients(settings.cluster, settings.tls)
@@ -300,7 +311,9 @@ class WebHdfsGateway:
         return app
 
     async def start(self) -> None:
-        self.address = await self._site.start(self.app())
+        https = self.settings.https
+        context = https.ssl_context() if https is not None else None
+        self.address = await self._site.start(self.app(), ssl_context=context)
 
     @property
     def url(self) -> str:
@@ -315,7 +328,7 @@ class WebHdfsGateway:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         host = _host_of(request.host)
-        if not (is_loopback_host(host) or host == self.host):
+        if not (is_loopback_host(host) or host == self.host or host.lower() in self._names):
             raise web.HTTPMisdirectedRequest(
                 text=f"this gateway does not answer to the host name {host!r}\n"
             )
@@ -330,7 +343,7 @@ class WebHdfsGateway:
             handler = _OPERATIONS.get((request.method, op))
             if handler is None:
                 raise _unknown(request.method, op)
-            user = self._acting_user(params)
+            user = self._acting_user(params, request)
             async with self._clients.use(user) as client:
                 return await handler(self, _Call(request, path, params, user, client))
         except (KeelError, errors.HadoopError) as exc:
@@ -341,8 +354,10 @@ class WebHdfsGateway:
             log.exception("%s %s failed", request.method, request.path_qs)
             return errors.remote_exception(exc, path)
 
-    def _acting_user(self, params: _Params) -> str:
+    def _acting_user(self, params: _Params, request: web.Request) -> str:
         user = params.text("user.name") or ANONYMOUS_USER
+        if self.settings.authenticates_callers:
+            user = self._certificate_user(params, request)
         doas = params.text("doas")
         if doas and doas != user:
             if user not in self.settings.proxy_users:
@@ -352,6 +367,21 @@ class WebHdfsGateway:
         if only and user != only:
             raise errors.access_denied(
                 f"User: {user}: this gateway acts for {only} alone (its TLS certificate's user)"
+            )
+        return user
+
+    @staticmethod
+    def _certificate_user(params: _Params, request: web.Request) -> str:
+        """The caller's certificate's user; a ``user.name`` naming anyone else is refused."""
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        user = certificate_user(ssl_object)
+        if user is None:
+            raise errors.access_denied("the client certificate names no keelfs user")
+        named = params.text("user.name")
+        if named and named != user:
+            raise errors.access_denied(
+                f"User: {named} is not the user of the client certificate ({user})"
             )
         return user
 
@@ -650,15 +680,19 @@ def _unknown(method: str, op: str) -> errors.HadoopError:
     )
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """``(host, port)`` of ``HOST:PORT`` on loopback (plain HTTP, as every keelfs HTTP side
-    without TLS: ``keelfs.web.listen``); ``ValueError`` otherwise."""
+def parse_listen(value: str, *, off_loopback: bool = False) -> tuple[str, int]:
+    """``(host, port)`` of ``HOST:PORT`` on loopback (as every keelfs HTTP side without TLS
+    and authentication: ``keelfs.web.listen``), or anywhere with ``off_loopback`` (HTTPS with
+    client certificates); ``ValueError`` otherwise."""
     host, sep, port_text = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
-    if not is_loopback_host(host):
-        raise ValueError(f"the WebHDFS gateway listens on loopback only (127.0.0.1), not {host}")
+    if not is_loopback_host(host) and not off_loopback:
+        raise ValueError(
+            f"the WebHDFS gateway listens on loopback only (127.0.0.1), not {host}, unless "
+            "it serves HTTPS with client certificates (--https-client-ca)"
+        )
     return host, int(port_text)
 
 
