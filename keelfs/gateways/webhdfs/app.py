@@ -354,7 +354,7 @@ class WebHdfsGateway:
             log.exception("%s %s failed", request.method, request.path_qs)
             return errors.remote_exception(exc, path)
 
-    def _acting_user(self, params: _Params, request: web.Request) -> str:
+    def _acting_user(self, params: _Params, request: web.Request | None = None) -> str:
         user = params.text("user.name") or ANONYMOUS_USER
         if self.settings.authenticates_callers:
             user = self._certificate_user(params, request)
@@ -371,9 +371,9 @@ class WebHdfsGateway:
         return user
 
     @staticmethod
-    def _certificate_user(params: _Params, request: web.Request) -> str:
+    def _certificate_user(params: _Params, request: web.Request | None) -> str:
         """The caller's certificate's user; a ``user.name`` naming anyone else is refused."""
-        transport = request.transport
+        transport = request.transport if request is not None else None
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         user = certificate_user(ssl_object)
         if user is None:
