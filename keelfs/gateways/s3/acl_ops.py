@@ -176,6 +176,8 @@ async def admit_anonymous(ctx: Ctx, handler: object) -> None:
         try:
             obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
         except S3Error as err:  # "no such key" only to who may list the bucket
+            if err.code == "NoSuchBucket":
+                raise  # bucket names are public in S3
             if err.code == "NoSuchKey" and acls.READ in await _bucket_mark(ctx):
                 raise
             raise denied from None

@@ -98,6 +98,15 @@ def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str
     raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")
 
 
+async def _check_bucket_owner(ctx: Ctx, expected: str) -> None:
+    """``x-amz-expected-bucket-owner``: the request goes on only if the bucket's owner is
+    that user (``AccessDenied`` otherwise, as S3)."""
+    from keelfs.gateways.s3.store import require_bucket
+
+    if (await require_bucket(ctx.fs, ctx.bucket)).owner != expected:
+        raise S3Error("AccessDenied", "Access Denied: the bucket has another owner")
+
+
 class S3Gateway:
     """The gateway on ``host:port`` for the cluster at ``seeds`` (module doc)."""
 
@@ -188,6 +197,9 @@ class S3Gateway:
         ctx = Ctx(request, signed, client, bucket, key, query, self.names, anonymous)
         if anonymous:
             await acl_ops.admit_anonymous(ctx, handler)
+        expected = request.headers.get("x-amz-expected-bucket-owner")
+        if expected is not None and bucket and handler is not buckets.create_bucket:
+            await _check_bucket_owner(ctx, expected)
         return await handler(ctx)
 
     def _error(

@@ -39,20 +39,44 @@ def owner(parent: object, user: str, names: dict[str, str] | None = None) -> Non
 
 
 async def list_buckets(ctx: Ctx) -> web.Response:
-    """The caller's buckets (S3's: those it owns), not every top-level directory."""
-    root = document("ListAllMyBucketsResult")
-    owner(root, ctx.user, ctx.names)
-    buckets = sub(root, "Buckets")
+    """The caller's buckets (S3's: those it owns), not every top-level directory; pages of
+    ``max-buckets`` after ``continuation-token``, those starting with ``prefix``."""
+    prefix = ctx.query.get("prefix", "")
+    token = ctx.query.get("continuation-token")
+    after = _token(token) if token else ""
+    limit = _max_buckets(ctx.query.get("max-buckets"))
     try:
         entries = [e async for e in ctx.fs.ls("/")]
     except KeelError as exc:
         raise from_keel(exc) from None
-    for entry in sorted(entries, key=lambda e: e.name):
-        if entry.is_dir and entry.owner == ctx.user and _valid_bucket(entry.name):
-            bucket = sub(buckets, "Bucket")
-            sub(bucket, "Name", entry.name)
-            sub(bucket, "CreationDate", iso_time(entry.mtime))
+    mine = [
+        e
+        for e in sorted(entries, key=lambda e: e.name)
+        if e.is_dir and e.owner == ctx.user and _valid_bucket(e.name)
+        and e.name.startswith(prefix) and e.name > after
+    ]  # fmt: skip
+    page = mine[:limit]
+    root = document("ListAllMyBucketsResult")
+    owner(root, ctx.user, ctx.names)
+    buckets = sub(root, "Buckets")
+    for entry in page:
+        bucket = sub(buckets, "Bucket")
+        sub(bucket, "Name", entry.name)
+        sub(bucket, "CreationDate", iso_time(entry.mtime))
+        sub(bucket, "BucketRegion", "us-east-1")
+    if len(mine) > limit:
+        sub(root, "ContinuationToken", _make_token(page[-1].name))
+    if "prefix" in ctx.query:
+        sub(root, "Prefix", prefix)
     return xml_response(root)
+
+
+def _max_buckets(text: str | None) -> int:
+    if text is None:
+        return 10_000
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise S3Error("InvalidArgument", "max-buckets must be a number from 1 to 10000")
+    return int(text)
 
 
 def _valid_bucket(name: str) -> bool:
@@ -70,19 +94,14 @@ async def create_bucket(ctx: Ctx) -> web.Response:
     body = await ctx.request.read()
     if body.strip():
         parse(body)  # CreateBucketConfiguration: its LocationConstraint has no meaning here
-    chosen = acls.from_request(ctx.request.headers, b"", owner=ctx.user, is_bucket=True)
-    chosen = chosen or acls.PRIVATE
+    acl_given = acls.from_request(ctx.request.headers, b"", owner=ctx.user, is_bucket=True)
+    chosen = acl_given or acls.PRIVATE
     try:
         await ctx.fs.mkdir(store.bucket_path(ctx.bucket), mode=acls.dir_mode(chosen))
     except AlreadyExists:
         info = await ctx.fs.stat(store.bucket_path(ctx.bucket))
         if info.is_dir and info.owner == ctx.user:
-            raise S3Error(
-                "BucketAlreadyOwnedByYou",
-                "Your previous request to create the named bucket succeeded and you already "
-                "own it.",
-                BucketName=ctx.bucket,
-            ) from None
+            return await _recreate(ctx, acl_given)
         raise S3Error(
             "BucketAlreadyExists",
             "The requested bucket name is not available.",
@@ -95,6 +114,17 @@ async def create_bucket(ctx: Ctx) -> web.Response:
             await acls.write_bucket_mark(ctx.fs, ctx.bucket, chosen.anonymous)
         except KeelError as exc:
             raise from_keel(exc, BucketName=ctx.bucket) from None
+    return web.Response(headers={"Location": "/" + ctx.bucket})
+
+
+async def _recreate(ctx: Ctx, acl_given: acls.Acl | None) -> web.Response:
+    """CreateBucket of a bucket the caller owns: as S3 in us-east-1 (and moto), an
+    idempotent success that keeps what the bucket holds, applying the ACL if one is given."""
+    if acl_given is not None:
+        from keelfs.gateways.s3.acl_ops import set_bucket_acl
+
+        info, current = await acls.read_bucket_acl(ctx.fs, ctx.bucket)
+        await set_bucket_acl(ctx.fs, ctx.bucket, info, current, acl_given)
     return web.Response(headers={"Location": "/" + ctx.bucket})
 
 
@@ -185,7 +215,7 @@ async def list_objects(ctx: Ctx) -> web.Response:
 
     root = document("ListBucketResult")
     sub(root, "Name", ctx.bucket)
-    sub(root, "Prefix", enc(prefix))
+    sub(root, "Prefix", enc(prefix) if v2 else prefix)  # V1's is not encoded (RGW, botocore)
     if v2:
         if "continuation-token" in ctx.query:
             sub(root, "ContinuationToken", ctx.query["continuation-token"])

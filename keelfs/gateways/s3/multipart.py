@@ -211,6 +211,12 @@ async def _copy_part(ctx: Ctx, header: str, temp: str) -> store.Written:
                     "where first and last are the zero-based offsets of the first and last "
                     "bytes to copy",
                 )
+            if _last_byte(wanted) >= obj.length:
+                raise S3Error(
+                    "InvalidRange",
+                    "The x-amz-copy-source-range goes past the end of the source object",
+                    ActualObjectSize=str(obj.length),
+                )
             span = parsed
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -222,6 +228,12 @@ async def _copy_part(ctx: Ctx, header: str, temp: str) -> store.Written:
     finally:
         if reader is not None:
             await reader.close()
+
+
+def _last_byte(wanted: str) -> int:
+    """The last offset of a ``bytes=first-last`` copy range (S3 does not clamp it)."""
+    last = wanted[6:].partition("-")[2].strip()
+    return int(last) if last.isdigit() else -1
 
 
 async def list_parts(ctx: Ctx) -> web.Response:
@@ -275,8 +287,14 @@ def _requested_parts(body: bytes) -> list[tuple[int, str]]:
 
 async def complete_upload(ctx: Ctx) -> web.Response:
     upload_id = ctx.query["uploadId"]
-    record = await _upload(ctx, upload_id)
-    wanted = _requested_parts(await ctx.request.read())
+    body = await ctx.request.read()
+    try:
+        record = await _upload(ctx, upload_id)
+    except S3Error as err:
+        if err.code != "NoSuchUpload":
+            raise
+        return await _completed_before(ctx, body, err)
+    wanted = _requested_parts(body)
     numbers = [n for n, _ in wanted]
     if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
         raise S3Error(
@@ -323,12 +341,33 @@ async def complete_upload(ctx: Ctx) -> web.Response:
     )
     with contextlib.suppress(KeelError):
         await ctx.fs.delete(directory, recursive=True)
+    return _completed(ctx, etag)
+
+
+def _completed(ctx: Ctx, etag: str) -> web.Response:
     root = document("CompleteMultipartUploadResult")
     sub(root, "Location", f"/{ctx.bucket}/{quote(ctx.key)}")
     sub(root, "Bucket", ctx.bucket)
     sub(root, "Key", ctx.key)
     sub(root, "ETag", etag)
     return xml_response(root)
+
+
+async def _completed_before(ctx: Ctx, body: bytes, missing: S3Error) -> web.Response:
+    """A Complete of an upload no longer there: answered again, as S3 does, when the key's
+    object is the one these very parts made (its ETag is MD5-of-MD5s-N of the parts the
+    request lists: a client retrying a Complete whose answer it lost gets it); else
+    ``NoSuchUpload``. Nothing is kept for it: the object itself is the proof."""
+    try:
+        wanted = _requested_parts(body)
+        digest = hashlib.md5(b"".join(bytes.fromhex(md5) for _, md5 in wanted)).hexdigest()
+        obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    except (S3Error, ValueError):
+        raise missing from None
+    etag = f'"{digest}-{len(wanted)}"'
+    if obj.stored.parts != len(wanted) or obj.etag != etag:
+        raise missing
+    return _completed(ctx, etag)
 
 
 def _recorded_acl(record: dict[str, object]) -> acls.Acl:

@@ -46,6 +46,12 @@ async def put_object(ctx: Ctx) -> web.Response:
     store.check_key(ctx.key)
     if "x-amz-copy-source" in ctx.request.headers:
         return await copy_object(ctx)
+    if ctx.header("If-Match") is not None:
+        raise S3Error(
+            "NotImplemented",
+            "conditional writes with If-Match are not supported by keelfs (it has no atomic "
+            "compare-and-replace of a file); If-None-Match: * is",
+        )
     chosen = await ctx.object_acl_of_request()
     body = ctx.body()
     if ctx.key.endswith("/"):
