@@ -339,3 +339,26 @@ def test_s3fs_chmod_sets_canned_acls(gateway: Gateway) -> None:
     assert _anonymous(gateway, "GET", f"{name}?list-type=2").status_code == 200
     fs.chmod(f"{name}/f", acl="private")
     assert _anonymous(gateway, "GET", f"{name}/f").status_code == 403
+
+
+def _first_status_line(gateway: Gateway, path: str) -> bytes:
+    """What the gateway answers first to an unsigned PUT announcing its body with
+    ``Expect: 100-continue`` (the body not sent yet)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(gateway.endpoint)
+    with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+        sock.sendall(
+            f"PUT /{path} HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Length: 5\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_expect_100_continue_is_refused_before_the_body(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "expect")
+    assert _first_status_line(gateway, f"{name}/obj").startswith(b"HTTP/1.1 403")
+    s3.put_bucket_acl(Bucket=name, ACL="public-read-write")
+    assert _first_status_line(gateway, f"{name}/obj") == b"HTTP/1.1 100 Continue"

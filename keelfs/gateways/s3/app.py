@@ -142,7 +142,7 @@ class S3Gateway:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024**4)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle, expect_handler=self._expect)
         return app
 
     async def start(self) -> None:
@@ -159,6 +159,25 @@ class S3Gateway:
         clients, self.clients = self.clients, {}
         for client in clients.values():
             await client.close()
+
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: the request's signature (or, unsigned, its ACL) is
+        checked before the client is told to send its body, so a refused upload is refused
+        at once, its body never sent."""
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        try:
+            await self._prepare(request, raw_path, raw_query)
+        except (S3Error, KeelError) as exc:
+            err = exc if isinstance(exc, S3Error) else from_keel(exc)
+            response = self._error(request, err, raw_path, secrets.token_hex(8).upper())
+            response.force_close()
+            return response
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == (
+            "100-continue"
+        ):  # as aiohttp's own expect handler
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+        return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         request_id = secrets.token_hex(8).upper()
@@ -183,6 +202,14 @@ class S3Gateway:
     async def _serve(
         self, request: web.Request, raw_path: str, raw_query: str
     ) -> web.StreamResponse:
+        ctx, handler = await self._prepare(request, raw_path, raw_query)
+        return await handler(ctx)
+
+    async def _prepare(
+        self, request: web.Request, raw_path: str, raw_query: str
+    ) -> tuple[Ctx, Handler]:
+        """Who the request is, what it asks, and whether it may ask it (anonymous callers,
+        ``x-amz-expected-bucket-owner``), before its body is read."""
         anonymous = bool(self.anonymous_user) and sigv4.is_unsigned(raw_query, request.headers)
         if anonymous:
             signed = sigv4.anonymous(self.anonymous_user)
@@ -200,7 +227,7 @@ class S3Gateway:
         expected = request.headers.get("x-amz-expected-bucket-owner")
         if expected is not None and bucket and handler is not buckets.create_bucket:
             await _check_bucket_owner(ctx, expected)
-        return await handler(ctx)
+        return ctx, handler
 
     def _error(
         self, request: web.Request, err: S3Error, resource: str, request_id: str
