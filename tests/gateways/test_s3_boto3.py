@@ -413,6 +413,21 @@ def test_multipart_upload_complete(gateway: Gateway) -> None:
     assert (got["ETag"], got["ContentType"], got["Metadata"]) == (
         done["ETag"], "application/x-big", {"m": "v"},
     )  # fmt: skip
+    # partNumber= reads serve one part, with the parts' count
+    for number, data in ((1, parts_data[0]), (2, parts_data[1])):
+        part = s3.get_object(Bucket=name, Key="big/obj", PartNumber=number)
+        assert part["Body"].read() == data and part["PartsCount"] == 2
+        assert part["ContentLength"] == len(data) and part["ETag"] == done["ETag"]
+        head = s3.head_object(Bucket=name, Key="big/obj", PartNumber=number)
+        assert head["ContentLength"] == len(data) and head["PartsCount"] == 2
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=name, Key="big/obj", PartNumber=3)
+    assert code_of(exc) == (400, "InvalidPart")
+    whole = s3.get_object(Bucket=name, Key="source", PartNumber=1)["Body"].read()
+    assert whole == b"S" * (5 * MiB + 10)
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=name, Key="source", PartNumber=2)
+    assert code_of(exc) == (400, "InvalidPart")
     assert s3.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
     with pytest.raises(ClientError) as exc:
         s3.list_parts(Bucket=name, Key="big/obj", UploadId=upload)

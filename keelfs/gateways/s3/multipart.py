@@ -335,6 +335,7 @@ async def complete_upload(ctx: Ctx) -> web.Response:
         dict(record.get("meta") or {}),  # type: ignore[call-overload]
         dict(record.get("headers") or {}),  # type: ignore[call-overload]
         parts=len(chosen),
+        part_sizes=_run_lengths([p.size for p in chosen]),
     )
     await store.commit_object(
         ctx.fs, ctx.bucket, ctx.key, assembled, stored, acl=_recorded_acl(record)
@@ -368,6 +369,16 @@ async def _completed_before(ctx: Ctx, body: bytes, missing: S3Error) -> web.Resp
     if obj.stored.parts != len(wanted) or obj.etag != etag:
         raise missing
     return _completed(ctx, etag)
+
+
+def _run_lengths(sizes: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for size in sizes:
+        if runs and runs[-1][0] == size:
+            runs[-1] = (size, runs[-1][1] + 1)
+        else:
+            runs.append((size, 1))
+    return runs
 
 
 def _recorded_acl(record: dict[str, object]) -> acls.Acl:

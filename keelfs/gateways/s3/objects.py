@@ -177,6 +177,41 @@ def object_headers(ctx: Ctx, obj: store.ObjectInfo) -> dict[str, str]:
     return headers
 
 
+def part_range(ctx: Ctx, obj: store.ObjectInfo) -> tuple[int, int] | None:
+    """``[start, end)`` of the part a ``partNumber=`` read asks for (None: no such
+    parameter): the whole object for part 1 of one not uploaded in parts, ``InvalidPart``
+    past the last part."""
+    text = ctx.query.get("partNumber")
+    if text is None:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000")
+    if ctx.header("Range") is not None:
+        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber")
+    number = int(text)
+    invalid = S3Error("InvalidPart", "The requested partnumber is not satisfiable")
+    if not obj.stored.parts:
+        if number != 1:
+            raise invalid
+        return 0, obj.length
+    if number > obj.stored.parts:
+        raise invalid
+    span = obj.stored.part_span(number)
+    if span is None:
+        raise S3Error(
+            "NotImplemented", "this object's part sizes were not recorded when it was completed"
+        )
+    return span
+
+
+def _span(ctx: Ctx, obj: store.ObjectInfo) -> tuple[int, int] | None:
+    """The bytes a GET/HEAD serves (None: all, with 200): a part, or a ``Range``."""
+    part = part_range(ctx, obj)
+    if part is not None:
+        return part if obj.stored.parts else None
+    return parse_range(ctx.header("Range"), obj.length)
+
+
 async def head_object(ctx: Ctx) -> web.StreamResponse:
     obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
     headers = object_headers(ctx, obj)
@@ -184,8 +219,10 @@ async def head_object(ctx: Ctx) -> web.StreamResponse:
     if status is not None:
         return web.Response(status=status, headers=_condition_headers(headers, status))
     try:
-        span = parse_range(ctx.header("Range"), obj.length)
-    except S3Error:
+        span = _span(ctx, obj)
+    except S3Error as err:
+        if err.code != "InvalidRange":
+            return web.Response(status=err.status)
         return web.Response(status=416, headers={"Content-Range": f"bytes */{obj.length}"})
     response = web.StreamResponse(status=200 if span is None else 206, headers=headers)
     if span is not None:
@@ -210,7 +247,7 @@ async def get_object(ctx: Ctx) -> web.StreamResponse:
                           "specified did not hold", Condition="If-Match")  # fmt: skip
         if status == 304:
             return web.Response(status=304, headers=_condition_headers(headers, 304))
-        span = parse_range(ctx.header("Range"), obj.length)
+        span = _span(ctx, obj)
         start, end = span if span is not None else (0, obj.length)
         response = web.StreamResponse(status=200 if span is None else 206, headers=headers)
         if span is not None:

@@ -137,6 +137,22 @@ class Stored:
     """Parts of a multipart upload (0: a single PUT)."""
     anonymous: frozenset[str] = frozenset()
     """The object's anonymous mark: what its ACL grants unsigned requests (``acl``)."""
+    part_sizes: list[tuple[int, int]] = field(default_factory=list)
+    """A multipart object's part sizes, run-length: ``(size, how many in a row)`` (empty:
+    not recorded, an object completed before they were)."""
+
+    def part_span(self, number: int) -> tuple[int, int] | None:
+        """``[start, end)`` of part ``number`` (1-based); None past the last part or where
+        the sizes are not recorded."""
+        start = 0
+        remaining = number - 1
+        for size, count in self.part_sizes:
+            if remaining < count:
+                start += remaining * size
+                return start, start + size
+            start += count * size
+            remaining -= count
+        return None
 
     def encode(self, key: str) -> bytes:
         body: dict[str, Any] = {"k": key, "e": self.etag, "t": self.content_type, "m": self.meta}
@@ -146,6 +162,8 @@ class Stored:
             body["p"] = self.parts
         if self.anonymous:
             body["a"] = sorted(self.anonymous)
+        if self.part_sizes:
+            body["ps"] = self.part_sizes
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -153,6 +171,7 @@ class Stored:
         body = json.loads(raw)
         marks = body.get("a", [])
         anonymous = frozenset(m for m in marks if isinstance(m, str))
+        sizes = [(int(size), int(count)) for size, count in body.get("ps", [])]
         return cls(
             body["e"],
             body["t"],
@@ -160,6 +179,7 @@ class Stored:
             body.get("h", {}),
             body.get("p", 0),
             anonymous,
+            sizes,
         )
 
 
