@@ -198,3 +198,83 @@ def test_off_loopback_needs_client_certificates(tmp_path: Path) -> None:
     assert refused.exit_code == 2 and "--https-client-ca" in refused.output
     lone = runner.invoke(webhdfs, ["--cluster", "127.0.0.1:1", "--https-cert", str(cert)])
     assert lone.exit_code == 2
+
+
+@pytest.fixture(scope="module")
+@starts_processes
+def proxy_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A cluster with mutual TLS and two gateways holding the certificate of ``gw``, which
+    may act for any user (``--proxy-for '*'``): ``mutual`` authenticates its callers by the
+    cluster's client CA, ``plain`` does not (HTTPS, ``user.name``)."""
+    root = tmp_path_factory.mktemp("webhdfs-proxy")
+    c = MetaCluster(root, shards=("shard-1",), tls=True)
+    processes = []
+    try:
+        c.start()
+        c.start_chunk_servers(1, "--no-fsync-on-close")
+        assert c.tls_dir is not None
+        issue_client(c.tls_dir, "gw", proxy_for=["*"])
+        for user in ("alice", "bob"):
+            issue_client(c.tls_dir, user)
+        ca, cert, key = _server_files(root)
+        https = ("--https-cert", str(cert), "--https-key", str(key))
+        cluster_tls = ("--tls-dir", str(c.tls_dir), "--user", "gw")
+        (root / "mutual").mkdir()
+        (root / "plain").mkdir()
+        client_ca = str(c.tls_dir / "client-ca.crt")
+        mutual, ready = start_webhdfs(
+            c, root / "mutual", *cluster_tls, *https, "--https-client-ca", client_ca
+        )
+        processes.append(mutual)
+        plain, plain_ready = start_webhdfs(c, root / "plain", *cluster_tls, *https)
+        processes.append(plain)
+        yield {
+            "cluster": c,
+            "ca": ca,
+            "url": ready["url"],
+            "plain_url": plain_ready["url"],
+            "users": c.tls_dir,
+        }
+    finally:
+        for process in processes:
+            hard_kill(process)
+        c.stop_all()
+
+
+def test_a_proxy_certificate_serves_many_users_of_a_tls_cluster(
+    proxy_setup: dict[str, Any],
+) -> None:
+    url, ca, users = proxy_setup["url"], proxy_setup["ca"], proxy_setup["users"]
+    with proxy_setup["cluster"].client() as fs:
+        fs.mkdir("/proxied", mode=0o777)
+
+    def client(user: str) -> Any:
+        files = user_files(users, user)
+        return InsecureClient(
+            url, user=user, session=_session(ca, (str(files.cert), str(files.key)))
+        )
+
+    alice, bob = client("alice"), client("bob")
+    alice.makedirs("/proxied/alice", permission="700")
+    alice.write("/proxied/alice/f", data=b"alice's", replication=1)
+    # the masters took the user the gateway named, and check that user's rights
+    assert alice.status("/proxied/alice/f")["owner"] == "alice"
+    with pytest.raises(HdfsError):
+        bob.list("/proxied/alice")
+    with pytest.raises(HdfsError):
+        bob.write("/proxied/alice/g", data=b"b", replication=1)
+    bob.write("/proxied/bobs", data=b"b", replication=1)
+    assert alice.status("/proxied/bobs")["owner"] == "bob"
+
+
+def test_proxy_rights_are_not_used_for_unchecked_user_names(
+    proxy_setup: dict[str, Any],
+) -> None:
+    """Without client certificates a gateway's ``user.name`` is anyone's word: the gateway
+    then serves its own certificate's user alone, proxy rights or not."""
+    session = _session(proxy_setup["ca"])
+    url = proxy_setup["plain_url"]
+    for user in ("alice", "bob"):
+        with pytest.raises(HdfsError, match="acts for gw alone"):
+            InsecureClient(url, user=user, session=_session(proxy_setup["ca"])).list("/")
+    assert isinstance(InsecureClient(url, user="gw", session=session).list("/"), list)

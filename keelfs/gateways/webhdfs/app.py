@@ -15,9 +15,12 @@ is not a loopback name or its listen address (DNS rebinding).
 
 **A cluster with TLS** takes the user from the client's certificate and ignores the name a
 request gives; the gateway then holds one user's certificate (``--tls-dir DIR --user NAME``)
-and serves that user alone (any other ``user.name``/``doas``: ``AccessControlException``).
-Acting for many users over TLS would need the masters to trust the gateway to name them: not
-built.
+and serves that user alone (any other ``user.name``/``doas``: ``AccessControlException``),
+unless that certificate has proxy rights (``keelfs certs issue ... --proxy-for``: the masters
+then take the user each call names, ``keelfs.master.callers``) **and** the gateway's own
+callers are authenticated by their client certificates (``--https-client-ca``): then it acts
+for each caller the certificate may name. Proxy rights are never used for a ``user.name``
+nobody checked.
 
 **Data** (CREATE, APPEND, OPEN) takes Hadoop's two steps: the first request answers ``307``
 with a ``Location`` on the data endpoint (this same gateway: the same URL plus
@@ -298,6 +301,7 @@ class WebHdfsGateway:
             settings.listen, off_loopback=settings.authenticates_callers
         )
         self._names = settings.https.host_names() if settings.https is not None else frozenset()
+        self._proxy_for = _proxy_rights(settings)
         if (settings.tls is None) != (not settings.tls_user):
             raise ValueError("a TLS cluster's gateway needs both tls and tls_user")
         self._clients = _Clients(settings.cluster, settings.tls)
@@ -364,11 +368,18 @@ class WebHdfsGateway:
                 raise errors.access_denied(f"User: {user} is not allowed to impersonate {doas}")
             user = doas
         only = self.settings.tls_user
-        if only and user != only:
+        if only and user != only and not self._may_proxy(user):
             raise errors.access_denied(
                 f"User: {user}: this gateway acts for {only} alone (its TLS certificate's user)"
             )
         return user
+
+    def _may_proxy(self, user: str) -> bool:
+        """Whether the gateway's certificate may act for ``user`` on a TLS cluster: only for
+        callers authenticated by their own certificates."""
+        if not self.settings.authenticates_callers:
+            return False
+        return "*" in self._proxy_for or user in self._proxy_for
 
     @staticmethod
     def _certificate_user(params: _Params, request: web.Request | None) -> str:
@@ -668,6 +679,18 @@ _OPERATIONS: dict[tuple[str, str], Handler] = {
 for _op in SNAPSHOT_OPS | TOKEN_OPS | set(UNBUILT_OPS):
     for _method in ("GET", "PUT", "POST", "DELETE"):
         _OPERATIONS.setdefault((_method, _op), WebHdfsGateway._unsupported)
+
+
+def _proxy_rights(settings: GatewaySettings) -> frozenset[str]:
+    """Whom the gateway's cluster certificate may act for (``keelfs://proxy/...``)."""
+    if settings.tls is None:
+        return frozenset()
+    from keelfs.tls.certs import load_certificate, uris_of
+    from keelfs.tls.identity import Client, identity_from_uris
+
+    uris = uris_of(load_certificate(settings.tls.cert))
+    identity = identity_from_uris(uris, peer_ca=False, client_ca=True)
+    return identity.proxy_for if isinstance(identity, Client) else frozenset()
 
 
 def _unknown(method: str, op: str) -> errors.HadoopError:
