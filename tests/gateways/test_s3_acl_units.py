@@ -153,14 +153,14 @@ def test_render_shows_what_the_mode_and_mark_grant() -> None:
         _info("dir", 0o711), frozenset(), names
     )
     assert _grants(acl.render(_info("dir", 0o777), frozenset({R}), names)) == [
-        ("ann", "FULL_CONTROL"), (ALL_USERS, "READ"), (AUTHENTICATED_USERS, "WRITE"),
+        (ALL_USERS, "READ"), (AUTHENTICATED_USERS, "WRITE"), ("ann", "FULL_CONTROL"),
     ]  # fmt: skip
     assert _grants(acl.render(_info("file", 0o644), frozenset(), names)) == [
-        ("ann", "FULL_CONTROL"), (AUTHENTICATED_USERS, "READ"),
+        (AUTHENTICATED_USERS, "READ"), ("ann", "FULL_CONTROL"),
     ]  # fmt: skip
     # group bits beyond everyone's are shown, not hidden
     assert _grants(acl.render(_info("file", 0o640), frozenset(), names)) == [
-        ("ann", "FULL_CONTROL"), ("urn:keelfs:group:staff", "READ"),
+        ("urn:keelfs:group:staff", "READ"), ("ann", "FULL_CONTROL"),
     ]  # fmt: skip
 
 

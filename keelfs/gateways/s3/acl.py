@@ -289,15 +289,15 @@ def render(info: FileInfo, anonymous: frozenset[str], names: dict[str, str]) -> 
     root = document("AccessControlPolicy")
     _person(sub(root, "Owner"), info.owner, names)
     grants = sub(root, "AccessControlList")
-    _grant(grants, "CanonicalUser", info.owner, FULL_CONTROL, names)
     others = others_of(info)
-    for permission in (READ, WRITE):
+    for permission in (READ, WRITE):  # the groups first, the owner last: RGW's order
         if permission in anonymous:
             _grant(grants, "Group", ALL_USERS, permission, names)
         elif permission in others:
             _grant(grants, "Group", AUTHENTICATED_USERS, permission, names)
     for permission in sorted(_group_extra(info)):
         _grant(grants, "Group", KEELFS_GROUP + info.group, permission, names)
+    _grant(grants, "CanonicalUser", info.owner, FULL_CONTROL, names)
     return render_xml(root)
 
 

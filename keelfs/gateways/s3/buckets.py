@@ -109,11 +109,13 @@ async def create_bucket(ctx: Ctx) -> web.Response:
         ) from None
     except KeelError as exc:
         raise from_keel(exc, BucketName=ctx.bucket) from None
-    if chosen.anonymous:
-        try:
+    try:
+        for hidden in ("tmp", "meta", "uploads"):  # the owner's: see store.make_hidden_dir
+            await store.make_hidden_dir(ctx.fs, ctx.bucket, store.hidden(ctx.bucket, hidden))
+        if chosen.anonymous:
             await acls.write_bucket_mark(ctx.fs, ctx.bucket, chosen.anonymous)
-        except KeelError as exc:
-            raise from_keel(exc, BucketName=ctx.bucket) from None
+    except KeelError as exc:
+        raise from_keel(exc, BucketName=ctx.bucket) from None
     return web.Response(headers={"Location": "/" + ctx.bucket})
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import posixpath
 import re
 import secrets
 import time
@@ -114,8 +113,7 @@ async def create_upload(ctx: Ctx) -> web.Response:
     }
     directory = upload_dir(ctx.bucket, upload_id)
     try:
-        await store.make_hidden_dir(ctx.fs, ctx.bucket, posixpath.dirname(directory))
-        await ctx.fs.mkdir(directory, mode=0o700)
+        await store.make_hidden_dir(ctx.fs, ctx.bucket, directory)
         await ctx.fs.write_bytes(directory + "/upload.json", json.dumps(record).encode())
     except KeelError as exc:
         raise from_keel(exc, missing="NoSuchBucket") from None

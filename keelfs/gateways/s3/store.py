@@ -313,7 +313,9 @@ async def _mkdirs(fs: AsyncClient, path: str, mode: int) -> None:
 async def make_hidden_dir(fs: AsyncClient, bucket: str, path: str) -> None:
     """Hidden directory ``path`` (and those above it), with the mode the bucket's ACL gives
     them (``acl.hidden_mode``), in a bucket that must exist (``NoSuchBucket``: ``mkdir -p``
-    would make the bucket too)."""
+    would make the bucket too). CreateBucket makes ``tmp``, ``meta`` and ``uploads`` at once,
+    so they are the bucket owner's, who may then clear what others left in them (sticky
+    directories let their owner delete any entry)."""
     info = await require_bucket(fs, bucket)
     await _mkdirs(fs, path, acls.hidden_mode(info.mode))
 
