@@ -197,6 +197,10 @@ def test_acls_decide_what_another_user_may_do(gateway: Gateway) -> None:
     with pytest.raises(ClientError) as exc:
         bob.get_object(Bucket=name, Key="doc")
     assert _code(exc) == (403, "AccessDenied")
+    # the owner clears and deletes the bucket, bob's objects (and their sidecars) too
+    for key in ("doc", "sub/bobs"):
+        s3.delete_object(Bucket=name, Key=key)
+    s3.delete_bucket(Bucket=name)
 
 
 def test_anonymous_access_only_where_an_acl_grants_it(gateway: Gateway) -> None:
@@ -362,3 +366,16 @@ def test_expect_100_continue_is_refused_before_the_body(gateway: Gateway) -> Non
     assert _first_status_line(gateway, f"{name}/obj").startswith(b"HTTP/1.1 403")
     s3.put_bucket_acl(Bucket=name, ACL="public-read-write")
     assert _first_status_line(gateway, f"{name}/obj") == b"HTTP/1.1 100 Continue"
+
+
+def test_the_owner_deletes_a_bucket_another_user_wrote_first(gateway: Gateway) -> None:
+    """Another user's first write into a bucket everyone may write does not make the
+    gateway's hidden directories theirs: the bucket's owner can still clear and delete it."""
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "bobfirst", ACL="public-read-write")
+    bob.put_object(Bucket=name, Key="d/bobs", Body=b"b")
+    with gateway.cluster.client() as fs:
+        assert fs.stat(f"/{name}/.s3/meta").owner == gateway.user
+    s3.delete_object(Bucket=name, Key="d/bobs")
+    s3.delete_bucket(Bucket=name)
