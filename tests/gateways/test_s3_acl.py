@@ -379,3 +379,24 @@ def test_the_owner_deletes_a_bucket_another_user_wrote_first(gateway: Gateway) -
         assert fs.stat(f"/{name}/.s3/meta").owner == gateway.user
     s3.delete_object(Bucket=name, Key="d/bobs")
     s3.delete_bucket(Bucket=name)
+
+
+def test_policy_status_follows_the_acl(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "status")
+    assert s3.get_bucket_policy_status(Bucket=name)["PolicyStatus"]["IsPublic"] is False
+    for canned in ("public-read", "authenticated-read"):
+        s3.put_bucket_acl(Bucket=name, ACL=canned)
+        assert s3.get_bucket_policy_status(Bucket=name)["PolicyStatus"]["IsPublic"] is True
+
+
+def test_cors_preflights_are_refused(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "preflight", ACL="public-read")
+    assert requests.options(f"{gateway.endpoint}/{name}/k", timeout=30).status_code == 400
+    with_origin = requests.options(
+        f"{gateway.endpoint}/{name}/k",
+        headers={"Origin": "https://example.com", "Access-Control-Request-Method": "GET"},
+        timeout=30,
+    )
+    assert with_origin.status_code == 403 and b"AccessForbidden" in with_origin.content

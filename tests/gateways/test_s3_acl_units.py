@@ -80,7 +80,7 @@ def test_grant_headers() -> None:
     email = lambda: _request(  # noqa: E731
         x_amz_grant_full_control='id="ann"', x_amz_grant_read='emailAddress="x@example.com"'
     )
-    assert _code(email) == "NotImplemented"
+    assert _code(email) == "UnresolvableGrantByEmailAddress"  # keelfs users have none
     acp = lambda: _request(  # noqa: E731
         x_amz_grant_full_control='id="ann"', x_amz_grant_read_acp=f'uri="{ALL_USERS}"'
     )

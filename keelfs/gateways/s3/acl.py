@@ -269,6 +269,11 @@ def from_grants(grants: list[Grant], *, owner: str, is_bucket: bool) -> Acl:
                 raise _cannot(f"keelfs cannot grant {permission} to {value}")
             (everyone if value == ALL_USERS else users).add(permission)
             continue
+        if kind == "emailAddress":
+            raise S3Error(
+                "UnresolvableGrantByEmailAddress",
+                f"keelfs users have no e-mail addresses: {value} names nobody",
+            )
         raise _cannot(
             f"keelfs cannot grant {permission} to {kind}={value}: its permissions know an "
             "owner, a group and everyone, not lists of users"

@@ -48,6 +48,19 @@ async def get_bucket_acl(ctx: Ctx) -> web.Response:
     return _xml(acls.render(info, anonymous, ctx.names))
 
 
+async def get_bucket_policy_status(ctx: Ctx) -> web.Response:
+    """GetBucketPolicyStatus: keelfs has no bucket policies, so a bucket is public when its
+    ACL grants anything to everyone, signed or not (S3 counts both groups as public)."""
+    from keelfs.gateways.s3.xmlio import document, render, sub
+
+    info, anonymous = await acls.read_bucket_acl(ctx.fs, ctx.bucket)
+    _require_owner(ctx, info)
+    root = document("PolicyStatus")
+    public = bool(anonymous or acls.others_of(info))
+    sub(root, "IsPublic", "true" if public else "false")
+    return _xml(render(root))
+
+
 async def put_bucket_acl(ctx: Ctx) -> web.Response:
     """The bucket's mode, its mark, and the modes of the directories below it (its keys'
     and the gateway's hidden ones), in the order that never grants more than the old or

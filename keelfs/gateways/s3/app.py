@@ -52,6 +52,8 @@ def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str
     """The operation a request names (``MethodNotAllowed`` / ``NotImplemented`` otherwise)."""
     if method == "GET" and has_bucket and not has_key and "versioning" in query:
         return buckets.get_bucket_versioning  # never enabled: what tools ask before deleting
+    if method == "GET" and has_bucket and not has_key and "policyStatus" in query:
+        return acl_ops.get_bucket_policy_status
     if "acl" in query and has_bucket and method in ("GET", "PUT"):
         if has_key:
             return acl_ops.get_object_acl if method == "GET" else acl_ops.put_object_acl
@@ -96,6 +98,14 @@ def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str
             if upload:
                 return multipart.complete_upload
     raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")
+
+
+def _no_cors(request: web.Request) -> S3Error:
+    """A CORS preflight: keelfs has no CORS configuration to allow it (as S3 answers for a
+    bucket without one)."""
+    if "Origin" not in request.headers:
+        return S3Error("InvalidRequest", "Insufficient information. Origin request header needed.")
+    return S3Error("AccessForbidden", "CORSResponse: CORS is not enabled for this bucket.")
 
 
 async def _check_bucket_owner(ctx: Ctx, expected: str) -> None:
@@ -183,6 +193,8 @@ class S3Gateway:
         request_id = secrets.token_hex(8).upper()
         raw_path, _, raw_query = request.raw_path.partition("?")
         try:
+            if request.method == "OPTIONS":
+                raise _no_cors(request)
             response = await self._serve(request, raw_path, raw_query)
         except S3Error as err:
             response = self._error(request, err, raw_path, request_id)

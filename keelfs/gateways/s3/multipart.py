@@ -251,8 +251,9 @@ async def list_parts(ctx: Ctx) -> web.Response:
     sub(root, "UploadId", upload_id)
     for who in ("Initiator", "Owner"):
         element = sub(root, who)
-        sub(element, "ID", str(record.get("user", "")))
-        sub(element, "DisplayName", str(record.get("user", "")))
+        user = str(record.get("user", ""))
+        sub(element, "ID", user)
+        sub(element, "DisplayName", ctx.names.get(user, user))
     sub(root, "StorageClass", "STANDARD")
     sub(root, "PartNumberMarker", marker)
     sub(root, "NextPartNumberMarker", page[-1].number if page else marker)
@@ -465,7 +466,7 @@ async def list_uploads(ctx: Ctx) -> web.Response:
         for who in ("Initiator", "Owner"):
             person = sub(element, who)
             sub(person, "ID", user)
-            sub(person, "DisplayName", user)
+            sub(person, "DisplayName", ctx.names.get(user, user))
         sub(element, "StorageClass", "STANDARD")
         sub(element, "Initiated", iso_time(initiated))
     return xml_response(root)
