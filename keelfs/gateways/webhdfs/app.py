@@ -682,8 +682,9 @@ for _op in SNAPSHOT_OPS | TOKEN_OPS | set(UNBUILT_OPS):
 
 
 def _proxy_rights(settings: GatewaySettings) -> frozenset[str]:
-    """Whom the gateway's cluster certificate may act for (``keelfs://proxy/...``)."""
-    if settings.tls is None:
+    """Whom the gateway's cluster certificate may act for (``keelfs://proxy/...``); read
+    only where they may be used (callers authenticated by their certificates)."""
+    if settings.tls is None or not settings.authenticates_callers:
         return frozenset()
     from keelfs.tls.certs import load_certificate, uris_of
     from keelfs.tls.identity import Client, identity_from_uris
