@@ -59,6 +59,13 @@ def init_cmd(directory: Path, days: int) -> None:
 @click.option("--host", "hosts", multiple=True, help="A DNS name or IP the node is dialled at.")
 @click.option("--group", "groups", multiple=True, help="A group of the user (repeatable).")
 @click.option("--admin", is_flag=True, help="The user may call admin RPCs.")
+@click.option(
+    "--proxy-for",
+    "proxy_for",
+    multiple=True,
+    help="A user this certificate may act for (repeatable; '*': any), e.g. for a gateway "
+    "serving many users (docs/webhdfs.md).",
+)
 @click.option("--days", default=365, show_default=True, help="Validity of the certificate.")
 @click.option("--force", is_flag=True, help="Replace an existing certificate of that name.")
 def issue_cmd(
@@ -67,6 +74,7 @@ def issue_cmd(
     hosts: tuple[str, ...],
     groups: tuple[str, ...],
     admin: bool,
+    proxy_for: tuple[str, ...],
     days: int,
     force: bool,
 ) -> None:
@@ -81,12 +89,18 @@ def issue_cmd(
     user = kind == "user"
     if user and hosts:
         raise click.BadParameter("--host is for node certificates", param_hint="--host")
-    if not user and (groups or admin):
-        raise click.BadParameter("--group and --admin are for user certificates")
+    if not user and (groups or admin or proxy_for):
+        raise click.BadParameter("--group, --admin and --proxy-for are for user certificates")
     try:
         if user:
             pair = issue_client(
-                directory, ident, groups=groups, admin=admin, days=days, overwrite=force
+                directory,
+                ident,
+                groups=groups,
+                admin=admin,
+                days=days,
+                overwrite=force,
+                proxy_for=proxy_for,
             )
         else:
             pair = issue_node(directory, kind, ident, hosts, days=days, overwrite=force)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -17,7 +18,8 @@ __all__ = ["webhdfs"]
     "--listen",
     default="127.0.0.1:9870",
     show_default=True,
-    help="HOST:PORT to serve /webhdfs/v1/ on (loopback only; port 0: any free port).",
+    help="HOST:PORT to serve /webhdfs/v1/ on (port 0: any free port); loopback only, unless "
+    "with --https-client-ca.",
 )
 @click.option(
     "--cluster",
@@ -49,6 +51,19 @@ __all__ = ["webhdfs"]
     default=None,
     help="With --tls-dir: whose certificate to present; the gateway serves that user alone.",
 )
+@click.option(
+    "--https-cert",
+    default=None,
+    help="Serve HTTPS with this certificate (PEM), e.g. one of `keelfs certs issue`.",
+)
+@click.option("--https-key", default=None, help="The private key of --https-cert (PEM).")
+@click.option(
+    "--https-client-ca",
+    default=None,
+    help="With --https-cert: callers must present a certificate of this CA, and act as its "
+    "user (e.g. the client-ca.crt of `keelfs certs`); then the gateway may listen off the "
+    "loopback.",
+)
 def webhdfs(
     listen: str,
     cluster: tuple[str, ...],
@@ -56,6 +71,9 @@ def webhdfs(
     ls_limit: int,
     tls_dir: str | None,
     user: str | None,
+    https_cert: str | None,
+    https_key: str | None,
+    https_client_ca: str | None,
 ) -> None:
     """Serve Hadoop's WebHDFS REST API for a keelfs cluster (a stateless client of it: run
     as many as you like). Clients: HdfsCLI, fsspec's webhdfs, Hadoop's webhdfs://."""
@@ -63,8 +81,9 @@ def webhdfs(
     from keelfs.gateways.webhdfs.process import run
 
     addresses = tuple(a.strip() for item in cluster for a in item.split(",") if a.strip())
+    https = _https_settings(https_cert, https_key, https_client_ca)
     try:
-        parse_listen(listen)
+        parse_listen(listen, off_loopback=https is not None and https.client_ca is not None)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen") from None
     if not addresses:
@@ -80,6 +99,45 @@ def webhdfs(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--tls-dir") from None
     settings = GatewaySettings(
-        addresses, listen, frozenset(proxy_users), ls_limit, tls, (user or "") if tls else ""
+        addresses,
+        listen,
+        frozenset(proxy_users),
+        ls_limit,
+        tls,
+        (user or "") if tls else "",
+        https,
     )
     sys.exit(run(settings))
+
+
+def _https_settings(cert: str | None, key: str | None, client_ca: str | None) -> Any:
+    """The HTTPS listener's files, each checked readable (None: plain HTTP)."""
+    from pathlib import Path
+
+    from keelfs.gateways.webhdfs.https import HttpsSettings
+
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise click.BadParameter(
+                "needs --https-cert and --https-key", param_hint="--https-client-ca"
+            )
+        return None
+    if cert is None or key is None:
+        raise click.BadParameter(
+            "give both --https-cert and --https-key", param_hint="--https-cert"
+        )
+    for name, value in (
+        ("--https-cert", cert),
+        ("--https-key", key),
+        ("--https-client-ca", client_ca),
+    ):
+        if value is not None and not Path(value).is_file():
+            raise click.BadParameter(f"no such file: {value}", param_hint=name)
+    settings = HttpsSettings(Path(cert), Path(key), Path(client_ca) if client_ca else None)
+    try:
+        settings.ssl_context()
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(
+            f"cannot load the certificate: {exc}", param_hint="--https-cert"
+        ) from None
+    return settings

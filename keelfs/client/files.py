@@ -851,13 +851,19 @@ async def open_writer(
     lease_renew_s: float = LEASE_RENEW_S,
     append: bool = False,
     inline: bool = True,
+    mode: int | None = None,
 ) -> AsyncFileWriter:
     """``open(path, "wb")`` (``append``: ``"ab"``, ``open_appender``); ``inline``: False
-    to write even a small file in blocks."""
+    to write even a small file in blocks; ``mode``: the new file's permission bits (None:
+    the cluster's default)."""
     if append:
         return await open_appender(fs, chunks, path, fsync=fsync, lease_renew_s=lease_renew_s)
     info = await fs.create(
-        path, overwrite=overwrite, replication=replication or 0, block_size=block_size or 0
+        path,
+        overwrite=overwrite,
+        mode=mode,
+        replication=replication or 0,
+        block_size=block_size or 0,
     )
     group, session_id = fs._core.writers[info.path]
     writer = AsyncFileWriter(
@@ -994,10 +1000,12 @@ async def write_inline(
     replication: int | None = None,
     block_size: int | None = None,
     overwrite: bool = False,
+    mode: int | None = None,
 ) -> None:
     """Create file ``path`` complete, holding ``data`` (at most ``MAX_INLINE_BYTES``) in its
-    metadata record: one ``CreateInline`` (see the module docstring)."""
-    op = ops.create_inline(path, data, overwrite, None, "", "", replication or 0, block_size or 0)
+    metadata record: one ``CreateInline`` (see the module docstring); ``mode``: its
+    permission bits (None: the cluster's default)."""
+    op = ops.create_inline(path, data, overwrite, mode, "", "", replication or 0, block_size or 0)
     await fs._run(op, None)
 
 

@@ -4,7 +4,11 @@ command it proposes and every read it serves for a client.
 With TLS the certificate decides (``keelfs.tls.Authenticator``): a client certificate's user
 and groups, a superuser if it is an admin or in the superuser group; a peer (a master or config
 server acting for itself) is the superuser. Whatever a request or its metadata claims is
-ignored.
+ignored, with one exception: a certificate with proxy rights (``keelfs://proxy/USER`` or
+``keelfs://proxy/*``, HDFS's proxy users: a gateway serving many users) acts for the user its
+call's ``keelfs-user`` metadata names, if it may name that one (``PermissionDenied``
+otherwise); that user's groups are the host's of that name (as in simple mode), and a user
+acted for is never a superuser.
 
 Without TLS ("simple" mode, HDFS's, for loopback only) the client's word is taken: the user
 name in the ``keelfs-user`` metadata (the client library sends the OS user by default), its
@@ -77,7 +81,7 @@ class Callers:
             identity = self.authenticator.identity_of(context)
             if isinstance(identity, Peer) and CALLER_METADATA_KEY in metadata:
                 return _decode_caller(metadata[CALLER_METADATA_KEY])
-            return self._certified(identity)
+            return self._certified(identity, metadata.get(USER_METADATA_KEY))
         if CALLER_METADATA_KEY in metadata:
             return _decode_caller(metadata[CALLER_METADATA_KEY])
         if USER_METADATA_KEY not in metadata:
@@ -87,14 +91,29 @@ class Callers:
         superuser = user == self.process_user or self.superuser_group in groups
         return Caller(user, groups, superuser)
 
-    def _certified(self, identity: object) -> Caller:
+    def _certified(self, identity: object, named: str | None = None) -> Caller:
         if isinstance(identity, Peer):
             return SUPERUSER
+        if (
+            isinstance(identity, Client)
+            and identity.proxy_for
+            and named not in (None, "", identity.user)
+        ):
+            return self._acted_for(identity, str(named))
         if isinstance(identity, Client):
             groups = tuple(sorted(identity.groups))
             superuser = identity.admin or self.superuser_group in groups
             return Caller(identity.user, groups, superuser)
         raise PermissionDenied("", "", message="permission denied: no authenticated identity")
+
+    def _acted_for(self, identity: Client, named: str) -> Caller:
+        """The user a proxy certificate names (module doc)."""
+        user = check_principal(named, USER_METADATA_KEY)
+        if not identity.may_act_for(user):
+            raise PermissionDenied(
+                "", "", message=f"permission denied: {identity.user} may not act for {user}"
+            )
+        return Caller(user, self._os_groups(user), False)
 
     def _os_groups(self, user: str) -> tuple[str, ...]:
         now = time.monotonic()

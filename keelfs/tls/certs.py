@@ -41,6 +41,7 @@ from keelfs.tls.identity import (
     check_node,
     group_uri,
     node_uri,
+    proxy_uri,
     user_uri,
 )
 
@@ -149,10 +150,13 @@ def issue_client(
     admin: bool = False,
     days: int = LEAF_DAYS,
     overwrite: bool = False,
+    proxy_for: Sequence[str] = (),
 ) -> KeyPair:
     """A user's certificate from the client CA in ``directory``: ``keelfs://user/USER``, a
-    group URI per group, and the admin URI when ``admin``."""
+    group URI per group, the admin URI when ``admin``, and a proxy URI per user it may act
+    for (``proxy_for``; ``*``: any, e.g. a gateway serving many users)."""
     uris = [user_uri(user), *(group_uri(g) for g in dict.fromkeys(groups))]
+    uris += [proxy_uri(u) for u in dict.fromkeys(proxy_for)]
     if admin:
         uris.append(ADMIN_URI)
     names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]

@@ -11,6 +11,11 @@ for an operator, the admin URI::
 
     keelfs://user/alice   keelfs://group/staff   keelfs://role/admin
 
+and, for a gateway acting for other users (a proxy user, as HDFS's
+``hadoop.proxyuser.*``), one URI per user it may name, or ``*`` for any::
+
+    keelfs://proxy/bob   keelfs://proxy/*
+
 A URI counts only in a certificate of the CA that may issue it (``identity_from_uris`` is told
 which signed it): the client CA cannot make a peer, whatever it writes.
 """
@@ -35,6 +40,7 @@ __all__ = [
     "group_uri",
     "identity_from_uris",
     "node_uri",
+    "proxy_uri",
     "user_uri",
 ]
 
@@ -74,9 +80,14 @@ class Client:
     user: str
     groups: frozenset[str] = frozenset()
     admin: bool = False
+    proxy_for: frozenset[str] = frozenset()
+    """Users this certificate may act for (``*``: any), named in each call's metadata."""
 
     def __str__(self) -> str:
         return f"user {self.user}{' (admin)' if self.admin else ''}"
+
+    def may_act_for(self, user: str) -> bool:
+        return "*" in self.proxy_for or user in self.proxy_for
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,11 @@ def user_uri(user: str) -> str:
     return f"{SCHEME}user/{check_name('user', user)}"
 
 
+def proxy_uri(user: str) -> str:
+    """The URI letting a certificate act for ``user`` (``*``: any user)."""
+    return f"{SCHEME}proxy/{user if user == '*' else check_name('user', user)}"
+
+
 def group_uri(group: str) -> str:
     return f"{SCHEME}group/{check_name('group', group)}"
 
@@ -131,6 +147,7 @@ def identity_from_uris(uris: Iterable[str], *, peer_ca: bool, client_ca: bool) -
     nodes: list[tuple[str, str]] = []
     users: list[str] = []
     groups: set[str] = set()
+    proxies: set[str] = set()
     admin = False
     for uri in uris:
         if not uri.startswith(SCHEME):
@@ -142,6 +159,8 @@ def identity_from_uris(uris: Iterable[str], *, peer_ca: bool, client_ca: bool) -
             users.append(name)
         elif kind == "group" and _NAME.fullmatch(name):
             groups.add(name)
+        elif kind == "proxy" and (name == "*" or _NAME.fullmatch(name)):
+            proxies.add(name)
         elif kind in NODE_ROLES:
             try:
                 nodes.append(check_node(kind, name))
@@ -150,5 +169,5 @@ def identity_from_uris(uris: Iterable[str], *, peer_ca: bool, client_ca: bool) -
     if peer_ca and len(nodes) == 1 and not users:
         return Peer(*nodes[0])
     if client_ca and len(users) == 1 and not nodes:
-        return Client(users[0], frozenset(groups), admin)
+        return Client(users[0], frozenset(groups), admin, frozenset(proxies))
     return ANONYMOUS

@@ -43,3 +43,18 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     assert certs("issue", str(d), "master/1", "--admin").exit_code == 2
     assert certs("issue", str(d), "master").exit_code == 2
     assert not (d / "user-al.crt").exists()
+
+
+def test_issue_a_proxy_certificate(tmp_path: Path) -> None:
+    from keelfs.tls.certs import load_certificate, uris_of, user_files
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["certs", "init", str(tmp_path)]).exit_code == 0
+    made = runner.invoke(
+        cli, ["certs", "issue", str(tmp_path), "user/gw", "--proxy-for", "*", "--proxy-for", "bob"]
+    )
+    assert made.exit_code == 0, made.output
+    uris = uris_of(load_certificate(user_files(tmp_path, "gw").cert))
+    assert {"keelfs://proxy/*", "keelfs://proxy/bob"} <= set(uris)
+    refused = runner.invoke(cli, ["certs", "issue", str(tmp_path), "master/1", "--proxy-for", "*"])
+    assert refused.exit_code == 2

@@ -20,6 +20,10 @@ SECRET_KEY = "keelfs-test-secret/0000000000000000000001"
 OTHER_KEY = "AKIAKEELFSTEST000002"
 OTHER_SECRET = "keelfs-test-secret/0000000000000000000002"
 OTHER_USER = "bob"
+OTHER_NAME = "Bob Example"
+"""``OTHER_KEY``'s DisplayName (the credentials' ``display_name``)."""
+ANONYMOUS_USER = "s3anon"
+"""The keelfs user unsigned requests act as, where an ACL lets everyone in."""
 
 
 @dataclass
@@ -60,8 +64,13 @@ def start_gateway(cluster: MetaCluster, root: Path) -> tuple[Any, str, str]:
             {
                 "access_keys": {
                     ACCESS_KEY: {"secret": SECRET_KEY, "user": user},
-                    OTHER_KEY: {"secret": OTHER_SECRET, "user": OTHER_USER},
-                }
+                    OTHER_KEY: {
+                        "secret": OTHER_SECRET,
+                        "user": OTHER_USER,
+                        "display_name": OTHER_NAME,
+                    },
+                },
+                "anonymous": {"user": ANONYMOUS_USER},
             }
         )
     )
@@ -73,6 +82,7 @@ def start_gateway(cluster: MetaCluster, root: Path) -> tuple[Any, str, str]:
         from keelfs.tls.certs import issue_client
 
         issue_client(cluster.tls_dir, OTHER_USER)
+        issue_client(cluster.tls_dir, ANONYMOUS_USER)
         cmd += ["--tls-dir", str(cluster.tls_dir)]
     out, err = root / "s3.out", root / "s3.err"
     proc = spawn_tracked(cmd, out, err, "keelfs s3")

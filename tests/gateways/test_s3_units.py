@@ -202,3 +202,14 @@ def test_a_quota_exceeded_is_s3s_quota_exceeded_403() -> None:
     error = from_keel(QuotaExceeded("/bucket", "space", 100, 90, 64))
     assert (error.code, error.status) == ("QuotaExceeded", 403)
     assert "/bucket" in str(error)
+
+
+def test_part_spans_of_run_length_part_sizes() -> None:
+    from keelfs.gateways.s3.store import Stored
+
+    stored = Stored('"e-4"', parts=4, part_sizes=[(5, 3), (2, 1)])
+    assert [stored.part_span(n) for n in (1, 2, 3, 4, 5)] == [
+        (0, 5), (5, 10), (10, 15), (15, 17), None,
+    ]  # fmt: skip
+    assert Stored.decode(stored.encode("k")).part_sizes == [(5, 3), (2, 1)]
+    assert Stored('"e-2"', parts=2).part_span(1) is None  # sizes not recorded

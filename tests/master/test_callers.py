@@ -92,6 +92,42 @@ def test_with_tls_the_certificate_decides() -> None:
         caller(ANONYMOUS)
 
 
+def test_a_proxy_certificate_acts_for_the_users_it_may_name() -> None:
+    def caller(identity: Any, named: str | None, **kwargs: Any) -> Caller:
+        callers = Callers(FakeAuthenticator(identity), **kwargs)
+        metadata = ((USER_METADATA_KEY, named),) if named is not None else ()
+        return callers.caller_of(Context(metadata))
+
+    gateway = Client("gw", frozenset({"gws"}), proxy_for=frozenset({"bob"}))
+    assert caller(gateway, "bob") == Caller("bob", os_groups("bob"), False)
+    assert caller(gateway, "gw") == Caller("gw", ("gws",), False)  # itself
+    assert caller(gateway, None) == Caller("gw", ("gws",), False)
+    with pytest.raises(PermissionDenied):
+        caller(gateway, "carol")  # not among those it may name
+    anyone = Client("gw", proxy_for=frozenset({"*"}))
+    me = getpass.getuser()
+    # a user acted for is never a superuser, whatever its groups
+    acted = caller(anyone, me, superuser_group=os_groups(me)[0], process_user=me)
+    assert acted.user == me and not acted.superuser
+    with pytest.raises(InvalidArgument):
+        caller(anyone, "a:b")
+    # a certificate without proxy rights ignores the name, as before
+    assert caller(Client("ann"), "bob") == Caller("ann", (), False)
+
+
+def test_proxy_rights_come_from_the_client_ca_only(tmp_path: Path) -> None:
+    from keelfs.tls.certs import init_authorities, issue_client, load_certificate, uris_of
+    from keelfs.tls.identity import identity_from_uris
+
+    init_authorities(tmp_path)
+    pair = issue_client(tmp_path, "gw", proxy_for=["bob", "*"])
+    uris = uris_of(load_certificate(pair.cert))
+    assert "keelfs://proxy/bob" in uris and "keelfs://proxy/*" in uris
+    identity = identity_from_uris(uris, peer_ca=False, client_ca=True)
+    assert isinstance(identity, Client) and identity.proxy_for == {"bob", "*"}
+    assert identity_from_uris(uris, peer_ca=True, client_ca=False) == ANONYMOUS
+
+
 def test_audit_log_lines(tmp_path: Path) -> None:
     assert client_ip(Context(peer="ipv4:127.0.0.1:5123")) == "127.0.0.1"
     assert client_ip(Context(peer="ipv6:[::1]:5123")) == "::1"

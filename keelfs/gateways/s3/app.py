@@ -25,9 +25,9 @@ from aiohttp import web
 
 from keelfs.client.aio import AsyncClient
 from keelfs.errors import KeelError
-from keelfs.gateways.s3 import buckets, multipart, objects, sigv4, versions
+from keelfs.gateways.s3 import acl_ops, buckets, multipart, objects, sigv4, versions
 from keelfs.gateways.s3.context import Ctx
-from keelfs.gateways.s3.credentials import AccessKey
+from keelfs.gateways.s3.credentials import AccessKey, KeyTable
 from keelfs.gateways.s3.errors import S3Error, error_xml, from_keel
 from keelfs.gateways.site import HttpSite
 from keelfs.tls.credentials import TlsSettings
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 _UNSUPPORTED = frozenset(
     {
-        "acl", "policy", "cors", "lifecycle", "tagging", "website", "versioning",
+        "policy", "cors", "lifecycle", "tagging", "website", "versioning",
         "encryption", "replication", "logging", "notification", "object-lock", "retention",
         "legal-hold", "accelerate", "requestPayment", "analytics", "metrics", "inventory",
         "intelligent-tiering", "ownershipControls", "publicAccessBlock", "select", "restore",
@@ -52,6 +52,12 @@ def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str
     """The operation a request names (``MethodNotAllowed`` / ``NotImplemented`` otherwise)."""
     if method == "GET" and has_bucket and not has_key and "versioning" in query:
         return buckets.get_bucket_versioning  # never enabled: what tools ask before deleting
+    if method == "GET" and has_bucket and not has_key and "policyStatus" in query:
+        return acl_ops.get_bucket_policy_status
+    if "acl" in query and has_bucket and method in ("GET", "PUT"):
+        if has_key:
+            return acl_ops.get_object_acl if method == "GET" else acl_ops.put_object_acl
+        return acl_ops.get_bucket_acl if method == "GET" else acl_ops.put_bucket_acl
     unsupported = _UNSUPPORTED.intersection(query)
     if unsupported:
         raise S3Error("NotImplemented", f"?{sorted(unsupported)[0]} is not supported by keelfs")
@@ -94,6 +100,23 @@ def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str
     raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")
 
 
+def _no_cors(request: web.Request) -> S3Error:
+    """A CORS preflight: keelfs has no CORS configuration to allow it (as S3 answers for a
+    bucket without one)."""
+    if "Origin" not in request.headers:
+        return S3Error("InvalidRequest", "Insufficient information. Origin request header needed.")
+    return S3Error("AccessForbidden", "CORSResponse: CORS is not enabled for this bucket.")
+
+
+async def _check_bucket_owner(ctx: Ctx, expected: str) -> None:
+    """``x-amz-expected-bucket-owner``: the request goes on only if the bucket's owner is
+    that user (``AccessDenied`` otherwise, as S3)."""
+    from keelfs.gateways.s3.store import require_bucket
+
+    if (await require_bucket(ctx.fs, ctx.bucket)).owner != expected:
+        raise S3Error("AccessDenied", "Access Denied: the bucket has another owner")
+
+
 class S3Gateway:
     """The gateway on ``host:port`` for the cluster at ``seeds`` (module doc)."""
 
@@ -105,9 +128,14 @@ class S3Gateway:
         host: str = "127.0.0.1",
         port: int = 0,
         tls_dir: Path | None = None,
+        anonymous_user: str | None = None,
     ) -> None:
         self.seeds = list(seeds)
         self.keys = dict(keys)
+        table = keys if isinstance(keys, KeyTable) else KeyTable(keys)
+        self.names = table.display_names()
+        self.anonymous_user = table.anonymous_user if anonymous_user is None else anonymous_user
+        """The keelfs user unsigned requests act as where an ACL allows ("": refused)."""
         self.host = host
         self.port = port
         self.tls_dir = tls_dir
@@ -124,7 +152,7 @@ class S3Gateway:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024**4)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle, expect_handler=self._expect)
         return app
 
     async def start(self) -> None:
@@ -142,10 +170,31 @@ class S3Gateway:
         for client in clients.values():
             await client.close()
 
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: the request's signature (or, unsigned, its ACL) is
+        checked before the client is told to send its body, so a refused upload is refused
+        at once, its body never sent."""
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        try:
+            await self._prepare(request, raw_path, raw_query)
+        except (S3Error, KeelError) as exc:
+            err = exc if isinstance(exc, S3Error) else from_keel(exc)
+            response = self._error(request, err, raw_path, secrets.token_hex(8).upper())
+            response.force_close()
+            return response
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == (
+            "100-continue"
+        ):  # as aiohttp's own expect handler
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+        return None
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         request_id = secrets.token_hex(8).upper()
         raw_path, _, raw_query = request.raw_path.partition("?")
         try:
+            if request.method == "OPTIONS":
+                raise _no_cors(request)
             response = await self._serve(request, raw_path, raw_query)
         except S3Error as err:
             response = self._error(request, err, raw_path, request_id)
@@ -165,12 +214,32 @@ class S3Gateway:
     async def _serve(
         self, request: web.Request, raw_path: str, raw_query: str
     ) -> web.StreamResponse:
-        signed = sigv4.authenticate(request.method, raw_path, raw_query, request.headers, self.keys)
+        ctx, handler = await self._prepare(request, raw_path, raw_query)
+        return await handler(ctx)
+
+    async def _prepare(
+        self, request: web.Request, raw_path: str, raw_query: str
+    ) -> tuple[Ctx, Handler]:
+        """Who the request is, what it asks, and whether it may ask it (anonymous callers,
+        ``x-amz-expected-bucket-owner``), before its body is read."""
+        anonymous = bool(self.anonymous_user) and sigv4.is_unsigned(raw_query, request.headers)
+        if anonymous:
+            signed = sigv4.anonymous(self.anonymous_user)
+        else:
+            signed = sigv4.authenticate(
+                request.method, raw_path, raw_query, request.headers, self.keys
+            )
         bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
         query = dict(sigv4.query_pairs(raw_query))
         handler = _route(request.method, bool(bucket), bool(key), query)
-        ctx = Ctx(request, signed, self.client_for(signed.key.user), bucket, key, query)
-        return await handler(ctx)
+        client = self.client_for(signed.key.user)
+        ctx = Ctx(request, signed, client, bucket, key, query, self.names, anonymous)
+        if anonymous:
+            await acl_ops.admit_anonymous(ctx, handler)
+        expected = request.headers.get("x-amz-expected-bucket-owner")
+        if expected is not None and bucket and handler is not buckets.create_bucket:
+            await _check_bucket_owner(ctx, expected)
+        return ctx, handler
 
     def _error(
         self, request: web.Request, err: S3Error, resource: str, request_id: str

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from keelfs.errors import AlreadyExists, DirectoryNotEmpty, KeelError, NotFound
+from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import listing, store
 from keelfs.gateways.s3.context import Ctx, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
@@ -31,26 +32,51 @@ __all__ = [
 MAX_KEYS = 1000
 
 
-def owner(parent: object, user: str) -> None:
+def owner(parent: object, user: str, names: dict[str, str] | None = None) -> None:
     element = sub(parent, "Owner")  # type: ignore[arg-type]
     sub(element, "ID", user)
-    sub(element, "DisplayName", user)
+    sub(element, "DisplayName", (names or {}).get(user, user))
 
 
 async def list_buckets(ctx: Ctx) -> web.Response:
-    root = document("ListAllMyBucketsResult")
-    owner(root, ctx.user)
-    buckets = sub(root, "Buckets")
+    """The caller's buckets (S3's: those it owns), not every top-level directory; pages of
+    ``max-buckets`` after ``continuation-token``, those starting with ``prefix``."""
+    prefix = ctx.query.get("prefix", "")
+    token = ctx.query.get("continuation-token")
+    after = _token(token) if token else ""
+    limit = _max_buckets(ctx.query.get("max-buckets"))
     try:
         entries = [e async for e in ctx.fs.ls("/")]
     except KeelError as exc:
         raise from_keel(exc) from None
-    for entry in sorted(entries, key=lambda e: e.name):
-        if entry.is_dir and _valid_bucket(entry.name):
-            bucket = sub(buckets, "Bucket")
-            sub(bucket, "Name", entry.name)
-            sub(bucket, "CreationDate", iso_time(entry.mtime))
+    mine = [
+        e
+        for e in sorted(entries, key=lambda e: e.name)
+        if e.is_dir and e.owner == ctx.user and _valid_bucket(e.name)
+        and e.name.startswith(prefix) and e.name > after
+    ]  # fmt: skip
+    page = mine[:limit]
+    root = document("ListAllMyBucketsResult")
+    owner(root, ctx.user, ctx.names)
+    buckets = sub(root, "Buckets")
+    for entry in page:
+        bucket = sub(buckets, "Bucket")
+        sub(bucket, "Name", entry.name)
+        sub(bucket, "CreationDate", iso_time(entry.mtime))
+        sub(bucket, "BucketRegion", "us-east-1")
+    if len(mine) > limit:
+        sub(root, "ContinuationToken", _make_token(page[-1].name))
+    if "prefix" in ctx.query:
+        sub(root, "Prefix", prefix)
     return xml_response(root)
+
+
+def _max_buckets(text: str | None) -> int:
+    if text is None:
+        return 10_000
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise S3Error("InvalidArgument", "max-buckets must be a number from 1 to 10000")
+    return int(text)
 
 
 def _valid_bucket(name: str) -> bool:
@@ -62,21 +88,20 @@ def _valid_bucket(name: str) -> bool:
 
 
 async def create_bucket(ctx: Ctx) -> web.Response:
+    """The bucket's directory with the mode its ACL gives (private: ``0711``), then the
+    ACL's anonymous mark if it grants unsigned requests anything (``acl``)."""
     store.check_bucket_name(ctx.bucket)
     body = await ctx.request.read()
     if body.strip():
         parse(body)  # CreateBucketConfiguration: its LocationConstraint has no meaning here
+    acl_given = acls.from_request(ctx.request.headers, b"", owner=ctx.user, is_bucket=True)
+    chosen = acl_given or acls.PRIVATE
     try:
-        await ctx.fs.mkdir(store.bucket_path(ctx.bucket))
+        await ctx.fs.mkdir(store.bucket_path(ctx.bucket), mode=acls.dir_mode(chosen))
     except AlreadyExists:
         info = await ctx.fs.stat(store.bucket_path(ctx.bucket))
         if info.is_dir and info.owner == ctx.user:
-            raise S3Error(
-                "BucketAlreadyOwnedByYou",
-                "Your previous request to create the named bucket succeeded and you already "
-                "own it.",
-                BucketName=ctx.bucket,
-            ) from None
+            return await _recreate(ctx, acl_given)
         raise S3Error(
             "BucketAlreadyExists",
             "The requested bucket name is not available.",
@@ -84,6 +109,24 @@ async def create_bucket(ctx: Ctx) -> web.Response:
         ) from None
     except KeelError as exc:
         raise from_keel(exc, BucketName=ctx.bucket) from None
+    try:
+        for hidden in ("tmp", "meta", "uploads"):  # the owner's: see store.make_hidden_dir
+            await store.make_hidden_dir(ctx.fs, ctx.bucket, store.hidden(ctx.bucket, hidden))
+        if chosen.anonymous:
+            await acls.write_bucket_mark(ctx.fs, ctx.bucket, chosen.anonymous)
+    except KeelError as exc:
+        raise from_keel(exc, BucketName=ctx.bucket) from None
+    return web.Response(headers={"Location": "/" + ctx.bucket})
+
+
+async def _recreate(ctx: Ctx, acl_given: acls.Acl | None) -> web.Response:
+    """CreateBucket of a bucket the caller owns: as S3 in us-east-1 (and moto), an
+    idempotent success that keeps what the bucket holds, applying the ACL if one is given."""
+    if acl_given is not None:
+        from keelfs.gateways.s3.acl_ops import set_bucket_acl
+
+        info, current = await acls.read_bucket_acl(ctx.fs, ctx.bucket)
+        await set_bucket_acl(ctx.fs, ctx.bucket, info, current, acl_given)
     return web.Response(headers={"Location": "/" + ctx.bucket})
 
 
@@ -174,7 +217,7 @@ async def list_objects(ctx: Ctx) -> web.Response:
 
     root = document("ListBucketResult")
     sub(root, "Name", ctx.bucket)
-    sub(root, "Prefix", enc(prefix))
+    sub(root, "Prefix", enc(prefix) if v2 else prefix)  # V1's is not encoded (RGW, botocore)
     if v2:
         if "continuation-token" in ctx.query:
             sub(root, "ContinuationToken", ctx.query["continuation-token"])
@@ -202,7 +245,7 @@ async def list_objects(ctx: Ctx) -> web.Response:
         sub(item, "ETag", entry.stored.etag)
         sub(item, "Size", 0 if entry.info.is_dir else entry.info.length)
         if not v2 or ctx.query.get("fetch-owner") == "true":
-            owner(item, entry.info.owner)
+            owner(item, entry.info.owner, ctx.names)
         sub(item, "StorageClass", "STANDARD")
     for common in page.prefixes:
         sub(sub(root, "CommonPrefixes"), "Prefix", enc(common))

@@ -8,12 +8,13 @@ import base64
 import binascii
 import email.utils
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element
 
 from aiohttp import web
 
 from keelfs.client.aio import AsyncClient
+from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import sigv4, store
 from keelfs.gateways.s3.errors import S3Error
 from keelfs.gateways.s3.xmlio import render
@@ -31,10 +32,25 @@ class Ctx:
     bucket: str
     key: str
     query: dict[str, str]
+    names: dict[str, str] = field(default_factory=dict)
+    """keelfs user -> DisplayName (the credentials' ``display_name``)."""
+    anonymous: bool = False
+    """An unsigned request, acting as the gateway's anonymous user where an ACL allows."""
 
     @property
     def user(self) -> str:
         return self.signed.key.user
+
+    async def object_acl_of_request(self) -> acls.Acl:
+        """The ACL a PUT, copy or multipart create asks for its object (private where it
+        asks none), refused before anything is written if keelfs cannot hold it."""
+        bucket_owner = ""
+        if (self.header("x-amz-acl") or "").strip().startswith("bucket-owner-"):
+            bucket_owner = (await store.require_bucket(self.fs, self.bucket)).owner
+        chosen = acls.from_request(
+            self.request.headers, b"", owner=self.user, is_bucket=False, bucket_owner=bucket_owner
+        )
+        return chosen or acls.PRIVATE
 
     def header(self, name: str) -> str | None:
         return self.request.headers.get(name)

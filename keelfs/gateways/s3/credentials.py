@@ -5,8 +5,14 @@
     [access_keys.AKIAEXAMPLE]
     secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
     user = "ann"                    # the keelfs user the gateway acts for
+    display_name = "Ann Example"    # optional: the owner's DisplayName in answers
+
+    [anonymous]                     # optional: unsigned requests, where an ACL allows them
+    user = "s3-anonymous"           # the keelfs user they act as
 
     {"access_keys": {"AKIAEXAMPLE": {"secret": "...", "user": "ann"}}}
+
+Without an ``[anonymous]`` table every unsigned request is refused (``AccessDenied``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["AccessKey", "CredentialsError", "ensure_credentials", "load_credentials"]
+__all__ = [
+    "AccessKey",
+    "CredentialsError",
+    "KeyTable",
+    "ensure_credentials",
+    "load_credentials",
+]
 
 
 class CredentialsError(ValueError):
@@ -32,9 +44,21 @@ class AccessKey:
     key_id: str
     secret: str
     user: str
+    display_name: str = ""
 
 
-def load_credentials(path: str | Path) -> dict[str, AccessKey]:
+class KeyTable(dict[str, AccessKey]):
+    """Access key id -> its key, and ``anonymous_user``: the keelfs user unsigned requests
+    act as where an ACL lets everyone in ("": none, every unsigned request refused)."""
+
+    anonymous_user: str = ""
+
+    def display_names(self) -> dict[str, str]:
+        """keelfs user -> the DisplayName its keys give (the user's name where none)."""
+        return {k.user: k.display_name for k in self.values() if k.display_name}
+
+
+def load_credentials(path: str | Path) -> KeyTable:
     """Access key id -> its key, from a file (module doc); ``CredentialsError`` if malformed."""
     path = Path(path)
     try:
@@ -45,11 +69,13 @@ def load_credentials(path: str | Path) -> dict[str, AccessKey]:
     return parse_credentials(raw, str(path))
 
 
-def parse_credentials(raw: object, where: str = "credentials") -> dict[str, AccessKey]:
+def parse_credentials(raw: object, where: str = "credentials") -> KeyTable:
     table = raw.get("access_keys") if isinstance(raw, dict) else None
     if not isinstance(table, dict) or not table:
         raise CredentialsError(f"{where}: expected an 'access_keys' table of at least one key")
-    keys: dict[str, AccessKey] = {}
+    keys = KeyTable()
+    assert isinstance(raw, dict)
+    keys.anonymous_user = _anonymous_user(raw.get("anonymous"), where)
     for key_id, entry in table.items():
         if not isinstance(entry, dict):
             raise CredentialsError(f"{where}: access key {key_id!r} is not a table")
@@ -58,11 +84,23 @@ def parse_credentials(raw: object, where: str = "credentials") -> dict[str, Acce
             raise CredentialsError(f"{where}: access key {key_id!r} has no secret")
         if not isinstance(user, str) or not user:
             raise CredentialsError(f"{where}: access key {key_id!r} names no keelfs user")
-        keys[key_id] = AccessKey(key_id, secret, user)
+        display_name = entry.get("display_name", "")
+        if not isinstance(display_name, str):
+            raise CredentialsError(f"{where}: access key {key_id!r}: display_name is not text")
+        keys[key_id] = AccessKey(key_id, secret, user, display_name)
     return keys
 
 
-def ensure_credentials(path: Path, *, create: bool) -> dict[str, AccessKey]:
+def _anonymous_user(entry: object, where: str) -> str:
+    if entry is None:
+        return ""
+    user = entry.get("user") if isinstance(entry, dict) else None
+    if not isinstance(user, str) or not user:
+        raise CredentialsError(f"{where}: the 'anonymous' table names no keelfs user")
+    return user
+
+
+def ensure_credentials(path: Path, *, create: bool) -> KeyTable:
     """The keys of ``path``; ``create``: when it is not there, first write it (0600) with one
     new key for the user running this process (``keelfs server``'s default)."""
     if create and not path.exists():

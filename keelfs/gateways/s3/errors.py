@@ -22,6 +22,7 @@ __all__ = ["STATUS", "S3Error", "error_xml", "from_keel"]
 
 STATUS: dict[str, int] = {
     "AccessDenied": 403,
+    "AccessForbidden": 403,
     "AuthorizationHeaderMalformed": 400,
     "AuthorizationQueryParametersError": 400,
     "BadDigest": 400,
@@ -41,6 +42,7 @@ STATUS: dict[str, int] = {
     "InvalidRange": 416,
     "InvalidRequest": 400,
     "KeyTooLongError": 400,
+    "MalformedACLError": 400,
     "MalformedXML": 400,
     "MethodNotAllowed": 405,
     "MissingContentLength": 411,
@@ -53,6 +55,7 @@ STATUS: dict[str, int] = {
     "ServiceUnavailable": 503,
     "SignatureDoesNotMatch": 403,
     "SlowDown": 503,
+    "UnresolvableGrantByEmailAddress": 400,
     "QuotaExceeded": 403,  # Ceph RGW's code for a bucket or user quota
     "XAmzContentSHA256Mismatch": 400,
 }

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from keelfs.client.aio import AsyncClient
 from keelfs.errors import InvalidArgument, KeelError, NotADirectory, NotFound
+from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import store
 from keelfs.gateways.s3.context import Ctx, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
@@ -98,6 +99,7 @@ async def _upload(ctx: Ctx, upload_id: str) -> dict[str, object]:
 async def create_upload(ctx: Ctx) -> web.Response:
     store.check_key(ctx.key)
     await store.require_bucket(ctx.fs, ctx.bucket)
+    chosen = await ctx.object_acl_of_request()
     upload_id = secrets.token_hex(16)
     stored = ctx.stored_from_request("")
     record = {
@@ -107,10 +109,11 @@ async def create_upload(ctx: Ctx) -> web.Response:
         "type": stored.content_type,
         "meta": stored.meta,
         "headers": stored.headers,
+        "acl": {"others": sorted(chosen.others), "anonymous": sorted(chosen.anonymous)},
     }
     directory = upload_dir(ctx.bucket, upload_id)
     try:
-        await ctx.fs.mkdir(directory, parents=True)
+        await store.make_hidden_dir(ctx.fs, ctx.bucket, directory)
         await ctx.fs.write_bytes(directory + "/upload.json", json.dumps(record).encode())
     except KeelError as exc:
         raise from_keel(exc, missing="NoSuchBucket") from None
@@ -206,6 +209,12 @@ async def _copy_part(ctx: Ctx, header: str, temp: str) -> store.Written:
                     "where first and last are the zero-based offsets of the first and last "
                     "bytes to copy",
                 )
+            if _last_byte(wanted) >= obj.length:
+                raise S3Error(
+                    "InvalidRange",
+                    "The x-amz-copy-source-range goes past the end of the source object",
+                    ActualObjectSize=str(obj.length),
+                )
             span = parsed
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -217,6 +226,12 @@ async def _copy_part(ctx: Ctx, header: str, temp: str) -> store.Written:
     finally:
         if reader is not None:
             await reader.close()
+
+
+def _last_byte(wanted: str) -> int:
+    """The last offset of a ``bytes=first-last`` copy range (S3 does not clamp it)."""
+    last = wanted[6:].partition("-")[2].strip()
+    return int(last) if last.isdigit() else -1
 
 
 async def list_parts(ctx: Ctx) -> web.Response:
@@ -236,8 +251,9 @@ async def list_parts(ctx: Ctx) -> web.Response:
     sub(root, "UploadId", upload_id)
     for who in ("Initiator", "Owner"):
         element = sub(root, who)
-        sub(element, "ID", str(record.get("user", "")))
-        sub(element, "DisplayName", str(record.get("user", "")))
+        user = str(record.get("user", ""))
+        sub(element, "ID", user)
+        sub(element, "DisplayName", ctx.names.get(user, user))
     sub(root, "StorageClass", "STANDARD")
     sub(root, "PartNumberMarker", marker)
     sub(root, "NextPartNumberMarker", page[-1].number if page else marker)
@@ -270,8 +286,14 @@ def _requested_parts(body: bytes) -> list[tuple[int, str]]:
 
 async def complete_upload(ctx: Ctx) -> web.Response:
     upload_id = ctx.query["uploadId"]
-    record = await _upload(ctx, upload_id)
-    wanted = _requested_parts(await ctx.request.read())
+    body = await ctx.request.read()
+    try:
+        record = await _upload(ctx, upload_id)
+    except S3Error as err:
+        if err.code != "NoSuchUpload":
+            raise
+        return await _completed_before(ctx, body, err)
+    wanted = _requested_parts(body)
     numbers = [n for n, _ in wanted]
     if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
         raise S3Error(
@@ -312,16 +334,58 @@ async def complete_upload(ctx: Ctx) -> web.Response:
         dict(record.get("meta") or {}),  # type: ignore[call-overload]
         dict(record.get("headers") or {}),  # type: ignore[call-overload]
         parts=len(chosen),
+        part_sizes=_run_lengths([p.size for p in chosen]),
     )
-    await store.commit_object(ctx.fs, ctx.bucket, ctx.key, assembled, stored)
+    await store.commit_object(
+        ctx.fs, ctx.bucket, ctx.key, assembled, stored, acl=_recorded_acl(record)
+    )
     with contextlib.suppress(KeelError):
         await ctx.fs.delete(directory, recursive=True)
+    return _completed(ctx, etag)
+
+
+def _completed(ctx: Ctx, etag: str) -> web.Response:
     root = document("CompleteMultipartUploadResult")
     sub(root, "Location", f"/{ctx.bucket}/{quote(ctx.key)}")
     sub(root, "Bucket", ctx.bucket)
     sub(root, "Key", ctx.key)
     sub(root, "ETag", etag)
     return xml_response(root)
+
+
+async def _completed_before(ctx: Ctx, body: bytes, missing: S3Error) -> web.Response:
+    """A Complete of an upload no longer there: answered again, as S3 does, when the key's
+    object is the one these very parts made (its ETag is MD5-of-MD5s-N of the parts the
+    request lists: a client retrying a Complete whose answer it lost gets it); else
+    ``NoSuchUpload``. Nothing is kept for it: the object itself is the proof."""
+    try:
+        wanted = _requested_parts(body)
+        digest = hashlib.md5(b"".join(bytes.fromhex(md5) for _, md5 in wanted)).hexdigest()
+        obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    except (S3Error, ValueError):
+        raise missing from None
+    etag = f'"{digest}-{len(wanted)}"'
+    if obj.stored.parts != len(wanted) or obj.etag != etag:
+        raise missing
+    return _completed(ctx, etag)
+
+
+def _run_lengths(sizes: list[int]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for size in sizes:
+        if runs and runs[-1][0] == size:
+            runs[-1] = (size, runs[-1][1] + 1)
+        else:
+            runs.append((size, 1))
+    return runs
+
+
+def _recorded_acl(record: dict[str, object]) -> acls.Acl:
+    """The ACL its create asked for (private for an upload begun before ACLs were kept)."""
+    chosen = record.get("acl")
+    if not isinstance(chosen, dict):
+        return acls.PRIVATE
+    return acls.Acl(frozenset(chosen.get("others", ())), frozenset(chosen.get("anonymous", ())))
 
 
 async def _assemble(fs: AsyncClient, bucket: str, directory: str, chosen: list[Part]) -> str:
@@ -402,7 +466,7 @@ async def list_uploads(ctx: Ctx) -> web.Response:
         for who in ("Initiator", "Owner"):
             person = sub(element, who)
             sub(person, "ID", user)
-            sub(person, "DisplayName", user)
+            sub(person, "DisplayName", ctx.names.get(user, user))
         sub(element, "StorageClass", "STANDARD")
         sub(element, "Initiated", iso_time(initiated))
     return xml_response(root)

@@ -10,6 +10,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from keelfs.errors import KeelError
+from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import store
 from keelfs.gateways.s3.context import Ctx, http_date, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
@@ -45,6 +46,13 @@ async def put_object(ctx: Ctx) -> web.Response:
     store.check_key(ctx.key)
     if "x-amz-copy-source" in ctx.request.headers:
         return await copy_object(ctx)
+    if ctx.header("If-Match") is not None:
+        raise S3Error(
+            "NotImplemented",
+            "conditional writes with If-Match are not supported by keelfs (it has no atomic "
+            "compare-and-replace of a file); If-None-Match: * is",
+        )
+    chosen = await ctx.object_acl_of_request()
     body = ctx.body()
     if ctx.key.endswith("/"):
         data = b"".join([piece async for piece in body])
@@ -52,7 +60,7 @@ async def put_object(ctx: Ctx) -> web.Response:
             raise S3Error("InvalidArgument", "a key ending in '/' is a directory: no data")
         obj = await store.make_marker(ctx.fs, ctx.bucket, ctx.key)
         return web.Response(headers={"ETag": obj.etag})
-    written = await store.write_temp(ctx.fs, ctx.bucket, body)
+    written = await store.write_temp(ctx.fs, ctx.bucket, body, mode=acls.file_mode(chosen))
     try:
         ctx.check_digests(written)
     except S3Error:
@@ -61,7 +69,7 @@ async def put_object(ctx: Ctx) -> web.Response:
     stored = ctx.stored_from_request(md5_etag(written.md5))
     exclusive = (ctx.header("If-None-Match") or "").strip() == "*"
     obj = await store.commit_object(
-        ctx.fs, ctx.bucket, ctx.key, written.path, stored, exclusive=exclusive
+        ctx.fs, ctx.bucket, ctx.key, written.path, stored, exclusive=exclusive, acl=chosen
     )
     return web.Response(headers={"ETag": obj.etag})
 
@@ -169,6 +177,41 @@ def object_headers(ctx: Ctx, obj: store.ObjectInfo) -> dict[str, str]:
     return headers
 
 
+def part_range(ctx: Ctx, obj: store.ObjectInfo) -> tuple[int, int] | None:
+    """``[start, end)`` of the part a ``partNumber=`` read asks for (None: no such
+    parameter): the whole object for part 1 of one not uploaded in parts, ``InvalidPart``
+    past the last part."""
+    text = ctx.query.get("partNumber")
+    if text is None:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000")
+    if ctx.header("Range") is not None:
+        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber")
+    number = int(text)
+    invalid = S3Error("InvalidPart", "The requested partnumber is not satisfiable")
+    if not obj.stored.parts:
+        if number != 1:
+            raise invalid
+        return 0, obj.length
+    if number > obj.stored.parts:
+        raise invalid
+    span = obj.stored.part_span(number)
+    if span is None:
+        raise S3Error(
+            "NotImplemented", "this object's part sizes were not recorded when it was completed"
+        )
+    return span
+
+
+def _span(ctx: Ctx, obj: store.ObjectInfo) -> tuple[int, int] | None:
+    """The bytes a GET/HEAD serves (None: all, with 200): a part, or a ``Range``."""
+    part = part_range(ctx, obj)
+    if part is not None:
+        return part if obj.stored.parts else None
+    return parse_range(ctx.header("Range"), obj.length)
+
+
 async def head_object(ctx: Ctx) -> web.StreamResponse:
     obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
     headers = object_headers(ctx, obj)
@@ -176,8 +219,10 @@ async def head_object(ctx: Ctx) -> web.StreamResponse:
     if status is not None:
         return web.Response(status=status, headers=_condition_headers(headers, status))
     try:
-        span = parse_range(ctx.header("Range"), obj.length)
-    except S3Error:
+        span = _span(ctx, obj)
+    except S3Error as err:
+        if err.code != "InvalidRange":
+            return web.Response(status=err.status)
         return web.Response(status=416, headers={"Content-Range": f"bytes */{obj.length}"})
     response = web.StreamResponse(status=200 if span is None else 206, headers=headers)
     if span is not None:
@@ -202,7 +247,7 @@ async def get_object(ctx: Ctx) -> web.StreamResponse:
                           "specified did not hold", Condition="If-Match")  # fmt: skip
         if status == 304:
             return web.Response(status=304, headers=_condition_headers(headers, 304))
-        span = parse_range(ctx.header("Range"), obj.length)
+        span = _span(ctx, obj)
         start, end = span if span is not None else (0, obj.length)
         response = web.StreamResponse(status=200 if span is None else 206, headers=headers)
         if span is not None:
@@ -287,6 +332,7 @@ async def copy_object(ctx: Ctx) -> web.Response:
             "without changing the object's metadata, storage class, website redirect "
             "location or encryption attributes.",
         )
+    chosen = await ctx.object_acl_of_request()
     obj, reader = await store.open_object(ctx.fs, src_bucket, src_key)
     try:
         if check_conditions(ctx, obj, prefix="x-amz-copy-source-") is not None:
@@ -294,7 +340,8 @@ async def copy_object(ctx: Ctx) -> web.Response:
                 "PreconditionFailed",
                 "At least one of the pre-conditions you specified did not hold",
             )
-        written = await store.write_temp(ctx.fs, ctx.bucket, _source_chunks(reader, 0, obj.length))
+        source = _source_chunks(reader, 0, obj.length)
+        written = await store.write_temp(ctx.fs, ctx.bucket, source, mode=acls.file_mode(chosen))
     finally:
         if reader is not None:
             await reader.close()
@@ -303,7 +350,7 @@ async def copy_object(ctx: Ctx) -> web.Response:
         stored = ctx.stored_from_request(etag)
     else:
         stored = store.Stored(etag, obj.stored.content_type, obj.stored.meta, obj.stored.headers)
-    done = await store.commit_object(ctx.fs, ctx.bucket, ctx.key, written.path, stored)
+    done = await store.commit_object(ctx.fs, ctx.bucket, ctx.key, written.path, stored, acl=chosen)
     root = document("CopyObjectResult")
     sub(root, "LastModified", iso_time(done.mtime))
     sub(root, "ETag", done.etag)

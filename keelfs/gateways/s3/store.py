@@ -34,7 +34,7 @@ from typing import Any
 
 from keelfs.client import _ops as ops
 from keelfs.client.aio import AsyncClient
-from keelfs.client.files import AsyncFileReader
+from keelfs.client.files import AsyncFileReader, open_writer, write_inline
 from keelfs.errors import (
     AlreadyExists,
     DirectoryNotEmpty,
@@ -42,7 +42,9 @@ from keelfs.errors import (
     KeelError,
     NotADirectory,
     NotFound,
+    PermissionDenied,
 )
+from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3.errors import S3Error, from_keel
 from keelfs.meta.paths import MAX_NAME_BYTES
 from keelfs.meta.records import MAX_INLINE_BYTES, FileInfo
@@ -59,6 +61,7 @@ __all__ = [
     "delete_object",
     "head_object",
     "key_path",
+    "make_hidden_dir",
     "open_object",
     "write_temp",
 ]
@@ -132,6 +135,24 @@ class Stored:
     headers: dict[str, str] = field(default_factory=dict)
     parts: int = 0
     """Parts of a multipart upload (0: a single PUT)."""
+    anonymous: frozenset[str] = frozenset()
+    """The object's anonymous mark: what its ACL grants unsigned requests (``acl``)."""
+    part_sizes: list[tuple[int, int]] = field(default_factory=list)
+    """A multipart object's part sizes, run-length: ``(size, how many in a row)`` (empty:
+    not recorded, an object completed before they were)."""
+
+    def part_span(self, number: int) -> tuple[int, int] | None:
+        """``[start, end)`` of part ``number`` (1-based); None past the last part or where
+        the sizes are not recorded."""
+        start = 0
+        remaining = number - 1
+        for size, count in self.part_sizes:
+            if remaining < count:
+                start += remaining * size
+                return start, start + size
+            start += count * size
+            remaining -= count
+        return None
 
     def encode(self, key: str) -> bytes:
         body: dict[str, Any] = {"k": key, "e": self.etag, "t": self.content_type, "m": self.meta}
@@ -139,12 +160,27 @@ class Stored:
             body["h"] = self.headers
         if self.parts:
             body["p"] = self.parts
+        if self.anonymous:
+            body["a"] = sorted(self.anonymous)
+        if self.part_sizes:
+            body["ps"] = self.part_sizes
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Stored:
         body = json.loads(raw)
-        return cls(body["e"], body["t"], body.get("m", {}), body.get("h", {}), body.get("p", 0))
+        marks = body.get("a", [])
+        anonymous = frozenset(m for m in marks if isinstance(m, str))
+        sizes = [(int(size), int(count)) for size, count in body.get("ps", [])]
+        return cls(
+            body["e"],
+            body["t"],
+            body.get("m", {}),
+            body.get("h", {}),
+            body.get("p", 0),
+            anonymous,
+            sizes,
+        )
 
 
 @dataclass
@@ -186,10 +222,20 @@ def fallback(info: FileInfo) -> Stored:
     return Stored(f'"{digest}"')
 
 
-async def read_sidecar(fs: AsyncClient, bucket: str, key: str, info: FileInfo) -> Stored:
+async def read_sidecar(
+    fs: AsyncClient, bucket: str, key: str, info: FileInfo, *, strict: bool = False
+) -> Stored:
+    """The object's sidecar; ``fallback`` where there is none, or where the caller may not
+    read it (it has its object's mode: one who may list a bucket but not read an object
+    sees neither its metadata nor its real ETag); ``strict``: ``AccessDenied`` then (a HEAD
+    of an object the caller may not read)."""
     try:
         raw = await fs.read_bytes(sidecar_path(bucket, key, info))
         return Stored.decode(raw)
+    except PermissionDenied:
+        if strict:
+            raise S3Error("AccessDenied", "Access Denied", Key=key) from None
+        return fallback(info)
     except (NotFound, NotADirectory, IsADirectory, ValueError, KeyError):
         return fallback(info)
 
@@ -235,7 +281,7 @@ async def head_object(fs: AsyncClient, bucket: str, key: str) -> ObjectInfo:
         raise S3Error("NoSuchKey", "The specified key does not exist.", Key=key)
     if key.endswith("/"):
         raise S3Error("NoSuchKey", "The specified key does not exist.", Key=key)
-    return ObjectInfo(key, info, await read_sidecar(fs, bucket, key, info))
+    return ObjectInfo(key, info, await read_sidecar(fs, bucket, key, info, strict=True))
 
 
 async def open_object(
@@ -259,26 +305,35 @@ async def open_object(
 
 
 # -- writing ----------------------------------------------------------------------------------
-async def _mkdirs(fs: AsyncClient, path: str) -> None:
+async def _mkdirs(fs: AsyncClient, path: str, mode: int) -> None:
     with contextlib.suppress(AlreadyExists):
-        await fs.mkdir(path, parents=True)
+        await fs.mkdir(path, parents=True, mode=mode)
+
+
+async def make_hidden_dir(fs: AsyncClient, bucket: str, path: str) -> None:
+    """Hidden directory ``path`` (and those above it), with the mode the bucket's ACL gives
+    them (``acl.hidden_mode``), in a bucket that must exist (``NoSuchBucket``: ``mkdir -p``
+    would make the bucket too). CreateBucket makes ``tmp``, ``meta`` and ``uploads`` at once,
+    so they are the bucket owner's, who may then clear what others left in them (sticky
+    directories let their owner delete any entry)."""
+    info = await require_bucket(fs, bucket)
+    await _mkdirs(fs, path, acls.hidden_mode(info.mode))
 
 
 async def _make_hidden_parent(fs: AsyncClient, bucket: str, path: str) -> None:
-    """The hidden directory ``path`` goes in, in a bucket that must exist (``NoSuchBucket``:
-    ``mkdir -p`` would make the bucket too)."""
-    await require_bucket(fs, bucket)
-    await _mkdirs(fs, posixpath.dirname(path))
+    await make_hidden_dir(fs, bucket, posixpath.dirname(path))
 
 
-async def _create_writer(fs: AsyncClient, bucket: str, path: str, make_parent: bool) -> Any:
+async def _create_writer(
+    fs: AsyncClient, bucket: str, path: str, make_parent: bool, mode: int
+) -> Any:
     try:
-        return await fs.open(path, "wb")
+        return await open_writer(fs, fs._chunk_client(), path, mode=mode)
     except NotFound:
         if not make_parent:
             raise
         await _make_hidden_parent(fs, bucket, path)
-        return await fs.open(path, "wb")
+        return await open_writer(fs, fs._chunk_client(), path, mode=mode)
 
 
 def temp_path(bucket: str) -> str:
@@ -294,11 +349,16 @@ class Written:
 
 
 async def write_temp(
-    fs: AsyncClient, bucket: str, chunks: AsyncIterator[bytes], *, path: str | None = None
+    fs: AsyncClient,
+    bucket: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    path: str | None = None,
+    mode: int = 0o600,
 ) -> Written:
     """``chunks`` written to a new hidden file (complete when this returns; deleted if the
     body fails): ``path``, whose directory must exist (``NotFound``), else one in
-    ``.s3/tmp/``, made on first use."""
+    ``.s3/tmp/``, made on first use; ``mode``: the file's (the object's, once in place)."""
     make_parent = path is None
     path = path or temp_path(bucket)
     md5, sha = hashlib.md5(), hashlib.sha256()
@@ -317,14 +377,14 @@ async def write_temp(
     try:
         if exhausted:
             try:
-                await fs.write_bytes(path, bytes(head))
+                await write_inline(fs, path, bytes(head), mode=mode)
             except NotFound:
                 if not make_parent:
                     raise
                 await _make_hidden_parent(fs, bucket, path)
-                await fs.write_bytes(path, bytes(head))
+                await write_inline(fs, path, bytes(head), mode=mode)
             return Written(path, len(head), md5.digest(), sha.hexdigest())
-        writer = await _create_writer(fs, bucket, path, make_parent)
+        writer = await _create_writer(fs, bucket, path, make_parent, mode)
         length = len(head)
         try:
             await writer.write(bytes(head))
@@ -350,15 +410,28 @@ async def discard(fs: AsyncClient, path: str) -> None:
 
 
 async def commit_object(
-    fs: AsyncClient, bucket: str, key: str, temp: str, stored: Stored, *, exclusive: bool = False
+    fs: AsyncClient,
+    bucket: str,
+    key: str,
+    temp: str,
+    stored: Stored,
+    *,
+    exclusive: bool = False,
+    acl: acls.Acl = acls.PRIVATE,
 ) -> ObjectInfo:
     """Put complete file ``temp`` in place as ``key`` with its sidecar (module doc);
-    ``exclusive``: only if no object is there (``If-None-Match: *``: ``PreconditionFailed``)."""
+    ``exclusive``: only if no object is there (``If-None-Match: *``: ``PreconditionFailed``);
+    ``acl``: the object's (its mode and anonymous mark, set before it is in place)."""
     overwrite = not exclusive
     target = key_path(bucket, key)
+    mode = acls.file_mode(acl)
+    stored.anonymous = acl.anonymous
     try:
         info = await fs.stat(temp)
-        await _write_creating_parent(fs, sidecar_path(bucket, key, info), stored.encode(key))
+        if info.mode & 0o7777 != mode:
+            info = await fs.chmod(temp, mode)
+        sidecar = sidecar_path(bucket, key, info)
+        await write_sidecar(fs, bucket, sidecar, stored.encode(key), mode)
         replaced = await _file_or_none(fs, target)
         try:
             await fs.rename(temp, target, overwrite=overwrite)
@@ -393,13 +466,14 @@ async def _file_or_none(fs: AsyncClient, path: str) -> FileInfo | None:
     return None if info.is_dir else info
 
 
-async def _write_creating_parent(fs: AsyncClient, path: str, data: bytes) -> None:
-    """A small file (inline: one command), its directory made on first use."""
+async def write_sidecar(fs: AsyncClient, bucket: str, path: str, data: bytes, mode: int) -> None:
+    """A sidecar (inline: one command) with its object's mode, its directory made on first
+    use."""
     try:
-        await fs.write_bytes(path, data, overwrite=True)
+        await write_inline(fs, path, data, overwrite=True, mode=mode)
     except NotFound:
-        await _mkdirs(fs, posixpath.dirname(path))
-        await fs.write_bytes(path, data, overwrite=True)
+        await _make_hidden_parent(fs, bucket, path)
+        await write_inline(fs, path, data, overwrite=True, mode=mode)
 
 
 def _conflict(key: str) -> S3Error:
@@ -414,15 +488,15 @@ def _conflict(key: str) -> S3Error:
 async def _make_parents(fs: AsyncClient, bucket: str, key: str) -> None:
     parent = posixpath.dirname(key_path(bucket, key))
     if parent != bucket_path(bucket):
-        await require_bucket(fs, bucket)
-        await _mkdirs(fs, parent)
+        info = await require_bucket(fs, bucket)
+        await _mkdirs(fs, parent, info.mode & 0o777)
 
 
 async def make_marker(fs: AsyncClient, bucket: str, key: str) -> ObjectInfo:
     """A zero-byte ``key/``: its directory (``docs/s3.md``)."""
-    await require_bucket(fs, bucket)
+    info = await require_bucket(fs, bucket)
     try:
-        await _mkdirs(fs, key_path(bucket, key))
+        await _mkdirs(fs, key_path(bucket, key), info.mode & 0o777)
     except (NotADirectory, IsADirectory):
         raise S3Error(
             "InvalidRequest", "a file stands where the key's directory would", Key=key

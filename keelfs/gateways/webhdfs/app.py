@@ -15,9 +15,12 @@ is not a loopback name or its listen address (DNS rebinding).
 
 **A cluster with TLS** takes the user from the client's certificate and ignores the name a
 request gives; the gateway then holds one user's certificate (``--tls-dir DIR --user NAME``)
-and serves that user alone (any other ``user.name``/``doas``: ``AccessControlException``).
-Acting for many users over TLS would need the masters to trust the gateway to name them: not
-built.
+and serves that user alone (any other ``user.name``/``doas``: ``AccessControlException``),
+unless that certificate has proxy rights (``keelfs certs issue ... --proxy-for``: the masters
+then take the user each call names, ``keelfs.master.callers``) **and** the gateway's own
+callers are authenticated by their client certificates (``--https-client-ca``): then it acts
+for each caller the certificate may name. Proxy rights are never used for a ``user.name``
+nobody checked.
 
 **Data** (CREATE, APPEND, OPEN) takes Hadoop's two steps: the first request answers ``307``
 with a ``Location`` on the data endpoint (this same gateway: the same URL plus
@@ -49,6 +52,7 @@ from keelfs.client import AsyncClient
 from keelfs.errors import AlreadyExists, InvalidArgument, KeelError, NotADirectory, NotFound
 from keelfs.gateways.site import HttpSite
 from keelfs.gateways.webhdfs import errors, shapes
+from keelfs.gateways.webhdfs.https import HttpsSettings, certificate_user
 from keelfs.meta.records import MAX_INLINE_BYTES, FileInfo
 from keelfs.tls.credentials import TlsSettings
 
@@ -134,6 +138,13 @@ class GatewaySettings:
     """A cluster with TLS: the certificate of ``tls_user``, whom the gateway then serves alone
     (the masters take the user from the certificate, never from the request)."""
     tls_user: str = ""
+    https: HttpsSettings | None = None
+    """Serve HTTPS (``keelfs.gateways.webhdfs.https``: with a client CA, callers are their
+    certificates' users, and the gateway may listen off the loopback)."""
+
+    @property
+    def authenticates_callers(self) -> bool:
+        return self.https is not None and self.https.client_ca is not None
 
 
 def home_directory(user: str) -> str:
@@ -286,7 +297,11 @@ class WebHdfsGateway:
         if not 1 <= settings.ls_limit <= 10_000:
             raise ValueError(f"ls_limit must be 1..10000, not {settings.ls_limit}")
         self.settings = settings
-        self.host, self.port = parse_listen(settings.listen)
+        self.host, self.port = parse_listen(
+            settings.listen, off_loopback=settings.authenticates_callers
+        )
+        self._names = settings.https.host_names() if settings.https is not None else frozenset()
+        self._proxy_for = _proxy_rights(settings)
         if (settings.tls is None) != (not settings.tls_user):
             raise ValueError("a TLS cluster's gateway needs both tls and tls_user")
         self._clients = _Clients(settings.cluster, settings.tls)
@@ -300,7 +315,9 @@ class WebHdfsGateway:
         return app
 
     async def start(self) -> None:
-        self.address = await self._site.start(self.app())
+        https = self.settings.https
+        context = https.ssl_context() if https is not None else None
+        self.address = await self._site.start(self.app(), ssl_context=context)
 
     @property
     def url(self) -> str:
@@ -315,7 +332,7 @@ class WebHdfsGateway:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         host = _host_of(request.host)
-        if not (is_loopback_host(host) or host == self.host):
+        if not (is_loopback_host(host) or host == self.host or host.lower() in self._names):
             raise web.HTTPMisdirectedRequest(
                 text=f"this gateway does not answer to the host name {host!r}\n"
             )
@@ -330,7 +347,7 @@ class WebHdfsGateway:
             handler = _OPERATIONS.get((request.method, op))
             if handler is None:
                 raise _unknown(request.method, op)
-            user = self._acting_user(params)
+            user = self._acting_user(params, request)
             async with self._clients.use(user) as client:
                 return await handler(self, _Call(request, path, params, user, client))
         except (KeelError, errors.HadoopError) as exc:
@@ -341,17 +358,41 @@ class WebHdfsGateway:
             log.exception("%s %s failed", request.method, request.path_qs)
             return errors.remote_exception(exc, path)
 
-    def _acting_user(self, params: _Params) -> str:
+    def _acting_user(self, params: _Params, request: web.Request | None = None) -> str:
         user = params.text("user.name") or ANONYMOUS_USER
+        if self.settings.authenticates_callers:
+            user = self._certificate_user(params, request)
         doas = params.text("doas")
         if doas and doas != user:
             if user not in self.settings.proxy_users:
                 raise errors.access_denied(f"User: {user} is not allowed to impersonate {doas}")
             user = doas
         only = self.settings.tls_user
-        if only and user != only:
+        if only and user != only and not self._may_proxy(user):
             raise errors.access_denied(
                 f"User: {user}: this gateway acts for {only} alone (its TLS certificate's user)"
+            )
+        return user
+
+    def _may_proxy(self, user: str) -> bool:
+        """Whether the gateway's certificate may act for ``user`` on a TLS cluster: only for
+        callers authenticated by their own certificates."""
+        if not self.settings.authenticates_callers:
+            return False
+        return "*" in self._proxy_for or user in self._proxy_for
+
+    @staticmethod
+    def _certificate_user(params: _Params, request: web.Request | None) -> str:
+        """The caller's certificate's user; a ``user.name`` naming anyone else is refused."""
+        transport = request.transport if request is not None else None
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        user = certificate_user(ssl_object)
+        if user is None:
+            raise errors.access_denied("the client certificate names no keelfs user")
+        named = params.text("user.name")
+        if named and named != user:
+            raise errors.access_denied(
+                f"User: {named} is not the user of the client certificate ({user})"
             )
         return user
 
@@ -640,6 +681,19 @@ for _op in SNAPSHOT_OPS | TOKEN_OPS | set(UNBUILT_OPS):
         _OPERATIONS.setdefault((_method, _op), WebHdfsGateway._unsupported)
 
 
+def _proxy_rights(settings: GatewaySettings) -> frozenset[str]:
+    """Whom the gateway's cluster certificate may act for (``keelfs://proxy/...``); read
+    only where they may be used (callers authenticated by their certificates)."""
+    if settings.tls is None or not settings.authenticates_callers:
+        return frozenset()
+    from keelfs.tls.certs import load_certificate, uris_of
+    from keelfs.tls.identity import Client, identity_from_uris
+
+    uris = uris_of(load_certificate(settings.tls.cert))
+    identity = identity_from_uris(uris, peer_ca=False, client_ca=True)
+    return identity.proxy_for if isinstance(identity, Client) else frozenset()
+
+
 def _unknown(method: str, op: str) -> errors.HadoopError:
     known = sorted({o for m, o in _OPERATIONS if m == method})
     if any(o == op for _, o in _OPERATIONS):
@@ -650,15 +704,19 @@ def _unknown(method: str, op: str) -> errors.HadoopError:
     )
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """``(host, port)`` of ``HOST:PORT`` on loopback (plain HTTP, as every keelfs HTTP side
-    without TLS: ``keelfs.web.listen``); ``ValueError`` otherwise."""
+def parse_listen(value: str, *, off_loopback: bool = False) -> tuple[str, int]:
+    """``(host, port)`` of ``HOST:PORT`` on loopback (as every keelfs HTTP side without TLS
+    and authentication: ``keelfs.web.listen``), or anywhere with ``off_loopback`` (HTTPS with
+    client certificates); ``ValueError`` otherwise."""
     host, sep, port_text = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
-    if not is_loopback_host(host):
-        raise ValueError(f"the WebHDFS gateway listens on loopback only (127.0.0.1), not {host}")
+    if not is_loopback_host(host) and not off_loopback:
+        raise ValueError(
+            f"the WebHDFS gateway listens on loopback only (127.0.0.1), not {host}, unless "
+            "it serves HTTPS with client certificates (--https-client-ca)"
+        )
     return host, int(port_text)
 
 

@@ -1,0 +1,402 @@
+"""S3 ACLs against the real gateway process (``keelfs s3``) with boto3, s3fs and unsigned
+HTTP requests: each ACL verb, what every ACL lets another user and an anonymous caller do,
+the keelfs modes behind them, and ACLs refused without changing anything."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from tests.gateways.s3_helpers import (
+    ACCESS_KEY,
+    OTHER_KEY,
+    OTHER_NAME,
+    OTHER_SECRET,
+    OTHER_USER,
+    SECRET_KEY,
+    Gateway,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+AUTHENTICATED = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
+_names = itertools.count(1)
+
+
+def _bucket(s3: Any, stem: str, **create: Any) -> str:
+    name = f"acl-{stem}-{next(_names)}"
+    s3.create_bucket(Bucket=name, **create)
+    return name
+
+
+def _grants(answer: dict[str, Any]) -> set[tuple[str, str]]:
+    found = set()
+    for grant in answer["Grants"]:
+        grantee = grant["Grantee"]
+        found.add((grantee.get("ID") or grantee.get("URI"), grant["Permission"]))
+    return found
+
+
+def _code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
+    response = exc.value.response
+    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
+
+
+def _mode(gateway: Gateway, path: str) -> int:
+    with gateway.cluster.client() as fs:
+        return int(fs.stat(path).mode) & 0o7777
+
+
+def _anonymous(gateway: Gateway, method: str, path: str, data: bytes | None = None) -> Any:
+    return requests.request(method, f"{gateway.endpoint}/{path}", data=data, timeout=30)
+
+
+def _signed(gateway: Gateway, method: str, path: str, body: bytes) -> requests.Response:
+    """A request signed for ``ACCESS_KEY`` with any body (boto3 would not send a bad one)."""
+    url = f"{gateway.endpoint}/{path}"
+    request = AWSRequest(method=method, url=url, data=body)
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    return requests.request(method, url, data=body, headers=dict(prepared.headers), timeout=30)
+
+
+def test_new_bucket_and_object_are_private(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "default")
+    s3.put_object(Bucket=name, Key="d/k", Body=b"secret")
+    owner = {(gateway.user, "FULL_CONTROL")}
+    answer = s3.get_bucket_acl(Bucket=name)
+    assert _grants(answer) == owner and answer["Owner"]["ID"] == gateway.user
+    assert _grants(s3.get_object_acl(Bucket=name, Key="d/k")) == owner
+    # the modes behind them: others may pass through, not list or read
+    assert _mode(gateway, f"/{name}") == 0o711
+    assert _mode(gateway, f"/{name}/d") == 0o711
+    assert _mode(gateway, f"/{name}/d/k") == 0o600
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    for call in (
+        lambda: bob.get_object(Bucket=name, Key="d/k"),
+        lambda: bob.head_object(Bucket=name, Key="d/k"),
+        lambda: bob.list_objects_v2(Bucket=name),
+        lambda: bob.get_bucket_acl(Bucket=name),
+        lambda: bob.get_object_acl(Bucket=name, Key="d/k"),
+        lambda: bob.put_object_acl(Bucket=name, Key="d/k", ACL="public-read"),
+    ):
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert _code(exc)[0] == 403  # AccessDenied (a HEAD's answer has no body)
+    assert _anonymous(gateway, "GET", f"{name}/d/k").status_code == 403
+
+
+def test_list_buckets_lists_the_callers_own(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    mine = _bucket(s3, "mine", ACL="public-read")
+    with gateway.cluster.client() as fs:
+        fs.mkdir(f"/acl-bobs-{next(_names)}", owner=OTHER_USER)
+    bobs = [b["Name"] for b in bob.list_buckets()["Buckets"]]
+    assert mine not in bobs and len(bobs) == 1 and bobs[0].startswith("acl-bobs-")
+    assert mine in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert bobs[0] not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_canned_bucket_acls_at_create_and_put(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    me = (gateway.user, "FULL_CONTROL")
+    expected = {
+        "private": ({me}, 0o711),
+        "public-read": ({me, (ALL_USERS, "READ")}, 0o755),
+        "public-read-write": ({me, (ALL_USERS, "READ"), (ALL_USERS, "WRITE")}, 0o777),
+        "authenticated-read": ({me, (AUTHENTICATED, "READ")}, 0o755),
+    }
+    for canned, (grants, mode) in expected.items():
+        name = _bucket(s3, "canned", ACL=canned)
+        assert _grants(s3.get_bucket_acl(Bucket=name)) == grants, canned
+        assert _mode(gateway, f"/{name}") == mode, canned
+    name = _bucket(s3, "changed")
+    s3.put_object(Bucket=name, Key="a/b/c", Body=b"x")
+    for canned, (grants, mode) in expected.items():
+        s3.put_bucket_acl(Bucket=name, ACL=canned)
+        assert _grants(s3.get_bucket_acl(Bucket=name)) == grants, canned
+        # the directories of its keys follow the bucket
+        assert _mode(gateway, f"/{name}") == _mode(gateway, f"/{name}/a/b") == mode, canned
+
+
+def test_canned_object_acls_at_put_and_put_object_acl(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "objects")
+    me = (gateway.user, "FULL_CONTROL")
+    expected = {
+        "private": ({me}, 0o600),
+        "public-read": ({me, (ALL_USERS, "READ")}, 0o644),
+        "public-read-write": ({me, (ALL_USERS, "READ"), (ALL_USERS, "WRITE")}, 0o644),
+        "authenticated-read": ({me, (AUTHENTICATED, "READ")}, 0o644),
+        "bucket-owner-full-control": ({me}, 0o600),
+    }
+    for canned, (grants, mode) in expected.items():
+        s3.put_object(Bucket=name, Key=canned, Body=b"x", ACL=canned)
+        assert _grants(s3.get_object_acl(Bucket=name, Key=canned)) == grants, canned
+        assert _mode(gateway, f"/{name}/{canned}") == mode, canned
+    s3.put_object(Bucket=name, Key="later", Body=b"later", ContentType="text/x-later")
+    for canned, (grants, mode) in expected.items():
+        s3.put_object_acl(Bucket=name, Key="later", ACL=canned)
+        assert _grants(s3.get_object_acl(Bucket=name, Key="later")) == grants, canned
+        assert _mode(gateway, f"/{name}/later") == mode, canned
+    # the object and its metadata are untouched by ACL changes
+    head = s3.head_object(Bucket=name, Key="later")
+    assert head["ContentType"] == "text/x-later" and head["ContentLength"] == 5
+    # copies and multipart uploads take the ACL their request gives
+    s3.copy_object(Bucket=name, Key="copied", CopySource=f"{name}/later", ACL="public-read")
+    assert _grants(s3.get_object_acl(Bucket=name, Key="copied")) == {me, (ALL_USERS, "READ")}
+    upload = s3.create_multipart_upload(Bucket=name, Key="multi", ACL="authenticated-read")
+    part = s3.upload_part(
+        Bucket=name, Key="multi", UploadId=upload["UploadId"], PartNumber=1, Body=b"m"
+    )
+    s3.complete_multipart_upload(
+        Bucket=name,
+        Key="multi",
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    assert _grants(s3.get_object_acl(Bucket=name, Key="multi")) == {me, (AUTHENTICATED, "READ")}
+    assert _mode(gateway, f"/{name}/multi") == 0o644
+
+
+def test_acls_decide_what_another_user_may_do(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "shared")
+    s3.put_object(Bucket=name, Key="doc", Body=b"doc")
+    with pytest.raises(ClientError):
+        bob.get_object(Bucket=name, Key="doc")
+    s3.put_object_acl(Bucket=name, Key="doc", ACL="authenticated-read")
+    assert bob.get_object(Bucket=name, Key="doc")["Body"].read() == b"doc"
+    with pytest.raises(ClientError) as exc:
+        bob.list_objects_v2(Bucket=name)  # the object is readable, the bucket not listable
+    assert _code(exc) == (403, "AccessDenied")
+    s3.put_bucket_acl(Bucket=name, ACL="authenticated-read")
+    assert [c["Key"] for c in bob.list_objects_v2(Bucket=name)["Contents"]] == ["doc"]
+    with pytest.raises(ClientError):
+        bob.put_object(Bucket=name, Key="bobs", Body=b"b")
+    s3.put_bucket_acl(Bucket=name, ACL="public-read-write")
+    bob.put_object(Bucket=name, Key="sub/bobs", Body=b"b")
+    written = bob.get_object_acl(Bucket=name, Key="sub/bobs")
+    assert written["Owner"] == {"ID": OTHER_USER, "DisplayName": OTHER_NAME}
+    # bob's object in the owner's bucket: bucket-owner-full-control cannot be held
+    with pytest.raises(ClientError) as exc:
+        bob.put_object(Bucket=name, Key="bof", Body=b"b", ACL="bucket-owner-full-control")
+    assert _code(exc) == (501, "NotImplemented")
+    s3.put_object_acl(Bucket=name, Key="doc", ACL="private")
+    with pytest.raises(ClientError) as exc:
+        bob.get_object(Bucket=name, Key="doc")
+    assert _code(exc) == (403, "AccessDenied")
+    # the owner clears and deletes the bucket, bob's objects (and their sidecars) too
+    for key in ("doc", "sub/bobs"):
+        s3.delete_object(Bucket=name, Key=key)
+    s3.delete_bucket(Bucket=name)
+
+
+def test_anonymous_access_only_where_an_acl_grants_it(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "anon")
+    s3.put_object(Bucket=name, Key="dir/pub", Body=b"public body", ACL="public-read")
+    s3.put_object(Bucket=name, Key="dir/auth", Body=b"a", ACL="authenticated-read")
+    s3.put_object(Bucket=name, Key="priv", Body=b"p")
+    got = _anonymous(gateway, "GET", f"{name}/dir/pub")
+    assert got.status_code == 200 and got.content == b"public body"
+    assert _anonymous(gateway, "HEAD", f"{name}/dir/pub").status_code == 200
+    for refused in ("dir/auth", "priv", "missing"):  # a private bucket: no "no such key"
+        reply = _anonymous(gateway, "GET", f"{name}/{refused}")
+        assert reply.status_code == 403 and b"AccessDenied" in reply.content, refused
+    assert _anonymous(gateway, "GET", f"{name}?list-type=2").status_code == 403
+    assert _anonymous(gateway, "PUT", f"{name}/new", b"n").status_code == 403
+    assert _anonymous(gateway, "GET", f"{name}?acl").status_code == 403
+    assert _anonymous(gateway, "GET", "").status_code == 403
+    s3.put_object_acl(Bucket=name, Key="dir/pub", ACL="authenticated-read")
+    assert _anonymous(gateway, "GET", f"{name}/dir/pub").status_code == 403
+    # a public-read bucket lists to everyone; a public-read-write one takes their objects
+    s3.put_bucket_acl(Bucket=name, ACL="public-read")
+    listing = _anonymous(gateway, "GET", f"{name}?list-type=2")
+    assert listing.status_code == 200 and b"<Key>priv</Key>" in listing.content
+    assert _anonymous(gateway, "GET", f"{name}/missing").status_code == 404
+    assert _anonymous(gateway, "PUT", f"{name}/new", b"n").status_code == 403
+    s3.put_bucket_acl(Bucket=name, ACL="public-read-write")
+    assert _anonymous(gateway, "PUT", f"{name}/new", b"anon wrote").status_code == 200
+    assert s3.get_object(Bucket=name, Key="new")["Body"].read() == b"anon wrote"
+    assert _anonymous(gateway, "DELETE", f"{name}/new").status_code == 204
+    copy = requests.put(
+        f"{gateway.endpoint}/{name}/copy",
+        headers={"x-amz-copy-source": f"{name}/priv"},
+        timeout=30,
+    )
+    assert copy.status_code == 403
+    s3.put_bucket_acl(Bucket=name, ACL="private")
+    assert _anonymous(gateway, "PUT", f"{name}/new", b"n").status_code == 403
+
+
+def test_forged_mark_of_another_user_is_not_honoured(gateway: Gateway) -> None:
+    """In a bucket every user may write, another user can leave a file where the bucket's
+    anonymous mark goes: only the bucket owner's mark counts."""
+    s3 = gateway.client()
+    name = _bucket(s3, "forged")
+    s3.put_bucket_acl(
+        Bucket=name,
+        GrantFullControl=f'id="{gateway.user}"',
+        GrantRead=f'uri="{AUTHENTICATED}"',
+        GrantWrite=f'uri="{AUTHENTICATED}"',
+    )
+    assert _mode(gateway, f"/{name}") == 0o777
+    with gateway.cluster.client(user=OTHER_USER) as bob_fs:
+        if not bob_fs.exists(f"/{name}/.s3"):
+            bob_fs.mkdir(f"/{name}/.s3")
+        bob_fs.write_bytes(f"/{name}/.s3/acl", b'{"anonymous": ["READ", "WRITE"]}')
+    assert _anonymous(gateway, "GET", f"{name}?list-type=2").status_code == 403
+    assert _anonymous(gateway, "PUT", f"{name}/planted", b"x").status_code == 403
+    grants = _grants(s3.get_bucket_acl(Bucket=name))
+    assert grants == {
+        (gateway.user, "FULL_CONTROL"), (AUTHENTICATED, "READ"), (AUTHENTICATED, "WRITE"),
+    }  # fmt: skip
+
+
+def test_refused_acls_change_nothing(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "refused", ACL="public-read")
+    s3.put_object(Bucket=name, Key="k", Body=b"k", ACL="authenticated-read")
+    bucket_before = _grants(s3.get_bucket_acl(Bucket=name))
+    object_before = _grants(s3.get_object_acl(Bucket=name, Key="k"))
+    modes = (_mode(gateway, f"/{name}"), _mode(gateway, f"/{name}/k"))
+    for body in (b"<AccessControlPolicy><AccessControlList>", b"<NotAnAcl/>"):
+        reply = _signed(gateway, "PUT", f"{name}?acl", body)
+        assert reply.status_code == 400, reply.content
+        reply = _signed(gateway, "PUT", f"{name}/k?acl", body)
+        assert reply.status_code == 400, reply.content
+    owner = {"ID": gateway.user}
+    to_bob = {
+        "Owner": owner,
+        "Grants": [
+            {
+                "Grantee": {"Type": "CanonicalUser", "ID": gateway.user},
+                "Permission": "FULL_CONTROL",
+            },
+            {"Grantee": {"Type": "CanonicalUser", "ID": OTHER_USER}, "Permission": "READ"},
+        ],
+    }
+    for call in (
+        lambda: s3.put_bucket_acl(Bucket=name, AccessControlPolicy=to_bob),
+        lambda: s3.put_object_acl(Bucket=name, Key="k", AccessControlPolicy=to_bob),
+        lambda: s3.put_object_acl(Bucket=name, Key="k", GrantRead=f'id="{OTHER_USER}"'),
+        lambda: s3.put_bucket_acl(Bucket=name, ACL="log-delivery-write"),
+    ):
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert _code(exc) == (501, "NotImplemented")
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=name, Key="new", Body=b"n", GrantRead=f'id="{OTHER_USER}"')
+    assert _code(exc) == (501, "NotImplemented")
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=name, Key="new")  # nothing was written
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert _grants(s3.get_bucket_acl(Bucket=name)) == bucket_before
+    assert _grants(s3.get_object_acl(Bucket=name, Key="k")) == object_before
+    assert (_mode(gateway, f"/{name}"), _mode(gateway, f"/{name}/k")) == modes
+    assert _anonymous(gateway, "GET", f"{name}?list-type=2").status_code == 200
+
+
+def test_policy_bodies_round_trip(gateway: Gateway) -> None:
+    """What GetBucketAcl answers, sent back by PutBucketAcl, is accepted and kept."""
+    s3 = gateway.client()
+    name = _bucket(s3, "roundtrip", ACL="public-read")
+    answer = s3.get_bucket_acl(Bucket=name)
+    s3.put_bucket_acl(Bucket=name, ACL="private")
+    s3.put_bucket_acl(
+        Bucket=name, AccessControlPolicy={"Owner": answer["Owner"], "Grants": answer["Grants"]}
+    )
+    assert _grants(s3.get_bucket_acl(Bucket=name)) == _grants(answer)
+    assert _mode(gateway, f"/{name}") == 0o755
+
+
+def test_s3fs_chmod_sets_canned_acls(gateway: Gateway) -> None:
+    s3fs = pytest.importorskip("s3fs")
+    fs = s3fs.S3FileSystem(
+        key=ACCESS_KEY,
+        secret=SECRET_KEY,
+        endpoint_url=gateway.endpoint,
+        client_kwargs={"region_name": "us-east-1"},
+        config_kwargs={"s3": {"addressing_style": "path"}, "signature_version": "s3v4"},
+        skip_instance_cache=True,
+        use_listings_cache=False,
+    )
+    name = f"acl-s3fs-{next(_names)}"
+    fs.mkdir(name)
+    fs.pipe(f"{name}/f", b"via s3fs")
+    assert _anonymous(gateway, "GET", f"{name}/f").status_code == 403
+    fs.chmod(f"{name}/f", acl="public-read")
+    assert _anonymous(gateway, "GET", f"{name}/f").content == b"via s3fs"
+    fs.chmod(name, acl="public-read")
+    assert _anonymous(gateway, "GET", f"{name}?list-type=2").status_code == 200
+    fs.chmod(f"{name}/f", acl="private")
+    assert _anonymous(gateway, "GET", f"{name}/f").status_code == 403
+
+
+def _first_status_line(gateway: Gateway, path: str) -> bytes:
+    """What the gateway answers first to an unsigned PUT announcing its body with
+    ``Expect: 100-continue`` (the body not sent yet)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(gateway.endpoint)
+    with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+        sock.sendall(
+            f"PUT /{path} HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Length: 5\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_expect_100_continue_is_refused_before_the_body(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "expect")
+    assert _first_status_line(gateway, f"{name}/obj").startswith(b"HTTP/1.1 403")
+    s3.put_bucket_acl(Bucket=name, ACL="public-read-write")
+    assert _first_status_line(gateway, f"{name}/obj") == b"HTTP/1.1 100 Continue"
+
+
+def test_the_owner_deletes_a_bucket_another_user_wrote_first(gateway: Gateway) -> None:
+    """Another user's first write into a bucket everyone may write does not make the
+    gateway's hidden directories theirs: the bucket's owner can still clear and delete it."""
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "bobfirst", ACL="public-read-write")
+    bob.put_object(Bucket=name, Key="d/bobs", Body=b"b")
+    with gateway.cluster.client() as fs:
+        assert fs.stat(f"/{name}/.s3/meta").owner == gateway.user
+    s3.delete_object(Bucket=name, Key="d/bobs")
+    s3.delete_bucket(Bucket=name)
+
+
+def test_policy_status_follows_the_acl(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "status")
+    assert s3.get_bucket_policy_status(Bucket=name)["PolicyStatus"]["IsPublic"] is False
+    for canned in ("public-read", "authenticated-read"):
+        s3.put_bucket_acl(Bucket=name, ACL=canned)
+        assert s3.get_bucket_policy_status(Bucket=name)["PolicyStatus"]["IsPublic"] is True
+
+
+def test_cors_preflights_are_refused(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "preflight", ACL="public-read")
+    assert requests.options(f"{gateway.endpoint}/{name}/k", timeout=30).status_code == 400
+    with_origin = requests.options(
+        f"{gateway.endpoint}/{name}/k",
+        headers={"Origin": "https://example.com", "Access-Control-Request-Method": "GET"},
+        timeout=30,
+    )
+    assert with_origin.status_code == 403 and b"AccessForbidden" in with_origin.content
