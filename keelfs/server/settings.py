@@ -385,6 +385,13 @@ _RAFT_HOST: tuple[Setting, ...] = (
         20,
         "idle ticks before a group goes quiet (0: never)",
     ),
+    Setting(
+        "pack_proposals",
+        bool,
+        True,
+        "carry a round's concurrent client writes in one Raft entry (off while a member "
+        "runs a version without packs: a rolling upgrade from one)",
+    ),
 )
 
 _META_TUNING: tuple[Setting, ...] = (
