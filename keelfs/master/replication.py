@@ -441,7 +441,9 @@ class ReplicationMonitor:
         want = inode.replication  # type: ignore[attr-defined]
         if not self._maintains(member, path):
             return
-        trims = self._trims_here(member, path)
+        # looked up at the first block that needs it: a file without blocks (an inline one,
+        # an empty one being written) needs none, and it was most of such a file's check
+        trims: bool | None = None
         for i, b in enumerate(blocks):
             if writing and i == len(blocks) - 1:
                 continue
@@ -462,6 +464,8 @@ class ReplicationMonitor:
                     self.stats["replications"] += 1
                     log.info("%s: re-replicating block %d to %s", shard, b.block_id,
                              [t.server_id for t in targets])  # fmt: skip
+            if trims is None:
+                trims = self._trims_here(member, path)
             if not trims:
                 continue
             # the fullest servers' (most free first), among those not already told to delete
