@@ -82,10 +82,13 @@ def test_packed_creates_survive_a_kill9_of_the_shard_leader(make_cluster: MakeCl
             assert entries < creates / 2, f"{entries} entries for {creates} creates: no packs"
 
             victim = await asyncio.to_thread(cluster.leader, shard)
+            retries = fs.stats["retries"]
             await asyncio.to_thread(cluster.kill9, victim)
             await load.more(300)  # progress under the new leader
             assert await asyncio.to_thread(cluster.leader, shard) != victim
             await load.stop()
+            retried = fs.stats["retries"] - retries
+            assert retried > 0, "no request was in flight to the killed leader"
 
             assert not load.violations, load.violations[:5]
             present = [e.path async for e in fs.ls("/packed")]
@@ -95,7 +98,8 @@ def test_packed_creates_survive_a_kill9_of_the_shard_leader(make_cluster: MakeCl
             extra = set(present) - load.acked - load.unknown
             assert not extra, f"files nobody created: {sorted(extra)[:5]}"
             print(f"acked {len(load.acked)}, unknown {len(load.unknown)}, {entries} entries "
-                  f"for {creates} creates before the kill")  # fmt: skip
+                  f"for {creates} creates before the kill, {retried} retries after it, "
+                  f"{fs.stats['unknown_outcomes']} unknown outcomes retried")  # fmt: skip
             return victim, set(present)
 
     victim, present = asyncio.run(main())
