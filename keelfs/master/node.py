@@ -620,6 +620,7 @@ class MetaNode:
             raise InvalidArgument(f"{command.op} must be sent in a client session", "session_id")
         deadline = time.monotonic() + timeout
         delay = _LOCK_POLL_S
+        packable = command.op in member.sm.packable_ops
         while True:
             replay = header is not None and bool(header.session_shard)
             data = Envelope(command, member.log_time(), sid, seq, replay, caller).encode()
@@ -627,7 +628,7 @@ class MetaNode:
                 raise InvalidArgument(f"command of {len(data)} bytes (at most {MAX_COMMAND_BYTES})")
             if not member.group.is_leader:
                 raise member.group.not_leader_error()
-            result, index, term = await member.group.propose_entry(data, timeout)
+            result, index, term = await member.group.propose_entry(data, timeout, packable=packable)
             assert isinstance(result, Result)
             if not _locked(result) or deadline - time.monotonic() <= delay:
                 return result, index, term

@@ -670,7 +670,9 @@ class ReplicationMonitor:
         want = inode.replication  # type: ignore[attr-defined]
         if not self._maintains(member, path):
             return
-        trims = self._trims_here(member, path)
+        # looked up at the first block that needs it: a file without blocks (an inline one,
+        # an empty one being written) needs none, and it was most of such a file's check
+        trims: bool | None = None
         for i, b in enumerate(blocks):
             if writing and i == len(blocks) - 1:
                 for server_id in leaving_holders(reg, b.block_id):  # it waits for the close
@@ -690,6 +692,8 @@ class ReplicationMonitor:
                     walk.leaving[server_id] = walk.leaving.get(server_id, 0) + 1
             if good and len(counted) < want and self._due("replicate", b.block_id):
                 self._repair(shard, epoch, b, ref, good, counted, holders, want)
+            if trims is None:
+                trims = self._trims_here(member, path)
             if not trims:
                 continue
             # the fullest servers' (most free first), among those not already told to delete

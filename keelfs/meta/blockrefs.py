@@ -143,6 +143,19 @@ def held_by_snapshots(kv: _Reader, block_id: int) -> bool:
     return next(iter(kv.scan(prefix, prefix_end(prefix))), None) is not None
 
 
+def held_by_snapshots_after(
+    before: _Reader, changes: Mapping[bytes, bytes | None], block_id: int
+) -> bool:
+    """:func:`held_by_snapshots` of the state ``before`` with the index ``changes`` of
+    :func:`index_writes` applied."""
+    prefix = _block_prefix(block_id) + _COPY
+    if any(k.startswith(prefix) and v is not None for k, v in changes.items()):
+        return True
+    return any(
+        changes.get(bytes(k), b"") is not None for k, _ in before.scan(prefix, prefix_end(prefix))
+    )
+
+
 def gained(kv: _Reader) -> int:
     raw = kv.get(GAINED)
     return 0 if raw is None else int(_U64.unpack(raw)[0])

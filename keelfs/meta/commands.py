@@ -237,7 +237,7 @@ class Command:
         args = self.args()
         for name in self.chosen_by_proposer:
             del args[name]
-        return json.dumps([self.op, args], separators=(",", ":"), sort_keys=True)
+        return jsonbytes.dumps_sorted([self.op, args]).decode("ascii")
 
 
 # session management and time (both state machines)

@@ -17,6 +17,10 @@
 6. records the reply in the session, and writes everything staged plus the applied index in
    ONE atomic store write.
 
+An entry may also be a pack of envelopes (``keelfs.meta.packs``): steps 2-3 run once, at the
+largest of their clocks; steps 4-5 and the reply of step 6 for each command in order; and
+one store write for all of them (``_apply_pack``).
+
 So ``apply`` never raises for a bad command, and every replica ends in the same state whatever
 the command was. It raises for a bug in a handler (a non-``KeelError``) or a failing store:
 then nothing of that entry is written (neither its stage, nor the clock, nor the applied
@@ -31,13 +35,13 @@ into the state: time comes from the envelope, ids from the log index.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar
 
 from keelfs.errors import InvalidArgument, KeelError, PermissionDenied, Redirect, SessionExpired
-from keelfs.meta import sessions
+from keelfs.meta import packs, sessions
 from keelfs.meta.commands import (
     CloseSession,
     Command,
@@ -96,6 +100,10 @@ class MetaStateMachine:
     """
 
     commands: ClassVar[Mapping[str, type[Command]]]
+    packable_ops: ClassVar[frozenset[str]] = frozenset()
+    """Ops whose commands may share an entry with others (``keelfs.meta.packs``): those that
+    read and write only through the apply's ``Txn`` and change no state the object caches
+    between entries (a move's range table, the quota limits)."""
 
     def __init__(
         self,
@@ -132,8 +140,9 @@ class MetaStateMachine:
         self._staged_floors: dict[bytes, int] = {}
 
     # -- StateMachine protocol -----------------------------------------------------------------
-    def apply(self, index: int, data: bytes) -> Result:
-        """Apply one committed entry; returns its ``Result`` (see the module doc)."""
+    def apply(self, index: int, data: bytes) -> Result | list[Result]:
+        """Apply one committed entry; returns its ``Result`` (see the module doc), or for a
+        pack (``keelfs.meta.packs``) one ``Result`` per command, in order."""
         if index <= self._applied:
             return Result.failure(
                 InvalidArgument(f"entry {index} is at or below the applied index {self._applied}")
@@ -141,13 +150,17 @@ class MetaStateMachine:
         txn = Txn(self._store)
         self._staged_floors.clear()
         self._entry_clock = 0
-        try:
-            envelope = decode_envelope(data, self.commands)
-        except KeelError as e:
-            result = Result.failure(e)
+        outcome: Result | list[Result]
+        if packs.is_pack(data):
+            outcome = self._apply_pack(txn, data, index)
         else:
-            result = self._apply_envelope(txn, envelope, index)
-        self._derive(txn)
+            try:
+                envelope = decode_envelope(data, self.commands)
+            except KeelError as e:
+                outcome = Result.failure(e)
+            else:
+                outcome = self._apply_envelope(txn, envelope, index)
+            txn.writes.update(self._derived(self._store, txn.writes))
         txn.put(K_APPLIED, _U64.pack(index))
         self._store.write(txn.writes)
         self._applied = index
@@ -155,7 +168,13 @@ class MetaStateMachine:
         self._changed()
         if self.clock_listener is not None and self._entry_clock:
             self.clock_listener(self._entry_clock)
-        return result
+        return outcome
+
+    def pack(self, items: Sequence[bytes]) -> list[tuple[int, bytes]]:
+        """The entries that carry the encoded envelopes ``items`` (all of packable commands:
+        ``packable_ops``), in order: ``(how many items, entry data)`` each
+        (``keelfs.runtime.statemachine.PackingStateMachine``)."""
+        return packs.plan(items)
 
     def applied_index(self) -> int:
         return self._applied
@@ -234,8 +253,50 @@ class MetaStateMachine:
 
     # -- the apply pipeline ----------------------------------------------------------------------
     def _apply_envelope(self, txn: Txn, envelope: Envelope, index: int) -> Result:
+        clock = self._advance_clock(txn, envelope.now_ms)
+        return self._apply_command(txn, envelope, index, clock)
+
+    def _apply_pack(self, txn: Txn, data: bytes, index: int) -> Result | list[Result]:
+        """Apply the commands of a pack (``keelfs.meta.packs``) in order, in ``txn``.
+
+        The entry's clock is the largest of its commands' ``now_ms`` (and the state machine's
+        clock), advanced once, with one round of housekeeping; then each command is applied
+        as a single-command entry of that clock would be, its derived records (``_derived``)
+        added with its own writes, so that the next command sees the state its predecessors
+        left. A command that cannot be decoded, or is not packable,
+        fails alone; a pack whose framing is broken fails as a whole (one ``Result``)."""
+        try:
+            items = packs.unpack(data)
+        except KeelError as e:
+            return Result.failure(e)
+        decoded: list[Envelope | KeelError] = []
+        for item in items:
+            try:
+                envelope = decode_envelope(item, self.commands)
+                if envelope.command.op not in self.packable_ops:
+                    raise InvalidArgument(f"{envelope.command.op} cannot be packed", "op")
+                decoded.append(envelope)
+            except KeelError as e:
+                decoded.append(e)
+        nows = [e.now_ms for e in decoded if isinstance(e, Envelope)]
+        clock = 0
+        if nows:
+            step = txn.child()
+            clock = self._advance_clock(step, max(nows))
+            step.writes.update(self._derived(txn, step.writes))
+            step.commit()
+        results: list[Result] = []
+        for one in decoded:
+            if isinstance(one, KeelError):
+                results.append(Result.failure(one))
+            else:
+                results.append(self._apply_command(txn, one, index, clock, settle=True))
+        return results
+
+    def _advance_clock(self, txn: Txn, now_ms: int) -> int:
+        """Move the clock to ``now_ms`` (never back) and expire what it ends; the clock."""
         raw = txn.get(K_CLOCK)
-        clock = max(0 if raw is None else _U64.unpack(raw)[0], envelope.now_ms)
+        clock = max(0 if raw is None else _U64.unpack(raw)[0], now_ms)
         txn.put(K_CLOCK, _U64.pack(clock))
         self._entry_clock = clock
         floor = self.expiry_floors.get(b"session", 0)
@@ -243,7 +304,14 @@ class MetaStateMachine:
             self._session_ended(txn, session_id)
         self.raise_floor(b"session", clock - self.session_ttl_ms)
         self._housekeeping(txn, clock)
+        return clock
 
+    def _apply_command(
+        self, txn: Txn, envelope: Envelope, index: int, clock: int, *, settle: bool = False
+    ) -> Result:
+        """Steps 4-6 of the module doc for one command, at ``clock``. ``settle``: add what the
+        command's writes derive (``_derived``) with them (a pack's command, which the next one
+        must see complete), not once at the end of the entry."""
         command, sid, seq = envelope.command, envelope.session_id, envelope.seq
         record: sessions.SessionRecord | None = None
         if sid:
@@ -301,7 +369,11 @@ class MetaStateMachine:
             self._admit(txn, stage, command)
         except KeelError as e:
             result = Result.failure(e)
+            if settle:
+                self._derived(txn, {})  # forget what the dropped stage left to derive
         else:
+            if settle:
+                stage.writes.update(self._derived(txn, stage.writes))
             stage.commit()
             result = Result.success(value)
         if record is not None and seq and sessions.exists(txn, sid):  # gone if it closed it
@@ -339,9 +411,12 @@ class MetaStateMachine:
         state ``before``) as a whole, once its handler has run: a check on the sum of its
         writes (the data shards' quotas)."""
 
-    def _derive(self, txn: Txn) -> None:
-        """Add to ``txn`` what the subclass derives from an apply's writes (indexes kept in
-        the same atomic write as the records they index)."""
+    def _derived(
+        self, before: KVStore | Txn, writes: Mapping[bytes, bytes | None]
+    ) -> Mapping[bytes, bytes | None]:
+        """What the subclass derives from ``writes`` staged over the state ``before``
+        (indexes kept in the same atomic write as the records they index)."""
+        return {}
 
     # -- session commands ------------------------------------------------------------------------
     def _op_register_session(self, txn: Txn, cmd: RegisterSession, ctx: Context) -> Any:

@@ -111,6 +111,34 @@ class ShardStateMachine(
     """
 
     commands = SHARD_COMMANDS
+    packable_ops = frozenset(
+        {
+            "register_session",
+            "keep_alive",
+            "close_session",
+            "tick",
+            "mkdir",
+            "create",
+            "create_inline",
+            "add_block",
+            "complete",
+            "complete_inline",
+            "update_block",
+            "renew_lease",
+            "delete",
+            "rename",
+            "set_replication",
+            "set_times",
+            "set_permission",
+            "set_owner",
+            "append",
+            "truncate",
+            "concat",
+        }
+    )
+    """The commands clients send (what a ``Namespace.Batch`` carries) and the sessions':
+    not the transactions', the moves' and the quotas' (they change the range table and the
+    quota limits this object caches between entries), nor the masters' own rarer ones."""
 
     def stat(self, path: str, *, caller: Caller = SUPERUSER, with_data: bool = False) -> FileInfo:
         """GetFileInfo: the attributes of ``path`` (``NotFound``/``NotADirectory`` if none).

@@ -13,7 +13,7 @@ in the same write as the records they count:
                                   on EVERY shard (a set is proposed on each)
     \\x01qU <Q>                    [names, space] of the entries under Q (and Q's own entry)
                                   that THIS shard holds: exact, derived from every write of
-                                  an entry (:func:`usage_writes`, through ``_derive``), so
+                                  an entry (:func:`usage_writes`, through ``_derived``), so
                                   creates, deletes, renames, transactions and resharding moves
                                   all count alike
     \\x01qR <Q> \\x00 <shard>       the usage another shard last reported for Q

@@ -49,7 +49,7 @@ import base64
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from keelfs.errors import (
@@ -103,7 +103,7 @@ _RETRY_ANEW = frozenset({"UNAVAILABLE", "REDIRECT"})
 
 _WHOLE_STORE_OPS = frozenset({"set_quota", "quota_report"})
 """Commands that see every record of the store, moving ranges' too: a quota's first count
-must count what ``_derive`` counts, every entry written here (``keelfs.meta.quotas``)."""
+must count what ``_derived`` counts, every entry written here (``keelfs.meta.quotas``)."""
 _U64 = struct.Struct(">Q")
 _SELF = b"D"
 _ENTRY = b"E"
@@ -112,6 +112,7 @@ _LEASE_EXPIRY = b"X"
 _LEASE = b"L"
 _DELETE_QUEUE = b"Q"
 _LEASE_COUNT = b"C"
+_TOUCHED_KEPT = 256
 
 
 class _Reader(Protocol):
@@ -214,6 +215,8 @@ class ShardRecords(MetaStateMachine):
         """Replicated semantics: the same on every member."""
         self._table: RangeTable | None = None
         self._fresh_blocks: list[int] = []
+        self._touched: dict[bytes, tuple[int, bytes]] = {}
+        """Directory records ``_touch_dir`` wrote: key -> (mtime, the bytes written)."""
         self._quota_limits: dict[str, quotas.Limits] | None = None
         self._quotas_changed = False
         """A quota command applied: reload the limits once its write is in the store."""
@@ -342,24 +345,30 @@ class ShardRecords(MetaStateMachine):
         finally:
             self._table = None
 
-    def _derive(self, txn: Txn) -> None:
+    def _derived(
+        self, before: KVStore | Txn, writes: Mapping[bytes, bytes | None]
+    ) -> dict[bytes, bytes | None]:
         fresh, self._fresh_blocks = self._fresh_blocks, []
-        txn.writes.update(blockrefs.index_writes(self._store, txn.writes, fresh))
-        self._keep_snapshot_blocks(txn)
+        out = blockrefs.index_writes(before, writes, fresh)
+        self._keep_snapshot_blocks(before, writes, out)
         if self.quota_limits:
-            txn.writes.update(quotas.usage_writes(self._store, txn.writes, self.quota_limits))
+            out.update(quotas.usage_writes(before, writes, self.quota_limits))
+        return out
 
     @staticmethod
-    def _keep_snapshot_blocks(txn: Txn) -> None:
+    def _keep_snapshot_blocks(
+        before: _Reader, writes: Mapping[bytes, bytes | None], out: dict[bytes, bytes | None]
+    ) -> None:
         """Unqueue the deletion of every block a snapshot's copy here still references
         (``keelfs.meta.snapshots``): a delete, overwrite or truncate of the live file gives
-        up its own reference only. The copies' index is final in ``txn`` (after
-        ``index_writes``)."""
-        for key, value in list(txn.writes.items()):
+        up its own reference only. A queueing in ``writes`` is undone in ``out`` (the key
+        written back as it was ``before``); the copies' index is ``before`` with ``out``'s
+        changes (``index_writes``)."""
+        for key, value in writes.items():
             if key[:1] != _DELETE_QUEUE or value is None:
                 continue
-            if blockrefs.held_by_snapshots(txn, _U64.unpack_from(key, 1)[0]):
-                del txn.writes[key]
+            if blockrefs.held_by_snapshots_after(before, out, _U64.unpack_from(key, 1)[0]):
+                out[key] = before.get(key)
 
     def referenced_blocks(self, block_ids: Any) -> set[int]:
         """Those of ``block_ids`` that a record here references (an entry, an undecided
@@ -417,14 +426,26 @@ class ShardRecords(MetaStateMachine):
             txn.put(_self_key(path), inode.encode())
 
     def _touch_dir(self, txn: Txn, directory: str, now: int) -> None:
-        """A child of ``directory`` was added, removed or renamed: its mtime is now."""
+        """A child of ``directory`` was added, removed or renamed: its mtime is now.
+
+        A record that holds exactly the bytes an earlier touch at ``now`` wrote is left as it
+        is: rewriting it would write those same bytes. So the creates of one pack (one clock)
+        rewrite their directory's records once, not once each."""
         keys = [_self_key(directory)]
         if directory != paths.ROOT:
             keys.append(_entry_key(directory))
+        touched = self._touched
         for key in keys:  # only the records that are here
-            record = self._inode(txn, key)
-            if record is not None and record.is_dir:
-                txn.put(key, record.evolve(mtime=now).encode())
+            raw = txn.get(key)
+            if raw is None or touched.get(key) == (now, raw):
+                continue
+            record = decode_cached(raw)
+            if record.is_dir:
+                new = record.evolve(mtime=now).encode()
+                txn.put(key, new)
+                if len(touched) >= _TOUCHED_KEPT:
+                    touched.clear()
+                touched[key] = (now, new)
 
     def _queue_blocks(self, txn: Txn, inode: Inode) -> int:
         for block in inode.blocks:

@@ -14,6 +14,7 @@ applied. ``ApplyFailed`` is no caller's error: it stops the host (see ``_apply_f
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
@@ -26,7 +27,11 @@ from keelfs.raft.core import Config, StateType
 from keelfs.raft.errors import NotLeaderError, ProposalDropped, SnapshotOutOfDateError
 from keelfs.raft.messages import ConfChange, ConfChangeType, Entry, EntryType, SnapshotMeta
 from keelfs.raft.rawnode import RawNode, Ready
-from keelfs.runtime.statemachine import StateMachine, StreamingStateMachine
+from keelfs.runtime.statemachine import (
+    PackingStateMachine,
+    StateMachine,
+    StreamingStateMachine,
+)
 from keelfs.runtime.status import GroupStatus, MemberProgress, lag
 from keelfs.storage.rocks import RocksLogStorage
 
@@ -69,7 +74,9 @@ class RaftGroup:
             storage,
         )
         self.addresses: dict[int, str] = dict(storage.membership())
-        self._queue: list[tuple[bytes, asyncio.Future[Any]]] = []
+        self._queue: list[tuple[bytes, asyncio.Future[Any], bool]] = []
+        self._packs = host.config.pack_proposals and isinstance(sm, PackingStateMachine)
+        """Whether packable proposals of one round share entries (``_entries_of``)."""
         self._pending: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self._reads: dict[bytes, asyncio.Future[int]] = {}
         self._snapshotting: asyncio.Task[None] | None = None
@@ -158,19 +165,24 @@ class RaftGroup:
         return NotLeader(self.group_id, self.leader_id, raft_address=self.leader_address())
 
     # ------------------------------------------------------------------ proposals
-    async def propose(self, data: bytes, timeout: float | None = None) -> Any:
+    async def propose(
+        self, data: bytes, timeout: float | None = None, *, packable: bool = False
+    ) -> Any:
         """Replicate ``data``; returns what the state machine's ``apply`` returned.
 
         Raises ``NotLeader`` at once on a follower, ``Unavailable`` when the queue is
         full (back-pressure) or when the entry was lost to a leader change; on timeout it raises
         ``OutcomeUnknown`` (the entry may still commit), which is why clients carry request ids.
+        ``packable``: ``data`` may share one entry with other proposals of the same round
+        (``PackingStateMachine``; ``HostConfig.pack_proposals``).
         """
-        return (await self.propose_entry(data, timeout))[0]
+        return (await self.propose_entry(data, timeout, packable=packable))[0]
 
     async def propose_entry(
-        self, data: bytes, timeout: float | None = None
+        self, data: bytes, timeout: float | None = None, *, packable: bool = False
     ) -> tuple[Any, int, int]:
-        """``propose``, also returning the ``(index, term)`` the entry was committed at."""
+        """``propose``, also returning the ``(index, term)`` the entry was committed at
+        (shared by the proposals packed into one entry)."""
         if self.removed:
             raise Unavailable("removed", message=f"this node was removed from {self.group_id}")
         self.host.check_running()
@@ -179,7 +191,7 @@ class RaftGroup:
         if len(self._pending) + len(self._queue) >= self.host.config.max_pending:
             raise Unavailable("busy", message="too many proposals in flight; retry later")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((data, fut))
+        self._queue.append((data, fut, packable and self._packs))
         self.host.wake(self)
         try:
             result: tuple[Any, int, int] = await asyncio.wait_for(
@@ -199,21 +211,61 @@ class RaftGroup:
         if not self._queue:
             return
         queue, self._queue = self._queue, []
-        live = [(d, f) for d, f in queue if not f.done()]
+        live = [(d, f, p) for d, f, p in queue if not f.done()]
         if not live:
             return
+        entries, waiters = self._entries_of(live)
         try:
-            stamps = self.node.propose_batch([d for d, _ in live])
+            stamps = self.node.propose_batch(entries)
         except NotLeaderError:
             err: Exception = self._not_leader()
         except ProposalDropped as e:
             err = Unavailable("dropped", message=str(e))
         else:
-            for (_, fut), (index, term) in zip(live, stamps, strict=True):
+            for fut, (index, term) in zip(waiters, stamps, strict=True):
                 self._track(index, term, fut)
             return
-        for _, fut in live:
+        for _, fut, _ in live:
             fut.set_exception(err)
+
+    def _members_read_packs(self) -> bool:
+        """Whether every other member said it applies packs (``RaftAck.features``): during a
+        rolling upgrade from a release without them, proposals go one per entry until the last
+        member runs this one (a member of that release would not apply a pack)."""
+        transport = self.host.transport
+        others = (self.voters() | self.learners()) - {self.host.node_id}
+        return all("packs" in transport.peer_features(n) for n in others)
+
+    def _entries_of(
+        self, live: list[tuple[bytes, asyncio.Future[Any], bool]]
+    ) -> tuple[list[bytes], list[asyncio.Future[Any]]]:
+        """The entries that carry the queued proposals ``live``, and the future each entry's
+        outcome resolves: the packable proposals go into the entries the state machine packs
+        them in (``PackingStateMachine.pack``), each answered from its entry's results
+        (``_answer_packed``), ahead of the others, each in an entry of its own."""
+        packable = [(d, f) for d, f, p in live if p]
+        entries: list[bytes] = []
+        waiters: list[asyncio.Future[Any]] = []
+        if len(packable) > 1 and self._members_read_packs():
+            assert isinstance(self.sm, PackingStateMachine)
+            at = 0
+            loop = asyncio.get_running_loop()
+            for count, data in self.sm.pack([d for d, _ in packable]):
+                futures = [f for _, f in packable[at : at + count]]
+                at += count
+                entries.append(data)
+                if count == 1:
+                    waiters.append(futures[0])
+                    continue
+                shared: asyncio.Future[Any] = loop.create_future()
+                shared.add_done_callback(functools.partial(_answer_packed, futures))
+                waiters.append(shared)
+            assert at == len(packable), "a pack plan must cover every item once"
+            live = [item for item in live if not item[2]]
+        for d, f, _ in live:
+            entries.append(d)
+            waiters.append(f)
+        return entries, waiters
 
     # ------------------------------------------------------------------ reads
     async def read_barrier(self, timeout: float | None = None) -> None:
@@ -511,7 +563,7 @@ class RaftGroup:
         self.leader_changes = asyncio.Event()
         if rd.soft_state.state is not StateType.LEADER:
             err = self._not_leader()
-            for _, fut in self._queue:
+            for _, fut, _ in self._queue:
                 if not fut.done():
                     fut.set_exception(err)
             self._queue = []
@@ -577,7 +629,7 @@ class RaftGroup:
     def fail_all(self, err: Exception) -> None:
         """Fail every caller (shutdown): proposals already handed to Raft get ``err`` too,
         so pass an ``OutcomeUnknown``."""
-        for _, fut in self._queue:
+        for _, fut, _ in self._queue:
             if not fut.done():
                 fut.set_exception(err)
         for _, fut in self._pending.values():
@@ -591,3 +643,23 @@ class RaftGroup:
                 fut3.set_exception(err)
         self._queue, self._pending, self._apply_waiters = [], {}, []
         self._issued_read = self._queued_read = None
+
+
+def _answer_packed(futures: list[asyncio.Future[Any]], shared: asyncio.Future[Any]) -> None:
+    """Answer the proposals packed into one entry from that entry's outcome ``shared``:
+    each its own result when ``apply`` returned one per proposal, else all the same."""
+    if shared.cancelled():
+        err: BaseException = OutcomeUnknown("cancelled", message="outcome unknown")
+    else:
+        exc = shared.exception()
+        if exc is None:
+            result, index, term = shared.result()
+            each = isinstance(result, list) and len(result) == len(futures)
+            for i, fut in enumerate(futures):
+                if not fut.done():
+                    fut.set_result((result[i] if each else result, index, term))
+            return
+        err = exc
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(err)

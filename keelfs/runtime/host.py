@@ -58,6 +58,10 @@ class HostConfig:
     """An idle group goes quiet after this many ticks (see ``Config.quiesce_after_ticks``);
     0 keeps every group heartbeating. The tick loop wakes a quiesced follower whose leader's
     node the transport reports unreachable."""
+    pack_proposals: bool = True
+    """Proposals of one round that may share an entry do (``PackingStateMachine``): the
+    metadata groups' client writes. Off while a member runs a version that cannot apply such
+    entries (``keelfs.meta.packs``), e.g. during a rolling upgrade from one."""
 
 
 def add_host_arguments(p: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -45,4 +45,20 @@ class StreamingStateMachine(StateMachine, Protocol):
 
     def restore_chunks(self, chunks: Iterable[bytes] | None, index: int) -> None:
         """Replace the state from a stream of ``snapshot_chunks()`` (None: the empty state)."""
+        ...
+
+
+@runtime_checkable
+class PackingStateMachine(StateMachine, Protocol):
+    """Optional capability: one entry carrying the data of many proposals.
+
+    The proposals a leader queues in one round that their proposers marked packable
+    (``RaftGroup.propose(..., packable=True)``) are handed to ``pack``, which says which
+    entries carry them; ``apply`` of an entry that carries several returns a ``list`` with one
+    result per proposal, in order (any other value answers each of them).
+    """
+
+    def pack(self, items: Sequence[bytes]) -> list[tuple[int, bytes]]:
+        """The entries carrying ``items`` in order: ``(how many items, entry data)`` each,
+        covering every item once; an entry for one item may be that item itself."""
         ...

@@ -132,6 +132,7 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, HttpS
             keep_after_snapshot=values["keep_log"],
             request_timeout=values["request_timeout"],
             quiesce_after_ticks=values["quiesce_after_ticks"],
+            pack_proposals=values["pack_proposals"],
         ),
         session_ttl_ms=values["session_ttl_ms"],
         lease_ttl_ms=values["lease_ttl_ms"],

@@ -411,6 +411,14 @@ _RAFT_HOST: tuple[Setting, ...] = (
         20,
         "idle ticks before a group goes quiet (0: never)",
     ),
+    Setting(
+        "pack_proposals",
+        bool,
+        True,
+        "carry a round's concurrent client writes in one Raft entry (only while every member "
+        "of the group said it applies them: a rolling upgrade from a release without packs "
+        "writes one entry each until its last member is upgraded)",
+    ),
 )
 
 _META_TUNING: tuple[Setting, ...] = (

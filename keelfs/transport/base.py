@@ -33,6 +33,14 @@ OnMessages = Callable[[list[tuple[str, Message]]], None]
 """Receive callback: a batch of ``(group_id, message)`` pairs, in arrival order."""
 
 
+RUNTIME_FEATURES: frozenset[str] = frozenset({"packs"})
+"""What this release's runtime understands beyond the first release's, told to every peer
+when a link comes up (``RaftAck.features``): a leader writes an entry format only once every
+member of the group has said it reads it, so a cluster in the middle of a rolling upgrade
+keeps writing what its older members apply. ``"packs"``: many commands in one entry
+(``keelfs.meta.packs``)."""
+
+
 @dataclass(slots=True)
 class TransportStats:
     """Monotonic counters since construction; :meth:`Transport.stats` returns a copy.
@@ -102,6 +110,11 @@ class Transport(Protocol):
 
     def remove_peer(self, node_id: int) -> None:
         """Forget a peer: close its link and drop what was queued for it."""
+        ...
+
+    def peer_features(self, node_id: int) -> frozenset[str]:
+        """What ``node_id``'s runtime said it understands (:data:`RUNTIME_FEATURES` of its
+        release) when its link last came up; nothing while no link ever did."""
         ...
 
     def unreachable(self, node_id: int) -> bool:

@@ -67,7 +67,7 @@ import grpc
 
 from keelfs.raft.messages import Message, message_size
 from keelfs.tls.credentials import TlsSettings, add_port, node_authenticator, open_aio_channel
-from keelfs.transport.base import OnMessages, TransportStats
+from keelfs.transport.base import RUNTIME_FEATURES, OnMessages, TransportStats
 from keelfs.transport.codec import DecodeError, decode, encode_into
 from keelfs.transport.pb import raft_pb2 as pb
 from keelfs.transport.pb import raft_pb2_grpc as _pb_grpc
@@ -154,6 +154,7 @@ class _Peer:
         "sent",
         "dropped",
         "batches_sent",
+        "features",
     )
 
     def __init__(self, node_id: int, address: str, limits: QueueLimits) -> None:
@@ -168,6 +169,7 @@ class _Peer:
         self.sent = 0
         self.dropped = 0
         self.batches_sent = 0
+        self.features: frozenset[str] = frozenset()
 
 
 def _unauthenticated(context: Any) -> int | None:
@@ -201,7 +203,7 @@ class _Servicer:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, "the Raft port accepts metadata nodes only"
             )
-        yield pb.RaftAck(node_id=transport.node_id)
+        yield pb.RaftAck(node_id=transport.node_id, features=sorted(RUNTIME_FEATURES))
         async for batch in request_iterator:
             transport._deliver_batch(batch, peer)
 
@@ -375,6 +377,10 @@ class GrpcTransport:
         n = peer.queue.clear()
         self._stats.dropped += n
 
+    def peer_features(self, node_id: int) -> frozenset[str]:
+        peer = self._peers.get(node_id)
+        return frozenset() if peer is None else peer.features
+
     def unreachable(self, node_id: int) -> bool:
         if node_id == self._node_id:
             return False
@@ -540,6 +546,7 @@ class GrpcTransport:
                 return False
             if peer.failures:
                 log.info("node %d: link to node %d is up again", self._node_id, peer.node_id)
+            peer.features = frozenset(ack.features)
             peer.connected = True
             peer.failures = 0
             peer.last_error = None

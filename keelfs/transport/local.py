@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterable
 
 from keelfs.raft.messages import Message
-from keelfs.transport.base import OnMessages, TransportStats
+from keelfs.transport.base import RUNTIME_FEATURES, OnMessages, TransportStats
 
 __all__ = ["LocalNetwork", "LocalTransport"]
 
@@ -208,6 +208,9 @@ class LocalTransport:
 
     def remove_peer(self, node_id: int) -> None:
         self._peers.pop(node_id, None)
+
+    def peer_features(self, node_id: int) -> frozenset[str]:
+        return RUNTIME_FEATURES  # one process, one release
 
     def unreachable(self, node_id: int) -> bool:
         if node_id == self._node_id:

@@ -119,9 +119,11 @@ class MetaMetrics(Metrics):
         inner = group.propose_entry
         hist = self.proposal_seconds.labels(self.node_label, gid)
 
-        async def propose_entry(data: bytes, timeout: float | None = None) -> Any:
+        async def propose_entry(
+            data: bytes, timeout: float | None = None, *, packable: bool = False
+        ) -> Any:
             t0 = time.perf_counter()
-            result = await inner(data, timeout)
+            result = await inner(data, timeout, packable=packable)
             hist.observe(time.perf_counter() - t0)
             return result
 

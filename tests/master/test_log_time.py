@@ -60,7 +60,9 @@ class LogGroup:
     def commit_index(self) -> int:
         return self.log.index
 
-    async def propose_entry(self, data: bytes, timeout: float) -> tuple[Any, int, int]:
+    async def propose_entry(
+        self, data: bytes, timeout: float, *, packable: bool = False
+    ) -> tuple[Any, int, int]:
         assert self.is_leader
         self.log.index += 1
         results = {i: m.sm.apply(self.log.index, data) for i, m in self.log.members.items()}

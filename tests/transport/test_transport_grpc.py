@@ -15,7 +15,7 @@ from transport_helpers import Inbox, eventually, free_port, run
 
 from keelfs.raft.messages import ConfState, Entry, Message, MessageType, SnapshotMeta
 from keelfs.transport import codec
-from keelfs.transport.base import Transport
+from keelfs.transport.base import RUNTIME_FEATURES, Transport
 from keelfs.transport.grpc_transport import GrpcTransport, GrpcTransportConfig
 from keelfs.transport.pb import raft_pb2 as pb
 from keelfs.transport.pb import raft_pb2_grpc as _pb_grpc
@@ -524,3 +524,20 @@ def test_batch_over_the_receive_cap_is_refused_and_the_node_keeps_serving() -> N
             assert [m.snap_data for _, m in inbox.messages if m.snap_data] == [data]
 
     run(body, timeout=30.0)
+
+
+def test_a_link_learns_what_the_peer_reads() -> None:
+    """``RaftAck.features``: once a link is up the sender knows its peer's runtime features
+    (what lets a leader write packs only to members that apply them); before, nothing."""
+
+    async def body() -> None:
+        async with AsyncExitStack() as stack:
+            a, _ = await start(stack, 1)
+            b, _ = await start(stack, 2)
+            assert a.peer_features(2) == frozenset()
+            mesh(a, b)
+            a.send("g", msg(1, 2))
+            await connected(a, 2)
+            assert a.peer_features(2) == RUNTIME_FEATURES and "packs" in RUNTIME_FEATURES
+
+    run(body)
