@@ -63,6 +63,122 @@ def bench_raft_core(entries: int, entry_bytes: int, batch: int, as_json: bool) -
         )
 
 
+@bench.command("apply")
+@click.option(
+    "--creates",
+    default=6400,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Measured creates per pack size.",
+)
+@click.option(
+    "--pack",
+    "pack_sizes",
+    multiple=True,
+    type=click.IntRange(1, 512),  # keelfs.meta.packs.MAX_PACK_ITEMS
+    help="Creates per entry (1: plain entries); repeat for several. Default: 1, 16, 64.",
+)
+@click.option(
+    "--sessions",
+    default=64,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Sessions taking turns.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
+def bench_apply(creates: int, pack_sizes: tuple[int, ...], sessions: int, as_json: bool) -> None:
+    """Apply CPU per create on one RocksDB shard replica, entries of K creates (packs)."""
+    from keelfs.bench.meta_apply import run_apply
+
+    r = run_apply(creates=creates, pack_sizes=pack_sizes or (1, 16, 64), sessions=sessions)
+    table = Table(title=f"keelfs bench apply: one RocksDB shard replica, {r.sessions} sessions")
+    for col in ("creates / entry", "creates", "entries", "CPU s", "wall s", "CPU µs / create"):
+        table.add_column(col, justify="right")
+    for run in r.runs:
+        table.add_row(
+            str(run.pack),
+            f"{run.creates:,}",
+            f"{run.entries:,}",
+            f"{run.cpu_seconds:.2f}",
+            f"{run.wall_seconds:.2f}",
+            f"{run.cpu_us_per_create:.1f}",
+        )
+    Console().print(table)
+    if as_json:
+        runs = [
+            {
+                "pack": run.pack,
+                "creates": run.creates,
+                "entries": run.entries,
+                "cpu_seconds": round(run.cpu_seconds, 3),
+                "wall_seconds": round(run.wall_seconds, 3),
+                "cpu_us_per_create": round(run.cpu_us_per_create, 1),
+            }
+            for run in r.runs
+        ]
+        print(json.dumps({"bench": "apply", "sessions": r.sessions, "runs": runs, **r.machine}))
+
+
+@bench.command("raft-meta")
+@click.option(
+    "--creates",
+    default=6400,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Measured creates (rounded up to a multiple of --writers).",
+)
+@click.option(
+    "--writers",
+    default=64,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Concurrent proposers.",
+)
+@click.option("--no-pack", is_flag=True, help="One entry per create (packing off).")
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
+def bench_raft_meta(creates: int, writers: int, no_pack: bool, as_json: bool) -> None:
+    """CPU per create through Raft and apply: 3 hosts with shard replicas in one process."""
+    from keelfs.bench.meta_apply import run_raft_meta
+
+    r = run_raft_meta(creates=creates, writers=writers, pack=not no_pack)
+    table = Table(
+        title="keelfs bench raft-meta: 3 RaftHosts in one process (LocalNetwork, RocksDB)"
+    )
+    table.caption = "CPU: the whole process (leader, 2 followers, Raft), per create"
+    columns = ("packs", "writers", "creates", "entries", "rounds", "s", "creates/s")
+    for col in (*columns, "CPU µs / create"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        "on" if r.packed else "off",
+        str(r.writers),
+        f"{r.creates:,}",
+        f"{r.entries:,}",
+        f"{r.synced_rounds:,}",
+        f"{r.wall_seconds:.2f}",
+        f"{r.creates_per_second:,.0f}",
+        f"{r.cpu_us_per_create:.1f}",
+    )
+    Console().print(table)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "bench": "raft-meta",
+                    "packs": r.packed,
+                    "writers": r.writers,
+                    "creates": r.creates,
+                    "entries": r.entries,
+                    "synced_rounds": r.synced_rounds,
+                    "cpu_seconds": round(r.cpu_seconds, 3),
+                    "wall_seconds": round(r.wall_seconds, 3),
+                    "creates_per_second": round(r.creates_per_second),
+                    "cpu_us_per_create": round(r.cpu_us_per_create, 1),
+                    **r.machine,
+                }
+            )
+        )
+
+
 def _ms(x: float) -> str:
     return "-" if x != x else f"{x:.2f}"
 

@@ -41,6 +41,28 @@ def test_bench_raft_smoke() -> None:
         assert out[phase]["ops"] > 0
 
 
+def test_bench_apply_smoke() -> None:
+    out = _run("apply", "--creates", "64", "--pack", "1", "--pack", "16", "--sessions", "4")
+    assert out["bench"] == "apply"
+    assert out["sessions"] == 4
+    assert [(r["pack"], r["creates"], r["entries"]) for r in out["runs"]] == [
+        (1, 64, 64),
+        (16, 64, 4),
+    ]
+    assert all(r["cpu_us_per_create"] > 0 for r in out["runs"])
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_bench_raft_meta_smoke(pack: bool) -> None:
+    out = _run("raft-meta", "--creates", "40", "--writers", "8", *([] if pack else ["--no-pack"]))
+    assert out["bench"] == "raft-meta"
+    assert (out["packs"], out["writers"], out["creates"]) == (pack, 8, 40)
+    assert 1 <= out["entries"] <= 40
+    if not pack:
+        assert out["entries"] == 40
+    assert out["cpu_us_per_create"] > 0
+
+
 def test_bench_failover_smoke() -> None:
     out = _run("failover", "--trials", "1", "--mode", "both")
     assert out["bench"] == "failover"
