@@ -165,6 +165,12 @@ class SnapshotServiceMixin:
     ) -> dict[str, Any]:
         command = SnapshotAllow(path, True)
         command.validate()
+        if self.node.shard_map.resharding:  # the config group refuses the reverse order
+            raise InvalidArgument(
+                f"cannot make {path} snapshottable while shards are being added or removed "
+                "(snapshots do not move between shards): try again when it is done",
+                "path",
+            )
         await self._existing_or_unmark(path, caller, timeout, owner=True)
         await self._propose_everywhere(SnapshotAllow.op, command.args(), timeout)
         # a rename or delete of the directory that passed its checks before the mark reached

@@ -32,6 +32,7 @@ import grpc
 import grpc.aio
 from google.protobuf.descriptor import FileDescriptor
 
+from keelfs.rpc.handlers import Behavior, rewrapped
 from keelfs.rpc.observe import ObservingInterceptor
 from keelfs.tls.credentials import Authenticator, TlsSettings
 from keelfs.tls.identity import Anonymous, Client, Identity, Peer
@@ -187,8 +188,6 @@ def rpc_methods() -> Iterator[str]:
 
 # -- the interceptor ----------------------------------------------------------------------------
 
-Behavior = Callable[..., Any]
-
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,unused-ignore]  # untyped grpc
     """Refuses a call whose caller's identity the method's class does not admit, before the
@@ -259,18 +258,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,unused
 
             return guarded
 
-        h: Any = handler
-        codec = {
-            "request_deserializer": h.request_deserializer,
-            "response_serializer": h.response_serializer,
-        }
-        if h.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(guard_unary(h.unary_unary), **codec)
-        if h.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(guard_stream(h.unary_stream), **codec)
-        if h.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(guard_unary(h.stream_unary), **codec)
-        return grpc.stream_stream_rpc_method_handler(guard_stream(h.stream_stream), **codec)
+        return rewrapped(handler, guard_unary, guard_stream)
 
 
 def server_interceptors(

@@ -30,6 +30,7 @@ import grpc
 import grpc.aio
 from prometheus_client import Histogram
 
+from keelfs.rpc.handlers import Behavior, rewrapped
 from keelfs.runtime.requests import REQUEST_ID, request_id_from_metadata
 
 __all__ = [
@@ -50,8 +51,6 @@ RPC_SECONDS = Histogram(
     buckets=RPC_BUCKETS,
     registry=None,
 )
-
-Behavior = Callable[..., Any]
 
 
 def status_name(code: Any) -> str:
@@ -172,15 +171,4 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,unu
 
             return observed
 
-        h: Any = handler
-        codec = {
-            "request_deserializer": h.request_deserializer,
-            "response_serializer": h.response_serializer,
-        }
-        if h.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(unary(h.unary_unary), **codec)
-        if h.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(stream(h.unary_stream), **codec)
-        if h.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(unary(h.stream_unary), **codec)
-        return grpc.stream_stream_rpc_method_handler(stream(h.stream_stream), **codec)
+        return rewrapped(handler, unary, stream)

@@ -336,3 +336,27 @@ def test_snapshots_survive_a_restart_of_every_master(snap_cluster: Any) -> None:
     again = c.client()
     assert [s.name for s in again.list_snapshots("/sr")] == ["r1"]
     assert again.read_bytes("/sr/.snapshot/r1/f") == b"kept"
+
+
+def test_resharding_is_refused_while_a_directory_is_snapshottable(snap_cluster: Any) -> None:
+    """Snapshots and snapshottable marks stay on the shards where they were made: adding or
+    removing a shard (which moves directories) is refused while any directory is
+    snapshottable, and the map does not change."""
+    c, _ = snap_cluster
+    fs = c.client()
+    fs.mkdir("/rs", parents=True)
+    fs.allow_snapshot("/rs")
+    try:
+        before = fs.shard_map()
+        shard = sorted(before.shards)[-1]
+        members = sorted(int(i) for i in before.shards[shard])
+        for attempt in (
+            lambda: fs.add_shard("shard-new", members, deadline=10.0),
+            lambda: fs.remove_shard(shard, deadline=10.0),
+        ):
+            with pytest.raises(InvalidArgument, match="snapshottable"):
+                attempt()
+        after = fs.shard_map()
+        assert after.version == before.version and sorted(after.shards) == sorted(before.shards)
+    finally:
+        fs.disallow_snapshot("/rs")
