@@ -15,7 +15,7 @@ new shard must get).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,15 +62,17 @@ class DirRecords:
     """(path, stored record, is a directory) of every child."""
 
 
-async def walk(client: Any, top: str, *, moving: bool) -> list[DirRecords]:
+async def walk(client: Any, top: str, *, moving: bool, bounded: bool = True) -> list[DirRecords]:
     """Every directory of the subtree at ``top`` with its records, parents before children.
     ``client``: the master's internal ``AsyncClient``. ``moving``: refuse files being
-    written (their leases are kept by path and stay on their shard); a delete takes them."""
+    written (their leases are kept by path and stay on their shard); a delete takes them.
+    ``bounded``: refuse a subtree too large for one transaction (:class:`TreeTooLarge`); a
+    move in steps reads a fenced tree of any size (``keelfs.master.tree_move``)."""
     out: list[DirRecords] = []
-    pending = [top]
+    pending = deque([top])
     count = size = 0
     while pending:
-        directory = pending.pop(0)
+        directory = pending.popleft()
         self_record, entries = await client.list_records(directory)
         children = []
         for info, record in entries:
@@ -86,21 +88,27 @@ async def walk(client: Any, top: str, *, moving: bool) -> list[DirRecords]:
         count += 1 + len(children)
         if moving:  # the records are written on the new shard; checks carry digests only
             size += len(self_record) + sum(len(record) for _, record, _ in children)
-        if size > MAX_RECORD_BYTES:
-            raise TreeTooLarge(
-                f"{top} holds more than {MAX_RECORD_BYTES} bytes of records spread over "
-                "shards (small files keep their data in them): too large to move in one "
-                "transaction",
-                "path",
-            )
-        if count > MAX_ENTRIES:
-            raise TreeTooLarge(
-                f"{top} holds more than {MAX_ENTRIES} entries spread over shards: too large "
-                "to move or delete in one transaction",
-                "path",
-            )
+        if bounded:
+            _check_fits(top, count, size)
         out.append(DirRecords(directory, self_record, tuple(children)))
     return out
+
+
+def _check_fits(top: str, count: int, size: int) -> None:
+    """:class:`TreeTooLarge` once what was read of ``top`` exceeds one transaction."""
+    if size > MAX_RECORD_BYTES:
+        raise TreeTooLarge(
+            f"{top} holds more than {MAX_RECORD_BYTES} bytes of records spread over "
+            "shards (small files keep their data in them): too large to move in one "
+            "transaction",
+            "path",
+        )
+    if count > MAX_ENTRIES:
+        raise TreeTooLarge(
+            f"{top} holds more than {MAX_ENTRIES} entries spread over shards: too large "
+            "to move or delete in one transaction",
+            "path",
+        )
 
 
 def _moved(path: str, src: str, dst: str) -> str:

@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from keelfs import failpoints
-from keelfs.errors import KeelError, LeaseConflict, OutcomeUnknown, RetryableError, Unavailable
+from keelfs.errors import KeelError, OutcomeUnknown, RetryableError, Unavailable
 from keelfs.master import subtree
 from keelfs.master.cross_shard import txn_outcome
 from keelfs.meta import commands
@@ -61,7 +61,6 @@ from keelfs.meta.transactions import Step, TxnRecord, encode_part
 if TYPE_CHECKING:
     from keelfs.master.member import Member
     from keelfs.master.node import MetaNode
-    from keelfs.master.peers import PeerClient
     from keelfs.rpc.pb import meta_pb2 as pb
 
 __all__ = [
@@ -70,7 +69,6 @@ __all__ = [
     "TreeMoves",
     "pages",
     "stage_parts",
-    "walk_all",
 ]
 
 log = logging.getLogger("keelfs.master.tree_move")
@@ -91,30 +89,6 @@ ABANDON_S = 30.0
 took it over) before the recovery aborts it."""
 KEEP_S = 600.0
 """How long a finished move's task waits for a retry of its request."""
-
-
-async def walk_all(client: PeerClient, top: str) -> list[subtree.DirRecords]:
-    """Every directory of the tree at ``top`` with its records, parents first (no size
-    limit: the tree is fenced while it is read). ``LeaseConflict`` for a file open for
-    writing (its lease is kept by path on its shard: close it first)."""
-    out: list[subtree.DirRecords] = []
-    pending = [top]
-    while pending:
-        directory = pending.pop()
-        self_record, entries = await client.list_records(directory)
-        children = []
-        for info, record in entries:
-            if info.under_construction:
-                raise LeaseConflict(
-                    info.path,
-                    info.lease_user,
-                    message=f"{info.path} is open for writing: close it first",
-                )
-            children.append((info.path, record, info.is_dir))
-            if info.is_dir:
-                pending.append(info.path)
-        out.append(subtree.DirRecords(directory, self_record, tuple(children)))
-    return out
 
 
 def stage_parts(
@@ -242,7 +216,7 @@ class TreeMoves:
             try:
                 await self._fence(member, move_id, src, dst, shards)
                 failpoints.hit("tree_move.fenced")
-                dirs = await walk_all(node.internal, src)
+                dirs = await subtree.walk(node.internal, src, moving=True, bounded=False)
                 parts = stage_parts(m, dirs, src, dst, dst_guards)
                 steps = [*(s for part in parts.values() for s in part), *switch_steps[1]]
                 puts = [s.record for s in steps if s.kind == "put_entry"]

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import enum
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
 import grpc.aio
 from google.protobuf.descriptor import FileDescriptor
 
-from keelfs.rpc.handlers import Behavior, rewrapped
+from keelfs.rpc.handlers import Behavior, WrappingInterceptor, rewrapped
 from keelfs.rpc.observe import ObservingInterceptor
 from keelfs.tls.credentials import Authenticator, TlsSettings
 from keelfs.tls.identity import Anonymous, Client, Identity, Peer
@@ -189,7 +189,7 @@ def rpc_methods() -> Iterator[str]:
 # -- the interceptor ----------------------------------------------------------------------------
 
 
-class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,unused-ignore]  # untyped grpc
+class AccessInterceptor(WrappingInterceptor):
     """Refuses a call whose caller's identity the method's class does not admit, before the
     servicer sees it. gRPC gives an interceptor no peer, so the check runs as the first step
     of the method's handler: the handler is wrapped (once per method, then reused). For
@@ -197,24 +197,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,unused
     the event loop, not in a thread."""
 
     def __init__(self, authenticator: Authenticator) -> None:
+        super().__init__()
         self._authenticator = authenticator
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler  # gRPC answers UNIMPLEMENTED
-        method: str = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def _refusal(self, method: str, context: Any) -> tuple[grpc.StatusCode, str] | None:
         who = self._authenticator.identity_of(context)

@@ -23,14 +23,14 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import grpc.aio
 from prometheus_client import Histogram
 
-from keelfs.rpc.handlers import Behavior, rewrapped
+from keelfs.rpc.handlers import Behavior, WrappingInterceptor, rewrapped
 from keelfs.runtime.requests import REQUEST_ID, request_id_from_metadata
 
 __all__ = [
@@ -92,28 +92,12 @@ class _Outcome:
         return self.code
 
 
-class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc,unused-ignore]  # untyped grpc
+class ObservingInterceptor(WrappingInterceptor):
     """See the module docstring; ``node`` is the label of the server's node."""
 
     def __init__(self, node: str) -> None:
+        super().__init__()
         self.node = node
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method: str = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def _start(self, label: str, context: Any) -> _Outcome:
         """Take the call's request id and arrange for its observation when it is done."""
