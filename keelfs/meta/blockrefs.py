@@ -59,6 +59,8 @@ _TXN = b"T"
 _COPY = b"S"
 """A snapshot's copy of a record (``keelfs.meta.snapshots``): references its file's blocks."""
 _U64 = struct.Struct(">Q")
+_REF_AT = len(INDEX) + _U64.size
+"""Where, in an index key, the referencing record's key begins (after the block id)."""
 _INODE_FILE = "f"
 """``keelfs.meta.records``' kind code of a file (an inode record is a JSON list)."""
 
@@ -144,15 +146,27 @@ def held_by_snapshots(kv: _Reader, block_id: int) -> bool:
 
 
 def held_by_snapshots_after(
-    before: _Reader, changes: Mapping[bytes, bytes | None], block_id: int
-) -> bool:
-    """:func:`held_by_snapshots` of the state ``before`` with the index ``changes`` of
-    :func:`index_writes` applied."""
-    prefix = _block_prefix(block_id) + _COPY
-    if any(k.startswith(prefix) and v is not None for k, v in changes.items()):
+    before: _Reader, changes: Mapping[bytes, bytes | None], block_ids: Iterable[int]
+) -> set[int]:
+    """Those of ``block_ids`` a snapshot's copy references in the state ``before`` with the
+    index ``changes`` of :func:`index_writes` applied (one pass over ``changes``: only a
+    snapshot being taken or dropped changes copies' entries, so they are usually none)."""
+    ids = set(block_ids)
+    copies: dict[int, dict[bytes, bytes | None]] = {}  # block id -> its copies' index changes
+    for key, value in changes.items():
+        if key.startswith(INDEX) and key[_REF_AT : _REF_AT + 1] == _COPY:
+            block_id = _U64.unpack_from(key, len(INDEX))[0]
+            if block_id in ids:
+                copies.setdefault(block_id, {})[key] = value
+    return {block_id for block_id in ids if _copy_refs(before, copies.get(block_id, {}), block_id)}
+
+
+def _copy_refs(before: _Reader, changed: Mapping[bytes, bytes | None], block_id: int) -> bool:
+    if any(value is not None for value in changed.values()):
         return True
+    prefix = _block_prefix(block_id) + _COPY
     return any(
-        changes.get(bytes(k), b"") is not None for k, _ in before.scan(prefix, prefix_end(prefix))
+        changed.get(bytes(k), b"") is not None for k, _ in before.scan(prefix, prefix_end(prefix))
     )
 
 

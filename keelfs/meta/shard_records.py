@@ -364,11 +364,13 @@ class ShardRecords(MetaStateMachine):
         up its own reference only. A queueing in ``writes`` is undone in ``out`` (the key
         written back as it was ``before``); the copies' index is ``before`` with ``out``'s
         changes (``index_writes``)."""
-        for key, value in writes.items():
-            if key[:1] != _DELETE_QUEUE or value is None:
-                continue
-            if blockrefs.held_by_snapshots_after(before, out, _U64.unpack_from(key, 1)[0]):
-                out[key] = before.get(key)
+        queued = {
+            _U64.unpack_from(key, 1)[0]: key
+            for key, value in writes.items()
+            if key[:1] == _DELETE_QUEUE and value is not None
+        }
+        for block_id in blockrefs.held_by_snapshots_after(before, out, queued):
+            out[queued[block_id]] = before.get(queued[block_id])
 
     def referenced_blocks(self, block_ids: Any) -> set[int]:
         """Those of ``block_ids`` that a record here references (an entry, an undecided
