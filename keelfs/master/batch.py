@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -21,7 +22,7 @@ from keelfs.rpc import grpc_errors
 from keelfs.rpc.access import ACCESS, Access
 from keelfs.rpc.pb import meta_pb2 as pb
 
-__all__ = ["MAX_BATCH_ITEMS", "BATCHABLE", "serve_batch"]
+__all__ = ["MAX_BATCH_ITEMS", "BATCHABLE", "Aborted", "ItemContext", "error_reply", "serve_batch"]
 
 log = logging.getLogger("keelfs.master")
 
@@ -38,7 +39,9 @@ methods only (``keelfs.rpc.access``), as the access check runs on ``Batch`` itse
 its items; an internal or admin method inside a batch is refused as unbatchable."""
 
 
-class _Aborted(Exception):
+class Aborted(Exception):
+    """How ``ItemContext.abort`` ends one item's handler: the status its own RPC ends with."""
+
     def __init__(self, code: grpc.StatusCode, message: str, trailers: Any) -> None:
         super().__init__(message)
         self.code = code
@@ -70,10 +73,11 @@ class ItemContext:
     async def abort(
         self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()
     ) -> NoReturn:
-        raise _Aborted(code, details, trailing_metadata)
+        raise Aborted(code, details, trailing_metadata)
 
 
-def _error_reply(code: grpc.StatusCode, message: str, trailers: Any) -> pb.BatchItemReply:
+def error_reply(code: grpc.StatusCode, message: str, trailers: Any) -> pb.BatchItemReply:
+    """The item reply of a handler that ended with ``code``, ``message`` and ``trailers``."""
     error = ""
     for key, value in trailers or ():
         if key == grpc_errors.ERROR_KEY:
@@ -85,7 +89,7 @@ async def _one(servicer: Any, item: pb.BatchItem, context: Any) -> pb.BatchItemR
     request_type = BATCHABLE.get(item.method)
     if request_type is None:
         err = InvalidArgument(f"{item.method!r} cannot be batched", "method")
-        return _error_reply(
+        return error_reply(
             grpc_errors.status_of(err),
             err.message,
             ((grpc_errors.ERROR_KEY, grpc_errors.encode_error(err)),),
@@ -94,23 +98,42 @@ async def _one(servicer: Any, item: pb.BatchItem, context: Any) -> pb.BatchItemR
         request = request_type.FromString(item.request)
     except Exception as exc:  # DecodeError: a broken client
         err = InvalidArgument(f"unreadable {item.method} request in batch: {exc}", "request")
-        return _error_reply(
+        return error_reply(
             grpc_errors.status_of(err),
             err.message,
             ((grpc_errors.ERROR_KEY, grpc_errors.encode_error(err)),),
         )
     try:
         reply = await getattr(servicer, item.method)(request, ItemContext(context))
-    except _Aborted as aborted:
-        return _error_reply(aborted.code, aborted.message, aborted.trailers)
+    except Aborted as aborted:
+        return error_reply(aborted.code, aborted.message, aborted.trailers)
     return pb.BatchItemReply(reply=reply.SerializeToString())
 
 
-async def serve_batch(servicer: Any, request: pb.BatchRequest, context: Any) -> pb.BatchReply:
-    if len(request.items) > MAX_BATCH_ITEMS:
-        err = InvalidArgument(
-            f"batch of {len(request.items)} items (at most {MAX_BATCH_ITEMS})", "items"
-        )
+Together = Callable[
+    [Any, Sequence[pb.BatchItem], Any, Callable[[pb.BatchItem], Awaitable[pb.BatchItemReply]]],
+    Awaitable[list[pb.BatchItemReply]],
+]
+"""How a servicer serves some items of a batch together (``keelfs.master.batch_creates``):
+``(servicer, items, context, alone)`` -> the replies of all ``items`` in order, running
+``alone`` (the item's own handler) for each item it does not take."""
+
+
+async def serve_batch(
+    servicer: Any, request: pb.BatchRequest, context: Any, together: Together | None = None
+) -> pb.BatchReply:
+    """Every item of ``request`` served as its own RPC would be, concurrently; with
+    ``together``, the items it takes are served by it (each still answered as its own RPC
+    would answer it)."""
+    items = request.items
+    if len(items) > MAX_BATCH_ITEMS:
+        err = InvalidArgument(f"batch of {len(items)} items (at most {MAX_BATCH_ITEMS})", "items")
         await grpc_errors.abort(context, err)
-    replies = await asyncio.gather(*(_one(servicer, item, context) for item in request.items))
+
+    def alone(item: pb.BatchItem) -> Awaitable[pb.BatchItemReply]:
+        return _one(servicer, item, context)
+
+    if together is not None and len(items) > 1:
+        return pb.BatchReply(items=await together(servicer, items, context, alone))
+    replies = await asyncio.gather(*(alone(item) for item in items))
     return pb.BatchReply(items=replies)

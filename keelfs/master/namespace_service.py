@@ -57,6 +57,7 @@ from keelfs.errors import (
 from keelfs.master import cross_shard
 from keelfs.master import namespace_requests as requests
 from keelfs.master.batch import serve_batch
+from keelfs.master.batch_creates import serve_together
 from keelfs.master.block_service import BlockServiceMixin, locate
 from keelfs.master.member import Member
 from keelfs.master.quota_service import QuotaServiceMixin, refuse_quota_roots
@@ -706,5 +707,6 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
 
     # ------------------------------------------------------------------ batches
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchReply:  # noqa: N802
-        """Each item served as its own RPC would be (``keelfs.master.batch``)."""
-        return await serve_batch(self, request, context)
+        """Each item served as its own RPC would be (``keelfs.master.batch``); creates
+        proposed together (``keelfs.master.batch_creates``)."""
+        return await serve_batch(self, request, context, serve_together)

@@ -545,6 +545,24 @@ class MetaNode:
         await self.check_moves(member, path, by_directory, 3.0)
         return member
 
+    def route_at_once(self, header: pb.RequestHeader, path: str) -> Member | None:
+        """What ``route(header, path, by_directory=False)`` returns when it would neither
+        wait nor refuse: the local member owning ``path``'s entry, the client's map as new as
+        ours, no move of its directory under way here. None otherwise (a replay, a map to
+        fetch first, a redirect, a move): the caller takes ``route`` then, which answers."""
+        check_header(header)
+        m = self.shard_map
+        wanted = header.map_version
+        if header.session_shard or not m.shards or (wanted and wanted != m.version):
+            return None
+        member = self.shards.get(m.shard_for_path(path))
+        if member is None:
+            return None
+        state = member.sm.range_of(path if path == paths.ROOT else paths.parent(path))
+        if state is not None and state.state != FROZEN:
+            return None
+        return member
+
     async def check_moves(
         self, member: Member, path: str, by_directory: bool, timeout: float
     ) -> None:
@@ -615,28 +633,65 @@ class MetaNode:
         leader's Raft address: see ``for_clients``). ``caller``: who the command acts for
         (None: the master itself, a superuser)."""
         command.validate()
-        sid, seq = (session_id_from_pb(header.session_id), header.seq) if header else (0, 0)
+        self.check_session(command, header)
+        deadline = time.monotonic() + timeout
+        packable = command.op in member.sm.packable_ops
+        data = self.envelope(member, command, header, caller)
+        outcome = await member.group.propose_entry(data, timeout, packable=packable)
+        return await self.propose_while_locked(member, command, header, caller, deadline, outcome)
+
+    @staticmethod
+    def check_session(command: Command, header: pb.RequestHeader | None) -> None:
+        """``InvalidArgument`` if ``command`` needs a client session and ``header`` has none."""
+        sid = session_id_from_pb(header.session_id) if header else 0
         if command.needs_session and not sid:
             raise InvalidArgument(f"{command.op} must be sent in a client session", "session_id")
-        deadline = time.monotonic() + timeout
+
+    @staticmethod
+    def envelope(
+        member: Member,
+        command: Command,
+        header: pb.RequestHeader | None,
+        caller: Caller | None,
+        now_ms: int | None = None,
+    ) -> bytes:
+        """The entry that proposes ``command`` on ``member`` now: wrapped with the log time
+        (``now_ms``, else ``member.log_time()``), ``header``'s session and ``caller``.
+        ``InvalidArgument`` if it is too large, ``NotLeader`` on a follower."""
+        sid, seq = (session_id_from_pb(header.session_id), header.seq) if header else (0, 0)
+        replay = header is not None and bool(header.session_shard)
+        when = member.log_time() if now_ms is None else now_ms
+        data = Envelope(command, when, sid, seq, replay, caller).encode()
+        if len(data) > MAX_COMMAND_BYTES:
+            raise InvalidArgument(f"command of {len(data)} bytes (at most {MAX_COMMAND_BYTES})")
+        if not member.group.is_leader:
+            raise member.group.not_leader_error()
+        return data
+
+    async def propose_while_locked(
+        self,
+        member: Member,
+        command: Command,
+        header: pb.RequestHeader | None,
+        caller: Caller | None,
+        deadline: float,
+        outcome: tuple[Any, int, int],
+    ) -> tuple[Result, int, int]:
+        """``outcome``, a proposal's of ``command``; or, while a cross-shard transaction held
+        its path (nothing was applied, nor the seq used up), the outcome of proposing it again
+        once the transaction has had time to finish, until ``deadline``."""
         delay = _LOCK_POLL_S
         packable = command.op in member.sm.packable_ops
         while True:
-            replay = header is not None and bool(header.session_shard)
-            data = Envelope(command, member.log_time(), sid, seq, replay, caller).encode()
-            if len(data) > MAX_COMMAND_BYTES:
-                raise InvalidArgument(f"command of {len(data)} bytes (at most {MAX_COMMAND_BYTES})")
-            if not member.group.is_leader:
-                raise member.group.not_leader_error()
-            result, index, term = await member.group.propose_entry(data, timeout, packable=packable)
+            result, index, term = outcome
             assert isinstance(result, Result)
             if not _locked(result) or deadline - time.monotonic() <= delay:
                 return result, index, term
-            # a cross-shard transaction holds the path: nothing was applied (nor the seq
-            # used up); propose again once it has had time to finish
             await asyncio.sleep(delay)
             delay = min(delay * 2, _LOCK_POLL_MAX_S)
             timeout = max(0.01, deadline - time.monotonic())
+            data = self.envelope(member, command, header, caller)
+            outcome = await member.group.propose_entry(data, timeout, packable=packable)
 
     async def wait_unlocked(self, member: Member, path: str, timeout: float) -> None:
         """Wait while a cross-shard transaction locks ``path`` on this member (its outcome is

@@ -183,6 +183,22 @@ class RaftGroup:
     ) -> tuple[Any, int, int]:
         """``propose``, also returning the ``(index, term)`` the entry was committed at
         (shared by the proposals packed into one entry)."""
+        fut = self.enqueue(data, packable=packable)
+        try:
+            result: tuple[Any, int, int] = await asyncio.wait_for(
+                fut, timeout or self.host.config.request_timeout
+            )
+        except TimeoutError:
+            raise OutcomeUnknown(
+                "timed out", message="proposal timed out; its outcome is unknown"
+            ) from None
+        return result
+
+    def enqueue(self, data: bytes, *, packable: bool = False) -> asyncio.Future[Any]:
+        """Queue ``data`` for the next round and return the future its ``(result, index,
+        term)`` resolves (what ``propose_entry`` waits for; a caller proposing many at once
+        waits for their futures together, cancelling those it stops waiting for). Raises as
+        ``propose`` does at once: ``NotLeader``, ``Unavailable`` (removed, busy, stopped)."""
         if self.removed:
             raise Unavailable("removed", message=f"this node was removed from {self.group_id}")
         self.host.check_running()
@@ -193,15 +209,7 @@ class RaftGroup:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((data, fut, packable and self._packs))
         self.host.wake(self)
-        try:
-            result: tuple[Any, int, int] = await asyncio.wait_for(
-                fut, timeout or self.host.config.request_timeout
-            )
-        except TimeoutError:
-            raise OutcomeUnknown(
-                "timed out", message="proposal timed out; its outcome is unknown"
-            ) from None
-        return result
+        return fut
 
     def _flush(self) -> None:
         """Propose everything queued as one batch (one append, one message per follower);
