@@ -263,13 +263,21 @@ class Txn:
     ``child()`` opens a nested stage that ``commit()`` folds into its parent, or that is simply
     dropped: how a failed command leaves the session bookkeeping of its own apply in place but
     none of its own effects.
+
+    The staged keys are also kept sorted (``_keys``), so that a scan of a narrow range finds
+    the staged keys in it by bisection: a pack of creates stages hundreds of keys, and each
+    create scans the (empty) range of tree fences once, which used to walk every staged key.
+    Staged writes change through ``put``, ``delete``, ``update`` and ``commit``; a change made
+    to ``writes`` directly is noticed by its count (keys are never removed from ``writes``)
+    and the order is rebuilt at the next scan.
     """
 
-    __slots__ = ("_base", "writes")
+    __slots__ = ("_base", "_keys", "writes")
 
     def __init__(self, base: KVStore | Txn) -> None:
         self._base = base
         self.writes: dict[bytes, bytes | None] = {}
+        self._keys: list[bytes] = []
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.writes:
@@ -277,15 +285,35 @@ class Txn:
         return self._base.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
-        self.writes[key] = value
+        self._stage(key, value)
 
     def delete(self, key: bytes) -> None:
-        self.writes[key] = None
+        self._stage(key, None)
+
+    def update(self, changes: Mapping[bytes, bytes | None]) -> None:
+        """Stage every change of ``changes`` (None: a delete)."""
+        for key, value in changes.items():
+            self._stage(key, value)
+
+    def _stage(self, key: bytes, value: bytes | None) -> None:
+        writes = self.writes
+        if key not in writes and len(self._keys) == len(writes):
+            bisect.insort(self._keys, key)
+        writes[key] = value
+
+    def _sorted_keys(self) -> list[bytes]:
+        if len(self._keys) != len(self.writes):
+            self._keys = sorted(self.writes)
+        return self._keys
 
     def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
         """The merged view of ``start <= key < end``; staged writes win. Writes made while
         iterating are not reflected in the iteration."""
-        mine = sorted((k, v) for k, v in self.writes.items() if start <= k < end)
+        keys = self._sorted_keys()
+        writes = self.writes
+        lo = bisect.bisect_left(keys, start)
+        hi = bisect.bisect_left(keys, end, lo)
+        mine = [(k, writes[k]) for k in keys[lo:hi]]
         base = self._base.scan(start, end)
         if not mine:
             yield from base
@@ -319,8 +347,9 @@ class Txn:
         owner with ``KVStore.write(txn.writes)``)."""
         if not isinstance(self._base, Txn):
             raise TypeError("a top-level Txn is written with KVStore.write")
-        self._base.writes.update(self.writes)
+        self._base.update(self.writes)
         self.writes = {}
+        self._keys = []
 
 
 # -- snapshot stream ----------------------------------------------------------------------------

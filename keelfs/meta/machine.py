@@ -160,7 +160,7 @@ class MetaStateMachine:
                 outcome = Result.failure(e)
             else:
                 outcome = self._apply_envelope(txn, envelope, index)
-            txn.writes.update(self._derived(self._store, txn.writes))
+            txn.update(self._derived(self._store, txn.writes))
         txn.put(K_APPLIED, _U64.pack(index))
         self._store.write(txn.writes)
         self._applied = index
@@ -283,7 +283,7 @@ class MetaStateMachine:
         if nows:
             step = txn.child()
             clock = self._advance_clock(step, max(nows))
-            step.writes.update(self._derived(txn, step.writes))
+            step.update(self._derived(txn, step.writes))
             step.commit()
         results: list[Result] = []
         for one in decoded:
@@ -373,7 +373,7 @@ class MetaStateMachine:
                 self._derived(txn, {})  # forget what the dropped stage left to derive
         else:
             if settle:
-                stage.writes.update(self._derived(txn, stage.writes))
+                stage.update(self._derived(txn, stage.writes))
             stage.commit()
             result = Result.success(value)
         if record is not None and seq and sessions.exists(txn, sid):  # gone if it closed it

@@ -144,6 +144,58 @@ def test_txn_overlays_match_a_dict(
     assert list(store.scan(lo, hi)) == want
 
 
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), _keys, st.binary(max_size=3)),
+        st.tuples(st.just("delete"), _keys, st.none()),
+        st.tuples(st.just("direct"), _keys, st.binary(max_size=3)),
+        st.tuples(st.just("update"), _keys, st.none()),
+        st.tuples(st.just("child"), _keys, st.binary(max_size=3)),
+        st.tuples(st.just("scan"), _keys, _keys),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(base=_ops, steps=_steps)
+def test_txn_scans_see_every_staged_write_however_it_was_staged(
+    base: list[tuple[bytes, bytes | None]], steps: list[tuple[str, bytes, bytes | None]]
+) -> None:
+    """Scans interleaved with puts, deletes, ``update``, committed children and changes made
+    to ``writes`` directly (the sorted key index must never miss a staged key)."""
+    store = MemoryStore()
+    store.write(dict(base))
+    model = {k: v for k, v in dict(base).items() if v is not None}
+    t = Txn(store)
+    for op, key, arg in steps:
+        if op == "put" and arg is not None:
+            t.put(key, arg)
+            model[key] = arg
+        elif op == "delete":
+            t.delete(key)
+            model.pop(key, None)
+        elif op == "direct" and arg is not None:
+            t.writes[key] = arg
+            model[key] = arg
+        elif op == "update":
+            t.update({key: b"u", key + b"\x00": None})
+            model[key] = b"u"
+            model.pop(key + b"\x00", None)
+        elif op == "child" and arg is not None:
+            child = t.child()
+            child.put(key, arg)
+            child.delete(key + b"\x01")
+            child.commit()
+            model[key] = arg
+            model.pop(key + b"\x01", None)
+        else:
+            lo, hi = min(key, arg or key), max(key, arg or key)
+            want = sorted((k, v) for k, v in model.items() if lo <= k < hi)
+            assert list(t.scan(lo, hi)) == want
+    assert list(t.scan(b"", b"\xff")) == sorted(model.items())
+
+
 def test_top_level_txn_cannot_commit() -> None:
     with pytest.raises(TypeError):
         Txn(MemoryStore()).commit()
