@@ -64,7 +64,7 @@ _ACCESS_NAMES = {READ: "READ", WRITE: "WRITE", EXECUTE: "EXECUTE"}
 
 def check_principal(value: str, argument: str) -> str:
     """An owner or group name: non-empty, no control characters, no ':' or '/'."""
-    if value == "" or any(ch in value for ch in ":/") or not value.isprintable():
+    if value == "" or ":" in value or "/" in value or not value.isprintable():
         raise InvalidArgument(f"{argument} {value!r} is not a valid name", argument)
     try:
         size = len(value.encode("utf-8"))
