@@ -89,7 +89,12 @@ class Together:
         if not self.proposed:
             return []
         futures = [p.future for p in self.proposed]
-        _, pending = await asyncio.wait(futures, timeout=self.timeout)
+        try:
+            _, pending = await asyncio.wait(futures, timeout=self.timeout)
+        except BaseException:  # the call was cancelled: as each of its own waits would be
+            for fut in futures:
+                fut.cancel()
+            raise
         for fut in pending:
             fut.cancel()
         item_context = ItemContext(context)

@@ -304,6 +304,35 @@ def test_a_proposal_without_an_outcome_in_time_is_outcome_unknown(
     assert len(held) == 3 and all(f.cancelled() for f in held)
 
 
+def test_a_cancelled_batch_cancels_the_proposals_it_waits_for(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a cancelled handler's own wait would: a proposal not yet in a round is dropped."""
+    node.mkdir("/t6")
+    group = node.meta.shards[SHARD].group
+    held: list[asyncio.Future[Any]] = []
+
+    def never(data: bytes, *, packable: bool = False) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        held.append(fut)
+        return fut
+
+    items = [create(node, f"/t6/f{i}", slot=i) for i in range(3)]
+    monkeypatch.setattr(group, "enqueue", never)
+
+    async def cancelled() -> None:
+        call = asyncio.ensure_future(node.servicer.Batch(pb.BatchRequest(items=items), Context()))
+        while len(held) < 3:
+            await asyncio.sleep(0.01)
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+
+    node.run(cancelled())
+    monkeypatch.undo()
+    assert len(held) == 3 and all(f.cancelled() for f in held)
+
+
 def test_a_lone_item_and_batches_without_creates_take_the_item_handlers(
     node: Node, no_item_handlers: list[str]
 ) -> None:
