@@ -110,7 +110,7 @@ async def _one(servicer: Any, item: pb.BatchItem, context: Any) -> pb.BatchItemR
     return pb.BatchItemReply(reply=reply.SerializeToString())
 
 
-Together = Callable[
+ServeTogether = Callable[
     [Any, Sequence[pb.BatchItem], Any, Callable[[pb.BatchItem], Awaitable[pb.BatchItemReply]]],
     Awaitable[list[pb.BatchItemReply]],
 ]
@@ -120,7 +120,7 @@ Together = Callable[
 
 
 async def serve_batch(
-    servicer: Any, request: pb.BatchRequest, context: Any, together: Together | None = None
+    servicer: Any, request: pb.BatchRequest, context: Any, together: ServeTogether | None = None
 ) -> pb.BatchReply:
     """Every item of ``request`` served as its own RPC would be, concurrently; with
     ``together``, the items it takes are served by it (each still answered as its own RPC

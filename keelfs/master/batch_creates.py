@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from keelfs.master.member import Member
     from keelfs.master.namespace_service import NamespaceServicer
 
-__all__ = ["TOGETHER", "Together", "plan_together"]
+__all__ = ["TOGETHER", "Together", "plan_together", "serve_together"]
 
 Build = Callable[[Any, int, Caller, str], Command]
 
@@ -194,6 +194,8 @@ async def serve_together(
 ) -> list[pb.BatchItemReply]:
     """The replies to ``items``, in order: the creates proposed together, every other item
     run by ``alone`` (its own handler), concurrently with them."""
+    if not any(item.method in TOGETHER for item in items):
+        return list(await asyncio.gather(*(alone(item) for item in items)))
     together = plan_together(servicer, items, context)
     replies: list[pb.BatchItemReply] = [_MISSING] * len(items)
     mine = together.replies(servicer, context)
