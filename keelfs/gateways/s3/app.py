@@ -30,6 +30,7 @@ from keelfs.gateways.s3.context import Ctx
 from keelfs.gateways.s3.credentials import AccessKey, KeyTable
 from keelfs.gateways.s3.errors import S3Error, error_xml, from_keel
 from keelfs.gateways.site import HttpSite
+from keelfs.runtime.requests import request_scope
 from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["S3Gateway"]
@@ -191,6 +192,10 @@ class S3Gateway:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         request_id = secrets.token_hex(8).upper()
+        with request_scope(request_id):  # its log lines and the cluster calls made for it
+            return await self._answer(request, request_id)
+
+    async def _answer(self, request: web.Request, request_id: str) -> web.StreamResponse:
         raw_path, _, raw_query = request.raw_path.partition("?")
         try:
             if request.method == "OPTIONS":
