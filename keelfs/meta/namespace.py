@@ -64,7 +64,16 @@ from keelfs.meta.principals import (
     rebase,
 )
 from keelfs.meta.quota_steps import QuotaSteps
-from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo, Inode, Listing
+from keelfs.meta.records import (
+    DIRECTORY,
+    FILE,
+    BlockInfo,
+    ContentSummary,
+    FileInfo,
+    Inode,
+    Listing,
+    maintained_file,
+)
 from keelfs.meta.shard_records import (
     _DELETE_QUEUE,
     _ENTRY,
@@ -274,21 +283,26 @@ class ShardStateMachine(
                 break
         return out
 
-    def files_page(
-        self, start_after: str | None = None, limit: int = 1000
-    ) -> list[tuple[str, Inode]]:
-        """Up to ``limit`` files (path, inode) in key order after ``start_after`` (a path from
-        an earlier page): how the block layer walks every block this shard references."""
+    def maintained_files_page(
+        self, start_after: str | None, limit: int, scan_limit: int
+    ) -> tuple[list[tuple[str, Inode]], str | None]:
+        """Up to ``limit`` files (path, inode) that block maintenance looks at — those with
+        blocks or being written — in key order after ``start_after``, among at most
+        ``scan_limit`` records; and the path to go on after (None: the shard's end).
+
+        Files with neither (inline ones, empty ones) are passed over on their record's head
+        (``records.maintained_file``), without decoding them: on a shard of small files
+        they are nearly all, and the walk reads every file every few seconds."""
         start = _ENTRY if start_after is None else _entry_key(start_after) + b"\x00"
         out: list[tuple[str, Inode]] = []
+        scanned = 0
         for key, raw in self._store.scan(start, prefix_end(_ENTRY)):
-            inode = Inode.decode(raw)
-            if inode.is_dir:
-                continue
-            out.append((_entry_path(key), inode))
-            if len(out) == limit:
-                break
-        return out
+            scanned += 1
+            if maintained_file(raw):
+                out.append((_entry_path(key), Inode.decode(raw)))
+            if len(out) == limit or scanned == scan_limit:
+                return out, _entry_path(key)
+        return out, None
 
     def lease_expiry(self, session_id: int) -> int | None:
         """When the writer leases of ``session_id`` expire (log time, ms); None: it holds none."""

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import msgspec
+
 from keelfs.meta import jsonbytes
 from keelfs.meta.principals import Guard
 
@@ -35,6 +37,7 @@ __all__ = [
     "Listing",
     "decode_cached",
     "decode_foreign",
+    "maintained_file",
 ]
 
 FILE: Literal["file"] = "file"
@@ -51,6 +54,41 @@ Raft append size (1 MiB per message), with room for the envelope and a cross-sha
 two copies of the record; it is one checksum chunk of a block (DESIGN §2.9), past which a
 block's streaming pays off; and a shard of many such files still fits its RocksDB and its
 snapshots (every inline byte is kept on each master of the shard)."""
+
+
+class _Head(msgspec.Struct, array_like=True):
+    """The leading fields of an inode record (``Inode.encode``), read without the rest."""
+
+    version: int
+    kind: str
+    mode: int
+    owner: str
+    group: str
+    mtime: int
+    atime: int
+    replication: int
+    block_size: int
+    blocks: list[Any]
+    under_construction: int
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+
+
+def maintained_file(raw: bytes) -> bool:
+    """Whether an encoded record is a file block maintenance has anything to do with: one
+    with blocks, or one being written (its lease). Read from the record's head alone: an
+    inline file's record is mostly its data, which a full decode base64-decodes for nothing
+    (~29 µs against ~1.6 µs for a 4 KiB file), and the leader's walk looks at every file of
+    its shard every few seconds. A record whose head does not read as expected counts as
+    maintained (its full decode then says what is wrong with it)."""
+    try:
+        head = _HEAD.decode(raw)
+    except msgspec.DecodeError:
+        return True
+    if head.version != _RECORD_VERSION:
+        return True
+    return head.kind == _KIND_CODE[FILE] and (bool(head.blocks) or bool(head.under_construction))
 
 
 @dataclass(frozen=True, slots=True)
