@@ -295,9 +295,7 @@ class ShardStateMachine(
         they are nearly all, and the walk reads every file every few seconds."""
         start = _ENTRY if start_after is None else _entry_key(start_after) + b"\x00"
         out: list[tuple[str, Inode]] = []
-        scanned = 0
-        for key, raw in self._store.scan(start, prefix_end(_ENTRY)):
-            scanned += 1
+        for scanned, (key, raw) in enumerate(self._store.scan(start, prefix_end(_ENTRY)), 1):
             if maintained_file(raw):
                 out.append((_entry_path(key), Inode.decode(raw)))
             if len(out) == limit or scanned == scan_limit:
