@@ -356,6 +356,15 @@ class AsyncClient:
         """Delete snapshot ``name`` of ``path``; the blocks only it held are released."""
         await self._run(ops.snapshot("delete", path, name), deadline)
 
+    async def rename_snapshot(
+        self, path: str, name: str, new_name: str, *, deadline: float | None = None
+    ) -> str:
+        """Rename snapshot ``name`` of ``path`` to ``new_name`` (its owner or a superuser;
+        HDFS's ``renameSnapshot``); returns where it is read now. ``AlreadyExists`` if
+        ``new_name`` is taken; running it again after a failure finishes the rename."""
+        reply = await self._run(ops.snapshot("rename", path, name, new_name), deadline)
+        return str(json.loads(reply.json)["path"])
+
     async def list_snapshots(
         self, path: str, *, deadline: float | None = None
     ) -> list[ops.SnapshotInfo]:

@@ -288,6 +288,15 @@ class Client:
         """Delete snapshot ``name`` of ``path``; the blocks only it held are released."""
         self._run(ops.snapshot("delete", path, name), deadline)
 
+    def rename_snapshot(
+        self, path: str, name: str, new_name: str, *, deadline: float | None = None
+    ) -> str:
+        """Rename snapshot ``name`` of ``path`` to ``new_name`` (its owner or a superuser;
+        HDFS's ``renameSnapshot``); returns where it is read now. ``AlreadyExists`` if
+        ``new_name`` is taken; running it again after a failure finishes the rename."""
+        reply = self._run(ops.snapshot("rename", path, name, new_name), deadline)
+        return str(json.loads(reply.json)["path"])
+
     def list_snapshots(self, path: str, *, deadline: float | None = None) -> list[ops.SnapshotInfo]:
         """The snapshots of directory ``path``, by name (HDFS's ``lsSnapshot``)."""
         return ops.snapshot_infos(path, self._run(ops.snapshot("list", path), deadline))

@@ -860,6 +860,25 @@ class SnapshotDrop(Command):
         _check_snapshot_name(self.name)
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotRename(Command):
+    """Rename this shard's part of snapshot ``name`` of ``path`` to ``new_name`` (a part
+    already renamed, or absent: nothing to do)."""
+
+    op: ClassVar[str] = "snapshot_rename"
+    servers_only: ClassVar[bool] = True
+    path: str
+    name: str
+    new_name: str
+
+    def validate(self) -> None:
+        check_path(self.path)
+        _check_snapshot_name(self.name)
+        _check_snapshot_name(self.new_name)
+        if self.name == self.new_name:
+            raise InvalidArgument("a snapshot cannot be renamed to its own name", "new_name")
+
+
 # config group
 @dataclass(frozen=True, slots=True)
 class RegisterMaster(Command):
@@ -1357,6 +1376,7 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     SnapshotAllow,
     SnapshotTake,
     SnapshotDrop,
+    SnapshotRename,
     TxnBegin,
     TxnPrepare,
     TxnDecide,

@@ -58,6 +58,7 @@ def test_command_names_are_stable() -> None:
         "set_traverse_guard",
         "snapshot_allow",
         "snapshot_drop",
+        "snapshot_rename",
         "snapshot_take",
         "truncate",
         "txn_acked",
