@@ -348,6 +348,9 @@ def test_snapshots_through_hdfscli_and_raw_ops(webhdfs_gateway: Any, hdfs: Insec
         hdfs.rename_snapshot("/snaps", "s1", "s2")  # keelfs cannot rename a snapshot
     refused = api(webhdfs_gateway, "/snaps", "DISALLOWSNAPSHOT", "PUT")
     assert remote_error(refused) == (403, "SnapshotException")  # snapshots remain
+    refused = api(webhdfs_gateway, "/snaps", "DELETE", "DELETE", recursive="true")
+    assert remote_error(refused) == (403, "SnapshotException")
+    assert hdfs.status("/snaps/d/kept")["length"] == 9
     missing = api(webhdfs_gateway, "/snaps", "DELETESNAPSHOT", "DELETE", snapshotname="nope")
     assert remote_error(missing) == (403, "SnapshotException")
     hdfs.delete_snapshot("/snaps", "s1")
@@ -359,7 +362,10 @@ def test_snapshots_through_hdfscli_and_raw_ops(webhdfs_gateway: Any, hdfs: Insec
         d["parentFullPath"].rstrip("/") + "/" + d["dirStatus"]["pathSuffix"]
         for d in table["SnapshottableDirectoryList"]
     }
-    hdfs.delete("/snaps", recursive=True)
+    # a snapshottable directory without snapshots is deleted, as HDFS deletes it
+    hdfs.allow_snapshot("/snaps")
+    assert hdfs.delete("/snaps", recursive=True) is True
+    assert hdfs.status("/snaps", strict=False) is None
 
 
 def test_quotas_in_content_summary_quota_usage_and_setquota(

@@ -11,7 +11,10 @@ OTHER when ``user.name`` is a proxy user of this gateway (``--proxy-user NAME``,
 ``hadoop.proxyuser.NAME.*`` with ``*`` for users, groups and hosts) and is refused with
 ``AccessControlException`` otherwise. The gateway listens on loopback only (plain HTTP, as the
 HTTP side of every keelfs process, ``keelfs.web.listen``) and refuses a request whose ``Host``
-is not a loopback name or its listen address (DNS rebinding).
+is not a loopback name or its listen address (DNS rebinding). A ``delegation=`` token
+(``keelfs.gateways.webhdfs.tokens``, with ``--token-secret-file``) acts as the user it names
+and no one else; its renewals and cancellations are kept in the cluster, so every gateway
+sharing the secret sees them.
 
 **A cluster with TLS** takes the user from the client's certificate and ignores the name a
 request gives; the gateway then holds one user's certificate (``--tls-dir DIR --user NAME``)
@@ -731,6 +734,13 @@ class WebHdfsGateway:
             await call.client.delete(call.path, recursive=recursive)
         except NotFound:
             return _boolean(False)
+        except InvalidArgument:
+            if not await _disallow_snapshots_within(call.client, call.path):
+                raise
+            try:
+                await call.client.delete(call.path, recursive=recursive)
+            except NotFound:
+                return _boolean(False)
         return _boolean(True)
 
     # -- snapshots (docs/data.md, "Snapshots") ---------------------------------------------------
@@ -974,6 +984,22 @@ async def _snapshot_call(work: Awaitable[T]) -> T:
         if mapped is exc:
             raise
         raise mapped from exc
+
+
+async def _disallow_snapshots_within(client: AsyncClient, path: str) -> bool:
+    """Make the snapshottable directories at or under ``path`` not snapshottable, so that
+    a DELETE of them goes through as in HDFS (which deletes a snapshottable directory that
+    has no snapshots; keelfs refuses to delete one while it is marked). False where there
+    is none (the refusal was about something else); a directory that has snapshots stays
+    marked and its refusal is HDFS's ``SnapshotException``."""
+    if path == "/":
+        return False  # "/" itself is never deleted: leave every mark as it is
+    inside = [
+        d for d in await client.snapshottable_directories() if d == path or d.startswith(path + "/")
+    ]
+    for directory in inside:
+        await _snapshot_call(client.disallow_snapshot(directory))
+    return bool(inside)
 
 
 class _ClusterDirectory:
