@@ -139,3 +139,16 @@ def test_a_short_secret_is_refused(tmp_path: Path) -> None:
     good = tmp_path / "good"
     good.write_text("y" * 32 + "\n")
     assert tokens.load_secret(good) == b"y" * 32
+
+
+def test_a_failure_log_line_hides_tokens() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from keelfs.gateways.webhdfs.app import _loggable
+
+    request = make_mocked_request(
+        "GET", "/webhdfs/v1/a?op=LISTSTATUS&delegation=SECRETTOKEN&Token=OTHER&user.name=ann"
+    )
+    line = _loggable(request)
+    assert "SECRETTOKEN" not in line and "OTHER" not in line
+    assert "op=LISTSTATUS" in line and "user.name=ann" in line

@@ -372,7 +372,7 @@ class WebHdfsGateway:
         except (ConnectionError, asyncio.CancelledError):
             raise  # the client went away: nobody to answer
         except Exception as exc:  # noqa: BLE001  # a Hadoop client expects a RemoteException
-            log.exception("%s %s failed", request.method, request.path_qs)
+            log.exception("%s %s failed", request.method, _loggable(request))
             return errors.remote_exception(exc, path)
 
     async def _authenticate(
@@ -964,6 +964,16 @@ def _path(raw: str) -> str:
     if len(path) > 1:
         path = path.rstrip("/") or "/"
     return path
+
+
+def _loggable(request: web.Request) -> str:
+    """The request's path and query with its tokens hidden (a token in a log is a bearer
+    credential handed to whoever reads the log)."""
+    query = MultiDict(request.query)
+    for key in list(query):
+        if key.lower() in ("delegation", "token"):
+            query[key] = "<hidden>"
+    return str(request.rel_url.with_query(query))
 
 
 def _quota_value(value: int, current: int | None) -> int | None:
