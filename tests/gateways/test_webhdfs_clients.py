@@ -181,7 +181,7 @@ def test_hadoop_errors(webhdfs_gateway: Any, hdfs: InsecureClient) -> None:
         400,
         "IllegalArgumentException",
     )  # GET
-    assert remote(api(webhdfs_gateway, "/", "RENAMESNAPSHOT", "PUT"))[:2] == (
+    assert remote(api(webhdfs_gateway, "/", "GETSNAPSHOTDIFFLISTING"))[:2] == (
         400,
         "UnsupportedOperationException",
     )
@@ -344,8 +344,18 @@ def test_snapshots_through_hdfscli_and_raw_ops(webhdfs_gateway: Any, hdfs: Insec
     assert mine["dirStatus"]["pathSuffix"] == "snaps" and mine["snapshotNumber"] == 2
     assert mine["snapshotQuota"] == 65536
 
-    with pytest.raises(HdfsError, match="rename"):
-        hdfs.rename_snapshot("/snaps", "s1", "s2")  # keelfs cannot rename a snapshot
+    hdfs.rename_snapshot("/snaps", "s1", "s2")
+    with hdfs.read("/snaps/.snapshot/s2/d/kept") as reader:
+        assert reader.read() == b"old bytes"
+    assert (
+        remote_error(api(webhdfs_gateway, "/snaps/.snapshot/s1/d/kept", "GETFILESTATUS"))[0] == 404
+    )
+    taken = api(
+        webhdfs_gateway, "/snaps", "RENAMESNAPSHOT", "PUT",
+        oldsnapshotname="s2", snapshotname=unnamed.rsplit("/", 1)[1],
+    )  # fmt: skip
+    assert remote_error(taken) == (403, "SnapshotException")
+    hdfs.rename_snapshot("/snaps", "s2", "s1")
     refused = api(webhdfs_gateway, "/snaps", "DISALLOWSNAPSHOT", "PUT")
     assert remote_error(refused) == (403, "SnapshotException")  # snapshots remain
     refused = api(webhdfs_gateway, "/snaps", "DELETE", "DELETE", recursive="true")

@@ -113,7 +113,6 @@ UNBUILT_OPS: dict[str, str] = {
     **dict.fromkeys(("GETFILEBLOCKLOCATIONS", "GET_BLOCK_LOCATIONS"), "block locations"),
     "CREATESYMLINK": "symbolic links",
     "SETQUOTABYSTORAGETYPE": "storage types (a quota per type)",
-    "RENAMESNAPSHOT": "snapshot renames (a snapshot keeps the name it was taken with)",
     "GETSNAPSHOTDIFFLISTING": "inode ids for a paged diff (GETSNAPSHOTDIFF answers it whole)",
     "CHECKACCESS": "access checks without an operation",
     "GETSERVERDEFAULTS": "server defaults",
@@ -762,6 +761,12 @@ class WebHdfsGateway:
         await _snapshot_call(call.client.delete_snapshot(call.path, name))
         return _EMPTY()
 
+    async def _rename_snapshot(self, call: _Call) -> web.StreamResponse:
+        old = call.params.required("oldsnapshotname")
+        new = call.params.required("snapshotname")
+        await _snapshot_call(call.client.rename_snapshot(call.path, old, new))
+        return _EMPTY()
+
     async def _snapshot_diff(self, call: _Call) -> web.StreamResponse:
         """HDFS's ``getSnapshotDiffReport``: an empty name (or ``.``) is the live tree."""
         old = call.params.text("oldsnapshotname") or ""
@@ -890,6 +895,7 @@ _OPERATIONS: dict[tuple[str, str], Handler] = {
     ("PUT", "DISALLOWSNAPSHOT"): WebHdfsGateway._disallow_snapshot,
     ("PUT", "CREATESNAPSHOT"): WebHdfsGateway._create_snapshot,
     ("DELETE", "DELETESNAPSHOT"): WebHdfsGateway._delete_snapshot,
+    ("PUT", "RENAMESNAPSHOT"): WebHdfsGateway._rename_snapshot,
     ("GET", "GETSNAPSHOTDIFF"): WebHdfsGateway._snapshot_diff,
     ("GET", "GETSNAPSHOTTABLEDIRECTORYLIST"): WebHdfsGateway._snapshottable_list,
     ("GET", "GETSNAPSHOTLIST"): WebHdfsGateway._snapshot_list,
