@@ -243,3 +243,22 @@ def test_preflights_and_origin_headers_follow_the_rules(gateway: Gateway) -> Non
     stranger = requests.get(url, headers={"Origin": "https://example.org"}, timeout=30)
     assert stranger.status_code == 200
     assert "Access-Control-Allow-Origin" not in stranger.headers
+
+
+# -- Signature Version 2 (the suite's CORS tests sign with it) ------------------------------------
+def test_signature_v2_clients(gateway: Gateway) -> None:
+    v2 = gateway.client(signature_version="s3")
+    bucket = _bucket(v2, "sigv2", ACL="public-read")
+    v2.put_object(Bucket=bucket, Key="a b", Body=b"v2", ACL="public-read", Metadata={"m": "1"})
+    v2.put_bucket_cors(Bucket=bucket, CORSConfiguration=RULES)
+    assert v2.get_bucket_cors(Bucket=bucket)["CORSRules"] == RULES["CORSRules"]
+    assert v2.get_object(Bucket=bucket, Key="a b")["Body"].read() == b"v2"
+    assert gateway.client().get_object_acl(Bucket=bucket, Key="a b")["Owner"]["ID"] == gateway.user
+    url = v2.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "a b"})
+    assert requests.get(url, timeout=30).content == b"v2"
+    other_key = url.replace("/a%20b?", "/other?")
+    assert requests.get(other_key, timeout=30).status_code == 403
+    forged = gateway.client(OTHER_KEY, "not-the-secret", signature_version="s3")
+    with pytest.raises(ClientError) as exc:
+        forged.list_objects(Bucket=bucket)
+    assert exc.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
