@@ -5,7 +5,11 @@ an old date and an expired URL are refused with S3's errors."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import email.utils
+import hashlib
+import hmac
 import time
 from urllib.parse import urlsplit
 
@@ -74,3 +78,19 @@ def test_presigned_url() -> None:
     assert _code(lambda: _authenticate("PUT", request)) == (403, "SignatureDoesNotMatch")
     past = dt.datetime.fromtimestamp(time.time() + 120, dt.UTC)
     assert _code(lambda: _authenticate("GET", request, past)) == (403, "AccessDenied")
+
+
+def test_x_amz_date_empties_the_date_line() -> None:
+    """With ``x-amz-date`` the ``Date`` line is empty (S3's rule): a client that sends both
+    signed this, not the ``Date``."""
+    amz_date = email.utils.formatdate(usegmt=True)
+    text = f"GET\n\n\n\nx-amz-date:{amz_date}\n/bucket/k"
+    digest = hmac.new(b"sekrit/0123", text.encode(), hashlib.sha1).digest()
+    headers = CIMultiDict(
+        {
+            "Authorization": "AWS AKID:" + base64.b64encode(digest).decode(),
+            "x-amz-date": amz_date,
+            "Date": "Thu, 01 Jan 1970 00:00:00 GMT",
+        }
+    )
+    assert sigv4.authenticate("GET", "/bucket/k", "", headers, KEYS).key.user == "ann"
