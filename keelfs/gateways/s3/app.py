@@ -1,9 +1,10 @@
 """``S3Gateway``: the S3 gateway's aiohttp server, its routing and its clients.
 
 Path-style addressing only (``http://HOST:PORT/bucket/key``). Every request is authenticated
-(``sigv4``) before anything else; the access key names a keelfs user, and the request runs
-through a client of the cluster acting as that user (one ``AsyncClient`` per user, made on
-first use), so keelfs's permissions decide what it may do:
+(``sigv4``, ``sigv2``) before anything else (but a POST Object, whose form carries its signed
+policy, ``post_object``, and a CORS preflight, never signed, ``cors``); the access key names
+a keelfs user, and the request runs through a client of the cluster acting as that user (one
+``AsyncClient`` per user, made on first use), so keelfs's permissions decide what it may do:
 
 - without TLS (simple mode) the client names the user (``keelfs-user``), as any client may;
 - with TLS (``tls_dir``) each user's client presents that user's own certificate from the
