@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from keelfs.client.aio import AsyncClient
 from keelfs.gateways.s3 import acl as acls
@@ -19,9 +20,10 @@ from keelfs.gateways.s3 import sigv4, store
 from keelfs.gateways.s3.errors import S3Error
 from keelfs.gateways.s3.xmlio import render
 
-__all__ = ["Ctx", "http_date", "xml_response"]
+__all__ = ["Ctx", "http_date", "stored_from_headers", "xml_response"]
 
 BODY_PIECE = 1024 * 1024
+Headers = CIMultiDictProxy[str] | CIMultiDict[str]
 
 
 @dataclass
@@ -44,11 +46,15 @@ class Ctx:
     async def object_acl_of_request(self) -> acls.Acl:
         """The ACL a PUT, copy or multipart create asks for its object (private where it
         asks none), refused before anything is written if keelfs cannot hold it."""
+        return await self.object_acl_of(self.request.headers)
+
+    async def object_acl_of(self, headers: Headers) -> acls.Acl:
+        """The ACL ``headers`` (a request's, or a POST form's fields) ask for their object."""
         bucket_owner = ""
-        if (self.header("x-amz-acl") or "").strip().startswith("bucket-owner-"):
+        if (headers.get("x-amz-acl") or "").strip().startswith("bucket-owner-"):
             bucket_owner = (await store.require_bucket(self.fs, self.bucket)).owner
         chosen = acls.from_request(
-            self.request.headers, b"", owner=self.user, is_bucket=False, bucket_owner=bucket_owner
+            headers, b"", owner=self.user, is_bucket=False, bucket_owner=bucket_owner
         )
         return chosen or acls.PRIVATE
 
@@ -92,20 +98,25 @@ class Ctx:
     def stored_from_request(self, etag: str) -> store.Stored:
         """The Content-Type, user metadata and stored headers a PUT (or a REPLACE copy, or a
         multipart create) gives its object."""
-        headers = self.request.headers
-        meta = {
-            name[len("x-amz-meta-") :].lower(): value
-            for name, value in headers.items()
-            if name.lower().startswith("x-amz-meta-")
-        }
-        kept = {name: headers[name] for name in store.STORED_HEADERS if name in headers}
-        given = kept.pop("content-encoding", "")
-        encoding = [e.strip() for e in given.split(",") if e.strip() not in ("", "aws-chunked")]
-        if encoding:  # as given, less the transfer's own "aws-chunked"
-            unchanged = len(encoding) == len(given.split(","))
-            kept["content-encoding"] = given if unchanged else ", ".join(encoding)
-        content_type = headers.get("Content-Type") or store.DEFAULT_TYPE
-        return store.Stored(etag, content_type, meta, kept)
+        return stored_from_headers(self.request.headers, etag)
+
+
+def stored_from_headers(headers: Headers, etag: str) -> store.Stored:
+    """What ``headers`` (a request's, or a POST form's fields) give an object: its
+    Content-Type, user metadata and stored headers."""
+    meta = {
+        name[len("x-amz-meta-") :].lower(): value
+        for name, value in headers.items()
+        if name.lower().startswith("x-amz-meta-")
+    }
+    kept = {name: headers[name] for name in store.STORED_HEADERS if name in headers}
+    given = kept.pop("content-encoding", "")
+    encoding = [e.strip() for e in given.split(",") if e.strip() not in ("", "aws-chunked")]
+    if encoding:  # as given, less the transfer's own "aws-chunked"
+        unchanged = len(encoding) == len(given.split(","))
+        kept["content-encoding"] = given if unchanged else ", ".join(encoding)
+    content_type = headers.get("Content-Type") or store.DEFAULT_TYPE
+    return store.Stored(etag, content_type, meta, kept)
 
 
 def http_date(ms: int) -> str:
