@@ -1,4 +1,5 @@
-"""After a chmod or chown of a directory: its new bits to every shard (``SetTraverseGuard``).
+"""After a chmod, chown or ACL change of a directory: its new bits and ACL to every shard
+(``SetTraverseGuard``).
 
 The directory's entry changed on one shard; its self-record (what its children are checked
 against) and the traverse guards of the directories below it live wherever the map put them,
@@ -36,13 +37,13 @@ class GuardSpreader:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def after_change(self, info: pb.FileInfo, timeout: float) -> None:
-        """Send ``info``'s directory's owner, group and mode to every shard, twice (module
+        """Send ``info``'s directory's owner, group, mode and ACL to every shard, twice (module
         doc); nothing for a file. ``Unavailable`` if a shard kept refusing until
         ``timeout``: the change stands on the shards that applied it, and the client's retry
         (the same chmod) sends it again."""
         if info.kind != pb.DIRECTORY:
             return
-        command = SetTraverseGuard(info.path, info.owner, info.group, info.mode)
+        command = SetTraverseGuard(info.path, info.owner, info.group, info.mode, tuple(info.acl))
         deadline = time.monotonic() + timeout
         lock = self._locks.setdefault(info.path, asyncio.Lock())
         try:
