@@ -415,6 +415,9 @@ def _build_and_validate(builder: list[AclEntry]) -> list[AclEntry]:
                 f"Invalid ACL: ACL has {len(scoped)} {scope} entries, which exceeds maximum "
                 f"of {MAX_ENTRIES}."
             )
+    for scoped in (access, defaults):  # (what calculate_masks ensures; a foreign record too)
+        if any(e.named for e in scoped) and not any(e.kind == "mask" for e in scoped):
+            raise _invalid("Invalid ACL: named entries need a mask.")
     for kind in ("user", "group", "other"):
         if not any(e.kind == kind and not e.named for e in access):
             raise _invalid("Invalid ACL: the user, group and other entries are required.")

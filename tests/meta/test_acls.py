@@ -391,10 +391,12 @@ def test_records_without_an_acl_are_unchanged_and_with_one_round_trip() -> None:
         ["default:user:bob:rwx"],  # default entries on a file
         ["user:bob:rwx"],  # no group:: entry
         ["mask::rwx", "group::r--"],
+        ["default:user::rwx", "default:user:bob:r--", "default:group::r--", "default:other::---"],
     ],
 )
 def test_a_foreign_record_with_a_bad_acl_is_refused(acl: list[str]) -> None:
-    body = json.loads(Inode("file", 0o644, "a", "b", 1, 1).encode())
+    kind = "dir" if acl[0].startswith("default:user::") else "file"  # (the last: no mask)
+    body = json.loads(Inode(kind, 0o644, "a", "b", 1, 1).encode())
     body += [[], "", None, None, 0, acl]
     with pytest.raises(ValueError):
         decode_foreign(json.dumps(body, separators=(",", ":")).encode())
