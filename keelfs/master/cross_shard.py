@@ -32,7 +32,6 @@ it wait (``MetaNode.wait_unlocked``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -66,7 +65,7 @@ from keelfs.meta.principals import (
 )
 from keelfs.meta.records import DIRECTORY, Inode
 from keelfs.meta.shardmap import ShardMap
-from keelfs.meta.transactions import Step, TxnRecord
+from keelfs.meta.transactions import Step, TxnRecord, may_step
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import session_id_from_pb
 
@@ -147,17 +146,17 @@ def _may(
     access: int,
     child: str = "",
     guards: tuple[Guard, ...] | None = None,
+    inherited: tuple[acls.AclEntry, ...] | None = None,
 ) -> list[Step]:
     """The ``may`` step that checks, in the transaction, that ``caller`` may pass into
     ``directory`` with ``access`` on it (and the sticky bit for ``child``; ``guards``: that
-    the guards a new child directory was built with still hold). A superuser is not
-    checked: its step only pins the guards, when there are guards to pin."""
-    if guards is None and (caller is None or caller.superuser):
+    the guards a new child directory was built with still hold; ``inherited``: that the
+    default ACL its ACL was built from still does). A superuser is not checked: its step
+    only pins the guards and defaults, when there are some to pin."""
+    if guards is None and inherited is None and (caller is None or caller.superuser):
         return []
     who = SUPERUSER if caller is None else caller
-    texts = None if guards is None else [g.to_text() for g in guards]
-    body = [who.encode(), access, child] + ([] if texts is None else [texts])
-    return [Step("may", directory, json.dumps(body, separators=(",", ":")))]
+    return [may_step(directory, who, access, child, guards, inherited)]
 
 
 def _seq_applied(sm: ShardStateMachine, header: pb.RequestHeader) -> bool:
@@ -190,6 +189,7 @@ async def mkdir(
     owner, group = command.owner, command.group
     guards: tuple[Guard, ...] = ()
     mode, acl = command.mode, tuple[acls.AclEntry, ...]()
+    defaults = tuple[acls.AclEntry, ...]()
     raw_parent = member.sm.self_record(parent)
     if raw_parent is not None:
         parent_record = Inode.decode(raw_parent.encode())
@@ -201,6 +201,7 @@ async def mkdir(
             parent_record.mode,
             parent_record.acl,
         )
+        defaults = acls.default_entries(parent_record.acl)
         mode, acl = acls.inherit(parent_record.acl, command.mode, is_dir=True)
         if caller is not None and not caller.superuser:
             owner, group = caller.user, parent_record.group
@@ -208,7 +209,7 @@ async def mkdir(
     record = Inode(DIRECTORY, mode, owner, group, now, now, guards=guards, acl=acl)
     record_text = record.encode().decode()
     own = [
-        *_may(caller, parent, WRITE, "", guards),
+        *_may(caller, parent, WRITE, "", guards, defaults),
         Step("dir", parent),
         Step("absent", path),
         Step("put_entry", path, record_text),

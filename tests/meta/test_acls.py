@@ -35,10 +35,13 @@ from keelfs.meta.commands import (
     SetTraverseGuard,
     SnapshotAllow,
     SnapshotTake,
+    TxnFinish,
+    TxnPrepare,
 )
 from keelfs.meta.namespace import ShardStateMachine
 from keelfs.meta.principals import EXECUTE, READ, WRITE, Caller, Guard
 from keelfs.meta.records import FileInfo, Inode, decode_foreign
+from keelfs.meta.transactions import decode_part, encode_part, may_step
 
 ALICE = Caller("alice", ("staff",))
 BOB = Caller("bob", ("users",))
@@ -353,6 +356,28 @@ def test_the_self_record_on_another_shard_takes_the_default_acl_its_children_inh
     d.ok(SetTraverseGuard("/a", "alice", "staff", 0o755, acl))
     made = d.ok(Create("/a/f", mode=0o644), d.session(ALICE), caller=ALICE)
     assert made["acl"] == ["user:bob:rwx", "group::r-x"] and made["mode"] == 0o640
+
+
+def test_a_may_step_refuses_a_new_directory_built_before_a_default_acl_changed(
+    d: Driver,
+) -> None:
+    """A cross-shard mkdir builds the new directory's ACL from its parent's default ACL as
+    the coordinator read it; a setfacl of those defaults since makes the parent's shard
+    refuse the part ("changed": the retry reads anew), as a chmod above does for guards."""
+    read = acls.default_entries(sm(d).stat("/proj/sub").acl)
+    assert read == ()
+    guards = guards_of(sm(d), "/proj/sub")  # what its children get (/proj's: 0750)
+    part = encode_part([may_step("/proj/sub", ALICE, WRITE, "", guards, read)])
+    assert d.ok(TxnPrepare(1, "shard-2", part))["state"] == "prepared"
+    d.ok(TxnFinish(1, False))
+    d.ok(ModifyAclEntries("/proj/sub", spec("default:other::---")), caller=ALICE)
+    stale = d.ok(TxnPrepare(2, "shard-2", part))
+    assert stale["state"] == "aborted" and stale["error"]["reason"] == "changed"
+    fresh = acls.default_entries(sm(d).stat("/proj/sub").acl)
+    part = encode_part([may_step("/proj/sub", ALICE, WRITE, "", guards, fresh)])
+    assert d.ok(TxnPrepare(3, "shard-2", part))["state"] == "prepared"
+    with pytest.raises(InvalidArgument):
+        decode_part(json.dumps([["may", "/tmp", '[["bob",[]],2,"",[],["user:bob:rwx"]]']]))
 
 
 def test_a_snapshot_copy_keeps_the_acl(d: Driver) -> None:
