@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from keelfs.cli.acl_cmd import ACL_COMMANDS
 from keelfs.cli.admin import admin as _admin
 from keelfs.cli.bench_cmd import bench as _bench
 from keelfs.cli.certs_cmd import certs as _certs
@@ -69,7 +70,7 @@ cli.add_command(_chaos)
 cli.add_command(_s3)
 cli.add_command(_webhdfs)
 _register_server(cli)  # server, master, config-server, chunkserver, local-cluster, demo
-for _command in [*FILE_COMMANDS, *EDIT_COMMANDS, *SNAPSHOT_COMMANDS]:
+for _command in [*FILE_COMMANDS, *EDIT_COMMANDS, *SNAPSHOT_COMMANDS, *ACL_COMMANDS]:
     cli.add_command(_command)
 _CLIENT_COMMANDS = frozenset(
     {"admin", *(c.name for c in [*FILE_COMMANDS, *EDIT_COMMANDS, *SNAPSHOT_COMMANDS])}

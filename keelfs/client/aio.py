@@ -411,6 +411,46 @@ class AsyncClient:
     async def chmod(self, path: str, mode: int, *, deadline: float | None = None) -> FileInfo:
         return file_info_from_pb((await self._run(ops.chmod(path, mode), deadline)).info)
 
+    async def set_acl(
+        self, path: str, spec: str | Sequence[str], *, deadline: float | None = None
+    ) -> FileInfo:
+        """Replace the ACL's scopes that ``spec`` names (HDFS's ``setAcl``, ``setfacl --set``):
+        ``"user::rwx,user:bob:r-x,group::r-x,other::---"``; the owner or a superuser. The
+        answer: the new attributes (``acl``; ``mode``'s group bits are the mask)."""
+        return file_info_from_pb(
+            (await self._run(ops.acl_change("set", path, spec), deadline)).info
+        )
+
+    async def modify_acl_entries(
+        self, path: str, spec: str | Sequence[str], *, deadline: float | None = None
+    ) -> FileInfo:
+        """Add these entries or change their permissions (``setfacl -m``)."""
+        return file_info_from_pb(
+            (await self._run(ops.acl_change("modify", path, spec), deadline)).info
+        )
+
+    async def remove_acl_entries(
+        self, path: str, spec: str | Sequence[str], *, deadline: float | None = None
+    ) -> FileInfo:
+        """Remove these entries (``setfacl -x``; no permissions: ``"user:bob"``)."""
+        return file_info_from_pb(
+            (await self._run(ops.acl_change("remove_entries", path, spec), deadline)).info
+        )
+
+    async def remove_default_acl(self, path: str, *, deadline: float | None = None) -> FileInfo:
+        """Remove every default entry (``setfacl -k``)."""
+        return file_info_from_pb(
+            (await self._run(ops.acl_change("remove_default", path), deadline)).info
+        )
+
+    async def remove_acl(self, path: str, *, deadline: float | None = None) -> FileInfo:
+        """Remove every entry beyond the mode (``setfacl -b``)."""
+        return file_info_from_pb((await self._run(ops.acl_change("remove", path), deadline)).info)
+
+    async def acl_status(self, path: str, *, deadline: float | None = None) -> ops.AclStatus:
+        """``path``'s ACL (HDFS's ``getAclStatus``, ``getfacl``): anyone who may reach it."""
+        return ops.AclStatus.of(await self.stat(path, deadline=deadline))
+
     async def chown(
         self,
         path: str,

@@ -64,12 +64,18 @@ from keelfs.master.servicer import Audited, ServicerBase
 from keelfs.master.snapshot_service import SnapshotServiceMixin, refuse_snapshot_roots
 from keelfs.meta import paths
 from keelfs.meta.commands import (
+    AclChange,
     Command,
     KeepAlive,
     Mkdir,
     MkdirSelf,
+    ModifyAclEntries,
     RegisterSession,
+    RemoveAcl,
+    RemoveAclEntries,
+    RemoveDefaultAcl,
     RenewLease,
+    SetAcl,
     TxnFinish,
     TxnPrepare,
 )
@@ -398,6 +404,42 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
     ) -> pb.FileInfoReply:
         build = partial(requests.set_owner, request)
         reply = await self._info_write(context, request.header, request.path, build, "setOwner")
+        await self.serve(context, self.node.guards.after_change(reply.info, self.timeout(context)))
+        return reply
+
+    # ------------------------------------------------------------------ ACLs
+    async def SetAcl(self, request: pb.AclRequest, context: Any) -> pb.FileInfoReply:  # noqa: N802
+        return await self._acl_change(request, context, SetAcl, "setAcl")
+
+    async def ModifyAclEntries(  # noqa: N802
+        self, request: pb.AclRequest, context: Any
+    ) -> pb.FileInfoReply:
+        return await self._acl_change(request, context, ModifyAclEntries, "modifyAclEntries")
+
+    async def RemoveAclEntries(  # noqa: N802
+        self, request: pb.AclRequest, context: Any
+    ) -> pb.FileInfoReply:
+        return await self._acl_change(request, context, RemoveAclEntries, "removeAclEntries")
+
+    async def RemoveDefaultAcl(  # noqa: N802
+        self, request: pb.AclRequest, context: Any
+    ) -> pb.FileInfoReply:
+        return await self._acl_change(request, context, RemoveDefaultAcl, "removeDefaultAcl")
+
+    async def RemoveAcl(self, request: pb.AclRequest, context: Any) -> pb.FileInfoReply:  # noqa: N802
+        return await self._acl_change(request, context, RemoveAcl, "removeAcl")
+
+    async def _acl_change(
+        self, request: pb.AclRequest, context: Any, kind: type[AclChange], audit: str
+    ) -> pb.FileInfoReply:
+        """An ACL change, proposed on the shard of the path's entry; a directory's new ACL
+        then goes to every shard, as a chmod's bits do (``keelfs.master.guards``)."""
+        entries = tuple(request.entries)
+
+        def build(normal: str) -> Command:
+            return kind(normal, entries)
+
+        reply = await self._info_write(context, request.header, request.path, build, audit)
         await self.serve(context, self.node.guards.after_change(reply.info, self.timeout(context)))
         return reply
 

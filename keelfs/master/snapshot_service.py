@@ -296,7 +296,7 @@ class SnapshotServiceMixin:
         info = await self.node.internal.stat(path, deadline=timeout)
         if not info.is_dir:
             raise NotADirectory(path)
-        if not allows(caller, info.owner, info.group, info.mode, READ):
+        if not allows(caller, info.owner, info.group, info.mode, READ, info.acl):
             raise denied(caller, path, info.owner, info.group, info.mode, "READ")
 
     async def _snapshot_diff(

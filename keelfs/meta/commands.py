@@ -39,7 +39,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from keelfs.errors import InvalidArgument, InvalidPath, KeelError
-from keelfs.meta import jsonbytes, paths
+from keelfs.meta import acls, jsonbytes, paths
 from keelfs.meta.principals import (
     DEFAULT_GROUP,
     DEFAULT_OWNER,
@@ -57,6 +57,7 @@ __all__ = [
     "SHARD_COMMANDS",
     "AddBlock",
     "AddBlockKey",
+    "AclChange",
     "AddShard",
     "Append",
     "BeginMove",
@@ -75,6 +76,7 @@ __all__ = [
     "KeepAlive",
     "Mkdir",
     "MkdirSelf",
+    "ModifyAclEntries",
     "MoveDrop",
     "MoveTreeAbort",
     "MoveTreeDrop",
@@ -87,12 +89,16 @@ __all__ = [
     "RegisterChunkServer",
     "RegisterMaster",
     "RegisterSession",
+    "RemoveAcl",
+    "RemoveAclEntries",
+    "RemoveDefaultAcl",
     "RemoveShard",
     "Rename",
     "RecoverLease",
     "RenewLease",
     "Result",
     "SealRing",
+    "SetAcl",
     "SetOwner",
     "SetPermission",
     "SetQuota",
@@ -641,12 +647,88 @@ class SetTraverseGuard(Command):
     owner: str
     group: str
     mode: int
+    acl: tuple[str, ...] = ()
+    """The directory's ACL entries beyond the mode (``Inode.acl``, its default ones too: its
+    self-record takes them, and its children inherit from it)."""
 
     def validate(self) -> None:
         check_path(self.path)
         check_principal(self.owner, "owner")
         check_principal(self.group, "group")
         check_mode(self.mode)
+        try:
+            acls.check_stored(True, self.mode, acls.parse_spec(self.acl))
+        except ValueError as e:
+            raise InvalidArgument(str(e), "acl") from None
+
+
+@dataclass(frozen=True, slots=True)
+class AclChange(Command):
+    """A change of ``path``'s ACL (``keelfs.meta.acls``; HDFS's ``setAcl``,
+    ``modifyAclEntries``, ``removeAclEntries``, ``removeDefaultAcl``, ``removeAcl``), by its
+    owner or a superuser. ``entries``: the ACL spec, one entry each (``user:bob:r-x``;
+    without a permission for ``RemoveAclEntries``). A directory whose guard changes is
+    spread like a chmod (``SetTraverseGuard``)."""
+
+    path: str
+    entries: tuple[str, ...] = ()
+    with_perm: ClassVar[bool] = True
+    takes_entries: ClassVar[bool] = True
+
+    def validate(self) -> None:
+        check_path(self.path)
+        if not self.takes_entries:
+            if self.entries:
+                raise InvalidArgument(f"{self.op} takes no ACL entries", "entries")
+            return
+        if not self.entries:
+            raise InvalidArgument(f"{self.op} needs ACL entries", "entries")
+        if len(self.entries) > acls.MAX_ENTRIES * 2:
+            raise InvalidArgument(
+                f"an ACL spec has at most {acls.MAX_ENTRIES * 2} entries", "entries"
+            )
+        self.spec()
+
+    def spec(self) -> tuple[acls.AclEntry, ...]:
+        return acls.parse_spec(self.entries, with_perm=self.with_perm)
+
+
+@dataclass(frozen=True, slots=True)
+class SetAcl(AclChange):
+    """Replace the ACL's scopes (access, default) that ``entries`` names; the others stay."""
+
+    op: ClassVar[str] = "set_acl"
+
+
+@dataclass(frozen=True, slots=True)
+class ModifyAclEntries(AclChange):
+    """Add ``entries``, or change the permissions of those the ACL has."""
+
+    op: ClassVar[str] = "modify_acl_entries"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAclEntries(AclChange):
+    """Remove the entries ``entries`` names (scope, kind and name; no permission)."""
+
+    op: ClassVar[str] = "remove_acl_entries"
+    with_perm: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveDefaultAcl(AclChange):
+    """Remove every default entry."""
+
+    op: ClassVar[str] = "remove_default_acl"
+    takes_entries: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAcl(AclChange):
+    """Remove every entry beyond the mode (the group bits become ``group::`` again)."""
+
+    op: ClassVar[str] = "remove_acl"
+    takes_entries: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -1390,6 +1472,11 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     MoveTreeStage,
     MoveTreeAbort,
     MoveTreeDrop,
+    SetAcl,
+    ModifyAclEntries,
+    RemoveAclEntries,
+    RemoveDefaultAcl,
+    RemoveAcl,
 )
 CONFIG_COMMANDS = SESSION_COMMANDS | _registry(
     RegisterMaster,

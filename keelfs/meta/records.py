@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from keelfs.meta import jsonbytes
+from keelfs.meta import acls, jsonbytes
+from keelfs.meta.acls import AclEntry
 from keelfs.meta.principals import Guard
 
 __all__ = [
@@ -138,6 +139,10 @@ class Inode:
     """While a file reopened by ``Append`` or ``Truncate`` is under construction: how many of
     its first blocks were committed before (their lengths and stamps never change during it;
     lease recovery never drops or cuts them). Encoded only when not 0."""
+    acl: tuple[AclEntry, ...] = ()
+    """The ACL entries beyond the mode (``keelfs.meta.acls``: with them the mode's group bits
+    are the mask), sorted, access ones first. Encoded only when there are some, so a record
+    without an ACL is byte for byte what it was before ACLs."""
 
     @property
     def is_dir(self) -> bool:
@@ -167,7 +172,10 @@ class Inode:
             int(self.under_construction),
             self.lease_holder,
         ]
-        truncating = self.truncating is not None or self.sealed_blocks != 0
+        # the optional fields, each written only when it or one after it is set
+        acl = bool(self.acl)
+        sealed = self.sealed_blocks != 0 or acl
+        truncating = self.truncating is not None or sealed
         tail = self.data is not None or truncating
         if self.guards or (self.lease_holder and self.lease_user) or tail:
             body.append([g.to_list() for g in self.guards])
@@ -177,8 +185,10 @@ class Inode:
             body.append(None if self.data is None else base64.b64encode(self.data).decode("ascii"))
         if truncating:
             body.append(None if self.truncating is None else list(self.truncating))
-        if self.sealed_blocks:
+        if sealed:
             body.append(self.sealed_blocks)
+        if acl:
+            body.append([e.to_text() for e in self.acl])
         return jsonbytes.dumps(body)
 
     @classmethod
@@ -207,6 +217,7 @@ class Inode:
                 else None
             ),
             sealed_blocks=body[16] if len(body) > 16 else 0,
+            acl=_decode_acl(body[17]) if len(body) > 17 else (),
         )
 
     def info(self, path: str, *, with_data: bool = False) -> FileInfo:
@@ -228,7 +239,20 @@ class Inode:
             lease_holder=self.lease_holder,
             lease_user=self.lease_user if self.lease_holder else "",
             data=self.data if with_data else None,
+            acl=self.acl,
         )
+
+
+def _decode_acl(raw: Any) -> tuple[AclEntry, ...]:
+    """A record's ACL entries: ``ValueError`` unless they are valid and sorted, none twice
+    (what ``Inode.encode`` writes)."""
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("an inode record's ACL is a non-empty list")
+    entries = acls.parse_spec(raw)
+    keys = [e.key for e in entries]
+    if len(entries) != len(raw) or keys != sorted(set(keys)):
+        raise ValueError("an inode record's ACL entries are sorted, each once")
+    return entries
 
 
 def _b64decode(text: str) -> bytes:
@@ -301,6 +325,7 @@ def decode_foreign(raw: bytes) -> Inode:
         raise ValueError("an inode record's truncate target is two integers")
     if inode.data is not None:
         _check_inline(inode)
+    acls.check_stored(inode.is_dir, inode.mode, inode.acl)
     if inode.encode() != raw:
         raise ValueError("not an inode record as this version writes it")
     return inode
@@ -339,17 +364,24 @@ class FileInfo:
     data: bytes | None = None
     """An inline file's content, where the request asked for it (a reader's ``GetFileInfo``);
     never in ``to_dict`` (command results are kept in the sessions' reply caches)."""
+    acl: tuple[AclEntry, ...] = ()
+    """The ACL entries beyond the mode (``Inode.acl``): what HDFS's ``getAclStatus`` lists;
+    any makes the ``+`` of ``ls -l`` (HDFS's ``aclBit``)."""
 
     @property
     def is_dir(self) -> bool:
         return self.kind == DIRECTORY
 
     @property
+    def has_acl(self) -> bool:
+        return bool(self.acl)
+
+    @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body = {
             "path": self.path,
             "kind": self.kind,
             "length": self.length,
@@ -365,6 +397,9 @@ class FileInfo:
             "lease_holder": self.lease_holder,
             "lease_user": self.lease_user,
         }
+        if self.acl:  # only where there is one: other results are as they were
+            body["acl"] = [e.to_text() for e in self.acl]
+        return body
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FileInfo:
@@ -384,6 +419,7 @@ class FileInfo:
             under_construction=d["under_construction"],
             lease_holder=d["lease_holder"],
             lease_user=d.get("lease_user", ""),
+            acl=acls.parse_spec(d.get("acl", ())),
         )
 
 

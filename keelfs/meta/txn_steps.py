@@ -19,7 +19,7 @@ from keelfs.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from keelfs.meta import moves, paths, quotas, sessions, snapshots
+from keelfs.meta import acls, moves, paths, quotas, sessions, snapshots
 from keelfs.meta import transactions as tx
 from keelfs.meta import tree_fences as tf
 from keelfs.meta.commands import (
@@ -170,6 +170,15 @@ class TransactionSteps(PermissionChecks):
                     "changed",
                     message=f"the permissions above {directory} changed while the "
                     "transaction was built",
+                )
+        inherited = tx.may_inherited(record)
+        if inherited is not None:
+            defaults = acls.default_entries(self._require_dir(txn, directory).acl)
+            if defaults != inherited:
+                raise Unavailable(
+                    "changed",
+                    message=f"the default ACL of {directory} changed while the transaction "
+                    "was built",
                 )
 
     def _apply_steps(self, txn: Txn, steps: tuple[tx.Step, ...], now: int) -> None:

@@ -538,6 +538,61 @@ def test_delegation_tokens_act_as_their_user(
     hdfs.delete("/tok", recursive=True)
 
 
+def test_hdfscli_acls(webhdfs_gateway: Any, hdfs: InsecureClient) -> None:
+    """ACLs through HdfsCLI (SETACL, MODIFYACLENTRIES, REMOVEACLENTRIES, REMOVEDEFAULTACL,
+    REMOVEACL, GETACLSTATUS) and what they do: bob let into alice's 0700 directory by a
+    named entry, a default ACL inherited by a file written through CREATE, the aclBit, the
+    owner alone changing it, a bad spec refused."""
+    hdfs.makedirs("/acl/alice")
+    hdfs.set_owner("/acl/alice", owner="alice")
+    hdfs.set_permission("/acl/alice", permission="700")
+    alice = InsecureClient(webhdfs_gateway.url, user="alice")
+    bob = InsecureClient(webhdfs_gateway.url, user="bob")
+    alice.write("/acl/alice/f", data=b"for bob")
+    alice.set_permission("/acl/alice/f", permission="600")
+    with pytest.raises(HdfsError, match="Permission denied|permission denied"):
+        bob.status("/acl/alice/f")
+    assert alice.acl_status("/acl/alice") == {
+        "entries": [],
+        "group": alice.status("/acl/alice")["group"],
+        "owner": "alice",
+        "permission": "700",
+        "stickyBit": False,
+    }
+    assert "aclBit" not in alice.status("/acl/alice")
+
+    alice.set_acl("/acl/alice", "user:bob:r-x", clear=False)
+    alice.set_acl("/acl/alice/f", "user::rw-,user:bob:r--,group::---,other::---")
+    status = alice.acl_status("/acl/alice")
+    assert status["entries"] == ["user:bob:r-x", "group::---"] and status["permission"] == "750"
+    assert alice.status("/acl/alice")["aclBit"] is True
+    with bob.read("/acl/alice/f") as reader:
+        assert reader.read() == b"for bob"
+    assert bob.list("/acl/alice") == ["f"]
+    with pytest.raises(HdfsError, match="OWNER|denied"):
+        bob.set_acl("/acl/alice", "user:bob:rwx", clear=False)
+    with pytest.raises(HdfsError, match="Invalid"):
+        alice.set_acl("/acl/alice", "user:bob:rwz", clear=False)
+    with pytest.raises(HdfsError, match="only directories may have a default ACL"):
+        alice.set_acl("/acl/alice/f", "default:user:bob:rwx", clear=False)
+
+    alice.set_acl("/acl/alice", "default:user:bob:rw-", clear=False)
+    alice.write("/acl/alice/g", data=b"inherited")
+    inherited = alice.acl_status("/acl/alice/g")["entries"]
+    assert inherited == ["user:bob:rw-", "group::---"]
+    alice.remove_default_acl("/acl/alice")
+    assert alice.acl_status("/acl/alice")["entries"] == ["user:bob:r-x", "group::---"]
+    alice.remove_acl_entries("/acl/alice/f", "user:bob:")
+    with pytest.raises(HdfsError, match="denied"):
+        bob.read("/acl/alice/f").__enter__()
+    alice.remove_acl("/acl/alice")
+    assert alice.acl_status("/acl/alice")["entries"] == []
+    assert alice.status("/acl/alice")["permission"] == "700"
+    with pytest.raises(HdfsError, match="denied"):
+        bob.list("/acl/alice")
+    assert hdfs.delete("/acl", recursive=True)
+
+
 def _hidden_files(webhdfs_gateway: Any, directory: str) -> list[str]:
     listing = api(webhdfs_gateway, directory, "LISTSTATUS").json()["FileStatuses"]["FileStatus"]
     return [s["pathSuffix"] for s in listing if "_WEBHDFS_" in s["pathSuffix"]]

@@ -91,10 +91,13 @@ QUOTA_DONT_SET = (1 << 63) - 1
 """HDFS's ``HdfsConstants.QUOTA_DONT_SET`` (Long.MAX_VALUE): leave that quota as it is."""
 QUOTA_RESET = -1
 """HDFS's ``QUOTA_RESET``: remove that quota."""
+ACL_SPEC_OPS: dict[str, Callable[[AsyncClient, str, str], Awaitable[Any]]] = {
+    "SETACL": AsyncClient.set_acl,
+    "MODIFYACLENTRIES": AsyncClient.modify_acl_entries,
+    "REMOVEACLENTRIES": AsyncClient.remove_acl_entries,
+}
+ACL_OPS = frozenset({*ACL_SPEC_OPS, "REMOVEDEFAULTACL", "REMOVEACL"})
 UNBUILT_OPS: dict[str, str] = {
-    **dict.fromkeys(
-        ("SETACL", "MODIFYACLENTRIES", "REMOVEACLENTRIES", "REMOVEDEFAULTACL", "REMOVEACL"), "ACLs"
-    ),
     **dict.fromkeys(("SETXATTR", "REMOVEXATTR", "GETXATTRS", "LISTXATTRS"), "extended attributes"),
     **dict.fromkeys(
         (
@@ -578,15 +581,23 @@ class WebHdfsGateway:
         return _json({"Path": trash_root(call.user)})
 
     async def _acl_status(self, call: _Call) -> web.StreamResponse:
-        info = await call.client.stat(call.path)
-        body = {
-            "entries": [],
-            "group": info.group,
-            "owner": info.owner,
-            "permission": shapes.permission_text(info.mode),
-            "stickyBit": bool(info.mode & 0o1000),
-        }
-        return _json({"AclStatus": body})
+        return _json({"AclStatus": shapes.acl_status(await call.client.stat(call.path))})
+
+    async def _acl_change(self, call: _Call) -> web.StreamResponse:
+        """SETACL, MODIFYACLENTRIES, REMOVEACLENTRIES (``aclspec``), REMOVEDEFAULTACL,
+        REMOVEACL: the client's ACL calls (the masters check the owner and the spec)."""
+        op = (call.params.text("op") or "").upper()
+        client, path = call.client, call.path
+        if op in ACL_SPEC_OPS:
+            spec = call.params.text("aclspec") or ""
+            if not spec:
+                raise errors.illegal_argument(f"Required param aclspec for op {op} is null")
+            await ACL_SPEC_OPS[op](client, path, spec)
+        elif op == "REMOVEDEFAULTACL":
+            await client.remove_default_acl(path)
+        else:
+            await client.remove_acl(path)
+        return _EMPTY()
 
     # -- writes ----------------------------------------------------------------------------------
     async def _create(self, call: _Call) -> web.StreamResponse:
@@ -885,6 +896,7 @@ _OPERATIONS: dict[tuple[str, str], Handler] = {
     ("PUT", "SETOWNER"): WebHdfsGateway._set_owner,
     ("PUT", "SETPERMISSION"): WebHdfsGateway._set_permission,
     ("PUT", "SETTIMES"): WebHdfsGateway._set_times,
+    **{("PUT", op): WebHdfsGateway._acl_change for op in ACL_OPS},
     ("POST", "APPEND"): WebHdfsGateway._append,
     ("POST", "CONCAT"): WebHdfsGateway._concat,
     ("POST", "TRUNCATE"): WebHdfsGateway._truncate,

@@ -9,6 +9,7 @@ from keelfs.meta.records import ContentSummary, FileInfo
 
 __all__ = [
     "SNAPSHOT_QUOTA",
+    "acl_status",
     "content_summary",
     "diff_entry",
     "file_checksum",
@@ -44,7 +45,7 @@ def file_status(info: FileInfo, path_suffix: str = "", children: int = 0) -> dic
     """A ``FileStatus`` object (``pathSuffix``: the entry's name in a listing, ``""`` for the
     path asked about)."""
     is_dir = info.is_dir
-    return {
+    status: dict[str, Any] = {
         "accessTime": info.atime,
         "blockSize": 0 if is_dir else info.block_size,
         "childrenNum": children,
@@ -58,6 +59,21 @@ def file_status(info: FileInfo, path_suffix: str = "", children: int = 0) -> dic
         "replication": 0 if is_dir else info.replication,
         "storagePolicy": DEFAULT_STORAGE_POLICY,
         "type": "DIRECTORY" if is_dir else "FILE",
+    }
+    if info.acl:  # as Hadoop's JsonUtil: only when there is an ACL
+        status["aclBit"] = True
+    return status
+
+
+def acl_status(info: FileInfo) -> dict[str, Any]:
+    """An ``AclStatus`` object: the entries beyond the mode (``group::`` and the named ones,
+    then the default ones), and the mode whose group bits are the mask."""
+    return {
+        "entries": [e.to_text() for e in info.acl],
+        "group": info.group,
+        "owner": info.owner,
+        "permission": permission_text(info.mode),
+        "stickyBit": bool(info.mode & 0o1000),
     }
 
 
