@@ -894,3 +894,19 @@ def test_a_crash_between_archive_and_rename_keeps_the_old_object(gateway: Gatewa
     s3.delete_object(Bucket=name, Key="d/k", VersionId=new)
     assert s3.get_object(Bucket=name, Key="d/k")["Body"].read() == b"old"
     assert keys_of(s3.list_objects_v2(Bucket=name)) == ["d/k"]
+
+
+def test_versions_of_a_key_too_long_for_one_name(gateway: Gateway) -> None:
+    """A key whose quoted form is longer than a file name: its archive is named by a hash,
+    the key kept beside its versions."""
+    s3 = gateway.client()
+    name = versioned_bucket(s3, "vlong")
+    key = "/".join(["p" * 100] * 3)
+    first = s3.put_object(Bucket=name, Key=key, Body=b"1")["VersionId"]
+    second = s3.put_object(Bucket=name, Key=key, Body=b"2")["VersionId"]
+    assert versions_of(s3, name) == [(key, second, True, False), (key, first, False, False)]
+    assert s3.get_object(Bucket=name, Key=key, VersionId=first)["Body"].read() == b"1"
+    for vid in (first, second):
+        s3.delete_object(Bucket=name, Key=key, VersionId=vid)
+    assert versions_of(s3, name) == []
+    s3.delete_bucket(Bucket=name)

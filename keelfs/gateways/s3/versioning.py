@@ -41,6 +41,7 @@ from keelfs.errors import (
     KeelError,
     NotADirectory,
     NotFound,
+    PermissionDenied,
 )
 from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import store
@@ -229,7 +230,10 @@ async def versions_of(
 async def latest(fs: AsyncClient, bucket: str, key: str) -> Version | None:
     """The latest version of a key with no file at its path: the newest of its archive
     (module doc), None if it has none."""
-    archived = await _archived(fs, bucket, key)
+    try:
+        archived = await _archived(fs, bucket, key)
+    except PermissionDenied:  # one who may not list the archive sees the key as missing
+        return None
     if not archived:
         return None
     await _fill(fs, bucket, archived[:1])
