@@ -188,8 +188,9 @@ async def admit_anonymous(ctx: Ctx, handler: object) -> None:
     anonymous user's rights on the paths as any user's."""
     denied = S3Error("AccessDenied", "Access Denied (anonymous)")
     if handler in (objects.get_object, objects.head_object):
-        try:
-            obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+        try:  # the version asked for: its own mark decides
+            vid = ctx.query.get("versionId")
+            obj = await versioning.version_object(ctx.fs, ctx.bucket, ctx.key, vid)
         except S3Error as err:  # "no such key" only to who may list the bucket
             if err.code == "NoSuchBucket":
                 raise  # bucket names are public in S3
