@@ -910,3 +910,32 @@ def test_versions_of_a_key_too_long_for_one_name(gateway: Gateway) -> None:
         s3.delete_object(Bucket=name, Key=key, VersionId=vid)
     assert versions_of(s3, name) == []
     s3.delete_bucket(Bucket=name)
+
+
+def test_concurrent_overwrites_and_version_deletes_lose_nothing(gateway: Gateway) -> None:
+    """Writers racing on one key each archive what they find (never one another's new
+    object); deleters racing on its versions each remove theirs wherever it has moved."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s3 = gateway.client()
+    name = versioned_bucket(s3, "vrace")
+    bodies = [f"body {n}".encode() for n in range(8)]
+
+    def put(body: bytes) -> str:
+        return str(s3.put_object(Bucket=name, Key="k", Body=body)["VersionId"])
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(put, bodies))
+    assert len(set(ids)) == 8
+    listed = versions_of(s3, name)
+    assert sorted(v[1] for v in listed) == sorted(ids) and [v[2] for v in listed].count(True) == 1
+    for vid, body in zip(ids, bodies, strict=True):
+        assert s3.get_object(Bucket=name, Key="k", VersionId=vid)["Body"].read() == body
+    assert s3.get_object(Bucket=name, Key="k")["VersionId"] == listed[0][1]
+
+    def remove(vid: str) -> None:
+        s3.delete_object(Bucket=name, Key="k", VersionId=vid)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(remove, ids))
+    assert versions_of(s3, name) == [] and keys_of(s3.list_objects_v2(Bucket=name)) == []
