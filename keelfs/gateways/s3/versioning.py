@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import re
 import secrets
 import time
@@ -273,18 +274,13 @@ def marker_error(version: Version, *, asked: bool) -> S3Error:
         err = S3Error(
             "MethodNotAllowed", "The specified method is not allowed against this resource."
         )
-        err.headers["Last-Modified"] = _http_date(version.info.mtime)
+        when = version.info.mtime / 1000
+        err.headers["Last-Modified"] = email.utils.formatdate(when, usegmt=True)
     else:
         err = S3Error("NoSuchKey", "The specified key does not exist.", Key=version.key)
     err.headers["x-amz-delete-marker"] = "true"
     err.headers["x-amz-version-id"] = version.vid
     return err
-
-
-def _http_date(ms: int) -> str:
-    import email.utils
-
-    return email.utils.formatdate(ms / 1000, usegmt=True)
 
 
 async def version_object(
