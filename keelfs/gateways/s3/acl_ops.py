@@ -10,7 +10,7 @@ from aiohttp import web
 from keelfs.client.aio import AsyncClient
 from keelfs.errors import KeelError, NotADirectory, NotFound
 from keelfs.gateways.s3 import acl as acls
-from keelfs.gateways.s3 import buckets, objects, store
+from keelfs.gateways.s3 import buckets, objects, store, versioning
 from keelfs.gateways.s3.context import Ctx
 from keelfs.gateways.s3.errors import S3Error, from_keel
 from keelfs.meta.records import FileInfo
@@ -120,7 +120,9 @@ async def create_bucket_acl(ctx: Ctx) -> acls.Acl:
 
 # -- objects --------------------------------------------------------------------------------------
 async def _object(ctx: Ctx) -> store.ObjectInfo:
-    obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    """The object (version ``versionId``, else the latest) whose ACL is asked for or set."""
+    vid = ctx.query.get("versionId")
+    obj = await versioning.version_object(ctx.fs, ctx.bucket, ctx.key, vid)
     if obj.info.is_dir:
         raise S3Error(
             "NotImplemented", "a key ending in '/' is a directory: its ACL is its bucket's"
@@ -170,7 +172,7 @@ async def put_object_acl(ctx: Ctx) -> web.Response:
     try:
         if narrower:
             await store.write_sidecar(ctx.fs, ctx.bucket, sidecar, encoded, mode)
-        await ctx.fs.chmod(store.key_path(ctx.bucket, ctx.key), mode)
+        await ctx.fs.chmod(obj.info.path, mode)  # the key's file, or an archived version
         if not narrower:
             await store.write_sidecar(ctx.fs, ctx.bucket, sidecar, encoded, mode)
     except KeelError as exc:
@@ -186,8 +188,9 @@ async def admit_anonymous(ctx: Ctx, handler: object) -> None:
     anonymous user's rights on the paths as any user's."""
     denied = S3Error("AccessDenied", "Access Denied (anonymous)")
     if handler in (objects.get_object, objects.head_object):
-        try:
-            obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+        try:  # the version asked for: its own mark decides
+            vid = ctx.query.get("versionId")
+            obj = await versioning.version_object(ctx.fs, ctx.bucket, ctx.key, vid)
         except S3Error as err:  # "no such key" only to who may list the bucket
             if err.code == "NoSuchBucket":
                 raise  # bucket names are public in S3

@@ -52,7 +52,7 @@ _CORS_HEADERS = web.RequestKey("keelfs_cors_headers", dict)
 """The ``Access-Control-*`` headers the bucket's CORS rules give a request's answer."""
 _UNSUPPORTED = frozenset(
     {
-        "policy", "lifecycle", "tagging", "website", "versioning",
+        "policy", "lifecycle", "tagging", "website",
         "encryption", "replication", "logging", "notification", "object-lock", "retention",
         "legal-hold", "accelerate", "requestPayment", "analytics", "metrics", "inventory",
         "intelligent-tiering", "ownershipControls", "publicAccessBlock", "select", "restore",
@@ -63,8 +63,11 @@ _UNSUPPORTED = frozenset(
 
 def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str]) -> Handler:
     """The operation a request names (``MethodNotAllowed`` / ``NotImplemented`` otherwise)."""
-    if method == "GET" and has_bucket and not has_key and "versioning" in query:
-        return buckets.get_bucket_versioning  # never enabled: what tools ask before deleting
+    if has_bucket and not has_key and "versioning" in query:
+        if method == "GET":
+            return buckets.get_bucket_versioning
+        if method == "PUT":
+            return buckets.put_bucket_versioning
     if method == "GET" and has_bucket and not has_key and "policyStatus" in query:
         return acl_ops.get_bucket_policy_status
     if "acl" in query and has_bucket and method in ("GET", "PUT"):
@@ -312,8 +315,8 @@ class S3Gateway:
         self, request: web.Request, err: S3Error, resource: str, request_id: str
     ) -> web.Response:
         if request.method == "HEAD":
-            return web.Response(status=err.status)
-        headers = {}
+            return web.Response(status=err.status, headers=err.headers)
+        headers = dict(err.headers)
         if err.code == "InvalidRange" and "ActualObjectSize" in err.extra:
             headers["Content-Range"] = f"bytes */{err.extra['ActualObjectSize']}"
             err.extra.pop("RangeRequested", None)

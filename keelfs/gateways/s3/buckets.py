@@ -12,10 +12,10 @@ from aiohttp import web
 
 from keelfs.errors import AlreadyExists, DirectoryNotEmpty, KeelError, NotFound
 from keelfs.gateways.s3 import acl as acls
-from keelfs.gateways.s3 import listing, store
+from keelfs.gateways.s3 import listing, store, versioning
 from keelfs.gateways.s3.context import Ctx, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
-from keelfs.gateways.s3.xmlio import document, iso_time, parse, sub
+from keelfs.gateways.s3.xmlio import child_text, document, iso_time, parse, sub
 
 __all__ = [
     "create_bucket",
@@ -27,6 +27,7 @@ __all__ = [
     "list_max_keys",
     "list_objects",
     "owner",
+    "put_bucket_versioning",
 ]
 
 MAX_KEYS = 1000
@@ -142,6 +143,8 @@ async def delete_bucket(ctx: Ctx) -> web.Response:
         async for entry in ctx.fs.ls(path):
             if entry.name != store.HIDDEN:
                 raise not_empty
+        if await versioning.has_versions(ctx.fs, ctx.bucket):
+            raise not_empty  # older versions and delete markers are objects too
         with contextlib.suppress(NotFound):
             await ctx.fs.delete(store.hidden(ctx.bucket), recursive=True)
         await ctx.fs.delete(path)
@@ -165,9 +168,34 @@ async def get_bucket_location(ctx: Ctx) -> web.Response:
 
 
 async def get_bucket_versioning(ctx: Ctx) -> web.Response:
-    """Versioning is never enabled (keelfs keeps one version of each object)."""
+    """The bucket's versioning state (no ``Status``: never set)."""
     await store.require_bucket(ctx.fs, ctx.bucket)
-    return xml_response(document("VersioningConfiguration"))
+    root = document("VersioningConfiguration")
+    state = await versioning.read_state(ctx.fs, ctx.bucket)
+    if state:
+        sub(root, "Status", state)
+    return xml_response(root)
+
+
+async def put_bucket_versioning(ctx: Ctx) -> web.Response:
+    """``Enabled`` or ``Suspended``, by the bucket's owner only (as S3: not even a grant of
+    WRITE lets another user set it). MFA delete is not supported."""
+    root = parse(await ctx.request.read())
+    status = child_text(root, "Status")
+    if status not in (versioning.ENABLED, versioning.SUSPENDED):
+        raise S3Error(
+            "MalformedXML", "The XML you provided was not well-formed or did not validate"
+        )
+    if (child_text(root, "MfaDelete") or "Disabled") != "Disabled":
+        raise S3Error("NotImplemented", "MFA delete is not supported by keelfs")
+    info = await store.require_bucket(ctx.fs, ctx.bucket)
+    if info.owner != ctx.user:
+        raise S3Error("AccessDenied", "Access Denied: only the bucket's owner sets versioning")
+    try:
+        await versioning.write_state(ctx.fs, ctx.bucket, status)
+    except KeelError as exc:
+        raise from_keel(exc, missing="NoSuchBucket", BucketName=ctx.bucket) from None
+    return web.Response()
 
 
 def list_max_keys(ctx: Ctx) -> int:

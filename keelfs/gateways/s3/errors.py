@@ -53,6 +53,7 @@ STATUS: dict[str, int] = {
     "NoSuchCORSConfiguration": 404,
     "NoSuchKey": 404,
     "NoSuchUpload": 404,
+    "NoSuchVersion": 404,
     "NotImplemented": 501,
     "PreconditionFailed": 412,
     "RequestTimeTooSkewed": 403,
@@ -74,6 +75,8 @@ class S3Error(Exception):
         self.code = code
         self.message = message or code
         self.extra = extra
+        self.headers: dict[str, str] = {}
+        """Response headers the answer carries (a delete marker's ``x-amz-delete-marker``)."""
 
     @property
     def status(self) -> int:

@@ -11,10 +11,10 @@ from aiohttp import web
 
 from keelfs.errors import KeelError
 from keelfs.gateways.s3 import acl as acls
-from keelfs.gateways.s3 import store
+from keelfs.gateways.s3 import store, versioning
 from keelfs.gateways.s3.context import Ctx, http_date, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
-from keelfs.gateways.s3.versions import NULL_VERSION
+from keelfs.gateways.s3.versioning import NULL_VERSION
 from keelfs.gateways.s3.xmlio import child_text, children, document, iso_time, parse, sub
 
 __all__ = [
@@ -68,10 +68,36 @@ async def put_object(ctx: Ctx) -> web.Response:
         raise
     stored = ctx.stored_from_request(md5_etag(written.md5))
     exclusive = (ctx.header("If-None-Match") or "").strip() == "*"
-    obj = await store.commit_object(
-        ctx.fs, ctx.bucket, ctx.key, written.path, stored, exclusive=exclusive, acl=chosen
+    obj = await commit(ctx, written.path, stored, exclusive=exclusive, acl=chosen)
+    return web.Response(headers=written_headers(obj))
+
+
+async def commit(
+    ctx: Ctx,
+    temp: str,
+    stored: store.Stored,
+    *,
+    exclusive: bool = False,
+    acl: acls.Acl = acls.PRIVATE,
+) -> store.ObjectInfo:
+    """Put complete file ``temp`` in place as the request's key: as a new version where the
+    bucket has versioning (``versioning.commit``), else replacing the object."""
+    state = await versioning.read_state(ctx.fs, ctx.bucket)
+    if state:
+        return await versioning.commit(
+            ctx.fs, ctx.bucket, ctx.key, temp, stored, state, exclusive=exclusive, acl=acl
+        )
+    return await store.commit_object(
+        ctx.fs, ctx.bucket, ctx.key, temp, stored, exclusive=exclusive, acl=acl
     )
-    return web.Response(headers={"ETag": obj.etag})
+
+
+def written_headers(obj: store.ObjectInfo) -> dict[str, str]:
+    """A write's answer: the ETag, and the VersionId it made in a bucket with versioning."""
+    headers = {"ETag": obj.etag}
+    if obj.stored.version not in ("", NULL_VERSION):  # S3 names no null version written
+        headers["x-amz-version-id"] = obj.stored.version
+    return headers
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -171,6 +197,8 @@ def object_headers(ctx: Ctx, obj: store.ObjectInfo) -> dict[str, str]:
         headers["x-amz-meta-" + name] = value
     if obj.stored.parts:
         headers["x-amz-mp-parts-count"] = str(obj.stored.parts)
+    if obj.stored.version:
+        headers["x-amz-version-id"] = obj.stored.version
     for param, header in _RESPONSE_OVERRIDES.items():
         if param in ctx.query:
             headers[header] = ctx.query[param]
@@ -213,7 +241,7 @@ def _span(ctx: Ctx, obj: store.ObjectInfo) -> tuple[int, int] | None:
 
 
 async def head_object(ctx: Ctx) -> web.StreamResponse:
-    obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    obj = await versioning.version_object(ctx.fs, ctx.bucket, ctx.key, ctx.query.get("versionId"))
     headers = object_headers(ctx, obj)
     status = check_conditions(ctx, obj)
     if status is not None:
@@ -238,7 +266,8 @@ def _condition_headers(headers: dict[str, str], status: int) -> dict[str, str]:
 
 
 async def get_object(ctx: Ctx) -> web.StreamResponse:
-    obj, reader = await store.open_object(ctx.fs, ctx.bucket, ctx.key)
+    vid = ctx.query.get("versionId")
+    obj, reader = await versioning.open_version(ctx.fs, ctx.bucket, ctx.key, vid)
     try:
         headers = object_headers(ctx, obj)
         status = check_conditions(ctx, obj)
@@ -265,8 +294,26 @@ async def get_object(ctx: Ctx) -> web.StreamResponse:
 
 
 async def delete_object(ctx: Ctx) -> web.Response:
-    await store.delete_object(ctx.fs, ctx.bucket, ctx.key)
-    return web.Response(status=204)
+    vid = ctx.query.get("versionId")
+    done = await _delete(ctx, ctx.key, vid, await versioning.read_state(ctx.fs, ctx.bucket))
+    headers = {}
+    if done.vid is not None:
+        headers["x-amz-version-id"] = done.vid
+    if done.marker:
+        headers["x-amz-delete-marker"] = "true"
+    return web.Response(status=204, headers=headers)
+
+
+async def _delete(ctx: Ctx, key: str, vid: str | None, state: str) -> versioning.Deleted:
+    """DeleteObject of ``key`` (version ``vid``): a delete marker where the bucket has
+    versioning and no version is named; the object itself in a bucket that never had
+    versioning (whose only version is ``null``)."""
+    if vid is not None:
+        versioning.check_version_id(vid)
+    if state or vid not in (None, NULL_VERSION):
+        return await versioning.delete(ctx.fs, ctx.bucket, key, vid, state)
+    await store.delete_object(ctx.fs, ctx.bucket, key)
+    return versioning.Deleted(vid, False)
 
 
 async def delete_objects(ctx: Ctx) -> web.Response:
@@ -279,13 +326,14 @@ async def delete_objects(ctx: Ctx) -> web.Response:
     if not named or len(named) > MAX_DELETE_KEYS or any(k is None for k, _ in named):
         raise S3Error("MalformedXML", "a Delete names 1 to 1000 objects, each with a Key")
     await store.require_bucket(ctx.fs, ctx.bucket)
+    state = await versioning.read_state(ctx.fs, ctx.bucket)
     root = document("DeleteResult")
     for key, version in named:
         assert key is not None
         try:
-            if version is not None and version != NULL_VERSION:
+            if version is not None and not versioning.valid_version_id(version):
                 raise S3Error("NoSuchVersion", "The specified version does not exist.")
-            await store.delete_object(ctx.fs, ctx.bucket, key)
+            done = await _delete(ctx, key, version, state)
         except S3Error as err:
             error = sub(root, "Error")
             sub(error, "Key", key)
@@ -299,19 +347,28 @@ async def delete_objects(ctx: Ctx) -> web.Response:
             sub(deleted, "Key", key)
             if version is not None:
                 sub(deleted, "VersionId", version)
+            if done.marker:
+                sub(deleted, "DeleteMarker", "true")
+                if done.vid is not None:
+                    sub(deleted, "DeleteMarkerVersionId", done.vid)
     return xml_response(root)
 
 
-def parse_copy_source(header: str) -> tuple[str, str]:
-    """(bucket, key) of ``x-amz-copy-source`` (``[/]bucket/key``, URL-encoded; a
-    ``?versionId=`` is refused: keelfs keeps no versions)."""
+def parse_copy_source(header: str) -> tuple[str, str, str | None]:
+    """(bucket, key, VersionId or None) of ``x-amz-copy-source`` (``[/]bucket/key``,
+    URL-encoded, then ``?versionId=...`` optionally)."""
     source, _, query = header.partition("?")
+    vid = None
     if query:
-        raise S3Error("NotImplemented", "object versions are not supported")
+        name, _, value = query.partition("=")
+        if name != "versionId" or not value:
+            raise S3Error("InvalidArgument", "the copy source's only parameter is versionId")
+        vid = unquote(value)
+        versioning.check_version_id(vid)
     bucket, _, key = unquote(source).lstrip("/").partition("/")
     if not bucket or not key:
         raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key")
-    return bucket, key
+    return bucket, key, vid
 
 
 async def _source_chunks(reader: object, start: int, end: int) -> AsyncIterator[bytes]:
@@ -321,11 +378,12 @@ async def _source_chunks(reader: object, start: int, end: int) -> AsyncIterator[
 
 
 async def copy_object(ctx: Ctx) -> web.Response:
-    src_bucket, src_key = parse_copy_source(ctx.request.headers["x-amz-copy-source"])
+    src_bucket, src_key, src_vid = parse_copy_source(ctx.request.headers["x-amz-copy-source"])
     directive = (ctx.header("x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.")
-    if (src_bucket, src_key) == (ctx.bucket, ctx.key) and directive == "COPY":
+    same = (src_bucket, src_key) == (ctx.bucket, ctx.key)
+    if same and directive == "COPY" and src_vid is None:
         raise S3Error(
             "InvalidRequest",
             "This copy request is illegal because it is trying to copy an object to itself "
@@ -333,7 +391,7 @@ async def copy_object(ctx: Ctx) -> web.Response:
             "location or encryption attributes.",
         )
     chosen = await ctx.object_acl_of_request()
-    obj, reader = await store.open_object(ctx.fs, src_bucket, src_key)
+    obj, reader = await versioning.open_version(ctx.fs, src_bucket, src_key, src_vid)
     try:
         if check_conditions(ctx, obj, prefix="x-amz-copy-source-") is not None:
             raise S3Error(
@@ -350,11 +408,16 @@ async def copy_object(ctx: Ctx) -> web.Response:
         stored = ctx.stored_from_request(etag)
     else:
         stored = store.Stored(etag, obj.stored.content_type, obj.stored.meta, obj.stored.headers)
-    done = await store.commit_object(ctx.fs, ctx.bucket, ctx.key, written.path, stored, acl=chosen)
+    done = await commit(ctx, written.path, stored, acl=chosen)
     root = document("CopyObjectResult")
     sub(root, "LastModified", iso_time(done.mtime))
     sub(root, "ETag", done.etag)
-    return xml_response(root)
+    response = xml_response(root)
+    if done.stored.version not in ("", NULL_VERSION):
+        response.headers["x-amz-version-id"] = done.stored.version
+    if obj.stored.version:
+        response.headers["x-amz-copy-source-version-id"] = obj.stored.version
+    return response
 
 
 def keel_error(exc: KeelError, key: str) -> S3Error:

@@ -140,6 +140,10 @@ class Stored:
     part_sizes: list[tuple[int, int]] = field(default_factory=list)
     """A multipart object's part sizes, run-length: ``(size, how many in a row)`` (empty:
     not recorded, an object completed before they were)."""
+    version: str = ""
+    """The object's VersionId in a bucket with versioning (``versioning``): an id, ``null``
+    (written while versioning was suspended), or "" (written before it was ever set: the
+    ``null`` version, whose GET carries no version header)."""
 
     def part_span(self, number: int) -> tuple[int, int] | None:
         """``[start, end)`` of part ``number`` (1-based); None past the last part or where
@@ -164,6 +168,8 @@ class Stored:
             body["a"] = sorted(self.anonymous)
         if self.part_sizes:
             body["ps"] = self.part_sizes
+        if self.version:
+            body["v"] = self.version
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -180,6 +186,7 @@ class Stored:
             body.get("p", 0),
             anonymous,
             sizes,
+            str(body.get("v", "")),
         )
 
 
