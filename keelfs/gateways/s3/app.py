@@ -25,11 +25,12 @@ from aiohttp import web
 
 from keelfs.client.aio import AsyncClient
 from keelfs.errors import KeelError
-from keelfs.gateways.s3 import acl_ops, buckets, multipart, objects, sigv4, versions
+from keelfs.gateways.s3 import acl_ops, buckets, multipart, objects, policy_ops, sigv4, versions
 from keelfs.gateways.s3.context import Ctx
 from keelfs.gateways.s3.credentials import AccessKey, KeyTable
 from keelfs.gateways.s3.errors import S3Error, error_xml, from_keel
 from keelfs.gateways.site import HttpSite
+from keelfs.tls.certs import user_files
 from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["S3Gateway"]
@@ -39,21 +40,40 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 _UNSUPPORTED = frozenset(
     {
-        "policy", "cors", "lifecycle", "tagging", "website", "versioning",
+        "cors", "lifecycle", "tagging", "website", "versioning",
         "encryption", "replication", "logging", "notification", "object-lock", "retention",
         "legal-hold", "accelerate", "requestPayment", "analytics", "metrics", "inventory",
-        "intelligent-tiering", "ownershipControls", "publicAccessBlock", "select", "restore",
-        "torrent", "attributes",
+        "intelligent-tiering", "select", "restore",
     }
 )  # fmt: skip
+
+
+_BUCKET_SETTINGS: dict[tuple[str, str], Handler] = {
+    ("GET", "policy"): policy_ops.get_bucket_policy,
+    ("PUT", "policy"): policy_ops.put_bucket_policy,
+    ("DELETE", "policy"): policy_ops.delete_bucket_policy,
+    ("GET", "policyStatus"): policy_ops.get_bucket_policy_status,
+    ("GET", "publicAccessBlock"): policy_ops.get_public_access_block,
+    ("PUT", "publicAccessBlock"): policy_ops.put_public_access_block,
+    ("DELETE", "publicAccessBlock"): policy_ops.delete_public_access_block,
+    ("GET", "ownershipControls"): policy_ops.get_bucket_ownership,
+    ("PUT", "ownershipControls"): policy_ops.put_bucket_ownership,
+    ("DELETE", "ownershipControls"): policy_ops.delete_bucket_ownership,
+}
+_OBJECT_QUERIES: dict[tuple[str, str], Handler] = {
+    ("GET", "attributes"): objects.get_object_attributes,
+    ("GET", "torrent"): objects.get_object_torrent,
+}
 
 
 def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str]) -> Handler:
     """The operation a request names (``MethodNotAllowed`` / ``NotImplemented`` otherwise)."""
     if method == "GET" and has_bucket and not has_key and "versioning" in query:
         return buckets.get_bucket_versioning  # never enabled: what tools ask before deleting
-    if method == "GET" and has_bucket and not has_key and "policyStatus" in query:
-        return acl_ops.get_bucket_policy_status
+    named = _BUCKET_SETTINGS if has_bucket and not has_key else _OBJECT_QUERIES if has_key else {}
+    for (verb, name), handler in named.items():
+        if name in query and verb == method:
+            return handler
     if "acl" in query and has_bucket and method in ("GET", "PUT"):
         if has_key:
             return acl_ops.get_object_acl if method == "GET" else acl_ops.put_object_acl
@@ -100,6 +120,10 @@ def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str
     raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")
 
 
+_READS = frozenset({objects.get_object, objects.head_object, objects.get_object_attributes})
+"""Reads whose "no such key" only a caller who may list the bucket learns."""
+
+
 def _no_cors(request: web.Request) -> S3Error:
     """A CORS preflight: keelfs has no CORS configuration to allow it (as S3 answers for a
     bucket without one)."""
@@ -142,6 +166,13 @@ class S3Gateway:
         self.clients: dict[str, AsyncClient] = {}
         self._site = HttpSite(self.host, self.port)
         self.address = ""
+
+    def owner_client(self, user: str) -> AsyncClient | None:
+        """A client acting as ``user`` where a bucket policy lets the gateway act for a
+        bucket's owner; None with TLS when the gateway holds no certificate of theirs."""
+        if self.tls_dir is not None and not user_files(self.tls_dir, user).cert.exists():
+            return None
+        return self.client_for(user)
 
     def client_for(self, user: str) -> AsyncClient:
         client = self.clients.get(user)
@@ -215,7 +246,12 @@ class S3Gateway:
         self, request: web.Request, raw_path: str, raw_query: str
     ) -> web.StreamResponse:
         ctx, handler = await self._prepare(request, raw_path, raw_query)
-        return await handler(ctx)
+        try:
+            return await handler(ctx)
+        except S3Error as err:
+            if err.code == "NoSuchKey" and handler in _READS and not await policy_ops.may_list(ctx):
+                raise S3Error("AccessDenied", "Access Denied") from None
+            raise
 
     async def _prepare(
         self, request: web.Request, raw_path: str, raw_query: str
@@ -234,8 +270,7 @@ class S3Gateway:
         handler = _route(request.method, bool(bucket), bool(key), query)
         client = self.client_for(signed.key.user)
         ctx = Ctx(request, signed, client, bucket, key, query, self.names, anonymous)
-        if anonymous:
-            await acl_ops.admit_anonymous(ctx, handler)
+        await policy_ops.authorize(ctx, handler, self.owner_client)
         expected = request.headers.get("x-amz-expected-bucket-owner")
         if expected is not None and bucket and handler is not buckets.create_bucket:
             await _check_bucket_owner(ctx, expected)

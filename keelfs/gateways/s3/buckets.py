@@ -12,7 +12,7 @@ from aiohttp import web
 
 from keelfs.errors import AlreadyExists, DirectoryNotEmpty, KeelError, NotFound
 from keelfs.gateways.s3 import acl as acls
-from keelfs.gateways.s3 import listing, store
+from keelfs.gateways.s3 import bucket_config, listing, store
 from keelfs.gateways.s3.context import Ctx, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
 from keelfs.gateways.s3.xmlio import document, iso_time, parse, sub
@@ -96,6 +96,7 @@ async def create_bucket(ctx: Ctx) -> web.Response:
         parse(body)  # CreateBucketConfiguration: its LocationConstraint has no meaning here
     acl_given = acls.from_request(ctx.request.headers, b"", owner=ctx.user, is_bucket=True)
     chosen = acl_given or acls.PRIVATE
+    ownership = _ownership_of_request(ctx, chosen)
     try:
         await ctx.fs.mkdir(store.bucket_path(ctx.bucket), mode=acls.dir_mode(chosen))
     except AlreadyExists:
@@ -114,9 +115,29 @@ async def create_bucket(ctx: Ctx) -> web.Response:
             await store.make_hidden_dir(ctx.fs, ctx.bucket, store.hidden(ctx.bucket, hidden))
         if chosen.anonymous:
             await acls.write_bucket_mark(ctx.fs, ctx.bucket, chosen.anonymous)
+        if ownership is not None:
+            await bucket_config.write_setting(
+                ctx.fs, ctx.bucket, bucket_config.OWNERSHIP, ownership
+            )
     except KeelError as exc:
         raise from_keel(exc, BucketName=ctx.bucket) from None
     return web.Response(headers={"Location": "/" + ctx.bucket})
+
+
+def _ownership_of_request(ctx: Ctx, chosen: acls.Acl) -> str | None:
+    """``x-amz-object-ownership`` of a CreateBucket (None: none given); ``BucketOwnerEnforced``
+    turns ACLs off, so it cannot come with a public one."""
+    given = ctx.header("x-amz-object-ownership")
+    if given is None:
+        return None
+    if given not in bucket_config.OWNERSHIP_KINDS:
+        raise S3Error("InvalidArgument", f"unknown ObjectOwnership {given!r}")
+    if given == bucket_config.ENFORCED and (chosen.others or chosen.anonymous):
+        raise S3Error(
+            "InvalidBucketAclWithObjectOwnership",
+            "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting",
+        )
+    return given
 
 
 async def _recreate(ctx: Ctx, acl_given: acls.Acl | None) -> web.Response:

@@ -3,8 +3,10 @@ DeleteObjects and CopyObject."""
 
 from __future__ import annotations
 
+import base64
 import email.utils
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -22,6 +24,8 @@ __all__ = [
     "delete_object",
     "delete_objects",
     "get_object",
+    "get_object_attributes",
+    "get_object_torrent",
     "head_object",
     "parse_copy_source",
     "put_object",
@@ -67,11 +71,33 @@ async def put_object(ctx: Ctx) -> web.Response:
         await store.discard(ctx.fs, written.path)
         raise
     stored = ctx.stored_from_request(md5_etag(written.md5))
+    try:
+        stored.sha256 = _checked_sha256(ctx, written)
+    except S3Error:
+        await store.discard(ctx.fs, written.path)
+        raise
     exclusive = (ctx.header("If-None-Match") or "").strip() == "*"
     obj = await store.commit_object(
         ctx.fs, ctx.bucket, ctx.key, written.path, stored, exclusive=exclusive, acl=chosen
     )
-    return web.Response(headers={"ETag": obj.etag})
+    headers = {"ETag": obj.etag}
+    if stored.sha256:
+        headers["x-amz-checksum-sha256"] = stored.sha256
+    return web.Response(headers=headers)
+
+
+def _checked_sha256(ctx: Ctx, written: store.Written) -> str:
+    """``x-amz-checksum-sha256`` of a PUT, checked against the body (``BadDigest``); ""
+    when none is given."""
+    given = (ctx.header("x-amz-checksum-sha256") or "").strip()
+    if not given:
+        return ""
+    actual = base64.b64encode(bytes.fromhex(written.sha256)).decode()
+    if given != actual:
+        raise S3Error(
+            "BadDigest", "The SHA256 you specified did not match the calculated checksum."
+        )
+    return actual
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -262,6 +288,62 @@ async def get_object(ctx: Ctx) -> web.StreamResponse:
     finally:
         if reader is not None:
             await reader.close()
+
+
+_ATTRIBUTES = frozenset({"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"})
+
+
+async def get_object_attributes(ctx: Ctx) -> web.Response:
+    """GetObjectAttributes: the ETag (unquoted, as S3 answers it), size, storage class and,
+    of a multipart object, its parts and their sizes (``max-parts``,
+    ``part-number-marker``); ``Checksum``: the SHA-256 a single PUT gave (checked), the
+    only checksum keelfs keeps beside the ETag."""
+    wanted = {
+        a.strip() for a in (ctx.header("x-amz-object-attributes") or "").split(",") if a.strip()
+    }
+    if not wanted or not wanted <= _ATTRIBUTES:
+        raise S3Error("InvalidArgument", "Invalid attribute name specified")
+    obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    root = document("GetObjectAttributesResponse")
+    if "ETag" in wanted:
+        sub(root, "ETag", obj.etag.strip('"'))
+    if "Checksum" in wanted and obj.stored.sha256:
+        sub(sub(root, "Checksum"), "ChecksumSHA256", obj.stored.sha256)
+    if "ObjectParts" in wanted and obj.stored.parts:
+        _object_parts(ctx, sub(root, "ObjectParts"), obj.stored)
+    if "StorageClass" in wanted:
+        sub(root, "StorageClass", "STANDARD")
+    if "ObjectSize" in wanted:
+        sub(root, "ObjectSize", obj.length)
+    return xml_response(root, headers={"Last-Modified": http_date(obj.mtime)})
+
+
+def _object_parts(ctx: Ctx, element: Any, stored: store.Stored) -> None:
+    try:
+        marker = int(ctx.header("x-amz-part-number-marker") or 0)
+        max_parts = min(int(ctx.header("x-amz-max-parts") or 1000), 1000)
+    except ValueError:
+        raise S3Error("InvalidArgument", "part-number-marker and max-parts are numbers") from None
+    numbers = list(range(marker + 1, stored.parts + 1))
+    page = numbers[:max_parts]
+    sub(element, "PartsCount", stored.parts)  # botocore's TotalPartsCount
+    sub(element, "PartNumberMarker", marker)
+    sub(element, "NextPartNumberMarker", page[-1] if page else marker)
+    sub(element, "MaxParts", max_parts)
+    sub(element, "IsTruncated", "true" if len(numbers) > max_parts else "false")
+    for number in page:
+        span = stored.part_span(number)
+        part = sub(element, "Part")
+        sub(part, "PartNumber", number)
+        if span is not None:
+            sub(part, "Size", span[1] - span[0])
+
+
+async def get_object_torrent(ctx: Ctx) -> web.Response:
+    """GetObjectTorrent: keelfs serves no torrents, so there is none of any object (what
+    S3 answers where torrents are not configured)."""
+    await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    raise S3Error("NoSuchKey", "keelfs keeps no torrent of objects", Key=ctx.key)
 
 
 async def delete_object(ctx: Ctx) -> web.Response:

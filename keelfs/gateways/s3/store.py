@@ -140,6 +140,8 @@ class Stored:
     part_sizes: list[tuple[int, int]] = field(default_factory=list)
     """A multipart object's part sizes, run-length: ``(size, how many in a row)`` (empty:
     not recorded, an object completed before they were)."""
+    sha256: str = ""
+    """The base64 SHA-256 a PUT gave in ``x-amz-checksum-sha256`` (checked), if any."""
 
     def part_span(self, number: int) -> tuple[int, int] | None:
         """``[start, end)`` of part ``number`` (1-based); None past the last part or where
@@ -164,6 +166,8 @@ class Stored:
             body["a"] = sorted(self.anonymous)
         if self.part_sizes:
             body["ps"] = self.part_sizes
+        if self.sha256:
+            body["s256"] = self.sha256
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -180,6 +184,7 @@ class Stored:
             body.get("p", 0),
             anonymous,
             sizes,
+            str(body.get("s256", "")),
         )
 
 
