@@ -377,9 +377,19 @@ class AsyncClient:
         return list(json.loads(reply.json)["diff"])
 
     async def rename(
-        self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None
+        self,
+        src: str,
+        dst: str,
+        *,
+        overwrite: bool = False,
+        expect: str = "",
+        deadline: float | None = None,
     ) -> None:
-        await self._run(ops.rename(src, dst, overwrite), deadline)
+        """Move ``src`` to ``dst``; ``overwrite``: replacing a file there; ``expect`` (with
+        ``overwrite``): only if ``dst`` is the file of that version (``FileInfo.version``
+        of a reader's stat; ``NotFound`` if there is none, ``AlreadyExists`` if it is
+        another), a compare-and-replace in one metadata command."""
+        await self._run(ops.rename(src, dst, overwrite, expect), deadline)
 
     async def set_replication(
         self, path: str, replication: int, *, deadline: float | None = None

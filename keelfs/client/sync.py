@@ -307,9 +307,16 @@ class Client:
         return list(json.loads(reply.json)["diff"])
 
     def rename(
-        self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None
+        self,
+        src: str,
+        dst: str,
+        *,
+        overwrite: bool = False,
+        expect: str = "",
+        deadline: float | None = None,
     ) -> None:
-        self._run(ops.rename(src, dst, overwrite), deadline)
+        """``AsyncClient.rename`` (``expect``: compare-and-replace)."""
+        self._run(ops.rename(src, dst, overwrite, expect), deadline)
 
     def truncate(self, path: str, length: int, *, deadline: float | None = None) -> FileInfo:
         """Shorten file ``path`` to ``length`` bytes: ``AsyncClient.truncate``."""

@@ -48,7 +48,7 @@ from keelfs.meta.principals import (
     Guard,
     check_principal,
 )
-from keelfs.meta.records import MAX_INLINE_BYTES
+from keelfs.meta.records import MAX_INLINE_BYTES, is_version
 
 __all__ = [
     "CONFIG_COMMANDS",
@@ -540,17 +540,22 @@ class Delete(Command):
 class Rename(Command):
     """Move ``src`` to ``dst`` atomically within this shard (HDFS ``rename2``): refuses an
     existing ``dst`` unless ``overwrite``, and then only a file by a file or an empty
-    directory by a directory."""
+    directory by a directory. ``expect`` (with ``overwrite``): replace ``dst`` only if it is
+    the file of that ``content_version`` (``NotFound`` if there is none, ``AlreadyExists``
+    if it is another): a compare-and-replace in one command, S3's ``If-Match`` write."""
 
     op: ClassVar[str] = "rename"
     src: str
     dst: str
     overwrite: bool = False
+    expect: str = ""
 
     def validate(self) -> None:
         if check_path(self.src, "src") == paths.ROOT:
             raise InvalidArgument("cannot rename /", "src")
         check_path(self.dst, "dst")
+        if self.expect and (not self.overwrite or not is_version(self.expect)):
+            raise InvalidArgument("expect is a content version, with overwrite", "expect")
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,16 @@ from keelfs.meta.principals import (
     rebase,
 )
 from keelfs.meta.quota_steps import QuotaSteps
-from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo, Inode, Listing
+from keelfs.meta.records import (
+    DIRECTORY,
+    FILE,
+    BlockInfo,
+    ContentSummary,
+    FileInfo,
+    Inode,
+    Listing,
+    check_version,
+)
 from keelfs.meta.shard_records import (
     _DELETE_QUEUE,
     _ENTRY,
@@ -652,6 +661,8 @@ class ShardStateMachine(
         if inode.is_dir:
             self._require_dir(txn, src)
         target = self._entry(txn, dst)
+        if cmd.expect:
+            check_version(dst, target, cmd.expect)
         if target is not None:
             if not cmd.overwrite:
                 raise AlreadyExists(dst)

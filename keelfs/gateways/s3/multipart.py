@@ -34,6 +34,7 @@ from keelfs.gateways.s3.objects import (
     check_conditions,
     parse_copy_source,
     parse_range,
+    write_condition,
 )
 from keelfs.gateways.s3.xmlio import child_text, children, document, iso_time, parse, sub
 
@@ -325,6 +326,7 @@ async def complete_upload(ctx: Ctx) -> web.Response:
                 MinSizeAllowed=str(MIN_PART_BYTES),
             )
 
+    condition = await write_condition(ctx)  # before the parts are joined
     assembled = await _assemble(ctx.fs, ctx.bucket, directory, chosen)
     digest = hashlib.md5(b"".join(bytes.fromhex(p.md5) for p in chosen)).hexdigest()
     etag = f'"{digest}-{len(chosen)}"'
@@ -337,7 +339,14 @@ async def complete_upload(ctx: Ctx) -> web.Response:
         part_sizes=_run_lengths([p.size for p in chosen]),
     )
     await store.commit_object(
-        ctx.fs, ctx.bucket, ctx.key, assembled, stored, acl=_recorded_acl(record)
+        ctx.fs,
+        ctx.bucket,
+        ctx.key,
+        assembled,
+        stored,
+        exclusive=condition.exclusive,
+        expect=condition.expect,
+        acl=_recorded_acl(record),
     )
     with contextlib.suppress(KeelError):
         await ctx.fs.delete(directory, recursive=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import email.utils
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -50,12 +51,7 @@ async def put_object(ctx: Ctx) -> web.Response:
     store.check_key(ctx.key)
     if "x-amz-copy-source" in ctx.request.headers:
         return await copy_object(ctx)
-    if ctx.header("If-Match") is not None:
-        raise S3Error(
-            "NotImplemented",
-            "conditional writes with If-Match are not supported by keelfs (it has no atomic "
-            "compare-and-replace of a file); If-None-Match: * is",
-        )
+    condition = await write_condition(ctx)
     chosen = await ctx.object_acl_of_request()
     body = ctx.body()
     if ctx.key.endswith("/"):
@@ -76,14 +72,57 @@ async def put_object(ctx: Ctx) -> web.Response:
     except S3Error:
         await store.discard(ctx.fs, written.path)
         raise
-    exclusive = (ctx.header("If-None-Match") or "").strip() == "*"
     obj = await store.commit_object(
-        ctx.fs, ctx.bucket, ctx.key, written.path, stored, exclusive=exclusive, acl=chosen
+        ctx.fs,
+        ctx.bucket,
+        ctx.key,
+        written.path,
+        stored,
+        exclusive=condition.exclusive,
+        expect=condition.expect,
+        acl=chosen,
     )
     headers = {"ETag": obj.etag}
     if stored.sha256:
         headers["x-amz-checksum-sha256"] = stored.sha256
     return web.Response(headers=headers)
+
+
+@dataclass(frozen=True)
+class WriteCondition:
+    """How a conditional write puts its object in place (``store.commit_object``)."""
+
+    exclusive: bool = False
+    """Only where no object is."""
+    expect: str = ""
+    """Only over the object of this version (the one the conditions were checked against)."""
+
+
+async def write_condition(ctx: Ctx) -> WriteCondition:
+    """A PUT's (or a Complete's) ``If-Match``/``If-None-Match``, checked against the object
+    now there before anything is written (``NoSuchKey`` 404 for an ``If-Match`` with no
+    object, ``PreconditionFailed`` 412), and made atomic by the rename that puts the new
+    object in place: it replaces only the very version checked (or, with none there, only
+    where there is still none), so no other write can slip in between."""
+    if_match, if_none = ctx.header("If-Match"), ctx.header("If-None-Match")
+    if if_match is None and if_none is None:
+        return WriteCondition()
+    if if_match is None and (if_none or "").strip() == "*":
+        return WriteCondition(exclusive=True)
+    current = await store.current_object(ctx.fs, ctx.bucket, ctx.key)
+    failed = S3Error(
+        "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
+    )
+    if if_match is not None:
+        if current is None:
+            raise S3Error("NoSuchKey", "The specified key does not exist.", Key=ctx.key)
+        if not _etag_matches(if_match, current.etag):
+            raise failed
+    if if_none is not None and current is not None and _etag_matches(if_none, current.etag):
+        raise failed
+    if current is None:
+        return WriteCondition(exclusive=True)
+    return WriteCondition(expect=current.info.version)
 
 
 def _checked_sha256(ctx: Ctx, written: store.Written) -> str:

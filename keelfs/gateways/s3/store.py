@@ -309,6 +309,27 @@ async def open_object(
     return ObjectInfo(key, info, await read_sidecar(fs, bucket, key, info)), reader
 
 
+async def current_object(fs: AsyncClient, bucket: str, key: str) -> ObjectInfo | None:
+    """The object at ``key`` as a reader sees it (its ``info.version`` exact: an inline
+    file's bytes come with it), None if there is none: what a conditional write compares."""
+    path = key_path(bucket, key)
+    try:
+        reply = await fs._run(ops.stat(path, False, read=True), None)
+    except (NotFound, NotADirectory, IsADirectory):
+        await require_bucket(fs, bucket)
+        return None
+    except PermissionDenied:
+        raise S3Error(
+            "AccessDenied", "Access Denied: a conditional write reads the object"
+        ) from None
+    except KeelError as exc:
+        raise from_keel(exc, Key=key) from None
+    info = file_info_from_pb(reply.info)
+    if info.is_dir:
+        return None
+    return ObjectInfo(key, info, await read_sidecar(fs, bucket, key, info, strict=True))
+
+
 # -- writing ----------------------------------------------------------------------------------
 async def _mkdirs(fs: AsyncClient, path: str, mode: int) -> None:
     with contextlib.suppress(AlreadyExists):
@@ -422,11 +443,15 @@ async def commit_object(
     stored: Stored,
     *,
     exclusive: bool = False,
+    expect: str = "",
     acl: acls.Acl = acls.PRIVATE,
 ) -> ObjectInfo:
     """Put complete file ``temp`` in place as ``key`` with its sidecar (module doc);
     ``exclusive``: only if no object is there (``If-None-Match: *``: ``PreconditionFailed``);
-    ``acl``: the object's (its mode and anonymous mark, set before it is in place)."""
+    ``expect``: only if the object there is still that version (``FileInfo.version``: the
+    rename compares and replaces in one metadata command; ``PreconditionFailed`` if another
+    write replaced it meanwhile, ``NoSuchKey`` if it was deleted); ``acl``: the object's
+    (its mode and anonymous mark, set before it is in place)."""
     overwrite = not exclusive
     target = key_path(bucket, key)
     mode = acls.file_mode(acl)
@@ -439,19 +464,24 @@ async def commit_object(
         await write_sidecar(fs, bucket, sidecar, stored.encode(key), mode)
         replaced = await _file_or_none(fs, target)
         try:
-            await fs.rename(temp, target, overwrite=overwrite)
+            await fs.rename(temp, target, overwrite=overwrite, expect=expect)
         except NotFound:
+            if expect:
+                raise S3Error("NoSuchKey", "The specified key does not exist.", Key=key) from None
             await _make_parents(fs, bucket, key)
             await fs.rename(temp, target, overwrite=overwrite)
     except AlreadyExists:
         await discard(fs, temp)
-        if not exclusive:
+        if not exclusive and not expect:
             raise _conflict(key) from None
         raise S3Error(
             "PreconditionFailed",
             "At least one of the pre-conditions you specified did not hold",
-            Condition="If-None-Match",
+            Condition="If-Match" if expect else "If-None-Match",
         ) from None
+    except S3Error:
+        await discard(fs, temp)
+        raise
     except (IsADirectory, NotADirectory, DirectoryNotEmpty):
         await discard(fs, temp)
         raise _conflict(key) from None
