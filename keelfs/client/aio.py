@@ -212,9 +212,19 @@ class AsyncClient:
         return file_info_from_pb(reply.info)
 
     async def stat(
-        self, path: str, *, stale_ok: bool = False, deadline: float | None = None
+        self,
+        path: str,
+        *,
+        stale_ok: bool = False,
+        read: bool = False,
+        deadline: float | None = None,
     ) -> FileInfo:
-        return file_info_from_pb((await self._run(ops.stat(path, stale_ok), deadline)).info)
+        """``path``'s ``FileInfo``; ``read``: a reader's stat (refused without READ on a
+        file), with an inline file's content, so that its ``version`` is exact (what
+        ``rename(expect=...)`` compares)."""
+        return file_info_from_pb(
+            (await self._run(ops.stat(path, stale_ok, read=read), deadline)).info
+        )
 
     async def exists(
         self, path: str, *, stale_ok: bool = False, deadline: float | None = None

@@ -714,3 +714,18 @@ def test_content_encoding_kept_as_given_less_aws_chunked(gateway: Gateway) -> No
     s3.put_object(Bucket=name, Key="page.gz", Body=gzipped, ContentEncoding="gzip")
     got = s3.get_object(Bucket=name, Key="page.gz")
     assert (got["ContentEncoding"], got["ContentLength"]) == ("gzip", len(gzipped))
+
+
+def test_bucket_location_is_the_one_it_was_created_with(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    plain = new_bucket(s3, "where")
+    assert s3.get_bucket_location(Bucket=plain)["LocationConstraint"] is None
+    name = f"where-{next(_names)}"
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    assert s3.get_bucket_location(Bucket=name)["LocationConstraint"] == "eu-west-1"
+    with pytest.raises(ClientError) as exc:
+        s3.create_bucket(
+            Bucket=f"where-{next(_names)}",
+            CreateBucketConfiguration={"LocationConstraint": "<nowhere>"},
+        )
+    assert code_of(exc) == (400, "InvalidLocationConstraint")

@@ -35,10 +35,13 @@ __all__ = [
     "PublicAccessBlock",
     "delete_setting",
     "read_config",
+    "read_setting",
     "write_setting",
 ]
 
 POLICY, PUBLIC_ACCESS_BLOCK, OWNERSHIP = "policy", "public-access-block", "ownership"
+LOCATION = "location"
+"""The LocationConstraint a bucket was created with (read by GetBucketLocation alone)."""
 OWNERSHIP_KINDS = ("BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter")
 ENFORCED = "BucketOwnerEnforced"
 
@@ -131,6 +134,12 @@ async def _read_one(fs: AsyncClient, bucket: str, kind: str, owner: str) -> Any:
 
 def _counts(info: FileInfo, owner: str) -> bool:
     return not info.is_dir and info.owner == owner and info.mode & 0o022 == 0
+
+
+async def read_setting(fs: AsyncClient, bucket: str, kind: str) -> Any:
+    """One setting of the bucket (None: none), for an operation that needs only it."""
+    info = await store.require_bucket(fs, bucket)
+    return await _read_one(fs, bucket, kind, info.owner)
 
 
 async def read_config(fs: AsyncClient, bucket: str) -> BucketConfig:

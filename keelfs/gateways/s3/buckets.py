@@ -15,7 +15,7 @@ from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import bucket_config, listing, store
 from keelfs.gateways.s3.context import Ctx, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
-from keelfs.gateways.s3.xmlio import document, iso_time, parse, sub
+from keelfs.gateways.s3.xmlio import child_text, document, iso_time, parse, sub
 
 __all__ = [
     "create_bucket",
@@ -92,8 +92,7 @@ async def create_bucket(ctx: Ctx) -> web.Response:
     ACL's anonymous mark if it grants unsigned requests anything (``acl``)."""
     store.check_bucket_name(ctx.bucket)
     body = await ctx.request.read()
-    if body.strip():
-        parse(body)  # CreateBucketConfiguration: its LocationConstraint has no meaning here
+    location = _location_of(body)
     acl_given = acls.from_request(ctx.request.headers, b"", owner=ctx.user, is_bucket=True)
     chosen = acl_given or acls.PRIVATE
     ownership = _ownership_of_request(ctx, chosen)
@@ -119,9 +118,23 @@ async def create_bucket(ctx: Ctx) -> web.Response:
             await bucket_config.write_setting(
                 ctx.fs, ctx.bucket, bucket_config.OWNERSHIP, ownership
             )
+        if location:
+            await bucket_config.write_setting(ctx.fs, ctx.bucket, bucket_config.LOCATION, location)
     except KeelError as exc:
         raise from_keel(exc, BucketName=ctx.bucket) from None
     return web.Response(headers={"Location": "/" + ctx.bucket})
+
+
+def _location_of(body: bytes) -> str:
+    """The ``LocationConstraint`` of a CreateBucketConfiguration ("" for none): keelfs has
+    no regions, so it is only kept and answered back by GetBucketLocation (as RGW answers
+    its zone group's name)."""
+    if not body.strip():
+        return ""
+    location = child_text(parse(body), "LocationConstraint") or ""
+    if len(location) > 64 or not all(c.isalnum() or c in "-_" for c in location):
+        raise S3Error("InvalidLocationConstraint", "The specified location-constraint is not valid")
+    return "" if location == "us-east-1" else location
 
 
 def _ownership_of_request(ctx: Ctx, chosen: acls.Acl) -> str | None:
@@ -181,8 +194,13 @@ async def head_bucket(ctx: Ctx) -> web.Response:
 
 
 async def get_bucket_location(ctx: Ctx) -> web.Response:
-    await store.require_bucket(ctx.fs, ctx.bucket)
-    return xml_response(document("LocationConstraint"))
+    """The LocationConstraint the bucket was created with (none: ``us-east-1``'s empty
+    answer)."""
+    location = await bucket_config.read_setting(ctx.fs, ctx.bucket, bucket_config.LOCATION)
+    root = document("LocationConstraint")
+    if isinstance(location, str) and location:
+        root.text = location
+    return xml_response(root)
 
 
 async def get_bucket_versioning(ctx: Ctx) -> web.Response:

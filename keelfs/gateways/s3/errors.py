@@ -39,6 +39,7 @@ STATUS: dict[str, int] = {
     "InvalidBucketAclWithObjectOwnership": 400,
     "InvalidBucketName": 400,
     "InvalidDigest": 400,
+    "InvalidLocationConstraint": 400,
     "InvalidPart": 400,
     "InvalidPartOrder": 400,
     "InvalidRange": 416,

@@ -314,7 +314,7 @@ async def current_object(fs: AsyncClient, bucket: str, key: str) -> ObjectInfo |
     file's bytes come with it), None if there is none: what a conditional write compares."""
     path = key_path(bucket, key)
     try:
-        reply = await fs._run(ops.stat(path, False, read=True), None)
+        info = await fs.stat(path, read=True)
     except (NotFound, NotADirectory, IsADirectory):
         await require_bucket(fs, bucket)
         return None
@@ -324,7 +324,6 @@ async def current_object(fs: AsyncClient, bucket: str, key: str) -> ObjectInfo |
         ) from None
     except KeelError as exc:
         raise from_keel(exc, Key=key) from None
-    info = file_info_from_pb(reply.info)
     if info.is_dir:
         return None
     return ObjectInfo(key, info, await read_sidecar(fs, bucket, key, info, strict=True))
