@@ -734,3 +734,31 @@ def test_get_object_attributes(gateway: Gateway) -> None:
     assert object_parts["TotalPartsCount"] == 3 and object_parts["IsTruncated"] is True
     assert [(p["PartNumber"], p["Size"]) for p in object_parts["Parts"]] == [(2, 5 * 1024 * 1024)]
     assert object_parts["NextPartNumberMarker"] == 2
+
+
+def test_policy_deny_reaches_each_key_of_a_delete_and_a_copy_source(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "denykeys", ACL="public-read-write")
+    for key in ("secret/k", "open/k"):
+        s3.put_object(Bucket=name, Key=key, Body=b"x", ACL="public-read")
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": ["s3:DeleteObject", "s3:GetObject"],
+        "Resource": f"arn:aws:s3:::{name}/secret/*",
+    }
+    s3.put_bucket_policy(Bucket=name, Policy=_policy(name, deny))
+    answer = bob.delete_objects(
+        Bucket=name, Delete={"Objects": [{"Key": "secret/k"}, {"Key": "open/k"}]}
+    )
+    assert [(e["Key"], e["Code"]) for e in answer["Errors"]] == [("secret/k", "AccessDenied")]
+    assert [d["Key"] for d in answer["Deleted"]] == ["open/k"]
+    copy = {"Bucket": name, "Key": "secret/k"}
+    assert _denied(lambda: bob.copy_object(Bucket=name, Key="mine", CopySource=copy))[0] == 403
+    other = f"acl-denykeys-bobs-{next(_names)}"
+    with gateway.cluster.client() as fs:
+        fs.mkdir(f"/{other}", owner=OTHER_USER, mode=0o711)
+    assert _denied(lambda: bob.copy_object(Bucket=other, Key="mine", CopySource=copy))[0] == 403
+    s3.delete_bucket_policy(Bucket=name)
+    assert s3.head_object(Bucket=name, Key="secret/k")["ContentLength"] == 1

@@ -17,6 +17,7 @@ from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import store
 from keelfs.gateways.s3.context import Ctx, http_date, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
+from keelfs.gateways.s3.policy_eval import refuse_denied_key
 from keelfs.gateways.s3.versions import NULL_VERSION
 from keelfs.gateways.s3.xmlio import child_text, children, document, iso_time, parse, sub
 
@@ -406,6 +407,7 @@ async def delete_objects(ctx: Ctx) -> web.Response:
         try:
             if version is not None and version != NULL_VERSION:
                 raise S3Error("NoSuchVersion", "The specified version does not exist.")
+            refuse_denied_key(ctx, "s3:DeleteObject", ctx.bucket, key)
             await store.delete_object(ctx.fs, ctx.bucket, key)
         except S3Error as err:
             error = sub(root, "Error")

@@ -28,7 +28,8 @@ from keelfs.gateways.s3 import acl_ops, buckets, multipart, objects, store, vers
 from keelfs.gateways.s3 import bucket_config as config
 from keelfs.gateways.s3.context import Ctx, xml_response
 from keelfs.gateways.s3.errors import S3Error
-from keelfs.gateways.s3.policy import ALLOW, DENY, Request, parse_policy
+from keelfs.gateways.s3.policy import ALLOW, DENY, parse_policy
+from keelfs.gateways.s3.policy_eval import arn, decide
 from keelfs.gateways.s3.xmlio import child_text, children, document, parse, sub, tag
 
 __all__ = [
@@ -204,7 +205,6 @@ _BUCKET_ACTIONS: dict[Handler, str] = {
     buckets.delete_bucket: "s3:DeleteBucket",
     versions.list_object_versions: "s3:ListBucketVersions",
     multipart.list_uploads: "s3:ListBucketMultipartUploads",
-    objects.delete_objects: "s3:DeleteObject",
     acl_ops.get_bucket_acl: "s3:GetBucketAcl",
     acl_ops.put_bucket_acl: "s3:PutBucketAcl",
     get_bucket_policy: "s3:GetBucketPolicy",
@@ -242,7 +242,8 @@ _NEVER_FOR_OTHERS: frozenset[Handler] = frozenset(
     }
 )  # fmt: skip
 """What a policy never lets the gateway do as the owner for someone else: what changes who
-may do what, and DeleteObjects (its keys are many resources; each caller deletes as itself)."""
+may do what, and DeleteObjects (its keys are many resources: each caller deletes as itself,
+and a policy's Deny is checked per key, ``policy_eval.refuse_denied_key``)."""
 OWNER_ONLY: frozenset[Handler] = frozenset(
     {
         put_bucket_policy, delete_bucket_policy, get_bucket_policy, get_bucket_policy_status,
@@ -253,39 +254,13 @@ OWNER_ONLY: frozenset[Handler] = frozenset(
 """The operations of this module: the owner's alone."""
 
 
-def _arn(bucket: str, key: str = "") -> str:
-    return f"arn:aws:s3:::{bucket}/{key}" if key else f"arn:aws:s3:::{bucket}"
-
-
-def _context(ctx: Ctx, principal: str) -> dict[str, str]:
-    """The condition keys of a request."""
-    found = {
-        "aws:sourceip": ctx.request.remote or "",
-        "aws:securetransport": "true" if ctx.request.secure else "false",
-    }
-    if principal:
-        found["aws:username"] = found["aws:userid"] = principal
-    for name in ("prefix", "delimiter", "max-keys"):
-        if name in ctx.query:
-            found["s3:" + name] = ctx.query[name]
-    for header in ("x-amz-acl", "x-amz-copy-source", "x-amz-metadata-directive"):
-        value = ctx.header(header)
-        if value is not None:
-            found["s3:" + header] = value
-    for header, key in (("Referer", "aws:referer"), ("User-Agent", "aws:useragent")):
-        value = ctx.header(header)
-        if value is not None:
-            found[key] = value
-    return found
-
-
-def _request(ctx: Ctx, handler: Handler) -> Request | None:
-    principal = "" if ctx.anonymous else ctx.signed.key.user
-    context = _context(ctx, principal)
+def _request(ctx: Ctx, handler: Handler) -> tuple[str, str] | None:
+    """The S3 action a request is and the resource it acts on (None: a request no policy
+    speaks of)."""
     if handler in _OBJECT_ACTIONS:
-        return Request(principal, _OBJECT_ACTIONS[handler], _arn(ctx.bucket, ctx.key), context)
+        return _OBJECT_ACTIONS[handler], arn(ctx.bucket, ctx.key)
     if handler in _BUCKET_ACTIONS:
-        return Request(principal, _BUCKET_ACTIONS[handler], _arn(ctx.bucket), context)
+        return _BUCKET_ACTIONS[handler], arn(ctx.bucket)
     return None
 
 
@@ -310,11 +285,11 @@ async def authorize(
     if cfg.acls_disabled and handler in (acl_ops.put_bucket_acl, acl_ops.put_object_acl):
         raise S3Error("AccessControlListNotSupported", "The bucket does not allow ACLs")
     is_owner = not ctx.anonymous and ctx.user == cfg.owner
-    policy = cfg.policy
     request = _request(ctx, handler)
-    decision = policy.evaluate(request) if policy is not None and request is not None else None
-    if decision == DENY and not (is_owner and request and request.action in _POLICY_ACTIONS):
+    decision = decide(ctx, cfg, *request) if request is not None else None
+    if decision == DENY and not (is_owner and request and request[0] in _POLICY_ACTIONS):
         raise _denied("denied by the bucket policy")
+    await _check_copy_source(ctx, cfg)
     if is_owner:
         return
     if handler in OWNER_ONLY:
@@ -343,9 +318,30 @@ def _may_act_for_owner(ctx: Ctx, handler: Handler, cfg: config.BucketConfig) -> 
     src_bucket, src_key = objects.parse_copy_source(source)
     if src_bucket != ctx.bucket:
         return False  # the owner's other buckets are not this policy's to open
-    principal = "" if ctx.anonymous else ctx.signed.key.user
-    read = Request(principal, "s3:GetObject", _arn(src_bucket, src_key), _context(ctx, principal))
-    return policy.evaluate(read) == ALLOW
+    return decide(ctx, cfg, "s3:GetObject", arn(src_bucket, src_key)) == ALLOW
+
+
+async def _check_copy_source(ctx: Ctx, cfg: config.BucketConfig) -> None:
+    """A copy reads its source: the source bucket's policy must not deny that
+    (``s3:GetObject``), and where that bucket ignores public ACLs, a caller other than its
+    owner reads it only by that policy (the copy is made with the caller's own rights
+    unless the gate acts for this bucket's owner)."""
+    source = ctx.header("x-amz-copy-source")
+    if source is None:
+        return
+    src_bucket, src_key = objects.parse_copy_source(source)
+    try:
+        src_cfg = cfg if src_bucket == ctx.bucket else await config.read_config(ctx.fs, src_bucket)
+    except S3Error as err:
+        if err.code == "NoSuchBucket":
+            return  # the copy answers it
+        raise
+    decision = decide(ctx, src_cfg, "s3:GetObject", arn(src_bucket, src_key))
+    if decision == DENY:
+        raise _denied("the copy's source is denied by its bucket's policy")
+    is_src_owner = not ctx.anonymous and ctx.signed.key.user == src_cfg.owner
+    if not is_src_owner and decision != ALLOW and src_cfg.ignores_public_acls:
+        raise _denied("the copy's source bucket ignores public ACLs")
 
 
 async def may_list(ctx: Ctx) -> bool:
@@ -355,13 +351,9 @@ async def may_list(ctx: Ctx) -> bool:
     cfg = ctx.config
     if cfg is None or (not ctx.anonymous and ctx.signed.key.user == cfg.owner):
         return True
-    policy = cfg.policy
-    if policy is not None:
-        principal = "" if ctx.anonymous else ctx.signed.key.user
-        context = {**_context(ctx, principal), "s3:prefix": ctx.key}
-        decision = policy.evaluate(Request(principal, "s3:ListBucket", _arn(ctx.bucket), context))
-        if decision is not None:
-            return decision == ALLOW
+    decision = decide(ctx, cfg, "s3:ListBucket", arn(ctx.bucket), **{"s3:prefix": ctx.key})
+    if decision is not None:
+        return decision == ALLOW
     if cfg.ignores_public_acls:
         return False
     try:
