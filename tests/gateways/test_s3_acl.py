@@ -628,6 +628,7 @@ def test_public_access_block(gateway: Gateway) -> None:
         lambda: s3.put_bucket_acl(Bucket=name, ACL="authenticated-read"),
         lambda: s3.put_object(Bucket=name, Key="p", Body=b"p", ACL="public-read"),
         lambda: s3.put_object_acl(Bucket=name, Key="k", ACL="authenticated-read"),
+        lambda: s3.create_bucket(Bucket=name, ACL="public-read"),  # created again
     ):
         assert _denied(call) == (403, "AccessDenied")
     s3.put_object(Bucket=name, Key="private", Body=b"p", ACL="private")

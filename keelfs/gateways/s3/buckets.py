@@ -159,6 +159,9 @@ async def _recreate(ctx: Ctx, acl_given: acls.Acl | None) -> web.Response:
     if acl_given is not None:
         from keelfs.gateways.s3.acl_ops import set_bucket_acl
 
+        ctx.config = await bucket_config.read_config(ctx.fs, ctx.bucket)
+        ctx.refuse_disabled_acl()
+        ctx.refuse_public_acl(acl_given)
         info, current = await acls.read_bucket_acl(ctx.fs, ctx.bucket)
         await set_bucket_acl(ctx.fs, ctx.bucket, info, current, acl_given)
     return web.Response(headers={"Location": "/" + ctx.bucket})
