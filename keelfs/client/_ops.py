@@ -343,9 +343,11 @@ def delete(path: str, recursive: bool) -> Op:
     return namespace_op("Delete", _entry(path), build, write=True, session=True)
 
 
-def rename(src: str, dst: str, overwrite: bool) -> Op:
+def rename(src: str, dst: str, overwrite: bool, expect: str = "") -> Op:
     src, dst = norm(src, "src"), norm(dst, "dst")
-    build = lambda h: pb.RenameRequest(header=h, src=src, dst=dst, overwrite=overwrite)  # noqa: E731
+    build = lambda h: pb.RenameRequest(  # noqa: E731
+        header=h, src=src, dst=dst, overwrite=overwrite, expect=expect
+    )
     return namespace_op("Rename", _entry(src), build, write=True, session=True)
 
 

@@ -212,9 +212,19 @@ class AsyncClient:
         return file_info_from_pb(reply.info)
 
     async def stat(
-        self, path: str, *, stale_ok: bool = False, deadline: float | None = None
+        self,
+        path: str,
+        *,
+        stale_ok: bool = False,
+        read: bool = False,
+        deadline: float | None = None,
     ) -> FileInfo:
-        return file_info_from_pb((await self._run(ops.stat(path, stale_ok), deadline)).info)
+        """``path``'s ``FileInfo``; ``read``: a reader's stat (refused without READ on a
+        file), with an inline file's content, so that its ``version`` is exact (what
+        ``rename(expect=...)`` compares)."""
+        return file_info_from_pb(
+            (await self._run(ops.stat(path, stale_ok, read=read), deadline)).info
+        )
 
     async def exists(
         self, path: str, *, stale_ok: bool = False, deadline: float | None = None
@@ -386,9 +396,19 @@ class AsyncClient:
         return list(json.loads(reply.json)["diff"])
 
     async def rename(
-        self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None
+        self,
+        src: str,
+        dst: str,
+        *,
+        overwrite: bool = False,
+        expect: str = "",
+        deadline: float | None = None,
     ) -> None:
-        await self._run(ops.rename(src, dst, overwrite), deadline)
+        """Move ``src`` to ``dst``; ``overwrite``: replacing a file there; ``expect`` (with
+        ``overwrite``): only if ``dst`` is the file of that version (``FileInfo.version``
+        of a reader's stat; ``NotFound`` if there is none, ``AlreadyExists`` if it is
+        another), a compare-and-replace in one metadata command."""
+        await self._run(ops.rename(src, dst, overwrite, expect), deadline)
 
     async def set_replication(
         self, path: str, replication: int, *, deadline: float | None = None

@@ -163,8 +163,16 @@ class Client:
         self._core.writers.pop(path, None)
         return file_info_from_pb(reply.info)
 
-    def stat(self, path: str, *, stale_ok: bool = False, deadline: float | None = None) -> FileInfo:
-        return file_info_from_pb(self._run(ops.stat(path, stale_ok), deadline).info)
+    def stat(
+        self,
+        path: str,
+        *,
+        stale_ok: bool = False,
+        read: bool = False,
+        deadline: float | None = None,
+    ) -> FileInfo:
+        """``AsyncClient.stat`` (``read``: a reader's, with an inline file's content)."""
+        return file_info_from_pb(self._run(ops.stat(path, stale_ok, read=read), deadline).info)
 
     def exists(self, path: str, *, stale_ok: bool = False, deadline: float | None = None) -> bool:
         try:
@@ -316,9 +324,16 @@ class Client:
         return list(json.loads(reply.json)["diff"])
 
     def rename(
-        self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None
+        self,
+        src: str,
+        dst: str,
+        *,
+        overwrite: bool = False,
+        expect: str = "",
+        deadline: float | None = None,
     ) -> None:
-        self._run(ops.rename(src, dst, overwrite), deadline)
+        """``AsyncClient.rename`` (``expect``: compare-and-replace)."""
+        self._run(ops.rename(src, dst, overwrite, expect), deadline)
 
     def truncate(self, path: str, length: int, *, deadline: float | None = None) -> FileInfo:
         """Shorten file ``path`` to ``length`` bytes: ``AsyncClient.truncate``."""

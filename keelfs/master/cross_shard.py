@@ -390,21 +390,19 @@ async def _rmdir(
 async def rename(
     node: MetaNode,
     member: Member,
-    src: str,
-    dst: str,
-    overwrite: bool,
+    request: Rename,
     header: pb.RequestHeader,
     timeout: float,
     caller: Caller | None = None,
 ) -> None:
     """Rename ``src`` to a path another shard holds, or a directory whose subtree spans shards
     (:func:`spans`): a transaction coordinated here (the source's shard), the target's shard
-    participating."""
+    participating (and checking ``expect``, the version of the file replaced, there)."""
+    src, dst, overwrite = request.src, request.dst, request.overwrite
     await node.read(member, False, timeout)
     await node.wait_unlocked(member, src, timeout)  # a transaction may be moving it
     sm: ShardStateMachine = member.sm
     target = node.shard_map.shard_for_path(dst)
-    request = Rename(src, dst, overwrite)
     src_may = _may(caller, paths.parent(src), WRITE, paths.name(src))
     dst_may = _may(caller, paths.parent(dst), WRITE, paths.name(dst))
     record = sm.entry_record(src)
@@ -429,7 +427,7 @@ async def rename(
         return
     info = sm.stat(src)
     if info.is_dir:
-        await _move_tree(node, member, Rename(src, dst, overwrite), record, header, timeout, caller)
+        await _move_tree(node, member, request, record, header, timeout, caller)
         return
     if info.under_construction:
         raise LeaseConflict(
@@ -443,6 +441,8 @@ async def rename(
         Step("touch", paths.parent(src)),
     ]
     theirs = [*dst_may, Step("dir", dst_dir)]
+    if request.expect:
+        theirs.append(Step("version", dst, request.expect))
     if overwrite:
         theirs += [Step("replaceable", dst), Step("replace", dst)]
     else:

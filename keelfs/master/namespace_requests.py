@@ -150,7 +150,9 @@ def delete(request: pb.DeleteRequest) -> Delete:
 
 
 def rename(request: pb.RenameRequest) -> Rename:
-    command = Rename(path(request.src, "src"), path(request.dst, "dst"), request.overwrite)
+    command = Rename(
+        path(request.src, "src"), path(request.dst, "dst"), request.overwrite, request.expect
+    )
     command.validate()
     return command
 

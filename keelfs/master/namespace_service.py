@@ -537,9 +537,7 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
             refuse_quota_roots(member.sm, src, "rename")
             refuse_snapshot_roots(member.sm, src, "rename")
             if m.shard_for_path(dst) != shard:
-                await cross_shard.rename(
-                    node, member, src, dst, request.overwrite, header, timeout, caller
-                )
+                await cross_shard.rename(node, member, cmd, header, timeout, caller)
                 return pb.RenameReply(info=self._reply(member))
             sm: ShardStateMachine = member.sm
             if not (sm.exists(src) and sm.stat(src).is_dir):
@@ -555,9 +553,7 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
                         and sm.stat(src).is_dir
                         and cross_shard.spans(m, shard, src, dst, sm)
                     ):
-                        await cross_shard.rename(
-                            node, member, src, dst, request.overwrite, header, timeout, caller
-                        )
+                        await cross_shard.rename(node, member, cmd, header, timeout, caller)
                         return pb.RenameReply(info=self._reply(member))
                     result, index, term = await node.propose(member, cmd, header, timeout, caller)
             err = result.exception()

@@ -48,7 +48,7 @@ from keelfs.meta.principals import (
     Guard,
     check_principal,
 )
-from keelfs.meta.records import MAX_INLINE_BYTES
+from keelfs.meta.records import MAX_INLINE_BYTES, is_version
 
 __all__ = [
     "CONFIG_COMMANDS",
@@ -207,6 +207,8 @@ def _fingerprint(body: str) -> str:
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_DEFAULTS: dict[tuple[type, str], Any] = {}
+"""The default of each ``added_fields`` field, by class (filled at a class's first ``args``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +227,13 @@ class Command:
     so that a retry of the request (same session and seq) after a lost reply is recognised
     as the same command and gets the first attempt's reply."""
 
+    added_fields: ClassVar[frozenset[str]] = frozenset()
+    """Fields added after a release: left out of ``args()`` (so of the log entry and of
+    ``digest()``) while they hold their default. A command that does not use what such a
+    field adds is encoded byte for byte as the release before it encoded it, which that
+    release's replicas (during a rolling upgrade) decode and apply the same way, and a
+    retry's fingerprint does not depend on the version of the master that proposed it."""
+
     def validate(self) -> None:
         """Raise ``InvalidArgument``/``InvalidPath`` if an argument is out of its domain."""
 
@@ -232,7 +241,14 @@ class Command:
         names = _FIELD_NAMES.get(type(self))
         if names is None:
             names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))
-        return {name: getattr(self, name) for name in names}
+            for f in fields(self):
+                if f.name in self.added_fields:
+                    _DEFAULTS[(type(self), f.name)] = f.default
+        out = {name: getattr(self, name) for name in names}
+        for name in self.added_fields:
+            if out[name] == _DEFAULTS[(type(self), name)]:
+                del out[name]
+        return out
 
     def digest(self) -> str:
         """A short fingerprint of the op and its arguments: a session's reply cache keeps it
@@ -546,17 +562,23 @@ class Delete(Command):
 class Rename(Command):
     """Move ``src`` to ``dst`` atomically within this shard (HDFS ``rename2``): refuses an
     existing ``dst`` unless ``overwrite``, and then only a file by a file or an empty
-    directory by a directory."""
+    directory by a directory. ``expect`` (with ``overwrite``): replace ``dst`` only if it is
+    the file of that ``content_version`` (``NotFound`` if there is none, ``AlreadyExists``
+    if it is another): a compare-and-replace in one command, S3's ``If-Match`` write."""
 
     op: ClassVar[str] = "rename"
+    added_fields: ClassVar[frozenset[str]] = frozenset({"expect"})
     src: str
     dst: str
     overwrite: bool = False
+    expect: str = ""
 
     def validate(self) -> None:
         if check_path(self.src, "src") == paths.ROOT:
             raise InvalidArgument("cannot rename /", "src")
         check_path(self.dst, "dst")
+        if self.expect and (not self.overwrite or not is_version(self.expect)):
+            raise InvalidArgument("expect is a content version, with overwrite", "expect")
 
 
 @dataclass(frozen=True, slots=True)
@@ -643,6 +665,7 @@ class SetTraverseGuard(Command):
 
     op: ClassVar[str] = "set_traverse_guard"
     servers_only: ClassVar[bool] = True
+    added_fields: ClassVar[frozenset[str]] = frozenset({"acl"})
     path: str
     owner: str
     group: str

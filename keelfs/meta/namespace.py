@@ -78,6 +78,7 @@ from keelfs.meta.records import (
     FileInfo,
     Inode,
     Listing,
+    check_version,
     maintained_file,
 )
 from keelfs.meta.shard_records import (
@@ -680,6 +681,8 @@ class ShardStateMachine(
         if inode.is_dir:
             self._require_dir(txn, src)
         target = self._entry(txn, dst)
+        if cmd.expect:
+            check_version(dst, target, cmd.expect)
         if target is not None:
             if not cmd.overwrite:
                 raise AlreadyExists(dst)

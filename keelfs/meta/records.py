@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import msgspec
 
+from keelfs.errors import AlreadyExists, NotFound
 from keelfs.meta import acls, jsonbytes
 from keelfs.meta.acls import AclEntry
 from keelfs.meta.principals import Guard
@@ -153,6 +155,11 @@ class Inode:
         if self.data is not None:
             return len(self.data)
         return sum(b.length for b in self.blocks)
+
+    @property
+    def version(self) -> str:
+        """``content_version`` of this file."""
+        return content_version(self.mtime, self.blocks, self.data)
 
     def evolve(self, **changes: Any) -> Inode:
         return replace(self, **changes)
@@ -377,6 +384,12 @@ class FileInfo:
         return bool(self.acl)
 
     @property
+    def version(self) -> str:
+        """``content_version`` of the file (from a reader's stat: an inline file's bytes
+        are part of it)."""
+        return content_version(self.mtime, self.blocks, self.data)
+
+    @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
 
@@ -452,3 +465,27 @@ class ContentSummary:
             "directory_count": self.directory_count,
             "space_consumed": self.space_consumed,
         }
+
+
+def content_version(mtime: int, blocks: tuple[BlockInfo, ...], data: bytes | None) -> str:
+    """What tells one content of a file from another, for a rename that replaces only the
+    version its caller saw (``Rename.expect``): its modification time, its blocks (ids,
+    generation stamps, lengths) and an inline file's bytes. A client computes it from a
+    reader's ``stat`` (``FileInfo.version``: an inline file's bytes come only to a reader)."""
+    digest = hashlib.sha256(jsonbytes.dumps_sorted([mtime, [b.to_list() for b in blocks]]))
+    if data is not None:
+        digest.update(b"\0" + data)
+    return digest.hexdigest()[:32]
+
+
+def is_version(text: str) -> bool:
+    """Whether ``text`` has the shape of a ``content_version``."""
+    return len(text) == 32 and not text.strip("0123456789abcdef")
+
+
+def check_version(path: str, target: Inode | None, expected: str) -> None:
+    """A rename's ``expect``: ``path`` must be the file of that content version."""
+    if target is None:
+        raise NotFound(path)
+    if target.is_dir or target.version != expected:
+        raise AlreadyExists(path, message=f"{path} is not the version expected: it changed")

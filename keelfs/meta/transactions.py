@@ -54,7 +54,7 @@ from keelfs.meta import acls, paths
 from keelfs.meta.acls import AclEntry
 from keelfs.meta.kvstore import Txn, prefix_end
 from keelfs.meta.principals import Caller, Guard
-from keelfs.meta.records import decode_foreign
+from keelfs.meta.records import decode_foreign, is_version
 
 __all__ = [
     "CHANGES",
@@ -80,7 +80,18 @@ GC = b"G"
 OPEN = b"O"
 
 CHECKS = frozenset(
-    {"absent", "present", "entry", "entry_digest", "self", "dir", "empty", "replaceable", "may"}
+    {
+        "absent",
+        "present",
+        "entry",
+        "entry_digest",
+        "self",
+        "dir",
+        "empty",
+        "replaceable",
+        "may",
+        "version",
+    }
 )
 """Step kinds that only check (evaluated at begin/prepare, under the part's locks):
 
@@ -94,6 +105,9 @@ CHECKS = frozenset(
 - ``dir``: the self-record of directory ``path`` is here (a child may be put in it);
 - ``empty``: directory ``path`` has no children here;
 - ``replaceable``: no entry at ``path``, or a file nobody is writing (an overwrite target);
+- ``version``: the entry at ``path`` is the file of content version ``record``
+  (``records.content_version``; ``NotFound``/``AlreadyExists`` otherwise): a rename's
+  ``expect`` across shards;
 - ``may``: the caller ``record`` names (``may_step``) reaches directory ``path`` and has the
   access it names on it, and may remove the entry it names there (the sticky bit): the
   permission checks of a cross-shard operation, made where the directory's self-record is,
@@ -132,6 +146,7 @@ class Step:
             raise InvalidArgument(f"unknown transaction step {self.kind!r}", "part")
         paths.validate(self.path)
         needs_record = self.kind in (
+            "version",
             "entry",
             "entry_digest",
             "self",
@@ -142,7 +157,10 @@ class Step:
         )
         if needs_record != bool(self.record):
             raise InvalidArgument(f"step {self.kind} {self.path}: record mismatch", "part")
-        if self.kind == "entry_digest":
+        if self.kind == "version":
+            if not is_version(self.record):
+                raise InvalidArgument(f"step {self.kind} {self.path}: not a version", "part")
+        elif self.kind == "entry_digest":
             if len(self.record) != 64 or self.record.strip("0123456789abcdef"):
                 raise InvalidArgument(f"step {self.kind} {self.path}: not a digest", "part")
         elif self.kind == "may":

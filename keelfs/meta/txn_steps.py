@@ -34,6 +34,7 @@ from keelfs.meta.machine import Context
 from keelfs.meta.permission_checks import PermissionChecks
 from keelfs.meta.principals import EXECUTE
 from keelfs.meta.ranges import FROZEN, INCOMING, MOVED
+from keelfs.meta.records import check_version
 from keelfs.meta.ring import key_hash
 from keelfs.meta.shard_records import (
     _RETRY_ANEW,
@@ -117,6 +118,8 @@ class TransactionSteps(PermissionChecks):
                     raise DirectoryNotEmpty(path)
             if kind == "may":
                 self._check_may(txn, path, step.record)
+            if kind == "version":
+                check_version(path, self._entry(txn, path), step.record)
             if kind == "replaceable":
                 existing = self._entry(txn, path)
                 if existing is not None:

@@ -87,11 +87,82 @@ def test_expected_bucket_owner_and_conditional_put(gateway: Gateway) -> None:
     with pytest.raises(ClientError) as exc:
         s3.list_objects_v2(Bucket=name, ExpectedBucketOwner="someone-else")
     assert code_of(exc) == (403, "AccessDenied")
-    # If-Match on a write is refused, never silently ignored
+    # a write whose If-Match fails changes nothing
     with pytest.raises(ClientError) as exc:
         s3.put_object(Bucket=name, Key="k", Body=b"y", IfMatch='"0"')
-    assert code_of(exc) == (501, "NotImplemented")
+    assert code_of(exc) == (412, "PreconditionFailed")
     assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"x"
+
+
+def test_conditional_writes(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = new_bucket(s3, "ifmatch")
+    etag = s3.put_object(Bucket=name, Key="k", Body=b"one", IfNoneMatch="*")["ETag"]
+    for header in ("*", etag):
+        with pytest.raises(ClientError) as exc:
+            s3.put_object(Bucket=name, Key="k", Body=b"no", IfNoneMatch=header)
+        assert code_of(exc) == (412, "PreconditionFailed")
+    s3.put_object(Bucket=name, Key="k", Body=b"two", IfNoneMatch='"other"')
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=name, Key="k", Body=b"no", IfMatch=etag)  # "one" is gone
+    assert code_of(exc) == (412, "PreconditionFailed")
+    current = s3.head_object(Bucket=name, Key="k")["ETag"]
+    s3.put_object(Bucket=name, Key="k", Body=b"three", IfMatch=current)
+    s3.put_object(Bucket=name, Key="k", Body=b"four", IfMatch="*")
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"four"
+    for header in ("*", current):
+        with pytest.raises(ClientError) as exc:
+            s3.put_object(Bucket=name, Key="absent", Body=b"no", IfMatch=header)
+        assert code_of(exc) == (404, "NoSuchKey")
+    # a multipart upload completes under the same conditions
+    upload = s3.create_multipart_upload(Bucket=name, Key="k")
+    part = s3.upload_part(
+        Bucket=name, Key="k", UploadId=upload["UploadId"], PartNumber=1, Body=b"five"
+    )
+    parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(
+            Bucket=name, Key="k", UploadId=upload["UploadId"], MultipartUpload=parts,
+            IfMatch=current,
+        )  # fmt: skip
+    assert code_of(exc) == (412, "PreconditionFailed")
+    s3.complete_multipart_upload(
+        Bucket=name, Key="k", UploadId=upload["UploadId"], MultipartUpload=parts,
+        IfMatch=s3.head_object(Bucket=name, Key="k")["ETag"],
+    )  # fmt: skip
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"five"
+
+
+def test_if_match_writers_race_and_one_wins(gateway: Gateway) -> None:
+    """Writers that all saw one ETag each PUT with ``If-Match`` at once: the compare and the
+    replace are one metadata command, so exactly one of them replaces the object and the
+    others get 412, round after round (bodies of several blocks' worth of time to write,
+    so that every writer has checked before any has renamed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s3 = gateway.client()
+    name = new_bucket(s3, "ifrace")
+    etag = s3.put_object(Bucket=name, Key="k", Body=b"start")["ETag"]
+    writers = 6
+    for round_number in range(3):
+        bodies = [f"{round_number}-{i}-".encode() * 40_000 for i in range(writers)]
+
+        def put(body: bytes, seen: str = etag) -> str:
+            client = gateway.client()
+            try:
+                return str(client.put_object(Bucket=name, Key="k", Body=body, IfMatch=seen)["ETag"])
+            except ClientError as exc:
+                assert exc.response["Error"]["Code"] == "PreconditionFailed"
+                return ""
+
+        with ThreadPoolExecutor(writers) as pool:
+            answers = list(pool.map(put, bodies))
+        winners = [i for i, answer in enumerate(answers) if answer]
+        assert len(winners) == 1, answers
+        stored = s3.get_object(Bucket=name, Key="k")
+        assert stored["Body"].read() == bodies[winners[0]]
+        etag = stored["ETag"]
+        assert etag == answers[winners[0]]
 
 
 def test_copy_part_range_past_the_source_is_invalid(gateway: Gateway) -> None:
@@ -939,3 +1010,18 @@ def test_concurrent_overwrites_and_version_deletes_lose_nothing(gateway: Gateway
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(remove, ids))
     assert versions_of(s3, name) == [] and keys_of(s3.list_objects_v2(Bucket=name)) == []
+
+
+def test_bucket_location_is_the_one_it_was_created_with(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    plain = new_bucket(s3, "where")
+    assert s3.get_bucket_location(Bucket=plain)["LocationConstraint"] is None
+    name = f"where-{next(_names)}"
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    assert s3.get_bucket_location(Bucket=name)["LocationConstraint"] == "eu-west-1"
+    with pytest.raises(ClientError) as exc:
+        s3.create_bucket(
+            Bucket=f"where-{next(_names)}",
+            CreateBucketConfiguration={"LocationConstraint": "<nowhere>"},
+        )
+    assert code_of(exc) == (400, "InvalidLocationConstraint")

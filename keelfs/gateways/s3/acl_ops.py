@@ -48,29 +48,18 @@ async def get_bucket_acl(ctx: Ctx) -> web.Response:
     return _xml(acls.render(info, anonymous, ctx.names))
 
 
-async def get_bucket_policy_status(ctx: Ctx) -> web.Response:
-    """GetBucketPolicyStatus: keelfs has no bucket policies, so a bucket is public when its
-    ACL grants anything to everyone, signed or not (S3 counts both groups as public)."""
-    from keelfs.gateways.s3.xmlio import document, render, sub
-
-    info, anonymous = await acls.read_bucket_acl(ctx.fs, ctx.bucket)
-    _require_owner(ctx, info)
-    root = document("PolicyStatus")
-    public = bool(anonymous or acls.others_of(info))
-    sub(root, "IsPublic", "true" if public else "false")
-    return _xml(render(root))
-
-
 async def put_bucket_acl(ctx: Ctx) -> web.Response:
     """The bucket's mode, its mark, and the modes of the directories below it (its keys'
     and the gateway's hidden ones), in the order that never grants more than the old or
     the new ACL: a narrower mark before the mode, a wider one after."""
+    ctx.refuse_disabled_acl()
     info, current = await acls.read_bucket_acl(ctx.fs, ctx.bucket)
     body = await ctx.request.read()
     chosen = acls.from_request(ctx.request.headers, body, owner=info.owner, is_bucket=True)
     if chosen is None:
         raise _no_acl()
     _require_owner(ctx, info)
+    ctx.refuse_public_acl(chosen)
     await set_bucket_acl(ctx.fs, ctx.bucket, info, current, chosen)
     return web.Response()
 
@@ -152,6 +141,7 @@ async def get_object_acl(ctx: Ctx) -> web.Response:
 
 
 async def put_object_acl(ctx: Ctx) -> web.Response:
+    ctx.refuse_disabled_acl()
     obj = await _object(ctx)
     body = await ctx.request.read()
     bucket_owner = ""
@@ -163,6 +153,7 @@ async def put_object_acl(ctx: Ctx) -> web.Response:
     if chosen is None:
         raise _no_acl()
     _require_owner(ctx, obj.info)
+    ctx.refuse_public_acl(chosen)
     current = await object_mark(ctx.fs, ctx.bucket, obj)
     mode = acls.file_mode(chosen)
     sidecar = store.sidecar_path(ctx.bucket, ctx.key, obj.info)

@@ -32,6 +32,7 @@ from keelfs.gateways.s3 import (
     cors,
     multipart,
     objects,
+    policy_ops,
     post_object,
     sigv4,
     versions,
@@ -41,6 +42,7 @@ from keelfs.gateways.s3.credentials import AccessKey, KeyTable
 from keelfs.gateways.s3.errors import S3Error, error_xml, from_keel
 from keelfs.gateways.site import HttpSite
 from keelfs.runtime.requests import request_scope
+from keelfs.tls.certs import user_files
 from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["S3Gateway"]
@@ -52,13 +54,30 @@ _CORS_HEADERS = web.RequestKey("keelfs_cors_headers", dict)
 """The ``Access-Control-*`` headers the bucket's CORS rules give a request's answer."""
 _UNSUPPORTED = frozenset(
     {
-        "policy", "lifecycle", "tagging", "website",
+        "lifecycle", "tagging", "website",
         "encryption", "replication", "logging", "notification", "object-lock", "retention",
         "legal-hold", "accelerate", "requestPayment", "analytics", "metrics", "inventory",
-        "intelligent-tiering", "ownershipControls", "publicAccessBlock", "select", "restore",
-        "torrent", "attributes",
+        "intelligent-tiering", "select", "restore",
     }
 )  # fmt: skip
+
+
+_BUCKET_SETTINGS: dict[tuple[str, str], Handler] = {
+    ("GET", "policy"): policy_ops.get_bucket_policy,
+    ("PUT", "policy"): policy_ops.put_bucket_policy,
+    ("DELETE", "policy"): policy_ops.delete_bucket_policy,
+    ("GET", "policyStatus"): policy_ops.get_bucket_policy_status,
+    ("GET", "publicAccessBlock"): policy_ops.get_public_access_block,
+    ("PUT", "publicAccessBlock"): policy_ops.put_public_access_block,
+    ("DELETE", "publicAccessBlock"): policy_ops.delete_public_access_block,
+    ("GET", "ownershipControls"): policy_ops.get_bucket_ownership,
+    ("PUT", "ownershipControls"): policy_ops.put_bucket_ownership,
+    ("DELETE", "ownershipControls"): policy_ops.delete_bucket_ownership,
+}
+_OBJECT_QUERIES: dict[tuple[str, str], Handler] = {
+    ("GET", "attributes"): objects.get_object_attributes,
+    ("GET", "torrent"): objects.get_object_torrent,
+}
 
 
 def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str]) -> Handler:
@@ -68,8 +87,10 @@ def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str
             return buckets.get_bucket_versioning
         if method == "PUT":
             return buckets.put_bucket_versioning
-    if method == "GET" and has_bucket and not has_key and "policyStatus" in query:
-        return acl_ops.get_bucket_policy_status
+    named = _BUCKET_SETTINGS if has_bucket and not has_key else _OBJECT_QUERIES if has_key else {}
+    for (verb, name), handler in named.items():
+        if name in query and verb == method:
+            return handler
     if "acl" in query and has_bucket and method in ("GET", "PUT"):
         if has_key:
             return acl_ops.get_object_acl if method == "GET" else acl_ops.put_object_acl
@@ -138,6 +159,10 @@ async def _add_cors_headers(request: web.Request, response: web.StreamResponse) 
             response.headers.setdefault(name, value)
 
 
+_READS = frozenset({objects.get_object, objects.head_object, objects.get_object_attributes})
+"""Reads whose "no such key" only a caller who may list the bucket learns."""
+
+
 async def _check_bucket_owner(ctx: Ctx, expected: str) -> None:
     """``x-amz-expected-bucket-owner``: the request goes on only if the bucket's owner is
     that user (``AccessDenied`` otherwise, as S3)."""
@@ -172,6 +197,13 @@ class S3Gateway:
         self.clients: dict[str, AsyncClient] = {}
         self._site = HttpSite(self.host, self.port)
         self.address = ""
+
+    def owner_client(self, user: str) -> AsyncClient | None:
+        """A client acting as ``user`` where a bucket policy lets the gateway act for a
+        bucket's owner; None with TLS when the gateway holds no certificate of theirs."""
+        if self.tls_dir is not None and not user_files(self.tls_dir, user).cert.exists():
+            return None
+        return self.client_for(user)
 
     def client_for(self, user: str) -> AsyncClient:
         client = self.clients.get(user)
@@ -285,7 +317,12 @@ class S3Gateway:
                 request, bucket, self.keys, self.anonymous_user, self.client_for, self.names
             )
         ctx, handler = await self._prepare(request, raw_path, raw_query)
-        return await handler(ctx)
+        try:
+            return await handler(ctx)
+        except S3Error as err:
+            if err.code == "NoSuchKey" and handler in _READS and not await policy_ops.may_list(ctx):
+                raise S3Error("AccessDenied", "Access Denied") from None
+            raise
 
     async def _prepare(
         self, request: web.Request, raw_path: str, raw_query: str
@@ -304,8 +341,7 @@ class S3Gateway:
         handler = _route(request.method, bool(bucket), bool(key), query)
         client = self.client_for(signed.key.user)
         ctx = Ctx(request, signed, client, bucket, key, query, self.names, anonymous)
-        if anonymous:
-            await acl_ops.admit_anonymous(ctx, handler)
+        await policy_ops.authorize(ctx, handler, self.owner_client)
         expected = request.headers.get("x-amz-expected-bucket-owner")
         if expected is not None and bucket and handler is not buckets.create_bucket:
             await _check_bucket_owner(ctx, expected)

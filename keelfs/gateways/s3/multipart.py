@@ -35,6 +35,7 @@ from keelfs.gateways.s3.objects import (
     commit,
     parse_copy_source,
     parse_range,
+    write_condition,
     written_headers,
 )
 from keelfs.gateways.s3.xmlio import child_text, children, document, iso_time, parse, sub
@@ -327,6 +328,7 @@ async def complete_upload(ctx: Ctx) -> web.Response:
                 MinSizeAllowed=str(MIN_PART_BYTES),
             )
 
+    condition = await write_condition(ctx)  # before the parts are joined
     assembled = await _assemble(ctx.fs, ctx.bucket, directory, chosen)
     digest = hashlib.md5(b"".join(bytes.fromhex(p.md5) for p in chosen)).hexdigest()
     etag = f'"{digest}-{len(chosen)}"'
@@ -338,7 +340,7 @@ async def complete_upload(ctx: Ctx) -> web.Response:
         parts=len(chosen),
         part_sizes=_run_lengths([p.size for p in chosen]),
     )
-    done = await commit(ctx, assembled, stored, acl=_recorded_acl(record))
+    done = await commit(ctx, assembled, stored, condition=condition, acl=_recorded_acl(record))
     with contextlib.suppress(KeelError):
         await ctx.fs.delete(directory, recursive=True)
     response = _completed(ctx, etag)

@@ -3,8 +3,11 @@ DeleteObjects and CopyObject."""
 
 from __future__ import annotations
 
+import base64
 import email.utils
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -14,6 +17,7 @@ from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import store, versioning
 from keelfs.gateways.s3.context import Ctx, http_date, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
+from keelfs.gateways.s3.policy_eval import refuse_denied_key
 from keelfs.gateways.s3.versioning import NULL_VERSION
 from keelfs.gateways.s3.xmlio import child_text, children, document, iso_time, parse, sub
 
@@ -22,6 +26,8 @@ __all__ = [
     "delete_object",
     "delete_objects",
     "get_object",
+    "get_object_attributes",
+    "get_object_torrent",
     "head_object",
     "parse_copy_source",
     "put_object",
@@ -46,12 +52,7 @@ async def put_object(ctx: Ctx) -> web.Response:
     store.check_key(ctx.key)
     if "x-amz-copy-source" in ctx.request.headers:
         return await copy_object(ctx)
-    if ctx.header("If-Match") is not None:
-        raise S3Error(
-            "NotImplemented",
-            "conditional writes with If-Match are not supported by keelfs (it has no atomic "
-            "compare-and-replace of a file); If-None-Match: * is",
-        )
+    condition = await write_condition(ctx)
     chosen = await ctx.object_acl_of_request()
     body = ctx.body()
     if ctx.key.endswith("/"):
@@ -67,9 +68,67 @@ async def put_object(ctx: Ctx) -> web.Response:
         await store.discard(ctx.fs, written.path)
         raise
     stored = ctx.stored_from_request(md5_etag(written.md5))
-    exclusive = (ctx.header("If-None-Match") or "").strip() == "*"
-    obj = await commit(ctx, written.path, stored, exclusive=exclusive, acl=chosen)
-    return web.Response(headers=written_headers(obj))
+    try:
+        stored.sha256 = _checked_sha256(ctx, written)
+    except S3Error:
+        await store.discard(ctx.fs, written.path)
+        raise
+    obj = await commit(ctx, written.path, stored, condition=condition, acl=chosen)
+    headers = written_headers(obj)
+    if stored.sha256:
+        headers["x-amz-checksum-sha256"] = stored.sha256
+    return web.Response(headers=headers)
+
+
+@dataclass(frozen=True)
+class WriteCondition:
+    """How a conditional write puts its object in place (``store.commit_object``)."""
+
+    exclusive: bool = False
+    """Only where no object is."""
+    expect: str = ""
+    """Only over the object of this version (the one the conditions were checked against)."""
+
+
+async def write_condition(ctx: Ctx) -> WriteCondition:
+    """A PUT's (or a Complete's) ``If-Match``/``If-None-Match``, checked against the object
+    now there before anything is written (``NoSuchKey`` 404 for an ``If-Match`` with no
+    object, ``PreconditionFailed`` 412), and made atomic by the rename that puts the new
+    object in place: it replaces only the very version checked (or, with none there, only
+    where there is still none), so no other write can slip in between."""
+    if_match, if_none = ctx.header("If-Match"), ctx.header("If-None-Match")
+    if if_match is None and if_none is None:
+        return WriteCondition()
+    if if_match is None and (if_none or "").strip() == "*":
+        return WriteCondition(exclusive=True)
+    current = await store.current_object(ctx.fs, ctx.bucket, ctx.key)
+    failed = S3Error(
+        "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
+    )
+    if if_match is not None:
+        if current is None:
+            raise S3Error("NoSuchKey", "The specified key does not exist.", Key=ctx.key)
+        if not _etag_matches(if_match, current.etag):
+            raise failed
+    if if_none is not None and current is not None and _etag_matches(if_none, current.etag):
+        raise failed
+    if current is None:
+        return WriteCondition(exclusive=True)
+    return WriteCondition(expect=current.info.version)
+
+
+def _checked_sha256(ctx: Ctx, written: store.Written) -> str:
+    """``x-amz-checksum-sha256`` of a PUT, checked against the body (``BadDigest``); ""
+    when none is given."""
+    given = (ctx.header("x-amz-checksum-sha256") or "").strip()
+    if not given:
+        return ""
+    actual = base64.b64encode(bytes.fromhex(written.sha256)).decode()
+    if given != actual:
+        raise S3Error(
+            "BadDigest", "The SHA256 you specified did not match the calculated checksum."
+        )
+    return actual
 
 
 async def commit(
@@ -77,19 +136,28 @@ async def commit(
     temp: str,
     stored: store.Stored,
     *,
-    exclusive: bool = False,
+    condition: WriteCondition = WriteCondition(),
     acl: acls.Acl = acls.PRIVATE,
 ) -> store.ObjectInfo:
     """Put complete file ``temp`` in place as the request's key: as a new version where the
-    bucket has versioning (``versioning.commit``), else replacing the object."""
+    bucket has versioning (``versioning.commit``), else replacing the object, in both cases
+    only as ``condition`` allows."""
     state = await versioning.read_state(ctx.fs, ctx.bucket)
     if state:
+        if condition.expect:
+            await store.discard(ctx.fs, temp)
+            raise S3Error(
+                "NotImplemented",
+                "If-Match writes in a bucket with versioning are not supported (docs/s3.md)",
+            )
         return await versioning.commit(
-            ctx.fs, ctx.bucket, ctx.key, temp, stored, state, exclusive=exclusive, acl=acl
-        )
+            ctx.fs, ctx.bucket, ctx.key, temp, stored, state,
+            exclusive=condition.exclusive, acl=acl,
+        )  # fmt: skip
     return await store.commit_object(
-        ctx.fs, ctx.bucket, ctx.key, temp, stored, exclusive=exclusive, acl=acl
-    )
+        ctx.fs, ctx.bucket, ctx.key, temp, stored,
+        exclusive=condition.exclusive, expect=condition.expect, acl=acl,
+    )  # fmt: skip
 
 
 def written_headers(obj: store.ObjectInfo) -> dict[str, str]:
@@ -293,6 +361,62 @@ async def get_object(ctx: Ctx) -> web.StreamResponse:
             await reader.close()
 
 
+_ATTRIBUTES = frozenset({"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"})
+
+
+async def get_object_attributes(ctx: Ctx) -> web.Response:
+    """GetObjectAttributes: the ETag (unquoted, as S3 answers it), size, storage class and,
+    of a multipart object, its parts and their sizes (``max-parts``,
+    ``part-number-marker``); ``Checksum``: the SHA-256 a single PUT gave (checked), the
+    only checksum keelfs keeps beside the ETag."""
+    wanted = {
+        a.strip() for a in (ctx.header("x-amz-object-attributes") or "").split(",") if a.strip()
+    }
+    if not wanted or not wanted <= _ATTRIBUTES:
+        raise S3Error("InvalidArgument", "Invalid attribute name specified")
+    obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    root = document("GetObjectAttributesResponse")
+    if "ETag" in wanted:
+        sub(root, "ETag", obj.etag.strip('"'))
+    if "Checksum" in wanted and obj.stored.sha256:
+        sub(sub(root, "Checksum"), "ChecksumSHA256", obj.stored.sha256)
+    if "ObjectParts" in wanted and obj.stored.parts:
+        _object_parts(ctx, sub(root, "ObjectParts"), obj.stored)
+    if "StorageClass" in wanted:
+        sub(root, "StorageClass", "STANDARD")
+    if "ObjectSize" in wanted:
+        sub(root, "ObjectSize", obj.length)
+    return xml_response(root, headers={"Last-Modified": http_date(obj.mtime)})
+
+
+def _object_parts(ctx: Ctx, element: Any, stored: store.Stored) -> None:
+    try:
+        marker = int(ctx.header("x-amz-part-number-marker") or 0)
+        max_parts = min(int(ctx.header("x-amz-max-parts") or 1000), 1000)
+    except ValueError:
+        raise S3Error("InvalidArgument", "part-number-marker and max-parts are numbers") from None
+    numbers = list(range(marker + 1, stored.parts + 1))
+    page = numbers[:max_parts]
+    sub(element, "PartsCount", stored.parts)  # botocore's TotalPartsCount
+    sub(element, "PartNumberMarker", marker)
+    sub(element, "NextPartNumberMarker", page[-1] if page else marker)
+    sub(element, "MaxParts", max_parts)
+    sub(element, "IsTruncated", "true" if len(numbers) > max_parts else "false")
+    for number in page:
+        span = stored.part_span(number)
+        part = sub(element, "Part")
+        sub(part, "PartNumber", number)
+        if span is not None:
+            sub(part, "Size", span[1] - span[0])
+
+
+async def get_object_torrent(ctx: Ctx) -> web.Response:
+    """GetObjectTorrent: keelfs serves no torrents, so there is none of any object (what
+    S3 answers where torrents are not configured)."""
+    await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    raise S3Error("NoSuchKey", "keelfs keeps no torrent of objects", Key=ctx.key)
+
+
 async def delete_object(ctx: Ctx) -> web.Response:
     vid = ctx.query.get("versionId")
     done = await _delete(ctx, ctx.key, vid, await versioning.read_state(ctx.fs, ctx.bucket))
@@ -333,6 +457,7 @@ async def delete_objects(ctx: Ctx) -> web.Response:
         try:
             if version is not None and not versioning.valid_version_id(version):
                 raise S3Error("NoSuchVersion", "The specified version does not exist.")
+            refuse_denied_key(ctx, "s3:DeleteObject", ctx.bucket, key)
             done = await _delete(ctx, key, version, state)
         except S3Error as err:
             error = sub(root, "Error")

@@ -166,7 +166,7 @@ async def _write(
         await store.discard(ctx.fs, written.path)
         raise
     stored = stored_from_headers(headers, objects.md5_etag(written.md5))
-    obj = await store.commit_object(ctx.fs, ctx.bucket, ctx.key, written.path, stored, acl=chosen)
+    obj = await objects.commit(ctx, written.path, stored, acl=chosen)  # a version, if kept
     return obj.etag
 
 

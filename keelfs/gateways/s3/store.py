@@ -144,6 +144,8 @@ class Stored:
     """The object's VersionId in a bucket with versioning (``versioning``): an id, ``null``
     (written while versioning was suspended), or "" (written before it was ever set: the
     ``null`` version, whose GET carries no version header)."""
+    sha256: str = ""
+    """The base64 SHA-256 a PUT gave in ``x-amz-checksum-sha256`` (checked), if any."""
 
     def part_span(self, number: int) -> tuple[int, int] | None:
         """``[start, end)`` of part ``number`` (1-based); None past the last part or where
@@ -170,6 +172,8 @@ class Stored:
             body["ps"] = self.part_sizes
         if self.version:
             body["v"] = self.version
+        if self.sha256:
+            body["s256"] = self.sha256
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -187,6 +191,7 @@ class Stored:
             anonymous,
             sizes,
             str(body.get("v", "")),
+            str(body.get("s256", "")),
         )
 
 
@@ -311,6 +316,26 @@ async def open_object(
     return ObjectInfo(key, info, await read_sidecar(fs, bucket, key, info)), reader
 
 
+async def current_object(fs: AsyncClient, bucket: str, key: str) -> ObjectInfo | None:
+    """The object at ``key`` as a reader sees it (its ``info.version`` exact: an inline
+    file's bytes come with it), None if there is none: what a conditional write compares."""
+    path = key_path(bucket, key)
+    try:
+        info = await fs.stat(path, read=True)
+    except (NotFound, NotADirectory, IsADirectory):
+        await require_bucket(fs, bucket)
+        return None
+    except PermissionDenied:
+        raise S3Error(
+            "AccessDenied", "Access Denied: a conditional write reads the object"
+        ) from None
+    except KeelError as exc:
+        raise from_keel(exc, Key=key) from None
+    if info.is_dir:
+        return None
+    return ObjectInfo(key, info, await read_sidecar(fs, bucket, key, info, strict=True))
+
+
 # -- writing ----------------------------------------------------------------------------------
 async def _mkdirs(fs: AsyncClient, path: str, mode: int) -> None:
     with contextlib.suppress(AlreadyExists):
@@ -424,11 +449,15 @@ async def commit_object(
     stored: Stored,
     *,
     exclusive: bool = False,
+    expect: str = "",
     acl: acls.Acl = acls.PRIVATE,
 ) -> ObjectInfo:
     """Put complete file ``temp`` in place as ``key`` with its sidecar (module doc);
     ``exclusive``: only if no object is there (``If-None-Match: *``: ``PreconditionFailed``);
-    ``acl``: the object's (its mode and anonymous mark, set before it is in place)."""
+    ``expect``: only if the object there is still that version (``FileInfo.version``: the
+    rename compares and replaces in one metadata command; ``PreconditionFailed`` if another
+    write replaced it meanwhile, ``NoSuchKey`` if it was deleted); ``acl``: the object's
+    (its mode and anonymous mark, set before it is in place)."""
     overwrite = not exclusive
     target = key_path(bucket, key)
     mode = acls.file_mode(acl)
@@ -441,19 +470,24 @@ async def commit_object(
         await write_sidecar(fs, bucket, sidecar, stored.encode(key), mode)
         replaced = await _file_or_none(fs, target)
         try:
-            await fs.rename(temp, target, overwrite=overwrite)
+            await fs.rename(temp, target, overwrite=overwrite, expect=expect)
         except NotFound:
+            if expect:
+                raise S3Error("NoSuchKey", "The specified key does not exist.", Key=key) from None
             await _make_parents(fs, bucket, key)
             await fs.rename(temp, target, overwrite=overwrite)
     except AlreadyExists:
         await discard(fs, temp)
-        if not exclusive:
+        if not exclusive and not expect:
             raise _conflict(key) from None
         raise S3Error(
             "PreconditionFailed",
             "At least one of the pre-conditions you specified did not hold",
-            Condition="If-None-Match",
+            Condition="If-Match" if expect else "If-None-Match",
         ) from None
+    except S3Error:
+        await discard(fs, temp)
+        raise
     except (IsADirectory, NotADirectory, DirectoryNotEmpty):
         await discard(fs, temp)
         raise _conflict(key) from None

@@ -544,16 +544,18 @@ class DeleteReply(_message.Message):
     def __init__(self, files: _Optional[int] = ..., directories: _Optional[int] = ..., blocks: _Optional[int] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
 class RenameRequest(_message.Message):
-    __slots__ = ("header", "src", "dst", "overwrite")
+    __slots__ = ("header", "src", "dst", "overwrite", "expect")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     src: str
     dst: str
     overwrite: bool
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., src: _Optional[str] = ..., dst: _Optional[str] = ..., overwrite: _Optional[bool] = ...) -> None: ...
+    expect: str
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., src: _Optional[str] = ..., dst: _Optional[str] = ..., overwrite: _Optional[bool] = ..., expect: _Optional[str] = ...) -> None: ...
 
 class RenameReply(_message.Message):
     __slots__ = ("info",)
