@@ -94,10 +94,15 @@ async def create_bucket(ctx: Ctx) -> web.Response:
     body = await ctx.request.read()
     if body.strip():
         parse(body)  # CreateBucketConfiguration: its LocationConstraint has no meaning here
-    acl_given = acls.from_request(ctx.request.headers, b"", owner=ctx.user, is_bucket=True)
+    acl_given = acls.from_request(
+        ctx.request.headers, b"", owner=ctx.user, is_bucket=True, known=ctx.names
+    )
     chosen = acl_given or acls.PRIVATE
     try:
-        await ctx.fs.mkdir(store.bucket_path(ctx.bucket), mode=acls.dir_mode(chosen))
+        path = store.bucket_path(ctx.bucket)
+        await ctx.fs.mkdir(path, mode=acls.dir_mode(chosen))
+        if chosen.users:  # before the hidden directories: they inherit its default entries
+            await ctx.fs.set_acl(path, acls.dir_acl_spec(chosen, acls.dir_mode(chosen)))
     except AlreadyExists:
         info = await ctx.fs.stat(store.bucket_path(ctx.bucket))
         if info.is_dir and info.owner == ctx.user:
