@@ -480,6 +480,7 @@ def test_a_bucket_write_grant_lets_that_user_put_and_delete_nested_keys(gateway:
     bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
     name = _bucket(s3, "grant-write")
     s3.put_object(Bucket=name, Key="old/deep/k", Body=b"owner's")
+    s3.put_object(Bucket=name, Key="old/owners", Body=b"owner's too")
     s3.put_bucket_acl(
         Bucket=name, GrantFullControl=f"id={gateway.user}", GrantWrite=f"id={OTHER_USER}"
     )
@@ -498,7 +499,7 @@ def test_a_bucket_write_grant_lets_that_user_put_and_delete_nested_keys(gateway:
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
     )
     bob.copy_object(Bucket=name, Key="new/copied", CopySource=f"{name}/new/a/b/c")
-    for key in ("new/a/b/c", "old/deep/k", "new/multi"):
+    for key in ("new/a/b/c", "old/deep/k", "new/multi", "old/owners"):
         bob.delete_object(Bucket=name, Key=key)
     keys = [c["Key"] for c in s3.list_objects_v2(Bucket=name)["Contents"]]
     assert keys == ["new/copied", "old/deep/more/x"]
