@@ -14,8 +14,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from keelfs.errors import PermissionDenied
 from tests.gateways.s3_helpers import (
     ACCESS_KEY,
+    ANONYMOUS_USER,
     OTHER_KEY,
     OTHER_NAME,
     OTHER_SECRET,
@@ -194,16 +196,22 @@ def test_acls_decide_what_another_user_may_do(gateway: Gateway) -> None:
     bob.put_object(Bucket=name, Key="sub/bobs", Body=b"b")
     written = bob.get_object_acl(Bucket=name, Key="sub/bobs")
     assert written["Owner"] == {"ID": OTHER_USER, "DisplayName": OTHER_NAME}
-    # bob's object in the owner's bucket: bucket-owner-full-control cannot be held
-    with pytest.raises(ClientError) as exc:
-        bob.put_object(Bucket=name, Key="bof", Body=b"b", ACL="bucket-owner-full-control")
-    assert _code(exc) == (501, "NotImplemented")
+    # bob's object in the owner's bucket: bucket-owner-* grant the owner by a named entry
+    bob.put_object(Bucket=name, Key="bor", Body=b"bor", ACL="bucket-owner-read")
+    assert s3.get_object(Bucket=name, Key="bor")["Body"].read() == b"bor"
+    assert _grants(bob.get_object_acl(Bucket=name, Key="bor")) == {
+        (OTHER_USER, "FULL_CONTROL"), (gateway.user, "READ"),
+    }  # fmt: skip
+    bob.put_object(Bucket=name, Key="bof", Body=b"b", ACL="bucket-owner-full-control")
+    assert _grants(bob.get_object_acl(Bucket=name, Key="bof")) == {
+        (OTHER_USER, "FULL_CONTROL"), (gateway.user, "FULL_CONTROL"),
+    }  # fmt: skip
     s3.put_object_acl(Bucket=name, Key="doc", ACL="private")
     with pytest.raises(ClientError) as exc:
         bob.get_object(Bucket=name, Key="doc")
     assert _code(exc) == (403, "AccessDenied")
     # the owner clears and deletes the bucket, bob's objects (and their sidecars) too
-    for key in ("doc", "sub/bobs"):
+    for key in ("doc", "sub/bobs", "bor", "bof"):
         s3.delete_object(Bucket=name, Key=key)
     s3.delete_bucket(Bucket=name)
 
@@ -282,28 +290,18 @@ def test_refused_acls_change_nothing(gateway: Gateway) -> None:
         assert reply.status_code == 400, reply.content
         reply = _signed(gateway, "PUT", f"{name}/k?acl", body)
         assert reply.status_code == 400, reply.content
-    owner = {"ID": gateway.user}
-    to_bob = {
-        "Owner": owner,
-        "Grants": [
-            {
-                "Grantee": {"Type": "CanonicalUser", "ID": gateway.user},
-                "Permission": "FULL_CONTROL",
-            },
-            {"Grantee": {"Type": "CanonicalUser", "ID": OTHER_USER}, "Permission": "READ"},
-        ],
-    }
+    to_bob = _to_bob(gateway, "READ_ACP")
     for call in (
         lambda: s3.put_bucket_acl(Bucket=name, AccessControlPolicy=to_bob),
         lambda: s3.put_object_acl(Bucket=name, Key="k", AccessControlPolicy=to_bob),
-        lambda: s3.put_object_acl(Bucket=name, Key="k", GrantRead=f'id="{OTHER_USER}"'),
+        lambda: s3.put_object_acl(Bucket=name, Key="k", GrantReadACP=f'id="{OTHER_USER}"'),
         lambda: s3.put_bucket_acl(Bucket=name, ACL="log-delivery-write"),
     ):
         with pytest.raises(ClientError) as exc:
             call()
         assert _code(exc) == (501, "NotImplemented")
     with pytest.raises(ClientError) as exc:
-        s3.put_object(Bucket=name, Key="new", Body=b"n", GrantRead=f'id="{OTHER_USER}"')
+        s3.put_object(Bucket=name, Key="new", Body=b"n", GrantWriteACP=f'id="{OTHER_USER}"')
     assert _code(exc) == (501, "NotImplemented")
     with pytest.raises(ClientError) as exc:
         s3.head_object(Bucket=name, Key="new")  # nothing was written
@@ -763,3 +761,166 @@ def test_policy_deny_reaches_each_key_of_a_delete_and_a_copy_source(gateway: Gat
     assert _denied(lambda: bob.copy_object(Bucket=other, Key="mine", CopySource=copy))[0] == 403
     s3.delete_bucket_policy(Bucket=name)
     assert s3.head_object(Bucket=name, Key="secret/k")["ContentLength"] == 1
+
+
+# -- grants to named users: keelfs named-user ACL entries --------------------------------------
+def _entries(gateway: Gateway, path: str) -> set[str]:
+    with gateway.cluster.client() as fs:
+        return {entry.to_text() for entry in fs.stat(path).acl}
+
+
+def _refused(call: Any) -> None:
+    with pytest.raises(ClientError) as exc:
+        call()
+    assert _code(exc)[0] == 403
+
+
+def _to_bob(gateway: Gateway, permission: str) -> dict[str, Any]:
+    """A policy: the owner's FULL_CONTROL and ``permission`` to bob by canonical id."""
+    owner = {"Type": "CanonicalUser", "ID": gateway.user}
+    bob = {"Type": "CanonicalUser", "ID": OTHER_USER}
+    return {
+        "Owner": {"ID": gateway.user},
+        "Grants": [
+            {"Grantee": owner, "Permission": "FULL_CONTROL"},
+            {"Grantee": bob, "Permission": permission},
+        ],
+    }
+
+
+def _grantee(answer: dict[str, Any], user: str) -> list[tuple[str, str]]:
+    return [
+        (grant["Grantee"].get("DisplayName"), grant["Permission"])
+        for grant in answer["Grants"]
+        if grant["Grantee"].get("ID") == user
+    ]
+
+
+def test_a_read_grant_lets_that_user_read_and_only_read(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "grant-read")
+    s3.put_object(Bucket=name, Key="d/e/k", Body=b"nested")
+    s3.put_bucket_acl(Bucket=name, AccessControlPolicy=_to_bob(gateway, "READ"))
+    s3.put_object_acl(
+        Bucket=name,
+        Key="d/e/k",
+        GrantFullControl=f'id="{gateway.user}"',
+        GrantRead=f"id={OTHER_USER}",
+    )
+    # what GetAcl reports, by display name, and the entries behind it
+    assert _grantee(s3.get_bucket_acl(Bucket=name), OTHER_USER) == [(OTHER_NAME, "READ")]
+    assert _grantee(s3.get_object_acl(Bucket=name, Key="d/e/k"), OTHER_USER) == [
+        (OTHER_NAME, "READ")
+    ]
+    assert f"user:{OTHER_USER}:r-x" in _entries(gateway, f"/{name}")
+    assert f"user:{OTHER_USER}:r-x" in _entries(gateway, f"/{name}/d/e")
+    assert f"user:{OTHER_USER}:r--" in _entries(gateway, f"/{name}/d/e/k")
+    # the canned mapping still reads right: the group bits are the mask now
+    assert _grants(s3.get_bucket_acl(Bucket=name)) == {
+        (gateway.user, "FULL_CONTROL"), (OTHER_USER, "READ"),
+    }  # fmt: skip
+    # bob lists (nested too) and reads
+    listed = bob.list_objects_v2(Bucket=name, Prefix="d/e/")
+    assert [c["Key"] for c in listed["Contents"]] == ["d/e/k"]
+    assert bob.get_object(Bucket=name, Key="d/e/k")["Body"].read() == b"nested"
+    # and nothing more
+    _refused(lambda: bob.put_object(Bucket=name, Key="bobs", Body=b"b"))
+    _refused(lambda: bob.put_object(Bucket=name, Key="d/e/bobs", Body=b"b"))
+    _refused(lambda: bob.delete_object(Bucket=name, Key="d/e/k"))
+    _refused(lambda: bob.get_bucket_acl(Bucket=name))
+    _refused(lambda: bob.put_object_acl(Bucket=name, Key="d/e/k", ACL="public-read"))
+    # nobody else was given anything
+    with gateway.cluster.client(user=ANONYMOUS_USER) as other:
+        with pytest.raises(PermissionDenied):
+            other.read_bytes(f"/{name}/d/e/k")
+        with pytest.raises(PermissionDenied):
+            list(other.ls(f"/{name}"))
+
+
+def test_a_bucket_write_grant_lets_that_user_put_and_delete_nested_keys(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "grant-write")
+    s3.put_object(Bucket=name, Key="old/deep/k", Body=b"owner's")
+    s3.put_object(Bucket=name, Key="old/owners", Body=b"owner's too")
+    s3.put_bucket_acl(
+        Bucket=name, GrantFullControl=f"id={gateway.user}", GrantWrite=f"id={OTHER_USER}"
+    )
+    assert _grantee(s3.get_bucket_acl(Bucket=name), OTHER_USER) == [(OTHER_NAME, "WRITE")]
+    bob.put_object(Bucket=name, Key="new/a/b/c", Body=b"bob's nested")  # directories made
+    bob.put_object(Bucket=name, Key="old/deep/k", Body=b"overwritten")  # one made before
+    bob.put_object(Bucket=name, Key="old/deep/more/x", Body=b"x")
+    upload = bob.create_multipart_upload(Bucket=name, Key="new/multi")
+    part = bob.upload_part(
+        Bucket=name, Key="new/multi", UploadId=upload["UploadId"], PartNumber=1, Body=b"m"
+    )
+    bob.complete_multipart_upload(
+        Bucket=name,
+        Key="new/multi",
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    bob.copy_object(Bucket=name, Key="new/copied", CopySource=f"{name}/new/a/b/c")
+    for key in ("new/a/b/c", "old/deep/k", "new/multi", "old/owners"):
+        bob.delete_object(Bucket=name, Key=key)
+    keys = [c["Key"] for c in s3.list_objects_v2(Bucket=name)["Contents"]]
+    assert keys == ["new/copied", "old/deep/more/x"]
+    # WRITE is not READ: bob may not list
+    _refused(lambda: bob.list_objects_v2(Bucket=name))
+    assert f"user:{OTHER_USER}:-wx" in _entries(gateway, f"/{name}/old/deep")
+    assert f"default:user:{OTHER_USER}:-wx" in _entries(gateway, f"/{name}")
+
+
+def test_a_replaced_acl_takes_the_grant_away(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "grant-gone")
+    s3.put_object(Bucket=name, Key="d/k", Body=b"k")
+    s3.put_bucket_acl(Bucket=name, AccessControlPolicy=_to_bob(gateway, "FULL_CONTROL"))
+    s3.put_object_acl(Bucket=name, Key="d/k", AccessControlPolicy=_to_bob(gateway, "FULL_CONTROL"))
+    assert _grantee(s3.get_bucket_acl(Bucket=name), OTHER_USER) == [(OTHER_NAME, "FULL_CONTROL")]
+    assert _grantee(s3.get_object_acl(Bucket=name, Key="d/k"), OTHER_USER) == [
+        (OTHER_NAME, "FULL_CONTROL")
+    ]
+    assert bob.get_object(Bucket=name, Key="d/k")["Body"].read() == b"k"
+    bob.put_object(Bucket=name, Key="d/bobs", Body=b"b")
+    assert len(bob.list_objects_v2(Bucket=name)["Contents"]) == 2
+    # a full replace: public-read keeps no grant to bob beyond what everyone has
+    s3.put_bucket_acl(Bucket=name, ACL="authenticated-read")
+    assert _grants(s3.get_bucket_acl(Bucket=name)) == {
+        (gateway.user, "FULL_CONTROL"), (AUTHENTICATED, "READ"),
+    }  # fmt: skip
+    _refused(lambda: bob.put_object(Bucket=name, Key="d/again", Body=b"b"))
+    s3.put_bucket_acl(Bucket=name, ACL="private")
+    s3.put_object_acl(Bucket=name, Key="d/k", GrantFullControl=f"id={gateway.user}")
+    _refused(lambda: bob.list_objects_v2(Bucket=name))
+    _refused(lambda: bob.get_object(Bucket=name, Key="d/k"))
+    _refused(lambda: bob.put_object(Bucket=name, Key="d/again", Body=b"b"))
+    for path in (f"/{name}", f"/{name}/d", f"/{name}/d/k"):
+        assert _entries(gateway, path) == set(), path
+    assert (_mode(gateway, f"/{name}"), _mode(gateway, f"/{name}/d")) == (0o711, 0o711)
+    assert _mode(gateway, f"/{name}/d/k") == 0o600
+    assert _grants(s3.get_object_acl(Bucket=name, Key="d/k")) == {(gateway.user, "FULL_CONTROL")}
+
+
+def test_named_grants_keelfs_cannot_hold_or_resolve(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "grant-refused")
+    s3.put_object(Bucket=name, Key="k", Body=b"k")
+    for call in (
+        lambda: s3.put_bucket_acl(Bucket=name, AccessControlPolicy=_to_bob(gateway, "READ_ACP")),
+        lambda: s3.put_bucket_acl(Bucket=name, AccessControlPolicy=_to_bob(gateway, "WRITE_ACP")),
+        lambda: s3.put_object_acl(
+            Bucket=name, Key="k", AccessControlPolicy=_to_bob(gateway, "WRITE")
+        ),
+    ):
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert _code(exc) == (501, "NotImplemented")
+    nobody = _to_bob(gateway, "READ")
+    nobody["Grants"][1]["Grantee"]["ID"] = "no-such-user"
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_acl(Bucket=name, AccessControlPolicy=nobody)
+    assert _code(exc) == (400, "InvalidArgument")
+    assert _entries(gateway, f"/{name}") == set() and _mode(gateway, f"/{name}") == 0o711

@@ -55,7 +55,9 @@ async def put_bucket_acl(ctx: Ctx) -> web.Response:
     ctx.refuse_disabled_acl()
     info, current = await acls.read_bucket_acl(ctx.fs, ctx.bucket)
     body = await ctx.request.read()
-    chosen = acls.from_request(ctx.request.headers, body, owner=info.owner, is_bucket=True)
+    chosen = acls.from_request(
+        ctx.request.headers, body, owner=info.owner, is_bucket=True, known=ctx.names
+    )
     if chosen is None:
         raise _no_acl()
     _require_owner(ctx, info)
@@ -72,18 +74,34 @@ async def set_bucket_acl(
         if narrower:
             await acls.write_bucket_mark(fs, bucket, chosen.anonymous)
         mode = acls.dir_mode(chosen)
-        await fs.chmod(store.bucket_path(bucket), mode)
+        await set_dir_acl(fs, info, chosen, mode, mode)
         if not narrower:
             await acls.write_bucket_mark(fs, bucket, chosen.anonymous)
-        await _reapply_modes(fs, bucket, info.owner, mode)
+        await _reapply_modes(fs, bucket, info.owner, chosen)
     except KeelError as exc:
         raise from_keel(exc, missing="NoSuchBucket", BucketName=bucket) from None
 
 
-async def _reapply_modes(fs: AsyncClient, bucket: str, owner: str, mode: int) -> None:
+async def set_dir_acl(
+    fs: AsyncClient, info: FileInfo, chosen: acls.Acl, mode: int, base: int
+) -> None:
+    """A directory's mode and named-user entries (``acl.dir_acl_spec`` of ``base``, the
+    mode without them); an ACL it had and ``chosen`` has no named users for removed first,
+    so the group bits are ``mode``'s again."""
+    if info.acl and not chosen.users:
+        info = await fs.remove_acl(info.path)
+    if info.mode & 0o7777 != mode:
+        await fs.chmod(info.path, mode)
+    if chosen.users:
+        await fs.set_acl(info.path, acls.dir_acl_spec(chosen, base))
+
+
+async def _reapply_modes(fs: AsyncClient, bucket: str, owner: str, chosen: acls.Acl) -> None:
     """Every directory below the bucket that its owner owns takes the bucket's new mode
-    (the gateway's hidden ones ``acl.hidden_mode``); one another user made in a bucket
-    they could write stays theirs to change."""
+    and named users (the gateway's hidden ones ``acl.hidden_mode``); one another user made
+    in a bucket they could write stays theirs to change."""
+    mode = acls.dir_mode(chosen)
+    extended = bool(chosen.users)
     hidden = store.hidden(bucket)
     pending = [store.bucket_path(bucket)]
     while pending:
@@ -95,15 +113,17 @@ async def _reapply_modes(fs: AsyncClient, bucket: str, owner: str, mode: int) ->
                 inside_hidden = entry.path == hidden or entry.path.startswith(hidden + "/")
                 if inside_hidden and entry.path.count("/") > hidden.count("/") + 1:
                     continue  # an upload's own directory: its initiator's
-                wanted = acls.hidden_mode(mode) if inside_hidden else mode
-                if entry.mode & 0o7777 != wanted:
-                    await fs.chmod(entry.path, wanted)
+                base = acls.hidden_mode(mode) if inside_hidden else mode
+                wanted = acls.hidden_mode(mode, extended=extended) if inside_hidden else mode
+                await set_dir_acl(fs, entry, chosen, wanted, base)
                 pending.append(entry.path)
 
 
 async def create_bucket_acl(ctx: Ctx) -> acls.Acl:
     """The ACL a CreateBucket asks for (private where none)."""
-    chosen = acls.from_request(ctx.request.headers, b"", owner=ctx.user, is_bucket=True)
+    chosen = acls.from_request(
+        ctx.request.headers, b"", owner=ctx.user, is_bucket=True, known=ctx.names
+    )
     return chosen or acls.PRIVATE
 
 
@@ -148,7 +168,12 @@ async def put_object_acl(ctx: Ctx) -> web.Response:
     if (ctx.header("x-amz-acl") or "").strip().startswith("bucket-owner-"):
         bucket_owner = (await store.require_bucket(ctx.fs, ctx.bucket)).owner
     chosen = acls.from_request(
-        ctx.request.headers, body, owner=obj.info.owner, is_bucket=False, bucket_owner=bucket_owner
+        ctx.request.headers,
+        body,
+        owner=obj.info.owner,
+        is_bucket=False,
+        bucket_owner=bucket_owner,
+        known=ctx.names,
     )
     if chosen is None:
         raise _no_acl()
@@ -163,9 +188,11 @@ async def put_object_acl(ctx: Ctx) -> web.Response:
     try:
         if narrower:
             await store.write_sidecar(ctx.fs, ctx.bucket, sidecar, encoded, mode)
-        await ctx.fs.chmod(obj.info.path, mode)  # the key's file, or an archived version
+        # the key's file, or an archived version: a full replace
+        await store.set_file_acl(ctx.fs, obj.info.path, chosen, mode)
         if not narrower:
             await store.write_sidecar(ctx.fs, ctx.bucket, sidecar, encoded, mode)
+        await store.set_file_acl(ctx.fs, sidecar, chosen, mode)
     except KeelError as exc:
         raise from_keel(exc, Key=ctx.key) from None
     return web.Response()

@@ -94,11 +94,16 @@ async def create_bucket(ctx: Ctx) -> web.Response:
     store.check_bucket_name(ctx.bucket)
     body = await ctx.request.read()
     location = _location_of(body)
-    acl_given = acls.from_request(ctx.request.headers, b"", owner=ctx.user, is_bucket=True)
+    acl_given = acls.from_request(
+        ctx.request.headers, b"", owner=ctx.user, is_bucket=True, known=ctx.names
+    )
     chosen = acl_given or acls.PRIVATE
     ownership = _ownership_of_request(ctx, chosen)
     try:
-        await ctx.fs.mkdir(store.bucket_path(ctx.bucket), mode=acls.dir_mode(chosen))
+        path = store.bucket_path(ctx.bucket)
+        await ctx.fs.mkdir(path, mode=acls.dir_mode(chosen))
+        if chosen.users:  # before the hidden directories: they inherit its default entries
+            await ctx.fs.set_acl(path, acls.dir_acl_spec(chosen, acls.dir_mode(chosen)))
     except AlreadyExists:
         info = await ctx.fs.stat(store.bucket_path(ctx.bucket))
         if info.is_dir and info.owner == ctx.user:

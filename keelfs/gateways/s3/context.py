@@ -73,7 +73,12 @@ class Ctx:
         if (headers.get("x-amz-acl") or "").strip().startswith("bucket-owner-"):
             bucket_owner = (await store.require_bucket(self.fs, self.bucket)).owner
         chosen = acls.from_request(
-            headers, b"", owner=self.user, is_bucket=False, bucket_owner=bucket_owner
+            headers,
+            b"",
+            owner=self.user,
+            is_bucket=False,
+            bucket_owner=bucket_owner,
+            known=self.names,
         )
         self.refuse_public_acl(chosen)
         return chosen or acls.PRIVATE

@@ -112,7 +112,11 @@ async def create_upload(ctx: Ctx) -> web.Response:
         "type": stored.content_type,
         "meta": stored.meta,
         "headers": stored.headers,
-        "acl": {"others": sorted(chosen.others), "anonymous": sorted(chosen.anonymous)},
+        "acl": {
+            "others": sorted(chosen.others),
+            "anonymous": sorted(chosen.anonymous),
+            "users": [list(grant) for grant in chosen.users],
+        },
     }
     directory = upload_dir(ctx.bucket, upload_id)
     try:
@@ -390,7 +394,10 @@ def _recorded_acl(record: dict[str, object]) -> acls.Acl:
     chosen = record.get("acl")
     if not isinstance(chosen, dict):
         return acls.PRIVATE
-    return acls.Acl(frozenset(chosen.get("others", ())), frozenset(chosen.get("anonymous", ())))
+    users = tuple((str(user), str(perm)) for user, perm in chosen.get("users", ()))
+    return acls.Acl(
+        frozenset(chosen.get("others", ())), frozenset(chosen.get("anonymous", ())), users
+    )
 
 
 async def _assemble(fs: AsyncClient, bucket: str, directory: str, chosen: list[Part]) -> str:

@@ -349,7 +349,7 @@ async def make_hidden_dir(fs: AsyncClient, bucket: str, path: str) -> None:
     so they are the bucket owner's, who may then clear what others left in them (sticky
     directories let their owner delete any entry)."""
     info = await require_bucket(fs, bucket)
-    await _mkdirs(fs, path, acls.hidden_mode(info.mode))
+    await _mkdirs(fs, path, acls.hidden_mode(info.mode, extended=bool(info.acl)))
 
 
 async def _make_hidden_parent(fs: AsyncClient, bucket: str, path: str) -> None:
@@ -464,10 +464,15 @@ async def commit_object(
     stored.anonymous = acl.anonymous
     try:
         info = await fs.stat(temp)
+        inherited = bool(info.acl)  # default entries of the bucket's: files take none
         if info.mode & 0o7777 != mode:
             info = await fs.chmod(temp, mode)
+        if inherited or acl.users:
+            info = await set_file_acl(fs, temp, acl, mode)
         sidecar = sidecar_path(bucket, key, info)
         await write_sidecar(fs, bucket, sidecar, stored.encode(key), mode)
+        if inherited or acl.users:
+            await set_file_acl(fs, sidecar, acl, mode)
         replaced = await _file_or_none(fs, target)
         try:
             await fs.rename(temp, target, overwrite=overwrite, expect=expect)
@@ -497,6 +502,16 @@ async def commit_object(
     if replaced is not None and identity(replaced) != identity(info):
         await discard(fs, sidecar_path(bucket, key, replaced))
     return ObjectInfo(key, info, stored)
+
+
+async def set_file_acl(fs: AsyncClient, path: str, acl: acls.Acl, mode: int) -> FileInfo:
+    """An object's (or sidecar's) ``mode`` and named-user entries: ``acl``'s (a full
+    replace), or none (removed before the ``chmod``: removing gives the group bits back
+    from ``group::``)."""
+    if acl.users:
+        return await fs.set_acl(path, acls.file_acl_spec(acl, mode))
+    info = await fs.remove_acl(path)
+    return info if info.mode & 0o7777 == mode else await fs.chmod(path, mode)
 
 
 async def _file_or_none(fs: AsyncClient, path: str) -> FileInfo | None:
