@@ -44,6 +44,7 @@ KNOWN = frozenset(
         "tree_delete.unit_deleted",
         # a snapshot create (keelfs.master.snapshot_service), after each shard's part
         "snapshot.part_taken",
+        "snapshot.part_renamed",
         # a tree moved across shards in steps (keelfs.master.tree_move), on its coordinator
         "tree_move.fenced",
         "tree_move.copied",

@@ -96,6 +96,7 @@ def _client(address: str | None, path: str = "") -> Iterator[Any]:
 def _info(i: FileInfo) -> dict[str, Any]:
     d = asdict(i)
     d["blocks"] = [asdict(b) for b in i.blocks]
+    d["acl"] = [e.to_text() for e in i.acl]
     return d
 
 
@@ -112,7 +113,7 @@ def _when(ms: int) -> str:
 
 def _mode(i: FileInfo) -> str:
     bits = "".join(c if i.mode & (1 << (8 - n)) else "-" for n, c in enumerate("rwxrwxrwx"))
-    return ("d" if i.is_dir else "-") + bits
+    return ("d" if i.is_dir else "-") + bits + ("+" if i.acl else "")  # + : an ACL (HDFS's)
 
 
 def _bar() -> Progress:

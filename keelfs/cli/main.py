@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
+from keelfs.cli.acl_cmd import ACL_COMMANDS
 from keelfs.cli.admin import admin as _admin
 from keelfs.cli.bench_cmd import bench as _bench
 from keelfs.cli.certs_cmd import certs as _certs
@@ -21,8 +23,21 @@ from keelfs.cli.webhdfs_cmd import webhdfs as _webhdfs
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="keelfs")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """keelfs: a distributed file system whose masters never stop being available."""
+    _trace_client_command(ctx)
+
+
+def _trace_client_command(ctx: click.Context) -> None:
+    """Run a client command under ``$KEELFS_REQUEST_ID`` when it is set, so that every call
+    it makes carries the id into the servers' logs (docs/operations.md, "Logs and request
+    ids"). Only commands that are one client operation: a server started with the variable
+    set must not stamp everything it ever does with one id."""
+    from keelfs.runtime.requests import REQUEST_ID_ENV, request_scope
+
+    if os.environ.get(REQUEST_ID_ENV) and ctx.invoked_subcommand in _CLIENT_COMMANDS:
+        ctx.with_resource(request_scope())
 
 
 @cli.command("demo-raft")
@@ -55,8 +70,11 @@ cli.add_command(_chaos)
 cli.add_command(_s3)
 cli.add_command(_webhdfs)
 _register_server(cli)  # server, master, config-server, chunkserver, local-cluster, demo
-for _command in [*FILE_COMMANDS, *EDIT_COMMANDS, *SNAPSHOT_COMMANDS]:
+for _command in [*FILE_COMMANDS, *EDIT_COMMANDS, *SNAPSHOT_COMMANDS, *ACL_COMMANDS]:
     cli.add_command(_command)
+_CLIENT_COMMANDS = frozenset(
+    {"admin", *(c.name for c in [*FILE_COMMANDS, *EDIT_COMMANDS, *SNAPSHOT_COMMANDS])}
+)
 
 
 def main() -> None:

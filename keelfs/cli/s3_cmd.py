@@ -43,6 +43,13 @@ __all__ = ["s3"]
 )
 @click.option("--insecure", is_flag=True, help="Allow a listen address off the loopback.")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: one line each; json: one object per line (docs/operations.md).",
+)
 def s3(
     listen: str,
     cluster: tuple[str, ...],
@@ -50,6 +57,7 @@ def s3(
     tls_dir: Path | None,
     insecure: bool,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Serve the cluster over S3: buckets are top-level directories, keys paths below them,
     access keys mapped to keelfs users whose permissions apply."""
@@ -68,5 +76,5 @@ def s3(
             seeds = list(resolve_seeds(None).addresses)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-    config = GatewayConfig(listen, seeds, keys, tls_dir, log_level)
+    config = GatewayConfig(listen, seeds, keys, tls_dir, log_level, log_format)
     sys.exit(run(config))

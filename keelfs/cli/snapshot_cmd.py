@@ -74,6 +74,19 @@ def delete_cmd(path: str, name: str, address: str | None, as_json: bool) -> None
         click.echo(json.dumps({"path": path, "deleted": name}))
 
 
+@snapshot_group.command("rename")
+@click.argument("path")
+@click.argument("name")
+@click.argument("new_name")
+@_options
+def rename_cmd(path: str, name: str, new_name: str, address: str | None, as_json: bool) -> None:
+    """Rename snapshot NAME of PATH to NEW_NAME (as `hdfs dfs -renameSnapshot`). Running it
+    again after a failure finishes the rename."""
+    with _client(address, path) as fs:
+        where = fs.rename_snapshot(path, name, new_name)
+    click.echo(json.dumps({"path": where, "from": name}) if as_json else f"Renamed to {where}")
+
+
 @snapshot_group.command("list")
 @click.argument("path", required=False)
 @_options

@@ -64,6 +64,34 @@ __all__ = ["webhdfs"]
     "user (e.g. the client-ca.crt of `keelfs certs`); then the gateway may listen off the "
     "loopback.",
 )
+@click.option(
+    "--token-secret-file",
+    default=None,
+    help="Issue and accept delegation tokens (GETDELEGATIONTOKEN, delegation=), signed with "
+    "the secret in this file (at least 32 bytes); give every gateway of the cluster the same "
+    "file. Tokens are bearer credentials: off the loopback only over HTTPS.",
+)
+@click.option(
+    "--token-renew-interval",
+    type=click.IntRange(1, None),
+    default=24 * 3600,
+    show_default=True,
+    help="Seconds a delegation token lives unless renewed (HDFS's renew-interval).",
+)
+@click.option(
+    "--token-max-lifetime",
+    type=click.IntRange(1, None),
+    default=7 * 24 * 3600,
+    show_default=True,
+    help="Seconds after which no renewal keeps a delegation token alive (HDFS's max-lifetime).",
+)
+@click.option(
+    "--token-dir",
+    default="/.webhdfs-tokens",
+    show_default=True,
+    help="The cluster directory holding renewals and cancellations of delegation tokens "
+    "(shared by every gateway; written as the gateway's own user, mode 0700).",
+)
 def webhdfs(
     listen: str,
     cluster: tuple[str, ...],
@@ -74,11 +102,16 @@ def webhdfs(
     https_cert: str | None,
     https_key: str | None,
     https_client_ca: str | None,
+    token_secret_file: str | None,
+    token_renew_interval: int,
+    token_max_lifetime: int,
+    token_dir: str,
 ) -> None:
     """Serve Hadoop's WebHDFS REST API for a keelfs cluster (a stateless client of it: run
     as many as you like). Clients: HdfsCLI, fsspec's webhdfs, Hadoop's webhdfs://."""
     from keelfs.gateways.webhdfs.app import GatewaySettings, parse_listen
     from keelfs.gateways.webhdfs.process import run
+    from keelfs.gateways.webhdfs.tokens import TokenPolicy
 
     addresses = tuple(a.strip() for item in cluster for a in item.split(",") if a.strip())
     https = _https_settings(https_cert, https_key, https_client_ca)
@@ -106,8 +139,26 @@ def webhdfs(
         tls,
         (user or "") if tls else "",
         https,
+        _token_secret(token_secret_file),
+        TokenPolicy(token_renew_interval * 1000, token_max_lifetime * 1000),
+        token_dir,
     )
     sys.exit(run(settings))
+
+
+def _token_secret(path: str | None) -> Any:
+    """``--token-secret-file``, checked readable and long enough (None: no tokens)."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    from keelfs.gateways.webhdfs.tokens import load_secret
+
+    try:
+        load_secret(Path(path))
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--token-secret-file") from None
+    return Path(path)
 
 
 def _https_settings(cert: str | None, key: str | None, client_ca: str | None) -> Any:

@@ -17,13 +17,14 @@ describes the policy). Errors are the ``keelfs.errors`` tree; a write that may o
 have been applied raises its ``OutcomeUnknown`` (an ``Unavailable``), also exported here.
 """
 
-from keelfs.client._ops import DeleteResult, SnapshotInfo
+from keelfs.client._ops import AclStatus, DeleteResult, SnapshotInfo
 from keelfs.client.aio import AsyncClient
 from keelfs.client.sync import Client
 from keelfs.datapath.file_checksum import FileChecksum
 from keelfs.errors import OutcomeUnknown
 
 __all__ = [
+    "AclStatus",
     "AsyncClient",
     "Client",
     "DeleteResult",

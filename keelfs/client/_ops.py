@@ -12,14 +12,40 @@ from dataclasses import dataclass
 
 from keelfs.client._core import CONFIG_ROUTE, Op, Route
 from keelfs.errors import InvalidArgument
-from keelfs.meta import paths
+from keelfs.meta import acls, paths
+from keelfs.meta.acls import AclEntry
 from keelfs.meta.commands import MAX_INT, check_mode, check_range
 from keelfs.meta.principals import check_principal
-from keelfs.meta.records import MAX_INLINE_BYTES
+from keelfs.meta.records import MAX_INLINE_BYTES, FileInfo
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import session_id_to_pb
 
-__all__ = ["DeleteResult", "QuotaSummary", "ServerDefaults", "SnapshotInfo", "norm"]
+__all__ = ["AclStatus", "DeleteResult", "QuotaSummary", "ServerDefaults", "SnapshotInfo", "norm"]
+
+
+@dataclass(frozen=True, slots=True)
+class AclStatus:
+    """A path's ACL (HDFS's ``AclStatus``): owner, group, mode (with an ACL its group bits are
+    the mask), and the entries beyond the mode (``group::`` and the named ones, then the
+    default ones; none: the mode alone)."""
+
+    path: str
+    owner: str
+    group: str
+    mode: int
+    entries: tuple[AclEntry, ...]
+
+    @property
+    def sticky(self) -> bool:
+        return bool(self.mode & 0o1000)
+
+    @classmethod
+    def of(cls, info: FileInfo) -> AclStatus:
+        return cls(info.path, info.owner, info.group, info.mode, info.acl)
+
+    def logical(self) -> list[AclEntry]:
+        """Every entry, the base ones from the mode included (what ``getfacl`` prints)."""
+        return acls.logical(self.mode, self.entries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,9 +343,11 @@ def delete(path: str, recursive: bool) -> Op:
     return namespace_op("Delete", _entry(path), build, write=True, session=True)
 
 
-def rename(src: str, dst: str, overwrite: bool) -> Op:
+def rename(src: str, dst: str, overwrite: bool, expect: str = "") -> Op:
     src, dst = norm(src, "src"), norm(dst, "dst")
-    build = lambda h: pb.RenameRequest(header=h, src=src, dst=dst, overwrite=overwrite)  # noqa: E731
+    build = lambda h: pb.RenameRequest(  # noqa: E731
+        header=h, src=src, dst=dst, overwrite=overwrite, expect=expect
+    )
     return namespace_op("Rename", _entry(src), build, write=True, session=True)
 
 
@@ -371,6 +399,31 @@ def chown(path: str, owner: str | None, group: str | None) -> Op:
         return req
 
     return namespace_op("SetOwner", _entry(path), build, write=True, session=True)
+
+
+ACL_METHODS = {
+    "set": ("SetAcl", True),
+    "modify": ("ModifyAclEntries", True),
+    "remove_entries": ("RemoveAclEntries", False),
+    "remove_default": ("RemoveDefaultAcl", None),
+    "remove": ("RemoveAcl", None),
+}
+"""What each ACL change sends: its RPC, and whether its spec has permissions (None: no spec)."""
+
+
+def acl_change(action: str, path: str, spec: str | Sequence[str] = ()) -> Op:
+    """An ACL change (``ACL_METHODS``); ``spec``: a comma-separated ACL spec or its entries,
+    checked here (``keelfs.meta.acls.parse_spec``)."""
+    path = norm(path)
+    method, with_perm = ACL_METHODS[action]
+    entries: list[str] = []
+    if with_perm is not None:
+        parsed = acls.parse_spec(spec, with_perm=with_perm)
+        if not parsed:
+            raise InvalidArgument(f"{method} needs ACL entries", "acl")
+        entries = [e.to_text(with_perm=with_perm) for e in parsed]
+    build = lambda h: pb.AclRequest(header=h, path=path, entries=entries)  # noqa: E731
+    return namespace_op(method, _entry(path), build, write=True, session=True)
 
 
 def append(path: str) -> Op:

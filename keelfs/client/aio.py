@@ -212,9 +212,19 @@ class AsyncClient:
         return file_info_from_pb(reply.info)
 
     async def stat(
-        self, path: str, *, stale_ok: bool = False, deadline: float | None = None
+        self,
+        path: str,
+        *,
+        stale_ok: bool = False,
+        read: bool = False,
+        deadline: float | None = None,
     ) -> FileInfo:
-        return file_info_from_pb((await self._run(ops.stat(path, stale_ok), deadline)).info)
+        """``path``'s ``FileInfo``; ``read``: a reader's stat (refused without READ on a
+        file), with an inline file's content, so that its ``version`` is exact (what
+        ``rename(expect=...)`` compares)."""
+        return file_info_from_pb(
+            (await self._run(ops.stat(path, stale_ok, read=read), deadline)).info
+        )
 
     async def exists(
         self, path: str, *, stale_ok: bool = False, deadline: float | None = None
@@ -356,6 +366,15 @@ class AsyncClient:
         """Delete snapshot ``name`` of ``path``; the blocks only it held are released."""
         await self._run(ops.snapshot("delete", path, name), deadline)
 
+    async def rename_snapshot(
+        self, path: str, name: str, new_name: str, *, deadline: float | None = None
+    ) -> str:
+        """Rename snapshot ``name`` of ``path`` to ``new_name`` (its owner or a superuser;
+        HDFS's ``renameSnapshot``); returns where it is read now. ``AlreadyExists`` if
+        ``new_name`` is taken; running it again after a failure finishes the rename."""
+        reply = await self._run(ops.snapshot("rename", path, name, new_name), deadline)
+        return str(json.loads(reply.json)["path"])
+
     async def list_snapshots(
         self, path: str, *, deadline: float | None = None
     ) -> list[ops.SnapshotInfo]:
@@ -377,9 +396,19 @@ class AsyncClient:
         return list(json.loads(reply.json)["diff"])
 
     async def rename(
-        self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None
+        self,
+        src: str,
+        dst: str,
+        *,
+        overwrite: bool = False,
+        expect: str = "",
+        deadline: float | None = None,
     ) -> None:
-        await self._run(ops.rename(src, dst, overwrite), deadline)
+        """Move ``src`` to ``dst``; ``overwrite``: replacing a file there; ``expect`` (with
+        ``overwrite``): only if ``dst`` is the file of that version (``FileInfo.version``
+        of a reader's stat; ``NotFound`` if there is none, ``AlreadyExists`` if it is
+        another), a compare-and-replace in one metadata command."""
+        await self._run(ops.rename(src, dst, overwrite, expect), deadline)
 
     async def set_replication(
         self, path: str, replication: int, *, deadline: float | None = None
@@ -401,6 +430,46 @@ class AsyncClient:
 
     async def chmod(self, path: str, mode: int, *, deadline: float | None = None) -> FileInfo:
         return file_info_from_pb((await self._run(ops.chmod(path, mode), deadline)).info)
+
+    async def set_acl(
+        self, path: str, spec: str | Sequence[str], *, deadline: float | None = None
+    ) -> FileInfo:
+        """Replace the ACL's scopes that ``spec`` names (HDFS's ``setAcl``, ``setfacl --set``):
+        ``"user::rwx,user:bob:r-x,group::r-x,other::---"``; the owner or a superuser. The
+        answer: the new attributes (``acl``; ``mode``'s group bits are the mask)."""
+        return file_info_from_pb(
+            (await self._run(ops.acl_change("set", path, spec), deadline)).info
+        )
+
+    async def modify_acl_entries(
+        self, path: str, spec: str | Sequence[str], *, deadline: float | None = None
+    ) -> FileInfo:
+        """Add these entries or change their permissions (``setfacl -m``)."""
+        return file_info_from_pb(
+            (await self._run(ops.acl_change("modify", path, spec), deadline)).info
+        )
+
+    async def remove_acl_entries(
+        self, path: str, spec: str | Sequence[str], *, deadline: float | None = None
+    ) -> FileInfo:
+        """Remove these entries (``setfacl -x``; no permissions: ``"user:bob"``)."""
+        return file_info_from_pb(
+            (await self._run(ops.acl_change("remove_entries", path, spec), deadline)).info
+        )
+
+    async def remove_default_acl(self, path: str, *, deadline: float | None = None) -> FileInfo:
+        """Remove every default entry (``setfacl -k``)."""
+        return file_info_from_pb(
+            (await self._run(ops.acl_change("remove_default", path), deadline)).info
+        )
+
+    async def remove_acl(self, path: str, *, deadline: float | None = None) -> FileInfo:
+        """Remove every entry beyond the mode (``setfacl -b``)."""
+        return file_info_from_pb((await self._run(ops.acl_change("remove", path), deadline)).info)
+
+    async def acl_status(self, path: str, *, deadline: float | None = None) -> ops.AclStatus:
+        """``path``'s ACL (HDFS's ``getAclStatus``, ``getfacl``): anyone who may reach it."""
+        return ops.AclStatus.of(await self.stat(path, deadline=deadline))
 
     async def chown(
         self,

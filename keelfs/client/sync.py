@@ -163,8 +163,16 @@ class Client:
         self._core.writers.pop(path, None)
         return file_info_from_pb(reply.info)
 
-    def stat(self, path: str, *, stale_ok: bool = False, deadline: float | None = None) -> FileInfo:
-        return file_info_from_pb(self._run(ops.stat(path, stale_ok), deadline).info)
+    def stat(
+        self,
+        path: str,
+        *,
+        stale_ok: bool = False,
+        read: bool = False,
+        deadline: float | None = None,
+    ) -> FileInfo:
+        """``AsyncClient.stat`` (``read``: a reader's, with an inline file's content)."""
+        return file_info_from_pb(self._run(ops.stat(path, stale_ok, read=read), deadline).info)
 
     def exists(self, path: str, *, stale_ok: bool = False, deadline: float | None = None) -> bool:
         try:
@@ -288,6 +296,15 @@ class Client:
         """Delete snapshot ``name`` of ``path``; the blocks only it held are released."""
         self._run(ops.snapshot("delete", path, name), deadline)
 
+    def rename_snapshot(
+        self, path: str, name: str, new_name: str, *, deadline: float | None = None
+    ) -> str:
+        """Rename snapshot ``name`` of ``path`` to ``new_name`` (its owner or a superuser;
+        HDFS's ``renameSnapshot``); returns where it is read now. ``AlreadyExists`` if
+        ``new_name`` is taken; running it again after a failure finishes the rename."""
+        reply = self._run(ops.snapshot("rename", path, name, new_name), deadline)
+        return str(json.loads(reply.json)["path"])
+
     def list_snapshots(self, path: str, *, deadline: float | None = None) -> list[ops.SnapshotInfo]:
         """The snapshots of directory ``path``, by name (HDFS's ``lsSnapshot``)."""
         return ops.snapshot_infos(path, self._run(ops.snapshot("list", path), deadline))
@@ -307,9 +324,16 @@ class Client:
         return list(json.loads(reply.json)["diff"])
 
     def rename(
-        self, src: str, dst: str, *, overwrite: bool = False, deadline: float | None = None
+        self,
+        src: str,
+        dst: str,
+        *,
+        overwrite: bool = False,
+        expect: str = "",
+        deadline: float | None = None,
     ) -> None:
-        self._run(ops.rename(src, dst, overwrite), deadline)
+        """``AsyncClient.rename`` (``expect``: compare-and-replace)."""
+        self._run(ops.rename(src, dst, overwrite, expect), deadline)
 
     def truncate(self, path: str, length: int, *, deadline: float | None = None) -> FileInfo:
         """Shorten file ``path`` to ``length`` bytes: ``AsyncClient.truncate``."""
@@ -342,6 +366,40 @@ class Client:
 
     def chmod(self, path: str, mode: int, *, deadline: float | None = None) -> FileInfo:
         return file_info_from_pb(self._run(ops.chmod(path, mode), deadline).info)
+
+    def set_acl(
+        self, path: str, spec: str | Sequence[str], *, deadline: float | None = None
+    ) -> FileInfo:
+        """Replace the ACL's scopes that ``spec`` names (HDFS's ``setAcl``, ``setfacl --set``):
+        ``"user::rwx,user:bob:r-x,group::r-x,other::---"``; the owner or a superuser. The
+        answer: the new attributes (``acl``; ``mode``'s group bits are the mask)."""
+        return file_info_from_pb(self._run(ops.acl_change("set", path, spec), deadline).info)
+
+    def modify_acl_entries(
+        self, path: str, spec: str | Sequence[str], *, deadline: float | None = None
+    ) -> FileInfo:
+        """Add these entries or change their permissions (``setfacl -m``)."""
+        return file_info_from_pb(self._run(ops.acl_change("modify", path, spec), deadline).info)
+
+    def remove_acl_entries(
+        self, path: str, spec: str | Sequence[str], *, deadline: float | None = None
+    ) -> FileInfo:
+        """Remove these entries (``setfacl -x``; no permissions: ``"user:bob"``)."""
+        return file_info_from_pb(
+            self._run(ops.acl_change("remove_entries", path, spec), deadline).info
+        )
+
+    def remove_default_acl(self, path: str, *, deadline: float | None = None) -> FileInfo:
+        """Remove every default entry (``setfacl -k``)."""
+        return file_info_from_pb(self._run(ops.acl_change("remove_default", path), deadline).info)
+
+    def remove_acl(self, path: str, *, deadline: float | None = None) -> FileInfo:
+        """Remove every entry beyond the mode (``setfacl -b``)."""
+        return file_info_from_pb(self._run(ops.acl_change("remove", path), deadline).info)
+
+    def acl_status(self, path: str, *, deadline: float | None = None) -> ops.AclStatus:
+        """``path``'s ACL (HDFS's ``getAclStatus``, ``getfacl``): anyone who may reach it."""
+        return ops.AclStatus.of(self.stat(path, deadline=deadline))
 
     def chown(
         self,

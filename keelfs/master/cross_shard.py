@@ -32,7 +32,6 @@ it wait (``MetaNode.wait_unlocked``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -48,7 +47,7 @@ from keelfs.errors import (
 )
 from keelfs.master import subtree
 from keelfs.master.member import Member, now_ms
-from keelfs.meta import commands, paths
+from keelfs.meta import acls, commands, paths
 from keelfs.meta.commands import Mkdir, Rename
 from keelfs.meta.file_edits import join_files
 from keelfs.meta.namespace import MAX_LIST_LIMIT, ShardStateMachine
@@ -66,7 +65,7 @@ from keelfs.meta.principals import (
 )
 from keelfs.meta.records import DIRECTORY, Inode
 from keelfs.meta.shardmap import ShardMap
-from keelfs.meta.transactions import Step, TxnRecord
+from keelfs.meta.transactions import Step, TxnRecord, may_step
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import session_id_from_pb
 
@@ -147,17 +146,17 @@ def _may(
     access: int,
     child: str = "",
     guards: tuple[Guard, ...] | None = None,
+    inherited: tuple[acls.AclEntry, ...] | None = None,
 ) -> list[Step]:
     """The ``may`` step that checks, in the transaction, that ``caller`` may pass into
     ``directory`` with ``access`` on it (and the sticky bit for ``child``; ``guards``: that
-    the guards a new child directory was built with still hold). A superuser is not
-    checked: its step only pins the guards, when there are guards to pin."""
-    if guards is None and (caller is None or caller.superuser):
+    the guards a new child directory was built with still hold; ``inherited``: that the
+    default ACL its ACL was built from still does). A superuser is not checked: its step
+    only pins the guards and defaults, when there are some to pin."""
+    if guards is None and inherited is None and (caller is None or caller.superuser):
         return []
     who = SUPERUSER if caller is None else caller
-    texts = None if guards is None else [g.to_text() for g in guards]
-    body = [who.encode(), access, child] + ([] if texts is None else [texts])
-    return [Step("may", directory, json.dumps(body, separators=(",", ":")))]
+    return [may_step(directory, who, access, child, guards, inherited)]
 
 
 def _seq_applied(sm: ShardStateMachine, header: pb.RequestHeader) -> bool:
@@ -189,6 +188,8 @@ async def mkdir(
     path, parent = command.path, paths.parent(command.path)
     owner, group = command.owner, command.group
     guards: tuple[Guard, ...] = ()
+    mode, acl = command.mode, tuple[acls.AclEntry, ...]()
+    defaults = tuple[acls.AclEntry, ...]()
     raw_parent = member.sm.self_record(parent)
     if raw_parent is not None:
         parent_record = Inode.decode(raw_parent.encode())
@@ -198,23 +199,24 @@ async def mkdir(
             parent_record.owner,
             parent_record.group,
             parent_record.mode,
+            parent_record.acl,
         )
+        defaults = acls.default_entries(parent_record.acl)
+        mode, acl = acls.inherit(parent_record.acl, command.mode, is_dir=True)
         if caller is not None and not caller.superuser:
             owner, group = caller.user, parent_record.group
-    record = (
-        Inode(DIRECTORY, command.mode, owner, group, now_ms(), now_ms(), guards=guards)
-        .encode()
-        .decode()
-    )
+    now = now_ms()
+    record = Inode(DIRECTORY, mode, owner, group, now, now, guards=guards, acl=acl)
+    record_text = record.encode().decode()
     own = [
-        *_may(caller, parent, WRITE, "", guards),
+        *_may(caller, parent, WRITE, "", guards, defaults),
         Step("dir", parent),
         Step("absent", path),
-        Step("put_entry", path, record),
+        Step("put_entry", path, record_text),
         Step("touch", parent),
     ]
     target = node.shard_map.shard_for_directory(path)
-    theirs = [Step("put_self", path, record)]
+    theirs = [Step("put_self", path, record_text)]
     outcome = await node.txns.run(
         member,
         "mkdir",
@@ -388,21 +390,19 @@ async def _rmdir(
 async def rename(
     node: MetaNode,
     member: Member,
-    src: str,
-    dst: str,
-    overwrite: bool,
+    request: Rename,
     header: pb.RequestHeader,
     timeout: float,
     caller: Caller | None = None,
 ) -> None:
     """Rename ``src`` to a path another shard holds, or a directory whose subtree spans shards
     (:func:`spans`): a transaction coordinated here (the source's shard), the target's shard
-    participating."""
+    participating (and checking ``expect``, the version of the file replaced, there)."""
+    src, dst, overwrite = request.src, request.dst, request.overwrite
     await node.read(member, False, timeout)
     await node.wait_unlocked(member, src, timeout)  # a transaction may be moving it
     sm: ShardStateMachine = member.sm
     target = node.shard_map.shard_for_path(dst)
-    request = Rename(src, dst, overwrite)
     src_may = _may(caller, paths.parent(src), WRITE, paths.name(src))
     dst_may = _may(caller, paths.parent(dst), WRITE, paths.name(dst))
     record = sm.entry_record(src)
@@ -427,7 +427,7 @@ async def rename(
         return
     info = sm.stat(src)
     if info.is_dir:
-        await _move_tree(node, member, Rename(src, dst, overwrite), record, header, timeout, caller)
+        await _move_tree(node, member, request, record, header, timeout, caller)
         return
     if info.under_construction:
         raise LeaseConflict(
@@ -441,6 +441,8 @@ async def rename(
         Step("touch", paths.parent(src)),
     ]
     theirs = [*dst_may, Step("dir", dst_dir)]
+    if request.expect:
+        theirs.append(Step("version", dst, request.expect))
     if overwrite:
         theirs += [Step("replaceable", dst), Step("replace", dst)]
     else:
@@ -476,7 +478,9 @@ async def _move_tree(
     parent = Inode.decode(raw.encode()) if raw else None
     dst_guards: tuple[Guard, ...] = ()
     if parent is not None:
-        dst_guards = guards_below(parent.guards, dst_dir, parent.owner, parent.group, parent.mode)
+        dst_guards = guards_below(
+            parent.guards, dst_dir, parent.owner, parent.group, parent.mode, parent.acl
+        )
     moved_top = subtree.regarded(record, src, dst, dst_guards)
     src_steps = [
         *_may(caller, paths.parent(src), WRITE, paths.name(src)),
@@ -600,7 +604,7 @@ def _closed_file(path: str, raw: str, caller: Caller, access: int) -> Inode:
     inode = Inode.decode(raw.encode())
     if inode.is_dir:
         raise IsADirectory(path)
-    if not allows(caller, inode.owner, inode.group, inode.mode, access):
+    if not allows(caller, inode.owner, inode.group, inode.mode, access, inode.acl):
         raise denied(caller, path, inode.owner, inode.group, inode.mode, describe(access))
     if inode.under_construction:
         raise LeaseConflict(path, inode.lease_user, message=f"{path} is being written")

@@ -28,6 +28,7 @@ from keelfs.meta.commands import (
     SetTraverseGuard,
     SnapshotAllow,
     SnapshotDrop,
+    SnapshotRename,
     SnapshotTake,
     Truncate,
     check_path,
@@ -149,7 +150,9 @@ def delete(request: pb.DeleteRequest) -> Delete:
 
 
 def rename(request: pb.RenameRequest) -> Rename:
-    command = Rename(path(request.src, "src"), path(request.dst, "dst"), request.overwrite)
+    command = Rename(
+        path(request.src, "src"), path(request.dst, "dst"), request.overwrite, request.expect
+    )
     command.validate()
     return command
 
@@ -172,7 +175,7 @@ def move(request: pb.MoveRequest) -> Command:
     ``set_traverse_guard`` a master sends every shard after a chmod or chown of a directory
     (``keelfs.master.guards``), or a quota's ``set_quota``/``quota_report``
     (``keelfs.master.quota_service``), or a snapshot's ``snapshot_allow``/``snapshot_take``/
-    ``snapshot_drop`` (``keelfs.master.snapshot_service``)."""
+    ``snapshot_drop``/``snapshot_rename`` (``keelfs.master.snapshot_service``)."""
     allowed = (
         SetTraverseGuard.op,
         SetQuota.op,
@@ -180,6 +183,7 @@ def move(request: pb.MoveRequest) -> Command:
         SnapshotAllow.op,
         SnapshotTake.op,
         SnapshotDrop.op,
+        SnapshotRename.op,
     )
     if not (request.op.startswith("move_") or request.op in allowed):
         raise InvalidArgument(f"{request.op!r} is not a move command", "op")

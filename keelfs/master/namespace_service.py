@@ -65,12 +65,18 @@ from keelfs.master.servicer import Audited, ServicerBase
 from keelfs.master.snapshot_service import SnapshotServiceMixin, refuse_snapshot_roots
 from keelfs.meta import paths
 from keelfs.meta.commands import (
+    AclChange,
     Command,
     KeepAlive,
     Mkdir,
     MkdirSelf,
+    ModifyAclEntries,
     RegisterSession,
+    RemoveAcl,
+    RemoveAclEntries,
+    RemoveDefaultAcl,
     RenewLease,
+    SetAcl,
     TxnFinish,
     TxnPrepare,
 )
@@ -402,6 +408,42 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
         await self.serve(context, self.node.guards.after_change(reply.info, self.timeout(context)))
         return reply
 
+    # ------------------------------------------------------------------ ACLs
+    async def SetAcl(self, request: pb.AclRequest, context: Any) -> pb.FileInfoReply:  # noqa: N802
+        return await self._acl_change(request, context, SetAcl, "setAcl")
+
+    async def ModifyAclEntries(  # noqa: N802
+        self, request: pb.AclRequest, context: Any
+    ) -> pb.FileInfoReply:
+        return await self._acl_change(request, context, ModifyAclEntries, "modifyAclEntries")
+
+    async def RemoveAclEntries(  # noqa: N802
+        self, request: pb.AclRequest, context: Any
+    ) -> pb.FileInfoReply:
+        return await self._acl_change(request, context, RemoveAclEntries, "removeAclEntries")
+
+    async def RemoveDefaultAcl(  # noqa: N802
+        self, request: pb.AclRequest, context: Any
+    ) -> pb.FileInfoReply:
+        return await self._acl_change(request, context, RemoveDefaultAcl, "removeDefaultAcl")
+
+    async def RemoveAcl(self, request: pb.AclRequest, context: Any) -> pb.FileInfoReply:  # noqa: N802
+        return await self._acl_change(request, context, RemoveAcl, "removeAcl")
+
+    async def _acl_change(
+        self, request: pb.AclRequest, context: Any, kind: type[AclChange], audit: str
+    ) -> pb.FileInfoReply:
+        """An ACL change, proposed on the shard of the path's entry; a directory's new ACL
+        then goes to every shard, as a chmod's bits do (``keelfs.master.guards``)."""
+        entries = tuple(request.entries)
+
+        def build(normal: str) -> Command:
+            return kind(normal, entries)
+
+        reply = await self._info_write(context, request.header, request.path, build, audit)
+        await self.serve(context, self.node.guards.after_change(reply.info, self.timeout(context)))
+        return reply
+
     async def Append(self, request: pb.AppendRequest, context: Any) -> pb.FileInfoReply:  # noqa: N802
         build = partial(requests.append, request)
         return await self._info_write(context, request.header, request.path, build, "append")
@@ -496,9 +538,7 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
             refuse_quota_roots(member.sm, src, "rename")
             refuse_snapshot_roots(member.sm, src, "rename")
             if m.shard_for_path(dst) != shard:
-                await cross_shard.rename(
-                    node, member, src, dst, request.overwrite, header, timeout, caller
-                )
+                await cross_shard.rename(node, member, cmd, header, timeout, caller)
                 return pb.RenameReply(info=self._reply(member))
             sm: ShardStateMachine = member.sm
             if not (sm.exists(src) and sm.stat(src).is_dir):
@@ -514,9 +554,7 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
                         and sm.stat(src).is_dir
                         and cross_shard.spans(m, shard, src, dst, sm)
                     ):
-                        await cross_shard.rename(
-                            node, member, src, dst, request.overwrite, header, timeout, caller
-                        )
+                        await cross_shard.rename(node, member, cmd, header, timeout, caller)
                         return pb.RenameReply(info=self._reply(member))
                     result, index, term = await node.propose(member, cmd, header, timeout, caller)
             err = result.exception()

@@ -93,6 +93,9 @@ log = logging.getLogger("keelfs.master.replication")
 
 PAGE = 500
 PAGES_PER_TICK = 4
+SCAN_LIMIT = 4 * PAGE
+"""Records one page looks through at most: files without blocks are passed over cheaply,
+but a shard of millions of them must not hold the event loop for one page."""
 TICK_S = 0.5
 RESCHEDULE_S = 10.0
 """A block's repair is not queued again for this long (the copy takes time to be reported)."""
@@ -394,10 +397,10 @@ class ReplicationMonitor:
             walk.leaving_ready = self._leaving_ready()
             walk.leaving = {}
         for _ in range(PAGES_PER_TICK):
-            page = member.sm.files_page(walk.cursor, PAGE)
+            page, after = member.sm.maintained_files_page(walk.cursor, PAGE, SCAN_LIMIT)
             for path, inode in page:
                 self._check_file(member, shard, epoch, path, inode, walk)
-            if len(page) < PAGE:
+            if after is None:
                 self._forget_decisions(shard, walk.excess)
                 self.health[shard] = {
                     "under_replicated": walk.under,
@@ -409,7 +412,7 @@ class ReplicationMonitor:
                 walk.excess = set()
                 walk.last_pass = walk.began
                 break
-            walk.cursor = page[-1][0]
+            walk.cursor = after
             await asyncio.sleep(0)
 
     @staticmethod
@@ -609,7 +612,7 @@ class ReplicationMonitor:
         for _ in range(BALANCE_PAGES):
             if budget <= 0:
                 break
-            page = member.sm.files_page(cursor, PAGE)
+            page, after = member.sm.maintained_files_page(cursor, PAGE, SCAN_LIMIT)
             candidates = [
                 (b, inode.replication)
                 for path, inode in page
@@ -637,7 +640,7 @@ class ReplicationMonitor:
                 self.stats["moves"] += 1
                 budget -= move.length
                 begun.append(move)
-            cursor = page[-1][0] if len(page) == PAGE else None
+            cursor = after
             if cursor is None:
                 break
         self._balance_cursor[shard] = cursor

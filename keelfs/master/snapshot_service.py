@@ -9,6 +9,9 @@ asks every shard for its part of a read ("view") and joins the answers:
   with the same name finishes a create that failed half-way (a shard holding its part keeps
   it); a name every shard holds already is ``ALREADY_EXISTS``;
 - ``delete``: ``SnapshotDrop`` on every shard;
+- ``rename``: ``SnapshotRename`` on every shard (``to``: the new name). Running it again
+  finishes a rename that failed half-way (a shard whose part has the new name already keeps
+  it);
 - ``list``: a snapshot is ``complete`` when every shard holds its part;
 - ``diff``: each shard's entries of both sides, joined, then ``keelfs.meta.snapshots.diff``.
 
@@ -33,7 +36,7 @@ from keelfs.errors import (
 from keelfs.master.member import now_ms
 from keelfs.master.servicer import Audited
 from keelfs.meta import paths, snapshots
-from keelfs.meta.commands import SnapshotAllow, SnapshotDrop, SnapshotTake
+from keelfs.meta.commands import SnapshotAllow, SnapshotDrop, SnapshotRename, SnapshotTake
 from keelfs.meta.namespace import ShardStateMachine
 from keelfs.meta.principals import READ, Caller, allows, denied
 from keelfs.rpc.pb import meta_pb2 as pb
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SnapshotServiceMixin", "refuse_snapshot_roots"]
 
-_ACTIONS = ("allow", "disallow", "create", "delete", "list", "diff", "view")
+_ACTIONS = ("allow", "disallow", "create", "delete", "rename", "list", "diff", "view")
 
 
 def refuse_snapshot_roots(sm: ShardStateMachine, path: str, what: str) -> None:
@@ -253,6 +256,35 @@ class SnapshotServiceMixin:
         await self._propose_everywhere(SnapshotDrop.op, command.args(), timeout)
         return {"path": path, "name": name}
 
+    async def _snapshot_rename(
+        self, path: str, name: str, to: str, caller: Caller, timeout: float
+    ) -> dict[str, Any]:
+        """Rename snapshot ``name`` of ``path`` to ``to`` (HDFS's ``renameSnapshot``). A
+        rename that stopped half-way leaves both names incomplete (each on some shards):
+        running it again finishes it; a complete snapshot named ``to`` is never replaced."""
+        command = SnapshotRename(path, name, to)
+        command.validate()
+        await self._directory(path, caller, timeout, owner=True)
+        listing = {s["name"]: s for s in await self._listing(path, timeout)}
+        where = paths.join(path, paths.SNAPSHOT_DIR)
+        if name not in listing:
+            raise NotFound(
+                paths.join(where, name), "snapshot", message=f"{path} has no snapshot {name!r}"
+            )
+        target = listing.get(to)
+        if target is not None and (
+            target["complete"] or target["created"] != listing[name]["created"]
+        ):
+            raise AlreadyExists(
+                paths.join(where, to), "snapshot", message=f"{path} has a snapshot {to!r} already"
+            )
+        for shard in self._shards():
+            await self.node.internal.move_command(
+                shard, SnapshotRename.op, command.args(), deadline=timeout
+            )
+            failpoints.hit("snapshot.part_renamed")
+        return {"path": paths.join(where, to), "from": name, "name": to}
+
     async def _snapshot_list(
         self, path: str, name: str, to: str, caller: Caller, timeout: float
     ) -> list[dict[str, Any]]:
@@ -264,7 +296,7 @@ class SnapshotServiceMixin:
         info = await self.node.internal.stat(path, deadline=timeout)
         if not info.is_dir:
             raise NotADirectory(path)
-        if not allows(caller, info.owner, info.group, info.mode, READ):
+        if not allows(caller, info.owner, info.group, info.mode, READ, info.acl):
             raise denied(caller, path, info.owner, info.group, info.mode, "READ")
 
     async def _snapshot_diff(

@@ -92,7 +92,7 @@ async def _check_rights(client: PeerClient, top: str, caller: Caller) -> None:
         self_record, entries = listed
         if entries and self_record:
             d = Inode.decode(self_record.encode())
-            if not allows(caller, d.owner, d.group, d.mode, READ | WRITE | EXECUTE):
+            if not allows(caller, d.owner, d.group, d.mode, READ | WRITE | EXECUTE, d.acl):
                 what = describe(READ | WRITE | EXECUTE)
                 raise denied(caller, directory, d.owner, d.group, d.mode, what)
         pending += [info.path for info, _ in entries if info.is_dir]

@@ -39,7 +39,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from keelfs.errors import InvalidArgument, InvalidPath, KeelError
-from keelfs.meta import jsonbytes, paths
+from keelfs.meta import acls, jsonbytes, paths
 from keelfs.meta.principals import (
     DEFAULT_GROUP,
     DEFAULT_OWNER,
@@ -48,7 +48,7 @@ from keelfs.meta.principals import (
     Guard,
     check_principal,
 )
-from keelfs.meta.records import MAX_INLINE_BYTES
+from keelfs.meta.records import MAX_INLINE_BYTES, is_version
 
 __all__ = [
     "CONFIG_COMMANDS",
@@ -57,6 +57,7 @@ __all__ = [
     "SHARD_COMMANDS",
     "AddBlock",
     "AddBlockKey",
+    "AclChange",
     "AddShard",
     "Append",
     "BeginMove",
@@ -75,6 +76,7 @@ __all__ = [
     "KeepAlive",
     "Mkdir",
     "MkdirSelf",
+    "ModifyAclEntries",
     "MoveDrop",
     "MoveTreeAbort",
     "MoveTreeDrop",
@@ -87,12 +89,16 @@ __all__ = [
     "RegisterChunkServer",
     "RegisterMaster",
     "RegisterSession",
+    "RemoveAcl",
+    "RemoveAclEntries",
+    "RemoveDefaultAcl",
     "RemoveShard",
     "Rename",
     "RecoverLease",
     "RenewLease",
     "Result",
     "SealRing",
+    "SetAcl",
     "SetOwner",
     "SetPermission",
     "SetQuota",
@@ -201,6 +207,8 @@ def _fingerprint(body: str) -> str:
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_DEFAULTS: dict[tuple[type, str], Any] = {}
+"""The default of each ``added_fields`` field, by class (filled at a class's first ``args``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +227,13 @@ class Command:
     so that a retry of the request (same session and seq) after a lost reply is recognised
     as the same command and gets the first attempt's reply."""
 
+    added_fields: ClassVar[frozenset[str]] = frozenset()
+    """Fields added after a release: left out of ``args()`` (so of the log entry and of
+    ``digest()``) while they hold their default. A command that does not use what such a
+    field adds is encoded byte for byte as the release before it encoded it, which that
+    release's replicas (during a rolling upgrade) decode and apply the same way, and a
+    retry's fingerprint does not depend on the version of the master that proposed it."""
+
     def validate(self) -> None:
         """Raise ``InvalidArgument``/``InvalidPath`` if an argument is out of its domain."""
 
@@ -226,7 +241,14 @@ class Command:
         names = _FIELD_NAMES.get(type(self))
         if names is None:
             names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))
-        return {name: getattr(self, name) for name in names}
+            for f in fields(self):
+                if f.name in self.added_fields:
+                    _DEFAULTS[(type(self), f.name)] = f.default
+        out = {name: getattr(self, name) for name in names}
+        for name in self.added_fields:
+            if out[name] == _DEFAULTS[(type(self), name)]:
+                del out[name]
+        return out
 
     def digest(self) -> str:
         """A short fingerprint of the op and its arguments: a session's reply cache keeps it
@@ -540,17 +562,23 @@ class Delete(Command):
 class Rename(Command):
     """Move ``src`` to ``dst`` atomically within this shard (HDFS ``rename2``): refuses an
     existing ``dst`` unless ``overwrite``, and then only a file by a file or an empty
-    directory by a directory."""
+    directory by a directory. ``expect`` (with ``overwrite``): replace ``dst`` only if it is
+    the file of that ``content_version`` (``NotFound`` if there is none, ``AlreadyExists``
+    if it is another): a compare-and-replace in one command, S3's ``If-Match`` write."""
 
     op: ClassVar[str] = "rename"
+    added_fields: ClassVar[frozenset[str]] = frozenset({"expect"})
     src: str
     dst: str
     overwrite: bool = False
+    expect: str = ""
 
     def validate(self) -> None:
         if check_path(self.src, "src") == paths.ROOT:
             raise InvalidArgument("cannot rename /", "src")
         check_path(self.dst, "dst")
+        if self.expect and (not self.overwrite or not is_version(self.expect)):
+            raise InvalidArgument("expect is a content version, with overwrite", "expect")
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,16 +665,93 @@ class SetTraverseGuard(Command):
 
     op: ClassVar[str] = "set_traverse_guard"
     servers_only: ClassVar[bool] = True
+    added_fields: ClassVar[frozenset[str]] = frozenset({"acl"})
     path: str
     owner: str
     group: str
     mode: int
+    acl: tuple[str, ...] = ()
+    """The directory's ACL entries beyond the mode (``Inode.acl``, its default ones too: its
+    self-record takes them, and its children inherit from it)."""
 
     def validate(self) -> None:
         check_path(self.path)
         check_principal(self.owner, "owner")
         check_principal(self.group, "group")
         check_mode(self.mode)
+        try:
+            acls.check_stored(True, self.mode, acls.parse_spec(self.acl))
+        except ValueError as e:
+            raise InvalidArgument(str(e), "acl") from None
+
+
+@dataclass(frozen=True, slots=True)
+class AclChange(Command):
+    """A change of ``path``'s ACL (``keelfs.meta.acls``; HDFS's ``setAcl``,
+    ``modifyAclEntries``, ``removeAclEntries``, ``removeDefaultAcl``, ``removeAcl``), by its
+    owner or a superuser. ``entries``: the ACL spec, one entry each (``user:bob:r-x``;
+    without a permission for ``RemoveAclEntries``). A directory whose guard changes is
+    spread like a chmod (``SetTraverseGuard``)."""
+
+    path: str
+    entries: tuple[str, ...] = ()
+    with_perm: ClassVar[bool] = True
+    takes_entries: ClassVar[bool] = True
+
+    def validate(self) -> None:
+        check_path(self.path)
+        if not self.takes_entries:
+            if self.entries:
+                raise InvalidArgument(f"{self.op} takes no ACL entries", "entries")
+            return
+        if not self.entries:
+            raise InvalidArgument(f"{self.op} needs ACL entries", "entries")
+        if len(self.entries) > acls.MAX_ENTRIES * 2:
+            raise InvalidArgument(
+                f"an ACL spec has at most {acls.MAX_ENTRIES * 2} entries", "entries"
+            )
+        self.spec()
+
+    def spec(self) -> tuple[acls.AclEntry, ...]:
+        return acls.parse_spec(self.entries, with_perm=self.with_perm)
+
+
+@dataclass(frozen=True, slots=True)
+class SetAcl(AclChange):
+    """Replace the ACL's scopes (access, default) that ``entries`` names; the others stay."""
+
+    op: ClassVar[str] = "set_acl"
+
+
+@dataclass(frozen=True, slots=True)
+class ModifyAclEntries(AclChange):
+    """Add ``entries``, or change the permissions of those the ACL has."""
+
+    op: ClassVar[str] = "modify_acl_entries"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAclEntries(AclChange):
+    """Remove the entries ``entries`` names (scope, kind and name; no permission)."""
+
+    op: ClassVar[str] = "remove_acl_entries"
+    with_perm: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveDefaultAcl(AclChange):
+    """Remove every default entry."""
+
+    op: ClassVar[str] = "remove_default_acl"
+    takes_entries: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAcl(AclChange):
+    """Remove every entry beyond the mode (the group bits become ``group::`` again)."""
+
+    op: ClassVar[str] = "remove_acl"
+    takes_entries: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -858,6 +963,25 @@ class SnapshotDrop(Command):
     def validate(self) -> None:
         check_path(self.path)
         _check_snapshot_name(self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRename(Command):
+    """Rename this shard's part of snapshot ``name`` of ``path`` to ``new_name`` (a part
+    already renamed, or absent: nothing to do)."""
+
+    op: ClassVar[str] = "snapshot_rename"
+    servers_only: ClassVar[bool] = True
+    path: str
+    name: str
+    new_name: str
+
+    def validate(self) -> None:
+        check_path(self.path)
+        _check_snapshot_name(self.name)
+        _check_snapshot_name(self.new_name)
+        if self.name == self.new_name:
+            raise InvalidArgument("a snapshot cannot be renamed to its own name", "new_name")
 
 
 # config group
@@ -1357,6 +1481,7 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     SnapshotAllow,
     SnapshotTake,
     SnapshotDrop,
+    SnapshotRename,
     TxnBegin,
     TxnPrepare,
     TxnDecide,
@@ -1370,6 +1495,11 @@ SHARD_COMMANDS = SESSION_COMMANDS | _registry(
     MoveTreeStage,
     MoveTreeAbort,
     MoveTreeDrop,
+    SetAcl,
+    ModifyAclEntries,
+    RemoveAclEntries,
+    RemoveDefaultAcl,
+    RemoveAcl,
 )
 CONFIG_COMMANDS = SESSION_COMMANDS | _registry(
     RegisterMaster,

@@ -23,10 +23,11 @@ from keelfs.errors import (
     LeaseConflict,
     NotADirectory,
 )
-from keelfs.meta import paths
+from keelfs.meta import acls, paths
 from keelfs.meta.commands import (
     MAX_INT,
     SHARD_COMMANDS,
+    AclChange,
     AddBlock,
     CompleteFile,
     CompleteInline,
@@ -36,9 +37,14 @@ from keelfs.meta.commands import (
     DequeueBlockDeletes,
     Mkdir,
     MkdirSelf,
+    ModifyAclEntries,
     RecoverLease,
+    RemoveAcl,
+    RemoveAclEntries,
+    RemoveDefaultAcl,
     Rename,
     RenewLease,
+    SetAcl,
     SetOwner,
     SetPermission,
     SetReplication,
@@ -60,11 +66,21 @@ from keelfs.meta.principals import (
     Guard,
     denied,
     depth,
-    needs_guard,
+    guard_of,
     rebase,
 )
 from keelfs.meta.quota_steps import QuotaSteps
-from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo, Inode, Listing
+from keelfs.meta.records import (
+    DIRECTORY,
+    FILE,
+    BlockInfo,
+    ContentSummary,
+    FileInfo,
+    Inode,
+    Listing,
+    check_version,
+    maintained_file,
+)
 from keelfs.meta.shard_records import (
     _DELETE_QUEUE,
     _ENTRY,
@@ -131,6 +147,11 @@ class ShardStateMachine(
             "set_times",
             "set_permission",
             "set_owner",
+            "set_acl",
+            "modify_acl_entries",
+            "remove_acl_entries",
+            "remove_default_acl",
+            "remove_acl",
             "append",
             "truncate",
             "concat",
@@ -274,21 +295,24 @@ class ShardStateMachine(
                 break
         return out
 
-    def files_page(
-        self, start_after: str | None = None, limit: int = 1000
-    ) -> list[tuple[str, Inode]]:
-        """Up to ``limit`` files (path, inode) in key order after ``start_after`` (a path from
-        an earlier page): how the block layer walks every block this shard references."""
+    def maintained_files_page(
+        self, start_after: str | None, limit: int, scan_limit: int
+    ) -> tuple[list[tuple[str, Inode]], str | None]:
+        """Up to ``limit`` files (path, inode) that block maintenance looks at — those with
+        blocks or being written — in key order after ``start_after``, among at most
+        ``scan_limit`` records; and the path to go on after (None: the shard's end).
+
+        Files with neither (inline ones, empty ones) are passed over on their record's head
+        (``records.maintained_file``), without decoding them: on a shard of small files
+        they are nearly all, and the walk reads every file every few seconds."""
         start = _ENTRY if start_after is None else _entry_key(start_after) + b"\x00"
         out: list[tuple[str, Inode]] = []
-        for key, raw in self._store.scan(start, prefix_end(_ENTRY)):
-            inode = Inode.decode(raw)
-            if inode.is_dir:
-                continue
-            out.append((_entry_path(key), inode))
-            if len(out) == limit:
-                break
-        return out
+        for scanned, (key, raw) in enumerate(self._store.scan(start, prefix_end(_ENTRY)), 1):
+            if maintained_file(raw):
+                out.append((_entry_path(key), Inode.decode(raw)))
+            if len(out) == limit or scanned == scan_limit:
+                return out, _entry_path(key)
+        return out, None
 
     def lease_expiry(self, session_id: int) -> int | None:
         """When the writer leases of ``session_id`` expire (log time, ms); None: it holds none."""
@@ -340,7 +364,8 @@ class ShardStateMachine(
         """A new directory in ``parent`` (whose self-record is ``record``) for ``caller``."""
         owner, group = self._ownership(caller, cmd.owner, cmd.group, record)
         guards = self._child_guards(parent, record)
-        return Inode(DIRECTORY, cmd.mode, owner, group, now, now, guards=guards)
+        mode, acl = acls.inherit(record.acl, cmd.mode, is_dir=True)
+        return Inode(DIRECTORY, mode, owner, group, now, now, guards=guards, acl=acl)
 
     def _make_dir(self, txn: Txn, path: str, attrs: Inode, self_record: bool, now: int) -> None:
         if self_record:
@@ -397,9 +422,10 @@ class ShardStateMachine(
         caller = ctx.caller
         sid = ctx.session_id
         owner, group = self._ownership(caller, cmd.owner, cmd.group, record)
+        mode, acl = acls.inherit(record.acl, cmd.mode, is_dir=False)
         inode = Inode(
             FILE,
-            cmd.mode,
+            mode,
             owner,
             group,
             ctx.now,
@@ -409,6 +435,7 @@ class ShardStateMachine(
             under_construction=True,
             lease_holder=sid,
             lease_user=caller.user,
+            acl=acl,
         )
         self._check_lease_room(txn, sid)
         txn.put(_entry_key(path), inode.encode())
@@ -424,9 +451,10 @@ class ShardStateMachine(
         parent = paths.parent(path)
         record = self._make_room(txn, cmd, ctx)
         owner, group = self._ownership(ctx.caller, cmd.owner, cmd.group, record)
+        mode, acl = acls.inherit(record.acl, cmd.mode, is_dir=False)
         inode = Inode(
             FILE,
-            cmd.mode,
+            mode,
             owner,
             group,
             ctx.now,
@@ -434,6 +462,7 @@ class ShardStateMachine(
             replication=cmd.replication,
             block_size=cmd.block_size,
             data=cmd.content,
+            acl=acl,
         )
         txn.put(_entry_key(path), inode.encode())
         self._touch_dir(txn, parent, ctx.now)
@@ -652,6 +681,8 @@ class ShardStateMachine(
         if inode.is_dir:
             self._require_dir(txn, src)
         target = self._entry(txn, dst)
+        if cmd.expect:
+            check_version(dst, target, cmd.expect)
         if target is not None:
             if not cmd.overwrite:
                 raise AlreadyExists(dst)
@@ -713,12 +744,14 @@ class ShardStateMachine(
         path: str,
         ctx: Context,
         allowed: Callable[[Inode], None],
+        *,
+        derive: Callable[[Inode], dict[str, Any]] | None = None,
         **changes: Any,
     ) -> Inode:
         """Change attributes of ``path`` for ``ctx.caller``, who must reach it and pass
-        ``allowed(inode)``. A directory whose guard changes (chmod, chown) rewrites it in the
-        directories below it here; the master tells the other shards
-        (``SetTraverseGuard``)."""
+        ``allowed(inode)``: ``changes``, and those ``derive(inode)`` gives. A directory whose
+        guard changes (chmod, chown, an ACL) rewrites it in the directories below it here;
+        the master tells the other shards (``SetTraverseGuard``)."""
         self._check_unlocked(txn, path, parent=False)
         self._check_reach(txn, ctx.caller, path)
         inode = self._lookup(txn, path)
@@ -726,6 +759,8 @@ class ShardStateMachine(
             raise self._missing(txn, path)
         if not ctx.caller.superuser:
             allowed(inode)
+        if derive is not None:
+            changes.update(derive(inode))
         changed = inode.evolve(**changes)
         self._put(txn, path, changed)
         if changed.is_dir:
@@ -746,7 +781,9 @@ class ShardStateMachine(
 
     def _op_set_times(self, txn: Txn, cmd: SetTimes, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
-        changes = {k: v for k, v in (("mtime", cmd.mtime), ("atime", cmd.atime)) if v is not None}
+        changes: dict[str, Any] = {
+            k: v for k, v in (("mtime", cmd.mtime), ("atime", cmd.atime)) if v is not None
+        }
 
         def allowed(inode: Inode) -> None:  # the owner, or whoever may write it
             if ctx.caller.user != inode.owner:
@@ -765,7 +802,9 @@ class ShardStateMachine(
     def _op_set_owner(self, txn: Txn, cmd: SetOwner, ctx: Context) -> Any:
         """chown is the superuser's; chgrp the owner's too, to a group the owner is in."""
         path = paths.normalize(cmd.path)
-        changes = {k: v for k, v in (("owner", cmd.owner), ("group", cmd.group)) if v is not None}
+        changes: dict[str, Any] = {
+            k: v for k, v in (("owner", cmd.owner), ("group", cmd.group)) if v is not None
+        }
         caller = ctx.caller
 
         def allowed(inode: Inode) -> None:
@@ -778,18 +817,60 @@ class ShardStateMachine(
 
         return self._modify(txn, path, ctx, allowed, **changes).info(path).to_dict()
 
+    def _op_set_acl(self, txn: Txn, cmd: SetAcl, ctx: Context) -> Any:
+        spec = cmd.spec()
+        return self._change_acl(txn, cmd, ctx, lambda existing: acls.replace(existing, spec))
+
+    def _op_modify_acl_entries(self, txn: Txn, cmd: ModifyAclEntries, ctx: Context) -> Any:
+        spec = cmd.spec()
+        return self._change_acl(txn, cmd, ctx, lambda existing: acls.merge(existing, spec))
+
+    def _op_remove_acl_entries(self, txn: Txn, cmd: RemoveAclEntries, ctx: Context) -> Any:
+        spec = cmd.spec()
+        return self._change_acl(txn, cmd, ctx, lambda existing: acls.filter_by_spec(existing, spec))
+
+    def _op_remove_default_acl(self, txn: Txn, cmd: RemoveDefaultAcl, ctx: Context) -> Any:
+        return self._change_acl(txn, cmd, ctx, acls.filter_default)
+
+    def _op_remove_acl(self, txn: Txn, cmd: RemoveAcl, ctx: Context) -> Any:
+        return self._change_acl(txn, cmd, ctx, None)
+
+    def _change_acl(
+        self,
+        txn: Txn,
+        cmd: AclChange,
+        ctx: Context,
+        transform: Callable[[list[acls.AclEntry]], list[acls.AclEntry]] | None,
+    ) -> Any:
+        """An ACL change by the owner or a superuser (HDFS checks the owner, then the spec):
+        the transformation of the inode's whole ACL, stored back into mode and entries
+        (``keelfs.meta.acls``); ``None``: the ACL removed."""
+        path = paths.normalize(cmd.path)
+
+        def allowed(inode: Inode) -> None:
+            self._check_owner(ctx.caller, path, inode, f"OWNER ({cmd.op})")
+
+        def derive(inode: Inode) -> dict[str, Any]:
+            if transform is None:
+                mode, acl = acls.remove_all(inode.mode, inode.acl)
+            else:
+                entries = transform(acls.logical(inode.mode, inode.acl))
+                mode, acl = acls.store(inode.is_dir, inode.mode, entries)
+            return {"mode": mode, "acl": acl}
+
+        return self._modify(txn, path, ctx, allowed, derive=derive).info(path).to_dict()
+
     def _op_set_traverse_guard(self, txn: Txn, cmd: SetTraverseGuard, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
         self._check_unlocked(txn, path, parent=False)
-        attrs = {"owner": cmd.owner, "group": cmd.group, "mode": cmd.mode}
+        acl = acls.parse_spec(cmd.acl)
+        attrs = {"owner": cmd.owner, "group": cmd.group, "mode": cmd.mode, "acl": acl}
         record = self._self_record_here(txn, path)
         if record is not None:
             updated = record.evolve(**attrs)
             if updated != record:
                 txn.put(_self_key(path), updated.encode())
-        guard = None
-        if needs_guard(cmd.mode):
-            guard = Guard(depth(path), cmd.owner, cmd.group, cmd.mode)
+        guard = guard_of(path, cmd.owner, cmd.group, cmd.mode, acl)
         return {"records": self._spread_guard(txn, path, guard)}
 
     def _op_dequeue_block_deletes(self, txn: Txn, cmd: DequeueBlockDeletes, ctx: Context) -> Any:

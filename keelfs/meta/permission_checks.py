@@ -26,8 +26,8 @@ from keelfs.meta.principals import (
     denied,
     depth,
     describe,
+    guard_of,
     guards_below,
-    needs_guard,
     with_guard,
 )
 from keelfs.meta.ranges import FROZEN, INCOMING
@@ -61,10 +61,10 @@ class PermissionChecks(ShardRecords):
         if record.guards:
             ancestors = paths.ancestors(path)
             for guard in record.guards:
-                if not allows(caller, guard.owner, guard.group, guard.mode, EXECUTE):
+                if not allows(caller, guard.owner, guard.group, guard.mode, EXECUTE, guard.acl):
                     where = ancestors[guard.depth] if guard.depth < len(ancestors) else path
                     raise denied(caller, where, guard.owner, guard.group, guard.mode, "EXECUTE")
-        if not allows(caller, record.owner, record.group, record.mode, access):
+        if not allows(caller, record.owner, record.group, record.mode, access, record.acl):
             raise denied(caller, path, record.owner, record.group, record.mode, describe(access))
 
     def _check_dir(self, kv: _Reader, caller: Caller, directory: str, access: int) -> None:
@@ -81,7 +81,7 @@ class PermissionChecks(ShardRecords):
     @staticmethod
     def _check_inode(caller: Caller, path: str, inode: Inode, access: int) -> None:
         """``caller`` has ``access`` on ``path`` itself (reaching it is checked apart)."""
-        if not allows(caller, inode.owner, inode.group, inode.mode, access):
+        if not allows(caller, inode.owner, inode.group, inode.mode, access, inode.acl):
             raise denied(caller, path, inode.owner, inode.group, inode.mode, describe(access))
 
     @staticmethod
@@ -127,18 +127,18 @@ class PermissionChecks(ShardRecords):
     @staticmethod
     def _child_guards(directory: str, record: Inode) -> tuple[Guard, ...]:
         """The traverse guards of a new directory in ``directory`` (whose record is given)."""
-        return guards_below(record.guards, directory, record.owner, record.group, record.mode)
+        return guards_below(
+            record.guards, directory, record.owner, record.group, record.mode, record.acl
+        )
 
     # -- keeping the guards ----------------------------------------------------------------------
     @staticmethod
     def _guard_of(directory: str, inode: Inode) -> Guard | None:
-        if not needs_guard(inode.mode):
-            return None
-        return Guard(depth(directory), inode.owner, inode.group, inode.mode)
+        return guard_of(directory, inode.owner, inode.group, inode.mode, inode.acl)
 
     def _respread(self, txn: Txn, directory: str, old: Inode, new: Inode) -> int:
-        """After a chmod or chown of ``directory`` (``old`` -> ``new``): its guard in every
-        directory record below it here, if that guard changed."""
+        """After a chmod, chown or ACL change of ``directory`` (``old`` -> ``new``): its guard
+        in every directory record below it here, if that guard changed."""
         before, after = self._guard_of(directory, old), self._guard_of(directory, new)
         if before == after:
             return 0

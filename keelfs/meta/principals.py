@@ -19,15 +19,22 @@ entries it holds: its guards for the ancestors, its own bits for the parent.
 
 Guards are recorded by depth (``/`` is 0, ``/a`` 1), not by path, so that a moved subtree
 keeps the guards of its own directories by shifting them (``rebase``).
+
+ACLs (``keelfs.meta.acls``): an inode's extended entries take part in every check
+(``allows``), and a directory whose ACL refuses someone ``x`` (a named user's or a group's
+entry without it, masked) is a guard as a mode that refuses it is: its guard carries its
+access entries, so the check of a path below it, on whatever shard, is the whole HDFS rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from keelfs.errors import InvalidArgument, PermissionDenied
+from keelfs.errors import InvalidArgument, KeelError, PermissionDenied
+from keelfs.meta import acls
+from keelfs.meta.acls import AclEntry
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -44,6 +51,7 @@ __all__ = [
     "denied",
     "depth",
     "describe",
+    "guard_of",
     "guards_below",
     "needs_guard",
     "rebase",
@@ -117,41 +125,77 @@ SUPERUSER = Caller(DEFAULT_OWNER, (DEFAULT_GROUP,), True)
 
 @dataclass(frozen=True, slots=True)
 class Guard:
-    """An ancestor that does not let everyone through: its depth and its owner, group and
-    mode (only what a traverse check reads)."""
+    """An ancestor that does not let everyone through: its depth and its owner, group, mode
+    and access ACL entries (only what a traverse check reads; ``()``: no ACL)."""
 
     depth: int
     owner: str
     group: str
     mode: int
+    acl: tuple[AclEntry, ...] = ()
 
     def to_list(self) -> list[Any]:
-        return [self.depth, self.mode, self.owner, self.group]
+        """The record's form; the entries only where there are some (a guard without an ACL
+        is as it was before ACLs)."""
+        body: list[Any] = [self.depth, self.mode, self.owner, self.group]
+        if self.acl:
+            body.append([e.to_text() for e in self.acl])
+        return body
 
     @classmethod
     def from_list(cls, raw: Sequence[Any]) -> Guard:
-        return cls(int(raw[0]), str(raw[2]), str(raw[3]), int(raw[1]))
+        acl = _guard_acl(raw[4], "guards") if len(raw) > 4 else ()
+        return cls(int(raw[0]), str(raw[2]), str(raw[3]), int(raw[1]), acl)
 
     def to_text(self) -> str:
-        """The form a command carries (``MkdirSelf.guards``): ``depth:mode:owner:group``
-        (names cannot hold ':')."""
-        return f"{self.depth}:{self.mode:o}:{self.owner}:{self.group}"
+        """The form a command carries (``MkdirSelf.guards``, ``may`` steps):
+        ``depth:mode:owner:group``, then ``/`` and the ACL's entries comma-separated where it
+        has some (names hold neither ``/`` nor, in an ACL, ``,``)."""
+        text = f"{self.depth}:{self.mode:o}:{self.owner}:{self.group}"
+        if self.acl:
+            text += "/" + ",".join(e.to_text() for e in self.acl)
+        return text
 
     @classmethod
     def from_text(cls, text: str) -> Guard:
-        parts = text.split(":")
+        head, slash, tail = text.partition("/")
+        parts = head.split(":")
         try:
             if len(parts) != 4:
                 raise ValueError(text)
             guard = cls(int(parts[0]), parts[2], parts[3], int(parts[1], 8))
         except ValueError:
-            message = f"guard {text!r} is not depth:mode:owner:group"
+            message = f"guard {text!r} is not depth:mode:owner:group[/acl]"
             raise InvalidArgument(message, "guards") from None
         if guard.depth < 0 or not 0 <= guard.mode <= 0o7777:
             raise InvalidArgument(f"guard {text!r} is out of range", "guards")
         check_principal(guard.owner, "guards")
         check_principal(guard.group, "guards")
+        if slash:
+            guard = replace(guard, acl=_guard_acl(tail.split(","), "guards"))
         return guard
+
+
+def _guard_acl(raw: Any, argument: str) -> tuple[AclEntry, ...]:
+    """A guard's entries: access entries of the group class, sorted, none twice."""
+    if not isinstance(raw, list) or not raw:
+        raise InvalidArgument("a guard's ACL is a non-empty list of entries", argument)
+    try:
+        entries = acls.parse_spec(raw)
+    except KeelError as e:
+        raise InvalidArgument(f"a guard's ACL: {e}", argument) from None
+    keys = [e.key for e in entries]
+    if (
+        not entries
+        or any(e.default or e.kind not in ("user", "group") for e in entries)
+        or any(e.kind == "user" and not e.named for e in entries)
+        or keys != sorted(set(keys))
+        or len(entries) > acls.MAX_ENTRIES
+    ):
+        raise InvalidArgument(
+            "a guard's ACL holds sorted access entries of users and groups", argument
+        )
+    return entries
 
 
 def depth(path: str) -> int:
@@ -168,26 +212,53 @@ def class_bits(caller: Caller, owner: str, group: str, mode: int) -> int:
     return mode & 7
 
 
-def allows(caller: Caller, owner: str, group: str, mode: int, access: int) -> bool:
-    """Whether ``caller`` has every bit of ``access`` (READ|WRITE|EXECUTE) on such an inode."""
+def allows(
+    caller: Caller,
+    owner: str,
+    group: str,
+    mode: int,
+    access: int,
+    acl: Sequence[AclEntry] = (),
+) -> bool:
+    """Whether ``caller`` has every bit of ``access`` (READ|WRITE|EXECUTE) on such an inode
+    (``acl``: its stored ACL entries, ``keelfs.meta.acls``)."""
     if caller.superuser:
         return True
-    return class_bits(caller, owner, group, mode) & access == access
+    if not acl:
+        return class_bits(caller, owner, group, mode) & access == access
+    return acls.allows(caller.user, caller.groups, owner, group, mode, acl, access)
 
 
-def needs_guard(mode: int) -> bool:
-    """A directory with this mode refuses traverse to someone (some class lacks ``x``)."""
-    return mode & _ALL_EXECUTE != _ALL_EXECUTE
+def needs_guard(mode: int, acl: Sequence[AclEntry] = ()) -> bool:
+    """A directory with this mode (and ACL) refuses traverse to someone: some class lacks
+    ``x``, or an ACL entry of the group class does (``acls.refuses_execute``)."""
+    if not acl:
+        return mode & _ALL_EXECUTE != _ALL_EXECUTE
+    return acls.refuses_execute(mode, acl)
+
+
+def guard_of(
+    path: str, owner: str, group: str, mode: int, acl: Sequence[AclEntry] = ()
+) -> Guard | None:
+    """Directory ``path``'s guard (None: it lets everyone through): its attributes and its
+    access entries (the default ones play no part in a check)."""
+    if not needs_guard(mode, acl):
+        return None
+    return Guard(depth(path), owner, group, mode, acls.access_entries(acl))
 
 
 def guards_below(
-    guards: tuple[Guard, ...], path: str, owner: str, group: str, mode: int
+    guards: tuple[Guard, ...],
+    path: str,
+    owner: str,
+    group: str,
+    mode: int,
+    acl: Sequence[AclEntry] = (),
 ) -> tuple[Guard, ...]:
     """The guards of a child of directory ``path`` (whose own guards and attributes are
     given): the directory's, plus the directory itself if it needs one."""
-    if not needs_guard(mode):
-        return guards
-    return (*guards, Guard(depth(path), owner, group, mode))
+    guard = guard_of(path, owner, group, mode, acl)
+    return guards if guard is None else (*guards, guard)
 
 
 def with_guard(guards: tuple[Guard, ...], at: int, guard: Guard | None) -> tuple[Guard, ...]:
@@ -205,9 +276,7 @@ def rebase(
     (its top's new guards: ``dst_guards``): those above the old top are replaced by the new
     top's, those of the subtree itself (the top included) shift with it."""
     shift = dst_depth - src_depth
-    inside = tuple(
-        Guard(g.depth + shift, g.owner, g.group, g.mode) for g in guards if g.depth >= src_depth
-    )
+    inside = tuple(replace(g, depth=g.depth + shift) for g in guards if g.depth >= src_depth)
     return (*dst_guards, *inside)
 
 

@@ -19,11 +19,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from keelfs.meta import jsonbytes
+import msgspec
+
+from keelfs.errors import AlreadyExists, NotFound
+from keelfs.meta import acls, jsonbytes
+from keelfs.meta.acls import AclEntry
 from keelfs.meta.principals import Guard
 
 __all__ = [
@@ -35,6 +40,7 @@ __all__ = [
     "Listing",
     "decode_cached",
     "decode_foreign",
+    "maintained_file",
 ]
 
 FILE: Literal["file"] = "file"
@@ -51,6 +57,41 @@ Raft append size (1 MiB per message), with room for the envelope and a cross-sha
 two copies of the record; it is one checksum chunk of a block (DESIGN §2.9), past which a
 block's streaming pays off; and a shard of many such files still fits its RocksDB and its
 snapshots (every inline byte is kept on each master of the shard)."""
+
+
+class _Head(msgspec.Struct, array_like=True):
+    """The leading fields of an inode record (``Inode.encode``), read without the rest."""
+
+    version: int
+    kind: str
+    mode: int
+    owner: str
+    group: str
+    mtime: int
+    atime: int
+    replication: int
+    block_size: int
+    blocks: list[Any]
+    under_construction: int
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+
+
+def maintained_file(raw: bytes) -> bool:
+    """Whether an encoded record is a file block maintenance has anything to do with: one
+    with blocks, or one being written (its lease). Read from the record's head alone: an
+    inline file's record is mostly its data, which a full decode base64-decodes for nothing
+    (~29 µs against ~1.6 µs for a 4 KiB file), and the leader's walk looks at every file of
+    its shard every few seconds. A record whose head does not read as expected counts as
+    maintained (its full decode then says what is wrong with it)."""
+    try:
+        head = _HEAD.decode(raw)
+    except msgspec.DecodeError:
+        return True
+    if head.version != _RECORD_VERSION:
+        return True
+    return head.kind == _KIND_CODE[FILE] and (bool(head.blocks) or bool(head.under_construction))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +141,10 @@ class Inode:
     """While a file reopened by ``Append`` or ``Truncate`` is under construction: how many of
     its first blocks were committed before (their lengths and stamps never change during it;
     lease recovery never drops or cuts them). Encoded only when not 0."""
+    acl: tuple[AclEntry, ...] = ()
+    """The ACL entries beyond the mode (``keelfs.meta.acls``: with them the mode's group bits
+    are the mask), sorted, access ones first. Encoded only when there are some, so a record
+    without an ACL is byte for byte what it was before ACLs."""
 
     @property
     def is_dir(self) -> bool:
@@ -110,6 +155,11 @@ class Inode:
         if self.data is not None:
             return len(self.data)
         return sum(b.length for b in self.blocks)
+
+    @property
+    def version(self) -> str:
+        """``content_version`` of this file."""
+        return content_version(self.mtime, self.blocks, self.data)
 
     def evolve(self, **changes: Any) -> Inode:
         return replace(self, **changes)
@@ -129,7 +179,10 @@ class Inode:
             int(self.under_construction),
             self.lease_holder,
         ]
-        truncating = self.truncating is not None or self.sealed_blocks != 0
+        # the optional fields, each written only when it or one after it is set
+        acl = bool(self.acl)
+        sealed = self.sealed_blocks != 0 or acl
+        truncating = self.truncating is not None or sealed
         tail = self.data is not None or truncating
         if self.guards or (self.lease_holder and self.lease_user) or tail:
             body.append([g.to_list() for g in self.guards])
@@ -139,8 +192,10 @@ class Inode:
             body.append(None if self.data is None else base64.b64encode(self.data).decode("ascii"))
         if truncating:
             body.append(None if self.truncating is None else list(self.truncating))
-        if self.sealed_blocks:
+        if sealed:
             body.append(self.sealed_blocks)
+        if acl:
+            body.append([e.to_text() for e in self.acl])
         return jsonbytes.dumps(body)
 
     @classmethod
@@ -169,6 +224,7 @@ class Inode:
                 else None
             ),
             sealed_blocks=body[16] if len(body) > 16 else 0,
+            acl=_decode_acl(body[17]) if len(body) > 17 else (),
         )
 
     def info(self, path: str, *, with_data: bool = False) -> FileInfo:
@@ -190,7 +246,20 @@ class Inode:
             lease_holder=self.lease_holder,
             lease_user=self.lease_user if self.lease_holder else "",
             data=self.data if with_data else None,
+            acl=self.acl,
         )
+
+
+def _decode_acl(raw: Any) -> tuple[AclEntry, ...]:
+    """A record's ACL entries: ``ValueError`` unless they are valid and sorted, none twice
+    (what ``Inode.encode`` writes)."""
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("an inode record's ACL is a non-empty list")
+    entries = acls.parse_spec(raw)
+    keys = [e.key for e in entries]
+    if len(entries) != len(raw) or keys != sorted(set(keys)):
+        raise ValueError("an inode record's ACL entries are sorted, each once")
+    return entries
 
 
 def _b64decode(text: str) -> bytes:
@@ -263,6 +332,7 @@ def decode_foreign(raw: bytes) -> Inode:
         raise ValueError("an inode record's truncate target is two integers")
     if inode.data is not None:
         _check_inline(inode)
+    acls.check_stored(inode.is_dir, inode.mode, inode.acl)
     if inode.encode() != raw:
         raise ValueError("not an inode record as this version writes it")
     return inode
@@ -301,17 +371,30 @@ class FileInfo:
     data: bytes | None = None
     """An inline file's content, where the request asked for it (a reader's ``GetFileInfo``);
     never in ``to_dict`` (command results are kept in the sessions' reply caches)."""
+    acl: tuple[AclEntry, ...] = ()
+    """The ACL entries beyond the mode (``Inode.acl``): what HDFS's ``getAclStatus`` lists;
+    any makes the ``+`` of ``ls -l`` (HDFS's ``aclBit``)."""
 
     @property
     def is_dir(self) -> bool:
         return self.kind == DIRECTORY
 
     @property
+    def has_acl(self) -> bool:
+        return bool(self.acl)
+
+    @property
+    def version(self) -> str:
+        """``content_version`` of the file (from a reader's stat: an inline file's bytes
+        are part of it)."""
+        return content_version(self.mtime, self.blocks, self.data)
+
+    @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body = {
             "path": self.path,
             "kind": self.kind,
             "length": self.length,
@@ -327,6 +410,9 @@ class FileInfo:
             "lease_holder": self.lease_holder,
             "lease_user": self.lease_user,
         }
+        if self.acl:  # only where there is one: other results are as they were
+            body["acl"] = [e.to_text() for e in self.acl]
+        return body
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FileInfo:
@@ -346,6 +432,7 @@ class FileInfo:
             under_construction=d["under_construction"],
             lease_holder=d["lease_holder"],
             lease_user=d.get("lease_user", ""),
+            acl=acls.parse_spec(d.get("acl", ())),
         )
 
 
@@ -378,3 +465,27 @@ class ContentSummary:
             "directory_count": self.directory_count,
             "space_consumed": self.space_consumed,
         }
+
+
+def content_version(mtime: int, blocks: tuple[BlockInfo, ...], data: bytes | None) -> str:
+    """What tells one content of a file from another, for a rename that replaces only the
+    version its caller saw (``Rename.expect``): its modification time, its blocks (ids,
+    generation stamps, lengths) and an inline file's bytes. A client computes it from a
+    reader's ``stat`` (``FileInfo.version``: an inline file's bytes come only to a reader)."""
+    digest = hashlib.sha256(jsonbytes.dumps_sorted([mtime, [b.to_list() for b in blocks]]))
+    if data is not None:
+        digest.update(b"\0" + data)
+    return digest.hexdigest()[:32]
+
+
+def is_version(text: str) -> bool:
+    """Whether ``text`` has the shape of a ``content_version``."""
+    return len(text) == 32 and not text.strip("0123456789abcdef")
+
+
+def check_version(path: str, target: Inode | None, expected: str) -> None:
+    """A rename's ``expect``: ``path`` must be the file of that content version."""
+    if target is None:
+        raise NotFound(path)
+    if target.is_dir or target.version != expected:
+        raise AlreadyExists(path, message=f"{path} is not the version expected: it changed")

@@ -63,9 +63,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from keelfs.errors import InvalidArgument, NotFound, ResourceExhausted
+from keelfs.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from keelfs.meta import paths
-from keelfs.meta.commands import SnapshotAllow, SnapshotDrop, SnapshotTake
+from keelfs.meta.commands import SnapshotAllow, SnapshotDrop, SnapshotRename, SnapshotTake
 from keelfs.meta.kvstore import Txn, prefix_end
 from keelfs.meta.machine import Context
 from keelfs.meta.records import FileInfo, Listing, decode_cached
@@ -411,6 +411,31 @@ class SnapshotSteps(ShardRecords):
         found = txn.get(key) is not None
         txn.delete(key)
         return {"dropped": found, "records": dropped}
+
+    def _op_snapshot_rename(self, txn: Txn, cmd: SnapshotRename, ctx: Context) -> Any:
+        """Move the part's registry entry and copies to the new name, in one apply. The
+        copies' keys change, so the block index follows them in the same write (it is
+        derived from the records): the blocks they hold stay referenced throughout."""
+        root = paths.normalize(cmd.path)
+        old_key, new_key = _registry_key(root, cmd.name), _registry_key(root, cmd.new_name)
+        entry = txn.get(old_key)
+        if entry is None:
+            return {"renamed": False}
+        if txn.get(new_key) is not None:
+            raise AlreadyExists(
+                paths.join(paths.join(root, paths.SNAPSHOT_DIR), cmd.new_name),
+                "snapshot",
+                message=f"{root} has a snapshot {cmd.new_name!r} already",
+            )
+        old_prefix, new_prefix = copy_prefix(root, cmd.name), copy_prefix(root, cmd.new_name)
+        moved = 0
+        for copy_key, value in list(txn.scan(old_prefix, prefix_end(old_prefix))):
+            txn.delete(copy_key)
+            txn.put(new_prefix + copy_key[len(old_prefix) :], value)
+            moved += 1
+        txn.delete(old_key)
+        txn.put(new_key, entry)
+        return {"renamed": True, "records": moved}
 
 
 def _frozen(info: FileInfo, path: str) -> FileInfo:

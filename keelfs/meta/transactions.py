@@ -50,10 +50,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keelfs.errors import InvalidArgument, Unavailable
-from keelfs.meta import paths
+from keelfs.meta import acls, paths
+from keelfs.meta.acls import AclEntry
 from keelfs.meta.kvstore import Txn, prefix_end
 from keelfs.meta.principals import Caller, Guard
-from keelfs.meta.records import decode_foreign
+from keelfs.meta.records import decode_foreign, is_version
 
 __all__ = [
     "CHANGES",
@@ -79,7 +80,18 @@ GC = b"G"
 OPEN = b"O"
 
 CHECKS = frozenset(
-    {"absent", "present", "entry", "entry_digest", "self", "dir", "empty", "replaceable", "may"}
+    {
+        "absent",
+        "present",
+        "entry",
+        "entry_digest",
+        "self",
+        "dir",
+        "empty",
+        "replaceable",
+        "may",
+        "version",
+    }
 )
 """Step kinds that only check (evaluated at begin/prepare, under the part's locks):
 
@@ -93,6 +105,9 @@ CHECKS = frozenset(
 - ``dir``: the self-record of directory ``path`` is here (a child may be put in it);
 - ``empty``: directory ``path`` has no children here;
 - ``replaceable``: no entry at ``path``, or a file nobody is writing (an overwrite target);
+- ``version``: the entry at ``path`` is the file of content version ``record``
+  (``records.content_version``; ``NotFound``/``AlreadyExists`` otherwise): a rename's
+  ``expect`` across shards;
 - ``may``: the caller ``record`` names (``may_step``) reaches directory ``path`` and has the
   access it names on it, and may remove the entry it names there (the sticky bit): the
   permission checks of a cross-shard operation, made where the directory's self-record is,
@@ -131,6 +146,7 @@ class Step:
             raise InvalidArgument(f"unknown transaction step {self.kind!r}", "part")
         paths.validate(self.path)
         needs_record = self.kind in (
+            "version",
             "entry",
             "entry_digest",
             "self",
@@ -141,7 +157,10 @@ class Step:
         )
         if needs_record != bool(self.record):
             raise InvalidArgument(f"step {self.kind} {self.path}: record mismatch", "part")
-        if self.kind == "entry_digest":
+        if self.kind == "version":
+            if not is_version(self.record):
+                raise InvalidArgument(f"step {self.kind} {self.path}: not a version", "part")
+        elif self.kind == "entry_digest":
             if len(self.record) != 64 or self.record.strip("0123456789abcdef"):
                 raise InvalidArgument(f"step {self.kind} {self.path}: not a digest", "part")
         elif self.kind == "may":
@@ -168,6 +187,7 @@ def may_step(
     access: int,
     child: str = "",
     child_guards: tuple[Guard, ...] | None = None,
+    inherited: tuple[AclEntry, ...] | None = None,
 ) -> Step:
     """The ``may`` step checking that ``caller`` has ``access`` (``principals.READ``...,
     ``EXECUTE`` implied) on ``directory`` and, with ``child`` (a name), may remove or replace
@@ -178,22 +198,28 @@ def may_step(
     step also checks that ``directory`` still gives its children exactly these, else
     ``Unavailable`` "changed" (a chmod of an ancestor came first; the retry reads anew)."""
     body: list[Any] = [caller.encode(), access, child]
-    if child_guards is not None:
-        body.append([g.to_text() for g in child_guards])
+    if child_guards is not None or inherited is not None:
+        body.append(None if child_guards is None else [g.to_text() for g in child_guards])
+    if inherited is not None:
+        body.append([e.to_text() for e in inherited])
     return Step("may", directory, json.dumps(body, separators=(",", ":")))
 
 
 def decode_may(record: str) -> tuple[Caller, int, str, tuple[Guard, ...] | None]:
     """A ``may`` step's caller, access bits, child name and child guards (None: not
-    checked); ``InvalidArgument`` if bad."""
+    checked); ``InvalidArgument`` if bad (its inherited entries too: ``may_inherited``)."""
     try:
         body = json.loads(record)
-        if not isinstance(body, list) or len(body) not in (3, 4):
+        if not isinstance(body, list) or len(body) not in (3, 4, 5):
             raise ValueError(record)
         who, access, child = body[:3]
-        guards = body[3] if len(body) == 4 else None
+        guards = body[3] if len(body) >= 4 else None
     except ValueError:
-        raise InvalidArgument("a may step is [who, access, child, guards?]", "part") from None
+        raise InvalidArgument(
+            "a may step is [who, access, child, guards?, inherited?]", "part"
+        ) from None
+    if len(body) == 5:
+        _inherited(body[4])
     if type(access) is not int or not 0 <= access <= 7 or not isinstance(child, str):
         raise InvalidArgument("a may step's access is 0..7 and its child a name", "part")
     if child:
@@ -204,6 +230,23 @@ def decode_may(record: str) -> tuple[Caller, int, str, tuple[Guard, ...] | None]
         raise InvalidArgument("a may step's guards are a list of guards", "part")
     parsed = None if guards is None else tuple(Guard.from_text(g) for g in guards)
     return Caller.decode(who), access, child, parsed
+
+
+def may_inherited(record: str) -> tuple[AclEntry, ...] | None:
+    """The default ACL entries a ``may`` step pins on its directory (None: not checked): what
+    the coordinator built a new directory's inherited ACL from (``keelfs.meta.acls.inherit``);
+    the step refuses ("changed") when the directory's default ACL is not these any more."""
+    body = json.loads(record)
+    return _inherited(body[4]) if len(body) == 5 else None
+
+
+def _inherited(raw: Any) -> tuple[AclEntry, ...]:
+    if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
+        raise InvalidArgument("a may step's inherited entries are a list of entries", "part")
+    entries = acls.parse_spec(raw)
+    if len(entries) != len(raw) or not all(e.default for e in entries):
+        raise InvalidArgument("a may step's inherited entries are default entries", "part")
+    return entries
 
 
 def encode_part(steps: Iterable[Step]) -> str:

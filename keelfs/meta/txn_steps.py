@@ -19,7 +19,7 @@ from keelfs.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from keelfs.meta import moves, paths, quotas, sessions, snapshots
+from keelfs.meta import acls, moves, paths, quotas, sessions, snapshots
 from keelfs.meta import transactions as tx
 from keelfs.meta import tree_fences as tf
 from keelfs.meta.commands import (
@@ -34,6 +34,7 @@ from keelfs.meta.machine import Context
 from keelfs.meta.permission_checks import PermissionChecks
 from keelfs.meta.principals import EXECUTE
 from keelfs.meta.ranges import FROZEN, INCOMING, MOVED
+from keelfs.meta.records import check_version
 from keelfs.meta.ring import key_hash
 from keelfs.meta.shard_records import (
     _RETRY_ANEW,
@@ -117,6 +118,8 @@ class TransactionSteps(PermissionChecks):
                     raise DirectoryNotEmpty(path)
             if kind == "may":
                 self._check_may(txn, path, step.record)
+            if kind == "version":
+                check_version(path, self._entry(txn, path), step.record)
             if kind == "replaceable":
                 existing = self._entry(txn, path)
                 if existing is not None:
@@ -170,6 +173,15 @@ class TransactionSteps(PermissionChecks):
                     "changed",
                     message=f"the permissions above {directory} changed while the "
                     "transaction was built",
+                )
+        inherited = tx.may_inherited(record)
+        if inherited is not None:
+            defaults = acls.default_entries(self._require_dir(txn, directory).acl)
+            if defaults != inherited:
+                raise Unavailable(
+                    "changed",
+                    message=f"the default ACL of {directory} changed while the transaction "
+                    "was built",
                 )
 
     def _apply_steps(self, txn: Txn, steps: tuple[tx.Step, ...], now: int) -> None:

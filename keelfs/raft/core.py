@@ -43,7 +43,7 @@ from keelfs.raft.messages import (
 from keelfs.raft.progress import Inflights, Progress, ProgressState
 from keelfs.raft.quorum import VoteResult, committed_index, has_quorum, vote_result
 from keelfs.raft.read_only import ReadOnly, ReadState
-from keelfs.raft.storage import LogStorage
+from keelfs.raft.storage import BOOTSTRAP_TERM, LogStorage
 
 MT = MessageType
 
@@ -61,10 +61,12 @@ class ReadOnlyOption(enum.Enum):
     LEASE_BASED = "lease"
     """The leader answers at once while its lease holds: a majority answered heartbeats it sent
     less than ``election_tick - lease_margin_ticks`` ticks ago (``read_only.py``). Assumes that
-    every node's ticks advance at nearly the same rate (drift within the margin), that a node
-    does not restart and vote within an election timeout of acknowledging the leader, and it is
-    given up for the rest of a term once the leader sends TimeoutNow (a forced election ignores
-    leases). When the lease does not hold, the read falls back to a ReadIndex round."""
+    every node's ticks advance at nearly the same rate (drift within the margin) and that a
+    leader's ticks do not lag real time by more than a tick when it answers (the runtime catches
+    them up first); a node restarted with a term refuses votes for an election timeout
+    (``Raft.restart_lease``), as it may have answered the leader just before it stopped. The
+    lease is given up for the rest of a term once the leader sends TimeoutNow (a forced election
+    ignores leases). When the lease does not hold, the read falls back to a ReadIndex round."""
 
 
 @dataclass
@@ -211,6 +213,14 @@ class Raft:
         if config.applied:
             self.log.applied_to(config.applied)
         self._become_follower(self.term, NO_NODE)
+        self.restart_lease = (
+            config.read_only_option is ReadOnlyOption.LEASE_BASED and self.term > BOOTSTRAP_TERM
+        )
+        """Whether this node restarted after some election, and so may have answered a
+        leader's heartbeat just before it stopped: until an election timeout has passed or it
+        changes role, it refuses (pre-)votes as if it still heard from that leader, whose lease
+        may count on its answer. A node still at the bootstrap term answered no leader (every
+        leader's term is later, and a term is persisted before any answer is sent)."""
 
     # ------------------------------------------------------------------ state accessors
     def hard_state(self) -> HardState:
@@ -337,6 +347,7 @@ class Raft:
         self.timeout_now_sent = False
         self.quiesced = False
         self.idle_ticks = 0
+        self.restart_lease = False
 
     def _become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
@@ -384,6 +395,8 @@ class Raft:
         if self.quiesced:
             return
         self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_tick:
+            self.restart_lease = False
         if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self.step(Message(MT.HUP, self.id, self.id))
@@ -530,7 +543,7 @@ class Raft:
             if m.type in (MT.VOTE, MT.PRE_VOTE):
                 in_lease = (
                     self.cfg.check_quorum
-                    and self.lead != NO_NODE
+                    and (self.lead != NO_NODE or self.restart_lease)
                     and self.election_elapsed < self.cfg.election_tick
                 )
                 if in_lease and not m.force:

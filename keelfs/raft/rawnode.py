@@ -133,6 +133,12 @@ class RawNode:
         this member, or with ``leader_unreachable=True`` when the leader's node is lost."""
         self.raft.wake(leader_unreachable=leader_unreachable)
 
+    def forget_lease(self) -> None:
+        """The runtime lost track of time (its ticks fell behind the clock: a stalled or
+        frozen process): the heartbeat answers heard so far no longer hold up a lease, and
+        lease reads wait for a new round's answers (``ReadOnlyOption.LEASE_BASED``)."""
+        self.raft.acked_round = {}
+
     def transfer_leader(self, target: int) -> None:
         r = self.raft
         r.step(Message(MessageType.TRANSFER_LEADER, r.id, r.id, index=target))

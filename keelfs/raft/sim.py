@@ -4,7 +4,8 @@ One seed fixes everything: cluster size, fault rates, every message delay and ev
 A run has a *fault phase* (message loss, duplication, reordering and delay; symmetric and
 asymmetric partitions; crashes that lose whatever was not yet persisted, including crashes in
 the middle of handling a Ready; restarts; snapshots and compaction; leadership transfers;
-membership changes; client writes and ReadIndex reads) and then a *calm phase* in which faults
+membership changes; client writes and ReadIndex reads, answered from the leader's lease in half
+the seeds) and then a *calm phase* in which faults
 stop and a leader must emerge and commit within a bounded number of ticks.
 
 After every simulated step the checker verifies:
@@ -43,7 +44,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from keelfs.raft.core import Config, Raft, StateType
+from keelfs.raft.core import Config, Raft, ReadOnlyOption, StateType
 from keelfs.raft.errors import (
     InvariantViolation,
     ProposalDropped,
@@ -212,6 +213,9 @@ class Simulator:
         self.qseq = 0
         self.cut: set[tuple[int, int]] = set()  # (frm, to) pairs that cannot talk
         self.quiesce_after = self.rng.choice([0, 0, 6])
+        self.read_only_option = random.Random(f"lease-{seed}").choice(list(ReadOnlyOption))
+        """Half the seeds serve reads from the leader's lease (drawn from a stream of its own,
+        so every other draw of a seed is the same either way)."""
         n = nodes or self.rng.choice([3, 3, 5])
         conf = ConfState(frozenset(range(1, n + 1)))
         self.nodes: dict[int, SimNode] = {}
@@ -235,6 +239,7 @@ class Simulator:
             for k in (
                 "writes_acked",
                 "reads_served",
+                "lease_reads_served",
                 "elections",
                 "snapshots",
                 "installs",
@@ -268,6 +273,7 @@ class Simulator:
             snapshot_window=self.rng.choice([1, 3]),
             max_learner_lag=8,
             quiesce_after_ticks=self.quiesce_after,
+            read_only_option=self.read_only_option,
             applied=snap.index,
         )
         sn.node = RawNode(cfg, sn.storage)
@@ -384,6 +390,8 @@ class Simulator:
                     )
                 del sn.reads[ctx]
                 self.stats["reads_served"] += 1
+                if self.read_only_option is ReadOnlyOption.LEASE_BASED:
+                    self.stats["lease_reads_served"] += 1
 
     # ------------------------------------------------------------------ checks
     def _check_log_matching(self, sn: SimNode, ents: list[Entry]) -> None:

@@ -124,6 +124,11 @@ _BY_SERVICE: dict[str, dict[str, Access]] = {
         "SetQuota": C,  # the master checks the caller is a superuser
         "GetQuota": C,
         "Snapshot": C,  # the master checks the owner / superuser per action
+        "SetAcl": C,  # ACL changes: the state machine checks the owner / superuser
+        "ModifyAclEntries": C,
+        "RemoveAclEntries": C,
+        "RemoveDefaultAcl": C,
+        "RemoveAcl": C,
         "ChunkHeartbeat": P,  # chunk servers
     },
     "keelfs.meta.v1.Node": {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from keelfs.errors import InvalidArgument
+from keelfs.meta.acls import parse_spec
 from keelfs.meta.commands import MAX_INT
 from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, ContentSummary, FileInfo
 from keelfs.meta.ring import DEFAULT_VNODES
@@ -81,6 +82,8 @@ def file_info_to_pb(info: FileInfo, viewer: int = 0) -> pb.FileInfo:
     )  # fmt: skip
     if info.data is not None:
         message.inline_data = info.data
+    if info.acl:
+        message.acl.extend(e.to_text() for e in info.acl)
     return message
 
 
@@ -104,6 +107,7 @@ def file_info_from_pb(m: pb.FileInfo) -> FileInfo:
         lease_holder=session_id_from_pb(m.lease_holder),
         lease_user=m.lease_user,
         data=m.inline_data if m.HasField("inline_data") else None,
+        acl=parse_spec(m.acl),
     )
 
 

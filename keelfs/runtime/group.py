@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from keelfs.errors import NotLeader, OutcomeUnknown, Unavailable
-from keelfs.raft.core import Config, StateType
+from keelfs.raft.core import Config, ReadOnlyOption, StateType
 from keelfs.raft.errors import NotLeaderError, ProposalDropped, SnapshotOutOfDateError
 from keelfs.raft.messages import ConfChange, ConfChangeType, Entry, EntryType, SnapshotMeta
 from keelfs.raft.rawnode import RawNode, Ready
@@ -69,6 +69,9 @@ class RaftGroup:
                 max_inflight_msgs=cfg.max_inflight_msgs,
                 snapshot_chunk_size=cfg.snapshot_chunk_size,
                 quiesce_after_ticks=cfg.quiesce_after_ticks,
+                read_only_option=(
+                    ReadOnlyOption.LEASE_BASED if cfg.lease_reads else ReadOnlyOption.SAFE
+                ),
                 applied=max(snap.index, min(sm.applied_index(), storage.initial_state()[0].commit)),
             ),
             storage,
@@ -85,6 +88,8 @@ class RaftGroup:
         self._read_views: dict[bytes, tuple[int, int, StateType]] = {}
         """(term, leader, role) when each pending read was asked for."""
         self._read_waiters: dict[bytes, int] = {}
+        self._read_batches: dict[bytes, _ReadBatch] = {}
+        """The barriers waiting on each ReadIndex request (``read_barrier``)."""
         self._open_read: tuple[tuple[Any, ...], bytes] | None = None
         """The newest ReadIndex request and the state it was made in (see read_barrier)."""
         self._issued_read: tuple[bytes, float] | None = None
@@ -292,24 +297,45 @@ class RaftGroup:
           serves every barrier, however many arrive, where each round's worth of them used
           to make a round of its own;
         - otherwise a new request is made at once.
+
+        The barriers of one request wait as one batch (``_ReadBatch``): the request's answer,
+        and then the apply of its index, release all of them at once, each with one wakeup;
+        one timer per batch enforces their deadlines.
         """
         self.host.check_running()
         ctx = self._join_read()
-        fut = self._reads[ctx]
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        deadline = loop.time() + (timeout or self.host.config.request_timeout)
+        self._read_batches[ctx].add(fut, deadline, loop)
         self._read_waiters[ctx] += 1
         try:
-            async with asyncio.timeout(timeout or self.host.config.request_timeout):
-                index = fut.result() if fut.done() else await asyncio.shield(fut)
-                if self.applied_index() < index:
-                    await self.wait_applied(index)
-        except TimeoutError:
-            raise Unavailable(
-                "timed out", message="read timed out (leadership may have changed)"
-            ) from None
+            await fut
         finally:
             self._read_waiters[ctx] -= 1
             if not self._read_waiters[ctx]:
                 self._forget_read(ctx)
+
+    def _read_answered(self, ctx: bytes, answer: asyncio.Future[int]) -> None:
+        """The ReadIndex request ``ctx`` was answered (or failed): release its barriers once
+        the state machine has applied the index, failing them if the request failed."""
+        batch = self._read_batches.get(ctx)
+        if batch is None:
+            return  # every barrier of it gave up
+        if answer.cancelled():
+            batch.fail(Unavailable("cancelled", message="read cancelled; retry"))
+            return
+        exc = answer.exception()
+        if exc is not None:
+            batch.fail(exc)
+            return
+        index = answer.result()
+        if self.applied_index() >= index:
+            batch.release()
+            return
+        applied: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        applied.add_done_callback(batch.released_by)
+        heapq.heappush(self._apply_waiters, (index, next(self._waiter_ids), applied))
 
     def _join_read(self) -> bytes:
         """The context of the ReadIndex request a barrier asked for now waits on (see
@@ -339,9 +365,12 @@ class RaftGroup:
 
     def _new_read(self, view: tuple[int, int, StateType]) -> bytes:
         ctx = f"{self.host.node_id}:{next(self._read_ids)}".encode()
-        self._reads[ctx] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        answer.add_done_callback(functools.partial(self._read_answered, ctx))
+        self._reads[ctx] = answer
         self._read_views[ctx] = view
         self._read_waiters[ctx] = 0
+        self._read_batches[ctx] = _ReadBatch()
         return ctx
 
     def _read_live(self, ctx: bytes) -> bool:
@@ -361,6 +390,7 @@ class RaftGroup:
     def _issue_read(self, ctx: bytes) -> None:
         """Ask Raft for a read index for ``ctx`` now (its answer comes in a Ready)."""
         raft = self.node.raft
+        self.host.keep_ticks_current()  # the leader may answer from its lease
         try:
             self.node.read_index(ctx)
         except ProposalDropped:
@@ -385,6 +415,9 @@ class RaftGroup:
         self._reads.pop(ctx, None)
         self._read_views.pop(ctx, None)
         self._read_waiters.pop(ctx, None)
+        batch = self._read_batches.pop(ctx, None)
+        if batch is not None:
+            batch.close()
         if self._open_read is not None and self._open_read[1] == ctx:
             self._open_read = None
         if self._queued_read == ctx:
@@ -671,3 +704,65 @@ def _answer_packed(futures: list[asyncio.Future[Any]], shared: asyncio.Future[An
     for fut in futures:
         if not fut.done():
             fut.set_exception(err)
+
+
+class _ReadBatch:
+    """The barriers sharing one ReadIndex request: their futures, and one timer that fails
+    each at its own deadline (the earliest one pending; re-armed for the next)."""
+
+    __slots__ = ("waiters", "timer")
+
+    def __init__(self) -> None:
+        self.waiters: list[tuple[float, asyncio.Future[None]]] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(
+        self, fut: asyncio.Future[None], deadline: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.waiters.append((deadline, fut))
+        if self.timer is None or deadline < self.timer.when():
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = loop.call_at(deadline, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.timer = None
+        now = loop.time()
+        later: float | None = None
+        for deadline, fut in self.waiters:
+            if fut.done():
+                continue
+            if deadline <= now:
+                fut.set_exception(
+                    Unavailable("timed out", message="read timed out (leadership may have changed)")
+                )
+            elif later is None or deadline < later:
+                later = deadline
+        if later is not None:
+            self.timer = loop.call_at(later, self._expire, loop)
+
+    def release(self) -> None:
+        for _, fut in self.waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self.close()
+
+    def fail(self, exc: BaseException) -> None:
+        for _, fut in self.waiters:
+            if not fut.done():
+                fut.set_exception(exc)
+        self.close()
+
+    def released_by(self, applied: asyncio.Future[None]) -> None:
+        """``applied`` resolved: the batch's index was applied (or the group failed)."""
+        if applied.cancelled():
+            self.fail(Unavailable("cancelled", message="read cancelled; retry"))
+        elif (exc := applied.exception()) is not None:
+            self.fail(exc)
+        else:
+            self.release()
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None

@@ -58,6 +58,12 @@ class HostConfig:
     """An idle group goes quiet after this many ticks (see ``Config.quiesce_after_ticks``);
     0 keeps every group heartbeating. The tick loop wakes a quiesced follower whose leader's
     node the transport reports unreachable."""
+    lease_reads: bool = True
+    """A leader answers ReadIndex requests (its own and those its followers forward) from its
+    lease, without a heartbeat round, while a majority answered heartbeats it sent less than
+    ``election_tick - 2`` ticks ago (``ReadOnlyOption.LEASE_BASED``; the host keeps a leader's
+    ticks current before it judges a lease: ``keep_ticks_current``). Off: every read waits for
+    a heartbeat round started after it arrived."""
     pack_proposals: bool = True
     """Proposals of one round that may share an entry do (``PackingStateMachine``): the
     metadata groups' client writes. Off while a member runs a version that cannot apply such
@@ -95,6 +101,9 @@ def host_config_from_args(ns: argparse.Namespace) -> HostConfig:
 
 
 TransportFactory = Callable[[OnMessages], Transport]
+
+CATCH_UP_TICKS = 2
+"""Overdue ticks ``keep_ticks_current`` delivers at once; further behind, leases are forgotten."""
 
 
 def _check_fits_transport(config: HostConfig, transport: Transport) -> None:
@@ -135,6 +144,8 @@ class RaftHost:
         self._running = False
         self.failed: Exception | None = None
         """What stopped the ready loop (None while it runs or was stopped cleanly)."""
+        self._next_tick_at = -1.0
+        """Loop time the next tick is due at (negative until the tick loop starts)."""
         self.rounds = 0
         self.send_rounds = 0
         """Rounds that reached their sending step: a ReadIndex request issued since the last
@@ -211,6 +222,7 @@ class RaftHost:
 
     # ------------------------------------------------------------------ inputs
     def _on_messages(self, batch: list[tuple[str, Message]]) -> None:
+        self.keep_ticks_current()  # a ReadIndex may be answered from a lease
         groups = self.groups
         dirty = self._dirty
         for group_id, m in batch:
@@ -223,23 +235,55 @@ class RaftHost:
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
         period = self.config.tick_ms / 1000
-        next_at = loop.time() + period
+        self._next_tick_at = loop.time() + period
         while self._running:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            next_at += period
-            if loop.time() - next_at > 10 * period:
-                next_at = loop.time() + period  # we were frozen (SIGSTOP): don't burst ticks
-            unreachable = self.transport.unreachable
-            for g in self.groups.values():
-                r = g.node.raft
-                if r.quiesced:
-                    if r.lead != self.node_id and r.lead and unreachable(r.lead):
-                        g.node.wake(leader_unreachable=True)
-                    else:
-                        continue  # a quiesced group's tick changes nothing: skip its round
-                g.node.tick()
-                self._dirty.add(g.group_id)
-            self._wakeup.set()
+            await asyncio.sleep(max(0.0, self._next_tick_at - loop.time()))
+            now = loop.time()
+            if self._next_tick_at - now > period / 100:
+                continue  # this tick was delivered early (keep_ticks_current)
+            self._tick(now)
+
+    def keep_ticks_current(self) -> None:
+        """Deliver the ticks now due (at most ``CATCH_UP_TICKS``) before a leader judges its
+        lease (a forwarded ReadIndex arriving, a read asked here): the lease is counted in the
+        leader's ticks, and is sound only while they keep up with the clock (within a tick;
+        ``ReadOnlyOption.LEASE_BASED``). A loop that fell further behind (stalled, or frozen
+        and resumed) forgets its leases instead: reads wait for a round, as without a lease."""
+        if self._next_tick_at < 0:
+            return  # not started
+        now = asyncio.get_running_loop().time()
+        for _ in range(CATCH_UP_TICKS):
+            if now < self._next_tick_at:
+                return
+            self._tick(now)
+        if now >= self._next_tick_at:
+            self._forget_leases()
+
+    def _forget_leases(self) -> None:
+        for g in self.groups.values():
+            if g.is_leader:
+                g.node.forget_lease()
+
+    def _tick(self, now: float) -> None:
+        """One tick of every group, due at ``_next_tick_at``."""
+        period = self.config.tick_ms / 1000
+        self._next_tick_at += period
+        if now - self._next_tick_at > 10 * period:
+            # we were frozen (SIGSTOP): don't burst ticks, but the ticks dropped are time a
+            # lease did not see pass
+            self._next_tick_at = now + period
+            self._forget_leases()
+        unreachable = self.transport.unreachable
+        for g in self.groups.values():
+            r = g.node.raft
+            if r.quiesced:
+                if r.lead != self.node_id and r.lead and unreachable(r.lead):
+                    g.node.wake(leader_unreachable=True)
+                else:
+                    continue  # a quiesced group's tick changes nothing: skip its round
+            g.node.tick()
+            self._dirty.add(g.group_id)
+        self._wakeup.set()
 
     # ------------------------------------------------------------------ the ready loop
     async def _ready_loop(self) -> None:

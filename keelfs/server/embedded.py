@@ -55,6 +55,7 @@ from keelfs.master.callers import DEFAULT_SUPERUSER_GROUP
 from keelfs.master.node import DEFAULT_MAX_CONCURRENT_RPCS, MetaNode, NodeConfig
 from keelfs.meta.sessions import DEFAULT_MAX_SESSIONS_PER_USER
 from keelfs.meta.shard_records import DEFAULT_MAX_LEASES_PER_SESSION, DEFAULT_MAX_OPEN_TXNS
+from keelfs.rpc.addresses import split_advertise
 from keelfs.runtime.host import HostConfig
 from keelfs.runtime.lifecycle import (
     announce_ready,
@@ -69,6 +70,7 @@ from keelfs.server.settings import (
     ConfigError,
     Resolved,
     check_limits,
+    checked_advertise,
     checked_log_format,
     checked_log_level,
     neighbour_address,
@@ -132,6 +134,7 @@ class ServerConfig:
     listen: str = "127.0.0.1:7001"
     raft_listen: str = ""
     chunk_listen: str = ""
+    advertise: str = ""
     http_listen: str = "127.0.0.1:7080"
     http_token_file: str = ""
     webhdfs_listen: str = ""
@@ -171,6 +174,7 @@ class ServerConfig:
             v["chunk_listen"] = neighbour_address(v["listen"], +1, "listen")
         split_address(v["raft_listen"], "raft_listen")
         split_address(v["chunk_listen"], "chunk_listen")
+        v["advertise"] = _checked_server_advertise(v)
         if not 1 <= v["replication"] <= 512:
             raise ConfigError(f"replication must be between 1 and 512, not {v['replication']}")
         if v["scan_interval_s"] < 0 or v["heartbeat_interval_s"] <= 0 or v["tick_ms"] <= 0:
@@ -259,6 +263,7 @@ class ServerConfig:
             listen=raft_address,
             data_dir=self.meta_dir,
             client_listen=self.listen,
+            advertise=self.advertise,
             peers={NODE_ID: raft_address},  # used only when a group does not exist yet
             config_member=True,
             shards=(SHARD,),
@@ -279,6 +284,7 @@ class ServerConfig:
         return ChunkNodeConfig(
             data_dir=self.chunk_dir,
             listen=self.chunk_listen,
+            advertise=self.advertise,
             fsync_on_close=self.fsync_on_close,
             scan_interval_s=self.scan_interval_s,
             io_threads=0,  # one process: the loop's own executor runs the disk I/O
@@ -287,6 +293,20 @@ class ServerConfig:
             max_concurrent_rpcs=self.chunk_max_concurrent_rpcs,
             tls=self.chunk_tls(),
         )
+
+
+def _checked_server_advertise(values: dict[str, Any]) -> str:
+    """The ``advertise`` setting of a server: a ``HOST`` (no port: it stands for the host of
+    all three addresses, each keeping its port), required when any of them is a wildcard."""
+    advertise = str(values["advertise"]).strip()
+    for name in ("listen", "raft_listen", "chunk_listen"):
+        checked_advertise(values[name], advertise, name)
+    if advertise and split_advertise(advertise)[1]:
+        raise ConfigError(
+            f"advertise: give a HOST only, not {advertise!r}: it stands for the client, Raft "
+            "and chunk addresses, each with its own port"
+        )
+    return advertise
 
 
 async def _set_up(node: MetaNode, deadline: float) -> bool:

@@ -302,6 +302,14 @@ SERVER_SETTINGS: tuple[Setting, ...] = (
         "",
         "chunk server (data path) address (empty: the host of --listen, its port + 1)",
     ),
+    Setting(
+        "advertise",
+        str,
+        "",
+        "HOST others reach this server by, standing for the host of its client, Raft and "
+        "chunk addresses (each keeps its own port); empty: the listen addresses themselves, "
+        "which must then not be wildcards such as 0.0.0.0",
+    ),
     _HTTP_LISTEN.but(default="127.0.0.1:7080"),
     _HTTP_TOKEN_FILE,
     Setting(

@@ -151,3 +151,45 @@ def test_chmod_chown_chgrp_and_acting_as_another_user(cluster: MetaCluster) -> N
     assert json.loads(ok(cluster, "stat", "/perm/ann", "--json"))["group"] == "other"
     assert run(cluster, "chmod", "9z", "/perm/ann").exit_code == 2
     assert "KEELFS_USER" not in os.environ  # --user changed nothing for what runs next
+
+
+def test_setfacl_and_getfacl(cluster: MetaCluster) -> None:
+    """HDFS's ``-setfacl`` / ``-getfacl``: the text ``getfacl`` prints (the base entries from
+    the mode, ``#effective`` where the mask cuts), each action, ``ls -l``'s ``+``, and the
+    refusals: a bad spec (usage, 2), a user who does not own it (1)."""
+    ok(cluster, "mkdir", "-p", "/facl/d")
+    ok(cluster, "chown", "ann:staff", "/facl/d")
+    ok(cluster, "chmod", "750", "/facl/d")
+    ok(cluster, "setfacl", "-m", "user:bob:rwx,default:user:bob:r-x", "/facl/d", "--user", "ann")
+    ok(cluster, "chmod", "750", "/facl/d", "--user", "ann")  # the mask: r-x
+    text = ok(cluster, "getfacl", "/facl/d")
+    assert text.splitlines() == [
+        "# file: /facl/d",
+        "# owner: ann",
+        "# group: staff",
+        "user::rwx",
+        "user:bob:rwx\t#effective:r-x",
+        "group::r-x",
+        "mask::r-x",
+        "other::---",
+        "default:user::rwx",
+        "default:user:bob:r-x",
+        "default:group::r-x",
+        "default:mask::r-x",
+        "default:other::---",
+        "",  # a blank line after each path, as HDFS's
+    ]
+    assert "drwxr-x---+" in ok(cluster, "ls", "-l", "/facl")
+    status = json.loads(ok(cluster, "getfacl", "/facl/d", "--json"))
+    assert status["permission"] == "750" and status["entries"][0] == "user:bob:rwx"
+    ok(cluster, "setfacl", "-x", "user:bob", "/facl/d", "--user", "ann")
+    ok(cluster, "setfacl", "-k", "/facl/d", "--user", "ann")
+    assert json.loads(ok(cluster, "getfacl", "/facl/d", "--json"))["entries"] == ["group::r-x"]
+    ok(cluster, "setfacl", "--set", "user::rwx,group::r-x,other::--x", "/facl/d", "--user", "ann")
+    ok(cluster, "setfacl", "-b", "/facl/d", "--user", "ann")
+    assert json.loads(ok(cluster, "stat", "/facl/d", "--json"))["acl"] == []
+    bad = run(cluster, "setfacl", "-m", "user:bob:rwz", "/facl/d")
+    assert bad.exit_code == 2 and "Invalid permission" in bad.output
+    assert run(cluster, "setfacl", "-b", "-k", "/facl/d").exit_code == 2
+    denied = run(cluster, "setfacl", "-m", "user:bob:rwx", "/facl/d", "--user", "bob")
+    assert denied.exit_code == 1 and "permission denied" in denied.output

@@ -101,6 +101,35 @@ def test_the_embedded_nodes_get_the_code_defaults_and_the_limits_given(tmp_path:
     assert (chunk.max_concurrent_rpcs, chunk.reserved_bytes) == (3, 10**9)
 
 
+def test_advertise_names_the_host_of_all_three_addresses() -> None:
+    """A server listening on every interface tells others the host it is reached by: its
+    master's client and Raft addresses and its chunk server's keep their ports."""
+    flags = _flags(listen="0.0.0.0:7101", advertise="10.0.0.5", insecure=True)
+    config = ServerConfig.from_resolved(resolve(SERVER_SETTINGS, "server", flags, environ={}))
+    assert (config.raft_listen, config.chunk_listen) == ("0.0.0.0:7100", "0.0.0.0:7102")
+    assert config.node_config(config.raft_listen).advertise == "10.0.0.5"
+    assert config.chunk_config().advertise == "10.0.0.5"
+
+
+@pytest.mark.parametrize(
+    ("given", "words"),
+    [
+        ({"listen": "0.0.0.0:7101"}, ["listen 0.0.0.0:7101 takes every interface", "--advertise"]),
+        ({"chunk_listen": "0.0.0.0:7109"}, ["chunk_listen 0.0.0.0:7109"]),
+        ({"listen": "0.0.0.0:7101", "advertise": "10.0.0.5:99"}, ["give a HOST only"]),
+        ({"listen": "0.0.0.0:7101", "advertise": "0.0.0.0"}, ["not an address others can dial"]),
+    ],
+)
+def test_a_wildcard_without_a_dialable_advertise_is_refused(
+    given: dict[str, str], words: list[str]
+) -> None:
+    flags = _flags(**given, insecure=True)
+    with pytest.raises(ConfigError) as err:
+        ServerConfig.from_resolved(resolve(SERVER_SETTINGS, "server", flags, environ={}))
+    for w in words:
+        assert w in str(err.value)
+
+
 _META_LIMITS = (
     "max_concurrent_rpcs",
     "max_sessions_per_user",

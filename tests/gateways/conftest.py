@@ -6,6 +6,7 @@ if something failed to start."""
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class WebHdfsProcess:
     address: str
     process: Any
     log: Path
+    token_secret: Path | None = None
+    """The ``--token-secret-file`` the gateway signs delegation tokens with."""
 
 
 def start_webhdfs(cluster: MetaCluster, directory: Path, *args: str) -> tuple[Any, dict[str, Any]]:
@@ -89,8 +92,12 @@ def webhdfs_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebHdf
     try:
         c.start()
         c.start_chunk_servers(3, "--no-fsync-on-close")
-        process, ready = start_webhdfs(c, root, "--proxy-user", "gatekeeper", "--ls-limit", "4")
-        yield WebHdfsProcess(c, ready["url"], ready["webhdfs"], process, root / "webhdfs.err")
+        secret = root / "token.secret"
+        secret.write_text(secrets.token_urlsafe(48))
+        args = ("--proxy-user", "gatekeeper", "--ls-limit", "4", "--token-secret-file", str(secret))
+        process, ready = start_webhdfs(c, root, *args)
+        log = root / "webhdfs.err"
+        yield WebHdfsProcess(c, ready["url"], ready["webhdfs"], process, log, secret)
     except BaseException:
         for node_id in sorted(c.nodes):
             print(f"----- node {node_id} log (tail) -----\n{c.log_tail(node_id, 30)}")

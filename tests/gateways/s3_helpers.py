@@ -55,8 +55,9 @@ class Gateway:
         )
 
 
-def start_gateway(cluster: MetaCluster, root: Path) -> tuple[Any, str, str]:
-    """``keelfs s3`` on a free loopback port for ``cluster``: (process, endpoint, user)."""
+def start_gateway(cluster: MetaCluster, root: Path, *args: str) -> tuple[Any, str, str]:
+    """``keelfs s3`` on a free loopback port for ``cluster`` (``args``: more flags):
+    (process, endpoint, user)."""
     user = ADMIN_USER if cluster.tls_dir is not None else getpass.getuser()
     credentials = root / "s3-credentials.json"
     credentials.write_text(
@@ -77,6 +78,7 @@ def start_gateway(cluster: MetaCluster, root: Path) -> tuple[Any, str, str]:
     cmd = [
         sys.executable, "-m", "keelfs.cli.main", "s3", "--listen", "127.0.0.1:0",
         "--cluster", ",".join(cluster.config_addresses), "--credentials", str(credentials),
+        *args,
     ]  # fmt: skip
     if cluster.tls_dir is not None:
         from keelfs.tls.certs import issue_client

@@ -14,8 +14,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from keelfs.errors import PermissionDenied
 from tests.gateways.s3_helpers import (
     ACCESS_KEY,
+    ANONYMOUS_USER,
     OTHER_KEY,
     OTHER_NAME,
     OTHER_SECRET,
@@ -53,6 +55,11 @@ def _code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
 def _mode(gateway: Gateway, path: str) -> int:
     with gateway.cluster.client() as fs:
         return int(fs.stat(path).mode) & 0o7777
+
+
+def _owner(gateway: Gateway, path: str) -> str:
+    with gateway.cluster.client() as fs:
+        return str(fs.stat(path).owner)
 
 
 def _anonymous(gateway: Gateway, method: str, path: str, data: bytes | None = None) -> Any:
@@ -189,16 +196,22 @@ def test_acls_decide_what_another_user_may_do(gateway: Gateway) -> None:
     bob.put_object(Bucket=name, Key="sub/bobs", Body=b"b")
     written = bob.get_object_acl(Bucket=name, Key="sub/bobs")
     assert written["Owner"] == {"ID": OTHER_USER, "DisplayName": OTHER_NAME}
-    # bob's object in the owner's bucket: bucket-owner-full-control cannot be held
-    with pytest.raises(ClientError) as exc:
-        bob.put_object(Bucket=name, Key="bof", Body=b"b", ACL="bucket-owner-full-control")
-    assert _code(exc) == (501, "NotImplemented")
+    # bob's object in the owner's bucket: bucket-owner-* grant the owner by a named entry
+    bob.put_object(Bucket=name, Key="bor", Body=b"bor", ACL="bucket-owner-read")
+    assert s3.get_object(Bucket=name, Key="bor")["Body"].read() == b"bor"
+    assert _grants(bob.get_object_acl(Bucket=name, Key="bor")) == {
+        (OTHER_USER, "FULL_CONTROL"), (gateway.user, "READ"),
+    }  # fmt: skip
+    bob.put_object(Bucket=name, Key="bof", Body=b"b", ACL="bucket-owner-full-control")
+    assert _grants(bob.get_object_acl(Bucket=name, Key="bof")) == {
+        (OTHER_USER, "FULL_CONTROL"), (gateway.user, "FULL_CONTROL"),
+    }  # fmt: skip
     s3.put_object_acl(Bucket=name, Key="doc", ACL="private")
     with pytest.raises(ClientError) as exc:
         bob.get_object(Bucket=name, Key="doc")
     assert _code(exc) == (403, "AccessDenied")
     # the owner clears and deletes the bucket, bob's objects (and their sidecars) too
-    for key in ("doc", "sub/bobs"):
+    for key in ("doc", "sub/bobs", "bor", "bof"):
         s3.delete_object(Bucket=name, Key=key)
     s3.delete_bucket(Bucket=name)
 
@@ -277,28 +290,18 @@ def test_refused_acls_change_nothing(gateway: Gateway) -> None:
         assert reply.status_code == 400, reply.content
         reply = _signed(gateway, "PUT", f"{name}/k?acl", body)
         assert reply.status_code == 400, reply.content
-    owner = {"ID": gateway.user}
-    to_bob = {
-        "Owner": owner,
-        "Grants": [
-            {
-                "Grantee": {"Type": "CanonicalUser", "ID": gateway.user},
-                "Permission": "FULL_CONTROL",
-            },
-            {"Grantee": {"Type": "CanonicalUser", "ID": OTHER_USER}, "Permission": "READ"},
-        ],
-    }
+    to_bob = _to_bob(gateway, "READ_ACP")
     for call in (
         lambda: s3.put_bucket_acl(Bucket=name, AccessControlPolicy=to_bob),
         lambda: s3.put_object_acl(Bucket=name, Key="k", AccessControlPolicy=to_bob),
-        lambda: s3.put_object_acl(Bucket=name, Key="k", GrantRead=f'id="{OTHER_USER}"'),
+        lambda: s3.put_object_acl(Bucket=name, Key="k", GrantReadACP=f'id="{OTHER_USER}"'),
         lambda: s3.put_bucket_acl(Bucket=name, ACL="log-delivery-write"),
     ):
         with pytest.raises(ClientError) as exc:
             call()
         assert _code(exc) == (501, "NotImplemented")
     with pytest.raises(ClientError) as exc:
-        s3.put_object(Bucket=name, Key="new", Body=b"n", GrantRead=f'id="{OTHER_USER}"')
+        s3.put_object(Bucket=name, Key="new", Body=b"n", GrantWriteACP=f'id="{OTHER_USER}"')
     assert _code(exc) == (501, "NotImplemented")
     with pytest.raises(ClientError) as exc:
         s3.head_object(Bucket=name, Key="new")  # nothing was written
@@ -400,3 +403,524 @@ def test_cors_preflights_are_refused(gateway: Gateway) -> None:
         timeout=30,
     )
     assert with_origin.status_code == 403 and b"AccessForbidden" in with_origin.content
+
+
+# -- bucket policies, public access blocks, ownership controls ----------------------------------
+def _policy(name: str, *statements: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def _allow(principal: Any, action: Any, resource: Any, **more: Any) -> dict[str, Any]:
+    return {
+        "Effect": "Allow",
+        "Principal": principal,
+        "Action": action,
+        "Resource": resource,
+        **more,
+    }
+
+
+def _denied(call: Any) -> tuple[int, str]:
+    with pytest.raises(ClientError) as exc:
+        call()
+    return _code(exc)
+
+
+def test_policy_lets_another_user_and_anonymous_in(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "policy")
+    for key in ("pub/a", "priv/b", "anon/c"):
+        s3.put_object(Bucket=name, Key=key, Body=key.encode())
+    assert _denied(lambda: bob.get_object(Bucket=name, Key="pub/a"))[0] == 403
+    with pytest.raises(ClientError) as exc:
+        s3.get_bucket_policy(Bucket=name)
+    assert _code(exc) == (404, "NoSuchBucketPolicy")
+    policy = _policy(
+        name,
+        _allow({"AWS": [OTHER_USER]}, "s3:GetObject", f"arn:aws:s3:::{name}/pub/*"),
+        _allow("*", "s3:GetObject", f"arn:aws:s3:::{name}/anon/*"),
+    )
+    s3.put_bucket_policy(Bucket=name, Policy=policy)
+    assert s3.get_bucket_policy(Bucket=name)["Policy"] == policy
+    assert bob.get_object(Bucket=name, Key="pub/a")["Body"].read() == b"pub/a"
+    assert _denied(lambda: bob.get_object(Bucket=name, Key="priv/b"))[0] == 403
+    assert _denied(lambda: bob.put_object(Bucket=name, Key="pub/x", Body=b"x"))[0] == 403
+    assert _denied(lambda: bob.list_objects_v2(Bucket=name))[0] == 403
+    assert _anonymous(gateway, "GET", f"{name}/anon/c").content == b"anon/c"
+    assert _anonymous(gateway, "GET", f"{name}/pub/a").status_code == 403
+    # the policy is its owner's alone to read and change, and the objects stay private
+    assert _denied(lambda: bob.get_bucket_policy(Bucket=name))[0] == 403
+    assert _denied(lambda: bob.delete_bucket_policy(Bucket=name))[0] == 403
+    assert _mode(gateway, f"/{name}/pub/a") == 0o600
+    s3.delete_bucket_policy(Bucket=name)
+    assert _denied(lambda: bob.get_object(Bucket=name, Key="pub/a"))[0] == 403
+    assert _anonymous(gateway, "GET", f"{name}/anon/c").status_code == 403
+
+
+def test_policy_deny_wins_over_acls_and_the_owner(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "deny", ACL="public-read")
+    s3.put_object(Bucket=name, Key="secret/k", Body=b"s", ACL="public-read")
+    s3.put_object(Bucket=name, Key="open/k", Body=b"o", ACL="public-read")
+    assert bob.get_object(Bucket=name, Key="secret/k")["Body"].read() == b"s"
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": ["s3:GetObject", "s3:PutBucketAcl"],
+        "Resource": [f"arn:aws:s3:::{name}/secret/*", f"arn:aws:s3:::{name}"],
+    }
+    s3.put_bucket_policy(Bucket=name, Policy=_policy(name, deny))
+    assert _denied(lambda: bob.get_object(Bucket=name, Key="secret/k")) == (403, "AccessDenied")
+    assert _denied(lambda: s3.get_object(Bucket=name, Key="secret/k"))[0] == 403  # the owner too
+    assert _denied(lambda: s3.put_bucket_acl(Bucket=name, ACL="private"))[0] == 403
+    assert _anonymous(gateway, "GET", f"{name}/secret/k").status_code == 403
+    assert bob.get_object(Bucket=name, Key="open/k")["Body"].read() == b"o"  # the ACL still
+    # a Deny never takes the policy itself from its owner
+    s3.delete_bucket_policy(Bucket=name)
+    assert s3.get_object(Bucket=name, Key="secret/k")["Body"].read() == b"s"
+
+
+def test_policy_conditions_and_what_a_missing_key_tells(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "cond")
+    s3.put_object(Bucket=name, Key="public/1", Body=b"1")
+    s3.put_object(Bucket=name, Key="private/2", Body=b"2")
+    # before any policy, bob learns nothing of which keys exist in a bucket he may not list
+    assert _denied(lambda: bob.head_object(Bucket=name, Key="public/none"))[0] == 403
+    listing = _allow(
+        {"AWS": OTHER_USER},
+        "s3:ListBucket",
+        f"arn:aws:s3:::{name}",
+        Condition={
+            "StringLike": {"s3:prefix": "public/*"},
+            "NumericLessThanEqualsIfExists": {"s3:max-keys": "100"},
+        },
+    )
+    s3.put_bucket_policy(Bucket=name, Policy=_policy(name, listing))
+    page = bob.list_objects_v2(Bucket=name, Prefix="public/", MaxKeys=100)
+    assert [c["Key"] for c in page["Contents"]] == ["public/1"]
+    too_many = lambda: bob.list_objects_v2(Bucket=name, Prefix="public/", MaxKeys=1000)  # noqa: E731
+    assert _denied(too_many)[0] == 403
+    assert _denied(lambda: bob.list_objects_v2(Bucket=name, Prefix="private/", MaxKeys=5))[0] == 403
+    assert _denied(lambda: bob.head_object(Bucket=name, Key="public/none"))[0] == 404
+    assert _denied(lambda: bob.head_object(Bucket=name, Key="private/none"))[0] == 403
+    elsewhere = _allow(
+        "*",
+        "s3:GetObject",
+        f"arn:aws:s3:::{name}/*",
+        Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+    )
+    s3.put_bucket_policy(Bucket=name, Policy=_policy(name, elsewhere))
+    assert _denied(lambda: bob.get_object(Bucket=name, Key="public/1"))[0] == 403
+    assert s3.get_bucket_policy_status(Bucket=name)["PolicyStatus"]["IsPublic"] is False
+    here = {**elsewhere, "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"}}}
+    s3.put_bucket_policy(Bucket=name, Policy=_policy(name, here))
+    assert bob.get_object(Bucket=name, Key="public/1")["Body"].read() == b"1"
+
+
+def test_policy_grants_no_more_than_the_bucket_owner_has(gateway: Gateway) -> None:
+    """The gateway acts for the bucket's owner: what the owner may not read, the policy
+    cannot open, and the policy opens nothing outside its bucket."""
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name, other = f"acl-bobs-policy-{next(_names)}", f"acl-bobs-other-{next(_names)}"
+    with gateway.cluster.client() as fs:
+        fs.mkdir(f"/{name}", owner=OTHER_USER, mode=0o711)
+        fs.mkdir(f"/{other}", owner=OTHER_USER, mode=0o711)
+    bob.put_object(Bucket=name, Key="bobs", Body=b"b")
+    s3.put_object(Bucket=name, Key="anns", Body=b"a")  # the superuser's, mode 0600
+    bob.put_object(Bucket=other, Key="k", Body=b"k")
+    everything = _policy(name, _allow("*", "*", [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"]))
+    bob.put_bucket_policy(Bucket=name, Policy=everything)
+    assert _anonymous(gateway, "GET", f"{name}/bobs").content == b"b"
+    assert _anonymous(gateway, "GET", f"{name}/anns").status_code == 403  # bob may not read it
+    assert _anonymous(gateway, "PUT", f"{name}/new", b"n").status_code == 200
+    assert _owner(gateway, f"/{name}/new") == OTHER_USER
+
+    def copy(source: str) -> int:
+        return requests.put(
+            f"{gateway.endpoint}/{name}/copied",
+            headers={"x-amz-copy-source": source},
+            timeout=30,
+        ).status_code
+
+    assert copy(f"/{name}/bobs") == 200
+    # the owner's other bucket is not this policy's to open, not even by a copy
+    assert copy(f"/{other}/k") == 403
+    # nor does it change who may do what: ACLs, the policy, the bucket itself
+    for method, query in (("PUT", "acl"), ("DELETE", "policy"), ("DELETE", "")):
+        answer = _anonymous(gateway, method, f"{name}?{query}" if query else name)
+        assert answer.status_code == 403, (method, query)
+    bob.delete_bucket_policy(Bucket=name)
+
+
+def test_a_planted_policy_file_does_not_count(gateway: Gateway) -> None:
+    """In a bucket everyone may write, another user can make a file where the policy is
+    kept; it counts only when the bucket's owner owns it."""
+    import json
+
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "planted", ACL="public-read-write")
+    s3.put_object(Bucket=name, Key="private", Body=b"p")
+    planted = json.dumps(
+        {
+            "bucket": name,
+            "kind": "policy",
+            "value": _policy(name, _allow("*", "*", f"arn:aws:s3:::{name}/*")),
+        }
+    ).encode()
+    with gateway.cluster.client(user=OTHER_USER) as bob_fs:
+        bob_fs.write_bytes(f"/{name}/.s3/policy", planted)
+    assert _denied(lambda: bob.get_object(Bucket=name, Key="private"))[0] == 403
+    assert _denied(lambda: s3.get_bucket_policy(Bucket=name))[0] == 404
+
+
+def test_bucket_policy_validation(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "badpolicy")
+    for text in (
+        "{",
+        _policy(
+            name, {"Effect": "Allow", "NotPrincipal": {"AWS": "x"}, "Action": "*", "Resource": "*"}
+        ),  # fmt: skip
+        _policy(name, _allow("*", "s3:GetObject", "arn:aws:s3:::someone-else/*")),
+        _policy(name, _allow("*", "s3:GetObject", "*", Condition={"Sometimes": {"a": "b"}})),
+    ):
+        with pytest.raises(ClientError) as exc:
+            s3.put_bucket_policy(Bucket=name, Policy=text)
+        assert _code(exc) == (400, "MalformedPolicy"), text
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    good = _policy(name, _allow({"AWS": OTHER_USER}, "s3:GetObject", f"arn:aws:s3:::{name}/*"))
+    assert _denied(lambda: bob.put_bucket_policy(Bucket=name, Policy=good))[0] == 403
+    with pytest.raises(ClientError):
+        s3.get_bucket_policy(Bucket=name)
+
+
+def test_public_access_block(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "block", ACL="public-read")
+    s3.put_object(Bucket=name, Key="k", Body=b"k", ACL="public-read")
+    assert bob.list_objects_v2(Bucket=name)["KeyCount"] == 1
+    with pytest.raises(ClientError) as exc:
+        s3.get_public_access_block(Bucket=name)
+    assert _code(exc) == (404, "NoSuchPublicAccessBlockConfiguration")
+    config = {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": False,
+    }
+    s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=config)
+    assert s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"] == config
+    assert _denied(lambda: bob.get_public_access_block(Bucket=name))[0] == 403
+    # BlockPublicAcls: no public ACL is set, on the bucket or its objects
+    for call in (
+        lambda: s3.put_bucket_acl(Bucket=name, ACL="public-read-write"),
+        lambda: s3.put_bucket_acl(Bucket=name, ACL="authenticated-read"),
+        lambda: s3.put_object(Bucket=name, Key="p", Body=b"p", ACL="public-read"),
+        lambda: s3.put_object_acl(Bucket=name, Key="k", ACL="authenticated-read"),
+        lambda: s3.create_bucket(Bucket=name, ACL="public-read"),  # created again
+    ):
+        assert _denied(call) == (403, "AccessDenied")
+    s3.put_object(Bucket=name, Key="private", Body=b"p", ACL="private")
+    # IgnorePublicAcls: the public ACLs still there grant nothing
+    assert _denied(lambda: bob.list_objects_v2(Bucket=name))[0] == 403
+    assert _denied(lambda: bob.get_object(Bucket=name, Key="k"))[0] == 403
+    assert _anonymous(gateway, "GET", f"{name}/k").status_code == 403
+    # BlockPublicPolicy: a policy for everyone is refused, one for a named user is not
+    public = _policy(name, _allow("*", "s3:GetObject", f"arn:aws:s3:::{name}/*"))
+    assert _denied(lambda: s3.put_bucket_policy(Bucket=name, Policy=public))[0] == 403
+    named = _policy(name, _allow({"AWS": OTHER_USER}, "s3:GetObject", f"arn:aws:s3:::{name}/*"))
+    s3.put_bucket_policy(Bucket=name, Policy=named)
+    assert bob.get_object(Bucket=name, Key="k")["Body"].read() == b"k"
+    s3.delete_public_access_block(Bucket=name)
+    with pytest.raises(ClientError):
+        s3.get_public_access_block(Bucket=name)
+    assert bob.list_objects_v2(Bucket=name)["KeyCount"] == 2
+
+
+def test_restrict_public_buckets(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "restrict")
+    s3.put_object(Bucket=name, Key="k", Body=b"k")
+    public = _policy(name, _allow("*", "s3:GetObject", f"arn:aws:s3:::{name}/*"))
+    s3.put_bucket_policy(Bucket=name, Policy=public)
+    assert s3.get_bucket_policy_status(Bucket=name)["PolicyStatus"]["IsPublic"] is True
+    assert _anonymous(gateway, "GET", f"{name}/k").content == b"k"
+    s3.put_public_access_block(
+        Bucket=name, PublicAccessBlockConfiguration={"RestrictPublicBuckets": True}
+    )
+    assert _anonymous(gateway, "GET", f"{name}/k").status_code == 403
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"k"
+
+
+def test_ownership_controls(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "owned", ObjectOwnership="BucketOwnerEnforced")
+    rules = s3.get_bucket_ownership_controls(Bucket=name)["OwnershipControls"]["Rules"]
+    assert rules == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    # ACLs are off: setting one is refused, but for bucket-owner-full-control
+    not_supported = (400, "AccessControlListNotSupported")
+    assert _denied(lambda: s3.put_bucket_acl(Bucket=name, ACL="private")) == not_supported
+    assert _denied(lambda: s3.put_object(Bucket=name, Key="x", Body=b"x", ACL="private")) == (
+        not_supported
+    )
+    s3.put_object(Bucket=name, Key="y", Body=b"y", ACL="bucket-owner-full-control")
+    assert _denied(lambda: s3.put_object_acl(Bucket=name, Key="y", ACL="private")) == (
+        not_supported
+    )
+    # what another user writes by the policy is the bucket owner's
+    writes = _policy(name, _allow({"AWS": OTHER_USER}, "s3:PutObject", f"arn:aws:s3:::{name}/*"))
+    s3.put_bucket_policy(Bucket=name, Policy=writes)
+    bob.put_object(Bucket=name, Key="bobs", Body=b"b")
+    assert s3.get_object_acl(Bucket=name, Key="bobs")["Owner"]["ID"] == gateway.user
+    s3.delete_bucket_ownership_controls(Bucket=name)
+    with pytest.raises(ClientError) as exc:
+        s3.get_bucket_ownership_controls(Bucket=name)
+    assert _code(exc) == (404, "OwnershipControlsNotFoundError")
+    s3.delete_bucket_ownership_controls(Bucket=name)  # again: nothing to delete, fine
+    # enforcing is refused while the bucket's ACL is public
+    s3.put_bucket_acl(Bucket=name, ACL="public-read")
+    enforced = {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls=enforced)
+    assert _code(exc) == (400, "InvalidBucketAclWithObjectOwnership")
+    writer = {"Rules": [{"ObjectOwnership": "ObjectWriter"}]}
+    s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls=writer)
+    assert _denied(lambda: bob.get_bucket_ownership_controls(Bucket=name))[0] == 403
+
+
+def test_get_object_attributes(gateway: Gateway) -> None:
+    import base64
+    import hashlib
+
+    s3 = gateway.client()
+    name = _bucket(s3, "attrs")
+    body = b"attributes"
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    put = s3.put_object(Bucket=name, Key="k", Body=body, ChecksumSHA256=digest)
+    assert put["ChecksumSHA256"] == digest
+    wanted = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"]
+    answer = s3.get_object_attributes(Bucket=name, Key="k", ObjectAttributes=wanted)
+    assert answer["ETag"] == put["ETag"].strip('"') and answer["ObjectSize"] == len(body)
+    assert answer["Checksum"]["ChecksumSHA256"] == digest and "ObjectParts" not in answer
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=name, Key="bad", Body=body, ChecksumSHA256=digest[::-1])
+    assert _code(exc)[0] == 400
+    upload = s3.create_multipart_upload(Bucket=name, Key="m")
+    parts = []
+    for number, size in ((1, 5 * 1024 * 1024), (2, 5 * 1024 * 1024), (3, 7)):
+        part = s3.upload_part(
+            Bucket=name, Key="m", UploadId=upload["UploadId"], PartNumber=number,
+            Body=b"p" * size,
+        )  # fmt: skip
+        parts.append({"PartNumber": number, "ETag": part["ETag"]})
+    s3.complete_multipart_upload(
+        Bucket=name, Key="m", UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
+    answer = s3.get_object_attributes(
+        Bucket=name, Key="m", ObjectAttributes=wanted, MaxParts=1, PartNumberMarker=1
+    )
+    object_parts = answer["ObjectParts"]
+    assert object_parts["TotalPartsCount"] == 3 and object_parts["IsTruncated"] is True
+    assert [(p["PartNumber"], p["Size"]) for p in object_parts["Parts"]] == [(2, 5 * 1024 * 1024)]
+    assert object_parts["NextPartNumberMarker"] == 2
+
+
+def test_policy_deny_reaches_each_key_of_a_delete_and_a_copy_source(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "denykeys", ACL="public-read-write")
+    for key in ("secret/k", "open/k"):
+        s3.put_object(Bucket=name, Key=key, Body=b"x", ACL="public-read")
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": ["s3:DeleteObject", "s3:GetObject"],
+        "Resource": f"arn:aws:s3:::{name}/secret/*",
+    }
+    s3.put_bucket_policy(Bucket=name, Policy=_policy(name, deny))
+    answer = bob.delete_objects(
+        Bucket=name, Delete={"Objects": [{"Key": "secret/k"}, {"Key": "open/k"}]}
+    )
+    assert [(e["Key"], e["Code"]) for e in answer["Errors"]] == [("secret/k", "AccessDenied")]
+    assert [d["Key"] for d in answer["Deleted"]] == ["open/k"]
+    copy = {"Bucket": name, "Key": "secret/k"}
+    assert _denied(lambda: bob.copy_object(Bucket=name, Key="mine", CopySource=copy))[0] == 403
+    other = f"acl-denykeys-bobs-{next(_names)}"
+    with gateway.cluster.client() as fs:
+        fs.mkdir(f"/{other}", owner=OTHER_USER, mode=0o711)
+    assert _denied(lambda: bob.copy_object(Bucket=other, Key="mine", CopySource=copy))[0] == 403
+    s3.delete_bucket_policy(Bucket=name)
+    assert s3.head_object(Bucket=name, Key="secret/k")["ContentLength"] == 1
+
+
+# -- grants to named users: keelfs named-user ACL entries --------------------------------------
+def _entries(gateway: Gateway, path: str) -> set[str]:
+    with gateway.cluster.client() as fs:
+        return {entry.to_text() for entry in fs.stat(path).acl}
+
+
+def _refused(call: Any) -> None:
+    with pytest.raises(ClientError) as exc:
+        call()
+    assert _code(exc)[0] == 403
+
+
+def _to_bob(gateway: Gateway, permission: str) -> dict[str, Any]:
+    """A policy: the owner's FULL_CONTROL and ``permission`` to bob by canonical id."""
+    owner = {"Type": "CanonicalUser", "ID": gateway.user}
+    bob = {"Type": "CanonicalUser", "ID": OTHER_USER}
+    return {
+        "Owner": {"ID": gateway.user},
+        "Grants": [
+            {"Grantee": owner, "Permission": "FULL_CONTROL"},
+            {"Grantee": bob, "Permission": permission},
+        ],
+    }
+
+
+def _grantee(answer: dict[str, Any], user: str) -> list[tuple[str, str]]:
+    return [
+        (grant["Grantee"].get("DisplayName"), grant["Permission"])
+        for grant in answer["Grants"]
+        if grant["Grantee"].get("ID") == user
+    ]
+
+
+def test_a_read_grant_lets_that_user_read_and_only_read(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "grant-read")
+    s3.put_object(Bucket=name, Key="d/e/k", Body=b"nested")
+    s3.put_bucket_acl(Bucket=name, AccessControlPolicy=_to_bob(gateway, "READ"))
+    s3.put_object_acl(
+        Bucket=name,
+        Key="d/e/k",
+        GrantFullControl=f'id="{gateway.user}"',
+        GrantRead=f"id={OTHER_USER}",
+    )
+    # what GetAcl reports, by display name, and the entries behind it
+    assert _grantee(s3.get_bucket_acl(Bucket=name), OTHER_USER) == [(OTHER_NAME, "READ")]
+    assert _grantee(s3.get_object_acl(Bucket=name, Key="d/e/k"), OTHER_USER) == [
+        (OTHER_NAME, "READ")
+    ]
+    assert f"user:{OTHER_USER}:r-x" in _entries(gateway, f"/{name}")
+    assert f"user:{OTHER_USER}:r-x" in _entries(gateway, f"/{name}/d/e")
+    assert f"user:{OTHER_USER}:r--" in _entries(gateway, f"/{name}/d/e/k")
+    # the canned mapping still reads right: the group bits are the mask now
+    assert _grants(s3.get_bucket_acl(Bucket=name)) == {
+        (gateway.user, "FULL_CONTROL"), (OTHER_USER, "READ"),
+    }  # fmt: skip
+    # bob lists (nested too) and reads
+    listed = bob.list_objects_v2(Bucket=name, Prefix="d/e/")
+    assert [c["Key"] for c in listed["Contents"]] == ["d/e/k"]
+    assert bob.get_object(Bucket=name, Key="d/e/k")["Body"].read() == b"nested"
+    # and nothing more
+    _refused(lambda: bob.put_object(Bucket=name, Key="bobs", Body=b"b"))
+    _refused(lambda: bob.put_object(Bucket=name, Key="d/e/bobs", Body=b"b"))
+    _refused(lambda: bob.delete_object(Bucket=name, Key="d/e/k"))
+    _refused(lambda: bob.get_bucket_acl(Bucket=name))
+    _refused(lambda: bob.put_object_acl(Bucket=name, Key="d/e/k", ACL="public-read"))
+    # nobody else was given anything
+    with gateway.cluster.client(user=ANONYMOUS_USER) as other:
+        with pytest.raises(PermissionDenied):
+            other.read_bytes(f"/{name}/d/e/k")
+        with pytest.raises(PermissionDenied):
+            list(other.ls(f"/{name}"))
+
+
+def test_a_bucket_write_grant_lets_that_user_put_and_delete_nested_keys(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "grant-write")
+    s3.put_object(Bucket=name, Key="old/deep/k", Body=b"owner's")
+    s3.put_object(Bucket=name, Key="old/owners", Body=b"owner's too")
+    s3.put_bucket_acl(
+        Bucket=name, GrantFullControl=f"id={gateway.user}", GrantWrite=f"id={OTHER_USER}"
+    )
+    assert _grantee(s3.get_bucket_acl(Bucket=name), OTHER_USER) == [(OTHER_NAME, "WRITE")]
+    bob.put_object(Bucket=name, Key="new/a/b/c", Body=b"bob's nested")  # directories made
+    bob.put_object(Bucket=name, Key="old/deep/k", Body=b"overwritten")  # one made before
+    bob.put_object(Bucket=name, Key="old/deep/more/x", Body=b"x")
+    upload = bob.create_multipart_upload(Bucket=name, Key="new/multi")
+    part = bob.upload_part(
+        Bucket=name, Key="new/multi", UploadId=upload["UploadId"], PartNumber=1, Body=b"m"
+    )
+    bob.complete_multipart_upload(
+        Bucket=name,
+        Key="new/multi",
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    bob.copy_object(Bucket=name, Key="new/copied", CopySource=f"{name}/new/a/b/c")
+    for key in ("new/a/b/c", "old/deep/k", "new/multi", "old/owners"):
+        bob.delete_object(Bucket=name, Key=key)
+    keys = [c["Key"] for c in s3.list_objects_v2(Bucket=name)["Contents"]]
+    assert keys == ["new/copied", "old/deep/more/x"]
+    # WRITE is not READ: bob may not list
+    _refused(lambda: bob.list_objects_v2(Bucket=name))
+    assert f"user:{OTHER_USER}:-wx" in _entries(gateway, f"/{name}/old/deep")
+    assert f"default:user:{OTHER_USER}:-wx" in _entries(gateway, f"/{name}")
+
+
+def test_a_replaced_acl_takes_the_grant_away(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "grant-gone")
+    s3.put_object(Bucket=name, Key="d/k", Body=b"k")
+    s3.put_bucket_acl(Bucket=name, AccessControlPolicy=_to_bob(gateway, "FULL_CONTROL"))
+    s3.put_object_acl(Bucket=name, Key="d/k", AccessControlPolicy=_to_bob(gateway, "FULL_CONTROL"))
+    assert _grantee(s3.get_bucket_acl(Bucket=name), OTHER_USER) == [(OTHER_NAME, "FULL_CONTROL")]
+    assert _grantee(s3.get_object_acl(Bucket=name, Key="d/k"), OTHER_USER) == [
+        (OTHER_NAME, "FULL_CONTROL")
+    ]
+    assert bob.get_object(Bucket=name, Key="d/k")["Body"].read() == b"k"
+    bob.put_object(Bucket=name, Key="d/bobs", Body=b"b")
+    assert len(bob.list_objects_v2(Bucket=name)["Contents"]) == 2
+    # a full replace: public-read keeps no grant to bob beyond what everyone has
+    s3.put_bucket_acl(Bucket=name, ACL="authenticated-read")
+    assert _grants(s3.get_bucket_acl(Bucket=name)) == {
+        (gateway.user, "FULL_CONTROL"), (AUTHENTICATED, "READ"),
+    }  # fmt: skip
+    _refused(lambda: bob.put_object(Bucket=name, Key="d/again", Body=b"b"))
+    s3.put_bucket_acl(Bucket=name, ACL="private")
+    s3.put_object_acl(Bucket=name, Key="d/k", GrantFullControl=f"id={gateway.user}")
+    _refused(lambda: bob.list_objects_v2(Bucket=name))
+    _refused(lambda: bob.get_object(Bucket=name, Key="d/k"))
+    _refused(lambda: bob.put_object(Bucket=name, Key="d/again", Body=b"b"))
+    for path in (f"/{name}", f"/{name}/d", f"/{name}/d/k"):
+        assert _entries(gateway, path) == set(), path
+    assert (_mode(gateway, f"/{name}"), _mode(gateway, f"/{name}/d")) == (0o711, 0o711)
+    assert _mode(gateway, f"/{name}/d/k") == 0o600
+    assert _grants(s3.get_object_acl(Bucket=name, Key="d/k")) == {(gateway.user, "FULL_CONTROL")}
+
+
+def test_named_grants_keelfs_cannot_hold_or_resolve(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = _bucket(s3, "grant-refused")
+    s3.put_object(Bucket=name, Key="k", Body=b"k")
+    for call in (
+        lambda: s3.put_bucket_acl(Bucket=name, AccessControlPolicy=_to_bob(gateway, "READ_ACP")),
+        lambda: s3.put_bucket_acl(Bucket=name, AccessControlPolicy=_to_bob(gateway, "WRITE_ACP")),
+        lambda: s3.put_object_acl(
+            Bucket=name, Key="k", AccessControlPolicy=_to_bob(gateway, "WRITE")
+        ),
+    ):
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert _code(exc) == (501, "NotImplemented")
+    nobody = _to_bob(gateway, "READ")
+    nobody["Grants"][1]["Grantee"]["ID"] = "no-such-user"
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_acl(Bucket=name, AccessControlPolicy=nobody)
+    assert _code(exc) == (400, "InvalidArgument")
+    assert _entries(gateway, f"/{name}") == set() and _mode(gateway, f"/{name}") == 0o711

@@ -19,7 +19,9 @@ def _request(
     owner: str = "ann", is_bucket: bool = True, body: bytes = b"", **headers: str
 ) -> Acl | None:
     given = CIMultiDict({k.replace("_", "-"): v for k, v in headers.items()})
-    return acl.from_request(given, body, owner=owner, is_bucket=is_bucket, bucket_owner="ann")
+    return acl.from_request(
+        given, body, owner=owner, is_bucket=is_bucket, bucket_owner="ann", known={"bob"}
+    )
 
 
 def _code(call: object) -> str:
@@ -61,9 +63,11 @@ def test_canned_acls_keelfs_cannot_hold_are_not_implemented(canned: str) -> None
     assert _code(lambda: _request(x_amz_acl=canned)) == "NotImplemented"
 
 
-def test_bucket_owner_full_control_on_another_users_bucket_is_not_implemented() -> None:
-    call = lambda: _request(owner="bob", is_bucket=False, x_amz_acl="bucket-owner-full-control")  # noqa: E731
-    assert _code(call) == "NotImplemented"
+def test_bucket_owner_acls_on_another_users_bucket_grant_the_bucket_owner() -> None:
+    full = _request(owner="bob", is_bucket=False, x_amz_acl="bucket-owner-full-control")
+    assert full == Acl(users=(("ann", "FULL_CONTROL"),))
+    read = _request(owner="bob", is_bucket=False, x_amz_acl="bucket-owner-read")
+    assert read == Acl(users=(("ann", R),))
 
 
 def test_grant_headers() -> None:
@@ -73,10 +77,23 @@ def test_grant_headers() -> None:
         x_amz_grant_write=f'uri="{AUTHENTICATED_USERS}"',
     )
     assert chosen == Acl(frozenset({R, W}), frozenset({R}))
-    # the owner must keep FULL_CONTROL; another user cannot be granted anything
+    # the owner must keep FULL_CONTROL; a known user may be granted READ/WRITE/FULL_CONTROL
     assert _code(lambda: _request(x_amz_grant_read=f'uri="{ALL_USERS}"')) == "NotImplemented"
-    other = lambda: _request(x_amz_grant_full_control='id="ann"', x_amz_grant_read='id="bob"')  # noqa: E731
-    assert _code(other) == "NotImplemented"
+    other = _request(x_amz_grant_full_control='id="ann"', x_amz_grant_read='id="bob"')
+    assert other == Acl(users=(("bob", R),))
+    both = _request(
+        x_amz_grant_full_control='id="ann"', x_amz_grant_read="id=bob", x_amz_grant_write="id=bob"
+    )
+    assert both == Acl(users=(("bob", "FULL_CONTROL"),))  # on a bucket: the same entry
+    unknown = lambda: _request(x_amz_grant_full_control='id="ann"', x_amz_grant_read="id=eve")  # noqa: E731
+    assert _code(unknown) == "InvalidArgument"
+    for header in ("x_amz_grant_read_acp", "x_amz_grant_write_acp"):
+        acp_bob = lambda h=header: _request(x_amz_grant_full_control='id="ann"', **{h: "id=bob"})  # noqa: E731
+        assert _code(acp_bob) == "NotImplemented", header
+    object_write = lambda: _request(  # noqa: E731
+        is_bucket=False, x_amz_grant_full_control='id="ann"', x_amz_grant_write="id=bob"
+    )
+    assert _code(object_write) == "NotImplemented"
     email = lambda: _request(  # noqa: E731
         x_amz_grant_full_control='id="ann"', x_amz_grant_read='emailAddress="x@example.com"'
     )
@@ -113,8 +130,10 @@ def test_policy_bodies() -> None:
     body = _policy(owner_full, ("Group", ALL_USERS, "READ"))
     assert _request(body=body) == Acl(frozenset({R}), frozenset({R}))
     assert _request(body=_policy(owner_full)) == PRIVATE
+    bob = _policy(owner_full, ("CanonicalUser", "bob", "WRITE"))
+    assert _request(body=bob) == Acl(users=(("bob", W),))
     refused = {
-        "another user": _policy(owner_full, ("CanonicalUser", "bob", "READ")),
+        "another user's READ_ACP": _policy(owner_full, ("CanonicalUser", "bob", "READ_ACP")),
         "no owner grant": _policy(("Group", ALL_USERS, "READ")),
         "owner reads only": _policy(("CanonicalUser", "ann", "READ")),
     }
@@ -168,3 +187,43 @@ def test_hidden_directories_are_writable_only_in_a_bucket_everyone_may_write() -
     assert acl.hidden_mode(0o711) == 0o711
     assert acl.hidden_mode(0o755) == 0o711
     assert acl.hidden_mode(0o777) == 0o1733
+
+
+def _acl_info(mode: int, *, is_dir: bool, acl_text: str = "", owner: str = "ann") -> FileInfo:
+    from keelfs.meta.acls import parse_spec
+
+    kind = "dir" if is_dir else "file"
+    return FileInfo("/b", kind, 0, mode, owner, "staff", 0, 0, 0, 0, acl=parse_spec(acl_text))
+
+
+def test_named_users_become_entries_with_the_mask_in_the_group_bits() -> None:
+    chosen = Acl(frozenset({R}), users=(("bob", R), ("carl", W), ("dan", "FULL_CONTROL")))
+    spec = acl.dir_acl_spec(chosen, acl.dir_mode(chosen))
+    access = [e for e in spec if not e.startswith("default:")]
+    assert access == [
+        "user::rwx", "user:bob:r-x", "user:carl:-wx", "user:dan:rwx",
+        "group::r-x", "mask::rwx", "other::r-x",
+    ]  # fmt: skip
+    assert [e for e in spec if e.startswith("default:")] == [f"default:{e}" for e in access]
+    on_file = acl.file_acl_spec(Acl(users=(("bob", R), ("dan", "FULL_CONTROL"))), 0o600)
+    assert on_file == ["user::rw-", "user:bob:r--", "user:dan:r-x", "group::---", "mask::r-x",
+                       "other::---"]  # fmt: skip
+
+
+def test_grants_are_read_back_from_the_entries_masked() -> None:
+    bucket = _acl_info(
+        0o771,
+        is_dir=True,
+        acl_text="user:bob:r-x,user:carl:-wx,user:dan:rwx,user:ann:rwx,group::--x,"
+        "default:user::rwx,default:user:eve:rwx,default:group::--x,default:mask::rwx,"
+        "default:other::--x",
+    )
+    assert acl.named_grants(bucket) == [("bob", R), ("carl", W), ("dan", "FULL_CONTROL")]
+    masked = _acl_info(0o751, is_dir=True, acl_text="user:bob:r-x,user:carl:-wx,group::--x")
+    assert acl.named_grants(masked) == [("bob", R)]  # carl's -wx masked to --x: nothing
+    obj = _acl_info(0o650, is_dir=False, acl_text="user:bob:r--,user:dan:r-x,group::---")
+    assert acl.named_grants(obj) == [("bob", R), ("dan", "FULL_CONTROL")]
+    # the canned part still reads right: group:: (not the mask) against the other bits
+    text = acl.render(bucket, frozenset(), {"bob": "Bob"}).decode()
+    assert "urn:keelfs:group" not in text and "AuthenticatedUsers" not in text
+    assert "<DisplayName>Bob</DisplayName>" in text

@@ -87,11 +87,82 @@ def test_expected_bucket_owner_and_conditional_put(gateway: Gateway) -> None:
     with pytest.raises(ClientError) as exc:
         s3.list_objects_v2(Bucket=name, ExpectedBucketOwner="someone-else")
     assert code_of(exc) == (403, "AccessDenied")
-    # If-Match on a write is refused, never silently ignored
+    # a write whose If-Match fails changes nothing
     with pytest.raises(ClientError) as exc:
         s3.put_object(Bucket=name, Key="k", Body=b"y", IfMatch='"0"')
-    assert code_of(exc) == (501, "NotImplemented")
+    assert code_of(exc) == (412, "PreconditionFailed")
     assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"x"
+
+
+def test_conditional_writes(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = new_bucket(s3, "ifmatch")
+    etag = s3.put_object(Bucket=name, Key="k", Body=b"one", IfNoneMatch="*")["ETag"]
+    for header in ("*", etag):
+        with pytest.raises(ClientError) as exc:
+            s3.put_object(Bucket=name, Key="k", Body=b"no", IfNoneMatch=header)
+        assert code_of(exc) == (412, "PreconditionFailed")
+    s3.put_object(Bucket=name, Key="k", Body=b"two", IfNoneMatch='"other"')
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=name, Key="k", Body=b"no", IfMatch=etag)  # "one" is gone
+    assert code_of(exc) == (412, "PreconditionFailed")
+    current = s3.head_object(Bucket=name, Key="k")["ETag"]
+    s3.put_object(Bucket=name, Key="k", Body=b"three", IfMatch=current)
+    s3.put_object(Bucket=name, Key="k", Body=b"four", IfMatch="*")
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"four"
+    for header in ("*", current):
+        with pytest.raises(ClientError) as exc:
+            s3.put_object(Bucket=name, Key="absent", Body=b"no", IfMatch=header)
+        assert code_of(exc) == (404, "NoSuchKey")
+    # a multipart upload completes under the same conditions
+    upload = s3.create_multipart_upload(Bucket=name, Key="k")
+    part = s3.upload_part(
+        Bucket=name, Key="k", UploadId=upload["UploadId"], PartNumber=1, Body=b"five"
+    )
+    parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(
+            Bucket=name, Key="k", UploadId=upload["UploadId"], MultipartUpload=parts,
+            IfMatch=current,
+        )  # fmt: skip
+    assert code_of(exc) == (412, "PreconditionFailed")
+    s3.complete_multipart_upload(
+        Bucket=name, Key="k", UploadId=upload["UploadId"], MultipartUpload=parts,
+        IfMatch=s3.head_object(Bucket=name, Key="k")["ETag"],
+    )  # fmt: skip
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"five"
+
+
+def test_if_match_writers_race_and_one_wins(gateway: Gateway) -> None:
+    """Writers that all saw one ETag each PUT with ``If-Match`` at once: the compare and the
+    replace are one metadata command, so exactly one of them replaces the object and the
+    others get 412, round after round (bodies of several blocks' worth of time to write,
+    so that every writer has checked before any has renamed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s3 = gateway.client()
+    name = new_bucket(s3, "ifrace")
+    etag = s3.put_object(Bucket=name, Key="k", Body=b"start")["ETag"]
+    writers = 6
+    for round_number in range(3):
+        bodies = [f"{round_number}-{i}-".encode() * 40_000 for i in range(writers)]
+
+        def put(body: bytes, seen: str = etag) -> str:
+            client = gateway.client()
+            try:
+                return str(client.put_object(Bucket=name, Key="k", Body=body, IfMatch=seen)["ETag"])
+            except ClientError as exc:
+                assert exc.response["Error"]["Code"] == "PreconditionFailed"
+                return ""
+
+        with ThreadPoolExecutor(writers) as pool:
+            answers = list(pool.map(put, bodies))
+        winners = [i for i, answer in enumerate(answers) if answer]
+        assert len(winners) == 1, answers
+        stored = s3.get_object(Bucket=name, Key="k")
+        assert stored["Body"].read() == bodies[winners[0]]
+        etag = stored["ETag"]
+        assert etag == answers[winners[0]]
 
 
 def test_copy_part_range_past_the_source_is_invalid(gateway: Gateway) -> None:
@@ -521,11 +592,11 @@ def test_presigned_urls(gateway: Gateway) -> None:
     reply = requests.get(expired, timeout=30)
     assert reply.status_code == 403 and b"<Code>AccessDenied</Code>" in reply.content
     assert b"expired" in reply.content
-    v2 = gateway.client(signature_version="s3")  # Signature Version 2: not spoken here
+    v2 = gateway.client(signature_version="s3")  # Signature Version 2 (sigv2)
     reply = requests.get(
         v2.generate_presigned_url("get_object", Params={"Bucket": name, "Key": "up"}), timeout=30
     )
-    assert reply.status_code == 403 and b"Version 4" in reply.content
+    assert reply.status_code == 200 and reply.content == b"uploaded"
 
 
 def _presigned_in_the_past(gateway: Gateway, bucket: str) -> str:
@@ -643,3 +714,314 @@ def test_content_encoding_kept_as_given_less_aws_chunked(gateway: Gateway) -> No
     s3.put_object(Bucket=name, Key="page.gz", Body=gzipped, ContentEncoding="gzip")
     got = s3.get_object(Bucket=name, Key="page.gz")
     assert (got["ContentEncoding"], got["ContentLength"]) == ("gzip", len(gzipped))
+
+
+# -- versioning -------------------------------------------------------------------------------
+def versioned_bucket(s3: Any, stem: str) -> str:
+    name = new_bucket(s3, stem)
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+def header(response: dict[str, Any], name: str) -> str | None:
+    return response["ResponseMetadata"]["HTTPHeaders"].get(name)
+
+
+def versions_of(s3: Any, bucket: str, **args: Any) -> list[tuple[str, str, bool, bool]]:
+    """(key, VersionId, IsLatest, is a delete marker) in the listing's own order (boto3
+    parts versions from delete markers; the raw XML, fetched by a presigned URL, keeps the
+    order S3 gives: by key, each key's newest first)."""
+    import urllib.request
+    from xml.etree import ElementTree
+
+    params = {"Bucket": bucket, **args}
+    url = s3.generate_presigned_url("list_object_versions", Params=params)
+    with urllib.request.urlopen(url) as answer:  # noqa: S310 (the test's own gateway)
+        root = ElementTree.fromstring(answer.read())
+    found = []
+    for item in root:
+        kind = item.tag.rsplit("}", 1)[-1]
+        if kind in ("Version", "DeleteMarker"):
+            fields = {c.tag.rsplit("}", 1)[-1]: c.text or "" for c in item}
+            latest = fields["IsLatest"] == "true"
+            found.append((fields["Key"], fields["VersionId"], latest, kind == "DeleteMarker"))
+    return found
+
+
+def test_bucket_versioning_state_is_kept_and_owner_only(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = new_bucket(s3, "vstate")
+    assert "Status" not in s3.get_bucket_versioning(Bucket=name)
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket=name)["Status"] == "Enabled"
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Suspended"})
+    assert s3.get_bucket_versioning(Bucket=name)["Status"] == "Suspended"
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "On"})
+    assert code_of(exc) == (400, "MalformedXML")
+    s3.put_bucket_acl(Bucket=name, ACL="public-read-write")
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    with pytest.raises(ClientError) as exc:
+        bob.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    assert code_of(exc) == (403, "AccessDenied")
+    assert s3.get_bucket_versioning(Bucket=name)["Status"] == "Suspended"
+    with pytest.raises(ClientError) as exc:
+        s3.put_bucket_versioning(
+            Bucket="no-such-bucket-v", VersioningConfiguration={"Status": "Enabled"}
+        )
+    assert code_of(exc) == (404, "NoSuchBucket")
+
+
+def test_versions_are_kept_read_and_deleted_by_id(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = versioned_bucket(s3, "vkeep")
+    ids = [
+        s3.put_object(Bucket=name, Key="d/k", Body=f"v{i}".encode())["VersionId"] for i in range(3)
+    ]
+    assert len(set(ids)) == 3 and "null" not in ids
+    assert versions_of(s3, name) == [
+        ("d/k", ids[2], True, False), ("d/k", ids[1], False, False), ("d/k", ids[0], False, False),
+    ]  # fmt: skip
+    listed = s3.list_object_versions(Bucket=name)["Versions"]
+    assert [v["VersionId"] for v in listed] == ids[::-1]  # newest first
+    for number, vid in enumerate(ids):
+        got = s3.get_object(Bucket=name, Key="d/k", VersionId=vid)
+        assert got["Body"].read() == f"v{number}".encode() and got["VersionId"] == vid
+        assert s3.head_object(Bucket=name, Key="d/k", VersionId=vid)["ContentLength"] == 2
+    assert s3.get_object(Bucket=name, Key="d/k")["VersionId"] == ids[2]
+    assert keys_of(s3.list_objects_v2(Bucket=name)) == ["d/k"]  # older versions never listed
+    assert prefixes_of(s3.list_objects_v2(Bucket=name, Delimiter="/")) == ["d/"]
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=name, Key="d/k", VersionId="0" * 28)
+    assert code_of(exc) == (404, "NoSuchVersion")
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=name, Key="d/k", VersionId="not-an-id")
+    assert code_of(exc) == (400, "InvalidArgument")
+    gone = s3.delete_object(Bucket=name, Key="d/k", VersionId=ids[1])
+    assert gone["VersionId"] == ids[1] and "DeleteMarker" not in gone
+    assert [v[1] for v in versions_of(s3, name)] == [ids[2], ids[0]]
+    s3.delete_object(Bucket=name, Key="d/k", VersionId=ids[2])  # the latest: v0 is again
+    assert s3.get_object(Bucket=name, Key="d/k")["Body"].read() == b"v0"
+    assert keys_of(s3.list_objects_v2(Bucket=name)) == ["d/k"]
+    assert versions_of(s3, name) == [("d/k", ids[0], True, False)]
+    with pytest.raises(ClientError) as exc:
+        s3.delete_bucket(Bucket=name)
+    assert code_of(exc) == (409, "BucketNotEmpty")
+    s3.delete_object(Bucket=name, Key="d/k", VersionId=ids[0])
+    assert versions_of(s3, name) == [] and keys_of(s3.list_objects_v2(Bucket=name)) == []
+    s3.delete_bucket(Bucket=name)
+
+
+def test_delete_markers(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = versioned_bucket(s3, "vmark")
+    first = s3.put_object(Bucket=name, Key="k", Body=b"one")["VersionId"]
+    deleted = s3.delete_object(Bucket=name, Key="k")
+    marker = deleted["VersionId"]
+    assert deleted["DeleteMarker"] is True and marker not in (first, "null")
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=name, Key="k")
+    assert code_of(exc) == (404, "NoSuchKey")
+    assert header(exc.value.response, "x-amz-delete-marker") == "true"
+    assert header(exc.value.response, "x-amz-version-id") == marker
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=name, Key="k")
+    assert code_of(exc)[0] == 404
+    with pytest.raises(ClientError) as exc:
+        s3.get_object(Bucket=name, Key="k", VersionId=marker)
+    assert code_of(exc) == (405, "MethodNotAllowed")
+    assert keys_of(s3.list_objects_v2(Bucket=name)) == []
+    assert versions_of(s3, name) == [("k", marker, True, True), ("k", first, False, False)]
+    assert s3.get_object(Bucket=name, Key="k", VersionId=first)["Body"].read() == b"one"
+    second = s3.delete_object(Bucket=name, Key="k")["VersionId"]  # markers stack
+    assert [v[1] for v in versions_of(s3, name)] == [second, marker, first]
+    for vid in (second, marker):
+        removed = s3.delete_object(Bucket=name, Key="k", VersionId=vid)
+        assert removed["DeleteMarker"] is True and removed["VersionId"] == vid
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"one"  # back, as S3
+    assert keys_of(s3.list_objects_v2(Bucket=name)) == ["k"]
+    done = s3.delete_objects(Bucket=name, Delete={"Objects": [{"Key": "k"}]})
+    assert done["Deleted"][0]["DeleteMarker"] is True
+    dm = done["Deleted"][0]["DeleteMarkerVersionId"]
+    done = s3.delete_objects(
+        Bucket=name, Delete={"Objects": [{"Key": "k", "VersionId": v} for v in (dm, first)]}
+    )
+    assert sorted(d["VersionId"] for d in done["Deleted"]) == sorted([dm, first])
+    assert versions_of(s3, name) == []
+
+
+def test_null_version_before_and_while_suspended(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = new_bucket(s3, "vnull")
+    s3.put_object(Bucket=name, Key="k", Body=b"plain")  # before versioning: the null version
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    vid = s3.put_object(Bucket=name, Key="k", Body=b"versioned")["VersionId"]
+    assert versions_of(s3, name) == [("k", vid, True, False), ("k", "null", False, False)]
+    assert s3.get_object(Bucket=name, Key="k", VersionId="null")["Body"].read() == b"plain"
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Suspended"})
+    put = s3.put_object(Bucket=name, Key="k", Body=b"null one")
+    assert "VersionId" not in put  # S3 names no version for a suspended write
+    put = s3.put_object(Bucket=name, Key="k", Body=b"null two")  # replaces the null version
+    assert versions_of(s3, name) == [("k", "null", True, False), ("k", vid, False, False)]
+    got = s3.get_object(Bucket=name, Key="k")
+    assert got["Body"].read() == b"null two" and got["VersionId"] == "null"
+    assert s3.get_object(Bucket=name, Key="k", VersionId=vid)["Body"].read() == b"versioned"
+    deleted = s3.delete_object(Bucket=name, Key="k")  # a null marker replaces the null version
+    assert deleted["DeleteMarker"] is True and deleted["VersionId"] == "null"
+    assert versions_of(s3, name) == [("k", "null", True, True), ("k", vid, False, False)]
+    s3.delete_object(Bucket=name, Key="k", VersionId="null")
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"versioned"
+
+
+def test_version_listing_pages_prefix_and_delimiter(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = versioned_bucket(s3, "vpage")
+    for key in ("a", "b/x", "b/y", "c"):
+        for number in range(2):
+            s3.put_object(Bucket=name, Key=key, Body=f"{key}{number}".encode())
+    s3.delete_object(Bucket=name, Key="c")
+    s3.put_object(Bucket=name, Key="b/z", Body=b"z")
+    s3.delete_object(Bucket=name, Key="b/z")  # a key with no file, only an archive
+    whole = versions_of(s3, name)
+    assert [(k, latest, marker) for k, _, latest, marker in whole] == [
+        ("a", True, False), ("a", False, False),
+        ("b/x", True, False), ("b/x", False, False), ("b/y", True, False), ("b/y", False, False),
+        ("b/z", True, True), ("b/z", False, False),
+        ("c", True, True), ("c", False, False), ("c", False, False),
+    ]  # fmt: skip
+    paged: list[tuple[str, str]] = []
+    args: dict[str, Any] = {}
+    pages = 0
+    while True:
+        page = s3.list_object_versions(Bucket=name, MaxKeys=3, **args)
+        pages += 1
+        items = page.get("Versions", []) + page.get("DeleteMarkers", [])
+        assert len(items) <= 3
+        paged += [(v["Key"], v["VersionId"]) for v in items]
+        if not page["IsTruncated"]:
+            break
+        args = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page["NextVersionIdMarker"]}
+    assert pages == 4 and sorted(paged) == sorted((k, v) for k, v, _, _ in whole)
+    assert len(set(paged)) == len(whole)
+    grouped = s3.list_object_versions(Bucket=name, Delimiter="/")
+    assert prefixes_of(grouped) == ["b/"]
+    assert {v["Key"] for v in grouped["Versions"] + grouped["DeleteMarkers"]} == {"a", "c"}
+    under = versions_of(s3, name, Prefix="b/", Delimiter="/")
+    assert [k for k, *_ in under] == ["b/x", "b/x", "b/y", "b/y", "b/z", "b/z"]
+    assert keys_of(s3.list_objects_v2(Bucket=name)) == ["a", "b/x", "b/y"]
+
+
+def test_copy_and_multipart_in_a_versioned_bucket(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    name = versioned_bucket(s3, "vcopy")
+    old = s3.put_object(Bucket=name, Key="src", Body=b"old")["VersionId"]
+    s3.put_object(Bucket=name, Key="src", Body=b"new")
+    copied = s3.copy_object(
+        Bucket=name, Key="dst", CopySource={"Bucket": name, "Key": "src", "VersionId": old}
+    )
+    assert copied["CopySourceVersionId"] == old and copied["VersionId"] not in (old, "null")
+    assert s3.get_object(Bucket=name, Key="dst")["Body"].read() == b"old"
+    upload = s3.create_multipart_upload(Bucket=name, Key="dst")["UploadId"]
+    part = s3.upload_part_copy(
+        Bucket=name, Key="dst", UploadId=upload, PartNumber=1,
+        CopySource={"Bucket": name, "Key": "src", "VersionId": old},
+    )  # fmt: skip
+    done = s3.complete_multipart_upload(
+        Bucket=name, Key="dst", UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"]}]},
+    )  # fmt: skip
+    assert done["VersionId"] not in (copied["VersionId"], "null")
+    assert [v[1] for v in versions_of(s3, name, Prefix="dst")] == [
+        done["VersionId"], copied["VersionId"],
+    ]  # fmt: skip
+    acl = s3.get_object_acl(Bucket=name, Key="src", VersionId=old)
+    assert acl["Owner"]["ID"] == gateway.user
+    s3.put_object_acl(Bucket=name, Key="src", VersionId=old, ACL="public-read")
+    grants = s3.get_object_acl(Bucket=name, Key="src", VersionId=old)["Grants"]
+    assert any(g["Grantee"].get("URI", "").endswith("AllUsers") for g in grants)
+    latest = s3.get_object_acl(Bucket=name, Key="src")["Grants"]
+    assert not any(g["Grantee"].get("URI", "").endswith("AllUsers") for g in latest)
+
+
+def test_a_crash_between_archive_and_rename_keeps_the_old_object(gateway: Gateway) -> None:
+    """The two steps of an overwrite, the first done and the second never (the gateway died
+    between): the key has no file, its old object is in the archive; GET still serves it as
+    the latest, and the next write archives nothing twice and loses nothing."""
+    s3 = gateway.client()
+    name = versioned_bucket(s3, "vcrash")
+    vid = s3.put_object(Bucket=name, Key="d/k", Body=b"old")["VersionId"]
+    with gateway.cluster.client() as fs:
+        fs.mkdir(f"/{name}/.s3/versions/d%2Fk", parents=True)
+        fs.rename(f"/{name}/d/k", f"/{name}/.s3/versions/d%2Fk/{vid}")
+        assert not fs.exists(f"/{name}/d/k")
+    got = s3.get_object(Bucket=name, Key="d/k")
+    assert got["Body"].read() == b"old" and got["VersionId"] == vid
+    assert s3.head_object(Bucket=name, Key="d/k")["VersionId"] == vid
+    assert keys_of(s3.list_objects_v2(Bucket=name)) == ["d/k"]  # the read put it back
+    assert versions_of(s3, name, Prefix="d/k") == [("d/k", vid, True, False)]
+    new = s3.put_object(Bucket=name, Key="d/k", Body=b"new")["VersionId"]
+    assert versions_of(s3, name) == [("d/k", new, True, False), ("d/k", vid, False, False)]
+    assert s3.get_object(Bucket=name, Key="d/k", VersionId=vid)["Body"].read() == b"old"
+    s3.delete_object(Bucket=name, Key="d/k", VersionId=new)
+    assert s3.get_object(Bucket=name, Key="d/k")["Body"].read() == b"old"
+    assert keys_of(s3.list_objects_v2(Bucket=name)) == ["d/k"]
+
+
+def test_versions_of_a_key_too_long_for_one_name(gateway: Gateway) -> None:
+    """A key whose quoted form is longer than a file name: its archive is named by a hash,
+    the key kept beside its versions."""
+    s3 = gateway.client()
+    name = versioned_bucket(s3, "vlong")
+    key = "/".join(["p" * 100] * 3)
+    first = s3.put_object(Bucket=name, Key=key, Body=b"1")["VersionId"]
+    second = s3.put_object(Bucket=name, Key=key, Body=b"2")["VersionId"]
+    assert versions_of(s3, name) == [(key, second, True, False), (key, first, False, False)]
+    assert s3.get_object(Bucket=name, Key=key, VersionId=first)["Body"].read() == b"1"
+    for vid in (first, second):
+        s3.delete_object(Bucket=name, Key=key, VersionId=vid)
+    assert versions_of(s3, name) == []
+    s3.delete_bucket(Bucket=name)
+
+
+def test_concurrent_overwrites_and_version_deletes_lose_nothing(gateway: Gateway) -> None:
+    """Writers racing on one key each archive what they find (never one another's new
+    object); deleters racing on its versions each remove theirs wherever it has moved."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s3 = gateway.client()
+    name = versioned_bucket(s3, "vrace")
+    bodies = [f"body {n}".encode() for n in range(8)]
+
+    def put(body: bytes) -> str:
+        return str(s3.put_object(Bucket=name, Key="k", Body=body)["VersionId"])
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(put, bodies))
+    assert len(set(ids)) == 8
+    listed = versions_of(s3, name)
+    assert sorted(v[1] for v in listed) == sorted(ids) and [v[2] for v in listed].count(True) == 1
+    for vid, body in zip(ids, bodies, strict=True):
+        assert s3.get_object(Bucket=name, Key="k", VersionId=vid)["Body"].read() == body
+    assert s3.get_object(Bucket=name, Key="k")["VersionId"] == listed[0][1]
+
+    def remove(vid: str) -> None:
+        s3.delete_object(Bucket=name, Key="k", VersionId=vid)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(remove, ids))
+    assert versions_of(s3, name) == [] and keys_of(s3.list_objects_v2(Bucket=name)) == []
+
+
+def test_bucket_location_is_the_one_it_was_created_with(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    plain = new_bucket(s3, "where")
+    assert s3.get_bucket_location(Bucket=plain)["LocationConstraint"] is None
+    name = f"where-{next(_names)}"
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    assert s3.get_bucket_location(Bucket=name)["LocationConstraint"] == "eu-west-1"
+    with pytest.raises(ClientError) as exc:
+        s3.create_bucket(
+            Bucket=f"where-{next(_names)}",
+            CreateBucketConfiguration={"LocationConstraint": "<nowhere>"},
+        )
+    assert code_of(exc) == (400, "InvalidLocationConstraint")

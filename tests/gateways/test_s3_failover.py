@@ -87,3 +87,48 @@ def test_put_while_the_shard_leader_is_killed(gateway: Gateway) -> None:
     assert keys == (["before", "big"] if got is not None else ["before"])
     s3.put_object(Bucket=bucket, Key="after", Body=b"after")
     assert s3.get_object(Bucket=bucket, Key="after")["Body"].read() == b"after"
+
+
+def test_versioned_overwrite_while_the_shard_leader_is_killed(gateway: Gateway) -> None:
+    """An overwrite in a bucket with versioning moves the key's object into its archive,
+    then renames the new one over the key: with the leader killed in the middle, the key
+    still has the old object or the new one (never neither), the old one is a version, and
+    the new one is listed only if it was acknowledged."""
+    for node_id in sorted(gateway.cluster.nodes):  # the test before left one dead
+        if node_id not in gateway.cluster.running():
+            gateway.cluster.restart(node_id)
+    s3 = gateway.client(read_timeout=180, connect_timeout=10)
+    bucket = "failover-versioned"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    old_body = b"old" * 1000
+    old = s3.put_object(Bucket=bucket, Key="big", Body=old_body)["VersionId"]
+    body = bytes(range(256)) * (96 * 4096)
+    outcome: dict[str, Any] = {}
+
+    def put() -> None:
+        try:
+            outcome["version"] = s3.put_object(Bucket=bucket, Key="big", Body=body)["VersionId"]
+        except (ClientError, BotoCoreError) as exc:
+            outcome["error"] = exc
+
+    writer = threading.Thread(target=put, daemon=True)
+    writer.start()
+    _until(lambda: _uploading(gateway, bucket), 60, "the upload started")
+    gateway.cluster.kill9(gateway.cluster.leader("shard-1"))
+    writer.join(timeout=300)
+    assert not writer.is_alive(), "the PUT neither completed nor failed"
+    got = _get_when_served(s3, bucket, "big")
+    print(f"versioned PUT outcome: {outcome}")
+    assert got is not None, "the key lost both its old and its new object"
+    if "version" in outcome:
+        assert got == body, "an acknowledged PUT must be the latest, whole"
+    else:
+        assert got in (old_body, body), f"half-written after {outcome['error']!r}"
+    listed = s3.list_object_versions(Bucket=bucket)["Versions"]
+    ids = [v["VersionId"] for v in listed]
+    assert old in ids and len(ids) == len(set(ids))
+    if "version" in outcome:
+        assert ids == [outcome["version"], old]
+    assert s3.get_object(Bucket=bucket, Key="big", VersionId=old)["Body"].read() == old_body
+    assert [c["Key"] for c in s3.list_objects_v2(Bucket=bucket).get("Contents", [])] == ["big"]

@@ -5,6 +5,7 @@ rules, XML parsing of hostile input."""
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import json
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -90,13 +91,15 @@ def test_presigned_url_and_its_expiry() -> None:
     assert (exc.value.code, exc.value.message) == ("AccessDenied", "Request has expired")
 
 
-def test_anonymous_and_version_2_refused() -> None:
+def test_anonymous_refused_and_version_2_checked() -> None:
     with pytest.raises(S3Error) as exc:
         sigv4.authenticate("GET", "/", "", CIMultiDict(), KEYS)
     assert exc.value.code == "AccessDenied"
+    date = email.utils.formatdate(usegmt=True)
+    v2 = CIMultiDict(Authorization="AWS AKID:c2ln", Date=date)  # sigv2's: a wrong signature
     with pytest.raises(S3Error) as exc:
-        sigv4.authenticate("GET", "/", "", CIMultiDict(Authorization="AWS AKID:sig"), KEYS)
-    assert exc.value.code == "AccessDenied" and "Version 4" in exc.value.message
+        sigv4.authenticate("GET", "/", "", v2, KEYS)
+    assert exc.value.code == "SignatureDoesNotMatch"
 
 
 @pytest.mark.parametrize(
@@ -213,3 +216,20 @@ def test_part_spans_of_run_length_part_sizes() -> None:
     ]  # fmt: skip
     assert Stored.decode(stored.encode("k")).part_sizes == [(5, 3), (2, 1)]
     assert Stored('"e-2"', parts=2).part_span(1) is None  # sizes not recorded
+
+
+def test_version_ids_sort_newest_first_and_are_checked() -> None:
+    from keelfs.gateways.s3 import versioning
+
+    made = [versioning.new_version_id() for _ in range(50)]
+    assert len(set(made)) == 50
+    assert all(a[:16] >= b[:16] for a, b in zip(made, made[1:], strict=False))  # newer: smaller
+    for vid in made + ["null"]:
+        versioning.check_version_id(vid)
+    for bad in ("", "v9", "NULL", made[0][:-1], made[0] + "0", made[0].upper()):
+        with pytest.raises(S3Error) as exc:
+            versioning.check_version_id(bad)
+        assert exc.value.code == "InvalidArgument"
+    assert versioning.archive_dir("b", "d/k") == "/b/.s3/versions/d%2Fk"
+    long_key = "/".join(["p" * 100] * 3)
+    assert versioning.archive_dir("b", long_key).startswith("/b/.s3/versions/#")

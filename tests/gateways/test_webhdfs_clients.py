@@ -19,7 +19,8 @@ import pytest
 import requests
 from hdfs import HdfsError, InsecureClient
 
-from keelfs.runtime.processes import wait_until
+from keelfs.runtime.processes import hard_kill, wait_until
+from tests.gateways.conftest import start_webhdfs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -180,11 +181,7 @@ def test_hadoop_errors(webhdfs_gateway: Any, hdfs: InsecureClient) -> None:
         400,
         "IllegalArgumentException",
     )  # GET
-    assert remote(api(webhdfs_gateway, "/", "CREATESNAPSHOT", "PUT"))[:2] == (
-        400,
-        "UnsupportedOperationException",
-    )
-    assert remote(api(webhdfs_gateway, "/", "GETDELEGATIONTOKEN"))[:2] == (
+    assert remote(api(webhdfs_gateway, "/", "GETSNAPSHOTDIFFLISTING"))[:2] == (
         400,
         "UnsupportedOperationException",
     )
@@ -289,6 +286,311 @@ def test_raw_operations(webhdfs_gateway: Any, hdfs: InsecureClient) -> None:
         "boolean": False
     }
     assert hdfs.delete("/raw", recursive=True)
+
+
+def remote_error(response: Any) -> tuple[int, str]:
+    body = response.json()["RemoteException"]
+    return response.status_code, body["exception"]
+
+
+def test_snapshots_through_hdfscli_and_raw_ops(webhdfs_gateway: Any, hdfs: InsecureClient) -> None:
+    hdfs.makedirs("/snaps/d")
+    hdfs.write("/snaps/d/kept", data=b"old bytes", overwrite=True)
+    hdfs.write("/snaps/d/gone", data=b"x", overwrite=True)
+    # not snapshottable yet: HDFS's SnapshotException
+    refused = api(webhdfs_gateway, "/snaps", "CREATESNAPSHOT", "PUT", snapshotname="s0")
+    assert remote_error(refused) == (403, "SnapshotException")
+    hdfs.allow_snapshot("/snaps")
+    hdfs.allow_snapshot("/snaps")  # again: a no-op, as HDFS
+    assert hdfs.create_snapshot("/snaps", snapshotname="s1") == "/snaps/.snapshot/s1"
+    unnamed = api(webhdfs_gateway, "/snaps", "CREATESNAPSHOT", "PUT").json()["Path"]
+    assert unnamed.startswith("/snaps/.snapshot/s")  # HDFS's default name, sYYYYMMDD-...
+    again = api(webhdfs_gateway, "/snaps", "CREATESNAPSHOT", "PUT", snapshotname="s1")
+    assert remote_error(again) == (403, "SnapshotException")
+    # alice owns nothing here: the owner's (or a superuser's) right, as HDFS
+    alices = api(webhdfs_gateway, "/snaps", "CREATESNAPSHOT", "PUT", **{"user.name": "alice"})
+    assert remote_error(alices) == (403, "AccessControlException")
+
+    hdfs.write("/snaps/d/kept", data=b"new bytes", overwrite=True)
+    hdfs.delete("/snaps/d/gone")
+    hdfs.write("/snaps/d/born", data=b"y")
+    # reads in the snapshot see the old tree: OPEN, GETFILESTATUS, LISTSTATUS
+    with hdfs.read("/snaps/.snapshot/s1/d/kept") as reader:
+        assert reader.read() == b"old bytes"
+    assert hdfs.status("/snaps/.snapshot/s1/d/gone")["length"] == 1
+    assert sorted(hdfs.list("/snaps/.snapshot/s1/d")) == ["gone", "kept"]
+    assert sorted(hdfs.list("/snaps/.snapshot")) == sorted(["s1", unnamed.rsplit("/", 1)[1]])
+
+    diff = api(webhdfs_gateway, "/snaps", "GETSNAPSHOTDIFF", oldsnapshotname="s1").json()
+    report = diff["SnapshotDiffReport"]
+    assert (report["snapshotRoot"], report["fromSnapshot"], report["toSnapshot"]) == (
+        "/snaps",
+        "s1",
+        "",
+    )
+    entries = {(e["type"], e["sourcePath"]) for e in report["diffList"]}
+    assert {("CREATE", "d/born"), ("DELETE", "d/gone"), ("MODIFY", "d/kept")} <= entries
+    assert all(set(e) <= {"sourcePath", "targetPath", "type"} for e in report["diffList"])
+
+    listing = api(webhdfs_gateway, "/snaps", "GETSNAPSHOTLIST").json()["SnapshotList"]
+    assert [s["dirStatus"]["pathSuffix"] for s in listing][0] == "s1"
+    assert [s["snapshotID"] for s in listing] == [0, 1]
+    assert {s["fullPath"] for s in listing} == {"/snaps"}
+    assert {s["deletionStatus"] for s in listing} == {"ACTIVE"}
+    assert listing[0]["dirStatus"]["type"] == "DIRECTORY"
+
+    table = api(webhdfs_gateway, "/", "GETSNAPSHOTTABLEDIRECTORYLIST").json()
+    (mine,) = [d for d in table["SnapshottableDirectoryList"] if d["parentFullPath"] == "/"]
+    assert mine["dirStatus"]["pathSuffix"] == "snaps" and mine["snapshotNumber"] == 2
+    assert mine["snapshotQuota"] == 65536
+
+    hdfs.rename_snapshot("/snaps", "s1", "s2")
+    with hdfs.read("/snaps/.snapshot/s2/d/kept") as reader:
+        assert reader.read() == b"old bytes"
+    assert (
+        remote_error(api(webhdfs_gateway, "/snaps/.snapshot/s1/d/kept", "GETFILESTATUS"))[0] == 404
+    )
+    taken = api(
+        webhdfs_gateway, "/snaps", "RENAMESNAPSHOT", "PUT",
+        oldsnapshotname="s2", snapshotname=unnamed.rsplit("/", 1)[1],
+    )  # fmt: skip
+    assert remote_error(taken) == (403, "SnapshotException")
+    hdfs.rename_snapshot("/snaps", "s2", "s1")
+    refused = api(webhdfs_gateway, "/snaps", "DISALLOWSNAPSHOT", "PUT")
+    assert remote_error(refused) == (403, "SnapshotException")  # snapshots remain
+    refused = api(webhdfs_gateway, "/snaps", "DELETE", "DELETE", recursive="true")
+    assert remote_error(refused) == (403, "SnapshotException")
+    assert hdfs.status("/snaps/d/kept")["length"] == 9
+    missing = api(webhdfs_gateway, "/snaps", "DELETESNAPSHOT", "DELETE", snapshotname="nope")
+    assert remote_error(missing) == (403, "SnapshotException")
+    hdfs.delete_snapshot("/snaps", "s1")
+    hdfs.delete_snapshot("/snaps", unnamed.rsplit("/", 1)[1])
+    assert api(webhdfs_gateway, "/snaps", "GETSNAPSHOTLIST").json() == {"SnapshotList": []}
+    hdfs.disallow_snapshot("/snaps")
+    table = api(webhdfs_gateway, "/", "GETSNAPSHOTTABLEDIRECTORYLIST").json()
+    assert "/snaps" not in {
+        d["parentFullPath"].rstrip("/") + "/" + d["dirStatus"]["pathSuffix"]
+        for d in table["SnapshottableDirectoryList"]
+    }
+    # a snapshottable directory without snapshots is deleted, as HDFS deletes it
+    hdfs.allow_snapshot("/snaps")
+    assert hdfs.delete("/snaps", recursive=True) is True
+    assert hdfs.status("/snaps", strict=False) is None
+
+
+def test_quotas_in_content_summary_quota_usage_and_setquota(
+    webhdfs_gateway: Any, hdfs: InsecureClient
+) -> None:
+    hdfs.makedirs("/quota/sub")
+    hdfs.write("/quota/sub/f", data=b"12345", overwrite=True, replication=2)
+    summary = hdfs.content("/quota")
+    assert (summary["quota"], summary["spaceQuota"]) == (-1, -1)
+    ok = api(webhdfs_gateway, "/quota", "SETQUOTA", "PUT", namespacequota=10)
+    assert ok.status_code == 200
+    ok = api(webhdfs_gateway, "/quota", "SETQUOTA", "PUT", storagespacequota=1 << 20)
+    assert ok.status_code == 200  # the namespace quota is left as it was
+    summary = hdfs.content("/quota")
+    assert (summary["quota"], summary["spaceQuota"]) == (10, 1 << 20)
+    assert summary["fileCount"] == 1 and summary["spaceConsumed"] == 10
+    usage = api(webhdfs_gateway, "/quota", "GETQUOTAUSAGE").json()["QuotaUsage"]
+    assert usage == {
+        "fileAndDirectoryCount": 3,  # /quota, /quota/sub, the file
+        "quota": 10,
+        "spaceConsumed": 10,
+        "spaceQuota": 1 << 20,
+        "typeQuota": {},
+    }
+    # a superuser's right, as in HDFS
+    alices = api(
+        webhdfs_gateway, "/quota", "SETQUOTA", "PUT", namespacequota=99, **{"user.name": "alice"}
+    )
+    assert remote_error(alices) == (403, "AccessControlException")
+    bad = api(webhdfs_gateway, "/quota", "SETQUOTA", "PUT", namespacequota=0)
+    assert remote_error(bad) == (400, "IllegalArgumentException")
+    by_type = api(
+        webhdfs_gateway, "/quota", "SETQUOTABYSTORAGETYPE", "PUT", storagetype="SSD",
+        storagespacequota=5,
+    )  # fmt: skip
+    assert remote_error(by_type) == (400, "UnsupportedOperationException")
+    # past the namespace quota, the create fails as HDFS's does
+    api(webhdfs_gateway, "/quota", "SETQUOTA", "PUT", namespacequota=3)
+    with pytest.raises(HdfsError, match="quota of /quota is exceeded"):
+        hdfs.write("/quota/sub/g", data=b"x")
+    api(webhdfs_gateway, "/quota", "SETQUOTA", "PUT", namespacequota=-1, storagespacequota=-1)
+    summary = hdfs.content("/quota")
+    assert (summary["quota"], summary["spaceQuota"]) == (-1, -1)
+    hdfs.delete("/quota", recursive=True)
+
+
+def _token(webhdfs_gateway: Any, user: str, **params: Any) -> str:
+    answer = api(webhdfs_gateway, "/", "GETDELEGATIONTOKEN", **{"user.name": user, **params})
+    assert answer.status_code == 200, answer.text
+    text: str = answer.json()["Token"]["urlString"]
+    return text
+
+
+def test_delegation_tokens_act_as_their_user(
+    webhdfs_gateway: Any, hdfs: InsecureClient, tmp_path: Path
+) -> None:
+    from hdfs import TokenClient
+
+    from keelfs.gateways.webhdfs import tokens
+
+    hdfs.makedirs("/tok/alice")
+    hdfs.set_owner("/tok/alice", owner="alice")
+    hdfs.set_permission("/tok/alice", permission="700")
+    text = _token(webhdfs_gateway, "alice", renewer="yarn")
+    decoded, _ = tokens.decode_url_string(text)
+    assert (decoded.owner, decoded.renewer, decoded.kind) == ("alice", "yarn", tokens.KIND)
+
+    # the token alone acts as alice: HdfsCLI's TokenClient sends delegation= and no user.name
+    as_alice = TokenClient(webhdfs_gateway.url, text)
+    as_alice.write("/tok/alice/by-token", data=b"via token")
+    assert hdfs.status("/tok/alice/by-token")["owner"] == "alice"
+    with as_alice.read("/tok/alice/by-token") as reader:
+        assert reader.read() == b"via token"
+    # never as anyone else
+    for other in ({"user.name": ME}, {"user.name": "", "doas": ME}):
+        refused = api(webhdfs_gateway, "/tok/alice", "LISTSTATUS", delegation=text, **other)
+        assert refused.status_code == 403, refused.text
+    no_right = api(
+        webhdfs_gateway, "/tok", "SETQUOTA", "PUT", namespacequota=5, delegation=text,
+        **{"user.name": ""},
+    )  # fmt: skip
+    assert remote_error(no_right) == (403, "AccessControlException")
+    again = api(webhdfs_gateway, "/", "GETDELEGATIONTOKEN", delegation=text, **{"user.name": ""})
+    assert remote_error(again) == (403, "IOException")
+
+    # forged: bob's name under alice's password; expired: signed with the secret, but old
+    signer = tokens.TokenSigner(tokens.load_secret(webhdfs_gateway.token_secret))
+    forged = tokens.encode_url_string(
+        tokens.DelegationToken(
+            "bob", "", "", decoded.issue_date, decoded.max_date, decoded.sequence,
+            decoded.key_id,
+        ),
+        tokens.decode_url_string(text)[1],
+    )  # fmt: skip
+    day = 24 * 3600 * 1000
+    _, expired = signer.issue("alice", "", "", tokens.KIND, "", now_ms=decoded.issue_date - 2 * day)
+    _, foreign = tokens.TokenSigner(b"f" * 40).issue("alice", "", "", tokens.KIND, "")
+    for bad, status, exception, words in (
+        (forged, 403, "InvalidToken", "password"),
+        (expired, 403, "InvalidToken", "is expired"),
+        (foreign, 403, "InvalidToken", "can't be found"),
+        ("not-a-token", 401, "SecurityException", "cannot be decoded"),
+    ):
+        answer = api(webhdfs_gateway, "/tok", "LISTSTATUS", delegation=bad, **{"user.name": ""})
+        body = answer.json()["RemoteException"]
+        assert (answer.status_code, body["exception"]) == (status, exception), body
+        assert words in body["message"]
+    assert body["javaClassName"] == "java.lang.SecurityException"
+
+    # renew: the renewer only, and the answer is the new expiry
+    renewed = api(
+        webhdfs_gateway, "/", "RENEWDELEGATIONTOKEN", "PUT", token=text, **{"user.name": "yarn"}
+    )
+    assert renewed.status_code == 200 and renewed.json()["long"] > decoded.issue_date
+    by_alice = api(
+        webhdfs_gateway, "/", "RENEWDELEGATIONTOKEN", "PUT", token=text, **{"user.name": "alice"}
+    )
+    assert remote_error(by_alice) == (403, "AccessControlException")
+
+    # a second gateway with the same secret file accepts the token, and sees its cancellation
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    second, ready = start_webhdfs(
+        webhdfs_gateway.cluster,
+        second_dir,
+        "--token-secret-file",
+        str(webhdfs_gateway.token_secret),
+    )
+    try:
+        other = TokenClient(ready["url"], text)
+        assert other.list("/tok/alice") == ["by-token"]
+        cancel = api(
+            webhdfs_gateway,
+            "/",
+            "CANCELDELEGATIONTOKEN",
+            "PUT",
+            token=text,
+            **{"user.name": "mallory"},
+        )
+        assert remote_error(cancel) == (403, "AccessControlException")
+        cancel = api(
+            webhdfs_gateway,
+            "/",
+            "CANCELDELEGATIONTOKEN",
+            "PUT",
+            token=text,
+            **{"user.name": "alice"},
+        )
+        assert cancel.status_code == 200 and not cancel.content
+        for url in (webhdfs_gateway.url, ready["url"]):
+            answer = requests.get(
+                f"{url}/webhdfs/v1/tok/alice",
+                params={"op": "LISTSTATUS", "delegation": text},
+                timeout=60,
+            )
+            assert remote_error(answer) == (403, "InvalidToken")
+            assert "can't be found" in answer.json()["RemoteException"]["message"]
+    finally:
+        hard_kill(second)
+    hdfs.delete("/tok", recursive=True)
+
+
+def test_hdfscli_acls(webhdfs_gateway: Any, hdfs: InsecureClient) -> None:
+    """ACLs through HdfsCLI (SETACL, MODIFYACLENTRIES, REMOVEACLENTRIES, REMOVEDEFAULTACL,
+    REMOVEACL, GETACLSTATUS) and what they do: bob let into alice's 0700 directory by a
+    named entry, a default ACL inherited by a file written through CREATE, the aclBit, the
+    owner alone changing it, a bad spec refused."""
+    hdfs.makedirs("/acl/alice")
+    hdfs.set_owner("/acl/alice", owner="alice")
+    hdfs.set_permission("/acl/alice", permission="700")
+    alice = InsecureClient(webhdfs_gateway.url, user="alice")
+    bob = InsecureClient(webhdfs_gateway.url, user="bob")
+    alice.write("/acl/alice/f", data=b"for bob")
+    alice.set_permission("/acl/alice/f", permission="600")
+    with pytest.raises(HdfsError, match="Permission denied|permission denied"):
+        bob.status("/acl/alice/f")
+    assert alice.acl_status("/acl/alice") == {
+        "entries": [],
+        "group": alice.status("/acl/alice")["group"],
+        "owner": "alice",
+        "permission": "700",
+        "stickyBit": False,
+    }
+    assert "aclBit" not in alice.status("/acl/alice")
+
+    alice.set_acl("/acl/alice", "user:bob:r-x", clear=False)
+    alice.set_acl("/acl/alice/f", "user::rw-,user:bob:r--,group::---,other::---")
+    status = alice.acl_status("/acl/alice")
+    assert status["entries"] == ["user:bob:r-x", "group::---"] and status["permission"] == "750"
+    assert alice.status("/acl/alice")["aclBit"] is True
+    with bob.read("/acl/alice/f") as reader:
+        assert reader.read() == b"for bob"
+    assert bob.list("/acl/alice") == ["f"]
+    with pytest.raises(HdfsError, match="OWNER|denied"):
+        bob.set_acl("/acl/alice", "user:bob:rwx", clear=False)
+    with pytest.raises(HdfsError, match="Invalid"):
+        alice.set_acl("/acl/alice", "user:bob:rwz", clear=False)
+    with pytest.raises(HdfsError, match="only directories may have a default ACL"):
+        alice.set_acl("/acl/alice/f", "default:user:bob:rwx", clear=False)
+
+    alice.set_acl("/acl/alice", "default:user:bob:rw-", clear=False)
+    alice.write("/acl/alice/g", data=b"inherited")
+    inherited = alice.acl_status("/acl/alice/g")["entries"]
+    assert inherited == ["user:bob:rw-", "group::---"]
+    alice.remove_default_acl("/acl/alice")
+    assert alice.acl_status("/acl/alice")["entries"] == ["user:bob:r-x", "group::---"]
+    alice.remove_acl_entries("/acl/alice/f", "user:bob:")
+    with pytest.raises(HdfsError, match="denied"):
+        bob.read("/acl/alice/f").__enter__()
+    alice.remove_acl("/acl/alice")
+    assert alice.acl_status("/acl/alice")["entries"] == []
+    assert alice.status("/acl/alice")["permission"] == "700"
+    with pytest.raises(HdfsError, match="denied"):
+        bob.list("/acl/alice")
+    assert hdfs.delete("/acl", recursive=True)
 
 
 def _hidden_files(webhdfs_gateway: Any, directory: str) -> list[str]:

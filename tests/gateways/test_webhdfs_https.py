@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 from hdfs import HdfsError, InsecureClient
 
 from keelfs.cli.webhdfs_cmd import webhdfs
+from keelfs.gateways.webhdfs.tokens import decode_url_string
 from keelfs.runtime.processes import hard_kill
 from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.tiers import starts_processes
@@ -101,9 +102,12 @@ def https_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         server, ready = start_webhdfs(c, root / "plain", *https)
         processes.append(server)
         client_ca = str(users / "client-ca.crt")
+        secret = root / "token.secret"
+        secret.write_text("k" * 40)
         mutual, mutual_ready = start_webhdfs(
-            c, root / "mutual", *https, "--https-client-ca", client_ca, "--listen", "0.0.0.0:0"
-        )
+            c, root / "mutual", *https, "--https-client-ca", client_ca, "--listen", "0.0.0.0:0",
+            "--token-secret-file", str(secret),
+        )  # fmt: skip
         processes.append(mutual)
         port = mutual_ready["webhdfs"].rpartition(":")[2]
         yield {
@@ -186,6 +190,35 @@ def test_client_certificates_name_the_user(https_setup: dict[str, Any]) -> None:
     with pytest.raises(HdfsError):
         bob.write("/shared/alices", data=b"b", append=True)  # alice's 0644 file
     assert hdfs.status("/shared/alices")["length"] == 1
+
+
+def test_a_token_acts_as_its_user_whoever_presents_it(https_setup: dict[str, Any]) -> None:
+    """With client certificates a token is got as the certificate's user, and acts as that
+    user alone: bob presenting alice's token is alice, and cannot name himself beside it."""
+    url, ca, users = https_setup["mutual_url"], https_setup["ca"], https_setup["users"]
+    alice_files, bob_files = user_files(users, "alice"), user_files(users, "bob")
+    alice = _session(ca, (str(alice_files.cert), str(alice_files.key)))
+    bob = _session(ca, (str(bob_files.cert), str(bob_files.key)))
+    with https_setup["cluster"].client() as fs:
+        fs.mkdir("/alices-only", mode=0o700)
+        fs.chown("/alices-only", "alice")
+    claim = alice.get(f"{url}/webhdfs/v1/", params={"op": "GETDELEGATIONTOKEN", "user.name": "bob"})
+    assert claim.status_code == 403  # a certificate's user gets tokens for itself alone
+    got = alice.get(f"{url}/webhdfs/v1/", params={"op": "GETDELEGATIONTOKEN"}, timeout=30)
+    text = got.json()["Token"]["urlString"]
+    assert decode_url_string(text)[0].owner == "alice"
+    assert decode_url_string(text)[0].kind == "SWEBHDFS delegation"
+    listing = bob.get(
+        f"{url}/webhdfs/v1/alices-only", params={"op": "LISTSTATUS", "delegation": text}
+    )
+    assert listing.status_code == 200, listing.text
+    mixed = bob.get(
+        f"{url}/webhdfs/v1/alices-only",
+        params={"op": "LISTSTATUS", "delegation": text, "user.name": "bob"},
+    )
+    assert mixed.status_code == 403
+    own = bob.get(f"{url}/webhdfs/v1/alices-only", params={"op": "LISTSTATUS"}, timeout=30)
+    assert own.json()["RemoteException"]["exception"] == "AccessControlException"
 
 
 def test_off_loopback_needs_client_certificates(tmp_path: Path) -> None:

@@ -131,8 +131,14 @@ def test_paths_users_and_ops() -> None:
         gateway._acting_user(_Params({"user.name": "ann", "doas": "bob"}))
     assert "No enum constant NOPE" in _unknown("GET", "NOPE").message
     assert "Invalid operation MKDIRS" in _unknown("GET", "MKDIRS").message
-    for method, op in (("PUT", "SETACL"), ("GET", "GETXATTRS"), ("PUT", "CREATESNAPSHOT")):
+    for method, op in (
+        ("PUT", "SETXATTR"),
+        ("GET", "GETXATTRS"),
+        ("GET", "GETSNAPSHOTDIFFLISTING"),
+    ):
         assert _OPERATIONS[(method, op)] is WebHdfsGateway._unsupported
+    for op in ("SETACL", "MODIFYACLENTRIES", "REMOVEACLENTRIES", "REMOVEDEFAULTACL", "REMOVEACL"):
+        assert _OPERATIONS[("PUT", op)] is WebHdfsGateway._acl_change
     with pytest.raises(ValueError, match="loopback"):
         parse_listen("10.0.0.1:9870")
 

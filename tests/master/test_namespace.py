@@ -392,3 +392,27 @@ def test_inline_files_move_between_shards_with_their_data(shared_cluster: MetaCl
     assert not fs.exists(spread)
     fs.delete(big, recursive=True)
     assert not fs.exists(big)
+
+
+def test_rename_expect_replaces_only_the_version_seen(shared_cluster: MetaCluster) -> None:
+    """``rename(expect=...)`` through the masters, on one shard (one command) and across two
+    (the target's shard checks the version at prepare): a writer whose version is stale
+    changes nothing."""
+    fs = shared_cluster.client()
+    a, b, _, _ = dirs_on_two_shards(fs, "/expect")
+    for temp_dir in (b, a):  # the target in b: first on its own shard, then from the other
+        target = f"{b}/obj-{temp_dir == a}"
+        fs.write_bytes(target, b"v1")
+        seen = fs.stat(target, read=True)
+        fs.write_bytes(f"{temp_dir}/new", b"v2")
+        fs.rename(f"{temp_dir}/new", target, overwrite=True, expect=seen.version)
+        assert fs.read_bytes(target) == b"v2"
+        fs.write_bytes(f"{temp_dir}/late", b"v3")
+        with pytest.raises(AlreadyExists):  # v1 is gone: the stale writer loses
+            fs.rename(f"{temp_dir}/late", target, overwrite=True, expect=seen.version)
+        assert fs.read_bytes(target) == b"v2" and fs.exists(f"{temp_dir}/late")
+        with pytest.raises(NotFound):
+            fs.rename(f"{temp_dir}/late", f"{b}/none", overwrite=True, expect=seen.version)
+        with pytest.raises(InvalidArgument):
+            fs.rename(f"{temp_dir}/late", target, expect=seen.version)  # needs overwrite
+        fs.delete(f"{temp_dir}/late")

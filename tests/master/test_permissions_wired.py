@@ -212,3 +212,46 @@ def test_audit_log_records_changes_and_denials(
         time.sleep(0.05)
     for w in wanted:
         assert w in text, text[-2000:]
+
+
+def test_an_acl_on_a_directory_reaches_the_guards_and_inheritance_on_every_shard(
+    users: tuple[Client, Client, Client], cluster: tuple[MetaCluster, Path]
+) -> None:
+    """ACLs across shards: ``HOME`` (0700) lets bob through by a named entry, and the
+    directories below it on the other shard follow (``SetTraverseGuard`` with the ACL); the
+    mask (a chmod) takes it away again; a default ACL reaches a directory made across shards;
+    only the owner may change it. ``HOME`` is as it was at the end."""
+    root, alice, bob = users
+    carol = cluster[0].client(user="carol")
+    m: ShardMap = root.shard_map()
+
+    def elsewhere(n: str) -> bool:
+        return m.shard_for_directory(f"{HOME}/{n}") != m.shard_for_directory(HOME)
+
+    sub, made = (f"{HOME}/" + _name(prefix, elsewhere) for prefix in ("aclsub", "aclmade"))
+    alice.mkdir(sub)
+    alice.chmod(sub, 0o777)
+    try:
+        _denied(lambda: list(bob.ls(sub)))
+        info = alice.modify_acl_entries(HOME, "user:bob:--x")
+        assert info.mode == 0o710
+        assert [e.to_text() for e in info.acl] == ["user:bob:--x", "group::---"]
+        assert list(bob.ls(sub)) == []
+        _denied(lambda: list(carol.ls(sub)))  # no entry, no group: other's ---
+        _denied(lambda: bob.modify_acl_entries(HOME, "user:bob:rwx"))  # not the owner
+        alice.chmod(HOME, 0o700)  # the mask: --- for bob too, on every shard
+        _denied(lambda: list(bob.ls(sub)))
+        alice.chmod(HOME, 0o710)
+        alice.modify_acl_entries(HOME, "default:user:bob:rwx")
+        alice.mkdir(made, mode=0o750)  # a cross-shard mkdir: its records built with the ACL
+        status = bob.acl_status(made)
+        texts = [e.to_text() for e in status.entries]
+        assert texts[:2] == ["user:bob:rwx", "group::---"] and "default:user:bob:rwx" in texts
+        assert status.mode == 0o750  # the mask: the default rwx & the mode's r-x
+        assert list(bob.ls(made)) == []
+        _denied(lambda: bob.mkdir(f"{made}/bobs"))  # r-x: no w
+    finally:
+        root.remove_acl(HOME)
+        root.chmod(HOME, 0o700)
+    _denied(lambda: list(bob.ls(sub)))
+    assert root.acl_status(HOME).entries == ()

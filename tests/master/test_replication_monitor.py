@@ -438,12 +438,12 @@ def test_a_small_shard_is_walked_again_only_after_a_rest(
     node.chunks.dead_after_s = 0.4
     monitor = ReplicationMonitor(node)  # type: ignore[arg-type]
     pages: list[str | None] = []
-    files_page = d.sm.files_page
+    files_page = d.sm.maintained_files_page
     ticks = 0
 
-    def counted(cursor: str | None, limit: int) -> Any:
+    def counted(cursor: str | None, limit: int, scan_limit: int) -> Any:
         pages.append(cursor)
-        return files_page(cursor, limit)
+        return files_page(cursor, limit, scan_limit)
 
     real_tick = monitor.tick
 
@@ -452,7 +452,7 @@ def test_a_small_shard_is_walked_again_only_after_a_rest(
         ticks += 1
         await real_tick(m, *args, **kwargs)
 
-    monkeypatch.setattr(d.sm, "files_page", counted)
+    monkeypatch.setattr(d.sm, "maintained_files_page", counted)
     monkeypatch.setattr(monitor, "tick", counted_tick)
     monkeypatch.setattr("keelfs.master.replication.TICK_S", 0.01)
     monkeypatch.setattr(monitor.orphans, "run", lambda member: asyncio.sleep(3600))

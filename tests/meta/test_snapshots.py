@@ -22,6 +22,7 @@ from keelfs.meta.commands import (
     Rename,
     SnapshotAllow,
     SnapshotDrop,
+    SnapshotRename,
     SnapshotTake,
     Truncate,
 )
@@ -266,3 +267,32 @@ def test_a_part_too_large_is_refused_whole(d: Driver, monkeypatch: pytest.Monkey
     after = [kv for kv in state(sm(d)) if not kv[0].startswith(b"\x01")]
     assert after == [kv for kv in before if not kv[0].startswith(b"\x01")]
     assert sm(d).snapshots("/d") == []
+
+
+def test_a_rename_moves_the_part_with_its_blocks_and_a_retry_changes_nothing(d: Driver) -> None:
+    take(d)
+    d.ok(Delete("/d/f"))
+    before = {k for k, _ in state(sm(d)) if k.startswith(snapshots.COPY)}
+    assert d.ok(SnapshotRename("/d", "s1", "s2")) == {"renamed": True, "records": 6}
+    s = sm(d)
+    assert s.snapshots("/d") == [{"name": "s2", "created": 1234}]
+    assert s.stat("/d/.snapshot/s2/f").length == 150 and not s.exists("/d/.snapshot/s1")
+    after = {k for k, _ in state(s) if k.startswith(snapshots.COPY)}
+    assert len(after) == len(before) and not after & before
+    assert held(d, 1, 2, 10) == {1, 2, 10} and queued(d) == set()  # the copies still hold them
+    snap = state(s)
+    assert d.ok(SnapshotRename("/d", "s1", "s2")) == {"renamed": False}  # finished already
+    assert state(s) == snap
+    d.ok(SnapshotDrop("/d", "s2"))
+    assert held(d, 1, 2, 10) == {10}  # /d/sub/g is live still; /d/f's blocks are the orphans'
+
+
+def test_a_rename_onto_another_snapshot_is_refused_and_changes_nothing(d: Driver) -> None:
+    take(d, "a")
+    take(d, "b")
+    snap = state(sm(d))
+    d.err(SnapshotRename("/d", "a", "b"), "ALREADY_EXISTS")
+    assert state(sm(d)) == snap
+    d.err(SnapshotRename("/d", "a", "a"), "INVALID_ARGUMENT")
+    d.err(SnapshotRename("/d", "a", ".snapshot"), "INVALID_ARGUMENT")
+    assert state(sm(d)) == snap

@@ -6,6 +6,7 @@ outcome is applied, and every record is collected once nothing needs it."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from meta_helpers import Driver, formatted
@@ -241,3 +242,31 @@ def test_writers_wait_for_a_file_a_transaction_is_bringing() -> None:
     b.ok(TxnFinish(30, True))
     b.ok(Rename("/dst/g", "/dst/h"))
     assert b.ok(Delete("/dst/h"))["files"] == 1
+
+
+def test_lock_holder_reads_the_store_once_per_applied_index_and_sees_every_new_lock() -> None:
+    """Every linearizable read asks ``lock_holder``: with nothing locked or fenced it is
+    answered from what the first read at that applied index found (not from two store reads
+    each), and the next applied entry, a lock here, is seen by the very next read."""
+    a, b = _shards()
+    store = b.sm._store  # type: ignore[attr-defined]
+    reads = {"n": 0}
+    get, scan = store.get, store.scan
+
+    def counted_get(key: bytes) -> Any:
+        reads["n"] += 1
+        return get(key)
+
+    def counted_scan(start: bytes, end: bytes) -> Any:
+        reads["n"] += 1
+        return scan(start, end)
+
+    store.get, store.scan = counted_get, counted_scan
+    for _ in range(100):
+        assert b.sm.lock_holder("/dst/g") == 0  # type: ignore[attr-defined]
+    assert reads["n"] <= 2, f"{reads['n']} store reads for 100 lock checks at one applied index"
+    b.ok(TxnPrepare(9, "shard-a", _begin(a, 9)))
+    assert b.sm.lock_holder("/dst/g") == 9  # type: ignore[attr-defined]
+    assert b.sm.lock_holder("/dst/other") == 0  # type: ignore[attr-defined]
+    assert b.ok(TxnFinish(9, False))["state"] == "aborted"
+    assert b.sm.lock_holder("/dst/g") == 0  # type: ignore[attr-defined]

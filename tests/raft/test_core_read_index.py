@@ -207,3 +207,38 @@ def test_core_lease_based_reads_need_check_quorum() -> None:
     with pytest.raises(ValueError):
         Raft(cfg, MemoryStorage(conf([1, 2, 3])))
     config(1, read_only_option=ReadOnlyOption.LEASE_BASED, check_quorum=True).validate()
+
+
+def test_core_lease_restarted_follower_refuses_votes_for_an_election_timeout() -> None:
+    """Dissertation §6.4.1's lease counts on every member that answered the leader not voting
+    for another candidate within an election timeout. A member that restarts forgets it
+    answered: were it to vote at once, a candidate cut off from the leader could win with it
+    and commit a write that the old leader's lease read does not see. So a node restarted
+    with a term refuses (pre-)votes for its first election timeout (``Raft.restart_lease``);
+    afterwards it votes as usual."""
+    lease = {"read_only_option": ReadOnlyOption.LEASE_BASED, "check_quorum": True}
+    net = Network(**lease)
+    net.elect(1)
+    net.tick(n=2)  # nodes 2 and 3 answered: node 1 holds its lease
+    net.isolate(3)  # node 3 hears nobody and nobody hears it ...
+    net.cut -= {(3, 2), (2, 3)}  # ... but node 2
+    net.add(2, net.storages[2], **lease)  # node 2 restarts, forgetting it answered node 1
+    net.cut |= {(1, 2), (2, 1)}
+    net.nodes[3].campaign()
+    net.deliver()
+    assert net.raft(3).state is not StateType.LEADER
+    assert net.raft(2).term == net.raft(1).term
+    net.nodes[1].read_index(b"still the only leader")
+    assert [rs.context for rs in net.raft(1).read_states] == [b"still the only leader"]
+
+    net.tick([2, 3], n=2 * ELECTION)  # an election timeout later node 2 votes again
+    assert not net.raft(2).restart_lease
+    assert StateType.LEADER in (net.raft(2).state, net.raft(3).state)
+
+
+def test_core_lease_never_started_node_votes_at_once() -> None:
+    """A node that never had a term answered no leader: it votes at once (a new group elects
+    its first leader without waiting)."""
+    net = Network(read_only_option=ReadOnlyOption.LEASE_BASED, check_quorum=True)
+    assert not any(net.raft(i).restart_lease for i in net.nodes)
+    net.elect(2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,8 +13,10 @@ from typing import Any
 import pytest
 
 from keelfs.errors import NotLeader, Unavailable
+from keelfs.raft.messages import Message, MessageType
 from keelfs.runtime import HostConfig, RaftGroup, RaftHost, kv
 from keelfs.runtime.group import ApplyFailed
+from keelfs.runtime.host import CATCH_UP_TICKS
 from keelfs.runtime.kv import KVStateMachine
 from keelfs.transport.local import LocalNetwork
 
@@ -130,11 +133,12 @@ def test_barriers_arriving_one_by_one_wait_for_the_request_in_flight_and_share_t
 ) -> None:
     """A steady stream of barriers (each asked for after the previous one's heartbeats left)
     makes one ReadIndex request per heartbeat round trip, not one per barrier; writes
-    acknowledged in between are still seen by every barrier asked for after them."""
+    acknowledged in between are still seen by every barrier asked for after them. (Without
+    lease reads: with them a request needs no round trip, see test_runtime_lease_reads.)"""
 
     async def main() -> None:
         net = LocalNetwork()
-        async with cluster(tmp_path, net) as hosts:
+        async with cluster(tmp_path, net, HostConfig(lease_reads=False)) as hosts:
             leader = await wait_leader(hosts)
             follower = next(h.groups["g"] for h in hosts.values() if h.groups["g"] is not leader)
             for g in (leader, follower):
@@ -208,5 +212,129 @@ def test_an_apply_that_raises_stops_the_node_instead_of_skipping_the_entry(
         finally:
             for h in hosts.values():
                 await h.stop()
+
+    asyncio.run(main())
+
+
+# ---- lease reads (HostConfig.lease_reads, Raft dissertation §6.4.1): a leader holding its lease
+# answers ReadIndex requests, its own and its followers', without a heartbeat round; it keeps
+# its ticks current before judging the lease, and forgets the lease when its loop fell behind
+# the clock (a stall, a freeze), so that it never counts time it did not see.
+
+
+async def _until_lease(leader: RaftGroup, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not leader.node.raft._lease_valid():
+        assert asyncio.get_running_loop().time() < deadline, "the leader never held its lease"
+        await asyncio.sleep(0.005)
+
+
+def test_lease_reads_make_no_heartbeat_round_and_see_every_acknowledged_write(
+    tmp_path: Path,
+) -> None:
+    """Barriers one after another, on the leader and on a follower, each after a write was
+    acknowledged: every one sees its write, and the leader's heartbeat rounds are only its
+    periodic ones (one per ``heartbeat_tick``), not one per ReadIndex request."""
+
+    async def main() -> None:
+        net = LocalNetwork()
+        config = HostConfig()
+        async with cluster(tmp_path, net, config) as hosts:
+            leader = await wait_leader(hosts)
+            follower = next(h.groups["g"] for h in hosts.values() if h.groups["g"] is not leader)
+            await leader.propose(kv.put("x", "start"))
+            await _until_lease(leader)
+            raft = leader.node.raft
+            rounds, ticks, asked = raft.read_only.last_round(), raft.ticks_in_term, 0
+            for i in range(40):
+                for g in (leader, follower):
+                    before = next(g._read_ids)
+                    await leader.propose(kv.put("x", str(i)))
+                    await g.read_barrier()
+                    assert g.sm.get("x") == str(i)  # type: ignore[attr-defined]
+                    asked += next(g._read_ids) - before - 1
+            assert raft.term == leader.node.raft.term and leader.is_leader
+            periodic = (raft.ticks_in_term - ticks) // config.heartbeat_tick
+            made = raft.read_only.last_round() - rounds
+            assert asked >= 80, asked
+            assert made <= periodic + 2, f"{made} rounds for {asked} reads in {periodic} beats"
+
+    asyncio.run(main())
+
+
+def test_a_leader_whose_loop_fell_behind_forgets_its_lease(tmp_path: Path) -> None:
+    """Ticks overdue by at most ``CATCH_UP_TICKS`` are delivered before the lease is judged;
+    further behind (here the loop is blocked for 6 ticks, as a stalled or frozen process is),
+    the lease is forgotten: ticks counted late would stretch it past what the followers
+    promised. A read then waits for a heartbeat round, and the lease comes back after it."""
+
+    async def main() -> None:
+        net = LocalNetwork()
+        config = HostConfig()
+        period = config.tick_ms / 1000
+        async with cluster(tmp_path, net, config) as hosts:
+            leader = await wait_leader(hosts)
+            await leader.propose(kv.put("x", "1"))
+            await _until_lease(leader)
+            raft = leader.node.raft
+
+            ticks = raft.ticks_in_term
+            time.sleep(1.5 * period)  # a short stall: the overdue ticks are caught up
+            leader.host.keep_ticks_current()
+            assert raft.ticks_in_term - ticks in range(1, CATCH_UP_TICKS + 1)
+            assert raft._lease_valid()
+
+            await _until_lease(leader)
+            time.sleep(6 * period)  # blocks the loop: no tick, no message handled
+            leader.host.keep_ticks_current()
+            assert not raft._lease_valid()
+            rounds = raft.read_only.last_round()
+            await leader.read_barrier()
+            assert raft.read_only.last_round() > rounds
+            await _until_lease(leader)
+
+    asyncio.run(main())
+
+
+def test_barriers_sharing_a_request_time_out_and_cancel_one_by_one(tmp_path: Path) -> None:
+    """The barriers of one ReadIndex request wait as one batch with one timer, yet each keeps
+    its own deadline: on a follower cut off from its leader, the barrier with the shortest
+    timeout fails first, a cancelled one leaves the others waiting, and the last fails at its
+    own deadline, not before; nothing of the batch is left behind. (Only the follower's
+    requests are lost: no election fails the reads first.)"""
+
+    async def main() -> None:
+        net = LocalNetwork()
+        async with cluster(tmp_path, net, HostConfig(quiesce_after_ticks=0)) as hosts:
+            leader = await wait_leader(hosts)
+            follower = next(h.groups["g"] for h in hosts.values() if h.groups["g"] is not leader)
+            await leader.propose(kv.put("x", "1"))
+            async with asyncio.timeout(5):
+                while follower.leader_id != leader.host.node_id:
+                    await asyncio.sleep(0.005)
+            await follower.read_barrier()
+            transport = follower.host.transport
+            send = transport.send
+
+            def lose_read_requests(group_id: str, m: Message) -> None:
+                if m.type is not MessageType.READ_INDEX:
+                    send(group_id, m)
+
+            transport.send = lose_read_requests  # type: ignore[method-assign]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            short = asyncio.ensure_future(follower.read_barrier(0.1))
+            cancelled = asyncio.ensure_future(follower.read_barrier(2.0))
+            long = asyncio.ensure_future(follower.read_barrier(0.5))
+            with pytest.raises(Unavailable):
+                await short
+            assert not long.done() and not cancelled.done()
+            cancelled.cancel()
+            await asyncio.sleep(0)
+            assert not long.done()
+            with pytest.raises(Unavailable):
+                await long
+            assert loop.time() - started >= 0.5
+            assert follower._reads == {} and follower._read_batches == {}
 
     asyncio.run(main())

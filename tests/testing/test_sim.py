@@ -7,13 +7,15 @@ simulator to report the resulting violation: a checker that passes a broken core
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import pytest
 
 from keelfs.raft import core, sim
-from keelfs.raft.core import Raft
+from keelfs.raft.core import Raft, ReadOnlyOption
 from keelfs.raft.messages import Message
 
+LEASE_BASED = ReadOnlyOption.LEASE_BASED
 CI_SEEDS = int(os.environ.get("KEELFS_SIM_SEEDS", "800"))
 
 
@@ -26,6 +28,7 @@ def test_sweep_finds_no_violation() -> None:
     summary = lines[-1]
     # The sweep must really have exercised the faults it claims to.
     kinds = ("crashes", "partitions", "installs", "conf_changes", "transfers", "reads_served")
+    kinds = (*kinds, "lease_reads_served")
     for kind in (*kinds, "forgeries"):
         count = int(summary.split(f"{kind}=")[1].split(",")[0])
         assert count > 0, f"no {kind} in the sweep: {summary}"
@@ -41,7 +44,7 @@ def test_replay_is_exact() -> None:
     assert any("became leader" in line for line in first)
 
 
-def _failures(seeds: range, steps: int = 2000) -> list[str]:
+def _failures(seeds: Iterable[int], steps: int = 2000) -> list[str]:
     return [err for _, err, _ in (sim.run_seed(s, steps) for s in seeds) if err]
 
 
@@ -60,6 +63,16 @@ def test_catches_stale_reads(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(Raft, "_handle_read_index", read_at_once)
     errs = _failures(range(0, 60))
+    assert any("was acknowledged before the read" in e for e in errs), errs
+
+
+def test_catches_stale_lease_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lease that never lapses, held by a leader that never notices it lost its majority:
+    the seeds that read from the lease must catch a deposed leader's reads going stale."""
+    monkeypatch.setattr(Raft, "_lease_valid", lambda self: True)
+    monkeypatch.setattr(Raft, "_quorum_active", lambda self: True)
+    lease_seeds = [s for s in range(30, 45) if sim.Simulator(s).read_only_option is LEASE_BASED]
+    errs = _failures(lease_seeds)
     assert any("was acknowledged before the read" in e for e in errs), errs
 
 

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +26,14 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from keelfs.errors import NotFound
-from keelfs.runtime.processes import wait_until
-from keelfs.runtime.requests import REQUEST_ID, JsonFormatter, TextFormatter, request_scope
+from keelfs.runtime.processes import hard_kill, wait_until
+from keelfs.runtime.requests import (
+    REQUEST_ID,
+    REQUEST_ID_ENV,
+    JsonFormatter,
+    TextFormatter,
+    request_scope,
+)
 from keelfs.server.chunkservers import LocalChunkServers
 from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.tiers import starts_processes
@@ -201,6 +208,60 @@ def test_request_id_follows_an_operation(
         r["request_id"] == rid and r["msg"].startswith("ChunkServer/WriteBlock OK") for r in records
     )
     assert all({"ts", "level", "logger", "process", "msg"} <= set(r) for r in records)
+
+
+def _master_lines_with(cluster: MetaCluster, text: str) -> list[str] | None:
+    found = [
+        line
+        for node in cluster.nodes.values()
+        for line in node.log_path.read_text(errors="replace").splitlines()
+        if text in line
+    ]
+    return found or None
+
+
+def test_a_cli_command_runs_under_the_request_id_of_its_environment(observed: Observed) -> None:
+    cluster, _ = observed
+    rid = "cli-" + os.urandom(6).hex()
+    address = ",".join(cluster.config_addresses)
+    command = [sys.executable, "-m", "keelfs.cli.main", "mkdir", "--address", address]
+    subprocess.run(
+        [*command, "-p", "/cli-traced"],
+        env={**os.environ, REQUEST_ID_ENV: rid},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    found = wait_until(lambda: _master_lines_with(cluster, rid), 10, f"{rid} in a master's log")
+    assert any("Namespace/Mkdir OK" in line for line in found), found
+
+
+def test_an_s3_request_id_follows_the_request_into_the_cluster(
+    observed: Observed, tmp_path: Path
+) -> None:
+    """The id the gateway answers in ``x-amz-request-id`` is the one its calls carry: in a
+    master's log, and in the gateway's own JSON log (``--log-format json``)."""
+    from tests.gateways.s3_helpers import Gateway, start_gateway
+
+    cluster, _ = observed
+    proc, endpoint, user = start_gateway(
+        cluster, tmp_path, "--log-format", "json", "--log-level", "DEBUG"
+    )
+    try:
+        s3 = Gateway(cluster, endpoint, proc, user).client()
+        s3.create_bucket(Bucket="traced")
+        reply = s3.put_object(Bucket="traced", Key="k", Body=b"x" * 1000)
+        rid = reply["ResponseMetadata"]["HTTPHeaders"]["x-amz-request-id"]
+        found = wait_until(lambda: _master_lines_with(cluster, rid), 10, f"{rid} in a master's log")
+        assert any("Namespace/" in line and " OK " in line for line in found), found
+        gateway_log = [
+            json.loads(line)
+            for line in (tmp_path / "s3.err").read_text().splitlines()
+            if line.startswith("{")
+        ]
+        assert any(r.get("request_id") == rid for r in gateway_log), gateway_log[-5:]
+    finally:
+        hard_kill(proc)
 
 
 def test_json_log_lines_are_json(observed: Observed) -> None:

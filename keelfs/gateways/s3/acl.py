@@ -18,10 +18,20 @@ with ``NotImplemented`` (never accepting a grant it would not enforce):
   owned by the owner of the bucket or object, so no one else can open a path to anonymous
   users. ``WRITE`` on an object grants nothing, in S3 as here; it is only shown back.
 
-What cannot be held: grants to other users (canonical ids, e-mail addresses), ``READ_ACP``,
-``WRITE_ACP`` or ``FULL_CONTROL`` to anyone but the owner, an ACL without the owner's
-``FULL_CONTROL``, ``bucket-owner-*`` on an object whose writer does not own the bucket,
-``log-delivery-write``, ``aws-exec-read``.
+- **a named user** (canonical id = keelfs user name, one the credentials file knows): a
+  named-user ACL entry (``keelfs.meta.acls``). On a bucket ``READ`` is ``user:ID:r-x`` (list),
+  ``WRITE`` ``user:ID:-wx`` (create, overwrite, delete keys), ``FULL_CONTROL`` (or both)
+  ``user:ID:rwx``, on its directory, on every directory of its keys and its hidden ones, and
+  as default entries there so the directories made later (by anyone) inherit them; an
+  object's ``READ`` is ``user:ID:r--`` on its file and sidecar, its ``FULL_CONTROL``
+  ``user:ID:r-x`` (what keelfs enforces of it is ``READ``: a file's ``x`` grants nothing,
+  it only tells the two apart). ``bucket-owner-*`` on an object in another user's bucket
+  grants the bucket's owner so. With named entries the mode's group bits are the mask.
+
+What cannot be held: grants to e-mail addresses, ``READ_ACP``/``WRITE_ACP`` to anyone but the
+owner (keelfs lets only the owner read through the gateway and change ACLs), ``WRITE`` on an
+object to a named user, an ACL without the owner's ``FULL_CONTROL``, ``log-delivery-write``,
+``aws-exec-read``.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
@@ -37,6 +48,7 @@ from keelfs.client.files import write_inline
 from keelfs.errors import IsADirectory, KeelError, NotADirectory, NotFound
 from keelfs.gateways.s3.errors import S3Error, from_keel
 from keelfs.gateways.s3.xmlio import children, document, parse, sub, tag
+from keelfs.meta.acls import AclEntry, perm_text
 from keelfs.meta.records import FileInfo
 
 __all__ = [
@@ -44,8 +56,11 @@ __all__ = [
     "AUTHENTICATED_USERS",
     "PRIVATE",
     "Acl",
+    "dir_acl_spec",
     "dir_mode",
+    "file_acl_spec",
     "file_mode",
+    "named_grants",
     "from_grants",
     "from_request",
     "hidden_mode",
@@ -78,10 +93,12 @@ _GRANTEE_PAIR = re.compile(r'\s*(id|uri|emailAddress)\s*=\s*("([^"]*)"|[^,\s]+)\
 class Acl:
     """What keelfs holds of an S3 ACL: ``others``, what every keelfs user is granted
     (``READ``/``WRITE``, the mode bits); ``anonymous``, what unsigned requests are (the
-    mark)."""
+    mark); ``users``, the named users' grants (user, ``READ``/``WRITE``/``FULL_CONTROL``),
+    sorted: named-user ACL entries."""
 
     others: frozenset[str] = frozenset()
     anonymous: frozenset[str] = frozenset()
+    users: tuple[tuple[str, str], ...] = ()
 
 
 PRIVATE = Acl()
@@ -102,11 +119,68 @@ def file_mode(acl: Acl) -> int:
     return 0o644 if READ in acl.others else 0o600
 
 
-def hidden_mode(bucket_mode: int) -> int:
+def hidden_mode(bucket_mode: int, *, extended: bool = False) -> int:
     """The gateway's hidden directories of a bucket of mode ``bucket_mode``: passable (a
     reader reads the sidecar of an object it may read); writable by everyone, sticky, where
-    everyone may write objects (their uploads go there first)."""
-    return 0o1733 if bucket_mode & 0o002 else 0o711
+    everyone may write objects (their uploads go there first). ``extended``: the bucket has
+    named users, who may write there too: sticky, and group bits that do not narrow the mask
+    a new hidden directory inherits from the bucket's default entries."""
+    mode = 0o1733 if bucket_mode & 0o002 else 0o711
+    return mode | 0o1070 if extended else mode
+
+
+_DIR_BITS = {READ: 0o5, WRITE: 0o3, FULL_CONTROL: 0o7}
+_FILE_BITS = {READ: 0o4, FULL_CONTROL: 0o5}
+
+
+def _spec(mode: int, named: list[tuple[str, int]], *, defaults: bool) -> list[str]:
+    """The whole ACL of a path whose owner, group and others have ``mode``'s bits, with
+    these named users (the mask: the union of the group class)."""
+    group = (mode >> 3) & 7
+    mask = group
+    for _, bits in named:
+        mask |= bits
+    access = [
+        f"user::{perm_text(mode >> 6)}",
+        *(f"user:{user}:{perm_text(bits)}" for user, bits in named),
+        f"group::{perm_text(group)}",
+        f"mask::{perm_text(mask)}",
+        f"other::{perm_text(mode)}",
+    ]
+    return access + [f"default:{entry}" for entry in access] if defaults else access
+
+
+def dir_acl_spec(acl: Acl, mode: int) -> list[str]:
+    """The ACL of a bucket's directory (or one below it) of ``mode`` holding ``acl``'s named
+    users: access entries, and the same as defaults for what is made below it later."""
+    return _spec(mode, [(user, _DIR_BITS[perm]) for user, perm in acl.users], defaults=True)
+
+
+def file_acl_spec(acl: Acl, mode: int) -> list[str]:
+    """The ACL of an object (and its sidecar) of ``mode`` holding ``acl``'s named users."""
+    return _spec(mode, [(user, _FILE_BITS[perm]) for user, perm in acl.users], defaults=False)
+
+
+def named_grants(info: FileInfo) -> list[tuple[str, str]]:
+    """What the named-user entries of ``info`` grant (masked), in S3's words (module doc)."""
+    mask = (info.mode >> 3) & 7
+    found: list[tuple[str, str]] = []
+    for entry in info.acl:
+        if entry.default or entry.kind != "user" or not entry.named or entry.name == info.owner:
+            continue
+        bits = entry.perm & mask
+        if info.is_dir:
+            if bits == 0o7:
+                found.append((entry.name, FULL_CONTROL))
+            elif bits & 0o5 == 0o5:
+                found.append((entry.name, READ))
+            elif bits & 0o3 == 0o3:
+                found.append((entry.name, WRITE))
+        elif bits & 0o5 == 0o5:
+            found.append((entry.name, FULL_CONTROL))
+        elif bits & 0o4:
+            found.append((entry.name, READ))
+    return found
 
 
 def others_of(info: FileInfo) -> frozenset[str]:
@@ -125,8 +199,16 @@ def others_of(info: FileInfo) -> frozenset[str]:
 
 def _group_extra(info: FileInfo) -> frozenset[str]:
     """What the group bits give the path's group beyond every user."""
-    as_other = FileInfo(info.path, info.kind, 0, (info.mode >> 3) & 0o7, "", "", 0, 0, 0, 0)
+    group = (info.mode >> 3) & 0o7  # with named entries: the mask, and group:: is stored
+    for entry in _access(info.acl):
+        if entry.kind == "group" and not entry.named:
+            group = entry.perm & group
+    as_other = FileInfo(info.path, info.kind, 0, group, "", "", 0, 0, 0, 0)
     return others_of(as_other) - others_of(info)
+
+
+def _access(acl: Sequence[AclEntry]) -> list[AclEntry]:
+    return [entry for entry in acl if not entry.default]
 
 
 # -- what a request asks for -------------------------------------------------------------------
@@ -135,7 +217,13 @@ Grant = tuple[str, str, str]
 
 
 def from_request(
-    headers: object, body: bytes, *, owner: str, is_bucket: bool, bucket_owner: str = ""
+    headers: object,
+    body: bytes,
+    *,
+    owner: str,
+    is_bucket: bool,
+    bucket_owner: str = "",
+    known: Collection[str] = (),
 ) -> Acl | None:
     """The ACL a request asks for: ``x-amz-acl``, ``x-amz-grant-*`` headers or (PutAcl) an
     ``AccessControlPolicy`` body; None when it gives none. Raises, before anything changes,
@@ -159,9 +247,10 @@ def from_request(
             for name, text in grants
             for kind, value in _grantees(text)
         ]
-        return from_grants(parsed, owner=owner, is_bucket=is_bucket)
+        return from_grants(parsed, owner=owner, is_bucket=is_bucket, known=known)
     if given[2]:
-        return from_grants(_policy_grants(parse(body), owner), owner=owner, is_bucket=is_bucket)
+        policy = _policy_grants(parse(body), owner)
+        return from_grants(policy, owner=owner, is_bucket=is_bucket, known=known)
     return None
 
 
@@ -175,12 +264,10 @@ def from_canned(name: str, *, owner: str, is_bucket: bool, bucket_owner: str = "
     if name == "authenticated-read":
         return Acl(_R)
     if name in ("bucket-owner-read", "bucket-owner-full-control") and not is_bucket:
-        if bucket_owner == owner:
+        if bucket_owner == owner or not bucket_owner:
             return PRIVATE  # the owner of both: the owner's FULL_CONTROL, nothing more
-        raise _cannot(
-            f"{name}: keelfs cannot grant the bucket's owner ({bucket_owner}) rights on an "
-            f"object owned by {owner}"
-        )
+        granted = READ if name == "bucket-owner-read" else FULL_CONTROL
+        return Acl(users=((bucket_owner, granted),))
     if name in ("log-delivery-write", "aws-exec-read", "bucket-owner-read",
                 "bucket-owner-full-control"):  # fmt: skip
         raise _cannot(f"the canned ACL {name} cannot be held by keelfs's permissions")
@@ -254,10 +341,13 @@ def _malformed() -> S3Error:
     )
 
 
-def from_grants(grants: list[Grant], *, owner: str, is_bucket: bool) -> Acl:
+def from_grants(
+    grants: list[Grant], *, owner: str, is_bucket: bool, known: Collection[str] = ()
+) -> Acl:
     """The ACL of explicit grants, if keelfs can hold it (module doc)."""
     everyone: set[str] = set()
     users: set[str] = set()
+    named: dict[str, set[str]] = {}
     owner_full = False
     for kind, value, permission in grants:
         if kind == "id" and value == owner:
@@ -274,16 +364,41 @@ def from_grants(grants: list[Grant], *, owner: str, is_bucket: bool) -> Acl:
                 "UnresolvableGrantByEmailAddress",
                 f"keelfs users have no e-mail addresses: {value} names nobody",
             )
-        raise _cannot(
-            f"keelfs cannot grant {permission} to {kind}={value}: its permissions know an "
-            "owner, a group and everyone, not lists of users"
-        )
+        if kind == "id":
+            named.setdefault(value, set()).add(_named_permission(value, permission, is_bucket))
+            continue
+        raise _cannot(f"keelfs cannot grant {permission} to {kind}={value}")
     if not owner_full:
         raise _cannot(f"the owner ({owner}) always holds FULL_CONTROL in keelfs")
+    unknown = sorted(set(named) - set(known))
+    if unknown:
+        raise S3Error("InvalidArgument", f"no such user: {unknown[0]}", ArgumentName="Grantee")
     others = users | everyone
     if not is_bucket:
         others.discard(WRITE)
-    return Acl(frozenset(others), frozenset(everyone))
+    return Acl(frozenset(others), frozenset(everyone), _named_users(named))
+
+
+def _named_permission(user: str, permission: str, is_bucket: bool) -> str:
+    """A grant to a named user keelfs can enforce (module doc), or ``NotImplemented``."""
+    if permission in (READ_ACP, WRITE_ACP):
+        raise _cannot(
+            f"keelfs cannot grant {permission} to {user}: only the owner reads an ACL through "
+            "the gateway and changes it"
+        )
+    if permission == WRITE and not is_bucket:
+        raise _cannot(f"keelfs cannot hold WRITE on an object for {user} (it grants nothing)")
+    return permission
+
+
+def _named_users(named: dict[str, set[str]]) -> tuple[tuple[str, str], ...]:
+    """One permission per user: ``FULL_CONTROL`` where it is given or ``READ`` and ``WRITE``
+    both are (on a bucket they are the same entry)."""
+    users = []
+    for user, permissions in sorted(named.items()):
+        full = FULL_CONTROL in permissions or {READ, WRITE} <= permissions
+        users.append((user, FULL_CONTROL if full else next(iter(permissions))))
+    return tuple(users)
 
 
 # -- answers ------------------------------------------------------------------------------------
@@ -302,6 +417,8 @@ def render(info: FileInfo, anonymous: frozenset[str], names: dict[str, str]) -> 
             _grant(grants, "Group", AUTHENTICATED_USERS, permission, names)
     for permission in sorted(_group_extra(info)):
         _grant(grants, "Group", KEELFS_GROUP + info.group, permission, names)
+    for user, permission in named_grants(info):
+        _grant(grants, "CanonicalUser", user, permission, names)
     _grant(grants, "CanonicalUser", info.owner, FULL_CONTROL, names)
     return render_xml(root)
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from keelfs.client.aio import AsyncClient
 from keelfs.errors import KeelError, NotADirectory, NotFound
 from keelfs.gateways.s3 import acl as acls
-from keelfs.gateways.s3 import buckets, objects, store
+from keelfs.gateways.s3 import buckets, objects, store, versioning
 from keelfs.gateways.s3.context import Ctx
 from keelfs.gateways.s3.errors import S3Error, from_keel
 from keelfs.meta.records import FileInfo
@@ -48,29 +48,20 @@ async def get_bucket_acl(ctx: Ctx) -> web.Response:
     return _xml(acls.render(info, anonymous, ctx.names))
 
 
-async def get_bucket_policy_status(ctx: Ctx) -> web.Response:
-    """GetBucketPolicyStatus: keelfs has no bucket policies, so a bucket is public when its
-    ACL grants anything to everyone, signed or not (S3 counts both groups as public)."""
-    from keelfs.gateways.s3.xmlio import document, render, sub
-
-    info, anonymous = await acls.read_bucket_acl(ctx.fs, ctx.bucket)
-    _require_owner(ctx, info)
-    root = document("PolicyStatus")
-    public = bool(anonymous or acls.others_of(info))
-    sub(root, "IsPublic", "true" if public else "false")
-    return _xml(render(root))
-
-
 async def put_bucket_acl(ctx: Ctx) -> web.Response:
     """The bucket's mode, its mark, and the modes of the directories below it (its keys'
     and the gateway's hidden ones), in the order that never grants more than the old or
     the new ACL: a narrower mark before the mode, a wider one after."""
+    ctx.refuse_disabled_acl()
     info, current = await acls.read_bucket_acl(ctx.fs, ctx.bucket)
     body = await ctx.request.read()
-    chosen = acls.from_request(ctx.request.headers, body, owner=info.owner, is_bucket=True)
+    chosen = acls.from_request(
+        ctx.request.headers, body, owner=info.owner, is_bucket=True, known=ctx.names
+    )
     if chosen is None:
         raise _no_acl()
     _require_owner(ctx, info)
+    ctx.refuse_public_acl(chosen)
     await set_bucket_acl(ctx.fs, ctx.bucket, info, current, chosen)
     return web.Response()
 
@@ -83,18 +74,34 @@ async def set_bucket_acl(
         if narrower:
             await acls.write_bucket_mark(fs, bucket, chosen.anonymous)
         mode = acls.dir_mode(chosen)
-        await fs.chmod(store.bucket_path(bucket), mode)
+        await set_dir_acl(fs, info, chosen, mode, mode)
         if not narrower:
             await acls.write_bucket_mark(fs, bucket, chosen.anonymous)
-        await _reapply_modes(fs, bucket, info.owner, mode)
+        await _reapply_modes(fs, bucket, info.owner, chosen)
     except KeelError as exc:
         raise from_keel(exc, missing="NoSuchBucket", BucketName=bucket) from None
 
 
-async def _reapply_modes(fs: AsyncClient, bucket: str, owner: str, mode: int) -> None:
+async def set_dir_acl(
+    fs: AsyncClient, info: FileInfo, chosen: acls.Acl, mode: int, base: int
+) -> None:
+    """A directory's mode and named-user entries (``acl.dir_acl_spec`` of ``base``, the
+    mode without them); an ACL it had and ``chosen`` has no named users for removed first,
+    so the group bits are ``mode``'s again."""
+    if info.acl and not chosen.users:
+        info = await fs.remove_acl(info.path)
+    if info.mode & 0o7777 != mode:
+        await fs.chmod(info.path, mode)
+    if chosen.users:
+        await fs.set_acl(info.path, acls.dir_acl_spec(chosen, base))
+
+
+async def _reapply_modes(fs: AsyncClient, bucket: str, owner: str, chosen: acls.Acl) -> None:
     """Every directory below the bucket that its owner owns takes the bucket's new mode
-    (the gateway's hidden ones ``acl.hidden_mode``); one another user made in a bucket
-    they could write stays theirs to change."""
+    and named users (the gateway's hidden ones ``acl.hidden_mode``); one another user made
+    in a bucket they could write stays theirs to change."""
+    mode = acls.dir_mode(chosen)
+    extended = bool(chosen.users)
     hidden = store.hidden(bucket)
     pending = [store.bucket_path(bucket)]
     while pending:
@@ -106,21 +113,25 @@ async def _reapply_modes(fs: AsyncClient, bucket: str, owner: str, mode: int) ->
                 inside_hidden = entry.path == hidden or entry.path.startswith(hidden + "/")
                 if inside_hidden and entry.path.count("/") > hidden.count("/") + 1:
                     continue  # an upload's own directory: its initiator's
-                wanted = acls.hidden_mode(mode) if inside_hidden else mode
-                if entry.mode & 0o7777 != wanted:
-                    await fs.chmod(entry.path, wanted)
+                base = acls.hidden_mode(mode) if inside_hidden else mode
+                wanted = acls.hidden_mode(mode, extended=extended) if inside_hidden else mode
+                await set_dir_acl(fs, entry, chosen, wanted, base)
                 pending.append(entry.path)
 
 
 async def create_bucket_acl(ctx: Ctx) -> acls.Acl:
     """The ACL a CreateBucket asks for (private where none)."""
-    chosen = acls.from_request(ctx.request.headers, b"", owner=ctx.user, is_bucket=True)
+    chosen = acls.from_request(
+        ctx.request.headers, b"", owner=ctx.user, is_bucket=True, known=ctx.names
+    )
     return chosen or acls.PRIVATE
 
 
 # -- objects --------------------------------------------------------------------------------------
 async def _object(ctx: Ctx) -> store.ObjectInfo:
-    obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    """The object (version ``versionId``, else the latest) whose ACL is asked for or set."""
+    vid = ctx.query.get("versionId")
+    obj = await versioning.version_object(ctx.fs, ctx.bucket, ctx.key, vid)
     if obj.info.is_dir:
         raise S3Error(
             "NotImplemented", "a key ending in '/' is a directory: its ACL is its bucket's"
@@ -150,17 +161,24 @@ async def get_object_acl(ctx: Ctx) -> web.Response:
 
 
 async def put_object_acl(ctx: Ctx) -> web.Response:
+    ctx.refuse_disabled_acl()
     obj = await _object(ctx)
     body = await ctx.request.read()
     bucket_owner = ""
     if (ctx.header("x-amz-acl") or "").strip().startswith("bucket-owner-"):
         bucket_owner = (await store.require_bucket(ctx.fs, ctx.bucket)).owner
     chosen = acls.from_request(
-        ctx.request.headers, body, owner=obj.info.owner, is_bucket=False, bucket_owner=bucket_owner
+        ctx.request.headers,
+        body,
+        owner=obj.info.owner,
+        is_bucket=False,
+        bucket_owner=bucket_owner,
+        known=ctx.names,
     )
     if chosen is None:
         raise _no_acl()
     _require_owner(ctx, obj.info)
+    ctx.refuse_public_acl(chosen)
     current = await object_mark(ctx.fs, ctx.bucket, obj)
     mode = acls.file_mode(chosen)
     sidecar = store.sidecar_path(ctx.bucket, ctx.key, obj.info)
@@ -170,9 +188,11 @@ async def put_object_acl(ctx: Ctx) -> web.Response:
     try:
         if narrower:
             await store.write_sidecar(ctx.fs, ctx.bucket, sidecar, encoded, mode)
-        await ctx.fs.chmod(store.key_path(ctx.bucket, ctx.key), mode)
+        # the key's file, or an archived version: a full replace
+        await store.set_file_acl(ctx.fs, obj.info.path, chosen, mode)
         if not narrower:
             await store.write_sidecar(ctx.fs, ctx.bucket, sidecar, encoded, mode)
+        await store.set_file_acl(ctx.fs, sidecar, chosen, mode)
     except KeelError as exc:
         raise from_keel(exc, Key=ctx.key) from None
     return web.Response()
@@ -186,8 +206,9 @@ async def admit_anonymous(ctx: Ctx, handler: object) -> None:
     anonymous user's rights on the paths as any user's."""
     denied = S3Error("AccessDenied", "Access Denied (anonymous)")
     if handler in (objects.get_object, objects.head_object):
-        try:
-            obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+        try:  # the version asked for: its own mark decides
+            vid = ctx.query.get("versionId")
+            obj = await versioning.version_object(ctx.fs, ctx.bucket, ctx.key, vid)
         except S3Error as err:  # "no such key" only to who may list the bucket
             if err.code == "NoSuchBucket":
                 raise  # bucket names are public in S3

@@ -1,9 +1,10 @@
 """``S3Gateway``: the S3 gateway's aiohttp server, its routing and its clients.
 
 Path-style addressing only (``http://HOST:PORT/bucket/key``). Every request is authenticated
-(``sigv4``) before anything else; the access key names a keelfs user, and the request runs
-through a client of the cluster acting as that user (one ``AsyncClient`` per user, made on
-first use), so keelfs's permissions decide what it may do:
+(``sigv4``, ``sigv2``) before anything else (but a POST Object, whose form carries its signed
+policy, ``post_object``, and a CORS preflight, never signed, ``cors``); the access key names
+a keelfs user, and the request runs through a client of the cluster acting as that user (one
+``AsyncClient`` per user, made on first use), so keelfs's permissions decide what it may do:
 
 - without TLS (simple mode) the client names the user (``keelfs-user``), as any client may;
 - with TLS (``tls_dir``) each user's client presents that user's own certificate from the
@@ -25,11 +26,23 @@ from aiohttp import web
 
 from keelfs.client.aio import AsyncClient
 from keelfs.errors import KeelError
-from keelfs.gateways.s3 import acl_ops, buckets, multipart, objects, sigv4, versions
+from keelfs.gateways.s3 import (
+    acl_ops,
+    buckets,
+    cors,
+    multipart,
+    objects,
+    policy_ops,
+    post_object,
+    sigv4,
+    versions,
+)
 from keelfs.gateways.s3.context import Ctx
 from keelfs.gateways.s3.credentials import AccessKey, KeyTable
 from keelfs.gateways.s3.errors import S3Error, error_xml, from_keel
 from keelfs.gateways.site import HttpSite
+from keelfs.runtime.requests import request_scope
+from keelfs.tls.certs import user_files
 from keelfs.tls.credentials import TlsSettings
 
 __all__ = ["S3Gateway"]
@@ -37,27 +50,59 @@ __all__ = ["S3Gateway"]
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
+_CORS_HEADERS = web.RequestKey("keelfs_cors_headers", dict)
+"""The ``Access-Control-*`` headers the bucket's CORS rules give a request's answer."""
 _UNSUPPORTED = frozenset(
     {
-        "policy", "cors", "lifecycle", "tagging", "website", "versioning",
+        "lifecycle", "tagging", "website",
         "encryption", "replication", "logging", "notification", "object-lock", "retention",
         "legal-hold", "accelerate", "requestPayment", "analytics", "metrics", "inventory",
-        "intelligent-tiering", "ownershipControls", "publicAccessBlock", "select", "restore",
-        "torrent", "attributes",
+        "intelligent-tiering", "select", "restore",
     }
 )  # fmt: skip
 
 
+_BUCKET_SETTINGS: dict[tuple[str, str], Handler] = {
+    ("GET", "policy"): policy_ops.get_bucket_policy,
+    ("PUT", "policy"): policy_ops.put_bucket_policy,
+    ("DELETE", "policy"): policy_ops.delete_bucket_policy,
+    ("GET", "policyStatus"): policy_ops.get_bucket_policy_status,
+    ("GET", "publicAccessBlock"): policy_ops.get_public_access_block,
+    ("PUT", "publicAccessBlock"): policy_ops.put_public_access_block,
+    ("DELETE", "publicAccessBlock"): policy_ops.delete_public_access_block,
+    ("GET", "ownershipControls"): policy_ops.get_bucket_ownership,
+    ("PUT", "ownershipControls"): policy_ops.put_bucket_ownership,
+    ("DELETE", "ownershipControls"): policy_ops.delete_bucket_ownership,
+}
+_OBJECT_QUERIES: dict[tuple[str, str], Handler] = {
+    ("GET", "attributes"): objects.get_object_attributes,
+    ("GET", "torrent"): objects.get_object_torrent,
+}
+
+
 def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str]) -> Handler:
     """The operation a request names (``MethodNotAllowed`` / ``NotImplemented`` otherwise)."""
-    if method == "GET" and has_bucket and not has_key and "versioning" in query:
-        return buckets.get_bucket_versioning  # never enabled: what tools ask before deleting
-    if method == "GET" and has_bucket and not has_key and "policyStatus" in query:
-        return acl_ops.get_bucket_policy_status
+    if has_bucket and not has_key and "versioning" in query:
+        if method == "GET":
+            return buckets.get_bucket_versioning
+        if method == "PUT":
+            return buckets.put_bucket_versioning
+    named = _BUCKET_SETTINGS if has_bucket and not has_key else _OBJECT_QUERIES if has_key else {}
+    for (verb, name), handler in named.items():
+        if name in query and verb == method:
+            return handler
     if "acl" in query and has_bucket and method in ("GET", "PUT"):
         if has_key:
             return acl_ops.get_object_acl if method == "GET" else acl_ops.put_object_acl
         return acl_ops.get_bucket_acl if method == "GET" else acl_ops.put_bucket_acl
+    if "cors" in query and has_bucket and not has_key:
+        cors_ops = {
+            "GET": cors.get_bucket_cors,
+            "PUT": cors.put_bucket_cors,
+            "DELETE": cors.delete_bucket_cors,
+        }
+        if method in cors_ops:
+            return cors_ops[method]
     unsupported = _UNSUPPORTED.intersection(query)
     if unsupported:
         raise S3Error("NotImplemented", f"?{sorted(unsupported)[0]} is not supported by keelfs")
@@ -100,12 +145,22 @@ def _route(method: str, has_bucket: bool, has_key: bool, query: Mapping[str, str
     raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.")
 
 
-def _no_cors(request: web.Request) -> S3Error:
-    """A CORS preflight: keelfs has no CORS configuration to allow it (as S3 answers for a
-    bucket without one)."""
-    if "Origin" not in request.headers:
-        return S3Error("InvalidRequest", "Insufficient information. Origin request header needed.")
-    return S3Error("AccessForbidden", "CORSResponse: CORS is not enabled for this bucket.")
+def _form_post(request: web.Request, raw_path: str, raw_query: str) -> bool:
+    bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
+    return post_object.is_form_post(request, bucket, key, dict(sigv4.query_pairs(raw_query)))
+
+
+async def _add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer, streamed or not, errors too, takes the CORS headers noted for its
+    request (``S3Gateway._note_cors``)."""
+    headers = request.get(_CORS_HEADERS)
+    if headers:
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
+
+
+_READS = frozenset({objects.get_object, objects.head_object, objects.get_object_attributes})
+"""Reads whose "no such key" only a caller who may list the bucket learns."""
 
 
 async def _check_bucket_owner(ctx: Ctx, expected: str) -> None:
@@ -143,6 +198,13 @@ class S3Gateway:
         self._site = HttpSite(self.host, self.port)
         self.address = ""
 
+    def owner_client(self, user: str) -> AsyncClient | None:
+        """A client acting as ``user`` where a bucket policy lets the gateway act for a
+        bucket's owner; None with TLS when the gateway holds no certificate of theirs."""
+        if self.tls_dir is not None and not user_files(self.tls_dir, user).cert.exists():
+            return None
+        return self.client_for(user)
+
     def client_for(self, user: str) -> AsyncClient:
         client = self.clients.get(user)
         if client is None:
@@ -153,6 +215,7 @@ class S3Gateway:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024**4)
         app.router.add_route("*", "/{tail:.*}", self._handle, expect_handler=self._expect)
+        app.on_response_prepare.append(_add_cors_headers)
         return app
 
     async def start(self) -> None:
@@ -170,13 +233,21 @@ class S3Gateway:
         for client in clients.values():
             await client.close()
 
+    def settings_client(self) -> AsyncClient | None:
+        """The client that reads a bucket's CORS rules for requests not yet (or never)
+        authenticated: the anonymous user's, else the first served user's (``cors``)."""
+        user = self.anonymous_user or next((k.user for k in self.keys.values()), "")
+        return self.client_for(user) if user else None
+
     async def _expect(self, request: web.Request) -> web.StreamResponse | None:
         """``Expect: 100-continue``: the request's signature (or, unsigned, its ACL) is
         checked before the client is told to send its body, so a refused upload is refused
-        at once, its body never sent."""
+        at once, its body never sent (a POST Object's signature is in its body: it is
+        checked once the fields are read)."""
         raw_path, _, raw_query = request.raw_path.partition("?")
         try:
-            await self._prepare(request, raw_path, raw_query)
+            if not _form_post(request, raw_path, raw_query):
+                await self._prepare(request, raw_path, raw_query)
         except (S3Error, KeelError) as exc:
             err = exc if isinstance(exc, S3Error) else from_keel(exc)
             response = self._error(request, err, raw_path, secrets.token_hex(8).upper())
@@ -191,11 +262,19 @@ class S3Gateway:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         request_id = secrets.token_hex(8).upper()
+        with request_scope(request_id):  # its log lines and the cluster calls made for it
+            return await self._answer(request, request_id)
+
+    async def _answer(self, request: web.Request, request_id: str) -> web.StreamResponse:
         raw_path, _, raw_query = request.raw_path.partition("?")
+        bucket = unquote(raw_path).lstrip("/").partition("/")[0]
+        response: web.StreamResponse
         try:
             if request.method == "OPTIONS":
-                raise _no_cors(request)
-            response = await self._serve(request, raw_path, raw_query)
+                response = await cors.preflight(self.settings_client(), bucket, request.headers)
+            else:
+                await self._note_cors(request, bucket)
+                response = await self._serve(request, raw_path, raw_query)
         except S3Error as err:
             response = self._error(request, err, raw_path, request_id)
         except KeelError as exc:
@@ -211,11 +290,39 @@ class S3Gateway:
             response.headers.setdefault("Server", "keelfs")
         return response
 
+    async def _note_cors(self, request: web.Request, bucket: str) -> None:
+        """The CORS headers of the answer to a request with an ``Origin``, from the first
+        rule of its bucket that allows the origin and the method (its
+        ``Access-Control-Request-Method`` where it gives one, as RGW): none where no rule
+        does, or the rules cannot be read."""
+        origin = request.headers.get("Origin")
+        client = self.settings_client()
+        if origin is None or not bucket or client is None:
+            return
+        try:
+            rules = await cors.read_rules(client, bucket)
+        except (S3Error, KeelError):
+            return
+        method = request.headers.get("Access-Control-Request-Method", request.method)
+        rule = cors.matching_rule(rules or [], origin, method)
+        if rule is not None:
+            request[_CORS_HEADERS] = cors.response_headers(rule, origin)
+
     async def _serve(
         self, request: web.Request, raw_path: str, raw_query: str
     ) -> web.StreamResponse:
+        if _form_post(request, raw_path, raw_query):
+            bucket = unquote(raw_path).lstrip("/").partition("/")[0]
+            return await post_object.post_object(
+                request, bucket, self.keys, self.anonymous_user, self.client_for, self.names
+            )
         ctx, handler = await self._prepare(request, raw_path, raw_query)
-        return await handler(ctx)
+        try:
+            return await handler(ctx)
+        except S3Error as err:
+            if err.code == "NoSuchKey" and handler in _READS and not await policy_ops.may_list(ctx):
+                raise S3Error("AccessDenied", "Access Denied") from None
+            raise
 
     async def _prepare(
         self, request: web.Request, raw_path: str, raw_query: str
@@ -234,8 +341,7 @@ class S3Gateway:
         handler = _route(request.method, bool(bucket), bool(key), query)
         client = self.client_for(signed.key.user)
         ctx = Ctx(request, signed, client, bucket, key, query, self.names, anonymous)
-        if anonymous:
-            await acl_ops.admit_anonymous(ctx, handler)
+        await policy_ops.authorize(ctx, handler, self.owner_client)
         expected = request.headers.get("x-amz-expected-bucket-owner")
         if expected is not None and bucket and handler is not buckets.create_bucket:
             await _check_bucket_owner(ctx, expected)
@@ -245,8 +351,8 @@ class S3Gateway:
         self, request: web.Request, err: S3Error, resource: str, request_id: str
     ) -> web.Response:
         if request.method == "HEAD":
-            return web.Response(status=err.status)
-        headers = {}
+            return web.Response(status=err.status, headers=err.headers)
+        headers = dict(err.headers)
         if err.code == "InvalidRange" and "ActualObjectSize" in err.extra:
             headers["Content-Range"] = f"bytes */{err.extra['ActualObjectSize']}"
             err.extra.pop("RangeRequested", None)

@@ -12,10 +12,10 @@ from aiohttp import web
 
 from keelfs.errors import AlreadyExists, DirectoryNotEmpty, KeelError, NotFound
 from keelfs.gateways.s3 import acl as acls
-from keelfs.gateways.s3 import listing, store
+from keelfs.gateways.s3 import bucket_config, listing, store, versioning
 from keelfs.gateways.s3.context import Ctx, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
-from keelfs.gateways.s3.xmlio import document, iso_time, parse, sub
+from keelfs.gateways.s3.xmlio import child_text, document, iso_time, parse, sub
 
 __all__ = [
     "create_bucket",
@@ -27,6 +27,7 @@ __all__ = [
     "list_max_keys",
     "list_objects",
     "owner",
+    "put_bucket_versioning",
 ]
 
 MAX_KEYS = 1000
@@ -92,12 +93,17 @@ async def create_bucket(ctx: Ctx) -> web.Response:
     ACL's anonymous mark if it grants unsigned requests anything (``acl``)."""
     store.check_bucket_name(ctx.bucket)
     body = await ctx.request.read()
-    if body.strip():
-        parse(body)  # CreateBucketConfiguration: its LocationConstraint has no meaning here
-    acl_given = acls.from_request(ctx.request.headers, b"", owner=ctx.user, is_bucket=True)
+    location = _location_of(body)
+    acl_given = acls.from_request(
+        ctx.request.headers, b"", owner=ctx.user, is_bucket=True, known=ctx.names
+    )
     chosen = acl_given or acls.PRIVATE
+    ownership = _ownership_of_request(ctx, chosen)
     try:
-        await ctx.fs.mkdir(store.bucket_path(ctx.bucket), mode=acls.dir_mode(chosen))
+        path = store.bucket_path(ctx.bucket)
+        await ctx.fs.mkdir(path, mode=acls.dir_mode(chosen))
+        if chosen.users:  # before the hidden directories: they inherit its default entries
+            await ctx.fs.set_acl(path, acls.dir_acl_spec(chosen, acls.dir_mode(chosen)))
     except AlreadyExists:
         info = await ctx.fs.stat(store.bucket_path(ctx.bucket))
         if info.is_dir and info.owner == ctx.user:
@@ -114,9 +120,43 @@ async def create_bucket(ctx: Ctx) -> web.Response:
             await store.make_hidden_dir(ctx.fs, ctx.bucket, store.hidden(ctx.bucket, hidden))
         if chosen.anonymous:
             await acls.write_bucket_mark(ctx.fs, ctx.bucket, chosen.anonymous)
+        if ownership is not None:
+            await bucket_config.write_setting(
+                ctx.fs, ctx.bucket, bucket_config.OWNERSHIP, ownership
+            )
+        if location:
+            await bucket_config.write_setting(ctx.fs, ctx.bucket, bucket_config.LOCATION, location)
     except KeelError as exc:
         raise from_keel(exc, BucketName=ctx.bucket) from None
     return web.Response(headers={"Location": "/" + ctx.bucket})
+
+
+def _location_of(body: bytes) -> str:
+    """The ``LocationConstraint`` of a CreateBucketConfiguration ("" for none): keelfs has
+    no regions, so it is only kept and answered back by GetBucketLocation (as RGW answers
+    its zone group's name)."""
+    if not body.strip():
+        return ""
+    location = child_text(parse(body), "LocationConstraint") or ""
+    if len(location) > 64 or not all(c.isalnum() or c in "-_" for c in location):
+        raise S3Error("InvalidLocationConstraint", "The specified location-constraint is not valid")
+    return "" if location == "us-east-1" else location
+
+
+def _ownership_of_request(ctx: Ctx, chosen: acls.Acl) -> str | None:
+    """``x-amz-object-ownership`` of a CreateBucket (None: none given); ``BucketOwnerEnforced``
+    turns ACLs off, so it cannot come with a public one."""
+    given = ctx.header("x-amz-object-ownership")
+    if given is None:
+        return None
+    if given not in bucket_config.OWNERSHIP_KINDS:
+        raise S3Error("InvalidArgument", f"unknown ObjectOwnership {given!r}")
+    if given == bucket_config.ENFORCED and (chosen.others or chosen.anonymous):
+        raise S3Error(
+            "InvalidBucketAclWithObjectOwnership",
+            "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting",
+        )
+    return given
 
 
 async def _recreate(ctx: Ctx, acl_given: acls.Acl | None) -> web.Response:
@@ -125,6 +165,9 @@ async def _recreate(ctx: Ctx, acl_given: acls.Acl | None) -> web.Response:
     if acl_given is not None:
         from keelfs.gateways.s3.acl_ops import set_bucket_acl
 
+        ctx.config = await bucket_config.read_config(ctx.fs, ctx.bucket)
+        ctx.refuse_disabled_acl()
+        ctx.refuse_public_acl(acl_given)
         info, current = await acls.read_bucket_acl(ctx.fs, ctx.bucket)
         await set_bucket_acl(ctx.fs, ctx.bucket, info, current, acl_given)
     return web.Response(headers={"Location": "/" + ctx.bucket})
@@ -142,6 +185,8 @@ async def delete_bucket(ctx: Ctx) -> web.Response:
         async for entry in ctx.fs.ls(path):
             if entry.name != store.HIDDEN:
                 raise not_empty
+        if await versioning.has_versions(ctx.fs, ctx.bucket):
+            raise not_empty  # older versions and delete markers are objects too
         with contextlib.suppress(NotFound):
             await ctx.fs.delete(store.hidden(ctx.bucket), recursive=True)
         await ctx.fs.delete(path)
@@ -160,14 +205,44 @@ async def head_bucket(ctx: Ctx) -> web.Response:
 
 
 async def get_bucket_location(ctx: Ctx) -> web.Response:
-    await store.require_bucket(ctx.fs, ctx.bucket)
-    return xml_response(document("LocationConstraint"))
+    """The LocationConstraint the bucket was created with (none: ``us-east-1``'s empty
+    answer)."""
+    location = await bucket_config.read_setting(ctx.fs, ctx.bucket, bucket_config.LOCATION)
+    root = document("LocationConstraint")
+    if isinstance(location, str) and location:
+        root.text = location
+    return xml_response(root)
 
 
 async def get_bucket_versioning(ctx: Ctx) -> web.Response:
-    """Versioning is never enabled (keelfs keeps one version of each object)."""
+    """The bucket's versioning state (no ``Status``: never set)."""
     await store.require_bucket(ctx.fs, ctx.bucket)
-    return xml_response(document("VersioningConfiguration"))
+    root = document("VersioningConfiguration")
+    state = await versioning.read_state(ctx.fs, ctx.bucket)
+    if state:
+        sub(root, "Status", state)
+    return xml_response(root)
+
+
+async def put_bucket_versioning(ctx: Ctx) -> web.Response:
+    """``Enabled`` or ``Suspended``, by the bucket's owner only (as S3: not even a grant of
+    WRITE lets another user set it). MFA delete is not supported."""
+    root = parse(await ctx.request.read())
+    status = child_text(root, "Status")
+    if status not in (versioning.ENABLED, versioning.SUSPENDED):
+        raise S3Error(
+            "MalformedXML", "The XML you provided was not well-formed or did not validate"
+        )
+    if (child_text(root, "MfaDelete") or "Disabled") != "Disabled":
+        raise S3Error("NotImplemented", "MFA delete is not supported by keelfs")
+    info = await store.require_bucket(ctx.fs, ctx.bucket)
+    if info.owner != ctx.user:
+        raise S3Error("AccessDenied", "Access Denied: only the bucket's owner sets versioning")
+    try:
+        await versioning.write_state(ctx.fs, ctx.bucket, status)
+    except KeelError as exc:
+        raise from_keel(exc, missing="NoSuchBucket", BucketName=ctx.bucket) from None
+    return web.Response()
 
 
 def list_max_keys(ctx: Ctx) -> int:

@@ -21,6 +21,7 @@ from keelfs.errors import (
 __all__ = ["STATUS", "S3Error", "error_xml", "from_keel"]
 
 STATUS: dict[str, int] = {
+    "AccessControlListNotSupported": 400,
     "AccessDenied": 403,
     "AccessForbidden": 403,
     "AuthorizationHeaderMalformed": 400,
@@ -35,21 +36,33 @@ STATUS: dict[str, int] = {
     "InternalError": 500,
     "InvalidAccessKeyId": 403,
     "InvalidArgument": 400,
+    "InvalidBucketAclWithObjectOwnership": 400,
     "InvalidBucketName": 400,
     "InvalidDigest": 400,
+    "InvalidLocationConstraint": 400,
     "InvalidPart": 400,
+    "InvalidPolicyDocument": 400,
     "InvalidPartOrder": 400,
     "InvalidRange": 416,
     "InvalidRequest": 400,
     "KeyTooLongError": 400,
     "MalformedACLError": 400,
+    "MalformedPOSTRequest": 400,
+    "MalformedPolicy": 400,
     "MalformedXML": 400,
+    "MaxPostPreDataLengthExceeded": 400,
     "MethodNotAllowed": 405,
     "MissingContentLength": 411,
     "NoSuchBucket": 404,
+    "NoSuchCORSConfiguration": 404,
+    "NoSuchBucketPolicy": 404,
     "NoSuchKey": 404,
+    "NoSuchPublicAccessBlockConfiguration": 404,
     "NoSuchUpload": 404,
+    "NoSuchVersion": 404,
     "NotImplemented": 501,
+    "OwnershipControlsNotFoundError": 404,
+    "PolicyTooLarge": 400,
     "PreconditionFailed": 412,
     "RequestTimeTooSkewed": 403,
     "ServiceUnavailable": 503,
@@ -70,6 +83,8 @@ class S3Error(Exception):
         self.code = code
         self.message = message or code
         self.extra = extra
+        self.headers: dict[str, str] = {}
+        """Response headers the answer carries (a delete marker's ``x-amz-delete-marker``)."""
 
     @property
     def status(self) -> int:

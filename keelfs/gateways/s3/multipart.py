@@ -27,13 +27,16 @@ from aiohttp import web
 from keelfs.client.aio import AsyncClient
 from keelfs.errors import InvalidArgument, KeelError, NotADirectory, NotFound
 from keelfs.gateways.s3 import acl as acls
-from keelfs.gateways.s3 import store
+from keelfs.gateways.s3 import store, versioning
 from keelfs.gateways.s3.context import Ctx, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
 from keelfs.gateways.s3.objects import (
     check_conditions,
+    commit,
     parse_copy_source,
     parse_range,
+    write_condition,
+    written_headers,
 )
 from keelfs.gateways.s3.xmlio import child_text, children, document, iso_time, parse, sub
 
@@ -109,7 +112,11 @@ async def create_upload(ctx: Ctx) -> web.Response:
         "type": stored.content_type,
         "meta": stored.meta,
         "headers": stored.headers,
-        "acl": {"others": sorted(chosen.others), "anonymous": sorted(chosen.anonymous)},
+        "acl": {
+            "others": sorted(chosen.others),
+            "anonymous": sorted(chosen.anonymous),
+            "users": [list(grant) for grant in chosen.users],
+        },
     }
     directory = upload_dir(ctx.bucket, upload_id)
     try:
@@ -187,8 +194,8 @@ async def upload_part(ctx: Ctx) -> web.Response:
 
 
 async def _copy_part(ctx: Ctx, header: str, temp: str) -> store.Written:
-    src_bucket, src_key = parse_copy_source(header)
-    obj, reader = await store.open_object(ctx.fs, src_bucket, src_key)
+    src_bucket, src_key, src_vid = parse_copy_source(header)
+    obj, reader = await versioning.open_version(ctx.fs, src_bucket, src_key, src_vid)
     try:
         if check_conditions(ctx, obj, prefix="x-amz-copy-source-") is not None:
             raise S3Error(
@@ -325,6 +332,7 @@ async def complete_upload(ctx: Ctx) -> web.Response:
                 MinSizeAllowed=str(MIN_PART_BYTES),
             )
 
+    condition = await write_condition(ctx)  # before the parts are joined
     assembled = await _assemble(ctx.fs, ctx.bucket, directory, chosen)
     digest = hashlib.md5(b"".join(bytes.fromhex(p.md5) for p in chosen)).hexdigest()
     etag = f'"{digest}-{len(chosen)}"'
@@ -336,12 +344,13 @@ async def complete_upload(ctx: Ctx) -> web.Response:
         parts=len(chosen),
         part_sizes=_run_lengths([p.size for p in chosen]),
     )
-    await store.commit_object(
-        ctx.fs, ctx.bucket, ctx.key, assembled, stored, acl=_recorded_acl(record)
-    )
+    done = await commit(ctx, assembled, stored, condition=condition, acl=_recorded_acl(record))
     with contextlib.suppress(KeelError):
         await ctx.fs.delete(directory, recursive=True)
-    return _completed(ctx, etag)
+    response = _completed(ctx, etag)
+    response.headers.update(written_headers(done))
+    response.headers.popall("ETag", None)
+    return response
 
 
 def _completed(ctx: Ctx, etag: str) -> web.Response:
@@ -385,7 +394,10 @@ def _recorded_acl(record: dict[str, object]) -> acls.Acl:
     chosen = record.get("acl")
     if not isinstance(chosen, dict):
         return acls.PRIVATE
-    return acls.Acl(frozenset(chosen.get("others", ())), frozenset(chosen.get("anonymous", ())))
+    users = tuple((str(user), str(perm)) for user, perm in chosen.get("users", ()))
+    return acls.Acl(
+        frozenset(chosen.get("others", ())), frozenset(chosen.get("anonymous", ())), users
+    )
 
 
 async def _assemble(fs: AsyncClient, bucket: str, directory: str, chosen: list[Part]) -> str:

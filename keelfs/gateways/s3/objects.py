@@ -3,18 +3,22 @@ DeleteObjects and CopyObject."""
 
 from __future__ import annotations
 
+import base64
 import email.utils
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 
 from keelfs.errors import KeelError
 from keelfs.gateways.s3 import acl as acls
-from keelfs.gateways.s3 import store
+from keelfs.gateways.s3 import store, versioning
 from keelfs.gateways.s3.context import Ctx, http_date, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
-from keelfs.gateways.s3.versions import NULL_VERSION
+from keelfs.gateways.s3.policy_eval import refuse_denied_key
+from keelfs.gateways.s3.versioning import NULL_VERSION
 from keelfs.gateways.s3.xmlio import child_text, children, document, iso_time, parse, sub
 
 __all__ = [
@@ -22,6 +26,8 @@ __all__ = [
     "delete_object",
     "delete_objects",
     "get_object",
+    "get_object_attributes",
+    "get_object_torrent",
     "head_object",
     "parse_copy_source",
     "put_object",
@@ -46,12 +52,7 @@ async def put_object(ctx: Ctx) -> web.Response:
     store.check_key(ctx.key)
     if "x-amz-copy-source" in ctx.request.headers:
         return await copy_object(ctx)
-    if ctx.header("If-Match") is not None:
-        raise S3Error(
-            "NotImplemented",
-            "conditional writes with If-Match are not supported by keelfs (it has no atomic "
-            "compare-and-replace of a file); If-None-Match: * is",
-        )
+    condition = await write_condition(ctx)
     chosen = await ctx.object_acl_of_request()
     body = ctx.body()
     if ctx.key.endswith("/"):
@@ -67,11 +68,104 @@ async def put_object(ctx: Ctx) -> web.Response:
         await store.discard(ctx.fs, written.path)
         raise
     stored = ctx.stored_from_request(md5_etag(written.md5))
-    exclusive = (ctx.header("If-None-Match") or "").strip() == "*"
-    obj = await store.commit_object(
-        ctx.fs, ctx.bucket, ctx.key, written.path, stored, exclusive=exclusive, acl=chosen
+    try:
+        stored.sha256 = _checked_sha256(ctx, written)
+    except S3Error:
+        await store.discard(ctx.fs, written.path)
+        raise
+    obj = await commit(ctx, written.path, stored, condition=condition, acl=chosen)
+    headers = written_headers(obj)
+    if stored.sha256:
+        headers["x-amz-checksum-sha256"] = stored.sha256
+    return web.Response(headers=headers)
+
+
+@dataclass(frozen=True)
+class WriteCondition:
+    """How a conditional write puts its object in place (``store.commit_object``)."""
+
+    exclusive: bool = False
+    """Only where no object is."""
+    expect: str = ""
+    """Only over the object of this version (the one the conditions were checked against)."""
+
+
+async def write_condition(ctx: Ctx) -> WriteCondition:
+    """A PUT's (or a Complete's) ``If-Match``/``If-None-Match``, checked against the object
+    now there before anything is written (``NoSuchKey`` 404 for an ``If-Match`` with no
+    object, ``PreconditionFailed`` 412), and made atomic by the rename that puts the new
+    object in place: it replaces only the very version checked (or, with none there, only
+    where there is still none), so no other write can slip in between."""
+    if_match, if_none = ctx.header("If-Match"), ctx.header("If-None-Match")
+    if if_match is None and if_none is None:
+        return WriteCondition()
+    if if_match is None and (if_none or "").strip() == "*":
+        return WriteCondition(exclusive=True)
+    current = await store.current_object(ctx.fs, ctx.bucket, ctx.key)
+    failed = S3Error(
+        "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
     )
-    return web.Response(headers={"ETag": obj.etag})
+    if if_match is not None:
+        if current is None:
+            raise S3Error("NoSuchKey", "The specified key does not exist.", Key=ctx.key)
+        if not _etag_matches(if_match, current.etag):
+            raise failed
+    if if_none is not None and current is not None and _etag_matches(if_none, current.etag):
+        raise failed
+    if current is None:
+        return WriteCondition(exclusive=True)
+    return WriteCondition(expect=current.info.version)
+
+
+def _checked_sha256(ctx: Ctx, written: store.Written) -> str:
+    """``x-amz-checksum-sha256`` of a PUT, checked against the body (``BadDigest``); ""
+    when none is given."""
+    given = (ctx.header("x-amz-checksum-sha256") or "").strip()
+    if not given:
+        return ""
+    actual = base64.b64encode(bytes.fromhex(written.sha256)).decode()
+    if given != actual:
+        raise S3Error(
+            "BadDigest", "The SHA256 you specified did not match the calculated checksum."
+        )
+    return actual
+
+
+async def commit(
+    ctx: Ctx,
+    temp: str,
+    stored: store.Stored,
+    *,
+    condition: WriteCondition = WriteCondition(),
+    acl: acls.Acl = acls.PRIVATE,
+) -> store.ObjectInfo:
+    """Put complete file ``temp`` in place as the request's key: as a new version where the
+    bucket has versioning (``versioning.commit``), else replacing the object, in both cases
+    only as ``condition`` allows."""
+    state = await versioning.read_state(ctx.fs, ctx.bucket)
+    if state:
+        if condition.expect:
+            await store.discard(ctx.fs, temp)
+            raise S3Error(
+                "NotImplemented",
+                "If-Match writes in a bucket with versioning are not supported (docs/s3.md)",
+            )
+        return await versioning.commit(
+            ctx.fs, ctx.bucket, ctx.key, temp, stored, state,
+            exclusive=condition.exclusive, acl=acl,
+        )  # fmt: skip
+    return await store.commit_object(
+        ctx.fs, ctx.bucket, ctx.key, temp, stored,
+        exclusive=condition.exclusive, expect=condition.expect, acl=acl,
+    )  # fmt: skip
+
+
+def written_headers(obj: store.ObjectInfo) -> dict[str, str]:
+    """A write's answer: the ETag, and the VersionId it made in a bucket with versioning."""
+    headers = {"ETag": obj.etag}
+    if obj.stored.version not in ("", NULL_VERSION):  # S3 names no null version written
+        headers["x-amz-version-id"] = obj.stored.version
+    return headers
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -171,6 +265,8 @@ def object_headers(ctx: Ctx, obj: store.ObjectInfo) -> dict[str, str]:
         headers["x-amz-meta-" + name] = value
     if obj.stored.parts:
         headers["x-amz-mp-parts-count"] = str(obj.stored.parts)
+    if obj.stored.version:
+        headers["x-amz-version-id"] = obj.stored.version
     for param, header in _RESPONSE_OVERRIDES.items():
         if param in ctx.query:
             headers[header] = ctx.query[param]
@@ -213,7 +309,7 @@ def _span(ctx: Ctx, obj: store.ObjectInfo) -> tuple[int, int] | None:
 
 
 async def head_object(ctx: Ctx) -> web.StreamResponse:
-    obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    obj = await versioning.version_object(ctx.fs, ctx.bucket, ctx.key, ctx.query.get("versionId"))
     headers = object_headers(ctx, obj)
     status = check_conditions(ctx, obj)
     if status is not None:
@@ -238,7 +334,8 @@ def _condition_headers(headers: dict[str, str], status: int) -> dict[str, str]:
 
 
 async def get_object(ctx: Ctx) -> web.StreamResponse:
-    obj, reader = await store.open_object(ctx.fs, ctx.bucket, ctx.key)
+    vid = ctx.query.get("versionId")
+    obj, reader = await versioning.open_version(ctx.fs, ctx.bucket, ctx.key, vid)
     try:
         headers = object_headers(ctx, obj)
         status = check_conditions(ctx, obj)
@@ -264,9 +361,83 @@ async def get_object(ctx: Ctx) -> web.StreamResponse:
             await reader.close()
 
 
+_ATTRIBUTES = frozenset({"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"})
+
+
+async def get_object_attributes(ctx: Ctx) -> web.Response:
+    """GetObjectAttributes: the ETag (unquoted, as S3 answers it), size, storage class and,
+    of a multipart object, its parts and their sizes (``max-parts``,
+    ``part-number-marker``); ``Checksum``: the SHA-256 a single PUT gave (checked), the
+    only checksum keelfs keeps beside the ETag."""
+    wanted = {
+        a.strip() for a in (ctx.header("x-amz-object-attributes") or "").split(",") if a.strip()
+    }
+    if not wanted or not wanted <= _ATTRIBUTES:
+        raise S3Error("InvalidArgument", "Invalid attribute name specified")
+    obj = await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    root = document("GetObjectAttributesResponse")
+    if "ETag" in wanted:
+        sub(root, "ETag", obj.etag.strip('"'))
+    if "Checksum" in wanted and obj.stored.sha256:
+        sub(sub(root, "Checksum"), "ChecksumSHA256", obj.stored.sha256)
+    if "ObjectParts" in wanted and obj.stored.parts:
+        _object_parts(ctx, sub(root, "ObjectParts"), obj.stored)
+    if "StorageClass" in wanted:
+        sub(root, "StorageClass", "STANDARD")
+    if "ObjectSize" in wanted:
+        sub(root, "ObjectSize", obj.length)
+    return xml_response(root, headers={"Last-Modified": http_date(obj.mtime)})
+
+
+def _object_parts(ctx: Ctx, element: Any, stored: store.Stored) -> None:
+    try:
+        marker = int(ctx.header("x-amz-part-number-marker") or 0)
+        max_parts = min(int(ctx.header("x-amz-max-parts") or 1000), 1000)
+    except ValueError:
+        raise S3Error("InvalidArgument", "part-number-marker and max-parts are numbers") from None
+    numbers = list(range(marker + 1, stored.parts + 1))
+    page = numbers[:max_parts]
+    sub(element, "PartsCount", stored.parts)  # botocore's TotalPartsCount
+    sub(element, "PartNumberMarker", marker)
+    sub(element, "NextPartNumberMarker", page[-1] if page else marker)
+    sub(element, "MaxParts", max_parts)
+    sub(element, "IsTruncated", "true" if len(numbers) > max_parts else "false")
+    for number in page:
+        span = stored.part_span(number)
+        part = sub(element, "Part")
+        sub(part, "PartNumber", number)
+        if span is not None:
+            sub(part, "Size", span[1] - span[0])
+
+
+async def get_object_torrent(ctx: Ctx) -> web.Response:
+    """GetObjectTorrent: keelfs serves no torrents, so there is none of any object (what
+    S3 answers where torrents are not configured)."""
+    await store.head_object(ctx.fs, ctx.bucket, ctx.key)
+    raise S3Error("NoSuchKey", "keelfs keeps no torrent of objects", Key=ctx.key)
+
+
 async def delete_object(ctx: Ctx) -> web.Response:
-    await store.delete_object(ctx.fs, ctx.bucket, ctx.key)
-    return web.Response(status=204)
+    vid = ctx.query.get("versionId")
+    done = await _delete(ctx, ctx.key, vid, await versioning.read_state(ctx.fs, ctx.bucket))
+    headers = {}
+    if done.vid is not None:
+        headers["x-amz-version-id"] = done.vid
+    if done.marker:
+        headers["x-amz-delete-marker"] = "true"
+    return web.Response(status=204, headers=headers)
+
+
+async def _delete(ctx: Ctx, key: str, vid: str | None, state: str) -> versioning.Deleted:
+    """DeleteObject of ``key`` (version ``vid``): a delete marker where the bucket has
+    versioning and no version is named; the object itself in a bucket that never had
+    versioning (whose only version is ``null``)."""
+    if vid is not None:
+        versioning.check_version_id(vid)
+    if state or vid not in (None, NULL_VERSION):
+        return await versioning.delete(ctx.fs, ctx.bucket, key, vid, state)
+    await store.delete_object(ctx.fs, ctx.bucket, key)
+    return versioning.Deleted(vid, False)
 
 
 async def delete_objects(ctx: Ctx) -> web.Response:
@@ -279,13 +450,15 @@ async def delete_objects(ctx: Ctx) -> web.Response:
     if not named or len(named) > MAX_DELETE_KEYS or any(k is None for k, _ in named):
         raise S3Error("MalformedXML", "a Delete names 1 to 1000 objects, each with a Key")
     await store.require_bucket(ctx.fs, ctx.bucket)
+    state = await versioning.read_state(ctx.fs, ctx.bucket)
     root = document("DeleteResult")
     for key, version in named:
         assert key is not None
         try:
-            if version is not None and version != NULL_VERSION:
+            if version is not None and not versioning.valid_version_id(version):
                 raise S3Error("NoSuchVersion", "The specified version does not exist.")
-            await store.delete_object(ctx.fs, ctx.bucket, key)
+            refuse_denied_key(ctx, "s3:DeleteObject", ctx.bucket, key)
+            done = await _delete(ctx, key, version, state)
         except S3Error as err:
             error = sub(root, "Error")
             sub(error, "Key", key)
@@ -299,19 +472,28 @@ async def delete_objects(ctx: Ctx) -> web.Response:
             sub(deleted, "Key", key)
             if version is not None:
                 sub(deleted, "VersionId", version)
+            if done.marker:
+                sub(deleted, "DeleteMarker", "true")
+                if done.vid is not None:
+                    sub(deleted, "DeleteMarkerVersionId", done.vid)
     return xml_response(root)
 
 
-def parse_copy_source(header: str) -> tuple[str, str]:
-    """(bucket, key) of ``x-amz-copy-source`` (``[/]bucket/key``, URL-encoded; a
-    ``?versionId=`` is refused: keelfs keeps no versions)."""
+def parse_copy_source(header: str) -> tuple[str, str, str | None]:
+    """(bucket, key, VersionId or None) of ``x-amz-copy-source`` (``[/]bucket/key``,
+    URL-encoded, then ``?versionId=...`` optionally)."""
     source, _, query = header.partition("?")
+    vid = None
     if query:
-        raise S3Error("NotImplemented", "object versions are not supported")
+        name, _, value = query.partition("=")
+        if name != "versionId" or not value:
+            raise S3Error("InvalidArgument", "the copy source's only parameter is versionId")
+        vid = unquote(value)
+        versioning.check_version_id(vid)
     bucket, _, key = unquote(source).lstrip("/").partition("/")
     if not bucket or not key:
         raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key")
-    return bucket, key
+    return bucket, key, vid
 
 
 async def _source_chunks(reader: object, start: int, end: int) -> AsyncIterator[bytes]:
@@ -321,11 +503,12 @@ async def _source_chunks(reader: object, start: int, end: int) -> AsyncIterator[
 
 
 async def copy_object(ctx: Ctx) -> web.Response:
-    src_bucket, src_key = parse_copy_source(ctx.request.headers["x-amz-copy-source"])
+    src_bucket, src_key, src_vid = parse_copy_source(ctx.request.headers["x-amz-copy-source"])
     directive = (ctx.header("x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.")
-    if (src_bucket, src_key) == (ctx.bucket, ctx.key) and directive == "COPY":
+    same = (src_bucket, src_key) == (ctx.bucket, ctx.key)
+    if same and directive == "COPY" and src_vid is None:
         raise S3Error(
             "InvalidRequest",
             "This copy request is illegal because it is trying to copy an object to itself "
@@ -333,7 +516,7 @@ async def copy_object(ctx: Ctx) -> web.Response:
             "location or encryption attributes.",
         )
     chosen = await ctx.object_acl_of_request()
-    obj, reader = await store.open_object(ctx.fs, src_bucket, src_key)
+    obj, reader = await versioning.open_version(ctx.fs, src_bucket, src_key, src_vid)
     try:
         if check_conditions(ctx, obj, prefix="x-amz-copy-source-") is not None:
             raise S3Error(
@@ -350,11 +533,16 @@ async def copy_object(ctx: Ctx) -> web.Response:
         stored = ctx.stored_from_request(etag)
     else:
         stored = store.Stored(etag, obj.stored.content_type, obj.stored.meta, obj.stored.headers)
-    done = await store.commit_object(ctx.fs, ctx.bucket, ctx.key, written.path, stored, acl=chosen)
+    done = await commit(ctx, written.path, stored, acl=chosen)
     root = document("CopyObjectResult")
     sub(root, "LastModified", iso_time(done.mtime))
     sub(root, "ETag", done.etag)
-    return xml_response(root)
+    response = xml_response(root)
+    if done.stored.version not in ("", NULL_VERSION):
+        response.headers["x-amz-version-id"] = done.stored.version
+    if obj.stored.version:
+        response.headers["x-amz-copy-source-version-id"] = obj.stored.version
+    return response
 
 
 def keel_error(exc: KeelError, key: str) -> S3Error:

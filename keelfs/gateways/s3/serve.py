@@ -32,6 +32,7 @@ class GatewayConfig:
     keys: dict[str, AccessKey]
     tls_dir: Path | None = None
     log_level: str = "INFO"
+    log_format: str = "text"
 
 
 def is_loopback_host(host: str) -> bool:
@@ -81,5 +82,5 @@ def _print_ready(info: dict[str, Any]) -> None:
 
 
 def run(config: GatewayConfig) -> int:
-    configure_logging(config.log_level, "s3")
+    configure_logging(config.log_level, "s3", config.log_format)
     return run_process("s3", lambda: serve(config))

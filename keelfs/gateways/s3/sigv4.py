@@ -1,7 +1,7 @@
 """AWS Signature Version 4, as S3 checks it: the ``Authorization`` header, presigned URLs
 (``X-Amz-*`` query parameters, ``X-Amz-Expires`` enforced) and ``aws-chunked`` bodies whose
 every chunk is signed (``STREAMING-AWS4-HMAC-SHA256-PAYLOAD``), chained from the request's
-signature.
+signature. Version 2 (``AWS key:signature``, ``?Signature=``) is ``sigv2``'s.
 
 Pure functions of the request's parts: ``authenticate`` answers who signed (the access key)
 or raises the S3 error a client expects (``InvalidAccessKeyId``, ``SignatureDoesNotMatch``,
@@ -149,7 +149,9 @@ def authenticate(
     if "X-Amz-Signature" in query or "X-Amz-Credential" in query:
         return _presigned_auth(method, raw_path, pairs, headers, keys, now)
     if "Signature" in query or "AWSAccessKeyId" in query:
-        raise S3Error("AccessDenied", "only AWS Signature Version 4 is supported")
+        from keelfs.gateways.s3 import sigv2  # it builds on this module
+
+        return sigv2.authenticate_query(method, raw_path, pairs, headers, keys, now)
     raise S3Error("AccessDenied", "Anonymous access is not allowed; sign the request")
 
 
@@ -178,7 +180,9 @@ def _header_auth(
     scheme, _, rest = authorization.partition(" ")
     if scheme != ALGORITHM:
         if scheme == "AWS":
-            raise S3Error("AccessDenied", "only AWS Signature Version 4 is supported")
+            from keelfs.gateways.s3 import sigv2  # it builds on this module
+
+            return sigv2.authenticate_header(method, raw_path, pairs, headers, rest, keys, now)
         raise S3Error("AuthorizationHeaderMalformed", f"unsupported algorithm {scheme!r}")
     fields: dict[str, str] = {}
     for item in rest.split(","):

@@ -140,6 +140,12 @@ class Stored:
     part_sizes: list[tuple[int, int]] = field(default_factory=list)
     """A multipart object's part sizes, run-length: ``(size, how many in a row)`` (empty:
     not recorded, an object completed before they were)."""
+    version: str = ""
+    """The object's VersionId in a bucket with versioning (``versioning``): an id, ``null``
+    (written while versioning was suspended), or "" (written before it was ever set: the
+    ``null`` version, whose GET carries no version header)."""
+    sha256: str = ""
+    """The base64 SHA-256 a PUT gave in ``x-amz-checksum-sha256`` (checked), if any."""
 
     def part_span(self, number: int) -> tuple[int, int] | None:
         """``[start, end)`` of part ``number`` (1-based); None past the last part or where
@@ -164,6 +170,10 @@ class Stored:
             body["a"] = sorted(self.anonymous)
         if self.part_sizes:
             body["ps"] = self.part_sizes
+        if self.version:
+            body["v"] = self.version
+        if self.sha256:
+            body["s256"] = self.sha256
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -180,6 +190,8 @@ class Stored:
             body.get("p", 0),
             anonymous,
             sizes,
+            str(body.get("v", "")),
+            str(body.get("s256", "")),
         )
 
 
@@ -304,6 +316,26 @@ async def open_object(
     return ObjectInfo(key, info, await read_sidecar(fs, bucket, key, info)), reader
 
 
+async def current_object(fs: AsyncClient, bucket: str, key: str) -> ObjectInfo | None:
+    """The object at ``key`` as a reader sees it (its ``info.version`` exact: an inline
+    file's bytes come with it), None if there is none: what a conditional write compares."""
+    path = key_path(bucket, key)
+    try:
+        info = await fs.stat(path, read=True)
+    except (NotFound, NotADirectory, IsADirectory):
+        await require_bucket(fs, bucket)
+        return None
+    except PermissionDenied:
+        raise S3Error(
+            "AccessDenied", "Access Denied: a conditional write reads the object"
+        ) from None
+    except KeelError as exc:
+        raise from_keel(exc, Key=key) from None
+    if info.is_dir:
+        return None
+    return ObjectInfo(key, info, await read_sidecar(fs, bucket, key, info, strict=True))
+
+
 # -- writing ----------------------------------------------------------------------------------
 async def _mkdirs(fs: AsyncClient, path: str, mode: int) -> None:
     with contextlib.suppress(AlreadyExists):
@@ -317,7 +349,7 @@ async def make_hidden_dir(fs: AsyncClient, bucket: str, path: str) -> None:
     so they are the bucket owner's, who may then clear what others left in them (sticky
     directories let their owner delete any entry)."""
     info = await require_bucket(fs, bucket)
-    await _mkdirs(fs, path, acls.hidden_mode(info.mode))
+    await _mkdirs(fs, path, acls.hidden_mode(info.mode, extended=bool(info.acl)))
 
 
 async def _make_hidden_parent(fs: AsyncClient, bucket: str, path: str) -> None:
@@ -417,36 +449,50 @@ async def commit_object(
     stored: Stored,
     *,
     exclusive: bool = False,
+    expect: str = "",
     acl: acls.Acl = acls.PRIVATE,
 ) -> ObjectInfo:
     """Put complete file ``temp`` in place as ``key`` with its sidecar (module doc);
     ``exclusive``: only if no object is there (``If-None-Match: *``: ``PreconditionFailed``);
-    ``acl``: the object's (its mode and anonymous mark, set before it is in place)."""
+    ``expect``: only if the object there is still that version (``FileInfo.version``: the
+    rename compares and replaces in one metadata command; ``PreconditionFailed`` if another
+    write replaced it meanwhile, ``NoSuchKey`` if it was deleted); ``acl``: the object's
+    (its mode and anonymous mark, set before it is in place)."""
     overwrite = not exclusive
     target = key_path(bucket, key)
     mode = acls.file_mode(acl)
     stored.anonymous = acl.anonymous
     try:
         info = await fs.stat(temp)
+        inherited = bool(info.acl)  # default entries of the bucket's: files take none
         if info.mode & 0o7777 != mode:
             info = await fs.chmod(temp, mode)
+        if inherited or acl.users:
+            info = await set_file_acl(fs, temp, acl, mode)
         sidecar = sidecar_path(bucket, key, info)
         await write_sidecar(fs, bucket, sidecar, stored.encode(key), mode)
+        if inherited or acl.users:
+            await set_file_acl(fs, sidecar, acl, mode)
         replaced = await _file_or_none(fs, target)
         try:
-            await fs.rename(temp, target, overwrite=overwrite)
+            await fs.rename(temp, target, overwrite=overwrite, expect=expect)
         except NotFound:
+            if expect:
+                raise S3Error("NoSuchKey", "The specified key does not exist.", Key=key) from None
             await _make_parents(fs, bucket, key)
             await fs.rename(temp, target, overwrite=overwrite)
     except AlreadyExists:
         await discard(fs, temp)
-        if not exclusive:
+        if not exclusive and not expect:
             raise _conflict(key) from None
         raise S3Error(
             "PreconditionFailed",
             "At least one of the pre-conditions you specified did not hold",
-            Condition="If-None-Match",
+            Condition="If-Match" if expect else "If-None-Match",
         ) from None
+    except S3Error:
+        await discard(fs, temp)
+        raise
     except (IsADirectory, NotADirectory, DirectoryNotEmpty):
         await discard(fs, temp)
         raise _conflict(key) from None
@@ -456,6 +502,16 @@ async def commit_object(
     if replaced is not None and identity(replaced) != identity(info):
         await discard(fs, sidecar_path(bucket, key, replaced))
     return ObjectInfo(key, info, stored)
+
+
+async def set_file_acl(fs: AsyncClient, path: str, acl: acls.Acl, mode: int) -> FileInfo:
+    """An object's (or sidecar's) ``mode`` and named-user entries: ``acl``'s (a full
+    replace), or none (removed before the ``chmod``: removing gives the group bits back
+    from ``group::``)."""
+    if acl.users:
+        return await fs.set_acl(path, acls.file_acl_spec(acl, mode))
+    info = await fs.remove_acl(path)
+    return info if info.mode & 0o7777 == mode else await fs.chmod(path, mode)
 
 
 async def _file_or_none(fs: AsyncClient, path: str) -> FileInfo | None:

@@ -11,7 +11,10 @@ OTHER when ``user.name`` is a proxy user of this gateway (``--proxy-user NAME``,
 ``hadoop.proxyuser.NAME.*`` with ``*`` for users, groups and hosts) and is refused with
 ``AccessControlException`` otherwise. The gateway listens on loopback only (plain HTTP, as the
 HTTP side of every keelfs process, ``keelfs.web.listen``) and refuses a request whose ``Host``
-is not a loopback name or its listen address (DNS rebinding).
+is not a loopback name or its listen address (DNS rebinding). A ``delegation=`` token
+(``keelfs.gateways.webhdfs.tokens``, with ``--token-secret-file``) acts as the user it names
+and no one else; its renewals and cancellations are kept in the cluster, so every gateway
+sharing the secret sees them.
 
 **A cluster with TLS** takes the user from the client's certificate and ignores the name a
 request gives; the gateway then holds one user's certificate (``--tls-dir DIR --user NAME``)
@@ -43,16 +46,19 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 from multidict import MultiDict
 
 from keelfs.client import AsyncClient
+from keelfs.client.identity import default_user
 from keelfs.errors import AlreadyExists, InvalidArgument, KeelError, NotADirectory, NotFound
 from keelfs.gateways.site import HttpSite
-from keelfs.gateways.webhdfs import errors, shapes
+from keelfs.gateways.webhdfs import errors, shapes, tokens
 from keelfs.gateways.webhdfs.https import HttpsSettings, certificate_user
+from keelfs.gateways.webhdfs.tokens import DelegationToken, TokenPolicy, TokenSigner
 from keelfs.meta.records import MAX_INLINE_BYTES, FileInfo
 from keelfs.tls.credentials import TlsSettings
 
@@ -79,24 +85,19 @@ MAX_CLIENTS = 128
 LIST_PAGE = 1000
 """Entries per ``LISTSTATUS_BATCH`` page (HDFS's ``dfs.ls.limit``)."""
 BODY_PIECE = 1 << 20
-SNAPSHOT_OPS = frozenset(
-    {
-        "ALLOWSNAPSHOT",
-        "DISALLOWSNAPSHOT",
-        "CREATESNAPSHOT",
-        "DELETESNAPSHOT",
-        "RENAMESNAPSHOT",
-        "GETSNAPSHOTDIFF",
-        "GETSNAPSHOTDIFFLISTING",
-        "GETSNAPSHOTTABLEDIRECTORYLIST",
-        "GETSNAPSHOTLIST",
-    }
-)
-TOKEN_OPS = frozenset({"GETDELEGATIONTOKEN", "RENEWDELEGATIONTOKEN", "CANCELDELEGATIONTOKEN"})
+TOKEN_DIR = "/.webhdfs-tokens"
+"""Where renewals and cancellations of delegation tokens are kept (``tokens``)."""
+QUOTA_DONT_SET = (1 << 63) - 1
+"""HDFS's ``HdfsConstants.QUOTA_DONT_SET`` (Long.MAX_VALUE): leave that quota as it is."""
+QUOTA_RESET = -1
+"""HDFS's ``QUOTA_RESET``: remove that quota."""
+ACL_SPEC_OPS: dict[str, Callable[[AsyncClient, str, str], Awaitable[Any]]] = {
+    "SETACL": AsyncClient.set_acl,
+    "MODIFYACLENTRIES": AsyncClient.modify_acl_entries,
+    "REMOVEACLENTRIES": AsyncClient.remove_acl_entries,
+}
+ACL_OPS = frozenset({*ACL_SPEC_OPS, "REMOVEDEFAULTACL", "REMOVEACL"})
 UNBUILT_OPS: dict[str, str] = {
-    **dict.fromkeys(
-        ("SETACL", "MODIFYACLENTRIES", "REMOVEACLENTRIES", "REMOVEDEFAULTACL", "REMOVEACL"), "ACLs"
-    ),
     **dict.fromkeys(("SETXATTR", "REMOVEXATTR", "GETXATTRS", "LISTXATTRS"), "extended attributes"),
     **dict.fromkeys(
         (
@@ -114,6 +115,8 @@ UNBUILT_OPS: dict[str, str] = {
     ),
     **dict.fromkeys(("GETFILEBLOCKLOCATIONS", "GET_BLOCK_LOCATIONS"), "block locations"),
     "CREATESYMLINK": "symbolic links",
+    "SETQUOTABYSTORAGETYPE": "storage types (a quota per type)",
+    "GETSNAPSHOTDIFFLISTING": "inode ids for a paged diff (GETSNAPSHOTDIFF answers it whole)",
     "CHECKACCESS": "access checks without an operation",
     "GETSERVERDEFAULTS": "server defaults",
     "GETSTATUS": "file system status",
@@ -141,6 +144,12 @@ class GatewaySettings:
     https: HttpsSettings | None = None
     """Serve HTTPS (``keelfs.gateways.webhdfs.https``: with a client CA, callers are their
     certificates' users, and the gateway may listen off the loopback)."""
+
+    token_secret_file: Path | None = None
+    """Delegation tokens: the HMAC secret every gateway of the cluster shares (``tokens``);
+    None: the token operations are ``UnsupportedOperationException``."""
+    token_policy: TokenPolicy = field(default_factory=TokenPolicy)
+    token_dir: str = TOKEN_DIR
 
     @property
     def authenticates_callers(self) -> bool:
@@ -282,6 +291,8 @@ class _Call:
     params: _Params
     user: str
     client: AsyncClient
+    token: DelegationToken | None = None
+    """The delegation token the request was authenticated with (``delegation=``)."""
 
 
 Handler = Callable[["WebHdfsGateway", _Call], Awaitable[web.StreamResponse]]
@@ -306,6 +317,14 @@ class WebHdfsGateway:
             raise ValueError("a TLS cluster's gateway needs both tls and tls_user")
         self._clients = _Clients(settings.cluster, settings.tls)
         self._site = HttpSite(self.host, self.port)
+        self._signer: TokenSigner | None = None
+        if settings.token_secret_file is not None:
+            secret = tokens.load_secret(settings.token_secret_file)
+            self._signer = TokenSigner(secret, settings.token_policy)
+        state_user = settings.tls_user or default_user()
+        self._token_state = tokens.TokenStateStore(
+            settings.token_dir, _ClusterDirectory(self._clients, state_user)
+        )
         self.address = ""
 
     # -- serving --------------------------------------------------------------------------------
@@ -347,32 +366,73 @@ class WebHdfsGateway:
             handler = _OPERATIONS.get((request.method, op))
             if handler is None:
                 raise _unknown(request.method, op)
-            user = self._acting_user(params, request)
+            user, token = await self._authenticate(params, request)
             async with self._clients.use(user) as client:
-                return await handler(self, _Call(request, path, params, user, client))
+                return await handler(self, _Call(request, path, params, user, client, token))
         except (KeelError, errors.HadoopError) as exc:
             return errors.remote_exception(exc, path)
         except (ConnectionError, asyncio.CancelledError):
             raise  # the client went away: nobody to answer
         except Exception as exc:  # noqa: BLE001  # a Hadoop client expects a RemoteException
-            log.exception("%s %s failed", request.method, request.path_qs)
+            log.exception("%s %s failed", request.method, _loggable(request))
             return errors.remote_exception(exc, path)
 
+    async def _authenticate(
+        self, params: _Params, request: web.Request
+    ) -> tuple[str, DelegationToken | None]:
+        """Who the request acts for, and the delegation token that says so (if any): a
+        ``delegation=`` token acts as its owner alone (Hadoop: the user is the token's; a
+        ``user.name`` or ``doas`` naming anyone else is refused), whoever presents it."""
+        text = params.text("delegation")
+        if not text:
+            return self._acting_user(params, request), None
+        token = await self._live_token(text)
+        user = token.owner
+        named = params.text("user.name")
+        if named and named != user:
+            raise errors.HadoopError(
+                errors.IO_EXCEPTION, f"Usernames not matched: name={named} != expected={user}"
+            )
+        doas = params.text("doas")
+        if doas and doas != user:
+            raise errors.access_denied(
+                f"User: {user} (a delegation token's) is not allowed to impersonate {doas}"
+            )
+        self._check_served(user)
+        return user, token
+
+    async def _live_token(self, text: str) -> DelegationToken:
+        if self._signer is None:
+            raise errors.security(
+                "Failed to obtain user group information: this gateway accepts no delegation "
+                "tokens (it was started without --token-secret-file)"
+            )
+        token = self._signer.verify(text)
+        await tokens.check_live(self._signer, self._token_state, token)
+        return token
+
     def _acting_user(self, params: _Params, request: web.Request | None = None) -> str:
-        user = params.text("user.name") or ANONYMOUS_USER
-        if self.settings.authenticates_callers:
-            user = self._certificate_user(params, request)
+        user = self._caller(params, request)
         doas = params.text("doas")
         if doas and doas != user:
             if user not in self.settings.proxy_users:
                 raise errors.access_denied(f"User: {user} is not allowed to impersonate {doas}")
             user = doas
+        self._check_served(user)
+        return user
+
+    def _caller(self, params: _Params, request: web.Request | None) -> str:
+        """Who sent the request (before ``doas``): the certificate's user, or ``user.name``."""
+        if self.settings.authenticates_callers:
+            return self._certificate_user(params, request)
+        return params.text("user.name") or ANONYMOUS_USER
+
+    def _check_served(self, user: str) -> None:
         only = self.settings.tls_user
         if only and user != only and not self._may_proxy(user):
             raise errors.access_denied(
                 f"User: {user}: this gateway acts for {only} alone (its TLS certificate's user)"
             )
-        return user
 
     def _may_proxy(self, user: str) -> bool:
         """Whether the gateway's certificate may act for ``user`` on a TLS cluster: only for
@@ -474,7 +534,40 @@ class WebHdfsGateway:
 
     async def _content_summary(self, call: _Call) -> web.StreamResponse:
         summary = await call.client.du(call.path)
-        return _json({"ContentSummary": shapes.content_summary(summary)})
+        names = space = None
+        if summary.directory_count:  # a directory: its quotas (a file has none)
+            quota = await call.client.quota(call.path)
+            names, space = quota.names_limit, quota.space_limit
+        return _json({"ContentSummary": shapes.content_summary(summary, names, space)})
+
+    async def _quota_usage(self, call: _Call) -> web.StreamResponse:
+        q = await call.client.quota(call.path)
+        body = shapes.quota_usage(q.names_used, q.names_limit, q.space_used, q.space_limit)
+        return _json({"QuotaUsage": body})
+
+    async def _set_quota(self, call: _Call) -> web.StreamResponse:
+        """HDFS's ``setQuota`` (superusers, the masters check): each of ``namespacequota``
+        and ``storagespacequota`` a limit, ``-1`` to remove it, or absent (Long.MAX_VALUE) to
+        leave it as it is."""
+        names = call.params.integer("namespacequota", QUOTA_DONT_SET, minimum=QUOTA_RESET)
+        space = call.params.integer("storagespacequota", QUOTA_DONT_SET, minimum=QUOTA_RESET)
+        assert names is not None and space is not None
+        if names == 0:
+            raise errors.illegal_argument(
+                f"Invalid values for quota : {names} and {space} (a namespace quota is >= 1)"
+            )
+        if QUOTA_DONT_SET in (names, space):
+            current = await call.client.quota(call.path)
+            kept_names, kept_space = current.names_limit, current.space_limit
+        else:
+            kept_names = kept_space = None
+        new_names = _quota_value(names, kept_names)
+        new_space = _quota_value(space, kept_space)
+        if new_names is None and new_space is None:
+            await call.client.clear_quota(call.path)
+        else:
+            await call.client.set_quota(call.path, names=new_names, space=new_space)
+        return _EMPTY()
 
     async def _file_checksum(self, call: _Call) -> web.StreamResponse:
         _require_file(await call.client.stat(call.path))
@@ -488,15 +581,23 @@ class WebHdfsGateway:
         return _json({"Path": trash_root(call.user)})
 
     async def _acl_status(self, call: _Call) -> web.StreamResponse:
-        info = await call.client.stat(call.path)
-        body = {
-            "entries": [],
-            "group": info.group,
-            "owner": info.owner,
-            "permission": shapes.permission_text(info.mode),
-            "stickyBit": bool(info.mode & 0o1000),
-        }
-        return _json({"AclStatus": body})
+        return _json({"AclStatus": shapes.acl_status(await call.client.stat(call.path))})
+
+    async def _acl_change(self, call: _Call) -> web.StreamResponse:
+        """SETACL, MODIFYACLENTRIES, REMOVEACLENTRIES (``aclspec``), REMOVEDEFAULTACL,
+        REMOVEACL: the client's ACL calls (the masters check the owner and the spec)."""
+        op = (call.params.text("op") or "").upper()
+        client, path = call.client, call.path
+        if op in ACL_SPEC_OPS:
+            spec = call.params.text("aclspec") or ""
+            if not spec:
+                raise errors.illegal_argument(f"Required param aclspec for op {op} is null")
+            await ACL_SPEC_OPS[op](client, path, spec)
+        elif op == "REMOVEDEFAULTACL":
+            await client.remove_default_acl(path)
+        else:
+            await client.remove_acl(path)
+        return _EMPTY()
 
     # -- writes ----------------------------------------------------------------------------------
     async def _create(self, call: _Call) -> web.StreamResponse:
@@ -643,15 +744,139 @@ class WebHdfsGateway:
             await call.client.delete(call.path, recursive=recursive)
         except NotFound:
             return _boolean(False)
+        except InvalidArgument:
+            if not await _disallow_snapshots_within(call.client, call.path):
+                raise
+            try:
+                await call.client.delete(call.path, recursive=recursive)
+            except NotFound:
+                return _boolean(False)
         return _boolean(True)
+
+    # -- snapshots (docs/data.md, "Snapshots") ---------------------------------------------------
+    async def _allow_snapshot(self, call: _Call) -> web.StreamResponse:
+        await _snapshot_call(call.client.allow_snapshot(call.path))
+        return _EMPTY()
+
+    async def _disallow_snapshot(self, call: _Call) -> web.StreamResponse:
+        await _snapshot_call(call.client.disallow_snapshot(call.path))
+        return _EMPTY()
+
+    async def _create_snapshot(self, call: _Call) -> web.StreamResponse:
+        name = call.params.text("snapshotname") or None
+        where = await _snapshot_call(call.client.create_snapshot(call.path, name))
+        return _json({"Path": where})
+
+    async def _delete_snapshot(self, call: _Call) -> web.StreamResponse:
+        name = call.params.required("snapshotname")
+        await _snapshot_call(call.client.delete_snapshot(call.path, name))
+        return _EMPTY()
+
+    async def _rename_snapshot(self, call: _Call) -> web.StreamResponse:
+        old = call.params.required("oldsnapshotname")
+        new = call.params.required("snapshotname")
+        await _snapshot_call(call.client.rename_snapshot(call.path, old, new))
+        return _EMPTY()
+
+    async def _snapshot_diff(self, call: _Call) -> web.StreamResponse:
+        """HDFS's ``getSnapshotDiffReport``: an empty name (or ``.``) is the live tree."""
+        old = call.params.text("oldsnapshotname") or ""
+        new = call.params.text("snapshotname") or ""
+        entries = await _snapshot_call(call.client.snapshot_diff(call.path, old or ".", new or "."))
+        report = {
+            "diffList": [shapes.diff_entry(e) for e in entries],
+            "fromSnapshot": old,
+            "snapshotRoot": call.path,
+            "toSnapshot": new,
+        }
+        return _json({"SnapshotDiffReport": report})
+
+    async def _snapshottable_list(self, call: _Call) -> web.StreamResponse:
+        """Every snapshottable directory the caller may stat and read (HDFS: a superuser's
+        all, another user's own; keelfs's masters show every one, and the gateway cannot
+        tell a superuser)."""
+        out = []
+        for directory in await call.client.snapshottable_directories():
+            try:
+                info = await call.client.stat(directory)
+                count = len(await call.client.list_snapshots(directory))
+            except KeelError:
+                continue
+            parent, name = posixpath.split(directory)
+            out.append(
+                {
+                    "dirStatus": shapes.file_status(info, name),
+                    "parentFullPath": parent if name else "",
+                    "snapshotNumber": count,
+                    "snapshotQuota": shapes.SNAPSHOT_QUOTA,
+                }
+            )
+        return _json({"SnapshottableDirectoryList": out})
+
+    async def _snapshot_list(self, call: _Call) -> web.StreamResponse:
+        found = await _snapshot_call(call.client.list_snapshots(call.path))
+        found.sort(key=lambda s: (s.created, s.name))
+        out = []
+        for number, snap in enumerate(found):
+            info = await call.client.stat(snap.path)
+            out.append(
+                {
+                    "dirStatus": shapes.file_status(info, snap.name),
+                    "fullPath": call.path,
+                    "snapshotID": number,
+                    "deletionStatus": "ACTIVE",
+                }
+            )
+        return _json({"SnapshotList": out})
+
+    # -- delegation tokens (``tokens``) ------------------------------------------------------------
+    def _token_signer(self, op: str) -> TokenSigner:
+        if self._signer is None:
+            raise errors.unsupported(
+                f"{op}: this gateway issues no delegation tokens (start it with "
+                "--token-secret-file)"
+            )
+        return self._signer
+
+    @staticmethod
+    def _not_with_token(call: _Call, what: str) -> None:
+        """HDFS: a token is got or renewed only by a caller authenticated otherwise (a
+        token cannot make itself a new life)."""
+        if call.token is not None:
+            raise errors.HadoopError(
+                errors.IO_EXCEPTION,
+                f"Delegation Token can be {what} only with kerberos or web authentication "
+                "(this request was authenticated by a delegation token)",
+            )
+
+    async def _get_delegation_token(self, call: _Call) -> web.StreamResponse:
+        signer = self._token_signer("GETDELEGATIONTOKEN")
+        self._not_with_token(call, "issued")
+        caller = self._caller(call.params, call.request)
+        https = call.request.scheme == "https" or self.settings.https is not None
+        kind = call.params.text("kind") or (tokens.HTTPS_KIND if https else tokens.KIND)
+        service = call.params.text("service") or call.request.host
+        renewer = call.params.text("renewer") or ""
+        real_user = caller if caller != call.user else ""
+        _, text = signer.issue(call.user, renewer, real_user, kind, service)
+        return _json({"Token": {"urlString": text}})
+
+    async def _renew_delegation_token(self, call: _Call) -> web.StreamResponse:
+        signer = self._token_signer("RENEWDELEGATIONTOKEN")
+        self._not_with_token(call, "renewed")
+        token = signer.verify(call.params.required("token"))
+        expiry = await tokens.renew(signer, self._token_state, token, call.user)
+        return _json({"long": expiry})
+
+    async def _cancel_delegation_token(self, call: _Call) -> web.StreamResponse:
+        signer = self._token_signer("CANCELDELEGATIONTOKEN")
+        token = signer.verify(call.params.required("token"))
+        await tokens.cancel(self._token_state, token, call.user)
+        return _EMPTY()
 
     async def _unsupported(self, call: _Call) -> web.StreamResponse:
         op = (call.params.text("op") or "").upper()
-        if op in TOKEN_OPS:
-            raise errors.unsupported(f"{op}: delegation tokens are not supported by keelfs")
-        if op in UNBUILT_OPS:
-            raise errors.unsupported(f"{op}: keelfs has no {UNBUILT_OPS[op]}")
-        raise errors.unsupported(f"{op}: snapshots are not supported by keelfs's WebHDFS")
+        raise errors.unsupported(f"{op}: keelfs has no {UNBUILT_OPS[op]}")
 
 
 _OPERATIONS: dict[tuple[str, str], Handler] = {
@@ -671,12 +896,26 @@ _OPERATIONS: dict[tuple[str, str], Handler] = {
     ("PUT", "SETOWNER"): WebHdfsGateway._set_owner,
     ("PUT", "SETPERMISSION"): WebHdfsGateway._set_permission,
     ("PUT", "SETTIMES"): WebHdfsGateway._set_times,
+    **{("PUT", op): WebHdfsGateway._acl_change for op in ACL_OPS},
     ("POST", "APPEND"): WebHdfsGateway._append,
     ("POST", "CONCAT"): WebHdfsGateway._concat,
     ("POST", "TRUNCATE"): WebHdfsGateway._truncate,
     ("DELETE", "DELETE"): WebHdfsGateway._delete,
+    ("GET", "GETQUOTAUSAGE"): WebHdfsGateway._quota_usage,
+    ("PUT", "SETQUOTA"): WebHdfsGateway._set_quota,
+    ("PUT", "ALLOWSNAPSHOT"): WebHdfsGateway._allow_snapshot,
+    ("PUT", "DISALLOWSNAPSHOT"): WebHdfsGateway._disallow_snapshot,
+    ("PUT", "CREATESNAPSHOT"): WebHdfsGateway._create_snapshot,
+    ("DELETE", "DELETESNAPSHOT"): WebHdfsGateway._delete_snapshot,
+    ("PUT", "RENAMESNAPSHOT"): WebHdfsGateway._rename_snapshot,
+    ("GET", "GETSNAPSHOTDIFF"): WebHdfsGateway._snapshot_diff,
+    ("GET", "GETSNAPSHOTTABLEDIRECTORYLIST"): WebHdfsGateway._snapshottable_list,
+    ("GET", "GETSNAPSHOTLIST"): WebHdfsGateway._snapshot_list,
+    ("GET", "GETDELEGATIONTOKEN"): WebHdfsGateway._get_delegation_token,
+    ("PUT", "RENEWDELEGATIONTOKEN"): WebHdfsGateway._renew_delegation_token,
+    ("PUT", "CANCELDELEGATIONTOKEN"): WebHdfsGateway._cancel_delegation_token,
 }
-for _op in SNAPSHOT_OPS | TOKEN_OPS | set(UNBUILT_OPS):
+for _op in UNBUILT_OPS:
     for _method in ("GET", "PUT", "POST", "DELETE"):
         _OPERATIONS.setdefault((_method, _op), WebHdfsGateway._unsupported)
 
@@ -743,6 +982,80 @@ def _path(raw: str) -> str:
     if len(path) > 1:
         path = path.rstrip("/") or "/"
     return path
+
+
+def _loggable(request: web.Request) -> str:
+    """The request's path and query with its tokens hidden (a token in a log is a bearer
+    credential handed to whoever reads the log)."""
+    query = MultiDict(request.query)
+    for key in list(query):
+        if key.lower() in ("delegation", "token"):
+            query[key] = "<hidden>"
+    return str(request.rel_url.with_query(query))
+
+
+def _quota_value(value: int, current: int | None) -> int | None:
+    """One quota of a ``SETQUOTA``: kept (``QUOTA_DONT_SET``), removed (``-1``: None), or
+    ``value``."""
+    if value == QUOTA_DONT_SET:
+        return current
+    return None if value == QUOTA_RESET else value
+
+
+async def _snapshot_call(work: Awaitable[T]) -> T:
+    """``work``, with keelfs's refusals of a snapshot operation as HDFS's
+    ``SnapshotException`` (``errors.snapshot_exception``)."""
+    try:
+        return await work
+    except KeelError as exc:
+        mapped = errors.snapshot_exception(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+async def _disallow_snapshots_within(client: AsyncClient, path: str) -> bool:
+    """Make the snapshottable directories at or under ``path`` not snapshottable, so that
+    a DELETE of them goes through as in HDFS (which deletes a snapshottable directory that
+    has no snapshots; keelfs refuses to delete one while it is marked). False where there
+    is none (the refusal was about something else); a directory that has snapshots stays
+    marked and its refusal is HDFS's ``SnapshotException``."""
+    if path == "/":
+        return False  # "/" itself is never deleted: leave every mark as it is
+    inside = [
+        d for d in await client.snapshottable_directories() if d == path or d.startswith(path + "/")
+    ]
+    for directory in inside:
+        await _snapshot_call(client.disallow_snapshot(directory))
+    return bool(inside)
+
+
+class _ClusterDirectory:
+    """The token state's directory in the cluster, read and written as the gateway's own
+    user (its TLS certificate's, or the user running it): a user the tokens name cannot
+    undo a cancellation."""
+
+    def __init__(self, clients: _Clients, user: str) -> None:
+        self._clients = clients
+        self._user = user
+
+    async def names(self, path: str, limit: int) -> list[str]:
+        async with self._clients.use(self._user) as client:
+            try:
+                return [e.name for e in await client.list_page(path, None, limit)]
+            except NotFound:
+                return []
+
+    async def create(self, path: str) -> None:
+        async with self._clients.use(self._user) as client:
+            try:
+                try:
+                    await client.write_bytes(path, b"")
+                except NotFound:
+                    await client.mkdir(posixpath.dirname(path), parents=True, mode=0o700)
+                    await client.write_bytes(path, b"")
+            except AlreadyExists:
+                pass  # created before: a renewal to the same ms, or a second cancel
 
 
 def _require_file(info: FileInfo) -> None:

@@ -22,7 +22,10 @@ __all__ = [
     "HadoopError",
     "HadoopException",
     "illegal_argument",
+    "invalid_token",
     "remote_exception",
+    "security",
+    "snapshot_exception",
     "unsupported",
 ]
 
@@ -48,6 +51,19 @@ UNSUPPORTED = HadoopException(
 IO_EXCEPTION = HadoopException("IOException", "java.io.IOException", 403)
 RETRIABLE = HadoopException("RetriableException", "org.apache.hadoop.ipc.RetriableException", 503)
 INTERNAL = HadoopException("RuntimeException", "java.lang.RuntimeException", 500)
+SECURITY = HadoopException("SecurityException", "java.lang.SecurityException", 401)
+"""A request whose credentials cannot be read at all (Hadoop: "Failed to obtain user group
+information")."""
+INVALID_TOKEN = HadoopException(
+    "InvalidToken", "org.apache.hadoop.security.token.SecretManager$InvalidToken", 403
+)
+"""A delegation token that is forged, expired or cancelled (an ``IOException``: 403); Hadoop's
+``WebHdfsFileSystem`` asks for a new token when it sees this class."""
+SNAPSHOT = HadoopException(
+    "SnapshotException", "org.apache.hadoop.hdfs.protocol.SnapshotException", 403
+)
+"""HDFS's answer to a snapshot operation it refuses: a directory that is not snapshottable, a
+snapshot that exists or does not, snapshots left at a disallow."""
 
 HADOOP_EXCEPTIONS: dict[str, HadoopException] = {
     "NOT_FOUND": FILE_NOT_FOUND,
@@ -123,6 +139,24 @@ def unsupported(message: str) -> HadoopError:
 
 def access_denied(message: str) -> HadoopError:
     return HadoopError(ACCESS_CONTROL, message)
+
+
+def security(message: str) -> HadoopError:
+    return HadoopError(SECURITY, message)
+
+
+def invalid_token(message: str) -> HadoopError:
+    return HadoopError(INVALID_TOKEN, message)
+
+
+def snapshot_exception(exc: KeelError) -> HadoopError | KeelError:
+    """What HDFS answers for a keelfs error of a snapshot operation: ``SnapshotException``
+    for the refusals that are about snapshots (not snapshottable, snapshots nest or remain, a
+    snapshot that exists or not); others (a missing directory, rights) as any operation."""
+    about_snapshot = exc.code in ("INVALID_ARGUMENT", "ALREADY_EXISTS") or (
+        exc.code == "NOT_FOUND" and exc.details.get("kind") == "snapshot"
+    )
+    return HadoopError(SNAPSHOT, str(exc)) if about_snapshot else exc
 
 
 def remote_exception(exc: BaseException, path: str = "") -> web.Response:

@@ -117,7 +117,7 @@ class ChunkLocation(_message.Message):
     def __init__(self, server_id: _Optional[str] = ..., address: _Optional[str] = ..., rack: _Optional[str] = ...) -> None: ...
 
 class FileInfo(_message.Message):
-    __slots__ = ("path", "kind", "length", "mode", "owner", "group", "mtime", "atime", "replication", "block_size", "blocks", "under_construction", "lease_holder", "lease_user", "inline_data")
+    __slots__ = ("path", "kind", "length", "mode", "owner", "group", "mtime", "atime", "replication", "block_size", "blocks", "under_construction", "lease_holder", "lease_user", "inline_data", "acl")
     PATH_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +133,7 @@ class FileInfo(_message.Message):
     LEASE_HOLDER_FIELD_NUMBER: _ClassVar[int]
     LEASE_USER_FIELD_NUMBER: _ClassVar[int]
     INLINE_DATA_FIELD_NUMBER: _ClassVar[int]
+    ACL_FIELD_NUMBER: _ClassVar[int]
     path: str
     kind: FileKind
     length: int
@@ -148,7 +149,8 @@ class FileInfo(_message.Message):
     lease_holder: bytes
     lease_user: str
     inline_data: bytes
-    def __init__(self, path: _Optional[str] = ..., kind: _Optional[_Union[FileKind, str]] = ..., length: _Optional[int] = ..., mode: _Optional[int] = ..., owner: _Optional[str] = ..., group: _Optional[str] = ..., mtime: _Optional[int] = ..., atime: _Optional[int] = ..., replication: _Optional[int] = ..., block_size: _Optional[int] = ..., blocks: _Optional[_Iterable[_Union[BlockInfo, _Mapping]]] = ..., under_construction: _Optional[bool] = ..., lease_holder: _Optional[bytes] = ..., lease_user: _Optional[str] = ..., inline_data: _Optional[bytes] = ...) -> None: ...
+    acl: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path: _Optional[str] = ..., kind: _Optional[_Union[FileKind, str]] = ..., length: _Optional[int] = ..., mode: _Optional[int] = ..., owner: _Optional[str] = ..., group: _Optional[str] = ..., mtime: _Optional[int] = ..., atime: _Optional[int] = ..., replication: _Optional[int] = ..., block_size: _Optional[int] = ..., blocks: _Optional[_Iterable[_Union[BlockInfo, _Mapping]]] = ..., under_construction: _Optional[bool] = ..., lease_holder: _Optional[bytes] = ..., lease_user: _Optional[str] = ..., inline_data: _Optional[bytes] = ..., acl: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ContentSummary(_message.Message):
     __slots__ = ("length", "file_count", "directory_count", "space_consumed")
@@ -542,16 +544,18 @@ class DeleteReply(_message.Message):
     def __init__(self, files: _Optional[int] = ..., directories: _Optional[int] = ..., blocks: _Optional[int] = ..., info: _Optional[_Union[ReplyInfo, _Mapping]] = ...) -> None: ...
 
 class RenameRequest(_message.Message):
-    __slots__ = ("header", "src", "dst", "overwrite")
+    __slots__ = ("header", "src", "dst", "overwrite", "expect")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     SRC_FIELD_NUMBER: _ClassVar[int]
     DST_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     src: str
     dst: str
     overwrite: bool
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., src: _Optional[str] = ..., dst: _Optional[str] = ..., overwrite: _Optional[bool] = ...) -> None: ...
+    expect: str
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., src: _Optional[str] = ..., dst: _Optional[str] = ..., overwrite: _Optional[bool] = ..., expect: _Optional[str] = ...) -> None: ...
 
 class RenameReply(_message.Message):
     __slots__ = ("info",)
@@ -1349,3 +1353,13 @@ class BackupChunk(_message.Message):
     size: int
     sha256: str
     def __init__(self, data: _Optional[bytes] = ..., group: _Optional[str] = ..., index: _Optional[int] = ..., term: _Optional[int] = ..., voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ..., last: _Optional[bool] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class AclRequest(_message.Message):
+    __slots__ = ("header", "path", "entries")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    path: str
+    entries: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., path: _Optional[str] = ..., entries: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -834,6 +834,31 @@ class NamespaceStub:
                 request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SnapshotReply.FromString,
                 _registered_method=True)
+        self.SetAcl = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/SetAcl',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+                _registered_method=True)
+        self.ModifyAclEntries = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/ModifyAclEntries',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+                _registered_method=True)
+        self.RemoveAclEntries = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/RemoveAclEntries',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+                _registered_method=True)
+        self.RemoveDefaultAcl = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/RemoveDefaultAcl',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+                _registered_method=True)
+        self.RemoveAcl = channel.unary_unary(
+                '/keelfs.meta.v1.Namespace/RemoveAcl',
+                request_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.SerializeToString,
+                response_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+                _registered_method=True)
 
 
 class NamespaceServicer:
@@ -1124,6 +1149,46 @@ class NamespaceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAcl(self, request, context):
+        """ACLs (keelfs.meta.acls), HDFS's: leader of the shard owning the path's entry; the owner
+        or a superuser. `entries`: an ACL spec, one entry each ("user:bob:r-x",
+        "default:group::rwx"; to remove: no permission, "user:bob"). The reply: the new
+        attributes (`acl` and `mode`, whose group bits are the mask). The ACL itself is read
+        with GetFileInfo (its `acl`), as HDFS's getAclStatus: by anyone who may reach the path.
+        the scopes given, replaced
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModifyAclEntries(self, request, context):
+        """entries added or changed
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveAclEntries(self, request, context):
+        """entries removed
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveDefaultAcl(self, request, context):
+        """every default entry removed
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveAcl(self, request, context):
+        """back to the mode alone
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NamespaceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1301,6 +1366,31 @@ def add_NamespaceServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SnapshotRequest.FromString,
                     response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.SnapshotReply.SerializeToString,
+            ),
+            'SetAcl': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAcl,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.SerializeToString,
+            ),
+            'ModifyAclEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModifyAclEntries,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.SerializeToString,
+            ),
+            'RemoveAclEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveAclEntries,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.SerializeToString,
+            ),
+            'RemoveDefaultAcl': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveDefaultAcl,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.SerializeToString,
+            ),
+            'RemoveAcl': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveAcl,
+                    request_deserializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.FromString,
+                    response_serializer=keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2251,6 +2341,141 @@ class Namespace:
             '/keelfs.meta.v1.Namespace/Snapshot',
             keelfs_dot_meta_dot_v1_dot_meta__pb2.SnapshotRequest.SerializeToString,
             keelfs_dot_meta_dot_v1_dot_meta__pb2.SnapshotReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAcl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/SetAcl',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModifyAclEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/ModifyAclEntries',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveAclEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/RemoveAclEntries',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveDefaultAcl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/RemoveDefaultAcl',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveAcl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keelfs.meta.v1.Namespace/RemoveAcl',
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.AclRequest.SerializeToString,
+            keelfs_dot_meta_dot_v1_dot_meta__pb2.FileInfoReply.FromString,
             options,
             channel_credentials,
             insecure,
