@@ -1,11 +1,21 @@
 """Ranged, verified reads of one replica.
 
 A :class:`ReplicaReader` (made by ``BlockStore.open_reader``, which opens the files) returns the
-range in pieces of about ``piece_size`` bytes. Each piece is read from disk aligned to whole
+range in pieces of about ``piece_size`` bytes (given ``first_piece_size``, the first pieces are
+smaller, doubling up to ``piece_size``: a stream of large pieces starts as soon as a small
+one is read). Each piece is read from disk aligned to whole
 chunks, every chunk it touches is checked against the stored CRC32C, and only then is the
 requested part of it returned. A mismatch (or a file shorter than the replica's length) calls
 ``on_corrupt`` (the store marks the replica corrupt and reports it) and raises
 ``CorruptReplica``: a corrupt byte is never returned.
+
+One CRC32C pass per piece: the piece's CRC is taken whole and compared with the combination of
+its chunks' stored CRCs (``file_checksum.crc32c_of_packed``: table lookups, no pass over the
+data); only when they differ is each chunk checked, to name the bad one. The whole CRC is then
+the one a read reply carries (:attr:`ReplicaReader.piece_crc`), so the server no longer takes a
+second pass for the wire. The check is as strong as one per chunk for an error inside one chunk
+(the piece's error is that chunk's error times a power of ``x``, which the polynomial does not
+divide); errors in several chunks could cancel out, with the 2^-32 chance of any CRC32C miss.
 
 Blocking: use from a worker thread, one piece at a time. :meth:`ReplicaReader.close` waits for
 a read in progress (so that a stream cancelled mid-read never has its descriptors closed, and
@@ -20,7 +30,8 @@ from collections.abc import Callable
 from types import TracebackType
 
 from keelfs.chunk.layout import HEADER_SIZE
-from keelfs.datapath.checksums import CRC_SIZE, chunk_count, first_mismatch
+from keelfs.datapath.checksums import CRC_SIZE, chunk_count, crc32c, first_mismatch
+from keelfs.datapath.file_checksum import crc32c_of_packed
 from keelfs.datapath.replica import ReplicaInfo
 from keelfs.errors import CorruptReplica
 
@@ -57,6 +68,7 @@ class ReplicaReader:
         end: int,
         on_corrupt: Callable[[ReplicaInfo, int, str], None],
         piece_size: int = DEFAULT_PIECE_SIZE,
+        first_piece_size: int | None = None,
     ) -> None:
         self.info = info
         self.position = offset
@@ -66,7 +78,10 @@ class ReplicaReader:
         self._on_corrupt = on_corrupt
         cs = info.chunk_size
         self._piece = max(cs, piece_size // cs * cs)
+        self._next_size = min(self._piece, max(cs, (first_piece_size or piece_size) // cs * cs))
         self._lock = threading.Lock()
+        self.piece_crc = 0
+        """The CRC32C of the data :meth:`read_piece` returned last (verified with it)."""
 
     def read_piece(self) -> tuple[int, bytes] | None:
         """The next verified piece as ``(offset, data)``, or None when the range is done."""
@@ -81,7 +96,8 @@ class ReplicaReader:
             return None
         cs = self.info.chunk_size
         start = pos - pos % cs
-        stop = min(start + self._piece, -(-end // cs) * cs, self.info.length)
+        stop = min(start + self._next_size, -(-end // cs) * cs, self.info.length)
+        self._next_size = min(self._next_size * 2, self._piece)
         data = pread_all(self._data_fd, stop - start, start)
         if len(data) != stop - start:
             self._corrupt(start + len(data), "data file shorter than the replica")
@@ -90,14 +106,19 @@ class ReplicaReader:
         crcs = pread_all(self._meta_fd, n * CRC_SIZE, HEADER_SIZE + first * CRC_SIZE)
         if len(crcs) != n * CRC_SIZE:
             self._corrupt(start, "checksum file shorter than the replica")
-        bad = first_mismatch(data, crcs, cs)
-        if bad >= 0:
-            self._corrupt(start + bad * cs, f"CRC32C mismatch in chunk {first + bad}")
+        whole = int(crc32c(data))
+        if whole != crc32c_of_packed(crcs, cs, len(data)):
+            bad = first_mismatch(data, crcs, cs)  # which chunk (each one is the authority)
+            if bad >= 0:
+                self._corrupt(start + bad * cs, f"CRC32C mismatch in chunk {first + bad}")
         stop_at = min(end, stop)
         self.position = stop_at
         if pos == start and stop_at == stop:
+            self.piece_crc = whole
             return pos, data
-        return pos, data[pos - start : stop_at - start]
+        part = data[pos - start : stop_at - start]  # a range cut inside a chunk: its own CRC
+        self.piece_crc = int(crc32c(part))
+        return pos, part
 
     def _corrupt(self, offset: int, reason: str) -> None:
         self._on_corrupt(self.info, offset, reason)

@@ -21,7 +21,6 @@ import grpc
 from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock
 from keelfs.chunk.pipeline import serve_write
 from keelfs.chunk.reader import ReplicaReader
-from keelfs.datapath.checksums import crc32c
 from keelfs.datapath.file_checksum import BlockDigest, block_digest
 from keelfs.datapath.framing import encode_read_response
 from keelfs.datapath.protocol import Target
@@ -58,11 +57,21 @@ def _failure(exc: Exception, what: str) -> KeelError:
     return internal_error(exc)
 
 
+READ_PIECE_SIZE = 4 << 20
+"""Largest piece of a ReadBlock reply (``wire.MAX_PACKET_BYTES``): per byte, fewer and larger
+replies cost both sides less (gRPC's and asyncio's work per message, the hop to the reading
+thread)."""
+READ_FIRST_PIECE_SIZE = 1 << 20
+"""A ReadBlock stream starts with pieces this large, doubling up to :data:`READ_PIECE_SIZE`:
+the client's first bytes do not wait for a 4 MiB read."""
+
+
 def _next_piece(reader: ReplicaReader) -> tuple[int, bytes, int] | None:
+    """The next piece with its CRC32C, taken when it was verified (no second pass)."""
     piece = reader.read_piece()
     if piece is None:
         return None
-    return piece[0], piece[1], crc32c(piece[1])
+    return piece[0], piece[1], reader.piece_crc
 
 
 def _block_digest(store: BlockStore, block_id: int, gen: int, length: int) -> BlockDigest:
@@ -102,6 +111,8 @@ class ChunkServicer(pb_grpc.ChunkServerServicer):
                 request.gen,
                 request.offset,
                 request.length or None,
+                READ_PIECE_SIZE,
+                READ_FIRST_PIECE_SIZE,
             )
         except Exception as exc:
             await abort(context, _failure(exc, "ReadBlock"))
