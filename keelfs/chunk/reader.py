@@ -1,9 +1,7 @@
 """Ranged, verified reads of one replica.
 
 A :class:`ReplicaReader` (made by ``BlockStore.open_reader``, which opens the files) returns the
-range in pieces of about ``piece_size`` bytes (given ``first_piece_size``, the first pieces are
-smaller, doubling up to ``piece_size``: a stream of large pieces starts as soon as a small
-one is read). Each piece is read from disk aligned to whole
+range in pieces of about ``piece_size`` bytes. Each piece is read from disk aligned to whole
 chunks, every chunk it touches is checked against the stored CRC32C, and only then is the
 requested part of it returned. A mismatch (or a file shorter than the replica's length) calls
 ``on_corrupt`` (the store marks the replica corrupt and reports it) and raises
@@ -68,7 +66,6 @@ class ReplicaReader:
         end: int,
         on_corrupt: Callable[[ReplicaInfo, int, str], None],
         piece_size: int = DEFAULT_PIECE_SIZE,
-        first_piece_size: int | None = None,
     ) -> None:
         self.info = info
         self.position = offset
@@ -78,7 +75,6 @@ class ReplicaReader:
         self._on_corrupt = on_corrupt
         cs = info.chunk_size
         self._piece = max(cs, piece_size // cs * cs)
-        self._next_size = min(self._piece, max(cs, (first_piece_size or piece_size) // cs * cs))
         self._lock = threading.Lock()
         self.piece_crc = 0
         """The CRC32C of the data :meth:`read_piece` returned last (verified with it)."""
@@ -96,8 +92,7 @@ class ReplicaReader:
             return None
         cs = self.info.chunk_size
         start = pos - pos % cs
-        stop = min(start + self._next_size, -(-end // cs) * cs, self.info.length)
-        self._next_size = min(self._next_size * 2, self._piece)
+        stop = min(start + self._piece, -(-end // cs) * cs, self.info.length)
         data = pread_all(self._data_fd, stop - start, start)
         if len(data) != stop - start:
             self._corrupt(start + len(data), "data file shorter than the replica")

@@ -57,16 +57,6 @@ def _failure(exc: Exception, what: str) -> KeelError:
     return internal_error(exc)
 
 
-READ_PIECE_SIZE = 4 << 20
-"""Largest piece of a ReadBlock reply (``wire.MAX_PACKET_BYTES``): per byte, fewer and larger
-replies cost both sides less (gRPC's and asyncio's work per message, the hop to the reading
-thread). A reply is then a few bytes over gRPC's default 4 MiB receive limit: a client's
-channel needs ``wire.GRPC_OPTIONS`` (every keelfs client's has)."""
-READ_FIRST_PIECE_SIZE = 1 << 20
-"""A ReadBlock stream starts with pieces this large, doubling up to :data:`READ_PIECE_SIZE`:
-the client's first bytes do not wait for a 4 MiB read."""
-
-
 def _next_piece(reader: ReplicaReader) -> tuple[int, bytes, int] | None:
     """The next piece with its CRC32C, taken when it was verified (no second pass)."""
     piece = reader.read_piece()
@@ -112,8 +102,6 @@ class ChunkServicer(pb_grpc.ChunkServerServicer):
                 request.gen,
                 request.offset,
                 request.length or None,
-                READ_PIECE_SIZE,
-                READ_FIRST_PIECE_SIZE,
             )
         except Exception as exc:
             await abort(context, _failure(exc, "ReadBlock"))

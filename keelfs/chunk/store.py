@@ -398,7 +398,6 @@ class BlockStore:
         offset: int = 0,
         length: int | None = None,
         piece_size: int = DEFAULT_PIECE_SIZE,
-        first_piece_size: int | None = None,
     ) -> ReplicaReader:
         """A verified reader of bytes ``[offset, offset + length)`` of ``blk_<id>_<gen>`` (cut
         at the replica's end; ``length`` None: to the end). Raises ``NotFound``,
@@ -428,9 +427,7 @@ class BlockStore:
             except BaseException:
                 os.close(data_fd)
                 raise
-        reader = ReplicaReader(
-            info, data_fd, meta_fd, 0, 0, self.mark_corrupt, piece_size, first_piece_size
-        )
+        reader = ReplicaReader(info, data_fd, meta_fd, 0, 0, self.mark_corrupt, piece_size)
         try:
             if offset > info.length:
                 raise InvalidArgument(

@@ -150,17 +150,6 @@ def test_each_piece_carries_the_crc_it_was_checked_with(store: BlockStore) -> No
                 assert r.piece_crc == google_crc32c.value(got[1]), (offset, length, got[0])
 
 
-def test_pieces_start_small_and_double(store: BlockStore) -> None:
-    # ReadBlock's stream: the first piece small (the client's first bytes come soon), then
-    # doubling up to the largest
-    data = payload(20 * CS + 5, seed=8)
-    store.write_replica(8, 1, "shard-1", data, CS)
-    with store.open_reader(8, 1, piece_size=4 * CS, first_piece_size=CS) as r:
-        sizes = [len(got[1]) for got in iter(r.read_piece, None)]
-    assert sizes == [CS, 2 * CS, 4 * CS, 4 * CS, 4 * CS, 4 * CS, CS + 5]
-    assert read_all(store, 8, 1) == data
-
-
 @pytest.mark.parametrize("chunk", [0, 1, 2])
 def test_a_flipped_byte_in_any_chunk_of_a_piece_names_that_chunk(
     store: BlockStore, chunk: int

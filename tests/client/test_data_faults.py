@@ -170,13 +170,13 @@ def test_a_corrupt_replica_is_skipped_and_reported(data_cluster: Any, fs: Any) -
 
 
 @pytest.mark.parametrize("where", ["data", "sidecar"])
-def test_a_corrupt_chunk_deep_in_a_large_read_piece_fails_over(
+def test_a_corrupt_chunk_deep_in_a_read_piece_fails_over(
     data_cluster: Any, fs: Any, where: str
 ) -> None:
-    # a chunk server sends a block in pieces of up to 4 MiB, each checked by one CRC32C
-    # against the combination of its chunks' stored CRCs: a flipped byte in the last chunk of
-    # the third piece ([3 MiB, 7 MiB) of the block), or in that chunk's stored CRC, must still
-    # be caught there, and the reader go on from another replica
+    # a chunk server sends a block in pieces of 1 MiB, each checked by one CRC32C against the
+    # combination of its chunks' stored CRCs: a flipped byte in the last chunk of the seventh
+    # piece, or in that chunk's stored CRC, must still be caught there, and the reader go on
+    # from another replica
     c, servers = data_cluster
     data = os.urandom(8 * MiB)
     path = f"/faults/deep-{where}"
