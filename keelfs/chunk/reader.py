@@ -7,6 +7,14 @@ requested part of it returned. A mismatch (or a file shorter than the replica's 
 ``on_corrupt`` (the store marks the replica corrupt and reports it) and raises
 ``CorruptReplica``: a corrupt byte is never returned.
 
+One CRC32C pass per piece: the piece's CRC is taken whole and compared with the combination of
+its chunks' stored CRCs (``file_checksum.crc32c_of_packed``: table lookups, no pass over the
+data); only when they differ is each chunk checked, to name the bad one. The whole CRC is then
+the one a read reply carries (:attr:`ReplicaReader.piece_crc`), so the server no longer takes a
+second pass for the wire. The check is as strong as one per chunk for an error inside one chunk
+(the piece's error is that chunk's error times a power of ``x``, which the polynomial does not
+divide); errors in several chunks could cancel out, with the 2^-32 chance of any CRC32C miss.
+
 Blocking: use from a worker thread, one piece at a time. :meth:`ReplicaReader.close` waits for
 a read in progress (so that a stream cancelled mid-read never has its descriptors closed, and
 their numbers reused, under a running ``pread``).
@@ -20,7 +28,8 @@ from collections.abc import Callable
 from types import TracebackType
 
 from keelfs.chunk.layout import HEADER_SIZE
-from keelfs.datapath.checksums import CRC_SIZE, chunk_count, first_mismatch
+from keelfs.datapath.checksums import CRC_SIZE, chunk_count, crc32c, first_mismatch
+from keelfs.datapath.file_checksum import crc32c_of_packed
 from keelfs.datapath.replica import ReplicaInfo
 from keelfs.errors import CorruptReplica
 
@@ -67,6 +76,8 @@ class ReplicaReader:
         cs = info.chunk_size
         self._piece = max(cs, piece_size // cs * cs)
         self._lock = threading.Lock()
+        self.piece_crc = 0
+        """The CRC32C of the data :meth:`read_piece` returned last (verified with it)."""
 
     def read_piece(self) -> tuple[int, bytes] | None:
         """The next verified piece as ``(offset, data)``, or None when the range is done."""
@@ -90,14 +101,19 @@ class ReplicaReader:
         crcs = pread_all(self._meta_fd, n * CRC_SIZE, HEADER_SIZE + first * CRC_SIZE)
         if len(crcs) != n * CRC_SIZE:
             self._corrupt(start, "checksum file shorter than the replica")
-        bad = first_mismatch(data, crcs, cs)
-        if bad >= 0:
-            self._corrupt(start + bad * cs, f"CRC32C mismatch in chunk {first + bad}")
+        whole = int(crc32c(data))
+        if whole != crc32c_of_packed(crcs, cs, len(data)):
+            bad = first_mismatch(data, crcs, cs)  # which chunk (each one is the authority)
+            if bad >= 0:
+                self._corrupt(start + bad * cs, f"CRC32C mismatch in chunk {first + bad}")
         stop_at = min(end, stop)
         self.position = stop_at
         if pos == start and stop_at == stop:
+            self.piece_crc = whole
             return pos, data
-        return pos, data[pos - start : stop_at - start]
+        part = data[pos - start : stop_at - start]  # a range cut inside a chunk: its own CRC
+        self.piece_crc = int(crc32c(part))
+        return pos, part
 
     def _corrupt(self, offset: int, reason: str) -> None:
         self._on_corrupt(self.info, offset, reason)

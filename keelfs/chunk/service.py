@@ -21,7 +21,6 @@ import grpc
 from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock
 from keelfs.chunk.pipeline import serve_write
 from keelfs.chunk.reader import ReplicaReader
-from keelfs.datapath.checksums import crc32c
 from keelfs.datapath.file_checksum import BlockDigest, block_digest
 from keelfs.datapath.framing import encode_read_response
 from keelfs.datapath.protocol import Target
@@ -59,10 +58,11 @@ def _failure(exc: Exception, what: str) -> KeelError:
 
 
 def _next_piece(reader: ReplicaReader) -> tuple[int, bytes, int] | None:
+    """The next piece with its CRC32C, taken when it was verified (no second pass)."""
     piece = reader.read_piece()
     if piece is None:
         return None
-    return piece[0], piece[1], crc32c(piece[1])
+    return piece[0], piece[1], reader.piece_crc
 
 
 def _block_digest(store: BlockStore, block_id: int, gen: int, length: int) -> BlockDigest:

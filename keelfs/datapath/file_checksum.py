@@ -52,6 +52,7 @@ __all__ = [
     "composite",
     "crc32c_combine",
     "crc32c_of_chunks",
+    "crc32c_of_packed",
     "crc32c_tail",
     "FileChecksum",
     "LocalChecksummer",
@@ -207,14 +208,35 @@ def crc32c_of_chunks(crcs: Sequence[int], chunk_size: int, length: int) -> int:
     short) have the CRC32Cs ``crcs``."""
     if not crcs:
         return 0
-    whole = _shift_by(chunk_size)  # one operator for every whole chunk
+    t0, t1, t2, t3 = _shift_tables(chunk_size)  # one operator for every whole chunk
     crc = crcs[0]
     for c in crcs[1:-1]:
-        crc = _multiply(whole, crc) ^ c
+        crc = t0[crc & 0xFF] ^ t1[crc >> 8 & 0xFF] ^ t2[crc >> 16 & 0xFF] ^ t3[crc >> 24] ^ c
     if len(crcs) > 1:
         last = length - (len(crcs) - 1) * chunk_size
-        crc = _multiply(whole if last == chunk_size else _shift_by(last), crc) ^ crcs[-1]
+        if last == chunk_size:
+            crc = t0[crc & 0xFF] ^ t1[crc >> 8 & 0xFF] ^ t2[crc >> 16 & 0xFF] ^ t3[crc >> 24]
+        else:
+            crc = _multiply(_shift_cached(last), crc)
+        crc ^= crcs[-1]
     return crc
+
+
+def crc32c_of_packed(crcs_le: bytes, chunk_size: int, length: int) -> int:
+    """:func:`crc32c_of_chunks` of packed little-endian CRCs (a sidecar's, or
+    ``checksums.chunk_crcs``): one per chunk of the ``length`` bytes."""
+    n = len(crcs_le) // CRC_SIZE
+    return crc32c_of_chunks(struct.unpack(f"<{n}I", crcs_le), chunk_size, length)
+
+
+@lru_cache(maxsize=8)
+def _shift_tables(nbytes: int) -> tuple[tuple[int, ...], ...]:
+    """Multiplying by ``x^(8 * nbytes)`` as four tables of 256 words, one per byte of the CRC
+    it multiplies: the product is linear in that CRC's bits, so it is the XOR of the products
+    of its four bytes, each looked up (~1 µs in Python, against ~10 µs for :func:`_multiply`;
+    building them costs 1,024 multiplications, once per size)."""
+    op = _shift_by(nbytes)
+    return tuple(tuple(_multiply(op, v << (8 * k)) for v in range(256)) for k in range(4))
 
 
 def composite(blocks: Sequence[BlockDigest]) -> FileChecksum:

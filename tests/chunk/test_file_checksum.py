@@ -18,6 +18,7 @@ from chunk_keys import provision, signer
 from keelfs.chunk.layout import HEADER_SIZE, Layout
 from keelfs.chunk.node import ChunkNode, ChunkNodeConfig
 from keelfs.chunk.store import BlockStore
+from keelfs.datapath.checksums import chunk_crcs
 from keelfs.datapath.client import AsyncChunkClient
 from keelfs.datapath.file_checksum import (
     EMPTY_FILE_CHECKSUM,
@@ -28,6 +29,7 @@ from keelfs.datapath.file_checksum import (
     combine,
     composite,
     crc32c_combine,
+    crc32c_of_packed,
 )
 from keelfs.datapath.tokens import Access
 from keelfs.errors import CorruptReplica, InvalidArgument, NotFound, PermissionDenied
@@ -110,6 +112,17 @@ def test_crc32c_combine() -> None:
         ) == google_crc32c.value(a + b)
     with pytest.raises(InvalidArgument, match="MD5MD5CRC or COMPOSITE_CRC"):
         checksum_of_blocks([b"x"], mode="md5")
+
+
+def test_crc32c_of_packed_is_the_crc_of_the_data() -> None:
+    # whole chunks, a short last chunk, one chunk, none; the table-driven shift for whole
+    # chunks and the general one for a short last chunk
+    for chunk_size in (512, 4096, 65_536):
+        for size in (0, 1, chunk_size - 1, chunk_size, chunk_size + 1, 5 * chunk_size,
+                     5 * chunk_size + 7, 16 * chunk_size):  # fmt: skip
+            data = payload(size, size + chunk_size)
+            got = crc32c_of_packed(chunk_crcs(data, chunk_size), chunk_size, size)
+            assert got == google_crc32c.value(data), (chunk_size, size)
 
 
 def test_known_values() -> None:

@@ -7,6 +7,7 @@ import os
 import random
 from pathlib import Path
 
+import google_crc32c
 import pytest
 
 from keelfs.chunk.events import EventKind, EventQueue, ReplicaEvent
@@ -136,6 +137,33 @@ def test_flipped_byte_on_disk_is_detected_and_replica_no_longer_served(
     assert store.block_report() == [ReplicaInfo(**{**_fields(info), "corrupt": True})]
     assert store.usage().corrupt == 1
     assert store.finalized_replicas() == []
+
+
+def test_each_piece_carries_the_crc_it_was_checked_with(store: BlockStore) -> None:
+    # the reader takes one CRC32C pass per piece and hands it on for the read reply: it must
+    # be the CRC of exactly the bytes returned, whole pieces and ranges cut inside a chunk
+    data = payload(7 * CS + 123, seed=6)
+    store.write_replica(6, 1, "shard-1", data, CS)
+    for offset, length in ((0, None), (5, 3 * CS), (CS, 2 * CS + 9), (len(data) - 3, 3)):
+        with store.open_reader(6, 1, offset, length, piece_size=2 * CS) as r:
+            while (got := r.read_piece()) is not None:
+                assert r.piece_crc == google_crc32c.value(got[1]), (offset, length, got[0])
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 2])
+def test_a_flipped_byte_in_any_chunk_of_a_piece_names_that_chunk(
+    store: BlockStore, chunk: int
+) -> None:
+    # one whole-piece CRC, compared with the combination of the stored ones, must still catch
+    # a flip in any chunk of a piece (first, middle, last) and name the chunk
+    data = payload(6 * CS, seed=7)
+    store.write_replica(7, 1, "shard-1", data, CS)
+    data_path, _ = Layout.files(store.layout.finalized_dir(7), 7, 1)
+    _flip(data_path, (3 + chunk) * CS + 100)
+    assert read_all(store, 7, 1, 0, 3 * CS, piece=3 * CS) == data[: 3 * CS]
+    with pytest.raises(CorruptReplica, match=f"chunk {3 + chunk}") as exc:
+        read_all(store, 7, 1, 0, None, piece=3 * CS)
+    assert exc.value.details["offset"] == (3 + chunk) * CS
 
 
 def _fields(info: ReplicaInfo) -> dict[str, object]:

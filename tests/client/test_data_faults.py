@@ -15,7 +15,9 @@ from typing import Any
 import grpc
 import pytest
 
+from keelfs.chunk.layout import HEADER_SIZE
 from keelfs.client import AsyncClient
+from keelfs.datapath.checksums import CHUNK_SIZE
 from keelfs.errors import StaleGeneration
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -165,6 +167,38 @@ def test_a_corrupt_replica_is_skipped_and_reported(data_cluster: Any, fs: Any) -
 
     c.wait_for(replaced, 60, "the corrupt replica was not replaced")
     assert md5(fs.read_bytes("/faults/corrupt")) == md5(data)
+
+
+@pytest.mark.parametrize("where", ["data", "sidecar"])
+def test_a_corrupt_chunk_deep_in_a_read_piece_fails_over(
+    data_cluster: Any, fs: Any, where: str
+) -> None:
+    # a chunk server sends a block in pieces of 1 MiB, each checked by one CRC32C against the
+    # combination of its chunks' stored CRCs: a flipped byte in the last chunk of the seventh
+    # piece, or in that chunk's stored CRC, must still be caught there, and the reader go on
+    # from another replica
+    c, servers = data_cluster
+    data = os.urandom(8 * MiB)
+    path = f"/faults/deep-{where}"
+    fs.write_bytes(path, data, block_size=8 * MiB)
+    c.wait_for(lambda: len(locations(fs, path)[0]) == 3, 30, "replicas not all reported")
+    with fs.open(path, "rb") as f:
+        block = f.reader._blocks[0]
+        server_id, _ = block.locations[0]  # the replica this reader tries first
+        i = server_index(servers, server_id)
+        damaged = _replica_file(servers, i, block.block_id, block.gen)
+        at = 7 * MiB - 100
+        if where == "sidecar":
+            damaged = damaged.with_suffix(".meta")
+            at = HEADER_SIZE + (7 * MiB // CHUNK_SIZE - 1) * 4  # the chunk's stored CRC
+        with open(damaged, "r+b") as raw:
+            raw.seek(at)
+            byte = raw.read(1)
+            raw.seek(at)
+            raw.write(bytes([byte[0] ^ 0x01]))
+        assert md5(f.read()) == md5(data)
+        assert f.reader.bad_replicas == [(server_id, block.block_id, block.gen)]
+        assert f.reader.failovers == 1
 
 
 def test_the_shard_leader_killed_during_a_large_write(data_cluster: Any, fs: Any) -> None:
