@@ -30,7 +30,7 @@ from typing import Any
 
 from keelfs.gateways.s3.credentials import AccessKey
 from keelfs.gateways.s3.errors import S3Error
-from keelfs.gateways.s3.sigv4 import ALGORITHM, signing_key
+from keelfs.gateways.s3.sigv4 import ALGORITHM, access_key, signing_key
 
 __all__ = [
     "NOT_CONDITIONED",
@@ -180,17 +180,6 @@ def _required(fields: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _key(keys: Mapping[str, AccessKey], key_id: str) -> AccessKey:
-    key = keys.get(key_id)
-    if key is None:
-        raise S3Error(
-            "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records.",
-            AWSAccessKeyId=key_id,
-        )
-    return key
-
-
 def _mismatch(key_id: str) -> S3Error:
     return S3Error(
         "SignatureDoesNotMatch",
@@ -210,7 +199,7 @@ def authenticate_form(
         key_id = _required(fields, "awsaccesskeyid")
         signature = _required(fields, "signature")
         policy_text = _required(fields, "policy")
-        key = _key(keys, key_id)
+        key = access_key(keys, key_id)
         expected = base64.b64encode(
             hmac.new(key.secret.encode(), policy_text.encode(), hashlib.sha1).digest()
         ).decode()
@@ -228,7 +217,7 @@ def _check_v4(fields: Mapping[str, str], keys: Mapping[str, AccessKey]) -> Acces
     if len(parts) != 5 or parts[3] != "s3" or parts[4] != "aws4_request":
         raise S3Error("InvalidArgument", f"malformed x-amz-credential {credential!r}")
     key_id, date, region, service = parts[:4]
-    key = _key(keys, key_id)
+    key = access_key(keys, key_id)
     if amz_date[:8] != date:
         raise S3Error("InvalidArgument", "x-amz-date is not the credential's date")
     k = signing_key(key.secret, date, region, service)

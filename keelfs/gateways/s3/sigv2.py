@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 from keelfs.gateways.s3.credentials import AccessKey
 from keelfs.gateways.s3.errors import S3Error
-from keelfs.gateways.s3.sigv4 import MAX_SKEW, UNSIGNED, Headers, Signed
+from keelfs.gateways.s3.sigv4 import MAX_SKEW, UNSIGNED, Headers, Signed, access_key
 
 __all__ = ["SUBRESOURCES", "authenticate_header", "authenticate_query", "string_to_sign"]
 
@@ -75,17 +75,6 @@ def string_to_sign(
 def _sign(secret: str, text: str) -> str:
     digest = hmac.new(secret.encode(), text.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
-
-
-def _key(keys: Mapping[str, AccessKey], key_id: str) -> AccessKey:
-    key = keys.get(key_id)
-    if key is None:
-        raise S3Error(
-            "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records.",
-            AWSAccessKeyId=key_id,
-        )
-    return key
 
 
 def _paths(raw_path: str) -> list[str]:
@@ -143,7 +132,7 @@ def authenticate_header(
     key_id, colon, signature = credentials.strip().rpartition(":")
     if not colon or not key_id:
         raise S3Error("InvalidArgument", "the Authorization header is AWS KEY:SIGNATURE")
-    key = _key(keys, key_id)
+    key = access_key(keys, key_id)
     if abs(now - _request_time(headers)) > MAX_SKEW:
         raise S3Error(
             "RequestTimeTooSkewed",
@@ -174,7 +163,7 @@ def authenticate_query(
         raise S3Error("AccessDenied", f"query parameter {missing.args[0]} missing") from None
     if not expires.isdigit():
         raise S3Error("AccessDenied", f"Expires {expires!r} is not a time in seconds")
-    key = _key(keys, key_id)
+    key = access_key(keys, key_id)
     if now.timestamp() > int(expires):
         raise S3Error("AccessDenied", "Request has expired")
     return _verify(key, signature, method, raw_path, pairs, headers, expires)

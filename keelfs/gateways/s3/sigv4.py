@@ -27,6 +27,7 @@ from keelfs.gateways.s3.errors import S3Error
 
 __all__ = [
     "ALGORITHM",
+    "access_key",
     "EMPTY_SHA256",
     "STREAMING_SIGNED",
     "UNSIGNED",
@@ -223,6 +224,19 @@ def _header_auth(
     )  # fmt: skip
 
 
+def access_key(keys: Mapping[str, AccessKey], key_id: str) -> AccessKey:
+    """The access key named ``key_id`` (``InvalidAccessKeyId`` if there is none): every
+    signature version and POST policies look keys up here."""
+    key = keys.get(key_id)
+    if key is None:
+        raise S3Error(
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+            AWSAccessKeyId=key_id,
+        )
+    return key
+
+
 def _presigned_auth(
     method: str,
     raw_path: str,
@@ -274,13 +288,7 @@ def _check(
     keys: Mapping[str, AccessKey],
 ) -> Signed:
     key_id, date, region, service = _parse_credential(credential)
-    key = keys.get(key_id)
-    if key is None:
-        raise S3Error(
-            "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records.",
-            AWSAccessKeyId=key_id,
-        )
+    key = access_key(keys, key_id)
     if amz_date[:8] != date:
         raise S3Error("SignatureDoesNotMatch", "the credential's date is not the request's")
     names = signed_names.split(";")
