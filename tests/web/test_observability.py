@@ -183,25 +183,36 @@ def test_request_id_follows_an_operation(
     assert any("Namespace/Create" in r.getMessage() for r in client_lines)
     assert TextFormatter("client").format(client_lines[0]).endswith(f"[rid={rid}]")
 
-    def lines_with_id(path: Path) -> list[str]:
-        return [line for line in path.read_text(errors="replace").splitlines() if rid in line]
+    def lines_with(path: Path, text: str) -> list[str]:
+        lines = path.read_text(errors="replace").splitlines()
+        return [line for line in lines if rid in line and text in line]
 
-    def master_lines() -> list[str] | None:
-        found = [x for i in cluster.nodes for x in lines_with_id(cluster.nodes[i].log_path)]
-        return found or None
-
-    found = wait_until(master_lines, 10, f"request id {rid} in a master's log")
-    assert any("Namespace/Create OK" in line and f"[rid={rid}]" in line for line in found)
-    text_chunk = wait_until(
-        lambda: [x for spec in text.specs for x in lines_with_id(spec.log_path)] or None,
+    # each wait is for the very line asserted: lines of the id's other calls may come first
+    found = wait_until(
+        lambda: (
+            [
+                x
+                for n in cluster.nodes.values()
+                for x in lines_with(n.log_path, "Namespace/Create OK")
+            ]
+            or None
+        ),
         10,
-        f"request id {rid} in a chunk server's log",
+        f"Namespace/Create OK under {rid} in a master's log",
     )
-    assert any("ChunkServer/WriteBlock OK" in line for line in text_chunk)
-    json_chunk = wait_until(
-        lambda: lines_with_id(json_logs.specs[0].log_path) or None,
+    assert any(f"[rid={rid}]" in line for line in found)
+    wait_until(
+        lambda: (
+            [x for s in text.specs for x in lines_with(s.log_path, "ChunkServer/WriteBlock OK")]
+            or None
+        ),
         10,
-        f"request id {rid} in the JSON log of a chunk server",
+        f"ChunkServer/WriteBlock OK under {rid} in a chunk server's log",
+    )
+    json_chunk = wait_until(
+        lambda: lines_with(json_logs.specs[0].log_path, "ChunkServer/WriteBlock OK") or None,
+        10,
+        f"ChunkServer/WriteBlock OK under {rid} in the JSON log of a chunk server",
     )
     records = [json.loads(line) for line in json_chunk]
     assert any(
@@ -210,12 +221,12 @@ def test_request_id_follows_an_operation(
     assert all({"ts", "level", "logger", "process", "msg"} <= set(r) for r in records)
 
 
-def _master_lines_with(cluster: MetaCluster, text: str) -> list[str] | None:
+def _master_lines_with(cluster: MetaCluster, *texts: str) -> list[str] | None:
     found = [
         line
         for node in cluster.nodes.values()
         for line in node.log_path.read_text(errors="replace").splitlines()
-        if text in line
+        if all(text in line for text in texts)
     ]
     return found or None
 
@@ -232,8 +243,11 @@ def test_a_cli_command_runs_under_the_request_id_of_its_environment(observed: Ob
         capture_output=True,
         timeout=60,
     )
-    found = wait_until(lambda: _master_lines_with(cluster, rid), 10, f"{rid} in a master's log")
-    assert any("Namespace/Mkdir OK" in line for line in found), found
+    wait_until(
+        lambda: _master_lines_with(cluster, rid, "Namespace/Mkdir OK"),
+        10,
+        f"Namespace/Mkdir OK under {rid} in a master's log",
+    )
 
 
 def test_an_s3_request_id_follows_the_request_into_the_cluster(
@@ -252,8 +266,11 @@ def test_an_s3_request_id_follows_the_request_into_the_cluster(
         s3.create_bucket(Bucket="traced")
         reply = s3.put_object(Bucket="traced", Key="k", Body=b"x" * 1000)
         rid = reply["ResponseMetadata"]["HTTPHeaders"]["x-amz-request-id"]
-        found = wait_until(lambda: _master_lines_with(cluster, rid), 10, f"{rid} in a master's log")
-        assert any("Namespace/" in line and " OK " in line for line in found), found
+        wait_until(
+            lambda: _master_lines_with(cluster, rid, "Namespace/", " OK "),
+            10,
+            f"a Namespace call under {rid} in a master's log",
+        )
         gateway_log = [
             json.loads(line)
             for line in (tmp_path / "s3.err").read_text().splitlines()
