@@ -174,7 +174,7 @@ class ServerConfig:
             v["chunk_listen"] = neighbour_address(v["listen"], +1, "listen")
         split_address(v["raft_listen"], "raft_listen")
         split_address(v["chunk_listen"], "chunk_listen")
-        v["advertise"] = _checked_server_advertise(v)
+        v["advertise"] = str(v["advertise"]).strip()
         if not 1 <= v["replication"] <= 512:
             raise ConfigError(f"replication must be between 1 and 512, not {v['replication']}")
         if v["scan_interval_s"] < 0 or v["heartbeat_interval_s"] <= 0 or v["tick_ms"] <= 0:
@@ -191,6 +191,7 @@ class ServerConfig:
             config.meta_tls(),
             config.insecure,
         )
+        _check_server_advertise(config)  # after the TLS rule: that one speaks first
         config.chunk_tls()  # its certificate must be there too
         config.http()
         if config.s3_listen:
@@ -295,18 +296,17 @@ class ServerConfig:
         )
 
 
-def _checked_server_advertise(values: dict[str, Any]) -> str:
+def _check_server_advertise(config: ServerConfig) -> None:
     """The ``advertise`` setting of a server: a ``HOST`` (no port: it stands for the host of
     all three addresses, each keeping its port), required when any of them is a wildcard."""
-    advertise = str(values["advertise"]).strip()
+    advertise = config.advertise
     for name in ("listen", "raft_listen", "chunk_listen"):
-        checked_advertise(values[name], advertise, name)
+        checked_advertise(getattr(config, name), advertise, name)
     if advertise and split_advertise(advertise)[1]:
         raise ConfigError(
             f"advertise: give a HOST only, not {advertise!r}: it stands for the client, Raft "
             "and chunk addresses, each with its own port"
         )
-    return advertise
 
 
 async def _set_up(node: MetaNode, deadline: float) -> bool:

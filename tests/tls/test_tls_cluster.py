@@ -181,7 +181,7 @@ def test_server_starts_on_a_public_address_with_insecure(tmp_path: Path) -> None
             [sys.executable, "-m", "keelfs.cli.main", "server", "--data", str(tmp_path / "d"),
              "--http-listen", "off", "--listen", f"0.0.0.0:{client}",
              "--raft-listen", f"127.0.0.1:{raft}", "--chunk-listen", f"127.0.0.1:{chunk}",
-             "--insecure", "--no-fsync-on-close"],
+             "--advertise", "127.0.0.1", "--insecure", "--no-fsync-on-close"],
             stdout=stdout, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     try:
