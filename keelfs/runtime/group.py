@@ -345,7 +345,11 @@ class RaftGroup:
         view = (raft.term, raft.lead, raft.state)
         key = (self.host.send_rounds, raft.log.committed, *view)
         shared = self._open_read
-        if shared is not None and shared[0] == key and self._read_live(shared[1]):
+        # Under leases a request is judged when it is made, not by a heartbeat round that
+        # leaves after the barriers sharing it arrived: a barrier arriving later (after a
+        # freeze of this process, say) must not share its answer.
+        shareable = not self.host.config.lease_reads
+        if shareable and shared is not None and shared[0] == key and self._read_live(shared[1]):
             return shared[1]
         queued = self._queued_read
         if queued is not None and self._read_live(queued):

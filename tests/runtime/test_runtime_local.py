@@ -138,7 +138,7 @@ def test_barriers_arriving_one_by_one_wait_for_the_request_in_flight_and_share_t
 
     async def main() -> None:
         net = LocalNetwork()
-        async with cluster(tmp_path, net, HostConfig(lease_reads=False)) as hosts:
+        async with cluster(tmp_path, net, HostConfig()) as hosts:
             leader = await wait_leader(hosts)
             follower = next(h.groups["g"] for h in hosts.values() if h.groups["g"] is not leader)
             for g in (leader, follower):
@@ -238,7 +238,7 @@ def test_lease_reads_make_no_heartbeat_round_and_see_every_acknowledged_write(
 
     async def main() -> None:
         net = LocalNetwork()
-        config = HostConfig()
+        config = HostConfig(lease_reads=True)
         async with cluster(tmp_path, net, config) as hosts:
             leader = await wait_leader(hosts)
             follower = next(h.groups["g"] for h in hosts.values() if h.groups["g"] is not leader)
@@ -270,7 +270,7 @@ def test_a_leader_whose_loop_fell_behind_forgets_its_lease(tmp_path: Path) -> No
 
     async def main() -> None:
         net = LocalNetwork()
-        config = HostConfig()
+        config = HostConfig(lease_reads=True)
         period = config.tick_ms / 1000
         async with cluster(tmp_path, net, config) as hosts:
             leader = await wait_leader(hosts)
