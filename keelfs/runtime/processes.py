@@ -130,6 +130,24 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+def _worker_slice(floor: int, low: int) -> tuple[int, int]:
+    """``[floor, low)``, or this test worker's share of it when pytest-xdist runs several
+    (``PYTEST_XDIST_WORKER`` ``gwN`` of ``PYTEST_XDIST_WORKER_COUNT``). Why: a port checked
+    free here may be taken before the server binds it by another worker's process — most
+    often a node that worker killed and restarts on its old port, which was free meanwhile —
+    and the start fails ("address already in use"); workers drawing from disjoint ranges
+    never collide so."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        index, count = int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    except (KeyError, ValueError):
+        return floor, low
+    if not 0 <= index < count:
+        return floor, low
+    width = (low - floor) // count
+    return floor + index * width, floor + (index + 1) * width
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     """``n`` distinct TCP ports that were free a moment ago, for servers to bind soon after.
 
@@ -140,15 +158,15 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     drawn at random from there (and checked bindable); port 0 is the fallback where that range
     is too small.
     """
-    low, _ = _ephemeral_range()
+    floor, low = _worker_slice(_PORT_FLOOR, _ephemeral_range()[0])
     socks: list[socket.socket] = []
     rng = random.SystemRandom()
     try:
         tries = 0
         while len(socks) < n:
             tries += 1
-            below_ephemeral = low - _PORT_FLOOR > 1000 and tries < 200
-            port = rng.randrange(_PORT_FLOOR, low) if below_ephemeral else 0
+            below_ephemeral = low - floor > 1000 and tries < 200
+            port = rng.randrange(floor, low) if below_ephemeral else 0
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 s.bind((host, port))

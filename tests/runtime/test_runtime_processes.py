@@ -476,3 +476,22 @@ def test_not_leader_hint_async_client_and_sigterm(make_cluster: MakeCluster) -> 
     cluster.restart(leader)
     wait_caught_up(cluster, leader)
     assert cluster.client([leader]).get("k", linearizable=False) == "v4"
+
+
+def test_test_workers_draw_ports_from_disjoint_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two pytest-xdist workers never hand out the same port (a port one worker's killed node
+    will bind again on restart is free meanwhile: the other must not take it)."""
+    from keelfs.runtime import processes
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    seen = []
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        floor, low = processes._worker_slice(10_000, processes._ephemeral_range()[0])
+        ports = processes.free_ports(50)
+        assert all(floor <= p < low for p in ports), (worker, floor, low)
+        seen.append((floor, low))
+    assert seen[0][1] == seen[1][0] and seen[0][0] == 10_000  # disjoint, side by side
+    assert processes._worker_slice(10_000, 32_000) == (21_000, 32_000)  # gw1's half
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    assert processes._worker_slice(10_000, 32_000) == (10_000, 32_000)
