@@ -58,16 +58,14 @@ class HostConfig:
     """An idle group goes quiet after this many ticks (see ``Config.quiesce_after_ticks``);
     0 keeps every group heartbeating. The tick loop wakes a quiesced follower whose leader's
     node the transport reports unreachable."""
-    lease_reads: bool = False
+    lease_reads: bool = True
     """A leader answers ReadIndex requests (its own and those its followers forward) from its
     lease, without a heartbeat round, while a majority answered heartbeats it sent less than
     ``election_tick - 2`` ticks ago (``ReadOnlyOption.LEASE_BASED``; the host keeps a leader's
-    ticks current before it judges a lease: ``keep_ticks_current``). Off (the default): every
-    read waits for a heartbeat round started after it arrived. Off by default since a full
-    test run found a stale read with it on: a barrier arriving after the leader's process was
-    frozen shared a request judged from the lease before the freeze (``RaftGroup._join_read``
-    no longer lets a barrier share a request under leases; not yet proven enough to turn
-    leases on)."""
+    ticks current before it judges a lease: ``keep_ticks_current``, and forgets its leases when
+    its loop fell behind). A request is judged when it is made, so under leases a barrier never
+    shares a request made before it arrived (``RaftGroup._join_read``). Off: every read waits
+    for a heartbeat round started after it arrived (``ReadOnlyOption.SAFE``)."""
     pack_proposals: bool = True
     """Proposals of one round that may share an entry do (``PackingStateMachine``): the
     metadata groups' client writes. Off while a member runs a version that cannot apply such

@@ -138,7 +138,7 @@ def test_barriers_arriving_one_by_one_wait_for_the_request_in_flight_and_share_t
 
     async def main() -> None:
         net = LocalNetwork()
-        async with cluster(tmp_path, net, HostConfig()) as hosts:
+        async with cluster(tmp_path, net, HostConfig(lease_reads=False)) as hosts:
             leader = await wait_leader(hosts)
             follower = next(h.groups["g"] for h in hosts.values() if h.groups["g"] is not leader)
             for g in (leader, follower):
@@ -292,6 +292,41 @@ def test_a_leader_whose_loop_fell_behind_forgets_its_lease(tmp_path: Path) -> No
             await leader.read_barrier()
             assert raft.read_only.last_round() > rounds
             await _until_lease(leader)
+
+    asyncio.run(main())
+
+
+def test_under_leases_a_barrier_never_shares_a_request_judged_before_it_arrived(
+    tmp_path: Path,
+) -> None:
+    """Under leases the leader judges a ReadIndex request when it is made (from its lease),
+    not by a heartbeat round leaving later. A barrier arriving after that -- here after the
+    loop was blocked between the lease's answer and its delivery, as a process frozen there
+    is -- must not share it (though no round has been sent since: what lets barriers share a
+    request without leases): it makes a request of its own, judged after the freeze, when
+    the lease is forgotten, by a round. Sharing the first would return the index the lease
+    gave before the freeze, which a leader elected meanwhile may have passed: the stale read
+    a full run with leases on once caught (a cross-shard rename's target not found)."""
+
+    async def main() -> None:
+        net = LocalNetwork()
+        config = HostConfig(lease_reads=True)
+        period = config.tick_ms / 1000
+        async with cluster(tmp_path, net, config) as hosts:
+            leader = await wait_leader(hosts)
+            await leader.propose(kv.put("x", "1"))
+            await _until_lease(leader)
+            raft = leader.node.raft
+
+            first = leader._join_read()  # a barrier's request: answered by the lease at once
+            assert [rs.context for rs in raft.read_states] == [first]
+            time.sleep(6 * period)  # frozen before the answer was delivered
+            second = leader._join_read()  # a barrier arriving right after the freeze
+            assert second != first, "a barrier shared a request judged before it arrived"
+
+            assert leader._queued_read == second or leader._issued_read[0] == second  # type: ignore[index]
+            await leader.read_barrier()  # joins the second request (or one after it)
+            assert second not in leader._reads, "the second request was never answered"
 
     asyncio.run(main())
 
