@@ -148,6 +148,7 @@ def test_touch_creates_and_sets_times_and_ls_shows_them(cluster: MetaCluster) ->
 
 
 def test_touch_bad_input(cluster: MetaCluster) -> None:
+    ok(cluster, "mkdir", "-p", "/t")  # its own: a test worker may run it without the test above
     for bad in ("yesterday", "-5", "2024-13-01"):
         r = run(cluster, "touch", "-m", bad, "/t/bad")
         assert r.exit_code == 2, r.output
