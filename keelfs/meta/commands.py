@@ -406,7 +406,7 @@ class CreateInline(Command):
 
     @classmethod
     def of(cls, path: str, content: bytes, **attributes: Any) -> CreateInline:
-        return cls(path, base64.b64encode(content).decode("ascii"), **attributes)
+        return cls(path, _encoded_content(content), **attributes)
 
     @property
     def content(self) -> bytes:
@@ -473,7 +473,7 @@ class CompleteInline(Command):
 
     @classmethod
     def of(cls, path: str, content: bytes) -> CompleteInline:
-        return cls(path, base64.b64encode(content).decode("ascii"))
+        return cls(path, _encoded_content(content))
 
     @property
     def content(self) -> bytes:
@@ -489,12 +489,14 @@ def _check_inline_data(data: str) -> None:
     """``data`` is base64 as ``base64.b64encode`` writes it, of at most the inline limit."""
     if len(data) > 4 * ((MAX_INLINE_BYTES + 2) // 3):
         raise InvalidArgument(f"inline data is at most {MAX_INLINE_BYTES} bytes", "data")
-    try:
-        content = base64.b64decode(data, validate=True)
-    except (ValueError, binascii.Error):
-        raise InvalidArgument("data is not base64", "data") from None
-    if not _canonical_base64(data, content):
-        raise InvalidArgument("data is not base64 as the encoder writes it", "data")
+    content = _remembered(data)
+    if content is None:
+        try:
+            content = base64.b64decode(data, validate=True)
+        except (ValueError, binascii.Error):
+            raise InvalidArgument("data is not base64", "data") from None
+        if not _canonical_base64(data, content):
+            raise InvalidArgument("data is not base64 as the encoder writes it", "data")
     if len(content) > MAX_INLINE_BYTES:
         raise InvalidArgument(f"inline data is at most {MAX_INLINE_BYTES} bytes", "data")
     _remember_content(data, content)
@@ -515,11 +517,13 @@ def _canonical_base64(text: str, content: bytes) -> bool:
 
 _CONTENTS: dict[int, tuple[str, bytes]] = {}
 _CONTENTS_MAX = 64
-"""The bytes of the inline data texts validated last, by the text object's id (kept alive
-by the entry and checked by identity, so an id reused by another object misses): every
-replica validates an inline command's data and then reads its content in the same apply,
-and a leader validates it when proposing as well; each base64 decode of 4 KiB costs about
-as much as the rest of the create's apply."""
+"""The bytes of the inline data texts encoded or validated last, by the text object's id
+(the object kept alive by the entry and checked by identity, so an id reused by another
+object misses). Every such text is base64 as the encoder writes it: ``of`` encoded it, or
+``validate`` checked it. A replica validates an inline command's data and reads its content
+in the same apply, and a leader makes the command from the request's bytes and validates it
+before proposing; each base64 decode of 4 KiB costs about as much as the rest of the
+create's apply."""
 
 
 def _remember_content(text: str, content: bytes) -> None:
@@ -528,13 +532,22 @@ def _remember_content(text: str, content: bytes) -> None:
     _CONTENTS[id(text)] = (text, content)
 
 
+def _remembered(text: str) -> bytes | None:
+    known = _CONTENTS.get(id(text))
+    return known[1] if known is not None and known[0] is text else None
+
+
+def _encoded_content(content: bytes) -> str:
+    text = base64.b64encode(content).decode("ascii")
+    _remember_content(text, content)
+    return text
+
+
 def inline_content(text: str) -> bytes:
     """The bytes of the base64 ``text`` of a validated ``CreateInline``/``CompleteInline``
     (``ValueError`` if not base64; ``validate`` refuses any text but the encoder's)."""
-    known = _CONTENTS.get(id(text))
-    if known is not None and known[0] is text:
-        return known[1]
-    return base64.b64decode(text, validate=True)
+    known = _remembered(text)
+    return base64.b64decode(text, validate=True) if known is None else known
 
 
 @dataclass(frozen=True, slots=True)
