@@ -584,12 +584,11 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
             await self.node.check_moves(member, path, False, self.timeout(context))
             if not request.stale_ok:
                 await self.node.wait_unlocked(member, path, self.timeout(context))
-            info = member.sm.stat(path, caller=caller)
-            readable = False
-            if request.read and not info.is_dir:
-                # a reader: an inline file's content comes with it (READ checked)
-                info = member.sm.check_access(path, READ, caller=caller, with_data=True)
-                readable = True
+            if request.read:
+                # a reader: a file's READ checked, an inline file's content with it
+                info, readable = member.sm.stat_for_read(path, caller=caller)
+            else:
+                info, readable = member.sm.stat(path, caller=caller), False
             message = file_info_to_pb(info)
             if readable or _may_read(member.sm, path, caller):
                 # block locations carry READ tokens: only for a reader (as HDFS's

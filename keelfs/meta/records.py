@@ -164,7 +164,9 @@ class Inode:
     def evolve(self, **changes: Any) -> Inode:
         return replace(self, **changes)
 
-    def encode(self) -> bytes:
+    def encode(self, data_text: str | None = None) -> bytes:
+        """The record's bytes. ``data_text``: ``base64.b64encode(self.data)`` when the caller
+        has it already (an inline command's validated text), not encoded again."""
         body = [
             _RECORD_VERSION,
             _KIND_CODE[self.kind],
@@ -189,7 +191,10 @@ class Inode:
         if (self.lease_holder and self.lease_user) or tail:
             body.append(self.lease_user if self.lease_holder else "")
         if tail:
-            body.append(None if self.data is None else base64.b64encode(self.data).decode("ascii"))
+            if self.data is None:
+                body.append(None)
+            else:
+                body.append(data_text or base64.b64encode(self.data).decode("ascii"))
         if truncating:
             body.append(None if self.truncating is None else list(self.truncating))
         if sealed:

@@ -37,7 +37,7 @@ from keelfs.meta.commands import (
 from keelfs.meta.namespace import ShardStateMachine
 from keelfs.meta.principals import READ, Caller
 from keelfs.meta.ranges import texts
-from keelfs.meta.records import MAX_INLINE_BYTES, Inode, decode_foreign
+from keelfs.meta.records import FILE, MAX_INLINE_BYTES, Inode, decode_foreign
 from keelfs.meta.ring import key_hash
 from keelfs.meta.shard_records import MOVE_PAGE_BYTES, _entry_key
 from keelfs.meta.transactions import Step, encode_part
@@ -101,7 +101,19 @@ def test_the_limit_is_exact(shard: Driver) -> None:
 
 
 @pytest.mark.parametrize(
-    "data", ["not base64!", "QQ", "QQ==\n", base64.b64encode(b"x").decode() + "A"]
+    "data",
+    [
+        "not base64!",
+        "QQ",
+        "QQ==\n",
+        base64.b64encode(b"x").decode() + "A",
+        # what the decoder reads as the encoder's text, but with unused bits set: only the
+        # last group is compared with the encoder's (commands._canonical_base64)
+        "QR==",
+        "QUJ=",
+        base64.b64encode(b"abc" * 100).decode() + "QR==",
+        base64.b64encode(b"abc" * 100).decode()[:-4] + "YWJ=",
+    ],
 )
 def test_data_that_is_not_canonical_base64_is_refused(shard: Driver, data: str) -> None:
     s = shard.session()
@@ -331,3 +343,31 @@ def test_a_record_whose_head_does_not_read_counts_as_maintained() -> None:
     assert not maintained_file(Inode("dir", 0o755, "u", "g", 1, 1).encode())
     assert not maintained_file(Inode("file", 0o644, "u", "g", 1, 1, data=b"x").encode())
     assert maintained_file(Inode("file", 0o644, "u", "g", 1, 1, under_construction=True).encode())
+
+
+def test_an_inline_commands_content_is_its_base64_decoded() -> None:
+    """``content`` after ``validate`` (which remembers the decoded bytes) and on a command
+    never validated, and for texts equal in value but not the same object."""
+    data = os.urandom(5000)
+    cmd = CreateInline.of("/f", data)
+    assert cmd.content == data  # not validated: decoded
+    cmd.validate()
+    assert cmd.content == data  # validated: remembered
+    copy = CreateInline("/f", "".join(list(cmd.data)))  # equal text, another object
+    assert copy.data is not cmd.data and copy.content == data
+    empty = CompleteInline.of("/f", b"")
+    empty.validate()
+    assert empty.content == b""
+    for n in range(200):  # more than the memo holds
+        other = CreateInline.of("/g", bytes([n]) * n)
+        other.validate()
+        assert other.content == bytes([n]) * n
+    assert cmd.content == data
+
+
+def test_a_record_written_with_the_commands_text_is_the_record_encode_writes() -> None:
+    data = os.urandom(3001)
+    cmd = CreateInline.of("/f", data)
+    inode = Inode(FILE, 0o644, "u", "g", 1, 1, data=data)
+    assert inode.encode(data_text=cmd.data) == inode.encode()
+    assert Inode.decode(inode.encode(data_text=cmd.data)).data == data

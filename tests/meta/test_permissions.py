@@ -40,6 +40,8 @@ from keelfs.meta.commands import (
     SetReplication,
     SetTimes,
     SetTraverseGuard,
+    SnapshotAllow,
+    SnapshotTake,
     TxnBegin,
     TxnFinish,
     TxnPrepare,
@@ -426,3 +428,55 @@ def test_a_may_step_refuses_guards_built_before_an_ancestors_chmod(d: Driver) ->
 def test_a_malformed_may_step_is_refused(record: str) -> None:
     with pytest.raises(KeelError):
         decode_part(json.dumps([["may", "/tmp", record]]))
+
+
+# -- a reader's stat (GetFileInfo with read) ------------------------------------------------------
+def _outcome(read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except KeelError as exc:
+        return (type(exc).__name__, str(exc), getattr(exc, "path", None))
+
+
+def test_a_readers_stat_is_stat_then_a_read_check_with_one_lookup(d: Driver) -> None:
+    """``stat_for_read`` answers and refuses exactly as ``stat`` followed (for a file) by
+    ``check_access(READ, with_data=True)``: for every caller, on files, directories, a file
+    nobody may read, missing paths, a path under a file, and through a snapshot."""
+    bobs = d.session(BOB)
+    d.ok(Create("/pub/noread", mode=0o000), bobs, caller=BOB)
+    d.ok(CompleteFile("/pub/noread"), bobs, caller=BOB)
+    d.ok(SnapshotAllow("/home/alice/docs"))
+    d.ok(SnapshotTake("/home/alice/docs", "s1", 1234))
+    s = sm(d)
+
+    def old_way(path: str, caller: Caller) -> tuple[Any, bool]:
+        info = s.stat(path, caller=caller)
+        if info.is_dir:
+            return info, False
+        return s.check_access(path, READ, caller=caller, with_data=True), True
+
+    checked = 0
+    for path in (
+        "/",
+        "/home",
+        "/home/alice",
+        "/home/alice/g",
+        "/home/alice/docs/f",
+        "/home/alice/g/under-a-file",
+        "/home/alice/missing",
+        "/pub/noread",
+        "/pub/missing",
+        "/home/alice/docs/.snapshot/s1/f",
+        "/home/alice/docs/.snapshot/s1",
+        "//home/alice/./docs/f",
+    ):
+        for caller in (ALICE, BOB, CAROL, ROOT):
+            expected = _outcome(lambda p=path, c=caller: old_way(p, c))
+            got = _outcome(lambda p=path, c=caller: s.stat_for_read(p, caller=c))
+            assert got == expected, (path, caller)
+            checked += isinstance(got, tuple) and isinstance(got[1], bool)
+    assert checked >= 8  # some answers, not only refusals
+    info, readable = s.stat_for_read("/home/alice/g", caller=ALICE)
+    assert readable and info.path == "/home/alice/g"
+    read_refused(lambda: s.stat_for_read("/pub/noread", caller=ALICE))
+    read_refused(lambda: s.stat_for_read("/home/alice/g", caller=BOB))
