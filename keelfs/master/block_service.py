@@ -143,7 +143,7 @@ class BlockServiceMixin:
         async def work() -> pb.AllocateBlockReply:
             path = check_path(request.path)
             member = await self.node.route(request.header, path, by_directory=False)
-            self.node.require_leader(member)
+            await self.node.lead(member, self.timeout(context))
             current = member.sm.stat(path, caller=caller)
             targets = self._targets(current.replication, list(request.exclude), keep)
             if not self.node.block_keys.signer.ready():  # before the command is applied
@@ -199,7 +199,8 @@ class BlockServiceMixin:
                 command = CompleteInline.of(path, request.inline_data)
             command.validate()
             member = await self.node.route(request.header, path, by_directory=False)
-            self.node.require_leader(member)  # a follower may not have applied the Create yet
+            # a follower (or a leader just elected) may not have applied the Create yet
+            await self.node.lead(member, self.timeout(context))
             # a replay (MetaNode.route) is answered from the reply cache: nothing to wait for
             current = None if request.header.session_shard else member.sm.stat(path, caller=caller)
             if current is not None and current.under_construction:

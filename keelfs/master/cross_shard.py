@@ -184,7 +184,7 @@ async def mkdir(
     parent's group (a superuser may name others), with the parent's traverse guards plus the
     parent's own if it needs one; the ``may`` step checks the caller's right and that those
     guards still hold when the transaction prepares."""
-    node.require_leader(member)
+    await node.lead(member, timeout)
     path, parent = command.path, paths.parent(command.path)
     owner, group = command.owner, command.group
     guards: tuple[Guard, ...] = ()

@@ -472,7 +472,7 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
                 )
             shard_map = node.shard_map
             if any(shard_map.shard_for_path(s) != member.group_id for s in command.sources):
-                node.require_leader(member)
+                await node.lead(member, timeout)
                 value = await cross_shard.concat(node, member, command, header, timeout, caller)
                 info = FileInfo.from_dict(value)
                 return pb.FileInfoReply(info=file_info_to_pb(info), reply=self._reply(member))
@@ -530,8 +530,8 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
             src, dst = cmd.src, cmd.dst
             member = await node.route(header, src, by_directory=False)
             shard, m = member.group_id, node.shard_map
-            node.require_leader(member)
             timeout = self.timeout(context)
+            await node.lead(member, timeout)  # its checks below read the leader's state
             if header.session_shard:
                 _, index, term = await self._replayed(member, cmd, header, timeout, caller)
                 return pb.RenameReply(info=self._reply(member, index, term))

@@ -717,8 +717,17 @@ class MetaNode:
         await member.group.read_barrier(timeout)
 
     def require_leader(self, member: Member) -> None:
+        """This node leads ``member``'s group (its state may still lack writes acknowledged
+        before its term: checks on that state before proposing use ``lead``)."""
         if not member.group.is_leader:
             raise member.group.not_leader_error()
+
+    async def lead(self, member: Member, timeout: float) -> None:
+        """This node leads ``member``'s group and its state holds every acknowledged write
+        (``RaftGroup.lead``): checks a leader makes on its state before it proposes are sound
+        then, not before (right after an election a writer's acknowledged ``Create`` may be
+        in the new leader's log and not yet applied: its ``AllocateBlock`` found no file)."""
+        await member.group.lead(timeout)
 
     def reply_info(self, member: Member, index: int = 0, term: int = 0) -> pb.ReplyInfo:
         g = member.group

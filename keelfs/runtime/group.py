@@ -162,6 +162,30 @@ class RaftGroup:
     def commit_index(self) -> int:
         return self.node.raft.log.committed
 
+    def leader_caught_up(self) -> bool:
+        """Whether this member leads and has applied an entry of its own term: only then does
+        its state hold every entry committed before its term. A new leader learns what its
+        predecessors committed only when an entry of its own term commits (Raft §5.4.2), so
+        right after an election a write they acknowledged may be in its log, not yet applied."""
+        raft = self.node.raft
+        return (
+            raft.state is StateType.LEADER and raft.log.term_or_zero(raft.log.applied) == raft.term
+        )
+
+    async def lead(self, timeout: float | None = None) -> None:
+        """Return once this member leads with a state holding every acknowledged write
+        (``leader_caught_up``): for the checks a leader makes on its own state before it
+        proposes (the file a writer adds a block to exists, say). ``NotLeader`` when it does
+        not lead. Free once caught up; until then a ReadIndex barrier, which waits for an
+        entry of this term to commit and for the state to apply it."""
+        for _ in range(3):
+            if not self.is_leader:
+                raise self._not_leader()
+            if self.leader_caught_up():
+                return
+            await self.read_barrier(timeout)
+        raise Unavailable("leader changing", message="leadership keeps changing; retry")
+
     def not_leader_error(self) -> NotLeader:
         """The error a follower answers with, naming the leader it knows of."""
         return self._not_leader()
