@@ -249,6 +249,29 @@ class Inode:
             acl=self.acl,
         )
 
+    def info_dict(self, path: str) -> dict[str, Any]:
+        """``self.info(path).to_dict()`` (a command's result) without the ``FileInfo``
+        between: every create, complete and attribute change answers with one."""
+        body = {
+            "path": path,
+            "kind": self.kind,
+            "length": self.length,
+            "mode": self.mode,
+            "owner": self.owner,
+            "group": self.group,
+            "mtime": self.mtime,
+            "atime": self.atime,
+            "replication": self.replication,
+            "block_size": self.block_size,
+            "blocks": [b.to_list() for b in self.blocks],
+            "under_construction": self.under_construction,
+            "lease_holder": self.lease_holder,
+            "lease_user": self.lease_user if self.lease_holder else "",
+        }
+        if self.acl:
+            body["acl"] = [e.to_text() for e in self.acl]
+        return body
+
 
 def _decode_acl(raw: Any) -> tuple[AclEntry, ...]:
     """A record's ACL entries: ``ValueError`` unless they are valid and sorted, none twice

@@ -371,6 +371,8 @@ class ShardRecords(MetaStateMachine):
             for key, value in writes.items()
             if key[:1] == _DELETE_QUEUE and value is not None
         }
+        if not queued:  # nothing queued for deletion (a create, most commands)
+            return
         for block_id in blockrefs.held_by_snapshots_after(before, out, queued):
             out[queued[block_id]] = before.get(queued[block_id])
 
@@ -605,9 +607,12 @@ class ShardRecords(MetaStateMachine):
         locks = self._store.scan(tx.LOCK, prefix_end(tx.LOCK))
         return next(iter(locks), None) is None and not tf.active(self._store)
 
-    def _check_unlocked(self, kv: _Reader, path: str, *, parent: bool = True) -> None:
+    def _check_unlocked(self, kv: Txn, path: str, *, parent: bool = True) -> None:
         """Refuse (``Unavailable`` "locked") a change of ``path`` while a transaction locks it,
-        or while one moves or removes its parent directory."""
+        or while one moves or removes its parent directory. Nothing to look at, almost always:
+        no lock and no fence at all (``Txn.holds_any``, remembered by the store)."""
+        if not kv.holds_any(tx.LOCK) and not kv.holds_any(tf.ACTIVE):
+            return
         holder = tx.locked_by(kv, path)
         if holder:
             raise tx.locked_error(path, holder)
