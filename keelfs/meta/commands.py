@@ -252,14 +252,18 @@ class Command:
 
     def digest(self) -> str:
         """A short fingerprint of the op and its arguments: a session's reply cache keeps it
-        to tell a genuine retry from a different command that reuses a ``seq`` by mistake."""
-        return _fingerprint(self.digest_body())
+        to tell a genuine retry from a different command that reuses a ``seq`` by mistake.
+        (``_fingerprint(self.digest_body())``, hashing the encoded body as it is: ASCII.)"""
+        return hashlib.blake2b(self._digest_bytes(), digest_size=8).hexdigest()
 
     def digest_body(self) -> str:
+        return self._digest_bytes().decode("ascii")
+
+    def _digest_bytes(self) -> bytes:
         args = self.args()
         for name in self.chosen_by_proposer:
             del args[name]
-        return jsonbytes.dumps_sorted([self.op, args]).decode("ascii")
+        return jsonbytes.dumps_sorted([self.op, args])
 
 
 # session management and time (both state machines)

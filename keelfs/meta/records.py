@@ -21,7 +21,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import msgspec
@@ -162,7 +162,14 @@ class Inode:
         return content_version(self.mtime, self.blocks, self.data)
 
     def evolve(self, **changes: Any) -> Inode:
-        return replace(self, **changes)
+        """``dataclasses.replace(self, **changes)``, at a fraction of its cost: a directory's
+        mtime changes with every create in it."""
+        values = {name: getattr(self, name) for name in _INODE_FIELDS}
+        for name in changes:
+            if name not in values:
+                raise TypeError(f"Inode has no field {name!r}")
+        values.update(changes)
+        return Inode(**values)
 
     def encode(self) -> bytes:
         body = [
@@ -271,6 +278,9 @@ class Inode:
         if self.acl:
             body["acl"] = [e.to_text() for e in self.acl]
         return body
+
+
+_INODE_FIELDS = tuple(f.name for f in fields(Inode))
 
 
 def _decode_acl(raw: Any) -> tuple[AclEntry, ...]:

@@ -441,17 +441,21 @@ class ShardRecords(MetaStateMachine):
         if directory != paths.ROOT:
             keys.append(_entry_key(directory))
         touched = self._touched
+        rewritten: dict[bytes, bytes] = {}  # the two records are usually the same bytes
         for key in keys:  # only the records that are here
             raw = txn.get(key)
             if raw is None or touched.get(key) == (now, raw):
                 continue
-            record = decode_cached(raw)
-            if record.is_dir:
-                new = record.evolve(mtime=now).encode()
-                txn.put(key, new)
-                if len(touched) >= _TOUCHED_KEPT:
-                    touched.clear()
-                touched[key] = (now, new)
+            new = rewritten.get(raw)
+            if new is None:
+                record = decode_cached(raw)
+                if not record.is_dir:
+                    continue
+                new = rewritten[raw] = record.evolve(mtime=now).encode()
+            txn.put(key, new)
+            if len(touched) >= _TOUCHED_KEPT:
+                touched.clear()
+            touched[key] = (now, new)
 
     def _queue_blocks(self, txn: Txn, inode: Inode) -> int:
         for block in inode.blocks:

@@ -4,6 +4,7 @@ records (the reply left undecoded until asked for), a command's file result
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from keelfs.errors import InvalidArgument, NotFound
 from keelfs.meta.acls import parse_spec
-from keelfs.meta.commands import Result
+from keelfs.meta.commands import Command, Create, RegisterSession, Rename, Result, _fingerprint
 from keelfs.meta.principals import check_principal
 from keelfs.meta.records import DIRECTORY, FILE, BlockInfo, Inode
 from keelfs.meta.sessions import SessionRecord
@@ -116,3 +117,24 @@ def test_a_remembered_principal_name_does_not_let_a_bad_one_through() -> None:
         for bad in ("", "a:b", "a/b", "tab\there", "x" * 300):
             with pytest.raises(InvalidArgument):
                 check_principal(bad, "owner")
+
+
+@pytest.mark.parametrize("inode", _inodes())
+def test_evolve_is_dataclasses_replace(inode: Inode) -> None:
+    for changes in ({"mtime": 99}, {"lease_holder": 0, "under_construction": False}, {}):
+        assert inode.evolve(**changes) == dataclasses.replace(inode, **changes)
+    with pytest.raises(TypeError):
+        inode.evolve(colour="red")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        Create("/d/f", replication=2),
+        Create("/d/caf\u00e9 \U0001f600", owner="jos\u00e9"),
+        Rename("/a", "/b"),
+        RegisterSession("0" * 31 + "1"),
+    ],
+)
+def test_a_command_digest_is_the_fingerprint_of_its_body(command: Command) -> None:
+    assert command.digest() == _fingerprint(command.digest_body())
