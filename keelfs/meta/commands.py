@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from keelfs.errors import InvalidArgument, InvalidPath, KeelError
 from keelfs.meta import acls, jsonbytes, paths
+from keelfs.meta.frozen import fast_init
 from keelfs.meta.principals import (
     DEFAULT_GROUP,
     DEFAULT_OWNER,
@@ -1454,7 +1455,9 @@ class TxnAcked(Command):
 
 
 def _registry(*classes: type[Command]) -> dict[str, type[Command]]:
-    return {cls.op: cls for cls in classes}
+    """op -> class of ``classes``, each given the faster ``__init__`` of ``frozen.fast_init``
+    (every replica builds one command per entry it applies)."""
+    return {cls.op: fast_init(cls) for cls in classes}
 
 
 SESSION_COMMANDS = _registry(RegisterSession, KeepAlive, CloseSession, Tick)
@@ -1523,6 +1526,7 @@ CONFIG_COMMANDS = SESSION_COMMANDS | _registry(
 
 
 # -- envelope -------------------------------------------------------------------------------------
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """What one Raft entry carries. ``now_ms`` is set by the proposing leader from its clock;
@@ -1695,6 +1699,7 @@ def decode_command(op: str, args: str, registry: Mapping[str, type[Command]]) ->
 
 
 # -- results --------------------------------------------------------------------------------------
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Result:
     """The outcome of one command: ``value`` (JSON-safe) on success, else ``error`` (the

@@ -35,6 +35,7 @@ from typing import Any
 from keelfs.errors import InvalidArgument, KeelError, PermissionDenied
 from keelfs.meta import acls
 from keelfs.meta.acls import AclEntry
+from keelfs.meta.frozen import fast_init
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -99,6 +100,7 @@ def _check_name(value: str, argument: str) -> None:
         raise InvalidArgument(f"{argument} longer than {MAX_PRINCIPAL_BYTES} bytes", argument)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Caller:
     """The identity a command acts for (module doc)."""

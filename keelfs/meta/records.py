@@ -29,6 +29,7 @@ import msgspec
 from keelfs.errors import AlreadyExists, NotFound
 from keelfs.meta import acls, jsonbytes
 from keelfs.meta.acls import AclEntry
+from keelfs.meta.frozen import fast_init
 from keelfs.meta.principals import Guard
 
 __all__ = [
@@ -94,6 +95,7 @@ def maintained_file(raw: bytes) -> bool:
     return head.kind == _KIND_CODE[FILE] and (bool(head.blocks) or bool(head.under_construction))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BlockInfo:
     block_id: int
@@ -104,6 +106,7 @@ class BlockInfo:
         return [self.block_id, self.gen_stamp, self.length]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Inode:
     """One file or directory. Times are milliseconds since the epoch, from the log clock."""
@@ -382,6 +385,7 @@ def _check_inline(inode: Inode) -> None:
         raise ValueError(f"an inline file holds at most {MAX_INLINE_BYTES} bytes")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class FileInfo:
     """What stat shows. Directories have length, replication and block size 0."""
