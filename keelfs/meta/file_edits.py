@@ -152,7 +152,7 @@ class FileEditSteps(PermissionChecks):
         access = WRITE | READ if inline else WRITE
         inode = self._closed_file(txn, ctx.caller, path, access)
         opened = self._take_lease(txn, path, inode, ctx, sealed_blocks=len(inode.blocks))
-        return opened.info(path).to_dict()
+        return opened.info_dict(path)
 
     def _op_truncate(self, txn: Txn, cmd: Truncate, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
@@ -166,14 +166,14 @@ class FileEditSteps(PermissionChecks):
         if inode.data is not None:
             cut = inode.evolve(data=inode.data[: cmd.length], mtime=ctx.now)
             txn.put(_entry_key(path), cut.encode())
-            return cut.info(path).to_dict()
+            return cut.info_dict(path)
         blocks = inode.blocks
         index, start = block_at(blocks, cmd.length)
         if start == cmd.length:  # a boundary: drop the blocks from there on
             self._queue_list(txn, blocks[index:])
             cut = inode.evolve(blocks=blocks[:index], mtime=ctx.now)
             txn.put(_entry_key(path), cut.encode())
-            return cut.info(path).to_dict()
+            return cut.info_dict(path)
         if not ctx.caller.superuser:  # the writer copies the kept bytes of the cut block
             self._check_inode(ctx.caller, path, inode, READ)
         opened = self._take_lease(
@@ -185,7 +185,7 @@ class FileEditSteps(PermissionChecks):
             sealed_blocks=len(blocks),
             mtime=inode.mtime,
         )
-        return opened.info(path).to_dict()
+        return opened.info_dict(path)
 
     def _finish_truncate(self, path: str, inode: Inode, last_length: int | None) -> list[BlockInfo]:
         """The block list of ``inode`` (being truncated) once its copy block, ``last_length``
@@ -257,4 +257,4 @@ class FileEditSteps(PermissionChecks):
         for src, _ in sources:
             txn.delete(_entry_key(src))
             self._touch_dir(txn, paths.parent(src), ctx.now)
-        return joined.info(target).to_dict()
+        return joined.info_dict(target)

@@ -52,6 +52,7 @@ from keelfs.meta.commands import (
     Tick,
     decode_envelope,
 )
+from keelfs.meta.frozen import fast_init
 from keelfs.meta.kvstore import (
     DEFAULT_CHUNK_BYTES,
     KEY_END,
@@ -78,6 +79,7 @@ _RESTORE_BATCH_BYTES = 4 << 20
 Handler = Callable[[Txn, Any, "Context"], Any]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a handler knows besides its command: the entry's index, the state machine's clock

@@ -464,7 +464,7 @@ class ShardStateMachine(
         txn.put(_lease_key(sid, path), b"")
         self._renew(txn, sid, ctx.now)
         self._touch_dir(txn, parent, ctx.now)
-        return inode.info(path).to_dict()
+        return inode.info_dict(path)
 
     def _op_create_inline(self, txn: Txn, cmd: CreateInline, ctx: Context) -> Any:
         """A complete file holding its data in its record (``keelfs.meta.records``): no
@@ -488,7 +488,7 @@ class ShardStateMachine(
         )
         txn.put(_entry_key(path), inode.encode(data_text=cmd.data))
         self._touch_dir(txn, parent, ctx.now)
-        return inode.info(path).to_dict()
+        return inode.info_dict(path)
 
     def _written_file(self, txn: Txn, path: str, ctx: Context) -> Inode:
         """The file at ``path`` that the envelope's session writes, for a caller who reaches
@@ -527,7 +527,7 @@ class ShardStateMachine(
         inode = inode.evolve(blocks=tuple(blocks), mtime=ctx.now, data=data)
         txn.put(_entry_key(path), inode.encode())
         self._renew(txn, ctx.session_id, ctx.now)
-        return inode.info(path).to_dict()
+        return inode.info_dict(path)
 
     def _op_complete(self, txn: Txn, cmd: CompleteFile, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
@@ -555,7 +555,7 @@ class ShardStateMachine(
         )
         txn.put(_entry_key(path), inode.encode())
         self._drop_lease(txn, ctx.session_id, path)
-        return inode.info(path).to_dict()
+        return inode.info_dict(path)
 
     def _op_complete_inline(self, txn: Txn, cmd: CompleteInline, ctx: Context) -> Any:
         """``Complete`` of a file with no block, its content kept in its record."""
@@ -568,7 +568,7 @@ class ShardStateMachine(
         )
         txn.put(_entry_key(path), inode.encode(data_text=cmd.data))
         self._drop_lease(txn, ctx.session_id, path)
-        return inode.info(path).to_dict()
+        return inode.info_dict(path)
 
     def _op_update_block(self, txn: Txn, cmd: UpdateBlock, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
@@ -593,7 +593,7 @@ class ShardStateMachine(
         inode = inode.evolve(blocks=tuple(blocks), mtime=ctx.now)
         txn.put(_entry_key(path), inode.encode())
         self._renew(txn, ctx.session_id, ctx.now)
-        return inode.info(path).to_dict()
+        return inode.info_dict(path)
 
     def _op_recover_lease(self, txn: Txn, cmd: RecoverLease, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
@@ -602,7 +602,7 @@ class ShardStateMachine(
         if inode is None:
             raise self._missing(txn, path)
         if inode.is_dir or not inode.under_construction:
-            return inode.info(path).to_dict()  # closed meanwhile: nothing to recover
+            return inode.info_dict(path)  # closed meanwhile: nothing to recover
         if inode.lease_holder and self._holds_lease(txn, inode.lease_holder):
             raise LeaseConflict(path, inode.lease_user, message=f"{path} has a live writer")
         rolled_back = self._rolled_back(txn, inode)
@@ -611,7 +611,7 @@ class ShardStateMachine(
                 under_construction=False, lease_holder=0, mtime=ctx.now, sealed_blocks=0
             )
             txn.put(_entry_key(path), inode.encode())
-            return inode.info(path).to_dict()
+            return inode.info_dict(path)
         blocks = list(inode.blocks)
         if blocks and cmd.drop_last:
             blocks.pop()
@@ -627,7 +627,7 @@ class ShardStateMachine(
             sealed_blocks=0,
         )
         txn.put(_entry_key(path), inode.encode())
-        return inode.info(path).to_dict()
+        return inode.info_dict(path)
 
     def _op_renew_lease(self, txn: Txn, cmd: RenewLease, ctx: Context) -> Any:
         if not self._holds_lease(txn, ctx.session_id):
@@ -799,7 +799,7 @@ class ShardStateMachine(
             self._check_inode(ctx.caller, path, inode, WRITE)
 
         changed = self._modify(txn, path, ctx, allowed, replication=cmd.replication)
-        return changed.info(path).to_dict()
+        return changed.info_dict(path)
 
     def _op_set_times(self, txn: Txn, cmd: SetTimes, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
@@ -811,7 +811,7 @@ class ShardStateMachine(
             if ctx.caller.user != inode.owner:
                 self._check_inode(ctx.caller, path, inode, WRITE)
 
-        return self._modify(txn, path, ctx, allowed, **changes).info(path).to_dict()
+        return self._modify(txn, path, ctx, allowed, **changes).info_dict(path)
 
     def _op_set_permission(self, txn: Txn, cmd: SetPermission, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)
@@ -819,7 +819,7 @@ class ShardStateMachine(
         def allowed(inode: Inode) -> None:
             self._check_owner(ctx.caller, path, inode, "OWNER (chmod)")
 
-        return self._modify(txn, path, ctx, allowed, mode=cmd.mode).info(path).to_dict()
+        return self._modify(txn, path, ctx, allowed, mode=cmd.mode).info_dict(path)
 
     def _op_set_owner(self, txn: Txn, cmd: SetOwner, ctx: Context) -> Any:
         """chown is the superuser's; chgrp the owner's too, to a group the owner is in."""
@@ -837,7 +837,7 @@ class ShardStateMachine(
             if cmd.group is not None and not caller.in_group(cmd.group):
                 raise denied(caller, path, *attrs, f"MEMBER OF {cmd.group} (chgrp)")
 
-        return self._modify(txn, path, ctx, allowed, **changes).info(path).to_dict()
+        return self._modify(txn, path, ctx, allowed, **changes).info_dict(path)
 
     def _op_set_acl(self, txn: Txn, cmd: SetAcl, ctx: Context) -> Any:
         spec = cmd.spec()
@@ -880,7 +880,7 @@ class ShardStateMachine(
                 mode, acl = acls.store(inode.is_dir, inode.mode, entries)
             return {"mode": mode, "acl": acl}
 
-        return self._modify(txn, path, ctx, allowed, derive=derive).info(path).to_dict()
+        return self._modify(txn, path, ctx, allowed, derive=derive).info_dict(path)
 
     def _op_set_traverse_guard(self, txn: Txn, cmd: SetTraverseGuard, ctx: Context) -> Any:
         path = paths.normalize(cmd.path)

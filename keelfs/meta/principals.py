@@ -35,6 +35,7 @@ from typing import Any
 from keelfs.errors import InvalidArgument, KeelError, PermissionDenied
 from keelfs.meta import acls
 from keelfs.meta.acls import AclEntry
+from keelfs.meta.frozen import fast_init
 
 __all__ = [
     "DEFAULT_GROUP",
@@ -70,8 +71,25 @@ DEFAULT_GROUP = "keelfs"
 _ACCESS_NAMES = {READ: "READ", WRITE: "WRITE", EXECUTE: "EXECUTE"}
 
 
+_GOOD_NAMES: set[str] = set()
+"""Names ``check_principal`` accepted (at most ``_GOOD_NAMES_KEPT``): a create checks its
+owner, group and caller's names on every replica, and they are the same few names."""
+_GOOD_NAMES_KEPT = 4096
+
+
 def check_principal(value: str, argument: str) -> str:
     """An owner or group name: non-empty, no control characters, no ':' or '/'."""
+    if type(value) is str and value in _GOOD_NAMES:
+        return value
+    _check_name(value, argument)
+    if type(value) is str:
+        if len(_GOOD_NAMES) >= _GOOD_NAMES_KEPT:
+            _GOOD_NAMES.clear()
+        _GOOD_NAMES.add(value)
+    return value
+
+
+def _check_name(value: str, argument: str) -> None:
     if value == "" or ":" in value or "/" in value or not value.isprintable():
         raise InvalidArgument(f"{argument} {value!r} is not a valid name", argument)
     try:
@@ -80,9 +98,9 @@ def check_principal(value: str, argument: str) -> str:
         raise InvalidArgument(f"{argument} is not valid UTF-8", argument) from None
     if size > MAX_PRINCIPAL_BYTES:
         raise InvalidArgument(f"{argument} longer than {MAX_PRINCIPAL_BYTES} bytes", argument)
-    return value
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Caller:
     """The identity a command acts for (module doc)."""

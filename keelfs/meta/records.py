@@ -21,7 +21,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import msgspec
@@ -29,6 +29,7 @@ import msgspec
 from keelfs.errors import AlreadyExists, NotFound
 from keelfs.meta import acls, jsonbytes
 from keelfs.meta.acls import AclEntry
+from keelfs.meta.frozen import fast_init
 from keelfs.meta.principals import Guard
 
 __all__ = [
@@ -94,6 +95,7 @@ def maintained_file(raw: bytes) -> bool:
     return head.kind == _KIND_CODE[FILE] and (bool(head.blocks) or bool(head.under_construction))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BlockInfo:
     block_id: int
@@ -104,6 +106,7 @@ class BlockInfo:
         return [self.block_id, self.gen_stamp, self.length]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Inode:
     """One file or directory. Times are milliseconds since the epoch, from the log clock."""
@@ -162,7 +165,14 @@ class Inode:
         return content_version(self.mtime, self.blocks, self.data)
 
     def evolve(self, **changes: Any) -> Inode:
-        return replace(self, **changes)
+        """``dataclasses.replace(self, **changes)``, at a fraction of its cost: a directory's
+        mtime changes with every create in it."""
+        values = {name: getattr(self, name) for name in _INODE_FIELDS}
+        for name in changes:
+            if name not in values:
+                raise TypeError(f"Inode has no field {name!r}")
+        values.update(changes)
+        return Inode(**values)
 
     def encode(self, data_text: str | None = None) -> bytes:
         """The record's bytes. ``data_text``: ``base64.b64encode(self.data)`` when the caller
@@ -253,6 +263,32 @@ class Inode:
             data=self.data if with_data else None,
             acl=self.acl,
         )
+
+    def info_dict(self, path: str) -> dict[str, Any]:
+        """``self.info(path).to_dict()`` (a command's result) without the ``FileInfo``
+        between: every create, complete and attribute change answers with one."""
+        body = {
+            "path": path,
+            "kind": self.kind,
+            "length": self.length,
+            "mode": self.mode,
+            "owner": self.owner,
+            "group": self.group,
+            "mtime": self.mtime,
+            "atime": self.atime,
+            "replication": self.replication,
+            "block_size": self.block_size,
+            "blocks": [b.to_list() for b in self.blocks],
+            "under_construction": self.under_construction,
+            "lease_holder": self.lease_holder,
+            "lease_user": self.lease_user if self.lease_holder else "",
+        }
+        if self.acl:
+            body["acl"] = [e.to_text() for e in self.acl]
+        return body
+
+
+_INODE_FIELDS = tuple(f.name for f in fields(Inode))
 
 
 def _decode_acl(raw: Any) -> tuple[AclEntry, ...]:
@@ -354,6 +390,7 @@ def _check_inline(inode: Inode) -> None:
         raise ValueError(f"an inline file holds at most {MAX_INLINE_BYTES} bytes")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class FileInfo:
     """What stat shows. Directories have length, replication and block size 0."""

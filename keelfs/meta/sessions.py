@@ -40,6 +40,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from keelfs.errors import PermissionDenied, ResourceExhausted
 from keelfs.meta import jsonbytes
 from keelfs.meta.commands import MAX_SESSION_ID, Result
@@ -100,25 +102,96 @@ def _owned_prefix(owner: str) -> bytes:
     return _OWNED + owner.encode() + b"\x00"
 
 
-@dataclass(frozen=True, slots=True)
+class _Stored(msgspec.Struct):
+    """A session record as ``SessionRecord.encode`` writes it, its reply left undecoded."""
+
+    t: int
+    q: int
+    r: msgspec.Raw
+    d: str = ""
+    u: str | None = None
+
+
+_STORED = msgspec.json.Decoder(_Stored)
+_NULL = b"null"
+
+
 class SessionRecord:
-    last_active: int
-    seq: int = 0
-    reply: Result | None = None
-    digest: str = ""
-    """``Command.digest()`` of the command that got ``reply``."""
-    owner: str | None = None
-    """The user that registered the session; ``None``: a record from before owners."""
+    """What a session's record holds: when it was last active, its last ``seq`` and the
+    reply given to it (with its command's ``digest``), and its owner.
+
+    Read back (``decode``), the reply stays in its JSON until something asks for it
+    (``reply``): the next command of a session almost always has a new ``seq``, whose answer
+    replaces the reply unread; only a retry reads it. Immutable by convention (no method
+    changes it; ``touched``/``answered`` make new records)."""
+
+    __slots__ = ("_reply", "_reply_json", "digest", "last_active", "owner", "seq")
+
+    def __init__(
+        self,
+        last_active: int,
+        seq: int = 0,
+        reply: Result | None = None,
+        digest: str = "",
+        owner: str | None = None,
+    ) -> None:
+        self.last_active = last_active
+        self.seq = seq
+        self._reply = reply
+        self._reply_json: bytes | None = None
+        self.digest = digest
+        """``Command.digest()`` of the command that got ``reply``."""
+        self.owner = owner
+        """The user that registered the session; ``None``: a record from before owners."""
+
+    @property
+    def reply(self) -> Result | None:
+        raw = self._reply_json
+        if raw is not None:
+            self._reply = Result.from_json(jsonbytes.loads(raw))
+            self._reply_json = None
+        return self._reply
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SessionRecord):
+            return NotImplemented
+        return (self.last_active, self.seq, self.reply, self.digest, self.owner) == (
+            other.last_active,
+            other.seq,
+            other.reply,
+            other.digest,
+            other.owner,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable by its lazy reply, like a dict
+
+    def __repr__(self) -> str:
+        return (
+            f"SessionRecord(last_active={self.last_active!r}, seq={self.seq!r}, "
+            f"reply={self.reply!r}, digest={self.digest!r}, owner={self.owner!r})"
+        )
 
     def encode(self) -> bytes:
+        reply = self.reply
         body: dict[str, Any] = {"t": self.last_active, "q": self.seq, "d": self.digest}
-        body["r"] = None if self.reply is None else self.reply.to_json()
+        body["r"] = None if reply is None else reply.to_json()
         if self.owner is not None:
             body["u"] = self.owner
         return jsonbytes.dumps_sorted(body)
 
     @classmethod
     def decode(cls, raw: bytes) -> SessionRecord:
+        try:
+            stored = _STORED.decode(raw)
+        except msgspec.DecodeError:  # not as encode writes it: read it as it always was
+            return cls._decode_any(raw)
+        record = cls(stored.t, stored.q, None, stored.d, stored.u)
+        if bytes(stored.r) != _NULL:
+            record._reply_json = bytes(stored.r)
+        return record
+
+    @classmethod
+    def _decode_any(cls, raw: bytes) -> SessionRecord:
         body = jsonbytes.loads(raw)
         reply = None if body["r"] is None else Result.from_json(body["r"])
         owner = body.get("u")

@@ -371,6 +371,8 @@ class ShardRecords(MetaStateMachine):
             for key, value in writes.items()
             if key[:1] == _DELETE_QUEUE and value is not None
         }
+        if not queued:  # nothing queued for deletion (a create, most commands)
+            return
         for block_id in blockrefs.held_by_snapshots_after(before, out, queued):
             out[queued[block_id]] = before.get(queued[block_id])
 
@@ -439,17 +441,21 @@ class ShardRecords(MetaStateMachine):
         if directory != paths.ROOT:
             keys.append(_entry_key(directory))
         touched = self._touched
+        rewritten: dict[bytes, bytes] = {}  # the two records are usually the same bytes
         for key in keys:  # only the records that are here
             raw = txn.get(key)
             if raw is None or touched.get(key) == (now, raw):
                 continue
-            record = decode_cached(raw)
-            if record.is_dir:
-                new = record.evolve(mtime=now).encode()
-                txn.put(key, new)
-                if len(touched) >= _TOUCHED_KEPT:
-                    touched.clear()
-                touched[key] = (now, new)
+            new = rewritten.get(raw)
+            if new is None:
+                record = decode_cached(raw)
+                if not record.is_dir:
+                    continue
+                new = rewritten[raw] = record.evolve(mtime=now).encode()
+            txn.put(key, new)
+            if len(touched) >= _TOUCHED_KEPT:
+                touched.clear()
+            touched[key] = (now, new)
 
     def _queue_blocks(self, txn: Txn, inode: Inode) -> int:
         for block in inode.blocks:
@@ -605,9 +611,12 @@ class ShardRecords(MetaStateMachine):
         locks = self._store.scan(tx.LOCK, prefix_end(tx.LOCK))
         return next(iter(locks), None) is None and not tf.active(self._store)
 
-    def _check_unlocked(self, kv: _Reader, path: str, *, parent: bool = True) -> None:
+    def _check_unlocked(self, kv: Txn, path: str, *, parent: bool = True) -> None:
         """Refuse (``Unavailable`` "locked") a change of ``path`` while a transaction locks it,
-        or while one moves or removes its parent directory."""
+        or while one moves or removes its parent directory. Nothing to look at, almost always:
+        no lock and no fence at all (``Txn.holds_any``, remembered by the store)."""
+        if not kv.holds_any(tx.LOCK) and not kv.holds_any(tf.ACTIVE):
+            return
         holder = tx.locked_by(kv, path)
         if holder:
             raise tx.locked_error(path, holder)

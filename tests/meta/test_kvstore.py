@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -257,3 +258,79 @@ def test_rocks_store_keeps_no_large_value_in_its_cache(tmp_path: Path) -> None:
         assert b"\x01small" not in store._cache and b"\x01big" not in store._cache
     finally:
         store.close()
+
+
+def test_holds_any_sees_every_write_under_a_prefix_it_found_empty(store: KVStore) -> None:
+    """``RocksStore`` remembers a one-byte prefix it found empty (a create asks about locks
+    and fences each time); every way a key arrives under it must end that memory."""
+    assert not store.holds_any(b"K") and not store.holds_any(b"K")
+    store.write({b"J": b"1", b"L": b"2", b"\x01K": b"3"})  # neighbours, not under it
+    assert not store.holds_any(b"K")
+    store.write({b"K/a": b"x"})
+    assert store.holds_any(b"K")
+    store.write({b"K/a": None})
+    assert not store.holds_any(b"K")
+    store.write({b"K": b""}, clear_replicated=True)  # as a restore's batches write
+    assert store.holds_any(b"K")
+    store.write({}, clear_replicated=True)
+    assert not store.holds_any(b"K") and store.holds_any(b"L") is False
+
+
+def test_a_remembered_empty_prefix_costs_no_store_read(tmp_path: Path) -> None:
+    store = RocksStore(tmp_path / "db")
+    try:
+        assert not store.holds_any(b"F")
+        scans = []
+        iterate = store._iterate
+
+        def counted(start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+            scans.append(start)
+            return iterate(start, end)
+
+        store._iterate = counted  # type: ignore[method-assign]
+        for _ in range(10):
+            assert not store.holds_any(b"F")
+        assert scans == []
+        store.write({b"F\x00": b"fence"})
+        assert store.holds_any(b"F") and scans == [b"F"]
+    finally:
+        store.close()
+
+
+def test_a_failed_write_forgets_the_empty_prefixes(tmp_path: Path) -> None:
+    store = RocksStore(tmp_path / "db")
+    try:
+        assert not store.holds_any(b"K")
+
+        class _Failing:
+            def __init__(self, db: Any) -> None:
+                self._db = db
+
+            def write(self, *args: Any) -> None:
+                self._db.write(*args)  # it reached the store, then the call failed
+                raise OSError("injected")
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._db, name)
+
+        db = store._db
+        store._db = _Failing(db)  # type: ignore[assignment]
+        with pytest.raises(OSError):
+            store.write({b"K/x": b"lock"})
+        store._db = db
+        assert store.holds_any(b"K")
+    finally:
+        store.close()
+
+
+def test_txn_holds_any_sees_staged_puts_over_its_base(store: KVStore) -> None:
+    store.write({b"Kbase": b"1"})
+    txn = Txn(store)
+    stage = txn.child()
+    assert stage.holds_any(b"K") and not stage.holds_any(b"F")
+    txn.put(b"F1", b"fence")
+    assert stage.holds_any(b"F") and txn.holds_any(b"F")
+    txn.delete(b"F1")
+    assert not stage.holds_any(b"F")  # a staged delete is no key
+    stage.delete(b"Kbase")
+    assert stage.holds_any(b"K")  # conservative: the base still has it

@@ -6,6 +6,7 @@ outcome is applied, and every record is collected once nothing needs it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,9 +30,11 @@ from keelfs.meta.transactions import Step, decode_part, encode_part, record_dige
 RETENTION = 60_000
 
 
-def _shards() -> tuple[Driver, Driver]:
-    a = formatted(ShardStateMachine(shard_id="shard-a", txn_retention_ms=RETENTION))
-    b = formatted(ShardStateMachine(shard_id="shard-b", txn_retention_ms=RETENTION))
+def _shards(on_disk: Path | None = None) -> tuple[Driver, Driver]:
+    """Shards A and B, in memory or (``on_disk``) each in a RocksDB there."""
+    where = (None, None) if on_disk is None else (on_disk / "a", on_disk / "b")
+    a = formatted(ShardStateMachine(where[0], shard_id="shard-a", txn_retention_ms=RETENTION))
+    b = formatted(ShardStateMachine(where[1], shard_id="shard-b", txn_retention_ms=RETENTION))
     a.ok(Mkdir("/src"))
     b.ok(Mkdir("/dst"))
     s = a.session()
@@ -107,6 +110,22 @@ def test_a_prepared_participant_holds_its_locks_until_the_decision_reaches_it() 
     assert b.ok(TxnFinish(8, False))["state"] == "aborted"
     assert b.ok(Create("/dst/g"), s, 1)["path"] == "/dst/g"
     assert a.sm.stat("/src/f").path == "/src/f"  # type: ignore[attr-defined]
+
+
+def test_a_lock_is_respected_after_creates_found_nothing_locked(tmp_path: Path) -> None:
+    """On RocksDB a create remembers that nothing is locked or fenced (``holds_any``): a
+    lock a transaction then takes must still refuse the next create, and its release let it."""
+    a, b = _shards(tmp_path)
+    s = b.session()
+    b.ok(Create("/dst/before"), s, 1)  # nothing locked: the store remembers it
+    b.ok(TxnPrepare(8, "shard-a", _begin(a, 8)))
+    refused = b.err(Create("/dst/g"), "UNAVAILABLE", s, 2)
+    assert refused.error is not None and refused.error["reason"] == "locked"
+    a.ok(TxnDecide(8, False, json.dumps({"code": "UNAVAILABLE", "message": "timed out"})))
+    assert b.ok(TxnFinish(8, False))["state"] == "aborted"
+    assert b.ok(Create("/dst/g"), s, 2)["path"] == "/dst/g"
+    for d in (a, b):
+        d.sm.close()
 
 
 def test_the_first_decision_wins() -> None:
