@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from keelfs.gateways.s3 import policy_ops
+from keelfs.gateways.s3 import acl_ops, buckets, cors, objects, policy_ops
 from keelfs.gateways.s3.app import _BUCKET_SETTINGS
 from keelfs.gateways.s3.bucket_config import BucketConfig
 from keelfs.gateways.s3.errors import S3Error
@@ -36,6 +36,8 @@ class Reader:
         self.gate: asyncio.Event | None = None
         """Set: a read waits for it (after reading) before it answers."""
         self.missing = False
+        self.refuse: set[Any] = set()
+        """Callers (``fs``) whose reads fail (settings they may not read)."""
 
     async def __call__(self, fs: Any, bucket: str) -> BucketConfig:
         self.reads += 1
@@ -45,6 +47,8 @@ class Reader:
         self.clock.now += self.took
         if self.gate is not None:
             await self.gate.wait()
+        if fs in self.refuse:
+            raise S3Error("AccessDenied", "Access Denied: the bucket's policy is unreadable")
         return config
 
 
@@ -121,6 +125,83 @@ def test_a_read_overtaken_by_a_change_is_not_kept() -> None:
     assert not cache._generation and not cache._reading  # nothing left behind
 
 
+async def _started(reader: Reader, reads: int) -> None:
+    while reader.reads < reads:
+        await asyncio.sleep(0)
+
+
+def test_requests_finding_no_entry_share_the_read_under_way() -> None:
+    cache, reader, _ = _cache()
+
+    async def scenario() -> list[str | None]:
+        reader.gate = asyncio.Event()
+        waiting = [asyncio.create_task(cache.get(f"fs{i}", "b")) for i in range(8)]  # type: ignore[arg-type]
+        await _started(reader, 1)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        reader.gate.set()
+        return [(await task).policy_text for task in waiting]
+
+    assert asyncio.run(scenario()) == ["first"] * 8
+    assert reader.reads == 1
+
+
+def test_no_request_after_a_change_joins_a_read_begun_before_it() -> None:
+    cache, reader, _ = _cache()
+
+    async def scenario() -> tuple[str | None, str | None]:
+        reader.gate = asyncio.Event()
+        before = asyncio.create_task(cache.get(None, "b"))  # type: ignore[arg-type]
+        await _started(reader, 1)
+        reader.policy = "second"
+        cache.invalidate("b")
+        after = asyncio.create_task(cache.get(None, "b"))  # type: ignore[arg-type]
+        await _started(reader, 2)  # its own read, not the one under way
+        reader.gate.set()
+        return (await before).policy_text, (await after).policy_text
+
+    assert asyncio.run(scenario()) == ("first", "second")
+
+
+def test_a_shared_read_that_fails_is_its_readers_failure_alone() -> None:
+    """The first caller may not read the settings (``AccessDenied``): a caller waiting for
+    its read reads for itself, and gets what the settings say."""
+    cache, reader, _ = _cache()
+    reader.refuse = {"mallory"}
+
+    async def scenario() -> tuple[str, str | None]:
+        reader.gate = asyncio.Event()
+        first = asyncio.create_task(cache.get("mallory", "b"))  # type: ignore[arg-type]
+        await _started(reader, 1)
+        second = asyncio.create_task(cache.get("ann", "b"))  # type: ignore[arg-type]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        reader.gate.set()
+        with pytest.raises(S3Error) as refused:
+            await first
+        return refused.value.code, (await second).policy_text
+
+    assert asyncio.run(scenario()) == ("AccessDenied", "first")
+    assert reader.reads == 2
+
+
+def test_a_cancelled_request_does_not_cancel_the_read_others_wait_for() -> None:
+    cache, reader, _ = _cache()
+
+    async def scenario() -> str | None:
+        reader.gate = asyncio.Event()
+        first = asyncio.create_task(cache.get(None, "b"))  # type: ignore[arg-type]
+        await _started(reader, 1)
+        second = asyncio.create_task(cache.get(None, "b"))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        first.cancel()
+        reader.gate.set()
+        return (await second).policy_text
+
+    assert asyncio.run(scenario()) == "first"
+    assert reader.reads == 1
+
+
 def test_failed_reads_are_not_kept() -> None:
     cache, reader, _ = _cache()
     reader.missing = True
@@ -149,3 +230,10 @@ def test_every_setting_writer_makes_the_gateway_forget() -> None:
     after (its next request sees the change); reads are not."""
     for (verb, _), handler in _BUCKET_SETTINGS.items():
         assert (handler in policy_ops.SETTINGS_WRITERS) == (verb != "GET"), handler
+    routed_elsewhere = {
+        buckets.create_bucket, buckets.delete_bucket, buckets.put_bucket_versioning,
+        cors.put_bucket_cors, cors.delete_bucket_cors, acl_ops.put_bucket_acl,
+    }  # fmt: skip
+    assert routed_elsewhere <= policy_ops.SETTINGS_WRITERS
+    reads = {buckets.get_bucket_versioning, cors.get_bucket_cors, objects.put_object}
+    assert not reads & policy_ops.SETTINGS_WRITERS

@@ -17,11 +17,18 @@ itself. The gateway keeps what it read for ``ttl`` seconds (1 by default), so:
   unreadable by the caller) is never kept, so a missing bucket made elsewhere is seen at
   once, and a caller's own refusal is never another's answer. What the settings say does
   not depend on who read them (each file counts by its owner and mode, not by the reader);
+- requests that find no entry while a read of the same bucket is under way wait for that
+  read rather than start their own (under load, when an entry expires, every request in
+  flight would otherwise read): one read per bucket at a time, but for requests that must
+  read afresh, and for waiters whose shared read failed (a failure is its reader's own: they
+  read for themselves). A read under way when the gateway changes the settings is joined
+  by no later request;
 - at most ``capacity`` buckets are kept (the one read longest ago dropped first).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -68,15 +75,31 @@ class SettingsCache:
         read may be under way; see ``_forget_generation``)."""
         self._reading: dict[str, int] = {}
         """Per bucket: reads under way."""
+        self._shared: dict[str, asyncio.Task[BucketConfig]] = {}
+        """Per bucket: the read under way that a request finding no entry waits for."""
 
     async def get(self, fs: AsyncClient, bucket: str, *, fresh: bool = False) -> BucketConfig:
         """The bucket's settings: kept ones younger than ``ttl``, else read (as ``fs``'s
         user) and kept; ``fresh``: read now whatever is kept (what a request that changes
         them decides on)."""
-        if not fresh:
-            entry = self._entries.get(bucket)
-            if entry is not None and self._clock() - entry.read_at < self.ttl:
-                return entry.config
+        if fresh:
+            return await self._read_and_keep(fs, bucket)
+        entry = self._entries.get(bucket)
+        if entry is not None and self._clock() - entry.read_at < self.ttl:
+            return entry.config
+        shared = self._shared.get(bucket)
+        if shared is None:
+            shared = asyncio.ensure_future(self._read_and_keep(fs, bucket))
+            shared.add_done_callback(_retrieve)
+            self._shared[bucket] = shared
+            shared.add_done_callback(lambda task: self._unshare(bucket, task))
+            return await asyncio.shield(shared)  # its failure is this request's own
+        try:
+            return await asyncio.shield(shared)
+        except Exception:  # noqa: BLE001 - another caller's failure: read as this one
+            return await self._read_and_keep(fs, bucket)
+
+    async def _read_and_keep(self, fs: AsyncClient, bucket: str) -> BucketConfig:
         generation = self._generation.get(bucket, 0)
         began = self._clock()
         self._reading[bucket] = self._reading.get(bucket, 0) + 1
@@ -95,8 +118,13 @@ class SettingsCache:
         """Forget ``bucket``'s settings, and any read of them under way (its answer serves
         its own request, but is not kept)."""
         self._entries.pop(bucket, None)
+        self._shared.pop(bucket, None)  # no later request joins a read begun before
         if bucket in self._reading:
             self._generation[bucket] = self._generation.get(bucket, 0) + 1
+
+    def _unshare(self, bucket: str, task: asyncio.Task[BucketConfig]) -> None:
+        if self._shared.get(bucket) is task:
+            del self._shared[bucket]
 
     def _keep(self, bucket: str, entry: _Entry) -> None:
         self._entries[bucket] = entry
@@ -109,3 +137,10 @@ class SettingsCache:
         stays bounded by the reads in flight."""
         if bucket not in self._reading:
             self._generation.pop(bucket, None)
+
+
+def _retrieve(task: asyncio.Task[BucketConfig]) -> None:
+    """A shared read's failure is retrieved even where every request waiting for it has
+    gone (asyncio would log it as never retrieved)."""
+    if not task.cancelled():
+        task.exception()
