@@ -924,3 +924,172 @@ def test_named_grants_keelfs_cannot_hold_or_resolve(gateway: Gateway) -> None:
         s3.put_bucket_acl(Bucket=name, AccessControlPolicy=nobody)
     assert _code(exc) == (400, "InvalidArgument")
     assert _entries(gateway, f"/{name}") == set() and _mode(gateway, f"/{name}") == 0o711
+
+
+# -- how soon a change of a bucket's settings applies (``settings_cache``) ------------------------
+def _deny_all_gets(name: str) -> str:
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject"}
+    return _policy(name, {**deny, "Resource": f"arn:aws:s3:::{name}/*"})
+
+
+def _versions(s3: Any, name: str, key: str) -> list[str]:
+    answer = s3.list_object_versions(Bucket=name, Prefix=key)
+    return [v["VersionId"] for v in answer.get("Versions", []) if v["Key"] == key]
+
+
+def test_a_change_through_this_gateway_applies_to_its_next_request(gateway: Gateway) -> None:
+    """The gateway keeps a bucket's settings a second, but forgets them once it changes
+    them: a policy's Deny, versioning turned on, CORS rules apply to the very next request
+    (each read just before, so the old settings are kept when the change comes)."""
+    s3 = gateway.client()
+    name = _bucket(s3, "next")
+    s3.put_object(Bucket=name, Key="k", Body=b"1")
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"1"
+    s3.put_bucket_policy(Bucket=name, Policy=_deny_all_gets(name))
+    assert _denied(lambda: s3.get_object(Bucket=name, Key="k")) == (403, "AccessDenied")
+    s3.delete_bucket_policy(Bucket=name)
+    assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"1"
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=name, Key="k", Body=b"2")  # the first write must keep "1"
+    assert len(_versions(s3, name, "k")) == 2
+    origin = {"Origin": "https://a.example.com"}
+    url = f"{gateway.endpoint}/{name}/k"
+    assert (
+        "Access-Control-Allow-Origin" not in requests.get(url, headers=origin, timeout=30).headers
+    )
+    rules = {"AllowedOrigins": ["https://*.example.com"], "AllowedMethods": ["GET"]}
+    s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": [rules]})
+    assert "Access-Control-Allow-Origin" in requests.get(url, headers=origin, timeout=30).headers
+
+
+def test_a_bucket_made_again_has_none_of_the_old_ones_settings(gateway: Gateway) -> None:
+    """Deleted and created again under the same name (through this gateway), a bucket has
+    none of its predecessor's policy or versioning, at once."""
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "again")
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    vid = s3.put_object(Bucket=name, Key="k", Body=b"old")["VersionId"]
+    grant = _allow({"AWS": OTHER_USER}, "s3:GetObject", f"arn:aws:s3:::{name}/*")
+    s3.put_bucket_policy(Bucket=name, Policy=_policy(name, grant))
+    assert bob.get_object(Bucket=name, Key="k")["Body"].read() == b"old"
+    s3.delete_object(Bucket=name, Key="k", VersionId=vid)
+    s3.delete_bucket(Bucket=name)
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="k", Body=b"new")
+    s3.put_object(Bucket=name, Key="k", Body=b"newer")
+    assert _versions(s3, name, "k") == ["null"]
+    assert _denied(lambda: bob.get_object(Bucket=name, Key="k")) == (403, "AccessDenied")
+
+
+def _until(deadline_s: float, check: Any) -> bool:
+    """Whether ``check()`` came true before the deadline (tried at once, then every 50 ms)."""
+    import time
+
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _get_denied(client: Any, name: str) -> bool:
+    try:
+        client.get_object(Bucket=name, Key="k")
+    except ClientError as exc:
+        return exc.response["Error"]["Code"] == "AccessDenied"
+    return False
+
+
+def test_a_change_through_another_gateway_applies_within_the_window(
+    gateway: Gateway, tmp_path: Any
+) -> None:
+    """A second gateway on the same cluster changes a bucket's settings: the first one
+    applies the change within its window (a second, ``settings_cache``; waited for here
+    with a generous deadline), but never acts for the owner on a grant that is gone: a
+    bucket deleted and created again through the other gateway gives none of the old
+    one's grants, at once."""
+    import time
+
+    from keelfs.runtime.processes import hard_kill
+    from tests.gateways.s3_helpers import start_gateway
+
+    proc, endpoint, _ = start_gateway(gateway.cluster, tmp_path)
+    try:
+        s3_other = Gateway(gateway.cluster, endpoint, proc, gateway.user).client()
+        s3 = gateway.client()
+        bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+        name = _bucket(s3, "elsewhere")
+        s3.put_object(Bucket=name, Key="k", Body=b"1")
+        assert s3.get_object(Bucket=name, Key="k")["Body"].read() == b"1"  # kept here
+        started = time.monotonic()
+        s3_other.put_bucket_policy(Bucket=name, Policy=_deny_all_gets(name))
+        assert _until(30, lambda: _get_denied(s3, name)), "the other gateway's Deny never applied"
+        took = time.monotonic() - started
+        grant = _allow({"AWS": OTHER_USER}, "s3:GetObject", f"arn:aws:s3:::{name}/*")
+        s3_other.put_bucket_policy(Bucket=name, Policy=_policy(name, grant))
+        assert _until(30, lambda: not _get_denied(bob, name))
+        # deleted and made again (no policy) through the other gateway: at once, the old
+        # bucket's grant lets bob in no more (the gateway acts for an owner only on
+        # settings read for the request)
+        s3_other.delete_object(Bucket=name, Key="k")
+        s3_other.delete_bucket(Bucket=name)
+        s3_other.create_bucket(Bucket=name)
+        s3_other.put_object(Bucket=name, Key="k", Body=b"new")
+        assert _get_denied(bob, name)
+        enable = {"Status": "Enabled"}
+        s3_other.put_bucket_versioning(Bucket=name, VersioningConfiguration=enable)
+        assert _until(30, lambda: s3.get_bucket_versioning(Bucket=name).get("Status") == "Enabled")
+        print(f"the other gateway's Deny applied here after {took:.2f} s")
+    finally:
+        hard_kill(proc)
+
+
+# -- what a policy's Allow never lets the gateway do as the owner --------------------------------
+def test_a_policy_allow_never_sets_versioning_for_another_user(gateway: Gateway) -> None:
+    """PutBucketVersioning is the owner's alone: a policy that allows it to another user
+    does not let the gateway act as the owner for it (a Deny still binds the owner)."""
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "allow-ver")
+    allow = _allow({"AWS": OTHER_USER}, "s3:PutBucketVersioning", f"arn:aws:s3:::{name}")
+    s3.put_bucket_policy(Bucket=name, Policy=_policy(name, allow))
+    enable = {"Status": "Enabled"}
+    assert _denied(
+        lambda: bob.put_bucket_versioning(Bucket=name, VersioningConfiguration=enable)
+    ) == (403, "AccessDenied")
+    assert "Status" not in s3.get_bucket_versioning(Bucket=name)
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:PutBucketVersioning"}
+    s3.put_bucket_policy(
+        Bucket=name, Policy=_policy(name, {**deny, "Resource": f"arn:aws:s3:::{name}"})
+    )
+    assert _denied(
+        lambda: s3.put_bucket_versioning(Bucket=name, VersioningConfiguration=enable)
+    ) == (403, "AccessDenied")
+    assert "Status" not in s3.get_bucket_versioning(Bucket=name)
+
+
+def test_a_policy_allow_never_sets_cors_for_another_user(gateway: Gateway) -> None:
+    """PutBucketCors and DeleteBucketCors are the owner's alone, whatever the policy
+    allows another user (a Deny still binds the owner)."""
+    s3 = gateway.client()
+    bob = gateway.client(key=OTHER_KEY, secret=OTHER_SECRET)
+    name = _bucket(s3, "allow-cors")
+    owners = {"CORSRules": [{"AllowedOrigins": ["https://a.example"], "AllowedMethods": ["GET"]}]}
+    s3.put_bucket_cors(Bucket=name, CORSConfiguration=owners)
+    allow = _allow({"AWS": OTHER_USER}, "s3:PutBucketCORS", f"arn:aws:s3:::{name}")
+    s3.put_bucket_policy(Bucket=name, Policy=_policy(name, allow))
+    bobs = {"CORSRules": [{"AllowedOrigins": ["*"], "AllowedMethods": ["GET", "PUT"]}]}
+    assert _denied(lambda: bob.put_bucket_cors(Bucket=name, CORSConfiguration=bobs)) == (
+        403,
+        "AccessDenied",
+    )
+    assert _denied(lambda: bob.delete_bucket_cors(Bucket=name)) == (403, "AccessDenied")
+    assert s3.get_bucket_cors(Bucket=name)["CORSRules"] == owners["CORSRules"]
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:PutBucketCORS"}
+    s3.put_bucket_policy(
+        Bucket=name, Policy=_policy(name, {**deny, "Resource": f"arn:aws:s3:::{name}"})
+    )
+    assert _denied(lambda: s3.delete_bucket_cors(Bucket=name))[0] == 403
+    assert s3.get_bucket_cors(Bucket=name)["CORSRules"] == owners["CORSRules"]

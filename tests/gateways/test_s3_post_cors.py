@@ -17,7 +17,14 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.gateways.s3_helpers import ACCESS_KEY, OTHER_KEY, OTHER_SECRET, SECRET_KEY, Gateway
+from tests.gateways.s3_helpers import (
+    ACCESS_KEY,
+    OTHER_KEY,
+    OTHER_SECRET,
+    OTHER_USER,
+    SECRET_KEY,
+    Gateway,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -165,6 +172,59 @@ def test_anonymous_form_follows_the_bucket_acl(gateway: Gateway) -> None:
     accepted = _post(f"{gateway.endpoint}/{open_bucket}", fields, b"yes")
     assert accepted.status_code == 204, accepted.text
     assert requests.get(f"{gateway.endpoint}/{open_bucket}/k", timeout=30).content == b"yes"
+
+
+def _policy(name: str, effect: str, principal: Any, key_pattern: str) -> str:
+    statement = {
+        "Effect": effect,
+        "Principal": principal,
+        "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{name}/{key_pattern}",
+    }
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def test_a_form_upload_passes_the_bucket_policy_as_a_put(gateway: Gateway) -> None:
+    """A POST upload is an ``s3:PutObject`` to the bucket's policy: a Deny refuses it (the
+    owner's too) and writes nothing; an Allow for another user lets their form in where
+    their own rights would not, as it lets their PUT in (the object is the owner's)."""
+    s3 = gateway.client()
+    bob = gateway.client(OTHER_KEY, OTHER_SECRET)
+    bucket = _bucket(s3, "post-policy")
+    s3.put_bucket_policy(Bucket=bucket, Policy=_policy(bucket, "Deny", "*", "locked/*"))
+    denied = s3.generate_presigned_post(bucket, "locked/k")
+    answer = _post(denied["url"], denied["fields"], b"no")
+    assert (answer.status_code, _code(answer)) == (403, "AccessDenied")
+    assert _missing(s3, bucket, "locked/k")
+    open_form = s3.generate_presigned_post(bucket, "open/k")
+    assert _post(open_form["url"], open_form["fields"], b"yes").status_code == 204
+    bobs = bob.generate_presigned_post(bucket, "bob/k")
+    refused = _post(bobs["url"], bobs["fields"], b"bob")  # a private bucket: not bob's
+    assert (refused.status_code, _code(refused)) == (403, "AccessDenied")
+    allow = _policy(bucket, "Allow", {"AWS": OTHER_USER}, "bob/*")
+    s3.put_bucket_policy(Bucket=bucket, Policy=allow)
+    bob.put_object(Bucket=bucket, Key="bob/put", Body=b"put")
+    accepted = _post(bobs["url"], bobs["fields"], b"bob")
+    assert accepted.status_code == 204, accepted.text
+    assert s3.get_object(Bucket=bucket, Key="bob/k")["Body"].read() == b"bob"
+    owners = {s3.get_object_acl(Bucket=bucket, Key=k)["Owner"]["ID"] for k in ("bob/put", "bob/k")}
+    assert owners == {gateway.user}
+    elsewhere = bob.generate_presigned_post(bucket, "other/k")
+    answer = _post(elsewhere["url"], elsewhere["fields"], b"bob")
+    assert (answer.status_code, _code(answer)) == (403, "AccessDenied")
+
+
+def test_a_form_upload_keeps_the_old_version(gateway: Gateway) -> None:
+    s3 = gateway.client()
+    bucket = _bucket(s3, "post-versions")
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    first = s3.put_object(Bucket=bucket, Key="k", Body=b"one")["VersionId"]
+    form = s3.generate_presigned_post(bucket, "k")
+    assert _post(form["url"], form["fields"], b"two").status_code == 204
+    versions = s3.list_object_versions(Bucket=bucket, Prefix="k")["Versions"]
+    assert len(versions) == 2 and first in {v["VersionId"] for v in versions}
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"two"
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId=first)["Body"].read() == b"one"
 
 
 # -- CORS -----------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from keelfs.gateways.s3 import (
 from keelfs.gateways.s3.context import Ctx
 from keelfs.gateways.s3.credentials import AccessKey, KeyTable
 from keelfs.gateways.s3.errors import S3Error, error_xml, from_keel
+from keelfs.gateways.s3.settings_cache import DEFAULT_TTL, SettingsCache
 from keelfs.gateways.site import HttpSite
 from keelfs.runtime.requests import request_scope
 from keelfs.tls.certs import user_files
@@ -184,6 +185,7 @@ class S3Gateway:
         port: int = 0,
         tls_dir: Path | None = None,
         anonymous_user: str | None = None,
+        settings_ttl: float = DEFAULT_TTL,
     ) -> None:
         self.seeds = list(seeds)
         self.keys = dict(keys)
@@ -195,6 +197,8 @@ class S3Gateway:
         self.port = port
         self.tls_dir = tls_dir
         self.clients: dict[str, AsyncClient] = {}
+        self.settings = SettingsCache(settings_ttl)
+        """Buckets' settings, kept ``settings_ttl`` seconds (``settings_cache``)."""
         self._site = HttpSite(self.host, self.port)
         self.address = ""
 
@@ -271,7 +275,7 @@ class S3Gateway:
         response: web.StreamResponse
         try:
             if request.method == "OPTIONS":
-                response = await cors.preflight(self.settings_client(), bucket, request.headers)
+                response = await cors.preflight(self._cors_rules, bucket, request.headers)
             else:
                 await self._note_cors(request, bucket)
                 response = await self._serve(request, raw_path, raw_query)
@@ -296,11 +300,10 @@ class S3Gateway:
         ``Access-Control-Request-Method`` where it gives one, as RGW): none where no rule
         does, or the rules cannot be read."""
         origin = request.headers.get("Origin")
-        client = self.settings_client()
-        if origin is None or not bucket or client is None:
+        if origin is None or not bucket:
             return
         try:
-            rules = await cors.read_rules(client, bucket)
+            rules = await self._cors_rules(bucket)
         except (S3Error, KeelError):
             return
         method = request.headers.get("Access-Control-Request-Method", request.method)
@@ -308,13 +311,21 @@ class S3Gateway:
         if rule is not None:
             request[_CORS_HEADERS] = cors.response_headers(rule, origin)
 
+    async def _cors_rules(self, bucket: str) -> list[cors.Rule] | None:
+        """The bucket's CORS rules, read as ``settings_client`` (None: no one to read them
+        as); ``NoSuchBucket`` where there is no bucket."""
+        client = self.settings_client()
+        if client is None:
+            return None
+        return cors.rules_of(await self.settings.get(client, bucket))
+
     async def _serve(
         self, request: web.Request, raw_path: str, raw_query: str
     ) -> web.StreamResponse:
         if _form_post(request, raw_path, raw_query):
             bucket = unquote(raw_path).lstrip("/").partition("/")[0]
             return await post_object.post_object(
-                request, bucket, self.keys, self.anonymous_user, self.client_for, self.names
+                request, bucket, self.keys, self.anonymous_user, self._form_gateway()
             )
         ctx, handler = await self._prepare(request, raw_path, raw_query)
         try:
@@ -323,6 +334,14 @@ class S3Gateway:
             if err.code == "NoSuchKey" and handler in _READS and not await policy_ops.may_list(ctx):
                 raise S3Error("AccessDenied", "Access Denied") from None
             raise
+        finally:
+            if handler in policy_ops.SETTINGS_WRITERS:  # its next request sees the change
+                self.settings.invalidate(ctx.bucket)
+
+    def _form_gateway(self) -> post_object.FormGateway:
+        return post_object.FormGateway(
+            self.client_for, self.owner_client, self.names, self.settings
+        )
 
     async def _prepare(
         self, request: web.Request, raw_path: str, raw_query: str
@@ -341,6 +360,7 @@ class S3Gateway:
         handler = _route(request.method, bool(bucket), bool(key), query)
         client = self.client_for(signed.key.user)
         ctx = Ctx(request, signed, client, bucket, key, query, self.names, anonymous)
+        ctx.settings_cache = self.settings
         await policy_ops.authorize(ctx, handler, self.owner_client)
         expected = request.headers.get("x-amz-expected-bucket-owner")
         if expected is not None and bucket and handler is not buckets.create_bucket:

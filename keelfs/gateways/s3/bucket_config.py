@@ -1,13 +1,16 @@
-"""A bucket's S3 settings beside its ACL: its policy, its public access block and its
-ownership controls (``docs/s3.md``, "Bucket policies").
+"""A bucket's S3 settings beside its ACL: its policy, its public access block, its
+ownership controls (``docs/s3.md``, "Bucket policies"), its versioning state (``versioning``)
+and its CORS rules (``cors``).
 
-Each is a small JSON file in the bucket's hidden directory (``.s3/policy``,
-``.s3/public-access-block``, ``.s3/ownership``), written inline (one Raft command) with mode
-``0644``, so the gateway reads it as whoever calls, at every request to the bucket, with no
-state of its own. Like the ACL's anonymous mark, a file counts only when the bucket's owner
-owns it, no one else may write it, and it names its bucket and its kind: another user who
-may write in a public bucket's hidden directory cannot plant one, nor move one of the
-owner's objects there in its place.
+Each is a small file in the bucket's hidden directory (``.s3/policy``,
+``.s3/public-access-block``, ``.s3/ownership`` in JSON; ``.s3/versioning``, ``.s3/cors``),
+written inline (one Raft command) with mode ``0644``. ``read_config`` reads them all at once
+(one stat of the bucket and one of each file, sent together: the client batches them), as
+whoever calls; the gateway keeps what it read for a second (``settings_cache``). Like the
+ACL's anonymous mark, a file counts only when the bucket's owner owns it, no one else may
+write it, and (the JSON ones) it names its bucket and its kind: another user who may write
+in a public bucket's hidden directory cannot plant one, nor move one of the owner's objects
+there in its place.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ __all__ = [
 ]
 
 POLICY, PUBLIC_ACCESS_BLOCK, OWNERSHIP = "policy", "public-access-block", "ownership"
+VERSIONING, CORS = "versioning", "cors"
+"""Plain files (the state's name; the rules' JSON, ``cors.encode``) counted when the bucket's
+owner owns them."""
+VERSIONING_STATES = ("Enabled", "Suspended")
 LOCATION = "location"
 """The LocationConstraint a bucket was created with (read by GetBucketLocation alone)."""
 OWNERSHIP_KINDS = ("BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter")
@@ -78,6 +85,10 @@ class BucketConfig:
     policy_text: str | None = None
     public_access_block: PublicAccessBlock | None = None
     ownership: str | None = None
+    versioning: str = ""
+    """``Enabled``, ``Suspended`` or "" (never set)."""
+    cors_data: bytes | None = None
+    """The CORS rules as stored (``cors.rules_of`` reads them), None: none."""
 
     @functools.cached_property
     def policy(self) -> Policy | None:
@@ -109,9 +120,9 @@ def _path(bucket: str, kind: str) -> str:
     return store.hidden(bucket, kind)
 
 
-async def _read_one(fs: AsyncClient, bucket: str, kind: str, owner: str) -> Any:
-    """The value of setting ``kind``, None if there is none (or one that does not count:
-    module doc); ``AccessDenied`` if it cannot be read (a policy unread could deny)."""
+async def _stat_setting(fs: AsyncClient, bucket: str, kind: str) -> FileInfo | None:
+    """Setting file ``kind`` with its inline data (None: there is none); ``AccessDenied``
+    if it cannot be read (a policy unread could deny)."""
     try:
         reply = await fs._run(ops.stat(_path(bucket, kind), False, read=True), None)
     except (NotFound, NotADirectory, IsADirectory):
@@ -120,8 +131,12 @@ async def _read_one(fs: AsyncClient, bucket: str, kind: str, owner: str) -> Any:
         raise S3Error("AccessDenied", f"Access Denied: the bucket's {kind} is unreadable") from None
     except KeelError as exc:
         raise from_keel(exc, missing="NoSuchBucket", BucketName=bucket) from None
-    info = file_info_from_pb(reply.info)
-    if not _counts(info, owner) or info.data is None:
+    return file_info_from_pb(reply.info)
+
+
+def _json_value(info: FileInfo | None, bucket: str, kind: str, owner: str) -> Any:
+    """The value a JSON setting holds, None where it does not count (module doc)."""
+    if info is None or not _counts(info, owner) or info.data is None:
         return None
     try:
         body = json.loads(info.data)
@@ -136,26 +151,56 @@ def _counts(info: FileInfo, owner: str) -> bool:
     return not info.is_dir and info.owner == owner and info.mode & 0o022 == 0
 
 
+async def _owned_data(fs: AsyncClient, info: FileInfo | None, owner: str) -> bytes | None:
+    """A plain setting's bytes where the bucket's owner owns its file (None otherwise); one
+    not inline (not written by the gateway) is read."""
+    if info is None or info.is_dir or info.owner != owner:
+        return None
+    if info.data is not None:
+        return info.data
+    try:
+        return await fs.read_bytes(info.path)
+    except (NotFound, NotADirectory, IsADirectory):
+        return None
+
+
 async def read_setting(fs: AsyncClient, bucket: str, kind: str) -> Any:
     """One setting of the bucket (None: none), for an operation that needs only it."""
     info = await store.require_bucket(fs, bucket)
-    return await _read_one(fs, bucket, kind, info.owner)
+    return _json_value(await _stat_setting(fs, bucket, kind), bucket, kind, info.owner)
+
+
+_READ_AT_ONCE = (POLICY, PUBLIC_ACCESS_BLOCK, OWNERSHIP, VERSIONING, CORS)
 
 
 async def read_config(fs: AsyncClient, bucket: str) -> BucketConfig:
-    """The bucket's owner and settings (``NoSuchBucket`` if there is no such bucket)."""
-    info = await store.require_bucket(fs, bucket)
-    policy, block, ownership = await asyncio.gather(
-        _read_one(fs, bucket, POLICY, info.owner),
-        _read_one(fs, bucket, PUBLIC_ACCESS_BLOCK, info.owner),
-        _read_one(fs, bucket, OWNERSHIP, info.owner),
+    """The bucket's owner and settings, read at once (``NoSuchBucket`` if there is no such
+    bucket, before any other error)."""
+    found = await asyncio.gather(
+        store.require_bucket(fs, bucket),
+        *(_stat_setting(fs, bucket, kind) for kind in _READ_AT_ONCE),
+        return_exceptions=True,
     )
+    for outcome in found:  # the bucket's own first: a missing bucket is NoSuchBucket
+        if isinstance(outcome, BaseException):
+            raise outcome
+    info, *stats = found
+    assert isinstance(info, FileInfo)
+    files = {k: f for k, f in zip(_READ_AT_ONCE, stats, strict=True) if isinstance(f, FileInfo)}
+    owner = info.owner
+    policy = _json_value(files.get(POLICY), bucket, POLICY, owner)
+    block = _json_value(files.get(PUBLIC_ACCESS_BLOCK), bucket, PUBLIC_ACCESS_BLOCK, owner)
+    ownership = _json_value(files.get(OWNERSHIP), bucket, OWNERSHIP, owner)
+    state = await _owned_data(fs, files.get(VERSIONING), owner)
+    versioning = state.decode(errors="replace") if state is not None else ""
     return BucketConfig(
         bucket,
-        info.owner,
+        owner,
         policy if isinstance(policy, str) else None,
         PublicAccessBlock.from_json(block) if isinstance(block, dict) else None,
         ownership if ownership in OWNERSHIP_KINDS else None,
+        versioning if versioning in VERSIONING_STATES else "",
+        await _owned_data(fs, files.get(CORS), owner),
     )
 
 

@@ -165,7 +165,7 @@ async def _recreate(ctx: Ctx, acl_given: acls.Acl | None) -> web.Response:
     if acl_given is not None:
         from keelfs.gateways.s3.acl_ops import set_bucket_acl
 
-        ctx.config = await bucket_config.read_config(ctx.fs, ctx.bucket)
+        ctx.config = await ctx.settings(fresh=True)
         ctx.refuse_disabled_acl()
         ctx.refuse_public_acl(acl_given)
         info, current = await acls.read_bucket_acl(ctx.fs, ctx.bucket)
@@ -216,9 +216,8 @@ async def get_bucket_location(ctx: Ctx) -> web.Response:
 
 async def get_bucket_versioning(ctx: Ctx) -> web.Response:
     """The bucket's versioning state (no ``Status``: never set)."""
-    await store.require_bucket(ctx.fs, ctx.bucket)
     root = document("VersioningConfiguration")
-    state = await versioning.read_state(ctx.fs, ctx.bucket)
+    state = await ctx.versioning_state()
     if state:
         sub(root, "Status", state)
     return xml_response(root)

@@ -17,8 +17,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from keelfs.client.aio import AsyncClient
 from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import sigv4, store
-from keelfs.gateways.s3.bucket_config import BucketConfig
+from keelfs.gateways.s3.bucket_config import BucketConfig, read_config
 from keelfs.gateways.s3.errors import S3Error
+from keelfs.gateways.s3.settings_cache import SettingsCache
 from keelfs.gateways.s3.xmlio import render
 
 __all__ = ["Ctx", "http_date", "stored_from_headers", "xml_response"]
@@ -45,6 +46,8 @@ class Ctx:
     """The bucket's owner where its policy lets the gateway act for them (``act_as``)."""
     caller_fs: AsyncClient | None = None
     """The caller's own client while ``fs`` acts for the bucket's owner."""
+    settings_cache: SettingsCache | None = None
+    """The gateway's cache of buckets' settings (None: read at each use)."""
 
     @property
     def user(self) -> str:
@@ -56,6 +59,19 @@ class Ctx:
     def own_fs(self) -> AsyncClient:
         """The caller's own client, whoever ``fs`` acts for."""
         return self.caller_fs or self.fs
+
+    async def settings(self, bucket: str = "", *, fresh: bool = False) -> BucketConfig:
+        """The settings of ``bucket`` (the request's by default) through the gateway's cache
+        (``settings_cache``: at most a second old, or changed by this gateway since);
+        ``fresh``: read now."""
+        bucket = bucket or self.bucket
+        if self.settings_cache is None:
+            return await read_config(self.fs, bucket)
+        return await self.settings_cache.get(self.fs, bucket, fresh=fresh)
+
+    async def versioning_state(self) -> str:
+        """The bucket's versioning state (``Enabled``, ``Suspended``, "": never set)."""
+        return (await self.settings()).versioning
 
     def act_as(self, owner: str, client: AsyncClient) -> None:
         """Run the rest of this request as the bucket's owner (its policy allowed it)."""

@@ -6,7 +6,8 @@ the owner may set, read or delete them, as S3) and counted only while that file 
 by the bucket's owner, as the ACL's mark (``acl``): no one else can open a bucket to other
 origins. The file is readable by every user (it says nothing an ``OPTIONS`` does not), so
 the gateway reads it as its anonymous user (or, without one, as the first user it serves)
-for preflights, which are never signed.
+for preflights, which are never signed, with the bucket's other settings
+(``bucket_config.read_config``, kept a second: ``settings_cache``).
 
 A rule matches an origin when one of its ``AllowedOrigin`` does (one ``*`` in it stands for
 any run of characters), a method when it is one of its ``AllowedMethod``, and a preflight's
@@ -21,16 +22,16 @@ import binascii
 import contextlib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from xml.etree.ElementTree import Element
 
 from aiohttp import web
 
-from keelfs.client.aio import AsyncClient
 from keelfs.client.files import write_inline
-from keelfs.errors import IsADirectory, KeelError, NotADirectory, NotFound
+from keelfs.errors import KeelError, NotADirectory, NotFound
 from keelfs.gateways.s3 import store
+from keelfs.gateways.s3.bucket_config import CORS, BucketConfig
 from keelfs.gateways.s3.context import Ctx, xml_response
 from keelfs.gateways.s3.errors import S3Error, from_keel
 from keelfs.gateways.s3.xmlio import child_text, children, document, parse, sub, tag
@@ -43,11 +44,11 @@ __all__ = [
     "parse_rules",
     "preflight",
     "put_bucket_cors",
-    "read_rules",
+    "rules_of",
     "response_headers",
 ]
 
-CORS_FILE = "cors"
+CORS_FILE = CORS
 """The bucket's rules, in its hidden directory."""
 METHODS = ("GET", "PUT", "HEAD", "POST", "DELETE")
 MAX_RULES = 100
@@ -182,19 +183,15 @@ def _path(bucket: str) -> str:
     return store.hidden(bucket, CORS_FILE)
 
 
-async def read_rules(fs: AsyncClient, bucket: str) -> list[Rule] | None:
-    """The bucket's rules; None where it has none (or its file is not its owner's).
-    ``NoSuchBucket`` where there is no bucket."""
-    info = await store.require_bucket(fs, bucket)
-    try:
-        stored = await fs.stat(_path(bucket))
-        if stored.owner != info.owner or stored.is_dir:
-            return None
-        return decode(await fs.read_bytes(_path(bucket)))
-    except (NotFound, NotADirectory, IsADirectory, ValueError, KeyError, TypeError):
+def rules_of(config: BucketConfig) -> list[Rule] | None:
+    """The bucket's rules; None where it has none (or its file is not its owner's, or not
+    rules): read with its other settings (``bucket_config.read_config``)."""
+    if config.cors_data is None:
         return None
-    except KeelError as exc:
-        raise from_keel(exc, missing="NoSuchBucket", BucketName=bucket) from None
+    try:
+        return decode(config.cors_data)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 async def _require_owner(ctx: Ctx) -> None:
@@ -239,7 +236,7 @@ async def put_bucket_cors(ctx: Ctx) -> web.Response:
 
 async def get_bucket_cors(ctx: Ctx) -> web.Response:
     await _require_owner(ctx)
-    rules = await read_rules(ctx.fs, ctx.bucket)
+    rules = rules_of(await ctx.settings())
     if rules is None:
         raise S3Error(
             "NoSuchCORSConfiguration",
@@ -293,7 +290,9 @@ def _forbidden(why: str) -> S3Error:
 
 
 async def preflight(
-    fs: AsyncClient | None, bucket: str, headers: Mapping[str, str]
+    read_rules: Callable[[str], Awaitable[list[Rule] | None]],
+    bucket: str,
+    headers: Mapping[str, str],
 ) -> web.Response:
     """The answer to an ``OPTIONS`` (module doc): 200 with the matching rule's headers;
     400 without ``Origin`` or ``Access-Control-Request-Method``; 403 where no rule
@@ -304,7 +303,7 @@ async def preflight(
     method = headers.get("Access-Control-Request-Method")
     if method is None or not bucket:
         raise S3Error("InvalidRequest", "Invalid Access-Control-Request-Method: none given")
-    rules = await read_rules(fs, bucket) if fs is not None else None
+    rules = await read_rules(bucket)
     if not rules:
         raise _forbidden("CORS is not enabled for this bucket.")
     requested = [

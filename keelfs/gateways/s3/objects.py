@@ -142,7 +142,7 @@ async def commit(
     """Put complete file ``temp`` in place as the request's key: as a new version where the
     bucket has versioning (``versioning.commit``), else replacing the object, in both cases
     only as ``condition`` allows."""
-    state = await versioning.read_state(ctx.fs, ctx.bucket)
+    state = await ctx.versioning_state()
     if state:
         if condition.expect:
             await store.discard(ctx.fs, temp)
@@ -419,7 +419,7 @@ async def get_object_torrent(ctx: Ctx) -> web.Response:
 
 async def delete_object(ctx: Ctx) -> web.Response:
     vid = ctx.query.get("versionId")
-    done = await _delete(ctx, ctx.key, vid, await versioning.read_state(ctx.fs, ctx.bucket))
+    done = await _delete(ctx, ctx.key, vid, await ctx.versioning_state())
     headers = {}
     if done.vid is not None:
         headers["x-amz-version-id"] = done.vid
@@ -449,8 +449,7 @@ async def delete_objects(ctx: Ctx) -> web.Response:
     ]
     if not named or len(named) > MAX_DELETE_KEYS or any(k is None for k, _ in named):
         raise S3Error("MalformedXML", "a Delete names 1 to 1000 objects, each with a Key")
-    await store.require_bucket(ctx.fs, ctx.bucket)
-    state = await versioning.read_state(ctx.fs, ctx.bucket)
+    state = await ctx.versioning_state()
     root = document("DeleteResult")
     for key, version in named:
         assert key is not None

@@ -1,7 +1,9 @@
 """Bucket policies, public access blocks and ownership controls: their operations, and the
 gate every request to a bucket passes (``docs/s3.md``, "Bucket policies").
 
-The gate reads the bucket's settings (``bucket_config``) as the caller and, with a policy:
+The gate takes the bucket's settings (``bucket_config``, kept a second by the gateway:
+``settings_cache``; read afresh for what changes them and before acting for the owner)
+and, with a policy:
 
 - a statement that **denies** the request ends it (``AccessDenied``), the owner's too, but for
   the owner's own policy operations (so an owner cannot lock itself out);
@@ -45,6 +47,7 @@ __all__ = [
     "put_bucket_ownership",
     "put_bucket_policy",
     "put_public_access_block",
+    "SETTINGS_WRITERS",
 ]
 
 Handler = Callable[[Ctx], Any]
@@ -257,6 +260,17 @@ OWNER_ONLY: frozenset[Handler] = frozenset(
     }
 )  # fmt: skip
 """The operations of this module: the owner's alone."""
+SETTINGS_WRITERS: frozenset[Handler] = frozenset(
+    {
+        buckets.create_bucket, buckets.delete_bucket, buckets.put_bucket_versioning,
+        cors.put_bucket_cors, cors.delete_bucket_cors, acl_ops.put_bucket_acl,
+        put_bucket_policy, delete_bucket_policy, put_public_access_block,
+        delete_public_access_block, put_bucket_ownership, delete_bucket_ownership,
+    }
+)  # fmt: skip
+"""What changes a bucket's settings (``bucket_config``), or makes or ends the bucket: the
+gate decides on settings read afresh, and the gateway forgets the bucket's kept settings
+once the request ends (``settings_cache``), so that its next request sees the change."""
 
 
 def _request(ctx: Ctx, handler: Handler) -> tuple[str, str] | None:
@@ -273,13 +287,25 @@ async def authorize(
     ctx: Ctx, handler: Handler, owner_client: Callable[[str], AsyncClient | None]
 ) -> None:
     """The gate (module doc). ``owner_client(user)``: a client acting as ``user``, None if
-    the gateway cannot act for them (with TLS, no certificate of theirs)."""
+    the gateway cannot act for them (with TLS, no certificate of theirs).
+
+    It decides on the bucket's settings as the gateway keeps them (``settings_cache``: up to
+    a second old where another gateway changed them), but for what changes them, and before
+    it acts for the bucket's owner: that is decided again on settings read now, so an Allow
+    the bucket's policy no longer gives (or a deleted bucket's, under a new bucket of the same
+    name) never lets the gateway act as the owner."""
     if not ctx.bucket or handler is buckets.create_bucket:
         if ctx.anonymous:
             await acl_ops.admit_anonymous(ctx, handler)
         return
+    await _gate(ctx, handler, owner_client, fresh=handler in SETTINGS_WRITERS)
+
+
+async def _gate(
+    ctx: Ctx, handler: Handler, owner_client: Callable[[str], AsyncClient | None], *, fresh: bool
+) -> None:
     try:
-        cfg = await config.read_config(ctx.fs, ctx.bucket)
+        cfg = await ctx.settings(fresh=fresh)
     except S3Error as err:
         if err.code != "NoSuchBucket":
             raise
@@ -300,6 +326,8 @@ async def authorize(
     if handler in OWNER_ONLY:
         raise _denied("only the bucket's owner reads or changes its settings")
     if decision == ALLOW and _may_act_for_owner(ctx, handler, cfg):
+        if not fresh:
+            return await _gate(ctx, handler, owner_client, fresh=True)
         client = owner_client(cfg.owner)
         if client is not None:
             ctx.act_as(cfg.owner, client)
@@ -336,7 +364,7 @@ async def _check_copy_source(ctx: Ctx, cfg: config.BucketConfig) -> None:
         return
     src_bucket, src_key, _ = objects.parse_copy_source(source)
     try:
-        src_cfg = cfg if src_bucket == ctx.bucket else await config.read_config(ctx.fs, src_bucket)
+        src_cfg = cfg if src_bucket == ctx.bucket else await ctx.settings(src_bucket)
     except S3Error as err:
         if err.code == "NoSuchBucket":
             return  # the copy answers it

@@ -8,14 +8,18 @@ is read). The fields before the file are bounded (``MaxPostPreDataLengthExceeded
 file by the policy's ``content-length-range`` while it streams.
 
 A signed form acts as the user of its access key; an unsigned one as the gateway's
-anonymous user, where the bucket's ACL lets everyone write (as an unsigned PUT). The object
-is written through the same steps as a PUT (temporary file, sidecar, rename; its ACL and
+anonymous user. Either passes the same gate as a PUT of its key (``s3:PutObject``:
+``policy_ops.authorize``): the bucket's policy may deny it, or allow it and let the gateway
+write as the bucket's owner; without either, the bucket's ACL decides (an unsigned form only
+where it lets everyone write). The object is written through the same steps as a PUT
+(temporary file, sidecar, rename, a new version where the bucket keeps them; its ACL and
 mode; keelfs's permissions), so the answer is the same object a PUT would have made.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from urllib.parse import quote
 from xml.etree.ElementTree import Element
 
@@ -24,18 +28,30 @@ from multidict import CIMultiDict
 
 from keelfs.client.aio import AsyncClient
 from keelfs.gateways.s3 import acl as acls
-from keelfs.gateways.s3 import acl_ops, objects, sigv4, store
+from keelfs.gateways.s3 import objects, policy_ops, sigv4, store
 from keelfs.gateways.s3.context import BODY_PIECE, Ctx, stored_from_headers, xml_response
 from keelfs.gateways.s3.credentials import AccessKey
 from keelfs.gateways.s3.errors import S3Error
 from keelfs.gateways.s3.post_policy import Policy, authenticate_form, is_signed_form
+from keelfs.gateways.s3.settings_cache import SettingsCache
 from keelfs.gateways.s3.xmlio import sub
 
-__all__ = ["MAX_FIELDS_BYTES", "is_form_post", "post_object"]
+__all__ = ["MAX_FIELDS_BYTES", "FormGateway", "is_form_post", "post_object"]
 
 MAX_FIELDS_BYTES = 20 * 1024
 """The most bytes of fields (names and values) before the file, as S3."""
 _OBJECT_FIELDS = frozenset({"content-type", *store.STORED_HEADERS})
+
+
+@dataclass(frozen=True)
+class FormGateway:
+    """What a form upload needs of the gateway (``S3Gateway``)."""
+
+    client_for: Callable[[str], AsyncClient]
+    owner_client: Callable[[str], AsyncClient | None]
+    """A client acting for a bucket's owner, where its policy allows (``policy_ops``)."""
+    names: dict[str, str]
+    settings: SettingsCache
 
 
 def is_form_post(request: web.Request, bucket: str, key: str, query: Mapping[str, str]) -> bool:
@@ -54,8 +70,7 @@ async def post_object(
     bucket: str,
     keys: Mapping[str, AccessKey],
     anonymous_user: str,
-    client_for: Callable[[str], AsyncClient],
-    names: dict[str, str],
+    gateway: FormGateway,
 ) -> web.Response:
     """Serve a POST Object (module doc)."""
     try:
@@ -78,9 +93,10 @@ async def post_object(
         access_key, policy = authenticate_form(given, keys)
         policy.check_fields(given)
         signed = sigv4.Signed(access_key, sigv4.UNSIGNED, "", "", "", b"")
-    ctx = Ctx(request, signed, client_for(signed.key.user), bucket, key, {}, names, anonymous)
-    if anonymous:
-        await acl_ops.admit_anonymous(ctx, objects.put_object)
+    client = gateway.client_for(signed.key.user)
+    ctx = Ctx(request, signed, client, bucket, key, {}, gateway.names, anonymous)
+    ctx.settings_cache = gateway.settings
+    await policy_ops.authorize(ctx, objects.put_object, gateway.owner_client)
     etag = await _write(ctx, _object_headers(fields, file_part), file_part, policy)
     return _answer(request, given, bucket, key, etag)
 

@@ -1,7 +1,8 @@
 """Bucket versioning: the bucket's state, and where the versions of a key live.
 
 - The state (``Enabled``, ``Suspended``, or never set) is the file ``/b/.s3/versioning``,
-  written by the bucket's owner (one written by anyone else is not believed).
+  written by the bucket's owner (one written by anyone else is not believed), read with the
+  bucket's other settings (``bucket_config``, ``Ctx.versioning_state``).
 - The **current** version of a key is the file at the key's path, as in a bucket without
   versioning (``store``): ListObjects, GET and every tool reading keelfs see it there. Its
   VersionId is in its sidecar (``Stored.version``; none: the ``null`` version written before
@@ -46,6 +47,7 @@ from keelfs.errors import (
 )
 from keelfs.gateways.s3 import acl as acls
 from keelfs.gateways.s3 import store
+from keelfs.gateways.s3.bucket_config import VERSIONING, VERSIONING_STATES
 from keelfs.gateways.s3.errors import S3Error, from_keel
 from keelfs.meta.paths import MAX_NAME_BYTES
 from keelfs.meta.records import FileInfo
@@ -63,16 +65,15 @@ __all__ = [
     "delete",
     "latest",
     "open_version",
-    "read_state",
     "version_object",
     "versions_of",
     "write_state",
 ]
 
-ENABLED = "Enabled"
-SUSPENDED = "Suspended"
+ENABLED, SUSPENDED = VERSIONING_STATES
 NULL_VERSION = "null"
-STATE_FILE = "versioning"
+STATE_FILE = VERSIONING
+"""Read with the bucket's other settings (``bucket_config.read_config``)."""
 ARCHIVE = "versions"
 KEY_FILE = "key"
 """In a ``#<hash>`` archive: the key it holds the versions of."""
@@ -100,20 +101,6 @@ def check_version_id(vid: str) -> None:
 # -- the bucket's state ---------------------------------------------------------------------------
 def _state_path(bucket: str) -> str:
     return store.hidden(bucket, STATE_FILE)
-
-
-async def read_state(fs: AsyncClient, bucket: str) -> str:
-    """``Enabled``, ``Suspended`` or "" (never set)."""
-    try:
-        info = await fs.stat(_state_path(bucket))
-        if info.is_dir or info.owner != (await store.require_bucket(fs, bucket)).owner:
-            return ""
-        text = (await fs.read_bytes(_state_path(bucket))).decode(errors="replace")
-    except (NotFound, NotADirectory, IsADirectory):
-        return ""
-    except KeelError as exc:
-        raise from_keel(exc, missing="NoSuchBucket", BucketName=bucket) from None
-    return text if text in (ENABLED, SUSPENDED) else ""
 
 
 async def write_state(fs: AsyncClient, bucket: str, state: str) -> None:
