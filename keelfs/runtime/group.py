@@ -322,6 +322,10 @@ class RaftGroup:
           to make a round of its own;
         - otherwise a new request is made at once.
 
+        Under leases a leader answers a request when it is made: it may be shared only by
+        barriers scheduled before that, in the same turn of the event loop
+        (``_close_shared_read``), never by one arriving later.
+
         The barriers of one request wait as one batch (``_ReadBatch``): the request's answer,
         and then the apply of its index, release all of them at once, each with one wakeup;
         one timer per batch enforces their deadlines.
@@ -369,11 +373,7 @@ class RaftGroup:
         view = (raft.term, raft.lead, raft.state)
         key = (self.host.send_rounds, raft.log.committed, *view)
         shared = self._open_read
-        # Under leases a request is judged when it is made, not by a heartbeat round that
-        # leaves after the barriers sharing it arrived: a barrier arriving later (after a
-        # freeze of this process, say) must not share its answer.
-        shareable = not self.host.config.lease_reads
-        if shareable and shared is not None and shared[0] == key and self._read_live(shared[1]):
+        if shared is not None and shared[0] == key and self._read_live(shared[1]):
             return shared[1]
         queued = self._queued_read
         if queued is not None and self._read_live(queued):
@@ -426,8 +426,21 @@ class RaftGroup:
             return
         key = (self.host.send_rounds, raft.log.committed, raft.term, raft.lead, raft.state)
         self._open_read = (key, ctx)
-        self._issued_read = (ctx, asyncio.get_running_loop().time())
+        loop = asyncio.get_running_loop()
+        self._issued_read = (ctx, loop.time())
+        if self.host.config.lease_reads and raft.state is StateType.LEADER:
+            # A leader judges the request from its lease now, not by a heartbeat round that
+            # leaves after the barriers sharing it arrived: only a barrier already running or
+            # scheduled (so arrived) before now may share it. Steps scheduled from now on,
+            # every new arrival among them (after a freeze of this process, say), run after
+            # this mark, which closes the request to them. (A follower's request is judged
+            # by the leader when it gets there: the key above already closes it once sent.)
+            loop.call_soon(self._close_shared_read, ctx)
         self.host.wake(self)
+
+    def _close_shared_read(self, ctx: bytes) -> None:
+        if self._open_read is not None and self._open_read[1] == ctx:
+            self._open_read = None
 
     def _settle_reads(self) -> None:
         """Once no request is in flight (answered, failed, abandoned or overdue), make the

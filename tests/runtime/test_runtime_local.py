@@ -300,13 +300,14 @@ def test_under_leases_a_barrier_never_shares_a_request_judged_before_it_arrived(
     tmp_path: Path,
 ) -> None:
     """Under leases the leader judges a ReadIndex request when it is made (from its lease),
-    not by a heartbeat round leaving later. A barrier arriving after that -- here after the
-    loop was blocked between the lease's answer and its delivery, as a process frozen there
-    is -- must not share it (though no round has been sent since: what lets barriers share a
-    request without leases): it makes a request of its own, judged after the freeze, when
-    the lease is forgotten, by a round. Sharing the first would return the index the lease
-    gave before the freeze, which a leader elected meanwhile may have passed: the stale read
-    a full run with leases on once caught (a cross-shard rename's target not found)."""
+    not by a heartbeat round leaving later. Barriers of the same turn of the event loop (the
+    items of one ``Batch`` call, which all arrived before it) share it; a barrier arriving
+    later -- here after the loop was blocked between the lease's answer and its delivery, as
+    a process frozen there is -- must not (though no round has been sent since: what lets
+    barriers share a request without leases): it makes a request of its own, judged after
+    the freeze, when the lease is forgotten. Sharing the first would return the index the
+    lease gave before the freeze, which a leader elected meanwhile may have passed: the stale
+    read a full run with leases on once caught (a cross-shard rename's target not found)."""
 
     async def main() -> None:
         net = LocalNetwork()
@@ -317,16 +318,24 @@ def test_under_leases_a_barrier_never_shares_a_request_judged_before_it_arrived(
             await leader.propose(kv.put("x", "1"))
             await _until_lease(leader)
             raft = leader.node.raft
+            loop = asyncio.get_running_loop()
 
-            first = leader._join_read()  # a barrier's request: answered by the lease at once
-            assert [rs.context for rs in raft.read_states] == [first]
-            time.sleep(6 * period)  # frozen before the answer was delivered
-            second = leader._join_read()  # a barrier arriving right after the freeze
-            assert second != first, "a barrier shared a request judged before it arrived"
-
-            assert leader._queued_read == second or leader._issued_read[0] == second  # type: ignore[index]
-            await leader.read_barrier()  # joins the second request (or one after it)
-            assert second not in leader._reads, "the second request was never answered"
+            # the ready loop is busy elsewhere (a log write in flight, say): not woken now,
+            # so the lease's answer waits in Raft for the next round to collect it
+            wake, leader.host.wake = leader.host.wake, lambda group: None  # type: ignore[method-assign]
+            try:
+                first = leader._join_read()  # a barrier's request: answered by the lease at once
+                assert [rs.context for rs in raft.read_states] == [first]
+                assert leader._join_read() == first  # a barrier of the same turn shares it
+                time.sleep(6 * period)  # frozen before the answer was delivered
+                later: list[bytes] = []
+                loop.call_soon(lambda: later.append(leader._join_read()))  # arriving after it
+                await asyncio.sleep(0)
+            finally:
+                leader.host.wake = wake  # type: ignore[method-assign]
+            assert later and later[0] != first, "a later barrier shared a request judged before"
+            wake(leader)
+            await leader.read_barrier()  # joins the later request (or one after it)
 
     asyncio.run(main())
 
