@@ -138,6 +138,7 @@ class ServerConfig:
     http_listen: str = "127.0.0.1:7080"
     http_token_file: str = ""
     webhdfs_listen: str = ""
+    webhdfs_token_secret_file: str = ""
     replication: int = 1
     fsync_on_close: bool = True
     scan_interval_s: float = 6 * 3600.0
@@ -202,6 +203,7 @@ class ServerConfig:
             except ValueError as exc:
                 raise ConfigError(f"s3_listen: {exc}") from None
         config.webhdfs()
+        config.webhdfs_token_secret()
         return config
 
     def webhdfs(self) -> str:
@@ -220,6 +222,22 @@ class ServerConfig:
         except ValueError as exc:
             raise ConfigError(f"webhdfs_listen: {exc}") from None
         return listen
+
+    def webhdfs_token_secret(self) -> Path | None:
+        """The file of the WebHDFS gateway's token secret (None: no tokens), checked readable
+        and long enough (``ConfigError``); refused without the gateway."""
+        if not self.webhdfs_token_secret_file:
+            return None
+        if not self.webhdfs():
+            raise ConfigError("webhdfs_token_secret_file: set webhdfs_listen too (no gateway)")
+        from keelfs.gateways.webhdfs.tokens import load_secret
+
+        path = Path(self.webhdfs_token_secret_file)
+        try:
+            load_secret(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"webhdfs_token_secret_file: {exc}") from None
+        return path
 
     def http(self) -> HttpSettings:
         """The HTTP side (the metadata node's: the dashboard), checked (``ConfigError``)."""
@@ -395,7 +413,13 @@ async def serve(config: ServerConfig, on_ready: Any = None) -> None:
         if config.webhdfs():
             from keelfs.gateways.webhdfs.app import GatewaySettings, WebHdfsGateway
 
-            gateway = WebHdfsGateway(GatewaySettings((meta.client_address,), config.webhdfs()))
+            gateway = WebHdfsGateway(
+                GatewaySettings(
+                    (meta.client_address,),
+                    config.webhdfs(),
+                    token_secret_file=config.webhdfs_token_secret(),
+                )
+            )
             await gateway.start()
             info["webhdfs"], info["webhdfs_url"] = gateway.address, gateway.url
         (on_ready or _print_ready)(info)

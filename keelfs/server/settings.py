@@ -320,6 +320,13 @@ SERVER_SETTINGS: tuple[Setting, ...] = (
         "`off`: none; not with TLS)",
     ),
     Setting(
+        "webhdfs_token_secret_file",
+        str,
+        "",
+        "the WebHDFS gateway's delegation tokens: a file holding the HMAC secret every "
+        "gateway of the cluster shares, at least 32 bytes (docs/webhdfs.md; empty: no tokens)",
+    ),
+    Setting(
         "replication",
         int,
         1,

@@ -214,6 +214,33 @@ def test_a_form_upload_passes_the_bucket_policy_as_a_put(gateway: Gateway) -> No
     assert (answer.status_code, _code(answer)) == (403, "AccessDenied")
 
 
+def test_a_form_upload_naming_an_acl_is_refused_where_acls_are_off(gateway: Gateway) -> None:
+    """``BucketOwnerEnforced``: a form's ``acl`` field is refused as a PUT's ``x-amz-acl``
+    is (``AccessControlListNotSupported``, nothing written), but for
+    ``bucket-owner-full-control``; a form without one is taken."""
+    s3 = gateway.client()
+    bucket = _bucket(s3, "post-enforced")
+    s3.put_bucket_ownership_controls(
+        Bucket=bucket,
+        OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+    )
+    named = s3.generate_presigned_post(
+        bucket, "k", Fields={"acl": "public-read"}, Conditions=[{"acl": "public-read"}]
+    )
+    answer = _post(named["url"], named["fields"], b"no")
+    assert (answer.status_code, _code(answer)) == (400, "AccessControlListNotSupported")
+    assert _missing(s3, bucket, "k")
+    full = s3.generate_presigned_post(
+        bucket,
+        "k",
+        Fields={"acl": "bucket-owner-full-control"},
+        Conditions=[{"acl": "bucket-owner-full-control"}],
+    )
+    assert _post(full["url"], full["fields"], b"ok").status_code == 204
+    plain = s3.generate_presigned_post(bucket, "p")
+    assert _post(plain["url"], plain["fields"], b"ok").status_code == 204
+
+
 def test_a_form_upload_keeps_the_old_version(gateway: Gateway) -> None:
     s3 = gateway.client()
     bucket = _bucket(s3, "post-versions")

@@ -99,12 +99,17 @@ class Ctx:
         self.refuse_public_acl(chosen)
         return chosen or acls.PRIVATE
 
-    def refuse_disabled_acl(self, *, allowed: tuple[str, ...] = ()) -> None:
+    def refuse_disabled_acl(
+        self, *, allowed: tuple[str, ...] = (), headers: Headers | None = None
+    ) -> None:
         """``BucketOwnerEnforced``: ACLs are off, and a request that sets one (but for a
-        canned ACL in ``allowed``) is refused (S3's ``AccessControlListNotSupported``)."""
+        canned ACL in ``allowed``) is refused (S3's ``AccessControlListNotSupported``).
+        ``headers``: where the request names its ACL (a POST form's fields), if not in its
+        own headers."""
         if self.config is None or not self.config.acls_disabled:
             return
-        headers = self.request.headers
+        if headers is None:
+            headers = self.request.headers
         canned = headers.get("x-amz-acl")
         grants = any(name.lower().startswith("x-amz-grant-") for name in headers)
         if grants or (canned is not None and canned.strip() not in allowed):

@@ -168,6 +168,7 @@ async def _write(
 ) -> str:
     """The object written as a PUT writes it; its ETag."""
     store.check_key(ctx.key)
+    ctx.refuse_disabled_acl(allowed=("bucket-owner-full-control",), headers=headers)
     chosen = await ctx.object_acl_of(headers)
     data = _file_data(part, policy)
     if ctx.key.endswith("/"):  # a directory marker, as PUT makes one
