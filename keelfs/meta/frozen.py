@@ -37,6 +37,13 @@ def fast_init(cls: type[T]) -> type[T]:
         raise TypeError(f"{cls.__name__} is not a frozen dataclass with slots")
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__} has a __post_init__")
+    if not spec.__dataclass_params__.init:
+        raise TypeError(f"{cls.__name__} has an __init__ of its own (init=False)")
+    original = cls.__dict__["__init__"]
+    expected = [f.name for f in params]
+    if list(inspect.signature(original).parameters)[1:] != expected:
+        # an InitVar (not a field, yet a parameter) or an __init__ not dataclass's
+        raise TypeError(f"{cls.__name__}.__init__ takes more or other than its fields")
     namespace: dict[str, Any] = {}
     signature: list[str] = []
     body: list[str] = []
@@ -56,7 +63,6 @@ def fast_init(cls: type[T]) -> type[T]:
     source = f"def __init__(self, {', '.join(signature)}):\n" + "\n".join(body or ["    pass"])
     exec(source, namespace)  # noqa: S102 - built from field names only
     init = namespace["__init__"]
-    original = cls.__dict__["__init__"]
     init.__qualname__ = original.__qualname__
     init.__doc__ = original.__doc__
     init.__annotations__ = dict(original.__annotations__)

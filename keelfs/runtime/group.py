@@ -178,12 +178,17 @@ class RaftGroup:
         proposes (the file a writer adds a block to exists, say). ``NotLeader`` when it does
         not lead. Free once caught up; until then a ReadIndex barrier, which waits for an
         entry of this term to commit and for the state to apply it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.host.config.request_timeout)
         for _ in range(3):
             if not self.is_leader:
                 raise self._not_leader()
             if self.leader_caught_up():
                 return
-            await self.read_barrier(timeout)
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await self.read_barrier(left)
         raise Unavailable("leader changing", message="leadership keeps changing; retry")
 
     def not_leader_error(self) -> NotLeader:

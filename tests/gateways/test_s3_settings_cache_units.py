@@ -163,6 +163,25 @@ def test_no_request_after_a_change_joins_a_read_begun_before_it() -> None:
     assert asyncio.run(scenario()) == ("first", "second")
 
 
+def test_no_request_joins_a_read_begun_ttl_or_more_ago() -> None:
+    """A slow read (an election under it, say) says what was true when it began: a request
+    arriving ``ttl`` after that reads for itself, as it would not use an entry that old."""
+    cache, reader, clock = _cache()
+
+    async def scenario() -> tuple[str | None, str | None]:
+        reader.gate = asyncio.Event()
+        slow = asyncio.create_task(cache.get(None, "b"))  # type: ignore[arg-type]
+        await _started(reader, 1)
+        reader.policy = "second"  # changed elsewhere meanwhile
+        clock.now += 1.5
+        later = asyncio.create_task(cache.get(None, "b"))  # type: ignore[arg-type]
+        await _started(reader, 2)  # its own read, not the slow one
+        reader.gate.set()
+        return (await slow).policy_text, (await later).policy_text
+
+    assert asyncio.run(scenario()) == ("first", "second")
+
+
 def test_a_shared_read_that_fails_is_its_readers_failure_alone() -> None:
     """The first caller may not read the settings (``AccessDenied``): a caller waiting for
     its read reads for itself, and gets what the settings say."""

@@ -74,5 +74,24 @@ def test_what_it_cannot_do_exactly_is_refused() -> None:
     class KeywordOnly:
         a: int = dataclasses.field(kw_only=True)
 
-    for cls in (NoSlots, NotFrozen, Factory, PostInit, KeywordOnly):
+    @dataclasses.dataclass(frozen=True, slots=True, init=False)
+    class OwnInit:
+        a: int
+
+        def __init__(self, a: int) -> None:
+            object.__setattr__(self, "a", a * 10)
+
+    for cls in (NoSlots, NotFrozen, Factory, PostInit, KeywordOnly, OwnInit):
         _refused(cls)
+
+
+def test_an_init_var_is_refused() -> None:
+    """An ``InitVar`` is a parameter of ``__init__`` but no field: a faster ``__init__`` of
+    the fields alone would drop it."""
+    with pytest.raises(TypeError, match="more or other than its fields"):
+
+        @fast_init
+        @dataclasses.dataclass(frozen=True, slots=True)
+        class WithInitVar:
+            a: int
+            scale: dataclasses.InitVar[int] = 1

@@ -22,7 +22,7 @@ itself. The gateway keeps what it read for ``ttl`` seconds (1 by default), so:
   flight would otherwise read): one read per bucket at a time, but for requests that must
   read afresh, and for waiters whose shared read failed (a failure is its reader's own: they
   read for themselves). A read under way when the gateway changes the settings is joined
-  by no later request;
+  by no later request, nor is one that began ``ttl`` or more ago (a slow read);
 - at most ``capacity`` buckets are kept (the one read longest ago dropped first).
 """
 
@@ -75,8 +75,9 @@ class SettingsCache:
         read may be under way; see ``_forget_generation``)."""
         self._reading: dict[str, int] = {}
         """Per bucket: reads under way."""
-        self._shared: dict[str, asyncio.Task[BucketConfig]] = {}
-        """Per bucket: the read under way that a request finding no entry waits for."""
+        self._shared: dict[str, tuple[asyncio.Task[BucketConfig], float]] = {}
+        """Per bucket: the read under way that a request finding no entry waits for, and
+        when it began (joined only while younger than ``ttl``, as an entry is used)."""
 
     async def get(self, fs: AsyncClient, bucket: str, *, fresh: bool = False) -> BucketConfig:
         """The bucket's settings: kept ones younger than ``ttl``, else read (as ``fs``'s
@@ -87,13 +88,17 @@ class SettingsCache:
         entry = self._entries.get(bucket)
         if entry is not None and self._clock() - entry.read_at < self.ttl:
             return entry.config
-        shared = self._shared.get(bucket)
-        if shared is None:
+        under_way = self._shared.get(bucket)
+        if under_way is None or self._clock() - under_way[1] >= self.ttl:
+            # none, or one begun too long ago to answer for now (a slow read: what it says
+            # was true when it began): a read of this request's own, shared from now
+            began = self._clock()
             shared = asyncio.ensure_future(self._read_and_keep(fs, bucket))
             shared.add_done_callback(_retrieve)
-            self._shared[bucket] = shared
+            self._shared[bucket] = (shared, began)
             shared.add_done_callback(lambda task: self._unshare(bucket, task))
             return await asyncio.shield(shared)  # its failure is this request's own
+        shared = under_way[0]
         try:
             return await asyncio.shield(shared)
         except Exception:  # noqa: BLE001 - another caller's failure: read as this one
@@ -123,7 +128,8 @@ class SettingsCache:
             self._generation[bucket] = self._generation.get(bucket, 0) + 1
 
     def _unshare(self, bucket: str, task: asyncio.Task[BucketConfig]) -> None:
-        if self._shared.get(bucket) is task:
+        under_way = self._shared.get(bucket)
+        if under_way is not None and under_way[0] is task:
             del self._shared[bucket]
 
     def _keep(self, bucket: str, entry: _Entry) -> None:
