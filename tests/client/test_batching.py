@@ -74,12 +74,20 @@ def test_batching_off_sends_one_call_per_request(cluster: MetaCluster) -> None:
 
 
 def _raw_batch(cluster: MetaCluster, items: list[pb.BatchItem]) -> pb.BatchReply:
+    """Send ``items`` as one Batch to the shard's leader. An item answered UNAVAILABLE (the
+    lead moved while it was read: the client library retries those) sends the batch again to
+    the leader found then; every caller's items are reads or refused, so sending twice is
+    harmless."""
     shard = cluster.admin().shard_map().shard_for_path("/x")
-    address = cluster.nodes[cluster.leader(shard)].client_address
-    with grpc.insecure_channel(address) as channel:
-        stub = pb_grpc.NamespaceStub(channel)
-        reply: pb.BatchReply = stub.Batch(pb.BatchRequest(items=items), timeout=10)
-        return reply
+    unavailable = grpc.StatusCode.UNAVAILABLE.value[0]
+    for _ in range(5):
+        address = cluster.nodes[cluster.leader(shard)].client_address
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.NamespaceStub(channel)
+            reply: pb.BatchReply = stub.Batch(pb.BatchRequest(items=items), timeout=10)
+        if all(item.status != unavailable for item in reply.items):
+            break
+    return reply
 
 
 def test_bad_items_are_refused_one_by_one(cluster: MetaCluster) -> None:
