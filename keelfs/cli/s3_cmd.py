@@ -41,6 +41,15 @@ __all__ = ["s3"]
     help="The cluster's certificate directory: each user's requests present that user's "
     "client certificate.",
 )
+@click.option(
+    "--settings-ttl",
+    type=click.FloatRange(min=0, max=60),
+    default=1.0,
+    show_default=True,
+    help="Seconds a bucket's settings (policy, versioning, CORS, ...) are kept per gateway: "
+    "how long a change made through another gateway may take to apply here; 0: read them "
+    "for every request (docs/s3.md).",
+)
 @click.option("--insecure", is_flag=True, help="Allow a listen address off the loopback.")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option(
@@ -55,6 +64,7 @@ def s3(
     cluster: tuple[str, ...],
     credentials: Path,
     tls_dir: Path | None,
+    settings_ttl: float,
     insecure: bool,
     log_level: str,
     log_format: str,
@@ -76,5 +86,7 @@ def s3(
             seeds = list(resolve_seeds(None).addresses)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-    config = GatewayConfig(listen, seeds, keys, tls_dir, log_level, log_format)
+    config = GatewayConfig(
+        listen, seeds, keys, tls_dir, log_level, log_format, settings_ttl=settings_ttl
+    )
     sys.exit(run(config))

@@ -1046,6 +1046,31 @@ def test_a_change_through_another_gateway_applies_within_the_window(
         hard_kill(proc)
 
 
+def test_a_gateway_with_settings_ttl_zero_applies_another_gateways_change_at_once(
+    gateway: Gateway, tmp_path: Any
+) -> None:
+    """``keelfs s3 --settings-ttl 0`` keeps no settings: a Deny put through another gateway
+    binds its very next request (with the default window it may not, for a second), every
+    time, while the bucket was just read there."""
+    from keelfs.runtime.processes import hard_kill
+    from tests.gateways.s3_helpers import start_gateway
+
+    proc, endpoint, _ = start_gateway(gateway.cluster, tmp_path, "--settings-ttl", "0")
+    try:
+        s3_fresh = Gateway(gateway.cluster, endpoint, proc, gateway.user).client()
+        s3 = gateway.client()
+        for round_ in range(3):
+            name = _bucket(s3, f"ttl0-{round_}")
+            s3.put_object(Bucket=name, Key="k", Body=b"1")
+            assert s3_fresh.get_object(Bucket=name, Key="k")["Body"].read() == b"1"
+            s3.put_bucket_policy(Bucket=name, Policy=_deny_all_gets(name))
+            assert _get_denied(s3_fresh, name), f"round {round_}: a kept Allow answered"
+            s3.delete_bucket_policy(Bucket=name)
+            assert s3_fresh.get_object(Bucket=name, Key="k")["Body"].read() == b"1"
+    finally:
+        hard_kill(proc)
+
+
 # -- what a policy's Allow never lets the gateway do as the owner --------------------------------
 def test_a_policy_allow_never_sets_versioning_for_another_user(gateway: Gateway) -> None:
     """PutBucketVersioning is the owner's alone: a policy that allows it to another user

@@ -12,6 +12,7 @@ from typing import Any
 
 from keelfs.gateways.s3.app import S3Gateway
 from keelfs.gateways.s3.credentials import AccessKey
+from keelfs.gateways.s3.settings_cache import DEFAULT_TTL
 from keelfs.runtime.lifecycle import (
     announce_ready,
     configure_logging,
@@ -33,6 +34,8 @@ class GatewayConfig:
     tls_dir: Path | None = None
     log_level: str = "INFO"
     log_format: str = "text"
+    settings_ttl: float = DEFAULT_TTL
+    """Seconds a bucket's settings are kept (``settings_cache``); 0: read for every request."""
 
 
 def is_loopback_host(host: str) -> bool:
@@ -65,7 +68,14 @@ async def serve(
 ) -> None:
     stop = stop_on_signals()
     host, port = check_listen(config.listen, insecure=True)
-    gateway = S3Gateway(config.cluster, config.keys, host=host, port=port, tls_dir=config.tls_dir)
+    gateway = S3Gateway(
+        config.cluster,
+        config.keys,
+        host=host,
+        port=port,
+        tls_dir=config.tls_dir,
+        settings_ttl=config.settings_ttl,
+    )
     await gateway.start()
     try:
         info = {"s3": gateway.address, "s3_url": gateway.url, "cluster": config.cluster}
