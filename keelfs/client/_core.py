@@ -20,9 +20,12 @@ answer                      what the plan does
                             with no hint (an election), back off at most 0.1 s
 ``REDIRECT``                refresh the ShardMap if the redirect's version is newer, else back
                             off; retry on the owner shard
-``UNAVAILABLE``             forget the leader, back off, retry on the next member
+``UNAVAILABLE``             forget the leader, back off, retry on the next member (a lost
+                            lead: back off at most 0.1 s, ``LEADERSHIP_REASONS``)
 ``OUTCOME_UNKNOWN``,        same, noting that a write may have been applied: retrying it with
-gRPC failures, timeouts     the same session and seq returns the first outcome (exactly-once)
+gRPC failures, timeouts     the same session and seq returns the first outcome (exactly-once);
+                            a member failing at the transport is passed over for a moment
+                            (``SUSPECT_SECONDS``), hints naming it included
 ``SESSION_EXPIRED``         open a new session and retry, unless an earlier attempt of this
                             request on that session had an unknown outcome (then raise)
 map moved the path          after an unknown outcome, no new session on the new owner: the
@@ -127,6 +130,21 @@ is under way, and the members answer such questions cheaply, so the client asks 
 to find the new leader within ~0.1 s of its election, not after a back-off of up to 0.5 s."""
 MIN_ATTEMPT_TIMEOUT = 0.25
 """The shortest wait for one attempt's answer (see :class:`AnswerTimes`)."""
+LEADERSHIP_REASONS = frozenset({"leader changed", "leader changing", "dropped", "timed out"})
+"""Reasons of ``UNAVAILABLE``/``OUTCOME_UNKNOWN`` that mean the member lost (or is losing) the
+lead: the back-off after them stays under ``ELECTION_POLL_MAX``, as for "not the leader"
+(unlike "busy" or "locked", where waiting longer is the point)."""
+_GONE_SILENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+"""Transport failures of a member that is dead or frozen (not one too busy to start a call)."""
+SUSPECT_SECONDS = 0.5
+"""How long a member that failed at the transport (refused the connection, broke it, or left
+an attempt unanswered) is passed over: requests go to the other members, a "not the leader"
+naming it is taken as "an election is under way" (the others still name a dead or frozen
+leader until their election timeout, 150-300 ms), and the back-off after such a failure stays
+under ``ELECTION_POLL_MAX``. Without it a writer kept coming back to a killed leader, through
+the rotation and the others' hints, each time after a longer back-off (up to ``BACKOFF_MAX``):
+stalls of 1-2 s where the election took 0.3 s. Short, so that a leader that was merely slow
+is asked again soon (any answer from a member clears it at once)."""
 
 
 MIN_ANSWER_SAMPLES = 8
@@ -431,6 +449,8 @@ class Core:
         self._readers: dict[str, str] = {}
         """Per group, the member reads go to (see ``_spread``; fresh reads pass a ReadIndex
         barrier there)."""
+        self._suspects: dict[str, float] = {}
+        """Address -> until when (``clock``) it is passed over (``SUSPECT_SECONDS``)."""
         self._pools: dict[tuple[str, str], SessionPool] = {}
         self.writers: dict[str, tuple[str, int]] = {}
         """Files this client created and has not completed: path -> (group, session id)."""
@@ -517,8 +537,12 @@ class Core:
             return None
         with self._lock:
             turn = self._turn.get(group, self._rng.randrange(len(members)))
-            self._turn[group] = turn + 1
-        return members[turn % len(members)]
+            for _ in range(len(members)):  # the next member not suspected, if any
+                turn += 1
+                if not self._suspected(members[(turn - 1) % len(members)]):
+                    break
+            self._turn[group] = turn
+        return members[(turn - 1) % len(members)]
 
     def _spread(self, group: str) -> str | None:
         """The member of ``group`` this client reads from: one picked at random and kept
@@ -531,7 +555,8 @@ class Core:
         with self._lock:
             chosen = self._readers.get(group)
             if chosen not in members:
-                chosen = self._readers[group] = self._rng.choice(members)
+                alive = [a for a in members if not self._suspected(a)]
+                chosen = self._readers[group] = self._rng.choice(alive or members)
         return chosen
 
     def _forget(self, group: str, address: str) -> None:
@@ -545,6 +570,35 @@ class Core:
         with self._lock:
             if self._readers.get(group) == address:
                 del self._readers[group]
+
+    def _suspected(self, address: str) -> bool:
+        """Whether ``address`` is passed over now (``SUSPECT_SECONDS``); the lock is held."""
+        until = self._suspects.get(address)
+        if until is None:
+            return False
+        if until > self.clock():
+            return True
+        del self._suspects[address]
+        return False
+
+    def _suspect(self, address: str) -> None:
+        with self._lock:
+            self._suspects[address] = self.clock() + SUSPECT_SECONDS
+
+    def _heard_from(self, address: str) -> None:
+        if self._suspects:  # read without the lock: only a hint (most calls skip the lock)
+            with self._lock:
+                self._suspects.pop(address, None)
+
+    def _others_unsuspected(self, group: str, address: str) -> bool:
+        """Whether ``group`` has a member besides ``address`` not passed over now."""
+        members = self._members(group)
+        with self._lock:
+            return any(a != address and not self._suspected(a) for a in members)
+
+    def is_suspected(self, address: str) -> bool:
+        with self._lock:
+            return self._suspected(address)
 
     def _learn_leader(self, group: str, address: str | None) -> None:
         with self._lock:
@@ -634,6 +688,7 @@ class Core:
                 result = yield Call(address, op.service, op.method, op.build(header), timeout)
                 if not isinstance(result, grpc.RpcError):
                     self._answered(op.method, self.clock() - sent)
+                    self._heard_from(address)
                     info = reply_info(result)
                     if info is not None and info.leader:
                         self._learn_leader(group, address)
@@ -651,12 +706,22 @@ class Core:
                     if op.write and not failure.never_sent:
                         attempt.unknown = session_unknown = True
                         self._count("unknown_outcomes")
+                    if result.code() in _GONE_SILENT:
+                        # dead or frozen, not busy: another member may answer now (an
+                        # election is likely under way), so ask it soon
+                        self._suspect(address)
+                        if self._others_unsuspected(group, address):
+                            yield attempt.backoff(cap=ELECTION_POLL_MAX)
+                            continue
                     yield attempt.backoff()
                     continue
                 self._answered(op.method, self.clock() - sent)  # a refusal is an answer too
+                self._heard_from(address)
                 attempt.last_error = f"{address}: {err.code}: {err.message}"
                 if isinstance(err, NotLeader):
                     hint = err.leader_address if err.leader_address != address else None
+                    if hint and self.is_suspected(hint):
+                        hint = None  # a leader that just failed us: an election is likely
                     self._learn_leader(group, hint)
                     if op.any_member:  # a reader that cannot reach a leader: read elsewhere
                         self._forget_reader(group, address)
@@ -688,15 +753,13 @@ class Core:
                         yield from self._refresh(attempt, at_least=err.map_version)
                     if err.map_version <= current:
                         yield attempt.backoff()
-                elif isinstance(err, OutcomeUnknown):
+                elif isinstance(err, Unavailable):  # OutcomeUnknown too
                     self._forget(group, address)
-                    if op.write:
+                    if op.write and isinstance(err, OutcomeUnknown):
                         attempt.unknown = session_unknown = True
                         self._count("unknown_outcomes")
-                    yield attempt.backoff()
-                elif isinstance(err, Unavailable):
-                    self._forget(group, address)
-                    yield attempt.backoff()
+                    lost_lead = err.details.get("reason") in LEADERSHIP_REASONS
+                    yield attempt.backoff(cap=ELECTION_POLL_MAX if lost_lead else BACKOFF_MAX)
                 elif isinstance(err, SessionExpired) and session is not None and pool is not None:
                     pool.discard(session)
                     session = None

@@ -22,9 +22,11 @@ import pytest
 from keelfs.client import OutcomeUnknown
 from keelfs.client import _ops as ops
 from keelfs.client._core import (
+    BACKOFF_MAX,
     ELECTION_POLL_MAX,
     MIN_ANSWER_SAMPLES,
     MIN_ATTEMPT_TIMEOUT,
+    SUSPECT_SECONDS,
     Call,
     Core,
     Plan,
@@ -603,3 +605,98 @@ def test_a_reader_that_knows_no_leader_is_left_for_another_member() -> None:
         assert fake.of("GetFileInfo")[-1].address != cut_off
         return
     raise AssertionError("no client picked a follower in 20 tries")
+
+
+# -- a leader lost: the client passes it over while the others elect one --------------------------
+REFUSED = RpcFailure(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
+
+
+def _election(fake: FakeCluster, dead: str, elected: str, after: float, gone: Answer) -> Any:
+    """Answers while ``dead`` (the leader) is gone: it answers ``gone``; the others name it
+    (they have not timed out yet) until ``after`` seconds have passed, then ``elected`` leads."""
+    began = CLOCK()
+
+    def answer(call: Call) -> Any:
+        if call.method != "Create":
+            return fake.answer(call)
+        if call.address == dead:
+            fake.calls.append(call)
+            return gone(call) if callable(gone) else gone
+        if CLOCK() - began >= after:
+            fake.leader = elected
+            return fake.answer(call)
+        fake.calls.append(call)
+        return refusal(NotLeader("shard-1", 2, dead))
+
+    return answer
+
+
+def _learned(c: Core, fake: FakeCluster) -> None:
+    for i in range(MIN_ANSWER_SAMPLES):  # creates answered at once: their answer time known
+        run(c.plan(ops.create(f"/warm{i}", False, None, "", "", 0, 0)), fake.answer)
+    fake.calls.clear()
+
+
+def test_a_killed_leader_is_passed_over_while_the_others_elect_a_new_one() -> None:
+    """kill -9 of the leader: its port refuses connections, and the others still name it
+    until their election timeout. The client asks it no more (neither in turn nor on their
+    hint) and polls the others at most ``ELECTION_POLL_MAX`` apart, so the write lands
+    within a poll of the election (it went back to the dead member on every hint, after
+    ever longer back-offs: 1-2 s writer stalls measured by ``keelfs bench stall``)."""
+    for _ in range(10):  # each core draws its own first member and jitter
+        fake, c = FakeCluster(leader=A2), core(deadline=10.0)
+        _learned(c, fake)
+        started = CLOCK()
+        answer = _election(fake, dead=A2, elected=A1, after=0.3, gone=REFUSED)
+        _, others = run(c.plan(ops.create("/k", False, None, "", "", 0, 0)), answer)
+        creates = fake.of("Create")
+        assert [x.address for x in creates].count(A2) == 1, [x.address for x in creates]
+        assert creates[-1].address == A1
+        assert max(a.seconds for a in others if isinstance(a, Sleep)) <= ELECTION_POLL_MAX
+        assert CLOCK() - started <= 0.3 + ELECTION_POLL_MAX
+
+
+def test_a_frozen_leader_named_by_the_others_is_not_asked_again_before_the_election() -> None:
+    """SIGSTOP of the leader: one attempt waits ``MIN_ATTEMPT_TIMEOUT`` there, then the
+    others' hints naming it are not followed (each would wait twice as long on it)."""
+    for _ in range(10):  # each core draws its own first member and jitter
+        fake, c = FakeCluster(leader=A2), core(deadline=10.0)
+        _learned(c, fake)
+        started = CLOCK()
+        answer = _election(fake, dead=A2, elected=A3, after=0.45, gone=_silent)
+        run(c.plan(ops.create("/f", False, None, "", "", 0, 0)), answer)
+        creates = fake.of("Create")
+        assert [x.address for x in creates].count(A2) == 1
+        assert creates[-1].address == A3
+        assert CLOCK() - started <= 0.45 + ELECTION_POLL_MAX
+
+
+def test_a_leader_that_was_only_slow_is_asked_again_soon() -> None:
+    """An attempt timed out at a leader that still leads (slow, not frozen): the others keep
+    naming it, and the client goes back to it once its suspicion ends (``SUSPECT_SECONDS``),
+    not at the deadline."""
+    fake, c = FakeCluster(leader=A2), core(deadline=10.0)
+    _learned(c, fake)
+    fake.script["Create"] = [_silent]  # one attempt lost at A2; A2 answers after that
+    started = CLOCK()
+    run(c.plan(ops.create("/s", False, None, "", "", 0, 0)), fake.answer)
+    creates = fake.of("Create")
+    assert creates[-1].address == A2 and len([x for x in creates if x.address == A2]) == 2
+    assert CLOCK() - started <= MIN_ATTEMPT_TIMEOUT + SUSPECT_SECONDS + ELECTION_POLL_MAX
+
+
+def test_a_lost_lead_is_retried_soon_a_busy_member_later() -> None:
+    """``OUTCOME_UNKNOWN`` "timed out" (a new leader deposed before its entry committed) and
+    ``UNAVAILABLE`` "leader changed" are retried within ``ELECTION_POLL_MAX``; "busy"
+    (back-pressure) backs off further and further."""
+    fake, c = FakeCluster(), core(deadline=30.0)
+    fake.script["Create"] = [
+        OutcomeUnknown("timed out"),
+        Unavailable("leader changed"),
+    ] * 4
+    _, others = run(c.plan(ops.create("/l", False, None, "", "", 0, 0)), fake.answer)
+    assert max(a.seconds for a in others if isinstance(a, Sleep)) <= ELECTION_POLL_MAX
+    fake.script["Create"] = [Unavailable("busy")] * 8
+    _, others = run(c.plan(ops.create("/b", False, None, "", "", 0, 0)), fake.answer)
+    sleeps = [a.seconds for a in others if isinstance(a, Sleep)]
+    assert max(sleeps) > ELECTION_POLL_MAX and max(sleeps) <= BACKOFF_MAX
