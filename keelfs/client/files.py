@@ -667,8 +667,10 @@ class AsyncFileReader:
         async with self._reading:
             parts = [piece async for piece in self._sequential(start, end)]
         self._position = end
+        if len(parts) == 1:
+            return bytes(parts[0])
         # a new buffer the caller keeps: on huge pages when large (datapath.memory)
-        return bytes(parts[0]) if len(parts) == 1 else join_fresh(parts, end - start)
+        return join_fresh(parts, sum(len(p) for p in parts))
 
     async def _sequential(self, start: int, end: int) -> AsyncIterator[memoryview]:
         """Bytes ``[start, end)`` like :meth:`iter_range`, but from one stream per block that

@@ -95,9 +95,10 @@ HUGE_JOIN_MIN = 4 << 20
 
 def _bytes_maker() -> tuple[Callable[[None, int], bytes], Callable[..., int], int] | None:
     """CPython's ``PyBytes_FromStringAndSize``, libc's ``madvise`` and the offset of a bytes
-    object's data from its address; None where any is missing (another interpreter, no libc)."""
+    object's data from its address; None where any is missing (another interpreter, no libc)
+    or off Linux (``MADV_HUGEPAGE``'s number means nothing, or something else, elsewhere)."""
     pythonapi = getattr(ctypes, "pythonapi", None)
-    if pythonapi is None or sys.implementation.name != "cpython":
+    if pythonapi is None or sys.implementation.name != "cpython" or sys.platform != "linux":
         return None
     try:
         make = pythonapi.PyBytes_FromStringAndSize
