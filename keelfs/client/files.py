@@ -109,6 +109,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from keelfs.client import _ops as ops
 from keelfs.datapath.client import AsyncChunkClient
+from keelfs.datapath.memory import join_fresh
 from keelfs.datapath.protocol import DEFAULT_PACKET_SIZE, Target, WriteResult
 from keelfs.errors import (
     ChecksumMismatch,
@@ -666,7 +667,10 @@ class AsyncFileReader:
         async with self._reading:
             parts = [piece async for piece in self._sequential(start, end)]
         self._position = end
-        return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+        if len(parts) == 1:
+            return bytes(parts[0])
+        # a new buffer the caller keeps: on huge pages when large (datapath.memory)
+        return join_fresh(parts, sum(len(p) for p in parts))
 
     async def _sequential(self, start: int, end: int) -> AsyncIterator[memoryview]:
         """Bytes ``[start, end)`` like :meth:`iter_range`, but from one stream per block that
@@ -713,9 +717,26 @@ class AsyncFileReader:
             await stream.aclose()
 
     async def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = await self.read(len(buffer))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
+        """Up to ``len(buffer)`` bytes from the current position into ``buffer``; how many.
+        Each piece is copied from the received message straight into ``buffer`` (no result
+        ``bytes`` in between: one copy, into memory the caller already has)."""
+        self._check_open()
+        into = memoryview(buffer).cast("B")
+        start = self._position
+        end = min(self.length, start + len(into))
+        if end <= start:
+            return 0
+        if self._inline is not None:
+            into[: end - start] = self._inline[start:end]
+            self._position = end
+            return end - start
+        done = 0
+        async with self._reading:
+            async for piece in self._sequential(start, end):
+                into[done : done + len(piece)] = piece
+                done += len(piece)
+        self._position = start + done
+        return done
 
     async def iter_range(self, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of the file in pieces (as the chunk servers send them); does

@@ -14,15 +14,29 @@ several MiB, and each first touch of fresh pages is a page fault (measured in a 
 256 MiB read with glibc's defaults cost the client process 320 ms of CPU, with the thresholds
 raised 190 ms). :class:`~keelfs.datapath.client.AsyncChunkClient` therefore calls
 :func:`tune_malloc_for_client` when it is made, with a smaller trim threshold than a server's.
+
+What a caller keeps, no allocator setting can recycle: a large ``read`` returns a new buffer
+whose pages are all fresh, and in a VM a first touch is dear (measured here: 0.6 ms of system
+time per MiB, more than the rest of the read costs the client). :func:`join_fresh` builds such
+a result on transparent huge pages instead: one fault per 2 MiB instead of 512 (0.6 → 0.3 ms
+per MiB, measured).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["CLIENT_TRIM_THRESHOLD", "tune_malloc", "tune_malloc_for_client"]
+__all__ = [
+    "CLIENT_TRIM_THRESHOLD",
+    "HUGE_JOIN_MIN",
+    "join_fresh",
+    "tune_malloc",
+    "tune_malloc_for_client",
+]
 
 _tuned = False
 _M_TRIM_THRESHOLD = -1
@@ -71,3 +85,62 @@ def tune_malloc_for_client() -> None:
     if not (_tuned or _client_tried):
         _client_tried = True
         tune_malloc(trim_threshold=CLIENT_TRIM_THRESHOLD)
+
+
+_HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE = 14
+HUGE_JOIN_MIN = 4 << 20
+"""Below this size :func:`join_fresh` is ``b"".join`` (too few whole huge pages to gain)."""
+
+
+def _bytes_maker() -> tuple[Callable[[None, int], bytes], Callable[..., int], int] | None:
+    """CPython's ``PyBytes_FromStringAndSize``, libc's ``madvise`` and the offset of a bytes
+    object's data from its address; None where any is missing (another interpreter, no libc)
+    or off Linux (``MADV_HUGEPAGE``'s number means nothing, or something else, elsewhere)."""
+    pythonapi = getattr(ctypes, "pythonapi", None)
+    if pythonapi is None or sys.implementation.name != "cpython" or sys.platform != "linux":
+        return None
+    try:
+        make = pythonapi.PyBytes_FromStringAndSize
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    make.restype = ctypes.py_object
+    make.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+    madvise.restype = ctypes.c_int
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    data_offset = sys.getsizeof(b"") - 1  # the header before ob_sval (the 1: its NUL)
+    return make, madvise, data_offset
+
+
+_maker = _bytes_maker()
+
+
+def join_fresh(parts: Sequence[bytes | memoryview], size: int) -> bytes:
+    """``b"".join(parts)`` (``size``: their total length) for a result the caller will keep:
+    its pages are advised as transparent huge pages (``MADV_HUGEPAGE``) before anything is
+    written to them (see the module docstring).
+
+    How: an uninitialized ``bytes`` of ``size`` from CPython's ``PyBytes_FromStringAndSize(NULL,
+    size)`` (the C API's way to build a bytes object: filled before anyone else sees it, as
+    ``bytes.join`` itself does), the whole 2 MiB pages inside it advised, then the parts
+    copied in through a writable view of its memory. Where THP is off (``never``) the advice
+    does nothing and this is a plain copy; on another interpreter, or for a small result, it
+    is ``b"".join``."""
+    if _maker is None or size < HUGE_JOIN_MIN:
+        return b"".join(parts)
+    make, madvise, data_offset = _maker
+    out = make(None, size)
+    base = id(out) + data_offset
+    lo = -(-base // _HUGE_PAGE) * _HUGE_PAGE
+    hi = (base + size) // _HUGE_PAGE * _HUGE_PAGE
+    if hi > lo:
+        madvise(lo, hi - lo, _MADV_HUGEPAGE)  # advice: a refusal (THP off) changes nothing
+    at = 0
+    with memoryview((ctypes.c_char * size).from_address(base)).cast("B") as into:
+        for part in parts:
+            into[at : at + len(part)] = part
+            at += len(part)
+    if at != size:
+        raise ValueError(f"parts of {at} bytes, not {size}")
+    return out

@@ -179,7 +179,7 @@ def test_bad_modes_and_paths(fs: Any) -> None:
 
 def test_async_client_round_trip(data_cluster: Any, tmp_path: Path) -> None:
     c, _ = data_cluster
-    data = os.urandom(int(2.5 * BLOCK))
+    data = os.urandom(int(4.5 * BLOCK))  # over datapath.memory.HUGE_JOIN_MIN
 
     async def main() -> None:
         async with AsyncClient(c.config_addresses, tls=c.client_tls) as afs:
@@ -192,6 +192,21 @@ def test_async_client_round_trip(data_cluster: Any, tmp_path: Path) -> None:
             async with await afs.open("/af/a", "rb") as r:
                 r.seek(BLOCK - 10)
                 assert await r.read(20) == data[BLOCK - 10 : BLOCK + 10]
+                # readinto copies the pieces straight into the caller's buffer: across block
+                # boundaries, into a view of a larger buffer, and cut at the end of the file
+                buf = bytearray(2 * BLOCK + 100)
+                r.seek(BLOCK // 2)
+                assert await r.readinto(memoryview(buf)[50:-50]) == 2 * BLOCK
+                assert buf[50:-50] == data[BLOCK // 2 : BLOCK // 2 + 2 * BLOCK]
+                assert buf[:50] == bytes(50) and buf[-50:] == bytes(50)
+                assert r.tell() == BLOCK // 2 + 2 * BLOCK
+                r.seek(len(data) - 7)
+                assert await r.readinto(buf) == 7 and buf[:7] == data[-7:]
+                assert await r.readinto(buf) == 0
+                # a read large enough to be joined on huge pages (datapath.memory.join_fresh)
+                r.seek(3)
+                whole = await r.read()
+                assert type(whole) is bytes and whole == data[3:]
             assert await afs.write_bytes("/af/b", b"") == 0
             assert await afs.read_bytes("/af/b") == b""
             src = tmp_path / "a.bin"

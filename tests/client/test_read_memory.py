@@ -1,0 +1,90 @@
+"""``keelfs.datapath.memory.join_fresh``: the join a large read returns, built on transparent
+huge pages."""
+
+from __future__ import annotations
+
+import ctypes
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from keelfs.datapath.memory import HUGE_JOIN_MIN, join_fresh
+
+MiB = 1 << 20
+
+
+def _parts(total: int, seed: int) -> list[bytes | memoryview]:
+    """Pieces of ``total`` bytes as a reader has them: views into the tails of larger messages
+    (and a few plain bytes), of uneven sizes."""
+    rnd = random.Random(seed)
+    out: list[bytes | memoryview] = []
+    left = total
+    while left:
+        n = min(left, rnd.choice([1, 777, 65_536, MiB - 3, MiB]))
+        prefix = rnd.randbytes(rnd.randrange(0, 12))
+        if rnd.random() < 0.2:
+            out.append(rnd.randbytes(n))
+        else:
+            out.append(memoryview(prefix + rnd.randbytes(n))[len(prefix) :])
+        left -= n
+    return out
+
+
+@pytest.mark.parametrize("total", [0, 10, HUGE_JOIN_MIN - 1, HUGE_JOIN_MIN, 9 * MiB + 12_345])
+def test_join_fresh_is_the_join(total: int) -> None:
+    parts = _parts(total, total)
+    joined = join_fresh(parts, total)
+    assert type(joined) is bytes
+    assert joined == b"".join(parts)
+    assert hash(joined) == hash(b"".join(parts))
+
+
+def test_the_result_is_a_copy() -> None:
+    source = bytearray(random.Random(2).randbytes(HUGE_JOIN_MIN + 5))
+    joined = join_fresh([memoryview(source)[:7], memoryview(source)[7:]], len(source))
+    before = bytes(source)
+    source[:] = bytes(len(source))
+    assert joined == before
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_a_wrong_size_is_refused(delta: int) -> None:
+    parts = _parts(HUGE_JOIN_MIN + 100, 3)
+    with pytest.raises(ValueError):
+        join_fresh(parts, HUGE_JOIN_MIN + 100 + delta)
+
+
+def _thp_mode() -> str:
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return ""
+    return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else ""
+
+
+def _huge_kib_at(address: int) -> int:
+    """``AnonHugePages`` of the mapping of this process that holds ``address``."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and head == "AnonHugePages:":
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or _thp_mode() != "madvise",
+    reason="huge pages only on advice: Linux with transparent_hugepage=madvise",
+)
+def test_a_large_result_lies_on_huge_pages() -> None:
+    """Deleting the advice (a plain ``b"".join``) leaves the result on 4 KiB pages: fails."""
+    size = 16 * MiB
+    joined = join_fresh(_parts(size, 4), size)
+    middle = id(joined) + sys.getsizeof(b"") - 1 + size // 2
+    assert ctypes.string_at(middle, 4) == joined[size // 2 : size // 2 + 4]  # the address is right
+    assert _huge_kib_at(middle) >= 2048
