@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 from keelfs.errors import (
     AlreadyExists,
@@ -75,11 +75,12 @@ from keelfs.meta.records import (
     FILE,
     BlockInfo,
     ContentSummary,
+    FileHead,
     FileInfo,
     Inode,
     Listing,
     check_version,
-    maintained_file,
+    file_head,
 )
 from keelfs.meta.shard_records import (
     _DELETE_QUEUE,
@@ -317,21 +318,43 @@ class ShardStateMachine(
                 break
         return out
 
+    @overload
     def maintained_files_page(
-        self, start_after: str | None, limit: int, scan_limit: int
-    ) -> tuple[list[tuple[str, Inode]], str | None]:
+        self, start_after: str | None, limit: int, scan_limit: int, *, heads: Literal[False] = ...
+    ) -> tuple[list[tuple[str, Inode]], str | None]: ...
+
+    @overload
+    def maintained_files_page(
+        self, start_after: str | None, limit: int, scan_limit: int, *, heads: bool
+    ) -> tuple[list[tuple[str, Inode | FileHead]], str | None]: ...
+
+    def maintained_files_page(
+        self, start_after: str | None, limit: int, scan_limit: int, *, heads: bool = False
+    ) -> (
+        tuple[list[tuple[str, Inode]], str | None]
+        | tuple[list[tuple[str, Inode | FileHead]], str | None]
+    ):
         """Up to ``limit`` files (path, inode) that block maintenance looks at — those with
         blocks or being written — in key order after ``start_after``, among at most
         ``scan_limit`` records; and the path to go on after (None: the shard's end).
+        ``heads``: a file without blocks (one being written) comes as its record's
+        ``FileHead`` rather than its whole ``Inode``.
 
         Files with neither (inline ones, empty ones) are passed over on their record's head
-        (``records.maintained_file``), without decoding them: on a shard of small files
-        they are nearly all, and the walk reads every file every few seconds."""
+        (``records.file_head``), without decoding them: on a shard of small files they are
+        nearly all, and the walk reads every file every few seconds. The walk asks for heads:
+        of a file being written without blocks yet it needs only the lease holder and the
+        head has it, while a whole decode cost more than the rest of the file's check (a
+        shard being filled holds thousands of such files: ``keelfs bench meta``)."""
         start = _ENTRY if start_after is None else _entry_key(start_after) + b"\x00"
-        out: list[tuple[str, Inode]] = []
+        out: list[tuple[str, Inode | FileHead]] = []
         for scanned, (key, raw) in enumerate(self._store.scan(start, prefix_end(_ENTRY)), 1):
-            if maintained_file(raw):
-                out.append((_entry_path(key), Inode.decode(raw)))
+            head = file_head(raw)
+            if head is None or head.maintained:
+                if heads and head is not None and not head.blocks:
+                    out.append((_entry_path(key), head))
+                else:
+                    out.append((_entry_path(key), Inode.decode(raw)))
             if len(out) == limit or scanned == scan_limit:
                 return out, _entry_path(key)
         return out, None

@@ -361,7 +361,7 @@ class RaftHost:
         self.send_rounds += 1
         send = self.transport.send
         for g, rd in readies:
-            for m in rd.messages:
+            for m in without_superseded_appends(rd.messages):
                 send(g.group_id, m)
         # 3. apply, answer, advance
         for g, rd in readies:
@@ -374,3 +374,37 @@ class RaftHost:
             g.after_ready()
             if g.node.has_ready():
                 self.wake(g)
+
+
+def without_superseded_appends(messages: list[Message]) -> list[Message]:
+    """``messages`` without each empty append that a later append to the same peer makes
+    redundant: same term, same point in the log (``index``, ``log_term``), a commit index at
+    least as high (and, as a rule, the entries after that point).
+
+    Why: a leader tells its followers a new commit index with an empty append as soon as
+    a majority acknowledged, and under load the round that sends it often proposes more
+    entries too, so each follower got two appends from the same point in one round (and
+    handled both, and answered both, and the leader handled both answers). The later one
+    carries all the empty one does; a follower answers it exactly as it would have answered
+    the two. Dropping a message is always safe in Raft (the network may lose any), and this
+    one is superseded by a message sent at the same moment."""
+    if len(messages) < 2:
+        return messages
+    kept: list[Message] = []
+    later: dict[int, Message] = {}  # peer -> the next append to it, going backwards
+    for m in reversed(messages):
+        if m.type == MessageType.APP:
+            after = later.get(m.to)
+            if (
+                not m.entries
+                and after is not None
+                and after.term == m.term
+                and after.index == m.index
+                and after.log_term == m.log_term
+                and after.commit >= m.commit
+            ):
+                continue
+            later[m.to] = m
+        kept.append(m)
+    kept.reverse()
+    return kept

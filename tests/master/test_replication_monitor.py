@@ -441,9 +441,9 @@ def test_a_small_shard_is_walked_again_only_after_a_rest(
     files_page = d.sm.maintained_files_page
     ticks = 0
 
-    def counted(cursor: str | None, limit: int, scan_limit: int) -> Any:
+    def counted(cursor: str | None, limit: int, scan_limit: int, **kwargs: Any) -> Any:
         pages.append(cursor)
-        return files_page(cursor, limit, scan_limit)
+        return files_page(cursor, limit, scan_limit, **kwargs)
 
     real_tick = monitor.tick
 

@@ -37,7 +37,7 @@ from keelfs.meta.commands import (
 from keelfs.meta.namespace import ShardStateMachine
 from keelfs.meta.principals import READ, Caller
 from keelfs.meta.ranges import texts
-from keelfs.meta.records import FILE, MAX_INLINE_BYTES, Inode, decode_foreign
+from keelfs.meta.records import FILE, MAX_INLINE_BYTES, FileHead, Inode, decode_foreign
 from keelfs.meta.ring import key_hash
 from keelfs.meta.shard_records import MOVE_PAGE_BYTES, _entry_key
 from keelfs.meta.transactions import Step, encode_part
@@ -333,6 +333,38 @@ def test_block_maintenance_pages_over_files_without_blocks(
     assert page == [] and after == "/d/i1"
     page, after = sm(shard).maintained_files_page(after, 5, 100)
     assert [p for p, _ in page] == ["/d/open", "/d/z"] and after is None
+
+
+def test_the_walk_gets_a_file_being_written_without_blocks_as_its_head(
+    shard: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``heads``, a file being written that has no block yet comes as its record's head
+    (lease holder, replication), without a full decode; a file with blocks still comes
+    whole (its blocks are checked one by one)."""
+    shard.ok(Mkdir("/d"))
+    s = shard.session()
+    shard.ok(Create("/d/b1", replication=2), s, 1)
+    shard.ok(AddBlock("/d/b1", 7, 1), s, 2)  # being written, with a block
+    shard.ok(Create("/d/open", replication=2), s, 3)  # being written, no block yet
+    decoded: list[int] = []
+    real_decode = Inode.decode
+
+    def counted(raw: bytes) -> Inode:
+        decoded.append(len(raw))
+        return real_decode(raw)
+
+    monkeypatch.setattr(Inode, "decode", staticmethod(counted))
+    files, after = sm(shard).maintained_files_page(None, 10, 100, heads=True)
+    assert [p for p, _ in files] == ["/d/b1", "/d/open"] and after is None
+    whole, head = files[0][1], files[1][1]
+    assert isinstance(whole, Inode) and [b.block_id for b in whole.blocks] == [7]
+    assert isinstance(head, FileHead) and len(decoded) == 1  # only /d/b1 was decoded
+    assert head.lease_holder == s and head.under_construction and head.replication == 2
+    assert not head.blocks
+    # without heads, both come whole, as before
+    plain, _ = sm(shard).maintained_files_page(None, 10, 100)
+    assert [type(i) for _, i in plain] == [Inode, Inode]
+    assert plain[1][1].lease_holder == head.lease_holder
 
 
 def test_a_record_whose_head_does_not_read_counts_as_maintained() -> None:
