@@ -431,6 +431,9 @@ class Core:
         self._readers: dict[str, str] = {}
         """Per group, the member reads go to (see ``_spread``; fresh reads pass a ReadIndex
         barrier there)."""
+        self._member_lists: dict[str, tuple[ShardMap, list[str]]] = {}
+        """A shard's members' addresses in the map they were read from (``_members``: every
+        request of the group asks for them); callers must not change the list."""
         self._pools: dict[tuple[str, str], SessionPool] = {}
         self.writers: dict[str, tuple[str, int]] = {}
         """Files this client created and has not completed: path -> (group, session id)."""
@@ -506,7 +509,13 @@ class Core:
             m = self._map
             if m is None or group not in m.shards:
                 return []
-            return [a for _, a in sorted(m.shards[group].items())]
+            known = self._member_lists.get(group)
+            if known is None or known[0] is not m:  # (a new map is a new object)
+                known = self._member_lists[group] = (
+                    m,
+                    [a for _, a in sorted(m.shards[group].items())],
+                )
+            return known[1]
 
     def _target(self, group: str) -> str | None:
         leader = self.leader(group)

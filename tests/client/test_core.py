@@ -603,3 +603,15 @@ def test_a_reader_that_knows_no_leader_is_left_for_another_member() -> None:
         assert fake.of("GetFileInfo")[-1].address != cut_off
         return
     raise AssertionError("no client picked a follower in 20 tries")
+
+
+def test_a_groups_members_are_listed_once_per_map() -> None:
+    c = core()
+    first = ShardMap(version=1, shards={"s1": {2: "h2:1", 1: "h1:1"}})
+    c.install(pb.FetchShardMapReply(map=shard_map_to_pb(first)))
+    listed = c._members("s1")
+    assert listed == ["h1:1", "h2:1"] and c._members("s1") is listed, "listed once per map"
+    second = ShardMap(version=2, shards={"s1": {3: "h3:1", 1: "h1:1"}})
+    c.install(pb.FetchShardMapReply(map=shard_map_to_pb(second)))
+    assert c._members("s1") == ["h1:1", "h3:1"], "a new map is listed again"
+    assert c._members("s2") == []
