@@ -19,7 +19,8 @@ Only the common case is taken here: an item whose handler would wait or refuse b
 lookup (a bad path, a replay, a map to fetch first, a redirect, a directory moving, a path
 locked, the stored record asked for) or whose barrier failed is left to its own handler, which
 answers it as it always did. A lookup the state refuses (no such file, no permission) is
-answered through ``ServicerBase.serve``, as its handler's would be (its error and audit record).
+answered through ``ServicerBase.serve``, as its handler's would be (its error and audit record;
+any other exception as the handler's: ``INTERNAL``, logged).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from keelfs.errors import KeelError
 from keelfs.master import namespace_requests as requests
 from keelfs.master.batch import Aborted, ItemContext, ServeTogether, error_reply
 from keelfs.master.servicer import Audited
@@ -90,7 +90,7 @@ def _settled(read: _Read) -> bool:
     return read.request.stale_ok or not sm.lock_holder(path)
 
 
-async def _refused(exc: KeelError) -> Any:
+async def _refused(exc: Exception) -> Any:
     raise exc
 
 
@@ -123,7 +123,7 @@ async def _answer(
             continue
         try:
             reply = servicer.file_info_reply(read.member, read.path, read.request.read, caller)
-        except KeelError as exc:
+        except Exception as exc:  # a refusal (a KeelError), or a bug: as its handler says it
             if item_context is None:
                 item_context = ItemContext(context)
             audit = Audited(_AUDIT, read.request.path, change=False)

@@ -194,3 +194,21 @@ def test_reads_and_creates_of_one_batch_each_get_their_answer(
     assert info(replies[2]).length == 3
     assert replies[3].status == 0
     assert item_handlers == ["Mkdir"], "only the item served neither way runs its handler"
+
+
+def test_a_lookup_that_fails_unexpectedly_fails_its_item_alone(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node.mkdir("/r7")
+    node.batch([create_inline(node, f"/r7/f{i}", b"ok", slot=i) for i in range(2)])
+    answer = node.servicer.file_info_reply
+
+    def broken(member: Any, path: str, *args: Any) -> Any:
+        if path == "/r7/f0":
+            raise RuntimeError("a bug")
+        return answer(member, path, *args)
+
+    monkeypatch.setattr(node.servicer, "file_info_reply", broken)
+    replies = node.batch([stat(node, "/r7/f0"), stat(node, "/r7/f1")])
+    assert replies[0].status == 13, "INTERNAL, as its own handler would answer"
+    assert info(replies[1]).inline_data == b"ok"
