@@ -451,6 +451,9 @@ class Core:
         barrier there)."""
         self._suspects: dict[str, float] = {}
         """Address -> until when (``clock``) it is passed over (``SUSPECT_SECONDS``)."""
+        self._member_lists: dict[str, tuple[ShardMap, list[str]]] = {}
+        """A shard's members' addresses in the map they were read from (``_members``: every
+        request of the group asks for them); callers must not change the list."""
         self._pools: dict[tuple[str, str], SessionPool] = {}
         self.writers: dict[str, tuple[str, int]] = {}
         """Files this client created and has not completed: path -> (group, session id)."""
@@ -526,7 +529,13 @@ class Core:
             m = self._map
             if m is None or group not in m.shards:
                 return []
-            return [a for _, a in sorted(m.shards[group].items())]
+            known = self._member_lists.get(group)
+            if known is None or known[0] is not m:  # (a new map is a new object)
+                known = self._member_lists[group] = (
+                    m,
+                    [a for _, a in sorted(m.shards[group].items())],
+                )
+            return known[1]
 
     def _target(self, group: str) -> str | None:
         leader = self.leader(group)

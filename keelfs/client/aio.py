@@ -590,8 +590,7 @@ class AsyncClient:
 
     async def read_bytes(self, path: str) -> bytes:
         """The whole content of file ``path``."""
-        async with await files.open_reader(self, self._chunk_client(), path) as r:
-            return await r.read()
+        return await files.read_whole(self, self._chunk_client, path)
 
     async def write_bytes(
         self,

@@ -853,11 +853,30 @@ class AsyncFileReader:
 
 
 # -- the verbs, for AsyncClient -----------------------------------------------------------------
-async def open_reader(fs: AsyncClient, chunks: AsyncChunkClient, path: str) -> AsyncFileReader:
+async def _info_to_read(fs: AsyncClient, path: str) -> pb.FileInfo:
+    """What a reader of ``path`` starts from (an inline file's content with it)."""
     reply = await fs._run(ops.stat(path, False, read=True), None)
     if reply.info.kind == pb.DIRECTORY:
         raise IsADirectory(reply.info.path)
-    return AsyncFileReader(fs, chunks, reply.info.path, reply.info)
+    info: pb.FileInfo = reply.info
+    return info
+
+
+async def open_reader(fs: AsyncClient, chunks: AsyncChunkClient, path: str) -> AsyncFileReader:
+    info = await _info_to_read(fs, path)
+    return AsyncFileReader(fs, chunks, info.path, info)
+
+
+async def read_whole(fs: AsyncClient, chunks: Callable[[], AsyncChunkClient], path: str) -> bytes:
+    """The whole content of ``path`` (``AsyncClient.read_bytes``): an inline file's straight
+    from the reply that found it, with no reader made around it (what a reader would return:
+    reading small files is mostly this); any other through a reader (``chunks()`` is called
+    only then)."""
+    info = await _info_to_read(fs, path)
+    if info.HasField("inline_data"):
+        return info.inline_data
+    async with AsyncFileReader(fs, chunks(), info.path, info) as r:
+        return await r.read()
 
 
 async def open_writer(

@@ -58,6 +58,7 @@ from keelfs.master import cross_shard
 from keelfs.master import namespace_requests as requests
 from keelfs.master.batch import serve_batch
 from keelfs.master.batch_creates import serve_together
+from keelfs.master.batch_reads import serve_reads_together
 from keelfs.master.block_service import BlockServiceMixin, locate
 from keelfs.master.member import Member
 from keelfs.master.quota_service import QuotaServiceMixin, refuse_quota_roots
@@ -105,6 +106,11 @@ def _dir_record_error(sm: ShardStateMachine, directory: str) -> KeelError | None
     if first is not None and first.path == directory and not first.is_dir:
         return NotADirectory(directory)
     return None
+
+
+_READS_THEN_CREATES = partial(serve_reads_together, then=serve_together)
+"""How a batch's items are served together: its reads (``batch_reads``), then among the
+rest its creates (``batch_creates``)."""
 
 
 def _may_read(sm: ShardStateMachine, path: str, caller: Caller) -> bool:
@@ -584,22 +590,30 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
             await self.node.check_moves(member, path, False, self.timeout(context))
             if not request.stale_ok:
                 await self.node.wait_unlocked(member, path, self.timeout(context))
-            if request.read:
-                # a reader: a file's READ checked, an inline file's content with it
-                info, readable = member.sm.stat_for_read(path, caller=caller)
-            else:
-                info, readable = member.sm.stat(path, caller=caller), False
-            message = file_info_to_pb(info)
-            if readable or _may_read(member.sm, path, caller):
-                # block locations carry READ tokens: only for a reader (as HDFS's
-                # getBlockLocations); anyone who reaches the file may stat it
-                message = locate(self.node, message)
-            reply = pb.FileInfoReply(info=message, reply=self._reply(member))
+            reply = self.file_info_reply(member, path, request.read, caller)
             if request.record:
                 reply.record = member.sm.entry_record(path) or ""
             return reply
 
         return await self.serve(context, work(), Audited("getfileinfo", request.path, change=False))
+
+    def file_info_reply(
+        self, member: Member, path: str, read: bool, caller: Caller
+    ) -> pb.FileInfoReply:
+        """``GetFileInfo``'s answer from ``member``'s state once ``path`` may be read there
+        (routed, past its barrier, not moving nor locked); a ``KeelError`` if the state
+        refuses it. Also how a batch's reads are answered (``keelfs.master.batch_reads``)."""
+        if read:
+            # a reader: a file's READ checked, an inline file's content with it
+            info, readable = member.sm.stat_for_read(path, caller=caller)
+        else:
+            info, readable = member.sm.stat(path, caller=caller), False
+        message = file_info_to_pb(info)
+        if readable or _may_read(member.sm, path, caller):
+            # block locations carry READ tokens: only for a reader (as HDFS's
+            # getBlockLocations); anyone who reaches the file may stat it
+            message = locate(self.node, message)
+        return pb.FileInfoReply(info=message, reply=self._reply(member))
 
     async def ListDir(self, request: pb.ListDirRequest, context: Any) -> pb.ListDirReply:  # noqa: N802
         caller = self.caller(context)
@@ -744,6 +758,7 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
 
     # ------------------------------------------------------------------ batches
     async def Batch(self, request: pb.BatchRequest, context: Any) -> pb.BatchReply:  # noqa: N802
-        """Each item served as its own RPC would be (``keelfs.master.batch``); creates
-        proposed together (``keelfs.master.batch_creates``)."""
-        return await serve_batch(self, request, context, serve_together)
+        """Each item served as its own RPC would be (``keelfs.master.batch``); reads behind
+        one barrier (``keelfs.master.batch_reads``), creates proposed together
+        (``keelfs.master.batch_creates``)."""
+        return await serve_batch(self, request, context, _READS_THEN_CREATES)

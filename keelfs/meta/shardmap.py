@@ -71,6 +71,8 @@ __all__ = [
     "advance_tx_ids",
 ]
 
+_OWNER_CACHE_KEYS = 4096
+"""At most this many routing keys' owners are kept per map (``ShardMap._owner_of_key``)."""
 _U64 = struct.Struct(">Q")
 _MAP = b"M"
 _MASTER = b"N"
@@ -127,6 +129,14 @@ class ShardMap:
     def _override_firsts(self) -> list[int]:
         return [o[0] for o in self.overrides]
 
+    @cached_property
+    def _owner_of_key(self) -> dict[str, str]:
+        """Routing key -> owner, as found so far (``shard_for_path``). Why: every request is
+        routed by its path on both ends, client and master, and a key's hash (blake2b) and
+        place on the ring cost more than the rest of routing; a directory's files share the
+        key. A map never changes (a new version is a new map), so neither does an answer."""
+        return {}
+
     @property
     def resharding(self) -> bool:
         """Whether a shard is being added or removed (some ranges may not have moved yet)."""
@@ -141,7 +151,15 @@ class ShardMap:
 
     def shard_for_path(self, path: str) -> str:
         """The shard holding ``path``'s entry (the owner of its parent directory)."""
-        return self.owner_of_hash(key_hash(routing_key(live_path(path))))
+        key = routing_key(live_path(path))
+        known = self._owner_of_key
+        owner = known.get(key)
+        if owner is None:
+            owner = self.owner_of_hash(key_hash(key))
+            if len(known) >= _OWNER_CACHE_KEYS:
+                known.clear()  # many directories: start over rather than grow without end
+            known[key] = owner
+        return owner
 
     def shard_for_directory(self, directory: str) -> str:
         """The shard holding ``directory``'s self-record and its children."""

@@ -700,3 +700,15 @@ def test_a_lost_lead_is_retried_soon_a_busy_member_later() -> None:
     _, others = run(c.plan(ops.create("/b", False, None, "", "", 0, 0)), fake.answer)
     sleeps = [a.seconds for a in others if isinstance(a, Sleep)]
     assert max(sleeps) > ELECTION_POLL_MAX and max(sleeps) <= BACKOFF_MAX
+
+
+def test_a_groups_members_are_listed_once_per_map() -> None:
+    c = core()
+    first = ShardMap(version=1, shards={"s1": {2: "h2:1", 1: "h1:1"}})
+    c.install(pb.FetchShardMapReply(map=shard_map_to_pb(first)))
+    listed = c._members("s1")
+    assert listed == ["h1:1", "h2:1"] and c._members("s1") is listed, "listed once per map"
+    second = ShardMap(version=2, shards={"s1": {3: "h3:1", 1: "h1:1"}})
+    c.install(pb.FetchShardMapReply(map=shard_map_to_pb(second)))
+    assert c._members("s1") == ["h1:1", "h3:1"], "a new map is listed again"
+    assert c._members("s2") == []

@@ -218,6 +218,29 @@ def test_async_client_round_trip(data_cluster: Any, tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_a_small_file_is_read_whole_from_its_metadata_alone(data_cluster: Any) -> None:
+    """``read_bytes`` of an inline file takes its content from the reply that found it: no
+    reader, no chunk client (made only for a file in blocks)."""
+    c, _ = data_cluster
+
+    async def main() -> None:
+        async with AsyncClient(c.config_addresses, tls=c.client_tls) as afs:
+            await afs.mkdir("/whole", parents=True)
+            small = os.urandom(MAX_INLINE_BYTES)
+            await afs.write_bytes("/whole/small", small)
+            await afs.write_bytes("/whole/empty", b"")
+            assert await afs.read_bytes("/whole/small") == small
+            assert await afs.read_bytes("/whole/empty") == b""
+            assert afs._chunks is None, "an inline file needs no chunk server"
+            with pytest.raises(IsADirectory):
+                await afs.read_bytes("/whole")
+            large = os.urandom(MAX_INLINE_BYTES + 1)
+            await afs.write_bytes("/whole/large", large)
+            assert await afs.read_bytes("/whole/large") == large
+
+    asyncio.run(main())
+
+
 def test_closing_the_client_aborts_the_writers_left_open(data_cluster: Any) -> None:
     """A writer its caller never closed stops with the client: its lease renewal does not
     outlive the client ("client is closed" errors, "Task was destroyed but it is pending")."""

@@ -8,6 +8,7 @@ import pytest
 from meta_helpers import Driver, state
 
 from keelfs.errors import NotFound, Redirect
+from keelfs.meta import shardmap
 from keelfs.meta.commands import (
     AddShard,
     IssueTxIds,
@@ -216,3 +217,25 @@ def test_block_keys_rotate_through_the_config_state(config: Driver) -> None:
     assert replica.block_keys() == config.sm.block_keys()
     config.err(AddBlockKey("zz", 0, 1), "INVALID_ARGUMENT")
     config.err(AddBlockKey("ab" * 32, 10, 5), "INVALID_ARGUMENT")
+
+
+def test_a_maps_owners_are_remembered_per_routing_key(
+    config: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config.ok(AddShard("shard-1", (1, 2, 3)))
+    config.ok(AddShard("shard-2", (2, 3, 4)))
+    m = config.sm.shard_map()
+    hashed: list[int] = []
+    real = shardmap.key_hash
+
+    def counted(key: str) -> int:
+        hashed.append(1)
+        return real(key)
+
+    monkeypatch.setattr(shardmap, "key_hash", counted)
+    owners = {m.shard_for_path(f"/d/f{i}") for i in range(5)}
+    assert owners == {m.ring.lookup("/d")} and len(hashed) == 1, "one directory: one hash"
+    assert m.shard_for_path("/d/.snapshot/s1/f0") == m.ring.lookup("/d")  # the live path's
+    for i in range(shardmap._OWNER_CACHE_KEYS + 10):
+        assert m.shard_for_path(f"/many/d{i}/f") == m.ring.lookup(f"/many/d{i}")
+    assert len(m._owner_of_key) <= shardmap._OWNER_CACHE_KEYS
