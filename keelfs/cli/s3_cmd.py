@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -10,6 +11,13 @@ import click
 from keelfs.cli.config_file import config_file_option
 
 __all__ = ["s3"]
+
+
+def _finite(seconds: float) -> float:
+    """``FloatRange`` lets ``nan`` through (every comparison with it is false)."""
+    if math.isnan(seconds):
+        raise click.BadParameter("must be a number of seconds from 0 to 60")
+    return seconds
 
 
 @click.command("s3")
@@ -44,6 +52,7 @@ __all__ = ["s3"]
 @click.option(
     "--settings-ttl",
     type=click.FloatRange(min=0, max=60),
+    callback=lambda _ctx, _param, value: _finite(value),
     default=1.0,
     show_default=True,
     help="Seconds a bucket's settings (policy, versioning, CORS, ...) are kept per gateway: "

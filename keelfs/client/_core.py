@@ -130,10 +130,11 @@ is under way, and the members answer such questions cheaply, so the client asks 
 to find the new leader within ~0.1 s of its election, not after a back-off of up to 0.5 s."""
 MIN_ATTEMPT_TIMEOUT = 0.25
 """The shortest wait for one attempt's answer (see :class:`AnswerTimes`)."""
-LEADERSHIP_REASONS = frozenset({"leader changed", "leader changing", "dropped", "timed out"})
+LEADERSHIP_REASONS = frozenset({"leader changed", "leader changing", "timed out"})
 """Reasons of ``UNAVAILABLE``/``OUTCOME_UNKNOWN`` that mean the member lost (or is losing) the
 lead: the back-off after them stays under ``ELECTION_POLL_MAX``, as for "not the leader"
-(unlike "busy" or "locked", where waiting longer is the point)."""
+(unlike "busy", "locked" or "dropped" — Raft's own back-pressure, too many uncommitted bytes,
+among its causes — where waiting longer is the point)."""
 _GONE_SILENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 """Transport failures of a member that is dead or frozen (not one too busy to start a call)."""
 SUSPECT_SECONDS = 0.5
@@ -449,8 +450,10 @@ class Core:
         self._readers: dict[str, str] = {}
         """Per group, the member reads go to (see ``_spread``; fresh reads pass a ReadIndex
         barrier there)."""
-        self._suspects: dict[str, float] = {}
-        """Address -> until when (``clock``) it is passed over (``SUSPECT_SECONDS``)."""
+        self._suspects: dict[tuple[str, str], float] = {}
+        """(group, address) -> until when (``clock``) that member is passed over for that
+        group (``SUSPECT_SECONDS``; per group: a node slow for one shard, waiting on a lock
+        there, is not passed over for the others it leads)."""
         self._member_lists: dict[str, tuple[ShardMap, list[str]]] = {}
         """A shard's members' addresses in the map they were read from (``_members``: every
         request of the group asks for them); callers must not change the list."""
@@ -545,13 +548,14 @@ class Core:
         if not members:
             return None
         with self._lock:
-            turn = self._turn.get(group, self._rng.randrange(len(members)))
-            for _ in range(len(members)):  # the next member not suspected, if any
-                turn += 1
-                if not self._suspected(members[(turn - 1) % len(members)]):
+            start = self._turn.get(group, self._rng.randrange(len(members)))
+            for turn in range(start, start + len(members)):  # the next one not suspected
+                if not self._suspected(group, members[turn % len(members)]):
                     break
-            self._turn[group] = turn
-        return members[(turn - 1) % len(members)]
+            else:
+                turn = start  # all suspected: each in turn, as if none were
+            self._turn[group] = turn + 1
+        return members[turn % len(members)]
 
     def _spread(self, group: str) -> str | None:
         """The member of ``group`` this client reads from: one picked at random and kept
@@ -564,7 +568,7 @@ class Core:
         with self._lock:
             chosen = self._readers.get(group)
             if chosen not in members:
-                alive = [a for a in members if not self._suspected(a)]
+                alive = [a for a in members if not self._suspected(group, a)]
                 chosen = self._readers[group] = self._rng.choice(alive or members)
         return chosen
 
@@ -580,34 +584,35 @@ class Core:
             if self._readers.get(group) == address:
                 del self._readers[group]
 
-    def _suspected(self, address: str) -> bool:
-        """Whether ``address`` is passed over now (``SUSPECT_SECONDS``); the lock is held."""
-        until = self._suspects.get(address)
+    def _suspected(self, group: str, address: str) -> bool:
+        """Whether ``address`` is passed over for ``group`` now (``SUSPECT_SECONDS``); the
+        lock is held."""
+        until = self._suspects.get((group, address))
         if until is None:
             return False
         if until > self.clock():
             return True
-        del self._suspects[address]
+        del self._suspects[group, address]
         return False
 
-    def _suspect(self, address: str) -> None:
+    def _suspect(self, group: str, address: str) -> None:
         with self._lock:
-            self._suspects[address] = self.clock() + SUSPECT_SECONDS
+            self._suspects[group, address] = self.clock() + SUSPECT_SECONDS
 
-    def _heard_from(self, address: str) -> None:
+    def _heard_from(self, group: str, address: str) -> None:
         if self._suspects:  # read without the lock: only a hint (most calls skip the lock)
             with self._lock:
-                self._suspects.pop(address, None)
+                self._suspects.pop((group, address), None)
 
     def _others_unsuspected(self, group: str, address: str) -> bool:
         """Whether ``group`` has a member besides ``address`` not passed over now."""
         members = self._members(group)
         with self._lock:
-            return any(a != address and not self._suspected(a) for a in members)
+            return any(a != address and not self._suspected(group, a) for a in members)
 
-    def is_suspected(self, address: str) -> bool:
+    def is_suspected(self, group: str, address: str) -> bool:
         with self._lock:
-            return self._suspected(address)
+            return self._suspected(group, address)
 
     def _learn_leader(self, group: str, address: str | None) -> None:
         with self._lock:
@@ -697,7 +702,7 @@ class Core:
                 result = yield Call(address, op.service, op.method, op.build(header), timeout)
                 if not isinstance(result, grpc.RpcError):
                     self._answered(op.method, self.clock() - sent)
-                    self._heard_from(address)
+                    self._heard_from(group, address)
                     info = reply_info(result)
                     if info is not None and info.leader:
                         self._learn_leader(group, address)
@@ -718,18 +723,18 @@ class Core:
                     if result.code() in _GONE_SILENT:
                         # dead or frozen, not busy: another member may answer now (an
                         # election is likely under way), so ask it soon
-                        self._suspect(address)
+                        self._suspect(group, address)
                         if self._others_unsuspected(group, address):
                             yield attempt.backoff(cap=ELECTION_POLL_MAX)
                             continue
                     yield attempt.backoff()
                     continue
                 self._answered(op.method, self.clock() - sent)  # a refusal is an answer too
-                self._heard_from(address)
+                self._heard_from(group, address)
                 attempt.last_error = f"{address}: {err.code}: {err.message}"
                 if isinstance(err, NotLeader):
                     hint = err.leader_address if err.leader_address != address else None
-                    if hint and self.is_suspected(hint):
+                    if hint and self.is_suspected(group, hint):
                         hint = None  # a leader that just failed us: an election is likely
                     self._learn_leader(group, hint)
                     if op.any_member:  # a reader that cannot reach a leader: read elsewhere

@@ -696,10 +696,31 @@ def test_a_lost_lead_is_retried_soon_a_busy_member_later() -> None:
     ] * 4
     _, others = run(c.plan(ops.create("/l", False, None, "", "", 0, 0)), fake.answer)
     assert max(a.seconds for a in others if isinstance(a, Sleep)) <= ELECTION_POLL_MAX
-    fake.script["Create"] = [Unavailable("busy")] * 8
-    _, others = run(c.plan(ops.create("/b", False, None, "", "", 0, 0)), fake.answer)
-    sleeps = [a.seconds for a in others if isinstance(a, Sleep)]
-    assert max(sleeps) > ELECTION_POLL_MAX and max(sleeps) <= BACKOFF_MAX
+    for reason in ("busy", "dropped"):  # back-pressure (Raft's own: too many uncommitted bytes)
+        fake.script["Create"] = [Unavailable(reason)] * 8
+        _, others = run(c.plan(ops.create(f"/{reason}", False, None, "", "", 0, 0)), fake.answer)
+        sleeps = [a.seconds for a in others if isinstance(a, Sleep)]
+        assert max(sleeps) > ELECTION_POLL_MAX and max(sleeps) <= BACKOFF_MAX, reason
+
+
+def test_with_every_member_suspected_each_is_tried_in_turn() -> None:
+    """The whole group failed at the transport (a restart of every member): the client
+    keeps asking each member in turn (one of them answers first), not one member over and
+    over until the suspicion ends."""
+    fake, c = FakeCluster(leader=A2), core(deadline=10.0)
+    _learned(c, fake)
+    for address in (A1, A2, A3):
+        c._suspect("shard-1", address)
+    c._learn_leader("shard-1", None)
+    assert len({c._target("shard-1") for _ in range(3)}) == 3
+
+
+def test_a_member_is_passed_over_only_for_the_group_it_failed() -> None:
+    c = core()
+    c._suspect("shard-1", A2)
+    assert c.is_suspected("shard-1", A2) and not c.is_suspected("shard-2", A2)
+    CLOCK.advance(SUSPECT_SECONDS)
+    assert not c.is_suspected("shard-1", A2)
 
 
 def test_a_groups_members_are_listed_once_per_map() -> None:

@@ -186,6 +186,9 @@ def test_cli_refuses_bad_setups(tmp_path: Path) -> None:
     assert no_secret.exit_code == 2 and "has no secret" in no_secret.output
     malformed = runner.invoke(cli, ["s3", "--listen", "nohost", "--credentials", str(keys)])
     assert malformed.exit_code == 2 and "HOST:PORT" in malformed.output
+    for ttl in ("nan", "-1", "61"):
+        refused = runner.invoke(cli, ["s3", "--settings-ttl", ttl, "--credentials", str(keys)])
+        assert refused.exit_code == 2 and "--settings-ttl" in refused.output, ttl
 
 
 def test_server_refuses_s3_off_the_loopback_without_insecure() -> None:
