@@ -46,6 +46,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -55,7 +56,6 @@ from keelfs.runtime.netns import NetnsNetwork
 from keelfs.runtime.processes import (
     ClusterError,
     Launcher,
-    free_ports,
     hard_kill,
     read_ready_line,
     spawn_tracked,
@@ -102,11 +102,15 @@ class _ReadOnlyStore:
             it.next()
 
 
+@dataclass
 class _NetnsMetadata(NetnsAddresses):
     """Metadata nodes in their namespaces; chunk servers on 127.0.0.1 of the test's own."""
 
+    _loopback: LoopbackAddresses = field(default_factory=LoopbackAddresses)
+    """One allocator for all the chunk servers (never the same port twice)."""
+
     def chunk(self, name: str) -> str:
-        return LoopbackAddresses().chunk(name)
+        return self._loopback.chunk(name)
 
 
 TLS_TIER_VARIABLE = "KEELFS_TEST_TLS"
@@ -567,9 +571,14 @@ class MetaCluster(Launcher):
         in ``http_addresses``."""
         if self.network is not None:
             raise ClusterError("enable_http needs the 127.0.0.1 layout (no network=)")
+        addresses = self.layout.addresses
+        assert isinstance(addresses, LoopbackAddresses)
         pending = [i for i in sorted(self.nodes) if i not in self.http_addresses]
-        for i, port in zip(pending, free_ports(len(pending)), strict=True):
-            address = f"127.0.0.1:{port}"
+        for i in pending:
+            # from the layout's own ports, never one already given to a node (a port drawn
+            # apart could be a node's raft or client port not bound yet: a CI run's node
+            # failed to start so, "address already in use")
+            address = addresses.http()
             self.nodes[i].http = address
             self.http_addresses[i] = address
         return dict(self.http_addresses)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from keelfs.server.chunkservers import LocalChunkServers
 from keelfs.server.layout import COMMANDS, Layout, LoopbackAddresses, metadata_layout
@@ -111,3 +112,30 @@ def test_a_command_recorded_by_an_older_local_cluster_still_runs(tmp_path: Path)
     assert state is not None and state.processes == [record]
     node, _ = node_config("master", resolve_args(master, legacy_argv(record.command[3:]), {}))
     assert (node.listen, node.client_address()) == (record.raft_address, record.address)
+
+
+def test_http_ports_are_never_a_nodes_other_port(tmp_path: Path, monkeypatch: Any) -> None:
+    """``MetaCluster.enable_http`` draws from the layout's ports: a port free when drawn but
+    already given to a node (its raft or client port, bound only once the node starts) is
+    never given again as an HTTP port (a CI run's node failed to start so)."""
+    import keelfs.server.layout as layout_module
+    import keelfs.server.metacluster as metacluster_module
+
+    cluster = MetaCluster(tmp_path, layout="separate", shards=SHARDS)
+    taken = {
+        int(a.rsplit(":", 1)[1])
+        for p in cluster.layout.meta
+        for a in (p.raft_address, p.client_address)
+    }
+    fresh = iter(range(40_000, 40_100))
+
+    def drawn(n: int, host: str = "127.0.0.1") -> list[int]:  # the taken ones first
+        given = sorted(taken)[:n] if taken else []
+        taken.difference_update(given)
+        return given + [next(fresh) for _ in range(n - len(given))]
+
+    node_ports = set(taken)
+    monkeypatch.setattr(layout_module, "free_ports", drawn)
+    monkeypatch.setattr(metacluster_module, "free_ports", drawn, raising=False)
+    http = {int(a.rsplit(":", 1)[1]) for a in cluster.enable_http().values()}
+    assert len(http) == len(cluster.nodes) and not http & node_ports
