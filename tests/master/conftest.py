@@ -19,6 +19,8 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
+from keelfs.master import batch  # noqa: E402
+from keelfs.rpc.pb import meta_pb2 as pb  # noqa: E402
 from keelfs.server.metacluster import MetaCluster  # noqa: E402
 from keelfs.testing.tiers import starts_processes  # noqa: E402
 
@@ -96,3 +98,17 @@ def make_cluster(
             if failed:
                 _dump(cluster)
             cluster.stop_all()
+
+
+@pytest.fixture
+def no_item_handlers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The methods of the items a batch hands to their own handlers."""
+    alone: list[str] = []
+    one = batch._one
+
+    async def counted(servicer: Any, item: pb.BatchItem, context: Any) -> Any:
+        alone.append(item.method)
+        return await one(servicer, item, context)
+
+    monkeypatch.setattr(batch, "_one", counted)
+    return alone

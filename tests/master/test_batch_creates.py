@@ -166,20 +166,6 @@ def error_code(reply: Any) -> str:
     return str(err.code)
 
 
-@pytest.fixture
-def no_item_handlers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The methods of the items a batch hands to their own handlers."""
-    alone: list[str] = []
-    one = batch._one
-
-    async def counted(servicer: Any, item: pb.BatchItem, context: Any) -> Any:
-        alone.append(item.method)
-        return await one(servicer, item, context)
-
-    monkeypatch.setattr(batch, "_one", counted)
-    return alone
-
-
 def test_creates_are_proposed_together_each_with_its_own_outcome(
     node: Node, no_item_handlers: list[str]
 ) -> None:

@@ -13,7 +13,6 @@ import pytest
 from test_batch_creates import Audit, Context, Node, create, create_inline, error_code, info
 
 from keelfs.errors import Unavailable
-from keelfs.master import batch
 from keelfs.rpc.pb import meta_pb2 as pb
 
 pytestmark = pytest.mark.timeout(120)
@@ -28,20 +27,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield n
     finally:
         n.stop()
-
-
-@pytest.fixture
-def item_handlers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The methods of the items a batch hands to their own handlers."""
-    alone: list[str] = []
-    one = batch._one
-
-    async def counted(servicer: Any, item: pb.BatchItem, context: Any) -> Any:
-        alone.append(item.method)
-        return await one(servicer, item, context)
-
-    monkeypatch.setattr(batch, "_one", counted)
-    return alone
 
 
 @pytest.fixture
@@ -70,18 +55,18 @@ def stat(
 
 
 def test_reads_share_one_barrier_and_keep_their_own_answers(
-    node: Node, item_handlers: list[str], barriers: list[float | None]
+    node: Node, no_item_handlers: list[str], barriers: list[float | None]
 ) -> None:
     node.mkdir("/r1")
     contents = {f"/r1/f{i}": bytes([i]) * (100 + i) for i in range(6)}
     node.batch([create_inline(node, p, d, slot=i) for i, (p, d) in enumerate(contents.items())])
-    item_handlers.clear()
+    no_item_handlers.clear()
     barriers.clear()
     items = [stat(node, p) for p in contents]
     items.insert(2, stat(node, "/r1/missing"))
     items.append(stat(node, "/r1", read=False))
     replies = node.batch(items)
-    assert item_handlers == [], "reads must not run one handler each"
+    assert no_item_handlers == [], "reads must not run one handler each"
     assert len(barriers) == 1, f"{len(barriers)} barriers for one batch of reads"
     names = [*list(contents)[:2], "/r1/missing", *list(contents)[2:], "/r1"]
     for name, reply in zip(names, replies, strict=True):
@@ -96,19 +81,19 @@ def test_reads_share_one_barrier_and_keep_their_own_answers(
 
 
 def test_a_stale_read_asks_no_barrier(
-    node: Node, item_handlers: list[str], barriers: list[float | None]
+    node: Node, no_item_handlers: list[str], barriers: list[float | None]
 ) -> None:
     node.mkdir("/r2")
     node.batch([create_inline(node, "/r2/a", b"stale ok")])
     barriers.clear()
-    item_handlers.clear()
+    no_item_handlers.clear()
     replies = node.batch([stat(node, "/r2/a", stale_ok=True), stat(node, "/r2/a", stale_ok=True)])
     assert [info(r).inline_data for r in replies] == [b"stale ok"] * 2
-    assert barriers == [] and item_handlers == []
+    assert barriers == [] and no_item_handlers == []
 
 
 def test_rights_are_checked_per_item_and_a_denial_is_audited(
-    node: Node, monkeypatch: pytest.MonkeyPatch, item_handlers: list[str]
+    node: Node, monkeypatch: pytest.MonkeyPatch, no_item_handlers: list[str]
 ) -> None:
     node.mkdir("/r3", 0o755)
     open_item = create_inline(node, "/r3/open", b"for all", slot=0)
@@ -117,7 +102,7 @@ def test_rights_are_checked_per_item_and_a_denial_is_audited(
     )
     private = pb.BatchItem(method="CreateInline", request=request.SerializeToString())
     node.batch([open_item, private])
-    item_handlers.clear()
+    no_item_handlers.clear()
     audit = Audit()
     monkeypatch.setattr(node.meta, "audit", audit)
     user = "batch-reader-not-on-this-host"
@@ -130,15 +115,15 @@ def test_rights_are_checked_per_item_and_a_denial_is_audited(
     stat_only = info(replies[2])  # anyone who reaches the file may stat it, not read it
     assert stat_only.path == "/r3/private" and not stat_only.HasField("inline_data")
     assert audit.lines == [(False, user, "getfileinfo", "/r3/private")]
-    assert item_handlers == []
+    assert no_item_handlers == []
 
 
 def test_items_that_would_wait_or_be_refused_go_to_their_own_handler(
-    node: Node, item_handlers: list[str]
+    node: Node, no_item_handlers: list[str]
 ) -> None:
     node.mkdir("/r4")
     node.batch([create_inline(node, "/r4/a", b"a")])
-    item_handlers.clear()
+    no_item_handlers.clear()
     newer = node.meta.shard_map.version + 5  # a map this node must fetch first
     items = [
         stat(node, "/r4/a"),
@@ -147,7 +132,7 @@ def test_items_that_would_wait_or_be_refused_go_to_their_own_handler(
         stat(node, "/r4/a", map_version=newer),
     ]
     replies = node.batch(items, Context(remaining=1.0))
-    assert sorted(item_handlers) == ["GetFileInfo"] * 3
+    assert sorted(no_item_handlers) == ["GetFileInfo"] * 3
     assert info(replies[0]).inline_data == b"a"
     assert error_code(replies[1]) == "INVALID_PATH"
     assert pb.FileInfoReply.FromString(replies[2].reply).record, "the stored record, as asked"
@@ -155,11 +140,11 @@ def test_items_that_would_wait_or_be_refused_go_to_their_own_handler(
 
 
 def test_a_failed_barrier_leaves_every_read_to_its_own_handler(
-    node: Node, monkeypatch: pytest.MonkeyPatch, item_handlers: list[str]
+    node: Node, monkeypatch: pytest.MonkeyPatch, no_item_handlers: list[str]
 ) -> None:
     node.mkdir("/r5")
     node.batch([create_inline(node, f"/r5/f{i}", b"x" * i, slot=i) for i in range(3)])
-    item_handlers.clear()
+    no_item_handlers.clear()
     group = node.meta.shards[SHARD].group
     barrier = group.read_barrier
     failures = [Unavailable("leader changed", message="retry")]
@@ -171,16 +156,16 @@ def test_a_failed_barrier_leaves_every_read_to_its_own_handler(
 
     monkeypatch.setattr(group, "read_barrier", once_failing)
     replies = node.batch([stat(node, f"/r5/f{i}") for i in range(3)])
-    assert item_handlers == ["GetFileInfo"] * 3, "each read asks its own barrier again"
+    assert no_item_handlers == ["GetFileInfo"] * 3, "each read asks its own barrier again"
     assert [info(r).inline_data for r in replies] == [b"", b"x", b"xx"]
 
 
 def test_reads_and_creates_of_one_batch_each_get_their_answer(
-    node: Node, item_handlers: list[str]
+    node: Node, no_item_handlers: list[str]
 ) -> None:
     node.mkdir("/r6")
     node.batch([create_inline(node, "/r6/old", b"old")])
-    item_handlers.clear()
+    no_item_handlers.clear()
     items = [
         stat(node, "/r6/old"),
         create(node, "/r6/new", slot=0),
@@ -193,7 +178,7 @@ def test_reads_and_creates_of_one_batch_each_get_their_answer(
     assert pb.FileInfoReply.FromString(replies[1].reply).info.path == "/r6/new"
     assert info(replies[2]).length == 3
     assert replies[3].status == 0
-    assert item_handlers == ["Mkdir"], "only the item served neither way runs its handler"
+    assert no_item_handlers == ["Mkdir"], "only the item served neither way runs its handler"
 
 
 def test_a_lookup_that_fails_unexpectedly_fails_its_item_alone(
