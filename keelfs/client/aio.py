@@ -8,6 +8,7 @@ on one event loop, and ``await close()`` (or ``async with``) when done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -37,6 +38,38 @@ __all__ = ["AsyncClient"]
 
 pb_grpc: Any = _pb_grpc
 _STUBS = {"Config": "ConfigStub", "Namespace": "NamespaceStub", "Node": "NodeStub"}
+
+
+async def _session_freed(wait: WaitSession) -> None:
+    """Until ``wait.pool`` has a session (or room for one) again, or ``wait.timeout`` passed:
+    woken by the pool when one is returned (``SessionPool.notify_when_free``)."""
+    loop = asyncio.get_running_loop()
+    freed: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> bool:
+        if freed.done():
+            return False
+        if _running_loop() is loop:
+            freed.set_result(None)
+        else:  # returned by another thread
+            loop.call_soon_threadsafe(_set_unless_done, freed)
+        return True
+
+    wait.pool.notify_when_free(wake)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(freed, wait.timeout)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _set_unless_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class AsyncClient:
@@ -109,7 +142,7 @@ class AsyncClient:
                 elif isinstance(action, Sleep):
                     await asyncio.sleep(action.seconds)
                 elif isinstance(action, WaitSession):
-                    await asyncio.sleep(min(action.timeout, 0.002))
+                    await _session_freed(action)
                 action = plan.send(result)
         except StopIteration as stop:
             return stop.value

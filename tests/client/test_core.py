@@ -330,6 +330,33 @@ def test_session_pool_limits_and_reuse() -> None:
     assert len(pool) == 1
 
 
+def test_a_returned_session_wakes_one_waiter_and_passes_over_gone_ones() -> None:
+    pool = SessionPool("shard-1", max_sessions=1, clock=FakeClock())
+    assert pool.take() is None
+    s1 = pool.add(1, 60_000)
+    woken: list[str] = []
+
+    def waiter(name: str, present: bool = True) -> Callable[[], bool]:
+        def wake() -> bool:
+            woken.append(name)
+            return present
+
+        return wake
+
+    pool.notify_when_free(waiter("gone", present=False))
+    pool.notify_when_free(waiter("a"))
+    pool.notify_when_free(waiter("b"))
+    pool.release(s1)  # "gone" timed out: "a" is woken in its place, "b" still waits
+    assert woken == ["gone", "a"]
+    assert pool.take() is s1
+    pool.discard(s1)  # room to open another: the next waiter
+    assert woken == ["gone", "a", "b"]
+    assert pool.take() is None
+    pool.notify_when_free(waiter("c"))
+    pool.abandon_growth()  # the registration failed: room again
+    assert woken == ["gone", "a", "b", "c"]
+
+
 def test_requests_wait_for_a_session_when_the_pool_is_full() -> None:
     fake, c = FakeCluster(), core(max_sessions=1)
     first = c.plan(ops.delete("/a", False))
