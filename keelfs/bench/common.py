@@ -11,8 +11,8 @@ import contextlib
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from keelfs.server.kvcluster import ProcessCluster
@@ -43,6 +43,48 @@ def cpu_seconds(pid: int) -> float:
     # the command name (field 2) may hold spaces: split after its closing parenthesis
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+class CpuByGroup:
+    """CPU time (user + system) that named groups of processes spend between two readings.
+
+    Why: on a shared machine a rate (files/s) falls whenever something else runs, while the
+    CPU each operation costs moves much less; per group (client, shard leader, other masters,
+    chunk servers) it also says where the time goes. A process that exits between the two
+    readings is left out of both."""
+
+    def __init__(self, groups: Mapping[str, Sequence[int]]) -> None:
+        self.groups = {name: list(pids) for name, pids in groups.items()}
+
+    def reading(self) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for pids in self.groups.values():
+            for pid in pids:
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    out[pid] = cpu_seconds(pid)
+        return out
+
+    def per_op_us(
+        self, before: dict[int, float], after: dict[int, float], ops: int
+    ) -> dict[str, float]:
+        """Microseconds of CPU per operation, per group, over ``ops`` operations."""
+        result: dict[str, float] = {}
+        for name, pids in self.groups.items():
+            spent = sum(after[p] - before[p] for p in pids if p in before and p in after)
+            result[name] = round(spent / max(ops, 1) * 1e6, 1)
+        return result
+
+
+@dataclass
+class SmallFiles:
+    """What the small-file phase measured: files/s each way, failures, and with a
+    :class:`CpuByGroup` the CPU each write and each read cost, in µs per group of processes."""
+
+    writes_s: float
+    reads_s: float
+    failed: int
+    write_cpu_us: dict[str, float] = field(default_factory=dict)
+    read_cpu_us: dict[str, float] = field(default_factory=dict)
 
 
 def percentile(values: Sequence[float], p: float) -> float:

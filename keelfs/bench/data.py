@@ -26,11 +26,11 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keelfs.bench.common import Summary, machine
+from keelfs.bench.common import CpuByGroup, SmallFiles, Summary, machine
 from keelfs.bench.stall import write_stall
 from keelfs.client import AsyncClient
 from keelfs.errors import KeelError
@@ -39,7 +39,14 @@ from keelfs.server.metacluster import MetaCluster
 if TYPE_CHECKING:
     from keelfs.server.chunkservers import LocalChunkServers
 
-__all__ = ["DataBenchResult", "large_file", "run", "small_files", "started_cluster"]
+__all__ = [
+    "DataBenchResult",
+    "cluster_meter",
+    "large_file",
+    "run",
+    "small_files",
+    "started_cluster",
+]
 
 MB = 1_000_000
 
@@ -58,6 +65,8 @@ class DataBenchResult:
     small_failed: int
     stall_s: list[float]
     machine: dict[str, object]
+    small_write_cpu_us: dict[str, float] = field(default_factory=dict)
+    small_read_cpu_us: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         stall = Summary.of(self.stall_s).as_dict(digits=3)
@@ -75,6 +84,8 @@ class DataBenchResult:
             "small_writes_s": round(self.small_writes_s, 1),
             "small_reads_s": round(self.small_reads_s, 1),
             "small_failed": self.small_failed,
+            "small_write_cpu_us": self.small_write_cpu_us,
+            "small_read_cpu_us": self.small_read_cpu_us,
             "failover_write_stall_s": stall,
             "machine": self.machine,
         }
@@ -109,9 +120,9 @@ async def large_file(fs: AsyncClient, mib: int) -> tuple[float, float, bool]:
 
 
 async def small_files(
-    fs: AsyncClient, count: int, kib: int, concurrency: int
-) -> tuple[float, float, int]:
-    """(files written/s, files read/s, failures) with ``concurrency`` in flight."""
+    fs: AsyncClient, count: int, kib: int, concurrency: int, meter: CpuByGroup | None = None
+) -> SmallFiles:
+    """``count`` files of ``kib`` KiB written then read with ``concurrency`` in flight."""
     data = os.urandom(kib << 10)
     sem = asyncio.Semaphore(concurrency)
     failed = 0
@@ -134,13 +145,34 @@ async def small_files(
                 failed += 1
 
     await fs.mkdir("/bench/small", parents=True)
+    cpu0 = meter.reading() if meter else {}
     t0 = time.perf_counter()
     await asyncio.gather(*(put(i) for i in range(count)))
     writes = count / (time.perf_counter() - t0)
+    cpu1 = meter.reading() if meter else {}
     t0 = time.perf_counter()
     await asyncio.gather(*(get(i) for i in range(count)))
     reads = count / (time.perf_counter() - t0)
-    return writes, reads, failed
+    cpu2 = meter.reading() if meter else {}
+    result = SmallFiles(writes, reads, failed)
+    if meter:
+        result.write_cpu_us = meter.per_op_us(cpu0, cpu1, count)
+        result.read_cpu_us = meter.per_op_us(cpu1, cpu2, count)
+    return result
+
+
+def cluster_meter(cluster: MetaCluster, servers: LocalChunkServers, shard: str) -> CpuByGroup:
+    """The groups keelfs's CPU per operation is told by: this process (the client), the
+    leader of ``shard`` when the meter is made, the other masters, the chunk servers."""
+    leader = cluster.leader(shard)
+    return CpuByGroup(
+        {
+            "client": [os.getpid()],
+            "shard leader": [cluster.pid(leader)],
+            "other masters": [cluster.pid(i) for i in cluster.running() if i != leader],
+            "chunk servers": servers.pids(),
+        }
+    )
 
 
 @contextlib.contextmanager
@@ -175,7 +207,7 @@ def run(
     info = machine()
     with tempfile.TemporaryDirectory(prefix="keelfs-bench-data-", dir=tmpdir) as root:
         say("starting 3 masters (config group + shard-1) and 3 chunk servers")
-        with started_cluster(Path(root), tls=tls) as (cluster, _servers):
+        with started_cluster(Path(root), tls=tls) as (cluster, servers):
             result: dict[str, Any] = {}
 
             async def main() -> None:
@@ -186,7 +218,10 @@ def run(
                     say(f"large file: {large_mib} MiB")
                     result["large"] = await large_file(fs, large_mib)
                     say(f"small files: {small_count} x {small_kib} KiB, {concurrency} in flight")
-                    result["small"] = await small_files(fs, small_count, small_kib, concurrency)
+                    meter = cluster_meter(cluster, servers, "shard-1")
+                    result["small"] = await small_files(
+                        fs, small_count, small_kib, concurrency, meter
+                    )
                     stalls = []
                     for t in range(trials):
                         say(f"write stall at failover: trial {t + 1}/{trials}")
@@ -195,7 +230,7 @@ def run(
 
             asyncio.run(main())
     write_mb_s, read_mb_s, md5_ok = result["large"]
-    writes, reads, failed = result["small"]
+    small: SmallFiles = result["small"]
     return DataBenchResult(
         large_mib=large_mib,
         write_mb_s=write_mb_s,
@@ -204,9 +239,11 @@ def run(
         small_kib=small_kib,
         small_count=small_count,
         concurrency=concurrency,
-        small_writes_s=writes,
-        small_reads_s=reads,
-        small_failed=failed,
+        small_writes_s=small.writes_s,
+        small_reads_s=small.reads_s,
+        small_failed=small.failed,
         stall_s=result["stall"],
         machine=info,
+        small_write_cpu_us=small.write_cpu_us,
+        small_read_cpu_us=small.read_cpu_us,
     )

@@ -26,50 +26,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-from keelfs.bench.common import machine
-from keelfs.bench.data import MB, started_cluster
+from keelfs.bench.common import CpuByGroup, machine
+from keelfs.bench.data import MB, cluster_meter, started_cluster
 from keelfs.client import AsyncClient
 
 __all__ = ["main", "run"]
 
-_TICK = os.sysconf("SC_CLK_TCK")
 _PIECE = 1 << 20
-
-
-def _cpu_of_cluster() -> float:
-    """CPU seconds of this process's children (the cluster's processes), user + system."""
-    me, total = os.getpid(), 0.0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == me:
-            total += (int(fields[11]) + int(fields[12])) / _TICK
-    return total
 
 
 class _Meter:
     """Wall and CPU time (client, cluster) of one timed part."""
 
+    def __init__(self, cpu: CpuByGroup) -> None:
+        self.cpu = cpu
+
     def __enter__(self) -> _Meter:
-        self.wall, self.client, self.cluster = (
-            time.perf_counter(),
-            time.process_time(),
-            _cpu_of_cluster(),
-        )
+        self.wall, self._cpu = time.perf_counter(), self.cpu.reading()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.wall
-        self.client = time.process_time() - self.client
-        self.cluster = _cpu_of_cluster() - self.cluster
+        spent = self.cpu.per_op_us(self._cpu, self.cpu.reading(), 1)
+        self.client = spent.pop("client") / 1e6
+        self.cluster = sum(spent.values()) / 1e6
 
 
-async def _large(fs: AsyncClient, mib: int, reads: int) -> list[dict[str, float]]:
+async def _large(fs: AsyncClient, cpu: CpuByGroup, mib: int, reads: int) -> list[dict[str, float]]:
     piece = os.urandom(_PIECE)
     async with await fs.open("/bench/large", "wb", overwrite=True) as w:
         for _ in range(mib):
@@ -77,7 +60,7 @@ async def _large(fs: AsyncClient, mib: int, reads: int) -> list[dict[str, float]
     out: list[dict[str, float]] = []
     for _ in range(reads):
         parts: list[bytes] = []
-        with _Meter() as m:
+        with _Meter(cpu) as m:
             async with await fs.open("/bench/large", "rb") as r:
                 while data := await r.read(8 << 20):
                     parts.append(data)
@@ -97,7 +80,7 @@ async def _large(fs: AsyncClient, mib: int, reads: int) -> list[dict[str, float]
 
 
 async def _small(
-    fs: AsyncClient, count: int, rounds: int, kib: int, concurrency: int
+    fs: AsyncClient, cpu: CpuByGroup, count: int, rounds: int, kib: int, concurrency: int
 ) -> list[dict[str, float]]:
     data = os.urandom(kib << 10)
     sem = asyncio.Semaphore(concurrency)
@@ -114,7 +97,7 @@ async def _small(
     await asyncio.gather(*(put(i) for i in range(count)))
     out: list[dict[str, float]] = []
     for _ in range(rounds):
-        with _Meter() as m:
+        with _Meter(cpu) as m:
             same = await asyncio.gather(*(get(i) for i in range(count)))
         if not all(same):
             raise RuntimeError("a small file read back differs from what was written")
@@ -142,7 +125,7 @@ def run(
     info = machine()
     with (
         tempfile.TemporaryDirectory(prefix="keelfs-bench-reads-", dir=tmpdir) as root,
-        started_cluster(Path(root)) as (cluster, _servers),
+        started_cluster(Path(root)) as (cluster, servers),
     ):
 
         async def main() -> dict[str, Any]:
@@ -150,8 +133,9 @@ def run(
                 cluster.config_addresses, deadline=60.0, tls=cluster.client_tls
             ) as fs:
                 await fs.mkdir("/bench", parents=True)
-                large = await _large(fs, large_mib, large_reads)
-                small = await _small(fs, small_count, small_rounds, small_kib, concurrency)
+                cpu = cluster_meter(cluster, servers, "shard-1")
+                large = await _large(fs, cpu, large_mib, large_reads)
+                small = await _small(fs, cpu, small_count, small_rounds, small_kib, concurrency)
                 return {"large": large, "small": small}
 
         result = asyncio.run(main())

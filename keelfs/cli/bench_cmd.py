@@ -701,6 +701,12 @@ def bench_data(
     table.add_row(
         f"{r.small_kib} KiB reads/s ({r.concurrency} in flight)", f"{r.small_reads_s:,.0f}"
     )
+    for what, groups in (("write", r.small_write_cpu_us), ("read", r.small_read_cpu_us)):
+        if groups:
+            table.add_row(
+                f"CPU per {r.small_kib} KiB {what} (µs): " + " · ".join(groups),
+                " · ".join(f"{v:,.0f}" for v in groups.values()),
+            )
     table.add_row("small-file failures", str(r.small_failed))
     table.add_row("write stall at leader kill (s)", " ".join(f"{s:.2f}" for s in r.stall_s) or "-")
     Console().print(table)

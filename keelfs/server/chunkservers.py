@@ -102,6 +102,10 @@ class LocalChunkServers(Launcher):
     def pid(self, i: int) -> int:
         return self._procs[i].pid
 
+    def pids(self) -> list[int]:
+        """The pids of the chunk servers running now."""
+        return [p.pid for p in self._procs.values() if p.poll() is None]
+
     def kill9(self, i: int) -> None:
         proc = self._procs.pop(i, None)
         if proc is not None:

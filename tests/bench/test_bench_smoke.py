@@ -165,6 +165,11 @@ def test_bench_meta_and_data_run_with_tls() -> None:
     )  # fmt: skip
     assert out["large_md5_ok"] is True
     assert out["small_failed"] == 0
+    for phase in ("small_write_cpu_us", "small_read_cpu_us"):  # where each operation's CPU went
+        groups = out[phase]
+        assert set(groups) == {"client", "shard leader", "other masters", "chunk servers"}
+        assert all(v >= 0 for v in groups.values())
+    assert sum(out["small_write_cpu_us"].values()) > 0  # (20 reads may fit in one clock tick)
 
 
 @pytest.mark.timeout(300)

@@ -30,6 +30,9 @@ def _result() -> CompareResult:
     r.keelfs = Figures(98.0, 284.0, 74.0, 677.0, foreign_cpu_cores=0.4)
     r.seaweed_py = Figures(126.0, 563.0, 699.0, 1690.0, foreign_cpu_cores=0.5)
     r.seaweed_go = Figures(60.0, 666.0, 2044.0, 16639.0, failed=2, foreign_cpu_cores=0.6)
+    r.keelfs.write_cpu_us = {"client": 150.0, "shard leader": 560.0, "other masters": 690.0,
+                             "chunk servers": 75.0}  # fmt: skip
+    r.seaweed_py.write_cpu_us = {"client": 300.0, "masters": 10.0, "volume servers": 400.0}
     return r
 
 
@@ -40,9 +43,18 @@ def test_rows_give_figures_and_both_ratios() -> None:
         "read 256 MiB (MB/s)",
         "4 KiB files written/s, 16 in flight",
         "4 KiB files read/s, 16 in flight",
+        "CPU per 4 KiB write, µs: servers + client",
+        "CPU per 4 KiB read, µs: servers + client",
         "failures (lost or wrong data)",
     ]
-    write, _, small_writes, small_reads, failures = table
+    write, _, small_writes, small_reads, write_cpu, read_cpu, failures = table
+    assert (write_cpu.keelfs, write_cpu.seaweed_py, write_cpu.seaweed_go) == (
+        "1,325 + 150",
+        "410 + 300",
+        "-",
+    )
+    assert write_cpu.ratio == "3.23 · -"  # servers' CPU, keelfs / SeaweedFS
+    assert (read_cpu.keelfs, read_cpu.ratio) == ("-", "- · -")  # not measured
     assert (write.keelfs, write.seaweed_py, write.seaweed_go) == ("98.0", "126.0", "60.0")
     assert write.ratio == "0.78 · 1.63"
     assert small_writes.ratio == "0.11 · 0.04"
@@ -54,7 +66,7 @@ def test_a_side_not_measured_shows_a_dash() -> None:
     r = _result()
     r.seaweed_go.large_read_mb_s = math.nan
     r.keelfs.intact = False
-    read, failures = rows(r)[1], rows(r)[4]
+    read, failures = rows(r)[1], rows(r)[-1]
     assert read.seaweed_go == "-"
     assert read.ratio == "0.50 · -"
     assert failures.keelfs == "0, large file CORRUPT"
@@ -66,6 +78,7 @@ def test_json_holds_every_column_and_the_load() -> None:
     assert out["bench"] == "compare" and out["peer"] == "seaweedfs"
     assert out["load"]["foreign_cpu_cores_at_start"] == 1.2
     assert out["keelfs"]["small_writes_s"] == 74.0
+    assert out["seaweedfs_python"]["small_write_cpu_us"]["volume servers"] == 400.0
     assert out["seaweedfs_go"]["failed"] == 2
     assert out["ratios"]["small_reads_s"] == {"vs_python": 0.4, "vs_go": 0.04}
     json.dumps(out)  # all of it is JSON

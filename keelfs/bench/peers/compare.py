@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keelfs.bench.common import cpu_seconds
+from keelfs.bench.common import SmallFiles, cpu_seconds
 
 __all__ = ["CompareResult", "CpuMeter", "Row", "rows", "run"]
 
@@ -88,6 +88,9 @@ class Figures:
     failed: int = 0
     intact: bool = True
     foreign_cpu_cores: float = math.nan
+    write_cpu_us: dict[str, float] = field(default_factory=dict)
+    """CPU per small write, µs, per group of processes (servers' groups, ``client``)."""
+    read_cpu_us: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         def r(x: float) -> float | None:
@@ -103,7 +106,14 @@ class Figures:
             "foreign_cpu_cores": None
             if math.isnan(self.foreign_cpu_cores)
             else self.foreign_cpu_cores,
+            "small_write_cpu_us": self.write_cpu_us,
+            "small_read_cpu_us": self.read_cpu_us,
         }
+
+    def take_small(self, small: SmallFiles) -> None:
+        self.small_writes_s, self.small_reads_s = small.writes_s, small.reads_s
+        self.failed = small.failed
+        self.write_cpu_us, self.read_cpu_us = small.write_cpu_us, small.read_cpu_us
 
 
 @dataclass
@@ -202,8 +212,29 @@ def rows(r: CompareResult) -> list[Row]:
             _ratios(k, py, go),
         )
         for name, k, py, go in _workloads(r)
+    ] + [
+        Row(
+            f"CPU per {r.small_kib} KiB {what}, µs: servers + client",
+            _cpu(getattr(r.keelfs, key)),
+            _cpu(getattr(r.seaweed_py, key)),
+            "-",
+            _ratios(_servers_cpu(getattr(r.keelfs, key)), _servers_cpu(getattr(r.seaweed_py, key)),
+                    math.nan),
+        )
+        for what, key in (("write", "write_cpu_us"), ("read", "read_cpu_us"))
     ] + [Row("failures (lost or wrong data)", _failures(r.keelfs), _failures(r.seaweed_py),
              _failures(r.seaweed_go), "-")]  # fmt: skip
+
+
+def _servers_cpu(groups: dict[str, float]) -> float:
+    return sum(v for k, v in groups.items() if k != "client") if groups else math.nan
+
+
+def _cpu(groups: dict[str, float]) -> str:
+    """``servers + client`` µs per operation; ``-`` where not measured."""
+    if not groups:
+        return "-"
+    return f"{_servers_cpu(groups):,.0f} + {groups.get('client', math.nan):,.0f}"
 
 
 def _failures(f: Figures) -> str:
@@ -225,7 +256,7 @@ def machine_load(sample_s: float = 2.0) -> dict[str, Any]:
 
 
 def _measure_keelfs(root: Path, r: CompareResult, say: Callable[[str], None]) -> None:
-    from keelfs.bench.data import large_file, small_files, started_cluster
+    from keelfs.bench.data import cluster_meter, large_file, small_files, started_cluster
     from keelfs.client import AsyncClient
 
     say("keelfs: starting 3 masters (config group + shard-1) and 3 chunk servers")
@@ -244,11 +275,10 @@ def _measure_keelfs(root: Path, r: CompareResult, say: Callable[[str], None]) ->
                 r.keelfs.large_write_mb_s, r.keelfs.large_read_mb_s = write, read
                 r.keelfs.intact = intact
                 say(f"keelfs: {r.small_count} x {r.small_kib} KiB, {r.concurrency} in flight")
-                writes, reads, failed = await small_files(
-                    fs, r.small_count, r.small_kib, r.concurrency
+                cpu = cluster_meter(cluster, servers, "shard-1")
+                r.keelfs.take_small(
+                    await small_files(fs, r.small_count, r.small_kib, r.concurrency, cpu)
                 )
-                r.keelfs.small_writes_s, r.keelfs.small_reads_s = writes, reads
-                r.keelfs.failed = failed
 
         asyncio.run(main())
         r.keelfs.foreign_cpu_cores = meter.stop()
@@ -272,13 +302,13 @@ def _measure_seaweedfs(
         r.seaweed_py.large_write_mb_s, r.seaweed_py.large_read_mb_s = write, read
         r.seaweed_py.intact = intact
         say(f"SeaweedFS (Python): {r.small_count} x {r.small_kib} KiB, {r.concurrency} in flight")
-        writes, reads, failed = asyncio.run(
+        small = asyncio.run(
             sw.small_files(
-                cluster, r.small_count, r.small_kib, r.concurrency, fsync=r.seaweedfs_fsync
+                cluster, r.small_count, r.small_kib, r.concurrency, fsync=r.seaweedfs_fsync,
+                cpu=cluster.cpu_groups(),
             )
-        )
-        r.seaweed_py.small_writes_s, r.seaweed_py.small_reads_s = writes, reads
-        r.seaweed_py.failed = failed
+        )  # fmt: skip
+        r.seaweed_py.take_small(small)
         r.seaweed_py.foreign_cpu_cores = meter.stop()
 
         meter = CpuMeter(cluster.pids).start()

@@ -43,6 +43,7 @@ from typing import Any, Self
 
 import aiohttp
 
+from keelfs.bench.common import CpuByGroup, SmallFiles
 from keelfs.runtime.processes import (
     ClusterError,
     Launcher,
@@ -219,6 +220,16 @@ class WeedCluster(Launcher):
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs.values() if p.poll() is None]
+
+    def cpu_groups(self) -> CpuByGroup:
+        """This process (the Python client), the masters, the volume servers."""
+        return CpuByGroup(
+            {
+                "client": [os.getpid()],
+                "masters": [p.pid for n, p in self.procs.items() if n.startswith("master")],
+                "volume servers": [p.pid for n, p in self.procs.items() if n.startswith("volume")],
+            }
+        )
 
     def _dead(self) -> list[str]:
         return [name for name, p in self.procs.items() if p.poll() is not None]
@@ -424,10 +435,16 @@ async def large_file(
 
 
 async def small_files(
-    cluster: WeedCluster, count: int, kib: int, concurrency: int, *, fsync: bool
-) -> tuple[float, float, int]:
-    """(files written/s, files read/s, failures) with ``concurrency`` in flight, the shape of
-    ``keelfs bench data``'s small files."""
+    cluster: WeedCluster,
+    count: int,
+    kib: int,
+    concurrency: int,
+    *,
+    fsync: bool,
+    cpu: CpuByGroup | None = None,
+) -> SmallFiles:
+    """Files written/s and read/s with ``concurrency`` in flight, failures, and with ``cpu``
+    the CPU each cost: the shape of ``keelfs bench data``'s small files."""
     data = os.urandom(kib << 10)
     cluster.grow("small")
     failed = 0
@@ -453,14 +470,21 @@ async def small_files(
                 except _FAILURES:
                     failed += 1
 
+        cpu0 = cpu.reading() if cpu else {}
         t0 = time.perf_counter()
         fids = await asyncio.gather(*(put(i) for i in range(count)))
         writes = count / (time.perf_counter() - t0)
+        cpu1 = cpu.reading() if cpu else {}
         stored = [f for f in fids if f is not None]
         t0 = time.perf_counter()
         await asyncio.gather(*(get(f) for f in stored))
         reads = len(stored) / (time.perf_counter() - t0)
-    return writes, reads, failed
+        cpu2 = cpu.reading() if cpu else {}
+    result = SmallFiles(writes, reads, failed)
+    if cpu:
+        result.write_cpu_us = cpu.per_op_us(cpu0, cpu1, count)
+        result.read_cpu_us = cpu.per_op_us(cpu1, cpu2, len(stored))
+    return result
 
 
 # -- SeaweedFS's own benchmark ---------------------------------------------------------------
