@@ -64,27 +64,30 @@ def _thp_mode() -> str:
     return text.split("[", 1)[1].split("]", 1)[0] if "[" in text else ""
 
 
-def _huge_kib_at(address: int) -> int:
-    """``AnonHugePages`` of the mapping of this process that holds ``address``."""
+def _vm_flags_at(address: int) -> set[str]:
+    """``VmFlags`` of the mapping of this process that holds ``address`` (``hg``: advised
+    ``MADV_HUGEPAGE``)."""
     inside = False
     for line in Path("/proc/self/smaps").read_text().splitlines():
         head = line.split()[0]
         if "-" in head and not head.endswith(":"):
             lo, hi = (int(x, 16) for x in head.split("-"))
             inside = lo <= address < hi
-        elif inside and head == "AnonHugePages:":
-            return int(line.split()[1])
-    return 0
+        elif inside and head == "VmFlags:":
+            return set(line.split()[1:])
+    return set()
 
 
 @pytest.mark.skipif(
     sys.platform != "linux" or _thp_mode() != "madvise",
     reason="huge pages only on advice: Linux with transparent_hugepage=madvise",
 )
-def test_a_large_result_lies_on_huge_pages() -> None:
-    """Deleting the advice (a plain ``b"".join``) leaves the result on 4 KiB pages: fails."""
+def test_a_large_result_is_advised_onto_huge_pages() -> None:
+    """Deleting the advice (a plain ``b"".join``) leaves the result's mapping unadvised: fails.
+    What is checked is the advice (``hg``), not the huge pages the kernel then gives: those
+    depend on free, unfragmented memory (a loaded machine had none: ``AnonHugePages`` 0)."""
     size = 16 * MiB
     joined = join_fresh(_parts(size, 4), size)
     middle = id(joined) + sys.getsizeof(b"") - 1 + size // 2
     assert ctypes.string_at(middle, 4) == joined[size // 2 : size // 2 + 4]  # the address is right
-    assert _huge_kib_at(middle) >= 2048
+    assert "hg" in _vm_flags_at(middle)
