@@ -132,10 +132,12 @@ def namespace_op(
     write: bool,
     session: bool,
     any_member: bool = False,
+    fresh: bool = False,
 ) -> Op:
     """The ``Op`` of a ``Namespace`` RPC (the masters' internal verbs use it too:
     ``keelfs.master.peers``)."""
-    return Op("Namespace", method, route, build, write, session, any_member=any_member)  # type: ignore[arg-type]
+    return Op("Namespace", method, route, build, write, session, any_member=any_member,  # type: ignore[arg-type]
+              fresh=fresh)  # fmt: skip
 
 
 def mkdir(path: str, parents: bool, mode: int | None, owner: str, group: str) -> Op:
@@ -303,15 +305,17 @@ def stat(path: str, stale_ok: bool, read: bool = False) -> Op:
     """``GetFileInfo``; ``read``: a reader's, refused without READ on the file.
 
     Reads go to any member of the shard (the one this client reads from,
-    ``Core._spread``), fresh ones too: without ``stale_ok`` a follower answers after a
-    ReadIndex barrier (it asks the leader for its commit index, confirmed by a quorum, and
-    waits until it has applied that far), so the answer is as linearizable as the leader's,
-    and the shard's members share the reads instead of the leader serving them all."""
+    ``Core._spread``), fresh ones too unless the client sends those to the leader
+    (``Core.spread_reads`` off): without ``stale_ok`` a follower answers after a ReadIndex
+    barrier (it asks the leader for its commit index, confirmed by a quorum, and waits until
+    it has applied that far), so the answer is as linearizable as the leader's, and the
+    shard's members share the reads instead of the leader serving them all."""
     path = norm(path)
     build = lambda h: pb.GetFileInfoRequest(header=h, path=path, stale_ok=stale_ok, read=read)  # noqa: E731
     return namespace_op(
-        "GetFileInfo", _entry(path), build, write=False, session=False, any_member=True
-    )
+        "GetFileInfo", _entry(path), build, write=False, session=False, any_member=True,
+        fresh=not stale_ok,
+    )  # fmt: skip
 
 
 def list_dir(path: str, start_after: str | None, limit: int, stale_ok: bool) -> Op:
@@ -325,16 +329,18 @@ def list_dir(path: str, start_after: str | None, limit: int, stale_ok: bool) -> 
         return req
 
     return namespace_op(
-        "ListDir", Route("dir", path), build, write=False, session=False, any_member=True
-    )
+        "ListDir", Route("dir", path), build, write=False, session=False, any_member=True,
+        fresh=not stale_ok,
+    )  # fmt: skip
 
 
 def content_summary(path: str, stale_ok: bool) -> Op:
     path = norm(path)
     build = lambda h: pb.ContentSummaryRequest(header=h, path=path, stale_ok=stale_ok)  # noqa: E731
     return namespace_op(
-        "ContentSummary", _entry(path), build, write=False, session=False, any_member=True
-    )
+        "ContentSummary", _entry(path), build, write=False, session=False, any_member=True,
+        fresh=not stale_ok,
+    )  # fmt: skip
 
 
 def delete(path: str, recursive: bool) -> Op:

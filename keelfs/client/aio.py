@@ -82,6 +82,7 @@ class AsyncClient:
         deadline: float = 30.0,
         attempt_timeout: float = 2.0,
         max_sessions: int = 16,
+        spread_reads: bool = True,
         batching: bool = True,
         user: str | None = None,
         tls: TlsSettings | None = None,
@@ -93,6 +94,7 @@ class AsyncClient:
             attempt_timeout=attempt_timeout,
             max_sessions=max_sessions,
             tls=tls,
+            spread_reads=spread_reads,
         )
         self.user = user if user is not None else default_user()
         """Who this client says it is without TLS (``keelfs.client.identity``)."""

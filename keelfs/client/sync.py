@@ -47,6 +47,11 @@ class Client:
     ``max_sessions``    16         client sessions per group, i.e. concurrent writes per shard
     ``batching``        on         (``AsyncClient`` only) concurrent requests to one master
                                    travel together in ``Batch`` RPCs (``keelfs.client.batching``)
+    ``spread_reads``    on         fresh (linearizable) reads go to one member of the shard
+                                   this client picked, where a follower answers after a
+                                   ReadIndex round trip (less leader CPU when many clients
+                                   read); off: to the leader (faster for a lone client).
+                                   ``stale_ok`` reads go to that member either way
     ==================  =========  ============================================================
 
     Writes are exactly-once across retries and failovers (sessions, see ``keelfs.client._core``).
@@ -59,6 +64,7 @@ class Client:
         deadline: float = 30.0,
         attempt_timeout: float = 2.0,
         max_sessions: int = 16,
+        spread_reads: bool = True,
         user: str | None = None,
         tls: TlsSettings | None = None,
     ) -> None:
@@ -69,6 +75,7 @@ class Client:
             attempt_timeout=attempt_timeout,
             max_sessions=max_sessions,
             tls=tls,
+            spread_reads=spread_reads,
         )
         self.user = user if user is not None else default_user()
         """Who this client says it is without TLS (``keelfs.client.identity``)."""

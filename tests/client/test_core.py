@@ -404,6 +404,28 @@ def test_reads_go_to_one_member_per_client_spread_over_all_of_them() -> None:
     assert calls[0] == first and len(calls) == 2  # retried, and not necessarily there again
 
 
+def test_a_client_that_does_not_spread_fresh_reads_sends_them_to_the_leader() -> None:
+    """With ``spread_reads`` off a linearizable read (stat, listing, summary) goes to the
+    leader, which answers from its lease, not to a follower (a ReadIndex round trip first);
+    ``stale_ok`` reads still go to the client's member."""
+    members = set()
+    for _ in range(30):
+        fake, c = FakeCluster(leader=A2), core(spread_reads=False)
+        run(c.plan(ops.create("/x", False, None, "", "", 0, 0)), fake.answer)  # the leader
+        fake.calls.clear()
+        for op in (
+            ops.stat("/x", stale_ok=False),
+            ops.list_dir("/", None, 10, stale_ok=False),
+            ops.content_summary("/x", stale_ok=False),
+        ):
+            run(c.plan(op), fake.answer)
+        assert {x.address for x in fake.calls} == {A2}
+        fake.calls.clear()
+        run(c.plan(ops.stat("/x", stale_ok=True)), fake.answer)
+        members |= {x.address for x in fake.of("GetFileInfo")}
+    assert members == {A1, A2, A3}
+
+
 B1, B2, B3 = "10.0.1.1:7001", "10.0.1.2:7001", "10.0.1.3:7001"
 TWO_SHARDS = {"shard-1": {1: A1, 2: A2, 3: A3}, "shard-2": {4: B1, 5: B2, 6: B3}}
 

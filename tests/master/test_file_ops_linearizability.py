@@ -128,8 +128,11 @@ class Workload:
         self.failures: list[str] = []
         self.done = 0
         self._lock = threading.Lock()
+        # half the clients spread their fresh reads (followers answer them after a ReadIndex
+        # barrier), half send them to the leader (answered from its lease): both are checked
         self.clients = [
-            cluster.client(deadline=CLIENT_DEADLINE_S, attempt_timeout=1.0) for _ in range(THREADS)
+            cluster.client(deadline=CLIENT_DEADLINE_S, attempt_timeout=1.0, spread_reads=c % 2 == 0)
+            for c in range(THREADS)
         ]
 
     def run_thread(self, c: int) -> None:

@@ -124,9 +124,13 @@ class Workload:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self.running.set()
+        # half the clients spread their fresh reads (followers answer them after a ReadIndex
+        # barrier), half send them to the leader (answered from its lease): both are checked
         self.clients = [
-            self.cluster.client(deadline=CLIENT_DEADLINE_S, attempt_timeout=1.0)
-            for _ in range(THREADS)
+            self.cluster.client(
+                deadline=CLIENT_DEADLINE_S, attempt_timeout=1.0, spread_reads=c % 2 == 0
+            )
+            for c in range(THREADS)
         ]
         self.threads = [
             threading.Thread(target=self._loop, args=(c,), daemon=True) for c in range(THREADS)
