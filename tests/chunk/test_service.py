@@ -74,6 +74,32 @@ def test_pipeline_of_three_writes_identical_replicas(
     assert b"".join(client.iter_block(trio.addresses[2], 100, 1, 7, 3 * MIB)) == data[7:][: 3 * MIB]
 
 
+def test_reads_are_answered_in_4_mib_replies(trio: LocalChunkServers, client: ChunkClient) -> None:
+    """A reply costs much more than its bytes (keelfs.chunk.service.READ_REPLY_SIZE), so
+    ReadBlock answers in replies of 4 MiB; a client that decodes them with the generated
+    classes and the limits every client has (``CHANNEL_OPTIONS``) takes them."""
+    data = payload(10 * MIB + 5, seed=9)
+    client.write_block(trio.addresses, 105, 1, data, "shard-1", 1)
+    token = signer().sign(105, 1, Access.READ)
+    with grpc.insecure_channel(trio.addresses[0], options=CHANNEL_OPTIONS) as channel:
+        stub = pb_grpc.ChunkServerStub(channel)
+        whole = list(stub.ReadBlock(pb.ReadRequest(block_id=105, gen=1, token=token)))
+        ranged = list(
+            stub.ReadBlock(
+                pb.ReadRequest(block_id=105, gen=1, offset=7, length=9 * MIB, token=token)
+            )
+        )
+    assert [(r.offset, len(r.data)) for r in whole] == [
+        (0, 4 * MIB),
+        (4 * MIB, 4 * MIB),
+        (8 * MIB, 2 * MIB + 5),
+    ]
+    assert b"".join(r.data for r in whole) == data
+    # a range that starts inside a chunk: its first reply ends where the first 4 MiB piece does
+    assert [len(r.data) for r in ranged] == [4 * MIB - 7, 4 * MIB, MIB + 7]
+    assert b"".join(r.data for r in ranged) == data[7 : 7 + 9 * MIB]
+
+
 def test_one_shot_helpers_and_small_blocks(trio: LocalChunkServers) -> None:
     sign = signer().sign
     write = sign(101, 3, Access.WRITE, "shard-1", 1)
