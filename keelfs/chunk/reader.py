@@ -29,7 +29,8 @@ from types import TracebackType
 
 from keelfs.chunk.layout import HEADER_SIZE
 from keelfs.datapath.checksums import CRC_SIZE, chunk_count, crc32c, first_mismatch
-from keelfs.datapath.file_checksum import crc32c_of_packed
+from keelfs.datapath.file_checksum import crc32c_of_packed, crc32c_tail
+from keelfs.datapath.framing import new_read_response, seal_read_response
 from keelfs.datapath.replica import ReplicaInfo
 from keelfs.errors import CorruptReplica
 
@@ -66,6 +67,8 @@ class ReplicaReader:
         end: int,
         on_corrupt: Callable[[ReplicaInfo, int, str], None],
         piece_size: int = DEFAULT_PIECE_SIZE,
+        *,
+        framed: bool = False,
     ) -> None:
         self.info = info
         self.position = offset
@@ -78,34 +81,42 @@ class ReplicaReader:
         self._lock = threading.Lock()
         self.piece_crc = 0
         """The CRC32C of the data :meth:`read_piece` returned last (verified with it)."""
+        self._framed = framed
+        self.piece_reply: bytes | None = None
+        """With ``framed``: the serialized ``ReadResponse`` (CRC included) whose data is the
+        piece :meth:`read_piece` returned last, when the piece was read straight into it (a
+        whole piece; None for a piece cut inside a chunk, or where bytes cannot be filled in
+        place: ``keelfs.datapath.framing.new_read_response``)."""
 
-    def read_piece(self) -> tuple[int, bytes] | None:
+    def read_piece(self) -> tuple[int, bytes | memoryview] | None:
         """The next verified piece as ``(offset, data)``, or None when the range is done."""
         with self._lock:
             if self._data_fd < 0:
                 raise ValueError("read from a closed replica reader")
             return self._read_piece()
 
-    def _read_piece(self) -> tuple[int, bytes] | None:
+    def _read_piece(self) -> tuple[int, bytes | memoryview] | None:
         pos, end = self.position, self.end
+        self.piece_reply = None
         if pos >= end:
             return None
         cs = self.info.chunk_size
         start = pos - pos % cs
         stop = min(start + self._piece, -(-end // cs) * cs, self.info.length)
+        if self._framed and pos == start and stop <= end:
+            made = new_read_response(pos, stop - start)
+            if made is not None:
+                reply, view, at = made
+                with view:
+                    whole = self._read_into(reply, view, at, start, stop)
+                    seal_read_response(view, whole)
+                self.position, self.piece_crc, self.piece_reply = stop, whole, reply
+                return pos, memoryview(reply)[at:]
         data = pread_all(self._data_fd, stop - start, start)
         if len(data) != stop - start:
             self._corrupt(start + len(data), "data file shorter than the replica")
-        first = start // cs
-        n = chunk_count(stop - start, cs)
-        crcs = pread_all(self._meta_fd, n * CRC_SIZE, HEADER_SIZE + first * CRC_SIZE)
-        if len(crcs) != n * CRC_SIZE:
-            self._corrupt(start, "checksum file shorter than the replica")
         whole = int(crc32c(data))
-        if whole != crc32c_of_packed(crcs, cs, len(data)):
-            bad = first_mismatch(data, crcs, cs)  # which chunk (each one is the authority)
-            if bad >= 0:
-                self._corrupt(start + bad * cs, f"CRC32C mismatch in chunk {first + bad}")
+        self._verify(data, whole, start)
         stop_at = min(end, stop)
         self.position = stop_at
         if pos == start and stop_at == stop:
@@ -114,6 +125,34 @@ class ReplicaReader:
         part = data[pos - start : stop_at - start]  # a range cut inside a chunk: its own CRC
         self.piece_crc = int(crc32c(part))
         return pos, part
+
+    def _read_into(self, reply: bytes, view: memoryview, at: int, start: int, stop: int) -> int:
+        """Bytes ``[start, stop)`` of the data file into ``view[at:]`` (the tail of ``reply``),
+        verified; their CRC32C (taken over ``reply`` in place)."""
+        into, got = view[at:], 0
+        with into:
+            while got < len(into):
+                n = os.preadv(self._data_fd, [into[got:]], start + got)
+                if n == 0:
+                    self._corrupt(start + got, "data file shorter than the replica")
+                got += n
+            whole = crc32c_tail(reply, at)
+            self._verify(into, whole, start)
+        return whole
+
+    def _verify(self, data: bytes | memoryview, whole: int, start: int) -> None:
+        """Check ``data``, read from ``start`` (a whole number of chunks, or up to the end of
+        the replica), whose CRC32C is ``whole``, against the stored chunk CRCs."""
+        cs = self.info.chunk_size
+        first = start // cs
+        n = chunk_count(len(data), cs)
+        crcs = pread_all(self._meta_fd, n * CRC_SIZE, HEADER_SIZE + first * CRC_SIZE)
+        if len(crcs) != n * CRC_SIZE:
+            self._corrupt(start, "checksum file shorter than the replica")
+        if whole != crc32c_of_packed(crcs, cs, len(data)):
+            bad = first_mismatch(data, crcs, cs)  # which chunk (each one is the authority)
+            if bad >= 0:
+                self._corrupt(start + bad * cs, f"CRC32C mismatch in chunk {first + bad}")
 
     def _corrupt(self, offset: int, reason: str) -> None:
         self._on_corrupt(self.info, offset, reason)

@@ -76,12 +76,16 @@ def _failure(exc: Exception, what: str) -> KeelError:
     return internal_error(exc)
 
 
-def _next_piece(reader: ReplicaReader) -> tuple[int, bytes, int] | None:
-    """The next piece with its CRC32C, taken when it was verified (no second pass)."""
+def _next_reply(reader: ReplicaReader) -> bytes | None:
+    """The next piece as a serialized ``ReadResponse``, with the CRC32C taken when it was
+    verified (no second pass): a whole piece was read straight into its reply
+    (``ReplicaReader.piece_reply``), a piece cut inside a chunk is framed here."""
     piece = reader.read_piece()
     if piece is None:
         return None
-    return piece[0], piece[1], reader.piece_crc
+    if reader.piece_reply is not None:
+        return reader.piece_reply
+    return encode_read_response(piece[0], piece[1], reader.piece_crc)
 
 
 def _block_digest(store: BlockStore, block_id: int, gen: int, length: int) -> BlockDigest:
@@ -122,17 +126,18 @@ class ChunkServicer(pb_grpc.ChunkServerServicer):
                 request.offset,
                 request.length or None,
                 piece_size=READ_REPLY_SIZE,
+                framed=True,
             )
         except Exception as exc:
             await abort(context, _failure(exc, "ReadBlock"))
         error: KeelError | None = None
-        ahead: asyncio.Future[tuple[int, bytes, int] | None] | None = None
+        ahead: asyncio.Future[bytes | None] | None = None
         try:
             # one piece read ahead, in a worker thread, while the previous one is sent
-            ahead = asyncio.ensure_future(asyncio.to_thread(_next_piece, reader))
-            while (piece := await ahead) is not None:
-                ahead = asyncio.ensure_future(asyncio.to_thread(_next_piece, reader))
-                yield encode_read_response(*piece)
+            ahead = asyncio.ensure_future(asyncio.to_thread(_next_reply, reader))
+            while (reply := await ahead) is not None:
+                ahead = asyncio.ensure_future(asyncio.to_thread(_next_reply, reader))
+                yield reply
         except Exception as exc:
             error = _failure(exc, "ReadBlock")
         finally:
