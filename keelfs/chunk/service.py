@@ -21,19 +21,13 @@ import grpc
 from keelfs.chunk.commands import DeleteBlocks, Fence, ReplicateBlock
 from keelfs.chunk.pipeline import serve_write
 from keelfs.chunk.reader import ReplicaReader
+from keelfs.datapath.checksums import CHUNK_SIZE
 from keelfs.datapath.file_checksum import BlockDigest, block_digest
 from keelfs.datapath.framing import encode_read_response
 from keelfs.datapath.protocol import Target
 from keelfs.datapath.replica import DeleteOutcome
 from keelfs.datapath.tokens import Access
-from keelfs.datapath.wire import (
-    MAX_PACKET_BYTES,
-    abort,
-    internal_error,
-    pb,
-    pb_grpc,
-    replica_to_pb,
-)
+from keelfs.datapath.wire import abort, internal_error, pb, pb_grpc, replica_to_pb
 from keelfs.errors import InvalidArgument, KeelError, NotFound
 
 if TYPE_CHECKING:
@@ -44,17 +38,18 @@ __all__ = ["READ_REPLY_SIZE", "ChunkServicer", "add_to_server"]
 
 log = logging.getLogger("keelfs.chunk.service")
 
-READ_REPLY_SIZE = MAX_PACKET_BYTES
-"""Data per ReadBlock reply: 4 MiB (``ReplicaReader``'s 1 MiB pieces for everything else).
+READ_REPLY_SIZE = (4 << 20) - CHUNK_SIZE
+"""Data per ReadBlock reply: 63 chunks of 64 KiB (``ReplicaReader``'s 1 MiB pieces for every
+other reader).
 
 Why so large: a reply costs far more than its bytes on both ends (gRPC's per-message work, its
 receive-side assembly of the message, the asyncio hops to hand it over), and with 1 MiB
 replies that cost was about a quarter of the CPU per MiB of both the client and the chunk
-server (measured: docs/benchmarks.md, "Large reads in 4 MiB replies"). 4 MiB is the most a
-reply may carry: a reply of ``MAX_PACKET_BYTES`` plus its few bytes of framing fits the
-``MAX_MESSAGE_BYTES`` that every client, old ones included, accepts (larger replies measured
-slower anyway). The cost: a read stream holds two pieces (the one sent, the one read ahead),
-8 MiB instead of 2."""
+server (measured: docs/benchmarks.md, "Large reads in 4 MiB replies"; replies of 8 and 16 MiB
+measured slower again on the client). Why not 4 MiB exactly: a reply with its few bytes of
+framing then stays within gRPC's default receive limit of 4 MiB, so a client that opens its
+channel with the default options reads it (keelfs's own clients accept ``MAX_MESSAGE_BYTES``).
+The cost: a read stream holds two pieces (the one sent, the one read ahead), 8 MiB, not 2."""
 
 _OUTCOME = {
     DeleteOutcome.DELETED: pb.DELETED,
