@@ -15,6 +15,12 @@ second pass for the wire. The check is as strong as one per chunk for an error i
 (the piece's error is that chunk's error times a power of ``x``, which the polynomial does not
 divide); errors in several chunks could cancel out, with the 2^-32 chance of any CRC32C miss.
 
+A reader made ``framed`` (ReadBlock's) reads each whole piece straight into its serialized
+read reply (``keelfs.datapath.framing.new_read_response``; :attr:`ReplicaReader.piece_reply`)
+instead of into ``bytes`` that the server would then join with the reply's few header bytes:
+one copy of every piece fewer. The checks are the same; a piece cut inside a chunk (the ends of
+an unaligned range) is returned as before, for the server to frame.
+
 Blocking: use from a worker thread, one piece at a time. :meth:`ReplicaReader.close` waits for
 a read in progress (so that a stream cancelled mid-read never has its descriptors closed, and
 their numbers reused, under a running ``pread``).
@@ -108,7 +114,7 @@ class ReplicaReader:
             if made is not None:
                 reply, view, at = made
                 with view:
-                    whole = self._read_into(reply, view, at, start, stop)
+                    whole = self._read_into(reply, view, at, start)
                     seal_read_response(view, whole)
                 self.position, self.piece_crc, self.piece_reply = stop, whole, reply
                 return pos, memoryview(reply)[at:]
@@ -126,9 +132,9 @@ class ReplicaReader:
         self.piece_crc = int(crc32c(part))
         return pos, part
 
-    def _read_into(self, reply: bytes, view: memoryview, at: int, start: int, stop: int) -> int:
-        """Bytes ``[start, stop)`` of the data file into ``view[at:]`` (the tail of ``reply``),
-        verified; their CRC32C (taken over ``reply`` in place)."""
+    def _read_into(self, reply: bytes, view: memoryview, at: int, start: int) -> int:
+        """Bytes of the data file from ``start`` into ``view[at:]`` (the tail of ``reply``, to
+        its end), verified; their CRC32C (taken over ``reply`` in place)."""
         into, got = view[at:], 0
         with into:
             while got < len(into):

@@ -39,8 +39,8 @@ __all__ = ["READ_REPLY_SIZE", "ChunkServicer", "add_to_server"]
 log = logging.getLogger("keelfs.chunk.service")
 
 READ_REPLY_SIZE = (4 << 20) - CHUNK_SIZE
-"""Data per ReadBlock reply: 63 chunks of 64 KiB (``ReplicaReader``'s 1 MiB pieces for every
-other reader).
+"""Data per ReadBlock reply: 63 chunks of the default 64 KiB (as many whole chunks as fit, at
+least one; ``ReplicaReader``'s 1 MiB pieces for every other reader).
 
 Why so large: a reply costs far more than its bytes on both ends (gRPC's per-message work, its
 receive-side assembly of the message, the asyncio hops to hand it over), and with 1 MiB
