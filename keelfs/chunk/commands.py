@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, cast, overload
 
 from keelfs.chunk.fencing import EpochTable
 from keelfs.chunk.reader import ReplicaReader
@@ -192,4 +192,4 @@ class CommandExecutor:
 async def _pieces(reader: ReplicaReader) -> AsyncIterator[bytes]:
     """The replica's verified bytes, read in a worker thread piece by piece."""
     while (piece := await asyncio.to_thread(reader.read_piece)) is not None:
-        yield piece[1]
+        yield cast(bytes, piece[1])  # an unframed reader's pieces are bytes

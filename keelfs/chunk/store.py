@@ -398,6 +398,8 @@ class BlockStore:
         offset: int = 0,
         length: int | None = None,
         piece_size: int = DEFAULT_PIECE_SIZE,
+        *,
+        framed: bool = False,
     ) -> ReplicaReader:
         """A verified reader of bytes ``[offset, offset + length)`` of ``blk_<id>_<gen>`` (cut
         at the replica's end; ``length`` None: to the end). Raises ``NotFound``,
@@ -427,7 +429,9 @@ class BlockStore:
             except BaseException:
                 os.close(data_fd)
                 raise
-        reader = ReplicaReader(info, data_fd, meta_fd, 0, 0, self.mark_corrupt, piece_size)
+        reader = ReplicaReader(
+            info, data_fd, meta_fd, 0, 0, self.mark_corrupt, piece_size, framed=framed
+        )
         try:
             if offset > info.length:
                 raise InvalidArgument(

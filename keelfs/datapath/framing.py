@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keelfs.datapath.memory import fresh_bytes
 from keelfs.errors import InvalidArgument
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "read_response_fields",
     "encode_packet",
     "encode_read_response",
+    "new_read_response",
+    "seal_read_response",
 ]
 
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
@@ -134,7 +137,7 @@ def decode_packet(raw: bytes) -> RawPacket | None:
     return out
 
 
-def encode_read_response(offset: int, data: bytes, crc: int) -> bytes:
+def encode_read_response(offset: int, data: bytes | memoryview, crc: int) -> bytes:
     """A serialized ``ReadResponse`` (the data last, so that a reader slices it off the end)."""
     return b"".join(
         (
@@ -147,6 +150,33 @@ def encode_read_response(offset: int, data: bytes, crc: int) -> bytes:
             data,
         )
     )
+
+
+def _read_response_head(offset: int, length: int) -> bytes:
+    """What :func:`encode_read_response` puts before the data, with a CRC of 0."""
+    return b"".join((b"\x08", _varint(offset), b"\x1d\0\0\0\0\x12", _varint(length)))
+
+
+def new_read_response(offset: int, length: int) -> tuple[bytes, memoryview, int] | None:
+    """A serialized ``ReadResponse`` of ``length`` bytes at ``offset``, built to be filled in
+    place: ``(reply, a writable view of it, where its data starts)``. The caller writes the
+    data through the view, then :func:`seal_read_response` with its CRC, and releases the view
+    before the reply goes anywhere (``keelfs.datapath.memory.fresh_bytes``: the chunk server
+    reads a piece from disk straight into its reply, no join). The bytes are those of
+    :func:`encode_read_response`. None where a bytes object cannot be filled in place."""
+    head = _read_response_head(offset, length)
+    made = fresh_bytes(len(head) + length)
+    if made is None:
+        return None
+    reply, view = made
+    view[: len(head)] = head
+    return reply, view, len(head)
+
+
+def seal_read_response(view: memoryview, crc: int) -> None:
+    """Write the CRC32C of the data into a reply of :func:`new_read_response` (``view``)."""
+    _, at = _read_varint(view, 1, len(view))  # past the offset, at the CRC's key
+    view[at + 1 : at + 5] = crc.to_bytes(4, "little")
 
 
 def decode_read_response(raw: bytes) -> tuple[int, bytes, int]:

@@ -33,6 +33,7 @@ from typing import Any
 __all__ = [
     "CLIENT_TRIM_THRESHOLD",
     "HUGE_JOIN_MIN",
+    "fresh_bytes",
     "join_fresh",
     "tune_malloc",
     "tune_malloc_for_client",
@@ -114,6 +115,23 @@ def _bytes_maker() -> tuple[Callable[[None, int], bytes], Callable[..., int], in
 
 
 _maker = _bytes_maker()
+
+
+def fresh_bytes(size: int) -> tuple[bytes, memoryview] | None:
+    """A new ``bytes`` of ``size`` bytes, not yet filled, and a writable view of its memory:
+    for a producer that writes a message in place (a chunk server ``pread``s a read reply's
+    data straight into the reply) instead of joining it from parts, one copy fewer. None where
+    there is no such way (another interpreter, off Linux: see :func:`_bytes_maker`).
+
+    The contract is the C API's for ``PyBytes_FromStringAndSize(NULL, size)``: fill it, and
+    release the view, before anything else sees the bytes; keep the bytes alive while the view
+    is used (the view does not hold it)."""
+    if _maker is None:
+        return None
+    make, _, data_offset = _maker
+    out = make(None, size)
+    view = memoryview((ctypes.c_char * size).from_address(id(out) + data_offset)).cast("B")
+    return out, view
 
 
 def join_fresh(parts: Sequence[bytes | memoryview], size: int) -> bytes:

@@ -13,7 +13,9 @@ from keelfs.datapath.framing import (
     decode_read_response,
     encode_packet,
     encode_read_response,
+    new_read_response,
     read_response_fields,
+    seal_read_response,
 )
 from keelfs.datapath.protocol import Packetizer
 from keelfs.datapath.wire import pb
@@ -127,3 +129,20 @@ def test_read_response_fields_locate_the_data_in_the_message(size: int) -> None:
     generated = pb.ReadResponse(offset=3, data=data, crc32c=9).SerializeToString()
     offset, start, end, crc = read_response_fields(generated)
     assert (offset, generated[start:end], crc) == (3, data, 9)
+
+
+@pytest.mark.parametrize("offset", [0, 127, 128, 1 << 40])
+@pytest.mark.parametrize("size", [0, 1, 70_000])
+def test_a_reply_filled_in_place_is_the_encoded_reply(offset: int, size: int) -> None:
+    # the chunk server reads a piece from disk straight into its reply: the bytes must be
+    # those of encode_read_response, which the generated classes decode
+    data = random.Random(size).randbytes(size)
+    made = new_read_response(offset, size)
+    assert made is not None
+    reply, view, at = made
+    with view:
+        view[at:] = data
+        seal_read_response(view, crc32c(data))
+    assert reply == encode_read_response(offset, data, crc32c(data))
+    message = pb.ReadResponse.FromString(reply)
+    assert (message.offset, message.data, message.crc32c) == (offset, data, crc32c(data))

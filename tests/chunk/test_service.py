@@ -74,6 +74,36 @@ def test_pipeline_of_three_writes_identical_replicas(
     assert b"".join(client.iter_block(trio.addresses[2], 100, 1, 7, 3 * MIB)) == data[7:][: 3 * MIB]
 
 
+def test_reads_are_answered_in_replies_of_almost_4_mib(
+    trio: LocalChunkServers, client: ChunkClient
+) -> None:
+    """A reply costs much more than its bytes (keelfs.chunk.service.READ_REPLY_SIZE), so
+    ReadBlock answers in replies of 63 chunks, each within gRPC's default 4 MiB limit: a
+    client with the generated classes and a channel with default options reads them."""
+    data = payload(10 * MIB + 5, seed=9)
+    client.write_block(trio.addresses, 105, 1, data, "shard-1", 1)
+    token = signer().sign(105, 1, Access.READ)
+    piece = 63 * 64 * 1024
+    with grpc.insecure_channel(trio.addresses[0]) as channel:
+        stub = pb_grpc.ChunkServerStub(channel)
+        whole = list(stub.ReadBlock(pb.ReadRequest(block_id=105, gen=1, token=token)))
+        ranged = list(
+            stub.ReadBlock(
+                pb.ReadRequest(block_id=105, gen=1, offset=7, length=9 * MIB, token=token)
+            )
+        )
+    assert [(r.offset, len(r.data)) for r in whole] == [
+        (0, piece),
+        (piece, piece),
+        (2 * piece, len(data) - 2 * piece),
+    ]
+    assert all(r.ByteSize() <= 4 * MIB for r in whole)
+    assert b"".join(r.data for r in whole) == data
+    # a range that starts inside a chunk: its first reply ends where the first piece does
+    assert [len(r.data) for r in ranged] == [piece - 7, piece, 9 * MIB - 2 * piece + 7]
+    assert b"".join(r.data for r in ranged) == data[7 : 7 + 9 * MIB]
+
+
 def test_one_shot_helpers_and_small_blocks(trio: LocalChunkServers) -> None:
     sign = signer().sign
     write = sign(101, 3, Access.WRITE, "shard-1", 1)

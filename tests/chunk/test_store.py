@@ -14,6 +14,7 @@ from keelfs.chunk.events import EventKind, EventQueue, ReplicaEvent
 from keelfs.chunk.layout import HEADER_SIZE, Layout, SidecarHeader
 from keelfs.chunk.store import BlockStore
 from keelfs.datapath.checksums import CHUNK_SIZE, chunk_crcs, first_mismatch
+from keelfs.datapath.framing import encode_read_response
 from keelfs.datapath.replica import DeleteOutcome, ReplicaInfo, ReplicaState
 from keelfs.errors import (
     AlreadyExists,
@@ -32,8 +33,11 @@ def payload(n: int, seed: int = 1) -> bytes:
 
 
 def read_all(store: BlockStore, block_id: int, gen: int, offset: int = 0, length: int | None = None,
-             piece: int = 3 * CS) -> bytes:  # fmt: skip
-    with store.open_reader(block_id, gen, offset, length, piece_size=piece) as r:
+             piece: int = 3 * CS, framed: bool = False) -> bytes:  # fmt: skip
+    """The range piece by piece; ``framed``: each whole piece must also come as its read
+    reply, the bytes ``encode_read_response`` makes of it (and a piece cut inside a chunk
+    without one)."""
+    with store.open_reader(block_id, gen, offset, length, piece_size=piece, framed=framed) as r:
         parts = []
         expected = offset
         while (got := r.read_piece()) is not None:
@@ -41,6 +45,12 @@ def read_all(store: BlockStore, block_id: int, gen: int, offset: int = 0, length
             assert at == expected
             expected += len(data)
             parts.append(data)
+            whole = at % CS == 0 and (expected % CS == 0 or expected == r.info.length)
+            if framed and whole:
+                assert r.piece_reply == encode_read_response(at, data, r.piece_crc)
+                assert r.piece_crc == google_crc32c.value(bytes(data))
+            else:
+                assert r.piece_reply is None
     return b"".join(parts)
 
 
@@ -93,7 +103,8 @@ def test_round_trip_and_report(store: BlockStore) -> None:
     assert empty.length == 0 and read_all(store, 2, 1) == b""
 
 
-def test_ranged_reads_across_chunk_boundaries(store: BlockStore) -> None:
+@pytest.mark.parametrize("framed", [False, True])
+def test_ranged_reads_across_chunk_boundaries(store: BlockStore, framed: bool) -> None:
     data = payload(7 * CS + 123, seed=2)
     store.write_replica(5, 2, "shard-1", data, CS)
     rng = random.Random(3)
@@ -103,7 +114,8 @@ def test_ranged_reads_across_chunk_boundaries(store: BlockStore) -> None:
     for piece in (CS, 2 * CS, 1 << 20):
         for offset, length in cases:
             want = data[offset:] if length is None else data[offset : offset + length]
-            assert read_all(store, 5, 2, offset, length, piece) == want, (offset, length, piece)
+            got = read_all(store, 5, 2, offset, length, piece, framed)
+            assert got == want, (offset, length, piece)
     with pytest.raises(InvalidArgument):
         store.open_reader(5, 2, len(data) + 1, 1)
 
@@ -116,8 +128,9 @@ def _flip(path: Path, offset: int) -> None:
         f.write(bytes([b[0] ^ 0x40]))
 
 
+@pytest.mark.parametrize("framed", [False, True])
 def test_flipped_byte_on_disk_is_detected_and_replica_no_longer_served(
-    store: BlockStore,
+    store: BlockStore, framed: bool
 ) -> None:
     data = payload(4 * CS, seed=4)
     info = store.write_replica(9, 1, "shard-2", data, CS)
@@ -125,9 +138,9 @@ def test_flipped_byte_on_disk_is_detected_and_replica_no_longer_served(
     data_path, _ = Layout.files(store.layout.finalized_dir(9), 9, 1)
     _flip(data_path, 2 * CS + 17)
     # a read that does not touch the damaged chunk still succeeds
-    assert read_all(store, 9, 1, 0, 2 * CS) == data[: 2 * CS]
-    with pytest.raises(CorruptReplica) as exc:
-        read_all(store, 9, 1, CS + 5, 2 * CS)
+    assert read_all(store, 9, 1, 0, 2 * CS, framed=framed) == data[: 2 * CS]
+    with pytest.raises(CorruptReplica) as exc:  # framed: from a chunk's start (a reply's)
+        read_all(store, 9, 1, CS if framed else CS + 5, 2 * CS, framed=framed)
     assert exc.value.details["offset"] == 2 * CS
     [event] = store.events.take().events
     assert event.kind is EventKind.CORRUPT and event.replica.corrupt
@@ -150,9 +163,10 @@ def test_each_piece_carries_the_crc_it_was_checked_with(store: BlockStore) -> No
                 assert r.piece_crc == google_crc32c.value(got[1]), (offset, length, got[0])
 
 
+@pytest.mark.parametrize("framed", [False, True])
 @pytest.mark.parametrize("chunk", [0, 1, 2])
 def test_a_flipped_byte_in_any_chunk_of_a_piece_names_that_chunk(
-    store: BlockStore, chunk: int
+    store: BlockStore, chunk: int, framed: bool
 ) -> None:
     # one whole-piece CRC, compared with the combination of the stored ones, must still catch
     # a flip in any chunk of a piece (first, middle, last) and name the chunk
@@ -160,10 +174,26 @@ def test_a_flipped_byte_in_any_chunk_of_a_piece_names_that_chunk(
     store.write_replica(7, 1, "shard-1", data, CS)
     data_path, _ = Layout.files(store.layout.finalized_dir(7), 7, 1)
     _flip(data_path, (3 + chunk) * CS + 100)
-    assert read_all(store, 7, 1, 0, 3 * CS, piece=3 * CS) == data[: 3 * CS]
+    assert read_all(store, 7, 1, 0, 3 * CS, piece=3 * CS, framed=framed) == data[: 3 * CS]
     with pytest.raises(CorruptReplica, match=f"chunk {3 + chunk}") as exc:
-        read_all(store, 7, 1, 0, None, piece=3 * CS)
+        read_all(store, 7, 1, 0, None, piece=3 * CS, framed=framed)
     assert exc.value.details["offset"] == (3 + chunk) * CS
+
+
+@pytest.mark.parametrize("framed", [False, True])
+def test_a_data_file_cut_under_an_open_reader_is_corruption(
+    store: BlockStore, framed: bool
+) -> None:
+    # read straight into a reply or not, bytes the file no longer has are never served
+    store.write_replica(8, 1, "shard-1", payload(4 * CS, seed=8), CS)
+    data_path, _ = Layout.files(store.layout.finalized_dir(8), 8, 1)
+    with store.open_reader(8, 1, piece_size=2 * CS, framed=framed) as r:
+        os.truncate(data_path, 3 * CS)
+        assert r.read_piece() is not None
+        with pytest.raises(CorruptReplica, match="data file shorter") as exc:
+            r.read_piece()
+    assert exc.value.details["offset"] == 3 * CS
+    assert store.replicas(8)[0].corrupt
 
 
 def _fields(info: ReplicaInfo) -> dict[str, object]:
