@@ -465,6 +465,7 @@ class Raft:
         if self.state is StateType.LEADER:
             self.heartbeat_elapsed = self.election_elapsed = 0
             self.acked_round = {}  # no ticks passed while quiesced: the lease must be re-earned
+            self.read_only.forget_rounds_sent()  # by answers to rounds sent from now on
             self._bcast_heartbeat()
             return
         if leader_unreachable or lease_expired:

@@ -136,8 +136,10 @@ class RawNode:
     def forget_lease(self) -> None:
         """The runtime lost track of time (its ticks fell behind the clock: a stalled or
         frozen process): the heartbeat answers heard so far no longer hold up a lease, and
-        lease reads wait for a new round's answers (``ReadOnlyOption.LEASE_BASED``)."""
+        lease reads wait for a new round's answers (``ReadOnlyOption.LEASE_BASED``), not for
+        late answers to a round sent before (``ReadOnly.forget_rounds_sent``)."""
         self.raft.acked_round = {}
+        self.raft.read_only.forget_rounds_sent()
 
     def transfer_leader(self, target: int) -> None:
         r = self.raft

@@ -59,6 +59,15 @@ class ReadOnly:
             self._sent_at.popitem(last=False)
         return self._round
 
+    def forget_rounds_sent(self) -> None:
+        """Answers to the rounds sent so far will no longer count towards a lease (they still
+        confirm the reads they were sent for): the leader lost track of time since (a frozen
+        or stalled process, a quiesced group), so when they were sent, in ticks, says nothing
+        of how long ago that was. Forgetting the acks heard so far is not enough: an answer
+        sent before the pause and read after it (a 1.5 s freeze, a new leader elected
+        meanwhile, the answers queued in the socket) would make a lease of it again."""
+        self._sent_at.clear()
+
     def pending_count(self) -> int:
         return len(self._pending)
 

@@ -242,3 +242,32 @@ def test_core_lease_never_started_node_votes_at_once() -> None:
     net = Network(read_only_option=ReadOnlyOption.LEASE_BASED, check_quorum=True)
     assert not any(net.raft(i).restart_lease for i in net.nodes)
     net.elect(2)
+
+
+def test_core_lease_is_not_revived_by_late_answers_to_a_round_sent_before_time_was_lost() -> None:
+    """The runtime tells the leader it lost track of time (``forget_lease``: its process was
+    frozen, its ticks fell behind). Answers to a heartbeat round sent before that, read after
+    it (queued in the socket while another leader was elected), must not make a lease again:
+    on the leader's tick count that round looks recent. Found by a linearizability test: a
+    leader frozen 1.5 s answered a stat from its old state right after it woke."""
+    net = Network(read_only_option=ReadOnlyOption.LEASE_BASED, check_quorum=True)
+    net.elect(1)
+    net.tick(n=2)  # a lease: rounds answered by everybody
+    net.tick([1], deliver=False)
+    sent_before = net.take(lambda m: m.type is MT.HEARTBEAT)
+    assert sent_before
+    for m in sent_before:
+        net.step(m)  # the followers answer this round ...
+    late = net.take(lambda m: m.type is MT.HEARTBEAT_RESP)
+    assert late
+    net.nodes[1].forget_lease()  # ... and the leader is frozen before it reads the answers
+    for m in late:
+        net.step(m)
+    r1 = net.raft(1)
+    assert r1.state is StateType.LEADER
+    net.nodes[1].read_index(b"after the freeze")
+    assert r1.read_states == [], "answered from a lease of answers to a round sent before"
+    net.flush()
+    assert net.read_states[1] == []
+    _round(net, net.take(lambda m: m.type is MT.HEARTBEAT))  # a round sent after: confirms it
+    assert [rs.context for rs in net.read_states[1]] == [b"after the freeze"]
