@@ -56,7 +56,6 @@ it: ``complete`` uses that session again.
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import random
@@ -225,10 +224,12 @@ class Sleep:
 
 @dataclass(frozen=True, slots=True)
 class WaitSession:
-    """Wait (at most ``timeout``) for a session of ``pool`` to be returned."""
+    """Wait (at most ``timeout``) for a session of ``pool`` to be returned (``pin``: the
+    one this request must have, if any)."""
 
     pool: SessionPool
     timeout: float
+    pin: int = 0
 
 
 Action = Call | Sleep | WaitSession
@@ -318,20 +319,42 @@ class SessionPool:
         self._all: dict[int, Session] = {}
         self._busy: set[int] = set()
         self._growing = 0
-        self._wakers: collections.deque[Callable[[], bool]] = collections.deque()
+        self._wakers: list[tuple[int, Callable[[], bool]]] = []
 
-    def notify_when_free(self, wake: Callable[[], bool]) -> None:
-        """Call ``wake`` once, when a session is returned or a place to open one frees (with the
-        pool's lock held: it must only schedule its waiter). ``wake`` returns False if its
-        waiter is gone (timed out, cancelled): the next one is woken instead. Why not poll:
-        with every session busy, each waiting request woke every few milliseconds to look
-        (64 requests on 16 sessions spent a client's CPU on ~24,000 looks a second)."""
+    def notify_when_free(self, wake: Callable[[], bool], pin: int = 0) -> None:
+        """Call ``wake`` once, when a session this waiter can take is returned (``pin``: the
+        one it must have, if any) or a place to open one frees; with the pool's lock held, so
+        it must only schedule its waiter. ``wake`` returns False if its waiter is gone (timed
+        out, cancelled): another one is woken instead. Why not poll: with every session busy,
+        each waiting request woke every few milliseconds to look (64 requests on 16 sessions
+        spent a client's CPU on ~24,000 looks a second)."""
         with self.cond:
-            self._wakers.append(wake)
+            self._wakers.append((pin, wake))
 
-    def _wake_one(self) -> None:
-        while self._wakers:
-            if self._wakers.popleft()():
+    def forget_waker(self, wake: Callable[[], bool]) -> None:
+        """``wake``'s waiter stopped waiting (timed out, cancelled) before it was called."""
+        with self.cond:
+            self._wakers = [(p, w) for p, w in self._wakers if w is not wake]
+
+    def _wake_one(self, freed: int = 0) -> None:
+        """Wake one waiter that can use what was freed (session ``freed``, or room to open
+        one): the first pinned to ``freed``, else the first not pinned to a session still
+        busy. A writer's calls are pinned to its session (its lease): woken by another
+        session's return it could not use it, and the wake would be lost to the others."""
+        while True:
+            pick = None
+            for i, (pin, _) in enumerate(self._wakers):
+                if freed and pin == freed:
+                    pick = i
+                    break
+                if pick is None and (not pin or pin not in self._busy):
+                    pick = i
+                    if not freed:
+                        break
+            if pick is None:
+                return
+            _, wake = self._wakers.pop(pick)
+            if wake():
                 return
 
     def take(self, pin: int = 0) -> Session | None | bool:
@@ -381,7 +404,7 @@ class SessionPool:
                 if s.session_id in self._all:
                     self._idle.append(s)
             self.cond.notify()
-            self._wake_one()
+            self._wake_one(s.session_id)
 
     def discard(self, s: Session) -> None:
         with self.cond:
@@ -862,7 +885,7 @@ class Core:
                 return pool.add(session_id_from_pb(reply.session_id), int(reply.ttl_ms))
             if attempt.remaining() <= 0:
                 raise Unavailable(f"no free session for {pool.group} within the deadline")
-            yield WaitSession(pool, min(0.1, attempt.remaining()))
+            yield WaitSession(pool, min(0.1, attempt.remaining()), pin)
 
     def _refresh(self, attempt: _Attempt, at_least: int = 0) -> Plan:
         """Fetch the ShardMap (linearizable) from any config server, until its version is at

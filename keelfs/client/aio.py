@@ -8,7 +8,6 @@ on one event loop, and ``await close()`` (or ``async with``) when done.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -55,9 +54,14 @@ async def _session_freed(wait: WaitSession) -> None:
             loop.call_soon_threadsafe(_set_unless_done, freed)
         return True
 
-    wait.pool.notify_when_free(wake)
-    with contextlib.suppress(TimeoutError):
+    wait.pool.notify_when_free(wake, wait.pin)
+    try:
         await asyncio.wait_for(freed, wait.timeout)
+    except TimeoutError:
+        pass
+    finally:
+        if not freed.done() or freed.cancelled():
+            wait.pool.forget_waker(wake)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

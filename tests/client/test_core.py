@@ -357,6 +357,39 @@ def test_a_returned_session_wakes_one_waiter_and_passes_over_gone_ones() -> None
     assert woken == ["gone", "a", "b", "c"]
 
 
+def test_a_returned_session_wakes_a_waiter_that_can_take_it() -> None:
+    """A writer's calls are pinned to its session: the return of another session wakes a
+    request that can take that one, and the writer's own session wakes the writer first."""
+    pool = SessionPool("shard-1", max_sessions=2, clock=FakeClock())
+    assert pool.take() is None
+    writers = pool.add(1, 60_000)
+    assert pool.take() is None
+    other = pool.add(2, 60_000)
+    woken: list[str] = []
+
+    def waiter(name: str) -> Callable[[], bool]:
+        def wake() -> bool:
+            woken.append(name)
+            return True
+
+        return wake
+
+    gone = waiter("gone")
+    pool.notify_when_free(gone)
+    pool.forget_waker(gone)  # it timed out: never called
+    pool.notify_when_free(waiter("writer"), pin=1)
+    pool.notify_when_free(waiter("any"))
+    pool.notify_when_free(waiter("any, later"))
+    pool.release(other)  # session 2: of no use to the writer, waiting first
+    assert woken == ["any"]
+    assert pool.take(pin=1) is False and pool.take() is other
+    pool.release(writers)  # the writer's own: the writer, though "any, later" waits too
+    assert woken == ["any", "writer"]
+    assert pool.take(pin=1) is writers
+    pool.release(other)
+    assert woken == ["any", "writer", "any, later"]
+
+
 def test_requests_wait_for_a_session_when_the_pool_is_full() -> None:
     fake, c = FakeCluster(), core(max_sessions=1)
     first = c.plan(ops.delete("/a", False))
