@@ -64,15 +64,21 @@ class CpuByGroup:
                     out[pid] = cpu_seconds(pid)
         return out
 
+    def spent(self, before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
+        """Seconds of CPU per group between two readings."""
+        return {
+            name: sum(after[p] - before[p] for p in pids if p in before and p in after)
+            for name, pids in self.groups.items()
+        }
+
     def per_op_us(
         self, before: dict[int, float], after: dict[int, float], ops: int
     ) -> dict[str, float]:
         """Microseconds of CPU per operation, per group, over ``ops`` operations."""
-        result: dict[str, float] = {}
-        for name, pids in self.groups.items():
-            spent = sum(after[p] - before[p] for p in pids if p in before and p in after)
-            result[name] = round(spent / max(ops, 1) * 1e6, 1)
-        return result
+        return {
+            name: round(seconds / max(ops, 1) * 1e6, 1)
+            for name, seconds in self.spent(before, after).items()
+        }
 
 
 @dataclass

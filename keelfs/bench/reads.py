@@ -47,9 +47,9 @@ class _Meter:
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.wall
-        spent = self.cpu.per_op_us(self._cpu, self.cpu.reading(), 1)
-        self.client = spent.pop("client") / 1e6
-        self.cluster = sum(spent.values()) / 1e6
+        spent = self.cpu.spent(self._cpu, self.cpu.reading())
+        self.client = spent.pop("client")
+        self.cluster = sum(spent.values())
 
 
 async def _large(fs: AsyncClient, cpu: CpuByGroup, mib: int, reads: int) -> list[dict[str, float]]:

@@ -60,7 +60,7 @@ async def _session_freed(wait: WaitSession) -> None:
     except TimeoutError:
         pass
     finally:
-        if not freed.done() or freed.cancelled():
+        if freed.cancelled():  # timed out or cancelled (wait_for cancels it): never woken
             wait.pool.forget_waker(wake)
 
 

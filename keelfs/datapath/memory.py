@@ -145,17 +145,18 @@ def join_fresh(parts: Sequence[bytes | memoryview], size: int) -> bytes:
     copied in through a writable view of its memory. Where THP is off (``never``) the advice
     does nothing and this is a plain copy; on another interpreter, or for a small result, it
     is ``b"".join``."""
-    if _maker is None or size < HUGE_JOIN_MIN:
+    made = fresh_bytes(size) if size >= HUGE_JOIN_MIN else None
+    if made is None or _maker is None:
         return b"".join(parts)
-    make, madvise, data_offset = _maker
-    out = make(None, size)
+    out, into = made
+    _, madvise, data_offset = _maker
     base = id(out) + data_offset
     lo = -(-base // _HUGE_PAGE) * _HUGE_PAGE
     hi = (base + size) // _HUGE_PAGE * _HUGE_PAGE
     if hi > lo:
         madvise(lo, hi - lo, _MADV_HUGEPAGE)  # advice: a refusal (THP off) changes nothing
     at = 0
-    with memoryview((ctypes.c_char * size).from_address(base)).cast("B") as into:
+    with into:
         for part in parts:
             into[at : at + len(part)] = part
             at += len(part)
