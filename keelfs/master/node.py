@@ -34,6 +34,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ from keelfs.rpc.wire import (
 )
 from keelfs.runtime.group import RaftGroup
 from keelfs.runtime.host import HostConfig, RaftHost
+from keelfs.runtime.lifecycle import keep_running
 from keelfs.storage.format import check_data_format
 from keelfs.tls.credentials import Authenticator, TlsSettings, add_port
 from keelfs.transport.base import OnMessages, Transport
@@ -289,22 +291,27 @@ class MetaNode:
         if not seeds:
             raise ValueError("a master needs --config-servers")
         self.internal = self._internal_client(seeds)
-        self._tasks = [
-            asyncio.create_task(self._register_loop(), name="register"),
-            asyncio.create_task(self._map_loop(), name="shard-map"),
+        loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("register", self._register_loop),
+            ("shard-map", self._map_loop),
         ]
         if self.shards:
-            self._tasks.append(asyncio.create_task(self.block_keys.refresh_loop(), name="keys"))
-            self._tasks.append(asyncio.create_task(self.txns.recovery_loop(), name="txn-recovery"))
-            self._tasks.append(
-                asyncio.create_task(self.tree_moves.recovery_loop(), name="tree-move-recovery")
-            )
-            self._tasks.append(asyncio.create_task(self.replication.loop(), name="replication"))
-            self._tasks.append(asyncio.create_task(self.trash.loop(), name="trash"))
-            self._tasks.append(asyncio.create_task(self.quota_reports.loop(), name="quota-reports"))
+            loops += [
+                ("keys", self.block_keys.refresh_loop),
+                ("txn-recovery", self.txns.recovery_loop),
+                ("tree-move-recovery", self.tree_moves.recovery_loop),
+                ("replication", self.replication.loop),
+                ("trash", self.trash.loop),
+                ("quota-reports", self.quota_reports.loop),
+            ]
         if self.config_member is not None:
-            self._tasks.append(asyncio.create_task(self.resharder.loop(), name="resharding"))
-            self._tasks.append(asyncio.create_task(self.block_keys.rotate_loop(), name="rotate"))
+            loops += [("resharding", self.resharder.loop), ("rotate", self.block_keys.rotate_loop)]
+        # Each is restarted if it fails: the node serves on without them for a while, but one
+        # that died unseen would stop its work for good (keelfs.runtime.lifecycle.keep_running).
+        self._tasks = [
+            asyncio.create_task(keep_running(f"node {self.node_id}: {name}", loop), name=name)
+            for name, loop in loops
+        ]
 
     # The parts of a node that touch the outside world, one method each, so that an in-process
     # simulation (keelfs.testing.clustersim) can run this same node over an in-memory network

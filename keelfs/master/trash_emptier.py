@@ -48,9 +48,12 @@ class TrashEmptier:
         """Rounds run by this master (as the designated one)."""
 
     def designated(self) -> bool:
-        """Whether this master is the one to empty the trash now."""
-        shard = self.node.shard_map.shard_for_directory(trash.TRASH_ROOT)
-        member = self.node.shards.get(shard)
+        """Whether this master is the one to empty the trash now: none while it has no shard
+        map yet (just started), since it cannot tell which shard holds the trash."""
+        shard_map = self.node.shard_map
+        if not shard_map.shards:
+            return False
+        member = self.node.shards.get(shard_map.shard_for_directory(trash.TRASH_ROOT))
         return member is not None and member.group.is_leader
 
     async def loop(self) -> None:
@@ -59,10 +62,9 @@ class TrashEmptier:
             return
         while True:
             await asyncio.sleep(until_next_round(trash.now_ms(), interval_ms) / 1000)
-            if not self.designated():
-                continue
             try:
-                await self.round(interval_ms)
+                if self.designated():
+                    await self.round(interval_ms)
             except KeelError as exc:  # the next round tries again
                 log.info("emptying the trash failed: %s", exc)
 

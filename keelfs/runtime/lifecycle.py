@@ -11,7 +11,9 @@
   with status 1 and the last line on stderr is ``keelfs <role>: failed: <one-line reason>``
   (the traceback is logged above it);
 - settings it cannot use stop it before anything starts, with status 2 (the command line's
-  usage error).
+  usage error);
+- a task it can live without (a master's trash emptier, its block maintenance) is restarted
+  when it fails (:func:`keep_running`): logged with its traceback, never silently gone.
 
 :func:`run_process` runs a process's ``serve`` coroutine under these rules.
 """
@@ -23,7 +25,8 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from keelfs.runtime.requests import formatter
@@ -36,6 +39,7 @@ __all__ = [
     "ProcessFailed",
     "announce_ready",
     "configure_logging",
+    "keep_running",
     "one_line_reason",
     "run_process",
     "serve_until_stopped",
@@ -100,6 +104,40 @@ async def serve_until_stopped(stop: asyncio.Event, tasks: Iterable[asyncio.Task[
     if failed is not None:
         name, exc = failed
         raise ProcessFailed(f"{name} stopped: {exc!r}") from exc
+
+
+RESTART_PAUSE_S = (1.0, 30.0)
+"""A failed background loop waits the first figure before it starts again, doubling each
+time it fails again soon after, up to the second."""
+
+
+async def keep_running(
+    name: str,
+    loop: Callable[[], Awaitable[None]],
+    pause_s: tuple[float, float] = RESTART_PAUSE_S,
+) -> None:
+    """Run ``loop()`` (a coroutine meant to run until cancelled) and start it again whenever
+    it fails, after a pause. Why: a background loop of a process that serves on without it
+    (a master's trash emptier, its maintenance, its resharding) ended on the first error it
+    did not expect, and nothing noticed — the task held its exception unread, the process
+    served on, and that work stopped for good (the trash emptier, started a moment before the
+    shard map arrived, died on "the map has no shards" and never emptied the trash). Each
+    failure is logged at ERROR with its traceback; a loop that returns is done."""
+    first, most = pause_s
+    pause = first
+    while True:
+        started = time.monotonic()
+        try:
+            await loop()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001  # anything: the loop must not die unseen
+            if time.monotonic() - started > most:
+                pause = first  # it ran a while: a new failure, not the same one again
+            log.exception("%s failed; starting it again in %.1f s", name, pause)
+        await asyncio.sleep(pause)
+        pause = min(most, pause * 2)
 
 
 def one_line_reason(exc: BaseException) -> str:

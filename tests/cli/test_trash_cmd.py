@@ -80,21 +80,32 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float = 60.0) ->
 
 def trashed(fs: Client, user: str, original: str) -> list[str]:
     """Where ``original`` (or a suffixed name of it) is in ``user``'s trash: Current or any
-    checkpoint (the emptier may turn Current into one at any moment)."""
+    checkpoint. The emptier may turn Current into a checkpoint between the listing of the
+    trash and the listing of what is in Current (then Current is "not found" and the file,
+    moved into the checkpoint, would be missed): the trash is listed again after, and the
+    look repeated until the two listings agree."""
     home = f"/.Trash/{user}"
-    try:
-        tops = [e.path for e in fs.ls(home)]
-    except NotFound:
-        return []
-    found = []
-    for top in tops:
-        directory = top + paths.parent(original)
+
+    def tops() -> list[str]:
         try:
-            entries = list(fs.ls(directory))
+            return sorted(e.path for e in fs.ls(home))
         except NotFound:
-            continue
-        found += [e.path for e in entries if e.name.startswith(paths.name(original))]
-    return found
+            return []
+
+    before = tops()
+    while True:
+        found = []
+        for top in before:
+            directory = top + paths.parent(original)
+            try:
+                entries = list(fs.ls(directory))
+            except NotFound:
+                continue
+            found += [e.path for e in entries if e.name.startswith(paths.name(original))]
+        after = tops()
+        if after == before:
+            return found
+        before = after
 
 
 def replicas(servers: LocalChunkServers, block_ids: list[int]) -> list[Path]:

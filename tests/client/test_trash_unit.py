@@ -215,3 +215,41 @@ def test_the_emptier_runs_at_multiples_of_the_interval_whenever_it_starts() -> N
     assert until_next_round(DAY * 5 + 1000, DAY) == DAY - 1000
     assert until_next_round(DAY * 5, DAY) == DAY  # just ran: the next one
     assert until_next_round(7_500, 4_000) == 500
+
+
+def test_the_emptier_waits_for_the_shard_map_instead_of_dying() -> None:
+    """A master's emptier may reach its first round before the master has its shard map (the
+    map "has no shards" then). It must treat that as "not designated" and go on: it died of
+    it once, and that master never emptied the trash (CI, with a 10 s interval)."""
+    from types import SimpleNamespace
+
+    from keelfs.master.trash_emptier import TrashEmptier
+    from keelfs.meta.shardmap import ShardMap
+
+    fs = FakeFs()
+    fs.add("/.Trash/alice/Current/f")
+    leader = SimpleNamespace(group=SimpleNamespace(is_leader=True))
+    node: Any = SimpleNamespace(
+        shard_map=ShardMap(version=0, shards={}),
+        shards={"s1": leader},
+        config=SimpleNamespace(trash_interval_ms=30),
+        internal=AsyncFakeFs(fs),
+    )
+    emptier = TrashEmptier(node)
+    assert not emptier.designated()
+
+    async def main() -> None:
+        task = asyncio.create_task(emptier.loop())
+        try:
+            await asyncio.sleep(0.1)  # rounds with no map
+            assert not task.done() and emptier.rounds == 0
+            node.shard_map = ShardMap(version=1, shards={"s1": {1: "a"}})
+            for _ in range(100):
+                if emptier.rounds:
+                    break
+                await asyncio.sleep(0.02)
+            assert emptier.rounds >= 1 and "/.Trash/alice/Current" not in fs.kinds
+        finally:
+            task.cancel()
+
+    asyncio.run(main())
