@@ -7,6 +7,8 @@ A process reads ``KEELFS_FAILPOINTS`` once, at import: a comma-separated list of
   flush: what was not yet durable is lost, exactly the case the protocol must survive);
 - ``stall:SECONDS``: the whole process freezes that long (the event loop blocks: timers,
   heartbeats and RPCs stop, as under ``SIGSTOP``), then goes on;
+- ``raise``: the step raises ``RuntimeError``, as a bug there would (what a background loop
+  does with an error nobody foresaw: ``keelfs.runtime.lifecycle.keep_running``);
 - ``off`` (through ``arm`` only): disarm it.
 
 Each failpoint fires once per process. Code marks a step with ``hit("txn.begin_recorded")``;
@@ -49,6 +51,8 @@ KNOWN = frozenset(
         "tree_move.fenced",
         "tree_move.copied",
         "tree_move.switched",
+        # a round of the trash emptier (keelfs.master.trash_emptier), at its start
+        "trash.round",
     }
 )
 
@@ -60,10 +64,10 @@ def parse(spec: str) -> dict[str, str]:
         name, sep, action = item.partition("=")
         if not sep or name not in KNOWN:
             raise ValueError(f"unknown failpoint {name!r} (known: {', '.join(sorted(KNOWN))})")
-        if action not in ("crash", "off") and not (
+        if action not in ("crash", "raise", "off") and not (
             action.startswith("stall:") and action[6:].replace(".", "", 1).isdigit()
         ):
-            raise ValueError(f"failpoint {name}: action must be crash, stall:SECONDS or off")
+            raise ValueError(f"failpoint {name}: action must be crash, raise, stall:SECONDS or off")
         out[name] = action
     return out
 
@@ -97,4 +101,6 @@ def hit(name: str) -> None:
     sys.stderr.flush()
     if action == "crash":
         os._exit(137)
+    if action == "raise":
+        raise RuntimeError(f"failpoint {name}")
     time.sleep(float(action[6:]))

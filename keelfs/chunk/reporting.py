@@ -49,6 +49,7 @@ from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc.channels import MIN_CONNECT_TIMEOUT_MS
 from keelfs.rpc.pb import meta_pb2 as mpb
 from keelfs.rpc.pb import meta_pb2_grpc as mpb_grpc
+from keelfs.runtime.lifecycle import keep_running
 from keelfs.tls.credentials import open_aio_channel
 
 __all__ = ["Reporter"]
@@ -158,7 +159,11 @@ class Reporter:
         self.stats = {"heartbeats": 0, "failures": 0, "commands": 0, "refused": 0}
 
     async def run(self) -> None:
-        worker = asyncio.create_task(self._execute_commands(), name="chunk-commands")
+        # restarted if a command fails in a way not foreseen: a worker that died unseen would
+        # leave every later delete, replication and verify undone, heartbeats going on
+        worker = asyncio.create_task(
+            keep_running("chunk commands", self._execute_commands), name="chunk-commands"
+        )
         try:
             await self._register()
             next_full_round = 0.0

@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from keelfs.errors import AlreadyExists, InvalidArgument, KeelError, NotADirectory, NotFound
+from keelfs.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    KeelError,
+    NotADirectory,
+    NotFound,
+    Unavailable,
+)
 from keelfs.meta import paths
 from keelfs.meta.principals import check_principal
 
@@ -143,11 +150,34 @@ def move_steps(user: str, path: str, now: Callable[[], int]) -> Steps:
         raise InvalidArgument("cannot move / to the trash: it holds the trash", "path")
     top = paths.join(home(user), CURRENT)
     yield _call("stat", path)  # NotFound before any directory is made
+    for _ in range(_MAX_TRIES):
+        directory = yield from _made_directory(top, path, now)
+        target = paths.join(directory, paths.name(path))
+        for _ in range(_MAX_TRIES):
+            try:
+                yield _call("rename", path, target)
+                return target
+            except AlreadyExists:
+                target = paths.join(directory, paths.name(path) + str(now()))
+            except NotFound:
+                # Either the file is gone (the stat says so, and that is the answer) or the
+                # directory just made is: the emptier turned Current into a checkpoint between
+                # the mkdir and the rename (HDFS's trash retries the same way). Again.
+                yield _call("stat", path)
+                break
+        else:
+            raise AlreadyExists(target, message=f"no free name in the trash for {path}")
+    raise Unavailable(f"the trash changed under every try to move {path} there")
+
+
+def _made_directory(top: str, path: str, now: Callable[[], int]) -> Steps:
+    """Make ``path``'s parent directories under the trash's ``top`` (``Current``); returns the
+    directory made, renamed as HDFS does where a file of the trash was in the way."""
     directory = top + paths.parent(path) if paths.parent(path) != paths.ROOT else top
     for _ in range(_MAX_TRIES):
         try:
             yield _call("mkdir", directory, parents=True, mode=TRASH_HOME_MODE)
-            break
+            return directory
         except (AlreadyExists, NotADirectory) as exc:
             taken = exc.details.get("name") or exc.details.get("path") or directory
             if not (taken == directory or paths.is_ancestor(taken, directory)):
@@ -155,16 +185,7 @@ def move_steps(user: str, path: str, now: Callable[[], int]) -> Steps:
             if taken == top or not paths.is_ancestor(top, taken):
                 raise  # Current itself is a file: not ours to rename
             directory = _replaced(directory, taken, now())
-    else:
-        raise AlreadyExists(directory, message=f"no free name in the trash for {path}")
-    target = paths.join(directory, paths.name(path))
-    for _ in range(_MAX_TRIES):
-        try:
-            yield _call("rename", path, target)
-            return target
-        except AlreadyExists:
-            target = paths.join(directory, paths.name(path) + str(now()))
-    raise AlreadyExists(target, message=f"no free name in the trash for {path}")
+    raise AlreadyExists(directory, message=f"no free name in the trash for {path}")
 
 
 def expunge_steps(trash_home: str, interval_ms: int, now_ms: int, immediate: bool) -> Steps:

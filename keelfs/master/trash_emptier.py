@@ -22,6 +22,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from keelfs import failpoints
 from keelfs.client import trash
 from keelfs.errors import KeelError, NotFound
 
@@ -70,6 +71,7 @@ class TrashEmptier:
 
     async def round(self, interval_ms: int) -> list[str]:
         """One pass over every user's trash; the checkpoints deleted."""
+        failpoints.hit("trash.round")
         internal = self.node.internal
         try:
             homes = [e async for e in internal.ls(trash.TRASH_ROOT) if e.is_dir]

@@ -9,7 +9,6 @@ name the client sends."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from keelfs.cli.main import cli
 from keelfs.client import Client, _ops
 from keelfs.errors import InvalidArgument, PermissionDenied, QuotaExceeded
 from keelfs.meta import paths
+from keelfs.runtime.processes import wait_until
 from keelfs.server.metacluster import MetaCluster
 from keelfs.testing.tiers import starts_processes
 
@@ -47,12 +47,9 @@ def ok(c: MetaCluster, *args: str) -> str:
 
 
 def wait_for(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert condition(), f"timed out waiting until {what}"
+    """Until ``condition()`` holds once (then done: looked at again, a condition read in
+    several steps may no longer hold, and the wait would fail what it saw succeed)."""
+    wait_until(condition, timeout, f"timed out waiting until {what}")
 
 
 def two_shard_dirs(fs: Client, top: str) -> tuple[str, str]:

@@ -131,6 +131,46 @@ def test_a_taken_name_gets_the_time_appended_as_hdfs_does() -> None:
     assert fs.kinds["/.Trash/alice/Current/d/f"] is False and fs.kinds[second] is False
 
 
+class EmptierBetweenMkdirAndRename(FakeFs):
+    """The emptier's round lands between ``rm``'s mkdir and its rename: Current becomes a
+    checkpoint just before the first ``times`` renames into it."""
+
+    def __init__(self, times: int = 1) -> None:
+        super().__init__()
+        self.times = times
+
+    def rename(self, src: str, dst: str) -> None:
+        current = "/.Trash/alice/Current"
+        if self.times and paths.is_ancestor(current, dst):
+            self.times -= 1
+            super().rename(current, f"/.Trash/alice/23111422132{self.times}")
+        super().rename(src, dst)
+
+
+def test_rm_racing_the_emptier_makes_the_directory_again_and_moves() -> None:
+    fs = EmptierBetweenMkdirAndRename(times=2)
+    fs.add("/data/logs/a.log")
+    assert move(fs, "/data/logs/a.log") == "/.Trash/alice/Current/data/logs/a.log"
+    assert fs.kinds["/.Trash/alice/Current/data/logs/a.log"] is False
+    assert "/data/logs/a.log" not in fs.kinds
+    made = [c for c in fs.calls if c == "mkdir /.Trash/alice/Current/data/logs"]
+    assert len(made) == 3  # made again after each of the two rounds
+
+
+def test_rm_of_a_file_deleted_meanwhile_says_not_found() -> None:
+    class DeletedBeforeTheRename(FakeFs):
+        def rename(self, src: str, dst: str) -> None:
+            self.kinds.pop(src, None)
+            super().rename(src, dst)
+
+    fs = DeletedBeforeTheRename()
+    fs.add("/d/f")
+    with pytest.raises(NotFound) as err:
+        move(fs, "/d/f")
+    assert err.value.details.get("path", "/d/f") == "/d/f"
+    assert len([c for c in fs.calls if c.startswith("rename")]) == 1
+
+
 def test_a_file_in_the_way_of_the_original_directories_is_sidestepped() -> None:
     fs = FakeFs()
     fs.add("/d")  # a file /d, trashed
