@@ -119,6 +119,39 @@ def bench_apply(creates: int, pack_sizes: tuple[int, ...], sessions: int, as_jso
         print(json.dumps({"bench": "apply", "sessions": r.sessions, "runs": runs, **r.machine}))
 
 
+@bench.command("rpc")
+@click.option(
+    "--exchanges",
+    default=20_000,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Exchanges (a message each way) per mode.",
+)
+@click.option(
+    "--size", default=2048, type=click.IntRange(min=1), show_default=True, help="Message bytes."
+)
+@click.option("--tls", is_flag=True, help="Mutual TLS on every connection, as keelfs's ports.")
+@click.option("--json", "as_json", is_flag=True, help="Also print one JSON object last.")
+def bench_rpc(exchanges: int, size: int, tls: bool, as_json: bool) -> None:
+    """CPU per exchange through gRPC in Python and through a plain asyncio stream (loopback)."""
+    from keelfs.bench.common import machine
+    from keelfs.bench.rpc import run_rpc
+
+    rows = run_rpc(exchanges=exchanges, size=size, tls=tls)
+    title = f"keelfs bench rpc: {size:,}-byte messages, {'mutual TLS' if tls else 'plain'}"
+    table = Table(title=title)
+    for col in ("mode", "exchanges/s", "client CPU µs", "server CPU µs"):
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for row in rows:
+        table.add_row(
+            row.mode, f"{row.per_second:,.0f}", f"{row.client_us:.1f}", f"{row.server_us:.1f}"
+        )
+    Console().print(table)
+    if as_json:
+        out = {"bench": "rpc", "size": size, "tls": tls, "modes": [r.as_dict() for r in rows]}
+        print(json.dumps({**out, **machine()}))
+
+
 @bench.command("raft-meta")
 @click.option(
     "--creates",

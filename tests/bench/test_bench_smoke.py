@@ -187,3 +187,18 @@ def test_bench_s3_smoke() -> None:
         assert figures[key] > 0, key
     assert figures["list_keys_s"] > 0 and figures["list_pages_s"] > 0
     assert {"loadavg_1m_at_start", "loadavg_1m_at_end", "cpus"} <= set(out["load"])
+
+
+def test_bench_rpc_smoke() -> None:
+    out = _run("rpc", "--exchanges", "300", "--size", "512", "--tls")
+    assert out["bench"] == "rpc" and out["tls"] is True and out["size"] == 512
+    assert [m["mode"].split(",")[0] for m in out["modes"]] == [
+        "gRPC unary",
+        "gRPC stream",
+        "gRPC stream",
+        "asyncio stream",
+        "asyncio stream",
+    ]
+    for m in out["modes"]:
+        assert m["exchanges"] == 300 and m["per_second"] > 0, m
+        assert m["client_us"] > 0 and m["server_us"] > 0, m  # the server answered its CPU
