@@ -589,11 +589,17 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
         return await self.serve(context, work(), Audited("getfileinfo", request.path, change=False))
 
     def file_info_reply(
-        self, member: Member, path: str, read: bool, caller: Caller
+        self,
+        member: Member,
+        path: str,
+        read: bool,
+        caller: Caller,
+        reply: pb.ReplyInfo | None = None,
     ) -> pb.FileInfoReply:
         """``GetFileInfo``'s answer from ``member``'s state once ``path`` may be read there
         (routed, past its barrier, not moving nor locked); a ``KeelError`` if the state
-        refuses it. Also how a batch's reads are answered (``keelfs.master.batch_reads``)."""
+        refuses it. Also how a batch's reads are answered (``keelfs.master.batch_reads``),
+        which pass the ``reply`` info they share (``member``'s now, copied into the answer)."""
         if read:
             # a reader: a file's READ checked, an inline file's content with it
             info, readable = member.sm.stat_for_read(path, caller=caller)
@@ -604,7 +610,9 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
             # block locations carry READ tokens: only for a reader (as HDFS's
             # getBlockLocations); anyone who reaches the file may stat it
             message = locate(self.node, message)
-        return pb.FileInfoReply(info=message, reply=self._reply(member))
+        if reply is None:
+            reply = self._reply(member)
+        return pb.FileInfoReply(info=message, reply=reply)
 
     async def ListDir(self, request: pb.ListDirRequest, context: Any) -> pb.ListDirReply:  # noqa: N802
         caller = self.caller(context)
