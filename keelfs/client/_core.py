@@ -78,6 +78,7 @@ from keelfs.errors import (
     SessionExpired,
     Unavailable,
 )
+from keelfs.meta.frozen import fast_init
 from keelfs.meta.shardmap import ShardMap
 from keelfs.rpc.grpc_errors import error_from_rpc, transport_failure
 from keelfs.rpc.pb import meta_pb2 as pb
@@ -190,6 +191,7 @@ class AnswerTimes:
 
 
 # -- actions a plan yields ----------------------------------------------------------------------
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Call:
     """Invoke ``service.method(request)`` on ``address``; the result sent back is the reply
@@ -237,6 +239,7 @@ Plan = Generator[Action, Any, Any]
 
 
 # -- what a request is ----------------------------------------------------------------------------
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Route:
     """Where a request goes: ``entry`` (the shard of the path's parent directory), ``dir``
@@ -249,8 +252,12 @@ class Route:
 CONFIG_ROUTE = Route("config")
 
 
-@dataclass(frozen=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class Op:
+    """One request of the client library (a plan runs it: ``Core.plan``). Built for every
+    request, so its ``__init__`` is ``fast_init``'s."""
+
     service: str
     method: str
     route: Route

@@ -116,17 +116,27 @@ async def _answer(
     out: list[pb.BatchItemReply] = []
     alone: list[int] = []
     item_context: ItemContext | None = None
+    # Each member's reply info (its term and applied index now), made once for the items
+    # answered until the next wait: nothing applies between them (no await), so each
+    # item's own would be the same.
+    infos: dict[int, pb.ReplyInfo] = {}
     for read in reads:
         if (not read.request.stale_ok and id(read.member) in failed) or not _settled(read):
             alone.append(read.position)
             out.append(_MISSING)
             continue
+        info = infos.get(id(read.member))
+        if info is None:
+            info = infos[id(read.member)] = servicer.node.reply_info(read.member)
         try:
-            reply = servicer.file_info_reply(read.member, read.path, read.request.read, caller)
+            reply = servicer.file_info_reply(
+                read.member, read.path, read.request.read, caller, info
+            )
         except Exception as exc:  # a refusal (a KeelError), or a bug: as its handler says it
             if item_context is None:
                 item_context = ItemContext(context)
             audit = Audited(_AUDIT, read.request.path, change=False)
+            infos.clear()  # entries may be applied while it is served
             try:
                 await servicer.serve(item_context, _refused(exc), audit)
             except Aborted as aborted:

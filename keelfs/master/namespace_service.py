@@ -52,7 +52,6 @@ from keelfs.errors import (
     KeelError,
     NotADirectory,
     NotFound,
-    PermissionDenied,
 )
 from keelfs.master import cross_shard
 from keelfs.master import namespace_requests as requests
@@ -82,7 +81,7 @@ from keelfs.meta.commands import (
     TxnPrepare,
 )
 from keelfs.meta.namespace import ShardStateMachine
-from keelfs.meta.principals import DEFAULT_GROUP, DEFAULT_OWNER, READ, Caller
+from keelfs.meta.principals import DEFAULT_GROUP, DEFAULT_OWNER, Caller
 from keelfs.meta.records import FileInfo
 from keelfs.rpc.pb import meta_pb2 as pb
 from keelfs.rpc.wire import file_info_to_pb, session_id_from_pb, session_id_to_pb, summary_to_pb
@@ -111,14 +110,6 @@ def _dir_record_error(sm: ShardStateMachine, directory: str) -> KeelError | None
 _READS_THEN_CREATES = partial(serve_reads_together, then=serve_together)
 """How a batch's items are served together: its reads (``batch_reads``), then among the
 rest its creates (``batch_creates``)."""
-
-
-def _may_read(sm: ShardStateMachine, path: str, caller: Caller) -> bool:
-    try:
-        sm.check_access(path, READ, caller=caller)
-    except PermissionDenied:
-        return False
-    return True
 
 
 def _txn_reply(value: dict[str, Any], info: pb.ReplyInfo) -> pb.TxnReply:
@@ -598,22 +589,30 @@ class NamespaceServicer(BlockServiceMixin, QuotaServiceMixin, SnapshotServiceMix
         return await self.serve(context, work(), Audited("getfileinfo", request.path, change=False))
 
     def file_info_reply(
-        self, member: Member, path: str, read: bool, caller: Caller
+        self,
+        member: Member,
+        path: str,
+        read: bool,
+        caller: Caller,
+        reply: pb.ReplyInfo | None = None,
     ) -> pb.FileInfoReply:
         """``GetFileInfo``'s answer from ``member``'s state once ``path`` may be read there
         (routed, past its barrier, not moving nor locked); a ``KeelError`` if the state
-        refuses it. Also how a batch's reads are answered (``keelfs.master.batch_reads``)."""
+        refuses it. Also how a batch's reads are answered (``keelfs.master.batch_reads``),
+        which pass the ``reply`` info they share (``member``'s now, copied into the answer)."""
         if read:
             # a reader: a file's READ checked, an inline file's content with it
             info, readable = member.sm.stat_for_read(path, caller=caller)
         else:
-            info, readable = member.sm.stat(path, caller=caller), False
+            info, readable = member.sm.stat_and_may_read(path, caller=caller)
         message = file_info_to_pb(info)
-        if readable or _may_read(member.sm, path, caller):
+        if readable:
             # block locations carry READ tokens: only for a reader (as HDFS's
             # getBlockLocations); anyone who reaches the file may stat it
             message = locate(self.node, message)
-        return pb.FileInfoReply(info=message, reply=self._reply(member))
+        if reply is None:
+            reply = self._reply(member)
+        return pb.FileInfoReply(info=message, reply=reply)
 
     async def ListDir(self, request: pb.ListDirRequest, context: Any) -> pb.ListDirReply:  # noqa: N802
         caller = self.caller(context)

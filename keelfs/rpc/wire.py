@@ -102,12 +102,14 @@ def file_info_from_pb(m: pb.FileInfo) -> FileInfo:
         atime=m.atime,
         replication=m.replication,
         block_size=m.block_size,
-        blocks=tuple(BlockInfo(b.block_id, b.gen_stamp, b.length) for b in m.blocks),
+        blocks=tuple(BlockInfo(b.block_id, b.gen_stamp, b.length) for b in m.blocks)
+        if m.blocks
+        else (),
         under_construction=m.under_construction,
         lease_holder=session_id_from_pb(m.lease_holder),
         lease_user=m.lease_user,
         data=m.inline_data if m.HasField("inline_data") else None,
-        acl=parse_spec(m.acl),
+        acl=parse_spec(m.acl) if m.acl else (),
     )
 
 

@@ -78,6 +78,11 @@ def test_reads_share_one_barrier_and_keep_their_own_answers(
             assert info(reply).path == name and info(reply).inline_data == contents[name]
     whole = pb.FileInfoReply.FromString(replies[0].reply)
     assert whole.reply.group == SHARD and whole.reply.leader
+    # the reply info the answered items share is the member's own at the answer, whole
+    now = node.meta.reply_info(node.meta.shards[SHARD])
+    for name, reply in zip(names, replies, strict=True):
+        if name != "/r1/missing":
+            assert pb.FileInfoReply.FromString(reply.reply).reply == now, name
 
 
 def test_a_stale_read_asks_no_barrier(

@@ -17,6 +17,7 @@ The tree most tests use (made by the superuser, then by alice)::
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -480,3 +481,51 @@ def test_a_readers_stat_is_stat_then_a_read_check_with_one_lookup(d: Driver) -> 
     assert readable and info.path == "/home/alice/g"
     read_refused(lambda: s.stat_for_read("/pub/noread", caller=ALICE))
     read_refused(lambda: s.stat_for_read("/home/alice/g", caller=BOB))
+
+
+def test_a_plain_stat_with_its_read_check_is_stat_then_check_access(d: Driver) -> None:
+    """``stat_and_may_read`` answers and refuses exactly as ``stat`` followed by
+    ``check_access(READ)`` (its ``PermissionDenied`` taken as "may not read"): for every
+    caller, on files, directories, a file nobody may read, missing paths, a path under a
+    file, and through a snapshot."""
+    bobs = d.session(BOB)
+    d.ok(Create("/pub/noread", mode=0o000), bobs, caller=BOB)
+    d.ok(CompleteFile("/pub/noread"), bobs, caller=BOB)
+    d.ok(Mkdir("/pub/nolist", mode=0o311), bobs, caller=BOB)
+    d.ok(SnapshotAllow("/home/alice/docs"))
+    d.ok(SnapshotTake("/home/alice/docs", "s1", 1234))
+    s = sm(d)
+
+    def old_way(path: str, caller: Caller) -> tuple[Any, bool]:
+        info = s.stat(path, caller=caller)
+        try:
+            s.check_access(path, READ, caller=caller)
+        except PermissionDenied:
+            return info, False
+        return info, True
+
+    answers: Counter[bool] = Counter()
+    for path in (
+        "/",
+        "/home",
+        "/home/alice",
+        "/home/alice/g",
+        "/home/alice/docs/f",
+        "/home/alice/g/under-a-file",
+        "/home/alice/missing",
+        "/pub/noread",
+        "/pub/nolist",
+        "/pub/missing",
+        "/home/alice/docs/.snapshot/s1/f",
+        "/home/alice/docs/.snapshot/s1",
+        "//home/alice/./docs/f",
+    ):
+        for caller in (ALICE, BOB, CAROL, ROOT):
+            expected = _outcome(lambda p=path, c=caller: old_way(p, c))
+            got = _outcome(lambda p=path, c=caller: s.stat_and_may_read(p, caller=c))
+            assert got == expected, (path, caller)
+            if isinstance(got[1], bool):
+                answers[got[1]] += 1
+    assert answers[True] >= 8 and answers[False] >= 2  # both answers, not only refusals
+    info, may_read = s.stat_and_may_read("/pub/noread", caller=ALICE)
+    assert info.path == "/pub/noread" and info.data is None and not may_read
