@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import resource
 import ssl
 import struct
@@ -126,7 +127,9 @@ async def _serve(tls: TlsSettings | None, ready: Queue[tuple[int, int]]) -> None
     ctx = _server_ssl(tls) if tls is not None else None
     streams = await asyncio.start_server(frames, "127.0.0.1", 0, ssl=ctx)
     ready.put((grpc_port, streams.sockets[0].getsockname()[1]))
-    await asyncio.Event().wait()
+    parent = os.getppid()
+    while os.getppid() == parent:  # the benchmark's process gone (killed): so is its server
+        await asyncio.sleep(0.5)
 
 
 def _server_main(tls: TlsSettings | None, ready: Queue[tuple[int, int]]) -> None:

@@ -159,15 +159,20 @@ def move_steps(user: str, path: str, now: Callable[[], int]) -> Steps:
                 return target
             except AlreadyExists:
                 target = paths.join(directory, paths.name(path) + str(now()))
-            except NotFound:
+            except NotFound as exc:
                 # Either the file is gone (the stat says so, and that is the answer) or the
                 # directory just made is: the emptier turned Current into a checkpoint between
                 # the mkdir and the rename (HDFS's trash retries the same way). Again.
+                missing = exc.details.get("name") or ""
+                if not (missing == top or paths.is_ancestor(top, missing)):
+                    raise
                 yield _call("stat", path)
                 break
         else:
             raise AlreadyExists(target, message=f"no free name in the trash for {path}")
-    raise Unavailable(f"the trash changed under every try to move {path} there")
+    raise Unavailable(
+        "trash changing", message=f"the trash changed under every try to move {path} there"
+    )
 
 
 def _made_directory(top: str, path: str, now: Callable[[], int]) -> Steps:

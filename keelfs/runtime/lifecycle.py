@@ -133,6 +133,9 @@ async def keep_running(
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001  # anything: the loop must not die unseen
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # cancelled, and the loop turned it into another error: stop anyway
             if time.monotonic() - started > most:
                 pause = first  # it ran a while: a new failure, not the same one again
             log.exception("%s failed; starting it again in %.1f s", name, pause)

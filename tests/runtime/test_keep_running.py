@@ -51,3 +51,27 @@ def test_cancelling_stops_the_loop_and_is_not_a_failure(caplog: pytest.LogCaptur
     with caplog.at_level(logging.ERROR, logger="keelfs.runtime.lifecycle"):
         asyncio.run(main())
     assert runs == 1 and not caplog.records
+
+
+def test_a_loop_that_turns_its_cancel_into_an_error_is_not_started_again() -> None:
+    runs = 0
+
+    async def loop() -> None:
+        nonlocal runs
+        runs += 1
+        if runs > 1:
+            return  # started again (the fault): end, so that the test fails and does not hang
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup failed") from None
+
+    async def main() -> None:
+        task = asyncio.create_task(keep_running("stubborn", loop, pause_s=(0.01, 0.01)))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(RuntimeError):
+            await task
+
+    asyncio.run(main())
+    assert runs == 1
