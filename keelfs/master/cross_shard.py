@@ -314,6 +314,13 @@ async def _delete_tree(
             "changed", message=f"{path}: the tree changed while it was read; retry"
         ) from None
     parts, files, subdirs = subtree.delete_parts(node.shard_map, dirs)
+    if set(parts) <= {member.group_id}:
+        # The tree was judged to span shards from this shard's records, but what the walk
+        # read is all here: its directories elsewhere went in between (the steps of a delete
+        # in steps, another driver's). A transaction with no other shard is not one (its
+        # begin is refused); nothing is proposed, and the client's retry (same session and
+        # seq) judges afresh and runs the plain command.
+        raise Unavailable("changed", message=f"{path}: the tree changed while it was read; retry")
     for d in dirs:
         if caller is not None and not caller.superuser and d.children:
             at = node.shard_map.shard_for_directory(d.path)

@@ -171,3 +171,46 @@ def test_a_retry_waits_on_the_same_task_and_gets_its_counts() -> None:
         assert other == tree_delete._counts()  # another request: its own (nothing left)
 
     asyncio.run(scenario())
+
+
+def test_a_tree_found_all_on_this_shard_after_all_is_retried_not_begun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The delete was judged to span shards (a subdirectory elsewhere, in this shard's
+    records), but by the walk that subdirectory was gone (another driver's steps): what is
+    left is all on this shard. A transaction with no other shard must not be begun (its begin
+    is refused "needs at least one participant": a CI run failed so); the request is retried."""
+    from types import SimpleNamespace
+
+    from keelfs.errors import Unavailable
+    from keelfs.master import cross_shard
+    from keelfs.meta.commands import Delete
+    from keelfs.meta.shardmap import ShardMap
+
+    m = ShardMap(version=1, shards={"s1": {1: "a"}, "s2": {2: "b"}})
+    top = next(f"/t{i}" for i in range(1000) if m.shard_for_directory(f"/t{i}") == "s1")
+
+    async def walk(*_: Any, **__: Any) -> list[subtree.DirRecords]:
+        return [
+            subtree.DirRecords(
+                top, Inode(DIRECTORY, 0o755, "ann", "staff", 0, 0).encode().decode(), ()
+            )
+        ]
+
+    async def run(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a transaction was begun")
+
+    monkeypatch.setattr(subtree, "walk", walk)
+    node: Any = SimpleNamespace(internal=None, shard_map=m, txns=SimpleNamespace(run=run))
+    member: Any = SimpleNamespace(group_id="s1")
+    with pytest.raises(Unavailable):
+        asyncio.run(
+            cross_shard._delete_tree(
+                node,
+                member,
+                Delete(top, recursive=True),
+                "rec",
+                None,
+                5.0,  # type: ignore[arg-type]
+            )
+        )
