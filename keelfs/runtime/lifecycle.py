@@ -130,9 +130,7 @@ async def keep_running(
         try:
             await loop()
             return
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001  # anything: the loop must not die unseen
+        except Exception:  # noqa: BLE001  # anything but a cancel: the loop must not die unseen
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # cancelled, and the loop turned it into another error: stop anyway
