@@ -158,6 +158,9 @@ class NodeConfig:
     raft_advertise: str = ""
     """The Raft address ``Status`` reports, ``HOST`` or ``HOST:PORT``; empty: the host of
     ``advertise`` with the Raft port (peers dial what ``--peers``/``add-member`` told them)."""
+    raft_stream_port: int | None = 0
+    """Port of the Raft transport's framed streams on ``listen``'s host (0: any free one,
+    told to peers at every handshake); None: none, every link over gRPC."""
     peers: dict[int, str] | None = None
     """Raft addresses of every initial member, for groups bootstrapped by this start."""
     config_member: bool = False
@@ -250,7 +253,11 @@ class MetaNode:
     def _transport(self, on_messages: OnMessages) -> Transport:
         # Ping idle links every second: quiesced groups learn of a frozen or vanished leader
         # node from the link, since they exchange no Raft messages.
-        tcfg = GrpcTransportConfig(keepalive_time_ms=1_000, keepalive_timeout_ms=1_000)
+        tcfg = GrpcTransportConfig(
+            keepalive_time_ms=1_000,
+            keepalive_timeout_ms=1_000,
+            stream_port=self.config.raft_stream_port,
+        )
         return GrpcTransport(
             self.node_id, self.config.listen, on_messages, config=tcfg, tls=self.config.tls
         )

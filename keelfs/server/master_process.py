@@ -70,6 +70,14 @@ def _shards(values: Mapping[str, Any]) -> tuple[str, ...]:
     return shards
 
 
+def _stream_port(port: int) -> int | None:
+    if port == -1:
+        return None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"raft_stream_port must be -1 (none), 0 (any) or a port, not {port}")
+    return port
+
+
 def _peers(values: Mapping[str, Any], node_id: int) -> dict[int, str] | None:
     if not values["peers"]:
         return None
@@ -121,6 +129,7 @@ def node_config(role: str, values: Mapping[str, Any]) -> tuple[NodeConfig, HttpS
         client_listen=client,
         advertise=advertise,
         raft_advertise=values["raft_advertise"],
+        raft_stream_port=_stream_port(values["raft_stream_port"]),
         peers=_peers(values, node_id),
         config_member=config_member,
         shards=_shards(values),

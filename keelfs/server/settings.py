@@ -412,6 +412,14 @@ _META_ADDRESSES: tuple[Setting, ...] = (
         "HOST or HOST:PORT of the Raft address as reported (empty: the host of --advertise, "
         "the port of --raft-listen); peers dial what --peers or add-member told them",
     ),
+    Setting(
+        "raft_stream_port",
+        int,
+        0,
+        "port of the Raft transport's framed streams, on the host of --raft-listen (0: any "
+        "free port, told to peers at each handshake on the Raft port; -1: none, every link "
+        "over gRPC as in earlier releases). Peers must reach it at the host they dial",
+    ),
 )
 
 _RAFT_HOST: tuple[Setting, ...] = (

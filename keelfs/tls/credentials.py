@@ -20,6 +20,7 @@ checked again here against the peer CA. An access table over these identities is
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,10 +49,12 @@ __all__ = [
     "add_port",
     "channel_credentials",
     "channel_options",
+    "client_ssl_context",
     "node_authenticator",
     "open_aio_channel",
     "open_channel",
     "server_credentials",
+    "server_ssl_context",
 ]
 
 Options = Sequence[tuple[str, Any]]
@@ -164,6 +167,42 @@ def open_aio_channel(
     )
 
 
+def server_ssl_context(tls: TlsSettings, *, clients: bool = True) -> ssl.SSLContext:
+    """The same mutual TLS as :func:`server_credentials`, for a listener that is not gRPC's
+    (the Raft transport's framed streams): a certificate is required of every caller."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _load_own_pair(ctx, tls)
+    _load_roots(ctx, tls.peer_ca)
+    if clients and tls.client_ca is not None:
+        _load_roots(ctx, tls.client_ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def client_ssl_context(tls: TlsSettings) -> ssl.SSLContext:
+    """As :func:`channel_credentials` for a connection that is not gRPC's: verify the server
+    by the peer CA (and its name: pass ``tls.server_name or host`` as the server hostname, as
+    :func:`channel_options` does), present this process's certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _load_roots(ctx, tls.peer_ca)
+    _load_own_pair(ctx, tls)
+    return ctx
+
+
+def _load_own_pair(ctx: ssl.SSLContext, tls: TlsSettings) -> None:
+    try:
+        ctx.load_cert_chain(tls.cert, tls.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsError(f"cannot load {tls.cert} and {tls.key}: {exc}") from None
+
+
+def _load_roots(ctx: ssl.SSLContext, path: Path) -> None:
+    try:
+        ctx.load_verify_locations(path)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsError(f"cannot load {path}: {exc}") from None
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -210,6 +249,9 @@ class Authenticator:
             cert = x509.load_pem_x509_certificate(pem)
         except ValueError:
             return ANONYMOUS
+        return self._identity_of_certificate(cert)
+
+    def _identity_of_certificate(self, cert: x509.Certificate) -> Identity:
         return identity_from_uris(
             uris_of(cert),
             peer_ca=_signed_by(cert, self._peer_ca),
@@ -220,6 +262,18 @@ class Authenticator:
         """The Raft node id of a metadata node (master or config server) calling; None for
         anybody else."""
         identity = self.identity_of(context)
+        return identity.raft_node if isinstance(identity, Peer) else None
+
+    def node_of_der(self, der: bytes | None) -> int | None:
+        """As :meth:`authenticated_node`, for a connection's verified certificate in DER (what
+        ``ssl.SSLObject.getpeercert(binary_form=True)`` gives; None: no certificate)."""
+        if not der:
+            return None
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError:
+            return None
+        identity = self._identity_of_certificate(cert)
         return identity.raft_node if isinstance(identity, Peer) else None
 
 

@@ -49,7 +49,8 @@ class TransportStats:
     ``dropped`` when given up on the sending side for any reason (unknown peer, queue overflow,
     oversized, link failed mid-write, transport stopped, fault injection), ``received`` when
     passed to ``on_messages``, ``rejected`` when an arriving message was discarded instead
-    (addressed to another node, undecodable, or forged: see ``forged``).
+    (addressed to another node, undecodable, or forged: see ``forged``) or an arriving
+    connection was refused for breaking the protocol (a framed stream's).
     """
 
     sent: int = 0

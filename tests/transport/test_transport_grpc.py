@@ -1,9 +1,14 @@
-"""GrpcTransport over real sockets on 127.0.0.1: delivery, batching, reconnects, large messages."""
+"""GrpcTransport over real sockets on 127.0.0.1: delivery, batching, reconnects, large messages.
+
+Every test that starts its transports through :func:`start` runs twice: with links on framed
+streams (the default) and on gRPC streams (``stream_port=None``, as a node of an earlier
+release); the gRPC-only behaviours (keepalive pings, gRPC's receive cap) pin gRPC."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
@@ -35,6 +40,21 @@ def msg(frm: int, to: int, term: int = 1, **kw: object) -> Message:
     return Message(MessageType.APP, to=to, frm=frm, term=term, **kw)  # type: ignore[arg-type]
 
 
+LINK = "stream"
+"""What :func:`start`'s transports link over in the running test (set by ``link_kind``)."""
+
+
+@pytest.fixture(autouse=True, params=["stream", "grpc"])
+def link_kind(request: pytest.FixtureRequest) -> str:
+    global LINK
+    LINK = request.param
+    return LINK
+
+
+def on_link(config: GrpcTransportConfig) -> GrpcTransportConfig:
+    return config if LINK == "stream" else dataclasses.replace(config, stream_port=None)
+
+
 async def start(
     stack: AsyncExitStack,
     node_id: int,
@@ -42,7 +62,7 @@ async def start(
     config: GrpcTransportConfig = FAST,
 ) -> tuple[GrpcTransport, Inbox]:
     inbox = Inbox()
-    t = GrpcTransport(node_id, address, inbox, config=config)
+    t = GrpcTransport(node_id, address, inbox, config=on_link(config))
     await t.start()
     stack.push_async_callback(t.stop)
     return t, inbox
@@ -57,6 +77,9 @@ def mesh(*ts: GrpcTransport) -> None:
 
 async def connected(a: GrpcTransport, *peers: int) -> None:
     await eventually(lambda: not any(a.unreachable(p) for p in peers), what="links up")
+    for p in peers:
+        status = a.peer_status(p)
+        assert status is not None and status.link == LINK
 
 
 def test_satisfies_protocol() -> None:
@@ -220,6 +243,7 @@ async def _large_snapshot_chunks_body() -> None:
         assert [m.snap_data for m in snaps] == blobs
         assert snaps[-1].snap_done and snaps[0].snapshot == meta
         assert a.stats().dropped == 0
+        await connected(a, 2)
 
 
 @pytest.mark.process
@@ -232,6 +256,7 @@ def test_large_snapshot_chunks_pass() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     code = (
         "import runpy; ns = runpy.run_path('test_transport_grpc.py'); "
+        f"ns['LINK'] = {LINK!r}; "
         "ns['run'](ns['_large_snapshot_chunks_body'], timeout=60.0)"
     )
     out = subprocess.run(

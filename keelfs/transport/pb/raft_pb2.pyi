@@ -144,9 +144,11 @@ class RaftBatch(_message.Message):
     def __init__(self, from_node: _Optional[int] = ..., envelopes: _Optional[_Iterable[_Union[RaftEnvelope, _Mapping]]] = ..., from_address: _Optional[str] = ...) -> None: ...
 
 class RaftAck(_message.Message):
-    __slots__ = ("node_id", "features")
+    __slots__ = ("node_id", "features", "stream_port")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    STREAM_PORT_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, node_id: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
+    stream_port: int
+    def __init__(self, node_id: _Optional[int] = ..., features: _Optional[_Iterable[str]] = ..., stream_port: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,280 @@
+"""Framed streams (``keelfs.transport.frames``): links move off gRPC where both ends speak them,
+stay on gRPC where one does not (a rolling upgrade) or where the framed port cannot be reached,
+notice a frozen peer by its silence, and refuse anything off-protocol without harm to the
+links that keep to it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import sys
+import time
+from contextlib import AsyncExitStack
+
+import pytest
+from transport_helpers import Inbox, eventually, run
+
+from keelfs.raft.messages import Message, MessageType
+from keelfs.transport import codec, frames
+from keelfs.transport.base import RUNTIME_FEATURES
+from keelfs.transport.grpc_transport import GrpcTransport, GrpcTransportConfig
+from keelfs.transport.pb import raft_pb2 as pb
+
+pytestmark = pytest.mark.timeout(30)
+
+FAST = GrpcTransportConfig(backoff_initial=0.02, backoff_max=0.2, connect_timeout=0.5)
+OLD = dataclasses.replace(FAST, stream_port=None)
+"""A node of a release without framed streams: it names no stream port and dials none."""
+
+
+def msg(frm: int, to: int, term: int = 1) -> Message:
+    return Message(MessageType.APP, to=to, frm=frm, term=term)
+
+
+async def start(
+    stack: AsyncExitStack, node_id: int, config: GrpcTransportConfig = FAST
+) -> tuple[GrpcTransport, Inbox]:
+    inbox = Inbox()
+    t = GrpcTransport(node_id, "127.0.0.1:0", inbox, config=config)
+    await t.start()
+    stack.push_async_callback(t.stop)
+    return t, inbox
+
+
+def link(t: GrpcTransport, peer: int) -> str:
+    status = t.peer_status(peer)
+    assert status is not None
+    return status.link
+
+
+async def raw_link(
+    port: int, greet: bool = True
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A hand-made framed connection (as a forger or a confused client would make one)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if greet:
+        hello = pb.RaftBatch(from_node=1, from_address="127.0.0.1:1").SerializeToString()
+        writer.write(frames.MAGIC + frames.frame(frames.Kind.HELLO, hello))
+        kind, payload = await frames.read_frame(reader, 1 << 20)
+        assert kind is frames.Kind.ACK
+        assert pb.RaftAck.FromString(payload).stream_port == port
+    return reader, writer
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    try:
+        async with asyncio.timeout(3):
+            while await reader.read(4096):
+                pass
+    except ConnectionError:
+        pass
+    return True
+
+
+def test_links_move_to_framed_streams_and_old_nodes_stay_on_grpc() -> None:
+    """Between two nodes that speak framed streams the link moves there; a node that does not
+    (an earlier release during a rolling upgrade) is talked to over gRPC and talks over gRPC,
+    and messages flow every way with the peers' features learned."""
+
+    async def body() -> None:
+        async with AsyncExitStack() as stack:
+            a, inbox_a = await start(stack, 1)
+            b, inbox_b = await start(stack, 2)
+            old, inbox_old = await start(stack, 3, OLD)
+            assert a.stream_port and b.stream_port and old.stream_port == 0
+            for x, y in [(a, b), (b, a), (a, old), (old, a)]:
+                x.set_peer_address(y.node_id, y.address)
+            a.send("g", msg(1, 2))
+            a.send("g", msg(1, 3))
+            b.send("g", msg(2, 1))
+            old.send("g", msg(3, 1))
+            await inbox_a.wait_for(2)
+            await inbox_b.wait_for(1)
+            await inbox_old.wait_for(1)
+            assert (link(a, 2), link(b, 1)) == ("stream", "stream")
+            assert (link(a, 3), link(old, 1)) == ("grpc", "grpc")
+            assert a.peer_features(2) == a.peer_features(3) == RUNTIME_FEATURES
+            assert sorted(m.frm for _, m in inbox_a.messages) == [2, 3]
+
+    run(body)
+
+
+def test_a_framed_port_that_cannot_be_reached_leaves_the_link_on_grpc() -> None:
+    """A framed port that refuses connections (a firewall letting only the gRPC port through)
+    costs nothing but the try: the link stays on the gRPC stream it came in by."""
+
+    async def body() -> None:
+        async with AsyncExitStack() as stack:
+            a, _ = await start(stack, 1)
+            b, inbox_b = await start(stack, 2)
+            assert b._stream_server is not None
+            b._stream_server.close()  # still named in its acks, but nobody listens
+            await b._stream_server.wait_closed()
+            a.set_peer_address(2, b.address)
+            for term in (1, 2):
+                a.send("g", msg(1, 2, term))
+            await inbox_b.wait_for(2)
+            assert link(a, 2) == "grpc"
+            assert a.stats().connect_failures == 0
+
+    run(body)
+
+
+_PEER = """
+import asyncio, sys
+from keelfs.transport.grpc_transport import GrpcTransport, GrpcTransportConfig
+
+def got(batch):
+    for _, m in batch:
+        print("term", m.term, flush=True)
+
+async def main():
+    config = GrpcTransportConfig(keepalive_time_ms=300, keepalive_timeout_ms=300)
+    t = GrpcTransport(2, "127.0.0.1:0", got, config=config)
+    await t.start()
+    print(t.address, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.process
+def test_a_frozen_peer_is_noticed_by_its_silence_and_the_link_comes_back() -> None:
+    """A peer process that is stopped (SIGSTOP) answers no pings: the link is down within
+    keepalive + timeout, as gRPC's keepalive made it (a quiesced group learns of a frozen
+    leader node from the link alone). Continued, it is linked again and gets what was sent
+    meanwhile."""
+
+    async def body() -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _PEER, stdout=asyncio.subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        try:
+            address = (await proc.stdout.readline()).decode().strip()
+            config = dataclasses.replace(FAST, keepalive_time_ms=300, keepalive_timeout_ms=300)
+            async with AsyncExitStack() as stack:
+                a, _ = await start(stack, 1, config)
+                a.set_peer_address(2, address)
+                a.send("g", msg(1, 2, term=1))
+                assert await proc.stdout.readline() == b"term 1\n"
+                assert link(a, 2) == "stream"
+
+                os.kill(proc.pid, signal.SIGSTOP)
+                frozen = time.monotonic()
+                await eventually(lambda: a.unreachable(2), timeout=5, what="frozen peer noticed")
+                assert time.monotonic() - frozen >= 0.3  # its silence, not a broken socket
+                status = a.peer_status(2)
+                assert status is not None and "timed out" in (status.last_error or "")
+                a.send("g", msg(1, 2, term=2))
+
+                os.kill(proc.pid, signal.SIGCONT)
+                await eventually(lambda: not a.unreachable(2), timeout=5, what="link back")
+                assert await proc.stdout.readline() == b"term 2\n"
+                assert link(a, 2) == "stream"
+        finally:
+            if proc.returncode is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.kill()
+            await proc.wait()
+
+    run(body, timeout=20)
+
+
+def test_off_protocol_connections_are_refused_and_real_links_carry_on() -> None:
+    """Something that is not a keelfs node, a frame over the size limit (refused before it is
+    read), a batch before the greeting, a batch that does not parse: each connection is closed
+    and counted, and a real peer's link delivers on."""
+    capped = dataclasses.replace(
+        FAST,
+        queue=dataclasses.replace(FAST.queue, max_bytes=1 << 20, max_snapshot_bytes=1 << 20),
+        max_batch_bytes=1 << 20,
+        max_grpc_message_bytes=4 << 20,
+    )
+
+    async def body() -> None:
+        async with AsyncExitStack() as stack:
+            b, inbox_b = await start(stack, 2, capped)
+            a, _ = await start(stack, 1, capped)
+            a.set_peer_address(2, b.address)
+            a.send("g", msg(1, 2, term=1))
+            await inbox_b.wait_for(1)
+            port = b.stream_port
+
+            reader, writer = await raw_link(port, greet=False)
+            writer.write(b"GET / HTTP/1.1\r\n\r\n")
+            assert await closed_by_peer(reader)
+
+            reader, writer = await raw_link(port)
+            writer.write(frames.FRAME_HEADER.pack(64 << 20, frames.Kind.BATCH))  # and no more
+            assert await closed_by_peer(reader)
+
+            reader, writer = await raw_link(port, greet=False)
+            batch = pb.RaftBatch(envelopes=[codec.encode("g", msg(1, 2, term=7))])
+            writer.write(frames.MAGIC + frames.frame(frames.Kind.BATCH, batch.SerializeToString()))
+            assert await closed_by_peer(reader)
+
+            reader, writer = await raw_link(port)
+            writer.write(frames.frame(frames.Kind.BATCH, b"\xff\xff\xff"))
+            assert await closed_by_peer(reader)
+
+            await eventually(lambda: b.stats().rejected == 4, what="four refusals counted")
+            assert [m.term for _, m in inbox_b.messages] == [1]
+            a.send("g", msg(1, 2, term=2))
+            await inbox_b.wait_for(2)
+            assert link(a, 2) == "stream"
+
+    run(body)
+
+
+def test_a_raw_framed_batch_is_delivered_like_a_grpc_one() -> None:
+    """The listener's side alone: a greeted connection's batches reach ``on_messages`` in
+    order, and its pings are answered."""
+
+    async def body() -> None:
+        async with AsyncExitStack() as stack:
+            b, inbox_b = await start(stack, 2)
+            reader, writer = await raw_link(b.stream_port)
+            for term in (5, 6):
+                batch = pb.RaftBatch(from_node=1, envelopes=[codec.encode("g", msg(1, 2, term))])
+                writer.write(frames.frame(frames.Kind.BATCH, batch.SerializeToString()))
+            writer.write(frames.PING_FRAME)
+            assert await frames.read_frame(reader, 0) == (frames.Kind.PONG, b"")
+            await inbox_b.wait_for(2)
+            assert [m.term for _, m in inbox_b.messages] == [5, 6]
+            writer.close()
+
+    run(body)
+
+
+def test_a_peer_whose_messages_arrive_is_alive_without_pongs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pongs come from the peer's event loop, which a burst of work can hold up: its Raft
+    messages arriving on its own link say as much, and the link stays up (a false "down"
+    makes a quiesced group's followers elect at once). Once nothing at all comes, it is
+    down."""
+    monkeypatch.setattr(frames, "PONG_FRAME", b"")  # B's listener answers no ping
+    config = dataclasses.replace(FAST, keepalive_time_ms=100, keepalive_timeout_ms=100)
+
+    async def body() -> None:
+        async with AsyncExitStack() as stack:
+            a, inbox_a = await start(stack, 1, config)
+            b, _ = await start(stack, 2, config)
+            a.set_peer_address(2, b.address)
+            b.set_peer_address(1, a.address)
+            a.send("g", msg(1, 2))
+            await eventually(lambda: not a.unreachable(2), what="link up")
+            for term in range(15):  # 0.75 s: nearly four times the silence allowed
+                b.send("g", msg(2, 1, term))
+                await asyncio.sleep(0.05)
+                assert not a.unreachable(2)
+            assert a.stats().connect_failures == 0
+            await inbox_a.wait_for(15)
+            b.remove_peer(1)  # nothing comes from B any more
+            await eventually(lambda: a.unreachable(2), timeout=2, what="silent peer noticed")
+
+    run(body)
