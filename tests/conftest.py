@@ -5,6 +5,9 @@ Tiers (``keelfs.testing.tiers``): a test that uses a fixture decorated with
 ``scripts/check --fast`` leaves out; any other test that starts a process fails, naming the
 marker.
 
+The files with long tests are collected first, whole (``keelfs.testing.schedule``):
+``scripts/check`` hands files out in that order, each to one worker (its cluster starts once).
+
 The state a user's CLI keeps (``$XDG_STATE_HOME/keelfs``: where the running ``keelfs
 local-cluster`` is) lives in a directory of the test session's own, so that no test reads or
 overwrites the user's, and ``$KEELFS_ADDRESS`` from the user's shell points no test elsewhere.
@@ -17,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from keelfs.testing.schedule import long_tests_first
 from keelfs.testing.tiers import guard_processes, mark_process_tests, running
 
 pytest_plugins = ["pytester"]  # tests/testing/test_tiers.py runs pytest on small suites
@@ -68,6 +72,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     mark_process_tests(items)
+    long_tests_first(items)
 
 
 @pytest.hookimpl(wrapper=True)
