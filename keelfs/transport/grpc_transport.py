@@ -305,7 +305,8 @@ class GrpcTransport:
         self._stream_server: asyncio.Server | None = None
         self._stream_port = 0
         """The framed-stream listener's port; 0 while there is none."""
-        self._stream_handlers: set[asyncio.Task[None]] = set()
+        self._stream_handlers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        """Each inbound framed stream's task, and its connection (what ``stop`` closes)."""
         self._heard_at: dict[int, float] = {}
         """When a batch last came from each node (loop time), on any of its links to us: a
         sign of life that the framed links' watch counts like a pong."""
@@ -413,10 +414,16 @@ class GrpcTransport:
             self._stats.dropped += n
         if self._stream_server is not None:
             self._stream_server.close()
+            # Closing a connection ends its task (its read fails); a cancel would be logged by
+            # asyncio's stream callback as an error.
+            for writer in self._stream_handlers.values():
+                writer.transport.abort()
             handlers = list(self._stream_handlers)
-            for task in handlers:
-                task.cancel()
-            await asyncio.gather(*handlers, return_exceptions=True)
+            if handlers:
+                _, stuck = await asyncio.wait(handlers, timeout=1.0)
+                for task in stuck:
+                    task.cancel()
+                await asyncio.gather(*handlers, return_exceptions=True)
             self._stream_server = None
             self._stream_port = 0
         if self._server is not None:
@@ -580,7 +587,7 @@ class GrpcTransport:
         batches and answer its pings until it ends. Anything off-protocol ends the connection."""
         task = asyncio.current_task()
         assert task is not None
-        self._stream_handlers.add(task)
+        self._stream_handlers[task] = writer
         cfg = self._cfg
         limit = cfg.max_grpc_message_bytes
         where = writer.get_extra_info("peername")
@@ -623,7 +630,7 @@ class GrpcTransport:
                 "node %d: framed stream from %s refused: %s", self._node_id, where, _describe(exc)
             )
         finally:
-            self._stream_handlers.discard(task)
+            self._stream_handlers.pop(task, None)
             writer.transport.abort()
 
     def _invoke(self, batch: list[tuple[str, Message]]) -> None:
