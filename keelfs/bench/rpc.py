@@ -19,7 +19,6 @@ import asyncio
 import multiprocessing
 import os
 import resource
-import ssl
 import struct
 import tempfile
 import time
@@ -32,7 +31,13 @@ from typing import Any
 import grpc
 
 from keelfs.tls.certs import init_authorities, issue_node
-from keelfs.tls.credentials import TlsSettings, add_port, channel_credentials
+from keelfs.tls.credentials import (
+    TlsSettings,
+    add_port,
+    channel_credentials,
+    client_ssl_context,
+    server_ssl_context,
+)
 
 __all__ = ["RpcRow", "run_rpc"]
 
@@ -75,21 +80,6 @@ def _answer(message: bytes) -> bytes:
     return repr(_cpu()).encode() if message == _CPU_ASK else message
 
 
-def _server_ssl(tls: TlsSettings) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(tls.cert, tls.key)
-    ctx.load_verify_locations(tls.peer_ca)
-    ctx.verify_mode = ssl.CERT_REQUIRED  # mutual, as keelfs's own ports
-    return ctx
-
-
-def _client_ssl(tls: TlsSettings) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(tls.peer_ca)
-    ctx.load_cert_chain(tls.cert, tls.key)
-    return ctx
-
-
 # -- the server process --------------------------------------------------------------------------
 async def _serve(tls: TlsSettings | None, ready: Queue[tuple[int, int]]) -> None:
     async def unary(request: bytes, _: Any) -> bytes:
@@ -124,7 +114,7 @@ async def _serve(tls: TlsSettings | None, ready: Queue[tuple[int, int]]) -> None
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
-    ctx = _server_ssl(tls) if tls is not None else None
+    ctx = server_ssl_context(tls, clients=False) if tls is not None else None
     streams = await asyncio.start_server(frames, "127.0.0.1", 0, ssl=ctx)
     ready.put((grpc_port, streams.sockets[0].getsockname()[1]))
     parent = os.getppid()
@@ -199,7 +189,7 @@ async def _grpc_rows(address: str, tls: TlsSettings | None, n: int, message: byt
 
 
 async def _stream_rows(port: int, tls: TlsSettings | None, n: int, message: bytes) -> list[RpcRow]:
-    ctx = _client_ssl(tls) if tls is not None else None
+    ctx = client_ssl_context(tls) if tls is not None else None
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1" if ctx else None
     )

@@ -39,6 +39,7 @@ each peer. A frame longer than the receiver's limit ends the connection before i
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import struct
 from enum import IntEnum
@@ -53,6 +54,7 @@ __all__ = [
     "frame",
     "read_frame",
     "set_keepalive",
+    "listening_socket",
     "split_host",
 ]
 
@@ -61,6 +63,14 @@ MAGIC = b"KEELRAFT\x00\x01"
 
 FRAME_HEADER = struct.Struct(">IB")
 """Payload length, kind."""
+
+MAX_HELLO_BYTES = 64 * 1024
+"""A greeting carries a node id and an address: anything longer is not one (and is refused
+before it is read, whatever the batch limit)."""
+
+MAX_UNREAD_PONGS_BYTES = 64 * 1024
+"""Pongs a dialler may leave unread before its connection is closed: one that pings without
+reading would otherwise grow the listener's write buffer without bound."""
 
 
 class Kind(IntEnum):
@@ -110,6 +120,33 @@ def set_keepalive(writer: asyncio.StreamWriter, idle_s: int = 10, interval_s: in
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket for ``host`` (as :func:`split_host` gives it) and ``port``
+    (0: any free one): one socket, so one port to tell peers. A wildcard IPv6 host (``::``)
+    takes IPv4 too, as gRPC's listener on the same address does (asyncio's own would be IPv6
+    only); an empty host is IPv4's wildcard; a name is resolved to its first address."""
+    if not host:
+        host = "0.0.0.0"
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        sockaddr: tuple[object, ...] = (host, port)
+    except ValueError:  # a name
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        family, sockaddr = info[0], info[4]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(sockaddr)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def split_host(address: str) -> str:

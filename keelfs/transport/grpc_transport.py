@@ -113,6 +113,7 @@ AuthenticatedNode = Callable[[Any], int | None]
 mutual TLS, the one its certificate names), or None if the stream is not authenticated (then
 its messages are not checked). Called once per stream, when it opens; it must not raise."""
 _INT_MAX = 2**31 - 1
+_STREAM_RETRY_AFTER_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,7 @@ class _Peer:
         "features",
         "link",
         "stream_failed",
+        "stream_retry_at",
     )
 
     def __init__(self, node_id: int, address: str, limits: QueueLimits) -> None:
@@ -209,6 +211,8 @@ class _Peer:
         self.link = ""
         self.stream_failed = False
         """The last framed connection to this peer failed (its next failure logs quietly)."""
+        self.stream_retry_at = 0.0
+        """Loop time before which no framed connection is tried (one failed lately)."""
 
 
 def _unauthenticated(context: Any) -> int | None:
@@ -344,6 +348,9 @@ class GrpcTransport:
             ("grpc.so_reuseport", 0),
         ]
 
+    def _loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
+
     @staticmethod
     def _cfg_framed(config: GrpcTransportConfig | None) -> bool:
         return config is None or config.stream_port is not None
@@ -381,17 +388,21 @@ class GrpcTransport:
         port = add_port(server, self._listen_address, self._tls, clients=False)
         host = self._listen_address.rpartition(":")[0]
         self._address = f"{host}:{port}"
-        await server.start()
-        self._server = server
         if self._framed:
+            # before gRPC serves: every RaftAck names the port
             assert self._cfg.stream_port is not None
+            sock = frames.listening_socket(
+                frames.split_host(self._listen_address), self._cfg.stream_port
+            )
+            self._stream_port = sock.getsockname()[1]
             self._stream_server = await asyncio.start_server(
                 self._serve_stream,
-                frames.split_host(self._listen_address) or None,
-                self._cfg.stream_port,
+                sock=sock,
                 ssl=self._server_ssl,
+                ssl_handshake_timeout=self._cfg.connect_timeout if self._server_ssl else None,
             )
-            self._stream_port = self._stream_server.sockets[0].getsockname()[1]
+        await server.start()
+        self._server = server
         self._running = True
         for peer in self._peers.values():
             self._spawn(peer)
@@ -585,6 +596,9 @@ class GrpcTransport:
     ) -> None:
         """One inbound framed stream (:mod:`keelfs.transport.frames`): greet, then deliver its
         batches and answer its pings until it ends. Anything off-protocol ends the connection."""
+        if self._stopped:  # a TLS handshake that ended after stop()
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._stream_handlers[task] = writer
@@ -604,7 +618,7 @@ class GrpcTransport:
             async with asyncio.timeout(cfg.connect_timeout):
                 if await reader.readexactly(len(frames.MAGIC)) != frames.MAGIC:
                     raise frames.FrameError("not a keelfs framed stream")
-                kind, payload = await frames.read_frame(reader, limit)
+                kind, payload = await frames.read_frame(reader, frames.MAX_HELLO_BYTES)
             if kind is not frames.Kind.HELLO:
                 raise frames.FrameError(f"{kind.name} before HELLO")
             pb.RaftBatch.FromString(payload)  # well-formed; who it names is checked per message
@@ -619,6 +633,8 @@ class GrpcTransport:
                 if kind is frames.Kind.BATCH:
                     self._deliver_batch(pb.RaftBatch.FromString(payload), peer)
                 elif kind is frames.Kind.PING:
+                    if writer.transport.get_write_buffer_size() > frames.MAX_UNREAD_PONGS_BYTES:
+                        raise frames.FrameError("pings without reading the answers")
                     writer.write(frames.PONG_FRAME)
                 else:
                     raise frames.FrameError(f"an unexpected {kind.name}")
@@ -683,7 +699,10 @@ class GrpcTransport:
         call = stub.Stream(metadata=((_NODE_ID_METADATA, str(self._node_id)),))
         try:
             try:
-                ack = await asyncio.wait_for(call.read(), self._cfg.connect_timeout)
+                # not asyncio.wait_for: on 3.11 it can swallow a cancel that comes as the read
+                # completes, and the sender then runs on after stop()
+                async with asyncio.timeout(self._cfg.connect_timeout):
+                    ack = await call.read()
             except Exception as exc:
                 self._link_failed(peer, f"connect to {peer.address}: {_describe(exc)}")
                 return False
@@ -695,7 +714,7 @@ class GrpcTransport:
                     peer, f"{peer.address} is node {ack.node_id}, not node {peer.node_id}"
                 )
                 return False
-            if ack.stream_port and self._framed:
+            if ack.stream_port and self._framed and self._loop_time() >= peer.stream_retry_at:
                 stream = await self._dial_stream(peer, ack.stream_port)
                 if stream is not None:
                     call.cancel()
@@ -760,16 +779,26 @@ class GrpcTransport:
                 writer.transport.abort()
             level = logging.DEBUG if peer.stream_failed else logging.WARNING
             peer.stream_failed = True
+            # a port that drops rather than refuses would hold every reconnect for the
+            # connect timeout (and a new leader's first votes with it): let links go
+            # straight to gRPC for a while
+            peer.stream_retry_at = self._loop_time() + _STREAM_RETRY_AFTER_S
             log.log(
                 level,
-                "node %d: framed stream to node %d at %s:%d failed (%s); the link stays on gRPC",
+                "node %d: framed stream to node %d at %s:%d failed (%s); the link stays on "
+                "gRPC (framed tried again in %.0f s)",
                 self._node_id,
                 peer.node_id,
                 host,
                 port,
                 _describe(exc),
+                _STREAM_RETRY_AFTER_S,
             )
             return None
+        except BaseException:  # cancelled mid-dial: no socket left behind
+            if writer is not None:
+                writer.transport.abort()
+            raise
         peer.stream_failed = False
         frames.set_keepalive(writer)
         return reader, writer, ack
@@ -791,20 +820,27 @@ class GrpcTransport:
             ``silence`` — no pong, and no batch on its own link to us either (pongs are
             answered by the peer's event loop, which a burst of work can hold up; its Raft
             messages arriving say as much as a pong that it is alive)."""
-            pong_at = loop.time()
+            heard = loop.time()
             while True:
+                deadline = heard + silence
                 try:
                     # a PONG is a header alone: a timeout here never splits a frame
-                    async with asyncio.timeout(silence):
+                    async with asyncio.timeout_at(deadline):
                         kind, _ = await frames.read_frame(reader, 0)
                 except TimeoutError:
-                    heard = max(pong_at, self._heard_at.get(peer.node_id, pong_at))
-                    if loop.time() - heard >= silence:
+                    now = loop.time()
+                    heard = max(heard, self._heard_at.get(peer.node_id, heard))
+                    if now - deadline > cfg.keepalive_time_ms / 1000:
+                        # This loop itself stalled (the timeout fired that late): no ping
+                        # went out meanwhile, and what came in is unread. Not the peer's
+                        # silence: give it a full window from now.
+                        heard = now
+                    elif now - heard >= silence:
                         raise
                     continue
                 if kind is not frames.Kind.PONG:
                     raise frames.FrameError(f"an unexpected {kind.name}")
-                pong_at = loop.time()
+                heard = loop.time()
 
         async def ping() -> None:
             while not writer.is_closing():
@@ -817,6 +853,9 @@ class GrpcTransport:
 
         self._link_up(peer, ack, "stream")
         watcher = asyncio.ensure_future(watch())
+        # A write waiting for a peer that stopped reading (frozen, or its host gone with data
+        # unacknowledged) waits in drain(): the watch ending must end it too.
+        watcher.add_done_callback(lambda _: writer.transport.abort())
         pinger = asyncio.ensure_future(ping())
         try:
             await self._pump(peer, write, watcher)
@@ -878,9 +917,13 @@ class GrpcTransport:
             try:
                 await write(batch)
             except Exception as exc:
+                cause: BaseException = exc
+                if reader.done() and not reader.cancelled():
+                    # the watch ended the link (and so the write): its reason, not the echo
+                    cause = reader.exception() or exc
                 stats.dropped += n
                 peer.dropped += n
-                self._link_failed(peer, f"write to {peer.address}: {_describe(exc)}")
+                self._link_failed(peer, f"write to {peer.address}: {_describe(cause)}")
                 return
             stats.sent += n
             stats.batches_sent += 1

@@ -6,6 +6,7 @@ links that keep to it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -16,7 +17,7 @@ from contextlib import AsyncExitStack
 import pytest
 from transport_helpers import Inbox, eventually, run
 
-from keelfs.raft.messages import Message, MessageType
+from keelfs.raft.messages import Entry, Message, MessageType
 from keelfs.transport import codec, frames
 from keelfs.transport.base import RUNTIME_FEATURES
 from keelfs.transport.grpc_transport import GrpcTransport, GrpcTransportConfig
@@ -29,8 +30,8 @@ OLD = dataclasses.replace(FAST, stream_port=None)
 """A node of a release without framed streams: it names no stream port and dials none."""
 
 
-def msg(frm: int, to: int, term: int = 1) -> Message:
-    return Message(MessageType.APP, to=to, frm=frm, term=term)
+def msg(frm: int, to: int, term: int = 1, **kw: object) -> Message:
+    return Message(MessageType.APP, to=to, frm=frm, term=term, **kw)  # type: ignore[arg-type]
 
 
 async def start(
@@ -165,15 +166,21 @@ def test_a_frozen_peer_is_noticed_by_its_silence_and_the_link_comes_back() -> No
 
                 os.kill(proc.pid, signal.SIGSTOP)
                 frozen = time.monotonic()
+                # more than the sockets buffer: the sender ends up waiting in a write
+                for _ in range(24):
+                    a.send("g", msg(1, 2, term=2, entries=(Entry(1, 1, bytes(1 << 20)),)))
                 await eventually(lambda: a.unreachable(2), timeout=5, what="frozen peer noticed")
                 assert time.monotonic() - frozen >= 0.3  # its silence, not a broken socket
                 status = a.peer_status(2)
                 assert status is not None and "timed out" in (status.last_error or "")
-                a.send("g", msg(1, 2, term=2))
+                assert status.sent < 24  # it was stuck behind the backlog, not idle
+                a.send("g", msg(1, 2, term=3))
 
                 os.kill(proc.pid, signal.SIGCONT)
                 await eventually(lambda: not a.unreachable(2), timeout=5, what="link back")
-                assert await proc.stdout.readline() == b"term 2\n"
+                while (line := await proc.stdout.readline()) == b"term 2\n":
+                    pass  # what the frozen peer got of the backlog, and what was re-sent
+                assert line == b"term 3\n"
                 assert link(a, 2) == "stream"
         finally:
             if proc.returncode is None:
@@ -186,8 +193,8 @@ def test_a_frozen_peer_is_noticed_by_its_silence_and_the_link_comes_back() -> No
 
 def test_off_protocol_connections_are_refused_and_real_links_carry_on() -> None:
     """Something that is not a keelfs node, a frame over the size limit (refused before it is
-    read), a batch before the greeting, a batch that does not parse: each connection is closed
-    and counted, and a real peer's link delivers on."""
+    read), a greeting over its own small limit, a batch before the greeting, a batch that does
+    not parse: each connection is closed and counted, and a real peer's link delivers on."""
     capped = dataclasses.replace(
         FAST,
         queue=dataclasses.replace(FAST.queue, max_bytes=1 << 20, max_snapshot_bytes=1 << 20),
@@ -213,6 +220,10 @@ def test_off_protocol_connections_are_refused_and_real_links_carry_on() -> None:
             assert await closed_by_peer(reader)
 
             reader, writer = await raw_link(port, greet=False)
+            writer.write(frames.MAGIC + frames.FRAME_HEADER.pack(1 << 20, frames.Kind.HELLO))
+            assert await closed_by_peer(reader)  # a greeting is small whatever batches are
+
+            reader, writer = await raw_link(port, greet=False)
             batch = pb.RaftBatch(envelopes=[codec.encode("g", msg(1, 2, term=7))])
             writer.write(frames.MAGIC + frames.frame(frames.Kind.BATCH, batch.SerializeToString()))
             assert await closed_by_peer(reader)
@@ -221,7 +232,7 @@ def test_off_protocol_connections_are_refused_and_real_links_carry_on() -> None:
             writer.write(frames.frame(frames.Kind.BATCH, b"\xff\xff\xff"))
             assert await closed_by_peer(reader)
 
-            await eventually(lambda: b.stats().rejected == 4, what="four refusals counted")
+            await eventually(lambda: b.stats().rejected == 5, what="five refusals counted")
             assert [m.term for _, m in inbox_b.messages] == [1]
             a.send("g", msg(1, 2, term=2))
             await inbox_b.wait_for(2)
@@ -257,24 +268,98 @@ def test_a_peer_whose_messages_arrive_is_alive_without_pongs(
     messages arriving on its own link say as much, and the link stays up (a false "down"
     makes a quiesced group's followers elect at once). Once nothing at all comes, it is
     down."""
-    monkeypatch.setattr(frames, "PONG_FRAME", b"")  # B's listener answers no ping
-    config = dataclasses.replace(FAST, keepalive_time_ms=100, keepalive_timeout_ms=100)
+    monkeypatch.setattr(frames, "PONG_FRAME", b"")  # no listener answers a ping
+    config = dataclasses.replace(FAST, keepalive_time_ms=150, keepalive_timeout_ms=150)
 
     async def body() -> None:
         async with AsyncExitStack() as stack:
             a, inbox_a = await start(stack, 1, config)
-            b, _ = await start(stack, 2, config)
+            b, inbox_b = await start(stack, 2, config)
             a.set_peer_address(2, b.address)
             b.set_peer_address(1, a.address)
             a.send("g", msg(1, 2))
-            await eventually(lambda: not a.unreachable(2), what="link up")
-            for term in range(15):  # 0.75 s: nearly four times the silence allowed
+            b.send("g", msg(2, 1))
+            await eventually(lambda: not a.unreachable(2) and not b.unreachable(1))
+            for term in range(30):  # 1.5 s: five times the silence allowed
+                a.send("g", msg(1, 2, term))
                 b.send("g", msg(2, 1, term))
                 await asyncio.sleep(0.05)
                 assert not a.unreachable(2)
-            assert a.stats().connect_failures == 0
-            await inbox_a.wait_for(15)
+            assert a.stats().connect_failures == b.stats().connect_failures == 0
+            await inbox_a.wait_for(31)
             b.remove_peer(1)  # nothing comes from B any more
             await eventually(lambda: a.unreachable(2), timeout=2, what="silent peer noticed")
+            status = a.peer_status(2)
+            assert status is not None and "timed out" in (status.last_error or "")
 
     run(body)
+
+
+@pytest.mark.process
+def test_a_stall_of_the_dialler_itself_is_not_the_peers_silence() -> None:
+    """When this node's own event loop stalls (a long apply, a pause of the process), its
+    watch's timeout fires late, with no ping sent meanwhile and the answers unread: that is
+    not the peer's silence, and the link stays up."""
+    config = dataclasses.replace(FAST, keepalive_time_ms=150, keepalive_timeout_ms=150)
+
+    async def body() -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _PEER, stdout=asyncio.subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        try:
+            address = (await proc.stdout.readline()).decode().strip()
+            async with AsyncExitStack() as stack:
+                a, _ = await start(stack, 1, config)
+                a.set_peer_address(2, address)
+                a.send("g", msg(1, 2, term=1))
+                assert await proc.stdout.readline() == b"term 1\n"
+                for _ in range(3):
+                    time.sleep(0.8)  # the whole loop stalls: more than twice the silence
+                    await asyncio.sleep(0.4)
+                    assert not a.unreachable(2)
+                assert a.stats().connect_failures == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+    run(body, timeout=20)
+
+
+def test_a_dialler_that_pings_without_reading_is_cut_off() -> None:
+    """Pongs a dialler leaves unread pile up in the listener's write buffer: past a bound the
+    connection is closed, not the memory given."""
+
+    async def body() -> None:
+        async with AsyncExitStack() as stack:
+            b, _ = await start(stack, 2)
+            reader, writer = await raw_link(b.stream_port)
+            writer.transport.pause_reading()  # never a pong read
+            with contextlib.suppress(ConnectionError):  # cut off mid-write
+                for _ in range(100):  # more than the sockets on both sides buffer
+                    writer.write(frames.PING_FRAME * 200_000)  # 1 MB of pings
+                    await writer.drain()
+                    if b.stats().rejected:
+                        break
+            await eventually(lambda: b.stats().rejected == 1, what="the flood refused")
+            writer.transport.abort()
+
+    run(body)
+
+
+def test_one_listening_socket_per_host_and_a_wildcard_ipv6_takes_ipv4_too() -> None:
+    """The framed port is told to peers as one number: one socket, whatever the host; on
+    ``::`` (gRPC's Raft listener there takes both families) IPv4 peers get in too."""
+    import socket
+
+    with frames.listening_socket("::", 0) as sock:
+        port = sock.getsockname()[1]
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family, socket.SOCK_STREAM) as client:
+                client.settimeout(2)
+                client.connect((host, port))
+    with frames.listening_socket("localhost", 0) as sock:
+        assert sock.getsockname()[1] > 0
+    assert frames.split_host("[::1]:7000") == "::1"
+    assert frames.split_host("10.0.0.5:7000") == "10.0.0.5"
