@@ -191,7 +191,6 @@ class _Peer:
         "batches_sent",
         "features",
         "link",
-        "stream_failed",
         "stream_retry_at",
     )
 
@@ -209,10 +208,9 @@ class _Peer:
         self.batches_sent = 0
         self.features: frozenset[str] = frozenset()
         self.link = ""
-        self.stream_failed = False
-        """The last framed connection to this peer failed (its next failure logs quietly)."""
         self.stream_retry_at = 0.0
-        """Loop time before which no framed connection is tried (one failed lately)."""
+        """Loop time before which no framed connection is tried; set when one failed, 0 once
+        one succeeds (a failure after a failure logs quietly)."""
 
 
 def _unauthenticated(context: Any) -> int | None:
@@ -248,11 +246,7 @@ class _Servicer:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED, "the Raft port accepts metadata nodes only"
             )
-        yield pb.RaftAck(
-            node_id=transport.node_id,
-            features=sorted(RUNTIME_FEATURES),
-            stream_port=transport._stream_port,
-        )
+        yield transport._ack()
         async for batch in request_iterator:
             transport._deliver_batch(batch, peer)
 
@@ -286,9 +280,6 @@ class GrpcTransport:
         authenticator = None if tls is None else Authenticator(tls)
         self._stream_node_of_der = None if authenticator is None else authenticator.node_of_der
         """Who a framed stream's certificate names (None without TLS: nothing to check)."""
-        self._framed = self._cfg_framed(config) and (tls is not None or authenticated_node is None)
-        """Framed streams on: a caller's own ``authenticated_node`` judges gRPC contexts only,
-        so with one (and no TLS) every link stays on gRPC, where it applies."""
         if authenticated_node is None and authenticator is not None:
             authenticated_node = authenticator.authenticated_node
         self._authenticated_node: AuthenticatedNode = authenticated_node or _unauthenticated
@@ -296,6 +287,11 @@ class GrpcTransport:
         self._address = listen_address
         self._on_messages = on_messages
         self._cfg = config or GrpcTransportConfig()
+        self._framed = self._cfg.stream_port is not None and (
+            tls is not None or authenticated_node is None
+        )
+        """Framed streams on: a caller's own ``authenticated_node`` judges gRPC contexts only,
+        so with one (and no TLS) every link stays on gRPC, where it applies."""
         self._rng = rng or random.Random()
         self._peers: dict[int, _Peer] = {}
         self._stats = TransportStats()
@@ -350,10 +346,6 @@ class GrpcTransport:
 
     def _loop_time(self) -> float:
         return asyncio.get_running_loop().time()
-
-    @staticmethod
-    def _cfg_framed(config: GrpcTransportConfig | None) -> bool:
-        return config is None or config.stream_port is not None
 
     # -- Transport protocol -------------------------------------------------------------------
 
@@ -591,6 +583,13 @@ class GrpcTransport:
             self._stats.received += len(out)
             self._invoke(out)
 
+    def _ack(self) -> pb.RaftAck:
+        """What this node answers a new inbound stream (gRPC or framed) with: who it is, what
+        its runtime reads, where its framed streams listen."""
+        return pb.RaftAck(
+            node_id=self._node_id, features=sorted(RUNTIME_FEATURES), stream_port=self._stream_port
+        )
+
     async def _serve_stream(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -622,12 +621,7 @@ class GrpcTransport:
             if kind is not frames.Kind.HELLO:
                 raise frames.FrameError(f"{kind.name} before HELLO")
             pb.RaftBatch.FromString(payload)  # well-formed; who it names is checked per message
-            ack = pb.RaftAck(
-                node_id=self._node_id,
-                features=sorted(RUNTIME_FEATURES),
-                stream_port=self._stream_port,
-            )
-            writer.write(frames.frame(frames.Kind.ACK, ack.SerializeToString()))
+            writer.write(frames.frame(frames.Kind.ACK, self._ack().SerializeToString()))
             while True:
                 kind, payload = await frames.read_frame(reader, limit)
                 if kind is frames.Kind.BATCH:
@@ -777,8 +771,7 @@ class GrpcTransport:
         ) as exc:
             if writer is not None:
                 writer.transport.abort()
-            level = logging.DEBUG if peer.stream_failed else logging.WARNING
-            peer.stream_failed = True
+            level = logging.DEBUG if peer.stream_retry_at else logging.WARNING
             # a port that drops rather than refuses would hold every reconnect for the
             # connect timeout (and a new leader's first votes with it): let links go
             # straight to gRPC for a while
@@ -799,7 +792,7 @@ class GrpcTransport:
             if writer is not None:
                 writer.transport.abort()
             raise
-        peer.stream_failed = False
+        peer.stream_retry_at = 0.0
         frames.set_keepalive(writer)
         return reader, writer, ack
 

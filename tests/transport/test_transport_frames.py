@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
@@ -142,6 +143,22 @@ asyncio.run(main())
 """
 
 
+@contextlib.asynccontextmanager
+async def peer_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """Node 2 in a process of its own (``_PEER``), and its Raft address; killed at the end."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PEER, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    try:
+        yield proc, (await proc.stdout.readline()).decode().strip()
+    finally:
+        if proc.returncode is None:
+            os.kill(proc.pid, signal.SIGCONT)  # a stopped process dies only once continued
+            proc.kill()
+        await proc.wait()
+
+
 @pytest.mark.process
 def test_a_frozen_peer_is_noticed_by_its_silence_and_the_link_comes_back() -> None:
     """A peer process that is stopped (SIGSTOP) answers no pings: the link is down within
@@ -150,12 +167,8 @@ def test_a_frozen_peer_is_noticed_by_its_silence_and_the_link_comes_back() -> No
     meanwhile."""
 
     async def body() -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _PEER, stdout=asyncio.subprocess.PIPE
-        )
-        assert proc.stdout is not None
-        try:
-            address = (await proc.stdout.readline()).decode().strip()
+        async with peer_process() as (proc, address):
+            assert proc.stdout is not None
             config = dataclasses.replace(FAST, keepalive_time_ms=300, keepalive_timeout_ms=300)
             async with AsyncExitStack() as stack:
                 a, _ = await start(stack, 1, config)
@@ -182,11 +195,6 @@ def test_a_frozen_peer_is_noticed_by_its_silence_and_the_link_comes_back() -> No
                     pass  # what the frozen peer got of the backlog, and what was re-sent
                 assert line == b"term 3\n"
                 assert link(a, 2) == "stream"
-        finally:
-            if proc.returncode is None:
-                os.kill(proc.pid, signal.SIGCONT)
-                proc.kill()
-            await proc.wait()
 
     run(body, timeout=20)
 
@@ -303,12 +311,8 @@ def test_a_stall_of_the_dialler_itself_is_not_the_peers_silence() -> None:
     config = dataclasses.replace(FAST, keepalive_time_ms=150, keepalive_timeout_ms=150)
 
     async def body() -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _PEER, stdout=asyncio.subprocess.PIPE
-        )
-        assert proc.stdout is not None
-        try:
-            address = (await proc.stdout.readline()).decode().strip()
+        async with peer_process() as (proc, address):
+            assert proc.stdout is not None
             async with AsyncExitStack() as stack:
                 a, _ = await start(stack, 1, config)
                 a.set_peer_address(2, address)
@@ -319,10 +323,6 @@ def test_a_stall_of_the_dialler_itself_is_not_the_peers_silence() -> None:
                     await asyncio.sleep(0.4)
                     assert not a.unreachable(2)
                 assert a.stats().connect_failures == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
 
     run(body, timeout=20)
 
@@ -335,7 +335,7 @@ def test_a_dialler_that_pings_without_reading_is_cut_off() -> None:
         async with AsyncExitStack() as stack:
             b, _ = await start(stack, 2)
             reader, writer = await raw_link(b.stream_port)
-            writer.transport.pause_reading()  # never a pong read
+            writer.transport.pause_reading()  # type: ignore[attr-defined]  # never a pong read
             with contextlib.suppress(ConnectionError):  # cut off mid-write
                 for _ in range(100):  # more than the sockets on both sides buffer
                     writer.write(frames.PING_FRAME * 200_000)  # 1 MB of pings
